@@ -1,0 +1,7 @@
+"""``python -m actrhost`` is the ``actrhost`` command."""
+
+import sys
+
+from ._cli import main
+
+sys.exit(main())

@@ -1,0 +1,109 @@
+"""The base class users subclass, and the ``@rpc`` decorator that names a handler's route."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
+
+from ._ids import ActrType
+from ._payload_type import PayloadType
+
+if TYPE_CHECKING:
+    from ._context import Context
+
+_F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
+_ROUTE_ATTR = "__actrhost_route__"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """What ``@rpc`` records on a handler: its route key and lane."""
+
+    route_key: str
+    payload_type: PayloadType
+
+
+def rpc(route_key: str, *, payload_type: PayloadType = PayloadType.RPC_RELIABLE) -> Callable[[_F], _F]:
+    """Mark an ``async def handler(self, ctx, request)`` as serving ``route_key``.
+
+    ``route_key`` is ``"package.Service.Method"``. If ``request`` is annotated with a
+    protobuf message class it is decoded into one, and a returned message is encoded;
+    otherwise the handler gets and returns ``bytes``. ``payload_type=PayloadType.RPC_SIGNAL``
+    puts the route on the signal lane, served before queued RPC_RELIABLE work.
+    """
+    if not isinstance(route_key, str) or not route_key:
+        raise ValueError("rpc() needs a non-empty route key such as 'demo.Echo.Say'")
+    if payload_type not in (PayloadType.RPC_RELIABLE, PayloadType.RPC_SIGNAL):
+        raise ValueError(f"rpc() routes use RPC_RELIABLE or RPC_SIGNAL, not {payload_type.name}")
+
+    def mark(func: _F) -> _F:
+        if not inspect.iscoroutinefunction(func):
+            raise TypeError(f"@rpc({route_key!r}) needs an 'async def', got {func!r}")
+        setattr(func, _ROUTE_ATTR, RouteSpec(route_key, PayloadType(payload_type)))
+        return func
+
+    return mark
+
+
+class Actor:
+    """Base class of user actors. One instance lives in one worker process.
+
+    Subclasses define ``@rpc`` handlers and optionally ``on_start`` / ``on_stop``. The
+    worker sets ``actr_type`` and ``name`` from the config before ``on_start`` runs.
+    """
+
+    actr_type: ActrType | None = None
+    name: str = ""
+
+    async def on_start(self, ctx: Context) -> None:
+        """Called once before the actor serves any message. Raising here fails the start."""
+
+    async def on_stop(self, ctx: Context) -> None:
+        """Called once on a clean stop, after in-flight handlers finished or were cancelled."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One bound handler: how to decode its request and call it."""
+
+    spec: RouteSpec
+    handler: Callable[..., Awaitable[Any]]
+    request_type: type | None  # a protobuf message class, or None for bytes
+
+
+def collect_routes(actor: Actor) -> dict[str, Route]:
+    """Find every ``@rpc`` method of ``actor``; raise TypeError on a route key used twice."""
+    routes: dict[str, Route] = {}
+    for attr in dir(type(actor)):
+        func = getattr(type(actor), attr, None)
+        spec = getattr(func, _ROUTE_ATTR, None)
+        if not isinstance(spec, RouteSpec):
+            continue
+        if spec.route_key in routes:
+            raise TypeError(f"{type(actor).__name__}: route {spec.route_key!r} is defined twice")
+        routes[spec.route_key] = Route(spec, getattr(actor, attr), request_message_type(func))
+    return routes
+
+
+def request_message_type(func: Callable[..., Any]) -> type | None:
+    """The protobuf class the handler's request parameter is annotated with, if any."""
+    params = list(inspect.signature(func).parameters.values())
+    if params and params[0].name == "self":
+        params = params[1:]
+    if len(params) < 2:
+        return None
+    try:
+        hints = get_type_hints(func)
+    except Exception:  # an annotation that does not resolve means "not a message class"
+        return None
+    annotation = hints.get(params[1].name)
+    return annotation if is_message_class(annotation) else None
+
+
+def is_message_class(obj: object) -> bool:
+    """True for a generated protobuf message class."""
+    from google.protobuf.message import Message
+
+    return isinstance(obj, type) and issubclass(obj, Message)

@@ -1,0 +1,197 @@
+"""The ``actrhost`` command: run a node, call an actor, show a node's status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ._errors import ActrError, ConfigError
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2  # bad arguments or a bad config: nothing was started
+
+
+def _configure_logging(level: str, who: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format=f"%(asctime)s %(levelname)-7s {who}[%(process)d] %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"actrhost: {message}", file=sys.stderr)
+    return code
+
+
+# -- actrhost run ------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ._config import load_config, resolve_handler
+    from ._rundir import NodeAlreadyRunning
+    from ._supervisor import Supervisor
+
+    # Everything that can be wrong with the config is found here, before any process starts.
+    config = load_config(args.config)
+    for actor in config.actors:
+        resolve_handler(config, actor)
+    _configure_logging(args.log_level or config.node.log_level, "supervisor")
+    try:
+        return asyncio.run(Supervisor(config).run())
+    except NodeAlreadyRunning as exc:
+        return _fail(str(exc), EXIT_FAILURE)
+
+
+# -- actrhost call -----------------------------------------------------------------------
+
+
+def _payload_from_args(args: argparse.Namespace) -> bytes:
+    if args.hex is not None:
+        try:
+            return bytes.fromhex(args.hex)
+        except ValueError:
+            raise SystemExit(_fail(f"--hex: not hexadecimal: {args.hex!r}", EXIT_USAGE)) from None
+    if args.data is None:
+        return b""
+    if args.data.startswith("@"):
+        try:
+            return Path(args.data[1:]).read_bytes()
+        except OSError as exc:
+            raise SystemExit(_fail(f"--data: cannot read {args.data[1:]}: {exc.strerror}", EXIT_USAGE)) from None
+    return args.data.encode()
+
+
+def _write_output(data: bytes, output: str) -> None:
+    if output == "raw":
+        sys.stdout.buffer.write(data)
+    elif output == "hex":
+        print(data.hex())
+    else:
+        print(data.decode("utf-8", errors="backslashreplace"))
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    from ._shell import connect
+
+    payload = _payload_from_args(args)
+
+    async def run() -> int:
+        async with connect(args.config) as shell:
+            if args.tell:
+                await shell.tell(args.target, args.route_key, payload)
+                return EXIT_OK
+            result = await shell.call(args.target, args.route_key, payload, timeout=args.timeout)
+            _write_output(result, args.output)
+            return EXIT_OK
+
+    try:
+        return asyncio.run(run())
+    except ActrError as exc:
+        return _fail(f"call failed: {exc.code} {type(exc).__name__}: {exc.message}", EXIT_FAILURE)
+
+
+# -- actrhost status ---------------------------------------------------------------------
+
+_COLUMNS = ("NAME", "ACTR_ID", "PID", "STATE", "RESTARTS", "MAILBOX", "SERVED", "ERRORS")
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """The status table ``actrhost status`` prints."""
+    rows = [_COLUMNS]
+    for actor in status["actors"]:
+        stats = actor.get("stats") or {}
+        served = stats.get("calls_served", 0) + stats.get("tells_served", 0) if stats else "-"
+        rows.append((
+            f"{actor['name']}#{actor['index']}",
+            actor["id"],
+            str(actor.get("pid") or "-"),
+            actor["state"],
+            str(actor.get("restarts", 0)),
+            str(stats.get("mailbox_depth", "-")),
+            str(served),
+            str(stats.get("errors", "-")),
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    lines = [f"node {status.get('node', '?')} ({status.get('run_dir', '')})"]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ._shell import connect
+
+    async def run() -> dict[str, Any]:
+        async with connect(args.config) as shell:
+            return await shell.status()
+
+    try:
+        status = asyncio.run(run())
+    except ActrError as exc:
+        return _fail(f"status: {exc.message}", EXIT_FAILURE)
+    if args.json:
+        status.pop("op", None)
+        status.pop("req", None)
+        print(json.dumps(status, indent=2))
+    else:
+        print(format_status(status))
+    return EXIT_OK
+
+
+# -- parser ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``actrhost`` (every subcommand has ``--help``)."""
+    parser = argparse.ArgumentParser(
+        prog="actrhost",
+        description="Host Actor-RTC style actors: one process per actor, ZeroMQ between them.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a node from a config file until SIGINT/SIGTERM")
+    run.add_argument("config", help="path of the node's TOML config")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides [node] log_level")
+    run.set_defaults(func=cmd_run)
+
+    call = sub.add_parser("call", help="call (or tell) an actor of a running node")
+    call.add_argument("config", help="config of the running node (or its ipc:// control endpoint)")
+    call.add_argument("target", help="actor name, 'manufacturer+type' or an ActrId text")
+    call.add_argument("route_key", help="route key, e.g. demo.Echo.Say")
+    data = call.add_mutually_exclusive_group()
+    data.add_argument("--data", help="request payload as text, or @FILE for a file's bytes")
+    data.add_argument("--hex", help="request payload as hexadecimal")
+    call.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
+    call.add_argument("--tell", action="store_true", help="send a tell: no answer is awaited")
+    call.add_argument("--output", choices=["text", "hex", "raw"], default="text",
+                      help="how to print the response (default: UTF-8 text)")
+    call.set_defaults(func=cmd_call)
+
+    status = sub.add_parser("status", help="show every actor of a running node with its counters")
+    status.add_argument("config", help="config of the running node (or its ipc:// control endpoint)")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``actrhost`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        return _fail(f"config error: {exc}", EXIT_USAGE)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""What a handler sees: its identity, the caller, and the ways to reach other actors."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from ._errors import BadRequest
+from ._ids import ActrId, ActrType
+from ._payload_type import PayloadType
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
+
+DEFAULT_TIMEOUT_S = 30.0
+
+
+class Dest:
+    """Where a message goes: ``Dest.SHELL``, ``Dest.LOCAL`` or ``Dest.actor(actr_id)``."""
+
+    __slots__ = ("actr_id", "kind")
+
+    SHELL: ClassVar[Dest]
+    LOCAL: ClassVar[Dest]
+
+    def __init__(self, kind: str, actr_id: ActrId | None = None) -> None:
+        self.kind = kind
+        self.actr_id = actr_id
+
+    @classmethod
+    def actor(cls, actr_id: ActrId) -> Dest:
+        """Any actor, on this node or another, by id."""
+        if not isinstance(actr_id, ActrId):
+            raise TypeError(f"Dest.actor() takes an ActrId, got {type(actr_id).__name__}")
+        return cls("actor", actr_id)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Dest) and (self.kind, self.actr_id) == (other.kind, other.actr_id)
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.actr_id))
+
+    def __repr__(self) -> str:
+        return f"Dest.actor({self.actr_id})" if self.kind == "actor" else f"Dest.{self.kind}"
+
+
+Dest.SHELL = Dest("SHELL")
+Dest.LOCAL = Dest("LOCAL")
+
+
+class _Runtime(Protocol):
+    """What a Context needs from the process hosting it (the worker)."""
+
+    self_id: ActrId
+
+    async def send_request(
+        self, ctx: Context, dest: Dest, route_key: str, payload: bytes,
+        deadline: float, payload_type: PayloadType,
+    ) -> bytes: ...
+
+    async def send_tell(
+        self, ctx: Context, dest: Dest, route_key: str, payload: bytes, payload_type: PayloadType
+    ) -> None: ...
+
+    async def discover(self, actr_type: ActrType) -> ActrId: ...
+
+    def now(self) -> float: ...
+
+
+def encode_message(message: bytes | bytearray | memoryview | Message | None) -> bytes:
+    """bytes for a request or response: bytes pass through, protobuf messages serialize."""
+    if message is None:
+        return b""
+    if isinstance(message, bytes):
+        return message
+    if isinstance(message, bytearray | memoryview):
+        return bytes(message)
+    serialize = getattr(message, "SerializeToString", None)
+    if serialize is None:
+        raise BadRequest(f"cannot send a {type(message).__name__}: use bytes or a protobuf message")
+    return serialize()
+
+
+def decode_message(data: bytes, message_type: type | None) -> Any:
+    """Decode ``data`` into ``message_type`` (a protobuf class) or return the bytes."""
+    if message_type is None:
+        return data
+    message = message_type()
+    try:
+        message.ParseFromString(data)
+    except Exception as exc:
+        raise BadRequest(f"cannot decode {message_type.__name__}: {exc}") from None
+    return message
+
+
+def new_span_id() -> str:
+    """16 hex digits for the parent-id field of a W3C traceparent."""
+    return os.urandom(8).hex()
+
+
+class Context:
+    """Per-message context handed to every handler and hook.
+
+    ``caller_id`` is None for calls from a Shell client and in ``on_start``/``on_stop``.
+    ``deadline`` (loop time, or None) is the incoming request's deadline: nested calls
+    never wait past it. ``traceparent`` / ``tracestate`` are the W3C trace headers the
+    caller sent; outgoing calls continue the same trace.
+    """
+
+    __slots__ = (
+        "_runtime",
+        "caller_id",
+        "deadline",
+        "metadata",
+        "request_id",
+        "self_id",
+        "traceparent",
+        "tracestate",
+    )
+
+    def __init__(
+        self,
+        runtime: _Runtime,
+        *,
+        caller_id: ActrId | None = None,
+        request_id: str = "",
+        deadline: float | None = None,
+        traceparent: str = "",
+        tracestate: str = "",
+        metadata: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self._runtime = runtime
+        self.self_id: ActrId = runtime.self_id
+        self.caller_id = caller_id
+        self.request_id = request_id
+        self.deadline = deadline
+        self.traceparent = traceparent
+        self.tracestate = tracestate
+        self.metadata = metadata
+
+    def __repr__(self) -> str:
+        return f"Context(self={self.self_id} caller={self.caller_id} request={self.request_id!r})"
+
+    def outgoing_traceparent(self) -> str:
+        """The traceparent for a call made from this context: same trace, new parent."""
+        parts = self.traceparent.split("-")
+        if len(parts) != 4:
+            return ""
+        return f"{parts[0]}-{parts[1]}-{new_span_id()}-{parts[3]}"
+
+    async def call(
+        self,
+        dest: Dest,
+        route_key: str,
+        request: bytes | Message | None = b"",
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        payload_type: PayloadType = PayloadType.RPC_RELIABLE,
+        response_type: type | None = None,
+    ) -> Any:
+        """Call ``route_key`` on ``dest`` and wait for the answer.
+
+        Returns bytes, or a ``response_type`` message when one is given. Waits at most
+        ``timeout`` seconds and never past this context's own deadline. Raises
+        ``DeadlineExceeded`` (504), ``NotFound`` (404), ``Unavailable`` (503),
+        ``PermissionDenied`` (403), ``BadRequest`` (400) or ``HandlerError`` (500) with
+        the callee's message. Cancelling the call forgets it; a late answer is dropped.
+        """
+        deadline = self._runtime.now() + timeout
+        if self.deadline is not None and self.deadline < deadline:
+            deadline = self.deadline
+        data = await self._runtime.send_request(
+            self, dest, route_key, encode_message(request), deadline, PayloadType(payload_type)
+        )
+        return decode_message(data, response_type)
+
+    async def tell(
+        self,
+        dest: Dest,
+        route_key: str,
+        message: bytes | Message | None = b"",
+        *,
+        payload_type: PayloadType = PayloadType.RPC_RELIABLE,
+    ) -> None:
+        """Send a message that is never answered. Returns once it is handed to the transport.
+
+        Raises ``NotFound`` / ``Unavailable`` when the destination cannot take it; the
+        handler's own failures are never reported back.
+        """
+        await self._runtime.send_tell(
+            self, dest, route_key, encode_message(message), PayloadType(payload_type)
+        )
+
+    async def discover(self, actr_type: ActrType | str) -> ActrId:
+        """An instance of ``actr_type``: local instances first, round-robin among them.
+
+        Raises ``NotFound`` when no instance is known.
+        """
+        if isinstance(actr_type, str):
+            actr_type = ActrType.parse(actr_type)
+        return await self._runtime.discover(actr_type)

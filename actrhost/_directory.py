@@ -1,0 +1,154 @@
+"""The directory: which actors run on this node, where they listen, and in what state.
+
+The supervisor owns the truth and pushes a snapshot to every worker and Shell whenever it
+changes (a start, a death, a restart); each process keeps a :class:`Directory` built from
+the latest snapshot, so resolving a destination never leaves the process.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from ._errors import NotFound, Unavailable
+from ._ids import ActrId, ActrType
+
+
+class ActorState(StrEnum):
+    """Life cycle of one actor instance. ``dead`` = its process vanished uncleanly."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    DEAD = "dead"
+
+
+_LIVE = frozenset({ActorState.STARTING, ActorState.RUNNING, ActorState.STOPPING})
+
+
+@dataclass(frozen=True, slots=True)
+class ActorEntry:
+    """One actor instance as the directory knows it."""
+
+    actr_id: ActrId
+    name: str
+    index: int
+    endpoint: str
+    state: ActorState
+    pid: int | None
+    restarts: int
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (the control protocol's form)."""
+        return {
+            "id": str(self.actr_id),
+            "name": self.name,
+            "index": self.index,
+            "endpoint": self.endpoint,
+            "state": self.state.value,
+            "pid": self.pid,
+            "restarts": self.restarts,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ActorEntry:
+        """Inverse of :meth:`to_json`."""
+        return cls(
+            ActrId.parse(data["id"]),
+            data["name"],
+            int(data["index"]),
+            data["endpoint"],
+            ActorState(data["state"]),
+            data.get("pid"),
+            int(data.get("restarts", 0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ShellEntry:
+    """A Shell client that serves ``Dest.SHELL`` routes."""
+
+    endpoint: str
+    routes: frozenset[str]
+
+
+class Directory:
+    """Lookups over the latest snapshot; round-robin among instances of one type."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[ActrId, ActorEntry] = {}
+        self._by_type: dict[ActrType, list[ActorEntry]] = {}
+        self._by_name: dict[str, list[ActorEntry]] = {}
+        self._shells: list[ShellEntry] = []
+        self._next: dict[object, int] = {}
+
+    def update(self, snapshot: dict[str, Any]) -> list[ActorEntry]:
+        """Replace the contents with a snapshot; return entries whose process went away.
+
+        Those are the instances that were live (starting, running, stopping) and are now
+        dead, failed, stopped or gone: their pending calls can never be answered.
+        """
+        before = self._by_id
+        entries = [ActorEntry.from_json(item) for item in snapshot.get("actors", ())]
+        self._by_id = {e.actr_id: e for e in entries}
+        self._by_type = {}
+        self._by_name = {}
+        for entry in entries:
+            self._by_type.setdefault(entry.actr_id.type, []).append(entry)
+            self._by_name.setdefault(entry.name, []).append(entry)
+        self._shells = [
+            ShellEntry(item["endpoint"], frozenset(item.get("routes", ())))
+            for item in snapshot.get("shells", ())
+        ]
+        gone = []
+        for actr_id, old in before.items():
+            new = self._by_id.get(actr_id)
+            if old.state in _LIVE and (new is None or new.state not in _LIVE):
+                gone.append(old)
+        return gone
+
+    def entries(self) -> list[ActorEntry]:
+        """Every known instance, in config order."""
+        return list(self._by_id.values())
+
+    def get(self, actr_id: ActrId) -> ActorEntry | None:
+        """The entry for an id, or None."""
+        return self._by_id.get(actr_id)
+
+    def endpoint_of(self, actr_id: ActrId) -> str:
+        """Where to send to ``actr_id``; NotFound if unknown, Unavailable if not running."""
+        entry = self._by_id.get(actr_id)
+        if entry is None:
+            raise NotFound(f"no actor {actr_id} on this node")
+        if entry.state is not ActorState.RUNNING:
+            raise Unavailable(f"actor {actr_id} ({entry.name}) is {entry.state.value}")
+        return entry.endpoint
+
+    def pick(self, actr_type: ActrType) -> ActorEntry:
+        """Next running instance of a type, round-robin; NotFound / Unavailable if none."""
+        return self._pick(actr_type, self._by_type.get(actr_type), f"type {actr_type}")
+
+    def pick_by_name(self, name: str) -> ActorEntry:
+        """Next running instance of the actor named ``name`` in the config."""
+        return self._pick(("name", name), self._by_name.get(name), f"name {name!r}")
+
+    def _pick(self, key: object, candidates: list[ActorEntry] | None, what: str) -> ActorEntry:
+        if not candidates:
+            raise NotFound(f"no actor of {what} on this node")
+        running = [e for e in candidates if e.state is ActorState.RUNNING]
+        if not running:
+            states = ", ".join(sorted({e.state.value for e in candidates}))
+            raise Unavailable(f"no running actor of {what} (instances are {states})")
+        turn = self._next.get(key, 0)
+        self._next[key] = turn + 1
+        return running[turn % len(running)]
+
+    def shell_for(self, route_key: str) -> str:
+        """Endpoint of the first attached Shell serving ``route_key``; NotFound if none."""
+        for shell in self._shells:
+            if route_key in shell.routes:
+                return shell.endpoint
+        raise NotFound(f"no Shell attached to this node serves {route_key!r}")

@@ -1,0 +1,122 @@
+"""The one exception tree of actrhost, and the wire codes that carry it between processes.
+
+Only the numeric code crosses the wire (with the message); the receiver maps it back to the
+class with :func:`error_from_code`, so ``except actrhost.NotFound`` works the same for a
+local and a remote failure.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ErrorCode(IntEnum):
+    """Wire error codes (DESIGN §2). Stable: never renumber."""
+
+    BAD_REQUEST = 400
+    UNAUTHORIZED = 401
+    PERMISSION_DENIED = 403
+    NOT_FOUND = 404
+    HANDLER_ERROR = 500
+    UNAVAILABLE = 503
+    DEADLINE_EXCEEDED = 504
+
+
+class ActrError(Exception):
+    """Root of every error an actor call can raise.
+
+    ``code`` is the wire code (an :class:`ErrorCode` value) and ``message`` the text, kept
+    as the remote side wrote it.
+    """
+
+    code: int = ErrorCode.HANDLER_ERROR
+
+    def __init__(self, message: str = "", *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return f"[{self.code}] {self.message}"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (error_from_code, (self.code, self.message))
+
+
+class BadRequest(ActrError):
+    """400: the request could not be decoded or is invalid."""
+
+    code = ErrorCode.BAD_REQUEST
+
+
+class Unauthorized(ActrError):
+    """401: a missing, forged or expired credential."""
+
+    code = ErrorCode.UNAUTHORIZED
+
+
+class PermissionDenied(ActrError):
+    """403: the callee's ACL refused the caller."""
+
+    code = ErrorCode.PERMISSION_DENIED
+
+
+class NotFound(ActrError):
+    """404: no such route key, actor or actor type."""
+
+    code = ErrorCode.NOT_FOUND
+
+
+class HandlerError(ActrError):
+    """500: the handler raised, or its answer could not be encoded."""
+
+    code = ErrorCode.HANDLER_ERROR
+
+
+class Unavailable(ActrError):
+    """503: the target or the transport is down, stopping or restarting."""
+
+    code = ErrorCode.UNAVAILABLE
+
+
+class DeadlineExceeded(ActrError, TimeoutError):
+    """504: the call's deadline passed before an answer came."""
+
+    code = ErrorCode.DEADLINE_EXCEEDED
+
+
+_CLASS_BY_CODE: dict[int, type[ActrError]] = {
+    cls.code: cls
+    for cls in (
+        BadRequest,
+        Unauthorized,
+        PermissionDenied,
+        NotFound,
+        HandlerError,
+        Unavailable,
+        DeadlineExceeded,
+    )
+}
+
+
+def error_from_code(code: int, message: str) -> ActrError:
+    """Build the exception for a wire code; an unknown code keeps its number on ActrError."""
+    cls = _CLASS_BY_CODE.get(code)
+    if cls is None:
+        return ActrError(message, code=code)
+    return cls(message)
+
+
+class ConfigError(Exception):
+    """A config file is invalid. ``str()`` is the one line shown to the user."""
+
+    def __init__(self, path: str, key: str, problem: str) -> None:
+        self.path = path
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{path}: {key}: {problem}" if key else f"{path}: {problem}")
+
+
+class ClosedResourceError(RuntimeError):
+    """A Shell, socket or channel was used after it was closed."""

@@ -1,0 +1,85 @@
+"""Identity: realms, actor types and actor ids, with their text forms (DESIGN §2).
+
+Text forms: type ``"manufacturer+name"``; id ``"<serial hex>@<realm>:<manufacturer>+<name>"``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ._errors import BadRequest
+
+# 1-32 chars, a letter first, alphanumeric last, only letters, digits and -_. between.
+_NAME_RE = re.compile(r"^[A-Za-z](?:[A-Za-z0-9_.\-]{0,30}[A-Za-z0-9])?$")
+_ID_RE = re.compile(r"^([0-9a-fA-F]{1,16})@(\d{1,10}):([^+]+)\+(.+)$")
+
+
+def check_name(value: str, what: str) -> str:
+    """Return ``value`` if it is a valid manufacturer or type name, else raise BadRequest."""
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise BadRequest(
+            f"invalid {what} {value!r}: 1-32 characters, a letter first, alphanumeric last, "
+            "only letters, digits and -_. allowed"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Realm:
+    """An isolation domain: nothing crosses a realm."""
+
+    realm_id: int
+
+    def __str__(self) -> str:
+        return str(self.realm_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ActrType:
+    """The kind of an actor, ``manufacturer+name``; several instances share one type."""
+
+    manufacturer: str
+    name: str
+
+    def __post_init__(self) -> None:
+        check_name(self.manufacturer, "manufacturer")
+        check_name(self.name, "actor type name")
+
+    @classmethod
+    def parse(cls, text: str) -> ActrType:
+        """Parse ``"manufacturer+name"``; raises BadRequest on any other form."""
+        if not isinstance(text, str) or text.count("+") != 1:
+            raise BadRequest(f"invalid actor type {text!r}: expected 'manufacturer+name'")
+        manufacturer, name = text.split("+")
+        return cls(manufacturer, name)
+
+    def __str__(self) -> str:
+        return f"{self.manufacturer}+{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class ActrId:
+    """One actor instance: realm, serial number and type."""
+
+    realm: Realm
+    serial_number: int
+    type: ActrType
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.serial_number < 2**64:
+            raise BadRequest(f"serial number {self.serial_number} out of range for uint64")
+
+    @classmethod
+    def parse(cls, text: str) -> ActrId:
+        """Parse ``"<serial hex>@<realm>:<manufacturer>+<name>"``; raises BadRequest."""
+        match = _ID_RE.match(text) if isinstance(text, str) else None
+        if match is None:
+            raise BadRequest(
+                f"invalid actor id {text!r}: expected '<serial hex>@<realm>:<manufacturer>+<name>'"
+            )
+        serial, realm, manufacturer, name = match.groups()
+        return cls(Realm(int(realm)), int(serial, 16), ActrType(manufacturer, name))
+
+    def __str__(self) -> str:
+        return f"{self.serial_number:x}@{self.realm.realm_id}:{self.type}"

@@ -1,0 +1,277 @@
+"""Request/response and tell over ZeroMQ, shared by workers and Shell clients.
+
+Each participant binds one ROUTER socket (its inbound endpoint) and opens one DEALER per
+peer it sends to, so every message goes one hop, straight to the receiver. A request goes
+out on the caller's DEALER and its response comes back on the same DEALER, addressed by
+the routing id the callee's ROUTER saw; tells are never answered.
+
+Failure is fast: DEALERs use ``IMMEDIATE`` so a send to a peer that is not connected fails
+instead of queueing, and the owner calls :meth:`RpcEndpoint.fail_endpoint` as soon as the
+supervisor reports a peer dead, failing its pending calls with ``Unavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import zmq
+
+from . import _envelope as wire
+from ._envelope import Envelope
+from ._errors import ActrError, BadRequest, DeadlineExceeded, Unavailable, error_from_code
+from ._zmqloop import LoopSocket
+
+log = logging.getLogger(__name__)
+
+#: How long a send may wait for a peer that is still (re)connecting, at most; the call's
+#: own deadline bounds it further. A restarted worker binds within ~150 ms.
+CONNECT_WAIT_S = 1.0
+
+RequestHandler = Callable[[Envelope, bytes], None]
+
+
+@dataclass
+class Counters:
+    """What an endpoint counts; exported by ``actrhost status``."""
+
+    malformed_frames: int = 0
+    late_responses: int = 0
+    undeliverable_replies: int = 0
+    calls_sent: int = 0
+    tells_sent: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """A JSON-ready copy."""
+        return {
+            "malformed_frames": self.malformed_frames,
+            "late_responses": self.late_responses,
+            "undeliverable_replies": self.undeliverable_replies,
+            "calls_sent": self.calls_sent,
+            "tells_sent": self.tells_sent,
+        }
+
+
+class _Pending:
+    __slots__ = ("endpoint", "future", "timer")
+
+    def __init__(self, endpoint: str, future: asyncio.Future[Envelope]) -> None:
+        self.endpoint = endpoint
+        self.future = future
+        self.timer: asyncio.TimerHandle | None = None
+
+
+def configure_socket(sock: zmq.Socket, hwm: int) -> None:
+    """Options every data socket of a node uses; the high-water marks come from config."""
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.LINGER, 0)
+    # A restarted peer binds the same ipc path again; notice it quickly.
+    sock.setsockopt(zmq.RECONNECT_IVL, 10)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
+
+
+class RpcEndpoint:
+    """One process's inbound ROUTER, outbound DEALERs and table of pending calls.
+
+    ``on_request(envelope, routing_id)`` receives requests and tells synchronously; the
+    owner answers later with :meth:`reply`.
+    """
+
+    def __init__(
+        self,
+        zctx: zmq.Context,
+        bind_endpoint: str,
+        on_request: RequestHandler,
+        *,
+        hwm: int,
+        name: str,
+    ) -> None:
+        self.name = name
+        self.endpoint = bind_endpoint
+        self.counters = Counters()
+        self._zctx = zctx
+        self._hwm = hwm
+        self._on_request = on_request
+        self._loop = asyncio.get_running_loop()
+        self._pending: dict[str, _Pending] = {}
+        self._links: dict[str, LoopSocket] = {}
+        self._ids = itertools.count(1)
+        self._id_prefix = f"{os.getpid():x}-"
+        self._closed = False
+        router = zctx.socket(zmq.ROUTER)
+        configure_socket(router, hwm)
+        # Report unroutable replies instead of dropping them silently.
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        router.bind(bind_endpoint)
+        self._router = LoopSocket(router, self._on_router_message, f"{name} in")
+
+    def __repr__(self) -> str:
+        return f"RpcEndpoint({self.name} {self.endpoint})"
+
+    @property
+    def inbound(self) -> LoopSocket:
+        """The ROUTER socket, for pausing reads under backpressure."""
+        return self._router
+
+    def next_request_id(self) -> str:
+        """A request id unique within this node's lifetime (pid + counter: cheap)."""
+        return f"{self._id_prefix}{next(self._ids)}"
+
+    # -- receiving ---------------------------------------------------------------------
+
+    def _decode(self, data: bytes) -> Envelope | None:
+        try:
+            return wire.decode(data)
+        except BadRequest as exc:
+            self.counters.malformed_frames += 1
+            log.warning("%r: dropped a malformed frame: %s", self, exc.message)
+            return None
+
+    def _on_router_message(self, parts: list[bytes]) -> None:
+        if len(parts) != 2:
+            self.counters.malformed_frames += 1
+            log.warning("%r: dropped a message of %d parts (expected 1)", self, len(parts) - 1)
+            return
+        env = self._decode(parts[1])
+        if env is None:
+            return
+        if env.direction == wire.RESPONSE:
+            self._resolve(env)
+        else:
+            self._on_request(env, parts[0])
+
+    def _on_link_message(self, parts: list[bytes]) -> None:
+        env = self._decode(parts[-1]) if len(parts) == 1 else None
+        if env is None:
+            if len(parts) != 1:
+                self.counters.malformed_frames += 1
+            return
+        if env.direction != wire.RESPONSE:
+            self.counters.malformed_frames += 1
+            log.warning("%r: dropped a %r arriving on an outbound link", self, env)
+            return
+        self._resolve(env)
+
+    def _resolve(self, env: Envelope) -> None:
+        pending = self._pending.get(env.request_id)
+        if pending is None or pending.future.done():
+            # The caller gave up (deadline) or never asked: a late response is dropped,
+            # never mistaken for a request.
+            self.counters.late_responses += 1
+            return
+        pending.future.set_result(env)
+
+    # -- sending -----------------------------------------------------------------------
+
+    def _link(self, endpoint: str) -> LoopSocket:
+        link = self._links.get(endpoint)
+        if link is None:
+            if self._closed:
+                raise Unavailable(f"{self!r} is closed")
+            sock = self._zctx.socket(zmq.DEALER)
+            configure_socket(sock, self._hwm)
+            sock.setsockopt(zmq.IMMEDIATE, 1)
+            sock.connect(endpoint)
+            link = LoopSocket(sock, self._on_link_message, f"{self.name} -> {endpoint}")
+            self._links[endpoint] = link
+        return link
+
+    async def send(self, endpoint: str, data: bytes, deadline: float) -> None:
+        """Send one frame to ``endpoint``; wait (bounded) only while the peer connects.
+
+        Raises ``Unavailable`` when the peer does not accept the frame in time.
+        """
+        link = self._link(endpoint)
+        try:
+            link.send_nowait(data)
+            return
+        except zmq.Again:
+            pass
+        wait_until = min(deadline, self._loop.time() + CONNECT_WAIT_S)
+        while await link.wait_writable(wait_until):
+            try:
+                link.send_nowait(data)
+                return
+            except zmq.Again:
+                continue
+        raise Unavailable(f"{endpoint} is not accepting messages (peer down or overloaded)")
+
+    async def call(self, endpoint: str, env: Envelope, deadline: float) -> Envelope:
+        """Send a request and wait for its response until ``deadline`` (loop time).
+
+        Returns the response envelope, or raises the error it carries; raises
+        ``DeadlineExceeded`` at the deadline and ``Unavailable`` when the peer is down.
+        Cancelling the caller forgets the request; a response arriving later is dropped.
+        """
+        if self._loop.time() >= deadline:
+            raise DeadlineExceeded(f"deadline passed before {env.route_key!r} was sent")
+        future: asyncio.Future[Envelope] = self._loop.create_future()
+        pending = _Pending(endpoint, future)
+        self._pending[env.request_id] = pending
+        pending.timer = self._loop.call_at(deadline, self._expire, env.request_id)
+        try:
+            await self.send(endpoint, wire.encode(env), deadline)
+            self.counters.calls_sent += 1
+            response = await future
+        finally:
+            pending.timer.cancel()
+            del self._pending[env.request_id]
+        if response.error_code:
+            raise error_from_code(response.error_code, response.error_message)
+        return response
+
+    def _expire(self, request_id: str) -> None:
+        pending = self._pending.get(request_id)
+        if pending is not None and not pending.future.done():
+            pending.future.set_exception(DeadlineExceeded(f"no answer to request {request_id}"))
+
+    async def tell(self, endpoint: str, env: Envelope, deadline: float) -> None:
+        """Send a message that is never answered; returns once ZeroMQ has taken it."""
+        await self.send(endpoint, wire.encode(env), deadline)
+        self.counters.tells_sent += 1
+
+    def reply(self, routing_id: bytes, env: Envelope) -> None:
+        """Send a response back to whoever sent the request (never blocks)."""
+        try:
+            self._router.send_multipart_nowait([routing_id, wire.encode(env)])
+        except zmq.ZMQError as exc:
+            # EHOSTUNREACH: the caller is gone; EAGAIN: its queue is full. Either way the
+            # caller's own deadline or death notice settles its side.
+            self.counters.undeliverable_replies += 1
+            log.debug("%r: reply %s not delivered: %s", self, env.request_id, exc)
+
+    def fail_endpoint(self, endpoint: str, error: ActrError) -> int:
+        """Fail every pending call to ``endpoint`` with ``error``; return how many."""
+        failed = 0
+        for pending in self._pending.values():
+            if pending.endpoint == endpoint and not pending.future.done():
+                pending.future.set_exception(error)
+                failed += 1
+        return failed
+
+    def fail_all(self, error: ActrError) -> None:
+        """Fail every pending call (used when this process stops)."""
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(error)
+
+    @property
+    def pending_count(self) -> int:
+        """Calls waiting for an answer."""
+        return len(self._pending)
+
+    def close(self) -> None:
+        """Close every socket; pending calls fail with ``Unavailable``. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.fail_all(Unavailable(f"{self.name} is shutting down"))
+        for link in self._links.values():
+            link.close()
+        self._links.clear()
+        self._router.close()

@@ -1,0 +1,86 @@
+"""The node's private run directory: where its ipc sockets live (mode 0700).
+
+Its path is derived from the config file, so ``actrhost call CONFIG`` and
+``actrhost.connect(CONFIG)`` find a running node without being told where it is. ipc paths
+are limited to ~107 bytes, so the default root is short (``$ACTRHOST_RUN_ROOT`` or
+``/tmp``), not the config's folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+from ._config import Config
+from ._control import CONTROL_SOCKET
+
+log = logging.getLogger(__name__)
+
+RUN_ROOT_ENV = "ACTRHOST_RUN_ROOT"
+PID_FILE = "supervisor.pid"
+
+
+class NodeAlreadyRunning(RuntimeError):
+    """Another supervisor serves the same run directory."""
+
+
+def run_dir_for(config: Config) -> Path:
+    """The run directory of the node described by ``config``."""
+    if config.node.run_dir is not None:
+        return config.node.run_dir
+    root = Path(os.environ.get(RUN_ROOT_ENV) or tempfile.gettempdir())
+    digest = hashlib.sha256(str(config.path).encode()).hexdigest()[:10]
+    return root / f"actrhost-{os.getuid()}" / f"{config.node.name[:24]}-{digest}"
+
+
+def node_prefix(run_dir: Path) -> str:
+    """A short unique prefix for names the node creates outside its run dir (shm)."""
+    return hashlib.sha256(str(run_dir).encode()).hexdigest()[:12]
+
+
+def control_endpoint(run_dir: Path) -> str:
+    """The supervisor's control socket address."""
+    return f"ipc://{run_dir / CONTROL_SOCKET}"
+
+
+def is_live(run_dir: Path) -> bool:
+    """True when a supervisor accepts connections on the run dir's control socket."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(0.5)
+        probe.connect(str(run_dir / CONTROL_SOCKET))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def prepare(run_dir: Path) -> list[str]:
+    """Create the run dir (0700), removing what a crashed node left; return what was removed.
+
+    Raises NodeAlreadyRunning when a live supervisor owns it.
+    """
+    removed: list[str] = []
+    if run_dir.exists():
+        if is_live(run_dir):
+            raise NodeAlreadyRunning(f"a node is already running in {run_dir}")
+        removed = sorted(p.name for p in run_dir.iterdir())
+        shutil.rmtree(run_dir)
+        if removed:
+            log.warning("removed leftovers of a crashed node in %s: %s", run_dir, ", ".join(removed))
+    run_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    run_dir.mkdir(mode=0o700)
+    os.chmod(run_dir, 0o700)  # mkdir's mode is filtered by the umask
+    (run_dir / PID_FILE).write_text(f"{os.getpid()}\n")
+    return removed
+
+
+def remove(run_dir: Path) -> None:
+    """Remove the run dir and everything in it (at shutdown)."""
+    shutil.rmtree(run_dir, ignore_errors=True)

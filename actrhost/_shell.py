@@ -1,0 +1,326 @@
+"""The application side of a node: ``async with actrhost.connect(...) as shell``.
+
+A Shell is a process that attaches to a running node: it calls and tells actors directly
+over ZeroMQ (one hop, like a worker), follows the directory the supervisor pushes, and
+can serve ``Dest.SHELL`` routes that actors call with ``shell.on_rpc(route_key)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from . import _control as control
+from ._context import DEFAULT_TIMEOUT_S, decode_message, encode_message
+from ._directory import ActorState, Directory
+from ._envelope import REQUEST, RESPONSE, TELL, Envelope
+from ._errors import ActrError, ClosedResourceError, HandlerError, NotFound, Unavailable
+from ._ids import ActrId, ActrType
+from ._payload_type import PayloadType
+from ._rpc import RpcEndpoint
+from ._zmqloop import LoopSocket
+
+log = logging.getLogger(__name__)
+
+#: How long connecting waits for the supervisor to answer.
+ATTACH_TIMEOUT_S = 5.0
+#: Queue bound of the Shell's sockets (messages), like a worker's default.
+SHELL_HWM = 10000
+
+ShellHandler = Callable[[Any, ActrId | None], Awaitable[Any]]
+Target = ActrId | ActrType | str
+
+
+@dataclass(frozen=True)
+class ActorInfo:
+    """One actor instance as ``shell.actors()`` reports it."""
+
+    name: str
+    type: ActrType
+    actr_id: ActrId
+    pid: int | None
+    state: ActorState
+    restarts: int
+
+
+def connect(config_or_endpoint: str | os.PathLike[str]) -> Shell:
+    """A Shell for the node of a config file, or at a control endpoint (``ipc://…``).
+
+    Use as ``async with actrhost.connect("node.toml") as shell:``. Entering raises
+    ``Unavailable`` when no node answers, and ``ConfigError`` for a bad config file.
+    """
+    text = os.fspath(config_or_endpoint)
+    if text.startswith("ipc://"):
+        return Shell(text)
+    if "://" in text:
+        raise ValueError(f"unsupported control endpoint {text!r}: use a config path or ipc://")
+    from ._config import load_config
+    from ._rundir import control_endpoint, run_dir_for
+
+    return Shell(control_endpoint(run_dir_for(load_config(text))))
+
+
+class Shell:
+    """A client attached to one node. Create it with :func:`connect`."""
+
+    def __init__(self, control_endpoint: str) -> None:
+        self.control_endpoint = control_endpoint
+        self.run_dir = Path(control_endpoint.removeprefix("ipc://")).parent
+        self.directory = Directory()
+        self.node_name = ""
+        self._handlers: dict[str, tuple[ShellHandler, type | None]] = {}
+        self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._req = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._open = False
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"Shell({self.control_endpoint})"
+
+    async def __aenter__(self) -> Shell:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def open(self) -> None:
+        """Attach to the node; raises ``Unavailable`` if none answers in time."""
+        if self._closed:
+            raise ClosedResourceError(f"{self!r} is closed")
+        self._loop = asyncio.get_running_loop()
+        self._zctx = zmq.Context()
+        ctl = self._zctx.socket(zmq.DEALER)
+        ctl.setsockopt(zmq.LINGER, 0)
+        ctl.setsockopt(zmq.ROUTING_ID, b"s:" + secrets.token_hex(6).encode())
+        ctl.connect(self.control_endpoint)
+        self._control = LoopSocket(ctl, self._on_control, "shell control")
+        endpoint = f"ipc://{self.run_dir / f's-{os.getpid():x}-{secrets.token_hex(3)}.sock'}"
+        try:
+            self._rpc = RpcEndpoint(self._zctx, endpoint, self._on_request, hwm=SHELL_HWM, name="shell")
+        except zmq.ZMQError as exc:
+            self._control.close()
+            self._zctx.term()
+            raise Unavailable(f"no node running at {self.control_endpoint} ({exc})") from None
+        self._open = True
+        try:
+            reply = await self._request(control.ATTACH, ATTACH_TIMEOUT_S, **self._attach_fields())
+        except BaseException:
+            await self.aclose()
+            raise
+        self.node_name = reply.get("node", "")
+
+    def _attach_fields(self) -> dict[str, Any]:
+        return {"endpoint": self._rpc.endpoint, "routes": sorted(self._handlers)}
+
+    async def aclose(self) -> None:
+        """Detach and close every socket. Idempotent; pending calls fail with Unavailable."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._open:
+            return
+        for task in list(self._tasks):
+            task.cancel()
+        try:
+            self._control.send_nowait(control.encode({"op": control.DETACH, "req": 0}))
+        except zmq.ZMQError:
+            pass
+        for future in self._replies.values():
+            if not future.done():
+                future.set_exception(ClosedResourceError(f"{self!r} was closed"))
+        self._rpc.close()
+        self._control.close(linger_ms=100)
+        self._zctx.term()
+
+    def _check_open(self) -> None:
+        if self._closed or not self._open:
+            raise ClosedResourceError(f"{self!r} is not open")
+
+    # -- control -----------------------------------------------------------------------
+
+    async def _request(self, op: str, timeout_s: float, **fields: Any) -> dict[str, Any]:
+        req = next(self._req)
+        future: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+        self._replies[req] = future
+        try:
+            self._control.send_nowait(control.encode({"op": op, "req": req, **fields}))
+            async with asyncio.timeout(timeout_s):
+                return await future
+        except (TimeoutError, zmq.ZMQError):
+            raise Unavailable(f"no node answered at {self.control_endpoint}") from None
+        finally:
+            self._replies.pop(req, None)
+
+    def _on_control(self, parts: list[bytes]) -> None:
+        message = control.decode(parts[-1]) if len(parts) == 1 else None
+        if message is None:
+            self._rpc.counters.malformed_frames += 1
+            return
+        if message["op"] == control.DIRECTORY:
+            for gone in self.directory.update(message):
+                self._rpc.fail_endpoint(gone.endpoint, Unavailable(f"actor {gone.actr_id} died"))
+        future = self._replies.get(message.get("req"))  # type: ignore[arg-type]
+        if future is not None and not future.done():
+            future.set_result(message)
+
+    # -- calling actors ----------------------------------------------------------------
+
+    def resolve(self, target: Target) -> ActrId:
+        """The ActrId for a target: an ActrId, an ActrType, id or type text, or a name."""
+        if isinstance(target, ActrId):
+            return target
+        if isinstance(target, ActrType):
+            return self.directory.pick(target).actr_id
+        if not isinstance(target, str):
+            raise TypeError(f"target must be an ActrId, ActrType or str, not {type(target).__name__}")
+        if "@" in target:
+            return ActrId.parse(target)
+        if "+" in target:
+            return self.directory.pick(ActrType.parse(target)).actr_id
+        return self.directory.pick_by_name(target).actr_id
+
+    async def call(
+        self,
+        target: Target,
+        route_key: str,
+        payload: Any = b"",
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        payload_type: PayloadType = PayloadType.RPC_RELIABLE,
+        response_type: type | None = None,
+        traceparent: str = "",
+        tracestate: str = "",
+    ) -> Any:
+        """Call an actor and wait at most ``timeout`` s for the answer.
+
+        Returns bytes (or a ``response_type`` message). Raises the ``ActrError`` subclass
+        for the failure: NotFound, Unavailable, DeadlineExceeded, HandlerError, ...
+        """
+        self._check_open()
+        actr_id = self.resolve(target)
+        endpoint = self.directory.endpoint_of(actr_id)
+        deadline = self._loop.time() + timeout
+        env = Envelope(
+            REQUEST,
+            route_key,
+            encode_message(payload),
+            request_id=self._rpc.next_request_id(),
+            target=actr_id,
+            payload_type=PayloadType(payload_type),
+            deadline_ns=int(deadline * 1e9),
+            timeout_ms=int(timeout * 1000),
+            traceparent=traceparent,
+            tracestate=tracestate,
+        )
+        response = await self._rpc.call(endpoint, env, deadline)
+        return decode_message(response.payload, response_type)
+
+    async def tell(
+        self,
+        target: Target,
+        route_key: str,
+        payload: Any = b"",
+        *,
+        payload_type: PayloadType = PayloadType.RPC_RELIABLE,
+        timeout: float = 5.0,
+    ) -> None:
+        """Send a message that is never answered; returns once the transport took it."""
+        self._check_open()
+        actr_id = self.resolve(target)
+        endpoint = self.directory.endpoint_of(actr_id)
+        env = Envelope(
+            TELL,
+            route_key,
+            encode_message(payload),
+            request_id=self._rpc.next_request_id(),
+            target=actr_id,
+            payload_type=PayloadType(payload_type),
+        )
+        await self._rpc.tell(endpoint, env, self._loop.time() + timeout)
+
+    async def discover(self, actr_type: ActrType | str) -> ActrId:
+        """A running instance of ``actr_type`` on the node (round-robin); NotFound if none."""
+        self._check_open()
+        if isinstance(actr_type, str):
+            actr_type = ActrType.parse(actr_type)
+        return self.directory.pick(actr_type).actr_id
+
+    async def actors(self) -> list[ActorInfo]:
+        """What runs on the node: one entry per actor instance, in config order."""
+        self._check_open()
+        return [
+            ActorInfo(e.name, e.actr_id.type, e.actr_id, e.pid, e.state, e.restarts)
+            for e in self.directory.entries()
+        ]
+
+    async def status(self) -> dict[str, Any]:
+        """The node's status: every instance with its counters (what ``actrhost status`` shows)."""
+        self._check_open()
+        return await self._request(control.STATUS, ATTACH_TIMEOUT_S)
+
+    async def shutdown_node(self) -> None:
+        """Ask the supervisor to stop the node gracefully (as SIGTERM does)."""
+        self._check_open()
+        await self._request(control.SHUTDOWN, ATTACH_TIMEOUT_S)
+
+    # -- serving Dest.SHELL ------------------------------------------------------------
+
+    def on_rpc(
+        self, route_key: str, *, request_type: type | None = None
+    ) -> Callable[[ShellHandler], ShellHandler]:
+        """Serve ``route_key`` for actors calling ``Dest.SHELL``.
+
+        The handler is ``async def handler(request, caller_id) -> bytes | message``;
+        ``request`` is bytes, or a ``request_type`` message. Actors see the route once the
+        supervisor has passed the new directory on (a few milliseconds).
+        """
+        self._check_open()
+
+        def register(handler: ShellHandler) -> ShellHandler:
+            self._handlers[route_key] = (handler, request_type)
+            self._control.send_nowait(
+                control.encode({"op": control.ATTACH, "req": 0, **self._attach_fields()})
+            )
+            return handler
+
+        return register
+
+    def _on_request(self, env: Envelope, routing_id: bytes) -> None:
+        task = asyncio.ensure_future(self._serve(env, routing_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, env: Envelope, routing_id: bytes) -> None:
+        entry = self._handlers.get(env.route_key)
+        error: ActrError | None = None
+        payload = b""
+        if entry is None:
+            error = NotFound(f"this Shell serves no route {env.route_key!r}")
+        else:
+            handler, request_type = entry
+            try:
+                result = await handler(decode_message(env.payload, request_type), env.source)
+                payload = encode_message(result)
+            except ActrError as exc:
+                error = exc
+            except Exception as exc:
+                log.exception("Shell handler for %r raised", env.route_key)
+                error = HandlerError(f"{type(exc).__name__}: {exc}")
+        if env.direction != REQUEST:
+            return
+        response = Envelope(RESPONSE, payload=payload, request_id=env.request_id)
+        if error is not None:
+            response.error_code = int(error.code)
+            response.error_message = error.message
+        self._rpc.reply(routing_id, response)

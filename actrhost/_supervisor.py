@@ -1,0 +1,395 @@
+"""The supervisor: spawns one worker per actor instance, keeps the directory, restarts.
+
+It is never on the data path: workers talk to each other directly. What passes through
+here is the control protocol (``_control``): hellos, state changes, directory snapshots,
+status requests from Shell clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from . import _control as control
+from . import _rundir as rundir
+from ._config import ActorConfig, Config
+from ._directory import ActorEntry, ActorState
+from ._ids import ActrId, Realm
+from ._zmqloop import LoopSocket
+from .workers._worker import SPEC_ENV, WorkerSpec
+
+log = logging.getLogger(__name__)
+
+#: Restart delays: the first restart is immediate (serving again fast after a crash),
+#: then doubling from this base up to the cap, so a crash loop cannot spin the CPU.
+BACKOFF_BASE_S = 0.05
+BACKOFF_MAX_S = 2.0
+#: How long a status request waits for each worker's counters.
+STATS_TIMEOUT_S = 1.0
+#: Extra time after the grace period before stragglers get SIGKILL.
+KILL_AFTER_S = 2.0
+
+_LIVE = (ActorState.STARTING, ActorState.RUNNING, ActorState.STOPPING)
+
+
+def restart_delay_s(recent_restarts: int) -> float:
+    """Backoff before restart number ``recent_restarts + 1`` within the window."""
+    if recent_restarts == 0:
+        return 0.0
+    return min(BACKOFF_BASE_S * 2 ** (recent_restarts - 1), BACKOFF_MAX_S)
+
+
+@dataclass
+class _Slot:
+    """One actor instance and the process currently hosting it."""
+
+    config: ActorConfig
+    index: int
+    actr_id: ActrId
+    endpoint: str
+    state: ActorState = ActorState.STARTING
+    pid: int | None = None
+    routing_id: bytes | None = None
+    restarts: int = 0
+    restart_times: collections.deque[float] = field(default_factory=collections.deque)
+    error: str = ""
+    process: asyncio.subprocess.Process | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.config.name}#{self.index}"
+
+    def entry(self) -> ActorEntry:
+        return ActorEntry(
+            self.actr_id, self.config.name, self.index, self.endpoint, self.state, self.pid, self.restarts
+        )
+
+
+class Supervisor:
+    """Runs one node until SIGINT/SIGTERM or a Shell's shutdown request."""
+
+    def __init__(self, config: Config, run_dir: Path | None = None) -> None:
+        self.config = config
+        self.run_dir = run_dir or rundir.run_dir_for(config)
+        self._slots: list[_Slot] = []
+        self._by_serial: dict[int, _Slot] = {}
+        self._shells: dict[bytes, dict[str, Any]] = {}
+        self._stats_waiters: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._next_req = 0
+        self._shutdown = asyncio.Event()
+        self._stopping = False
+        self._ready_logged = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        # Random serial base: ids from two nodes (or two runs) do not collide.
+        base = secrets.randbits(40) << 8
+        for actor in config.actors:
+            for index in range(actor.instances):
+                serial = base + len(self._slots) + 1
+                slot = _Slot(
+                    actor,
+                    index,
+                    ActrId(Realm(config.node.realm), serial, actor.type),
+                    f"ipc://{self.run_dir / f'a-{serial:x}.sock'}",
+                )
+                self._slots.append(slot)
+                self._by_serial[serial] = slot
+
+    # -- life cycle --------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Start every worker and serve until shutdown; return the exit code."""
+        loop = asyncio.get_running_loop()
+        self._started_at = loop.time()
+        rundir.prepare(self.run_dir)
+        self._zctx = zmq.Context()
+        sock = self._zctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.bind(rundir.control_endpoint(self.run_dir))
+        self._control = LoopSocket(sock, self._on_control, "supervisor control")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_shutdown)
+        log.info(
+            "node %r: starting %d actor instance(s) in %s",
+            self.config.node.name,
+            len(self._slots),
+            self.run_dir,
+        )
+        try:
+            await asyncio.gather(*(self._spawn(slot) for slot in self._slots))
+            await self._shutdown.wait()
+            await self._stop_all()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            self._control.close()
+            self._zctx.term()
+            rundir.remove(self.run_dir)
+        log.info("node %r: stopped", self.config.node.name)
+        return 0
+
+    def request_shutdown(self) -> None:
+        """Begin a graceful shutdown (idempotent)."""
+        if not self._shutdown.is_set():
+            log.info("node %r: shutting down", self.config.node.name)
+        self._shutdown.set()
+
+    async def _spawn(self, slot: _Slot) -> None:
+        spec = WorkerSpec(
+            config_path=str(self.config.path),
+            actor_name=slot.config.name,
+            index=slot.index,
+            serial=slot.actr_id.serial_number,
+            endpoint=slot.endpoint,
+            control_endpoint=rundir.control_endpoint(self.run_dir),
+            supervisor_pid=os.getpid(),
+        )
+        env = dict(os.environ)
+        env[SPEC_ENV] = json.dumps(asdict(spec))
+        env["ACTRHOST_LOG_LEVEL"] = self.config.node.log_level
+        # Workers import actrhost the way we did, installed or from a source checkout.
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        slot.routing_id = None
+        slot.error = ""
+        self._set_state(slot, ActorState.STARTING)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "actrhost.workers", env=env, stdin=asyncio.subprocess.DEVNULL
+        )
+        slot.process = process
+        slot.pid = process.pid
+        self._spawn_task(self._watch(slot, process))
+
+    def _spawn_task(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch(self, slot: _Slot, process: asyncio.subprocess.Process) -> None:
+        code = await process.wait()  # also reaps: no zombie looks alive
+        clean = code == 0 and slot.state is ActorState.STOPPED
+        if not clean and slot.state is not ActorState.FAILED:
+            log.error("%s (pid %s) died with %s", slot.label, process.pid, describe_exit(code))
+            self._set_state(slot, ActorState.DEAD)
+        elif not clean:
+            self._broadcast()
+        if self._stopping:
+            return
+        if not self._should_restart(slot, clean):
+            log.info("%s exited (%s); restart policy %r: not restarted",
+                     slot.label, describe_exit(code), slot.config.restart)
+            if slot.state is ActorState.DEAD:
+                self._set_state(slot, ActorState.FAILED)
+            return
+        now = asyncio.get_running_loop().time()
+        window = slot.config.restart_window_s
+        while slot.restart_times and slot.restart_times[0] < now - window:
+            slot.restart_times.popleft()
+        if len(slot.restart_times) >= slot.config.max_restarts:
+            log.error(
+                "%s: gave up after %d restarts within %gs (max_restarts=%d); last exit: %s",
+                slot.label, len(slot.restart_times), window, slot.config.max_restarts,
+                slot.error or describe_exit(code),
+            )
+            self._set_state(slot, ActorState.FAILED)
+            return
+        delay = restart_delay_s(len(slot.restart_times))
+        slot.restart_times.append(now)
+        slot.restarts += 1
+        if delay:
+            await asyncio.sleep(delay)
+        if not self._stopping:
+            log.info("%s: restarting (restart %d)", slot.label, slot.restarts)
+            await self._spawn(slot)
+
+    @staticmethod
+    def _should_restart(slot: _Slot, clean: bool) -> bool:
+        policy = slot.config.restart
+        if policy == "permanent":
+            return True
+        if policy == "transient":
+            return not clean
+        return False
+
+    async def _stop_all(self) -> None:
+        self._stopping = True
+        for slot in self._slots:
+            if slot.state in _LIVE and slot.routing_id is not None:
+                self._send(slot.routing_id, {"op": control.STOP})
+            elif slot.process is not None and slot.process.returncode is None:
+                slot.process.terminate()  # not yet talking to us: SIGTERM is its stop
+        processes = [s.process for s in self._slots if s.process is not None]
+        waits = [p.wait() for p in processes if p.returncode is None]
+        if waits:
+            timeout = self.config.node.shutdown_grace_s + KILL_AFTER_S
+            _done, pending = await asyncio.wait(
+                [asyncio.ensure_future(w) for w in waits], timeout=timeout
+            )
+            if pending:
+                log.warning("%d worker(s) did not stop in %.1fs: killing", len(pending), timeout)
+                for process in processes:
+                    if process.returncode is None:
+                        process.kill()
+                await asyncio.wait(pending, timeout=KILL_AFTER_S)
+        for task in list(self._tasks):
+            task.cancel()
+
+    # -- state and directory -----------------------------------------------------------
+
+    def _set_state(self, slot: _Slot, state: ActorState) -> None:
+        if slot.state is state:
+            return
+        log.debug("%s: %s -> %s", slot.label, slot.state.value, state.value)
+        slot.state = state
+        self._broadcast()
+        if (
+            not self._ready_logged
+            and state is ActorState.RUNNING
+            and all(s.state is ActorState.RUNNING for s in self._slots)
+        ):
+            self._ready_logged = True
+            elapsed_ms = (asyncio.get_running_loop().time() - self._started_at) * 1000
+            log.info("node %r: ready, %d actor(s) running after %.0f ms",
+                     self.config.node.name, len(self._slots), elapsed_ms)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The directory as the control protocol carries it."""
+        return {
+            "op": control.DIRECTORY,
+            "node": self.config.node.name,
+            "actors": [slot.entry().to_json() for slot in self._slots],
+            "shells": [
+                {"endpoint": s["endpoint"], "routes": s["routes"]}
+                for s in self._shells.values()
+                if s["routes"]
+            ],
+        }
+
+    def _broadcast(self) -> None:
+        if not hasattr(self, "_control"):
+            return
+        message = self.snapshot()
+        for slot in self._slots:
+            if slot.routing_id is not None and slot.state in _LIVE:
+                self._send(slot.routing_id, message)
+        for routing_id in list(self._shells):
+            self._send(routing_id, message)
+
+    def _send(self, routing_id: bytes, message: dict[str, Any]) -> None:
+        try:
+            self._control.send_multipart_nowait([routing_id, control.encode(message)])
+        except zmq.ZMQError as exc:
+            if routing_id in self._shells:
+                # The Shell went away without detaching.
+                del self._shells[routing_id]
+            log.debug("control message to %r not delivered: %s", routing_id, exc)
+
+    # -- control messages --------------------------------------------------------------
+
+    def _on_control(self, parts: list[bytes]) -> None:
+        message = control.decode(parts[1]) if len(parts) == 2 else None
+        if message is None:
+            log.warning("dropped a malformed control message (%d parts)", len(parts))
+            return
+        routing_id = parts[0]
+        op = message["op"]
+        if routing_id.startswith(b"w:"):
+            self._on_worker_message(routing_id, op, message)
+        else:
+            self._on_shell_message(routing_id, op, message)
+
+    def _on_worker_message(self, routing_id: bytes, op: str, message: dict[str, Any]) -> None:
+        slot = self._by_serial.get(int(routing_id[2:], 16)) if routing_id[2:].isalnum() else None
+        if slot is None:
+            log.warning("control message from unknown worker %r", routing_id)
+            return
+        if op == control.HELLO:
+            slot.routing_id = routing_id
+            slot.pid = message.get("pid", slot.pid)
+            self._send(routing_id, self.snapshot())
+        elif op == control.STATE:
+            try:
+                state = ActorState(message.get("state"))
+            except ValueError:
+                log.warning("%s reported an unknown state %r", slot.label, message.get("state"))
+                return
+            if message.get("error"):
+                slot.error = str(message["error"])
+                log.error("%s: %s", slot.label, slot.error)
+            self._set_state(slot, state)
+        elif op == control.STATS:
+            waiter = self._stats_waiters.get(message.get("req", -1))
+            if waiter is not None and not waiter.done():
+                waiter.set_result(message.get("stats") or {})
+
+    def _on_shell_message(self, routing_id: bytes, op: str, message: dict[str, Any]) -> None:
+        req = message.get("req")
+        if op == control.ATTACH:
+            routes = message.get("routes") or []
+            self._shells[routing_id] = {
+                "endpoint": str(message.get("endpoint", "")),
+                "routes": [str(r) for r in routes],
+            }
+            self._send(routing_id, {**self.snapshot(), "req": req})
+            if routes:
+                self._broadcast()
+        elif op == control.DETACH:
+            had_routes = self._shells.pop(routing_id, {}).get("routes")
+            self._send(routing_id, {"op": op, "req": req})
+            if had_routes:
+                self._broadcast()
+        elif op == control.STATUS:
+            self._spawn_task(self._answer_status(routing_id, req))
+        elif op == control.SHUTDOWN:
+            self._send(routing_id, {"op": op, "req": req})
+            self.request_shutdown()
+        else:
+            self._send(routing_id, {"op": "error", "req": req, "message": f"unknown op {op!r}"})
+
+    async def _answer_status(self, routing_id: bytes, req: Any) -> None:
+        loop = asyncio.get_running_loop()
+        waits: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        for slot in self._slots:
+            if slot.routing_id is not None and slot.state in _LIVE:
+                self._next_req += 1
+                waits[slot.actr_id.serial_number] = future = loop.create_future()
+                self._stats_waiters[self._next_req] = future
+                self._send(slot.routing_id, {"op": control.STATS_REQUEST, "req": self._next_req})
+        if waits:
+            await asyncio.wait(waits.values(), timeout=STATS_TIMEOUT_S)
+        self._stats_waiters = {k: f for k, f in self._stats_waiters.items() if not f.done()}
+        actors = []
+        for slot in self._slots:
+            future = waits.get(slot.actr_id.serial_number)
+            stats = future.result() if future is not None and future.done() else {}
+            actors.append({**slot.entry().to_json(), "stats": stats, "error": slot.error})
+        self._send(routing_id, {
+            "op": control.STATUS,
+            "req": req,
+            "node": self.config.node.name,
+            "run_dir": str(self.run_dir),
+            "actors": actors,
+        })
+
+
+def describe_exit(code: int | None) -> str:
+    """'exit code 1' or 'signal SIGKILL' for a process return code."""
+    if code is None:
+        return "no exit code"
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"

@@ -1,0 +1,1 @@
+"""Worker processes: one per actor instance (private; started by the supervisor)."""

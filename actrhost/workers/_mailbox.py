@@ -1,0 +1,118 @@
+"""An actor's mailbox: two bounded lanes and a cap on handlers running at once.
+
+RPC_SIGNAL work is always taken before queued RPC_RELIABLE work (DESIGN §3). Handlers run
+as separate tasks, at most ``max_concurrency`` at a time, so a handler that calls another
+actor which calls back (A -> B -> A) finds a free slot instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Item = Any  # what the owner queues; ``run(item)`` turns it into the handler's coroutine
+
+
+class Mailbox:
+    """Queues jobs per lane and runs them under a concurrency cap.
+
+    ``capacity`` bounds the queued (not yet running) jobs; :meth:`put` reports when it is
+    reached so the owner stops reading its socket, and ``on_space`` is called once the
+    backlog is down to half, so reading resumes.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[Item], Coroutine[Any, Any, None]],
+        *,
+        capacity: int,
+        max_concurrency: int,
+        on_full: Callable[[], None],
+        on_space: Callable[[], None],
+    ) -> None:
+        if capacity < 1 or max_concurrency < 1:
+            raise ValueError("mailbox capacity and max_concurrency must be >= 1")
+        self._run = run
+        self.capacity = capacity
+        self.max_concurrency = max_concurrency
+        self._signal: deque[Item] = deque()
+        self._reliable: deque[Item] = deque()
+        self._running: set[asyncio.Task[None]] = set()
+        self._on_full = on_full
+        self._on_space = on_space
+        self._full = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.peak_depth = 0
+
+    @property
+    def depth(self) -> int:
+        """Jobs queued and not yet started."""
+        return len(self._signal) + len(self._reliable)
+
+    @property
+    def running(self) -> int:
+        """Jobs running now."""
+        return len(self._running)
+
+    def put(self, item: Item, *, signal: bool) -> None:
+        """Queue an item on its lane and start what the concurrency cap allows."""
+        (self._signal if signal else self._reliable).append(item)
+        depth = self.depth
+        if depth > self.peak_depth:
+            self.peak_depth = depth
+        self._idle.clear()
+        self._pump()
+        if not self._full and self.depth >= self.capacity:
+            self._full = True
+            self._on_full()
+
+    def _pump(self) -> None:
+        while len(self._running) < self.max_concurrency:
+            if self._signal:
+                item = self._signal.popleft()
+            elif self._reliable:
+                item = self._reliable.popleft()
+            else:
+                break
+            task = asyncio.ensure_future(self._run(item))
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+        if self._full and self.depth <= self.capacity // 2:
+            self._full = False
+            self._on_space()
+        if not self._running and not self.depth:
+            self._idle.set()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("mailbox job failed", exc_info=task.exception())
+        self._pump()
+
+    def drop_queued(self) -> list[Item]:
+        """Remove and return every queued item, signal lane first (used when stopping)."""
+        items = list(self._signal) + list(self._reliable)
+        self._signal.clear()
+        self._reliable.clear()
+        self._pump()
+        return items
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until nothing is queued or running; False if ``timeout_s`` passed first."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
+            return True
+        except TimeoutError:
+            return False
+
+    def cancel_running(self) -> None:
+        """Cancel every running job (their callers get an answer from the job's cleanup)."""
+        for task in list(self._running):
+            task.cancel()

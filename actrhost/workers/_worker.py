@@ -1,0 +1,440 @@
+"""One worker process: hosts one actor instance, its mailbox and its sockets.
+
+Phases (as pykka's actor loop): setup (load the actor, meet the supervisor, bind),
+``on_start``, serve until told to stop, teardown (stop accepting, let in-flight handlers
+finish within the grace period, answer the rest with 503, ``on_stop``, close).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from .. import _control as control
+from .._actor import Actor, Route, collect_routes
+from .._config import Config, load_config, resolve_handler
+from .._context import Context, Dest, decode_message, encode_message
+from .._directory import ActorState, Directory
+from .._envelope import REQUEST, RESPONSE, TELL, Envelope
+from .._errors import (
+    ActrError,
+    DeadlineExceeded,
+    HandlerError,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
+from .._ids import ActrId, ActrType, Realm
+from .._payload_type import PayloadType
+from .._rpc import RpcEndpoint
+from .._zmqloop import LoopSocket
+from ._mailbox import Mailbox
+
+log = logging.getLogger(__name__)
+
+#: The environment variable carrying the JSON :class:`WorkerSpec`.
+SPEC_ENV = "ACTRHOST_WORKER_SPEC"
+#: How long a worker waits for its supervisor's first directory before giving up.
+HELLO_TIMEOUT_S = 10.0
+#: How often the worker checks that its supervisor is still alive (a fallback for
+#: PR_SET_PDEATHSIG, which cannot cover the instant between fork and prctl).
+PARENT_CHECK_S = 0.25
+#: Grace period when the supervisor vanished: nobody waits for an orderly stop.
+ORPHAN_GRACE_S = 0.5
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What the supervisor tells a worker at spawn (JSON in an environment variable)."""
+
+    config_path: str
+    actor_name: str
+    index: int
+    serial: int
+    endpoint: str
+    control_endpoint: str
+    supervisor_pid: int
+
+
+@dataclass
+class WorkerCounters:
+    """Per-actor counters reported to ``actrhost status``."""
+
+    calls_served: int = 0
+    tells_served: int = 0
+    errors: int = 0
+    expired_skipped: int = 0
+    denied: int = 0
+    unknown_routes: int = 0
+
+
+class Worker:
+    """The runtime of one actor instance (also the ``_Runtime`` its contexts call)."""
+
+    def __init__(self, spec: WorkerSpec, config: Config, actor_class: type[Actor]) -> None:
+        self.spec = spec
+        self.config = config
+        self.actor_config = config.actor(spec.actor_name)
+        self.self_id = ActrId(Realm(config.node.realm), spec.serial, self.actor_config.type)
+        self.label = f"{spec.actor_name}#{spec.index}"
+        self.actor = actor_class()
+        self.actor.actr_type = self.actor_config.type
+        self.actor.name = spec.actor_name
+        self.routes: dict[str, Route] = collect_routes(self.actor)
+        self.directory = Directory()
+        self.counters = WorkerCounters()
+        self.state = ActorState.STARTING
+        self._accepting = False
+        self._stop = asyncio.Event()
+        self._orphaned = False
+        self._got_directory = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._zctx = zmq.Context()
+        ctl = self._zctx.socket(zmq.DEALER)
+        ctl.setsockopt(zmq.LINGER, 1000)
+        ctl.setsockopt(zmq.ROUTING_ID, f"w:{spec.serial:x}".encode())
+        ctl.connect(spec.control_endpoint)
+        self._control = LoopSocket(ctl, self._on_control, f"{self.label} control")
+        self.rpc = RpcEndpoint(
+            self._zctx, spec.endpoint, self._on_request, hwm=config.node.hwm_messages, name=self.label
+        )
+        self.mailbox = Mailbox(
+            self._serve,
+            capacity=self.actor_config.mailbox_capacity,
+            max_concurrency=self.actor_config.max_concurrency,
+            on_full=self.rpc.inbound.pause_reading,
+            on_space=self.rpc.inbound.resume_reading,
+        )
+
+    def __repr__(self) -> str:
+        return f"Worker({self.label} {self.self_id})"
+
+    # -- life cycle --------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run the actor until stopped; return the process exit code."""
+        self._send_control({"op": control.HELLO, "serial": self.spec.serial, "pid": os.getpid()})
+        try:
+            async with asyncio.timeout(HELLO_TIMEOUT_S):
+                await self._got_directory.wait()
+        except TimeoutError:
+            log.error("%r: no directory from the supervisor within %ss", self, HELLO_TIMEOUT_S)
+            return 1
+        watchdog = asyncio.ensure_future(self._watch_parent())
+        try:
+            try:
+                await self.actor.on_start(Context(self))
+            except Exception as exc:
+                log.exception("%r: on_start failed", self)
+                self._set_state(ActorState.FAILED, f"on_start failed: {type(exc).__name__}: {exc}")
+                return 1
+            self._accepting = True
+            self._set_state(ActorState.RUNNING)
+            await self._stop.wait()
+            await self._teardown()
+            return 0
+        finally:
+            watchdog.cancel()
+            self._close()
+
+    async def _teardown(self) -> None:
+        self._accepting = False
+        self._set_state(ActorState.STOPPING)
+        for env, routing_id, _route in self.mailbox.drop_queued():
+            if env.direction == REQUEST:
+                self._reply_error(env, routing_id, Unavailable(f"actor {self.self_id} is stopping"))
+        grace = ORPHAN_GRACE_S if self._orphaned else self.config.node.shutdown_grace_s
+        if not await self.mailbox.wait_idle(grace):
+            log.warning("%r: handlers still running after %.1fs; cancelling them", self, grace)
+            self.mailbox.cancel_running()
+            await self.mailbox.wait_idle(1.0)
+        try:
+            await asyncio.wait_for(self.actor.on_stop(Context(self)), grace)
+        except Exception:
+            log.exception("%r: on_stop failed", self)
+        self._set_state(ActorState.STOPPED)
+
+    def request_stop(self, *, orphaned: bool = False) -> None:
+        """Begin a graceful stop (from the supervisor, SIGTERM, or the parent's death)."""
+        self._orphaned = self._orphaned or orphaned
+        self._stop.set()
+
+    async def _watch_parent(self) -> None:
+        while True:
+            await asyncio.sleep(PARENT_CHECK_S)
+            if os.getppid() != self.spec.supervisor_pid:
+                log.warning("%r: supervisor %d is gone; stopping", self, self.spec.supervisor_pid)
+                self.request_stop(orphaned=True)
+                return
+
+    def _close(self) -> None:
+        self.rpc.close()
+        if self._orphaned:
+            self._control.close(linger_ms=0)
+        else:
+            self._control.close(linger_ms=1000)
+        self._zctx.term()
+        if self._orphaned:
+            remove_orphaned_run_dir(self.spec.control_endpoint)
+
+    def _set_state(self, state: ActorState, error: str = "") -> None:
+        if state == self.state:
+            return
+        log.debug("%r: %s -> %s", self, self.state.value, state.value)
+        self.state = state
+        message: dict[str, Any] = {"op": control.STATE, "state": state.value}
+        if error:
+            message["error"] = error
+        self._send_control(message)
+
+    # -- control -----------------------------------------------------------------------
+
+    def _send_control(self, message: dict[str, Any]) -> None:
+        try:
+            self._control.send_nowait(control.encode(message))
+        except zmq.ZMQError as exc:
+            log.debug("%r: control message %s not sent: %s", self, message["op"], exc)
+
+    def _on_control(self, parts: list[bytes]) -> None:
+        message = control.decode(parts[-1]) if len(parts) == 1 else None
+        if message is None:
+            self.rpc.counters.malformed_frames += 1
+            log.warning("%r: dropped a malformed control message", self)
+            return
+        op = message["op"]
+        if op == control.DIRECTORY:
+            for gone in self.directory.update(message):
+                error = Unavailable(f"actor {gone.actr_id} ({gone.name}) died")
+                self.rpc.fail_endpoint(gone.endpoint, error)
+            self._got_directory.set()
+        elif op == control.STOP:
+            self.request_stop()
+        elif op == control.STATS_REQUEST:
+            self._send_control({"op": control.STATS, "req": message.get("req"), "stats": self.stats()})
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for ``actrhost status``."""
+        return {
+            "state": self.state.value,
+            "mailbox_depth": self.mailbox.depth,
+            "mailbox_peak": self.mailbox.peak_depth,
+            "running_handlers": self.mailbox.running,
+            "pending_calls": self.rpc.pending_count,
+            **vars(self.counters),
+            **self.rpc.counters.as_dict(),
+        }
+
+    # -- inbound -----------------------------------------------------------------------
+
+    def _on_request(self, env: Envelope, routing_id: bytes) -> None:
+        if not self._accepting:
+            if env.direction == REQUEST:
+                self._reply_error(env, routing_id, Unavailable(f"actor {self.self_id} is {self.state.value}"))
+            return
+        source = env.source
+        if source is not None and not self.actor_config.acl_allows(source.type, source.realm.realm_id):
+            self.counters.denied += 1
+            if env.direction == REQUEST:
+                self._reply_error(
+                    env, routing_id, PermissionDenied(f"{source.type} may not call {self.self_id}")
+                )
+            return
+        route = self.routes.get(env.route_key)
+        if route is None:
+            self.counters.unknown_routes += 1
+            if env.direction == REQUEST:
+                self._reply_error(env, routing_id, NotFound(f"{self.self_id} has no route {env.route_key!r}"))
+            else:
+                log.warning("%r: tell for unknown route %r dropped", self, env.route_key)
+            return
+        signal_lane = (
+            route.spec.payload_type is PayloadType.RPC_SIGNAL
+            or env.payload_type is PayloadType.RPC_SIGNAL
+        )
+        self.mailbox.put((env, routing_id, route), signal=signal_lane)
+
+    async def _serve(self, item: tuple[Envelope, bytes, Route]) -> None:
+        env, routing_id, route = item
+        is_request = env.direction == REQUEST
+        deadline = env.deadline_ns / 1e9 if env.deadline_ns else None
+        if deadline is not None and self._loop.time() >= deadline:
+            # The caller has already given up: doing the work would only waste it.
+            self.counters.expired_skipped += 1
+            return
+        ctx = Context(
+            self,
+            caller_id=env.source,
+            request_id=env.request_id,
+            deadline=deadline,
+            traceparent=env.traceparent,
+            tracestate=env.tracestate,
+            metadata=env.metadata,
+        )
+        try:
+            request = decode_message(env.payload, route.request_type)
+            result = await route.handler(ctx, request)
+            if is_request:
+                self.counters.calls_served += 1
+                self.rpc.reply(
+                    routing_id,
+                    Envelope(RESPONSE, payload=encode_message(result), request_id=env.request_id),
+                )
+            else:
+                self.counters.tells_served += 1
+        except asyncio.CancelledError:
+            if is_request:
+                self._reply_error(env, routing_id, Unavailable(f"actor {self.self_id} is stopping"))
+            raise
+        except ActrError as exc:
+            self.counters.errors += 1
+            self._reply_or_log(env, routing_id, exc)
+        except Exception as exc:
+            self.counters.errors += 1
+            log.exception("%r: handler for %r raised", self, env.route_key)
+            self._reply_or_log(env, routing_id, HandlerError(f"{type(exc).__name__}: {exc}"))
+
+    def _reply_or_log(self, env: Envelope, routing_id: bytes, error: ActrError) -> None:
+        if env.direction == REQUEST:
+            self._reply_error(env, routing_id, error)
+        else:
+            log.warning("%r: tell %r failed: %s", self, env.route_key, error)
+
+    def _reply_error(self, env: Envelope, routing_id: bytes, error: ActrError) -> None:
+        self.rpc.reply(
+            routing_id,
+            Envelope(
+                RESPONSE,
+                request_id=env.request_id,
+                error_code=int(error.code),
+                error_message=error.message,
+            ),
+        )
+
+    # -- outbound (the Context's runtime) ------------------------------------------------
+
+    def now(self) -> float:
+        """Loop time (CLOCK_MONOTONIC, shared by every process of the machine)."""
+        return self._loop.time()
+
+    def _resolve(self, dest: Dest, route_key: str) -> tuple[str, ActrId | None]:
+        if dest.kind == "actor":
+            assert dest.actr_id is not None
+            return self.directory.endpoint_of(dest.actr_id), dest.actr_id
+        if dest.kind == "LOCAL":
+            return self.spec.endpoint, self.self_id
+        if dest.kind == "SHELL":
+            return self.directory.shell_for(route_key), None
+        raise NotFound(f"unknown destination {dest!r}")
+
+    async def send_request(
+        self,
+        ctx: Context,
+        dest: Dest,
+        route_key: str,
+        payload: bytes,
+        deadline: float,
+        payload_type: PayloadType,
+    ) -> bytes:
+        """Send a request for a Context; return the response payload."""
+        endpoint, target = self._resolve(dest, route_key)
+        now = self._loop.time()
+        env = Envelope(
+            REQUEST,
+            route_key,
+            payload,
+            request_id=self.rpc.next_request_id(),
+            source=self.self_id,
+            target=target,
+            payload_type=payload_type,
+            deadline_ns=int(deadline * 1e9),
+            timeout_ms=max(0, int((deadline - now) * 1000)),
+            traceparent=ctx.outgoing_traceparent(),
+            tracestate=ctx.tracestate,
+        )
+        response = await self.rpc.call(endpoint, env, deadline)
+        return response.payload
+
+    async def send_tell(
+        self, ctx: Context, dest: Dest, route_key: str, payload: bytes, payload_type: PayloadType
+    ) -> None:
+        """Send a tell for a Context."""
+        endpoint, target = self._resolve(dest, route_key)
+        env = Envelope(
+            TELL,
+            route_key,
+            payload,
+            request_id=self.rpc.next_request_id(),
+            source=self.self_id,
+            target=target,
+            payload_type=payload_type,
+            traceparent=ctx.outgoing_traceparent(),
+            tracestate=ctx.tracestate,
+        )
+        deadline = self._loop.time() + (ctx.deadline - self._loop.time() if ctx.deadline else 5.0)
+        await self.rpc.tell(endpoint, env, deadline)
+
+    async def discover(self, actr_type: ActrType) -> ActrId:
+        """A running local instance of ``actr_type`` (round-robin)."""
+        return self.directory.pick(actr_type).actr_id
+
+
+def remove_orphaned_run_dir(control_endpoint: str) -> None:
+    """Remove the dead supervisor's socket file and, if we are the last out, the run dir.
+
+    Every worker tries; ``rmdir`` succeeds only for the one that leaves it empty (each
+    worker's own socket file is removed by ZeroMQ when the socket closes).
+    """
+    path = Path(control_endpoint.removeprefix("ipc://"))
+    for leftover in (path, path.parent / "supervisor.pid"):
+        try:
+            leftover.unlink()
+        except FileNotFoundError:
+            pass
+    try:
+        path.parent.rmdir()
+    except OSError:
+        pass
+
+
+def set_parent_death_signal(sig: int) -> None:
+    """Ask Linux to send ``sig`` to this process when its parent dies (no-op elsewhere)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, sig, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def main(spec: WorkerSpec) -> int:
+    """Entry of a worker process; returns its exit code."""
+    # Ctrl-C reaches the whole process group; only the supervisor decides what it means.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    set_parent_death_signal(signal.SIGTERM)
+    if os.getppid() != spec.supervisor_pid:
+        return 1  # the supervisor died before we could ask to be told
+    started = time.monotonic()
+    config = load_config(spec.config_path)
+    actor_class = resolve_handler(config, config.actor(spec.actor_name))
+
+    async def amain() -> int:
+        worker = Worker(spec, config, actor_class)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(
+            signal.SIGTERM,
+            lambda: worker.request_stop(orphaned=os.getppid() != spec.supervisor_pid),
+        )
+        log.debug("%r: set up in %.0f ms", worker, (time.monotonic() - started) * 1000)
+        return await worker.run()
+
+    return asyncio.run(amain())
