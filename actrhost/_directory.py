@@ -86,7 +86,7 @@ class Directory:
         self._next: dict[object, int] = {}
 
     def update(self, snapshot: dict[str, Any]) -> list[ActorEntry]:
-        """Replace the contents with a snapshot; return entries whose process went away.
+        """Replace the contents with a snapshot; return the new entries of gone processes.
 
         Those are the instances that were live (starting, running, stopping) and are now
         dead, failed, stopped or gone: their pending calls can never be answered.
@@ -107,7 +107,7 @@ class Directory:
         for actr_id, old in before.items():
             new = self._by_id.get(actr_id)
             if old.state in _LIVE and (new is None or new.state not in _LIVE):
-                gone.append(old)
+                gone.append(new or old)
         return gone
 
     def entries(self) -> list[ActorEntry]:
@@ -152,3 +152,9 @@ class Directory:
             if route_key in shell.routes:
                 return shell.endpoint
         raise NotFound(f"no Shell attached to this node serves {route_key!r}")
+
+
+def gone_error(entry: ActorEntry) -> Unavailable:
+    """The error for calls pending to an instance whose process went away."""
+    how = "died" if entry.state is ActorState.DEAD else entry.state.value
+    return Unavailable(f"actor {entry.actr_id} ({entry.name}) {how} before answering")

@@ -107,7 +107,11 @@ class RpcEndpoint:
         configure_socket(router, hwm)
         # Report unroutable replies instead of dropping them silently.
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        router.bind(bind_endpoint)
+        try:
+            router.bind(bind_endpoint)
+        except zmq.ZMQError:
+            router.close(linger=0)
+            raise
         self._router = LoopSocket(router, self._on_router_message, f"{name} in")
 
     def __repr__(self) -> str:
@@ -275,3 +279,10 @@ class RpcEndpoint:
             link.close()
         self._links.clear()
         self._router.close()
+        # libzmq leaves the ipc socket file behind when a bound socket closes; remove it so
+        # nothing of the node outlives it.
+        if self.endpoint.startswith("ipc://"):
+            try:
+                os.unlink(self.endpoint.removeprefix("ipc://"))
+            except FileNotFoundError:
+                pass

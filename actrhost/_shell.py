@@ -21,7 +21,7 @@ import zmq
 
 from . import _control as control
 from ._context import DEFAULT_TIMEOUT_S, decode_message, encode_message
-from ._directory import ActorState, Directory
+from ._directory import ActorState, Directory, gone_error
 from ._envelope import REQUEST, RESPONSE, TELL, Envelope
 from ._errors import ActrError, ClosedResourceError, HandlerError, NotFound, Unavailable
 from ._ids import ActrId, ActrType
@@ -110,7 +110,7 @@ class Shell:
             self._rpc = RpcEndpoint(self._zctx, endpoint, self._on_request, hwm=SHELL_HWM, name="shell")
         except zmq.ZMQError as exc:
             self._control.close()
-            self._zctx.term()
+            self._zctx.destroy(linger=0)
             raise Unavailable(f"no node running at {self.control_endpoint} ({exc})") from None
         self._open = True
         try:
@@ -169,7 +169,7 @@ class Shell:
             return
         if message["op"] == control.DIRECTORY:
             for gone in self.directory.update(message):
-                self._rpc.fail_endpoint(gone.endpoint, Unavailable(f"actor {gone.actr_id} died"))
+                self._rpc.fail_endpoint(gone.endpoint, gone_error(gone))
         future = self._replies.get(message.get("req"))  # type: ignore[arg-type]
         if future is not None and not future.done():
             future.set_result(message)

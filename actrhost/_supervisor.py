@@ -178,11 +178,15 @@ class Supervisor:
 
     async def _watch(self, slot: _Slot, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()  # also reaps: no zombie looks alive
-        clean = code == 0 and slot.state is ActorState.STOPPED
-        if not clean and slot.state is not ActorState.FAILED:
+        # Exit code 0 is a normal exit (what "transient" does not restart), whether the
+        # actor was told to stop or its code called sys.exit(0).
+        clean = code == 0
+        if clean:
+            self._set_state(slot, ActorState.STOPPED)
+        elif slot.state is not ActorState.FAILED:
             log.error("%s (pid %s) died with %s", slot.label, process.pid, describe_exit(code))
             self._set_state(slot, ActorState.DEAD)
-        elif not clean:
+        else:
             self._broadcast()
         if self._stopping:
             return

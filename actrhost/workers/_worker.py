@@ -22,7 +22,7 @@ from .. import _control as control
 from .._actor import Actor, Route, collect_routes
 from .._config import Config, load_config, resolve_handler
 from .._context import Context, Dest, decode_message, encode_message
-from .._directory import ActorState, Directory
+from .._directory import ActorState, Directory, gone_error
 from .._envelope import REQUEST, RESPONSE, TELL, Envelope
 from .._errors import (
     ActrError,
@@ -151,11 +151,19 @@ class Worker:
         for env, routing_id, _route in self.mailbox.drop_queued():
             if env.direction == REQUEST:
                 self._reply_error(env, routing_id, Unavailable(f"actor {self.self_id} is stopping"))
-        grace = ORPHAN_GRACE_S if self._orphaned else self.config.node.shutdown_grace_s
-        if not await self.mailbox.wait_idle(grace):
-            log.warning("%r: handlers still running after %.1fs; cancelling them", self, grace)
-            self.mailbox.cancel_running()
-            await self.mailbox.wait_idle(1.0)
+        grace = self.config.node.shutdown_grace_s
+        deadline = self._loop.time() + grace
+        while not await self.mailbox.wait_idle(min(PARENT_CHECK_S, max(0.0, deadline - self._loop.time()))):
+            if not self._orphaned and self._parent_gone():
+                # Nobody waits for an orderly stop any more: keep it short.
+                self._orphaned = True
+                grace = ORPHAN_GRACE_S
+                deadline = min(deadline, self._loop.time() + grace)
+            if self._loop.time() >= deadline:
+                log.warning("%r: handlers still running after %.1fs; cancelling them", self, grace)
+                self.mailbox.cancel_running()
+                await self.mailbox.wait_idle(1.0)
+                break
         try:
             await asyncio.wait_for(self.actor.on_stop(Context(self)), grace)
         except Exception:
@@ -167,15 +175,21 @@ class Worker:
         self._orphaned = self._orphaned or orphaned
         self._stop.set()
 
+    def _parent_gone(self) -> bool:
+        return os.getppid() != self.spec.supervisor_pid
+
     async def _watch_parent(self) -> None:
         while True:
             await asyncio.sleep(PARENT_CHECK_S)
-            if os.getppid() != self.spec.supervisor_pid:
+            if self._parent_gone():
                 log.warning("%r: supervisor %d is gone; stopping", self, self.spec.supervisor_pid)
                 self.request_stop(orphaned=True)
                 return
 
     def _close(self) -> None:
+        # PR_SET_PDEATHSIG's SIGTERM may arrive before getppid() shows the reparenting,
+        # so look again now.
+        self._orphaned = self._orphaned or self._parent_gone()
         self.rpc.close()
         if self._orphaned:
             self._control.close(linger_ms=0)
@@ -212,8 +226,7 @@ class Worker:
         op = message["op"]
         if op == control.DIRECTORY:
             for gone in self.directory.update(message):
-                error = Unavailable(f"actor {gone.actr_id} ({gone.name}) died")
-                self.rpc.fail_endpoint(gone.endpoint, error)
+                self.rpc.fail_endpoint(gone.endpoint, gone_error(gone))
             self._got_directory.set()
         elif op == control.STOP:
             self.request_stop()

@@ -1,0 +1,291 @@
+"""Calls and tells between real worker processes and Shell clients."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from google.protobuf.wrappers_pb2 import StringValue
+
+import actrhost
+from actrhost import ActrId, ActrType, DeadlineExceeded, HandlerError, NotFound, Unavailable
+
+from .utils import run
+
+ACTORS = """
+[[actor]]
+name = "echo"
+type = "test+Echo"
+handler = "actors:Echo"
+
+[[actor]]
+name = "relay"
+type = "test+Relay"
+handler = "actors:Relay"
+instances = 2
+"""
+
+
+@pytest.fixture
+def node(node_factory):
+    return node_factory(ACTORS)
+
+
+def test_shell_call_by_name_type_and_id(node):
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            assert await shell.call("echo", "test.Echo.Say", b"by name") == b"by name"
+            assert await shell.call("test+Echo", "test.Echo.Say", b"by type") == b"by type"
+            echo_id = await shell.discover(ActrType("test", "Echo"))
+            assert await shell.call(echo_id, "test.Echo.Say", b"by id") == b"by id"
+            assert await shell.call(str(echo_id), "test.Echo.Say", b"by text") == b"by text"
+            assert await shell.call("echo", "test.Echo.Say", b"") == b""
+            big = bytes(range(256)) * 4096  # 1 MiB inline
+            assert await shell.call("echo", "test.Echo.Say", big) == big
+
+    run(go())
+
+
+def test_actors_lists_every_instance_with_its_own_id(node):
+    infos = node.actors()
+    assert [(i.name, str(i.type), i.state) for i in infos] == [
+        ("echo", "test+Echo", "running"),
+        ("relay", "test+Relay", "running"),
+        ("relay", "test+Relay", "running"),
+    ]
+    assert len({i.actr_id for i in infos}) == 3
+    assert len({i.pid for i in infos}) == 3
+
+
+def test_actor_to_actor_call_and_caller_identity(node):
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            answer = await shell.call("relay", "test.Relay.Forward", b"test+Echo test.Echo.Whoami x")
+            self_id, caller_id, request_id, *_ = answer.decode().split("|")
+            assert ActrId.parse(self_id).type == ActrType("test", "Echo")
+            assert ActrId.parse(caller_id).type == ActrType("test", "Relay")
+            assert request_id
+            # A Shell caller has no ActrId.
+            direct = await shell.call("echo", "test.Echo.Whoami", b"")
+            assert direct.decode().split("|")[1] == "None"
+
+    run(go())
+
+
+def test_nested_call_back_into_the_caller_does_not_deadlock(node):
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            relays = [i.actr_id for i in await shell.actors() if i.name == "relay"]
+            # relay#0 -> relay#1 (Back) -> relay#0 (Leaf) while relay#0's handler waits.
+            answer = await shell.call(relays[0], "test.Relay.PingPong", b"test+Relay")
+            assert answer == b"leaf:x"
+            assert await shell.call("relay", "test.Relay.Local", b"me") == b"leaf:me"
+
+    run(go())
+
+
+def test_handler_exception_reaches_caller_with_its_message(node):
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            with pytest.raises(HandlerError) as info:
+                await shell.call("echo", "test.Echo.Fail", b"xyz")
+            assert info.value.code == 500
+            assert info.value.message == "ValueError: boom: xyz"
+            with pytest.raises(Unavailable, match="not today"):
+                await shell.call("echo", "test.Echo.Unavailable", b"")
+            # Through an intermediate actor the original code and message survive.
+            with pytest.raises(HandlerError, match="boom: deep"):
+                await shell.call("relay", "test.Relay.Forward", b"test+Echo test.Echo.Fail deep")
+            # The worker lives on.
+            assert await shell.call("echo", "test.Echo.Say", b"alive") == b"alive"
+
+    run(go())
+
+
+def test_unknown_route_type_and_actor_fail_at_once(node):
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            started = time.monotonic()
+            with pytest.raises(NotFound, match="no route 'test.Echo.Nope'"):
+                await shell.call("echo", "test.Echo.Nope", b"")
+            with pytest.raises(NotFound):
+                await shell.call("test+Nobody", "test.Echo.Say", b"")
+            with pytest.raises(NotFound):
+                await shell.call("nobody", "test.Echo.Say", b"")
+            with pytest.raises(NotFound):
+                await shell.call("ffff@1:test+Echo", "test.Echo.Say", b"")
+            with pytest.raises(NotFound):
+                await shell.call("relay", "test.Relay.Forward", b"test+Nobody test.X.Y z")
+            assert time.monotonic() - started < 2.0
+
+    run(go())
+
+
+def test_deadline_exceeded_on_time_and_late_response_dropped(node):
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            started = time.monotonic()
+            with pytest.raises(DeadlineExceeded) as info:
+                await shell.call("echo", "test.Echo.Sleep", b"1.0", timeout=0.2)
+            elapsed = time.monotonic() - started
+            assert 0.19 <= elapsed < 0.8
+            assert isinstance(info.value, TimeoutError)
+            assert info.value.code == 504
+            await asyncio.sleep(1.0)  # the late answer arrives and is dropped
+            assert shell._rpc.counters.late_responses == 1
+            assert await shell.call("echo", "test.Echo.Say", b"next") == b"next"
+
+    run(go())
+
+
+def test_nested_call_inherits_the_smaller_deadline(node):
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            started = time.monotonic()
+            # relay's own call has timeout=30 s but must give up at the shell's 0.3 s.
+            with pytest.raises(DeadlineExceeded):
+                await shell.call("relay", "test.Relay.Forward", b"test+Echo test.Echo.Sleep 2", timeout=0.3)
+            assert time.monotonic() - started < 1.0
+            await asyncio.sleep(0.5)
+            status = await shell.status()
+            relays = [a for a in status["actors"] if a["name"] == "relay"]
+            assert sum(a["stats"]["errors"] for a in relays) == 1  # its call raised 504 too
+
+    run(go())
+
+
+def test_expired_requests_are_skipped_by_the_callee(node_factory):
+    node = node_factory(
+        """
+        [[actor]]
+        name = "echo"
+        type = "test+Echo"
+        handler = "actors:Echo"
+        max_concurrency = 1
+        """
+    )
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            blocker = asyncio.ensure_future(shell.call("echo", "test.Echo.Sleep", b"0.5"))
+            await asyncio.sleep(0.05)
+            # Queued behind the blocker; their deadline passes before they could start.
+            for _ in range(5):
+                with pytest.raises(DeadlineExceeded):
+                    await shell.call("echo", "test.Echo.Say", b"late", timeout=0.05)
+            assert await blocker == b"slept"
+            await asyncio.sleep(0.1)
+            stats = (await shell.status())["actors"][0]["stats"]
+            assert stats["expired_skipped"] == 5
+            assert stats["calls_served"] == 1
+
+    run(go())
+
+
+def test_tell_is_never_answered_and_is_handled(node_factory):
+    node = node_factory(
+        """
+        [[actor]]
+        name = "rec"
+        type = "test+Recorder"
+        handler = "actors:Recorder"
+        """
+    )
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            for n in range(50):
+                await shell.tell("rec", "test.Recorder.Note", str(n).encode())
+            await shell.tell("rec", "test.Recorder.Nope", b"unknown route: dropped, counted")
+            seen = await shell.call("rec", "test.Recorder.Seen", b"")
+            assert seen.decode().split(",") == [str(n) for n in range(50)]
+            assert shell._rpc.counters.late_responses == 0  # no answer ever came for a tell
+            stats = (await shell.status())["actors"][0]["stats"]
+            assert stats["tells_served"] == 50
+            assert stats["unknown_routes"] == 1
+
+    run(go())
+
+
+def test_protobuf_typed_handlers(node_factory):
+    node = node_factory(ACTORS)
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            answer = await shell.call(
+                "echo", "test.Echo.Upper", StringValue(value="typed"), response_type=StringValue
+            )
+            assert answer == StringValue(value="TYPED")
+            with pytest.raises(actrhost.BadRequest, match="cannot decode StringValue"):
+                await shell.call("echo", "test.Echo.Upper", b"\xff\xff\xff")
+
+    run(go())
+
+
+def test_traceparent_travels_from_caller_to_callee(node):
+    trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            direct = await shell.call(
+                "echo", "test.Echo.Whoami", b"", traceparent=trace, tracestate="k=v"
+            )
+            assert direct.decode().split("|")[3:5] == [trace, "k=v"]
+            nested = await shell.call(
+                "relay", "test.Relay.Forward", b"test+Echo test.Echo.Whoami x",
+                traceparent=trace, tracestate="k=v",
+            )
+            parent = nested.decode().split("|")[3]
+            version, trace_id, span_id, flags = parent.split("-")
+            assert (version, trace_id, flags) == ("00", trace.split("-")[1], "01")
+            assert span_id != trace.split("-")[2] and len(span_id) == 16
+            assert nested.decode().split("|")[4] == "k=v"
+
+    run(go())
+
+
+def test_discover_round_robins_over_instances(node):
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            picks = [await shell.discover("test+Relay") for _ in range(6)]
+            assert len(set(picks)) == 2
+            assert picks[:2] == picks[2:4] == picks[4:6]
+
+    run(go())
+
+
+def test_actor_calls_the_shell(node):
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            with pytest.raises(NotFound, match="no Shell"):
+                await shell.call("echo", "test.Echo.CallShell", b"x")
+
+            @shell.on_rpc("test.Shell.Hello")
+            async def hello(request: bytes, caller: ActrId | None) -> bytes:
+                return b"shell says hi to " + str(caller).encode() + b": " + request
+
+            for _ in range(100):  # the directory update reaches the worker in ms
+                try:
+                    answer = await shell.call("echo", "test.Echo.CallShell", b"x")
+                    break
+                except NotFound:
+                    await asyncio.sleep(0.02)
+            assert answer.startswith(b"shell says hi to ") and answer.endswith(b"@1:test+Echo: x")
+
+    run(go())
+
+
+def test_connect_to_a_node_that_is_not_running(tmp_path):
+    config = tmp_path / "n.toml"
+    config.write_text(
+        f'[node]\nname = "absent"\npython_path = ["{tmp_path}"]\n'
+        '[[actor]]\nname = "a"\ntype = "t+A"\nhandler = "m:A"\n'
+    )
+
+    async def go():
+        with pytest.raises(Unavailable, match="no node running"):
+            async with actrhost.connect(config):
+                pass
+
+    run(go())

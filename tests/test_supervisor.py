@@ -1,0 +1,239 @@
+"""Supervision: crashes, restarts and their limits, graceful and brutal shutdowns."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+
+import actrhost
+from actrhost import DeadlineExceeded, Unavailable
+
+from .utils import pid_alive, run, wait_until
+
+ECHO = """
+[[actor]]
+name = "echo"
+type = "test+Echo"
+handler = "actors:Echo"
+{extra}
+"""
+
+
+def test_sigkill_worker_with_calls_in_flight(node_factory):
+    node = node_factory(ECHO.format(extra="max_concurrency = 64"))
+    victim = node.pid_of("echo")
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            calls = [
+                asyncio.ensure_future(shell.call("echo", "test.Echo.Sleep", b"5", timeout=20))
+                for _ in range(20)
+            ]
+            await asyncio.sleep(0.3)
+            killed_at = time.monotonic()
+            os.kill(victim, signal.SIGKILL)
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            failed_after = time.monotonic() - killed_at
+            assert all(isinstance(r, Unavailable) for r in results), results
+            assert failed_after < 1.0  # promptly, not at the 20 s deadline
+            # The worker is restarted and the next call succeeds.
+            for _ in range(200):
+                try:
+                    assert await shell.call("echo", "test.Echo.Say", b"back", timeout=2) == b"back"
+                    break
+                except Unavailable:
+                    await asyncio.sleep(0.02)
+            else:
+                pytest.fail("echo was not serving again")
+            infos = await shell.actors()
+            assert infos[0].pid != victim and infos[0].restarts == 1
+
+    run(go())
+    assert "died with signal SIGKILL" in node.log()
+
+
+def test_sigkill_supervisor_leaves_no_process_and_no_socket(node_factory):
+    node = node_factory(ECHO.format(extra="instances = 3"))
+    pids = [i.pid for i in node.actors()]
+    assert list(node.run_dir.glob("*.sock"))
+    node.process.send_signal(signal.SIGKILL)
+    node.process.wait(5)
+    killed_at = time.monotonic()
+    wait_until(lambda: not any(pid_alive(p) for p in pids), 2.0, "workers to exit")
+    assert time.monotonic() - killed_at < 2.0
+    wait_until(lambda: not node.run_dir.exists(), 1.0, "socket files to be removed")
+
+
+def test_graceful_shutdown_answers_in_flight_calls_and_runs_on_stop(node_factory, tmp_path, monkeypatch):
+    markers = tmp_path / "markers.txt"
+    monkeypatch.setenv("ACTRHOST_TEST_MARKERS", str(markers))
+    node = node_factory(
+        """
+        [[actor]]
+        name = "hooks"
+        type = "test+Hooks"
+        handler = "actors:Hooks"
+        instances = 2
+        """,
+        "shutdown_grace_s = 3.0\n",
+    )
+    pids = [i.pid for i in node.actors()]
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            quick = asyncio.ensure_future(shell.call("hooks", "test.Hooks.Sleep", b"0.5", timeout=10))
+            slow = asyncio.ensure_future(shell.call("hooks", "test.Hooks.Sleep", b"60", timeout=30))
+            for _ in range(250):  # both calls are being handled before the stop begins
+                status = await shell.status()
+                if all(a["stats"].get("running_handlers") == 1 for a in status["actors"]):
+                    break
+                await asyncio.sleep(0.02)
+            node.process.send_signal(signal.SIGTERM)
+            assert await quick == b"done"  # finished within the grace period
+            started = time.monotonic()
+            with pytest.raises(Unavailable):
+                await slow  # cancelled at the end of the grace period: 503, not silence
+            assert time.monotonic() - started < 5
+
+    run(go())
+    assert node.process.wait(10) == 0
+    text = markers.read_text()
+    assert text.count("start ") == 2 and text.count("stop ") == 2
+    assert not any(pid_alive(p) for p in pids)
+    assert not node.run_dir.exists()
+
+
+def test_sigint_stops_the_node_cleanly(node_factory):
+    node = node_factory(ECHO.format(extra=""))
+    assert node.stop(signal.SIGINT) == 0
+    assert "stopped" in node.log()
+    assert not node.run_dir.exists()
+
+
+def test_restart_limit_gives_up_with_a_clear_log_line(node_factory):
+    node = node_factory(
+        """
+        [[actor]]
+        name = "echo"
+        type = "test+Echo"
+        handler = "actors:Echo"
+
+        [[actor]]
+        name = "crash"
+        type = "test+Crash"
+        handler = "actors:CrashOnStart"
+        max_restarts = 3
+        restart_window_s = 30
+        """,
+        start=False,
+    )
+    node.process = None
+    node._log = open(node.log_path, "wb")
+    import subprocess
+    import sys
+
+    node.process = subprocess.Popen(
+        [sys.executable, "-m", "actrhost", "run", str(node.config_path)],
+        stdout=node._log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+    def gave_up() -> bool:
+        return "gave up after 3 restarts" in node.log()
+
+    wait_until(gave_up, 20, "the supervisor to give up on crash#0")
+    infos = {i.name: i for i in node.actors()}
+    assert infos["crash"].state == "failed"
+    assert infos["crash"].restarts == 3
+    assert infos["echo"].state == "running"  # the rest of the node is unaffected
+    assert "on_start failed: RuntimeError: cannot start" in node.log()
+
+
+@pytest.mark.parametrize(
+    ("policy", "exit_code", "restarted"),
+    [
+        ("permanent", 0, True),
+        ("permanent", 3, True),
+        ("transient", 0, False),
+        ("transient", 3, True),
+        ("temporary", 3, False),
+    ],
+)
+def test_restart_policies(node_factory, policy, exit_code, restarted):
+    node = node_factory(
+        f"""
+        [[actor]]
+        name = "ex"
+        type = "test+Exit"
+        handler = "actors:ExitSoon"
+        restart = "{policy}"
+        """
+    )
+    first_pid = node.pid_of("ex")
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            await shell.call("ex", "test.Exit.Now", str(exit_code).encode())
+
+    run(go())
+    wait_until(lambda: not pid_alive(first_pid), 5, "the actor to exit")
+    if restarted:
+        wait_until(lambda: node.actors()[0].state == "running" and node.actors()[0].pid != first_pid,
+                   5, "the restart")
+    else:
+        expected = "stopped" if exit_code == 0 else "failed"
+        wait_until(lambda: node.actors()[0].state == expected, 5, f"state {expected}")
+        time.sleep(0.3)
+        assert node.actors()[0].restarts == 0
+
+
+def test_calls_to_a_stopped_actor_fail_at_once(node_factory):
+    node = node_factory(
+        """
+        [[actor]]
+        name = "ex"
+        type = "test+Exit"
+        handler = "actors:ExitSoon"
+        restart = "temporary"
+        """
+    )
+    pid = node.pid_of("ex")
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            target = (await shell.actors())[0].actr_id
+            await shell.call("ex", "test.Exit.Now", b"1")
+            for _ in range(250):
+                if (await shell.actors())[0].state == "failed":
+                    break
+                await asyncio.sleep(0.02)
+            started = time.monotonic()
+            with pytest.raises(Unavailable, match="failed"):
+                await shell.call(target, "test.Exit.Now", b"0", timeout=10)
+            with pytest.raises(Unavailable):
+                await shell.call("ex", "test.Exit.Now", b"0", timeout=10)
+            assert time.monotonic() - started < 0.5
+
+    run(go())
+    assert not pid_alive(pid)
+
+
+def test_node_refuses_a_second_supervisor_on_the_same_run_dir(node_factory):
+    node = node_factory(ECHO.format(extra=""))
+    import subprocess
+    import sys
+
+    second = subprocess.run(
+        [sys.executable, "-m", "actrhost", "run", str(node.config_path)],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert second.returncode == 1
+    assert "already running" in second.stderr
+    assert node.actors()[0].state == "running"
+
+
+def test_deadline_exceeded_is_a_timeout_error():
+    assert issubclass(DeadlineExceeded, TimeoutError)

@@ -1,0 +1,160 @@
+"""Helpers the tests share: a real node in a subprocess, owned and cleaned up by a fixture."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import actrhost
+from actrhost._config import load_config
+from actrhost._rundir import run_dir_for
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO = TESTS_DIR.parent
+T = TypeVar("T")
+
+
+def run(coro: Awaitable[T], timeout_s: float = 30.0) -> T:
+    """Run a coroutine to completion, bounded in time."""
+
+    async def bounded() -> T:
+        async with asyncio.timeout(timeout_s):
+            return await coro
+
+    return asyncio.run(bounded())
+
+
+def pid_alive(pid: int) -> bool:
+    """True if a process with this pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``predicate`` every 20 ms until true; fail the test after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.02)
+
+
+class Node:
+    """One node run with ``python -m actrhost run`` in its own process group."""
+
+    def __init__(self, tmp_path: Path, actors_toml: str, node_toml: str = "") -> None:
+        self.dir = tmp_path
+        self.config_path = tmp_path / "node.toml"
+        self.log_path = tmp_path / "node.log"
+        name = "t" + os.urandom(4).hex()
+        self.config_path.write_text(
+            f'[node]\nname = "{name}"\npython_path = ["{TESTS_DIR}"]\n'
+            + textwrap.dedent(node_toml)
+            + "\n"
+            + textwrap.dedent(actors_toml)
+        )
+        self.config = load_config(self.config_path)
+        self.run_dir = run_dir_for(self.config)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.seen_pids: set[int] = set()
+
+    def start(self) -> Node:
+        """Start the supervisor; returns once every actor is running."""
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "actrhost", "run", str(self.config_path)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,
+        )
+        self.wait_running()
+        return self
+
+    def log(self) -> str:
+        """What the node wrote so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def actors(self) -> list[actrhost.ActorInfo]:
+        """The node's actors as a fresh Shell sees them."""
+
+        async def ask() -> list[actrhost.ActorInfo]:
+            async with actrhost.connect(self.config_path) as shell:
+                return await shell.actors()
+
+        infos = run(ask(), 10)
+        self.seen_pids.update(i.pid for i in infos if i.pid)
+        return infos
+
+    def status(self) -> dict[str, Any]:
+        """``shell.status()`` of the node."""
+
+        async def ask() -> dict[str, Any]:
+            async with actrhost.connect(self.config_path) as shell:
+                return await shell.status()
+
+        return run(ask(), 10)
+
+    def wait_running(self, timeout_s: float = 20.0) -> None:
+        """Wait until every actor instance is running."""
+
+        def ready() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(f"node exited with {self.process.returncode}:\n{self.log()}")
+            if not (self.run_dir / "control.sock").exists():
+                return False
+            try:
+                infos = self.actors()
+            except actrhost.ActrError:
+                return False
+            return bool(infos) and all(i.state == "running" for i in infos)
+
+        wait_until(ready, timeout_s, "every actor running")
+
+    def pid_of(self, name: str, index: int = 0) -> int:
+        """Pid of one instance."""
+        for info in self.actors():
+            if info.name == name and info.actr_id and info.pid:
+                if index == 0:
+                    return info.pid
+                index -= 1
+        raise AssertionError(f"no running instance {name}#{index}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 15.0) -> int:
+        """Stop the supervisor with ``sig``; return its exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout_s)
+        return self.process.returncode
+
+    def cleanup(self) -> None:
+        """Kill whatever is left (the test failed) and assert nothing of the node remains."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                self.stop(timeout_s=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        if self.process is not None:
+            try:
+                wait_until(lambda: not any(pid_alive(p) for p in self.seen_pids), 5, "workers to exit")
+            finally:
+                for pid in self.seen_pids:
+                    if pid_alive(pid):
+                        os.kill(pid, signal.SIGKILL)
+            self._log.close()
+        assert not any(pid_alive(p) for p in self.seen_pids), "a worker outlived its node"
+        wait_until(lambda: not self.run_dir.exists(), 5, f"run dir {self.run_dir} to be removed")
