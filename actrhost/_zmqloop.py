@@ -35,7 +35,7 @@ class LoopSocket:
     when the socket cannot take the message now.
     """
 
-    __slots__ = ("_closed", "_loop", "_on_message", "_scheduled", "name", "sock")
+    __slots__ = ("_closed", "_loop", "_on_message", "_paused", "_scheduled", "name", "sock")
 
     def __init__(
         self,
@@ -49,6 +49,7 @@ class LoopSocket:
         self._loop = asyncio.get_running_loop()
         self._scheduled = False
         self._closed = False
+        self._paused = False
         if on_message is not None:
             self._loop.add_reader(sock.FD, self._drain)
             # Messages may already be queued: the edge that announced them is gone.
@@ -60,17 +61,19 @@ class LoopSocket:
     # -- receiving ---------------------------------------------------------------------
 
     def _schedule_drain(self) -> None:
-        if not self._scheduled and not self._closed:
+        if not self._scheduled and not self._closed and not self._paused:
             self._scheduled = True
             self._loop.call_soon(self._drain)
 
     def _drain(self) -> None:
         self._scheduled = False
-        if self._closed or self._on_message is None:
+        if self._closed or self._paused or self._on_message is None:
             return
         sock = self.sock
         handle = self._on_message
         for _ in range(DRAIN_BATCH):
+            if self._paused:  # the handler just asked for backpressure
+                return
             try:
                 parts = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -90,12 +93,14 @@ class LoopSocket:
 
     def pause_reading(self) -> None:
         """Stop taking messages off the socket (ZeroMQ's queues then push back)."""
-        if self._on_message is not None and not self._closed:
+        if self._on_message is not None and not self._closed and not self._paused:
+            self._paused = True
             self._loop.remove_reader(self.sock.FD)
 
     def resume_reading(self) -> None:
         """Undo :meth:`pause_reading` and drain what queued meanwhile."""
-        if self._on_message is not None and not self._closed:
+        if self._on_message is not None and not self._closed and self._paused:
+            self._paused = False
             self._loop.add_reader(self.sock.FD, self._drain)
             self._schedule_drain()
 
@@ -140,7 +145,7 @@ class LoopSocket:
         if self._closed:
             return
         self._closed = True
-        if self._on_message is not None:
+        if self._on_message is not None and not self._paused:
             try:
                 self._loop.remove_reader(self.sock.FD)
             except (ValueError, OSError, zmq.ZMQError):

@@ -80,18 +80,11 @@ class Recorder(Actor):
 
     def __init__(self) -> None:
         self.seen: list[str] = []
-        self.gate = asyncio.Event()
 
     @rpc("test.Recorder.Block")
     async def block(self, ctx: Context, request: bytes) -> bytes:
-        await asyncio.wait_for(self.gate.wait(), 10)
+        await asyncio.sleep(float(request))
         self.seen.append("block")
-        return b"ok"
-
-    @rpc("test.Recorder.Release", payload_type=PayloadType.RPC_SIGNAL)
-    async def release(self, ctx: Context, request: bytes) -> bytes:
-        self.gate.set()
-        self.seen.append("release")
         return b"ok"
 
     @rpc("test.Recorder.Note")

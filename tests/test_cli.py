@@ -1,0 +1,101 @@
+"""The ``actrhost`` command: exit codes, one-line errors, call and status output."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from .utils import REPO
+
+
+def actrhost(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "actrhost", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
+
+
+ECHO = """
+[[actor]]
+name = "echo"
+type = "test+Echo"
+handler = "actors:Echo"
+"""
+
+
+def test_call_prints_the_answer(node_factory, tmp_path):
+    node = node_factory(ECHO)
+    cfg = str(node.config_path)
+    result = actrhost("call", cfg, "echo", "test.Echo.Say", "--data", "hello cli")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "hello cli\n", "")
+    result = actrhost("call", cfg, "test+Echo", "test.Echo.Say", "--hex", "00ff", "--output", "hex")
+    assert result.stdout == "00ff\n"
+    payload = tmp_path / "req.bin"
+    payload.write_bytes(b"from a file")
+    result = actrhost("call", cfg, "echo", "test.Echo.Say", "--data", f"@{payload}")
+    assert result.stdout == "from a file\n"
+    result = actrhost("call", cfg, "echo", "test.Echo.Say", "--tell", "--data", "x")
+    assert (result.returncode, result.stdout) == (0, "")
+
+
+def test_call_errors_are_one_line_with_the_code(node_factory):
+    node = node_factory(ECHO)
+    cfg = str(node.config_path)
+    result = actrhost("call", cfg, "echo", "test.Echo.Fail", "--data", "x")
+    assert result.returncode == 1
+    assert result.stderr == "actrhost: call failed: 500 HandlerError: ValueError: boom: x\n"
+    result = actrhost("call", cfg, "nobody", "test.Echo.Say")
+    assert result.returncode == 1
+    assert result.stderr.startswith("actrhost: call failed: 404 NotFound: no actor of name 'nobody'")
+    result = actrhost("call", cfg, "echo", "test.Echo.Sleep", "--data", "5", "--timeout", "0.2")
+    assert result.returncode == 1 and "504 DeadlineExceeded" in result.stderr
+
+
+def test_status_lists_each_actor_with_counters(node_factory):
+    node = node_factory(ECHO.replace('handler = "actors:Echo"', 'handler = "actors:Echo"\ninstances = 2'))
+    cfg = str(node.config_path)
+    for _ in range(3):
+        actrhost("call", cfg, "echo", "test.Echo.Say", "--data", "x")
+    result = actrhost("status", cfg)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1].split() == ["NAME", "ACTR_ID", "PID", "STATE", "RESTARTS", "MAILBOX", "SERVED", "ERRORS"]
+    rows = [line.split() for line in lines[2:]]
+    assert [r[0] for r in rows] == ["echo#0", "echo#1"]
+    assert all(r[3] == "running" and r[4] == "0" and r[5] == "0" for r in rows)
+    assert sum(int(r[6]) for r in rows) == 3
+    infos = {str(i.actr_id): i.pid for i in node.actors()}
+    assert {r[1]: int(r[2]) for r in rows} == infos
+    as_json = actrhost("status", cfg, "--json")
+    assert '"calls_served"' in as_json.stdout
+
+
+def test_bad_config_is_one_line_exit_2_and_nothing_starts(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text('[node]\nname = "x"\n[[actor]]\nname = "a"\ntype = "t+A"\nhandler = "m:A"\nrestart = "always"\n')
+    result = actrhost("run", str(config), timeout=10)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"actrhost: config error: {config}: actor[0].restart: must be one of permanent, "
+        "transient, temporary (got 'always')\n"
+    )
+
+
+def test_unimportable_handler_is_a_config_error(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text('[node]\nname = "x"\n[[actor]]\nname = "a"\ntype = "t+A"\nhandler = "no_such_mod:A"\n')
+    result = actrhost("run", str(config), timeout=10)
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1
+    assert "actor[0].handler: module 'no_such_mod' not found" in result.stderr
+
+
+def test_help_everywhere():
+    for args in ([], ["run"], ["call"], ["status"]):
+        result = actrhost(*args, "--help")
+        assert result.returncode == 0 and "usage: actrhost" in result.stdout
+
+
+def test_missing_arguments_exit_2():
+    result = actrhost("call")
+    assert result.returncode == 2 and "usage" in result.stderr

@@ -1,0 +1,61 @@
+"""Random and truncated frames on a worker's socket: dropped, counted, process lives on."""
+
+from __future__ import annotations
+
+import random
+
+import zmq
+
+import actrhost
+from actrhost import _envelope as wire
+
+from .utils import run
+
+
+def test_garbage_frames_are_dropped_and_counted(node_factory):
+    node = node_factory(
+        """
+        [[actor]]
+        name = "echo"
+        type = "test+Echo"
+        handler = "actors:Echo"
+        """
+    )
+    info = node.actors()[0]
+    endpoint = f"ipc://{node.run_dir / f'a-{info.actr_id.serial_number:x}.sock'}"
+    good = wire.encode(wire.Envelope(wire.REQUEST, "test.Echo.Say", b"x" * 100, request_id="r"))
+    rng = random.Random(1234)
+    frames = [rng.randbytes(rng.randrange(1, 300)) for _ in range(200)]
+    frames += [good[:cut] for cut in range(1, len(good))]  # every truncation of a real frame
+    frames += [b"\xff" * 50, b"\x00" * 10, good + b"\xff"]
+
+    ctx = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 1000)
+        sock.connect(endpoint)
+        for frame in frames:
+            sock.send(frame)
+        sock.send_multipart([b"two", b"parts"])  # wrong shape
+        sock.close()
+    finally:
+        ctx.term()
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            assert await shell.call("echo", "test.Echo.Say", b"still alive") == b"still alive"
+            stats = (await shell.status())["actors"][0]["stats"]
+            return stats
+
+    stats = run(go())
+    # Some truncations still parse as a valid (shorter) protobuf message; every frame that
+    # does not decode into an RPC envelope is counted.
+    undecodable = 0
+    for frame in frames:
+        try:
+            wire.decode(frame)
+        except actrhost.BadRequest:
+            undecodable += 1
+    assert stats["malformed_frames"] == undecodable + 1
+    assert undecodable > 200
+    assert node.actors()[0].pid == info.pid  # same process: nothing crashed

@@ -1,0 +1,36 @@
+"""The public names (DESIGN §4) are a contract: this snapshot changes only on purpose."""
+
+from __future__ import annotations
+
+import actrhost
+
+PUBLIC = [
+    "ActorInfo", "ActorState", "ActrError", "ActrId", "ActrType", "Actor", "BadRequest",
+    "ClosedResourceError", "ConfigError", "Context", "DeadlineExceeded", "Dest", "ErrorCode",
+    "HandlerError", "NotFound", "PayloadType", "PermissionDenied", "Realm", "Shell",
+    "Unauthorized", "Unavailable", "connect", "rpc",
+]
+
+
+def test_all_is_the_documented_surface():
+    assert sorted(actrhost.__all__) == sorted(PUBLIC)
+
+
+def test_every_public_name_reports_the_public_module():
+    for name in actrhost.__all__:
+        obj = getattr(actrhost, name)
+        assert obj.__module__ == "actrhost", name
+        assert obj.__doc__, f"{name} has no docstring"
+
+
+def test_design_contract_names_exist():
+    from actrhost import Actor, ActrId, ActrType, Context, Dest, PayloadType, rpc  # noqa: F401
+
+    assert {Dest.SHELL, Dest.LOCAL} and Dest.actor(ActrId.parse("1@1:a+b")).kind == "actor"
+    assert [p.name for p in PayloadType] == [
+        "RPC_RELIABLE", "RPC_SIGNAL", "STREAM_RELIABLE", "STREAM_LATENCY_FIRST", "MEDIA_RTP",
+    ]
+    for method in ("call", "tell", "discover"):
+        assert callable(getattr(Context, method))
+    for method in ("call", "tell", "discover", "actors", "on_rpc"):
+        assert callable(getattr(actrhost.Shell, method))
