@@ -170,7 +170,7 @@ class Context:
         if self.deadline is not None and self.deadline < deadline:
             deadline = self.deadline
         data = await self._runtime.send_request(
-            self, dest, route_key, encode_message(request), deadline, PayloadType(payload_type)
+            self, dest, route_key, encode_message(request), deadline, payload_type
         )
         return decode_message(data, response_type)
 
@@ -188,7 +188,7 @@ class Context:
         handler's own failures are never reported back.
         """
         await self._runtime.send_tell(
-            self, dest, route_key, encode_message(message), PayloadType(payload_type)
+            self, dest, route_key, encode_message(message), payload_type
         )
 
     async def discover(self, actr_type: ActrType | str) -> ActrId:

@@ -50,7 +50,7 @@ class Envelope:
         request_id: str = "",
         source: ActrId | None = None,
         target: ActrId | None = None,
-        payload_type: PayloadType = PayloadType.RPC_RELIABLE,
+        payload_type: int = PayloadType.RPC_RELIABLE,
         deadline_ns: int = 0,
         timeout_ms: int = 0,
         traceparent: str = "",
@@ -147,38 +147,46 @@ def encode(env: Envelope) -> bytes:
 
 def decode(data: bytes) -> Envelope:
     """Parse one frame; raise BadRequest when it is not a well-formed RPC frame."""
-    frame = pb.Frame()
     try:
-        frame.ParseFromString(data)
+        frame = _parse_frame(data)
     except (DecodeError, ValueError, TypeError) as exc:
         raise BadRequest(f"undecodable frame ({len(data)} bytes): {exc}") from None
-    if frame.WhichOneof("body") != "rpc":
+    if not frame.HasField("rpc"):
         raise BadRequest("frame carries no RPC envelope")
     rpc = frame.rpc
-    if rpc.direction not in _DIRECTIONS:
-        raise BadRequest(f"frame has no valid direction ({rpc.direction})")
-    if frame.payload_type not in _LANES:
-        raise BadRequest(f"frame has an unknown payload type ({frame.payload_type})")
-    if rpc.direction != RESPONSE and not rpc.route_key:
+    direction = rpc.direction
+    if direction not in _DIRECTIONS:
+        raise BadRequest(f"frame has no valid direction ({direction})")
+    payload_type = frame.payload_type
+    if payload_type not in _LANES:
+        raise BadRequest(f"frame has an unknown payload type ({payload_type})")
+    route_key = rpc.route_key
+    if direction != RESPONSE and not route_key:
         raise BadRequest("request or tell without a route key")
+    # Built field by field, skipping __init__: this runs once per message.
+    env = _new_envelope(Envelope)
+    env.direction = direction
+    env.route_key = route_key
+    env.payload = rpc.payload
+    env.request_id = rpc.request_id
+    source = frame.source
+    target = frame.target
     try:
-        source = id_from_bytes(frame.source) if frame.source else None
-        target = id_from_bytes(frame.target) if frame.target else None
+        env.source = (_id_by_bytes.get(source) or id_from_bytes(source)) if source else None
+        env.target = (_id_by_bytes.get(target) or id_from_bytes(target)) if target else None
     except BadRequest as exc:
-        raise BadRequest(f"frame has an invalid actor id: {exc.message}") from None
-    return Envelope(
-        rpc.direction,
-        rpc.route_key,
-        rpc.payload,
-        request_id=rpc.request_id,
-        source=source,
-        target=target,
-        payload_type=PayloadType(frame.payload_type),
-        deadline_ns=frame.deadline_ns,
-        timeout_ms=rpc.timeout_ms,
-        traceparent=rpc.traceparent,
-        tracestate=rpc.tracestate,
-        metadata=tuple((m.key, m.value) for m in rpc.metadata) if rpc.metadata else (),
-        error_code=rpc.error.code if rpc.HasField("error") else 0,
-        error_message=rpc.error.message if rpc.HasField("error") else "",
-    )
+        raise BadRequest(f"frame has {exc.message}") from None
+    env.payload_type = payload_type
+    env.deadline_ns = frame.deadline_ns
+    env.timeout_ms = rpc.timeout_ms
+    env.traceparent = rpc.traceparent
+    env.tracestate = rpc.tracestate
+    env.metadata = tuple((m.key, m.value) for m in rpc.metadata) if len(rpc.metadata) else ()
+    error = rpc.error
+    env.error_code = error.code
+    env.error_message = error.message
+    return env
+
+
+_parse_frame = pb.Frame.FromString
+_new_envelope = object.__new__

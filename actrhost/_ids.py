@@ -58,13 +58,18 @@ class ActrType:
         return f"{self.manufacturer}+{self.name}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=True)
 class ActrId:
     """One actor instance: realm, serial number and type."""
 
     realm: Realm
     serial_number: int
     type: ActrType
+
+    def __hash__(self) -> int:
+        # Ids are dict keys on every frame; the serial alone is nearly unique, and hashing
+        # the nested dataclasses costs more than the lookup.
+        return hash(self.serial_number)
 
     def __post_init__(self) -> None:
         if not 0 <= self.serial_number < 2**64:

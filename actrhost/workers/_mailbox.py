@@ -38,6 +38,7 @@ class Mailbox:
         if capacity < 1 or max_concurrency < 1:
             raise ValueError("mailbox capacity and max_concurrency must be >= 1")
         self._run = run
+        self._loop = asyncio.get_running_loop()
         self.capacity = capacity
         self.max_concurrency = max_concurrency
         self._signal: deque[Item] = deque()
@@ -80,7 +81,7 @@ class Mailbox:
                 item = self._reliable.popleft()
             else:
                 break
-            task = asyncio.ensure_future(self._run(item))
+            task = self._loop.create_task(self._run(item))
             self._running.add(task)
             task.add_done_callback(self._finished)
         if self._full and self.depth <= self.capacity // 2:

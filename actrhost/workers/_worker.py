@@ -270,7 +270,7 @@ class Worker:
             return
         signal_lane = (
             route.spec.payload_type is PayloadType.RPC_SIGNAL
-            or env.payload_type is PayloadType.RPC_SIGNAL
+            or env.payload_type == PayloadType.RPC_SIGNAL
         )
         self.mailbox.put((env, routing_id, route), signal=signal_lane)
 
