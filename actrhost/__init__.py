@@ -27,6 +27,9 @@ from ._ids import ActrId as ActrId
 from ._ids import ActrType as ActrType
 from ._ids import Realm as Realm
 from ._payload_type import PayloadType as PayloadType
+from ._payloads import DataStream as DataStream
+from ._payloads import MediaSample as MediaSample
+from ._payloads import MediaType as MediaType
 from ._shell import ActorInfo as ActorInfo
 from ._shell import Shell as Shell
 from ._shell import connect as connect
@@ -42,10 +45,13 @@ __all__ = [
     "ClosedResourceError",
     "ConfigError",
     "Context",
+    "DataStream",
     "DeadlineExceeded",
     "Dest",
     "ErrorCode",
     "HandlerError",
+    "MediaSample",
+    "MediaType",
     "NotFound",
     "PayloadType",
     "PermissionDenied",

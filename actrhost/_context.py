@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from ._envelope import MEDIA, STREAM, StreamFrame
 from ._errors import BadRequest
 from ._ids import ActrId, ActrType
 from ._payload_type import PayloadType
+from ._payloads import DataStream, MediaSample
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
 
 DEFAULT_TIMEOUT_S = 30.0
+
+StreamCallback = Callable[[Any, "ActrId | None"], Awaitable[None]]
 
 
 class Dest:
@@ -63,6 +68,14 @@ class _Runtime(Protocol):
     ) -> None: ...
 
     async def discover(self, actr_type: ActrType) -> ActrId: ...
+
+    async def send_stream_frame(
+        self, dest: Dest, frame: StreamFrame, payload: Any, deadline: float
+    ) -> bool: ...
+
+    def register_stream_callback(self, kind: str, key: str, callback: Any) -> None: ...
+
+    def unregister_stream_callback(self, kind: str, key: str) -> None: ...
 
     def now(self) -> float: ...
 
@@ -166,9 +179,7 @@ class Context:
         ``PermissionDenied`` (403), ``BadRequest`` (400) or ``HandlerError`` (500) with
         the callee's message. Cancelling the call forgets it; a late answer is dropped.
         """
-        deadline = self._runtime.now() + timeout
-        if self.deadline is not None and self.deadline < deadline:
-            deadline = self.deadline
+        deadline = self._deadline(timeout)
         data = await self._runtime.send_request(
             self, dest, route_key, encode_message(request), deadline, payload_type
         )
@@ -199,3 +210,77 @@ class Context:
         if isinstance(actr_type, str):
             actr_type = ActrType.parse(actr_type)
         return await self._runtime.discover(actr_type)
+
+    # -- data streams and media --------------------------------------------------------
+
+    async def register_stream(self, stream_id: str, callback: StreamCallback) -> None:
+        """Call ``await callback(chunk: DataStream, sender: ActrId | None)`` for each chunk.
+
+        Chunks of one stream run one at a time, in order; different streams concurrently.
+        ``chunk.payload`` is a zero-copy view valid until the callback returns. A callback
+        that raises is logged and counted, and the stream goes on.
+        """
+        self._runtime.register_stream_callback(STREAM, stream_id, callback)
+
+    async def unregister_stream(self, stream_id: str) -> None:
+        """Stop receiving ``stream_id``; later chunks are dropped and counted."""
+        self._runtime.unregister_stream_callback(STREAM, stream_id)
+
+    async def send_data_stream(
+        self,
+        dest: Dest,
+        chunk: DataStream,
+        *,
+        payload_type: PayloadType = PayloadType.STREAM_RELIABLE,
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> bool:
+        """Send one chunk; the payload may be bytes, a memoryview or a numpy array.
+
+        STREAM_RELIABLE waits (at most ``timeout``, and never past this context's deadline)
+        while the receiver is behind, then raises ``DeadlineExceeded``; nothing is lost.
+        STREAM_LATENCY_FIRST never waits: returns False when the chunk was dropped.
+        Raises ``BadRequest`` for a payload larger than ``[shm] ring_bytes``, and
+        ``NotFound`` / ``Unavailable`` when the destination is unknown or down.
+        """
+        if payload_type not in (PayloadType.STREAM_RELIABLE, PayloadType.STREAM_LATENCY_FIRST):
+            raise BadRequest(f"send_data_stream uses a STREAM_* lane, not {PayloadType(payload_type).name}")
+        frame = StreamFrame(
+            STREAM,
+            chunk.stream_id,
+            payload_type=payload_type,
+            sequence=chunk.sequence,
+            timestamp=chunk.timestamp_ms,
+            metadata=tuple(chunk.metadata.items()),
+        )
+        return await self._runtime.send_stream_frame(dest, frame, chunk.payload, self._deadline(timeout))
+
+    async def register_media_track(self, track_id: str, callback: StreamCallback) -> None:
+        """Call ``await callback(sample: MediaSample, sender)`` for each sample of the track."""
+        self._runtime.register_stream_callback(MEDIA, track_id, callback)
+
+    async def unregister_media_track(self, track_id: str) -> None:
+        """Stop receiving ``track_id``."""
+        self._runtime.unregister_stream_callback(MEDIA, track_id)
+
+    async def send_media_sample(
+        self, dest: Dest, track_id: str, sample: MediaSample, *, timeout: float = 1.0
+    ) -> bool:
+        """Send one media sample (real time: dropped and counted under pressure).
+
+        Returns False when the sample was dropped; never waits for a slow receiver.
+        """
+        frame = StreamFrame(
+            MEDIA,
+            track_id,
+            payload_type=PayloadType.MEDIA_RTP,
+            timestamp=sample.timestamp,
+            codec=sample.codec,
+            media_type=str(sample.media_type),
+        )
+        return await self._runtime.send_stream_frame(dest, frame, sample.data, self._deadline(timeout))
+
+    def _deadline(self, timeout: float) -> float:
+        deadline = self._runtime.now() + timeout
+        if self.deadline is not None and self.deadline < deadline:
+            return self.deadline
+        return deadline

@@ -18,6 +18,10 @@ REQUEST = pb.RpcEnvelope.REQUEST
 RESPONSE = pb.RpcEnvelope.RESPONSE
 TELL = pb.RpcEnvelope.TELL
 _DIRECTIONS = (REQUEST, RESPONSE, TELL)
+STREAM = "stream"
+MEDIA = "media"
+_MEDIA_TYPES = {0: "video", 1: "audio", 2: "video"}
+_MEDIA_TYPE_NUMBERS = {"audio": 1, "video": 2}
 _LANES = frozenset(int(p) for p in PayloadType)
 
 
@@ -145,14 +149,16 @@ def encode(env: Envelope) -> bytes:
     return frame.SerializeToString()
 
 
-def decode(data: bytes) -> Envelope:
-    """Parse one frame; raise BadRequest when it is not a well-formed RPC frame."""
+def decode(data: bytes) -> Envelope | StreamFrame:
+    """Parse one frame; raise BadRequest when it is not a well-formed frame."""
     try:
         frame = _parse_frame(data)
     except (DecodeError, ValueError, TypeError) as exc:
         raise BadRequest(f"undecodable frame ({len(data)} bytes): {exc}") from None
     if not frame.HasField("rpc"):
-        raise BadRequest("frame carries no RPC envelope")
+        if frame.HasField("stream") or frame.HasField("media"):
+            return _decode_stream(frame)
+        raise BadRequest("frame carries no RPC envelope, stream chunk or media sample")
     rpc = frame.rpc
     direction = rpc.direction
     if direction not in _DIRECTIONS:
@@ -190,3 +196,131 @@ def decode(data: bytes) -> Envelope:
 
 _parse_frame = pb.Frame.FromString
 _new_envelope = object.__new__
+
+
+class StreamFrame:
+    """One data-stream chunk or media sample with its routing header (``kind`` says which).
+
+    ``key`` is the stream id or the track id. The payload is inline in ``payload``, or in
+    a shared-memory ring that ``shm`` (a ring descriptor) points to.
+    """
+
+    __slots__ = (
+        "array_meta",
+        "codec",
+        "key",
+        "kind",
+        "media_type",
+        "metadata",
+        "payload",
+        "payload_type",
+        "sequence",
+        "shm",
+        "source",
+        "target",
+        "timestamp",
+    )
+
+    def __init__(
+        self,
+        kind: str,
+        key: str,
+        *,
+        source: ActrId | None = None,
+        target: ActrId | None = None,
+        payload_type: int = PayloadType.STREAM_RELIABLE,
+        sequence: int = 0,
+        timestamp: int = 0,
+        metadata: tuple[tuple[str, str], ...] = (),
+        payload: bytes = b"",
+        shm: bytes = b"",
+        array_meta: bytes = b"",
+        codec: str = "",
+        media_type: str = "video",
+    ) -> None:
+        self.kind = kind
+        self.key = key
+        self.source = source
+        self.target = target
+        self.payload_type = payload_type
+        self.sequence = sequence
+        self.timestamp = timestamp
+        self.metadata = metadata
+        self.payload = payload
+        self.shm = shm
+        self.array_meta = array_meta
+        self.codec = codec
+        self.media_type = media_type
+
+    def __repr__(self) -> str:
+        where = "shm" if self.shm else f"{len(self.payload)} bytes inline"
+        return f"StreamFrame({self.kind} {self.key!r} #{self.sequence}, {where}, from={self.source})"
+
+
+def encode_stream(sf: StreamFrame) -> bytes:
+    """Serialize a stream chunk or media sample into one frame."""
+    frame = pb.Frame(payload_type=sf.payload_type, shm=sf.shm, array_meta=sf.array_meta)
+    if sf.source is not None:
+        frame.source = id_to_bytes(sf.source)
+    if sf.target is not None:
+        frame.target = id_to_bytes(sf.target)
+    if sf.kind == STREAM:
+        body = frame.stream
+        body.stream_id = sf.key
+        body.sequence = sf.sequence
+        body.timestamp_ms = sf.timestamp
+        body.payload = sf.payload
+        for key, value in sf.metadata:
+            body.metadata.add(key=key, value=value)
+    else:
+        media = frame.media
+        media.track_id = sf.key
+        media.timestamp = sf.timestamp & 0xFFFFFFFF  # an RTP timestamp wraps at 32 bits
+        media.codec = sf.codec
+        media.media_type = _MEDIA_TYPE_NUMBERS.get(sf.media_type, 2)
+        media.data = sf.payload
+    return frame.SerializeToString()
+
+
+def _decode_stream(frame: pb.Frame) -> StreamFrame:
+    payload_type = frame.payload_type
+    if payload_type not in _LANES:
+        raise BadRequest(f"frame has an unknown payload type ({payload_type})")
+    try:
+        source = id_from_bytes(frame.source) if frame.source else None
+        target = id_from_bytes(frame.target) if frame.target else None
+    except BadRequest as exc:
+        raise BadRequest(f"frame has {exc.message}") from None
+    if frame.HasField("stream"):
+        body = frame.stream
+        if not body.stream_id:
+            raise BadRequest("stream chunk without a stream id")
+        return StreamFrame(
+            STREAM,
+            body.stream_id,
+            source=source,
+            target=target,
+            payload_type=payload_type,
+            sequence=body.sequence,
+            timestamp=body.timestamp_ms,
+            metadata=tuple((m.key, m.value) for m in body.metadata),
+            payload=body.payload,
+            shm=frame.shm,
+            array_meta=frame.array_meta,
+        )
+    media = frame.media
+    if not media.track_id:
+        raise BadRequest("media sample without a track id")
+    return StreamFrame(
+        MEDIA,
+        media.track_id,
+        source=source,
+        target=target,
+        payload_type=payload_type,
+        timestamp=media.timestamp,
+        payload=media.data,
+        shm=frame.shm,
+        array_meta=frame.array_meta,
+        codec=media.codec,
+        media_type=_MEDIA_TYPES.get(media.media_type, "video"),
+    )

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import zmq
 
 from . import _envelope as wire
-from ._envelope import Envelope
+from ._envelope import Envelope, StreamFrame
 from ._errors import ActrError, BadRequest, DeadlineExceeded, Unavailable, error_from_code
 from ._zmqloop import LoopSocket
 
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 CONNECT_WAIT_S = 1.0
 
 RequestHandler = Callable[[Envelope, bytes], None]
+StreamHandler = Callable[[StreamFrame], None]
 
 
 @dataclass
@@ -90,8 +91,10 @@ class RpcEndpoint:
         *,
         hwm: int,
         name: str,
+        on_stream: StreamHandler | None = None,
     ) -> None:
         self.name = name
+        self._on_stream = on_stream
         self.endpoint = bind_endpoint
         self.counters = Counters()
         self._zctx = zctx
@@ -128,7 +131,7 @@ class RpcEndpoint:
 
     # -- receiving ---------------------------------------------------------------------
 
-    def _decode(self, data: bytes) -> Envelope | None:
+    def _decode(self, data: bytes) -> Envelope | StreamFrame | None:
         try:
             return wire.decode(data)
         except BadRequest as exc:
@@ -144,10 +147,23 @@ class RpcEndpoint:
         env = self._decode(parts[1])
         if env is None:
             return
-        if env.direction == wire.RESPONSE:
+        if type(env) is StreamFrame:
+            self._stream_frame(env)
+        elif env.direction == wire.RESPONSE:
             self._resolve(env)
         else:
             self._on_request(env, parts[0])
+
+    def _stream_frame(self, frame: StreamFrame) -> None:
+        if self._on_stream is None:
+            self.counters.malformed_frames += 1
+            log.warning("%r: dropped a %s frame: this endpoint takes no streams", self, frame.kind)
+            return
+        try:
+            self._on_stream(frame)
+        except ActrError as exc:
+            self.counters.malformed_frames += 1
+            log.warning("%r: dropped %r: %s", self, frame, exc.message)
 
     def _on_link_message(self, parts: list[bytes]) -> None:
         env = self._decode(parts[-1]) if len(parts) == 1 else None
@@ -155,7 +171,7 @@ class RpcEndpoint:
             if len(parts) != 1:
                 self.counters.malformed_frames += 1
             return
-        if env.direction != wire.RESPONSE:
+        if type(env) is StreamFrame or env.direction != wire.RESPONSE:
             self.counters.malformed_frames += 1
             log.warning("%r: dropped a %r arriving on an outbound link", self, env)
             return
@@ -172,7 +188,8 @@ class RpcEndpoint:
 
     # -- sending -----------------------------------------------------------------------
 
-    def _link(self, endpoint: str) -> LoopSocket:
+    def link(self, endpoint: str) -> LoopSocket:
+        """The DEALER to ``endpoint``, connected on first use."""
         link = self._links.get(endpoint)
         if link is None:
             if self._closed:
@@ -190,7 +207,7 @@ class RpcEndpoint:
 
         Raises ``Unavailable`` when the peer does not accept the frame in time.
         """
-        link = self._link(endpoint)
+        link = self.link(endpoint)
         try:
             link.send_nowait(data)
             return

@@ -27,6 +27,7 @@ from ._config import ActorConfig, Config
 from ._directory import ActorEntry, ActorState
 from ._ids import ActrId, Realm
 from ._zmqloop import LoopSocket
+from .shm import list_prefix, node_segment_prefix, unlink_prefix
 from .workers._worker import SPEC_ENV, WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class Supervisor:
     def __init__(self, config: Config, run_dir: Path | None = None) -> None:
         self.config = config
         self.run_dir = run_dir or rundir.run_dir_for(config)
+        self.shm_prefix = rundir.node_prefix(self.run_dir)
         self._slots: list[_Slot] = []
         self._by_serial: dict[int, _Slot] = {}
         self._shells: dict[bytes, dict[str, Any]] = {}
@@ -91,6 +93,7 @@ class Supervisor:
         self._stopping = False
         self._ready_logged = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.segments_reclaimed = 0
         # Random serial base: ids from two nodes (or two runs) do not collide.
         base = secrets.randbits(40) << 8
         for actor in config.actors:
@@ -112,6 +115,9 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         self._started_at = loop.time()
         rundir.prepare(self.run_dir)
+        leftovers = unlink_prefix(node_segment_prefix(self.shm_prefix))
+        if leftovers:
+            log.warning("removed %d shared-memory segment(s) a crashed node left", leftovers)
         self._zctx = zmq.Context()
         sock = self._zctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -135,6 +141,7 @@ class Supervisor:
                 loop.remove_signal_handler(sig)
             self._control.close()
             self._zctx.term()
+            unlink_prefix(node_segment_prefix(self.shm_prefix))
             rundir.remove(self.run_dir)
         log.info("node %r: stopped", self.config.node.name)
         return 0
@@ -154,6 +161,7 @@ class Supervisor:
             endpoint=slot.endpoint,
             control_endpoint=rundir.control_endpoint(self.run_dir),
             supervisor_pid=os.getpid(),
+            shm_prefix=self.shm_prefix,
         )
         env = dict(os.environ)
         env[SPEC_ENV] = json.dumps(asdict(spec))
@@ -178,6 +186,7 @@ class Supervisor:
 
     async def _watch(self, slot: _Slot, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()  # also reaps: no zombie looks alive
+        self.segments_reclaimed += self._unlink_rings_of(slot.actr_id.serial_number)
         # Exit code 0 is a normal exit (what "transient" does not restart), whether the
         # actor was told to stop or its code called sys.exit(0).
         clean = code == 0
@@ -216,6 +225,22 @@ class Supervisor:
         if not self._stopping:
             log.info("%s: restarting (restart %d)", slot.label, slot.restarts)
             await self._spawn(slot)
+
+    def _unlink_rings_of(self, serial: int) -> int:
+        """Unlink every ring the instance wrote or read: its process is gone."""
+        prefix = node_segment_prefix(self.shm_prefix)
+        tag = f"{serial:x}"
+        removed = 0
+        for name in list_prefix(prefix):
+            # "<prefix><writer>-<reader serial>-<reader pid>"
+            parts = name[len(prefix):].split("-")
+            if tag in parts[:2]:
+                try:
+                    os.unlink(f"/dev/shm/{name}")
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
 
     @staticmethod
     def _should_restart(slot: _Slot, clean: bool) -> bool:
@@ -383,6 +408,7 @@ class Supervisor:
             "req": req,
             "node": self.config.node.name,
             "run_dir": str(self.run_dir),
+            "segments_reclaimed": self.segments_reclaimed,
             "actors": actors,
         })
 

@@ -6,8 +6,8 @@ import actrhost
 
 PUBLIC = [
     "ActorInfo", "ActorState", "ActrError", "ActrId", "ActrType", "Actor", "BadRequest",
-    "ClosedResourceError", "ConfigError", "Context", "DeadlineExceeded", "Dest", "ErrorCode",
-    "HandlerError", "NotFound", "PayloadType", "PermissionDenied", "Realm", "Shell",
+    "ClosedResourceError", "ConfigError", "Context", "DataStream", "DeadlineExceeded", "Dest",
+    "ErrorCode", "HandlerError", "MediaSample", "MediaType", "NotFound", "PayloadType", "PermissionDenied", "Realm", "Shell",
     "Unauthorized", "Unavailable", "connect", "rpc",
 ]
 
@@ -30,7 +30,10 @@ def test_design_contract_names_exist():
     assert [p.name for p in PayloadType] == [
         "RPC_RELIABLE", "RPC_SIGNAL", "STREAM_RELIABLE", "STREAM_LATENCY_FIRST", "MEDIA_RTP",
     ]
-    for method in ("call", "tell", "discover"):
+    for method in (
+        "call", "tell", "discover", "register_stream", "unregister_stream", "send_data_stream",
+        "register_media_track", "unregister_media_track", "send_media_sample",
+    ):
         assert callable(getattr(Context, method))
     for method in ("call", "tell", "discover", "actors", "on_rpc"):
         assert callable(getattr(actrhost.Shell, method))

@@ -23,7 +23,7 @@ from .._actor import Actor, Route, collect_routes
 from .._config import Config, load_config, resolve_handler
 from .._context import Context, Dest, decode_message, encode_message
 from .._directory import ActorState, Directory, gone_error
-from .._envelope import REQUEST, RESPONSE, TELL, Envelope
+from .._envelope import REQUEST, RESPONSE, TELL, Envelope, StreamFrame
 from .._errors import (
     ActrError,
     DeadlineExceeded,
@@ -35,6 +35,7 @@ from .._errors import (
 from .._ids import ActrId, ActrType, Realm
 from .._payload_type import PayloadType
 from .._rpc import RpcEndpoint
+from .._streams import StreamReceiver, StreamSender
 from .._zmqloop import LoopSocket
 from ._mailbox import Mailbox
 
@@ -62,6 +63,7 @@ class WorkerSpec:
     endpoint: str
     control_endpoint: str
     supervisor_pid: int
+    shm_prefix: str
 
 
 @dataclass
@@ -104,18 +106,47 @@ class Worker:
         ctl.connect(spec.control_endpoint)
         self._control = LoopSocket(ctl, self._on_control, f"{self.label} control")
         self.rpc = RpcEndpoint(
-            self._zctx, spec.endpoint, self._on_request, hwm=config.node.hwm_messages, name=self.label
+            self._zctx,
+            spec.endpoint,
+            self._on_request,
+            hwm=config.node.hwm_messages,
+            name=self.label,
+            on_stream=self._on_stream,
         )
+        # Either backlog being full stops reading the socket; both must have room again.
+        self._pressure: set[str] = set()
         self.mailbox = Mailbox(
             self._serve,
             capacity=self.actor_config.mailbox_capacity,
             max_concurrency=self.actor_config.max_concurrency,
-            on_full=self.rpc.inbound.pause_reading,
-            on_space=self.rpc.inbound.resume_reading,
+            on_full=lambda: self._set_pressure("mailbox", True),
+            on_space=lambda: self._set_pressure("mailbox", False),
+        )
+        self.streams_out = StreamSender(
+            self.rpc,
+            node_prefix=spec.shm_prefix,
+            self_tag=f"{spec.serial:x}",
+            threshold_bytes=config.shm.threshold_bytes,
+            ring_bytes=config.shm.ring_bytes,
+        )
+        self.streams_in = StreamReceiver(
+            node_prefix=spec.shm_prefix,
+            capacity=self.actor_config.mailbox_capacity,
+            on_full=lambda: self._set_pressure("streams", True),
+            on_space=lambda: self._set_pressure("streams", False),
         )
 
     def __repr__(self) -> str:
         return f"Worker({self.label} {self.self_id})"
+
+    def _set_pressure(self, source: str, full: bool) -> None:
+        if full:
+            self._pressure.add(source)
+            self.rpc.inbound.pause_reading()
+        else:
+            self._pressure.discard(source)
+            if not self._pressure:
+                self.rpc.inbound.resume_reading()
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -190,6 +221,8 @@ class Worker:
         # PR_SET_PDEATHSIG's SIGTERM may arrive before getppid() shows the reparenting,
         # so look again now.
         self._orphaned = self._orphaned or self._parent_gone()
+        self.streams_in.close()
+        self.streams_out.close()
         self.rpc.close()
         if self._orphaned:
             self._control.close(linger_ms=0)
@@ -227,6 +260,8 @@ class Worker:
         if op == control.DIRECTORY:
             for gone in self.directory.update(message):
                 self.rpc.fail_endpoint(gone.endpoint, gone_error(gone))
+                self.streams_out.forget_target(gone.actr_id.serial_number)
+                self.streams_in.forget_source(f"{gone.actr_id.serial_number:x}")
             self._got_directory.set()
         elif op == control.STOP:
             self.request_stop()
@@ -243,6 +278,9 @@ class Worker:
             "pending_calls": self.rpc.pending_count,
             **vars(self.counters),
             **self.rpc.counters.as_dict(),
+            "stream_backlog": self.streams_in.backlog,
+            "streams_in": self.streams_in.counters.as_dict(),
+            "streams_out": self.streams_out.counters.as_dict(),
         }
 
     # -- inbound -----------------------------------------------------------------------
@@ -331,6 +369,18 @@ class Worker:
             ),
         )
 
+    def _on_stream(self, frame: StreamFrame) -> None:
+        source = frame.source
+        if not self._accepting:
+            self.streams_in.discard(frame)
+        elif source is not None and not self.actor_config.acl_allows(
+            source.type, source.realm.realm_id
+        ):
+            self.counters.denied += 1
+            self.streams_in.discard(frame)
+        else:
+            self.streams_in.on_frame(frame)
+
     # -- outbound (the Context's runtime) ------------------------------------------------
 
     def now(self) -> float:
@@ -397,6 +447,31 @@ class Worker:
     async def discover(self, actr_type: ActrType) -> ActrId:
         """A running local instance of ``actr_type`` (round-robin)."""
         return self.directory.pick(actr_type).actr_id
+
+    async def send_stream_frame(
+        self, dest: Dest, frame: StreamFrame, payload: Any, deadline: float
+    ) -> bool:
+        """Send a chunk or sample for a Context; False if a lossy lane dropped it."""
+        shell_key = f"{frame.kind}:{frame.key}"
+        endpoint, target = self._resolve(dest, shell_key)
+        entry = self.directory.get(target) if target is not None else None
+        if dest.kind == "LOCAL":
+            pid: int | None = os.getpid()
+        else:
+            pid = entry.pid if entry is not None else None
+        frame.source = self.self_id
+        frame.target = target
+        return await self.streams_out.send(
+            frame, payload, endpoint=endpoint, target=target, target_pid=pid, deadline=deadline
+        )
+
+    def register_stream_callback(self, kind: str, key: str, callback: Any) -> None:
+        """Route incoming chunks of ``key`` to ``callback``."""
+        self.streams_in.register(kind, key, callback)
+
+    def unregister_stream_callback(self, kind: str, key: str) -> None:
+        """Stop routing ``key``."""
+        self.streams_in.unregister(kind, key)
 
 
 def remove_orphaned_run_dir(control_endpoint: str) -> None:

@@ -1,0 +1,411 @@
+"""Data streams and media samples: the sending and receiving halves of one process.
+
+Payloads below ``[shm] threshold_bytes`` travel inline in the ZeroMQ frame. Larger ones
+are copied once into a single-producer/single-consumer ring shared with the receiver
+(one ring per directed pair, created lazily by the sender) and only a descriptor travels
+over ZeroMQ; the receiver's callback gets a zero-copy view, and the record is released
+when the callback returns (DESIGN §6).
+
+Lanes decide what happens under pressure (DESIGN §3): STREAM_RELIABLE waits for room,
+bounded by the send's timeout, and loses nothing; STREAM_LATENCY_FIRST and MEDIA_RTP
+drop and count — the sender drops a sample it has no room for, the receiver keeps only
+the newest sample queued behind a slow callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from . import _envelope as wire
+from ._envelope import StreamFrame
+from ._errors import BadRequest, DeadlineExceeded, Unavailable
+from ._ids import ActrId
+from ._payload_type import PayloadType
+from ._payloads import DataStream, MediaSample
+from ._rpc import RpcEndpoint
+from .shm import (
+    Descriptor,
+    RingReader,
+    RingWriter,
+    WouldBlock,
+    encode_array_meta,
+    node_segment_prefix,
+    segment_name,
+)
+
+log = logging.getLogger(__name__)
+
+StreamCallback = Callable[[Any, ActrId | None], Awaitable[None]]
+
+#: Lanes that drop under pressure instead of waiting.
+LOSSY_LANES = frozenset({PayloadType.STREAM_LATENCY_FIRST, PayloadType.MEDIA_RTP})
+#: How a reliable sender polls a full ring: the ring has no wake-up of its own, and the
+#: consumer frees space within one callback, so a short capped backoff is enough.
+RING_POLL_MIN_S = 0.0002
+RING_POLL_MAX_S = 0.005
+
+
+@dataclass
+class StreamCounters:
+    """Stream and media counters, reported by ``actrhost status``."""
+
+    chunks_sent: int = 0
+    chunks_received: int = 0
+    bytes_via_shm: int = 0
+    bytes_inline: int = 0
+    dropped_sender: int = 0  # lossy lanes: no room in the ring or the socket
+    dropped_receiver: int = 0  # lossy lanes: replaced by a newer sample
+    unregistered: int = 0  # no callback for the stream / track
+    callback_errors: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """A JSON-ready copy."""
+        return dict(vars(self))
+
+
+def payload_buffer(payload: Any) -> tuple[Any, bytes]:
+    """(a buffer for ``payload``, its array meta or b"") for bytes, memoryview or ndarray."""
+    if isinstance(payload, bytes | bytearray | memoryview):
+        return payload, b""
+    if hasattr(payload, "__array_interface__") and hasattr(payload, "dtype"):
+        return payload, encode_array_meta(payload.dtype, payload.shape)
+    raise BadRequest(
+        f"a stream payload must be bytes, a memoryview or a numpy array, not {type(payload).__name__}"
+    )
+
+
+def nbytes_of(buffer: Any) -> int:
+    """Size in bytes of a buffer or array."""
+    size = getattr(buffer, "nbytes", None)
+    return len(buffer) if size is None else int(size)
+
+
+class StreamSender:
+    """Sends chunks and samples for one process; owns the rings it writes."""
+
+    def __init__(
+        self,
+        rpc: RpcEndpoint,
+        *,
+        node_prefix: str,
+        self_tag: str,
+        threshold_bytes: int,
+        ring_bytes: int,
+    ) -> None:
+        self._rpc = rpc
+        self._node_prefix = node_prefix
+        self._self_tag = self_tag
+        self.threshold_bytes = threshold_bytes
+        self.ring_bytes = ring_bytes
+        self._writers: dict[tuple[int, int], RingWriter] = {}
+        self.counters = StreamCounters()
+        self._loop = asyncio.get_running_loop()
+
+    def _writer(self, target: ActrId, target_pid: int) -> RingWriter:
+        key = (target.serial_number, target_pid)
+        writer = self._writers.get(key)
+        if writer is None:
+            # The receiver's pid is part of the name: a restarted receiver gets a fresh
+            # ring instead of one holding records its predecessor never released.
+            name = segment_name(self._node_prefix, self._self_tag, f"{target.serial_number:x}",
+                                f"{target_pid:x}")
+            writer = RingWriter.create(name, self.ring_bytes)
+            self._writers[key] = writer
+        return writer
+
+    def forget_target(self, serial: int) -> None:
+        """Close (and unlink) the rings to an instance that went away."""
+        for key in [k for k in self._writers if k[0] == serial]:
+            writer = self._writers.pop(key)
+            writer.unlink(missing_ok=True)
+            writer.close()
+
+    def close(self) -> None:
+        """Close and unlink every ring this process created."""
+        for serial, _pid in list(self._writers):
+            self.forget_target(serial)
+
+    async def send(
+        self,
+        frame: StreamFrame,
+        payload: Any,
+        *,
+        endpoint: str,
+        target: ActrId | None,
+        target_pid: int | None,
+        deadline: float,
+    ) -> bool:
+        """Send one chunk or sample; return False if a lossy lane dropped it.
+
+        Raises ``DeadlineExceeded`` when a reliable send finds no room before ``deadline``,
+        ``Unavailable`` when the receiver is gone, ``BadRequest`` for a payload larger than
+        the ring.
+        """
+        buffer, array_meta = payload_buffer(payload)
+        size = nbytes_of(buffer)
+        lossy = frame.payload_type in LOSSY_LANES
+        if size < self.threshold_bytes or target is None or target_pid is None:
+            frame.payload = buffer.tobytes() if array_meta else bytes(buffer)
+            frame.array_meta = array_meta
+            sent = await self._send_frame(endpoint, wire.encode_stream(frame), deadline, lossy)
+            if sent:
+                self.counters.bytes_inline += size
+            return sent
+        writer = self._writer(target, target_pid)
+        if size > writer.max_record_bytes:
+            raise BadRequest(
+                f"a {size}-byte payload never fits the {writer.capacity_bytes}-byte ring "
+                f"(at most {writer.max_record_bytes} bytes): raise [shm] ring_bytes or send "
+                "smaller chunks"
+            )
+        link = self._rpc.link(endpoint)
+        # Make sure the frame can go out before writing the record: a committed record
+        # that never reaches the reader would block the ring's release order for good.
+        if not link.writable():
+            if lossy:
+                self.counters.dropped_sender += 1
+                return False
+            if not await link.wait_writable(deadline):
+                raise self._timeout_or_gone(deadline, endpoint)
+        descriptor = await self._write_record(writer, buffer, array_meta, lossy, deadline)
+        if descriptor is None:
+            self.counters.dropped_sender += 1
+            return False
+        frame.shm = descriptor.to_bytes()
+        data = wire.encode_stream(frame)
+        try:
+            link.send_nowait(data)
+        except zmq.Again:
+            if not await self._send_frame(endpoint, data, deadline, lossy=False):
+                # Unreachable after a writable check unless the peer vanished: this ring is
+                # unusable now (an unreleasable record), so start a new one next time.
+                self.forget_target(target.serial_number)
+                raise Unavailable(f"{endpoint} stopped accepting stream frames") from None
+        self.counters.chunks_sent += 1
+        self.counters.bytes_via_shm += size
+        return True
+
+    async def _write_record(
+        self, writer: RingWriter, buffer: Any, array_meta: bytes, lossy: bool, deadline: float
+    ) -> Descriptor | None:
+        pause = RING_POLL_MIN_S
+        while True:
+            try:
+                if array_meta:
+                    return writer.write_array_nowait(buffer)
+                return writer.write_nowait(buffer)
+            except WouldBlock:
+                if lossy:
+                    return None
+                if self._loop.time() + pause > deadline:
+                    raise DeadlineExceeded(
+                        f"ring {writer.name} stayed full until the deadline (receiver too slow)"
+                    ) from None
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RING_POLL_MAX_S)
+
+    async def _send_frame(self, endpoint: str, data: bytes, deadline: float, lossy: bool) -> bool:
+        if lossy:
+            try:
+                self._rpc.link(endpoint).send_nowait(data)
+            except zmq.Again:
+                self.counters.dropped_sender += 1
+                return False
+        else:
+            try:
+                await self._rpc.send(endpoint, data, deadline)
+            except Unavailable:
+                raise self._timeout_or_gone(deadline, endpoint) from None
+        self.counters.chunks_sent += 1
+        return True
+
+    def _timeout_or_gone(self, deadline: float, endpoint: str) -> Exception:
+        if self._loop.time() >= deadline:
+            return DeadlineExceeded(f"{endpoint} did not take the stream frame before the deadline")
+        return Unavailable(f"{endpoint} is not accepting stream frames")
+
+
+class _Queue:
+    """Pending chunks of one stream (or samples of one track): run one at a time, in order."""
+
+    __slots__ = ("callback", "items", "running")
+
+    def __init__(self, callback: StreamCallback) -> None:
+        self.callback = callback
+        self.items: deque[tuple[StreamFrame, Descriptor | None]] = deque()
+        self.running = False
+
+
+class StreamReceiver:
+    """Dispatches incoming chunks and samples to registered callbacks.
+
+    ``capacity`` bounds the chunks queued behind callbacks (all streams together); when it
+    is reached ``on_full`` is called (the owner stops reading its socket) and ``on_space``
+    once the backlog is down to half.
+    """
+
+    def __init__(
+        self,
+        *,
+        node_prefix: str,
+        capacity: int,
+        on_full: Callable[[], None],
+        on_space: Callable[[], None],
+    ) -> None:
+        self._ring_prefix = node_segment_prefix(node_prefix)
+        self._callbacks: dict[tuple[str, str], StreamCallback] = {}
+        self._queues: dict[tuple[str, str], _Queue] = {}
+        self._readers: dict[str, RingReader] = {}
+        self._backlog = 0
+        self._full = False
+        self.capacity = capacity
+        self._on_full = on_full
+        self._on_space = on_space
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.counters = StreamCounters()
+        self._loop = asyncio.get_running_loop()
+
+    # -- registration ------------------------------------------------------------------
+
+    def register(self, kind: str, key: str, callback: StreamCallback) -> None:
+        """Route chunks of ``key`` (a stream id or track id) to ``callback``."""
+        if not callable(callback):
+            raise TypeError("a stream callback must be an 'async def cb(chunk, sender)'")
+        self._callbacks[(kind, key)] = callback
+
+    def unregister(self, kind: str, key: str) -> None:
+        """Stop routing ``key``; chunks arriving later are dropped and counted."""
+        self._callbacks.pop((kind, key), None)
+
+    # -- receiving ---------------------------------------------------------------------
+
+    def _descriptor(self, frame: StreamFrame) -> Descriptor | None:
+        if not frame.shm:
+            return None
+        descriptor = Descriptor.from_bytes(frame.shm)
+        if not descriptor.ring.startswith(self._ring_prefix):
+            raise BadRequest(f"ring {descriptor.ring!r} does not belong to this node")
+        return descriptor
+
+    def discard(self, frame: StreamFrame) -> None:
+        """Drop a frame the owner refuses (stopping, ACL), releasing its ring record."""
+        descriptor = self._descriptor(frame)
+        if descriptor is not None:
+            self._retire(descriptor)
+
+    def on_frame(self, frame: StreamFrame) -> None:
+        """Take one frame off the socket (synchronous: nothing is awaited)."""
+        descriptor = self._descriptor(frame)
+        self.counters.chunks_received += 1
+        key = (frame.kind, frame.key)
+        callback = self._callbacks.get(key)
+        if callback is None:
+            self.counters.unregistered += 1
+            if descriptor is not None:
+                self._retire(descriptor)
+            log.debug("dropped a %s for unregistered %r", frame.kind, frame.key)
+            return
+        queue = self._queues.get(key)
+        if queue is None or queue.callback is not callback:
+            queue = self._queues[key] = _Queue(callback)
+        if frame.payload_type in LOSSY_LANES:
+            # Newest wins: whatever still waits behind a slow callback is stale now.
+            while queue.items:
+                _old, old_descriptor = queue.items.popleft()
+                self._backlog -= 1
+                self.counters.dropped_receiver += 1
+                if old_descriptor is not None:
+                    self._retire(old_descriptor)
+        queue.items.append((frame, descriptor))
+        self._backlog += 1
+        if not queue.running:
+            queue.running = True
+            task = self._loop.create_task(self._run(queue))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if not self._full and self._backlog >= self.capacity:
+            self._full = True
+            self._on_full()
+
+    async def _run(self, queue: _Queue) -> None:
+        try:
+            while queue.items:
+                frame, descriptor = queue.items.popleft()
+                self._backlog -= 1
+                if self._full and self._backlog <= self.capacity // 2:
+                    self._full = False
+                    self._on_space()
+                try:
+                    value = self._view(frame, descriptor)
+                    item = (
+                        DataStream(frame.key, frame.sequence, value, dict(frame.metadata), frame.timestamp)
+                        if frame.kind == wire.STREAM
+                        else MediaSample(value, frame.timestamp, frame.codec, frame.media_type)
+                    )
+                    await queue.callback(item, frame.source)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    self.counters.callback_errors += 1
+                    log.exception("%s callback for %r raised; the stream goes on", frame.kind, frame.key)
+                finally:
+                    value = item = None  # drop our references before the slot is reused
+                    if descriptor is not None:
+                        self._retire(descriptor)
+        finally:
+            queue.running = False
+
+    def _view(self, frame: StreamFrame, descriptor: Descriptor | None) -> Any:
+        if descriptor is not None:
+            reader = self._reader(descriptor.ring)
+            return reader.read_array(descriptor) if descriptor.meta else reader.read(descriptor)
+        if frame.array_meta:
+            import numpy as np
+
+            from .shm import decode_array_meta
+
+            dtype, shape = decode_array_meta(frame.array_meta)
+            return np.frombuffer(frame.payload, dtype=dtype).reshape(shape)
+        return memoryview(frame.payload)
+
+    def _reader(self, ring: str) -> RingReader:
+        reader = self._readers.get(ring)
+        if reader is None:
+            try:
+                reader = RingReader.attach(ring)
+            except (OSError, Unavailable) as exc:
+                raise Unavailable(f"cannot attach ring {ring}: {exc}") from None
+            self._readers[ring] = reader
+        return reader
+
+    def _retire(self, descriptor: Descriptor) -> None:
+        try:
+            self._reader(descriptor.ring).retire(descriptor)
+        except Exception as exc:  # a ring of a sender that died meanwhile
+            log.debug("could not release record %s of %s: %s", descriptor.sequence, descriptor.ring, exc)
+
+    def forget_source(self, tag: str) -> None:
+        """Close the rings written by a sender that went away (``tag`` is its name part)."""
+        marker = f"{self._ring_prefix}{tag}-"
+        for name in [n for n in self._readers if n.startswith(marker)]:
+            self._readers.pop(name).close()
+
+    @property
+    def backlog(self) -> int:
+        """Chunks queued behind callbacks."""
+        return self._backlog
+
+    def close(self) -> None:
+        """Cancel callbacks and close every ring reader."""
+        for task in list(self._tasks):
+            task.cancel()
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
