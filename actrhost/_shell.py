@@ -22,11 +22,14 @@ import zmq
 from . import _control as control
 from ._context import DEFAULT_TIMEOUT_S, decode_message, encode_message
 from ._directory import ActorState, Directory, gone_error
-from ._envelope import REQUEST, RESPONSE, TELL, Envelope
+from ._envelope import MEDIA, REQUEST, RESPONSE, STREAM, TELL, Envelope, StreamFrame
 from ._errors import ActrError, ClosedResourceError, HandlerError, NotFound, Unavailable
 from ._ids import ActrId, ActrType
 from ._payload_type import PayloadType
+from ._payloads import DataStream, MediaSample
 from ._rpc import RpcEndpoint
+from ._rundir import node_prefix
+from ._streams import StreamCallback, StreamReceiver, StreamSender
 from ._zmqloop import LoopSocket
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,9 @@ log = logging.getLogger(__name__)
 ATTACH_TIMEOUT_S = 5.0
 #: Queue bound of the Shell's sockets (messages), like a worker's default.
 SHELL_HWM = 10000
+#: [shm] defaults, for a Shell given only a control endpoint.
+DEFAULT_THRESHOLD_BYTES = 65536
+DEFAULT_RING_BYTES = 64 * 1024 * 1024
 
 ShellHandler = Callable[[Any, ActrId | None], Awaitable[Any]]
 Target = ActrId | ActrType | str
@@ -66,14 +72,28 @@ def connect(config_or_endpoint: str | os.PathLike[str]) -> Shell:
     from ._config import load_config
     from ._rundir import control_endpoint, run_dir_for
 
-    return Shell(control_endpoint(run_dir_for(load_config(text))))
+    config = load_config(text)
+    return Shell(
+        control_endpoint(run_dir_for(config)),
+        threshold_bytes=config.shm.threshold_bytes,
+        ring_bytes=config.shm.ring_bytes,
+    )
 
 
 class Shell:
     """A client attached to one node. Create it with :func:`connect`."""
 
-    def __init__(self, control_endpoint: str) -> None:
+    def __init__(
+        self,
+        control_endpoint: str,
+        *,
+        threshold_bytes: int = DEFAULT_THRESHOLD_BYTES,
+        ring_bytes: int = DEFAULT_RING_BYTES,
+    ) -> None:
         self.control_endpoint = control_endpoint
+        self.threshold_bytes = threshold_bytes
+        self.ring_bytes = ring_bytes
+        self._stream_keys: set[str] = set()
         self.run_dir = Path(control_endpoint.removeprefix("ipc://")).parent
         self.directory = Directory()
         self.node_name = ""
@@ -105,13 +125,35 @@ class Shell:
         ctl.setsockopt(zmq.ROUTING_ID, b"s:" + secrets.token_hex(6).encode())
         ctl.connect(self.control_endpoint)
         self._control = LoopSocket(ctl, self._on_control, "shell control")
-        endpoint = f"ipc://{self.run_dir / f's-{os.getpid():x}-{secrets.token_hex(3)}.sock'}"
+        tag = f"s{os.getpid():x}.{secrets.token_hex(3)}"
+        endpoint = f"ipc://{self.run_dir / f'{tag}.sock'}"
         try:
-            self._rpc = RpcEndpoint(self._zctx, endpoint, self._on_request, hwm=SHELL_HWM, name="shell")
+            self._rpc = RpcEndpoint(
+                self._zctx,
+                endpoint,
+                self._on_request,
+                hwm=SHELL_HWM,
+                name="shell",
+                on_stream=self._on_stream,
+            )
         except zmq.ZMQError as exc:
             self._control.close()
             self._zctx.destroy(linger=0)
             raise Unavailable(f"no node running at {self.control_endpoint} ({exc})") from None
+        prefix = node_prefix(self.run_dir)
+        self._streams_in = StreamReceiver(
+            node_prefix=prefix,
+            capacity=SHELL_HWM,
+            on_full=self._rpc.inbound.pause_reading,
+            on_space=self._rpc.inbound.resume_reading,
+        )
+        self._streams_out = StreamSender(
+            self._rpc,
+            node_prefix=prefix,
+            self_tag=tag,
+            threshold_bytes=self.threshold_bytes,
+            ring_bytes=self.ring_bytes,
+        )
         self._open = True
         try:
             reply = await self._request(control.ATTACH, ATTACH_TIMEOUT_S, **self._attach_fields())
@@ -121,7 +163,12 @@ class Shell:
         self.node_name = reply.get("node", "")
 
     def _attach_fields(self) -> dict[str, Any]:
-        return {"endpoint": self._rpc.endpoint, "routes": sorted(self._handlers)}
+        return {"endpoint": self._rpc.endpoint, "routes": sorted(self._handlers) + sorted(self._stream_keys)}
+
+    def _send_attach(self) -> None:
+        self._control.send_nowait(
+            control.encode({"op": control.ATTACH, "req": 0, **self._attach_fields()})
+        )
 
     async def aclose(self) -> None:
         """Detach and close every socket. Idempotent; pending calls fail with Unavailable."""
@@ -139,6 +186,8 @@ class Shell:
         for future in self._replies.values():
             if not future.done():
                 future.set_exception(ClosedResourceError(f"{self!r} was closed"))
+        self._streams_in.close()
+        self._streams_out.close()
         self._rpc.close()
         self._control.close(linger_ms=100)
         self._zctx.term()
@@ -170,6 +219,8 @@ class Shell:
         if message["op"] == control.DIRECTORY:
             for gone in self.directory.update(message):
                 self._rpc.fail_endpoint(gone.endpoint, gone_error(gone))
+                self._streams_out.forget_target(gone.actr_id.serial_number)
+                self._streams_in.forget_source(f"{gone.actr_id.serial_number:x}")
         future = self._replies.get(message.get("req"))  # type: ignore[arg-type]
         if future is not None and not future.done():
             future.set_result(message)
@@ -289,9 +340,7 @@ class Shell:
 
         def register(handler: ShellHandler) -> ShellHandler:
             self._handlers[route_key] = (handler, request_type)
-            self._control.send_nowait(
-                control.encode({"op": control.ATTACH, "req": 0, **self._attach_fields()})
-            )
+            self._send_attach()
             return handler
 
         return register
@@ -324,3 +373,86 @@ class Shell:
             response.error_code = int(error.code)
             response.error_message = error.message
         self._rpc.reply(routing_id, response)
+
+    # -- data streams and media --------------------------------------------------------
+
+    def register_stream(self, stream_id: str, callback: StreamCallback) -> None:
+        """Receive chunks actors send to ``Dest.SHELL`` on ``stream_id`` (as Context's)."""
+        self._check_open()
+        self._streams_in.register(STREAM, stream_id, callback)
+        self._stream_keys.add(f"{STREAM}:{stream_id}")
+        self._send_attach()
+
+    def unregister_stream(self, stream_id: str) -> None:
+        """Stop receiving ``stream_id``."""
+        self._check_open()
+        self._streams_in.unregister(STREAM, stream_id)
+        self._stream_keys.discard(f"{STREAM}:{stream_id}")
+        self._send_attach()
+
+    def register_media_track(self, track_id: str, callback: StreamCallback) -> None:
+        """Receive media samples actors send to ``Dest.SHELL`` on ``track_id``."""
+        self._check_open()
+        self._streams_in.register(MEDIA, track_id, callback)
+        self._stream_keys.add(f"{MEDIA}:{track_id}")
+        self._send_attach()
+
+    async def send_data_stream(
+        self,
+        target: Target,
+        chunk: DataStream,
+        *,
+        payload_type: PayloadType = PayloadType.STREAM_RELIABLE,
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> bool:
+        """Send one chunk to an actor (as ``Context.send_data_stream``); False if dropped."""
+        frame = StreamFrame(
+            STREAM,
+            chunk.stream_id,
+            payload_type=payload_type,
+            sequence=chunk.sequence,
+            timestamp=chunk.timestamp_ms,
+            metadata=tuple(chunk.metadata.items()),
+        )
+        return await self._send_stream_frame(target, frame, chunk.payload, timeout)
+
+    async def send_media_sample(
+        self, target: Target, track_id: str, sample: MediaSample, *, timeout: float = 1.0
+    ) -> bool:
+        """Send one media sample to an actor; False if it was dropped under pressure."""
+        frame = StreamFrame(
+            MEDIA,
+            track_id,
+            payload_type=PayloadType.MEDIA_RTP,
+            timestamp=sample.timestamp,
+            codec=sample.codec,
+            media_type=str(sample.media_type),
+        )
+        return await self._send_stream_frame(target, frame, sample.data, timeout)
+
+    async def _send_stream_frame(
+        self, target: Target, frame: StreamFrame, payload: Any, timeout: float
+    ) -> bool:
+        self._check_open()
+        actr_id = self.resolve(target)
+        endpoint = self.directory.endpoint_of(actr_id)
+        entry = self.directory.get(actr_id)
+        frame.target = actr_id
+        return await self._streams_out.send(
+            frame,
+            payload,
+            endpoint=endpoint,
+            target=actr_id,
+            target_pid=entry.pid if entry is not None else None,
+            deadline=self._loop.time() + timeout,
+        )
+
+    def _on_stream(self, frame: StreamFrame) -> None:
+        self._streams_in.on_frame(frame)
+
+    def stream_statistics(self) -> dict[str, Any]:
+        """This Shell's stream counters (sent, received, dropped, ...)."""
+        return {
+            "streams_in": self._streams_in.counters.as_dict(),
+            "streams_out": self._streams_out.counters.as_dict(),
+        }

@@ -25,7 +25,7 @@ import zmq
 
 from . import _envelope as wire
 from ._envelope import StreamFrame
-from ._errors import BadRequest, DeadlineExceeded, Unavailable
+from ._errors import BadRequest, ClosedResourceError, DeadlineExceeded, Unavailable
 from ._ids import ActrId
 from ._payload_type import PayloadType
 from ._payloads import DataStream, MediaSample
@@ -105,6 +105,9 @@ class StreamSender:
         self.threshold_bytes = threshold_bytes
         self.ring_bytes = ring_bytes
         self._writers: dict[tuple[int, int], RingWriter] = {}
+        # Endpoints a frame already went to: a lossy lane drops when one of those is busy,
+        # but waits for a first connection instead of dropping everything until it is up.
+        self._connected: set[str] = set()
         self.counters = StreamCounters()
         self._loop = asyncio.get_running_loop()
 
@@ -169,7 +172,7 @@ class StreamSender:
         # Make sure the frame can go out before writing the record: a committed record
         # that never reaches the reader would block the ring's release order for good.
         if not link.writable():
-            if lossy:
+            if lossy and endpoint in self._connected:
                 self.counters.dropped_sender += 1
                 return False
             if not await link.wait_writable(deadline):
@@ -188,6 +191,7 @@ class StreamSender:
                 # unusable now (an unreleasable record), so start a new one next time.
                 self.forget_target(target.serial_number)
                 raise Unavailable(f"{endpoint} stopped accepting stream frames") from None
+        self._connected.add(endpoint)
         self.counters.chunks_sent += 1
         self.counters.bytes_via_shm += size
         return True
@@ -201,6 +205,9 @@ class StreamSender:
                 if array_meta:
                     return writer.write_array_nowait(buffer)
                 return writer.write_nowait(buffer)
+            except ClosedResourceError:
+                # forget_target() closed it: the receiver went away while we waited.
+                raise Unavailable(f"the receiver of ring {writer.name} went away") from None
             except WouldBlock:
                 if lossy:
                     return None
@@ -212,7 +219,7 @@ class StreamSender:
                 pause = min(pause * 2, RING_POLL_MAX_S)
 
     async def _send_frame(self, endpoint: str, data: bytes, deadline: float, lossy: bool) -> bool:
-        if lossy:
+        if lossy and endpoint in self._connected:
             try:
                 self._rpc.link(endpoint).send_nowait(data)
             except zmq.Again:
@@ -223,6 +230,7 @@ class StreamSender:
                 await self._rpc.send(endpoint, data, deadline)
             except Unavailable:
                 raise self._timeout_or_gone(deadline, endpoint) from None
+        self._connected.add(endpoint)
         self.counters.chunks_sent += 1
         return True
 

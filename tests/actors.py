@@ -142,3 +142,111 @@ class ExitSoon(Actor):
     async def now(self, ctx: Context, request: bytes) -> bytes:
         asyncio.get_running_loop().call_later(0.05, os._exit, int(request))
         return b"bye"
+
+
+class StreamSink(Actor):
+    """Receives streams and media; records what arrived (checksums, order, arrays)."""
+
+    def __init__(self) -> None:
+        self.chunks: dict[str, list[dict]] = {}
+        self.delay_s = 0.0
+        self.raise_on: set[int] = set()
+
+    async def on_start(self, ctx: Context) -> None:
+        for stream_id in ("s0", "s1", "s2", "s3", "lossy", "reliable"):
+            await ctx.register_stream(stream_id, self._on_chunk)
+        await ctx.register_media_track("video", self._on_sample)
+
+    async def _on_chunk(self, chunk, sender) -> None:
+        import zlib
+
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        payload = chunk.payload
+        record = {
+            "seq": chunk.sequence,
+            "crc": zlib.crc32(payload),
+            "len": payload.nbytes,
+            "type": type(payload).__name__,
+            "readonly": bool(payload.readonly if isinstance(payload, memoryview) else not payload.flags.writeable),
+            "sender": str(sender),
+            "meta": chunk.metadata,
+        }
+        if hasattr(payload, "dtype"):
+            record["dtype"] = str(payload.dtype)
+            record["shape"] = list(payload.shape)
+        if payload.nbytes:  # touch first and last byte of the zero-copy view
+            _ = bytes(memoryview(payload).cast("B")[:1]) + bytes(memoryview(payload).cast("B")[-1:])
+        self.chunks.setdefault(chunk.stream_id, []).append(record)
+        if chunk.sequence in self.raise_on:
+            raise RuntimeError(f"callback fails on {chunk.sequence}")
+
+    async def _on_sample(self, sample, sender) -> None:
+        import zlib
+
+        self.chunks.setdefault("video", []).append({
+            "ts": sample.timestamp, "codec": sample.codec, "kind": str(sample.media_type),
+            "crc": zlib.crc32(sample.data), "shape": list(getattr(sample.data, "shape", [])),
+        })
+
+    @rpc("test.Sink.Results")
+    async def results(self, ctx: Context, request: bytes) -> bytes:
+        import json
+
+        return json.dumps(self.chunks).encode()
+
+    @rpc("test.Sink.Configure")
+    async def configure(self, ctx: Context, request: bytes) -> bytes:
+        import json
+
+        params = json.loads(request)
+        self.delay_s = params.get("delay_s", 0.0)
+        self.raise_on = set(params.get("raise_on", []))
+        self.chunks.clear()
+        if params.get("unregister"):
+            await ctx.unregister_stream(params["unregister"])
+        return b"ok"
+
+
+class StreamSource(Actor):
+    """Sends streams on request and returns the checksums of what it sent."""
+
+    @rpc("test.Source.Send")
+    async def send(self, ctx: Context, request: bytes) -> bytes:
+        import json
+        import zlib
+
+        import numpy as np
+
+        from actrhost import DataStream, MediaSample, PayloadType
+
+        params = json.loads(request)
+        if params.get("to_shell"):
+            target = Dest.SHELL
+        else:
+            target = Dest.actor(await ctx.discover(ActrType.parse(params["target"])))
+        rng = np.random.default_rng(params.get("seed", 0))
+        lane = PayloadType[params.get("lane", "STREAM_RELIABLE")]
+        sent = []
+        for n, size in enumerate(params.get("sizes", [])):
+            data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+            kind = params.get("kind", "bytes")
+            payload = memoryview(data) if kind == "memoryview" else data
+            stream_id = params.get("stream", "s0") if not params.get("streams") else params["streams"][n % len(params["streams"])]
+            ok = await ctx.send_data_stream(
+                target, DataStream(stream_id, n, payload, {"n": str(n)}), payload_type=lane,
+                timeout=params.get("timeout", 30.0),
+            )
+            sent.append({"seq": n, "crc": zlib.crc32(data), "len": size, "ok": ok, "stream": stream_id})
+        for n, spec in enumerate(params.get("arrays", [])):
+            array = rng.standard_normal(spec["shape"]).astype(spec["dtype"])
+            if spec.get("transpose"):
+                array = array.T
+            await ctx.send_data_stream(target, DataStream("s1", n, array))
+            sent.append({"seq": n, "crc": zlib.crc32(np.ascontiguousarray(array).tobytes()),
+                         "dtype": str(array.dtype), "shape": list(array.shape)})
+        for n in range(params.get("frames", 0)):
+            frame = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+            ok = await ctx.send_media_sample(target, "video", MediaSample(frame, n * 3000, "raw", "video"))
+            sent.append({"ts": n * 3000, "crc": zlib.crc32(frame.tobytes()), "ok": ok})
+        return json.dumps(sent).encode()

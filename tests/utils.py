@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 
 import actrhost
 from actrhost._config import load_config
-from actrhost._rundir import run_dir_for
+from actrhost._rundir import node_prefix, run_dir_for
+from actrhost.shm import list_prefix, node_segment_prefix
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO = TESTS_DIR.parent
@@ -158,3 +159,8 @@ class Node:
             self._log.close()
         assert not any(pid_alive(p) for p in self.seen_pids), "a worker outlived its node"
         wait_until(lambda: not self.run_dir.exists(), 5, f"run dir {self.run_dir} to be removed")
+        assert self.segments() == [], "shared-memory segments outlived the node"
+
+    def segments(self) -> list[str]:
+        """The node's shared-memory segments in /dev/shm."""
+        return list_prefix(node_segment_prefix(node_prefix(self.run_dir)))

@@ -1,0 +1,305 @@
+"""Data streams and media samples between real worker processes (inline and shm rings)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import zlib
+
+import numpy as np
+import pytest
+
+import actrhost
+from actrhost import BadRequest, DataStream, MediaSample, PayloadType, Unavailable
+
+from .utils import pid_alive, run, wait_until
+
+THRESHOLD = 4096
+RING = 1 << 20  # small, so a test wraps it many times
+MAX_RECORD = RING - 16  # the ring's record header; see docs/shm.md
+
+NODE = f"""
+[shm]
+threshold_bytes = {THRESHOLD}
+ring_bytes = {RING}
+"""
+ACTORS = """
+[[actor]]
+name = "sink"
+type = "test+Sink"
+handler = "actors:StreamSink"
+
+[[actor]]
+name = "source"
+type = "test+Source"
+handler = "actors:StreamSource"
+"""
+
+
+@pytest.fixture
+def node(node_factory):
+    return node_factory(ACTORS, NODE)
+
+
+async def send(shell, timeout=60, **params):
+    params.setdefault("target", "test+Sink")
+    return json.loads(await shell.call("source", "test.Source.Send", json.dumps(params).encode(), timeout=timeout))
+
+
+async def results(shell, wait_for=None, count=0):
+    """The sink's records; with ``wait_for``, poll until that stream has ``count`` of them."""
+    for _ in range(500):
+        got = json.loads(await shell.call("sink", "test.Sink.Results", b""))
+        if wait_for is None or len(got.get(wait_for, [])) >= count:
+            return got
+        await asyncio.sleep(0.01)
+    return got
+
+
+async def configure(shell, **params):
+    await shell.call("sink", "test.Sink.Configure", json.dumps(params).encode())
+
+
+async def stats_of(shell, name):
+    status = await shell.status()
+    return next(a["stats"] for a in status["actors"] if a["name"] == name)
+
+
+def test_checksums_across_many_wraps_with_edge_sizes(node):
+    rng = random.Random(7)
+    sizes = [0, 1, THRESHOLD - 1, THRESHOLD, THRESHOLD + 1, MAX_RECORD]
+    sizes += [rng.choice([rng.randrange(0, THRESHOLD), rng.randrange(THRESHOLD, 300_000)]) for _ in range(150)]
+    sizes += [MAX_RECORD, 7, MAX_RECORD - 1]
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            sent = await send(shell, sizes=sizes)
+            got = (await results(shell, "s0", len(sent)))["s0"]
+            assert [(c["seq"], c["crc"], c["len"]) for c in got] == [(s["seq"], s["crc"], s["len"]) for s in sent]
+            assert all(c["type"] == "memoryview" and c["readonly"] for c in got)
+            assert got[2]["meta"] == {"n": "2"}
+            source = await stats_of(shell, "source")
+            assert source["streams_out"]["bytes_via_shm"] > 10 * RING  # many wrap-arounds
+            assert source["streams_out"]["bytes_inline"] > 0
+            # A payload that can never fit the ring is refused clearly, not hung.
+            with pytest.raises(BadRequest, match="never fits"):
+                await send(shell, sizes=[RING + 1])
+            sent = await send(shell, sizes=[10, 100_000], kind="memoryview")
+            got = (await results(shell, "s0", len(sizes) + 2))["s0"]
+            assert [c["crc"] for c in got[-2:]] == [s["crc"] for s in sent]
+
+    run(go(), 120)
+
+
+def test_numpy_dtype_and_shape_round_trip(node):
+    arrays = [
+        {"dtype": "float64", "shape": [3, 4]},  # inline
+        {"dtype": "float32", "shape": [256, 256]},  # shm
+        {"dtype": "int16", "shape": [100, 50, 3]},
+        {"dtype": "float64", "shape": [300, 200], "transpose": True},  # not C-contiguous
+        {"dtype": "uint8", "shape": [0]},
+    ]
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            sent = await send(shell, arrays=arrays)
+            got = (await results(shell, "s1", len(arrays)))["s1"]
+            assert [(c["dtype"], c["shape"], c["crc"]) for c in got] == [
+                (s["dtype"], s["shape"], s["crc"]) for s in sent
+            ]
+            assert all(c["type"] == "ndarray" and c["readonly"] for c in got)
+
+    run(go())
+
+
+def test_order_per_stream_with_concurrent_streams(node):
+    sizes = [random.Random(3).choice([100, 10_000, 200_000]) for _ in range(200)]
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            await configure(shell, delay_s=0.001)
+            sent = await send(shell, sizes=sizes, streams=["s0", "s1", "s2", "s3"])
+            got = await results(shell, "s3", 50)
+            for _ in range(200):
+                if sum(len(got.get(s, [])) for s in ("s0", "s1", "s2", "s3")) == len(sent):
+                    break
+                await asyncio.sleep(0.01)
+                got = await results(shell)
+            for stream in ("s0", "s1", "s2", "s3"):
+                expected = [(s["seq"], s["crc"]) for s in sent if s["stream"] == stream]
+                assert [(c["seq"], c["crc"]) for c in got[stream]] == expected
+
+    run(go(), 60)
+
+
+def test_slow_consumer_reliable_loses_nothing(node):
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            await configure(shell, delay_s=0.005)
+            # 60 x 200 KB through a 1 MiB ring: the sender must wait for the reader.
+            sent = await send(shell, sizes=[200_000] * 60, stream="reliable")
+            assert all(s["ok"] for s in sent)
+            got = (await results(shell, "reliable", len(sent)))["reliable"]
+            assert [c["crc"] for c in got] == [s["crc"] for s in sent]
+
+    run(go(), 60)
+
+
+def test_slow_consumer_reliable_times_out_cleanly(node):
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            await configure(shell, delay_s=0.5)
+            with pytest.raises(actrhost.DeadlineExceeded):
+                await send(shell, sizes=[300_000] * 20, stream="reliable", timeout=0.3)
+
+    run(go(), 60)
+
+
+def test_slow_consumer_latency_first_drops_and_delivers_the_latest(node):
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            await configure(shell, delay_s=0.05)
+            sent = await send(shell, sizes=[20_000] * 100 + [100] * 50, stream="lossy", lane="STREAM_LATENCY_FIRST")
+            await asyncio.sleep(0.3)  # the last queued chunk gets its turn
+            got = (await results(shell))["lossy"]
+            assert got[-1]["seq"] == sent[-1]["seq"]  # newest wins
+            assert len(got) < len(sent) / 4
+            seqs = [c["seq"] for c in got]
+            assert seqs == sorted(seqs)
+            sink = await stats_of(shell, "sink")
+            source = await stats_of(shell, "source")
+            dropped = sink["streams_in"]["dropped_receiver"] + source["streams_out"]["dropped_sender"]
+            assert dropped > 0
+            assert len(got) + dropped == len(sent)
+
+    run(go(), 60)
+
+
+def test_unregistered_stream_and_failing_callback_are_counted(node):
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            await configure(shell, unregister="s2", raise_on=[3])
+            await send(shell, sizes=[50_000] * 30, stream="s2")  # nobody listens: dropped
+            sent = await send(shell, sizes=[50_000] * 40, stream="s0")  # ring slots were freed
+            got = await results(shell, "s0", len(sent))
+            assert "s2" not in got
+            assert [c["crc"] for c in got["s0"]] == [s["crc"] for s in sent]  # 3 raised, went on
+            sink = await stats_of(shell, "sink")
+            assert sink["streams_in"]["unregistered"] == 30
+            assert sink["streams_in"]["callback_errors"] == 1
+
+    run(go(), 60)
+
+
+def test_media_samples_end_to_end(node):
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            sent = await send(shell, frames=20)
+            got = (await results(shell, "video", 1))["video"]
+            for _ in range(50):  # the newest sample arrives last
+                if got[-1]["ts"] == sent[-1]["ts"]:
+                    break
+                await asyncio.sleep(0.02)
+                got = (await results(shell))["video"]
+            delivered = {c["ts"]: c for c in got}
+            assert len(got) >= 1 and got[-1]["ts"] == sent[-1]["ts"]
+            for s in sent:
+                if s["ts"] in delivered:
+                    c = delivered[s["ts"]]
+                    assert (c["crc"], c["shape"], c["codec"], c["kind"]) == (s["crc"], [48, 64, 3], "raw", "video")
+
+    run(go())
+
+
+def test_shell_sends_and_receives_streams(node):
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            payloads = [os.urandom(n) for n in (10, 5000, 300_000, 0)]
+            for n, data in enumerate(payloads):
+                assert await shell.send_data_stream("sink", DataStream("s3", n, data))
+            frame = np.arange(48 * 64 * 3, dtype=np.uint8).reshape(48, 64, 3)
+            await shell.send_media_sample("sink", "video", MediaSample(frame, 90000, "raw", "video"))
+            got = await results(shell, "s3", len(payloads))
+            got = await results(shell, "video", 1)
+            assert [c["crc"] for c in got["s3"]] == [zlib.crc32(p) for p in payloads]
+            assert got["video"][-1]["crc"] == zlib.crc32(frame.tobytes())
+
+            received = []
+
+            async def on_chunk(chunk, sender):
+                received.append((chunk.sequence, zlib.crc32(chunk.payload), str(sender)))
+
+            shell.register_stream("s0", on_chunk)
+            await asyncio.sleep(0.1)  # the directory update reaches the source
+            sent = await send(shell, sizes=[100, 20_000], to_shell=True)
+            for _ in range(100):
+                if len(received) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert [(r[0], r[1]) for r in received] == [(s["seq"], s["crc"]) for s in sent]
+            assert received[0][2].endswith("test+Source")
+
+    run(go())
+
+
+def test_sigkill_receiver_frees_its_rings_and_sender_gets_unavailable(node):
+    victim = node.pid_of("sink")
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            await send(shell, sizes=[100_000] * 5)
+            assert node.segments()  # the source's ring to the sink
+            os.kill(victim, signal.SIGKILL)
+            with pytest.raises((Unavailable, actrhost.NotFound)):
+                for _ in range(200):
+                    await send(shell, sizes=[100_000], timeout=2)
+                    await asyncio.sleep(0.01)
+            wait_until(lambda: all("-" + f"{victim:x}" not in s for s in node.segments()), 5,
+                       "the dead receiver's rings to be unlinked")
+            await asyncio.to_thread(node.wait_running)
+            await shell.call("sink", "test.Sink.Results", b"")
+            for _ in range(100):
+                try:
+                    sent = await send(shell, sizes=[100_000] * 3)
+                    break
+                except (Unavailable, actrhost.NotFound):
+                    await asyncio.sleep(0.05)
+            got = (await results(shell, "s0", 3))["s0"]
+            assert [c["crc"] for c in got] == [s["crc"] for s in sent]
+            status = await shell.status()
+            assert status["segments_reclaimed"] >= 1
+
+    run(go(), 60)
+
+
+def test_sigkill_sender_unlinks_its_rings(node):
+    victim = node.pid_of("source")
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            await send(shell, sizes=[100_000] * 3)
+            before = node.segments()
+            assert before
+            os.kill(victim, signal.SIGKILL)
+            wait_until(lambda: not (set(before) & set(node.segments())), 5, "the sender's rings to go")
+
+    run(go())
+
+
+def test_leftover_segments_of_a_crashed_node_are_removed_at_next_start(node):
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            await send(shell, sizes=[100_000] * 3)
+
+    run(go())
+    pids = [i.pid for i in node.actors()]
+    os.killpg(node.process.pid, signal.SIGKILL)  # supervisor and workers: no cleanup at all
+    node.process.wait(5)
+    wait_until(lambda: not any(pid_alive(p) for p in pids), 5, "workers to die")
+    assert node.segments(), "SIGKILL of everything should leave the rings behind"
+    node.start()  # the same config: same run dir and prefix
+    assert "removed" in node.log()
+    assert node.segments() == []
