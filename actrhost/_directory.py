@@ -7,12 +7,16 @@ the latest snapshot, so resolving a destination never leaves the process.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import NotFound, Unavailable
 from ._ids import ActrId, ActrType
+
+if TYPE_CHECKING:
+    from ._rpc import RpcEndpoint
 
 
 class ActorState(StrEnum):
@@ -84,6 +88,8 @@ class Directory:
         self._by_name: dict[str, list[ActorEntry]] = {}
         self._shells: list[ShellEntry] = []
         self._next: dict[object, int] = {}
+        #: The gateway's endpoint when the node talks to other nodes (``[signaling]``).
+        self.gateway: str | None = None
 
     def update(self, snapshot: dict[str, Any]) -> list[ActorEntry]:
         """Replace the contents with a snapshot; return the new entries of gone processes.
@@ -103,6 +109,8 @@ class Directory:
             ShellEntry(item["endpoint"], frozenset(item.get("routes", ())))
             for item in snapshot.get("shells", ())
         ]
+        gateway = snapshot.get("gateway")
+        self.gateway = gateway if isinstance(gateway, str) and gateway else None
         gone = []
         for actr_id, old in before.items():
             new = self._by_id.get(actr_id)
@@ -119,9 +127,14 @@ class Directory:
         return self._by_id.get(actr_id)
 
     def endpoint_of(self, actr_id: ActrId) -> str:
-        """Where to send to ``actr_id``; NotFound if unknown, Unavailable if not running."""
+        """Where to send to ``actr_id``; NotFound if unknown, Unavailable if not running.
+
+        An id that is not on this node goes to the gateway, when the node has one.
+        """
         entry = self._by_id.get(actr_id)
         if entry is None:
+            if self.gateway is not None:
+                return self.gateway
             raise NotFound(f"no actor {actr_id} on this node")
         if entry.state is not ActorState.RUNNING:
             raise Unavailable(f"actor {actr_id} ({entry.name}) is {entry.state.value}")
@@ -158,3 +171,35 @@ def gone_error(entry: ActorEntry) -> Unavailable:
     """The error for calls pending to an instance whose process went away."""
     how = "died" if entry.state is ActorState.DEAD else entry.state.value
     return Unavailable(f"actor {entry.actr_id} ({entry.name}) {how} before answering")
+
+
+#: The gateway's route for discovery beyond this node (docs/gateway.md).
+GATEWAY_DISCOVER_ROUTE = "actrhost.gateway.Discover"
+#: How long discovery through the gateway (and signaling) may take.
+GATEWAY_DISCOVER_TIMEOUT_S = 10.0
+
+
+async def discover_via(
+    directory: Directory, rpc: RpcEndpoint, actr_type: ActrType, source: ActrId | None
+) -> ActrId:
+    """Local instances first (round-robin); then, if the node has a gateway, signaling."""
+    try:
+        return directory.pick(actr_type).actr_id
+    except NotFound:
+        if directory.gateway is None:
+            raise
+    from ._envelope import REQUEST, Envelope
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + GATEWAY_DISCOVER_TIMEOUT_S
+    env = Envelope(
+        REQUEST,
+        GATEWAY_DISCOVER_ROUTE,
+        str(actr_type).encode(),
+        request_id=rpc.next_request_id(),
+        source=source,
+        deadline_ns=int(deadline * 1e9),
+        timeout_ms=int(GATEWAY_DISCOVER_TIMEOUT_S * 1000),
+    )
+    response = await rpc.call(directory.gateway, env, deadline)
+    return ActrId.parse(response.payload.decode())

@@ -21,7 +21,7 @@ import zmq
 
 from . import _control as control
 from ._context import DEFAULT_TIMEOUT_S, decode_message, encode_message
-from ._directory import ActorState, Directory, gone_error
+from ._directory import ActorState, Directory, discover_via, gone_error
 from ._envelope import MEDIA, REQUEST, RESPONSE, STREAM, TELL, Envelope, StreamFrame
 from ._errors import ActrError, ClosedResourceError, HandlerError, NotFound, Unavailable
 from ._ids import ActrId, ActrType
@@ -305,7 +305,7 @@ class Shell:
         self._check_open()
         if isinstance(actr_type, str):
             actr_type = ActrType.parse(actr_type)
-        return self.directory.pick(actr_type).actr_id
+        return await discover_via(self.directory, self._rpc, actr_type, None)
 
     async def actors(self) -> list[ActorInfo]:
         """What runs on the node: one entry per actor instance, in config order."""

@@ -22,7 +22,7 @@ from .. import _control as control
 from .._actor import Actor, Route, collect_routes
 from .._config import Config, load_config, resolve_handler
 from .._context import Context, Dest, decode_message, encode_message
-from .._directory import ActorState, Directory, gone_error
+from .._directory import ActorState, Directory, discover_via, gone_error
 from .._envelope import REQUEST, RESPONSE, TELL, Envelope, StreamFrame
 from .._errors import (
     ActrError,
@@ -445,8 +445,8 @@ class Worker:
         await self.rpc.tell(endpoint, env, deadline)
 
     async def discover(self, actr_type: ActrType) -> ActrId:
-        """A running local instance of ``actr_type`` (round-robin)."""
-        return self.directory.pick(actr_type).actr_id
+        """A running local instance of ``actr_type`` (round-robin), else one the gateway finds."""
+        return await discover_via(self.directory, self.rpc, actr_type, self.self_id)
 
     async def send_stream_frame(
         self, dest: Dest, frame: StreamFrame, payload: Any, deadline: float
