@@ -129,6 +129,16 @@ def format_status(status: dict[str, Any]) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     from ._shell import connect
 
+    if args.signaling:
+        from ._cli_signaling import cmd_signaling_status
+
+        try:
+            return cmd_signaling_status(args.signaling, args.realm)
+        except ActrError as exc:
+            return _fail(f"status: {exc.message}", EXIT_FAILURE)
+    if args.config is None:
+        return _fail("status: give a CONFIG or --signaling URL", EXIT_USAGE)
+
     async def run() -> dict[str, Any]:
         async with connect(args.config) as shell:
             return await shell.status()
@@ -144,6 +154,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         print(format_status(status))
     return EXIT_OK
+
+
+# -- actrhost load -----------------------------------------------------------------------
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    # Imported here: the generator's modules are paid for only when `load` runs.
+    from ._load._main import run_cli
+
+    return run_cli(args)
 
 
 # -- parser ------------------------------------------------------------------------------
@@ -176,9 +196,19 @@ def build_parser() -> argparse.ArgumentParser:
     call.set_defaults(func=cmd_call)
 
     status = sub.add_parser("status", help="show every actor of a running node with its counters")
-    status.add_argument("config", help="config of the running node (or its ipc:// control endpoint)")
+    status.add_argument("config", nargs="?", help="config of the running node (or its ipc:// control endpoint)")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.add_argument("--signaling", metavar="URL", help="list who is registered with a signaling server")
+    status.add_argument("--realm", type=int, default=1, help="realm to list with --signaling (default 1)")
     status.set_defaults(func=cmd_status)
+
+    from ._cli_signaling import add_parsers
+
+    add_parsers(sub)
+
+    from ._load._args import add_load_parser  # standard library only: cheap at every start
+
+    add_load_parser(sub).set_defaults(func=cmd_load)
     return parser
 
 
@@ -189,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as exc:
         return _fail(f"config error: {exc}", EXIT_USAGE)
+    except ActrError as exc:
+        return _fail(f"{args.command}: {exc.code} {type(exc).__name__}: {exc.message}", EXIT_FAILURE)
     except KeyboardInterrupt:
         return 130
 

@@ -1,0 +1,111 @@
+"""``actrhost signal``, ``actrhost lock`` and ``actrhost status --signaling``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ._errors import ActrError, ConfigError
+
+#: The actor type the CLI registers as while it asks a signaling server something.
+CLI_ACTR_TYPE = "actrhost+Cli"
+
+
+def cmd_signal(args: argparse.Namespace) -> int:
+    """Run a standalone signaling server until SIGINT/SIGTERM."""
+    from .signaling import serve_main
+
+    serve_main(args.listen, args.key_file)
+    return 0
+
+
+async def _with_registration(url: str, realm: int, job):  # type: ignore[no-untyped-def]
+    from .signaling import SignalingClient
+
+    async with SignalingClient(url) as client:
+        registration = await client.register(CLI_ACTR_TYPE, realm)
+        try:
+            return await job(registration)
+        finally:
+            await registration.unregister()
+
+
+def cmd_signaling_status(url: str, realm: int) -> int:
+    """Print the actors registered with a signaling server in one realm."""
+
+    async def job(registration):  # type: ignore[no-untyped-def]
+        return await registration.list_actors()
+
+    actors, truncated = asyncio.run(_with_registration(url, realm, job))
+    rows = [("ACTR_ID", "AVAILABILITY", "BACKLOG", "FINGERPRINT")]
+    rows += [
+        (str(a.actr_id), str(a.availability.name).lower(), str(a.mailbox_backlog), a.fingerprint or "-")
+        for a in actors
+        if str(a.actr_id.type) != CLI_ACTR_TYPE
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    print(f"signaling {url}, realm {realm}: {len(rows) - 1} actor(s)")
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    if truncated:
+        print("(truncated)")
+    return 0
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    """Write Actr.lock.toml beside the config: each dependency's service fingerprint."""
+    from ._config import load_config
+    from ._lockfile import ACTR_LOCK_NAME, LockedDependency, LockFile
+
+    config = load_config(args.config)
+    if not config.dependencies:
+        raise ConfigError(str(config.path), "dependencies", "no [dependencies] to lock")
+    now = datetime.now(UTC).replace(microsecond=0)
+    missing = [d for d in config.dependencies if d.fingerprint is None]
+    found: dict[str, str] = {}
+    if missing:
+        url = args.signaling or (
+            config.signaling.url if config.signaling and config.signaling.url != "embedded" else None
+        )
+        if url is None:
+            raise ConfigError(
+                str(config.path),
+                f"dependencies.{missing[0].name}.fingerprint",
+                "no fingerprint, and no signaling server to ask: set it, or pass --signaling ws://HOST:PORT",
+            )
+
+        async def job(registration):  # type: ignore[no-untyped-def]
+            for dep in missing:
+                result = await registration.discover(dep.actr_type, candidate_count=1)
+                best = result.candidates[0] if result.candidates else None
+                if best is None or not best.fingerprint:
+                    raise ActrError(
+                        f"signaling knows no instance of {dep.actr_type} with a fingerprint", code=404
+                    )
+                found[dep.name] = best.fingerprint
+
+        asyncio.run(_with_registration(url, config.node.realm, job))
+    lock = LockFile([
+        LockedDependency(d.name, d.actr_type, d.fingerprint or found[d.name], now)
+        for d in config.dependencies
+    ])
+    path = Path(config.base_dir) / ACTR_LOCK_NAME
+    lock.save(path)
+    print(f"wrote {path} ({len(lock.dependencies)} dependencies)")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``signal`` and ``lock`` on the main parser."""
+    signal = sub.add_parser("signal", help="run a standalone signaling server")
+    signal.add_argument("--listen", default="127.0.0.1:8765", help="HOST:PORT (default 127.0.0.1:8765)")
+    signal.add_argument("--key-file", help="TOML key file (see docs/signaling.md); default: a random key")
+    signal.set_defaults(func=cmd_signal)
+
+    lock = sub.add_parser("lock", help="write Actr.lock.toml with the fingerprints of [dependencies]")
+    lock.add_argument("config", help="path of the node's TOML config")
+    lock.add_argument("--signaling", help="ws:// URL to ask for fingerprints the config does not give")
+    lock.set_defaults(func=cmd_lock)
+

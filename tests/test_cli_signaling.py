@@ -1,0 +1,94 @@
+"""``actrhost signal``, ``actrhost status --signaling`` and ``actrhost lock``."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+
+from actrhost._fingerprint import service_fingerprint
+from actrhost._lockfile import LockFile
+from actrhost.signaling import SignalingClient
+
+from .utils import REPO, run
+
+SCHEMA = """
+syntax = "proto3";
+package demo;
+message SayRequest { string text = 1; }
+service Echo { rpc Say(SayRequest) returns (SayRequest); }
+"""
+
+
+@pytest.fixture
+def signal_server():
+    process = subprocess.Popen(
+        [sys.executable, "-m", "actrhost", "signal", "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+    )
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("signaling server listening on "), line
+        yield line.split()[-1]
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def actrhost(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "actrhost", *args], capture_output=True, text=True,
+                          timeout=30, cwd=REPO)
+
+
+def test_status_lists_registered_actors_and_lock_uses_their_fingerprint(signal_server, tmp_path):
+    async def scenario():
+        async with SignalingClient(signal_server) as client:
+            reg = await client.register("demo+Echo", 1, schema_text=SCHEMA)
+            await client.register("demo+Other", 2)  # another realm: never listed in realm 1
+            status = await asyncio.to_thread(actrhost, "status", "--signaling", signal_server)
+            config = tmp_path / "node.toml"
+            config.write_text(
+                '[node]\nname = "n"\n[[actor]]\nname = "a"\ntype = "demo+Client"\nhandler = "m:A"\n'
+                '[dependencies]\necho = { actr_type = "demo+Echo" }\n'
+            )
+            lock = await asyncio.to_thread(actrhost, "lock", str(config), "--signaling", signal_server)
+            return reg.actr_id, status, lock, config
+
+    actr_id, status, lock, config = run(scenario())
+    assert status.returncode == 0, status.stderr
+    assert f"realm 1: 1 actor(s)" in status.stdout
+    assert str(actr_id) in status.stdout and service_fingerprint(SCHEMA) in status.stdout
+    assert "demo+Other" not in status.stdout
+    assert lock.returncode == 0, lock.stderr
+    locked = LockFile.load(config.parent / "Actr.lock.toml")
+    assert [(d.name, str(d.actr_type), d.fingerprint) for d in locked.dependencies] == [
+        ("echo", "demo+Echo", service_fingerprint(SCHEMA))
+    ]
+
+
+def test_lock_without_fingerprint_or_signaling_is_a_one_line_error(tmp_path):
+    config = tmp_path / "node.toml"
+    config.write_text(
+        '[node]\nname = "n"\n[[actor]]\nname = "a"\ntype = "demo+Client"\nhandler = "m:A"\n'
+        '[dependencies]\necho = { actr_type = "demo+Echo" }\n'
+    )
+    result = actrhost("lock", str(config))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"actrhost: config error: {config}: dependencies.echo.fingerprint: no fingerprint, and no "
+        "signaling server to ask: set it, or pass --signaling ws://HOST:PORT\n"
+    )
+
+
+def test_lock_with_fingerprints_in_the_config_needs_no_server(tmp_path):
+    fp = service_fingerprint(SCHEMA)
+    config = tmp_path / "node.toml"
+    config.write_text(
+        '[node]\nname = "n"\n[[actor]]\nname = "a"\ntype = "demo+Client"\nhandler = "m:A"\n'
+        f'[dependencies]\necho = {{ actr_type = "demo+Echo", fingerprint = "{fp}" }}\n'
+    )
+    result = actrhost("lock", str(config))
+    assert result.returncode == 0, result.stderr
+    assert LockFile.load(tmp_path / "Actr.lock.toml").dependencies[0].fingerprint == fp
