@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 #: own deadline bounds it further. A restarted worker binds within ~150 ms.
 CONNECT_WAIT_S = 1.0
 
+#: How long answers of a gracefully stopped peer may trail its "stopped" notice.
+GRACEFUL_ANSWER_WAIT_S = 0.5
+
 RequestHandler = Callable[[Envelope, bytes], None]
 StreamHandler = Callable[[StreamFrame], None]
 
@@ -71,9 +74,12 @@ def configure_socket(sock: zmq.Socket, hwm: int) -> None:
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
     sock.setsockopt(zmq.LINGER, 0)
-    # A restarted peer binds the same ipc path again; notice it quickly.
-    sock.setsockopt(zmq.RECONNECT_IVL, 10)
-    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 200)
+    # A restarted peer binds the same ipc path again; notice it quickly. A failed ipc
+    # connect is one cheap syscall, so a short, flat interval costs nothing; with
+    # libzmq's doubling up to 200 ms, "serving again after SIGKILL" measured ~100 ms
+    # longer (scripts/bench_local.py, (g)).
+    sock.setsockopt(zmq.RECONNECT_IVL, 5)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 10)
 
 
 class RpcEndpoint:
@@ -242,6 +248,10 @@ class RpcEndpoint:
         finally:
             pending.timer.cancel()
             del self._pending[env.request_id]
+            if future.done() and not future.cancelled():
+                # A death notice or the deadline may have settled it while the send was
+                # still failing; mark it retrieved so asyncio does not warn.
+                future.exception()
         if response.error_code:
             raise error_from_code(response.error_code, response.error_message)
         return response
@@ -266,6 +276,18 @@ class RpcEndpoint:
             self.counters.undeliverable_replies += 1
             log.debug("%r: reply %s not delivered: %s", self, env.request_id, exc)
 
+    def peer_gone(self, endpoint: str, error: ActrError, *, graceful: bool) -> None:
+        """A peer's process went away: fail its pending calls.
+
+        After a crash at once. After a graceful stop the peer answered everything before it
+        said so, but its answers travel on another socket than the supervisor's notice and
+        may arrive just after it: give them a moment first.
+        """
+        if graceful:
+            self._loop.call_later(GRACEFUL_ANSWER_WAIT_S, self.fail_endpoint, endpoint, error)
+        else:
+            self.fail_endpoint(endpoint, error)
+
     def fail_endpoint(self, endpoint: str, error: ActrError) -> int:
         """Fail every pending call to ``endpoint`` with ``error``; return how many."""
         failed = 0
@@ -286,8 +308,11 @@ class RpcEndpoint:
         """Calls waiting for an answer."""
         return len(self._pending)
 
-    def close(self) -> None:
-        """Close every socket; pending calls fail with ``Unavailable``. Idempotent."""
+    def close(self, linger_ms: int = 0) -> None:
+        """Close every socket; pending calls fail with ``Unavailable``. Idempotent.
+
+        ``linger_ms`` lets queued answers on the inbound socket go out first.
+        """
         if self._closed:
             return
         self._closed = True
@@ -295,7 +320,7 @@ class RpcEndpoint:
         for link in self._links.values():
             link.close()
         self._links.clear()
-        self._router.close()
+        self._router.close(linger_ms)
         # libzmq leaves the ipc socket file behind when a bound socket closes; remove it so
         # nothing of the node outlives it.
         if self.endpoint.startswith("ipc://"):

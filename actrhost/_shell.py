@@ -218,7 +218,9 @@ class Shell:
             return
         if message["op"] == control.DIRECTORY:
             for gone in self.directory.update(message):
-                self._rpc.fail_endpoint(gone.endpoint, gone_error(gone))
+                self._rpc.peer_gone(
+                    gone.endpoint, gone_error(gone), graceful=gone.state is ActorState.STOPPED
+                )
                 self._streams_out.forget_target(gone.actr_id.serial_number)
                 self._streams_in.forget_source(f"{gone.actr_id.serial_number:x}")
         future = self._replies.get(message.get("req"))  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from . import _control as control
 from . import _rundir as rundir
 from ._config import ActorConfig, Config
 from ._directory import ActorEntry, ActorState
+from ._gateway_process import GatewayProcess
 from ._ids import ActrId, Realm
 from ._zmqloop import LoopSocket
 from .shm import list_prefix, node_segment_prefix, unlink_prefix
@@ -94,6 +96,7 @@ class Supervisor:
         self._ready_logged = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.segments_reclaimed = 0
+        self.gateway: GatewayProcess | None = None
         # Random serial base: ids from two nodes (or two runs) do not collide.
         base = secrets.randbits(40) << 8
         for actor in config.actors:
@@ -132,19 +135,63 @@ class Supervisor:
             len(self._slots),
             self.run_dir,
         )
-        try:
-            await asyncio.gather(*(self._spawn(slot) for slot in self._slots))
-            await self._shutdown.wait()
-            await self._stop_all()
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-            self._control.close()
-            self._zctx.term()
-            unlink_prefix(node_segment_prefix(self.shm_prefix))
-            rundir.remove(self.run_dir)
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                if self.config.signaling is not None:
+                    await self._start_gateway(stack)
+                await asyncio.gather(*(self._spawn(slot) for slot in self._slots))
+                await self._shutdown.wait()
+                await self._stop_all()
+            except RuntimeError as exc:
+                log.error("node %r: %s", self.config.node.name, exc)
+                await self._stop_all()
+                return 1
+            finally:
+                self._cleanup(loop)
         log.info("node %r: stopped", self.config.node.name)
         return 0
+
+    async def _start_gateway(self, stack: contextlib.AsyncExitStack) -> None:
+        """Embedded signaling (if asked for), then the gateway, which registers every
+        instance; the ids signaling assigns become the instances' ActrIds."""
+        assert self.config.signaling is not None
+        url = self.config.signaling.url
+        if url == "embedded":
+            from .signaling import run_server
+
+            server = await stack.enter_async_context(
+                run_server(
+                    self.config.signaling.listen,
+                    heartbeat_interval_s=self.config.signaling.heartbeat_interval_s,
+                )
+            )
+            url = server.url
+            log.info("node %r: embedded signaling server at %s", self.config.node.name, url)
+        self.gateway = GatewayProcess(
+            self.config,
+            self.run_dir,
+            rundir.control_endpoint(self.run_dir),
+            [(s.config.name, s.index, str(s.config.type)) for s in self._slots],
+            self._send,
+            self._broadcast,
+        )
+        ids = await self.gateway.start(url)
+        self._by_serial.clear()
+        for slot in self._slots:
+            actr_id = ids.get((slot.config.name, slot.index))
+            if actr_id is None:
+                raise RuntimeError(f"signaling gave no id to {slot.label}")
+            slot.actr_id = actr_id
+            slot.endpoint = f"ipc://{self.run_dir / f'a-{actr_id.serial_number:x}.sock'}"
+            self._by_serial[actr_id.serial_number] = slot
+
+    def _cleanup(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        self._control.close()
+        self._zctx.term()
+        unlink_prefix(node_segment_prefix(self.shm_prefix))
+        rundir.remove(self.run_dir)
 
     def request_shutdown(self) -> None:
         """Begin a graceful shutdown (idempotent)."""
@@ -271,6 +318,8 @@ class Supervisor:
                     if process.returncode is None:
                         process.kill()
                 await asyncio.wait(pending, timeout=KILL_AFTER_S)
+        if self.gateway is not None:
+            await self.gateway.stop(self.config.node.shutdown_grace_s + KILL_AFTER_S)
         for task in list(self._tasks):
             task.cancel()
 
@@ -303,6 +352,7 @@ class Supervisor:
                 for s in self._shells.values()
                 if s["routes"]
             ],
+            "gateway": self.gateway.endpoint if self.gateway is not None else None,
         }
 
     def _broadcast(self) -> None:
@@ -314,6 +364,8 @@ class Supervisor:
                 self._send(slot.routing_id, message)
         for routing_id in list(self._shells):
             self._send(routing_id, message)
+        if self.gateway is not None and self.gateway.routing_id is not None:
+            self._send(self.gateway.routing_id, message)
 
     def _send(self, routing_id: bytes, message: dict[str, Any]) -> None:
         try:
@@ -335,6 +387,8 @@ class Supervisor:
         op = message["op"]
         if routing_id.startswith(b"w:"):
             self._on_worker_message(routing_id, op, message)
+        elif routing_id.startswith(b"g:") and self.gateway is not None:
+            self.gateway.on_message(routing_id, op, message, self.snapshot())
         else:
             self._on_shell_message(routing_id, op, message)
 
@@ -395,6 +449,10 @@ class Supervisor:
                 waits[slot.actr_id.serial_number] = future = loop.create_future()
                 self._stats_waiters[self._next_req] = future
                 self._send(slot.routing_id, {"op": control.STATS_REQUEST, "req": self._next_req})
+        gateway_stats: asyncio.Future[dict[str, Any]] | None = None
+        if self.gateway is not None:
+            self._next_req += 1
+            gateway_stats = asyncio.ensure_future(self.gateway.stats(self._next_req, STATS_TIMEOUT_S))
         if waits:
             await asyncio.wait(waits.values(), timeout=STATS_TIMEOUT_S)
         self._stats_waiters = {k: f for k, f in self._stats_waiters.items() if not f.done()}
@@ -410,6 +468,11 @@ class Supervisor:
             "run_dir": str(self.run_dir),
             "segments_reclaimed": self.segments_reclaimed,
             "actors": actors,
+            "gateway": (
+                {**self.gateway.describe(), "stats": await gateway_stats}
+                if self.gateway is not None and gateway_stats is not None
+                else None
+            ),
         })
 
 

@@ -207,7 +207,7 @@ class Worker:
         self._stop.set()
 
     def _parent_gone(self) -> bool:
-        return os.getppid() != self.spec.supervisor_pid
+        return supervisor_gone(self.spec.supervisor_pid)
 
     async def _watch_parent(self) -> None:
         while True:
@@ -223,13 +223,15 @@ class Worker:
         self._orphaned = self._orphaned or self._parent_gone()
         self.streams_in.close()
         self.streams_out.close()
-        self.rpc.close()
+        # A graceful stop answered every request: let those answers leave the socket.
+        self.rpc.close(linger_ms=0 if self._orphaned else 1000)
         if self._orphaned:
             self._control.close(linger_ms=0)
         else:
             self._control.close(linger_ms=1000)
         self._zctx.term()
         if self._orphaned:
+            log.info("%r: supervisor %d is gone; removing what it left", self, self.spec.supervisor_pid)
             remove_orphaned_run_dir(self.spec.control_endpoint)
 
     def _set_state(self, state: ActorState, error: str = "") -> None:
@@ -259,7 +261,9 @@ class Worker:
         op = message["op"]
         if op == control.DIRECTORY:
             for gone in self.directory.update(message):
-                self.rpc.fail_endpoint(gone.endpoint, gone_error(gone))
+                self.rpc.peer_gone(
+                    gone.endpoint, gone_error(gone), graceful=gone.state is ActorState.STOPPED
+                )
                 self.streams_out.forget_target(gone.actr_id.serial_number)
                 self.streams_in.forget_source(f"{gone.actr_id.serial_number:x}")
             self._got_directory.set()
@@ -474,6 +478,24 @@ class Worker:
         self.streams_in.unregister(kind, key)
 
 
+def supervisor_gone(supervisor_pid: int) -> bool:
+    """True once the supervisor is dead or dying.
+
+    getppid() alone is not enough: SIGKILL ends the supervisor's threads one by one, its
+    main thread first, and PR_SET_PDEATHSIG fires then, while we are reparented only once
+    the last thread (ZeroMQ's I/O threads, asyncio's child watchers) is gone. Meanwhile
+    the main thread is a zombie, which /proc shows.
+    """
+    if os.getppid() != supervisor_pid:
+        return True
+    try:
+        with open(f"/proc/{supervisor_pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in (b"Z", b"X")
+
+
 def remove_orphaned_run_dir(control_endpoint: str) -> None:
     """Remove the dead supervisor's socket file and, if we are the last out, the run dir.
 
@@ -509,7 +531,7 @@ def main(spec: WorkerSpec) -> int:
     # Ctrl-C reaches the whole process group; only the supervisor decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     set_parent_death_signal(signal.SIGTERM)
-    if os.getppid() != spec.supervisor_pid:
+    if supervisor_gone(spec.supervisor_pid):
         return 1  # the supervisor died before we could ask to be told
     started = time.monotonic()
     config = load_config(spec.config_path)
@@ -520,7 +542,7 @@ def main(spec: WorkerSpec) -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(
             signal.SIGTERM,
-            lambda: worker.request_stop(orphaned=os.getppid() != spec.supervisor_pid),
+            lambda: worker.request_stop(orphaned=supervisor_gone(spec.supervisor_pid)),
         )
         log.debug("%r: set up in %.0f ms", worker, (time.monotonic() - started) * 1000)
         return await worker.run()

@@ -1,0 +1,190 @@
+"""The supervisor's side of the gateway process (docs/gateway.md has the contract).
+
+When a config has ``[signaling]`` the supervisor starts one gateway before any worker:
+the gateway registers every actor instance with signaling, and the ids it gets back are
+the instances' ActrIds, so an actor has the same id on its node and everywhere else. A
+gateway that dies is restarted with the ids and credentials it had, so re-registration
+keeps them; the workers keep running meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import _control as control
+from ._config import Config
+from ._directory import ActorState
+from ._ids import ActrId
+
+log = logging.getLogger(__name__)
+
+SPEC_ENV = "ACTRHOST_GATEWAY_SPEC"
+#: How long the first registration of every instance may take before the node gives up.
+REGISTER_TIMEOUT_S = 20.0
+RESTART_DELAY_S = 0.2
+
+
+class GatewayProcess:
+    """Spawns, watches and restarts the gateway; relays its registration to the supervisor."""
+
+    def __init__(
+        self,
+        config: Config,
+        run_dir: Path,
+        control_endpoint: str,
+        instances: list[tuple[str, int, str]],
+        send: Callable[[bytes, dict[str, Any]], None],
+        on_change: Callable[[], None],
+    ) -> None:
+        self.config = config
+        self.endpoint = f"ipc://{run_dir / 'gateway.sock'}"
+        self.node_id = secrets.token_hex(8)
+        self.state = ActorState.STARTING
+        self.pid: int | None = None
+        self.restarts = 0
+        self.routing_id: bytes | None = None
+        self.signaling_url = ""
+        self._control_endpoint = control_endpoint
+        self._instances = instances  # (name, index, "manufacturer+name")
+        self._send = send
+        self._on_change = on_change
+        self._credentials: dict[tuple[str, int], tuple[str, str]] = {}
+        self._registered: asyncio.Future[dict[tuple[str, int], ActrId]] | None = None
+        self._stats_waiter: tuple[int, asyncio.Future[dict[str, Any]]] | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    async def start(self, signaling_url: str) -> dict[tuple[str, int], ActrId]:
+        """Spawn the gateway; return the ActrId signaling gave each (name, index)."""
+        self.signaling_url = signaling_url
+        self._registered = asyncio.get_running_loop().create_future()
+        await self._spawn()
+        try:
+            async with asyncio.timeout(REGISTER_TIMEOUT_S):
+                return await self._registered
+        except TimeoutError:
+            raise RuntimeError(
+                f"the gateway did not register the node's actors with {signaling_url} "
+                f"within {REGISTER_TIMEOUT_S:.0f}s"
+            ) from None
+
+    async def _spawn(self) -> None:
+        spec = {
+            "config_path": str(self.config.path),
+            "signaling_url": self.signaling_url,
+            "endpoint": self.endpoint,
+            "control_endpoint": self._control_endpoint,
+            "supervisor_pid": os.getpid(),
+            "node_id": self.node_id,
+            "instances": [
+                {
+                    "name": name,
+                    "index": index,
+                    "type": actr_type,
+                    "previous_id": self._credentials.get((name, index), (None, None))[0],
+                    "previous_credential_hex": self._credentials.get((name, index), (None, None))[1],
+                }
+                for name, index, actr_type in self._instances
+            ],
+        }
+        env = dict(os.environ)
+        env[SPEC_ENV] = json.dumps(spec)
+        env["ACTRHOST_LOG_LEVEL"] = self.config.node.log_level
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+        self.routing_id = None
+        self._set_state(ActorState.STARTING)
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "actrhost.gateway", env=env, stdin=asyncio.subprocess.DEVNULL
+        )
+        self.pid = self._process.pid
+        self._watcher = asyncio.ensure_future(self._watch(self._process))
+
+    async def _watch(self, process: asyncio.subprocess.Process) -> None:
+        code = await process.wait()
+        if self._stopping:
+            self._set_state(ActorState.STOPPED)
+            return
+        log.error("gateway (pid %s) exited with %s; restarting it", process.pid, code)
+        self._set_state(ActorState.DEAD)
+        if self._registered is not None and not self._registered.done():
+            self._registered.set_exception(RuntimeError(f"the gateway exited with {code} while registering"))
+            return
+        await asyncio.sleep(RESTART_DELAY_S)
+        if not self._stopping:
+            self.restarts += 1
+            await self._spawn()
+
+    def _set_state(self, state: ActorState) -> None:
+        if state is not self.state:
+            self.state = state
+            self._on_change()
+
+    def on_message(self, routing_id: bytes, op: str, message: dict[str, Any], snapshot: dict[str, Any]) -> None:
+        """A control message from the gateway."""
+        if op == control.HELLO:
+            self.routing_id = routing_id
+            self._send(routing_id, snapshot)
+        elif op == "registered":
+            ids: dict[tuple[str, int], ActrId] = {}
+            for item in message.get("ids", []):
+                key = (str(item["name"]), int(item["index"]))
+                ids[key] = ActrId.parse(item["id"])
+                self._credentials[key] = (item["id"], item.get("credential_hex") or "")
+            if self._registered is not None and not self._registered.done():
+                self._registered.set_result(ids)
+        elif op == control.STATE:
+            try:
+                self._set_state(ActorState(message.get("state")))
+            except ValueError:
+                log.warning("gateway reported an unknown state %r", message.get("state"))
+        elif op == control.STATS and self._stats_waiter is not None:
+            req, future = self._stats_waiter
+            if message.get("req") == req and not future.done():
+                future.set_result(message.get("stats") or {})
+
+    async def stats(self, req: int, timeout_s: float) -> dict[str, Any]:
+        """The gateway's counters (remote nodes, lanes, drops), or {} if it does not answer."""
+        if self.routing_id is None or self.state is not ActorState.RUNNING:
+            return {}
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._stats_waiter = (req, future)
+        self._send(self.routing_id, {"op": control.STATS_REQUEST, "req": req})
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await future
+        except TimeoutError:
+            return {}
+
+    async def stop(self, timeout_s: float) -> None:
+        """Stop the gateway (gracefully, then SIGKILL)."""
+        self._stopping = True
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        if self.routing_id is not None:
+            self._send(self.routing_id, {"op": control.STOP})
+        else:
+            process.terminate()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await process.wait()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+        if self._watcher is not None:
+            await asyncio.gather(self._watcher, return_exceptions=True)
+
+    def describe(self) -> dict[str, Any]:
+        """For the directory snapshot and status."""
+        return {"endpoint": self.endpoint, "state": self.state.value, "pid": self.pid,
+                "restarts": self.restarts, "node_id": self.node_id, "signaling": self.signaling_url}
