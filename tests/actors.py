@@ -250,3 +250,68 @@ class StreamSource(Actor):
             ok = await ctx.send_media_sample(target, "video", MediaSample(frame, n * 3000, "raw", "video"))
             sent.append({"ts": n * 3000, "crc": zlib.crc32(frame.tobytes()), "ok": ok})
         return json.dumps(sent).encode()
+
+
+class LoadTarget(Actor):
+    """For tests/test_load.py: echoes, fails by turns, stalls once, dies on cue, sinks streams."""
+
+    def __init__(self) -> None:
+        self.mixed = 0
+        self.first_stall_call: float | None = None
+        self.stalled = False
+        self.served = 0
+        self.chunks = 0
+
+    async def on_start(self, ctx: Context) -> None:
+        await ctx.register_stream("load", self._on_chunk)
+
+    async def _on_chunk(self, chunk, sender) -> None:
+        self.chunks += 1
+
+    @rpc("test.Load.Say")
+    async def say(self, ctx: Context, request: bytes) -> bytes:
+        return request
+
+    @rpc("test.Load.Mixed")
+    async def mixed_results(self, ctx: Context, request: bytes) -> bytes:
+        # By turns: ok, 500, 503, 404 — so a run of 4k calls has exactly k of each.
+        self.mixed += 1
+        turn = self.mixed % 4
+        if turn == 2:
+            raise ValueError("turn for a 500")
+        if turn == 3:
+            raise Unavailable("turn for a 503")
+        if turn == 0:
+            from actrhost import NotFound
+
+            raise NotFound("turn for a 404")
+        return request
+
+    @rpc("test.Load.StallOnce")
+    async def stall_once(self, ctx: Context, request: bytes) -> bytes:
+        # Request "S@T": T seconds after the first call, block the whole actor for S seconds
+        # (a synchronous sleep, like a long GC pause), once.
+        import time
+
+        stall_s, _, after_s = request.decode().partition("@")
+        now = time.monotonic()
+        if self.first_stall_call is None:
+            self.first_stall_call = now
+        if not self.stalled and now - self.first_stall_call >= float(after_s):
+            self.stalled = True
+            time.sleep(float(stall_s))
+        return b"ok"
+
+    @rpc("test.Load.ResetStall")
+    async def reset_stall(self, ctx: Context, request: bytes) -> bytes:
+        self.first_stall_call = None
+        self.stalled = False
+        return b"ok"
+
+    @rpc("test.Load.DieAfter")
+    async def die_after(self, ctx: Context, request: bytes) -> bytes:
+        # Answer the N-th call, then exit the worker process at once (a crash).
+        self.served += 1
+        if self.served == int(request):
+            asyncio.get_running_loop().call_soon(os._exit, 1)
+        return b"ok"
