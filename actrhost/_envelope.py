@@ -169,8 +169,11 @@ def decode(data: bytes) -> Envelope | StreamFrame:
     route_key = rpc.route_key
     if direction != RESPONSE and not route_key:
         raise BadRequest("request or tell without a route key")
-    # Built field by field, skipping __init__: this runs once per message.
-    env = _new_envelope(Envelope)
+    # Built field by field, skipping __init__: this runs once per message. Fields most
+    # messages leave empty are read only when asked for (_Decoded's properties): each
+    # protobuf field read costs ~0.15 µs, a third of the decode.
+    env = _new_envelope(_Decoded)
+    env._rpc = rpc
     env.direction = direction
     env.route_key = route_key
     env.payload = rpc.payload
@@ -184,14 +187,57 @@ def decode(data: bytes) -> Envelope | StreamFrame:
         raise BadRequest(f"frame has {exc.message}") from None
     env.payload_type = payload_type
     env.deadline_ns = frame.deadline_ns
-    env.timeout_ms = rpc.timeout_ms
-    env.traceparent = rpc.traceparent
-    env.tracestate = rpc.tracestate
-    env.metadata = tuple((m.key, m.value) for m in rpc.metadata) if len(rpc.metadata) else ()
-    error = rpc.error
-    env.error_code = error.code
-    env.error_message = error.message
+    if direction == RESPONSE:
+        error = rpc.error
+        env.error_code = error.code
+        env.error_message = error.message
+    else:
+        env.error_code = 0
+        env.error_message = ""
     return env
+
+
+class _Decoded(Envelope):
+    """An envelope read off the wire; its rarely set fields are read on first use."""
+
+    __slots__ = ("_rpc",)
+
+    # Setters write through, so a decoded envelope can be edited and re-encoded (the
+    # gateway rewrites deadlines).
+    @property  # type: ignore[override]
+    def timeout_ms(self) -> int:
+        return self._rpc.timeout_ms
+
+    @timeout_ms.setter
+    def timeout_ms(self, value: int) -> None:
+        self._rpc.timeout_ms = value
+
+    @property  # type: ignore[override]
+    def traceparent(self) -> str:
+        return self._rpc.traceparent
+
+    @traceparent.setter
+    def traceparent(self, value: str) -> None:
+        self._rpc.traceparent = value
+
+    @property  # type: ignore[override]
+    def tracestate(self) -> str:
+        return self._rpc.tracestate
+
+    @tracestate.setter
+    def tracestate(self, value: str) -> None:
+        self._rpc.tracestate = value
+
+    @property  # type: ignore[override]
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        entries = self._rpc.metadata
+        return tuple((m.key, m.value) for m in entries) if len(entries) else ()
+
+    @metadata.setter
+    def metadata(self, value: tuple[tuple[str, str], ...]) -> None:
+        del self._rpc.metadata[:]
+        for key, item in value:
+            self._rpc.metadata.add(key=key, value=item)
 
 
 _parse_frame = pb.Frame.FromString
