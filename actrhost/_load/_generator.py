@@ -1,0 +1,426 @@
+"""One generator process of ``actrhost load``: a Shell that sends requests and measures them.
+
+The parent starts one process per :class:`WorkerPlan` (``multiprocessing`` spawn) and
+talks to it over a pipe:
+
+    worker -> parent  {"kind": "ready"}            attached, target looked up
+    parent -> worker  {"kind": "start", "t0": T}   T on the shared monotonic clock
+    worker -> parent  {"kind": "progress", ...}    every progress_interval_s
+    parent -> worker  {"kind": "stop"}             finish early (Ctrl-C); EOF does the same
+    worker -> parent  {"kind": "result", ...}      histograms, counts, timeline
+    worker -> parent  {"kind": "fatal", "message"} could not run at all
+
+Warm-up runs from T to T + warmup_s; requests *scheduled* before its end are sent but not
+counted. Closed loop: ``concurrency`` loops, each sends its next request when the last
+one is answered. Open loop: request k is due at T + offset + k / rate, whatever happened
+to the earlier ones, and its latency is taken from that due time — if the node stalls,
+the requests that should have gone out meanwhile carry the stall in their latency
+(no coordinated omission, as in wrk2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import selectors
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from ._histogram import Histogram
+from ._spec import CALL, TELL, WorkerPlan
+
+#: Open loop: requests launched back to back (when behind schedule) before yielding to
+#: the loop, so answers keep being read while catching up.
+CATCH_UP_BURST = 64
+#: How long in-flight requests may take after the end, beyond their own timeout.
+DRAIN_GRACE_S = 1.0
+#: A route no actor serves: calling it is the end-of-run barrier of tells and streams.
+FLUSH_ROUTE = "actrhost.load.Flush"
+
+Op = Callable[[], Awaitable[bool]]
+
+
+class _Interval:
+    """One timeline point: requests that completed in one ``interval_s``."""
+
+    __slots__ = ("errors", "latency", "ok")
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.errors = 0
+        self.latency = Histogram()
+
+
+class Generator:
+    """Runs one :class:`WorkerPlan` against a node and reports over ``conn``."""
+
+    def __init__(self, plan: WorkerPlan, conn: Connection) -> None:
+        self.plan = plan
+        self.conn = conn
+        self.latency = Histogram()  # successful requests, from the scheduled send time
+        self.service = Histogram()  # successful requests, from the actual send time
+        self.lag = Histogram()  # actual - scheduled send time (the generator's own delay)
+        self.error_latency = Histogram()
+        self.sent = 0
+        self.ok = 0
+        self.ok_in_window = 0  # completed before the end of the measured window
+        self.warmup_sent = 0
+        self.warmup_errors = 0
+        self.bytes_ok = 0
+        self.errors: dict[str, int] = {}
+        self.error_examples: dict[str, str] = {}
+        self.timeline: dict[int, _Interval] = {}
+        self.last_done = 0.0
+        self.inflight = 0
+        self.stopping = False
+        self._quota = plan.total
+        self._room = asyncio.Event()
+        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._loop = asyncio.get_running_loop()
+        self.t0 = self.measure_start = 0.0
+        self.end: float | None = None
+
+    # -- pipe to the parent ------------------------------------------------------------
+
+    def _on_pipe(self) -> None:
+        try:
+            while self.conn.poll():
+                self._inbox.put_nowait(self.conn.recv())
+        except (EOFError, OSError):
+            # The parent is gone: stop as if told to, and never touch the pipe again.
+            self._loop.remove_reader(self.conn.fileno())
+            self._inbox.put_nowait({"kind": "stop", "eof": True})
+
+    def _send(self, message: dict[str, Any]) -> None:
+        try:
+            self.conn.send(message)
+        except (BrokenPipeError, OSError):
+            self.stopping = True
+
+    async def _watch_parent(self, main: asyncio.Task[None]) -> None:
+        while True:
+            message = await self._inbox.get()
+            if message.get("kind") == "stop":
+                self.stopping = True
+                if self.plan.rate_per_s is not None:
+                    # Stop the schedule; the requests in flight still finish (or time out).
+                    main.cancel()
+                return  # closed loops see `stopping` once their current request ends
+
+    # -- requests ----------------------------------------------------------------------
+
+    def _op(self, shell: Any) -> Op:
+        plan = self.plan
+        target = _target(plan.target)
+        payload = plan.payload
+        timeout = plan.timeout_s
+        route = plan.route_key
+        if plan.mode == CALL:
+
+            async def call() -> bool:
+                await shell.call(target, route, payload, timeout=timeout)
+                return True
+
+            return call
+        if plan.mode == TELL:
+
+            async def tell() -> bool:
+                await shell.tell(target, route, payload, timeout=timeout)
+                return True
+
+            return tell
+        from .. import DataStream, PayloadType
+
+        lane = PayloadType[plan.lane]
+        sequence = itertools.count()
+        stream_id = f"{plan.stream_id}"
+
+        async def chunk() -> bool:
+            return bool(
+                await shell.send_data_stream(
+                    target,
+                    DataStream(stream_id, next(sequence), payload),
+                    payload_type=lane,
+                    timeout=timeout,
+                )
+            )
+
+        return chunk
+
+    async def _one(self, op: Op, scheduled: float, measured: bool) -> None:
+        from .. import ActrError
+
+        # The caller counted this request in `inflight` before scheduling it.
+        clock = self._loop.time
+        if measured:
+            self.sent += 1
+        else:
+            self.warmup_sent += 1
+        sent_at = clock()
+        code: str | None = None
+        message = ""
+        try:
+            if not await op():
+                code, message = "dropped", "a latency-first lane dropped the chunk"
+        except ActrError as exc:
+            code, message = str(int(exc.code)), f"{type(exc).__name__}: {exc.message}"
+        except asyncio.CancelledError:
+            if measured:
+                self._record(scheduled, sent_at, clock(), "cancelled", "stopped before an answer")
+            raise
+        except Exception as exc:
+            code, message = type(exc).__name__, str(exc)
+        finally:
+            self.inflight -= 1
+            self._room.set()
+        if measured:
+            self._record(scheduled, sent_at, clock(), code, message)
+        elif code is not None:
+            self.warmup_errors += 1
+
+    def _record(
+        self, scheduled: float, sent_at: float, done: float, code: str | None, message: str
+    ) -> None:
+        latency_ns = int((done - scheduled) * 1e9)
+        index = int((done - self.measure_start) / self.plan.interval_s)
+        point = self.timeline.get(index)
+        if point is None:
+            point = self.timeline[index] = _Interval()
+        if code is None:
+            self.ok += 1
+            if self.end is None or done <= self.end:
+                self.ok_in_window += 1
+                self.bytes_ok += len(self.plan.payload)
+            self.latency.record(latency_ns)
+            self.service.record(int((done - sent_at) * 1e9))
+            self.lag.record(int((sent_at - scheduled) * 1e9))
+            point.ok += 1
+            point.latency.record(latency_ns)
+        else:
+            self.errors[code] = self.errors.get(code, 0) + 1
+            self.error_examples.setdefault(code, message[:300])
+            self.error_latency.record(latency_ns)
+            point.errors += 1
+        if done > self.last_done:
+            self.last_done = done
+
+    def _take_quota(self) -> bool:
+        if self._quota is None:
+            return True
+        if self._quota <= 0:
+            return False
+        self._quota -= 1
+        return True
+
+    # -- the two loops -----------------------------------------------------------------
+
+    async def _closed_slot(self, op: Op) -> None:
+        clock = self._loop.time
+        while not self.stopping:
+            now = clock()
+            if self.end is not None and now >= self.end:
+                return
+            measured = now >= self.measure_start
+            if measured and not self._take_quota():
+                return
+            self.inflight += 1
+            await self._one(op, now, measured)
+
+    async def _closed_loop(self, op: Op) -> None:
+        await asyncio.gather(*(self._closed_slot(op) for _ in range(self.plan.concurrency)))
+
+    async def _open_loop(self, op: Op, tasks: set[asyncio.Task[None]]) -> None:
+        assert self.plan.rate_per_s is not None
+        period = 1.0 / self.plan.rate_per_s
+        first = self.t0 + self.plan.offset_s
+        cap = self.plan.concurrency
+        clock = self._loop.time
+        burst = 0
+        for k in itertools.count():
+            scheduled = first + k * period
+            if self.end is not None and scheduled >= self.end:
+                return
+            measured = scheduled >= self.measure_start
+            if measured and not self._take_quota():
+                return
+            delay = scheduled - clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                burst = 0
+            elif burst >= CATCH_UP_BURST:
+                await asyncio.sleep(0)
+                burst = 0
+            while self.inflight >= cap:
+                # Held back, but still timed from `scheduled`: the wait counts as latency.
+                self._room.clear()
+                await self._room.wait()
+            self.inflight += 1  # now, not when the task first runs: the cap must hold
+            task = self._loop.create_task(self._one(op, scheduled, measured))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            burst += 1
+
+    async def _progress(self) -> None:
+        while True:
+            await asyncio.sleep(self.plan.progress_interval_s)
+            self._send(
+                {
+                    "kind": "progress",
+                    "index": self.plan.index,
+                    "sent": self.sent,
+                    "ok": self.ok,
+                    "errors": sum(self.errors.values()),
+                    "latency": self.latency.to_dict(),
+                }
+            )
+
+    # -- one run -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Attach, report ready, wait for the start, load, drain, report the result."""
+        from .. import connect
+
+        self._loop.add_reader(self.conn.fileno(), self._on_pipe)
+        async with connect(self.plan.config) as shell:
+            op = self._op(shell)
+            self._send({"kind": "ready", "index": self.plan.index})
+            start = await self._inbox.get()
+            if start.get("kind") != "start":
+                self._send(self._result(0.0, 0.0))
+                return
+            plan = self.plan
+            self.t0 = float(start["t0"])
+            self.measure_start = self.t0 + plan.warmup_s
+            if plan.duration_s is not None:
+                self.end = self.measure_start + plan.duration_s
+            wait = self.t0 - self._loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            cpu_start, wall_start = time.process_time(), self._loop.time()
+            ticker = self._loop.create_task(self._progress())
+            tasks: set[asyncio.Task[None]] = set()
+            if plan.rate_per_s is not None:
+                main = self._loop.create_task(self._open_loop(op, tasks))
+            else:
+                main = self._loop.create_task(self._closed_loop(op))
+            watcher = self._loop.create_task(self._watch_parent(main))
+            try:
+                await main
+            except asyncio.CancelledError:
+                if not self.stopping:
+                    raise
+            if tasks:
+                # Each request ends by its own timeout; the grace only guards against a bug.
+                await asyncio.wait(set(tasks), timeout=plan.timeout_s + DRAIN_GRACE_S)
+                for task in list(tasks):
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            if plan.mode != CALL:
+                await self._flush(shell)
+            ticker.cancel()
+            watcher.cancel()
+            await asyncio.gather(ticker, watcher, return_exceptions=True)
+            self._send(
+                self._result(time.process_time() - cpu_start, self._loop.time() - wall_start)
+            )
+
+    async def _flush(self, shell: Any) -> None:
+        """Wait until every target instance has read what this Shell sent it.
+
+        A tell or chunk is "sent" once ZeroMQ has queued it, and the Shell's sockets close
+        with linger 0: without this, the tail still queued when the run ends is discarded
+        on close, and the node's counters come out short (measured: ~2 % of a tell flood).
+        A call to a route no actor has comes back 404 only after the target read every
+        frame queued before it on the same connection, so one per instance is a barrier.
+        """
+        from .. import ActrError
+
+        kind = _target(self.plan.target)
+        for info in await shell.actors():
+            if info.state != "running" or not _matches(kind, info):
+                continue
+            try:
+                await shell.call(info.actr_id, FLUSH_ROUTE, b"", timeout=self.plan.timeout_s)
+            except ActrError:
+                pass  # 404 is the expected answer; anything else: nothing more to wait for
+
+    def _result(self, cpu_s: float, wall_s: float) -> dict[str, Any]:
+        return {
+            "kind": "result",
+            "index": self.plan.index,
+            "sent": self.sent,
+            "ok": self.ok,
+            "ok_in_window": self.ok_in_window,
+            "warmup_sent": self.warmup_sent,
+            "warmup_errors": self.warmup_errors,
+            "errors": dict(self.errors),
+            "error_examples": dict(self.error_examples),
+            "bytes_ok": self.bytes_ok,
+            "latency": self.latency.to_dict(),
+            "service": self.service.to_dict(),
+            "lag": self.lag.to_dict(),
+            "error_latency": self.error_latency.to_dict(),
+            "timeline": [
+                [index, p.ok, p.errors, p.latency.to_dict()]
+                for index, p in sorted(self.timeline.items())
+            ],
+            "measure_start": self.measure_start,
+            "last_done": self.last_done,
+            "cpu_s": cpu_s,
+            "wall_s": wall_s,
+        }
+
+
+def _matches(target: Any, info: Any) -> bool:
+    """Whether the instance ``info`` (an ActorInfo) is one ``target`` names."""
+    from .. import ActrId, ActrType
+
+    if isinstance(target, ActrId):
+        return bool(info.actr_id == target)
+    if isinstance(target, ActrType):
+        return bool(info.type == target)
+    return bool(info.name == target)
+
+
+def _target(text: str) -> Any:
+    """Parse the target once, so no request pays for it: ActrId, ActrType or a name."""
+    from .. import ActrId, ActrType
+
+    if "@" in text:
+        return ActrId.parse(text)
+    if "+" in text:
+        return ActrType.parse(text)
+    return text
+
+
+def worker_main(plan: WorkerPlan, conn: Connection) -> None:
+    """Entry of a generator process (``multiprocessing`` target)."""
+    # Ctrl-C reaches the whole process group: the parent decides, and tells us to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # select() sleeps with microsecond resolution where epoll rounds timeouts up to whole
+    # milliseconds: open-loop sends would start up to 1 ms late, and that lateness counts
+    # as latency (measured: asyncio.sleep(0.3 ms) overshoots p50 ~0.8 ms with epoll,
+    # ~0.1 ms with select). A generator has a handful of fds, far below FD_SETSIZE.
+    loop = asyncio.SelectorEventLoop(selectors.SelectSelector())
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(_run(plan, conn))
+    finally:
+        loop.close()
+        conn.close()
+
+
+async def _run(plan: WorkerPlan, conn: Connection) -> None:
+    try:
+        await Generator(plan, conn).run()
+    except Exception as exc:
+        from .. import ActrError
+
+        text = exc.message if isinstance(exc, ActrError) else f"{type(exc).__name__}: {exc}"
+        try:
+            conn.send({"kind": "fatal", "index": plan.index, "message": text})
+        except OSError:
+            pass

@@ -1,0 +1,567 @@
+"""``actrhost load`` against real nodes: counts, rates, stalls, dead targets, outputs, usage.
+
+Every run goes through the real command (``python -m actrhost load``) with ``--json``, and
+the test reads the JSON back. Runs are short (a few seconds at modest rates) so they hold on
+a noisy 2-core machine while the rest of the suite runs beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actrhost._cli import main
+from actrhost._load._histogram import Histogram
+
+from .utils import REPO, run
+
+SCHEMA = REPO / "docs" / "load.schema.json"
+
+TARGET = """
+[[actor]]
+name = "target"
+type = "test+Load"
+handler = "actors:LoadTarget"
+restart = "temporary"
+"""
+
+
+def load(
+    node_config: Path, out: Path, *args: str, timeout_s: float = 40
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """Run ``actrhost load`` to completion; returns the process and its JSON result."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "actrhost",
+            "load",
+            str(node_config),
+            "--json",
+            str(out),
+            "--workers",
+            "2",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    return result, json.loads(out.read_text())
+
+
+def assert_counts_add_up(doc: dict[str, Any]) -> None:
+    counts = doc["counts"]
+    assert counts["sent"] == counts["ok"] + counts["errors"]
+    assert counts["errors"] == sum(counts["errors_by_code"].values())
+    workers = doc["generator"]["workers"]
+    assert counts["sent"] == sum(w["sent"] for w in workers)
+    assert doc["latency_ms"]["count"] == counts["ok"]
+    assert doc["error_latency_ms"]["count"] == counts["errors"]
+
+
+def call(node: Any, route: str, payload: bytes = b"") -> bytes:
+    """One call to the test target through a fresh Shell."""
+    import actrhost
+
+    async def go() -> bytes:
+        async with actrhost.connect(node.config_path) as shell:
+            return await shell.call("target", route, payload, timeout=5)
+
+    return run(go(), 10)
+
+
+# -- against a node ----------------------------------------------------------------------
+
+
+def test_counts_add_up_per_code_client_and_node(node_factory, tmp_path):
+    node = node_factory(TARGET)
+    # 400 calls over 4 loops with no warm-up: the target answers ok, 500, 503, 404 by turns.
+    result, doc = load(
+        node.config_path,
+        tmp_path / "out.json",
+        "--target",
+        "test+Load",
+        "--route",
+        "test.Load.Mixed",
+        "--total",
+        "400",
+        "--concurrency",
+        "4",
+        "--warmup",
+        "0",
+        "-q",
+    )
+    assert_counts_add_up(doc)
+    counts = doc["counts"]
+    assert (counts["sent"], counts["ok"], counts["warmup_sent"]) == (400, 100, 0)
+    assert counts["errors_by_code"] == {"404": 100, "500": 100, "503": 100}
+    assert "ValueError: turn for a 500" in counts["error_examples"]["500"]
+    # The node's own counters, sampled before and after, tell the same story.
+    (instance,) = [i for i in doc["node"]["instances"] if i["target"]]
+    assert instance["delta"]["calls_served"] == 100
+    assert instance["delta"]["errors"] == 300
+    assert doc["target"]["instances"] == [instance["id"]]
+    assert result.stderr == ""  # -q: nothing on stderr
+    assert "errors by code" in result.stdout and "404" in result.stdout
+
+    # Tells: never answered, so "ok" means handed over. A flood for 1 s: what the node
+    # served must equal what was handed over, warm-up included — nothing still queued in a
+    # generator's socket may be lost when it closes.
+    _, doc = load(
+        node.config_path, tmp_path / "tell.json", "--target", "target", "--route",
+        "test.Load.Say", "--tell", "--duration", "1s", "--concurrency", "16", "--warmup", "0.3s",
+        "-q",
+    )  # fmt: skip
+    assert_counts_add_up(doc)
+    counts = doc["counts"]
+    assert counts["ok"] > 100
+    (instance,) = [i for i in doc["node"]["instances"] if i["target"]]
+    handed_over = counts["ok"] + counts["warmup_sent"] - counts["warmup_errors"]
+    assert instance["delta"]["tells_served"] == handed_over
+
+
+def test_rate_mode_holds_its_rate(node_factory, tmp_path):
+    node = node_factory(TARGET)
+    result, doc = load(
+        node.config_path,
+        tmp_path / "out.json",
+        "--target",
+        "target",
+        "--route",
+        "test.Load.Say",
+        "--payload-size",
+        "64",
+        "--rate",
+        "500",
+        "--duration",
+        "3s",
+        "--warmup",
+        "0.5s",
+        "--progress",
+        "always",
+    )
+    assert_counts_add_up(doc)
+    assert doc["counts"]["sent"] == 1500  # the schedule: 500/s for 3 s, warm-up excluded
+    assert doc["counts"]["warmup_sent"] == 250
+    assert doc["counts"]["errors"] == 0
+    assert doc["throughput"]["ok_per_s"] == pytest.approx(500, rel=0.05)
+    assert doc["load"]["loop"] == "open"
+    # The live progress line is the only thing on stderr: redrawn in place with \r.
+    frames = [f for f in result.stderr.replace("\x1b[K", "").split("\r") if f.strip()]
+    assert frames, "no progress line drawn"
+    assert all(f.startswith("warming up") or " done " in f for f in frames), frames
+
+
+def test_a_stalled_node_shows_in_open_loop_percentiles_only(node_factory, tmp_path):
+    node = node_factory(TARGET)
+    stall_s = 0.5
+    # The target blocks its whole worker for 0.5 s once, 1 s into the run.
+    args = (
+        "--target",
+        "target",
+        "--route",
+        "test.Load.StallOnce",
+        "--payload",
+        f"{stall_s}@1.0",
+        "--duration",
+        "2s",
+        "--warmup",
+        "0.2s",
+        "--timeout",
+        "5s",
+        "-q",
+    )
+    _, open_doc = load(node.config_path, tmp_path / "open.json", *args, "--rate", "200")
+    # Open loop at 200/s over 2 s: the 100 requests due during the stall wait for its end,
+    # each from its own due time, so ~2.5% of them take 0.25-0.5 s: p99 ~ 0.48 s.
+    assert_counts_add_up(open_doc)
+    assert open_doc["counts"]["errors"] == 0
+    assert open_doc["latency_ms"]["max"] >= stall_s * 1e3 * 0.9
+    assert open_doc["latency_ms"]["p99"] >= stall_s * 1e3 * 0.9
+    # Service time (from the actual send) hides nothing here either: the sends went out
+    # on schedule, only the answers were late.
+    assert open_doc["send_lag_ms"]["p99"] < 50
+
+    call(node, "test.Load.ResetStall")
+    _, closed_doc = load(node.config_path, tmp_path / "closed.json", *args, "--concurrency", "1")
+    # Closed loop with one request in flight: the stall delays a single request, so it is in
+    # the max but not in p99 (the coordinated omission that open loop avoids).
+    assert closed_doc["latency_ms"]["max"] >= stall_s * 1e3 * 0.9
+    assert closed_doc["latency_ms"]["p99"] < stall_s * 1e3 / 4
+
+
+def test_a_dead_target_gives_errors_not_a_hang(node_factory, tmp_path):
+    node = node_factory(TARGET)
+    started = time.monotonic()
+    # The target's worker exits after its 100th call (restart = "temporary": it stays dead).
+    _, doc = load(
+        node.config_path,
+        tmp_path / "dying.json",
+        "--target",
+        "target",
+        "--route",
+        "test.Load.DieAfter",
+        "--payload",
+        "100",
+        "--rate",
+        "200",
+        "--duration",
+        "2s",
+        "--warmup",
+        "0",
+        "--timeout",
+        "2s",
+        "-q",
+    )
+    assert time.monotonic() - started < 15
+    assert_counts_add_up(doc)
+    assert doc["counts"]["sent"] == 400
+    assert 99 <= doc["counts"]["ok"] <= 100
+    assert doc["counts"]["errors_by_code"].get("503", 0) >= 250
+    assert set(doc["counts"]["errors_by_code"]) <= {"503", "504"}
+    (instance,) = [i for i in doc["node"]["instances"] if i["target"]]
+    assert instance["state_before"] == "running" and instance["state_after"] != "running"
+
+    # Started against the dead target: every request fails fast, none waits for its timeout.
+    started = time.monotonic()
+    _, doc = load(
+        node.config_path,
+        tmp_path / "dead.json",
+        "--target",
+        "target",
+        "--route",
+        "test.Load.Say",
+        "--total",
+        "50",
+        "--concurrency",
+        "5",
+        "--warmup",
+        "0",
+        "-q",
+    )
+    assert time.monotonic() - started < 8
+    assert doc["counts"]["errors_by_code"] == {"503": 50}
+
+
+def test_streams_and_protobuf_payload_json_validates_png_written(node_factory, tmp_path):
+    node = node_factory(TARGET)
+    _, doc = load(
+        node.config_path,
+        tmp_path / "stream.json",
+        "--target",
+        "test+Load",
+        "--stream",
+        "--chunk-size",
+        "256KiB",
+        "--total",
+        "200",
+        "--concurrency",
+        "2",
+        "--warmup",
+        "0",
+        "-q",
+    )
+    assert_counts_add_up(doc)
+    assert doc["counts"]["ok"] == 200
+    assert doc["load"]["payload_bytes"] == 256 * 1024
+    (instance,) = [i for i in doc["node"]["instances"] if i["target"]]
+    assert instance["delta"]["streams_in.chunks_received"] == 200
+    check_schema(doc)
+
+    plot = tmp_path / "out.png"
+    with_plot = ["--plot", str(plot)] if matplotlib_installed() else []
+    _, doc = load(
+        node.config_path,
+        tmp_path / "pb.json",
+        "--target",
+        "target",
+        "--route",
+        "test.Load.Say",
+        "--payload-json",
+        '{"manufacturer": "demo", "name": "Echo"}',
+        "--payload-type",
+        "actrhost.ActrType",
+        "--proto-module",
+        "actrhost.proto.actr_pb2",
+        "--total",
+        "200",
+        "--concurrency",
+        "4",
+        "--warmup",
+        "0.2s",
+        "-q",
+        *with_plot,
+    )
+    from actrhost.proto.actr_pb2 import ActrType
+
+    assert doc["load"]["payload_bytes"] == len(
+        ActrType(manufacturer="demo", name="Echo").SerializeToString()
+    )
+    check_schema(doc)
+    if not with_plot:
+        pytest.skip(
+            "matplotlib is not installed: the PNG was not checked (pip install 'actrhost[plot]')"
+        )
+    data = plot.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
+
+
+def matplotlib_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def check_schema(doc: dict[str, Any]) -> None:
+    """Validate against docs/load.schema.json (jsonschema if installed, else required keys)."""
+    schema = json.loads(SCHEMA.read_text())
+    try:
+        import jsonschema
+    except ImportError:
+        missing = [k for k in schema["required"] if k not in doc]
+        assert not missing, missing
+        for key, sub in schema["properties"].items():
+            for required in sub.get("required", []):
+                assert required in doc[key], f"{key}.{required}"
+        return
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft202012Validator(schema).validate(doc)
+
+
+# -- without a node ----------------------------------------------------------------------
+
+
+def test_merged_histograms_equal_one_histogram_of_all_samples():
+    rng = random.Random(1234)
+    samples = [int(rng.lognormvariate(13, 1.5)) for _ in range(20_000)] + [0, 1, 2**40]
+    whole = Histogram()
+    parts = [Histogram() for _ in range(4)]
+    for n, value in enumerate(samples):
+        whole.record(value)
+        parts[n % 4].record(value)
+    merged = Histogram.merged(parts)
+    assert merged == whole
+    assert merged.to_dict() == whole.to_dict()
+    assert Histogram.from_dict(json.loads(json.dumps(whole.to_dict()))) == whole
+    # Bounded relative error: every percentile within 1/2**(bits+1) of the exact value.
+    ordered = sorted(samples)
+    for p in (1, 25, 50, 90, 99, 99.9, 99.99):
+        exact = ordered[max(1, math.ceil(len(ordered) * p / 100)) - 1]
+        assert (
+            abs(whole.value_at_percentile(p) - exact)
+            <= exact / 2 ** (whole.precision_bits + 1) + 0.5
+        )
+    assert (whole.value_at_percentile(0), whole.value_at_percentile(100)) == (0, 2**40)
+    assert whole.values_at_percentiles([99, 50]) == [
+        whole.value_at_percentile(99),
+        whole.value_at_percentile(50),
+    ]
+    with pytest.raises(ValueError):
+        whole.merge(Histogram(precision_bits=4))
+
+
+BAD = [
+    (["--route", "r"], "the following arguments are required: --target"),
+    (
+        ["--target", "t", "--route", "r", "--rate", "0"],
+        "argument --rate/-r: must be a positive number",
+    ),
+    (["--target", "t", "--route", "r", "--bogus"], "unrecognized arguments: --bogus"),
+    (["--target", "t", "--route", "r", "--duration", "5x"], "not a duration: '5x'"),
+    (["--target", "t", "--route", "r", "--tell", "--stream"], "not allowed with argument"),
+    (["--target", "t"], "--route is required for calls"),
+    (
+        ["--target", "t", "--route", "r", "--payload-json", "{}"],
+        "--payload-json needs --payload-type",
+    ),
+    (
+        [
+            "--target",
+            "t",
+            "--route",
+            "r",
+            "--payload-json",
+            '{"value": 3}',
+            "--payload-type",
+            "google.protobuf.StringValue",
+        ],
+        "--payload-json: not a valid google.protobuf.StringValue",
+    ),
+    (
+        ["--target", "t", "--route", "r", "--payload-json", "{}", "--payload-type", "no.such.Msg"],
+        "unknown protobuf message 'no.such.Msg'",
+    ),
+    (
+        ["--target", "t", "--route", "r", "--payload", "@/nonexistent/req.bin"],
+        "cannot read /nonexistent",
+    ),
+    (["--target", "t", "--route", "r", "--json", "/nonexistent/dir/out.json"], "--json: folder"),
+    (
+        ["--target", "t", "--route", "r", "--chunk-size", "1MiB"],
+        "--chunk-size applies only to --stream",
+    ),
+    (["--target", "t", "--route", "r", "--payload-size", "1.5"], "not a whole number of bytes"),
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), BAD, ids=[b[1][:30] for b in BAD])
+def test_bad_arguments_are_one_line_and_exit_2(args, expected, capsys, tmp_path):
+    config = tmp_path / "node.toml"
+    config.write_text('[node]\nname = "x"\n[[actor]]\nname = "a"\ntype = "t+A"\nhandler = "m:A"\n')
+    with pytest.raises(SystemExit) as exit_info:
+        main(["load", str(config), *args])
+    assert exit_info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("actrhost: load: "), err
+    assert expected in err
+
+
+def test_plot_without_matplotlib_and_missing_config_are_one_line_exit_2(
+    capsys, tmp_path, monkeypatch
+):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "matplotlib" else real(name, *a),
+    )
+    config = tmp_path / "node.toml"
+    config.write_text('[node]\nname = "x"\n[[actor]]\nname = "a"\ntype = "t+A"\nhandler = "m:A"\n')
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            [
+                "load",
+                str(config),
+                "--target",
+                "a",
+                "--route",
+                "r",
+                "--plot",
+                str(tmp_path / "p.png"),
+            ]
+        )
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        "actrhost: load: --plot needs matplotlib, which is not installed: "
+        "pip install 'actrhost[plot]'\n"
+    )
+    monkeypatch.undo()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["load", str(tmp_path / "none.toml"), "--target", "a", "--route", "r"])
+    assert exit_info.value.code == 2
+    assert (
+        capsys.readouterr().err
+        == f"actrhost: load: config {tmp_path / 'none.toml'}: no such file\n"
+    )
+    # A bad config is the CLI's usual one-line config error, exit 2.
+    config.write_text('[node]\nname = "x"\nbogus = 1\n')
+    assert main(["load", str(config), "--target", "a", "--route", "r"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("actrhost: config error: ") and err.count("\n") == 1
+
+
+def test_the_command_line_tool_itself_and_no_node_running(tmp_path):
+    config = tmp_path / "node.toml"
+    config.write_text(
+        f'[node]\nname = "n{os.getpid()}"\n[[actor]]\nname = "a"\ntype = "t+A"\nhandler = "m:A"\n'
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "actrhost",
+            "load",
+            str(config),
+            "--target",
+            "a",
+            "--route",
+            "r",
+            "--rate",
+            "x",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert (
+        result.stderr
+        == "actrhost: load: argument --rate/-r: not a number: 'x' (see actrhost load --help)\n"
+    )
+    # A valid config whose node is not running: one line, exit 1, no generator started.
+    result = subprocess.run(
+        [sys.executable, "-m", "actrhost", "load", str(config), "--target", "a", "--route", "r"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+    )
+    assert (result.returncode, result.stdout) == (1, "")
+    assert (
+        result.stderr.startswith("actrhost: load: no node running")
+        and result.stderr.count("\n") == 1
+    )
+
+
+def test_ctrl_c_stops_early_with_a_partial_report(node_factory, tmp_path):
+    node = node_factory(TARGET)
+    out = tmp_path / "out.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "actrhost",
+            "load",
+            str(node.config_path),
+            "--target",
+            "target",
+            "--route",
+            "test.Load.Say",
+            "--rate",
+            "200",
+            "--duration",
+            "60s",
+            "--warmup",
+            "0",
+            "--json",
+            str(out),
+            "-q",
+            "--workers",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        time.sleep(3)
+        proc.send_signal(signal.SIGINT)
+        stdout, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert "INTERRUPTED" in stdout
+    doc = json.loads(out.read_text())
+    assert doc["interrupted"] is True
+    assert_counts_add_up(doc)
+    assert 0 < doc["counts"]["sent"] < 200 * 10
