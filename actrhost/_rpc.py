@@ -109,6 +109,7 @@ class RpcEndpoint:
         self._loop = asyncio.get_running_loop()
         self._pending: dict[str, _Pending] = {}
         self._links: dict[str, LoopSocket] = {}
+        self._reached: set[str] = set()
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}-"
         self._closed = False
@@ -216,13 +217,20 @@ class RpcEndpoint:
         link = self.link(endpoint)
         try:
             link.send_nowait(data)
+            self._reached.add(endpoint)
             return
         except zmq.Again:
             pass
-        wait_until = min(deadline, self._loop.time() + CONNECT_WAIT_S)
+        # A peer we reached before is only busy (its queue is full): that is backpressure,
+        # wait up to the deadline. One never reached may be down: give up sooner.
+        if endpoint in self._reached:
+            wait_until = deadline
+        else:
+            wait_until = min(deadline, self._loop.time() + CONNECT_WAIT_S)
         while await link.wait_writable(wait_until):
             try:
                 link.send_nowait(data)
+                self._reached.add(endpoint)
                 return
             except zmq.Again:
                 continue
@@ -311,14 +319,15 @@ class RpcEndpoint:
     def close(self, linger_ms: int = 0) -> None:
         """Close every socket; pending calls fail with ``Unavailable``. Idempotent.
 
-        ``linger_ms`` lets queued answers on the inbound socket go out first.
+        ``linger_ms`` lets queued messages (answers, tells, stream frames) go out first;
+        ``zmq.Context.term`` then waits at most that long for them.
         """
         if self._closed:
             return
         self._closed = True
         self.fail_all(Unavailable(f"{self.name} is shutting down"))
         for link in self._links.values():
-            link.close()
+            link.close(linger_ms)
         self._links.clear()
         self._router.close(linger_ms)
         # libzmq leaves the ipc socket file behind when a bound socket closes; remove it so

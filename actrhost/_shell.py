@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 ATTACH_TIMEOUT_S = 5.0
 #: Queue bound of the Shell's sockets (messages), like a worker's default.
 SHELL_HWM = 10000
+#: How long closing a Shell waits for queued tells and frames to leave.
+CLOSE_LINGER_MS = 2000
 #: [shm] defaults, for a Shell given only a control endpoint.
 DEFAULT_THRESHOLD_BYTES = 65536
 DEFAULT_RING_BYTES = 64 * 1024 * 1024
@@ -187,8 +189,9 @@ class Shell:
             if not future.done():
                 future.set_exception(ClosedResourceError(f"{self!r} was closed"))
         self._streams_in.close()
-        self._streams_out.close()
-        self._rpc.close()
+        self._streams_out.close(unlink=False)
+        # Tells and stream frames the caller already handed over must not be lost at close.
+        self._rpc.close(linger_ms=CLOSE_LINGER_MS)
         self._control.close(linger_ms=100)
         self._zctx.term()
 

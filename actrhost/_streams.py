@@ -123,17 +123,24 @@ class StreamSender:
             self._writers[key] = writer
         return writer
 
-    def forget_target(self, serial: int) -> None:
+    def forget_target(self, serial: int, *, unlink: bool = True) -> None:
         """Close (and unlink) the rings to an instance that went away."""
         for key in [k for k in self._writers if k[0] == serial]:
             writer = self._writers.pop(key)
-            writer.unlink(missing_ok=True)
+            if unlink:
+                writer.unlink(missing_ok=True)
             writer.close()
 
-    def close(self) -> None:
-        """Close and unlink every ring this process created."""
+    def close(self, *, unlink: bool = True) -> None:
+        """Close every ring this process created.
+
+        With ``unlink`` also remove the names of rings whose reader has not attached yet
+        (a stopping worker: frames to it are lost anyway). A Shell closes without: its
+        last frames may still be on their way, and the reader removes the name when it
+        attaches (or the supervisor, at shutdown).
+        """
         for serial, _pid in list(self._writers):
-            self.forget_target(serial)
+            self.forget_target(serial, unlink=unlink)
 
     async def send(
         self,
@@ -390,6 +397,11 @@ class StreamReceiver:
                 reader = RingReader.attach(ring)
             except (OSError, Unavailable) as exc:
                 raise Unavailable(f"cannot attach ring {ring}: {exc}") from None
+            # Both ends have it mapped now, and nobody else may ever open it: drop the
+            # name, so the segment lives exactly as long as the two processes using it,
+            # whatever way they end (the supervisor's clean-up by name then only has
+            # rings still in flight to take care of).
+            reader.unlink(missing_ok=True)
             self._readers[ring] = reader
         return reader
 

@@ -33,8 +33,14 @@ class Echo(Actor):
     @rpc("test.Echo.Whoami")
     async def whoami(self, ctx: Context, request: bytes) -> bytes:
         return "|".join(
-            [str(ctx.self_id), str(ctx.caller_id), ctx.request_id, ctx.traceparent, ctx.tracestate,
-             str(os.getpid())]
+            [
+                str(ctx.self_id),
+                str(ctx.caller_id),
+                ctx.request_id,
+                ctx.traceparent,
+                ctx.tracestate,
+                str(os.getpid()),
+            ]
         ).encode()
 
     @rpc("test.Echo.Upper")
@@ -168,7 +174,9 @@ class StreamSink(Actor):
             "crc": zlib.crc32(payload),
             "len": payload.nbytes,
             "type": type(payload).__name__,
-            "readonly": bool(payload.readonly if isinstance(payload, memoryview) else not payload.flags.writeable),
+            "readonly": bool(
+                payload.readonly if isinstance(payload, memoryview) else not payload.flags.writeable
+            ),
             "sender": str(sender),
             "meta": chunk.metadata,
         }
@@ -184,10 +192,15 @@ class StreamSink(Actor):
     async def _on_sample(self, sample, sender) -> None:
         import zlib
 
-        self.chunks.setdefault("video", []).append({
-            "ts": sample.timestamp, "codec": sample.codec, "kind": str(sample.media_type),
-            "crc": zlib.crc32(sample.data), "shape": list(getattr(sample.data, "shape", [])),
-        })
+        self.chunks.setdefault("video", []).append(
+            {
+                "ts": sample.timestamp,
+                "codec": sample.codec,
+                "kind": str(sample.media_type),
+                "crc": zlib.crc32(sample.data),
+                "shape": list(getattr(sample.data, "shape", [])),
+            }
+        )
 
     @rpc("test.Sink.Results")
     async def results(self, ctx: Context, request: bytes) -> bytes:
@@ -232,22 +245,38 @@ class StreamSource(Actor):
             data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
             kind = params.get("kind", "bytes")
             payload = memoryview(data) if kind == "memoryview" else data
-            stream_id = params.get("stream", "s0") if not params.get("streams") else params["streams"][n % len(params["streams"])]
+            stream_id = (
+                params.get("stream", "s0")
+                if not params.get("streams")
+                else params["streams"][n % len(params["streams"])]
+            )
             ok = await ctx.send_data_stream(
-                target, DataStream(stream_id, n, payload, {"n": str(n)}), payload_type=lane,
+                target,
+                DataStream(stream_id, n, payload, {"n": str(n)}),
+                payload_type=lane,
                 timeout=params.get("timeout", 30.0),
             )
-            sent.append({"seq": n, "crc": zlib.crc32(data), "len": size, "ok": ok, "stream": stream_id})
+            sent.append(
+                {"seq": n, "crc": zlib.crc32(data), "len": size, "ok": ok, "stream": stream_id}
+            )
         for n, spec in enumerate(params.get("arrays", [])):
             array = rng.standard_normal(spec["shape"]).astype(spec["dtype"])
             if spec.get("transpose"):
                 array = array.T
             await ctx.send_data_stream(target, DataStream("s1", n, array))
-            sent.append({"seq": n, "crc": zlib.crc32(np.ascontiguousarray(array).tobytes()),
-                         "dtype": str(array.dtype), "shape": list(array.shape)})
+            sent.append(
+                {
+                    "seq": n,
+                    "crc": zlib.crc32(np.ascontiguousarray(array).tobytes()),
+                    "dtype": str(array.dtype),
+                    "shape": list(array.shape),
+                }
+            )
         for n in range(params.get("frames", 0)):
             frame = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
-            ok = await ctx.send_media_sample(target, "video", MediaSample(frame, n * 3000, "raw", "video"))
+            ok = await ctx.send_media_sample(
+                target, "video", MediaSample(frame, n * 3000, "raw", "video")
+            )
             sent.append({"ts": n * 3000, "crc": zlib.crc32(frame.tobytes()), "ok": ok})
         return json.dumps(sent).encode()
 

@@ -10,7 +10,11 @@ from .utils import REPO
 
 def actrhost(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "actrhost", *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
+        [sys.executable, "-m", "actrhost", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
     )
 
 
@@ -45,20 +49,33 @@ def test_call_errors_are_one_line_with_the_code(node_factory):
     assert result.stderr == "actrhost: call failed: 500 HandlerError: ValueError: boom: x\n"
     result = actrhost("call", cfg, "nobody", "test.Echo.Say")
     assert result.returncode == 1
-    assert result.stderr.startswith("actrhost: call failed: 404 NotFound: no actor of name 'nobody'")
+    assert result.stderr.startswith(
+        "actrhost: call failed: 404 NotFound: no actor of name 'nobody'"
+    )
     result = actrhost("call", cfg, "echo", "test.Echo.Sleep", "--data", "5", "--timeout", "0.2")
     assert result.returncode == 1 and "504 DeadlineExceeded" in result.stderr
 
 
 def test_status_lists_each_actor_with_counters(node_factory):
-    node = node_factory(ECHO.replace('handler = "actors:Echo"', 'handler = "actors:Echo"\ninstances = 2'))
+    node = node_factory(
+        ECHO.replace('handler = "actors:Echo"', 'handler = "actors:Echo"\ninstances = 2')
+    )
     cfg = str(node.config_path)
     for _ in range(3):
         actrhost("call", cfg, "echo", "test.Echo.Say", "--data", "x")
     result = actrhost("status", cfg)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[1].split() == ["NAME", "ACTR_ID", "PID", "STATE", "RESTARTS", "MAILBOX", "SERVED", "ERRORS"]
+    assert lines[1].split() == [
+        "NAME",
+        "ACTR_ID",
+        "PID",
+        "STATE",
+        "RESTARTS",
+        "MAILBOX",
+        "SERVED",
+        "ERRORS",
+    ]
     rows = [line.split() for line in lines[2:]]
     assert [r[0] for r in rows] == ["echo#0", "echo#1"]
     assert all(r[3] == "running" and r[4] == "0" and r[5] == "0" for r in rows)
@@ -71,7 +88,9 @@ def test_status_lists_each_actor_with_counters(node_factory):
 
 def test_bad_config_is_one_line_exit_2_and_nothing_starts(tmp_path):
     config = tmp_path / "bad.toml"
-    config.write_text('[node]\nname = "x"\n[[actor]]\nname = "a"\ntype = "t+A"\nhandler = "m:A"\nrestart = "always"\n')
+    config.write_text(
+        '[node]\nname = "x"\n[[actor]]\nname = "a"\ntype = "t+A"\nhandler = "m:A"\nrestart = "always"\n'
+    )
     result = actrhost("run", str(config), timeout=10)
     assert result.returncode == 2
     assert result.stdout == ""
@@ -83,7 +102,9 @@ def test_bad_config_is_one_line_exit_2_and_nothing_starts(tmp_path):
 
 def test_unimportable_handler_is_a_config_error(tmp_path):
     config = tmp_path / "bad.toml"
-    config.write_text('[node]\nname = "x"\n[[actor]]\nname = "a"\ntype = "t+A"\nhandler = "no_such_mod:A"\n')
+    config.write_text(
+        '[node]\nname = "x"\n[[actor]]\nname = "a"\ntype = "t+A"\nhandler = "no_such_mod:A"\n'
+    )
     result = actrhost("run", str(config), timeout=10)
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1

@@ -26,7 +26,10 @@ service Echo { rpc Say(SayRequest) returns (SayRequest); }
 def signal_server():
     process = subprocess.Popen(
         [sys.executable, "-m", "actrhost", "signal", "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
     )
     try:
         line = process.stdout.readline()
@@ -38,8 +41,13 @@ def signal_server():
 
 
 def actrhost(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "actrhost", *args], capture_output=True, text=True,
-                          timeout=30, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "actrhost", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+    )
 
 
 def test_status_lists_registered_actors_and_lock_uses_their_fingerprint(signal_server, tmp_path):
@@ -53,7 +61,9 @@ def test_status_lists_registered_actors_and_lock_uses_their_fingerprint(signal_s
                 '[node]\nname = "n"\n[[actor]]\nname = "a"\ntype = "demo+Client"\nhandler = "m:A"\n'
                 '[dependencies]\necho = { actr_type = "demo+Echo" }\n'
             )
-            lock = await asyncio.to_thread(actrhost, "lock", str(config), "--signaling", signal_server)
+            lock = await asyncio.to_thread(
+                actrhost, "lock", str(config), "--signaling", signal_server
+            )
             return reg.actr_id, status, lock, config
 
     actr_id, status, lock, config = run(scenario())

@@ -33,7 +33,9 @@ def test_signal_lane_is_served_before_a_reliable_backlog(node_factory):
             # Urgent's route is declared on the signal lane; Note sent on it jumps too.
             urgent = asyncio.ensure_future(shell.call("rec", "test.Recorder.Urgent", b"u"))
             jumper = asyncio.ensure_future(
-                shell.call("rec", "test.Recorder.Note", b"j", payload_type=actrhost.PayloadType.RPC_SIGNAL)
+                shell.call(
+                    "rec", "test.Recorder.Note", b"j", payload_type=actrhost.PayloadType.RPC_SIGNAL
+                )
             )
             await asyncio.gather(blocked, urgent, jumper, *backlog)
             seen = (await shell.call("rec", "test.Recorder.Seen", b"")).decode().split(",")
@@ -58,7 +60,9 @@ def test_full_mailbox_pushes_back_without_losing_messages(node_factory):
         async with actrhost.connect(node.config_path) as shell:
             for n in range(2000):
                 await shell.tell("rec", "test.Recorder.Note", str(n).encode())
-            seen = (await shell.call("rec", "test.Recorder.Seen", b"", timeout=20)).decode().split(",")
+            seen = (
+                (await shell.call("rec", "test.Recorder.Seen", b"", timeout=20)).decode().split(",")
+            )
             assert seen == [str(n) for n in range(2000)]
             stats = (await shell.status())["actors"][0]["stats"]
             assert stats["mailbox_peak"] == 10  # bounded: reading pauses when full

@@ -61,7 +61,9 @@ def test_actors_lists_every_instance_with_its_own_id(node):
 def test_actor_to_actor_call_and_caller_identity(node):
     async def go():
         async with actrhost.connect(node.config_path) as shell:
-            answer = await shell.call("relay", "test.Relay.Forward", b"test+Echo test.Echo.Whoami x")
+            answer = await shell.call(
+                "relay", "test.Relay.Forward", b"test+Echo test.Echo.Whoami x"
+            )
             self_id, caller_id, request_id, *_ = answer.decode().split("|")
             assert ActrId.parse(self_id).type == ActrType("test", "Echo")
             assert ActrId.parse(caller_id).type == ActrType("test", "Relay")
@@ -145,7 +147,9 @@ def test_nested_call_inherits_the_smaller_deadline(node):
             started = time.monotonic()
             # relay's own call has timeout=30 s but must give up at the shell's 0.3 s.
             with pytest.raises(DeadlineExceeded):
-                await shell.call("relay", "test.Relay.Forward", b"test+Echo test.Echo.Sleep 2", timeout=0.3)
+                await shell.call(
+                    "relay", "test.Relay.Forward", b"test+Echo test.Echo.Sleep 2", timeout=0.3
+                )
             assert time.monotonic() - started < 1.0
             await asyncio.sleep(0.5)
             status = await shell.status()
@@ -233,8 +237,11 @@ def test_traceparent_travels_from_caller_to_callee(node):
             )
             assert direct.decode().split("|")[3:5] == [trace, "k=v"]
             nested = await shell.call(
-                "relay", "test.Relay.Forward", b"test+Echo test.Echo.Whoami x",
-                traceparent=trace, tracestate="k=v",
+                "relay",
+                "test.Relay.Forward",
+                b"test+Echo test.Echo.Whoami x",
+                traceparent=trace,
+                tracestate="k=v",
             )
             parent = nested.decode().split("|")[3]
             version, trace_id, span_id, flags = parent.split("-")

@@ -5,10 +5,32 @@ from __future__ import annotations
 import actrhost
 
 PUBLIC = [
-    "ActorInfo", "ActorState", "ActrError", "ActrId", "ActrType", "Actor", "BadRequest",
-    "ClosedResourceError", "ConfigError", "Context", "DataStream", "DeadlineExceeded", "Dest",
-    "ErrorCode", "HandlerError", "MediaSample", "MediaType", "NotFound", "PayloadType", "PermissionDenied", "Realm", "Shell",
-    "Unauthorized", "Unavailable", "connect", "rpc",
+    "ActorInfo",
+    "ActorState",
+    "ActrError",
+    "ActrId",
+    "ActrType",
+    "Actor",
+    "BadRequest",
+    "ClosedResourceError",
+    "ConfigError",
+    "Context",
+    "DataStream",
+    "DeadlineExceeded",
+    "Dest",
+    "ErrorCode",
+    "HandlerError",
+    "MediaSample",
+    "MediaType",
+    "NotFound",
+    "PayloadType",
+    "PermissionDenied",
+    "Realm",
+    "Shell",
+    "Unauthorized",
+    "Unavailable",
+    "connect",
+    "rpc",
 ]
 
 
@@ -28,11 +50,22 @@ def test_design_contract_names_exist():
 
     assert {Dest.SHELL, Dest.LOCAL} and Dest.actor(ActrId.parse("1@1:a+b")).kind == "actor"
     assert [p.name for p in PayloadType] == [
-        "RPC_RELIABLE", "RPC_SIGNAL", "STREAM_RELIABLE", "STREAM_LATENCY_FIRST", "MEDIA_RTP",
+        "RPC_RELIABLE",
+        "RPC_SIGNAL",
+        "STREAM_RELIABLE",
+        "STREAM_LATENCY_FIRST",
+        "MEDIA_RTP",
     ]
     for method in (
-        "call", "tell", "discover", "register_stream", "unregister_stream", "send_data_stream",
-        "register_media_track", "unregister_media_track", "send_media_sample",
+        "call",
+        "tell",
+        "discover",
+        "register_stream",
+        "unregister_stream",
+        "send_data_stream",
+        "register_media_track",
+        "unregister_media_track",
+        "send_media_sample",
     ):
         assert callable(getattr(Context, method))
     for method in ("call", "tell", "discover", "actors", "on_rpc"):

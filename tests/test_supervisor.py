@@ -68,7 +68,9 @@ def test_sigkill_supervisor_leaves_no_process_and_no_socket(node_factory):
     wait_until(lambda: not node.run_dir.exists(), 1.0, "socket files to be removed")
 
 
-def test_graceful_shutdown_answers_in_flight_calls_and_runs_on_stop(node_factory, tmp_path, monkeypatch):
+def test_graceful_shutdown_answers_in_flight_calls_and_runs_on_stop(
+    node_factory, tmp_path, monkeypatch
+):
     markers = tmp_path / "markers.txt"
     monkeypatch.setenv("ACTRHOST_TEST_MARKERS", str(markers))
     node = node_factory(
@@ -85,7 +87,9 @@ def test_graceful_shutdown_answers_in_flight_calls_and_runs_on_stop(node_factory
 
     async def go():
         async with actrhost.connect(node.config_path) as shell:
-            quick = asyncio.ensure_future(shell.call("hooks", "test.Hooks.Sleep", b"0.5", timeout=10))
+            quick = asyncio.ensure_future(
+                shell.call("hooks", "test.Hooks.Sleep", b"0.5", timeout=10)
+            )
             slow = asyncio.ensure_future(shell.call("hooks", "test.Hooks.Sleep", b"60", timeout=30))
             for _ in range(250):  # both calls are being handled before the stop begins
                 status = await shell.status()
@@ -138,7 +142,9 @@ def test_restart_limit_gives_up_with_a_clear_log_line(node_factory):
 
     node.process = subprocess.Popen(
         [sys.executable, "-m", "actrhost", "run", str(node.config_path)],
-        stdout=node._log, stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=node._log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
     def gave_up() -> bool:
@@ -181,8 +187,11 @@ def test_restart_policies(node_factory, policy, exit_code, restarted):
     run(go())
     wait_until(lambda: not pid_alive(first_pid), 5, "the actor to exit")
     if restarted:
-        wait_until(lambda: node.actors()[0].state == "running" and node.actors()[0].pid != first_pid,
-                   5, "the restart")
+        wait_until(
+            lambda: node.actors()[0].state == "running" and node.actors()[0].pid != first_pid,
+            5,
+            "the restart",
+        )
     else:
         expected = "stopped" if exit_code == 0 else "failed"
         wait_until(lambda: node.actors()[0].state == expected, 5, f"state {expected}")
@@ -228,7 +237,9 @@ def test_node_refuses_a_second_supervisor_on_the_same_run_dir(node_factory):
 
     second = subprocess.run(
         [sys.executable, "-m", "actrhost", "run", str(node.config_path)],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert second.returncode == 1
     assert "already running" in second.stderr

@@ -28,14 +28,26 @@ def test_actr_type_and_id_text_forms_round_trip():
 
 @pytest.mark.parametrize(
     "text",
-    ["", "acme", "acme+", "+Echo", "a+b+c", "1acme+Echo", "acme+Echo_", "acme+" + "x" * 33, "ac me+E"],
+    [
+        "",
+        "acme",
+        "acme+",
+        "+Echo",
+        "a+b+c",
+        "1acme+Echo",
+        "acme+Echo_",
+        "acme+" + "x" * 33,
+        "ac me+E",
+    ],
 )
 def test_bad_actor_types_are_refused(text):
     with pytest.raises(BadRequest, match="invalid"):
         ActrType.parse(text)
 
 
-@pytest.mark.parametrize("text", ["", "12@1", "xyz@1:a+b", "12@:a+b", "12@1:a", "12@1:a+b+c", "1" * 17 + "@1:a+b"])
+@pytest.mark.parametrize(
+    "text", ["", "12@1", "xyz@1:a+b", "12@:a+b", "12@1:a", "12@1:a+b+c", "1" * 17 + "@1:a+b"]
+)
 def test_bad_actor_ids_are_refused(text):
     with pytest.raises(BadRequest):
         ActrId.parse(text)
@@ -65,9 +77,17 @@ def test_envelope_round_trip_keeps_every_field():
     a = ActrId.parse("1f@1:demo+Echo")
     b = ActrId.parse("20@1:demo+Client")
     env = wire.Envelope(
-        wire.REQUEST, "demo.Echo.Say", b"\x00payload", request_id="r-1", source=b, target=a,
-        payload_type=actrhost.PayloadType.RPC_SIGNAL, deadline_ns=123456789, timeout_ms=250,
-        traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01", tracestate="k=v",
+        wire.REQUEST,
+        "demo.Echo.Say",
+        b"\x00payload",
+        request_id="r-1",
+        source=b,
+        target=a,
+        payload_type=actrhost.PayloadType.RPC_SIGNAL,
+        deadline_ns=123456789,
+        timeout_ms=250,
+        traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01",
+        tracestate="k=v",
         metadata=(("a", "1"), ("b", "2")),
     )
     back = wire.decode(wire.encode(env))
@@ -91,8 +111,11 @@ def test_malformed_frames_raise_bad_request(data):
 def test_generated_protobuf_code_is_not_stale(tmp_path):
     """Regenerate *_pb2.py with the pinned grpcio-tools and compare byte for byte."""
     pytest.importorskip("grpc_tools")
-    subprocess.run([sys.executable, str(REPO / "scripts" / "gen_proto.py"), str(tmp_path)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "gen_proto.py"), str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
     generated = sorted((tmp_path / "actrhost" / "proto").glob("*_pb2.py"))
     assert generated
     for path in generated:

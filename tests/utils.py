@@ -151,7 +151,9 @@ class Node:
                 self.process.wait(5)
         if self.process is not None:
             try:
-                wait_until(lambda: not any(pid_alive(p) for p in self.seen_pids), 5, "workers to exit")
+                wait_until(
+                    lambda: not any(pid_alive(p) for p in self.seen_pids), 5, "workers to exit"
+                )
             finally:
                 for pid in self.seen_pids:
                     if pid_alive(pid):
