@@ -147,19 +147,23 @@ class RpcEndpoint:
             return None
 
     def _on_router_message(self, parts: list[bytes]) -> None:
-        if len(parts) != 2:
+        # [routing id, frame] — or several frames a sender batched (stream chunks sent
+        # back to back travel as one ZeroMQ message: see StreamSender).
+        if len(parts) < 2:
             self.counters.malformed_frames += 1
-            log.warning("%r: dropped a message of %d parts (expected 1)", self, len(parts) - 1)
+            log.warning("%r: dropped a message without a frame", self)
             return
-        env = self._decode(parts[1])
-        if env is None:
-            return
-        if type(env) is StreamFrame:
-            self._stream_frame(env)
-        elif env.direction == wire.RESPONSE:
-            self._resolve(env)
-        else:
-            self._on_request(env, parts[0])
+        routing_id = parts[0]
+        for data in parts[1:]:
+            env = self._decode(data)
+            if env is None:
+                continue
+            if type(env) is StreamFrame:
+                self._stream_frame(env)
+            elif env.direction == wire.RESPONSE:
+                self._resolve(env)
+            else:
+                self._on_request(env, routing_id)
 
     def _stream_frame(self, frame: StreamFrame) -> None:
         if self._on_stream is None:

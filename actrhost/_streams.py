@@ -50,6 +50,10 @@ LOSSY_LANES = frozenset({PayloadType.STREAM_LATENCY_FIRST, PayloadType.MEDIA_RTP
 #: consumer frees space within one callback, so a short capped backoff is enough.
 RING_POLL_MIN_S = 0.0002
 RING_POLL_MAX_S = 0.005
+#: Ring descriptors sent as one ZeroMQ message at most (they are ~100 bytes each).
+MAX_BATCH_FRAMES = 64
+#: How long queued descriptors may wait for a busy socket before the ring is given up.
+FLUSH_WAIT_S = 30.0
 
 
 @dataclass
@@ -108,6 +112,8 @@ class StreamSender:
         # Endpoints a frame already went to: a lossy lane drops when one of those is busy,
         # but waits for a first connection instead of dropping everything until it is up.
         self._connected: set[str] = set()
+        self._batches: dict[str, list[bytes]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self.counters = StreamCounters()
         self._loop = asyncio.get_running_loop()
 
@@ -139,6 +145,10 @@ class StreamSender:
         last frames may still be on their way, and the reader removes the name when it
         attaches (or the supervisor, at shutdown).
         """
+        for endpoint in list(self._batches):
+            self._flush(endpoint, -1)
+        for task in self._tasks:
+            task.cancel()
         for serial, _pid in list(self._writers):
             self.forget_target(serial, unlink=unlink)
 
@@ -176,9 +186,11 @@ class StreamSender:
                 "smaller chunks"
             )
         link = self._rpc.link(endpoint)
-        # Make sure the frame can go out before writing the record: a committed record
-        # that never reaches the reader would block the ring's release order for good.
-        if not link.writable():
+        # A committed record that never reaches the reader would block the ring's release
+        # order for good. A lossy lane, which must not wait after writing, checks first
+        # that the frame can go out; a reliable one waits for the socket after writing
+        # (below) and only checks before its first frame (the link may still connect).
+        if (lossy or endpoint not in self._connected) and not link.writable():
             if lossy and endpoint in self._connected:
                 self.counters.dropped_sender += 1
                 return False
@@ -189,19 +201,53 @@ class StreamSender:
             self.counters.dropped_sender += 1
             return False
         frame.shm = descriptor.to_bytes()
-        data = wire.encode_stream(frame)
-        try:
-            link.send_nowait(data)
-        except zmq.Again:
-            if not await self._send_frame(endpoint, data, deadline, lossy=False):
-                # Unreachable after a writable check unless the peer vanished: this ring is
-                # unusable now (an unreleasable record), so start a new one next time.
-                self.forget_target(target.serial_number)
-                raise Unavailable(f"{endpoint} stopped accepting stream frames") from None
+        self._queue_frame(endpoint, wire.encode_stream(frame), target.serial_number)
         self._connected.add(endpoint)
         self.counters.chunks_sent += 1
         self.counters.bytes_via_shm += size
         return True
+
+    def _queue_frame(self, endpoint: str, data: bytes, target_serial: int) -> None:
+        """Queue a ring descriptor; descriptors queued in one loop iteration go out as one
+        ZeroMQ message. A send wakes ZeroMQ's I/O thread, which at 1 MiB chunks cost more
+        than the bookkeeping around the copy (scripts/bench_stream.py profile)."""
+        frames = self._batches.get(endpoint)
+        if frames is None:
+            frames = self._batches[endpoint] = []
+            self._loop.call_soon(self._flush, endpoint, target_serial)
+        frames.append(data)
+        if len(frames) >= MAX_BATCH_FRAMES:
+            self._flush(endpoint, target_serial)
+
+    def _flush(self, endpoint: str, target_serial: int) -> None:
+        frames = self._batches.pop(endpoint, None)
+        if not frames:
+            return
+        try:
+            self._rpc.link(endpoint).send_multipart_nowait([*frames])
+        except zmq.Again:
+            # The records are committed: the frames must reach the reader, or the ring
+            # could never release them. Wait for the socket (bounded) in the background.
+            task = self._loop.create_task(self._flush_later(endpoint, frames, target_serial))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        except zmq.ZMQError as exc:
+            log.warning("stream frames to %s lost: %s", endpoint, exc)
+            self.forget_target(target_serial)
+
+    async def _flush_later(self, endpoint: str, frames: list[bytes], target_serial: int) -> None:
+        link = self._rpc.link(endpoint)
+        deadline = self._loop.time() + FLUSH_WAIT_S
+        while await link.wait_writable(deadline):
+            try:
+                link.send_multipart_nowait(frames)
+                return
+            except zmq.Again:
+                continue
+        # The receiver is gone or stuck: this ring can never be released in order again;
+        # the next send starts a new one (and the directory tells the sender if it died).
+        log.warning("%d stream frame(s) to %s not delivered in %.0fs", len(frames), endpoint, FLUSH_WAIT_S)
+        self.forget_target(target_serial)
 
     async def _write_record(
         self, writer: RingWriter, buffer: Any, array_meta: bytes, lossy: bool, deadline: float
@@ -226,6 +272,12 @@ class StreamSender:
                 pause = min(pause * 2, RING_POLL_MAX_S)
 
     async def _send_frame(self, endpoint: str, data: bytes, deadline: float, lossy: bool) -> bool:
+        if endpoint in self._batches:
+            # Descriptors are waiting to go out: queue behind them, or chunks of one
+            # stream would overtake each other.
+            self._batches[endpoint].append(data)
+            self.counters.chunks_sent += 1
+            return True
         if lossy and endpoint in self._connected:
             try:
                 self._rpc.link(endpoint).send_nowait(data)

@@ -290,8 +290,7 @@ def test_sigkill_receiver_frees_its_rings_and_sender_gets_unavailable(node):
                     await asyncio.sleep(0.05)
             got = (await results(shell, "s0", 3))["s0"]
             assert [c["crc"] for c in got] == [s["crc"] for s in sent]
-            status = await shell.status()
-            assert status["segments_reclaimed"] >= 1
+            assert node.segments() == []
 
     run(go(), 60)
 
@@ -300,6 +299,7 @@ def test_rings_are_unlinked_once_attached_and_in_flight_rings_of_a_dead_sender_a
     async def go():
         async with actrhost.connect(node.config_path) as shell:
             await send(shell, sizes=[100_000] * 3)
+            await results(shell, "s0", 3)
             # The reader unlinked the name when it attached: nothing is left to leak.
             assert node.segments() == []
             source = next(i for i in await shell.actors() if i.name == "source")
