@@ -1,0 +1,78 @@
+"""``python -m actrhost.gateway``: the gateway process (started by the supervisor only).
+
+Like a worker: asks Linux for SIGTERM when the supervisor dies (PR_SET_PDEATHSIG) and
+also polls ``getppid()``, ignores SIGINT (Ctrl-C reaches the whole process group; only
+the supervisor decides what it means), and stops gracefully on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from .._config import load_config
+from .._errors import ConfigError
+from ..workers._worker import set_parent_death_signal
+from ._gateway import Gateway
+from ._ice import use_host_addresses
+from ._spec import SPEC_ENV, GatewaySpec
+
+
+def main() -> int:
+    """Entry of the gateway process; returns its exit code."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    set_parent_death_signal(signal.SIGTERM)
+    try:
+        spec = GatewaySpec.from_json(os.environ[SPEC_ENV])
+    except KeyError:
+        print(
+            f"actrhost gateway: {SPEC_ENV} is not set (started by the supervisor only)",
+            file=sys.stderr,
+        )
+        return 2
+    except ValueError as exc:
+        print(f"actrhost gateway: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=os.environ.get("ACTRHOST_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)-7s gateway[%(process)d] %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # aioice logs every candidate pair check at INFO: far too much for a node's log.
+    logging.getLogger("aioice").setLevel(max(logging.WARNING, logging.getLogger().level))
+    if os.getppid() != spec.supervisor_pid:
+        return 1  # the supervisor died before we could ask to be told
+    try:
+        config = load_config(spec.config_path)
+    except ConfigError as exc:
+        print(f"actrhost gateway: {exc}", file=sys.stderr)
+        return 2
+    use_host_addresses(config.webrtc.ice_host_addresses)
+
+    async def amain() -> int:
+        gateway = Gateway(spec, config)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, gateway.request_stop)
+        return await gateway.run()
+
+    return run_loop(amain())
+
+
+def run_loop(coro: Any) -> int:
+    """Run the gateway's loop: uvloop when installed (``ACTRHOST_GATEWAY_LOOP=asyncio``
+    forces the standard loop), as aiortc's per-packet work is mostly loop overhead."""
+    if os.environ.get("ACTRHOST_GATEWAY_LOOP", "auto") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return int(uvloop.run(coro))
+    return int(asyncio.run(coro))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

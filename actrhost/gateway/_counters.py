@@ -1,0 +1,21 @@
+"""Counters of the gateway process (``stats``), besides those per remote node."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class GatewayCounters:
+    """What the gateway counts besides per-node traffic."""
+
+    malformed_local: int = 0
+    late_responses: int = 0
+    calls_out: int = 0
+    calls_in: int = 0
+    failed_calls: int = 0
+    undeliverable: int = 0
+    discoveries: int = 0
+    locates: int = 0
+    dropped_media: int = 0
+    bad_relays: int = 0

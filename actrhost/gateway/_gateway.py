@@ -1,0 +1,371 @@
+"""The gateway process: the node's one endpoint for actors on other nodes.
+
+To local workers the gateway is one more ZeroMQ endpoint (a ROUTER, same frames as a
+worker's): every frame whose target is not on this node goes there. The gateway finds
+the node hosting the target through the signaling relay, forwards the frame on the data
+channel of its lane, and routes the answer back to the caller. Frames arriving from
+other nodes go to the local worker through a DEALER, like any caller's. See
+docs/gateway.md for the contract with the supervisor and the wire details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from collections import OrderedDict, deque
+from typing import Any
+
+import zmq
+
+from .. import _control as control
+from .._config import Config
+from .._directory import ActorState, Directory
+from .._errors import ActrError, NotFound, PermissionDenied, Unavailable
+from .._ids import ActrId
+from .._rpc import configure_socket
+from .._zmqloop import LoopSocket
+from ..shm import RingReader
+from ..signaling import (
+    RelayMessage,
+    RoleAssignment,
+    RoleNegotiation,
+    SdpAnswer,
+    SdpOffer,
+    SignalingClient,
+)
+from ._counters import GatewayCounters
+from ._inbound import Inbound, _InCall, _Waiting
+from ._outbound import Outbound, _Locate, _OutCall
+from ._peer import Callbacks, PeerConnection
+from ._remote import RemoteNode, parse_session, session_id
+from ._spec import GatewaySpec, acl_rules, credential_hex, register
+from ._types import TERMINAL, LinkState, Tuning
+
+log = logging.getLogger(__name__)
+
+#: How often changed credentials (renewals) are reported to the supervisor.
+CREDENTIAL_REPORT_S = 60.0
+
+
+class Gateway(Outbound, Inbound):
+    """The gateway of one node (one per process)."""
+
+    def __init__(self, spec: GatewaySpec, config: Config) -> None:
+        self.spec = spec
+        self.config = config
+        self.node_id = spec.node_id
+        overrides: dict[str, Any] = {"connect_timeout_s": config.webrtc.connect_timeout_s}
+        overrides.update(spec.tuning)
+        self.tuning = Tuning(**overrides)
+        self.counters = GatewayCounters()
+        self.directory = Directory()
+        self._actor_configs = {actor.name: actor for actor in config.actors}
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._zctx = zmq.Context()
+        hwm = config.node.hwm_messages
+        self._hwm = hwm
+        router = self._zctx.socket(zmq.ROUTER)
+        configure_socket(router, hwm)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        router.bind(spec.endpoint)
+        self._router = LoopSocket(router, self._on_router, "gateway in")
+        ctl = self._zctx.socket(zmq.DEALER)
+        ctl.setsockopt(zmq.LINGER, 1000)
+        ctl.setsockopt(zmq.ROUTING_ID, b"g:" + spec.node_id.encode())
+        ctl.connect(spec.control_endpoint)
+        self._control = LoopSocket(ctl, self._on_control, "gateway control")
+        self._dealers: dict[str, LoopSocket] = {}
+        self._overflow: dict[str, deque[_Waiting]] = {}
+        self._signaling: SignalingClient | None = None
+        self._regs: dict[ActrId, Any] = {}
+        self._instances: list[tuple[Any, Any]] = []
+        self._last_report: dict[str, str] = {}
+        self._nodes: dict[str, RemoteNode] = {}
+        self._node_of: dict[ActrId, str] = {}
+        self._locating: dict[ActrId, _Locate] = {}
+        self._pending_out: dict[str, _OutCall] = {}
+        self._pending_in: dict[str, _InCall] = {}
+        self._in_ids = itertools.count(1)
+        self._out_ids = itertools.count(1)
+        self._readers: OrderedDict[str, RingReader] = OrderedDict()
+        self._pressure: set[object] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._callbacks = Callbacks(
+            on_frame=self._on_link_frame,
+            on_control=self._on_link_control,
+            on_state=lambda pc, state, reason: None,  # RemoteNode reports instead
+            on_pressure=self._on_pressure,
+            on_media=self._deliver_media,
+            parse_id=ActrId.parse,
+        )
+
+    def __repr__(self) -> str:
+        return f"Gateway({self.node_id})"
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%r: background task failed", self, exc_info=task.exception())
+
+    # -- life cycle --------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Register, serve until stopped, close. Returns the exit code."""
+        self._send_control({"op": control.HELLO, "pid": os.getpid()})
+        client = SignalingClient(
+            self.spec.signaling_url, on_relay=self._on_relay, on_reregistered=self._on_reregistered
+        )
+        self._signaling = client
+        try:
+            await client.connect()
+            await self._register_all(client)
+        except (ActrError, OSError) as exc:
+            log.error("%r: registration with %s failed: %s", self, self.spec.signaling_url, exc)
+            await client.aclose(unregister=False)
+            self._close()
+            return 1
+        self._send_control({"op": control.STATE, "state": ActorState.RUNNING.value})
+        watch = asyncio.ensure_future(self._watch_parent())
+        report = asyncio.ensure_future(self._report_credentials())
+        try:
+            await self._stop.wait()
+        finally:
+            watch.cancel()
+            report.cancel()
+            await self._shutdown(client)
+        return 0
+
+    async def _register_all(self, client: SignalingClient) -> None:
+        realm = self.config.node.realm
+        timeout_s = client.request_timeout_s
+        regs = await asyncio.gather(
+            *(
+                register(
+                    client, inst, realm, acl_rules(self.config.actor(inst.name).acl), timeout_s
+                )
+                for inst in self.spec.instances
+            )
+        )
+        self._instances = list(zip(self.spec.instances, regs, strict=True))
+        self._regs = {reg.actr_id: reg for reg in regs if reg.actr_id is not None}
+        self._report_registered()
+
+    def _report_registered(self) -> None:
+        items = [
+            {
+                "name": inst.name,
+                "index": inst.index,
+                "id": str(reg.actr_id),
+                "credential_hex": credential_hex(reg),
+            }
+            for inst, reg in self._instances
+        ]
+        self._last_report = {item["id"]: item["credential_hex"] for item in items}
+        self._send_control({"op": "registered", "ids": items})
+
+    async def _report_credentials(self) -> None:
+        """Renewed credentials go to the supervisor, so a restarted gateway keeps the ids."""
+        while True:
+            await asyncio.sleep(CREDENTIAL_REPORT_S)
+            now = {str(r.actr_id): credential_hex(r) for r in self._regs.values()}
+            if now != self._last_report:
+                self._report_registered()
+
+    def _on_reregistered(self, reg: Any, old_id: ActrId) -> None:
+        log.error(
+            "%r: signaling gave %s a new id %s; its worker keeps the old one",
+            self,
+            old_id,
+            reg.actr_id,
+        )
+        self._regs.pop(old_id, None)
+        self._regs[reg.actr_id] = reg
+        self._report_registered()
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop (SIGTERM, the supervisor's stop, or its death)."""
+        self._stop.set()
+
+    async def _watch_parent(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            if os.getppid() != self.spec.supervisor_pid:
+                log.warning("%r: supervisor %d is gone; stopping", self, self.spec.supervisor_pid)
+                self.request_stop()
+                return
+
+    async def _shutdown(self, client: SignalingClient) -> None:
+        self._send_control({"op": control.STATE, "state": ActorState.STOPPING.value})
+        for request_id in list(self._pending_out):
+            self._fail_out(request_id, Unavailable(f"gateway of node {self.node_id} is stopping"))
+        await asyncio.gather(
+            *(node.close() for node in self._nodes.values()), return_exceptions=True
+        )
+        await client.aclose()
+        for task in list(self._tasks):
+            task.cancel()
+        self._send_control({"op": control.STATE, "state": ActorState.STOPPED.value})
+        self._close()
+
+    def _close(self) -> None:
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
+        for dealer in self._dealers.values():
+            dealer.close()
+        self._router.close()
+        self._control.close(linger_ms=500)
+        self._zctx.term()
+        if self.spec.endpoint.startswith("ipc://"):
+            try:
+                os.unlink(self.spec.endpoint.removeprefix("ipc://"))
+            except FileNotFoundError:
+                pass
+
+    # -- control -----------------------------------------------------------------------
+
+    def _send_control(self, message: dict[str, Any]) -> None:
+        try:
+            self._control.send_nowait(control.encode(message))
+        except zmq.ZMQError as exc:
+            log.debug("%r: control message %s not sent: %s", self, message["op"], exc)
+
+    def _on_control(self, parts: list[bytes]) -> None:
+        message = control.decode(parts[-1]) if len(parts) == 1 else None
+        if message is None:
+            self.counters.malformed_local += 1
+            return
+        op = message["op"]
+        if op == control.DIRECTORY:
+            if self.directory.update(message):
+                for reader in self._readers.values():
+                    reader.close()  # rings of dead workers are unlinked; attach afresh
+                self._readers.clear()
+        elif op == control.STOP:
+            self.request_stop()
+        elif op == control.STATS_REQUEST:
+            self._send_control(
+                {"op": control.STATS, "req": message.get("req"), "stats": self.stats()}
+            )
+
+    def stats(self) -> dict[str, Any]:
+        """Gateway counters and one entry per remote node (``actrhost status``)."""
+        client = self._signaling
+        return {
+            "node_id": self.node_id,
+            "signaling": client.state.value if client is not None else "new",
+            "registered": len(self._regs),
+            "pending_out": len(self._pending_out),
+            "pending_in": len(self._pending_in),
+            **vars(self.counters),
+            "remote_nodes": {node_id: node.stats() for node_id, node in self._nodes.items()},
+        }
+
+    # -- remote nodes ------------------------------------------------------------------
+
+    def _remote(self, node_id: str) -> RemoteNode:
+        node = self._nodes.get(node_id)
+        if node is None:
+            node = RemoteNode(
+                self.node_id,
+                node_id,
+                webrtc=self.config.webrtc,
+                tuning=self.tuning,
+                callbacks=self._callbacks,
+                relay=self._relay_to_node,
+                on_state=self._on_node_state,
+            )
+            self._nodes[node_id] = node
+        return node
+
+    def _learn(
+        self, remote_actor: ActrId, node_id: str, local_actor: ActrId | None = None
+    ) -> RemoteNode:
+        node = self._remote(node_id)
+        self._node_of[remote_actor] = node_id
+        node.actors.add(remote_actor)
+        if local_actor is not None and local_actor in self._regs:
+            node.add_pair(local_actor, remote_actor)
+        return node
+
+    async def _relay_to_node(
+        self, node: RemoteNode, payload: Any, session: str
+    ) -> RoleAssignment | None:
+        pairs = list(node.pairs)
+        if not pairs and self._regs:
+            local = next(iter(self._regs))
+            pairs = [(local, remote) for remote in list(node.actors)[:4]]
+        error: ActrError = Unavailable(f"no actor known on node {node.node_id} to relay through")
+        for local, remote in pairs:
+            reg = self._regs.get(local)
+            if reg is None:
+                continue
+            try:
+                return await reg.relay(remote, payload, session_id=session)
+            except (NotFound, PermissionDenied) as exc:
+                # Maybe not registered right now (its node restarting): try the next pair,
+                # but keep this one; a restarted actor comes back with the same id.
+                error = exc
+        raise error
+
+    def _on_node_state(
+        self, node: RemoteNode, pc: PeerConnection, state: LinkState, reason: str
+    ) -> None:
+        if state not in TERMINAL:
+            return
+        # Every call waiting on this node fails now, not at its deadline.
+        error = Unavailable(f"connection to node {node.node_id} lost: {reason}")
+        failed = [rid for rid, call in self._pending_out.items() if call.node == node.node_id]
+        for request_id in failed:
+            self._fail_out(request_id, error)
+        for local_id in [lid for lid, call in self._pending_in.items() if call.pc is pc]:
+            self._pending_in.pop(local_id).timer.cancel()
+        if failed:
+            log.info(
+                "%r: failed %d pending calls to node %s: %s",
+                self,
+                len(failed),
+                node.node_id,
+                reason,
+            )
+
+    async def _on_relay(self, message: RelayMessage) -> None:
+        parsed = parse_session(message.session_id)
+        if parsed is None or message.target not in self._regs:
+            self.counters.bad_relays += 1
+            return
+        kind, first, second = parsed
+        payload = message.payload
+        if kind == "neg" and isinstance(payload, RoleAssignment) and first != self.node_id:
+            node = self._learn(message.source, first, message.target)
+            node.ensure(payload.is_offerer)
+            locate = self._locating.get(message.source)
+            if locate is not None and not locate.found.done():
+                locate.found.set_result(first)
+            if not second:
+                # A locate: tell the asking node where the target lives.
+                reply = session_id("neg", self.node_id, first)
+                reg = self._regs[message.target]
+                self._spawn(self._relay_quietly(reg, message.source, RoleNegotiation(), reply))
+        elif kind == "pc" and isinstance(payload, SdpOffer) and second == self.node_id:
+            node = self._learn(message.source, first, message.target)
+            self._spawn(node.on_offer(payload.sdp, message.session_id))
+        elif kind == "pc" and isinstance(payload, SdpAnswer) and first == self.node_id:
+            node = self._learn(message.source, second, message.target)
+            self._spawn(node.on_answer(payload.sdp, message.session_id))
+        else:
+            self.counters.bad_relays += 1
+
+    async def _relay_quietly(self, reg: Any, target: ActrId, payload: Any, session: str) -> None:
+        try:
+            await reg.relay(target, payload, session_id=session)
+        except ActrError as exc:
+            log.info("%r: relay to %s failed: %s", self, target, exc)

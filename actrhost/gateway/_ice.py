@@ -1,0 +1,122 @@
+"""ICE settings for the gateway's peer connections, from the ``[webrtc]`` config table.
+
+Three facts about aiortc / aioice on this machine (DESIGN §10) shape this module:
+
+* With ``iceServers`` unset aiortc contacts a public STUN server. We always pass an
+  explicit list built from the config (empty by default), so nothing leaves the machine
+  unless the config says so.
+* aioice gathers host candidates from every interface *except* 127.0.0.1 and ::1
+  (``aioice.ice.get_host_addresses``), so two gateways on one machine with only loopback
+  never connect, and aiortc then skips ICE without ever failing. aioice offers no hook
+  for this (aiortc/aioice issue #2 and pull request #57 discuss one; not merged), so
+  :func:`use_host_addresses` replaces that one module-level function, inside the gateway
+  process only, with one returning exactly ``[webrtc] ice_host_addresses``.
+  ``gather_candidates`` looks the function up at call time, so the replacement applies
+  to every connection created afterwards.
+* ``force_relay`` maps to ``iceTransportPolicy = "relay"``: aioice then gathers no host
+  or server-reflexive candidate at all (RFC 9429 §3.5.3), only TURN relay candidates.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aioice.ice
+from aiortc import RTCConfiguration, RTCIceServer
+from aiortc.rtcconfiguration import RTCIceTransportPolicy
+
+from .._config import WebrtcConfig
+
+log = logging.getLogger(__name__)
+
+#: What aioice had before :func:`use_host_addresses` (kept for tests and for undoing).
+_ORIGINAL_GET_HOST_ADDRESSES: Callable[[bool, bool], list[str]] = aioice.ice.get_host_addresses
+
+
+def use_host_addresses(addresses: Sequence[str] | None) -> None:
+    """Make aioice gather host candidates on exactly ``addresses`` (None: aioice's default).
+
+    Affects connections created afterwards in this process. Raises RuntimeError if the
+    installed aioice no longer has the function this relies on (checked, never silently
+    ignored: without it two local gateways would hang instead of connecting).
+    """
+    if not callable(getattr(aioice.ice, "get_host_addresses", None)):
+        raise RuntimeError(
+            "aioice.ice.get_host_addresses is missing: this aioice version is not supported "
+            "(ice_host_addresses cannot be applied)"
+        )
+    if addresses is None:
+        aioice.ice.get_host_addresses = _ORIGINAL_GET_HOST_ADDRESSES  # type: ignore[assignment]
+        return
+    parsed = [ipaddress.ip_address(a) for a in addresses]
+
+    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return [
+            str(a) for a in parsed if (a.version == 4 and use_ipv4) or (a.version == 6 and use_ipv6)
+        ]
+
+    aioice.ice.get_host_addresses = get_host_addresses  # type: ignore[assignment]
+    log.debug("ICE host candidates restricted to %s", ", ".join(map(str, parsed)))
+
+
+def ice_servers(webrtc: WebrtcConfig) -> list[RTCIceServer]:
+    """The STUN and TURN servers of ``[webrtc]`` as aiortc wants them.
+
+    aioice uses at most one STUN and one TURN server per connection (the first of each
+    in this list); the rest are ignored by aiortc, which we log once.
+    """
+    servers = [RTCIceServer(urls=url) for url in webrtc.stun_urls]
+    servers += [
+        RTCIceServer(urls=turn.url, username=turn.username, credential=turn.credential)
+        for turn in webrtc.turn_servers
+    ]
+    if len(webrtc.stun_urls) > 1 or len(webrtc.turn_servers) > 1:
+        log.info("aiortc uses only the first STUN and the first TURN server of [webrtc]")
+    return servers
+
+
+def rtc_configuration(webrtc: WebrtcConfig) -> RTCConfiguration:
+    """An explicit RTCConfiguration: never aiortc's default public STUN server."""
+    policy = RTCIceTransportPolicy.RELAY if webrtc.force_relay else RTCIceTransportPolicy.ALL
+    return RTCConfiguration(iceServers=ice_servers(webrtc), iceTransportPolicy=policy)
+
+
+def local_candidate_count(pc: Any) -> int:
+    """How many local candidates the peer connection gathered (0: it can never connect)."""
+    count = 0
+    for transceiver_transport in _ice_transports(pc):
+        count += len(transceiver_transport.iceGatherer.getLocalCandidates())
+    return count
+
+
+def candidate_type_in_use(pc: Any) -> str:
+    """``host``, ``srflx``, ``prflx`` or ``relay`` for the nominated pair, or ``""``.
+
+    aiortc's stats do not report the selected pair; the nominated pair lives in aioice's
+    ``Connection._nominated`` (component 1). Read defensively: a missing attribute in a
+    future aioice only makes this report ``""``.
+    """
+    for transport in _ice_transports(pc):
+        connection = getattr(transport, "_connection", None)
+        nominated = getattr(connection, "_nominated", None) or {}
+        pair = nominated.get(1)
+        if pair is not None:
+            return str(getattr(pair.local_candidate, "type", ""))
+    return ""
+
+
+def _ice_transports(pc: Any) -> list[Any]:
+    """The distinct RTCIceTransports of a peer connection (one when bundled)."""
+    seen: dict[int, Any] = {}
+    sctp = getattr(pc, "sctp", None)
+    if sctp is not None:
+        ice = sctp.transport.transport
+        seen[id(ice)] = ice
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.sender.transport
+        if dtls is not None:
+            seen.setdefault(id(dtls.transport), dtls.transport)
+    return list(seen.values())

@@ -1,0 +1,301 @@
+"""The gateway's inbound half: frames from other nodes to local workers, and answers.
+
+A request from another node gets a fresh local deadline from its ``timeout_ms`` and a
+request id of ours (two nodes may use the same ids), and goes to the worker through a
+DEALER, like any caller's; the answer comes back on that DEALER and goes back over the
+data channel it came from. Streams are handed over as they are; reliable ones are
+acknowledged to the sender only once ZeroMQ took them (the end-to-end window).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from .. import _envelope as wire
+from .._config import ActorConfig
+from .._directory import ActorState, Directory
+from .._envelope import REQUEST, RESPONSE, Envelope, StreamFrame
+from .._errors import ActrError, BadRequest, NotFound, PermissionDenied, Unavailable
+from .._ids import ActrId
+from .._payload_type import PayloadType
+from .._rpc import configure_socket
+from .._zmqloop import LoopSocket
+from ._counters import GatewayCounters
+from ._outbound import NO_DEADLINE_S, _OutCall
+from ._peer import PeerConnection
+
+log = logging.getLogger(__name__)
+
+#: How long a frame may wait for a local worker that is (re)connecting: like a worker's
+#: own sends (actrhost._rpc.CONNECT_WAIT_S); a restarted worker binds within ~150 ms.
+CONNECT_WAIT_S = 1.0
+#: How long a reliable stream chunk may wait for a worker that stopped reading.
+STREAM_WAIT_S = 30.0
+
+
+class _InCall:
+    """A remote caller waiting for a local answer."""
+
+    __slots__ = ("lane", "pc", "request_id", "timer")
+
+    def __init__(
+        self, pc: PeerConnection, request_id: str, lane: int, timer: asyncio.TimerHandle
+    ) -> None:
+        self.pc = pc
+        self.request_id = request_id
+        self.lane = lane
+        self.timer = timer
+
+
+class _Waiting:
+    """A frame waiting for a local worker's socket (connecting, or its queue full)."""
+
+    __slots__ = ("ack", "data", "expires_at", "on_fail")
+
+    def __init__(
+        self,
+        data: bytes,
+        expires_at: float,
+        on_fail: Callable[[], None] | None,
+        ack: PeerConnection | None,
+    ) -> None:
+        self.data = data
+        self.expires_at = expires_at
+        self.on_fail = on_fail
+        self.ack = ack
+
+
+class Inbound:
+    """Mixin of :class:`~._gateway.Gateway`: remote node -> local worker."""
+
+    # Set up by Gateway.__init__.
+    node_id: str
+    counters: GatewayCounters
+    directory: Directory
+    _loop: asyncio.AbstractEventLoop
+    _zctx: zmq.Context
+    _hwm: int
+    _actor_configs: dict[str, ActorConfig]
+    _dealers: dict[str, LoopSocket]
+    _overflow: dict[str, deque[_Waiting]]
+    _pending_in: dict[str, _InCall]
+    _pending_out: dict[str, _OutCall]
+    _in_ids: itertools.count[int]
+    _spawn: Callable[[Any], None]
+    _send_router: Callable[[bytes, bytes], None]
+
+    def _on_link_control(self, pc: PeerConnection, message: dict[str, Any]) -> None:
+        # No control message beyond those the connection handles itself is defined yet.
+        pc.counters.malformed += 1
+
+    def _on_link_frame(self, pc: PeerConnection, lane: int, data: bytes) -> None:
+        try:
+            item = wire.decode(data)
+        except BadRequest as exc:
+            pc.counters.malformed += 1
+            log.warning(
+                "%r: dropped a malformed frame from node %s: %s", self, pc.remote_node, exc.message
+            )
+            return
+        counters = pc.counters.lanes[PayloadType(item.payload_type).name.lower()]
+        counters.frames_in += 1
+        counters.bytes_in += len(data)
+        if isinstance(item, StreamFrame):
+            self._stream_in(pc, item, data)
+        elif item.direction == RESPONSE:
+            call = self._pending_out.get(item.request_id)
+            if call is None or call.node != pc.remote_node:
+                # Late, or not from the node we asked (our ids are easy to guess).
+                self.counters.late_responses += 1
+                return
+            del self._pending_out[item.request_id]
+            call.timer.cancel()
+            item.request_id = call.request_id
+            self._send_router(call.routing_id, wire.encode(item))
+        else:
+            self._call_in(pc, item, lane)
+
+    def _local_endpoint(self, target: ActrId | None, source: ActrId | None) -> str:
+        """Endpoint of a running local actor, or raise the error its caller gets."""
+        entry = self.directory.get(target) if target is not None else None
+        if entry is None:
+            raise NotFound(f"no actor {target} on node {self.node_id}")
+        if source is not None and source.realm != entry.actr_id.realm:
+            raise PermissionDenied(f"realm {source.realm} may not reach {entry.actr_id}")
+        if source is not None:
+            # The worker checks its ACL too; refusing here keeps denied traffic off it.
+            actor = self._actor_configs.get(entry.name)
+            if actor is not None and not actor.acl_allows(source.type, source.realm.realm_id):
+                raise PermissionDenied(f"{source.type} may not call {entry.actr_id}")
+        if entry.state is not ActorState.RUNNING:
+            raise Unavailable(f"actor {entry.actr_id} ({entry.name}) is {entry.state.value}")
+        return entry.endpoint
+
+    def _call_in(self, pc: PeerConnection, env: Envelope, lane: int) -> None:
+        is_request = env.direction == REQUEST
+        try:
+            endpoint = self._local_endpoint(env.target, env.source)
+        except ActrError as exc:
+            if is_request:
+                self._reply_remote(pc, lane, env.request_id, exc)
+            return
+        env.deadline_ns = time.monotonic_ns() + env.timeout_ms * 1_000_000 if env.timeout_ms else 0
+        if is_request:
+            self.counters.calls_in += 1
+            local_id = f"g{next(self._in_ids)}"
+            expires_s = env.timeout_ms / 1000 if env.timeout_ms else NO_DEADLINE_S
+            timer = self._loop.call_later(expires_s + 0.5, self._pending_in.pop, local_id, None)
+            self._pending_in[local_id] = _InCall(pc, env.request_id, lane, timer)
+            original, env.request_id = env.request_id, local_id
+        data = wire.encode(env)
+        if not is_request:
+            self._to_local(endpoint, data, wait_s=CONNECT_WAIT_S, on_fail=self._count_undeliverable)
+            return
+        wait_s = min(CONNECT_WAIT_S, env.timeout_ms / 1000) if env.timeout_ms else CONNECT_WAIT_S
+
+        def not_sent() -> None:
+            call = self._pending_in.pop(local_id, None)
+            if call is not None:
+                call.timer.cancel()
+                error = Unavailable(f"actor {env.target} is not accepting messages")
+                self._reply_remote(pc, lane, original, error)
+
+        self._to_local(endpoint, data, wait_s=wait_s, on_fail=not_sent)
+
+    def _reply_remote(
+        self, pc: PeerConnection, lane: int, request_id: str, error: ActrError
+    ) -> None:
+        env = Envelope(
+            RESPONSE, request_id=request_id, error_code=int(error.code), error_message=error.message
+        )
+        pc.enqueue(lane, wire.encode(env))
+
+    def _dealer(self, endpoint: str) -> LoopSocket:
+        dealer = self._dealers.get(endpoint)
+        if dealer is None:
+            sock = self._zctx.socket(zmq.DEALER)
+            configure_socket(sock, self._hwm)
+            sock.setsockopt(zmq.IMMEDIATE, 1)
+            sock.connect(endpoint)
+            dealer = self._dealers[endpoint] = LoopSocket(
+                sock, self._on_dealer, f"gateway -> {endpoint}"
+            )
+        return dealer
+
+    def _on_dealer(self, parts: list[bytes]) -> None:
+        try:
+            env = wire.decode(parts[-1]) if len(parts) == 1 else None
+        except BadRequest:
+            env = None
+        if not isinstance(env, Envelope) or env.direction != RESPONSE:
+            self.counters.malformed_local += 1
+            return
+        call = self._pending_in.pop(env.request_id, None)
+        if call is None:
+            self.counters.late_responses += 1
+            return
+        call.timer.cancel()
+        env.request_id = call.request_id
+        call.pc.enqueue(call.lane, wire.encode(env))
+
+    def _stream_in(self, pc: PeerConnection, sf: StreamFrame, data: bytes) -> None:
+        reliable = sf.payload_type == PayloadType.STREAM_RELIABLE
+        try:
+            endpoint = self._local_endpoint(sf.target, sf.source)
+        except ActrError as exc:
+            self.counters.undeliverable += 1
+            log.debug("%r: stream frame for %s dropped: %s", self, sf.target, exc.message)
+            if reliable:
+                pc.stream_delivered(len(data))  # never delivered, but don't stall the window
+            return
+        self._deliver_frame(endpoint, data, pc if reliable else None)
+
+    def _deliver_media(self, sf: StreamFrame) -> None:
+        try:
+            endpoint = self._local_endpoint(sf.target, sf.source)
+        except ActrError:
+            self.counters.undeliverable += 1
+            return
+        self._to_local(
+            endpoint, wire.encode_stream(sf), wait_s=0.0, on_fail=self._count_undeliverable
+        )
+
+    def _deliver_frame(
+        self, endpoint: str, data: bytes, reliable_pc: PeerConnection | None
+    ) -> None:
+        """Hand a stream frame to a worker: a reliable one waits (its sender's window bounds
+        how many), a lossy one is dropped when ZeroMQ can't take it now."""
+        if reliable_pc is None:
+            self._to_local(endpoint, data, wait_s=0.0, on_fail=self._count_undeliverable)
+        else:
+            self._to_local(endpoint, data, wait_s=STREAM_WAIT_S, ack=reliable_pc)
+
+    def _count_undeliverable(self) -> None:
+        self.counters.undeliverable += 1
+
+    def _to_local(
+        self,
+        endpoint: str,
+        data: bytes,
+        *,
+        wait_s: float,
+        on_fail: Callable[[], None] | None = None,
+        ack: PeerConnection | None = None,
+    ) -> None:
+        """Send a frame to a local worker, in order with what waits for it already.
+
+        A DEALER (``IMMEDIATE``) takes nothing until connected, and a worker that stops
+        reading fills its queue: then the frame waits up to ``wait_s`` behind earlier
+        ones, and ``on_fail`` runs if it is still not sent.
+        """
+        backlog = self._overflow.get(endpoint)
+        if not backlog:
+            try:
+                self._dealer(endpoint).send_nowait(data)
+            except zmq.ZMQError:
+                pass
+            else:
+                if ack is not None:
+                    ack.stream_delivered(len(data))
+                return
+        if wait_s <= 0:
+            if on_fail is not None:
+                on_fail()
+            return
+        if backlog is None:
+            backlog = self._overflow[endpoint] = deque()
+        backlog.append(_Waiting(data, self._loop.time() + wait_s, on_fail, ack))
+        if len(backlog) == 1:
+            self._spawn(self._drain(endpoint, backlog))
+
+    async def _drain(self, endpoint: str, backlog: deque[_Waiting]) -> None:
+        dealer = self._dealer(endpoint)
+        try:
+            while backlog:
+                first = backlog[0]
+                if not await dealer.wait_writable(first.expires_at):
+                    backlog.popleft()
+                    if first.on_fail is not None:
+                        first.on_fail()
+                    elif first.ack is not None:
+                        self.counters.undeliverable += 1
+                        first.ack.stream_delivered(len(first.data))  # don't stall the window
+                    continue
+                try:
+                    dealer.send_nowait(first.data)
+                except zmq.ZMQError:
+                    continue
+                backlog.popleft()
+                if first.ack is not None:
+                    first.ack.stream_delivered(len(first.data))
+        finally:
+            if self._overflow.get(endpoint) is backlog:
+                del self._overflow[endpoint]

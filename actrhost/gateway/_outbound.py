@@ -1,0 +1,306 @@
+"""The gateway's outbound half: frames from local workers to actors on other nodes.
+
+A request keeps the caller's routing id under a request id of our own (callers' ids are
+unique per node only by convention, and answers from other nodes are matched on it);
+its CLOCK_MONOTONIC deadline becomes the remaining ``timeout_ms`` (meaningless on
+another host); a ring descriptor becomes the payload itself (rings don't cross hosts).
+A target whose node is unknown is located first (a relayed RoleNegotiation, see
+``_gateway.Gateway._on_relay``); its frames wait meanwhile, bounded in bytes and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from .. import _envelope as wire
+from .._directory import GATEWAY_DISCOVER_ROUTE
+from .._envelope import REQUEST, RESPONSE, Envelope, StreamFrame
+from .._errors import ActrError, BadRequest, NotFound, Unavailable
+from .._ids import ActrId, ActrType
+from .._zmqloop import LoopSocket
+from ..shm import Descriptor, RingReader
+from ..signaling import RoleNegotiation
+from ._counters import GatewayCounters
+from ._media import is_track_sample
+from ._remote import RemoteNode, session_id
+
+log = logging.getLogger(__name__)
+
+#: A frame for an actor not yet located waits at most this long (bounded by its deadline).
+LOCATE_TIMEOUT_S = 10.0
+#: Bytes of frames waiting for a location before the gateway stops reading its socket.
+LOCATE_QUEUE_BYTES = 4 * 1024 * 1024
+#: Pending-call entries of calls without a deadline expire after this long.
+NO_DEADLINE_S = 300.0
+#: Ring readers kept attached (one per sending worker and receiver pair).
+MAX_RING_READERS = 64
+
+
+class _OutCall:
+    """A local caller waiting for a remote answer (its own request id, its socket)."""
+
+    __slots__ = ("node", "request_id", "routing_id", "timer")
+
+    def __init__(self, routing_id: bytes, request_id: str, timer: asyncio.TimerHandle) -> None:
+        self.routing_id = routing_id
+        self.request_id = request_id
+        self.node: str | None = None
+        self.timer = timer
+
+
+class _Locate:
+    """Frames waiting to learn which node hosts ``target``."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.frames: list[tuple[int, bytes, str]] = []  # (lane, frame, request id or "")
+        self.size_bytes = 0
+        self.found: asyncio.Future[str] = loop.create_future()
+
+
+class Outbound:
+    """Mixin of :class:`~._gateway.Gateway`: local worker -> remote node."""
+
+    # Set up by Gateway.__init__.
+    node_id: str
+    counters: GatewayCounters
+    _loop: asyncio.AbstractEventLoop
+    _router: LoopSocket
+    _regs: dict[ActrId, Any]
+    _nodes: dict[str, RemoteNode]
+    _node_of: dict[ActrId, str]
+    _locating: dict[ActrId, _Locate]
+    _pending_out: dict[str, _OutCall]
+    _out_ids: itertools.count[int]
+    _readers: OrderedDict[str, RingReader]
+    _pressure: set[object]
+    _spawn: Callable[[Any], None]
+
+    def _on_router(self, parts: list[bytes]) -> None:
+        if len(parts) != 2:
+            self.counters.malformed_local += 1
+            return
+        routing_id, data = parts
+        try:
+            item = wire.decode(data)
+        except BadRequest as exc:
+            self.counters.malformed_local += 1
+            log.warning("%r: dropped a malformed local frame: %s", self, exc.message)
+            return
+        if isinstance(item, StreamFrame):
+            self._stream_out(item, data)
+        elif item.direction == RESPONSE:
+            self.counters.malformed_local += 1  # answers come back on our DEALERs
+        elif item.route_key == GATEWAY_DISCOVER_ROUTE and item.target is None:
+            if item.direction == REQUEST:
+                self._spawn(self._discover(item, routing_id))
+        else:
+            self._call_out(item, routing_id)
+
+    def _call_out(self, env: Envelope, routing_id: bytes) -> None:
+        is_request = env.direction == REQUEST
+        target = env.target
+        if target is None:
+            if is_request:
+                self._reply_local(
+                    routing_id, env.request_id, NotFound("no target actor for a remote call")
+                )
+            return
+        now_ns = time.monotonic_ns()
+        if env.deadline_ns:
+            remaining_ms = (env.deadline_ns - now_ns) // 1_000_000
+            if remaining_ms <= 0:
+                return  # the caller has given up already
+            env.timeout_ms = remaining_ms
+        # CLOCK_MONOTONIC means nothing on another host: only the remaining time travels.
+        env.deadline_ns = 0
+        out_id = ""
+        if is_request:
+            # Our own id on the wire: callers' ids are unique per node only by convention,
+            # and answers from other nodes are matched on it.
+            out_id = f"o{next(self._out_ids)}"
+            expires_s = env.timeout_ms / 1000 if env.timeout_ms else NO_DEADLINE_S
+            timer = self._loop.call_later(expires_s + 0.5, self._expire_out, out_id)
+            self._pending_out[out_id] = _OutCall(routing_id, env.request_id, timer)
+            env.request_id = out_id
+            self.counters.calls_out += 1
+        self._to_actor(target, env.payload_type, wire.encode(env), out_id, env.source)
+
+    def _stream_out(self, sf: StreamFrame, data: bytes) -> None:
+        target = sf.target
+        inline = not sf.shm  # the frame can go on as it came (no deadline in a stream frame)
+        if sf.shm:
+            try:
+                self._inline(sf)
+            except ActrError as exc:
+                self.counters.malformed_local += 1
+                log.warning("%r: could not read %r from its ring: %s", self, sf, exc.message)
+                return
+        if target is None:
+            self.counters.undeliverable += 1
+            return
+        kind = is_track_sample(sf, sf.array_meta)
+        if kind is not None:
+            node_id = self._node_of.get(target)
+            node = self._nodes.get(node_id) if node_id else None
+            pc = node.connection() if node is not None else None
+            sent = False
+            if pc is not None:
+                try:
+                    sent = pc.send_media(sf, sf.payload, sf.array_meta, kind)
+                except (ValueError, TypeError) as exc:
+                    log.warning("%r: media sample not encodable: %s", self, exc)
+            if not sent:
+                self.counters.dropped_media += 1
+                if node is None:
+                    self._locate_only(target, sf.source)
+            return
+        frame = data if inline else wire.encode_stream(sf)
+        self._to_actor(target, sf.payload_type, frame, "", sf.source)
+
+    def _inline(self, sf: StreamFrame) -> None:
+        """Replace a ring descriptor by the payload itself: rings don't cross hosts."""
+        desc = Descriptor.from_bytes(sf.shm)
+        reader = self._readers.get(desc.ring)
+        if reader is None:
+            reader = RingReader.attach(desc.ring)
+            self._readers[desc.ring] = reader
+            while len(self._readers) > MAX_RING_READERS:
+                self._readers.popitem(last=False)[1].close()
+        view = reader.read(desc)
+        try:
+            sf.payload = bytes(view)
+        finally:
+            view.release()
+            reader.retire(desc)
+        if desc.meta:
+            sf.array_meta = desc.meta
+        sf.shm = b""
+
+    def _to_actor(
+        self, target: ActrId, lane: int, frame: bytes, request_id: str, source: ActrId | None
+    ) -> None:
+        node_id = self._node_of.get(target)
+        if node_id is not None:
+            if source is not None and source in self._regs:
+                self._nodes[node_id].add_pair(source, target)
+            self._to_node(node_id, lane, frame, request_id)
+            return
+        locate = self._locating.get(target)
+        if locate is None:
+            locate = self._locating[target] = _Locate(self._loop)
+            self._spawn(self._locate(target, source, locate))
+        locate.frames.append((lane, frame, request_id))
+        locate.size_bytes += len(frame)
+        if sum(x.size_bytes for x in self._locating.values()) > LOCATE_QUEUE_BYTES:
+            self._on_pressure("locate", True)
+
+    def _to_node(self, node_id: str, lane: int, frame: bytes, request_id: str) -> None:
+        if request_id:
+            call = self._pending_out.get(request_id)
+            if call is not None:
+                call.node = node_id
+        self._nodes[node_id].connection().enqueue(lane, frame)
+
+    def _locate_only(self, target: ActrId, source: ActrId | None) -> None:
+        if target not in self._locating:
+            locate = self._locating[target] = _Locate(self._loop)
+            self._spawn(self._locate(target, source, locate))
+
+    async def _locate(self, target: ActrId, source: ActrId | None, locate: _Locate) -> None:
+        """Find the node of ``target``: a RoleNegotiation with an open destination; the
+        target's gateway answers with its own (see _on_relay)."""
+        self.counters.locates += 1
+        reg = self._regs.get(source) if source is not None else None
+        if reg is None and self._regs:
+            reg = next(iter(self._regs.values()))
+        error: ActrError | None = None
+        node_id = ""
+        try:
+            if reg is None:
+                raise Unavailable(f"node {self.node_id} has no registered actor to relay through")
+            await reg.relay(
+                target, RoleNegotiation(), session_id=session_id("neg", self.node_id, "-")
+            )
+            async with asyncio.timeout(LOCATE_TIMEOUT_S):
+                node_id = await asyncio.shield(locate.found)
+        except ActrError as exc:
+            error = exc
+        except TimeoutError:
+            error = Unavailable(
+                f"the node of actor {target} did not answer within {LOCATE_TIMEOUT_S:g} s"
+            )
+        finally:
+            if self._locating.get(target) is locate:
+                del self._locating[target]
+            if not any(x.size_bytes for x in self._locating.values()):
+                self._on_pressure("locate", False)
+        if error is not None:
+            for _lane, _frame, request_id in locate.frames:
+                if request_id:
+                    self._fail_out(request_id, error)
+            return
+        self._node_of[target] = node_id
+        for lane, frame, request_id in locate.frames:
+            self._to_node(node_id, lane, frame, request_id)
+
+    async def _discover(self, env: Envelope, routing_id: bytes) -> None:
+        self.counters.discoveries += 1
+        reg = self._regs.get(env.source) if env.source is not None else None
+        if reg is None and self._regs:
+            reg = next(iter(self._regs.values()))
+        try:
+            if reg is None:
+                raise Unavailable(f"node {self.node_id} has no registered actor to discover with")
+            actr_type = ActrType.parse(bytes(env.payload).decode("utf-8", "replace"))
+            result = await reg.discover(actr_type)
+            if result.best is None:
+                raise NotFound(f"no actor of type {actr_type} found through signaling")
+        except ActrError as exc:
+            self._reply_local(routing_id, env.request_id, exc)
+            return
+        self._send_router(
+            routing_id,
+            wire.encode(
+                Envelope(RESPONSE, payload=str(result.best).encode(), request_id=env.request_id)
+            ),
+        )
+
+    def _expire_out(self, request_id: str) -> None:
+        self._pending_out.pop(request_id, None)
+
+    def _fail_out(self, request_id: str, error: ActrError) -> None:
+        call = self._pending_out.pop(request_id, None)
+        if call is None:
+            return
+        call.timer.cancel()
+        self.counters.failed_calls += 1
+        self._reply_local(call.routing_id, call.request_id, error)
+
+    def _reply_local(self, routing_id: bytes, request_id: str, error: ActrError) -> None:
+        env = Envelope(
+            RESPONSE, request_id=request_id, error_code=int(error.code), error_message=error.message
+        )
+        self._send_router(routing_id, wire.encode(env))
+
+    def _send_router(self, routing_id: bytes, data: bytes) -> None:
+        try:
+            self._router.send_multipart_nowait([routing_id, data])
+        except zmq.ZMQError:
+            self.counters.undeliverable += 1
+
+    def _on_pressure(self, source: object, full: bool) -> None:
+        if full:
+            self._pressure.add(source)
+            self._router.pause_reading()
+        else:
+            self._pressure.discard(source)
+            if not self._pressure:
+                self._router.resume_reading()

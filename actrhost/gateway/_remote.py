@@ -1,0 +1,310 @@
+"""One remote node as this gateway sees it: its current peer connection, who offers,
+glare, reconnects, and counters that survive reconnects.
+
+Negotiation (docs/gateway.md, "Connecting"): a connection starts with a
+``RoleNegotiation`` relayed between one actor of each node; the signaling server answers
+both sides with opposite roles (the actor with the smaller serial offers). The offering
+gateway sends an ``SdpOffer``, the other answers. Session ids name both nodes:
+
+* ``neg|<from node>|<to node or ->|<nonce>`` on role negotiations,
+* ``pc|<offering node>|<answering node>|<nonce>`` on offers and answers,
+
+so the receiving gateway knows which node a relay comes from and puts every actor pair
+of two nodes on one connection. Two negotiations of different actor pairs may both make
+a side offerer at once (glare); then the node with the smaller node id keeps its offer
+and the other drops its own and answers. Every rule is deterministic, so both sides
+agree without another round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .._config import WebrtcConfig
+from .._errors import ActrError
+from .._ids import ActrId
+from ..signaling import RoleAssignment, SdpAnswer, SdpOffer
+from ._peer import Callbacks, PeerConnection
+from ._types import TERMINAL, LinkCounters, LinkState, Tuning
+
+log = logging.getLogger(__name__)
+
+#: Backoff between reconnect attempts after a connection failed.
+RECONNECT_MIN_S = 0.2
+RECONNECT_MAX_S = 2.0
+#: How long a gateway keeps trying to restore a failed connection without new traffic.
+RECONNECT_FOR_S = 60.0
+
+Relay = Callable[["RemoteNode", Any, str], Awaitable[RoleAssignment | None]]
+
+
+def session_id(kind: str, first: str, second: str) -> str:
+    """A relay session id naming both nodes (see the module docstring)."""
+    return f"{kind}|{first}|{second}|{secrets.token_hex(4)}"
+
+
+def parse_session(text: str) -> tuple[str, str, str] | None:
+    """(kind, first node, second node or "") of a session id, or None if not ours."""
+    parts = text.split("|")
+    if len(parts) != 4 or parts[0] not in ("neg", "pc") or not parts[1]:
+        return None
+    return parts[0], parts[1], "" if parts[2] == "-" else parts[2]
+
+
+class RemoteNode:
+    """Another node's gateway: at most one live :class:`PeerConnection` at a time.
+
+    ``relay(node, payload, session_id)`` sends a signaling relay from one of our actors
+    to one of this node's actors (the gateway picks the pair). ``on_state(node, pc,
+    state, reason)`` reports state changes of the *current* connection only: a
+    connection replaced after glare is retired silently.
+    """
+
+    def __init__(
+        self,
+        local_node: str,
+        node_id: str,
+        *,
+        webrtc: WebrtcConfig,
+        tuning: Tuning,
+        callbacks: Callbacks,
+        relay: Relay,
+        on_state: Callable[[RemoteNode, PeerConnection, LinkState, str], None],
+    ) -> None:
+        self.local_node = local_node
+        self.node_id = node_id
+        self._webrtc = webrtc
+        self._tuning = tuning
+        self._relay = relay
+        self._on_state = on_state
+        # The owner's callbacks, with on_state wrapped to filter retired connections.
+        self._callbacks = Callbacks(
+            on_frame=callbacks.on_frame,
+            on_control=callbacks.on_control,
+            on_state=self._pc_state,
+            on_pressure=callbacks.on_pressure,
+            on_media=callbacks.on_media,
+            parse_id=callbacks.parse_id,
+        )
+        self.counters = LinkCounters()
+        self.actors: set[ActrId] = set()
+        #: (local actor, remote actor) pairs known to pass both ACLs, newest first.
+        self.pairs: list[tuple[ActrId, ActrId]] = []
+        self.pc: PeerConnection | None = None
+        self.connects = 0
+        self.failures = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reconnect_until = 0.0
+        self._reconnecting = False
+        self._closed = False
+        self._loop = asyncio.get_running_loop()
+
+    def __repr__(self) -> str:
+        return f"RemoteNode({self.node_id} {self.state})"
+
+    @property
+    def state(self) -> LinkState:
+        """The current connection's state (``new`` when there is none)."""
+        return self.pc.state if self.pc is not None else LinkState.NEW
+
+    def add_pair(self, local: ActrId, remote: ActrId) -> None:
+        """Remember an actor pair that can relay between the two nodes."""
+        self.actors.add(remote)
+        pair = (local, remote)
+        if self.pairs[:1] != [pair]:
+            with contextlib.suppress(ValueError):
+                self.pairs.remove(pair)
+            self.pairs.insert(0, pair)
+            del self.pairs[8:]
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- the current connection ----------------------------------------------------------
+
+    def _live(self) -> PeerConnection | None:
+        pc = self.pc
+        return pc if pc is not None and pc.state not in TERMINAL else None
+
+    def _new_pc(self, session: str) -> PeerConnection:
+        pc = PeerConnection(
+            self.node_id,
+            session,
+            webrtc=self._webrtc,
+            tuning=self._tuning,
+            counters=self.counters,
+            callbacks=self._callbacks,
+        )
+        self.pc = pc
+        self._spawn(self._watch_new(pc))
+        return pc
+
+    async def _watch_new(self, pc: PeerConnection) -> None:
+        """A connection that waits for an offer that never comes fails like any other."""
+        await asyncio.sleep(self._tuning.connect_timeout_s)
+        if pc.state is LinkState.NEW:
+            pc.fail(
+                f"no offer from node {self.node_id} within {self._tuning.connect_timeout_s:g} s"
+            )
+
+    def connection(self) -> PeerConnection:
+        """The live connection, starting one (negotiated in the background) if none."""
+        pc = self._live()
+        if pc is None:
+            pc = self._new_pc(session_id("pc", self.local_node, self.node_id))
+            self._spawn(self._negotiate())
+        return pc
+
+    async def _negotiate(self) -> None:
+        """Ask the server who offers (a relayed RoleNegotiation), then act on it."""
+        from ..signaling import RoleNegotiation
+
+        try:
+            role = await self._relay(
+                self, RoleNegotiation(), session_id("neg", self.local_node, self.node_id)
+            )
+        except ActrError as exc:
+            pc = self._live()
+            if pc is not None and pc.state is LinkState.NEW:
+                pc.fail(f"role negotiation with node {self.node_id} failed: {exc.message}")
+            return
+        if role is not None:
+            self.ensure(role.is_offerer)
+
+    def ensure(self, offerer: bool) -> None:
+        """Act on a role the server assigned: offer, or wait for the offer."""
+        if self._closed:
+            return
+        pc = self._live()
+        if pc is None:
+            pc = self._new_pc(session_id("pc", self.local_node, self.node_id))
+        if offerer and pc.state is LinkState.NEW and not pc.is_offerer:
+            pc.is_offerer = True
+            self._spawn(self._offer(pc))
+
+    async def _offer(self, pc: PeerConnection) -> None:
+        try:
+            sdp = await pc.create_offer()
+            if pc.state in TERMINAL:
+                return
+            await self._relay(self, SdpOffer(sdp), pc.session_id)
+        except ActrError as exc:
+            pc.fail(f"offer not delivered: {exc.message}")
+        except Exception as exc:
+            log.exception("%r: creating the offer failed", self)
+            pc.fail(f"offer failed: {exc!r}")
+
+    async def on_offer(self, sdp: str, session: str) -> None:
+        """An offer from this node (session ``pc|<them>|<us>|…``)."""
+        if self._closed:
+            return
+        pc = self._live()
+        if pc is not None and pc.session_id == session:
+            return  # a duplicate
+        moved: list[tuple[int, bytes]] = []
+        if pc is not None:
+            if pc.is_offerer and pc.state is not LinkState.CONNECTED:
+                if self.local_node < self.node_id:
+                    log.info("%r: glare, keeping our offer %s", self, pc.session_id)
+                    return
+                log.info("%r: glare, answering %s instead of our offer", self, session)
+                moved = pc.take_queued()
+                self._retire(pc)
+            elif pc.state is LinkState.NEW:
+                moved = pc.take_queued()
+                self._retire(pc)
+            else:
+                # The other side started over: it lost the old connection (or restarted).
+                pc.fail(f"node {self.node_id} opened a new connection")
+        new = self._new_pc(session)
+        for lane, data in moved:
+            new.enqueue(lane, data)
+        try:
+            answer = await new.accept_offer(sdp)
+            if new.state in TERMINAL:
+                return
+            await self._relay(self, SdpAnswer(answer), session)
+        except ActrError as exc:
+            new.fail(f"answer not delivered: {exc.message}")
+        except Exception as exc:
+            log.exception("%r: answering failed", self)
+            new.fail(f"answer failed: {exc!r}")
+
+    async def on_answer(self, sdp: str, session: str) -> None:
+        """An answer to one of our offers."""
+        pc = self._live()
+        if pc is None or pc.session_id != session or not pc.is_offerer:
+            return
+        try:
+            await pc.accept_answer(sdp)
+        except Exception as exc:
+            pc.fail(f"bad answer: {exc!r}")
+
+    def _retire(self, pc: PeerConnection) -> None:
+        """Drop a connection nobody will use, without reporting it as a failure."""
+        if self.pc is pc:
+            self.pc = None
+        self._spawn(pc.close())
+
+    def _pc_state(self, pc: PeerConnection, state: LinkState, reason: str) -> None:
+        if pc is not self.pc:
+            return
+        if state is LinkState.CONNECTED:
+            self.connects += 1
+            self._reconnect_until = 0.0
+        elif state is LinkState.FAILED:
+            self.failures += 1
+            if not self._reconnect_until:
+                self._reconnect_until = self._loop.time() + RECONNECT_FOR_S
+            if not self._reconnecting and not self._closed:
+                self._spawn(self._reconnect())
+        self._on_state(self, pc, state, reason)
+
+    async def _reconnect(self) -> None:
+        """After a failure keep negotiating new connections, with backoff, for a while."""
+        self._reconnecting = True
+        delay = RECONNECT_MIN_S
+        try:
+            while not self._closed and self._loop.time() < self._reconnect_until:
+                await asyncio.sleep(delay)
+                pc = self._live()
+                if pc is None:
+                    pc = self.connection()
+                while pc.state in (LinkState.NEW, LinkState.CONNECTING):
+                    await asyncio.sleep(0.05)
+                    pc = self.pc if self.pc is not None else pc
+                if pc.state is LinkState.CONNECTED:
+                    return
+                delay = min(delay * 2, RECONNECT_MAX_S)
+        finally:
+            self._reconnecting = False
+
+    async def close(self) -> None:
+        """Close the connection and stop reconnecting."""
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        if self.pc is not None:
+            await self.pc.close()
+
+    def stats(self) -> dict[str, Any]:
+        """Connection state, candidate type, per-lane traffic, drops (``actrhost status``)."""
+        pc = self.pc
+        out: dict[str, Any] = {
+            "state": self.state.value,
+            "candidate_type": pc.candidate_type if pc is not None else "",
+            "connects": self.connects,
+            "failures": self.failures,
+            "actors": sorted(str(a) for a in self.actors),
+        }
+        if pc is not None:
+            out["connection"] = pc.stats()
+        out.update(self.counters.as_dict())
+        return out

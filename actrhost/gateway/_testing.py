@@ -1,0 +1,544 @@
+"""A stand-in for a node around a real gateway process, for tests and benchmarks.
+
+:class:`HarnessNode` plays the supervisor (binds the control ROUTER, answers ``hello``
+with a directory, collects ``registered`` and ``stats``) and the workers (one real
+ROUTER per actor instance, answering requests, recording tells, stream chunks and
+media samples; one DEALER per actor sending to the gateway), with real ZeroMQ sockets
+and the node's frame protocol. It spawns ``python -m actrhost.gateway`` exactly as the
+supervisor does (docs/gateway.md), optionally inside a network namespace.
+
+Routes the fake workers serve: ``echo`` (answers the payload), ``sleep`` (answers after
+``int(payload)`` ms), ``fail`` (answers a 500). Everything else is 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from .. import _control as control
+from .. import _envelope as wire
+from .._envelope import MEDIA, REQUEST, RESPONSE, STREAM, TELL, Envelope, StreamFrame
+from .._errors import ActrError, DeadlineExceeded, HandlerError, NotFound
+from .._ids import ActrId
+from .._payload_type import PayloadType
+from .._rpc import RpcEndpoint
+from .._zmqloop import LoopSocket
+from ..shm import decode_array_meta, encode_array_meta
+from ._spec import SPEC_ENV
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+#: Short timeouts so failure tests finish quickly.
+FAST_TUNING = {
+    "connect_timeout_s": 4.0,
+    "keepalive_interval_s": 0.2,
+    "keepalive_timeout_s": 1.5,
+}
+
+
+@dataclass
+class Received:
+    """What one fake worker got."""
+
+    tells: list[tuple[str, bytes, ActrId | None]] = field(default_factory=list)
+    chunks: dict[str, list[tuple[int, bytes]]] = field(default_factory=lambda: defaultdict(list))
+    media: list[tuple[str, Any, int, str, str]] = field(default_factory=list)
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _FakeWorker:
+    """One actor instance: an inbound ROUTER (the RpcEndpoint) that serves the routes."""
+
+    def __init__(self, zctx: zmq.Context, endpoint: str, name: str, hwm: int) -> None:
+        self.name = name
+        self.endpoint = endpoint
+        self.received = Received()
+        self.rpc = RpcEndpoint(
+            zctx, endpoint, self._on_request, hwm=hwm, name=name, on_stream=self._on_stream
+        )
+        self.actr_id: ActrId | None = None
+
+    def _on_request(self, env: Envelope, routing_id: bytes) -> None:
+        if env.direction == TELL:
+            self.received.tells.append((env.route_key, bytes(env.payload), env.source))
+            self.received.event.set()
+            return
+        if env.route_key == "echo":
+            self._answer(env, routing_id, bytes(env.payload))
+        elif env.route_key == "sleep":
+            delay_s = int(env.payload or b"0") / 1000
+            asyncio.get_running_loop().call_later(delay_s, self._answer, env, routing_id, b"slept")
+        elif env.route_key == "deadline":
+            remaining_ms = (env.deadline_ns - time.monotonic_ns()) // 1_000_000
+            self._answer(env, routing_id, str(remaining_ms).encode())
+        elif env.route_key == "fail":
+            self._error(env, routing_id, HandlerError("ValueError: asked to fail"))
+        else:
+            self._error(env, routing_id, NotFound(f"no route {env.route_key!r}"))
+
+    def _answer(self, env: Envelope, routing_id: bytes, payload: bytes) -> None:
+        self.rpc.reply(routing_id, Envelope(RESPONSE, payload=payload, request_id=env.request_id))
+
+    def _error(self, env: Envelope, routing_id: bytes, exc: ActrError) -> None:
+        response = Envelope(
+            RESPONSE, request_id=env.request_id, error_code=int(exc.code), error_message=exc.message
+        )
+        self.rpc.reply(routing_id, response)
+
+    def _on_stream(self, frame: StreamFrame) -> None:
+        if frame.kind == STREAM:
+            self.received.chunks[frame.key].append((frame.sequence, bytes(frame.payload)))
+        else:
+            value: Any = bytes(frame.payload)
+            if frame.array_meta:
+                import numpy as np
+
+                dtype, shape = decode_array_meta(frame.array_meta)
+                value = np.frombuffer(frame.payload, dtype=dtype).reshape(shape)
+            self.received.media.append(
+                (frame.key, value, frame.timestamp, frame.codec, frame.media_type)
+            )
+        self.received.event.set()
+
+
+class HarnessNode:
+    """A fake node (supervisor + workers) around one real gateway process."""
+
+    def __init__(
+        self,
+        folder: Path,
+        signaling_url: str,
+        actors: list[tuple[str, ...]],
+        *,
+        name: str = "node",
+        realm: int = 1,
+        webrtc_toml: str = 'ice_host_addresses = ["127.0.0.1"]\nconnect_timeout_s = 4.0',
+        tuning: dict[str, float] | None = None,
+        netns: str | None = None,
+        hwm: int = 10000,
+        log_level: str = "warning",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        # ipc paths must stay short (108 bytes): keep sockets in a private temp dir.
+        self._sock_dir = Path(tempfile.mkdtemp(prefix="gw-"))
+        self.signaling_url = signaling_url
+        self.actor_specs = actors
+        self.name = name
+        self.realm = realm
+        self.tuning = dict(FAST_TUNING if tuning is None else tuning)
+        self.netns = netns
+        self.hwm = hwm
+        self.log_level = log_level
+        self.extra_env = dict(env or {})
+        self.node_id = os.urandom(6).hex()
+        self.config_path = folder / "node.toml"
+        # An actor is (name, type) or (name, type, extra TOML for its table, e.g. ACL rules).
+        actor_toml = "".join(
+            f'[[actor]]\nname = "{a[0]}"\ntype = "{a[1]}"\nhandler = "fake.module:Fake"\n'
+            + (textwrap.dedent(a[2]) if len(a) > 2 else "")
+            + "\n"
+            for a in actors
+        )
+        self.config_path.write_text(
+            f'[node]\nname = "{name}"\nrealm = {realm}\nhwm_messages = {hwm}\n\n'
+            f'[signaling]\nurl = "{signaling_url}"\n\n'
+            f"[webrtc]\n{textwrap.dedent(webrtc_toml)}\n\n{actor_toml}"
+        )
+        self.gateway_endpoint = f"ipc://{self._sock_dir}/gw.sock"
+        self.control_endpoint = f"ipc://{self._sock_dir}/control.sock"
+        self.log_path = folder / "gateway.log"
+        self.ids: dict[str, ActrId] = {}
+        self.credentials: dict[str, str] = {}
+        self.workers: dict[str, _FakeWorker] = {}
+        #: Directory states other than "running", by actor name (see send_directory).
+        self.states: dict[str, str] = {}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.gateway_state = ""
+        self.registered = 0
+        self._stats: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._req = 0
+        self._zctx: zmq.Context | None = None
+        self._control: LoopSocket | None = None
+        self._gateway_routing_id: bytes | None = None
+        self._registered_event: asyncio.Event | None = None
+
+    def __repr__(self) -> str:
+        return f"HarnessNode({self.name} {self.node_id})"
+
+    # -- life cycle --------------------------------------------------------------------
+
+    async def start(self, timeout_s: float = 20.0) -> HarnessNode:
+        """Bind the fake supervisor, spawn the gateway, wait until it is running."""
+        self._zctx = zmq.Context()
+        sock = self._zctx.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.bind(self.control_endpoint)
+        self._control = LoopSocket(sock, self._on_control, f"{self.name} control")
+        self._registered_event = asyncio.Event()
+        self.spawn()
+        async with asyncio.timeout(timeout_s):
+            while self.gateway_state != "running":
+                await self._registered_event.wait()
+                self._registered_event.clear()
+                if self.process is not None and self.process.poll() is not None:
+                    raise RuntimeError(f"{self!r}: gateway exited: {self.log_text()[-2000:]}")
+        for index, (actor_name, *_rest) in enumerate(self.actor_specs):
+            endpoint = f"ipc://{self._sock_dir}/a{index}.sock"
+            worker = _FakeWorker(self._zctx, endpoint, actor_name, self.hwm)
+            worker.actr_id = self.ids[actor_name]
+            self.workers[actor_name] = worker
+        self.send_directory()
+        return self
+
+    def spawn(self) -> None:
+        """Start (or restart) the gateway process with the previous ids, if any."""
+        spec = {
+            "config_path": str(self.config_path),
+            "signaling_url": self.signaling_url,
+            "endpoint": self.gateway_endpoint,
+            "control_endpoint": self.control_endpoint,
+            "supervisor_pid": os.getpid(),
+            "node_id": self.node_id,
+            "instances": [
+                {
+                    "name": n,
+                    "index": 0,
+                    "type": t,
+                    "previous_id": str(self.ids[n]) if n in self.ids else None,
+                    "previous_credential_hex": self.credentials.get(n),
+                }
+                for n, t, *_extra in self.actor_specs
+            ],
+            "tuning": self.tuning,
+        }
+        env = dict(os.environ)
+        env[SPEC_ENV] = json.dumps(spec)
+        env["ACTRHOST_LOG_LEVEL"] = self.log_level
+        env.update(self.extra_env)
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")])
+        )
+        for proxy in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+            env.pop(proxy, None)
+        cmd = [sys.executable, "-m", "actrhost.gateway"]
+        if self.netns:
+            cmd = ["ip", "netns", "exec", self.netns, *cmd]
+        self.gateway_state = ""
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+
+    def send_directory(self) -> None:
+        """Send the fake supervisor's directory snapshot to the gateway."""
+        actors = [
+            {
+                "id": str(w.actr_id),
+                "name": name,
+                "index": 0,
+                "endpoint": w.endpoint,
+                "state": self.states.get(name, "running"),
+                "pid": os.getpid(),
+                "restarts": 0,
+            }
+            for name, w in self.workers.items()
+        ]
+        self._send(
+            {"op": "directory", "actors": actors, "shells": [], "gateway": self.gateway_endpoint}
+        )
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if self._control is not None and self._gateway_routing_id is not None:
+            self._control.send_multipart_nowait([self._gateway_routing_id, control.encode(message)])
+
+    def _on_control(self, parts: list[bytes]) -> None:
+        message = control.decode(parts[-1])
+        if message is None:
+            return
+        op = message["op"]
+        if op == "hello":
+            self._gateway_routing_id = parts[0]
+            self.send_directory()
+        elif op == "registered":
+            for item in message["ids"]:
+                self.ids[item["name"]] = ActrId.parse(item["id"])
+                self.credentials[item["name"]] = item["credential_hex"]
+            self.registered += 1
+        elif op == "state":
+            self.gateway_state = message["state"]
+        elif op == "stats":
+            future = self._stats.pop(int(message.get("req") or 0), None)
+            if future is not None and not future.done():
+                future.set_result(message["stats"])
+        if self._registered_event is not None:
+            self._registered_event.set()
+
+    async def stats(self, timeout_s: float = 5.0) -> dict[str, Any]:
+        """The gateway's ``stats`` answer."""
+        self._req += 1
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._stats[self._req] = future
+        self._send({"op": "stats_request", "req": self._req})
+        async with asyncio.timeout(timeout_s):
+            return await future
+
+    async def wait_running(self, timeout_s: float = 20.0) -> None:
+        """Wait for the (re)spawned gateway to report running again."""
+        assert self._registered_event is not None
+        async with asyncio.timeout(timeout_s):
+            while self.gateway_state != "running":
+                await self._registered_event.wait()
+                self._registered_event.clear()
+
+    def kill_gateway(self) -> None:
+        """SIGKILL the gateway process (a crash) and reap it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+    async def stop(self, timeout_s: float = 10.0) -> int | None:
+        """Ask the gateway to stop (as the supervisor does), wait, close everything."""
+        code = None
+        proc = self.process
+        if proc is not None and proc.poll() is None:
+            self._send({"op": "stop"})
+            deadline = time.monotonic() + timeout_s
+            while proc.poll() is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(5)
+        if proc is not None:
+            code = proc.returncode
+        for worker in self.workers.values():
+            worker.rpc.close()
+        self.workers.clear()
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+        if self._zctx is not None:
+            self._zctx.term()
+            self._zctx = None
+        for leftover in self._sock_dir.iterdir():
+            leftover.unlink()
+        self._sock_dir.rmdir()
+        return code
+
+    def log_text(self) -> str:
+        """What the gateway wrote so far."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    # -- acting as the node's workers ------------------------------------------------------
+
+    def _deadline(self, timeout_s: float) -> float:
+        return asyncio.get_running_loop().time() + timeout_s
+
+    async def call(
+        self,
+        sender: str,
+        target: ActrId,
+        route: str,
+        payload: bytes = b"",
+        *,
+        timeout_s: float = 10.0,
+        lane: PayloadType = PayloadType.RPC_RELIABLE,
+    ) -> bytes:
+        """A request from actor ``sender`` through the gateway; raises the ActrError."""
+        worker = self.workers[sender]
+        deadline = self._deadline(timeout_s)
+        env = Envelope(
+            REQUEST,
+            route,
+            payload,
+            request_id=worker.rpc.next_request_id(),
+            source=worker.actr_id,
+            target=target,
+            payload_type=lane,
+            deadline_ns=int(deadline * 1e9),
+            timeout_ms=int(timeout_s * 1000),
+        )
+        response = await worker.rpc.call(self.gateway_endpoint, env, deadline)
+        return bytes(response.payload)
+
+    async def discover(self, sender: str, actr_type: str, timeout_s: float = 10.0) -> ActrId:
+        """``actrhost.gateway.Discover`` as a worker's ``ctx.discover`` sends it."""
+        worker = self.workers[sender]
+        deadline = self._deadline(timeout_s)
+        env = Envelope(
+            REQUEST,
+            "actrhost.gateway.Discover",
+            actr_type.encode(),
+            request_id=worker.rpc.next_request_id(),
+            source=worker.actr_id,
+            deadline_ns=int(deadline * 1e9),
+            timeout_ms=int(timeout_s * 1000),
+        )
+        response = await worker.rpc.call(self.gateway_endpoint, env, deadline)
+        return ActrId.parse(bytes(response.payload).decode())
+
+    async def tell(self, sender: str, target: ActrId, route: str, payload: bytes = b"") -> None:
+        """A tell from actor ``sender`` through the gateway."""
+        worker = self.workers[sender]
+        env = Envelope(
+            TELL,
+            route,
+            payload,
+            request_id=worker.rpc.next_request_id(),
+            source=worker.actr_id,
+            target=target,
+        )
+        await worker.rpc.tell(self.gateway_endpoint, env, self._deadline(5.0))
+
+    async def send_chunk(
+        self,
+        sender: str,
+        target: ActrId,
+        stream_id: str,
+        sequence: int,
+        payload: bytes,
+        *,
+        lane: PayloadType = PayloadType.STREAM_RELIABLE,
+        timeout_s: float = 30.0,
+    ) -> None:
+        """One data-stream chunk (inline) from ``sender`` through the gateway."""
+        worker = self.workers[sender]
+        frame = StreamFrame(
+            STREAM,
+            stream_id,
+            source=worker.actr_id,
+            target=target,
+            payload_type=lane,
+            sequence=sequence,
+            payload=payload,
+        )
+        await self._send_blocking(worker, wire.encode_stream(frame), self._deadline(timeout_s))
+
+    async def _send_blocking(self, worker: _FakeWorker, data: bytes, deadline: float) -> None:
+        """Send to the gateway, waiting while it pushes back (until ``deadline``).
+
+        Unlike ``RpcEndpoint.send`` (which waits at most 1 s, for a peer that is
+        connecting): a reliable stream must wait as long as the gateway's backpressure.
+        """
+        link = worker.rpc.link(self.gateway_endpoint)
+        while True:
+            try:
+                link.send_nowait(data)
+                return
+            except zmq.Again:
+                if not await link.wait_writable(deadline):
+                    raise DeadlineExceeded(
+                        "the gateway took no stream frame before the deadline"
+                    ) from None
+
+    def send_chunk_nowait(
+        self,
+        sender: str,
+        target: ActrId,
+        stream_id: str,
+        sequence: int,
+        payload: bytes,
+        lane: PayloadType,
+    ) -> bool:
+        """Like :meth:`send_chunk` but gives up (False) if ZeroMQ can't take it now."""
+        worker = self.workers[sender]
+        frame = StreamFrame(
+            STREAM,
+            stream_id,
+            source=worker.actr_id,
+            target=target,
+            payload_type=lane,
+            sequence=sequence,
+            payload=payload,
+        )
+        try:
+            worker.rpc.link(self.gateway_endpoint).send_nowait(wire.encode_stream(frame))
+        except zmq.Again:
+            return False
+        return True
+
+    async def send_media(
+        self,
+        sender: str,
+        target: ActrId,
+        track_id: str,
+        array: Any,
+        timestamp: int,
+        *,
+        media_type: str = "video",
+        codec: str = "",
+    ) -> None:
+        """A raw media sample (a numpy array) from ``sender`` through the gateway."""
+        worker = self.workers[sender]
+        frame = StreamFrame(
+            MEDIA,
+            track_id,
+            source=worker.actr_id,
+            target=target,
+            payload_type=PayloadType.MEDIA_RTP,
+            timestamp=timestamp,
+            payload=array.tobytes(),
+            array_meta=encode_array_meta(array.dtype, array.shape),
+            codec=codec,
+            media_type=media_type,
+        )
+        await worker.rpc.send(self.gateway_endpoint, wire.encode_stream(frame), self._deadline(5.0))
+
+    async def wait_for(self, predicate: Any, timeout_s: float, what: str) -> None:
+        """Poll ``predicate()`` every 10 ms until true; AssertionError after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self!r}: timed out after {timeout_s}s waiting for {what}")
+            await asyncio.sleep(0.01)
+
+
+class LoopRunner:
+    """One event loop kept across several tests (nodes live in it between tests).
+
+    ``run(coro, timeout_s)`` runs a coroutine to completion on it, bounded in time.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+
+    def run(self, coro: Any, timeout_s: float = 30.0) -> Any:
+        """Run ``coro`` on the loop; TimeoutError after ``timeout_s``."""
+
+        async def bounded() -> Any:
+            async with asyncio.timeout(timeout_s):
+                return await coro
+
+        return self.loop.run_until_complete(bounded())
+
+    def close(self) -> None:
+        """Cancel what is left and close the loop."""
+        pending = asyncio.all_tasks(self.loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self.loop.close()
+
+
+async def start_nodes(*nodes: HarnessNode) -> None:
+    """Start several nodes concurrently (their gateways import aiortc in parallel)."""
+    await asyncio.gather(*(node.start() for node in nodes))

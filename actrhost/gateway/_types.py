@@ -1,0 +1,83 @@
+"""Value types of a peer connection: its states, knobs and counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from .._payload_type import PayloadType
+from ._media import MediaCounters
+
+__all__ = ["TERMINAL", "TRANSITIONS", "LaneCounters", "LinkCounters", "LinkState", "Tuning"]
+
+
+class LinkState(StrEnum):
+    """State of one peer connection (aiortc's set, STYLE §3)."""
+
+    NEW = "new"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+    FAILED = "failed"
+
+
+TRANSITIONS: dict[LinkState, frozenset[LinkState]] = {
+    LinkState.NEW: frozenset({LinkState.CONNECTING, LinkState.CLOSED, LinkState.FAILED}),
+    LinkState.CONNECTING: frozenset({LinkState.CONNECTED, LinkState.CLOSED, LinkState.FAILED}),
+    LinkState.CONNECTED: frozenset({LinkState.CLOSED, LinkState.FAILED}),
+    LinkState.FAILED: frozenset({LinkState.CLOSED}),
+    LinkState.CLOSED: frozenset(),
+}
+TERMINAL = frozenset({LinkState.CLOSED, LinkState.FAILED})
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Gateway knobs that are not in the config file (tests shorten the timeouts)."""
+
+    connect_timeout_s: float = 10.0
+    keepalive_interval_s: float = 0.5
+    keepalive_timeout_s: float = 3.0
+    #: Largest data-channel message we send. 64 KiB is what every peer must accept when
+    #: it advertises nothing (RFC 8841 §6); aiortc peers accept 256 KiB.
+    max_message_bytes: int = 65536
+    #: Bytes allowed in aiortc's shared send FIFO before the sender waits.
+    buffer_high_bytes: int = 262144
+    #: Queued bytes on a reliable lane beyond which the gateway stops reading its socket.
+    queue_high_bytes: int = 4 * 1024 * 1024
+    stream_window_bytes: int = 8 * 1024 * 1024
+    #: STREAM_LATENCY_FIRST frames waiting to be sent; older ones are dropped (newest wins).
+    latency_queue_frames: int = 4
+
+
+@dataclass
+class LaneCounters:
+    """Traffic of one lane with one remote node (``stats``)."""
+
+    frames_out: int = 0
+    bytes_out: int = 0
+    frames_in: int = 0
+    bytes_in: int = 0
+    dropped: int = 0
+
+
+@dataclass
+class LinkCounters:
+    """Everything counted for one remote node, kept across reconnects."""
+
+    lanes: dict[str, LaneCounters] = field(
+        default_factory=lambda: {lane.name.lower(): LaneCounters() for lane in PayloadType}
+    )
+    malformed: int = 0
+    evicted_parts: int = 0
+    media: MediaCounters = field(default_factory=MediaCounters)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "lanes": {name: dict(vars(c)) for name, c in self.lanes.items()},
+            "malformed": self.malformed,
+            "evicted_parts": self.evicted_parts,
+            "media": dict(vars(self.media)),
+        }

@@ -1,0 +1,354 @@
+#!/usr/bin/env python
+"""Remote calls and streams through two gateways, against raw aiortc in the same run.
+
+Setup (all on loopback, one machine):
+
+* **raw aiortc** (the baseline): this process and a child process, one
+  RTCPeerConnection each, one data channel, no actrhost. Round trip of a 64-byte
+  message; throughput of ``--chunk-bytes`` messages, with ``bufferedamountlow`` flow
+  control as any careful sender must.
+* **local call**: a ZeroMQ round trip between two fake workers of this process (the
+  node's local call path, ``RpcEndpoint.call``), for the target formula below.
+* **gateways**: a signaling server and two gateway processes; this process plays both
+  nodes' supervisors and workers (``actrhost.gateway._testing.HarnessNode``): remote call
+  round trip, and a reliable stream of ``--chunk-bytes`` chunks from node A's worker to
+  node B's worker (end to end: worker -> ZeroMQ -> gateway -> aiortc -> gateway ->
+  ZeroMQ -> worker).
+
+Rounds interleave the variants (the machine drifts between fast and slow states); the
+report gives medians over rounds and ratios to raw aiortc measured in the same round.
+Targets (issue 5): remote call p50 <= raw round trip + 2 x local call p50; remote stream
+>= 90 % of raw throughput.
+
+    python scripts/bench_remote.py                        # 5 rounds, 16 KiB chunks
+    python scripts/bench_remote.py --rounds 3 --chunk-bytes 65536 --stream-mib 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from actrhost._envelope import REQUEST, RESPONSE, Envelope  # noqa: E402
+from actrhost._rpc import RpcEndpoint  # noqa: E402
+from actrhost.gateway._ice import use_host_addresses  # noqa: E402
+from actrhost.gateway._testing import HarnessNode, start_nodes  # noqa: E402
+from actrhost.signaling._testing import ServerProcess  # noqa: E402
+
+PING_BYTES = 64
+HIGH_WATER_BYTES = 256 * 1024  # raw sender: what the gateway allows in aiortc's buffer too
+
+
+# -- raw aiortc -------------------------------------------------------------------------
+
+
+async def raw_peer_main() -> None:
+    """The child of the raw baseline: answers the offer on stdout, echoes pings, counts."""
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    from actrhost._config import WebrtcConfig
+    from actrhost.gateway._ice import rtc_configuration
+
+    use_host_addresses(["127.0.0.1"])
+    loop = asyncio.get_running_loop()
+    line = await loop.run_in_executor(None, sys.stdin.readline)
+    pc = RTCPeerConnection(rtc_configuration(WebrtcConfig()))
+    await pc.setRemoteDescription(RTCSessionDescription(**json.loads(line)))
+    channel = pc.createDataChannel("bench", negotiated=True, id=0)
+    received = 0
+
+    def on_message(data: bytes) -> None:
+        nonlocal received
+        kind = data[:1]
+        if kind == b"P":
+            channel.send(data)
+        elif kind == b"D":
+            received += len(data)
+        elif kind == b"E":
+            channel.send(b"A%d" % received)
+            received = 0
+
+    channel.on("message", on_message)
+    await pc.setLocalDescription(await pc.createAnswer())
+    print(json.dumps({"sdp": pc.localDescription.sdp, "type": "answer"}), flush=True)
+    await loop.run_in_executor(None, sys.stdin.readline)  # parent closes stdin: done
+    await pc.close()
+
+
+class RawPair:
+    """This process's end of the raw baseline."""
+
+    async def start(self) -> None:
+        from aiortc import RTCPeerConnection, RTCSessionDescription
+
+        from actrhost._config import WebrtcConfig
+        from actrhost.gateway._ice import rtc_configuration
+
+        self.child = subprocess.Popen(
+            [sys.executable, __file__, "--raw-peer"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.pc = RTCPeerConnection(rtc_configuration(WebrtcConfig()))
+        self.channel = self.pc.createDataChannel("bench", negotiated=True, id=0)
+        self.channel.bufferedAmountLowThreshold = HIGH_WATER_BYTES // 4
+        self._low = asyncio.Event()
+        self.channel.on("bufferedamountlow", self._low.set)
+        self._reply: asyncio.Future[bytes] | None = None
+        self.channel.on("message", self._on_message)
+        opened = asyncio.Event()
+        self.channel.on("open", opened.set)
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        assert self.child.stdin is not None and self.child.stdout is not None
+        self.child.stdin.write(
+            json.dumps({"sdp": self.pc.localDescription.sdp, "type": "offer"}) + "\n"
+        )
+        self.child.stdin.flush()
+        answer = await asyncio.get_running_loop().run_in_executor(None, self.child.stdout.readline)
+        await self.pc.setRemoteDescription(RTCSessionDescription(**json.loads(answer)))
+        await asyncio.wait_for(opened.wait(), 10)
+
+    def _on_message(self, data: bytes) -> None:
+        if self._reply is not None and not self._reply.done():
+            self._reply.set_result(data)
+
+    async def _ask(self, data: bytes) -> bytes:
+        self._reply = asyncio.get_running_loop().create_future()
+        self.channel.send(data)
+        return await self._reply
+
+    async def round_trips(self, count: int) -> list[float]:
+        ping = b"P" + bytes(PING_BYTES - 1)
+        await self._ask(ping)  # warm-up
+        times = []
+        for _ in range(count):
+            started = time.perf_counter()
+            await self._ask(ping)
+            times.append(time.perf_counter() - started)
+        return times
+
+    async def throughput(self, chunk_bytes: int, total_bytes: int) -> float:
+        chunk = b"D" + bytes(chunk_bytes - 1)
+        count = total_bytes // chunk_bytes
+        started = time.perf_counter()
+        for _ in range(count):
+            while self.channel.bufferedAmount > HIGH_WATER_BYTES:
+                self._low.clear()
+                await self._low.wait()
+            self.channel.send(chunk)
+        reply = await self._ask(b"E")
+        elapsed = time.perf_counter() - started
+        assert int(reply[1:]) == count * chunk_bytes, reply
+        return count * chunk_bytes / elapsed
+
+    async def close(self) -> None:
+        await self.pc.close()
+        assert self.child.stdin is not None
+        self.child.stdin.close()
+        self.child.wait(10)
+
+
+# -- local ZeroMQ call --------------------------------------------------------------------
+
+
+class LocalPair:
+    """Two fake workers in this process: the node's local call path."""
+
+    def __init__(self, folder: Path) -> None:
+        import zmq
+
+        self.zctx = zmq.Context()
+        self.server_ep = f"ipc://{folder}/srv.sock"
+        self.server = RpcEndpoint(self.zctx, self.server_ep, self._serve, hwm=10000, name="srv")
+        self.client = RpcEndpoint(
+            self.zctx, f"ipc://{folder}/cli.sock", lambda e, r: None, hwm=10000, name="cli"
+        )
+
+    def _serve(self, env: Envelope, routing_id: bytes) -> None:
+        self.server.reply(
+            routing_id, Envelope(RESPONSE, payload=env.payload, request_id=env.request_id)
+        )
+
+    async def round_trips(self, count: int) -> list[float]:
+        loop = asyncio.get_running_loop()
+        times = []
+        for i in range(count + 1):
+            env = Envelope(
+                REQUEST, "echo", bytes(PING_BYTES), request_id=self.client.next_request_id()
+            )
+            started = time.perf_counter()
+            await self.client.call(self.server_ep, env, loop.time() + 5)
+            if i:
+                times.append(time.perf_counter() - started)
+        return times
+
+    def close(self) -> None:
+        self.client.close()
+        self.server.close()
+        self.zctx.term()
+
+
+# -- gateways --------------------------------------------------------------------------
+
+
+async def gateway_round_trips(a: HarnessNode, b: HarnessNode, count: int) -> list[float]:
+    target = b.ids["sink"]
+    await a.call("src", target, "echo", bytes(PING_BYTES))
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        await a.call("src", target, "echo", bytes(PING_BYTES))
+        times.append(time.perf_counter() - started)
+    return times
+
+
+async def gateway_throughput(
+    a: HarnessNode, b: HarnessNode, chunk_bytes: int, total_bytes: int, tag: str
+) -> float:
+    sink = b.workers["sink"].received
+    count = total_bytes // chunk_bytes
+    payload = bytes(chunk_bytes)
+    started = time.perf_counter()
+    for seq in range(count):
+        await a.send_chunk("src", b.ids["sink"], tag, seq, payload)
+    while len(sink.chunks[tag]) < count:
+        sink.event.clear()
+        await asyncio.wait_for(sink.event.wait(), 30)
+    elapsed = time.perf_counter() - started
+    got = sink.chunks.pop(tag)
+    assert [s for s, _ in got] == list(range(count))
+    return count * chunk_bytes / elapsed
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    use_host_addresses(["127.0.0.1"])
+    folder = Path(tempfile.mkdtemp(prefix="bench-remote-"))
+    total = args.stream_mib * 1024 * 1024
+    rows: list[dict[str, float]] = []
+    loops = ["asyncio"]
+    if args.loops == "both":
+        try:
+            import uvloop  # noqa: F401
+
+            loops.append("uvloop")
+        except ImportError:
+            print("uvloop not installed: gateways on asyncio only")
+    with ServerProcess() as server:
+        tuning = {"max_message_bytes": args.max_message_bytes}
+        pairs: dict[str, tuple[HarnessNode, HarnessNode]] = {}
+        for loop_name in loops:
+            env = {"ACTRHOST_GATEWAY_LOOP": "asyncio" if loop_name == "asyncio" else "auto"}
+            a = HarnessNode(
+                folder / f"a-{loop_name}",
+                server.url,
+                [("src", "b+Src")],
+                tuning=tuning,
+                hwm=64,
+                env=env,
+            )
+            b = HarnessNode(
+                folder / f"b-{loop_name}",
+                server.url,
+                [("sink", "b+Sink")],
+                tuning=tuning,
+                hwm=64,
+                env=env,
+            )
+            pairs[loop_name] = (a, b)
+        await start_nodes(*(node for pair in pairs.values() for node in pair))
+        raw = RawPair()
+        await raw.start()
+        local = LocalPair(folder)
+        try:
+            for round_no in range(args.rounds):
+                raw_rtt = await raw.round_trips(args.calls)
+                local_rtt = await local.round_trips(args.calls)
+                raw_bps = await raw.throughput(args.chunk_bytes, total)
+                row = {
+                    "raw_rtt_p50_ms": percentile(raw_rtt, 0.5) * 1e3,
+                    "local_rtt_p50_ms": percentile(local_rtt, 0.5) * 1e3,
+                    "raw_mb_s": raw_bps / 1e6,
+                }
+                for loop_name, (a, b) in pairs.items():
+                    gw_rtt = await gateway_round_trips(a, b, args.calls)
+                    gw_bps = await gateway_throughput(a, b, args.chunk_bytes, total, f"r{round_no}")
+                    row[f"{loop_name}_call_p50_ms"] = percentile(gw_rtt, 0.5) * 1e3
+                    row[f"{loop_name}_call_p99_ms"] = percentile(gw_rtt, 0.99) * 1e3
+                    row[f"{loop_name}_stream_mb_s"] = gw_bps / 1e6
+                    row[f"{loop_name}_stream_vs_raw"] = gw_bps / raw_bps
+                rows.append(row)
+                shown = ", ".join(f"{key} {value:.3f}" for key, value in row.items())
+                print(f"round {round_no + 1}: {shown}", flush=True)
+        finally:
+            local.close()
+            await raw.close()
+            for a, b in pairs.values():
+                await a.stop()
+                await b.stop()
+            shutil.rmtree(folder, ignore_errors=True)
+    median = {key: statistics.median(r[key] for r in rows) for key in rows[0]}
+    budget = median["raw_rtt_p50_ms"] + 2 * median["local_rtt_p50_ms"]
+    report = {
+        "params": vars(args),
+        "env": {
+            "cpus": os.cpu_count(),
+            "load_avg": os.getloadavg()[0],
+            "python": platform.python_version(),
+            "aiortc": __import__("aiortc").__version__,
+        },
+        "median": median,
+        "call_p50_budget_ms": budget,
+        **{f"{name}_call_p50_vs_budget": median[f"{name}_call_p50_ms"] / budget for name in loops},
+    }
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--raw-peer", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--loops",
+        choices=("both", "asyncio"),
+        default="both",
+        help="gateways on asyncio, and on uvloop when installed (interleaved)",
+    )
+    parser.add_argument("--calls", type=int, default=500, help="round trips per variant and round")
+    parser.add_argument("--chunk-bytes", type=int, default=16384)
+    parser.add_argument(
+        "--stream-mib", type=int, default=32, help="MiB streamed per variant and round"
+    )
+    parser.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=65536,
+        help="the gateways' data-channel message size",
+    )
+    cli = parser.parse_args()
+    if cli.raw_peer:
+        asyncio.run(raw_peer_main())
+    else:
+        asyncio.run(main(cli))

@@ -1,0 +1,158 @@
+"""Calls and tells between two nodes' gateways (real processes, real signaling server),
+with the test playing each node's supervisor and workers over real ZeroMQ sockets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("aiortc")
+
+from actrhost import DeadlineExceeded, HandlerError, NotFound, PermissionDenied, Unavailable
+from actrhost._ids import ActrId, ActrType, Realm
+from actrhost._payload_type import PayloadType
+from actrhost.gateway._testing import HarnessNode, LoopRunner, start_nodes
+from actrhost.signaling._testing import ServerProcess
+
+
+class Pair:
+    """Node A (client, client2), node B (echo, echo2, guarded) and node C in realm 2."""
+
+    def __init__(self, runner: LoopRunner, a: HarnessNode, b: HarnessNode, c: HarnessNode) -> None:
+        self.runner = runner
+        self.a = a
+        self.b = b
+        self.c = c
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    folder: Path = tmp_path_factory.mktemp("gw-calls")
+    runner = LoopRunner()
+    with ServerProcess() as server:
+        a = HarnessNode(folder / "a", server.url, [("client", "t+Client"), ("client2", "t+Client")])
+        guarded = (
+            "guarded",
+            "t+Vault",
+            '[[actor.acl]]\npermission = "allow"\ntypes = ["t+Friend"]\n',
+        )
+        b = HarnessNode(
+            folder / "b", server.url, [("echo", "t+Echo"), ("echo2", "t+Echo"), guarded]
+        )
+        # Another realm on the same signaling server: nothing may cross.
+        c = HarnessNode(folder / "c", server.url, [("stranger", "t+Client")], realm=2)
+        runner.run(start_nodes(a, b, c))
+        try:
+            yield Pair(runner, a, b, c)
+        finally:
+            for node in (a, b, c):
+                runner.run(node.stop())
+            runner.close()
+
+
+def test_discover_then_call_round_trip(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    found = pair.runner.run(a.discover("client", "t+Echo"))
+    assert found in (b.ids["echo"], b.ids["echo2"])
+    assert pair.runner.run(a.call("client", found, "echo", b"hello")) == b"hello"
+    with pytest.raises(NotFound):
+        pair.runner.run(a.discover("client", "t+Nobody"))
+
+
+def test_errors_keep_code_and_message(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    with pytest.raises(HandlerError, match="asked to fail"):
+        pair.runner.run(a.call("client", b.ids["echo"], "fail"))
+    with pytest.raises(NotFound, match="no route"):
+        pair.runner.run(a.call("client", b.ids["echo"], "nope"))
+    gone = ActrId(Realm(1), 12345, ActrType("t", "Echo"))
+    with pytest.raises(NotFound):  # the signaling relay knows no such actor
+        pair.runner.run(a.call("client", gone, "echo"))
+
+
+def test_deadline_travels_as_remaining_time(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    remaining_ms = int(pair.runner.run(a.call("client", b.ids["echo"], "deadline", timeout_s=3.0)))
+    # A fresh local deadline on node B, a little less than the 3 s the caller gave.
+    assert 2000 < remaining_ms <= 3000
+    with pytest.raises(DeadlineExceeded):
+        pair.runner.run(a.call("client", b.ids["echo"], "sleep", b"600", timeout_s=0.3))
+
+
+def test_calls_both_ways_share_one_connection(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    run = pair.runner.run
+    assert run(a.call("client2", b.ids["echo2"], "echo", b"x")) == b"x"
+    assert run(b.call("echo", a.ids["client"], "echo", b"back")) == b"back"
+    assert run(a.call("client", b.ids["echo"], "echo", b"s", lane=PayloadType.RPC_SIGNAL)) == b"s"
+    big = bytes(range(256)) * 4096 * 3  # 3 MiB request: in parts on the data channel
+    assert run(a.call("client", b.ids["echo"], "echo", big)) == big
+    stats = run(a.stats())
+    (node,) = stats["remote_nodes"].values()
+    assert node["connects"] == 1  # every actor pair of the two nodes on one connection
+    assert node["state"] == "connected"
+    assert node["candidate_type"] == "host"
+    assert node["lanes"]["rpc_signal"]["frames_out"] >= 1
+
+
+def test_tell_arrives_and_is_never_answered(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    run = pair.runner.run
+    for i in range(20):
+        run(a.tell("client", b.ids["echo"], "note", b"%d" % i))
+    received = b.workers["echo"].received
+    run(b.wait_for(lambda: len(received.tells) >= 20, 10, "20 tells"))
+    assert [p for _route, p, _src in received.tells[-20:]] == [b"%d" % i for i in range(20)]
+    assert received.tells[-1][2] == a.ids["client"]
+
+
+def test_target_not_running_is_unavailable_at_once(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    run = pair.runner.run
+    b.states["echo2"] = "stopping"
+    b.send_directory()
+    run(b.stats())  # same control socket: once answered, the directory is applied
+    try:
+        with pytest.raises(Unavailable, match="stopping"):
+            run(a.call("client", b.ids["echo2"], "echo", timeout_s=3))
+    finally:
+        b.states.clear()
+        b.send_directory()
+        run(b.stats())
+    assert run(a.call("client", b.ids["echo2"], "echo", b"ok")) == b"ok"
+
+
+def test_acl_and_realms_hold_across_nodes(pair: Pair) -> None:
+    a, b, c = pair.a, pair.b, pair.c
+    run = pair.runner.run
+    # The signaling server refuses to relay for a type the target's ACL does not admit.
+    with pytest.raises(PermissionDenied):
+        run(a.call("client", b.ids["guarded"], "echo", b"let me in"))
+    # Once A's gateway knows where B's actors are, frames go straight over the data
+    # channel: B's gateway applies the ACL itself.
+    assert run(a.call("client", b.ids["echo"], "echo", b"ok")) == b"ok"
+    with pytest.raises(PermissionDenied):
+        run(a.tell("client", b.ids["guarded"], "note", b"sneaky"))
+        run(a.call("client", b.ids["guarded"], "echo", b"let me in"))
+    # Another realm: not discoverable, not reachable.
+    with pytest.raises(NotFound):
+        run(c.discover("stranger", "t+Echo"))
+    with pytest.raises((PermissionDenied, NotFound)):
+        run(c.call("stranger", b.ids["echo"], "echo", b"hi"))
+    assert b.workers["guarded"].received.tells == []
+
+
+def test_gateway_killed_and_restarted_keeps_ids(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    run = pair.runner.run
+    ids_before = dict(b.ids)
+    b.kill_gateway()
+    with pytest.raises(Unavailable):
+        run(a.call("client", b.ids["echo"], "sleep", b"100", timeout_s=8))
+    b.spawn()
+    run(b.wait_running())
+    b.send_directory()
+    assert b.ids == ids_before
+    assert run(a.call("client", b.ids["echo"], "echo", b"again", timeout_s=10)) == b"again"

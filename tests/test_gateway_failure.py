@@ -1,0 +1,101 @@
+"""Failure between two nodes' gateways (real processes): first calls from both sides at
+once, and a peer that goes silent — pending calls fail fast with 503, traffic resumes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("aiortc")
+
+from actrhost import Unavailable
+from actrhost.gateway._testing import HarnessNode, LoopRunner, start_nodes
+from actrhost.signaling._testing import ServerProcess
+
+
+@pytest.fixture
+def nodes(tmp_path: Path) -> Iterator[tuple[LoopRunner, HarnessNode, HarnessNode]]:
+    runner = LoopRunner()
+    with ServerProcess() as server:
+        a = HarnessNode(tmp_path / "a", server.url, [("a1", "t+A"), ("a2", "t+A")], name="a")
+        b = HarnessNode(tmp_path / "b", server.url, [("b1", "t+B"), ("b2", "t+B")], name="b")
+        runner.run(start_nodes(a, b))
+        try:
+            yield runner, a, b
+        finally:
+            for node in (a, b):
+                if node.process is not None and node.process.poll() is None:
+                    os.kill(node.process.pid, signal.SIGCONT)
+            runner.run(a.stop())
+            runner.run(b.stop())
+            runner.close()
+
+
+def test_first_calls_from_both_sides_at_once(
+    nodes: tuple[LoopRunner, HarnessNode, HarnessNode],
+) -> None:
+    runner, a, b = nodes
+
+    async def scenario() -> list[bytes]:
+        return list(
+            await asyncio.gather(
+                a.call("a1", b.ids["b1"], "echo", b"a1->b1"),
+                b.call("b2", a.ids["a2"], "echo", b"b2->a2"),
+                a.call("a2", b.ids["b2"], "echo", b"a2->b2"),
+                b.call("b1", a.ids["a1"], "echo", b"b1->a1"),
+            )
+        )
+
+    assert runner.run(scenario()) == [b"a1->b1", b"b2->a2", b"a2->b2", b"b1->a1"]
+    for node in (a, b):
+        (remote,) = runner.run(node.stats())["remote_nodes"].values()
+        assert remote["state"] == "connected"
+        assert remote["failures"] == 0
+        assert remote["connects"] == 1  # one connection for the pair of nodes, no glare left
+
+
+def test_silent_peer_fails_pending_calls_fast_then_traffic_resumes(
+    nodes: tuple[LoopRunner, HarnessNode, HarnessNode],
+) -> None:
+    runner, a, b = nodes
+    assert runner.run(a.call("a1", b.ids["b1"], "echo", b"up")) == b"up"
+    assert b.process is not None
+    pid = b.process.pid
+
+    async def scenario() -> float:
+        pending = asyncio.ensure_future(a.call("a1", b.ids["b1"], "sleep", b"5000", timeout_s=20))
+        await asyncio.sleep(0.2)
+        os.kill(pid, signal.SIGSTOP)  # node B's gateway stops answering anything
+        started = time.monotonic()
+        try:
+            with pytest.raises(Unavailable, match="connection to node"):
+                await pending
+            failed_after = time.monotonic() - started
+        finally:
+            await asyncio.sleep(0.5)
+            os.kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                assert await a.call("a1", b.ids["b1"], "echo", b"back", timeout_s=5) == b"back"
+                break
+            except Unavailable:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+        return failed_after
+
+    failed_after = runner.run(scenario(), timeout_s=40)
+    # keepalive_timeout_s is 1.5 s here: far from the call's 20 s deadline.
+    assert failed_after < 4.0
+    assert b.process.pid == pid and b.process.poll() is None  # nothing was restarted
+    stats = runner.run(a.stats())
+    (remote,) = stats["remote_nodes"].values()
+    assert remote["failures"] >= 1 and remote["connects"] >= 2
+    assert remote["state"] == "connected"

@@ -1,0 +1,135 @@
+"""Who offers, glare and reconnects, with two RemoteNodes in one process whose relay is a
+direct call (no signaling server): the state machine of actrhost/gateway/_remote.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("aiortc")
+
+from actrhost._config import WebrtcConfig
+from actrhost._payload_type import PayloadType
+from actrhost.gateway._ice import use_host_addresses
+from actrhost.gateway._peer import Callbacks, PeerConnection
+from actrhost.gateway._remote import RemoteNode, parse_session
+from actrhost.gateway._types import LinkState, Tuning
+from actrhost.signaling import RoleAssignment, RoleNegotiation, SdpAnswer, SdpOffer
+
+from .utils import run
+
+TUNING = Tuning(connect_timeout_s=4.0, keepalive_interval_s=0.2, keepalive_timeout_s=1.0)
+
+
+@pytest.fixture(autouse=True)
+def loopback_only() -> Iterator[None]:
+    use_host_addresses(["127.0.0.1"])
+    yield
+    use_host_addresses(None)
+
+
+class Gateway:
+    """Just enough of a gateway around one RemoteNode: frames and states it saw."""
+
+    def __init__(self, local: str, remote: str, net: dict[str, Gateway], offerer_node: str) -> None:
+        self.local = local
+        self.net = net
+        self.offerer_node = offerer_node  # what the "server" says for every negotiation
+        self.frames: list[bytes] = []
+        self.tasks: set[asyncio.Future[None]] = set()
+        self.states: list[tuple[str, LinkState]] = []
+        callbacks = Callbacks(
+            on_frame=lambda pc, lane, data: self.frames.append(data),
+            on_control=lambda pc, m: None,
+            on_state=lambda pc, s, r: None,
+            on_pressure=lambda pc, full: None,
+            on_media=lambda sample: None,
+            parse_id=str,
+        )
+        self.node = RemoteNode(
+            local,
+            remote,
+            webrtc=WebrtcConfig(),
+            tuning=TUNING,
+            callbacks=callbacks,
+            relay=self.relay,
+            on_state=self.on_state,
+        )
+        net[local] = self
+
+    def on_state(self, node: RemoteNode, pc: PeerConnection, state: LinkState, reason: str) -> None:
+        self.states.append((pc.session_id, state))
+
+    async def relay(self, node: RemoteNode, payload: Any, session: str) -> RoleAssignment | None:
+        other = self.net[node.node_id].node
+        if isinstance(payload, RoleNegotiation):
+            assert parse_session(session) is not None
+            other.ensure(self.offerer_node != self.local)
+            return RoleAssignment(self.offerer_node == self.local)
+        if isinstance(payload, SdpOffer):
+            self.tasks.add(asyncio.ensure_future(other.on_offer(payload.sdp, session)))
+        elif isinstance(payload, SdpAnswer):
+            self.tasks.add(asyncio.ensure_future(other.on_answer(payload.sdp, session)))
+        return None
+
+
+async def both_connected(a: Gateway, b: Gateway, timeout_s: float = 6.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not (a.node.state is LinkState.CONNECTED and b.node.state is LinkState.CONNECTED):
+            await asyncio.sleep(0.01)
+
+
+def test_glare_both_offer_at_once_one_connection_wins() -> None:
+    async def scenario() -> None:
+        net: dict[str, Gateway] = {}
+        # Each side is told it offers: two negotiations of different actor pairs at once.
+        a = Gateway("aaa", "bbb", net, offerer_node="aaa")
+        b = Gateway("bbb", "aaa", net, offerer_node="bbb")
+        try:
+            a.node.ensure(True)
+            b.node.ensure(True)
+            b.node.connection().enqueue(PayloadType.RPC_RELIABLE, b"queued before glare")
+            await both_connected(a, b)
+            assert a.node.pc is not None and b.node.pc is not None
+            # The smaller node id kept its offer; the other answered it.
+            assert a.node.pc.session_id == b.node.pc.session_id
+            assert parse_session(a.node.pc.session_id)[1] == "aaa"
+            assert a.node.failures == b.node.failures == 0
+            async with asyncio.timeout(3):
+                while not a.frames:
+                    await asyncio.sleep(0.01)
+            assert a.frames == [b"queued before glare"]  # moved to the winning connection
+        finally:
+            await a.node.close()
+            await b.node.close()
+
+    run(scenario())
+
+
+def test_lost_connection_fails_then_reconnects_by_itself() -> None:
+    async def scenario() -> None:
+        net: dict[str, Gateway] = {}
+        a = Gateway("aaa", "bbb", net, offerer_node="aaa")
+        b = Gateway("bbb", "aaa", net, offerer_node="aaa")
+        try:
+            a.node.connection()  # traffic: negotiate
+            await both_connected(a, b)
+            first = a.node.pc
+            assert first is not None
+            first.fail("test: link cut")
+            await both_connected(a, b)
+            assert a.node.pc is not first
+            assert (first.session_id, LinkState.FAILED) in a.states
+            assert a.node.connects == 2 and a.node.failures == 1
+            b.node.pc.enqueue(PayloadType.RPC_RELIABLE, b"after")  # type: ignore[union-attr]
+            async with asyncio.timeout(3):
+                while b"after" not in a.frames:
+                    await asyncio.sleep(0.01)
+        finally:
+            await a.node.close()
+            await b.node.close()
+
+    run(scenario())

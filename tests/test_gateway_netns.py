@@ -1,0 +1,172 @@
+"""A link cut between two network namespaces standing in for two hosts.
+
+Node A's gateway (and the signaling server) run in one namespace, node B's in another,
+joined by a veth pair; the test's fake supervisors and workers stay in the root
+namespace and reach the gateways over ipc sockets (paths in the file system cross
+network namespaces). ``ip link set down`` cuts the link for a few seconds: pending
+calls fail fast with 503, traffic resumes once the link is back, nothing restarts.
+Skipped with the reason when not root or without ``ip netns``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("aiortc")
+
+from actrhost import Unavailable
+from actrhost.gateway._testing import PACKAGE_ROOT, HarnessNode, LoopRunner, start_nodes
+
+IP = shutil.which("ip")
+ADDR_A, ADDR_B = "10.231.0.1", "10.231.0.2"
+CUT_S = 4.0
+
+
+def _ip(*args: str) -> None:
+    subprocess.run([str(IP), *args], check=True, capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def namespaces() -> Iterator[tuple[str, str, str]]:
+    """Two namespaces joined by a veth pair; yields (ns A, ns B, veth in A)."""
+    if IP is None:
+        pytest.skip("iproute2's ip is not installed (.ci/install-system-deps installs it)")
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    tag = os.urandom(3).hex()
+    ns_a, ns_b, veth_a, veth_b = f"ahA{tag}", f"ahB{tag}", f"vA{tag}", f"vB{tag}"
+    try:
+        _ip("netns", "add", ns_a)
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"cannot create a network namespace: {exc.stderr.decode().strip()}")
+    try:
+        _ip("netns", "add", ns_b)
+        _ip(
+            "link",
+            "add",
+            veth_a,
+            "netns",
+            ns_a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            veth_b,
+            "netns",
+            ns_b,
+        )
+        for ns, veth, addr in ((ns_a, veth_a, ADDR_A), (ns_b, veth_b, ADDR_B)):
+            _ip("-n", ns, "addr", "add", f"{addr}/30", "dev", veth)
+            _ip("-n", ns, "link", "set", veth, "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+        yield ns_a, ns_b, veth_a
+    finally:
+        for ns in (ns_a, ns_b):
+            subprocess.run([str(IP), "netns", "del", ns], capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def signaling_in(namespaces: tuple[str, str, str]) -> Iterator[str]:
+    """A signaling server inside namespace A, on its veth address; yields its URL."""
+    env = dict(os.environ, PYTHONPATH=str(PACKAGE_ROOT))
+    proc = subprocess.Popen(
+        [
+            str(IP),
+            "netns",
+            "exec",
+            namespaces[0],
+            sys.executable,
+            "-m",
+            "actrhost.signaling",
+            "--listen",
+            f"{ADDR_A}:0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], 15)
+    line = proc.stdout.readline() if ready else ""
+    try:
+        if "listening on " not in line:
+            pytest.fail(f"signaling server in {namespaces[0]} did not start: {line!r}")
+        yield line.rsplit(" ", 1)[1].strip()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stdout.close()
+
+
+def test_link_cut_fails_pending_calls_then_traffic_resumes(
+    tmp_path: Path, namespaces: tuple[str, str, str], signaling_in: str
+) -> None:
+    ns_a, ns_b, veth_a = namespaces
+    runner = LoopRunner()
+
+    def webrtc(addr: str) -> str:
+        return f'ice_host_addresses = ["{addr}"]\nconnect_timeout_s = 4.0'
+
+    a = HarnessNode(
+        tmp_path / "a", signaling_in, [("client", "t+C")], netns=ns_a, webrtc_toml=webrtc(ADDR_A)
+    )
+    b = HarnessNode(
+        tmp_path / "b", signaling_in, [("echo", "t+E")], netns=ns_b, webrtc_toml=webrtc(ADDR_B)
+    )
+    try:
+        runner.run(start_nodes(a, b))
+        assert runner.run(a.call("client", b.ids["echo"], "echo", b"up")) == b"up"
+        assert a.process is not None and b.process is not None
+        pids = (a.process.pid, b.process.pid)
+
+        async def scenario() -> tuple[float, float]:
+            pending = asyncio.ensure_future(
+                a.call("client", b.ids["echo"], "sleep", b"8000", timeout_s=30)
+            )
+            await asyncio.sleep(0.3)
+            _ip("-n", ns_a, "link", "set", veth_a, "down")
+            cut_at = time.monotonic()
+            try:
+                with pytest.raises(Unavailable):
+                    await pending
+                failed_after = time.monotonic() - cut_at
+                await asyncio.sleep(max(0.0, CUT_S - (time.monotonic() - cut_at)))
+            finally:
+                _ip("-n", ns_a, "link", "set", veth_a, "up")
+            restored_at = time.monotonic()
+            while True:
+                try:
+                    assert (
+                        await a.call("client", b.ids["echo"], "echo", b"back", timeout_s=5)
+                        == b"back"
+                    )
+                    return failed_after, time.monotonic() - restored_at
+                except Unavailable:
+                    if time.monotonic() - restored_at > 30:
+                        raise
+                    await asyncio.sleep(0.2)
+
+        failed_after, resumed_after = runner.run(scenario(), timeout_s=60)
+        print(f"pending call failed {failed_after:.2f} s after the cut;", end=" ")
+        print(f"traffic resumed {resumed_after:.2f} s after the link came back")
+        assert failed_after < 4.0  # keepalive_timeout_s 1.5 s, not the call's 30 s deadline
+        assert (a.process.pid, b.process.pid) == pids
+        assert a.process.poll() is None and b.process.poll() is None
+        (remote,) = runner.run(a.stats())["remote_nodes"].values()
+        assert remote["failures"] >= 1 and remote["state"] == "connected"
+        assert remote["candidate_type"] == "host"
+    finally:
+        runner.run(a.stop())
+        runner.run(b.stop())
+        runner.close()

@@ -1,0 +1,207 @@
+"""The gateway's peer connection in one process: two real aiortc connections on loopback,
+wired offer to answer directly (no signaling): lanes, parts, priority, window, malformed
+messages, and the clear failure when there are no ICE candidates."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("aiortc")
+
+from actrhost._config import WebrtcConfig
+from actrhost._payload_type import PayloadType
+from actrhost.gateway import _framing as framing
+from actrhost.gateway._ice import use_host_addresses
+from actrhost.gateway._peer import Callbacks, PeerConnection
+from actrhost.gateway._types import LinkCounters, LinkState, Tuning
+
+from .utils import run
+
+TUNING = Tuning(connect_timeout_s=5.0, keepalive_interval_s=0.2, keepalive_timeout_s=2.0)
+
+
+@pytest.fixture(autouse=True)
+def loopback_only() -> Iterator[None]:
+    use_host_addresses(["127.0.0.1"])
+    yield
+    use_host_addresses(None)
+
+
+class Side:
+    """One end: a PeerConnection and what it received."""
+
+    def __init__(self, name: str, tuning: Tuning = TUNING) -> None:
+        self.frames: list[tuple[int, bytes]] = []
+        self.states: list[LinkState] = []
+        self.controls: list[dict[str, Any]] = []
+        self.pressure: list[bool] = []
+        self.got = asyncio.Event()
+        self.auto_ack = True
+        callbacks = Callbacks(
+            on_frame=self._on_frame,
+            on_control=lambda pc, m: self.controls.append(m),
+            on_state=lambda pc, s, r: self.states.append(s),
+            on_pressure=lambda pc, full: self.pressure.append(full),
+            on_media=lambda sample: None,
+            parse_id=str,
+        )
+        self.pc = PeerConnection(
+            name,
+            f"pc|{name}",
+            webrtc=WebrtcConfig(),
+            tuning=tuning,
+            counters=LinkCounters(),
+            callbacks=callbacks,
+        )
+
+    def _on_frame(self, pc: PeerConnection, lane: int, data: bytes) -> None:
+        self.frames.append((lane, data))
+        if lane == PayloadType.STREAM_RELIABLE and self.auto_ack:
+            pc.stream_delivered(len(data))
+        self.got.set()
+
+    async def wait_frames(self, count: int, timeout_s: float = 10.0) -> None:
+        async with asyncio.timeout(timeout_s):
+            while len(self.frames) < count:
+                self.got.clear()
+                await self.got.wait()
+
+
+async def connected_pair(tuning: Tuning = TUNING) -> tuple[Side, Side]:
+    a, b = Side("a", tuning), Side("b", tuning)
+    offer = await a.pc.create_offer()
+    answer = await b.pc.accept_offer(offer)
+    await a.pc.accept_answer(answer)
+    async with asyncio.timeout(5):
+        while not (a.pc.state is LinkState.CONNECTED and b.pc.state is LinkState.CONNECTED):
+            await asyncio.sleep(0.01)
+    return a, b
+
+
+def test_lanes_parts_and_state_trajectory() -> None:
+    async def scenario() -> None:
+        a, b = await connected_pair()
+        try:
+            big = bytes(range(256)) * 4096  # 1 MiB: 17 parts of 64 KiB
+            a.pc.enqueue(PayloadType.RPC_RELIABLE, b"call")
+            a.pc.enqueue(PayloadType.RPC_SIGNAL, b"signal")
+            a.pc.enqueue(PayloadType.STREAM_RELIABLE, big)
+            a.pc.enqueue(PayloadType.STREAM_LATENCY_FIRST, b"fresh")
+            await b.wait_frames(4)
+            got = dict(b.frames)
+            assert got[PayloadType.RPC_RELIABLE] == b"call"
+            assert got[PayloadType.RPC_SIGNAL] == b"signal"
+            assert (
+                hashlib.sha256(got[PayloadType.STREAM_RELIABLE]).digest()
+                == hashlib.sha256(big).digest()
+            )
+            assert got[PayloadType.STREAM_LATENCY_FIRST] == b"fresh"
+            assert a.pc.candidate_type == "host"
+            lanes = a.pc.counters.lanes
+            assert lanes["stream_reliable"].frames_out == 1
+            assert lanes["stream_reliable"].bytes_out == len(big)
+        finally:
+            await a.pc.close()
+            await b.pc.close()
+        assert a.states == [LinkState.CONNECTING, LinkState.CONNECTED, LinkState.CLOSED]
+
+    run(scenario())
+
+
+def test_signal_lane_overtakes_queued_calls() -> None:
+    async def scenario() -> None:
+        a, b = await connected_pair()
+        try:
+            for i in range(200):
+                a.pc.enqueue(PayloadType.RPC_RELIABLE, b"r%03d" % i + bytes(16 * 1024))
+            a.pc.enqueue(PayloadType.RPC_SIGNAL, b"urgent")
+            await b.wait_frames(201)
+            order = [data[:6] for _lane, data in b.frames]
+            # Behind at most aiortc's buffer (256 KiB = 16 of these), never behind all 200.
+            assert order.index(b"urgent") < 40
+            rpc = [data[:4] for lane, data in b.frames if lane == PayloadType.RPC_RELIABLE]
+            assert rpc == [b"r%03d" % i for i in range(200)]  # FIFO within the lane
+        finally:
+            await a.pc.close()
+            await b.pc.close()
+
+    run(scenario())
+
+
+def test_stream_window_holds_the_sender_until_acknowledged() -> None:
+    async def scenario() -> None:
+        tuning = Tuning(connect_timeout_s=5.0, stream_window_bytes=256 * 1024)
+        a, b = await connected_pair(tuning)
+        b.auto_ack = False
+        try:
+            chunk = bytes(64 * 1024)
+            for _ in range(10):
+                a.pc.enqueue(PayloadType.STREAM_RELIABLE, chunk)
+            await b.wait_frames(4)
+            await asyncio.sleep(0.2)
+            assert len(b.frames) == 4  # the window (4 chunks) is full: nothing more
+            b.pc.stream_delivered(4 * len(chunk))
+            await b.wait_frames(8)
+        finally:
+            await a.pc.close()
+            await b.pc.close()
+
+    run(scenario())
+
+
+def test_malformed_messages_are_dropped_and_counted() -> None:
+    async def scenario() -> None:
+        a, b = await connected_pair()
+        try:
+            channel = a.pc._lanes[1].channel  # the RPC channel, bypassing our framing
+            for garbage in (b"\x7fnope", b"\x02short", b"\x03not json", "text"):
+                channel.send(garbage)
+            parts = list(framing.split_frame(bytes(200_000), 7, 65536))
+            channel.send(parts[1])
+            channel.send(parts[1])  # the same part twice
+            a.pc.enqueue(PayloadType.RPC_RELIABLE, b"still fine")
+            await b.wait_frames(1)
+            assert b.frames == [(PayloadType.RPC_RELIABLE, b"still fine")]
+            assert b.pc.counters.malformed == 5
+            assert b.pc.state is LinkState.CONNECTED
+        finally:
+            await a.pc.close()
+            await b.pc.close()
+
+    run(scenario())
+
+
+def test_no_candidates_fails_at_once_with_a_clear_reason() -> None:
+    async def scenario() -> None:
+        use_host_addresses([])
+        a = Side("a")
+        await a.pc.create_offer()
+        assert a.pc.state is LinkState.FAILED
+        assert "no local ICE candidates" in a.pc.error
+        assert "ice_host_addresses" in a.pc.error
+        await a.pc.close()
+
+    run(scenario())
+
+
+def test_reassembler_limits() -> None:
+    r = framing.Reassembler(max_partial=2)
+    frame = bytes(range(256)) * 1000
+    parts = list(framing.split_frame(frame, 1, 10_000))
+    others = [next(iter(framing.split_frame(frame, n, 10_000))) for n in (2, 3)]
+    assert r.feed(parts[0]) is None
+    for first in others:  # two more incomplete messages: the oldest is evicted
+        assert r.feed(first) is None
+    assert r.evicted == 1
+    with pytest.raises(framing.MalformedMessage):
+        r.feed(b"")
+    assert list(framing.split_frame(b"abc", 1, 100)) == [b"\x01abc"]
+    whole = framing.Reassembler(1)
+    results = [whole.feed(p) for p in parts]
+    assert results[:-1] == [None] * (len(parts) - 1)
+    assert results[-1] == ("frame", frame)

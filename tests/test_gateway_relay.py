@@ -1,0 +1,114 @@
+"""``[webrtc] force_relay``: two gateways that may only use TURN relay candidates, through a
+real coturn the test starts on loopback (skipped with the reason when coturn is missing)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("aiortc")
+
+from actrhost.gateway._testing import HarnessNode, LoopRunner, start_nodes
+from actrhost.signaling._testing import ServerProcess, pick_port
+
+TURNSERVER = shutil.which("turnserver")
+pytestmark = pytest.mark.skipif(
+    TURNSERVER is None,
+    reason="coturn's turnserver is not installed (.ci/install-system-deps installs it)",
+)
+
+
+def _udp_port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture
+def turn(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """coturn on 127.0.0.1 with one long-term user; yields (port, log file)."""
+    port = pick_port()
+    while not _udp_port_free(port):
+        port = pick_port()
+    relay_min = 40000 + (port % 200) * 100  # a small private range per test run
+    log = tmp_path / "turn.log"
+    proc = subprocess.Popen(
+        [
+            str(TURNSERVER),
+            "-n",  # no config file
+            "--listening-ip=127.0.0.1",
+            "--relay-ip=127.0.0.1",
+            f"--listening-port={port}",
+            f"--min-port={relay_min}",
+            f"--max-port={relay_min + 99}",
+            "--lt-cred-mech",
+            "--user=actr:relaypass",
+            "--realm=actrhost.test",
+            "--fingerprint",
+            "--allow-loopback-peers",
+            "--verbose",  # the peers are on 127.0.0.1 here
+            "--no-tls",
+            "--no-dtls",
+            "--no-cli",
+            "--no-stdout-log",
+            "--simple-log",
+            f"--log-file={log}",
+            f"--userdb={tmp_path / 'turndb'}",
+            f"--pidfile={tmp_path / 'turn.pid'}",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 5
+        while _udp_port_free(port):  # bound once it listens
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"turnserver did not start: {log.read_text() if log.exists() else ''}")
+            time.sleep(0.05)
+        yield port, log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_force_relay_goes_through_turn(tmp_path: Path, turn: tuple[int, Path]) -> None:
+    port, turn_log = turn
+    webrtc = (
+        f'turn_urls = [{{ url = "turn:127.0.0.1:{port}?transport=udp", username = "actr", '
+        'credential = "relaypass" }]\n'
+        'force_relay = true\nice_host_addresses = ["127.0.0.1"]\nconnect_timeout_s = 8.0'
+    )
+    runner = LoopRunner()
+    with ServerProcess() as server:
+        a = HarnessNode(tmp_path / "a", server.url, [("client", "t+C")], webrtc_toml=webrtc)
+        b = HarnessNode(tmp_path / "b", server.url, [("echo", "t+E")], webrtc_toml=webrtc)
+        try:
+            runner.run(start_nodes(a, b))
+            assert runner.run(a.call("client", b.ids["echo"], "echo", b"relayed")) == b"relayed"
+            big = bytes(300_000)
+            assert runner.run(a.call("client", b.ids["echo"], "echo", big)) == big
+            for node in (a, b):
+                (remote,) = runner.run(node.stats())["remote_nodes"].values()
+                assert remote["candidate_type"] == "relay", remote
+        finally:
+            runner.run(a.stop())
+            runner.run(b.stop())
+            runner.close()
+    log = turn_log.read_text(errors="replace")
+    # Both gateways allocated a relay and bound a channel to the other's relay address.
+    assert log.count("ALLOCATE processed, success") >= 2, log[-2000:]
+    assert "CHANNEL_BIND processed, success" in log or "CREATE_PERMISSION processed" in log

@@ -1,0 +1,158 @@
+"""Data streams and media samples between two nodes' gateways: a large reliable stream
+with checksums and backpressure, latency-first drops under pressure, video and audio
+samples over aiortc media tracks."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("aiortc")
+
+from actrhost._payload_type import PayloadType
+from actrhost.gateway._testing import HarnessNode, LoopRunner
+from actrhost.signaling._testing import ServerProcess
+
+#: 100 MiB end to end, as the issue asks (10 to 20 s here); GATEWAY_STREAM_MIB=20 for less.
+STREAM_MIB = int(os.environ.get("GATEWAY_STREAM_MIB", "100"))
+CHUNK_BYTES = 1024 * 1024
+
+
+class Pair:
+    def __init__(self, runner: LoopRunner, a: HarnessNode, b: HarnessNode) -> None:
+        self.runner = runner
+        self.a = a
+        self.b = b
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    folder: Path = tmp_path_factory.mktemp("gw-streams")
+    runner = LoopRunner()
+    with ServerProcess() as server:
+        # Small high-water marks: a fast sender meets backpressure at every hop.
+        a = HarnessNode(folder / "a", server.url, [("src", "t+Source")], hwm=16)
+        b = HarnessNode(folder / "b", server.url, [("sink", "t+Sink")], hwm=16)
+        runner.run(a.start())
+        runner.run(b.start())
+        try:
+            runner.run(a.call("src", b.ids["sink"], "echo", b"warm up"))
+            yield Pair(runner, a, b)
+        finally:
+            runner.run(a.stop())
+            runner.run(b.stop())
+            runner.close()
+
+
+def _chunk(sequence: int) -> bytes:
+    seed = hashlib.sha256(b"%d" % sequence).digest()
+    return seed * (CHUNK_BYTES // len(seed))
+
+
+def test_large_reliable_stream_arrives_whole_and_in_order(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    sink = b.workers["sink"].received
+    count = STREAM_MIB
+
+    async def scenario() -> float:
+        started = time.perf_counter()
+        expected = hashlib.sha256()
+        for seq in range(count):
+            chunk = _chunk(seq)
+            expected.update(chunk)
+            await a.send_chunk("src", b.ids["sink"], "bulk", seq, chunk)
+        await b.wait_for(lambda: len(sink.chunks["bulk"]) >= count, 60, f"{count} chunks")
+        elapsed = time.perf_counter() - started
+        got = sink.chunks["bulk"]
+        assert [seq for seq, _ in got] == list(range(count))
+        digest = hashlib.sha256()
+        for _seq, payload in got:
+            digest.update(payload)
+        assert digest.hexdigest() == expected.hexdigest()
+        return elapsed
+
+    elapsed = pair.runner.run(scenario(), timeout_s=90)
+    print(f"{count} MiB through two gateways in {elapsed:.1f} s ({count / elapsed:.1f} MiB/s)")
+    stats = pair.runner.run(a.stats())
+    (node,) = stats["remote_nodes"].values()
+    assert node["lanes"]["stream_reliable"]["frames_out"] == count
+    assert node["lanes"]["stream_reliable"]["dropped"] == 0
+    sink.chunks.clear()
+
+
+def test_latency_first_drops_old_chunks_under_pressure(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    sink = b.workers["sink"].received
+    sent = 0
+
+    async def scenario() -> None:
+        nonlocal sent
+        payload = bytes(32 * 1024)
+        for seq in range(300):
+            # As fast as ZeroMQ takes them: far faster than the data channel drains.
+            while not a.send_chunk_nowait(
+                "src", b.ids["sink"], "live", seq, payload, PayloadType.STREAM_LATENCY_FIRST
+            ):
+                await asyncio.sleep(0.001)
+            sent += 1
+        # Unordered, no retransmits: wait until nothing more arrives.
+        seen = -1
+        deadline = time.monotonic() + 10
+        while len(sink.chunks["live"]) != seen and time.monotonic() < deadline:
+            seen = len(sink.chunks["live"])
+            await asyncio.sleep(0.5)
+
+    pair.runner.run(scenario())
+    got = [seq for seq, _ in sink.chunks["live"]]
+    stats = pair.runner.run(a.stats())
+    (node,) = stats["remote_nodes"].values()
+    dropped = node["lanes"]["stream_latency_first"]["dropped"]
+    assert dropped > 0, "no drop: the lane was never under pressure"
+    assert len(got) < sent
+    assert len(got) + dropped <= sent
+    # Newest wins: the queue dropped old chunks, so the last ones sent got through (a
+    # loaded machine may still lose a few on the wire: no retransmits on this lane).
+    assert max(got) >= 280, got[-10:]
+
+
+def test_video_and_audio_samples_arrive_decoded_with_timestamps(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    sink = b.workers["sink"].received
+    frames = 30
+
+    async def scenario() -> None:
+        for i in range(frames):
+            image = np.zeros((48, 64, 3), np.uint8)
+            image[:, :] = (8 * i, 255 - 8 * i, 128)
+            await a.send_media("src", b.ids["sink"], "cam", image, 1000 + 3000 * i)
+            tone = (np.sin(np.arange(960) / 10) * 8000).astype(np.int16)
+            await a.send_media("src", b.ids["sink"], "mic", tone, 960 * i, media_type="audio")
+            await asyncio.sleep(1 / 30)
+        await b.wait_for(
+            lambda: sum(1 for m in sink.media if m[0] == "cam") >= frames - 3, 10, "video frames"
+        )
+
+    pair.runner.run(scenario())
+    video = [m for m in sink.media if m[0] == "cam"]
+    audio = [m for m in sink.media if m[0] == "mic"]
+    timestamps = [ts for _track, _value, ts, _codec, _kind in video]
+    assert timestamps == sorted(timestamps)
+    for _track, value, ts, codec, kind in video:
+        i = (ts - 1000) // 3000
+        assert ts == 1000 + 3000 * i and 0 <= i < frames
+        assert (kind, codec, value.shape, value.dtype) == ("video", "rgb24", (48, 64, 3), np.uint8)
+        # VP8 is lossy: the colour survives, not the exact bytes.
+        assert abs(int(value[..., 0].mean()) - 8 * i) < 24
+        assert abs(int(value[..., 1].mean()) - (255 - 8 * i)) < 24
+    assert audio, "no audio sample arrived"
+    assert all(v.dtype == np.int16 and v.shape[1] == 1 for _t, v, _ts, _c, _k in audio)
+    stats = pair.runner.run(b.stats())
+    (node,) = stats["remote_nodes"].values()
+    assert node["media"]["samples_received"] == len(video) + len(audio)
