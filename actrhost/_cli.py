@@ -123,6 +123,21 @@ def format_status(status: dict[str, Any]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
     lines = [f"node {status.get('node', '?')} ({status.get('run_dir', '')})"]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    gateway = status.get("gateway")
+    if gateway:
+        lines.append(
+            f"gateway pid {gateway.get('pid')} {gateway.get('state')}, "
+            f"restarts {gateway.get('restarts', 0)}, signaling {gateway.get('signaling')}"
+        )
+        remote = (gateway.get("stats") or {}).get("remote_nodes") or {}
+        for node_id, node in sorted(remote.items()):
+            lanes = node.get("connection", {}).get("lanes", {}) if isinstance(node.get("connection"), dict) else {}
+            lines.append(
+                f"  remote node {node_id}: {node.get('state')}, candidate {node.get('candidate_type') or '-'}, "
+                f"{len(node.get('actors', []))} actor(s), connects {node.get('connects', 0)}, "
+                f"failures {node.get('failures', 0)}"
+                + (f", lanes {json.dumps(lanes, sort_keys=True)}" if lanes else "")
+            )
     return "\n".join(lines)
 
 

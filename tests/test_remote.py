@@ -1,0 +1,136 @@
+"""Two real nodes (``actrhost run``) and a signaling server: actors call across nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import pytest
+
+import actrhost
+from actrhost import ActrId
+
+from .utils import REPO, run
+
+pytest.importorskip("aiortc")
+
+
+@pytest.fixture
+def signaling_url():
+    process = subprocess.Popen(
+        [sys.executable, "-m", "actrhost", "signal", "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+    )
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("signaling server listening on "), line
+        yield line.split()[-1]
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_actors_on_two_nodes_discover_call_and_tell_each_other(node_factory, signaling_url):
+    signaling = f'[signaling]\nurl = "{signaling_url}"\n'
+    node_a = node_factory(
+        """
+        [[actor]]
+        name = "relay"
+        type = "test+Relay"
+        handler = "actors:Relay"
+        """,
+        signaling,
+    )
+    node_b = node_factory(
+        """
+        [[actor]]
+        name = "echo"
+        type = "test+Echo"
+        handler = "actors:Echo"
+
+        [[actor]]
+        name = "rec"
+        type = "test+Recorder"
+        handler = "actors:Recorder"
+        """,
+        signaling,
+    )
+
+    async def go():
+        async with actrhost.connect(node_a.config_path) as shell_a, actrhost.connect(
+            node_b.config_path
+        ) as shell_b:
+            echo_id = (await shell_b.actors())[0].actr_id
+            # An actor on A discovers test+Echo (not local: through signaling) and calls it.
+            answer = await shell_a.call("relay", "test.Relay.Forward", b"test+Echo test.Echo.Say hi",
+                                        timeout=20)
+            assert answer == b"hi"
+            # The caller on the other node is seen with its own id.
+            who = await shell_a.call("relay", "test.Relay.Forward", b"test+Echo test.Echo.Whoami x",
+                                     timeout=10)
+            self_id, caller, *_ = who.decode().split("|")
+            assert ActrId.parse(self_id) == echo_id
+            relay_id = (await shell_a.actors())[0].actr_id
+            assert ActrId.parse(caller) == relay_id
+            # A Shell on A reaches B's actor by id; errors keep code and message.
+            assert await shell_a.call(echo_id, "test.Echo.Say", b"direct", timeout=10) == b"direct"
+            with pytest.raises(actrhost.HandlerError, match="boom: far"):
+                await shell_a.call(echo_id, "test.Echo.Fail", b"far", timeout=10)
+            started = time.monotonic()
+            with pytest.raises(actrhost.DeadlineExceeded):
+                await shell_a.call(echo_id, "test.Echo.Sleep", b"2", timeout=0.3)
+            assert time.monotonic() - started < 1.5
+            # Tells cross too, in order.
+            rec_id = await shell_a.discover("test+Recorder")
+            for n in range(20):
+                await shell_a.tell(rec_id, "test.Recorder.Note", str(n).encode())
+            for _ in range(100):
+                seen = await shell_b.call("rec", "test.Recorder.Seen", b"")
+                if seen.count(b",") == 19:
+                    break
+                await asyncio.sleep(0.05)
+            assert seen.decode().split(",") == [str(n) for n in range(20)]
+            status = await shell_a.status()
+            assert status["gateway"]["state"] == "running"
+
+    run(go(), 90)
+
+
+
+def test_embedded_signaling_registers_the_node_with_the_ids_its_actors_use(node_factory):
+    node = node_factory(
+        """
+        [[actor]]
+        name = "echo"
+        type = "test+Echo"
+        handler = "actors:Echo"
+        instances = 2
+        """,
+        '[signaling]\nurl = "embedded"\n',
+    )
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            status = await shell.status()
+            url = status["gateway"]["signaling"]
+            assert url.startswith("ws://127.0.0.1:")
+            local_ids = {a.actr_id for a in await shell.actors()}
+            result = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "actrhost", "status", "--signaling", url],
+                capture_output=True, text=True, timeout=30,
+            )
+            assert result.returncode == 0, result.stderr
+            listed = {ActrId.parse(line.split()[0]) for line in result.stdout.splitlines()[2:]}
+            assert listed == local_ids
+            # The CLI status table shows the gateway too.
+            table = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "actrhost", "status", str(node.config_path)],
+                capture_output=True, text=True, timeout=30,
+            )
+            assert "gateway" in table.stdout and "running" in table.stdout
+
+    run(go(), 60)
