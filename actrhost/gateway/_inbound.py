@@ -183,7 +183,8 @@ class Inbound:
         if dealer is None:
             sock = self._zctx.socket(zmq.DEALER)
             configure_socket(sock, self._hwm)
-            sock.setsockopt(zmq.IMMEDIATE, 1)
+            # No ZMQ_IMMEDIATE: it makes libzmq drop answers a worker sent just before it
+            # disconnected (see actrhost/_rpc.py, RpcEndpoint.link).
             sock.connect(endpoint)
             dealer = self._dealers[endpoint] = LoopSocket(
                 sock, self._on_dealer, f"gateway -> {endpoint}"
@@ -252,9 +253,9 @@ class Inbound:
     ) -> None:
         """Send a frame to a local worker, in order with what waits for it already.
 
-        A DEALER (``IMMEDIATE``) takes nothing until connected, and a worker that stops
-        reading fills its queue: then the frame waits up to ``wait_s`` behind earlier
-        ones, and ``on_fail`` runs if it is still not sent.
+        A worker that stops reading fills its queue (the high-water mark): then the frame
+        waits up to ``wait_s`` behind earlier ones, and ``on_fail`` runs if it is still
+        not sent.
         """
         backlog = self._overflow.get(endpoint)
         if not backlog:
