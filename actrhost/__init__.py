@@ -35,12 +35,12 @@ from ._shell import Shell as Shell
 from ._shell import connect as connect
 
 __all__ = [
+    "Actor",
     "ActorInfo",
     "ActorState",
     "ActrError",
     "ActrId",
     "ActrType",
-    "Actor",
     "BadRequest",
     "ClosedResourceError",
     "ConfigError",

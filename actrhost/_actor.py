@@ -25,7 +25,9 @@ class RouteSpec:
     payload_type: PayloadType
 
 
-def rpc(route_key: str, *, payload_type: PayloadType = PayloadType.RPC_RELIABLE) -> Callable[[_F], _F]:
+def rpc(
+    route_key: str, *, payload_type: PayloadType = PayloadType.RPC_RELIABLE
+) -> Callable[[_F], _F]:
     """Mark an ``async def handler(self, ctx, request)`` as serving ``route_key``.
 
     ``route_key`` is ``"package.Service.Method"``. If ``request`` is annotated with a
@@ -42,7 +44,7 @@ def rpc(route_key: str, *, payload_type: PayloadType = PayloadType.RPC_RELIABLE)
         if not inspect.iscoroutinefunction(func):
             raise TypeError(f"@rpc({route_key!r}) needs an 'async def', got {func!r}")
         setattr(func, _ROUTE_ATTR, RouteSpec(route_key, PayloadType(payload_type)))
-        return func
+        return func  # type: ignore[return-value]
 
     return mark
 
@@ -79,7 +81,7 @@ def collect_routes(actor: Actor) -> dict[str, Route]:
     for attr in dir(type(actor)):
         func = getattr(type(actor), attr, None)
         spec = getattr(func, _ROUTE_ATTR, None)
-        if not isinstance(spec, RouteSpec):
+        if func is None or not isinstance(spec, RouteSpec):
             continue
         if spec.route_key in routes:
             raise TypeError(f"{type(actor).__name__}: route {spec.route_key!r} is defined twice")

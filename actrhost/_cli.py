@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,7 +65,9 @@ def _payload_from_args(args: argparse.Namespace) -> bytes:
         try:
             return Path(args.data[1:]).read_bytes()
         except OSError as exc:
-            raise SystemExit(_fail(f"--data: cannot read {args.data[1:]}: {exc.strerror}", EXIT_USAGE)) from None
+            raise SystemExit(
+                _fail(f"--data: cannot read {args.data[1:]}: {exc.strerror}", EXIT_USAGE)
+            ) from None
     return args.data.encode()
 
 
@@ -110,19 +111,24 @@ def format_status(status: dict[str, Any]) -> str:
     for actor in status["actors"]:
         stats = actor.get("stats") or {}
         served = stats.get("calls_served", 0) + stats.get("tells_served", 0) if stats else "-"
-        rows.append((
-            f"{actor['name']}#{actor['index']}",
-            actor["id"],
-            str(actor.get("pid") or "-"),
-            actor["state"],
-            str(actor.get("restarts", 0)),
-            str(stats.get("mailbox_depth", "-")),
-            str(served),
-            str(stats.get("errors", "-")),
-        ))
+        rows.append(
+            (
+                f"{actor['name']}#{actor['index']}",
+                actor["id"],
+                str(actor.get("pid") or "-"),
+                actor["state"],
+                str(actor.get("restarts", 0)),
+                str(stats.get("mailbox_depth", "-")),
+                str(served),
+                str(stats.get("errors", "-")),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
     lines = [f"node {status.get('node', '?')} ({status.get('run_dir', '')})"]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    lines += [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
     gateway = status.get("gateway")
     if gateway:
         lines.append(
@@ -131,9 +137,14 @@ def format_status(status: dict[str, Any]) -> str:
         )
         remote = (gateway.get("stats") or {}).get("remote_nodes") or {}
         for node_id, node in sorted(remote.items()):
-            lanes = node.get("connection", {}).get("lanes", {}) if isinstance(node.get("connection"), dict) else {}
+            lanes = (
+                node.get("connection", {}).get("lanes", {})
+                if isinstance(node.get("connection"), dict)
+                else {}
+            )
             lines.append(
-                f"  remote node {node_id}: {node.get('state')}, candidate {node.get('candidate_type') or '-'}, "
+                f"  remote node {node_id}: {node.get('state')}, "
+                f"candidate {node.get('candidate_type') or '-'}, "
                 f"{len(node.get('actors', []))} actor(s), connects {node.get('connects', 0)}, "
                 f"failures {node.get('failures', 0)}"
                 + (f", lanes {json.dumps(lanes, sort_keys=True)}" if lanes else "")
@@ -194,7 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a node from a config file until SIGINT/SIGTERM")
     run.add_argument("config", help="path of the node's TOML config")
-    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="overrides [node] log_level")
+    run.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="overrides [node] log_level",
+    )
     run.set_defaults(func=cmd_run)
 
     call = sub.add_parser("call", help="call (or tell) an actor of a running node")
@@ -206,15 +221,25 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--hex", help="request payload as hexadecimal")
     call.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
     call.add_argument("--tell", action="store_true", help="send a tell: no answer is awaited")
-    call.add_argument("--output", choices=["text", "hex", "raw"], default="text",
-                      help="how to print the response (default: UTF-8 text)")
+    call.add_argument(
+        "--output",
+        choices=["text", "hex", "raw"],
+        default="text",
+        help="how to print the response (default: UTF-8 text)",
+    )
     call.set_defaults(func=cmd_call)
 
     status = sub.add_parser("status", help="show every actor of a running node with its counters")
-    status.add_argument("config", nargs="?", help="config of the running node (or its ipc:// control endpoint)")
+    status.add_argument(
+        "config", nargs="?", help="config of the running node (or its ipc:// control endpoint)"
+    )
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    status.add_argument("--signaling", metavar="URL", help="list who is registered with a signaling server")
-    status.add_argument("--realm", type=int, default=1, help="realm to list with --signaling (default 1)")
+    status.add_argument(
+        "--signaling", metavar="URL", help="list who is registered with a signaling server"
+    )
+    status.add_argument(
+        "--realm", type=int, default=1, help="realm to list with --signaling (default 1)"
+    )
     status.set_defaults(func=cmd_status)
 
     from ._cli_signaling import add_parsers
@@ -235,7 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         return _fail(f"config error: {exc}", EXIT_USAGE)
     except ActrError as exc:
-        return _fail(f"{args.command}: {exc.code} {type(exc).__name__}: {exc.message}", EXIT_FAILURE)
+        return _fail(
+            f"{args.command}: {exc.code} {type(exc).__name__}: {exc.message}", EXIT_FAILURE
+        )
     except KeyboardInterrupt:
         return 130
 

@@ -41,7 +41,12 @@ def cmd_signaling_status(url: str, realm: int) -> int:
     actors, truncated = asyncio.run(_with_registration(url, realm, job))
     rows = [("ACTR_ID", "AVAILABILITY", "BACKLOG", "FINGERPRINT")]
     rows += [
-        (str(a.actr_id), str(a.availability.name).lower(), str(a.mailbox_backlog), a.fingerprint or "-")
+        (
+            str(a.actr_id),
+            str(a.availability.name).lower(),
+            str(a.mailbox_backlog),
+            a.fingerprint or "-",
+        )
         for a in actors
         if str(a.actr_id.type) != CLI_ACTR_TYPE
     ]
@@ -67,7 +72,9 @@ def cmd_lock(args: argparse.Namespace) -> int:
     found: dict[str, str] = {}
     if missing:
         url = args.signaling or (
-            config.signaling.url if config.signaling and config.signaling.url != "embedded" else None
+            config.signaling.url
+            if config.signaling and config.signaling.url != "embedded"
+            else None
         )
         if url is None:
             raise ConfigError(
@@ -82,15 +89,18 @@ def cmd_lock(args: argparse.Namespace) -> int:
                 best = result.candidates[0] if result.candidates else None
                 if best is None or not best.fingerprint:
                     raise ActrError(
-                        f"signaling knows no instance of {dep.actr_type} with a fingerprint", code=404
+                        f"signaling knows no instance of {dep.actr_type} with a fingerprint",
+                        code=404,
                     )
                 found[dep.name] = best.fingerprint
 
         asyncio.run(_with_registration(url, config.node.realm, job))
-    lock = LockFile([
-        LockedDependency(d.name, d.actr_type, d.fingerprint or found[d.name], now)
-        for d in config.dependencies
-    ])
+    lock = LockFile(
+        [
+            LockedDependency(d.name, d.actr_type, d.fingerprint or found[d.name], now)
+            for d in config.dependencies
+        ]
+    )
     path = Path(config.base_dir) / ACTR_LOCK_NAME
     lock.save(path)
     print(f"wrote {path} ({len(lock.dependencies)} dependencies)")
@@ -100,12 +110,19 @@ def cmd_lock(args: argparse.Namespace) -> int:
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``signal`` and ``lock`` on the main parser."""
     signal = sub.add_parser("signal", help="run a standalone signaling server")
-    signal.add_argument("--listen", default="127.0.0.1:8765", help="HOST:PORT (default 127.0.0.1:8765)")
-    signal.add_argument("--key-file", help="TOML key file (see docs/signaling.md); default: a random key")
+    signal.add_argument(
+        "--listen", default="127.0.0.1:8765", help="HOST:PORT (default 127.0.0.1:8765)"
+    )
+    signal.add_argument(
+        "--key-file", help="TOML key file (see docs/signaling.md); default: a random key"
+    )
     signal.set_defaults(func=cmd_signal)
 
-    lock = sub.add_parser("lock", help="write Actr.lock.toml with the fingerprints of [dependencies]")
+    lock = sub.add_parser(
+        "lock", help="write Actr.lock.toml with the fingerprints of [dependencies]"
+    )
     lock.add_argument("config", help="path of the node's TOML config")
-    lock.add_argument("--signaling", help="ws:// URL to ask for fingerprints the config does not give")
+    lock.add_argument(
+        "--signaling", help="ws:// URL to ask for fingerprints the config does not give"
+    )
     lock.set_defaults(func=cmd_lock)
-

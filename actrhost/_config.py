@@ -249,9 +249,8 @@ def resolve_handler(config: Config, actor: ActorConfig) -> type[Actor]:
         # module that exists but imports something missing failed to import.
         missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
         if missing and f"{module_name}.".startswith(f"{missing}."):
-            problem = (
-                f"module {module_name!r} not found (searched {', '.join(search)} first, then sys.path)"
-            )
+            searched = ", ".join(search)
+            problem = f"module {module_name!r} not found (searched {searched} first, then sys.path)"
         else:
             message = _one_line(exc)
             problem = f"importing {module_name!r} raised {type(exc).__name__}"

@@ -59,8 +59,13 @@ class _Runtime(Protocol):
     self_id: ActrId
 
     async def send_request(
-        self, ctx: Context, dest: Dest, route_key: str, payload: bytes,
-        deadline: float, payload_type: PayloadType,
+        self,
+        ctx: Context,
+        dest: Dest,
+        route_key: str,
+        payload: bytes,
+        deadline: float,
+        payload_type: PayloadType,
     ) -> bytes: ...
 
     async def send_tell(
@@ -198,9 +203,7 @@ class Context:
         Raises ``NotFound`` / ``Unavailable`` when the destination cannot take it; the
         handler's own failures are never reported back.
         """
-        await self._runtime.send_tell(
-            self, dest, route_key, encode_message(message), payload_type
-        )
+        await self._runtime.send_tell(self, dest, route_key, encode_message(message), payload_type)
 
     async def discover(self, actr_type: ActrType | str) -> ActrId:
         """An instance of ``actr_type``: local instances first, round-robin among them.
@@ -243,7 +246,9 @@ class Context:
         ``NotFound`` / ``Unavailable`` when the destination is unknown or down.
         """
         if payload_type not in (PayloadType.STREAM_RELIABLE, PayloadType.STREAM_LATENCY_FIRST):
-            raise BadRequest(f"send_data_stream uses a STREAM_* lane, not {PayloadType(payload_type).name}")
+            raise BadRequest(
+                f"send_data_stream uses a STREAM_* lane, not {PayloadType(payload_type).name}"
+            )
         frame = StreamFrame(
             STREAM,
             chunk.stream_id,
@@ -252,7 +257,9 @@ class Context:
             timestamp=chunk.timestamp_ms,
             metadata=tuple(chunk.metadata.items()),
         )
-        return await self._runtime.send_stream_frame(dest, frame, chunk.payload, self._deadline(timeout))
+        return await self._runtime.send_stream_frame(
+            dest, frame, chunk.payload, self._deadline(timeout)
+        )
 
     async def register_media_track(self, track_id: str, callback: StreamCallback) -> None:
         """Call ``await callback(sample: MediaSample, sender)`` for each sample of the track."""
@@ -277,7 +284,9 @@ class Context:
             codec=sample.codec,
             media_type=str(sample.media_type),
         )
-        return await self._runtime.send_stream_frame(dest, frame, sample.data, self._deadline(timeout))
+        return await self._runtime.send_stream_frame(
+            dest, frame, sample.data, self._deadline(timeout)
+        )
 
     def _deadline(self, timeout: float) -> float:
         deadline = self._runtime.now() + timeout

@@ -7,12 +7,17 @@ backend, DESIGN §10), so the hot path pays no more than that.
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf.message import DecodeError
 
 from ._errors import BadRequest
 from ._ids import ActrId, ActrType, Realm
 from ._payload_type import PayloadType
-from .proto import actr_pb2 as pb
+from .proto import actr_pb2
+
+# Generated code carries no type information.
+pb: Any = actr_pb2
 
 REQUEST = pb.RpcEnvelope.REQUEST
 RESPONSE = pb.RpcEnvelope.RESPONSE
@@ -201,6 +206,7 @@ class _Decoded(Envelope):
     """An envelope read off the wire; its rarely set fields are read on first use."""
 
     __slots__ = ("_rpc",)
+    _rpc: Any
 
     # Setters write through, so a decoded envelope can be edited and re-encoded (the
     # gateway rewrites deadlines).
@@ -300,7 +306,9 @@ class StreamFrame:
 
     def __repr__(self) -> str:
         where = "shm" if self.shm else f"{len(self.payload)} bytes inline"
-        return f"StreamFrame({self.kind} {self.key!r} #{self.sequence}, {where}, from={self.source})"
+        return (
+            f"StreamFrame({self.kind} {self.key!r} #{self.sequence}, {where}, from={self.source})"
+        )
 
 
 def encode_stream(sf: StreamFrame) -> bytes:
@@ -328,7 +336,7 @@ def encode_stream(sf: StreamFrame) -> bytes:
     return frame.SerializeToString()
 
 
-def _decode_stream(frame: pb.Frame) -> StreamFrame:
+def _decode_stream(frame: Any) -> StreamFrame:
     payload_type = frame.payload_type
     if payload_type not in _LANES:
         raise BadRequest(f"frame has an unknown payload type ({payload_type})")

@@ -91,7 +91,9 @@ class GatewayProcess:
                     "index": index,
                     "type": actr_type,
                     "previous_id": self._credentials.get((name, index), (None, None))[0],
-                    "previous_credential_hex": self._credentials.get((name, index), (None, None))[1],
+                    "previous_credential_hex": self._credentials.get((name, index), (None, None))[
+                        1
+                    ],
                 }
                 for name, index, actr_type in self._instances
             ],
@@ -117,7 +119,9 @@ class GatewayProcess:
         log.error("gateway (pid %s) exited with %s; restarting it", process.pid, code)
         self._set_state(ActorState.DEAD)
         if self._registered is not None and not self._registered.done():
-            self._registered.set_exception(RuntimeError(f"the gateway exited with {code} while registering"))
+            self._registered.set_exception(
+                RuntimeError(f"the gateway exited with {code} while registering")
+            )
             return
         await asyncio.sleep(RESTART_DELAY_S)
         if not self._stopping:
@@ -129,7 +133,9 @@ class GatewayProcess:
             self.state = state
             self._on_change()
 
-    def on_message(self, routing_id: bytes, op: str, message: dict[str, Any], snapshot: dict[str, Any]) -> None:
+    def on_message(
+        self, routing_id: bytes, op: str, message: dict[str, Any], snapshot: dict[str, Any]
+    ) -> None:
         """A control message from the gateway."""
         if op == control.HELLO:
             self.routing_id = routing_id
@@ -144,7 +150,7 @@ class GatewayProcess:
                 self._registered.set_result(ids)
         elif op == control.STATE:
             try:
-                self._set_state(ActorState(message.get("state")))
+                self._set_state(ActorState(str(message.get("state"))))
             except ValueError:
                 log.warning("gateway reported an unknown state %r", message.get("state"))
         elif op == control.STATS and self._stats_waiter is not None:
@@ -186,5 +192,11 @@ class GatewayProcess:
 
     def describe(self) -> dict[str, Any]:
         """For the directory snapshot and status."""
-        return {"endpoint": self.endpoint, "state": self.state.value, "pid": self.pid,
-                "restarts": self.restarts, "node_id": self.node_id, "signaling": self.signaling_url}
+        return {
+            "endpoint": self.endpoint,
+            "state": self.state.value,
+            "pid": self.pid,
+            "restarts": self.restarts,
+            "node_id": self.node_id,
+            "signaling": self.signaling_url,
+        }

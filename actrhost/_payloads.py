@@ -61,4 +61,5 @@ class MediaSample:
 
     def __repr__(self) -> str:
         size = getattr(self.data, "nbytes", None) or len(self.data)
-        return f"MediaSample({self.media_type.value} {self.codec or '?'} ts={self.timestamp}, {size} bytes)"
+        kind = self.media_type.value
+        return f"MediaSample({kind} {self.codec or '?'} ts={self.timestamp}, {size} bytes)"

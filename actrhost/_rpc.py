@@ -158,7 +158,7 @@ class RpcEndpoint:
             env = self._decode(data)
             if env is None:
                 continue
-            if type(env) is StreamFrame:
+            if isinstance(env, StreamFrame):
                 self._stream_frame(env)
             elif env.direction == wire.RESPONSE:
                 self._resolve(env)
@@ -182,7 +182,7 @@ class RpcEndpoint:
             if len(parts) != 1:
                 self.counters.malformed_frames += 1
             return
-        if type(env) is StreamFrame or env.direction != wire.RESPONSE:
+        if isinstance(env, StreamFrame) or env.direction != wire.RESPONSE:
             self.counters.malformed_frames += 1
             log.warning("%r: dropped a %r arriving on an outbound link", self, env)
             return

@@ -73,7 +73,9 @@ def prepare(run_dir: Path) -> list[str]:
         removed = sorted(p.name for p in run_dir.iterdir())
         shutil.rmtree(run_dir)
         if removed:
-            log.warning("removed leftovers of a crashed node in %s: %s", run_dir, ", ".join(removed))
+            log.warning(
+                "removed leftovers of a crashed node in %s: %s", run_dir, ", ".join(removed)
+            )
     run_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     run_dir.mkdir(mode=0o700)
     os.chmod(run_dir, 0o700)  # mkdir's mode is filtered by the umask

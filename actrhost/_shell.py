@@ -165,7 +165,10 @@ class Shell:
         self.node_name = reply.get("node", "")
 
     def _attach_fields(self) -> dict[str, Any]:
-        return {"endpoint": self._rpc.endpoint, "routes": sorted(self._handlers) + sorted(self._stream_keys)}
+        return {
+            "endpoint": self._rpc.endpoint,
+            "routes": sorted(self._handlers) + sorted(self._stream_keys),
+        }
 
     def _send_attach(self) -> None:
         self._control.send_nowait(
@@ -239,7 +242,9 @@ class Shell:
         if isinstance(target, ActrType):
             return self.directory.pick(target).actr_id
         if not isinstance(target, str):
-            raise TypeError(f"target must be an ActrId, ActrType or str, not {type(target).__name__}")
+            raise TypeError(
+                f"target must be an ActrId, ActrType or str, not {type(target).__name__}"
+            )
         if "@" in target:
             return ActrId.parse(target)
         if "+" in target:

@@ -81,7 +81,8 @@ def payload_buffer(payload: Any) -> tuple[Any, bytes]:
     if hasattr(payload, "__array_interface__") and hasattr(payload, "dtype"):
         return payload, encode_array_meta(payload.dtype, payload.shape)
     raise BadRequest(
-        f"a stream payload must be bytes, a memoryview or a numpy array, not {type(payload).__name__}"
+        "a stream payload must be bytes, a memoryview or a numpy array, "
+        f"not {type(payload).__name__}"
     )
 
 
@@ -123,8 +124,9 @@ class StreamSender:
         if writer is None:
             # The receiver's pid is part of the name: a restarted receiver gets a fresh
             # ring instead of one holding records its predecessor never released.
-            name = segment_name(self._node_prefix, self._self_tag, f"{target.serial_number:x}",
-                                f"{target_pid:x}")
+            name = segment_name(
+                self._node_prefix, self._self_tag, f"{target.serial_number:x}", f"{target_pid:x}"
+            )
             writer = RingWriter.create(name, self.ring_bytes)
             self._writers[key] = writer
         return writer
@@ -246,7 +248,9 @@ class StreamSender:
                 continue
         # The receiver is gone or stuck: this ring can never be released in order again;
         # the next send starts a new one (and the directory tells the sender if it died).
-        log.warning("%d stream frame(s) to %s not delivered in %.0fs", len(frames), endpoint, FLUSH_WAIT_S)
+        log.warning(
+            "%d stream frame(s) to %s not delivered in %.0fs", len(frames), endpoint, FLUSH_WAIT_S
+        )
         self.forget_target(target_serial)
 
     async def _write_record(
@@ -412,7 +416,9 @@ class StreamReceiver:
                 try:
                     value = self._view(frame, descriptor)
                     item = (
-                        DataStream(frame.key, frame.sequence, value, dict(frame.metadata), frame.timestamp)
+                        DataStream(
+                            frame.key, frame.sequence, value, dict(frame.metadata), frame.timestamp
+                        )
                         if frame.kind == wire.STREAM
                         else MediaSample(value, frame.timestamp, frame.codec, frame.media_type)
                     )
@@ -421,9 +427,13 @@ class StreamReceiver:
                     raise
                 except Exception:
                     self.counters.callback_errors += 1
-                    log.exception("%s callback for %r raised; the stream goes on", frame.kind, frame.key)
+                    log.exception(
+                        "%s callback for %r raised; the stream goes on", frame.kind, frame.key
+                    )
                 finally:
-                    value = item = None  # drop our references before the slot is reused
+                    # Drop our references before the slot is reused.
+                    value = None
+                    item = None  # type: ignore[assignment]
                     if descriptor is not None:
                         self._retire(descriptor)
         finally:
@@ -461,7 +471,9 @@ class StreamReceiver:
         try:
             self._reader(descriptor.ring).retire(descriptor)
         except Exception as exc:  # a ring of a sender that died meanwhile
-            log.debug("could not release record %s of %s: %s", descriptor.sequence, descriptor.ring, exc)
+            log.debug(
+                "could not release record %s of %s: %s", descriptor.sequence, descriptor.ring, exc
+            )
 
     def forget_source(self, tag: str) -> None:
         """Close the rings written by a sender that went away (``tag`` is its name part)."""

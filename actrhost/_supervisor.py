@@ -75,7 +75,13 @@ class _Slot:
 
     def entry(self) -> ActorEntry:
         return ActorEntry(
-            self.actr_id, self.config.name, self.index, self.endpoint, self.state, self.pid, self.restarts
+            self.actr_id,
+            self.config.name,
+            self.index,
+            self.endpoint,
+            self.state,
+            self.pid,
+            self.restarts,
         )
 
 
@@ -247,8 +253,12 @@ class Supervisor:
         if self._stopping:
             return
         if not self._should_restart(slot, clean):
-            log.info("%s exited (%s); restart policy %r: not restarted",
-                     slot.label, describe_exit(code), slot.config.restart)
+            log.info(
+                "%s exited (%s); restart policy %r: not restarted",
+                slot.label,
+                describe_exit(code),
+                slot.config.restart,
+            )
             if slot.state is ActorState.DEAD:
                 self._set_state(slot, ActorState.FAILED)
             return
@@ -259,7 +269,10 @@ class Supervisor:
         if len(slot.restart_times) >= slot.config.max_restarts:
             log.error(
                 "%s: gave up after %d restarts within %gs (max_restarts=%d); last exit: %s",
-                slot.label, len(slot.restart_times), window, slot.config.max_restarts,
+                slot.label,
+                len(slot.restart_times),
+                window,
+                slot.config.max_restarts,
                 slot.error or describe_exit(code),
             )
             self._set_state(slot, ActorState.FAILED)
@@ -280,7 +293,7 @@ class Supervisor:
         removed = 0
         for name in list_prefix(prefix):
             # "<prefix><writer>-<reader serial>-<reader pid>"
-            parts = name[len(prefix):].split("-")
+            parts = name[len(prefix) :].split("-")
             if tag in parts[:2]:
                 try:
                     os.unlink(f"/dev/shm/{name}")
@@ -338,8 +351,12 @@ class Supervisor:
         ):
             self._ready_logged = True
             elapsed_ms = (asyncio.get_running_loop().time() - self._started_at) * 1000
-            log.info("node %r: ready, %d actor(s) running after %.0f ms",
-                     self.config.node.name, len(self._slots), elapsed_ms)
+            log.info(
+                "node %r: ready, %d actor(s) running after %.0f ms",
+                self.config.node.name,
+                len(self._slots),
+                elapsed_ms,
+            )
 
     def snapshot(self) -> dict[str, Any]:
         """The directory as the control protocol carries it."""
@@ -403,7 +420,7 @@ class Supervisor:
             self._send(routing_id, self.snapshot())
         elif op == control.STATE:
             try:
-                state = ActorState(message.get("state"))
+                state = ActorState(str(message.get("state")))
             except ValueError:
                 log.warning("%s reported an unknown state %r", slot.label, message.get("state"))
                 return
@@ -449,31 +466,36 @@ class Supervisor:
                 waits[slot.actr_id.serial_number] = future = loop.create_future()
                 self._stats_waiters[self._next_req] = future
                 self._send(slot.routing_id, {"op": control.STATS_REQUEST, "req": self._next_req})
-        gateway_stats: asyncio.Future[dict[str, Any]] | None = None
+        gateway_stats: asyncio.Future[Any] | None = None
         if self.gateway is not None:
             self._next_req += 1
-            gateway_stats = asyncio.ensure_future(self.gateway.stats(self._next_req, STATS_TIMEOUT_S))
+            gateway_stats = asyncio.ensure_future(
+                self.gateway.stats(self._next_req, STATS_TIMEOUT_S)
+            )
         if waits:
             await asyncio.wait(waits.values(), timeout=STATS_TIMEOUT_S)
         self._stats_waiters = {k: f for k, f in self._stats_waiters.items() if not f.done()}
         actors = []
         for slot in self._slots:
-            future = waits.get(slot.actr_id.serial_number)
-            stats = future.result() if future is not None and future.done() else {}
+            waiter = waits.get(slot.actr_id.serial_number)
+            stats = waiter.result() if waiter is not None and waiter.done() else {}
             actors.append({**slot.entry().to_json(), "stats": stats, "error": slot.error})
-        self._send(routing_id, {
-            "op": control.STATUS,
-            "req": req,
-            "node": self.config.node.name,
-            "run_dir": str(self.run_dir),
-            "segments_reclaimed": self.segments_reclaimed,
-            "actors": actors,
-            "gateway": (
-                {**self.gateway.describe(), "stats": await gateway_stats}
-                if self.gateway is not None and gateway_stats is not None
-                else None
-            ),
-        })
+        self._send(
+            routing_id,
+            {
+                "op": control.STATUS,
+                "req": req,
+                "node": self.config.node.name,
+                "run_dir": str(self.run_dir),
+                "segments_reclaimed": self.segments_reclaimed,
+                "actors": actors,
+                "gateway": (
+                    {**self.gateway.describe(), "stats": await gateway_stats}
+                    if self.gateway is not None and gateway_stats is not None
+                    else None
+                ),
+            },
+        )
 
 
 def describe_exit(code: int | None) -> str:

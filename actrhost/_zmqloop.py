@@ -145,7 +145,7 @@ class LoopSocket:
 
     def writable(self) -> bool:
         """True when a send would not raise ``zmq.Again`` right now."""
-        return bool(self.sock.get(_EVENTS) & _POLLOUT)
+        return bool(int(self.sock.get(_EVENTS)) & _POLLOUT)
 
     async def wait_writable(self, deadline: float, poll_s: float = 0.002) -> bool:
         """Wait until the socket can send, or until ``deadline`` (loop time); bounded poll.

@@ -89,7 +89,8 @@ def test_status_lists_each_actor_with_counters(node_factory):
 def test_bad_config_is_one_line_exit_2_and_nothing_starts(tmp_path):
     config = tmp_path / "bad.toml"
     config.write_text(
-        '[node]\nname = "x"\n[[actor]]\nname = "a"\ntype = "t+A"\nhandler = "m:A"\nrestart = "always"\n'
+        '[node]\nname = "x"\n[[actor]]\nname = "a"\ntype = "t+A"\nhandler = "m:A"\n'
+        'restart = "always"\n'
     )
     result = actrhost("run", str(config), timeout=10)
     assert result.returncode == 2

@@ -68,7 +68,7 @@ def test_status_lists_registered_actors_and_lock_uses_their_fingerprint(signal_s
 
     actr_id, status, lock, config = run(scenario())
     assert status.returncode == 0, status.stderr
-    assert f"realm 1: 1 actor(s)" in status.stdout
+    assert "realm 1: 1 actor(s)" in status.stdout
     assert str(actr_id) in status.stdout and service_fingerprint(SCHEMA) in status.stdout
     assert "demo+Other" not in status.stdout
     assert lock.returncode == 0, lock.stderr

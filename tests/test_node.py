@@ -109,7 +109,7 @@ def test_unknown_route_type_and_actor_fail_at_once(node):
     async def go():
         async with actrhost.connect(node.config_path) as shell:
             started = time.monotonic()
-            with pytest.raises(NotFound, match="no route 'test.Echo.Nope'"):
+            with pytest.raises(NotFound, match=r"no route 'test\.Echo\.Nope'"):
                 await shell.call("echo", "test.Echo.Nope", b"")
             with pytest.raises(NotFound):
                 await shell.call("test+Nobody", "test.Echo.Say", b"")

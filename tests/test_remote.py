@@ -21,7 +21,10 @@ pytest.importorskip("aiortc")
 def signaling_url():
     process = subprocess.Popen(
         [sys.executable, "-m", "actrhost", "signal", "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
     )
     try:
         line = process.stdout.readline()
@@ -59,17 +62,20 @@ def test_actors_on_two_nodes_discover_call_and_tell_each_other(node_factory, sig
     )
 
     async def go():
-        async with actrhost.connect(node_a.config_path) as shell_a, actrhost.connect(
-            node_b.config_path
-        ) as shell_b:
+        async with (
+            actrhost.connect(node_a.config_path) as shell_a,
+            actrhost.connect(node_b.config_path) as shell_b,
+        ):
             echo_id = (await shell_b.actors())[0].actr_id
             # An actor on A discovers test+Echo (not local: through signaling) and calls it.
-            answer = await shell_a.call("relay", "test.Relay.Forward", b"test+Echo test.Echo.Say hi",
-                                        timeout=20)
+            answer = await shell_a.call(
+                "relay", "test.Relay.Forward", b"test+Echo test.Echo.Say hi", timeout=20
+            )
             assert answer == b"hi"
             # The caller on the other node is seen with its own id.
-            who = await shell_a.call("relay", "test.Relay.Forward", b"test+Echo test.Echo.Whoami x",
-                                     timeout=10)
+            who = await shell_a.call(
+                "relay", "test.Relay.Forward", b"test+Echo test.Echo.Whoami x", timeout=10
+            )
             self_id, caller, *_ = who.decode().split("|")
             assert ActrId.parse(self_id) == echo_id
             relay_id = (await shell_a.actors())[0].actr_id
@@ -98,7 +104,6 @@ def test_actors_on_two_nodes_discover_call_and_tell_each_other(node_factory, sig
     run(go(), 90)
 
 
-
 def test_embedded_signaling_registers_the_node_with_the_ids_its_actors_use(node_factory):
     node = node_factory(
         """
@@ -120,7 +125,9 @@ def test_embedded_signaling_registers_the_node_with_the_ids_its_actors_use(node_
             result = await asyncio.to_thread(
                 subprocess.run,
                 [sys.executable, "-m", "actrhost", "status", "--signaling", url],
-                capture_output=True, text=True, timeout=30,
+                capture_output=True,
+                text=True,
+                timeout=30,
             )
             assert result.returncode == 0, result.stderr
             listed = {ActrId.parse(line.split()[0]) for line in result.stdout.splitlines()[2:]}
@@ -129,7 +136,9 @@ def test_embedded_signaling_registers_the_node_with_the_ids_its_actors_use(node_
             table = await asyncio.to_thread(
                 subprocess.run,
                 [sys.executable, "-m", "actrhost", "status", str(node.config_path)],
-                capture_output=True, text=True, timeout=30,
+                capture_output=True,
+                text=True,
+                timeout=30,
             )
             assert "gateway" in table.stdout and "running" in table.stdout
 

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 import actrhost
-from actrhost import BadRequest, DataStream, MediaSample, PayloadType, Unavailable
-
+from actrhost import BadRequest, DataStream, MediaSample, Unavailable
 from actrhost._rundir import node_prefix
 from actrhost.shm import RingWriter, segment_name
 

@@ -26,7 +26,6 @@ from .._directory import ActorState, Directory, discover_via, gone_error
 from .._envelope import REQUEST, RESPONSE, TELL, Envelope, StreamFrame
 from .._errors import (
     ActrError,
-    DeadlineExceeded,
     HandlerError,
     NotFound,
     PermissionDenied,
@@ -184,7 +183,9 @@ class Worker:
                 self._reply_error(env, routing_id, Unavailable(f"actor {self.self_id} is stopping"))
         grace = self.config.node.shutdown_grace_s
         deadline = self._loop.time() + grace
-        while not await self.mailbox.wait_idle(min(PARENT_CHECK_S, max(0.0, deadline - self._loop.time()))):
+        while not await self.mailbox.wait_idle(
+            min(PARENT_CHECK_S, max(0.0, deadline - self._loop.time()))
+        ):
             if not self._orphaned and self._parent_gone():
                 # Nobody waits for an orderly stop any more: keep it short.
                 self._orphaned = True
@@ -231,7 +232,9 @@ class Worker:
             self._control.close(linger_ms=1000)
         self._zctx.term()
         if self._orphaned:
-            log.info("%r: supervisor %d is gone; removing what it left", self, self.spec.supervisor_pid)
+            log.info(
+                "%r: supervisor %d is gone; removing what it left", self, self.spec.supervisor_pid
+            )
             remove_orphaned_run_dir(self.spec.control_endpoint)
 
     def _set_state(self, state: ActorState, error: str = "") -> None:
@@ -270,7 +273,9 @@ class Worker:
         elif op == control.STOP:
             self.request_stop()
         elif op == control.STATS_REQUEST:
-            self._send_control({"op": control.STATS, "req": message.get("req"), "stats": self.stats()})
+            self._send_control(
+                {"op": control.STATS, "req": message.get("req"), "stats": self.stats()}
+            )
 
     def stats(self) -> dict[str, Any]:
         """Counters for ``actrhost status``."""
@@ -292,10 +297,14 @@ class Worker:
     def _on_request(self, env: Envelope, routing_id: bytes) -> None:
         if not self._accepting:
             if env.direction == REQUEST:
-                self._reply_error(env, routing_id, Unavailable(f"actor {self.self_id} is {self.state.value}"))
+                self._reply_error(
+                    env, routing_id, Unavailable(f"actor {self.self_id} is {self.state.value}")
+                )
             return
         source = env.source
-        if source is not None and not self.actor_config.acl_allows(source.type, source.realm.realm_id):
+        if source is not None and not self.actor_config.acl_allows(
+            source.type, source.realm.realm_id
+        ):
             self.counters.denied += 1
             if env.direction == REQUEST:
                 self._reply_error(
@@ -306,7 +315,9 @@ class Worker:
         if route is None:
             self.counters.unknown_routes += 1
             if env.direction == REQUEST:
-                self._reply_error(env, routing_id, NotFound(f"{self.self_id} has no route {env.route_key!r}"))
+                self._reply_error(
+                    env, routing_id, NotFound(f"{self.self_id} has no route {env.route_key!r}")
+                )
             else:
                 log.warning("%r: tell for unknown route %r dropped", self, env.route_key)
             return

@@ -32,8 +32,10 @@ class Ping(Actor):
             times.append(time.perf_counter() - started)
             assert answer == str(n + 1).encode(), answer
         times.sort()
-        print(f"ping: {self.rounds} nested round trips, median {times[len(times) // 2] * 1e6:.0f} µs",
-              flush=True)
+        print(
+            f"ping: {self.rounds} nested round trips, median {times[len(times) // 2] * 1e6:.0f} µs",
+            flush=True,
+        )
 
     async def on_stop(self, ctx: Context) -> None:
         self._task.cancel()
