@@ -11,6 +11,7 @@ from ._errors import BadRequest
 from ._ids import ActrId, ActrType
 from ._payload_type import PayloadType
 from ._payloads import DataStream, MediaSample
+from ._streams import chunk_frame, sample_frame
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -245,18 +246,7 @@ class Context:
         Raises ``BadRequest`` for a payload larger than ``[shm] ring_bytes``, and
         ``NotFound`` / ``Unavailable`` when the destination is unknown or down.
         """
-        if payload_type not in (PayloadType.STREAM_RELIABLE, PayloadType.STREAM_LATENCY_FIRST):
-            raise BadRequest(
-                f"send_data_stream uses a STREAM_* lane, not {PayloadType(payload_type).name}"
-            )
-        frame = StreamFrame(
-            STREAM,
-            chunk.stream_id,
-            payload_type=payload_type,
-            sequence=chunk.sequence,
-            timestamp=chunk.timestamp_ms,
-            metadata=tuple(chunk.metadata.items()),
-        )
+        frame = chunk_frame(chunk, payload_type)
         return await self._runtime.send_stream_frame(
             dest, frame, chunk.payload, self._deadline(timeout)
         )
@@ -276,14 +266,7 @@ class Context:
 
         Returns False when the sample was dropped; never waits for a slow receiver.
         """
-        frame = StreamFrame(
-            MEDIA,
-            track_id,
-            payload_type=PayloadType.MEDIA_RTP,
-            timestamp=sample.timestamp,
-            codec=sample.codec,
-            media_type=str(sample.media_type),
-        )
+        frame = sample_frame(track_id, sample)
         return await self._runtime.send_stream_frame(
             dest, frame, sample.data, self._deadline(timeout)
         )

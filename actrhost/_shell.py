@@ -29,7 +29,13 @@ from ._payload_type import PayloadType
 from ._payloads import DataStream, MediaSample
 from ._rpc import RpcEndpoint
 from ._rundir import node_prefix
-from ._streams import StreamCallback, StreamReceiver, StreamSender
+from ._streams import (
+    StreamCallback,
+    StreamReceiver,
+    StreamSender,
+    chunk_frame,
+    sample_frame,
+)
 from ._zmqloop import LoopSocket
 
 log = logging.getLogger(__name__)
@@ -416,28 +422,14 @@ class Shell:
         timeout: float = DEFAULT_TIMEOUT_S,
     ) -> bool:
         """Send one chunk to an actor (as ``Context.send_data_stream``); False if dropped."""
-        frame = StreamFrame(
-            STREAM,
-            chunk.stream_id,
-            payload_type=payload_type,
-            sequence=chunk.sequence,
-            timestamp=chunk.timestamp_ms,
-            metadata=tuple(chunk.metadata.items()),
-        )
+        frame = chunk_frame(chunk, payload_type)
         return await self._send_stream_frame(target, frame, chunk.payload, timeout)
 
     async def send_media_sample(
         self, target: Target, track_id: str, sample: MediaSample, *, timeout: float = 1.0
     ) -> bool:
         """Send one media sample to an actor; False if it was dropped under pressure."""
-        frame = StreamFrame(
-            MEDIA,
-            track_id,
-            payload_type=PayloadType.MEDIA_RTP,
-            timestamp=sample.timestamp,
-            codec=sample.codec,
-            media_type=str(sample.media_type),
-        )
+        frame = sample_frame(track_id, sample)
         return await self._send_stream_frame(target, frame, sample.data, timeout)
 
     async def _send_stream_frame(

@@ -74,6 +74,34 @@ class StreamCounters:
         return dict(vars(self))
 
 
+def chunk_frame(chunk: DataStream, payload_type: int) -> StreamFrame:
+    """The routing frame for a data-stream chunk (payload added when it is sent)."""
+    if payload_type not in (PayloadType.STREAM_RELIABLE, PayloadType.STREAM_LATENCY_FIRST):
+        raise BadRequest(
+            f"send_data_stream uses a STREAM_* lane, not {PayloadType(payload_type).name}"
+        )
+    return StreamFrame(
+        wire.STREAM,
+        chunk.stream_id,
+        payload_type=payload_type,
+        sequence=chunk.sequence,
+        timestamp=chunk.timestamp_ms,
+        metadata=tuple(chunk.metadata.items()),
+    )
+
+
+def sample_frame(track_id: str, sample: MediaSample) -> StreamFrame:
+    """The routing frame for a media sample (payload added when it is sent)."""
+    return StreamFrame(
+        wire.MEDIA,
+        track_id,
+        payload_type=PayloadType.MEDIA_RTP,
+        timestamp=sample.timestamp,
+        codec=sample.codec,
+        media_type=str(sample.media_type),
+    )
+
+
 def payload_buffer(payload: Any) -> tuple[Any, bytes]:
     """(a buffer for ``payload``, its array meta or b"") for bytes, memoryview or ndarray."""
     if isinstance(payload, bytes | bytearray | memoryview):

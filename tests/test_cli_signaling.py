@@ -6,8 +6,6 @@ import asyncio
 import subprocess
 import sys
 
-import pytest
-
 from actrhost._fingerprint import service_fingerprint
 from actrhost._lockfile import LockFile
 from actrhost.signaling import SignalingClient
@@ -22,24 +20,6 @@ service Echo { rpc Say(SayRequest) returns (SayRequest); }
 """
 
 
-@pytest.fixture
-def signal_server():
-    process = subprocess.Popen(
-        [sys.executable, "-m", "actrhost", "signal", "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=REPO,
-    )
-    try:
-        line = process.stdout.readline()
-        assert line.startswith("signaling server listening on "), line
-        yield line.split()[-1]
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
 def actrhost(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "actrhost", *args],
@@ -50,19 +30,19 @@ def actrhost(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_status_lists_registered_actors_and_lock_uses_their_fingerprint(signal_server, tmp_path):
+def test_status_lists_registered_actors_and_lock_uses_their_fingerprint(signaling_url, tmp_path):
     async def scenario():
-        async with SignalingClient(signal_server) as client:
+        async with SignalingClient(signaling_url) as client:
             reg = await client.register("demo+Echo", 1, schema_text=SCHEMA)
             await client.register("demo+Other", 2)  # another realm: never listed in realm 1
-            status = await asyncio.to_thread(actrhost, "status", "--signaling", signal_server)
+            status = await asyncio.to_thread(actrhost, "status", "--signaling", signaling_url)
             config = tmp_path / "node.toml"
             config.write_text(
                 '[node]\nname = "n"\n[[actor]]\nname = "a"\ntype = "demo+Client"\nhandler = "m:A"\n'
                 '[dependencies]\necho = { actr_type = "demo+Echo" }\n'
             )
             lock = await asyncio.to_thread(
-                actrhost, "lock", str(config), "--signaling", signal_server
+                actrhost, "lock", str(config), "--signaling", signaling_url
             )
             return reg.actr_id, status, lock, config
 

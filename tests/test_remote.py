@@ -12,27 +12,9 @@ import pytest
 import actrhost
 from actrhost import ActrId
 
-from .utils import REPO, run
+from .utils import run
 
 pytest.importorskip("aiortc")
-
-
-@pytest.fixture
-def signaling_url():
-    process = subprocess.Popen(
-        [sys.executable, "-m", "actrhost", "signal", "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=REPO,
-    )
-    try:
-        line = process.stdout.readline()
-        assert line.startswith("signaling server listening on "), line
-        yield line.split()[-1]
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def test_actors_on_two_nodes_discover_call_and_tell_each_other(node_factory, signaling_url):
