@@ -102,7 +102,28 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 # -- actrhost status ---------------------------------------------------------------------
 
-_COLUMNS = ("NAME", "ACTR_ID", "PID", "STATE", "RESTARTS", "MAILBOX", "SERVED", "ERRORS")
+_COLUMNS = (
+    "NAME",
+    "ACTR_ID",
+    "PID",
+    "STATE",
+    "RESTARTS",
+    "MAILBOX",
+    "SERVED",
+    "ERRORS",
+    "DROPS",
+)
+
+
+def _drops(stats: dict[str, Any]) -> int:
+    """Stream chunks and media samples dropped (lossy lanes) or refused (no callback)."""
+    incoming = stats.get("streams_in") or {}
+    outgoing = stats.get("streams_out") or {}
+    return (
+        incoming.get("dropped_receiver", 0)
+        + incoming.get("unregistered", 0)
+        + outgoing.get("dropped_sender", 0)
+    )
 
 
 def format_status(status: dict[str, Any]) -> str:
@@ -121,6 +142,7 @@ def format_status(status: dict[str, Any]) -> str:
                 str(stats.get("mailbox_depth", "-")),
                 str(served),
                 str(stats.get("errors", "-")),
+                str(_drops(stats)) if stats else "-",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]

@@ -75,6 +75,7 @@ def test_status_lists_each_actor_with_counters(node_factory):
         "MAILBOX",
         "SERVED",
         "ERRORS",
+        "DROPS",
     ]
     rows = [line.split() for line in lines[2:]]
     assert [r[0] for r in rows] == ["echo#0", "echo#1"]
