@@ -4,9 +4,26 @@ from __future__ import annotations
 
 import asyncio
 
-from actrhost import Actor, ActrType, Context, Dest, rpc
+from actrhost import Actor, ActrId, ActrType, Context, Dest, NotFound, Unavailable, rpc
 
 ECHO = ActrType("demo", "Echo")
+
+
+async def discover_when_running(ctx: Context, actr_type: ActrType, timeout_s: float = 10) -> ActrId:
+    """Discover an instance, waiting while the node is still starting it.
+
+    Actors start concurrently: right after this one's on_start, the other may still be
+    ``starting`` (Unavailable) — discovery does not wait by itself.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        try:
+            return await ctx.discover(actr_type)
+        except (NotFound, Unavailable):
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.05)
 
 
 class Echo(Actor):
@@ -24,7 +41,7 @@ class Client(Actor):
         self._task = asyncio.ensure_future(self._talk(ctx))
 
     async def _talk(self, ctx: Context) -> None:
-        echo = await ctx.discover(ECHO)
+        echo = await discover_when_running(ctx, ECHO)
         for n in range(1, 4):
             answer = await ctx.call(Dest.actor(echo), "demo.Echo.Say", f"hello #{n}".encode())
             print(f"client got: {answer.decode()} (from {echo})", flush=True)

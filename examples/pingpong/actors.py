@@ -7,6 +7,8 @@ import time
 
 from actrhost import Actor, ActrType, Context, Dest, rpc
 
+from ..echo.actors import discover_when_running
+
 PONG = ActrType("demo", "Pong")
 
 
@@ -24,7 +26,7 @@ class Ping(Actor):
         self._task = asyncio.ensure_future(self._play(ctx))
 
     async def _play(self, ctx: Context) -> None:
-        pong = await ctx.discover(PONG)
+        pong = await discover_when_running(ctx, PONG)
         times = []
         for n in range(self.rounds):
             started = time.perf_counter()

@@ -5,9 +5,22 @@ from __future__ import annotations
 import asyncio
 import collections
 
-from actrhost import Actor, ActrType, Context, Dest, rpc
+from actrhost import Actor, ActrType, Context, Dest, NotFound, Unavailable, rpc
 
 SQUARE = ActrType("demo", "Square")
+
+
+async def wait_for_instances(ctx: Context, actr_type: ActrType, count: int) -> None:
+    """Poll discovery until ``count`` different instances answer (at most 10 s)."""
+    seen: set[object] = set()
+    for _ in range(200):
+        try:
+            seen.add(await ctx.discover(actr_type))
+        except (NotFound, Unavailable):
+            pass
+        if len(seen) >= count:
+            return
+        await asyncio.sleep(0.05)
 
 
 class Square(Actor):
@@ -26,6 +39,8 @@ class Dispatcher(Actor):
         self._task = asyncio.ensure_future(self._dispatch(ctx))
 
     async def _dispatch(self, ctx: Context) -> None:
+        # Wait until every instance of the pool runs, so the work spreads over all three.
+        await wait_for_instances(ctx, SQUARE, 3)
         done_by: collections.Counter[str] = collections.Counter()
         for n in range(30):
             worker = await ctx.discover(SQUARE)
