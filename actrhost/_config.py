@@ -93,6 +93,9 @@ class ActorConfig:
     max_concurrency: int = 64  # handlers of one instance running at once
     mailbox_capacity: int = 10000  # queued messages before the worker stops reading
     acl: tuple[AclRule, ...] = ()
+    # The .proto file of the service the actor serves (absolute). Its fingerprint is
+    # registered with signaling, so discovery can rank exact and compatible versions.
+    service_schema: Path | None = None
 
     def acl_allows(self, actr_type: ActrType, realm_id: int) -> bool:
         """Whether a caller may reach this actor: the first matching rule decides.
@@ -422,6 +425,7 @@ class _Loader:
             "max_concurrency": partial(self.integer, lo=1),
             "mailbox_capacity": partial(self.integer, lo=1),
             "acl": partial(self.array, convert=self.acl_rule, what="tables, written [[actor.acl]]"),
+            "service_schema": self.schema_file,
         }
         return ActorConfig(**self.section(key, value, spec, required=("name", "type", "handler")))
 
@@ -524,6 +528,11 @@ class _Loader:
         # Relative to the config's folder, not the current directory, so a config means the
         # same thing wherever `actrhost run` is started.
         return Path(os.path.abspath(self.base_dir / Path(text).expanduser()))
+
+    def schema_file(self, key: str, value: Any) -> Path:
+        path = self.run_dir(key, value)
+        self.check(key, value, path.is_file(), "the path of an existing .proto file")
+        return path
 
     def fingerprint(self, key: str, value: Any) -> str:
         ok = isinstance(value, str) and _FINGERPRINT_RE.fullmatch(value) is not None

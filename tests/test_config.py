@@ -306,7 +306,7 @@ BROKEN = [
     (
         NODE + ACTOR + "instance = 2\n",
         "actor[0].instance: unknown key (allowed: name, type, handler, instances, restart, "
-        "max_restarts, restart_window_s, max_concurrency, mailbox_capacity, acl)",
+        "max_restarts, restart_window_s, max_concurrency, mailbox_capacity, acl, service_schema)",
     ),
     # [[actor.acl]]
     (
@@ -479,7 +479,7 @@ BROKEN = [
     (
         NODE + ACTOR + "bogus = 1\ninstances = 0\n",
         "actor[0].bogus: unknown key (allowed: name, type, handler, instances, restart, "
-        "max_restarts, restart_window_s, max_concurrency, mailbox_capacity, acl)",
+        "max_restarts, restart_window_s, max_concurrency, mailbox_capacity, acl, service_schema)",
     ),
     (
         ACTOR + 'instances = 0\n[node]\nname = "9"\n',

@@ -11,6 +11,7 @@ import pytest
 
 import actrhost
 from actrhost import ActrId
+from actrhost._fingerprint import service_fingerprint
 
 from .utils import run
 
@@ -123,5 +124,69 @@ def test_embedded_signaling_registers_the_node_with_the_ids_its_actors_use(node_
                 timeout=30,
             )
             assert "gateway" in table.stdout and "running" in table.stdout
+
+    run(go(), 60)
+
+
+SCHEMA = """
+syntax = "proto3";
+package test;
+message Text { string value = 1; }
+service Echo { rpc Say(Text) returns (Text); }
+"""
+
+
+def test_dependency_discovery_uses_the_lock_file(node_factory, signaling_url, tmp_path):
+    schema = tmp_path / "echo.proto"
+    schema.write_text(SCHEMA)
+    signaling = f'[signaling]\nurl = "{signaling_url}"\n'
+    node_factory(
+        f"""
+        [[actor]]
+        name = "echo"
+        type = "test+Echo"
+        handler = "actors:Echo"
+        service_schema = "{schema}"
+        """,
+        signaling,
+    )
+    node_a = node_factory(
+        """
+        [[actor]]
+        name = "relay"
+        type = "test+Relay"
+        handler = "actors:Relay"
+
+        [dependencies]
+        echo = { actr_type = "test+Echo" }
+        """,
+        signaling,
+    )
+
+    async def go():
+        async with actrhost.connect(node_a.config_path) as shell:
+            # A dependency with no lock file: a clear NotFound naming the command to run.
+            with pytest.raises(actrhost.NotFound, match="run `actrhost lock "):
+                await shell.call("relay", "test.Relay.Forward", b"test+Echo test.Echo.Say hi")
+            lock = await asyncio.to_thread(
+                subprocess.run,
+                [
+                    sys.executable,
+                    "-m",
+                    "actrhost",
+                    "lock",
+                    str(node_a.config_path),
+                    "--signaling",
+                    signaling_url,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert lock.returncode == 0, lock.stderr
+            locked = (node_a.config_path.parent / "Actr.lock.toml").read_text()
+            assert service_fingerprint(SCHEMA) in locked
+            answer = await shell.call("relay", "test.Relay.Forward", b"test+Echo test.Echo.Say hi")
+            assert answer == b"hi"
 
     run(go(), 60)

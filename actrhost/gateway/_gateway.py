@@ -15,6 +15,7 @@ import itertools
 import logging
 import os
 from collections import OrderedDict, deque
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -149,7 +150,12 @@ class Gateway(Outbound, Inbound):
         regs = await asyncio.gather(
             *(
                 register(
-                    client, inst, realm, acl_rules(self.config.actor(inst.name).acl), timeout_s
+                    client,
+                    inst,
+                    realm,
+                    acl_rules(self.config.actor(inst.name).acl),
+                    timeout_s,
+                    schema_text=_schema_text(self.config.actor(inst.name).service_schema),
                 )
                 for inst in self.spec.instances
             )
@@ -369,3 +375,8 @@ class Gateway(Outbound, Inbound):
             await reg.relay(target, payload, session_id=session)
         except ActrError as exc:
             log.info("%r: relay to %s failed: %s", self, target, exc)
+
+
+def _schema_text(path: Path | None) -> str:
+    """The service schema an actor registers with (read once per registration)."""
+    return path.read_text() if path is not None else ""

@@ -21,10 +21,12 @@ from typing import Any
 import zmq
 
 from .. import _envelope as wire
+from .._config import Config
 from .._directory import GATEWAY_DISCOVER_ROUTE
 from .._envelope import REQUEST, RESPONSE, Envelope, StreamFrame
-from .._errors import ActrError, BadRequest, NotFound, Unavailable
+from .._errors import ActrError, BadRequest, ConfigError, NotFound, Unavailable
 from .._ids import ActrId, ActrType
+from .._lockfile import ACTR_LOCK_NAME, COMPAT_LOCK_NAME, LockFile
 from .._zmqloop import LoopSocket
 from ..shm import Descriptor, RingReader
 from ..signaling import RoleNegotiation
@@ -69,6 +71,7 @@ class Outbound:
     """Mixin of :class:`~._gateway.Gateway`: local worker -> remote node."""
 
     # Set up by Gateway.__init__.
+    config: Config
     node_id: str
     counters: GatewayCounters
     _loop: asyncio.AbstractEventLoop
@@ -260,7 +263,7 @@ class Outbound:
             if reg is None:
                 raise Unavailable(f"node {self.node_id} has no registered actor to discover with")
             actr_type = ActrType.parse(bytes(env.payload).decode("utf-8", "replace"))
-            result = await reg.discover(actr_type)
+            result = await discover_dependency(self.config, reg, actr_type)
             if result.best is None:
                 raise NotFound(f"no actor of type {actr_type} found through signaling")
         except ActrError as exc:
@@ -304,3 +307,25 @@ class Outbound:
             self._pressure.discard(source)
             if not self._pressure:
                 self._router.resume_reading()
+
+
+async def discover_dependency(config: Config, reg: Any, actr_type: ActrType) -> Any:
+    """Discovery through signaling; a type the config lists in ``[dependencies]`` is
+    discovered as locked in ``Actr.lock.toml`` (exact fingerprint first, then the
+    compatible one cached in ``compat.lock.toml``), as actr's ``discover_route_candidate``.
+    """
+    from ..signaling import discover_locked
+
+    if not any(dep.actr_type == actr_type for dep in config.dependencies):
+        return await reg.discover(actr_type)
+    lock_path = config.base_dir / ACTR_LOCK_NAME
+    try:
+        lock = LockFile.load(lock_path)
+    except ConfigError:
+        raise NotFound(
+            f"{actr_type} is a dependency of {config.path} but {lock_path} is missing: "
+            f"run `actrhost lock {config.path}`"
+        ) from None
+    return await discover_locked(
+        reg, actr_type, lock=lock, compat_lock_path=config.base_dir / COMPAT_LOCK_NAME
+    )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .._errors import BadRequest
+from .._fingerprint import service_fingerprint
 from .._ids import ActrId, ActrType
 from ..signaling import AclPermission, AclRule, Availability, Registration, SignalingClient
 from ._types import Tuning
@@ -110,6 +111,7 @@ async def register(
     realm: int,
     acl: list[AclRule],
     timeout_s: float,
+    schema_text: str = "",
 ) -> Registration:
     """Register one instance, presenting its previous id and credential if it had one.
 
@@ -120,9 +122,14 @@ async def register(
     signaling API would remove it.
     """
     if instance.previous_id is None or not instance.previous_credential_hex:
-        return await client.register(instance.type, realm, acl=acl, timeout_s=timeout_s)
+        return await client.register(
+            instance.type, realm, schema_text=schema_text, acl=acl, timeout_s=timeout_s
+        )
     token, key_id = parse_credential_hex(instance.previous_credential_hex)
-    reg = Registration(client, instance.type, realm, "", "", tuple(acl), Availability.AVAILABLE)
+    fingerprint = service_fingerprint(schema_text) if schema_text else ""
+    reg = Registration(
+        client, instance.type, realm, fingerprint, schema_text, tuple(acl), Availability.AVAILABLE
+    )
     reg.actr_id = instance.previous_id
     reg._token, reg._key_id = token, key_id
     deadline = asyncio.get_running_loop().time() + timeout_s
