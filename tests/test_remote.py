@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -190,3 +191,75 @@ def test_dependency_discovery_uses_the_lock_file(node_factory, signaling_url, tm
             assert answer == b"hi"
 
     run(go(), 60)
+
+
+def test_three_nodes_calls_streams_and_media_across(node_factory, signaling_url):
+    signaling = f'[signaling]\nurl = "{signaling_url}"\n'
+    source = node_factory(
+        """
+        [[actor]]
+        name = "source"
+        type = "test+Source"
+        handler = "actors:StreamSource"
+
+        [[actor]]
+        name = "relay"
+        type = "test+Relay"
+        handler = "actors:Relay"
+        """,
+        signaling,
+    )
+    sink = node_factory(
+        """
+        [[actor]]
+        name = "sink"
+        type = "test+Sink"
+        handler = "actors:StreamSink"
+        """,
+        signaling,
+    )
+    node_factory(
+        """
+        [[actor]]
+        name = "echo"
+        type = "test+Echo"
+        handler = "actors:Echo"
+        """,
+        signaling,
+    )
+
+    async def go():
+        async with (
+            actrhost.connect(source.config_path) as shell,
+            actrhost.connect(sink.config_path) as sink_shell,
+        ):
+            # Node A reaches B and C: one peer connection each.
+            assert (
+                await shell.call("relay", "test.Relay.Forward", b"test+Echo test.Echo.Say c")
+                == b"c"
+            )
+            sizes = [10, 70_000, 300_000, 1_000_000] * 5
+            sent = json.loads(
+                await shell.call(
+                    "source",
+                    "test.Source.Send",
+                    json.dumps({"target": "test+Sink", "sizes": sizes, "frames": 5}).encode(),
+                    timeout=60,
+                )
+            )
+            chunks = [s for s in sent if "seq" in s]
+            for _ in range(200):
+                got = json.loads(await sink_shell.call("sink", "test.Sink.Results", b""))
+                if len(got.get("s0", [])) == len(chunks) and got.get("video"):
+                    break
+                await asyncio.sleep(0.05)
+            assert [(c["seq"], c["crc"]) for c in got["s0"]] == [
+                (s["seq"], s["crc"]) for s in chunks
+            ]
+            frames = [s for s in sent if "ts" in s]
+            assert got["video"] and got["video"][-1]["ts"] <= frames[-1]["ts"]
+            status = await shell.status()
+            remote = status["gateway"]["stats"]["remote_nodes"]
+            assert len(remote) == 2 and all(n["state"] == "connected" for n in remote.values())
+
+    run(go(), 90)
