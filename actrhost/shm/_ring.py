@@ -54,6 +54,7 @@ Neither end is thread-safe; each belongs to one thread.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import os
@@ -295,7 +296,7 @@ def _check_capacity(capacity_bytes: int) -> None:
         )
 
 
-class _RingEnd:
+class _RingEnd(abc.ABC):
     __slots__ = ("_closed", "_data", "_data_q", "_segment", "_words", "capacity_bytes", "name")
 
     name: str
@@ -382,8 +383,9 @@ class _RingEnd:
     ) -> None:
         self.close()
 
-    def close(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Unmap the ring (each end releases its own state first)."""
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
