@@ -257,6 +257,19 @@ class Shell:
             return self.directory.pick(ActrType.parse(target)).actr_id
         return self.directory.pick_by_name(target).actr_id
 
+    async def _resolve(self, target: Target) -> ActrId:
+        """:meth:`resolve`, and for a type no local instance has, discovery beyond this
+        node (through the gateway and signaling) when the node has a gateway."""
+        try:
+            return self.resolve(target)
+        except NotFound:
+            if self.directory.gateway is None or isinstance(target, ActrId):
+                raise
+            if isinstance(target, str) and "+" not in target:
+                raise  # an actor name is a local thing
+            actr_type = target if isinstance(target, ActrType) else ActrType.parse(target)
+            return await discover_via(self.directory, self._rpc, actr_type, None)
+
     async def call(
         self,
         target: Target,
@@ -275,7 +288,7 @@ class Shell:
         for the failure: NotFound, Unavailable, DeadlineExceeded, HandlerError, ...
         """
         self._check_open()
-        actr_id = self.resolve(target)
+        actr_id = await self._resolve(target)
         endpoint = self.directory.endpoint_of(actr_id)
         deadline = self._loop.time() + timeout
         env = Envelope(
@@ -304,7 +317,7 @@ class Shell:
     ) -> None:
         """Send a message that is never answered; returns once the transport took it."""
         self._check_open()
-        actr_id = self.resolve(target)
+        actr_id = await self._resolve(target)
         endpoint = self.directory.endpoint_of(actr_id)
         env = Envelope(
             TELL,
@@ -436,7 +449,7 @@ class Shell:
         self, target: Target, frame: StreamFrame, payload: Any, timeout: float
     ) -> bool:
         self._check_open()
-        actr_id = self.resolve(target)
+        actr_id = await self._resolve(target)
         endpoint = self.directory.endpoint_of(actr_id)
         entry = self.directory.get(actr_id)
         frame.target = actr_id

@@ -64,8 +64,10 @@ def test_actors_on_two_nodes_discover_call_and_tell_each_other(node_factory, sig
             assert ActrId.parse(self_id) == echo_id
             relay_id = (await shell_a.actors())[0].actr_id
             assert ActrId.parse(caller) == relay_id
-            # A Shell on A reaches B's actor by id; errors keep code and message.
+            # A Shell on A reaches B's actor by id, or by type through signaling; errors
+            # keep code and message.
             assert await shell_a.call(echo_id, "test.Echo.Say", b"direct", timeout=10) == b"direct"
+            assert await shell_a.call("test+Echo", "test.Echo.Say", b"by type") == b"by type"
             with pytest.raises(actrhost.HandlerError, match="boom: far"):
                 await shell_a.call(echo_id, "test.Echo.Fail", b"far", timeout=10)
             started = time.monotonic()
