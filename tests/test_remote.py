@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ import actrhost
 from actrhost import ActrId
 from actrhost._fingerprint import service_fingerprint
 
-from .utils import run
+from .utils import pid_alive, run, wait_until
 
 pytest.importorskip("aiortc")
 
@@ -265,3 +266,27 @@ def test_three_nodes_calls_streams_and_media_across(node_factory, signaling_url)
             assert len(remote) == 2 and all(n["state"] == "connected" for n in remote.values())
 
     run(go(), 90)
+
+
+def test_sigkill_of_a_supervisor_with_a_gateway_leaves_nothing(node_factory):
+    node = node_factory(
+        """
+        [[actor]]
+        name = "echo"
+        type = "test+Echo"
+        handler = "actors:Echo"
+        """,
+        '[signaling]\nurl = "embedded"\n',
+    )
+
+    async def pids():
+        async with actrhost.connect(node.config_path) as shell:
+            status = await shell.status()
+            return [a["pid"] for a in status["actors"]] + [status["gateway"]["pid"]]
+
+    children = run(pids())
+    node.seen_pids.update(children)
+    node.process.send_signal(signal.SIGKILL)
+    node.process.wait(5)
+    wait_until(lambda: not any(pid_alive(p) for p in children), 2.5, "the node's processes to exit")
+    wait_until(lambda: not node.run_dir.exists(), 2.0, "the run dir to be removed")

@@ -16,7 +16,7 @@ from typing import Any
 
 from .._config import load_config
 from .._errors import ConfigError
-from ..workers._worker import set_parent_death_signal
+from ..workers._worker import set_parent_death_signal, supervisor_gone
 from ._gateway import Gateway
 from ._ice import use_host_addresses
 from ._spec import SPEC_ENV, GatewaySpec
@@ -44,7 +44,7 @@ def main() -> int:
     )
     # aioice logs every candidate pair check at INFO: far too much for a node's log.
     logging.getLogger("aioice").setLevel(max(logging.WARNING, logging.getLogger().level))
-    if os.getppid() != spec.supervisor_pid:
+    if supervisor_gone(spec.supervisor_pid):
         return 1  # the supervisor died before we could ask to be told
     try:
         config = load_config(spec.config_path)

@@ -36,6 +36,7 @@ from ..signaling import (
     SdpOffer,
     SignalingClient,
 )
+from ..workers._worker import remove_orphaned_run_dir, supervisor_gone
 from ._counters import GatewayCounters
 from ._inbound import Inbound, _InCall, _Waiting
 from ._outbound import Outbound, _Locate, _OutCall
@@ -203,7 +204,7 @@ class Gateway(Outbound, Inbound):
     async def _watch_parent(self) -> None:
         while True:
             await asyncio.sleep(0.25)
-            if os.getppid() != self.spec.supervisor_pid:
+            if supervisor_gone(self.spec.supervisor_pid):
                 log.warning("%r: supervisor %d is gone; stopping", self, self.spec.supervisor_pid)
                 self.request_stop()
                 return
@@ -222,19 +223,25 @@ class Gateway(Outbound, Inbound):
         self._close()
 
     def _close(self) -> None:
+        orphaned = supervisor_gone(self.spec.supervisor_pid)
+        # A graceful stop lets answers already queued leave; an orphan just goes.
+        linger_ms = 0 if orphaned else 500
         for reader in self._readers.values():
             reader.close()
         self._readers.clear()
         for dealer in self._dealers.values():
-            dealer.close()
-        self._router.close()
-        self._control.close(linger_ms=500)
+            dealer.close(linger_ms)
+        self._router.close(linger_ms)
+        self._control.close(linger_ms=linger_ms)
         self._zctx.term()
         if self.spec.endpoint.startswith("ipc://"):
             try:
                 os.unlink(self.spec.endpoint.removeprefix("ipc://"))
             except FileNotFoundError:
                 pass
+        if orphaned:
+            # Like an orphaned worker: the last process out removes the run dir.
+            remove_orphaned_run_dir(self.spec.control_endpoint)
 
     # -- control -----------------------------------------------------------------------
 
