@@ -190,13 +190,16 @@ class Outbound:
     def _to_actor(
         self, target: ActrId, lane: int, frame: bytes, request_id: str, source: ActrId | None
     ) -> None:
+        locate = self._locating.get(target)
         node_id = self._node_of.get(target)
-        if node_id is not None:
+        # While a locate is still flushing the frames that waited for it, newer frames
+        # queue behind them even if the node is known already (the answer that taught us
+        # the node arrives before the locate task resumes): else they overtake.
+        if node_id is not None and locate is None:
             if source is not None and source in self._regs:
                 self._nodes[node_id].add_pair(source, target)
             self._to_node(node_id, lane, frame, request_id)
             return
-        locate = self._locating.get(target)
         if locate is None:
             locate = self._locating[target] = _Locate(self._loop)
             self._spawn(self._locate(target, source, locate))
