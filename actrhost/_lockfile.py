@@ -347,7 +347,7 @@ def _datetime(path: Path, key: str, value: object) -> datetime:
 
 
 def _toml_str(value: str) -> str:
-    # A JSON string is a valid TOML basic string (same escapes, \uXXXX included).
+    # A JSON string is a valid TOML basic string (the same escapes, \\u ones included).
     return json.dumps(value, ensure_ascii=False)
 
 
