@@ -7,9 +7,9 @@ import dataclasses
 import os
 import stat
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -20,19 +20,9 @@ from actrhost.signaling import _wire as wire
 from actrhost.signaling.__main__ import main as signaling_main
 from actrhost.signaling._testing import RawPeer, ServerProcess
 
+from .utils import run
+
 pytestmark = pytest.mark.timeout(60)
-
-T = TypeVar("T")
-
-
-def run(coro: Coroutine[Any, Any, T], timeout_s: float = 20.0) -> T:
-    """Run a coroutine in a fresh loop, failing after ``timeout_s``."""
-
-    async def bounded() -> T:
-        async with asyncio.timeout(timeout_s):
-            return await coro
-
-    return asyncio.run(bounded())
 
 
 @pytest.fixture(scope="module")

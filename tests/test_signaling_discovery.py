@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 
@@ -21,9 +19,10 @@ from actrhost.signaling import (
 )
 from actrhost.signaling._testing import ServerProcess
 
+from .utils import run
+
 pytestmark = pytest.mark.timeout(60)
 
-T = TypeVar("T")
 
 V1 = """syntax = "proto3"; package shop;
 message Order { string id = 1; uint32 count = 2; }
@@ -42,16 +41,6 @@ V0 = V1.replace(" uint32 count = 2;", "")
 FP0, FP1, FP2, FP3 = (service_fingerprint(v) for v in (V0, V1, V2, V3))
 FP_UNKNOWN = "service_semantic:" + "e" * 64  # registered without its schema
 STORE = ActrType("shop", "Store")
-
-
-def run(coro: Coroutine[Any, Any, T], timeout_s: float = 20.0) -> T:
-    """Run a coroutine in a fresh loop, failing after ``timeout_s``."""
-
-    async def bounded() -> T:
-        async with asyncio.timeout(timeout_s):
-            return await coro
-
-    return asyncio.run(bounded())
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 
@@ -21,20 +20,11 @@ from actrhost.signaling import (
 )
 from actrhost.signaling._testing import RawPeer, ServerProcess, pick_port
 
+from .utils import run
+
 pytestmark = pytest.mark.timeout(60)
 
-T = TypeVar("T")
 HEARTBEAT_S = 0.2  # silence limit: 3 intervals = 0.6 s
-
-
-def run(coro: Coroutine[Any, Any, T], timeout_s: float = 20.0) -> T:
-    """Run a coroutine in a fresh loop, failing after ``timeout_s``."""
-
-    async def bounded() -> T:
-        async with asyncio.timeout(timeout_s):
-            return await coro
-
-    return asyncio.run(bounded())
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
 
 import pytest
 
@@ -24,19 +23,9 @@ from actrhost.signaling import (
 )
 from actrhost.signaling._testing import ClientProcess, RawPeer, ServerProcess
 
+from .utils import run
+
 pytestmark = pytest.mark.timeout(60)
-
-T = TypeVar("T")
-
-
-def run(coro: Coroutine[Any, Any, T], timeout_s: float = 20.0) -> T:
-    """Run a coroutine in a fresh loop, failing after ``timeout_s``."""
-
-    async def bounded() -> T:
-        async with asyncio.timeout(timeout_s):
-            return await coro
-
-    return asyncio.run(bounded())
 
 
 @pytest.fixture(scope="module")

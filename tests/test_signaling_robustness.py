@@ -4,8 +4,7 @@ reading. The server answers or disconnects the offender and keeps serving the ot
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -15,21 +14,12 @@ from actrhost.signaling import SdpOffer, SignalingClient
 from actrhost.signaling import _wire as wire
 from actrhost.signaling._testing import RawPeer, ServerProcess
 
+from .utils import run
+
 pytestmark = pytest.mark.timeout(60)
 
-T = TypeVar("T")
 MAX_FRAME = 64 * 1024
 QUEUE_SLOTS = 8
-
-
-def run(coro: Coroutine[Any, Any, T], timeout_s: float = 20.0) -> T:
-    """Run a coroutine in a fresh loop, failing after ``timeout_s``."""
-
-    async def bounded() -> T:
-        async with asyncio.timeout(timeout_s):
-            return await coro
-
-    return asyncio.run(bounded())
 
 
 @pytest.fixture(scope="module")
