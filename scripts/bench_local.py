@@ -65,6 +65,8 @@ SCRIPTS_DIR = Path(__file__).resolve().parent
 REPO = SCRIPTS_DIR.parent
 sys.path.insert(0, str(REPO))  # run from a source checkout without installing
 
+from _bench_node import BenchNode  # noqa: E402  (scripts/ is on sys.path when run)
+
 import actrhost  # noqa: E402
 
 PAYLOAD_BYTES = 64
@@ -328,85 +330,18 @@ handler = "bench_actors:Driver"
 """
 
 
-class BenchNode:
-    """One node run with ``python -m actrhost run`` in its own folder and process group."""
-
-    def __init__(self, folder: Path, actors_toml: str) -> None:
-        folder.mkdir(parents=True)
-        self.config_path = folder / "node.toml"
-        self.run_dir = folder / "run"
-        self.log_path = folder / "node.log"
-        self.config_path.write_text(
-            f'[node]\nname = "bl{os.urandom(4).hex()}"\nrun_dir = "{self.run_dir}"\n'
-            f'python_path = ["{SCRIPTS_DIR}"]\nlog_level = "warning"\n'
-            + textwrap.dedent(actors_toml)
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def spawn(self) -> None:
-        """Start the supervisor and return at once (see :meth:`wait_running`)."""
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "actrhost", "run", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-                start_new_session=True,
-            )
-
-    async def wait_running(self, instances: int, poll_s: float, timeout_s: float = 30.0) -> None:
-        """Return once a Shell sees ``instances`` actor instances, all running.
-
-        Polls for the control socket every ms, then ``shell.actors()`` every ``poll_s``.
-        """
-        assert self.process is not None
-        async with asyncio.timeout(timeout_s):
-            while True:
-                self._check_alive()
-                if (self.run_dir / "control.sock").exists():
-                    try:
-                        async with actrhost.connect(self.config_path) as shell:
-                            while True:
-                                infos = await shell.actors()
-                                if len(infos) == instances and all(
-                                    i.state == "running" for i in infos
-                                ):
-                                    return
-                                self._check_alive()
-                                await asyncio.sleep(poll_s)
-                    except actrhost.ActrError:
-                        pass
-                await asyncio.sleep(0.001)
-
-    def _check_alive(self) -> None:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            log = self.log_path.read_text(errors="replace")
-            raise RuntimeError(f"node exited with {self.process.returncode}:\n{log}")
-
-    def stop(self) -> None:
-        """SIGTERM the supervisor, SIGKILL its process group if it lingers. Idempotent."""
-        proc = self.process
-        if proc is None:
-            return
-        self.process = None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        # Workers share the supervisor's group: a member still alive holds the group id.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+def node_config(folder: Path, actors_toml: str) -> str:
+    """A quiet node in ``folder`` whose handlers come from scripts/."""
+    return (
+        f'[node]\nname = "bl{os.urandom(4).hex()}"\nrun_dir = "{folder / "run"}"\n'
+        f'python_path = ["{SCRIPTS_DIR}"]\nlog_level = "warning"\n' + textwrap.dedent(actors_toml)
+    )
 
 
 @contextlib.contextmanager
 def running_node(folder: Path, actors_toml: str, instances: int) -> Iterator[BenchNode]:
     """A started node, stopped and cleaned up on exit, whatever happens."""
-    node = BenchNode(folder, actors_toml)
+    node = BenchNode(folder, node_config(folder, actors_toml))
     try:
         node.spawn()
         asyncio.run(node.wait_running(instances, poll_s=0.02))
@@ -480,7 +415,7 @@ def measure_start_to_ready(folder: Path, instances: int) -> float:
     handler = "bench_actors:Sink"
     instances = {instances}
     """
-    node = BenchNode(folder, actors)
+    node = BenchNode(folder, node_config(folder, actors))
     try:
         started = time.perf_counter()
         node.spawn()

@@ -64,10 +64,9 @@ SCRIPTS_DIR = Path(__file__).resolve().parent
 REPO = SCRIPTS_DIR.parent
 sys.path.insert(0, str(REPO))  # run from a source checkout without installing
 
+from _bench_node import BenchNode  # noqa: E402  (scripts/ is on sys.path when run)
+
 import actrhost  # noqa: E402
-from actrhost._config import load_config  # noqa: E402
-from actrhost._rundir import node_prefix, run_dir_for  # noqa: E402
-from actrhost.shm import list_prefix, node_segment_prefix, unlink_prefix  # noqa: E402
 
 KiB, MiB = 1 << 10, 1 << 20
 MEMCPY_BYTES = 64 * MiB
@@ -319,57 +318,25 @@ handler = "bench_stream_actors:StreamSource"
 """
 
 
-class BenchNode:
-    """One node run with ``python -m actrhost run`` in its own folder and process group."""
+class StreamNode(BenchNode):
+    """The benchmark's node: a stream source and sink with the run's [shm] sizes."""
 
     def __init__(self, folder: Path, params: Params) -> None:
-        folder.mkdir(parents=True)
-        self.config_path = folder / "node.toml"
-        self.log_path = folder / "node.log"
-        self.config_path.write_text(
+        super().__init__(
+            folder,
             NODE_TOML.format(
                 name=f"bs{os.urandom(4).hex()}",
                 run_dir=folder / "run",
                 scripts=SCRIPTS_DIR,
                 threshold_bytes=params.threshold_bytes,
                 ring_bytes=params.ring_bytes,
-            )
+            ),
         )
-        self.run_dir = run_dir_for(load_config(self.config_path))
-        self.shm_prefix = node_segment_prefix(node_prefix(self.run_dir))
-        self.process: subprocess.Popen[bytes] | None = None
-        self.pids: dict[str, int] = {}
 
     def start(self) -> None:
         """Start the supervisor; return once both actors run (their pids in ``pids``)."""
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "actrhost", "run", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-                start_new_session=True,
-            )
-        asyncio.run(self._wait_running(timeout_s=30))
-
-    async def _wait_running(self, timeout_s: float) -> None:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                self._check_alive()
-                if (self.run_dir / "control.sock").exists():
-                    with contextlib.suppress(actrhost.ActrError):
-                        async with actrhost.connect(self.config_path) as shell:
-                            infos = await shell.actors()
-                        if len(infos) == 2 and all(i.state == "running" for i in infos):
-                            self.pids = {i.name: i.pid for i in infos if i.pid}
-                            return
-                await asyncio.sleep(0.02)
-
-    def _check_alive(self) -> None:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            log = self.log_path.read_text(errors="replace")
-            raise RuntimeError(f"node exited with {self.process.returncode}:\n{log}")
+        self.spawn()
+        asyncio.run(self.wait_running(2, poll_s=0.02))
 
     def call_source(self, params: dict[str, Any]) -> dict[str, Any]:
         """One ``bench.StreamSource.Run`` call from a Shell; the source's JSON answer."""
@@ -385,32 +352,11 @@ class BenchNode:
         result: dict[str, Any] = json.loads(asyncio.run(ask()))
         return result
 
-    def stop(self) -> None:
-        """SIGTERM the supervisor, SIGKILL its group if it lingers, remove leftovers."""
-        proc, self.process = self.process, None
-        if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-            # Workers share the supervisor's group: a member still alive holds the group id.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        shutil.rmtree(self.run_dir, ignore_errors=True)
-        unlink_prefix(self.shm_prefix)  # normally the supervisor did it already
-
-    def leftover_segments(self) -> list[str]:
-        """This node's segments still in /dev/shm (should be none after ``stop``)."""
-        return list_prefix(self.shm_prefix)
-
 
 @contextlib.contextmanager
-def running_node(folder: Path, params: Params) -> Iterator[BenchNode]:
+def running_node(folder: Path, params: Params) -> Iterator[StreamNode]:
     """A started node, stopped and cleaned up on exit, whatever happens."""
-    node = BenchNode(folder, params)
+    node = StreamNode(folder, params)
     try:
         node.start()
         yield node
@@ -421,7 +367,7 @@ def running_node(folder: Path, params: Params) -> Iterator[BenchNode]:
             raise RuntimeError(f"shared-memory segments outlived the node: {leftovers}")
 
 
-def measure_actrhost(node: BenchNode, params: Params, size: int, count: int) -> Run:
+def measure_actrhost(node: StreamNode, params: Params, size: int, count: int) -> Run:
     """(a) ``count`` chunks source -> sink, from the first send to the last chunk handled."""
     reply = node.call_source(
         {"size": size, "count": count, "warmup": params.warmup_chunks, "kind": params.payload}
@@ -595,7 +541,7 @@ def append_json(path: Path, params: Params, env: dict[str, Any], results: dict[s
 PY_SPY = ["py-spy", "record", "--format", "raw", "--nonblocking", "--idle", "--function"]
 
 
-def profile_workers(node: BenchNode, params: Params, out_dir: Path, seconds: float) -> None:
+def profile_workers(node: StreamNode, params: Params, out_dir: Path, seconds: float) -> None:
     """Record both actor workers with ``py-spy record --format raw`` during a long burst.
 
     For each size: estimates the rate with a short run, starts a burst lasting about
