@@ -71,6 +71,20 @@ class ActrId:
         # the nested dataclasses costs more than the lookup.
         return hash(self.serial_number)
 
+    def __eq__(self, other: object) -> bool:
+        # Hand-written for the same reason: the generated one builds two tuples and
+        # compares the nested dataclasses through theirs. The serial decides most cases.
+        if self is other:
+            return True
+        if not isinstance(other, ActrId):
+            return NotImplemented
+        return (
+            self.serial_number == other.serial_number
+            and self.realm.realm_id == other.realm.realm_id
+            and self.type.name == other.type.name
+            and self.type.manufacturer == other.type.manufacturer
+        )
+
     def __post_init__(self) -> None:
         if not 0 <= self.serial_number < 2**64:
             raise BadRequest(f"serial number {self.serial_number} out of range for uint64")

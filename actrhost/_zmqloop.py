@@ -29,6 +29,7 @@ DRAIN_BATCH = 256
 # Plain ints: IntFlag arithmetic costs more than the socket call it guards.
 _EVENTS = int(zmq.EVENTS)
 _POLLOUT = int(zmq.POLLOUT)
+_POLLIN = int(zmq.POLLIN)
 _RCVMORE = int(zmq.RCVMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
@@ -76,17 +77,23 @@ class LoopSocket:
         self._scheduled = False
         if self._closed or self._paused or self._on_message is None:
             return
-        recv = self.sock.recv
-        more = self.sock.get
+        sock = self.sock
+        recv = sock.recv
+        get = sock.get
         handle = self._on_message
         for _ in range(DRAIN_BATCH):
             if self._paused:  # the handler just asked for backpressure
                 return
             try:
+                # EVENTS first, not recv until zmq.Again: building that exception costs
+                # twice the option read (pyzmq formats an error message), and most
+                # drains find one message or none.
+                if not int(get(_EVENTS)) & _POLLIN:
+                    return
                 # recv_multipart() by hand: pyzmq's converts RCVMORE to an enum per part,
                 # which cost ~15% of a small message's handling (py-spy, bench_local (d)).
                 parts = [recv(_NOBLOCK)]
-                while more(_RCVMORE):
+                while get(_RCVMORE):
                     parts.append(recv(_NOBLOCK))
             except zmq.Again:
                 return
