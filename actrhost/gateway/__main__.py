@@ -17,6 +17,7 @@ from typing import Any
 from .._config import load_config
 from .._errors import ConfigError
 from ..workers._worker import set_parent_death_signal, supervisor_gone
+from . import _sctp
 from ._gateway import Gateway
 from ._ice import use_host_addresses
 from ._spec import SPEC_ENV, GatewaySpec
@@ -52,6 +53,9 @@ def main() -> int:
         print(f"actrhost gateway: {exc}", file=sys.stderr)
         return 2
     use_host_addresses(config.webrtc.ice_host_addresses)
+    # ACTRHOST_GATEWAY_SCTP=aiortc keeps aiortc's own SCTP behaviour (for comparisons).
+    if os.environ.get("ACTRHOST_GATEWAY_SCTP", "tuned") != "aiortc":
+        _sctp.install()
 
     async def amain() -> int:
         gateway = Gateway(spec, config)

@@ -1,0 +1,255 @@
+"""SCTP tuning of aiortc inside the gateway process: delayed, bundled SACKs and sends
+that reach the socket without an extra event-loop turn.
+
+aiortc's SCTP association (``aiortc.rtcsctptransport.RTCSctpTransport``) is pure Python,
+and on a small machine a remote call's latency is mostly CPU: every DATA packet costs a
+separate SACK packet back (one more DTLS record, one more ``sendto``, one more wake-up of
+the other gateway), and every ``RTCDataChannel.send`` schedules a task that moves the
+message into SCTP on the *next* loop iteration. Two changes, both within what SCTP
+allows (RFC 9260 §6.2, §6.10):
+
+* **Delayed acknowledgement.** The receiver acknowledges at least every second packet
+  carrying DATA, and at the latest :data:`SACK_DELAY_S` after the first unacknowledged
+  one; a gap or a duplicate is acknowledged at once (fast retransmit depends on it).
+* **Bundling.** A pending SACK rides in front of the next DATA chunk we send when both
+  fit in one packet. A call's answer thus acknowledges its request, and the next call
+  acknowledges that answer: a ping-pong sends no SACK packet of its own.
+* **Eager sends.** A binary message sent from outside aiortc's own receive path (our
+  socket callbacks) goes through ``_data_channel_flush`` right away, the way Python 3.12's
+  eager tasks would run it, instead of in a task on the next iteration.
+
+Only the gateway process calls :func:`install` (the raw aiortc baseline in
+``scripts/bench_remote.py`` does not). It patches methods of the class, checked against
+the aiortc versions ``pyproject.toml`` allows; a missing attribute makes it fail loudly
+rather than run half-patched. The peer needs nothing: any SCTP stack accepts delayed and
+bundled SACKs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import types
+from collections.abc import Coroutine, Generator
+from struct import pack
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: The longest an acknowledgement waits for a DATA chunk to ride on (RFC 9260: at most
+#: 500 ms, 200 ms recommended). Short, because the sender's congestion window and the
+#: bufferedAmount of its channels only move when SACKs arrive.
+SACK_DELAY_S = 0.02
+#: Acknowledge at once after this many packets with DATA (RFC 9260 §6.2: every second).
+SACK_EVERY_PACKETS = 2
+
+_installed = False
+#: Tasks started here (delayed SACKs, sends that had to wait), kept until they finish.
+_tasks: set[asyncio.Future[Any]] = set()
+
+
+def _spawn(coro: Coroutine[Any, Any, Any]) -> None:
+    task = asyncio.ensure_future(coro)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+class _SackState:
+    """What the tuning keeps per association (an attribute of the transport)."""
+
+    __slots__ = ("capture", "captured", "depth", "got_data", "timer", "unacked_packets")
+
+    def __init__(self) -> None:
+        self.depth = 0  # > 0 while aiortc handles a received packet
+        self.got_data = False  # the packet being handled carried DATA
+        self.unacked_packets = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.capture = False  # _send_chunk hands the SACK over instead of sending it
+        self.captured: Any = None
+
+
+def _state(transport: Any) -> _SackState:
+    state = transport.__dict__.get("_actrhost_sack")
+    if state is None:
+        state = transport.__dict__["_actrhost_sack"] = _SackState()
+    return state
+
+
+def install() -> None:
+    """Patch aiortc's SCTP transport in this process (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    from aiortc import rtcsctptransport as sctp
+
+    cls = sctp.RTCSctpTransport
+    needed = (
+        "_handle_data",
+        "_receive_data_chunk",
+        "_send_sack",
+        "_send_chunk",
+        "_data_channel_send",
+        "_data_channel_flush",
+    )
+    missing = [name for name in needed if not hasattr(cls, name)]
+    missing += [
+        name
+        for name in ("DataChunk", "SCTP_MAX_PACKET_LENGTH", "WEBRTC_BINARY", "crc32c")
+        if not hasattr(sctp, name)
+    ]
+    if missing:
+        raise RuntimeError(f"aiortc's SCTP transport changed: no {', '.join(missing)}")
+
+    original_handle_data = cls._handle_data
+    original_receive_data_chunk = cls._receive_data_chunk
+    original_send_sack = cls._send_sack
+    original_send_chunk = cls._send_chunk
+    original_data_channel_send = cls._data_channel_send
+    established = cls.State.ESTABLISHED
+    data_chunk = sctp.DataChunk
+    max_packet = sctp.SCTP_MAX_PACKET_LENGTH
+    binary = sctp.WEBRTC_BINARY
+    crc32c = sctp.crc32c
+
+    async def _handle_data(self: Any, data: bytes) -> None:
+        state = _state(self)
+        state.depth += 1
+        state.got_data = False
+        try:
+            await original_handle_data(self, data)
+        finally:
+            state.depth -= 1
+
+    async def _receive_data_chunk(self: Any, chunk: Any) -> None:
+        _state(self).got_data = True
+        await original_receive_data_chunk(self, chunk)
+
+    async def _send_sack(self: Any) -> None:
+        # Called by aiortc at the end of handling a packet that needs acknowledging.
+        state = _state(self)
+        if state.got_data:
+            state.got_data = False
+            state.unacked_packets += 1
+        urgent = (
+            state.unacked_packets >= SACK_EVERY_PACKETS
+            or self._sack_misordered
+            or self._sack_duplicates
+            or self._association_state is not established
+        )
+        if urgent:
+            await _ack_now(self, state)
+        elif state.timer is None:
+            loop = asyncio.get_running_loop()
+            state.timer = loop.call_later(SACK_DELAY_S, _on_sack_timer, self, state)
+
+    async def _ack_now(self: Any, state: _SackState) -> None:
+        if state.timer is not None:
+            state.timer.cancel()
+            state.timer = None
+        state.unacked_packets = 0
+        await original_send_sack(self)
+
+    def _on_sack_timer(self: Any, state: _SackState) -> None:
+        state.timer = None
+        if self._sack_needed and self._association_state is established:
+            _spawn(_ack_quietly(self, state))
+
+    async def _ack_quietly(self: Any, state: _SackState) -> None:
+        try:
+            await _ack_now(self, state)
+        except Exception as exc:  # the DTLS transport closed meanwhile
+            log.debug("delayed SACK not sent: %r", exc)
+
+    async def _send_chunk(self: Any, chunk: Any) -> None:
+        state = _state(self)
+        if state.capture:
+            state.captured = chunk
+            return
+        if state.timer is None or not isinstance(chunk, data_chunk) or not self._sack_needed:
+            await original_send_chunk(self, chunk)
+            return
+        # A SACK is waiting: build it (aiortc's own code, captured above) and bundle it.
+        state.capture = True
+        try:
+            await _ack_now(self, state)
+        finally:
+            state.capture = False
+        sack, state.captured = state.captured, None
+        sack_bytes, data_bytes = bytes(sack), bytes(chunk)
+        if 12 + len(sack_bytes) + len(data_bytes) > max_packet:
+            await original_send_chunk(self, sack)
+            await original_send_chunk(self, chunk)
+            return
+        # RFC 9260 §6.10: control chunks come before DATA chunks in a bundle.
+        header = pack("!HHL", self._local_port, self._remote_port, self._remote_verification_tag)
+        body = sack_bytes + data_bytes
+        checksum = crc32c(header + b"\x00\x00\x00\x00" + body)
+        await self.transport._send_data(header + pack("<L", checksum) + body)
+
+    def _data_channel_send(self: Any, channel: Any, data: Any) -> None:
+        state = _state(self)
+        if (
+            state.depth
+            or not isinstance(data, bytes)
+            or not data
+            or self._association_state is not established
+            or self._data_channel_queue
+            or self._outbound_queue
+            or (self._remote_max_message_size and len(data) > self._remote_max_message_size)
+        ):
+            # Inside aiortc's receive path, or anything unusual: aiortc's own way.
+            original_data_channel_send(self, channel, data)
+            return
+        channel._addBufferedAmount(len(data))
+        self._data_channel_queue.append((channel, binary, data))
+        run_eagerly(self._data_channel_flush())
+
+    patched = {
+        "_handle_data": _handle_data,
+        "_receive_data_chunk": _receive_data_chunk,
+        "_send_sack": _send_sack,
+        "_send_chunk": _send_chunk,
+        "_data_channel_send": _data_channel_send,
+    }
+    for name, method in patched.items():
+        setattr(cls, name, method)
+    _installed = True
+
+
+def run_eagerly(coro: Coroutine[Any, Any, Any]) -> None:
+    """Run ``coro`` now up to its first real suspension; a task finishes it from there.
+
+    aiortc's send path (SCTP -> DTLS -> ICE -> ``sendto``) normally never suspends; over
+    a TURN relay it may, and then the rest runs as an ordinary task.
+    """
+    try:
+        yielded = coro.send(None)
+    except StopIteration:
+        return
+    except Exception as exc:  # as aiortc's own task would: the connection is going away
+        log.debug("eager SCTP send failed: %r", exc)
+        return
+    _spawn(_finish(coro, yielded))
+
+
+async def _finish(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
+    return await _resume(coro, yielded)
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Generator[Any, Any, Any]:
+    """Hand what ``coro`` yielded (a future it waits on) to the task running us, and go
+    on driving ``coro`` the way a task would."""
+    while True:
+        try:
+            sent = yield yielded
+        except BaseException as exc:  # cancellation, thrown into the coroutine
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as stop:
+                return stop.value
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
