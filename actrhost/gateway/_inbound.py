@@ -105,7 +105,7 @@ class Inbound:
                 "%r: dropped a malformed frame from node %s: %s", self, pc.remote_node, exc.message
             )
             return
-        counters = pc.counters.lanes[PayloadType(item.payload_type).name.lower()]
+        counters = pc.counters.by_lane[item.payload_type]
         counters.frames_in += 1
         counters.bytes_in += len(data)
         if isinstance(item, StreamFrame):

@@ -72,7 +72,7 @@ _CHANNELS = (
     _ChannelSpec(3, "latency", ordered=False, max_retransmits=0),
     _ChannelSpec(2, "stream"),
 )
-_LANE_SLOT = {
+_LANE_SLOT: dict[int, int] = {
     PayloadType.RPC_SIGNAL: _SIGNAL,
     PayloadType.RPC_RELIABLE: _RPC,
     PayloadType.STREAM_LATENCY_FIRST: _LATENCY,
@@ -303,16 +303,16 @@ class PeerConnection:
         when full; a terminal connection drops everything).
         """
         if self._state in TERMINAL:
-            self.counters.lanes[PayloadType(lane).name.lower()].dropped += 1
+            self.counters.by_lane[lane].dropped += 1
             return False
-        slot = _LANE_SLOT[PayloadType(lane)]
+        slot = _LANE_SLOT[lane]
         q = self._lanes[slot]
         if self._send_now(q, lane, frame):
             return True
         if q.lossy and len(q.items) >= self.tuning.latency_queue_frames:
             old_lane, old, _ = q.items.popleft()
             q.queued_bytes -= len(old)
-            self.counters.lanes[PayloadType(old_lane).name.lower()].dropped += 1
+            self.counters.by_lane[old_lane].dropped += 1
         q.items.append((lane, frame, False))
         q.queued_bytes += len(frame)
         if not q.lossy and q.queued_bytes > self.tuning.queue_high_bytes and not self._pressured:
@@ -328,18 +328,21 @@ class PeerConnection:
             self._state is not LinkState.CONNECTED
             or len(frame) + 1 > self.tuning.max_message_bytes
             or (q.slot == _STREAM and not self._window_open())
-            or any(x.items or x.current is not None for x in self._lanes)
         ):
             return False
-        lanes = self._lanes
-        if sum(x.channel.bufferedAmount for x in lanes) > self.tuning.buffer_high_bytes:
+        buffered = 0
+        for x in self._lanes:
+            if x.items or x.current is not None:
+                return False
+            buffered += x.channel.bufferedAmount
+        if buffered > self.tuning.buffer_high_bytes:
             return False
         try:
             q.channel.send(framing.frame_message(frame))
         except Exception as exc:  # InvalidStateError: the channel closed under us
             self.fail(f"send failed: {exc!r}")
             return False
-        counters = self.counters.lanes[PayloadType(lane).name.lower()]
+        counters = self.counters.by_lane[lane]
         counters.frames_out += 1
         counters.bytes_out += len(frame)
         if q.slot == _STREAM:
@@ -408,7 +411,7 @@ class PeerConnection:
             ):
                 self._pressured = False
                 self._cb.on_pressure(self, False)
-            counters = self.counters.lanes[PayloadType(lane).name.lower()]
+            counters = self.counters.by_lane[lane]
             counters.frames_out += 1
             counters.bytes_out += len(data)
             if q.slot == _STREAM:

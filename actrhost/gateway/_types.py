@@ -72,6 +72,12 @@ class LinkCounters:
     malformed: int = 0
     evicted_parts: int = 0
     media: MediaCounters = field(default_factory=MediaCounters)
+    #: The same LaneCounters by lane number (PayloadType value): found per frame, where
+    #: building the enum and its lower-case name costs more than the counting.
+    by_lane: dict[int, LaneCounters] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.by_lane = {int(lane): self.lanes[lane.name.lower()] for lane in PayloadType}
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready."""
