@@ -7,8 +7,9 @@ Setup (all on loopback, one machine):
   RTCPeerConnection each, one data channel, no actrhost. Round trip of a 64-byte
   message; throughput of ``--chunk-bytes`` messages, with ``bufferedamountlow`` flow
   control as any careful sender must.
-* **local call**: a ZeroMQ round trip between two fake workers of this process (the
-  node's local call path, ``RpcEndpoint.call``), for the target formula below.
+* **local call**: a ZeroMQ round trip from a fake worker of this process to one in a
+  child process (the node's local call path between two actors, ``RpcEndpoint.call``),
+  for the target formula below.
 * **gateways**: a signaling server and two gateway processes; this process plays both
   nodes' supervisors and workers (``actrhost.gateway._testing.HarnessNode``): remote call
   round trip, and a reliable stream of ``--chunk-bytes`` chunks from node A's worker to
@@ -167,21 +168,25 @@ class RawPair:
 
 
 class LocalPair:
-    """Two fake workers in this process: the node's local call path."""
+    """The node's local call path between two processes (as between two actors):
+    ``RpcEndpoint.call`` here, an echoing ``RpcEndpoint`` in a child process."""
 
     def __init__(self, folder: Path) -> None:
         import zmq
 
         self.zctx = zmq.Context()
         self.server_ep = f"ipc://{folder}/srv.sock"
-        self.server = RpcEndpoint(self.zctx, self.server_ep, self._serve, hwm=10000, name="srv")
+        self.child = subprocess.Popen(
+            [sys.executable, __file__, "--local-echo", self.server_ep],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.child.stdout is not None
+        if self.child.stdout.readline().strip() != "ready":
+            raise RuntimeError("the local echo process did not start")
         self.client = RpcEndpoint(
             self.zctx, f"ipc://{folder}/cli.sock", lambda e, r: None, hwm=10000, name="cli"
-        )
-
-    def _serve(self, env: Envelope, routing_id: bytes) -> None:
-        self.server.reply(
-            routing_id, Envelope(RESPONSE, payload=env.payload, request_id=env.request_id)
         )
 
     async def round_trips(self, count: int) -> list[float]:
@@ -199,8 +204,26 @@ class LocalPair:
 
     def close(self) -> None:
         self.client.close()
-        self.server.close()
         self.zctx.term()
+        assert self.child.stdin is not None
+        self.child.stdin.close()
+        self.child.wait(10)
+
+
+async def local_echo_main(endpoint: str) -> None:
+    """The child of the local call baseline: a fake worker that echoes requests."""
+    import zmq
+
+    zctx = zmq.Context()
+
+    def serve(env: Envelope, routing_id: bytes) -> None:
+        server.reply(routing_id, Envelope(RESPONSE, payload=env.payload, request_id=env.request_id))
+
+    server = RpcEndpoint(zctx, endpoint, serve, hwm=10000, name="srv")
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    server.close()
+    zctx.term()
 
 
 # -- gateways --------------------------------------------------------------------------
@@ -329,6 +352,7 @@ if __name__ == "__main__":
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--raw-peer", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--local-echo", metavar="ENDPOINT", help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
         "--loops",
@@ -350,5 +374,7 @@ if __name__ == "__main__":
     cli = parser.parse_args()
     if cli.raw_peer:
         asyncio.run(raw_peer_main())
+    elif cli.local_echo:
+        asyncio.run(local_echo_main(cli.local_echo))
     else:
         asyncio.run(main(cli))
