@@ -14,7 +14,9 @@ Setup (all on loopback, one machine):
   nodes' supervisors and workers (``actrhost.gateway._testing.HarnessNode``): remote call
   round trip, and a reliable stream of ``--chunk-bytes`` chunks from node A's worker to
   node B's worker (end to end: worker -> ZeroMQ -> gateway -> aiortc -> gateway ->
-  ZeroMQ -> worker).
+  ZeroMQ -> worker). One pair of gateways per ``--variants`` entry, side by side:
+  ``tuned`` (as shipped), ``plain`` (aiortc and aioice without the gateway's tuning) and
+  ``asyncio`` (tuned, on the standard event loop instead of uvloop).
 
 Rounds interleave the variants (the machine drifts between fast and slow states); the
 report gives medians over rounds and ratios to raw aiortc measured in the same round.
@@ -51,6 +53,13 @@ from actrhost.gateway._testing import HarnessNode, start_nodes  # noqa: E402
 from actrhost.signaling._testing import ServerProcess  # noqa: E402
 
 PING_BYTES = 64
+#: Gateway pairs measured side by side (name -> environment of both gateway processes).
+VARIANT_HELP = {
+    "tuned": ("as shipped: uvloop, SCTP and STUN tuning (gateway/_sctp.py, _ice.py)", {}),
+    "plain": ("uvloop, aiortc and aioice as they come", {"ACTRHOST_GATEWAY_AIORTC": "plain"}),
+    "asyncio": ("the standard event loop, tuned", {"ACTRHOST_GATEWAY_LOOP": "asyncio"}),
+}
+VARIANTS = {name: env for name, (_text, env) in VARIANT_HELP.items()}
 HIGH_WATER_BYTES = 256 * 1024  # raw sender: what the gateway allows in aiortc's buffer too
 
 
@@ -268,21 +277,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="bench-remote-"))
     total = args.stream_mib * 1024 * 1024
     rows: list[dict[str, float]] = []
-    loops = ["asyncio"]
-    if args.loops == "both":
-        try:
-            import uvloop  # noqa: F401
-
-            loops.append("uvloop")
-        except ImportError:
-            print("uvloop not installed: gateways on asyncio only")
+    variants = {name: VARIANTS[name] for name in args.variants.split(",")}
     with ServerProcess() as server:
         tuning = {"max_message_bytes": args.max_message_bytes}
         pairs: dict[str, tuple[HarnessNode, HarnessNode]] = {}
-        for loop_name in loops:
-            env = {"ACTRHOST_GATEWAY_LOOP": "asyncio" if loop_name == "asyncio" else "auto"}
+        for name, env in variants.items():
             a = HarnessNode(
-                folder / f"a-{loop_name}",
+                folder / f"a-{name}",
                 server.url,
                 [("src", "b+Src")],
                 tuning=tuning,
@@ -290,14 +291,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 env=env,
             )
             b = HarnessNode(
-                folder / f"b-{loop_name}",
+                folder / f"b-{name}",
                 server.url,
                 [("sink", "b+Sink")],
                 tuning=tuning,
                 hwm=64,
                 env=env,
             )
-            pairs[loop_name] = (a, b)
+            pairs[name] = (a, b)
         await start_nodes(*(node for pair in pairs.values() for node in pair))
         raw = RawPair()
         await raw.start()
@@ -312,13 +313,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     "local_rtt_p50_ms": percentile(local_rtt, 0.5) * 1e3,
                     "raw_mb_s": raw_bps / 1e6,
                 }
-                for loop_name, (a, b) in pairs.items():
+                for name, (a, b) in pairs.items():
                     gw_rtt = await gateway_round_trips(a, b, args.calls)
                     gw_bps = await gateway_throughput(a, b, args.chunk_bytes, total, f"r{round_no}")
-                    row[f"{loop_name}_call_p50_ms"] = percentile(gw_rtt, 0.5) * 1e3
-                    row[f"{loop_name}_call_p99_ms"] = percentile(gw_rtt, 0.99) * 1e3
-                    row[f"{loop_name}_stream_mb_s"] = gw_bps / 1e6
-                    row[f"{loop_name}_stream_vs_raw"] = gw_bps / raw_bps
+                    row[f"{name}_call_p50_ms"] = percentile(gw_rtt, 0.5) * 1e3
+                    row[f"{name}_call_p99_ms"] = percentile(gw_rtt, 0.99) * 1e3
+                    row[f"{name}_stream_mb_s"] = gw_bps / 1e6
+                    row[f"{name}_stream_vs_raw"] = gw_bps / raw_bps
                 rows.append(row)
                 shown = ", ".join(f"{key} {value:.3f}" for key, value in row.items())
                 print(f"round {round_no + 1}: {shown}", flush=True)
@@ -341,7 +342,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         },
         "median": median,
         "call_p50_budget_ms": budget,
-        **{f"{name}_call_p50_vs_budget": median[f"{name}_call_p50_ms"] / budget for name in loops},
+        **{
+            f"{name}_call_p50_vs_budget": median[f"{name}_call_p50_ms"] / budget
+            for name in variants
+        },
     }
     print(json.dumps(report, indent=2))
     return report
@@ -355,10 +359,10 @@ if __name__ == "__main__":
     parser.add_argument("--local-echo", metavar="ENDPOINT", help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
-        "--loops",
-        choices=("both", "asyncio"),
-        default="both",
-        help="gateways on asyncio, and on uvloop when installed (interleaved)",
+        "--variants",
+        default="tuned,plain,asyncio",
+        help="gateway pairs to measure, interleaved: "
+        + "; ".join(f"{name}: {text}" for name, (text, _env) in VARIANT_HELP.items()),
     )
     parser.add_argument("--calls", type=int, default=500, help="round trips per variant and round")
     parser.add_argument("--chunk-bytes", type=int, default=16384)

@@ -17,7 +17,7 @@ from actrhost._config import WebrtcConfig
 from actrhost._payload_type import PayloadType
 from actrhost.gateway import _framing as framing
 from actrhost.gateway import _sctp
-from actrhost.gateway._ice import use_host_addresses
+from actrhost.gateway._ice import skip_stun_parse_for_media, use_host_addresses
 from actrhost.gateway._peer import Callbacks, PeerConnection
 from actrhost.gateway._types import LinkCounters, LinkState, Tuning
 
@@ -29,6 +29,7 @@ TUNING = Tuning(connect_timeout_s=5.0, keepalive_interval_s=0.2, keepalive_timeo
 @pytest.fixture(autouse=True)
 def loopback_only() -> Iterator[None]:
     _sctp.install()  # as in the gateway process
+    skip_stun_parse_for_media()
     use_host_addresses(["127.0.0.1"])
     yield
     use_host_addresses(None)

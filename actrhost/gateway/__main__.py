@@ -19,7 +19,7 @@ from .._errors import ConfigError
 from ..workers._worker import set_parent_death_signal, supervisor_gone
 from . import _sctp
 from ._gateway import Gateway
-from ._ice import use_host_addresses
+from ._ice import skip_stun_parse_for_media, use_host_addresses
 from ._spec import SPEC_ENV, GatewaySpec
 
 
@@ -53,9 +53,10 @@ def main() -> int:
         print(f"actrhost gateway: {exc}", file=sys.stderr)
         return 2
     use_host_addresses(config.webrtc.ice_host_addresses)
-    # ACTRHOST_GATEWAY_SCTP=aiortc keeps aiortc's own SCTP behaviour (for comparisons).
-    if os.environ.get("ACTRHOST_GATEWAY_SCTP", "tuned") != "aiortc":
+    # ACTRHOST_GATEWAY_AIORTC=plain runs aiortc and aioice as shipped (for comparisons).
+    if os.environ.get("ACTRHOST_GATEWAY_AIORTC", "tuned") != "plain":
         _sctp.install()
+        skip_stun_parse_for_media()
 
     async def amain() -> int:
         gateway = Gateway(spec, config)

@@ -62,6 +62,30 @@ def use_host_addresses(addresses: Sequence[str] | None) -> None:
     log.debug("ICE host candidates restricted to %s", ", ".join(map(str, parsed)))
 
 
+def skip_stun_parse_for_media() -> None:
+    """Hand DTLS and RTP datagrams to the connection without trying to parse them as STUN.
+
+    aioice's ``StunProtocol.datagram_received`` parses every datagram as a STUN message
+    first and takes the ``ValueError`` as "data": an exception per packet on the hot path.
+    RFC 7983 §7 demultiplexes by the first byte instead: 0-3 is STUN, anything above is
+    DTLS (20-63), TURN channel data (64-79) or RTP/RTCP (128-191). Datagrams that may be
+    STUN still take aioice's own path. Gateway process only; idempotent.
+    """
+    cls = aioice.ice.StunProtocol
+    original = cls.datagram_received
+    if getattr(original, "_actrhost_demux", False):
+        return
+
+    def datagram_received(self: Any, data: bytes | str, addr: tuple[Any, ...]) -> None:
+        if isinstance(data, bytes) and data and data[0] > 3:
+            self.receiver.data_received(data, self.local_candidate.component)
+            return
+        original(self, data, addr)
+
+    datagram_received._actrhost_demux = True  # type: ignore[attr-defined]
+    cls.datagram_received = datagram_received  # type: ignore[method-assign]
+
+
 def ice_servers(webrtc: WebrtcConfig) -> list[RTCIceServer]:
     """The STUN and TURN servers of ``[webrtc]`` as aiortc wants them.
 

@@ -114,6 +114,9 @@ class RemoteNode:
 
     def add_pair(self, local: ActrId, remote: ActrId) -> None:
         """Remember an actor pair that can relay between the two nodes."""
+        pairs = self.pairs
+        if pairs and pairs[0][0] is local and pairs[0][1] is remote:
+            return  # the common case, once per call: decoded ids are cached objects
         self.actors.add(remote)
         pair = (local, remote)
         if self.pairs[:1] != [pair]:

@@ -1,7 +1,10 @@
-"""The gateway's SCTP tuning (``actrhost/gateway/_sctp.py``) on two real aiortc
-connections in one process: SACKs ride on answers, one-way traffic is still acknowledged
-in time, large frames arrive intact, and an eager send that has to wait finishes in a
-task. Every packet each side puts on the wire is parsed with aiortc's own parser."""
+"""The gateway's tuning of aiortc and aioice.
+
+SCTP (``actrhost/gateway/_sctp.py``), on two real aiortc connections in one process: SACKs
+ride on answers, one-way traffic is still acknowledged in time, large frames arrive
+intact, and an eager send that has to wait finishes in a task. Every packet each side
+puts on the wire is parsed with aiortc's own parser. STUN (``_ice.py``): datagrams are
+told apart by their first byte (RFC 7983) before aioice tries to parse them."""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from aiortc.rtcsctptransport import DataChunk, SackChunk, parse_packet
 
 from actrhost._payload_type import PayloadType
 from actrhost.gateway import _sctp
-from actrhost.gateway._ice import use_host_addresses
+from actrhost.gateway._ice import skip_stun_parse_for_media, use_host_addresses
 
 from .test_gateway_peer import Side, connected_pair
 from .utils import run
@@ -28,6 +31,7 @@ from .utils import run
 @pytest.fixture(autouse=True)
 def tuned_loopback() -> Iterator[None]:
     _sctp.install()  # what the gateway process does at start
+    skip_stun_parse_for_media()
     use_host_addresses(["127.0.0.1"])
     yield
     use_host_addresses(None)
@@ -160,3 +164,43 @@ def test_an_eager_send_that_must_wait_finishes_in_a_task() -> None:
         assert finished == ["sent"]  # nothing to wait for: done before run_eagerly returns
 
     run(scenario())
+
+
+def test_datagrams_are_told_apart_by_their_first_byte() -> None:
+    async def scenario() -> None:
+        import aioice.ice
+        import aioice.stun
+
+        class Receiver:
+            def __init__(self) -> None:
+                self.data: list[bytes] = []
+                self.requests: list[Any] = []
+
+            def data_received(self, data: bytes, component: int) -> None:
+                self.data.append(data)
+
+            def request_received(self, message: Any, addr: Any, protocol: Any) -> None:
+                self.requests.append(message)
+
+        receiver = Receiver()
+        protocol = aioice.ice.StunProtocol(receiver)  # type: ignore[arg-type]
+        protocol.local_candidate = aioice.Candidate(
+            foundation="1",
+            component=1,
+            transport="udp",
+            priority=1,
+            host="127.0.0.1",
+            port=9,
+            type="host",
+        )
+        dtls_record = bytes([23, 0xFE, 0xFD]) + bytes(40)  # application data, DTLS 1.2
+        protocol.datagram_received(dtls_record, ("127.0.0.1", 9))
+        request = aioice.stun.Message(
+            message_method=aioice.stun.Method.BINDING, message_class=aioice.stun.Class.REQUEST
+        )
+        protocol.datagram_received(bytes(request), ("127.0.0.1", 9))
+        protocol.datagram_received(b"\x01 not stun", ("127.0.0.1", 9))  # aioice's own path
+        assert receiver.data == [dtls_record, b"\x01 not stun"]
+        assert [m.transaction_id for m in receiver.requests] == [request.transaction_id]
+
+    run(scenario())  # aioice's protocol wants a running loop
