@@ -72,11 +72,15 @@ def test_a_ping_pong_sends_no_sack_packets_of_its_own() -> None:
         try:
             await asyncio.sleep(0.1)  # let the opening exchange settle
             sent_a, sent_b = record_packets(a), record_packets(b)
+            acked_by_the_answer = 0
             for i in range(100):
                 a.pc.enqueue(PayloadType.RPC_RELIABLE, b"ping %d" % i)
                 await b.wait_frames(i + 1)
                 b.pc.enqueue(PayloadType.RPC_RELIABLE, b"pong %d" % i)
                 await a.wait_frames(i + 1)
+                # The pong's bundle carried the SACK of the ping, taken after its DATA.
+                acked_by_the_answer += not sctp_of(a)._sent_queue
+            assert acked_by_the_answer >= 90
             assert [d for _l, d in a.frames] == [b"pong %d" % i for i in range(100)]
             # Each answer carries the SACK of its request and each request that of the
             # previous answer; aiortc alone sends a SACK packet per DATA packet (200).

@@ -13,7 +13,9 @@ allows (RFC 9260 §6.2, §6.10):
   one; a gap or a duplicate is acknowledged at once (fast retransmit depends on it).
 * **Bundling.** A pending SACK rides in front of the next DATA chunk we send when both
   fit in one packet. A call's answer thus acknowledges its request, and the next call
-  acknowledges that answer: a ping-pong sends no SACK packet of its own.
+  acknowledges that answer: a ping-pong sends no SACK packet of its own. On receipt, the
+  DATA of such a bundle is delivered before the SACK is processed (someone waits for the
+  DATA; the SACK only frees what we sent).
 * **Eager sends.** A binary message sent from outside aiortc's own receive path (our
   socket callbacks) goes through ``_data_channel_flush`` right away, the way Python 3.12's
   eager tasks would run it, instead of in a task on the next iteration.
@@ -44,6 +46,7 @@ SACK_DELAY_S = 0.02
 SACK_EVERY_PACKETS = 2
 
 _installed = False
+_SACK_CHUNK_TYPE = 3  # RFC 9260 §3.2
 #: Tasks started here (delayed SACKs, sends that had to wait), kept until they finish.
 _tasks: set[asyncio.Future[Any]] = set()
 
@@ -94,7 +97,14 @@ def install() -> None:
     missing = [name for name in needed if not hasattr(cls, name)]
     missing += [
         name
-        for name in ("DataChunk", "SCTP_MAX_PACKET_LENGTH", "WEBRTC_BINARY", "crc32c")
+        for name in (
+            "DataChunk",
+            "SackChunk",
+            "parse_packet",
+            "SCTP_MAX_PACKET_LENGTH",
+            "WEBRTC_BINARY",
+            "crc32c",
+        )
         if not hasattr(sctp, name)
     ]
     if missing:
@@ -107,6 +117,8 @@ def install() -> None:
     original_data_channel_send = cls._data_channel_send
     established = cls.State.ESTABLISHED
     data_chunk = sctp.DataChunk
+    sack_chunk = sctp.SackChunk
+    parse_packet = sctp.parse_packet
     max_packet = sctp.SCTP_MAX_PACKET_LENGTH
     binary = sctp.WEBRTC_BINARY
     crc32c = sctp.crc32c
@@ -116,9 +128,37 @@ def install() -> None:
         state.depth += 1
         state.got_data = False
         try:
+            if len(data) > 12 and data[12] == _SACK_CHUNK_TYPE:
+                if await _handle_bundle(self, data):
+                    return
             await original_handle_data(self, data)
         finally:
             state.depth -= 1
+
+    async def _handle_bundle(self: Any, data: bytes) -> bool:
+        """A SACK bundled with DATA (ours): deliver the DATA first, then take the SACK.
+
+        The SACK only concerns what we sent; the DATA is a call or an answer someone
+        waits for. Chunks stay first-to-last on the wire as RFC 9260 §6.10 requires;
+        only our processing order changes. False: not such a bundle, aiortc decides.
+        """
+        try:
+            _src, _dst, tag, chunks = parse_packet(data)
+        except ValueError:
+            return False
+        if (
+            len(chunks) < 2
+            or tag != self._local_verification_tag
+            or not isinstance(chunks[0], sack_chunk)
+            or not all(isinstance(chunk, data_chunk) for chunk in chunks[1:])
+        ):
+            return False
+        for chunk in chunks[1:]:
+            await self._receive_chunk(chunk)
+        await self._receive_chunk(chunks[0])
+        if self._sack_needed:
+            await self._send_sack()
+        return True
 
     async def _receive_data_chunk(self: Any, chunk: Any) -> None:
         _state(self).got_data = True
