@@ -154,6 +154,31 @@ def test_lapsed_credential_is_replaced_keeping_the_id() -> None:
         run(main())
 
 
+def test_a_restarted_process_gets_its_id_back_with_its_saved_credential(
+    server: ServerProcess,
+) -> None:
+    # What a respawned gateway does: a new client, the previous id and credential.
+    async def main() -> None:
+        async with SignalingClient(server.url) as first:
+            reg = await first.register("back+A", 65)
+            saved_id, saved_credential = reg.actr_id, reg.credential
+        assert saved_id is not None
+        async with SignalingClient(server.url) as second:
+            again = await second.register(
+                "back+A", 65, previous_id=saved_id, previous_credential=saved_credential
+            )
+            assert again.actr_id == saved_id
+            forged = (bytes(len(saved_credential[0])), saved_credential[1])
+            other = await second.register(
+                "back+A", 65, previous_id=saved_id, previous_credential=forged
+            )
+            assert other.actr_id != saved_id  # a wrong credential gets a new id
+            with pytest.raises(ValueError, match="go together"):
+                await second.register("back+A", 65, previous_id=saved_id)
+
+    run(main())
+
+
 def test_keys_from_config_and_file(tmp_path: Path) -> None:
     path = tmp_path / "keys.toml"
     ring = write_key_file(path)

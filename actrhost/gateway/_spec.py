@@ -9,15 +9,13 @@ and, optionally, ``tuning`` (overrides of :class:`~._peer.Tuning`, for tests).
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass, fields
 from typing import Any
 
 from .._errors import BadRequest
-from .._fingerprint import service_fingerprint
 from .._ids import ActrId, ActrType
-from ..signaling import AclPermission, AclRule, Availability, Registration, SignalingClient
+from ..signaling import AclPermission, AclRule, Registration, SignalingClient
 from ._types import Tuning
 
 SPEC_ENV = "ACTRHOST_GATEWAY_SPEC"
@@ -113,26 +111,18 @@ async def register(
     timeout_s: float,
     schema_text: str = "",
 ) -> Registration:
-    """Register one instance, presenting its previous id and credential if it had one.
-
-    ``SignalingClient.register`` has no parameter for a previous id (only its reconnect
-    logic presents one), so for a restarted gateway we prime a :class:`Registration`
-    the way the client's own re-registration does. This touches the client's private
-    fields; asking for ``register(previous_id=..., previous_credential=...)`` in the
-    signaling API would remove it.
-    """
-    if instance.previous_id is None or not instance.previous_credential_hex:
-        return await client.register(
-            instance.type, realm, schema_text=schema_text, acl=acl, timeout_s=timeout_s
-        )
-    token, key_id = parse_credential_hex(instance.previous_credential_hex)
-    fingerprint = service_fingerprint(schema_text) if schema_text else ""
-    reg = Registration(
-        client, instance.type, realm, fingerprint, schema_text, tuple(acl), Availability.AVAILABLE
+    """Register one instance, presenting its previous id and credential if it had one
+    (a respawned gateway: the server then gives the same id back)."""
+    previous_credential = None
+    if instance.previous_id is not None and instance.previous_credential_hex:
+        token, key_id = parse_credential_hex(instance.previous_credential_hex)
+        previous_credential = (token, key_id)
+    return await client.register(
+        instance.type,
+        realm,
+        schema_text=schema_text,
+        acl=acl,
+        timeout_s=timeout_s,
+        previous_id=instance.previous_id if previous_credential else None,
+        previous_credential=previous_credential,
     )
-    reg.actr_id = instance.previous_id
-    reg._token, reg._key_id = token, key_id
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    await reg._reregister(0, deadline=deadline, first=True)
-    client._registrations.add(reg)
-    return reg

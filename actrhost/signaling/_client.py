@@ -232,14 +232,23 @@ class SignalingClient:
         acl: Sequence[AclRule] = (),
         availability: Availability = Availability.AVAILABLE,
         timeout_s: float | None = None,
+        previous_id: ActrId | None = None,
+        previous_credential: tuple[bytes, int] | None = None,
     ) -> Registration:
         """Register one actor instance; returns its :class:`Registration`.
 
         ``fingerprint`` and/or ``schema_text`` describe the service it serves (the
         server computes the fingerprint from the schema and checks a given one against
-        it). Raises :class:`BadRequest` (invalid type, schema or fingerprint),
-        :class:`Unavailable`, :class:`DeadlineExceeded`.
+        it). ``previous_id`` with ``previous_credential`` (``Registration.credential``
+        of an earlier registration: token and key id) asks for that id back, as this
+        client does by itself after a reconnect; a process that restarts (a gateway
+        respawned by its supervisor) passes what it saved. The server gives it back
+        within the credential's grace period, else a new id. Raises
+        :class:`BadRequest` (invalid type, schema or fingerprint), :class:`Unavailable`,
+        :class:`DeadlineExceeded`.
         """
+        if (previous_id is None) != (previous_credential is None):
+            raise ValueError("previous_id and previous_credential go together")
         if self._state is ConnectionState.CLOSED:
             raise ClosedResourceError(f"{self!r} is closed")
         if isinstance(actr_type, str):
@@ -252,6 +261,9 @@ class SignalingClient:
         reg = Registration(
             self, actr_type, realm, fingerprint, schema_text, tuple(acl), Availability(availability)
         )
+        if previous_id is not None and previous_credential is not None:
+            reg.actr_id = previous_id
+            reg._token, reg._key_id = previous_credential
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (timeout_s or self.request_timeout_s)
         await reg._reregister(0, deadline=deadline, first=True)
