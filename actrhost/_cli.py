@@ -159,19 +159,28 @@ def format_status(status: dict[str, Any]) -> str:
         )
         remote = (gateway.get("stats") or {}).get("remote_nodes") or {}
         for node_id, node in sorted(remote.items()):
-            lanes = (
-                node.get("connection", {}).get("lanes", {})
-                if isinstance(node.get("connection"), dict)
-                else {}
-            )
             lines.append(
                 f"  remote node {node_id}: {node.get('state')}, "
                 f"candidate {node.get('candidate_type') or '-'}, "
                 f"{len(node.get('actors', []))} actor(s), connects {node.get('connects', 0)}, "
-                f"failures {node.get('failures', 0)}"
-                + (f", lanes {json.dumps(lanes, sort_keys=True)}" if lanes else "")
+                f"failures {node.get('failures', 0)}, malformed {node.get('malformed', 0)}"
             )
+            lines += _lane_lines(node.get("lanes") or {})
     return "\n".join(lines)
+
+
+def _lane_lines(lanes: dict[str, dict[str, int]]) -> list[str]:
+    """One line per lane that carried something: messages and bytes each way, drops."""
+    from ._load._units import format_bytes
+
+    out = []
+    for lane, c in sorted(lanes.items()):
+        if not any(c.values()):
+            continue
+        sent = f"{c.get('frames_out', 0)} msgs {format_bytes(c.get('bytes_out', 0))}"
+        got = f"{c.get('frames_in', 0)} msgs {format_bytes(c.get('bytes_in', 0))}"
+        out.append(f"    {lane:<21} out {sent}, in {got}, dropped {c.get('dropped', 0)}")
+    return out
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -87,6 +87,21 @@ def test_actors_on_two_nodes_discover_call_and_tell_each_other(node_factory, sig
             assert seen.decode().split(",") == [str(n) for n in range(20)]
             status = await shell_a.status()
             assert status["gateway"]["state"] == "running"
+            # `actrhost status` shows the remote node, its candidate type and lane traffic.
+            table = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "actrhost", "status", str(node_a.config_path)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert table.returncode == 0, table.stderr
+            lines = table.stdout.splitlines()
+            remote = [line for line in lines if "remote node" in line]
+            assert len(remote) == 1 and "connected, candidate host" in remote[0], table.stdout
+            rpc = next(line for line in lines if line.strip().startswith("rpc_reliable"))
+            out_msgs, in_msgs = (int(rpc.split(k)[1].split()[0]) for k in (" out ", " in "))
+            assert out_msgs >= 24 and in_msgs >= 4, rpc  # 20 tells, 4+ calls and answers
 
     run(go(), 90)
 
