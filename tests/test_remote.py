@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -305,3 +306,59 @@ def test_sigkill_of_a_supervisor_with_a_gateway_leaves_nothing(node_factory):
     node.process.wait(5)
     wait_until(lambda: not any(pid_alive(p) for p in children), 2.5, "the node's processes to exit")
     wait_until(lambda: not node.run_dir.exists(), 2.0, "the run dir to be removed")
+
+
+def test_a_sigkilled_gateway_is_restarted_and_calls_work_again(node_factory, signaling_url):
+    signaling = f'[signaling]\nurl = "{signaling_url}"\n'
+    node_a = node_factory(
+        """
+        [[actor]]
+        name = "relay"
+        type = "test+Relay"
+        handler = "actors:Relay"
+        """,
+        signaling,
+    )
+    node_b = node_factory(
+        """
+        [[actor]]
+        name = "echo"
+        type = "test+Echo"
+        handler = "actors:Echo"
+        """,
+        signaling,
+    )
+    forward = b"test+Echo test.Echo.Say again"
+
+    async def go():
+        async with (
+            actrhost.connect(node_a.config_path) as shell_a,
+            actrhost.connect(node_b.config_path) as shell_b,
+        ):
+            assert await shell_a.call("relay", "test.Relay.Forward", forward, timeout=20)
+            before = await shell_b.status()
+            gateway_pid = before["gateway"]["pid"]
+            os.kill(gateway_pid, signal.SIGKILL)
+            # The supervisor restarts it; it registers B's actor again with the same id.
+            for _ in range(200):
+                status = await shell_b.status()
+                gateway = status["gateway"]
+                if gateway["pid"] != gateway_pid and gateway["state"] == "running":
+                    break
+                await asyncio.sleep(0.05)
+            assert gateway["pid"] != gateway_pid and gateway["restarts"] == 1, gateway
+            assert [a["id"] for a in status["actors"]] == [a["id"] for a in before["actors"]]
+            assert [a["pid"] for a in status["actors"]] == [a["pid"] for a in before["actors"]]
+            # A's gateway connects to the new one; the call goes through again.
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    answer = await shell_a.call("relay", "test.Relay.Forward", forward, timeout=3)
+                    break
+                except actrhost.ActrError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.1)
+            assert answer == b"again"
+
+    run(go(), 90)
