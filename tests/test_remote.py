@@ -21,7 +21,8 @@ from .utils import pid_alive, run, wait_until
 pytest.importorskip("aiortc")
 
 
-def test_actors_on_two_nodes_discover_call_and_tell_each_other(node_factory, signaling_url):
+def relay_and_echo_nodes(node_factory, signaling_url, more_on_b=""):
+    """Node A runs a Relay (it forwards calls to a type it discovers), node B an Echo."""
     signaling = f'[signaling]\nurl = "{signaling_url}"\n'
     node_a = node_factory(
         """
@@ -38,14 +39,21 @@ def test_actors_on_two_nodes_discover_call_and_tell_each_other(node_factory, sig
         name = "echo"
         type = "test+Echo"
         handler = "actors:Echo"
+        """
+        + more_on_b,
+        signaling,
+    )
+    return node_a, node_b
 
+
+def test_actors_on_two_nodes_discover_call_and_tell_each_other(node_factory, signaling_url):
+    recorder = """
         [[actor]]
         name = "rec"
         type = "test+Recorder"
         handler = "actors:Recorder"
-        """,
-        signaling,
-    )
+        """
+    node_a, node_b = relay_and_echo_nodes(node_factory, signaling_url, recorder)
 
     async def go():
         async with (
@@ -309,25 +317,7 @@ def test_sigkill_of_a_supervisor_with_a_gateway_leaves_nothing(node_factory):
 
 
 def test_a_sigkilled_gateway_is_restarted_and_calls_work_again(node_factory, signaling_url):
-    signaling = f'[signaling]\nurl = "{signaling_url}"\n'
-    node_a = node_factory(
-        """
-        [[actor]]
-        name = "relay"
-        type = "test+Relay"
-        handler = "actors:Relay"
-        """,
-        signaling,
-    )
-    node_b = node_factory(
-        """
-        [[actor]]
-        name = "echo"
-        type = "test+Echo"
-        handler = "actors:Echo"
-        """,
-        signaling,
-    )
+    node_a, node_b = relay_and_echo_nodes(node_factory, signaling_url)
     forward = b"test+Echo test.Echo.Say again"
 
     async def go():
