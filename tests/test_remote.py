@@ -275,16 +275,39 @@ def test_three_nodes_calls_streams_and_media_across(node_factory, signaling_url)
                 )
             )
             chunks = [s for s in sent if "seq" in s]
-            for _ in range(200):
+            frames = [s for s in sent if "ts" in s]
+            for attempt in range(200):
                 got = json.loads(await sink_shell.call("sink", "test.Sink.Results", b""))
                 if len(got.get("s0", [])) == len(chunks) and got.get("video"):
                     break
+                if attempt % 40 == 39 and not got.get("video"):
+                    # Media is lossy: frames sent while the stream filled the UDP socket
+                    # may all be lost, keyframe included. A camera keeps sending; so do we.
+                    again = {"target": "test+Sink", "sizes": [], "frames": 5}
+                    await shell.call("source", "test.Source.Send", json.dumps(again).encode())
                 await asyncio.sleep(0.05)
             assert [(c["seq"], c["crc"]) for c in got["s0"]] == [
                 (s["seq"], s["crc"]) for s in chunks
             ]
-            frames = [s for s in sent if "ts" in s]
-            assert got["video"] and got["video"][-1]["ts"] <= frames[-1]["ts"]
+            if not got.get("video"):  # say what the gateways counted, for the next one
+                media = [
+                    (node_id[:6], node["media"])
+                    for sh in (shell, sink_shell)
+                    for node_id, node in (await sh.status())["gateway"]["stats"][
+                        "remote_nodes"
+                    ].items()
+                ]
+                pytest.fail(f"no video frame arrived; media counters: {media}")
+            assert got["video"][-1]["ts"] <= frames[-1]["ts"]
+            # Raw frames (codec "raw") went on the video track, VP8-encoded: lossy.
+            assert got["video"][-1]["codec"] == "raw" and got["video"][-1]["shape"] == [48, 64, 3]
+            sent_on_tracks = sum(
+                node["media"]["samples_sent"]
+                for node in (await shell.status())["gateway"]["stats"]["remote_nodes"].values()
+            )
+            assert sent_on_tracks >= len(frames)
+            sent_crcs = {f["crc"] for f in frames}
+            assert not any(v["crc"] in sent_crcs for v in got["video"])  # decoded, not copied
             status = await shell.status()
             remote = status["gateway"]["stats"]["remote_nodes"]
             assert len(remote) == 2 and all(n["state"] == "connected" for n in remote.values())

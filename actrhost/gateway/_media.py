@@ -21,10 +21,11 @@ one: decoded audio goes to the route of the latest audio control message, timest
 from its first sample on a 48 kHz clock.
 
 Payloads: a video sample is a ``uint8`` array of shape (height, width, 3) (codec
-``rgb24``, the default, or ``bgr24``); it arrives as the same kind of array after a lossy
-VP8 round trip. An audio sample is ``int16`` PCM at 48 kHz, shape (n,) mono or (n, 2)
-stereo; it arrives as (n, channels) ``int16``. Any other media payload (already encoded
-bytes) does not use a track: the gateway sends it on the latency-first data channel.
+``rgb24``, the default, ``raw`` (the same) or ``bgr24``); it arrives as the same kind
+of array after a lossy VP8 round trip. An audio sample is ``int16`` PCM at 48 kHz,
+shape (n,) mono or (n, 2) stereo; it arrives as (n, channels) ``int16``. Any other media
+payload (already encoded bytes) does not use a track: the gateway sends it on the
+latency-first data channel.
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ TRACK_QUEUE_FRAMES = 2
 MAX_UNMATCHED_FRAMES = 8
 #: Control messages kept while their frame is still on its way.
 MAX_PENDING_META = 64
-VIDEO_FORMATS = ("rgb24", "bgr24")
+#: Video codecs that name a raw frame, and the pixel format of its array. ``raw`` (what
+#: the README's examples use) and no codec at all mean RGB.
+RAW_VIDEO_FORMATS = {"": "rgb24", "raw": "rgb24", "rgb24": "rgb24", "bgr24": "bgr24"}
 
 
 def is_track_sample(frame: StreamFrame, array_meta: bytes) -> str | None:
@@ -74,8 +77,8 @@ def is_track_sample(frame: StreamFrame, array_meta: bytes) -> str | None:
     except Exception:
         return None
     if frame.media_type == "video":
-        codec = frame.codec or "rgb24"
-        ok = dtype == np.uint8 and len(shape) == 3 and shape[2] == 3 and codec in VIDEO_FORMATS
+        raw = frame.codec in RAW_VIDEO_FORMATS
+        ok = dtype == np.uint8 and len(shape) == 3 and shape[2] == 3 and raw
         return "video" if ok and shape[0] >= 2 and shape[1] >= 2 else None
     if frame.media_type == "audio":
         ok = dtype == np.int16 and (len(shape) == 1 or (len(shape) == 2 and shape[1] in (1, 2)))
@@ -156,12 +159,13 @@ class MediaSender:
             "ts": int(frame.timestamp),
         }
         if kind == "video":
-            codec = frame.codec or "rgb24"
-            av_frame: Any = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format=codec)
+            pixels = RAW_VIDEO_FORMATS[frame.codec]
+            av_frame: Any = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format=pixels)
             av_frame.pts = self._video_index * VIDEO_PTS_STEP
             av_frame.time_base = fractions.Fraction(1, VIDEO_CLOCK_HZ)
             meta["i"] = self._video_index
-            meta["codec"] = codec
+            meta["codec"] = frame.codec or "rgb24"  # the receiver sees the codec it was sent
+            meta["pixels"] = pixels
             self._video_index += 1
             track = self.video
         else:
@@ -278,7 +282,7 @@ class MediaReceiver:
             for old in [i for i in self._video_meta if i < index]:
                 del self._video_meta[old]
                 self._counters.unmatched += 1
-            array = frame.to_ndarray(format=meta.get("codec") or "rgb24")
+            array = frame.to_ndarray(format=meta.get("pixels") or "rgb24")
             self._emit(meta, array, int(meta.get("ts", 0)), "video")
 
     def _on_audio(self, frame: Any) -> None:
