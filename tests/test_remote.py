@@ -21,6 +21,17 @@ from .utils import pid_alive, run, wait_until
 pytest.importorskip("aiortc")
 
 
+async def actrhost_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``actrhost ARGS`` in a child process without blocking the loop."""
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "actrhost", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def relay_and_echo_nodes(node_factory, signaling_url, more_on_b=""):
     """Node A runs a Relay (it forwards calls to a type it discovers), node B an Echo."""
     signaling = f'[signaling]\nurl = "{signaling_url}"\n'
@@ -97,13 +108,7 @@ def test_actors_on_two_nodes_discover_call_and_tell_each_other(node_factory, sig
             status = await shell_a.status()
             assert status["gateway"]["state"] == "running"
             # `actrhost status` shows the remote node, its candidate type and lane traffic.
-            table = await asyncio.to_thread(
-                subprocess.run,
-                [sys.executable, "-m", "actrhost", "status", str(node_a.config_path)],
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
+            table = await actrhost_cli("status", str(node_a.config_path))
             assert table.returncode == 0, table.stderr
             lines = table.stdout.splitlines()
             remote = [line for line in lines if "remote node" in line]
@@ -133,24 +138,12 @@ def test_embedded_signaling_registers_the_node_with_the_ids_its_actors_use(node_
             url = status["gateway"]["signaling"]
             assert url.startswith("ws://127.0.0.1:")
             local_ids = {a.actr_id for a in await shell.actors()}
-            result = await asyncio.to_thread(
-                subprocess.run,
-                [sys.executable, "-m", "actrhost", "status", "--signaling", url],
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
+            result = await actrhost_cli("status", "--signaling", url)
             assert result.returncode == 0, result.stderr
             listed = {ActrId.parse(line.split()[0]) for line in result.stdout.splitlines()[2:]}
             assert listed == local_ids
             # The CLI status table shows the gateway too.
-            table = await asyncio.to_thread(
-                subprocess.run,
-                [sys.executable, "-m", "actrhost", "status", str(node.config_path)],
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
+            table = await actrhost_cli("status", str(node.config_path))
             assert "gateway" in table.stdout and "running" in table.stdout
 
     run(go(), 60)
