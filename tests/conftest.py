@@ -1,4 +1,5 @@
-"""Fixtures: ``node_factory`` starts real nodes and checks they leave nothing behind."""
+"""Fixtures: ``node_factory`` starts real nodes and checks they leave nothing behind;
+``gateway_process_setup`` makes this process's aiortc behave as in a gateway process."""
 
 from __future__ import annotations
 
@@ -51,3 +52,17 @@ def signaling_url() -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture
+def gateway_process_setup() -> Iterator[None]:
+    """What the gateway process does at start (aiortc tuning, ICE host addresses on
+    loopback), for tests that run real peer connections in this process."""
+    from actrhost.gateway import _sctp
+    from actrhost.gateway._ice import skip_stun_parse_for_media, use_host_addresses
+
+    _sctp.install()
+    skip_stun_parse_for_media()
+    use_host_addresses(["127.0.0.1"])
+    yield
+    use_host_addresses(None)

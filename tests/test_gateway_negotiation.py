@@ -4,7 +4,6 @@ direct call (no signaling server): the state machine of actrhost/gateway/_remote
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -13,8 +12,6 @@ pytest.importorskip("aiortc")
 
 from actrhost._config import WebrtcConfig
 from actrhost._payload_type import PayloadType
-from actrhost.gateway import _sctp
-from actrhost.gateway._ice import skip_stun_parse_for_media, use_host_addresses
 from actrhost.gateway._peer import Callbacks, PeerConnection
 from actrhost.gateway._remote import RemoteNode, parse_session
 from actrhost.gateway._types import LinkState, Tuning
@@ -25,13 +22,7 @@ from .utils import run
 TUNING = Tuning(connect_timeout_s=4.0, keepalive_interval_s=0.2, keepalive_timeout_s=1.0)
 
 
-@pytest.fixture(autouse=True)
-def loopback_only() -> Iterator[None]:
-    _sctp.install()  # as in the gateway process
-    skip_stun_parse_for_media()
-    use_host_addresses(["127.0.0.1"])
-    yield
-    use_host_addresses(None)
+pytestmark = pytest.mark.usefixtures("gateway_process_setup")
 
 
 class Gateway:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,8 +15,7 @@ pytest.importorskip("aiortc")
 from actrhost._config import WebrtcConfig
 from actrhost._payload_type import PayloadType
 from actrhost.gateway import _framing as framing
-from actrhost.gateway import _sctp
-from actrhost.gateway._ice import skip_stun_parse_for_media, use_host_addresses
+from actrhost.gateway._ice import use_host_addresses
 from actrhost.gateway._peer import Callbacks, PeerConnection
 from actrhost.gateway._types import LinkCounters, LinkState, Tuning
 
@@ -26,13 +24,7 @@ from .utils import run
 TUNING = Tuning(connect_timeout_s=5.0, keepalive_interval_s=0.2, keepalive_timeout_s=2.0)
 
 
-@pytest.fixture(autouse=True)
-def loopback_only() -> Iterator[None]:
-    _sctp.install()  # as in the gateway process
-    skip_stun_parse_for_media()
-    use_host_addresses(["127.0.0.1"])
-    yield
-    use_host_addresses(None)
+pytestmark = pytest.mark.usefixtures("gateway_process_setup")
 
 
 class Side:

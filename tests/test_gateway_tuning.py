@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,19 +21,11 @@ from aiortc.rtcsctptransport import DataChunk, SackChunk, parse_packet
 
 from actrhost._payload_type import PayloadType
 from actrhost.gateway import _sctp
-from actrhost.gateway._ice import skip_stun_parse_for_media, use_host_addresses
 
 from .test_gateway_peer import Side, connected_pair
 from .utils import run
 
-
-@pytest.fixture(autouse=True)
-def tuned_loopback() -> Iterator[None]:
-    _sctp.install()  # what the gateway process does at start
-    skip_stun_parse_for_media()
-    use_host_addresses(["127.0.0.1"])
-    yield
-    use_host_addresses(None)
+pytestmark = pytest.mark.usefixtures("gateway_process_setup")
 
 
 def sctp_of(side: Side) -> Any:

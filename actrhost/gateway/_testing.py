@@ -114,6 +114,27 @@ class _FakeWorker:
         self.received.event.set()
 
 
+def _chunk(
+    worker: _FakeWorker,
+    target: ActrId,
+    stream_id: str,
+    sequence: int,
+    payload: bytes,
+    lane: PayloadType,
+) -> bytes:
+    """An encoded data-stream chunk from ``worker`` with the payload inline."""
+    frame = StreamFrame(
+        STREAM,
+        stream_id,
+        source=worker.actr_id,
+        target=target,
+        payload_type=lane,
+        sequence=sequence,
+        payload=payload,
+    )
+    return wire.encode_stream(frame)
+
+
 class HarnessNode:
     """A fake node (supervisor + workers) around one real gateway process."""
 
@@ -421,16 +442,8 @@ class HarnessNode:
     ) -> None:
         """One data-stream chunk (inline) from ``sender`` through the gateway."""
         worker = self.workers[sender]
-        frame = StreamFrame(
-            STREAM,
-            stream_id,
-            source=worker.actr_id,
-            target=target,
-            payload_type=lane,
-            sequence=sequence,
-            payload=payload,
-        )
-        await self._send_blocking(worker, wire.encode_stream(frame), self._deadline(timeout_s))
+        data = _chunk(worker, target, stream_id, sequence, payload, lane)
+        await self._send_blocking(worker, data, self._deadline(timeout_s))
 
     async def _send_blocking(self, worker: _FakeWorker, data: bytes, deadline: float) -> None:
         """Send to the gateway, waiting while it pushes back (until ``deadline``).
@@ -460,17 +473,9 @@ class HarnessNode:
     ) -> bool:
         """Like :meth:`send_chunk` but gives up (False) if ZeroMQ can't take it now."""
         worker = self.workers[sender]
-        frame = StreamFrame(
-            STREAM,
-            stream_id,
-            source=worker.actr_id,
-            target=target,
-            payload_type=lane,
-            sequence=sequence,
-            payload=payload,
-        )
+        data = _chunk(worker, target, stream_id, sequence, payload, lane)
         try:
-            worker.rpc.link(self.gateway_endpoint).send_nowait(wire.encode_stream(frame))
+            worker.rpc.link(self.gateway_endpoint).send_nowait(data)
         except zmq.Again:
             return False
         return True
