@@ -97,6 +97,8 @@ class Worker:
         self._stop = asyncio.Event()
         self._orphaned = False
         self._got_directory = asyncio.Event()
+        # Set, then replaced, on every directory update: what a wait for a peer holds.
+        self._directory_changed = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._zctx = zmq.Context()
         ctl = self._zctx.socket(zmq.DEALER)
@@ -270,6 +272,8 @@ class Worker:
                 self.streams_out.forget_target(gone.actr_id.serial_number)
                 self.streams_in.forget_source(f"{gone.actr_id.serial_number:x}")
             self._got_directory.set()
+            self._directory_changed.set()
+            self._directory_changed = asyncio.Event()
         elif op == control.STOP:
             self.request_stop()
         elif op == control.STATS_REQUEST:
@@ -402,6 +406,34 @@ class Worker:
         """Loop time (CLOCK_MONOTONIC, shared by every process of the machine)."""
         return self._loop.time()
 
+    async def _resolve_when_started(
+        self, dest: Dest, route_key: str, deadline: float
+    ) -> tuple[str, ActrId | None]:
+        """Like :meth:`_resolve`, but a target that is still starting is waited for (until
+        ``deadline``) instead of refused.
+
+        A peer may call us from its ``on_start`` (or just after) before the supervisor's
+        directory update saying it runs has reached this process; when we then call it
+        back (A -> B -> A), it is running already or about to be. Only this rare path
+        waits: a running target costs nothing more.
+        """
+        try:
+            return self._resolve(dest, route_key)
+        except Unavailable:
+            entry = self.directory.get(dest.actr_id) if dest.actr_id is not None else None
+            while entry is not None and entry.state is ActorState.STARTING:
+                changed = self._directory_changed
+                remaining = deadline - self._loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    async with asyncio.timeout(remaining):
+                        await changed.wait()
+                except TimeoutError:
+                    break
+                entry = self.directory.get(entry.actr_id)
+            return self._resolve(dest, route_key)
+
     def _resolve(self, dest: Dest, route_key: str) -> tuple[str, ActrId | None]:
         if dest.kind == "actor":
             assert dest.actr_id is not None
@@ -422,7 +454,7 @@ class Worker:
         payload_type: PayloadType,
     ) -> bytes:
         """Send a request for a Context; return the response payload."""
-        endpoint, target = self._resolve(dest, route_key)
+        endpoint, target = await self._resolve_when_started(dest, route_key, deadline)
         now = self._loop.time()
         env = Envelope(
             REQUEST,
@@ -444,7 +476,8 @@ class Worker:
         self, ctx: Context, dest: Dest, route_key: str, payload: bytes, payload_type: PayloadType
     ) -> None:
         """Send a tell for a Context."""
-        endpoint, target = self._resolve(dest, route_key)
+        deadline = self._loop.time() + (ctx.deadline - self._loop.time() if ctx.deadline else 5.0)
+        endpoint, target = await self._resolve_when_started(dest, route_key, deadline)
         env = Envelope(
             TELL,
             route_key,
@@ -456,7 +489,6 @@ class Worker:
             traceparent=ctx.outgoing_traceparent(),
             tracestate=ctx.tracestate,
         )
-        deadline = self._loop.time() + (ctx.deadline - self._loop.time() if ctx.deadline else 5.0)
         await self.rpc.tell(endpoint, env, deadline)
 
     async def discover(self, actr_type: ActrType) -> ActrId:
