@@ -7,7 +7,7 @@ import os
 
 from google.protobuf.wrappers_pb2 import Int64Value, StringValue
 
-from actrhost import Actor, ActrType, Context, Dest, PayloadType, Unavailable, rpc
+from actrhost import Actor, ActrId, ActrType, Context, Dest, PayloadType, Unavailable, rpc
 
 
 class Echo(Actor):
@@ -52,6 +52,13 @@ class Echo(Actor):
         return await ctx.call(Dest.SHELL, "test.Shell.Hello", request, timeout=5)
 
 
+class SlowStart(Echo):
+    """An Echo whose ``on_start`` takes 1.5 s: it stays "starting" that long."""
+
+    async def on_start(self, ctx: Context) -> None:
+        await asyncio.sleep(1.5)
+
+
 class Relay(Actor):
     """Calls another actor on behalf of its caller (A -> B -> A, deadlines, traces)."""
 
@@ -66,6 +73,12 @@ class Relay(Actor):
         # A -> B -> A: call back into whoever called us.
         assert ctx.caller_id is not None
         return await ctx.call(Dest.actor(ctx.caller_id), "test.Relay.Leaf", request)
+
+    @rpc("test.Relay.ToId")
+    async def to_id(self, ctx: Context, request: bytes) -> bytes:
+        target_id, route, payload = request.split(b" ", 2)
+        target = ActrId.parse(target_id.decode())
+        return await ctx.call(Dest.actor(target), route.decode(), payload, timeout=15)
 
     @rpc("test.Relay.Leaf")
     async def leaf(self, ctx: Context, request: bytes) -> bytes:

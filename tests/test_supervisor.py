@@ -248,3 +248,36 @@ def test_node_refuses_a_second_supervisor_on_the_same_run_dir(node_factory):
 
 def test_deadline_exceeded_is_a_timeout_error():
     assert issubclass(DeadlineExceeded, TimeoutError)
+
+
+def test_a_call_to_a_peer_that_is_starting_waits_for_it(node_factory):
+    node = node_factory(
+        """
+        [[actor]]
+        name = "relay"
+        type = "test+Relay"
+        handler = "actors:Relay"
+
+        [[actor]]
+        name = "slow"
+        type = "test+Slow"
+        handler = "actors:SlowStart"
+        """
+    )
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            (slow,) = [a for a in await shell.actors() if a.name == "slow"]
+            os.kill(slow.pid, signal.SIGKILL)
+            for _ in range(200):  # restarting, then 1.5 s in on_start: "starting"
+                (again,) = [a for a in await shell.actors() if a.name == "slow"]
+                if again.state.value == "starting":
+                    break
+                await asyncio.sleep(0.01)
+            assert again.state.value == "starting", again
+            started = time.monotonic()
+            request = f"{slow.actr_id} test.Echo.Say hi".encode()
+            assert await shell.call("relay", "test.Relay.ToId", request, timeout=20) == b"hi"
+            assert time.monotonic() - started > 0.5  # it waited for the start to finish
+
+    run(go())
