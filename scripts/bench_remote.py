@@ -15,8 +15,12 @@ Setup (all on loopback, one machine):
   round trip, and a reliable stream of ``--chunk-bytes`` chunks from node A's worker to
   node B's worker (end to end: worker -> ZeroMQ -> gateway -> aiortc -> gateway ->
   ZeroMQ -> worker). One pair of gateways per ``--variants`` entry, side by side:
-  ``tuned`` (as shipped), ``plain`` (aiortc and aioice without the gateway's tuning) and
-  ``asyncio`` (tuned, on the standard event loop instead of uvloop).
+  ``tuned`` (as shipped), ``plain`` (aiortc and aioice without the gateway's tuning),
+  ``asyncio`` (tuned, on the standard event loop instead of uvloop) and ``forward``.
+* **forward** (a bound, not a product): tuned gateways patched, for this benchmark only,
+  to hand a call's frames on unchanged once the nodes are connected: no decoding, no
+  request ids of their own, no pending entries or timers, no routing. What no gateway
+  with the same processes, ZeroMQ hops and aiortc can beat. No stream is measured on it.
 
 Rounds interleave the variants (the machine drifts between fast and slow states); the
 report gives medians over rounds and ratios to raw aiortc measured in the same round.
@@ -58,8 +62,48 @@ VARIANT_HELP = {
     "tuned": ("as shipped: uvloop, SCTP and STUN tuning (gateway/_sctp.py, _ice.py)", {}),
     "plain": ("uvloop, aiortc and aioice as they come", {"ACTRHOST_GATEWAY_AIORTC": "plain"}),
     "asyncio": ("the standard event loop, tuned", {"ACTRHOST_GATEWAY_LOOP": "asyncio"}),
+    "forward": ("tuned, forwarding call frames unchanged (a lower bound)", {}),
 }
 VARIANTS = {name: env for name, (_text, env) in VARIANT_HELP.items()}
+#: The ``forward`` variant: a ``sitecustomize`` module put first on the gateways' path.
+#: The first call takes the real path (locate, connect, the callee's socket); after it,
+#: gateway A hands frames from its worker straight to the one connection and answers
+#: straight to that worker, and gateway B hands frames straight to its one worker
+#: socket and answers straight to the one connection.
+FORWARD_SITECUSTOMIZE = """
+from actrhost.gateway import _inbound, _outbound
+
+_real_on_router = _outbound.Outbound._on_router
+_real_on_link_frame = _inbound.Inbound._on_link_frame
+_real_on_dealer = _inbound.Inbound._on_dealer
+_seen = {}
+
+def _on_router(self, parts):
+    if len(parts) == 2 and self._nodes:
+        _seen["caller"] = parts[0]
+        next(iter(self._nodes.values())).pc.enqueue(0, parts[1])  # RPC_RELIABLE
+    else:
+        _real_on_router(self, parts)
+
+def _on_link_frame(self, pc, lane, data):
+    if "caller" in _seen:
+        self._send_router(_seen["caller"], data)
+    elif self._dealers:
+        _seen["link"] = pc
+        next(iter(self._dealers.values())).send_nowait(data)
+    else:
+        _real_on_link_frame(self, pc, lane, data)
+
+def _on_dealer(self, parts):
+    if "link" in _seen:
+        _seen["link"].enqueue(0, parts[-1])
+    else:
+        _real_on_dealer(self, parts)
+
+_outbound.Outbound._on_router = _on_router
+_inbound.Inbound._on_link_frame = _on_link_frame
+_inbound.Inbound._on_dealer = _on_dealer
+"""
 HIGH_WATER_BYTES = 256 * 1024  # raw sender: what the gateway allows in aiortc's buffer too
 
 
@@ -282,6 +326,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         tuning = {"max_message_bytes": args.max_message_bytes}
         pairs: dict[str, tuple[HarnessNode, HarnessNode]] = {}
         for name, env in variants.items():
+            if name == "forward":
+                (folder / "forward").mkdir()
+                (folder / "forward" / "sitecustomize.py").write_text(FORWARD_SITECUSTOMIZE)
+                env = {"PYTHONPATH": str(folder / "forward")}
             a = HarnessNode(
                 folder / f"a-{name}",
                 server.url,
@@ -315,9 +363,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 }
                 for name, (a, b) in pairs.items():
                     gw_rtt = await gateway_round_trips(a, b, args.calls)
-                    gw_bps = await gateway_throughput(a, b, args.chunk_bytes, total, f"r{round_no}")
                     row[f"{name}_call_p50_ms"] = percentile(gw_rtt, 0.5) * 1e3
                     row[f"{name}_call_p99_ms"] = percentile(gw_rtt, 0.99) * 1e3
+                    if name == "forward":
+                        continue  # its patch only forwards calls
+                    gw_bps = await gateway_throughput(a, b, args.chunk_bytes, total, f"r{round_no}")
                     row[f"{name}_stream_mb_s"] = gw_bps / 1e6
                     row[f"{name}_stream_vs_raw"] = gw_bps / raw_bps
                 rows.append(row)
@@ -360,7 +410,7 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
         "--variants",
-        default="tuned,plain,asyncio",
+        default="tuned,plain,asyncio,forward",
         help="gateway pairs to measure, interleaved: "
         + "; ".join(f"{name}: {text}" for name, (text, _env) in VARIANT_HELP.items()),
     )
