@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+
+from actrhost.signaling._testing import ServerProcess
 
 from .utils import REPO, wait_until
 
@@ -15,29 +20,63 @@ EXPECTED = {
     "pingpong": ["ping: 200 nested round trips"],
     "pool": ["dispatcher: 10 squares by"] * 3,
 }
+#: The README's two-node example: the signaling address its configs name.
+TWO_NODE_URL = 'url = "ws://127.0.0.1:8765"'
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_example_config_runs_as_it_is(name, tmp_path):
-    out = tmp_path / "out.txt"
+@contextlib.contextmanager
+def node_process(config: Path, out: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``actrhost run config`` with its output in ``out``; stopped with SIGTERM after the
+    block, and it must exit with 0."""
     with open(out, "wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "actrhost", "run", f"configs/{name}.toml"],
+            [sys.executable, "-m", "actrhost", "run", str(config)],
             stdout=sink,
             stderr=subprocess.STDOUT,
             cwd=REPO,
             start_new_session=True,
         )
-        try:
-
-            def printed() -> bool:
-                text = out.read_text(errors="replace")
-                return all(
-                    text.count(line) >= EXPECTED[name].count(line) for line in EXPECTED[name]
-                )
-
-            wait_until(printed, 30, f"{name} to print {EXPECTED[name]}")
-        finally:
-            process.send_signal(signal.SIGTERM)
-            code = process.wait(20)
+    try:
+        yield process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(20)
     assert code == 0, out.read_text()
+
+
+def wait_for_lines(out: Path, expected: list[str], timeout_s: float = 30) -> None:
+    """Wait until ``out`` holds every line of ``expected`` (as often as listed)."""
+
+    def printed() -> bool:
+        text = out.read_text(errors="replace")
+        return all(text.count(line) >= expected.count(line) for line in expected)
+
+    wait_until(printed, timeout_s, f"{out.name} to print {expected}")
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_example_config_runs_as_it_is(name, tmp_path):
+    out = tmp_path / "out.txt"
+    with node_process(REPO / "configs" / f"{name}.toml", out):
+        wait_for_lines(out, EXPECTED[name])
+
+
+def test_two_node_example_runs_as_the_readme_says(tmp_path):
+    # The configs as they are, but for the signaling port (a free one, as tests run in
+    # parallel) and python_path (the copies live in tmp_path, not beside examples/).
+    configs = {}
+    with ServerProcess() as server:
+        for half in ("a", "b"):
+            text = (REPO / "configs" / f"echo-{half}.toml").read_text()
+            assert TWO_NODE_URL in text
+            text = text.replace(TWO_NODE_URL, f'url = "{server.url}"')
+            text = text.replace('python_path = [".."]', f"python_path = [{str(REPO)!r}]")
+            configs[half] = tmp_path / f"echo-{half}.toml"
+            configs[half].write_text(text)
+        out_a, out_b = tmp_path / "a.txt", tmp_path / "b.txt"
+        with node_process(configs["a"], out_a), node_process(configs["b"], out_b):
+            wait_for_lines(out_b, EXPECTED["echo"])
+    # The Echo that answered runs on the other node.
+    echo_lines = [line for line in out_b.read_text().splitlines() if "client got" in line]
+    assert all("demo+Echo" in line for line in echo_lines), echo_lines
+    assert "connecting -> connected" in out_a.read_text()
