@@ -159,8 +159,9 @@ def format_status(status: dict[str, Any]) -> str:
         )
         remote = (gateway.get("stats") or {}).get("remote_nodes") or {}
         for node_id, node in sorted(remote.items()):
+            name = f"{node['name']} ({node_id})" if node.get("name") else node_id
             lines.append(
-                f"  remote node {node_id}: {node.get('state')}, "
+                f"  remote node {name}: {node.get('state')}, "
                 f"candidate {node.get('candidate_type') or '-'}, "
                 f"{len(node.get('actors', []))} actor(s), connects {node.get('connects', 0)}, "
                 f"failures {node.get('failures', 0)}, malformed {node.get('malformed', 0)}"

@@ -95,6 +95,7 @@ def test_calls_both_ways_share_one_connection(pair: Pair) -> None:
     assert node["state"] == "connected"
     assert node["candidate_type"] == "host"
     assert node["lanes"]["rpc_signal"]["frames_out"] >= 1
+    assert node["name"] == b.name  # from b's hello: its config's node name
 
 
 def test_tell_arrives_and_is_never_answered(pair: Pair) -> None:

@@ -332,6 +332,9 @@ class Gateway(Outbound, Inbound):
     def _on_node_state(
         self, node: RemoteNode, pc: PeerConnection, state: LinkState, reason: str
     ) -> None:
+        if state is LinkState.CONNECTED:
+            # Node ids are random; the config's name is what `actrhost status` shows.
+            pc.send_control({"op": "hello", "node_name": self.config.node.name})
         if state not in TERMINAL:
             return
         # Every call waiting on this node fails now, not at its deadline.

@@ -31,6 +31,7 @@ from .._zmqloop import LoopSocket
 from ._counters import GatewayCounters
 from ._outbound import NO_DEADLINE_S, _OutCall
 from ._peer import PeerConnection
+from ._remote import RemoteNode
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +88,20 @@ class Inbound:
     _dealers: dict[str, LoopSocket]
     _overflow: dict[str, deque[_Waiting]]
     _pending_in: dict[str, _InCall]
+    _nodes: dict[str, RemoteNode]
     _pending_out: dict[str, _OutCall]
     _in_ids: itertools.count[int]
     _spawn: Callable[[Any], None]
     _send_router: Callable[[bytes, bytes], None]
 
     def _on_link_control(self, pc: PeerConnection, message: dict[str, Any]) -> None:
-        # No control message beyond those the connection handles itself is defined yet.
-        pc.counters.malformed += 1
+        # The control messages the connection does not handle itself: only "hello".
+        name = message.get("node_name")
+        node = self._nodes.get(pc.remote_node)
+        if message["op"] != "hello" or not isinstance(name, str) or not 0 < len(name) <= 64:
+            pc.counters.malformed += 1
+        elif node is not None:
+            node.name = name
 
     def _on_link_frame(self, pc: PeerConnection, lane: int, data: bytes) -> None:
         try:

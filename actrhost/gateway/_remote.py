@@ -92,6 +92,8 @@ class RemoteNode:
             parse_id=callbacks.parse_id,
         )
         self.counters = LinkCounters()
+        #: The node's config name, from its gateway's "hello" ("" until it arrives).
+        self.name = ""
         self.actors: set[ActrId] = set()
         #: (local actor, remote actor) pairs known to pass both ACLs, newest first.
         self.pairs: list[tuple[ActrId, ActrId]] = []
@@ -301,6 +303,7 @@ class RemoteNode:
         """Connection state, candidate type, per-lane traffic, drops (``actrhost status``)."""
         pc = self.pc
         out: dict[str, Any] = {
+            "name": self.name,
             "state": self.state.value,
             "candidate_type": pc.candidate_type if pc is not None else "",
             "connects": self.connects,
