@@ -44,14 +44,19 @@ def node_process(config: Path, out: Path) -> Iterator[subprocess.Popen[bytes]]:
     assert code == 0, out.read_text()
 
 
-def wait_for_lines(out: Path, expected: list[str], timeout_s: float = 30) -> None:
-    """Wait until ``out`` holds every line of ``expected`` (as often as listed)."""
+def wait_for_lines(out: Path, expected: list[str], *logs: Path, timeout_s: float = 30) -> None:
+    """Wait until ``out`` holds every line of ``expected`` (as often as listed); on
+    failure, show ``out`` and ``logs``."""
 
     def printed() -> bool:
         text = out.read_text(errors="replace")
         return all(text.count(line) >= expected.count(line) for line in expected)
 
-    wait_until(printed, timeout_s, f"{out.name} to print {expected}")
+    try:
+        wait_until(printed, timeout_s, f"{out.name} to print {expected}")
+    except AssertionError as exc:
+        shown = "".join(f"\n--- {p.name}\n{p.read_text(errors='replace')}" for p in (out, *logs))
+        raise AssertionError(f"{exc}{shown}") from None
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -75,7 +80,7 @@ def test_two_node_example_runs_as_the_readme_says(tmp_path):
             configs[half].write_text(text)
         out_a, out_b = tmp_path / "a.txt", tmp_path / "b.txt"
         with node_process(configs["a"], out_a), node_process(configs["b"], out_b):
-            wait_for_lines(out_b, EXPECTED["echo"])
+            wait_for_lines(out_b, EXPECTED["echo"], out_a)
     # The Echo that answered runs on the other node.
     echo_lines = [line for line in out_b.read_text().splitlines() if "client got" in line]
     assert all("demo+Echo" in line for line in echo_lines), echo_lines

@@ -3,6 +3,8 @@ with the test playing each node's supervisor and workers over real ZeroMQ socket
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +15,7 @@ pytest.importorskip("aiortc")
 from actrhost import DeadlineExceeded, HandlerError, NotFound, PermissionDenied, Unavailable
 from actrhost._ids import ActrId, ActrType, Realm
 from actrhost._payload_type import PayloadType
-from actrhost.gateway._testing import HarnessNode, LoopRunner, start_nodes
+from actrhost.gateway._testing import UNLISTED, HarnessNode, LoopRunner, start_nodes
 from actrhost.signaling._testing import ServerProcess
 
 
@@ -118,6 +120,58 @@ def test_target_not_running_is_unavailable_at_once(pair: Pair) -> None:
     try:
         with pytest.raises(Unavailable, match="stopping"):
             run(a.call("client", b.ids["echo2"], "echo", timeout_s=3))
+    finally:
+        b.states.clear()
+        b.send_directory()
+        run(b.stats())
+    assert run(a.call("client", b.ids["echo2"], "echo", b"ok")) == b"ok"
+
+
+@pytest.mark.parametrize("state", ["starting", UNLISTED])
+def test_a_call_to_an_actor_still_starting_waits_for_it(pair: Pair, state: str) -> None:
+    # A node's gateway registers its actors before their workers run, so another node
+    # can call one that is still starting, or not even in the supervisor's directory yet:
+    # a call, a tell and reliable stream chunks wait for it, each kind in order.
+    a, b = pair.a, pair.b
+    received = b.workers["echo2"].received
+    received.tells.clear()
+    received.chunks.clear()
+
+    async def go() -> bytes:
+        b.states["echo2"] = state
+        b.send_directory()
+        await b.stats()  # same control socket: once answered, the directory is applied
+        call = asyncio.ensure_future(a.call("client", b.ids["echo2"], "echo", b"up", timeout_s=5))
+        await a.tell("client", b.ids["echo2"], "note", b"after the call")
+        for seq in range(3):
+            await a.send_chunk("client", b.ids["echo2"], "early", seq, b"%d" % seq)
+        await asyncio.sleep(0.4)
+        assert not call.done() and not received.tells and not received.chunks["early"]
+        b.states.clear()
+        b.send_directory()
+        return await call
+
+    assert pair.runner.run(go()) == b"up"
+    pair.runner.run(
+        b.wait_for(lambda: received.tells and len(received.chunks["early"]) == 3, 5, "tell, chunks")
+    )
+    assert received.tells[-1][1] == b"after the call"
+    assert received.chunks["early"] == [(0, b"0"), (1, b"1"), (2, b"2")]
+
+
+def test_a_call_to_an_actor_that_does_not_start_in_time_fails(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    run = pair.runner.run
+    b.states["echo2"] = "starting"
+    b.send_directory()
+    run(b.stats())
+    started = time.monotonic()
+    try:
+        # Refused at the deadline by B's gateway (Unavailable), or by the caller's own
+        # deadline just before that: either way at the deadline, not later.
+        with pytest.raises((Unavailable, DeadlineExceeded)):
+            run(a.call("client", b.ids["echo2"], "echo", b"x", timeout_s=0.5))
+        assert time.monotonic() - started < 1.5
     finally:
         b.states.clear()
         b.send_directory()

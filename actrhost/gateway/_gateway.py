@@ -38,7 +38,7 @@ from ..signaling import (
 )
 from ..workers._worker import remove_orphaned_run_dir, supervisor_gone
 from ._counters import GatewayCounters
-from ._inbound import Inbound, _InCall, _Waiting
+from ._inbound import Inbound, _InCall, _Parked, _Waiting
 from ._outbound import Outbound, _Locate, _OutCall
 from ._peer import Callbacks, PeerConnection
 from ._remote import RemoteNode, parse_session, session_id
@@ -90,6 +90,7 @@ class Gateway(Outbound, Inbound):
         self._locating: dict[ActrId, _Locate] = {}
         self._pending_out: dict[str, _OutCall] = {}
         self._pending_in: dict[str, _InCall] = {}
+        self._parked: dict[ActrId, deque[_Parked]] = {}
         self._in_ids = itertools.count(1)
         self._out_ids = itertools.count(1)
         self._readers: OrderedDict[str, RingReader] = OrderedDict()
@@ -262,6 +263,7 @@ class Gateway(Outbound, Inbound):
                 for reader in self._readers.values():
                     reader.close()  # rings of dead workers are unlinked; attach afresh
                 self._readers.clear()
+            self._unpark_started()
         elif op == control.STOP:
             self.request_stop()
         elif op == control.STATS_REQUEST:

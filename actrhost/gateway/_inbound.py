@@ -40,6 +40,11 @@ log = logging.getLogger(__name__)
 CONNECT_WAIT_S = 1.0
 #: How long a reliable stream chunk may wait for a worker that stopped reading.
 STREAM_WAIT_S = 30.0
+#: How long a call, tell or reliable stream chunk from another node waits for a local
+#: actor that is still starting (a request at most until its deadline). The gateway
+#: registers the node's actors with signaling before their workers run, so other nodes
+#: can discover them, and call, that early.
+STARTING_WAIT_S = 10.0
 
 
 class _InCall:
@@ -54,6 +59,16 @@ class _InCall:
         self.request_id = request_id
         self.lane = lane
         self.timer = timer
+
+
+class _Parked:
+    """A frame from another node waiting for its local target to finish starting."""
+
+    __slots__ = ("again", "timer")
+
+    def __init__(self, again: Callable[[], None]) -> None:
+        self.again = again  # handles the frame again, without waiting: delivers or refuses
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class _Waiting:
@@ -89,6 +104,8 @@ class Inbound:
     _overflow: dict[str, deque[_Waiting]]
     _pending_in: dict[str, _InCall]
     _nodes: dict[str, RemoteNode]
+    _parked: dict[ActrId, deque[_Parked]]
+    _regs: dict[ActrId, Any]
     _pending_out: dict[str, _OutCall]
     _in_ids: itertools.count[int]
     _spawn: Callable[[Any], None]
@@ -146,15 +163,87 @@ class Inbound:
             raise Unavailable(f"actor {entry.actr_id} ({entry.name}) is {entry.state.value}")
         return entry.endpoint
 
-    def _call_in(self, pc: PeerConnection, env: Envelope, lane: int) -> None:
+    # -- targets still starting ----------------------------------------------------------
+
+    def _park_if_starting(
+        self, target: ActrId | None, wait_s: float, again: Callable[[], None]
+    ) -> bool:
+        """Keep a frame for a local actor that is still starting (the same rule as between
+        local actors, docs/node.md); ``again`` runs once it no longer is, or after
+        ``wait_s``. False: not starting (or waiting is pointless); handle it now."""
+        if target is None or wait_s <= 0:
+            return False
+        waiting = self._parked.get(target)
+        if waiting is None:
+            if not self._starting(target):
+                return False
+            waiting = self._parked[target] = deque()
+        elif len(waiting) >= self._hwm:
+            return False  # as many as a worker's socket would queue: refuse the rest
+        parked = _Parked(again)
+        parked.timer = self._loop.call_later(wait_s, self._unpark_one, target, parked)
+        waiting.append(parked)
+        return True
+
+    def _starting(self, target: ActrId) -> bool:
+        entry = self.directory.get(target)
+        if entry is None:
+            # Registered with signaling (others can find it) before the supervisor's
+            # directory lists its worker: it is about to start.
+            return target in self._regs
+        return entry.state is ActorState.STARTING
+
+    def _unpark_one(self, target: ActrId, parked: _Parked) -> None:
+        waiting = self._parked.get(target)
+        if waiting is None or parked not in waiting:
+            return
+        waiting.remove(parked)
+        if not waiting:
+            del self._parked[target]
+        parked.again()
+
+    def _unpark_started(self) -> None:
+        """After a directory update: frames of targets no longer starting go on, in order."""
+        for target in list(self._parked):
+            if self._starting(target):
+                continue
+            for parked in self._parked.pop(target):
+                if parked.timer is not None:
+                    parked.timer.cancel()
+                parked.again()
+
+    # -- calls and tells -----------------------------------------------------------------
+
+    def _call_in(
+        self, pc: PeerConnection, env: Envelope, lane: int, deadline_ns: int | None = None
+    ) -> None:
+        """Hand a request or tell to its local actor; ``deadline_ns`` is given when it
+        waited for the actor to start (else it may wait)."""
         is_request = env.direction == REQUEST
+        may_wait = deadline_ns is None
+        if deadline_ns is None:
+            timeout_ns = env.timeout_ms * 1_000_000
+            deadline_ns = time.monotonic_ns() + timeout_ns if timeout_ns else 0
         try:
             endpoint = self._local_endpoint(env.target, env.source)
         except ActrError as exc:
+            if may_wait and isinstance(exc, (NotFound, Unavailable)):
+                wait_s = STARTING_WAIT_S
+                if deadline_ns:
+                    wait_s = min(wait_s, (deadline_ns - time.monotonic_ns()) / 1e9)
+                again = lambda: self._call_in(pc, env, lane, deadline_ns)  # noqa: E731
+                if self._park_if_starting(env.target, wait_s, again):
+                    return
             if is_request:
                 self._reply_remote(pc, lane, env.request_id, exc)
             return
-        env.deadline_ns = time.monotonic_ns() + env.timeout_ms * 1_000_000 if env.timeout_ms else 0
+        env.deadline_ns = deadline_ns
+        if deadline_ns and not may_wait:
+            # It waited for the actor to start: less time is left.
+            remaining_ms = (deadline_ns - time.monotonic_ns()) // 1_000_000
+            if remaining_ms <= 0:
+                return  # the caller has given up already
+            env.timeout_ms = remaining_ms
         if is_request:
             self.counters.calls_in += 1
             local_id = f"g{next(self._in_ids)}"
@@ -214,11 +303,24 @@ class Inbound:
         env.request_id = call.request_id
         call.pc.enqueue(call.lane, wire.encode(env))
 
-    def _stream_in(self, pc: PeerConnection, sf: StreamFrame, data: bytes) -> None:
+    def _stream_in(
+        self, pc: PeerConnection, sf: StreamFrame, data: bytes, may_wait: bool = True
+    ) -> None:
         reliable = sf.payload_type == PayloadType.STREAM_RELIABLE
         try:
             endpoint = self._local_endpoint(sf.target, sf.source)
         except ActrError as exc:
+            # A reliable chunk waits for a starting actor (the sender's window bounds how
+            # many); a latency-first one is dropped, as it would be behind a full queue.
+            if (
+                reliable
+                and may_wait
+                and isinstance(exc, (NotFound, Unavailable))
+                and self._park_if_starting(
+                    sf.target, STARTING_WAIT_S, lambda: self._stream_in(pc, sf, data, False)
+                )
+            ):
+                return
             self.counters.undeliverable += 1
             log.debug("%r: stream frame for %s dropped: %s", self, sf.target, exc.message)
             if reliable:

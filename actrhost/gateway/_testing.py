@@ -41,6 +41,9 @@ from ..shm import decode_array_meta, encode_array_meta
 from ._spec import SPEC_ENV
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+#: A state for ``HarnessNode.states``: leave the actor out of the directory (as a
+#: supervisor does before it lists a worker it is starting).
+UNLISTED = "unlisted"
 #: Short timeouts so failure tests finish quickly.
 FAST_TUNING = {
     "connect_timeout_s": 4.0,
@@ -186,7 +189,7 @@ class HarnessNode:
         self.ids: dict[str, ActrId] = {}
         self.credentials: dict[str, str] = {}
         self.workers: dict[str, _FakeWorker] = {}
-        #: Directory states other than "running", by actor name (see send_directory).
+        #: Directory states other than "running", by actor name, or UNLISTED.
         self.states: dict[str, str] = {}
         self.process: subprocess.Popen[bytes] | None = None
         self.gateway_state = ""
@@ -279,6 +282,7 @@ class HarnessNode:
                 "restarts": 0,
             }
             for name, w in self.workers.items()
+            if self.states.get(name) != UNLISTED
         ]
         self._send(
             {"op": "directory", "actors": actors, "shells": [], "gateway": self.gateway_endpoint}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from actrhost import Actor, ActrId, ActrType, Context, Dest, NotFound, Unavailable, rpc
+from actrhost import Actor, ActrError, ActrId, ActrType, Context, Dest, NotFound, Unavailable, rpc
 
 ECHO = ActrType("demo", "Echo")
 
@@ -41,11 +41,14 @@ class Client(Actor):
         self._task = asyncio.ensure_future(self._talk(ctx))
 
     async def _talk(self, ctx: Context) -> None:
-        echo = await discover_when_running(ctx, ECHO)
-        for n in range(1, 4):
-            answer = await ctx.call(Dest.actor(echo), "demo.Echo.Say", f"hello #{n}".encode())
-            print(f"client got: {answer.decode()} (from {echo})", flush=True)
-            await asyncio.sleep(0.5)
+        try:
+            echo = await discover_when_running(ctx, ECHO)
+            for n in range(1, 4):
+                answer = await ctx.call(Dest.actor(echo), "demo.Echo.Say", f"hello #{n}".encode())
+                print(f"client got: {answer.decode()} (from {echo})", flush=True)
+                await asyncio.sleep(0.5)
+        except ActrError as exc:
+            print(f"client: {exc!r}", flush=True)  # a background task: say why it ended
 
     async def on_stop(self, ctx: Context) -> None:
         self._task.cancel()
