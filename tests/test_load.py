@@ -23,7 +23,7 @@ import pytest
 from actrhost._cli import main
 from actrhost._load._histogram import Histogram
 
-from .utils import REPO, run
+from .utils import REPO, run, wait_until
 
 SCHEMA = REPO / "docs" / "load.schema.json"
 
@@ -131,6 +131,47 @@ def test_counts_add_up_per_code_client_and_node(node_factory, tmp_path):
     (instance,) = [i for i in doc["node"]["instances"] if i["target"]]
     handed_over = counts["ok"] + counts["warmup_sent"] - counts["warmup_errors"]
     assert instance["delta"]["tells_served"] == handed_over
+
+
+def test_a_target_on_another_node_is_driven_through_the_gateways(
+    node_factory, signaling_url, tmp_path
+):
+    # The load runs against node A, which has no test+Load: the target is discovered
+    # through signaling, on node B, and every request crosses both gateways.
+    signaling = f'[signaling]\nurl = "{signaling_url}"\n'
+    node_a = node_factory(
+        '[[actor]]\nname = "idle"\ntype = "test+Idle"\nhandler = "actors:Echo"\n', signaling
+    )
+    node_b = node_factory(TARGET, signaling)
+    result, doc = load(
+        node_a.config_path, tmp_path / "out.json", "--target", "test+Load", "--route",
+        "test.Load.Mixed", "--total", "200", "--concurrency", "4", "--warmup", "0", "-q",
+    )  # fmt: skip
+    check_schema(doc)
+    assert_counts_add_up(doc)
+    counts = doc["counts"]
+    # The error codes of the remote handler arrive as it sent them.
+    assert (counts["sent"], counts["ok"]) == (200, 50)
+    assert counts["errors_by_code"] == {"404": 50, "500": 50, "503": 50}
+    (remote_id,) = [str(info.actr_id) for info in node_b.actors()]
+    assert doc["target"]["instances"] == [remote_id] and doc["target"]["remote"] is True
+    assert "on another node, through node" in result.stdout
+
+    # Tells: all of them reach the remote target before the run reports (the flush
+    # barrier crosses the gateways too).
+    def served() -> int:
+        (actor,) = node_b.status()["actors"]
+        return int(actor["stats"]["tells_served"])
+
+    before = served()
+    _, doc = load(
+        node_a.config_path, tmp_path / "tell.json", "--target", remote_id, "--route",
+        "test.Load.Say", "--tell", "--total", "500", "--concurrency", "8", "--warmup", "0",
+        "-q",
+    )  # fmt: skip
+    assert doc["counts"]["ok"] == 500
+    wait_until(lambda: served() - before >= 500, 10, "500 tells served on node B")
+    assert served() - before == 500
 
 
 def test_rate_mode_holds_its_rate(node_factory, tmp_path):

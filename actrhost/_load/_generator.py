@@ -336,14 +336,21 @@ class Generator:
         A call to a route no actor has comes back 404 only after the target read every
         frame queued before it on the same connection, so one per instance is a barrier.
         """
-        from .. import ActrError
+        from .. import ActrError, ActrId
 
         kind = _target(self.plan.target)
-        for info in await shell.actors():
-            if info.state != "running" or not _matches(kind, info):
-                continue
+        barriers = [
+            info.actr_id
+            for info in await shell.actors()
+            if info.state == "running" and _matches(kind, info)
+        ]
+        if not barriers and isinstance(kind, ActrId):
+            # On another node: through the gateways the call follows the tells on the same
+            # ordered channel (a stream's chunks travel on another one: best effort).
+            barriers = [kind]
+        for actr_id in barriers:
             try:
-                await shell.call(info.actr_id, FLUSH_ROUTE, b"", timeout=self.plan.timeout_s)
+                await shell.call(actr_id, FLUSH_ROUTE, b"", timeout=self.plan.timeout_s)
             except ActrError:
                 pass  # 404 is the expected answer; anything else: nothing more to wait for
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import json
 import multiprocessing
@@ -19,6 +20,7 @@ from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import Any
 
+from .._errors import NotFound
 from ._args import UsageError, spec_from_args, usage_exit
 from ._generator import worker_main
 from ._histogram import Histogram
@@ -70,11 +72,13 @@ def run(spec: LoadSpec, *, stdout: Any = None) -> int:
         load_config(spec.config)
     started_at = datetime.datetime.now(datetime.UTC)
     try:
-        before, node_name, target_ids = asyncio.run(_preflight(spec))
+        before, node_name, target_ids, remote = asyncio.run(_preflight(spec))
     except ActrError as exc:
         raise LoadFailed(exc.message) from None
     interval_s = timeline_interval_s(spec)
-    plans = split(spec, interval_s)
+    # A target on another node is discovered once, here: the generators send to its id
+    # (a type resolved per request would ask signaling every time).
+    plans = split(dataclasses.replace(spec, target=target_ids[0]) if remote else spec, interval_s)
     progress = Progress(spec.progress)
     try:
         results, interrupted = _drive(spec, plans, progress)
@@ -90,6 +94,7 @@ def run(spec: LoadSpec, *, stdout: Any = None) -> int:
         interval_s=interval_s,
         node_name=node_name,
         target_ids=target_ids,
+        target_remote=remote,
         before=before,
         after=after,
         started_at=started_at,
@@ -113,7 +118,7 @@ def run(spec: LoadSpec, *, stdout: Any = None) -> int:
 
 def _target_ids(target: str, actors: list[Any], node: str) -> list[str]:
     """Ids of the instances ``target`` names; NotFound (with what runs) when none."""
-    from .. import ActrId, ActrType, NotFound
+    from .. import ActrId, ActrType
 
     try:
         if "@" in target:
@@ -132,14 +137,35 @@ def _target_ids(target: str, actors: list[Any], node: str) -> list[str]:
     return [str(a.actr_id) for a in found]
 
 
-async def _preflight(spec: LoadSpec) -> tuple[dict[str, Any], str, list[str]]:
+async def _preflight(spec: LoadSpec) -> tuple[dict[str, Any], str, list[str], bool]:
+    """The node's status before, its name, the target's ids, and whether the target is on
+    another node (reached through this node's gateway)."""
     from .. import connect
 
     async with connect(spec.config) as shell:
         status = await shell.status()
         node = status.get("node") or shell.node_name
-        ids = _target_ids(spec.target, await shell.actors(), node)
-    return status, node, ids
+        try:
+            return status, node, _target_ids(spec.target, await shell.actors(), node), False
+        except NotFound:
+            remote = await _remote_target(shell, spec.target)
+            if remote is None:
+                raise
+            return status, node, [str(remote)], True
+
+
+async def _remote_target(shell: Any, target: str) -> Any:
+    """The ActrId of a type or id text on another node, when this node has a gateway;
+    None for anything else (an actor name is a local thing)."""
+    from .. import ActrId, ActrType
+
+    if shell.directory.gateway is None:
+        return None
+    if "@" in target:
+        return ActrId.parse(target)
+    if "+" in target:
+        return await shell.discover(ActrType.parse(target))  # NotFound says why
+    return None
 
 
 def _served(status: dict[str, Any]) -> tuple[int, int]:

@@ -157,6 +157,7 @@ def build_result(
     after: dict[str, Any] | None,
     started_at: datetime.datetime,
     interrupted: bool,
+    target_remote: bool = False,
 ) -> dict[str, Any]:
     """The JSON document of one run (schema: docs/load.schema.json)."""
     from .. import __version__
@@ -205,6 +206,7 @@ def build_result(
             "route_key": spec.route_key or None,
             "mode": spec.mode,
             "instances": target_ids,
+            "remote": target_remote,
         },
         "load": {
             "loop": "open" if spec.open_loop else "closed",
@@ -286,9 +288,14 @@ def format_report(result: dict[str, Any]) -> str:
         f"{mode} {target['route_key']}" if target["route_key"] else f"stream {load['stream_id']!r}"
     )
     n = len(target["instances"])
+    where = (
+        f"on another node, through node {target['node']}'s gateway"
+        if target.get("remote")
+        else f"on node {target['node']}"
+    )
     lines = [
         f"actrhost load: {what} -> {target['target']} ({n} instance{'s' if n != 1 else ''}) "
-        f"on node {target['node']}",
+        + where,
     ]
     if load["loop"] == "open":
         loop = f"open loop at {load['rate_per_s']:g}/s"
