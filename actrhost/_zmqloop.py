@@ -43,17 +43,30 @@ class LoopSocket:
     when the socket cannot take the message now.
     """
 
-    __slots__ = ("_closed", "_loop", "_on_message", "_paused", "_scheduled", "name", "sock")
+    __slots__ = (
+        "_closed",
+        "_loop",
+        "_on_drained",
+        "_on_message",
+        "_paused",
+        "_scheduled",
+        "name",
+        "sock",
+    )
 
     def __init__(
         self,
         sock: zmq.Socket,
         on_message: Callable[[list[bytes]], None] | None,
         name: str,
+        on_drained: Callable[[], None] | None = None,
     ) -> None:
         self.sock = sock
         self.name = name
         self._on_message = on_message
+        # Called after each drain, once its messages were all handed to on_message (maybe
+        # none): the owner can then send what they produced, as one batch.
+        self._on_drained = on_drained
         self._loop = asyncio.get_running_loop()
         self._scheduled = False
         self._closed = False
@@ -77,10 +90,18 @@ class LoopSocket:
         self._scheduled = False
         if self._closed or self._paused or self._on_message is None:
             return
+        if self._on_drained is None:
+            self._take_messages(self._on_message)
+            return
+        try:
+            self._take_messages(self._on_message)
+        finally:
+            self._on_drained()
+
+    def _take_messages(self, handle: Callable[[list[bytes]], None]) -> None:
         sock = self.sock
         recv = sock.recv
         get = sock.get
-        handle = self._on_message
         for taken in range(DRAIN_BATCH):
             if self._paused:  # the handler just asked for backpressure
                 return

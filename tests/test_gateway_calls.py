@@ -100,6 +100,30 @@ def test_calls_both_ways_share_one_connection(pair: Pair) -> None:
     assert node["name"] == b.name  # from b's hello: its config's node name
 
 
+def test_a_burst_of_calls_crosses_in_batches_and_every_answer_finds_its_caller(
+    pair: Pair,
+) -> None:
+    a, b = pair.a, pair.b
+    run = pair.runner.run
+
+    async def burst() -> list[bytes]:
+        return await asyncio.gather(
+            *(a.call("client", b.ids["echo"], "echo", b"call %d" % n) for n in range(100))
+        )
+
+    before = [run(node.stats())["remote_nodes"] for node in (a, b)]
+    assert run(burst()) == [b"call %d" % n for n in range(100)]
+    after = [run(node.stats())["remote_nodes"] for node in (a, b)]
+    # Requests that reached gateway A in one drain of its socket, and answers that reached
+    # gateway B in one drain, shared data-channel messages.
+    batches = sum(
+        sum(n["batches_out"] for n in later.values())
+        - sum(n["batches_out"] for n in earlier.values())
+        for earlier, later in zip(before, after, strict=True)
+    )
+    assert batches > 0
+
+
 def test_tell_arrives_and_is_never_answered(pair: Pair) -> None:
     a, b = pair.a, pair.b
     run = pair.runner.run

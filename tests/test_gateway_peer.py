@@ -149,12 +149,55 @@ def test_stream_window_holds_the_sender_until_acknowledged() -> None:
     run(scenario())
 
 
+def test_held_frames_go_out_in_batches_in_order() -> None:
+    # What a gateway does with the calls of one drain of its worker socket: holds them,
+    # then sends them in as few messages as fit, each lane in order, signal lane first.
+    async def scenario() -> None:
+        a, b = await connected_pair()
+        try:
+            big = bytes(30_000)  # over BATCH_FRAME_MAX_BYTES: not held, sent alone
+            assert not a.pc.hold(PayloadType.RPC_RELIABLE, big)
+            assert not a.pc.hold(PayloadType.STREAM_RELIABLE, b"stream: never batched")
+            calls = [b"call %d " % n + bytes(3000) for n in range(50)]  # ~150 KB: 3 batches
+            for n, call in enumerate(calls):
+                assert a.pc.hold(PayloadType.RPC_RELIABLE, call)
+                if n % 10 == 0:
+                    assert a.pc.hold(PayloadType.RPC_SIGNAL, b"signal %d" % n)
+            a.pc.flush_held()
+            await b.wait_frames(55)
+            rpc = [data for lane, data in b.frames if lane == PayloadType.RPC_RELIABLE]
+            signal = [data for lane, data in b.frames if lane == PayloadType.RPC_SIGNAL]
+            assert rpc == calls
+            assert signal == [b"signal %d" % n for n in range(0, 50, 10)]
+            assert a.pc.counters.batches_out == 4  # one signal batch, three rpc ones
+            assert a.pc.counters.lanes["rpc_reliable"].frames_out == 50
+            # One held frame goes alone, as a frame.
+            assert a.pc.hold(PayloadType.RPC_RELIABLE, b"alone")
+            a.pc.flush_held()
+            await b.wait_frames(56)
+            assert b.frames[-1] == (PayloadType.RPC_RELIABLE, b"alone")
+            assert a.pc.counters.batches_out == 4
+        finally:
+            await a.pc.close()
+            await b.pc.close()
+
+    run(scenario())
+
+
 def test_malformed_messages_are_dropped_and_counted() -> None:
     async def scenario() -> None:
         a, b = await connected_pair()
         try:
             channel = a.pc._lanes[1].channel  # the RPC channel, bypassing our framing
-            for garbage in (b"\x7fnope", b"\x02short", b"\x03not json", "text"):
+            for garbage in (
+                b"\x7fnope",
+                b"\x02short",
+                b"\x03not json",
+                "text",
+                b"\x04",  # an empty batch
+                b"\x04\x00\x00\x00\x09short",  # a batch frame longer than the batch
+                b"\x04\x00\x00",  # a batch ending inside a length
+            ):
                 channel.send(garbage)
             parts = list(framing.split_frame(bytes(200_000), 7, 65536))
             channel.send(parts[1])
@@ -162,7 +205,7 @@ def test_malformed_messages_are_dropped_and_counted() -> None:
             a.pc.enqueue(PayloadType.RPC_RELIABLE, b"still fine")
             await b.wait_frames(1)
             assert b.frames == [(PayloadType.RPC_RELIABLE, b"still fine")]
-            assert b.pc.counters.malformed == 5
+            assert b.pc.counters.malformed == 8
             assert b.pc.state is LinkState.CONNECTED
         finally:
             await a.pc.close()
@@ -200,3 +243,5 @@ def test_reassembler_limits() -> None:
     results = [whole.feed(p) for p in parts]
     assert results[:-1] == [None] * (len(parts) - 1)
     assert results[-1] == ("frame", frame)
+    batch = framing.batch_message([b"one", b"two", frame])
+    assert whole.feed(batch) == ("frames", [b"one", b"two", frame])

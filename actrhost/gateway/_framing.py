@@ -7,7 +7,12 @@ Every data-channel message starts with one kind byte:
 ``0x02``   PART: header ``!BIHH`` (kind, message id, part index, part count), then a
            slice of a frame too large for one data-channel message
 ``0x03``   CONTROL: the rest is a JSON object with ``"op"`` (hello, ping, ack, media)
+``0x04``   BATCH: small frames of one lane, each as ``!I`` length + the frame
 =========  ==========================================================================
+
+A batch carries the frames a gateway produced in one turn of its loop for one lane of
+one connection (calls from many callers under load): one SCTP message, DTLS record and
+datagram instead of one each, in the same order.
 
 Parts of one message carry the same id and count; the receiver reassembles them in a
 bounded :class:`Reassembler`. On an ordered channel the parts of a message arrive
@@ -28,8 +33,10 @@ from typing import Any
 KIND_FRAME = 0x01
 KIND_PART = 0x02
 KIND_CONTROL = 0x03
+KIND_BATCH = 0x04
 
 _PART = struct.Struct("!BIHH")
+_LENGTH = struct.Struct("!I")
 PART_HEADER_BYTES = _PART.size
 #: Largest frame a peer may send in parts; larger ones are refused as malformed. A
 #: stream chunk read from a shared-memory ring is at most a ring (64 MiB by default).
@@ -51,6 +58,18 @@ def control_message(message: dict[str, Any]) -> bytes:
     return b"\x03" + json.dumps(message, separators=(",", ":")).encode()
 
 
+def batch_message(frames: list[bytes]) -> bytes:
+    """Several frames as one data-channel message (the caller keeps it within the
+    channel's message size)."""
+    pack = _LENGTH.pack
+    return b"\x04" + b"".join(pack(len(frame)) + frame for frame in frames)
+
+
+def batch_size(frame: bytes) -> int:
+    """What ``frame`` adds to a batch message."""
+    return _LENGTH.size + len(frame)
+
+
 def split_frame(frame: bytes, message_id: int, max_message_bytes: int) -> Iterator[bytes]:
     """The data-channel messages carrying ``frame``: one, or parts of at most
     ``max_message_bytes`` each. Raises ValueError for a frame over :data:`MAX_FRAME_BYTES`.
@@ -68,6 +87,24 @@ def split_frame(frame: bytes, message_id: int, max_message_bytes: int) -> Iterat
     msg_id = message_id & 0xFFFFFFFF
     for index in range(count):
         yield _PART.pack(KIND_PART, msg_id, index, count) + view[index * room : (index + 1) * room]
+
+
+def _unbatch(data: bytes) -> list[bytes]:
+    frames = []
+    at, end = 1, len(data)
+    unpack = _LENGTH.unpack_from
+    while at < end:
+        if at + _LENGTH.size > end:
+            raise MalformedMessage("batch ends inside a length")
+        (size,) = unpack(data, at)
+        at += _LENGTH.size
+        if size == 0 or at + size > end:
+            raise MalformedMessage(f"batch frame of {size} bytes at {at} of {end}")
+        frames.append(data[at : at + size])
+        at += size
+    if not frames:
+        raise MalformedMessage("empty batch")
+    return frames
 
 
 @dataclass
@@ -92,8 +129,9 @@ class Reassembler:
         self.evicted = 0
 
     def feed(self, data: bytes) -> tuple[str, Any] | None:
-        """Take one message; return ``("frame", bytes)``, ``("control", dict)`` or None
-        (a part of an incomplete frame). Raises :class:`MalformedMessage`."""
+        """Take one message; return ``("frame", bytes)``, ``("frames", [bytes, ...])``
+        (a batch), ``("control", dict)`` or None (a part of an incomplete frame). Raises
+        :class:`MalformedMessage`."""
         if not isinstance(data, bytes) or not data:
             raise MalformedMessage("empty or text message")
         kind = data[0]
@@ -109,6 +147,8 @@ class Reassembler:
             return "control", message
         if kind == KIND_PART:
             return self._part(data)
+        if kind == KIND_BATCH:
+            return "frames", _unbatch(data)
         raise MalformedMessage(f"unknown message kind 0x{kind:02x}")
 
     def _part(self, data: bytes) -> tuple[str, Any] | None:

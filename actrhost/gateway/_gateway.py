@@ -73,7 +73,7 @@ class Gateway(Outbound, Inbound):
         configure_socket(router, hwm)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         router.bind(spec.endpoint)
-        self._router = LoopSocket(router, self._on_router, "gateway in")
+        self._router = LoopSocket(router, self._on_router, "gateway in", self._flush_links)
         ctl = self._zctx.socket(zmq.DEALER)
         ctl.setsockopt(zmq.LINGER, 1000)
         ctl.setsockopt(zmq.ROUTING_ID, b"g:" + spec.node_id.encode())
@@ -91,6 +91,10 @@ class Gateway(Outbound, Inbound):
         self._pending_out: dict[str, _OutCall] = {}
         self._pending_in: dict[str, _InCall] = {}
         self._parked: dict[ActrId, deque[_Parked]] = {}
+        # Frames for the links made while draining a worker socket go out as batches
+        # when the drain ends (_send_link, _flush_links).
+        self._in_drain = False
+        self._holding: set[PeerConnection] = set()
         self._in_ids = itertools.count(1)
         self._out_ids = itertools.count(1)
         self._readers: OrderedDict[str, RingReader] = OrderedDict()
@@ -107,6 +111,25 @@ class Gateway(Outbound, Inbound):
 
     def __repr__(self) -> str:
         return f"Gateway({self.node_id})"
+
+    def _send_link(self, pc: PeerConnection, lane: int, frame: bytes) -> None:
+        """Send a frame to another node: kept for a batch during a drain of a worker
+        socket, else (or when it can't be batched) queued now, behind what is kept."""
+        if self._in_drain and pc.hold(lane, frame):
+            self._holding.add(pc)
+            return
+        if pc in self._holding:
+            self._holding.discard(pc)
+            pc.flush_held()
+        pc.enqueue(lane, frame)
+
+    def _flush_links(self) -> None:
+        """End of a drain: what the frames of this loop turn kept goes out (on_drained)."""
+        self._in_drain = False
+        if self._holding:
+            holding, self._holding = self._holding, set()
+            for pc in holding:
+                pc.flush_held()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)

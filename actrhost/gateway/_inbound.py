@@ -110,6 +110,9 @@ class Inbound:
     _in_ids: itertools.count[int]
     _spawn: Callable[[Any], None]
     _send_router: Callable[[bytes, bytes], None]
+    _send_link: Callable[[PeerConnection, int, bytes], None]
+    _flush_links: Callable[[], None]
+    _in_drain: bool
 
     def _on_link_control(self, pc: PeerConnection, message: dict[str, Any]) -> None:
         # The control messages the connection does not handle itself: only "hello".
@@ -283,11 +286,12 @@ class Inbound:
             # disconnected (see actrhost/_rpc.py, RpcEndpoint.link).
             sock.connect(endpoint)
             dealer = self._dealers[endpoint] = LoopSocket(
-                sock, self._on_dealer, f"gateway -> {endpoint}"
+                sock, self._on_dealer, f"gateway -> {endpoint}", self._flush_links
             )
         return dealer
 
     def _on_dealer(self, parts: list[bytes]) -> None:
+        self._in_drain = True  # answers of this drain go out in batches (_flush_links)
         try:
             env = wire.decode(parts[-1]) if len(parts) == 1 else None
         except BadRequest:
@@ -301,7 +305,7 @@ class Inbound:
             return
         call.timer.cancel()
         env.request_id = call.request_id
-        call.pc.enqueue(call.lane, wire.encode(env))
+        self._send_link(call.pc, call.lane, wire.encode(env))
 
     def _stream_in(
         self, pc: PeerConnection, sf: StreamFrame, data: bytes, may_wait: bool = True

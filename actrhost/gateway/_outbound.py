@@ -32,6 +32,7 @@ from ..shm import Descriptor, RingReader
 from ..signaling import RoleNegotiation
 from ._counters import GatewayCounters
 from ._media import is_track_sample
+from ._peer import PeerConnection
 from ._remote import RemoteNode, session_id
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,11 @@ class Outbound:
     _readers: OrderedDict[str, RingReader]
     _pressure: set[object]
     _spawn: Callable[[Any], None]
+    _send_link: Callable[[PeerConnection, int, bytes], None]
+    _in_drain: bool
 
     def _on_router(self, parts: list[bytes]) -> None:
+        self._in_drain = True  # frames of this drain go out in batches (_flush_links)
         if len(parts) != 2:
             self.counters.malformed_local += 1
             return
@@ -213,7 +217,7 @@ class Outbound:
             call = self._pending_out.get(request_id)
             if call is not None:
                 call.node = node_id
-        self._nodes[node_id].connection().enqueue(lane, frame)
+        self._send_link(self._nodes[node_id].connection(), lane, frame)
 
     def _locate_only(self, target: ActrId, source: ActrId | None) -> None:
         if target not in self._locating:

@@ -87,6 +87,11 @@ _SLOT_LANE = {
 }
 _ACK_EVERY_BYTES = 1024 * 1024
 _ACK_DELAY_S = 0.01
+#: Kinds of the items of a lane queue.
+_FRAME, _CONTROL, _BATCH = 0, 1, 2
+#: Frames up to this size may share a batch message (calls and answers; a larger frame
+#: costs enough on its own that batching saves nothing).
+BATCH_FRAME_MAX_BYTES = 16 * 1024
 
 
 class _Lane:
@@ -98,7 +103,7 @@ class _Lane:
         self.slot = slot
         self.lossy = lossy
         self.channel: Any = None
-        self.items: deque[tuple[int, bytes, bool]] = deque()  # (lane, data, is_control)
+        self.items: deque[tuple[int, bytes, int]] = deque()  # (lane, data, item kind)
         self.queued_bytes = 0
         self.current: Iterator[bytes] | None = None
 
@@ -154,6 +159,7 @@ class PeerConnection:
         self.error = ""
         self._pc: RTCPeerConnection | None = None
         self._lanes = [_Lane(slot, lossy=slot == _LATENCY) for slot in range(len(_CHANNELS))]
+        self._held: list[tuple[int, bytes]] = []  # see hold()
         self._reassemblers = [framing.Reassembler(8 if s == _LATENCY else 2) for s in range(4)]
         self._message_ids = itertools.count(next(self._ids) << 20)
         self._open_channels = 0
@@ -313,34 +319,23 @@ class PeerConnection:
             old_lane, old, _ = q.items.popleft()
             q.queued_bytes -= len(old)
             self.counters.by_lane[old_lane].dropped += 1
-        q.items.append((lane, frame, False))
-        q.queued_bytes += len(frame)
+        q.items.append((lane, frame, _FRAME))
+        self._queued(q, len(frame))
+        return True
+
+    def _queued(self, q: _Lane, size_bytes: int) -> None:
+        q.queued_bytes += size_bytes
         if not q.lossy and q.queued_bytes > self.tuning.queue_high_bytes and not self._pressured:
             self._pressured = True
             self._cb.on_pressure(self, True)
         self._wake.set()
-        return True
 
     def _send_now(self, q: _Lane, lane: int, frame: bytes) -> bool:
         """Send at once when nothing waits and aiortc's buffer has room: saves the wake-up
         of the sender task, one loop iteration per hop (measured in scripts/bench_remote.py)."""
-        if (
-            self._state is not LinkState.CONNECTED
-            or len(frame) + 1 > self.tuning.max_message_bytes
-            or (q.slot == _STREAM and not self._window_open())
+        if not self._room_now(q, len(frame) + 1) or not self._send_message(
+            q, framing.frame_message(frame)
         ):
-            return False
-        buffered = 0
-        for x in self._lanes:
-            if x.items or x.current is not None:
-                return False
-            buffered += x.channel.bufferedAmount
-        if buffered > self.tuning.buffer_high_bytes:
-            return False
-        try:
-            q.channel.send(framing.frame_message(frame))
-        except Exception as exc:  # InvalidStateError: the channel closed under us
-            self.fail(f"send failed: {exc!r}")
             return False
         counters = self.counters.by_lane[lane]
         counters.frames_out += 1
@@ -349,11 +344,89 @@ class PeerConnection:
             self._stream_sent_bytes += len(frame)
         return True
 
+    def _room_now(self, q: _Lane, message_bytes: int) -> bool:
+        """Whether a message of this size may go to aiortc now, ahead of nothing."""
+        if (
+            self._state is not LinkState.CONNECTED
+            or message_bytes > self.tuning.max_message_bytes
+            or (q.slot == _STREAM and not self._window_open())
+        ):
+            return False
+        buffered = 0
+        for x in self._lanes:
+            if x.items or x.current is not None:
+                return False
+            buffered += x.channel.bufferedAmount
+        return buffered <= self.tuning.buffer_high_bytes
+
+    def _send_message(self, q: _Lane, message: bytes) -> bool:
+        try:
+            q.channel.send(message)
+        except Exception as exc:  # InvalidStateError: the channel closed under us
+            self.fail(f"send failed: {exc!r}")
+            return False
+        return True
+
+    # -- batches -------------------------------------------------------------------------
+
+    def hold(self, lane: int, frame: bytes) -> bool:
+        """Keep a small call or answer for :meth:`flush_held`, which the owner calls at the
+        end of its loop turn; False: not kept (use :meth:`enqueue`)."""
+        if (
+            self._state is not LinkState.CONNECTED
+            or _LANE_SLOT[lane] > _RPC
+            or len(frame) > BATCH_FRAME_MAX_BYTES
+        ):
+            return False
+        self._held.append((lane, frame))
+        return True
+
+    def flush_held(self) -> None:
+        """Send the frames kept by :meth:`hold`: one alone, several per lane in batch
+        messages (each within the message size), in order."""
+        held, self._held = self._held, []
+        if len(held) == 1:
+            self.enqueue(*held[0])
+            return
+        limit = self.tuning.max_message_bytes - 1
+        for slot in (_SIGNAL, _RPC):
+            batch: list[tuple[int, bytes]] = []
+            size = 0
+            for lane, frame in held:
+                if _LANE_SLOT[lane] != slot:
+                    continue
+                if batch and size + framing.batch_size(frame) > limit:
+                    self._enqueue_batch(slot, batch)
+                    batch, size = [], 0
+                batch.append((lane, frame))
+                size += framing.batch_size(frame)
+            if batch:
+                self._enqueue_batch(slot, batch)
+
+    def _enqueue_batch(self, slot: int, batch: list[tuple[int, bytes]]) -> None:
+        if len(batch) == 1 or self._state is not LinkState.CONNECTED:
+            for lane, frame in batch:
+                self.enqueue(lane, frame)
+            return
+        message = framing.batch_message([frame for _lane, frame in batch])
+        q = self._lanes[slot]
+        if self._room_now(q, len(message)):
+            if not self._send_message(q, message):
+                return
+        else:
+            q.items.append((-1, message, _BATCH))
+            self._queued(q, len(message))
+        for lane, frame in batch:
+            counters = self.counters.by_lane[lane]
+            counters.frames_out += 1
+            counters.bytes_out += len(frame)
+        self.counters.batches_out += 1
+
     def send_control(self, message: dict[str, Any]) -> None:
         """Queue a control message on the signal channel (highest priority)."""
         if self._state in TERMINAL:
             return
-        self._lanes[_SIGNAL].items.append((-1, framing.control_message(message), True))
+        self._lanes[_SIGNAL].items.append((-1, framing.control_message(message), _CONTROL))
         self._wake.set()
 
     def send_media(self, frame: StreamFrame, payload: Any, array_meta: bytes, kind: str) -> bool:
@@ -369,7 +442,7 @@ class PeerConnection:
         """Remove and return the frames not yet started (to move them to a successor)."""
         frames: list[tuple[int, bytes]] = []
         for q in self._lanes:
-            frames += [(lane, data) for lane, data, is_control in q.items if not is_control]
+            frames += [(lane, data) for lane, data, kind in q.items if kind == _FRAME]
             q.items.clear()
             q.queued_bytes = 0
         return frames
@@ -401,8 +474,8 @@ class PeerConnection:
                 q.current = None
             if not q.items or (q.slot == _STREAM and not self._window_open()):
                 return None
-            lane, data, is_control = q.items.popleft()
-            if is_control:
+            lane, data, kind = q.items.popleft()
+            if kind == _CONTROL:
                 return data
             q.queued_bytes -= len(data)
             if self._pressured and not any(
@@ -411,6 +484,8 @@ class PeerConnection:
             ):
                 self._pressured = False
                 self._cb.on_pressure(self, False)
+            if kind == _BATCH:
+                return data  # counted when it was made
             counters = self.counters.by_lane[lane]
             counters.frames_out += 1
             counters.bytes_out += len(data)
@@ -478,10 +553,13 @@ class PeerConnection:
             if item is None:
                 return
             what, value = item
-            if what == "control":
+            if what == "frame":
+                self._cb.on_frame(self, _SLOT_LANE[slot], value)
+            elif what == "frames":
+                for frame in value:
+                    self._cb.on_frame(self, _SLOT_LANE[slot], frame)
+            else:
                 self._on_control(value)
-                return
-            self._cb.on_frame(self, _SLOT_LANE[slot], value)
 
         return on_message
 

@@ -71,6 +71,8 @@ class LinkCounters:
     )
     malformed: int = 0
     evicted_parts: int = 0
+    #: Batch messages sent (each carried several frames, counted in their lanes).
+    batches_out: int = 0
     media: MediaCounters = field(default_factory=MediaCounters)
     #: The same LaneCounters by lane number (PayloadType value): found per frame, where
     #: building the enum and its lower-case name costs more than the counting.
@@ -85,5 +87,6 @@ class LinkCounters:
             "lanes": {name: dict(vars(c)) for name, c in self.lanes.items()},
             "malformed": self.malformed,
             "evicted_parts": self.evicted_parts,
+            "batches_out": self.batches_out,
             "media": dict(vars(self.media)),
         }
