@@ -12,11 +12,13 @@ Setup (all on loopback, one machine):
   for the target formula below.
 * **gateways**: a signaling server and two gateway processes; this process plays both
   nodes' supervisors and workers (``actrhost.gateway._testing.HarnessNode``): remote call
-  round trip, and a reliable stream of ``--chunk-bytes`` chunks from node A's worker to
-  node B's worker (end to end: worker -> ZeroMQ -> gateway -> aiortc -> gateway ->
-  ZeroMQ -> worker). One pair of gateways per ``--variants`` entry, side by side:
-  ``tuned`` (as shipped), ``plain`` (aiortc and aioice without the gateway's tuning),
-  ``asyncio`` (tuned, on the standard event loop instead of uvloop) and ``forward``.
+  round trip, remote calls per second with ``--inflight`` outstanding (against raw
+  aiortc echoing as many pings outstanding), and a reliable stream of ``--chunk-bytes``
+  chunks from node A's worker to node B's worker (end to end: worker -> ZeroMQ ->
+  gateway -> aiortc -> gateway -> ZeroMQ -> worker). One pair of gateways per
+  ``--variants`` entry, side by side: ``tuned`` (as shipped), ``plain`` (aiortc and
+  aioice without the gateway's tuning), ``asyncio`` (tuned, on the standard event loop
+  instead of uvloop) and ``forward``.
 * **forward** (a bound, not a product): tuned gateways patched, for this benchmark only,
   to hand a call's frames on unchanged once the nodes are connected: no decoding, no
   request ids of their own, no pending entries or timers, no routing. What no gateway
@@ -164,6 +166,7 @@ class RawPair:
         self._low = asyncio.Event()
         self.channel.on("bufferedamountlow", self._low.set)
         self._reply: asyncio.Future[bytes] | None = None
+        self._echoes: Any = None  # set during concurrent(): called for every echo
         self.channel.on("message", self._on_message)
         opened = asyncio.Event()
         self.channel.on("open", opened.set)
@@ -178,8 +181,36 @@ class RawPair:
         await asyncio.wait_for(opened.wait(), 10)
 
     def _on_message(self, data: bytes) -> None:
-        if self._reply is not None and not self._reply.done():
+        if self._echoes is not None:
+            self._echoes(data)
+        elif self._reply is not None and not self._reply.done():
             self._reply.set_result(data)
+
+    async def concurrent(self, count: int, inflight: int) -> float:
+        """Round trips per second with ``inflight`` pings outstanding at all times."""
+        ping = b"P" + bytes(PING_BYTES - 1)
+        done = asyncio.get_running_loop().create_future()
+        sent = inflight
+        answered = 0
+
+        def on_echo(_data: bytes) -> None:
+            nonlocal sent, answered
+            answered += 1
+            if sent < count:
+                sent += 1
+                self.channel.send(ping)
+            elif answered == count and not done.done():
+                done.set_result(None)
+
+        self._echoes = on_echo
+        started = time.perf_counter()
+        for _ in range(inflight):
+            self.channel.send(ping)
+        try:
+            await asyncio.wait_for(done, 60)
+        finally:
+            self._echoes = None
+        return count / (time.perf_counter() - started)
 
     async def _ask(self, data: bytes) -> bytes:
         self._reply = asyncio.get_running_loop().create_future()
@@ -293,6 +324,22 @@ async def gateway_round_trips(a: HarnessNode, b: HarnessNode, count: int) -> lis
     return times
 
 
+async def gateway_concurrent(a: HarnessNode, b: HarnessNode, count: int, inflight: int) -> float:
+    """Remote calls per second with ``inflight`` calls outstanding at all times."""
+    target = b.ids["sink"]
+    remaining = count
+
+    async def caller() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            await a.call("src", target, "echo", bytes(PING_BYTES))
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(inflight)))
+    return count / (time.perf_counter() - started)
+
+
 async def gateway_throughput(
     a: HarnessNode, b: HarnessNode, chunk_bytes: int, total_bytes: int, tag: str
 ) -> float:
@@ -356,15 +403,20 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 raw_rtt = await raw.round_trips(args.calls)
                 local_rtt = await local.round_trips(args.calls)
                 raw_bps = await raw.throughput(args.chunk_bytes, total)
+                raw_cps = await raw.concurrent(args.calls * 4, args.inflight)
                 row = {
                     "raw_rtt_p50_ms": percentile(raw_rtt, 0.5) * 1e3,
                     "local_rtt_p50_ms": percentile(local_rtt, 0.5) * 1e3,
                     "raw_mb_s": raw_bps / 1e6,
+                    "raw_concurrent_per_s": raw_cps,
                 }
                 for name, (a, b) in pairs.items():
                     gw_rtt = await gateway_round_trips(a, b, args.calls)
                     row[f"{name}_call_p50_ms"] = percentile(gw_rtt, 0.5) * 1e3
                     row[f"{name}_call_p99_ms"] = percentile(gw_rtt, 0.99) * 1e3
+                    gw_cps = await gateway_concurrent(a, b, args.calls * 4, args.inflight)
+                    row[f"{name}_concurrent_per_s"] = gw_cps
+                    row[f"{name}_concurrent_vs_raw"] = gw_cps / raw_cps
                     if name == "forward":
                         continue  # its patch only forwards calls
                     gw_bps = await gateway_throughput(a, b, args.chunk_bytes, total, f"r{round_no}")
@@ -415,6 +467,12 @@ if __name__ == "__main__":
         + "; ".join(f"{name}: {text}" for name, (text, _env) in VARIANT_HELP.items()),
     )
     parser.add_argument("--calls", type=int, default=500, help="round trips per variant and round")
+    parser.add_argument(
+        "--inflight",
+        type=int,
+        default=32,
+        help="calls outstanding in the concurrent measurement (4 x --calls of them)",
+    )
     parser.add_argument("--chunk-bytes", type=int, default=16384)
     parser.add_argument(
         "--stream-mib", type=int, default=32, help="MiB streamed per variant and round"
