@@ -1,0 +1,355 @@
+"""The sending half of a :class:`~._peer.PeerConnection`: lanes, our queues, the end-to-
+end window of reliable streams, and batches.
+
+Lanes on the wire (DESIGN §3). All channels are pre-negotiated (``negotiated=True``,
+fixed ids), so they open with the SCTP association and need no DCEP round trip:
+
+====================  ==  =======================================  ========
+lane                  id  channel                                  priority
+====================  ==  =======================================  ========
+RPC_SIGNAL + control   0  ordered, reliable                        1
+RPC_RELIABLE           1  ordered, reliable                        2
+STREAM_LATENCY_FIRST   3  unordered, ``maxRetransmits=0``           3
+STREAM_RELIABLE        2  ordered, reliable, end-to-end window      4
+====================  ==  =======================================  ========
+
+Why our own queues: aiortc's ``RTCDataChannel.send`` appends to one unbounded FIFO shared
+by every channel of the connection (``RTCSctpTransport._data_channel_queue``); a channel's
+``bufferedAmount`` only drops when its message moves on into SCTP. So the sender task
+keeps aiortc's FIFO short (at most :attr:`Tuning.buffer_high_bytes` across channels,
+waiting on ``bufferedamountlow``) and picks the next message from our per-lane queues by
+priority: an RPC_SIGNAL message waits behind at most that many bytes, never behind a
+queued stream. Large frames go out in parts, one part per turn, so a 64 MiB stream chunk
+never blocks a call. When nothing waits, a frame goes to aiortc at once (no task hop).
+
+STREAM_RELIABLE also has an end-to-end window: the receiving gateway acknowledges the
+bytes it has handed to the local worker; the sender keeps at most
+:attr:`Tuning.stream_window_bytes` unacknowledged. aiortc has no receive-side flow
+control an application can use (messages are pushed as events), so without it a slow
+receiver would grow the remote gateway's memory without bound.
+
+Batches: small calls and answers the owner hands over within one turn of its loop
+(:meth:`Sending.hold`, then :meth:`Sending.flush_held`) share data-channel messages
+(docs/gateway.md, "Batches").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .._envelope import StreamFrame
+from .._payload_type import PayloadType
+from . import _framing as framing
+from ._types import TERMINAL, LinkCounters, LinkState, Tuning
+
+if TYPE_CHECKING:
+    from ._media import MediaSender
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _ChannelSpec:
+    channel_id: int
+    label: str
+    ordered: bool = True
+    max_retransmits: int | None = None
+
+
+# Index in this tuple = sending priority (0 first).
+_SIGNAL, _RPC, _LATENCY, _STREAM = 0, 1, 2, 3
+_CHANNELS = (
+    _ChannelSpec(0, "signal"),
+    _ChannelSpec(1, "rpc"),
+    _ChannelSpec(3, "latency", ordered=False, max_retransmits=0),
+    _ChannelSpec(2, "stream"),
+)
+_LANE_SLOT: dict[int, int] = {
+    PayloadType.RPC_SIGNAL: _SIGNAL,
+    PayloadType.RPC_RELIABLE: _RPC,
+    PayloadType.STREAM_LATENCY_FIRST: _LATENCY,
+    PayloadType.MEDIA_RTP: _LATENCY,  # media that is not a raw array: encoded bytes
+    PayloadType.STREAM_RELIABLE: _STREAM,
+}
+_SLOT_LANE = {
+    _SIGNAL: PayloadType.RPC_SIGNAL,
+    _RPC: PayloadType.RPC_RELIABLE,
+    _LATENCY: PayloadType.STREAM_LATENCY_FIRST,
+    _STREAM: PayloadType.STREAM_RELIABLE,
+}
+#: Kinds of the items of a lane queue.
+_FRAME, _CONTROL, _BATCH = 0, 1, 2
+#: Frames up to this size may share a batch message (calls and answers; a larger frame
+#: costs enough on its own that batching saves nothing).
+BATCH_FRAME_MAX_BYTES = 16 * 1024
+
+
+class _Lane:
+    """Our queue for one channel: frames, control messages and batch messages."""
+
+    __slots__ = ("channel", "current", "items", "lossy", "queued_bytes", "slot")
+
+    def __init__(self, slot: int, lossy: bool) -> None:
+        self.slot = slot
+        self.lossy = lossy
+        self.channel: Any = None
+        self.items: deque[tuple[int, bytes, int]] = deque()  # (lane, data, item kind)
+        self.queued_bytes = 0
+        self.current: Iterator[bytes] | None = None
+
+
+class Sending:
+    """Mixin of :class:`~._peer.PeerConnection`: everything about sending frames."""
+
+    # Set up by PeerConnection.__init__.
+    _state: LinkState
+    tuning: Tuning
+    counters: LinkCounters
+    _lanes: list[_Lane]
+    _held: list[tuple[int, bytes]]
+    _wake: asyncio.Event
+    _low: asyncio.Event
+    _pressured: bool
+    _stream_sent_bytes: int
+    _stream_acked_bytes: int
+    _message_ids: Iterator[int]
+    media_sender: MediaSender
+    fail: Callable[[str], None]
+    _report_pressure: Callable[[bool], None]  # to the owner: stop or resume reading
+
+    # -- sending -----------------------------------------------------------------------
+
+    def enqueue(self, lane: int, frame: bytes) -> bool:
+        """Queue a frame on its lane's channel; never blocks.
+
+        Returns False when it was dropped (a lossy lane's oldest frame is dropped instead
+        when full; a terminal connection drops everything).
+        """
+        if self._state in TERMINAL:
+            self.counters.by_lane[lane].dropped += 1
+            return False
+        slot = _LANE_SLOT[lane]
+        q = self._lanes[slot]
+        if self._send_now(q, lane, frame):
+            return True
+        if q.lossy and len(q.items) >= self.tuning.latency_queue_frames:
+            old_lane, old, _ = q.items.popleft()
+            q.queued_bytes -= len(old)
+            self.counters.by_lane[old_lane].dropped += 1
+        q.items.append((lane, frame, _FRAME))
+        self._queued(q, len(frame))
+        return True
+
+    def _queued(self, q: _Lane, size_bytes: int) -> None:
+        q.queued_bytes += size_bytes
+        if not q.lossy and q.queued_bytes > self.tuning.queue_high_bytes and not self._pressured:
+            self._pressured = True
+            self._report_pressure(True)
+        self._wake.set()
+
+    def _send_now(self, q: _Lane, lane: int, frame: bytes) -> bool:
+        """Send at once when nothing waits and aiortc's buffer has room: saves the wake-up
+        of the sender task, one loop iteration per hop (measured in scripts/bench_remote.py)."""
+        if not self._room_now(q, len(frame) + 1) or not self._send_message(
+            q, framing.frame_message(frame)
+        ):
+            return False
+        counters = self.counters.by_lane[lane]
+        counters.frames_out += 1
+        counters.bytes_out += len(frame)
+        if q.slot == _STREAM:
+            self._stream_sent_bytes += len(frame)
+        return True
+
+    def _room_now(self, q: _Lane, message_bytes: int) -> bool:
+        """Whether a message of this size may go to aiortc now, ahead of nothing."""
+        if (
+            self._state is not LinkState.CONNECTED
+            or message_bytes > self.tuning.max_message_bytes
+            or (q.slot == _STREAM and not self._window_open())
+        ):
+            return False
+        buffered = 0
+        for x in self._lanes:
+            if x.items or x.current is not None:
+                return False
+            buffered += x.channel.bufferedAmount
+        return buffered <= self.tuning.buffer_high_bytes
+
+    def _send_message(self, q: _Lane, message: bytes) -> bool:
+        try:
+            q.channel.send(message)
+        except Exception as exc:  # InvalidStateError: the channel closed under us
+            self.fail(f"send failed: {exc!r}")
+            return False
+        return True
+
+    # -- batches -------------------------------------------------------------------------
+
+    def hold(self, lane: int, frame: bytes) -> bool:
+        """Keep a small call or answer for :meth:`flush_held`, which the owner calls at the
+        end of its loop turn; False: not kept (use :meth:`enqueue`)."""
+        if (
+            self._state is not LinkState.CONNECTED
+            or _LANE_SLOT[lane] > _RPC
+            or len(frame) > BATCH_FRAME_MAX_BYTES
+        ):
+            return False
+        self._held.append((lane, frame))
+        return True
+
+    def flush_held(self) -> None:
+        """Send the frames kept by :meth:`hold`: one alone, several per lane in batch
+        messages (each within the message size), in order."""
+        held, self._held = self._held, []
+        if len(held) == 1:
+            self.enqueue(*held[0])
+            return
+        limit = self.tuning.max_message_bytes - 1
+        for slot in (_SIGNAL, _RPC):
+            batch: list[tuple[int, bytes]] = []
+            size = 0
+            for lane, frame in held:
+                if _LANE_SLOT[lane] != slot:
+                    continue
+                if batch and size + framing.batch_size(frame) > limit:
+                    self._enqueue_batch(slot, batch)
+                    batch, size = [], 0
+                batch.append((lane, frame))
+                size += framing.batch_size(frame)
+            if batch:
+                self._enqueue_batch(slot, batch)
+
+    def _enqueue_batch(self, slot: int, batch: list[tuple[int, bytes]]) -> None:
+        if len(batch) == 1 or self._state is not LinkState.CONNECTED:
+            for lane, frame in batch:
+                self.enqueue(lane, frame)
+            return
+        message = framing.batch_message([frame for _lane, frame in batch])
+        q = self._lanes[slot]
+        if self._room_now(q, len(message)):
+            if not self._send_message(q, message):
+                return
+        else:
+            q.items.append((-1, message, _BATCH))
+            self._queued(q, len(message))
+        for lane, frame in batch:
+            counters = self.counters.by_lane[lane]
+            counters.frames_out += 1
+            counters.bytes_out += len(frame)
+        self.counters.batches_out += 1
+
+    def send_control(self, message: dict[str, Any]) -> None:
+        """Queue a control message on the signal channel (highest priority)."""
+        if self._state in TERMINAL:
+            return
+        self._lanes[_SIGNAL].items.append((-1, framing.control_message(message), _CONTROL))
+        self._wake.set()
+
+    def send_media(self, frame: StreamFrame, payload: Any, array_meta: bytes, kind: str) -> bool:
+        """Put a raw media sample on the video or audio track; False if not connected."""
+        if self._state is not LinkState.CONNECTED:
+            self.counters.media.dropped_sender += 1
+            return False
+        meta = self.media_sender.send(frame, payload, array_meta, kind)
+        self.send_control(meta)
+        return True
+
+    def take_queued(self) -> list[tuple[int, bytes]]:
+        """Remove and return the frames not yet started (to move them to a successor)."""
+        frames: list[tuple[int, bytes]] = []
+        for q in self._lanes:
+            frames += [(lane, data) for lane, data, kind in q.items if kind == _FRAME]
+            q.items.clear()
+            q.queued_bytes = 0
+        return frames
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes waiting in our lane queues."""
+        return sum(q.queued_bytes for q in self._lanes)
+
+    def _window_open(self) -> bool:
+        inflight = self._stream_sent_bytes - self._stream_acked_bytes
+        return inflight < self.tuning.stream_window_bytes
+
+    def _next_slot(self) -> int | None:
+        for q in self._lanes:
+            if q.current is None and not q.items:
+                continue
+            if q.slot == _STREAM and q.current is None and not self._window_open():
+                continue  # an ack wakes us
+            return q.slot
+        return None
+
+    def _next_message(self, q: _Lane) -> bytes | None:
+        while True:
+            if q.current is not None:
+                part = next(q.current, None)
+                if part is not None:
+                    return part
+                q.current = None
+            if not q.items or (q.slot == _STREAM and not self._window_open()):
+                return None
+            lane, data, kind = q.items.popleft()
+            if kind == _CONTROL:
+                return data
+            q.queued_bytes -= len(data)
+            if self._pressured and not any(
+                not x.lossy and x.queued_bytes > self.tuning.queue_high_bytes // 2
+                for x in self._lanes
+            ):
+                self._pressured = False
+                self._report_pressure(False)
+            if kind == _BATCH:
+                return data  # counted when it was made
+            counters = self.counters.by_lane[lane]
+            counters.frames_out += 1
+            counters.bytes_out += len(data)
+            if q.slot == _STREAM:
+                self._stream_sent_bytes += len(data)
+            try:
+                q.current = framing.split_frame(
+                    data, next(self._message_ids), self.tuning.max_message_bytes
+                )
+            except ValueError as exc:
+                counters.dropped += 1
+                log.warning("%r: dropped a frame: %s", self, exc)
+
+    async def _run_sender(self) -> None:
+        high = self.tuning.buffer_high_bytes
+        lanes = self._lanes
+        try:
+            while self._state is not LinkState.CONNECTED:
+                if self._state in TERMINAL:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+            while self._state is LinkState.CONNECTED:
+                slot = self._next_slot()
+                if slot is None:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                message = self._next_message(lanes[slot])
+                if message is None:
+                    continue
+                while sum(q.channel.bufferedAmount for q in lanes) > high:
+                    self._low.clear()
+                    # bufferedamountlow always fires eventually (see _create_channels);
+                    # the timeout only guards against a channel closing meanwhile.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._low.wait(), 0.1)
+                    if self._state is not LinkState.CONNECTED:
+                        return
+                lanes[slot].channel.send(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # InvalidStateError: a channel closed under us
+            self.fail(f"send failed: {exc!r}")
