@@ -75,6 +75,9 @@ class PeerConnection(Sending):
         self.remote_node = remote_node
         self.session_id = session_id
         self.is_offerer = False
+        #: Log state changes other than "connected" at DEBUG (an attempt of a series the
+        #: owner reports on as a whole).
+        self.quiet = False
         self._webrtc = webrtc
         self.tuning = tuning
         self.counters = counters
@@ -119,7 +122,8 @@ class PeerConnection(Sending):
             log.debug("%r: ignored transition %s -> %s", self, old, new)
             return
         self._state = new
-        log.info("%r: %s -> %s%s", self, old, new, f" ({reason})" if reason else "")
+        level = logging.DEBUG if self.quiet and new is not LinkState.CONNECTED else logging.INFO
+        log.log(level, "%r: %s -> %s%s", self, old, new, f" ({reason})" if reason else "")
         self._cb.on_state(self, new, reason)
 
     # -- negotiation -------------------------------------------------------------------

@@ -107,7 +107,8 @@ class RemoteNode:
         self._loop = asyncio.get_running_loop()
 
     def __repr__(self) -> str:
-        return f"RemoteNode({self.node_id} {self.state})"
+        name = f"{self.name} " if self.name else ""
+        return f"RemoteNode({name}{self.node_id} {self.state})"
 
     @property
     def state(self) -> LinkState:
@@ -147,6 +148,7 @@ class RemoteNode:
             counters=self.counters,
             callbacks=self._callbacks,
         )
+        pc.quiet = self._reconnecting  # the reconnect loop reports on its attempts
         self.pc = pc
         self._spawn(self._watch_new(pc))
         return pc
@@ -276,9 +278,12 @@ class RemoteNode:
         """After a failure keep negotiating new connections, with backoff, for a while."""
         self._reconnecting = True
         delay = RECONNECT_MIN_S
+        attempts = 0
+        log.info("%r: reconnecting for up to %g s", self, RECONNECT_FOR_S)
         try:
             while not self._closed and self._loop.time() < self._reconnect_until:
                 await asyncio.sleep(delay)
+                attempts += 1
                 pc = self._live()
                 if pc is None:
                     pc = self.connection()
@@ -286,8 +291,19 @@ class RemoteNode:
                     await asyncio.sleep(0.05)
                     pc = self.pc if self.pc is not None else pc
                 if pc.state is LinkState.CONNECTED:
+                    log.info("%r: reconnected (attempt %d)", self, attempts)
                     return
                 delay = min(delay * 2, RECONNECT_MAX_S)
+            self._reconnect_until = 0.0  # a later failure starts a new window
+            if not self._closed and attempts:
+                error = self.pc.error if self.pc is not None else ""
+                log.warning(
+                    "%r: gave up reconnecting after %d attempts (last: %s); new traffic for "
+                    "the node tries again",
+                    self,
+                    attempts,
+                    error or "no error",
+                )
         finally:
             self._reconnecting = False
 
