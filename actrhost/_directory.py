@@ -140,6 +140,17 @@ class Directory:
             raise Unavailable(f"actor {actr_id} ({entry.name}) is {entry.state.value}")
         return entry.endpoint
 
+    def starting(self, key: ActrId | ActrType | str) -> bool:
+        """Whether an instance named by an id, a type or a config name is still starting."""
+        if isinstance(key, ActrId):
+            entry = self._by_id.get(key)
+            entries = [entry] if entry is not None else []
+        elif isinstance(key, ActrType):
+            entries = self._by_type.get(key, [])
+        else:
+            entries = self._by_name.get(key, [])
+        return any(e.state is ActorState.STARTING for e in entries)
+
     def pick(self, actr_type: ActrType) -> ActorEntry:
         """Next running instance of a type, round-robin; NotFound / Unavailable if none."""
         return self._pick(actr_type, self._by_type.get(actr_type), f"type {actr_type}")

@@ -8,6 +8,7 @@ can serve ``Dest.SHELL`` routes that actors call with ``shell.on_rpc(route_key)`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -66,6 +67,19 @@ class ActorInfo:
     restarts: int
 
 
+def _target_key(target: Target) -> ActrId | ActrType | str:
+    """An ActrId, an ActrType or an actor name, from any form a Shell accepts."""
+    if isinstance(target, ActrId | ActrType):
+        return target
+    if not isinstance(target, str):
+        raise TypeError(f"target must be an ActrId, ActrType or str, not {type(target).__name__}")
+    if "@" in target:
+        return ActrId.parse(target)
+    if "+" in target:
+        return ActrType.parse(target)
+    return target
+
+
 def connect(config_or_endpoint: str | os.PathLike[str]) -> Shell:
     """A Shell for the node of a config file, or at a control endpoint (``ipc://…``).
 
@@ -104,6 +118,7 @@ class Shell:
         self._stream_keys: set[str] = set()
         self.run_dir = Path(control_endpoint.removeprefix("ipc://")).parent
         self.directory = Directory()
+        self._directory_changed = asyncio.Event()
         self.node_name = ""
         self._handlers: dict[str, tuple[ShellHandler, type | None]] = {}
         self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -235,6 +250,8 @@ class Shell:
                 )
                 self._streams_out.forget_target(gone.actr_id.serial_number)
                 self._streams_in.forget_source(f"{gone.actr_id.serial_number:x}")
+            self._directory_changed.set()  # wakes _route; the next change gets a new event
+            self._directory_changed = asyncio.Event()
         future = self._replies.get(message.get("req"))  # type: ignore[arg-type]
         if future is not None and not future.done():
             future.set_result(message)
@@ -243,19 +260,29 @@ class Shell:
 
     def resolve(self, target: Target) -> ActrId:
         """The ActrId for a target: an ActrId, an ActrType, id or type text, or a name."""
-        if isinstance(target, ActrId):
-            return target
-        if isinstance(target, ActrType):
-            return self.directory.pick(target).actr_id
-        if not isinstance(target, str):
-            raise TypeError(
-                f"target must be an ActrId, ActrType or str, not {type(target).__name__}"
-            )
-        if "@" in target:
-            return ActrId.parse(target)
-        if "+" in target:
-            return self.directory.pick(ActrType.parse(target)).actr_id
-        return self.directory.pick_by_name(target).actr_id
+        key = _target_key(target)
+        if isinstance(key, ActrId):
+            return key
+        if isinstance(key, ActrType):
+            return self.directory.pick(key).actr_id
+        return self.directory.pick_by_name(key).actr_id
+
+    async def _route(self, target: Target, deadline: float) -> tuple[ActrId, str]:
+        """The target's id and where to send to it. A target that is still starting is
+        waited for until ``deadline`` (then Unavailable), as between actors (docs/node.md):
+        a script may attach while the node is starting its actors."""
+        while True:
+            try:
+                actr_id = await self._resolve(target)
+                return actr_id, self.directory.endpoint_of(actr_id)
+            except Unavailable:
+                remaining = deadline - self._loop.time()
+                if remaining <= 0 or not self.directory.starting(_target_key(target)):
+                    raise
+                changed = self._directory_changed
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await changed.wait()
 
     async def _resolve(self, target: Target) -> ActrId:
         """:meth:`resolve`, and for a type no local instance has, discovery beyond this
@@ -288,9 +315,8 @@ class Shell:
         for the failure: NotFound, Unavailable, DeadlineExceeded, HandlerError, ...
         """
         self._check_open()
-        actr_id = await self._resolve(target)
-        endpoint = self.directory.endpoint_of(actr_id)
         deadline = self._loop.time() + timeout
+        actr_id, endpoint = await self._route(target, deadline)
         env = Envelope(
             REQUEST,
             route_key,
@@ -317,8 +343,8 @@ class Shell:
     ) -> None:
         """Send a message that is never answered; returns once the transport took it."""
         self._check_open()
-        actr_id = await self._resolve(target)
-        endpoint = self.directory.endpoint_of(actr_id)
+        deadline = self._loop.time() + timeout
+        actr_id, endpoint = await self._route(target, deadline)
         env = Envelope(
             TELL,
             route_key,
@@ -327,7 +353,7 @@ class Shell:
             target=actr_id,
             payload_type=PayloadType(payload_type),
         )
-        await self._rpc.tell(endpoint, env, self._loop.time() + timeout)
+        await self._rpc.tell(endpoint, env, deadline)
 
     async def discover(self, actr_type: ActrType | str) -> ActrId:
         """A running instance of ``actr_type`` on the node (round-robin); NotFound if none."""
@@ -449,8 +475,8 @@ class Shell:
         self, target: Target, frame: StreamFrame, payload: Any, timeout: float
     ) -> bool:
         self._check_open()
-        actr_id = await self._resolve(target)
-        endpoint = self.directory.endpoint_of(actr_id)
+        deadline = self._loop.time() + timeout
+        actr_id, endpoint = await self._route(target, deadline)
         entry = self.directory.get(actr_id)
         frame.target = actr_id
         return await self._streams_out.send(
@@ -459,7 +485,7 @@ class Shell:
             endpoint=endpoint,
             target=actr_id,
             target_pid=entry.pid if entry is not None else None,
-            deadline=self._loop.time() + timeout,
+            deadline=deadline,
         )
 
     def _on_stream(self, frame: StreamFrame) -> None:

@@ -279,5 +279,24 @@ def test_a_call_to_a_peer_that_is_starting_waits_for_it(node_factory):
             request = f"{slow.actr_id} test.Echo.Say hi".encode()
             assert await shell.call("relay", "test.Relay.ToId", request, timeout=20) == b"hi"
             assert time.monotonic() - started > 0.5  # it waited for the start to finish
+            # A Shell waits the same way, by name, type or id; and fails at its deadline.
+            for target in ("slow", "test+Slow", slow.actr_id):
+                await wait_state(shell, "slow", "running")
+                (current,) = [a for a in await shell.actors() if a.name == "slow"]
+                os.kill(current.pid, signal.SIGKILL)
+                await wait_state(shell, "slow", "starting")
+                with pytest.raises(actrhost.Unavailable, match="starting"):
+                    await shell.call(target, "test.Echo.Say", b"soon", timeout=0.2)
+                started = time.monotonic()
+                assert await shell.call(target, "test.Echo.Say", b"hi", timeout=20) == b"hi"
+                assert time.monotonic() - started > 0.3
 
-    run(go())
+    async def wait_state(shell, name, state):
+        for _ in range(500):
+            (info,) = [a for a in await shell.actors() if a.name == name]
+            if info.state.value == state:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"{name} never {state}: {info}")
+
+    run(go(), 60)
