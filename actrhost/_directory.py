@@ -90,6 +90,9 @@ class Directory:
         self._next: dict[object, int] = {}
         #: The gateway's endpoint when the node talks to other nodes (``[signaling]``).
         self.gateway: str | None = None
+        #: The running gateway's pid: large stream payloads for other nodes go through a
+        #: ring to it, as to a local actor (None: inline, or no gateway).
+        self.gateway_pid: int | None = None
 
     def update(self, snapshot: dict[str, Any]) -> list[ActorEntry]:
         """Replace the contents with a snapshot; return the new entries of gone processes.
@@ -111,6 +114,8 @@ class Directory:
         ]
         gateway = snapshot.get("gateway")
         self.gateway = gateway if isinstance(gateway, str) and gateway else None
+        gateway_pid = snapshot.get("gateway_pid")
+        self.gateway_pid = gateway_pid if isinstance(gateway_pid, int) else None
         gone = []
         for actr_id, old in before.items():
             new = self._by_id.get(actr_id)

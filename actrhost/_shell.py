@@ -250,6 +250,7 @@ class Shell:
                 )
                 self._streams_out.forget_target(gone.actr_id.serial_number)
                 self._streams_in.forget_source(f"{gone.actr_id.serial_number:x}")
+            self._streams_out.set_gateway_pid(self.directory.gateway_pid)
             self._directory_changed.set()  # wakes _route; the next change gets a new event
             self._directory_changed = asyncio.Event()
         future = self._replies.get(message.get("req"))  # type: ignore[arg-type]
@@ -478,14 +479,14 @@ class Shell:
         deadline = self._loop.time() + timeout
         actr_id, endpoint = await self._route(target, deadline)
         entry = self.directory.get(actr_id)
+        if entry is not None:
+            pid = entry.pid
+        else:
+            # Another node's actor: the gateway reads large payloads from a ring of ours.
+            pid = self.directory.gateway_pid if endpoint == self.directory.gateway else None
         frame.target = actr_id
         return await self._streams_out.send(
-            frame,
-            payload,
-            endpoint=endpoint,
-            target=actr_id,
-            target_pid=entry.pid if entry is not None else None,
-            deadline=deadline,
+            frame, payload, endpoint=endpoint, target=actr_id, target_pid=pid, deadline=deadline
         )
 
     def _on_stream(self, frame: StreamFrame) -> None:

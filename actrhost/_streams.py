@@ -138,6 +138,7 @@ class StreamSender:
         self.threshold_bytes = threshold_bytes
         self.ring_bytes = ring_bytes
         self._writers: dict[tuple[int, int], RingWriter] = {}
+        self._gateway_pid: int | None = None  # see set_gateway_pid
         # Endpoints a frame already went to: a lossy lane drops when one of those is busy,
         # but waits for a first connection instead of dropping everything until it is up.
         self._connected: set[str] = set()
@@ -158,6 +159,15 @@ class StreamSender:
             writer = RingWriter.create(name, self.ring_bytes)
             self._writers[key] = writer
         return writer
+
+    def set_gateway_pid(self, pid: int | None) -> None:
+        """The directory's gateway changed (restarted, stopped): its rings are dead."""
+        old, self._gateway_pid = self._gateway_pid, pid
+        if old is not None and old != pid:
+            for key in [k for k in self._writers if k[1] == old]:
+                writer = self._writers.pop(key)
+                writer.unlink(missing_ok=True)
+                writer.close()
 
     def forget_target(self, serial: int, *, unlink: bool = True) -> None:
         """Close (and unlink) the rings to an instance that went away."""

@@ -370,6 +370,13 @@ class Supervisor:
                 if s["routes"]
             ],
             "gateway": self.gateway.endpoint if self.gateway is not None else None,
+            # Senders of large stream payloads to other nodes write them into a ring for
+            # this process (docs/gateway.md): only while it runs.
+            "gateway_pid": (
+                self.gateway.pid
+                if self.gateway is not None and self.gateway.state is ActorState.RUNNING
+                else None
+            ),
         }
 
     def _broadcast(self) -> None:

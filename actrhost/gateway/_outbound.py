@@ -91,10 +91,16 @@ class Outbound:
 
     def _on_router(self, parts: list[bytes]) -> None:
         self._in_drain = True  # frames of this drain go out in batches (_flush_links)
-        if len(parts) != 2:
+        if len(parts) < 2:
             self.counters.malformed_local += 1
             return
-        routing_id, data = parts
+        # A sender may put several frames in one message (ring descriptors queued in one
+        # loop turn, actrhost._streams): one routing id, then the frames.
+        routing_id = parts[0]
+        for data in parts[1:]:
+            self._from_worker(routing_id, data)
+
+    def _from_worker(self, routing_id: bytes, data: bytes) -> None:
         try:
             item = wire.decode(data)
         except BadRequest as exc:

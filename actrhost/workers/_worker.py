@@ -271,6 +271,7 @@ class Worker:
                 )
                 self.streams_out.forget_target(gone.actr_id.serial_number)
                 self.streams_in.forget_source(f"{gone.actr_id.serial_number:x}")
+            self.streams_out.set_gateway_pid(self.directory.gateway_pid)
             self._got_directory.set()
             self._directory_changed.set()
             self._directory_changed = asyncio.Event()
@@ -504,8 +505,11 @@ class Worker:
         entry = self.directory.get(target) if target is not None else None
         if dest.kind == "LOCAL":
             pid: int | None = os.getpid()
+        elif entry is not None:
+            pid = entry.pid
         else:
-            pid = entry.pid if entry is not None else None
+            # Another node's actor: the gateway reads large payloads from a ring of ours.
+            pid = self.directory.gateway_pid if endpoint == self.directory.gateway else None
         frame.source = self.self_id
         frame.target = target
         return await self.streams_out.send(
