@@ -44,6 +44,7 @@ class LoopSocket:
     """
 
     __slots__ = (
+        "_batch",
         "_closed",
         "_loop",
         "_on_drained",
@@ -60,9 +61,11 @@ class LoopSocket:
         on_message: Callable[[list[bytes]], None] | None,
         name: str,
         on_drained: Callable[[], None] | None = None,
+        batch: int = DRAIN_BATCH,
     ) -> None:
         self.sock = sock
         self.name = name
+        self._batch = batch  # messages per wake-up before yielding to the loop
         self._on_message = on_message
         # Called after each drain, once its messages were all handed to on_message (maybe
         # none): the owner can then send what they produced, as one batch.
@@ -102,7 +105,7 @@ class LoopSocket:
         sock = self.sock
         recv = sock.recv
         get = sock.get
-        for taken in range(DRAIN_BATCH):
+        for taken in range(self._batch):
             if self._paused:  # the handler just asked for backpressure
                 return
             try:

@@ -23,6 +23,7 @@ import zmq
 from .. import _control as control
 from .._config import Config
 from .._directory import ActorState, Directory
+from .._envelope import StreamFrame
 from .._errors import ActrError, NotFound, PermissionDenied, Unavailable
 from .._ids import ActrId
 from .._rpc import configure_socket
@@ -47,6 +48,8 @@ from ._types import TERMINAL, LinkState, Tuning
 
 log = logging.getLogger(__name__)
 
+#: Messages read from the workers' socket per loop turn (see Gateway.__init__).
+ROUTER_BATCH = 16
 #: How often changed credentials (renewals) are reported to the supervisor.
 CREDENTIAL_REPORT_S = 60.0
 
@@ -73,7 +76,12 @@ class Gateway(Outbound, Inbound):
         configure_socket(router, hwm)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         router.bind(spec.endpoint)
-        self._router = LoopSocket(router, self._on_router, "gateway in", self._flush_links)
+        # Few messages per turn: one may hold 64 stream frames (a sender's batch), and the
+        # loop must get back to the links' receive path often (a flood of latency-first
+        # frames once starved it past the keepalive timeout).
+        self._router = LoopSocket(
+            router, self._on_router, "gateway in", self._flush_links, batch=ROUTER_BATCH
+        )
         ctl = self._zctx.socket(zmq.DEALER)
         ctl.setsockopt(zmq.LINGER, 1000)
         ctl.setsockopt(zmq.ROUTING_ID, b"g:" + spec.node_id.encode())
@@ -95,6 +103,7 @@ class Gateway(Outbound, Inbound):
         # when the drain ends (_send_link, _flush_links).
         self._in_drain = False
         self._holding: set[PeerConnection] = set()
+        self._lossy: dict[ActrId, deque[StreamFrame]] = {}  # see Outbound._defer_lossy
         self._in_ids = itertools.count(1)
         self._out_ids = itertools.count(1)
         self._readers: OrderedDict[str, RingReader] = OrderedDict()
@@ -126,6 +135,7 @@ class Gateway(Outbound, Inbound):
     def _flush_links(self) -> None:
         """End of a drain: what the frames of this loop turn kept goes out (on_drained)."""
         self._in_drain = False
+        self._flush_lossy()
         if self._holding:
             holding, self._holding = self._holding, set()
             for pc in holding:

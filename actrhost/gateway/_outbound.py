@@ -14,7 +14,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -23,10 +23,11 @@ import zmq
 from .. import _envelope as wire
 from .._config import Config
 from .._directory import GATEWAY_DISCOVER_ROUTE
-from .._envelope import REQUEST, RESPONSE, Envelope, StreamFrame
+from .._envelope import REQUEST, RESPONSE, STREAM, Envelope, StreamFrame
 from .._errors import ActrError, BadRequest, ConfigError, NotFound, Unavailable
 from .._ids import ActrId, ActrType
 from .._lockfile import ACTR_LOCK_NAME, COMPAT_LOCK_NAME, LockFile
+from .._payload_type import PayloadType
 from .._zmqloop import LoopSocket
 from ..shm import Descriptor, RingReader
 from ..signaling import RoleNegotiation
@@ -34,6 +35,7 @@ from ._counters import GatewayCounters
 from ._media import is_track_sample
 from ._peer import PeerConnection
 from ._remote import RemoteNode, session_id
+from ._types import Tuning
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,8 @@ class Outbound:
     _pending_out: dict[str, _OutCall]
     _out_ids: itertools.count[int]
     _readers: OrderedDict[str, RingReader]
+    _lossy: dict[ActrId, deque[StreamFrame]]
+    tuning: Tuning
     _pressure: set[object]
     _spawn: Callable[[Any], None]
     _send_link: Callable[[PeerConnection, int, bytes], None]
@@ -146,8 +150,12 @@ class Outbound:
             self.counters.calls_out += 1
         self._to_actor(target, env.payload_type, wire.encode(env), out_id, env.source)
 
-    def _stream_out(self, sf: StreamFrame, data: bytes) -> None:
+    def _stream_out(self, sf: StreamFrame, data: bytes, deferred: bool = False) -> None:
         target = sf.target
+        if sf.shm and target is not None and not deferred and sf.kind == STREAM:
+            if sf.payload_type == PayloadType.STREAM_LATENCY_FIRST:
+                self._defer_lossy(target, sf)
+                return
         inline = not sf.shm  # the frame can go on as it came (no deadline in a stream frame)
         if sf.shm:
             try:
@@ -178,15 +186,50 @@ class Outbound:
         frame = data if inline else wire.encode_stream(sf)
         self._to_actor(target, sf.payload_type, frame, "", sf.source)
 
+    def _defer_lossy(self, target: ActrId, sf: StreamFrame) -> None:
+        """Leave a latency-first chunk in its ring until the drain ends, when the newest
+        few of each target are read (:meth:`_flush_lossy`). Older ones are retired unread
+        and counted as dropped: the lane's queue keeps only the newest anyway, and copying
+        chunks only to drop them was most of a flood's cost (it once starved the loop
+        past the keepalive timeout)."""
+        waiting = self._lossy.setdefault(target, deque())
+        waiting.append(sf)
+        if len(waiting) > self.tuning.latency_queue_frames:
+            old = waiting.popleft()
+            try:
+                desc = Descriptor.from_bytes(old.shm)
+                self._reader(desc.ring).retire(desc)
+            except ActrError as exc:
+                self.counters.malformed_local += 1
+                log.warning("%r: could not retire %r: %s", self, old, exc.message)
+                return
+            node_id = self._node_of.get(target)
+            if node_id is not None:
+                self._nodes[node_id].counters.by_lane[old.payload_type].dropped += 1
+            else:
+                self.counters.undeliverable += 1
+
+    def _flush_lossy(self) -> None:
+        """End of a drain: the latency-first chunks kept by :meth:`_defer_lossy` go on."""
+        if self._lossy:
+            lossy, self._lossy = self._lossy, {}
+            for waiting in lossy.values():
+                for sf in waiting:
+                    self._stream_out(sf, b"", deferred=True)
+
+    def _reader(self, ring: str) -> RingReader:
+        reader = self._readers.get(ring)
+        if reader is None:
+            reader = RingReader.attach(ring)
+            self._readers[ring] = reader
+            while len(self._readers) > MAX_RING_READERS:
+                self._readers.popitem(last=False)[1].close()
+        return reader
+
     def _inline(self, sf: StreamFrame) -> None:
         """Replace a ring descriptor by the payload itself: rings don't cross hosts."""
         desc = Descriptor.from_bytes(sf.shm)
-        reader = self._readers.get(desc.ring)
-        if reader is None:
-            reader = RingReader.attach(desc.ring)
-            self._readers[desc.ring] = reader
-            while len(self._readers) > MAX_RING_READERS:
-                self._readers.popitem(last=False)[1].close()
+        reader = self._reader(desc.ring)
         view = reader.read(desc)
         try:
             sf.payload = bytes(view)

@@ -304,7 +304,12 @@ class PeerConnection(Sending):
             await asyncio.sleep(interval)
             silent = self._loop.time() - self._last_rx
             if silent > timeout:
-                self.fail(f"nothing received for {silent:.1f} s")
+                # A loop that was busy may not have read what arrived meanwhile: let it
+                # take a few turns before calling the link dead.
+                await asyncio.sleep(min(interval, 0.05))
+                silent = self._loop.time() - self._last_rx
+                if silent > timeout:
+                    self.fail(f"nothing received for {silent:.1f} s")
 
     # -- ending ------------------------------------------------------------------------
 
