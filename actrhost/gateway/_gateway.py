@@ -49,7 +49,7 @@ from ._types import TERMINAL, LinkState, Tuning
 log = logging.getLogger(__name__)
 
 #: Messages read from the workers' socket per loop turn (see Gateway.__init__).
-ROUTER_BATCH = 16
+ROUTER_BATCH = 64
 #: How often changed credentials (renewals) are reported to the supervisor.
 CREDENTIAL_REPORT_S = 60.0
 
