@@ -227,6 +227,9 @@ def test_gateway_killed_and_restarted_keeps_ids(pair: Pair) -> None:
     a, b = pair.a, pair.b
     run = pair.runner.run
     ids_before = dict(b.ids)
+    # Connected first (as any earlier test of this module leaves them; xdist may run this
+    # one alone): the kill then fails a call on a live connection.
+    assert run(a.call("client", b.ids["echo"], "echo", b"before")) == b"before"
     b.kill_gateway()
     with pytest.raises(Unavailable):
         run(a.call("client", b.ids["echo"], "sleep", b"100", timeout_s=8))

@@ -405,7 +405,7 @@ def test_a_latency_first_flood_to_another_node_drops_old_chunks_and_keeps_the_li
         ):
             request = {
                 "target": "test+Sink",
-                "sizes": [200_000] * 400,
+                "sizes": [100_000] * 400,  # over [shm] threshold_bytes: through a ring
                 "stream": "lossy",
                 "lane": "STREAM_LATENCY_FIRST",
             }
@@ -427,7 +427,11 @@ def test_a_latency_first_flood_to_another_node_drops_old_chunks_and_keeps_the_li
             assert lane["dropped"] > 0 and 0 < len(got) < len(sent)
             crcs = {s["seq"]: s["crc"] for s in sent}
             assert all(c["crc"] == crcs[c["seq"]] for c in got)  # whole, from the ring
-            assert max(c["seq"] for c in got) >= 390  # newest wins
+            # Newest wins. The source may drop its last chunks itself (its ring to the
+            # gateway full: `ok` false) and some may be lost on the wire (no retransmits: a
+            # loaded receiver's socket overflows).
+            newest_sent = max(s["seq"] for s in sent if s["ok"])
+            assert max(c["seq"] for c in got) >= newest_sent - 40, (newest_sent, got[-5:])
             # And calls still go through at once.
             assert (
                 await shell.call("source", "test.Source.Send", b'{"target": "test+Sink"}') == b"[]"

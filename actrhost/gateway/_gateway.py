@@ -182,21 +182,25 @@ class Gateway(Outbound, Inbound):
     async def _register_all(self, client: SignalingClient) -> None:
         realm = self.config.node.realm
         timeout_s = client.request_timeout_s
-        regs = await asyncio.gather(
-            *(
-                register(
-                    client,
-                    inst,
-                    realm,
-                    acl_rules(self.config.actor(inst.name).acl),
-                    timeout_s,
-                    schema_text=_schema_text(self.config.actor(inst.name).service_schema),
-                )
-                for inst in self.spec.instances
+
+        async def register_one(inst: Any) -> Any:
+            reg = await register(
+                client,
+                inst,
+                realm,
+                acl_rules(self.config.actor(inst.name).acl),
+                timeout_s,
+                schema_text=_schema_text(self.config.actor(inst.name).service_schema),
             )
-        )
+            # Known at once, not when all are: another node may relay to this actor (a
+            # role negotiation) before the others are registered; dropping that relay
+            # left the other node waiting for an offer (seen after a gateway restart).
+            if reg.actr_id is not None:
+                self._regs[reg.actr_id] = reg
+            return reg
+
+        regs = await asyncio.gather(*(register_one(inst) for inst in self.spec.instances))
         self._instances = list(zip(self.spec.instances, regs, strict=True))
-        self._regs = {reg.actr_id: reg for reg in regs if reg.actr_id is not None}
         self._report_registered()
 
     def _report_registered(self) -> None:
