@@ -145,6 +145,14 @@ class Directory:
             raise Unavailable(f"actor {actr_id} ({entry.name}) is {entry.state.value}")
         return entry.endpoint
 
+    def reader_pid(self, actr_id: ActrId | None, endpoint: str) -> int | None:
+        """The process that reads a ring for ``actr_id``: its worker, or for another node's
+        actor (sent to the gateway) the running gateway; None: send inline."""
+        entry = self._by_id.get(actr_id) if actr_id is not None else None
+        if entry is not None:
+            return entry.pid
+        return self.gateway_pid if endpoint == self.gateway else None
+
     def starting(self, key: ActrId | ActrType | str) -> bool:
         """Whether an instance named by an id, a type or a config name is still starting."""
         if isinstance(key, ActrId):

@@ -67,7 +67,7 @@ class ActorInfo:
     restarts: int
 
 
-def _target_key(target: Target) -> ActrId | ActrType | str:
+def target_key(target: Target) -> ActrId | ActrType | str:
     """An ActrId, an ActrType or an actor name, from any form a Shell accepts."""
     if isinstance(target, ActrId | ActrType):
         return target
@@ -261,7 +261,7 @@ class Shell:
 
     def resolve(self, target: Target) -> ActrId:
         """The ActrId for a target: an ActrId, an ActrType, id or type text, or a name."""
-        key = _target_key(target)
+        key = target_key(target)
         if isinstance(key, ActrId):
             return key
         if isinstance(key, ActrType):
@@ -278,7 +278,7 @@ class Shell:
                 return actr_id, self.directory.endpoint_of(actr_id)
             except Unavailable:
                 remaining = deadline - self._loop.time()
-                if remaining <= 0 or not self.directory.starting(_target_key(target)):
+                if remaining <= 0 or not self.directory.starting(target_key(target)):
                     raise
                 changed = self._directory_changed
                 with contextlib.suppress(TimeoutError):
@@ -478,15 +478,14 @@ class Shell:
         self._check_open()
         deadline = self._loop.time() + timeout
         actr_id, endpoint = await self._route(target, deadline)
-        entry = self.directory.get(actr_id)
-        if entry is not None:
-            pid = entry.pid
-        else:
-            # Another node's actor: the gateway reads large payloads from a ring of ours.
-            pid = self.directory.gateway_pid if endpoint == self.directory.gateway else None
         frame.target = actr_id
         return await self._streams_out.send(
-            frame, payload, endpoint=endpoint, target=actr_id, target_pid=pid, deadline=deadline
+            frame,
+            payload,
+            endpoint=endpoint,
+            target=actr_id,
+            target_pid=self.directory.reader_pid(actr_id, endpoint),
+            deadline=deadline,
         )
 
     def _on_stream(self, frame: StreamFrame) -> None:

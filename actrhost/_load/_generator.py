@@ -394,13 +394,9 @@ def _matches(target: Any, info: Any) -> bool:
 
 def _target(text: str) -> Any:
     """Parse the target once, so no request pays for it: ActrId, ActrType or a name."""
-    from .. import ActrId, ActrType
+    from .._shell import target_key
 
-    if "@" in text:
-        return ActrId.parse(text)
-    if "+" in text:
-        return ActrType.parse(text)
-    return text
+    return target_key(text)
 
 
 def worker_main(plan: WorkerPlan, conn: Connection) -> None:

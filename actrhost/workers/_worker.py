@@ -502,14 +502,10 @@ class Worker:
         """Send a chunk or sample for a Context; False if a lossy lane dropped it."""
         shell_key = f"{frame.kind}:{frame.key}"
         endpoint, target = self._resolve(dest, shell_key)
-        entry = self.directory.get(target) if target is not None else None
         if dest.kind == "LOCAL":
             pid: int | None = os.getpid()
-        elif entry is not None:
-            pid = entry.pid
         else:
-            # Another node's actor: the gateway reads large payloads from a ring of ours.
-            pid = self.directory.gateway_pid if endpoint == self.directory.gateway else None
+            pid = self.directory.reader_pid(target, endpoint)
         frame.source = self.self_id
         frame.target = target
         return await self.streams_out.send(
