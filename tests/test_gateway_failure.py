@@ -1,5 +1,6 @@
 """Failure between two nodes' gateways (real processes): first calls from both sides at
-once, and a peer that goes silent — pending calls fail fast with 503, traffic resumes."""
+once, a peer that goes silent — pending calls fail fast with 503, traffic resumes — and a
+peer that is gone for good, forgotten."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import pytest
 
 pytest.importorskip("aiortc")
 
-from actrhost import Unavailable
-from actrhost.gateway._testing import HarnessNode, LoopRunner, start_nodes
+from actrhost import NotFound, Unavailable
+from actrhost.gateway._testing import FAST_TUNING, HarnessNode, LoopRunner, start_nodes
 from actrhost.signaling._testing import ServerProcess
 
 
@@ -99,3 +100,34 @@ def test_silent_peer_fails_pending_calls_fast_then_traffic_resumes(
     (remote,) = stats["remote_nodes"].values()
     assert remote["failures"] >= 1 and remote["connects"] >= 2
     assert remote["state"] == "connected"
+
+
+def test_a_node_gone_for_good_is_forgotten(tmp_path: Path) -> None:
+    runner = LoopRunner()
+    with ServerProcess() as server:
+        tuning = {**FAST_TUNING, "reconnect_for_s": 1.0}
+        a = HarnessNode(tmp_path / "a", server.url, [("a1", "t+A")], name="a", tuning=tuning)
+        b = HarnessNode(tmp_path / "b", server.url, [("b1", "t+B")], name="b")
+        try:
+            runner.run(start_nodes(a, b))
+            gone = b.ids["b1"]
+            assert runner.run(a.call("a1", gone, "echo", b"hi")) == b"hi"
+            (b_node,) = runner.run(a.stats())["remote_nodes"]
+            runner.run(b.stop())  # the node stops for good; a new one would have a new id
+
+            async def forgotten() -> None:
+                deadline = time.monotonic() + 15
+                while b_node in (await a.stats())["remote_nodes"]:
+                    assert time.monotonic() < deadline, "node B is still in A's table"
+                    await asyncio.sleep(0.1)
+
+            runner.run(forgotten(), timeout_s=20)
+            # Its actors are no longer routed to the old node: a call locates afresh and
+            # learns that nobody is registered under that id.
+            with pytest.raises(NotFound, match="not registered"):
+                runner.run(a.call("a1", gone, "echo", b"anyone?"))
+            assert "gave up reconnecting" in a.log_text()
+        finally:
+            runner.run(a.stop())
+            runner.run(b.stop())
+            runner.close()

@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("aiortc")
 
+from actrhost import NotFound
 from actrhost._config import WebrtcConfig
 from actrhost._payload_type import PayloadType
 from actrhost.gateway._peer import Callbacks, PeerConnection
@@ -19,7 +20,9 @@ from actrhost.signaling import RoleAssignment, RoleNegotiation, SdpAnswer, SdpOf
 
 from .utils import run
 
-TUNING = Tuning(connect_timeout_s=4.0, keepalive_interval_s=0.2, keepalive_timeout_s=1.0)
+TUNING = Tuning(
+    connect_timeout_s=4.0, keepalive_interval_s=0.2, keepalive_timeout_s=1.0, reconnect_for_s=1.0
+)
 
 
 pytestmark = pytest.mark.usefixtures("gateway_process_setup")
@@ -35,6 +38,7 @@ class Gateway:
         self.frames: list[bytes] = []
         self.tasks: set[asyncio.Future[None]] = set()
         self.states: list[tuple[str, LinkState]] = []
+        self.given_up = asyncio.Event()
         callbacks = Callbacks(
             on_frame=lambda pc, lane, data: self.frames.append(data),
             on_control=lambda pc, m: None,
@@ -51,6 +55,7 @@ class Gateway:
             callbacks=callbacks,
             relay=self.relay,
             on_state=self.on_state,
+            on_given_up=lambda node: self.given_up.set(),
         )
         net[local] = self
 
@@ -58,6 +63,8 @@ class Gateway:
         self.states.append((pc.session_id, state))
 
     async def relay(self, node: RemoteNode, payload: Any, session: str) -> RoleAssignment | None:
+        if node.node_id not in self.net:
+            raise NotFound(f"relay target on node {node.node_id} is not registered")
         other = self.net[node.node_id].node
         if isinstance(payload, RoleNegotiation):
             assert parse_session(session) is not None
@@ -125,5 +132,29 @@ def test_lost_connection_fails_then_reconnects_by_itself() -> None:
         finally:
             await a.node.close()
             await b.node.close()
+
+    run(scenario())
+
+
+def test_a_node_that_stays_unreachable_is_given_up() -> None:
+    async def scenario() -> None:
+        net: dict[str, Gateway] = {}
+        a = Gateway("aaa", "bbb", net, offerer_node="aaa")
+        b = Gateway("bbb", "aaa", net, offerer_node="aaa")
+        try:
+            a.node.connection()
+            await both_connected(a, b)
+            del net["bbb"]  # the other node is gone: its actors are no longer registered
+            await b.node.close()
+            started = asyncio.get_running_loop().time()
+            async with asyncio.timeout(TUNING.keepalive_timeout_s + TUNING.reconnect_for_s + 4):
+                await a.given_up.wait()
+            waited = asyncio.get_running_loop().time() - started
+            assert waited >= TUNING.reconnect_for_s  # it kept trying for the whole window
+            assert a.node.failures >= 3  # the lost connection, then failed attempts
+            assert a.node.state in (LinkState.FAILED, LinkState.CLOSED)
+            assert not b.given_up.is_set()
+        finally:
+            await a.node.close()
 
     run(scenario())

@@ -334,9 +334,20 @@ class Gateway(Outbound, Inbound):
                 callbacks=self._callbacks,
                 relay=self._relay_to_node,
                 on_state=self._on_node_state,
+                on_given_up=self._forget_node,
             )
             self._nodes[node_id] = node
         return node
+
+    def _forget_node(self, node: RemoteNode) -> None:
+        """Drop a node that stayed unreachable: its entry, its actors' routes, its
+        counters. Traffic for one of its actors later locates it afresh."""
+        if self._nodes.get(node.node_id) is not node:
+            return
+        del self._nodes[node.node_id]
+        for actor in [a for a, n in self._node_of.items() if n == node.node_id]:
+            del self._node_of[actor]
+        self._spawn(node.close())  # RemoteNode logged why
 
     def _learn(
         self, remote_actor: ActrId, node_id: str, local_actor: ActrId | None = None

@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 #: Backoff between reconnect attempts after a connection failed.
 RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 2.0
-#: How long a gateway keeps trying to restore a failed connection without new traffic.
-RECONNECT_FOR_S = 60.0
 
 Relay = Callable[["RemoteNode", Any, str], Awaitable[RoleAssignment | None]]
 
@@ -62,7 +60,8 @@ class RemoteNode:
     ``relay(node, payload, session_id)`` sends a signaling relay from one of our actors
     to one of this node's actors (the gateway picks the pair). ``on_state(node, pc,
     state, reason)`` reports state changes of the *current* connection only: a
-    connection replaced after glare is retired silently.
+    connection replaced after glare is retired silently. ``on_given_up(node)`` says that
+    a failed connection could not be restored within ``Tuning.reconnect_for_s``.
     """
 
     def __init__(
@@ -75,6 +74,7 @@ class RemoteNode:
         callbacks: Callbacks,
         relay: Relay,
         on_state: Callable[[RemoteNode, PeerConnection, LinkState, str], None],
+        on_given_up: Callable[[RemoteNode], None],
     ) -> None:
         self.local_node = local_node
         self.node_id = node_id
@@ -82,6 +82,7 @@ class RemoteNode:
         self._tuning = tuning
         self._relay = relay
         self._on_state = on_state
+        self._on_given_up = on_given_up
         # The owner's callbacks, with on_state wrapped to filter retired connections.
         self._callbacks = Callbacks(
             on_frame=callbacks.on_frame,
@@ -269,7 +270,7 @@ class RemoteNode:
         elif state is LinkState.FAILED:
             self.failures += 1
             if not self._reconnect_until:
-                self._reconnect_until = self._loop.time() + RECONNECT_FOR_S
+                self._reconnect_until = self._loop.time() + self._tuning.reconnect_for_s
             if not self._reconnecting and not self._closed:
                 self._spawn(self._reconnect())
         self._on_state(self, pc, state, reason)
@@ -279,7 +280,7 @@ class RemoteNode:
         self._reconnecting = True
         delay = RECONNECT_MIN_S
         attempts = 0
-        log.info("%r: reconnecting for up to %g s", self, RECONNECT_FOR_S)
+        log.info("%r: reconnecting for up to %g s", self, self._tuning.reconnect_for_s)
         try:
             while not self._closed and self._loop.time() < self._reconnect_until:
                 await asyncio.sleep(delay)
@@ -298,14 +299,18 @@ class RemoteNode:
             if not self._closed and attempts:
                 error = self.pc.error if self.pc is not None else ""
                 log.warning(
-                    "%r: gave up reconnecting after %d attempts (last: %s); new traffic for "
-                    "the node tries again",
+                    "%r: gave up reconnecting after %d attempts (last: %s); forgetting the "
+                    "node until traffic for one of its actors finds it again",
                     self,
                     attempts,
                     error or "no error",
                 )
         finally:
             self._reconnecting = False
+        if not self._closed and self._live() is None:
+            # Nodes come and go (a restarted node has a new id): one that stayed
+            # unreachable is dropped rather than kept, failed, in the table forever.
+            self._on_given_up(self)
 
     async def close(self) -> None:
         """Close the connection and stop reconnecting."""

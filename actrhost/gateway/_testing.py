@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -338,7 +339,9 @@ class HarnessNode:
             self.process.wait(5)
 
     async def stop(self, timeout_s: float = 10.0) -> int | None:
-        """Ask the gateway to stop (as the supervisor does), wait, close everything."""
+        """Ask the gateway to stop (as the supervisor does), wait, close everything.
+
+        Idempotent."""
         code = None
         proc = self.process
         if proc is not None and proc.poll() is None:
@@ -360,9 +363,7 @@ class HarnessNode:
         if self._zctx is not None:
             self._zctx.term()
             self._zctx = None
-        for leftover in self._sock_dir.iterdir():
-            leftover.unlink()
-        self._sock_dir.rmdir()
+        shutil.rmtree(self._sock_dir, ignore_errors=True)  # stop may be called twice
         return code
 
     def log_text(self) -> str:

@@ -39,6 +39,9 @@ class Tuning:
     connect_timeout_s: float = 10.0
     keepalive_interval_s: float = 0.5
     keepalive_timeout_s: float = 3.0
+    #: How long a gateway keeps trying to restore a failed connection without new
+    #: traffic; then it forgets the node until traffic for one of its actors comes again.
+    reconnect_for_s: float = 60.0
     #: Largest data-channel message we send. 64 KiB is what every peer must accept when
     #: it advertises nothing (RFC 8841 §6); aiortc peers accept 256 KiB.
     max_message_bytes: int = 65536
