@@ -151,6 +151,35 @@ def test_target_not_running_is_unavailable_at_once(pair: Pair) -> None:
     assert run(a.call("client", b.ids["echo2"], "echo", b"ok")) == b"ok"
 
 
+@pytest.mark.parametrize("state", ["dead", "stopped"])
+def test_a_call_in_progress_fails_soon_when_its_target_goes_away(pair: Pair, state: str) -> None:
+    # The target's worker dies (or stops) while handling a call from another node: the
+    # caller hears it from B's gateway at once (after a stop: once the last answers had
+    # 0.5 s to arrive), not at its 20 s deadline.
+    a, b = pair.a, pair.b
+
+    async def go() -> float:
+        call = asyncio.ensure_future(
+            a.call("client", b.ids["echo2"], "sleep", b"3000", timeout_s=20)
+        )
+        await asyncio.sleep(0.3)
+        assert not call.done()
+        b.states["echo2"] = state
+        b.send_directory()
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match=f"{state if state == 'stopped' else 'died'} before"):
+            await call
+        return time.monotonic() - started
+
+    try:
+        assert pair.runner.run(go()) < 2.0
+    finally:
+        b.states.clear()
+        b.send_directory()
+        pair.runner.run(b.stats())
+    assert pair.runner.run(a.call("client", b.ids["echo2"], "echo", b"ok")) == b"ok"
+
+
 @pytest.mark.parametrize("state", ["starting", UNLISTED])
 def test_a_call_to_an_actor_still_starting_waits_for_it(pair: Pair, state: str) -> None:
     # A node's gateway registers its actors before their workers run, so another node

@@ -296,10 +296,12 @@ class Gateway(Outbound, Inbound):
             return
         op = message["op"]
         if op == control.DIRECTORY:
-            if self.directory.update(message):
+            gone = self.directory.update(message)
+            if gone:
                 for reader in self._readers.values():
                     reader.close()  # rings of dead workers are unlinked; attach afresh
                 self._readers.clear()
+                self._targets_gone(gone)
             self._unpark_started()
         elif op == control.STOP:
             self.request_stop()

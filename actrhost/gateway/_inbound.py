@@ -21,12 +21,12 @@ import zmq
 
 from .. import _envelope as wire
 from .._config import ActorConfig
-from .._directory import ActorState, Directory
+from .._directory import ActorEntry, ActorState, Directory, gone_error
 from .._envelope import REQUEST, RESPONSE, Envelope, StreamFrame
 from .._errors import ActrError, BadRequest, NotFound, PermissionDenied, Unavailable
 from .._ids import ActrId
 from .._payload_type import PayloadType
-from .._rpc import configure_socket
+from .._rpc import GRACEFUL_ANSWER_WAIT_S, configure_socket
 from .._zmqloop import LoopSocket
 from ._counters import GatewayCounters
 from ._outbound import NO_DEADLINE_S, _OutCall
@@ -50,15 +50,21 @@ STARTING_WAIT_S = 10.0
 class _InCall:
     """A remote caller waiting for a local answer."""
 
-    __slots__ = ("lane", "pc", "request_id", "timer")
+    __slots__ = ("lane", "pc", "request_id", "target", "timer")
 
     def __init__(
-        self, pc: PeerConnection, request_id: str, lane: int, timer: asyncio.TimerHandle
+        self,
+        pc: PeerConnection,
+        request_id: str,
+        lane: int,
+        timer: asyncio.TimerHandle,
+        target: ActrId | None,
     ) -> None:
         self.pc = pc
         self.request_id = request_id
         self.lane = lane
         self.timer = timer
+        self.target = target
 
 
 class _Parked:
@@ -252,7 +258,7 @@ class Inbound:
             local_id = f"g{next(self._in_ids)}"
             expires_s = env.timeout_ms / 1000 if env.timeout_ms else NO_DEADLINE_S
             timer = self._loop.call_later(expires_s + 0.5, self._pending_in.pop, local_id, None)
-            self._pending_in[local_id] = _InCall(pc, env.request_id, lane, timer)
+            self._pending_in[local_id] = _InCall(pc, env.request_id, lane, timer, env.target)
             original, env.request_id = env.request_id, local_id
         data = wire.encode(env)
         if not is_request:
@@ -268,6 +274,28 @@ class Inbound:
                 self._reply_remote(pc, lane, original, error)
 
         self._to_local(endpoint, data, wait_s=wait_s, on_fail=not_sent)
+
+    def _targets_gone(self, gone: list[ActorEntry]) -> None:
+        """Local actors whose process went away (a directory update): calls from other
+        nodes waiting on them fail now, not at their deadlines, as a local caller's do
+        (``RpcEndpoint.peer_gone``: after a crash at once; after a graceful stop once its
+        last answers had a moment to arrive)."""
+        for entry in gone:
+            waiting = [lid for lid, c in self._pending_in.items() if c.target == entry.actr_id]
+            if not waiting:
+                continue
+            error = gone_error(entry)
+            if entry.state is ActorState.STOPPED:
+                self._loop.call_later(GRACEFUL_ANSWER_WAIT_S, self._fail_in, waiting, error)
+            else:
+                self._fail_in(waiting, error)
+
+    def _fail_in(self, local_ids: list[str], error: ActrError) -> None:
+        for local_id in local_ids:
+            call = self._pending_in.pop(local_id, None)
+            if call is not None:  # else answered meanwhile
+                call.timer.cancel()
+                self._reply_remote(call.pc, call.lane, call.request_id, error)
 
     def _reply_remote(
         self, pc: PeerConnection, lane: int, request_id: str, error: ActrError
