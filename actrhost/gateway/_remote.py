@@ -259,6 +259,9 @@ class RemoteNode:
         """Drop a connection nobody will use, without reporting it as a failure."""
         if self.pc is pc:
             self.pc = None
+        # Every first connection retires one (the side waiting for the offer had made its
+        # own): its "new -> closed" at INFO only puzzled people reading the log.
+        pc.quiet = True
         self._spawn(pc.close())
 
     def _pc_state(self, pc: PeerConnection, state: LinkState, reason: str) -> None:
