@@ -19,6 +19,12 @@ Setup (all on loopback, one machine):
   ``--variants`` entry, side by side: ``tuned`` (as shipped), ``plain`` (aiortc and
   aioice without the gateway's tuning), ``asyncio`` (tuned, on the standard event loop
   instead of uvloop) and ``forward``.
+* **real nodes** (``--nodes``, on by default): two nodes run with ``python -m actrhost
+  run``, real supervisors, workers and gateways, as a user runs them: the ``Driver``
+  actor of ``bench_actors.py`` on node A calls the ``Sink`` on node B (found with
+  ``ctx.discover`` through signaling), and node B's own ``Driver`` calls that ``Sink``
+  locally; both timed inside the Driver. What an actor sees, and its own budget: raw
+  round trip + 2 x that local call.
 * **forward** (a bound, not a product): tuned gateways patched, for this benchmark only,
   to hand a call's frames on unchanged once the nodes are connected: no decoding, no
   request ids of their own, no pending entries or timers, no routing. What no gateway
@@ -57,6 +63,9 @@ from actrhost._rpc import RpcEndpoint  # noqa: E402
 from actrhost.gateway._ice import use_host_addresses  # noqa: E402
 from actrhost.gateway._testing import HarnessNode, start_nodes  # noqa: E402
 from actrhost.signaling._testing import ServerProcess  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from _bench_node import BenchNode  # noqa: E402
 
 PING_BYTES = 64
 #: Gateway pairs measured side by side (name -> environment of both gateway processes).
@@ -310,6 +319,64 @@ async def local_echo_main(endpoint: str) -> None:
     zctx.term()
 
 
+# -- real nodes ------------------------------------------------------------------------
+
+NODE_ACTORS = {
+    "driver": 'type = "bench+Driver"\nhandler = "bench_actors:Driver"',
+    "sink": 'type = "bench+Sink"\nhandler = "bench_actors:Sink"',
+}
+
+
+class NodePair:
+    """Node A (a Driver) and node B (a Driver and the Sink), started with ``actrhost run``
+    and connected through the signaling server at ``url``."""
+
+    def __init__(self, folder: Path, url: str) -> None:
+        self.a = BenchNode(folder / "node-a", self._config(folder / "node-a", url, ["driver"]))
+        self.b = BenchNode(
+            folder / "node-b", self._config(folder / "node-b", url, ["driver", "sink"])
+        )
+
+    @staticmethod
+    def _config(folder: Path, url: str, actors: list[str]) -> str:
+        text = (
+            f'[node]\nname = "{folder.name}"\nrun_dir = "{folder / "run"}"\n'
+            f'python_path = ["{ROOT / "scripts"}"]\nlog_level = "warning"\n'
+            f'[signaling]\nurl = "{url}"\n[webrtc]\nice_host_addresses = ["127.0.0.1"]\n'
+        )
+        return text + "".join(f'[[actor]]\nname = "{n}"\n{NODE_ACTORS[n]}\n' for n in actors)
+
+    async def start(self) -> None:
+        self.a.spawn()
+        self.b.spawn()
+        await self.a.wait_running(1, poll_s=0.02)
+        await self.b.wait_running(2, poll_s=0.02)
+
+    @staticmethod
+    async def _driver_calls(node: BenchNode, count: int) -> list[float]:
+        import actrhost
+
+        params = {"size": PING_BYTES, "warmup": 20, "count": count}
+        async with actrhost.connect(node.config_path) as shell:
+            reply = await shell.call(
+                "driver", "bench.Driver.Calls", json.dumps(params).encode(), timeout=120
+            )
+        samples: list[float] = json.loads(reply)
+        return samples
+
+    async def remote_round_trips(self, count: int) -> list[float]:
+        """Actor on A -> actor on B, through both gateways."""
+        return await self._driver_calls(self.a, count)
+
+    async def local_round_trips(self, count: int) -> list[float]:
+        """Actor -> actor on node B."""
+        return await self._driver_calls(self.b, count)
+
+    def stop(self) -> None:
+        self.a.stop()
+        self.b.stop()
+
+
 # -- gateways --------------------------------------------------------------------------
 
 
@@ -398,7 +465,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         raw = RawPair()
         await raw.start()
         local = LocalPair(folder)
+        nodes = NodePair(folder, server.url) if args.nodes else None
         try:
+            if nodes is not None:
+                await nodes.start()
             for round_no in range(args.rounds):
                 raw_rtt = await raw.round_trips(args.calls)
                 local_rtt = await local.round_trips(args.calls)
@@ -410,6 +480,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     "raw_mb_s": raw_bps / 1e6,
                     "raw_concurrent_per_s": raw_cps,
                 }
+                if nodes is not None:
+                    node_local = await nodes.local_round_trips(args.calls)
+                    node_remote = await nodes.remote_round_trips(args.calls)
+                    row["nodes_local_p50_ms"] = percentile(node_local, 0.5) * 1e3
+                    row["nodes_call_p50_ms"] = percentile(node_remote, 0.5) * 1e3
+                    row["nodes_call_p99_ms"] = percentile(node_remote, 0.99) * 1e3
+                    row["nodes_call_vs_budget"] = row["nodes_call_p50_ms"] / (
+                        row["raw_rtt_p50_ms"] + 2 * row["nodes_local_p50_ms"]
+                    )
                 for name, (a, b) in pairs.items():
                     gw_rtt = await gateway_round_trips(a, b, args.calls)
                     row[f"{name}_call_p50_ms"] = percentile(gw_rtt, 0.5) * 1e3
@@ -426,6 +505,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 shown = ", ".join(f"{key} {value:.3f}" for key, value in row.items())
                 print(f"round {round_no + 1}: {shown}", flush=True)
         finally:
+            if nodes is not None:
+                nodes.stop()
             local.close()
             await raw.close()
             for a, b in pairs.values():
@@ -449,6 +530,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             for name in variants
         },
     }
+    if args.nodes:
+        # The nodes' own budget: an actor's local call between two of their workers.
+        report["nodes_call_p50_budget_ms"] = (
+            median["raw_rtt_p50_ms"] + 2 * median["nodes_local_p50_ms"]
+        )
     print(json.dumps(report, indent=2))
     return report
 
@@ -467,6 +553,12 @@ if __name__ == "__main__":
         + "; ".join(f"{name}: {text}" for name, (text, _env) in VARIANT_HELP.items()),
     )
     parser.add_argument("--calls", type=int, default=500, help="round trips per variant and round")
+    parser.add_argument(
+        "--nodes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure calls between two real nodes (actrhost run)",
+    )
     parser.add_argument(
         "--inflight",
         type=int,
