@@ -4,17 +4,17 @@ A low-level namespace (like ``trio.lowlevel``): the runtime builds the stream an
 lanes on top of it; actors never use it directly. See docs/shm.md.
 """
 
-from ._ring import DESCRIPTOR_FIXED_BYTES as DESCRIPTOR_FIXED_BYTES
+from ._descriptor import DESCRIPTOR_FIXED_BYTES as DESCRIPTOR_FIXED_BYTES
+from ._descriptor import Descriptor as Descriptor
+from ._descriptor import decode_array_meta as decode_array_meta
+from ._descriptor import encode_array_meta as encode_array_meta
 from ._ring import RING_HEADER_BYTES as RING_HEADER_BYTES
 from ._ring import RING_RECORD_HEADER_BYTES as RING_RECORD_HEADER_BYTES
-from ._ring import Descriptor as Descriptor
 from ._ring import RingReader as RingReader
 from ._ring import RingStatistics as RingStatistics
 from ._ring import RingWriter as RingWriter
 from ._ring import RingWriterStatistics as RingWriterStatistics
 from ._ring import WouldBlock as WouldBlock
-from ._ring import decode_array_meta as decode_array_meta
-from ._ring import encode_array_meta as encode_array_meta
 from ._ring import ring_record_bytes as ring_record_bytes
 from ._segment import SEGMENT_NAME_PREFIX as SEGMENT_NAME_PREFIX
 from ._segment import SHM_DIR as SHM_DIR
