@@ -131,3 +131,36 @@ def test_a_node_gone_for_good_is_forgotten(tmp_path: Path) -> None:
             runner.run(a.stop())
             runner.run(b.stop())
             runner.close()
+
+
+def test_a_dead_gateway_is_noticed_through_signaling_before_the_keepalive(
+    tmp_path: Path,
+) -> None:
+    # Node B's gateway dies: the signaling server sees its connection close and tells
+    # node A, whose gateway probes the link and fails the pending call within the probe
+    # timeout (1 s), long before its keepalive timeout (set to 20 s here).
+    runner = LoopRunner()
+    with ServerProcess() as server:
+        tuning = {**FAST_TUNING, "keepalive_timeout_s": 20.0}
+        a = HarnessNode(tmp_path / "a", server.url, [("a1", "t+A")], name="a", tuning=tuning)
+        b = HarnessNode(tmp_path / "b", server.url, [("b1", "t+B")], name="b")
+        try:
+            runner.run(start_nodes(a, b))
+            assert runner.run(a.call("a1", b.ids["b1"], "echo", b"hi")) == b"hi"
+
+            async def scenario() -> float:
+                pending = asyncio.ensure_future(
+                    a.call("a1", b.ids["b1"], "sleep", b"10000", timeout_s=30)
+                )
+                await asyncio.sleep(0.3)
+                b.kill_gateway()
+                started = time.monotonic()
+                with pytest.raises(Unavailable, match="left signaling"):
+                    await pending
+                return time.monotonic() - started
+
+            assert runner.run(scenario(), timeout_s=30) < 5.0
+        finally:
+            runner.run(a.stop())
+            runner.run(b.stop())
+            runner.close()

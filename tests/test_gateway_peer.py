@@ -245,3 +245,25 @@ def test_reassembler_limits() -> None:
     assert results[-1] == ("frame", frame)
     batch = framing.batch_message([b"one", b"two", frame])
     assert whole.feed(batch) == ("frames", [b"one", b"two", frame])
+
+
+def test_a_probe_of_a_live_connection_fails_nothing() -> None:
+    # Signaling may report a node gone when only its connection to the server dropped:
+    # the probe is answered and the link stays up.
+    async def scenario() -> None:
+        tuning = Tuning(
+            connect_timeout_s=5.0,
+            keepalive_interval_s=5.0,  # no keepalive ping in the window: the probe's own
+            keepalive_timeout_s=30.0,
+            probe_timeout_s=0.3,
+        )
+        a, b = await connected_pair(tuning)
+        try:
+            a.pc.probe("test: signaling says b left")
+            await asyncio.sleep(0.6)
+            assert a.pc.state is LinkState.CONNECTED and b.pc.state is LinkState.CONNECTED
+        finally:
+            await a.pc.close()
+            await b.pc.close()
+
+    run(scenario())

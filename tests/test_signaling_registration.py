@@ -140,6 +140,42 @@ def test_relay_sdp_ice_and_role(server: ServerProcess) -> None:
     run(main())
 
 
+def test_a_closed_connection_is_announced_to_those_it_relayed_with(
+    server: ServerProcess,
+) -> None:
+    async def main() -> None:
+        heard: dict[str, asyncio.Queue[list[ActrId]]] = {
+            "a": asyncio.Queue(),
+            "c": asyncio.Queue(),
+        }
+        relayed: asyncio.Queue[RelayMessage] = asyncio.Queue()
+        async with (
+            SignalingClient(
+                server.url, on_relay=relayed.put_nowait, on_actors_left=heard["a"].put_nowait
+            ) as node_a,
+            SignalingClient(server.url, on_actors_left=heard["c"].put_nowait) as node_c,
+        ):
+            node_b = SignalingClient(server.url)
+            await node_b.connect()
+            a = await node_a.register("left+Gateway", 31)
+            b1 = await node_b.register("left+Gateway", 31)
+            b2 = await node_b.register("left+Gateway", 31)
+            c = await node_c.register("left+Gateway", 31)
+            assert a.actr_id and b1.actr_id and b2.actr_id and c.actr_id
+            await a.relay(b1.actr_id, SdpOffer("v=0"))  # node A and node B have talked
+            # B's connection drops without unregistering (its process died).
+            await node_b.aclose(unregister=False)
+            left = await asyncio.wait_for(heard["a"].get(), 5)
+            assert sorted(left, key=str) == sorted([b1.actr_id, b2.actr_id], key=str)
+            # C never relayed with B: not told. A is told once. (Each client has read all
+            # that came before the relay, on the same connection.)
+            await c.relay(a.actr_id, SdpOffer("v=0"))
+            await asyncio.wait_for(relayed.get(), 5)
+            assert heard["c"].empty() and heard["a"].empty()
+
+    run(main())
+
+
 def test_acl_filters_discovery_and_relay(server: ServerProcess) -> None:
     async def main() -> None:
         async with SignalingClient(server.url) as client:

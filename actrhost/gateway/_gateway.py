@@ -157,7 +157,10 @@ class Gateway(Outbound, Inbound):
         """Register, serve until stopped, close. Returns the exit code."""
         self._send_control({"op": control.HELLO, "pid": os.getpid()})
         client = SignalingClient(
-            self.spec.signaling_url, on_relay=self._on_relay, on_reregistered=self._on_reregistered
+            self.spec.signaling_url,
+            on_relay=self._on_relay,
+            on_reregistered=self._on_reregistered,
+            on_actors_left=self._on_actors_left,
         )
         self._signaling = client
         try:
@@ -380,6 +383,15 @@ class Gateway(Outbound, Inbound):
                 # but keep this one; a restarted actor comes back with the same id.
                 error = exc
         raise error
+
+    def _on_actors_left(self, actors: list[ActrId]) -> None:
+        """Signaling saw the connection that held these actors close: their node's
+        gateway may have died. Its link is probed, so pending calls fail within
+        ``probe_timeout_s`` rather than at the keepalive timeout."""
+        for node_id in {self._node_of[a] for a in actors if a in self._node_of}:
+            node = self._nodes.get(node_id)
+            if node is not None and node.pc is not None:
+                node.pc.probe(f"node {node_id} left signaling")
 
     def _on_node_state(
         self, node: RemoteNode, pc: PeerConnection, state: LinkState, reason: str

@@ -267,6 +267,8 @@ class PeerConnection(Sending):
     def _on_control(self, message: dict[str, Any]) -> None:
         op = message["op"]
         if op == "ping":
+            if message.get("answer") is True:  # a probe: show at once that we are here
+                self.send_control({"op": "ping"})
             return
         if op == "ack":
             acked = message.get("n")
@@ -310,6 +312,26 @@ class PeerConnection(Sending):
                 silent = self._loop.time() - self._last_rx
                 if silent > timeout:
                     self.fail(f"nothing received for {silent:.1f} s")
+
+    def probe(self, reason: str) -> None:
+        """Check now that the other side is alive, as someone else doubts it (signaling
+        saw its node's connection close): it is asked to answer at once, and the
+        connection fails if nothing arrives within ``probe_timeout_s``. The link may be
+        fine while only the node's signaling connection is gone, so the doubt alone
+        fails nothing."""
+        if self._state is not LinkState.CONNECTED:
+            return
+        asked_at = self._loop.time()
+        self.send_control({"op": "ping", "answer": True})
+        self._tasks.append(self._loop.create_task(self._check_probe(asked_at, reason)))
+
+    async def _check_probe(self, asked_at: float, reason: str) -> None:
+        timeout = self.tuning.probe_timeout_s
+        await asyncio.sleep(timeout)
+        if self._last_rx < asked_at:
+            await asyncio.sleep(0.05)  # let a busy loop read what arrived (as _keepalive)
+        if self._state is LinkState.CONNECTED and self._last_rx < asked_at:
+            self.fail(f"{reason}, and nothing came back for {timeout:g} s")
 
     # -- ending ------------------------------------------------------------------------
 

@@ -39,6 +39,9 @@ class Tuning:
     connect_timeout_s: float = 10.0
     keepalive_interval_s: float = 0.5
     keepalive_timeout_s: float = 3.0
+    #: How long a probed connection (signaling said the other node's actors left) may
+    #: stay silent before it counts as failed. Above a WAN or TURN round trip.
+    probe_timeout_s: float = 1.0
     #: How long a gateway keeps trying to restore a failed connection without new
     #: traffic; then it forgets the node until traffic for one of its actors comes again.
     reconnect_for_s: float = 60.0

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 RelayCallback = Callable[[RelayMessage], Awaitable[None] | None]
 ReregisterCallback = Callable[["Registration", ActrId], Awaitable[None] | None]
+ActorsLeftCallback = Callable[[list[ActrId]], None]
 
 # Heartbeats per PingBatch frame: ~100 bytes each, so a frame stays far below the
 # server's default 256 KiB frame limit.
@@ -84,7 +85,9 @@ class SignalingClient:
     the callback falls more than ``relay_queue_slots`` messages behind, newer messages
     are dropped and counted (``relay_dropped``): reading from the server never waits
     for user code. ``on_reregistered(registration, old_id)`` reports an id change after
-    a reconnect.
+    a reconnect. ``on_actors_left(ids)`` (sync, called as the notice arrives) hears that
+    the server's connection holding those actors closed, when one of ours had relayed
+    with one of them: their node may be gone.
 
     Use ``async with SignalingClient(url) as client`` or ``await client.connect()`` and
     ``await client.aclose()``.
@@ -96,6 +99,7 @@ class SignalingClient:
         *,
         on_relay: RelayCallback | None = None,
         on_reregistered: ReregisterCallback | None = None,
+        on_actors_left: ActorsLeftCallback | None = None,
         request_timeout_s: float = 10.0,
         connect_timeout_s: float = 5.0,
         reconnect_min_s: float = 0.05,
@@ -108,6 +112,7 @@ class SignalingClient:
         self.url = url
         self._on_relay = on_relay
         self._on_reregistered = on_reregistered
+        self._on_actors_left = on_actors_left
         self.request_timeout_s = request_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self._reconnect_min_s = reconnect_min_s
@@ -414,6 +419,8 @@ class SignalingClient:
                         future.set_result(env)
                 elif env.WhichOneof("flow") == "relay":
                     self._enqueue_relay(env)
+                elif env.WhichOneof("flow") == "actors_left":
+                    self._actors_left(env)
                 elif env.WhichOneof("flow") == "error":
                     log.warning("%r: server error %d: %s", self, env.error.code, env.error.message)
 
@@ -430,6 +437,19 @@ class SignalingClient:
             log.warning(
                 "%r: relay callback behind: dropped %s", self, type(message.payload).__name__
             )
+
+    def _actors_left(self, env: wire.Envelope) -> None:
+        if self._on_actors_left is None:
+            return
+        try:
+            ids = [wire.actr_id_from_pb(pb) for pb in env.actors_left.actors]
+        except ActrError as exc:
+            log.warning("%r: bad actors_left notice: %s", self, exc.message)
+            return
+        try:
+            self._on_actors_left(ids)
+        except Exception:
+            log.exception("%r: on_actors_left callback failed", self)
 
     async def _dispatch_relays(self) -> None:
         while True:

@@ -92,7 +92,17 @@ def parse_listen(listen: str) -> tuple[str, int]:
 class _Connection:
     """Server side of one WebSocket: its send queue and the actors registered on it."""
 
-    __slots__ = ("actors", "closed", "conn_id", "counters", "peer", "queue", "refusals", "ws")
+    __slots__ = (
+        "actors",
+        "closed",
+        "conn_id",
+        "counters",
+        "peer",
+        "queue",
+        "refusals",
+        "relayed_with",
+        "ws",
+    )
 
     def __init__(
         self, ws: ServerConnection, conn_id: int, queue_slots: int, counters: Counter[str]
@@ -103,6 +113,8 @@ class _Connection:
         self.peer = "{}:{}".format(*ws.remote_address[:2]) if ws.remote_address else "?"
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue_slots)
         self.actors: set[int] = set()
+        #: Connections this one exchanged relays with: told when it closes (ActorsLeft).
+        self.relayed_with: set[_Connection] = set()
         self.closed = False
         self.refusals = 0
 
@@ -270,11 +282,31 @@ class SignalingServer:
             conn.closed = True
             sender.cancel()
             self._connections.discard(conn)
+            left = []
             for serial in conn.actors:
                 entry = self._registry.get(serial)
                 if entry is not None and entry.owner is conn:
                     self._registry.remove(serial)
+                    left.append(entry)
+            self._tell_actors_left(conn, left)
             log.debug("%r: closed, %d actors removed", conn, len(conn.actors))
+
+    def _tell_actors_left(self, conn: _Connection, left: list[ActorEntry]) -> None:
+        """Tell the connections ``conn`` relayed with that its actors are gone: their
+        gateways hear at once that a peer node may have died, not at their keepalive
+        timeout (they check the link before they believe it)."""
+        peers, conn.relayed_with = conn.relayed_with, set()
+        for peer in peers:
+            peer.relayed_with.discard(conn)
+        if not left or not peers:
+            return
+        notice = wire.new_envelope()
+        for entry in left:
+            wire.set_actr_id(notice.actors_left.actors.add(), entry.actr_id)
+        frame = notice.SerializeToString()
+        for peer in peers:
+            if peer.send(frame):
+                self._counters["actors_left_notices"] += 1
 
     async def _send_loop(self, conn: _Connection) -> None:
         try:
@@ -595,6 +627,9 @@ class SignalingServer:
         owner = target.owner
         if not isinstance(owner, _Connection) or not owner.send(forward.SerializeToString()):
             raise Unavailable(f"relay target {target_id} is not reachable")
+        if owner is not conn:
+            conn.relayed_with.add(owner)
+            owner.relayed_with.add(conn)
         self._counters["relays"] += 1
         return reply
 
