@@ -34,6 +34,7 @@ from .._errors import (
 from .._ids import ActrId, ActrType, Realm
 from . import _wire as wire
 from ._acl import acl_allows
+from ._connection import Connection
 from ._credentials import KeyRing
 from ._presence import ActorEntry, Registry, SerialAllocator
 from ._ranking import (
@@ -89,57 +90,6 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-class _Connection:
-    """Server side of one WebSocket: its send queue and the actors registered on it."""
-
-    __slots__ = (
-        "actors",
-        "closed",
-        "conn_id",
-        "counters",
-        "peer",
-        "queue",
-        "refusals",
-        "relayed_with",
-        "ws",
-    )
-
-    def __init__(
-        self, ws: ServerConnection, conn_id: int, queue_slots: int, counters: Counter[str]
-    ) -> None:
-        self.ws = ws
-        self.counters = counters
-        self.conn_id = conn_id
-        self.peer = "{}:{}".format(*ws.remote_address[:2]) if ws.remote_address else "?"
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue_slots)
-        self.actors: set[int] = set()
-        #: Connections this one exchanged relays with: told when it closes (ActorsLeft).
-        self.relayed_with: set[_Connection] = set()
-        self.closed = False
-        self.refusals = 0
-
-    def __repr__(self) -> str:
-        return f"SignalingConnection({self.conn_id} {self.peer})"
-
-    def send(self, frame: bytes) -> bool:
-        """Queue a frame; on a full queue disconnect the peer and return False."""
-        if self.closed:
-            return False
-        try:
-            self.queue.put_nowait(frame)
-        except asyncio.QueueFull:
-            log.warning("%r: send queue full (peer not reading): disconnecting", self)
-            self.counters["slow_consumers_disconnected"] += 1
-            self.abort()
-            return False
-        return True
-
-    def abort(self) -> None:
-        """Drop the TCP connection at once (a close handshake would wait on the peer)."""
-        self.closed = True
-        self.ws.transport.abort()
-
-
 class SignalingServer:
     """A signaling server bound to one address; use :func:`run_server` or start/stop.
 
@@ -181,12 +131,12 @@ class SignalingServer:
         self._serials = SerialAllocator()
         self._schemas = SchemaStore()
         self._types: dict[tuple[str, str], ActrType] = {}  # interned: thousands share a few
-        self._connections: set[_Connection] = set()
+        self._connections: set[Connection] = set()
         self._conn_ids = itertools.count(1)
         self._counters: Counter[str] = Counter()
         self._server: Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self._handlers: dict[str, Callable[[_Connection, wire.Envelope], wire.Envelope | None]] = {
+        self._handlers: dict[str, Callable[[Connection, wire.Envelope], wire.Envelope | None]] = {
             "register_request": self._on_register,
             "unregister": self._on_unregister,
             "ping": self._on_ping,
@@ -266,7 +216,7 @@ class SignalingServer:
     # -- connections -------------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
-        conn = _Connection(ws, next(self._conn_ids), self._send_queue_slots, self._counters)
+        conn = Connection(ws, next(self._conn_ids), self._send_queue_slots, self._counters)
         self._connections.add(conn)
         self._counters["connections_total"] += 1
         sender = asyncio.create_task(self._send_loop(conn), name=f"{conn!r} sender")
@@ -291,7 +241,7 @@ class SignalingServer:
             self._tell_actors_left(conn, left)
             log.debug("%r: closed, %d actors removed", conn, len(conn.actors))
 
-    def _tell_actors_left(self, conn: _Connection, left: list[ActorEntry]) -> None:
+    def _tell_actors_left(self, conn: Connection, left: list[ActorEntry]) -> None:
         """Tell the connections ``conn`` relayed with that its actors are gone: their
         gateways hear at once that a peer node may have died, not at their keepalive
         timeout (they check the link before they believe it)."""
@@ -308,7 +258,7 @@ class SignalingServer:
             if peer.send(frame):
                 self._counters["actors_left_notices"] += 1
 
-    async def _send_loop(self, conn: _Connection) -> None:
+    async def _send_loop(self, conn: Connection) -> None:
         try:
             while True:
                 frame = await conn.queue.get()
@@ -325,14 +275,14 @@ class SignalingServer:
 
     def _expire(self, entry: ActorEntry) -> None:
         self._registry.remove(entry.actr_id.serial_number)
-        if isinstance(entry.owner, _Connection):
+        if isinstance(entry.owner, Connection):
             entry.owner.actors.discard(entry.actr_id.serial_number)
         self._counters["presence_expired"] += 1
         log.info("%s: silent for %.1f s: removed", entry.actr_id, self._registry.silence_limit_s)
 
     # -- dispatch ----------------------------------------------------------------------
 
-    def _on_frame(self, conn: _Connection, frame: bytes | str) -> None:
+    def _on_frame(self, conn: Connection, frame: bytes | str) -> None:
         self._counters["envelopes"] += 1
         try:
             env = wire.decode(frame)
@@ -365,14 +315,14 @@ class SignalingServer:
             reply.reply_for = env.envelope_id
             conn.send(reply.SerializeToString())
 
-    def _count_refusal(self, conn: _Connection, kind: str | None, exc: ActrError) -> None:
+    def _count_refusal(self, conn: Connection, kind: str | None, exc: ActrError) -> None:
         name = "unauthorized" if exc.code == ErrorCode.UNAUTHORIZED else "forbidden"
         self._counters[name] += 1
         conn.refusals += 1
         if conn.refusals <= _REFUSALS_LOGGED or conn.refusals % 100 == 0:
             log.warning("%r: refused %s (%d): %s", conn, kind, exc.code, exc.message)
 
-    def _authenticate(self, conn: _Connection, source: Any, credential: Any) -> ActorEntry:
+    def _authenticate(self, conn: Connection, source: Any, credential: Any) -> ActorEntry:
         """The entry of a message's source, after checking its credential (401/403).
 
         Compares protobuf fields with the token's claims directly: this runs for every
@@ -419,7 +369,7 @@ class SignalingServer:
 
     # -- handlers ----------------------------------------------------------------------
 
-    def _on_register(self, conn: _Connection, env: wire.Envelope) -> wire.Envelope:
+    def _on_register(self, conn: Connection, env: wire.Envelope) -> wire.Envelope:
         req = env.register_request
         if not req.HasField("actr_type"):
             raise BadRequest("register_request without actr_type")
@@ -454,7 +404,7 @@ class SignalingServer:
             wire_id=wire.actr_id_to_pb(actr_id),
         )
         old = self._registry.add(entry)
-        if old is not None and old.owner is not conn and isinstance(old.owner, _Connection):
+        if old is not None and old.owner is not conn and isinstance(old.owner, Connection):
             old.owner.actors.discard(serial)
         conn.actors.add(serial)
         cred = self._keys.issue(actr_id, now_ms + int(self.credential_ttl_s * 1000))
@@ -469,7 +419,7 @@ class SignalingServer:
         return reply
 
     def _reclaim(
-        self, conn: _Connection, req: Any, actr_type: ActrType, realm: Realm, now_ms: int
+        self, conn: Connection, req: Any, actr_type: ActrType, realm: Realm, now_ms: int
     ) -> int | None:
         """The serial of a re-registering actor whose previous credential is ours, or None."""
         if not (req.HasField("previous_id") and req.HasField("previous_credential")):
@@ -491,7 +441,7 @@ class SignalingServer:
         self._serials.observe(previous.serial_number)
         return previous.serial_number
 
-    def _on_unregister(self, conn: _Connection, env: wire.Envelope) -> wire.Envelope:
+    def _on_unregister(self, conn: Connection, env: wire.Envelope) -> wire.Envelope:
         msg = env.unregister
         entry = self._authenticate(conn, msg.source, msg.credential)
         self._registry.remove(entry.actr_id.serial_number)
@@ -501,7 +451,7 @@ class SignalingServer:
         reply.ack.SetInParent()
         return reply
 
-    def _on_ping(self, conn: _Connection, env: wire.Envelope) -> wire.Envelope:
+    def _on_ping(self, conn: Connection, env: wire.Envelope) -> wire.Envelope:
         msg = env.ping
         entry = self._authenticate(conn, msg.source, msg.credential)
         availability = wire.AVAILABILITY_FROM_PB.get(msg.availability, Availability.AVAILABLE)
@@ -511,7 +461,7 @@ class SignalingServer:
         reply.pong.SetInParent()
         return reply
 
-    def _on_ping_batch(self, conn: _Connection, env: wire.Envelope) -> wire.Envelope:
+    def _on_ping_batch(self, conn: Connection, env: wire.Envelope) -> wire.Envelope:
         """Heartbeats of many actors in one frame: each checked as a single Ping.
 
         The per-frame cost (WebSocket, dispatch, reply) is paid once per batch; with a
@@ -536,7 +486,7 @@ class SignalingServer:
         self._counters["pings"] += len(env.ping_batch.pings)
         return reply
 
-    def _on_credential_update(self, conn: _Connection, env: wire.Envelope) -> wire.Envelope:
+    def _on_credential_update(self, conn: Connection, env: wire.Envelope) -> wire.Envelope:
         msg = env.credential_update
         entry = self._authenticate(conn, msg.source, msg.credential)
         cred = self._keys.issue(entry.actr_id, _now_ms() + int(self.credential_ttl_s * 1000))
@@ -548,7 +498,7 @@ class SignalingServer:
         ok.credential_expires_at_ms = cred.expires_at_ms
         return reply
 
-    def _on_route_candidates(self, conn: _Connection, env: wire.Envelope) -> wire.Envelope:
+    def _on_route_candidates(self, conn: Connection, env: wire.Envelope) -> wire.Envelope:
         msg = env.route_candidates_request
         entry = self._authenticate(conn, msg.source, msg.credential)
         if not msg.HasField("target_type"):
@@ -588,7 +538,7 @@ class SignalingServer:
         resp.excluded_breaking = ranked.excluded_breaking
         return reply
 
-    def _on_relay(self, conn: _Connection, env: wire.Envelope) -> wire.Envelope:
+    def _on_relay(self, conn: Connection, env: wire.Envelope) -> wire.Envelope:
         relay = env.relay
         entry = self._authenticate(conn, relay.source, relay.credential)
         if not relay.HasField("target"):
@@ -625,7 +575,7 @@ class SignalingServer:
         else:
             reply.ack.SetInParent()
         owner = target.owner
-        if not isinstance(owner, _Connection) or not owner.send(forward.SerializeToString()):
+        if not isinstance(owner, Connection) or not owner.send(forward.SerializeToString()):
             raise Unavailable(f"relay target {target_id} is not reachable")
         if owner is not conn:
             conn.relayed_with.add(owner)
@@ -633,7 +583,7 @@ class SignalingServer:
         self._counters["relays"] += 1
         return reply
 
-    def _on_list_actors(self, conn: _Connection, env: wire.Envelope) -> wire.Envelope:
+    def _on_list_actors(self, conn: Connection, env: wire.Envelope) -> wire.Envelope:
         """The actors of the caller's realm (optionally of one type), for status tools."""
         msg = env.list_actors
         entry = self._authenticate(conn, msg.source, msg.credential)
@@ -657,7 +607,7 @@ class SignalingServer:
             c.mailbox_backlog = e.mailbox_backlog
         return reply
 
-    def _on_stats(self, conn: _Connection, env: wire.Envelope) -> wire.Envelope:
+    def _on_stats(self, conn: Connection, env: wire.Envelope) -> wire.Envelope:
         reply = wire.new_envelope()
         for key, value in self.stats().items():
             reply.stats_response.counters[key] = value
