@@ -156,6 +156,15 @@ def test_a_target_on_another_node_is_driven_through_the_gateways(
     (remote_id,) = [str(info.actr_id) for info in node_b.actors()]
     assert doc["target"]["instances"] == [remote_id] and doc["target"]["remote"] is True
     assert "on another node, through node" in result.stdout
+    # In place of the local node's table: node A's gateway link to node B, run deltas.
+    link = doc["link"]
+    assert link["state"] == "connected" and link["candidate_type"] == "host"
+    assert link["name"] == node_b.config.node.name and link["failures"] == 0
+    rpc = link["lanes"]["rpc_reliable"]
+    assert rpc["frames_out"] == 200 and rpc["frames_in"] == 200 and rpc["dropped"] == 0
+    assert link["gateway"]["calls_out"] == 200
+    assert f"link to node {node_b.config.node.name} (" in result.stdout
+    assert "calls_served" not in result.stdout  # no local counters for a remote target
 
     # Tells: all of them reach the remote target before the run reports (the flush
     # barrier crosses the gateways too).

@@ -27,6 +27,9 @@ MAX_TIMELINE_POINTS = 300
 GAUGES = frozenset(
     {"mailbox_depth", "mailbox_peak", "running_handlers", "pending_calls", "stream_backlog"}
 )
+#: A link's counters per lane, and the sending gateway's, for a target on another node.
+LANE_COUNTERS = ("frames_out", "bytes_out", "frames_in", "bytes_in", "dropped")
+LINK_GATEWAY_COUNTERS = ("calls_out", "failed_calls", "undeliverable", "dropped_media")
 #: The node counters shown in the table, per mode.
 NODE_COLUMNS = {
     "call": ("calls_served", "errors", "expired_skipped", "unknown_routes", "denied", "calls_sent"),
@@ -104,6 +107,50 @@ def node_view(
             }
         )
     return {"sampled_after": after is not None, "instances": instances}
+
+
+def link_view(
+    before: dict[str, Any], after: dict[str, Any] | None, targets: list[str]
+) -> dict[str, Any] | None:
+    """For a target on another node: this node's gateway link to that node, counters
+    after minus before (as they were after a restart of the gateway). None when the
+    gateway reports no link to a node with the target after the run."""
+    new_gw, old_gw = _gateway_stats(after), _gateway_stats(before)
+    found = [
+        (node_id, entry)
+        for node_id, entry in (new_gw.get("remote_nodes") or {}).items()
+        if any(t in entry.get("actors", ()) for t in targets)
+    ]
+    if not found:
+        return None
+    node_id, new = found[0]
+    restarted = _gateway_pid(after) != _gateway_pid(before)
+    if restarted:
+        old_gw = {}
+    old = (old_gw.get("remote_nodes") or {}).get(node_id) or {}
+    lanes = {}
+    for lane, counters in (new.get("lanes") or {}).items():
+        prior = (old.get("lanes") or {}).get(lane) or {}
+        lanes[lane] = {k: counters.get(k, 0) - prior.get(k, 0) for k in LANE_COUNTERS}
+    return {
+        "node_id": node_id,
+        "name": new.get("name", ""),
+        "state": new.get("state", ""),
+        "candidate_type": new.get("candidate_type", ""),
+        "failures": new.get("failures", 0) - old.get("failures", 0),
+        "gateway_restarted": restarted,
+        "lanes": lanes,
+        "gateway": {k: new_gw.get(k, 0) - old_gw.get(k, 0) for k in LINK_GATEWAY_COUNTERS},
+    }
+
+
+def _gateway_stats(status: dict[str, Any] | None) -> dict[str, Any]:
+    stats = ((status or {}).get("gateway") or {}).get("stats")
+    return stats if isinstance(stats, dict) else {}
+
+
+def _gateway_pid(status: dict[str, Any] | None) -> Any:
+    return ((status or {}).get("gateway") or {}).get("pid")
 
 
 def _timeline(results: list[dict[str, Any]], interval_s: float) -> dict[str, Any]:
@@ -257,6 +304,7 @@ def build_result(
             ],
         },
         "node": node_view(before, after, target_ids),
+        "link": link_view(before, after, target_ids) if target_remote else None,
     }
 
 
@@ -348,6 +396,9 @@ def format_report(result: dict[str, Any]) -> str:
     ]
     if mode == STREAM or through["bytes_per_s"] >= 1024**2:
         rows.append(["bytes", f"{format_bytes(through['bytes_per_s'])}/s", ""])
+    if target.get("remote"):
+        # The target's counters are on the other node: its own `actrhost status` has them.
+        rows = [row[:2] for row in rows]
     lines += ["", *_table(rows)]
 
     header = ["latency (ms)", "min", "p50", "p90", "p99", "p99.9", "max", "mean", "count"]
@@ -377,7 +428,10 @@ def format_report(result: dict[str, Any]) -> str:
         ]
         lines += _table(rows, indent="")
 
-    lines += ["", *_node_table(node, mode)]
+    if target.get("remote"):
+        lines += ["", *_link_table(result["link"], target["node"])]
+    else:
+        lines += ["", *_node_table(node, mode)]
     workers = result["generator"]["workers"]
     busy = max((w["cpu_utilization"] for w in workers), default=0.0)
     lines.append(
@@ -386,6 +440,37 @@ def format_report(result: dict[str, Any]) -> str:
         + ("  (near saturation: add --workers or cores)" if busy > 0.9 else "")
     )
     return "\n".join(lines)
+
+
+def _link_table(link: dict[str, Any] | None, node: str) -> list[str]:
+    if link is None:
+        return [f"  link: node {node}'s gateway reported no link to the target's node"]
+    name = f"{link['name']} ({link['node_id']})" if link["name"] else link["node_id"]
+    restarted = ", gateway restarted during the run" if link["gateway_restarted"] else ""
+    lines = [
+        f"  link to node {name} through node {node}'s gateway: {link['state']}, "
+        f"candidate {link['candidate_type'] or '-'}, failures {link['failures']}{restarted}"
+    ]
+    rows = [
+        ["  lane (after - before)", "frames out", "bytes out", "frames in", "bytes in", "dropped"]
+    ]
+    for lane, d in link["lanes"].items():
+        if any(d.values()):
+            rows.append(
+                [
+                    f"  {lane}",
+                    format_count(d["frames_out"]),
+                    format_bytes(d["bytes_out"]),
+                    format_count(d["frames_in"]),
+                    format_bytes(d["bytes_in"]),
+                    format_count(d["dropped"]),
+                ]
+            )
+    if len(rows) > 1:
+        lines += _table(rows)
+    gateway = ", ".join(f"{k} {format_count(v)}" for k, v in link["gateway"].items())
+    lines.append(f"  gateway, to all nodes: {gateway}")
+    return lines
 
 
 def _node_table(node: dict[str, Any], mode: str) -> list[str]:
