@@ -17,7 +17,7 @@ pytest.importorskip("aiortc")
 
 from actrhost import NotFound, Unavailable
 from actrhost.gateway._testing import FAST_TUNING, HarnessNode, LoopRunner, start_nodes
-from actrhost.signaling._testing import ServerProcess
+from actrhost.signaling._testing import ServerProcess, pick_port
 
 
 @pytest.fixture
@@ -164,3 +164,40 @@ def test_a_dead_gateway_is_noticed_through_signaling_before_the_keepalive(
             runner.run(a.stop())
             runner.run(b.stop())
             runner.close()
+
+
+def test_new_ids_from_a_restarted_signaling_server_reach_the_same_workers(
+    tmp_path: Path,
+) -> None:
+    # A signaling server restarted without its keys gives re-registering actors new ids,
+    # while their workers keep theirs. Other nodes discover the new ids; the gateways
+    # translate, so calls to new and old ids, both ways, reach the same workers.
+    runner = LoopRunner()
+    listen = f"127.0.0.1:{pick_port()}"
+    server = ServerProcess(listen).start()  # a random key: ids do not survive a restart
+    a = HarnessNode(tmp_path / "a", server.url, [("a1", "t+A")], name="a")
+    b = HarnessNode(tmp_path / "b", server.url, [("b1", "t+B")], name="b")
+    try:
+        runner.run(start_nodes(a, b))
+        old_a1, old_b1 = a.workers["a1"].actr_id, b.workers["b1"].actr_id
+        assert runner.run(a.call("a1", old_b1, "echo", b"before")) == b"before"
+        server.stop()
+        server = ServerProcess(listen).start()
+
+        async def new_ids() -> None:
+            await a.wait_for(lambda: a.ids["a1"] != old_a1, 20, "a1's new id")
+            await b.wait_for(lambda: b.ids["b1"] != old_b1, 20, "b1's new id")
+
+        runner.run(new_ids())
+        new_a1, new_b1 = a.ids["a1"], b.ids["b1"]
+        assert runner.run(a.discover("a1", "t+B")) == new_b1
+        assert runner.run(a.call("a1", new_b1, "echo", b"new id")) == b"new id"
+        assert runner.run(a.call("a1", old_b1, "echo", b"old id")) == b"old id"
+        assert runner.run(b.call("b1", new_a1, "echo", b"back")) == b"back"
+        for node in (a, b):
+            assert runner.run(node.stats())["failed_calls"] == 0
+    finally:
+        runner.run(a.stop())
+        runner.run(b.stop())
+        runner.close()
+        server.stop()

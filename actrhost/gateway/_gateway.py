@@ -91,6 +91,10 @@ class Gateway(Outbound, Inbound):
         self._overflow: dict[str, deque[_Waiting]] = {}
         self._signaling: SignalingClient | None = None
         self._regs: dict[ActrId, Any] = {}
+        # Where signaling knows an actor by another id than its worker has (see
+        # _refresh_aliases): the two directions of the translation, usually empty.
+        self._to_worker: dict[ActrId, ActrId] = {}
+        self._to_signaling: dict[ActrId, ActrId] = {}
         self._instances: list[tuple[Any, Any]] = []
         self._last_report: dict[str, str] = {}
         self._nodes: dict[str, RemoteNode] = {}
@@ -204,6 +208,7 @@ class Gateway(Outbound, Inbound):
 
         regs = await asyncio.gather(*(register_one(inst) for inst in self.spec.instances))
         self._instances = list(zip(self.spec.instances, regs, strict=True))
+        self._refresh_aliases()
         self._report_registered()
 
     def _report_registered(self) -> None:
@@ -228,15 +233,36 @@ class Gateway(Outbound, Inbound):
                 self._report_registered()
 
     def _on_reregistered(self, reg: Any, old_id: ActrId) -> None:
-        log.error(
-            "%r: signaling gave %s a new id %s; its worker keeps the old one",
+        log.warning(
+            "%r: signaling gave %s the new id %s (a restarted server without its keys); "
+            "the gateway translates between the two",
             self,
             old_id,
             reg.actr_id,
         )
         self._regs.pop(old_id, None)
         self._regs[reg.actr_id] = reg
+        self._refresh_aliases()
         self._report_registered()
+
+    def _refresh_aliases(self) -> None:
+        """Pair each actor's signaling id with its worker's id where they differ.
+
+        A signaling server restarted without its keys gives re-registering actors new
+        ids, while their workers keep the ones they started with (restarting them would
+        lose their state). Other nodes discover the new id; the gateway is the node's
+        edge, so it translates: a frame from another node for a new id goes to the
+        worker, and a worker's frames leave with its new id as the source, so that
+        answers and calls back find it through signaling.
+        """
+        workers = {(e.name, e.index): e.actr_id for e in self.directory.entries()}
+        to_worker = {}
+        for inst, reg in self._instances:
+            worker_id = workers.get((inst.name, inst.index))
+            if worker_id is not None and reg.actr_id is not None and reg.actr_id != worker_id:
+                to_worker[reg.actr_id] = worker_id
+        self._to_worker = to_worker
+        self._to_signaling = {worker: known for known, worker in to_worker.items()}
 
     def request_stop(self) -> None:
         """Begin a graceful stop (SIGTERM, the supervisor's stop, or its death)."""
@@ -300,6 +326,7 @@ class Gateway(Outbound, Inbound):
         op = message["op"]
         if op == control.DIRECTORY:
             gone = self.directory.update(message)
+            self._refresh_aliases()
             if gone:
                 for reader in self._readers.values():
                     reader.close()  # rings of dead workers are unlinked; attach afresh

@@ -112,6 +112,7 @@ class Inbound:
     _nodes: dict[str, RemoteNode]
     _parked: dict[ActrId, deque[_Parked]]
     _regs: dict[ActrId, Any]
+    _to_worker: dict[ActrId, ActrId]
     _pending_out: dict[str, _OutCall]
     _in_ids: itertools.count[int]
     _spawn: Callable[[Any], None]
@@ -141,6 +142,11 @@ class Inbound:
         counters = pc.counters.by_lane[item.payload_type]
         counters.frames_in += 1
         counters.bytes_in += len(data)
+        if self._to_worker and item.target in self._to_worker:
+            # For an actor signaling knows by a new id (Gateway._refresh_aliases).
+            item.target = self._to_worker[item.target]
+            if isinstance(item, StreamFrame):
+                data = wire.encode_stream(item)
         if isinstance(item, StreamFrame):
             self._stream_in(pc, item, data)
         elif item.direction == RESPONSE:

@@ -80,6 +80,7 @@ class Outbound:
     _loop: asyncio.AbstractEventLoop
     _router: LoopSocket
     _regs: dict[ActrId, Any]
+    _to_signaling: dict[ActrId, ActrId]
     _nodes: dict[str, RemoteNode]
     _node_of: dict[ActrId, str]
     _locating: dict[ActrId, _Locate]
@@ -111,6 +112,11 @@ class Outbound:
             self.counters.malformed_local += 1
             log.warning("%r: dropped a malformed local frame: %s", self, exc.message)
             return
+        if self._to_signaling and item.source in self._to_signaling:
+            # Leaves with the id other nodes know (Gateway._refresh_aliases).
+            item.source = self._to_signaling[item.source]
+            if isinstance(item, StreamFrame):
+                data = wire.encode_stream(item)
         if isinstance(item, StreamFrame):
             self._stream_out(item, data)
         elif item.direction == RESPONSE:
