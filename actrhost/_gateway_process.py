@@ -58,6 +58,7 @@ class GatewayProcess:
         self._on_change = on_change
         self._credentials: dict[tuple[str, int], tuple[str, str]] = {}
         self._registered: asyncio.Future[dict[tuple[str, int], ActrId]] | None = None
+        self._registration_error = ""  # why the last registration failed, as the gateway said
         self._stats_waiter: tuple[int, asyncio.Future[dict[str, Any]]] | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -116,13 +117,17 @@ class GatewayProcess:
         if self._stopping:
             self._set_state(ActorState.STOPPED)
             return
-        log.error("gateway (pid %s) exited with %s; restarting it", process.pid, code)
         self._set_state(ActorState.DEAD)
         if self._registered is not None and not self._registered.done():
+            why = self._registration_error or f"no answer from {self.signaling_url}"
             self._registered.set_exception(
-                RuntimeError(f"the gateway exited with {code} while registering")
+                RuntimeError(
+                    f"the gateway could not register the node's actors: {why} "
+                    f"(it exited with {code})"
+                )
             )
             return
+        log.error("gateway (pid %s) exited with %s; restarting it", process.pid, code)
         await asyncio.sleep(RESTART_DELAY_S)
         if not self._stopping:
             self.restarts += 1
@@ -148,6 +153,8 @@ class GatewayProcess:
                 self._credentials[key] = (item["id"], item.get("credential_hex") or "")
             if self._registered is not None and not self._registered.done():
                 self._registered.set_result(ids)
+        elif op == "registration_failed":
+            self._registration_error = str(message.get("error") or "")
         elif op == control.STATE:
             try:
                 self._set_state(ActorState(str(message.get("state"))))

@@ -320,6 +320,31 @@ def test_three_nodes_calls_streams_and_media_across(node_factory, signaling_url)
     run(go(), 90)
 
 
+def test_a_node_that_cannot_reach_its_signaling_server_says_why_and_leaves_nothing(
+    node_factory,
+):
+    from actrhost.signaling._testing import pick_port
+
+    url = f"ws://127.0.0.1:{pick_port()}"  # nobody listens there
+    node = node_factory(
+        '[[actor]]\nname = "echo"\ntype = "test+Echo"\nhandler = "actors:Echo"\n',
+        f'[signaling]\nurl = "{url}"\n',
+        start=False,
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "actrhost", "run", str(node.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert "could not register the node's actors: cannot connect to signaling server" in last
+    assert url in last and "Connection refused" in last
+    assert "restarting it" not in result.stderr  # it does not pretend to retry
+    assert not node.run_dir.exists()
+
+
 def test_sigkill_of_a_supervisor_with_a_gateway_leaves_nothing(node_factory):
     node = node_factory(
         """

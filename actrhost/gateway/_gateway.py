@@ -171,7 +171,10 @@ class Gateway(Outbound, Inbound):
             await client.connect()
             await self._register_all(client)
         except (ActrError, OSError) as exc:
-            log.error("%r: registration with %s failed: %s", self, self.spec.signaling_url, exc)
+            reason = exc.message if isinstance(exc, ActrError) else str(exc)
+            log.error("%r: registration with %s failed: %s", self, self.spec.signaling_url, reason)
+            # The supervisor puts the reason in its own last line (the node does not start).
+            self._send_control({"op": "registration_failed", "error": reason})
             await client.aclose(unregister=False)
             self._close()
             return 1

@@ -136,6 +136,7 @@ class SignalingClient:
         self._tasks: list[asyncio.Task[None]] = []
         self._jobs: set[asyncio.Task[None]] = set()
         self._first_connect: asyncio.Future[None] | None = None
+        self._last_connect_error = ""
 
     def __repr__(self) -> str:
         return f"SignalingClient({self.url}, {self._state}, actors={len(self._registrations)})"
@@ -188,6 +189,16 @@ class SignalingClient:
             await self.aclose(unregister=False)
             if isinstance(exc, ActrError):
                 raise
+            if isinstance(exc, TimeoutError):
+                last = (
+                    f" (last attempt: {self._last_connect_error})"
+                    if self._last_connect_error
+                    else ""
+                )
+                raise Unavailable(
+                    f"cannot connect to signaling server {self.url} within "
+                    f"{self.connect_timeout_s:g} s{last}"
+                ) from None
             raise Unavailable(f"cannot connect to signaling server {self.url}: {exc!r}") from None
 
     async def aclose(self, *, unregister: bool = True, timeout_s: float = 2.0) -> None:
@@ -351,6 +362,7 @@ class SignalingClient:
                     self._set_state(ConnectionState.FAILED)
                     self._resolve_first(Unavailable(f"invalid signaling url {self.url!r}"))
                     return
+                self._last_connect_error = str(exc) or type(exc).__name__
                 log.info("%r: connect failed (%s); retrying in %.2f s", self, exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, self._reconnect_max_s)
