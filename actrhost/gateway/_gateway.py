@@ -258,7 +258,11 @@ class Gateway(Outbound, Inbound):
         worker, and a worker's frames leave with its new id as the source, so that
         answers and calls back find it through signaling.
         """
-        workers = {(e.name, e.index): e.actr_id for e in self.directory.entries()}
+        # Only ids a worker process was started with: before registration the directory
+        # holds the supervisor's provisional ids (no pid yet), which no worker ever uses.
+        workers = {
+            (e.name, e.index): e.actr_id for e in self.directory.entries() if e.pid is not None
+        }
         to_worker = {}
         for inst, reg in self._instances:
             worker_id = workers.get((inst.name, inst.index))

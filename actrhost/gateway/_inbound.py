@@ -142,11 +142,6 @@ class Inbound:
         counters = pc.counters.by_lane[item.payload_type]
         counters.frames_in += 1
         counters.bytes_in += len(data)
-        if self._to_worker and item.target in self._to_worker:
-            # For an actor signaling knows by a new id (Gateway._refresh_aliases).
-            item.target = self._to_worker[item.target]
-            if isinstance(item, StreamFrame):
-                data = wire.encode_stream(item)
         if isinstance(item, StreamFrame):
             self._stream_in(pc, item, data)
         elif item.direction == RESPONSE:
@@ -234,6 +229,10 @@ class Inbound:
     ) -> None:
         """Hand a request or tell to its local actor; ``deadline_ns`` is given when it
         waited for the actor to start (else it may wait)."""
+        if self._to_worker and env.target in self._to_worker:
+            # An actor signaling knows by a new id (Gateway._refresh_aliases). Here, not
+            # on arrival: a frame that waited for its actor to start comes back here.
+            env.target = self._to_worker[env.target]
         is_request = env.direction == REQUEST
         may_wait = deadline_ns is None
         if deadline_ns is None:
@@ -344,6 +343,9 @@ class Inbound:
     def _stream_in(
         self, pc: PeerConnection, sf: StreamFrame, data: bytes, may_wait: bool = True
     ) -> None:
+        if self._to_worker and sf.target in self._to_worker:
+            sf.target = self._to_worker[sf.target]  # as in _call_in
+            data = wire.encode_stream(sf)
         reliable = sf.payload_type == PayloadType.STREAM_RELIABLE
         try:
             endpoint = self._local_endpoint(sf.target, sf.source)
@@ -367,6 +369,8 @@ class Inbound:
         self._deliver_frame(endpoint, data, pc if reliable else None)
 
     def _deliver_media(self, sf: StreamFrame) -> None:
+        if self._to_worker and sf.target in self._to_worker:
+            sf.target = self._to_worker[sf.target]  # as in _call_in
         try:
             endpoint = self._local_endpoint(sf.target, sf.source)
         except ActrError:
