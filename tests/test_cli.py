@@ -2,21 +2,7 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from .utils import REPO
-
-
-def actrhost(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "actrhost", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-    )
-
+from .utils import actrhost_command as actrhost
 
 ECHO = """
 [[actor]]

@@ -5,6 +5,7 @@ peer that is gone for good, forgotten."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -36,6 +37,24 @@ def nodes(tmp_path: Path) -> Iterator[tuple[LoopRunner, HarnessNode, HarnessNode
             runner.run(a.stop())
             runner.run(b.stop())
             runner.close()
+
+
+@contextlib.contextmanager
+def two_nodes(
+    tmp_path: Path, url: str, a_tuning: dict[str, float] | None = None
+) -> Iterator[tuple[LoopRunner, HarnessNode, HarnessNode]]:
+    """Node A (actor a1, with ``a_tuning``) and node B (actor b1) on the signaling server
+    at ``url``, started, and stopped after the block."""
+    runner = LoopRunner()
+    a = HarnessNode(tmp_path / "a", url, [("a1", "t+A")], name="a", tuning=a_tuning)
+    b = HarnessNode(tmp_path / "b", url, [("b1", "t+B")], name="b")
+    try:
+        runner.run(start_nodes(a, b))
+        yield runner, a, b
+    finally:
+        runner.run(a.stop())
+        runner.run(b.stop())
+        runner.close()
 
 
 def test_first_calls_from_both_sides_at_once(
@@ -103,34 +122,25 @@ def test_silent_peer_fails_pending_calls_fast_then_traffic_resumes(
 
 
 def test_a_node_gone_for_good_is_forgotten(tmp_path: Path) -> None:
-    runner = LoopRunner()
-    with ServerProcess() as server:
-        tuning = {**FAST_TUNING, "reconnect_for_s": 1.0}
-        a = HarnessNode(tmp_path / "a", server.url, [("a1", "t+A")], name="a", tuning=tuning)
-        b = HarnessNode(tmp_path / "b", server.url, [("b1", "t+B")], name="b")
-        try:
-            runner.run(start_nodes(a, b))
-            gone = b.ids["b1"]
-            assert runner.run(a.call("a1", gone, "echo", b"hi")) == b"hi"
-            (b_node,) = runner.run(a.stats())["remote_nodes"]
-            runner.run(b.stop())  # the node stops for good; a new one would have a new id
+    tuning = {**FAST_TUNING, "reconnect_for_s": 1.0}
+    with ServerProcess() as server, two_nodes(tmp_path, server.url, tuning) as (runner, a, b):
+        gone = b.ids["b1"]
+        assert runner.run(a.call("a1", gone, "echo", b"hi")) == b"hi"
+        (b_node,) = runner.run(a.stats())["remote_nodes"]
+        runner.run(b.stop())  # the node stops for good; a new one would have a new id
 
-            async def forgotten() -> None:
-                deadline = time.monotonic() + 15
-                while b_node in (await a.stats())["remote_nodes"]:
-                    assert time.monotonic() < deadline, "node B is still in A's table"
-                    await asyncio.sleep(0.1)
+        async def forgotten() -> None:
+            deadline = time.monotonic() + 15
+            while b_node in (await a.stats())["remote_nodes"]:
+                assert time.monotonic() < deadline, "node B is still in A's table"
+                await asyncio.sleep(0.1)
 
-            runner.run(forgotten(), timeout_s=20)
-            # Its actors are no longer routed to the old node: a call locates afresh and
-            # learns that nobody is registered under that id.
-            with pytest.raises(NotFound, match="not registered"):
-                runner.run(a.call("a1", gone, "echo", b"anyone?"))
-            assert "gave up reconnecting" in a.log_text()
-        finally:
-            runner.run(a.stop())
-            runner.run(b.stop())
-            runner.close()
+        runner.run(forgotten(), timeout_s=20)
+        # Its actors are no longer routed to the old node: a call locates afresh and
+        # learns that nobody is registered under that id.
+        with pytest.raises(NotFound, match="not registered"):
+            runner.run(a.call("a1", gone, "echo", b"anyone?"))
+        assert "gave up reconnecting" in a.log_text()
 
 
 def test_a_dead_gateway_is_noticed_through_signaling_before_the_keepalive(
@@ -139,31 +149,22 @@ def test_a_dead_gateway_is_noticed_through_signaling_before_the_keepalive(
     # Node B's gateway dies: the signaling server sees its connection close and tells
     # node A, whose gateway probes the link and fails the pending call within the probe
     # timeout (1 s), long before its keepalive timeout (set to 20 s here).
-    runner = LoopRunner()
-    with ServerProcess() as server:
-        tuning = {**FAST_TUNING, "keepalive_timeout_s": 20.0}
-        a = HarnessNode(tmp_path / "a", server.url, [("a1", "t+A")], name="a", tuning=tuning)
-        b = HarnessNode(tmp_path / "b", server.url, [("b1", "t+B")], name="b")
-        try:
-            runner.run(start_nodes(a, b))
-            assert runner.run(a.call("a1", b.ids["b1"], "echo", b"hi")) == b"hi"
+    tuning = {**FAST_TUNING, "keepalive_timeout_s": 20.0}
+    with ServerProcess() as server, two_nodes(tmp_path, server.url, tuning) as (runner, a, b):
+        assert runner.run(a.call("a1", b.ids["b1"], "echo", b"hi")) == b"hi"
 
-            async def scenario() -> float:
-                pending = asyncio.ensure_future(
-                    a.call("a1", b.ids["b1"], "sleep", b"10000", timeout_s=30)
-                )
-                await asyncio.sleep(0.3)
-                b.kill_gateway()
-                started = time.monotonic()
-                with pytest.raises(Unavailable, match="left signaling"):
-                    await pending
-                return time.monotonic() - started
+        async def scenario() -> float:
+            pending = asyncio.ensure_future(
+                a.call("a1", b.ids["b1"], "sleep", b"10000", timeout_s=30)
+            )
+            await asyncio.sleep(0.3)
+            b.kill_gateway()
+            started = time.monotonic()
+            with pytest.raises(Unavailable, match="left signaling"):
+                await pending
+            return time.monotonic() - started
 
-            assert runner.run(scenario(), timeout_s=30) < 5.0
-        finally:
-            runner.run(a.stop())
-            runner.run(b.stop())
-            runner.close()
+        assert runner.run(scenario(), timeout_s=30) < 5.0
 
 
 def test_new_ids_from_a_restarted_signaling_server_reach_the_same_workers(
@@ -172,32 +173,27 @@ def test_new_ids_from_a_restarted_signaling_server_reach_the_same_workers(
     # A signaling server restarted without its keys gives re-registering actors new ids,
     # while their workers keep theirs. Other nodes discover the new ids; the gateways
     # translate, so calls to new and old ids, both ways, reach the same workers.
-    runner = LoopRunner()
     listen = f"127.0.0.1:{pick_port()}"
-    server = ServerProcess(listen).start()  # a random key: ids do not survive a restart
-    a = HarnessNode(tmp_path / "a", server.url, [("a1", "t+A")], name="a")
-    b = HarnessNode(tmp_path / "b", server.url, [("b1", "t+B")], name="b")
+    servers = [ServerProcess(listen).start()]  # a random key: ids do not survive a restart
     try:
-        runner.run(start_nodes(a, b))
-        old_a1, old_b1 = a.workers["a1"].actr_id, b.workers["b1"].actr_id
-        assert runner.run(a.call("a1", old_b1, "echo", b"before")) == b"before"
-        server.stop()
-        server = ServerProcess(listen).start()
+        with two_nodes(tmp_path, servers[0].url) as (runner, a, b):
+            old_a1, old_b1 = a.workers["a1"].actr_id, b.workers["b1"].actr_id
+            assert runner.run(a.call("a1", old_b1, "echo", b"before")) == b"before"
+            servers[0].stop()
+            servers.append(ServerProcess(listen).start())
 
-        async def new_ids() -> None:
-            await a.wait_for(lambda: a.ids["a1"] != old_a1, 20, "a1's new id")
-            await b.wait_for(lambda: b.ids["b1"] != old_b1, 20, "b1's new id")
+            async def new_ids() -> None:
+                await a.wait_for(lambda: a.ids["a1"] != old_a1, 20, "a1's new id")
+                await b.wait_for(lambda: b.ids["b1"] != old_b1, 20, "b1's new id")
 
-        runner.run(new_ids())
-        new_a1, new_b1 = a.ids["a1"], b.ids["b1"]
-        assert runner.run(a.discover("a1", "t+B")) == new_b1
-        assert runner.run(a.call("a1", new_b1, "echo", b"new id")) == b"new id"
-        assert runner.run(a.call("a1", old_b1, "echo", b"old id")) == b"old id"
-        assert runner.run(b.call("b1", new_a1, "echo", b"back")) == b"back"
-        for node in (a, b):
-            assert runner.run(node.stats())["failed_calls"] == 0
+            runner.run(new_ids())
+            new_a1, new_b1 = a.ids["a1"], b.ids["b1"]
+            assert runner.run(a.discover("a1", "t+B")) == new_b1
+            assert runner.run(a.call("a1", new_b1, "echo", b"new id")) == b"new id"
+            assert runner.run(a.call("a1", old_b1, "echo", b"old id")) == b"old id"
+            assert runner.run(b.call("b1", new_a1, "echo", b"back")) == b"back"
+            for node in (a, b):
+                assert runner.run(node.stats())["failed_calls"] == 0
     finally:
-        runner.run(a.stop())
-        runner.run(b.stop())
-        runner.close()
-        server.stop()
+        for server in servers:
+            server.stop()

@@ -16,7 +16,7 @@ import actrhost
 from actrhost import ActrId
 from actrhost._fingerprint import service_fingerprint
 
-from .utils import pid_alive, run, wait_until
+from .utils import actrhost_command, pid_alive, run, wait_until
 
 pytest.importorskip("aiortc")
 
@@ -331,12 +331,7 @@ def test_a_node_that_cannot_reach_its_signaling_server_says_why_and_leaves_nothi
         f'[signaling]\nurl = "{url}"\n',
         start=False,
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "actrhost", "run", str(node.config_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = actrhost_command("run", str(node.config_path), timeout=60)
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
     assert "could not register the node's actors: cannot connect to signaling server" in last

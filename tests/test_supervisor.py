@@ -12,7 +12,7 @@ import pytest
 import actrhost
 from actrhost import DeadlineExceeded, Unavailable
 
-from .utils import pid_alive, run, wait_until
+from .utils import actrhost_command, pid_alive, run, wait_until
 
 ECHO = """
 [[actor]]
@@ -232,15 +232,7 @@ def test_calls_to_a_stopped_actor_fail_at_once(node_factory):
 
 def test_node_refuses_a_second_supervisor_on_the_same_run_dir(node_factory):
     node = node_factory(ECHO.format(extra=""))
-    import subprocess
-    import sys
-
-    second = subprocess.run(
-        [sys.executable, "-m", "actrhost", "run", str(node.config_path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    second = actrhost_command("run", str(node.config_path))
     assert second.returncode == 1
     assert "already running" in second.stderr
     assert node.actors()[0].state == "running"

@@ -33,6 +33,17 @@ def run(coro: Awaitable[T], timeout_s: float = 30.0) -> T:
     return asyncio.run(bounded())
 
 
+def actrhost_command(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m actrhost ARGS`` from the repository root; its text output."""
+    return subprocess.run(
+        [sys.executable, "-m", "actrhost", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
 def pid_alive(pid: int) -> bool:
     """True if a process with this pid exists and is not a zombie."""
     try:
