@@ -153,6 +153,10 @@ class WebrtcConfig:
     # never connect without an explicit list (DESIGN §10).
     ice_host_addresses: tuple[str, ...] = ("127.0.0.1",)
     connect_timeout_s: float = 10.0
+    # A connection that stays silent this long fails (and its pending calls with it);
+    # each side pings every keepalive_interval_s.
+    keepalive_interval_s: float = 0.5
+    keepalive_timeout_s: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -372,8 +376,18 @@ class _Loader:
                 self.array, convert=self.ip_address, what="IP addresses", non_empty=True
             ),
             "connect_timeout_s": partial(self.number, lo=0, lo_open=True),
+            "keepalive_interval_s": partial(self.number, lo=0, lo_open=True),
+            "keepalive_timeout_s": partial(self.number, lo=0, lo_open=True),
         }
         fields = self.section(key, value, spec)
+        interval = fields.get("keepalive_interval_s", WebrtcConfig.keepalive_interval_s)
+        timeout = fields.get("keepalive_timeout_s", WebrtcConfig.keepalive_timeout_s)
+        if timeout <= 2 * interval:
+            # One lost ping would fail a healthy link.
+            self.fail(
+                f"{key}.keepalive_timeout_s",
+                f"must be more than twice keepalive_interval_s ({interval:g}), got {timeout:g}",
+            )
         # DESIGN §5: plain-string turn_urls share turn_username / turn_credential; a table
         # entry carries its own. Both keys are needed by, and only allowed with, plain URLs.
         entries = fields.pop("turn_urls", ())

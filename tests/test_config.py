@@ -118,6 +118,8 @@ turn_credential = "c1"
 force_relay = true
 ice_host_addresses = ["127.0.0.1", "10.200.1.2", "::1"]
 connect_timeout_s = 3
+keepalive_interval_s = 0.25
+keepalive_timeout_s = 1
 
 [shm]
 threshold_bytes = 0
@@ -171,6 +173,8 @@ def test_full_config_round_trip(tmp_path: Path) -> None:
             force_relay=True,
             ice_host_addresses=("127.0.0.1", "10.200.1.2", "::1"),
             connect_timeout_s=3.0,
+            keepalive_interval_s=0.25,
+            keepalive_timeout_s=1.0,
         ),
         shm=ShmConfig(threshold_bytes=0, ring_bytes=4096),
         actors=(
@@ -412,6 +416,14 @@ BROKEN = [
     (
         MINIMAL + "[webrtc]\nforce_relay = true\n",
         "webrtc.force_relay: is true but turn_urls names no TURN server to relay",
+    ),
+    (
+        MINIMAL + "[webrtc]\nkeepalive_timeout_s = 1\n",
+        "webrtc.keepalive_timeout_s: must be more than twice keepalive_interval_s (0.5), got 1",
+    ),
+    (
+        MINIMAL + "[webrtc]\nkeepalive_interval_s = 0\n",
+        "webrtc.keepalive_interval_s: must be a number > 0 (got 0)",
     ),
     (
         MINIMAL + "[webrtc]\nice_host_addresses = []\n",

@@ -41,12 +41,16 @@ def nodes(tmp_path: Path) -> Iterator[tuple[LoopRunner, HarnessNode, HarnessNode
 
 @contextlib.contextmanager
 def two_nodes(
-    tmp_path: Path, url: str, a_tuning: dict[str, float] | None = None
+    tmp_path: Path, url: str, a_tuning: dict[str, float] | None = None, a_webrtc: str = ""
 ) -> Iterator[tuple[LoopRunner, HarnessNode, HarnessNode]]:
-    """Node A (actor a1, with ``a_tuning``) and node B (actor b1) on the signaling server
-    at ``url``, started, and stopped after the block."""
+    """Node A (actor a1, with ``a_tuning`` and ``a_webrtc`` added to its [webrtc]) and
+    node B (actor b1) on the signaling server at ``url``, started, and stopped after the
+    block."""
     runner = LoopRunner()
-    a = HarnessNode(tmp_path / "a", url, [("a1", "t+A")], name="a", tuning=a_tuning)
+    webrtc = 'ice_host_addresses = ["127.0.0.1"]\nconnect_timeout_s = 4.0\n' + a_webrtc
+    a = HarnessNode(
+        tmp_path / "a", url, [("a1", "t+A")], name="a", tuning=a_tuning, webrtc_toml=webrtc
+    )
     b = HarnessNode(tmp_path / "b", url, [("b1", "t+B")], name="b")
     try:
         runner.run(start_nodes(a, b))
@@ -197,3 +201,30 @@ def test_new_ids_from_a_restarted_signaling_server_reach_the_same_workers(
     finally:
         for server in servers:
             server.stop()
+
+
+def test_the_keepalive_comes_from_the_config(tmp_path: Path) -> None:
+    # No test tuning on node A: its [webrtc] keepalive keys decide how soon a silent
+    # peer (SIGSTOP, so signaling sees no close) fails the call waiting on it.
+    webrtc = "keepalive_interval_s = 0.2\nkeepalive_timeout_s = 1.2\n"
+    with ServerProcess() as server, two_nodes(tmp_path, server.url, {}, webrtc) as (runner, a, b):
+        assert runner.run(a.call("a1", b.ids["b1"], "echo", b"hi")) == b"hi"
+        assert b.process is not None
+        pid = b.process.pid
+
+        async def scenario() -> float:
+            pending = asyncio.ensure_future(
+                a.call("a1", b.ids["b1"], "sleep", b"10000", timeout_s=30)
+            )
+            await asyncio.sleep(0.3)
+            os.kill(pid, signal.SIGSTOP)
+            started = time.monotonic()
+            try:
+                with pytest.raises(Unavailable, match="nothing received"):
+                    await pending
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            return time.monotonic() - started
+
+        failed_after = runner.run(scenario(), timeout_s=30)
+        assert 0.7 < failed_after < 3.0  # the default (3 s) would be later

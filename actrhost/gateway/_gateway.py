@@ -61,7 +61,12 @@ class Gateway(Outbound, Inbound):
         self.spec = spec
         self.config = config
         self.node_id = spec.node_id
-        overrides: dict[str, Any] = {"connect_timeout_s": config.webrtc.connect_timeout_s}
+        webrtc = config.webrtc
+        overrides: dict[str, Any] = {
+            "connect_timeout_s": webrtc.connect_timeout_s,
+            "keepalive_interval_s": webrtc.keepalive_interval_s,
+            "keepalive_timeout_s": webrtc.keepalive_timeout_s,
+        }
         overrides.update(spec.tuning)
         self.tuning = Tuning(**overrides)
         self.counters = GatewayCounters()
