@@ -62,6 +62,8 @@ class StreamCounters:
 
     chunks_sent: int = 0
     chunks_received: int = 0
+    # Payload bytes sent (streams_out) or received (streams_in), by the way they went:
+    # through a shared-memory ring, or inside the frame.
     bytes_via_shm: int = 0
     bytes_inline: int = 0
     dropped_sender: int = 0  # lossy lanes: no room in the ring or the socket
@@ -413,6 +415,10 @@ class StreamReceiver:
         """Take one frame off the socket (synchronous: nothing is awaited)."""
         descriptor = self._descriptor(frame)
         self.counters.chunks_received += 1
+        if descriptor is not None:
+            self.counters.bytes_via_shm += descriptor.length
+        else:
+            self.counters.bytes_inline += len(frame.payload)
         key = (frame.kind, frame.key)
         callback = self._callbacks.get(key)
         if callback is None:

@@ -329,6 +329,8 @@ def test_streams_and_protobuf_payload_json_validates_png_written(node_factory, t
     assert doc["load"]["payload_bytes"] == 256 * 1024
     (instance,) = [i for i in doc["node"]["instances"] if i["target"]]
     assert instance["delta"]["streams_in.chunks_received"] == 200
+    # 256 KiB chunks are above the shm threshold: the target read them from a ring.
+    assert instance["delta"]["streams_in.bytes_via_shm"] == 200 * 256 * 1024
     check_schema(doc)
 
     plot = tmp_path / "out.png"

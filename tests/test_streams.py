@@ -93,6 +93,10 @@ def test_checksums_across_many_wraps_with_edge_sizes(node):
             source = await stats_of(shell, "source")
             assert source["streams_out"]["bytes_via_shm"] > 10 * RING  # many wrap-arounds
             assert source["streams_out"]["bytes_inline"] > 0
+            # The receiver counts the same bytes, by the way they came.
+            sink_in = (await stats_of(shell, "sink"))["streams_in"]
+            for way in ("bytes_via_shm", "bytes_inline"):
+                assert sink_in[way] == source["streams_out"][way], way
             # A payload that can never fit the ring is refused clearly, not hung.
             with pytest.raises(BadRequest, match="never fits"):
                 await send(shell, sizes=[RING + 1])
