@@ -199,6 +199,10 @@ def gone_error(entry: ActorEntry) -> Unavailable:
 
 #: The gateway's route for discovery beyond this node (docs/gateway.md).
 GATEWAY_DISCOVER_ROUTE = "actrhost.gateway.Discover"
+#: Every worker answers this route at once, with an empty payload and without counting
+#: it as a request: its answer shows that everything the caller sent before it on the
+#: same connection was read (``actrhost load`` ends tells and streams with it).
+BARRIER_ROUTE = "actrhost.Barrier"
 #: How long discovery through the gateway (and signaling) may take.
 GATEWAY_DISCOVER_TIMEOUT_S = 10.0
 

@@ -131,6 +131,8 @@ def test_counts_add_up_per_code_client_and_node(node_factory, tmp_path):
     (instance,) = [i for i in doc["node"]["instances"] if i["target"]]
     handed_over = counts["ok"] + counts["warmup_sent"] - counts["warmup_errors"]
     assert instance["delta"]["tells_served"] == handed_over
+    # The end-of-run barrier is the workers' own route: no unknown route on the target.
+    assert instance["delta"]["unknown_routes"] == 0 and instance["delta"]["calls_served"] == 0
 
 
 def test_a_target_on_another_node_is_driven_through_the_gateways(

@@ -37,8 +37,6 @@ from ._spec import CALL, TELL, WorkerPlan
 CATCH_UP_BURST = 64
 #: How long in-flight requests may take after the end, beyond their own timeout.
 DRAIN_GRACE_S = 1.0
-#: A route no actor serves: calling it is the end-of-run barrier of tells and streams.
-FLUSH_ROUTE = "actrhost.load.Flush"
 
 Op = Callable[[], Awaitable[bool]]
 
@@ -333,10 +331,11 @@ class Generator:
         A tell or chunk is "sent" once ZeroMQ has queued it, and the Shell's sockets close
         with linger 0: without this, the tail still queued when the run ends is discarded
         on close, and the node's counters come out short (measured: ~2 % of a tell flood).
-        A call to a route no actor has comes back 404 only after the target read every
-        frame queued before it on the same connection, so one per instance is a barrier.
+        A call comes back only after the target read every frame queued before it on the
+        same connection, so one call of the workers' barrier route per instance will do.
         """
         from .. import ActrError, ActrId
+        from .._directory import BARRIER_ROUTE
 
         kind = _target(self.plan.target)
         barriers = [
@@ -350,9 +349,9 @@ class Generator:
             barriers = [kind]
         for actr_id in barriers:
             try:
-                await shell.call(actr_id, FLUSH_ROUTE, b"", timeout=self.plan.timeout_s)
+                await shell.call(actr_id, BARRIER_ROUTE, b"", timeout=self.plan.timeout_s)
             except ActrError:
-                pass  # 404 is the expected answer; anything else: nothing more to wait for
+                pass  # the target went away, or is not ours to reach: nothing to wait for
 
     def _result(self, cpu_s: float, wall_s: float) -> dict[str, Any]:
         return {

@@ -22,7 +22,7 @@ from .. import _control as control
 from .._actor import Actor, Route, collect_routes
 from .._config import Config, load_config, resolve_handler
 from .._context import Context, Dest, decode_message, encode_message
-from .._directory import ActorState, Directory, discover_via, gone_error
+from .._directory import BARRIER_ROUTE, ActorState, Directory, discover_via, gone_error
 from .._envelope import REQUEST, RESPONSE, TELL, Envelope, StreamFrame
 from .._errors import (
     ActrError,
@@ -305,6 +305,10 @@ class Worker:
                 self._reply_error(
                     env, routing_id, Unavailable(f"actor {self.self_id} is {self.state.value}")
                 )
+            return
+        if env.route_key == BARRIER_ROUTE:
+            if env.direction == REQUEST:
+                self.rpc.reply(routing_id, Envelope(RESPONSE, request_id=env.request_id))
             return
         source = env.source
         if source is not None and not self.actor_config.acl_allows(
