@@ -108,3 +108,26 @@ def test_help_everywhere():
 def test_missing_arguments_exit_2():
     result = actrhost("call")
     assert result.returncode == 2 and "usage" in result.stderr
+
+
+def test_call_output_into_a_closed_pipe_stops_quietly(node_factory, tmp_path):
+    # `actrhost call ... | head`: the reader leaves early; no traceback, the status a
+    # shell gives a process killed by SIGPIPE.
+    import subprocess
+    import sys
+
+    node = node_factory(ECHO)
+    payload = tmp_path / "req.bin"
+    payload.write_bytes(b"x" * 1_000_000)  # its hex text overfills the pipe's buffer
+    process = subprocess.Popen(
+        [sys.executable, "-m", "actrhost", "call", str(node.config_path), "echo",
+         "test.Echo.Say", "--data", f"@{payload}", "--output", "hex"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.read(10) == b"7878787878"
+    process.stdout.close()
+    stderr = process.stderr.read().decode()
+    assert process.wait(30) == 141
+    assert "Traceback" not in stderr, stderr
