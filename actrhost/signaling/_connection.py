@@ -15,7 +15,8 @@ log = logging.getLogger("actrhost.signaling._server")  # one logger for the serv
 
 
 class Connection:
-    """Server side of one WebSocket: its send queue and the actors registered on it."""
+    """Server side of one WebSocket: its send queue, the actors registered on it, and
+    the connections it exchanged relays with."""
 
     __slots__ = (
         "actors",
