@@ -229,10 +229,7 @@ class Inbound:
     ) -> None:
         """Hand a request or tell to its local actor; ``deadline_ns`` is given when it
         waited for the actor to start (else it may wait)."""
-        if self._to_worker and env.target in self._to_worker:
-            # An actor signaling knows by a new id (Gateway._refresh_aliases). Here, not
-            # on arrival: a frame that waited for its actor to start comes back here.
-            env.target = self._to_worker[env.target]
+        self._readdress(env)
         is_request = env.direction == REQUEST
         may_wait = deadline_ns is None
         if deadline_ns is None:
@@ -279,6 +276,17 @@ class Inbound:
                 self._reply_remote(pc, lane, original, error)
 
         self._to_local(endpoint, data, wait_s=wait_s, on_fail=not_sent)
+
+    def _readdress(self, item: Envelope | StreamFrame) -> bool:
+        """Point a frame for an actor that signaling knows by a new id at its worker's id
+        (Gateway._refresh_aliases); True if it changed. Called where frames are handed
+        to workers, not on arrival: a frame that waited for its actor to start comes
+        back there."""
+        worker_id = self._to_worker.get(item.target) if self._to_worker and item.target else None
+        if worker_id is None:
+            return False
+        item.target = worker_id
+        return True
 
     def _targets_gone(self, gone: list[ActorEntry]) -> None:
         """Local actors whose process went away (a directory update): calls from other
@@ -343,8 +351,7 @@ class Inbound:
     def _stream_in(
         self, pc: PeerConnection, sf: StreamFrame, data: bytes, may_wait: bool = True
     ) -> None:
-        if self._to_worker and sf.target in self._to_worker:
-            sf.target = self._to_worker[sf.target]  # as in _call_in
+        if self._readdress(sf):
             data = wire.encode_stream(sf)
         reliable = sf.payload_type == PayloadType.STREAM_RELIABLE
         try:
@@ -369,8 +376,7 @@ class Inbound:
         self._deliver_frame(endpoint, data, pc if reliable else None)
 
     def _deliver_media(self, sf: StreamFrame) -> None:
-        if self._to_worker and sf.target in self._to_worker:
-            sf.target = self._to_worker[sf.target]  # as in _call_in
+        self._readdress(sf)
         try:
             endpoint = self._local_endpoint(sf.target, sf.source)
         except ActrError:
