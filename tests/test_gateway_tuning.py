@@ -1,10 +1,11 @@
 """The gateway's tuning of aiortc and aioice.
 
-SCTP (``actrhost/gateway/_sctp.py``), on two real aiortc connections in one process: SACKs
-ride on answers, one-way traffic is still acknowledged in time, large frames arrive
-intact, and an eager send that has to wait finishes in a task. Every packet each side
-puts on the wire is parsed with aiortc's own parser. STUN (``_ice.py``): datagrams are
-told apart by their first byte (RFC 7983) before aioice tries to parse them."""
+SCTP (``actrhost/gateway/_sctp.py``), on two real aiortc connections in one process: under
+load SACKs ride on answers and one-way traffic is still acknowledged in time, a packet
+that finds the association quiet is acknowledged at once, large frames arrive intact,
+and an eager send that has to wait finishes in a task. Every packet each side puts on
+the wire is parsed with aiortc's own parser. STUN (``_ice.py``): datagrams are told apart
+by their first byte (RFC 7983) before aioice tries to parse them."""
 
 from __future__ import annotations
 
@@ -57,7 +58,12 @@ def record_packets(side: Side) -> Counter[str]:
     return kinds
 
 
-def test_a_ping_pong_sends_no_sack_packets_of_its_own() -> None:
+def test_a_ping_pong_under_load_sends_no_sack_packets_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every packet counts as part of a burst, however far apart the test's ping-pong is.
+    monkeypatch.setattr(_sctp, "QUIET_GAP_S", 60.0)
+
     async def scenario() -> None:
         a, b = await connected_pair()
         try:
@@ -85,7 +91,11 @@ def test_a_ping_pong_sends_no_sack_packets_of_its_own() -> None:
     run(scenario())
 
 
-def test_one_way_traffic_is_acknowledged_within_the_delay() -> None:
+def test_one_way_traffic_under_load_is_acknowledged_within_the_delay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_sctp, "QUIET_GAP_S", 60.0)
+
     async def scenario() -> None:
         a, b = await connected_pair()
         try:
@@ -99,6 +109,33 @@ def test_one_way_traffic_is_acknowledged_within_the_delay() -> None:
                 while sctp._sent_queue:
                     await asyncio.sleep(0.005)
             assert sent_b["sack"] >= 1
+        finally:
+            await a.pc.close()
+            await b.pc.close()
+
+    run(scenario())
+
+
+def test_a_packet_on_a_quiet_association_is_acknowledged_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Were the SACK delayed, the tell would stay in flight for a minute.
+    monkeypatch.setattr(_sctp, "SACK_DELAY_S", 60.0)
+
+    async def scenario() -> None:
+        a, b = await connected_pair()
+        try:
+            await asyncio.sleep(0.1)
+            sent_b = record_packets(b)
+            sctp = sctp_of(a)
+            for i in range(5):
+                await asyncio.sleep(2 * _sctp.QUIET_GAP_S)
+                a.pc.enqueue(PayloadType.RPC_RELIABLE, b"tell %d" % i)
+                await b.wait_frames(i + 1)
+                async with asyncio.timeout(5):
+                    while sctp._sent_queue:
+                        await asyncio.sleep(0.002)
+            assert sent_b["sack"] >= 5 and sent_b["sack+data"] == 0, sent_b
         finally:
             await a.pc.close()
             await b.pc.close()
