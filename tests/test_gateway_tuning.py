@@ -10,8 +10,10 @@ by their first byte (RFC 7983) before aioice tries to parse them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections import Counter
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -33,6 +35,24 @@ def sctp_of(side: Side) -> Any:
     pc = side.pc._pc
     assert pc is not None
     return pc.sctp  # the RTCSctpTransport (its .transport is the DTLS transport)
+
+
+@contextlib.asynccontextmanager
+async def closing_pair() -> AsyncIterator[tuple[Side, Side]]:
+    """Two connected sides, both closed on the way out."""
+    a, b = await connected_pair()
+    try:
+        yield a, b
+    finally:
+        await a.pc.close()
+        await b.pc.close()
+
+
+async def wait_acknowledged(sctp: Any, timeout_s: float) -> None:
+    """Until every DATA chunk ``sctp`` sent is acknowledged (TimeoutError after that)."""
+    async with asyncio.timeout(timeout_s):
+        while sctp._sent_queue:
+            await asyncio.sleep(0.002)
 
 
 def record_packets(side: Side) -> Counter[str]:
@@ -65,8 +85,7 @@ def test_a_ping_pong_under_load_sends_no_sack_packets_of_its_own(
     monkeypatch.setattr(_sctp, "QUIET_GAP_S", 60.0)
 
     async def scenario() -> None:
-        a, b = await connected_pair()
-        try:
+        async with closing_pair() as (a, b):
             await asyncio.sleep(0.1)  # let the opening exchange settle
             sent_a, sent_b = record_packets(a), record_packets(b)
             acked_by_the_answer = 0
@@ -84,9 +103,6 @@ def test_a_ping_pong_under_load_sends_no_sack_packets_of_its_own(
             # Keepalive pings and a timer firing now and then account for the rest.
             assert sent_a["sack+data"] >= 90 and sent_b["sack+data"] >= 90, (sent_a, sent_b)
             assert sent_a["sack"] + sent_b["sack"] <= 20, (sent_a, sent_b)
-        finally:
-            await a.pc.close()
-            await b.pc.close()
 
     run(scenario())
 
@@ -97,21 +113,15 @@ def test_one_way_traffic_under_load_is_acknowledged_within_the_delay(
     monkeypatch.setattr(_sctp, "QUIET_GAP_S", 60.0)
 
     async def scenario() -> None:
-        a, b = await connected_pair()
-        try:
+        async with closing_pair() as (a, b):
             await asyncio.sleep(0.1)
             sent_b = record_packets(b)
             a.pc.enqueue(PayloadType.RPC_RELIABLE, b"tell")
             await b.wait_frames(1)
             sctp = sctp_of(a)
             assert sctp._sent_queue, "the tell is in flight until acknowledged"
-            async with asyncio.timeout(1):
-                while sctp._sent_queue:
-                    await asyncio.sleep(0.005)
+            await wait_acknowledged(sctp, timeout_s=1)
             assert sent_b["sack"] >= 1
-        finally:
-            await a.pc.close()
-            await b.pc.close()
 
     run(scenario())
 
@@ -123,8 +133,7 @@ def test_a_packet_on_a_quiet_association_is_acknowledged_at_once(
     monkeypatch.setattr(_sctp, "SACK_DELAY_S", 60.0)
 
     async def scenario() -> None:
-        a, b = await connected_pair()
-        try:
+        async with closing_pair() as (a, b):
             await asyncio.sleep(0.1)
             sent_b = record_packets(b)
             sctp = sctp_of(a)
@@ -132,21 +141,15 @@ def test_a_packet_on_a_quiet_association_is_acknowledged_at_once(
                 await asyncio.sleep(2 * _sctp.QUIET_GAP_S)
                 a.pc.enqueue(PayloadType.RPC_RELIABLE, b"tell %d" % i)
                 await b.wait_frames(i + 1)
-                async with asyncio.timeout(5):
-                    while sctp._sent_queue:
-                        await asyncio.sleep(0.002)
+                await wait_acknowledged(sctp, timeout_s=5)
             assert sent_b["sack"] >= 5 and sent_b["sack+data"] == 0, sent_b
-        finally:
-            await a.pc.close()
-            await b.pc.close()
 
     run(scenario())
 
 
 def test_a_large_stream_arrives_intact_with_every_second_packet_acknowledged() -> None:
     async def scenario() -> None:
-        a, b = await connected_pair()
-        try:
+        async with closing_pair() as (a, b):
             sent_a, sent_b = record_packets(a), record_packets(b)
             chunks = [bytes([i]) * (256 * 1024) for i in range(16)]  # 4 MiB, ~3,600 packets
             for chunk in chunks:
@@ -161,9 +164,6 @@ def test_a_large_stream_arrives_intact_with_every_second_packet_acknowledged() -
             # ends share this process's loop, so the socket buffer overflows now and then:
             # each gap and duplicate is acknowledged at once, as it must be.
             assert sent_b["sack"] < 0.75 * data_packets, (sent_a, sent_b)
-        finally:
-            await a.pc.close()
-            await b.pc.close()
 
     run(scenario())
 
