@@ -125,25 +125,43 @@ def test_silent_peer_fails_pending_calls_fast_then_traffic_resumes(
     assert remote["state"] == "connected"
 
 
-def test_a_node_gone_for_good_is_forgotten(tmp_path: Path) -> None:
-    tuning = {**FAST_TUNING, "reconnect_for_s": 1.0}
-    with ServerProcess() as server, two_nodes(tmp_path, server.url, tuning) as (runner, a, b):
+async def until_forgotten(a: HarnessNode, node_id: str, within_s: float) -> None:
+    deadline = time.monotonic() + within_s
+    while node_id in (await a.stats())["remote_nodes"]:
+        assert time.monotonic() < deadline, f"node {node_id} is still in A's table"
+        await asyncio.sleep(0.1)
+
+
+def test_a_node_that_stopped_is_forgotten_at_once(tmp_path: Path) -> None:
+    # Node B stops for good (a new run would have a new id) and says so on the link
+    # before closing it: node A drops it at once, without trying to reconnect for
+    # reconnect_for_s (60 s by default).
+    with ServerProcess() as server, two_nodes(tmp_path, server.url) as (runner, a, b):
         gone = b.ids["b1"]
         assert runner.run(a.call("a1", gone, "echo", b"hi")) == b"hi"
         (b_node,) = runner.run(a.stats())["remote_nodes"]
-        runner.run(b.stop())  # the node stops for good; a new one would have a new id
-
-        async def forgotten() -> None:
-            deadline = time.monotonic() + 15
-            while b_node in (await a.stats())["remote_nodes"]:
-                assert time.monotonic() < deadline, "node B is still in A's table"
-                await asyncio.sleep(0.1)
-
-        runner.run(forgotten(), timeout_s=20)
+        runner.run(b.stop())
+        runner.run(until_forgotten(a, b_node, within_s=10), timeout_s=15)
         # Its actors are no longer routed to the old node: a call locates afresh and
         # learns that nobody is registered under that id.
         with pytest.raises(NotFound, match="not registered"):
             runner.run(a.call("a1", gone, "echo", b"anyone?"))
+        assert "gave up reconnecting" not in a.log_text()
+
+
+def test_an_unreachable_node_is_forgotten_after_the_reconnect_window(tmp_path: Path) -> None:
+    # Node B's gateway freezes (SIGSTOP): its signaling connection stays open, so only
+    # the keepalive notices, and node A reconnects for reconnect_for_s before it gives up.
+    tuning = {**FAST_TUNING, "reconnect_for_s": 1.0}
+    with ServerProcess() as server, two_nodes(tmp_path, server.url, tuning) as (runner, a, b):
+        assert runner.run(a.call("a1", b.ids["b1"], "echo", b"hi")) == b"hi"
+        (b_node,) = runner.run(a.stats())["remote_nodes"]
+        assert b.process is not None
+        os.kill(b.process.pid, signal.SIGSTOP)
+        try:
+            runner.run(until_forgotten(a, b_node, within_s=15), timeout_s=20)
+        finally:
+            os.kill(b.process.pid, signal.SIGCONT)
         assert "gave up reconnecting" in a.log_text()
 
 

@@ -292,6 +292,7 @@ class Gateway(Outbound, Inbound):
         self._send_control({"op": control.STATE, "state": ActorState.STOPPING.value})
         for request_id in list(self._pending_out):
             self._fail_out(request_id, Unavailable(f"gateway of node {self.node_id} is stopping"))
+        await asyncio.gather(*(node.say_bye() for node in self._nodes.values()))
         await asyncio.gather(
             *(node.close() for node in self._nodes.values()), return_exceptions=True
         )

@@ -84,9 +84,10 @@ class RemoteNode:
         self._on_state = on_state
         self._on_given_up = on_given_up
         # The owner's callbacks, with on_state wrapped to filter retired connections.
+        self._owner_on_control = callbacks.on_control
         self._callbacks = Callbacks(
             on_frame=callbacks.on_frame,
-            on_control=callbacks.on_control,
+            on_control=self._pc_control,
             on_state=self._pc_state,
             on_pressure=callbacks.on_pressure,
             on_media=callbacks.on_media,
@@ -104,6 +105,7 @@ class RemoteNode:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconnect_until = 0.0
         self._reconnecting = False
+        self._said_bye = False  # the node told us it stops for good
         self._closed = False
         self._loop = asyncio.get_running_loop()
 
@@ -264,19 +266,41 @@ class RemoteNode:
         pc.quiet = True
         self._spawn(pc.close())
 
+    def _pc_control(self, pc: PeerConnection, message: dict[str, Any]) -> None:
+        if message["op"] == "bye":  # PeerConnection.say_bye on the other side
+            if pc is self.pc:
+                self._said_bye = True
+            return
+        self._owner_on_control(pc, message)
+
     def _pc_state(self, pc: PeerConnection, state: LinkState, reason: str) -> None:
         if pc is not self.pc:
             return
         if state is LinkState.CONNECTED:
             self.connects += 1
             self._reconnect_until = 0.0
+            self._said_bye = False
         elif state is LinkState.FAILED:
             self.failures += 1
             if not self._reconnect_until:
                 self._reconnect_until = self._loop.time() + self._tuning.reconnect_for_s
-            if not self._reconnecting and not self._closed:
+            if not self._reconnecting and not self._closed and not self._said_bye:
                 self._spawn(self._reconnect())
         self._on_state(self, pc, state, reason)
+        if state is LinkState.FAILED and self._said_bye and not self._closed:
+            # A node that stopped does not come back under this id (a new run of it
+            # has a new one): reconnecting would only relay to actors that are gone.
+            log.info(
+                "%r: the node stopped; forgetting it until traffic for one of its actors "
+                "finds it again",
+                self,
+            )
+            self._on_given_up(self)
+
+    async def say_bye(self) -> None:
+        """This node stops: tell the other one, so that it does not try to reconnect."""
+        if self.pc is not None:
+            await self.pc.say_bye()
 
     async def _reconnect(self) -> None:
         """After a failure keep negotiating new connections, with backoff, for a while."""

@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: How long a stopping gateway waits for its "bye" to leave on each connection.
+BYE_WAIT_S = 0.2
+
 
 @dataclass(frozen=True)
 class _ChannelSpec:
@@ -251,6 +254,23 @@ class Sending:
             return
         self._lanes[_SIGNAL].items.append((-1, framing.control_message(message), _CONTROL))
         self._wake.set()
+
+    async def say_bye(self, timeout_s: float = BYE_WAIT_S) -> None:
+        """Tell the other side that this node stops for good, so that it forgets us instead
+        of reconnecting, and give the message up to ``timeout_s`` to leave before the
+        connection is closed."""
+        if self._state is not LinkState.CONNECTED:
+            return
+        self.send_control({"op": "bye"})
+        signal = self._lanes[_SIGNAL]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while (
+            (signal.items or signal.channel.bufferedAmount)
+            and self._state is LinkState.CONNECTED
+            and loop.time() < deadline
+        ):
+            await asyncio.sleep(0.005)
 
     def send_media(self, frame: StreamFrame, payload: Any, array_meta: bytes, kind: str) -> bool:
         """Put a raw media sample on the video or audio track; False if not connected."""
