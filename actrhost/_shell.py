@@ -162,7 +162,9 @@ class Shell:
         except zmq.ZMQError as exc:
             self._control.close()
             self._zctx.destroy(linger=0)
-            raise Unavailable(f"no node running at {self.control_endpoint} ({exc})") from None
+            # Mostly: the node never ran (or stopped and removed its run directory).
+            why = str(exc) if self.run_dir.is_dir() else f"{self.run_dir} does not exist"
+            raise Unavailable(f"no node running at {self.control_endpoint} ({why})") from None
         prefix = node_prefix(self.run_dir)
         self._streams_in = StreamReceiver(
             node_prefix=prefix,
