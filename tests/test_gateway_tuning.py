@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -24,8 +25,9 @@ from aiortc.rtcsctptransport import DataChunk, SackChunk, parse_packet
 
 from actrhost._payload_type import PayloadType
 from actrhost.gateway import _sctp
+from actrhost.gateway._types import Tuning
 
-from .test_gateway_peer import Side, connected_pair
+from .test_gateway_peer import TUNING, Side, connected_pair
 from .utils import run
 
 pytestmark = pytest.mark.usefixtures("gateway_process_setup")
@@ -38,9 +40,9 @@ def sctp_of(side: Side) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def closing_pair() -> AsyncIterator[tuple[Side, Side]]:
+async def closing_pair(tuning: Tuning = TUNING) -> AsyncIterator[tuple[Side, Side]]:
     """Two connected sides, both closed on the way out."""
-    a, b = await connected_pair()
+    a, b = await connected_pair(tuning)
     try:
         yield a, b
     finally:
@@ -131,9 +133,12 @@ def test_a_packet_on_a_quiet_association_is_acknowledged_at_once(
 ) -> None:
     # Were the SACK delayed, the tell would stay in flight for a minute.
     monkeypatch.setattr(_sctp, "SACK_DELAY_S", 60.0)
+    # No keepalive pings meanwhile: one in flight from B would make the association
+    # busy, not quiet, and B's SACK would ride on its next ping.
+    quiet = dataclasses.replace(TUNING, keepalive_interval_s=30.0, keepalive_timeout_s=90.0)
 
     async def scenario() -> None:
-        async with closing_pair() as (a, b):
+        async with closing_pair(quiet) as (a, b):
             await asyncio.sleep(0.1)
             sent_b = record_packets(b)
             sctp = sctp_of(a)

@@ -291,7 +291,7 @@ def test_connect_to_a_node_that_is_not_running(tmp_path):
     )
 
     async def go():
-        with pytest.raises(Unavailable, match="no node running .*does not exist"):
+        with pytest.raises(Unavailable, match=r"no node running .*does not exist"):
             async with actrhost.connect(config):
                 pass
 
