@@ -72,9 +72,12 @@ class AclRule:
     types: tuple[ActrType, ...] = ()  # empty = any type
     realms: tuple[int, ...] = ()  # empty = any realm
 
-    def matches(self, actr_type: ActrType, realm_id: int) -> bool:
-        """True if a caller of ``actr_type`` from ``realm_id`` falls under this rule."""
-        return (not self.types or actr_type in self.types) and (
+    def matches(self, actr_type: ActrType | None, realm_id: int) -> bool:
+        """True if a caller of ``actr_type`` from ``realm_id`` falls under this rule.
+
+        ``None`` is a caller without an actor identity (a Shell on another node): only
+        rules without ``types`` match it."""
+        return (not self.types or (actr_type is not None and actr_type in self.types)) and (
             not self.realms or realm_id in self.realms
         )
 
@@ -97,7 +100,7 @@ class ActorConfig:
     # registered with signaling, so discovery can rank exact and compatible versions.
     service_schema: Path | None = None
 
-    def acl_allows(self, actr_type: ActrType, realm_id: int) -> bool:
+    def acl_allows(self, actr_type: ActrType | None, realm_id: int) -> bool:
         """Whether a caller may reach this actor: the first matching rule decides.
 
         No rules at all allows everyone; rules of which none matches deny, so a list of

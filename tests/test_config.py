@@ -580,6 +580,15 @@ def test_rule_needs_both_type_and_realm_to_match() -> None:
     assert AclRule("deny").matches(OTHER, 0)
 
 
+def test_a_caller_without_an_actor_id_matches_only_rules_without_types() -> None:
+    # None: a Shell attached to another node (docs/gateway.md, Trust).
+    assert actor_with().acl_allows(None, 1)
+    assert not actor_with(AclRule("allow", (CLIENT,))).acl_allows(None, 1)
+    assert actor_with(AclRule("allow", (), (1,))).acl_allows(None, 1)
+    assert not actor_with(AclRule("allow", (), (2,))).acl_allows(None, 1)
+    assert not actor_with(AclRule("deny", (BAD,)), AclRule("deny")).acl_allows(None, 1)
+
+
 def test_acl_from_toml(tmp_path: Path) -> None:
     text = NODE + ACTOR + '[[actor.acl]]\npermission = "deny"\nrealms = [2]\n'
     text += '[[actor.acl]]\npermission = "allow"\ntypes = ["demo+Client", "acme+Other"]\n'

@@ -44,7 +44,7 @@ class Gateway:
             on_control=lambda pc, m: None,
             on_state=lambda pc, s, r: None,
             on_pressure=lambda pc, full: None,
-            on_media=lambda sample: None,
+            on_media=lambda pc, sample: None,
             parse_id=str,
         )
         self.node = RemoteNode(

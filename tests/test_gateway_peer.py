@@ -42,7 +42,7 @@ class Side:
             on_control=lambda pc, m: self.controls.append(m),
             on_state=lambda pc, s, r: self.states.append(s),
             on_pressure=lambda pc, full: self.pressure.append(full),
-            on_media=lambda sample: None,
+            on_media=lambda pc, sample: None,
             parse_id=str,
         )
         self.pc = PeerConnection(

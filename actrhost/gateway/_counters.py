@@ -19,3 +19,6 @@ class GatewayCounters:
     locates: int = 0
     dropped_media: int = 0
     bad_relays: int = 0
+    #: Frames from another node with a source id that node never introduced through
+    #: signaling (forged, or from before a restart of ours): refused.
+    unintroduced_sources: int = 0

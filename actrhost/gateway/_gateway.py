@@ -39,11 +39,12 @@ from ..signaling import (
 )
 from ..workers._worker import remove_orphaned_run_dir, supervisor_gone
 from ._counters import GatewayCounters
-from ._inbound import Inbound, _InCall, _Parked, _Waiting
+from ._inbound import Inbound, _InCall, _Waiting
 from ._outbound import Outbound, _Locate, _OutCall
 from ._peer import Callbacks, PeerConnection
 from ._remote import RemoteNode, parse_session, session_id
 from ._spec import GatewaySpec, acl_rules, credential_hex, register
+from ._trust import Parked
 from ._types import TERMINAL, LinkState, Tuning
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,11 @@ class Gateway(Outbound, Inbound):
         self._locating: dict[ActrId, _Locate] = {}
         self._pending_out: dict[str, _OutCall] = {}
         self._pending_in: dict[str, _InCall] = {}
-        self._parked: dict[ActrId, deque[_Parked]] = {}
+        self._parked: dict[ActrId, deque[Parked]] = {}
+        # Frames from other nodes' actors not introduced yet (Inbound._from_node).
+        self._unintroduced: dict[tuple[str, ActrId], deque[Parked]] = {}
+        self._introductions_asked: dict[tuple[str, ActrId], float] = {}
+        self._introducing: set[tuple[ActrId, ActrId]] = set()
         # Frames for the links made while draining a worker socket go out as batches
         # when the drain ends (_send_link, _flush_links).
         self._in_drain = False
@@ -400,6 +405,7 @@ class Gateway(Outbound, Inbound):
         node = self._remote(node_id)
         self._node_of[remote_actor] = node_id
         node.actors.add(remote_actor)
+        self._introduced(node_id, remote_actor)
         if local_actor is not None and local_actor in self._regs:
             node.add_pair(local_actor, remote_actor)
         return node

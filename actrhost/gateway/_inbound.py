@@ -23,7 +23,7 @@ from .. import _envelope as wire
 from .._config import ActorConfig
 from .._directory import ActorEntry, ActorState, Directory, gone_error
 from .._envelope import REQUEST, RESPONSE, Envelope, StreamFrame
-from .._errors import ActrError, BadRequest, NotFound, PermissionDenied, Unavailable
+from .._errors import ActrError, BadRequest, NotFound, Unavailable
 from .._ids import ActrId
 from .._payload_type import PayloadType
 from .._rpc import GRACEFUL_ANSWER_WAIT_S, configure_socket
@@ -32,6 +32,7 @@ from ._counters import GatewayCounters
 from ._outbound import NO_DEADLINE_S, _OutCall
 from ._peer import PeerConnection
 from ._remote import RemoteNode
+from ._trust import Parked, Trust, unpark_one
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +68,6 @@ class _InCall:
         self.target = target
 
 
-class _Parked:
-    """A frame from another node waiting for its local target to finish starting."""
-
-    __slots__ = ("again", "timer")
-
-    def __init__(self, again: Callable[[], None]) -> None:
-        self.again = again  # handles the frame again, without waiting: delivers or refuses
-        self.timer: asyncio.TimerHandle | None = None
-
-
 class _Waiting:
     """A frame waiting for a local worker's socket (connecting, or its queue full)."""
 
@@ -95,7 +86,7 @@ class _Waiting:
         self.ack = ack
 
 
-class Inbound:
+class Inbound(Trust):
     """Mixin of :class:`~._gateway.Gateway`: remote node -> local worker."""
 
     # Set up by Gateway.__init__.
@@ -110,7 +101,8 @@ class Inbound:
     _overflow: dict[str, deque[_Waiting]]
     _pending_in: dict[str, _InCall]
     _nodes: dict[str, RemoteNode]
-    _parked: dict[ActrId, deque[_Parked]]
+    _node_of: dict[ActrId, str]
+    _parked: dict[ActrId, deque[Parked]]
     _regs: dict[ActrId, Any]
     _to_worker: dict[ActrId, ActrId]
     _pending_out: dict[str, _OutCall]
@@ -122,7 +114,11 @@ class Inbound:
     _in_drain: bool
 
     def _on_link_control(self, pc: PeerConnection, message: dict[str, Any]) -> None:
-        # The control messages the connection does not handle itself: only "hello".
+        # The control messages the connection does not handle itself: "hello" and
+        # "introduce".
+        if message["op"] == "introduce":
+            self._introduce(pc, message)
+            return
         name = message.get("node_name")
         node = self._nodes.get(pc.remote_node)
         if message["op"] != "hello" or not isinstance(name, str) or not 0 < len(name) <= 64:
@@ -155,20 +151,44 @@ class Inbound:
             item.request_id = call.request_id
             self._send_router(call.routing_id, wire.encode(item))
         else:
+            self._from_node(pc, lane, item, data)
+
+    def _from_node(
+        self,
+        pc: PeerConnection,
+        lane: int,
+        item: Envelope | StreamFrame,
+        data: bytes,
+        may_wait: bool = True,
+    ) -> None:
+        """A request, tell or stream frame from another node: first make sure that node
+        introduced its source (else wait for it), then hand it on."""
+        source = item.source
+        if may_wait and source is not None and self._node_of.get(source) != pc.remote_node:
+            started = self._loop.time()
+
+            def again() -> None:
+                if isinstance(item, Envelope) and item.timeout_ms:
+                    waited_ms = int((self._loop.time() - started) * 1000)
+                    item.timeout_ms = max(1, item.timeout_ms - waited_ms)
+                self._from_node(pc, lane, item, data, may_wait=False)
+
+            if self._wait_for_introduction(pc, item, again):
+                return
+        if isinstance(item, StreamFrame):
+            self._stream_in(pc, item, data)
+        else:
             self._call_in(pc, item, lane)
 
-    def _local_endpoint(self, target: ActrId | None, source: ActrId | None) -> str:
-        """Endpoint of a running local actor, or raise the error its caller gets."""
+    def _local_endpoint(self, target: ActrId | None, source: ActrId | None, from_node: str) -> str:
+        """Endpoint of a running local actor for a frame from node ``from_node``, or raise
+        the error its caller gets."""
         entry = self.directory.get(target) if target is not None else None
         if entry is None:
             raise NotFound(f"no actor {target} on node {self.node_id}")
-        if source is not None and source.realm != entry.actr_id.realm:
-            raise PermissionDenied(f"realm {source.realm} may not reach {entry.actr_id}")
-        if source is not None:
-            # The worker checks its ACL too; refusing here keeps denied traffic off it.
-            actor = self._actor_configs.get(entry.name)
-            if actor is not None and not actor.acl_allows(source.type, source.realm.realm_id):
-                raise PermissionDenied(f"{source.type} may not call {entry.actr_id}")
+        # The worker checks its ACL too, but it cannot tell a remote caller's claims from
+        # a local one's; refusing here also keeps denied traffic off it.
+        self._check_remote_caller(entry, source, from_node)
         if entry.state is not ActorState.RUNNING:
             raise Unavailable(f"actor {entry.actr_id} ({entry.name}) is {entry.state.value}")
         return entry.endpoint
@@ -190,8 +210,8 @@ class Inbound:
             waiting = self._parked[target] = deque()
         elif len(waiting) >= self._hwm:
             return False  # as many as a worker's socket would queue: refuse the rest
-        parked = _Parked(again)
-        parked.timer = self._loop.call_later(wait_s, self._unpark_one, target, parked)
+        parked = Parked(again)
+        parked.timer = self._loop.call_later(wait_s, unpark_one, self._parked, target, parked)
         waiting.append(parked)
         return True
 
@@ -202,15 +222,6 @@ class Inbound:
             # directory lists its worker: it is about to start.
             return target in self._regs
         return entry.state is ActorState.STARTING
-
-    def _unpark_one(self, target: ActrId, parked: _Parked) -> None:
-        waiting = self._parked.get(target)
-        if waiting is None or parked not in waiting:
-            return
-        waiting.remove(parked)
-        if not waiting:
-            del self._parked[target]
-        parked.again()
 
     def _unpark_started(self) -> None:
         """After a directory update: frames of targets no longer starting go on, in order."""
@@ -236,7 +247,7 @@ class Inbound:
             timeout_ns = env.timeout_ms * 1_000_000
             deadline_ns = time.monotonic_ns() + timeout_ns if timeout_ns else 0
         try:
-            endpoint = self._local_endpoint(env.target, env.source)
+            endpoint = self._local_endpoint(env.target, env.source, pc.remote_node)
         except ActrError as exc:
             if may_wait and isinstance(exc, (NotFound, Unavailable)):
                 wait_s = STARTING_WAIT_S
@@ -355,7 +366,7 @@ class Inbound:
             data = wire.encode_stream(sf)
         reliable = sf.payload_type == PayloadType.STREAM_RELIABLE
         try:
-            endpoint = self._local_endpoint(sf.target, sf.source)
+            endpoint = self._local_endpoint(sf.target, sf.source, pc.remote_node)
         except ActrError as exc:
             # A reliable chunk waits for a starting actor (the sender's window bounds how
             # many); a latency-first one is dropped, as it would be behind a full queue.
@@ -375,10 +386,14 @@ class Inbound:
             return
         self._deliver_frame(endpoint, data, pc if reliable else None)
 
-    def _deliver_media(self, sf: StreamFrame) -> None:
+    def _deliver_media(self, pc: PeerConnection, sf: StreamFrame) -> None:
+        if sf.source is not None and sf.target is not None:
+            if self._node_of.get(sf.source) != pc.remote_node:
+                # Not kept (newest wins), but the next samples may pass.
+                self._ask_introduction(pc, sf.source, sf.target)
         self._readdress(sf)
         try:
-            endpoint = self._local_endpoint(sf.target, sf.source)
+            endpoint = self._local_endpoint(sf.target, sf.source, pc.remote_node)
         except ActrError:
             self.counters.undeliverable += 1
             return

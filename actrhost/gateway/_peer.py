@@ -37,7 +37,7 @@ FrameCallback = Callable[["PeerConnection", int, bytes], None]
 ControlCallback = Callable[["PeerConnection", dict[str, Any]], None]
 StateCallback = Callable[["PeerConnection", LinkState, str], None]
 PressureCallback = Callable[["PeerConnection", bool], None]
-MediaCallback = Callable[[StreamFrame], None]
+MediaCallback = Callable[["PeerConnection", StreamFrame], None]
 
 
 @dataclass
@@ -103,7 +103,9 @@ class PeerConnection(Sending):
         self._tasks: list[asyncio.Task[None]] = []
         self._closing: asyncio.Task[None] | None = None
         self.media_sender = MediaSender(counters.media)
-        self.media_receiver = MediaReceiver(callbacks.on_media, callbacks.parse_id, counters.media)
+        self.media_receiver = MediaReceiver(
+            lambda sample: callbacks.on_media(self, sample), callbacks.parse_id, counters.media
+        )
         self.candidate_type = ""
 
     def __repr__(self) -> str:

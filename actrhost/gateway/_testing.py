@@ -45,6 +45,13 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 #: A state for ``HarnessNode.states``: leave the actor out of the directory (as a
 #: supervisor does before it lists a worker it is starting).
 UNLISTED = "unlisted"
+
+
+class _OwnId:
+    """``HarnessNode.call``/``tell`` ``source=``: the sending actor's own id (the default)."""
+
+
+OWN_ID = _OwnId()
 #: Short timeouts so failure tests finish quickly.
 FAST_TUNING = {
     "connect_timeout_s": 4.0,
@@ -387,8 +394,12 @@ class HarnessNode:
         *,
         timeout_s: float = 10.0,
         lane: PayloadType = PayloadType.RPC_RELIABLE,
+        source: ActrId | _OwnId | None = OWN_ID,
     ) -> bytes:
-        """A request from actor ``sender`` through the gateway; raises the ActrError."""
+        """A request from actor ``sender`` through the gateway; raises the ActrError.
+
+        ``source`` puts another id (or none, as a Shell's call) on the request: a worker
+        that lies about who it is, or a Shell's."""
         worker = self.workers[sender]
         deadline = self._deadline(timeout_s)
         env = Envelope(
@@ -396,7 +407,7 @@ class HarnessNode:
             route,
             payload,
             request_id=worker.rpc.next_request_id(),
-            source=worker.actr_id,
+            source=worker.actr_id if isinstance(source, _OwnId) else source,
             target=target,
             payload_type=lane,
             deadline_ns=int(deadline * 1e9),
@@ -421,15 +432,23 @@ class HarnessNode:
         response = await worker.rpc.call(self.gateway_endpoint, env, deadline)
         return ActrId.parse(bytes(response.payload).decode())
 
-    async def tell(self, sender: str, target: ActrId, route: str, payload: bytes = b"") -> None:
-        """A tell from actor ``sender`` through the gateway."""
+    async def tell(
+        self,
+        sender: str,
+        target: ActrId,
+        route: str,
+        payload: bytes = b"",
+        *,
+        source: ActrId | _OwnId | None = OWN_ID,
+    ) -> None:
+        """A tell from actor ``sender`` through the gateway (``source`` as for ``call``)."""
         worker = self.workers[sender]
         env = Envelope(
             TELL,
             route,
             payload,
             request_id=worker.rpc.next_request_id(),
-            source=worker.actr_id,
+            source=worker.actr_id if isinstance(source, _OwnId) else source,
             target=target,
         )
         await worker.rpc.tell(self.gateway_endpoint, env, self._deadline(5.0))

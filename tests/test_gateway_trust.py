@@ -1,0 +1,117 @@
+"""Who a frame from another node may claim to come from (docs/gateway.md, Trust).
+
+Real gateways and a real signaling server. One connection carries every actor pair of two
+nodes, so the source id on a frame is the sending node's word: the receiving gateway takes
+it only for actors that node introduced through signaling (a relay the server
+authenticated), asks for the introduction of any other, and refuses what stays
+unintroduced. A frame without a source (a Shell on that node) passes only ACL rules
+without ``types``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from actrhost import PermissionDenied
+from actrhost._ids import ActrId, ActrType, Realm
+from actrhost.gateway._testing import HarnessNode, LoopRunner, start_nodes
+from actrhost.gateway._trust import INTRODUCE_WAIT_S
+from actrhost.signaling._testing import ServerProcess
+
+VAULT_ACL = '[[actor.acl]]\npermission = "allow"\ntypes = ["t+Client"]\n'
+
+
+class Nodes:
+    """Node A (client, client2), node B (echo; vault, for clients only), node C (friend)."""
+
+    def __init__(self, runner: LoopRunner, a: HarnessNode, b: HarnessNode, c: HarnessNode):
+        self.runner = runner
+        self.a = a
+        self.b = b
+        self.c = c
+
+
+@pytest.fixture(scope="module")
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
+    folder: Path = tmp_path_factory.mktemp("gw-trust")
+    runner = LoopRunner()
+    with ServerProcess() as server:
+        a = HarnessNode(folder / "a", server.url, [("client", "t+Client"), ("client2", "t+Client")])
+        b = HarnessNode(
+            folder / "b", server.url, [("echo", "t+Echo"), ("vault", "t+Vault", VAULT_ACL)]
+        )
+        c = HarnessNode(folder / "c", server.url, [("friend", "t+Friend")])
+        runner.run(start_nodes(a, b, c))
+        try:
+            yield Nodes(runner, a, b, c)
+        finally:
+            for node in (a, b, c):
+                runner.run(node.stop())
+            runner.close()
+
+
+def test_another_actor_of_a_connected_node_is_introduced_on_its_first_frame(nodes: Nodes) -> None:
+    a, b, run = nodes.a, nodes.b, nodes.runner.run
+    assert run(a.call("client", b.ids["echo"], "echo", b"first")) == b"first"
+    # client2 never relayed to node B: its first call waits for node A to introduce it.
+    assert run(a.call("client2", b.ids["echo"], "echo", b"second")) == b"second"
+    run(a.tell("client2", b.ids["echo"], "note", b"from client2"))
+    run(b.workers["echo"].received.event.wait())
+    assert ("note", b"from client2", a.ids["client2"]) in b.workers["echo"].received.tells
+    assert run(b.stats())["unintroduced_sources"] == 0
+
+
+def test_a_node_cannot_speak_for_actors_it_does_not_host(nodes: Nodes) -> None:
+    a, b, c, run = nodes.a, nodes.b, nodes.c, nodes.runner.run
+    assert run(a.call("client", b.ids["echo"], "echo", b"link up")) == b"link up"
+    refused_before = run(b.stats())["unintroduced_sources"]
+    made_up = ActrId(Realm(1), 0xDEAD, ActrType("t", "Client"))
+
+    async def forged_calls() -> list[BaseException | bytes]:
+        calls = [
+            a.call("client", b.ids["echo"], "echo", b"as C's friend", source=c.ids["friend"]),
+            a.call("client", b.ids["echo"], "echo", b"as B's own echo", source=b.ids["echo"]),
+            a.call("client", b.ids["echo"], "echo", b"as nobody", source=made_up),
+        ]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    started = time.monotonic()
+    results = run(forged_calls())
+    for result in results:
+        assert isinstance(result, PermissionDenied), result
+        assert "did not introduce" in result.message
+    # Refused once node A had its chance to introduce them, not at the calls' deadlines.
+    assert time.monotonic() - started < INTRODUCE_WAIT_S + 3
+    run(a.tell("client", b.ids["echo"], "note", b"forged", source=c.ids["friend"]))
+    assert run(b.stats())["unintroduced_sources"] >= refused_before + 3
+    sources = {source for _route, _payload, source in b.workers["echo"].received.tells}
+    assert c.ids["friend"] not in sources and made_up not in sources
+    # The link and the honest actors are unaffected.
+    assert run(a.call("client", b.ids["echo"], "echo", b"still fine")) == b"still fine"
+
+
+def test_a_shell_on_another_node_meets_only_acl_rules_without_types(nodes: Nodes) -> None:
+    a, b, run = nodes.a, nodes.b, nodes.runner.run
+    # A client may call the vault, so node A knows where it is.
+    assert run(a.call("client", b.ids["vault"], "echo", b"client")) == b"client"
+    # The same node's Shell (no actor id) may not: the vault admits clients only.
+    with pytest.raises(PermissionDenied, match="without an actor id"):
+        run(a.call("client", b.ids["vault"], "echo", b"shell", source=None))
+    run(a.tell("client", b.ids["vault"], "note", b"shell", source=None))
+    run(a.tell("client", b.ids["vault"], "note", b"client"))
+    vault = b.workers["vault"].received
+
+    async def wait_for_note() -> None:
+        while not vault.tells:
+            vault.event.clear()
+            await vault.event.wait()
+
+    run(wait_for_note())
+    assert vault.tells == [("note", b"client", a.ids["client"])]
+    # An actor without ACL rules takes calls from anyone, a Shell's too.
+    assert run(a.call("client", b.ids["echo"], "echo", b"shell", source=None)) == b"shell"
