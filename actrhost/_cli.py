@@ -192,7 +192,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         from ._cli_signaling import cmd_signaling_status
 
         try:
-            return cmd_signaling_status(args.signaling, args.realm)
+            return cmd_signaling_status(args.signaling, args.realm, args.ca_file)
         except ActrError as exc:
             return _fail(f"status: {exc.message}", EXIT_FAILURE)
     if args.config is None:
@@ -272,6 +272,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument(
         "--realm", type=int, default=1, help="realm to list with --signaling (default 1)"
+    )
+    status.add_argument(
+        "--ca-file",
+        metavar="PEM",
+        help="with a wss:// --signaling URL: the certificates its certificate chains to",
     )
     status.set_defaults(func=cmd_status)
 

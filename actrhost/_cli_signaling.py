@@ -17,14 +17,16 @@ def cmd_signal(args: argparse.Namespace) -> int:
     """Run a standalone signaling server until SIGINT/SIGTERM."""
     from .signaling import serve_main
 
-    serve_main(args.listen, args.key_file)
+    if args.tls_key and not args.tls_cert:
+        raise ConfigError("--tls-key", "", "needs --tls-cert (the certificate it belongs to)")
+    serve_main(args.listen, args.key_file, tls_cert=args.tls_cert, tls_key=args.tls_key)
     return 0
 
 
-async def _with_registration(url: str, realm: int, job):  # type: ignore[no-untyped-def]
+async def _with_registration(url: str, realm: int, job, ca_file=None):  # type: ignore[no-untyped-def]
     from .signaling import SignalingClient
 
-    async with SignalingClient(url) as client:
+    async with SignalingClient(url, ca_file=ca_file) as client:
         registration = await client.register(CLI_ACTR_TYPE, realm)
         try:
             return await job(registration)
@@ -32,13 +34,14 @@ async def _with_registration(url: str, realm: int, job):  # type: ignore[no-unty
             await registration.unregister()
 
 
-def cmd_signaling_status(url: str, realm: int) -> int:
-    """Print the actors registered with a signaling server in one realm."""
+def cmd_signaling_status(url: str, realm: int, ca_file: str | None = None) -> int:
+    """Print the actors registered with a signaling server in one realm (``ca_file``: what
+    a ``wss://`` server's certificate must chain to)."""
 
     async def job(registration):  # type: ignore[no-untyped-def]
         return await registration.list_actors()
 
-    actors, truncated = asyncio.run(_with_registration(url, realm, job))
+    actors, truncated = asyncio.run(_with_registration(url, realm, job, ca_file))
     rows = [("ACTR_ID", "AVAILABILITY", "BACKLOG", "FINGERPRINT")]
     rows += [
         (
@@ -94,7 +97,8 @@ def cmd_lock(args: argparse.Namespace) -> int:
                     )
                 found[dep.name] = best.fingerprint
 
-        asyncio.run(_with_registration(url, config.node.realm, job))
+        ca_file = config.signaling.ca_file if config.signaling else None
+        asyncio.run(_with_registration(url, config.node.realm, job, ca_file))
     lock = LockFile(
         [
             LockedDependency(d.name, d.actr_type, d.fingerprint or found[d.name], now)
@@ -115,6 +119,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     signal.add_argument(
         "--key-file", help="TOML key file (see docs/signaling.md); default: a random key"
+    )
+    signal.add_argument(
+        "--tls-cert", metavar="PEM", help="serve wss:// with this certificate chain (PEM)"
+    )
+    signal.add_argument(
+        "--tls-key", metavar="PEM", help="the certificate's private key, if not in --tls-cert"
     )
     signal.set_defaults(func=cmd_signal)
 

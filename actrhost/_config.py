@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import ssl
 import sys
 import tomllib
 from collections.abc import Callable, Mapping
@@ -134,6 +135,9 @@ class SignalingConfig:
     url: str  # "embedded", or ws:// / wss:// of `actrhost signal`
     listen: str = "127.0.0.1:0"  # host:port the embedded server binds
     heartbeat_interval_s: float = 5.0
+    # Certificates (PEM) that a wss:// server's certificate must chain to, instead of the
+    # system's; absolute. For a server with a self-signed or private-CA certificate.
+    ca_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -359,12 +363,23 @@ class _Loader:
             "url": self.signaling_url,
             "listen": partial(self.url, kind="listen"),
             "heartbeat_interval_s": partial(self.number, lo=0, lo_open=True),
+            "ca_file": self.ca_file,
         }
         fields = self.section(key, value, spec, required=("url",))
         # A listen address next to a remote server would be silently unused.
         if "listen" in fields and fields["url"] != "embedded":
             problem = f"only used with url = 'embedded' (url is {fields['url']!r})"
             self.fail(f"{key}.listen", problem)
+        ca_file = fields.get("ca_file")
+        if ca_file is not None and not fields["url"].startswith("wss://"):
+            problem = f"only used with a wss:// url (url is {fields['url']!r})"
+            self.fail(f"{key}.ca_file", problem)
+        if ca_file is not None:
+            try:
+                ssl.create_default_context(cafile=str(ca_file))
+            except ssl.SSLError as exc:
+                problem = f"{ca_file} holds no usable PEM certificate ({exc.reason or exc})"
+                self.fail(f"{key}.ca_file", problem)
         return SignalingConfig(**fields)
 
     def webrtc(self, key: str, value: Any) -> WebrtcConfig:
@@ -549,6 +564,11 @@ class _Loader:
     def schema_file(self, key: str, value: Any) -> Path:
         path = self.run_dir(key, value)
         self.check(key, value, path.is_file(), "the path of an existing .proto file")
+        return path
+
+    def ca_file(self, key: str, value: Any) -> Path:
+        path = self.run_dir(key, value)
+        self.check(key, value, path.is_file(), "the path of an existing PEM file")
         return path
 
     def fingerprint(self, key: str, value: Any) -> str:

@@ -368,6 +368,14 @@ BROKEN = [
         MINIMAL + '[signaling]\nurl = "embedded"\nheartbeat_interval_s = 0\n',
         "signaling.heartbeat_interval_s: must be a number > 0 (got 0)",
     ),
+    (
+        MINIMAL + '[signaling]\nurl = "wss://127.0.0.1:8765"\nca_file = "nope.pem"\n',
+        "signaling.ca_file: must be the path of an existing PEM file (got 'nope.pem')",
+    ),
+    (
+        MINIMAL + '[signaling]\nurl = "ws://127.0.0.1:8765"\nca_file = "node.toml"\n',
+        "signaling.ca_file: only used with a wss:// url (url is 'ws://127.0.0.1:8765')",
+    ),
     # [webrtc]
     (
         MINIMAL + '[webrtc]\nstun_urls = ["http://x"]\n',
@@ -587,6 +595,19 @@ def test_a_caller_without_an_actor_id_matches_only_rules_without_types() -> None
     assert actor_with(AclRule("allow", (), (1,))).acl_allows(None, 1)
     assert not actor_with(AclRule("allow", (), (2,))).acl_allows(None, 1)
     assert not actor_with(AclRule("deny", (BAD,)), AclRule("deny")).acl_allows(None, 1)
+
+
+def test_signaling_ca_file_must_hold_certificates(tmp_path: Path) -> None:
+    from actrhost.signaling._testing import write_self_signed_certificate
+
+    cert, _key = write_self_signed_certificate(tmp_path)
+    text = MINIMAL + '[signaling]\nurl = "wss://127.0.0.1:8765"\nca_file = "cert.pem"\n'
+    assert load_config(write(tmp_path, text)).signaling.ca_file == cert
+    cert.write_text("garbage\n")
+    message = error_of(write(tmp_path, text))
+    assert message.startswith(
+        f"{tmp_path / 'node.toml'}: signaling.ca_file: {cert} holds no usable"
+    )
 
 
 def test_acl_from_toml(tmp_path: Path) -> None:

@@ -175,6 +175,7 @@ class Gateway(Outbound, Inbound):
             on_relay=self._on_relay,
             on_reregistered=self._on_reregistered,
             on_actors_left=self._on_actors_left,
+            ca_file=self.config.signaling.ca_file if self.config.signaling else None,
         )
         self._signaling = client
         try:

@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", default="127.0.0.1:8765", help="host:port (port 0: any)")
     parser.add_argument("--key-file", help="TOML key file; without it a random key is used")
     parser.add_argument("--new-key-file", metavar="PATH", help="write a new key file and exit")
+    parser.add_argument("--tls-cert", metavar="PEM", help="serve wss:// with this certificate")
+    parser.add_argument("--tls-key", metavar="PEM", help="its private key (if not in --tls-cert)")
     parser.add_argument("--heartbeat-interval", type=float, default=DEFAULT_HEARTBEAT_INTERVAL_S)
     parser.add_argument("--missed-heartbeats", type=int, default=3)
     parser.add_argument("--credential-ttl", type=float, default=DEFAULT_CREDENTIAL_TTL_S)
@@ -32,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--send-queue-slots", type=int, default=DEFAULT_SEND_QUEUE_SLOTS)
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
+    if args.tls_key and not args.tls_cert:
+        parser.error("--tls-key needs --tls-cert")
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -53,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             reregister_grace_s=args.reregister_grace,
             max_frame_bytes=args.max_frame_bytes,
             send_queue_slots=args.send_queue_slots,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
         )
     except (ConfigError, OSError, ValueError) as exc:
         print(f"actrhost signal: {exc}", file=sys.stderr)

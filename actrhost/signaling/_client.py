@@ -18,7 +18,9 @@ import contextlib
 import inspect
 import itertools
 import logging
+import os
 import random
+import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from enum import StrEnum
 from typing import Any
@@ -39,6 +41,7 @@ from .._ids import ActrId, ActrType
 from . import _wire as wire
 from ._acl import AclRule
 from ._registration import Registration
+from ._tls import client_context
 from ._types import Availability, RelayMessage
 
 __all__ = ["ConnectionState", "Registration", "SignalingClient"]
@@ -108,8 +111,13 @@ class SignalingClient:
         max_in_flight: int = 128,
         relay_queue_slots: int = 1024,
         renew_fraction: float = 2 / 3,
+        ca_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self.url = url
+        # wss://: the server's certificate must chain to ca_file's, else the system's CAs.
+        tls = client_context(url, ca_file)
+        # websockets takes ssl only for wss:// (with ws:// it raises, even for None).
+        self._tls_option: dict[str, Any] = {"ssl": tls} if tls is not None else {}
         self._on_relay = on_relay
         self._on_reregistered = on_reregistered
         self._on_actors_left = on_actors_left
@@ -356,12 +364,23 @@ class SignalingClient:
                     open_timeout=self.connect_timeout_s,
                     close_timeout=1.0,
                     user_agent_header=None,
+                    **self._tls_option,
                 )
             except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
                 if isinstance(exc, InvalidURI):
                     self._set_state(ConnectionState.FAILED)
                     self._resolve_first(Unavailable(f"invalid signaling url {self.url!r}"))
                     return
+                if isinstance(exc, ssl.SSLCertVerificationError):
+                    # Retrying will not change the certificate: say why now (a later
+                    # reconnect keeps trying, in case the server's certificate is renewed).
+                    self._resolve_first(
+                        Unavailable(
+                            f"the certificate of signaling server {self.url} failed "
+                            f"verification: {exc.verify_message} (a self-signed or "
+                            f"private-CA certificate needs [signaling] ca_file)"
+                        )
+                    )
                 self._last_connect_error = str(exc) or type(exc).__name__
                 log.info("%r: connect failed (%s); retrying in %.2f s", self, exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))

@@ -45,6 +45,7 @@ from ._ranking import (
     SchemaStore,
     rank_candidates,
 )
+from ._tls import server_context
 from ._types import Availability
 
 __all__ = ["SignalingServer", "load_keys", "parse_listen"]
@@ -94,7 +95,8 @@ class SignalingServer:
     """A signaling server bound to one address; use :func:`run_server` or start/stop.
 
     ``keys``: a :class:`KeyRing`, its config dict, a key file path, or None for a random
-    key (credentials then do not survive a restart of this server).
+    key (credentials then do not survive a restart of this server). ``tls_cert`` (and
+    ``tls_key``, unless the key is in the same PEM file): serve ``wss://``.
     """
 
     def __init__(
@@ -110,8 +112,12 @@ class SignalingServer:
         send_queue_slots: int = DEFAULT_SEND_QUEUE_SLOTS,
         max_actors_per_connection: int = 100_000,
         ws_ping_interval_s: float | None = 20.0,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
     ) -> None:
         self.listen = listen
+        # wss:// with this certificate chain (PEM) and key; ConfigError if unusable.
+        self._tls = server_context(tls_cert, tls_key) if tls_cert is not None else None
         self._host, self._port = parse_listen(listen)
         self._keys = load_keys(keys)
         self.heartbeat_interval_s = heartbeat_interval_s
@@ -168,6 +174,7 @@ class SignalingServer:
             ping_timeout=self._ws_ping_interval_s,
             close_timeout=1.0,
             server_header=None,
+            ssl=self._tls,
         )
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="signaling-presence-sweep")
         log.info("%r: listening", self)
@@ -201,9 +208,10 @@ class SignalingServer:
 
     @property
     def url(self) -> str:
-        """``ws://host:port`` clients connect to."""
+        """``ws://host:port`` (``wss://`` with TLS) clients connect to."""
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"ws://{host}:{self.port}"
+        scheme = "wss" if self._tls is not None else "ws"
+        return f"{scheme}://{host}:{self.port}"
 
     def stats(self) -> dict[str, int]:
         """Counters (connections, actors, refusals, malformed envelopes, ...)."""

@@ -31,7 +31,14 @@ from websockets.asyncio.client import ClientConnection, connect
 from .._ids import ActrId, ActrType
 from . import _wire as wire
 
-__all__ = ["ClientProcess", "RawPeer", "ServerProcess", "package_root", "pick_port"]
+__all__ = [
+    "ClientProcess",
+    "RawPeer",
+    "ServerProcess",
+    "package_root",
+    "pick_port",
+    "write_self_signed_certificate",
+]
 
 _READY_PREFIX = "signaling server listening on "
 
@@ -62,6 +69,47 @@ def pick_port() -> int:
                 continue
             return port
     raise RuntimeError("no free port found below the ephemeral range")
+
+
+def write_self_signed_certificate(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """Write ``cert.pem`` (valid for ``host`` and ``localhost``, one day) and ``key.pem``
+    into ``folder``: a self-signed certificate for a ``wss://`` server in tests. Returns
+    their paths. The certificate is also what clients must trust (``ca_file``)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "actrhost test signaling")])
+    now = datetime.datetime.now(datetime.UTC)
+    names = [x509.IPAddress(ipaddress.ip_address(host)), x509.DNSName("localhost")]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path
 
 
 def _child_env() -> dict[str, str]:
