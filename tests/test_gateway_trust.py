@@ -24,10 +24,16 @@ from actrhost.gateway._trust import INTRODUCE_WAIT_S
 from actrhost.signaling._testing import ServerProcess
 
 VAULT_ACL = '[[actor.acl]]\npermission = "allow"\ntypes = ["t+Client"]\n'
+NO_CLIENTS_ACL = (
+    '[[actor.acl]]\npermission = "deny"\ntypes = ["t+Client"]\n'
+    '[[actor.acl]]\npermission = "allow"\n'
+)
+NOBODY_ACL = '[[actor.acl]]\npermission = "allow"\ntypes = ["t+Nobody"]\n'
 
 
 class Nodes:
-    """Node A (client, client2), node B (echo; vault, for clients only), node C (friend)."""
+    """Node A (client, client2, other), node B (echo; vault for clients only; picky for
+    all but clients; safe for nobody of ours), node C (friend)."""
 
     def __init__(self, runner: LoopRunner, a: HarnessNode, b: HarnessNode, c: HarnessNode):
         self.runner = runner
@@ -41,10 +47,15 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nodes]:
     folder: Path = tmp_path_factory.mktemp("gw-trust")
     runner = LoopRunner()
     with ServerProcess() as server:
-        a = HarnessNode(folder / "a", server.url, [("client", "t+Client"), ("client2", "t+Client")])
-        b = HarnessNode(
-            folder / "b", server.url, [("echo", "t+Echo"), ("vault", "t+Vault", VAULT_ACL)]
-        )
+        a_actors = [("client", "t+Client"), ("client2", "t+Client"), ("other", "t+Other")]
+        a = HarnessNode(folder / "a", server.url, a_actors)
+        b_actors = [
+            ("echo", "t+Echo"),
+            ("vault", "t+Vault", VAULT_ACL),
+            ("picky", "t+Picky", NO_CLIENTS_ACL),
+            ("safe", "t+Safe", NOBODY_ACL),
+        ]
+        b = HarnessNode(folder / "b", server.url, b_actors)
         c = HarnessNode(folder / "c", server.url, [("friend", "t+Friend")])
         runner.run(start_nodes(a, b, c))
         try:
@@ -115,3 +126,13 @@ def test_a_shell_on_another_node_meets_only_acl_rules_without_types(nodes: Nodes
     assert vault.tells == [("note", b"client", a.ids["client"])]
     # An actor without ACL rules takes calls from anyone, a Shell's too.
     assert run(a.call("client", b.ids["echo"], "echo", b"shell", source=None)) == b"shell"
+
+
+def test_a_shell_locates_through_any_actor_type_its_target_admits(nodes: Nodes) -> None:
+    a, b, run = nodes.a, nodes.b, nodes.runner.run
+    # Node A's first actor (a client) may not relay to picky, its "other" may: the Shell's
+    # call is located through that one, then judged on its own (no types: admitted).
+    assert run(a.call("client", b.ids["picky"], "echo", b"shell", source=None)) == b"shell"
+    # No actor type of node A is admitted by safe: neither is the Shell, said plainly.
+    with pytest.raises(PermissionDenied, match="admits none of this node's actors"):
+        run(a.call("client", b.ids["safe"], "echo", b"shell", source=None))

@@ -24,7 +24,14 @@ from .. import _envelope as wire
 from .._config import Config
 from .._directory import GATEWAY_DISCOVER_ROUTE
 from .._envelope import REQUEST, RESPONSE, STREAM, Envelope, StreamFrame
-from .._errors import ActrError, BadRequest, ConfigError, NotFound, Unavailable
+from .._errors import (
+    ActrError,
+    BadRequest,
+    ConfigError,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 from .._ids import ActrId, ActrType
 from .._lockfile import ACTR_LOCK_NAME, COMPAT_LOCK_NAME, LockFile
 from .._payload_type import PayloadType
@@ -41,6 +48,8 @@ log = logging.getLogger(__name__)
 
 #: A frame for an actor not yet located waits at most this long (bounded by its deadline).
 LOCATE_TIMEOUT_S = 10.0
+#: Actor types a Shell's locate tries as the relay's source before it gives up (403).
+LOCATE_TYPES_TRIED = 8
 #: Bytes of frames waiting for a location before the gateway stops reading its socket.
 LOCATE_QUEUE_BYTES = 4 * 1024 * 1024
 #: Pending-call entries of calls without a deadline expire after this long.
@@ -283,17 +292,10 @@ class Outbound:
         """Find the node of ``target``: a RoleNegotiation with an open destination; the
         target's gateway answers with its own (see _on_relay)."""
         self.counters.locates += 1
-        reg = self._regs.get(source) if source is not None else None
-        if reg is None and self._regs:
-            reg = next(iter(self._regs.values()))
         error: ActrError | None = None
         node_id = ""
         try:
-            if reg is None:
-                raise Unavailable(f"node {self.node_id} has no registered actor to relay through")
-            await reg.relay(
-                target, RoleNegotiation(), session_id=session_id("neg", self.node_id, "-")
-            )
+            await self._relay_locate(target, source)
             async with asyncio.timeout(LOCATE_TIMEOUT_S):
                 node_id = await asyncio.shield(locate.found)
         except ActrError as exc:
@@ -315,6 +317,37 @@ class Outbound:
         self._node_of[target] = node_id
         for lane, frame, request_id in locate.frames:
             self._to_node(node_id, lane, frame, request_id)
+
+    async def _relay_locate(self, target: ActrId, source: ActrId | None) -> None:
+        """Relay a locate to ``target`` from ``source``, if it is one of ours. A frame
+        without one (a Shell's) may use any of our actors that the target's ACL admits:
+        the target's gateway judges the Shell's frames on their own (docs/gateway.md,
+        Trust)."""
+        reg = self._regs.get(source) if source is not None else None
+        if reg is not None:
+            regs = [reg]
+        else:
+            # One actor per type: the target's ACL and the server's check judge types.
+            by_type = {r.actr_id.type: r for r in reversed(self._regs.values())}
+            regs = list(by_type.values())[:LOCATE_TYPES_TRIED]
+        if not regs:
+            raise Unavailable(f"node {self.node_id} has no registered actor to relay through")
+        refused: PermissionDenied | None = None
+        for reg in regs:
+            session = session_id("neg", self.node_id, "-")
+            try:
+                await reg.relay(target, RoleNegotiation(), session_id=session)
+                return
+            except PermissionDenied as exc:
+                refused = exc
+        assert refused is not None
+        if source is None:
+            # A Shell has no type for the ACL to refuse: say what happened instead.
+            raise PermissionDenied(
+                f"{target} admits none of this node's actors ({refused.message}), so no "
+                "caller without an actor id either"
+            )
+        raise refused
 
     async def _discover(self, env: Envelope, routing_id: bytes) -> None:
         self.counters.discoveries += 1
