@@ -53,6 +53,22 @@ def test_a_client_that_does_not_trust_it_fails_at_once_saying_why(tls_server) ->
     assert "ca_file" in info.value.message
 
 
+def test_a_scheme_that_does_not_match_the_server_is_named(tls_server) -> None:
+    tls, _cert = tls_server
+
+    async def connect(url: str) -> str:
+        with pytest.raises(Unavailable) as info:
+            async with SignalingClient(url, connect_timeout_s=1.5):
+                pass
+        return info.value.message
+
+    plain_url_to_tls = tls.url.replace("wss://", "ws://")
+    assert "is it a wss:// server, with TLS?" in asyncio.run(connect(plain_url_to_tls))
+    with ServerProcess() as plain:
+        tls_url_to_plain = plain.url.replace("ws://", "wss://")
+        assert "is it a ws:// server, without TLS?" in asyncio.run(connect(tls_url_to_plain))
+
+
 def test_status_lists_a_wss_server_with_ca_file(tls_server) -> None:
     server, cert = tls_server
     result = actrhost_command("status", "--signaling", server.url, "--ca-file", str(cert))
