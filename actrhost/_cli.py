@@ -127,6 +127,18 @@ def _drops(stats: dict[str, Any]) -> int:
     )
 
 
+#: Gateway counters worth a line in `actrhost status` when not zero (docs/gateway.md, stats).
+_GATEWAY_TROUBLE = (
+    "failed_calls",
+    "unintroduced_sources",
+    "bad_relays",
+    "malformed_local",
+    "undeliverable",
+    "late_responses",
+    "dropped_media",
+)
+
+
 def format_status(status: dict[str, Any]) -> str:
     """The status table ``actrhost status`` prints."""
     rows = [_COLUMNS]
@@ -158,7 +170,11 @@ def format_status(status: dict[str, Any]) -> str:
             f"gateway pid {gateway.get('pid')} {gateway.get('state')}, "
             f"restarts {gateway.get('restarts', 0)}, signaling {gateway.get('signaling')}"
         )
-        remote = (gateway.get("stats") or {}).get("remote_nodes") or {}
+        stats = gateway.get("stats") or {}
+        trouble = [f"{name} {stats[name]}" for name in _GATEWAY_TROUBLE if stats.get(name)]
+        if trouble:
+            lines.append(f"  refused or lost: {', '.join(trouble)}")
+        remote = stats.get("remote_nodes") or {}
         for node_id, node in sorted(remote.items()):
             name = f"{node['name']} ({node_id})" if node.get("name") else node_id
             lines.append(
