@@ -41,7 +41,7 @@ from .._ids import ActrId, ActrType
 from . import _wire as wire
 from ._acl import AclRule
 from ._registration import Registration
-from ._tls import client_context
+from ._tls import client_context, connect_error_text
 from ._types import Availability, RelayMessage
 
 __all__ = ["ConnectionState", "Registration", "SignalingClient"]
@@ -78,17 +78,6 @@ _TRANSITIONS = {
     ConnectionState.FAILED: {ConnectionState.CLOSED},
     ConnectionState.CLOSED: set(),
 }
-
-
-def _connect_error_text(url: str, exc: BaseException) -> str:
-    """What a failed connection attempt says, with a hint when the URL's scheme and the
-    server disagree about TLS (a common slip: each side only sees garbage)."""
-    text = str(exc) or type(exc).__name__
-    if url.startswith("wss://") and isinstance(exc, (ConnectionResetError, ssl.SSLError)):
-        return f"{text}; is it a ws:// server, without TLS?"
-    if url.startswith("ws://") and isinstance(exc, InvalidHandshake) and "HTTP" in text:
-        return f"{text}; is it a wss:// server, with TLS?"
-    return text
 
 
 class SignalingClient:
@@ -392,7 +381,7 @@ class SignalingClient:
                             f"private-CA certificate needs [signaling] ca_file)"
                         )
                     )
-                self._last_connect_error = _connect_error_text(self.url, exc)
+                self._last_connect_error = connect_error_text(self.url, exc)
                 log.info("%r: connect failed (%s); retrying in %.2f s", self, exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, self._reconnect_max_s)

@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 import ssl
 
+from websockets.exceptions import InvalidHandshake
+
 from .._errors import ConfigError
 
-__all__ = ["client_context", "server_context"]
+__all__ = ["client_context", "connect_error_text", "server_context"]
 
 PathLike = str | os.PathLike[str]
 
@@ -57,3 +59,14 @@ def client_context(url: str, ca_file: PathLike | None = None) -> ssl.SSLContext 
     if not url.startswith("wss://"):
         return None
     return ssl.create_default_context(cafile=os.fspath(ca_file) if ca_file else None)
+
+
+def connect_error_text(url: str, exc: BaseException) -> str:
+    """What a failed connection attempt says, with a hint when the URL's scheme and the
+    server disagree about TLS (a common slip: each side only sees garbage)."""
+    text = str(exc) or type(exc).__name__
+    if url.startswith("wss://") and isinstance(exc, (ConnectionResetError, ssl.SSLError)):
+        return f"{text}; is it a ws:// server, without TLS?"
+    if url.startswith("ws://") and isinstance(exc, InvalidHandshake) and "HTTP" in text:
+        return f"{text}; is it a wss:// server, with TLS?"
+    return text
