@@ -170,3 +170,22 @@ def test_link_cut_fails_pending_calls_then_traffic_resumes(
         runner.run(a.stop())
         runner.run(b.stop())
         runner.close()
+
+
+def test_two_hosts_left_on_loopback_addresses_are_told_to_set_ice_host_addresses(
+    tmp_path: Path, namespaces: tuple[str, str, str], signaling_in: str
+) -> None:
+    ns_a, ns_b, _veth_a = namespaces
+    runner = LoopRunner()
+    # The default webrtc_toml: ice_host_addresses = ["127.0.0.1"], as a config that leaves
+    # it out. Signaling works across the veth pair; ICE cannot.
+    a = HarnessNode(tmp_path / "a", signaling_in, [("client", "t+C")], netns=ns_a)
+    b = HarnessNode(tmp_path / "b", signaling_in, [("echo", "t+E")], netns=ns_b)
+    try:
+        runner.run(start_nodes(a, b))
+        with pytest.raises(Unavailable, match=r"set \[webrtc\] ice_host_addresses"):
+            runner.run(a.call("client", b.ids["echo"], "echo", b"hi", timeout_s=20), timeout_s=30)
+    finally:
+        runner.run(a.stop())
+        runner.run(b.stop())
+        runner.close()

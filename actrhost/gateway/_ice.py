@@ -116,6 +116,23 @@ def local_candidate_count(pc: Any) -> int:
     return count
 
 
+def loopback_only(pc: Any) -> bool:
+    """True when both sides offered loopback candidates only: such a connection can form
+    between two gateways on one host, never between two hosts (``ice_host_addresses``
+    defaults to 127.0.0.1)."""
+    addresses = []
+    try:
+        for transport in _ice_transports(pc):
+            local = transport.iceGatherer.getLocalCandidates()
+            remote = transport.getRemoteCandidates()
+            if not local or not remote:
+                return False
+            addresses += [c.ip for c in local + remote]
+        return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+    except (AttributeError, ValueError):  # not negotiated yet; a host name (mDNS)
+        return False
+
+
 def candidate_type_in_use(pc: Any) -> str:
     """``host``, ``srflx``, ``prflx`` or ``relay`` for the nominated pair, or ``""``.
 

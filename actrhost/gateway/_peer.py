@@ -21,7 +21,12 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from .._config import WebrtcConfig
 from .._envelope import StreamFrame
 from . import _framing as framing
-from ._ice import candidate_type_in_use, local_candidate_count, rtc_configuration
+from ._ice import (
+    candidate_type_in_use,
+    local_candidate_count,
+    loopback_only,
+    rtc_configuration,
+)
 from ._media import MediaReceiver, MediaSender
 from ._sending import _CHANNELS, _LATENCY, _SLOT_LANE, Sending, _Lane
 from ._types import TERMINAL, TRANSITIONS, LinkCounters, LinkState, Tuning
@@ -341,6 +346,12 @@ class PeerConnection(Sending):
         """Mark the connection failed (idempotent) and close it in the background."""
         if self._state in TERMINAL:
             return
+        if self._state is LinkState.CONNECTING and self._pc is not None and loopback_only(self._pc):
+            # The usual first mistake with nodes on two hosts: the default host address.
+            reason += (
+                " (both nodes offered loopback addresses only: on different hosts, set "
+                "[webrtc] ice_host_addresses to each host's own addresses)"
+            )
         self.error = reason
         self._set_state(LinkState.FAILED, reason)
         self._wake.set()
