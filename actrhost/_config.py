@@ -125,8 +125,9 @@ class WebrtcConfig:
     turn_servers: tuple[TurnServer, ...] = ()
     force_relay: bool = False
     # aioice skips loopback when it gathers host candidates, so two peers on one machine
-    # never connect without an explicit list (DESIGN §10).
-    ice_host_addresses: tuple[str, ...] = ("127.0.0.1",)
+    # never connect without an explicit list (DESIGN §10). Empty: the address this host
+    # reaches the signaling server from (127.0.0.1 with a server on loopback).
+    ice_host_addresses: tuple[str, ...] = ()
     connect_timeout_s: float = 10.0
     # A connection that stays silent this long fails (and its pending calls with it);
     # each side pings every keepalive_interval_s.

@@ -86,7 +86,7 @@ def test_minimal_config_has_every_default(tmp_path: Path) -> None:
         stun_urls=(),
         turn_servers=(),
         force_relay=False,
-        ice_host_addresses=("127.0.0.1",),
+        ice_host_addresses=(),
         connect_timeout_s=10.0,
     )
     assert config.shm == ShmConfig(threshold_bytes=65536, ring_bytes=67108864)

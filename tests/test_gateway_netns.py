@@ -172,13 +172,40 @@ def test_link_cut_fails_pending_calls_then_traffic_resumes(
         runner.close()
 
 
+def test_without_ice_host_addresses_a_gateway_offers_the_address_that_reaches_signaling(
+    tmp_path: Path, namespaces: tuple[str, str, str], signaling_in: str
+) -> None:
+    ns_a, ns_b, _veth_a = namespaces
+    runner = LoopRunner()
+    webrtc = "connect_timeout_s = 4.0"  # no ice_host_addresses: as most configs
+    a = HarnessNode(
+        tmp_path / "a", signaling_in, [("client", "t+C")], netns=ns_a, webrtc_toml=webrtc,
+        log_level="info",
+    )  # fmt: skip
+    b = HarnessNode(
+        tmp_path / "b", signaling_in, [("echo", "t+E")], netns=ns_b, webrtc_toml=webrtc,
+        log_level="info",
+    )  # fmt: skip
+    try:
+        runner.run(start_nodes(a, b))
+        assert runner.run(a.call("client", b.ids["echo"], "echo", b"hi")) == b"hi"
+        assert f"ICE host address {ADDR_A}, the one that reaches signaling" in a.log_text()
+        assert f"ICE host address {ADDR_B}, the one that reaches signaling" in b.log_text()
+        (remote,) = runner.run(a.stats())["remote_nodes"].values()
+        assert remote["candidate_type"] == "host"
+    finally:
+        runner.run(a.stop())
+        runner.run(b.stop())
+        runner.close()
+
+
 def test_two_hosts_left_on_loopback_addresses_are_told_to_set_ice_host_addresses(
     tmp_path: Path, namespaces: tuple[str, str, str], signaling_in: str
 ) -> None:
     ns_a, ns_b, _veth_a = namespaces
     runner = LoopRunner()
-    # The default webrtc_toml: ice_host_addresses = ["127.0.0.1"], as a config that leaves
-    # it out. Signaling works across the veth pair; ICE cannot.
+    # The harness's default webrtc_toml: ice_host_addresses = ["127.0.0.1"], what a config
+    # for one machine says. Signaling works across the veth pair; ICE cannot.
     a = HarnessNode(tmp_path / "a", signaling_in, [("client", "t+C")], netns=ns_a)
     b = HarnessNode(tmp_path / "b", signaling_in, [("echo", "t+E")], netns=ns_b)
     try:

@@ -52,7 +52,9 @@ def main() -> int:
     except ConfigError as exc:
         print(f"actrhost gateway: {exc}", file=sys.stderr)
         return 2
-    use_host_addresses(config.webrtc.ice_host_addresses)
+    # Without a list, the address that reaches signaling, once connected (Gateway.run);
+    # no peer connection is made before that.
+    use_host_addresses(config.webrtc.ice_host_addresses or ["127.0.0.1"])
     # ACTRHOST_GATEWAY_AIORTC=plain runs aiortc and aioice as shipped (for comparisons).
     if os.environ.get("ACTRHOST_GATEWAY_AIORTC", "tuned") != "plain":
         _sctp.install()

@@ -39,6 +39,7 @@ from ..signaling import (
 )
 from ..workers._worker import remove_orphaned_run_dir, supervisor_gone
 from ._counters import GatewayCounters
+from ._ice import use_host_addresses
 from ._inbound import Inbound, _InCall, _Waiting
 from ._outbound import Outbound, _Locate, _OutCall
 from ._peer import Callbacks, PeerConnection
@@ -180,6 +181,7 @@ class Gateway(Outbound, Inbound):
         self._signaling = client
         try:
             await client.connect()
+            self._pick_host_address(client)
             await self._register_all(client)
         except (ActrError, OSError) as exc:
             reason = exc.message if isinstance(exc, ActrError) else str(exc)
@@ -371,6 +373,23 @@ class Gateway(Outbound, Inbound):
             **vars(self.counters),
             "remote_nodes": {node_id: node.stats() for node_id, node in self._nodes.items()},
         }
+
+    def _pick_host_address(self, client: SignalingClient) -> None:
+        """Without ``[webrtc] ice_host_addresses``, offer the address this host reaches the
+        signaling server from: other nodes reach that server too, so they likely reach
+        us there (127.0.0.1 when it runs on loopback). Decided at the first connection."""
+        if self.config.webrtc.ice_host_addresses:
+            return
+        address = client.local_address
+        if address is None:
+            return
+        use_host_addresses([address])
+        log.info(
+            "%r: ICE host address %s, the one that reaches signaling (set [webrtc] "
+            "ice_host_addresses to choose)",
+            self,
+            address,
+        )
 
     # -- remote nodes ------------------------------------------------------------------
 

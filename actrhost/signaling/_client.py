@@ -155,6 +155,13 @@ class SignalingClient:
         return self._state
 
     @property
+    def local_address(self) -> str | None:
+        """The local IP address of the connection to the server (None: not connected):
+        where this host reaches the server from."""
+        ws = self._ws
+        return str(ws.local_address[0]) if ws is not None and ws.local_address else None
+
+    @property
     def connected(self) -> bool:
         """True while connected and every registration is current."""
         return self._ready.is_set()
