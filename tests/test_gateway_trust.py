@@ -136,3 +136,14 @@ def test_a_shell_locates_through_any_actor_type_its_target_admits(nodes: Nodes) 
     # No actor type of node A is admitted by safe: neither is the Shell, said plainly.
     with pytest.raises(PermissionDenied, match="admits none of this node's actors"):
         run(a.call("client", b.ids["safe"], "echo", b"shell", source=None))
+
+
+def test_a_claim_the_acl_refuses_anyway_is_refused_at_once(nodes: Nodes) -> None:
+    a, b, c, run = nodes.a, nodes.b, nodes.c, nodes.runner.run
+    assert run(a.call("client", b.ids["vault"], "echo", b"client")) == b"client"
+    # The vault admits clients only: a frame claiming to come from C's friend is refused
+    # for what it claims, without waiting for an introduction that could not help.
+    started = time.monotonic()
+    with pytest.raises(PermissionDenied, match=r"t\+Friend may not call"):
+        run(a.call("client", b.ids["vault"], "echo", b"x", source=c.ids["friend"]))
+    assert time.monotonic() - started < INTRODUCE_WAIT_S / 2

@@ -164,7 +164,12 @@ class Inbound(Trust):
         """A request, tell or stream frame from another node: first make sure that node
         introduced its source (else wait for it), then hand it on."""
         source = item.source
-        if may_wait and source is not None and self._node_of.get(source) != pc.remote_node:
+        if (
+            may_wait
+            and source is not None
+            and self._node_of.get(source) != pc.remote_node
+            and not self._refused_anyway(item.target, source)
+        ):
             started = self._loop.time()
 
             def again() -> None:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._config import ActorConfig
-from .._directory import ActorEntry
+from .._directory import ActorEntry, Directory
 from .._envelope import Envelope, StreamFrame
 from .._errors import ActrError, BadRequest, PermissionDenied
 from .._ids import ActrId
@@ -69,6 +69,7 @@ class Trust:
     _loop: asyncio.AbstractEventLoop
     _hwm: int
     _actor_configs: dict[str, ActorConfig]
+    directory: Directory
     _regs: dict[ActrId, Any]
     _node_of: dict[ActrId, str]
     _nodes: dict[str, RemoteNode]
@@ -97,15 +98,27 @@ class Trust:
                     f"(from node {self._node_text(from_node)})"
                 )
             return
+        # What the claimed id may not do, no introduction would allow: say that first.
+        if source.realm != own_realm:
+            raise PermissionDenied(f"realm {source.realm} may not reach {entry.actr_id}")
+        if actor is not None and not actor.acl_allows(source.type, source.realm.realm_id):
+            raise PermissionDenied(f"{source.type} may not call {entry.actr_id}")
         if self._node_of.get(source) != from_node:
             self.counters.unintroduced_sources += 1
             raise PermissionDenied(
                 f"node {self._node_text(from_node)} did not introduce {source} through signaling"
             )
-        if source.realm != own_realm:
-            raise PermissionDenied(f"realm {source.realm} may not reach {entry.actr_id}")
-        if actor is not None and not actor.acl_allows(source.type, source.realm.realm_id):
-            raise PermissionDenied(f"{source.type} may not call {entry.actr_id}")
+
+    def _refused_anyway(self, target: ActrId | None, source: ActrId) -> bool:
+        """Whether ``target``'s realm or ACL refuses ``source``, genuine or not: then its
+        frames need not wait for an introduction."""
+        entry = self.directory.get(target) if target is not None else None
+        if entry is None:
+            return False
+        actor = self._actor_configs.get(entry.name)
+        return source.realm != entry.actr_id.realm or (
+            actor is not None and not actor.acl_allows(source.type, source.realm.realm_id)
+        )
 
     def _node_text(self, node_id: str) -> str:
         node = self._nodes.get(node_id)
