@@ -11,13 +11,14 @@ Skipped with the reason when not root or without ``ip netns``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import select
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -109,23 +110,47 @@ def signaling_in(namespaces: tuple[str, str, str]) -> Iterator[str]:
         proc.stdout.close()
 
 
+@contextlib.contextmanager
+def two_hosts(
+    tmp_path: Path,
+    namespaces: tuple[str, str, str],
+    signaling_url: str,
+    webrtc: Callable[[str], str] | None = None,
+    log_level: str = "warning",
+) -> Iterator[tuple[LoopRunner, HarnessNode, HarnessNode]]:
+    """Node A (a client) in namespace A, node B (an echo) in namespace B, started; both
+    stopped afterwards. ``webrtc(address)`` gives a node's [webrtc] table (default: the
+    harness's, with ice_host_addresses = ["127.0.0.1"])."""
+    ns_a, ns_b, _veth_a = namespaces
+    runner = LoopRunner()
+    nodes = []
+    for name, ns, address, actor in (
+        ("a", ns_a, ADDR_A, ("client", "t+C")),
+        ("b", ns_b, ADDR_B, ("echo", "t+E")),
+    ):
+        extra = {} if webrtc is None else {"webrtc_toml": webrtc(address)}
+        node = HarnessNode(
+            tmp_path / name, signaling_url, [actor], netns=ns, log_level=log_level, **extra
+        )
+        nodes.append(node)
+    try:
+        runner.run(start_nodes(*nodes))
+        yield runner, nodes[0], nodes[1]
+    finally:
+        for node in nodes:
+            runner.run(node.stop())
+        runner.close()
+
+
 def test_link_cut_fails_pending_calls_then_traffic_resumes(
     tmp_path: Path, namespaces: tuple[str, str, str], signaling_in: str
 ) -> None:
-    ns_a, ns_b, veth_a = namespaces
-    runner = LoopRunner()
+    ns_a, _ns_b, veth_a = namespaces
 
-    def webrtc(addr: str) -> str:
-        return f'ice_host_addresses = ["{addr}"]\nconnect_timeout_s = 4.0'
+    def webrtc(address: str) -> str:
+        return f'ice_host_addresses = ["{address}"]\nconnect_timeout_s = 4.0'
 
-    a = HarnessNode(
-        tmp_path / "a", signaling_in, [("client", "t+C")], netns=ns_a, webrtc_toml=webrtc(ADDR_A)
-    )
-    b = HarnessNode(
-        tmp_path / "b", signaling_in, [("echo", "t+E")], netns=ns_b, webrtc_toml=webrtc(ADDR_B)
-    )
-    try:
-        runner.run(start_nodes(a, b))
+    with two_hosts(tmp_path, namespaces, signaling_in, webrtc) as (runner, a, b):
         assert runner.run(a.call("client", b.ids["echo"], "echo", b"up")) == b"up"
         assert a.process is not None and b.process is not None
         pids = (a.process.pid, b.process.pid)
@@ -166,53 +191,27 @@ def test_link_cut_fails_pending_calls_then_traffic_resumes(
         (remote,) = runner.run(a.stats())["remote_nodes"].values()
         assert remote["failures"] >= 1 and remote["state"] == "connected"
         assert remote["candidate_type"] == "host"
-    finally:
-        runner.run(a.stop())
-        runner.run(b.stop())
-        runner.close()
 
 
 def test_without_ice_host_addresses_a_gateway_offers_the_address_that_reaches_signaling(
     tmp_path: Path, namespaces: tuple[str, str, str], signaling_in: str
 ) -> None:
-    ns_a, ns_b, _veth_a = namespaces
-    runner = LoopRunner()
-    webrtc = "connect_timeout_s = 4.0"  # no ice_host_addresses: as most configs
-    a = HarnessNode(
-        tmp_path / "a", signaling_in, [("client", "t+C")], netns=ns_a, webrtc_toml=webrtc,
-        log_level="info",
-    )  # fmt: skip
-    b = HarnessNode(
-        tmp_path / "b", signaling_in, [("echo", "t+E")], netns=ns_b, webrtc_toml=webrtc,
-        log_level="info",
-    )  # fmt: skip
-    try:
-        runner.run(start_nodes(a, b))
+    def webrtc(_address: str) -> str:
+        return "connect_timeout_s = 4.0"  # no ice_host_addresses: as most configs
+
+    with two_hosts(tmp_path, namespaces, signaling_in, webrtc, "info") as (runner, a, b):
         assert runner.run(a.call("client", b.ids["echo"], "echo", b"hi")) == b"hi"
         assert f"ICE host address {ADDR_A}, the one that reaches signaling" in a.log_text()
         assert f"ICE host address {ADDR_B}, the one that reaches signaling" in b.log_text()
         (remote,) = runner.run(a.stats())["remote_nodes"].values()
         assert remote["candidate_type"] == "host"
-    finally:
-        runner.run(a.stop())
-        runner.run(b.stop())
-        runner.close()
 
 
 def test_two_hosts_left_on_loopback_addresses_are_told_to_set_ice_host_addresses(
     tmp_path: Path, namespaces: tuple[str, str, str], signaling_in: str
 ) -> None:
-    ns_a, ns_b, _veth_a = namespaces
-    runner = LoopRunner()
-    # The harness's default webrtc_toml: ice_host_addresses = ["127.0.0.1"], what a config
-    # for one machine says. Signaling works across the veth pair; ICE cannot.
-    a = HarnessNode(tmp_path / "a", signaling_in, [("client", "t+C")], netns=ns_a)
-    b = HarnessNode(tmp_path / "b", signaling_in, [("echo", "t+E")], netns=ns_b)
-    try:
-        runner.run(start_nodes(a, b))
+    # The harness's [webrtc]: ice_host_addresses = ["127.0.0.1"], what a config for one
+    # machine says. Signaling works across the veth pair; ICE cannot.
+    with two_hosts(tmp_path, namespaces, signaling_in) as (runner, a, b):
         with pytest.raises(Unavailable, match=r"set \[webrtc\] ice_host_addresses"):
             runner.run(a.call("client", b.ids["echo"], "echo", b"hi", timeout_s=20), timeout_s=30)
-    finally:
-        runner.run(a.stop())
-        runner.run(b.stop())
-        runner.close()
