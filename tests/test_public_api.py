@@ -70,3 +70,11 @@ def test_design_contract_names_exist():
         assert callable(getattr(Context, method))
     for method in ("call", "tell", "discover", "actors", "on_rpc"):
         assert callable(getattr(actrhost.Shell, method))
+
+
+def test_the_testing_module_is_small_typed_and_documented():
+    import actrhost.testing as testing
+
+    assert sorted(testing.__all__) == ["NodeFailed", "RunningNode", "running_node"]
+    for name in testing.__all__:
+        assert getattr(testing, name).__doc__, f"actrhost.testing.{name} has no docstring"

@@ -1,0 +1,176 @@
+"""Testing actors: run a real node for the length of a test.
+
+::
+
+    import asyncio
+    from actrhost.testing import running_node
+
+    def test_echo_answers():
+        async def go():
+            async with running_node("configs/echo.toml") as node:
+                answer = await node.shell.call("echo", "demo.Echo.Say", b"hi", timeout=5)
+                assert answer == b"hi"
+
+        asyncio.run(go())
+
+The node is the real thing, ``actrhost run`` in a child process: its supervisor, one
+worker per actor, and a gateway when the config has ``[signaling]``. Entering the block
+waits until every actor instance runs; leaving it stops the node as Ctrl-C would and
+checks that it stopped cleanly. Nothing is faked, so what passes here passes in
+production; see docs/testing.md for patterns (deadlines, waiting for effects, several
+nodes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._config import load_config
+from ._directory import ActorState
+from ._errors import ActrError
+from ._rundir import run_dir_for
+from ._shell import Shell, connect
+
+__all__ = ["NodeFailed", "RunningNode", "running_node"]
+
+#: How long a stopping node may take before it is killed (its own grace is 5 s).
+STOP_TIMEOUT_S = 15.0
+#: Lines of the node's log quoted when it fails.
+LOG_LINES_QUOTED = 20
+
+
+class NodeFailed(RuntimeError):
+    """The node exited before all its actors ran, or did not stop cleanly; the message
+    ends with the last lines of its log."""
+
+
+@dataclass
+class RunningNode:
+    """A node started by :func:`running_node`, with a Shell attached to it."""
+
+    config_path: Path
+    #: The ``actrhost run`` process (its supervisor).
+    process: subprocess.Popen[bytes]
+    #: Attached for the whole block: ``call``, ``tell``, ``actors``, ``status``...
+    shell: Shell
+    #: Everything the node wrote (stdout and stderr).
+    log_path: Path
+
+    def log_text(self) -> str:
+        """What the node wrote so far."""
+        return self.log_path.read_text(errors="replace")
+
+
+@contextlib.asynccontextmanager
+async def running_node(
+    config: str | os.PathLike[str],
+    *,
+    start_timeout: float = 30.0,
+    env: Mapping[str, str] | None = None,
+) -> AsyncIterator[RunningNode]:
+    """Run the node of ``config`` for the block; yield it once every actor runs.
+
+    Raises :class:`~actrhost.ConfigError` for a bad config (nothing started),
+    :class:`NodeFailed` when the node exits before its actors run or ``start_timeout``
+    passes, and, on leaving a block that raised nothing, when the node does not stop
+    with exit status 0 within :data:`STOP_TIMEOUT_S`. ``env`` is added to the node's
+    environment.
+    """
+    config_path = Path(config).resolve()
+    run_dir = run_dir_for(load_config(config_path))
+    log_dir = Path(tempfile.mkdtemp(prefix="actrhost-test-"))
+    log_path = log_dir / "node.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "actrhost", "run", str(config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a stray Ctrl-C in the test's terminal is not the node's
+            env={**os.environ, **(env or {})},
+        )
+    node: RunningNode | None = None
+    body_failed = True
+    try:
+        shell = await _attach_when_running(process, config_path, run_dir, log_path, start_timeout)
+        node = RunningNode(config_path, process, shell, log_path)
+        try:
+            yield node
+            body_failed = False
+        finally:
+            await shell.aclose()
+    finally:
+        code = await _stop(process)
+        tail = _tail(log_path) if not body_failed and code != 0 else ""
+        shutil.rmtree(log_dir, ignore_errors=True)
+        if tail:
+            raise NodeFailed(f"the node stopped with status {code}{tail}")
+
+
+async def _attach_when_running(
+    process: subprocess.Popen[bytes],
+    config_path: Path,
+    run_dir: Path,
+    log_path: Path,
+    timeout_s: float,
+) -> Shell:
+    deadline = time.monotonic() + timeout_s
+    shell: Shell | None = None
+    try:
+        while True:
+            if process.poll() is not None:
+                raise NodeFailed(
+                    f"the node exited with status {process.returncode} before its actors "
+                    f"ran" + _tail(log_path)
+                )
+            if time.monotonic() > deadline:
+                raise NodeFailed(
+                    f"the node's actors were not all running after {timeout_s:g} s"
+                    + _tail(log_path)
+                )
+            if shell is None and (run_dir / "control.sock").exists():
+                candidate = connect(config_path)
+                try:
+                    await candidate.open()
+                    shell = candidate
+                except ActrError:
+                    await candidate.aclose()  # not listening yet
+            if shell is not None:
+                actors = await shell.actors()
+                if actors and all(a.state is ActorState.RUNNING for a in actors):
+                    result, shell = shell, None
+                    return result
+            await asyncio.sleep(0.05)
+    finally:
+        if shell is not None:
+            await shell.aclose()
+
+
+async def _stop(process: subprocess.Popen[bytes]) -> int:
+    """SIGTERM the node; SIGKILL its whole process group if it does not stop in time."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while process.poll() is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+    return process.returncode
+
+
+def _tail(log_path: Path) -> str:
+    lines = log_path.read_text(errors="replace").splitlines()[-LOG_LINES_QUOTED:]
+    return ":\n" + "\n".join(lines) if lines else " (it wrote nothing)"

@@ -1,0 +1,97 @@
+"""``actrhost.testing.running_node``: a real node for the length of a test."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from actrhost import ConfigError
+from actrhost._config import load_config
+from actrhost._rundir import run_dir_for
+from actrhost.testing import NodeFailed, running_node
+
+from .utils import TESTS_DIR, pid_alive
+
+
+def write_config(folder: Path, actors: str) -> Path:
+    path = folder / "node.toml"
+    path.write_text(
+        f'[node]\nname = "t{folder.name[-8:].replace("_", "")}"\n'
+        f'python_path = ["{TESTS_DIR}"]\n\n{actors}'
+    )
+    return path
+
+
+ECHO = '[[actor]]\nname = "echo"\ntype = "test+Echo"\nhandler = "actors:Echo"\ninstances = 2\n'
+
+
+def test_a_running_node_answers_and_is_gone_after_the_block(tmp_path: Path) -> None:
+    config = write_config(tmp_path, ECHO)
+
+    async def go() -> list[int]:
+        async with running_node(config) as node:
+            answer = await node.shell.call("echo", "test.Echo.Say", b"hi", timeout=5)
+            assert answer == b"hi"
+            actors = await node.shell.actors()
+            assert [a.state for a in actors] == ["running", "running"]
+            assert "ready" in node.log_text()
+            pids = [a.pid for a in actors if a.pid] + [node.process.pid]
+        assert node.process.returncode == 0
+        return pids
+
+    pids = asyncio.run(asyncio.wait_for(go(), 60))
+    assert not any(pid_alive(pid) for pid in pids)
+    assert not run_dir_for(load_config(config)).exists()
+
+
+def test_a_node_that_cannot_start_fails_fast_quoting_its_log(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path, '[[actor]]\nname = "bad"\ntype = "test+Bad"\nhandler = "actors:NoSuchClass"\n'
+    )
+
+    async def go() -> None:
+        async with running_node(config):
+            raise AssertionError("the block must not run")
+
+    started = time.monotonic()
+    with pytest.raises(NodeFailed, match="exited with status 2 before its actors ran") as info:
+        asyncio.run(asyncio.wait_for(go(), 60))
+    assert "has no class 'NoSuchClass'" in str(info.value)
+    assert time.monotonic() - started < 20
+
+
+def test_a_bad_config_raises_before_anything_starts(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text('[node]\nname = "x"\n')
+
+    async def go() -> None:
+        async with running_node(config):
+            raise AssertionError("the block must not run")
+
+    with pytest.raises(ConfigError, match="at least one"):
+        asyncio.run(go())
+
+
+RELAY = '[[actor]]\nname = "relay"\ntype = "test+Relay"\nhandler = "actors:Relay"\n'
+
+
+def test_two_nodes_with_an_in_process_signaling_server(tmp_path: Path) -> None:
+    """The several-nodes pattern of docs/testing.md."""
+    from actrhost.signaling import run_server
+
+    async def go() -> bytes:
+        async with run_server("127.0.0.1:0") as server:
+            signaling = f'[signaling]\nurl = "{server.url}"\n\n'
+            (tmp_path / "a").mkdir()
+            (tmp_path / "b").mkdir()
+            config_a = write_config(tmp_path / "a", signaling + RELAY)
+            config_b = write_config(tmp_path / "b", signaling + ECHO)
+            async with running_node(config_b), running_node(config_a) as node_a:
+                return await node_a.shell.call(
+                    "relay", "test.Relay.Forward", b"test+Echo test.Echo.Say across", timeout=20
+                )
+
+    assert asyncio.run(asyncio.wait_for(go(), 90)) == b"across"
