@@ -163,12 +163,13 @@ class Inbound(Trust):
     ) -> None:
         """A request, tell or stream frame from another node: first make sure that node
         introduced its source (else wait for it), then hand it on."""
-        source = item.source
+        source, target = item.source, item.target
         if (
             may_wait
             and source is not None
+            and target is not None  # else refused as addressed to nobody
             and self._node_of.get(source) != pc.remote_node
-            and not self._refused_anyway(item.target, source)
+            and not self._refused_anyway(target, source)
         ):
             started = self._loop.time()
 

@@ -109,10 +109,10 @@ class Trust:
                 f"node {self._node_text(from_node)} did not introduce {source} through signaling"
             )
 
-    def _refused_anyway(self, target: ActrId | None, source: ActrId) -> bool:
+    def _refused_anyway(self, target: ActrId, source: ActrId) -> bool:
         """Whether ``target``'s realm or ACL refuses ``source``, genuine or not: then its
         frames need not wait for an introduction."""
-        entry = self.directory.get(target) if target is not None else None
+        entry = self.directory.get(target)
         if entry is None:
             return False
         actor = self._actor_configs.get(entry.name)
@@ -130,14 +130,16 @@ class Trust:
         """Keep a frame whose source ``pc``'s node has not introduced to us, and ask that
         node to; ``again`` runs once it did (``_introduced``) or after the wait. False:
         too many wait already; handle it now (it is refused)."""
-        assert item.source is not None and item.target is not None
-        key = (pc.remote_node, item.source)
+        source, target = item.source, item.target
+        if source is None or target is None:
+            return False
+        key = (pc.remote_node, source)
         waiting = self._unintroduced.get(key)
         if waiting is None:
             waiting = self._unintroduced[key] = deque()
         elif len(waiting) >= self._hwm:
             return False
-        self._ask_introduction(pc, item.source, item.target)
+        self._ask_introduction(pc, source, target)
         wait_s = INTRODUCE_WAIT_S
         if isinstance(item, Envelope) and item.timeout_ms:
             wait_s = min(wait_s, item.timeout_ms / 1000)
