@@ -384,8 +384,9 @@ class SignalingClient:
                     self._resolve_first(
                         Unavailable(
                             f"the certificate of signaling server {self.url} failed "
-                            f"verification: {exc.verify_message} (a self-signed or "
-                            f"private-CA certificate needs [signaling] ca_file)"
+                            f"verification: {exc.verify_message} (for a self-signed or "
+                            "private-CA certificate, give its CA: [signaling] ca_file, "
+                            "or --ca-file)"
                         )
                     )
                 self._last_connect_error = connect_error_text(self.url, exc)
