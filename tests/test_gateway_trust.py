@@ -147,3 +147,33 @@ def test_a_claim_the_acl_refuses_anyway_is_refused_at_once(nodes: Nodes) -> None
     with pytest.raises(PermissionDenied, match=r"t\+Friend may not call"):
         run(a.call("client", b.ids["vault"], "echo", b"x", source=c.ids["friend"]))
     assert time.monotonic() - started < INTRODUCE_WAIT_S / 2
+
+
+def test_an_introduction_is_relayed_only_to_an_actor_of_the_asking_node() -> None:
+    """The guard itself, without processes: a node may not use 'introduce' to make us
+    relay (and maybe connect) to an actor on some other node."""
+    from types import SimpleNamespace
+
+    from actrhost.gateway._trust import Trust
+    from actrhost.gateway._types import LinkCounters
+
+    ours = ActrId(Realm(1), 1, ActrType("t", "Client"))
+    theirs = ActrId(Realm(1), 2, ActrType("t", "Echo"))
+    elsewhere = ActrId(Realm(1), 3, ActrType("t", "Echo"))
+    spawned: list[object] = []
+
+    class Gateway(Trust):
+        def __init__(self) -> None:
+            self._regs = {ours: object()}
+            self._node_of = {theirs: "node-b", elsewhere: "node-c"}
+            self._introducing = set()
+            self._spawn = spawned.append
+            self.node_id = "node-a"
+
+    gateway = Gateway()
+    pc = SimpleNamespace(remote_node="node-b", counters=LinkCounters())
+    gateway._introduce(pc, {"op": "introduce", "source": str(ours), "target": str(elsewhere)})
+    assert spawned == [] and pc.counters.malformed == 1
+    gateway._introduce(pc, {"op": "introduce", "source": str(ours), "target": str(theirs)})
+    assert len(spawned) == 1
+    spawned[0].close()  # the relay coroutine, not run here

@@ -185,6 +185,11 @@ class Trust:
         reg = self._regs.get(source)
         if reg is None or (source, target) in self._introducing:
             return  # not ours (the frame was refused rightly), or under way
+        if self._node_of.get(target) != pc.remote_node:
+            # Our frames went to that node only if it hosts the target: anything else
+            # would have us relay (and maybe connect) wherever the asking node says.
+            pc.counters.malformed += 1
+            return
         self._introducing.add((source, target))
         self._spawn(self._relay_introduction(reg, source, target))
 
