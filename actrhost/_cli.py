@@ -169,6 +169,7 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(
             f"gateway pid {gateway.get('pid')} {gateway.get('state')}, "
             f"restarts {gateway.get('restarts', 0)}, signaling {gateway.get('signaling')}"
+            + _ice_text(gateway.get("stats") or {})
         )
         stats = gateway.get("stats") or {}
         trouble = [f"{name} {stats[name]}" for name in _GATEWAY_TROUBLE if stats.get(name)]
@@ -185,6 +186,11 @@ def format_status(status: dict[str, Any]) -> str:
             )
             lines += _lane_lines(node.get("lanes") or {})
     return "\n".join(lines)
+
+
+def _ice_text(stats: dict[str, Any]) -> str:
+    addresses = stats.get("ice_host_addresses")
+    return f", ICE host {', '.join(addresses)}" if addresses else ""
 
 
 def _lane_lines(lanes: dict[str, dict[str, int]]) -> list[str]:

@@ -133,12 +133,14 @@ def test_call_output_into_a_closed_pipe_stops_quietly(node_factory, tmp_path):
     assert "Traceback" not in stderr, stderr
 
 
-def test_status_names_the_gateway_counters_that_are_not_zero():
+def test_status_names_the_ice_host_and_the_gateway_counters_that_are_not_zero():
     from actrhost._cli import format_status
 
     gateway = {"pid": 7, "state": "running", "restarts": 0, "signaling": "ws://x:1"}
     quiet = {"node": "a", "actors": [], "gateway": {**gateway, "stats": {"failed_calls": 0}}}
     assert "refused or lost" not in format_status(quiet)
     stats = {"failed_calls": 2, "unintroduced_sources": 3, "undeliverable": 0}
+    stats["ice_host_addresses"] = ["10.0.0.5"]
     text = format_status({"node": "a", "actors": [], "gateway": {**gateway, "stats": stats}})
     assert "  refused or lost: failed_calls 2, unintroduced_sources 3" in text.splitlines()
+    assert "signaling ws://x:1, ICE host 10.0.0.5" in text

@@ -115,6 +115,8 @@ def test_actors_on_two_nodes_discover_call_and_tell_each_other(node_factory, sig
             assert len(remote) == 1 and "connected, candidate host" in remote[0], table.stdout
             # ... by the name in its config (its gateway's hello), not only by its id.
             assert f"remote node {node_b.config.node.name} (" in remote[0], table.stdout
+            # No ice_host_addresses in the config: the address that reaches signaling.
+            assert ", ICE host 127.0.0.1" in table.stdout
             rpc = next(line for line in lines if line.strip().startswith("rpc_reliable"))
             out_msgs, in_msgs = (int(rpc.split(k)[1].split()[0]) for k in (" out ", " in "))
             assert out_msgs >= 24 and in_msgs >= 4, rpc  # 20 tells, 4+ calls and answers

@@ -62,6 +62,9 @@ class Gateway(Outbound, Inbound):
     def __init__(self, spec: GatewaySpec, config: Config) -> None:
         self.spec = spec
         self.config = config
+        # What ICE offers as host candidates (stats): the config's, else picked once
+        # signaling is reached (_pick_host_address).
+        self.ice_host_addresses = list(config.webrtc.ice_host_addresses)
         self.node_id = spec.node_id
         webrtc = config.webrtc
         overrides: dict[str, Any] = {
@@ -370,6 +373,7 @@ class Gateway(Outbound, Inbound):
             "registered": len(self._regs),
             "pending_out": len(self._pending_out),
             "pending_in": len(self._pending_in),
+            "ice_host_addresses": self.ice_host_addresses,
             **vars(self.counters),
             "remote_nodes": {node_id: node.stats() for node_id, node in self._nodes.items()},
         }
@@ -384,6 +388,7 @@ class Gateway(Outbound, Inbound):
         if address is None:
             return
         use_host_addresses([address])
+        self.ice_host_addresses = [address]
         log.info(
             "%r: ICE host address %s, the one that reaches signaling (set [webrtc] "
             "ice_host_addresses to choose)",
