@@ -177,3 +177,7 @@ def test_an_introduction_is_relayed_only_to_an_actor_of_the_asking_node() -> Non
     gateway._introduce(pc, {"op": "introduce", "source": str(ours), "target": str(theirs)})
     assert len(spawned) == 1
     spawned[0].close()  # the relay coroutine, not run here
+    # Malformed requests are counted and change nothing.
+    for bad in ({"op": "introduce"}, {"op": "introduce", "source": 7, "target": [1]}):
+        gateway._introduce(pc, bad)
+    assert len(spawned) == 1 and pc.counters.malformed == 3
