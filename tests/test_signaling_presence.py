@@ -129,8 +129,14 @@ async def _wait_reconnected(client: SignalingClient, reconnects: int) -> None:
 
 
 def test_connection_drop_reconnects_keeping_ids(server: ServerProcess) -> None:
+    connected: list[bool] = []
+
     async def main() -> None:
-        async with SignalingClient(server.url) as client:
+        # Each connection is announced once it is up (the gateway re-reads its address).
+        async with SignalingClient(
+            server.url, on_connected=lambda: connected.append(True)
+        ) as client:
+            assert client.local_address == "127.0.0.1"
             regs = [await client.register("drop+Svc", 75) for _ in range(5)]
             ids = [r.actr_id for r in regs]
             before = (await client.server_stats()).get("reregistrations_kept_id", 0)
@@ -145,6 +151,7 @@ def test_connection_drop_reconnects_keeping_ids(server: ServerProcess) -> None:
             assert {c.actr_id for c in found.candidates} == set(ids[1:])
 
     run(main())
+    assert connected == [True, True]
 
 
 def test_server_restart_with_same_keys_keeps_ids(tmp_path: Path) -> None:

@@ -179,12 +179,12 @@ class Gateway(Outbound, Inbound):
             on_relay=self._on_relay,
             on_reregistered=self._on_reregistered,
             on_actors_left=self._on_actors_left,
+            on_connected=lambda: self._pick_host_address(client),
             ca_file=self.config.signaling.ca_file if self.config.signaling else None,
         )
         self._signaling = client
         try:
             await client.connect()
-            self._pick_host_address(client)
             await self._register_all(client)
         except (ActrError, OSError) as exc:
             reason = exc.message if isinstance(exc, ActrError) else str(exc)
@@ -381,11 +381,13 @@ class Gateway(Outbound, Inbound):
     def _pick_host_address(self, client: SignalingClient) -> None:
         """Without ``[webrtc] ice_host_addresses``, offer the address this host reaches the
         signaling server from: other nodes reach that server too, so they likely reach
-        us there (127.0.0.1 when it runs on loopback). Decided at the first connection."""
+        us there (127.0.0.1 when it runs on loopback). Read again at every connection to
+        signaling: a host that moved to another network offers its new address to the
+        connections made after."""
         if self.config.webrtc.ice_host_addresses:
             return
         address = client.local_address
-        if address is None:
+        if address is None or [address] == self.ice_host_addresses:
             return
         use_host_addresses([address])
         self.ice_host_addresses = [address]

@@ -90,7 +90,9 @@ class SignalingClient:
     for user code. ``on_reregistered(registration, old_id)`` reports an id change after
     a reconnect. ``on_actors_left(ids)`` (sync, called as the notice arrives) hears that
     the server's connection holding those actors closed, when one of ours had relayed
-    with one of them: their node may be gone.
+    with one of them: their node may be gone. ``on_connected()`` (sync) runs each time
+    a connection is up and every actor registered again (the gateway re-reads
+    ``local_address`` there).
 
     Use ``async with SignalingClient(url) as client`` or ``await client.connect()`` and
     ``await client.aclose()``.
@@ -103,6 +105,7 @@ class SignalingClient:
         on_relay: RelayCallback | None = None,
         on_reregistered: ReregisterCallback | None = None,
         on_actors_left: ActorsLeftCallback | None = None,
+        on_connected: Callable[[], None] | None = None,
         request_timeout_s: float = 10.0,
         connect_timeout_s: float = 5.0,
         reconnect_min_s: float = 0.05,
@@ -121,6 +124,7 @@ class SignalingClient:
         self._on_relay = on_relay
         self._on_reregistered = on_reregistered
         self._on_actors_left = on_actors_left
+        self._on_connected = on_connected
         self.request_timeout_s = request_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self._reconnect_min_s = reconnect_min_s
@@ -401,6 +405,11 @@ class SignalingClient:
                 self._set_state(ConnectionState.CONNECTED)
                 self._ready.set()
                 self._resolve_first(None)
+                if self._on_connected is not None:
+                    try:
+                        self._on_connected()
+                    except Exception:  # a bug of the owner's must not drop the connection
+                        log.exception("%r: on_connected failed", self)
                 delay = self._reconnect_min_s
                 await reader
             except (ActrError, ConnectionClosed) as exc:
