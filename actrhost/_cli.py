@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -237,6 +238,42 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- actrhost stop -----------------------------------------------------------------------
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """Stop a running node gracefully (as SIGTERM does) and wait until it is gone."""
+    from ._shell import connect
+
+    run_dir = _run_dir_of(args.config)
+    started = time.monotonic()
+
+    async def run() -> None:
+        async with connect(args.config) as shell:
+            await shell.shutdown_node()
+        # The supervisor removes its run directory last, once every process has exited.
+        while run_dir.exists() and time.monotonic() - started < args.timeout:
+            await asyncio.sleep(0.05)
+
+    try:
+        asyncio.run(run())
+    except ActrError as exc:
+        return _fail(f"stop: {exc.message}", EXIT_FAILURE)
+    if run_dir.exists():
+        return _fail(f"stop: the node was still stopping after {args.timeout:g} s", EXIT_FAILURE)
+    print(f"stopped in {(time.monotonic() - started) * 1000:.0f} ms")
+    return EXIT_OK
+
+
+def _run_dir_of(config_or_endpoint: str) -> Path:
+    if config_or_endpoint.startswith("ipc://"):
+        return Path(config_or_endpoint.removeprefix("ipc://")).parent
+    from ._config import load_config
+    from ._rundir import run_dir_for
+
+    return run_dir_for(load_config(config_or_endpoint))
+
+
 # -- actrhost load -----------------------------------------------------------------------
 
 
@@ -301,6 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with a wss:// --signaling URL: the certificates its certificate chains to",
     )
     status.set_defaults(func=cmd_status)
+
+    stop = sub.add_parser("stop", help="stop a running node gracefully and wait until it is gone")
+    stop.add_argument("config", help="config of the running node (or its ipc:// control endpoint)")
+    stop.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for it (default 30)"
+    )
+    stop.set_defaults(func=cmd_stop)
 
     from ._cli_signaling import add_parsers
 

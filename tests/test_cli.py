@@ -144,3 +144,17 @@ def test_status_names_the_ice_host_and_the_gateway_counters_that_are_not_zero():
     text = format_status({"node": "a", "actors": [], "gateway": {**gateway, "stats": stats}})
     assert "  refused or lost: failed_calls 2, unintroduced_sources 3" in text.splitlines()
     assert "signaling ws://x:1, ICE host 10.0.0.5" in text
+
+
+def test_stop_stops_a_running_node_and_waits_until_it_is_gone(node_factory):
+    node = node_factory(ECHO)
+    result = actrhost("stop", str(node.config_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("stopped in ")
+    assert node.process is not None and node.process.wait(5) == 0
+    assert not node.run_dir.exists()
+    # Nothing runs there any more: one line, exit status 1.
+    again = actrhost("stop", str(node.config_path))
+    assert again.returncode == 1
+    assert again.stderr.startswith("actrhost: stop: no node running at ")
+    assert len(again.stderr.strip().splitlines()) == 1
