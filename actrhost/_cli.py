@@ -238,7 +238,28 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# -- actrhost stop -----------------------------------------------------------------------
+# -- actrhost wait and stop ---------------------------------------------------------------
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    """Wait until a node (being started elsewhere) runs every actor instance."""
+    from ._shell import connect_when_running
+
+    started = time.monotonic()
+
+    async def run() -> int:
+        shell = await connect_when_running(args.config, args.timeout)
+        try:
+            return len(await shell.actors())
+        finally:
+            await shell.aclose()
+
+    try:
+        count = asyncio.run(run())
+    except ActrError as exc:
+        return _fail(f"wait: {exc.message}", EXIT_FAILURE)
+    print(f"{count} actor(s) running after {(time.monotonic() - started) * 1000:.0f} ms")
+    return EXIT_OK
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
@@ -338,6 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="with a wss:// --signaling URL: the certificates its certificate chains to",
     )
     status.set_defaults(func=cmd_status)
+
+    wait = sub.add_parser("wait", help="wait until a node runs every actor (for scripts)")
+    wait.add_argument("config", help="config of the node (or its ipc:// control endpoint)")
+    wait.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait at most (default 30)"
+    )
+    wait.set_defaults(func=cmd_wait)
 
     stop = sub.add_parser("stop", help="stop a running node gracefully and wait until it is gone")
     stop.add_argument("config", help="config of the running node (or its ipc:// control endpoint)")

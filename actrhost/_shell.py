@@ -13,6 +13,7 @@ import itertools
 import logging
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,52 @@ def connect(config_or_endpoint: str | os.PathLike[str]) -> Shell:
         threshold_bytes=config.shm.threshold_bytes,
         ring_bytes=config.shm.ring_bytes,
     )
+
+
+async def connect_when_running(
+    config_or_endpoint: str | os.PathLike[str],
+    timeout: float,
+    *,
+    alive: Callable[[], bool] | None = None,
+) -> Shell:
+    """An attached Shell once the node runs every actor instance, waiting for the node
+    to start if need be (``actrhost wait``, ``actrhost.testing``).
+
+    Raises ``Unavailable`` when that takes longer than ``timeout`` seconds, and at once
+    when ``alive()`` (the caller's check on the node's process, if it has one) turns
+    false. The caller closes the Shell.
+    """
+    deadline = time.monotonic() + timeout
+    first = connect(config_or_endpoint)  # reads the config once
+    socket_path = Path(first.control_endpoint.removeprefix("ipc://"))
+    shell: Shell | None = None
+    try:
+        while alive is None or alive():
+            # Attach only once the supervisor listens: else each try waits for it.
+            if shell is None and socket_path.exists():
+                candidate = Shell(
+                    first.control_endpoint,
+                    threshold_bytes=first.threshold_bytes,
+                    ring_bytes=first.ring_bytes,
+                )
+                try:
+                    await candidate.open()
+                    shell = candidate
+                except Unavailable:
+                    pass  # not listening yet (open() closed what it made)
+            if shell is not None:
+                actors = await shell.actors()
+                if actors and all(a.state is ActorState.RUNNING for a in actors):
+                    ready, shell = shell, None
+                    return ready
+            if time.monotonic() >= deadline:
+                what = "not all its actors running" if shell else "no node answering"
+                raise Unavailable(f"{what} after {timeout:g} s at {config_or_endpoint}")
+            await asyncio.sleep(0.05)
+        raise Unavailable(f"the node of {config_or_endpoint} exited before it ran")
+    finally:
+        if shell is not None:
+            await shell.aclose()
 
 
 class Shell:

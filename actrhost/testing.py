@@ -37,10 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._config import load_config
-from ._directory import ActorState
-from ._errors import ActrError
-from ._rundir import run_dir_for
-from ._shell import Shell, connect
+from ._errors import Unavailable
+from ._shell import Shell, connect_when_running
 
 __all__ = ["NodeFailed", "RunningNode", "running_node"]
 
@@ -88,7 +86,7 @@ async def running_node(
     environment.
     """
     config_path = Path(config).resolve()
-    run_dir = run_dir_for(load_config(config_path))
+    load_config(config_path)  # a bad config fails here, before anything starts
     log_dir = Path(tempfile.mkdtemp(prefix="actrhost-test-"))
     log_path = log_dir / "node.log"
     with open(log_path, "wb") as log:
@@ -100,13 +98,11 @@ async def running_node(
             start_new_session=True,  # a stray Ctrl-C in the test's terminal is not the node's
             env={**os.environ, **(env or {})},
         )
-    node: RunningNode | None = None
     body_failed = True
     try:
-        shell = await _attach_when_running(process, config_path, run_dir, log_path, start_timeout)
-        node = RunningNode(config_path, process, shell, log_path)
+        shell = await _attach_when_running(process, config_path, log_path, start_timeout)
         try:
-            yield node
+            yield RunningNode(config_path, process, shell, log_path)
             body_failed = False
         finally:
             await shell.aclose()
@@ -119,42 +115,19 @@ async def running_node(
 
 
 async def _attach_when_running(
-    process: subprocess.Popen[bytes],
-    config_path: Path,
-    run_dir: Path,
-    log_path: Path,
-    timeout_s: float,
+    process: subprocess.Popen[bytes], config_path: Path, log_path: Path, timeout_s: float
 ) -> Shell:
-    deadline = time.monotonic() + timeout_s
-    shell: Shell | None = None
     try:
-        while True:
-            if process.poll() is not None:
-                raise NodeFailed(
-                    f"the node exited with status {process.returncode} before its actors "
-                    f"ran" + _tail(log_path)
-                )
-            if time.monotonic() > deadline:
-                raise NodeFailed(
-                    f"the node's actors were not all running after {timeout_s:g} s"
-                    + _tail(log_path)
-                )
-            if shell is None and (run_dir / "control.sock").exists():
-                candidate = connect(config_path)
-                try:
-                    await candidate.open()
-                    shell = candidate
-                except ActrError:
-                    await candidate.aclose()  # not listening yet
-            if shell is not None:
-                actors = await shell.actors()
-                if actors and all(a.state is ActorState.RUNNING for a in actors):
-                    result, shell = shell, None
-                    return result
-            await asyncio.sleep(0.05)
-    finally:
-        if shell is not None:
-            await shell.aclose()
+        return await connect_when_running(
+            config_path, timeout_s, alive=lambda: process.poll() is None
+        )
+    except Unavailable as exc:
+        if process.poll() is not None:
+            raise NodeFailed(
+                f"the node exited with status {process.returncode} before its actors ran"
+                + _tail(log_path)
+            ) from None
+        raise NodeFailed(f"{exc.message}" + _tail(log_path)) from None
 
 
 async def _stop(process: subprocess.Popen[bytes]) -> int:

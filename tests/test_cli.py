@@ -158,3 +158,19 @@ def test_stop_stops_a_running_node_and_waits_until_it_is_gone(node_factory):
     assert again.returncode == 1
     assert again.stderr.startswith("actrhost: stop: no node running at ")
     assert len(again.stderr.strip().splitlines()) == 1
+
+
+def test_wait_returns_once_a_node_started_in_the_background_runs(node_factory):
+    node = node_factory(ECHO, start=False)
+    not_yet = actrhost("wait", str(node.config_path), "--timeout", "0.3")
+    assert not_yet.returncode == 1
+    assert not_yet.stderr.startswith("actrhost: wait: no node answering after 0.3 s at ")
+    node.spawn()  # as a script would: start it in the background, wait, use it, stop it
+    waited = actrhost("wait", str(node.config_path))
+    assert waited.returncode == 0, waited.stderr
+    assert waited.stdout.startswith("1 actor(s) running after ")
+    assert (
+        actrhost("call", str(node.config_path), "echo", "test.Echo.Say", "--data", "x").stdout
+        == "x\n"
+    )
+    assert actrhost("stop", str(node.config_path)).returncode == 0

@@ -83,6 +83,12 @@ class Node:
 
     def start(self) -> Node:
         """Start the supervisor; returns once every actor is running."""
+        self.spawn()
+        self.wait_running()
+        return self
+
+    def spawn(self) -> Node:
+        """Start the supervisor and return at once (as ``actrhost run ... &``)."""
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "actrhost", "run", str(self.config_path)],
@@ -91,7 +97,6 @@ class Node:
             cwd=REPO,
             start_new_session=True,
         )
-        self.wait_running()
         return self
 
     def log(self) -> str:
