@@ -266,11 +266,12 @@ def cmd_stop(args: argparse.Namespace) -> int:
     """Stop a running node gracefully (as SIGTERM does) and wait until it is gone."""
     from ._shell import connect
 
-    run_dir = _run_dir_of(args.config)
+    shell = connect(args.config)  # knows the node's run directory (Shell.run_dir)
+    run_dir = shell.run_dir
     started = time.monotonic()
 
     async def run() -> None:
-        async with connect(args.config) as shell:
+        async with shell:
             await shell.shutdown_node()
         # The supervisor removes its run directory last, once every process has exited.
         while run_dir.exists() and time.monotonic() - started < args.timeout:
@@ -284,15 +285,6 @@ def cmd_stop(args: argparse.Namespace) -> int:
         return _fail(f"stop: the node was still stopping after {args.timeout:g} s", EXIT_FAILURE)
     print(f"stopped in {(time.monotonic() - started) * 1000:.0f} ms")
     return EXIT_OK
-
-
-def _run_dir_of(config_or_endpoint: str) -> Path:
-    if config_or_endpoint.startswith("ipc://"):
-        return Path(config_or_endpoint.removeprefix("ipc://")).parent
-    from ._config import load_config
-    from ._rundir import run_dir_for
-
-    return run_dir_for(load_config(config_or_endpoint))
 
 
 # -- actrhost load -----------------------------------------------------------------------
