@@ -319,6 +319,11 @@ class LoadTarget(Actor):
     async def say(self, ctx: Context, request: bytes) -> bytes:
         return request
 
+    @rpc("test.Load.Sleep")
+    async def sleep(self, ctx: Context, request: bytes) -> bytes:
+        await asyncio.sleep(float(request))
+        return b"slept"
+
     @rpc("test.Load.Mixed")
     async def mixed_results(self, ctx: Context, request: bytes) -> bytes:
         # By turns: ok, 500, 503, 404 — so a run of 4k calls has exactly k of each.

@@ -217,6 +217,35 @@ def test_rate_mode_holds_its_rate(node_factory, tmp_path):
     assert all(f.startswith("warming up") or " done " in f for f in frames), frames
 
 
+def test_slow_calls_in_a_closed_loop_count_at_their_real_rate(node_factory, tmp_path):
+    # 4 slots of 0.4 s calls serve 10/s. Each slot's second call starts in the warm-up
+    # (at 0.4 s) and ends inside the window (at 0.8 s): it counts in the throughput, not
+    # in the latency. Without it the run reports 8/s.
+    node = node_factory(TARGET)
+    _result, doc = load(
+        node.config_path,
+        tmp_path / "out.json",
+        "--target",
+        "target",
+        "--route",
+        "test.Load.Sleep",
+        "--payload",
+        "0.4",
+        "--concurrency",
+        "4",
+        "--warmup",
+        "0.5s",
+        "--duration",
+        "2s",
+        "--progress",
+        "never",
+    )
+    assert_counts_add_up(doc)
+    assert doc["counts"]["warmup_sent"] == 8
+    assert doc["throughput"]["ok_per_s"] == pytest.approx(10, rel=0.1)
+    assert doc["latency_ms"]["p50"] == pytest.approx(400, rel=0.1)
+
+
 def test_a_stalled_node_shows_in_open_loop_percentiles_only(node_factory, tmp_path):
     node = node_factory(TARGET)
     stall_s = 0.5

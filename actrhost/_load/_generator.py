@@ -64,7 +64,10 @@ class Generator:
         self.error_latency = Histogram()
         self.sent = 0
         self.ok = 0
-        self.ok_in_window = 0  # completed before the end of the measured window
+        # Successes completed inside the measured window, whenever they were sent: the
+        # throughput. A warm-up request answered after the warm-up counts here (not in
+        # the latency), or a closed loop of slow calls would look slower than it is.
+        self.ok_in_window = 0
         self.warmup_sent = 0
         self.warmup_errors = 0
         self.bytes_ok = 0
@@ -178,6 +181,8 @@ class Generator:
             self._record(scheduled, sent_at, clock(), code, message)
         elif code is not None:
             self.warmup_errors += 1
+        else:
+            self._record_warmup_success(clock())
 
     def _record(
         self, scheduled: float, sent_at: float, done: float, code: str | None, message: str
@@ -204,6 +209,12 @@ class Generator:
             point.errors += 1
         if done > self.last_done:
             self.last_done = done
+
+    def _record_warmup_success(self, done: float) -> None:
+        if done < self.measure_start or (self.end is not None and done > self.end):
+            return
+        self.ok_in_window += 1
+        self.bytes_ok += len(self.plan.payload)
 
     def _take_quota(self) -> bool:
         if self._quota is None:
