@@ -215,6 +215,13 @@ class StreamSink(Actor):
             }
         )
 
+    @rpc("test.Sink.Hold")
+    async def hold(self, ctx: Context, request: bytes) -> bytes:
+        # Holds a handler slot for a while; says how many chunks arrived meanwhile.
+        before = sum(len(c) for c in self.chunks.values())
+        await asyncio.sleep(float(request))
+        return str(sum(len(c) for c in self.chunks.values()) - before).encode()
+
     @rpc("test.Sink.Results")
     async def results(self, ctx: Context, request: bytes) -> bytes:
         import json

@@ -1,8 +1,12 @@
-"""Signal-lane priority and backpressure, through a real worker."""
+"""Signal-lane priority, backpressure, one-at-a-time handlers and the deadlock they allow,
+through real workers (docs/node.md, "Ordering, concurrency and deadlocks")."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+
+import pytest
 
 import actrhost
 
@@ -66,5 +70,73 @@ def test_full_mailbox_pushes_back_without_losing_messages(node_factory):
             assert seen == [str(n) for n in range(2000)]
             stats = (await shell.status())["actors"][0]["stats"]
             assert stats["mailbox_peak"] == 10  # bounded: reading pauses when full
+
+    run(go())
+
+
+def relays(node_factory, slots_of_a: int):
+    """Relay A (``slots_of_a`` handler slots) and relay B, for A -> B -> A."""
+    return node_factory(
+        f"""
+        [[actor]]
+        name = "a"
+        type = "test+RelayA"
+        handler = "actors:Relay"
+        max_concurrency = {slots_of_a}
+
+        [[actor]]
+        name = "b"
+        type = "test+RelayB"
+        handler = "actors:Relay"
+        """
+    )
+
+
+def test_a_call_cycle_into_a_busy_actor_fails_at_the_first_deadline(node_factory):
+    node = relays(node_factory, 1)
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            # A's only slot waits for B, and B's call back into A waits for that slot.
+            started = time.monotonic()
+            with pytest.raises(actrhost.DeadlineExceeded):
+                await shell.call("a", "test.Relay.PingPong", b"test+RelayB", timeout=1)
+            assert time.monotonic() - started < 1.8  # no nested call waits past 1 s
+            # A is free again afterwards: the stuck nested calls ended at the same deadline.
+            assert await shell.call("a", "test.Relay.Leaf", b"x", timeout=5) == b"leaf:x"
+
+    run(go())
+
+
+def test_a_call_cycle_works_with_a_free_slot(node_factory):
+    node = relays(node_factory, 2)
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            answer = await shell.call("a", "test.Relay.PingPong", b"test+RelayB", timeout=5)
+            assert answer == b"leaf:x"
+
+    run(go())
+
+
+def test_stream_callbacks_run_beside_a_one_at_a_time_handler(node_factory):
+    node = node_factory(
+        """
+        [[actor]]
+        name = "sink"
+        type = "test+Sink"
+        handler = "actors:StreamSink"
+        max_concurrency = 1
+        """
+    )
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            hold = asyncio.ensure_future(shell.call("sink", "test.Sink.Hold", b"0.8", timeout=5))
+            await asyncio.sleep(0.2)  # the handler holds the only slot
+            for n in range(3):
+                await shell.send_data_stream("sink", actrhost.DataStream("s0", n, b"chunk"))
+            # The chunks were handled while the slot was taken.
+            assert await hold == b"3"
 
     run(go())
