@@ -165,6 +165,14 @@ def format_status(status: dict[str, Any]) -> str:
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
+    start = status.get("workers_start")
+    if start and start.get("method") == "forkserver":
+        lines.append(
+            f"workers forked by forkserver pid {start.get('forkserver_pid') or '-'} "
+            f"(started {start.get('forkserver_starts')} time(s))"
+        )
+    elif start:
+        lines.append("workers spawned, each a fresh interpreter")
     gateway = status.get("gateway")
     if gateway:
         lines.append(

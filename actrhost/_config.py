@@ -27,6 +27,7 @@ from ._ids import ActrType
 
 RESTART_POLICIES = ("permanent", "transient", "temporary")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+START_METHODS = ("forkserver", "spawn")
 PERMISSIONS = ("allow", "deny")
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -94,6 +95,8 @@ class NodeConfig:
     # Folders searched for handler modules before the config's own folder (absolute), e.g.
     # [".."] for configs/ beside examples/.
     python_path: tuple[Path, ...] = ()
+    # How workers start: forked by the node's forkserver, or each a fresh interpreter.
+    start_method: str = "forkserver"  # one of START_METHODS
 
 
 @dataclass(frozen=True)

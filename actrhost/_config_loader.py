@@ -19,6 +19,7 @@ from ._config import (
     LOG_LEVELS,
     PERMISSIONS,
     RESTART_POLICIES,
+    START_METHODS,
     AclRule,
     ActorConfig,
     Config,
@@ -134,6 +135,7 @@ class Loader:
             "log_level": partial(self.choice, options=LOG_LEVELS),
             "hwm_messages": partial(self.integer, lo=1),
             "python_path": lambda k, v: self.array(k, v, self.run_dir, "folder paths"),
+            "start_method": partial(self.choice, options=START_METHODS),
         }
         return NodeConfig(**self.section(key, value, spec, required=("name",)))
 

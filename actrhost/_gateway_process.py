@@ -23,6 +23,7 @@ from . import _control as control
 from ._config import Config
 from ._directory import ActorState
 from ._ids import ActrId
+from ._worker_start import child_environment
 
 log = logging.getLogger(__name__)
 
@@ -99,11 +100,8 @@ class GatewayProcess:
                 for name, index, actr_type in self._instances
             ],
         }
-        env = dict(os.environ)
+        env = child_environment(self.config)
         env[SPEC_ENV] = json.dumps(spec)
-        env["ACTRHOST_LOG_LEVEL"] = self.config.node.log_level
-        package_root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         self.routing_id = None
         self._set_state(ActorState.STARTING)
         self._process = await asyncio.create_subprocess_exec(
@@ -111,6 +109,12 @@ class GatewayProcess:
         )
         self.pid = self._process.pid
         self._watcher = asyncio.ensure_future(self._watch(self._process))
+
+    @property
+    def live_pid(self) -> int | None:
+        """The gateway's pid while its process runs (``pid`` keeps the last one)."""
+        process = self._process
+        return process.pid if process is not None and process.returncode is None else None
 
     async def _watch(self, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()

@@ -1,4 +1,4 @@
-"""The supervisor: spawns one worker per actor instance, keeps the directory, restarts.
+"""The supervisor: starts one worker per actor instance, keeps the directory, restarts.
 
 It is never on the data path: workers talk to each other directly. What passes through
 here is the control protocol (``_control``): hellos, state changes, directory snapshots,
@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 import os
 import secrets
 import signal
-import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +26,16 @@ from ._config import ActorConfig, Config
 from ._directory import ActorEntry, ActorState
 from ._gateway_process import GatewayProcess
 from ._ids import ActrId, Realm
+from ._worker_start import (
+    ForkServer,
+    WorkerProcess,
+    become_subreaper,
+    reap_orphans,
+    spawn_worker,
+)
 from ._zmqloop import LoopSocket
 from .shm import list_prefix, node_segment_prefix, unlink_prefix
-from .workers._worker import SPEC_ENV, WorkerSpec
+from .workers._worker import WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +72,7 @@ class _Slot:
     restarts: int = 0
     restart_times: collections.deque[float] = field(default_factory=collections.deque)
     error: str = ""
-    process: asyncio.subprocess.Process | None = None
+    process: WorkerProcess | None = None
 
     @property
     def label(self) -> str:
@@ -103,6 +108,8 @@ class Supervisor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.segments_reclaimed = 0
         self.gateway: GatewayProcess | None = None
+        self._forkserver: ForkServer | None = None
+        self._subreaper = False  # we adopt orphaned descendants (and must reap them)
         # Random serial base: ids from two nodes (or two runs) do not collide.
         base = secrets.randbits(40) << 8
         for actor in config.actors:
@@ -135,6 +142,7 @@ class Supervisor:
         self._control = LoopSocket(sock, self._on_control, "supervisor control")
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_shutdown)
+        forkserver_ready = self._start_forkserver(loop)
         log.info(
             "node %r: starting %d actor instance(s) in %s",
             self.config.node.name,
@@ -145,6 +153,7 @@ class Supervisor:
             try:
                 if self.config.signaling is not None:
                     await self._start_gateway(stack)
+                await forkserver_ready
                 await asyncio.gather(*(self._spawn(slot) for slot in self._slots))
                 await self._shutdown.wait()
                 await self._stop_all()
@@ -156,6 +165,46 @@ class Supervisor:
                 self._cleanup(loop)
         log.info("node %r: stopped", self.config.node.name)
         return 0
+
+    def _start_forkserver(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """Start the forkserver (beside the gateway's start); the future is done once it
+        is ready, or has failed and workers will be spawned instead."""
+        if self.config.node.start_method != "forkserver":
+            return asyncio.ensure_future(asyncio.sleep(0))
+        if not become_subreaper():
+            log.info("this system cannot adopt forked workers: spawning them instead")
+            return asyncio.ensure_future(asyncio.sleep(0))
+        self._subreaper = True
+        self._forkserver = ForkServer(self.config, self._reap_orphans)
+        loop.add_signal_handler(signal.SIGCHLD, self._reap_orphans)
+
+        async def start(forkserver: ForkServer) -> None:
+            try:
+                await forkserver.start()
+            except OSError as exc:
+                log.warning("%s: spawning workers instead", exc)
+                self._forkserver = None
+
+        return asyncio.ensure_future(start(self._forkserver))
+
+    def _reap_orphans(self) -> None:
+        """As a subreaper we inherit every orphaned descendant (say, a process an actor
+        started and then left behind when it died): reap them, or they stay zombies."""
+        forkserver = self._forkserver
+        if not self._subreaper or (forkserver is not None and forkserver.forking):
+            return  # a worker forked just now may not be known yet: the next pass reaps
+        ours = {
+            s.process.pid
+            for s in self._slots
+            if s.process is not None and s.process.returncode is None
+        }
+        if forkserver is not None:
+            ours |= forkserver.pids
+        if self.gateway is not None and self.gateway.live_pid is not None:
+            ours.add(self.gateway.live_pid)
+        reaped = reap_orphans(ours)
+        if reaped:
+            log.debug("reaped %d orphaned process(es)", reaped)
 
     async def _start_gateway(self, stack: contextlib.AsyncExitStack) -> None:
         """Embedded signaling (if asked for), then the gateway, which registers every
@@ -192,7 +241,7 @@ class Supervisor:
             self._by_serial[actr_id.serial_number] = slot
 
     def _cleanup(self, loop: asyncio.AbstractEventLoop) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
             loop.remove_signal_handler(sig)
         self._control.close()
         self._zctx.term()
@@ -216,28 +265,30 @@ class Supervisor:
             supervisor_pid=os.getpid(),
             shm_prefix=self.shm_prefix,
         )
-        env = dict(os.environ)
-        env[SPEC_ENV] = json.dumps(asdict(spec))
-        env["ACTRHOST_LOG_LEVEL"] = self.config.node.log_level
-        # Workers import actrhost the way we did, installed or from a source checkout.
-        package_root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         slot.routing_id = None
         slot.error = ""
         self._set_state(slot, ActorState.STARTING)
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "actrhost.workers", env=env, stdin=asyncio.subprocess.DEVNULL
-        )
+        process = await self._start_process(spec)
         slot.process = process
         slot.pid = process.pid
         self._spawn_task(self._watch(slot, process))
+
+    async def _start_process(self, spec: WorkerSpec) -> WorkerProcess:
+        if self._forkserver is not None:
+            try:
+                return await self._forkserver.spawn(spec)
+            except OSError as exc:
+                log.warning("forkserver: %s; spawning workers instead", exc)
+                forkserver, self._forkserver = self._forkserver, None
+                await forkserver.close()
+        return await spawn_worker(self.config, spec)
 
     def _spawn_task(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _watch(self, slot: _Slot, process: asyncio.subprocess.Process) -> None:
+    async def _watch(self, slot: _Slot, process: WorkerProcess) -> None:
         code = await process.wait()  # also reaps: no zombie looks alive
         self.segments_reclaimed += self._unlink_rings_of(slot.actr_id.serial_number)
         # Exit code 0 is a normal exit (what "transient" does not restart), whether the
@@ -331,6 +382,8 @@ class Supervisor:
                     if process.returncode is None:
                         process.kill()
                 await asyncio.wait(pending, timeout=KILL_AFTER_S)
+        if self._forkserver is not None:
+            await self._forkserver.close()
         if self.gateway is not None:
             await self.gateway.stop(self.config.node.shutdown_grace_s + KILL_AFTER_S)
         for task in list(self._tasks):
@@ -495,6 +548,7 @@ class Supervisor:
                 "node": self.config.node.name,
                 "run_dir": str(self.run_dir),
                 "segments_reclaimed": self.segments_reclaimed,
+                "workers_start": self._describe_worker_start(),
                 "actors": actors,
                 "gateway": (
                     {**self.gateway.describe(), "stats": await gateway_stats}
@@ -503,6 +557,16 @@ class Supervisor:
                 ),
             },
         )
+
+    def _describe_worker_start(self) -> dict[str, Any]:
+        forkserver = self._forkserver
+        if forkserver is None:
+            return {"method": "spawn", "forkserver_pid": None, "forkserver_starts": 0}
+        return {
+            "method": "forkserver",
+            "forkserver_pid": forkserver.pid,
+            "forkserver_starts": forkserver.starts,
+        }
 
 
 def describe_exit(code: int | None) -> str:

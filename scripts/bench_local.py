@@ -330,18 +330,21 @@ handler = "bench_actors:Driver"
 """
 
 
-def node_config(folder: Path, actors_toml: str) -> str:
+def node_config(folder: Path, actors_toml: str, start_method: str) -> str:
     """A quiet node in ``folder`` whose handlers come from scripts/."""
     return (
         f'[node]\nname = "bl{os.urandom(4).hex()}"\nrun_dir = "{folder / "run"}"\n'
-        f'python_path = ["{SCRIPTS_DIR}"]\nlog_level = "warning"\n' + textwrap.dedent(actors_toml)
+        f'python_path = ["{SCRIPTS_DIR}"]\nlog_level = "warning"\n'
+        f'start_method = "{start_method}"\n' + textwrap.dedent(actors_toml)
     )
 
 
 @contextlib.contextmanager
-def running_node(folder: Path, actors_toml: str, instances: int) -> Iterator[BenchNode]:
+def running_node(
+    folder: Path, actors_toml: str, instances: int, start_method: str
+) -> Iterator[BenchNode]:
     """A started node, stopped and cleaned up on exit, whatever happens."""
-    node = BenchNode(folder, node_config(folder, actors_toml))
+    node = BenchNode(folder, node_config(folder, actors_toml, start_method))
     try:
         node.spawn()
         asyncio.run(node.wait_running(instances, poll_s=0.02))
@@ -402,7 +405,7 @@ def measure_bare_starts(processes: int) -> float:
                 proc.wait()
 
 
-def measure_start_to_ready(folder: Path, instances: int) -> float:
+def measure_start_to_ready(folder: Path, instances: int, start_method: str) -> float:
     """(f) Seconds from spawning ``actrhost run`` until a Shell sees every instance running.
 
     The Shell attaches as soon as the control socket exists and polls ``actors()`` every
@@ -415,7 +418,7 @@ def measure_start_to_ready(folder: Path, instances: int) -> float:
     handler = "bench_actors:Sink"
     instances = {instances}
     """
-    node = BenchNode(folder, node_config(folder, actors))
+    node = BenchNode(folder, node_config(folder, actors, start_method))
     try:
         started = time.perf_counter()
         node.spawn()
@@ -575,6 +578,9 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     kill, kill0 = results["kill_to_serving_s"], results["kill_baseline_s"]
     m["f_s"], m["f0_s"] = p50(start), p50(start0)
     m["f_over_f0"] = p50([f / f0 for f, f0 in zip(start, start0, strict=True)])
+    spawned = results["start_8_ready_spawn_s"]
+    m["f_spawn_s"] = p50(spawned)
+    m["f_spawn_over_f0"] = p50([f / f0 for f, f0 in zip(spawned, start0, strict=True)])
     m["g_ms"], m["g0_ms"] = p50(kill) * 1e3, p50(kill0) * 1e3
     m["g_over_g0"] = p50([g / g0 for g, g0 in zip(kill, kill0, strict=True)])
     for step in ("dead", "running"):
@@ -607,6 +613,8 @@ def print_table(m: dict[str, Any], results: dict[str, Any]) -> None:
         ("(f) node start -> 8 actors running", f"{m['f_s']:.3f}", "s",
          f"f/f0 {m['f_over_f0']:.2f} (f0 {m['f0_s']:.3f} s; runs "
          f"{min(start):.2f}-{max(start):.2f})", "<= 1.5 s", met["start_8_ready_s"]),
+        ("(f') the same, start_method spawn", f"{m['f_spawn_s']:.3f}", "s",
+         f"f'/f0 {m['f_spawn_over_f0']:.2f}", "", ""),
         ("(g) SIGKILL -> serving again", f"{m['g_ms']:.0f}", "ms",
          f"g/g0 {m['g_over_g0']:.2f} (g0 {m['g0_ms']:.0f} ms; runs "
          f"{min(kill) * 1e3:.0f}-{max(kill) * 1e3:.0f})", "<= 300 ms", met["kill_to_serving_s"]),
@@ -617,7 +625,8 @@ def print_table(m: dict[str, Any], results: dict[str, Any]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     print(
         "# f0 / g0: wall time of 8 / 1 bare interpreters, started at once, importing "
-        "actrhost.workers._worker and exiting (the floor of starting workers)"
+        "actrhost.workers._worker and exiting (the floor of spawning workers); "
+        f"(a)-(e), (f) and (g) with start_method {results['start_method']}"
     )
     print(
         f"# (g) median ms after SIGKILL, as the Shell saw it: worker dead {m['g_dead_ms']:.0f}, "
@@ -636,6 +645,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run, < 60 s")
     parser.add_argument("--rounds", type=int, help="interleaved rounds of (a)-(e)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="append results as one line")
+    parser.add_argument(
+        "--start-method",
+        choices=("forkserver", "spawn"),
+        default="forkserver",
+        help="[node] start_method of the nodes of (a)-(e), (f) and (g); (f') always spawns",
+    )
     args = parser.parse_args()
     if args.peer:
         peer_main(args.peer[0], args.peer[1], args.peer[2] if len(args.peer) > 2 else "")
@@ -662,7 +677,7 @@ def main() -> None:
     peers = Peers(folder)
     try:
         peers.start()
-        with running_node(folder / "node", BENCH_ACTORS, instances=2) as node:
+        with running_node(folder / "node", BENCH_ACTORS, 2, args.start_method) as node:
             results = run_rounds(params, peers, node, say)
             say(f"(g) {params.kills} kills, {RESTART_WINDOW_S + 0.2:.1f} s apart")
             kill = measure_kill_to_serving(node, params.kills)
@@ -672,12 +687,23 @@ def main() -> None:
             results["unretrieved_future_warnings"] = kill["unretrieved_future_warnings"]
         peers.close()
         results["start_8_ready_s"], results["start_baseline_s"] = [], []
+        results["start_8_ready_spawn_s"] = []
+        results["start_method"] = args.start_method
         for run in range(params.start_runs):
             bare = measure_bare_starts(params.start_instances)
-            seconds = measure_start_to_ready(folder / f"start{run}", params.start_instances)
+            seconds = measure_start_to_ready(
+                folder / f"start{run}", params.start_instances, args.start_method
+            )
+            spawned = measure_start_to_ready(
+                folder / f"spawn{run}", params.start_instances, "spawn"
+            )
             results["start_baseline_s"].append(bare)
             results["start_8_ready_s"].append(seconds)
-            say(f"(f) start {run + 1}/{params.start_runs}: {seconds:.3f} s (bare {bare:.3f} s)")
+            results["start_8_ready_spawn_s"].append(spawned)
+            say(
+                f"(f) start {run + 1}/{params.start_runs}: {seconds:.3f} s, spawning "
+                f"{spawned:.3f} s (bare {bare:.3f} s)"
+            )
     finally:
         peers.close()
         shutil.rmtree(folder, ignore_errors=True)

@@ -162,6 +162,15 @@ class ExitSoon(Actor):
         asyncio.get_running_loop().call_later(0.05, os._exit, int(request))
         return b"bye"
 
+    @rpc("test.Exit.LeavingAChild")
+    async def leaving_a_child(self, ctx: Context, request: bytes) -> bytes:
+        # Start a child that outlives this worker: it is orphaned when we exit.
+        import subprocess
+
+        child = subprocess.Popen(["sleep", request.decode()])
+        asyncio.get_running_loop().call_later(0.05, os._exit, 1)
+        return str(child.pid).encode()
+
 
 class StreamSink(Actor):
     """Receives streams and media; records what arrived (checksums, order, arrays)."""

@@ -63,8 +63,11 @@ def test_status_lists_each_actor_with_counters(node_factory):
         "ERRORS",
         "DROPS",
     ]
-    rows = [line.split() for line in lines[2:]]
+    rows = [line.split() for line in lines[2:4]]
     assert [r[0] for r in rows] == ["echo#0", "echo#1"]
+    # How workers start, and the forkserver's pid.
+    forkserver = node.status()["workers_start"]["forkserver_pid"]
+    assert lines[4] == f"workers forked by forkserver pid {forkserver} (started 1 time(s))"
     assert all(r[3] == "running" and r[4] == "0" and r[5] == "0" for r in rows)
     assert sum(int(r[6]) for r in rows) == 3
     infos = {str(i.actr_id): i.pid for i in node.actors()}

@@ -53,6 +53,17 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def children_of(pid: int) -> set[int]:
+    """The child processes of ``pid`` (from /proc; empty once it is gone)."""
+    children: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children.update(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            pass
+    return children
+
+
 def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
     """Poll ``predicate`` every 20 ms until true; fail the test after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
@@ -112,6 +123,8 @@ class Node:
 
         infos = run(ask(), 10)
         self.seen_pids.update(i.pid for i in infos if i.pid)
+        if self.process is not None:
+            self.seen_pids.update(children_of(self.process.pid))  # forkserver, gateway
         return infos
 
     def status(self) -> dict[str, Any]:
@@ -175,7 +188,7 @@ class Node:
                     if pid_alive(pid):
                         os.kill(pid, signal.SIGKILL)
             self._log.close()
-        assert not any(pid_alive(p) for p in self.seen_pids), "a worker outlived its node"
+        assert not any(pid_alive(p) for p in self.seen_pids), "a process outlived its node"
         wait_until(lambda: not self.run_dir.exists(), 5, f"run dir {self.run_dir} to be removed")
         assert self.segments() == [], "shared-memory segments outlived the node"
 

@@ -1,20 +1,19 @@
-"""``python -m actrhost.workers``: a worker process (started by the supervisor only)."""
+"""``python -m actrhost.workers``: a worker process, or with ``forkserver`` the process
+that forks them (both started by the supervisor only)."""
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 
-from ._worker import SPEC_ENV, WorkerSpec, main
+from ._worker import SPEC_ENV, WorkerSpec, configure_logging, main
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["forkserver"]:
+        from ._forkserver import serve_from_argv
+
+        sys.exit(serve_from_argv(sys.argv[2:]))
     spec = WorkerSpec(**json.loads(os.environ[SPEC_ENV]))
-    logging.basicConfig(
-        level=os.environ.get("ACTRHOST_LOG_LEVEL", "INFO").upper(),
-        format=f"%(asctime)s %(levelname)-7s {spec.actor_name}#{spec.index}[%(process)d] "
-        "%(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(spec, os.environ.get("ACTRHOST_LOG_LEVEL", "INFO"))
     sys.exit(main(spec))

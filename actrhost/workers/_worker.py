@@ -11,12 +11,14 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import zmq
+from setproctitle import setproctitle
 
 from .. import _control as control
 from .._actor import Actor, Route, collect_routes
@@ -32,6 +34,7 @@ from .._errors import (
     Unavailable,
 )
 from .._ids import ActrId, ActrType, Realm
+from .._linux import set_parent_death_signal
 from .._payload_type import PayloadType
 from .._rpc import RpcEndpoint
 from .._streams import StreamReceiver, StreamSender
@@ -561,16 +564,15 @@ def remove_orphaned_run_dir(control_endpoint: str) -> None:
         pass
 
 
-def set_parent_death_signal(sig: int) -> None:
-    """Ask Linux to send ``sig`` to this process when its parent dies (no-op elsewhere)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, sig, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+def configure_logging(spec: WorkerSpec, level: str) -> None:
+    """Log to stderr, each line naming the instance and its pid."""
+    logging.basicConfig(
+        level=level.upper(),
+        format=f"%(asctime)s %(levelname)-7s {spec.actor_name}#{spec.index}[%(process)d] "
+        "%(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,  # a forked worker drops the forkserver's configuration
+    )
 
 
 def main(spec: WorkerSpec) -> int:
@@ -582,6 +584,7 @@ def main(spec: WorkerSpec) -> int:
         return 1  # the supervisor died before we could ask to be told
     started = time.monotonic()
     config = load_config(spec.config_path)
+    setproctitle(f"actrhost worker {spec.actor_name}#{spec.index} ({config.node.name})")
     actor_class = resolve_handler(config, config.actor(spec.actor_name))
 
     async def amain() -> int:

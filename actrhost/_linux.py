@@ -1,0 +1,31 @@
+"""The two ``prctl`` calls that tie a node's processes to their supervisor (Linux only;
+elsewhere they do nothing and say so by returning False)."""
+
+from __future__ import annotations
+
+import ctypes
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _prctl(option: int, value: int) -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(option, value, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def set_parent_death_signal(sig: int) -> bool:
+    """Ask Linux to send ``sig`` to this process when its parent dies."""
+    return _prctl(_PR_SET_PDEATHSIG, sig)
+
+
+def set_child_subreaper() -> bool:
+    """Make this process the parent of any descendant whose own parent exits.
+
+    The supervisor sets it so that workers forked by the forkserver (which double-forks)
+    become its children: it reaps them, reads their exit codes, and they can watch it.
+    """
+    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)

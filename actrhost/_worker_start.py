@@ -1,0 +1,255 @@
+"""How the supervisor starts worker processes: forked by the node's forkserver (the
+default), or spawned as ``python -m actrhost.workers`` (``[node] start_method =
+"spawn"``, and the fallback when the forkserver cannot run). docs/node.md, "Starting
+workers", has the why and the numbers.
+
+Both give the supervisor a :class:`WorkerProcess`: ``pid``, ``returncode``, ``wait()``,
+``terminate()``, ``kill()``, as ``asyncio.subprocess.Process`` has them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Protocol
+
+from ._config import Config
+from ._linux import set_child_subreaper
+from .workers._forkserver import MAX_MESSAGE_BYTES, spec_message
+from .workers._worker import SPEC_ENV, WorkerSpec
+
+log = logging.getLogger(__name__)
+
+#: How long the forkserver may take to import the handler modules.
+FORKSERVER_READY_TIMEOUT_S = 30.0
+#: How long one fork may take before the supervisor gives up on the forkserver.
+FORK_TIMEOUT_S = 10.0
+
+
+class WorkerProcess(Protocol):
+    """What the supervisor needs of a worker process."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int: ...
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
+def child_environment(config: Config) -> dict[str, str]:
+    """The environment of a node's child process (worker, forkserver, gateway): ours, plus
+    the log level and a PYTHONPATH that imports actrhost the way we did (installed or from
+    a source checkout)."""
+    env = dict(os.environ)
+    env["ACTRHOST_LOG_LEVEL"] = config.node.log_level
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    return env
+
+
+async def spawn_worker(config: Config, spec: WorkerSpec) -> WorkerProcess:
+    """Start a fresh interpreter for one worker (≈ 0.2 s of CPU in imports)."""
+    env = child_environment(config)
+    env[SPEC_ENV] = json.dumps(asdict(spec))
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "actrhost.workers", env=env, stdin=asyncio.subprocess.DEVNULL
+    )
+
+
+class ForkedWorker:
+    """A worker the forkserver forked, now the supervisor's child (we are its subreaper).
+
+    A pidfd names the process for good: it becomes readable when the process exits, and
+    signals sent through it can never reach another process that reused the pid.
+    """
+
+    def __init__(self, pid: int, on_exit: Callable[[], None]) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._on_exit = on_exit
+        self._pidfd: int | None = os.pidfd_open(pid)
+        asyncio.get_running_loop().add_reader(self._pidfd, self._reap)
+
+    def _reap(self) -> None:
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        if pid == 0:
+            return  # not yet: the pidfd woke us early (cannot happen on Linux, but cheap)
+        self._close_pidfd()
+        self.returncode = os.waitstatus_to_exitcode(status)
+        self._exited.set_result(self.returncode)
+        self._on_exit()
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd is not None:
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    async def wait(self) -> int:
+        """Wait until the worker exited; its exit code (negative: killed by that signal)."""
+        return await asyncio.shield(self._exited)
+
+    def _signal(self, sig: int) -> None:
+        if self._pidfd is not None:
+            signal.pidfd_send_signal(self._pidfd, sig)
+
+    def terminate(self) -> None:
+        """SIGTERM: the worker stops gracefully."""
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL."""
+        self._signal(signal.SIGKILL)
+
+
+class ForkServer:
+    """The supervisor's end of the forkserver (``workers/_forkserver.py``).
+
+    ``spawn()`` asks for one worker at a time (a fork takes a few milliseconds). If the
+    forkserver dies it is started again at the next spawn; if it cannot start, or a fork
+    fails, ``spawn()`` raises ``OSError`` and the caller spawns instead.
+    """
+
+    def __init__(self, config: Config, on_worker_exit: Callable[[], None]) -> None:
+        self._config = config
+        self._on_worker_exit = on_worker_exit
+        self._process: asyncio.subprocess.Process | None = None
+        self._channel: socket.socket | None = None
+        self._lock = asyncio.Lock()
+        self.pids: set[int] = set()  # our own processes: the forkserver and its workers
+        self.forking = False
+        self.starts = 0
+
+    @property
+    def pid(self) -> int | None:
+        """The forkserver's pid while it runs."""
+        process = self._process
+        return process.pid if process is not None and process.returncode is None else None
+
+    async def start(self) -> None:
+        """Start the forkserver and wait until it has imported every handler module."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "actrhost.workers",
+                "forkserver",
+                str(theirs.fileno()),
+                str(self._config.path),
+                str(os.getpid()),
+                env=child_environment(self._config),
+                stdin=asyncio.subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+            )
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._channel = ours
+        self.pids.add(self._process.pid)
+        self.starts += 1
+        try:
+            answer = await self._receive(FORKSERVER_READY_TIMEOUT_S)
+        except OSError:
+            await self.close()
+            raise
+        if "error" in answer:
+            await self.close()
+            raise OSError(f"the forkserver could not import the handlers: {answer['error']}")
+
+    async def _receive(self, timeout: float) -> dict[str, object]:
+        assert self._channel is not None
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                data = await loop.sock_recv(self._channel, MAX_MESSAGE_BYTES)
+        except TimeoutError:
+            raise OSError(f"the forkserver did not answer within {timeout:g}s") from None
+        if not data:
+            raise OSError("the forkserver exited")
+        answer: dict[str, object] = json.loads(data)
+        return answer
+
+    async def spawn(self, spec: WorkerSpec) -> ForkedWorker:
+        """Fork one worker; raises ``OSError`` when the forkserver cannot."""
+        async with self._lock:
+            if self._process is None or self._process.returncode is not None:
+                if self._process is not None:
+                    log.warning(
+                        "the forkserver exited (%s); starting it again", self._process.returncode
+                    )
+                    await self.close()
+                await self.start()
+            assert self._channel is not None
+            self.forking = True
+            try:
+                loop = asyncio.get_running_loop()
+                await loop.sock_sendall(
+                    self._channel, spec_message(spec, self._config.node.log_level)
+                )
+                answer = await self._receive(FORK_TIMEOUT_S)
+            except OSError:
+                await self.close()
+                raise
+            finally:
+                self.forking = False
+            if "error" in answer:
+                raise OSError(str(answer["error"]))
+            pid = int(str(answer["pid"]))
+            self.pids.add(pid)
+            return ForkedWorker(pid, lambda: self._worker_exited(pid))
+
+    def _worker_exited(self, pid: int) -> None:
+        self.pids.discard(pid)
+        self._on_worker_exit()
+
+    async def close(self) -> None:
+        """Stop the forkserver (it exits when its socket closes) and wait for it."""
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        process, self._process = self._process, None
+        if process is not None:
+            try:
+                await asyncio.wait_for(process.wait(), 5.0)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+            self.pids.discard(process.pid)
+
+
+def reap_orphans(ours: set[int]) -> int:
+    """Reap exited processes we inherited as a subreaper (descendants of our workers that
+    outlived their parent); return how many. Our own children are left to their owners:
+    the pass stops at the first of them, and runs again when that one has been reaped."""
+    reaped = 0
+    while True:
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return reaped
+        if info is None or info.si_pid in ours:
+            return reaped
+        os.waitpid(info.si_pid, os.WNOHANG)
+        reaped += 1
+
+
+def become_subreaper() -> bool:
+    """Set up to fork workers: True if this process can adopt them (Linux ≥ 3.4 for the
+    subreaper, ≥ 5.3 for pidfds)."""
+    return hasattr(os, "pidfd_open") and set_child_subreaper()

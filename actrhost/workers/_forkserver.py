@@ -1,0 +1,153 @@
+"""The forkserver: one process per node that has imported everything a worker needs, and
+forks a worker on each request from the supervisor.
+
+A worker started with ``python -m actrhost.workers`` spends ≈ 0.2 s of CPU importing
+actrhost, ZeroMQ, protobuf and its handler module before it runs any actor code; forked
+from here it starts in a few milliseconds with all of that in place (docs/node.md,
+"Starting workers"). The supervisor talks to it over one ``SOCK_SEQPACKET`` socket, one
+JSON message per request and per answer (``_worker_start.py`` is the other end).
+
+Each worker is forked twice, and the middle process exits at once: the worker is then
+orphaned and becomes the child of the supervisor, which is a child subreaper. So the
+supervisor reaps its workers and reads their exit codes as if it had started them, a
+worker's ``getppid()`` is the supervisor (its watchdog and ``PR_SET_PDEATHSIG`` work as
+with spawned workers), and a forkserver that dies takes no worker with it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import asdict
+from typing import Any
+
+from setproctitle import setproctitle
+
+from .._config import load_config, resolve_handler
+from .._linux import set_parent_death_signal
+from ._worker import WorkerSpec, configure_logging, main, supervisor_gone
+
+log = logging.getLogger(__name__)
+
+#: Largest request (a WorkerSpec as JSON is a few hundred bytes).
+MAX_MESSAGE_BYTES = 65536
+#: How long a forked worker waits to be reparented to the supervisor.
+REPARENT_TIMEOUT_S = 5.0
+
+
+def serve_from_argv(args: list[str]) -> int:
+    """``python -m actrhost.workers forkserver FD CONFIG SUPERVISOR_PID``."""
+    fd, config_path, supervisor_pid = int(args[0]), args[1], int(args[2])
+    logging.basicConfig(
+        level=os.environ.get("ACTRHOST_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)-7s forkserver[%(process)d] %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    channel = socket.socket(fileno=fd)
+    # Ctrl-C reaches the whole process group; the supervisor decides what it means.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Nothing to finish: die with the supervisor (SIGKILL, no cleanup to run).
+    set_parent_death_signal(signal.SIGKILL)
+    if supervisor_gone(supervisor_pid):
+        return 1
+    try:
+        config = load_config(config_path)
+        setproctitle(f"actrhost forkserver ({config.node.name})")
+        for actor in config.actors:
+            resolve_handler(config, actor)
+    except Exception as exc:  # the supervisor falls back to spawning, and says why
+        _send(channel, {"error": f"{type(exc).__name__}: {exc}"})
+        return 1
+    _send(channel, {"ready": True})
+    return _serve(channel, supervisor_pid)
+
+
+def _send(channel: socket.socket, message: dict[str, Any]) -> None:
+    channel.send(json.dumps(message).encode())
+
+
+def _serve(channel: socket.socket, supervisor_pid: int) -> int:
+    while True:
+        try:
+            data = channel.recv(MAX_MESSAGE_BYTES)
+        except InterruptedError:
+            continue
+        if not data:
+            return 0  # the supervisor closed its end: the node is stopping
+        request = json.loads(data)
+        spec = WorkerSpec(**request["spec"])
+        try:
+            pid = _fork_worker(channel, spec, request["log_level"], supervisor_pid)
+        except OSError as exc:
+            _send(channel, {"error": f"fork failed: {exc}"})
+            continue
+        _send(channel, {"pid": pid})
+
+
+def _fork_worker(channel: socket.socket, spec: WorkerSpec, level: str, supervisor: int) -> int:
+    """Fork a worker through a middle process; return the worker's pid once the middle
+    process is reaped (by then the worker is the supervisor's child)."""
+    read_end, write_end = os.pipe()
+    middle = os.fork()
+    if middle == 0:
+        code = 1
+        try:
+            os.close(read_end)
+            worker = os.fork()
+            if worker == 0:
+                os.close(write_end)
+                channel.close()
+                _run_worker(spec, level, supervisor)  # never returns
+            os.write(write_end, str(worker).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    try:
+        with os.fdopen(read_end, "rb") as pipe:
+            answer = pipe.read()
+    finally:
+        os.waitpid(middle, 0)
+    if not answer:
+        raise OSError("the middle process could not fork the worker")
+    return int(answer)
+
+
+def _run_worker(spec: WorkerSpec, level: str, supervisor: int) -> None:
+    code = 1
+    sys.argv[1:] = []  # the forkserver's arguments mean nothing to an actor
+    try:
+        configure_logging(spec, level)
+        # PR_SET_PDEATHSIG is relative to the parent: set it (in main) once the
+        # supervisor is the parent, not the middle process, whose exit would fire it.
+        deadline = time.monotonic() + REPARENT_TIMEOUT_S
+        while os.getppid() != supervisor:
+            if supervisor_gone_or_late(supervisor, deadline):
+                log.error("%s#%d: not reparented to the supervisor", spec.actor_name, spec.index)
+                return
+            time.sleep(0.0002)
+        code = main(spec)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        log.exception("%s#%d: worker failed", spec.actor_name, spec.index)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def supervisor_gone_or_late(supervisor: int, deadline: float) -> bool:
+    """True if waiting for reparenting is pointless: the supervisor is gone, or the
+    middle process has not exited in time."""
+    return not os.path.exists(f"/proc/{supervisor}") or time.monotonic() > deadline
+
+
+def spec_message(spec: WorkerSpec, level: str) -> bytes:
+    """The request that asks the forkserver for one worker."""
+    return json.dumps({"spec": asdict(spec), "log_level": level}).encode()
