@@ -109,3 +109,21 @@ def test_a_child_an_actor_left_behind_is_reaped_not_left_a_zombie(node_factory):
     wait_until(lambda: orphan in children_of(supervisor), 5, "the orphan to be adopted")
     wait_until(lambda: not Path(f"/proc/{orphan}").exists(), 5, "the orphan to be reaped")
     assert children_of(supervisor) == {forkserver_of(node)}
+
+
+def test_a_thread_started_at_import_is_named_in_a_warning(node_factory):
+    node = node_factory(
+        """
+        [[actor]]
+        name = "threads"
+        type = "test+Threads"
+        handler = "thread_at_import:ThreadCounter"
+        """
+    )
+
+    async def call() -> bytes:
+        async with actrhost.connect(node.config_path) as shell:
+            return await shell.call("threads", "test.Threads.Alive", b"", timeout=5)
+
+    assert run(call()) == b"False"  # the fork copied the calling thread only
+    assert "started 1 thread(s) when imported (heartbeat)" in node.log()

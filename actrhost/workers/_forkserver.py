@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import asdict
 from typing import Any
@@ -63,8 +64,22 @@ def serve_from_argv(args: list[str]) -> int:
     except Exception as exc:  # the supervisor falls back to spawning, and says why
         _send(channel, {"error": f"{type(exc).__name__}: {exc}"})
         return 1
+    _warn_about_threads()
     _send(channel, {"ready": True})
     return _serve(channel, supervisor_pid)
+
+
+def _warn_about_threads() -> None:
+    """A thread started by a module's top-level code exists in the forkserver only: a
+    fork copies the calling thread alone. Say so once, naming the threads."""
+    others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    if others:
+        log.warning(
+            "handler modules started %d thread(s) when imported (%s): forked workers do not "
+            'have them; start them in on_start, or set [node] start_method = "spawn"',
+            len(others),
+            ", ".join(others),
+        )
 
 
 def _send(channel: socket.socket, message: dict[str, Any]) -> None:
