@@ -30,6 +30,8 @@ from ._payload_type import PayloadType as PayloadType
 from ._payloads import DataStream as DataStream
 from ._payloads import MediaSample as MediaSample
 from ._payloads import MediaType as MediaType
+from ._service import ServiceClient as ServiceClient
+from ._service import service as service
 from ._shell import ActorInfo as ActorInfo
 from ._shell import Shell as Shell
 from ._shell import connect as connect
@@ -56,11 +58,13 @@ __all__ = [
     "PayloadType",
     "PermissionDenied",
     "Realm",
+    "ServiceClient",
     "Shell",
     "Unauthorized",
     "Unavailable",
     "connect",
     "rpc",
+    "service",
 ]
 
 __version__ = "0.1.0"

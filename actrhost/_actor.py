@@ -19,10 +19,12 @@ _ROUTE_ATTR = "__actrhost_route__"
 
 @dataclass(frozen=True, slots=True)
 class RouteSpec:
-    """What ``@rpc`` records on a handler: its route key and lane."""
+    """What ``@rpc`` (or ``@service``) records on a handler: its route key and lane, and
+    for a service method the request's message class (``@rpc`` reads the annotation)."""
 
     route_key: str
     payload_type: PayloadType
+    request_type: type | None = None
 
 
 def rpc(
@@ -85,7 +87,8 @@ def collect_routes(actor: Actor) -> dict[str, Route]:
             continue
         if spec.route_key in routes:
             raise TypeError(f"{type(actor).__name__}: route {spec.route_key!r} is defined twice")
-        routes[spec.route_key] = Route(spec, getattr(actor, attr), request_message_type(func))
+        request_type = spec.request_type or request_message_type(func)
+        routes[spec.route_key] = Route(spec, getattr(actor, attr), request_type)
     return routes
 
 

@@ -1,4 +1,5 @@
-"""Regenerate actrhost/proto/*_pb2.py from the .proto files beside them.
+"""Regenerate actrhost/proto/*_pb2.py (and the examples' *_pb2.py) from the .proto files
+beside them.
 
 Usage: python scripts/gen_proto.py [OUT_DIR]
 
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PROTO_DIR = ROOT / "actrhost" / "proto"
+PROTO_DIRS = [ROOT / "actrhost" / "proto", ROOT / "examples" / "greeter"]
 
 
 def generate(out_dir: Path) -> list[Path]:
@@ -22,11 +23,11 @@ def generate(out_dir: Path) -> list[Path]:
 
     # Paths relative to the repository root, so that one .proto importing another
     # ("actrhost/proto/actr.proto") generates "from actrhost.proto import actr_pb2".
-    protos = sorted(p.relative_to(ROOT) for p in PROTO_DIR.glob("*.proto"))
+    protos = sorted(p.relative_to(ROOT) for d in PROTO_DIRS for p in d.glob("*.proto"))
     args = ["protoc", f"-I{ROOT}", f"--python_out={out_dir}"] + [str(p) for p in protos]
     if protoc.main(args) != 0:
         raise SystemExit(f"protoc failed on {[p.name for p in protos]}")
-    return sorted(out_dir.glob("actrhost/proto/*_pb2.py"))
+    return sorted(out_dir / p.with_name(f"{p.stem}_pb2.py") for p in protos)
 
 
 if __name__ == "__main__":

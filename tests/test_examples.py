@@ -21,6 +21,11 @@ EXPECTED = {
     "pingpong": ["ping: 200 nested round trips"],
     "pool": ["dispatcher: 10 squares by"] * 3,
     "camera": ["camera: viewer got"],  # then check_camera
+    "greeter": [
+        "visitor got: hello, visitor",
+        "visitor got: hello, again hello, again",
+        "visitor: the greeter greeted 2 time(s)",
+    ],
 }
 #: What the two-node examples print on node B.
 TWO_NODE_EXPECTED = {"echo": EXPECTED["echo"], "camera": EXPECTED["camera"]}

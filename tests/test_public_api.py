@@ -26,11 +26,13 @@ PUBLIC = [
     "PayloadType",
     "PermissionDenied",
     "Realm",
+    "ServiceClient",
     "Shell",
     "Unauthorized",
     "Unavailable",
     "connect",
     "rpc",
+    "service",
 ]
 
 

@@ -116,11 +116,12 @@ def test_generated_protobuf_code_is_not_stale(tmp_path):
         check=True,
         capture_output=True,
     )
-    generated = sorted((tmp_path / "actrhost" / "proto").glob("*_pb2.py"))
-    assert generated
+    generated = sorted(tmp_path.glob("**/*_pb2.py"))
+    assert len(generated) == 3  # actrhost/proto (2) and examples/greeter
     for path in generated:
-        committed = REPO / "actrhost" / "proto" / path.name
-        assert committed.exists(), f"{path.name} is not committed: run scripts/gen_proto.py"
+        name = path.relative_to(tmp_path)
+        committed = REPO / name
+        assert committed.exists(), f"{name} is not committed: run scripts/gen_proto.py"
         assert committed.read_bytes() == path.read_bytes(), (
-            f"{path.name} is stale: run python scripts/gen_proto.py"
+            f"{name} is stale: run python scripts/gen_proto.py"
         )
