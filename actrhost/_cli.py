@@ -82,18 +82,77 @@ def _write_output(data: bytes, output: str) -> None:
         print(data.decode("utf-8", errors="backslashreplace"))
 
 
+def _json_request(args: argparse.Namespace) -> tuple[bytes, type]:
+    """``--json``: the request encoded as the method's input type, and its output type.
+
+    The method is looked up by its route key among the ``_pb2`` modules that the node's
+    handler modules import (so a typed service needs no flag) and ``--proto-module``."""
+    from google.protobuf import json_format
+    from google.protobuf.message_factory import GetMessageClass
+
+    from ._load._payload import PayloadError, import_proto_modules
+    from ._service import find_method
+
+    if not args.config.startswith("ipc://"):
+        from ._config import load_config, resolve_handler
+
+        try:
+            config = load_config(args.config)
+            for actor in config.actors:
+                resolve_handler(config, actor)
+        except ConfigError as exc:
+            raise SystemExit(_fail(f"config error: {exc}", EXIT_USAGE)) from None
+    try:
+        import_proto_modules(args.proto_module)
+    except PayloadError as exc:
+        raise SystemExit(_fail(str(exc), EXIT_USAGE)) from None
+    method = find_method(args.route_key)
+    if method is None:
+        raise SystemExit(
+            _fail(
+                f"--json: {args.route_key} is not a method of any protobuf service the node's "
+                "handler modules or --proto-module import",
+                EXIT_USAGE,
+            )
+        )
+    request = GetMessageClass(method.input_type)()
+    try:
+        json_format.Parse(args.json, request)
+    except json_format.ParseError as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else "invalid"
+        raise SystemExit(
+            _fail(f"--json: not a valid {method.input_type.full_name}: {first_line}", EXIT_USAGE)
+        ) from None
+    return request.SerializeToString(), GetMessageClass(method.output_type)
+
+
 def cmd_call(args: argparse.Namespace) -> int:
     from ._shell import connect
 
-    payload = _payload_from_args(args)
+    response_type: type | None = None
+    if args.json is not None:
+        payload, response_type = _json_request(args)
+    else:
+        payload = _payload_from_args(args)
 
     async def run() -> int:
         async with connect(args.config) as shell:
             if args.tell:
                 await shell.tell(args.target, args.route_key, payload)
                 return EXIT_OK
-            result = await shell.call(args.target, args.route_key, payload, timeout=args.timeout)
-            _write_output(result, args.output)
+            result = await shell.call(
+                args.target,
+                args.route_key,
+                payload,
+                timeout=args.timeout,
+                response_type=response_type,
+            )
+            if response_type is not None:
+                from google.protobuf import json_format
+
+                print(json_format.MessageToJson(result, preserving_proto_field_name=True))
+            else:
+                _write_output(result, args.output)
             return EXIT_OK
 
     try:
@@ -332,6 +391,19 @@ def build_parser() -> argparse.ArgumentParser:
     data = call.add_mutually_exclusive_group()
     data.add_argument("--data", help="request payload as text, or @FILE for a file's bytes")
     data.add_argument("--hex", help="request payload as hexadecimal")
+    data.add_argument(
+        "--json",
+        help="request as JSON of a protobuf service method's input type (the method is "
+        "found by ROUTE_KEY); the answer is printed as JSON",
+    )
+    call.add_argument(
+        "--proto-module",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="with --json: import this _pb2 module (dotted name or .py path) too; "
+        "the node's handler modules are imported anyway; repeatable",
+    )
     call.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
     call.add_argument("--tell", action="store_true", help="send a tell: no answer is awaited")
     call.add_argument(

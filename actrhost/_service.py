@@ -61,6 +61,17 @@ def route_key_of(method: MethodDescriptor) -> str:
     return f"{method.containing_service.full_name}.{method.name}"
 
 
+def find_method(route_key: str) -> MethodDescriptor | None:
+    """The service method served under ``route_key``, among the ``_pb2`` modules imported
+    so far (``package.Service.Method`` is also the method's full protobuf name)."""
+    from google.protobuf import descriptor_pool
+
+    try:
+        return descriptor_pool.Default().FindMethodByName(route_key)
+    except KeyError:
+        return None
+
+
 def _snake_case(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
 

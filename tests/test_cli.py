@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from .utils import actrhost_command as actrhost
 
 ECHO = """
@@ -25,6 +27,45 @@ def test_call_prints_the_answer(node_factory, tmp_path):
     assert result.stdout == "from a file\n"
     result = actrhost("call", cfg, "echo", "test.Echo.Say", "--tell", "--data", "x")
     assert (result.returncode, result.stdout) == (0, "")
+
+
+GREETER = """
+[[actor]]
+name = "greeter"
+type = "demo+Greeter"
+handler = "examples.greeter:Greeter"
+"""
+
+
+def test_call_with_json_finds_the_service_method_by_its_route_key(node_factory):
+    node = node_factory(GREETER)
+    cfg = str(node.config_path)
+    say = ("call", cfg, "greeter", "demo.Greeter.SayHello")
+    # The node's handler module imports greeter_pb2: no flag needed to find the types.
+    result = actrhost(*say, "--json", '{"name": "cli", "times": 2}')
+    assert (result.returncode, result.stderr) == (0, "")
+    assert json.loads(result.stdout) == {"message": "hello, cli hello, cli"}
+    result = actrhost(*say, "--json", '{"name": "told"}', "--tell")
+    assert (result.returncode, result.stdout) == (0, "")
+    # By its control endpoint (no config to read), with the module named.
+    endpoint = f"ipc://{node.run_dir / 'control.sock'}"
+    result = actrhost(
+        "call", endpoint, "greeter", "demo.Greeter.Count", "--json", "{}",
+        "--proto-module", "examples.greeter.greeter_pb2",
+    )  # fmt: skip
+    assert json.loads(result.stdout) == {"greeted": 2}
+    # Mistakes are one line, exit 2, nothing sent.
+    result = actrhost("call", cfg, "greeter", "demo.Greeter.Wave", "--json", "{}")
+    assert (result.returncode, result.stderr) == (
+        2,
+        "actrhost: --json: demo.Greeter.Wave is not a method of any protobuf service the "
+        "node's handler modules or --proto-module import\n",
+    )
+    result = actrhost(*say, "--json", '{"nam": "x"}')
+    assert result.returncode == 2
+    assert result.stderr.startswith("actrhost: --json: not a valid demo.HelloRequest: ")
+    result = actrhost("call", endpoint, "greeter", "demo.Greeter.Count", "--json", "{}")
+    assert result.returncode == 2 and "--proto-module" in result.stderr
 
 
 def test_call_errors_are_one_line_with_the_code(node_factory):

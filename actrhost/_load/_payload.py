@@ -60,6 +60,18 @@ def _import_module(spec: str) -> ModuleType:
     return importlib.import_module(spec)
 
 
+def import_proto_modules(modules: list[str]) -> None:
+    """Import ``_pb2`` modules (dotted names or ``.py`` paths), registering their messages
+    and services; raises :class:`PayloadError` naming one that cannot be imported."""
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # `actrhost` the console script lacks it
+    try:
+        for module in modules:
+            _import_module(module)
+    except ImportError as exc:
+        raise PayloadError(f"--proto-module: cannot import {exc.name or exc}") from None
+
+
 def message_class(type_name: str, modules: list[str]) -> type:
     """The protobuf message class for ``type_name``.
 
@@ -68,11 +80,8 @@ def message_class(type_name: str, modules: list[str]) -> type:
     imported first from ``modules`` (dotted names or ``.py`` paths). Well-known types
     (``google.protobuf.*``) need no module.
     """
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))  # `actrhost` the console script lacks it
+    import_proto_modules(modules)
     try:
-        for module in modules:
-            _import_module(module)
         if ":" in type_name:
             module_name, _, attr = type_name.partition(":")
             cls = getattr(_import_module(module_name), attr, None)
