@@ -83,38 +83,19 @@ def _write_output(data: bytes, output: str) -> None:
 
 
 def _json_request(args: argparse.Namespace) -> tuple[bytes, type]:
-    """``--json``: the request encoded as the method's input type, and its output type.
-
-    The method is looked up by its route key among the ``_pb2`` modules that the node's
-    handler modules import (so a typed service needs no flag) and ``--proto-module``."""
+    """``--json``: the request encoded as the method's input type, and its output type."""
     from google.protobuf import json_format
     from google.protobuf.message_factory import GetMessageClass
 
-    from ._load._payload import PayloadError, import_proto_modules
-    from ._service import find_method
+    from ._service import method_from_node
 
-    if not args.config.startswith("ipc://"):
-        from ._config import load_config, resolve_handler
-
-        try:
-            config = load_config(args.config)
-            for actor in config.actors:
-                resolve_handler(config, actor)
-        except ConfigError as exc:
-            raise SystemExit(_fail(f"config error: {exc}", EXIT_USAGE)) from None
     try:
-        import_proto_modules(args.proto_module)
-    except PayloadError as exc:
-        raise SystemExit(_fail(str(exc), EXIT_USAGE)) from None
-    method = find_method(args.route_key)
-    if method is None:
-        raise SystemExit(
-            _fail(
-                f"--json: {args.route_key} is not a method of any protobuf service the node's "
-                "handler modules or --proto-module import",
-                EXIT_USAGE,
-            )
-        )
+        method = method_from_node(args.route_key, args.config, args.proto_module)
+    except ConfigError as exc:
+        raise SystemExit(_fail(f"config error: {exc}", EXIT_USAGE)) from None
+    except LookupError as exc:
+        text = str(exc) if str(exc).startswith("--") else f"--json: {exc}"
+        raise SystemExit(_fail(text, EXIT_USAGE)) from None
     request = GetMessageClass(method.input_type)()
     try:
         json_format.Parse(args.json, request)

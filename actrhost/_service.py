@@ -72,6 +72,33 @@ def find_method(route_key: str) -> MethodDescriptor | None:
         return None
 
 
+def method_from_node(route_key: str, config: str, modules: list[str]) -> MethodDescriptor:
+    """Find the service method for ``route_key`` the way ``actrhost call --json`` and
+    ``actrhost load --payload-json`` do: among the ``_pb2`` modules that the handler modules
+    of the node's config import (unless ``config`` is an ``ipc://`` endpoint), and
+    ``modules`` (``--proto-module``). Raises ``ConfigError`` for a bad config and
+    ``LookupError`` (one line, naming the flag) when no such method is known."""
+    from ._load._payload import PayloadError, import_proto_modules
+
+    if not config.startswith("ipc://"):
+        from ._config import load_config, resolve_handler
+
+        node = load_config(config)
+        for actor in node.actors:
+            resolve_handler(node, actor)
+    try:
+        import_proto_modules(modules)
+    except PayloadError as exc:
+        raise LookupError(str(exc)) from None
+    method = find_method(route_key)
+    if method is None:
+        raise LookupError(
+            f"{route_key} is not a method of any protobuf service the node's handler modules "
+            "or --proto-module import"
+        )
+    return method
+
+
 def _snake_case(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
 

@@ -145,7 +145,8 @@ def add_load_parser(sub: Any) -> argparse.ArgumentParser:
     data.add_argument(
         "--payload-json",
         metavar="JSON",
-        help="a protobuf message as JSON (or @FILE); needs --payload-type",
+        help="a protobuf message as JSON (or @FILE): the input type of the service method "
+        "--route names, or --payload-type",
     )
     p.add_argument(
         "--payload-type",
@@ -263,11 +264,8 @@ def _payload(args: argparse.Namespace, stream: bool) -> tuple[bytes, str]:
         if args.payload_hex is not None:
             return payloads.from_hex(args.payload_hex)
         if args.payload_json is not None:
-            if not args.payload_type:
-                raise UsageError(
-                    "--payload-json needs --payload-type (package.Message or module:Class)"
-                )
-            return payloads.from_json(args.payload_json, args.payload_type, args.proto_module)
+            type_name = args.payload_type or _service_input_type(args, stream)
+            return payloads.from_json(args.payload_json, type_name, args.proto_module)
         size = args.payload_size
         if size is None and stream:
             size = (
@@ -278,6 +276,22 @@ def _payload(args: argparse.Namespace, stream: bool) -> tuple[bytes, str]:
         return payloads.of_size(size), format_bytes(size)
     except payloads.PayloadError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _service_input_type(args: argparse.Namespace, stream: bool) -> str:
+    """``--payload-json`` without ``--payload-type``: the input type of the service method
+    the route names (found as ``actrhost call --json`` finds it)."""
+    from .._errors import ConfigError
+    from .._service import method_from_node
+
+    if stream:
+        raise UsageError("--payload-json with --stream needs --payload-type")
+    try:
+        method = method_from_node(args.route_key, args.config, args.proto_module)
+    except (ConfigError, LookupError) as exc:
+        text = str(exc) if str(exc).startswith("--") else f"--payload-json: {exc}"
+        raise UsageError(f"{text} (or give --payload-type)") from None
+    return str(method.input_type.full_name)
 
 
 def spec_from_args(args: argparse.Namespace, argv: list[str] | None = None) -> LoadSpec:
@@ -300,8 +314,8 @@ def spec_from_args(args: argparse.Namespace, argv: list[str] | None = None) -> L
         )
     if args.payload_type and args.payload_json is None:
         raise UsageError("--payload-type applies only to --payload-json")
-    if args.proto_module and not args.payload_type:
-        raise UsageError("--proto-module applies only with --payload-type")
+    if args.proto_module and args.payload_json is None:
+        raise UsageError("--proto-module applies only with --payload-json")
     if args.timeout <= 0:
         raise UsageError("--timeout must be positive")
     if args.duration is not None and args.duration <= 0:
