@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from .utils import GREETER
 from .utils import actrhost_command as actrhost
 
 ECHO = """
@@ -27,14 +28,6 @@ def test_call_prints_the_answer(node_factory, tmp_path):
     assert result.stdout == "from a file\n"
     result = actrhost("call", cfg, "echo", "test.Echo.Say", "--tell", "--data", "x")
     assert (result.returncode, result.stdout) == (0, "")
-
-
-GREETER = """
-[[actor]]
-name = "greeter"
-type = "demo+Greeter"
-handler = "examples.greeter:Greeter"
-"""
 
 
 def test_call_with_json_finds_the_service_method_by_its_route_key(node_factory):

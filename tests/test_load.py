@@ -23,7 +23,7 @@ import pytest
 from actrhost._cli import main
 from actrhost._load._histogram import Histogram
 
-from .utils import REPO, run, wait_until
+from .utils import GREETER, REPO, run, wait_until
 
 SCHEMA = REPO / "docs" / "load.schema.json"
 
@@ -218,14 +218,7 @@ def test_rate_mode_holds_its_rate(node_factory, tmp_path):
 
 
 def test_payload_json_takes_the_type_of_the_service_method_the_route_names(node_factory, tmp_path):
-    node = node_factory(
-        """
-        [[actor]]
-        name = "greeter"
-        type = "demo+Greeter"
-        handler = "examples.greeter:Greeter"
-        """
-    )
+    node = node_factory(GREETER)
     _result, doc = load(
         node.config_path,
         tmp_path / "out.json",

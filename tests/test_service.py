@@ -13,7 +13,7 @@ from actrhost import Actor, PayloadType, ServiceClient, rpc, service
 from actrhost._actor import collect_routes
 from examples.greeter import greeter_pb2 as pb
 
-from .utils import run
+from .utils import GREETER, run
 
 
 def test_routes_and_request_types_come_from_the_descriptor():
@@ -92,14 +92,6 @@ def test_a_client_checks_the_method_and_the_request_type_before_sending():
     with pytest.raises(AttributeError, match="has no method 'Wave'"):
         client.Wave  # noqa: B018
     assert repr(client) == "ServiceClient(demo.Greeter -> greeter)"
-
-
-GREETER = """
-[[actor]]
-name = "greeter"
-type = "demo+Greeter"
-handler = "examples.greeter:Greeter"
-"""
 
 
 def test_a_shell_calls_a_typed_service_and_raw_bytes_still_work(node_factory):

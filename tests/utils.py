@@ -44,6 +44,15 @@ def actrhost_command(*args: str, timeout: float = 30) -> subprocess.CompletedPro
     )
 
 
+#: The typed-service example's Greeter as a node's only actor (examples/greeter).
+GREETER = """
+[[actor]]
+name = "greeter"
+type = "demo+Greeter"
+handler = "examples.greeter:Greeter"
+"""
+
+
 def pid_alive(pid: int) -> bool:
     """True if a process with this pid exists and is not a zombie."""
     try:
