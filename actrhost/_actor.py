@@ -77,18 +77,29 @@ class Route:
     request_type: type | None  # a protobuf message class, or None for bytes
 
 
-def collect_routes(actor: Actor) -> dict[str, Route]:
-    """Find every ``@rpc`` method of ``actor``; raise TypeError on a route key used twice."""
-    routes: dict[str, Route] = {}
-    for attr in dir(type(actor)):
-        func = getattr(type(actor), attr, None)
-        spec = getattr(func, _ROUTE_ATTR, None)
-        if func is None or not isinstance(spec, RouteSpec):
+def route_table(cls: type) -> dict[str, tuple[str, RouteSpec]]:
+    """Route key -> (method name, spec) of every ``@rpc`` or ``@service`` handler of an
+    actor class; raises TypeError on a route key used twice."""
+    table: dict[str, tuple[str, RouteSpec]] = {}
+    for attr in dir(cls):
+        spec = getattr(getattr(cls, attr, None), _ROUTE_ATTR, None)
+        if not isinstance(spec, RouteSpec):
             continue
-        if spec.route_key in routes:
-            raise TypeError(f"{type(actor).__name__}: route {spec.route_key!r} is defined twice")
-        request_type = spec.request_type or request_message_type(func)
-        routes[spec.route_key] = Route(spec, getattr(actor, attr), request_type)
+        if spec.route_key in table:
+            raise TypeError(
+                f"{cls.__name__}: route {spec.route_key!r} is served by both "
+                f"{table[spec.route_key][0]} and {attr}"
+            )
+        table[spec.route_key] = (attr, spec)
+    return table
+
+
+def collect_routes(actor: Actor) -> dict[str, Route]:
+    """Bind every handler of ``actor`` (see :func:`route_table`)."""
+    routes: dict[str, Route] = {}
+    for key, (attr, spec) in route_table(type(actor)).items():
+        request_type = spec.request_type or request_message_type(getattr(type(actor), attr))
+        routes[key] = Route(spec, getattr(actor, attr), request_type)
     return routes
 
 

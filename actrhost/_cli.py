@@ -52,6 +52,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail(str(exc), EXIT_FAILURE)
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check a config as ``actrhost run`` does, start nothing, and say what would run."""
+    from ._actor import route_table
+    from ._config import load_config, resolve_handler
+
+    config = load_config(args.config)
+    rows = [("ACTOR", "TYPE", "INSTANCES", "ROUTES")]
+    for actor in config.actors:
+        routes = sorted(route_table(resolve_handler(config, actor)))
+        rows.append((actor.name, str(actor.type), str(actor.instances), ", ".join(routes) or "-"))
+    instances = sum(actor.instances for actor in config.actors)
+    signaling = config.signaling.url if config.signaling is not None else "none (local only)"
+    print(
+        f"{args.config}: ok: node {config.node.name}, {len(config.actors)} actor(s), "
+        f"{instances} instance(s), start_method {config.node.start_method}, "
+        f"signaling {signaling}"
+    )
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        cells = [c.ljust(w) for c, w in zip(row[:3], widths, strict=True)]
+        print("  " + "  ".join([*cells, row[3]]))
+    return EXIT_OK
+
+
 # -- actrhost call -----------------------------------------------------------------------
 
 
@@ -364,6 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="overrides [node] log_level",
     )
     run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser(
+        "check", help="check a config as run does, start nothing, list actors and routes"
+    )
+    check.add_argument("config", help="path of the node's TOML config")
+    check.set_defaults(func=cmd_check)
 
     call = sub.add_parser("call", help="call (or tell) an actor of a running node")
     call.add_argument("config", help="config of the running node (or its ipc:// control endpoint)")

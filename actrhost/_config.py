@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._actor import Actor
+from ._actor import Actor, route_table
 from ._errors import ConfigError
 from ._ids import ActrType
 
@@ -254,6 +254,10 @@ def resolve_handler(config: Config, actor: ActorConfig) -> type[Actor]:
         raise error(f"{handler!r} is not a class (got a {type(cls).__name__})")
     if not issubclass(cls, Actor):
         raise error(f"class {handler!r} ({where}) does not subclass actrhost.Actor")
+    try:
+        route_table(cls)  # a route served twice would fail every start of the worker
+    except TypeError as exc:
+        raise error(str(exc)) from None
     return cls
 
 

@@ -383,3 +383,15 @@ class LoadTarget(Actor):
         if self.served == int(request):
             asyncio.get_running_loop().call_soon(os._exit, 1)
         return b"ok"
+
+
+class TwiceServed(Actor):
+    """Serves one route key with two methods: refused by config checks."""
+
+    @rpc("test.Twice.Say")
+    async def say(self, ctx: Context, request: bytes) -> bytes:
+        return request
+
+    @rpc("test.Twice.Say")
+    async def say_again(self, ctx: Context, request: bytes) -> bytes:
+        return request

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .utils import GREETER
+from .utils import GREETER, REPO, TESTS_DIR
 from .utils import actrhost_command as actrhost
 
 ECHO = """
@@ -59,6 +59,41 @@ def test_call_with_json_finds_the_service_method_by_its_route_key(node_factory):
     assert result.stderr.startswith("actrhost: --json: not a valid demo.HelloRequest: ")
     result = actrhost("call", endpoint, "greeter", "demo.Greeter.Count", "--json", "{}")
     assert result.returncode == 2 and "--proto-module" in result.stderr
+
+
+def test_check_lists_what_would_run_and_starts_nothing(tmp_path):
+    config = tmp_path / "node.toml"
+    config.write_text(
+        f'[node]\nname = "checked"\npython_path = ["{TESTS_DIR}", "{REPO}"]\n'
+        + GREETER
+        + '[[actor]]\nname = "echo"\ntype = "test+Echo"\nhandler = "actors:Echo"\n'
+        + "instances = 2\n"
+    )
+    result = actrhost("check", str(config))
+    assert (result.returncode, result.stderr) == (0, "")
+    lines = result.stdout.splitlines()
+    assert lines[0] == (
+        f"{config}: ok: node checked, 2 actor(s), 3 instance(s), start_method forkserver, "
+        "signaling none (local only)"
+    )
+    assert lines[2].split() == [
+        "greeter", "demo+Greeter", "1", "demo.Greeter.Count,", "demo.Greeter.SayHello",
+    ]  # fmt: skip
+    assert lines[3].split()[:3] == ["echo", "test+Echo", "2"]
+    assert "test.Echo.Say" in lines[3]
+    assert not (tmp_path / "run").exists()
+    # A route served twice fails every start of its worker: refused here, and by run.
+    config.write_text(
+        f'[node]\nname = "twice"\npython_path = ["{TESTS_DIR}"]\n'
+        '[[actor]]\nname = "t"\ntype = "test+Twice"\nhandler = "actors:TwiceServed"\n'
+    )
+    expected = (
+        f"actrhost: config error: {config}: actor[0].handler: TwiceServed: route "
+        "'test.Twice.Say' is served by both say and say_again\n"
+    )
+    for command in ("check", "run"):
+        result = actrhost(command, str(config))
+        assert (result.returncode, result.stderr) == (2, expected)
 
 
 def test_call_errors_are_one_line_with_the_code(node_factory):
