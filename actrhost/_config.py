@@ -97,6 +97,8 @@ class NodeConfig:
     python_path: tuple[Path, ...] = ()
     # How workers start: forked by the node's forkserver, or each a fresh interpreter.
     start_method: str = "forkserver"  # one of START_METHODS
+    # host:port of the supervisor's Prometheus endpoint (GET /metrics); None: not served.
+    metrics_listen: str | None = None
 
 
 @dataclass(frozen=True)
@@ -278,3 +280,11 @@ def show_value(value: Any) -> str:
 
 def _one_line(value: object) -> str:
     return " ".join(str(value).split())
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """Split ``"host:port"`` (``"[::1]:port"`` for IPv6); raises ValueError."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"invalid listen address {listen!r}: expected host:port")
+    return host.strip("[]"), int(port)

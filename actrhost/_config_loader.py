@@ -136,6 +136,7 @@ class Loader:
             "hwm_messages": partial(self.integer, lo=1),
             "python_path": lambda k, v: self.array(k, v, self.run_dir, "folder paths"),
             "start_method": partial(self.choice, options=START_METHODS),
+            "metrics_listen": partial(self.url, kind="listen"),
         }
         return NodeConfig(**self.section(key, value, spec, required=("name",)))
 

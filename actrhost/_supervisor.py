@@ -26,6 +26,7 @@ from ._config import ActorConfig, Config
 from ._directory import ActorEntry, ActorState
 from ._gateway_process import GatewayProcess
 from ._ids import ActrId, Realm
+from ._metrics import MetricsServer
 from ._worker_start import (
     ForkServer,
     WorkerProcess,
@@ -109,6 +110,7 @@ class Supervisor:
         self.segments_reclaimed = 0
         self.gateway: GatewayProcess | None = None
         self._forkserver: ForkServer | None = None
+        self._metrics: MetricsServer | None = None
         self._subreaper = False  # we adopt orphaned descendants (and must reap them)
         # Random serial base: ids from two nodes (or two runs) do not collide.
         base = secrets.randbits(40) << 8
@@ -142,15 +144,18 @@ class Supervisor:
         self._control = LoopSocket(sock, self._on_control, "supervisor control")
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_shutdown)
-        forkserver_ready = self._start_forkserver(loop)
-        log.info(
-            "node %r: starting %d actor instance(s) in %s",
-            self.config.node.name,
-            len(self._slots),
-            self.run_dir,
-        )
         async with contextlib.AsyncExitStack() as stack:
             try:
+                if self.config.node.metrics_listen is not None:
+                    # First: an address in use fails the node before any process starts.
+                    await self._start_metrics(stack, self.config.node.metrics_listen)
+                forkserver_ready = self._start_forkserver(loop)
+                log.info(
+                    "node %r: starting %d actor instance(s) in %s",
+                    self.config.node.name,
+                    len(self._slots),
+                    self.run_dir,
+                )
                 if self.config.signaling is not None:
                     await self._start_gateway(stack)
                 await forkserver_ready
@@ -206,6 +211,17 @@ class Supervisor:
         if reaped:
             log.debug("reaped %d orphaned process(es)", reaped)
 
+    async def _start_metrics(self, stack: contextlib.AsyncExitStack, listen: str) -> None:
+        """Serve ``GET /metrics`` (``_metrics.py``) until the node stops."""
+        metrics = MetricsServer(listen, self.collect_status)
+        try:
+            await metrics.start()
+        except OSError as exc:
+            raise RuntimeError(f"[node] metrics_listen {listen}: {_bind_error(exc)}") from exc
+        stack.push_async_callback(metrics.close)
+        self._metrics = metrics
+        log.info("node %r: metrics at %s", self.config.node.name, metrics.url)
+
     async def _start_gateway(self, stack: contextlib.AsyncExitStack) -> None:
         """Embedded signaling (if asked for), then the gateway, which registers every
         instance; the ids signaling assigns become the instances' ActrIds."""
@@ -214,12 +230,15 @@ class Supervisor:
         if url == "embedded":
             from .signaling import run_server
 
-            server = await stack.enter_async_context(
-                run_server(
-                    self.config.signaling.listen,
-                    heartbeat_interval_s=self.config.signaling.heartbeat_interval_s,
+            listen = self.config.signaling.listen
+            try:
+                server = await stack.enter_async_context(
+                    run_server(
+                        listen, heartbeat_interval_s=self.config.signaling.heartbeat_interval_s
+                    )
                 )
-            )
+            except OSError as exc:
+                raise RuntimeError(f"[signaling] listen {listen}: {_bind_error(exc)}") from exc
             url = server.url
             log.info("node %r: embedded signaling server at %s", self.config.node.name, url)
         self.gateway = GatewayProcess(
@@ -518,6 +537,12 @@ class Supervisor:
             self._send(routing_id, {"op": "error", "req": req, "message": f"unknown op {op!r}"})
 
     async def _answer_status(self, routing_id: bytes, req: Any) -> None:
+        status = await self.collect_status()
+        self._send(routing_id, {"op": control.STATUS, "req": req, **status})
+
+    async def collect_status(self) -> dict[str, Any]:
+        """The node's status: every actor with its worker's counters (waiting up to
+        ``STATS_TIMEOUT_S`` for them), the gateway's (``actrhost status``, ``/metrics``)."""
         loop = asyncio.get_running_loop()
         waits: dict[int, asyncio.Future[dict[str, Any]]] = {}
         for slot in self._slots:
@@ -540,23 +565,19 @@ class Supervisor:
             waiter = waits.get(slot.actr_id.serial_number)
             stats = waiter.result() if waiter is not None and waiter.done() else {}
             actors.append({**slot.entry().to_json(), "stats": stats, "error": slot.error})
-        self._send(
-            routing_id,
-            {
-                "op": control.STATUS,
-                "req": req,
-                "node": self.config.node.name,
-                "run_dir": str(self.run_dir),
-                "segments_reclaimed": self.segments_reclaimed,
-                "workers_start": self._describe_worker_start(),
-                "actors": actors,
-                "gateway": (
-                    {**self.gateway.describe(), "stats": await gateway_stats}
-                    if self.gateway is not None and gateway_stats is not None
-                    else None
-                ),
-            },
-        )
+        return {
+            "node": self.config.node.name,
+            "run_dir": str(self.run_dir),
+            "segments_reclaimed": self.segments_reclaimed,
+            "workers_start": self._describe_worker_start(),
+            "metrics": self._metrics.url if self._metrics is not None else None,
+            "actors": actors,
+            "gateway": (
+                {**self.gateway.describe(), "stats": await gateway_stats}
+                if self.gateway is not None and gateway_stats is not None
+                else None
+            ),
+        }
 
     def _describe_worker_start(self) -> dict[str, Any]:
         forkserver = self._forkserver
@@ -567,6 +588,11 @@ class Supervisor:
             "forkserver_pid": forkserver.pid,
             "forkserver_starts": forkserver.starts,
         }
+
+
+def _bind_error(exc: OSError) -> str:
+    """'Address already in use' rather than asyncio's longer wording of the same."""
+    return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
 def describe_exit(code: int | None) -> str:

@@ -141,6 +141,9 @@ def test_status_lists_each_actor_with_counters(node_factory):
     assert sum(int(r[6]) for r in rows) == 3
     infos = {str(i.actr_id): i.pid for i in node.actors()}
     assert {r[1]: int(r[2]) for r in rows} == infos
+    # Then one row per route, the instances summed (tests/test_metrics.py has more).
+    assert lines[5].startswith("routes ")
+    assert lines[7].split()[:3] == ["echo", "test.Echo.Say", "3"]
     as_json = actrhost("status", cfg, "--json")
     assert '"calls_served"' in as_json.stdout
 
@@ -206,7 +209,7 @@ def test_call_output_into_a_closed_pipe_stops_quietly(node_factory, tmp_path):
 
 
 def test_status_names_the_ice_host_and_the_gateway_counters_that_are_not_zero():
-    from actrhost._cli import format_status
+    from actrhost._status_text import format_status
 
     gateway = {"pid": 7, "state": "running", "restarts": 0, "signaling": "ws://x:1"}
     quiet = {"node": "a", "actors": [], "gateway": {**gateway, "stats": {"failed_calls": 0}}}

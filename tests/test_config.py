@@ -75,7 +75,7 @@ def test_minimal_config_has_every_default(tmp_path: Path) -> None:
     # The defaults themselves, spelled out so a changed default is a visible decision.
     assert (config.node.realm, config.node.run_dir, config.node.shutdown_grace_s) == (1, None, 5.0)
     assert (config.node.log_level, config.node.hwm_messages) == ("info", 10000)
-    assert config.node.start_method == "forkserver"
+    assert (config.node.start_method, config.node.metrics_listen) == ("forkserver", None)
     assert (echo.instances, echo.restart, echo.max_restarts, echo.restart_window_s) == (
         1,
         "permanent",
@@ -245,7 +245,7 @@ BROKEN = [
     (
         NODE + 'nme = "x"\n' + ACTOR,
         "node.nme: unknown key (allowed: name, realm, run_dir, shutdown_grace_s, log_level, "
-        "hwm_messages, python_path, start_method)",
+        "hwm_messages, python_path, start_method, metrics_listen)",
     ),
     (
         NODE + 'log_level = "verbose"\n' + ACTOR,
@@ -254,6 +254,16 @@ BROKEN = [
     (
         NODE + 'start_method = "fork"\n' + ACTOR,
         "node.start_method: must be one of forkserver, spawn (got 'fork')",
+    ),
+    (
+        NODE + 'metrics_listen = "localhost"\n' + ACTOR,
+        "node.metrics_listen: must be 'host:port' with a port from 0 to 65535, e.g. "
+        "'127.0.0.1:0' (got 'localhost')",
+    ),
+    (
+        NODE + "metrics_listen = 9464\n" + ACTOR,
+        "node.metrics_listen: must be 'host:port' with a port from 0 to 65535, e.g. "
+        "'127.0.0.1:0' (got 9464)",
     ),
     (NODE + "hwm_messages = 0\n" + ACTOR, "node.hwm_messages: must be an integer >= 1 (got 0)"),
     (

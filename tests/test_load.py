@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from actrhost._cli import main
-from actrhost._load._histogram import Histogram
+from actrhost._histogram import Histogram
 
 from .utils import GREETER, REPO, run, wait_until
 

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from ._histogram import Histogram
+from .._histogram import Histogram
 from ._spec import CALL, TELL, WorkerPlan
 
 #: Open loop: requests launched back to back (when behind schedule) before yielding to

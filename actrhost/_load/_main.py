@@ -21,9 +21,9 @@ from types import FrameType
 from typing import Any
 
 from .._errors import NotFound
+from .._histogram import Histogram
 from ._args import UsageError, spec_from_args, usage_exit
 from ._generator import worker_main
-from ._histogram import Histogram
 from ._progress import Progress
 from ._report import build_result, format_report
 from ._spec import TELL, LoadSpec, WorkerPlan, split, timeline_interval_s

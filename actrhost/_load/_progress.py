@@ -13,7 +13,7 @@ import time
 from collections import deque
 from typing import TextIO
 
-from ._histogram import Histogram
+from .._histogram import Histogram
 from ._units import format_count, format_ms, format_rate
 
 #: Redraw period on a terminal, and print period elsewhere.

@@ -14,7 +14,7 @@ import platform
 import sys
 from typing import Any
 
-from ._histogram import Histogram
+from .._histogram import Histogram
 from ._spec import CALL, STREAM, LoadSpec
 from ._units import format_bytes, format_count, format_duration, format_ms, format_rate
 

@@ -22,6 +22,7 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from .._config import parse_listen
 from .._errors import (
     ActrError,
     BadRequest,
@@ -81,14 +82,6 @@ def load_keys(keys: KeysLike) -> KeyRing:
         log.info("no signaling keys given: using a random key; credentials end with this process")
         return KeyRing.generate()
     return KeyRing.from_file(keys)
-
-
-def parse_listen(listen: str) -> tuple[str, int]:
-    """Split ``"host:port"`` (``"[::1]:port"`` for IPv6); raises ValueError."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ValueError(f"invalid listen address {listen!r}: expected host:port")
-    return host.strip("[]"), int(port)
 
 
 class SignalingServer:

@@ -65,7 +65,10 @@ def serve_from_argv(args: list[str]) -> int:
         _send(channel, {"error": f"{type(exc).__name__}: {exc}"})
         return 1
     _warn_about_threads()
-    _send(channel, {"ready": True})
+    try:
+        _send(channel, {"ready": True})
+    except OSError:
+        return 1  # the supervisor gave up on starting the node meanwhile: nothing to serve
     return _serve(channel, supervisor_pid)
 
 

@@ -40,6 +40,7 @@ from .._rpc import RpcEndpoint
 from .._streams import StreamReceiver, StreamSender
 from .._zmqloop import LoopSocket
 from ._mailbox import Mailbox
+from ._route_stats import RouteStats
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class Worker:
         self.routes: dict[str, Route] = collect_routes(self.actor)
         self.directory = Directory()
         self.counters = WorkerCounters()
+        self.route_stats: dict[str, RouteStats] = {}
         self.state = ActorState.STARTING
         self._accepting = False
         self._stop = asyncio.Event()
@@ -298,6 +300,7 @@ class Worker:
             "stream_backlog": self.streams_in.backlog,
             "streams_in": self.streams_in.counters.as_dict(),
             "streams_out": self.streams_out.counters.as_dict(),
+            "routes": {key: stats.to_dict() for key, stats in self.route_stats.items()},
         }
 
     # -- inbound -----------------------------------------------------------------------
@@ -337,16 +340,22 @@ class Worker:
             route.spec.payload_type is PayloadType.RPC_SIGNAL
             or env.payload_type == PayloadType.RPC_SIGNAL
         )
-        self.mailbox.put((env, routing_id, route), signal=signal_lane)
+        self.mailbox.put((env, routing_id, route, time.monotonic_ns()), signal=signal_lane)
 
-    async def _serve(self, item: tuple[Envelope, bytes, Route]) -> None:
-        env, routing_id, route = item
+    async def _serve(self, item: tuple[Envelope, bytes, Route, int]) -> None:
+        env, routing_id, route, arrived_ns = item
         is_request = env.direction == REQUEST
         deadline = env.deadline_ns / 1e9 if env.deadline_ns else None
+        stats = self.route_stats.get(env.route_key)
+        if stats is None:
+            stats = self.route_stats[env.route_key] = RouteStats()
         if deadline is not None and self._loop.time() >= deadline:
             # The caller has already given up: doing the work would only waste it.
             self.counters.expired_skipped += 1
+            stats.expired += 1
             return
+        started_ns = time.monotonic_ns()
+        error_code = 0
         ctx = Context(
             self,
             caller_id=env.source,
@@ -373,11 +382,18 @@ class Worker:
             raise
         except ActrError as exc:
             self.counters.errors += 1
+            error_code = int(exc.code)
             self._reply_or_log(env, routing_id, exc)
         except Exception as exc:
             self.counters.errors += 1
             log.exception("%r: handler for %r raised", self, env.route_key)
-            self._reply_or_log(env, routing_id, HandlerError(f"{type(exc).__name__}: {exc}"))
+            error = HandlerError(f"{type(exc).__name__}: {exc}")
+            error_code = int(error.code)
+            self._reply_or_log(env, routing_id, error)
+        now_ns = time.monotonic_ns()
+        stats.record(
+            started_ns - arrived_ns, now_ns - started_ns, request=is_request, error_code=error_code
+        )
 
     def _reply_or_log(self, env: Envelope, routing_id: bytes, error: ActrError) -> None:
         if env.direction == REQUEST:

@@ -1,11 +1,11 @@
 """A log-bucketed latency histogram with bounded relative error (HdrHistogram's layout).
 
-Values are non-negative integers (``actrhost load`` records nanoseconds). Values below
-``2 ** (precision_bits + 1)`` get a bucket each; above that every power-of-two range is
-cut into ``2 ** precision_bits`` equal buckets, so a bucket is never wider than
-``1 / 2 ** precision_bits`` of its lower bound. Reported values are bucket midpoints,
-clamped to the exact min and max, which bounds the relative error by half of that:
-with the default 8 bits, 1/512 (about 0.2 %).
+Values are non-negative integers (``actrhost load`` and the workers' per-route timings
+record nanoseconds). Values below ``2 ** (precision_bits + 1)`` get a bucket each; above
+that every power-of-two range is cut into ``2 ** precision_bits`` equal buckets, so a
+bucket is never wider than ``1 / 2 ** precision_bits`` of its lower bound. Reported
+values are bucket midpoints, clamped to the exact min and max, which bounds the relative
+error by half of that: with the default 8 bits, 1/512 (about 0.2 %).
 
 Why not the ``hdrhistogram`` package: it needs the value range fixed up front (a stall of
 minutes would be clipped) and its encoded form is not JSON. A sparse ``{bucket: count}``
@@ -181,6 +181,20 @@ class Histogram:
                 seen += n
             result[i] = self._representative(index)
         return result
+
+    def counts_at_or_below(self, bounds: Iterable[int]) -> list[int]:
+        """For each of ``bounds`` (increasing), how many values lie in buckets that end at or
+        below it: Prometheus' cumulative ``le`` buckets, exact to one bucket's width."""
+        out = []
+        pairs = self.buckets()
+        pending: tuple[int, int] | None = next(pairs, None)
+        seen = 0
+        for bound in bounds:
+            while pending is not None and self.bucket_bounds(pending[0])[1] <= bound:
+                seen += pending[1]
+                pending = next(pairs, None)
+            out.append(seen)
+        return out
 
     def percentile_curve(self, ticks_per_half: int = 5) -> list[tuple[float, float]]:
         """``(percentile, value)`` points for a latency-by-percentile plot.

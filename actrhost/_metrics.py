@@ -1,0 +1,407 @@
+"""The node's Prometheus endpoint: ``[node] metrics_listen`` serves ``GET /metrics``.
+
+The supervisor serves it, off the data path: each scrape asks every worker and the
+gateway for their counters, exactly as ``actrhost status`` does (concurrent scrapes share
+one round of questions), and renders the answer in Prometheus' text exposition format
+0.0.4. What is exported, with the labels ``node``, ``actor``, ``index``, ``actr_id`` and
+``type`` on everything per actor (``index``, not ``instance``: Prometheus gives
+``instance`` to the scraped target):
+
+- per actor: ``actrhost_actor_up``, restarts, mailbox and handler gauges, the worker's
+  counters (``actrhost_calls_served_total``...), stream counters by ``side``;
+- per route of an actor (label ``route``): calls, tells, expired requests, errors by wire
+  ``code``, and two histograms in seconds, ``actrhost_route_queued_seconds`` (mailbox
+  wait) and ``actrhost_route_handled_seconds`` (handler, with decoding and encoding);
+- the gateway, when the node has one: its counters, and per remote node (label
+  ``remote_node``) whether it is connected and the traffic per ``lane``.
+
+The HTTP side is deliberately tiny (one request per connection, a bounded request head,
+a timeout): it is meant for a Prometheus server or ``curl``, on loopback or a trusted
+network, not as a web server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ._config import parse_listen
+from ._histogram import Histogram
+
+log = logging.getLogger(__name__)
+
+#: Upper bounds (seconds) of the exported histogram buckets: 50 µs (a local call's
+#: handling) to 10 s; the exact distribution is in ``actrhost status --json``.
+BUCKETS_S = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+#: How long a client may take to send its request head, and how big the head may be.
+REQUEST_TIMEOUT_S = 5.0
+REQUEST_HEAD_LIMIT = 8192
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Worker counters that are levels, not totals (everything else numeric is a counter).
+_WORKER_GAUGES = {
+    "mailbox_depth": "Messages waiting in the mailbox.",
+    "mailbox_peak": "Deepest the mailbox has been since the worker started.",
+    "running_handlers": "Handlers running now.",
+    "pending_calls": "Calls this actor made that await their response.",
+    "stream_backlog": "Stream chunks received and not yet handed to their callback.",
+}
+# Help texts of the worker's counters; a counter added later is exported with a generic one.
+_WORKER_COUNTERS = {
+    "calls_served": "Requests answered with a result.",
+    "tells_served": "Tells handled.",
+    "errors": "Requests and tells whose handler failed.",
+    "expired_skipped": "Requests skipped because their deadline passed in the mailbox.",
+    "denied": "Messages refused by the actor's ACL.",
+    "unknown_routes": "Messages for a route the actor does not serve.",
+    "malformed_frames": "Frames that could not be decoded, dropped.",
+    "late_responses": "Responses that arrived after their call had ended, dropped.",
+    "undeliverable_replies": "Replies whose caller was gone.",
+    "calls_sent": "Calls this actor made.",
+    "tells_sent": "Tells this actor sent.",
+}
+_GATEWAY_GAUGES = {
+    "registered": "Actors of this node registered with signaling.",
+    "pending_out": "Calls to other nodes awaiting their response.",
+    "pending_in": "Calls from other nodes awaiting the local actor's response.",
+}
+
+
+class _Family:
+    """One metric family: its ``# HELP``/``# TYPE`` header and its samples."""
+
+    def __init__(self, name: str, kind: str, help_text: str) -> None:
+        self.name = name
+        self.kind = kind
+        self.help = help_text
+        self.samples: list[tuple[str, dict[str, str], float]] = []
+
+    def add(self, value: float, labels: dict[str, str], suffix: str = "") -> None:
+        self.samples.append((suffix, labels, value))
+
+
+class _Exposition:
+    """Families in the order they were first used, rendered as one text page."""
+
+    def __init__(self) -> None:
+        self._families: dict[str, _Family] = {}
+
+    def family(self, name: str, kind: str, help_text: str) -> _Family:
+        found = self._families.get(name)
+        if found is None:
+            found = self._families[name] = _Family(name, kind, help_text)
+        return found
+
+    def gauge(self, name: str, help_text: str, value: float, labels: dict[str, str]) -> None:
+        self.family(name, "gauge", help_text).add(value, labels)
+
+    def counter(self, name: str, help_text: str, value: float, labels: dict[str, str]) -> None:
+        # Text format 0.0.4 names a counter's family as its samples, "_total" included
+        # (OpenMetrics would not).
+        self.family(f"{name}_total", "counter", help_text).add(value, labels)
+
+    def histogram(self, name: str, help_text: str, hist: Histogram, labels: dict[str, str]) -> None:
+        family = self.family(name, "histogram", help_text)
+        bounds_ns = [round(b * 1e9) for b in BUCKETS_S]
+        for bound, count in zip(BUCKETS_S, hist.counts_at_or_below(bounds_ns), strict=True):
+            family.add(count, {**labels, "le": _number(bound)}, "_bucket")
+        family.add(hist.count, {**labels, "le": "+Inf"}, "_bucket")
+        family.add(hist.total / 1e9, labels, "_sum")
+        family.add(hist.count, labels, "_count")
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for family in self._families.values():
+            lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
+            lines.append(f"# TYPE {family.name} {family.kind}")
+            for suffix, labels, value in family.samples:
+                lines.append(f"{family.name}{suffix}{_labels(labels)} {_number(value)}")
+        return "\n".join(lines) + "\n"
+
+
+def render_metrics(status: dict[str, Any]) -> str:
+    """The Prometheus text page for a node status (the dict ``actrhost status --json``
+    prints)."""
+    out = _Exposition()
+    node = {"node": str(status.get("node", ""))}
+    out.counter(
+        "actrhost_shm_segments_reclaimed",
+        "Shared-memory segments of dead workers removed by the supervisor.",
+        status.get("segments_reclaimed", 0),
+        node,
+    )
+    for actor in status.get("actors", []):
+        _actor_metrics(out, node, actor)
+    if status.get("gateway"):
+        _gateway_metrics(out, node, status["gateway"])
+    return out.render()
+
+
+def _actor_metrics(out: _Exposition, node: dict[str, str], actor: dict[str, Any]) -> None:
+    labels = {
+        **node,
+        "actor": str(actor.get("name", "")),
+        "index": str(actor.get("index", 0)),
+        "actr_id": str(actor.get("id", "")),
+        "type": str(actor.get("id", "")).partition(":")[2],
+    }
+    out.gauge(
+        "actrhost_actor_up",
+        "1 while the actor instance is running, else 0.",
+        actor.get("state") == "running",
+        labels,
+    )
+    out.counter(
+        "actrhost_actor_restarts",
+        "Times the supervisor restarted the instance.",
+        actor.get("restarts", 0),
+        labels,
+    )
+    stats = actor.get("stats") or {}
+    for key, value in stats.items():
+        if key in _WORKER_GAUGES:
+            out.gauge(f"actrhost_{key}", _WORKER_GAUGES[key], value, labels)
+        elif _is_number(value):
+            help_text = _WORKER_COUNTERS.get(key, f"Worker counter {key}.")
+            out.counter(f"actrhost_{key}", help_text, value, labels)
+    for side, key in (("receiver", "streams_in"), ("sender", "streams_out")):
+        for name, value in (stats.get(key) or {}).items():
+            out.counter(
+                f"actrhost_stream_{name}",
+                f"Stream chunks and media samples: {name}, by side (sender, receiver).",
+                value,
+                {**labels, "side": side},
+            )
+    for route, route_stats in sorted((stats.get("routes") or {}).items()):
+        _route_metrics(out, {**labels, "route": route}, route_stats)
+
+
+def _route_metrics(out: _Exposition, labels: dict[str, str], stats: dict[str, Any]) -> None:
+    out.counter(
+        "actrhost_route_calls",
+        "Requests answered with a result.",
+        stats.get("calls", 0),
+        labels,
+    )
+    out.counter("actrhost_route_tells", "Tells handled.", stats.get("tells", 0), labels)
+    out.counter(
+        "actrhost_route_expired",
+        "Requests skipped because their deadline passed in the mailbox.",
+        stats.get("expired", 0),
+        labels,
+    )
+    for code, count in sorted((stats.get("errors") or {}).items()):
+        out.counter(
+            "actrhost_route_errors",
+            "Requests and tells that failed, by wire code.",
+            count,
+            {**labels, "code": str(code)},
+        )
+    for key, name, help_text in (
+        ("queued_ns", "actrhost_route_queued_seconds", "Time in the mailbox before handling."),
+        (
+            "handled_ns",
+            "actrhost_route_handled_seconds",
+            "Time from the handler's start to the reply sent.",
+        ),
+    ):
+        try:
+            hist = Histogram.from_dict(stats[key])
+        except (KeyError, TypeError, ValueError):
+            continue  # an older worker, or a damaged report: export the rest
+        out.histogram(name, help_text, hist, labels)
+
+
+def _gateway_metrics(out: _Exposition, node: dict[str, str], gateway: dict[str, Any]) -> None:
+    out.gauge(
+        "actrhost_gateway_up",
+        "1 while the gateway process is running, else 0.",
+        gateway.get("state") == "running",
+        node,
+    )
+    out.counter(
+        "actrhost_gateway_restarts",
+        "Times the supervisor restarted the gateway.",
+        gateway.get("restarts", 0),
+        node,
+    )
+    stats = gateway.get("stats") or {}
+    out.gauge(
+        "actrhost_gateway_signaling_connected",
+        "1 while the gateway is connected to signaling.",
+        stats.get("signaling") == "connected",
+        node,
+    )
+    for key, value in stats.items():
+        if key in _GATEWAY_GAUGES:
+            out.gauge(f"actrhost_gateway_{key}", _GATEWAY_GAUGES[key], value, node)
+        elif _is_number(value):
+            out.counter(f"actrhost_gateway_{key}", f"Gateway counter {key}.", value, node)
+    for node_id, remote in sorted((stats.get("remote_nodes") or {}).items()):
+        labels = {**node, "remote_node": node_id, "remote_name": str(remote.get("name") or "")}
+        out.gauge(
+            "actrhost_remote_connected",
+            "1 while the peer connection to the remote node is connected.",
+            remote.get("state") == "connected",
+            labels,
+        )
+        for key in ("connects", "failures", "malformed", "evicted_parts", "batches_out"):
+            if _is_number(remote.get(key)):
+                out.counter(
+                    f"actrhost_remote_{key}", f"Remote node counter {key}.", remote[key], labels
+                )
+        for lane, counters in sorted((remote.get("lanes") or {}).items()):
+            for key, value in counters.items():
+                out.counter(
+                    f"actrhost_remote_lane_{key}",
+                    f"Traffic to and from the remote node per lane: {key}.",
+                    value,
+                    {**labels, "lane": lane},
+                )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number(value: float) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int) or float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
+
+
+def _labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    inner = ",".join(f'{key}="{_escape_label(value)}"' for key, value in labels.items())
+    return "{" + inner + "}"
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _escape_help(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+# -- the HTTP endpoint ------------------------------------------------------------------
+
+
+class MetricsServer:
+    """Serves ``GET /metrics`` on ``listen`` with the page rendered from ``collect()``.
+
+    Concurrent scrapes share one ``collect()``: a burst of scrapers asks the workers once.
+    """
+
+    def __init__(self, listen: str, collect: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        self.listen = listen
+        self._collect = collect
+        self._server: asyncio.Server | None = None
+        self._inflight: asyncio.Future[str] | None = None
+        self._writers: set[asyncio.StreamWriter] = set()  # open connections, closed on close()
+        self.scrapes = 0
+        self.bad_requests = 0
+
+    async def start(self) -> None:
+        """Bind and start serving; ``OSError`` if the address cannot be bound."""
+        host, port = parse_listen(self.listen)
+        self._server = await asyncio.start_server(
+            self._handle, host, port, limit=REQUEST_HEAD_LIMIT
+        )
+
+    @property
+    def url(self) -> str:
+        """``http://host:port/metrics`` with the port actually bound."""
+        assert self._server is not None, "start() first"
+        host, port = self._server.sockets[0].getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{port}/metrics"
+
+    async def close(self) -> None:
+        """Stop listening and close open connections."""
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.close()  # a silent client must not hold up the node's shutdown
+            await self._server.wait_closed()
+
+    async def _page(self) -> str:
+        if self._inflight is None:
+            self._inflight = asyncio.ensure_future(self._render())
+            self._inflight.add_done_callback(self._forget)
+        return await asyncio.shield(self._inflight)
+
+    async def _render(self) -> str:
+        return render_metrics(await self._collect())
+
+    def _forget(self, _: asyncio.Future[str]) -> None:
+        self._inflight = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            await self._serve_one(reader, writer)
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT_S):
+                head = await reader.readuntil(b"\r\n\r\n")
+            status, body, content_type = await self._respond(head)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+            self.bad_requests += 1
+            status, body, content_type = "400 Bad Request", "bad request\n", "text/plain"
+        except ConnectionError:
+            return
+        payload = body.encode()
+        writer.write(
+            f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
+            + payload
+        )
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+
+    async def _respond(self, head: bytes) -> tuple[str, str, str]:
+        method, _, rest = head.split(b"\r\n", 1)[0].decode("latin-1").partition(" ")
+        path = rest.partition(" ")[0].partition("?")[0]
+        if method != "GET":
+            self.bad_requests += 1
+            return "405 Method Not Allowed", "only GET\n", "text/plain"
+        if path == "/metrics":
+            self.scrapes += 1
+            try:
+                return "200 OK", await self._page(), CONTENT_TYPE
+            except Exception:
+                log.exception("metrics: collecting the node's counters failed")
+                return "500 Internal Server Error", "collecting failed\n", "text/plain"
+        if path == "/":
+            return "200 OK", "actrhost node metrics: GET /metrics\n", "text/plain"
+        return "404 Not Found", "not found: try /metrics\n", "text/plain"

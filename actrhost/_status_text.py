@@ -1,0 +1,188 @@
+"""The table ``actrhost status`` prints: one row per actor, its routes' latencies, the
+gateway and each remote node with its traffic per lane."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ._histogram import Histogram
+from ._load._units import format_bytes, format_ms
+
+_COLUMNS = (
+    "NAME",
+    "ACTR_ID",
+    "PID",
+    "STATE",
+    "RESTARTS",
+    "MAILBOX",
+    "SERVED",
+    "ERRORS",
+    "DROPS",
+)
+
+
+def _drops(stats: dict[str, Any]) -> int:
+    """Stream chunks and media samples dropped (lossy lanes) or refused (no callback)."""
+    incoming = stats.get("streams_in") or {}
+    outgoing = stats.get("streams_out") or {}
+    return (
+        incoming.get("dropped_receiver", 0)
+        + incoming.get("unregistered", 0)
+        + outgoing.get("dropped_sender", 0)
+    )
+
+
+#: Gateway counters worth a line in `actrhost status` when not zero (docs/gateway.md, stats).
+_GATEWAY_TROUBLE = (
+    "failed_calls",
+    "unintroduced_sources",
+    "bad_relays",
+    "malformed_local",
+    "undeliverable",
+    "late_responses",
+    "dropped_media",
+)
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """The status table ``actrhost status`` prints."""
+    rows = [_COLUMNS]
+    for actor in status["actors"]:
+        stats = actor.get("stats") or {}
+        served = stats.get("calls_served", 0) + stats.get("tells_served", 0) if stats else "-"
+        rows.append(
+            (
+                f"{actor['name']}#{actor['index']}",
+                actor["id"],
+                str(actor.get("pid") or "-"),
+                actor["state"],
+                str(actor.get("restarts", 0)),
+                str(stats.get("mailbox_depth", "-")),
+                str(served),
+                str(stats.get("errors", "-")),
+                str(_drops(stats)) if stats else "-",
+            )
+        )
+    lines = [f"node {status.get('node', '?')} ({status.get('run_dir', '')})"]
+    lines += _table(rows)
+    start = status.get("workers_start")
+    if start and start.get("method") == "forkserver":
+        lines.append(
+            f"workers forked by forkserver pid {start.get('forkserver_pid') or '-'} "
+            f"(started {start.get('forkserver_starts')} time(s))"
+        )
+    elif start:
+        lines.append("workers spawned, each a fresh interpreter")
+    route_rows = _route_rows(status["actors"])
+    if len(route_rows) > 1:
+        lines.append("routes (all instances of an actor; handled: handler time, queued: mailbox)")
+        lines += _table(route_rows)
+    if status.get("metrics"):
+        lines.append(f"metrics at {status['metrics']}")
+    gateway = status.get("gateway")
+    if gateway:
+        lines.append(
+            f"gateway pid {gateway.get('pid')} {gateway.get('state')}, "
+            f"restarts {gateway.get('restarts', 0)}, signaling {gateway.get('signaling')}"
+            + _ice_text(gateway.get("stats") or {})
+        )
+        stats = gateway.get("stats") or {}
+        trouble = [f"{name} {stats[name]}" for name in _GATEWAY_TROUBLE if stats.get(name)]
+        if trouble:
+            lines.append(f"  refused or lost: {', '.join(trouble)}")
+        remote = stats.get("remote_nodes") or {}
+        for node_id, node in sorted(remote.items()):
+            name = f"{node['name']} ({node_id})" if node.get("name") else node_id
+            lines.append(
+                f"  remote node {name}: {node.get('state')}, "
+                f"candidate {node.get('candidate_type') or '-'}, "
+                f"{len(node.get('actors', []))} actor(s), connects {node.get('connects', 0)}, "
+                f"failures {node.get('failures', 0)}, malformed {node.get('malformed', 0)}"
+            )
+            lines += _lane_lines(node.get("lanes") or {})
+    return "\n".join(lines)
+
+
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+
+
+_ROUTE_COLUMNS = (
+    "ACTOR",
+    "ROUTE",
+    "CALLS",
+    "TELLS",
+    "ERRORS",
+    "EXPIRED",
+    "HANDLED_P50_MS",
+    "P99",
+    "MAX",
+    "QUEUED_P99_MS",
+)
+
+
+def _route_rows(actors: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """One row per actor and route, the instances' counters and histograms summed."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for actor in actors:
+        for route, stats in ((actor.get("stats") or {}).get("routes") or {}).items():
+            row = merged.setdefault(
+                (actor["name"], route),
+                {
+                    "calls": 0,
+                    "tells": 0,
+                    "errors": 0,
+                    "expired": 0,
+                    "handled": None,
+                    "queued": None,
+                },
+            )
+            for key in ("calls", "tells", "expired"):
+                row[key] += stats.get(key, 0)
+            row["errors"] += sum((stats.get("errors") or {}).values())
+            for key in ("handled", "queued"):
+                hist = Histogram.from_dict(stats[f"{key}_ns"])
+                if row[key] is None:
+                    row[key] = hist
+                else:
+                    row[key].merge(hist)
+    out: list[tuple[str, ...]] = [_ROUTE_COLUMNS]
+    for (name, route), row in sorted(merged.items()):
+        p50, p99 = row["handled"].values_at_percentiles((50, 99))
+        out.append(
+            (
+                name,
+                route,
+                str(row["calls"]),
+                str(row["tells"]),
+                str(row["errors"]),
+                str(row["expired"]),
+                format_ms(p50 / 1e6),
+                format_ms(p99 / 1e6),
+                format_ms(row["handled"].max / 1e6 if row["handled"].count else None),
+                format_ms(row["queued"].value_at_percentile(99) / 1e6),
+            )
+        )
+    return out
+
+
+def _ice_text(stats: dict[str, Any]) -> str:
+    addresses = stats.get("ice_host_addresses")
+    return f", ICE host {', '.join(addresses)}" if addresses else ""
+
+
+def _lane_lines(lanes: dict[str, dict[str, int]]) -> list[str]:
+    """One line per lane that carried something: messages and bytes each way, drops."""
+    out = []
+    for lane, c in sorted(lanes.items()):
+        if not any(c.values()):
+            continue
+        sent = f"{c.get('frames_out', 0)} msgs {format_bytes(c.get('bytes_out', 0))}"
+        got = f"{c.get('frames_in', 0)} msgs {format_bytes(c.get('bytes_in', 0))}"
+        out.append(f"    {lane:<21} out {sent}, in {got}, dropped {c.get('dropped', 0)}")
+    return out

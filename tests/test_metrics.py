@@ -1,0 +1,226 @@
+"""``[node] metrics_listen``: the Prometheus page, its per-route histograms, the status
+table's route rows, and an address that cannot be bound."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import actrhost
+from actrhost._histogram import Histogram
+from actrhost._metrics import CONTENT_TYPE, render_metrics
+
+from .utils import REPO, Node, children_of, run
+from .utils import actrhost_command as cli
+
+ECHO = """
+[[actor]]
+name = "echo"
+type = "test+Echo"
+handler = "actors:Echo"
+instances = 2
+"""
+METRICS = 'metrics_listen = "127.0.0.1:0"'
+
+
+def scrape(url: str) -> tuple[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
+    """The page's content type and every sample by (name, sorted labels)."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        content_type = response.headers["Content-Type"]
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return content_type, samples
+
+
+def total(samples: dict, name: str, **labels: str) -> float:
+    """Sum of the samples named ``name`` whose labels include ``labels``."""
+    return sum(
+        value
+        for (sample, sample_labels), value in samples.items()
+        if sample == name and labels.items() <= dict(sample_labels).items()
+    )
+
+
+def http(url: str, data: bytes | None = None) -> int:
+    try:
+        with urllib.request.urlopen(url, data=data, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_metrics_page_counts_calls_errors_and_times_per_route(node_factory):
+    node = node_factory(ECHO, METRICS)
+    url = node.status()["metrics"]
+    assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
+
+    async def traffic() -> None:
+        async with actrhost.connect(node.config_path) as shell:
+            for _ in range(5):
+                assert await shell.call("echo", "test.Echo.Say", b"x", timeout=5) == b"x"
+            with pytest.raises(actrhost.HandlerError):
+                await shell.call("echo", "test.Echo.Fail", b"x", timeout=5)
+            with pytest.raises(actrhost.Unavailable):
+                await shell.call("echo", "test.Echo.Unavailable", b"x", timeout=5)
+            await shell.call("echo", "test.Echo.Sleep", b"0.06", timeout=5)
+
+    run(traffic())
+    content_type, samples = scrape(url)
+    assert content_type == CONTENT_TYPE
+    echo = {"actor": "echo", "type": "test+Echo"}
+    assert total(samples, "actrhost_actor_up", **echo) == 2
+    assert total(samples, "actrhost_calls_served_total", **echo) == 6
+    say = {**echo, "route": "test.Echo.Say"}
+    assert total(samples, "actrhost_route_calls_total", **say) == 5
+    assert total(samples, "actrhost_route_handled_seconds_count", **say) == 5
+    assert total(samples, "actrhost_route_queued_seconds_count", **say) == 5
+    fail = {**echo, "route": "test.Echo.Fail"}
+    assert total(samples, "actrhost_route_errors_total", **fail, code="500") == 1
+    assert total(samples, "actrhost_route_calls_total", **fail) == 0
+    unavailable = {**echo, "route": "test.Echo.Unavailable", "code": "503"}
+    assert total(samples, "actrhost_route_errors_total", **unavailable) == 1
+    # The 60 ms sleep lands in the buckets above 50 ms and in none below.
+    sleep = {**echo, "route": "test.Echo.Sleep"}
+    assert total(samples, "actrhost_route_handled_seconds_bucket", **sleep, le="0.05") == 0
+    assert total(samples, "actrhost_route_handled_seconds_bucket", **sleep, le="0.1") == 1
+    assert 0.06 <= total(samples, "actrhost_route_handled_seconds_sum", **sleep) < 1.0
+
+    # The status table shows the same, summed over the instances.
+    status = cli("status", str(node.config_path))
+    assert status.returncode == 0, status.stderr
+    lines = status.stdout.splitlines()
+    assert f"metrics at {url}" in lines
+    say_row = next(line.split() for line in lines if "test.Echo.Say" in line)
+    assert say_row[:6] == ["echo", "test.Echo.Say", "5", "0", "0", "0"]
+    fail_row = next(line.split() for line in lines if "test.Echo.Fail" in line)
+    assert fail_row[:6] == ["echo", "test.Echo.Fail", "0", "0", "1", "0"]
+
+
+def test_metrics_endpoint_refuses_what_is_not_a_scrape_and_keeps_serving(node_factory):
+    node = node_factory(ECHO, METRICS)
+    url = node.status()["metrics"]
+    root = url.removesuffix("metrics")
+    assert http(root + "nothing-here") == 404
+    assert http(url, data=b"x=1") == 405  # a POST
+    host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
+    # A request head over the limit, a garbage line and a client that says nothing and
+    # hangs up: each costs its own connection only.
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /" + b"x" * 10_000 + b" HTTP/1.1\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 400 ")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"\x00\xff garbage\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 405 ")
+    socket.create_connection((host, int(port)), timeout=10).close()
+    assert http(url) == 200
+    assert node.status()["actors"][0]["state"] == "running"
+
+
+def test_concurrent_scrapes_all_get_the_page(node_factory):
+    node = node_factory(ECHO, METRICS)
+    url = node.status()["metrics"]
+
+    async def scrapes() -> list[str]:
+        loop = asyncio.get_running_loop()
+        return await asyncio.gather(
+            *(loop.run_in_executor(None, lambda: scrape(url)[0]) for _ in range(8))
+        )
+
+    assert run(scrapes()) == [CONTENT_TYPE] * 8
+
+
+def test_metrics_address_in_use_fails_the_node_before_anything_starts(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        node = Node(tmp_path, ECHO, f'metrics_listen = "127.0.0.1:{port}"')
+        result = subprocess.run(
+            [sys.executable, "-m", "actrhost", "run", str(node.config_path)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and errors[0].endswith(
+        f"[node] metrics_listen 127.0.0.1:{port}: Address already in use"
+    ), result.stderr
+    assert "Traceback" not in result.stderr
+    assert "starting" not in result.stderr  # no forkserver, no worker was started
+    assert not node.run_dir.exists()
+
+
+def test_render_metrics_exports_the_gateway_and_remote_nodes():
+    lane = {"frames_out": 3, "bytes_out": 303, "frames_in": 3, "bytes_in": 57, "dropped": 1}
+    status = {
+        "node": 'odd "name"',
+        "segments_reclaimed": 2,
+        "actors": [],
+        "gateway": {
+            "state": "running",
+            "restarts": 1,
+            "stats": {
+                "signaling": "connected",
+                "registered": 1,
+                "pending_out": 0,
+                "pending_in": 0,
+                "ice_host_addresses": ["127.0.0.1"],
+                "calls_out": 3,
+                "failed_calls": 0,
+                "remote_nodes": {
+                    "3a576e28d344267d": {
+                        "name": "echo-a",
+                        "state": "connected",
+                        "connects": 1,
+                        "failures": 0,
+                        "malformed": 0,
+                        "lanes": {"rpc_reliable": lane},
+                    }
+                },
+            },
+        },
+    }
+    samples = {}
+    for family in text_string_to_metric_families(render_metrics(status)):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    node = {"node": 'odd "name"'}  # escaped on the page, read back as it was
+    assert total(samples, "actrhost_shm_segments_reclaimed_total", **node) == 2
+    assert total(samples, "actrhost_gateway_up", **node) == 1
+    assert total(samples, "actrhost_gateway_restarts_total", **node) == 1
+    assert total(samples, "actrhost_gateway_signaling_connected", **node) == 1
+    assert total(samples, "actrhost_gateway_calls_out_total", **node) == 3
+    assert total(samples, "actrhost_gateway_registered", **node) == 1
+    remote = {"remote_node": "3a576e28d344267d", "remote_name": "echo-a"}
+    assert total(samples, "actrhost_remote_connected", **remote) == 1
+    lane_labels = {**remote, "lane": "rpc_reliable"}
+    assert total(samples, "actrhost_remote_lane_bytes_out_total", **lane_labels) == 303
+    assert total(samples, "actrhost_remote_lane_dropped_total", **lane_labels) == 1
+
+
+def test_histogram_counts_at_or_below_bounds():
+    hist = Histogram(5)
+    for value in (100, 5_000, 5_000, 1_000_000):
+        hist.record(value)
+    # A bucket counts below a bound once it ends there: 100 is in [100, 101].
+    assert hist.counts_at_or_below([50, 101, 4_000, 6_000, 10**9]) == [0, 1, 1, 3, 4]
+    assert hist.counts_at_or_below([100]) == [0]
+    assert Histogram(5).counts_at_or_below([1, 2]) == [0, 0]
+
+
+def test_no_metrics_without_the_key(node_factory):
+    node = node_factory(ECHO)
+    assert node.status()["metrics"] is None
+    assert children_of(node.process.pid)  # the node runs; it just serves no page
