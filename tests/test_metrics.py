@@ -224,3 +224,26 @@ def test_no_metrics_without_the_key(node_factory):
     node = node_factory(ECHO)
     assert node.status()["metrics"] is None
     assert children_of(node.process.pid)  # the node runs; it just serves no page
+
+
+def test_embedded_signaling_address_in_use_is_one_line_too(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        signaling = f'\n[signaling]\nurl = "embedded"\nlisten = "127.0.0.1:{port}"\n'
+        node = Node(tmp_path, ECHO, signaling)
+        result = subprocess.run(
+            [sys.executable, "-m", "actrhost", "run", str(node.config_path)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and errors[0].endswith(
+        f"[signaling] listen 127.0.0.1:{port}: Address already in use"
+    ), result.stderr
+    assert "Traceback" not in result.stderr  # it was a traceback, and exit code 1 by luck
+    assert not node.run_dir.exists()

@@ -37,6 +37,7 @@ from .._ids import ActrId, ActrType, Realm
 from .._linux import set_parent_death_signal
 from .._payload_type import PayloadType
 from .._rpc import RpcEndpoint
+from .._settings import build_settings
 from .._streams import StreamReceiver, StreamSender
 from .._zmqloop import LoopSocket
 from ._mailbox import Mailbox
@@ -93,6 +94,8 @@ class Worker:
         self.actor = actor_class()
         self.actor.actr_type = self.actor_config.type
         self.actor.name = spec.actor_name
+        # Checked already when the config was loaded (resolve_handler): this cannot fail.
+        self.actor.settings = build_settings(actor_class, self.actor_config.settings)
         self.routes: dict[str, Route] = collect_routes(self.actor)
         self.directory = Directory()
         self.counters = WorkerCounters()
@@ -390,9 +393,8 @@ class Worker:
             error = HandlerError(f"{type(exc).__name__}: {exc}")
             error_code = int(error.code)
             self._reply_or_log(env, routing_id, error)
-        now_ns = time.monotonic_ns()
         stats.record(
-            started_ns - arrived_ns, now_ns - started_ns, request=is_request, error_code=error_code
+            started_ns - arrived_ns, time.monotonic_ns() - started_ns, is_request, error_code
         )
 
     def _reply_or_log(self, env: Envelope, routing_id: bytes, error: ActrError) -> None:
