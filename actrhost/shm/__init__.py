@@ -10,12 +10,12 @@ from ._descriptor import decode_array_meta as decode_array_meta
 from ._descriptor import encode_array_meta as encode_array_meta
 from ._ring import RING_HEADER_BYTES as RING_HEADER_BYTES
 from ._ring import RING_RECORD_HEADER_BYTES as RING_RECORD_HEADER_BYTES
-from ._ring import RingReader as RingReader
 from ._ring import RingStatistics as RingStatistics
-from ._ring import RingWriter as RingWriter
 from ._ring import RingWriterStatistics as RingWriterStatistics
 from ._ring import WouldBlock as WouldBlock
 from ._ring import ring_record_bytes as ring_record_bytes
+from ._ring_reader import RingReader as RingReader
+from ._ring_writer import RingWriter as RingWriter
 from ._segment import SEGMENT_NAME_PREFIX as SEGMENT_NAME_PREFIX
 from ._segment import SHM_DIR as SHM_DIR
 from ._segment import Segment as Segment
