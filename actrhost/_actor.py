@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
 
 from ._ids import ActrType
 from ._payload_type import PayloadType
+from ._settings import NO_SETTINGS
 
 if TYPE_CHECKING:
     from ._context import Context
@@ -55,11 +56,17 @@ class Actor:
     """Base class of user actors. One instance lives in one worker process.
 
     Subclasses define ``@rpc`` handlers and optionally ``on_start`` / ``on_stop``. The
-    worker sets ``actr_type`` and ``name`` from the config before ``on_start`` runs.
+    worker sets ``actr_type``, ``name`` and ``settings`` from the config before
+    ``on_start`` runs (after ``__init__``).
+
+    ``settings`` is the actor's ``[actor.settings]`` table, read-only. Annotate it in the
+    subclass with a dataclass (``settings: EchoSettings``) to get an instance of that
+    instead, every key checked against its fields when the config is loaded.
     """
 
     actr_type: ActrType | None = None
     name: str = ""
+    settings: Any = NO_SETTINGS
 
     async def on_start(self, ctx: Context) -> None:
         """Called once before the actor serves any message. Raising here fails the start."""

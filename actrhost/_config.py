@@ -17,6 +17,7 @@ import os
 import re
 import sys
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 from ._actor import Actor, route_table
 from ._errors import ConfigError
 from ._ids import ActrType
+from ._settings import NO_SETTINGS, SettingsError, build_settings, settings_type
 
 RESTART_POLICIES = ("permanent", "transient", "temporary")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -69,6 +71,9 @@ class ActorConfig:
     # The .proto file of the service the actor serves (absolute). Its fingerprint is
     # registered with signaling, so discovery can rank exact and compatible versions.
     service_schema: Path | None = None
+    # The [actor.settings] table, as written; the actor gets it checked against its
+    # settings dataclass, if it has one (_settings.py).
+    settings: Mapping[str, Any] = field(default_factory=lambda: NO_SETTINGS, hash=False)
 
     def acl_allows(self, actr_type: ActrType | None, realm_id: int) -> bool:
         """Whether a caller may reach this actor: the first matching rule decides.
@@ -258,8 +263,14 @@ def resolve_handler(config: Config, actor: ActorConfig) -> type[Actor]:
         raise error(f"class {handler!r} ({where}) does not subclass actrhost.Actor")
     try:
         route_table(cls)  # a route served twice would fail every start of the worker
-    except TypeError as exc:
+        settings_type(cls)
+    except (TypeError, SettingsError) as exc:
         raise error(str(exc)) from None
+    try:
+        build_settings(cls, actor.settings)
+    except SettingsError as exc:
+        settings_key = key.replace(".handler", ".settings") if index is not None else "settings"
+        raise ConfigError(str(config.path), _join_key(settings_key, exc.key), exc.problem) from None
     return cls
 
 
@@ -276,6 +287,10 @@ def show_value(value: Any) -> str:
     if isinstance(value, dict):
         return "a table"
     return f"a {type(value).__name__}"  # TOML dates and times
+
+
+def _join_key(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if name else prefix
 
 
 def _one_line(value: object) -> str:

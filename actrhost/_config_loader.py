@@ -12,6 +12,7 @@ import ssl
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NoReturn
 
 from ._config import (
@@ -240,8 +241,15 @@ class Loader:
             "mailbox_capacity": partial(self.integer, lo=1),
             "acl": partial(self.array, convert=self.acl_rule, what="tables, written [[actor.acl]]"),
             "service_schema": self.schema_file,
+            "settings": self.settings_table,
         }
         return ActorConfig(**self.section(key, value, spec, required=("name", "type", "handler")))
+
+    def settings_table(self, key: str, value: Any) -> Mapping[str, Any]:
+        # Checked against the actor's settings type once its class is imported
+        # (resolve_handler); here only its shape.
+        self.check(key, value, isinstance(value, dict), "a table, written [actor.settings]")
+        return MappingProxyType(value)
 
     def acl_rule(self, key: str, value: Any) -> AclRule:
         realm = partial(self.integer, lo=0, hi=_UINT32_MAX)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 from google.protobuf.wrappers_pb2 import Int64Value, StringValue
 
@@ -395,3 +398,45 @@ class TwiceServed(Actor):
     @rpc("test.Twice.Say")
     async def say_again(self, ctx: Context, request: bytes) -> bytes:
         return request
+
+
+@dataclass
+class Retry:
+    """A nested settings table: ``[actor.settings.retry]``."""
+
+    attempts: int = 3
+    backoff_s: float = 0.1
+
+
+@dataclass
+class ConfiguredSettings:
+    """Every kind of field ``_settings.py`` converts."""
+
+    target: str
+    mode: Literal["fast", "slow"] = "fast"
+    ratio: float = 1.0
+    verbose: bool = False
+    tags: list[str] = field(default_factory=list)
+    limits: dict[str, int] = field(default_factory=dict)
+    retry: Retry = field(default_factory=Retry)
+    note: str | None = None
+
+
+class Configured(Actor):
+    """Reports the settings it was given, typed."""
+
+    settings: ConfiguredSettings
+
+    @rpc("test.Configured.Settings")
+    async def report(self, ctx: Context, request: bytes) -> bytes:
+        return json.dumps({**asdict(self.settings), "class": type(self.settings).__name__}).encode()
+
+
+class Untyped(Actor):
+    """Reports the settings table it was given as it is (no annotation)."""
+
+    @rpc("test.Untyped.Settings")
+    async def report(self, ctx: Context, request: bytes) -> bytes:
+        return json.dumps(
+            {"settings": dict(self.settings), "mapping": type(self.settings).__name__}
+        ).encode()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from actrhost import Actor, ActrError, ActrId, ActrType, Context, Dest, NotFound, Unavailable, rpc
 
@@ -34,8 +35,19 @@ class Echo(Actor):
         return request
 
 
+@dataclass
+class ClientSettings:
+    """The client's ``[actor.settings]`` (every key optional)."""
+
+    calls: int = 3
+    interval_s: float = 0.5
+    greeting: str = "hello"
+
+
 class Client(Actor):
     """On start, finds an Echo and calls it a few times, printing each answer."""
+
+    settings: ClientSettings  # from the config, checked when it is loaded
 
     async def on_start(self, ctx: Context) -> None:
         self._task = asyncio.ensure_future(self._talk(ctx))
@@ -43,10 +55,11 @@ class Client(Actor):
     async def _talk(self, ctx: Context) -> None:
         try:
             echo = await discover_when_running(ctx, ECHO)
-            for n in range(1, 4):
-                answer = await ctx.call(Dest.actor(echo), "demo.Echo.Say", f"hello #{n}".encode())
+            for n in range(1, self.settings.calls + 1):
+                request = f"{self.settings.greeting} #{n}".encode()
+                answer = await ctx.call(Dest.actor(echo), "demo.Echo.Say", request)
                 print(f"client got: {answer.decode()} (from {echo})", flush=True)
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(self.settings.interval_s)
         except ActrError as exc:
             print(f"client: {exc!r}", flush=True)  # a background task: say why it ended
 
