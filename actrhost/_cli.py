@@ -56,12 +56,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Check a config as ``actrhost run`` does, start nothing, and say what would run."""
     from ._actor import route_table
     from ._config import load_config, resolve_handler
+    from ._settings import build_settings, settings_type
 
     config = load_config(args.config)
     rows = [("ACTOR", "TYPE", "INSTANCES", "ROUTES")]
+    settings = []  # what each actor will get as self.settings, defaults filled in
     for actor in config.actors:
-        routes = sorted(route_table(resolve_handler(config, actor)))
+        cls = resolve_handler(config, actor)
+        routes = sorted(route_table(cls))
         rows.append((actor.name, str(actor.type), str(actor.instances), ", ".join(routes) or "-"))
+        if actor.settings or settings_type(cls) is not None:
+            value = build_settings(cls, actor.settings)
+            shown = value if settings_type(cls) is not None else dict(value)
+            settings.append(f"  {actor.name} settings: {shown!r}")
     instances = sum(actor.instances for actor in config.actors)
     signaling = config.signaling.url if config.signaling is not None else "none (local only)"
     print(
@@ -73,6 +80,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     for row in rows:
         cells = [c.ljust(w) for c, w in zip(row[:3], widths, strict=True)]
         print("  " + "  ".join([*cells, row[3]]))
+    for line in settings:
+        print(line)
     return EXIT_OK
 
 

@@ -138,6 +138,7 @@ class Loader:
             "python_path": lambda k, v: self.array(k, v, self.run_dir, "folder paths"),
             "start_method": partial(self.choice, options=START_METHODS),
             "metrics_listen": partial(self.url, kind="listen"),
+            "route_timings": self.boolean,
         }
         return NodeConfig(**self.section(key, value, spec, required=("name",)))
 

@@ -146,6 +146,8 @@ def _route_rows(actors: list[dict[str, Any]]) -> list[tuple[str, ...]]:
                 row[key] += stats.get(key, 0)
             row["errors"] += sum((stats.get("errors") or {}).values())
             for key in ("handled", "queued"):
+                if f"{key}_ns" not in stats:
+                    continue  # [node] route_timings = false
                 hist = Histogram.from_dict(stats[f"{key}_ns"])
                 if row[key] is None:
                     row[key] = hist
@@ -153,7 +155,9 @@ def _route_rows(actors: list[dict[str, Any]]) -> list[tuple[str, ...]]:
                     row[key].merge(hist)
     out: list[tuple[str, ...]] = [_ROUTE_COLUMNS]
     for (name, route), row in sorted(merged.items()):
-        p50, p99 = row["handled"].values_at_percentiles((50, 99))
+        handled = row["handled"] or Histogram()  # untimed: "-"
+        queued = row["queued"] or Histogram()
+        p50, p99 = handled.values_at_percentiles((50, 99))
         out.append(
             (
                 name,
@@ -164,8 +168,8 @@ def _route_rows(actors: list[dict[str, Any]]) -> list[tuple[str, ...]]:
                 str(row["expired"]),
                 format_ms(p50 / 1e6),
                 format_ms(p99 / 1e6),
-                format_ms(row["handled"].max / 1e6 if row["handled"].count else None),
-                format_ms(row["queued"].value_at_percentile(99) / 1e6),
+                format_ms(handled.max / 1e6 if handled.count else None),
+                format_ms(queued.value_at_percentile(99) / 1e6),
             )
         )
     return out

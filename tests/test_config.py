@@ -76,6 +76,7 @@ def test_minimal_config_has_every_default(tmp_path: Path) -> None:
     assert (config.node.realm, config.node.run_dir, config.node.shutdown_grace_s) == (1, None, 5.0)
     assert (config.node.log_level, config.node.hwm_messages) == ("info", 10000)
     assert (config.node.start_method, config.node.metrics_listen) == ("forkserver", None)
+    assert config.node.route_timings is True
     assert (echo.instances, echo.restart, echo.max_restarts, echo.restart_window_s) == (
         1,
         "permanent",
@@ -245,7 +246,7 @@ BROKEN = [
     (
         NODE + 'nme = "x"\n' + ACTOR,
         "node.nme: unknown key (allowed: name, realm, run_dir, shutdown_grace_s, log_level, "
-        "hwm_messages, python_path, start_method, metrics_listen)",
+        "hwm_messages, python_path, start_method, metrics_listen, route_timings)",
     ),
     (
         NODE + 'log_level = "verbose"\n' + ACTOR,
@@ -259,6 +260,10 @@ BROKEN = [
         NODE + 'metrics_listen = "localhost"\n' + ACTOR,
         "node.metrics_listen: must be 'host:port' with a port from 0 to 65535, e.g. "
         "'127.0.0.1:0' (got 'localhost')",
+    ),
+    (
+        NODE + 'route_timings = "no"\n' + ACTOR,
+        "node.route_timings: must be true or false (got 'no')",
     ),
     (
         NODE + "metrics_listen = 9464\n" + ACTOR,

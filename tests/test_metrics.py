@@ -247,3 +247,16 @@ def test_embedded_signaling_address_in_use_is_one_line_too(tmp_path):
     ), result.stderr
     assert "Traceback" not in result.stderr  # it was a traceback, and exit code 1 by luck
     assert not node.run_dir.exists()
+
+
+def test_route_timings_off_keeps_the_counts_and_drops_the_histograms(node_factory):
+    node = node_factory(ECHO, METRICS + "\nroute_timings = false")
+    for _ in range(3):
+        assert cli("call", str(node.config_path), "echo", "test.Echo.Say").returncode == 0
+    _, samples = scrape(node.status()["metrics"])
+    say = {"actor": "echo", "route": "test.Echo.Say"}
+    assert total(samples, "actrhost_route_calls_total", **say) == 3
+    assert not [name for name, _ in samples if "_seconds" in name]
+    status = cli("status", str(node.config_path))
+    row = next(line.split() for line in status.stdout.splitlines() if "test.Echo.Say" in line)
+    assert row == ["echo", "test.Echo.Say", "3", "0", "0", "0", "-", "-", "-", "-"]

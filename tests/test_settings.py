@@ -153,3 +153,17 @@ def test_build_settings_converts_and_defaults():
     with pytest.raises(TypeError):
         plain["b"] = 2  # read-only
     assert settings_type(Actor) is None
+
+
+def test_check_shows_what_each_actor_will_get(tmp_path):
+    config = tmp_path / "node.toml"
+    config.write_text(f'[node]\nname = "settings"\npython_path = ["{TESTS_DIR}"]\n' + CONFIGURED)
+    result = cli("check", str(config))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-2] == (
+        "  configured settings: ConfiguredSettings(target='test+Echo', mode='slow', ratio=2.0, "
+        "verbose=False, tags=['a', 'b'], limits={'calls': 10}, retry=Retry(attempts=5, "
+        "backoff_s=0.1), note=None)"
+    )
+    assert lines[-1] == "  untyped settings: {'anything': {'goes': [1, 2]}}"

@@ -61,9 +61,10 @@ class Timings:
 class RouteStats:
     """Counters and timings of one route of one actor instance."""
 
-    __slots__ = ("calls", "errors", "expired", "handled_ns", "queued_ns", "tells")
+    __slots__ = ("calls", "errors", "expired", "handled_ns", "queued_ns", "tells", "timed")
 
-    def __init__(self) -> None:
+    def __init__(self, timed: bool = True) -> None:
+        self.timed = timed  # False: ``count`` only, no timings reported
         self.calls = 0  # requests answered with a result
         self.tells = 0  # tells handled without an error
         self.expired = 0  # requests skipped: their deadline passed while they waited
@@ -75,8 +76,8 @@ class RouteStats:
         """One message served: its outcome (``error_code`` 0 for success) and timings
         (ns; values above ≈ 78 hours count as ≈ 78 hours).
 
-        The same update is written out for both timings: on this hot path a method call
-        or a loop costs as much as the update itself."""
+        The count is ``count``'s, and the same update is written out for both timings: on
+        this hot path a method call or a loop costs as much as the update itself."""
         if error_code:
             self.errors[error_code] = self.errors.get(error_code, 0) + 1
         elif request:
@@ -100,13 +101,25 @@ class RouteStats:
         if value > timings.max:
             timings.max = value
 
+    def count(self, request: bool, error_code: int) -> None:
+        """One message served, untimed (``[node] route_timings = false``)."""
+        if error_code:
+            self.errors[error_code] = self.errors.get(error_code, 0) + 1
+        elif request:
+            self.calls += 1
+        else:
+            self.tells += 1
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (error codes as strings: JSON object keys)."""
-        return {
+        """JSON-safe form (error codes as strings: JSON object keys); the timings only
+        when they are taken."""
+        out: dict[str, Any] = {
             "calls": self.calls,
             "tells": self.tells,
             "expired": self.expired,
             "errors": {str(code): n for code, n in sorted(self.errors.items())},
-            "queued_ns": self.queued_ns.to_dict(),
-            "handled_ns": self.handled_ns.to_dict(),
         }
+        if self.timed:
+            out["queued_ns"] = self.queued_ns.to_dict()
+            out["handled_ns"] = self.handled_ns.to_dict()
+        return out

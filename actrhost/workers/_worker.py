@@ -100,6 +100,7 @@ class Worker:
         self.directory = Directory()
         self.counters = WorkerCounters()
         self.route_stats: dict[str, RouteStats] = {}
+        self._route_timings = config.node.route_timings
         self.state = ActorState.STARTING
         self._accepting = False
         self._stop = asyncio.Event()
@@ -343,7 +344,8 @@ class Worker:
             route.spec.payload_type is PayloadType.RPC_SIGNAL
             or env.payload_type == PayloadType.RPC_SIGNAL
         )
-        self.mailbox.put((env, routing_id, route, time.monotonic_ns()), signal=signal_lane)
+        arrived_ns = time.monotonic_ns() if self._route_timings else 0
+        self.mailbox.put((env, routing_id, route, arrived_ns), signal=signal_lane)
 
     async def _serve(self, item: tuple[Envelope, bytes, Route, int]) -> None:
         env, routing_id, route, arrived_ns = item
@@ -351,13 +353,13 @@ class Worker:
         deadline = env.deadline_ns / 1e9 if env.deadline_ns else None
         stats = self.route_stats.get(env.route_key)
         if stats is None:
-            stats = self.route_stats[env.route_key] = RouteStats()
+            stats = self.route_stats[env.route_key] = RouteStats(self._route_timings)
         if deadline is not None and self._loop.time() >= deadline:
             # The caller has already given up: doing the work would only waste it.
             self.counters.expired_skipped += 1
             stats.expired += 1
             return
-        started_ns = time.monotonic_ns()
+        started_ns = time.monotonic_ns() if self._route_timings else 0
         error_code = 0
         ctx = Context(
             self,
@@ -393,9 +395,12 @@ class Worker:
             error = HandlerError(f"{type(exc).__name__}: {exc}")
             error_code = int(error.code)
             self._reply_or_log(env, routing_id, error)
-        stats.record(
-            started_ns - arrived_ns, time.monotonic_ns() - started_ns, is_request, error_code
-        )
+        if self._route_timings:
+            stats.record(
+                started_ns - arrived_ns, time.monotonic_ns() - started_ns, is_request, error_code
+            )
+        else:
+            stats.count(is_request, error_code)
 
     def _reply_or_log(self, env: Envelope, routing_id: bytes, error: ActrError) -> None:
         if env.direction == REQUEST:
