@@ -107,6 +107,26 @@ class Histogram:
         self.count += other.count
         self.total += other.total
 
+    def since(self, earlier: Histogram) -> Histogram:
+        """The values recorded after ``earlier`` was a copy of this histogram: counts and
+        total subtracted bucket by bucket. ``min`` and ``max`` of the difference are not
+        known exactly: they become the lowest and highest non-empty bucket's bounds,
+        clamped to this histogram's own."""
+        if earlier.precision_bits != self.precision_bits:
+            raise ValueError("histograms of different precision")
+        result = Histogram(self.precision_bits)
+        for index, n in self._counts.items():
+            left = n - earlier._counts.get(index, 0)
+            if left > 0:
+                result._counts[index] = left
+        result.count = sum(result._counts.values())
+        result.total = max(0, self.total - earlier.total) if result.count else 0
+        if result.count:
+            indexes = sorted(result._counts)
+            result.min = max(self.min, self.bucket_bounds(indexes[0])[0])
+            result.max = min(self.max, self.bucket_bounds(indexes[-1])[1])
+        return result
+
     def copy(self) -> Histogram:
         """An independent copy."""
         clone = Histogram(self.precision_bits)

@@ -114,6 +114,11 @@ def test_counts_add_up_per_code_client_and_node(node_factory, tmp_path):
     assert instance["delta"]["calls_served"] == 100
     assert instance["delta"]["errors"] == 300
     assert doc["target"]["instances"] == [instance["id"]]
+    # And the target's per-route timings: every request, answered or failed, handled once.
+    server = doc["server"]
+    assert server["route_key"] == "test.Load.Mixed"
+    assert server["handled_ms"]["count"] == server["queued_ms"]["count"] == 400
+    assert "node: handled" in result.stdout
     assert result.stderr == ""  # -q: nothing on stderr
     assert "errors by code" in result.stdout and "404" in result.stdout
 
@@ -131,6 +136,7 @@ def test_counts_add_up_per_code_client_and_node(node_factory, tmp_path):
     (instance,) = [i for i in doc["node"]["instances"] if i["target"]]
     handed_over = counts["ok"] + counts["warmup_sent"] - counts["warmup_errors"]
     assert instance["delta"]["tells_served"] == handed_over
+    assert doc["server"]["handled_ms"]["count"] == handed_over
     # The end-of-run barrier is the workers' own route: no unknown route on the target.
     assert instance["delta"]["unknown_routes"] == 0 and instance["delta"]["calls_served"] == 0
 
@@ -157,6 +163,7 @@ def test_a_target_on_another_node_is_driven_through_the_gateways(
     assert counts["errors_by_code"] == {"404": 50, "500": 50, "503": 50}
     (remote_id,) = [str(info.actr_id) for info in node_b.actors()]
     assert doc["target"]["instances"] == [remote_id] and doc["target"]["remote"] is True
+    assert doc["server"] is None  # the target's timings are on its own node
     assert "on another node, through node" in result.stdout
     # In place of the local node's table: node A's gateway link to node B, run deltas.
     link = doc["link"]
@@ -257,6 +264,9 @@ def test_slow_calls_in_a_closed_loop_count_at_their_real_rate(node_factory, tmp_
     assert doc["counts"]["warmup_sent"] == 8
     assert doc["throughput"]["ok_per_s"] == pytest.approx(10, rel=0.1)
     assert doc["latency_ms"]["p50"] == pytest.approx(400, rel=0.1)
+    # The handler's own time is the sleep; none of it is spent waiting in the mailbox.
+    assert doc["server"]["handled_ms"]["p50"] == pytest.approx(400, rel=0.1)
+    assert doc["server"]["queued_ms"]["p99"] < 50
 
 
 def test_a_stalled_node_shows_in_open_loop_percentiles_only(node_factory, tmp_path):
@@ -438,6 +448,26 @@ def check_schema(doc: dict[str, Any]) -> None:
 
 
 # -- without a node ----------------------------------------------------------------------
+
+
+def test_a_histogram_since_an_earlier_copy_holds_the_values_recorded_after_it():
+    rng = random.Random(99)
+    histogram = Histogram(5)
+    for _ in range(1000):
+        histogram.record(rng.randint(1_000, 10_000))
+    earlier = histogram.copy()
+    later = Histogram(5)
+    for _ in range(500):
+        value = rng.randint(100_000, 200_000)
+        histogram.record(value)
+        later.record(value)
+    window = histogram.since(earlier)
+    assert (window.count, window.total) == (later.count, later.total)
+    assert list(window.buckets()) == list(later.buckets())
+    assert window.value_at_percentile(50) == pytest.approx(later.value_at_percentile(50))
+    assert later.min - later.min / 32 <= window.min <= later.min
+    assert later.max <= window.max <= later.max + later.max / 32
+    assert histogram.since(histogram).count == 0
 
 
 def test_merged_histograms_equal_one_histogram_of_all_samples():

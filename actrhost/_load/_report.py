@@ -68,6 +68,8 @@ def summary_ms(hist: Histogram) -> dict[str, Any]:
 def _flatten(stats: dict[str, Any], prefix: str = "") -> dict[str, int]:
     flat: dict[str, int] = {}
     for key, value in stats.items():
+        if key == "routes" and not prefix:
+            continue  # per-route counts and histograms: server_view
         if isinstance(value, dict):
             flat.update(_flatten(value, f"{prefix}{key}."))
         elif isinstance(value, int) and not isinstance(value, bool):
@@ -107,6 +109,40 @@ def node_view(
             }
         )
     return {"sampled_after": after is not None, "instances": instances}
+
+
+def server_view(
+    before: dict[str, Any], after: dict[str, Any] | None, targets: list[str], route_key: str
+) -> dict[str, Any] | None:
+    """What the target instances' workers measured for ``route_key`` between the two
+    samples (warm-up included): time in the mailbox and in the handler, in ms. None when
+    there is nothing to show (no sample after, a stream, ``route_timings = false``)."""
+    if after is None or not route_key:
+        return None
+    old_by_id = {a["id"]: a for a in before.get("actors", [])}
+    queued: list[Histogram] = []
+    handled: list[Histogram] = []
+    for new in after.get("actors", []):
+        if new["id"] not in targets:
+            continue
+        old = old_by_id.get(new["id"]) or {}
+        restarted = new.get("pid") != old.get("pid") or new.get("restarts") != old.get("restarts")
+        new_route = ((new.get("stats") or {}).get("routes") or {}).get(route_key) or {}
+        old_route = ((old.get("stats") or {}).get("routes") or {}).get(route_key) or {}
+        for key, out in (("queued_ns", queued), ("handled_ns", handled)):
+            if key not in new_route:
+                continue
+            hist = Histogram.from_dict(new_route[key])
+            if key in old_route and not restarted:
+                hist = hist.since(Histogram.from_dict(old_route[key]))
+            out.append(hist)
+    if not handled:
+        return None
+    return {
+        "route_key": route_key,
+        "queued_ms": summary_ms(Histogram.merged(queued)),
+        "handled_ms": summary_ms(Histogram.merged(handled)),
+    }
 
 
 def link_view(
@@ -304,6 +340,11 @@ def build_result(
             ],
         },
         "node": node_view(before, after, target_ids),
+        "server": (
+            None
+            if target_remote or spec.mode == STREAM
+            else server_view(before, after, target_ids, spec.route_key)
+        ),
         "link": link_view(before, after, target_ids) if target_remote else None,
     }
 
@@ -413,7 +454,16 @@ def format_report(result: dict[str, Any]) -> str:
         rows = [header, _latency_row("ok requests", result["latency_ms"])]
     if counts["errors"]:
         rows.append(_latency_row("errors", result["error_latency_ms"]))
+    server = result.get("server")
+    if server:
+        rows.append(_latency_row("node: queued", server["queued_ms"]))
+        rows.append(_latency_row("node: handled", server["handled_ms"]))
     lines += ["", *_table(rows)]
+    if server:
+        lines.append(
+            "  (node: what the target's workers measured, warm-up included: waiting in the "
+            "mailbox, then in the handler)"
+        )
     if load["loop"] == "open":
         lines.append(
             "  (from schedule: counted from each request's due time, so a stall shows; "
