@@ -459,15 +459,15 @@ def format_report(result: dict[str, Any]) -> str:
         rows.append(_latency_row("node: queued", server["queued_ms"]))
         rows.append(_latency_row("node: handled", server["handled_ms"]))
     lines += ["", *_table(rows)]
-    if server:
-        lines.append(
-            "  (node: what the target's workers measured, warm-up included: waiting in the "
-            "mailbox, then in the handler)"
-        )
     if load["loop"] == "open":
         lines.append(
             "  (from schedule: counted from each request's due time, so a stall shows; "
             "send lag: the generator's own delay)"
+        )
+    if server:
+        lines.append(
+            "  (node: what the target's workers measured, warm-up included: waiting in the "
+            "mailbox, then in the handler)"
         )
 
     if counts["errors_by_code"]:
