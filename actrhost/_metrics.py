@@ -167,18 +167,7 @@ def _actor_metrics(out: _Exposition, node: dict[str, str], actor: dict[str, Any]
         "actr_id": str(actor.get("id", "")),
         "type": str(actor.get("id", "")).partition(":")[2],
     }
-    out.gauge(
-        "actrhost_actor_up",
-        "1 while the actor instance is running, else 0.",
-        actor.get("state") == "running",
-        labels,
-    )
-    out.counter(
-        "actrhost_actor_restarts",
-        "Times the supervisor restarted the instance.",
-        actor.get("restarts", 0),
-        labels,
-    )
+    _process_metrics(out, "actrhost_actor", "actor instance", actor, labels)
     stats = actor.get("stats") or {}
     for key, value in stats.items():
         if key in _WORKER_GAUGES:
@@ -234,19 +223,26 @@ def _route_metrics(out: _Exposition, labels: dict[str, str], stats: dict[str, An
         out.histogram(name, help_text, hist, labels)
 
 
-def _gateway_metrics(out: _Exposition, node: dict[str, str], gateway: dict[str, Any]) -> None:
+def _process_metrics(
+    out: _Exposition, prefix: str, what: str, process: dict[str, Any], labels: dict[str, str]
+) -> None:
+    """``<prefix>_up`` and ``<prefix>_restarts_total`` of a process the supervisor runs."""
     out.gauge(
-        "actrhost_gateway_up",
-        "1 while the gateway process is running, else 0.",
-        gateway.get("state") == "running",
-        node,
+        f"{prefix}_up",
+        f"1 while the {what} is running, else 0.",
+        process.get("state") == "running",
+        labels,
     )
     out.counter(
-        "actrhost_gateway_restarts",
-        "Times the supervisor restarted the gateway.",
-        gateway.get("restarts", 0),
-        node,
+        f"{prefix}_restarts",
+        f"Times the supervisor restarted the {what}.",
+        process.get("restarts", 0),
+        labels,
     )
+
+
+def _gateway_metrics(out: _Exposition, node: dict[str, str], gateway: dict[str, Any]) -> None:
+    _process_metrics(out, "actrhost_gateway", "gateway", gateway, node)
     stats = gateway.get("stats") or {}
     out.gauge(
         "actrhost_gateway_signaling_connected",

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -139,12 +140,15 @@ def test_concurrent_scrapes_all_get_the_page(node_factory):
     assert run(scrapes()) == [CONTENT_TYPE] * 8
 
 
-def test_metrics_address_in_use_fails_the_node_before_anything_starts(tmp_path):
+def run_with_port_taken(
+    tmp_path: Path, node_toml: str
+) -> tuple[subprocess.CompletedProcess[str], Node, int]:
+    """Run a node whose ``node_toml`` names ``{port}``, a loopback port already bound."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        node = Node(tmp_path, ECHO, f'metrics_listen = "127.0.0.1:{port}"')
+        node = Node(tmp_path, ECHO, node_toml.format(port=port))
         result = subprocess.run(
             [sys.executable, "-m", "actrhost", "run", str(node.config_path)],
             capture_output=True,
@@ -152,13 +156,28 @@ def test_metrics_address_in_use_fails_the_node_before_anything_starts(tmp_path):
             cwd=REPO,
             timeout=30,
         )
+    return result, node, port
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess[str], ending: str) -> None:
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
-    assert len(errors) == 1 and errors[0].endswith(
-        f"[node] metrics_listen 127.0.0.1:{port}: Address already in use"
-    ), result.stderr
+    assert len(errors) == 1 and errors[0].endswith(ending), result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_metrics_address_in_use_fails_the_node_before_anything_starts(tmp_path):
+    result, node, port = run_with_port_taken(tmp_path, 'metrics_listen = "127.0.0.1:{port}"')
+    assert_one_error_line(result, f"[node] metrics_listen 127.0.0.1:{port}: Address already in use")
     assert "starting" not in result.stderr  # no forkserver, no worker was started
+    assert not node.run_dir.exists()
+
+
+def test_embedded_signaling_address_in_use_is_one_line_too(tmp_path):
+    # It was a traceback, and exit code 1 by luck.
+    signaling = '\n[signaling]\nurl = "embedded"\nlisten = "127.0.0.1:{port}"\n'
+    result, node, port = run_with_port_taken(tmp_path, signaling)
+    assert_one_error_line(result, f"[signaling] listen 127.0.0.1:{port}: Address already in use")
     assert not node.run_dir.exists()
 
 
@@ -224,29 +243,6 @@ def test_no_metrics_without_the_key(node_factory):
     node = node_factory(ECHO)
     assert node.status()["metrics"] is None
     assert children_of(node.process.pid)  # the node runs; it just serves no page
-
-
-def test_embedded_signaling_address_in_use_is_one_line_too(tmp_path):
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        signaling = f'\n[signaling]\nurl = "embedded"\nlisten = "127.0.0.1:{port}"\n'
-        node = Node(tmp_path, ECHO, signaling)
-        result = subprocess.run(
-            [sys.executable, "-m", "actrhost", "run", str(node.config_path)],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            timeout=30,
-        )
-    assert result.returncode == 1
-    errors = [line for line in result.stderr.splitlines() if "ERROR" in line]
-    assert len(errors) == 1 and errors[0].endswith(
-        f"[signaling] listen 127.0.0.1:{port}: Address already in use"
-    ), result.stderr
-    assert "Traceback" not in result.stderr  # it was a traceback, and exit code 1 by luck
-    assert not node.run_dir.exists()
 
 
 def test_route_timings_off_keeps_the_counts_and_drops_the_histograms(node_factory):
