@@ -12,6 +12,7 @@ otherwise be silently ignored and its default used.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import re
@@ -177,6 +178,8 @@ class Config:
     shm: ShmConfig = ShmConfig()
     actors: tuple[ActorConfig, ...] = ()
     dependencies: tuple[Dependency, ...] = ()
+    # The TOML text this was read from (the supervisor hands it on to its children).
+    text: str = field(default="", repr=False, compare=False)
 
     def actor(self, name: str) -> ActorConfig:
         """The actor called ``name``; raises KeyError if there is none."""
@@ -186,17 +189,19 @@ class Config:
         raise KeyError(name)
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
+def load_config(path: str | os.PathLike[str], *, data: bytes | None = None) -> Config:
     """Read and check the config at ``path``. Blocks on file I/O; imports nothing.
 
-    Raises :class:`ConfigError` for an unreadable file, invalid TOML or any invalid key;
-    the error names ``path`` as given. Handler classes are only checked for their
-    ``module:Class`` form here: call :func:`resolve_handler` to import them.
+    ``data``: the file's content, read elsewhere (checked as if it stood at ``path``:
+    relative paths start from its folder). Raises :class:`ConfigError` for an unreadable
+    file, invalid TOML or any invalid key; the error names ``path`` as given. Handler
+    classes are only checked for their ``module:Class`` form here: call
+    :func:`resolve_handler` to import them.
     """
     shown = os.fsdecode(path)
     absolute = Path(os.path.abspath(shown))
     try:
-        data = absolute.read_bytes()
+        data = absolute.read_bytes() if data is None else data
     except OSError as exc:
         raise ConfigError(shown, "", f"cannot read the file: {exc.strerror or exc}") from None
     try:
@@ -210,7 +215,25 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(shown, "", f"invalid TOML: {_one_line(exc)}") from None
     from ._config_loader import Loader  # it builds this module's dataclasses
 
-    return Loader(shown, absolute).config(raw)
+    return dataclasses.replace(Loader(shown, absolute).config(raw), text=text)
+
+
+def load_node_config(path: str | os.PathLike[str]) -> Config:
+    """The config a node's child process runs with: the supervisor's snapshot of the file
+    as the node started with it (``CONFIG_SNAPSHOT_ENV``), else the file at ``path``."""
+    snapshot = os.environ.get(CONFIG_SNAPSHOT_ENV)
+    if not snapshot:
+        return load_config(path)
+    try:
+        data = Path(snapshot).read_bytes()
+    except OSError as exc:
+        problem = f"cannot read the node's snapshot {snapshot}: {exc.strerror or exc}"
+        raise ConfigError(os.fsdecode(path), "", problem) from None
+    return load_config(path, data=data)
+
+
+#: Set by the supervisor for its children: the path of its config snapshot (_rundir.py).
+CONFIG_SNAPSHOT_ENV = "ACTRHOST_CONFIG_SNAPSHOT"
 
 
 def resolve_handler(config: Config, actor: ActorConfig) -> type[Actor]:

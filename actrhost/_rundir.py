@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 RUN_ROOT_ENV = "ACTRHOST_RUN_ROOT"
 PID_FILE = "supervisor.pid"
+#: The config file as the node started with it; its children read this, not the file,
+#: so an edit of the file while the node runs cannot change (or break) a restart.
+CONFIG_SNAPSHOT = "config.toml"
 
 
 class NodeAlreadyRunning(RuntimeError):
@@ -81,6 +84,13 @@ def prepare(run_dir: Path) -> list[str]:
     os.chmod(run_dir, 0o700)  # mkdir's mode is filtered by the umask
     (run_dir / PID_FILE).write_text(f"{os.getpid()}\n")
     return removed
+
+
+def write_config_snapshot(run_dir: Path, text: str) -> Path:
+    """Keep the config's text in the run dir for the node's children (CONFIG_SNAPSHOT)."""
+    path = run_dir / CONFIG_SNAPSHOT
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def remove(run_dir: Path) -> None:

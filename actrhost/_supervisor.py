@@ -133,6 +133,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         self._started_at = loop.time()
         rundir.prepare(self.run_dir)
+        rundir.write_config_snapshot(self.run_dir, self.config.text)
         leftovers = unlink_prefix(node_segment_prefix(self.shm_prefix))
         if leftovers:
             log.warning("removed %d shared-memory segment(s) a crashed node left", leftovers)

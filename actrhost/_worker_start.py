@@ -21,8 +21,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Protocol
 
-from ._config import Config
+from ._config import CONFIG_SNAPSHOT_ENV, Config
 from ._linux import set_child_subreaper
+from ._rundir import CONFIG_SNAPSHOT, run_dir_for
 from .workers._forkserver import MAX_MESSAGE_BYTES, spec_message
 from .workers._worker import SPEC_ENV, WorkerSpec
 
@@ -56,6 +57,7 @@ def child_environment(config: Config) -> dict[str, str]:
     a source checkout)."""
     env = dict(os.environ)
     env["ACTRHOST_LOG_LEVEL"] = config.node.log_level
+    env[CONFIG_SNAPSHOT_ENV] = str(run_dir_for(config) / CONFIG_SNAPSHOT)
     package_root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     return env

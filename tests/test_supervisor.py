@@ -292,3 +292,34 @@ def test_a_call_to_a_peer_that_is_starting_waits_for_it(node_factory):
         raise AssertionError(f"{name} never {state}: {info}")
 
     run(go(), 60)
+
+
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_restarts_use_the_config_the_node_started_with(node_factory, start_method):
+    # Editing (or breaking) the file of a running node must not change what a restarted
+    # worker runs with: the supervisor hands its children a snapshot taken at start.
+    node = node_factory(
+        '[[actor]]\nname = "configured"\ntype = "test+Configured"\n'
+        'handler = "actors:Configured"\n[actor.settings]\ntarget = "as started"\n',
+        f'start_method = "{start_method}"',
+    )
+    assert (node.run_dir / "config.toml").read_text() == node.config_path.read_text()
+    old_pid = node.pid_of("configured")
+    node.config_path.write_text(
+        node.config_path.read_text().replace("as started", "edited") + "\nbroken [[\n"
+    )
+    control = f"ipc://{node.run_dir / 'control.sock'}"  # the file is no help any more
+
+    async def restart_and_ask() -> bytes:
+        async with actrhost.connect(control) as shell:
+            os.kill(old_pid, signal.SIGKILL)
+            while True:
+                (info,) = await shell.actors()
+                if info.pid not in (None, old_pid) and info.state == "running":
+                    node.seen_pids.add(info.pid)
+                    break
+                await asyncio.sleep(0.02)
+            return await shell.call("configured", "test.Configured.Settings", b"", timeout=5)
+
+    assert b'"target": "as started"' in run(restart_and_ask(), 20)
+    assert "died" in node.log()

@@ -14,7 +14,7 @@ import signal
 import sys
 from typing import Any
 
-from .._config import load_config
+from .._config import load_node_config
 from .._errors import ConfigError
 from .._linux import set_parent_death_signal
 from ..workers._worker import supervisor_gone
@@ -49,7 +49,7 @@ def main() -> int:
     if supervisor_gone(spec.supervisor_pid):
         return 1  # the supervisor died before we could ask to be told
     try:
-        config = load_config(spec.config_path)
+        config = load_node_config(spec.config_path)
     except ConfigError as exc:
         print(f"actrhost gateway: {exc}", file=sys.stderr)
         return 2

@@ -29,7 +29,7 @@ from typing import Any
 
 from setproctitle import setproctitle
 
-from .._config import load_config, resolve_handler
+from .._config import load_node_config, resolve_handler
 from .._linux import set_parent_death_signal
 from ._worker import WorkerSpec, configure_logging, main, supervisor_gone
 
@@ -57,7 +57,7 @@ def serve_from_argv(args: list[str]) -> int:
     if supervisor_gone(supervisor_pid):
         return 1
     try:
-        config = load_config(config_path)
+        config = load_node_config(config_path)
         setproctitle(f"actrhost forkserver ({config.node.name})")
         for actor in config.actors:
             resolve_handler(config, actor)

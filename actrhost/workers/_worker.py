@@ -22,7 +22,7 @@ from setproctitle import setproctitle
 
 from .. import _control as control
 from .._actor import Actor, Route, collect_routes
-from .._config import Config, load_config, resolve_handler
+from .._config import Config, load_node_config, resolve_handler
 from .._context import Context, Dest, decode_message, encode_message
 from .._directory import BARRIER_ROUTE, ActorState, Directory, discover_via, gone_error
 from .._envelope import REQUEST, RESPONSE, TELL, Envelope, StreamFrame
@@ -37,6 +37,7 @@ from .._ids import ActrId, ActrType, Realm
 from .._linux import set_parent_death_signal
 from .._payload_type import PayloadType
 from .._rpc import RpcEndpoint
+from .._rundir import CONFIG_SNAPSHOT, PID_FILE
 from .._settings import build_settings
 from .._streams import StreamReceiver, StreamSender
 from .._zmqloop import LoopSocket
@@ -576,7 +577,7 @@ def remove_orphaned_run_dir(control_endpoint: str) -> None:
     worker's own socket file is removed by ZeroMQ when the socket closes).
     """
     path = Path(control_endpoint.removeprefix("ipc://"))
-    for leftover in (path, path.parent / "supervisor.pid"):
+    for leftover in (path, path.parent / PID_FILE, path.parent / CONFIG_SNAPSHOT):
         try:
             leftover.unlink()
         except FileNotFoundError:
@@ -606,7 +607,7 @@ def main(spec: WorkerSpec) -> int:
     if supervisor_gone(spec.supervisor_pid):
         return 1  # the supervisor died before we could ask to be told
     started = time.monotonic()
-    config = load_config(spec.config_path)
+    config = load_node_config(spec.config_path)
     setproctitle(f"actrhost worker {spec.actor_name}#{spec.index} ({config.node.name})")
     actor_class = resolve_handler(config, config.actor(spec.actor_name))
 
