@@ -259,6 +259,25 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_restart(args: argparse.Namespace) -> int:
+    """Rolling restart of a running node's actors, with their code imported again."""
+    from ._shell import connect
+
+    started = time.monotonic()
+
+    async def run() -> list[str]:
+        async with connect(args.config) as shell:
+            return await shell.restart_actors(*args.actors, timeout=args.timeout)
+
+    try:
+        restarted = asyncio.run(run())
+    except ActrError as exc:
+        return _fail(f"restart: {exc.message}", EXIT_FAILURE)
+    elapsed = time.monotonic() - started
+    print(f"restarted {', '.join(restarted)} in {elapsed:.1f} s")
+    return EXIT_OK
+
+
 # -- actrhost load -----------------------------------------------------------------------
 
 
@@ -356,6 +375,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=30.0, help="seconds to wait for it (default 30)"
     )
     stop.set_defaults(func=cmd_stop)
+
+    restart = sub.add_parser(
+        "restart",
+        help="rolling restart: import the handler code again, restart instances one by one",
+    )
+    restart.add_argument(
+        "config", help="config of the running node (or its ipc:// control endpoint)"
+    )
+    restart.add_argument("actors", nargs="*", help="actor names to restart (default: all)")
+    restart.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds to wait at most (default 600)"
+    )
+    restart.set_defaults(func=cmd_restart)
 
     from ._cli_signaling import add_parsers
 

@@ -25,7 +25,14 @@ from . import _control as control
 from ._context import DEFAULT_TIMEOUT_S, decode_message, encode_message
 from ._directory import ActorState, Directory, discover_via, gone_error
 from ._envelope import MEDIA, REQUEST, RESPONSE, STREAM, TELL, Envelope, StreamFrame
-from ._errors import ActrError, ClosedResourceError, HandlerError, NotFound, Unavailable
+from ._errors import (
+    ActrError,
+    ClosedResourceError,
+    HandlerError,
+    NotFound,
+    Unavailable,
+    error_from_code,
+)
 from ._ids import ActrId, ActrType
 from ._payload_type import PayloadType
 from ._payloads import DataStream, MediaSample
@@ -429,6 +436,20 @@ class Shell:
         """Ask the supervisor to stop the node gracefully (as SIGTERM does)."""
         self._check_open()
         await self._request(control.SHUTDOWN, ATTACH_TIMEOUT_S)
+
+    async def restart_actors(self, *names: str, timeout: float = 600.0) -> list[str]:
+        """Rolling restart of the actors ``names`` (every actor when none is given): a
+        fresh import of the handler modules, then each instance in turn stopped gracefully
+        and started again, the next one once it runs. Returns the instances restarted
+        (``["echo#0", "echo#1"]``). Raises ``NotFound`` for an unknown name,
+        ``Unavailable`` while another restart runs, ``HandlerError`` when the modules do
+        not import (nothing restarted) or an instance does not come back (the rest not
+        restarted). The config stays the one the node started with."""
+        self._check_open()
+        answer = await self._request(control.RESTART, timeout, actors=list(names))
+        if "error" in answer:
+            raise error_from_code(int(answer.get("code", 500)), str(answer["error"]))
+        return [str(label) for label in answer.get("restarted", [])]
 
     # -- serving Dest.SHELL ------------------------------------------------------------
 

@@ -48,6 +48,12 @@ BACKOFF_MAX_S = 2.0
 STATS_TIMEOUT_S = 1.0
 #: Extra time after the grace period before stragglers get SIGKILL.
 KILL_AFTER_S = 2.0
+#: How long a rolling restart waits for each successor to run (its on_start included).
+RESTART_START_TIMEOUT_S = 30.0
+#: Between announcing an instance as stopping and stopping it: callers that pick an
+#: instance by type (``ctx.discover``, Shell calls by type or name) hear of it and move on
+#: to the others, while the instance still answers what reaches it meanwhile.
+RESTART_DRAIN_S = 0.25
 
 _LIVE = (ActorState.STARTING, ActorState.RUNNING, ActorState.STOPPING)
 
@@ -74,6 +80,7 @@ class _Slot:
     restart_times: collections.deque[float] = field(default_factory=collections.deque)
     error: str = ""
     process: WorkerProcess | None = None
+    restart_requested: bool = False  # stopped by a rolling restart: start it again at once
 
     @property
     def label(self) -> str:
@@ -112,6 +119,8 @@ class Supervisor:
         self._forkserver: ForkServer | None = None
         self._metrics: MetricsServer | None = None
         self._subreaper = False  # we adopt orphaned descendants (and must reap them)
+        self._state_changed = asyncio.Event()  # set, then replaced, at every state change
+        self._restarting = False  # a rolling restart is under way
         # Random serial base: ids from two nodes (or two runs) do not collide.
         base = secrets.randbits(40) << 8
         for actor in config.actors:
@@ -323,6 +332,12 @@ class Supervisor:
             self._broadcast()
         if self._stopping:
             return
+        if slot.restart_requested:
+            slot.restart_requested = False
+            slot.restarts += 1
+            log.info("%s: restarting (rolling restart)", slot.label)
+            await self._spawn(slot)
+            return
         if not self._should_restart(slot, clean):
             log.info(
                 "%s exited (%s); restart policy %r: not restarted",
@@ -409,6 +424,88 @@ class Supervisor:
         for task in list(self._tasks):
             task.cancel()
 
+    # -- rolling restart ---------------------------------------------------------------
+
+    async def restart_actors(self, names: list[str]) -> list[str]:
+        """Restart the instances of the actors ``names`` (all when empty) one at a time,
+        each as a graceful stop and a start, waiting until it runs before the next; return
+        their labels. First a fresh forkserver imports the handler modules from disk: if
+        they do not import, nothing is restarted. Raises ``RestartRefused``."""
+        if self._restarting or self._stopping:
+            raise RestartRefused(503, "a restart is under way, or the node is stopping")
+        unknown = sorted(set(names) - {s.config.name for s in self._slots})
+        if unknown:
+            raise RestartRefused(404, f"no actor named {', '.join(map(repr, unknown))}")
+        self._restarting = True
+        try:
+            await self._load_code_again()
+            slots = [s for s in self._slots if not names or s.config.name in names]
+            for slot in slots:
+                await self._restart_one(slot)
+            return [slot.label for slot in slots]
+        finally:
+            self._restarting = False
+
+    async def _load_code_again(self) -> None:
+        if self._forkserver is not None:
+            try:
+                await self._forkserver.renew()
+            except OSError as exc:
+                raise RestartRefused(500, f"nothing restarted: {exc}") from None
+            log.info(
+                "node %r: forkserver renewed, handler modules imported again", self.config.node.name
+            )
+            return
+        # Spawned workers import from disk anyway; a throwaway forkserver checks first that
+        # the handlers still import, so that a broken module stops the restart here.
+        check = ForkServer(self.config, self._reap_orphans)
+        try:
+            await check.start()
+        except OSError as exc:
+            raise RestartRefused(500, f"nothing restarted: {exc}") from None
+        finally:
+            await check.close()
+
+    async def _restart_one(self, slot: _Slot) -> None:
+        old_pid = slot.pid
+        process = slot.process
+        if process is not None and process.returncode is None:
+            slot.restart_requested = True  # _watch starts it again when it exits
+            self._set_state(slot, ActorState.STOPPING)
+            await asyncio.sleep(RESTART_DRAIN_S)
+            if slot.routing_id is not None:
+                self._send(slot.routing_id, {"op": control.STOP})
+            else:
+                process.terminate()
+            try:
+                await asyncio.wait_for(
+                    process.wait(), self.config.node.shutdown_grace_s + KILL_AFTER_S
+                )
+            except TimeoutError:
+                log.warning("%s did not stop in time: killing it", slot.label)
+                process.kill()
+        else:
+            # Stopped, or given up on after too many restarts: a restart revives it.
+            slot.restart_times.clear()
+            await self._spawn(slot)
+
+        def back() -> bool:
+            return slot.state is ActorState.RUNNING and slot.pid != old_pid
+
+        deadline = asyncio.get_running_loop().time() + RESTART_START_TIMEOUT_S
+        while not back():
+            if slot.state is ActorState.FAILED or self._stopping:
+                break
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._state_changed.wait(), remaining)
+        if not back():
+            why = slot.error or f"it is {slot.state.value}"
+            raise RestartRefused(500, f"{slot.label} did not come back ({why}); stopped there")
+        log.info("%s: running again (pid %s)", slot.label, slot.pid)
+
     # -- state and directory -----------------------------------------------------------
 
     def _set_state(self, slot: _Slot, state: ActorState) -> None:
@@ -416,6 +513,8 @@ class Supervisor:
             return
         log.debug("%s: %s -> %s", slot.label, slot.state.value, state.value)
         slot.state = state
+        self._state_changed.set()
+        self._state_changed = asyncio.Event()
         self._broadcast()
         if (
             not self._ready_logged
@@ -531,11 +630,23 @@ class Supervisor:
                 self._broadcast()
         elif op == control.STATUS:
             self._spawn_task(self._answer_status(routing_id, req))
+        elif op == control.RESTART:
+            self._spawn_task(self._answer_restart(routing_id, req, message.get("actors") or []))
         elif op == control.SHUTDOWN:
             self._send(routing_id, {"op": op, "req": req})
             self.request_shutdown()
         else:
             self._send(routing_id, {"op": "error", "req": req, "message": f"unknown op {op!r}"})
+
+    async def _answer_restart(self, routing_id: bytes, req: Any, names: list[Any]) -> None:
+        try:
+            restarted = await self.restart_actors([str(n) for n in names])
+        except RestartRefused as exc:
+            log.error("node %r: restart: %s", self.config.node.name, exc.message)
+            answer = {"error": exc.message, "code": exc.code}
+        else:
+            answer = {"restarted": restarted}
+        self._send(routing_id, {"op": control.RESTART, "req": req, **answer})
 
     async def _answer_status(self, routing_id: bytes, req: Any) -> None:
         status = await self.collect_status()
@@ -589,6 +700,16 @@ class Supervisor:
             "forkserver_pid": forkserver.pid,
             "forkserver_starts": forkserver.starts,
         }
+
+
+class RestartRefused(Exception):
+    """A rolling restart that could not be done, or not to the end: ``code`` is the wire
+    error code the Shell raises (404 unknown actor, 503 busy, 500 failed)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 def _bind_error(exc: OSError) -> str:

@@ -220,12 +220,32 @@ class ForkServer:
         self.pids.discard(pid)
         self._on_worker_exit()
 
+    async def renew(self) -> None:
+        """Replace the forkserver by a fresh one, which imports the handler modules again
+        from disk (``actrhost restart``). The running one is retired only once the new
+        one is ready: if the new code does not import, ``OSError`` says why and the old
+        forkserver stays. Workers already forked keep running either way."""
+        async with self._lock:
+            old = self._process, self._channel
+            self._process, self._channel = None, None
+            try:
+                await self.start()
+            except OSError:
+                self._process, self._channel = old
+                raise
+            await self._retire(*old)
+
     async def close(self) -> None:
         """Stop the forkserver (it exits when its socket closes) and wait for it."""
-        if self._channel is not None:
-            self._channel.close()
-            self._channel = None
-        process, self._process = self._process, None
+        process, channel = self._process, self._channel
+        self._process, self._channel = None, None
+        await self._retire(process, channel)
+
+    async def _retire(
+        self, process: asyncio.subprocess.Process | None, channel: socket.socket | None
+    ) -> None:
+        if channel is not None:
+            channel.close()
         if process is not None:
             try:
                 await asyncio.wait_for(process.wait(), 5.0)

@@ -1,0 +1,157 @@
+"""``actrhost restart``: a rolling restart that imports the handler code again."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+
+import pytest
+
+import actrhost
+
+from .utils import actrhost_command as cli
+from .utils import run, wait_until
+
+VERSIONED = """
+[[actor]]
+name = "versioned"
+type = "test+Versioned"
+handler = "versioned:Versioned"
+instances = 2
+
+[[actor]]
+name = "other"
+type = "test+Echo"
+handler = "actors:Echo"
+"""
+
+
+def handler_source(version: str, extra: str = "") -> str:
+    return textwrap.dedent(
+        f'''
+        from actrhost import Actor, rpc
+        {extra}
+
+        class Versioned(Actor):
+            @rpc("test.Versioned.Version")
+            async def version(self, ctx, request: bytes) -> bytes:
+                return b"{version}"
+        '''
+    )
+
+
+@pytest.fixture
+def versioned_node(node_factory):
+    # The handler module lives beside the config (its folder is searched for handlers).
+    node = node_factory(VERSIONED, start=False)
+    module = node.dir / "versioned.py"
+    module.write_text(handler_source("v1"))
+    return node.start(), module
+
+
+def versions(node, calls: int = 4) -> set[bytes]:
+    async def ask() -> set[bytes]:
+        async with actrhost.connect(node.config_path) as shell:
+            return {
+                await shell.call("test+Versioned", "test.Versioned.Version", b"", timeout=5)
+                for _ in range(calls)
+            }
+
+    return run(ask())
+
+
+def pids(node, name: str) -> dict[str, int]:
+    return {f"{i.name}#{n}": i.pid for n, i in enumerate(node.actors()) if i.name == name}
+
+
+def test_restart_runs_the_new_code_one_instance_at_a_time(versioned_node):
+    node, module = versioned_node
+    assert versions(node) == {b"v1"}
+    before = {i.actr_id: i.pid for i in node.actors()}
+    module.write_text(handler_source("v2"))
+
+    async def restart_while_calling() -> tuple[list[str], list[bytes], list[str]]:
+        async with actrhost.connect(node.config_path) as shell:
+            answers: list[bytes] = []
+            errors: list[str] = []
+            restart = asyncio.ensure_future(shell.restart_actors("versioned"))
+            while not restart.done():  # callers by type keep going through the restart
+                try:
+                    answers.append(
+                        await shell.call("test+Versioned", "test.Versioned.Version", b"", timeout=5)
+                    )
+                except actrhost.Unavailable as exc:  # an instance reached as it stopped
+                    errors.append(exc.message)
+                await asyncio.sleep(0.005)
+            return await restart, answers, errors
+
+    restarted, answers, errors = run(restart_while_calling(), 60)
+    assert restarted == ["versioned#0", "versioned#1"]
+    assert set(answers) <= {b"v1", b"v2"} and answers[-1] == b"v2"
+    assert len(answers) > 10 * max(1, len(errors))  # the other instance kept answering
+    assert versions(node) == {b"v2"}
+    after = {i.actr_id: (i.pid, i.restarts, i.state) for i in node.actors()}
+    for actr_id, pid in before.items():
+        new_pid, restarts, state = after[actr_id]  # the same ids: callers keep them
+        assert state == "running"
+        if actr_id.type.name == "Versioned":
+            assert new_pid != pid and restarts == 1
+        else:
+            assert new_pid == pid and restarts == 0  # not named: untouched
+    assert "versioned#1: running again" in node.log()
+
+
+def test_restart_with_code_that_does_not_import_restarts_nothing(versioned_node):
+    node, module = versioned_node
+    before = {i.actr_id: i.pid for i in node.actors()}
+    module.write_text(handler_source("v2", extra="import no_such_module_here"))
+    result = cli("restart", str(node.config_path))
+    assert result.returncode == 1
+    assert result.stderr.startswith("actrhost: restart: nothing restarted: ")
+    assert "no_such_module_here" in result.stderr
+    assert {i.actr_id: i.pid for i in node.actors()} == before
+    assert versions(node) == {b"v1"}
+    # Fixed, it goes through; the CLI says what it restarted.
+    module.write_text(handler_source("v3"))
+    result = cli("restart", str(node.config_path), "versioned")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("restarted versioned#0, versioned#1 in ")
+    assert versions(node) == {b"v3"}
+
+
+def test_restart_of_an_unknown_actor_is_refused(versioned_node):
+    node, _ = versioned_node
+    result = cli("restart", str(node.config_path), "nobody")
+    assert (result.returncode, result.stderr) == (
+        1,
+        "actrhost: restart: no actor named 'nobody'\n",
+    )
+
+
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_restart_revives_an_actor_the_supervisor_gave_up_on(node_factory, start_method):
+    node = node_factory(
+        VERSIONED.replace("instances = 2", "instances = 1\nmax_restarts = 1"),
+        f'start_method = "{start_method}"',
+        start=False,
+    )
+    module = node.dir / "versioned.py"
+    # Crashes in on_start: the supervisor gives up after max_restarts.
+    module.write_text(
+        handler_source("v1")
+        + "\n    async def on_start(self, ctx):\n        raise RuntimeError('broken start')\n"
+    )
+    node.spawn()
+
+    def failed() -> bool:
+        try:
+            return any(i.state == "failed" for i in node.actors())
+        except actrhost.ActrError:
+            return False  # not up yet
+
+    wait_until(failed, 20, "the supervisor to give up")
+    module.write_text(handler_source("v2"))
+    result = cli("restart", str(node.config_path), "versioned")
+    assert result.returncode == 0, result.stderr
+    node.wait_running()
+    assert versions(node, 1) == {b"v2"}
