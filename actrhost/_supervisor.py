@@ -8,13 +8,11 @@ status requests from Shell clients.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
 import secrets
 import signal
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +20,12 @@ import zmq
 
 from . import _control as control
 from . import _rundir as rundir
-from ._config import ActorConfig, Config
-from ._directory import ActorEntry, ActorState
+from ._config import Config
+from ._directory import ActorState
 from ._gateway_process import GatewayProcess
 from ._ids import ActrId, Realm
 from ._metrics import MetricsServer
+from ._slot import RestartRefused, Slot, describe_exit, restart_delay_s
 from ._worker_start import (
     ForkServer,
     WorkerProcess,
@@ -40,10 +39,6 @@ from .workers._worker import WorkerSpec
 
 log = logging.getLogger(__name__)
 
-#: Restart delays: the first restart is immediate (serving again fast after a crash),
-#: then doubling from this base up to the cap, so a crash loop cannot spin the CPU.
-BACKOFF_BASE_S = 0.05
-BACKOFF_MAX_S = 2.0
 #: How long a status request waits for each worker's counters.
 STATS_TIMEOUT_S = 1.0
 #: Extra time after the grace period before stragglers get SIGKILL.
@@ -58,46 +53,6 @@ RESTART_DRAIN_S = 0.25
 _LIVE = (ActorState.STARTING, ActorState.RUNNING, ActorState.STOPPING)
 
 
-def restart_delay_s(recent_restarts: int) -> float:
-    """Backoff before restart number ``recent_restarts + 1`` within the window."""
-    if recent_restarts == 0:
-        return 0.0
-    return min(BACKOFF_BASE_S * 2 ** (recent_restarts - 1), BACKOFF_MAX_S)
-
-
-@dataclass
-class _Slot:
-    """One actor instance and the process currently hosting it."""
-
-    config: ActorConfig
-    index: int
-    actr_id: ActrId
-    endpoint: str
-    state: ActorState = ActorState.STARTING
-    pid: int | None = None
-    routing_id: bytes | None = None
-    restarts: int = 0
-    restart_times: collections.deque[float] = field(default_factory=collections.deque)
-    error: str = ""
-    process: WorkerProcess | None = None
-    restart_requested: bool = False  # stopped by a rolling restart: start it again at once
-
-    @property
-    def label(self) -> str:
-        return f"{self.config.name}#{self.index}"
-
-    def entry(self) -> ActorEntry:
-        return ActorEntry(
-            self.actr_id,
-            self.config.name,
-            self.index,
-            self.endpoint,
-            self.state,
-            self.pid,
-            self.restarts,
-        )
-
-
 class Supervisor:
     """Runs one node until SIGINT/SIGTERM or a Shell's shutdown request."""
 
@@ -105,8 +60,8 @@ class Supervisor:
         self.config = config
         self.run_dir = run_dir or rundir.run_dir_for(config)
         self.shm_prefix = rundir.node_prefix(self.run_dir)
-        self._slots: list[_Slot] = []
-        self._by_serial: dict[int, _Slot] = {}
+        self._slots: list[Slot] = []
+        self._by_serial: dict[int, Slot] = {}
         self._shells: dict[bytes, dict[str, Any]] = {}
         self._stats_waiters: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next_req = 0
@@ -126,7 +81,7 @@ class Supervisor:
         for actor in config.actors:
             for index in range(actor.instances):
                 serial = base + len(self._slots) + 1
-                slot = _Slot(
+                slot = Slot(
                     actor,
                     index,
                     ActrId(Realm(config.node.realm), serial, actor.type),
@@ -283,7 +238,7 @@ class Supervisor:
             log.info("node %r: shutting down", self.config.node.name)
         self._shutdown.set()
 
-    async def _spawn(self, slot: _Slot) -> None:
+    async def _spawn(self, slot: Slot) -> None:
         spec = WorkerSpec(
             config_path=str(self.config.path),
             actor_name=slot.config.name,
@@ -317,7 +272,7 @@ class Supervisor:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _watch(self, slot: _Slot, process: WorkerProcess) -> None:
+    async def _watch(self, slot: Slot, process: WorkerProcess) -> None:
         code = await process.wait()  # also reaps: no zombie looks alive
         self.segments_reclaimed += self._unlink_rings_of(slot.actr_id.serial_number)
         # Exit code 0 is a normal exit (what "transient" does not restart), whether the
@@ -338,7 +293,7 @@ class Supervisor:
             log.info("%s: restarting (rolling restart)", slot.label)
             await self._spawn(slot)
             return
-        if not self._should_restart(slot, clean):
+        if not slot.should_restart(clean):
             log.info(
                 "%s exited (%s); restart policy %r: not restarted",
                 slot.label,
@@ -387,15 +342,6 @@ class Supervisor:
                 except FileNotFoundError:
                     pass
         return removed
-
-    @staticmethod
-    def _should_restart(slot: _Slot, clean: bool) -> bool:
-        policy = slot.config.restart
-        if policy == "permanent":
-            return True
-        if policy == "transient":
-            return not clean
-        return False
 
     async def _stop_all(self) -> None:
         self._stopping = True
@@ -466,7 +412,7 @@ class Supervisor:
         finally:
             await check.close()
 
-    async def _restart_one(self, slot: _Slot) -> None:
+    async def _restart_one(self, slot: Slot) -> None:
         old_pid = slot.pid
         process = slot.process
         if process is not None and process.returncode is None:
@@ -508,7 +454,7 @@ class Supervisor:
 
     # -- state and directory -----------------------------------------------------------
 
-    def _set_state(self, slot: _Slot, state: ActorState) -> None:
+    def _set_state(self, slot: Slot, state: ActorState) -> None:
         if slot.state is state:
             return
         log.debug("%s: %s -> %s", slot.label, slot.state.value, state.value)
@@ -702,28 +648,6 @@ class Supervisor:
         }
 
 
-class RestartRefused(Exception):
-    """A rolling restart that could not be done, or not to the end: ``code`` is the wire
-    error code the Shell raises (404 unknown actor, 503 busy, 500 failed)."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 def _bind_error(exc: OSError) -> str:
     """'Address already in use' rather than asyncio's longer wording of the same."""
     return os.strerror(exc.errno) if exc.errno else str(exc)
-
-
-def describe_exit(code: int | None) -> str:
-    """'exit code 1' or 'signal SIGKILL' for a process return code."""
-    if code is None:
-        return "no exit code"
-    if code < 0:
-        try:
-            return f"signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"signal {-code}"
-    return f"exit code {code}"

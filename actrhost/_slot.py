@@ -1,0 +1,89 @@
+"""One actor instance as the supervisor keeps it (a *slot*: its id, endpoint, state and
+current process), its restart policy and backoff, and how an exit is described."""
+
+from __future__ import annotations
+
+import collections
+import signal
+from dataclasses import dataclass, field
+
+from ._config import ActorConfig
+from ._directory import ActorEntry, ActorState
+from ._ids import ActrId
+from ._worker_start import WorkerProcess
+
+#: Restart delays: the first restart is immediate (serving again fast after a crash),
+#: then doubling from this base up to the cap, so a crash loop cannot spin the CPU.
+BACKOFF_BASE_S = 0.05
+BACKOFF_MAX_S = 2.0
+
+
+def restart_delay_s(recent_restarts: int) -> float:
+    """Backoff before restart number ``recent_restarts + 1`` within the window."""
+    if recent_restarts == 0:
+        return 0.0
+    return min(BACKOFF_BASE_S * 2 ** (recent_restarts - 1), BACKOFF_MAX_S)
+
+
+@dataclass
+class Slot:
+    """One actor instance and the process currently hosting it."""
+
+    config: ActorConfig
+    index: int
+    actr_id: ActrId
+    endpoint: str
+    state: ActorState = ActorState.STARTING
+    pid: int | None = None
+    routing_id: bytes | None = None
+    restarts: int = 0
+    restart_times: collections.deque[float] = field(default_factory=collections.deque)
+    error: str = ""
+    process: WorkerProcess | None = None
+    restart_requested: bool = False  # stopped by a rolling restart: start it again at once
+
+    @property
+    def label(self) -> str:
+        return f"{self.config.name}#{self.index}"
+
+    def should_restart(self, clean: bool) -> bool:
+        """What the actor's restart policy says about an exit (``clean``: exit code 0)."""
+        policy = self.config.restart
+        if policy == "permanent":
+            return True
+        if policy == "transient":
+            return not clean
+        return False
+
+    def entry(self) -> ActorEntry:
+        return ActorEntry(
+            self.actr_id,
+            self.config.name,
+            self.index,
+            self.endpoint,
+            self.state,
+            self.pid,
+            self.restarts,
+        )
+
+
+class RestartRefused(Exception):
+    """A rolling restart that could not be done, or not to the end: ``code`` is the wire
+    error code the Shell raises (404 unknown actor, 503 busy, 500 failed)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def describe_exit(code: int | None) -> str:
+    """'exit code 1' or 'signal SIGKILL' for a process return code."""
+    if code is None:
+        return "no exit code"
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
