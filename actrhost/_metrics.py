@@ -16,8 +16,8 @@ one round of questions), and renders the answer in Prometheus' text exposition f
   ``remote_node``) whether it is connected and the traffic per ``lane``.
 
 The HTTP side is deliberately tiny (one request per connection, a bounded request head,
-a timeout): it is meant for a Prometheus server or ``curl``, on loopback or a trusted
-network, not as a web server.
+a timeout, at most ``MAX_CONNECTIONS`` at once): it is meant for a Prometheus server or
+``curl``, on loopback or a trusted network, not as a web server.
 """
 
 from __future__ import annotations
@@ -57,6 +57,9 @@ BUCKETS_S = (
 #: How long a client may take to send its request head, and how big the head may be.
 REQUEST_TIMEOUT_S = 5.0
 REQUEST_HEAD_LIMIT = 8192
+#: Connections open at once; more are closed at once (a scraper needs one or two), so
+#: clients that connect and say nothing cannot use up the supervisor's file descriptors.
+MAX_CONNECTIONS = 32
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -359,6 +362,10 @@ class MetricsServer:
         self._inflight = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._writers) >= MAX_CONNECTIONS:
+            self.bad_requests += 1
+            writer.close()
+            return
         self._writers.add(writer)
         try:
             await self._serve_one(reader, writer)

@@ -16,9 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import actrhost
 from actrhost._histogram import Histogram
-from actrhost._metrics import CONTENT_TYPE, render_metrics
+from actrhost._metrics import CONTENT_TYPE, MAX_CONNECTIONS, render_metrics
 
-from .utils import REPO, Node, children_of, run
+from .utils import REPO, Node, children_of, run, wait_until
 from .utils import actrhost_command as cli
 
 ECHO = """
@@ -125,6 +125,34 @@ def test_metrics_endpoint_refuses_what_is_not_a_scrape_and_keeps_serving(node_fa
     socket.create_connection((host, int(port)), timeout=10).close()
     assert http(url) == 200
     assert node.status()["actors"][0]["state"] == "running"
+
+
+def test_silent_connections_are_bounded_and_cannot_block_scrapes(node_factory):
+    node = node_factory(ECHO, METRICS)
+    url = node.status()["metrics"]
+    host, port = url.split("//")[1].split("/")[0].rsplit(":", 1)
+    silent = [
+        socket.create_connection((host, int(port)), timeout=10) for _ in range(MAX_CONNECTIONS)
+    ]
+    try:
+        # The server has taken them all (each waits for its request head): one more is
+        # closed at once, without an answer.
+        wait_until(
+            lambda: _closed_at_once(host, int(port)), 10, "connections beyond the limit closed"
+        )
+    finally:
+        for sock in silent:
+            sock.close()
+    wait_until(lambda: http(url) == 200, 10, "the page once the silent clients left")
+
+
+def _closed_at_once(host: str, port: int) -> bool:
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+        try:
+            return sock.recv(100) == b""
+        except ConnectionResetError:
+            return True
 
 
 def test_concurrent_scrapes_all_get_the_page(node_factory):
