@@ -65,10 +65,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         cls = resolve_handler(config, actor)
         routes = sorted(route_table(cls))
         rows.append((actor.name, str(actor.type), str(actor.instances), ", ".join(routes) or "-"))
-        if actor.settings or settings_type(cls) is not None:
+        typed = settings_type(cls) is not None
+        if actor.settings or typed:
             value = build_settings(cls, actor.settings)
-            shown = value if settings_type(cls) is not None else dict(value)
-            settings.append(f"  {actor.name} settings: {shown!r}")
+            settings.append(f"  {actor.name} settings: {value if typed else dict(value)!r}")
     instances = sum(actor.instances for actor in config.actors)
     signaling = config.signaling.url if config.signaling is not None else "none (local only)"
     print(

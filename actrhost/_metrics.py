@@ -54,6 +54,8 @@ BUCKETS_S = (
     5.0,
     10.0,
 )
+_BUCKETS_NS = [round(b * 1e9) for b in BUCKETS_S]
+
 #: How long a client may take to send its request head, and how big the head may be.
 REQUEST_TIMEOUT_S = 5.0
 REQUEST_HEAD_LIMIT = 8192
@@ -127,8 +129,7 @@ class _Exposition:
 
     def histogram(self, name: str, help_text: str, hist: Histogram, labels: dict[str, str]) -> None:
         family = self.family(name, "histogram", help_text)
-        bounds_ns = [round(b * 1e9) for b in BUCKETS_S]
-        for bound, count in zip(BUCKETS_S, hist.counts_at_or_below(bounds_ns), strict=True):
+        for bound, count in zip(BUCKETS_S, hist.counts_at_or_below(_BUCKETS_NS), strict=True):
             family.add(count, {**labels, "le": _number(bound)}, "_bucket")
         family.add(hist.count, {**labels, "le": "+Inf"}, "_bucket")
         family.add(hist.total / 1e9, labels, "_sum")
