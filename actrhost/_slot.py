@@ -55,6 +55,19 @@ class Slot:
             return not clean
         return False
 
+    def next_restart_delay(self, now: float) -> float | None:
+        """Note a restart at ``now`` and return its backoff delay, or return None (and
+        note nothing) when ``max_restarts`` within ``restart_window_s`` are used up."""
+        window = self.config.restart_window_s
+        while self.restart_times and self.restart_times[0] < now - window:
+            self.restart_times.popleft()
+        if len(self.restart_times) >= self.config.max_restarts:
+            return None
+        delay = restart_delay_s(len(self.restart_times))
+        self.restart_times.append(now)
+        self.restarts += 1
+        return delay
+
     def entry(self) -> ActorEntry:
         return ActorEntry(
             self.actr_id,

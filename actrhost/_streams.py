@@ -15,7 +15,9 @@ the newest sample queued behind a slow callback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ from .shm import (
     RingWriter,
     WouldBlock,
     encode_array_meta,
+    list_prefix,
     node_segment_prefix,
     segment_name,
 )
@@ -122,6 +125,27 @@ def nbytes_of(buffer: Any) -> int:
     return len(buffer) if size is None else int(size)
 
 
+def ring_name(node_prefix: str, writer_tag: str, reader_serial: int, reader_pid: int) -> str:
+    """The segment name of the ring from ``writer_tag`` (an instance's serial in hex, or
+    the gateway's tag) to one process of the instance ``reader_serial``."""
+    return segment_name(node_prefix, writer_tag, f"{reader_serial:x}", f"{reader_pid:x}")
+
+
+def unlink_rings_of(node_prefix: str, serial: int) -> int:
+    """Unlink every ring the instance ``serial`` wrote or read (its process is gone);
+    return how many. The supervisor's sweep after each worker exit."""
+    prefix = node_segment_prefix(node_prefix)
+    tag = f"{serial:x}"
+    removed = 0
+    for name in list_prefix(prefix):
+        # "<prefix><writer>-<reader serial>-<reader pid>" (ring_name)
+        if tag in name[len(prefix) :].split("-")[:2]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"/dev/shm/{name}")
+                removed += 1
+    return removed
+
+
 class StreamSender:
     """Sends chunks and samples for one process; owns the rings it writes."""
 
@@ -155,9 +179,7 @@ class StreamSender:
         if writer is None:
             # The receiver's pid is part of the name: a restarted receiver gets a fresh
             # ring instead of one holding records its predecessor never released.
-            name = segment_name(
-                self._node_prefix, self._self_tag, f"{target.serial_number:x}", f"{target_pid:x}"
-            )
+            name = ring_name(self._node_prefix, self._self_tag, target.serial_number, target_pid)
             writer = RingWriter.create(name, self.ring_bytes)
             self._writers[key] = writer
         return writer

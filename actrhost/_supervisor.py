@@ -25,16 +25,19 @@ from ._directory import ActorState
 from ._gateway_process import GatewayProcess
 from ._ids import ActrId, Realm
 from ._metrics import MetricsServer
-from ._slot import RestartRefused, Slot, describe_exit, restart_delay_s
+from ._slot import RestartRefused, Slot, describe_exit
+from ._streams import unlink_rings_of
 from ._worker_start import (
     ForkServer,
     WorkerProcess,
     become_subreaper,
+    describe_worker_start,
     reap_orphans,
+    reimport_handlers,
     spawn_worker,
 )
 from ._zmqloop import LoopSocket
-from .shm import list_prefix, node_segment_prefix, unlink_prefix
+from .shm import node_segment_prefix, unlink_prefix
 from .workers._worker import WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -274,7 +277,7 @@ class Supervisor:
 
     async def _watch(self, slot: Slot, process: WorkerProcess) -> None:
         code = await process.wait()  # also reaps: no zombie looks alive
-        self.segments_reclaimed += self._unlink_rings_of(slot.actr_id.serial_number)
+        self.segments_reclaimed += unlink_rings_of(self.shm_prefix, slot.actr_id.serial_number)
         # Exit code 0 is a normal exit (what "transient" does not restart), whether the
         # actor was told to stop or its code called sys.exit(0).
         clean = code == 0
@@ -303,45 +306,23 @@ class Supervisor:
             if slot.state is ActorState.DEAD:
                 self._set_state(slot, ActorState.FAILED)
             return
-        now = asyncio.get_running_loop().time()
-        window = slot.config.restart_window_s
-        while slot.restart_times and slot.restart_times[0] < now - window:
-            slot.restart_times.popleft()
-        if len(slot.restart_times) >= slot.config.max_restarts:
+        delay = slot.next_restart_delay(asyncio.get_running_loop().time())
+        if delay is None:
             log.error(
                 "%s: gave up after %d restarts within %gs (max_restarts=%d); last exit: %s",
                 slot.label,
                 len(slot.restart_times),
-                window,
+                slot.config.restart_window_s,
                 slot.config.max_restarts,
                 slot.error or describe_exit(code),
             )
             self._set_state(slot, ActorState.FAILED)
             return
-        delay = restart_delay_s(len(slot.restart_times))
-        slot.restart_times.append(now)
-        slot.restarts += 1
         if delay:
             await asyncio.sleep(delay)
         if not self._stopping:
             log.info("%s: restarting (restart %d)", slot.label, slot.restarts)
             await self._spawn(slot)
-
-    def _unlink_rings_of(self, serial: int) -> int:
-        """Unlink every ring the instance wrote or read: its process is gone."""
-        prefix = node_segment_prefix(self.shm_prefix)
-        tag = f"{serial:x}"
-        removed = 0
-        for name in list_prefix(prefix):
-            # "<prefix><writer>-<reader serial>-<reader pid>"
-            parts = name[len(prefix) :].split("-")
-            if tag in parts[:2]:
-                try:
-                    os.unlink(f"/dev/shm/{name}")
-                    removed += 1
-                except FileNotFoundError:
-                    pass
-        return removed
 
     async def _stop_all(self) -> None:
         self._stopping = True
@@ -384,33 +365,20 @@ class Supervisor:
             raise RestartRefused(404, f"no actor named {', '.join(map(repr, unknown))}")
         self._restarting = True
         try:
-            await self._load_code_again()
+            try:
+                renewed = await reimport_handlers(self.config, self._forkserver, self._reap_orphans)
+            except OSError as exc:
+                raise RestartRefused(500, f"nothing restarted: {exc}") from None
+            if renewed:
+                log.info(
+                    "node %r: forkserver renewed, handlers imported again", self.config.node.name
+                )
             slots = [s for s in self._slots if not names or s.config.name in names]
             for slot in slots:
                 await self._restart_one(slot)
             return [slot.label for slot in slots]
         finally:
             self._restarting = False
-
-    async def _load_code_again(self) -> None:
-        if self._forkserver is not None:
-            try:
-                await self._forkserver.renew()
-            except OSError as exc:
-                raise RestartRefused(500, f"nothing restarted: {exc}") from None
-            log.info(
-                "node %r: forkserver renewed, handler modules imported again", self.config.node.name
-            )
-            return
-        # Spawned workers import from disk anyway; a throwaway forkserver checks first that
-        # the handlers still import, so that a broken module stops the restart here.
-        check = ForkServer(self.config, self._reap_orphans)
-        try:
-            await check.start()
-        except OSError as exc:
-            raise RestartRefused(500, f"nothing restarted: {exc}") from None
-        finally:
-            await check.close()
 
     async def _restart_one(self, slot: Slot) -> None:
         old_pid = slot.pid
@@ -627,7 +595,7 @@ class Supervisor:
             "node": self.config.node.name,
             "run_dir": str(self.run_dir),
             "segments_reclaimed": self.segments_reclaimed,
-            "workers_start": self._describe_worker_start(),
+            "workers_start": describe_worker_start(self._forkserver),
             "metrics": self._metrics.url if self._metrics is not None else None,
             "actors": actors,
             "gateway": (
@@ -635,16 +603,6 @@ class Supervisor:
                 if self.gateway is not None and gateway_stats is not None
                 else None
             ),
-        }
-
-    def _describe_worker_start(self) -> dict[str, Any]:
-        forkserver = self._forkserver
-        if forkserver is None:
-            return {"method": "spawn", "forkserver_pid": None, "forkserver_starts": 0}
-        return {
-            "method": "forkserver",
-            "forkserver_pid": forkserver.pid,
-            "forkserver_starts": forkserver.starts,
         }
 
 

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ._config import CONFIG_SNAPSHOT_ENV, Config
 from ._linux import set_child_subreaper
@@ -253,6 +253,35 @@ class ForkServer:
                 process.kill()
                 await process.wait()
             self.pids.discard(process.pid)
+
+
+async def reimport_handlers(
+    config: Config, forkserver: ForkServer | None, on_worker_exit: Callable[[], None]
+) -> bool:
+    """Import the handler modules from disk again before a rolling restart: renew the
+    forkserver (True), or, when workers are spawned (they import from disk anyway), check
+    with a throwaway forkserver that the handlers still import (False). Raises OSError
+    when they do not, so that a broken module stops the restart before it begins."""
+    if forkserver is not None:
+        await forkserver.renew()
+        return True
+    check = ForkServer(config, on_worker_exit)
+    try:
+        await check.start()
+    finally:
+        await check.close()
+    return False
+
+
+def describe_worker_start(forkserver: ForkServer | None) -> dict[str, Any]:
+    """How the node starts workers, for ``actrhost status``."""
+    if forkserver is None:
+        return {"method": "spawn", "forkserver_pid": None, "forkserver_starts": 0}
+    return {
+        "method": "forkserver",
+        "forkserver_pid": forkserver.pid,
+        "forkserver_starts": forkserver.starts,
+    }
 
 
 def reap_orphans(ours: set[int]) -> int:

@@ -323,3 +323,23 @@ def test_restarts_use_the_config_the_node_started_with(node_factory, start_metho
 
     assert b'"target": "as started"' in run(restart_and_ask(), 20)
     assert "died" in node.log()
+
+
+def test_restart_backoff_and_window():
+    from actrhost._config import ActorConfig
+    from actrhost._ids import ActrId, ActrType, Realm
+    from actrhost._slot import BACKOFF_BASE_S, Slot
+
+    config = ActorConfig("a", ActrType("t", "A"), "m:A", max_restarts=3, restart_window_s=10)
+    slot = Slot(config, 0, ActrId(Realm(1), 1, config.type), "ipc://x")
+    # The first restart is immediate, then the delay doubles.
+    assert [slot.next_restart_delay(t) for t in (0.0, 1.0, 2.0)] == [
+        0.0,
+        BACKOFF_BASE_S,
+        2 * BACKOFF_BASE_S,
+    ]
+    assert slot.next_restart_delay(3.0) is None  # max_restarts within the window: give up
+    assert slot.restarts == 3  # a refused restart is not counted
+    # Restarts older than the window no longer count: at t=10.5 only t=1 and t=2 do.
+    assert slot.next_restart_delay(10.5) == 2 * BACKOFF_BASE_S
+    assert slot.restarts == 4
