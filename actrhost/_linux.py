@@ -1,9 +1,11 @@
 """The two ``prctl`` calls that tie a node's processes to their supervisor (Linux only;
-elsewhere they do nothing and say so by returning False)."""
+elsewhere they do nothing and say so by returning False), and how a child process tells
+that its supervisor is gone."""
 
 from __future__ import annotations
 
 import ctypes
+import os
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -29,3 +31,21 @@ def set_child_subreaper() -> bool:
     become its children: it reaps them, reads their exit codes, and they can watch it.
     """
     return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def supervisor_gone(supervisor_pid: int) -> bool:
+    """True once the supervisor is dead or dying.
+
+    getppid() alone is not enough: SIGKILL ends the supervisor's threads one by one, its
+    main thread first, and PR_SET_PDEATHSIG fires then, while we are reparented only once
+    the last thread (ZeroMQ's I/O threads, asyncio's child watchers) is gone. Meanwhile
+    the main thread is a zombie, which /proc shows.
+    """
+    if os.getppid() != supervisor_pid:
+        return True
+    try:
+        with open(f"/proc/{supervisor_pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in (b"Z", b"X")

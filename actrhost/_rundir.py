@@ -8,6 +8,7 @@ are limited to ~107 bytes, so the default root is short (``$ACTRHOST_RUN_ROOT`` 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -96,3 +97,17 @@ def write_config_snapshot(run_dir: Path, text: str) -> Path:
 def remove(run_dir: Path) -> None:
     """Remove the run dir and everything in it (at shutdown)."""
     shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def remove_orphaned_run_dir(control_endpoint: str) -> None:
+    """Remove the dead supervisor's socket file and, if we are the last out, the run dir.
+
+    Every child of the node (workers, the gateway) tries when it outlives its
+    supervisor; ``rmdir`` succeeds only for the one that leaves it empty (each one's own
+    socket file is removed by ZeroMQ when the socket closes).
+    """
+    path = Path(control_endpoint.removeprefix("ipc://"))
+    for leftover in (path, path.parent / PID_FILE, path.parent / CONFIG_SNAPSHOT):
+        leftover.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()

@@ -16,8 +16,7 @@ from typing import Any
 
 from .._config import load_node_config
 from .._errors import ConfigError
-from .._linux import set_parent_death_signal
-from ..workers._worker import supervisor_gone
+from .._linux import set_parent_death_signal, supervisor_gone
 from . import _sctp
 from ._gateway import Gateway
 from ._ice import skip_stun_parse_for_media, use_host_addresses

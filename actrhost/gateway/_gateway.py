@@ -26,7 +26,9 @@ from .._directory import ActorState, Directory
 from .._envelope import StreamFrame
 from .._errors import ActrError, NotFound, PermissionDenied, Unavailable
 from .._ids import ActrId
+from .._linux import supervisor_gone
 from .._rpc import configure_socket
+from .._rundir import remove_orphaned_run_dir
 from .._zmqloop import LoopSocket
 from ..shm import RingReader
 from ..signaling import (
@@ -37,7 +39,6 @@ from ..signaling import (
     SdpOffer,
     SignalingClient,
 )
-from ..workers._worker import remove_orphaned_run_dir, supervisor_gone
 from ._counters import GatewayCounters
 from ._ice import use_host_addresses
 from ._inbound import Inbound, _InCall, _Waiting

@@ -30,8 +30,8 @@ from typing import Any
 from setproctitle import setproctitle
 
 from .._config import load_node_config, resolve_handler
-from .._linux import set_parent_death_signal
-from ._worker import WorkerSpec, configure_logging, main, supervisor_gone
+from .._linux import set_parent_death_signal, supervisor_gone
+from ._worker import WorkerSpec, configure_logging, main
 
 log = logging.getLogger(__name__)
 

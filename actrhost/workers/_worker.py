@@ -14,7 +14,6 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import zmq
@@ -34,10 +33,10 @@ from .._errors import (
     Unavailable,
 )
 from .._ids import ActrId, ActrType, Realm
-from .._linux import set_parent_death_signal
+from .._linux import set_parent_death_signal, supervisor_gone
 from .._payload_type import PayloadType
 from .._rpc import RpcEndpoint
-from .._rundir import CONFIG_SNAPSHOT, PID_FILE
+from .._rundir import remove_orphaned_run_dir
 from .._settings import build_settings
 from .._streams import StreamReceiver, StreamSender
 from .._zmqloop import LoopSocket
@@ -550,42 +549,6 @@ class Worker:
     def unregister_stream_callback(self, kind: str, key: str) -> None:
         """Stop routing ``key``."""
         self.streams_in.unregister(kind, key)
-
-
-def supervisor_gone(supervisor_pid: int) -> bool:
-    """True once the supervisor is dead or dying.
-
-    getppid() alone is not enough: SIGKILL ends the supervisor's threads one by one, its
-    main thread first, and PR_SET_PDEATHSIG fires then, while we are reparented only once
-    the last thread (ZeroMQ's I/O threads, asyncio's child watchers) is gone. Meanwhile
-    the main thread is a zombie, which /proc shows.
-    """
-    if os.getppid() != supervisor_pid:
-        return True
-    try:
-        with open(f"/proc/{supervisor_pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state in (b"Z", b"X")
-
-
-def remove_orphaned_run_dir(control_endpoint: str) -> None:
-    """Remove the dead supervisor's socket file and, if we are the last out, the run dir.
-
-    Every worker tries; ``rmdir`` succeeds only for the one that leaves it empty (each
-    worker's own socket file is removed by ZeroMQ when the socket closes).
-    """
-    path = Path(control_endpoint.removeprefix("ipc://"))
-    for leftover in (path, path.parent / PID_FILE, path.parent / CONFIG_SNAPSHOT):
-        try:
-            leftover.unlink()
-        except FileNotFoundError:
-            pass
-    try:
-        path.parent.rmdir()
-    except OSError:
-        pass
 
 
 def configure_logging(spec: WorkerSpec, level: str) -> None:
