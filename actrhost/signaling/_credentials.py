@@ -30,7 +30,7 @@ from typing import Any
 from .._errors import ActrError, ConfigError, PermissionDenied, Unauthorized
 from .._ids import ActrId, ActrType, Realm
 
-__all__ = ["Credential", "KeyRing", "write_key_file"]
+__all__ = ["Credential", "KeyRing", "KeysLike", "load_keys", "write_key_file"]
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +220,21 @@ class KeyRing:
         if cred.actr_id != claimed:
             raise Unauthorized(f"credential belongs to {cred.actr_id}, not {claimed}")
         return cred
+
+
+KeysLike = KeyRing | Mapping[str, Any] | str | os.PathLike[str] | None
+
+
+def load_keys(keys: KeysLike) -> KeyRing:
+    """A KeyRing from a ring, a config dict, a key file path, or None (random key)."""
+    if isinstance(keys, KeyRing):
+        return keys
+    if isinstance(keys, Mapping):
+        return KeyRing.from_config(keys)
+    if keys is None:
+        log.info("no signaling keys given: using a random key; credentials end with this process")
+        return KeyRing.generate()
+    return KeyRing.from_file(keys)
 
 
 def write_key_file(path: str | os.PathLike[str], ring: KeyRing | None = None) -> KeyRing:

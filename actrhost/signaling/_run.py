@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from ._server import KeysLike, SignalingServer, load_keys
+from ._credentials import KeysLike, load_keys
+from ._server import SignalingServer
 
 __all__ = ["run_server", "serve_main"]
 

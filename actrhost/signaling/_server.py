@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -36,7 +36,7 @@ from .._ids import ActrId, ActrType, Realm
 from . import _wire as wire
 from ._acl import acl_allows
 from ._connection import Connection
-from ._credentials import KeyRing
+from ._credentials import KeysLike, load_keys
 from ._presence import ActorEntry, Registry, SerialAllocator
 from ._ranking import (
     AVAILABILITY,
@@ -49,7 +49,7 @@ from ._ranking import (
 from ._tls import server_context
 from ._types import Availability
 
-__all__ = ["SignalingServer", "load_keys", "parse_listen"]
+__all__ = ["SignalingServer"]
 
 log = logging.getLogger(__name__)
 
@@ -68,20 +68,6 @@ _RANKING_NAMES = {
     wire.RANKING_AVAILABILITY: AVAILABILITY,
     wire.RANKING_BACKLOG: MAILBOX_BACKLOG,
 }
-
-KeysLike = KeyRing | Mapping[str, Any] | str | os.PathLike[str] | None
-
-
-def load_keys(keys: KeysLike) -> KeyRing:
-    """A KeyRing from a ring, a config dict, a key file path, or None (random key)."""
-    if isinstance(keys, KeyRing):
-        return keys
-    if isinstance(keys, Mapping):
-        return KeyRing.from_config(keys)
-    if keys is None:
-        log.info("no signaling keys given: using a random key; credentials end with this process")
-        return KeyRing.generate()
-    return KeyRing.from_file(keys)
 
 
 class SignalingServer:
