@@ -260,7 +260,8 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
-    """Rolling restart of a running node's actors, with their code imported again."""
+    """Rolling restart of a running node's actors, with their code imported and their
+    config tables read again."""
     from ._shell import connect
 
     started = time.monotonic()
@@ -378,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     restart = sub.add_parser(
         "restart",
-        help="rolling restart: import the handler code again, restart instances one by one",
+        help="rolling restart: new handler code and actor settings, one instance at a time",
     )
     restart.add_argument(
         "config", help="config of the running node (or its ipc:// control endpoint)"

@@ -441,10 +441,12 @@ class Shell:
         """Rolling restart of the actors ``names`` (every actor when none is given): a
         fresh import of the handler modules, then each instance in turn stopped gracefully
         and started again, the next one once it runs. Returns the instances restarted
-        (``["echo#0", "echo#1"]``). Raises ``NotFound`` for an unknown name,
-        ``Unavailable`` while another restart runs, ``HandlerError`` when the modules do
-        not import (nothing restarted) or an instance does not come back (the rest not
-        restarted). The config stays the one the node started with."""
+        (``["echo#0", "echo#1"]``). The node's config file is read again first: the
+        restarted actors' own tables may have changed (docs/node.md, "Supervision").
+        Raises ``NotFound`` for an unknown name, ``Unavailable`` while another restart
+        runs, ``BadRequest`` for a config that does not check or an edit a restart cannot
+        apply, ``HandlerError`` when the modules do not import (in each case nothing is
+        restarted) or an instance does not come back (the rest not restarted)."""
         self._check_open()
         answer = await self._request(control.RESTART, timeout, actors=list(names))
         if "error" in answer:

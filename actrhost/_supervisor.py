@@ -25,6 +25,7 @@ from ._directory import ActorState
 from ._gateway_process import GatewayProcess
 from ._ids import ActrId, Realm
 from ._metrics import MetricsServer
+from ._reload import read_edited_config
 from ._slot import RestartRefused, Slot, describe_exit
 from ._streams import unlink_rings_of
 from ._worker_start import (
@@ -356,8 +357,9 @@ class Supervisor:
     async def restart_actors(self, names: list[str]) -> list[str]:
         """Restart the instances of the actors ``names`` (all when empty) one at a time,
         each as a graceful stop and a start, waiting until it runs before the next; return
-        their labels. First a fresh forkserver imports the handler modules from disk: if
-        they do not import, nothing is restarted. Raises ``RestartRefused``."""
+        their labels. First the config file is read again (``_reload``: the restarted
+        actors' tables may change), then a fresh forkserver imports the handler modules
+        from disk: if either fails, nothing is restarted. Raises ``RestartRefused``."""
         if self._restarting or self._stopping:
             raise RestartRefused(503, "a restart is under way, or the node is stopping")
         unknown = sorted(set(names) - {s.config.name for s in self._slots})
@@ -365,9 +367,15 @@ class Supervisor:
             raise RestartRefused(404, f"no actor named {', '.join(map(repr, unknown))}")
         self._restarting = True
         try:
+            current = self.config
+            edited = await read_edited_config(current, names)
+            if edited is not None:
+                self._use_config(edited)
             try:
                 renewed = await reimport_handlers(self.config, self._forkserver, self._reap_orphans)
             except OSError as exc:
+                if edited is not None:
+                    self._use_config(current)
                 raise RestartRefused(500, f"nothing restarted: {exc}") from None
             if renewed:
                 log.info(
@@ -379,6 +387,15 @@ class Supervisor:
             return [slot.label for slot in slots]
         finally:
             self._restarting = False
+
+    def _use_config(self, config: Config) -> None:
+        """Switch to ``config`` (checked by ``_reload``: only actor tables differ): the
+        snapshot that workers and the forkserver read, and each slot's actor table."""
+        rundir.write_config_snapshot(self.run_dir, config.text)
+        self.config = config
+        for slot in self._slots:
+            slot.config = config.actor(slot.config.name)
+        log.info("node %r: config %s read again", config.node.name, config.path)
 
     async def _restart_one(self, slot: Slot) -> None:
         old_pid = slot.pid

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import textwrap
 
 import pytest
@@ -155,3 +157,115 @@ def test_restart_revives_an_actor_the_supervisor_gave_up_on(node_factory, start_
     assert result.returncode == 0, result.stderr
     node.wait_running()
     assert versions(node, 1) == {b"v2"}
+
+
+SETTINGS_HANDLER = """
+from actrhost import Actor, rpc
+
+class Versioned(Actor):
+    @rpc("test.Versioned.Version")
+    async def version(self, ctx, request: bytes) -> bytes:
+        return self.settings["version"].encode()
+"""
+
+
+def test_restart_takes_the_edited_settings_of_the_actors_it_restarts(versioned_node):
+    """New code that needs a new setting: both arrive with one restart."""
+    node, module = versioned_node
+    other_pid = pids(node, "other")
+    module.write_text(SETTINGS_HANDLER)
+    text = node.config_path.read_text()
+    node.config_path.write_text(
+        text.replace("instances = 2\n", 'instances = 2\n[actor.settings]\nversion = "v2"\n')
+    )
+    result = cli("restart", str(node.config_path), "versioned")
+    assert result.returncode == 0, result.stderr
+    assert versions(node) == {b"v2"}
+    assert pids(node, "other") == other_pid
+    assert "config " in node.log() and " read again" in node.log()
+    # A crash restart afterwards starts from the edited config too (the node's snapshot).
+    victim = pids(node, "versioned")["versioned#0"]
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: victim not in pids(node, "versioned").values(), 20, "a new versioned#0")
+    node.wait_running()
+    assert versions(node) == {b"v2"}
+
+
+def test_restart_refuses_config_edits_it_cannot_apply(versioned_node):
+    node, _ = versioned_node
+    before = {i.actr_id: i.pid for i in node.actors()}
+    original = node.config_path.read_text()
+    edits = {
+        "instances = 2\n": "instances = 3\n",  # versioned: instances
+        'handler = "actors:Echo"\n': 'handler = "actors:Echo"\nmax_concurrency = 8\n',  # other
+    }
+    edited = original
+    for old, new in edits.items():
+        edited = edited.replace(old, new)
+    node.config_path.write_text(edited)
+    result = cli("restart", str(node.config_path), "versioned")
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"actrhost: restart: nothing restarted: {node.config_path}: "
+        "actor 'versioned': instances changed (2 -> 3); "
+        "actor 'other' changed but is not restarted: "
+        "a rolling restart cannot apply this, restart the node (or undo the edit)\n"
+    )
+    # A file that does not parse is refused too, naming the file.
+    node.config_path.write_text(original + "\n[[actor\n")
+    result = cli("restart", f"ipc://{node.run_dir / 'control.sock'}", "versioned")
+    assert result.returncode == 1
+    assert "nothing restarted: config error: " in result.stderr
+    assert str(node.config_path) in result.stderr
+    node.config_path.write_text(original)
+    assert {i.actr_id: i.pid for i in node.actors()} == before
+    assert versions(node) == {b"v1"}
+    # Undone, the restart goes through.
+    assert cli("restart", str(node.config_path)).returncode == 0
+
+
+def test_which_config_edits_a_restart_can_apply(tmp_path):
+    from actrhost._config import load_config
+    from actrhost._reload import unappliable_changes
+
+    base = """
+        [node]
+        name = "n"
+        {node}
+        [signaling]
+        url = "ws://127.0.0.1:1"
+
+        [[actor]]
+        name = "a"
+        type = "t+A"
+        handler = "m:A"
+        {actor}
+
+        [[actor]]
+        name = "{second}"
+        type = "t+B"
+        handler = "m:B"
+        """
+
+    def config(node: str = "", actor: str = "", second: str = "b"):
+        text = textwrap.dedent(base).format(node=node, actor=actor, second=second)
+        return load_config(tmp_path / "n.toml", data=text.encode())
+
+    current = config()
+    # The restarted actor's own table may change, except what the gateway registered.
+    assert unappliable_changes(current, config(actor="max_concurrency = 3"), ["a"]) == []
+    assert unappliable_changes(current, config(actor="[actor.settings]\nx = 1"), []) == []
+    assert unappliable_changes(current, config(actor="max_concurrency = 3"), ["b"]) == [
+        "actor 'a' changed but is not restarted"
+    ]
+    acl = '[[actor.acl]]\npermission = "allow"\ntypes = ["t+B"]'
+    assert unappliable_changes(current, config(actor=acl), ["a"]) == [
+        "actor 'a': acl changed on a node with signaling"
+    ]
+    assert unappliable_changes(current, config(node="shutdown_grace_s = 1"), []) == [
+        "[node] changed"
+    ]
+    assert unappliable_changes(current, config(second="c"), []) == [
+        "actor(s) added: c",
+        "actor(s) removed: b",
+    ]
