@@ -15,6 +15,14 @@ one round of questions), and renders the answer in Prometheus' text exposition f
 - the gateway, when the node has one: its counters, and per remote node (label
   ``remote_node``) whether it is connected and the traffic per ``lane``.
 
+Beside it, for orchestrators (a Kubernetes probe, a load balancer's health check), two
+answers from the supervisor's own state, without asking any worker (:func:`health`):
+
+- ``GET /healthz``: 200 unless the supervisor gave up on an instance (``failed``: only a
+  restart brings it back), 503 naming them;
+- ``GET /readyz``: 200 when every actor has an instance running (or all of its instances
+  finished cleanly) and the gateway, if the node has one, runs; 503 naming what does not.
+
 The HTTP side is deliberately tiny (one request per connection, a bounded request head,
 a timeout, at most ``MAX_CONNECTIONS`` at once): it is meant for a Prometheus server or
 ``curl``, on loopback or a trusted network, not as a web server.
@@ -312,15 +320,40 @@ def _escape_help(value: str) -> str:
 # -- the HTTP endpoint ------------------------------------------------------------------
 
 
+def health(directory: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """What ``/healthz`` and ``/readyz`` report from the supervisor's directory snapshot:
+    the instances given up on, and what keeps the node from being ready (empty: fine)."""
+    failed = []
+    by_actor: dict[str, list[str]] = {}
+    for actor in directory.get("actors", []):
+        by_actor.setdefault(actor["name"], []).append(actor["state"])
+        if actor["state"] == "failed":
+            failed.append(f"{actor['name']}#{actor['index']} failed")
+    not_ready = []
+    for name, states in by_actor.items():
+        if "running" not in states and set(states) != {"stopped"}:
+            not_ready.append(f"{name}: {', '.join(sorted(set(states)))}")
+    if directory.get("gateway") is not None and directory.get("gateway_pid") is None:
+        not_ready.append("gateway: not running")
+    return failed, not_ready
+
+
 class MetricsServer:
-    """Serves ``GET /metrics`` on ``listen`` with the page rendered from ``collect()``.
+    """Serves ``GET /metrics`` on ``listen`` with the page rendered from ``collect()``,
+    and ``/healthz``, ``/readyz`` from ``directory()`` (see :func:`health`).
 
     Concurrent scrapes share one ``collect()``: a burst of scrapers asks the workers once.
     """
 
-    def __init__(self, listen: str, collect: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+    def __init__(
+        self,
+        listen: str,
+        collect: Callable[[], Awaitable[dict[str, Any]]],
+        directory: Callable[[], dict[str, Any]],
+    ) -> None:
         self.listen = listen
         self._collect = collect
+        self._directory = directory
         self._server: asyncio.Server | None = None
         self._inflight: asyncio.Future[str] | None = None
         self._writers: set[asyncio.StreamWriter] = set()  # open connections, closed on close()
@@ -406,6 +439,12 @@ class MetricsServer:
             except Exception:
                 log.exception("metrics: collecting the node's counters failed")
                 return "500 Internal Server Error", "collecting failed\n", "text/plain"
+        if path in ("/healthz", "/readyz"):
+            failed, not_ready = health(self._directory())
+            problems = failed if path == "/healthz" else not_ready
+            if problems:
+                return "503 Service Unavailable", "".join(f"{p}\n" for p in problems), "text/plain"
+            return "200 OK", "ok\n", "text/plain"
         if path == "/":
-            return "200 OK", "actrhost node metrics: GET /metrics\n", "text/plain"
-        return "404 Not Found", "not found: try /metrics\n", "text/plain"
+            return "200 OK", "actrhost node: GET /metrics, /healthz, /readyz\n", "text/plain"
+        return "404 Not Found", "not found: try /metrics, /healthz, /readyz\n", "text/plain"

@@ -182,7 +182,7 @@ class Supervisor:
 
     async def _start_metrics(self, stack: contextlib.AsyncExitStack, listen: str) -> None:
         """Serve ``GET /metrics`` (``_metrics.py``) until the node stops."""
-        metrics = MetricsServer(listen, self.collect_status)
+        metrics = MetricsServer(listen, self.collect_status, self.snapshot)
         try:
             await metrics.start()
         except OSError as exc:

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import actrhost
 from actrhost._histogram import Histogram
-from actrhost._metrics import CONTENT_TYPE, MAX_CONNECTIONS, render_metrics
+from actrhost._metrics import CONTENT_TYPE, MAX_CONNECTIONS, health, render_metrics
 
 from .utils import REPO, Node, children_of, run, wait_until
 from .utils import actrhost_command as cli
@@ -53,11 +53,16 @@ def total(samples: dict, name: str, **labels: str) -> float:
 
 
 def http(url: str, data: bytes | None = None) -> int:
+    return http_answer(url, data)[0]
+
+
+def http_answer(url: str, data: bytes | None = None) -> tuple[int, str]:
+    """Status code and body of one request."""
     try:
         with urllib.request.urlopen(url, data=data, timeout=10) as response:
-            return int(response.status)
+            return int(response.status), response.read().decode()
     except urllib.error.HTTPError as exc:
-        return exc.code
+        return exc.code, exc.read().decode()
 
 
 def test_metrics_page_counts_calls_errors_and_times_per_route(node_factory):
@@ -284,3 +289,52 @@ def test_route_timings_off_keeps_the_counts_and_drops_the_histograms(node_factor
     status = cli("status", str(node.config_path))
     row = next(line.split() for line in status.stdout.splitlines() if "test.Echo.Say" in line)
     assert row == ["echo", "test.Echo.Say", "3", "0", "0", "0", "-", "-", "-", "-"]
+
+
+def test_health_and_readiness_probes(node_factory):
+    node = node_factory(
+        ECHO
+        + """
+        [[actor]]
+        name = "crash"
+        type = "test+Crash"
+        handler = "actors:CrashOnStart"
+        max_restarts = 1
+        """,
+        METRICS,
+        start=False,
+    ).spawn()
+    wait_until(lambda: (node.run_dir / "control.sock").exists(), 20, "the node's control socket")
+    root = node.status()["metrics"].removesuffix("metrics")
+    wait_until(lambda: http(root + "healthz") == 503, 20, "the supervisor to give up on crash")
+    assert http_answer(root + "healthz") == (503, "crash#0 failed\n")
+    assert http_answer(root + "readyz") == (503, "crash: failed\n")
+    assert http_answer(root) == (200, "actrhost node: GET /metrics, /healthz, /readyz\n")
+    node.process.terminate()  # a node whose actor failed never reports ready: stop it here
+    node.process.wait(20)
+
+
+def test_a_node_that_runs_is_healthy_and_ready(node_factory):
+    node = node_factory(ECHO, METRICS)
+    root = node.status()["metrics"].removesuffix("metrics")
+    assert http_answer(root + "healthz") == (200, "ok\n")
+    assert http_answer(root + "readyz") == (200, "ok\n")
+
+
+def test_readiness_needs_one_running_instance_per_actor_and_the_gateway():
+    def directory(*states: tuple[str, str], gateway_pid: int | None = 1) -> dict:
+        actors = [{"name": n, "index": i, "state": s} for i, (n, s) in enumerate(states)]
+        return {"actors": actors, "gateway": "ipc://g", "gateway_pid": gateway_pid}
+
+    # One instance of two restarting is enough; an actor that finished cleanly is too.
+    assert health(directory(("a", "running"), ("a", "starting"), ("b", "stopped"))) == ([], [])
+    assert health(directory(("a", "starting"), ("a", "dead"), ("b", "stopping"))) == (
+        [],
+        ["a: dead, starting", "b: stopping"],
+    )
+    assert health(directory(("a", "running"), ("a", "failed"), gateway_pid=None)) == (
+        ["a#1 failed"],
+        ["gateway: not running"],
+    )
+    no_gateway = {"actors": [{"name": "a", "index": 0, "state": "running"}], "gateway": None}
+    assert health(no_gateway) == ([], [])
