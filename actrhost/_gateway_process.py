@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import os
-import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +22,7 @@ from . import _control as control
 from ._config import Config
 from ._directory import ActorState
 from ._ids import ActrId
+from ._rundir import NODE_IDENTITY
 from ._worker_start import child_environment
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,8 @@ class GatewayProcess:
     ) -> None:
         self.config = config
         self.endpoint = f"ipc://{run_dir / 'gateway.sock'}"
-        self.node_id = secrets.token_hex(8)
+        self.identity_path = run_dir / NODE_IDENTITY
+        self.node_id = ""  # derived from the node's certificate, made by start()
         self.state = ActorState.STARTING
         self.pid: int | None = None
         self.restarts = 0
@@ -68,6 +69,10 @@ class GatewayProcess:
     async def start(self, signaling_url: str) -> dict[tuple[str, int], ActrId]:
         """Spawn the gateway; return the ActrId signaling gave each (name, index)."""
         self.signaling_url = signaling_url
+        from .gateway._identity import create_identity  # cryptography: only with signaling
+
+        # In a thread: importing cryptography and making the key take ≈ 70 ms.
+        self.node_id = await asyncio.to_thread(create_identity, self.identity_path)
         self._registered = asyncio.get_running_loop().create_future()
         await self._spawn()
         try:
@@ -86,7 +91,7 @@ class GatewayProcess:
             "endpoint": self.endpoint,
             "control_endpoint": self._control_endpoint,
             "supervisor_pid": os.getpid(),
-            "node_id": self.node_id,
+            "identity_path": str(self.identity_path),
             "instances": [
                 {
                     "name": name,

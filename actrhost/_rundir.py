@@ -27,6 +27,8 @@ PID_FILE = "supervisor.pid"
 #: The config file as the node started with it; its children read this, not the file,
 #: so an edit of the file while the node runs cannot change (or break) a restart.
 CONFIG_SNAPSHOT = "config.toml"
+#: The node's DTLS key and certificate, from which its node id derives (gateway/_identity.py).
+NODE_IDENTITY = "node-identity.pem"
 
 
 class NodeAlreadyRunning(RuntimeError):
@@ -107,7 +109,10 @@ def remove_orphaned_run_dir(control_endpoint: str) -> None:
     socket file is removed by ZeroMQ when the socket closes).
     """
     path = Path(control_endpoint.removeprefix("ipc://"))
-    for leftover in (path, path.parent / PID_FILE, path.parent / CONFIG_SNAPSHOT):
+    for leftover in (
+        path,
+        *(path.parent / name for name in (PID_FILE, CONFIG_SNAPSHOT, NODE_IDENTITY)),
+    ):
         leftover.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         path.parent.rmdir()

@@ -37,6 +37,7 @@ def _drops(stats: dict[str, Any]) -> int:
 _GATEWAY_TROUBLE = (
     "failed_calls",
     "unintroduced_sources",
+    "unproven_sdp",
     "bad_relays",
     "malformed_local",
     "undeliverable",

@@ -16,11 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import hashes
 
 from actrhost import PermissionDenied
 from actrhost._ids import ActrId, ActrType, Realm
+from actrhost.gateway._identity import create_identity, load_identity
 from actrhost.gateway._testing import HarnessNode, LoopRunner, start_nodes
 from actrhost.gateway._trust import INTRODUCE_WAIT_S
+from actrhost.signaling import SdpAnswer, SdpOffer, SignalingClient
 from actrhost.signaling._testing import ServerProcess
 
 VAULT_ACL = '[[actor.acl]]\npermission = "allow"\ntypes = ["t+Client"]\n'
@@ -181,3 +184,47 @@ def test_an_introduction_is_relayed_only_to_an_actor_of_the_asking_node() -> Non
     for bad in ({"op": "introduce"}, {"op": "introduce", "source": 7, "target": [1]}):
         gateway._introduce(pc, bad)
     assert len(spawned) == 1 and pc.counters.malformed == 3
+
+
+def test_an_offer_in_another_nodes_name_is_refused(nodes: Nodes, tmp_path: Path) -> None:
+    """An actor of the realm relays an SDP offer that names node A as its sender: node B
+    must not take it for node A starting over (drop the real link, connect to the
+    impostor), because the offer does not carry node A's certificate."""
+    a, b, run = nodes.a, nodes.b, nodes.runner.run
+    assert run(a.call("client", b.ids["echo"], "echo", b"link up")) == b"link up"
+    before = run(b.stats())
+    connects = before["remote_nodes"][a.node_id]["connects"]
+    # The impostor's certificate, in an SDP as aiortc writes one (offer and answer).
+    create_identity(tmp_path / "mallory.pem")
+    _key, cert = load_identity(tmp_path / "mallory.pem")
+    digest = cert.fingerprint(hashes.SHA256()).hex().upper()
+    fingerprint = ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
+    sdp = (
+        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+        "m=application 9 DTLS/SCTP 5000\r\nc=IN IP4 127.0.0.1\r\n"
+        f"a=fingerprint:sha-256 {fingerprint}\r\na=setup:actpass\r\n"
+    )
+
+    async def forge() -> None:
+        async with SignalingClient(a.signaling_url) as client:
+            mallory = await client.register("t+Mallory", 1)
+            await mallory.relay(
+                b.ids["echo"], SdpOffer(sdp), session_id=f"pc|{a.node_id}|{b.node_id}|f00d"
+            )
+            await mallory.relay(  # an answer to an offer of B's it never saw
+                b.ids["echo"], SdpAnswer(sdp), session_id=f"pc|{b.node_id}|{a.node_id}|f00d"
+            )
+
+    async def refused() -> dict:
+        deadline = time.monotonic() + 10
+        while (stats := await b.stats())["unproven_sdp"] < before["unproven_sdp"] + 2:
+            assert time.monotonic() < deadline, "the forged offer and answer were not refused"
+            await asyncio.sleep(0.05)
+        return stats
+
+    run(forge())
+    after = run(refused())
+    assert after["remote_nodes"][a.node_id]["state"] == "connected"
+    assert after["remote_nodes"][a.node_id]["connects"] == connects  # the real link stayed
+    assert "is not that node's" in b.log_text()
+    assert run(a.call("client", b.ids["echo"], "echo", b"still A")) == b"still A"

@@ -22,3 +22,6 @@ class GatewayCounters:
     #: Frames from another node with a source id that node never introduced through
     #: signaling (forged, or from before a restart of ours): refused.
     unintroduced_sources: int = 0
+    #: Offers and answers in the name of a node whose certificate they do not carry
+    #: (forged, _identity.py): refused.
+    unproven_sdp: int = 0

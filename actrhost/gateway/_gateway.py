@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from aiortc import RTCCertificate
 
 from .. import _control as control
 from .._config import Config
@@ -41,6 +42,7 @@ from ..signaling import (
 )
 from ._counters import GatewayCounters
 from ._ice import use_host_addresses
+from ._identity import load_identity, node_id_of, sdp_proves_node
 from ._inbound import Inbound, _InCall, _Waiting
 from ._outbound import Outbound, _Locate, _OutCall
 from ._peer import Callbacks, PeerConnection
@@ -66,7 +68,10 @@ class Gateway(Outbound, Inbound):
         # What ICE offers as host candidates (stats): the config's, else picked once
         # signaling is reached (_pick_host_address).
         self.ice_host_addresses = list(config.webrtc.ice_host_addresses)
-        self.node_id = spec.node_id
+        # Our peer connections' certificate, and the node id it proves (_identity.py).
+        key, cert = load_identity(Path(spec.identity_path))
+        self.certificate = RTCCertificate(key, cert)
+        self.node_id = node_id_of(cert)
         webrtc = config.webrtc
         overrides: dict[str, Any] = {
             "connect_timeout_s": webrtc.connect_timeout_s,
@@ -95,7 +100,7 @@ class Gateway(Outbound, Inbound):
         )
         ctl = self._zctx.socket(zmq.DEALER)
         ctl.setsockopt(zmq.LINGER, 1000)
-        ctl.setsockopt(zmq.ROUTING_ID, b"g:" + spec.node_id.encode())
+        ctl.setsockopt(zmq.ROUTING_ID, b"g:" + self.node_id.encode())
         ctl.connect(spec.control_endpoint)
         self._control = LoopSocket(ctl, self._on_control, "gateway control")
         self._dealers: dict[str, LoopSocket] = {}
@@ -409,6 +414,7 @@ class Gateway(Outbound, Inbound):
                 node_id,
                 webrtc=self.config.webrtc,
                 tuning=self.tuning,
+                certificate=self.certificate,
                 callbacks=self._callbacks,
                 relay=self._relay_to_node,
                 on_state=self._on_node_state,
@@ -510,13 +516,33 @@ class Gateway(Outbound, Inbound):
                 reg = self._regs[message.target]
                 self._spawn(self._relay_quietly(reg, message.source, RoleNegotiation(), reply))
         elif kind == "pc" and isinstance(payload, SdpOffer) and second == self.node_id:
-            node = self._learn(message.source, first, message.target)
-            self._spawn(node.on_offer(payload.sdp, message.session_id))
+            if self._proves(payload.sdp, first, message.source):
+                node = self._learn(message.source, first, message.target)
+                self._spawn(node.on_offer(payload.sdp, message.session_id))
         elif kind == "pc" and isinstance(payload, SdpAnswer) and first == self.node_id:
-            node = self._learn(message.source, second, message.target)
-            self._spawn(node.on_answer(payload.sdp, message.session_id))
+            if self._proves(payload.sdp, second, message.source):
+                node = self._learn(message.source, second, message.target)
+                self._spawn(node.on_answer(payload.sdp, message.session_id))
         else:
             self.counters.bad_relays += 1
+
+    def _proves(self, sdp: str, node_id: str, source: ActrId) -> bool:
+        """Whether an offer or answer in the name of ``node_id`` carries that node's
+        certificate (``_identity.py``); if not, it is refused before it can touch the
+        connection to the real node."""
+        if sdp_proves_node(sdp, node_id):
+            return True
+        self.counters.unproven_sdp += 1
+        if self.counters.unproven_sdp <= 5 or self.counters.unproven_sdp % 100 == 0:
+            log.warning(
+                "%r: refused an SDP from %s in the name of node %s: its certificate is "
+                "not that node's (%d so far)",
+                self,
+                source,
+                node_id,
+                self.counters.unproven_sdp,
+            )
+        return False
 
     async def _relay_quietly(self, reg: Any, target: ActrId, payload: Any, session: str) -> None:
         try:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCCertificate, RTCPeerConnection, RTCSessionDescription
 
 from .._config import WebrtcConfig
 from .._envelope import StreamFrame
@@ -36,6 +36,20 @@ log = logging.getLogger(__name__)
 
 _ACK_EVERY_BYTES = 1024 * 1024
 _ACK_DELAY_S = 0.01
+
+
+def use_certificate(pc: RTCPeerConnection, certificate: RTCCertificate) -> None:
+    """Make ``pc`` use the node's certificate instead of the one aiortc made for it.
+
+    aiortc has no option for it (the browser API's ``certificates`` is not implemented):
+    it keeps its list in a private attribute, set in the constructor and read when the
+    DTLS transport is made. Checked, so that another aiortc version fails loudly here
+    instead of silently using a certificate that does not prove our node id.
+    """
+    attribute = "_RTCPeerConnection__certificates"
+    if not isinstance(getattr(pc, attribute, None), list):
+        raise RuntimeError(f"this aiortc version has no {attribute}: cannot set our certificate")
+    setattr(pc, attribute, [certificate])
 
 
 FrameCallback = Callable[["PeerConnection", int, bytes], None]
@@ -76,6 +90,7 @@ class PeerConnection(Sending):
         tuning: Tuning,
         counters: LinkCounters,
         callbacks: Callbacks,
+        certificate: RTCCertificate | None = None,
     ) -> None:
         self.remote_node = remote_node
         self.session_id = session_id
@@ -84,6 +99,8 @@ class PeerConnection(Sending):
         #: owner reports on as a whole).
         self.quiet = False
         self._webrtc = webrtc
+        #: The node's certificate (its node id derives from it); None: aiortc makes one.
+        self._certificate = certificate
         self.tuning = tuning
         self.counters = counters
         self._cb = callbacks
@@ -137,6 +154,8 @@ class PeerConnection(Sending):
 
     def _new_pc(self) -> RTCPeerConnection:
         pc = RTCPeerConnection(configuration=rtc_configuration(self._webrtc))
+        if self._certificate is not None:
+            use_certificate(pc, self._certificate)
         pc.on("connectionstatechange", self._on_pc_state)
         pc.on("track", self.media_receiver.add_track)
         self._pc = pc

@@ -25,6 +25,8 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aiortc import RTCCertificate
+
 from .._config import WebrtcConfig
 from .._errors import ActrError
 from .._ids import ActrId
@@ -73,6 +75,7 @@ class RemoteNode:
         tuning: Tuning,
         callbacks: Callbacks,
         relay: Relay,
+        certificate: RTCCertificate | None = None,
         on_state: Callable[[RemoteNode, PeerConnection, LinkState, str], None],
         on_given_up: Callable[[RemoteNode], None],
     ) -> None:
@@ -80,6 +83,7 @@ class RemoteNode:
         self.node_id = node_id
         self._webrtc = webrtc
         self._tuning = tuning
+        self._certificate = certificate
         self._relay = relay
         self._on_state = on_state
         self._on_given_up = on_given_up
@@ -150,6 +154,7 @@ class RemoteNode:
             tuning=self._tuning,
             counters=self.counters,
             callbacks=self._callbacks,
+            certificate=self._certificate,
         )
         pc.quiet = self._reconnecting  # the reconnect loop reports on its attempts
         self.pc = pc

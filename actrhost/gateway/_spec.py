@@ -2,7 +2,8 @@
 
 The spec is JSON in the environment variable :data:`SPEC_ENV` (docs/gateway.md):
 ``config_path``, ``signaling_url``, ``endpoint`` (the ipc ROUTER the gateway binds),
-``control_endpoint`` (the supervisor's control ROUTER), ``supervisor_pid``, ``node_id``,
+``control_endpoint`` (the supervisor's control ROUTER), ``supervisor_pid``, ``identity_path``
+(the node's key and certificate, ``_identity.py``),
 ``instances`` [{``name``, ``index``, ``type``, ``previous_id``, ``previous_credential_hex``}]
 and, optionally, ``tuning`` (overrides of :class:`~._peer.Tuning`, for tests).
 """
@@ -41,7 +42,7 @@ class GatewaySpec:
     endpoint: str
     control_endpoint: str
     supervisor_pid: int
-    node_id: str
+    identity_path: str
     instances: tuple[InstanceSpec, ...]
     tuning: dict[str, float]
 
@@ -65,16 +66,13 @@ class GatewaySpec:
             unknown = set(tuning) - known
             if unknown:
                 raise ValueError(f"unknown tuning keys {sorted(unknown)}")
-            node_id = str(raw["node_id"])
-            if not node_id or "|" in node_id:
-                raise ValueError("node_id must be non-empty and contain no '|'")
             return cls(
                 config_path=str(raw["config_path"]),
                 signaling_url=str(raw["signaling_url"]),
                 endpoint=str(raw["endpoint"]),
                 control_endpoint=str(raw["control_endpoint"]),
                 supervisor_pid=int(raw["supervisor_pid"]),
-                node_id=node_id,
+                identity_path=str(raw["identity_path"]),
                 instances=instances,
                 tuning=tuning,
             )

@@ -39,6 +39,7 @@ from .._payload_type import PayloadType
 from .._rpc import RpcEndpoint
 from .._zmqloop import LoopSocket
 from ..shm import decode_array_meta, encode_array_meta
+from ._identity import create_identity
 from ._spec import SPEC_ENV
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
@@ -177,7 +178,8 @@ class HarnessNode:
         self.hwm = hwm
         self.log_level = log_level
         self.extra_env = dict(env or {})
-        self.node_id = os.urandom(6).hex()
+        self.identity_path = self._sock_dir / "node-identity.pem"
+        self.node_id = create_identity(self.identity_path)
         self.config_path = folder / "node.toml"
         # An actor is (name, type) or (name, type, extra TOML for its table, e.g. ACL rules).
         actor_toml = "".join(
@@ -245,7 +247,7 @@ class HarnessNode:
             "endpoint": self.gateway_endpoint,
             "control_endpoint": self.control_endpoint,
             "supervisor_pid": os.getpid(),
-            "node_id": self.node_id,
+            "identity_path": str(self.identity_path),
             "instances": [
                 {
                     "name": n,
