@@ -80,6 +80,7 @@ class Supervisor:
         self._subreaper = False  # we adopt orphaned descendants (and must reap them)
         self._state_changed = asyncio.Event()  # set, then replaced, at every state change
         self._restarting = False  # a rolling restart is under way
+        self._checking_config = False  # a rolling restart's `actrhost check` runs
         # Random serial base: ids from two nodes (or two runs) do not collide.
         base = secrets.randbits(40) << 8
         for actor in config.actors:
@@ -165,7 +166,11 @@ class Supervisor:
         """As a subreaper we inherit every orphaned descendant (say, a process an actor
         started and then left behind when it died): reap them, or they stay zombies."""
         forkserver = self._forkserver
-        if not self._subreaper or (forkserver is not None and forkserver.forking):
+        if (
+            not self._subreaper
+            or self._checking_config
+            or (forkserver is not None and forkserver.forking)
+        ):
             return  # a worker forked just now may not be known yet: the next pass reaps
         ours = {
             s.process.pid
@@ -368,15 +373,25 @@ class Supervisor:
         self._restarting = True
         try:
             current = self.config
-            edited = await read_edited_config(current, names)
-            if edited is not None:
-                self._use_config(edited)
+            # Children the reaper does not know start here (`actrhost check`, a throwaway or
+            # a new forkserver): it must not reap them (asyncio would then see exit code
+            # 255), so orphans wait until this part is done.
+            self._checking_config = True
             try:
-                renewed = await reimport_handlers(self.config, self._forkserver, self._reap_orphans)
-            except OSError as exc:
+                edited = await read_edited_config(current, names)
                 if edited is not None:
-                    self._use_config(current)
-                raise RestartRefused(500, f"nothing restarted: {exc}") from None
+                    self._use_config(edited)
+                try:
+                    renewed = await reimport_handlers(
+                        self.config, self._forkserver, self._reap_orphans
+                    )
+                except OSError as exc:
+                    if edited is not None:
+                        self._use_config(current)
+                    raise RestartRefused(500, f"nothing restarted: {exc}") from None
+            finally:
+                self._checking_config = False
+                self._reap_orphans()
             if renewed:
                 log.info(
                     "node %r: forkserver renewed, handlers imported again", self.config.node.name
