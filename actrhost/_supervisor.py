@@ -80,7 +80,7 @@ class Supervisor:
         self._subreaper = False  # we adopt orphaned descendants (and must reap them)
         self._state_changed = asyncio.Event()  # set, then replaced, at every state change
         self._restarting = False  # a rolling restart is under way
-        self._checking_config = False  # a rolling restart's `actrhost check` runs
+        self._checking_config = False  # a rolling restart starts helpers the reaper must leave
         # Random serial base: ids from two nodes (or two runs) do not collide.
         base = secrets.randbits(40) << 8
         for actor in config.actors:
