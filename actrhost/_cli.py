@@ -268,7 +268,15 @@ def cmd_restart(args: argparse.Namespace) -> int:
 
     async def run() -> list[str]:
         async with connect(args.config) as shell:
+            if args.gateway:
+                await shell.restart_gateway(timeout=args.timeout)
+                return ["gateway"]
             return await shell.restart_actors(*args.actors, timeout=args.timeout)
+
+    if args.gateway and args.actors:
+        return _fail(
+            "restart: --gateway restarts the gateway only: give no actor names", EXIT_USAGE
+        )
 
     try:
         restarted = asyncio.run(run())
@@ -385,6 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
         "config", help="config of the running node (or its ipc:// control endpoint)"
     )
     restart.add_argument("actors", nargs="*", help="actor names to restart (default: all)")
+    restart.add_argument(
+        "--gateway",
+        action="store_true",
+        help="restart the gateway only (edited [webrtc] settings, new TURN credentials)",
+    )
     restart.add_argument(
         "--timeout", type=float, default=600.0, help="seconds to wait at most (default 600)"
     )

@@ -30,7 +30,8 @@ ATTACH = "attach"  # {endpoint, routes}: subscribe to directory updates, serve r
 DETACH = "detach"
 STATUS = "status"  # per-actor state and counters
 SHUTDOWN = "shutdown"  # stop the node (what SIGTERM does)
-RESTART = "restart"  # {actors: [names]}: rolling restart; answer {restarted} or {error, code}
+# {actors: [names], gateway_only}: rolling restart; answer {restarted} or {error, code}
+RESTART = "restart"
 
 
 def encode(message: dict[str, Any]) -> bytes:

@@ -4,7 +4,8 @@ When a config has ``[signaling]`` the supervisor starts one gateway before any w
 the gateway registers every actor instance with signaling, and the ids it gets back are
 the instances' ActrIds, so an actor has the same id on its node and everywhere else. A
 gateway that dies is restarted with the ids and credentials it had, so re-registration
-keeps them; the workers keep running meanwhile.
+keeps them; the workers keep running meanwhile. ``actrhost restart`` restarts it the same
+way, after a graceful stop, to apply an edited config.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ class GatewayProcess:
         self._process: asyncio.subprocess.Process | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._stopping = False
+        self._restart_requested = False  # restart() stops it: start the next one at once
+        self._started = False  # it registered once: the node runs, later failures retry
 
     async def start(self, signaling_url: str) -> dict[tuple[str, int], ActrId]:
         """Spawn the gateway; return the ActrId signaling gave each (name, index)."""
@@ -127,6 +130,12 @@ class GatewayProcess:
             self._set_state(ActorState.STOPPED)
             return
         self._set_state(ActorState.DEAD)
+        if self._restart_requested:
+            self._restart_requested = False
+            self.restarts += 1
+            log.info("gateway (pid %s) stopped; starting it again (rolling restart)", process.pid)
+            await self._spawn()
+            return
         if self._registered is not None and not self._registered.done():
             why = self._registration_error or f"no answer from {self.signaling_url}"
             self._registered.set_exception(
@@ -135,7 +144,8 @@ class GatewayProcess:
                     f"(it exited with {code})"
                 )
             )
-            return
+            if not self._started:
+                return  # the node does not start
         log.error("gateway (pid %s) exited with %s; restarting it", process.pid, code)
         await asyncio.sleep(RESTART_DELAY_S)
         if not self._stopping:
@@ -160,6 +170,7 @@ class GatewayProcess:
                 key = (str(item["name"]), int(item["index"]))
                 ids[key] = ActrId.parse(item["id"])
                 self._credentials[key] = (item["id"], item.get("credential_hex") or "")
+            self._started = True
             if self._registered is not None and not self._registered.done():
                 self._registered.set_result(ids)
         elif op == "registration_failed":
@@ -190,6 +201,35 @@ class GatewayProcess:
     async def stop(self, timeout_s: float) -> None:
         """Stop the gateway (gracefully, then SIGKILL)."""
         self._stopping = True
+        await self._stop_process(timeout_s)
+        if self._watcher is not None:
+            await asyncio.gather(self._watcher, return_exceptions=True)
+
+    async def restart(self, config: Config, timeout_s: float) -> None:
+        """Stop the gateway gracefully (SIGKILL after ``timeout_s``) and start a new one
+        that reads ``config`` (the node's snapshot, already written); return once it has
+        registered every instance again (same ids: it shows their credentials). Its
+        pending calls fail with ``Unavailable`` meanwhile, as the other nodes' calls to
+        this node do. Raises ``RuntimeError`` if it does not register; it is then
+        restarted as after a crash."""
+        self.config = config
+        self._registration_error = ""
+        self._registered = asyncio.get_running_loop().create_future()
+        process = self._process
+        if process is not None and process.returncode is None:
+            self._restart_requested = True  # _watch starts the next one when it exits
+            await self._stop_process(timeout_s)
+        # Else it is dead and _watch starts the next one after RESTART_DELAY_S.
+        try:
+            async with asyncio.timeout(REGISTER_TIMEOUT_S):
+                await self._registered
+        except TimeoutError:
+            raise RuntimeError(
+                f"the new gateway did not register the node's actors with "
+                f"{self.signaling_url} within {REGISTER_TIMEOUT_S:.0f}s"
+            ) from None
+
+    async def _stop_process(self, timeout_s: float) -> None:
         process = self._process
         if process is None or process.returncode is not None:
             return
@@ -203,8 +243,6 @@ class GatewayProcess:
         except TimeoutError:
             process.kill()
             await process.wait()
-        if self._watcher is not None:
-            await asyncio.gather(self._watcher, return_exceptions=True)
 
     def describe(self) -> dict[str, Any]:
         """For the directory snapshot and status."""

@@ -2,17 +2,20 @@
 
 ``actrhost restart`` reads the node's config file again, so that new code can come with
 the settings it needs. It takes an actor's own table (handler, settings, restart policy,
-concurrency, mailbox, ACL) for the actors it restarts. Everything that other processes
-or other nodes were built from stays as the node started: the node-wide sections, the
-actors' names, types and instance counts, and (with signaling) what the gateway
-registered for each actor. An edit there refuses the restart, naming it; the node must
-be restarted to apply it. docs/node.md, "Supervision", has the list.
+concurrency, mailbox, ACL, service schema) for the actors it restarts, and what only the
+gateway was built from (``[webrtc]``, ``[signaling] ca_file``), which a restart of the
+gateway applies. Everything else that other processes or other nodes were built from
+stays as the node started: the other node-wide sections, the actors' names, types and
+instance counts. An edit there refuses the restart, naming it; the node must be
+restarted to apply it. docs/node.md, "Supervision", has the list.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
+from collections.abc import Collection
 
 from ._config import Config, load_config
 from ._errors import ConfigError
@@ -23,11 +26,12 @@ from ._worker_start import child_environment
 CHECK_TIMEOUT_S = 60.0
 
 
-async def read_edited_config(current: Config, names: list[str]) -> Config | None:
+async def read_edited_config(current: Config, restarted: Collection[str]) -> Config | None:
     """The node's config file as it is now, checked as ``actrhost check`` does (in a
     fresh interpreter: the handlers are imported, settings checked), or None when it
     says what ``current`` says. Raises ``RestartRefused`` (400) naming the first problem,
-    or an edit that a restart of the actors ``names`` (all when empty) cannot apply."""
+    or an edit that a restart of the actors ``restarted`` (and of the gateway) cannot
+    apply."""
     try:
         edited = load_config(current.path)
     except ConfigError as exc:
@@ -37,7 +41,7 @@ async def read_edited_config(current: Config, names: list[str]) -> Config | None
     problem = await _check_in_subprocess(current)
     if problem is not None:
         raise RestartRefused(400, f"nothing restarted: {problem}")
-    changes = unappliable_changes(current, edited, names)
+    changes = unappliable_changes(current, edited, restarted)
     if changes:
         raise RestartRefused(
             400,
@@ -47,14 +51,13 @@ async def read_edited_config(current: Config, names: list[str]) -> Config | None
     return edited
 
 
-def unappliable_changes(current: Config, edited: Config, names: list[str]) -> list[str]:
-    """The edits from ``current`` to ``edited`` that restarting the actors ``names``
-    (all when empty) cannot apply, each as a short phrase."""
+def unappliable_changes(current: Config, edited: Config, restarted: Collection[str]) -> list[str]:
+    """The edits from ``current`` to ``edited`` that restarting the actors ``restarted``
+    and the gateway cannot apply, each as a short phrase."""
     changes = []
     for section, before, after in (
         ("[node]", current.node, edited.node),
-        ("[signaling]", current.signaling, edited.signaling),
-        ("[webrtc]", current.webrtc, edited.webrtc),
+        ("[signaling]", _without_ca_file(current), _without_ca_file(edited)),
         ("[shm]", current.shm, edited.shm),
         ("[dependencies]", current.dependencies, edited.dependencies),
     ):
@@ -75,19 +78,34 @@ def unappliable_changes(current: Config, edited: Config, names: list[str]) -> li
         if new == old:
             continue
         where = f"actor {old.name!r}"
-        if names and old.name not in names:
+        if old.name not in restarted:
             changes.append(f"{where} changed but is not restarted")
         if new.type != old.type:
             changes.append(f"{where}: type changed")
         if new.instances != old.instances:
             changes.append(f"{where}: instances changed ({old.instances} -> {new.instances})")
-        if current.signaling is not None:
-            # The gateway registered both with signaling, which checks relays against them.
-            if new.acl != old.acl:
-                changes.append(f"{where}: acl changed on a node with signaling")
-            if new.service_schema != old.service_schema:
-                changes.append(f"{where}: service schema changed on a node with signaling")
     return changes
+
+
+def gateway_needs_restart(current: Config, edited: Config) -> bool:
+    """Whether applying ``edited`` needs a new gateway: it changes what the gateway was
+    built from (``[webrtc]``, the CA file it trusts signaling with, what it registered
+    for an actor: ACL and service schema; the gateway also checks callers against ACLs)."""
+    if current.signaling is None:
+        return False  # no gateway
+    if current.webrtc != edited.webrtc or current.signaling != edited.signaling:
+        return True
+    return any(
+        (a.acl, a.service_schema) != (edited.actor(a.name).acl, edited.actor(a.name).service_schema)
+        for a in current.actors
+    )
+
+
+def _without_ca_file(config: Config) -> object:
+    """``[signaling]`` without the one key a restart of the gateway can apply."""
+    if config.signaling is None:
+        return None
+    return dataclasses.replace(config.signaling, ca_file=None)
 
 
 async def _check_in_subprocess(config: Config) -> str | None:

@@ -442,13 +442,29 @@ class Shell:
         fresh import of the handler modules, then each instance in turn stopped gracefully
         and started again, the next one once it runs. Returns the instances restarted
         (``["echo#0", "echo#1"]``). The node's config file is read again first: the
-        restarted actors' own tables may have changed (docs/node.md, "Supervision").
+        restarted actors' own tables may have changed (docs/node.md, "Supervision"); an
+        edit that the gateway was built from (``[webrtc]``, an actor's ``acl``) restarts
+        it too, last (``"gateway"`` ends the list).
         Raises ``NotFound`` for an unknown name, ``Unavailable`` while another restart
         runs, ``BadRequest`` for a config that does not check or an edit a restart cannot
         apply, ``HandlerError`` when the modules do not import (in each case nothing is
         restarted) or an instance does not come back (the rest not restarted)."""
+        return await self._restart(timeout, actors=list(names))
+
+    async def restart_gateway(self, timeout: float = 600.0) -> None:
+        """Restart the node's gateway only: a graceful stop and a new gateway that reads
+        the node's config file again, to apply edited ``[webrtc]`` settings (new TURN
+        credentials, say), ``[signaling] ca_file``, or a changed ``.proto`` file. Its
+        actors keep running and keep their ids; calls to and from other nodes fail with
+        ``Unavailable`` until it has registered again and the links are made again.
+        Raises ``BadRequest`` on a node without a gateway or for a config edit that only a
+        restart of actors (or of the node) applies, ``Unavailable`` while another
+        restart runs, ``ActrError`` (500) when the new gateway does not register."""
+        await self._restart(timeout, gateway_only=True)
+
+    async def _restart(self, timeout: float, **fields: Any) -> list[str]:
         self._check_open()
-        answer = await self._request(control.RESTART, timeout, actors=list(names))
+        answer = await self._request(control.RESTART, timeout, **fields)
         if "error" in answer:
             raise error_from_code(int(answer.get("code", 500)), str(answer["error"]))
         return [str(label) for label in answer.get("restarted", [])]

@@ -16,6 +16,8 @@ from ._worker_start import WorkerProcess
 #: then doubling from this base up to the cap, so a crash loop cannot spin the CPU.
 BACKOFF_BASE_S = 0.05
 BACKOFF_MAX_S = 2.0
+#: Extra time after the grace period before a process that does not stop gets SIGKILL.
+KILL_AFTER_S = 2.0
 
 
 def restart_delay_s(recent_restarts: int) -> float:

@@ -25,8 +25,8 @@ from ._directory import ActorState
 from ._gateway_process import GatewayProcess
 from ._ids import ActrId, Realm
 from ._metrics import MetricsServer
-from ._reload import read_edited_config
-from ._slot import RestartRefused, Slot, describe_exit
+from ._rolling_restart import rolling_restart
+from ._slot import KILL_AFTER_S, RestartRefused, Slot, describe_exit
 from ._streams import unlink_rings_of
 from ._worker_start import (
     ForkServer,
@@ -34,7 +34,6 @@ from ._worker_start import (
     become_subreaper,
     describe_worker_start,
     reap_orphans,
-    reimport_handlers,
     spawn_worker,
 )
 from ._zmqloop import LoopSocket
@@ -45,14 +44,6 @@ log = logging.getLogger(__name__)
 
 #: How long a status request waits for each worker's counters.
 STATS_TIMEOUT_S = 1.0
-#: Extra time after the grace period before stragglers get SIGKILL.
-KILL_AFTER_S = 2.0
-#: How long a rolling restart waits for each successor to run (its on_start included).
-RESTART_START_TIMEOUT_S = 30.0
-#: Between announcing an instance as stopping and stopping it: callers that pick an
-#: instance by type (``ctx.discover``, Shell calls by type or name) hear of it and move on
-#: to the others, while the instance still answers what reaches it meanwhile.
-RESTART_DRAIN_S = 0.25
 
 _LIVE = (ActorState.STARTING, ActorState.RUNNING, ActorState.STOPPING)
 
@@ -80,7 +71,7 @@ class Supervisor:
         self._subreaper = False  # we adopt orphaned descendants (and must reap them)
         self._state_changed = asyncio.Event()  # set, then replaced, at every state change
         self._restarting = False  # a rolling restart is under way
-        self._checking_config = False  # a rolling restart starts helpers the reaper must leave
+        self._checking_config = False  # a rolling restart starts children the reaper must leave
         # Random serial base: ids from two nodes (or two runs) do not collide.
         base = secrets.randbits(40) << 8
         for actor in config.actors:
@@ -357,14 +348,12 @@ class Supervisor:
         for task in list(self._tasks):
             task.cancel()
 
-    # -- rolling restart ---------------------------------------------------------------
+    # -- rolling restart (_rolling_restart.py) -------------------------------------------
 
-    async def restart_actors(self, names: list[str]) -> list[str]:
-        """Restart the instances of the actors ``names`` (all when empty) one at a time,
-        each as a graceful stop and a start, waiting until it runs before the next; return
-        their labels. First the config file is read again (``_reload``: the restarted
-        actors' tables may change), then a fresh forkserver imports the handler modules
-        from disk: if either fails, nothing is restarted. Raises ``RestartRefused``."""
+    async def restart(self, names: list[str], *, gateway_only: bool = False) -> list[str]:
+        """Rolling restart of the actors ``names`` (all when empty), or of the gateway
+        only; see ``_rolling_restart``. Returns the labels restarted. Raises
+        ``RestartRefused``."""
         if self._restarting or self._stopping:
             raise RestartRefused(503, "a restart is under way, or the node is stopping")
         unknown = sorted(set(names) - {s.config.name for s in self._slots})
@@ -372,85 +361,9 @@ class Supervisor:
             raise RestartRefused(404, f"no actor named {', '.join(map(repr, unknown))}")
         self._restarting = True
         try:
-            current = self.config
-            # Children the reaper does not know start here (`actrhost check`, a throwaway or
-            # a new forkserver): it must not reap them (asyncio would then see exit code
-            # 255), so orphans wait until this part is done.
-            self._checking_config = True
-            try:
-                edited = await read_edited_config(current, names)
-                if edited is not None:
-                    self._use_config(edited)
-                try:
-                    renewed = await reimport_handlers(
-                        self.config, self._forkserver, self._reap_orphans
-                    )
-                except OSError as exc:
-                    if edited is not None:
-                        self._use_config(current)
-                    raise RestartRefused(500, f"nothing restarted: {exc}") from None
-            finally:
-                self._checking_config = False
-                self._reap_orphans()
-            if renewed:
-                log.info(
-                    "node %r: forkserver renewed, handlers imported again", self.config.node.name
-                )
-            slots = [s for s in self._slots if not names or s.config.name in names]
-            for slot in slots:
-                await self._restart_one(slot)
-            return [slot.label for slot in slots]
+            return await rolling_restart(self, names, gateway_only=gateway_only)
         finally:
             self._restarting = False
-
-    def _use_config(self, config: Config) -> None:
-        """Switch to ``config`` (checked by ``_reload``: only actor tables differ): the
-        snapshot that workers and the forkserver read, and each slot's actor table."""
-        rundir.write_config_snapshot(self.run_dir, config.text)
-        self.config = config
-        for slot in self._slots:
-            slot.config = config.actor(slot.config.name)
-        log.info("node %r: config %s read again", config.node.name, config.path)
-
-    async def _restart_one(self, slot: Slot) -> None:
-        old_pid = slot.pid
-        process = slot.process
-        if process is not None and process.returncode is None:
-            slot.restart_requested = True  # _watch starts it again when it exits
-            self._set_state(slot, ActorState.STOPPING)
-            await asyncio.sleep(RESTART_DRAIN_S)
-            if slot.routing_id is not None:
-                self._send(slot.routing_id, {"op": control.STOP})
-            else:
-                process.terminate()
-            try:
-                await asyncio.wait_for(
-                    process.wait(), self.config.node.shutdown_grace_s + KILL_AFTER_S
-                )
-            except TimeoutError:
-                log.warning("%s did not stop in time: killing it", slot.label)
-                process.kill()
-        else:
-            # Stopped, or given up on after too many restarts: a restart revives it.
-            slot.restart_times.clear()
-            await self._spawn(slot)
-
-        def back() -> bool:
-            return slot.state is ActorState.RUNNING and slot.pid != old_pid
-
-        deadline = asyncio.get_running_loop().time() + RESTART_START_TIMEOUT_S
-        while not back():
-            if slot.state is ActorState.FAILED or self._stopping:
-                break
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._state_changed.wait(), remaining)
-        if not back():
-            why = slot.error or f"it is {slot.state.value}"
-            raise RestartRefused(500, f"{slot.label} did not come back ({why}); stopped there")
-        log.info("%s: running again (pid %s)", slot.label, slot.pid)
 
     # -- state and directory -----------------------------------------------------------
 
@@ -577,16 +490,17 @@ class Supervisor:
         elif op == control.STATUS:
             self._spawn_task(self._answer_status(routing_id, req))
         elif op == control.RESTART:
-            self._spawn_task(self._answer_restart(routing_id, req, message.get("actors") or []))
+            self._spawn_task(self._answer_restart(routing_id, req, message))
         elif op == control.SHUTDOWN:
             self._send(routing_id, {"op": op, "req": req})
             self.request_shutdown()
         else:
             self._send(routing_id, {"op": "error", "req": req, "message": f"unknown op {op!r}"})
 
-    async def _answer_restart(self, routing_id: bytes, req: Any, names: list[Any]) -> None:
+    async def _answer_restart(self, routing_id: bytes, req: Any, message: dict[str, Any]) -> None:
+        names = [str(n) for n in message.get("actors") or []]
         try:
-            restarted = await self.restart_actors([str(n) for n in names])
+            restarted = await self.restart(names, gateway_only=bool(message.get("gateway_only")))
         except RestartRefused as exc:
             log.error("node %r: restart: %s", self.config.node.name, exc.message)
             answer = {"error": exc.message, "code": exc.code}

@@ -70,7 +70,16 @@ def test_design_contract_names_exist():
         "send_media_sample",
     ):
         assert callable(getattr(Context, method))
-    for method in ("call", "tell", "discover", "actors", "on_rpc", "status", "restart_actors"):
+    for method in (
+        "call",
+        "tell",
+        "discover",
+        "actors",
+        "on_rpc",
+        "status",
+        "restart_actors",
+        "restart_gateway",
+    ):
         assert callable(getattr(actrhost.Shell, method))
 
 

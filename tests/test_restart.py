@@ -226,7 +226,7 @@ def test_restart_refuses_config_edits_it_cannot_apply(versioned_node):
 
 def test_which_config_edits_a_restart_can_apply(tmp_path):
     from actrhost._config import load_config
-    from actrhost._reload import unappliable_changes
+    from actrhost._reload import gateway_needs_restart, unappliable_changes
 
     base = """
         [node]
@@ -252,16 +252,20 @@ def test_which_config_edits_a_restart_can_apply(tmp_path):
         return load_config(tmp_path / "n.toml", data=text.encode())
 
     current = config()
-    # The restarted actor's own table may change, except what the gateway registered.
+    # The restarted actors' own tables may change, ACL included (the gateway restarts).
     assert unappliable_changes(current, config(actor="max_concurrency = 3"), ["a"]) == []
-    assert unappliable_changes(current, config(actor="[actor.settings]\nx = 1"), []) == []
+    assert unappliable_changes(current, config(actor="[actor.settings]\nx = 1"), ["a", "b"]) == []
     assert unappliable_changes(current, config(actor="max_concurrency = 3"), ["b"]) == [
         "actor 'a' changed but is not restarted"
     ]
     acl = '[[actor.acl]]\npermission = "allow"\ntypes = ["t+B"]'
-    assert unappliable_changes(current, config(actor=acl), ["a"]) == [
-        "actor 'a': acl changed on a node with signaling"
-    ]
+    assert unappliable_changes(current, config(actor=acl), ["a"]) == []
+    assert gateway_needs_restart(current, config(actor=acl))
+    assert not gateway_needs_restart(current, config(actor="max_concurrency = 3"))
+    # What only the gateway was built from: a restart of the gateway alone applies it.
+    webrtc = "[webrtc]\nkeepalive_timeout_s = 5.0"
+    assert unappliable_changes(current, config(node=webrtc), []) == []
+    assert gateway_needs_restart(current, config(node=webrtc))
     assert unappliable_changes(current, config(node="shutdown_grace_s = 1"), []) == [
         "[node] changed"
     ]

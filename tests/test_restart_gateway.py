@@ -1,0 +1,131 @@
+"""``actrhost restart`` and the gateway: edits only a new gateway can apply.
+
+Real nodes, a real signaling server: ``--gateway`` restarts the gateway alone (an edited
+``[webrtc]`` takes effect, the actors keep running), and a rolling restart whose edit
+changes what the gateway registered (an actor's ACL) restarts the gateway after the
+actor, so that signaling and the other nodes see the edit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import actrhost
+
+from .test_remote import relay_and_echo_nodes
+from .utils import actrhost_command as cli
+from .utils import run
+
+FORWARD = b"test+Echo test.Echo.Say hello"
+
+
+async def forward_until_answered(shell: actrhost.Shell, timeout_s: float = 20) -> bytes:
+    """Node A's relay forwards to node B's echo; retried while the link is made again."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return await shell.call("relay", "test.Relay.Forward", FORWARD, timeout=3)
+        except actrhost.Unavailable:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+def test_restart_gateway_applies_an_edited_webrtc_table_and_keeps_the_actors(
+    node_factory, signaling_url
+):
+    node_a, node_b = relay_and_echo_nodes(node_factory, signaling_url)
+    before = node_b.status()
+    assert before["gateway"]["stats"]["ice_host_addresses"] == ["127.0.0.1"]
+    assert run(_forward(node_a)) == b"hello"
+
+    # A new host address for ICE (on loopback): only a new gateway can offer it.
+    with node_b.config_path.open("a") as config:
+        config.write('\n[webrtc]\nice_host_addresses = ["127.0.0.2"]\n')
+    result = cli("restart", str(node_b.config_path), "--gateway")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("restarted gateway in "), result.stdout
+
+    after = node_b.status()
+    gateway = after["gateway"]
+    assert gateway["pid"] != before["gateway"]["pid"], gateway
+    assert gateway["state"] == "running" and gateway["restarts"] == 1, gateway
+    assert gateway["stats"]["ice_host_addresses"] == ["127.0.0.2"]
+    # The actor kept its process and its id (signaling took its credential again).
+    assert [(a["id"], a["pid"]) for a in after["actors"]] == [
+        (a["id"], a["pid"]) for a in before["actors"]
+    ]
+    # Node A connects to the new gateway, at its new address.
+    assert run(_forward(node_a)) == b"hello"
+    remote = node_b.status()["gateway"]["stats"]["remote_nodes"]
+    assert [n["state"] for n in remote.values()] == ["connected"], remote
+
+
+def test_an_acl_edit_restarts_the_gateway_after_the_actor(node_factory, signaling_url):
+    node_a, node_b = relay_and_echo_nodes(node_factory, signaling_url)
+    assert run(_forward(node_a)) == b"hello"
+    gateway_pid = node_b.status()["gateway"]["pid"]
+
+    text = node_b.config_path.read_text()
+    no_relays = (
+        'handler = "actors:Echo"\n'
+        '[[actor.acl]]\npermission = "deny"\ntypes = ["test+Relay"]\n'
+        '[[actor.acl]]\npermission = "allow"\n'
+    )
+    node_b.config_path.write_text(text.replace('handler = "actors:Echo"\n', no_relays))
+    result = cli("restart", str(node_b.config_path), "echo")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("restarted echo#0, gateway in "), result.stdout
+    gateway = node_b.status()["gateway"]
+    assert gateway["pid"] != gateway_pid and gateway["state"] == "running", gateway
+
+    async def refused() -> actrhost.ActrError:
+        async with actrhost.connect(node_a.config_path) as shell:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    await shell.call("relay", "test.Relay.Forward", FORWARD, timeout=3)
+                except actrhost.Unavailable:
+                    assert time.monotonic() < deadline, "node B never came back"
+                    await asyncio.sleep(0.1)
+                except actrhost.ActrError as exc:
+                    return exc
+                else:
+                    raise AssertionError("the relay still reaches the echo")
+
+    # Signaling registered the new ACL: the relay no longer finds an echo it may call
+    # (with the old registration it would find it and the echo would refuse the call).
+    error = run(refused())
+    assert isinstance(error, actrhost.NotFound), error
+    assert "no actor of type test+Echo found through signaling" in error.message
+
+
+def test_restart_gateway_refusals(node_factory, signaling_url):
+    local = node_factory('[[actor]]\nname = "echo"\ntype = "test+Echo"\nhandler = "actors:Echo"\n')
+    result = cli("restart", str(local.config_path), "--gateway")
+    assert result.returncode == 1
+    assert result.stderr == (
+        "actrhost: restart: this node has no gateway (its config has no [signaling])\n"
+    )
+    result = cli("restart", str(local.config_path), "echo", "--gateway")
+    assert result.returncode == 2
+    assert "--gateway restarts the gateway only" in result.stderr
+
+    _node_a, node_b = relay_and_echo_nodes(node_factory, signaling_url)
+    pid = node_b.status()["gateway"]["pid"]
+    text = node_b.config_path.read_text()
+    edited = text.replace(
+        'handler = "actors:Echo"\n', 'handler = "actors:Echo"\nmax_concurrency = 3\n'
+    )
+    node_b.config_path.write_text(edited)
+    # The echo's table is only applied by restarting the echo.
+    result = cli("restart", str(node_b.config_path), "--gateway")
+    assert result.returncode == 1
+    assert "actor 'echo' changed but is not restarted" in result.stderr
+    assert node_b.status()["gateway"]["pid"] == pid
+
+
+async def _forward(node) -> bytes:
+    async with actrhost.connect(node.config_path) as shell:
+        return await forward_until_answered(shell)
