@@ -39,9 +39,30 @@ def run_dir_for(config: Config) -> Path:
     """The run directory of the node described by ``config``."""
     if config.node.run_dir is not None:
         return config.node.run_dir
+    return _run_root() / f"{config.node.name[:24]}-{_path_digest(config.path)}"
+
+
+def live_run_dir_of_file(config_path: str | os.PathLike[str]) -> Path | None:
+    """The run directory of the running node started from the config file at
+    ``config_path``, found without reading the file (it may not parse while someone
+    edits it): default run directories end in a digest of the file's path. None when
+    no such node answers, or it set ``[node] run_dir``."""
+    absolute = Path(os.path.abspath(os.fsdecode(config_path)))
+    suffix = f"-{_path_digest(absolute)}"
+    with contextlib.suppress(OSError):
+        for run_dir in _run_root().iterdir():
+            if run_dir.name.endswith(suffix) and is_live(run_dir):
+                return run_dir
+    return None
+
+
+def _run_root() -> Path:
     root = Path(os.environ.get(RUN_ROOT_ENV) or tempfile.gettempdir())
-    digest = hashlib.sha256(str(config.path).encode()).hexdigest()[:10]
-    return root / f"actrhost-{os.getuid()}" / f"{config.node.name[:24]}-{digest}"
+    return root / f"actrhost-{os.getuid()}"
+
+
+def _path_digest(config_path: Path) -> str:
+    return hashlib.sha256(str(config_path).encode()).hexdigest()[:10]
 
 
 def node_prefix(run_dir: Path) -> str:

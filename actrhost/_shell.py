@@ -28,6 +28,7 @@ from ._envelope import MEDIA, REQUEST, RESPONSE, STREAM, TELL, Envelope, StreamF
 from ._errors import (
     ActrError,
     ClosedResourceError,
+    ConfigError,
     HandlerError,
     NotFound,
     Unavailable,
@@ -92,7 +93,9 @@ def connect(config_or_endpoint: str | os.PathLike[str]) -> Shell:
     """A Shell for the node of a config file, or at a control endpoint (``ipc://…``).
 
     Use as ``async with actrhost.connect("node.toml") as shell:``. Entering raises
-    ``Unavailable`` when no node answers, and ``ConfigError`` for a bad config file.
+    ``Unavailable`` when no node answers. A config file that does not parse (being
+    edited, say) still finds a node that runs from it, which then goes by the copy it
+    started with; with no such node it raises ``ConfigError``.
     """
     text = os.fspath(config_or_endpoint)
     if text.startswith("ipc://"):
@@ -100,9 +103,19 @@ def connect(config_or_endpoint: str | os.PathLike[str]) -> Shell:
     if "://" in text:
         raise ValueError(f"unsupported control endpoint {text!r}: use a config path or ipc://")
     from ._config import load_config
-    from ._rundir import control_endpoint, run_dir_for
+    from ._rundir import CONFIG_SNAPSHOT, control_endpoint, live_run_dir_of_file, run_dir_for
 
-    config = load_config(text)
+    try:
+        config = load_config(text)
+    except ConfigError:
+        run_dir = live_run_dir_of_file(text)
+        try:
+            snapshot = (run_dir / CONFIG_SNAPSHOT).read_bytes() if run_dir else None
+        except OSError:
+            snapshot = None  # it stopped meanwhile
+        if snapshot is None:
+            raise
+        config = load_config(text, data=snapshot)
     return Shell(
         control_endpoint(run_dir_for(config)),
         threshold_bytes=config.shm.threshold_bytes,

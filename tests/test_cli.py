@@ -235,6 +235,29 @@ def test_stop_stops_a_running_node_and_waits_until_it_is_gone(node_factory):
     assert len(again.stderr.strip().splitlines()) == 1
 
 
+def test_a_config_file_that_does_not_parse_still_finds_its_running_node(node_factory):
+    # Half-way through an edit: the node runs from its own copy, and the CLI finds it by
+    # the file's path alone.
+    node = node_factory(ECHO)
+    cfg = str(node.config_path)
+    node.config_path.write_text(node.config_path.read_text() + "\n[[actor\n")
+    status = actrhost("status", cfg)
+    assert status.returncode == 0, status.stderr
+    assert "echo#0" in status.stdout
+    call = actrhost("call", cfg, "echo", "test.Echo.Say", "--data", "still here")
+    assert call.stdout == "still here\n"
+    restart = actrhost("restart", cfg)
+    assert restart.returncode == 1
+    assert restart.stderr.startswith("actrhost: restart: nothing restarted: config error: ")
+    stop = actrhost("stop", cfg)
+    assert stop.returncode == 0, stop.stderr
+    assert not node.run_dir.exists()
+    # No node runs from it any more: the config error, exit 2.
+    again = actrhost("status", cfg)
+    assert again.returncode == 2
+    assert again.stderr.startswith(f"actrhost: config error: {cfg}: invalid TOML: ")
+
+
 def test_wait_returns_once_a_node_started_in_the_background_runs(node_factory):
     node = node_factory(ECHO, start=False)
     not_yet = actrhost("wait", str(node.config_path), "--timeout", "0.3")
