@@ -246,3 +246,9 @@ def test_the_keepalive_comes_from_the_config(tmp_path: Path) -> None:
 
         failed_after = runner.run(scenario(), timeout_s=30)
         assert 0.7 < failed_after < 3.0  # the default (3 s) would be later
+        # Stopped right after its connection failed, A exits at once and cleanly: a close
+        # cut short used to leave aiortc's decoder threads holding the process until the
+        # stop's SIGKILL.
+        started = time.monotonic()
+        assert runner.run(a.stop()) == 0
+        assert time.monotonic() - started < 5

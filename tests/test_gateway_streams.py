@@ -156,3 +156,94 @@ def test_video_and_audio_samples_arrive_decoded_with_timestamps(pair: Pair) -> N
     stats = pair.runner.run(b.stats())
     (node,) = stats["remote_nodes"].values()
     assert node["media"]["samples_received"] == len(video) + len(audio)
+
+
+def _tone(frequency: float, start: int, samples: int = 960) -> np.ndarray:
+    """``samples`` of a sine at 48 kHz, continuing from sample ``start``."""
+    t = (start + np.arange(samples)) / 48000
+    return (np.sin(2 * np.pi * frequency * t) * 8000).astype(np.int16)
+
+
+def _peak_hz(samples: np.ndarray) -> float:
+    spectrum = np.abs(np.fft.rfft(samples.astype(np.float64) * np.hanning(len(samples))))
+    return float(np.fft.rfftfreq(len(samples), 1 / 48000)[int(np.argmax(spectrum))])
+
+
+def test_media_routes_between_two_nodes_keep_their_own_tracks(pair: Pair) -> None:
+    # Two microphones and two cameras of one node stream to the other at once: each
+    # route has a track (and an encoder) of its own, so the tones are not mixed into one
+    # Opus stream and the two picture sizes do not share a VP8 encoder.
+    a, b = pair.a, pair.b
+    sink = b.workers["sink"].received
+    tones = {"mic-low": 440.0, "mic-high": 2000.0}
+    sizes = {"cam-big": (48, 64), "cam-small": (32, 32)}
+    chunks = 50
+
+    async def scenario() -> None:
+        for i in range(chunks):
+            for track, frequency in tones.items():
+                tone = _tone(frequency, 960 * i)
+                await a.send_media("src", b.ids["sink"], track, tone, 960 * i, media_type="audio")
+            for track, (h, w) in sizes.items():
+                image = np.full((h, w, 3), (200, 40, 90) if h == 48 else (30, 220, 60), np.uint8)
+                await a.send_media("src", b.ids["sink"], track, image, 3000 * i)
+            await asyncio.sleep(0.02)
+
+        def arrived() -> bool:
+            tracks = [m[0] for m in sink.media]
+            return all(tracks.count(t) >= chunks // 2 for t in [*tones, *sizes])
+
+        await b.wait_for(arrived, 10, "samples of every route")
+
+    pair.runner.run(scenario())
+    for track, frequency in tones.items():
+        pcm = np.concatenate([m[1][:, 0] for m in sink.media if m[0] == track])
+        assert abs(_peak_hz(pcm) - frequency) < 30, (track, _peak_hz(pcm))
+        other = next(f for t, f in tones.items() if t != track)
+        spectrum = np.abs(np.fft.rfft(pcm.astype(np.float64)))
+        freqs = np.fft.rfftfreq(len(pcm), 1 / 48000)
+        own = spectrum[np.abs(freqs - frequency) < 30].max()
+        foreign = spectrum[np.abs(freqs - other) < 30].max()
+        assert foreign < own / 20, (track, own, foreign)  # not mixed with the other route
+    for track, (h, w) in sizes.items():
+        frames = [m[1] for m in sink.media if m[0] == track]
+        assert {f.shape for f in frames} == {(h, w, 3)}, track
+        red = 200 if h == 48 else 30
+        assert all(abs(int(f[..., 0].mean()) - red) < 24 for f in frames), track
+    (node,) = pair.runner.run(b.stats())["remote_nodes"].values()
+    assert node["media"]["errors"] == 0
+
+
+def test_a_media_route_beyond_the_free_tracks_is_dropped_and_counted(tmp_path: Path) -> None:
+    runner = LoopRunner()
+    tuning = {"connect_timeout_s": 4.0, "media_tracks": 1}
+    with ServerProcess() as server:
+        a = HarnessNode(tmp_path / "a", server.url, [("src", "t+Source")], tuning=tuning)
+        b = HarnessNode(tmp_path / "b", server.url, [("sink", "t+Sink")], tuning=tuning)
+        runner.run(a.start())
+        runner.run(b.start())
+        try:
+            assert runner.run(a.call("src", b.ids["sink"], "echo", b"connect")) == b"connect"
+
+            async def two_routes() -> None:
+                for i in range(20):
+                    for track in ("first", "second"):
+                        tone = _tone(440, 960 * i)
+                        await a.send_media(
+                            "src", b.ids["sink"], track, tone, 960 * i, media_type="audio"
+                        )
+                    await asyncio.sleep(0.02)
+                await b.wait_for(
+                    lambda: len(b.workers["sink"].received.media) >= 10, 10, "audio samples"
+                )
+
+            runner.run(two_routes())
+            # One track: the first route has it, the second is refused, not mixed in.
+            assert {m[0] for m in b.workers["sink"].received.media} == {"first"}
+            (node,) = runner.run(a.stats())["remote_nodes"].values()
+            assert node["media"]["no_track"] == 20
+            assert node["media"]["samples_sent"] == 20
+        finally:
+            runner.run(a.stop())
+            runner.run(b.stop())
+            runner.close()

@@ -45,7 +45,7 @@ from ._ice import use_host_addresses
 from ._identity import load_identity, node_id_of, sdp_proves_node
 from ._inbound import Inbound, _InCall, _Waiting
 from ._outbound import Outbound, _Locate, _OutCall
-from ._peer import Callbacks, PeerConnection
+from ._peer import Callbacks, PeerConnection, wait_for_closing_connections
 from ._remote import RemoteNode, parse_session, session_id
 from ._spec import GatewaySpec, acl_rules, credential_hex, register
 from ._trust import Parked
@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 ROUTER_BATCH = 64
 #: How often changed credentials (renewals) are reported to the supervisor.
 CREDENTIAL_REPORT_S = 60.0
+#: How long a stopping gateway waits for failed connections still closing.
+CLOSE_WAIT_S = 2.0
 
 
 class Gateway(Outbound, Inbound):
@@ -313,6 +315,7 @@ class Gateway(Outbound, Inbound):
         await asyncio.gather(
             *(node.close() for node in self._nodes.values()), return_exceptions=True
         )
+        await wait_for_closing_connections(CLOSE_WAIT_S)
         await client.aclose()
         for task in list(self._tasks):
             task.cancel()

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import aioice.ice
-from aiortc import RTCConfiguration, RTCIceServer
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 from .._config import WebrtcConfig
@@ -103,9 +103,18 @@ def ice_servers(webrtc: WebrtcConfig) -> list[RTCIceServer]:
 
 
 def rtc_configuration(webrtc: WebrtcConfig) -> RTCConfiguration:
-    """An explicit RTCConfiguration: never aiortc's default public STUN server."""
+    """An explicit RTCConfiguration: never aiortc's default public STUN server.
+
+    Everything on one transport (``max-bundle``): one ICE gathering (one TURN allocation)
+    per connection, and aiortc's default ``balanced`` policy leaves every audio
+    transceiver after the first on a transport it discards once bundled: they never send.
+    """
     policy = RTCIceTransportPolicy.RELAY if webrtc.force_relay else RTCIceTransportPolicy.ALL
-    return RTCConfiguration(iceServers=ice_servers(webrtc), iceTransportPolicy=policy)
+    return RTCConfiguration(
+        iceServers=ice_servers(webrtc),
+        iceTransportPolicy=policy,
+        bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+    )
 
 
 def local_candidate_count(pc: Any) -> int:

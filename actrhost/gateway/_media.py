@@ -1,24 +1,31 @@
 """Media samples between nodes on aiortc media tracks (the MEDIA_RTP lane, DESIGN §3).
 
-Each peer connection carries one video and one audio transceiver in both directions
-(negotiated with the connection, so no renegotiation is ever needed). Every media
-sample a local actor sends to a remote actor becomes an ``av`` frame on the matching
-outbound track: aiortc encodes it (VP8 / Opus), paces nothing, and drops nothing itself;
-our track keeps at most :data:`TRACK_QUEUE_FRAMES` frames and replaces the oldest
-(newest wins, counted), which is the lane's "real-time, drops under pressure".
+Each peer connection carries :data:`TRACKS_PER_KIND` video and as many audio transceivers
+in both directions (negotiated with the connection, so no renegotiation is ever needed).
+A media route (sender actor, receiver actor, ``track_id``) gets a track of its kind to
+itself while it streams, with its own encoder: two cameras of one node never share a VP8
+encoder (which restarts at every change of resolution), and two microphones are never
+mixed into one Opus stream. A route that sent nothing for :data:`ROUTE_IDLE_S` gives its
+track to the next route; a route that finds every track of its kind busy is dropped and
+counted (``no_track``). Every media sample a local actor sends to a remote actor becomes
+an ``av`` frame on its route's outbound track: aiortc encodes it (VP8 / Opus), paces
+nothing, and drops nothing itself; our track keeps at most :data:`TRACK_QUEUE_FRAMES`
+frames and replaces the oldest (newest wins, counted), which is the lane's "real-time,
+drops under pressure".
 
 RTP carries no routing: who sent the sample to whom, on which ``track_id``, with which
-timestamp travels beside it as a small ``media`` control message on the signal data
-channel. Video frames are matched to their control message by position: we stamp frame
-*i* with ``pts = i * VIDEO_PTS_STEP``, and aiortc's receiver reports ``pts`` relative to
-the first frame it decoded (its ``TimestampMapper``), so frame *i* arrives as
+timestamp and on which transceiver (its ``mid``) travels beside it as a small ``media``
+control message on the signal data channel. Video frames are matched to their control
+message by position on their track: we stamp frame *i* of a track with
+``pts = i * VIDEO_PTS_STEP``, and aiortc's receiver reports ``pts`` relative to the first
+frame it decoded (its ``TimestampMapper``), so frame *i* arrives as
 ``(i - i0) * VIDEO_PTS_STEP`` where *i0* is the first index seen. If that very first
 frame is lost on the wire, later frames are attributed one position off (same route,
 neighbouring timestamp) — acceptable for a real-time lane, and rare on a working link.
 
 Audio is resampled and re-framed by aiortc (20 ms Opus frames), so samples are not one to
-one: decoded audio goes to the route of the latest audio control message, timestamped
-from its first sample on a 48 kHz clock.
+one: decoded audio goes to the route of its track's latest control message, timestamped
+from that route's first sample on a 48 kHz clock.
 
 Payloads: a video sample is a ``uint8`` array of shape (height, width, 3) (codec
 ``rgb24``, the default, ``raw`` (the same) or ``bgr24``); it arrives as the same kind
@@ -56,6 +63,13 @@ AUDIO_CLOCK_HZ = 48000
 VIDEO_PTS_STEP = 3000
 #: Frames an outbound track holds before the oldest is replaced (newest wins).
 TRACK_QUEUE_FRAMES = 2
+#: Video and audio tracks per connection: how many routes of each kind stream at once
+#: between two nodes. Each idle track costs a sender task and an RTCP report a second.
+TRACKS_PER_KIND = 4
+#: A route that sent nothing for this long leaves its track to another route.
+ROUTE_IDLE_S = 2.0
+#: Inbound tracks a receiver keeps state for (the other side's offer may have more).
+MAX_INBOUND_TRACKS = 64
 #: Decoded frames kept while their control message is still on its way.
 MAX_UNMATCHED_FRAMES = 8
 #: Control messages kept while their frame is still on its way.
@@ -127,47 +141,81 @@ class MediaCounters:
     samples_received: int = 0
     dropped_sender: int = 0  # outbound track full (newest wins) or no connection
     unmatched: int = 0  # decoded frames or control messages that never met their pair
+    no_track: int = 0  # samples of a route that found every track of its kind busy
     errors: int = 0
+
+
+class _TrackSlot:
+    """One outbound track, the route it carries, and its clock."""
+
+    __slots__ = ("last_sent", "mid", "next_pts", "route", "track")
+
+    def __init__(self, track: OutboundTrack) -> None:
+        self.track = track
+        self.mid: str | None = None  # its transceiver's, once negotiated
+        self.route: tuple[str, str, str] | None = None  # (source, target, track id)
+        self.last_sent = 0.0
+        #: Video: the next frame's index; audio: samples sent. Monotonic across routes,
+        #: as the encoder and RTP need.
+        self.next_pts = 0
 
 
 class MediaSender:
     """Turns local media samples into frames on one peer connection's tracks."""
 
-    def __init__(self, counters: MediaCounters) -> None:
-        self.video = OutboundTrack("video")
-        self.audio = OutboundTrack("audio")
+    def __init__(self, counters: MediaCounters, tracks_per_kind: int = TRACKS_PER_KIND) -> None:
+        self._slots = {
+            kind: [_TrackSlot(OutboundTrack(kind)) for _ in range(tracks_per_kind)]
+            for kind in ("video", "audio")
+        }
         self._counters = counters
-        self._video_index = 0
-        self._audio_samples = 0
+        self._clock = asyncio.get_running_loop().time
+
+    def tracks(self, kind: str) -> list[OutboundTrack]:
+        """The outbound tracks of ``kind``, in the order their transceivers are made."""
+        return [slot.track for slot in self._slots[kind]]
+
+    def learn_mids(self, transceivers: list[Any]) -> None:
+        """After negotiation: which transceiver (``mid``) carries each of our tracks."""
+        mids = {id(t.sender.track): t.mid for t in transceivers if t.sender.track is not None}
+        for slots in self._slots.values():
+            for slot in slots:
+                slot.mid = mids.get(id(slot.track))
 
     def send(
         self, frame: StreamFrame, payload: Any, array_meta: bytes, kind: str
-    ) -> dict[str, Any]:
-        """Queue one sample; return the control message that describes it.
+    ) -> dict[str, Any] | None:
+        """Queue one sample; return the control message that describes it, or None when
+        every track of its kind carries another route (counted).
 
         ``payload`` is a buffer with the sample's bytes. Raises ValueError for a sample
         the encoder cannot take.
         """
+        route = (str(frame.source) if frame.source else "", str(frame.target or ""), frame.key)
+        slot = self._slot_for(kind, route)
+        if slot is None:
+            self._counters.no_track += 1
+            return None
         dtype, shape = decode_array_meta(array_meta)
         array = np.frombuffer(payload, dtype=dtype).reshape(shape)
         meta: dict[str, Any] = {
             "op": "media",
             "k": kind,
-            "src": str(frame.source) if frame.source else "",
-            "dst": str(frame.target) if frame.target else "",
+            "mid": slot.mid,
+            "src": route[0],
+            "dst": route[1],
             "track": frame.key,
             "ts": int(frame.timestamp),
         }
         if kind == "video":
             pixels = RAW_VIDEO_FORMATS[frame.codec]
             av_frame: Any = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format=pixels)
-            av_frame.pts = self._video_index * VIDEO_PTS_STEP
+            av_frame.pts = slot.next_pts * VIDEO_PTS_STEP
             av_frame.time_base = fractions.Fraction(1, VIDEO_CLOCK_HZ)
-            meta["i"] = self._video_index
+            meta["i"] = slot.next_pts
             meta["codec"] = frame.codec or "rgb24"  # the receiver sees the codec it was sent
             meta["pixels"] = pixels
-            self._video_index += 1
-            track = self.video
+            slot.next_pts += 1
         else:
             channels = 1 if array.ndim == 1 else int(array.shape[1])
             samples = int(array.shape[0])
@@ -176,26 +224,54 @@ class MediaSender:
                 interleaved, format="s16", layout="mono" if channels == 1 else "stereo"
             )
             av_frame.sample_rate = AUDIO_CLOCK_HZ
-            av_frame.pts = self._audio_samples
+            av_frame.pts = slot.next_pts
             av_frame.time_base = fractions.Fraction(1, AUDIO_CLOCK_HZ)
-            self._audio_samples += samples
+            slot.next_pts += samples
             meta["channels"] = channels
             meta["codec"] = frame.codec or "pcm_s16"
-            track = self.audio
+        track = slot.track
         before = track.dropped
         track.push(av_frame)
         self._counters.dropped_sender += track.dropped - before
         self._counters.samples_sent += 1
         return meta
 
+    def _slot_for(self, kind: str, route: tuple[str, str, str]) -> _TrackSlot | None:
+        """The track that carries ``route``: its own, else one that is free or idle."""
+        now = self._clock()
+        free = None
+        for slot in self._slots[kind]:
+            if slot.route == route:
+                slot.last_sent = now
+                return slot
+            idle = slot.route is None or now - slot.last_sent > ROUTE_IDLE_S
+            if free is None and slot.mid is not None and idle:
+                free = slot
+        if free is not None:
+            free.route = route
+            free.last_sent = now
+        return free
+
     def stop(self) -> None:
-        """End both tracks."""
-        self.video.stop()
-        self.audio.stop()
+        """End every track."""
+        for slots in self._slots.values():
+            for slot in slots:
+                slot.track.stop()
 
 
 Deliver = Callable[[StreamFrame], None]
 ParseId = Callable[[str], Any]
+
+
+class _TrackState:
+    """What the receiver knows of one inbound track (one transceiver's)."""
+
+    def __init__(self) -> None:
+        self.video_meta: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self.video_frames: deque[tuple[int, Any]] = deque()
+        self.first_index: int | None = None
+        self.audio_route: dict[str, Any] | None = None
+        self.audio_base_pts: int | None = None
 
 
 class MediaReceiver:
@@ -205,41 +281,56 @@ class MediaReceiver:
         self._deliver = deliver
         self._parse_id = parse_id
         self._counters = counters
-        self._video_meta: OrderedDict[int, dict[str, Any]] = OrderedDict()
-        self._video_frames: deque[tuple[int, Any]] = deque()
-        self._first_index: int | None = None
-        self._audio_route: dict[str, Any] | None = None
-        self._audio_base_pts: int | None = None
+        # By the transceiver's mid: its control messages and decoded frames meet there.
+        self._tracks: dict[str | None, _TrackState] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def _state(self, mid: Any) -> _TrackState:
+        state = self._tracks.get(mid)
+        if state is None:
+            if len(self._tracks) >= MAX_INBOUND_TRACKS:
+                raise ValueError(f"too many media tracks (mid {mid!r})")
+            state = self._tracks[mid] = _TrackState()
+        return state
 
     # -- control messages --------------------------------------------------------------
 
     def on_meta(self, meta: dict[str, Any]) -> None:
         """A ``media`` control message arrived (before or after its frame)."""
+        mid = meta.get("mid")
+        if mid is not None and not isinstance(mid, str):
+            self._counters.errors += 1
+            return
+        try:
+            state = self._state(mid)
+        except ValueError:
+            self._counters.errors += 1
+            return
         if meta.get("k") == "audio":
-            if self._audio_route is None or self._audio_route.get("track") != meta.get("track"):
-                self._audio_base_pts = None
-            self._audio_route = meta
+            old = state.audio_route
+            if old is None or _route(old) != _route(meta):
+                state.audio_base_pts = None
+            state.audio_route = meta
             return
         index = meta.get("i")
         if not isinstance(index, int):
             self._counters.errors += 1
             return
-        self._video_meta[index] = meta
-        while len(self._video_meta) > MAX_PENDING_META:
-            self._video_meta.popitem(last=False)
+        state.video_meta[index] = meta
+        while len(state.video_meta) > MAX_PENDING_META:
+            state.video_meta.popitem(last=False)
             self._counters.unmatched += 1
-        self._match_video()
+        self._match_video(state)
 
     # -- tracks ------------------------------------------------------------------------
 
-    def add_track(self, track: MediaStreamTrack) -> None:
-        """Start pumping a remote track (aiortc's ``track`` event)."""
-        task = asyncio.ensure_future(self._pump(track))
+    def add_track(self, track: MediaStreamTrack, mid: str | None) -> None:
+        """Start pumping a remote track (aiortc's ``track`` event) of transceiver ``mid``."""
+        task = asyncio.ensure_future(self._pump(track, self._state(mid)))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _pump(self, track: MediaStreamTrack) -> None:
+    async def _pump(self, track: MediaStreamTrack, state: _TrackState) -> None:
         while True:
             try:
                 frame = await track.recv()
@@ -247,57 +338,58 @@ class MediaReceiver:
                 return
             try:
                 if track.kind == "video":
-                    self._on_video(frame)
+                    self._on_video(state, frame)
                 else:
-                    self._on_audio(frame)
+                    self._on_audio(state, frame)
             except Exception:
                 self._counters.errors += 1
                 log.exception("media: a decoded %s frame could not be delivered", track.kind)
 
-    def _on_video(self, frame: Any) -> None:
+    def _on_video(self, state: _TrackState, frame: Any) -> None:
         position = round(frame.pts / VIDEO_PTS_STEP)
-        if self._first_index is None:
+        if state.first_index is None:
             # The first decoded frame is (almost always) the first one sent on this
-            # connection: the oldest index we hold a control message for, else the next.
-            self._first_index = min(self._video_meta) if self._video_meta else 0
-        self._video_frames.append((self._first_index + position, frame))
-        while len(self._video_frames) > MAX_UNMATCHED_FRAMES:
-            self._video_frames.popleft()
+            # track: the oldest index we hold a control message for, else the next.
+            state.first_index = min(state.video_meta) if state.video_meta else 0
+        state.video_frames.append((state.first_index + position, frame))
+        while len(state.video_frames) > MAX_UNMATCHED_FRAMES:
+            state.video_frames.popleft()
             self._counters.unmatched += 1
-        self._match_video()
+        self._match_video(state)
 
-    def _match_video(self) -> None:
-        while self._video_frames:
-            index, frame = self._video_frames[0]
-            meta = self._video_meta.pop(index, None)
+    def _match_video(self, state: _TrackState) -> None:
+        frames, metas = state.video_frames, state.video_meta
+        while frames:
+            index, frame = frames[0]
+            meta = metas.pop(index, None)
             if meta is None:
-                if self._video_meta and min(self._video_meta) > index:
+                if metas and min(metas) > index:
                     # Its control message was evicted or never came: it never will.
-                    self._video_frames.popleft()
+                    frames.popleft()
                     self._counters.unmatched += 1
                     continue
                 return
-            self._video_frames.popleft()
+            frames.popleft()
             # Control messages older than this frame belong to frames that were lost.
-            for old in [i for i in self._video_meta if i < index]:
-                del self._video_meta[old]
+            for old in [i for i in metas if i < index]:
+                del metas[old]
                 self._counters.unmatched += 1
             array = frame.to_ndarray(format=meta.get("pixels") or "rgb24")
             self._emit(meta, array, int(meta.get("ts", 0)), "video")
 
-    def _on_audio(self, frame: Any) -> None:
-        route = self._audio_route
+    def _on_audio(self, state: _TrackState, frame: Any) -> None:
+        route = state.audio_route
         if route is None:
             self._counters.unmatched += 1
             return
-        if self._audio_base_pts is None:
-            self._audio_base_pts = int(frame.pts or 0)
+        if state.audio_base_pts is None:
+            state.audio_base_pts = int(frame.pts or 0)
         pcm = frame.to_ndarray()  # (1, samples * channels), s16 interleaved
         layout_channels = len(frame.layout.channels)
         array = pcm.reshape(-1, layout_channels)
         if route.get("channels") == 1 and layout_channels > 1:
             array = np.ascontiguousarray(array[:, :1])
-        offset = int(frame.pts or 0) - self._audio_base_pts
+        offset = int(frame.pts or 0) - state.audio_base_pts
         # Opus decodes at 48 kHz: offsets on the caller's clock, assumed to be 48 kHz too.
         self._emit(route, array, int(route.get("ts", 0)) + offset, "audio")
 
@@ -328,3 +420,7 @@ class MediaReceiver:
         """Stop pumping (the connection is closing)."""
         for task in list(self._tasks):
             task.cancel()
+
+
+def _route(meta: dict[str, Any]) -> tuple[Any, Any, Any]:
+    return meta.get("src"), meta.get("dst"), meta.get("track")

@@ -124,7 +124,7 @@ class PeerConnection(Sending):
         self._last_rx = self._loop.time()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing: asyncio.Task[None] | None = None
-        self.media_sender = MediaSender(counters.media)
+        self.media_sender = MediaSender(counters.media, tuning.media_tracks)
         self.media_receiver = MediaReceiver(
             lambda sample: callbacks.on_media(self, sample), callbacks.parse_id, counters.media
         )
@@ -157,9 +157,19 @@ class PeerConnection(Sending):
         if self._certificate is not None:
             use_certificate(pc, self._certificate)
         pc.on("connectionstatechange", self._on_pc_state)
-        pc.on("track", self.media_receiver.add_track)
+        pc.on("track", lambda track: self._on_track(pc, track))
         self._pc = pc
         return pc
+
+    def _on_track(self, pc: RTCPeerConnection, track: Any) -> None:
+        """A remote track (aiortc's ``track`` event): pumped under its transceiver's mid,
+        which names it in the other side's control messages."""
+        mids = [t.mid for t in pc.getTransceivers() if t.receiver.track is track]
+        try:
+            self.media_receiver.add_track(track, mids[0] if mids else None)
+        except ValueError as exc:
+            self.counters.media.errors += 1
+            log.warning("%r: %s", self, exc)
 
     def _create_channels(self, pc: RTCPeerConnection) -> None:
         low = max(1, self.tuning.buffer_high_bytes // len(_CHANNELS))
@@ -193,11 +203,15 @@ class PeerConnection(Sending):
         """
         self.is_offerer = True
         pc = self._new_pc()
+        # Transceivers first: the data channels' transport then bundles onto theirs (made
+        # the other way round, aiortc never starts the media senders).
+        for kind in ("video", "audio"):
+            for track in self.media_sender.tracks(kind):
+                pc.addTransceiver(track, direction="sendrecv")
         self._create_channels(pc)
-        pc.addTransceiver(self.media_sender.video, direction="sendrecv")
-        pc.addTransceiver(self.media_sender.audio, direction="sendrecv")
         self._begin()
         await pc.setLocalDescription(await pc.createOffer())
+        self.media_sender.learn_mids(pc.getTransceivers())
         self._check_candidates(pc)
         return pc.localDescription.sdp
 
@@ -209,13 +223,18 @@ class PeerConnection(Sending):
         # Channels after the remote description: created earlier, aiortc would make a
         # second transport for them that the bundled one then closes (measured: a hang).
         self._create_channels(pc)
+        # The offer's transceivers of each kind, in order, carry our tracks of that kind;
+        # any beyond ours only receive.
+        tracks = {kind: self.media_sender.tracks(kind) for kind in ("video", "audio")}
         for transceiver in pc.getTransceivers():
-            track = (
-                self.media_sender.video if transceiver.kind == "video" else self.media_sender.audio
-            )
-            transceiver.sender.replaceTrack(track)
-            transceiver.direction = "sendrecv"
+            ours = tracks.get(transceiver.kind)
+            if ours:
+                transceiver.sender.replaceTrack(ours.pop(0))
+                transceiver.direction = "sendrecv"
+            else:
+                transceiver.direction = "recvonly"
         await pc.setLocalDescription(await pc.createAnswer())
+        self.media_sender.learn_mids(pc.getTransceivers())
         self._check_candidates(pc)
         return pc.localDescription.sdp
 
@@ -376,6 +395,8 @@ class PeerConnection(Sending):
         self._wake.set()
         self._low.set()
         self._closing = self._loop.create_task(self._shutdown())
+        _closing_in_background.add(self._closing)
+        self._closing.add_done_callback(_closing_in_background.discard)
 
     async def close(self) -> None:
         """Close for good (idempotent)."""
@@ -418,3 +439,15 @@ class PeerConnection(Sending):
             "stream_inflight_bytes": self._stream_sent_bytes - self._stream_acked_bytes,
             "error": self.error,
         }
+
+
+#: Failed connections closing in the background (``fail``). A gateway that stops waits for
+#: them: cut short, aiortc leaves its receivers' decoder threads running, and the process
+#: cannot exit until they end (they never do).
+_closing_in_background: set[asyncio.Task[None]] = set()
+
+
+async def wait_for_closing_connections(timeout_s: float) -> None:
+    """Wait (up to ``timeout_s``) until every failed connection has finished closing."""
+    if _closing_in_background:
+        await asyncio.wait(list(_closing_in_background), timeout=timeout_s)

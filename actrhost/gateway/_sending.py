@@ -273,12 +273,14 @@ class Sending:
             await asyncio.sleep(0.005)
 
     def send_media(self, frame: StreamFrame, payload: Any, array_meta: bytes, kind: str) -> bool:
-        """Put a raw media sample on the video or audio track; False if not connected."""
+        """Put a raw media sample on its route's video or audio track; False if not
+        connected. A route without a free track is dropped here (counted, True)."""
         if self._state is not LinkState.CONNECTED:
             self.counters.media.dropped_sender += 1
             return False
         meta = self.media_sender.send(frame, payload, array_meta, kind)
-        self.send_control(meta)
+        if meta is not None:
+            self.send_control(meta)
         return True
 
     def take_queued(self) -> list[tuple[int, bytes]]:
