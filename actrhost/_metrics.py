@@ -288,6 +288,14 @@ def _gateway_metrics(out: _Exposition, node: dict[str, str], gateway: dict[str, 
                     value,
                     {**labels, "lane": lane},
                 )
+        for key, value in sorted((remote.get("media") or {}).items()):
+            if _is_number(value):
+                out.counter(
+                    f"actrhost_remote_media_{key}",
+                    f"Media samples on the tracks to and from the remote node: {key}.",
+                    value,
+                    labels,
+                )
 
 
 def _is_number(value: Any) -> bool:

@@ -102,6 +102,7 @@ def format_status(status: dict[str, Any]) -> str:
                 f"failures {node.get('failures', 0)}, malformed {node.get('malformed', 0)}"
             )
             lines += _lane_lines(node.get("lanes") or {})
+            lines += _media_lines(node.get("media") or {})
     return "\n".join(lines)
 
 
@@ -179,6 +180,17 @@ def _route_rows(actors: list[dict[str, Any]]) -> list[tuple[str, ...]]:
 def _ice_text(stats: dict[str, Any]) -> str:
     addresses = stats.get("ice_host_addresses")
     return f", ICE host {', '.join(addresses)}" if addresses else ""
+
+
+def _media_lines(media: dict[str, int]) -> list[str]:
+    """A line for the media tracks, once a sample went either way."""
+    if not media.get("samples_sent") and not media.get("samples_received"):
+        return []
+    return [
+        f"    media tracks          out {media.get('samples_sent', 0)} samples, "
+        f"in {media.get('samples_received', 0)}, dropped {media.get('dropped_sender', 0)}, "
+        f"no free track {media.get('no_track', 0)}, unmatched {media.get('unmatched', 0)}"
+    ]
 
 
 def _lane_lines(lanes: dict[str, dict[str, int]]) -> list[str]:

@@ -219,6 +219,17 @@ def test_status_names_the_ice_host_and_the_gateway_counters_that_are_not_zero():
     text = format_status({"node": "a", "actors": [], "gateway": {**gateway, "stats": stats}})
     assert "  refused or lost: failed_calls 2, unintroduced_sources 3" in text.splitlines()
     assert "signaling ws://x:1, ICE host 10.0.0.5" in text
+    # A remote node's media tracks get a line once a sample went either way.
+    media = {"samples_sent": 0, "samples_received": 0, "no_track": 0}
+    remote = {"name": "b", "state": "connected", "lanes": {}, "media": media}
+    stats["remote_nodes"] = {"n1": remote}
+    status = {"node": "a", "actors": [], "gateway": {**gateway, "stats": stats}}
+    assert "media tracks" not in format_status(status)
+    media.update(samples_sent=40, no_track=3)
+    assert (
+        "    media tracks          out 40 samples, in 0, dropped 0, no free track 3, "
+        "unmatched 0" in format_status(status).splitlines()
+    )
 
 
 def test_stop_stops_a_running_node_and_waits_until_it_is_gone(node_factory):

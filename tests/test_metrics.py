@@ -239,6 +239,7 @@ def test_render_metrics_exports_the_gateway_and_remote_nodes():
                         "failures": 0,
                         "malformed": 0,
                         "lanes": {"rpc_reliable": lane},
+                        "media": {"samples_sent": 40, "no_track": 3},
                     }
                 },
             },
@@ -260,6 +261,8 @@ def test_render_metrics_exports_the_gateway_and_remote_nodes():
     lane_labels = {**remote, "lane": "rpc_reliable"}
     assert total(samples, "actrhost_remote_lane_bytes_out_total", **lane_labels) == 303
     assert total(samples, "actrhost_remote_lane_dropped_total", **lane_labels) == 1
+    assert total(samples, "actrhost_remote_media_samples_sent_total", **remote) == 40
+    assert total(samples, "actrhost_remote_media_no_track_total", **remote) == 3
 
 
 def test_histogram_counts_at_or_below_bounds():
