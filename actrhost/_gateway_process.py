@@ -11,6 +11,7 @@ way, after a graceful stop, to apply an edited config.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -67,6 +68,7 @@ class GatewayProcess:
         self._watcher: asyncio.Task[None] | None = None
         self._stopping = False
         self._restart_requested = False  # restart() stops it: start the next one at once
+        self._schemas = ""  # what the running gateway registered: see schemas_changed()
         self._started = False  # it registered once: the node runs, later failures retry
 
     async def start(self, signaling_url: str) -> dict[tuple[str, int], ActrId]:
@@ -110,6 +112,7 @@ class GatewayProcess:
         }
         env = child_environment(self.config)
         env[SPEC_ENV] = json.dumps(spec)
+        self._schemas = schema_files_digest(self.config)
         self.routing_id = None
         self._set_state(ActorState.STARTING)
         self._process = await asyncio.create_subprocess_exec(
@@ -244,6 +247,11 @@ class GatewayProcess:
             process.kill()
             await process.wait()
 
+    def schemas_changed(self) -> bool:
+        """Whether an actor's ``.proto`` file changed since the gateway read it: it
+        registered the text with signaling, so only a new gateway registers the edit."""
+        return schema_files_digest(self.config) != self._schemas
+
     def describe(self) -> dict[str, Any]:
         """For the directory snapshot and status."""
         return {
@@ -254,3 +262,19 @@ class GatewayProcess:
             "node_id": self.node_id,
             "signaling": self.signaling_url,
         }
+
+
+def schema_files_digest(config: Config) -> str:
+    """A digest of every actor's service schema file as it is now (unreadable ones count
+    as their error)."""
+    digest = hashlib.sha256()
+    for actor in config.actors:
+        path = actor.service_schema
+        if path is None:
+            continue
+        digest.update(str(path).encode() + b"\0")
+        try:
+            digest.update(path.read_bytes())
+        except OSError as exc:
+            digest.update(str(exc).encode())
+    return digest.hexdigest()

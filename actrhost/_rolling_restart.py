@@ -3,8 +3,9 @@
 The steps, each of which can refuse the restart before anything stops: the config file
 is read again (``_reload``), then a fresh forkserver imports the handler modules from
 disk. Then each instance in turn is announced as stopping, stopped gracefully and
-started again, the next one once it runs; last the gateway, if asked for or if the
-edited config changes what it was built from. docs/node.md, "Supervision".
+started again, the next one once it runs; last the gateway, if asked for, if the edited
+config changes what it was built from, or if a ``.proto`` file it registered changed.
+docs/node.md, "Supervision".
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ async def rolling_restart(
             await _restart_one(sup, slot)
         restarted = [slot.label for slot in slots]
         if sup.gateway is not None and (
-            gateway_only or (edited is not None and gateway_needs_restart(current, edited))
+            gateway_only
+            or (edited is not None and gateway_needs_restart(current, edited))
+            or sup.gateway.schemas_changed()
         ):
             await _restart_gateway(sup)
             restarted.append(GATEWAY_LABEL)

@@ -467,7 +467,7 @@ class Shell:
     async def restart_gateway(self, timeout: float = 600.0) -> None:
         """Restart the node's gateway only: a graceful stop and a new gateway that reads
         the node's config file again, to apply edited ``[webrtc]`` settings (new TURN
-        credentials, say), ``[signaling] ca_file``, or a changed ``.proto`` file. Its
+        credentials, say) or ``[signaling] ca_file``, and the ``.proto`` files again. Its
         actors keep running and keep their ids; calls to and from other nodes fail with
         ``Unavailable`` until it has registered again and the links are made again.
         Raises ``BadRequest`` on a node without a gateway or for a config edit that only a

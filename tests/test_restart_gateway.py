@@ -129,3 +129,38 @@ def test_restart_gateway_refusals(node_factory, signaling_url):
 async def _forward(node) -> bytes:
     async with actrhost.connect(node.config_path) as shell:
         return await forward_until_answered(shell)
+
+
+def test_an_edited_proto_file_restarts_the_gateway_with_the_actor(
+    node_factory, signaling_url, tmp_path
+):
+    # The config names the same .proto file; its text changed. The gateway registered the
+    # old text with signaling, so the rolling restart restarts it too.
+    from actrhost._fingerprint import service_fingerprint
+
+    from .test_remote import SCHEMA
+
+    schema = tmp_path / "echo.proto"
+    schema.write_text(SCHEMA)
+    node = node_factory(
+        '[[actor]]\nname = "echo"\ntype = "test+Echo"\nhandler = "actors:Echo"\n'
+        f'service_schema = "{schema}"\n',
+        f'[signaling]\nurl = "{signaling_url}"\n',
+    )
+
+    def registered() -> str:
+        result = cli("status", "--signaling", signaling_url)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    assert service_fingerprint(SCHEMA) in registered()
+    edited = SCHEMA.replace("string value = 1;", "string value = 1;\n  int32 times = 2;")
+    schema.write_text(edited)
+    result = cli("restart", str(node.config_path), "echo")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("restarted echo#0, gateway in "), result.stdout
+    now = registered()
+    assert service_fingerprint(edited) in now and service_fingerprint(SCHEMA) not in now
+    # Nothing changed since: a restart leaves the gateway alone.
+    result = cli("restart", str(node.config_path), "echo")
+    assert result.stdout.startswith("restarted echo#0 in "), result.stdout
