@@ -132,13 +132,14 @@ class GatewayProcess:
         if self._stopping:
             self._set_state(ActorState.STOPPED)
             return
-        self._set_state(ActorState.DEAD)
         if self._restart_requested:
             self._restart_requested = False
+            self._set_state(ActorState.STOPPED)
             self.restarts += 1
             log.info("gateway (pid %s) stopped; starting it again (rolling restart)", process.pid)
             await self._spawn()
             return
+        self._set_state(ActorState.DEAD)
         if self._registered is not None and not self._registered.done():
             why = self._registration_error or f"no answer from {self.signaling_url}"
             self._registered.set_exception(
