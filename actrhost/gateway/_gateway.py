@@ -45,7 +45,12 @@ from ._ice import use_host_addresses
 from ._identity import load_identity, node_id_of, sdp_proves_node
 from ._inbound import Inbound, _InCall, _Waiting
 from ._outbound import Outbound, _Locate, _OutCall
-from ._peer import Callbacks, PeerConnection, wait_for_closing_connections
+from ._peer import (
+    Callbacks,
+    PeerConnection,
+    close_in_background,
+    wait_for_closing_connections,
+)
 from ._remote import RemoteNode, parse_session, session_id
 from ._spec import GatewaySpec, acl_rules, credential_hex, register
 from ._trust import Parked
@@ -434,7 +439,7 @@ class Gateway(Outbound, Inbound):
         del self._nodes[node.node_id]
         for actor in [a for a, n in self._node_of.items() if n == node.node_id]:
             del self._node_of[actor]
-        self._spawn(node.close())  # RemoteNode logged why
+        close_in_background(node.close())  # RemoteNode logged why
 
     def _learn(
         self, remote_actor: ActrId, node_id: str, local_actor: ActrId | None = None

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -394,9 +394,7 @@ class PeerConnection(Sending):
         self._set_state(LinkState.FAILED, reason)
         self._wake.set()
         self._low.set()
-        self._closing = self._loop.create_task(self._shutdown())
-        _closing_in_background.add(self._closing)
-        self._closing.add_done_callback(_closing_in_background.discard)
+        self._closing = close_in_background(self._shutdown())
 
     async def close(self) -> None:
         """Close for good (idempotent)."""
@@ -441,13 +439,22 @@ class PeerConnection(Sending):
         }
 
 
-#: Failed connections closing in the background (``fail``). A gateway that stops waits for
-#: them: cut short, aiortc leaves its receivers' decoder threads running, and the process
-#: cannot exit until they end (they never do).
+#: Connections closing in the background (failed, retired, forgotten). A gateway that
+#: stops waits for them: cut short, aiortc leaves its receivers' decoder threads running,
+#: and the process cannot exit until they end (they never do).
 _closing_in_background: set[asyncio.Task[None]] = set()
 
 
+def close_in_background(closing: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """Run ``closing`` (a connection's close) as a task that a stopping gateway waits for
+    (:func:`wait_for_closing_connections`) rather than cancels."""
+    task = asyncio.ensure_future(closing)
+    _closing_in_background.add(task)
+    task.add_done_callback(_closing_in_background.discard)
+    return task
+
+
 async def wait_for_closing_connections(timeout_s: float) -> None:
-    """Wait (up to ``timeout_s``) until every failed connection has finished closing."""
+    """Wait (up to ``timeout_s``) until every connection closing in the background is."""
     if _closing_in_background:
         await asyncio.wait(list(_closing_in_background), timeout=timeout_s)

@@ -31,7 +31,7 @@ from .._config import WebrtcConfig
 from .._errors import ActrError
 from .._ids import ActrId
 from ..signaling import RoleAssignment, SdpAnswer, SdpOffer
-from ._peer import Callbacks, PeerConnection
+from ._peer import Callbacks, PeerConnection, close_in_background
 from ._types import TERMINAL, LinkCounters, LinkState, Tuning
 
 log = logging.getLogger(__name__)
@@ -269,7 +269,7 @@ class RemoteNode:
         # Every first connection retires one (the side waiting for the offer had made its
         # own): its "new -> closed" at INFO only puzzled people reading the log.
         pc.quiet = True
-        self._spawn(pc.close())
+        close_in_background(pc.close())
 
     def _pc_control(self, pc: PeerConnection, message: dict[str, Any]) -> None:
         if message["op"] == "bye":  # PeerConnection.say_bye on the other side
