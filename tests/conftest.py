@@ -60,9 +60,11 @@ def gateway_process_setup() -> Iterator[None]:
     loopback), for tests that run real peer connections in this process."""
     from actrhost.gateway import _sctp
     from actrhost.gateway._ice import skip_stun_parse_for_media, use_host_addresses
+    from actrhost.gateway._media import skip_rtcp_of_silent_tracks
 
     _sctp.install()
     skip_stun_parse_for_media()
+    skip_rtcp_of_silent_tracks()
     use_host_addresses(["127.0.0.1"])
     yield
     use_host_addresses(None)

@@ -214,6 +214,54 @@ def test_malformed_messages_are_dropped_and_counted() -> None:
     run(scenario())
 
 
+def test_only_media_tracks_that_sent_a_frame_send_rtcp(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Eight media tracks per connection, mostly idle: aiortc would send a sender report
+    # from each, every second, from the start.
+    import fractions
+
+    import av
+    import numpy as np
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+    sent: list[tuple[Any, bytes]] = []
+    original = RTCDtlsTransport._send_rtp
+
+    async def counting(self: Any, data: bytes) -> None:
+        sent.append((self, data))
+        await original(self, data)
+
+    monkeypatch.setattr(RTCDtlsTransport, "_send_rtp", counting)
+
+    def ssrcs_sent_by(transport: Any) -> set[int]:
+        # RTP carries its SSRC at bytes 8-12; an RTCP packet (type 200-207) at 4-8.
+        return {
+            int.from_bytes(data[4:8] if 200 <= data[1] <= 207 else data[8:12], "big")
+            for owner, data in sent
+            if owner is transport
+        }
+
+    async def scenario() -> None:
+        a, b = await connected_pair()
+        try:
+            transceivers = a.pc._pc.getTransceivers()  # type: ignore[union-attr]
+            assert len(transceivers) == 2 * TUNING.media_tracks
+            transport = transceivers[0].sender.transport
+            await asyncio.sleep(1.6)  # every sender's report timer fired (0.5-1.5 s)
+            assert ssrcs_sent_by(transport) == set()
+            frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+            frame.pts = 0
+            frame.time_base = fractions.Fraction(1, 90000)
+            a.pc.media_sender.tracks("video")[0].push(frame)
+            await asyncio.sleep(1.6)
+            # The RTP of that one frame and that sender's reports: no other sender's.
+            assert ssrcs_sent_by(transport) == {transceivers[0].sender._ssrc}
+        finally:
+            await a.pc.close()
+            await b.pc.close()
+
+    run(scenario(), 30)
+
+
 def test_no_candidates_fails_at_once_with_a_clear_reason() -> None:
     async def scenario() -> None:
         use_host_addresses([])

@@ -20,6 +20,7 @@ from .._linux import set_parent_death_signal, supervisor_gone
 from . import _sctp
 from ._gateway import Gateway
 from ._ice import skip_stun_parse_for_media, use_host_addresses
+from ._media import skip_rtcp_of_silent_tracks
 from ._spec import SPEC_ENV, GatewaySpec
 
 
@@ -59,6 +60,7 @@ def main() -> int:
     if os.environ.get("ACTRHOST_GATEWAY_AIORTC", "tuned") != "plain":
         _sctp.install()
         skip_stun_parse_for_media()
+        skip_rtcp_of_silent_tracks()
 
     async def amain() -> int:
         gateway = Gateway(spec, config)

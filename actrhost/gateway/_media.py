@@ -47,7 +47,7 @@ from typing import Any
 
 import av
 import numpy as np
-from aiortc import MediaStreamTrack
+from aiortc import MediaStreamTrack, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError
 
 from .._envelope import MEDIA, StreamFrame
@@ -109,6 +109,7 @@ class OutboundTrack(MediaStreamTrack):
         self._frames: deque[Any] = deque()
         self._ready = asyncio.Event()
         self.dropped = 0
+        self.started = False  # a frame went to the encoder (see skip_rtcp_of_silent_tracks)
 
     def push(self, frame: Any) -> None:
         """Queue a frame for the encoder; replaces the oldest when full (never blocks)."""
@@ -125,12 +126,38 @@ class OutboundTrack(MediaStreamTrack):
                 raise MediaStreamError
             self._ready.clear()
             await self._ready.wait()
+        self.started = True
         return self._frames.popleft()
 
     def stop(self) -> None:
         """End the track; a waiting ``recv`` raises MediaStreamError."""
         super().stop()
         self._ready.set()
+
+
+def skip_rtcp_of_silent_tracks() -> None:
+    """Tracks that never sent a frame send no RTCP either.
+
+    aiortc's RTP sender sends a sender report (and SDES) every second from the moment the
+    connection is up, whether or not it ever sent media; RFC 3550 §6.4 has sender reports
+    from active senders only. With eight tracks per connection, mostly idle, those reports
+    were most of an idle connection's CPU. Gateway process only; idempotent.
+    """
+    cls = RTCRtpSender
+    original = getattr(cls, "_send_rtcp", None)
+    if original is None:
+        raise RuntimeError("aiortc's RTCRtpSender changed: no _send_rtcp")
+    if getattr(original, "_actrhost_quiet", False):
+        return
+
+    async def send_rtcp(self: Any, packets: Any) -> None:
+        track = self.track
+        if isinstance(track, OutboundTrack) and not track.started:
+            return
+        await original(self, packets)
+
+    send_rtcp._actrhost_quiet = True  # type: ignore[attr-defined]
+    cls._send_rtcp = send_rtcp  # type: ignore[method-assign]
 
 
 @dataclass
