@@ -8,6 +8,8 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -252,3 +254,22 @@ def test_the_keepalive_comes_from_the_config(tmp_path: Path) -> None:
         started = time.monotonic()
         assert runner.run(a.stop()) == 0
         assert time.monotonic() - started < 5
+
+
+def test_the_gateway_process_exits_even_with_a_thread_left_running() -> None:
+    # A receiver aiortc never stopped keeps a non-daemon decoder thread: the gateway
+    # exits anyway, with its code, and says which thread it left.
+    script = (
+        "import threading, logging, sys\n"
+        "logging.basicConfig(stream=sys.stderr)\n"
+        "from actrhost.gateway.__main__ import exit_now\n"
+        "threading.Thread(target=threading.Event().wait, name='audio-decoder').start()\n"
+        "exit_now(3)\n"
+    )
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 3
+    assert "exiting with threads left running: ['audio-decoder']" in result.stderr
+    assert time.monotonic() - started < 10

@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import Any
 
 from .._config import load_node_config
@@ -83,5 +84,23 @@ def run_loop(coro: Any) -> int:
     return int(asyncio.run(coro))
 
 
+def exit_now(code: int) -> None:
+    """Exit with ``code`` without waiting for threads aiortc may have left running.
+
+    aiortc decodes each RTP receiver's media in a non-daemon thread that only its
+    receiver's stop ends; a receiver that was never stopped (a close cut short) would
+    keep the stopped gateway alive until the supervisor's SIGKILL. Everything the gateway
+    owns is closed by now: say which threads were left, and go.
+    """
+    left = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    left = [name for name in left if not name.startswith("ThreadPoolExecutor")]
+    if left:
+        logging.getLogger(__name__).warning("exiting with threads left running: %s", left)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())
