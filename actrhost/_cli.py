@@ -387,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     restart = sub.add_parser(
         "restart",
-        help="rolling restart: new handler code and actor settings, one instance at a time",
+        help="rolling restart: new handler code and settings, one instance at a time "
+        "(--gateway: the gateway alone)",
     )
     restart.add_argument(
         "config", help="config of the running node (or its ipc:// control endpoint)"
