@@ -147,6 +147,9 @@ class WebrtcConfig:
     # each side pings every keepalive_interval_s.
     keepalive_interval_s: float = 0.5
     keepalive_timeout_s: float = 3.0
+    # Video and audio tracks per connection (each): media routes of a kind that can stream
+    # at once between two nodes (docs/gateway.md, Media). The offering side's count holds.
+    media_tracks: int = 4
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ from ._ids import ActrType, check_name
 
 _UINT32_MAX = 2**32 - 1  # realm ids are uint32 on the wire (DESIGN §2)
 _MIN_RING_BYTES = 4096  # one page: smaller rings cannot hold a record header plus data
+#: Each track is a transceiver in every connection's SDP, set up and kept open with it.
+_MAX_MEDIA_TRACKS = 16
 
 _NAME_RULE = (
     "1-32 letters, digits, '-', '_' or '.', starting with a letter and ending with a "
@@ -180,6 +182,7 @@ class Loader:
             "connect_timeout_s": partial(self.number, lo=0, lo_open=True),
             "keepalive_interval_s": partial(self.number, lo=0, lo_open=True),
             "keepalive_timeout_s": partial(self.number, lo=0, lo_open=True),
+            "media_tracks": partial(self.integer, lo=1, hi=_MAX_MEDIA_TRACKS),
         }
         fields = self.section(key, value, spec)
         interval = fields.get("keepalive_interval_s", WebrtcConfig.keepalive_interval_s)

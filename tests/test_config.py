@@ -122,6 +122,7 @@ ice_host_addresses = ["127.0.0.1", "10.200.1.2", "::1"]
 connect_timeout_s = 3
 keepalive_interval_s = 0.25
 keepalive_timeout_s = 1
+media_tracks = 2
 
 [shm]
 threshold_bytes = 0
@@ -177,6 +178,7 @@ def test_full_config_round_trip(tmp_path: Path) -> None:
             connect_timeout_s=3.0,
             keepalive_interval_s=0.25,
             keepalive_timeout_s=1.0,
+            media_tracks=2,
         ),
         shm=ShmConfig(threshold_bytes=0, ring_bytes=4096),
         actors=(
@@ -406,6 +408,14 @@ BROKEN = [
     (
         MINIMAL + '[webrtc]\nstun_urls = "stun:127.0.0.1"\n',
         "webrtc.stun_urls: must be an array of URLs (got 'stun:127.0.0.1')",
+    ),
+    (
+        MINIMAL + "[webrtc]\nmedia_tracks = 0\n",
+        "webrtc.media_tracks: must be an integer from 1 to 16 (got 0)",
+    ),
+    (
+        MINIMAL + "[webrtc]\nmedia_tracks = 17\n",
+        "webrtc.media_tracks: must be an integer from 1 to 16 (got 17)",
     ),
     (
         MINIMAL + "[webrtc]\n" + TURN.replace("3478", "99999"),

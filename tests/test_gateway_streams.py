@@ -216,10 +216,10 @@ def test_media_routes_between_two_nodes_keep_their_own_tracks(pair: Pair) -> Non
 
 def test_a_media_route_beyond_the_free_tracks_is_dropped_and_counted(tmp_path: Path) -> None:
     runner = LoopRunner()
-    tuning = {"connect_timeout_s": 4.0, "media_tracks": 1}
+    webrtc = 'ice_host_addresses = ["127.0.0.1"]\nconnect_timeout_s = 4.0\nmedia_tracks = 1'
     with ServerProcess() as server:
-        a = HarnessNode(tmp_path / "a", server.url, [("src", "t+Source")], tuning=tuning)
-        b = HarnessNode(tmp_path / "b", server.url, [("sink", "t+Sink")], tuning=tuning)
+        a = HarnessNode(tmp_path / "a", server.url, [("src", "t+Source")], webrtc_toml=webrtc)
+        b = HarnessNode(tmp_path / "b", server.url, [("sink", "t+Sink")], webrtc_toml=webrtc)
         runner.run(a.start())
         runner.run(b.start())
         try:

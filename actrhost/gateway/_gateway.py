@@ -84,6 +84,7 @@ class Gateway(Outbound, Inbound):
             "connect_timeout_s": webrtc.connect_timeout_s,
             "keepalive_interval_s": webrtc.keepalive_interval_s,
             "keepalive_timeout_s": webrtc.keepalive_timeout_s,
+            "media_tracks": webrtc.media_tracks,
         }
         overrides.update(spec.tuning)
         self.tuning = Tuning(**overrides)

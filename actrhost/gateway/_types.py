@@ -55,8 +55,7 @@ class Tuning:
     stream_window_bytes: int = 8 * 1024 * 1024
     #: STREAM_LATENCY_FIRST frames waiting to be sent; older ones are dropped (newest wins).
     latency_queue_frames: int = 4
-    #: Video and audio tracks per connection (each): media routes of one kind that can
-    #: stream at once between two nodes (gateway/_media.py). The offer decides.
+    #: Video and audio tracks per connection (each): ``[webrtc] media_tracks``.
     media_tracks: int = 4
 
 
