@@ -123,7 +123,6 @@ class PeerConnection(Sending):
         self._ack_handle: asyncio.TimerHandle | None = None
         self._last_rx = self._loop.time()
         self._tasks: list[asyncio.Task[None]] = []
-        self._closing: asyncio.Task[None] | None = None
         self.media_sender = MediaSender(counters.media, tuning.media_tracks)
         self.media_receiver = MediaReceiver(
             lambda sample: callbacks.on_media(self, sample), callbacks.parse_id, counters.media
@@ -394,7 +393,7 @@ class PeerConnection(Sending):
         self._set_state(LinkState.FAILED, reason)
         self._wake.set()
         self._low.set()
-        self._closing = close_in_background(self._shutdown())
+        close_in_background(self._shutdown())
 
     async def close(self) -> None:
         """Close for good (idempotent)."""
