@@ -20,7 +20,14 @@ from actrhost.shm import list_prefix, node_segment_prefix
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO = TESTS_DIR.parent
+#: Frames recorded off real nodes by scripts/record_frames.py (tests/frames/README.md).
+FRAMES_DIR = TESTS_DIR / "frames"
 T = TypeVar("T")
+
+
+def load(name: str) -> bytes:
+    """The recorded frame ``tests/frames/<name>.bin``."""
+    return (FRAMES_DIR / f"{name}.bin").read_bytes()
 
 
 def run(coro: Awaitable[T], timeout_s: float = 30.0) -> T:
