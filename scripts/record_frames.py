@@ -3,10 +3,11 @@
 
 Runs what a user runs, on loopback: a signaling server (``actrhost signal``), the camera
 example on two nodes (``configs/camera-a.toml`` + ``camera-b.toml``, pointed at that
-server), the same example on one node (``configs/camera.toml``), and one ``actrhost
-call`` of a route the viewer does not serve. Every one of these processes imports a tap
-first (a ``sitecustomize`` module put first on ``PYTHONPATH``) that logs each message as
-the process *receives* it:
+server) with one ``actrhost call`` of a route the viewer does not serve, the echo example
+on two nodes under ``actrhost load`` (calls 16 at a time, tells, a stream of small
+chunks), and the camera example on one node (``configs/camera.toml``). Every one of
+these processes imports a tap first (a ``sitecustomize`` module put first on
+``PYTHONPATH``) that logs each message as the process *receives* it:
 
 * ``frame``: a protobuf ``Frame`` (docs/protocol.md) as a worker, a gateway or the CLI
   decodes it (``actrhost._envelope.decode``);
@@ -19,9 +20,9 @@ The script then sorts what was logged into kinds (a request, an answer, an error
 a stream chunk in a ring, a media sample sent inline, a data-channel part, a relayed SDP
 offer, ...), keeps one message of each kind (the largest up to 16 KiB) and writes it to
 ``tests/frames/<kind>.bin``. Kinds only seen larger than 64 KiB (a video frame decoded
-from the track is 225 KiB) are listed, not written. The
-tests decode each file, re-encode it to the same bytes, and corrupt it on purpose
-(``tests/test_recorded_frames.py``), as aiortc's tests replay captured packets.
+from the track is 225 KiB) are listed, not written. The tests decode each file, re-encode
+it to the same bytes, and corrupt it on purpose (``tests/test_recorded_frames.py``), as
+aiortc's tests replay captured packets.
 
     python scripts/record_frames.py                 # rewrites tests/frames/*.bin
     python scripts/record_frames.py --out /tmp/f    # somewhere else
@@ -134,6 +135,17 @@ def actrhost(args: list[str], env: dict[str, str], log: Path) -> subprocess.Pope
         )
 
 
+def cli(args: list[str], env: dict[str, str], folder: Path) -> None:
+    """Run one ``actrhost`` command to its end (its exit status does not matter here)."""
+    subprocess.run(
+        [sys.executable, "-m", "actrhost", *args],
+        env=env,
+        capture_output=True,
+        timeout=60,
+        cwd=folder,
+    )
+
+
 def wait_for_text(log: Path, text: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -177,14 +189,23 @@ def record(folder: Path) -> Path:
         )
         wait_for_text(folder / "b.out", "camera: viewer got", 90)
         # An error answer from a real worker: a route the viewer does not serve.
-        call = ["call", str(a), "viewer", "demo.Nope", "--data", "x"]
-        subprocess.run(
-            [sys.executable, "-m", "actrhost", *call],
-            env=env,
-            capture_output=True,
-            timeout=30,
-            cwd=folder,
-        )
+        cli(["call", str(a), "viewer", "demo.Nope", "--data", "x"], env, folder)
+        for process in reversed(started[1:]):
+            stop(process)
+        del started[1:]
+        # Small messages between two nodes: calls outstanding at once (batches on the
+        # link), tells, and stream chunks small enough to travel inline.
+        echo_a = node_config("echo-a", folder, url)
+        echo_b = node_config("echo-b", folder, url)
+        started.append(actrhost(["run", str(echo_a)], env, folder / "echo-a.out"))
+        started.append(actrhost(["run", str(echo_b)], env, folder / "echo-b.out"))
+        wait_for_text(folder / "echo-b.out", "client got", 60)
+        load = ["load", str(echo_b), "--target", "demo+Echo", "--payload", "hello"]
+        load += ["--duration", "1s", "--warmup", "0s", "--quiet"]
+        route = ["--route", "demo.Echo.Say"]
+        cli([*load, *route, "--concurrency", "16"], env, folder)
+        cli([*load, *route, "--tell"], env, folder)
+        cli([*load, "--stream"], env, folder)
         for process in reversed(started[1:]):
             stop(process)
         one = actrhost(["run", str(node_config("camera", folder, url))], env, folder / "one.out")
@@ -264,6 +285,8 @@ def main() -> None:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
+    for stale in args.out.glob("*.bin"):  # kinds not seen this time must not linger
+        stale.unlink()
     written = 0
     for kind, data in sorted(kept.items()):
         if len(data) > MAX_FIXTURE_BYTES:

@@ -2,10 +2,10 @@
 ``scripts/record_frames.py``): each decodes to what was sent, re-encodes to the same
 bytes, and, corrupted on purpose, is refused with the error the receiver logs and counts.
 
-The files are the camera example on two nodes through a signaling server: envelopes as
-workers and gateways received them over ZeroMQ, gateway data-channel messages, signaling
-envelopes. Ids, ring names and fingerprints differ at each recording; the assertions hold
-only for what the example always sends.
+The files come from the camera and echo examples on two nodes through a signaling server
+(tests/frames/README.md): envelopes as workers and gateways received them over ZeroMQ,
+gateway data-channel messages, signaling envelopes. Ids, ring names and fingerprints
+differ at each recording; the assertions hold only for what the examples always send.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ def test_every_kind_the_recording_script_writes_is_here():
     # may add more, such as signaling pings): if a kind disappears there, its protocol
     # path stopped being used, and the replay tests below would quietly lose it.
     recorded = {p.stem for p in FRAMES_DIR.glob("*.bin")}
-    envelopes = {"request", "response", "error", "stream-shm", "media-shm"}
-    links = {"frame", "part", "control-hello", "control-ping", "control-ack"}
+    envelopes = {"request", "response", "error", "tell", "stream-inline", "stream-shm"}
+    envelopes |= {"media-shm"}
+    links = {"frame", "batch", "part", "control-hello", "control-ping", "control-ack"}
     links |= {"control-media", "control-bye"}
     signaling = {"register_request", "register_ok", "route_candidates_request"}
     signaling |= {"route_candidates_response", "ack", "unregister"}
@@ -76,6 +77,16 @@ def test_a_recorded_call_and_its_answer():
     answer = wire.decode(load("frame-response"))
     assert isinstance(answer, wire.Envelope) and answer.direction == wire.RESPONSE
     assert answer.error_code == 0 and answer.payload.startswith(b"viewer got ")
+
+
+def test_a_recorded_tell_and_stream_chunk_from_a_load_generator():
+    tell = wire.decode(load("frame-tell"))
+    assert isinstance(tell, wire.Envelope) and tell.direction == wire.TELL
+    assert (tell.route_key, tell.payload, tell.source) == ("demo.Echo.Say", b"hello", None)
+    assert tell.target is not None and tell.target.type == ActrType("demo", "Echo")
+    chunk = wire.decode(load("frame-stream-inline"))
+    assert isinstance(chunk, wire.StreamFrame)
+    assert (chunk.kind, chunk.key, chunk.payload, chunk.shm) == (wire.STREAM, "load", b"hello", b"")
 
 
 def test_a_recorded_error_answer_raises_the_callers_error():
@@ -195,6 +206,21 @@ def test_a_recorded_frame_message_holds_a_whole_envelope():
     assert env.deadline_ns == 0 and env.timeout_ms > 0
 
 
+def test_a_recorded_batch_holds_whole_envelopes_in_order():
+    data = load("link-batch")
+    what, frames = framing.Reassembler(1).feed(data)  # type: ignore[misc]
+    assert what == "frames" and len(frames) >= 2
+    assert framing.batch_message(frames) == data
+    envelopes = [wire.decode(frame) for frame in frames]
+    assert all(isinstance(env, wire.Envelope) for env in envelopes)
+    with pytest.raises(framing.MalformedMessage) as caught:
+        framing.Reassembler(1).feed(data[:-1])
+    last = len(frames[-1])
+    assert (
+        str(caught.value) == f"batch frame of {last} bytes at {len(data) - last} of {len(data) - 1}"
+    )
+
+
 def test_a_recorded_part_waits_for_the_rest_and_refuses_nonsense():
     data = load("link-part")
     kind, msg_id, index, count = framing._PART.unpack_from(data)
@@ -263,8 +289,13 @@ def test_a_recorded_offer_proves_the_offering_node_and_no_other():
     first_byte = line[len(prefix) : len(prefix) + 2]
     forged = prefix + ("00" if first_byte != "00" else "11") + line[len(prefix) + 2 :]
     assert not sdp_proves_node(sdp.replace(line, forged, 1), offerer)
+    # The recorded answer may belong to another pair of nodes: its own session names them.
     answer = signaling_wire.decode(load("signaling-relay-sdp_answer")).relay
+    session = parse_session(answer.session_id)
+    assert session is not None
+    _kind, offerer, answerer = session
     assert sdp_proves_node(answer.sdp_answer.sdp, answerer)
+    assert not sdp_proves_node(answer.sdp_answer.sdp, offerer)
 
 
 @pytest.mark.parametrize("name", SIGNALING)
