@@ -208,6 +208,7 @@ def record(folder: Path) -> Path:
         cli([*load, "--stream"], env, folder)
         for process in reversed(started[1:]):
             stop(process)
+        del started[1:]
         one = actrhost(["run", str(node_config("camera", folder, url))], env, folder / "one.out")
         started.append(one)
         wait_for_text(folder / "one.out", "camera: viewer got", 60)
@@ -242,15 +243,15 @@ def kind_of(source: int, data: bytes) -> str | None:
             return "frame-error" if item.error_code else "frame-response"
         return "frame-request" if item.direction == wire.REQUEST else "frame-tell"
     if source == LINK:
-        kind = data[:1]
-        if kind == bytes([framing.KIND_CONTROL]):
-            try:
-                return "link-control-" + str(framing.Reassembler(1).feed(data)[1]["op"])  # type: ignore[index]
-            except framing.MalformedMessage:
-                return None
+        try:
+            taken = framing.Reassembler(1).feed(data)
+        except framing.MalformedMessage:
+            return None
+        if taken is not None and taken[0] == "control":
+            return f"link-control-{taken[1]['op']}"
         names = {framing.KIND_FRAME: "frame", framing.KIND_PART: "part"}
         names[framing.KIND_BATCH] = "batch"
-        return f"link-{names[kind[0]]}" if kind and kind[0] in names else None
+        return f"link-{names[data[0]]}"
     if source == SIGNALING:
         try:
             env = signaling_wire.decode(data)
