@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -24,7 +28,7 @@ from actrhost.gateway._remote import parse_session
 from actrhost.shm import Descriptor, decode_array_meta
 from actrhost.signaling import _wire as signaling_wire
 
-from .utils import FRAMES_DIR, load
+from .utils import FRAMES_DIR, REPO, load
 
 ENVELOPES = sorted(p.stem for p in FRAMES_DIR.glob("frame-*.bin"))
 LINK_MESSAGES = sorted(p.stem for p in FRAMES_DIR.glob("link-*.bin"))
@@ -32,11 +36,9 @@ SIGNALING = sorted(p.stem for p in FRAMES_DIR.glob("signaling-*.bin"))
 CAMERA, VIEWER = ActrType("demo", "Camera"), ActrType("demo", "Viewer")
 
 
-def test_every_kind_the_recording_script_writes_is_here():
-    # What scripts/record_frames.py writes from the camera example (a longer recording
-    # may add more, such as signaling pings): if a kind disappears there, its protocol
-    # path stopped being used, and the replay tests below would quietly lose it.
-    recorded = {p.stem for p in FRAMES_DIR.glob("*.bin")}
+def required_kinds() -> set[str]:
+    """What scripts/record_frames.py writes from the examples (a longer recording may add
+    more, such as signaling's heartbeats)."""
     envelopes = {"request", "response", "error", "tell", "stream-inline", "stream-shm"}
     envelopes |= {"media-shm"}
     links = {"frame", "batch", "part", "control-hello", "control-ping", "control-ack"}
@@ -45,9 +47,46 @@ def test_every_kind_the_recording_script_writes_is_here():
     signaling |= {"route_candidates_response", "ack", "unregister"}
     signaling |= {f"relay-{x}" for x in ("role_negotiation", "role_assignment")}
     signaling |= {"relay-sdp_offer", "relay-sdp_answer"}
-    assert {f"frame-{x}" for x in envelopes} <= recorded
-    assert {f"link-{x}" for x in links} <= recorded
-    assert {f"signaling-{x}" for x in signaling} <= recorded
+    return (
+        {f"frame-{x}" for x in envelopes}
+        | {f"link-{x}" for x in links}
+        | {f"signaling-{x}" for x in signaling}
+    )
+
+
+def test_every_kind_the_recording_script_writes_is_here():
+    # If a kind disappears, its protocol path stopped being used, and the replay tests
+    # below would quietly lose it.
+    assert required_kinds() <= {p.stem for p in FRAMES_DIR.glob("*.bin")}
+
+
+def test_the_recording_script_still_records_every_kind(tmp_path):
+    """The fixtures' origin stays reproducible: the script runs the examples on real
+    nodes again and writes every kind the replay tests read."""
+    script = REPO / "scripts" / "record_frames.py"
+    # Its own process group: if it hangs, the nodes it started go with it.
+    process = subprocess.Popen(
+        [sys.executable, str(script), "--out", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=240)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 0, output
+    recorded = {p.stem for p in tmp_path.glob("*.bin")}
+    assert required_kinds() <= recorded, output
+    for name in recorded:
+        data = (tmp_path / f"{name}.bin").read_bytes()
+        if name.startswith("frame-"):
+            assert re_encode(wire.decode(data)) == data, name
+        elif name.startswith("signaling-"):
+            assert signaling_wire.decode(data).SerializeToString() == data, name
 
 
 # -- envelopes (docs/protocol.md) ---------------------------------------------------------
