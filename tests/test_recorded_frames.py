@@ -36,6 +36,13 @@ SIGNALING = sorted(p.stem for p in FRAMES_DIR.glob("signaling-*.bin"))
 CAMERA, VIEWER = ActrType("demo", "Camera"), ActrType("demo", "Viewer")
 
 
+def re_encode(item: wire.Envelope | wire.StreamFrame) -> bytes:
+    """A decoded frame encoded again, as its sender's codec does."""
+    if isinstance(item, wire.StreamFrame):
+        return wire.encode_stream(item)
+    return wire.encode(item)
+
+
 def required_kinds() -> set[str]:
     """What scripts/record_frames.py writes from the examples (a longer recording may add
     more, such as signaling's heartbeats)."""
@@ -90,12 +97,6 @@ def test_the_recording_script_still_records_every_kind(tmp_path):
 
 
 # -- envelopes (docs/protocol.md) ---------------------------------------------------------
-
-
-def re_encode(item: wire.Envelope | wire.StreamFrame) -> bytes:
-    if isinstance(item, wire.StreamFrame):
-        return wire.encode_stream(item)
-    return wire.encode(item)
 
 
 @pytest.mark.parametrize("name", ENVELOPES)
