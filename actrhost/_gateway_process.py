@@ -24,7 +24,7 @@ from . import _control as control
 from ._config import Config
 from ._directory import ActorState
 from ._ids import ActrId
-from ._rundir import NODE_IDENTITY
+from ._rundir import NODE_IDENTITY, node_prefix
 from ._worker_start import child_environment
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class GatewayProcess:
         self.config = config
         self.endpoint = f"ipc://{run_dir / 'gateway.sock'}"
         self.identity_path = run_dir / NODE_IDENTITY
+        self._shm_prefix = node_prefix(run_dir)
         self.node_id = ""  # derived from the node's certificate, made by start()
         self.state = ActorState.STARTING
         self.pid: int | None = None
@@ -97,6 +98,7 @@ class GatewayProcess:
             "control_endpoint": self._control_endpoint,
             "supervisor_pid": os.getpid(),
             "identity_path": str(self.identity_path),
+            "shm_prefix": self._shm_prefix,
             "instances": [
                 {
                     "name": name,

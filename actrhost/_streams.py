@@ -31,10 +31,10 @@ from ._errors import BadRequest, ClosedResourceError, DeadlineExceeded, Unavaila
 from ._ids import ActrId
 from ._payload_type import PayloadType
 from ._payloads import DataStream, MediaSample
+from ._ring_readers import RingReaders
 from ._rpc import RpcEndpoint
 from .shm import (
     Descriptor,
-    RingReader,
     RingWriter,
     WouldBlock,
     encode_array_meta,
@@ -392,10 +392,9 @@ class StreamReceiver:
         on_full: Callable[[], None],
         on_space: Callable[[], None],
     ) -> None:
-        self._ring_prefix = node_segment_prefix(node_prefix)
         self._callbacks: dict[tuple[str, str], StreamCallback] = {}
         self._queues: dict[tuple[str, str], _Queue] = {}
-        self._readers: dict[str, RingReader] = {}
+        self._rings = RingReaders(node_prefix)
         self._backlog = 0
         self._full = False
         self.capacity = capacity
@@ -423,8 +422,7 @@ class StreamReceiver:
         if not frame.shm:
             return None
         descriptor = Descriptor.from_bytes(frame.shm)
-        if not descriptor.ring.startswith(self._ring_prefix):
-            raise BadRequest(f"ring {descriptor.ring!r} does not belong to this node")
+        self._rings.arrived(descriptor)  # every path from here ends in _retire
         return descriptor
 
     def discard(self, frame: StreamFrame) -> None:
@@ -507,7 +505,7 @@ class StreamReceiver:
 
     def _view(self, frame: StreamFrame, descriptor: Descriptor | None) -> Any:
         if descriptor is not None:
-            reader = self._reader(descriptor.ring)
+            reader = self._rings.get(descriptor.ring)
             return reader.read_array(descriptor) if descriptor.meta else reader.read(descriptor)
         if frame.array_meta:
             import numpy as np
@@ -518,24 +516,9 @@ class StreamReceiver:
             return np.frombuffer(frame.payload, dtype=dtype).reshape(shape)
         return memoryview(frame.payload)
 
-    def _reader(self, ring: str) -> RingReader:
-        reader = self._readers.get(ring)
-        if reader is None:
-            try:
-                reader = RingReader.attach(ring)
-            except (OSError, Unavailable) as exc:
-                raise Unavailable(f"cannot attach ring {ring}: {exc}") from None
-            # Both ends have it mapped now, and nobody else may ever open it: drop the
-            # name, so the segment lives exactly as long as the two processes using it,
-            # whatever way they end (the supervisor's clean-up by name then only has
-            # rings still in flight to take care of).
-            reader.unlink(missing_ok=True)
-            self._readers[ring] = reader
-        return reader
-
     def _retire(self, descriptor: Descriptor) -> None:
         try:
-            self._reader(descriptor.ring).retire(descriptor)
+            self._rings.retire(descriptor)
         except Exception as exc:  # a ring of a sender that died meanwhile
             log.debug(
                 "could not release record %s of %s: %s", descriptor.sequence, descriptor.ring, exc
@@ -543,9 +526,7 @@ class StreamReceiver:
 
     def forget_source(self, tag: str) -> None:
         """Close the rings written by a sender that went away (``tag`` is its name part)."""
-        marker = f"{self._ring_prefix}{tag}-"
-        for name in [n for n in self._readers if n.startswith(marker)]:
-            self._readers.pop(name).close()
+        self._rings.forget_writer(tag)
 
     @property
     def backlog(self) -> int:
@@ -556,6 +537,4 @@ class StreamReceiver:
         """Cancel callbacks and close every ring reader."""
         for task in list(self._tasks):
             task.cancel()
-        for reader in self._readers.values():
-            reader.close()
-        self._readers.clear()
+        self._rings.close()

@@ -292,6 +292,9 @@ def test_three_nodes_calls_streams_and_media_across(node_factory, signaling_url)
             assert [(c["seq"], c["crc"]) for c in got["s0"]] == [
                 (s["seq"], s["crc"]) for s in chunks
             ]
+            # The gateway removed the name of the source's ring when it attached it: a
+            # SIGKILL of the whole node now cannot leave it behind.
+            assert source.segments() == []
             if not got.get("video"):  # say what the gateways counted, for the next one
                 media = [
                     (node_id[:6], node["media"])

@@ -14,7 +14,7 @@ import asyncio
 import itertools
 import logging
 import os
-from collections import OrderedDict, deque
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +28,10 @@ from .._envelope import StreamFrame
 from .._errors import ActrError, NotFound, PermissionDenied, Unavailable
 from .._ids import ActrId
 from .._linux import supervisor_gone
+from .._ring_readers import RingReaders
 from .._rpc import configure_socket
 from .._rundir import remove_orphaned_run_dir
 from .._zmqloop import LoopSocket
-from ..shm import RingReader
 from ..signaling import (
     RelayMessage,
     RoleAssignment,
@@ -138,7 +138,7 @@ class Gateway(Outbound, Inbound):
         self._lossy: dict[ActrId, deque[StreamFrame]] = {}  # see Outbound._defer_lossy
         self._in_ids = itertools.count(1)
         self._out_ids = itertools.count(1)
-        self._readers: OrderedDict[str, RingReader] = OrderedDict()
+        self._rings = RingReaders(spec.shm_prefix)
         self._pressure: set[object] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._callbacks = Callbacks(
@@ -332,9 +332,7 @@ class Gateway(Outbound, Inbound):
         orphaned = supervisor_gone(self.spec.supervisor_pid)
         # A graceful stop lets answers already queued leave; an orphan just goes.
         linger_ms = 0 if orphaned else 500
-        for reader in self._readers.values():
-            reader.close()
-        self._readers.clear()
+        self._rings.close()
         for dealer in self._dealers.values():
             dealer.close(linger_ms)
         self._router.close(linger_ms)
@@ -367,9 +365,8 @@ class Gateway(Outbound, Inbound):
             gone = self.directory.update(message)
             self._refresh_aliases()
             if gone:
-                for reader in self._readers.values():
-                    reader.close()  # rings of dead workers are unlinked; attach afresh
-                self._readers.clear()
+                for entry in gone:
+                    self._rings.forget_writer(f"{entry.actr_id.serial_number:x}")
                 self._targets_gone(gone)
             self._unpark_started()
         elif op == control.STOP:

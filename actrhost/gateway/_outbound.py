@@ -14,7 +14,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -35,8 +35,9 @@ from .._errors import (
 from .._ids import ActrId, ActrType
 from .._lockfile import ACTR_LOCK_NAME, COMPAT_LOCK_NAME, LockFile
 from .._payload_type import PayloadType
+from .._ring_readers import RingReaders
 from .._zmqloop import LoopSocket
-from ..shm import Descriptor, RingReader
+from ..shm import Descriptor
 from ..signaling import RoleNegotiation
 from ._counters import GatewayCounters
 from ._media import is_track_sample
@@ -54,8 +55,6 @@ LOCATE_TYPES_TRIED = 8
 LOCATE_QUEUE_BYTES = 4 * 1024 * 1024
 #: Pending-call entries of calls without a deadline expire after this long.
 NO_DEADLINE_S = 300.0
-#: Ring readers kept attached (one per sending worker and receiver pair).
-MAX_RING_READERS = 64
 
 
 class _OutCall:
@@ -95,7 +94,7 @@ class Outbound:
     _locating: dict[ActrId, _Locate]
     _pending_out: dict[str, _OutCall]
     _out_ids: itertools.count[int]
-    _readers: OrderedDict[str, RingReader]
+    _rings: RingReaders
     _lossy: dict[ActrId, deque[StreamFrame]]
     tuning: Tuning
     _pressure: set[object]
@@ -213,7 +212,7 @@ class Outbound:
             old = waiting.popleft()
             try:
                 desc = Descriptor.from_bytes(old.shm)
-                self._reader(desc.ring).retire(desc)
+                self._rings.get(desc.ring).retire(desc)
             except ActrError as exc:
                 self.counters.malformed_local += 1
                 log.warning("%r: could not retire %r: %s", self, old, exc.message)
@@ -232,19 +231,10 @@ class Outbound:
                 for sf in waiting:
                     self._stream_out(sf, b"", deferred=True)
 
-    def _reader(self, ring: str) -> RingReader:
-        reader = self._readers.get(ring)
-        if reader is None:
-            reader = RingReader.attach(ring)
-            self._readers[ring] = reader
-            while len(self._readers) > MAX_RING_READERS:
-                self._readers.popitem(last=False)[1].close()
-        return reader
-
     def _inline(self, sf: StreamFrame) -> None:
         """Replace a ring descriptor by the payload itself: rings don't cross hosts."""
         desc = Descriptor.from_bytes(sf.shm)
-        reader = self._reader(desc.ring)
+        reader = self._rings.get(desc.ring)
         view = reader.read(desc)
         try:
             sf.payload = bytes(view)

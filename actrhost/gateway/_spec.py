@@ -3,7 +3,8 @@
 The spec is JSON in the environment variable :data:`SPEC_ENV` (docs/gateway.md):
 ``config_path``, ``signaling_url``, ``endpoint`` (the ipc ROUTER the gateway binds),
 ``control_endpoint`` (the supervisor's control ROUTER), ``supervisor_pid``, ``identity_path``
-(the node's key and certificate, ``_identity.py``),
+(the node's key and certificate, ``_identity.py``), ``shm_prefix`` (the node's prefix of
+shared-memory names: the only rings the gateway attaches),
 ``instances`` [{``name``, ``index``, ``type``, ``previous_id``, ``previous_credential_hex``}]
 and, optionally, ``tuning`` (overrides of :class:`~._peer.Tuning`, for tests).
 """
@@ -43,6 +44,7 @@ class GatewaySpec:
     control_endpoint: str
     supervisor_pid: int
     identity_path: str
+    shm_prefix: str
     instances: tuple[InstanceSpec, ...]
     tuning: dict[str, float]
 
@@ -73,6 +75,7 @@ class GatewaySpec:
                 control_endpoint=str(raw["control_endpoint"]),
                 supervisor_pid=int(raw["supervisor_pid"]),
                 identity_path=str(raw["identity_path"]),
+                shm_prefix=str(raw["shm_prefix"]),
                 instances=instances,
                 tuning=tuning,
             )

@@ -37,6 +37,7 @@ from .._errors import ActrError, DeadlineExceeded, HandlerError, NotFound
 from .._ids import ActrId
 from .._payload_type import PayloadType
 from .._rpc import RpcEndpoint
+from .._rundir import node_prefix
 from .._zmqloop import LoopSocket
 from ..shm import decode_array_meta, encode_array_meta
 from ._identity import create_identity
@@ -248,6 +249,7 @@ class HarnessNode:
             "control_endpoint": self.control_endpoint,
             "supervisor_pid": os.getpid(),
             "identity_path": str(self.identity_path),
+            "shm_prefix": node_prefix(self._sock_dir),
             "instances": [
                 {
                     "name": n,

@@ -1,0 +1,160 @@
+"""The shared-memory rings one process reads, and when it lets them go.
+
+A ring's reader attaches on the first descriptor and removes the ring's name at once:
+both ends hold the mapping then and nobody else may open it, so the segment lives
+exactly as long as its two processes, however they end (docs/node.md, "Shutdown and
+cleanup"). The other half of that promise is here too: a reader must not keep the
+mapping of a writer that is gone, or its memory (64 MiB by default) stays taken for as
+long as the reader runs. Rings of a worker that exited are closed when the directory
+says so (:meth:`RingReaders.forget_writer`); rings of a Shell (a `actrhost load`, a
+script) are closed by a periodic sweep once the Shell closed its end or its process is
+dead, and every record that got here has been released (records held behind a slow
+callback keep their ring; see :meth:`RingReaders.arrived`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+
+from ._errors import BadRequest, Unavailable
+from .shm import Descriptor, RingReader, node_segment_prefix
+
+log = logging.getLogger(__name__)
+
+#: How often the rings of gone Shells are looked for. A ring whose writer is gone is
+#: closed at the first sweep that finds every record released, or at the second one
+#: that finds no progress (records whose descriptors were lost with the writer).
+SWEEP_INTERVAL_S = 2.0
+
+
+class RingReaders:
+    """The rings this process reads, by name (see the module docstring)."""
+
+    def __init__(self, node_prefix: str) -> None:
+        self._prefix = node_segment_prefix(node_prefix)
+        self._readers: dict[str, RingReader] = {}
+        # Ring name -> records released when a sweep first found its writer gone.
+        self._stalled: dict[str, int] = {}
+        # Ring name -> descriptors this process holds (arrived, not retired yet).
+        self._held: dict[str, int] = {}
+        self._sweep: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._readers)
+
+    def get(self, ring: str) -> RingReader:
+        """The reader of ``ring``, attached (and the name removed) on first use.
+
+        Raises ``BadRequest`` for a ring of another node, ``Unavailable`` for one that
+        does not exist (its writer is gone, or this process let it go already).
+        """
+        reader = self._readers.get(ring)
+        if reader is not None:
+            return reader
+        self._check_node(ring)
+        try:
+            reader = RingReader.attach(ring)
+        except OSError as exc:
+            raise Unavailable(f"cannot attach ring {ring}: {exc}") from None
+        except Unavailable as exc:
+            raise Unavailable(f"cannot attach ring {ring}: {exc.message}") from None
+        # The supervisor's clean-up by name then only has rings still in flight to do.
+        reader.unlink(missing_ok=True)
+        self._readers[ring] = reader
+        if self._sweep is None:
+            loop = asyncio.get_running_loop()
+            self._sweep = loop.call_later(SWEEP_INTERVAL_S, self._sweep_due)
+        return reader
+
+    def arrived(self, descriptor: Descriptor) -> None:
+        """This process holds ``descriptor`` until :meth:`retire`: its ring stays open
+        even if the writer is gone meanwhile (a slow callback still has it queued).
+
+        Raises ``BadRequest`` for a ring of another node (before anything is held).
+        """
+        self._check_node(descriptor.ring)
+        self._held[descriptor.ring] = self._held.get(descriptor.ring, 0) + 1
+
+    def retire(self, descriptor: Descriptor) -> None:
+        """Release the record of a descriptor that :meth:`arrived` (in any order)."""
+        held = self._held.get(descriptor.ring, 0)
+        if held <= 1:
+            self._held.pop(descriptor.ring, None)
+        else:
+            self._held[descriptor.ring] = held - 1
+        self.get(descriptor.ring).retire(descriptor)
+
+    def forget_writer(self, tag: str) -> None:
+        """Close the rings written by ``tag`` (an instance's serial in hex): it is gone."""
+        marker = f"{self._prefix}{tag}-"
+        for name in [n for n in self._readers if n.startswith(marker)]:
+            self._drop(name)
+
+    def close(self) -> None:
+        """Close every ring (the process is stopping)."""
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        for name in list(self._readers):
+            self._drop(name)
+
+    def _check_node(self, ring: str) -> None:
+        # Attaching unlinks the name: never do that to a ring this node did not make.
+        if not ring.startswith(self._prefix):
+            raise BadRequest(f"ring {ring!r} does not belong to this node")
+
+    def _drop(self, name: str) -> None:
+        self._stalled.pop(name, None)
+        self._held.pop(name, None)
+        self._readers.pop(name).close()
+
+    def _sweep_due(self) -> None:
+        self._sweep = None
+        self.sweep()
+        if self._readers:
+            loop = asyncio.get_running_loop()
+            self._sweep = loop.call_later(SWEEP_INTERVAL_S, self._sweep_due)
+
+    def sweep(self) -> None:
+        """Close the rings whose writer is gone (every :data:`SWEEP_INTERVAL_S` while any
+        ring is open): at once when every record is released, else when a second sweep
+        finds no progress. Rings with a descriptor held here stay."""
+        for name, reader in list(self._readers.items()):
+            if name in self._held or not self._writer_gone(name, reader):
+                self._stalled.pop(name, None)
+                continue
+            stats = reader.statistics()
+            released = stats.records_released
+            if released == stats.records_committed or self._stalled.get(name) == released:
+                log.debug("closing ring %s: its writer is gone", name)
+                self._drop(name)
+            else:
+                self._stalled[name] = released
+
+    def _writer_gone(self, name: str, reader: RingReader) -> bool:
+        """The writer closed its end, or it is a Shell whose process is dead.
+
+        A worker's rings are left to :meth:`forget_writer`: the directory knows when a
+        worker is gone, and its pid is not in the ring's name.
+        """
+        if reader.writer_closed:
+            return True
+        writer_tag = name[len(self._prefix) :].split("-", 1)[0]
+        if not writer_tag.startswith("s"):
+            return False
+        with contextlib.suppress(ValueError):
+            return not _process_alive(int(writer_tag[1:].split(".", 1)[0], 16))
+        return False
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, and someone else's
+    return True
