@@ -37,6 +37,9 @@ from ._ids import ActrType, check_name
 
 _UINT32_MAX = 2**32 - 1  # realm ids are uint32 on the wire (DESIGN §2)
 _MIN_RING_BYTES = 4096  # one page: smaller rings cannot hold a record header plus data
+_MAX_RING_BYTES = 2**32  # record offsets and lengths travel as u32 (docs/shm.md)
+#: Each instance is a process of its own; more than this is a typo, not a deployment.
+_MAX_INSTANCES = 1024
 #: Each track is a transceiver in every connection's SDP, set up and kept open with it.
 _MAX_MEDIA_TRACKS = 16
 
@@ -213,7 +216,7 @@ class Loader:
     def shm(self, key: str, value: Any) -> ShmConfig:
         spec: dict[str, _Convert] = {
             "threshold_bytes": partial(self.integer, lo=0),
-            "ring_bytes": partial(self.integer, lo=_MIN_RING_BYTES),
+            "ring_bytes": self.ring_bytes,
         }
         fields = self.section(key, value, spec)
         shm = ShmConfig(**fields)
@@ -224,6 +227,11 @@ class Loader:
             problem = f"ring_bytes ({shm.ring_bytes}) must be greater than threshold_bytes"
             self.fail(f"{key}.{blamed}", f"{problem} ({shm.threshold_bytes})")
         return shm
+
+    def ring_bytes(self, key: str, value: Any) -> int:
+        size = self.integer(key, value, lo=_MIN_RING_BYTES, hi=_MAX_RING_BYTES)
+        self.check(key, value, size % 8 == 0, "a multiple of 8 (records are 8-byte aligned)")
+        return size
 
     def actors(self, key: str, value: Any) -> tuple[ActorConfig, ...]:
         if isinstance(value, list) and not value:
@@ -237,7 +245,7 @@ class Loader:
             "name": partial(self.actor_name, first_use=first_use),
             "type": self.actr_type,
             "handler": self.handler,
-            "instances": partial(self.integer, lo=1),
+            "instances": partial(self.integer, lo=1, hi=_MAX_INSTANCES),
             "restart": partial(self.choice, options=RESTART_POLICIES),
             "max_restarts": partial(self.integer, lo=0),
             "restart_window_s": partial(self.number, lo=0, lo_open=True),

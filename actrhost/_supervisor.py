@@ -42,6 +42,8 @@ from .workers._worker import WorkerSpec
 
 log = logging.getLogger(__name__)
 
+#: Instances started at once at node start (see Supervisor._spawn_all).
+SPAWNS_AT_ONCE = 8
 #: How long a status request waits for each worker's counters.
 STATS_TIMEOUT_S = 1.0
 
@@ -120,7 +122,7 @@ class Supervisor:
                 if self.config.signaling is not None:
                     await self._start_gateway(stack)
                 await forkserver_ready
-                await asyncio.gather(*(self._spawn(slot) for slot in self._slots))
+                await self._spawn_all()
                 await self._shutdown.wait()
                 await self._stop_all()
             except RuntimeError as exc:
@@ -238,6 +240,18 @@ class Supervisor:
             log.info("node %r: shutting down", self.config.node.name)
         self._shutdown.set()
 
+    async def _spawn_all(self) -> None:
+        """Start every instance, a few at a time, until a shutdown is asked for: a node of
+        hundreds of instances told to stop while starting stops starting them."""
+        starting = asyncio.Semaphore(SPAWNS_AT_ONCE)
+
+        async def spawn(slot: Slot) -> None:
+            async with starting:
+                if not self._shutdown.is_set():
+                    await self._spawn(slot)
+
+        await asyncio.gather(*(spawn(slot) for slot in self._slots))
+
     async def _spawn(self, slot: Slot) -> None:
         spec = WorkerSpec(
             config_path=str(self.config.path),
@@ -278,7 +292,8 @@ class Supervisor:
         # Exit code 0 is a normal exit (what "transient" does not restart), whether the
         # actor was told to stop or its code called sys.exit(0).
         clean = code == 0
-        if clean:
+        if clean or (self._stopping and code == -signal.SIGTERM):
+            # SIGTERM while stopping is our stop of a worker that was still starting.
             self._set_state(slot, ActorState.STOPPED)
         elif slot.state is not ActorState.FAILED:
             log.error("%s (pid %s) died with %s", slot.label, process.pid, describe_exit(code))

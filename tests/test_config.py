@@ -272,7 +272,10 @@ BROKEN = [
         "node.metrics_listen: must be 'host:port' with a port from 0 to 65535, e.g. "
         "'127.0.0.1:0' (got 9464)",
     ),
-    (NODE + "hwm_messages = 0\n" + ACTOR, "node.hwm_messages: must be an integer >= 1 (got 0)"),
+    (
+        NODE + "hwm_messages = 0\n" + ACTOR,
+        "node.hwm_messages: must be an integer >= 1 (got 0)",
+    ),
     (
         NODE + "shutdown_grace_s = -1\n" + ACTOR,
         "node.shutdown_grace_s: must be a number >= 0 (got -1)",
@@ -283,7 +286,14 @@ BROKEN = [
     ),
     (NODE + 'run_dir = ""\n' + ACTOR, "node.run_dir: must be a non-empty string (got '')"),
     # [[actor]]
-    (NODE + ACTOR + "instances = 0\n", "actor[0].instances: must be an integer >= 1 (got 0)"),
+    (
+        NODE + ACTOR + "instances = 0\n",
+        "actor[0].instances: must be an integer from 1 to 1024 (got 0)",
+    ),
+    (
+        NODE + ACTOR + "instances = 1000000\n",
+        "actor[0].instances: must be an integer from 1 to 1024 (got 1000000)",
+    ),
     (
         NODE + ACTOR + 'restart = "always"\n',
         "actor[0].restart: must be one of permanent, transient, temporary (got 'always')",
@@ -479,7 +489,15 @@ BROKEN = [
     # [shm]
     (
         MINIMAL + "[shm]\nring_bytes = 1024\n",
-        "shm.ring_bytes: must be an integer >= 4096 (got 1024)",
+        "shm.ring_bytes: must be an integer from 4096 to 4294967296 (got 1024)",
+    ),
+    (
+        MINIMAL + "[shm]\nring_bytes = 1099511627776\n",
+        "shm.ring_bytes: must be an integer from 4096 to 4294967296 (got 1099511627776)",
+    ),
+    (
+        MINIMAL + "[shm]\nring_bytes = 4097\n",
+        "shm.ring_bytes: must be a multiple of 8 (records are 8-byte aligned) (got 4097)",
     ),
     (
         MINIMAL + "[shm]\nthreshold_bytes = -1\n",
@@ -525,7 +543,7 @@ BROKEN = [
     # the first mistake in file order wins
     (
         NODE + ACTOR + "instances = 0\nbogus = 1\n",
-        "actor[0].instances: must be an integer >= 1 (got 0)",
+        "actor[0].instances: must be an integer from 1 to 1024 (got 0)",
     ),
     (
         NODE + ACTOR + "bogus = 1\ninstances = 0\n",
@@ -535,11 +553,11 @@ BROKEN = [
     ),
     (
         ACTOR + 'instances = 0\n[node]\nname = "9"\n',
-        "actor[0].instances: must be an integer >= 1 (got 0)",
+        "actor[0].instances: must be an integer from 1 to 1024 (got 0)",
     ),
     (
         '[shm]\nring_bytes = 1\n[node]\nname = "9"\n' + ACTOR,
-        "shm.ring_bytes: must be an integer >= 4096 (got 1)",
+        "shm.ring_bytes: must be an integer from 4096 to 4294967296 (got 1)",
     ),
 ]
 

@@ -118,6 +118,34 @@ def test_sigint_stops_the_node_cleanly(node_factory):
     assert not node.run_dir.exists()
 
 
+def test_a_node_told_to_stop_while_starting_stops_starting_instances(
+    node_factory, tmp_path, monkeypatch
+):
+    markers = tmp_path / "markers.txt"
+    monkeypatch.setenv("ACTRHOST_TEST_MARKERS", str(markers))
+    instances = 200
+    node = node_factory(
+        f"""
+        [[actor]]
+        name = "hooks"
+        type = "test+Hooks"
+        handler = "actors:Hooks"
+        instances = {instances}
+        """,
+        start=False,
+    )
+    node.spawn()
+    wait_until(lambda: "starting" in node.log(), 15, "the node to start its instances")
+    assert node.stop(signal.SIGTERM, timeout_s=30) == 0
+    started = markers.read_text().count("start ") if markers.exists() else 0
+    # Each instance was started a few at a time, and none after the SIGTERM: a handful
+    # ran, not all of them (before, every instance started before the stop began).
+    assert started < instances // 2, started
+    log = node.log()
+    assert "ERROR" not in log, log  # stopping a worker that was starting is no failure
+    assert not node.run_dir.exists()
+
+
 def test_restart_limit_gives_up_with_a_clear_log_line(node_factory):
     node = node_factory(
         """
