@@ -134,7 +134,7 @@ async def connect_when_running(
 
     Raises ``Unavailable`` when that takes longer than ``timeout`` seconds, and at once
     when ``alive()`` (the caller's check on the node's process, if it has one) turns
-    false. The caller closes the Shell.
+    false or an instance has failed for good. The caller closes the Shell.
     """
     deadline = time.monotonic() + timeout
     first = connect(config_or_endpoint)  # reads the config once
@@ -156,6 +156,12 @@ async def connect_when_running(
                     pass  # not listening yet (open() closed what it made)
             if shell is not None:
                 actors = await shell.actors()
+                failed = [f"{a.name} ({a.actr_id})" for a in actors if a.state is ActorState.FAILED]
+                if failed:  # given up on (restart limit or policy): it will never run
+                    raise Unavailable(
+                        f"{', '.join(failed)} failed and will not be restarted, at "
+                        f"{config_or_endpoint} (the node's log says why)"
+                    )
                 if actors and all(a.state is ActorState.RUNNING for a in actors):
                     ready, shell = shell, None
                     return ready

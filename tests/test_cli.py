@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from .utils import GREETER, REPO, TESTS_DIR
 from .utils import actrhost_command as actrhost
@@ -267,6 +268,18 @@ def test_a_config_file_that_does_not_parse_still_finds_its_running_node(node_fac
     again = actrhost("status", cfg)
     assert again.returncode == 2
     assert again.stderr.startswith(f"actrhost: config error: {cfg}: invalid TOML: ")
+
+
+def test_wait_fails_at_once_when_an_instance_was_given_up_on(node_factory):
+    crash = '[[actor]]\nname = "crash"\ntype = "test+Crash"\nhandler = "actors:CrashOnStart"\n'
+    node = node_factory(ECHO + crash + "max_restarts = 1\n", start=False)
+    node.spawn()
+    started = time.monotonic()
+    waited = actrhost("wait", str(node.config_path), "--timeout", "60", timeout=90)
+    assert waited.returncode == 1
+    assert waited.stderr.startswith("actrhost: wait: crash (")
+    assert "failed and will not be restarted" in waited.stderr
+    assert time.monotonic() - started < 30
 
 
 def test_wait_returns_once_a_node_started_in_the_background_runs(node_factory):

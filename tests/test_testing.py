@@ -63,6 +63,24 @@ def test_a_node_that_cannot_start_fails_fast_quoting_its_log(tmp_path: Path) -> 
     assert time.monotonic() - started < 20
 
 
+def test_an_actor_given_up_on_fails_the_node_at_once_not_at_the_timeout(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path,
+        '[[actor]]\nname = "crash"\ntype = "test+Crash"\nhandler = "actors:CrashOnStart"\n'
+        "max_restarts = 1\n",
+    )
+
+    async def go() -> None:
+        async with running_node(config, start_timeout=60):
+            raise AssertionError("the block must not run")
+
+    started = time.monotonic()
+    with pytest.raises(NodeFailed, match=r"crash .* failed and will not be restarted") as info:
+        asyncio.run(asyncio.wait_for(go(), 90))
+    assert "gave up after" in str(info.value)  # the log's tail says why
+    assert time.monotonic() - started < 30  # the node keeps running: not its exit, not 60 s
+
+
 def test_a_bad_config_raises_before_anything_starts(tmp_path: Path) -> None:
     config = tmp_path / "node.toml"
     config.write_text('[node]\nname = "x"\n')
