@@ -224,7 +224,7 @@ class GatewayProcess:
         process = self._process
         if process is not None and process.returncode is None:
             self._restart_requested = True  # _watch starts the next one when it exits
-            await self._stop_process(timeout_s)
+            await self._stop_process(timeout_s, restart=True)
         # Else it is dead and _watch starts the next one after RESTART_DELAY_S.
         try:
             async with asyncio.timeout(REGISTER_TIMEOUT_S):
@@ -235,12 +235,14 @@ class GatewayProcess:
                 f"{self.signaling_url} within {REGISTER_TIMEOUT_S:.0f}s"
             ) from None
 
-    async def _stop_process(self, timeout_s: float) -> None:
+    async def _stop_process(self, timeout_s: float, *, restart: bool = False) -> None:
         process = self._process
         if process is None or process.returncode is not None:
             return
         if self.routing_id is not None:
-            self._send(self.routing_id, {"op": control.STOP})
+            # A gateway stopping for a restart does not tell the other nodes to forget
+            # this one: they reconnect, and their callers meanwhile get 503, not 404.
+            self._send(self.routing_id, {"op": control.STOP, "restart": restart})
         else:
             process.terminate()
         try:

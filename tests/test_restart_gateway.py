@@ -164,3 +164,37 @@ def test_an_edited_proto_file_restarts_the_gateway_with_the_actor(
     # Nothing changed since: a restart leaves the gateway alone.
     result = cli("restart", str(node.config_path), "echo")
     assert result.stdout.startswith("restarted echo#0 in "), result.stdout
+
+
+def test_callers_on_other_nodes_get_503_not_404_while_a_gateway_restarts(
+    node_factory, signaling_url
+):
+    node_a, node_b = relay_and_echo_nodes(node_factory, signaling_url)
+    assert run(_forward(node_a)) == b"hello"
+    (echo,) = [a["id"] for a in node_b.status()["actors"]]
+
+    async def go() -> dict[str, int]:
+        outcomes: dict[str, int] = {}
+        async with actrhost.connect(node_a.config_path) as shell:
+            restart = asyncio.ensure_future(
+                asyncio.to_thread(cli, "restart", str(node_b.config_path), "--gateway")
+            )
+            answered_after = False
+            deadline = time.monotonic() + 30
+            while not answered_after and time.monotonic() < deadline:
+                try:  # by id, as an actor that found it earlier calls it
+                    await shell.call(echo, "test.Echo.Say", b"x", timeout=3)
+                    outcome = "ok"
+                    answered_after = restart.done()
+                except actrhost.ActrError as exc:
+                    outcome = type(exc).__name__
+                    await asyncio.sleep(0.02)
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            result = await restart
+            assert result.returncode == 0, result.stderr
+            assert answered_after, outcomes
+        return outcomes
+
+    outcomes = run(go(), 60)
+    # The node is coming back: a caller may retry. NotFound would say it is gone.
+    assert set(outcomes) <= {"ok", "Unavailable"}, outcomes

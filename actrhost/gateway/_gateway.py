@@ -93,6 +93,7 @@ class Gateway(Outbound, Inbound):
         self._actor_configs = {actor.name: actor for actor in config.actors}
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self._restarting = False  # the supervisor stops us to start a new gateway
         self._zctx = zmq.Context()
         hwm = config.node.hwm_messages
         self._hwm = hwm
@@ -317,7 +318,8 @@ class Gateway(Outbound, Inbound):
         self._send_control({"op": control.STATE, "state": ActorState.STOPPING.value})
         for request_id in list(self._pending_out):
             self._fail_out(request_id, Unavailable(f"gateway of node {self.node_id} is stopping"))
-        await asyncio.gather(*(node.say_bye() for node in self._nodes.values()))
+        if not self._restarting:  # a new gateway comes: let the other nodes reconnect
+            await asyncio.gather(*(node.say_bye() for node in self._nodes.values()))
         await asyncio.gather(
             *(node.close() for node in self._nodes.values()), return_exceptions=True
         )
@@ -370,6 +372,7 @@ class Gateway(Outbound, Inbound):
                 self._targets_gone(gone)
             self._unpark_started()
         elif op == control.STOP:
+            self._restarting = message.get("restart") is True
             self.request_stop()
         elif op == control.STATS_REQUEST:
             self._send_control(
