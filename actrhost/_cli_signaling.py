@@ -7,7 +7,7 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ._errors import ActrError, ConfigError
+from ._errors import ActrError, ConfigError, Unavailable
 
 #: The actor type the CLI registers as while it asks a signaling server something.
 CLI_ACTR_TYPE = "actrhost+Cli"
@@ -15,11 +15,19 @@ CLI_ACTR_TYPE = "actrhost+Cli"
 
 def cmd_signal(args: argparse.Namespace) -> int:
     """Run a standalone signaling server until SIGINT/SIGTERM."""
+    from ._config import parse_listen
     from .signaling import serve_main
 
     if args.tls_key and not args.tls_cert:
         raise ConfigError("--tls-key", "", "needs --tls-cert (the certificate it belongs to)")
-    serve_main(args.listen, args.key_file, tls_cert=args.tls_cert, tls_key=args.tls_key)
+    try:
+        parse_listen(args.listen)
+    except ValueError as exc:
+        raise ConfigError("--listen", "", str(exc)) from None
+    try:
+        serve_main(args.listen, args.key_file, tls_cert=args.tls_cert, tls_key=args.tls_key)
+    except OSError as exc:  # the address is taken, or not this host's
+        raise Unavailable(f"cannot listen on {args.listen}: {exc.strerror or exc}") from None
     return 0
 
 

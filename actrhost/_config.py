@@ -329,6 +329,8 @@ def _one_line(value: object) -> str:
 def parse_listen(listen: str) -> tuple[str, int]:
     """Split ``"host:port"`` (``"[::1]:port"`` for IPv6); raises ValueError."""
     host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ValueError(f"invalid listen address {listen!r}: expected host:port")
+    if not sep or not port.isdigit() or not host or int(port) > 65535:
+        raise ValueError(
+            f"invalid listen address {listen!r}: expected host:port with a port from 0 to 65535"
+        )
     return host.strip("[]"), int(port)

@@ -82,3 +82,20 @@ def test_lock_with_fingerprints_in_the_config_needs_no_server(tmp_path):
     result = actrhost("lock", str(config))
     assert result.returncode == 0, result.stderr
     assert LockFile.load(tmp_path / "Actr.lock.toml").dependencies[0].fingerprint == fp
+
+
+def test_signal_refuses_a_bad_or_taken_address_in_one_line(signaling_url):
+    for listen in ("127.0.0.1", "127.0.0.1:70000"):
+        refused = actrhost("signal", "--listen", listen)
+        assert refused.returncode == 2
+        assert refused.stderr == (
+            f"actrhost: config error: --listen: invalid listen address '{listen}': expected "
+            "host:port with a port from 0 to 65535\n"
+        )
+    taken = signaling_url.removeprefix("ws://")
+    refused = actrhost("signal", "--listen", taken)
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines()[-1].startswith(
+        f"actrhost: signal: 503 Unavailable: cannot listen on {taken}: "
+    )
+    assert "Traceback" not in refused.stderr
