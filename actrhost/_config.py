@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import os
 import re
 import sys
@@ -183,6 +184,8 @@ class Config:
     dependencies: tuple[Dependency, ...] = ()
     # The TOML text this was read from (the supervisor hands it on to its children).
     text: str = field(default="", repr=False, compare=False)
+    #: ``path`` as the user gave it: what error lines name.
+    path_as_given: str = field(default="", repr=False, compare=False)
 
     def actor(self, name: str) -> ActorConfig:
         """The actor called ``name``; raises KeyError if there is none."""
@@ -218,7 +221,8 @@ def load_config(path: str | os.PathLike[str], *, data: bytes | None = None) -> C
         raise ConfigError(shown, "", f"invalid TOML: {_one_line(exc)}") from None
     from ._config_loader import Loader  # it builds this module's dataclasses
 
-    return dataclasses.replace(Loader(shown, absolute).config(raw), text=text)
+    config = Loader(shown, absolute).config(raw)
+    return dataclasses.replace(config, text=text, path_as_given=shown)
 
 
 def load_node_config(path: str | os.PathLike[str]) -> Config:
@@ -250,8 +254,10 @@ def resolve_handler(config: Config, actor: ActorConfig) -> type[Actor]:
     index = next((i for i, a in enumerate(config.actors) if a.name == actor.name), None)
     key = "handler" if index is None else f"actor[{index}].handler"
 
+    shown = config.path_as_given or str(config.path)
+
     def error(problem: str) -> ConfigError:
-        return ConfigError(str(config.path), key, problem)
+        return ConfigError(shown, key, problem)
 
     handler = actor.handler
     if not isinstance(handler, str) or not HANDLER_RE.fullmatch(handler):
@@ -270,6 +276,8 @@ def resolve_handler(config: Config, actor: ActorConfig) -> type[Actor]:
     importlib.invalidate_caches()
     try:
         module = importlib.import_module(module_name)
+    except SystemExit as exc:  # the module's top level called sys.exit(): no actor here
+        raise error(f"importing {module_name!r} called sys.exit({exc.code!r})") from None
     except Exception as exc:
         # Only the handler's own module (or a parent package) missing means "not found"; a
         # module that exists but imports something missing failed to import.
@@ -288,8 +296,16 @@ def resolve_handler(config: Config, actor: ActorConfig) -> type[Actor]:
         raise error(f"module {module_name!r} ({where}) has no class {class_name!r}")
     if not isinstance(cls, type):
         raise error(f"{handler!r} is not a class (got a {type(cls).__name__})")
+    if cls is Actor:
+        raise error(f"{handler!r} is actrhost.Actor itself: name your subclass of it")
     if not issubclass(cls, Actor):
         raise error(f"class {handler!r} ({where}) does not subclass actrhost.Actor")
+    try:
+        inspect.signature(cls).bind()  # what the worker does: Class()
+    except TypeError as exc:
+        raise error(f"class {handler!r} cannot be created without arguments: {exc}") from None
+    except ValueError:
+        pass  # no signature to read (a C-level __init__): the worker will tell
     try:
         route_table(cls)  # a route served twice would fail every start of the worker
         settings_type(cls)
@@ -299,7 +315,7 @@ def resolve_handler(config: Config, actor: ActorConfig) -> type[Actor]:
         build_settings(cls, actor.settings)
     except SettingsError as exc:
         settings_key = key.replace(".handler", ".settings") if index is not None else "settings"
-        raise ConfigError(str(config.path), _join_key(settings_key, exc.key), exc.problem) from None
+        raise ConfigError(shown, _join_key(settings_key, exc.key), exc.problem) from None
     return cls
 
 

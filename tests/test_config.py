@@ -683,6 +683,14 @@ class Plain:
 
 def function():
     pass
+
+class NeedsArgs(Actor):
+    def __init__(self, size):
+        self.size = size
+
+class Defaults(Actor):
+    def __init__(self, size=3):
+        self.size = size
 """
 
 
@@ -750,6 +758,33 @@ def test_handler_errors(tmp_path: Path, module: str) -> None:
     )
     assert error(f"{module}:Plain") == prefix + (
         f"class '{module}:Plain' ({path}) does not subclass actrhost.Actor"
+    )
+    assert error(f"{module}:Actor") == prefix + (
+        f"'{module}:Actor' is actrhost.Actor itself: name your subclass of it"
+    )
+    # The worker creates the class with no arguments: find out now, not at every start.
+    assert error(f"{module}:NeedsArgs") == prefix + (
+        f"class '{module}:NeedsArgs' cannot be created without arguments: missing a "
+        "required argument: 'size'"
+    )
+    assert resolve_handler(config, dataclasses.replace(actor, handler=f"{module}:Defaults"))
+
+
+def test_handler_errors_name_the_config_path_as_given(
+    tmp_path: Path, module: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / f"{module}.py").write_text(HANDLERS)
+    write(tmp_path, NODE + ACTOR.replace('"examples.echo:Echo"', f'"{module}:Plain"'))
+    monkeypatch.chdir(tmp_path)
+    config = load_config("node.toml")
+    assert handler_error(config, config.actors[0]).startswith("node.toml: actor[0].handler: ")
+
+
+def test_a_handler_module_calling_sys_exit_is_a_config_error(tmp_path: Path, module: str) -> None:
+    (tmp_path / f"{module}.py").write_text("import sys\nsys.exit(3)\n")
+    config, actor = config_with_handler(tmp_path, f"{module}:Echo")
+    assert handler_error(config, actor) == (
+        f"{tmp_path / 'node.toml'}: actor[1].handler: importing '{module}' called sys.exit(3)"
     )
 
 
