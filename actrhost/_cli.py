@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ActrError, ConfigError
+from ._rpc import MAX_TIMEOUT_S
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -26,6 +27,17 @@ def _configure_logging(level: str, who: str) -> None:
         format=f"%(asctime)s %(levelname)-7s {who}[%(process)d] %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def _seconds(text: str) -> float:
+    """A ``--timeout`` value: a positive number of seconds, at most a year."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= MAX_TIMEOUT_S:
+        raise argparse.ArgumentTypeError(f"must be more than 0 s and at most a year, not {text}")
+    return value
 
 
 def _fail(message: str, code: int) -> int:
@@ -343,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --json: import this _pb2 module (dotted name or .py path) too; "
         "the node's handler modules are imported anyway; repeatable",
     )
-    call.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
+    call.add_argument("--timeout", type=_seconds, default=10.0, help="seconds to wait (default 10)")
     call.add_argument("--tell", action="store_true", help="send a tell: no answer is awaited")
     call.add_argument(
         "--output",
@@ -374,14 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
     wait = sub.add_parser("wait", help="wait until a node runs every actor (for scripts)")
     wait.add_argument("config", help="config of the node (or its ipc:// control endpoint)")
     wait.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to wait at most (default 30)"
+        "--timeout", type=_seconds, default=30.0, help="seconds to wait at most (default 30)"
     )
     wait.set_defaults(func=cmd_wait)
 
     stop = sub.add_parser("stop", help="stop a running node gracefully and wait until it is gone")
     stop.add_argument("config", help="config of the running node (or its ipc:// control endpoint)")
     stop.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to wait for it (default 30)"
+        "--timeout", type=_seconds, default=30.0, help="seconds to wait for it (default 30)"
     )
     stop.set_defaults(func=cmd_stop)
 
@@ -400,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="restart the gateway only (edited [webrtc] settings, new TURN credentials)",
     )
     restart.add_argument(
-        "--timeout", type=float, default=600.0, help="seconds to wait at most (default 600)"
+        "--timeout", type=_seconds, default=600.0, help="seconds to wait at most (default 600)"
     )
     restart.set_defaults(func=cmd_restart)
 

@@ -11,6 +11,7 @@ from ._errors import BadRequest
 from ._ids import ActrId, ActrType
 from ._payload_type import PayloadType
 from ._payloads import DataStream, MediaSample
+from ._rpc import deadline_after
 from ._streams import chunk_frame, sample_frame
 
 if TYPE_CHECKING:
@@ -272,7 +273,7 @@ class Context:
         )
 
     def _deadline(self, timeout: float) -> float:
-        deadline = self._runtime.now() + timeout
+        deadline = deadline_after(self._runtime.now(), timeout)
         if self.deadline is not None and self.deadline < deadline:
             return self.deadline
         return deadline

@@ -69,6 +69,19 @@ class _Pending:
         self.timer: asyncio.TimerHandle | None = None
 
 
+#: The longest timeout a call, tell or send accepts (deadlines travel as int64 ns).
+MAX_TIMEOUT_S = 365 * 24 * 3600.0
+
+
+def deadline_after(now: float, timeout: float) -> float:
+    """``now + timeout``; raises ValueError for a timeout that is not a number of seconds
+    up to :data:`MAX_TIMEOUT_S` (NaN, infinite, huge). Zero or less is a deadline that
+    has passed: the call fails with DeadlineExceeded, as any late one."""
+    if not timeout <= MAX_TIMEOUT_S:  # also NaN
+        raise ValueError(f"timeout must be a number of seconds up to 1 year, not {timeout!r}")
+    return now + timeout
+
+
 def configure_socket(sock: zmq.Socket, hwm: int) -> None:
     """Options every data socket of a node uses; the high-water marks come from config."""
     sock.setsockopt(zmq.SNDHWM, hwm)

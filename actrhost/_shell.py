@@ -37,7 +37,7 @@ from ._errors import (
 from ._ids import ActrId, ActrType
 from ._payload_type import PayloadType
 from ._payloads import DataStream, MediaSample
-from ._rpc import RpcEndpoint
+from ._rpc import RpcEndpoint, deadline_after
 from ._rundir import node_prefix
 from ._streams import (
     StreamCallback,
@@ -391,7 +391,7 @@ class Shell:
         for the failure: NotFound, Unavailable, DeadlineExceeded, HandlerError, ...
         """
         self._check_open()
-        deadline = self._loop.time() + timeout
+        deadline = deadline_after(self._loop.time(), timeout)
         actr_id, endpoint = await self._route(target, deadline)
         env = Envelope(
             REQUEST,
@@ -419,7 +419,7 @@ class Shell:
     ) -> None:
         """Send a message that is never answered; returns once the transport took it."""
         self._check_open()
-        deadline = self._loop.time() + timeout
+        deadline = deadline_after(self._loop.time(), timeout)
         actr_id, endpoint = await self._route(target, deadline)
         env = Envelope(
             TELL,
@@ -583,7 +583,7 @@ class Shell:
         self, target: Target, frame: StreamFrame, payload: Any, timeout: float
     ) -> bool:
         self._check_open()
-        deadline = self._loop.time() + timeout
+        deadline = deadline_after(self._loop.time(), timeout)
         actr_id, endpoint = await self._route(target, deadline)
         frame.target = actr_id
         return await self._streams_out.send(

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import time
 
-from .utils import GREETER, REPO, TESTS_DIR
+import pytest
+
+import actrhost as actrhost_api
+
+from .utils import GREETER, REPO, TESTS_DIR, run
 from .utils import actrhost_command as actrhost
 
 ECHO = """
@@ -296,3 +300,23 @@ def test_wait_returns_once_a_node_started_in_the_background_runs(node_factory):
         == "x\n"
     )
     assert actrhost("stop", str(node.config_path)).returncode == 0
+
+
+def test_a_timeout_that_is_no_number_of_seconds_is_a_usage_error(node_factory):
+    node = node_factory(ECHO)
+    for timeout in ("nan", "inf", "1e300", "0", "-1"):
+        refused = actrhost("call", str(node.config_path), "echo", "x.Y", f"--timeout={timeout}")
+        assert refused.returncode == 2
+        assert refused.stderr.splitlines()[-1] == (
+            f"actrhost call: error: argument --timeout: must be more than 0 s and at most a "
+            f"year, not {timeout}"
+        )
+
+    async def go() -> None:  # the API says so too, before anything is sent
+        async with actrhost_api.connect(node.config_path) as shell:
+            for timeout in (float("nan"), float("inf"), 1e300):
+                with pytest.raises(ValueError, match="timeout must be a number of seconds"):
+                    await shell.call("echo", "test.Echo.Say", b"x", timeout=timeout)
+            assert await shell.call("echo", "test.Echo.Say", b"x") == b"x"
+
+    run(go())
