@@ -107,6 +107,9 @@ class Loader:
             self.fail("node", "required table [node] is missing")
         if "actor" not in sections:
             self.fail("actor", "at least one [[actor]] table is required")
+        if "webrtc" in sections and "signaling" not in sections:
+            # Only the gateway reads it, and only a node with [signaling] has one.
+            self.fail("webrtc", "is only used with [signaling] (this node has none)")
         sections["actors"] = sections.pop("actor")
         return Config(path=self.path, base_dir=self.base_dir, **sections)
 

@@ -486,6 +486,10 @@ BROKEN = [
         MINIMAL + "[webrtc]\nconnect_timeout_s = nan\n",
         "webrtc.connect_timeout_s: must be a number > 0 (got nan)",
     ),
+    (
+        MINIMAL + '[webrtc]\nstun_urls = ["stun:127.0.0.1:3478"]\n',
+        "webrtc: is only used with [signaling] (this node has none)",
+    ),
     # [shm]
     (
         MINIMAL + "[shm]\nring_bytes = 1024\n",
