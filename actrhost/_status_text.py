@@ -83,12 +83,17 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"metrics at {status['metrics']}")
     gateway = status.get("gateway")
     if gateway:
+        stats = gateway.get("stats") or {}
+        link = stats.get("signaling")
         lines.append(
             f"gateway pid {gateway.get('pid')} {gateway.get('state')}, "
             f"restarts {gateway.get('restarts', 0)}, signaling {gateway.get('signaling')}"
-            + _ice_text(gateway.get("stats") or {})
+            + (f" ({link})" if link and link != "connected" else "")
+            + _ice_text(stats)
         )
-        stats = gateway.get("stats") or {}
+        if not stats and gateway.get("state") == "running":
+            # Its counters did not come within the status request's wait: busy or stuck.
+            lines.append("  the gateway did not answer the stats request")
         trouble = [f"{name} {stats[name]}" for name in _GATEWAY_TROUBLE if stats.get(name)]
         if trouble:
             lines.append(f"  refused or lost: {', '.join(trouble)}")

@@ -97,6 +97,7 @@ class Supervisor:
         rundir.prepare(self.run_dir)
         rundir.write_config_snapshot(self.run_dir, self.config.text)
         leftovers = unlink_prefix(node_segment_prefix(self.shm_prefix))
+        self.segments_reclaimed += leftovers
         if leftovers:
             log.warning("removed %d shared-memory segment(s) a crashed node left", leftovers)
         self._zctx = zmq.Context()

@@ -224,6 +224,12 @@ def test_status_names_the_ice_host_and_the_gateway_counters_that_are_not_zero():
     text = format_status({"node": "a", "actors": [], "gateway": {**gateway, "stats": stats}})
     assert "  refused or lost: failed_calls 2, unintroduced_sources 3" in text.splitlines()
     assert "signaling ws://x:1, ICE host 10.0.0.5" in text
+    # A signaling connection that is down, and a gateway that does not answer, show.
+    stats["signaling"] = "connecting"
+    text = format_status({"node": "a", "actors": [], "gateway": {**gateway, "stats": stats}})
+    assert "signaling ws://x:1 (connecting), ICE host 10.0.0.5" in text
+    mute = format_status({"node": "a", "actors": [], "gateway": {**gateway, "stats": {}}})
+    assert "  the gateway did not answer the stats request" in mute.splitlines()
     # A remote node's media tracks get a line once a sample went either way.
     media = {"samples_sent": 0, "samples_received": 0, "no_track": 0}
     remote = {"name": "b", "state": "connected", "lanes": {}, "media": media}

@@ -342,3 +342,4 @@ def test_leftover_segments_of_a_crashed_node_are_removed_at_next_start(node):
     node.start()  # the same config: same run dir and prefix
     assert "removed" in node.log()
     assert node.segments() == []
+    assert node.status()["segments_reclaimed"] >= 1  # the clean-up at start counts too
