@@ -160,7 +160,7 @@ def render_metrics(status: dict[str, Any]) -> str:
     node = {"node": str(status.get("node", ""))}
     out.counter(
         "actrhost_shm_segments_reclaimed",
-        "Shared-memory segments of dead processes (or of a crashed run, at start) removed by the supervisor.",
+        "Shared-memory segments of dead processes (and, at start, of a crashed run) removed.",
         status.get("segments_reclaimed", 0),
         node,
     )
