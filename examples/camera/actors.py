@@ -33,6 +33,9 @@ class Viewer(Actor):
     """Counts the frames of track ``cam`` and keeps a summary of the ``scan`` stream."""
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self.frames = 0
         self.size = ""
         self.scan = "no scan"
@@ -57,11 +60,15 @@ class Viewer(Actor):
     @rpc("demo.Viewer.Report")
     async def report(self, ctx: Context, request: bytes) -> bytes:
         """What arrived; with request ``b"after scan"``, once the scan is in (or after
-        5 s): calls, streams and media travel on separate lanes, a call may overtake."""
+        5 s): calls, streams and media travel on separate lanes, a call may overtake.
+        That report ends a camera's run: the counts start again from zero."""
         if request == b"after scan":
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.scan_seen.wait(), 5)
-        return f"viewer got {self.frames} of {FRAMES} frames ({self.size}) and {self.scan}".encode()
+        report = f"viewer got {self.frames} of {FRAMES} frames ({self.size}) and {self.scan}"
+        if request == b"after scan":
+            self._reset()  # a restarted camera's run is counted on its own
+        return report.encode()
 
 
 class Camera(Actor):
