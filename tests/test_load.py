@@ -470,6 +470,24 @@ def test_a_histogram_since_an_earlier_copy_holds_the_values_recorded_after_it():
     assert histogram.since(histogram).count == 0
 
 
+def test_the_link_counts_a_node_forgotten_and_found_again_from_its_new_entry():
+    from actrhost._load._report import link_view
+
+    def status(since: float, frames: int, failures: int) -> dict[str, Any]:
+        lane = {"frames_out": frames, "bytes_out": 10 * frames}
+        node = {"actors": ["t@1:a+B"], "since": since, "failures": failures}
+        node["lanes"] = {"rpc_reliable": lane}
+        return {"gateway": {"pid": 7, "stats": {"remote_nodes": {"n1": node}}}}
+
+    same = link_view(status(1.0, 100, 1), status(1.0, 160, 2), ["t@1:a+B"])
+    assert same is not None and not same["link_made_anew"]
+    assert same["lanes"]["rpc_reliable"]["frames_out"] == 60 and same["failures"] == 1
+    # The node left (its gateway restarted) and came back: the entry counts from zero.
+    anew = link_view(status(1.0, 5_000, 3), status(9.0, 40, 0), ["t@1:a+B"])
+    assert anew is not None and anew["link_made_anew"]
+    assert anew["lanes"]["rpc_reliable"]["frames_out"] == 40 and anew["failures"] == 0
+
+
 def test_merged_histograms_equal_one_histogram_of_all_samples():
     rng = random.Random(1234)
     samples = [int(rng.lognormvariate(13, 1.5)) for _ in range(20_000)] + [0, 1, 2**40]

@@ -164,6 +164,11 @@ def link_view(
     if restarted:
         old_gw = {}
     old = (old_gw.get("remote_nodes") or {}).get(node_id) or {}
+    # The gateway forgot the node during the run (it stopped, or its gateway restarted)
+    # and found it again: a new entry, counting from zero.
+    made_anew = bool(old) and old.get("since") != new.get("since")
+    if made_anew:
+        old = {}
     lanes = {}
     for lane, counters in (new.get("lanes") or {}).items():
         prior = (old.get("lanes") or {}).get(lane) or {}
@@ -175,6 +180,7 @@ def link_view(
         "candidate_type": new.get("candidate_type", ""),
         "failures": new.get("failures", 0) - old.get("failures", 0),
         "gateway_restarted": restarted,
+        "link_made_anew": made_anew,
         "lanes": lanes,
         "gateway": {k: new_gw.get(k, 0) - old_gw.get(k, 0) for k in LINK_GATEWAY_COUNTERS},
     }
@@ -497,6 +503,8 @@ def _link_table(link: dict[str, Any] | None, node: str) -> list[str]:
         return [f"  link: node {node}'s gateway reported no link to the target's node"]
     name = f"{link['name']} ({link['node_id']})" if link["name"] else link["node_id"]
     restarted = ", gateway restarted during the run" if link["gateway_restarted"] else ""
+    if link.get("link_made_anew"):
+        restarted = ", the node was forgotten and found again during the run (counts since)"
     lines = [
         f"  link to node {name} through node {node}'s gateway: {link['state']}, "
         f"candidate {link['candidate_type'] or '-'}, failures {link['failures']}{restarted}"

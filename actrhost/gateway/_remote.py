@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -106,6 +107,9 @@ class RemoteNode:
         self.pc: PeerConnection | None = None
         self.connects = 0
         self.failures = 0
+        #: When this entry (and its counters) began: a node forgotten and found again is
+        #: a new entry, counting from zero (wall-clock seconds, for `actrhost load`).
+        self.since = time.time()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconnect_until = 0.0
         self._reconnecting = False
@@ -361,6 +365,7 @@ class RemoteNode:
             "candidate_type": pc.candidate_type if pc is not None else "",
             "connects": self.connects,
             "failures": self.failures,
+            "since": self.since,
             "actors": sorted(str(a) for a in self.actors),
         }
         if pc is not None:
