@@ -293,6 +293,11 @@ class Shell:
         self._rpc.close(linger_ms=CLOSE_LINGER_MS)
         self._control.close(linger_ms=100)
         self._zctx.term()
+        if not Path(self.control_endpoint.removeprefix("ipc://")).exists():
+            # The node died while we were attached (its last process out removed its
+            # files but could not remove the run dir: our socket file was still in it).
+            with contextlib.suppress(OSError):
+                self.run_dir.rmdir()  # only if empty: another Shell may still be in it
 
     def _check_open(self) -> None:
         if self._closed or not self._open:

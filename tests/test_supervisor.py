@@ -68,6 +68,23 @@ def test_sigkill_supervisor_leaves_no_process_and_no_socket(node_factory):
     wait_until(lambda: not node.run_dir.exists(), 1.0, "socket files to be removed")
 
 
+def test_a_shell_attached_when_the_supervisor_is_killed_removes_the_run_dir_last(node_factory):
+    node = node_factory(ECHO.format(extra=""))
+    pids = [i.pid for i in node.actors()]
+
+    async def go() -> None:
+        async with actrhost.connect(node.config_path):
+            node.process.send_signal(signal.SIGKILL)
+            node.process.wait(5)
+            wait_until(lambda: not any(pid_alive(p) for p in pids), 2.0, "workers to exit")
+            # The last worker out removed the node's files; the Shell's socket is left.
+            (left,) = node.run_dir.iterdir()
+            assert left.name.startswith("s") and left.suffix == ".sock", left
+        assert not node.run_dir.exists()
+
+    run(go())
+
+
 def test_graceful_shutdown_answers_in_flight_calls_and_runs_on_stop(
     node_factory, tmp_path, monkeypatch
 ):
