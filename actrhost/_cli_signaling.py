@@ -14,20 +14,14 @@ CLI_ACTR_TYPE = "actrhost+Cli"
 
 
 def cmd_signal(args: argparse.Namespace) -> int:
-    """Run a standalone signaling server until SIGINT/SIGTERM."""
-    from ._config import parse_listen
-    from .signaling import serve_main
+    """Run a standalone signaling server until SIGINT/SIGTERM (or write a key file)."""
+    from .signaling._run import serve_from_args
 
-    if args.tls_key and not args.tls_cert:
-        raise ConfigError("--tls-key", "", "needs --tls-cert (the certificate it belongs to)")
     try:
-        parse_listen(args.listen)
-    except ValueError as exc:
-        raise ConfigError("--listen", "", str(exc)) from None
-    try:
-        serve_main(args.listen, args.key_file, tls_cert=args.tls_cert, tls_key=args.tls_key)
-    except OSError as exc:  # the address is taken, or not this host's
-        raise Unavailable(f"cannot listen on {args.listen}: {exc.strerror or exc}") from None
+        serve_from_args(args)
+    except OSError as exc:  # the address is taken or not this host's; a file not written
+        what = f"write {args.new_key_file}" if args.new_key_file else f"listen on {args.listen}"
+        raise Unavailable(f"cannot {what}: {exc.strerror or exc}") from None
     return 0
 
 
@@ -121,19 +115,10 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``signal`` and ``lock`` on the main parser."""
+    from .signaling._run import add_server_arguments
+
     signal = sub.add_parser("signal", help="run a standalone signaling server")
-    signal.add_argument(
-        "--listen", default="127.0.0.1:8765", help="HOST:PORT (default 127.0.0.1:8765)"
-    )
-    signal.add_argument(
-        "--key-file", help="TOML key file (see docs/signaling.md); default: a random key"
-    )
-    signal.add_argument(
-        "--tls-cert", metavar="PEM", help="serve wss:// with this certificate chain (PEM)"
-    )
-    signal.add_argument(
-        "--tls-key", metavar="PEM", help="the certificate's private key, if not in --tls-cert"
-    )
+    add_server_arguments(signal)
     signal.set_defaults(func=cmd_signal)
 
     lock = sub.add_parser(

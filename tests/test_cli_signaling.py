@@ -99,3 +99,28 @@ def test_signal_refuses_a_bad_or_taken_address_in_one_line(signaling_url):
         f"actrhost: signal: 503 Unavailable: cannot listen on {taken}: "
     )
     assert "Traceback" not in refused.stderr
+
+
+def test_signal_writes_a_key_file_and_serves_with_the_server_options(tmp_path):
+    keys = tmp_path / "keys.toml"
+    wrote = actrhost("signal", "--new-key-file", str(keys))
+    assert wrote.returncode == 0 and wrote.stdout == f"wrote {keys}\n", wrote.stderr
+    assert "secret_hex" in keys.read_text()
+    again = actrhost("signal", "--new-key-file", str(keys))  # it never overwrites
+    assert again.returncode == 1
+    assert again.stderr.startswith(f"actrhost: signal: 503 Unavailable: cannot write {keys}: ")
+    options = ["--key-file", str(keys), "--heartbeat-interval", "0.5", "--max-frame-bytes", "4096"]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "actrhost", "signal", "--listen", "127.0.0.1:0", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        assert line.startswith("signaling server listening on ws://127.0.0.1:"), line
+    finally:
+        server.terminate()
+        assert server.wait(10) == 0

@@ -238,5 +238,7 @@ def test_new_key_file_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "exists" in capsys.readouterr().err
     bad = tmp_path / "bad.toml"
     bad.write_text("key = 1\n")
-    assert signaling_main(["--listen", "127.0.0.1:0", "--key-file", str(bad)]) == 1
+    assert (
+        signaling_main(["--listen", "127.0.0.1:0", "--key-file", str(bad)]) == 2
+    )  # a bad key file: exit 2, as any bad config
     assert "bad.toml: key:" in capsys.readouterr().err

@@ -1,8 +1,10 @@
 """Running a server: :func:`run_server` for embedding (``async with``) and
-:func:`serve_main` for the standalone ``actrhost signal``."""
+:func:`serve_main` for the standalone ``actrhost signal`` (also ``python -m
+actrhost.signaling``: both read the options :func:`add_server_arguments` defines)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
@@ -12,10 +14,18 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from ._credentials import KeysLike, load_keys
-from ._server import SignalingServer
+from .._config import parse_listen
+from .._errors import ConfigError
+from ._credentials import KeysLike, load_keys, write_key_file
+from ._server import (
+    DEFAULT_CREDENTIAL_TTL_S,
+    DEFAULT_HEARTBEAT_INTERVAL_S,
+    DEFAULT_MAX_FRAME_BYTES,
+    DEFAULT_SEND_QUEUE_SLOTS,
+    SignalingServer,
+)
 
-__all__ = ["run_server", "serve_main"]
+__all__ = ["add_server_arguments", "run_server", "serve_from_args", "serve_main"]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +66,7 @@ def serve_main(
     if key_file is None:
         log.warning(
             "no key file: using a random key; after a restart of this server actors get "
-            "new ids (create one with python -m actrhost.signaling --new-key-file PATH)"
+            "new ids (create one with: actrhost signal --new-key-file PATH)"
         )
     keys = load_keys(Path(key_file) if key_file is not None else None)
 
@@ -73,3 +83,59 @@ def serve_main(
             await stop.wait()
 
     asyncio.run(main())
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a standalone server, for :func:`serve_from_args`."""
+    parser.add_argument(
+        "--listen", default="127.0.0.1:8765", help="HOST:PORT (default 127.0.0.1:8765; port 0: any)"
+    )
+    parser.add_argument("--key-file", help="TOML key file (docs/signaling.md); default: random")
+    parser.add_argument("--new-key-file", metavar="PATH", help="write a new key file and exit")
+    parser.add_argument(
+        "--tls-cert", metavar="PEM", help="serve wss:// with this certificate chain"
+    )
+    parser.add_argument("--tls-key", metavar="PEM", help="its private key, if not in --tls-cert")
+    for option, default, meaning in (
+        ("--heartbeat-interval", DEFAULT_HEARTBEAT_INTERVAL_S, "seconds between pings"),
+        ("--credential-ttl", DEFAULT_CREDENTIAL_TTL_S, "seconds a credential is valid"),
+        ("--reregister-grace", None, "seconds a previous id can be taken back"),
+    ):
+        parser.add_argument(option, type=float, default=default, metavar="S", help=meaning)
+    parser.add_argument(
+        "--missed-heartbeats", type=int, default=3, metavar="N", help="pings missed: gone"
+    )
+    parser.add_argument("--max-frame-bytes", type=int, default=DEFAULT_MAX_FRAME_BYTES, metavar="N")
+    parser.add_argument(
+        "--send-queue-slots", type=int, default=DEFAULT_SEND_QUEUE_SLOTS, metavar="N"
+    )
+
+
+def serve_from_args(args: argparse.Namespace) -> None:
+    """Write a key file (``--new-key-file``), or run the server until SIGINT or SIGTERM.
+
+    Raises :class:`~actrhost.ConfigError` for a bad option or key file, OSError when the
+    address cannot be bound or the key file not written.
+    """
+    if args.tls_key and not args.tls_cert:
+        raise ConfigError("--tls-key", "", "needs --tls-cert (the certificate it belongs to)")
+    if args.new_key_file:
+        write_key_file(args.new_key_file)
+        print(f"wrote {args.new_key_file}")
+        return
+    try:
+        parse_listen(args.listen)
+    except ValueError as exc:
+        raise ConfigError("--listen", "", str(exc)) from None
+    serve_main(
+        args.listen,
+        args.key_file,
+        heartbeat_interval_s=args.heartbeat_interval,
+        missed_heartbeats=args.missed_heartbeats,
+        credential_ttl_s=args.credential_ttl,
+        reregister_grace_s=args.reregister_grace,
+        max_frame_bytes=args.max_frame_bytes,
+        send_queue_slots=args.send_queue_slots,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
