@@ -62,7 +62,8 @@ def _run_root() -> Path:
 
 
 def _path_digest(config_path: Path) -> str:
-    return hashlib.sha256(str(config_path).encode()).hexdigest()[:10]
+    # Of the file itself: a node started through a symlink is found through the target.
+    return hashlib.sha256(str(config_path.resolve()).encode()).hexdigest()[:10]
 
 
 def node_prefix(run_dir: Path) -> str:

@@ -280,6 +280,17 @@ def test_a_config_file_that_does_not_parse_still_finds_its_running_node(node_fac
     assert again.stderr.startswith(f"actrhost: config error: {cfg}: invalid TOML: ")
 
 
+def test_a_node_is_found_through_a_symlink_to_its_config_folder(node_factory, tmp_path):
+    node = node_factory(ECHO)
+    link = tmp_path / "link"
+    link.symlink_to(node.config_path.parent, target_is_directory=True)
+    via_link = str(link / node.config_path.name)
+    result = actrhost("call", via_link, "echo", "test.Echo.Say", "--data", "x")
+    assert (result.returncode, result.stdout) == (0, "x\n"), result.stderr
+    second = actrhost("run", via_link)  # the same file: the same node
+    assert second.returncode == 1 and "already running" in second.stderr
+
+
 def test_wait_fails_at_once_when_an_instance_was_given_up_on(node_factory):
     crash = '[[actor]]\nname = "crash"\ntype = "test+Crash"\nhandler = "actors:CrashOnStart"\n'
     node = node_factory(ECHO + crash + "max_restarts = 1\n", start=False)
