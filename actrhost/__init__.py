@@ -9,6 +9,7 @@ import logging
 
 from ._actor import Actor as Actor
 from ._actor import rpc as rpc
+from ._connect import connect as connect
 from ._context import Context as Context
 from ._context import Dest as Dest
 from ._directory import ActorState as ActorState
@@ -34,7 +35,6 @@ from ._service import ServiceClient as ServiceClient
 from ._service import service as service
 from ._shell import ActorInfo as ActorInfo
 from ._shell import Shell as Shell
-from ._shell import connect as connect
 
 __all__ = [
     "Actor",

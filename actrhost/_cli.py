@@ -153,7 +153,7 @@ def _json_request(args: argparse.Namespace) -> tuple[bytes, type]:
 
 
 def cmd_call(args: argparse.Namespace) -> int:
-    from ._shell import connect
+    from ._connect import connect
 
     response_type: type | None = None
     if args.json is not None:
@@ -191,7 +191,7 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ._shell import connect
+    from ._connect import connect
 
     if args.signaling:
         from ._cli_signaling import cmd_signaling_status
@@ -227,7 +227,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_wait(args: argparse.Namespace) -> int:
     """Wait until a node (being started elsewhere) runs every actor instance."""
-    from ._shell import connect_when_running
+    from ._connect import connect_when_running
 
     started = time.monotonic()
 
@@ -248,7 +248,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 def cmd_stop(args: argparse.Namespace) -> int:
     """Stop a running node gracefully (as SIGTERM does) and wait until it is gone."""
-    from ._shell import connect
+    from ._connect import connect
 
     shell = connect(args.config)  # knows the node's run directory (Shell.run_dir)
     run_dir = shell.run_dir
@@ -274,7 +274,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 def cmd_restart(args: argparse.Namespace) -> int:
     """Rolling restart of a running node's actors, with their code imported and their
     config tables read again."""
-    from ._shell import connect
+    from ._connect import connect
 
     started = time.monotonic()
 

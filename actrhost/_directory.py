@@ -44,6 +44,9 @@ class ActorEntry:
     state: ActorState
     pid: int | None
     restarts: int
+    #: The supervisor will not start it again (its restart policy, or the restart limit):
+    #: a ``failed`` instance that is not given up is about to be restarted.
+    given_up: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the control protocol's form)."""
@@ -55,6 +58,7 @@ class ActorEntry:
             "state": self.state.value,
             "pid": self.pid,
             "restarts": self.restarts,
+            "given_up": self.given_up,
         }
 
     @classmethod
@@ -68,6 +72,7 @@ class ActorEntry:
             ActorState(data["state"]),
             data.get("pid"),
             int(data.get("restarts", 0)),
+            bool(data.get("given_up", False)),
         )
 
 

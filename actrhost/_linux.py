@@ -1,6 +1,6 @@
 """The two ``prctl`` calls that tie a node's processes to their supervisor (Linux only;
-elsewhere they do nothing and say so by returning False), and how a child process tells
-that its supervisor is gone."""
+elsewhere they do nothing and say so by returning False), and how a process tells that
+another one (its supervisor, a ring's writer, a Shell's node) is gone."""
 
 from __future__ import annotations
 
@@ -41,10 +41,14 @@ def supervisor_gone(supervisor_pid: int) -> bool:
     the last thread (ZeroMQ's I/O threads, asyncio's child watchers) is gone. Meanwhile
     the main thread is a zombie, which /proc shows.
     """
-    if os.getppid() != supervisor_pid:
-        return True
+    return os.getppid() != supervisor_pid or process_gone(supervisor_pid)
+
+
+def process_gone(pid: int) -> bool:
+    """True when no process ``pid`` runs: none exists, or it is a zombie (dead, not yet
+    reaped by its parent, which may be a shell that never waits)."""
     try:
-        with open(f"/proc/{supervisor_pid}/stat", "rb") as f:
+        with open(f"/proc/{pid}/stat", "rb") as f:
             state = f.read().rsplit(b")", 1)[1].split()[0]
     except (OSError, IndexError):
         return True

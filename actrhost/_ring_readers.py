@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 
 from ._errors import BadRequest, Unavailable
+from ._linux import process_gone
 from .shm import Descriptor, RingReader, node_segment_prefix
 
 log = logging.getLogger(__name__)
@@ -146,15 +146,5 @@ class RingReaders:
         if not writer_tag.startswith("s"):
             return False
         with contextlib.suppress(ValueError):
-            return not _process_alive(int(writer_tag[1:].split(".", 1)[0], 16))
+            return process_gone(int(writer_tag[1:].split(".", 1)[0], 16))
         return False
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, and someone else's
-    return True

@@ -34,6 +34,8 @@ CONNECT_WAIT_S = 1.0
 
 #: How long answers of a gracefully stopped peer may trail its "stopped" notice.
 GRACEFUL_ANSWER_WAIT_S = 0.5
+#: How often a send waiting for a full socket checks whether its peers went down.
+DOWN_CHECK_S = 0.1
 
 RequestHandler = Callable[[Envelope, bytes], None]
 StreamHandler = Callable[[StreamFrame], None]
@@ -123,6 +125,7 @@ class RpcEndpoint:
         self._pending: dict[str, _Pending] = {}
         self._links: dict[str, LoopSocket] = {}
         self._reached: set[str] = set()
+        self._down: ActrError | None = None  # see peers_down
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}-"
         self._closed = False
@@ -235,6 +238,8 @@ class RpcEndpoint:
 
         Raises ``Unavailable`` when the peer does not accept the frame in time.
         """
+        if self._down is not None:
+            raise self._down
         link = self.link(endpoint)
         try:
             link.send_nowait(data)
@@ -248,13 +253,19 @@ class RpcEndpoint:
             wait_until = deadline
         else:
             wait_until = min(deadline, self._loop.time() + CONNECT_WAIT_S)
-        while await link.wait_writable(wait_until):
+        # In steps, so that peers_down() ends the wait too.
+        while self._loop.time() < wait_until and self._down is None:
+            step_until = min(wait_until, self._loop.time() + DOWN_CHECK_S)
+            if not await link.wait_writable(step_until):
+                continue
             try:
                 link.send_nowait(data)
                 self._reached.add(endpoint)
                 return
             except zmq.Again:
                 continue
+        if self._down is not None:
+            raise self._down
         raise Unavailable(f"{endpoint} is not accepting messages (peer down or overloaded)")
 
     async def call(self, endpoint: str, env: Envelope, deadline: float) -> Envelope:
@@ -325,6 +336,12 @@ class RpcEndpoint:
                 pending.future.set_exception(error)
                 failed += 1
         return failed
+
+    def peers_down(self, error: ActrError) -> None:
+        """Every peer is gone for good (a Shell's node died): fail pending calls, sends
+        waiting for room and every later send with ``error``."""
+        self._down = error
+        self.fail_all(error)
 
     def fail_all(self, error: ActrError) -> None:
         """Fail every pending call (used when this process stops)."""

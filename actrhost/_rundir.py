@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ._config import Config
 from ._control import CONTROL_SOCKET
+from ._linux import process_gone
 
 log = logging.getLogger(__name__)
 
@@ -138,3 +139,14 @@ def remove_orphaned_run_dir(control_endpoint: str) -> None:
         leftover.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         path.parent.rmdir()
+
+
+def remove_if_dead(run_dir: Path, supervisor_pid: int) -> None:
+    """Remove what the dead supervisor ``supervisor_pid`` and its node left in ``run_dir``
+    (a Shell that was attached, leaving last). Nothing is touched while the pid file
+    names another supervisor or one still listens."""
+    with contextlib.suppress(OSError, ValueError):
+        if int((run_dir / PID_FILE).read_text()) != supervisor_pid:
+            return  # a new run of the node
+    if process_gone(supervisor_pid) and not is_live(run_dir):
+        remove_orphaned_run_dir(control_endpoint(run_dir))

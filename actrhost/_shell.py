@@ -13,8 +13,7 @@ import itertools
 import logging
 import os
 import secrets
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,17 +27,17 @@ from ._envelope import MEDIA, REQUEST, RESPONSE, STREAM, TELL, Envelope, StreamF
 from ._errors import (
     ActrError,
     ClosedResourceError,
-    ConfigError,
     HandlerError,
     NotFound,
     Unavailable,
     error_from_code,
 )
 from ._ids import ActrId, ActrType
+from ._linux import process_gone
 from ._payload_type import PayloadType
 from ._payloads import DataStream, MediaSample
 from ._rpc import RpcEndpoint, deadline_after
-from ._rundir import node_prefix
+from ._rundir import PID_FILE, node_prefix, remove_if_dead
 from ._streams import (
     StreamCallback,
     StreamReceiver,
@@ -52,6 +51,8 @@ log = logging.getLogger(__name__)
 
 #: How long connecting waits for the supervisor to answer.
 ATTACH_TIMEOUT_S = 5.0
+#: How often an attached Shell checks that its node's supervisor still runs.
+NODE_WATCH_S = 0.25
 #: Queue bound of the Shell's sockets (messages), like a worker's default.
 SHELL_HWM = 10000
 #: How long closing a Shell waits for queued tells and frames to leave.
@@ -89,92 +90,6 @@ def target_key(target: Target) -> ActrId | ActrType | str:
     return target
 
 
-def connect(config_or_endpoint: str | os.PathLike[str]) -> Shell:
-    """A Shell for the node of a config file, or at a control endpoint (``ipc://…``).
-
-    Use as ``async with actrhost.connect("node.toml") as shell:``. Entering raises
-    ``Unavailable`` when no node answers. A config file that does not parse (being
-    edited, say) still finds a node that runs from it, which then goes by the copy it
-    started with; with no such node it raises ``ConfigError``.
-    """
-    text = os.fspath(config_or_endpoint)
-    if text.startswith("ipc://"):
-        return Shell(text)
-    if "://" in text:
-        raise ValueError(f"unsupported control endpoint {text!r}: use a config path or ipc://")
-    from ._config import load_config
-    from ._rundir import CONFIG_SNAPSHOT, control_endpoint, live_run_dir_of_file, run_dir_for
-
-    try:
-        config = load_config(text)
-    except ConfigError:
-        run_dir = live_run_dir_of_file(text)
-        try:
-            snapshot = (run_dir / CONFIG_SNAPSHOT).read_bytes() if run_dir else None
-        except OSError:
-            snapshot = None  # it stopped meanwhile
-        if snapshot is None:
-            raise
-        config = load_config(text, data=snapshot)
-    return Shell(
-        control_endpoint(run_dir_for(config)),
-        threshold_bytes=config.shm.threshold_bytes,
-        ring_bytes=config.shm.ring_bytes,
-    )
-
-
-async def connect_when_running(
-    config_or_endpoint: str | os.PathLike[str],
-    timeout: float,
-    *,
-    alive: Callable[[], bool] | None = None,
-) -> Shell:
-    """An attached Shell once the node runs every actor instance, waiting for the node
-    to start if need be (``actrhost wait``, ``actrhost.testing``).
-
-    Raises ``Unavailable`` when that takes longer than ``timeout`` seconds, and at once
-    when ``alive()`` (the caller's check on the node's process, if it has one) turns
-    false or an instance has failed for good. The caller closes the Shell.
-    """
-    deadline = time.monotonic() + timeout
-    first = connect(config_or_endpoint)  # reads the config once
-    socket_path = Path(first.control_endpoint.removeprefix("ipc://"))
-    shell: Shell | None = None
-    try:
-        while alive is None or alive():
-            # Attach only once the supervisor listens: else each try waits for it.
-            if shell is None and socket_path.exists():
-                candidate = Shell(
-                    first.control_endpoint,
-                    threshold_bytes=first.threshold_bytes,
-                    ring_bytes=first.ring_bytes,
-                )
-                try:
-                    await candidate.open()
-                    shell = candidate
-                except Unavailable:
-                    pass  # not listening yet (open() closed what it made)
-            if shell is not None:
-                actors = await shell.actors()
-                failed = [f"{a.name} ({a.actr_id})" for a in actors if a.state is ActorState.FAILED]
-                if failed:  # given up on (restart limit or policy): it will never run
-                    raise Unavailable(
-                        f"{', '.join(failed)} failed and will not be restarted, at "
-                        f"{config_or_endpoint} (the node's log says why)"
-                    )
-                if actors and all(a.state is ActorState.RUNNING for a in actors):
-                    ready, shell = shell, None
-                    return ready
-            if time.monotonic() >= deadline:
-                what = "not all its actors running" if shell else "no node answering"
-                raise Unavailable(f"{what} after {timeout:g} s at {config_or_endpoint}")
-            await asyncio.sleep(0.05)
-        raise Unavailable(f"the node of {config_or_endpoint} exited before it ran")
-    finally:
-        if shell is not None:
-            await shell.aclose()
-
-
 class Shell:
     """A client attached to one node. Create it with :func:`connect`."""
 
@@ -199,6 +114,8 @@ class Shell:
         self._tasks: set[asyncio.Task[None]] = set()
         self._open = False
         self._closed = False
+        self._node_gone: Unavailable | None = None  # see _watch_node
+        self._supervisor_pid = 0  # read at attach
 
     def __repr__(self) -> str:
         return f"Shell({self.control_endpoint})"
@@ -259,6 +176,20 @@ class Shell:
             await self.aclose()
             raise
         self.node_name = reply.get("node", "")
+        with contextlib.suppress(OSError, ValueError):
+            self._supervisor_pid = int((self.run_dir / PID_FILE).read_text())
+            self._spawn(self._watch_node(self._supervisor_pid))
+
+    async def _watch_node(self, supervisor_pid: int) -> None:
+        """A supervisor killed outright takes its workers with it and tells nobody: fail
+        what waits on the node at once, not at each deadline, and every later send."""
+        while not process_gone(supervisor_pid):
+            await asyncio.sleep(NODE_WATCH_S)
+        error = Unavailable(f"node {self.node_name!r} is gone: its supervisor died")
+        self._node_gone = error
+        self._rpc.peers_down(error)
+        for entry in self.directory.entries():
+            self._streams_out.forget_target(entry.actr_id.serial_number)
 
     def _attach_fields(self) -> dict[str, Any]:
         return {
@@ -288,16 +219,16 @@ class Shell:
             if not future.done():
                 future.set_exception(ClosedResourceError(f"{self!r} was closed"))
         self._streams_in.close()
-        self._streams_out.close(unlink=False)
+        # Unread rings of a node that died are ours to remove; else their readers do.
+        self._streams_out.close(unlink=self._node_gone is not None)
         # Tells and stream frames the caller already handed over must not be lost at close.
         self._rpc.close(linger_ms=CLOSE_LINGER_MS)
         self._control.close(linger_ms=100)
         self._zctx.term()
-        if not Path(self.control_endpoint.removeprefix("ipc://")).exists():
-            # The node died while we were attached (its last process out removed its
-            # files but could not remove the run dir: our socket file was still in it).
-            with contextlib.suppress(OSError):
-                self.run_dir.rmdir()  # only if empty: another Shell may still be in it
+        if self._supervisor_pid:
+            # The node died while we were attached: its last process out could not remove
+            # the run dir (our socket file was in it), or all died at once (SIGKILL).
+            remove_if_dead(self.run_dir, self._supervisor_pid)
 
     def _check_open(self) -> None:
         if self._closed or not self._open:
@@ -514,7 +445,10 @@ class Shell:
         return register
 
     def _on_request(self, env: Envelope, routing_id: bytes) -> None:
-        task = asyncio.ensure_future(self._serve(env, routing_id))
+        self._spawn(self._serve(env, routing_id))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)  # cancelled by aclose()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -588,6 +522,8 @@ class Shell:
         self, target: Target, frame: StreamFrame, payload: Any, timeout: float
     ) -> bool:
         self._check_open()
+        if self._node_gone is not None:
+            raise self._node_gone  # before a ring is made that nobody would read
         deadline = deadline_after(self._loop.time(), timeout)
         actr_id, endpoint = await self._route(target, deadline)
         frame.target = actr_id

@@ -43,6 +43,7 @@ class Slot:
     error: str = ""
     process: WorkerProcess | None = None
     restart_requested: bool = False  # stopped by a rolling restart: start it again at once
+    given_up: bool = False  # exited and will not be restarted (policy or restart limit)
 
     @property
     def label(self) -> str:
@@ -79,6 +80,7 @@ class Slot:
             self.state,
             self.pid,
             self.restarts,
+            self.given_up,
         )
 
 

@@ -266,6 +266,7 @@ class Supervisor:
         )
         slot.routing_id = None
         slot.error = ""
+        slot.given_up = False
         self._set_state(slot, ActorState.STARTING)
         process = await self._start_process(spec)
         slot.process = process
@@ -316,8 +317,7 @@ class Supervisor:
                 describe_exit(code),
                 slot.config.restart,
             )
-            if slot.state is ActorState.DEAD:
-                self._set_state(slot, ActorState.FAILED)
+            self._give_up(slot)
             return
         delay = slot.next_restart_delay(asyncio.get_running_loop().time())
         if delay is None:
@@ -329,7 +329,7 @@ class Supervisor:
                 slot.config.max_restarts,
                 slot.error or describe_exit(code),
             )
-            self._set_state(slot, ActorState.FAILED)
+            self._give_up(slot)
             return
         if delay:
             await asyncio.sleep(delay)
@@ -382,6 +382,13 @@ class Supervisor:
             self._restarting = False
 
     # -- state and directory -----------------------------------------------------------
+
+    def _give_up(self, slot: Slot) -> None:
+        """The instance will not be started again: say so (``actrhost wait`` stops waiting)."""
+        slot.given_up = True
+        if slot.state in (ActorState.DEAD, ActorState.FAILED):
+            slot.state = ActorState.FAILED  # a worker that failed in on_start said so itself
+        self._broadcast()
 
     def _set_state(self, slot: Slot, state: ActorState) -> None:
         if slot.state is state:

@@ -37,8 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._config import load_config
+from ._connect import connect_when_running
 from ._errors import Unavailable
-from ._shell import Shell, connect_when_running
+from ._shell import Shell
 
 __all__ = ["NodeFailed", "RunningNode", "running_node"]
 

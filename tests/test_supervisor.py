@@ -85,6 +85,29 @@ def test_a_shell_attached_when_the_supervisor_is_killed_removes_the_run_dir_last
     run(go())
 
 
+def test_calls_of_a_shell_whose_node_is_killed_fail_at_once_not_at_their_deadline(node_factory):
+    node = node_factory(
+        '[[actor]]\nname = "hooks"\ntype = "test+Hooks"\nhandler = "actors:Hooks"\n'
+    )
+
+    async def go() -> None:
+        async with actrhost.connect(node.config_path) as shell:
+            waiting = asyncio.ensure_future(
+                shell.call("hooks", "test.Hooks.Sleep", b"60", timeout=30)
+            )
+            await asyncio.sleep(0.2)  # the call is being handled
+            killed_at = time.monotonic()
+            node.process.send_signal(signal.SIGKILL)  # its workers follow it, silently
+            node.process.wait(5)
+            with pytest.raises(Unavailable, match="is gone: its supervisor died"):
+                await waiting
+            assert time.monotonic() - killed_at < 3  # the deadline was 30 s away
+            with pytest.raises(Unavailable, match="is gone"):  # and later ones at once
+                await shell.call("hooks", "test.Hooks.Sleep", b"0", timeout=30)
+
+    run(go(), 30)
+
+
 def test_graceful_shutdown_answers_in_flight_calls_and_runs_on_stop(
     node_factory, tmp_path, monkeypatch
 ):

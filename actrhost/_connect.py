@@ -1,0 +1,105 @@
+"""Finding a running node and attaching a :class:`~._shell.Shell` to it: from a config
+file (even one that does not parse while someone edits it) or a control endpoint, at once
+(:func:`connect`) or once every actor runs (:func:`connect_when_running`)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ._directory import ActorState
+from ._errors import ConfigError, Unavailable
+from ._shell import Shell
+
+
+def connect(config_or_endpoint: str | os.PathLike[str]) -> Shell:
+    """A Shell for the node of a config file, or at a control endpoint (``ipc://…``).
+
+    Use as ``async with actrhost.connect("node.toml") as shell:``. Entering raises
+    ``Unavailable`` when no node answers. A config file that does not parse (being
+    edited, say) still finds a node that runs from it, which then goes by the copy it
+    started with; with no such node it raises ``ConfigError``.
+    """
+    text = os.fspath(config_or_endpoint)
+    if text.startswith("ipc://"):
+        return Shell(text)
+    if "://" in text:
+        raise ValueError(f"unsupported control endpoint {text!r}: use a config path or ipc://")
+    from ._config import load_config
+    from ._rundir import CONFIG_SNAPSHOT, control_endpoint, live_run_dir_of_file, run_dir_for
+
+    try:
+        config = load_config(text)
+    except ConfigError:
+        run_dir = live_run_dir_of_file(text)
+        try:
+            snapshot = (run_dir / CONFIG_SNAPSHOT).read_bytes() if run_dir else None
+        except OSError:
+            snapshot = None  # it stopped meanwhile
+        if snapshot is None:
+            raise
+        config = load_config(text, data=snapshot)
+    return Shell(
+        control_endpoint(run_dir_for(config)),
+        threshold_bytes=config.shm.threshold_bytes,
+        ring_bytes=config.shm.ring_bytes,
+    )
+
+
+async def connect_when_running(
+    config_or_endpoint: str | os.PathLike[str],
+    timeout: float,
+    *,
+    alive: Callable[[], bool] | None = None,
+) -> Shell:
+    """An attached Shell once the node runs every actor instance, waiting for the node
+    to start if need be (``actrhost wait``, ``actrhost.testing``).
+
+    Raises ``Unavailable`` when that takes longer than ``timeout`` seconds, and at once
+    when ``alive()`` (the caller's check on the node's process, if it has one) turns
+    false or an instance has failed for good. The caller closes the Shell.
+    """
+    deadline = time.monotonic() + timeout
+    first = connect(config_or_endpoint)  # reads the config once
+    socket_path = Path(first.control_endpoint.removeprefix("ipc://"))
+    shell: Shell | None = None
+    try:
+        while alive is None or alive():
+            # Attach only once the supervisor listens: else each try waits for it.
+            if shell is None and socket_path.exists():
+                candidate = Shell(
+                    first.control_endpoint,
+                    threshold_bytes=first.threshold_bytes,
+                    ring_bytes=first.ring_bytes,
+                )
+                try:
+                    await candidate.open()
+                    shell = candidate
+                except Unavailable:
+                    pass  # not listening yet (open() closed what it made)
+            if shell is not None:
+                actors = await shell.actors()
+                ended = [
+                    f"{e.name} ({e.actr_id}) {e.state.value}"
+                    for e in shell.directory.entries()
+                    if e.given_up
+                ]
+                if ended:  # given up on (restart limit or policy): it will never run
+                    raise Unavailable(
+                        f"{', '.join(ended)} and will not be restarted, at "
+                        f"{config_or_endpoint} (the node's log says why)"
+                    )
+                if actors and all(a.state is ActorState.RUNNING for a in actors):
+                    ready, shell = shell, None
+                    return ready
+            if time.monotonic() >= deadline:
+                what = "not all its actors running" if shell else "no node answering"
+                raise Unavailable(f"{what} after {timeout:g} s at {config_or_endpoint}")
+            await asyncio.sleep(0.05)
+        raise Unavailable(f"the node of {config_or_endpoint} exited before it ran")
+    finally:
+        if shell is not None:
+            await shell.aclose()
