@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from .utils import REPO, Node
+from .utils import Node, signal_server
 
 
 @pytest.fixture
@@ -37,21 +35,8 @@ def node_factory(tmp_path: Path) -> Iterator[Callable[..., Node]]:
 @pytest.fixture
 def signaling_url() -> Iterator[str]:
     """A standalone ``actrhost signal`` on a free loopback port; yields its ws:// URL."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "actrhost", "signal", "--listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=REPO,
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        assert line.startswith("signaling server listening on "), line
-        yield line.split()[-1]
-    finally:
-        process.terminate()
-        process.wait(10)
+    with signal_server() as url:
+        yield url
 
 
 @pytest.fixture

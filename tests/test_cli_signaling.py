@@ -10,7 +10,7 @@ from actrhost._fingerprint import service_fingerprint
 from actrhost._lockfile import LockFile
 from actrhost.signaling import SignalingClient
 
-from .utils import REPO, run
+from .utils import REPO, run, signal_server
 
 SCHEMA = """
 syntax = "proto3";
@@ -110,17 +110,5 @@ def test_signal_writes_a_key_file_and_serves_with_the_server_options(tmp_path):
     assert again.returncode == 1
     assert again.stderr.startswith(f"actrhost: signal: 503 Unavailable: cannot write {keys}: ")
     options = ["--key-file", str(keys), "--heartbeat-interval", "0.5", "--max-frame-bytes", "4096"]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "actrhost", "signal", "--listen", "127.0.0.1:0", *options],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
-    try:
-        assert server.stdout is not None
-        line = server.stdout.readline()
-        assert line.startswith("signaling server listening on ws://127.0.0.1:"), line
-    finally:
-        server.terminate()
-        assert server.wait(10) == 0
+    with signal_server(*options) as url:
+        assert url.startswith("ws://127.0.0.1:")

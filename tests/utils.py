@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -58,6 +59,27 @@ name = "greeter"
 type = "demo+Greeter"
 handler = "examples.greeter:Greeter"
 """
+
+
+@contextlib.contextmanager
+def signal_server(*options: str) -> Iterator[str]:
+    """A standalone ``actrhost signal`` with ``options`` on a free loopback port; yields
+    its ws:// URL and checks it stopped cleanly."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "actrhost", "signal", "--listen", "127.0.0.1:0", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("signaling server listening on ws://127.0.0.1:"), line
+        yield line.split()[-1]
+    finally:
+        process.terminate()
+        assert process.wait(10) == 0
 
 
 def pid_alive(pid: int) -> bool:
