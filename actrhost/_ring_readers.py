@@ -18,9 +18,9 @@ import asyncio
 import contextlib
 import logging
 
-from ._errors import BadRequest, Unavailable
+from ._errors import ActrError, BadRequest, Unavailable
 from ._linux import process_gone
-from .shm import Descriptor, RingReader, node_segment_prefix
+from .shm import Descriptor, RingReader, list_prefix, node_segment_prefix
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ class RingReaders:
         Raises ``BadRequest`` for a ring of another node (before anything is held).
         """
         self._check_node(descriptor.ring)
+        with contextlib.suppress(ActrError):
+            self.get(descriptor.ring)  # attach (and drop the name) now, not when read
         self._held[descriptor.ring] = self._held.get(descriptor.ring, 0) + 1
 
     def retire(self, descriptor: Descriptor) -> None:
@@ -140,11 +142,23 @@ class RingReaders:
         A worker's rings are left to :meth:`forget_writer`: the directory knows when a
         worker is gone, and its pid is not in the ring's name.
         """
-        if reader.writer_closed:
-            return True
-        writer_tag = name[len(self._prefix) :].split("-", 1)[0]
-        if not writer_tag.startswith("s"):
-            return False
-        with contextlib.suppress(ValueError):
-            return process_gone(int(writer_tag[1:].split(".", 1)[0], 16))
+        return reader.writer_closed or shell_gone(name[len(self._prefix) :].split("-", 1)[0])
+
+
+def shell_gone(writer_tag: str) -> bool:
+    """True for the tag of a Shell (``s<pid in hex>.<token>``) whose process is gone."""
+    if not writer_tag.startswith("s"):
         return False
+    with contextlib.suppress(ValueError):
+        return process_gone(int(writer_tag[1:].split(".", 1)[0], 16))
+    return False
+
+
+def rings_of_gone_shells(node_prefix: str) -> set[str]:
+    """The node's ring names written by Shells that are gone: no reader attached them
+    (that removes the name), so their last frames never arrived. The supervisor removes
+    those it finds twice in a row, a sweep apart (a frame may still be on its way)."""
+    prefix = node_segment_prefix(node_prefix)
+    return {
+        name for name in list_prefix(prefix) if shell_gone(name[len(prefix) :].split("-", 1)[0])
+    }

@@ -25,6 +25,7 @@ from ._directory import ActorState
 from ._gateway_process import GatewayProcess
 from ._ids import ActrId, Realm
 from ._metrics import MetricsServer
+from ._ring_readers import rings_of_gone_shells
 from ._rolling_restart import rolling_restart
 from ._slot import KILL_AFTER_S, RestartRefused, Slot, describe_exit
 from ._streams import unlink_rings_of
@@ -42,6 +43,8 @@ from .workers._worker import WorkerSpec
 
 log = logging.getLogger(__name__)
 
+#: How often the rings of Shells that are gone are looked for (_ring_readers.py).
+SHELL_RING_SWEEP_S = 2.0
 #: Instances started at once at node start (see Supervisor._spawn_all).
 SPAWNS_AT_ONCE = 8
 #: How long a status request waits for each worker's counters.
@@ -123,6 +126,7 @@ class Supervisor:
                 if self.config.signaling is not None:
                     await self._start_gateway(stack)
                 await forkserver_ready
+                self._spawn_task(self._sweep_rings_of_gone_shells())
                 await self._spawn_all()
                 await self._shutdown.wait()
                 await self._stop_all()
@@ -240,6 +244,18 @@ class Supervisor:
         if not self._shutdown.is_set():
             log.info("node %r: shutting down", self.config.node.name)
         self._shutdown.set()
+
+    async def _sweep_rings_of_gone_shells(self) -> None:
+        """Shells come and go unannounced (SIGKILL): remove the rings they left unread."""
+        seen: set[str] = set()
+        while True:
+            await asyncio.sleep(SHELL_RING_SWEEP_S)
+            gone = rings_of_gone_shells(self.shm_prefix)
+            for name in gone & seen:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"/dev/shm/{name}")
+                    self.segments_reclaimed += 1
+            seen = gone - seen
 
     async def _spawn_all(self) -> None:
         """Start every instance, a few at a time, until a shutdown is asked for: a node of

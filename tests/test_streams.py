@@ -7,6 +7,8 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -15,7 +17,7 @@ import pytest
 import actrhost
 from actrhost import BadRequest, DataStream, MediaSample, Unavailable
 from actrhost._rundir import node_prefix
-from actrhost.shm import RingWriter, segment_name
+from actrhost.shm import RingWriter, node_segment_prefix, segment_name, unlink_prefix
 
 from .utils import pid_alive, run, wait_until
 
@@ -324,6 +326,22 @@ def test_rings_are_unlinked_once_attached_and_in_flight_rings_of_a_dead_sender_a
             assert status["segments_reclaimed"] == 1
 
     run(go())
+
+
+def test_a_ring_left_unread_by_a_shell_that_is_gone_is_removed_by_the_supervisor(node):
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait(10)  # its pid names a Shell that is gone
+    prefix = node_prefix(node.run_dir)
+    sink = node.pid_of("sink")
+    dead = segment_name(prefix, f"s{child.pid:x}.abc123", "1", f"{sink:x}")
+    live = segment_name(prefix, f"s{os.getpid():x}.abc123", "1", f"{sink:x}")
+    for name in (dead, live):
+        RingWriter.create(name, 4096).close()
+    try:
+        wait_until(lambda: node.segments() == [live], 10, "the dead Shell's ring to go")
+        assert node.status()["segments_reclaimed"] == 1
+    finally:
+        unlink_prefix(node_segment_prefix(prefix))
 
 
 def test_leftover_segments_of_a_crashed_node_are_removed_at_next_start(node):
