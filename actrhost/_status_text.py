@@ -101,7 +101,8 @@ def format_status(status: dict[str, Any]) -> str:
         for node_id, node in sorted(remote.items()):
             name = f"{node['name']} ({node_id})" if node.get("name") else node_id
             lines.append(
-                f"  remote node {name}: {node.get('state')}, "
+                f"  remote node {name}: {node.get('state')}"
+                f"{' (reconnecting)' if node.get('reconnecting') else ''}, "
                 f"candidate {node.get('candidate_type') or '-'}, "
                 f"{len(node.get('actors', []))} actor(s), connects {node.get('connects', 0)}, "
                 f"failures {node.get('failures', 0)}, malformed {node.get('malformed', 0)}"

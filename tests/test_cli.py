@@ -236,6 +236,9 @@ def test_status_names_the_ice_host_and_the_gateway_counters_that_are_not_zero():
     stats["remote_nodes"] = {"n1": remote}
     status = {"node": "a", "actors": [], "gateway": {**gateway, "stats": stats}}
     assert "media tracks" not in format_status(status)
+    remote["reconnecting"] = True  # after a failure, "new" is the next attempt's state
+    assert "  remote node b (n1): connected (reconnecting), " in format_status(status)
+    remote["reconnecting"] = False
     media.update(samples_sent=40, no_track=3)
     assert (
         "    media tracks          out 40 samples, in 0, dropped 0, no free track 3, "

@@ -362,6 +362,7 @@ class RemoteNode:
         out: dict[str, Any] = {
             "name": self.name,
             "state": self.state.value,
+            "reconnecting": self._reconnecting,  # after a failure: the state is the attempt's
             "candidate_type": pc.candidate_type if pc is not None else "",
             "connects": self.connects,
             "failures": self.failures,
