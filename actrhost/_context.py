@@ -87,6 +87,15 @@ class _Runtime(Protocol):
     def now(self) -> float: ...
 
 
+def checked_dest(dest: Dest) -> Dest:
+    """``dest``, or a TypeError that says what to pass instead."""
+    if isinstance(dest, Dest):
+        return dest
+    if isinstance(dest, ActrId):
+        raise TypeError(f"dest must be a Dest: Dest.actor({dest}) for that actor, not an ActrId")
+    raise TypeError(f"dest must be a Dest (Dest.actor(id), Dest.LOCAL, Dest.SHELL), not {dest!r}")
+
+
 def encode_message(message: bytes | bytearray | memoryview | Message | None) -> bytes:
     """bytes for a request or response: bytes pass through, protobuf messages serialize."""
     if message is None:
@@ -188,7 +197,7 @@ class Context:
         """
         deadline = self._deadline(timeout)
         data = await self._runtime.send_request(
-            self, dest, route_key, encode_message(request), deadline, payload_type
+            self, checked_dest(dest), route_key, encode_message(request), deadline, payload_type
         )
         return decode_message(data, response_type)
 
@@ -205,7 +214,9 @@ class Context:
         Raises ``NotFound`` / ``Unavailable`` when the destination cannot take it; the
         handler's own failures are never reported back.
         """
-        await self._runtime.send_tell(self, dest, route_key, encode_message(message), payload_type)
+        await self._runtime.send_tell(
+            self, checked_dest(dest), route_key, encode_message(message), payload_type
+        )
 
     async def discover(self, actr_type: ActrType | str) -> ActrId:
         """An instance of ``actr_type``: local instances first, round-robin among them.
@@ -249,7 +260,7 @@ class Context:
         """
         frame = chunk_frame(chunk, payload_type)
         return await self._runtime.send_stream_frame(
-            dest, frame, chunk.payload, self._deadline(timeout)
+            checked_dest(dest), frame, chunk.payload, self._deadline(timeout)
         )
 
     async def register_media_track(self, track_id: str, callback: StreamCallback) -> None:
@@ -269,7 +280,7 @@ class Context:
         """
         frame = sample_frame(track_id, sample)
         return await self._runtime.send_stream_frame(
-            dest, frame, sample.data, self._deadline(timeout)
+            checked_dest(dest), frame, sample.data, self._deadline(timeout)
         )
 
     def _deadline(self, timeout: float) -> float:

@@ -440,3 +440,35 @@ class Untyped(Actor):
         return json.dumps(
             {"settings": dict(self.settings), "mapping": type(self.settings).__name__}
         ).encode()
+
+
+class Quirks(Actor):
+    """Does what users get wrong: tells itself from on_start, answers what cannot be
+    encoded, passes an ActrId where a Dest belongs."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    async def on_start(self, ctx: Context) -> None:
+        # Handled once on_start returns, not lost.
+        await ctx.tell(Dest.actor(ctx.self_id), "test.Quirks.Tick", b"")
+
+    @rpc("test.Quirks.Tick")
+    async def tick(self, ctx: Context, request: bytes) -> None:
+        self.ticks += 1
+
+    @rpc("test.Quirks.Ticks")
+    async def ticks_seen(self, ctx: Context, request: bytes) -> bytes:
+        return str(self.ticks).encode()
+
+    @rpc("test.Quirks.BadAnswer")
+    async def bad_answer(self, ctx: Context, request: bytes) -> bytes:
+        return "a str is no payload"  # type: ignore[return-value]
+
+    @rpc("test.Quirks.IdAsDest")
+    async def id_as_dest(self, ctx: Context, request: bytes) -> bytes:
+        try:
+            await ctx.call(ctx.self_id, "test.Quirks.Ticks")  # type: ignore[arg-type]
+        except TypeError as exc:
+            return str(exc).encode()
+        return b"no TypeError"

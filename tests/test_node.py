@@ -296,3 +296,31 @@ def test_connect_to_a_node_that_is_not_running(tmp_path):
                 pass
 
     run(go())
+
+
+def test_what_users_get_wrong_gets_a_clear_answer(node_factory):
+    node = node_factory('[[actor]]\nname = "q"\ntype = "test+Quirks"\nhandler = "actors:Quirks"\n')
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            # A tell the actor sent itself from on_start was held until on_start returned.
+            for _ in range(100):
+                if await shell.call("q", "test.Quirks.Ticks") == b"1":
+                    break
+                await asyncio.sleep(0.02)
+            assert await shell.call("q", "test.Quirks.Ticks") == b"1"
+            # An answer that cannot be encoded is the handler's failure (500), not the
+            # caller's bad request (400).
+            with pytest.raises(HandlerError, match="the handler's answer: cannot send a str"):
+                await shell.call("q", "test.Quirks.BadAnswer")
+            assert (
+                await shell.call("q", "test.Quirks.IdAsDest")
+                == (
+                    f"dest must be a Dest: Dest.actor({(await shell.actors())[0].actr_id}) for "
+                    "that actor, not an ActrId"
+                ).encode()
+            )
+            stats = (await shell.status())["actors"][0]["stats"]
+            assert stats["tells_served"] == 1 and stats["tells_dropped"] == 0
+
+    run(go())

@@ -108,6 +108,41 @@ def test_calls_of_a_shell_whose_node_is_killed_fail_at_once_not_at_their_deadlin
     run(go(), 30)
 
 
+def test_a_stop_with_calls_queued_answers_them_503_and_stops_cleanly(
+    node_factory, tmp_path, monkeypatch
+):
+    markers = tmp_path / "markers.txt"
+    monkeypatch.setenv("ACTRHOST_TEST_MARKERS", str(markers))
+    node = node_factory(
+        '[[actor]]\nname = "hooks"\ntype = "test+Hooks"\nhandler = "actors:Hooks"\n'
+        "max_concurrency = 1\n",
+        "shutdown_grace_s = 3.0\n",
+    )
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            running = asyncio.ensure_future(
+                shell.call("hooks", "test.Hooks.Sleep", b"0.5", timeout=10)
+            )
+            queued = asyncio.ensure_future(
+                shell.call("hooks", "test.Hooks.Sleep", b"0", timeout=10)
+            )
+            for _ in range(250):  # one runs, one waits in the mailbox (max_concurrency 1)
+                (actor,) = (await shell.status())["actors"]
+                if actor["stats"].get("mailbox_depth") == 1:
+                    break
+                await asyncio.sleep(0.02)
+            node.process.send_signal(signal.SIGTERM)
+            with pytest.raises(Unavailable, match="is stopping"):
+                await queued
+            assert await running == b"done"  # within the grace period
+
+    run(go())
+    assert node.process.wait(10) == 0
+    assert "ERROR" not in node.log(), node.log()
+    assert "stop " in markers.read_text()  # on_stop ran: the worker stopped, not crashed
+
+
 def test_graceful_shutdown_answers_in_flight_calls_and_runs_on_stop(
     node_factory, tmp_path, monkeypatch
 ):

@@ -27,6 +27,7 @@ from .._directory import BARRIER_ROUTE, ActorState, Directory, discover_via, gon
 from .._envelope import REQUEST, RESPONSE, TELL, Envelope, StreamFrame
 from .._errors import (
     ActrError,
+    BadRequest,
     HandlerError,
     NotFound,
     PermissionDenied,
@@ -80,6 +81,9 @@ class WorkerCounters:
     expired_skipped: int = 0
     denied: int = 0
     unknown_routes: int = 0
+    #: Tells that arrived while the actor was stopping, or beyond what a starting actor
+    #: holds until its on_start returns (mailbox_capacity).
+    tells_dropped: int = 0
 
 
 class Worker:
@@ -103,6 +107,10 @@ class Worker:
         self._route_timings = config.node.route_timings
         self.state = ActorState.STARTING
         self._accepting = False
+        # Tells that came while on_start ran (one the actor sent itself, say): they are
+        # handled once it returns. Calls get 503 meanwhile (a call to itself would wait
+        # for its own on_start).
+        self._early_tells: list[tuple[Envelope, bytes]] = []
         self._stop = asyncio.Event()
         self._orphaned = False
         self._got_directory = asyncio.Event()
@@ -179,6 +187,9 @@ class Worker:
                 return 1
             self._accepting = True
             self._set_state(ActorState.RUNNING)
+            early, self._early_tells = self._early_tells, []
+            for env, routing_id in early:
+                self._on_request(env, routing_id)
             await self._stop.wait()
             await self._teardown()
             return 0
@@ -189,7 +200,7 @@ class Worker:
     async def _teardown(self) -> None:
         self._accepting = False
         self._set_state(ActorState.STOPPING)
-        for env, routing_id, _route in self.mailbox.drop_queued():
+        for env, routing_id, *_rest in self.mailbox.drop_queued():
             if env.direction == REQUEST:
                 self._reply_error(env, routing_id, Unavailable(f"actor {self.self_id} is stopping"))
         grace = self.config.node.shutdown_grace_s
@@ -315,6 +326,14 @@ class Worker:
                 self._reply_error(
                     env, routing_id, Unavailable(f"actor {self.self_id} is {self.state.value}")
                 )
+            elif (
+                self.state is ActorState.STARTING
+                and len(self._early_tells) < self.actor_config.mailbox_capacity
+            ):
+                self._early_tells.append((env, routing_id))
+            else:
+                self.counters.tells_dropped += 1
+                log.warning("%r: tell %r dropped: %s", self, env.route_key, self.state.value)
             return
         if env.route_key == BARRIER_ROUTE:
             if env.direction == REQUEST:
@@ -374,10 +393,13 @@ class Worker:
             request = decode_message(env.payload, route.request_type)
             result = await route.handler(ctx, request)
             if is_request:
+                try:
+                    payload = encode_message(result)
+                except BadRequest as exc:  # the handler's answer, not the caller's request
+                    raise HandlerError(f"the handler's answer: {exc.message}") from None
                 self.counters.calls_served += 1
                 self.rpc.reply(
-                    routing_id,
-                    Envelope(RESPONSE, payload=encode_message(result), request_id=env.request_id),
+                    routing_id, Envelope(RESPONSE, payload=payload, request_id=env.request_id)
                 )
             else:
                 self.counters.tells_served += 1
@@ -468,6 +490,8 @@ class Worker:
     def _resolve(self, dest: Dest, route_key: str) -> tuple[str, ActrId | None]:
         if dest.kind == "actor":
             assert dest.actr_id is not None
+            if dest.actr_id == self.self_id:  # also while starting: see _on_request
+                return self.spec.endpoint, self.self_id
             return self.directory.endpoint_of(dest.actr_id), dest.actr_id
         if dest.kind == "LOCAL":
             return self.spec.endpoint, self.self_id
