@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
 
+from ._errors import BadRequest, HandlerError
 from ._ids import ActrType
 from ._payload_type import PayloadType
 from ._settings import NO_SETTINGS
@@ -26,6 +27,8 @@ class RouteSpec:
     route_key: str
     payload_type: PayloadType
     request_type: type | None = None
+    #: A service method's output message class: an answer of another type is refused.
+    response_type: type | None = None
 
 
 def rpc(
@@ -77,11 +80,27 @@ class Actor:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One bound handler: how to decode its request and call it."""
+    """One bound handler: how to decode its request, call it and encode its answer."""
 
     spec: RouteSpec
     handler: Callable[..., Awaitable[Any]]
     request_type: type | None  # a protobuf message class, or None for bytes
+
+    def encode_answer(self, result: Any) -> bytes:
+        """The handler's answer as bytes; HandlerError (500, the handler's fault, not the
+        caller's) when it cannot be sent or is not its service method's output type."""
+        from ._context import encode_message  # _context imports this module
+
+        expected = self.spec.response_type
+        if expected is not None and not isinstance(result, expected):
+            raise HandlerError(
+                f"the handler's answer: a {type(result).__name__}, not the "
+                f"{expected.__name__} its service method returns"
+            )
+        try:
+            return encode_message(result)
+        except BadRequest as exc:
+            raise HandlerError(f"the handler's answer: {exc.message}") from None
 
 
 def route_table(cls: type) -> dict[str, tuple[str, RouteSpec]]:

@@ -143,7 +143,10 @@ def service(
                 func,
                 _ROUTE_ATTR,
                 RouteSpec(
-                    key, PayloadType(lane or payload_type), GetMessageClass(method.input_type)
+                    key,
+                    PayloadType(lane or payload_type),
+                    GetMessageClass(method.input_type),
+                    GetMessageClass(method.output_type),
                 ),
             )
         if problems:

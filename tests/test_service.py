@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
 
 import actrhost
-from actrhost import Actor, PayloadType, ServiceClient, rpc, service
+from actrhost import Actor, HandlerError, PayloadType, ServiceClient, rpc, service
 from actrhost._actor import collect_routes
 from examples.greeter import greeter_pb2 as pb
 
@@ -32,6 +32,24 @@ def test_routes_and_request_types_come_from_the_descriptor():
     assert routes["demo.Greeter.SayHello"].spec.payload_type is PayloadType.RPC_RELIABLE
     assert routes["demo.Greeter.Count"].request_type is pb.Tally
     assert routes["demo.Greeter.Count"].spec.payload_type is PayloadType.RPC_SIGNAL
+
+
+def test_an_answer_of_another_type_than_the_method_returns_is_the_handlers_error():
+    @service(pb)
+    class Greeter(Actor):
+        async def say_hello(self, ctx, request):
+            return pb.Tally()  # a service method's answer has the method's output type
+
+        async def count(self, ctx, request):
+            return pb.Tally(greeted=1)
+
+    routes = collect_routes(Greeter())
+    with pytest.raises(HandlerError, match="a Tally, not the HelloReply its service method"):
+        routes["demo.Greeter.SayHello"].encode_answer(pb.Tally())
+    with pytest.raises(HandlerError, match="a bytes, not the HelloReply"):
+        routes["demo.Greeter.SayHello"].encode_answer(b"\x08\x05")
+    answer = routes["demo.Greeter.Count"].encode_answer(pb.Tally(greeted=1))
+    assert pb.Tally.FromString(answer).greeted == 1
 
 
 def test_a_missing_or_blocking_handler_fails_when_the_class_is_defined():

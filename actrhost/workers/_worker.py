@@ -22,12 +22,11 @@ from setproctitle import setproctitle
 from .. import _control as control
 from .._actor import Actor, Route, collect_routes
 from .._config import Config, load_node_config, resolve_handler
-from .._context import Context, Dest, decode_message, encode_message
+from .._context import Context, Dest, decode_message
 from .._directory import BARRIER_ROUTE, ActorState, Directory, discover_via, gone_error
 from .._envelope import REQUEST, RESPONSE, TELL, Envelope, StreamFrame
 from .._errors import (
     ActrError,
-    BadRequest,
     HandlerError,
     NotFound,
     PermissionDenied,
@@ -393,10 +392,7 @@ class Worker:
             request = decode_message(env.payload, route.request_type)
             result = await route.handler(ctx, request)
             if is_request:
-                try:
-                    payload = encode_message(result)
-                except BadRequest as exc:  # the handler's answer, not the caller's request
-                    raise HandlerError(f"the handler's answer: {exc.message}") from None
+                payload = route.encode_answer(result)
                 self.counters.calls_served += 1
                 self.rpc.reply(
                     routing_id, Envelope(RESPONSE, payload=payload, request_id=env.request_id)
