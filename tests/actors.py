@@ -472,3 +472,9 @@ class Quirks(Actor):
         except TypeError as exc:
             return str(exc).encode()
         return b"no TypeError"
+
+    @rpc("test.Quirks.RaiseCancelled")
+    async def raise_cancelled(self, ctx: Context, request: bytes) -> bytes:
+        waiter = asyncio.get_running_loop().create_future()
+        waiter.cancel()
+        return await waiter  # a future of its own was cancelled: not a stop of the actor

@@ -320,6 +320,10 @@ def test_what_users_get_wrong_gets_a_clear_answer(node_factory):
                     "that actor, not an ActrId"
                 ).encode()
             )
+            # A CancelledError of the handler's own (not a stop) is its failure; it lives on.
+            with pytest.raises(HandlerError, match="CancelledError"):
+                await shell.call("q", "test.Quirks.RaiseCancelled")
+            assert await shell.call("q", "test.Quirks.Ticks") == b"1"
             stats = (await shell.status())["actors"][0]["stats"]
             assert stats["tells_served"] == 1 and stats["tells_dropped"] == 0
 

@@ -399,10 +399,18 @@ class Worker:
                 )
             else:
                 self.counters.tells_served += 1
-        except asyncio.CancelledError:
-            if is_request:
-                self._reply_error(env, routing_id, Unavailable(f"actor {self.self_id} is stopping"))
-            raise
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # we are stopping: cancelled by us
+                if is_request:
+                    stopping = Unavailable(f"actor {self.self_id} is stopping")
+                    self._reply_error(env, routing_id, stopping)
+                raise
+            # Raised by the handler's own code (a future it awaited was cancelled).
+            self.counters.errors += 1
+            failure = HandlerError(f"CancelledError: {exc}" if str(exc) else "CancelledError")
+            error_code = int(failure.code)
+            self._reply_or_log(env, routing_id, failure)
         except ActrError as exc:
             self.counters.errors += 1
             error_code = int(exc.code)
