@@ -10,7 +10,17 @@ from typing import Literal
 
 from google.protobuf.wrappers_pb2 import Int64Value, StringValue
 
-from actrhost import Actor, ActrId, ActrType, Context, Dest, PayloadType, Unavailable, rpc
+from actrhost import (
+    Actor,
+    ActrId,
+    ActrType,
+    Context,
+    DataStream,
+    Dest,
+    PayloadType,
+    Unavailable,
+    rpc,
+)
 
 
 class Echo(Actor):
@@ -452,6 +462,9 @@ class Quirks(Actor):
     async def on_start(self, ctx: Context) -> None:
         # Handled once on_start returns, not lost.
         await ctx.tell(Dest.actor(ctx.self_id), "test.Quirks.Tick", b"")
+        # A stream chunk is not held: dropped, and counted.
+        await ctx.send_data_stream(Dest.actor(ctx.self_id), DataStream("early", 0, b"x"))
+        await asyncio.sleep(0.3)  # both arrive while on_start still runs
 
     @rpc("test.Quirks.Tick")
     async def tick(self, ctx: Context, request: bytes) -> None:

@@ -326,5 +326,6 @@ def test_what_users_get_wrong_gets_a_clear_answer(node_factory):
             assert await shell.call("q", "test.Quirks.Ticks") == b"1"
             stats = (await shell.status())["actors"][0]["stats"]
             assert stats["tells_served"] == 1 and stats["tells_dropped"] == 0
+            assert stats["streams_in"]["not_running"] == 1
 
     run(go())

@@ -448,6 +448,7 @@ class Worker:
     def _on_stream(self, frame: StreamFrame) -> None:
         source = frame.source
         if not self._accepting:
+            self.streams_in.counters.not_running += 1
             self.streams_in.discard(frame)
         elif source is not None and not self.actor_config.acl_allows(
             source.type, source.realm.realm_id
