@@ -402,9 +402,10 @@ class Supervisor:
     def _give_up(self, slot: Slot) -> None:
         """The instance will not be started again: say so (``actrhost wait`` stops waiting)."""
         slot.given_up = True
-        if slot.state in (ActorState.DEAD, ActorState.FAILED):
-            slot.state = ActorState.FAILED  # a worker that failed in on_start said so itself
-        self._broadcast()
+        if slot.state is ActorState.DEAD:
+            self._set_state(slot, ActorState.FAILED)  # broadcasts
+        else:  # stopped, or failed: a worker that failed in on_start said so itself
+            self._broadcast()
 
     def _set_state(self, slot: Slot, state: ActorState) -> None:
         if slot.state is state:
