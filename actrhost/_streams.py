@@ -72,7 +72,7 @@ class StreamCounters:
     dropped_sender: int = 0  # lossy lanes: no room in the ring or the socket
     dropped_receiver: int = 0  # lossy lanes: replaced by a newer sample
     unregistered: int = 0  # no callback for the stream / track
-    not_running: int = 0  # arrived while the actor was starting or stopping: dropped
+    not_running: int = 0  # arrived while the actor stopped, or beyond what on_start holds
     callback_errors: int = 0
 
     def as_dict(self) -> dict[str, int]:

@@ -458,13 +458,24 @@ class Quirks(Actor):
 
     def __init__(self) -> None:
         self.ticks = 0
+        self.early_chunks: list[tuple[int, int]] = []
 
     async def on_start(self, ctx: Context) -> None:
+        await ctx.register_stream("early", self._on_early_chunk)
         # Handled once on_start returns, not lost.
         await ctx.tell(Dest.actor(ctx.self_id), "test.Quirks.Tick", b"")
-        # A stream chunk is not held: dropped, and counted.
+        # So are stream chunks: a small one inline, a large one through the ring.
         await ctx.send_data_stream(Dest.actor(ctx.self_id), DataStream("early", 0, b"x"))
-        await asyncio.sleep(0.3)  # both arrive while on_start still runs
+        big = DataStream("early", 1, b"y" * (1 << 20))
+        await ctx.send_data_stream(Dest.actor(ctx.self_id), big)
+        await asyncio.sleep(0.3)  # all arrive while on_start still runs
+
+    async def _on_early_chunk(self, chunk: DataStream, sender: ActrId | None) -> None:
+        self.early_chunks.append((chunk.sequence, len(chunk.payload)))
+
+    @rpc("test.Quirks.EarlyChunks")
+    async def early_chunks_seen(self, ctx: Context, request: bytes) -> bytes:
+        return json.dumps(self.early_chunks).encode()
 
     @rpc("test.Quirks.Tick")
     async def tick(self, ctx: Context, request: bytes) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -324,8 +325,14 @@ def test_what_users_get_wrong_gets_a_clear_answer(node_factory):
             with pytest.raises(HandlerError, match="CancelledError"):
                 await shell.call("q", "test.Quirks.RaiseCancelled")
             assert await shell.call("q", "test.Quirks.Ticks") == b"1"
+            # So were the stream chunks it sent itself, the large one through its ring.
+            assert json.loads(await shell.call("q", "test.Quirks.EarlyChunks")) == [
+                [0, 1],
+                [1, 1 << 20],
+            ]
             stats = (await shell.status())["actors"][0]["stats"]
             assert stats["tells_served"] == 1 and stats["tells_dropped"] == 0
-            assert stats["streams_in"]["not_running"] == 1
+            assert stats["streams_in"]["not_running"] == 0
+            assert stats["streams_in"]["bytes_via_shm"] == 1 << 20
 
     run(go())

@@ -106,10 +106,11 @@ class Worker:
         self._route_timings = config.node.route_timings
         self.state = ActorState.STARTING
         self._accepting = False
-        # Tells that came while on_start ran (one the actor sent itself, say): they are
-        # handled once it returns. Calls get 503 meanwhile (a call to itself would wait
-        # for its own on_start).
+        # Tells and stream frames that came while on_start ran (ones the actor sent
+        # itself, say): they are handled once it returns. Calls get 503 meanwhile (a call
+        # to itself would wait for its own on_start).
         self._early_tells: list[tuple[Envelope, bytes]] = []
+        self._early_frames: list[StreamFrame] = []
         self._stop = asyncio.Event()
         self._orphaned = False
         self._got_directory = asyncio.Event()
@@ -183,12 +184,16 @@ class Worker:
             except Exception as exc:
                 log.exception("%r: on_start failed", self)
                 self._set_state(ActorState.FAILED, f"on_start failed: {type(exc).__name__}: {exc}")
+                self._drop_early_frames()
                 return 1
             self._accepting = True
             self._set_state(ActorState.RUNNING)
             early, self._early_tells = self._early_tells, []
             for env, routing_id in early:
                 self._on_request(env, routing_id)
+            frames, self._early_frames = self._early_frames, []
+            for frame in frames:
+                self._on_stream(frame)
             await self._stop.wait()
             await self._teardown()
             return 0
@@ -434,6 +439,12 @@ class Worker:
         else:
             log.warning("%r: tell %r failed: %s", self, env.route_key, error)
 
+    def _drop_early_frames(self) -> None:
+        for frame in self._early_frames:
+            self.streams_in.counters.not_running += 1
+            self.streams_in.discard(frame)
+        self._early_frames = []
+
     def _reply_error(self, env: Envelope, routing_id: bytes, error: ActrError) -> None:
         self.rpc.reply(
             routing_id,
@@ -448,8 +459,15 @@ class Worker:
     def _on_stream(self, frame: StreamFrame) -> None:
         source = frame.source
         if not self._accepting:
-            self.streams_in.counters.not_running += 1
-            self.streams_in.discard(frame)
+            if (
+                self.state is ActorState.STARTING
+                and len(self._early_frames) < self.actor_config.mailbox_capacity
+            ):
+                # Its ring record stays taken until then: the sender waits for room.
+                self._early_frames.append(frame)
+            else:
+                self.streams_in.counters.not_running += 1
+                self.streams_in.discard(frame)
         elif source is not None and not self.actor_config.acl_allows(
             source.type, source.realm.realm_id
         ):
