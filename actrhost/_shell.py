@@ -116,6 +116,7 @@ class Shell:
         self._closed = False
         self._node_gone: Unavailable | None = None  # see _watch_node
         self._supervisor_pid = 0  # read at attach
+        self._attaching: asyncio.Task[None] | None = None  # see _send_attach
 
     def __repr__(self) -> str:
         return f"Shell({self.control_endpoint})"
@@ -198,9 +199,18 @@ class Shell:
         }
 
     def _send_attach(self) -> None:
-        self._control.send_nowait(
-            control.encode({"op": control.ATTACH, "req": 0, **self._attach_fields()})
-        )
+        """Tell the node the routes and streams this Shell serves now.
+
+        Calls, tells and streams sent meanwhile wait for its answer (see :meth:`_route`),
+        which the supervisor sends after passing the routes on to the workers: an actor
+        that such a call reaches can call ``Dest.SHELL`` back at once, not get 404.
+        """
+        self._attaching = self._spawn(self._attach_again())
+
+    async def _attach_again(self) -> None:
+        # Nobody to tell if the node is gone: the next call says so itself.
+        with contextlib.suppress(Unavailable):
+            await self._request(control.ATTACH, ATTACH_TIMEOUT_S, **self._attach_fields())
 
     async def aclose(self) -> None:
         """Detach and close every socket. Idempotent; pending calls fail with Unavailable."""
@@ -283,6 +293,8 @@ class Shell:
         """The target's id and where to send to it. A target that is still starting is
         waited for until ``deadline`` (then Unavailable), as between actors (docs/node.md):
         a script may attach while the node is starting its actors."""
+        if self._attaching is not None and not self._attaching.done():
+            await asyncio.wait({self._attaching})  # our new routes reach the workers first
         while True:
             try:
                 actr_id = await self._resolve(target)
@@ -433,7 +445,8 @@ class Shell:
 
         The handler is ``async def handler(request, caller_id) -> bytes | message``;
         ``request`` is bytes, or a ``request_type`` message. Actors see the route once the
-        supervisor has passed the new directory on (a few milliseconds).
+        supervisor has passed the new directory on (a few milliseconds); this Shell's own
+        calls, tells and streams wait until then, so an actor they reach can call back.
         """
         self._check_open()
 
@@ -447,10 +460,11 @@ class Shell:
     def _on_request(self, env: Envelope, routing_id: bytes) -> None:
         self._spawn(self._serve(env, routing_id))
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)  # cancelled by aclose()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _serve(self, env: Envelope, routing_id: bytes) -> None:
         entry = self._handlers.get(env.route_key)

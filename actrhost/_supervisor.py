@@ -519,9 +519,9 @@ class Supervisor:
                 "endpoint": str(message.get("endpoint", "")),
                 "routes": [str(r) for r in routes],
             }
-            self._send(routing_id, {**self.snapshot(), "req": req})
             if routes:
-                self._broadcast()
+                self._broadcast()  # before the answer: the Shell's calls wait for it
+            self._send(routing_id, {**self.snapshot(), "req": req})
         elif op == control.DETACH:
             had_routes = self._shells.pop(routing_id, {}).get("routes")
             self._send(routing_id, {"op": op, "req": req})
