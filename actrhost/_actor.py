@@ -59,8 +59,8 @@ class Actor:
     """Base class of user actors. One instance lives in one worker process.
 
     Subclasses define ``@rpc`` handlers and optionally ``on_start`` / ``on_stop``. The
-    worker sets ``actr_type``, ``name`` and ``settings`` from the config before
-    ``on_start`` runs (after ``__init__``).
+    worker creates the class with no arguments, and sets ``actr_type``, ``name`` and
+    ``settings`` from the config before ``__init__`` runs.
 
     ``settings`` is the actor's ``[actor.settings]`` table, read-only. Annotate it in the
     subclass with a dataclass (``settings: EchoSettings``) to get an instance of that

@@ -437,9 +437,18 @@ class Configured(Actor):
 
     settings: ConfiguredSettings
 
+    def __init__(self) -> None:
+        self.seen_in_init = f"{self.name} {self.actr_type} {self.settings.mode}"
+
     @rpc("test.Configured.Settings")
     async def report(self, ctx: Context, request: bytes) -> bytes:
-        return json.dumps({**asdict(self.settings), "class": type(self.settings).__name__}).encode()
+        return json.dumps(
+            {
+                **asdict(self.settings),
+                "class": type(self.settings).__name__,
+                "seen_in_init": self.seen_in_init,
+            }
+        ).encode()
 
 
 class Untyped(Actor):

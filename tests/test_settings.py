@@ -67,6 +67,7 @@ def test_actors_read_their_settings_typed_or_as_a_table(node_factory):
         "limits": {"calls": 10},
         "retry": {"attempts": 5, "backoff_s": 0.1},
         "note": None,
+        "seen_in_init": "configured test+Configured slow",
     }
     assert untyped == {"settings": {"anything": {"goes": [1, 2]}}, "mapping": "mappingproxy"}
 

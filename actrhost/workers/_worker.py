@@ -94,11 +94,13 @@ class Worker:
         self.actor_config = config.actor(spec.actor_name)
         self.self_id = ActrId(Realm(config.node.realm), spec.serial, self.actor_config.type)
         self.label = f"{spec.actor_name}#{spec.index}"
-        self.actor = actor_class()
+        # Class() in two steps, so that __init__ can read its name and settings already.
+        self.actor = actor_class.__new__(actor_class)
         self.actor.actr_type = self.actor_config.type
         self.actor.name = spec.actor_name
         # Checked already when the config was loaded (resolve_handler): this cannot fail.
         self.actor.settings = build_settings(actor_class, self.actor_config.settings)
+        self.actor.__init__()  # type: ignore[misc]
         self.routes: dict[str, Route] = collect_routes(self.actor)
         self.directory = Directory()
         self.counters = WorkerCounters()
