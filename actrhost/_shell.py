@@ -37,7 +37,7 @@ from ._linux import process_gone
 from ._payload_type import PayloadType
 from ._payloads import DataStream, MediaSample
 from ._rpc import RpcEndpoint, deadline_after
-from ._rundir import PID_FILE, node_prefix, remove_if_dead
+from ._rundir import PID_FILE, is_live, node_prefix, remove_if_dead
 from ._streams import (
     StreamCallback,
     StreamReceiver,
@@ -132,6 +132,7 @@ class Shell:
         """Attach to the node; raises ``Unavailable`` if none answers in time."""
         if self._closed:
             raise ClosedResourceError(f"{self!r} is closed")
+        self._refuse_a_dead_node()
         self._loop = asyncio.get_running_loop()
         self._zctx = zmq.Context()
         ctl = self._zctx.socket(zmq.DEALER)
@@ -180,6 +181,22 @@ class Shell:
         with contextlib.suppress(OSError, ValueError):
             self._supervisor_pid = int((self.run_dir / PID_FILE).read_text())
             self._spawn(self._watch_node(self._supervisor_pid))
+
+    def _refuse_a_dead_node(self) -> None:
+        """Fail at once, not after ATTACH_TIMEOUT_S, in the run dir of a node that was
+        killed: nobody listens, and the pid file names a dead supervisor (all killed at
+        once) or is gone (its workers removed it, other Shells' sockets keep the dir)."""
+        if not self.run_dir.is_dir():
+            return  # the attach says so
+        try:
+            pid = int((self.run_dir / PID_FILE).read_text())
+        except ValueError:
+            return  # being written: a node is starting
+        except OSError:
+            pid = 0
+        if (pid == 0 or process_gone(pid)) and not is_live(self.run_dir):
+            who = f"its supervisor, pid {pid}," if pid else "its supervisor"
+            raise Unavailable(f"no node running at {self.control_endpoint} ({who} died)")
 
     async def _watch_node(self, supervisor_pid: int) -> None:
         """A supervisor killed outright takes its workers with it and tells nobody: fail

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import time
 
@@ -83,6 +84,25 @@ def test_a_shell_attached_when_the_supervisor_is_killed_removes_the_run_dir_last
         assert not node.run_dir.exists()
 
     run(go())
+
+
+def test_a_shell_for_a_node_killed_outright_fails_at_once(node_factory):
+    node = node_factory(ECHO.format(extra=""))
+    pids = [i.pid for i in node.actors()]
+    os.killpg(node.process.pid, signal.SIGKILL)  # every process at once: nobody cleans up
+    node.process.wait(5)
+    wait_until(lambda: not any(pid_alive(p) for p in pids), 5.0, "workers to die")
+    assert node.run_dir.exists()  # left for the next start to remove
+
+    async def go() -> None:
+        started = time.monotonic()
+        with pytest.raises(Unavailable, match=r"its supervisor, pid \d+, died"):
+            async with actrhost.connect(node.config_path):
+                pass
+        assert time.monotonic() - started < 1.0  # not the 5 s attach timeout
+
+    run(go())
+    shutil.rmtree(node.run_dir)  # as the next start would
 
 
 def test_calls_of_a_shell_whose_node_is_killed_fail_at_once_not_at_their_deadline(node_factory):
