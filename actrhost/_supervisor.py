@@ -39,7 +39,7 @@ from ._worker_start import (
 )
 from ._zmqloop import LoopSocket
 from .shm import node_segment_prefix, unlink_prefix
-from .workers._worker import WorkerSpec
+from .workers._process import WorkerSpec
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from ._config import CONFIG_SNAPSHOT_ENV, Config
 from ._linux import set_child_subreaper
 from ._rundir import CONFIG_SNAPSHOT, run_dir_for
 from .workers._forkserver import MAX_MESSAGE_BYTES, spec_message
-from .workers._worker import SPEC_ENV, WorkerSpec
+from .workers._process import SPEC_ENV, WorkerSpec
 
 log = logging.getLogger(__name__)
 

@@ -389,7 +389,7 @@ def measure_bare_starts(processes: int) -> float:
     started = time.perf_counter()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", "import actrhost.workers._worker"], env=env, cwd=REPO
+            [sys.executable, "-c", "import actrhost.workers._process"], env=env, cwd=REPO
         )
         for _ in range(processes)
     ]
@@ -625,7 +625,7 @@ def print_table(m: dict[str, Any], results: dict[str, Any]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     print(
         "# f0 / g0: wall time of 8 / 1 bare interpreters, started at once, importing "
-        "actrhost.workers._worker and exiting (the floor of spawning workers); "
+        "actrhost.workers._process and exiting (the floor of spawning workers); "
         f"(a)-(e), (f) and (g) with start_method {results['start_method']}"
     )
     print(

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from ._worker import SPEC_ENV, WorkerSpec, configure_logging, main
+from ._process import SPEC_ENV, WorkerSpec, configure_logging, main
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["forkserver"]:

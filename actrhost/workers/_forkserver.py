@@ -31,7 +31,7 @@ from setproctitle import setproctitle
 
 from .._config import load_node_config, resolve_handler
 from .._linux import set_parent_death_signal, supervisor_gone
-from ._worker import WorkerSpec, configure_logging, main
+from ._process import WorkerSpec, configure_logging, main
 
 log = logging.getLogger(__name__)
 

@@ -10,18 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
-import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
-from setproctitle import setproctitle
 
 from .. import _control as control
 from .._actor import Actor, Route, collect_routes
-from .._config import Config, load_node_config, resolve_handler
+from .._config import Config
 from .._context import Context, Dest, decode_message
 from .._directory import BARRIER_ROUTE, ActorState, Directory, discover_via, gone_error
 from .._envelope import REQUEST, RESPONSE, TELL, Envelope, StreamFrame
@@ -33,7 +30,7 @@ from .._errors import (
     Unavailable,
 )
 from .._ids import ActrId, ActrType, Realm
-from .._linux import set_parent_death_signal, supervisor_gone
+from .._linux import supervisor_gone
 from .._payload_type import PayloadType
 from .._rpc import RpcEndpoint
 from .._rundir import remove_orphaned_run_dir
@@ -43,10 +40,11 @@ from .._zmqloop import LoopSocket
 from ._mailbox import Mailbox
 from ._route_stats import RouteStats
 
+if TYPE_CHECKING:
+    from ._process import WorkerSpec
+
 log = logging.getLogger(__name__)
 
-#: The environment variable carrying the JSON :class:`WorkerSpec`.
-SPEC_ENV = "ACTRHOST_WORKER_SPEC"
 #: How long a worker waits for its supervisor's first directory before giving up.
 HELLO_TIMEOUT_S = 10.0
 #: How often the worker checks that its supervisor is still alive (a fallback for
@@ -54,20 +52,6 @@ HELLO_TIMEOUT_S = 10.0
 PARENT_CHECK_S = 0.25
 #: Grace period when the supervisor vanished: nobody waits for an orderly stop.
 ORPHAN_GRACE_S = 0.5
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """What the supervisor tells a worker at spawn (JSON in an environment variable)."""
-
-    config_path: str
-    actor_name: str
-    index: int
-    serial: int
-    endpoint: str
-    control_endpoint: str
-    supervisor_pid: int
-    shm_prefix: str
 
 
 @dataclass
@@ -598,39 +582,3 @@ class Worker:
     def unregister_stream_callback(self, kind: str, key: str) -> None:
         """Stop routing ``key``."""
         self.streams_in.unregister(kind, key)
-
-
-def configure_logging(spec: WorkerSpec, level: str) -> None:
-    """Log to stderr, each line naming the instance and its pid."""
-    logging.basicConfig(
-        level=level.upper(),
-        format=f"%(asctime)s %(levelname)-7s {spec.actor_name}#{spec.index}[%(process)d] "
-        "%(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,  # a forked worker drops the forkserver's configuration
-    )
-
-
-def main(spec: WorkerSpec) -> int:
-    """Entry of a worker process; returns its exit code."""
-    # Ctrl-C reaches the whole process group; only the supervisor decides what it means.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    set_parent_death_signal(signal.SIGTERM)
-    if supervisor_gone(spec.supervisor_pid):
-        return 1  # the supervisor died before we could ask to be told
-    started = time.monotonic()
-    config = load_node_config(spec.config_path)
-    setproctitle(f"actrhost worker {spec.actor_name}#{spec.index} ({config.node.name})")
-    actor_class = resolve_handler(config, config.actor(spec.actor_name))
-
-    async def amain() -> int:
-        worker = Worker(spec, config, actor_class)
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(
-            signal.SIGTERM,
-            lambda: worker.request_stop(orphaned=supervisor_gone(spec.supervisor_pid)),
-        )
-        log.debug("%r: set up in %.0f ms", worker, (time.monotonic() - started) * 1000)
-        return await worker.run()
-
-    return asyncio.run(amain())

@@ -1,0 +1,73 @@
+"""The worker process around a :class:`~._worker.Worker`: what the supervisor tells it at
+spawn (:class:`WorkerSpec`), its logging, and its entry point (:func:`main`), run by
+``python -m actrhost.workers`` or in a child of the forkserver."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+from setproctitle import setproctitle
+
+from .._config import load_node_config, resolve_handler
+from .._linux import set_parent_death_signal, supervisor_gone
+from ._worker import Worker
+
+log = logging.getLogger(__name__)
+
+#: The environment variable carrying the JSON :class:`WorkerSpec`.
+SPEC_ENV = "ACTRHOST_WORKER_SPEC"
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What the supervisor tells a worker at spawn (JSON in an environment variable)."""
+
+    config_path: str
+    actor_name: str
+    index: int
+    serial: int
+    endpoint: str
+    control_endpoint: str
+    supervisor_pid: int
+    shm_prefix: str
+
+
+def configure_logging(spec: WorkerSpec, level: str) -> None:
+    """Log to stderr, each line naming the instance and its pid."""
+    logging.basicConfig(
+        level=level.upper(),
+        format=f"%(asctime)s %(levelname)-7s {spec.actor_name}#{spec.index}[%(process)d] "
+        "%(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,  # a forked worker drops the forkserver's configuration
+    )
+
+
+def main(spec: WorkerSpec) -> int:
+    """Entry of a worker process; returns its exit code."""
+    # Ctrl-C reaches the whole process group; only the supervisor decides what it means.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    set_parent_death_signal(signal.SIGTERM)
+    if supervisor_gone(spec.supervisor_pid):
+        return 1  # the supervisor died before we could ask to be told
+    started = time.monotonic()
+    config = load_node_config(spec.config_path)
+    setproctitle(f"actrhost worker {spec.actor_name}#{spec.index} ({config.node.name})")
+    actor_class = resolve_handler(config, config.actor(spec.actor_name))
+
+    async def amain() -> int:
+        worker = Worker(spec, config, actor_class)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(
+            signal.SIGTERM,
+            lambda: worker.request_stop(orphaned=supervisor_gone(spec.supervisor_pid)),
+        )
+        log.debug("%r: set up in %.0f ms", worker, (time.monotonic() - started) * 1000)
+        return await worker.run()
+
+    return asyncio.run(amain())
