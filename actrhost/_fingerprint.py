@@ -40,6 +40,8 @@ __all__ = [
 
 FINGERPRINT_PREFIX = "service_semantic:"
 _FINGERPRINT_RE = re.compile(r"^service_semantic:[0-9a-f]{64}$")
+#: Messages nested deeper than this are refused (protobuf's own parser stops at 100).
+MAX_NESTING = 100
 
 _SCALARS = frozenset(
     "double float int32 int64 uint32 uint64 sint32 sint64 fixed32 fixed64 sfixed32 "
@@ -198,6 +200,8 @@ class _Parser:
         self.package = ""
         # (scope, name as written, field or None, method or None, "request"/"response")
         self.pending = pending
+        self.field_numbers: dict[str, set[int]] = {}  # per message, with its oneofs
+        self.depth = 0  # of nested messages
 
     # -- token helpers -------------------------------------------------------------------
 
@@ -307,7 +311,11 @@ class _Parser:
         fields: dict[str, _Field] = {}
         self.schema.messages[full] = fields
         self._expect("{")
+        if self.depth == MAX_NESTING:
+            raise SchemaError(f"line {line}: messages nested more than {MAX_NESTING} deep")
+        self.depth += 1
         self._message_body(full, fields, oneof="")
+        self.depth -= 1
 
     def _message_body(self, full: str, fields: dict[str, _Field], oneof: str) -> None:
         while True:
@@ -362,8 +370,10 @@ class _Parser:
             raise SchemaError(f"line {line}: field {name} has invalid number {number}")
         if name in fields:
             raise SchemaError(f"line {line}: field {name} defined twice in {scope}")
-        if any(f.number == number for f in fields.values()):
+        numbers = self.field_numbers.setdefault(scope, set())
+        if number in numbers:
             raise SchemaError(f"line {line}: field number {number} used twice in {scope}")
+        numbers.add(number)
         f = _Field(name, number, label, ftype, oneof)
         fields[name] = f
         if map_types is not None:
@@ -452,7 +462,13 @@ def _resolve(
     Done after parsing every file, because a field may name a type declared later.
     Fields and methods are frozen, so resolved copies replace them in the schema.
     """
-    known = set(schema.messages) | set(schema.enums)
+    # Every name a scope lookup can hit: the definitions and the packages and messages
+    # that enclose them (a set, so that schemas of thousands of types resolve in linear
+    # time: signaling parses texts that any client sends).
+    known: set[str] = set()
+    for defined in (*schema.messages, *schema.enums):
+        parts = defined.split(".")
+        known.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
 
     def resolve(scope: str, name: str) -> str:
         if name in _SCALARS:
@@ -465,7 +481,7 @@ def _resolve(
         for i in range(len(parts), -1, -1):
             prefix = ".".join(parts[:i])
             candidate = f"{prefix}.{first}" if prefix else first
-            if candidate in known or any(k.startswith(candidate + ".") for k in known):
+            if candidate in known:
                 return f"{prefix}.{name}" if prefix else name
         return name
 

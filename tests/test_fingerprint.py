@@ -238,6 +238,8 @@ def test_direction_matters() -> None:
         ("service S { rpc M(A) returns B; }", "expected '('"),
         ("message A { string x = 1; }\n\nmessage A {}", "line 3: message A defined twice"),
         ("message A { string x = @; }", "unexpected character '@'"),
+        ("message A { oneof o { string x = 1; } int32 y = 1; }", "field number 1 used twice"),
+        ("message A { " * 101 + "}" * 101, "line 1: messages nested more than 100 deep"),
     ],
 )
 def test_parse_errors_name_the_line(text: str, message: str) -> None:
@@ -250,3 +252,13 @@ def test_unknown_imported_types_are_kept_as_written() -> None:
     text = 'syntax = "proto3"; package p; import "other.proto"; message A { other.B b = 1; }'
     schema = parse_schema(text)
     assert schema.messages["p.A"]["b"].type == "other.B"
+
+
+def test_schemas_of_thousands_of_fields_and_types_parse_and_resolve() -> None:
+    # Linear work: signaling parses what any client sends (both took seconds, quadratic).
+    fields = "".join(f"  int32 f{i} = {i + 1};\n" for i in range(5000))
+    with pytest.raises(SchemaError, match=r"line 5003: field number 4999 used twice in p\.M"):
+        parse_schema(f"package p;\nmessage M {{\n{fields}  string again = 4999;\n}}")
+    types = "".join(f"message M{i} {{ M{max(i - 1, 0)} prev = 1; }}\n" for i in range(5000))
+    schema = parse_schema(f"package p;\n{types}")
+    assert schema.messages["p.M4999"]["prev"].type == "p.M4998"

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from actrhost._errors import ErrorCode, NotFound, Unavailable
+from actrhost._errors import BadRequest, ErrorCode, NotFound, Unavailable
 from actrhost.signaling import SdpOffer, SignalingClient
 from actrhost.signaling import _wire as wire
+from actrhost.signaling._ranking import MAX_SCHEMA_CHARS, SchemaStore
 from actrhost.signaling._testing import RawPeer, ServerProcess
 
 from .utils import run
@@ -64,6 +65,24 @@ def test_malformed_envelopes_get_400_and_the_connection_survives(server: ServerP
             assert reply.reply_for == "e4"
             after = await _stats(peer)  # same connection, still served
             assert after["malformed"] - before == len(frames)
+        finally:
+            await peer.close()
+
+    run(main())
+
+
+def test_schemas_too_large_or_too_deep_are_refused_with_400(server: ServerProcess) -> None:
+    # Any client may send a schema, unauthenticated: the server parses a bounded amount.
+    with pytest.raises(BadRequest, match="at most 65536 are parsed"):
+        SchemaStore().learn("", "message A { int32 a = 1; }" + " " * MAX_SCHEMA_CHARS)
+
+    async def main() -> None:
+        peer = await RawPeer.open(server.url)
+        try:
+            deep = "message A { " * 900 + "}" * 900  # recursion used to make it a 500
+            with pytest.raises(BadRequest, match="nested more than 100 deep"):
+                await peer.register("deep+Schema", 1, schema_text=deep)
+            assert (await peer.register("fine+Schema", 1, schema_text="message A {}"))[0]
         finally:
             await peer.close()
 

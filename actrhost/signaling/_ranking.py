@@ -36,6 +36,11 @@ AVAILABILITY = "availability"
 MAILBOX_BACKLOG = "mailbox_backlog"
 DEFAULT_RANKING = (COMPATIBILITY, AVAILABILITY, MAILBOX_BACKLOG)
 
+#: Longest schema text the server parses (characters). Any client may send one, even
+#: unauthenticated, and parsing runs on the server's event loop (≈ 2 µs per character of
+#: dense field definitions): a real service's proto is a few KiB.
+MAX_SCHEMA_CHARS = 64 * 1024
+
 _TIER = {
     CandidateCompatibility.UNCHECKED: 0,
     CandidateCompatibility.EXACT: 0,
@@ -92,6 +97,11 @@ class SchemaStore:
             # Parsing costs far more than a lookup; trust a schema text whose declared
             # fingerprint we already hold a schema for.
             return fingerprint
+        if len(schema_text) > MAX_SCHEMA_CHARS:
+            raise BadRequest(
+                f"service schema of {len(schema_text)} characters: at most "
+                f"{MAX_SCHEMA_CHARS} are parsed"
+            )
         try:
             schema = parse_schema(schema_text)
         except SchemaError as exc:
