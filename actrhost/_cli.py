@@ -40,6 +40,26 @@ def _seconds(text: str) -> float:
     return value
 
 
+def node_ref(text: str) -> str:
+    """A running node's config path or ``ipc://`` control endpoint (argparse type)."""
+    if "://" in text and not text.startswith("ipc://"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give the node's config path or its ipc:// control endpoint"
+        )
+    return text
+
+
+def wire_key(text: str) -> str:
+    """A route key or stream id (argparse type): not empty, valid UTF-8."""
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError(f"not valid UTF-8: {text!r}") from None
+    return text
+
+
 def _fail(message: str, code: int) -> int:
     print(f"actrhost: {message}", file=sys.stderr)
     return code
@@ -115,7 +135,7 @@ def _payload_from_args(args: argparse.Namespace) -> bytes:
             raise SystemExit(
                 _fail(f"--data: cannot read {args.data[1:]}: {exc.strerror}", EXIT_USAGE)
             ) from None
-    return args.data.encode()
+    return os.fsencode(args.data)  # the bytes as given, even ones that are not UTF-8
 
 
 def _write_output(data: bytes, output: str) -> None:
@@ -336,9 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_check)
 
     call = sub.add_parser("call", help="call (or tell) an actor of a running node")
-    call.add_argument("config", help="config of the running node (or its ipc:// control endpoint)")
+    call.add_argument(
+        "config",
+        type=node_ref,
+        help="config of the running node (or its ipc:// control endpoint)",
+    )
     call.add_argument("target", help="actor name, 'manufacturer+type' or an ActrId text")
-    call.add_argument("route_key", help="route key, e.g. demo.Echo.Say")
+    call.add_argument("route_key", type=wire_key, help="route key, e.g. demo.Echo.Say")
     data = call.add_mutually_exclusive_group()
     data.add_argument("--data", help="request payload as text, or @FILE for a file's bytes")
     data.add_argument("--hex", help="request payload as hexadecimal")
@@ -367,7 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="show every actor of a running node with its counters")
     status.add_argument(
-        "config", nargs="?", help="config of the running node (or its ipc:// control endpoint)"
+        "config",
+        nargs="?",
+        type=node_ref,
+        help="config of the running node (or its ipc:// control endpoint)",
     )
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.add_argument(
@@ -384,14 +411,20 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
 
     wait = sub.add_parser("wait", help="wait until a node runs every actor (for scripts)")
-    wait.add_argument("config", help="config of the node (or its ipc:// control endpoint)")
+    wait.add_argument(
+        "config", type=node_ref, help="config of the node (or its ipc:// control endpoint)"
+    )
     wait.add_argument(
         "--timeout", type=_seconds, default=30.0, help="seconds to wait at most (default 30)"
     )
     wait.set_defaults(func=cmd_wait)
 
     stop = sub.add_parser("stop", help="stop a running node gracefully and wait until it is gone")
-    stop.add_argument("config", help="config of the running node (or its ipc:// control endpoint)")
+    stop.add_argument(
+        "config",
+        type=node_ref,
+        help="config of the running node (or its ipc:// control endpoint)",
+    )
     stop.add_argument(
         "--timeout", type=_seconds, default=30.0, help="seconds to wait for it (default 30)"
     )
@@ -403,7 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(--gateway: the gateway alone)",
     )
     restart.add_argument(
-        "config", help="config of the running node (or its ipc:// control endpoint)"
+        "config",
+        type=node_ref,
+        help="config of the running node (or its ipc:// control endpoint)",
     )
     restart.add_argument("actors", nargs="*", help="actor names to restart (default: all)")
     restart.add_argument(

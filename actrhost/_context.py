@@ -6,7 +6,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from ._envelope import MEDIA, STREAM, StreamFrame
+from ._envelope import MEDIA, STREAM, StreamFrame, checked_key
 from ._errors import BadRequest
 from ._ids import ActrId, ActrType
 from ._payload_type import PayloadType
@@ -197,7 +197,12 @@ class Context:
         """
         deadline = self._deadline(timeout)
         data = await self._runtime.send_request(
-            self, checked_dest(dest), route_key, encode_message(request), deadline, payload_type
+            self,
+            checked_dest(dest),
+            checked_key("route_key", route_key),
+            encode_message(request),
+            deadline,
+            payload_type,
         )
         return decode_message(data, response_type)
 
@@ -215,7 +220,11 @@ class Context:
         handler's own failures are never reported back.
         """
         await self._runtime.send_tell(
-            self, checked_dest(dest), route_key, encode_message(message), payload_type
+            self,
+            checked_dest(dest),
+            checked_key("route_key", route_key),
+            encode_message(message),
+            payload_type,
         )
 
     async def discover(self, actr_type: ActrType | str) -> ActrId:

@@ -30,6 +30,26 @@ _MEDIA_TYPE_NUMBERS = {"audio": 1, "video": 2}
 _LANES = frozenset(int(p) for p in PayloadType)
 
 
+def checked_key(what: str, key: object) -> str:
+    """``key`` (a route key, stream id or track id), or the error a sender gets at once:
+    a receiver drops a frame without one as malformed, and a call would wait its deadline."""
+    if not isinstance(key, str):
+        raise TypeError(f"{what} must be a str, not {type(key).__name__}")
+    if not key:
+        raise ValueError(f"{what} must not be empty")
+    return key
+
+
+def checked_int(what: str, value: object, bits: int, *, signed: bool = False) -> int:
+    """``value`` if it fits a protobuf integer field of ``bits``, else a clear error."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    lo, hi = (-(1 << (bits - 1)), 1 << (bits - 1)) if signed else (0, 1 << bits)
+    if not lo <= value < hi:
+        raise ValueError(f"{what} must be in [{lo}, {hi - 1}], not {value}")
+    return value
+
+
 class Envelope:
     """One RPC message (request, response or tell) with its local routing header."""
 

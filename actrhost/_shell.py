@@ -23,7 +23,16 @@ import zmq
 from . import _control as control
 from ._context import DEFAULT_TIMEOUT_S, decode_message, encode_message
 from ._directory import ActorState, Directory, discover_via, gone_error
-from ._envelope import MEDIA, REQUEST, RESPONSE, STREAM, TELL, Envelope, StreamFrame
+from ._envelope import (
+    MEDIA,
+    REQUEST,
+    RESPONSE,
+    STREAM,
+    TELL,
+    Envelope,
+    StreamFrame,
+    checked_key,
+)
 from ._errors import (
     ActrError,
     ClosedResourceError,
@@ -356,6 +365,7 @@ class Shell:
         for the failure: NotFound, Unavailable, DeadlineExceeded, HandlerError, ...
         """
         self._check_open()
+        checked_key("route_key", route_key)
         deadline = deadline_after(self._loop.time(), timeout)
         actr_id, endpoint = await self._route(target, deadline)
         env = Envelope(
@@ -384,6 +394,7 @@ class Shell:
     ) -> None:
         """Send a message that is never answered; returns once the transport took it."""
         self._check_open()
+        checked_key("route_key", route_key)
         deadline = deadline_after(self._loop.time(), timeout)
         actr_id, endpoint = await self._route(target, deadline)
         env = Envelope(
@@ -466,6 +477,7 @@ class Shell:
         calls, tells and streams wait until then, so an actor they reach can call back.
         """
         self._check_open()
+        checked_key("route_key", route_key)
 
         def register(handler: ShellHandler) -> ShellHandler:
             self._handlers[route_key] = (handler, request_type)

@@ -88,21 +88,30 @@ def chunk_frame(chunk: DataStream, payload_type: int) -> StreamFrame:
         )
     return StreamFrame(
         wire.STREAM,
-        chunk.stream_id,
+        wire.checked_key("stream_id", chunk.stream_id),
         payload_type=payload_type,
-        sequence=chunk.sequence,
-        timestamp=chunk.timestamp_ms,
-        metadata=tuple(chunk.metadata.items()),
+        sequence=wire.checked_int("sequence", chunk.sequence, 64),
+        timestamp=wire.checked_int("timestamp_ms", chunk.timestamp_ms, 64, signed=True),
+        metadata=checked_metadata(chunk.metadata),
     )
+
+
+def checked_metadata(metadata: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """A chunk's metadata as the frame carries it; TypeError unless str to str."""
+    items = tuple(metadata.items())
+    for key, value in items:
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"stream metadata maps str to str, not {key!r}: {value!r}")
+    return items
 
 
 def sample_frame(track_id: str, sample: MediaSample) -> StreamFrame:
     """The routing frame for a media sample (payload added when it is sent)."""
     return StreamFrame(
         wire.MEDIA,
-        track_id,
+        wire.checked_key("track_id", track_id),
         payload_type=PayloadType.MEDIA_RTP,
-        timestamp=sample.timestamp,
+        timestamp=wire.checked_int("timestamp", sample.timestamp, 32),
         codec=sample.codec,
         media_type=str(sample.media_type),
     )
@@ -411,6 +420,7 @@ class StreamReceiver:
         """Route chunks of ``key`` (a stream id or track id) to ``callback``."""
         if not callable(callback):
             raise TypeError("a stream callback must be an 'async def cb(chunk, sender)'")
+        wire.checked_key("stream_id" if kind == wire.STREAM else "track_id", key)
         self._callbacks[(kind, key)] = callback
 
     def unregister(self, kind: str, key: str) -> None:

@@ -17,6 +17,7 @@ from actrhost import (
     Context,
     DataStream,
     Dest,
+    MediaSample,
     PayloadType,
     Unavailable,
     rpc,
@@ -505,6 +506,21 @@ class Quirks(Actor):
         except TypeError as exc:
             return str(exc).encode()
         return b"no TypeError"
+
+    @rpc("test.Quirks.EmptyNames")
+    async def empty_names(self, ctx: Context, request: bytes) -> bytes:
+        errors = []
+        for attempt in (
+            ctx.call(Dest.LOCAL, ""),
+            ctx.tell(Dest.LOCAL, ""),
+            ctx.send_data_stream(Dest.LOCAL, DataStream("", 0, b"x")),
+            ctx.send_media_sample(Dest.LOCAL, "", MediaSample(b"x")),
+        ):
+            try:
+                await attempt
+            except ValueError as exc:
+                errors.append(str(exc))
+        return json.dumps(errors).encode()
 
     @rpc("test.Quirks.RaiseCancelled")
     async def raise_cancelled(self, ctx: Context, request: bytes) -> bytes:

@@ -340,3 +340,22 @@ def test_a_timeout_that_is_no_number_of_seconds_is_a_usage_error(node_factory):
             assert await shell.call("echo", "test.Echo.Say", b"x") == b"x"
 
     run(go())
+
+
+def test_names_and_endpoints_a_node_cannot_take_are_usage_errors(node_factory):
+    node = node_factory(ECHO)
+    config = str(node.config_path)
+    for args, message in [
+        (("call", config, "echo", ""), "argument route_key: must not be empty"),
+        (("call", config, "echo", "\udcff\udcfe"), "argument route_key: not valid UTF-8"),
+        (("status", "tcp://127.0.0.1:1"), "give the node's config path or its ipc:// control"),
+        (("stop", "http://x"), "give the node's config path or its ipc:// control"),
+        (("load", config, "--target", "echo", "--stream", "--stream-id="), "must not be empty"),
+    ]:
+        refused = actrhost(*args)
+        assert refused.returncode == 2, refused
+        assert message in refused.stderr.splitlines()[-1]
+        assert "Traceback" not in refused.stderr
+    # Payload text that is not UTF-8 is sent as the bytes given (it was a traceback).
+    sent = actrhost("call", config, "echo", "test.Echo.Say", "--data", "\udcffok", "--output=hex")
+    assert sent.returncode == 0 and sent.stdout.strip() == "ff6f6b"

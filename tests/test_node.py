@@ -10,7 +10,16 @@ import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 
 import actrhost
-from actrhost import ActrId, ActrType, DeadlineExceeded, HandlerError, NotFound, Unavailable
+from actrhost import (
+    ActrId,
+    ActrType,
+    DataStream,
+    DeadlineExceeded,
+    HandlerError,
+    MediaSample,
+    NotFound,
+    Unavailable,
+)
 
 from .utils import run
 
@@ -285,6 +294,37 @@ def test_actor_calls_the_shell(node):
     run(go())
 
 
+def test_names_and_numbers_a_frame_cannot_carry_fail_at_the_sender(node):
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            for attempt, error, match in [
+                (shell.call("echo", ""), ValueError, "route_key must not be empty"),
+                (shell.tell("echo", None), TypeError, "route_key must be a str, not NoneType"),
+                (shell.send_data_stream("echo", DataStream("")), ValueError, "stream_id"),
+                (shell.send_data_stream("echo", DataStream("s", -1)), ValueError, "sequence"),
+                (
+                    shell.send_data_stream("echo", DataStream("s", 0, b"", {"a": 1})),
+                    TypeError,
+                    "metadata maps str to str",
+                ),
+                (shell.send_media_sample("echo", "", MediaSample(b"x")), ValueError, "track_id"),
+                (
+                    shell.send_media_sample("echo", "t", MediaSample(b"x", 1 << 32)),
+                    ValueError,
+                    r"timestamp must be in \[0, 4294967295\]",
+                ),
+            ]:
+                with pytest.raises(error, match=match):
+                    await attempt
+            with pytest.raises(ValueError, match="route_key must not be empty"):
+                shell.on_rpc("")
+            with pytest.raises(ValueError, match="stream_id must not be empty"):
+                shell.register_stream("", lambda chunk, sender: None)
+            assert await shell.call("echo", "test.Echo.Say", b"still fine") == b"still fine"
+
+    run(go())
+
+
 def test_connect_to_a_node_that_is_not_running(tmp_path):
     config = tmp_path / "n.toml"
     config.write_text(
@@ -322,6 +362,13 @@ def test_what_users_get_wrong_gets_a_clear_answer(node_factory):
                     "that actor, not an ActrId"
                 ).encode()
             )
+            # Empty names fail at once, not at the deadline (a call) or silently (the rest).
+            assert json.loads(await shell.call("q", "test.Quirks.EmptyNames")) == [
+                "route_key must not be empty",
+                "route_key must not be empty",
+                "stream_id must not be empty",
+                "track_id must not be empty",
+            ]
             # A CancelledError of the handler's own (not a stop) is its failure; it lives on.
             with pytest.raises(HandlerError, match="CancelledError"):
                 await shell.call("q", "test.Quirks.RaiseCancelled")

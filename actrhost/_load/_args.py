@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from .._cli import node_ref, wire_key
 from ._spec import (
     CALL,
     DEFAULT_CONCURRENCY,
@@ -116,7 +117,11 @@ def add_load_parser(sub: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _one_line_errors(p)
-    p.add_argument("config", help="config of the running node (or its ipc:// control endpoint)")
+    p.add_argument(
+        "config",
+        type=node_ref,
+        help="config of the running node (or its ipc:// control endpoint)",
+    )
     p.add_argument(
         "--target",
         required=True,
@@ -125,6 +130,7 @@ def add_load_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--route",
         dest="route_key",
+        type=wire_key,
         metavar="KEY",
         help="route key, e.g. demo.Echo.Say (calls and tells)",
     )
@@ -220,7 +226,11 @@ def add_load_parser(sub: Any) -> argparse.ArgumentParser:
         help=f"--stream: bytes per chunk unless a payload is given (default {DEFAULT_CHUNK})",
     )
     p.add_argument(
-        "--stream-id", default="load", metavar="ID", help="--stream: the stream id (default 'load')"
+        "--stream-id",
+        type=wire_key,
+        default="load",
+        metavar="ID",
+        help="--stream: the stream id (default 'load')",
     )
     p.add_argument(
         "--lane",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -15,7 +16,8 @@ class PayloadError(ValueError):
 
 
 def from_text_or_file(value: str) -> tuple[bytes, str]:
-    """``TEXT`` as UTF-8, or ``@FILE``'s bytes; returns ``(payload, description)``."""
+    """``TEXT``'s bytes as given (UTF-8 mostly), or ``@FILE``'s; returns ``(payload,
+    description)``."""
     if value.startswith("@"):
         path = Path(value[1:])
         try:
@@ -23,7 +25,7 @@ def from_text_or_file(value: str) -> tuple[bytes, str]:
         except OSError as exc:
             raise PayloadError(f"--payload: cannot read {path}: {exc.strerror}") from None
         return data, f"{len(data)} B from {path}"
-    data = value.encode()
+    data = os.fsencode(value)  # argv bytes that are not UTF-8 come back as they were
     return data, f"{len(data)} B of text"
 
 
