@@ -112,3 +112,26 @@ def test_signal_writes_a_key_file_and_serves_with_the_server_options(tmp_path):
     options = ["--key-file", str(keys), "--heartbeat-interval", "0.5", "--max-frame-bytes", "4096"]
     with signal_server(*options) as url:
         assert url.startswith("ws://127.0.0.1:")
+
+
+def test_signal_logs_on_stderr_at_the_level_asked(tmp_path):
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "actrhost", "signal", "--listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            cwd=REPO,
+        )
+        try:
+            assert process.stdout is not None
+            assert process.stdout.readline().startswith("signaling server listening on ws://")
+        finally:
+            process.terminate()
+            assert process.wait(10) == 0
+    # The warning the docs promise (it went nowhere: no logging was set up).
+    assert "WARNING signaling[" in log.read_text()
+    assert "_run: no key file: using a random key" in log.read_text()
+    quiet = actrhost("signal", "--listen", "127.0.0.1:0", "--log-level", "loud")
+    assert quiet.returncode == 2 and "--log-level: invalid choice: 'LOUD'" in quiet.stderr

@@ -4,7 +4,6 @@ signal`` (or ``--new-key-file PATH`` to create a key file and exit)."""
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from .._errors import ConfigError
@@ -15,11 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m actrhost.signaling", description=__doc__)
     add_server_arguments(parser)
-    parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         serve_from_args(args)
     except (ConfigError, OSError) as exc:

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,13 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--send-queue-slots", type=int, default=DEFAULT_SEND_QUEUE_SLOTS, metavar="N"
     )
+    parser.add_argument(
+        "--log-level",
+        default="WARNING",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="on stderr (default WARNING: refusals, a missing key file, server errors)",
+    )
 
 
 def serve_from_args(args: argparse.Namespace) -> None:
@@ -127,6 +135,11 @@ def serve_from_args(args: argparse.Namespace) -> None:
         parse_listen(args.listen)
     except ValueError as exc:
         raise ConfigError("--listen", "", str(exc)) from None
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)-7s signaling[%(process)d] %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     serve_main(
         args.listen,
         args.key_file,
