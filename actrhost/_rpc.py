@@ -36,6 +36,8 @@ CONNECT_WAIT_S = 1.0
 GRACEFUL_ANSWER_WAIT_S = 0.5
 #: How often a send waiting for a full socket checks whether its peers went down.
 DOWN_CHECK_S = 0.1
+#: Malformed frames logged one by one before only every 100th is (they are all counted).
+MALFORMED_LOGGED = 5
 
 RequestHandler = Callable[[Envelope, bytes], None]
 StreamHandler = Callable[[StreamFrame], None]
@@ -154,20 +156,26 @@ class RpcEndpoint:
 
     # -- receiving ---------------------------------------------------------------------
 
+    def dropped_malformed(self, what: str, *args: object) -> None:
+        """Count a malformed frame; log the first few and then every 100th, so that a
+        peer sending garbage cannot flood the log."""
+        self.counters.malformed_frames += 1
+        count = self.counters.malformed_frames
+        if count <= MALFORMED_LOGGED or count % 100 == 0:
+            log.warning(f"%r: dropped {what} (malformed frame #%d)", self, *args, count)
+
     def _decode(self, data: bytes) -> Envelope | StreamFrame | None:
         try:
             return wire.decode(data)
         except BadRequest as exc:
-            self.counters.malformed_frames += 1
-            log.warning("%r: dropped a malformed frame: %s", self, exc.message)
+            self.dropped_malformed("a malformed frame: %s", exc.message)
             return None
 
     def _on_router_message(self, parts: list[bytes]) -> None:
         # [routing id, frame] — or several frames a sender batched (stream chunks sent
         # back to back travel as one ZeroMQ message: see StreamSender).
         if len(parts) < 2:
-            self.counters.malformed_frames += 1
-            log.warning("%r: dropped a message without a frame", self)
+            self.dropped_malformed("a message without a frame")
             return
         routing_id = parts[0]
         for data in parts[1:]:
@@ -183,24 +191,21 @@ class RpcEndpoint:
 
     def _stream_frame(self, frame: StreamFrame) -> None:
         if self._on_stream is None:
-            self.counters.malformed_frames += 1
-            log.warning("%r: dropped a %s frame: this endpoint takes no streams", self, frame.kind)
+            self.dropped_malformed("a %s frame: this endpoint takes no streams", frame.kind)
             return
         try:
             self._on_stream(frame)
         except ActrError as exc:
-            self.counters.malformed_frames += 1
-            log.warning("%r: dropped %r: %s", self, frame, exc.message)
+            self.dropped_malformed("%r: %s", frame, exc.message)
 
     def _on_link_message(self, parts: list[bytes]) -> None:
         env = self._decode(parts[-1]) if len(parts) == 1 else None
         if env is None:
             if len(parts) != 1:
-                self.counters.malformed_frames += 1
+                self.dropped_malformed("a message of %d parts on an outbound link", len(parts))
             return
         if isinstance(env, StreamFrame) or env.direction != wire.RESPONSE:
-            self.counters.malformed_frames += 1
-            log.warning("%r: dropped a %r arriving on an outbound link", self, env)
+            self.dropped_malformed("a %r arriving on an outbound link", env)
             return
         self._resolve(env)
 

@@ -288,7 +288,7 @@ class Shell:
     def _on_control(self, parts: list[bytes]) -> None:
         message = control.decode(parts[-1]) if len(parts) == 1 else None
         if message is None:
-            self._rpc.counters.malformed_frames += 1
+            self._rpc.dropped_malformed("a malformed control message")
             return
         if message["op"] == control.DIRECTORY:
             for gone in self.directory.update(message):

@@ -33,6 +33,31 @@ def _drops(stats: dict[str, Any]) -> int:
     )
 
 
+#: An actor's counters worth a line in `actrhost status` when not zero: what it refused,
+#: dropped or could not deliver (the DROPS column has the streams' lossy lanes).
+_ACTOR_TROUBLE = (
+    "malformed_frames",
+    "denied",
+    "unknown_routes",
+    "expired_skipped",
+    "tells_dropped",
+    "late_responses",
+    "undeliverable_replies",
+    "streams_in.not_running",
+    "streams_in.callback_errors",
+)
+
+
+def _actor_trouble(stats: dict[str, Any]) -> list[str]:
+    found = []
+    for name in _ACTOR_TROUBLE:
+        group, _, key = name.rpartition(".")
+        value = (stats.get(group) or {}).get(key) if group else stats.get(key)
+        if value:
+            found.append(f"{name} {value}")
+    return found
+
+
 #: Gateway counters worth a line in `actrhost status` when not zero (docs/gateway.md, stats).
 _GATEWAY_TROUBLE = (
     "failed_calls",
@@ -67,6 +92,12 @@ def format_status(status: dict[str, Any]) -> str:
         )
     lines = [f"node {status.get('node', '?')} ({status.get('run_dir', '')})"]
     lines += _table(rows)
+    for actor in status["actors"]:
+        trouble = _actor_trouble(actor.get("stats") or {})
+        if trouble:
+            lines.append(
+                f"  {actor['name']}#{actor['index']} refused or lost: {', '.join(trouble)}"
+            )
     start = status.get("workers_start")
     if start and start.get("method") == "forkserver":
         lines.append(

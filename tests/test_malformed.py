@@ -9,7 +9,7 @@ import zmq
 import actrhost
 from actrhost import _envelope as wire
 
-from .utils import run
+from .utils import actrhost_command, run
 
 
 def test_garbage_frames_are_dropped_and_counted(node_factory):
@@ -59,3 +59,10 @@ def test_garbage_frames_are_dropped_and_counted(node_factory):
     assert stats["malformed_frames"] == undecodable + 2
     assert undecodable > 200
     assert node.actors()[0].pid == info.pid  # same process: nothing crashed
+    # Logged: the first five, then every 100th (a peer sending garbage cannot flood it).
+    logged = [line for line in node.log().splitlines() if "(malformed frame #" in line]
+    numbers = [int(line.rsplit("#", 1)[1].rstrip(")")) for line in logged]
+    assert numbers == [1, 2, 3, 4, 5, *range(100, stats["malformed_frames"] + 1, 100)]
+    # And `actrhost status` names the count below its table.
+    table = actrhost_command("status", str(node.config_path)).stdout.splitlines()
+    assert f"  echo#0 refused or lost: malformed_frames {stats['malformed_frames']}" in table

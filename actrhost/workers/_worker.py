@@ -270,8 +270,7 @@ class Worker:
     def _on_control(self, parts: list[bytes]) -> None:
         message = control.decode(parts[-1]) if len(parts) == 1 else None
         if message is None:
-            self.rpc.counters.malformed_frames += 1
-            log.warning("%r: dropped a malformed control message", self)
+            self.rpc.dropped_malformed("a malformed control message")
             return
         op = message["op"]
         if op == control.DIRECTORY:
