@@ -11,7 +11,7 @@ integer) and the supervisor's answer carries the same ``"req"``.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, get_args, get_origin
 
 CONTROL_SOCKET = "control.sock"
 
@@ -34,6 +34,45 @@ SHUTDOWN = "shutdown"  # stop the node (what SIGTERM does)
 RESTART = "restart"
 
 
+#: The fields of the messages a supervisor receives, and their types. A message with a
+#: field of another type comes from a buggy or foreign client and is refused whole, with
+#: the field named, not half-handled.
+_FIELD_TYPES: dict[str, Any] = {
+    "req": int,
+    "pid": int,
+    "serial": int,
+    "state": str,
+    "error": str,
+    "stats": dict,
+    "endpoint": str,
+    "routes": list[str],
+    "actors": list[str],
+    "gateway_only": bool,
+    "ids": list[dict],
+}
+
+
+def problem(message: dict[str, Any]) -> str | None:
+    """What is wrong with a decoded message's fields, or None."""
+    for name, expected in _FIELD_TYPES.items():
+        if name not in message:
+            continue
+        value = message[name]
+        if get_origin(expected) is list:
+            (item,) = get_args(expected)
+            if not (isinstance(value, list) and all(isinstance(v, item) for v in value)):
+                return f"field {name!r} must be a list of {item.__name__}, not {value!r:.60}"
+        elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            return f"field {name!r} must be {expected.__name__}, not {value!r:.60}"
+    return None
+
+
+def worker_routing_id(serial: int) -> bytes:
+    """The routing id of the worker of actor ``serial`` on the control socket (the only
+    form the supervisor accepts: ``w:0ab`` is not ``w:ab``)."""
+    return f"w:{serial:x}".encode()
+
+
 def encode(message: dict[str, Any]) -> bytes:
     """One control message as a frame."""
     return json.dumps(message, separators=(",", ":")).encode()
@@ -43,7 +82,7 @@ def decode(data: bytes) -> dict[str, Any] | None:
     """Parse a frame; None when it is not a JSON object with an ``op`` string."""
     try:
         message = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # nested 100,000 deep, say
         return None
     if not isinstance(message, dict) or not isinstance(message.get("op"), str):
         return None

@@ -167,9 +167,11 @@ class GatewayProcess:
         self, routing_id: bytes, op: str, message: dict[str, Any], snapshot: dict[str, Any]
     ) -> None:
         """A control message from the gateway."""
-        if op == control.HELLO:
+        if op == control.HELLO and message.get("pid") == self.live_pid:
             self.routing_id = routing_id
             self._send(routing_id, snapshot)
+        elif routing_id != self.routing_id:
+            log.warning("control message %r from %r, not from the gateway", op, routing_id)
         elif op == "registered":
             ids: dict[tuple[str, int], ActrId] = {}
             for item in message.get("ids", []):

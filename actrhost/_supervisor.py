@@ -61,7 +61,7 @@ class Supervisor:
         self.run_dir = run_dir or rundir.run_dir_for(config)
         self.shm_prefix = rundir.node_prefix(self.run_dir)
         self._slots: list[Slot] = []
-        self._by_serial: dict[int, Slot] = {}
+        self._by_worker_id: dict[bytes, Slot] = {}  # control routing id -> slot
         self._shells: dict[bytes, dict[str, Any]] = {}
         self._stats_waiters: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next_req = 0
@@ -89,7 +89,7 @@ class Supervisor:
                     f"ipc://{self.run_dir / f'a-{serial:x}.sock'}",
                 )
                 self._slots.append(slot)
-                self._by_serial[serial] = slot
+                self._by_worker_id[control.worker_routing_id(serial)] = slot
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -222,14 +222,14 @@ class Supervisor:
             self._broadcast,
         )
         ids = await self.gateway.start(url)
-        self._by_serial.clear()
+        self._by_worker_id.clear()
         for slot in self._slots:
             actr_id = ids.get((slot.config.name, slot.index))
             if actr_id is None:
                 raise RuntimeError(f"signaling gave no id to {slot.label}")
             slot.actr_id = actr_id
             slot.endpoint = f"ipc://{self.run_dir / f'a-{actr_id.serial_number:x}.sock'}"
-            self._by_serial[actr_id.serial_number] = slot
+            self._by_worker_id[control.worker_routing_id(actr_id.serial_number)] = slot
 
     def _cleanup(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
@@ -480,6 +480,13 @@ class Supervisor:
             return
         routing_id = parts[0]
         op = message["op"]
+        wrong = control.problem(message)
+        if wrong is not None:
+            log.warning("dropped a control message %r from %r: %s", op, routing_id, wrong)
+            if not routing_id.startswith((b"w:", b"g:")):
+                req = message.get("req") if isinstance(message.get("req"), int) else None
+                self._send(routing_id, {"op": "error", "req": req, "message": wrong})
+            return
         if routing_id.startswith(b"w:"):
             self._on_worker_message(routing_id, op, message)
         elif routing_id.startswith(b"g:") and self.gateway is not None:
@@ -488,9 +495,9 @@ class Supervisor:
             self._on_shell_message(routing_id, op, message)
 
     def _on_worker_message(self, routing_id: bytes, op: str, message: dict[str, Any]) -> None:
-        slot = self._by_serial.get(int(routing_id[2:], 16)) if routing_id[2:].isalnum() else None
-        if slot is None:
-            log.warning("control message from unknown worker %r", routing_id)
+        slot = self._by_worker_id.get(routing_id)
+        if slot is None or (op != control.HELLO and routing_id != slot.routing_id):
+            log.warning("control message %r from unknown worker %r", op, routing_id)
             return
         if op == control.HELLO:
             slot.routing_id = routing_id

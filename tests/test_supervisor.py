@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
 import time
 
 import pytest
+import zmq
 
 import actrhost
 from actrhost import DeadlineExceeded, Unavailable
@@ -466,3 +468,50 @@ def test_restart_backoff_and_window():
     # Restarts older than the window no longer count: at t=10.5 only t=1 and t=2 do.
     assert slot.next_restart_delay(10.5) == 2 * BACKOFF_BASE_S
     assert slot.restarts == 4
+
+
+def test_control_messages_of_wrong_shape_or_forged_origin_change_nothing(node_factory):
+    node = node_factory(ECHO.format(extra=""))
+    (info,) = node.actors()
+    serial = info.actr_id.serial_number
+    ctx = zmq.Context()
+    answers = []
+    try:
+        shell_like = ctx.socket(zmq.DEALER)
+        shell_like.setsockopt(zmq.LINGER, 0)
+        shell_like.setsockopt(zmq.RCVTIMEO, 5000)
+        shell_like.connect(f"ipc://{node.run_dir / 'control.sock'}")
+        for message in (
+            {"op": "attach", "req": 1, "routes": 5},
+            {"op": "restart", "req": 2, "actors": "echo"},
+            {"op": "status", "req": [3]},
+        ):
+            shell_like.send(json.dumps(message).encode())
+            answers.append(json.loads(shell_like.recv()))
+        shell_like.send(b"[" * 100_000 + b"]" * 100_000)  # too deep for json: dropped
+        # A second identity for the running worker ("w:0ab" is not "w:ab"), saying it
+        # stopped, and a hello with a pid that is no number.
+        forged = ctx.socket(zmq.DEALER)
+        forged.setsockopt(zmq.LINGER, 1000)
+        forged.setsockopt(zmq.ROUTING_ID, f"w:0{serial:x}".encode())
+        forged.connect(f"ipc://{node.run_dir / 'control.sock'}")
+        forged.send(json.dumps({"op": "state", "state": "stopped"}).encode())
+        forged.send(json.dumps({"op": "hello", "serial": serial, "pid": "not-a-pid"}).encode())
+    finally:
+        ctx.destroy(linger=1000)  # also when an answer never came
+    assert answers == [
+        {"op": "error", "req": 1, "message": "field 'routes' must be a list of str, not 5"},
+        {"op": "error", "req": 2, "message": "field 'actors' must be a list of str, not 'echo'"},
+        {"op": "error", "req": None, "message": "field 'req' must be int, not [3]"},
+    ]
+
+    async def go() -> None:
+        async with actrhost.connect(node.config_path) as shell:
+            assert await shell.call("echo", "test.Echo.Say", b"x") == b"x"
+
+    run(go())
+    (after,) = node.actors()
+    assert (after.state, after.pid) == ("running", info.pid)
+    log = node.log()
+    assert "control message 'state' from unknown worker" in log
+    assert "dropped a control message 'hello'" in log

@@ -106,7 +106,7 @@ class Worker:
         self._zctx = zmq.Context()
         ctl = self._zctx.socket(zmq.DEALER)
         ctl.setsockopt(zmq.LINGER, 1000)
-        ctl.setsockopt(zmq.ROUTING_ID, f"w:{spec.serial:x}".encode())
+        ctl.setsockopt(zmq.ROUTING_ID, control.worker_routing_id(spec.serial))
         ctl.connect(spec.control_endpoint)
         self._control = LoopSocket(ctl, self._on_control, f"{self.label} control")
         self.rpc = RpcEndpoint(
