@@ -9,12 +9,14 @@ are limited to ~107 bytes, so the default root is short (``$ACTRHOST_RUN_ROOT`` 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
 import shutil
 import socket
 import tempfile
+import time
 from pathlib import Path
 
 from ._config import Config
@@ -30,6 +32,8 @@ PID_FILE = "supervisor.pid"
 CONFIG_SNAPSHOT = "config.toml"
 #: The node's DTLS key and certificate, from which its node id derives (gateway/_identity.py).
 NODE_IDENTITY = "node-identity.pem"
+#: How long a starting node waits for processes of a crashed one to leave its run dir.
+LEFTOVER_WAIT_S = 3.0
 
 
 class NodeAlreadyRunning(RuntimeError):
@@ -79,37 +83,74 @@ def control_endpoint(run_dir: Path) -> str:
 
 def is_live(run_dir: Path) -> bool:
     """True when a supervisor accepts connections on the run dir's control socket."""
+    return _accepts(run_dir / CONTROL_SOCKET)
+
+
+def prepare(run_dir: Path) -> tuple[int, list[str]]:
+    """Create the run dir (0700), or take over the one a crashed node left and empty it.
+
+    Returns a descriptor of the directory, locked (``flock``) until this process closes
+    it or dies, however it dies, and the names of the leftovers removed. Raises
+    NodeAlreadyRunning when another process holds the lock: a node runs there, or
+    starts there at this very moment.
+    """
+    run_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    while True:
+        with contextlib.suppress(FileExistsError):
+            run_dir.mkdir(mode=0o700)
+        try:
+            fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue  # a node that stopped just removed it
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise NodeAlreadyRunning(f"a node is already running in {run_dir}") from None
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(run_dir).st_ino == os.fstat(fd).st_ino:
+                break
+        os.close(fd)  # we locked a directory its node removed on its way out: again
+    os.chmod(run_dir, 0o700)  # mkdir's mode is filtered by the umask
+    removed = sorted(p.name for p in run_dir.iterdir())
+    # Our pid first: a leftover process of the crashed node then leaves the files alone.
+    (run_dir / PID_FILE).write_text(f"{os.getpid()}\n")
+    if removed:
+        _wait_for_leftover_listeners(run_dir)
+        for name in removed:
+            path = run_dir / name
+            if name == PID_FILE:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        log.warning("removed leftovers of a crashed node in %s: %s", run_dir, ", ".join(removed))
+    return fd, removed
+
+
+def _wait_for_leftover_listeners(run_dir: Path) -> None:
+    """Let processes of the crashed node that still listen in ``run_dir`` (workers of a
+    SIGKILLed supervisor, stopping within a second) exit first: a socket file we bind
+    anew would be unlinked by theirs closing, which removes its file by path."""
+    deadline = time.monotonic() + LEFTOVER_WAIT_S
+    while time.monotonic() < deadline:
+        if not any(_accepts(path) for path in run_dir.glob("*.sock")):
+            return
+        time.sleep(0.05)
+    log.warning("processes of a crashed node still listen in %s: going on", run_dir)
+
+
+def _accepts(path: Path) -> bool:
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.settimeout(0.5)
-        probe.connect(str(run_dir / CONTROL_SOCKET))
+        probe.connect(str(path))
         return True
     except OSError:
         return False
     finally:
         probe.close()
-
-
-def prepare(run_dir: Path) -> list[str]:
-    """Create the run dir (0700), removing what a crashed node left; return what was removed.
-
-    Raises NodeAlreadyRunning when a live supervisor owns it.
-    """
-    removed: list[str] = []
-    if run_dir.exists():
-        if is_live(run_dir):
-            raise NodeAlreadyRunning(f"a node is already running in {run_dir}")
-        removed = sorted(p.name for p in run_dir.iterdir())
-        shutil.rmtree(run_dir)
-        if removed:
-            log.warning(
-                "removed leftovers of a crashed node in %s: %s", run_dir, ", ".join(removed)
-            )
-    run_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    run_dir.mkdir(mode=0o700)
-    os.chmod(run_dir, 0o700)  # mkdir's mode is filtered by the umask
-    (run_dir / PID_FILE).write_text(f"{os.getpid()}\n")
-    return removed
 
 
 def write_config_snapshot(run_dir: Path, text: str) -> Path:
@@ -124,14 +165,26 @@ def remove(run_dir: Path) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def remove_orphaned_run_dir(control_endpoint: str) -> None:
+def taken_over(run_dir: Path, supervisor_pid: int) -> bool:
+    """True when the pid file names another supervisor than ``supervisor_pid``: a new
+    node runs in ``run_dir`` now, whose files a process of the old one must not touch."""
+    try:
+        return int((run_dir / PID_FILE).read_text()) != supervisor_pid
+    except (OSError, ValueError):
+        return False  # gone already (another child of ours removed it), or being written
+
+
+def remove_orphaned_run_dir(control_endpoint: str, supervisor_pid: int) -> None:
     """Remove the dead supervisor's socket file and, if we are the last out, the run dir.
 
     Every child of the node (workers, the gateway) tries when it outlives its
     supervisor; ``rmdir`` succeeds only for the one that leaves it empty (each one's own
-    socket file is removed by ZeroMQ when the socket closes).
+    socket file is removed by ZeroMQ when the socket closes). Nothing is touched once
+    the pid file names another supervisor: a new node took the run dir over.
     """
     path = Path(control_endpoint.removeprefix("ipc://"))
+    if taken_over(path.parent, supervisor_pid):
+        return
     for leftover in (
         path,
         *(path.parent / name for name in (PID_FILE, CONFIG_SNAPSHOT, NODE_IDENTITY)),
@@ -145,8 +198,7 @@ def remove_if_dead(run_dir: Path, supervisor_pid: int) -> None:
     """Remove what the dead supervisor ``supervisor_pid`` and its node left in ``run_dir``
     (a Shell that was attached, leaving last). Nothing is touched while the pid file
     names another supervisor or one still listens."""
-    with contextlib.suppress(OSError, ValueError):
-        if int((run_dir / PID_FILE).read_text()) != supervisor_pid:
-            return  # a new run of the node
+    if taken_over(run_dir, supervisor_pid):
+        return  # a new run of the node
     if process_gone(supervisor_pid) and not is_live(run_dir):
-        remove_orphaned_run_dir(control_endpoint(run_dir))
+        remove_orphaned_run_dir(control_endpoint(run_dir), supervisor_pid)

@@ -97,7 +97,8 @@ class Supervisor:
         """Start every worker and serve until shutdown; return the exit code."""
         loop = asyncio.get_running_loop()
         self._started_at = loop.time()
-        rundir.prepare(self.run_dir)
+        # Locked for as long as this process lives: a second node of this config refused.
+        self._run_dir_lock, _ = rundir.prepare(self.run_dir)
         rundir.write_config_snapshot(self.run_dir, self.config.text)
         leftovers = unlink_prefix(node_segment_prefix(self.shm_prefix))
         self.segments_reclaimed += leftovers
@@ -238,6 +239,7 @@ class Supervisor:
         self._zctx.term()
         unlink_prefix(node_segment_prefix(self.shm_prefix))
         rundir.remove(self.run_dir)
+        os.close(self._run_dir_lock)  # after the removal: the next node starts afresh
 
     def request_shutdown(self) -> None:
         """Begin a graceful shutdown (idempotent)."""

@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -15,7 +17,7 @@ import zmq
 import actrhost
 from actrhost import DeadlineExceeded, Unavailable
 
-from .utils import actrhost_command, pid_alive, run, wait_until
+from .utils import REPO, actrhost_command, pid_alive, run, wait_until
 
 ECHO = """
 [[actor]]
@@ -515,3 +517,70 @@ def test_control_messages_of_wrong_shape_or_forged_origin_change_nothing(node_fa
     log = node.log()
     assert "control message 'state' from unknown worker" in log
     assert "dropped a control message 'hello'" in log
+
+
+CALL = [sys.executable, "-m", "actrhost", "call"]
+LOAD_TARGET = '[[actor]]\nname = "t"\ntype = "test+LoadTarget"\nhandler = "actors:LoadTarget"\n'
+
+
+def test_a_node_restarted_at_once_after_its_supervisor_was_killed_keeps_its_files(node_factory):
+    # What systemd's Restart= does: the new node starts while the old one's worker is
+    # still busy and outlives its supervisor by a second or so. That worker must neither
+    # talk to the new supervisor nor remove the new node's files on its way out.
+    node = node_factory(LOAD_TARGET)
+    (old,) = node.actors()
+    stall = subprocess.Popen(
+        [*CALL, str(node.config_path), "t", "test.Load.StallOnce", "--data", "1.5@0"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.5)  # the worker blocks in its handler
+        node.process.send_signal(signal.SIGKILL)
+        node.process.wait(5)
+        node.start()  # the same config at once
+        wait_until(lambda: not pid_alive(old.pid), 10.0, "the old worker to exit")
+        time.sleep(0.3)  # and to have tidied up what it would
+        (new,) = node.actors()
+        assert new.pid != old.pid and new.state == "running"
+        assert {"control.sock", "supervisor.pid", "config.toml"} <= {
+            p.name for p in node.run_dir.iterdir()
+        }
+        assert "unknown worker" not in node.log()
+        assert actrhost_command("call", str(node.config_path), "t", "test.Load.Say").returncode == 0
+    finally:
+        stall.kill()
+        stall.wait(5)
+
+
+def test_nodes_of_one_config_started_at_once_run_one(node_factory):
+    node = node_factory(LOAD_TARGET, start=False)
+    tries = [
+        subprocess.Popen(
+            [sys.executable, "-m", "actrhost", "run", str(node.config_path)],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        for _ in range(6)
+    ]
+    try:
+        assert actrhost_command("wait", str(node.config_path)).returncode == 0
+        wait_until(lambda: sum(t.poll() is not None for t in tries) >= 5, 10.0, "5 to exit")
+        time.sleep(0.5)  # none more
+        (winner,) = [t for t in tries if t.poll() is None]
+        for t in tries:
+            if t is winner:
+                continue
+            assert t.returncode == 1
+            assert b"a node is already running in" in t.stderr.read()
+        assert winner.pid == int((node.run_dir / "supervisor.pid").read_text())
+        winner.send_signal(signal.SIGTERM)
+        assert winner.wait(15) == 0
+    finally:
+        for t in tries:
+            if t.poll() is None:
+                os.killpg(t.pid, signal.SIGKILL)
+                t.wait(5)

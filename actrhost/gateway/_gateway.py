@@ -30,7 +30,7 @@ from .._ids import ActrId
 from .._linux import supervisor_gone
 from .._ring_readers import RingReaders
 from .._rpc import configure_socket
-from .._rundir import remove_orphaned_run_dir
+from .._rundir import remove_orphaned_run_dir, taken_over
 from .._zmqloop import LoopSocket
 from ..signaling import (
     RelayMessage,
@@ -110,6 +110,8 @@ class Gateway(Outbound, Inbound):
         ctl = self._zctx.socket(zmq.DEALER)
         ctl.setsockopt(zmq.LINGER, 1000)
         ctl.setsockopt(zmq.ROUTING_ID, b"g:" + self.node_id.encode())
+        # Never again once the supervisor is gone: a new node's at the same path is not ours.
+        ctl.setsockopt(zmq.RECONNECT_IVL, -1)
         ctl.connect(spec.control_endpoint)
         self._control = LoopSocket(ctl, self._on_control, "gateway control")
         self._dealers: dict[str, LoopSocket] = {}
@@ -340,14 +342,14 @@ class Gateway(Outbound, Inbound):
         self._router.close(linger_ms)
         self._control.close(linger_ms=linger_ms)
         self._zctx.term()
-        if self.spec.endpoint.startswith("ipc://"):
-            try:
-                os.unlink(self.spec.endpoint.removeprefix("ipc://"))
-            except FileNotFoundError:
-                pass
+        path = Path(self.spec.endpoint.removeprefix("ipc://"))
+        if self.spec.endpoint.startswith("ipc://") and not taken_over(
+            path.parent, self.spec.supervisor_pid
+        ):
+            path.unlink(missing_ok=True)
         if orphaned:
             # Like an orphaned worker: the last process out removes the run dir.
-            remove_orphaned_run_dir(self.spec.control_endpoint)
+            remove_orphaned_run_dir(self.spec.control_endpoint, self.spec.supervisor_pid)
 
     # -- control -----------------------------------------------------------------------
 

@@ -107,6 +107,8 @@ class Worker:
         ctl = self._zctx.socket(zmq.DEALER)
         ctl.setsockopt(zmq.LINGER, 1000)
         ctl.setsockopt(zmq.ROUTING_ID, control.worker_routing_id(spec.serial))
+        # Never again once the supervisor is gone: a new node's at the same path is not ours.
+        ctl.setsockopt(zmq.RECONNECT_IVL, -1)
         ctl.connect(spec.control_endpoint)
         self._control = LoopSocket(ctl, self._on_control, f"{self.label} control")
         self.rpc = RpcEndpoint(
@@ -247,7 +249,7 @@ class Worker:
             log.info(
                 "%r: supervisor %d is gone; removing what it left", self, self.spec.supervisor_pid
             )
-            remove_orphaned_run_dir(self.spec.control_endpoint)
+            remove_orphaned_run_dir(self.spec.control_endpoint, self.spec.supervisor_pid)
 
     def _set_state(self, state: ActorState, error: str = "") -> None:
         if state == self.state:
