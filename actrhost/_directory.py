@@ -76,6 +76,16 @@ class ActorEntry:
         )
 
 
+def _went_away(old: ActorEntry, new: ActorEntry | None) -> bool:
+    """Whether the process ``old`` describes is gone by ``new``: it was live, and now it
+    is not, or another process (a restart) has its place. Changes that come together
+    (it died and was started again in one turn of the supervisor's loop) show only the
+    second: the restart count says the first happened."""
+    if old.state not in _LIVE:
+        return False
+    return new is None or new.state not in _LIVE or new.restarts != old.restarts
+
+
 @dataclass(frozen=True, slots=True)
 class ShellEntry:
     """A Shell client that serves ``Dest.SHELL`` routes."""
@@ -100,19 +110,28 @@ class Directory:
         self.gateway_pid: int | None = None
 
     def update(self, snapshot: dict[str, Any]) -> list[ActorEntry]:
-        """Replace the contents with a snapshot; return the new entries of gone processes.
+        """Take in a snapshot, or with ``"delta": true`` only the entries that changed
+        (``_directory_feed.py``); return the new entries of gone processes.
 
         Those are the instances that were live (starting, running, stopping) and are now
         dead, failed, stopped or gone: their pending calls can never be answered.
         """
-        before = self._by_id
         entries = [ActorEntry.from_json(item) for item in snapshot.get("actors", ())]
-        self._by_id = {e.actr_id: e for e in entries}
-        self._by_type = {}
-        self._by_name = {}
-        for entry in entries:
-            self._by_type.setdefault(entry.actr_id.type, []).append(entry)
-            self._by_name.setdefault(entry.name, []).append(entry)
+        if snapshot.get("delta"):
+            gone = [new for new in entries if self._replace(new)]
+        else:
+            before = self._by_id
+            self._by_id = {e.actr_id: e for e in entries}
+            self._by_type = {}
+            self._by_name = {}
+            for entry in entries:
+                self._by_type.setdefault(entry.actr_id.type, []).append(entry)
+                self._by_name.setdefault(entry.name, []).append(entry)
+            gone = [
+                self._by_id.get(actr_id, old)
+                for actr_id, old in before.items()
+                if _went_away(old, self._by_id.get(actr_id))
+            ]
         self._shells = [
             ShellEntry(item["endpoint"], frozenset(item.get("routes", ())))
             for item in snapshot.get("shells", ())
@@ -121,12 +140,22 @@ class Directory:
         self.gateway = gateway if isinstance(gateway, str) and gateway else None
         gateway_pid = snapshot.get("gateway_pid")
         self.gateway_pid = gateway_pid if isinstance(gateway_pid, int) else None
-        gone = []
-        for actr_id, old in before.items():
-            new = self._by_id.get(actr_id)
-            if old.state in _LIVE and (new is None or new.state not in _LIVE):
-                gone.append(new or old)
         return gone
+
+    def _replace(self, new: ActorEntry) -> bool:
+        """Put ``new`` in its instance's place (the config's order); True when that
+        instance's process went away with this change."""
+        old = self._by_id.get(new.actr_id)
+        self._by_id[new.actr_id] = new
+        for same in (
+            self._by_type.setdefault(new.actr_id.type, []),
+            self._by_name.setdefault(new.name, []),
+        ):
+            if old is None:
+                same.append(new)
+            else:
+                same[same.index(old)] = new
+        return old is not None and _went_away(old, new)
 
     def entries(self) -> list[ActorEntry]:
         """Every known instance, in config order."""

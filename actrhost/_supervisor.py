@@ -22,6 +22,7 @@ from . import _control as control
 from . import _rundir as rundir
 from ._config import Config
 from ._directory import ActorState
+from ._directory_feed import DirectoryFeed
 from ._gateway_process import GatewayProcess
 from ._ids import ActrId, Realm
 from ._metrics import MetricsServer
@@ -110,6 +111,7 @@ class Supervisor:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.bind(rundir.control_endpoint(self.run_dir))
         self._control = LoopSocket(sock, self._on_control, "supervisor control")
+        self._feed = DirectoryFeed(self.snapshot, self._directory_recipients, self._send_frame)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_shutdown)
         async with contextlib.AsyncExitStack() as stack:
@@ -453,25 +455,28 @@ class Supervisor:
         }
 
     def _broadcast(self) -> None:
-        if not hasattr(self, "_control"):
-            return
-        message = self.snapshot()
-        for slot in self._slots:
-            if slot.routing_id is not None and slot.state in _LIVE:
-                self._send(slot.routing_id, message)
-        for routing_id in list(self._shells):
-            self._send(routing_id, message)
-        if self.gateway is not None and self.gateway.routing_id is not None:
-            self._send(self.gateway.routing_id, message)
+        if hasattr(self, "_control"):
+            self._feed.changed()
+
+    def _directory_recipients(self) -> list[bytes]:
+        live = [s.routing_id for s in self._slots if s.routing_id is not None and s.state in _LIVE]
+        gateway = self.gateway.routing_id if self.gateway is not None else None
+        return [*live, *self._shells, *([gateway] if gateway is not None else [])]
 
     def _send(self, routing_id: bytes, message: dict[str, Any]) -> None:
+        self._send_frame(routing_id, control.encode(message))
+
+    def _send_frame(self, routing_id: bytes, frame: bytes) -> bool:
         try:
-            self._control.send_multipart_nowait([routing_id, control.encode(message)])
+            self._control.send_multipart_nowait([routing_id, frame])
+            return True
         except zmq.ZMQError as exc:
             if routing_id in self._shells:
                 # The Shell went away without detaching.
                 del self._shells[routing_id]
+                self._feed.forget(routing_id)
             log.debug("control message to %r not delivered: %s", routing_id, exc)
+            return False
 
     # -- control messages --------------------------------------------------------------
 
@@ -504,6 +509,7 @@ class Supervisor:
         if op == control.HELLO:
             slot.routing_id = routing_id
             slot.pid = message.get("pid", slot.pid)
+            self._feed.forget(routing_id)
             self._send(routing_id, self.snapshot())
         elif op == control.STATE:
             try:
@@ -528,8 +534,9 @@ class Supervisor:
                 "endpoint": str(message.get("endpoint", "")),
                 "routes": [str(r) for r in routes],
             }
+            self._feed.forget(routing_id)
             if routes:
-                self._broadcast()  # before the answer: the Shell's calls wait for it
+                self._feed.publish()  # before the answer: the Shell's calls wait for it
             self._send(routing_id, {**self.snapshot(), "req": req})
         elif op == control.DETACH:
             had_routes = self._shells.pop(routing_id, {}).get("routes")

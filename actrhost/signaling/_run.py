@@ -64,11 +64,6 @@ def serve_main(
     the port from that line). Without ``key_file`` a random key is used. Raises
     :class:`~actrhost.ConfigError` for a bad key file, OSError when the address is taken.
     """
-    if key_file is None:
-        log.warning(
-            "no key file: using a random key; after a restart of this server actors get "
-            "new ids (create one with: actrhost signal --new-key-file PATH)"
-        )
     keys = load_keys(Path(key_file) if key_file is not None else None)
 
     def announce(server: SignalingServer) -> None:
@@ -80,6 +75,11 @@ def serve_main(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         async with run_server(listen, keys=keys, **options) as server:
+            if key_file is None:  # once running: a bad option stays a one-line error
+                log.warning(
+                    "no key file: using a random key; after a restart of this server actors "
+                    "get new ids (create one with: actrhost signal --new-key-file PATH)"
+                )
             (ready or announce)(server)
             await stop.wait()
 
