@@ -70,7 +70,7 @@ def _fail(message: str, code: int) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ._config import load_config, resolve_handler
-    from ._rundir import NodeAlreadyRunning
+    from ._rundir import NodeAlreadyRunning, RunDirUnusable
     from ._supervisor import Supervisor
 
     # Everything that can be wrong with the config is found here, before any process starts.
@@ -82,6 +82,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return asyncio.run(Supervisor(config).run())
     except NodeAlreadyRunning as exc:
         return _fail(str(exc), EXIT_FAILURE)
+    except RunDirUnusable as exc:
+        if config.node.run_dir is not None:
+            return _fail(f"config error: {args.config}: node.run_dir: {exc}", EXIT_USAGE)
+        return _fail(f"{exc} (the default run dir; set [node] run_dir)", EXIT_FAILURE)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -222,7 +222,14 @@ def load_config(path: str | os.PathLike[str], *, data: bytes | None = None) -> C
     from ._config_loader import Loader  # it builds this module's dataclasses
 
     config = Loader(shown, absolute).config(raw)
-    return dataclasses.replace(config, text=text, path_as_given=shown)
+    config = dataclasses.replace(config, text=text, path_as_given=shown)
+    from ._rundir import RUN_ROOT_ENV, run_dir_for, run_dir_problem
+
+    too_long = run_dir_problem(run_dir_for(config))
+    if too_long is not None:
+        fix = "a shorter one" if config.node.run_dir else f"one, or ${RUN_ROOT_ENV} shorter"
+        raise ConfigError(shown, "node.run_dir", f"{too_long}: set {fix}")
+    return config
 
 
 def load_node_config(path: str | os.PathLike[str]) -> Config:

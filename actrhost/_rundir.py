@@ -36,8 +36,28 @@ NODE_IDENTITY = "node-identity.pem"
 LEFTOVER_WAIT_S = 3.0
 
 
+#: The longest run dir path (bytes) whose socket paths all fit Linux's 107 bytes: the
+#: longest socket name in it is a worker's ``a-<16 hex digits>.sock``.
+MAX_RUN_DIR_BYTES = 107 - len("/a-0123456789abcdef.sock")
+
+
 class NodeAlreadyRunning(RuntimeError):
     """Another supervisor serves the same run directory."""
+
+
+class RunDirUnusable(RuntimeError):
+    """The run directory cannot be created or used (its path, its permissions)."""
+
+
+def run_dir_problem(run_dir: Path) -> str | None:
+    """Why ``run_dir`` cannot hold the node's sockets, or None."""
+    size = len(os.fsencode(run_dir))
+    if size > MAX_RUN_DIR_BYTES:
+        return (
+            f"{run_dir} is {size} bytes long; the node's socket paths in it must fit in "
+            f"107, which leaves {MAX_RUN_DIR_BYTES} for the folder"
+        )
+    return None
 
 
 def run_dir_for(config: Config) -> Path:
@@ -94,10 +114,17 @@ def prepare(run_dir: Path) -> tuple[int, list[str]]:
     NodeAlreadyRunning when another process holds the lock: a node runs there, or
     starts there at this very moment.
     """
-    run_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        run_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirUnusable(f"cannot create {run_dir.parent}: {exc.strerror or exc}") from None
     while True:
-        with contextlib.suppress(FileExistsError):
+        try:
             run_dir.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise RunDirUnusable(f"cannot create {run_dir}: {exc.strerror or exc}") from None
         try:
             fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:

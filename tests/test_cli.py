@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -166,6 +167,27 @@ def test_bad_config_is_one_line_exit_2_and_nothing_starts(tmp_path):
         f"actrhost: config error: {config}: actor[0].restart: must be one of permanent, "
         "transient, temporary (got 'always')\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("run_dir", "problem"),
+    [
+        ("/tmp/" + "d" * 90, "is 95 bytes long; the node's socket paths in it must fit in 107"),
+        ("/proc/no-such-folder/run", "cannot create /proc/no-such-folder: No such file"),
+    ],
+)
+def test_a_run_dir_that_cannot_hold_the_sockets_is_a_config_error(tmp_path, run_dir, problem):
+    config = tmp_path / "n.toml"
+    config.write_text(
+        f'[node]\nname = "x"\nrun_dir = "{run_dir}"\npython_path = ["{TESTS_DIR}"]\n'
+        '[[actor]]\nname = "a"\ntype = "t+A"\nhandler = "actors:Echo"\n'
+    )
+    result = actrhost("run", str(config), timeout=10)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()  # one line, no traceback
+    assert line.startswith(f"actrhost: config error: {config}: node.run_dir: ")
+    assert problem in line
+    assert not Path(run_dir).exists()
 
 
 def test_unimportable_handler_is_a_config_error(tmp_path):
