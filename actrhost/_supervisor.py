@@ -26,7 +26,7 @@ from ._directory_feed import DirectoryFeed
 from ._gateway_process import GatewayProcess
 from ._ids import ActrId, Realm
 from ._metrics import MetricsServer
-from ._ring_readers import rings_of_gone_shells
+from ._ring_readers import rings_of_gone_shells, shell_gone
 from ._rolling_restart import rolling_restart
 from ._slot import KILL_AFTER_S, RestartRefused, Slot, describe_exit
 from ._streams import unlink_rings_of
@@ -129,7 +129,7 @@ class Supervisor:
                 if self.config.signaling is not None:
                     await self._start_gateway(stack)
                 await forkserver_ready
-                self._spawn_task(self._sweep_rings_of_gone_shells())
+                self._spawn_task(self._sweep_after_gone_shells())
                 await self._spawn_all()
                 await self._shutdown.wait()
                 await self._stop_all()
@@ -249,11 +249,15 @@ class Supervisor:
             log.info("node %r: shutting down", self.config.node.name)
         self._shutdown.set()
 
-    async def _sweep_rings_of_gone_shells(self) -> None:
-        """Shells come and go unannounced (SIGKILL): remove the rings they left unread."""
+    async def _sweep_after_gone_shells(self) -> None:
+        """Shells come and go unannounced (SIGKILL, SIGTERM): remove the socket files and
+        the rings they left."""
         seen: set[str] = set()
         while True:
             await asyncio.sleep(SHELL_RING_SWEEP_S)
+            for path in self.run_dir.glob("s*.sock"):
+                if shell_gone(path.stem):
+                    path.unlink(missing_ok=True)
             gone = rings_of_gone_shells(self.shm_prefix)
             for name in gone & seen:
                 with contextlib.suppress(FileNotFoundError):

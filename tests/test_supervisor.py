@@ -584,3 +584,22 @@ def test_nodes_of_one_config_started_at_once_run_one(node_factory):
             if t.poll() is None:
                 os.killpg(t.pid, signal.SIGKILL)
                 t.wait(5)
+
+
+def test_the_socket_file_of_a_killed_shell_is_removed(node_factory):
+    node = node_factory(ECHO.format(extra=""))
+    call = subprocess.Popen(
+        [*CALL, str(node.config_path), "echo", "test.Echo.Sleep", "--data", "30"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: any(node.run_dir.glob("s*.sock")), 10.0, "the Shell to attach")
+        call.send_signal(signal.SIGTERM)  # as `timeout` does: no clean-up of its own
+        call.wait(5)
+        # Removed by the supervisor's sweep of gone Shells (every 2 s), not at node stop.
+        wait_until(lambda: not any(node.run_dir.glob("s*.sock")), 6.0, "its socket file to go")
+    finally:
+        call.kill()
+        call.wait(5)
