@@ -62,8 +62,13 @@ async def rolling_restart(
             use_config(sup, edited)
         if slots:
             await _import_handlers_again(sup, current if edited is not None else None)
-        for slot in slots:
-            await _restart_one(sup, slot)
+        try:
+            for slot in slots:
+                await _restart_one(sup, slot)
+        except RestartRefused as exc:
+            if edited is None:
+                raise
+            await _roll_back(sup, current, exc)
         restarted = [slot.label for slot in slots]
         if sup.gateway is not None and (
             gateway_only
@@ -106,6 +111,19 @@ async def _import_handlers_again(supervisor: Supervisor, previous: Config | None
         )
 
 
+async def _roll_back(supervisor: Supervisor, previous: Config, failure: RestartRefused) -> None:
+    """An instance did not come back with the edited config: go back to ``previous``, so
+    that the instances not reached yet, and the one that failed, start with it again
+    when they restart (after a crash, say), not with the edit that just failed. Code
+    edited on disk cannot be rolled back: the forkserver imports what the files hold."""
+    use_config(supervisor, previous)
+    with contextlib.suppress(RestartRefused):
+        await _import_handlers_again(supervisor, None)
+    raise RestartRefused(
+        failure.code, f"{failure.message}; the config in use is the one before the edit again"
+    ) from None
+
+
 async def _restart_one(supervisor: Supervisor, slot: Slot) -> None:
     sup = supervisor
     old_pid = slot.pid
@@ -142,6 +160,11 @@ async def _restart_one(supervisor: Supervisor, slot: Slot) -> None:
             await asyncio.wait_for(sup._state_changed.wait(), remaining)
     if not back():
         why = slot.error or f"it is {slot.state.value}"
+        if slot.state is ActorState.STARTING and slot.process is not None:
+            # Stuck in on_start: killed, it is restarted as after a crash (policy and
+            # limits apply), not left starting for ever.
+            why = f"still starting after {RESTART_START_TIMEOUT_S:g} s: killed"
+            slot.process.kill()
         raise RestartRefused(500, f"{slot.label} did not come back ({why}); stopped there")
     log.info("%s: running again (pid %s)", slot.label, slot.pid)
 

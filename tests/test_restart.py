@@ -273,3 +273,30 @@ def test_which_config_edits_a_restart_can_apply(tmp_path):
         "actor(s) added: c",
         "actor(s) removed: b",
     ]
+
+
+def test_a_restart_whose_instance_fails_to_start_goes_back_to_the_previous_config(
+    versioned_node,
+):
+    node, module = versioned_node
+    broken = """
+class Broken(Actor):
+    async def on_start(self, ctx):
+        raise RuntimeError("broken deploy")
+"""
+    module.write_text(handler_source("v1") + broken)
+    text = node.config_path.read_text()
+    node.config_path.write_text(
+        text.replace('handler = "versioned:Versioned"', 'handler = "versioned:Broken"')
+    )
+    result = cli("restart", str(node.config_path), "versioned")
+    assert result.returncode == 1
+    assert "versioned#0 did not come back" in result.stderr
+    assert "the config in use is the one before the edit again" in result.stderr
+    # The instance the restart did not reach restarts (after a crash) with the previous
+    # config, not with the edit that failed; so does the one that failed.
+    untouched = pids(node, "versioned")["versioned#1"]
+    os.kill(untouched, signal.SIGKILL)
+    wait_until(lambda: untouched not in pids(node, "versioned").values(), 20, "versioned#1")
+    node.wait_running(30)
+    assert versions(node) == {b"v1"}
