@@ -53,3 +53,15 @@ def process_gone(pid: int) -> bool:
     except (OSError, IndexError):
         return True
     return state in (b"Z", b"X")
+
+
+def child_pids() -> set[int]:
+    """This process's children (``/proc/self/task/*/children``: adopted ones too)."""
+    children: set[int] = set()
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children") as f:
+                children.update(int(pid) for pid in f.read().split())
+        except OSError:
+            continue  # the thread ended meanwhile
+    return children

@@ -35,6 +35,7 @@ from ._worker_start import (
     WorkerProcess,
     become_subreaper,
     describe_worker_start,
+    end_adopted_processes,
     reap_orphans,
     spawn_worker,
 )
@@ -385,6 +386,8 @@ class Supervisor:
             await self._forkserver.close()
         if self.gateway is not None:
             await self.gateway.stop(self.config.node.shutdown_grace_s + KILL_AFTER_S)
+        if self._subreaper:
+            await end_adopted_processes()
         for task in list(self._tasks):
             task.cancel()
 

@@ -10,19 +10,21 @@ Both give the supervisor a :class:`WorkerProcess`: ``pid``, ``returncode``, ``wa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
 from ._config import CONFIG_SNAPSHOT_ENV, Config
-from ._linux import set_child_subreaper
+from ._linux import child_pids, set_child_subreaper
 from ._rundir import CONFIG_SNAPSHOT, run_dir_for
 from .workers._forkserver import MAX_MESSAGE_BYTES, spec_message
 from .workers._process import SPEC_ENV, WorkerSpec
@@ -298,6 +300,34 @@ def reap_orphans(ours: set[int]) -> int:
             return reaped
         os.waitpid(info.si_pid, os.WNOHANG)
         reaped += 1
+
+
+async def end_adopted_processes(grace_s: float = 1.0) -> None:
+    """At the node's stop, once its workers are gone: what actors started and left
+    running (adopted by us as subreaper when their worker ended) goes with the node,
+    SIGTERM first, SIGKILL ``grace_s`` later."""
+    left = child_pids()
+    if not left:
+        return
+    log.warning("ending %d process(es) actors left running: %s", len(left), sorted(left))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace_s
+        while left and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            left = {pid for pid in left if not _reaped(pid)}
+        if not left:
+            return
+
+
+def _reaped(pid: int) -> bool:
+    """Reap ``pid`` (a child asyncio does not watch) if it exited; True when it is gone."""
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] == pid
+    except ChildProcessError:
+        return True
 
 
 def become_subreaper() -> bool:

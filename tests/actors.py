@@ -522,6 +522,13 @@ class Quirks(Actor):
                 errors.append(str(exc))
         return json.dumps(errors).encode()
 
+    @rpc("test.Quirks.Spawn")
+    async def spawn(self, ctx: Context, request: bytes) -> bytes:
+        import subprocess
+
+        # Started and never waited for: the node must end it when it stops.
+        return str(subprocess.Popen(["sleep", "300"]).pid).encode()
+
     @rpc("test.Quirks.RaiseCancelled")
     async def raise_cancelled(self, ctx: Context, request: bytes) -> bytes:
         waiter = asyncio.get_running_loop().create_future()

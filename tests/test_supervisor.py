@@ -603,3 +603,22 @@ def test_the_socket_file_of_a_killed_shell_is_removed(node_factory):
     finally:
         call.kill()
         call.wait(5)
+
+
+def test_processes_actors_leave_running_end_with_the_node(node_factory):
+    node = node_factory('[[actor]]\nname = "q"\ntype = "test+Quirks"\nhandler = "actors:Quirks"\n')
+
+    def spawn() -> int:
+        done = actrhost_command("call", str(node.config_path), "q", "test.Quirks.Spawn")
+        return int(done.stdout)
+
+    orphan = spawn()
+    worker = node.pid_of("q")
+    os.kill(worker, signal.SIGKILL)  # its child is adopted by the supervisor
+    wait_until(lambda: node.actors()[0].pid not in (None, worker), 10.0, "a new worker")
+    node.wait_running()
+    child = spawn()  # a child of the running worker
+    assert pid_alive(orphan) and pid_alive(child)
+    assert node.stop() == 0
+    assert not pid_alive(orphan) and not pid_alive(child)
+    assert "ending 2 process(es) actors left running" in node.log()
