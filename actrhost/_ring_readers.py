@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 
 from ._errors import ActrError, BadRequest, Unavailable
 from ._linux import process_gone
@@ -35,6 +36,9 @@ class RingReaders:
 
     def __init__(self, node_prefix: str) -> None:
         self._prefix = node_segment_prefix(node_prefix)
+        # Every ring to us ends in our pid (``_streams.ring_name``): one that does not is
+        # another reader's, which attaching would take from it (the name is removed).
+        self._suffix = f"-{os.getpid():x}"
         self._readers: dict[str, RingReader] = {}
         # Ring name -> records released when a sweep first found its writer gone.
         self._stalled: dict[str, int] = {}
@@ -104,9 +108,11 @@ class RingReaders:
             self._drop(name)
 
     def _check_node(self, ring: str) -> None:
-        # Attaching unlinks the name: never do that to a ring this node did not make.
+        # Attaching unlinks the name: never do that to a ring not made for this process.
         if not ring.startswith(self._prefix):
             raise BadRequest(f"ring {ring!r} does not belong to this node")
+        if not ring.endswith(self._suffix):
+            raise BadRequest(f"ring {ring!r} is for another process")
 
     def _drop(self, name: str) -> None:
         self._stalled.pop(name, None)

@@ -27,12 +27,12 @@ import zmq
 
 from . import _envelope as wire
 from ._envelope import StreamFrame
-from ._errors import BadRequest, ClosedResourceError, DeadlineExceeded, Unavailable
+from ._errors import ActrError, BadRequest, ClosedResourceError, DeadlineExceeded, Unavailable
 from ._ids import ActrId
 from ._payload_type import PayloadType
 from ._payloads import DataStream, MediaSample
 from ._ring_readers import RingReaders
-from ._rpc import RpcEndpoint
+from ._rpc import MALFORMED_LOGGED, RpcEndpoint
 from .shm import (
     Descriptor,
     RingWriter,
@@ -65,14 +65,15 @@ class StreamCounters:
 
     chunks_sent: int = 0
     chunks_received: int = 0
-    # Payload bytes sent (streams_out) or received (streams_in), by the way they went:
-    # through a shared-memory ring, or inside the frame.
+    # Payload bytes sent (streams_out) or handed to a callback (streams_in), by the way
+    # they went: through a shared-memory ring, or inside the frame.
     bytes_via_shm: int = 0
     bytes_inline: int = 0
     dropped_sender: int = 0  # lossy lanes: no room in the ring or the socket
     dropped_receiver: int = 0  # lossy lanes: replaced by a newer sample
     unregistered: int = 0  # no callback for the stream / track
     not_running: int = 0  # arrived while the actor stopped, or beyond what on_start holds
+    malformed: int = 0  # its ring record or array description does not hold up: dropped
     callback_errors: int = 0
 
     def as_dict(self) -> dict[str, int]:
@@ -446,10 +447,6 @@ class StreamReceiver:
         """Take one frame off the socket (synchronous: nothing is awaited)."""
         descriptor = self._descriptor(frame)
         self.counters.chunks_received += 1
-        if descriptor is not None:
-            self.counters.bytes_via_shm += descriptor.length
-        else:
-            self.counters.bytes_inline += len(frame.payload)
         key = (frame.kind, frame.key)
         callback = self._callbacks.get(key)
         if callback is None:
@@ -489,7 +486,16 @@ class StreamReceiver:
                     self._full = False
                     self._on_space()
                 try:
-                    value = self._view(frame, descriptor)
+                    try:
+                        value = self._view(frame, descriptor)
+                    except (ActrError, ValueError) as exc:
+                        # The sender's fault, not the callback's: dropped, counted apart.
+                        self._malformed(frame, exc)
+                        continue
+                    if descriptor is not None:  # its length checked against the ring now
+                        self.counters.bytes_via_shm += descriptor.length
+                    else:
+                        self.counters.bytes_inline += len(frame.payload)
                     item = (
                         DataStream(
                             frame.key, frame.sequence, value, dict(frame.metadata), frame.timestamp
@@ -513,6 +519,13 @@ class StreamReceiver:
                         self._retire(descriptor)
         finally:
             queue.running = False
+
+    def _malformed(self, frame: StreamFrame, exc: Exception) -> None:
+        self.counters.malformed += 1
+        count = self.counters.malformed
+        if count <= MALFORMED_LOGGED or count % 100 == 0:
+            why = exc.message if isinstance(exc, ActrError) else str(exc)
+            log.warning("dropped %r: %s (malformed chunk #%d)", frame, why, count)
 
     def _view(self, frame: StreamFrame, descriptor: Descriptor | None) -> Any:
         if descriptor is not None:

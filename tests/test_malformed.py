@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
+import numpy as np
 import zmq
 
 import actrhost
 from actrhost import _envelope as wire
+from actrhost._rundir import node_prefix
+from actrhost.shm import Descriptor, encode_array_meta, segment_name
 
 from .utils import actrhost_command, run
 
@@ -66,3 +70,52 @@ def test_garbage_frames_are_dropped_and_counted(node_factory):
     # And `actrhost status` names the count below its table.
     table = actrhost_command("status", str(node.config_path)).stdout.splitlines()
     assert f"  echo#0 refused or lost: malformed_frames {stats['malformed_frames']}" in table
+
+
+def test_stream_chunks_whose_description_does_not_hold_up_are_dropped_as_malformed(node_factory):
+    node = node_factory(
+        '[[actor]]\nname = "sink"\ntype = "test+StreamSink"\nhandler = "actors:StreamSink"\n'
+    )
+    info = node.actors()[0]
+    endpoint = f"ipc://{node.run_dir / f'a-{info.actr_id.serial_number:x}.sock'}"
+    good_meta = encode_array_meta(np.dtype("<f8"), (2,))
+    frames = [
+        # Array descriptions that cannot be built: not the callback's failure.
+        wire.StreamFrame(wire.STREAM, "s0", payload=b"x" * 16, array_meta=b"\x01\x03|O8\x00"),
+        wire.StreamFrame(wire.STREAM, "s0", payload=b"x" * 16, array_meta=b"\x07garbage"),
+        wire.StreamFrame(wire.STREAM, "s0", payload=b"x" * 15, array_meta=good_meta),
+        # A record in a ring that does not exist, claiming 4 GB.
+        wire.StreamFrame(
+            wire.STREAM,
+            "s0",
+            shm=Descriptor(
+                segment_name(node_prefix(node.run_dir), "s1.abc", "1", f"{info.pid:x}"),
+                offset=0,
+                length=4_000_000_000,
+                sequence=0,
+            ).to_bytes(),
+        ),
+    ]
+    ctx = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.DEALER)
+        sock.connect(endpoint)
+        for frame in frames:
+            sock.send(wire.encode_stream(frame))
+    finally:
+        ctx.destroy(linger=1000)
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            for _ in range(100):
+                stats = (await shell.status())["actors"][0]["stats"]["streams_in"]
+                if stats["malformed"] == len(frames):
+                    return stats
+                await asyncio.sleep(0.05)
+            return stats
+
+    stats = run(go())
+    assert stats["malformed"] == len(frames)
+    assert stats["callback_errors"] == 0
+    assert stats["bytes_via_shm"] == 0 and stats["bytes_inline"] == 0
+    assert node.actors()[0].pid == info.pid

@@ -31,8 +31,10 @@ def prefix(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     unlink_prefix(node_segment_prefix(node))
 
 
-def ring(node: str, writer_tag: str) -> RingWriter:
-    return RingWriter.create(segment_name(node, writer_tag, "1", "2"), 4096)
+def ring(node: str, writer_tag: str, reader_pid: int | None = None) -> RingWriter:
+    """A ring from ``writer_tag`` to this process (or the process ``reader_pid``)."""
+    pid = os.getpid() if reader_pid is None else reader_pid
+    return RingWriter.create(segment_name(node, writer_tag, "1", pid), 4096)
 
 
 def dead_pid() -> int:
@@ -55,6 +57,23 @@ def test_attaching_removes_the_name_and_keeps_the_ring_usable(prefix: str) -> No
         writer.close()
         with pytest.raises(Unavailable, match="cannot attach ring"):
             readers.get(writer.name)  # let go: the name is gone, nothing re-attaches
+
+    run(go())
+
+
+def test_a_ring_for_another_process_is_refused_and_left_to_it(prefix: str) -> None:
+    async def go() -> None:
+        # A descriptor sent to the wrong reader: attaching would remove the name, and
+        # the process the ring is for could never attach it (its next chunk lost).
+        writer = ring(prefix, "a", reader_pid=os.getppid())
+        try:
+            readers = RingReaders(prefix)
+            desc = writer.write_nowait(b"x")
+            with pytest.raises(BadRequest, match="is for another process"):
+                readers.arrived(desc)
+            assert writer.is_linked()
+        finally:
+            writer.close()
 
     run(go())
 
