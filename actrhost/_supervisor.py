@@ -321,6 +321,9 @@ class Supervisor:
         clean = code == 0
         if clean or (self._stopping and code == -signal.SIGTERM):
             # SIGTERM while stopping is our stop of a worker that was still starting.
+            if not self._stopping and not slot.restart_requested:
+                # Nobody of ours asked: a SIGTERM from outside, or the actor's sys.exit(0).
+                log.warning("%s (pid %s) stopped by itself (exit code 0)", slot.label, process.pid)
             self._set_state(slot, ActorState.STOPPED)
         elif slot.state is not ActorState.FAILED:
             log.error("%s (pid %s) died with %s", slot.label, process.pid, describe_exit(code))

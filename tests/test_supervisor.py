@@ -313,6 +313,8 @@ def test_restart_policies(node_factory, policy, exit_code, restarted):
 
     run(go())
     wait_until(lambda: not pid_alive(first_pid), 5, "the actor to exit")
+    if exit_code == 0:  # nothing of ours asked it to: the log says so, not only "restarting"
+        wait_until(lambda: "stopped by itself (exit code 0)" in node.log(), 5, "the line")
     if restarted:
         wait_until(
             lambda: node.actors()[0].state == "running" and node.actors()[0].pid != first_pid,
