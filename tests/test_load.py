@@ -525,6 +525,9 @@ BAD = [
     ),
     (["--target", "t", "--route", "r", "--bogus"], "unrecognized arguments: --bogus"),
     (["--target", "t", "--route", "r", "--duration", "5x"], "not a duration: '5x'"),
+    # A negative value reaches its own check (argparse took it for an option).
+    (["--target", "t", "--route", "r", "--duration", "-1s"], "not a duration: '-1s'"),
+    (["--target", "t", "--route", "r", "-d", "-2m"], "not a duration: '-2m'"),
     (["--target", "t", "--route", "r", "--tell", "--stream"], "not allowed with argument"),
     (["--target", "t"], "--route is required for calls"),
     (

@@ -63,6 +63,8 @@ def _one_line_errors(parser: argparse.ArgumentParser) -> None:
     def parse_known_args(
         args: list[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
+        if args is not None:
+            args = _glue_negative_values(list(args))
         parsed, extras = argparse.ArgumentParser.parse_known_args(parser, args, namespace)
         if extras:
             error(f"unrecognized arguments: {' '.join(extras)}")
@@ -70,6 +72,24 @@ def _one_line_errors(parser: argparse.ArgumentParser) -> None:
 
     parser.error = error  # type: ignore[method-assign]
     parser.parse_known_args = parse_known_args  # type: ignore[method-assign,assignment]
+
+
+def _glue_negative_values(args: list[str]) -> list[str]:
+    """``--duration -1s`` as ``--duration=-1s``: argparse takes a "-1s" after an option for
+    another option ("expected one argument"); glued on, the value's own check says what
+    is wrong with it ("must be more than 0")."""
+    glued: list[str] = []
+    for arg in args:
+        previous = glued[-1] if glued else ""
+        if len(arg) < 2 or arg[0] != "-" or not arg[1].isdigit():
+            glued.append(arg)
+        elif previous.startswith("--") and "=" not in previous:
+            glued[-1] = f"{previous}={arg}"
+        elif len(previous) == 2 and previous[0] == "-" and previous[1] != "-":
+            glued[-1] = f"{previous}{arg}"  # -d-1s: a short option's attached value
+        else:
+            glued.append(arg)
+    return glued
 
 
 def _positive_int(text: str) -> int:
