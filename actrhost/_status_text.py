@@ -94,11 +94,14 @@ def format_status(status: dict[str, Any]) -> str:
     lines = [f"node {status.get('node', '?')} ({status.get('run_dir', '')})"]
     lines += _table(rows)
     for actor in status["actors"]:
+        label = f"{actor['name']}#{actor['index']}"
+        if actor["state"] == "running" and not actor.get("stats"):
+            # Its counters did not come within the status request's wait: a handler
+            # blocking its loop, or a stopped (SIGSTOP) process. Calls to it will wait.
+            lines.append(f"  {label} did not answer the stats request: busy or stuck")
         trouble = _actor_trouble(actor.get("stats") or {})
         if trouble:
-            lines.append(
-                f"  {actor['name']}#{actor['index']} refused or lost: {', '.join(trouble)}"
-            )
+            lines.append(f"  {label} refused or lost: {', '.join(trouble)}")
     start = status.get("workers_start")
     if start and start.get("method") == "forkserver":
         lines.append(

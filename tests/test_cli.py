@@ -381,3 +381,24 @@ def test_names_and_endpoints_a_node_cannot_take_are_usage_errors(node_factory):
     # Payload text that is not UTF-8 is sent as the bytes given (it was a traceback).
     sent = actrhost("call", config, "echo", "test.Echo.Say", "--data", "\udcffok", "--output=hex")
     assert sent.returncode == 0 and sent.stdout.strip() == "ff6f6b"
+
+
+def test_status_names_actors_that_lost_things_or_did_not_answer():
+    from actrhost._status_text import format_status
+
+    def actor(index: int, state: str, stats: dict) -> dict:
+        entry = {"name": "e", "index": index, "id": f"{index}@1:t+E", "pid": 9, "restarts": 0}
+        return {**entry, "state": state, "stats": stats}
+
+    status = {
+        "node": "n",
+        "actors": [
+            actor(0, "running", {"malformed_frames": 3, "streams_in": {"malformed": 2}}),
+            actor(1, "running", {}),  # its counters did not come: busy or SIGSTOPped
+            actor(2, "failed", {}),
+        ],
+    }
+    lines = format_status(status).splitlines()
+    assert "  e#0 refused or lost: malformed_frames 3, streams_in.malformed 2" in lines
+    assert "  e#1 did not answer the stats request: busy or stuck" in lines
+    assert not any(line.startswith("  e#2") for line in lines)
