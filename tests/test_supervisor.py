@@ -521,7 +521,16 @@ def test_control_messages_of_wrong_shape_or_forged_origin_change_nothing(node_fa
     assert "dropped a control message 'hello'" in log
 
 
-CALL = [sys.executable, "-m", "actrhost", "call"]
+def call_in_background(node, *args: str) -> subprocess.Popen[bytes]:
+    """``actrhost call NODE ARGS`` running on its own; the caller kills it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "actrhost", "call", str(node.config_path), *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 LOAD_TARGET = '[[actor]]\nname = "t"\ntype = "test+LoadTarget"\nhandler = "actors:LoadTarget"\n'
 
 
@@ -531,12 +540,7 @@ def test_a_node_restarted_at_once_after_its_supervisor_was_killed_keeps_its_file
     # talk to the new supervisor nor remove the new node's files on its way out.
     node = node_factory(LOAD_TARGET)
     (old,) = node.actors()
-    stall = subprocess.Popen(
-        [*CALL, str(node.config_path), "t", "test.Load.StallOnce", "--data", "1.5@0"],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    stall = call_in_background(node, "t", "test.Load.StallOnce", "--data", "1.5@0")
     try:
         time.sleep(0.5)  # the worker blocks in its handler
         node.process.send_signal(signal.SIGKILL)
@@ -590,12 +594,7 @@ def test_nodes_of_one_config_started_at_once_run_one(node_factory):
 
 def test_the_socket_file_of_a_killed_shell_is_removed(node_factory):
     node = node_factory(ECHO.format(extra=""))
-    call = subprocess.Popen(
-        [*CALL, str(node.config_path), "echo", "test.Echo.Sleep", "--data", "30"],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    call = call_in_background(node, "echo", "test.Echo.Sleep", "--data", "30")
     try:
         wait_until(lambda: any(node.run_dir.glob("s*.sock")), 10.0, "the Shell to attach")
         call.send_signal(signal.SIGTERM)  # as `timeout` does: no clean-up of its own
