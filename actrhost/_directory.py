@@ -227,7 +227,8 @@ class Directory:
 
 def gone_error(entry: ActorEntry) -> Unavailable:
     """The error for calls pending to an instance whose process went away."""
-    how = "died" if entry.state is ActorState.DEAD else entry.state.value
+    # A live state here is a successor's: the process we waited on ended (see _went_away).
+    how = "died" if entry.state is ActorState.DEAD or entry.state in _LIVE else entry.state.value
     return Unavailable(f"actor {entry.actr_id} ({entry.name}) {how} before answering")
 
 

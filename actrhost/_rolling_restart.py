@@ -141,10 +141,13 @@ async def _restart_one(supervisor: Supervisor, slot: Slot) -> None:
         except TimeoutError:
             log.warning("%s did not stop in time: killing it", slot.label)
             process.kill()
-    else:
-        # Stopped, or given up on after too many restarts: a restart revives it.
+    elif slot.given_up:
+        # Stopped for good, or given up on after too many restarts: a restart revives it.
         slot.restart_times.clear()
         await sup._spawn(slot)
+    # Else its process is gone and the supervisor's watch is about to start it again
+    # (a crash restart's backoff): that one is the successor to wait for. Starting one
+    # here too made two workers of one instance, and the instance never came back.
 
     def back() -> bool:
         return slot.state is ActorState.RUNNING and slot.pid != old_pid

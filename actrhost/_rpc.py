@@ -329,9 +329,18 @@ class RpcEndpoint:
         may arrive just after it: give them a moment first.
         """
         if graceful:
-            self._loop.call_later(GRACEFUL_ANSWER_WAIT_S, self.fail_endpoint, endpoint, error)
+            # Only the calls pending now: a successor at the same endpoint (a restart)
+            # may take new calls meanwhile, which are not the old process's to fail.
+            owed = [p for p in self._pending.values() if p.endpoint == endpoint]
+            self._loop.call_later(GRACEFUL_ANSWER_WAIT_S, self._fail, owed, error)
         else:
             self.fail_endpoint(endpoint, error)
+
+    @staticmethod
+    def _fail(pending_calls: list[_Pending], error: ActrError) -> None:
+        for pending in pending_calls:
+            if not pending.future.done():
+                pending.future.set_exception(error)
 
     def fail_endpoint(self, endpoint: str, error: ActrError) -> int:
         """Fail every pending call to ``endpoint`` with ``error``; return how many."""

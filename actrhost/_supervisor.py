@@ -259,6 +259,9 @@ class Supervisor:
             for path in self.run_dir.glob("s*.sock"):
                 if shell_gone(path.stem):
                     path.unlink(missing_ok=True)
+            for routing_id, shell in list(self._shells.items()):
+                if shell_gone(Path(shell["endpoint"].removeprefix("ipc://")).stem):
+                    self._forget_shell(routing_id)  # its routes too: callers get 404
             gone = rings_of_gone_shells(self.shm_prefix)
             for name in gone & seen:
                 with contextlib.suppress(FileNotFoundError):
@@ -428,7 +431,10 @@ class Supervisor:
         slot.state = state
         self._state_changed.set()
         self._state_changed = asyncio.Event()
-        self._broadcast()
+        # An end (dead, stopped, failed) goes out at once, on its own: coalesced with the
+        # restart that follows it, processes could not tell a crash (fail its pending
+        # calls now) from a graceful stop (let its last answers arrive first).
+        self._broadcast(now=state not in _LIVE)
         if (
             not self._ready_logged
             and state is ActorState.RUNNING
@@ -464,14 +470,24 @@ class Supervisor:
             ),
         }
 
-    def _broadcast(self) -> None:
-        if hasattr(self, "_control"):
+    def _broadcast(self, *, now: bool = False) -> None:
+        if not hasattr(self, "_control"):
+            return
+        if now:
+            self._feed.publish()
+        else:
             self._feed.changed()
 
     def _directory_recipients(self) -> list[bytes]:
         live = [s.routing_id for s in self._slots if s.routing_id is not None and s.state in _LIVE]
         gateway = self.gateway.routing_id if self.gateway is not None else None
         return [*live, *self._shells, *([gateway] if gateway is not None else [])]
+
+    def _forget_shell(self, routing_id: bytes) -> None:
+        shell = self._shells.pop(routing_id, None)
+        self._feed.forget(routing_id)
+        if shell is not None and shell["routes"]:
+            self._broadcast()  # processes must stop sending it Dest.SHELL calls
 
     def _send(self, routing_id: bytes, message: dict[str, Any]) -> None:
         self._send_frame(routing_id, control.encode(message))
@@ -482,9 +498,7 @@ class Supervisor:
             return True
         except zmq.ZMQError as exc:
             if routing_id in self._shells:
-                # The Shell went away without detaching.
-                del self._shells[routing_id]
-                self._feed.forget(routing_id)
+                self._forget_shell(routing_id)  # it went away without detaching
             log.debug("control message to %r not delivered: %s", routing_id, exc)
             return False
 
@@ -539,20 +553,19 @@ class Supervisor:
     def _on_shell_message(self, routing_id: bytes, op: str, message: dict[str, Any]) -> None:
         req = message.get("req")
         if op == control.ATTACH:
-            routes = message.get("routes") or []
+            routes = [str(r) for r in message.get("routes") or []]
+            before = self._shells.get(routing_id, {}).get("routes") or []
             self._shells[routing_id] = {
                 "endpoint": str(message.get("endpoint", "")),
-                "routes": [str(r) for r in routes],
+                "routes": routes,
             }
             self._feed.forget(routing_id)
-            if routes:
+            if routes != before:
                 self._feed.publish()  # before the answer: the Shell's calls wait for it
             self._send(routing_id, {**self.snapshot(), "req": req})
         elif op == control.DETACH:
-            had_routes = self._shells.pop(routing_id, {}).get("routes")
+            self._forget_shell(routing_id)
             self._send(routing_id, {"op": op, "req": req})
-            if had_routes:
-                self._broadcast()
         elif op == control.STATUS:
             self._spawn_task(self._answer_status(routing_id, req))
         elif op == control.RESTART:

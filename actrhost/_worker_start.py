@@ -305,21 +305,26 @@ def reap_orphans(ours: set[int]) -> int:
 async def end_adopted_processes(grace_s: float = 1.0) -> None:
     """At the node's stop, once its workers are gone: what actors started and left
     running (adopted by us as subreaper when their worker ended) goes with the node,
-    SIGTERM first, SIGKILL ``grace_s`` later."""
-    left = child_pids()
-    if not left:
-        return
-    log.warning("ending %d process(es) actors left running: %s", len(left), sorted(left))
+    SIGTERM first, SIGKILL ``grace_s`` later. Looked for again and again meanwhile: when
+    one of them ends, its own children are adopted by us in turn."""
+    ended: set[int] = set()
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
         deadline = time.monotonic() + grace_s
-        while left and time.monotonic() < deadline:
+        signalled: set[int] = set()
+        while True:
+            left = {pid for pid in child_pids() if not _reaped(pid)}
+            for pid in left - signalled:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            signalled |= left
+            ended |= left
+            if not left or time.monotonic() >= deadline:
+                break
             await asyncio.sleep(0.02)
-            left = {pid for pid in left if not _reaped(pid)}
         if not left:
-            return
+            break
+    if ended:
+        log.warning("ended %d process(es) actors left running: %s", len(ended), sorted(ended))
 
 
 def _reaped(pid: int) -> bool:

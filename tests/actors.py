@@ -526,8 +526,10 @@ class Quirks(Actor):
     async def spawn(self, ctx: Context, request: bytes) -> bytes:
         import subprocess
 
-        # Started and never waited for: the node must end it when it stops.
-        return str(subprocess.Popen(["sleep", "300"]).pid).encode()
+        # Started and never waited for: the node must end it when it stops. b"tree": a
+        # shell with two children of its own.
+        command = ["sh", "-c", "sleep 300 & sleep 300"] if request == b"tree" else ["sleep", "300"]
+        return str(subprocess.Popen(command).pid).encode()
 
     @rpc("test.Quirks.RaiseCancelled")
     async def raise_cancelled(self, ctx: Context, request: bytes) -> bytes:

@@ -6,6 +6,8 @@ import asyncio
 import os
 import signal
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
 
@@ -300,3 +302,69 @@ class Broken(Actor):
     wait_until(lambda: untouched not in pids(node, "versioned").values(), 20, "versioned#1")
     node.wait_running(30)
     assert versions(node) == {b"v1"}
+
+
+def worker_pids(node, label: str) -> list[int]:
+    """Processes titled as the worker of ``label`` (``echo#0``) of this node."""
+    title = f"actrhost worker {label} ({node.config.node.name})".encode()
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if (proc / "cmdline").read_bytes().rstrip(b"\0") == title:
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_restart_during_a_crash_restart_backoff_leaves_one_worker(node_factory):
+    node = node_factory(
+        '[[actor]]\nname = "echo"\ntype = "test+Echo"\nhandler = "actors:Echo"\n'
+        "max_restarts = 100\n"
+    )
+    for _ in range(5):  # the backoff grows: 0, 50, 100, 200, 400 ms, then 0.8 s
+        victim = node.pid_of("echo")
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda v=victim: node.actors()[0].pid not in (None, v), 10, "a restart")
+        node.wait_running()
+    os.kill(node.pid_of("echo"), signal.SIGKILL)
+    time.sleep(0.1)  # inside the 0.8 s backoff: the supervisor will start it itself
+    result = cli("restart", str(node.config_path), "echo")
+    assert result.returncode == 0, result.stderr
+    node.wait_running()
+    time.sleep(0.5)
+    assert len(worker_pids(node, "echo#0")) == 1  # used to be two, the instance lost
+    assert (
+        cli("call", str(node.config_path), "echo", "test.Echo.Say", "--data", "x").stdout == "x\n"
+    )
+
+
+def test_calls_to_an_instance_just_restarted_are_answered_by_it(node_factory):
+    # The graceful stop's 0.5 s wait for the old process's last answers used to fail the
+    # calls pending to its successor at the same endpoint too.
+    node = node_factory(
+        '[[actor]]\nname = "echo"\ntype = "test+Echo"\nhandler = "actors:Echo"\ninstances = 2\n'
+    )
+
+    async def go() -> None:
+        async with actrhost.connect(node.config_path) as shell:
+            first = (await shell.actors())[0]
+            restart = asyncio.ensure_future(shell.restart_actors("echo", timeout=60))
+            while True:
+                (now, _) = await shell.actors()
+                if now.state.value == "running" and now.restarts > first.restarts:
+                    break
+                await asyncio.sleep(0.01)
+            calls = []
+            for _ in range(8):
+                calls.append(
+                    asyncio.ensure_future(
+                        shell.call(now.actr_id, "test.Echo.Sleep", b"0.3", timeout=10)
+                    )
+                )
+                await asyncio.sleep(0.05)
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            assert not [r for r in results if isinstance(r, Exception)], results
+            await restart
+
+    run(go(), 60)

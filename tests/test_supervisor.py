@@ -15,9 +15,9 @@ import pytest
 import zmq
 
 import actrhost
-from actrhost import DeadlineExceeded, Unavailable
+from actrhost import DeadlineExceeded, NotFound, Unavailable
 
-from .utils import REPO, actrhost_command, pid_alive, run, wait_until
+from .utils import REPO, actrhost_command, children_of, pid_alive, run, wait_until
 
 ECHO = """
 [[actor]]
@@ -609,8 +609,9 @@ def test_the_socket_file_of_a_killed_shell_is_removed(node_factory):
 def test_processes_actors_leave_running_end_with_the_node(node_factory):
     node = node_factory('[[actor]]\nname = "q"\ntype = "test+Quirks"\nhandler = "actors:Quirks"\n')
 
-    def spawn() -> int:
-        done = actrhost_command("call", str(node.config_path), "q", "test.Quirks.Spawn")
+    def spawn(what: str = "") -> int:
+        config = str(node.config_path)
+        done = actrhost_command("call", config, "q", "test.Quirks.Spawn", "--data", what)
         return int(done.stdout)
 
     orphan = spawn()
@@ -619,7 +620,54 @@ def test_processes_actors_leave_running_end_with_the_node(node_factory):
     wait_until(lambda: node.actors()[0].pid not in (None, worker), 10.0, "a new worker")
     node.wait_running()
     child = spawn()  # a child of the running worker
-    assert pid_alive(orphan) and pid_alive(child)
+    tree = spawn("tree")  # and one with children of its own
+    wait_until(lambda: len(children_of(tree)) == 2, 5.0, "the tree's children")
+    grandchildren = children_of(tree)
+    assert all(pid_alive(p) for p in (orphan, child, tree, *grandchildren))
     assert node.stop() == 0
-    assert not pid_alive(orphan) and not pid_alive(child)
-    assert "ending 2 process(es) actors left running" in node.log()
+    assert not any(pid_alive(p) for p in (orphan, child, tree, *grandchildren))
+    assert "process(es) actors left running" in node.log()
+
+
+SHELL_SERVING_HELLO = """
+import asyncio, sys
+import actrhost
+
+async def main():
+    async with actrhost.connect(sys.argv[1]) as shell:
+        @shell.on_rpc("test.Shell.Hello")
+        async def hello(request, caller):
+            return b"hi"
+        print(await shell.call("echo", "test.Echo.CallShell", b"x"), flush=True)
+        await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def test_the_routes_of_a_killed_shell_go_with_it(node_factory):
+    node = node_factory(ECHO.format(extra=""))
+    shell = subprocess.Popen(
+        [sys.executable, "-c", SHELL_SERVING_HELLO, str(node.config_path)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert shell.stdout is not None
+        assert shell.stdout.readline() == b"b'hi'\n"  # actors reach its route
+        shell.kill()
+        shell.wait(5)
+        time.sleep(2.5)  # the supervisor's sweep of gone Shells (every 2 s)
+
+        async def go() -> None:
+            async with actrhost.connect(node.config_path) as probe:
+                started = time.monotonic()
+                with pytest.raises(NotFound, match="no Shell attached to this node serves"):
+                    await probe.call("echo", "test.Echo.CallShell", b"x", timeout=10)
+                assert time.monotonic() - started < 1.0  # not a 504 after the 5 s timeout
+
+        run(go())
+    finally:
+        shell.kill()
+        shell.wait(5)
