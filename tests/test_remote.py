@@ -467,3 +467,28 @@ def test_a_latency_first_flood_to_another_node_drops_old_chunks_and_keeps_the_li
             )
 
     run(go(), 60)
+
+
+def test_discovery_from_another_node_skips_an_instance_whose_process_is_gone(
+    node_factory, signaling_url
+):
+    # B's echo: two instances, not restarted once ended (as during a crash restart's
+    # backoff): signaling must not offer the dead one to A.
+    more_on_b = 'instances = 2\nrestart = "temporary"\n'
+    node_a, node_b = relay_and_echo_nodes(node_factory, signaling_url, more_on_b)
+    (gone, alive) = node_b.actors()
+    os.kill(gone.pid, signal.SIGKILL)  # temporary: not restarted
+    wait_until(lambda: node_b.actors()[0].state == "failed", 10.0, "echo#0 to be given up")
+
+    async def go() -> None:
+        async with actrhost.connect(node_a.config_path) as shell_a:
+            deadline = time.monotonic() + 10.0
+            while True:  # until signaling has heard (the gateway tells it at once)
+                picks = {await shell_a.discover("test+Echo") for _ in range(10)}
+                if picks == {alive.actr_id} or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.1)
+            assert picks == {alive.actr_id}
+            assert await shell_a.call("test+Echo", "test.Echo.Say", b"x", timeout=10) == b"x"
+
+    run(go(), 30)

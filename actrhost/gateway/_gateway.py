@@ -11,6 +11,7 @@ docs/gateway.md for the contract with the supervisor and the wire details.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -33,6 +34,7 @@ from .._rpc import configure_socket
 from .._rundir import remove_orphaned_run_dir, taken_over
 from .._zmqloop import LoopSocket
 from ..signaling import (
+    Availability,
     RelayMessage,
     RoleAssignment,
     RoleNegotiation,
@@ -304,6 +306,28 @@ class Gateway(Outbound, Inbound):
         self._to_worker = to_worker
         self._to_signaling = {worker: known for known, worker in to_worker.items()}
 
+    def _report_availability(self) -> None:
+        """Tell signaling which instances its discovery may offer other nodes: not one
+        whose process is gone or stopping (a crash restart's backoff, a rolling restart,
+        a temporary actor that ended), whose callers would only get 503."""
+        states = {(e.name, e.index): e.state for e in self.directory.entries()}
+        for inst, reg in self._instances:
+            state = states.get((inst.name, inst.index))
+            if state is None or reg.actr_id is None:
+                continue
+            live = state in (ActorState.STARTING, ActorState.RUNNING)
+            wanted = Availability.AVAILABLE if live else Availability.DRAINING
+            if reg.availability is not wanted:
+                reg.set_load(availability=wanted)
+                self._spawn(self._heartbeat_now(reg))
+
+    @staticmethod
+    async def _heartbeat_now(reg: Any) -> None:
+        # Not at the next interval (seconds away): discovery should know at once. Without
+        # a connection the next heartbeat after reconnecting carries it.
+        with contextlib.suppress(ActrError):
+            await reg.heartbeat()
+
     def request_stop(self) -> None:
         """Begin a graceful stop (SIGTERM, the supervisor's stop, or its death)."""
         self._stop.set()
@@ -368,6 +392,7 @@ class Gateway(Outbound, Inbound):
         if op == control.DIRECTORY:
             gone = self.directory.update(message)
             self._refresh_aliases()
+            self._report_availability()
             if gone:
                 for entry in gone:
                     self._rings.forget_writer(f"{entry.actr_id.serial_number:x}")
