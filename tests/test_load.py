@@ -14,6 +14,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -712,3 +713,30 @@ def test_ctrl_c_stops_early_with_a_partial_report(node_factory, tmp_path):
     assert doc["interrupted"] is True
     assert_counts_add_up(doc)
     assert 0 < doc["counts"]["sent"] < 200 * 10
+
+
+def test_a_target_restarted_during_the_run_is_named_below_the_counts(node_factory, tmp_path):
+    node = node_factory(TARGET.replace('restart = "temporary"', 'restart = "permanent"'))
+    victim = node.pid_of("target")
+    killer = threading.Timer(1.0, os.kill, (victim, signal.SIGKILL))
+    killer.start()
+    try:
+        result, doc = load(
+            node.config_path,
+            tmp_path / "restarted.json",
+            "--target",
+            "target",
+            "--route",
+            "test.Load.Say",
+            "--rate",
+            "200",
+            "--duration",
+            "2s",
+            "--warmup",
+            "0",
+        )
+    finally:
+        killer.join()
+    (instance,) = [i for i in doc["node"]["instances"] if i["target"]]
+    assert instance["restarted"]
+    assert "restarted during the run: target#0 (the node's counts for them" in result.stdout

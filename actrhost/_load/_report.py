@@ -447,6 +447,13 @@ def format_report(result: dict[str, Any]) -> str:
         # The target's counters are on the other node: its own `actrhost status` has them.
         rows = [row[:2] for row in rows]
     lines += ["", *_table(rows)]
+    restarted = [f"{i['name']}#{i['index']}" for i in targets if i.get("restarted")]
+    if restarted and node["sampled_after"] and not target.get("remote"):
+        # A new process counts from zero: what its predecessor served is not in "after".
+        lines.append(
+            f"  restarted during the run: {', '.join(restarted)} (the node's counts for "
+            "them start at the restart: below the client's)"
+        )
 
     header = ["latency (ms)", "min", "p50", "p90", "p99", "p99.9", "max", "mean", "count"]
     if load["loop"] == "open":
