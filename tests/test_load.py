@@ -740,3 +740,35 @@ def test_a_target_restarted_during_the_run_is_named_below_the_counts(node_factor
     (instance,) = [i for i in doc["node"]["instances"] if i["target"]]
     assert instance["restarted"]
     assert "restarted during the run: target#0 (the node's counts for them" in result.stdout
+
+
+def test_requests_the_in_flight_cap_held_back_past_the_end_are_counted(node_factory, tmp_path):
+    # 100 due in 1 s, but 2 at a time of 0.5 s each: most still wait for room when the
+    # run's time is up (duration + timeout + 5 s). They used to vanish from the counts.
+    node = node_factory(TARGET)
+    _, doc = load(
+        node.config_path,
+        tmp_path / "held.json",
+        "--target",
+        "target",
+        "--route",
+        "test.Load.Sleep",
+        "--payload",
+        "0.5",
+        "--rate",
+        "100",
+        "--concurrency",
+        "2",
+        "--duration",
+        "1s",
+        "--warmup",
+        "0",
+        "--timeout",
+        "1s",
+        "-q",
+    )
+    assert_counts_add_up(doc)
+    counts = doc["counts"]
+    assert counts["sent"] == 100
+    assert counts["ok"] + counts["errors_by_code"]["not_sent"] == 100
+    assert counts["errors_by_code"]["not_sent"] > 50

@@ -37,6 +37,8 @@ from ._spec import CALL, TELL, WorkerPlan
 CATCH_UP_BURST = 64
 #: How long in-flight requests may take after the end, beyond their own timeout.
 DRAIN_GRACE_S = 1.0
+#: The error code of an open-loop request still unsent when the run ended.
+NOT_SENT = "not_sent"
 
 Op = Callable[[], Awaitable[bool]]
 
@@ -77,6 +79,7 @@ class Generator:
         self.last_done = 0.0
         self.inflight = 0
         self.stopping = False
+        self._next_k = 0  # the open loop's next request (its index in the schedule)
         self._quota = plan.total
         self._room = asyncio.Event()
         self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -237,6 +240,11 @@ class Generator:
                 return
             self.inflight += 1
             await self._one(op, now, measured)
+            # A tell, a dropped latency-first chunk or an instant error completes without
+            # ever suspending: give the loop its turn, or nothing else runs until the
+            # end (progress, the parent's stop, the other slots, stream batch flushes,
+            # the Shell's directory updates).
+            await asyncio.sleep(0)
 
     async def _closed_loop(self, op: Op) -> None:
         await asyncio.gather(*(self._closed_slot(op) for _ in range(self.plan.concurrency)))
@@ -245,10 +253,19 @@ class Generator:
         assert self.plan.rate_per_s is not None
         period = 1.0 / self.plan.rate_per_s
         first = self.t0 + self.plan.offset_s
-        cap = self.plan.concurrency
+        try:
+            await self._schedule(op, tasks, first, period, self.plan.concurrency)
+        except asyncio.CancelledError:
+            self._record_not_sent(first, period)
+            raise
+
+    async def _schedule(
+        self, op: Op, tasks: set[asyncio.Task[None]], first: float, period: float, cap: int
+    ) -> None:
         clock = self._loop.time
         burst = 0
         for k in itertools.count():
+            self._next_k = k
             scheduled = first + k * period
             if self.end is not None and scheduled >= self.end:
                 return
@@ -270,7 +287,24 @@ class Generator:
             task = self._loop.create_task(self._one(op, scheduled, measured))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+            self._next_k = k + 1
             burst += 1
+
+    def _record_not_sent(self, first: float, period: float) -> None:
+        """The run ended (its time was up, or Ctrl-C) while requests due by now were
+        still unsent, held back by the in-flight cap (or a generator behind schedule):
+        each is an error timed from its schedule (docs/load.md), not left out."""
+        now = self._loop.time()
+        for k in itertools.count(self._next_k):
+            scheduled = first + k * period
+            if scheduled > now or (self.end is not None and scheduled >= self.end):
+                return
+            if scheduled < self.measure_start:
+                continue  # warm-up: not counted anyway
+            if k > self._next_k and not self._take_quota():  # the first took its own
+                return
+            self.sent += 1
+            self._record(scheduled, now, now, NOT_SENT, "the run ended before it could be sent")
 
     async def _progress(self) -> None:
         while True:
