@@ -30,7 +30,8 @@ class ActorState(StrEnum):
     DEAD = "dead"
 
 
-_LIVE = frozenset({ActorState.STARTING, ActorState.RUNNING, ActorState.STOPPING})
+#: The states of an instance whose process exists (calls to it may be answered).
+LIVE_STATES = frozenset({ActorState.STARTING, ActorState.RUNNING, ActorState.STOPPING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +82,9 @@ def _went_away(old: ActorEntry, new: ActorEntry | None) -> bool:
     is not, or another process (a restart) has its place. Changes that come together
     (it died and was started again in one turn of the supervisor's loop) show only the
     second: the restart count says the first happened."""
-    if old.state not in _LIVE:
+    if old.state not in LIVE_STATES:
         return False
-    return new is None or new.state not in _LIVE or new.restarts != old.restarts
+    return new is None or new.state not in LIVE_STATES or new.restarts != old.restarts
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +229,11 @@ class Directory:
 def gone_error(entry: ActorEntry) -> Unavailable:
     """The error for calls pending to an instance whose process went away."""
     # A live state here is a successor's: the process we waited on ended (see _went_away).
-    how = "died" if entry.state is ActorState.DEAD or entry.state in _LIVE else entry.state.value
+    how = (
+        "died"
+        if entry.state is ActorState.DEAD or entry.state in LIVE_STATES
+        else entry.state.value
+    )
     return Unavailable(f"actor {entry.actr_id} ({entry.name}) {how} before answering")
 
 

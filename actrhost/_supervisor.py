@@ -21,11 +21,12 @@ import zmq
 from . import _control as control
 from . import _rundir as rundir
 from ._config import Config
-from ._directory import ActorState
+from ._directory import LIVE_STATES, ActorState
 from ._directory_feed import DirectoryFeed
 from ._gateway_process import GatewayProcess
 from ._ids import ActrId, Realm
 from ._metrics import MetricsServer
+from ._node_status import collect_status
 from ._ring_readers import rings_of_gone_shells, shell_gone
 from ._rolling_restart import rolling_restart
 from ._slot import KILL_AFTER_S, RestartRefused, Slot, describe_exit
@@ -34,7 +35,6 @@ from ._worker_start import (
     ForkServer,
     WorkerProcess,
     become_subreaper,
-    describe_worker_start,
     end_adopted_processes,
     reap_orphans,
     spawn_worker,
@@ -49,10 +49,6 @@ log = logging.getLogger(__name__)
 SHELL_RING_SWEEP_S = 2.0
 #: Instances started at once at node start (see Supervisor._spawn_all).
 SPAWNS_AT_ONCE = 8
-#: How long a status request waits for each worker's counters.
-STATS_TIMEOUT_S = 1.0
-
-_LIVE = (ActorState.STARTING, ActorState.RUNNING, ActorState.STOPPING)
 
 
 class Supervisor:
@@ -371,7 +367,7 @@ class Supervisor:
     async def _stop_all(self) -> None:
         self._stopping = True
         for slot in self._slots:
-            if slot.state in _LIVE and slot.routing_id is not None:
+            if slot.state in LIVE_STATES and slot.routing_id is not None:
                 self._send(slot.routing_id, {"op": control.STOP})
             elif slot.process is not None and slot.process.returncode is None:
                 slot.process.terminate()  # not yet talking to us: SIGTERM is its stop
@@ -434,7 +430,7 @@ class Supervisor:
         # An end (dead, stopped, failed) goes out at once, on its own: coalesced with the
         # restart that follows it, processes could not tell a crash (fail its pending
         # calls now) from a graceful stop (let its last answers arrive first).
-        self._broadcast(now=state not in _LIVE)
+        self._broadcast(now=state not in LIVE_STATES)
         if (
             not self._ready_logged
             and state is ActorState.RUNNING
@@ -479,7 +475,9 @@ class Supervisor:
             self._feed.changed()
 
     def _directory_recipients(self) -> list[bytes]:
-        live = [s.routing_id for s in self._slots if s.routing_id is not None and s.state in _LIVE]
+        live = [
+            s.routing_id for s in self._slots if s.routing_id is not None and s.state in LIVE_STATES
+        ]
         gateway = self.gateway.routing_id if self.gateway is not None else None
         return [*live, *self._shells, *([gateway] if gateway is not None else [])]
 
@@ -592,43 +590,8 @@ class Supervisor:
         self._send(routing_id, {"op": control.STATUS, "req": req, **status})
 
     async def collect_status(self) -> dict[str, Any]:
-        """The node's status: every actor with its worker's counters (waiting up to
-        ``STATS_TIMEOUT_S`` for them), the gateway's (``actrhost status``, ``/metrics``)."""
-        loop = asyncio.get_running_loop()
-        waits: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        for slot in self._slots:
-            if slot.routing_id is not None and slot.state in _LIVE:
-                self._next_req += 1
-                waits[slot.actr_id.serial_number] = future = loop.create_future()
-                self._stats_waiters[self._next_req] = future
-                self._send(slot.routing_id, {"op": control.STATS_REQUEST, "req": self._next_req})
-        gateway_stats: asyncio.Future[Any] | None = None
-        if self.gateway is not None:
-            self._next_req += 1
-            gateway_stats = asyncio.ensure_future(
-                self.gateway.stats(self._next_req, STATS_TIMEOUT_S)
-            )
-        if waits:
-            await asyncio.wait(waits.values(), timeout=STATS_TIMEOUT_S)
-        self._stats_waiters = {k: f for k, f in self._stats_waiters.items() if not f.done()}
-        actors = []
-        for slot in self._slots:
-            waiter = waits.get(slot.actr_id.serial_number)
-            stats = waiter.result() if waiter is not None and waiter.done() else {}
-            actors.append({**slot.entry().to_json(), "stats": stats, "error": slot.error})
-        return {
-            "node": self.config.node.name,
-            "run_dir": str(self.run_dir),
-            "segments_reclaimed": self.segments_reclaimed,
-            "workers_start": describe_worker_start(self._forkserver),
-            "metrics": self._metrics.url if self._metrics is not None else None,
-            "actors": actors,
-            "gateway": (
-                {**self.gateway.describe(), "stats": await gateway_stats}
-                if self.gateway is not None and gateway_stats is not None
-                else None
-            ),
-        }
+        """The node's status (``actrhost status``, ``/metrics``): see ``_node_status``."""
+        return await collect_status(self)
 
 
 def _bind_error(exc: OSError) -> str:
