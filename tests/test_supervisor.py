@@ -658,10 +658,16 @@ def test_the_routes_of_a_killed_shell_go_with_it(node_factory):
         assert shell.stdout.readline() == b"b'hi'\n"  # actors reach its route
         shell.kill()
         shell.wait(5)
-        time.sleep(2.5)  # the supervisor's sweep of gone Shells (every 2 s)
 
         async def go() -> None:
             async with actrhost.connect(node.config_path) as probe:
+                deadline = time.monotonic() + 10.0
+                while time.monotonic() < deadline:  # the supervisor's sweep (every 2 s)
+                    try:
+                        probe.directory.shell_for("test.Shell.Hello")
+                    except NotFound:
+                        break
+                    await asyncio.sleep(0.1)
                 started = time.monotonic()
                 with pytest.raises(NotFound, match="no Shell attached to this node serves"):
                     await probe.call("echo", "test.Echo.CallShell", b"x", timeout=10)
