@@ -730,20 +730,8 @@ def test_a_target_restarted_during_the_run_is_named_below_the_counts(node_factor
     killer = threading.Timer(1.0, os.kill, (victim, signal.SIGKILL))
     killer.start()
     try:
-        result, doc = load(
-            node.config_path,
-            tmp_path / "restarted.json",
-            "--target",
-            "target",
-            "--route",
-            "test.Load.Say",
-            "--rate",
-            "200",
-            "--duration",
-            "2s",
-            "--warmup",
-            "0",
-        )
+        args = "--target target --route test.Load.Say --rate 200 --duration 2s --warmup 0"
+        result, doc = load(node.config_path, tmp_path / "restarted.json", *args.split())
     finally:
         killer.join()
     (instance,) = [i for i in doc["node"]["instances"] if i["target"]]
@@ -755,27 +743,9 @@ def test_requests_the_in_flight_cap_held_back_past_the_end_are_counted(node_fact
     # 100 due in 1 s, but 2 at a time of 0.5 s each: most still wait for room when the
     # run's time is up (duration + timeout + 5 s). They used to vanish from the counts.
     node = node_factory(TARGET)
-    _, doc = load(
-        node.config_path,
-        tmp_path / "held.json",
-        "--target",
-        "target",
-        "--route",
-        "test.Load.Sleep",
-        "--payload",
-        "0.5",
-        "--rate",
-        "100",
-        "--concurrency",
-        "2",
-        "--duration",
-        "1s",
-        "--warmup",
-        "0",
-        "--timeout",
-        "1s",
-        "-q",
-    )
+    args = "--target target --route test.Load.Sleep --payload 0.5 --rate 100 --concurrency 2"
+    args += " --duration 1s --warmup 0 --timeout 1s -q"
+    _, doc = load(node.config_path, tmp_path / "held.json", *args.split())
     assert_counts_add_up(doc)
     counts = doc["counts"]
     assert counts["sent"] == 100
