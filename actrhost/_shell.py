@@ -204,8 +204,8 @@ class Shell:
         except OSError:
             pid = 0
         if (pid == 0 or process_gone(pid)) and not is_live(self.run_dir):
-            who = f"its supervisor, pid {pid}," if pid else "its supervisor"
-            raise Unavailable(f"no node running at {self.control_endpoint} ({who} died)")
+            why = f"its supervisor, pid {pid}, died" if pid else "nothing listens there"
+            raise Unavailable(f"no node running at {self.control_endpoint} ({why})")
 
     async def _watch_node(self, supervisor_pid: int) -> None:
         """A supervisor killed outright takes its workers with it and tells nobody: fail
