@@ -33,6 +33,12 @@ RESTART_POLICIES = ("permanent", "transient", "temporary")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 START_METHODS = ("forkserver", "spawn")
 PERMISSIONS = ("allow", "deny")
+#: ``[node] max_message_bytes``: its default and its bounds. The default is the default
+#: ring size: data larger than that belongs in a stream. 1 GiB is as far as a message
+#: over ZeroMQ stays sane (each is copied whole a few times on its way).
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MIN_MAX_MESSAGE_BYTES = 1024
+MAX_MAX_MESSAGE_BYTES = 1024 * 1024 * 1024
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 HANDLER_RE = re.compile(rf"{_IDENT}(?:\.{_IDENT})*:{_IDENT}")
@@ -99,6 +105,9 @@ class NodeConfig:
     shutdown_grace_s: float = 5.0
     log_level: str = "info"  # one of LOG_LEVELS
     hwm_messages: int = 10000  # ZeroMQ high-water mark of every socket
+    # The largest encoded request, tell or response an actor may send (streams are not
+    # bound by it): a payload over it fails at the sender, not in the receiver's memory.
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     # Folders searched for handler modules before the config's own folder (absolute), e.g.
     # [".."] for configs/ beside examples/.
     python_path: tuple[Path, ...] = ()

@@ -18,6 +18,8 @@ from typing import Any, NoReturn
 from ._config import (
     HANDLER_RE,
     LOG_LEVELS,
+    MAX_MAX_MESSAGE_BYTES,
+    MIN_MAX_MESSAGE_BYTES,
     PERMISSIONS,
     RESTART_POLICIES,
     START_METHODS,
@@ -143,6 +145,9 @@ class Loader:
             "shutdown_grace_s": partial(self.number, lo=0),
             "log_level": partial(self.choice, options=LOG_LEVELS),
             "hwm_messages": partial(self.integer, lo=1),
+            "max_message_bytes": partial(
+                self.integer, lo=MIN_MAX_MESSAGE_BYTES, hi=MAX_MAX_MESSAGE_BYTES
+            ),
             "python_path": lambda k, v: self.array(k, v, self.run_dir, "folder paths"),
             "start_method": partial(self.choice, options=START_METHODS),
             "metrics_listen": partial(self.url, kind="listen"),

@@ -46,6 +46,7 @@ def connect(config_or_endpoint: str | os.PathLike[str]) -> Shell:
         control_endpoint(run_dir_for(config)),
         threshold_bytes=config.shm.threshold_bytes,
         ring_bytes=config.shm.ring_bytes,
+        max_message_bytes=config.node.max_message_bytes,
     )
 
 
@@ -74,6 +75,7 @@ async def connect_when_running(
                     first.control_endpoint,
                     threshold_bytes=first.threshold_bytes,
                     ring_bytes=first.ring_bytes,
+                    max_message_bytes=first.max_message_bytes,
                 )
                 try:
                     await candidate.open()

@@ -11,7 +11,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from ._errors import BadRequest
+from ._errors import ActrError, BadRequest
 from ._ids import ActrId, ActrType, Realm
 from ._payload_type import PayloadType
 from .proto import actr_pb2
@@ -106,6 +106,13 @@ class Envelope:
     def __repr__(self) -> str:
         kind = {REQUEST: "request", RESPONSE: "response", TELL: "tell"}.get(self.direction, "?")
         return f"Envelope({kind} {self.route_key!r} id={self.request_id!r} from={self.source})"
+
+
+def error_response(request_id: str, error: ActrError) -> Envelope:
+    """The response that fails request ``request_id`` with ``error`` (code and text)."""
+    return Envelope(
+        RESPONSE, request_id=request_id, error_code=int(error.code), error_message=error.message
+    )
 
 
 # ActrId <-> bytes conversions are cached: a worker talks to a handful of peers, and

@@ -23,7 +23,14 @@ import zmq
 
 from . import _envelope as wire
 from ._envelope import Envelope, StreamFrame
-from ._errors import ActrError, BadRequest, DeadlineExceeded, Unavailable, error_from_code
+from ._errors import (
+    ActrError,
+    BadRequest,
+    DeadlineExceeded,
+    HandlerError,
+    Unavailable,
+    error_from_code,
+)
 from ._zmqloop import LoopSocket
 
 log = logging.getLogger(__name__)
@@ -114,9 +121,11 @@ class RpcEndpoint:
         *,
         hwm: int,
         name: str,
+        max_message_bytes: int,
         on_stream: StreamHandler | None = None,
     ) -> None:
         self.name = name
+        self.max_message_bytes = max_message_bytes
         self._on_stream = on_stream
         self.endpoint = bind_endpoint
         self.counters = Counters()
@@ -282,12 +291,13 @@ class RpcEndpoint:
         """
         if self._loop.time() >= deadline:
             raise DeadlineExceeded(f"deadline passed before {env.route_key!r} was sent")
+        data = self._encode_within_limit(env, "request")
         future: asyncio.Future[Envelope] = self._loop.create_future()
         pending = _Pending(endpoint, future)
         self._pending[env.request_id] = pending
         pending.timer = self._loop.call_at(deadline, self._expire, env.request_id)
         try:
-            await self.send(endpoint, wire.encode(env), deadline)
+            await self.send(endpoint, data, deadline)
             self.counters.calls_sent += 1
             response = await future
         finally:
@@ -308,13 +318,36 @@ class RpcEndpoint:
 
     async def tell(self, endpoint: str, env: Envelope, deadline: float) -> None:
         """Send a message that is never answered; returns once ZeroMQ has taken it."""
-        await self.send(endpoint, wire.encode(env), deadline)
+        await self.send(endpoint, self._encode_within_limit(env, "tell"), deadline)
         self.counters.tells_sent += 1
 
+    def _encode_within_limit(self, env: Envelope, what: str) -> bytes:
+        """The envelope's bytes; ``BadRequest`` when they exceed ``max_message_bytes``.
+
+        Checked here, at the sender, because a receiver can only drop what is too big
+        after it has taken it into memory (and ZeroMQ's own limit drops the connection).
+        """
+        data = wire.encode(env)
+        if len(data) > self.max_message_bytes:
+            raise BadRequest(
+                f"{what} {env.route_key!r} of {len(data)} bytes exceeds max_message_bytes "
+                f"({self.max_message_bytes}); send large data as a stream"
+            )
+        return data
+
     def reply(self, routing_id: bytes, env: Envelope) -> None:
-        """Send a response back to whoever sent the request (never blocks)."""
+        """Send a response back to whoever sent the request (never blocks). A response
+        over ``max_message_bytes`` is replaced by a ``HandlerError`` saying so."""
+        data = wire.encode(env)
+        if len(data) > self.max_message_bytes:
+            error = (
+                f"response of {len(data)} bytes exceeds the callee's max_message_bytes "
+                f"({self.max_message_bytes})"
+            )
+            log.warning("%r: %s (request %s)", self, error, env.request_id)
+            data = wire.encode(wire.error_response(env.request_id, HandlerError(error)))
         try:
-            self._router.send_multipart_nowait([routing_id, wire.encode(env)])
+            self._router.send_multipart_nowait([routing_id, data])
         except zmq.ZMQError as exc:
             # EHOSTUNREACH: the caller is gone; EAGAIN: its queue is full. Either way the
             # caller's own deadline or death notice settles its side.

@@ -21,6 +21,7 @@ from typing import Any
 import zmq
 
 from . import _control as control
+from ._config import DEFAULT_MAX_MESSAGE_BYTES
 from ._context import DEFAULT_TIMEOUT_S, decode_message, encode_message
 from ._directory import ActorState, Directory, discover_via, gone_error
 from ._envelope import (
@@ -66,7 +67,8 @@ NODE_WATCH_S = 0.25
 SHELL_HWM = 10000
 #: How long closing a Shell waits for queued tells and frames to leave.
 CLOSE_LINGER_MS = 2000
-#: [shm] defaults, for a Shell given only a control endpoint.
+#: [shm] defaults, for a Shell given only a control endpoint (and [node]
+#: max_message_bytes).
 DEFAULT_THRESHOLD_BYTES = 65536
 DEFAULT_RING_BYTES = 64 * 1024 * 1024
 
@@ -108,10 +110,12 @@ class Shell:
         *,
         threshold_bytes: int = DEFAULT_THRESHOLD_BYTES,
         ring_bytes: int = DEFAULT_RING_BYTES,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self.control_endpoint = control_endpoint
         self.threshold_bytes = threshold_bytes
         self.ring_bytes = ring_bytes
+        self.max_message_bytes = max_message_bytes
         self._stream_keys: set[str] = set()
         self.run_dir = Path(control_endpoint.removeprefix("ipc://")).parent
         self.directory = Directory()
@@ -158,6 +162,7 @@ class Shell:
                 self._on_request,
                 hwm=SHELL_HWM,
                 name="shell",
+                max_message_bytes=self.max_message_bytes,
                 on_stream=self._on_stream,
             )
         except zmq.ZMQError as exc:

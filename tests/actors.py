@@ -57,6 +57,10 @@ class Echo(Actor):
             ]
         ).encode()
 
+    @rpc("test.Echo.Repeat")
+    async def repeat(self, ctx: Context, request: bytes) -> bytes:
+        return b"r" * int(request)
+
     @rpc("test.Echo.Upper")
     async def upper(self, ctx: Context, request: StringValue) -> StringValue:
         return StringValue(value=request.value.upper())

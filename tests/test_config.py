@@ -77,6 +77,7 @@ def test_minimal_config_has_every_default(tmp_path: Path) -> None:
     assert (config.node.log_level, config.node.hwm_messages) == ("info", 10000)
     assert (config.node.start_method, config.node.metrics_listen) == ("forkserver", None)
     assert config.node.route_timings is True
+    assert config.node.max_message_bytes == 64 * 1024 * 1024
     assert (echo.instances, echo.restart, echo.max_restarts, echo.restart_window_s) == (
         1,
         "permanent",
@@ -248,7 +249,8 @@ BROKEN = [
     (
         NODE + 'nme = "x"\n' + ACTOR,
         "node.nme: unknown key (allowed: name, realm, run_dir, shutdown_grace_s, log_level, "
-        "hwm_messages, python_path, start_method, metrics_listen, route_timings)",
+        "hwm_messages, max_message_bytes, python_path, start_method, metrics_listen, "
+        "route_timings)",
     ),
     (
         NODE + 'log_level = "verbose"\n' + ACTOR,
@@ -271,6 +273,10 @@ BROKEN = [
         NODE + "metrics_listen = 9464\n" + ACTOR,
         "node.metrics_listen: must be 'host:port' with a port from 0 to 65535, e.g. "
         "'127.0.0.1:0' (got 9464)",
+    ),
+    (
+        NODE + "max_message_bytes = 1000\n" + ACTOR,
+        "node.max_message_bytes: must be an integer from 1024 to 1073741824 (got 1000)",
     ),
     (
         NODE + "hwm_messages = 0\n" + ACTOR,

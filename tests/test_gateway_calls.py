@@ -12,9 +12,18 @@ import pytest
 
 pytest.importorskip("aiortc")
 
-from actrhost import DeadlineExceeded, HandlerError, NotFound, PermissionDenied, Unavailable
+from actrhost import (
+    BadRequest,
+    DeadlineExceeded,
+    HandlerError,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
+from actrhost._config import DEFAULT_MAX_MESSAGE_BYTES
 from actrhost._ids import ActrId, ActrType, Realm
 from actrhost._payload_type import PayloadType
+from actrhost.gateway._framing import MAX_FRAME_BYTES
 from actrhost.gateway._testing import UNLISTED, HarnessNode, LoopRunner, start_nodes
 from actrhost.signaling._testing import ServerProcess
 
@@ -133,6 +142,26 @@ def test_tell_arrives_and_is_never_answered(pair: Pair) -> None:
     run(b.wait_for(lambda: len(received.tells) >= 20, 10, "20 tells"))
     assert [p for _route, p, _src in received.tells[-20:]] == [b"%d" % i for i in range(20)]
     assert received.tells[-1][2] == a.ids["client"]
+
+
+def test_a_message_too_large_to_cross_fails_at_once_and_the_link_stays(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    run = pair.runner.run
+    endpoints = (a.workers["client"].rpc, b.workers["echo"].rpc)
+    for rpc in endpoints:  # as on nodes whose max_message_bytes allows more than crosses
+        rpc.max_message_bytes = 2 * MAX_FRAME_BYTES
+    try:
+        started = time.monotonic()
+        with pytest.raises(BadRequest, match=r"request .echo. of .* another node may carry"):
+            run(a.call("client", b.ids["echo"], "echo", bytes(MAX_FRAME_BYTES), timeout_s=20))
+        with pytest.raises(HandlerError, match=r"response of .* another node may carry"):
+            size = b"%d" % MAX_FRAME_BYTES
+            run(a.call("client", b.ids["echo"], "repeat", size, timeout_s=20))
+        assert time.monotonic() - started < 10  # answered, not left to the deadline
+        assert run(a.call("client", b.ids["echo"], "echo", b"still open")) == b"still open"
+    finally:
+        for rpc in endpoints:
+            rpc.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
 
 
 def test_target_not_running_is_unavailable_at_once(pair: Pair) -> None:

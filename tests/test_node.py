@@ -325,6 +325,26 @@ def test_names_and_numbers_a_frame_cannot_carry_fail_at_the_sender(node):
     run(go())
 
 
+def test_a_message_over_max_message_bytes_fails_at_its_sender(node_factory):
+    node = node_factory(ACTORS, "max_message_bytes = 65536\n")
+    too_big = "exceeds max_message_bytes \\(65536\\); send large data as a stream"
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            fits = b"f" * 65000
+            assert await shell.call("echo", "test.Echo.Say", fits) == fits
+            with pytest.raises(actrhost.BadRequest, match=r"request .test.Echo.Say. .*" + too_big):
+                await shell.call("echo", "test.Echo.Say", b"x" * 65536)
+            with pytest.raises(actrhost.BadRequest, match=r"tell .test.Echo.Say. .*" + too_big):
+                await shell.tell("echo", "test.Echo.Say", b"x" * 65536)
+            # The callee's answer is held to the same limit: its caller hears why.
+            with pytest.raises(HandlerError, match=r"response of .* exceeds the callee's"):
+                await shell.call("echo", "test.Echo.Repeat", b"70000")
+            assert await shell.call("echo", "test.Echo.Repeat", b"3") == b"rrr"
+
+    run(go())
+
+
 def test_connect_to_a_node_that_is_not_running(tmp_path):
     config = tmp_path / "n.toml"
     config.write_text(

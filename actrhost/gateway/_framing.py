@@ -41,6 +41,8 @@ PART_HEADER_BYTES = _PART.size
 #: Largest frame a peer may send in parts; larger ones are refused as malformed. A
 #: stream chunk read from a shared-memory ring is at most a ring (64 MiB by default).
 MAX_FRAME_BYTES = 128 * 1024 * 1024
+#: What a frame's header may grow by when the gateway rewrites it (see fits_between_nodes).
+HEADER_ROOM_BYTES = 1024
 _MAX_PARTS = 0xFFFF
 
 
@@ -70,6 +72,22 @@ def batch_size(frame: bytes) -> int:
     return _LENGTH.size + len(frame)
 
 
+def fits_between_nodes(size_bytes: int) -> bool:
+    """Whether a local frame of ``size_bytes`` can go to another node once the gateway
+    has rewritten its header (ids, deadline; at most a few bytes longer). Checked on the
+    size as received, so a frame too large is refused without encoding it again (0.4 s
+    for 128 MiB, long enough to starve the keepalives)."""
+    return size_bytes <= MAX_FRAME_BYTES - HEADER_ROOM_BYTES
+
+
+def too_large(what: str, size_bytes: int) -> str:
+    """Why a frame of ``size_bytes`` may not go to another node."""
+    return (
+        f"{what} of {size_bytes} bytes exceeds the {MAX_FRAME_BYTES} bytes a message to "
+        "another node may carry"
+    )
+
+
 def split_frame(frame: bytes, message_id: int, max_message_bytes: int) -> Iterator[bytes]:
     """The data-channel messages carrying ``frame``: one, or parts of at most
     ``max_message_bytes`` each. Raises ValueError for a frame over :data:`MAX_FRAME_BYTES`.
@@ -78,7 +96,7 @@ def split_frame(frame: bytes, message_id: int, max_message_bytes: int) -> Iterat
         yield b"\x01" + frame
         return
     if len(frame) > MAX_FRAME_BYTES:
-        raise ValueError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME_BYTES} bytes")
+        raise ValueError(too_large("frame", len(frame)))
     room = max_message_bytes - PART_HEADER_BYTES
     count = -(-len(frame) // room)
     if count > _MAX_PARTS:

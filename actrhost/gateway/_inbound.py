@@ -23,11 +23,12 @@ from .. import _envelope as wire
 from .._config import ActorConfig
 from .._directory import ActorEntry, ActorState, Directory, gone_error
 from .._envelope import REQUEST, RESPONSE, Envelope, StreamFrame
-from .._errors import ActrError, BadRequest, NotFound, Unavailable
+from .._errors import ActrError, BadRequest, HandlerError, NotFound, Unavailable
 from .._ids import ActrId
 from .._payload_type import PayloadType
 from .._rpc import GRACEFUL_ANSWER_WAIT_S, configure_socket
 from .._zmqloop import LoopSocket
+from . import _framing as framing
 from ._counters import GatewayCounters
 from ._outbound import NO_DEADLINE_S, _OutCall
 from ._peer import PeerConnection
@@ -330,10 +331,7 @@ class Inbound(Trust):
     def _reply_remote(
         self, pc: PeerConnection, lane: int, request_id: str, error: ActrError
     ) -> None:
-        env = Envelope(
-            RESPONSE, request_id=request_id, error_code=int(error.code), error_message=error.message
-        )
-        pc.enqueue(lane, wire.encode(env))
+        pc.enqueue(lane, wire.encode(wire.error_response(request_id, error)))
 
     def _dealer(self, endpoint: str) -> LoopSocket:
         dealer = self._dealers.get(endpoint)
@@ -362,6 +360,11 @@ class Inbound(Trust):
             self.counters.late_responses += 1
             return
         call.timer.cancel()
+        if not framing.fits_between_nodes(len(parts[-1])):
+            # Allowed by this node's max_message_bytes, but more than crosses to another.
+            self.counters.undeliverable += 1
+            error = HandlerError(framing.too_large("response", len(parts[-1])))
+            env = wire.error_response(env.request_id, error)
         env.request_id = call.request_id
         self._send_link(call.pc, call.lane, wire.encode(env))
 

@@ -39,6 +39,7 @@ from .._ring_readers import RingReaders
 from .._zmqloop import LoopSocket
 from ..shm import Descriptor
 from ..signaling import RoleNegotiation
+from . import _framing as framing
 from ._counters import GatewayCounters
 from ._media import is_track_sample
 from ._peer import PeerConnection
@@ -133,11 +134,19 @@ class Outbound:
             if item.direction == REQUEST:
                 self._spawn(self._discover(item, routing_id))
         else:
-            self._call_out(item, routing_id)
+            self._call_out(item, routing_id, len(data))
 
-    def _call_out(self, env: Envelope, routing_id: bytes) -> None:
+    def _call_out(self, env: Envelope, routing_id: bytes, size_bytes: int) -> None:
         is_request = env.direction == REQUEST
         target = env.target
+        if not framing.fits_between_nodes(size_bytes):
+            # The sender's max_message_bytes may allow more than crosses between nodes:
+            # say so now rather than drop it on the link and let the caller wait.
+            self.counters.undeliverable += 1
+            if is_request:
+                error = BadRequest(framing.too_large(f"request {env.route_key!r}", size_bytes))
+                self._reply_local(routing_id, env.request_id, error)
+            return
         if target is None:
             if is_request:
                 self._reply_local(
@@ -373,10 +382,7 @@ class Outbound:
         self._reply_local(call.routing_id, call.request_id, error)
 
     def _reply_local(self, routing_id: bytes, request_id: str, error: ActrError) -> None:
-        env = Envelope(
-            RESPONSE, request_id=request_id, error_code=int(error.code), error_message=error.message
-        )
-        self._send_router(routing_id, wire.encode(env))
+        self._send_router(routing_id, wire.encode(wire.error_response(request_id, error)))
 
     def _send_router(self, routing_id: bytes, data: bytes) -> None:
         try:

@@ -32,6 +32,7 @@ import zmq
 
 from .. import _control as control
 from .. import _envelope as wire
+from .._config import DEFAULT_MAX_MESSAGE_BYTES
 from .._envelope import MEDIA, REQUEST, RESPONSE, STREAM, TELL, Envelope, StreamFrame
 from .._errors import ActrError, DeadlineExceeded, HandlerError, NotFound
 from .._ids import ActrId
@@ -80,7 +81,13 @@ class _FakeWorker:
         self.endpoint = endpoint
         self.received = Received()
         self.rpc = RpcEndpoint(
-            zctx, endpoint, self._on_request, hwm=hwm, name=name, on_stream=self._on_stream
+            zctx,
+            endpoint,
+            self._on_request,
+            hwm=hwm,
+            name=name,
+            max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES,
+            on_stream=self._on_stream,
         )
         self.actr_id: ActrId | None = None
 
@@ -97,6 +104,8 @@ class _FakeWorker:
         elif env.route_key == "deadline":
             remaining_ms = (env.deadline_ns - time.monotonic_ns()) // 1_000_000
             self._answer(env, routing_id, str(remaining_ms).encode())
+        elif env.route_key == "repeat":  # a large answer to a small request
+            self._answer(env, routing_id, b"r" * int(env.payload))
         elif env.route_key == "fail":
             self._error(env, routing_id, HandlerError("ValueError: asked to fail"))
         else:
@@ -106,10 +115,7 @@ class _FakeWorker:
         self.rpc.reply(routing_id, Envelope(RESPONSE, payload=payload, request_id=env.request_id))
 
     def _error(self, env: Envelope, routing_id: bytes, exc: ActrError) -> None:
-        response = Envelope(
-            RESPONSE, request_id=env.request_id, error_code=int(exc.code), error_message=exc.message
-        )
-        self.rpc.reply(routing_id, response)
+        self.rpc.reply(routing_id, wire.error_response(env.request_id, exc))
 
     def _on_stream(self, frame: StreamFrame) -> None:
         if frame.kind == STREAM:

@@ -21,7 +21,7 @@ from .._actor import Actor, Route, collect_routes
 from .._config import Config
 from .._context import Context, Dest, decode_message
 from .._directory import BARRIER_ROUTE, ActorState, Directory, discover_via, gone_error
-from .._envelope import REQUEST, RESPONSE, TELL, Envelope, StreamFrame
+from .._envelope import REQUEST, RESPONSE, TELL, Envelope, StreamFrame, error_response
 from .._errors import (
     ActrError,
     HandlerError,
@@ -117,6 +117,7 @@ class Worker:
             self._on_request,
             hwm=config.node.hwm_messages,
             name=self.label,
+            max_message_bytes=config.node.max_message_bytes,
             on_stream=self._on_stream,
         )
         # Either backlog being full stops reading the socket; both must have room again.
@@ -433,15 +434,7 @@ class Worker:
         self._early_frames = []
 
     def _reply_error(self, env: Envelope, routing_id: bytes, error: ActrError) -> None:
-        self.rpc.reply(
-            routing_id,
-            Envelope(
-                RESPONSE,
-                request_id=env.request_id,
-                error_code=int(error.code),
-                error_message=error.message,
-            ),
-        )
+        self.rpc.reply(routing_id, error_response(env.request_id, error))
 
     def _on_stream(self, frame: StreamFrame) -> None:
         source = frame.source
