@@ -9,6 +9,7 @@ import time
 import pytest
 
 import actrhost
+from actrhost.workers._mailbox import Mailbox
 
 from .utils import run
 
@@ -46,6 +47,69 @@ def test_signal_lane_is_served_before_a_reliable_backlog(node_factory):
             assert seen == ["block", "urgent:u", "j"] + [str(n) for n in range(20)]
 
     run(go())
+
+
+def test_one_senders_burst_starts_in_order_with_many_handler_slots(node_factory):
+    # The default max_concurrency (64): handlers that finish at once must still start in
+    # the order sent, and a call after tells must find every tell handled.
+    node = node_factory(
+        """
+        [[actor]]
+        name = "rec"
+        type = "test+Recorder"
+        handler = "actors:Recorder"
+        """
+    )
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            for n in range(300):
+                await shell.tell("rec", "test.Recorder.Note", str(n).encode())
+            calls = [shell.call("rec", "test.Recorder.Note", b"c%d" % n) for n in range(100)]
+            await asyncio.gather(*calls)
+            seen = (await shell.call("rec", "test.Recorder.Seen", b"")).decode().split(",")
+            assert seen == [str(n) for n in range(300)] + [f"c{n}" for n in range(100)]
+
+    run(go())
+
+
+def test_mailbox_starts_items_in_queue_order():
+    async def go():
+        started: list[int] = []
+
+        async def job(item: int) -> None:
+            started.append(item)
+            if item % 3 == 0:
+                await asyncio.sleep(0)  # some suspend, most finish at once
+
+        mailbox = Mailbox(
+            job, capacity=1000, max_concurrency=64, on_full=lambda: None, on_space=lambda: None
+        )
+        for n in range(500):
+            mailbox.put(n, signal=False)
+        assert await mailbox.wait_idle(5)
+        assert started == list(range(500))
+        assert mailbox.running == 0
+
+    asyncio.run(go())
+
+
+def test_a_stop_cancelling_runners_not_yet_started_leaves_the_mailbox_idle():
+    async def go():
+        async def job(item: int) -> None:
+            await asyncio.sleep(10)
+
+        mailbox = Mailbox(
+            job, capacity=100, max_concurrency=4, on_full=lambda: None, on_space=lambda: None
+        )
+        for n in range(8):
+            mailbox.put(n, signal=False)
+        mailbox.cancel_running()  # before any runner ran
+        assert mailbox.running == 0
+        assert mailbox.drop_queued() == list(range(8))
+        assert await mailbox.wait_idle(1)
+
+    asyncio.run(go())
 
 
 def test_full_mailbox_pushes_back_without_losing_messages(node_factory):
