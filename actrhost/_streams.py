@@ -458,14 +458,20 @@ class StreamReceiver:
         queue = self._queues.get(key)
         if queue is None or queue.callback is not callback:
             queue = self._queues[key] = _Queue(callback)
-        if frame.payload_type in LOSSY_LANES:
-            # Newest wins: whatever still waits behind a slow callback is stale now.
-            while queue.items:
-                _old, old_descriptor = queue.items.popleft()
+        if frame.payload_type in LOSSY_LANES and queue.items:
+            # Newest wins: lossy chunks still waiting behind a slow callback are stale
+            # now. Reliable ones of the same stream id stay: they promise delivery (until
+            # 2026-12-02 a latency-first chunk dropped them too).
+            kept: deque[tuple[StreamFrame, Descriptor | None]] = deque()
+            for old, old_descriptor in queue.items:
+                if old.payload_type not in LOSSY_LANES:
+                    kept.append((old, old_descriptor))
+                    continue
                 self._backlog -= 1
                 self.counters.dropped_receiver += 1
                 if old_descriptor is not None:
                     self._retire(old_descriptor)
+            queue.items = kept
         queue.items.append((frame, descriptor))
         self._backlog += 1
         if not queue.running:

@@ -15,8 +15,11 @@ import numpy as np
 import pytest
 
 import actrhost
-from actrhost import BadRequest, DataStream, MediaSample, Unavailable
+from actrhost import BadRequest, DataStream, MediaSample, PayloadType, Unavailable
+from actrhost import _envelope as wire
+from actrhost._envelope import StreamFrame
 from actrhost._rundir import node_prefix
+from actrhost._streams import StreamReceiver
 from actrhost.shm import RingWriter, node_segment_prefix, segment_name, unlink_prefix
 
 from .utils import pid_alive, run, wait_until
@@ -198,6 +201,39 @@ def test_slow_consumer_latency_first_drops_and_delivers_the_latest(node):
             assert len(got) + dropped == len(sent)
 
     run(go(), 60)
+
+
+def test_a_latency_first_chunk_drops_only_lossy_chunks_queued_before_it():
+    reliable, lossy = PayloadType.STREAM_RELIABLE, PayloadType.STREAM_LATENCY_FIRST
+
+    async def go():
+        got: list[int] = []
+        gate = asyncio.Event()
+
+        async def callback(chunk: DataStream, sender: object) -> None:
+            await gate.wait()  # a slow callback: everything below queues behind it
+            got.append(chunk.sequence)
+
+        receiver = StreamReceiver(
+            node_prefix=f"t{os.getpid()}",
+            capacity=100,
+            on_full=lambda: None,
+            on_space=lambda: None,
+        )
+        receiver.register(wire.STREAM, "s", callback)
+        for sequence, lane in enumerate([reliable, reliable, reliable, lossy, reliable, lossy]):
+            frame = StreamFrame(wire.STREAM, "s", payload_type=lane, sequence=sequence)
+            receiver.on_frame(frame)
+        gate.set()
+        async with asyncio.timeout(5):
+            while len(got) < 5:
+                await asyncio.sleep(0.01)
+        # Lossy 3 was stale once lossy 5 came; the reliable chunks around it are kept.
+        assert got == [0, 1, 2, 4, 5]
+        assert receiver.counters.dropped_receiver == 1
+        receiver.close()
+
+    run(go())
 
 
 def test_unregistered_stream_and_failing_callback_are_counted(node):
