@@ -55,6 +55,7 @@ async def connect_when_running(
     timeout: float,
     *,
     alive: Callable[[], bool] | None = None,
+    supervisor_pid: int | None = None,
 ) -> Shell:
     """An attached Shell once the node runs every actor instance, waiting for the node
     to start if need be (``actrhost wait``, ``actrhost.testing``).
@@ -62,6 +63,9 @@ async def connect_when_running(
     Raises ``Unavailable`` when that takes longer than ``timeout`` seconds, and at once
     when ``alive()`` (the caller's check on the node's process, if it has one) turns
     false or an instance has failed for good. The caller closes the Shell.
+    With ``supervisor_pid``, only the node that process supervises counts: another node
+    already running from the config (which the caller's will refuse to replace) is not
+    attached to, so the caller learns of its own node's exit instead.
     """
     deadline = time.monotonic() + timeout
     first = connect(config_or_endpoint)  # reads the config once
@@ -82,6 +86,9 @@ async def connect_when_running(
                     shell = candidate
                 except Unavailable:
                     pass  # not listening yet (open() closed what it made)
+                if shell is not None and supervisor_pid not in (None, shell.supervisor_pid):
+                    await shell.aclose()  # another node's: wait for ours (or its exit)
+                    shell = None
             if shell is not None:
                 actors = await shell.actors()
                 ended = [

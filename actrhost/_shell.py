@@ -196,6 +196,11 @@ class Shell:
             self._supervisor_pid = int((self.run_dir / PID_FILE).read_text())
             self._spawn(self._watch_node(self._supervisor_pid))
 
+    @property
+    def supervisor_pid(self) -> int:
+        """Process id of the attached node's supervisor (0 if its pid file was unreadable)."""
+        return self._supervisor_pid
+
     def _refuse_a_dead_node(self) -> None:
         """Fail at once, not after ATTACH_TIMEOUT_S, in the run dir of a node that was
         killed: nobody listens, and the pid file names a dead supervisor (all killed at

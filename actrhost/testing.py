@@ -120,7 +120,10 @@ async def _attach_when_running(
 ) -> Shell:
     try:
         return await connect_when_running(
-            config_path, timeout_s, alive=lambda: process.poll() is None
+            config_path,
+            timeout_s,
+            alive=lambda: process.poll() is None,
+            supervisor_pid=process.pid,
         )
     except Unavailable as exc:
         if process.poll() is not None:

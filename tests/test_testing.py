@@ -47,6 +47,22 @@ def test_a_running_node_answers_and_is_gone_after_the_block(tmp_path: Path) -> N
     assert not run_dir_for(load_config(config)).exists()
 
 
+def test_a_node_already_running_from_the_config_is_not_handed_out_as_the_blocks(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path, ECHO)
+
+    async def go() -> None:
+        async with running_node(config) as first:
+            with pytest.raises(NodeFailed, match="exited with status 1 before") as info:
+                async with running_node(config):
+                    raise AssertionError("the block must not run against the first node")
+            assert "already running" in str(info.value)
+            assert await first.shell.call("echo", "test.Echo.Say", b"still", timeout=5) == b"still"
+
+    asyncio.run(asyncio.wait_for(go(), 60))
+
+
 def test_a_node_that_cannot_start_fails_fast_quoting_its_log(tmp_path: Path) -> None:
     config = write_config(
         tmp_path, '[[actor]]\nname = "bad"\ntype = "test+Bad"\nhandler = "actors:NoSuchClass"\n'
