@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ._envelope import MEDIA, STREAM, StreamFrame, checked_key
@@ -12,14 +11,12 @@ from ._ids import ActrId, ActrType
 from ._payload_type import PayloadType
 from ._payloads import DataStream, MediaSample
 from ._rpc import deadline_after
-from ._streams import chunk_frame, sample_frame
+from ._streams import StreamCallback, chunk_frame, sample_frame
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
 
 DEFAULT_TIMEOUT_S = 30.0
-
-StreamCallback = Callable[[Any, "ActrId | None"], Awaitable[None]]
 
 
 class Dest:
@@ -106,7 +103,9 @@ def encode_message(message: bytes | bytearray | memoryview | Message | None) -> 
         return bytes(message)
     serialize = getattr(message, "SerializeToString", None)
     if serialize is None:
-        raise BadRequest(f"cannot send a {type(message).__name__}: use bytes or a protobuf message")
+        raise BadRequest(
+            f"cannot send a value of type {type(message).__name__}: use bytes or a protobuf message"
+        )
     return serialize()
 
 
@@ -243,7 +242,8 @@ class Context:
 
         Chunks of one stream run one at a time, in order; different streams concurrently.
         ``chunk.payload`` is a zero-copy view valid until the callback returns. A callback
-        that raises is logged and counted, and the stream goes on.
+        that raises is logged and counted, and the stream goes on. A plain (not async)
+        function works too, run as the chunk arrives.
         """
         self._runtime.register_stream_callback(STREAM, stream_id, callback)
 

@@ -88,6 +88,8 @@ def deadline_after(now: float, timeout: float) -> float:
     """``now + timeout``; raises ValueError for a timeout that is not a number of seconds
     up to :data:`MAX_TIMEOUT_S` (NaN, infinite, huge). Zero or less is a deadline that
     has passed: the call fails with DeadlineExceeded, as any late one."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"timeout must be a number of seconds, not {timeout!r}")
     if not timeout <= MAX_TIMEOUT_S:  # also NaN
         raise ValueError(f"timeout must be a number of seconds up to 1 year, not {timeout!r}")
     return now + timeout

@@ -36,6 +36,7 @@ from ._envelope import (
 )
 from ._errors import (
     ActrError,
+    BadRequest,
     ClosedResourceError,
     HandlerError,
     NotFound,
@@ -515,7 +516,10 @@ class Shell:
             handler, request_type = entry
             try:
                 result = await handler(decode_message(env.payload, request_type), env.source)
-                payload = encode_message(result)
+                try:
+                    payload = encode_message(result)
+                except BadRequest as exc:  # the handler's fault, as for an actor's answer
+                    raise HandlerError(f"the handler's answer: {exc.message}") from None
             except ActrError as exc:
                 error = exc
             except Exception as exc:

@@ -45,7 +45,8 @@ from .shm import (
 
 log = logging.getLogger(__name__)
 
-StreamCallback = Callable[[Any, ActrId | None], Awaitable[None]]
+#: ``async def cb(chunk, sender)``; a plain function returning None works too.
+StreamCallback = Callable[[Any, ActrId | None], Awaitable[None] | None]
 
 #: Lanes that drop under pressure instead of waiting.
 LOSSY_LANES = frozenset({PayloadType.STREAM_LATENCY_FIRST, PayloadType.MEDIA_RTP})
@@ -509,7 +510,9 @@ class StreamReceiver:
                         if frame.kind == wire.STREAM
                         else MediaSample(value, frame.timestamp, frame.codec, frame.media_type)
                     )
-                    await queue.callback(item, frame.source)
+                    pending = queue.callback(item, frame.source)
+                    if pending is not None:  # None: a plain function, done already
+                        await pending
                 except asyncio.CancelledError:
                     raise
                 except Exception:

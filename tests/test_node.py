@@ -290,6 +290,15 @@ def test_actor_calls_the_shell(node):
             async with actrhost.connect(node.config_path) as shell:
                 shell.on_rpc("test.Shell.Hello")(hello)
                 assert (await shell.call("echo", "test.Echo.CallShell", b"y")).endswith(b": y")
+        async with actrhost.connect(node.config_path) as shell:
+
+            @shell.on_rpc("test.Shell.Hello")
+            async def bad_answer(request: bytes, caller: ActrId | None) -> str:
+                return "a str"
+
+            # The Shell handler's fault (500), as for an actor's answer; it was 400.
+            with pytest.raises(HandlerError, match="the handler's answer: cannot send a value"):
+                await shell.call("echo", "test.Echo.CallShell", b"z")
 
     run(go())
 
@@ -312,6 +321,11 @@ def test_names_and_numbers_a_frame_cannot_carry_fail_at_the_sender(node):
                     shell.send_media_sample("echo", "t", MediaSample(b"x", 1 << 32)),
                     ValueError,
                     r"timestamp must be in \[0, 4294967295\]",
+                ),
+                (
+                    shell.call("echo", "test.Echo.Say", timeout=None),
+                    TypeError,
+                    "timeout must be a number of seconds, not None",
                 ),
             ]:
                 with pytest.raises(error, match=match):
@@ -373,7 +387,9 @@ def test_what_users_get_wrong_gets_a_clear_answer(node_factory):
             assert await shell.call("q", "test.Quirks.Ticks") == b"1"
             # An answer that cannot be encoded is the handler's failure (500), not the
             # caller's bad request (400).
-            with pytest.raises(HandlerError, match="the handler's answer: cannot send a str"):
+            with pytest.raises(
+                HandlerError, match="the handler's answer: cannot send a value of type str"
+            ):
                 await shell.call("q", "test.Quirks.BadAnswer")
             assert (
                 await shell.call("q", "test.Quirks.IdAsDest")

@@ -236,6 +236,31 @@ def test_a_latency_first_chunk_drops_only_lossy_chunks_queued_before_it():
     run(go())
 
 
+def test_a_plain_function_works_as_a_stream_callback():
+    async def go():
+        got: list[tuple[int, bytes]] = []
+        receiver = StreamReceiver(
+            node_prefix=f"t{os.getpid()}", capacity=100, on_full=lambda: None, on_space=lambda: None
+        )
+        receiver.register(
+            wire.STREAM,
+            "s",
+            lambda chunk, sender: got.append((chunk.sequence, bytes(chunk.payload))),
+        )
+        for sequence in range(3):
+            receiver.on_frame(
+                StreamFrame(wire.STREAM, "s", sequence=sequence, payload=b"p%d" % sequence)
+            )
+        async with asyncio.timeout(5):
+            while len(got) < 3:
+                await asyncio.sleep(0.01)
+        assert got == [(0, b"p0"), (1, b"p1"), (2, b"p2")]
+        assert receiver.counters.callback_errors == 0
+        receiver.close()
+
+    run(go())
+
+
 def test_unregistered_stream_and_failing_callback_are_counted(node):
     async def go():
         async with actrhost.connect(node.config_path) as shell:
