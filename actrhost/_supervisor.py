@@ -38,6 +38,7 @@ from ._worker_start import (
     end_adopted_processes,
     reap_orphans,
     spawn_worker,
+    wait_or_kill,
 )
 from ._zmqloop import LoopSocket
 from .shm import node_segment_prefix, unlink_prefix
@@ -64,6 +65,7 @@ class Supervisor:
         self._stats_waiters: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next_req = 0
         self._shutdown = asyncio.Event()
+        self._hurry = asyncio.Event()  # a second SIGINT/SIGTERM while stopping: kill now
         self._stopping = False
         self._ready_logged = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -241,9 +243,15 @@ class Supervisor:
         os.close(self._run_dir_lock)  # after the removal: the next node starts afresh
 
     def request_shutdown(self) -> None:
-        """Begin a graceful shutdown (idempotent)."""
+        """Begin a graceful shutdown; asked again (a second Ctrl-C), stop waiting for
+        workers to finish and kill those still running."""
         if not self._shutdown.is_set():
             log.info("node %r: shutting down", self.config.node.name)
+        elif self._stopping and not self._hurry.is_set():
+            log.warning(
+                "node %r: asked again: killing workers still running", self.config.node.name
+            )
+            self._hurry.set()
         self._shutdown.set()
 
     async def _sweep_after_gone_shells(self) -> None:
@@ -324,6 +332,10 @@ class Supervisor:
                 # Nobody of ours asked: a SIGTERM from outside, or the actor's sys.exit(0).
                 log.warning("%s (pid %s) stopped by itself (exit code 0)", slot.label, process.pid)
             self._set_state(slot, ActorState.STOPPED)
+        elif self._stopping and code == -signal.SIGKILL:
+            # Ours, after the "did not stop in time" (or second Ctrl-C) warning above.
+            log.warning("%s (pid %s) killed at stop", slot.label, process.pid)
+            self._set_state(slot, ActorState.DEAD)
         elif slot.state is not ActorState.FAILED:
             log.error("%s (pid %s) died with %s", slot.label, process.pid, describe_exit(code))
             self._set_state(slot, ActorState.DEAD)
@@ -372,18 +384,8 @@ class Supervisor:
             elif slot.process is not None and slot.process.returncode is None:
                 slot.process.terminate()  # not yet talking to us: SIGTERM is its stop
         processes = [s.process for s in self._slots if s.process is not None]
-        waits = [p.wait() for p in processes if p.returncode is None]
-        if waits:
-            timeout = self.config.node.shutdown_grace_s + KILL_AFTER_S
-            _done, pending = await asyncio.wait(
-                [asyncio.ensure_future(w) for w in waits], timeout=timeout
-            )
-            if pending:
-                log.warning("%d worker(s) did not stop in %.1fs: killing", len(pending), timeout)
-                for process in processes:
-                    if process.returncode is None:
-                        process.kill()
-                await asyncio.wait(pending, timeout=KILL_AFTER_S)
+        timeout = self.config.node.shutdown_grace_s + KILL_AFTER_S
+        await wait_or_kill(processes, timeout, self._hurry, KILL_AFTER_S)
         if self._forkserver is not None:
             await self._forkserver.close()
         if self.gateway is not None:

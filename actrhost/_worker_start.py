@@ -286,6 +286,28 @@ def describe_worker_start(forkserver: ForkServer | None) -> dict[str, Any]:
     }
 
 
+async def wait_or_kill(
+    processes: list[WorkerProcess], timeout_s: float, hurry: asyncio.Event, kill_wait_s: float
+) -> None:
+    """Wait until every process has exited; SIGKILL those left after ``timeout_s``, or
+    as soon as ``hurry`` is set (a second Ctrl-C), then wait ``kill_wait_s`` for them."""
+    waits = [asyncio.ensure_future(p.wait()) for p in processes if p.returncode is None]
+    if not waits:
+        return
+    hurried = asyncio.ensure_future(hurry.wait())
+    either: list[asyncio.Future[Any]] = [asyncio.gather(*waits), hurried]
+    await asyncio.wait(either, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    hurried.cancel()
+    pending = [w for w in waits if not w.done()]
+    if pending:
+        why = "asked again" if hurry.is_set() else f"did not stop in {timeout_s:.1f}s"
+        log.warning("%d worker(s) %s: killing", len(pending), why)
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+        await asyncio.wait(pending, timeout=kill_wait_s)
+
+
 def reap_orphans(ours: set[int]) -> int:
     """Reap exited processes we inherited as a subreaper (descendants of our workers that
     outlived their parent); return how many. Our own children are left to their owners:

@@ -165,6 +165,31 @@ class Hooks(Actor):
         return b"done"
 
 
+def _mark(text: str) -> None:
+    marker = os.environ.get("ACTRHOST_TEST_MARKERS")
+    if marker:
+        with open(marker, "a") as f:
+            f.write(text + "\n")
+
+
+class StuckStart(Echo):
+    """An on_start that takes a minute, marking whether it ended by cancellation."""
+
+    async def on_start(self, ctx: Context) -> None:
+        _mark(f"start began {ctx.self_id}")
+        try:
+            await asyncio.sleep(60)
+        finally:
+            _mark(f"start ended {ctx.self_id}")
+
+
+class SlowStop(Echo):
+    """An on_stop that takes a minute."""
+
+    async def on_stop(self, ctx: Context) -> None:
+        await asyncio.sleep(60)
+
+
 class CrashOnStart(Actor):
     """Fails in on_start: a crash loop for the restart-limit tests."""
 

@@ -245,6 +245,49 @@ def test_a_node_told_to_stop_while_starting_stops_starting_instances(
     assert not node.run_dir.exists()
 
 
+def test_a_stop_cancels_a_slow_on_start_at_once(node_factory, tmp_path, monkeypatch):
+    markers = tmp_path / "markers.txt"
+    monkeypatch.setenv("ACTRHOST_TEST_MARKERS", str(markers))
+    node = node_factory(
+        '[[actor]]\nname = "stuck"\ntype = "test+Stuck"\nhandler = "actors:StuckStart"\n'
+        "instances = 3\n",
+        start=False,
+    )
+    node.spawn()
+
+    def began() -> int:
+        return markers.read_text().count("start began") if markers.exists() else 0
+
+    wait_until(lambda: began() == 3, 15, "three instances in on_start")
+    started = time.monotonic()
+    assert node.stop(signal.SIGINT, timeout_s=15) == 0
+    # Not the grace period (5 s) plus the 2 s before a kill, as it was.
+    assert time.monotonic() - started < 4
+    log = node.log()
+    ended = markers.read_text() if markers.exists() else ""
+    assert ended.count("start ended") == 3, log  # cancelled: its finally ran
+    assert "ERROR" not in log and "killing" not in log, log
+    assert log.count("stopped while starting; on_start cancelled") == 3, log
+
+
+def test_a_second_interrupt_kills_workers_still_stopping(node_factory):
+    node = node_factory(
+        '[[actor]]\nname = "slow"\ntype = "test+SlowStop"\nhandler = "actors:SlowStop"\n',
+        "shutdown_grace_s = 30\n",
+    )
+    assert node.process is not None
+    node.process.send_signal(signal.SIGINT)
+    wait_until(lambda: "shutting down" in node.log(), 10, "the stop to begin")
+    time.sleep(0.3)  # on_stop is running now (it takes a minute)
+    assert node.process.poll() is None
+    started = time.monotonic()
+    assert node.stop(signal.SIGINT, timeout_s=15) == 0
+    assert time.monotonic() - started < 5
+    log = node.log()
+    assert "asked again: killing workers still running" in log, log
+    assert "killed at stop" in log and "ERROR" not in log, log
+
+
 def test_restart_limit_gives_up_with_a_clear_log_line(node_factory):
     node = node_factory(
         """

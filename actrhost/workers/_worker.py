@@ -168,13 +168,9 @@ class Worker:
             return 1
         watchdog = asyncio.ensure_future(self._watch_parent())
         try:
-            try:
-                await self.actor.on_start(Context(self))
-            except Exception as exc:
-                log.exception("%r: on_start failed", self)
-                self._set_state(ActorState.FAILED, f"on_start failed: {type(exc).__name__}: {exc}")
+            if not await self._start():
                 self._drop_early_frames()
-                return 1
+                return 1 if self.state is ActorState.FAILED else 0
             self._accepting = True
             self._set_state(ActorState.RUNNING)
             early, self._early_tells = self._early_tells, []
@@ -189,6 +185,34 @@ class Worker:
         finally:
             watchdog.cancel()
             self._close()
+
+    async def _start(self) -> bool:
+        """Run ``on_start``; False if it failed, or if a stop came first and cancelled it.
+
+        A stop (Ctrl-C at the node) must not wait for a slow ``on_start``: it is cancelled
+        like a running handler, its ``finally`` blocks run, and ``on_stop`` is skipped,
+        as the actor never started. Until 2026-12-02 the node waited out the grace period
+        and then killed such workers, logging each as died.
+        """
+        starting = asyncio.ensure_future(self.actor.on_start(Context(self)))
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({starting, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not starting.done():
+            log.info("%r: stopped while starting; on_start cancelled", self)
+            starting.cancel()
+            await asyncio.wait({starting}, timeout=self.config.node.shutdown_grace_s)
+            self._set_state(ActorState.STOPPED)
+            return False
+        try:
+            starting.result()
+            return True
+        except (Exception, asyncio.CancelledError) as exc:
+            log.exception("%r: on_start failed", self)
+            self._set_state(ActorState.FAILED, f"on_start failed: {type(exc).__name__}: {exc}")
+            return False
 
     async def _teardown(self) -> None:
         self._accepting = False
