@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -102,6 +103,8 @@ def encode_message(message: bytes | bytearray | memoryview | Message | None) -> 
     if isinstance(message, bytearray | memoryview):
         return bytes(message)
     serialize = getattr(message, "SerializeToString", None)
+    if serialize is None and inspect.iscoroutine(message):
+        raise BadRequest("cannot send a coroutine: an `await` is missing")
     if serialize is None:
         raise BadRequest(
             f"cannot send a value of type {type(message).__name__}: use bytes or a protobuf message"

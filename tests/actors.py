@@ -528,6 +528,10 @@ class Quirks(Actor):
     async def bad_answer(self, ctx: Context, request: bytes) -> bytes:
         return "a str is no payload"  # type: ignore[return-value]
 
+    @rpc("test.Quirks.NoAwait")
+    async def no_await(self, ctx: Context, request: bytes) -> bytes:
+        return asyncio.sleep(0, b"forgot to await")  # type: ignore[return-value]
+
     @rpc("test.Quirks.IdAsDest")
     async def id_as_dest(self, ctx: Context, request: bytes) -> bytes:
         try:

@@ -119,7 +119,9 @@ def test_unknown_route_type_and_actor_fail_at_once(node):
     async def go():
         async with actrhost.connect(node.config_path) as shell:
             started = time.monotonic()
-            with pytest.raises(NotFound, match=r"no route 'test\.Echo\.Nope'"):
+            # A typo shows: the error lists the routes the actor serves.
+            served = r"\(it serves: test\.Echo\.CallShell, test\.Echo\.Fail, .*test\.Echo\.Say"
+            with pytest.raises(NotFound, match=r"no route 'test\.Echo\.Nope' " + served):
                 await shell.call("echo", "test.Echo.Nope", b"")
             with pytest.raises(NotFound):
                 await shell.call("test+Nobody", "test.Echo.Say", b"")
@@ -391,6 +393,10 @@ def test_what_users_get_wrong_gets_a_clear_answer(node_factory):
                 HandlerError, match="the handler's answer: cannot send a value of type str"
             ):
                 await shell.call("q", "test.Quirks.BadAnswer")
+            with pytest.raises(
+                HandlerError, match="cannot send a coroutine: an `await` is missing"
+            ):
+                await shell.call("q", "test.Quirks.NoAwait")
             assert (
                 await shell.call("q", "test.Quirks.IdAsDest")
                 == (

@@ -52,6 +52,8 @@ HELLO_TIMEOUT_S = 10.0
 PARENT_CHECK_S = 0.25
 #: Grace period when the supervisor vanished: nobody waits for an orderly stop.
 ORPHAN_GRACE_S = 0.5
+#: Routes a NotFound for an unknown route names, at most.
+NO_ROUTE_LISTED = 20
 
 
 @dataclass
@@ -369,9 +371,7 @@ class Worker:
         if route is None:
             self.counters.unknown_routes += 1
             if env.direction == REQUEST:
-                self._reply_error(
-                    env, routing_id, NotFound(f"{self.self_id} has no route {env.route_key!r}")
-                )
+                self._reply_error(env, routing_id, NotFound(self._no_route(env.route_key)))
             else:
                 log.warning("%r: tell for unknown route %r dropped", self, env.route_key)
             return
@@ -409,7 +409,11 @@ class Worker:
             request = decode_message(env.payload, route.request_type)
             result = await route.handler(ctx, request)
             if is_request:
-                payload = route.encode_answer(result)
+                try:
+                    payload = route.encode_answer(result)
+                except HandlerError as exc:  # the handler's bug: say so here too
+                    log.warning("%r: handler for %r: %s", self, env.route_key, exc.message)
+                    raise
                 self.counters.calls_served += 1
                 self.rpc.reply(
                     routing_id, Envelope(RESPONSE, payload=payload, request_id=env.request_id)
@@ -444,6 +448,14 @@ class Worker:
             )
         else:
             stats.count(is_request, error_code)
+
+    def _no_route(self, route_key: str) -> str:
+        """Why ``route_key`` is unknown, with the routes there are (a typo shows)."""
+        served = sorted(k for k in self.routes if not k.startswith("actrhost."))
+        listed = ", ".join(served[:NO_ROUTE_LISTED])
+        if len(served) > NO_ROUTE_LISTED:
+            listed += f", … ({len(served)} in all)"
+        return f"{self.self_id} has no route {route_key!r} (it serves: {listed or 'none'})"
 
     def _reply_or_log(self, env: Envelope, routing_id: bytes, error: ActrError) -> None:
         if env.direction == REQUEST:
