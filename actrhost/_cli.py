@@ -92,9 +92,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     """Check a config as ``actrhost run`` does, start nothing, and say what would run."""
     from ._actor import route_table
     from ._config import load_config, resolve_handler
+    from ._rundir import run_dir_for, unusable_because
     from ._settings import build_settings, settings_type
 
     config = load_config(args.config)
+    why = unusable_because(run_dir_for(config))
+    if why is not None:  # as run would say
+        key = "node.run_dir" if config.node.run_dir is not None else "the default run dir"
+        return _fail(f"config error: {args.config}: {key}: {why}", EXIT_USAGE)
     rows = [("ACTOR", "TYPE", "INSTANCES", "ROUTES")]
     settings = []  # what each actor will get as self.settings, defaults filled in
     for actor in config.actors:

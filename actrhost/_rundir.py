@@ -106,6 +106,27 @@ def is_live(run_dir: Path) -> bool:
     return _accepts(run_dir / CONTROL_SOCKET)
 
 
+def unusable_because(run_dir: Path, *, probe: bool = True) -> str | None:
+    """Why ``run_dir`` could not be created or used (``actrhost check``, before ``run``
+    tries); None when it can. With ``probe`` the first missing folder is made and
+    removed again to know (permissions alone do not tell, on /proc say): nothing is
+    left behind, but never do it where a node may be creating the same folders."""
+    path, missing = run_dir, None
+    while not path.exists():
+        if path.is_symlink():
+            return f"{path} is a dangling symlink"
+        path, missing = path.parent, path
+    if not path.is_dir():
+        return f"{path} is not a folder"
+    if missing is not None and probe:
+        try:
+            missing.mkdir(mode=0o700)
+            missing.rmdir()
+        except OSError as exc:
+            return f"cannot create {missing}: {exc.strerror or exc}"
+    return None
+
+
 def prepare(run_dir: Path) -> tuple[int, list[str]]:
     """Create the run dir (0700), or take over the one a crashed node left and empty it.
 
@@ -117,7 +138,10 @@ def prepare(run_dir: Path) -> tuple[int, list[str]]:
     try:
         run_dir.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise RunDirUnusable(f"cannot create {run_dir.parent}: {exc.strerror or exc}") from None
+        why = unusable_because(run_dir, probe=False)
+        raise RunDirUnusable(
+            why or f"cannot create {run_dir.parent}: {exc.strerror or exc}"
+        ) from None
     while True:
         try:
             run_dir.mkdir(mode=0o700)

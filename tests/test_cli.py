@@ -174,15 +174,19 @@ def test_bad_config_is_one_line_exit_2_and_nothing_starts(tmp_path):
     [
         ("/tmp/" + "d" * 90, "is 95 bytes long; the node's socket paths in it must fit in 107"),
         ("/proc/no-such-folder/run", "cannot create /proc/no-such-folder: No such file"),
+        ("n.toml/run", "n.toml is not a folder"),
     ],
 )
-def test_a_run_dir_that_cannot_hold_the_sockets_is_a_config_error(tmp_path, run_dir, problem):
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_a_run_dir_that_cannot_hold_the_sockets_is_a_config_error(
+    tmp_path, run_dir, problem, command
+):
     config = tmp_path / "n.toml"
     config.write_text(
         f'[node]\nname = "x"\nrun_dir = "{run_dir}"\npython_path = ["{TESTS_DIR}"]\n'
         '[[actor]]\nname = "a"\ntype = "t+A"\nhandler = "actors:Echo"\n'
     )
-    result = actrhost("run", str(config), timeout=10)
+    result = actrhost(command, str(config), timeout=10)
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()  # one line, no traceback
     assert line.startswith(f"actrhost: config error: {config}: node.run_dir: ")
