@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from ._errors import ActrError, ConfigError
 from ._rpc import MAX_TIMEOUT_S
 
@@ -81,7 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(Supervisor(config).run())
     except NodeAlreadyRunning as exc:
-        return _fail(str(exc), EXIT_FAILURE)
+        return _fail(f"{exc} (`actrhost stop {args.config}` stops it)", EXIT_FAILURE)
     except RunDirUnusable as exc:
         if config.node.run_dir is not None:
             return _fail(f"config error: {args.config}: node.run_dir: {exc}", EXIT_USAGE)
@@ -347,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="actrhost",
         description="Host Actor-RTC style actors: one process per actor, ZeroMQ between them.",
     )
+    parser.add_argument("--version", action="version", version=f"actrhost {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run a node from a config file until SIGINT/SIGTERM")

@@ -171,7 +171,7 @@ class Shell:
             self._zctx.destroy(linger=0)
             # Mostly: the node never ran (or stopped and removed its run directory).
             why = str(exc) if self.run_dir.is_dir() else f"{self.run_dir} does not exist"
-            raise Unavailable(f"no node running at {self.control_endpoint} ({why})") from None
+            raise self._no_node(why) from None
         prefix = node_prefix(self.run_dir)
         self._streams_in = StreamReceiver(
             node_prefix=prefix,
@@ -216,7 +216,13 @@ class Shell:
             pid = 0
         if (pid == 0 or process_gone(pid)) and not is_live(self.run_dir):
             why = f"its supervisor, pid {pid}, died" if pid else "nothing listens there"
-            raise Unavailable(f"no node running at {self.control_endpoint} ({why})")
+            raise self._no_node(why)
+
+    def _no_node(self, why: str) -> Unavailable:
+        return Unavailable(
+            f"no node running at {self.control_endpoint} ({why}); start one with "
+            "`actrhost run CONFIG` (or wait for it: `actrhost wait CONFIG`)"
+        )
 
     async def _watch_node(self, supervisor_pid: int) -> None:
         """A supervisor killed outright takes its workers with it and tells nobody: fail

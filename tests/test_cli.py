@@ -283,7 +283,10 @@ def test_stop_stops_a_running_node_and_waits_until_it_is_gone(node_factory):
     again = actrhost("stop", str(node.config_path))
     assert again.returncode == 1
     assert again.stderr.startswith("actrhost: stop: no node running at ")
+    assert "start one with `actrhost run CONFIG`" in again.stderr  # what to do next
     assert len(again.stderr.strip().splitlines()) == 1
+    version = actrhost("--version")
+    assert (version.returncode, version.stdout) == (0, f"actrhost {actrhost_api.__version__}\n")
 
 
 def test_a_config_file_that_does_not_parse_still_finds_its_running_node(node_factory):
@@ -318,6 +321,7 @@ def test_a_node_is_found_through_a_symlink_to_its_config_folder(node_factory, tm
     assert (result.returncode, result.stdout) == (0, "x\n"), result.stderr
     second = actrhost("run", via_link)  # the same file: the same node
     assert second.returncode == 1 and "already running" in second.stderr
+    assert f"(`actrhost stop {via_link}` stops it)" in second.stderr
 
 
 def test_wait_fails_at_once_when_an_instance_was_given_up_on(node_factory):

@@ -216,7 +216,8 @@ class SignalingClient:
                 )
                 raise Unavailable(
                     f"cannot connect to signaling server {self.url} within "
-                    f"{self.connect_timeout_s:g} s{last}"
+                    f"{self.connect_timeout_s:g} s{last}; is it running? (`actrhost signal "
+                    '--listen HOST:PORT` runs one; url = "embedded" runs one in the node)'
                 ) from None
             raise Unavailable(f"cannot connect to signaling server {self.url}: {exc!r}") from None
 
