@@ -342,7 +342,7 @@ def test_a_dead_target_gives_errors_not_a_hang(node_factory, tmp_path):
 
     # Started against the dead target: every request fails fast, none waits for its timeout.
     started = time.monotonic()
-    _, doc = load(
+    proc, doc = load(
         node.config_path,
         tmp_path / "dead.json",
         "--target",
@@ -359,6 +359,7 @@ def test_a_dead_target_gives_errors_not_a_hang(node_factory, tmp_path):
     )
     assert time.monotonic() - started < 8
     assert doc["counts"]["errors_by_code"] == {"503": 50}
+    assert "WARNING: every request failed" in proc.stdout  # exit 0 must not look fine
 
 
 def test_streams_and_protobuf_payload_json_validates_png_written(node_factory, tmp_path):

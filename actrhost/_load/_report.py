@@ -406,6 +406,11 @@ def format_report(result: dict[str, Any]) -> str:
         f"  measured {format_duration(through['measured_s'])} after {warmup} ({not_counted})"
         + ("  [INTERRUPTED]" if result["interrupted"] else "")
     )
+    if counts["errors"] and not counts["ok"]:
+        # Still exit 0 (errors are results), but a typo in the route must not look fine.
+        lines.append("  WARNING: every request failed: see errors by code below")
+    elif not counts["errors"] and not counts["ok"]:
+        lines.append("  WARNING: no request completed in the measured window")
 
     node = result["node"]
     targets = [i for i in node["instances"] if i["target"]]
@@ -486,7 +491,7 @@ def format_report(result: dict[str, Any]) -> str:
     if counts["errors_by_code"]:
         lines += ["", "  errors by code"]
         rows = [
-            [f"    {code}", format_count(num), counts["error_examples"].get(code, "")[:90]]
+            [f"    {code}", format_count(num), counts["error_examples"].get(code, "")[:160]]
             for code, num in counts["errors_by_code"].items()
         ]
         lines += _table(rows, indent="")
