@@ -205,7 +205,11 @@ class Directory:
 
     def pick_by_name(self, name: str) -> ActorEntry:
         """Next running instance of the actor named ``name`` in the config."""
-        return self._pick(("name", name), self._by_name.get(name), f"name {name!r}")
+        candidates = self._by_name.get(name)
+        if not candidates:  # a typo shows: name the actors there are
+            names = ", ".join(sorted(self._by_name)) or "none"
+            raise NotFound(f"no actor of name {name!r} on this node (actors: {names})")
+        return self._pick(("name", name), candidates, f"name {name!r}")
 
     def _pick(self, key: object, candidates: list[ActorEntry] | None, what: str) -> ActorEntry:
         if not candidates:

@@ -405,7 +405,10 @@ class Supervisor:
             raise RestartRefused(503, "a restart is under way, or the node is stopping")
         unknown = sorted(set(names) - {s.config.name for s in self._slots})
         if unknown:
-            raise RestartRefused(404, f"no actor named {', '.join(map(repr, unknown))}")
+            actors = ", ".join(a.name for a in self.config.actors)
+            raise RestartRefused(
+                404, f"no actor named {', '.join(map(repr, unknown))} (actors: {actors})"
+            )
         self._restarting = True
         try:
             return await rolling_restart(self, names, gateway_only=gateway_only)

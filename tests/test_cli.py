@@ -111,8 +111,9 @@ def test_call_errors_are_one_line_with_the_code(node_factory):
     result = actrhost("call", cfg, "nobody", "test.Echo.Say")
     assert result.returncode == 1
     assert result.stderr.startswith(
-        "actrhost: call failed: 404 NotFound: no actor of name 'nobody'"
+        "actrhost: call failed: 404 NotFound: no actor of name 'nobody' on this node (actors: "
     )
+    assert "echo" in result.stderr  # the names there are: a typo shows
     result = actrhost("call", cfg, "echo", "test.Echo.Sleep", "--data", "5", "--timeout", "0.2")
     assert result.returncode == 1 and "504 DeadlineExceeded" in result.stderr
 

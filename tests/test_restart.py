@@ -128,7 +128,7 @@ def test_restart_of_an_unknown_actor_is_refused(versioned_node):
     result = cli("restart", str(node.config_path), "nobody")
     assert (result.returncode, result.stderr) == (
         1,
-        "actrhost: restart: no actor named 'nobody'\n",
+        "actrhost: restart: no actor named 'nobody' (actors: versioned, other)\n",
     )
 
 
