@@ -38,7 +38,9 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     runner = LoopRunner()
     with ServerProcess() as server:
         # Small high-water marks: a fast sender meets backpressure at every hop.
-        a = HarnessNode(folder / "a", server.url, [("src", "t+Source")], hwm=16)
+        a = HarnessNode(
+            folder / "a", server.url, [("src", "t+Source"), ("src2", "t+Source")], hwm=16
+        )
         b = HarnessNode(folder / "b", server.url, [("sink", "t+Sink")], hwm=16)
         runner.run(a.start())
         runner.run(b.start())
@@ -84,6 +86,23 @@ def test_large_reliable_stream_arrives_whole_and_in_order(pair: Pair) -> None:
     (node,) = stats["remote_nodes"].values()
     assert node["lanes"]["stream_reliable"]["frames_out"] == count
     assert node["lanes"]["stream_reliable"]["dropped"] == 0
+    sink.chunks.clear()
+
+
+def test_a_stream_from_an_actor_its_node_has_not_introduced_waits_for_it(pair: Pair) -> None:
+    # The link is open (src called sink), but src2 never reached node b: its node must
+    # introduce it through signaling first. Its chunks wait meanwhile, in order.
+    a, b = pair.a, pair.b
+    sink = b.workers["sink"].received
+
+    async def scenario() -> None:
+        for seq in range(20):
+            await a.send_chunk("src2", b.ids["sink"], "fresh", seq, b"chunk %d" % seq)
+        await b.wait_for(lambda: len(sink.chunks["fresh"]) >= 20, 10, "20 chunks")
+
+    pair.runner.run(scenario())
+    assert sink.chunks["fresh"] == [(seq, b"chunk %d" % seq) for seq in range(20)]
+    assert pair.runner.run(b.stats())["unintroduced_sources"] == 0
     sink.chunks.clear()
 
 

@@ -139,9 +139,7 @@ class Inbound(Trust):
         counters = pc.counters.by_lane[item.payload_type]
         counters.frames_in += 1
         counters.bytes_in += len(data)
-        if isinstance(item, StreamFrame):
-            self._stream_in(pc, item, data)
-        elif item.direction == RESPONSE:
+        if isinstance(item, Envelope) and item.direction == RESPONSE:
             call = self._pending_out.get(item.request_id)
             if call is None or call.node != pc.remote_node:
                 # Late, or not from the node we asked (our ids are easy to guess).
