@@ -149,6 +149,32 @@ def test_stream_window_holds_the_sender_until_acknowledged() -> None:
     run(scenario())
 
 
+def test_frames_still_queued_when_a_connection_fails_count_as_dropped() -> None:
+    async def scenario() -> None:
+        tuning = Tuning(connect_timeout_s=5.0, stream_window_bytes=256 * 1024)
+        a, b = await connected_pair(tuning)
+        b.auto_ack = False  # the window fills: 4 chunks leave, 6 wait in our queue
+        try:
+            for _ in range(10):
+                a.pc.enqueue(PayloadType.STREAM_RELIABLE, bytes(64 * 1024))
+            a.pc.enqueue(PayloadType.RPC_RELIABLE, b"a tell behind nothing")
+            await b.wait_frames(5)
+            a.pc.enqueue(PayloadType.STREAM_RELIABLE, b"late")
+            a.pc.fail("cut by the test")
+            stream = a.pc.counters.lanes["stream_reliable"]
+            async with asyncio.timeout(5):
+                while stream.dropped < 7:
+                    await asyncio.sleep(0.01)
+            # They were never sent, and say so: not silently gone (as they were).
+            assert (stream.frames_out, stream.dropped) == (4, 7)
+            assert a.pc.queued_bytes == 0
+        finally:
+            await a.pc.close()
+            await b.pc.close()
+
+    run(scenario())
+
+
 def test_held_frames_go_out_in_batches_in_order() -> None:
     # What a gateway does with the calls of one drain of its worker socket: holds them,
     # then sends them in as few messages as fit, each lane in order, signal lane first.

@@ -107,6 +107,11 @@ def split_frame(frame: bytes, message_id: int, max_message_bytes: int) -> Iterat
         yield _PART.pack(KIND_PART, msg_id, index, count) + view[index * room : (index + 1) * room]
 
 
+def frames_in_batch(message: bytes) -> int:
+    """How many frames a batch message made by :func:`batch_message` holds."""
+    return len(_unbatch(message))
+
+
 def _unbatch(data: bytes) -> list[bytes]:
     frames = []
     at, end = 1, len(data)

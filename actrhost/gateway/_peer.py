@@ -411,10 +411,7 @@ class PeerConnection(Sending):
                 task.cancel()
         if self._ack_handle is not None:
             self._ack_handle.cancel()
-        for q in self._lanes:
-            q.items.clear()
-            q.current = None
-            q.queued_bytes = 0
+        self.drop_queued()
         if self._pressured:
             self._pressured = False
             self._cb.on_pressure(self, False)

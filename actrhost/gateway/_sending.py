@@ -292,6 +292,21 @@ class Sending:
             q.queued_bytes = 0
         return frames
 
+    def drop_queued(self) -> None:
+        """Forget every frame not yet sent, counting each as dropped on its lane: a
+        connection that failed or closed sends nothing more (its calls fail with 503;
+        its tells and stream chunks are lost, and say so in ``actrhost status``)."""
+        for q in self._lanes:
+            for lane, data, kind in q.items:
+                if kind == _FRAME:
+                    self.counters.by_lane[lane].dropped += 1
+                elif kind == _BATCH:  # counted out when made; its frames never left
+                    lane = _SLOT_LANE[q.slot]
+                    self.counters.by_lane[lane].dropped += framing.frames_in_batch(data)
+            q.items.clear()
+            q.current = None
+            q.queued_bytes = 0
+
     @property
     def queued_bytes(self) -> int:
         """Bytes waiting in our lane queues."""
