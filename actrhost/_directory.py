@@ -17,6 +17,7 @@ from ._ids import ActrId, ActrType
 
 if TYPE_CHECKING:
     from ._rpc import RpcEndpoint
+    from ._streams import StreamReceiver, StreamSender
 
 
 class ActorState(StrEnum):
@@ -109,6 +110,9 @@ class Directory:
         #: The running gateway's pid: large stream payloads for other nodes go through a
         #: ring to it, as to a local actor (None: inline, or no gateway).
         self.gateway_pid: int | None = None
+        #: After an update: the pid of the gateway that stopped running with it (its
+        #: pending calls can never be answered by it), else None.
+        self.gateway_left: int | None = None
 
     def update(self, snapshot: dict[str, Any]) -> list[ActorEntry]:
         """Take in a snapshot, or with ``"delta": true`` only the entries that changed
@@ -140,7 +144,10 @@ class Directory:
         gateway = snapshot.get("gateway")
         self.gateway = gateway if isinstance(gateway, str) and gateway else None
         gateway_pid = snapshot.get("gateway_pid")
+        previous_pid = self.gateway_pid
         self.gateway_pid = gateway_pid if isinstance(gateway_pid, int) else None
+        changed = previous_pid is not None and previous_pid != self.gateway_pid
+        self.gateway_left = previous_pid if changed else None
         return gone
 
     def _replace(self, new: ActorEntry) -> bool:
@@ -239,6 +246,31 @@ def gone_error(entry: ActorEntry) -> Unavailable:
         else entry.state.value
     )
     return Unavailable(f"actor {entry.actr_id} ({entry.name}) {how} before answering")
+
+
+def take_update(
+    directory: Directory,
+    message: dict[str, Any],
+    rpc: RpcEndpoint,
+    streams_out: StreamSender,
+    streams_in: StreamReceiver,
+) -> None:
+    """Apply a directory update in a worker or a Shell: what waits on processes that went
+    away (an instance, the gateway) fails now, and their streams are forgotten."""
+    for gone in directory.update(message):
+        rpc.peer_gone(gone.endpoint, gone_error(gone), graceful=gone.state is ActorState.STOPPED)
+        streams_out.forget_target(gone.actr_id.serial_number)
+        streams_in.forget_source(f"{gone.actr_id.serial_number:x}")
+    left = directory.gateway_left
+    if left is not None and directory.gateway is not None:
+        rpc.peer_gone(directory.gateway, gateway_gone_error(left), graceful=True)
+    streams_out.set_gateway_pid(directory.gateway_pid)
+
+
+def gateway_gone_error(pid: int) -> Unavailable:
+    """The error for calls pending in the node's gateway when its process went away
+    (killed, or stopping for a restart): a new gateway knows nothing of them."""
+    return Unavailable(f"the node's gateway (pid {pid}) went away before answering")
 
 
 #: The gateway's route for discovery beyond this node (docs/gateway.md).

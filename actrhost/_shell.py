@@ -23,7 +23,7 @@ import zmq
 from . import _control as control
 from ._config import DEFAULT_MAX_MESSAGE_BYTES
 from ._context import DEFAULT_TIMEOUT_S, decode_message, encode_message
-from ._directory import ActorState, Directory, discover_via, gone_error
+from ._directory import ActorState, Directory, discover_via, take_update
 from ._envelope import (
     MEDIA,
     REQUEST,
@@ -308,13 +308,7 @@ class Shell:
             self._rpc.dropped_malformed("a malformed control message")
             return
         if message["op"] == control.DIRECTORY:
-            for gone in self.directory.update(message):
-                self._rpc.peer_gone(
-                    gone.endpoint, gone_error(gone), graceful=gone.state is ActorState.STOPPED
-                )
-                self._streams_out.forget_target(gone.actr_id.serial_number)
-                self._streams_in.forget_source(f"{gone.actr_id.serial_number:x}")
-            self._streams_out.set_gateway_pid(self.directory.gateway_pid)
+            take_update(self.directory, message, self._rpc, self._streams_out, self._streams_in)
             self._directory_changed.set()  # wakes _route; the next change gets a new event
             self._directory_changed = asyncio.Event()
         future = self._replies.get(message.get("req"))  # type: ignore[arg-type]

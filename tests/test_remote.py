@@ -411,6 +411,31 @@ def test_a_sigkilled_gateway_is_restarted_and_calls_work_again(node_factory, sig
     run(go(), 90)
 
 
+def test_calls_pending_in_the_callers_own_gateway_fail_fast_when_it_is_killed(
+    node_factory, signaling_url
+):
+    node_a, _node_b = relay_and_echo_nodes(node_factory, signaling_url)
+    forward = b"test+Echo test.Echo.Sleep 8"  # the relay's call waits on node B
+
+    async def go():
+        async with actrhost.connect(node_a.config_path) as shell_a:
+            ok = b"test+Echo test.Echo.Say ok"
+            assert await shell_a.call("relay", "test.Relay.Forward", ok, timeout=20) == b"ok"
+            gateway_pid = (await shell_a.status())["gateway"]["pid"]
+            pending = asyncio.ensure_future(
+                shell_a.call("relay", "test.Relay.Forward", forward, timeout=20)
+            )
+            await asyncio.sleep(1.0)
+            started = time.monotonic()
+            os.kill(gateway_pid, signal.SIGKILL)
+            # The relay's call waited in that gateway: a new one knows nothing of it.
+            with pytest.raises(actrhost.Unavailable, match=r"gateway .* went away"):
+                await pending
+            assert time.monotonic() - started < 3  # not the 30 s of the relay's call
+
+    run(go(), 60)
+
+
 def test_a_latency_first_flood_to_another_node_drops_old_chunks_and_keeps_the_link(
     node_factory, signaling_url
 ):

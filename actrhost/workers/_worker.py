@@ -20,7 +20,7 @@ from .. import _control as control
 from .._actor import Actor, Route, collect_routes
 from .._config import Config
 from .._context import Context, Dest, decode_message
-from .._directory import BARRIER_ROUTE, ActorState, Directory, discover_via, gone_error
+from .._directory import BARRIER_ROUTE, ActorState, Directory, discover_via, take_update
 from .._envelope import REQUEST, RESPONSE, TELL, Envelope, StreamFrame, error_response
 from .._errors import (
     ActrError,
@@ -303,13 +303,7 @@ class Worker:
             return
         op = message["op"]
         if op == control.DIRECTORY:
-            for gone in self.directory.update(message):
-                self.rpc.peer_gone(
-                    gone.endpoint, gone_error(gone), graceful=gone.state is ActorState.STOPPED
-                )
-                self.streams_out.forget_target(gone.actr_id.serial_number)
-                self.streams_in.forget_source(f"{gone.actr_id.serial_number:x}")
-            self.streams_out.set_gateway_pid(self.directory.gateway_pid)
+            take_update(self.directory, message, self.rpc, self.streams_out, self.streams_in)
             self._got_directory.set()
             self._directory_changed.set()
             self._directory_changed = asyncio.Event()
