@@ -39,6 +39,7 @@ class Gateway:
         self.tasks: set[asyncio.Future[None]] = set()
         self.states: list[tuple[str, LinkState]] = []
         self.given_up = asyncio.Event()
+        self.relays = 0
         callbacks = Callbacks(
             on_frame=lambda pc, lane, data: self.frames.append(data),
             on_control=lambda pc, m: None,
@@ -63,6 +64,7 @@ class Gateway:
         self.states.append((pc.session_id, state))
 
     async def relay(self, node: RemoteNode, payload: Any, session: str) -> RoleAssignment | None:
+        self.relays += 1
         if node.node_id not in self.net:
             raise NotFound(f"relay target on node {node.node_id} is not registered")
         other = self.net[node.node_id].node
@@ -156,5 +158,33 @@ def test_a_node_that_stays_unreachable_is_given_up() -> None:
             assert not b.given_up.is_set()
         finally:
             await a.node.close()
+
+    run(scenario())
+
+
+def test_traffic_while_reconnecting_starts_attempts_on_the_backoff_not_per_frame() -> None:
+    async def scenario() -> None:
+        net: dict[str, Gateway] = {}
+        a = Gateway("aaa", "bbb", net, offerer_node="aaa")
+        b = Gateway("bbb", "aaa", net, offerer_node="aaa")
+        try:
+            a.node.connection()
+            await both_connected(a, b)
+            del net["bbb"]  # its gateway restarts: relays to it fail at once meanwhile
+            assert a.node.pc is not None
+            a.node.pc.fail("test: link cut")
+            a.relays = 0
+            loop = asyncio.get_running_loop()
+            until = loop.time() + 0.8
+            while loop.time() < until:  # a busy caller: a frame every 2 ms
+                a.node.connection().enqueue(PayloadType.RPC_RELIABLE, b"call")
+                await asyncio.sleep(0.002)
+            # One attempt per 0.2 s at most (the reconnect loop's and traffic's alike),
+            # not one per frame (~400).
+            assert 1 <= a.relays <= 6, a.relays
+            assert a.node.failures <= 7, a.node.failures  # the cut, then the attempts
+        finally:
+            await a.node.close()
+            await b.node.close()
 
     run(scenario())
