@@ -135,9 +135,11 @@ def format_status(status: dict[str, Any]) -> str:
         remote = stats.get("remote_nodes") or {}
         for node_id, node in sorted(remote.items()):
             name = f"{node['name']} ({node_id})" if node.get("name") else node_id
+            # The state is the current attempt's: connected means the reconnect is done.
+            again = node.get("reconnecting") and node.get("state") != "connected"
             lines.append(
                 f"  remote node {name}: {node.get('state')}"
-                f"{' (reconnecting)' if node.get('reconnecting') else ''}, "
+                f"{' (reconnecting)' if again else ''}, "
                 f"candidate {node.get('candidate_type') or '-'}, "
                 f"{len(node.get('actors', []))} actor(s), connects {node.get('connects', 0)}, "
                 f"failures {node.get('failures', 0)}, malformed {node.get('malformed', 0)}"

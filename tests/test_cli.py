@@ -263,8 +263,10 @@ def test_status_names_the_ice_host_and_the_gateway_counters_that_are_not_zero():
     stats["remote_nodes"] = {"n1": remote}
     status = {"node": "a", "actors": [], "gateway": {**gateway, "stats": stats}}
     assert "media tracks" not in format_status(status)
-    remote["reconnecting"] = True  # after a failure, "new" is the next attempt's state
-    assert "  remote node b (n1): connected (reconnecting), " in format_status(status)
+    remote.update(reconnecting=True, state="new")  # after a failure: the next attempt's
+    assert "  remote node b (n1): new (reconnecting), " in format_status(status)
+    remote["state"] = "connected"  # that attempt connected: no contradiction shown
+    assert "  remote node b (n1): connected, " in format_status(status)
     remote["reconnecting"] = False
     media.update(samples_sent=40, no_track=3)
     assert (
