@@ -198,6 +198,11 @@ class Shell:
             self._spawn(self._watch_node(self._supervisor_pid))
 
     @property
+    def node_gone(self) -> Unavailable | None:
+        """Set once the attached node's supervisor is gone (every later send fails)."""
+        return self._node_gone
+
+    @property
     def supervisor_pid(self) -> int:
         """Process id of the attached node's supervisor (0 if its pid file was unreadable)."""
         return self._supervisor_pid

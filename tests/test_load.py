@@ -752,3 +752,33 @@ def test_requests_the_in_flight_cap_held_back_past_the_end_are_counted(node_fact
     assert counts["sent"] == 100
     assert counts["ok"] + counts["errors_by_code"]["not_sent"] == 100
     assert counts["errors_by_code"]["not_sent"] > 50
+
+
+@pytest.mark.parametrize("mode", [["--rate", "500"], ["--concurrency", "4"], ["--tell"]])
+def test_a_node_that_stops_during_the_run_ends_it_early_with_exit_1(node_factory, tmp_path, mode):
+    node = node_factory(TARGET)
+    out = tmp_path / "gone.json"
+    args = "--target target --route test.Load.Say --duration 60s --warmup 0 -q --workers 2"
+    command = ["load", str(node.config_path), *args.split(), *mode, "--json", str(out)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "actrhost", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        time.sleep(2)
+        assert node.stop(signal.SIGTERM) == 0
+        stopped = time.monotonic()
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # Not the rest of its 60 s of instant 503s, and not "success".
+    assert time.monotonic() - stopped < 10
+    assert proc.returncode == 1, stderr
+    assert "actrhost load: the run ended early: node" in stderr
+    assert "actrhost load:" in stdout  # the partial report is still printed
+    assert json.loads(out.read_text())["counts"]["ok"] > 0

@@ -39,6 +39,8 @@ CATCH_UP_BURST = 64
 DRAIN_GRACE_S = 1.0
 #: The error code of an open-loop request still unsent when the run ended.
 NOT_SENT = "not_sent"
+#: How often a generator checks that its node is still there.
+NODE_CHECK_S = 0.1
 
 Op = Callable[[], Awaitable[bool]]
 
@@ -79,6 +81,7 @@ class Generator:
         self.last_done = 0.0
         self.inflight = 0
         self.stopping = False
+        self.node_gone = ""  # why the run ended early: its node went away
         self._next_k = 0  # the open loop's next request (its index in the schedule)
         self._quota = plan.total
         self._room = asyncio.Event()
@@ -113,6 +116,15 @@ class Generator:
                     # Stop the schedule; the requests in flight still finish (or time out).
                     main.cancel()
                 return  # closed loops see `stopping` once their current request ends
+
+    async def _watch_node(self, shell: Any, main: asyncio.Task[None]) -> None:
+        """End the run when the node goes away: every later request would fail at once
+        (hundreds of thousands of 503s in a few seconds), measuring nothing."""
+        while shell.node_gone is None:
+            await asyncio.sleep(NODE_CHECK_S)
+        self.node_gone = shell.node_gone.message
+        self.stopping = True
+        main.cancel()
 
     # -- requests ----------------------------------------------------------------------
 
@@ -350,6 +362,7 @@ class Generator:
             else:
                 main = self._loop.create_task(self._closed_loop(op))
             watcher = self._loop.create_task(self._watch_parent(main))
+            node_watcher = self._loop.create_task(self._watch_node(shell, main))
             try:
                 await main
             except asyncio.CancelledError:
@@ -363,9 +376,9 @@ class Generator:
                 await asyncio.gather(*tasks, return_exceptions=True)
             if plan.mode != CALL:
                 await self._flush(shell)
-            ticker.cancel()
-            watcher.cancel()
-            await asyncio.gather(ticker, watcher, return_exceptions=True)
+            for task in (ticker, watcher, node_watcher):
+                task.cancel()
+            await asyncio.gather(ticker, watcher, node_watcher, return_exceptions=True)
             self._send(
                 self._result(time.process_time() - cpu_start, self._loop.time() - wall_start)
             )
@@ -422,6 +435,7 @@ class Generator:
             "last_done": self.last_done,
             "cpu_s": cpu_s,
             "wall_s": wall_s,
+            "node_gone": self.node_gone,
         }
 
 

@@ -110,7 +110,13 @@ def run(spec: LoadSpec, *, stdout: Any = None) -> int:
         from ._plot import write_plot
 
         write_plot(result, spec.plot_path)
-    return 130 if interrupted else EXIT_OK
+    if interrupted:
+        return 130
+    gone = next((r["node_gone"] for r in results if r.get("node_gone")), "")
+    if gone:
+        print(f"actrhost load: the run ended early: {gone}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
 
 
 # -- the node ----------------------------------------------------------------------------
