@@ -85,6 +85,15 @@ async def both_connected(a: Gateway, b: Gateway, timeout_s: float = 6.0) -> None
             await asyncio.sleep(0.01)
 
 
+async def connected_by_traffic(net: dict[str, Gateway]) -> tuple[Gateway, Gateway]:
+    """Node aaa (which offers) and bbb, connected because aaa had traffic for bbb."""
+    a = Gateway("aaa", "bbb", net, offerer_node="aaa")
+    b = Gateway("bbb", "aaa", net, offerer_node="aaa")
+    a.node.connection()  # traffic: negotiate
+    await both_connected(a, b)
+    return a, b
+
+
 def test_glare_both_offer_at_once_one_connection_wins() -> None:
     async def scenario() -> None:
         net: dict[str, Gateway] = {}
@@ -115,11 +124,8 @@ def test_glare_both_offer_at_once_one_connection_wins() -> None:
 def test_lost_connection_fails_then_reconnects_by_itself() -> None:
     async def scenario() -> None:
         net: dict[str, Gateway] = {}
-        a = Gateway("aaa", "bbb", net, offerer_node="aaa")
-        b = Gateway("bbb", "aaa", net, offerer_node="aaa")
+        a, b = await connected_by_traffic(net)
         try:
-            a.node.connection()  # traffic: negotiate
-            await both_connected(a, b)
             first = a.node.pc
             assert first is not None
             first.fail("test: link cut")
@@ -141,11 +147,8 @@ def test_lost_connection_fails_then_reconnects_by_itself() -> None:
 def test_a_node_that_stays_unreachable_is_given_up() -> None:
     async def scenario() -> None:
         net: dict[str, Gateway] = {}
-        a = Gateway("aaa", "bbb", net, offerer_node="aaa")
-        b = Gateway("bbb", "aaa", net, offerer_node="aaa")
+        a, b = await connected_by_traffic(net)
         try:
-            a.node.connection()
-            await both_connected(a, b)
             del net["bbb"]  # the other node is gone: its actors are no longer registered
             await b.node.close()
             started = asyncio.get_running_loop().time()
@@ -165,11 +168,8 @@ def test_a_node_that_stays_unreachable_is_given_up() -> None:
 def test_traffic_while_reconnecting_starts_attempts_on_the_backoff_not_per_frame() -> None:
     async def scenario() -> None:
         net: dict[str, Gateway] = {}
-        a = Gateway("aaa", "bbb", net, offerer_node="aaa")
-        b = Gateway("bbb", "aaa", net, offerer_node="aaa")
+        a, b = await connected_by_traffic(net)
         try:
-            a.node.connection()
-            await both_connected(a, b)
             del net["bbb"]  # its gateway restarts: relays to it fail at once meanwhile
             assert a.node.pc is not None
             a.node.pc.fail("test: link cut")

@@ -11,7 +11,7 @@ import pytest
 import actrhost
 from actrhost.workers._mailbox import Mailbox
 
-from .utils import run
+from .utils import RECORDER, run
 
 
 def test_signal_lane_is_served_before_a_reliable_backlog(node_factory):
@@ -52,14 +52,7 @@ def test_signal_lane_is_served_before_a_reliable_backlog(node_factory):
 def test_one_senders_burst_starts_in_order_with_many_handler_slots(node_factory):
     # The default max_concurrency (64): handlers that finish at once must still start in
     # the order sent, and a call after tells must find every tell handled.
-    node = node_factory(
-        """
-        [[actor]]
-        name = "rec"
-        type = "test+Recorder"
-        handler = "actors:Recorder"
-        """
-    )
+    node = node_factory(RECORDER)
 
     async def go():
         async with actrhost.connect(node.config_path) as shell:

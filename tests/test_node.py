@@ -21,7 +21,7 @@ from actrhost import (
     Unavailable,
 )
 
-from .utils import run
+from .utils import RECORDER, run
 
 ACTORS = """
 [[actor]]
@@ -200,14 +200,7 @@ def test_expired_requests_are_skipped_by_the_callee(node_factory):
 
 
 def test_tell_is_never_answered_and_is_handled(node_factory):
-    node = node_factory(
-        """
-        [[actor]]
-        name = "rec"
-        type = "test+Recorder"
-        handler = "actors:Recorder"
-        """
-    )
+    node = node_factory(RECORDER)
 
     async def go():
         async with actrhost.connect(node.config_path) as shell:

@@ -52,6 +52,9 @@ def actrhost_command(*args: str, timeout: float = 30) -> subprocess.CompletedPro
     )
 
 
+#: One Recorder actor named "rec" (tests/actors.py): it records the order it handled in.
+RECORDER = '[[actor]]\nname = "rec"\ntype = "test+Recorder"\nhandler = "actors:Recorder"\n'
+
 #: The typed-service example's Greeter as a node's only actor (examples/greeter).
 GREETER = """
 [[actor]]
