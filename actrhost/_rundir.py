@@ -13,7 +13,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import shutil
 import socket
 import tempfile
 import time
@@ -118,12 +117,43 @@ def unusable_because(run_dir: Path, *, probe: bool = True) -> str | None:
         path, missing = path.parent, path
     if not path.is_dir():
         return f"{path} is not a folder"
-    if missing is not None and probe:
+    if missing is None:
+        return not_a_run_dir(run_dir)
+    if probe:
         try:
             missing.mkdir(mode=0o700)
             missing.rmdir()
         except OSError as exc:
             return f"cannot create {missing}: {exc.strerror or exc}"
+    return None
+
+
+def _made_by_a_node(name: str) -> bool:
+    """Whether a run dir entry is one a node makes: sockets, pid file, config copy, key."""
+    return name.endswith(".sock") or name in (PID_FILE, CONFIG_SNAPSHOT, NODE_IDENTITY)
+
+
+def not_a_run_dir(run_dir: Path) -> str | None:
+    """Why an existing folder may not serve as a run dir, or None (empty, or a node's).
+
+    A node empties its run dir at start (a crashed node's leftovers) and removes it at
+    stop: a folder holding anything else is someone's, as ``run_dir = "."`` beside the
+    config would be, and is refused rather than emptied.
+    """
+    try:
+        names = sorted(entry.name for entry in os.scandir(run_dir))
+    except OSError as exc:
+        return f"cannot read {run_dir}: {exc.strerror or exc}"
+    foreign = [name for name in names if not _made_by_a_node(name)]
+    # Without a pid file (written first), only sockets can be a node's: a config.toml of
+    # the user's own beside them is not.
+    unclaimed = PID_FILE not in names and any(not n.endswith(".sock") for n in names)
+    if foreign or unclaimed:
+        shown = ", ".join((foreign or names)[:5]) + (", …" if len(foreign or names) > 5 else "")
+        return (
+            f"{run_dir} is a folder with other files in it ({shown}), not a node's run dir: "
+            "give the node a folder of its own (it is emptied at start and removed at stop)"
+        )
     return None
 
 
@@ -162,6 +192,10 @@ def prepare(run_dir: Path) -> tuple[int, list[str]]:
             if os.stat(run_dir).st_ino == os.fstat(fd).st_ino:
                 break
         os.close(fd)  # we locked a directory its node removed on its way out: again
+    why = not_a_run_dir(run_dir)
+    if why is not None:
+        os.close(fd)
+        raise RunDirUnusable(why)
     os.chmod(run_dir, 0o700)  # mkdir's mode is filtered by the umask
     removed = sorted(p.name for p in run_dir.iterdir())
     # Our pid first: a leftover process of the crashed node then leaves the files alone.
@@ -172,10 +206,7 @@ def prepare(run_dir: Path) -> tuple[int, list[str]]:
             path = run_dir / name
             if name == PID_FILE:
                 continue
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)  # only a node's files (not_a_run_dir)
         log.warning("removed leftovers of a crashed node in %s: %s", run_dir, ", ".join(removed))
     return fd, removed
 
@@ -212,8 +243,22 @@ def write_config_snapshot(run_dir: Path, text: str) -> Path:
 
 
 def remove(run_dir: Path) -> None:
-    """Remove the run dir and everything in it (at shutdown)."""
-    shutil.rmtree(run_dir, ignore_errors=True)
+    """Remove the run dir at shutdown: the files a node makes, then the folder, unless
+    someone put other files in it meanwhile (those stay, and so does the folder)."""
+    try:
+        names = [entry.name for entry in os.scandir(run_dir)]
+    except OSError:
+        return
+    for name in names:
+        if _made_by_a_node(name):
+            with contextlib.suppress(OSError):
+                os.unlink(run_dir / name)
+    try:
+        run_dir.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        log.warning("left %s: it holds files the node did not make", run_dir)
 
 
 def taken_over(run_dir: Path, supervisor_pid: int) -> bool:

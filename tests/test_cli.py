@@ -195,6 +195,23 @@ def test_a_run_dir_that_cannot_hold_the_sockets_is_a_config_error(
     assert not Path(run_dir).exists()
 
 
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_a_run_dir_holding_other_files_is_refused_and_left_alone(tmp_path, command):
+    # run_dir = "." beside the config: the node would empty it at start, remove it at stop.
+    (tmp_path / "precious.txt").write_text("keep me")
+    config = tmp_path / "n.toml"
+    config.write_text(
+        f'[node]\nname = "x"\nrun_dir = "."\npython_path = ["{TESTS_DIR}"]\n'
+        '[[actor]]\nname = "a"\ntype = "t+A"\nhandler = "actors:Echo"\n'
+    )
+    result = actrhost(command, str(config), timeout=10)
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"actrhost: config error: {config}: node.run_dir: ")
+    assert "is a folder with other files in it (n.toml, precious.txt)" in line
+    assert (tmp_path / "precious.txt").read_text() == "keep me" and config.exists()
+
+
 def test_unimportable_handler_is_a_config_error(tmp_path):
     config = tmp_path / "bad.toml"
     config.write_text(
