@@ -181,11 +181,21 @@ class Directory:
         entry = self._by_id.get(actr_id)
         if entry is None:
             if self.gateway is not None:
-                return self.gateway
+                return self.running_gateway()
             raise NotFound(f"no actor {actr_id} on this node")
         if entry.state is not ActorState.RUNNING:
             raise Unavailable(f"actor {actr_id} ({entry.name}) is {entry.state.value}")
         return entry.endpoint
+
+    def running_gateway(self) -> str:
+        """The gateway's endpoint; Unavailable while no gateway process runs (restarting,
+        or killed and not yet back): a frame sent then would wait for a gateway that
+        knows nothing of it, so its call would hang until its deadline."""
+        if self.gateway is None or self.gateway_pid is None:
+            raise Unavailable(
+                "the node's gateway is not running (restarting?): other nodes are out of reach now"
+            )
+        return self.gateway
 
     def reader_pid(self, actr_id: ActrId | None, endpoint: str) -> int | None:
         """The process that reads a ring for ``actr_id``: its worker, or for another node's
@@ -284,9 +294,15 @@ GATEWAY_DISCOVER_TIMEOUT_S = 10.0
 
 
 async def discover_via(
-    directory: Directory, rpc: RpcEndpoint, actr_type: ActrType, source: ActrId | None
+    directory: Directory,
+    rpc: RpcEndpoint,
+    actr_type: ActrType,
+    source: ActrId | None,
+    deadline: float | None = None,
 ) -> ActrId:
-    """Local instances first (round-robin); then, if the node has a gateway, signaling."""
+    """Local instances first (round-robin); then, if the node has a gateway, signaling,
+    for at most GATEWAY_DISCOVER_TIMEOUT_S and not past ``deadline`` (loop time: that
+    of the call the discovery is for)."""
     try:
         return directory.pick(actr_type).actr_id
     except NotFound:
@@ -294,8 +310,10 @@ async def discover_via(
             raise
     from ._envelope import REQUEST, Envelope
 
+    gateway = directory.running_gateway()
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + GATEWAY_DISCOVER_TIMEOUT_S
+    own = loop.time() + GATEWAY_DISCOVER_TIMEOUT_S
+    deadline = own if deadline is None else min(own, deadline)
     env = Envelope(
         REQUEST,
         GATEWAY_DISCOVER_ROUTE,
@@ -303,7 +321,7 @@ async def discover_via(
         request_id=rpc.next_request_id(),
         source=source,
         deadline_ns=int(deadline * 1e9),
-        timeout_ms=int(GATEWAY_DISCOVER_TIMEOUT_S * 1000),
+        timeout_ms=max(1, int((deadline - loop.time()) * 1000)),
     )
-    response = await rpc.call(directory.gateway, env, deadline)
+    response = await rpc.call(gateway, env, deadline)
     return ActrId.parse(response.payload.decode())

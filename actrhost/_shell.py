@@ -339,7 +339,7 @@ class Shell:
             await asyncio.wait({self._attaching})  # our new routes reach the workers first
         while True:
             try:
-                actr_id = await self._resolve(target)
+                actr_id = await self._resolve(target, deadline)
                 return actr_id, self.directory.endpoint_of(actr_id)
             except Unavailable:
                 remaining = deadline - self._loop.time()
@@ -350,7 +350,7 @@ class Shell:
                     async with asyncio.timeout(remaining):
                         await changed.wait()
 
-    async def _resolve(self, target: Target) -> ActrId:
+    async def _resolve(self, target: Target, deadline: float) -> ActrId:
         """:meth:`resolve`, and for a type no local instance has, discovery beyond this
         node (through the gateway and signaling) when the node has a gateway."""
         try:
@@ -361,7 +361,7 @@ class Shell:
             if isinstance(target, str) and "+" not in target:
                 raise  # an actor name is a local thing
             actr_type = target if isinstance(target, ActrType) else ActrType.parse(target)
-            return await discover_via(self.directory, self._rpc, actr_type, None)
+            return await discover_via(self.directory, self._rpc, actr_type, None, deadline)
 
     async def call(
         self,

@@ -198,3 +198,41 @@ def test_callers_on_other_nodes_get_503_not_404_while_a_gateway_restarts(
     outcomes = run(go(), 60)
     # The node is coming back: a caller may retry. NotFound would say it is gone.
     assert set(outcomes) <= {"ok", "Unavailable"}, outcomes
+
+
+def test_calls_from_the_node_whose_gateway_restarts_fail_fast_or_go_through(
+    node_factory, signaling_url
+):
+    node_a, node_b = relay_and_echo_nodes(node_factory, signaling_url)
+    assert run(_forward(node_a)) == b"hello"
+    (echo,) = [a["id"] for a in node_b.status()["actors"]]
+
+    async def go() -> dict[str, int]:
+        async with actrhost.connect(node_a.config_path) as shell:
+
+            async def one() -> tuple[str, float]:
+                started = time.monotonic()
+                try:
+                    await shell.call(echo, "test.Echo.Sleep", b"0.3", timeout=15)
+                    outcome = "ok"
+                except actrhost.ActrError as exc:
+                    outcome = type(exc).__name__
+                return outcome, time.monotonic() - started
+
+            restart = asyncio.ensure_future(
+                asyncio.to_thread(cli, "restart", str(node_a.config_path), "--gateway")
+            )
+            calls = []
+            while not restart.done():  # a call every 10 ms, each waiting on node B
+                calls.append(asyncio.ensure_future(one()))
+                await asyncio.sleep(0.01)
+            assert (await restart).returncode == 0
+            results = await asyncio.gather(*calls)
+        # Each either went through or failed fast (503): none was sent into the restart
+        # and left to its 15 s deadline.
+        assert {outcome for outcome, _ in results} <= {"ok", "Unavailable"}, results
+        assert max(took for _, took in results) < 5, results
+        return {o: sum(1 for x, _ in results if x == o) for o in {x for x, _ in results}}
+
+    outcomes = run(go(), 90)
+    assert outcomes.get("Unavailable"), outcomes  # the restart was seen
