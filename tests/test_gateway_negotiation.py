@@ -4,6 +4,7 @@ direct call (no signaling server): the state machine of actrhost/gateway/_remote
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ pytest.importorskip("aiortc")
 
 from actrhost import NotFound
 from actrhost._config import WebrtcConfig
+from actrhost._errors import ClosedResourceError
 from actrhost._payload_type import PayloadType
 from actrhost.gateway._peer import Callbacks, PeerConnection
 from actrhost.gateway._remote import RemoteNode, parse_session
@@ -40,6 +42,7 @@ class Gateway:
         self.states: list[tuple[str, LinkState]] = []
         self.given_up = asyncio.Event()
         self.relays = 0
+        self.unregistered = False  # our actors' registrations closed: we are stopping
         callbacks = Callbacks(
             on_frame=lambda pc, lane, data: self.frames.append(data),
             on_control=lambda pc, m: None,
@@ -65,6 +68,8 @@ class Gateway:
 
     async def relay(self, node: RemoteNode, payload: Any, session: str) -> RoleAssignment | None:
         self.relays += 1
+        if self.unregistered:
+            raise ClosedResourceError("Registration(test) was unregistered")
         if node.node_id not in self.net:
             raise NotFound(f"relay target on node {node.node_id} is not registered")
         other = self.net[node.node_id].node
@@ -188,3 +193,27 @@ def test_traffic_while_reconnecting_starts_attempts_on_the_backoff_not_per_frame
             await b.node.close()
 
     run(scenario())
+
+
+def test_a_reconnect_after_our_registrations_closed_ends_quietly() -> None:
+    async def scenario() -> list[dict[str, Any]]:
+        errors: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: errors.append(ctx))
+        net: dict[str, Gateway] = {}
+        a, b = await connected_by_traffic(net)
+        try:
+            a.unregistered = True  # the gateway is stopping: relays raise
+            assert a.node.pc is not None
+            a.node.pc.fail("test: link cut")
+            for _ in range(20):  # traffic meanwhile: attempts on the backoff
+                a.node.connection()
+                await asyncio.sleep(0.03)
+            assert a.relays >= 1
+        finally:
+            await a.node.close()
+            await b.node.close()
+        gc.collect()  # an exception nobody retrieved is reported when its task goes
+        await asyncio.sleep(0)
+        return errors
+
+    assert run(scenario()) == []

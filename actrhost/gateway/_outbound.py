@@ -27,6 +27,7 @@ from .._envelope import REQUEST, RESPONSE, STREAM, Envelope, StreamFrame
 from .._errors import (
     ActrError,
     BadRequest,
+    ClosedResourceError,
     ConfigError,
     NotFound,
     PermissionDenied,
@@ -362,6 +363,10 @@ class Outbound:
                 raise NotFound(f"no actor of type {actr_type} found through signaling")
         except ActrError as exc:
             self._reply_local(routing_id, env.request_id, exc)
+            return
+        except ClosedResourceError:  # unregistered meanwhile: this gateway is stopping
+            error = Unavailable(f"the gateway of node {self.node_id} is stopping")
+            self._reply_local(routing_id, env.request_id, error)
             return
         self._send_router(
             routing_id,

@@ -29,7 +29,7 @@ from typing import Any
 from aiortc import RTCCertificate
 
 from .._config import WebrtcConfig
-from .._errors import ActrError
+from .._errors import ActrError, ClosedResourceError
 from .._ids import ActrId
 from ..signaling import RoleAssignment, SdpAnswer, SdpOffer
 from ._peer import Callbacks, PeerConnection, close_in_background
@@ -203,12 +203,14 @@ class RemoteNode:
         if delay_s:
             await asyncio.sleep(delay_s)
             pc = self._live()
-            if pc is None or pc.state is not LinkState.NEW or pc.is_offerer:
-                return  # an offer from the other side came first
+            if self._closed or pc is None or pc.state is not LinkState.NEW or pc.is_offerer:
+                return  # closed meanwhile, or an offer from the other side came first
         try:
             role = await self._relay(
                 self, RoleNegotiation(), session_id("neg", self.local_node, self.node_id)
             )
+        except ClosedResourceError:
+            return  # our actors' registrations closed: this gateway is stopping
         except ActrError as exc:
             pc = self._live()
             if pc is not None and pc.state is LinkState.NEW:
