@@ -247,7 +247,7 @@ class Supervisor:
         workers to finish and kill those still running."""
         if not self._shutdown.is_set():
             log.info("node %r: shutting down", self.config.node.name)
-        elif self._stopping and not self._hurry.is_set():
+        elif not self._hurry.is_set():  # also before the stop began (still starting)
             log.warning(
                 "node %r: asked again: killing workers still running", self.config.node.name
             )
