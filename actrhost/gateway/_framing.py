@@ -83,8 +83,8 @@ def fits_between_nodes(size_bytes: int) -> bool:
 def too_large(what: str, size_bytes: int) -> str:
     """Why a frame of ``size_bytes`` may not go to another node."""
     return (
-        f"{what} of {size_bytes} bytes exceeds the {MAX_FRAME_BYTES} bytes a message to "
-        "another node may carry"
+        f"{what} of {size_bytes} bytes exceeds the {MAX_FRAME_BYTES - HEADER_ROOM_BYTES} "
+        "bytes a message to another node may carry"
     )
 
 
@@ -96,7 +96,7 @@ def split_frame(frame: bytes, message_id: int, max_message_bytes: int) -> Iterat
         yield b"\x01" + frame
         return
     if len(frame) > MAX_FRAME_BYTES:
-        raise ValueError(too_large("frame", len(frame)))
+        raise ValueError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME_BYTES} bytes")
     room = max_message_bytes - PART_HEADER_BYTES
     count = -(-len(frame) // room)
     if count > _MAX_PARTS:

@@ -144,9 +144,12 @@ class Outbound:
             # The sender's max_message_bytes may allow more than crosses between nodes:
             # say so now rather than drop it on the link and let the caller wait.
             self.counters.undeliverable += 1
+            what = f"{'request' if is_request else 'tell'} {env.route_key!r}"
             if is_request:
-                error = BadRequest(framing.too_large(f"request {env.route_key!r}", size_bytes))
+                error = BadRequest(framing.too_large(what, size_bytes))
                 self._reply_local(routing_id, env.request_id, error)
+            else:  # nobody to answer: say it here
+                log.warning("%r: dropped a %s", self, framing.too_large(what, size_bytes))
             return
         if target is None:
             if is_request:
