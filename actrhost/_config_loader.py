@@ -367,6 +367,7 @@ class Loader:
 
     def run_dir(self, key: str, value: Any) -> Path:
         text = self.text(key, value)
+        self.check(key, value, "\0" not in text, "a path without NUL characters")
         # Relative to the config's folder, not the current directory, so a config means the
         # same thing wherever `actrhost run` is started.
         return Path(os.path.abspath(self.base_dir / Path(text).expanduser()))

@@ -291,6 +291,10 @@ BROKEN = [
         "node.shutdown_grace_s: must be a number >= 0 (got '5s')",
     ),
     (NODE + 'run_dir = ""\n' + ACTOR, "node.run_dir: must be a non-empty string (got '')"),
+    (
+        NODE + 'run_dir = "rd\\u0000x"\n' + ACTOR,
+        "node.run_dir: must be a path without NUL characters (got 'rd\\x00x')",
+    ),
     # [[actor]]
     (
         NODE + ACTOR + "instances = 0\n",
