@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import zmq
 
 from . import _envelope as wire
+from ._config import DEFAULT_MAX_MESSAGE_BYTES
 from ._envelope import Envelope, StreamFrame
 from ._errors import (
     ActrError,
@@ -123,7 +124,7 @@ class RpcEndpoint:
         *,
         hwm: int,
         name: str,
-        max_message_bytes: int,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         on_stream: StreamHandler | None = None,
     ) -> None:
         self.name = name

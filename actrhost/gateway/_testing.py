@@ -32,7 +32,6 @@ import zmq
 
 from .. import _control as control
 from .. import _envelope as wire
-from .._config import DEFAULT_MAX_MESSAGE_BYTES
 from .._envelope import MEDIA, REQUEST, RESPONSE, STREAM, TELL, Envelope, StreamFrame
 from .._errors import ActrError, DeadlineExceeded, HandlerError, NotFound
 from .._ids import ActrId
@@ -86,7 +85,6 @@ class _FakeWorker:
             self._on_request,
             hwm=hwm,
             name=name,
-            max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES,
             on_stream=self._on_stream,
         )
         self.actr_id: ActrId | None = None
