@@ -236,3 +236,43 @@ def test_calls_from_the_node_whose_gateway_restarts_fail_fast_or_go_through(
 
     outcomes = run(go(), 90)
     assert outcomes.get("Unavailable"), outcomes  # the restart was seen
+
+
+def test_a_link_whose_known_pairs_an_acl_edit_refuses_comes_back_through_another(
+    node_factory, signaling_url
+):
+    signaling = f'[signaling]\nurl = "{signaling_url}"\n'
+    relays = (
+        '[[actor]]\nname = "relay"\ntype = "test+Relay"\nhandler = "actors:Relay"\n'
+        '[[actor]]\nname = "friend"\ntype = "test+Friend"\nhandler = "actors:Relay"\n'
+    )
+    node_a = node_factory(relays, signaling)
+    node_b = node_factory(
+        '[[actor]]\nname = "echo"\ntype = "test+Echo"\nhandler = "actors:Echo"\n', signaling
+    )
+    assert run(_forward(node_a)) == b"hello"  # the link's one known pair: relay -> echo
+    (echo,) = [a["id"] for a in node_b.status()["actors"]]
+    text = node_b.config_path.read_text()
+    no_relays = (
+        'handler = "actors:Echo"\n'
+        '[[actor.acl]]\npermission = "deny"\ntypes = ["test+Relay"]\n'
+        '[[actor.acl]]\npermission = "allow"\n'
+    )
+    node_b.config_path.write_text(text.replace('handler = "actors:Echo"\n', no_relays))
+    result = cli("restart", str(node_b.config_path), "echo")
+    assert result.returncode == 0, result.stderr
+
+    async def by_id() -> float:
+        async with actrhost.connect(node_a.config_path) as shell:
+            started = time.monotonic()
+            while True:  # a Shell's call by id: the existing link, negotiated again
+                try:
+                    assert await shell.call(echo, "test.Echo.Say", b"hi", timeout=3) == b"hi"
+                    return time.monotonic() - started
+                except actrhost.Unavailable:
+                    assert time.monotonic() - started < 20, "the link never came back"
+                    await asyncio.sleep(0.1)
+
+    # The relay may not reach the echo any more, but friend may: the reconnect goes
+    # through that pair instead of failing on relay -> echo for the next minute.
+    assert run(by_id(), 60) < 15

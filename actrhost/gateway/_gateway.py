@@ -66,6 +66,8 @@ ROUTER_BATCH = 64
 CREDENTIAL_REPORT_S = 60.0
 #: How long a stopping gateway waits for failed connections still closing.
 CLOSE_WAIT_S = 2.0
+#: Other actor pairs a negotiation tries when every known pair is refused (an ACL edit).
+EXTRA_PAIRS_TRIED = 8
 
 
 class Gateway(Outbound, Inbound):
@@ -498,6 +500,22 @@ class Gateway(Outbound, Inbound):
                 # Maybe not registered right now (its node restarting): try the next pair,
                 # but keep this one; a restarted actor comes back with the same id.
                 error = exc
+        if isinstance(error, PermissionDenied):
+            # Every known pair is refused now (an ACL edit): another pair of actors may
+            # pass, and a link through it serves every pair (each side still checks).
+            others = [
+                (local, remote)
+                for remote in list(node.actors)[:EXTRA_PAIRS_TRIED]
+                for local in list(self._regs)[:EXTRA_PAIRS_TRIED]
+                if (local, remote) not in pairs
+            ]
+            for local, remote in others[:EXTRA_PAIRS_TRIED]:
+                try:
+                    result = await self._regs[local].relay(remote, payload, session_id=session)
+                except (NotFound, PermissionDenied, KeyError):
+                    continue
+                node.add_pair(local, remote)
+                return result
         raise error
 
     def _on_actors_left(self, actors: list[ActrId]) -> None:
