@@ -201,7 +201,12 @@ class Inbound(Trust):
     # -- targets still starting ----------------------------------------------------------
 
     def _park_if_starting(
-        self, target: ActrId | None, wait_s: float, again: Callable[[], None]
+        self,
+        target: ActrId | None,
+        wait_s: float,
+        again: Callable[[], None],
+        *,
+        unbounded: bool = False,
     ) -> bool:
         """Keep a frame for a local actor that is still starting (the same rule as between
         local actors, docs/node.md); ``again`` runs once it no longer is, or after
@@ -213,7 +218,7 @@ class Inbound(Trust):
             if not self._starting(target):
                 return False
             waiting = self._parked[target] = deque()
-        elif len(waiting) >= self._hwm:
+        elif len(waiting) >= self._hwm and not unbounded:
             return False  # as many as a worker's socket would queue: refuse the rest
         parked = Parked(again)
         parked.timer = self._loop.call_later(wait_s, unpark_one, self._parked, target, parked)
@@ -382,7 +387,10 @@ class Inbound(Trust):
                 and may_wait
                 and isinstance(exc, (NotFound, Unavailable))
                 and self._park_if_starting(
-                    sf.target, STARTING_WAIT_S, lambda: self._stream_in(pc, sf, data, False)
+                    sf.target,
+                    STARTING_WAIT_S,
+                    lambda: self._stream_in(pc, sf, data, False),
+                    unbounded=True,  # reliable: the sender's window bounds them (Trust)
                 )
             ):
                 return

@@ -23,6 +23,7 @@ from .._directory import ActorEntry, Directory
 from .._envelope import Envelope, StreamFrame
 from .._errors import ActrError, BadRequest, PermissionDenied
 from .._ids import ActrId
+from .._payload_type import PayloadType
 from ..signaling import RoleNegotiation
 from ._counters import GatewayCounters
 from ._peer import PeerConnection
@@ -35,6 +36,14 @@ log = logging.getLogger(__name__)
 INTRODUCE_WAIT_S = 2.0
 #: Introductions asked for and remembered (so as not to ask again within the wait).
 MAX_INTRODUCTIONS_ASKED = 1024
+
+
+def window_bounded(item: Envelope | StreamFrame) -> bool:
+    """A reliable stream chunk: how many of those wait is bounded by their sender's
+    end-to-end window (``Tuning.stream_window_bytes``), and refusing one would lose it
+    from a stream that promises to lose nothing. Other frames wait up to ``hwm_messages``
+    (per source or target), as a worker's socket would queue them."""
+    return isinstance(item, StreamFrame) and item.payload_type == PayloadType.STREAM_RELIABLE
 
 
 class Parked:
@@ -137,7 +146,7 @@ class Trust:
         waiting = self._unintroduced.get(key)
         if waiting is None:
             waiting = self._unintroduced[key] = deque()
-        elif len(waiting) >= self._hwm:
+        elif len(waiting) >= self._hwm and not window_bounded(item):
             return False
         self._ask_introduction(pc, source, target)
         wait_s = INTRODUCE_WAIT_S
