@@ -44,6 +44,8 @@ class RingReaders:
         self._stalled: dict[str, int] = {}
         # Ring name -> descriptors this process holds (arrived, not retired yet).
         self._held: dict[str, int] = {}
+        # Rings whose writer is gone but with descriptors held: closed at the last retire.
+        self._orphaned: set[str] = set()
         self._sweep: asyncio.TimerHandle | None = None
 
     def __len__(self) -> int:
@@ -92,12 +94,22 @@ class RingReaders:
         else:
             self._held[descriptor.ring] = held - 1
         self.get(descriptor.ring).retire(descriptor)
+        if descriptor.ring in self._orphaned and descriptor.ring not in self._held:
+            self._drop(descriptor.ring)
 
     def forget_writer(self, tag: str) -> None:
-        """Close the rings written by ``tag`` (an instance's serial in hex): it is gone."""
-        marker = f"{self._prefix}{tag}-"
-        for name in [n for n in self._readers if n.startswith(marker)]:
-            self._drop(name)
+        """Let go of the rings written by ``tag`` (an instance's serial in hex): its
+        process is gone. A ring with descriptors still held here (chunks queued behind a
+        slow callback, or one running) stays open until the last is retired: what
+        arrived before its writer went is delivered, and a payload stays valid until its
+        callback returns."""
+        for name in list(self._readers):
+            if writer_serial(name[len(self._prefix) :]) != tag:
+                continue
+            if name in self._held:
+                self._orphaned.add(name)
+            else:
+                self._drop(name)
 
     def close(self) -> None:
         """Close every ring (the process is stopping)."""
@@ -115,6 +127,7 @@ class RingReaders:
             raise BadRequest(f"ring {ring!r} is for another process")
 
     def _drop(self, name: str) -> None:
+        self._orphaned.discard(name)
         self._stalled.pop(name, None)
         self._held.pop(name, None)
         self._readers.pop(name).close()
@@ -149,6 +162,13 @@ class RingReaders:
         worker is gone, and its pid is not in the ring's name.
         """
         return reader.writer_closed or shell_gone(name[len(self._prefix) :].split("-", 1)[0])
+
+
+def writer_serial(ring_rest: str) -> str:
+    """The writer's instance serial (hex) in a ring name after the node prefix: the
+    writer part is ``<serial>.<pid>`` (``_streams.ring_name``); a Shell's, ``s<pid>.<token>``,
+    never equals a serial."""
+    return ring_rest.split("-", 1)[0].split(".", 1)[0]
 
 
 def shell_gone(writer_tag: str) -> bool:

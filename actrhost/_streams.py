@@ -138,8 +138,10 @@ def nbytes_of(buffer: Any) -> int:
 
 
 def ring_name(node_prefix: str, writer_tag: str, reader_serial: int, reader_pid: int) -> str:
-    """The segment name of the ring from ``writer_tag`` (an instance's serial in hex, or
-    the gateway's tag) to one process of the instance ``reader_serial``."""
+    """The segment name of the ring from ``writer_tag`` (a worker's ``<serial>.<pid>`` in
+    hex, or a Shell's ``s<pid>.<token>``) to one process of the instance ``reader_serial``.
+    Both pids are in it: a restarted writer or reader gets a fresh ring, never one whose
+    other end still holds records of the process before."""
     return segment_name(node_prefix, writer_tag, f"{reader_serial:x}", f"{reader_pid:x}")
 
 
@@ -150,8 +152,9 @@ def unlink_rings_of(node_prefix: str, serial: int) -> int:
     tag = f"{serial:x}"
     removed = 0
     for name in list_prefix(prefix):
-        # "<prefix><writer>-<reader serial>-<reader pid>" (ring_name)
-        if tag in name[len(prefix) :].split("-")[:2]:
+        # "<prefix><writer serial>.<writer pid>-<reader serial>-<reader pid>" (ring_name)
+        parts = name[len(prefix) :].split("-")
+        if tag in (parts[0].split(".", 1)[0], parts[1] if len(parts) > 1 else None):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"/dev/shm/{name}")
                 removed += 1

@@ -134,7 +134,7 @@ class Worker:
         self.streams_out = StreamSender(
             self.rpc,
             node_prefix=spec.shm_prefix,
-            self_tag=f"{spec.serial:x}",
+            self_tag=f"{spec.serial:x}.{os.getpid():x}",
             threshold_bytes=config.shm.threshold_bytes,
             ring_bytes=config.shm.ring_bytes,
         )
