@@ -278,6 +278,12 @@ class StreamSender:
         descriptor = await self._write_record(writer, buffer, array_meta, lossy, deadline)
         if descriptor is None:
             self.counters.dropped_sender += 1
+            # The ring is full, maybe of records whose descriptors still wait here for the
+            # end of this loop iteration: a sender that never yields (a lossy send does
+            # not) would keep them from the receiver, which could free nothing, and drop
+            # all that follows (5 of 100 samples went out). Send them now.
+            if endpoint in self._batches:
+                self._flush(endpoint, target.serial_number)
             return False
         frame.shm = descriptor.to_bytes()
         self._queue_frame(endpoint, wire.encode_stream(frame), target.serial_number)
