@@ -293,6 +293,14 @@ class StreamSink(Actor):
         return b"ok"
 
 
+class SlowStartSink(StreamSink):
+    """A StreamSink whose ``on_start`` takes 1.5 s: it stays "starting" that long."""
+
+    async def on_start(self, ctx: Context) -> None:
+        await asyncio.sleep(1.5)
+        await super().on_start(ctx)
+
+
 class StreamSource(Actor):
     """Sends streams on request and returns the checksums of what it sent."""
 
@@ -308,6 +316,8 @@ class StreamSource(Actor):
         params = json.loads(request)
         if params.get("to_shell"):
             target = Dest.SHELL
+        elif params.get("target_id"):
+            target = Dest.actor(ActrId.parse(params["target_id"]))
         else:
             target = Dest.actor(await ctx.discover(ActrType.parse(params["target"])))
         rng = np.random.default_rng(params.get("seed", 0))

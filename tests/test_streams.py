@@ -274,6 +274,27 @@ def test_a_latency_first_burst_that_never_yields_still_reaches_the_receiver(node
     run(go())
 
 
+def test_a_chunk_to_a_receiver_still_starting_waits_for_it(node_factory):
+    node = node_factory(ACTORS.replace("actors:StreamSink", "actors:SlowStartSink"), NODE)
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            (sink,) = [i for i in await shell.actors() if i.name == "sink"]
+            os.kill(sink.pid, signal.SIGKILL)
+            for _ in range(300):  # restarted, then 1.5 s in on_start
+                (again,) = [i for i in await shell.actors() if i.name == "sink"]
+                if again.state.value == "starting":
+                    break
+                await asyncio.sleep(0.01)
+            assert again.state.value == "starting"
+            # The source waits for it, as a call would (it got Unavailable at once).
+            sent = await send(shell, sizes=[100, 100_000], timeout=20, target_id=str(sink.actr_id))
+            got = (await results(shell, "s0", 2))["s0"]
+            assert [c["crc"] for c in got] == [s["crc"] for s in sent]
+
+    run(go(), 60)
+
+
 def test_unregistered_stream_and_failing_callback_are_counted(node):
     async def go():
         async with actrhost.connect(node.config_path) as shell:

@@ -588,7 +588,8 @@ class Worker:
     ) -> bool:
         """Send a chunk or sample for a Context; False if a lossy lane dropped it."""
         shell_key = f"{frame.kind}:{frame.key}"
-        endpoint, target = self._resolve(dest, shell_key)
+        # A receiver still starting is waited for, as by a call or tell (docs/node.md).
+        endpoint, target = await self._resolve_when_started(dest, shell_key, deadline)
         if dest.kind == "LOCAL":
             pid: int | None = os.getpid()
         else:
