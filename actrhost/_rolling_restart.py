@@ -66,9 +66,9 @@ async def rolling_restart(
             for slot in slots:
                 await _restart_one(sup, slot)
         except RestartRefused as exc:
-            if edited is None:
-                raise
-            await _roll_back(sup, current, exc)
+            await _roll_back(sup, current if edited is not None else None, exc)
+        if sup._forkserver is not None:
+            await sup._forkserver.settle()  # the new code runs everywhere now
         restarted = [slot.label for slot in slots]
         if sup.gateway is not None and (
             gateway_only
@@ -111,16 +111,29 @@ async def _import_handlers_again(supervisor: Supervisor, previous: Config | None
         )
 
 
-async def _roll_back(supervisor: Supervisor, previous: Config, failure: RestartRefused) -> None:
-    """An instance did not come back with the edited config: go back to ``previous``, so
-    that the instances not reached yet, and the one that failed, start with it again
-    when they restart (after a crash, say), not with the edit that just failed. Code
-    edited on disk cannot be rolled back: the forkserver imports what the files hold."""
-    use_config(supervisor, previous)
-    with contextlib.suppress(RestartRefused):
-        await _import_handlers_again(supervisor, None)
+async def _roll_back(
+    supervisor: Supervisor, previous: Config | None, failure: RestartRefused
+) -> None:
+    """An instance did not come back: go back to the config before the edit
+    (``previous``, when it was edited) and to the forkserver that imported the code
+    before it, so that the instances not reached yet, and the one that failed, start as
+    they were when they restart (after a crash, say), not with the edit that just
+    failed. With ``start_method = "spawn"`` each worker imports from disk: the code
+    edit stays until the files are edited back."""
+    went_back = False
+    if supervisor._forkserver is not None:
+        went_back = await supervisor._forkserver.go_back()
+    if previous is not None:
+        use_config(supervisor, previous)
+    what = (
+        "config and code"
+        if previous is not None and went_back
+        else ("config" if previous is not None else "code" if went_back else "")
+    )
+    if not what:
+        raise failure
     raise RestartRefused(
-        failure.code, f"{failure.message}; the config in use is the one before the edit again"
+        failure.code, f"{failure.message}; back to the {what} from before the restart"
     ) from None
 
 

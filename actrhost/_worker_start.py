@@ -136,6 +136,8 @@ class ForkServer:
         self._channel: socket.socket | None = None
         self._lock = asyncio.Lock()
         self.pids: set[int] = set()  # our own processes: the forkserver and its workers
+        # The forkserver before the last renew(), kept until settle() or go_back().
+        self._previous: tuple[asyncio.subprocess.Process | None, socket.socket | None] | None = None
         self.forking = False
         self.starts = 0
 
@@ -224,9 +226,11 @@ class ForkServer:
 
     async def renew(self) -> None:
         """Replace the forkserver by a fresh one, which imports the handler modules again
-        from disk (``actrhost restart``). The running one is retired only once the new
-        one is ready: if the new code does not import, ``OSError`` says why and the old
-        forkserver stays. Workers already forked keep running either way."""
+        from disk (``actrhost restart``). If the new code does not import, ``OSError``
+        says why and the old forkserver stays. Else the old one is kept aside, with the
+        code it imported, until :meth:`settle` (the restart worked: retire it) or
+        :meth:`go_back` (it failed: fork from it again). Workers already forked keep
+        running either way."""
         async with self._lock:
             old = self._process, self._channel
             self._process, self._channel = None, None
@@ -235,10 +239,33 @@ class ForkServer:
             except OSError:
                 self._process, self._channel = old
                 raise
-            await self._retire(*old)
+            await self.settle()
+            self._previous = old
+
+    async def settle(self) -> None:
+        """Retire the forkserver kept aside by :meth:`renew`."""
+        previous, self._previous = self._previous, None
+        if previous is not None:
+            await self._retire(*previous)
+
+    async def go_back(self) -> bool:
+        """Fork from the forkserver before the last :meth:`renew` again (the code it
+        imported: a rolling restart that failed), retiring the new one. False when there
+        is none, or it exited meanwhile."""
+        async with self._lock:
+            previous, self._previous = self._previous, None
+            if previous is None or previous[0] is None or previous[0].returncode is not None:
+                if previous is not None:
+                    await self._retire(*previous)
+                return False
+            current = self._process, self._channel
+            self._process, self._channel = previous
+            await self._retire(*current)
+            return True
 
     async def close(self) -> None:
         """Stop the forkserver (it exits when its socket closes) and wait for it."""
+        await self.settle()
         process, channel = self._process, self._channel
         self._process, self._channel = None, None
         await self._retire(process, channel)

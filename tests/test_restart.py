@@ -294,9 +294,31 @@ class Broken(Actor):
     result = cli("restart", str(node.config_path), "versioned")
     assert result.returncode == 1
     assert "versioned#0 did not come back" in result.stderr
-    assert "the config in use is the one before the edit again" in result.stderr
+    assert "back to the config and code from before the restart" in result.stderr
     # The instance the restart did not reach restarts (after a crash) with the previous
     # config, not with the edit that failed; so does the one that failed.
+    untouched = pids(node, "versioned")["versioned#1"]
+    os.kill(untouched, signal.SIGKILL)
+    wait_until(lambda: untouched not in pids(node, "versioned").values(), 20, "versioned#1")
+    node.wait_running(30)
+    assert versions(node) == {b"v1"}
+
+
+def test_a_restart_whose_new_code_fails_to_start_goes_back_to_the_previous_code(versioned_node):
+    node, module = versioned_node
+    broken = """
+async def _broken_on_start(self, ctx):
+    raise RuntimeError("broken deploy")
+
+Versioned.on_start = _broken_on_start
+"""
+    module.write_text(handler_source("v2") + broken)  # the config stays as it is
+    result = cli("restart", str(node.config_path), "versioned")
+    assert result.returncode == 1
+    assert "versioned#0 did not come back" in result.stderr
+    assert "back to the code from before the restart" in result.stderr
+    # Crash restarts fork from the forkserver that imported v1: the untouched instance
+    # comes back as it was (it used to get v2, and crash-loop until given up).
     untouched = pids(node, "versioned")["versioned#1"]
     os.kill(untouched, signal.SIGKILL)
     wait_until(lambda: untouched not in pids(node, "versioned").values(), 20, "versioned#1")
