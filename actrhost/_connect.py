@@ -90,18 +90,21 @@ async def connect_when_running(
                     await shell.aclose()  # another node's: wait for ours (or its exit)
                     shell = None
             if shell is not None:
-                actors = await shell.actors()
+                entries = shell.directory.entries()  # kept up to date by the supervisor
+                # Given up on after a clean exit (a one-shot job, transient or temporary,
+                # done): finished, not failed, as /readyz counts it.
+                done = [e for e in entries if e.given_up and e.state is ActorState.STOPPED]
                 ended = [
                     f"{e.name} ({e.actr_id}) {e.state.value}"
-                    for e in shell.directory.entries()
-                    if e.given_up
+                    for e in entries
+                    if e.given_up and e not in done
                 ]
                 if ended:  # given up on (restart limit or policy): it will never run
                     raise Unavailable(
                         f"{', '.join(ended)} and will not be restarted, at "
                         f"{config_or_endpoint} (the node's log says why)"
                     )
-                if actors and all(a.state is ActorState.RUNNING for a in actors):
+                if entries and all(e.state is ActorState.RUNNING or e in done for e in entries):
                     ready, shell = shell, None
                     return ready
             if time.monotonic() >= deadline:

@@ -197,6 +197,13 @@ class CrashOnStart(Actor):
         raise RuntimeError("cannot start")
 
 
+class OneShot(Actor):
+    """A job: exits cleanly 0.2 s after it started (with restart = "transient": done)."""
+
+    async def on_start(self, ctx: Context) -> None:
+        asyncio.get_running_loop().call_later(0.2, os._exit, 0)
+
+
 class ExitSoon(Actor):
     """Exits cleanly or with an error right after starting (transient/temporary tests)."""
 

@@ -10,7 +10,7 @@ import pytest
 
 import actrhost as actrhost_api
 
-from .utils import GREETER, REPO, TESTS_DIR, run
+from .utils import GREETER, REPO, TESTS_DIR, run, wait_until
 from .utils import actrhost_command as actrhost
 
 ECHO = """
@@ -354,6 +354,26 @@ def test_wait_fails_at_once_when_an_instance_was_given_up_on(node_factory):
     assert waited.stderr.startswith("actrhost: wait: crash (")
     assert "failed and will not be restarted" in waited.stderr
     assert time.monotonic() - started < 30
+
+
+def test_wait_counts_a_job_that_finished_cleanly_as_done(node_factory):
+    job = (
+        '[[actor]]\nname = "job"\ntype = "test+Job"\nhandler = "actors:OneShot"\n'
+        'restart = "transient"\n'
+    )
+    node = node_factory(ECHO + job, start=False)
+    node.spawn()
+
+    def job_done() -> bool:
+        try:
+            return [a.state.value for a in node.actors() if a.name == "job"] == ["stopped"]
+        except actrhost_api.ActrError:
+            return False  # not listening yet
+
+    wait_until(job_done, 15, "the job to finish")
+    waited = actrhost("wait", str(node.config_path), "--timeout", "10")
+    assert waited.returncode == 0, waited.stderr  # it said "job … stopped and will not be
+    # restarted", exit 1, while /readyz said ok
 
 
 def test_wait_returns_once_a_node_started_in_the_background_runs(node_factory):
