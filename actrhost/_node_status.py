@@ -27,9 +27,11 @@ async def collect_status(supervisor: Supervisor) -> dict[str, Any]:
     sup = supervisor
     loop = asyncio.get_running_loop()
     waits: dict[int, asyncio.Future[dict[str, Any]]] = {}
+    asked: dict[int, int | None] = {}  # serial -> the pid asked
     for slot in sup._slots:
         if slot.routing_id is not None and slot.state in LIVE_STATES:
             sup._next_req += 1
+            asked[slot.actr_id.serial_number] = slot.pid
             waits[slot.actr_id.serial_number] = future = loop.create_future()
             sup._stats_waiters[sup._next_req] = future
             sup._send(slot.routing_id, {"op": control.STATS_REQUEST, "req": sup._next_req})
@@ -44,6 +46,11 @@ async def collect_status(supervisor: Supervisor) -> dict[str, Any]:
     for slot in sup._slots:
         waiter = waits.get(slot.actr_id.serial_number)
         stats = waiter.result() if waiter is not None and waiter.done() else {}
+        if asked.get(slot.actr_id.serial_number) != slot.pid:
+            # Restarted during the wait: those counters were the old process's, and must
+            # not be shown beside the new pid and restart count (a scrape saw counters
+            # drop with no restart counted). The next status has the new one's.
+            stats = {}
         actors.append({**slot.entry().to_json(), "stats": stats, "error": slot.error})
     return {
         "node": sup.config.node.name,

@@ -720,3 +720,33 @@ def test_the_routes_of_a_killed_shell_go_with_it(node_factory):
     finally:
         shell.kill()
         shell.wait(5)
+
+
+def test_counters_of_a_worker_restarted_during_a_status_are_not_shown_as_its_successors(
+    node_factory,
+):
+    node = node_factory(
+        '[[actor]]\nname = "slow"\ntype = "test+Echo"\nhandler = "actors:Echo"\n'
+        '[[actor]]\nname = "echo"\ntype = "test+Echo2"\nhandler = "actors:Echo"\n'
+    )
+    slow, echo = node.pid_of("slow"), node.pid_of("echo")
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            for _ in range(20):
+                await shell.call("echo", "test.Echo.Say", b"x")
+            os.kill(slow, signal.SIGSTOP)  # it will not answer: the status waits its 1 s
+            try:
+                status = asyncio.ensure_future(shell.status())
+                await asyncio.sleep(0.2)  # echo has answered with its counters by now
+                os.kill(echo, signal.SIGKILL)  # and is restarted before the wait ends
+                result = await status
+            finally:
+                os.kill(slow, signal.SIGCONT)
+            (row,) = [a for a in result["actors"] if a["name"] == "echo"]
+            if row["pid"] != echo:  # its successor: not the old process's 20 calls
+                assert row["stats"] == {}, row
+            else:  # not restarted yet (a slow machine): the old process's own counters
+                assert row["stats"]["calls_served"] == 20, row
+
+    run(go())
