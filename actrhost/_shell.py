@@ -38,6 +38,7 @@ from ._errors import (
     ActrError,
     BadRequest,
     ClosedResourceError,
+    DeadlineExceeded,
     HandlerError,
     NotFound,
     Unavailable,
@@ -475,7 +476,16 @@ class Shell:
 
     async def _restart(self, timeout: float, **fields: Any) -> list[str]:
         self._check_open()
-        answer = await self._request(control.RESTART, timeout, **fields)
+        try:
+            answer = await self._request(control.RESTART, timeout, **fields)
+        except Unavailable:
+            if self._node_gone is not None:
+                raise
+            # The node is there (it answered the attach): the restart takes longer.
+            raise DeadlineExceeded(
+                f"the restart did not finish within {timeout:g} s; it goes on in the node "
+                "(`actrhost status` shows where it is, the node's log what it did)"
+            ) from None
         if "error" in answer:
             raise error_from_code(int(answer.get("code", 500)), str(answer["error"]))
         return [str(label) for label in answer.get("restarted", [])]

@@ -390,3 +390,11 @@ def test_calls_to_an_instance_just_restarted_are_answered_by_it(node_factory):
             await restart
 
     run(go(), 60)
+
+
+def test_a_restart_that_outlasts_its_timeout_says_so_not_that_no_node_answered(versioned_node):
+    node, _ = versioned_node
+    result = cli("restart", str(node.config_path), "versioned", "--timeout", "0.05")
+    assert result.returncode == 1
+    assert "the restart did not finish within 0.05 s; it goes on in the node" in result.stderr
+    node.wait_running(30)  # it did go on
