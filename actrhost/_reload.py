@@ -51,6 +51,18 @@ async def read_edited_config(current: Config, restarted: Collection[str]) -> Con
     return edited
 
 
+def _which_keys(before: object, after: object) -> str:
+    """`` (key, key)`` naming the fields of two dataclass tables that differ, or ""."""
+    if not (dataclasses.is_dataclass(before) and dataclasses.is_dataclass(after)):
+        return ""
+    keys = [
+        field.name
+        for field in dataclasses.fields(before)
+        if getattr(before, field.name) != getattr(after, field.name, None)
+    ]
+    return f" ({', '.join(keys)})" if keys else ""
+
+
 def unappliable_changes(current: Config, edited: Config, restarted: Collection[str]) -> list[str]:
     """The edits from ``current`` to ``edited`` that restarting the actors ``restarted``
     and the gateway cannot apply, each as a short phrase."""
@@ -62,7 +74,7 @@ def unappliable_changes(current: Config, edited: Config, restarted: Collection[s
         ("[dependencies]", current.dependencies, edited.dependencies),
     ):
         if before != after:
-            changes.append(f"{section} changed")
+            changes.append(f"{section} changed{_which_keys(before, after)}")
     before_names = [a.name for a in current.actors]
     after_names = [a.name for a in edited.actors]
     if sorted(before_names) != sorted(after_names):

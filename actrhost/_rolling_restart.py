@@ -120,6 +120,8 @@ async def _roll_back(
     they were when they restart (after a crash, say), not with the edit that just
     failed. With ``start_method = "spawn"`` each worker imports from disk: the code
     edit stays until the files are edited back."""
+    if supervisor._stopping:
+        raise failure  # nothing will be restarted again: nothing to go back to
     went_back = False
     if supervisor._forkserver is not None:
         went_back = await supervisor._forkserver.go_back()
@@ -174,6 +176,8 @@ async def _restart_one(supervisor: Supervisor, slot: Slot) -> None:
             break
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(sup._state_changed.wait(), remaining)
+    if not back() and sup._stopping:
+        raise RestartRefused(503, f"the node is stopping: the restart ended at {slot.label}")
     if not back():
         why = slot.error or f"it is {slot.state.value}"
         if slot.state is ActorState.STARTING and slot.process is not None:

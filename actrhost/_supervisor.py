@@ -584,7 +584,9 @@ class Supervisor:
         try:
             restarted = await self.restart(names, gateway_only=bool(message.get("gateway_only")))
         except RestartRefused as exc:
-            log.error("node %r: restart: %s", self.config.node.name, exc.message)
+            # A stop cutting a restart short is no failure of the restart's.
+            report = log.warning if self._stopping else log.error
+            report("node %r: restart: %s", self.config.node.name, exc.message)
             answer = {"error": exc.message, "code": exc.code}
         else:
             answer = {"restarted": restarted}

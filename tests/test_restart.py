@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -269,7 +271,7 @@ def test_which_config_edits_a_restart_can_apply(tmp_path):
     assert unappliable_changes(current, config(node=webrtc), []) == []
     assert gateway_needs_restart(current, config(node=webrtc))
     assert unappliable_changes(current, config(node="shutdown_grace_s = 1"), []) == [
-        "[node] changed"
+        "[node] changed (shutdown_grace_s)"
     ]
     assert unappliable_changes(current, config(second="c"), []) == [
         "actor(s) added: c",
@@ -398,3 +400,29 @@ def test_a_restart_that_outlasts_its_timeout_says_so_not_that_no_node_answered(v
     assert result.returncode == 1
     assert "the restart did not finish within 0.05 s; it goes on in the node" in result.stderr
     node.wait_running(30)  # it did go on
+
+
+def test_a_stop_during_a_restart_ends_it_without_blaming_an_instance(node_factory):
+    node = node_factory(
+        '[[actor]]\nname = "slow"\ntype = "test+SlowStop"\nhandler = "actors:SlowStop"\n'
+        "instances = 2\n",
+        "shutdown_grace_s = 2\n",
+    )
+    restart = subprocess.Popen(
+        [sys.executable, "-m", "actrhost", "restart", str(node.config_path)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: "restarting" in node.log() or "stopping" in node.log(), 10, "it")
+        time.sleep(0.5)  # slow#0 is in its 60 s on_stop, cut at 2 s
+        assert node.stop(signal.SIGTERM, timeout_s=20) == 0
+        _, stderr = restart.communicate(timeout=20)
+    finally:
+        if restart.poll() is None:
+            restart.kill()
+            restart.wait()
+    assert restart.returncode == 1
+    assert stderr.startswith("actrhost: restart: the node is stopping: the restart ended at slow#")
+    assert "back to" not in stderr, stderr
+    assert "ERROR" not in node.log(), node.log()

@@ -239,6 +239,8 @@ class Worker:
                 break
         try:
             await asyncio.wait_for(self.actor.on_stop(Context(self)), grace)
+        except TimeoutError:
+            log.warning("%r: on_stop still running after %.1fs: cancelled", self, grace)
         except Exception:
             log.exception("%r: on_stop failed", self)
         self._set_state(ActorState.STOPPED)
