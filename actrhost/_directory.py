@@ -113,6 +113,7 @@ class Directory:
         #: After an update: the pid of the gateway that stopped running with it (its
         #: pending calls can never be answered by it), else None.
         self.gateway_left: int | None = None
+        self.shells_left: list[str] = []
 
     def update(self, snapshot: dict[str, Any]) -> list[ActorEntry]:
         """Take in a snapshot, or with ``"delta": true`` only the entries that changed
@@ -137,10 +138,13 @@ class Directory:
                 for actr_id, old in before.items()
                 if _went_away(old, self._by_id.get(actr_id))
             ]
+        before_shells = {shell.endpoint for shell in self._shells}
         self._shells = [
             ShellEntry(item["endpoint"], frozenset(item.get("routes", ())))
             for item in snapshot.get("shells", ())
         ]
+        #: After an update: endpoints of the Shells (serving routes) that left with it.
+        self.shells_left = sorted(before_shells - {shell.endpoint for shell in self._shells})
         gateway = snapshot.get("gateway")
         self.gateway = gateway if isinstance(gateway, str) and gateway else None
         gateway_pid = snapshot.get("gateway_pid")
@@ -240,11 +244,28 @@ class Directory:
         return running[turn % len(running)]
 
     def shell_for(self, route_key: str) -> str:
-        """Endpoint of the first attached Shell serving ``route_key``; NotFound if none."""
+        """Endpoint of the first attached Shell serving ``route_key``; NotFound if none.
+        Its process id is in the name (:func:`shell_pid`)."""
         for shell in self._shells:
             if route_key in shell.routes:
                 return shell.endpoint
         raise NotFound(f"no Shell attached to this node serves {route_key!r}")
+
+
+#: The reader serial in the names of rings to a Shell, which has no instance serial.
+SHELL_READER_SERIAL = 0
+
+
+def shell_pid(endpoint: str) -> int | None:
+    """The process id in a Shell's endpoint, ``ipc://<run dir>/s<pid hex>.<token>.sock``
+    (``Shell.open``): the reader of the rings to it."""
+    name = endpoint.rsplit("/", 1)[-1]
+    if not name.startswith("s"):
+        return None
+    try:
+        return int(name[1:].split(".", 1)[0], 16)
+    except ValueError:
+        return None
 
 
 def gone_error(entry: ActorEntry) -> Unavailable:
@@ -274,6 +295,10 @@ def take_update(
     left = directory.gateway_left
     if left is not None and directory.gateway is not None:
         rpc.peer_gone(directory.gateway, gateway_gone_error(left), graceful=True)
+    for endpoint in directory.shells_left:
+        pid = shell_pid(endpoint)
+        if pid is not None:
+            streams_out.forget_reader(SHELL_READER_SERIAL, pid)
     streams_out.set_gateway_pid(directory.gateway_pid)
 
 

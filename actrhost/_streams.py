@@ -26,6 +26,7 @@ from typing import Any
 import zmq
 
 from . import _envelope as wire
+from ._directory import SHELL_READER_SERIAL
 from ._envelope import StreamFrame
 from ._errors import ActrError, BadRequest, ClosedResourceError, DeadlineExceeded, Unavailable
 from ._ids import ActrId
@@ -188,13 +189,13 @@ class StreamSender:
         self.counters = StreamCounters()
         self._loop = asyncio.get_running_loop()
 
-    def _writer(self, target: ActrId, target_pid: int) -> RingWriter:
-        key = (target.serial_number, target_pid)
+    def _writer(self, reader_serial: int, target_pid: int) -> RingWriter:
+        key = (reader_serial, target_pid)
         writer = self._writers.get(key)
         if writer is None:
             # The receiver's pid is part of the name: a restarted receiver gets a fresh
             # ring instead of one holding records its predecessor never released.
-            name = ring_name(self._node_prefix, self._self_tag, target.serial_number, target_pid)
+            name = ring_name(self._node_prefix, self._self_tag, reader_serial, target_pid)
             writer = RingWriter.create(name, self.ring_bytes)
             self._writers[key] = writer
         return writer
@@ -211,7 +212,12 @@ class StreamSender:
     def forget_target(self, serial: int, *, unlink: bool = True) -> None:
         """Close (and unlink) the rings to an instance that went away."""
         for key in [k for k in self._writers if k[0] == serial]:
-            writer = self._writers.pop(key)
+            self.forget_reader(*key, unlink=unlink)
+
+    def forget_reader(self, serial: int, pid: int, *, unlink: bool = True) -> None:
+        """Close (and unlink) the ring to one reading process (a Shell that left)."""
+        writer = self._writers.pop((serial, pid), None)
+        if writer is not None:
             if unlink:
                 writer.unlink(missing_ok=True)
             writer.close()
@@ -250,14 +256,16 @@ class StreamSender:
         buffer, array_meta = payload_buffer(payload)
         size = nbytes_of(buffer)
         lossy = frame.payload_type in LOSSY_LANES
-        if size < self.threshold_bytes or target is None or target_pid is None:
+        if size < self.threshold_bytes or target_pid is None:
             frame.payload = buffer.tobytes() if array_meta else bytes(buffer)
             frame.array_meta = array_meta
             sent = await self._send_frame(endpoint, wire.encode_stream(frame), deadline, lossy)
             if sent:
                 self.counters.bytes_inline += size
             return sent
-        writer = self._writer(target, target_pid)
+        # A Shell (no target id) reads its rings as any process does (SHELL_READER_SERIAL).
+        serial = target.serial_number if target is not None else SHELL_READER_SERIAL
+        writer = self._writer(serial, target_pid)
         if size > writer.max_record_bytes:
             raise BadRequest(
                 f"a {size}-byte payload never fits the {writer.capacity_bytes}-byte ring "
@@ -283,10 +291,10 @@ class StreamSender:
             # not) would keep them from the receiver, which could free nothing, and drop
             # all that follows (5 of 100 samples went out). Send them now.
             if endpoint in self._batches:
-                self._flush(endpoint, target.serial_number)
+                self._flush(endpoint, serial)
             return False
         frame.shm = descriptor.to_bytes()
-        self._queue_frame(endpoint, wire.encode_stream(frame), target.serial_number)
+        self._queue_frame(endpoint, wire.encode_stream(frame), serial)
         self._connected.add(endpoint)
         self.counters.chunks_sent += 1
         self.counters.bytes_via_shm += size

@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 import zlib
 
 import numpy as np
@@ -293,6 +294,34 @@ def test_a_chunk_to_a_receiver_still_starting_waits_for_it(node_factory):
             assert [c["crc"] for c in got] == [s["crc"] for s in sent]
 
     run(go(), 60)
+
+
+def test_large_chunks_to_a_shell_go_through_a_ring_so_a_slow_shell_holds_its_sender(node):
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            got = []
+
+            async def slow(chunk, sender):
+                await asyncio.sleep(0.02)
+                got.append(zlib.crc32(chunk.payload))
+
+            shell.register_stream("s0", slow)
+            await asyncio.sleep(0.1)  # the directory update reaches the source
+            started = time.monotonic()
+            sent = await send(shell, sizes=[200_000] * 40, to_shell=True)
+            took = time.monotonic() - started
+            async with asyncio.timeout(10):
+                while len(got) < 40:
+                    await asyncio.sleep(0.01)
+            assert got == [s["crc"] for s in sent]
+            stats = shell.stream_statistics()["streams_in"]
+            # Through the Shell's 1 MiB ring (5 chunks at a time): the sender waited for
+            # the slow Shell; inline, all 8 MB queued in the Shell at once and it returned.
+            assert stats["bytes_via_shm"] == 40 * 200_000, stats
+            assert took > 0.4, took
+            assert node.segments() == []  # attached, so unlinked
+
+    run(go())
 
 
 def test_unregistered_stream_and_failing_callback_are_counted(node):

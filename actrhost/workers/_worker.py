@@ -20,7 +20,14 @@ from .. import _control as control
 from .._actor import Actor, Route, collect_routes
 from .._config import Config
 from .._context import Context, Dest, decode_message
-from .._directory import BARRIER_ROUTE, ActorState, Directory, discover_via, take_update
+from .._directory import (
+    BARRIER_ROUTE,
+    ActorState,
+    Directory,
+    discover_via,
+    shell_pid,
+    take_update,
+)
 from .._envelope import REQUEST, RESPONSE, TELL, Envelope, StreamFrame, error_response
 from .._errors import (
     ActrError,
@@ -594,6 +601,8 @@ class Worker:
         endpoint, target = await self._resolve_when_started(dest, shell_key, deadline)
         if dest.kind == "LOCAL":
             pid: int | None = os.getpid()
+        elif dest.kind == "SHELL":
+            pid = shell_pid(endpoint)  # its rings bound what waits for a slow Shell too
         else:
             pid = self.directory.reader_pid(target, endpoint)
         frame.source = self.self_id
