@@ -267,7 +267,8 @@ class Context:
         STREAM_RELIABLE waits (at most ``timeout``, and never past this context's deadline)
         while the receiver is behind, then raises ``DeadlineExceeded``; nothing is lost.
         STREAM_LATENCY_FIRST never waits: returns False when the chunk was dropped.
-        Raises ``BadRequest`` for a payload larger than ``[shm] ring_bytes``, and
+        Raises ``BadRequest`` for a payload larger than ``[shm] ring_bytes`` less the
+        ring record's 16-byte header, and
         ``NotFound`` / ``Unavailable`` when the destination is unknown or down.
         """
         frame = chunk_frame(chunk, payload_type)
