@@ -9,6 +9,7 @@ actor, so that signaling and the other nodes see the edit.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 
 import actrhost
@@ -30,6 +31,21 @@ async def forward_until_answered(shell: actrhost.Shell, timeout_s: float = 20) -
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.1)
+
+
+def deny_relays_and_restart(node_b) -> subprocess.CompletedProcess[str]:
+    """Edit node B's echo to refuse test+Relay callers (and admit the rest), then restart
+    it: its ACL changes, so its gateway restarts too."""
+    text = node_b.config_path.read_text()
+    no_relays = (
+        'handler = "actors:Echo"\n'
+        '[[actor.acl]]\npermission = "deny"\ntypes = ["test+Relay"]\n'
+        '[[actor.acl]]\npermission = "allow"\n'
+    )
+    node_b.config_path.write_text(text.replace('handler = "actors:Echo"\n', no_relays))
+    result = cli("restart", str(node_b.config_path), "echo")
+    assert result.returncode == 0, result.stderr
+    return result
 
 
 def test_restart_gateway_applies_an_edited_webrtc_table_and_keeps_the_actors(
@@ -67,15 +83,7 @@ def test_an_acl_edit_restarts_the_gateway_after_the_actor(node_factory, signalin
     assert run(_forward(node_a)) == b"hello"
     gateway_pid = node_b.status()["gateway"]["pid"]
 
-    text = node_b.config_path.read_text()
-    no_relays = (
-        'handler = "actors:Echo"\n'
-        '[[actor.acl]]\npermission = "deny"\ntypes = ["test+Relay"]\n'
-        '[[actor.acl]]\npermission = "allow"\n'
-    )
-    node_b.config_path.write_text(text.replace('handler = "actors:Echo"\n', no_relays))
-    result = cli("restart", str(node_b.config_path), "echo")
-    assert result.returncode == 0, result.stderr
+    result = deny_relays_and_restart(node_b)
     assert result.stdout.startswith("restarted echo#0, gateway in "), result.stdout
     gateway = node_b.status()["gateway"]
     assert gateway["pid"] != gateway_pid and gateway["state"] == "running", gateway
@@ -252,15 +260,7 @@ def test_a_link_whose_known_pairs_an_acl_edit_refuses_comes_back_through_another
     )
     assert run(_forward(node_a)) == b"hello"  # the link's one known pair: relay -> echo
     (echo,) = [a["id"] for a in node_b.status()["actors"]]
-    text = node_b.config_path.read_text()
-    no_relays = (
-        'handler = "actors:Echo"\n'
-        '[[actor.acl]]\npermission = "deny"\ntypes = ["test+Relay"]\n'
-        '[[actor.acl]]\npermission = "allow"\n'
-    )
-    node_b.config_path.write_text(text.replace('handler = "actors:Echo"\n', no_relays))
-    result = cli("restart", str(node_b.config_path), "echo")
-    assert result.returncode == 0, result.stderr
+    deny_relays_and_restart(node_b)
 
     async def by_id() -> float:
         async with actrhost.connect(node_a.config_path) as shell:
