@@ -19,16 +19,14 @@ import zmq
 from .. import _control as control
 from .._actor import Actor, Route, collect_routes
 from .._config import Config
-from .._context import Context, Dest, decode_message
+from .._context import Context, decode_message
 from .._directory import (
     BARRIER_ROUTE,
     ActorState,
     Directory,
-    discover_via,
-    shell_pid,
     take_update,
 )
-from .._envelope import REQUEST, RESPONSE, TELL, Envelope, StreamFrame, error_response
+from .._envelope import REQUEST, RESPONSE, Envelope, StreamFrame, error_response
 from .._errors import (
     ActrError,
     HandlerError,
@@ -36,7 +34,7 @@ from .._errors import (
     PermissionDenied,
     Unavailable,
 )
-from .._ids import ActrId, ActrType, Realm
+from .._ids import ActrId, Realm
 from .._linux import supervisor_gone
 from .._payload_type import PayloadType
 from .._rpc import RpcEndpoint
@@ -45,6 +43,7 @@ from .._settings import build_settings
 from .._streams import StreamReceiver, StreamSender
 from .._zmqloop import LoopSocket
 from ._mailbox import Mailbox
+from ._outbound import Outbound
 from ._route_stats import RouteStats
 
 if TYPE_CHECKING:
@@ -78,8 +77,9 @@ class WorkerCounters:
     tells_dropped: int = 0
 
 
-class Worker:
-    """The runtime of one actor instance (also the ``_Runtime`` its contexts call)."""
+class Worker(Outbound):
+    """The runtime of one actor instance (also the ``_Runtime`` its contexts call; what
+    they send goes through :class:`~._outbound.Outbound`)."""
 
     def __init__(self, spec: WorkerSpec, config: Config, actor_class: type[Actor]) -> None:
         self.spec = spec
@@ -494,122 +494,6 @@ class Worker:
             self.streams_in.discard(frame)
         else:
             self.streams_in.on_frame(frame)
-
-    # -- outbound (the Context's runtime) ------------------------------------------------
-
-    def now(self) -> float:
-        """Loop time (CLOCK_MONOTONIC, shared by every process of the machine)."""
-        return self._loop.time()
-
-    async def _resolve_when_started(
-        self, dest: Dest, route_key: str, deadline: float
-    ) -> tuple[str, ActrId | None]:
-        """Like :meth:`_resolve`, but a target that is still starting is waited for (until
-        ``deadline``) instead of refused.
-
-        A peer may call us from its ``on_start`` (or just after) before the supervisor's
-        directory update saying it runs has reached this process; when we then call it
-        back (A -> B -> A), it is running already or about to be. Only this rare path
-        waits: a running target costs nothing more.
-        """
-        try:
-            return self._resolve(dest, route_key)
-        except Unavailable:
-            entry = self.directory.get(dest.actr_id) if dest.actr_id is not None else None
-            while entry is not None and entry.state is ActorState.STARTING:
-                changed = self._directory_changed
-                remaining = deadline - self._loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    async with asyncio.timeout(remaining):
-                        await changed.wait()
-                except TimeoutError:
-                    break
-                entry = self.directory.get(entry.actr_id)
-            return self._resolve(dest, route_key)
-
-    def _resolve(self, dest: Dest, route_key: str) -> tuple[str, ActrId | None]:
-        if dest.kind == "actor":
-            assert dest.actr_id is not None
-            if dest.actr_id == self.self_id:  # also while starting: see _on_request
-                return self.spec.endpoint, self.self_id
-            return self.directory.endpoint_of(dest.actr_id), dest.actr_id
-        if dest.kind == "LOCAL":
-            return self.spec.endpoint, self.self_id
-        if dest.kind == "SHELL":
-            return self.directory.shell_for(route_key), None
-        raise NotFound(f"unknown destination {dest!r}")
-
-    async def send_request(
-        self,
-        ctx: Context,
-        dest: Dest,
-        route_key: str,
-        payload: bytes,
-        deadline: float,
-        payload_type: PayloadType,
-    ) -> bytes:
-        """Send a request for a Context; return the response payload."""
-        endpoint, target = await self._resolve_when_started(dest, route_key, deadline)
-        now = self._loop.time()
-        env = Envelope(
-            REQUEST,
-            route_key,
-            payload,
-            request_id=self.rpc.next_request_id(),
-            source=self.self_id,
-            target=target,
-            payload_type=payload_type,
-            deadline_ns=int(deadline * 1e9),
-            timeout_ms=max(0, int((deadline - now) * 1000)),
-            traceparent=ctx.outgoing_traceparent(),
-            tracestate=ctx.tracestate,
-        )
-        response = await self.rpc.call(endpoint, env, deadline)
-        return response.payload
-
-    async def send_tell(
-        self, ctx: Context, dest: Dest, route_key: str, payload: bytes, payload_type: PayloadType
-    ) -> None:
-        """Send a tell for a Context."""
-        deadline = self._loop.time() + (ctx.deadline - self._loop.time() if ctx.deadline else 5.0)
-        endpoint, target = await self._resolve_when_started(dest, route_key, deadline)
-        env = Envelope(
-            TELL,
-            route_key,
-            payload,
-            request_id=self.rpc.next_request_id(),
-            source=self.self_id,
-            target=target,
-            payload_type=payload_type,
-            traceparent=ctx.outgoing_traceparent(),
-            tracestate=ctx.tracestate,
-        )
-        await self.rpc.tell(endpoint, env, deadline)
-
-    async def discover(self, actr_type: ActrType) -> ActrId:
-        """A running local instance of ``actr_type`` (round-robin), else one the gateway finds."""
-        return await discover_via(self.directory, self.rpc, actr_type, self.self_id)
-
-    async def send_stream_frame(
-        self, dest: Dest, frame: StreamFrame, payload: Any, deadline: float
-    ) -> bool:
-        """Send a chunk or sample for a Context; False if a lossy lane dropped it."""
-        shell_key = f"{frame.kind}:{frame.key}"
-        # A receiver still starting is waited for, as by a call or tell (docs/node.md).
-        endpoint, target = await self._resolve_when_started(dest, shell_key, deadline)
-        if dest.kind == "LOCAL":
-            pid: int | None = os.getpid()
-        elif dest.kind == "SHELL":
-            pid = shell_pid(endpoint)  # its rings bound what waits for a slow Shell too
-        else:
-            pid = self.directory.reader_pid(target, endpoint)
-        frame.source = self.self_id
-        frame.target = target
-        return await self.streams_out.send(
-            frame, payload, endpoint=endpoint, target=target, target_pid=pid, deadline=deadline
-        )
 
     def register_stream_callback(self, kind: str, key: str, callback: Any) -> None:
         """Route incoming chunks of ``key`` to ``callback``."""
