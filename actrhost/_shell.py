@@ -25,13 +25,10 @@ from ._config import DEFAULT_MAX_MESSAGE_BYTES
 from ._context import DEFAULT_TIMEOUT_S, decode_message, encode_message
 from ._directory import ActorState, Directory, discover_via, take_update
 from ._envelope import (
-    MEDIA,
     REQUEST,
     RESPONSE,
-    STREAM,
     TELL,
     Envelope,
-    StreamFrame,
     checked_key,
 )
 from ._errors import (
@@ -47,15 +44,12 @@ from ._errors import (
 from ._ids import ActrId, ActrType
 from ._linux import process_gone
 from ._payload_type import PayloadType
-from ._payloads import DataStream, MediaSample
 from ._rpc import RpcEndpoint, deadline_after
 from ._rundir import PID_FILE, is_live, node_prefix, remove_if_dead
+from ._shell_streams import ShellStreams, Target
 from ._streams import (
-    StreamCallback,
     StreamReceiver,
     StreamSender,
-    chunk_frame,
-    sample_frame,
 )
 from ._zmqloop import LoopSocket
 
@@ -75,7 +69,6 @@ DEFAULT_THRESHOLD_BYTES = 65536
 DEFAULT_RING_BYTES = 64 * 1024 * 1024
 
 ShellHandler = Callable[[Any, ActrId | None], Awaitable[Any]]
-Target = ActrId | ActrType | str
 
 
 @dataclass(frozen=True)
@@ -103,8 +96,9 @@ def target_key(target: Target) -> ActrId | ActrType | str:
     return target
 
 
-class Shell:
-    """A client attached to one node. Create it with :func:`connect`."""
+class Shell(ShellStreams):
+    """A client attached to one node. Create it with :func:`connect`. Its data streams
+    and media: :class:`~._shell_streams.ShellStreams`."""
 
     def __init__(
         self,
@@ -547,73 +541,3 @@ class Shell:
             response.error_code = int(error.code)
             response.error_message = error.message
         self._rpc.reply(routing_id, response)
-
-    # -- data streams and media --------------------------------------------------------
-
-    def register_stream(self, stream_id: str, callback: StreamCallback) -> None:
-        """Receive chunks actors send to ``Dest.SHELL`` on ``stream_id`` (as Context's)."""
-        self._check_open()
-        self._streams_in.register(STREAM, stream_id, callback)
-        self._stream_keys.add(f"{STREAM}:{stream_id}")
-        self._send_attach()
-
-    def unregister_stream(self, stream_id: str) -> None:
-        """Stop receiving ``stream_id``."""
-        self._check_open()
-        self._streams_in.unregister(STREAM, stream_id)
-        self._stream_keys.discard(f"{STREAM}:{stream_id}")
-        self._send_attach()
-
-    def register_media_track(self, track_id: str, callback: StreamCallback) -> None:
-        """Receive media samples actors send to ``Dest.SHELL`` on ``track_id``."""
-        self._check_open()
-        self._streams_in.register(MEDIA, track_id, callback)
-        self._stream_keys.add(f"{MEDIA}:{track_id}")
-        self._send_attach()
-
-    async def send_data_stream(
-        self,
-        target: Target,
-        chunk: DataStream,
-        *,
-        payload_type: PayloadType = PayloadType.STREAM_RELIABLE,
-        timeout: float = DEFAULT_TIMEOUT_S,
-    ) -> bool:
-        """Send one chunk to an actor (as ``Context.send_data_stream``); False if dropped."""
-        frame = chunk_frame(chunk, payload_type)
-        return await self._send_stream_frame(target, frame, chunk.payload, timeout)
-
-    async def send_media_sample(
-        self, target: Target, track_id: str, sample: MediaSample, *, timeout: float = 1.0
-    ) -> bool:
-        """Send one media sample to an actor; False if it was dropped under pressure."""
-        frame = sample_frame(track_id, sample)
-        return await self._send_stream_frame(target, frame, sample.data, timeout)
-
-    async def _send_stream_frame(
-        self, target: Target, frame: StreamFrame, payload: Any, timeout: float
-    ) -> bool:
-        self._check_open()
-        if self._node_gone is not None:
-            raise self._node_gone  # before a ring is made that nobody would read
-        deadline = deadline_after(self._loop.time(), timeout)
-        actr_id, endpoint = await self._route(target, deadline)
-        frame.target = actr_id
-        return await self._streams_out.send(
-            frame,
-            payload,
-            endpoint=endpoint,
-            target=actr_id,
-            target_pid=self.directory.reader_pid(actr_id, endpoint),
-            deadline=deadline,
-        )
-
-    def _on_stream(self, frame: StreamFrame) -> None:
-        self._streams_in.on_frame(frame)
-
-    def stream_statistics(self) -> dict[str, Any]:
-        """This Shell's stream counters (sent, received, dropped, ...)."""
-        return {
-            "streams_in": self._streams_in.counters.as_dict(),
-            "streams_out": self._streams_out.counters.as_dict(),
-        }
