@@ -93,23 +93,29 @@ class RingReaders:
             self._held.pop(descriptor.ring, None)
         else:
             self._held[descriptor.ring] = held - 1
-        self.get(descriptor.ring).retire(descriptor)
+        reader = self.get(descriptor.ring)
+        reader.retire(descriptor)
         if descriptor.ring in self._orphaned and descriptor.ring not in self._held:
-            self._drop(descriptor.ring)
+            self._drop_if_drained(descriptor.ring, reader)
 
     def forget_writer(self, tag: str) -> None:
         """Let go of the rings written by ``tag`` (an instance's serial in hex): its
-        process is gone. A ring with descriptors still held here (chunks queued behind a
-        slow callback, or one running) stays open until the last is retired: what
-        arrived before its writer went is delivered, and a payload stays valid until its
-        callback returns."""
-        for name in list(self._readers):
+        process is gone. A ring with records not yet released stays open until they are:
+        chunks queued behind a slow callback, or one running, and descriptors still in
+        this process's socket (it stops reading while its backlog is full) are delivered,
+        and a payload stays valid until its callback returns. Records whose descriptors
+        never left the writer are given up by the sweep, which finds no progress."""
+        for name, reader in list(self._readers.items()):
             if writer_serial(name[len(self._prefix) :]) != tag:
                 continue
-            if name in self._held:
-                self._orphaned.add(name)
-            else:
-                self._drop(name)
+            self._orphaned.add(name)
+            if name not in self._held:
+                self._drop_if_drained(name, reader)
+
+    def _drop_if_drained(self, name: str, reader: RingReader) -> None:
+        stats = reader.statistics()
+        if stats.records_released == stats.records_committed:
+            self._drop(name)
 
     def close(self) -> None:
         """Close every ring (the process is stopping)."""
@@ -144,7 +150,9 @@ class RingReaders:
         ring is open): at once when every record is released, else when a second sweep
         finds no progress. Rings with a descriptor held here stay."""
         for name, reader in list(self._readers.items()):
-            if name in self._held or not self._writer_gone(name, reader):
+            if name in self._held or not (
+                name in self._orphaned or self._writer_gone(name, reader)
+            ):
                 self._stalled.pop(name, None)
                 continue
             stats = reader.statistics()
@@ -159,7 +167,7 @@ class RingReaders:
         """The writer closed its end, or it is a Shell whose process is dead.
 
         A worker's rings are left to :meth:`forget_writer`: the directory knows when a
-        worker is gone, and its pid is not in the ring's name.
+        worker is gone.
         """
         return reader.writer_closed or shell_gone(name[len(self._prefix) :].split("-", 1)[0])
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 from collections import deque
@@ -140,9 +141,10 @@ def nbytes_of(buffer: Any) -> int:
 
 def ring_name(node_prefix: str, writer_tag: str, reader_serial: int, reader_pid: int) -> str:
     """The segment name of the ring from ``writer_tag`` (a worker's ``<serial>.<pid>`` in
-    hex, or a Shell's ``s<pid>.<token>``) to one process of the instance ``reader_serial``.
-    Both pids are in it: a restarted writer or reader gets a fresh ring, never one whose
-    other end still holds records of the process before."""
+    hex, or a Shell's ``s<pid>.<token>``, then the ring's number in that process) to one
+    process of the instance ``reader_serial``. Both pids and the number are in it: a
+    restarted writer or reader, or a ring made again, gets a name of its own, never one
+    whose other end still holds records of the ring before."""
     return segment_name(node_prefix, writer_tag, f"{reader_serial:x}", f"{reader_pid:x}")
 
 
@@ -180,6 +182,7 @@ class StreamSender:
         self.threshold_bytes = threshold_bytes
         self.ring_bytes = ring_bytes
         self._writers: dict[tuple[int, int], RingWriter] = {}
+        self._ring_numbers = itertools.count()
         self._gateway_pid: int | None = None  # see set_gateway_pid
         # Endpoints a frame already went to: a lossy lane drops when one of those is busy,
         # but waits for a first connection instead of dropping everything until it is up.
@@ -195,7 +198,10 @@ class StreamSender:
         if writer is None:
             # The receiver's pid is part of the name: a restarted receiver gets a fresh
             # ring instead of one holding records its predecessor never released.
-            name = ring_name(self._node_prefix, self._self_tag, reader_serial, target_pid)
+            # A number of its own too: a ring made again for the same reader (a Shell that
+            # re-registered its stream) must not take the name the reader still knows.
+            tag = f"{self._self_tag}.{next(self._ring_numbers):x}"
+            name = ring_name(self._node_prefix, tag, reader_serial, target_pid)
             writer = RingWriter.create(name, self.ring_bytes)
             self._writers[key] = writer
         return writer

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -228,6 +229,7 @@ class StreamSink(Actor):
     def __init__(self) -> None:
         self.chunks: dict[str, list[dict]] = {}
         self.delay_s = 0.0
+        self.block_s = 0.0
         self.raise_on: set[int] = set()
 
     async def on_start(self, ctx: Context) -> None:
@@ -240,6 +242,8 @@ class StreamSink(Actor):
 
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+        if self.block_s:  # a callback that never yields: its worker reads no socket meanwhile
+            time.sleep(self.block_s)
         payload = chunk.payload
         record = {
             "seq": chunk.sequence,
@@ -293,6 +297,7 @@ class StreamSink(Actor):
 
         params = json.loads(request)
         self.delay_s = params.get("delay_s", 0.0)
+        self.block_s = params.get("block_s", 0.0)
         self.raise_on = set(params.get("raise_on", []))
         self.chunks.clear()
         if params.get("unregister"):
@@ -348,6 +353,8 @@ class StreamSource(Actor):
             sent.append(
                 {"seq": n, "crc": zlib.crc32(data), "len": size, "ok": ok, "stream": stream_id}
             )
+            if params.get("pause_s"):  # each chunk its own message, not one batch
+                await asyncio.sleep(params["pause_s"])
         for n, spec in enumerate(params.get("arrays", [])):
             array = rng.standard_normal(spec["shape"]).astype(spec["dtype"])
             if spec.get("transpose"):

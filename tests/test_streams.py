@@ -324,6 +324,37 @@ def test_large_chunks_to_a_shell_go_through_a_ring_so_a_slow_shell_holds_its_sen
     run(go())
 
 
+def test_a_shell_that_registers_its_stream_again_gets_every_later_chunk(node):
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            got: list[int] = []
+
+            async def on_chunk(chunk, sender):
+                got.append(zlib.crc32(chunk.payload))
+
+            shell.register_stream("s0", on_chunk)
+            await asyncio.sleep(0.1)  # the directory update reaches the source
+            first = await send(shell, sizes=[100_000] * 3, to_shell=True)
+            for _ in range(200):
+                if len(got) == 3:
+                    break
+                await asyncio.sleep(0.01)
+            shell.unregister_stream("s0")  # no route left: the source forgets its ring
+            await asyncio.sleep(0.1)
+            shell.register_stream("s0", on_chunk)
+            await asyncio.sleep(0.1)
+            # A new ring, of a name of its own: the Shell still held the old one's.
+            second = await send(shell, sizes=[100_000] * 3, to_shell=True)
+            for _ in range(200):
+                if len(got) == 6:
+                    break
+                await asyncio.sleep(0.01)
+            assert got == [s["crc"] for s in first + second]
+            assert shell.stream_statistics()["streams_in"]["malformed"] == 0
+
+    run(go())
+
+
 def test_unregistered_stream_and_failing_callback_are_counted(node):
     async def go():
         async with actrhost.connect(node.config_path) as shell:
@@ -425,11 +456,17 @@ def test_sigkill_receiver_frees_its_rings_and_sender_gets_unavailable(node):
 
 
 @pytest.mark.parametrize("how", ["restart", "sigkill"])
-def test_chunks_at_the_receiver_when_their_sender_goes_are_still_delivered(node, how):
+def test_chunks_at_the_receiver_when_their_sender_goes_are_still_delivered(node_factory, how):
+    # A backlog of 4: the sink stops reading its socket, where the rest wait.
+    sink = 'handler = "actors:StreamSink"\nmailbox_capacity = 4\n'
+    node = node_factory(ACTORS.replace('handler = "actors:StreamSink"\n', sink), NODE)
+
     async def go():
         async with actrhost.connect(node.config_path) as shell:
-            await configure(shell, delay_s=0.2)  # a slow callback: chunks queue up at it
-            sent = await send(shell, sizes=[100_000] * 8, kind="memoryview")
+            # A slow callback that never yields: chunks queue up at it, and the socket is
+            # not read while it works through them.
+            await configure(shell, block_s=0.05)
+            sent = await send(shell, sizes=[20_000] * 40, kind="memoryview", pause_s=0.005)
             await results(shell, "s0", 1)
             await asyncio.sleep(0.3)  # every descriptor is at the sink now, most queued
             (source,) = [i for i in await shell.actors() if i.name == "source"]
@@ -437,7 +474,7 @@ def test_chunks_at_the_receiver_when_their_sender_goes_are_still_delivered(node,
                 os.kill(source.pid, signal.SIGKILL)
             else:
                 await shell.restart_actors("source")
-            got = (await results(shell, "s0", 8))["s0"]
+            got = (await results(shell, "s0", 40))["s0"]
             # Read after the sender's process went, from a ring it no longer maps: all
             # there and intact (they were dropped as "malformed", or their views released).
             assert [c["crc"] for c in got] == [s["crc"] for s in sent]
