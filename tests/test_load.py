@@ -767,8 +767,13 @@ def test_a_node_that_stops_during_the_run_ends_it_early_with_exit_1(node_factory
         text=True,
         cwd=REPO,
     )
+
+    def served() -> int:
+        stats = node.status()["actors"][0].get("stats") or {}
+        return stats.get("calls_served", 0) + stats.get("tells_served", 0)
+
     try:
-        time.sleep(2)
+        wait_until(lambda: served() > 0, 30, "the run to begin")  # generators attached
         assert node.stop(signal.SIGTERM) == 0
         stopped = time.monotonic()
         stdout, stderr = proc.communicate(timeout=30)
