@@ -11,11 +11,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from ._errors import ActrError, ConfigError
 from ._rpc import MAX_TIMEOUT_S
+
+if TYPE_CHECKING:
+    from ._shell import ActorInfo
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -261,19 +264,24 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
 
-    async def run() -> int:
+    async def run() -> str:
         shell = await connect_when_running(args.config, args.timeout)
         try:
-            return len(await shell.actors())
+            return _count_instances(await shell.actors())
         finally:
             await shell.aclose()
 
     try:
-        count = asyncio.run(run())
+        counted = asyncio.run(run())
     except ActrError as exc:
         return _fail(f"wait: {exc.message}", EXIT_FAILURE)
-    print(f"{count} actor(s) running after {(time.monotonic() - started) * 1000:.0f} ms")
+    print(f"{counted} running after {(time.monotonic() - started) * 1000:.0f} ms")
     return EXIT_OK
+
+
+def _count_instances(infos: list[ActorInfo]) -> str:
+    """'3 instance(s) of 2 actor(s)', as ``check`` counts them."""
+    return f"{len(infos)} instance(s) of {len({info.name for info in infos})} actor(s)"
 
 
 def cmd_stop(args: argparse.Namespace) -> int:

@@ -6,8 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ._directory import LIVE_STATES
 from ._histogram import Histogram
 from ._load._units import format_bytes, format_ms
+
+#: States whose pid names a process that exists.
+_LIVE = {state.value for state in LIVE_STATES}
 
 _COLUMNS = (
     "NAME",
@@ -82,7 +86,8 @@ def format_status(status: dict[str, Any]) -> str:
             (
                 f"{actor['name']}#{actor['index']}",
                 actor["id"],
-                str(actor.get("pid") or "-"),
+                # A gone process's pid (kept in the directory) would point at nothing.
+                str(actor.get("pid") or "-") if actor["state"] in _LIVE else "-",
                 actor["state"],
                 str(actor.get("restarts", 0)),
                 str(stats.get("mailbox_depth", "-")),
@@ -99,6 +104,8 @@ def format_status(status: dict[str, Any]) -> str:
             # Its counters did not come within the status request's wait: a handler
             # blocking its loop, or a stopped (SIGSTOP) process. Calls to it will wait.
             lines.append(f"  {label} did not answer the stats request: busy or stuck")
+        if actor.get("error") and actor["state"] not in _LIVE:
+            lines.append(f"  {label} {actor['state']}: {actor['error']}")
         trouble = _actor_trouble(actor.get("stats") or {})
         if trouble:
             lines.append(f"  {label} refused or lost: {', '.join(trouble)}")
@@ -150,11 +157,20 @@ def format_status(status: dict[str, Any]) -> str:
 
 
 def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    rows = [[_printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
+
+
+def _printable(cell: str) -> str:
+    """``cell`` with control characters escaped: a route named in code may hold a
+    newline or a tab, which would break the table's rows and columns."""
+    if cell.isprintable():
+        return cell
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in cell)
 
 
 _ROUTE_COLUMNS = (

@@ -356,18 +356,18 @@ class Supervisor:
                 describe_exit(code),
                 slot.config.restart,
             )
+            if not clean and not slot.error:  # `status` says why it is not running
+                slot.error = f"{describe_exit(code)}, not restarted ({slot.config.restart})"
             self._give_up(slot)
             return
         delay = slot.next_restart_delay(asyncio.get_running_loop().time())
         if delay is None:
-            log.error(
-                "%s: gave up after %d restarts within %gs (max_restarts=%d); last exit: %s",
-                slot.label,
-                len(slot.restart_times),
-                slot.config.restart_window_s,
-                slot.config.max_restarts,
-                slot.error or describe_exit(code),
+            slot.error = (
+                f"gave up after {len(slot.restart_times)} restarts within "
+                f"{slot.config.restart_window_s:g}s (max_restarts={slot.config.max_restarts}); "
+                f"last exit: {slot.error or describe_exit(code)}"
             )
+            log.error("%s: %s", slot.label, slot.error)
             self._give_up(slot)
             return
         if delay:
@@ -444,9 +444,10 @@ class Supervisor:
             self._ready_logged = True
             elapsed_ms = (asyncio.get_running_loop().time() - self._started_at) * 1000
             log.info(
-                "node %r: ready, %d actor(s) running after %.0f ms",
+                "node %r: ready, %d instance(s) of %d actor(s) running after %.0f ms",
                 self.config.node.name,
                 len(self._slots),
+                len(self.config.actors),
                 elapsed_ms,
             )
 

@@ -384,7 +384,7 @@ def test_wait_returns_once_a_node_started_in_the_background_runs(node_factory):
     node.spawn()  # as a script would: start it in the background, wait, use it, stop it
     waited = actrhost("wait", str(node.config_path))
     assert waited.returncode == 0, waited.stderr
-    assert waited.stdout.startswith("1 actor(s) running after ")
+    assert waited.stdout.startswith("1 instance(s) of 1 actor(s) running after ")
     assert (
         actrhost("call", str(node.config_path), "echo", "test.Echo.Say", "--data", "x").stdout
         == "x\n"
@@ -450,3 +450,30 @@ def test_status_names_actors_that_lost_things_or_did_not_answer():
     assert "  e#0 refused or lost: malformed_frames 3, streams_in.malformed 2" in lines
     assert "  e#1 did not answer the stats request: busy or stuck" in lines
     assert not any(line.startswith("  e#2") for line in lines)
+
+
+def test_status_shows_why_an_instance_is_not_running_and_no_gone_pid():
+    from actrhost._status_text import format_status
+
+    def actor(index: int, state: str, error: str = "", stats: dict | None = None) -> dict:
+        entry = {"name": "e", "index": index, "id": f"{index}@1:t+E", "pid": 40 + index}
+        return {**entry, "restarts": 0, "state": state, "stats": stats, "error": error}
+
+    route = {"calls": 1, "tells": 0, "expired": 0, "errors": {}}
+    stats = {"routes": {"t.E.Say\nx": route, "t.E.Odd\tname": route}}
+    status = {
+        "node": "n",
+        "actors": [
+            actor(0, "running", stats=stats),
+            actor(1, "failed", "gave up after 3 restarts within 30s (max_restarts=3); x"),
+            actor(2, "stopped"),  # a job that finished: nothing to explain
+        ],
+    }
+    lines = format_status(status).splitlines()
+    pids = {line.split()[0]: line.split()[2] for line in lines[2:5]}
+    assert pids == {"e#0": "40", "e#1": "-", "e#2": "-"}  # 41 and 42 are gone
+    assert "  e#1 failed: gave up after 3 restarts within 30s (max_restarts=3); x" in lines
+    assert not any(line.startswith("  e#2") for line in lines)
+    # A route name holding a newline or a tab stays on its row, escaped.
+    routes = [line for line in lines if line.startswith("e ")]
+    assert [line.split()[1] for line in routes] == ["t.E.Odd\\tname", "t.E.Say\\nx"]

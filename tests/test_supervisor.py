@@ -326,6 +326,9 @@ def test_restart_limit_gives_up_with_a_clear_log_line(node_factory):
     assert infos["crash"].restarts == 3
     assert infos["echo"].state == "running"  # the rest of the node is unaffected
     assert "on_start failed: RuntimeError: cannot start" in node.log()
+    error = {a["name"]: a["error"] for a in node.status()["actors"]}["crash"]
+    assert error.startswith("gave up after 3 restarts within 30s (max_restarts=3); last exit: ")
+    assert error.endswith("on_start failed: RuntimeError: cannot start")
 
 
 @pytest.mark.parametrize(
@@ -369,6 +372,9 @@ def test_restart_policies(node_factory, policy, exit_code, restarted):
         wait_until(lambda: node.actors()[0].state == expected, 5, f"state {expected}")
         time.sleep(0.3)
         assert node.actors()[0].restarts == 0
+        # `status` says why it is not running (a clean exit needs no reason).
+        why = "" if exit_code == 0 else f"exit code {exit_code}, not restarted ({policy})"
+        assert node.status()["actors"][0]["error"] == why
 
 
 def test_calls_to_a_stopped_actor_fail_at_once(node_factory):
