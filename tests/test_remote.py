@@ -288,8 +288,11 @@ def test_three_nodes_calls_streams_and_media_across(node_factory, signaling_url)
                     break
                 if time.monotonic() > resend_at and not got.get("video"):
                     # Media is lossy: frames sent while the stream filled the UDP socket
-                    # may all be lost, keyframe included. A camera keeps sending; so do we.
-                    again = {"target": "test+Sink", "sizes": [], "frames": 5}
+                    # may all be lost, keyframe included. A camera keeps sending; so do we,
+                    # two seconds of it: aiortc's jitter buffer waits for a packet lost
+                    # with its one retransmission until 128 later packets arrived (these
+                    # frames are one packet each), then asks for a keyframe (gateway.md).
+                    again = {"target": "test+Sink", "sizes": [], "frames": 60}
                     await shell.call("source", "test.Source.Send", json.dumps(again).encode())
                     resend_at = time.monotonic() + 2
                 await asyncio.sleep(0.05)
