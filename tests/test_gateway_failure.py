@@ -151,6 +151,32 @@ def test_a_node_that_stopped_is_forgotten_at_once(tmp_path: Path) -> None:
         assert "gave up reconnecting" not in a.log_text()
 
 
+def test_a_stopping_gateway_lets_its_last_large_answer_leave_first(tmp_path: Path) -> None:
+    # B's worker has answered (16 MiB, about a second on the link) when B's node stops:
+    # the supervisor stops the gateway after its workers. The answer leaves before the
+    # connection closes; it used to be cut off (A's caller got 503 "a data channel closed").
+    size = 16 * 1024 * 1024
+    with ServerProcess() as server, two_nodes(tmp_path, server.url) as (runner, a, b):
+        assert runner.run(a.call("a1", b.ids["b1"], "echo", b"hi")) == b"hi"
+
+        async def go() -> bytes:
+            call = asyncio.ensure_future(
+                a.call("a1", b.ids["b1"], "repeat", b"%d" % size, timeout_s=30)
+            )
+            # Once B's gateway has taken the answer from its worker, B stops.
+            while True:
+                stats = await b.stats()
+                if stats["calls_in"] == 2 and not stats["pending_in"]:
+                    break
+                await asyncio.sleep(0.005)
+            assert not call.done()
+            await b.stop()
+            return await call
+
+        answer = runner.run(go(), timeout_s=40)
+        assert len(answer) == size and answer == b"r" * size
+
+
 def test_an_unreachable_node_is_forgotten_after_the_reconnect_window(tmp_path: Path) -> None:
     # Node B's gateway freezes (SIGSTOP): its signaling connection stays open, so only
     # the keepalive notices, and node A reconnects for reconnect_for_s before it gives up.

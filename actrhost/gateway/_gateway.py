@@ -346,6 +346,10 @@ class Gateway(Outbound, Inbound):
         self._send_control({"op": control.STATE, "state": ActorState.STOPPING.value})
         for request_id in list(self._pending_out):
             self._fail_out(request_id, Unavailable(f"gateway of node {self.node_id} is stopping"))
+        # Answers the workers gave before they stopped leave before the connections
+        # close (within the node's grace; the supervisor kills us 2 s after it).
+        grace_s = self.config.node.shutdown_grace_s
+        await asyncio.gather(*(node.drain(grace_s) for node in self._nodes.values()))
         if not self._restarting:  # a new gateway comes: let the other nodes reconnect
             await asyncio.gather(*(node.say_bye() for node in self._nodes.values()))
         await asyncio.gather(

@@ -328,6 +328,11 @@ class RemoteNode:
             )
             self._on_given_up(self)
 
+    async def drain(self, timeout_s: float) -> None:
+        """Let what is queued for that node leave first (PeerConnection.drain)."""
+        if self.pc is not None:
+            await self.pc.drain(timeout_s)
+
     async def say_bye(self) -> None:
         """This node stops: tell the other one, so that it does not try to reconnect."""
         if self.pc is not None:

@@ -115,6 +115,7 @@ class Sending:
     tuning: Tuning
     counters: LinkCounters
     _lanes: list[_Lane]
+    _pc: Any  # aiortc's RTCPeerConnection, None once closed
     _held: list[tuple[int, bytes]]
     _wake: asyncio.Event
     _low: asyncio.Event
@@ -254,6 +255,26 @@ class Sending:
             return
         self._lanes[_SIGNAL].items.append((-1, framing.control_message(message), _CONTROL))
         self._wake.set()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait (up to ``timeout_s``) until every reliable frame queued here has left and
+        the other side has acknowledged it. A stopping gateway drains before it closes:
+        its workers' last answers, an 8 MiB one included, are then not cut off by the
+        close (a lossy frame still queued is dropped with it)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._state is LinkState.CONNECTED and self._unsent() and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+
+    def _unsent(self) -> bool:
+        """Reliable data still on its way: in our lanes, aiortc's channels, or SCTP
+        (not yet sent, or not yet acknowledged)."""
+        if any(not q.lossy and (q.items or q.current is not None) for q in self._lanes):
+            return True
+        if any(q.channel is not None and q.channel.bufferedAmount for q in self._lanes):
+            return True
+        sctp = self._pc.sctp if self._pc is not None else None
+        return bool(sctp is not None and (sctp._outbound_queue or sctp._sent_queue))
 
     async def say_bye(self, timeout_s: float = BYE_WAIT_S) -> None:
         """Tell the other side that this node stops for good, so that it forgets us instead
