@@ -49,6 +49,19 @@ class ActorEntry:
     #: The supervisor will not start it again (its restart policy, or the restart limit):
     #: a ``failed`` instance that is not given up is about to be restarted.
     given_up: bool = False
+    #: A rolling restart stopped it (``stopping``, then ``stopped``): it starts again at
+    #: once, under the same id.
+    restart_requested: bool = False
+
+    @property
+    def comes_back(self) -> bool:
+        """Not running now, but its supervisor starts it soon under the same id: it is
+        starting, or a rolling restart stopped it, or it died and is not given up."""
+        if self.state is ActorState.STARTING:
+            return True
+        if self.state in (ActorState.STOPPING, ActorState.STOPPED):
+            return self.restart_requested
+        return self.state in (ActorState.DEAD, ActorState.FAILED) and not self.given_up
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (the control protocol's form)."""
@@ -61,6 +74,7 @@ class ActorEntry:
             "pid": self.pid,
             "restarts": self.restarts,
             "given_up": self.given_up,
+            "restart_requested": self.restart_requested,
         }
 
     @classmethod
@@ -75,6 +89,7 @@ class ActorEntry:
             data.get("pid"),
             int(data.get("restarts", 0)),
             bool(data.get("given_up", False)),
+            bool(data.get("restart_requested", False)),
         )
 
 

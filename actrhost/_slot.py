@@ -81,6 +81,7 @@ class Slot:
             self.pid,
             self.restarts,
             self.given_up,
+            self.restart_requested,
         )
 
 

@@ -165,6 +165,11 @@ class Hooks(Actor):
         await asyncio.sleep(float(request))
         return b"done"
 
+    @rpc("test.Hooks.Mark")
+    async def mark(self, ctx: Context, request: bytes) -> bytes:
+        _mark(request.decode())
+        return b""
+
 
 def _mark(text: str) -> None:
     marker = os.environ.get("ACTRHOST_TEST_MARKERS")

@@ -244,6 +244,74 @@ def test_a_call_to_an_actor_still_starting_waits_for_it(pair: Pair, state: str) 
     assert received.chunks["early"] == [(0, b"0"), (1, b"1"), (2, b"2")]
 
 
+@pytest.mark.parametrize(
+    ("state", "fields"), [("dead", {}), ("failed", {}), ("stopped", {"restart_requested": True})]
+)
+def test_tells_and_stream_chunks_wait_for_an_actor_that_restarts(
+    pair: Pair, state: str, fields: dict[str, bool]
+) -> None:
+    # Between local actors a tell or a chunk to an instance that is restarting fails at
+    # once with 503; from another node its sender cannot be told (it is on its way), so
+    # B's gateway keeps it until the instance runs again (it was lost before). A call is
+    # still refused at once, as between local actors.
+    a, b = pair.a, pair.b
+    received = b.workers["echo2"].received
+    received.tells.clear()
+    received.chunks.clear()
+
+    async def go() -> None:
+        b.states["echo2"] = state
+        b.entry_fields["echo2"] = fields
+        b.send_directory()
+        await b.stats()  # same control socket: once answered, the directory is applied
+        with pytest.raises(Unavailable):
+            await a.call("client", b.ids["echo2"], "echo", b"now?", timeout_s=5)
+        await a.tell("client", b.ids["echo2"], "note", b"while it restarts")
+        for seq in range(3):
+            await a.send_chunk("client", b.ids["echo2"], "restart", seq, b"%d" % seq)
+        await asyncio.sleep(0.4)
+        assert not received.tells and not received.chunks["restart"]
+        b.states.clear()
+        b.entry_fields.clear()
+        b.send_directory()
+        await b.wait_for(
+            lambda: received.tells and len(received.chunks["restart"]) == 3, 5, "tell, chunks"
+        )
+
+    try:
+        pair.runner.run(go())
+    finally:
+        b.states.clear()
+        b.entry_fields.clear()
+        b.send_directory()
+        pair.runner.run(b.stats())
+    assert received.tells[-1][1] == b"while it restarts"
+    assert received.chunks["restart"] == [(0, b"0"), (1, b"1"), (2, b"2")]
+
+
+def test_a_tell_to_an_actor_given_up_on_is_dropped_and_counted(pair: Pair) -> None:
+    a, b = pair.a, pair.b
+    run = pair.runner.run
+    received = b.workers["echo2"].received
+    received.tells.clear()
+    b.states["echo2"] = "failed"
+    b.entry_fields["echo2"] = {"given_up": True}
+    b.send_directory()
+    before = run(b.stats())["undeliverable"]
+    try:
+        run(a.tell("client", b.ids["echo2"], "note", b"too late"))
+        deadline = time.monotonic() + 5
+        while run(b.stats())["undeliverable"] == before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert run(b.stats())["undeliverable"] == before + 1
+    finally:
+        b.states.clear()
+        b.entry_fields.clear()
+        b.send_directory()
+        run(b.stats())
+    assert received.tells == []
+
+
 def test_a_call_to_an_actor_that_does_not_start_in_time_fails(pair: Pair) -> None:
     a, b = pair.a, pair.b
     run = pair.runner.run

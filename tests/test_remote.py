@@ -520,3 +520,45 @@ def test_discovery_from_another_node_skips_an_instance_whose_process_is_gone(
             assert await shell_a.call("test+Echo", "test.Echo.Say", b"x", timeout=10) == b"x"
 
     run(go(), 30)
+
+
+def test_tells_to_a_remote_actor_during_its_rolling_restart_are_all_handled(
+    node_factory, signaling_url, tmp_path, monkeypatch
+):
+    # Tells from node A every 5 ms while B's actor restarts: A cannot be told that the
+    # target is restarting (a tell is on its way), so B's gateway keeps those that arrive
+    # meanwhile and hands them to the new instance. Each one is handled, by the old
+    # instance or the new one (they were lost before: A saw no error).
+    markers = tmp_path / "markers"
+    monkeypatch.setenv("ACTRHOST_TEST_MARKERS", str(markers))
+    signaling = f'[signaling]\nurl = "{signaling_url}"\n'
+    node_a = node_factory(
+        '[[actor]]\nname = "echo"\ntype = "test+Echo"\nhandler = "actors:Echo"\n', signaling
+    )
+    node_b = node_factory(
+        '[[actor]]\nname = "log"\ntype = "test+Hooks"\nhandler = "actors:Hooks"\n', signaling
+    )
+    count = 400
+
+    async def go() -> None:
+        async with (
+            actrhost.connect(node_a.config_path) as shell_a,
+            actrhost.connect(node_b.config_path) as shell_b,
+        ):
+            target = await shell_a.discover("test+Hooks")
+            await shell_a.call(target, "test.Hooks.Mark", b"first")  # connected
+            restart = None
+            for n in range(count):
+                await shell_a.tell(target, "test.Hooks.Mark", f"tell {n}".encode())
+                if n == 50:
+                    restart = asyncio.ensure_future(shell_b.restart_actors("log", timeout=30))
+                await asyncio.sleep(0.005)
+            assert restart is not None
+            await restart
+            await shell_a.call(target, "test.Hooks.Mark", b"last", timeout=10)
+
+    run(go(), 60)
+    lines = markers.read_text().splitlines()
+    assert sum(line.startswith("start ") for line in lines) == 2  # it did restart
+    told = [line for line in lines if line.startswith("tell ")]
+    assert sorted(told, key=lambda t: int(t.split()[1])) == [f"tell {n}" for n in range(count)]

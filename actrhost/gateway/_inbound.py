@@ -207,38 +207,44 @@ class Inbound(Trust):
         again: Callable[[], None],
         *,
         unbounded: bool = False,
+        through_restart: bool = False,
     ) -> bool:
         """Keep a frame for a local actor that is still starting (the same rule as between
-        local actors, docs/node.md); ``again`` runs once it no longer is, or after
-        ``wait_s``. False: not starting (or waiting is pointless); handle it now."""
-        if target is None or wait_s <= 0:
+        local actors, docs/node.md), or with ``through_restart`` also for one that is
+        restarting (a tell or a reliable stream chunk: its sender cannot be told, see
+        docs/gateway.md); ``again`` runs once it no longer is, or after ``wait_s``.
+        False: not starting (or waiting is pointless); handle it now."""
+        if target is None or wait_s <= 0 or not self._waits(target, through_restart):
             return False
-        waiting = self._parked.get(target)
-        if waiting is None:
-            if not self._starting(target):
-                return False
-            waiting = self._parked[target] = deque()
-        elif len(waiting) >= self._hwm and not unbounded:
+        waiting = self._parked.setdefault(target, deque())
+        if len(waiting) >= self._hwm and not unbounded:
             return False  # as many as a worker's socket would queue: refuse the rest
-        parked = Parked(again)
+        parked = Parked(again, through_restart)
         parked.timer = self._loop.call_later(wait_s, unpark_one, self._parked, target, parked)
         waiting.append(parked)
         return True
 
-    def _starting(self, target: ActrId) -> bool:
+    def _waits(self, target: ActrId, through_restart: bool) -> bool:
+        """Whether a frame for ``target`` waits for it: it is starting (or, with
+        ``through_restart``, restarting)."""
         entry = self.directory.get(target)
         if entry is None:
             # Registered with signaling (others can find it) before the supervisor's
             # directory lists its worker: it is about to start.
             return target in self._regs
-        return entry.state is ActorState.STARTING
+        return entry.comes_back if through_restart else entry.state is ActorState.STARTING
 
     def _unpark_started(self) -> None:
-        """After a directory update: frames of targets no longer starting go on, in order."""
+        """After a directory update: frames whose targets they wait for run (or are gone)
+        go on, in order."""
         for target in list(self._parked):
-            if self._starting(target):
-                continue
-            for parked in self._parked.pop(target):
+            waiting = self._parked[target]
+            done = [p for p in waiting if not self._waits(target, p.through_restart)]
+            for parked in done:
+                waiting.remove(parked)
+            if not waiting:
+                del self._parked[target]
+            for parked in done:
                 if parked.timer is not None:
                     parked.timer.cancel()
                 parked.again()
@@ -264,10 +270,16 @@ class Inbound(Trust):
                 if deadline_ns:
                     wait_s = min(wait_s, (deadline_ns - time.monotonic_ns()) / 1e9)
                 again = lambda: self._call_in(pc, env, lane, deadline_ns)  # noqa: E731
-                if self._park_if_starting(env.target, wait_s, again):
+                # A call fails at once if its target is restarting, as between local
+                # actors; a tell waits (its sender cannot be told).
+                restart_too = not is_request
+                if self._park_if_starting(env.target, wait_s, again, through_restart=restart_too):
                     return
             if is_request:
                 self._reply_remote(pc, lane, env.request_id, exc)
+            else:
+                self.counters.undeliverable += 1
+                log.debug("%r: tell for %s dropped: %s", self, env.target, exc.message)
             return
         env.deadline_ns = deadline_ns
         if deadline_ns and not may_wait:
@@ -380,8 +392,9 @@ class Inbound(Trust):
         try:
             endpoint = self._local_endpoint(sf.target, sf.source, pc.remote_node)
         except ActrError as exc:
-            # A reliable chunk waits for a starting actor (the sender's window bounds how
-            # many); a latency-first one is dropped, as it would be behind a full queue.
+            # A reliable chunk waits for a starting or restarting actor (the sender's
+            # window bounds how many); a latency-first one is dropped, as it would be
+            # behind a full queue.
             if (
                 reliable
                 and may_wait
@@ -391,6 +404,7 @@ class Inbound(Trust):
                     STARTING_WAIT_S,
                     lambda: self._stream_in(pc, sf, data, False),
                     unbounded=True,  # reliable: the sender's window bounds them (Trust)
+                    through_restart=True,
                 )
             ):
                 return

@@ -206,6 +206,8 @@ class HarnessNode:
         self.workers: dict[str, _FakeWorker] = {}
         #: Directory states other than "running", by actor name, or UNLISTED.
         self.states: dict[str, str] = {}
+        #: More directory fields by actor name (``given_up``, ``restart_requested``).
+        self.entry_fields: dict[str, dict[str, Any]] = {}
         self.process: subprocess.Popen[bytes] | None = None
         self.gateway_state = ""
         self.registered = 0
@@ -296,6 +298,7 @@ class HarnessNode:
                 "state": self.states.get(name, "running"),
                 "pid": os.getpid(),
                 "restarts": 0,
+                **self.entry_fields.get(name, {}),
             }
             for name, w in self.workers.items()
             if self.states.get(name) != UNLISTED

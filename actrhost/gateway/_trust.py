@@ -50,11 +50,13 @@ class Parked:
     """A frame from another node waiting: for its local target to finish starting
     (Inbound), or for its source to be introduced."""
 
-    __slots__ = ("again", "timer")
+    __slots__ = ("again", "through_restart", "timer")
 
-    def __init__(self, again: Callable[[], None]) -> None:
+    def __init__(self, again: Callable[[], None], through_restart: bool = False) -> None:
         self.again = again  # handles the frame again, without waiting: delivers or refuses
         self.timer: asyncio.TimerHandle | None = None
+        #: Waits through a restart of its target too, not only through its start.
+        self.through_restart = through_restart
 
 
 def unpark_one(table: dict[Any, deque[Parked]], key: Any, parked: Parked) -> None:
