@@ -4,6 +4,7 @@ with the test playing each node's supervisor and workers over real ZeroMQ socket
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,6 +71,39 @@ def test_discover_then_call_round_trip(pair: Pair) -> None:
     assert pair.runner.run(a.call("client", found, "echo", b"hello")) == b"hello"
     with pytest.raises(NotFound):
         pair.runner.run(a.discover("client", "t+Nobody"))
+
+
+def test_discovery_says_why_it_found_nothing_as_local_discovery_does(pair: Pair) -> None:
+    # Instances of the type exist but none runs (a crash restart's backoff): 503, as
+    # between local actors; instances whose ACL refuses the caller: 403; none: 404.
+    a, b = pair.a, pair.b
+    run = pair.runner.run
+    with pytest.raises(PermissionDenied, match=r"t\+Client may not call any of the 1 actor"):
+        run(a.discover("client", "t+Vault"))
+    b.states.update(echo="dead", echo2="dead")
+    b.send_directory()
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # until B's gateway has told signaling (a heartbeat at once)
+            try:
+                run(a.discover("client", "t+Echo"))
+            except Unavailable as exc:
+                assert "no running actor of type t+Echo" in exc.message
+                assert "2 restarting or stopping" in exc.message
+                break
+            assert time.monotonic() < deadline, "discovery still offers dead instances"
+            time.sleep(0.05)
+    finally:
+        b.states.clear()
+        b.send_directory()
+        run(b.stats())
+    deadline = time.monotonic() + 10
+    while True:
+        with contextlib.suppress(Unavailable):
+            assert run(a.discover("client", "t+Echo")) in (b.ids["echo"], b.ids["echo2"])
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
 
 
 def test_errors_keep_code_and_message(pair: Pair) -> None:

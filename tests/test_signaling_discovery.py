@@ -13,6 +13,9 @@ from actrhost._fingerprint import service_fingerprint
 from actrhost._ids import ActrType
 from actrhost._lockfile import CompatLock, LockedDependency, LockFile
 from actrhost.signaling import (
+    AclPermission,
+    AclRule,
+    Availability,
     CandidateCompatibility,
     SignalingClient,
     discover_locked,
@@ -107,6 +110,25 @@ def test_ranking_exact_then_compatible_then_unknown_never_breaking(server: Serve
                 CandidateCompatibility.BACKWARD_COMPATIBLE,  # so does V3
                 CandidateCompatibility.UNKNOWN,
             ]
+
+    run(main())
+
+
+def test_an_empty_answer_counts_the_draining_and_the_refusing(server: ServerProcess) -> None:
+    # The caller's error then says why (gateway: 503 when some restart, 403 when their
+    # ACLs refuse it), not just "nothing found".
+    realm = 81
+
+    async def main() -> None:
+        async with SignalingClient(server.url) as client:
+            await client.register(STORE, realm, availability=Availability.DRAINING)
+            only_friends = AclRule(AclPermission.ALLOW, types=(ActrType.parse("shop+Friend"),))
+            await client.register(STORE, realm, acl=[only_friends])
+            await client.register(STORE, realm, acl=[only_friends])
+            probe = await client.register("shop+Client", realm)
+            result = await probe.discover(STORE, candidate_count=10)
+            assert result.candidates == ()
+            assert (result.excluded_draining, result.excluded_denied) == (1, 2)
 
     run(main())
 

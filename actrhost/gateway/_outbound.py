@@ -39,7 +39,7 @@ from .._payload_type import PayloadType
 from .._ring_readers import RingReaders
 from .._zmqloop import LoopSocket
 from ..shm import Descriptor
-from ..signaling import RoleNegotiation
+from ..signaling import DiscoveryResult, RoleNegotiation
 from . import _framing as framing
 from ._counters import GatewayCounters
 from ._media import is_track_sample
@@ -363,7 +363,7 @@ class Outbound:
             actr_type = ActrType.parse(bytes(env.payload).decode("utf-8", "replace"))
             result = await discover_dependency(self.config, reg, actr_type)
             if result.best is None:
-                raise NotFound(f"no actor of type {actr_type} found through signaling")
+                raise _nothing_found(actr_type, result, reg.actr_type)
         except ActrError as exc:
             self._reply_local(routing_id, env.request_id, exc)
             return
@@ -428,3 +428,19 @@ async def discover_dependency(config: Config, reg: Any, actr_type: ActrType) -> 
     return await discover_locked(
         reg, actr_type, lock=lock, compat_lock_path=config.base_dir / COMPAT_LOCK_NAME
     )
+
+
+def _nothing_found(actr_type: ActrType, result: DiscoveryResult, caller: ActrType) -> ActrError:
+    """The error of a discovery that found no candidate, by why: 503 when instances exist
+    but none runs (as local discovery says it), 403 when their ACLs refuse ``caller``."""
+    if result.excluded_draining:
+        return Unavailable(
+            f"no running actor of type {actr_type} found through signaling "
+            f"({result.excluded_draining} restarting or stopping)"
+        )
+    if result.excluded_denied:
+        return PermissionDenied(
+            f"{caller} may not call any of the {result.excluded_denied} actor(s) of type "
+            f"{actr_type} found through signaling (their ACL)"
+        )
+    return NotFound(f"no actor of type {actr_type} found through signaling")

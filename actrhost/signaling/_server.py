@@ -523,6 +523,8 @@ class SignalingServer:
         resp.has_exact_match = ranked.has_exact_match
         resp.is_sub_healthy = ranked.is_sub_healthy
         resp.excluded_breaking = ranked.excluded_breaking
+        resp.excluded_draining = ranked.excluded_draining
+        resp.excluded_denied = ranked.excluded_denied
         return reply
 
     def _on_relay(self, conn: Connection, env: wire.Envelope) -> wire.Envelope:
@@ -538,7 +540,7 @@ class SignalingServer:
         if target is None or target.actr_id != target_id:
             raise NotFound(f"relay target {target_id} is not registered")
         if target.acl and not acl_allows(target.acl, source_id.type, source_id.realm.realm_id):
-            raise PermissionDenied(f"{target_id} does not accept {source_id.type}")
+            raise PermissionDenied(f"{source_id.type} may not call {target_id}")
         kind = relay.WhichOneof("payload")
         if kind is None:
             raise BadRequest("relay without payload")

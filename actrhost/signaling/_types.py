@@ -58,13 +58,17 @@ class DiscoveryResult:
 
     ``has_exact_match``: some candidate serves exactly the fingerprint asked for.
     ``is_sub_healthy``: candidates exist but none matches exactly (only compatible ones).
-    ``excluded_breaking``: how many live candidates were left out as breaking.
+    ``excluded_breaking``: how many live candidates were left out as breaking;
+    ``excluded_draining``: as draining (restarting, stopping); ``excluded_denied``:
+    because their ACL does not admit the caller.
     """
 
     candidates: tuple[RouteCandidate, ...]
     has_exact_match: bool
     is_sub_healthy: bool
     excluded_breaking: int = 0
+    excluded_draining: int = 0
+    excluded_denied: int = 0
 
     @property
     def best(self) -> ActrId | None:

@@ -206,6 +206,8 @@ def discovery_result_from_pb(msg: Any) -> DiscoveryResult:
         has_exact_match=msg.has_exact_match,
         is_sub_healthy=msg.is_sub_healthy,
         excluded_breaking=msg.excluded_breaking,
+        excluded_draining=msg.excluded_draining,
+        excluded_denied=msg.excluded_denied,
     )
 
 
