@@ -266,7 +266,11 @@ class Context:
 
         STREAM_RELIABLE waits (at most ``timeout``, and never past this context's deadline)
         while the receiver is behind, then raises ``DeadlineExceeded``; nothing is lost.
-        STREAM_LATENCY_FIRST never waits: returns False when the chunk was dropped.
+        STREAM_LATENCY_FIRST never waits: returns False when the chunk was dropped here
+        (no room in the ring or the socket to the receiver, ``dropped_sender``). One
+        dropped further on returned True and is counted where it was dropped: by the
+        receiver, which keeps the newest (``dropped_receiver``), or by a gateway on the
+        way to another node (its lane's ``dropped``).
         Raises ``BadRequest`` for a payload larger than ``[shm] ring_bytes`` less the
         ring record's 16-byte header, and
         ``NotFound`` / ``Unavailable`` when the destination is unknown or down.
@@ -289,7 +293,9 @@ class Context:
     ) -> bool:
         """Send one media sample (real time: dropped and counted under pressure).
 
-        Returns False when the sample was dropped; never waits for a slow receiver.
+        Returns False when the sample was dropped here (as for a latency-first chunk of
+        :meth:`send_data_stream`: one dropped further on returned True and is counted
+        there); never waits for a slow receiver.
         """
         frame = sample_frame(track_id, sample)
         return await self._runtime.send_stream_frame(

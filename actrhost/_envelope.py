@@ -11,7 +11,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from ._errors import ActrError, BadRequest
+from ._errors import ActrError, BadRequest, ErrorCode
 from ._ids import ActrId, ActrType, Realm
 from ._payload_type import PayloadType
 from .proto import actr_pb2
@@ -109,10 +109,17 @@ class Envelope:
 
 
 def error_response(request_id: str, error: ActrError) -> Envelope:
-    """The response that fails request ``request_id`` with ``error`` (code and text)."""
-    return Envelope(
-        RESPONSE, request_id=request_id, error_code=int(error.code), error_message=error.message
-    )
+    """The response that fails request ``request_id`` with ``error`` (code and text).
+
+    A code the wire cannot carry as an error (0 reads as success; the field is a uint32)
+    becomes a 500 that says so: ``raise ActrError("…", code=0)`` in a handler used to
+    reach its caller as a successful empty answer.
+    """
+    code, message = int(error.code), error.message
+    if not 0 < code < 2**32:
+        message = f"{message} (raised with code {code}, which is not an error code)"
+        code = ErrorCode.HANDLER_ERROR
+    return Envelope(RESPONSE, request_id=request_id, error_code=code, error_message=message)
 
 
 # ActrId <-> bytes conversions are cached: a worker talks to a handful of peers, and

@@ -64,6 +64,15 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
             runner.close()
 
 
+def undeliverable_after(pair: Pair, node: HarnessNode, before: int) -> int:
+    """The gateway's ``undeliverable`` count once it is no longer ``before`` (within 5 s)."""
+    deadline = time.monotonic() + 5
+    while (count := pair.runner.run(node.stats())["undeliverable"]) == before:
+        assert time.monotonic() < deadline, "nothing was counted undeliverable"
+        time.sleep(0.02)
+    return count
+
+
 def test_discover_then_call_round_trip(pair: Pair) -> None:
     a, b = pair.a, pair.b
     found = pair.runner.run(a.discover("client", "t+Echo"))
@@ -176,6 +185,16 @@ def test_tell_arrives_and_is_never_answered(pair: Pair) -> None:
     run(b.wait_for(lambda: len(received.tells) >= 20, 10, "20 tells"))
     assert [p for _route, p, _src in received.tells[-20:]] == [b"%d" % i for i in range(20)]
     assert received.tells[-1][2] == a.ids["client"]
+
+
+def test_a_tell_to_an_actor_nobody_registered_is_counted_undeliverable(pair: Pair) -> None:
+    # Its sender cannot be told (the tell left it), so the gateway that could not place
+    # it counts it, for `actrhost status`.
+    a = pair.a
+    run = pair.runner.run
+    before = run(a.stats())["undeliverable"]
+    run(a.tell("client", ActrId(Realm(1), 54321, ActrType("t", "Echo")), "note", b"anyone?"))
+    assert undeliverable_after(pair, a, before) == before + 1
 
 
 def test_a_message_too_large_to_cross_fails_at_once_and_the_link_stays(pair: Pair) -> None:
@@ -334,10 +353,7 @@ def test_a_tell_to_an_actor_given_up_on_is_dropped_and_counted(pair: Pair) -> No
     before = run(b.stats())["undeliverable"]
     try:
         run(a.tell("client", b.ids["echo2"], "note", b"too late"))
-        deadline = time.monotonic() + 5
-        while run(b.stats())["undeliverable"] == before and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert run(b.stats())["undeliverable"] == before + 1
+        assert undeliverable_after(pair, b, before) == before + 1
     finally:
         b.states.clear()
         b.entry_fields.clear()

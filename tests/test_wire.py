@@ -73,6 +73,15 @@ def test_error_classes_map_to_wire_codes_and_back():
     assert ErrorCode.DEADLINE_EXCEEDED == 504
 
 
+@pytest.mark.parametrize("code", [0, -1, 2**32])
+def test_an_error_code_the_wire_cannot_carry_fails_the_call_with_500(code):
+    # Code 0 read as success: the caller of a handler that raised it got an empty answer.
+    response = wire.error_response("r1", actrhost.ActrError("zero", code=code))
+    decoded = wire.decode(wire.encode(response))
+    assert decoded.error_code == 500
+    assert decoded.error_message == f"zero (raised with code {code}, which is not an error code)"
+
+
 def test_envelope_round_trip_keeps_every_field():
     a = ActrId.parse("1f@1:demo+Echo")
     b = ActrId.parse("20@1:demo+Client")

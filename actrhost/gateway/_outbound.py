@@ -313,9 +313,15 @@ class Outbound:
             if not any(x.size_bytes for x in self._locating.values()):
                 self._on_pressure("locate", False)
         if error is not None:
+            dropped = 0
             for _lane, _frame, request_id in locate.frames:
                 if request_id:
                     self._fail_out(request_id, error)
+                else:  # a tell or a stream frame: its sender cannot be told
+                    dropped += 1
+            if dropped:
+                self.counters.undeliverable += dropped
+                log.info("%r: %d frame(s) for %s dropped: %s", self, dropped, target, error.message)
             return
         self._node_of[target] = node_id
         for lane, frame, request_id in locate.frames:
