@@ -504,6 +504,13 @@ class Gateway(Outbound, Inbound):
                 # Maybe not registered right now (its node restarting): try the next pair,
                 # but keep this one; a restarted actor comes back with the same id.
                 error = exc
+        if isinstance(error, NotFound):
+            # The pair tried is any actor of that node, not necessarily the one a call
+            # is for: say that none of them answers, not that one of them is missing.
+            raise NotFound(
+                f"no actor of node {node.node_id} is registered with signaling now "
+                f"({len(pairs)} tried; {error.message})"
+            )
         if isinstance(error, PermissionDenied):
             # Every known pair is refused now (an ACL edit): another pair of actors may
             # pass, and a link through it serves every pair (each side still checks).
