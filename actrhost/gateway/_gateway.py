@@ -26,37 +26,25 @@ from .. import _control as control
 from .._config import Config
 from .._directory import ActorState, Directory
 from .._envelope import StreamFrame
-from .._errors import ActrError, NotFound, PermissionDenied, Unavailable
+from .._errors import ActrError, Unavailable
 from .._ids import ActrId
 from .._linux import supervisor_gone
 from .._ring_readers import RingReaders
 from .._rpc import configure_socket
 from .._rundir import remove_orphaned_run_dir, taken_over
 from .._zmqloop import LoopSocket
-from ..signaling import (
-    Availability,
-    RelayMessage,
-    RoleAssignment,
-    RoleNegotiation,
-    SdpAnswer,
-    SdpOffer,
-    SignalingClient,
-)
+from ..signaling import Availability, SignalingClient
 from ._counters import GatewayCounters
 from ._ice import use_host_addresses
-from ._identity import load_identity, node_id_of, sdp_proves_node
+from ._identity import load_identity, node_id_of
 from ._inbound import Inbound, _InCall, _Waiting
+from ._nodes import Nodes
 from ._outbound import Outbound, _Locate, _OutCall
-from ._peer import (
-    Callbacks,
-    PeerConnection,
-    close_in_background,
-    wait_for_closing_connections,
-)
-from ._remote import RemoteNode, parse_session, session_id
+from ._peer import Callbacks, PeerConnection, wait_for_closing_connections
+from ._remote import RemoteNode
 from ._spec import GatewaySpec, acl_rules, credential_hex, register
 from ._trust import Parked
-from ._types import TERMINAL, LinkState, Tuning
+from ._types import Tuning
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +54,9 @@ ROUTER_BATCH = 64
 CREDENTIAL_REPORT_S = 60.0
 #: How long a stopping gateway waits for failed connections still closing.
 CLOSE_WAIT_S = 2.0
-#: Other actor pairs a negotiation tries when every known pair is refused (an ACL edit).
-EXTRA_PAIRS_TRIED = 8
 
 
-class Gateway(Outbound, Inbound):
+class Gateway(Nodes, Outbound, Inbound):
     """The gateway of one node (one per process)."""
 
     def __init__(self, spec: GatewaySpec, config: Config) -> None:
@@ -445,175 +431,6 @@ class Gateway(Outbound, Inbound):
             self,
             address,
         )
-
-    # -- remote nodes ------------------------------------------------------------------
-
-    def _remote(self, node_id: str) -> RemoteNode:
-        node = self._nodes.get(node_id)
-        if node is None:
-            node = RemoteNode(
-                self.node_id,
-                node_id,
-                webrtc=self.config.webrtc,
-                tuning=self.tuning,
-                certificate=self.certificate,
-                callbacks=self._callbacks,
-                relay=self._relay_to_node,
-                on_state=self._on_node_state,
-                on_given_up=self._forget_node,
-            )
-            self._nodes[node_id] = node
-        return node
-
-    def _forget_node(self, node: RemoteNode) -> None:
-        """Drop a node that stayed unreachable: its entry, its actors' routes, its
-        counters. Traffic for one of its actors later locates it afresh."""
-        if self._nodes.get(node.node_id) is not node:
-            return
-        del self._nodes[node.node_id]
-        for actor in [a for a, n in self._node_of.items() if n == node.node_id]:
-            del self._node_of[actor]
-        close_in_background(node.close())  # RemoteNode logged why
-
-    def _learn(
-        self, remote_actor: ActrId, node_id: str, local_actor: ActrId | None = None
-    ) -> RemoteNode:
-        node = self._remote(node_id)
-        self._node_of[remote_actor] = node_id
-        node.actors.add(remote_actor)
-        self._introduced(node_id, remote_actor)
-        if local_actor is not None and local_actor in self._regs:
-            node.add_pair(local_actor, remote_actor)
-        return node
-
-    async def _relay_to_node(
-        self, node: RemoteNode, payload: Any, session: str
-    ) -> RoleAssignment | None:
-        pairs = list(node.pairs)
-        if not pairs and self._regs:
-            local = next(iter(self._regs))
-            pairs = [(local, remote) for remote in list(node.actors)[:4]]
-        error: ActrError = Unavailable(f"no actor known on node {node.node_id} to relay through")
-        for local, remote in pairs:
-            reg = self._regs.get(local)
-            if reg is None:
-                continue
-            try:
-                return await reg.relay(remote, payload, session_id=session)
-            except (NotFound, PermissionDenied) as exc:
-                # Maybe not registered right now (its node restarting): try the next pair,
-                # but keep this one; a restarted actor comes back with the same id.
-                error = exc
-        if isinstance(error, NotFound):
-            # The pair tried is any actor of that node, not necessarily the one a call
-            # is for: say that none of them answers, not that one of them is missing.
-            raise NotFound(
-                f"no actor of node {node.node_id} is registered with signaling now "
-                f"({len(pairs)} tried; {error.message})"
-            )
-        if isinstance(error, PermissionDenied):
-            # Every known pair is refused now (an ACL edit): another pair of actors may
-            # pass, and a link through it serves every pair (each side still checks).
-            others = [
-                (local, remote)
-                for remote in list(node.actors)[:EXTRA_PAIRS_TRIED]
-                for local in list(self._regs)[:EXTRA_PAIRS_TRIED]
-                if (local, remote) not in pairs
-            ]
-            for local, remote in others[:EXTRA_PAIRS_TRIED]:
-                try:
-                    result = await self._regs[local].relay(remote, payload, session_id=session)
-                except (NotFound, PermissionDenied, KeyError):
-                    continue
-                node.add_pair(local, remote)
-                return result
-        raise error
-
-    def _on_actors_left(self, actors: list[ActrId]) -> None:
-        """Signaling saw the connection that held these actors close: their node's
-        gateway may have died. Its link is probed, so pending calls fail within
-        ``probe_timeout_s`` rather than at the keepalive timeout."""
-        for node_id in {self._node_of[a] for a in actors if a in self._node_of}:
-            node = self._nodes.get(node_id)
-            if node is not None and node.pc is not None:
-                node.pc.probe(f"node {node_id} left signaling")
-
-    def _on_node_state(
-        self, node: RemoteNode, pc: PeerConnection, state: LinkState, reason: str
-    ) -> None:
-        if state is LinkState.CONNECTED:
-            # Node ids are random; the config's name is what `actrhost status` shows.
-            pc.send_control({"op": "hello", "node_name": self.config.node.name})
-        if state not in TERMINAL:
-            return
-        # Every call waiting on this node fails now, not at its deadline.
-        error = Unavailable(f"connection to node {node.node_id} lost: {reason}")
-        failed = [rid for rid, call in self._pending_out.items() if call.node == node.node_id]
-        for request_id in failed:
-            self._fail_out(request_id, error)
-        for local_id in [lid for lid, call in self._pending_in.items() if call.pc is pc]:
-            self._pending_in.pop(local_id).timer.cancel()
-        if failed:
-            log.info(
-                "%r: failed %d pending calls to node %s: %s",
-                self,
-                len(failed),
-                node.node_id,
-                reason,
-            )
-
-    async def _on_relay(self, message: RelayMessage) -> None:
-        parsed = parse_session(message.session_id)
-        if parsed is None or message.target not in self._regs:
-            self.counters.bad_relays += 1
-            return
-        kind, first, second = parsed
-        payload = message.payload
-        if kind == "neg" and isinstance(payload, RoleAssignment) and first != self.node_id:
-            node = self._learn(message.source, first, message.target)
-            node.ensure(payload.is_offerer)
-            locate = self._locating.get(message.source)
-            if locate is not None and not locate.found.done():
-                locate.found.set_result(first)
-            if not second:
-                # A locate: tell the asking node where the target lives.
-                reply = session_id("neg", self.node_id, first)
-                reg = self._regs[message.target]
-                self._spawn(self._relay_quietly(reg, message.source, RoleNegotiation(), reply))
-        elif kind == "pc" and isinstance(payload, SdpOffer) and second == self.node_id:
-            if self._proves(payload.sdp, first, message.source):
-                node = self._learn(message.source, first, message.target)
-                self._spawn(node.on_offer(payload.sdp, message.session_id))
-        elif kind == "pc" and isinstance(payload, SdpAnswer) and first == self.node_id:
-            if self._proves(payload.sdp, second, message.source):
-                node = self._learn(message.source, second, message.target)
-                self._spawn(node.on_answer(payload.sdp, message.session_id))
-        else:
-            self.counters.bad_relays += 1
-
-    def _proves(self, sdp: str, node_id: str, source: ActrId) -> bool:
-        """Whether an offer or answer in the name of ``node_id`` carries that node's
-        certificate (``_identity.py``); if not, it is refused before it can touch the
-        connection to the real node."""
-        if sdp_proves_node(sdp, node_id):
-            return True
-        self.counters.unproven_sdp += 1
-        if self.counters.unproven_sdp <= 5 or self.counters.unproven_sdp % 100 == 0:
-            log.warning(
-                "%r: refused an SDP from %s in the name of node %s: its certificate is "
-                "not that node's (%d so far)",
-                self,
-                source,
-                node_id,
-                self.counters.unproven_sdp,
-            )
-        return False
-
-    async def _relay_quietly(self, reg: Any, target: ActrId, payload: Any, session: str) -> None:
-        try:
-            await reg.relay(target, payload, session_id=session)
-        except ActrError as exc:
-            log.info("%r: relay to %s failed: %s", self, target, exc)
 
 
 def _schema_text(path: Path | None) -> str:

@@ -5,7 +5,7 @@ unique per node only by convention, and answers from other nodes are matched on 
 its CLOCK_MONOTONIC deadline becomes the remaining ``timeout_ms`` (meaningless on
 another host); a ring descriptor becomes the payload itself (rings don't cross hosts).
 A target whose node is unknown is located first (a relayed RoleNegotiation, see
-``_gateway.Gateway._on_relay``); its frames wait meanwhile, bounded in bytes and time.
+``_nodes.Nodes._on_relay``); its frames wait meanwhile, bounded in bytes and time.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 One connection carries every actor pair of two nodes, so the source id on a frame is
 only the sending node's word. The signaling server is the authority: it authenticates
 every relay with the sending actor's credential. A node therefore speaks for an actor
-once a relay from that actor named the node (``Gateway._learn``): the actor has been
+once a relay from that actor named the node (``Nodes._learn``): the actor has been
 *introduced*. A frame from another source waits while we ask its node, over the link, to
 introduce it (a relay from it); what is still not introduced after the wait is refused,
 403. A frame without a source comes from a caller without an actor id (a Shell attached
@@ -96,7 +96,7 @@ class Trust:
 
         A node speaks only for the actors it introduced through signaling: a relay from
         the actor, which the server authenticated with its credential, naming that node
-        (``Gateway._learn``). Any other source id on its frames is forged or stale. No
+        (``Nodes._learn``). Any other source id on its frames is forged or stale. No
         source id at all is a caller without an actor identity (a Shell attached to that
         node): only ACL rules without ``types`` admit it (docs/gateway.md, Trust).
         """
@@ -176,7 +176,7 @@ class Trust:
         pc.send_control({"op": "introduce", "source": str(source), "target": str(target)})
 
     def _introduced(self, node_id: str, actor: ActrId) -> None:
-        """A relay from ``actor`` naming node ``node_id`` arrived (Gateway._learn): its
+        """A relay from ``actor`` naming node ``node_id`` arrived (Nodes._learn): its
         frames that waited go on."""
         self._introductions_asked.pop((node_id, actor), None)
         for parked in self._unintroduced.pop((node_id, actor), ()):
