@@ -102,11 +102,11 @@ def test_an_acl_edit_restarts_the_gateway_after_the_actor(node_factory, signalin
                 else:
                     raise AssertionError("the relay still reaches the echo")
 
-    # Signaling registered the new ACL: the relay no longer finds an echo it may call
-    # (with the old registration it would find it and the echo would refuse the call).
+    # Signaling registered the new ACL: discovery says the echo it finds refuses the relay
+    # (with the old registration it would offer it, and the echo would refuse the call).
     error = run(refused())
-    assert isinstance(error, actrhost.NotFound), error
-    assert "no actor of type test+Echo found through signaling" in error.message
+    assert isinstance(error, actrhost.PermissionDenied), error
+    assert "may not call any of the 1 actor(s) of type test+Echo" in error.message
 
 
 def test_restart_gateway_refusals(node_factory, signaling_url):
