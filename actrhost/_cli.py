@@ -44,6 +44,17 @@ def _seconds(text: str) -> float:
     return value
 
 
+def realm_id(text: str) -> int:
+    """A ``--realm`` value: a realm id, 0 to 2**32 - 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 4294967295, not {text}")
+    return value
+
+
 def node_ref(text: str) -> str:
     """A running node's config path or ``ipc://`` control endpoint (argparse type)."""
     if "://" in text and not text.startswith("ipc://"):
@@ -230,7 +241,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         from ._cli_signaling import cmd_signaling_status
 
         try:
-            return cmd_signaling_status(args.signaling, args.realm, args.ca_file)
+            return cmd_signaling_status(args.signaling, args.realm, args.ca_file, args.json)
         except ActrError as exc:
             return _fail(f"status: {exc.message}", EXIT_FAILURE)
     if args.config is None:
@@ -420,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--signaling", metavar="URL", help="list who is registered with a signaling server"
     )
     status.add_argument(
-        "--realm", type=int, default=1, help="realm to list with --signaling (default 1)"
+        "--realm", type=realm_id, default=1, help="realm to list with --signaling (default 1)"
     )
     status.add_argument(
         "--ca-file",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,14 +37,30 @@ async def _with_registration(url: str, realm: int, job, ca_file=None):  # type: 
             await registration.unregister()
 
 
-def cmd_signaling_status(url: str, realm: int, ca_file: str | None = None) -> int:
+def cmd_signaling_status(
+    url: str, realm: int, ca_file: str | None = None, as_json: bool = False
+) -> int:
     """Print the actors registered with a signaling server in one realm (``ca_file``: what
-    a ``wss://`` server's certificate must chain to)."""
+    a ``wss://`` server's certificate must chain to), as a table or as JSON."""
 
     async def job(registration):  # type: ignore[no-untyped-def]
         return await registration.list_actors()
 
     actors, truncated = asyncio.run(_with_registration(url, realm, job, ca_file))
+    actors = [a for a in actors if str(a.actr_id.type) != CLI_ACTR_TYPE]
+    if as_json:
+        listed = [
+            {
+                "id": str(a.actr_id),
+                "availability": str(a.availability.name).lower(),
+                "mailbox_backlog": a.mailbox_backlog,
+                "fingerprint": a.fingerprint,
+            }
+            for a in actors
+        ]
+        doc = {"signaling": url, "realm": realm, "actors": listed, "truncated": truncated}
+        print(json.dumps(doc, indent=2))
+        return 0
     rows = [("ACTR_ID", "AVAILABILITY", "BACKLOG", "FINGERPRINT")]
     rows += [
         (
@@ -53,7 +70,6 @@ def cmd_signaling_status(url: str, realm: int, ca_file: str | None = None) -> in
             a.fingerprint or "-",
         )
         for a in actors
-        if str(a.actr_id.type) != CLI_ACTR_TYPE
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     print(f"signaling {url}, realm {realm}: {len(rows) - 1} actor(s)")

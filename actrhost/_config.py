@@ -294,7 +294,9 @@ def resolve_handler(config: Config, actor: ActorConfig) -> type[Actor]:
         module = importlib.import_module(module_name)
     except SystemExit as exc:  # the module's top level called sys.exit(): no actor here
         raise error(f"importing {module_name!r} called sys.exit({exc.code!r})") from None
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise  # Ctrl-C while importing: the user's, not the module's
+    except BaseException as exc:  # an Exception, or a BaseException subclass of its own
         # Only the handler's own module (or a parent package) missing means "not found"; a
         # module that exists but imports something missing failed to import.
         missing = exc.name if isinstance(exc, ModuleNotFoundError) else None

@@ -35,6 +35,7 @@ from ._config import (
     show_value,
 )
 from ._errors import BadRequest, ConfigError
+from ._fingerprint import SchemaError, service_fingerprint
 from ._ids import ActrType, check_name
 
 _UINT32_MAX = 2**32 - 1  # realm ids are uint32 on the wire (DESIGN §2)
@@ -144,7 +145,7 @@ class Loader:
             "run_dir": self.run_dir,
             "shutdown_grace_s": partial(self.number, lo=0),
             "log_level": partial(self.choice, options=LOG_LEVELS),
-            "hwm_messages": partial(self.integer, lo=1),
+            "hwm_messages": partial(self.integer, lo=1, hi=2**31 - 1),  # a C int in libzmq
             "max_message_bytes": partial(
                 self.integer, lo=MIN_MAX_MESSAGE_BYTES, hi=MAX_MAX_MESSAGE_BYTES
             ),
@@ -159,7 +160,8 @@ class Loader:
         spec: dict[str, _Convert] = {
             "url": self.signaling_url,
             "listen": partial(self.url, kind="listen"),
-            "heartbeat_interval_s": partial(self.number, lo=0, lo_open=True),
+            # Shorter would flood the server (and the log) with heartbeats and timeouts.
+            "heartbeat_interval_s": partial(self.number, lo=0.05),
             "ca_file": self.ca_file,
         }
         fields = self.section(key, value, spec, required=("url",))
@@ -191,7 +193,7 @@ class Loader:
                 self.array, convert=self.ip_address, what="IP addresses", non_empty=True
             ),
             "connect_timeout_s": partial(self.number, lo=0, lo_open=True),
-            "keepalive_interval_s": partial(self.number, lo=0, lo_open=True),
+            "keepalive_interval_s": partial(self.number, lo=0.01),
             "keepalive_timeout_s": partial(self.number, lo=0, lo_open=True),
             "media_tracks": partial(self.integer, lo=1, hi=_MAX_MEDIA_TRACKS),
         }
@@ -375,6 +377,13 @@ class Loader:
     def schema_file(self, key: str, value: Any) -> Path:
         path = self.run_dir(key, value)
         self.check(key, value, path.is_file(), "the path of an existing .proto file")
+        # Parsed now, not when signaling refuses the registration (or never, without it).
+        try:
+            service_fingerprint(path.read_text())
+        except (OSError, UnicodeDecodeError) as exc:
+            self.fail(key, f"cannot read {path}: {exc}")
+        except SchemaError as exc:
+            self.fail(key, f"{path} is not a .proto schema: {exc}")
         return path
 
     def ca_file(self, key: str, value: Any) -> Path:

@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 FINGERPRINT_PREFIX = "service_semantic:"
-_FINGERPRINT_RE = re.compile(r"^service_semantic:[0-9a-f]{64}$")
+_FINGERPRINT_RE = re.compile(r"service_semantic:[0-9a-f]{64}")
 #: Messages nested deeper than this are refused (protobuf's own parser stops at 100).
 MAX_NESTING = 100
 
@@ -144,7 +144,7 @@ class CompatibilityReport:
 
 def is_fingerprint(text: str) -> bool:
     """True if ``text`` has the ``service_semantic:<64 lowercase hex>`` form."""
-    return bool(_FINGERPRINT_RE.match(text))
+    return bool(_FINGERPRINT_RE.fullmatch(text))
 
 
 def service_fingerprint(schema: str | Iterable[str] | ProtoSchema) -> str:

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from ._errors import BadRequest
 
 # 1-32 chars, a letter first, alphanumeric last, only letters, digits and -_. between.
-_NAME_RE = re.compile(r"^[A-Za-z](?:[A-Za-z0-9_.\-]{0,30}[A-Za-z0-9])?$")
-_ID_RE = re.compile(r"^([0-9a-fA-F]{1,16})@(\d{1,10}):([^+]+)\+(.+)$")
+# Used with fullmatch: "$" would also match before a final newline ("Echo\n").
+_NAME_RE = re.compile(r"[A-Za-z](?:[A-Za-z0-9_.\-]{0,30}[A-Za-z0-9])?")
+_ID_RE = re.compile(r"([0-9a-fA-F]{1,16})@(\d{1,10}):([^+]+)\+(.+)")
 
 
 def check_name(value: str, what: str) -> str:
     """Return ``value`` if it is a valid manufacturer or type name, else raise BadRequest."""
-    if not isinstance(value, str) or not _NAME_RE.match(value):
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value):
         raise BadRequest(
             f"invalid {what} {value!r}: 1-32 characters, a letter first, alphanumeric last, "
             "only letters, digits and -_. allowed"
@@ -92,7 +93,7 @@ class ActrId:
     @classmethod
     def parse(cls, text: str) -> ActrId:
         """Parse ``"<serial hex>@<realm>:<manufacturer>+<name>"``; raises BadRequest."""
-        match = _ID_RE.match(text) if isinstance(text, str) else None
+        match = _ID_RE.fullmatch(text) if isinstance(text, str) else None
         if match is None:
             raise BadRequest(
                 f"invalid actor id {text!r}: expected '<serial hex>@<realm>:<manufacturer>+<name>'"

@@ -164,6 +164,12 @@ def render_metrics(status: dict[str, Any]) -> str:
         status.get("segments_reclaimed", 0),
         node,
     )
+    out.counter(
+        "actrhost_control_malformed",
+        "Messages on the node's control socket that did not decode (dropped).",
+        status.get("malformed_control", 0),
+        node,
+    )
     for actor in status.get("actors", []):
         _actor_metrics(out, node, actor)
     if status.get("gateway"):

@@ -56,6 +56,7 @@ async def collect_status(supervisor: Supervisor) -> dict[str, Any]:
         "node": sup.config.node.name,
         "run_dir": str(sup.run_dir),
         "segments_reclaimed": sup.segments_reclaimed,
+        "malformed_control": sup.malformed_control,
         "workers_start": describe_worker_start(sup._forkserver),
         "metrics": sup._metrics.url if sup._metrics is not None else None,
         "actors": actors,

@@ -51,6 +51,12 @@ RequestHandler = Callable[[Envelope, bytes], None]
 StreamHandler = Callable[[StreamFrame], None]
 
 
+def worth_logging(malformed: int) -> bool:
+    """Whether to log the ``malformed``-th malformed frame (counting from 1): the first
+    :data:`MALFORMED_LOGGED`, then every 100th, so that garbage cannot flood the log."""
+    return malformed <= MALFORMED_LOGGED or malformed % 100 == 0
+
+
 @dataclass
 class Counters:
     """What an endpoint counts; exported by ``actrhost status``."""
@@ -173,7 +179,7 @@ class RpcEndpoint:
         peer sending garbage cannot flood the log."""
         self.counters.malformed_frames += 1
         count = self.counters.malformed_frames
-        if count <= MALFORMED_LOGGED or count % 100 == 0:
+        if worth_logging(count):
             log.warning(f"%r: dropped {what} (malformed frame #%d)", self, *args, count)
 
     def _decode(self, data: bytes) -> Envelope | StreamFrame | None:

@@ -183,6 +183,9 @@ def prepare(run_dir: Path) -> tuple[int, list[str]]:
             fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
             continue  # a node that stopped just removed it
+        except OSError as exc:  # a file of that name, say
+            why = unusable_because(run_dir, probe=False)
+            raise RunDirUnusable(why or f"cannot open {run_dir}: {exc.strerror or exc}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

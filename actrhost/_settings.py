@@ -138,7 +138,13 @@ def _dataclass(target: type, table: Any, prefix: str) -> Any:
             values[name] = _convert(hints[name], table[name], key)
         elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             raise SettingsError(key, "required setting is missing")
-    return target(**values)
+    try:
+        return target(**values)
+    except Exception as exc:  # its __post_init__ or a default_factory raised
+        text = " ".join(str(exc).split())  # one line
+        problem = f"{target.__name__}(...) raised {type(exc).__name__}"
+        problem += f": {text}" if text else ""
+        raise SettingsError(prefix, problem) from None
 
 
 def _convert(hint: Any, value: Any, key: str) -> Any:

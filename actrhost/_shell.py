@@ -165,7 +165,12 @@ class Shell(ShellStreams):
             self._control.close()
             self._zctx.destroy(linger=0)
             # Mostly: the node never ran (or stopped and removed its run directory).
-            why = str(exc) if self.run_dir.is_dir() else f"{self.run_dir} does not exist"
+            if self.run_dir.is_dir():
+                why = str(exc)
+            elif self.run_dir.exists():
+                why = f"{self.run_dir} is not a folder"
+            else:
+                why = f"{self.run_dir} does not exist"
             raise self._no_node(why) from None
         prefix = node_prefix(self.run_dir)
         self._streams_in = StreamReceiver(

@@ -34,7 +34,7 @@ from ._ids import ActrId
 from ._payload_type import PayloadType
 from ._payloads import DataStream, MediaSample
 from ._ring_readers import RingReaders
-from ._rpc import MALFORMED_LOGGED, RpcEndpoint
+from ._rpc import RpcEndpoint, worth_logging
 from .shm import (
     Descriptor,
     RingWriter,
@@ -555,7 +555,7 @@ class StreamReceiver:
     def _malformed(self, frame: StreamFrame, exc: Exception) -> None:
         self.counters.malformed += 1
         count = self.counters.malformed
-        if count <= MALFORMED_LOGGED or count % 100 == 0:
+        if worth_logging(count):
             why = exc.message if isinstance(exc, ActrError) else str(exc)
             log.warning("dropped %r: %s (malformed chunk #%d)", frame, why, count)
 

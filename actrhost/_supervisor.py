@@ -29,6 +29,7 @@ from ._metrics import MetricsServer
 from ._node_status import collect_status
 from ._ring_readers import rings_of_gone_shells, shell_gone
 from ._rolling_restart import rolling_restart
+from ._rpc import worth_logging
 from ._slot import KILL_AFTER_S, RestartRefused, Slot, describe_exit
 from ._streams import unlink_rings_of
 from ._worker_start import (
@@ -70,6 +71,7 @@ class Supervisor:
         self._ready_logged = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.segments_reclaimed = 0
+        self.malformed_control = 0  # messages on the control socket that did not decode
         self.gateway: GatewayProcess | None = None
         self._forkserver: ForkServer | None = None
         self._metrics: MetricsServer | None = None
@@ -511,7 +513,13 @@ class Supervisor:
     def _on_control(self, parts: list[bytes]) -> None:
         message = control.decode(parts[1]) if len(parts) == 2 else None
         if message is None:
-            log.warning("dropped a malformed control message (%d parts)", len(parts))
+            self.malformed_control += 1
+            if worth_logging(self.malformed_control):
+                log.warning(
+                    "dropped a malformed control message (%d parts; #%d)",
+                    len(parts),
+                    self.malformed_control,
+                )
             return
         routing_id = parts[0]
         op = message["op"]

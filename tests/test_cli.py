@@ -196,6 +196,23 @@ def test_a_run_dir_that_cannot_hold_the_sockets_is_a_config_error(
 
 
 @pytest.mark.parametrize("command", ["run", "check"])
+def test_a_run_dir_that_is_a_file_is_a_config_error(tmp_path, command):
+    # `run` used to end in a NotADirectoryError traceback (exit 1); `check` said it right.
+    (tmp_path / "afile").write_text("mine")
+    config = tmp_path / "n.toml"
+    config.write_text(
+        f'[node]\nname = "x"\nrun_dir = "afile"\npython_path = ["{TESTS_DIR}"]\n'
+        '[[actor]]\nname = "a"\ntype = "t+A"\nhandler = "actors:Echo"\n'
+    )
+    result = actrhost(command, str(config), timeout=10)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"actrhost: config error: {config}: node.run_dir: {tmp_path / 'afile'} is not a folder"
+    ]
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+@pytest.mark.parametrize("command", ["run", "check"])
 def test_a_run_dir_holding_other_files_is_refused_and_left_alone(tmp_path, command):
     # run_dir = "." beside the config: the node would empty it at start, remove it at stop.
     (tmp_path / "precious.txt").write_text("keep me")

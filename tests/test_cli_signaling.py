@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
+
+import pytest
 
 from actrhost._fingerprint import service_fingerprint
 from actrhost._lockfile import LockFile
@@ -36,6 +39,9 @@ def test_status_lists_registered_actors_and_lock_uses_their_fingerprint(signalin
             reg = await client.register("demo+Echo", 1, schema_text=SCHEMA)
             await client.register("demo+Other", 2)  # another realm: never listed in realm 1
             status = await asyncio.to_thread(actrhost, "status", "--signaling", signaling_url)
+            as_json = await asyncio.to_thread(
+                actrhost, "status", "--signaling", signaling_url, "--json"
+            )
             config = tmp_path / "node.toml"
             config.write_text(
                 '[node]\nname = "n"\n[[actor]]\nname = "a"\ntype = "demo+Client"\nhandler = "m:A"\n'
@@ -44,13 +50,19 @@ def test_status_lists_registered_actors_and_lock_uses_their_fingerprint(signalin
             lock = await asyncio.to_thread(
                 actrhost, "lock", str(config), "--signaling", signaling_url
             )
-            return reg.actr_id, status, lock, config
+            return reg.actr_id, status, as_json, lock, config
 
-    actr_id, status, lock, config = run(scenario())
+    actr_id, status, as_json, lock, config = run(scenario())
     assert status.returncode == 0, status.stderr
     assert "realm 1: 1 actor(s)" in status.stdout
     assert str(actr_id) in status.stdout and service_fingerprint(SCHEMA) in status.stdout
     assert "demo+Other" not in status.stdout
+    assert as_json.returncode == 0, as_json.stderr
+    listed = json.loads(as_json.stdout)  # --json was ignored: the table came out
+    assert listed["realm"] == 1 and not listed["truncated"]
+    assert [(a["id"], a["fingerprint"]) for a in listed["actors"]] == [
+        (str(actr_id), service_fingerprint(SCHEMA))
+    ]
     assert lock.returncode == 0, lock.stderr
     locked = LockFile.load(config.parent / "Actr.lock.toml")
     assert [(d.name, str(d.actr_type), d.fingerprint) for d in locked.dependencies] == [
@@ -135,3 +147,10 @@ def test_signal_logs_on_stderr_at_the_level_asked(tmp_path):
     assert "_run: no key file: using a random key" in log.read_text()
     quiet = actrhost("signal", "--listen", "127.0.0.1:0", "--log-level", "loud")
     assert quiet.returncode == 2 and "--log-level: invalid choice: 'LOUD'" in quiet.stderr
+
+
+@pytest.mark.parametrize("realm", ["-5", "99999999999", "one"])
+def test_a_bad_realm_is_a_usage_error_not_a_traceback(realm):
+    result = actrhost("status", "--signaling", "ws://127.0.0.1:9", "--realm", realm)
+    assert result.returncode == 2
+    assert "argument --realm" in result.stderr and "Traceback" not in result.stderr

@@ -243,6 +243,12 @@ BROKEN = [
     ("[node]\nrealm = 1\n" + ACTOR, "node.name: required key is missing"),
     ('[node]\nname = "9lives"\n' + ACTOR, f"node.name: must be {NAME_RULE} (got '9lives')"),
     ('[node]\nname = ""\n' + ACTOR, f"node.name: must be {NAME_RULE} (got '')"),
+    # "$" in a pattern matches before a final newline: such names used to pass.
+    ('[node]\nname = "demo\\n"\n' + ACTOR, f"node.name: must be {NAME_RULE} (got 'demo\\n')"),
+    (
+        NODE + '[[actor]]\nname = "echo"\ntype = "demo+Echo\\n"\nhandler = "examples.echo:Echo"\n',
+        f"actor[0].type: must be 'manufacturer+name', each {NAME_RULE} (got 'demo+Echo\\n')",
+    ),
     (NODE + "realm = true\n" + ACTOR, f"node.realm: {REALM_RANGE} (got true)"),
     (NODE + "realm = 4294967296\n" + ACTOR, f"node.realm: {REALM_RANGE} (got 4294967296)"),
     (NODE + "realm = 2024-01-01\n" + ACTOR, f"node.realm: {REALM_RANGE} (got a date)"),
@@ -280,7 +286,11 @@ BROKEN = [
     ),
     (
         NODE + "hwm_messages = 0\n" + ACTOR,
-        "node.hwm_messages: must be an integer >= 1 (got 0)",
+        "node.hwm_messages: must be an integer from 1 to 2147483647 (got 0)",
+    ),
+    (  # libzmq's option is a C int: the workers crashed at start
+        NODE + "hwm_messages = 2147483648\n" + ACTOR,
+        "node.hwm_messages: must be an integer from 1 to 2147483647 (got 2147483648)",
     ),
     (
         NODE + "shutdown_grace_s = -1\n" + ACTOR,
@@ -409,7 +419,11 @@ BROKEN = [
     ),
     (
         MINIMAL + '[signaling]\nurl = "embedded"\nheartbeat_interval_s = 0\n',
-        "signaling.heartbeat_interval_s: must be a number > 0 (got 0)",
+        "signaling.heartbeat_interval_s: must be a number >= 0.05 (got 0)",
+    ),
+    (  # 1e-300 flooded the log: 44,000 lines in 25 s
+        MINIMAL + '[signaling]\nurl = "embedded"\nheartbeat_interval_s = 1e-300\n',
+        "signaling.heartbeat_interval_s: must be a number >= 0.05 (got 1e-300)",
     ),
     (
         MINIMAL + '[signaling]\nurl = "wss://127.0.0.1:8765"\nca_file = "nope.pem"\n',
@@ -482,7 +496,7 @@ BROKEN = [
     ),
     (
         MINIMAL + "[webrtc]\nkeepalive_interval_s = 0\n",
-        "webrtc.keepalive_interval_s: must be a number > 0 (got 0)",
+        "webrtc.keepalive_interval_s: must be a number >= 0.01 (got 0)",
     ),
     (
         MINIMAL + "[webrtc]\nice_host_addresses = []\n",
@@ -582,6 +596,16 @@ def test_broken_config_reports_one_exact_line(tmp_path: Path, text: str, expecte
     message = error_of(str(path))
     assert message == f"{path}: {expected}"
     assert "\n" not in message
+
+
+def test_a_service_schema_that_does_not_parse_is_a_config_error(tmp_path: Path) -> None:
+    # It used to pass the check, to be refused by signaling at registration, or never.
+    (tmp_path / "svc.proto").write_text('syntax = "proto3";\nmessage A { int32 x = ; }\n')
+    path = write(tmp_path, NODE + ACTOR + 'service_schema = "svc.proto"\n')
+    assert error_of(path) == (
+        f"{path}: actor[0].service_schema: {tmp_path / 'svc.proto'} is not a .proto schema: "
+        "line 2: expected field number, found ';'"
+    )
 
 
 def test_error_names_the_path_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -799,6 +823,18 @@ def test_a_handler_module_calling_sys_exit_is_a_config_error(tmp_path: Path, mod
     config, actor = config_with_handler(tmp_path, f"{module}:Echo")
     assert handler_error(config, actor) == (
         f"{tmp_path / 'node.toml'}: actor[1].handler: importing '{module}' called sys.exit(3)"
+    )
+
+
+def test_a_handler_module_raising_a_base_exception_is_a_config_error(
+    tmp_path: Path, module: str
+) -> None:
+    (tmp_path / f"{module}.py").write_text(
+        "class Boom(BaseException):\n    pass\nraise Boom('at import')\n"
+    )
+    config, actor = config_with_handler(tmp_path, f"{module}:Echo")
+    assert handler_error(config, actor) == (
+        f"{tmp_path / 'node.toml'}: actor[1].handler: importing '{module}' raised Boom: at import"
     )
 
 

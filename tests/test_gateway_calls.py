@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import zmq
 
 pytest.importorskip("aiortc")
 
@@ -195,6 +196,30 @@ def test_a_tell_to_an_actor_nobody_registered_is_counted_undeliverable(pair: Pai
     before = run(a.stats())["undeliverable"]
     run(a.tell("client", ActrId(Realm(1), 54321, ActrType("t", "Echo")), "note", b"anyone?"))
     assert undeliverable_after(pair, a, before) == before + 1
+
+
+def test_garbage_from_a_local_socket_is_counted_and_logged_sparingly(pair: Pair) -> None:
+    # One log line per frame before: 10,000 parts in one message wrote 10,000 lines.
+    a = pair.a
+    before = pair.runner.run(a.stats())["malformed_local"]
+    lines_before = a.log_text().count("dropped a malformed local frame")
+    ctx = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 1000)
+        sock.connect(a.gateway_endpoint)
+        sock.send_multipart([b"\xff garbage"] * 250)
+        sock.close()
+    finally:
+        ctx.term()
+    deadline = time.monotonic() + 5
+    while pair.runner.run(a.stats())["malformed_local"] < before + 250:
+        assert time.monotonic() < deadline, "the garbage was not counted"
+        time.sleep(0.02)
+    assert pair.runner.run(a.stats())["malformed_local"] == before + 250
+    logged = a.log_text().count("dropped a malformed local frame") - lines_before
+    assert logged <= 7  # the first five, then every 100th
+    assert pair.runner.run(a.call("client", pair.b.ids["echo"], "echo", b"ok")) == b"ok"
 
 
 def test_a_message_too_large_to_cross_fails_at_once_and_the_link_stays(pair: Pair) -> None:

@@ -560,6 +560,8 @@ BAD = [
         "cannot read /nonexistent",
     ),
     (["--target", "t", "--route", "r", "--json", "/nonexistent/dir/out.json"], "--json: folder"),
+    # A folder used to be found only when the report was written, after the whole run.
+    (["--target", "t", "--route", "r", "--json", "/tmp"], "--json: /tmp is a folder"),
     (
         ["--target", "t", "--route", "r", "--chunk-size", "1MiB"],
         "--chunk-size applies only to --stream",

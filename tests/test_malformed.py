@@ -13,7 +13,7 @@ from actrhost import _envelope as wire
 from actrhost._rundir import node_prefix
 from actrhost.shm import Descriptor, encode_array_meta, segment_name
 
-from .utils import actrhost_command, run
+from .utils import actrhost_command, run, wait_until
 
 
 def test_garbage_frames_are_dropped_and_counted(node_factory):
@@ -70,6 +70,29 @@ def test_garbage_frames_are_dropped_and_counted(node_factory):
     # And `actrhost status` names the count below its table.
     table = actrhost_command("status", str(node.config_path)).stdout.splitlines()
     assert f"  echo#0 refused or lost: malformed_frames {stats['malformed_frames']}" in table
+
+
+def test_garbage_on_the_control_socket_is_counted_and_logged_sparingly(node_factory):
+    # Used to be logged once per message, and counted nowhere.
+    node = node_factory('[[actor]]\nname = "echo"\ntype = "test+Echo"\nhandler = "actors:Echo"\n')
+    ctx = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 1000)
+        sock.connect(f"ipc://{node.run_dir / 'control.sock'}")
+        for _ in range(250):
+            sock.send(b"\xff\xff garbage")
+        sock.send_multipart([b"{}", b"two parts"])
+        sock.close()
+    finally:
+        ctx.term()
+    # Another connection to the same socket: its requests may be read before the garbage.
+    wait_until(lambda: node.status()["malformed_control"] >= 251, 10, "the garbage counted")
+    assert node.status()["malformed_control"] == 251
+    logged = [line for line in node.log().splitlines() if "malformed control message" in line]
+    assert len(logged) == 7  # #1-5, #100, #200
+    metrics = actrhost_command("status", str(node.config_path), "--json").stdout
+    assert '"malformed_control": 251' in metrics
 
 
 def test_stream_chunks_whose_description_does_not_hold_up_are_dropped_as_malformed(node_factory):

@@ -145,6 +145,31 @@ def test_a_settings_annotation_that_is_not_a_dataclass_fails_at_check():
         settings_type(Unsupported)
 
 
+@dataclass
+class Picky:
+    """Settings whose own checks raise (a __post_init__ or a default_factory)."""
+
+    port: int = 0
+    seed: float = field(default_factory=lambda: 1 / 0)
+
+    def __post_init__(self) -> None:
+        if self.port < 0:
+            raise ValueError(f"port {self.port} is negative")
+
+
+def test_settings_whose_dataclass_raises_are_a_config_error():
+    # `check` used to end in a ZeroDivisionError traceback.
+    class Strict(Actor):
+        settings: Picky
+
+    with pytest.raises(SettingsError) as info:
+        build_settings(Strict, {})
+    assert info.value.problem == "Picky(...) raised ZeroDivisionError: division by zero"
+    with pytest.raises(SettingsError) as info:
+        build_settings(Strict, {"port": -1, "seed": 1.0})
+    assert info.value.problem == "Picky(...) raised ValueError: port -1 is negative"
+
+
 def test_build_settings_converts_and_defaults():
     built = build_settings(Configured, {"target": "t", "retry": {"backoff_s": 1}})
     assert built == ConfiguredSettings(target="t", retry=Retry(backoff_s=1.0))

@@ -283,6 +283,8 @@ def _check_output_path(option: str, path: str | None) -> None:
     folder = Path(path).parent
     if not folder.is_dir():
         raise UsageError(f"{option}: folder {folder} does not exist")
+    if Path(path).is_dir():  # found before the run, not after it
+        raise UsageError(f"{option}: {path} is a folder; give a file name")
 
 
 def _payload(args: argparse.Namespace, stream: bool) -> tuple[bytes, str]:

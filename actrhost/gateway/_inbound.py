@@ -26,7 +26,7 @@ from .._envelope import REQUEST, RESPONSE, Envelope, StreamFrame
 from .._errors import ActrError, BadRequest, HandlerError, NotFound, Unavailable
 from .._ids import ActrId
 from .._payload_type import PayloadType
-from .._rpc import GRACEFUL_ANSWER_WAIT_S, configure_socket
+from .._rpc import GRACEFUL_ANSWER_WAIT_S, configure_socket, worth_logging
 from .._zmqloop import LoopSocket
 from . import _framing as framing
 from ._counters import GatewayCounters
@@ -132,9 +132,14 @@ class Inbound(Trust):
             item = wire.decode(data)
         except BadRequest as exc:
             pc.counters.malformed += 1
-            log.warning(
-                "%r: dropped a malformed frame from node %s: %s", self, pc.remote_node, exc.message
-            )
+            if worth_logging(pc.counters.malformed):
+                log.warning(
+                    "%r: dropped a malformed frame from node %s (#%d): %s",
+                    self,
+                    pc.remote_node,
+                    pc.counters.malformed,
+                    exc.message,
+                )
             return
         counters = pc.counters.by_lane[item.payload_type]
         counters.frames_in += 1

@@ -37,6 +37,7 @@ from .._ids import ActrId, ActrType
 from .._lockfile import ACTR_LOCK_NAME, COMPAT_LOCK_NAME, LockFile
 from .._payload_type import PayloadType
 from .._ring_readers import RingReaders
+from .._rpc import worth_logging
 from .._zmqloop import LoopSocket
 from ..shm import Descriptor
 from ..signaling import DiscoveryResult, RoleNegotiation
@@ -120,7 +121,13 @@ class Outbound:
             item = wire.decode(data)
         except BadRequest as exc:
             self.counters.malformed_local += 1
-            log.warning("%r: dropped a malformed local frame: %s", self, exc.message)
+            if worth_logging(self.counters.malformed_local):
+                log.warning(
+                    "%r: dropped a malformed local frame (#%d): %s",
+                    self,
+                    self.counters.malformed_local,
+                    exc.message,
+                )
             return
         if self._to_signaling and item.source in self._to_signaling:
             # Leaves with the id other nodes know (Gateway._refresh_aliases).

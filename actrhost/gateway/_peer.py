@@ -20,6 +20,7 @@ from aiortc import RTCCertificate, RTCPeerConnection, RTCSessionDescription
 
 from .._config import WebrtcConfig
 from .._envelope import StreamFrame
+from .._rpc import worth_logging
 from . import _framing as framing
 from ._ice import (
     candidate_type_in_use,
@@ -288,9 +289,9 @@ class PeerConnection(Sending):
                 item = reassembler.feed(data)
             except framing.MalformedMessage as exc:
                 self.counters.malformed += 1
-                log.warning(
-                    "%r: dropped a malformed message on %s: %s", self, _CHANNELS[slot].label, exc
-                )
+                if worth_logging(self.counters.malformed):
+                    label = _CHANNELS[slot].label
+                    log.warning("%r: dropped a malformed message on %s: %s", self, label, exc)
                 return
             if reassembler.evicted != evicted:
                 self.counters.evicted_parts += reassembler.evicted - evicted
