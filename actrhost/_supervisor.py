@@ -302,19 +302,30 @@ class Supervisor:
         slot.error = ""
         slot.given_up = False
         self._set_state(slot, ActorState.STARTING)
-        process = await self._start_process(spec)
+        try:
+            process = await self._start_process(spec)
+        except Exception as exc:  # no process (fork or exec failed): as a crash at start
+            why = f"could not start its process: {exc}"
+            log.error("%s %s", slot.label, why)
+            slot.process, slot.pid, slot.error = None, None, why
+            self._set_state(slot, ActorState.DEAD)
+            self._spawn_task(self._after_exit(slot, clean=False, exit_text=why))
+            return
         slot.process = process
         slot.pid = process.pid
         self._spawn_task(self._watch(slot, process))
 
     async def _start_process(self, spec: WorkerSpec) -> WorkerProcess:
-        if self._forkserver is not None:
+        forkserver = self._forkserver
+        if forkserver is not None:
             try:
-                return await self._forkserver.spawn(spec)
+                return await forkserver.spawn(spec)
             except OSError as exc:
-                log.warning("forkserver: %s; spawning workers instead", exc)
-                forkserver, self._forkserver = self._forkserver, None
-                await forkserver.close()
+                # Several restarts may find it dead at once: the first one retires it.
+                if self._forkserver is forkserver:
+                    log.warning("forkserver: %s; spawning workers instead", exc)
+                    self._forkserver = None
+                    await forkserver.close()
         return await spawn_worker(self.config, spec)
 
     def _spawn_task(self, coro: Any) -> None:
@@ -343,6 +354,11 @@ class Supervisor:
             self._set_state(slot, ActorState.DEAD)
         else:
             self._broadcast()
+        await self._after_exit(slot, clean=clean, exit_text=describe_exit(code))
+
+    async def _after_exit(self, slot: Slot, *, clean: bool, exit_text: str) -> None:
+        """What the restart policy says once an instance's process is gone (or could not
+        be started): start it again (after its backoff), or give up on it."""
         if self._stopping:
             return
         if slot.restart_requested:
@@ -355,11 +371,11 @@ class Supervisor:
             log.info(
                 "%s exited (%s); restart policy %r: not restarted",
                 slot.label,
-                describe_exit(code),
+                exit_text,
                 slot.config.restart,
             )
             if not clean and not slot.error:  # `status` says why it is not running
-                slot.error = f"{describe_exit(code)}, not restarted ({slot.config.restart})"
+                slot.error = f"{exit_text}, not restarted ({slot.config.restart})"
             self._give_up(slot)
             return
         delay = slot.next_restart_delay(asyncio.get_running_loop().time())
@@ -367,7 +383,7 @@ class Supervisor:
             slot.error = (
                 f"gave up after {len(slot.restart_times)} restarts within "
                 f"{slot.config.restart_window_s:g}s (max_restarts={slot.config.max_restarts}); "
-                f"last exit: {slot.error or describe_exit(code)}"
+                f"last exit: {slot.error or exit_text}"
             )
             log.error("%s: %s", slot.label, slot.error)
             self._give_up(slot)

@@ -4,12 +4,18 @@ takes no actor with it, nothing is left behind (docs/node.md, "Starting workers"
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
 from pathlib import Path
 
 import actrhost
+from actrhost import _supervisor as supervisor_module
+from actrhost._config import load_config
+from actrhost._directory import ActorState
+from actrhost._supervisor import Supervisor
+from actrhost.workers._process import WorkerSpec
 
 from .utils import children_of, pid_alive, run, wait_until
 
@@ -127,3 +133,84 @@ def test_a_thread_started_at_import_is_named_in_a_warning(node_factory):
 
     assert run(call()) == b"False"  # the fork copied the calling thread only
     assert "started 1 thread(s) when imported (heartbeat)" in node.log()
+
+
+class _DeadForkServer:
+    """A forkserver that died: each spawn finds out (after a fork's moment)."""
+
+    def __init__(self) -> None:
+        self.closed = 0
+
+    async def spawn(self, spec: WorkerSpec) -> None:
+        await asyncio.sleep(0.01)
+        raise OSError("the forkserver exited")
+
+    async def close(self) -> None:
+        self.closed += 1
+
+
+def test_restarts_that_find_the_forkserver_dead_together_all_start(tmp_path, monkeypatch):
+    # QA, 2026-12-03: SIGKILLs of workers and of the forkserver at once. Both restarts got
+    # OSError; the second then closed None (AttributeError): its instance stayed
+    # "starting" for good, with the pid of a process long gone.
+    config_path = tmp_path / "node.toml"
+    config_path.write_text('[node]\nname = "n"\n' + ECHO)
+    supervisor = Supervisor(load_config(config_path), run_dir=tmp_path / "run")
+    dead = _DeadForkServer()
+    supervisor._forkserver = dead  # type: ignore[assignment]
+    spawned: list[int] = []
+
+    async def spawn_worker(config: object, spec: WorkerSpec) -> str:
+        spawned.append(spec.index)
+        return f"spawned {spec.index}"
+
+    monkeypatch.setattr(supervisor_module, "spawn_worker", spawn_worker)
+    specs = [
+        WorkerSpec(str(config_path), "echo", index, index + 1, "ipc://x", "ipc://y", 1, "p")
+        for index in range(3)
+    ]
+
+    async def restart_all() -> list[object]:
+        return await asyncio.gather(*(supervisor._start_process(spec) for spec in specs))
+
+    assert asyncio.run(restart_all()) == ["spawned 0", "spawned 1", "spawned 2"]
+    assert sorted(spawned) == [0, 1, 2]
+    assert dead.closed == 1 and supervisor._forkserver is None
+
+
+def test_a_worker_that_could_not_be_started_is_restarted_like_a_crash(tmp_path):
+    # A fork or exec that fails (EAGAIN, say) used to end the instance's watch task with
+    # it stuck in "starting"; now it counts as a crash at start, under its restart policy.
+    config_path = tmp_path / "node.toml"
+    config_path.write_text('[node]\nname = "n"\n' + ECHO)
+    supervisor = Supervisor(load_config(config_path), run_dir=tmp_path / "run")
+    supervisor._broadcast = lambda now=False: None  # type: ignore[method-assign]
+    attempts = 0
+
+    class Running:
+        pid = 4242
+
+        async def wait(self) -> int:
+            await asyncio.Event().wait()  # runs until the test ends
+            return 0
+
+    async def start_process(spec: WorkerSpec) -> Running:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise OSError("fork: Resource temporarily unavailable")
+        return Running()
+
+    supervisor._start_process = start_process  # type: ignore[method-assign,assignment]
+    slot = supervisor._slots[0]
+
+    async def go() -> None:
+        await supervisor._spawn(slot)
+        assert slot.state is ActorState.DEAD and slot.pid is None
+        assert slot.error == "could not start its process: fork: Resource temporarily unavailable"
+        async with asyncio.timeout(5):
+            while slot.pid != Running.pid:  # the first restart has no backoff
+                await asyncio.sleep(0.01)
+        assert slot.state is ActorState.STARTING and slot.restarts == 1 and slot.error == ""
+
+    asyncio.run(go())
