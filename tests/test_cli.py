@@ -170,6 +170,16 @@ def test_bad_config_is_one_line_exit_2_and_nothing_starts(tmp_path):
     )
 
 
+def config_with_run_dir(tmp_path: Path, run_dir: str) -> Path:
+    """A one-actor config ``n.toml`` in ``tmp_path`` with ``[node] run_dir`` set."""
+    config = tmp_path / "n.toml"
+    config.write_text(
+        f'[node]\nname = "x"\nrun_dir = "{run_dir}"\npython_path = ["{TESTS_DIR}"]\n'
+        '[[actor]]\nname = "a"\ntype = "t+A"\nhandler = "actors:Echo"\n'
+    )
+    return config
+
+
 @pytest.mark.parametrize(
     ("run_dir", "problem"),
     [
@@ -182,11 +192,7 @@ def test_bad_config_is_one_line_exit_2_and_nothing_starts(tmp_path):
 def test_a_run_dir_that_cannot_hold_the_sockets_is_a_config_error(
     tmp_path, run_dir, problem, command
 ):
-    config = tmp_path / "n.toml"
-    config.write_text(
-        f'[node]\nname = "x"\nrun_dir = "{run_dir}"\npython_path = ["{TESTS_DIR}"]\n'
-        '[[actor]]\nname = "a"\ntype = "t+A"\nhandler = "actors:Echo"\n'
-    )
+    config = config_with_run_dir(tmp_path, run_dir)
     result = actrhost(command, str(config), timeout=10)
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()  # one line, no traceback
@@ -199,11 +205,7 @@ def test_a_run_dir_that_cannot_hold_the_sockets_is_a_config_error(
 def test_a_run_dir_that_is_a_file_is_a_config_error(tmp_path, command):
     # `run` used to end in a NotADirectoryError traceback (exit 1); `check` said it right.
     (tmp_path / "afile").write_text("mine")
-    config = tmp_path / "n.toml"
-    config.write_text(
-        f'[node]\nname = "x"\nrun_dir = "afile"\npython_path = ["{TESTS_DIR}"]\n'
-        '[[actor]]\nname = "a"\ntype = "t+A"\nhandler = "actors:Echo"\n'
-    )
+    config = config_with_run_dir(tmp_path, "afile")
     result = actrhost(command, str(config), timeout=10)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
@@ -216,11 +218,7 @@ def test_a_run_dir_that_is_a_file_is_a_config_error(tmp_path, command):
 def test_a_run_dir_holding_other_files_is_refused_and_left_alone(tmp_path, command):
     # run_dir = "." beside the config: the node would empty it at start, remove it at stop.
     (tmp_path / "precious.txt").write_text("keep me")
-    config = tmp_path / "n.toml"
-    config.write_text(
-        f'[node]\nname = "x"\nrun_dir = "."\npython_path = ["{TESTS_DIR}"]\n'
-        '[[actor]]\nname = "a"\ntype = "t+A"\nhandler = "actors:Echo"\n'
-    )
+    config = config_with_run_dir(tmp_path, ".")
     result = actrhost(command, str(config), timeout=10)
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
