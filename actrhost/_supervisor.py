@@ -34,6 +34,7 @@ from ._slot import KILL_AFTER_S, RestartRefused, Slot, describe_exit
 from ._streams import unlink_rings_of
 from ._worker_start import (
     ForkServer,
+    ForkServerUnusable,
     WorkerProcess,
     become_subreaper,
     end_adopted_processes,
@@ -320,12 +321,14 @@ class Supervisor:
         if forkserver is not None:
             try:
                 return await forkserver.spawn(spec)
-            except OSError as exc:
-                # Several restarts may find it dead at once: the first one retires it.
+            except ForkServerUnusable as exc:
+                # Several restarts may find it so at once: the first one retires it.
                 if self._forkserver is forkserver:
                     log.warning("forkserver: %s; spawning workers instead", exc)
                     self._forkserver = None
                     await forkserver.close()
+            except OSError as exc:  # this fork failed; the next is tried again
+                log.warning("forkserver: %s; spawning %s#%d", exc, spec.actor_name, spec.index)
         return await spawn_worker(self.config, spec)
 
     def _spawn_task(self, coro: Any) -> None:

@@ -121,12 +121,18 @@ class ForkedWorker:
         self._signal(signal.SIGKILL)
 
 
+class ForkServerUnusable(OSError):
+    """The forkserver cannot be started (its handlers do not import, it does not answer):
+    the node spawns its workers from now on."""
+
+
 class ForkServer:
     """The supervisor's end of the forkserver (``workers/_forkserver.py``).
 
     ``spawn()`` asks for one worker at a time (a fork takes a few milliseconds). If the
-    forkserver dies it is started again at the next spawn; if it cannot start, or a fork
-    fails, ``spawn()`` raises ``OSError`` and the caller spawns instead.
+    forkserver dies it is started again at the next spawn. A fork that fails (the
+    forkserver died during it, say) raises ``OSError``: the caller spawns that worker
+    instead. One that cannot be started again raises :class:`ForkServerUnusable`.
     """
 
     def __init__(self, config: Config, on_worker_exit: Callable[[], None]) -> None:
@@ -200,7 +206,10 @@ class ForkServer:
                         "the forkserver exited (%s); starting it again", self._process.returncode
                     )
                     await self.close()
-                await self.start()
+                try:
+                    await self.start()
+                except OSError as exc:
+                    raise ForkServerUnusable(str(exc)) from exc
             assert self._channel is not None
             self.forking = True
             try:

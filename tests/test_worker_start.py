@@ -10,11 +10,14 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 import actrhost
 from actrhost import _supervisor as supervisor_module
 from actrhost._config import load_config
 from actrhost._directory import ActorState
 from actrhost._supervisor import Supervisor
+from actrhost._worker_start import ForkServerUnusable
 from actrhost.workers._process import WorkerSpec
 
 from .utils import children_of, pid_alive, run, wait_until
@@ -136,27 +139,32 @@ def test_a_thread_started_at_import_is_named_in_a_warning(node_factory):
 
 
 class _DeadForkServer:
-    """A forkserver that died: each spawn finds out (after a fork's moment)."""
+    """A forkserver whose every spawn fails (after a fork's moment) with ``error``."""
 
-    def __init__(self) -> None:
+    def __init__(self, error: OSError) -> None:
+        self.error = error
         self.closed = 0
 
     async def spawn(self, spec: WorkerSpec) -> None:
         await asyncio.sleep(0.01)
-        raise OSError("the forkserver exited")
+        raise self.error
 
     async def close(self) -> None:
         self.closed += 1
 
 
-def test_restarts_that_find_the_forkserver_dead_together_all_start(tmp_path, monkeypatch):
+@pytest.mark.parametrize("unusable", [False, True])
+def test_restarts_that_find_the_forkserver_dead_together_all_start(tmp_path, monkeypatch, unusable):
     # QA, 2026-12-03: SIGKILLs of workers and of the forkserver at once. Both restarts got
     # OSError; the second then closed None (AttributeError): its instance stayed
-    # "starting" for good, with the pid of a process long gone.
+    # "starting" for good, with the pid of a process long gone. Now each spawns its
+    # worker; a forkserver that died mid-fork is kept (started again for the next one),
+    # one that cannot be started is retired, once.
     config_path = tmp_path / "node.toml"
     config_path.write_text('[node]\nname = "n"\n' + ECHO)
     supervisor = Supervisor(load_config(config_path), run_dir=tmp_path / "run")
-    dead = _DeadForkServer()
+    error = ForkServerUnusable("handlers do not import") if unusable else OSError("it exited")
+    dead = _DeadForkServer(error)
     supervisor._forkserver = dead  # type: ignore[assignment]
     spawned: list[int] = []
 
@@ -175,7 +183,10 @@ def test_restarts_that_find_the_forkserver_dead_together_all_start(tmp_path, mon
 
     assert asyncio.run(restart_all()) == ["spawned 0", "spawned 1", "spawned 2"]
     assert sorted(spawned) == [0, 1, 2]
-    assert dead.closed == 1 and supervisor._forkserver is None
+    if unusable:
+        assert dead.closed == 1 and supervisor._forkserver is None
+    else:
+        assert dead.closed == 0 and supervisor._forkserver is dead
 
 
 def test_a_worker_that_could_not_be_started_is_restarted_like_a_crash(tmp_path):
