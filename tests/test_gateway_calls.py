@@ -99,7 +99,7 @@ def test_discovery_says_why_it_found_nothing_as_local_discovery_does(pair: Pair)
                 run(a.discover("client", "t+Echo"))
             except Unavailable as exc:
                 assert "no running actor of type t+Echo" in exc.message
-                assert "2 restarting or stopping" in exc.message
+                assert "(2 not running: restarting, stopping or given up)" in exc.message
                 break
             assert time.monotonic() < deadline, "discovery still offers dead instances"
             time.sleep(0.05)

@@ -228,3 +228,36 @@ def test_an_offer_in_another_nodes_name_is_refused(nodes: Nodes, tmp_path: Path)
     assert after["remote_nodes"][a.node_id]["connects"] == connects  # the real link stayed
     assert "is not that node's" in b.log_text()
     assert run(a.call("client", b.ids["echo"], "echo", b"still A")) == b"still A"
+
+
+@pytest.mark.parametrize("first", ["guarded", "shell"])
+def test_first_contact_from_an_actor_whose_acl_refuses_the_other_node_connects(
+    tmp_path: Path, first: str
+) -> None:
+    # QA, 2026-12-03: node A's first traffic to a fresh node B came from an actor whose
+    # ACL admits only t+Nobody (it may still call out, as locally), or from a Shell that
+    # located through it: B's answer to the locate, a relay back to that actor, was
+    # refused, and the call failed after 10 s ("did not answer"). A now locates and
+    # negotiates through one of its actors that B's actors may relay to.
+    runner = LoopRunner()
+    with ServerProcess() as server:
+        # The guarded actor last: a Shell's locate tries the last-registered types first.
+        a = HarnessNode(
+            tmp_path / "a", server.url, [("plain", "t+Plain"), ("guarded", "t+Guard", NOBODY_ACL)]
+        )
+        b = HarnessNode(tmp_path / "b", server.url, [("echo", "t+Echo")])
+        try:
+            runner.run(start_nodes(a, b))
+            source = None if first == "shell" else a.ids["guarded"]
+            started = time.monotonic()
+            answer = runner.run(
+                a.call("guarded", b.ids["echo"], "echo", b"hi", timeout_s=8, source=source)
+            )
+            assert answer == b"hi" and time.monotonic() - started < 5
+            received = b.workers["echo"].received
+            runner.run(a.tell("guarded", b.ids["echo"], "note", b"and a tell"))
+            runner.run(b.wait_for(lambda: received.tells, 5, "the tell"))
+        finally:
+            for node in (a, b):
+                runner.run(node.stop())
+            runner.close()

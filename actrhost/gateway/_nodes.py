@@ -93,10 +93,19 @@ class Nodes:
     async def _relay_to_node(
         self, node: RemoteNode, payload: Any, session: str
     ) -> RoleAssignment | None:
-        pairs = list(node.pairs)
-        if not pairs and self._regs:
-            local = next(iter(self._regs))
-            pairs = [(local, remote) for remote in list(node.actors)[:4]]
+        # The other node answers (role, SDP answer) with a relay back to our actor of the
+        # pair: only pairs whose local actor's ACL admits the remote one can carry it.
+        regs = self._regs
+        pairs = [
+            (local, remote)
+            for local, remote in node.pairs
+            if local in regs and regs[local].admits(remote)
+        ]
+        if not pairs:
+            for remote in list(node.actors)[:4]:
+                local = next((i for i, r in self._regs.items() if r.admits(remote)), None)
+                if local is not None:
+                    pairs.append((local, remote))
         error: ActrError = Unavailable(f"no actor known on node {node.node_id} to relay through")
         for local, remote in pairs:
             reg = self._regs.get(local)
@@ -122,7 +131,7 @@ class Nodes:
                 (local, remote)
                 for remote in list(node.actors)[:EXTRA_PAIRS_TRIED]
                 for local in list(self._regs)[:EXTRA_PAIRS_TRIED]
-                if (local, remote) not in pairs
+                if (local, remote) not in pairs and self._regs[local].admits(remote)
             ]
             for local, remote in others[:EXTRA_PAIRS_TRIED]:
                 try:

@@ -338,14 +338,22 @@ class Outbound:
         """Relay a locate to ``target`` from ``source``, if it is one of ours. A frame
         without one (a Shell's) may use any of our actors that the target's ACL admits:
         the target's gateway judges the Shell's frames on their own (docs/gateway.md,
-        Trust)."""
+        Trust). The target's node answers with a relay back to the actor we used, so
+        that actor's own ACL must admit the target: an actor whose ACL does not (it may
+        still call out, as locally) locates through another of ours."""
         reg = self._regs.get(source) if source is not None else None
-        if reg is not None:
+        if reg is not None and reg.admits(target):
             regs = [reg]
         else:
             # One actor per type: the target's ACL and the server's check judge types.
-            by_type = {r.actr_id.type: r for r in reversed(self._regs.values())}
+            answerable = [r for r in self._regs.values() if r.admits(target)]
+            by_type = {r.actr_id.type: r for r in reversed(answerable)}
             regs = list(by_type.values())[:LOCATE_TYPES_TRIED]
+        if not regs and self._regs:
+            raise PermissionDenied(
+                f"no actor of node {self.node_id} admits {target.type} in its ACL, so "
+                f"{target}'s node cannot answer a relay to find it"
+            )
         if not regs:
             raise Unavailable(f"node {self.node_id} has no registered actor to relay through")
         refused: PermissionDenied | None = None
@@ -376,7 +384,9 @@ class Outbound:
             actr_type = ActrType.parse(bytes(env.payload).decode("utf-8", "replace"))
             result = await discover_dependency(self.config, reg, actr_type)
             if result.best is None:
-                raise _nothing_found(actr_type, result, reg.actr_type)
+                # A Shell asks as one of our actors: say so, not just that actor's type.
+                caller = f"{reg.actr_type}" if env.source else f"{reg.actr_type} (for a Shell)"
+                raise _nothing_found(actr_type, result, caller)
         except ActrError as exc:
             self._reply_local(routing_id, env.request_id, exc)
             return
@@ -443,13 +453,13 @@ async def discover_dependency(config: Config, reg: Any, actr_type: ActrType) -> 
     )
 
 
-def _nothing_found(actr_type: ActrType, result: DiscoveryResult, caller: ActrType) -> ActrError:
+def _nothing_found(actr_type: ActrType, result: DiscoveryResult, caller: str) -> ActrError:
     """The error of a discovery that found no candidate, by why: 503 when instances exist
     but none runs (as local discovery says it), 403 when their ACLs refuse ``caller``."""
     if result.excluded_draining:
         return Unavailable(
             f"no running actor of type {actr_type} found through signaling "
-            f"({result.excluded_draining} restarting or stopping)"
+            f"({result.excluded_draining} not running: restarting, stopping or given up)"
         )
     if result.excluded_denied:
         return PermissionDenied(

@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection
 from .._errors import ActrError, ClosedResourceError, Unauthorized, Unavailable
 from .._ids import ActrId, ActrType
 from . import _wire as wire
-from ._acl import AclRule
+from ._acl import AclRule, acl_allows
 from ._types import Availability, DiscoveryResult, RelayPayload, RoleAssignment, RouteCandidate
 
 if TYPE_CHECKING:
@@ -69,6 +69,11 @@ class Registration:
     def credential(self) -> tuple[bytes, int]:
         """The current credential as ``(token bytes, key id)``."""
         return self._token, self._key_id
+
+    def admits(self, caller: ActrId) -> bool:
+        """Whether this actor's ACL, as registered, lets ``caller`` relay to it (what the
+        server checks): an answer to a relay we send comes back only if it does."""
+        return acl_allows(self._acl, caller.type, caller.realm.realm_id)
 
     def set_load(
         self, *, availability: Availability | None = None, mailbox_backlog: int | None = None
