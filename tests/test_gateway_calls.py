@@ -367,6 +367,49 @@ def test_tells_and_stream_chunks_wait_for_an_actor_that_restarts(
     assert received.chunks["restart"] == [(0, b"0"), (1, b"1"), (2, b"2")]
 
 
+def test_chunks_kept_for_a_restarting_actor_do_not_hold_up_other_calls(pair: Pair) -> None:
+    # QA, 2026-12-03: 37 MiB of chunks waiting for a restarting actor filled the link's
+    # stream window, A's gateway stopped reading its workers, and every call from node A,
+    # to any node, waited for the restart. B acknowledges such chunks at once now (up to
+    # 8 MiB per actor; beyond, they wait against the window, lost never).
+    a, b = pair.a, pair.b
+    received = b.workers["echo2"].received
+    received.chunks.clear()
+    chunk = b"c" * 256 * 1024
+    count = 60  # 15 MiB: past the window (8 MiB) and A's queue limit (4 MiB)
+
+    async def go() -> float:
+        b.states["echo2"] = "dead"
+        b.send_directory()
+        await b.stats()  # same control socket: once answered, the directory is applied
+
+        async def stream() -> None:
+            for seq in range(count):
+                await a.send_chunk("client", b.ids["echo2"], "held", seq, chunk)
+
+        sending = asyncio.ensure_future(stream())
+        await asyncio.sleep(1.0)  # the chunks cross and wait in B's gateway
+        started = time.monotonic()
+        answer = await a.call("client2", b.ids["echo"], "echo", b"meanwhile", timeout_s=8)
+        elapsed = time.monotonic() - started
+        assert answer == b"meanwhile"
+        b.states.clear()
+        b.send_directory()
+        await sending
+        await b.wait_for(lambda: len(received.chunks["held"]) == count, 30, "every chunk")
+        return elapsed
+
+    try:
+        elapsed = pair.runner.run(go(), timeout_s=60)
+    finally:
+        b.states.clear()
+        b.send_directory()
+        pair.runner.run(b.stats())
+    assert elapsed < 2.0, f"a call to another actor waited {elapsed:.1f} s"
+    assert [seq for seq, _ in received.chunks["held"]] == list(range(count))
+    assert all(payload == chunk for _, payload in received.chunks["held"])
+
+
 def test_a_tell_to_an_actor_given_up_on_is_dropped_and_counted(pair: Pair) -> None:
     a, b = pair.a, pair.b
     run = pair.runner.run

@@ -120,6 +120,7 @@ class Gateway(Nodes, Outbound, Inbound):
         self._pending_out: dict[str, _OutCall] = {}
         self._pending_in: dict[str, _InCall] = {}
         self._parked: dict[ActrId, deque[Parked]] = {}
+        self._held_for_restart: dict[ActrId, int] = {}
         # Frames from other nodes' actors not introduced yet (Inbound._from_node).
         self._unintroduced: dict[tuple[str, ActrId], deque[Parked]] = {}
         self._introductions_asked: dict[tuple[str, ActrId], float] = {}

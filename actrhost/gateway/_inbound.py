@@ -47,6 +47,12 @@ STREAM_WAIT_S = 30.0
 #: registers the node's actors with signaling before their workers run, so other nodes
 #: can discover them, and call, that early.
 STARTING_WAIT_S = 10.0
+#: Bytes of reliable stream chunks kept per local actor while it restarts, acknowledged
+#: to the sender at once: held against the link's window they would stop every stream to
+#: this node, and behind those the sending node's calls to any node (its gateway stops
+#: reading its workers). Chunks beyond it are held against the window after all: the
+#: sender slows down, and nothing is lost.
+RESTART_HELD_BYTES = 8 * 1024 * 1024
 
 
 class _InCall:
@@ -104,6 +110,7 @@ class Inbound(Trust):
     _nodes: dict[str, RemoteNode]
     _node_of: dict[ActrId, str]
     _parked: dict[ActrId, deque[Parked]]
+    _held_for_restart: dict[ActrId, int]  # bytes of acknowledged chunks parked, by target
     _regs: dict[ActrId, Any]
     _to_worker: dict[ActrId, ActrId]
     _pending_out: dict[str, _OutCall]
@@ -389,36 +396,69 @@ class Inbound(Trust):
         self._send_link(call.pc, call.lane, wire.encode(env))
 
     def _stream_in(
-        self, pc: PeerConnection, sf: StreamFrame, data: bytes, may_wait: bool = True
+        self,
+        pc: PeerConnection,
+        sf: StreamFrame,
+        data: bytes,
+        may_wait: bool = True,
+        acked: bool = False,
     ) -> None:
+        """Hand a stream frame from another node to its local actor. ``may_wait``: it may
+        wait for the actor to (re)start; ``acked``: it was acknowledged to its sender
+        already (it waited through a restart)."""
         if self._readdress(sf):
             data = wire.encode_stream(sf)
         reliable = sf.payload_type == PayloadType.STREAM_RELIABLE
         try:
             endpoint = self._local_endpoint(sf.target, sf.source, pc.remote_node)
         except ActrError as exc:
-            # A reliable chunk waits for a starting or restarting actor (the sender's
-            # window bounds how many); a latency-first one is dropped, as it would be
-            # behind a full queue.
-            if (
-                reliable
-                and may_wait
-                and isinstance(exc, (NotFound, Unavailable))
-                and self._park_if_starting(
-                    sf.target,
-                    STARTING_WAIT_S,
-                    lambda: self._stream_in(pc, sf, data, False),
-                    unbounded=True,  # reliable: the sender's window bounds them (Trust)
-                    through_restart=True,
-                )
-            ):
-                return
+            # A reliable chunk waits for a starting actor (the sender's window bounds how
+            # many) or a restarting one (bounded in bytes); a latency-first one is
+            # dropped, as it would be behind a full queue.
+            if reliable and may_wait and isinstance(exc, (NotFound, Unavailable)):
+                again = lambda: self._stream_in(pc, sf, data, False)  # noqa: E731
+                if self._park_if_starting(sf.target, STARTING_WAIT_S, again, unbounded=True):
+                    return
+                if self._hold_for_restart(pc, sf, data):
+                    return
             self.counters.undeliverable += 1
             log.debug("%r: stream frame for %s dropped: %s", self, sf.target, exc.message)
-            if reliable:
+            if reliable and not acked:
                 pc.stream_delivered(len(data))  # never delivered, but don't stall the window
             return
-        self._deliver_frame(endpoint, data, pc if reliable else None)
+        if acked:
+            self._to_local(endpoint, data, wait_s=STREAM_WAIT_S, on_fail=self._count_undeliverable)
+        else:
+            self._deliver_frame(endpoint, data, pc if reliable else None)
+
+    def _hold_for_restart(self, pc: PeerConnection, sf: StreamFrame, data: bytes) -> bool:
+        """Keep a reliable chunk for a local actor that is restarting, acknowledged to its
+        sender at once up to RESTART_HELD_BYTES; False when it is not restarting."""
+        target = sf.target
+        if target is None:
+            return False
+        held = self._held_for_restart.get(target, 0)
+        if held + len(data) > RESTART_HELD_BYTES:
+            again_unacked = lambda: self._stream_in(pc, sf, data, False)  # noqa: E731
+            return self._park_if_starting(
+                target, STARTING_WAIT_S, again_unacked, unbounded=True, through_restart=True
+            )
+
+        def again() -> None:
+            left = self._held_for_restart.get(target, 0) - len(data)
+            if left > 0:
+                self._held_for_restart[target] = left
+            else:
+                self._held_for_restart.pop(target, None)
+            self._stream_in(pc, sf, data, may_wait=False, acked=True)
+
+        if not self._park_if_starting(
+            target, STARTING_WAIT_S, again, unbounded=True, through_restart=True
+        ):
+            return False
+        self._held_for_restart[target] = held + len(data)
+        pc.stream_delivered(len(data))
+        return True
 
     def _deliver_media(self, pc: PeerConnection, sf: StreamFrame) -> None:
         if sf.source is not None and sf.target is not None:
