@@ -29,9 +29,9 @@ from ._metrics import MetricsServer
 from ._node_status import collect_status
 from ._ring_readers import rings_of_gone_shells, shell_gone
 from ._rolling_restart import rolling_restart
-from ._rpc import worth_logging
 from ._slot import KILL_AFTER_S, RestartRefused, Slot, describe_exit
 from ._streams import unlink_rings_of
+from ._supervisor_control import ControlHandlers
 from ._worker_start import (
     ForkServer,
     ForkServerUnusable,
@@ -54,7 +54,7 @@ SHELL_RING_SWEEP_S = 2.0
 SPAWNS_AT_ONCE = 8
 
 
-class Supervisor:
+class Supervisor(ControlHandlers):
     """Runs one node until SIGINT/SIGTERM or a Shell's shutdown request."""
 
     def __init__(self, config: Config, run_dir: Path | None = None) -> None:
@@ -526,103 +526,6 @@ class Supervisor:
                 self._forget_shell(routing_id)  # it went away without detaching
             log.debug("control message to %r not delivered: %s", routing_id, exc)
             return False
-
-    # -- control messages --------------------------------------------------------------
-
-    def _on_control(self, parts: list[bytes]) -> None:
-        message = control.decode(parts[1]) if len(parts) == 2 else None
-        if message is None:
-            self.malformed_control += 1
-            if worth_logging(self.malformed_control):
-                log.warning(
-                    "dropped a malformed control message (%d parts; #%d)",
-                    len(parts),
-                    self.malformed_control,
-                )
-            return
-        routing_id = parts[0]
-        op = message["op"]
-        wrong = control.problem(message)
-        if wrong is not None:
-            log.warning("dropped a control message %r from %r: %s", op, routing_id, wrong)
-            if not routing_id.startswith((b"w:", b"g:")):
-                req = message.get("req") if isinstance(message.get("req"), int) else None
-                self._send(routing_id, {"op": "error", "req": req, "message": wrong})
-            return
-        if routing_id.startswith(b"w:"):
-            self._on_worker_message(routing_id, op, message)
-        elif routing_id.startswith(b"g:") and self.gateway is not None:
-            self.gateway.on_message(routing_id, op, message, self.snapshot())
-        else:
-            self._on_shell_message(routing_id, op, message)
-
-    def _on_worker_message(self, routing_id: bytes, op: str, message: dict[str, Any]) -> None:
-        slot = self._by_worker_id.get(routing_id)
-        if slot is None or (op != control.HELLO and routing_id != slot.routing_id):
-            log.warning("control message %r from unknown worker %r", op, routing_id)
-            return
-        if op == control.HELLO:
-            slot.routing_id = routing_id
-            slot.pid = message.get("pid", slot.pid)
-            self._feed.forget(routing_id)
-            self._send(routing_id, self.snapshot())
-        elif op == control.STATE:
-            try:
-                state = ActorState(str(message.get("state")))
-            except ValueError:
-                log.warning("%s reported an unknown state %r", slot.label, message.get("state"))
-                return
-            if message.get("error"):
-                slot.error = str(message["error"])
-                log.error("%s: %s", slot.label, slot.error)
-            self._set_state(slot, state)
-        elif op == control.STATS:
-            waiter = self._stats_waiters.get(message.get("req", -1))
-            if waiter is not None and not waiter.done():
-                waiter.set_result(message.get("stats") or {})
-
-    def _on_shell_message(self, routing_id: bytes, op: str, message: dict[str, Any]) -> None:
-        req = message.get("req")
-        if op == control.ATTACH:
-            routes = [str(r) for r in message.get("routes") or []]
-            before = self._shells.get(routing_id, {}).get("routes") or []
-            self._shells[routing_id] = {
-                "endpoint": str(message.get("endpoint", "")),
-                "routes": routes,
-            }
-            self._feed.forget(routing_id)
-            if routes != before:
-                self._feed.publish()  # before the answer: the Shell's calls wait for it
-            self._send(routing_id, {**self.snapshot(), "req": req})
-        elif op == control.DETACH:
-            self._forget_shell(routing_id)
-            self._send(routing_id, {"op": op, "req": req})
-        elif op == control.STATUS:
-            self._spawn_task(self._answer_status(routing_id, req))
-        elif op == control.RESTART:
-            self._spawn_task(self._answer_restart(routing_id, req, message))
-        elif op == control.SHUTDOWN:
-            self._send(routing_id, {"op": op, "req": req})
-            self.request_shutdown()
-        else:
-            self._send(routing_id, {"op": "error", "req": req, "message": f"unknown op {op!r}"})
-
-    async def _answer_restart(self, routing_id: bytes, req: Any, message: dict[str, Any]) -> None:
-        names = [str(n) for n in message.get("actors") or []]
-        try:
-            restarted = await self.restart(names, gateway_only=bool(message.get("gateway_only")))
-        except RestartRefused as exc:
-            # A stop cutting a restart short is no failure of the restart's.
-            report = log.warning if self._stopping else log.error
-            report("node %r: restart: %s", self.config.node.name, exc.message)
-            answer = {"error": exc.message, "code": exc.code}
-        else:
-            answer = {"restarted": restarted}
-        self._send(routing_id, {"op": control.RESTART, "req": req, **answer})
-
-    async def _answer_status(self, routing_id: bytes, req: Any) -> None:
-        status = await self.collect_status()
-        self._send(routing_id, {"op": control.STATUS, "req": req, **status})
 
     async def collect_status(self) -> dict[str, Any]:
         """The node's status (``actrhost status``, ``/metrics``): see ``_node_status``."""

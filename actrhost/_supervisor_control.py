@@ -1,0 +1,145 @@
+"""The supervisor's control socket: messages from its workers, its gateway and Shells
+(a mixin of :class:`~._supervisor.Supervisor`; the protocol is docs/protocol.md).
+
+Workers say hello, report their state and answer stats requests; the gateway's messages
+go to :class:`~._gateway_process.GatewayProcess`; Shells attach (with the routes they
+serve), detach, and ask for status, rolling restarts and shutdown. A message that does
+not decode, or whose fields are wrong, is dropped, counted and logged sparingly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from . import _control as control
+from ._config import Config
+from ._directory import ActorState
+from ._directory_feed import DirectoryFeed
+from ._rpc import worth_logging
+from ._slot import RestartRefused, Slot
+
+if TYPE_CHECKING:
+    from ._gateway_process import GatewayProcess
+
+# The supervisor's log: these are its messages, whichever module holds the code.
+log = logging.getLogger("actrhost._supervisor")
+
+
+class ControlHandlers:
+    """Mixin of :class:`~._supervisor.Supervisor`: what arrives on its control socket."""
+
+    # Set up by Supervisor.__init__ and run().
+    config: Config
+    gateway: GatewayProcess | None
+    malformed_control: int
+    _by_worker_id: dict[bytes, Slot]
+    _shells: dict[bytes, dict[str, Any]]
+    _stats_waiters: dict[int, asyncio.Future[dict[str, Any]]]
+    _stopping: bool
+    _feed: DirectoryFeed
+    _send: Callable[[bytes, dict[str, Any]], None]
+    snapshot: Callable[[], dict[str, Any]]
+    _set_state: Callable[[Slot, ActorState], None]
+    _forget_shell: Callable[[bytes], None]
+    _spawn_task: Callable[[Coroutine[Any, Any, Any]], None]
+    request_shutdown: Callable[[], None]
+    restart: Callable[..., Coroutine[Any, Any, list[str]]]
+    collect_status: Callable[[], Coroutine[Any, Any, dict[str, Any]]]
+
+    def _on_control(self, parts: list[bytes]) -> None:
+        message = control.decode(parts[1]) if len(parts) == 2 else None
+        if message is None:
+            self.malformed_control += 1
+            if worth_logging(self.malformed_control):
+                log.warning(
+                    "dropped a malformed control message (%d parts; #%d)",
+                    len(parts),
+                    self.malformed_control,
+                )
+            return
+        routing_id = parts[0]
+        op = message["op"]
+        wrong = control.problem(message)
+        if wrong is not None:
+            log.warning("dropped a control message %r from %r: %s", op, routing_id, wrong)
+            if not routing_id.startswith((b"w:", b"g:")):
+                req = message.get("req") if isinstance(message.get("req"), int) else None
+                self._send(routing_id, {"op": "error", "req": req, "message": wrong})
+            return
+        if routing_id.startswith(b"w:"):
+            self._on_worker_message(routing_id, op, message)
+        elif routing_id.startswith(b"g:") and self.gateway is not None:
+            self.gateway.on_message(routing_id, op, message, self.snapshot())
+        else:
+            self._on_shell_message(routing_id, op, message)
+
+    def _on_worker_message(self, routing_id: bytes, op: str, message: dict[str, Any]) -> None:
+        slot = self._by_worker_id.get(routing_id)
+        if slot is None or (op != control.HELLO and routing_id != slot.routing_id):
+            log.warning("control message %r from unknown worker %r", op, routing_id)
+            return
+        if op == control.HELLO:
+            slot.routing_id = routing_id
+            slot.pid = message.get("pid", slot.pid)
+            self._feed.forget(routing_id)
+            self._send(routing_id, self.snapshot())
+        elif op == control.STATE:
+            try:
+                state = ActorState(str(message.get("state")))
+            except ValueError:
+                log.warning("%s reported an unknown state %r", slot.label, message.get("state"))
+                return
+            if message.get("error"):
+                slot.error = str(message["error"])
+                log.error("%s: %s", slot.label, slot.error)
+            self._set_state(slot, state)
+        elif op == control.STATS:
+            waiter = self._stats_waiters.get(message.get("req", -1))
+            if waiter is not None and not waiter.done():
+                waiter.set_result(message.get("stats") or {})
+
+    def _on_shell_message(self, routing_id: bytes, op: str, message: dict[str, Any]) -> None:
+        req = message.get("req")
+        if op == control.ATTACH:
+            routes = [str(r) for r in message.get("routes") or []]
+            before = self._shells.get(routing_id, {}).get("routes") or []
+            self._shells[routing_id] = {
+                "endpoint": str(message.get("endpoint", "")),
+                "routes": routes,
+            }
+            self._feed.forget(routing_id)
+            if routes != before:
+                self._feed.publish()  # before the answer: the Shell's calls wait for it
+            self._send(routing_id, {**self.snapshot(), "req": req})
+        elif op == control.DETACH:
+            self._forget_shell(routing_id)
+            self._send(routing_id, {"op": op, "req": req})
+        elif op == control.STATUS:
+            self._spawn_task(self._answer_status(routing_id, req))
+        elif op == control.RESTART:
+            self._spawn_task(self._answer_restart(routing_id, req, message))
+        elif op == control.SHUTDOWN:
+            self._send(routing_id, {"op": op, "req": req})
+            self.request_shutdown()
+        else:
+            self._send(routing_id, {"op": "error", "req": req, "message": f"unknown op {op!r}"})
+
+    async def _answer_restart(self, routing_id: bytes, req: Any, message: dict[str, Any]) -> None:
+        names = [str(n) for n in message.get("actors") or []]
+        try:
+            restarted = await self.restart(names, gateway_only=bool(message.get("gateway_only")))
+        except RestartRefused as exc:
+            # A stop cutting a restart short is no failure of the restart's.
+            report = log.warning if self._stopping else log.error
+            report("node %r: restart: %s", self.config.node.name, exc.message)
+            answer = {"error": exc.message, "code": exc.code}
+        else:
+            answer = {"restarted": restarted}
+        self._send(routing_id, {"op": control.RESTART, "req": req, **answer})
+
+    async def _answer_status(self, routing_id: bytes, req: Any) -> None:
+        status = await self.collect_status()
+        self._send(routing_id, {"op": control.STATUS, "req": req, **status})
