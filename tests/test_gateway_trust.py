@@ -245,7 +245,7 @@ def test_first_contact_from_an_actor_whose_acl_refuses_the_other_node_connects(
         a = HarnessNode(
             tmp_path / "a", server.url, [("plain", "t+Plain"), ("guarded", "t+Guard", NOBODY_ACL)]
         )
-        b = HarnessNode(tmp_path / "b", server.url, [("echo", "t+Echo")])
+        b = HarnessNode(tmp_path / "b", server.url, [("echo", "t+Echo")], log_level="info")
         try:
             runner.run(start_nodes(a, b))
             source = None if first == "shell" else a.ids["guarded"]
@@ -257,6 +257,33 @@ def test_first_contact_from_an_actor_whose_acl_refuses_the_other_node_connects(
             received = b.workers["echo"].received
             runner.run(a.tell("guarded", b.ids["echo"], "note", b"and a tell"))
             runner.run(b.wait_for(lambda: received.tells, 5, "the tell"))
+            # The guarded actor's introduction (it sent frames, another actor located B)
+            # is not answered like a locate: that answer, a relay back to it, was refused.
+            assert "relay to" not in b.log_text(), b.log_text()
+        finally:
+            for node in (a, b):
+                runner.run(node.stop())
+            runner.close()
+
+
+def test_a_locate_the_callers_acl_and_the_targets_both_refuse_says_so(tmp_path: Path) -> None:
+    # B's actor admits only t+Guard; t+Guard's own ACL admits only t+Nobody, so B cannot
+    # answer it, and A's other actor is not admitted by B. The error used to read
+    # "t+Plain may not call …", about an actor the caller had nothing to do with.
+    runner = LoopRunner()
+    only_guards = '[[actor.acl]]\npermission = "allow"\ntypes = ["t+Guard"]\n'
+    with ServerProcess() as server:
+        a = HarnessNode(
+            tmp_path / "a", server.url, [("plain", "t+Plain"), ("guarded", "t+Guard", NOBODY_ACL)]
+        )
+        b = HarnessNode(tmp_path / "b", server.url, [("keep", "t+Keep", only_guards)])
+        try:
+            runner.run(start_nodes(a, b))
+            with pytest.raises(PermissionDenied) as info:
+                runner.run(a.call("guarded", b.ids["keep"], "echo", b"hi", timeout_s=5))
+            assert info.value.message.startswith(
+                f"{b.ids['keep']} cannot be located for t+Guard: its ACL does not admit t+Keep"
+            )
         finally:
             for node in (a, b):
                 runner.run(node.stop())

@@ -47,12 +47,12 @@ STREAM_WAIT_S = 30.0
 #: registers the node's actors with signaling before their workers run, so other nodes
 #: can discover them, and call, that early.
 STARTING_WAIT_S = 10.0
-#: Bytes of reliable stream chunks kept per local actor while it restarts, acknowledged
-#: to the sender at once: held against the link's window they would stop every stream to
-#: this node, and behind those the sending node's calls to any node (its gateway stops
-#: reading its workers). Chunks beyond it are held against the window after all: the
-#: sender slows down, and nothing is lost.
-RESTART_HELD_BYTES = 8 * 1024 * 1024
+#: Bytes of reliable stream chunks kept, in all, for local actors that restart,
+#: acknowledged to their senders at once: held against the link's window they would stop
+#: every stream to this node, and behind those the sending node's calls to any node (its
+#: gateway stops reading its workers' socket). Some 4 s of a fast link. Chunks beyond it
+#: are held against the window after all: nothing is lost, and the sending node waits.
+RESTART_HELD_BYTES = 64 * 1024 * 1024
 
 
 class _InCall:
@@ -438,7 +438,7 @@ class Inbound(Trust):
         if target is None:
             return False
         held = self._held_for_restart.get(target, 0)
-        if held + len(data) > RESTART_HELD_BYTES:
+        if sum(self._held_for_restart.values()) + len(data) > RESTART_HELD_BYTES:
             again_unacked = lambda: self._stream_in(pc, sf, data, False)  # noqa: E731
             return self._park_if_starting(
                 target, STARTING_WAIT_S, again_unacked, unbounded=True, through_restart=True

@@ -341,9 +341,9 @@ class Outbound:
         Trust). The target's node answers with a relay back to the actor we used, so
         that actor's own ACL must admit the target: an actor whose ACL does not (it may
         still call out, as locally) locates through another of ours."""
-        reg = self._regs.get(source) if source is not None else None
-        if reg is not None and reg.admits(target):
-            regs = [reg]
+        own = self._regs.get(source) if source is not None else None
+        if own is not None and own.admits(target):
+            regs = [own]
         else:
             # One actor per type: the target's ACL and the server's check judge types.
             answerable = [r for r in self._regs.values() if r.admits(target)]
@@ -370,6 +370,13 @@ class Outbound:
             raise PermissionDenied(
                 f"{target} admits none of this node's actors ({refused.message}), so no "
                 "caller without an actor id either"
+            )
+        if own is not None and source is not None and regs[0] is not own:
+            # The caller's own ACL refuses the target, so we tried others: say both.
+            raise PermissionDenied(
+                f"{target} cannot be located for {source.type}: its ACL does not admit "
+                f"{target.type} (the answer is a relay back to it), and {target}'s ACL "
+                f"refuses the other actors of this node that do ({refused.message})"
             )
         raise refused
 

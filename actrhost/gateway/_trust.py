@@ -202,11 +202,16 @@ class Trust:
             pc.counters.malformed += 1
             return
         self._introducing.add((source, target))
-        self._spawn(self._relay_introduction(reg, source, target))
+        self._spawn(self._relay_introduction(reg, source, target, pc.remote_node))
 
-    async def _relay_introduction(self, reg: Any, source: ActrId, target: ActrId) -> None:
+    async def _relay_introduction(
+        self, reg: Any, source: ActrId, target: ActrId, node_id: str
+    ) -> None:
         try:
-            session = session_id("neg", self.node_id, "-")
+            # Naming the target's node: a locate ("-") would be answered with a relay
+            # back to ``source``, refused (and logged, twice) when its ACL does not admit
+            # the target, and of no use here, where both nodes know each other.
+            session = session_id("neg", self.node_id, node_id)
             await reg.relay(target, RoleNegotiation(), session_id=session)
         except ActrError as exc:
             log.info("%r: could not introduce %s to %s: %s", self, source, target, exc)
