@@ -5,7 +5,9 @@ load SACKs ride on answers and one-way traffic is still acknowledged in time, a 
 that finds the association quiet is acknowledged at once, large frames arrive intact,
 and an eager send that has to wait finishes in a task. Every packet each side puts on
 the wire is parsed with aiortc's own parser. STUN (``_ice.py``): datagrams are told apart
-by their first byte (RFC 7983) before aioice tries to parse them."""
+by their first byte (RFC 7983) before aioice tries to parse them. DTLS (``_dtls.py``):
+received datagrams are handled in the socket callback, in order, and a close from the
+other side still ends the link."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ pytest.importorskip("aiortc")
 from aiortc.rtcsctptransport import DataChunk, SackChunk, parse_packet
 
 from actrhost._payload_type import PayloadType
-from actrhost.gateway import _sctp
+from actrhost.gateway import _dtls, _sctp
 from actrhost.gateway._types import Tuning
 
 from .test_gateway_peer import TUNING, Side, connected_pair
@@ -241,3 +243,95 @@ def test_datagrams_are_told_apart_by_their_first_byte() -> None:
         assert [m.transaction_id for m in receiver.requests] == [request.transaction_id]
 
     run(scenario())  # aioice's protocol wants a running loop
+
+
+# -- DTLS: datagrams handled in the socket callback (_dtls.py) ------------------------
+
+
+def dtls_connection(side: Side) -> Any:
+    """The aioice connection under this side's data channels."""
+    return sctp_of(side).transport.transport._connection
+
+
+def count_queued(side: Side) -> list[bytes]:
+    """Record the datagrams that take aiortc's own way (aioice's queue, then a task)."""
+    connection = dtls_connection(side)
+    queued: list[bytes] = []
+    put = connection._queue.put_nowait
+
+    def counting_put(item: Any) -> None:
+        if item is not None:
+            queued.append(item[0])
+        put(item)
+
+    connection._queue.put_nowait = counting_put
+    return queued
+
+
+def test_a_connected_link_handles_each_datagram_in_the_socket_callback() -> None:
+    async def scenario() -> None:
+        async with closing_pair() as (a, b):
+            assert _dtls.reader_of(a.pc._pc) is not None
+            assert _dtls.reader_of(b.pc._pc) is not None
+            queued_a, queued_b = count_queued(a), count_queued(b)
+            for i in range(50):
+                a.pc.enqueue(PayloadType.RPC_RELIABLE, b"call %d" % i)
+                await b.wait_frames(i + 1)
+                b.pc.enqueue(PayloadType.RPC_RELIABLE, b"answer %d" % i)
+                await a.wait_frames(i + 1)
+            assert [data for _lane, data in b.frames] == [b"call %d" % i for i in range(50)]
+            assert [data for _lane, data in a.frames] == [b"answer %d" % i for i in range(50)]
+            assert queued_a == [] and queued_b == []  # none waited for aiortc's task
+
+    run(scenario())
+
+
+def test_datagrams_that_come_while_one_is_held_follow_it_in_order() -> None:
+    async def scenario() -> None:
+        async with closing_pair() as (a, b):
+            sctp_b = sctp_of(b)
+            reader = _dtls.reader_of(b.pc._pc)
+            queued = count_queued(b)
+            release: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            handled: list[int] = []  # TSNs of DATA, in the order b's SCTP took them
+            handle_data = sctp_b._handle_data
+
+            async def held_handle_data(data: bytes) -> None:
+                chunks = parse_packet(data)[3]
+                handled.extend(c.tsn for c in chunks if isinstance(c, DataChunk))
+                if len(handled) == 1:
+                    await release  # the first packet's handling waits (as over TURN)
+                await handle_data(data)
+
+            sctp_b._handle_data = held_handle_data
+            for i in range(8):
+                a.pc.enqueue(PayloadType.RPC_RELIABLE, b"frame %d" % i)
+            async with asyncio.timeout(5):
+                while len(reader.backlog) < 3:
+                    await asyncio.sleep(0.002)
+            assert b.frames == []
+            release.set_result(None)
+            await b.wait_frames(8)
+            assert [data for _lane, data in b.frames] == [b"frame %d" % i for i in range(8)]
+            assert handled == sorted(handled) and len(handled) >= 8
+            assert queued == [] and not reader.busy and not reader.backlog
+
+    run(scenario())
+
+
+def test_the_other_side_closing_ends_the_link_as_in_aiortc() -> None:
+    async def scenario() -> None:
+        a, b = await connected_pair(dataclasses.replace(TUNING, keepalive_timeout_s=60.0))
+        try:
+            assert _dtls.reader_of(b.pc._pc) is not None
+            dtls_b = sctp_of(b).transport
+            # DTLS close_notify alone (no SCTP ABORT first): b's eager receive sees it.
+            await sctp_of(a).transport.stop()
+            async with asyncio.timeout(10):  # the link's keepalive would take 60 s
+                while dtls_b.state != "closed":
+                    await asyncio.sleep(0.01)
+        finally:
+            await a.pc.close()
+            await b.pc.close()
+
+    run(scenario())

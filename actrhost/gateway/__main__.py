@@ -18,7 +18,7 @@ from typing import Any
 from .._config import load_node_config
 from .._errors import ConfigError
 from .._linux import set_parent_death_signal, supervisor_gone
-from . import _sctp
+from . import _dtls, _sctp
 from ._gateway import Gateway
 from ._ice import skip_stun_parse_for_media, use_host_addresses
 from ._media import skip_rtcp_of_silent_tracks
@@ -60,6 +60,7 @@ def main() -> int:
     # ACTRHOST_GATEWAY_AIORTC=plain runs aiortc and aioice as shipped (for comparisons).
     if os.environ.get("ACTRHOST_GATEWAY_AIORTC", "tuned") != "plain":
         _sctp.install()
+        _dtls.install()
         skip_stun_parse_for_media()
         skip_rtcp_of_silent_tracks()
 

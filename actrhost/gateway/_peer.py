@@ -21,6 +21,7 @@ from aiortc import RTCCertificate, RTCPeerConnection, RTCSessionDescription
 from .._config import WebrtcConfig
 from .._envelope import StreamFrame
 from .._rpc import worth_logging
+from . import _dtls
 from . import _framing as framing
 from ._ice import (
     candidate_type_in_use,
@@ -270,6 +271,7 @@ class PeerConnection(Sending):
             self._last_rx = self._loop.time()
             if self._pc is not None:
                 self.candidate_type = candidate_type_in_use(self._pc)
+                _dtls.take_over(self._pc)
             self._set_state(LinkState.CONNECTED)
             self._tasks.append(self._loop.create_task(self._keepalive()))
             self._wake.set()
