@@ -118,6 +118,9 @@ class NodeConfig:
     # Time every message per route (two histograms; three clock reads per message). Off
     # leaves the per-route counts only, for the last few % of tell throughput.
     route_timings: bool = True
+    # A worker whose event loop has not turned for this long logs a warning with where it
+    # is (a handler that blocks stops everything in its worker); 0: not watched.
+    blocked_loop_warning_s: float = 1.0
 
 
 @dataclass(frozen=True)

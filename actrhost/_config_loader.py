@@ -153,6 +153,7 @@ class Loader:
             "start_method": partial(self.choice, options=START_METHODS),
             "metrics_listen": partial(self.url, kind="listen"),
             "route_timings": self.boolean,
+            "blocked_loop_warning_s": self.blocked_loop_warning,
         }
         return NodeConfig(**self.section(key, value, spec, required=("name",)))
 
@@ -332,6 +333,12 @@ class Loader:
         ok = ok and math.isfinite(value) and (value > lo if lo_open else value >= lo)
         self.check(key, value, ok, f"a number {'>' if lo_open else '>='} {lo}")
         return float(value)
+
+    def blocked_loop_warning(self, key: str, value: Any) -> float:
+        seconds = self.number(key, value, lo=0)
+        # Shorter than a few loop turns under load would warn about ordinary work.
+        self.check(key, value, seconds == 0 or seconds >= 0.05, "0 (off) or a number >= 0.05")
+        return seconds
 
     def boolean(self, key: str, value: Any) -> bool:
         self.check(key, value, isinstance(value, bool), "true or false")

@@ -94,6 +94,8 @@ _WORKER_COUNTERS = {
     "undeliverable_replies": "Replies whose caller was gone.",
     "calls_sent": "Calls this actor made.",
     "tells_sent": "Tells this actor sent.",
+    "loop_blocks": "Times the event loop was blocked for blocked_loop_warning_s or longer.",
+    "loop_blocked_seconds": "Seconds the event loop spent in those blocks.",
 }
 _GATEWAY_GAUGES = {
     "registered": "Actors of this node registered with signaling.",

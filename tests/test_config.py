@@ -256,7 +256,15 @@ BROKEN = [
         NODE + 'nme = "x"\n' + ACTOR,
         "node.nme: unknown key (allowed: name, realm, run_dir, shutdown_grace_s, log_level, "
         "hwm_messages, max_message_bytes, python_path, start_method, metrics_listen, "
-        "route_timings)",
+        "route_timings, blocked_loop_warning_s)",
+    ),
+    (
+        NODE + "blocked_loop_warning_s = 0.01\n" + ACTOR,
+        "node.blocked_loop_warning_s: must be 0 (off) or a number >= 0.05 (got 0.01)",
+    ),
+    (
+        NODE + "blocked_loop_warning_s = -1\n" + ACTOR,
+        "node.blocked_loop_warning_s: must be a number >= 0 (got -1)",
     ),
     (
         NODE + 'log_level = "verbose"\n' + ACTOR,

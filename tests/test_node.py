@@ -21,7 +21,7 @@ from actrhost import (
     Unavailable,
 )
 
-from .utils import RECORDER, run
+from .utils import RECORDER, run, wait_until
 
 ACTORS = """
 [[actor]]
@@ -419,3 +419,33 @@ def test_what_users_get_wrong_gets_a_clear_answer(node_factory):
             assert stats["streams_in"]["bytes_via_shm"] == 1 << 20
 
     run(go())
+
+
+def test_a_handler_that_blocks_the_loop_is_reported_with_where_it_blocks(node_factory):
+    node = node_factory(
+        """
+        [[actor]]
+        name = "t"
+        type = "test+Load"
+        handler = "actors:LoadTarget"
+        """,
+        "blocked_loop_warning_s = 0.3\n",
+    )
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            # A synchronous 1.5 s sleep in the handler: nothing else in that worker runs.
+            assert await shell.call("t", "test.Load.StallOnce", b"1.5@0", timeout=10) == b"ok"
+            assert await shell.call("t", "test.Load.Say", b"after", timeout=10) == b"after"
+
+    run(go())
+    wait_until(lambda: "was blocked for" in node.log(), 5, "the end of the block logged")
+    log = node.log()
+    assert "t#0" in log and "the event loop has been blocked for" in log
+    # The warning shows the line that blocks: the handler's time.sleep.
+    assert "in stall_once" in log and "time.sleep(float(stall_s))" in log
+    blocked_s = float(log.split("the event loop was blocked for ")[1].split(" s")[0])
+    assert 1.0 < blocked_s < 3.0
+    stats = node.status()["actors"][0]["stats"]
+    assert stats["loop_blocks"] == 1
+    assert 1.0 < stats["loop_blocked_seconds"] < 3.0

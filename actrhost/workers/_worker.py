@@ -42,6 +42,7 @@ from .._rundir import remove_orphaned_run_dir
 from .._settings import build_settings
 from .._streams import StreamReceiver, StreamSender
 from .._zmqloop import LoopSocket
+from ._loop_watch import LoopWatch
 from ._mailbox import Mailbox
 from ._outbound import Outbound
 from ._route_stats import RouteStats
@@ -99,6 +100,8 @@ class Worker(Outbound):
         self.counters = WorkerCounters()
         self.route_stats: dict[str, RouteStats] = {}
         self._route_timings = config.node.route_timings
+        threshold_s = config.node.blocked_loop_warning_s
+        self.loop_watch = LoopWatch(threshold_s) if threshold_s else None
         self.state = ActorState.STARTING
         self._accepting = False
         # Tells and stream frames that came while on_start ran (ones the actor sent
@@ -168,6 +171,8 @@ class Worker(Outbound):
 
     async def run(self) -> int:
         """Run the actor until stopped; return the process exit code."""
+        if self.loop_watch is not None:
+            self.loop_watch.start()
         self._send_control({"op": control.HELLO, "serial": self.spec.serial, "pid": os.getpid()})
         try:
             async with asyncio.timeout(HELLO_TIMEOUT_S):
@@ -193,6 +198,8 @@ class Worker(Outbound):
             return 0
         finally:
             watchdog.cancel()
+            if self.loop_watch is not None:
+                self.loop_watch.stop()
             self._close()
 
     async def _start(self) -> bool:
@@ -334,6 +341,8 @@ class Worker(Outbound):
             **vars(self.counters),
             **self.rpc.counters.as_dict(),
             "stream_backlog": self.streams_in.backlog,
+            "loop_blocks": self.loop_watch.blocks if self.loop_watch else 0,
+            "loop_blocked_seconds": round(self.loop_watch.blocked_s, 3) if self.loop_watch else 0.0,
             "streams_in": self.streams_in.counters.as_dict(),
             "streams_out": self.streams_out.counters.as_dict(),
             "routes": {key: stats.to_dict() for key, stats in self.route_stats.items()},

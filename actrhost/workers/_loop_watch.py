@@ -1,0 +1,105 @@
+"""Says when an actor's event loop is blocked, and where (``[node] blocked_loop_warning_s``).
+
+An actor runs on one asyncio loop: a handler that calls ``time.sleep``, reads a file or
+computes for seconds without awaiting stops *everything* in its worker meanwhile (other
+handlers, answers to its own calls, stream callbacks, the supervisor's questions). From
+outside that only looks like a slow actor. The loop ticks a timestamp a few times a
+second; a small thread checks it, and once the loop has not ticked for the threshold it
+logs a warning with the loop's current stack (the line that blocks), and when the loop
+ticks again, how long it was blocked. The counts go to ``actrhost status`` and the
+metrics page (``loop_blocks``, ``loop_blocked_seconds``).
+
+The thread only reads a timestamp and, rarely, the main thread's stack: it costs a
+wake-up per tick and nothing on the message path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+import time
+import traceback
+
+from .._rpc import worth_logging
+
+log = logging.getLogger(__name__)
+
+#: Innermost frames of the blocked loop's stack that the warning shows.
+STACK_FRAMES = 6
+
+
+class LoopWatch:
+    """Watches the running loop from a thread; :meth:`start` in the loop, :meth:`stop`
+    when the worker ends."""
+
+    def __init__(self, threshold_s: float) -> None:
+        self.threshold_s = threshold_s
+        #: How often the loop ticks and the thread looks: a quarter of the threshold,
+        #: so a block is told at most 25 % late.
+        self.period_s = min(0.5, max(0.01, threshold_s / 4))
+        #: Blocks of at least the threshold, and the seconds they lasted in all.
+        self.blocks = 0
+        self.blocked_s = 0.0
+        self._lock = threading.Lock()
+        self._last_tick = time.monotonic()
+        self._warned = False  # the current block was reported (the loop has not ticked)
+        self._stopped = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._thread: threading.Thread | None = None
+        self._main_ident = threading.get_ident()
+
+    def start(self) -> None:
+        """Begin ticking (in the loop's thread) and watching (in a daemon thread)."""
+        self._loop = asyncio.get_running_loop()
+        self._main_ident = threading.get_ident()
+        self._last_tick = time.monotonic()
+        self._timer = self._loop.call_later(self.period_s, self._tick)
+        self._thread = threading.Thread(target=self._watch, name="actrhost-loop-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop ticking and watching (the thread ends within one period)."""
+        self._stopped.set()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            late_s = now - self._last_tick - self.period_s
+            warned, self._warned = self._warned, False
+            self._last_tick = now
+        if warned:
+            self.blocked_s += late_s
+            if worth_logging(self.blocks):
+                log.warning("the event loop was blocked for %.2f s", late_s)
+        if not self._stopped.is_set() and self._loop is not None:
+            self._timer = self._loop.call_later(self.period_s, self._tick)
+
+    def _watch(self) -> None:
+        while not self._stopped.wait(self.period_s):
+            with self._lock:
+                blocked_s = time.monotonic() - self._last_tick - self.period_s
+                if self._warned or blocked_s < self.threshold_s:
+                    continue
+                self._warned = True
+                self.blocks += 1
+                count = self.blocks
+            if worth_logging(count):
+                log.warning(
+                    "the event loop has been blocked for %.2f s (nothing else in this "
+                    "worker runs meanwhile: its calls, tells, answers and streams wait); "
+                    "it is at:\n%s",
+                    blocked_s,
+                    self._main_stack(),
+                )
+
+    def _main_stack(self) -> str:
+        frame = sys._current_frames().get(self._main_ident)
+        if frame is None:
+            return "  (no stack)"
+        return "".join(traceback.format_stack(frame, limit=STACK_FRAMES)).rstrip()
