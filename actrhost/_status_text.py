@@ -50,6 +50,8 @@ _ACTOR_TROUBLE = (
     "streams_in.not_running",
     "streams_in.malformed",
     "streams_in.callback_errors",
+    "loop_blocks",
+    "loop_blocked_seconds",
 )
 
 

@@ -22,6 +22,7 @@ from actrhost import (
 )
 
 from .utils import RECORDER, run, wait_until
+from .utils import actrhost_command as cli
 
 ACTORS = """
 [[actor]]
@@ -449,3 +450,5 @@ def test_a_handler_that_blocks_the_loop_is_reported_with_where_it_blocks(node_fa
     stats = node.status()["actors"][0]["stats"]
     assert stats["loop_blocks"] == 1
     assert 1.0 < stats["loop_blocked_seconds"] < 3.0
+    text = cli("status", str(node.config_path)).stdout
+    assert "loop_blocks 1" in text and "loop_blocked_seconds 1." in text
