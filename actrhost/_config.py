@@ -75,6 +75,8 @@ class ActorConfig:
     restart_window_s: float = 60.0
     max_concurrency: int = 64  # handlers of one instance running at once
     mailbox_capacity: int = 10000  # queued messages before the worker stops reading
+    # on_start must return within this (else the start failed, as if it raised); 0: no limit.
+    start_timeout_s: float = 0.0
     acl: tuple[AclRule, ...] = ()
     # The .proto file of the service the actor serves (absolute). Its fingerprint is
     # registered with signaling, so discovery can rank exact and compatible versions.

@@ -262,6 +262,7 @@ class Loader:
             "restart_window_s": partial(self.number, lo=0, lo_open=True),
             "max_concurrency": partial(self.integer, lo=1),
             "mailbox_capacity": partial(self.integer, lo=1),
+            "start_timeout_s": partial(self.number, lo=0),
             "acl": partial(self.array, convert=self.acl_rule, what="tables, written [[actor.acl]]"),
             "service_schema": self.schema_file,
             "settings": self.settings_table,

@@ -370,7 +370,8 @@ BROKEN = [
     (
         NODE + ACTOR + "instance = 2\n",
         "actor[0].instance: unknown key (allowed: name, type, handler, instances, restart, "
-        "max_restarts, restart_window_s, max_concurrency, mailbox_capacity, acl, service_schema, "
+        "max_restarts, restart_window_s, max_concurrency, mailbox_capacity, start_timeout_s, acl, "
+        "service_schema, "
         "settings)",
     ),
     # [[actor.acl]]
@@ -584,7 +585,8 @@ BROKEN = [
     (
         NODE + ACTOR + "bogus = 1\ninstances = 0\n",
         "actor[0].bogus: unknown key (allowed: name, type, handler, instances, restart, "
-        "max_restarts, restart_window_s, max_concurrency, mailbox_capacity, acl, service_schema, "
+        "max_restarts, restart_window_s, max_concurrency, mailbox_capacity, start_timeout_s, acl, "
+        "service_schema, "
         "settings)",
     ),
     (

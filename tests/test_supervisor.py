@@ -756,3 +756,35 @@ def test_counters_of_a_worker_restarted_during_a_status_are_not_shown_as_its_suc
                 assert row["stats"]["calls_served"] == 20, row
 
     run(go())
+
+
+def test_an_on_start_that_does_not_return_in_time_fails_the_start(node_factory):
+    node = node_factory(
+        """
+        [[actor]]
+        name = "echo"
+        type = "test+Echo"
+        handler = "actors:Echo"
+
+        [[actor]]
+        name = "stuck"
+        type = "test+Stuck"
+        handler = "actors:StuckStart"
+        start_timeout_s = 0.5
+        max_restarts = 1
+        restart_window_s = 30
+        """,
+        start=False,
+    ).spawn()
+
+    def gave_up() -> bool:
+        return "gave up after 1 restarts" in node.log()
+
+    wait_until(gave_up, 20, "the supervisor to give up on stuck#0")
+    why = "on_start did not return within start_timeout_s = 0.5 s"
+    assert node.log().count(f"{why}; cancelled") == 2  # the first start and its restart
+    infos = {i.name: i for i in node.actors()}
+    assert infos["stuck"].state == "failed" and infos["stuck"].restarts == 1
+    assert infos["echo"].state == "running"
+    error = {a["name"]: a["error"] for a in node.status()["actors"]}["stuck"]
+    assert error.endswith(why)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import time
+from asyncio import FIRST_COMPLETED
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -203,7 +204,8 @@ class Worker(Outbound):
             self._close()
 
     async def _start(self) -> bool:
-        """Run ``on_start``; False if it failed, or if a stop came first and cancelled it.
+        """Run ``on_start``; False if it failed (raised, or did not return within the
+        actor's ``start_timeout_s``), or if a stop came first and cancelled it.
 
         A stop (Ctrl-C at the node) must not wait for a slow ``on_start``: it is cancelled
         like a running handler, its ``finally`` blocks run, and ``on_stop`` is skipped,
@@ -212,15 +214,21 @@ class Worker(Outbound):
         """
         starting = asyncio.ensure_future(self.actor.on_start(Context(self)))
         stop = asyncio.ensure_future(self._stop.wait())
+        limit_s = self.actor_config.start_timeout_s or None
         try:
-            await asyncio.wait({starting, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({starting, stop}, timeout=limit_s, return_when=FIRST_COMPLETED)
         finally:
             stop.cancel()
         if not starting.done():
-            log.info("%r: stopped while starting; on_start cancelled", self)
             starting.cancel()
             await asyncio.wait({starting}, timeout=self.config.node.shutdown_grace_s)
-            self._set_state(ActorState.STOPPED)
+            if self._stop.is_set():
+                log.info("%r: stopped while starting; on_start cancelled", self)
+                self._set_state(ActorState.STOPPED)
+            else:  # a failed start: the restart policy decides what follows
+                why = f"on_start did not return within start_timeout_s = {limit_s:g} s"
+                log.error("%r: %s; cancelled", self, why)
+                self._set_state(ActorState.FAILED, why)
             return False
         try:
             starting.result()
