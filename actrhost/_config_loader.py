@@ -336,10 +336,11 @@ class Loader:
         return float(value)
 
     def blocked_loop_warning(self, key: str, value: Any) -> float:
-        seconds = self.number(key, value, lo=0)
         # Shorter than a few loop turns under load would warn about ordinary work.
-        self.check(key, value, seconds == 0 or seconds >= 0.05, "0 (off) or a number >= 0.05")
-        return seconds
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value) and (value == 0 or value >= 0.05)
+        self.check(key, value, ok, "0 (off) or a number >= 0.05")
+        return float(value)
 
     def boolean(self, key: str, value: Any) -> bool:
         self.check(key, value, isinstance(value, bool), "true or false")

@@ -598,3 +598,14 @@ class Quirks(Actor):
         waiter = asyncio.get_running_loop().create_future()
         waiter.cancel()
         return await waiter  # a future of its own was cancelled: not a stop of the actor
+
+
+class DeafStart(Echo):
+    """An on_start that swallows its cancellation and goes on waiting."""
+
+    async def on_start(self, ctx: Context) -> None:
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                pass

@@ -264,7 +264,7 @@ BROKEN = [
     ),
     (
         NODE + "blocked_loop_warning_s = -1\n" + ACTOR,
-        "node.blocked_loop_warning_s: must be a number >= 0 (got -1)",
+        "node.blocked_loop_warning_s: must be 0 (off) or a number >= 0.05 (got -1)",
     ),
     (
         NODE + 'log_level = "verbose"\n' + ACTOR,

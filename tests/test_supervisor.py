@@ -788,3 +788,23 @@ def test_an_on_start_that_does_not_return_in_time_fails_the_start(node_factory):
     assert infos["echo"].state == "running"
     error = {a["name"]: a["error"] for a in node.status()["actors"]}["stuck"]
     assert error.endswith(why)
+
+
+def test_an_on_start_that_ignores_its_cancellation_still_ends_its_worker(node_factory):
+    node = node_factory(
+        """
+        [[actor]]
+        name = "deaf"
+        type = "test+Deaf"
+        handler = "actors:DeafStart"
+        start_timeout_s = 0.3
+        max_restarts = 1
+        restart_window_s = 30
+        """,
+        "shutdown_grace_s = 0.5\n",
+        start=False,
+    ).spawn()
+    wait_until(lambda: "gave up after 1 restarts" in node.log(), 20, "the supervisor to give up")
+    assert node.log().count("on_start ignores its cancellation; the worker exits") == 2
+    infos = {i.name: i for i in node.actors()}
+    assert infos["deaf"].state == "failed" and infos["deaf"].restarts == 1

@@ -220,15 +220,24 @@ class Worker(Outbound):
         finally:
             stop.cancel()
         if not starting.done():
+            stopped = self._stop.is_set()
+            why = f"on_start did not return within start_timeout_s = {limit_s or 0:g} s"
+            if stopped:
+                log.info("%r: stopped while starting; on_start cancelled", self)
+            else:  # a failed start: the restart policy decides what follows
+                log.error("%r: %s; cancelled", self, why)
             starting.cancel()
             await asyncio.wait({starting}, timeout=self.config.node.shutdown_grace_s)
-            if self._stop.is_set():
-                log.info("%r: stopped while starting; on_start cancelled", self)
+            if stopped:
                 self._set_state(ActorState.STOPPED)
-            else:  # a failed start: the restart policy decides what follows
-                why = f"on_start did not return within start_timeout_s = {limit_s:g} s"
-                log.error("%r: %s; cancelled", self, why)
+            else:
                 self._set_state(ActorState.FAILED, why)
+            if not starting.done():
+                # It swallows its cancellation: asyncio.run would wait for it for ever.
+                log.error("%r: on_start ignores its cancellation; the worker exits", self)
+                self._close()
+                logging.shutdown()
+                os._exit(0 if stopped else 1)
             return False
         try:
             starting.result()
