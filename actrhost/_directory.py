@@ -17,7 +17,8 @@ from ._ids import ActrId, ActrType
 
 if TYPE_CHECKING:
     from ._rpc import RpcEndpoint
-    from ._streams import StreamReceiver, StreamSender
+    from ._stream_sender import StreamSender
+    from ._streams import StreamReceiver
 
 
 class ActorState(StrEnum):

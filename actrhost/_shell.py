@@ -47,10 +47,8 @@ from ._payload_type import PayloadType
 from ._rpc import RpcEndpoint, deadline_after
 from ._rundir import PID_FILE, is_live, node_prefix, remove_if_dead
 from ._shell_streams import ShellStreams, Target
-from ._streams import (
-    StreamReceiver,
-    StreamSender,
-)
+from ._stream_sender import StreamSender
+from ._streams import StreamReceiver
 from ._zmqloop import LoopSocket
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,8 @@ from ._ids import ActrId, ActrType
 from ._payload_type import PayloadType
 from ._payloads import DataStream, MediaSample
 from ._rpc import deadline_after
-from ._streams import StreamCallback, StreamReceiver, StreamSender, chunk_frame, sample_frame
+from ._stream_sender import StreamSender
+from ._streams import StreamCallback, StreamReceiver, chunk_frame, sample_frame
 
 #: What a Shell call or send may name: an id, a type (or its text), an actor's name.
 Target = ActrId | ActrType | str

@@ -1,4 +1,5 @@
-"""Data streams and media samples: the sending and receiving halves of one process.
+"""Data streams and media samples: what both halves share, and the receiving half
+(the sending half is :mod:`._stream_sender`).
 
 Payloads below ``[shm] threshold_bytes`` travel inline in the ZeroMQ frame. Larger ones
 are copied once into a single-producer/single-consumer ring shared with the receiver
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import os
 from collections import deque
@@ -24,21 +24,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import zmq
-
 from . import _envelope as wire
-from ._directory import SHELL_READER_SERIAL
 from ._envelope import StreamFrame
-from ._errors import ActrError, BadRequest, ClosedResourceError, DeadlineExceeded, Unavailable
+from ._errors import ActrError, BadRequest
 from ._ids import ActrId
 from ._payload_type import PayloadType
 from ._payloads import DataStream, MediaSample
 from ._ring_readers import RingReaders
-from ._rpc import RpcEndpoint, worth_logging
+from ._rpc import worth_logging
 from .shm import (
     Descriptor,
-    RingWriter,
-    WouldBlock,
     encode_array_meta,
     list_prefix,
     node_segment_prefix,
@@ -52,14 +47,6 @@ StreamCallback = Callable[[Any, ActrId | None], Awaitable[None] | None]
 
 #: Lanes that drop under pressure instead of waiting.
 LOSSY_LANES = frozenset({PayloadType.STREAM_LATENCY_FIRST, PayloadType.MEDIA_RTP})
-#: How a reliable sender polls a full ring: the ring has no wake-up of its own, and the
-#: consumer frees space within one callback, so a short capped backoff is enough.
-RING_POLL_MIN_S = 0.0002
-RING_POLL_MAX_S = 0.005
-#: Ring descriptors sent as one ZeroMQ message at most (they are ~100 bytes each).
-MAX_BATCH_FRAMES = 64
-#: How long queued descriptors may wait for a busy socket before the ring is given up.
-FLUSH_WAIT_S = 30.0
 
 
 @dataclass
@@ -162,242 +149,6 @@ def unlink_rings_of(node_prefix: str, serial: int) -> int:
                 os.unlink(f"/dev/shm/{name}")
                 removed += 1
     return removed
-
-
-class StreamSender:
-    """Sends chunks and samples for one process; owns the rings it writes."""
-
-    def __init__(
-        self,
-        rpc: RpcEndpoint,
-        *,
-        node_prefix: str,
-        self_tag: str,
-        threshold_bytes: int,
-        ring_bytes: int,
-    ) -> None:
-        self._rpc = rpc
-        self._node_prefix = node_prefix
-        self._self_tag = self_tag
-        self.threshold_bytes = threshold_bytes
-        self.ring_bytes = ring_bytes
-        self._writers: dict[tuple[int, int], RingWriter] = {}
-        self._ring_numbers = itertools.count()
-        self._gateway_pid: int | None = None  # see set_gateway_pid
-        # Endpoints a frame already went to: a lossy lane drops when one of those is busy,
-        # but waits for a first connection instead of dropping everything until it is up.
-        self._connected: set[str] = set()
-        self._batches: dict[str, list[bytes]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.counters = StreamCounters()
-        self._loop = asyncio.get_running_loop()
-
-    def _writer(self, reader_serial: int, target_pid: int) -> RingWriter:
-        key = (reader_serial, target_pid)
-        writer = self._writers.get(key)
-        if writer is None:
-            # The receiver's pid is part of the name: a restarted receiver gets a fresh
-            # ring instead of one holding records its predecessor never released.
-            # A number of its own too: a ring made again for the same reader (a Shell that
-            # re-registered its stream) must not take the name the reader still knows.
-            tag = f"{self._self_tag}.{next(self._ring_numbers):x}"
-            name = ring_name(self._node_prefix, tag, reader_serial, target_pid)
-            writer = RingWriter.create(name, self.ring_bytes)
-            self._writers[key] = writer
-        return writer
-
-    def set_gateway_pid(self, pid: int | None) -> None:
-        """The directory's gateway changed (restarted, stopped): its rings are dead."""
-        old, self._gateway_pid = self._gateway_pid, pid
-        if old is not None and old != pid:
-            for key in [k for k in self._writers if k[1] == old]:
-                writer = self._writers.pop(key)
-                writer.unlink(missing_ok=True)
-                writer.close()
-
-    def forget_target(self, serial: int, *, unlink: bool = True) -> None:
-        """Close (and unlink) the rings to an instance that went away."""
-        for key in [k for k in self._writers if k[0] == serial]:
-            self.forget_reader(*key, unlink=unlink)
-
-    def forget_reader(self, serial: int, pid: int, *, unlink: bool = True) -> None:
-        """Close (and unlink) the ring to one reading process (a Shell that left)."""
-        writer = self._writers.pop((serial, pid), None)
-        if writer is not None:
-            if unlink:
-                writer.unlink(missing_ok=True)
-            writer.close()
-
-    def close(self, *, unlink: bool = True) -> None:
-        """Close every ring this process created.
-
-        With ``unlink`` also remove the names of rings whose reader has not attached yet
-        (a stopping worker: frames to it are lost anyway). A Shell closes without: its
-        last frames may still be on their way, and the reader removes the name when it
-        attaches (or the supervisor, at shutdown).
-        """
-        for endpoint in list(self._batches):
-            self._flush(endpoint, -1)
-        for task in self._tasks:
-            task.cancel()
-        for serial, _pid in list(self._writers):
-            self.forget_target(serial, unlink=unlink)
-
-    async def send(
-        self,
-        frame: StreamFrame,
-        payload: Any,
-        *,
-        endpoint: str,
-        target: ActrId | None,
-        target_pid: int | None,
-        deadline: float,
-    ) -> bool:
-        """Send one chunk or sample; return False if a lossy lane dropped it.
-
-        Raises ``DeadlineExceeded`` when a reliable send finds no room before ``deadline``,
-        ``Unavailable`` when the receiver is gone, ``BadRequest`` for a payload larger than
-        the ring.
-        """
-        buffer, array_meta = payload_buffer(payload)
-        size = nbytes_of(buffer)
-        lossy = frame.payload_type in LOSSY_LANES
-        if size < self.threshold_bytes or target_pid is None:
-            frame.payload = buffer.tobytes() if array_meta else bytes(buffer)
-            frame.array_meta = array_meta
-            sent = await self._send_frame(endpoint, wire.encode_stream(frame), deadline, lossy)
-            if sent:
-                self.counters.bytes_inline += size
-            return sent
-        # A Shell (no target id) reads its rings as any process does (SHELL_READER_SERIAL).
-        serial = target.serial_number if target is not None else SHELL_READER_SERIAL
-        writer = self._writer(serial, target_pid)
-        if size > writer.max_record_bytes:
-            raise BadRequest(
-                f"a {size}-byte payload never fits the {writer.capacity_bytes}-byte ring "
-                f"(at most {writer.max_record_bytes} bytes): raise [shm] ring_bytes or send "
-                "smaller chunks"
-            )
-        link = self._rpc.link(endpoint)
-        # A committed record that never reaches the reader would block the ring's release
-        # order for good. A lossy lane, which must not wait after writing, checks first
-        # that the frame can go out; a reliable one waits for the socket after writing
-        # (below) and only checks before its first frame (the link may still connect).
-        if (lossy or endpoint not in self._connected) and not link.writable():
-            if lossy and endpoint in self._connected:
-                self.counters.dropped_sender += 1
-                return False
-            if not await link.wait_writable(deadline):
-                raise self._timeout_or_gone(deadline, endpoint)
-        descriptor = await self._write_record(writer, buffer, array_meta, lossy, deadline)
-        if descriptor is None:
-            self.counters.dropped_sender += 1
-            # The ring is full, maybe of records whose descriptors still wait here for the
-            # end of this loop iteration: a sender that never yields (a lossy send does
-            # not) would keep them from the receiver, which could free nothing, and drop
-            # all that follows (5 of 100 samples went out). Send them now.
-            if endpoint in self._batches:
-                self._flush(endpoint, serial)
-            return False
-        frame.shm = descriptor.to_bytes()
-        self._queue_frame(endpoint, wire.encode_stream(frame), serial)
-        self._connected.add(endpoint)
-        self.counters.chunks_sent += 1
-        self.counters.bytes_via_shm += size
-        return True
-
-    def _queue_frame(self, endpoint: str, data: bytes, target_serial: int) -> None:
-        """Queue a ring descriptor; descriptors queued in one loop iteration go out as one
-        ZeroMQ message. A send wakes ZeroMQ's I/O thread, which at 1 MiB chunks cost more
-        than the bookkeeping around the copy (scripts/bench_stream.py profile)."""
-        frames = self._batches.get(endpoint)
-        if frames is None:
-            frames = self._batches[endpoint] = []
-            self._loop.call_soon(self._flush, endpoint, target_serial)
-        frames.append(data)
-        if len(frames) >= MAX_BATCH_FRAMES:
-            self._flush(endpoint, target_serial)
-
-    def _flush(self, endpoint: str, target_serial: int) -> None:
-        frames = self._batches.pop(endpoint, None)
-        if not frames:
-            return
-        try:
-            self._rpc.link(endpoint).send_multipart_nowait([*frames])
-        except zmq.Again:
-            # The records are committed: the frames must reach the reader, or the ring
-            # could never release them. Wait for the socket (bounded) in the background.
-            task = self._loop.create_task(self._flush_later(endpoint, frames, target_serial))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        except zmq.ZMQError as exc:
-            log.warning("stream frames to %s lost: %s", endpoint, exc)
-            self.forget_target(target_serial)
-
-    async def _flush_later(self, endpoint: str, frames: list[bytes], target_serial: int) -> None:
-        link = self._rpc.link(endpoint)
-        deadline = self._loop.time() + FLUSH_WAIT_S
-        while await link.wait_writable(deadline):
-            try:
-                link.send_multipart_nowait(frames)
-                return
-            except zmq.Again:
-                continue
-        # The receiver is gone or stuck: this ring can never be released in order again;
-        # the next send starts a new one (and the directory tells the sender if it died).
-        log.warning(
-            "%d stream frame(s) to %s not delivered in %.0fs", len(frames), endpoint, FLUSH_WAIT_S
-        )
-        self.forget_target(target_serial)
-
-    async def _write_record(
-        self, writer: RingWriter, buffer: Any, array_meta: bytes, lossy: bool, deadline: float
-    ) -> Descriptor | None:
-        pause = RING_POLL_MIN_S
-        while True:
-            try:
-                if array_meta:
-                    return writer.write_array_nowait(buffer)
-                return writer.write_nowait(buffer)
-            except ClosedResourceError:
-                # forget_target() closed it: the receiver went away while we waited.
-                raise Unavailable(f"the receiver of ring {writer.name} went away") from None
-            except WouldBlock:
-                if lossy:
-                    return None
-                if self._loop.time() + pause > deadline:
-                    raise DeadlineExceeded(
-                        f"ring {writer.name} stayed full until the deadline (receiver too slow)"
-                    ) from None
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, RING_POLL_MAX_S)
-
-    async def _send_frame(self, endpoint: str, data: bytes, deadline: float, lossy: bool) -> bool:
-        if endpoint in self._batches:
-            # Descriptors are waiting to go out: queue behind them, or chunks of one
-            # stream would overtake each other.
-            self._batches[endpoint].append(data)
-            self.counters.chunks_sent += 1
-            return True
-        if lossy and endpoint in self._connected:
-            try:
-                self._rpc.link(endpoint).send_nowait(data)
-            except zmq.Again:
-                self.counters.dropped_sender += 1
-                return False
-        else:
-            try:
-                await self._rpc.send(endpoint, data, deadline)
-            except Unavailable:
-                raise self._timeout_or_gone(deadline, endpoint) from None
-        self._connected.add(endpoint)
-        self.counters.chunks_sent += 1
-        return True
-
-    def _timeout_or_gone(self, deadline: float, endpoint: str) -> Exception:
-        if self._loop.time() >= deadline:
-            return DeadlineExceeded(f"{endpoint} did not take the stream frame before the deadline")
-        return Unavailable(f"{endpoint} is not accepting stream frames")
 
 
 class _Queue:

@@ -9,17 +9,21 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zlib
 
 import numpy as np
 import pytest
+import zmq
 
 import actrhost
 from actrhost import BadRequest, DataStream, MediaSample, PayloadType, Unavailable
 from actrhost import _envelope as wire
 from actrhost._envelope import StreamFrame
+from actrhost._rpc import RpcEndpoint
 from actrhost._rundir import node_prefix
+from actrhost._stream_sender import StreamSender
 from actrhost._streams import StreamReceiver
 from actrhost.shm import RingWriter, node_segment_prefix, segment_name, unlink_prefix
 
@@ -235,6 +239,66 @@ def test_a_latency_first_chunk_drops_only_lossy_chunks_queued_before_it():
         receiver.close()
 
     run(go())
+
+
+def _read_slowly(sock: zmq.Socket, want: int, got: list[int], stop: threading.Event) -> None:
+    """A receiver slower than its sender: its queue fills again and again."""
+    while not stop.is_set() and len(got) < want:
+        if sock.poll(50):
+            got += [wire.decode(data).sequence for data in sock.recv_multipart()[1:]]
+            time.sleep(0.002)
+
+
+def test_chunks_keep_their_order_while_the_receivers_queue_is_full(tmp_path):
+    # Ring descriptors (and inline chunks among them) to a receiver whose ZeroMQ queue
+    # keeps filling: batches that found it full once went out after later ones, in
+    # blocks of 64 chunks (QA, a remote stream next to calls; docs/history.md).
+    count = 8_000
+    zctx = zmq.Context()
+    receiver = zctx.socket(zmq.ROUTER)
+    receiver.setsockopt(zmq.RCVHWM, 1)
+    receiver.bind(f"ipc://{tmp_path}/receiver.sock")
+    got: list[int] = []
+    stop = threading.Event()
+    reader = threading.Thread(target=_read_slowly, args=(receiver, count, got, stop))
+
+    async def go():
+        rpc = RpcEndpoint(zctx, f"ipc://{tmp_path}/sender.sock", lambda *_: None, hwm=1, name="s")
+        sender = StreamSender(
+            rpc, node_prefix=f"t{os.getpid()}o", self_tag="1.1", threshold_bytes=8, ring_bytes=RING
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            for sequence in range(count):
+                frame = StreamFrame(
+                    wire.STREAM, "s", payload_type=PayloadType.STREAM_RELIABLE, sequence=sequence
+                )
+                payload = b"inline" if sequence % 5 == 0 else b"through the ring"
+                await sender.send(
+                    frame,
+                    payload,
+                    endpoint=f"ipc://{tmp_path}/receiver.sock",
+                    target=None,
+                    target_pid=os.getpid(),
+                    deadline=loop.time() + 20,
+                )
+                if sequence % 8 == 0:
+                    await asyncio.sleep(0)  # an actor's other work: stalled batches may go
+            while len(got) < count:
+                await asyncio.sleep(0.05)
+        finally:
+            sender.close()
+            rpc.close()
+
+    reader.start()
+    try:
+        run(go(), 60)
+    finally:
+        stop.set()
+        reader.join()
+        receiver.close(0)
+        zctx.term()
+    assert got == list(range(count))
 
 
 def test_a_plain_function_works_as_a_stream_callback():

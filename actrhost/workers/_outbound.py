@@ -15,7 +15,7 @@ from .._errors import NotFound, Unavailable
 from .._ids import ActrId, ActrType
 from .._payload_type import PayloadType
 from .._rpc import RpcEndpoint
-from .._streams import StreamSender
+from .._stream_sender import StreamSender
 
 if TYPE_CHECKING:
     from ._process import WorkerSpec

@@ -41,7 +41,8 @@ from .._payload_type import PayloadType
 from .._rpc import RpcEndpoint
 from .._rundir import remove_orphaned_run_dir
 from .._settings import build_settings
-from .._streams import StreamReceiver, StreamSender
+from .._stream_sender import StreamSender
+from .._streams import StreamReceiver
 from .._zmqloop import LoopSocket
 from ._loop_watch import LoopWatch
 from ._mailbox import Mailbox
