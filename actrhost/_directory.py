@@ -21,6 +21,14 @@ if TYPE_CHECKING:
     from ._streams import StreamReceiver
 
 
+def gateway_streams_endpoint(endpoint: str) -> str:
+    """The gateway's socket for stream frames and media samples, beside ``endpoint`` (its
+    socket for calls and tells). Two sockets, so that the gateway can stop reading streams
+    for a link that backs up while calls to the same node still get through."""
+    base = endpoint.removesuffix(".sock")
+    return f"{base}-streams.sock" if base != endpoint else f"{endpoint}-streams"
+
+
 class ActorState(StrEnum):
     """Life cycle of one actor instance. ``dead`` = its process vanished uncleanly."""
 
@@ -216,6 +224,11 @@ class Directory:
                 "the node's gateway is not running (restarting?): other nodes are out of reach now"
             )
         return self.gateway
+
+    def stream_endpoint(self, endpoint: str) -> str:
+        """Where stream frames for ``endpoint`` go: there, except for the gateway, which
+        reads them on a socket of their own (docs/gateway.md, "Backpressure")."""
+        return gateway_streams_endpoint(endpoint) if endpoint == self.gateway else endpoint
 
     def reader_pid(self, actr_id: ActrId | None, endpoint: str) -> int | None:
         """The process that reads a ring for ``actr_id``: its worker, or for another node's

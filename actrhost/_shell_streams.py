@@ -88,7 +88,7 @@ class ShellStreams:
         return await self._streams_out.send(
             frame,
             payload,
-            endpoint=endpoint,
+            endpoint=self.directory.stream_endpoint(endpoint),
             target=actr_id,
             target_pid=self.directory.reader_pid(actr_id, endpoint),
             deadline=deadline,

@@ -47,7 +47,7 @@ class Gateway:
             on_frame=lambda pc, lane, data: self.frames.append(data),
             on_control=lambda pc, m: None,
             on_state=lambda pc, s, r: None,
-            on_pressure=lambda pc, full: None,
+            on_pressure=lambda pc, socket, full: None,
             on_media=lambda pc, sample: None,
             parse_id=str,
         )

@@ -41,7 +41,7 @@ class Side:
             on_frame=self._on_frame,
             on_control=lambda pc, m: self.controls.append(m),
             on_state=lambda pc, s, r: self.states.append(s),
-            on_pressure=lambda pc, full: self.pressure.append(full),
+            on_pressure=lambda pc, socket, full: self.pressure.append(full),
             on_media=lambda pc, sample: None,
             parse_id=str,
         )

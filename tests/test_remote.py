@@ -565,3 +565,63 @@ def test_tells_to_a_remote_actor_during_its_rolling_restart_are_all_handled(
     assert sum(line.startswith("start ") for line in lines) == 2  # it did restart
     told = [line for line in lines if line.startswith("tell ")]
     assert sorted(told, key=lambda t: int(t.split()[1])) == [f"tell {n}" for n in range(count)]
+
+
+def test_a_stalled_stream_to_another_node_does_not_hold_up_calls(node_factory, signaling_url):
+    # A receiver that takes a second per chunk: its stream backs up through both gateways
+    # into the sender's ring. Calls to the other node, from the sending actor's node, go
+    # on meanwhile (they once queued behind the stream's frames on the way to the gateway:
+    # tens of seconds, QA).
+    node = f'[signaling]\nurl = "{signaling_url}"\n\n[shm]\nring_bytes = 4194304\n'
+    source = node_factory(
+        """
+        [[actor]]
+        name = "source"
+        type = "test+Source"
+        handler = "actors:StreamSource"
+        """,
+        node,
+    )
+    sink = node_factory(
+        """
+        [[actor]]
+        name = "sink"
+        type = "test+Sink"
+        handler = "actors:StreamSink"
+        mailbox_capacity = 4
+
+        [[actor]]
+        name = "echo"
+        type = "test+Echo"
+        handler = "actors:Echo"
+        """,
+        "hwm_messages = 8\n" + node,
+    )
+
+    async def go():
+        async with (
+            actrhost.connect(source.config_path) as shell,
+            actrhost.connect(sink.config_path) as sink_shell,
+        ):
+            echo_id = await shell.discover("test+Echo")
+            assert await shell.call(echo_id, "test.Echo.Say", b"before", timeout=10) == b"before"
+            await sink_shell.call("sink", "test.Sink.Configure", b'{"delay_s": 1.0}')
+            request = json.dumps({"target": "test+Sink", "sizes": [1 << 20] * 60, "timeout": 90})
+            stream = asyncio.ensure_future(
+                shell.call("source", "test.Source.Send", request.encode(), timeout=120)
+            )
+            try:
+                await asyncio.sleep(4)  # the stream fills the rings and queues
+                assert not stream.done()
+                started = time.monotonic()
+                for n in range(5):
+                    said = await shell.call(echo_id, "test.Echo.Say", b"%d" % n, timeout=2)
+                    assert said == b"%d" % n
+                print(f"5 calls beside the stalled stream: {time.monotonic() - started:.2f} s")
+            finally:
+                # Let the stream finish quickly, and check it lost nothing.
+                await sink_shell.call("sink", "test.Sink.Configure", b'{"delay_s": 0}')
+                sent = json.loads(await asyncio.wait_for(stream, 60))
+            assert all(chunk["ok"] for chunk in sent)
+
+    run(go(), 120)

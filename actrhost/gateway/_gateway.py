@@ -24,7 +24,7 @@ from aiortc import RTCCertificate
 
 from .. import _control as control
 from .._config import Config
-from .._directory import ActorState, Directory
+from .._directory import ActorState, Directory, gateway_streams_endpoint
 from .._envelope import StreamFrame
 from .._errors import ActrError, Unavailable
 from .._ids import ActrId
@@ -44,7 +44,7 @@ from ._peer import Callbacks, PeerConnection, wait_for_closing_connections
 from ._remote import RemoteNode
 from ._spec import GatewaySpec, acl_rules, credential_hex, register
 from ._trust import Parked
-from ._types import Tuning
+from ._types import CALLS, STREAMS, Tuning
 
 log = logging.getLogger(__name__)
 
@@ -85,18 +85,16 @@ class Gateway(Nodes, Outbound, Inbound):
         self._stop = asyncio.Event()
         self._restarting = False  # the supervisor stops us to start a new gateway
         self._zctx = zmq.Context()
-        hwm = config.node.hwm_messages
-        self._hwm = hwm
-        router = self._zctx.socket(zmq.ROUTER)
-        configure_socket(router, hwm)
-        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        router.bind(spec.endpoint)
-        # Few messages per turn: one may hold 64 stream frames (a sender's batch), and the
-        # loop must get back to the links' receive path often (a flood of latency-first
-        # frames once starved it past the keepalive timeout).
-        self._router = LoopSocket(
-            router, self._on_router, "gateway in", self._flush_links, batch=ROUTER_BATCH
+        self._hwm = config.node.hwm_messages
+        # Workers send calls and tells to one socket, stream frames and media samples to
+        # another: a stream that backs up (a slow receiver on another node) stops the
+        # reading of streams only, and calls to any node still go through.
+        self._router = self._bind_router(spec.endpoint, "gateway in")
+        self._stream_router = self._bind_router(
+            gateway_streams_endpoint(spec.endpoint), "gateway streams in"
         )
+        self._routers = {CALLS: self._router, STREAMS: self._stream_router}
+        self._pressure: dict[str, set[object]] = {CALLS: set(), STREAMS: set()}
         ctl = self._zctx.socket(zmq.DEALER)
         ctl.setsockopt(zmq.LINGER, 1000)
         ctl.setsockopt(zmq.ROUTING_ID, b"g:" + self.node_id.encode())
@@ -133,19 +131,28 @@ class Gateway(Nodes, Outbound, Inbound):
         self._in_ids = itertools.count(1)
         self._out_ids = itertools.count(1)
         self._rings = RingReaders(spec.shm_prefix)
-        self._pressure: set[object] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._callbacks = Callbacks(
             on_frame=self._on_link_frame,
             on_control=self._on_link_control,
             on_state=lambda pc, state, reason: None,  # RemoteNode reports instead
-            on_pressure=self._on_pressure,
+            on_pressure=lambda pc, socket, full: self._on_pressure((pc, socket), full, (socket,)),
             on_media=self._deliver_media,
             parse_id=ActrId.parse,
         )
 
     def __repr__(self) -> str:
         return f"Gateway({self.node_id})"
+
+    def _bind_router(self, endpoint: str, name: str) -> LoopSocket:
+        router = self._zctx.socket(zmq.ROUTER)
+        configure_socket(router, self._hwm)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        router.bind(endpoint)
+        # Few messages per turn: one may hold 64 stream frames (a sender's batch), and the
+        # loop must get back to the links' receive path often (a flood of latency-first
+        # frames once starved it past the keepalive timeout).
+        return LoopSocket(router, self._on_router, name, self._flush_links, batch=ROUTER_BATCH)
 
     def _send_link(self, pc: PeerConnection, lane: int, frame: bytes) -> None:
         """Send a frame to another node: kept for a batch during a drain of a worker
@@ -356,14 +363,15 @@ class Gateway(Nodes, Outbound, Inbound):
         self._rings.close()
         for dealer in self._dealers.values():
             dealer.close(linger_ms)
-        self._router.close(linger_ms)
+        for router in self._routers.values():
+            router.close(linger_ms)
         self._control.close(linger_ms=linger_ms)
         self._zctx.term()
-        path = Path(self.spec.endpoint.removeprefix("ipc://"))
-        if self.spec.endpoint.startswith("ipc://") and not taken_over(
-            path.parent, self.spec.supervisor_pid
-        ):
+        endpoint = self.spec.endpoint
+        path = Path(endpoint.removeprefix("ipc://"))
+        if endpoint.startswith("ipc://") and not taken_over(path.parent, self.spec.supervisor_pid):
             path.unlink(missing_ok=True)
+            Path(gateway_streams_endpoint(endpoint).removeprefix("ipc://")).unlink(missing_ok=True)
         if orphaned:
             # Like an orphaned worker: the last process out removes the run dir.
             remove_orphaned_run_dir(self.spec.control_endpoint, self.spec.supervisor_pid)

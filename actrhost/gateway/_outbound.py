@@ -46,7 +46,7 @@ from ._counters import GatewayCounters
 from ._media import is_track_sample
 from ._peer import PeerConnection
 from ._remote import RemoteNode, session_id
-from ._types import Tuning
+from ._types import CALLS, STREAMS, Tuning
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ class Outbound:
     counters: GatewayCounters
     _loop: asyncio.AbstractEventLoop
     _router: LoopSocket
+    _routers: dict[str, LoopSocket]
     _regs: dict[ActrId, Any]
     _to_signaling: dict[ActrId, ActrId]
     _nodes: dict[str, RemoteNode]
@@ -100,7 +101,7 @@ class Outbound:
     _rings: RingReaders
     _lossy: dict[ActrId, deque[StreamFrame]]
     tuning: Tuning
-    _pressure: set[object]
+    _pressure: dict[str, set[object]]
     _spawn: Callable[[Any], None]
     _send_link: Callable[[PeerConnection, int, bytes], None]
     _in_drain: bool
@@ -428,14 +429,20 @@ class Outbound:
         except zmq.ZMQError:
             self.counters.undeliverable += 1
 
-    def _on_pressure(self, source: object, full: bool) -> None:
-        if full:
-            self._pressure.add(source)
-            self._router.pause_reading()
-        else:
-            self._pressure.discard(source)
-            if not self._pressure:
-                self._router.resume_reading()
+    def _on_pressure(
+        self, source: object, full: bool, sockets: tuple[str, ...] = (CALLS, STREAMS)
+    ) -> None:
+        """Stop reading the workers' ``sockets`` while ``source`` (a link's lanes, the
+        frames waiting for a locate) is full; read again once no source is."""
+        for name in sockets:
+            waiting = self._pressure[name]
+            if full:
+                waiting.add(source)
+                self._routers[name].pause_reading()
+            elif source in waiting:
+                waiting.remove(source)
+                if not waiting:
+                    self._routers[name].resume_reading()
 
 
 async def discover_dependency(config: Config, reg: Any, actr_type: ActrType) -> Any:

@@ -57,7 +57,8 @@ def use_certificate(pc: RTCPeerConnection, certificate: RTCCertificate) -> None:
 FrameCallback = Callable[["PeerConnection", int, bytes], None]
 ControlCallback = Callable[["PeerConnection", dict[str, Any]], None]
 StateCallback = Callable[["PeerConnection", LinkState, str], None]
-PressureCallback = Callable[["PeerConnection", bool], None]
+#: (connection, the gateway socket it is about: CALLS or STREAMS, full).
+PressureCallback = Callable[["PeerConnection", str, bool], None]
 MediaCallback = Callable[["PeerConnection", StreamFrame], None]
 
 
@@ -117,7 +118,7 @@ class PeerConnection(Sending):
         self._open_channels = 0
         self._wake = asyncio.Event()
         self._low = asyncio.Event()
-        self._pressured = False
+        self._pressured: set[str] = set()
         self._stream_sent_bytes = 0
         self._stream_acked_bytes = 0
         self._stream_delivered_bytes = 0
@@ -276,8 +277,8 @@ class PeerConnection(Sending):
             self._tasks.append(self._loop.create_task(self._keepalive()))
             self._wake.set()
 
-    def _report_pressure(self, full: bool) -> None:
-        self._cb.on_pressure(self, full)
+    def _report_pressure(self, socket: str, full: bool) -> None:
+        self._cb.on_pressure(self, socket, full)
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -415,9 +416,9 @@ class PeerConnection(Sending):
         if self._ack_handle is not None:
             self._ack_handle.cancel()
         self.drop_queued()
-        if self._pressured:
-            self._pressured = False
-            self._cb.on_pressure(self, False)
+        for socket in self._pressured:
+            self._cb.on_pressure(self, socket, False)
+        self._pressured.clear()
         self.media_sender.stop()
         self.media_receiver.stop()
         pc, self._pc = self._pc, None

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from .._envelope import StreamFrame
 from .._payload_type import PayloadType
 from . import _framing as framing
-from ._types import TERMINAL, LinkCounters, LinkState, Tuning
+from ._types import CALLS, STREAMS, TERMINAL, LinkCounters, LinkState, Tuning
 
 if TYPE_CHECKING:
     from ._media import MediaSender
@@ -80,6 +80,8 @@ _LANE_SLOT: dict[int, int] = {
     PayloadType.MEDIA_RTP: _LATENCY,  # media that is not a raw array: encoded bytes
     PayloadType.STREAM_RELIABLE: _STREAM,
 }
+#: The gateway socket that feeds each reliable lane (a full lane stops reading it).
+_SOCKET_OF = {_SIGNAL: CALLS, _RPC: CALLS, _STREAM: STREAMS}
 _SLOT_LANE = {
     _SIGNAL: PayloadType.RPC_SIGNAL,
     _RPC: PayloadType.RPC_RELIABLE,
@@ -119,13 +121,13 @@ class Sending:
     _held: list[tuple[int, bytes]]
     _wake: asyncio.Event
     _low: asyncio.Event
-    _pressured: bool
+    _pressured: set[str]  # gateway sockets this connection asked to stop reading
     _stream_sent_bytes: int
     _stream_acked_bytes: int
     _message_ids: Iterator[int]
     media_sender: MediaSender
     fail: Callable[[str], None]
-    _report_pressure: Callable[[bool], None]  # to the owner: stop or resume reading
+    _report_pressure: Callable[[str, bool], None]  # to the owner: stop or resume reading
 
     # -- sending -----------------------------------------------------------------------
 
@@ -152,9 +154,14 @@ class Sending:
 
     def _queued(self, q: _Lane, size_bytes: int) -> None:
         q.queued_bytes += size_bytes
-        if not q.lossy and q.queued_bytes > self.tuning.queue_high_bytes and not self._pressured:
-            self._pressured = True
-            self._report_pressure(True)
+        socket = _SOCKET_OF.get(q.slot)
+        if (
+            socket is not None
+            and q.queued_bytes > self.tuning.queue_high_bytes
+            and socket not in self._pressured
+        ):
+            self._pressured.add(socket)
+            self._report_pressure(socket, True)
         self._wake.set()
 
     def _send_now(self, q: _Lane, lane: int, frame: bytes) -> bool:
@@ -359,12 +366,14 @@ class Sending:
             if kind == _CONTROL:
                 return data
             q.queued_bytes -= len(data)
-            if self._pressured and not any(
-                not x.lossy and x.queued_bytes > self.tuning.queue_high_bytes // 2
+            socket = _SOCKET_OF.get(q.slot)
+            if socket in self._pressured and not any(
+                _SOCKET_OF.get(x.slot) == socket
+                and x.queued_bytes > self.tuning.queue_high_bytes // 2
                 for x in self._lanes
             ):
-                self._pressured = False
-                self._report_pressure(False)
+                self._pressured.discard(socket)
+                self._report_pressure(socket, False)
             if kind == _BATCH:
                 return data  # counted when it was made
             counters = self.counters.by_lane[lane]

@@ -32,6 +32,7 @@ import zmq
 
 from .. import _control as control
 from .. import _envelope as wire
+from .._directory import gateway_streams_endpoint
 from .._envelope import MEDIA, REQUEST, RESPONSE, STREAM, TELL, Envelope, StreamFrame
 from .._errors import ActrError, DeadlineExceeded, HandlerError, NotFound
 from .._ids import ActrId
@@ -199,6 +200,8 @@ class HarnessNode:
             f"[webrtc]\n{textwrap.dedent(webrtc_toml)}\n\n{actor_toml}"
         )
         self.gateway_endpoint = f"ipc://{self._sock_dir}/gw.sock"
+        #: Where the workers send stream frames and media samples (as real workers do).
+        self.gateway_streams_endpoint = gateway_streams_endpoint(self.gateway_endpoint)
         self.control_endpoint = f"ipc://{self._sock_dir}/control.sock"
         self.log_path = folder / "gateway.log"
         self.ids: dict[str, ActrId] = {}
@@ -486,7 +489,7 @@ class HarnessNode:
         Unlike ``RpcEndpoint.send`` (which waits at most 1 s, for a peer that is
         connecting): a reliable stream must wait as long as the gateway's backpressure.
         """
-        link = worker.rpc.link(self.gateway_endpoint)
+        link = worker.rpc.link(self.gateway_streams_endpoint)
         while True:
             try:
                 link.send_nowait(data)
@@ -510,7 +513,7 @@ class HarnessNode:
         worker = self.workers[sender]
         data = _chunk(worker, target, stream_id, sequence, payload, lane)
         try:
-            worker.rpc.link(self.gateway_endpoint).send_nowait(data)
+            worker.rpc.link(self.gateway_streams_endpoint).send_nowait(data)
         except zmq.Again:
             return False
         return True
@@ -540,7 +543,8 @@ class HarnessNode:
             codec=codec,
             media_type=media_type,
         )
-        await worker.rpc.send(self.gateway_endpoint, wire.encode_stream(frame), self._deadline(5.0))
+        data = wire.encode_stream(frame)
+        await worker.rpc.send(self.gateway_streams_endpoint, data, self._deadline(5.0))
 
     async def wait_for(self, predicate: Any, timeout_s: float, what: str) -> None:
         """Poll ``predicate()`` every 10 ms until true; AssertionError after ``timeout_s``."""

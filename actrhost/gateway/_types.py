@@ -9,7 +9,20 @@ from typing import Any
 from .._payload_type import PayloadType
 from ._media import MediaCounters
 
-__all__ = ["TERMINAL", "TRANSITIONS", "LaneCounters", "LinkCounters", "LinkState", "Tuning"]
+__all__ = [
+    "CALLS",
+    "STREAMS",
+    "TERMINAL",
+    "TRANSITIONS",
+    "LaneCounters",
+    "LinkCounters",
+    "LinkState",
+    "Tuning",
+]
+
+#: The gateway's two sockets for its workers (and what a full lane stops reading): calls
+#: and tells, and stream frames and media samples.
+CALLS, STREAMS = "calls", "streams"
 
 
 class LinkState(StrEnum):
