@@ -50,8 +50,6 @@ _ACTOR_TROUBLE = (
     "streams_in.not_running",
     "streams_in.malformed",
     "streams_in.callback_errors",
-    "loop_blocks",
-    "loop_blocked_seconds",
 )
 
 
@@ -111,6 +109,13 @@ def format_status(status: dict[str, Any]) -> str:
         trouble = _actor_trouble(actor.get("stats") or {})
         if trouble:
             lines.append(f"  {label} refused or lost: {', '.join(trouble)}")
+        blocks = (actor.get("stats") or {}).get("loop_blocks")
+        if blocks:
+            blocked_s = actor["stats"].get("loop_blocked_seconds", 0)
+            lines.append(
+                f"  {label} event loop blocked: loop_blocks {blocks}, "
+                f"loop_blocked_seconds {blocked_s} (the worker's log has the blocking lines)"
+            )
     start = status.get("workers_start")
     if start and start.get("method") == "forkserver":
         lines.append(

@@ -451,4 +451,28 @@ def test_a_handler_that_blocks_the_loop_is_reported_with_where_it_blocks(node_fa
     assert stats["loop_blocks"] == 1
     assert 1.0 < stats["loop_blocked_seconds"] < 3.0
     text = cli("status", str(node.config_path)).stdout
-    assert "loop_blocks 1" in text and "loop_blocked_seconds 1." in text
+    (line,) = [line for line in text.splitlines() if "event loop blocked" in line]
+    assert "t#0" in line and "loop_blocks 1," in line and "loop_blocked_seconds 1." in line
+    assert "refused or lost" not in text
+
+
+def test_with_the_loop_watch_off_no_loop_counters_are_reported(node_factory):
+    node = node_factory(
+        """
+        [[actor]]
+        name = "t"
+        type = "test+Load"
+        handler = "actors:LoadTarget"
+        """,
+        "blocked_loop_warning_s = 0\n",
+    )
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            assert await shell.call("t", "test.Load.StallOnce", b"0.3@0", timeout=10) == b"ok"
+
+    run(go())
+    stats = node.status()["actors"][0]["stats"]
+    assert stats["calls_served"] >= 1
+    assert "loop_blocks" not in stats  # a 0 would say that nothing blocked
+    assert "blocked" not in node.log()

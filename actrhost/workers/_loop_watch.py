@@ -61,6 +61,10 @@ class LoopWatch:
         self._thread = threading.Thread(target=self._watch, name="actrhost-loop-watch", daemon=True)
         self._thread.start()
 
+    def stats(self) -> dict[str, float]:
+        """The counters for ``actrhost status`` and the metrics page."""
+        return {"loop_blocks": self.blocks, "loop_blocked_seconds": round(self.blocked_s, 3)}
+
     def stop(self) -> None:
         """Stop ticking and watching (the thread ends within one period)."""
         self._stopped.set()

@@ -359,8 +359,9 @@ class Worker(Outbound):
             **vars(self.counters),
             **self.rpc.counters.as_dict(),
             "stream_backlog": self.streams_in.backlog,
-            "loop_blocks": self.loop_watch.blocks if self.loop_watch else 0,
-            "loop_blocked_seconds": round(self.loop_watch.blocked_s, 3) if self.loop_watch else 0.0,
+            # Not there when the watch is off ([node] blocked_loop_warning_s = 0): a 0
+            # would claim that nothing blocked.
+            **(self.loop_watch.stats() if self.loop_watch else {}),
             "streams_in": self.streams_in.counters.as_dict(),
             "streams_out": self.streams_out.counters.as_dict(),
             "routes": {key: stats.to_dict() for key, stats in self.route_stats.items()},
