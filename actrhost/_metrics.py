@@ -189,6 +189,14 @@ def _actor_metrics(out: _Exposition, node: dict[str, str], actor: dict[str, Any]
     }
     _process_metrics(out, "actrhost_actor", "actor instance", actor, labels)
     stats = actor.get("stats") or {}
+    if stats:
+        out.gauge(
+            "actrhost_stats_age_seconds",
+            "How old the worker's counters are: 0 when it answered this scrape, else the "
+            "age of its last answer (a blocked loop or a stopped process).",
+            actor.get("stats_age_s", 0),
+            labels,
+        )
     for key, value in stats.items():
         if key in _WORKER_GAUGES:
             out.gauge(f"actrhost_{key}", _WORKER_GAUGES[key], value, labels)

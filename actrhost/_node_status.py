@@ -2,7 +2,9 @@
 counters its worker sends when asked (over the control socket), and the gateway's.
 
 A worker that does not answer within ``STATS_TIMEOUT_S`` (a handler blocking its loop,
-a stopped process) shows without counters; the status table says so.
+a stopped process) shows the counters it sent last, with their age in ``stats_age_s``
+(or none, if it never answered); the status table says so. Metrics then keep their series
+instead of losing them for the length of the block.
 """
 
 from __future__ import annotations
@@ -51,7 +53,13 @@ async def collect_status(supervisor: Supervisor) -> dict[str, Any]:
             # not be shown beside the new pid and restart count (a scrape saw counters
             # drop with no restart counted). The next status has the new one's.
             stats = {}
-        actors.append({**slot.entry().to_json(), "stats": stats, "error": slot.error})
+        entry = {**slot.entry().to_json(), "stats": stats, "error": slot.error}
+        if stats:
+            slot.last_stats = (slot.pid, loop.time(), stats)
+        elif slot.state in LIVE_STATES and slot.last_stats and slot.last_stats[0] == slot.pid:
+            _pid, at, entry["stats"] = slot.last_stats
+            entry["stats_age_s"] = round(loop.time() - at, 1)
+        actors.append(entry)
     return {
         "node": sup.config.node.name,
         "run_dir": str(sup.run_dir),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import signal
 from dataclasses import dataclass, field
+from typing import Any
 
 from ._config import ActorConfig
 from ._directory import ActorEntry, ActorState
@@ -44,6 +45,8 @@ class Slot:
     process: WorkerProcess | None = None
     restart_requested: bool = False  # stopped by a rolling restart: start it again at once
     given_up: bool = False  # exited and will not be restarted (policy or restart limit)
+    #: The counters its process last sent for a status request: (pid, loop time, stats).
+    last_stats: tuple[int | None, float, dict[str, Any]] | None = None
 
     @property
     def label(self) -> str:

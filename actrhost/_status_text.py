@@ -100,10 +100,12 @@ def format_status(status: dict[str, Any]) -> str:
     lines += _table(rows)
     for actor in status["actors"]:
         label = f"{actor['name']}#{actor['index']}"
-        if actor["state"] == "running" and not actor.get("stats"):
+        if actor["state"] == "running" and (not actor.get("stats") or "stats_age_s" in actor):
             # Its counters did not come within the status request's wait: a handler
             # blocking its loop, or a stopped (SIGSTOP) process. Calls to it will wait.
-            lines.append(f"  {label} did not answer the stats request: busy or stuck")
+            age = actor.get("stats_age_s")
+            shown = f" (counters shown are {age} s old)" if age is not None else ""
+            lines.append(f"  {label} did not answer the stats request: busy or stuck{shown}")
         if actor.get("error") and actor["state"] not in _LIVE:
             lines.append(f"  {label} {actor['state']}: {actor['error']}")
         trouble = _actor_trouble(actor.get("stats") or {})

@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import actrhost
 from actrhost._histogram import Histogram
 from actrhost._metrics import CONTENT_TYPE, MAX_CONNECTIONS, health, render_metrics
+from actrhost._status_text import format_status
 
 from .utils import REPO, Node, children_of, run, wait_until
 from .utils import actrhost_command as cli
@@ -343,3 +344,40 @@ def test_readiness_needs_one_running_instance_per_actor_and_the_gateway():
     )
     no_gateway = {"actors": [{"name": "a", "index": 0, "state": "running"}], "gateway": None}
     assert health(no_gateway) == ([], [])
+
+
+def test_a_blocked_worker_keeps_its_series_with_their_age(node_factory):
+    node = node_factory(
+        """
+        [[actor]]
+        name = "t"
+        type = "test+Load"
+        handler = "actors:LoadTarget"
+        """,
+        METRICS,
+    )
+    url = node.status()["metrics"]
+    labels = {"actor": "t", "type": "test+Load"}
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            assert await shell.call("t", "test.Load.Say", b"x", timeout=5) == b"x"
+            _, before = await asyncio.to_thread(scrape, url)
+            assert total(before, "actrhost_stats_age_seconds", **labels) == 0
+            # A synchronous 3 s sleep in a handler: the worker answers no stats request.
+            stall = asyncio.ensure_future(
+                shell.call("t", "test.Load.StallOnce", b"3@0", timeout=10)
+            )
+            await asyncio.sleep(0.3)
+            _, during = await asyncio.to_thread(scrape, url)
+            status = await shell.status()
+            assert await stall == b"ok"
+        # The series go on with the counters it sent last, and say how old they are.
+        assert total(during, "actrhost_calls_served_total", **labels) == 1
+        assert total(during, "actrhost_stats_age_seconds", **labels) >= 0.5
+        (actor,) = status["actors"]
+        assert actor["stats"]["calls_served"] == 1 and actor["stats_age_s"] >= 0.5
+        text = format_status(status)
+        assert "t#0 did not answer the stats request: busy or stuck (counters shown are" in text
+
+    run(go(), 30)
