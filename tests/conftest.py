@@ -43,12 +43,13 @@ def signaling_url() -> Iterator[str]:
 def gateway_process_setup() -> Iterator[None]:
     """What the gateway process does at start (aiortc tuning, ICE host addresses on
     loopback), for tests that run real peer connections in this process."""
-    from actrhost.gateway import _dtls, _sctp
+    from actrhost.gateway import _dtls, _jitter, _sctp
     from actrhost.gateway._ice import skip_stun_parse_for_media, use_host_addresses
     from actrhost.gateway._media import skip_rtcp_of_silent_tracks
 
     _sctp.install()
     _dtls.install()
+    _jitter.install()
     skip_stun_parse_for_media()
     skip_rtcp_of_silent_tracks()
     use_host_addresses(["127.0.0.1"])

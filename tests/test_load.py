@@ -714,12 +714,12 @@ def test_ctrl_c_stops_early_with_a_partial_report(node_factory, tmp_path, mode):
     try:
         time.sleep(3)
         proc.send_signal(signal.SIGINT)
-        stdout, _ = proc.communicate(timeout=20)
+        stdout, stderr = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130
+    assert proc.returncode == 130, stderr
     assert "INTERRUPTED" in stdout
     doc = json.loads(out.read_text())
     assert doc["interrupted"] is True

@@ -290,9 +290,8 @@ def test_three_nodes_calls_streams_and_media_across(node_factory, signaling_url)
                 if time.monotonic() > resend_at and not got.get("video"):
                     # Media is lossy: frames sent while the stream filled the UDP socket
                     # may all be lost, keyframe included. A camera keeps sending; so do we,
-                    # two seconds of it: aiortc's jitter buffer waits for a packet lost
-                    # with its one retransmission until 128 later packets arrived (these
-                    # frames are one packet each), then asks for a keyframe (gateway.md).
+                    # two seconds of it: the receiver gives a lost packet 0.5 s, then asks
+                    # for a keyframe (gateway.md, Lost video packets).
                     again = {"target": "test+Sink", "sizes": [], "frames": 60}
                     request = json.dumps(again).encode()
                     sent = json.loads(await shell.call("source", "test.Source.Send", request))

@@ -18,7 +18,7 @@ from typing import Any
 from .._config import load_node_config
 from .._errors import ConfigError
 from .._linux import set_parent_death_signal, supervisor_gone
-from . import _dtls, _sctp
+from . import _dtls, _jitter, _sctp
 from ._gateway import Gateway
 from ._ice import skip_stun_parse_for_media, use_host_addresses
 from ._media import skip_rtcp_of_silent_tracks
@@ -57,6 +57,8 @@ def main() -> int:
     # Without a list, the address that reaches signaling, once connected (Gateway.run);
     # no peer connection is made before that.
     use_host_addresses(config.webrtc.ice_host_addresses or ["127.0.0.1"])
+    # A fix, not a tuning: without it one lost video packet can stop a track for good.
+    _jitter.install()
     # ACTRHOST_GATEWAY_AIORTC=plain runs aiortc and aioice as shipped (for comparisons).
     if os.environ.get("ACTRHOST_GATEWAY_AIORTC", "tuned") != "plain":
         _sctp.install()

@@ -1,0 +1,151 @@
+"""A video jitter buffer that gives up on a lost packet after half a second, and
+releases every frame it can at once.
+
+aiortc's RTP receiver completes video frames in a ``JitterBuffer(capacity=512)`` that
+waits for every packet in order. A packet lost on the wire whose one NACK retransmission
+is lost too holds all later video of its track until 512 packets have arrived behind it
+(17 s at 30 fps of one-packet frames, minutes at a low frame rate). Then it releases one
+frame per packet received, so the track stays that far behind for good: further than the
+gateway can match frames to their ``media`` control messages (``MAX_PENDING_META``), so
+every later frame of the track was dropped as unmatched (QA, 2026-12-03: one lost packet
+under load, and a camera's video stopped for good).
+
+Even a gap that its retransmission fills leaves a lag: the frames that completed behind
+it come out one per packet received, so with one packet per frame (small or still
+pictures) the track stays as many frames behind as the gap lasted, and every loss adds
+to it.
+
+:class:`VideoJitterBuffer` drops a gap, and the packets waiting behind it, once the gap
+has stood for :data:`GAP_WAIT_S` (time enough for the NACK's retransmission) or the buffer
+is full, and asks the sender for a keyframe (a PLI), so the picture resumes about
+:data:`GAP_WAIT_S` plus a round trip after the loss. Frames between the drop and the
+keyframe may decode with artefacts or not at all (a decoding error asks for a keyframe
+too), as in any real-time video receiver. When a packet completes several frames at
+once, it releases all of them: aiortc's receiver takes one frame per packet, so the
+others ride along on the first (:class:`_Frames`) and the decoder (:class:`_DecodeAll`)
+decodes them right after it.
+
+Only the gateway process calls :func:`install`; audio keeps aiortc's buffer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiortc.rtcrtpreceiver
+from aiortc.codecs.base import Decoder
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtp import RtpPacket
+from aiortc.utils import uint16_add
+
+#: How long a gap in a video track's packets may hold up the frames behind it. Above a
+#: NACK round trip (a retransmission fills most gaps), well below what a viewer accepts.
+GAP_WAIT_S = 0.5
+#: A sequence number at least this far ahead of the oldest awaited one is in fact behind it.
+_HALF_RANGE = 0x8000
+
+
+class VideoJitterBuffer(JitterBuffer):
+    """aiortc's jitter buffer, but a gap that stood for :data:`GAP_WAIT_S` is dropped
+    with what waits behind it (for video; an audio buffer behaves as aiortc's)."""
+
+    def __init__(
+        self,
+        capacity: int,
+        prefetch: int = 0,
+        is_video: bool = False,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(capacity, prefetch, is_video)
+        self._clock = clock
+        self._gap_since: float | None = None
+        #: How many times a gap (and what waited behind it) was dropped.
+        self.gaps_dropped = 0
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        """Add a packet; (ask for a keyframe?, the next complete frame or None)."""
+        if not self._is_video:
+            return super().add(packet)
+        dropped = self._drop_stale_gap(packet)
+        keyframe_wanted, frame = super().add(packet)
+        if frame is not None:
+            later = []
+            while (another := self._remove_frame(packet.sequence_number)) is not None:
+                later.append(another)
+            if later:
+                frame = _Frames(frame, later)
+        return keyframe_wanted or dropped, frame
+
+    def _drop_stale_gap(self, packet: RtpPacket) -> bool:
+        origin = self._origin
+        if origin is None:
+            return False
+        ahead = uint16_add(packet.sequence_number, -origin)
+        if ahead >= _HALF_RANGE:
+            return False  # older than what we wait for: aiortc's rules apply
+        if ahead < self._capacity:
+            if not self._has_gap(origin, ahead):
+                self._gap_since = None
+                return False
+            now = self._clock()
+            if self._gap_since is None:
+                self._gap_since = now
+            if now - self._gap_since < GAP_WAIT_S:
+                return False
+        # Full, or a packet we wait for is lost for good: start again at this one.
+        self.remove(min(ahead, self._capacity))
+        self._origin = packet.sequence_number
+        self._gap_since = None
+        self.gaps_dropped += 1
+        return True
+
+    def _has_gap(self, origin: int, ahead: int) -> bool:
+        """Whether a packet before ``origin + ahead`` is missing."""
+        packets, capacity = self._packets, self._capacity
+        return any(packets[(origin + i) % capacity] is None for i in range(ahead))
+
+
+class _Frames(JitterFrame):
+    """A complete frame, and the ones that completed with it (``later``)."""
+
+    def __init__(self, first: JitterFrame, later: list[JitterFrame]) -> None:
+        super().__init__(first.data, first.timestamp)
+        #: The first frame's RTP timestamp: the receiver replaces ``timestamp`` by its
+        #: position on the track's clock, and the later frames follow on that clock.
+        self.rtp_timestamp = first.timestamp
+        self.later = later
+
+
+class _DecodeAll(Decoder):
+    """One of aiortc's decoders, which also decodes the frames a :class:`_Frames` carries."""
+
+    def __init__(self, decoder: Decoder) -> None:
+        self._decoder = decoder
+
+    def decode(self, encoded_frame: JitterFrame) -> list[Any]:
+        """The pictures of ``encoded_frame`` and of the frames that came with it."""
+        pictures = list(self._decoder.decode(encoded_frame))
+        if isinstance(encoded_frame, _Frames):
+            for frame in encoded_frame.later:
+                since_first = (frame.timestamp - encoded_frame.rtp_timestamp) & 0xFFFFFFFF
+                frame.timestamp = encoded_frame.timestamp + since_first
+                pictures += self._decoder.decode(frame)
+        return pictures
+
+
+def install() -> None:
+    """Make aiortc's RTP receivers use :class:`VideoJitterBuffer` (and decode what it
+    releases together). Gateway process only; idempotent; fails loudly if aiortc no
+    longer has the names it replaces."""
+    module = aiortc.rtcrtpreceiver
+    current = getattr(module, "JitterBuffer", None)
+    if current is VideoJitterBuffer:
+        return
+    get_decoder = getattr(module, "get_decoder", None)
+    if current is not JitterBuffer or get_decoder is None:
+        raise RuntimeError("aiortc's RTP receiver changed: no JitterBuffer or get_decoder")
+    module.JitterBuffer = VideoJitterBuffer  # type: ignore[misc]
+    module.get_decoder = lambda codec: _DecodeAll(get_decoder(codec))

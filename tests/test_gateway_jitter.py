@@ -1,0 +1,168 @@
+"""Video after a lost packet: the gateway's jitter buffer (gateway/_jitter.py) against
+aiortc's, fed real VP8 packets from aiortc's own encoder and packetizer."""
+
+from __future__ import annotations
+
+import fractions
+
+import av
+import numpy as np
+import pytest
+from aiortc import RTCRtpCodecParameters
+from aiortc.codecs import depayload, get_decoder, get_encoder
+from aiortc.jitterbuffer import JitterBuffer
+from aiortc.rtcrtpreceiver import TimestampMapper
+from aiortc.rtp import RtpPacket
+
+from actrhost.gateway._jitter import GAP_WAIT_S, VideoJitterBuffer, _DecodeAll
+
+pytest.importorskip("aiortc")
+
+VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+FRAME_S = 1 / 30
+
+
+class Link:
+    """A camera (aiortc's VP8 encoder and packetizer) sending to a receiver (a jitter
+    buffer and aiortc's decoder, as the gateway installs them for its buffer), frame by
+    frame on a clock the test moves."""
+
+    def __init__(self, buffer: JitterBuffer, clock: list[float], noise: bool = False) -> None:
+        self.encoder = get_encoder(VP8)
+        decoder = get_decoder(VP8)
+        self.decoder = _DecodeAll(decoder) if isinstance(buffer, VideoJitterBuffer) else decoder
+        self.mapper = TimestampMapper()
+        self.buffer = buffer
+        self.clock = clock
+        self.noise = noise
+        self.rng = np.random.default_rng(1)
+        self.sequence = 65000  # wraps around during the test
+        self.sent = 0
+        self.keyframe_asked = 0
+        self.decoded: list[int] = []  # the frame number of each picture decoded
+        self.errors = 0
+        self._keyframe_next = False
+
+    def frame_packets(self) -> list[RtpPacket]:
+        """The packets of the camera's next frame (a keyframe if one was asked for)."""
+        if self.noise:
+            image = self.rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+        else:
+            image = np.full((48, 64, 3), 0, np.uint8)
+            image[:, self.sent % 64] = 255  # a bar that moves
+        frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+        frame.pts = self.sent * 3000
+        frame.time_base = fractions.Fraction(1, 90000)
+        payloads, timestamp = self.encoder.encode(frame, force_keyframe=self._keyframe_next)
+        self._keyframe_next = False
+        self.sent += 1
+        packets = []
+        for n, payload in enumerate(payloads):
+            packet = RtpPacket(96, n == len(payloads) - 1, self.sequence, timestamp, 1, payload)
+            self.sequence = (self.sequence + 1) % 65536
+            packets.append(packet)
+        return packets
+
+    def receive(self, packet: RtpPacket) -> None:
+        """What aiortc's RTP receiver does with a packet (depayload, buffer, decode)."""
+        packet._data = depayload(VP8, packet.payload)  # type: ignore[attr-defined]
+        keyframe_wanted, frame = self.buffer.add(packet)
+        if keyframe_wanted:
+            self.keyframe_asked += 1
+            self._keyframe_next = True  # the sender's answer to a PLI
+        if frame is not None:
+            frame.timestamp = self.mapper.map(frame.timestamp)
+            try:
+                pictures = self.decoder.decode(frame)
+            except av.error.FFmpegError:
+                self.errors += 1  # aiortc's decoder thread asks for a keyframe then
+                self._keyframe_next = True
+                return
+            self.decoded += [round(picture.pts / 3000) for picture in pictures]
+
+    def run(self, frames: int, lose: int | None = None, resend_after: int | None = None) -> None:
+        """Send ``frames`` frames at 30 fps; the first packet of frame ``lose`` is lost
+        (with its retransmission, unless ``resend_after`` frames later it gets through)."""
+        lost: RtpPacket | None = None
+        start = self.sent
+        for _ in range(frames):
+            number = self.sent
+            packets = self.frame_packets()
+            if number == lose:
+                lost, packets = packets[0], packets[1:]
+            for packet in packets:
+                self.receive(packet)
+            if lost is not None and resend_after is not None and number == lose + resend_after:
+                self.receive(lost)
+            self.clock[0] += FRAME_S
+        assert self.sent == start + frames
+
+
+def test_aiortcs_buffer_holds_video_back_for_512_packets_after_a_lost_one():
+    # What the gateway replaces: one-packet frames, one loss, and the picture stops.
+    clock = [0.0]
+    link = Link(JitterBuffer(capacity=512, is_video=True), clock)
+    link.run(60)
+    assert link.decoded[-1] == 58  # a frame completes when the next one starts
+    link.run(300, lose=60)
+    assert link.decoded[-1] == 58  # ten seconds later: nothing more
+    link.run(300)
+    # After 512 packets it skips the gap, then lets one frame out per packet: the track
+    # stays about 510 frames (17 s) behind for good.
+    assert 660 - 520 < link.decoded[-1] < 660 - 500
+
+
+@pytest.mark.parametrize("noise", [False, True], ids=["one packet per frame", "many packets"])
+def test_a_lost_packet_holds_the_video_back_for_half_a_second_then_it_resumes(noise):
+    clock = [0.0]
+    buffer = VideoJitterBuffer(capacity=512, is_video=True, clock=lambda: clock[0])
+    link = Link(buffer, clock, noise)
+    link.run(60)
+    assert link.decoded[-1] == 58 and link.errors == 0
+    link.run(90, lose=60)
+    assert buffer.gaps_dropped == 1 and link.keyframe_asked >= 1
+    # Resumed after the wait, at the keyframe the sender made for it, without a backlog.
+    resumed = [n for n in link.decoded if n > 60]
+    assert resumed, link.decoded[-5:]
+    assert resumed[0] <= 60 + GAP_WAIT_S / FRAME_S + 3
+    assert link.decoded[-1] == 148
+    assert link.decoded == sorted(link.decoded)
+
+
+def test_a_gap_filled_by_its_retransmission_in_time_loses_nothing():
+    clock = [0.0]
+    buffer = VideoJitterBuffer(capacity=512, is_video=True, clock=lambda: clock[0])
+    link = Link(buffer, clock)
+    link.run(120, lose=60, resend_after=5)  # 5 frames later: ~170 ms, below the wait
+    assert link.decoded == list(range(119))
+    assert buffer.gaps_dropped == 0 and link.keyframe_asked == 0 and link.errors == 0
+
+
+def test_at_one_frame_a_second_a_loss_costs_two_frames_not_minutes():
+    clock = [0.0]
+    buffer = VideoJitterBuffer(capacity=512, is_video=True, clock=lambda: clock[0])
+    link = Link(buffer, clock)
+    for number in range(20):
+        link.run(1, lose=10 if number == 10 else None)
+        clock[0] += 1 - FRAME_S
+    # Frame 10 is lost; 11 waits a second behind the gap, is dropped with it, and the
+    # keyframe asked for then (12) and all after it come through.
+    assert [n for n in link.decoded if n >= 10] == list(range(12, 19))
+    assert buffer.gaps_dropped == 1
+
+
+def test_audio_keeps_aiortcs_behaviour():
+    clock = [0.0]
+    ours = VideoJitterBuffer(capacity=16, prefetch=4, clock=lambda: clock[0])
+    theirs = JitterBuffer(capacity=16, prefetch=4)
+    outputs: dict[int, list[tuple[bool, int | None]]] = {id(ours): [], id(theirs): []}
+    for sequence in [1, 2, 4, 5, 6, 7, 8, 9, 10, 30, 31, 32, 33, 34, 35, 36]:  # a gap, a jump
+        for buffer in (ours, theirs):
+            packet = RtpPacket(111, 1, sequence, sequence * 960, 1, b"x")
+            packet._data = b"x"  # type: ignore[attr-defined]
+            keyframe_wanted, frame = buffer.add(packet)
+            outputs[id(buffer)].append((keyframe_wanted, frame and frame.timestamp))
+        clock[0] += 1.0
+    assert outputs[id(ours)] == outputs[id(theirs)]
+    assert any(timestamp for _, timestamp in outputs[id(ours)])
+    assert ours.gaps_dropped == 0
