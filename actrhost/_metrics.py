@@ -351,7 +351,9 @@ def health(directory: dict[str, Any]) -> tuple[list[str], list[str]]:
     by_actor: dict[str, list[str]] = {}
     for actor in directory.get("actors", []):
         by_actor.setdefault(actor["name"], []).append(actor["state"])
-        if actor["state"] == "failed":
+        if actor["state"] == "failed" and actor.get("given_up"):
+            # Not a start that failed and will be tried again: only what a restart of
+            # the node brings back is unhealthy.
             failed.append(f"{actor['name']}#{actor['index']} failed")
     not_ready = []
     for name, states in by_actor.items():

@@ -711,8 +711,13 @@ def test_ctrl_c_stops_early_with_a_partial_report(node_factory, tmp_path, mode):
         text=True,
         cwd=REPO,
     )
+    def served() -> int:
+        stats = node.status()["actors"][0].get("stats") or {}
+        return stats.get("calls_served", 0) + stats.get("tells_served", 0)
+
     try:
-        time.sleep(3)
+        # Once the run is on (a fixed sleep once hit a loaded machine's slow start).
+        wait_until(lambda: served() >= 50, 20, "the load run to start")
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=20)
     finally:
@@ -732,10 +737,21 @@ def test_ctrl_c_stops_early_with_a_partial_report(node_factory, tmp_path, mode):
 def test_a_target_restarted_during_the_run_is_named_below_the_counts(node_factory, tmp_path):
     node = node_factory(TARGET.replace('restart = "temporary"', 'restart = "permanent"'))
     victim = node.pid_of("target")
-    killer = threading.Timer(1.0, os.kill, (victim, signal.SIGKILL))
+
+    def kill_once_the_run_is_on() -> None:
+        # Not at a fixed time: on a loaded machine the load command may take a second to
+        # start, and a victim killed before its "before" sample was restarted before it.
+        def served() -> int:
+            stats = node.status()["actors"][0].get("stats") or {}
+            return stats.get("calls_served", 0)
+
+        wait_until(lambda: served() >= 20, 20, "the load run to start")
+        os.kill(victim, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_once_the_run_is_on)
     killer.start()
     try:
-        args = "--target target --route test.Load.Say --rate 200 --duration 2s --warmup 0"
+        args = "--target target --route test.Load.Say --rate 200 --duration 3s --warmup 0"
         result, doc = load(node.config_path, tmp_path / "restarted.json", *args.split())
     finally:
         killer.join()

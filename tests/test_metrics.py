@@ -329,7 +329,11 @@ def test_a_node_that_runs_is_healthy_and_ready(node_factory):
 
 def test_readiness_needs_one_running_instance_per_actor_and_the_gateway():
     def directory(*states: tuple[str, str], gateway_pid: int | None = 1) -> dict:
-        actors = [{"name": n, "index": i, "state": s} for i, (n, s) in enumerate(states)]
+        # "failed!": failed and given up; "failed": failed in on_start, to be restarted.
+        actors = [
+            {"name": n, "index": i, "state": s.rstrip("!"), "given_up": s.endswith("!")}
+            for i, (n, s) in enumerate(states)
+        ]
         return {"actors": actors, "gateway": "ipc://g", "gateway_pid": gateway_pid}
 
     # One instance of two restarting is enough; an actor that finished cleanly is too.
@@ -338,10 +342,13 @@ def test_readiness_needs_one_running_instance_per_actor_and_the_gateway():
         [],
         ["a: dead, starting", "b: stopping"],
     )
-    assert health(directory(("a", "running"), ("a", "failed"), gateway_pid=None)) == (
+    assert health(directory(("a", "running"), ("a", "failed!"), gateway_pid=None)) == (
         ["a#1 failed"],
         ["gateway: not running"],
     )
+    # Failed in on_start and about to be restarted: not ready, but not given up on (the
+    # probe once said "failed" between a first failure and its restart).
+    assert health(directory(("a", "failed"))) == ([], ["a: failed"])
     no_gateway = {"actors": [{"name": "a", "index": 0, "state": "running"}], "gateway": None}
     assert health(no_gateway) == ([], [])
 
