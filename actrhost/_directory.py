@@ -328,7 +328,10 @@ def take_update(
         pid = shell_pid(endpoint)
         if pid is not None:
             streams_out.forget_reader(SHELL_READER_SERIAL, pid)
-    streams_out.set_gateway_pid(directory.gateway_pid)
+    gateway = directory.gateway
+    streams_out.set_gateway_pid(
+        directory.gateway_pid, gateway_streams_endpoint(gateway) if gateway else None
+    )
 
 
 def gateway_gone_error(pid: int) -> Unavailable:

@@ -98,14 +98,26 @@ class StreamSender:
             self._writers[key] = writer
         return writer
 
-    def set_gateway_pid(self, pid: int | None) -> None:
-        """The directory's gateway changed (restarted, stopped): its rings are dead."""
+    def set_gateway_pid(self, pid: int | None, streams_endpoint: str | None = None) -> None:
+        """The directory's gateway changed (restarted, stopped): its rings are dead, and
+        so are the frames still waiting to reach it at ``streams_endpoint`` (they point
+        into those rings: the next gateway, at the same address, could not read them)."""
         old, self._gateway_pid = self._gateway_pid, pid
-        if old is not None and old != pid:
-            for key in [k for k in self._writers if k[1] == old]:
-                writer = self._writers.pop(key)
-                writer.unlink(missing_ok=True)
-                writer.close()
+        if old is None or old == pid:
+            return
+        for key in [k for k in self._writers if k[1] == old]:
+            writer = self._writers.pop(key)
+            writer.unlink(missing_ok=True)
+            writer.close()
+        if streams_endpoint is not None:
+            batch = self._batches.pop(streams_endpoint, None)
+            stalled = self._stalled.pop(streams_endpoint, deque())
+            task = self._stall_tasks.pop(streams_endpoint, None)
+            if task is not None:
+                task.cancel()
+            lost = sum(len(b.frames) for b in [*stalled, *([batch] if batch else [])])
+            if lost:
+                log.warning("%d stream frame(s) to the gateway lost: it went away", lost)
 
     def forget_target(self, serial: int, *, unlink: bool = True) -> None:
         """Close (and unlink) the rings to an instance that went away."""
@@ -248,8 +260,10 @@ class StreamSender:
                     continue
                 stalled.popleft()
         finally:
-            del self._stalled[endpoint]
-            del self._stall_tasks[endpoint]
+            # (Unless set_gateway_pid dropped them, and a new stall may have begun since.)
+            if self._stalled.get(endpoint) is stalled:
+                del self._stalled[endpoint]
+                del self._stall_tasks[endpoint]
         if stalled:
             # The receiver is gone or stuck: these rings can never be released in order
             # again; the next send starts new ones (and the directory tells the sender if

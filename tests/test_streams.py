@@ -18,7 +18,7 @@ import pytest
 import zmq
 
 import actrhost
-from actrhost import BadRequest, DataStream, MediaSample, PayloadType, Unavailable
+from actrhost import ActrId, BadRequest, DataStream, MediaSample, PayloadType, Unavailable
 from actrhost import _envelope as wire
 from actrhost._envelope import StreamFrame
 from actrhost._rpc import RpcEndpoint
@@ -299,6 +299,66 @@ def test_chunks_keep_their_order_while_the_receivers_queue_is_full(tmp_path):
         receiver.close(0)
         zctx.term()
     assert got == list(range(count))
+
+
+def test_frames_waiting_for_a_gateway_that_went_away_are_dropped(tmp_path, caplog):
+    # Descriptors queued for a gateway that died point into rings that died with it: the
+    # next gateway (same address) could not read them. Later frames go to the new one.
+    zctx = zmq.Context()
+    gateway = zctx.socket(zmq.ROUTER)
+    gateway.setsockopt(zmq.RCVHWM, 1)
+    endpoint = f"ipc://{tmp_path}/gateway-streams.sock"
+    gateway.bind(endpoint)
+    old_gateway_pid, new_gateway_pid = os.getpid(), os.getpid() + 1  # names only
+
+    async def go() -> list[int]:
+        rpc = RpcEndpoint(zctx, f"ipc://{tmp_path}/sender.sock", lambda *_: None, hwm=1, name="s")
+        sender = StreamSender(
+            rpc, node_prefix=f"t{os.getpid()}g", self_tag="1.1", threshold_bytes=8, ring_bytes=RING
+        )
+        sender.set_gateway_pid(old_gateway_pid)
+        loop = asyncio.get_running_loop()
+
+        async def send(sequence: int, target_pid: int) -> None:
+            frame = StreamFrame(
+                wire.STREAM, "s", payload_type=PayloadType.STREAM_RELIABLE, sequence=sequence
+            )
+            await sender.send(
+                frame,
+                b"through the ring",
+                endpoint=endpoint,
+                target=ActrId.parse("1@1:t+T"),
+                target_pid=target_pid,
+                deadline=loop.time() + 5,
+            )
+
+        try:
+            for sequence in range(20_000):  # nobody reads: most of them wait
+                await send(sequence, old_gateway_pid)
+            await asyncio.sleep(0.1)
+            sender.set_gateway_pid(None, endpoint)
+            sender.set_gateway_pid(new_gateway_pid, endpoint)
+            await send(50_000, new_gateway_pid)
+            got: list[int] = []
+            async with asyncio.timeout(10):
+                while 50_000 not in got:
+                    if gateway.poll(0):
+                        got += [wire.decode(d).sequence for d in gateway.recv_multipart()[1:]]
+                    else:
+                        await asyncio.sleep(0.01)
+            return got
+        finally:
+            sender.close()
+            rpc.close()
+
+    try:
+        got = run(go())
+    finally:
+        gateway.close(0)
+        zctx.term()
+    # What ZeroMQ had taken before the drop arrives first; the rest is gone.
+    assert got[-1] == 50_000 and got[:-1] == list(range(len(got) - 1)) and len(got) < 20_000
+    assert "stream frame(s) to the gateway lost: it went away" in caplog.text
 
 
 def test_a_plain_function_works_as_a_stream_callback():
