@@ -47,6 +47,7 @@ class RingReaders:
         # Rings whose writer is gone but with descriptors held: closed at the last retire.
         self._orphaned: set[str] = set()
         self._sweep: asyncio.TimerHandle | None = None
+        self._sweeping = True  # see stop_sweeping
 
     def __len__(self) -> int:
         return len(self._readers)
@@ -70,10 +71,21 @@ class RingReaders:
         # The supervisor's clean-up by name then only has rings still in flight to do.
         reader.unlink(missing_ok=True)
         self._readers[ring] = reader
-        if self._sweep is None:
+        if self._sweep is None and self._sweeping:
             loop = asyncio.get_running_loop()
             self._sweep = loop.call_later(SWEEP_INTERVAL_S, self._sweep_due)
         return reader
+
+    def stop_sweeping(self) -> None:
+        """Keep every ring open until :meth:`close`: a stopping gateway still reads the
+        descriptors queued in its socket (it paused reading while its links were full),
+        whose writers closed their end when the directory said it was stopping. The sweep
+        took that for a writer gone and closed rings with those records unread: 255 chunks
+        of a stream lost in one graceful `restart --gateway` (QA, 2026-12-03)."""
+        self._sweeping = False
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
 
     def arrived(self, descriptor: Descriptor) -> None:
         """This process holds ``descriptor`` until :meth:`retire`: its ring stays open
@@ -141,7 +153,7 @@ class RingReaders:
     def _sweep_due(self) -> None:
         self._sweep = None
         self.sweep()
-        if self._readers:
+        if self._readers and self._sweeping:
             loop = asyncio.get_running_loop()
             self._sweep = loop.call_later(SWEEP_INTERVAL_S, self._sweep_due)
 

@@ -3,6 +3,7 @@ gone (real shared memory; the last test on a real node with real Shell processes
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import signal
@@ -132,6 +133,43 @@ def test_records_lost_with_their_writer_do_not_keep_the_ring(prefix: str) -> Non
         assert len(readers) == 1  # a first sweep waits: the descriptor may be on its way
         readers.sweep()
         readers.sweep()
+        assert len(readers) == 0
+
+    run(go())
+
+
+def test_a_stopping_reader_keeps_its_rings_for_descriptors_still_queued(
+    prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stopping gateway: writers closed their end, descriptors wait in its socket. Its
+    # sweeps (every 20 ms here) stop, so the records can still be read, until close().
+    monkeypatch.setattr(_ring_readers, "SWEEP_INTERVAL_S", 0.02)
+
+    async def go() -> None:
+        writer = ring(prefix, "a")
+        readers = RingReaders(prefix)
+        writer.write_nowait(b"queued")  # its descriptor is still in the socket
+        readers.get(writer.name)
+        writer.close()
+        await asyncio.sleep(0.2)  # ten sweeps
+        assert len(readers) == 0  # without stop_sweeping: gone with a record unread
+        readers.close()
+
+        writer = ring(prefix, "c")
+        readers = RingReaders(prefix)
+        desc = writer.write_nowait(b"first")
+        queued = writer.write_nowait(b"queued")  # its descriptor is still in the socket
+        readers.get(writer.name)
+        readers.stop_sweeping()
+        writer.close()
+        await asyncio.sleep(0.2)
+        assert len(readers) == 1
+        for d in (desc, queued):
+            readers.arrived(d)
+            reader = readers.get(writer.name)
+            assert bytes(reader.read(d)) in (b"first", b"queued")
+            readers.retire(d)
+        readers.close()
         assert len(readers) == 0
 
     run(go())

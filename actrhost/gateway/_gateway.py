@@ -338,6 +338,7 @@ class Gateway(Nodes, Outbound, Inbound):
 
     async def _shutdown(self, client: SignalingClient) -> None:
         self._send_control({"op": control.STATE, "state": ActorState.STOPPING.value})
+        self._rings.stop_sweeping()  # what waits in our sockets still goes out
         for request_id in list(self._pending_out):
             self._fail_out(request_id, Unavailable(f"gateway of node {self.node_id} is stopping"))
         # Answers the workers gave before they stopped leave before the connections

@@ -197,7 +197,14 @@ class Outbound:
                 self._inline(sf)
             except ActrError as exc:
                 self.counters.malformed_local += 1
-                log.warning("%r: could not read %r from its ring: %s", self, sf, exc.message)
+                if worth_logging(self.counters.malformed_local):  # one per frame: a flood
+                    log.warning(
+                        "%r: could not read %r from its ring (#%d): %s",
+                        self,
+                        sf,
+                        self.counters.malformed_local,
+                        exc.message,
+                    )
                 return
         if target is None:
             self.counters.undeliverable += 1
