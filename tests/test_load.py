@@ -299,8 +299,9 @@ def test_a_stalled_node_shows_in_open_loop_percentiles_only(node_factory, tmp_pa
     assert open_doc["latency_ms"]["max"] >= stall_s * 1e3 * 0.9
     assert open_doc["latency_ms"]["p99"] >= stall_s * 1e3 * 0.9
     # Service time (from the actual send) hides nothing here either: the sends went out
-    # on schedule, only the answers were late.
-    assert open_doc["send_lag_ms"]["p99"] < 50
+    # on schedule (well within the stall; 70 ms once on a loaded machine), only the
+    # answers were late.
+    assert open_doc["send_lag_ms"]["p99"] < stall_s * 1e3 * 0.4
 
     call(node, "test.Load.ResetStall")
     _, closed_doc = load(node.config_path, tmp_path / "closed.json", *args, "--concurrency", "1")
