@@ -3,7 +3,9 @@ aiortc's, fed real VP8 packets from aiortc's own encoder and packetizer."""
 
 from __future__ import annotations
 
+import asyncio
 import fractions
+from typing import Any
 
 import av
 import numpy as np
@@ -11,10 +13,16 @@ import pytest
 from aiortc import RTCRtpCodecParameters
 from aiortc.codecs import depayload, get_decoder, get_encoder
 from aiortc.jitterbuffer import JitterBuffer
-from aiortc.rtcrtpreceiver import TimestampMapper
+from aiortc.rtcrtpreceiver import RTCRtpReceiver, TimestampMapper
 from aiortc.rtp import RtpPacket
 
+from actrhost._envelope import MEDIA, StreamFrame
+from actrhost._payload_type import PayloadType
 from actrhost.gateway._jitter import GAP_WAIT_S, VideoJitterBuffer, _DecodeAll
+from actrhost.shm import decode_array_meta, encode_array_meta
+
+from .test_gateway_peer import Side, connected_pair
+from .utils import run
 
 pytest.importorskip("aiortc")
 
@@ -166,3 +174,105 @@ def test_audio_keeps_aiortcs_behaviour():
     assert outputs[id(ours)] == outputs[id(theirs)]
     assert any(timestamp for _, timestamp in outputs[id(ours)])
     assert ours.gaps_dropped == 0
+
+
+# -- two real connections in one process (tests/test_gateway_peer.py) ----------------------
+
+
+def bar_frame(n: int) -> StreamFrame:
+    """Video sample ``n`` (timestamp 3000 n): a 64 by 48 picture, a bar at x = 4n mod 64."""
+    image = np.zeros((48, 64, 3), np.uint8)
+    image[:, (4 * n) % 64 : (4 * n) % 64 + 4] = 255
+    return StreamFrame(
+        MEDIA,
+        "cam",
+        source="src",
+        target="dst",
+        payload_type=PayloadType.MEDIA_RTP,
+        timestamp=n * 3000,
+        payload=image.tobytes(),
+        array_meta=encode_array_meta(image.dtype, image.shape),
+        codec="raw",
+        media_type="video",
+    )
+
+
+def send_bar(side: Side, n: int) -> None:
+    frame = bar_frame(n)
+    assert side.pc.send_media(frame, frame.payload, frame.array_meta, "video")
+
+
+def bar_position(sample: StreamFrame) -> int:
+    """Which sample ``n`` a delivered picture shows (the bar survives VP8)."""
+    dtype, shape = decode_array_meta(sample.array_meta)
+    image = np.frombuffer(sample.payload, dtype=dtype).reshape(shape)
+    return int(np.argmax(image.mean(axis=(0, 2)))) // 4
+
+
+async def wait_media(side: Side, count: int, timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while len(side.media) < count:
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.usefixtures("gateway_process_setup")
+def test_each_picture_keeps_its_timestamp_when_the_first_frames_were_replaced() -> None:
+    # Three samples in one loop turn: the track's queue (2) replaces the first before the
+    # encoder takes any. Frames used to be numbered when queued, and the receiver counts
+    # from the first it decodes: every picture then came one frame off (QA).
+    async def scenario() -> None:
+        a, b = await connected_pair()
+        try:
+            for n in range(3):
+                send_bar(a, n)
+            for n in range(3, 45):
+                await asyncio.sleep(FRAME_S)
+                send_bar(a, n)
+            await wait_media(b, 30)
+            assert a.pc.counters.media.dropped_sender >= 1
+            got = [(s.timestamp // 3000, bar_position(s)) for s in b.media]
+            assert all(n % 16 == position for n, position in got), got
+        finally:
+            await a.pc.close()
+            await b.pc.close()
+
+    run(scenario(), 30)
+
+
+@pytest.mark.usefixtures("gateway_process_setup")
+def test_a_lost_video_packet_is_repaired_by_its_retransmission(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The 20th packet of the camera's stream is lost on its first way; the NACK's
+    # retransmission (RTX) must reach the track: aiortc dropped it (two and more video
+    # transceivers share its payload type), and a 0.5 s hole followed every loss (QA).
+    original = RTCRtpReceiver._handle_rtp_packet
+    seen: dict[int, int] = {}
+    lost: list[int] = []
+
+    async def lossy(self: Any, packet: RtpPacket, arrival_time_ms: int) -> None:
+        first_ssrc = next(iter(seen), packet.ssrc)
+        seen[packet.ssrc] = seen.get(packet.ssrc, 0) + 1
+        if packet.ssrc == first_ssrc and seen[packet.ssrc] == 20 and not lost:
+            lost.append(packet.sequence_number)
+            return
+        await original(self, packet, arrival_time_ms)
+
+    monkeypatch.setattr(RTCRtpReceiver, "_handle_rtp_packet", lossy)
+
+    async def scenario() -> None:
+        a, b = await connected_pair()
+        try:
+            for n in range(60):
+                send_bar(a, n)
+                await asyncio.sleep(FRAME_S)
+            await wait_media(b, 55)
+            assert lost, "no packet was dropped"
+            assert len(seen) >= 2, "no retransmission came"  # the RTX stream's own SSRC
+            numbers = [s.timestamp // 3000 for s in b.media]
+            assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+        finally:
+            await a.pc.close()
+            await b.pc.close()
+
+    run(scenario(), 30)

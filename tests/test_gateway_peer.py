@@ -35,6 +35,7 @@ class Side:
         self.states: list[LinkState] = []
         self.controls: list[dict[str, Any]] = []
         self.pressure: list[bool] = []
+        self.media: list[Any] = []  # media samples delivered (StreamFrame)
         self.got = asyncio.Event()
         self.auto_ack = True
         callbacks = Callbacks(
@@ -42,7 +43,7 @@ class Side:
             on_control=lambda pc, m: self.controls.append(m),
             on_state=lambda pc, s, r: self.states.append(s),
             on_pressure=lambda pc, socket, full: self.pressure.append(full),
-            on_media=lambda pc, sample: None,
+            on_media=lambda pc, sample: self.media.append(sample),
             parse_id=str,
         )
         self.pc = PeerConnection(
@@ -277,7 +278,7 @@ def test_only_media_tracks_that_sent_a_frame_send_rtcp(monkeypatch: pytest.Monke
             frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
             frame.pts = 0
             frame.time_base = fractions.Fraction(1, 90000)
-            a.pc.media_sender.tracks("video")[0].push(frame)
+            a.pc.media_sender.tracks("video")[0].push(frame, {"op": "media", "k": "video"})
             await asyncio.sleep(1.6)
             # The RTP of that one frame and that sender's reports: no other sender's.
             assert ssrcs_sent_by(transport) == {transceivers[0].sender._ssrc}

@@ -1,5 +1,12 @@
-"""A video jitter buffer that gives up on a lost packet after half a second, and
-releases every frame it can at once.
+"""Lost video packets: retransmissions that reach their track, a jitter buffer that gives
+up on a lost packet after half a second, and releases every frame it can at once.
+
+aiortc's receiver asks for a lost packet again (a NACK) and the sender resends it on its
+RTX stream, but aiortc 1.16 routes an RTX packet by its SSRC only if the receiver
+registered it, which it does not, and then by payload type, which is ambiguous with
+several video transceivers on a connection (ours have four): every retransmission was
+dropped, so every lost packet held its track up (QA, 2026-12-03).
+:func:`_route_retransmissions` registers each receiver's RTX SSRCs too.
 
 aiortc's RTP receiver completes video frames in a ``JitterBuffer(capacity=512)`` that
 waits for every packet in order. A packet lost on the wire whose one NACK retransmission
@@ -37,6 +44,7 @@ from typing import Any
 import aiortc.rtcrtpreceiver
 from aiortc.codecs.base import Decoder
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame
+from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add
 
@@ -136,10 +144,24 @@ class _DecodeAll(Decoder):
         return pictures
 
 
+def _route_retransmissions() -> None:
+    original = getattr(RTCDtlsTransport, "_register_rtp_receiver", None)
+    if original is None:
+        raise RuntimeError("aiortc's DTLS transport changed: no _register_rtp_receiver")
+
+    def register(self: Any, receiver: Any, parameters: Any) -> None:
+        original(self, receiver, parameters)
+        rtx = [e.rtx.ssrc for e in parameters.encodings if e.rtx is not None]
+        if rtx:
+            self._rtp_router.register_receiver(receiver, ssrcs=rtx, payload_types=[])
+
+    RTCDtlsTransport._register_rtp_receiver = register  # type: ignore[method-assign]
+
+
 def install() -> None:
-    """Make aiortc's RTP receivers use :class:`VideoJitterBuffer` (and decode what it
-    releases together). Gateway process only; idempotent; fails loudly if aiortc no
-    longer has the names it replaces."""
+    """Route retransmissions to their receiver, and make aiortc's RTP receivers use
+    :class:`VideoJitterBuffer` (and decode what it releases together). Gateway process
+    only; idempotent; fails loudly if aiortc no longer has the names it replaces."""
     module = aiortc.rtcrtpreceiver
     current = getattr(module, "JitterBuffer", None)
     if current is VideoJitterBuffer:
@@ -147,5 +169,6 @@ def install() -> None:
     get_decoder = getattr(module, "get_decoder", None)
     if current is not JitterBuffer or get_decoder is None:
         raise RuntimeError("aiortc's RTP receiver changed: no JitterBuffer or get_decoder")
+    _route_retransmissions()
     module.JitterBuffer = VideoJitterBuffer  # type: ignore[misc]
     module.get_decoder = lambda codec: _DecodeAll(get_decoder(codec))

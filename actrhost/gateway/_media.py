@@ -15,13 +15,16 @@ drops under pressure".
 
 RTP carries no routing: who sent the sample to whom, on which ``track_id``, with which
 timestamp and on which transceiver (its ``mid``) travels beside it as a small ``media``
-control message on the signal data channel. Video frames are matched to their control
-message by position on their track: we stamp frame *i* of a track with
-``pts = i * VIDEO_PTS_STEP``, and aiortc's receiver reports ``pts`` relative to the first
-frame it decoded (its ``TimestampMapper``), so frame *i* arrives as
-``(i - i0) * VIDEO_PTS_STEP`` where *i0* is the first index seen. If that very first
-frame is lost on the wire, later frames are attributed one position off (same route,
-neighbouring timestamp) — acceptable for a real-time lane, and rare on a working link.
+control message on the signal data channel, sent when the encoder takes the frame (a
+frame replaced in the track's queue never had one). Video frames are matched to their
+control message by position on their track: we number the frames the encoder takes,
+stamp frame *i* with ``pts = i * VIDEO_PTS_STEP``, and aiortc's receiver reports ``pts``
+relative to the first frame it decoded (its ``TimestampMapper``), so frame *i* arrives as
+``(i - i0) * VIDEO_PTS_STEP`` where *i0* is the first index seen, 0 unless the track's
+first frame was lost on the wire: then later frames are attributed that many positions
+off (same route, neighbouring timestamps). Numbered when queued instead (until
+2026-12-03), a first frame replaced in the queue did the same, often (QA: every picture
+of a track one or two frames off).
 
 Audio is resampled and re-framed by aiortc (20 ms Opus frames), so samples are not one to
 one: decoded audio goes to the route of its track's latest control message, timestamped
@@ -101,22 +104,26 @@ def is_track_sample(frame: StreamFrame, array_meta: bytes) -> str | None:
 
 
 class OutboundTrack(MediaStreamTrack):
-    """A track fed by the gateway: holds at most :data:`TRACK_QUEUE_FRAMES` frames."""
+    """A track fed by the gateway: holds at most :data:`TRACK_QUEUE_FRAMES` frames, each
+    with the ``media`` control message that describes it, which ``on_taken`` gets when the
+    encoder takes the frame (video frames are numbered then: ``meta["i"]`` and ``pts``)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, on_taken: Callable[[dict[str, Any]], None]) -> None:
         super().__init__()
         self.kind = kind
-        self._frames: deque[Any] = deque()
+        self._frames: deque[tuple[Any, dict[str, Any]]] = deque()
         self._ready = asyncio.Event()
+        self._on_taken = on_taken
         self.dropped = 0
         self.started = False  # a frame went to the encoder (see skip_rtcp_of_silent_tracks)
+        self.next_index = 0  # video: the number of the next frame the encoder takes
 
-    def push(self, frame: Any) -> None:
+    def push(self, frame: Any, meta: dict[str, Any]) -> None:
         """Queue a frame for the encoder; replaces the oldest when full (never blocks)."""
         if len(self._frames) >= TRACK_QUEUE_FRAMES:
             self._frames.popleft()
             self.dropped += 1
-        self._frames.append(frame)
+        self._frames.append((frame, meta))
         self._ready.set()
 
     async def recv(self) -> Any:
@@ -127,7 +134,13 @@ class OutboundTrack(MediaStreamTrack):
             self._ready.clear()
             await self._ready.wait()
         self.started = True
-        return self._frames.popleft()
+        frame, meta = self._frames.popleft()
+        if self.kind == "video":
+            frame.pts = self.next_index * VIDEO_PTS_STEP
+            meta["i"] = self.next_index
+            self.next_index += 1
+        self._on_taken(meta)
+        return frame
 
     def stop(self) -> None:
         """End the track; a waiting ``recv`` raises MediaStreamError."""
@@ -182,17 +195,23 @@ class _TrackSlot:
         self.mid: str | None = None  # its transceiver's, once negotiated
         self.route: tuple[str, str, str] | None = None  # (source, target, track id)
         self.last_sent = 0.0
-        #: Video: the next frame's index; audio: samples sent. Monotonic across routes,
-        #: as the encoder and RTP need.
+        #: Audio: samples sent, monotonic across routes, as the encoder and RTP need.
+        #: (Video frames are numbered by the track, when the encoder takes them.)
         self.next_pts = 0
 
 
 class MediaSender:
-    """Turns local media samples into frames on one peer connection's tracks."""
+    """Turns local media samples into frames on one peer connection's tracks;
+    ``send_meta`` sends a frame's control message (when the encoder takes the frame)."""
 
-    def __init__(self, counters: MediaCounters, tracks_per_kind: int = TRACKS_PER_KIND) -> None:
+    def __init__(
+        self,
+        counters: MediaCounters,
+        send_meta: Callable[[dict[str, Any]], None],
+        tracks_per_kind: int = TRACKS_PER_KIND,
+    ) -> None:
         self._slots = {
-            kind: [_TrackSlot(OutboundTrack(kind)) for _ in range(tracks_per_kind)]
+            kind: [_TrackSlot(OutboundTrack(kind, send_meta)) for _ in range(tracks_per_kind)]
             for kind in ("video", "audio")
         }
         self._counters = counters
@@ -209,11 +228,10 @@ class MediaSender:
             for slot in slots:
                 slot.mid = mids.get(id(slot.track))
 
-    def send(
-        self, frame: StreamFrame, payload: Any, array_meta: bytes, kind: str
-    ) -> dict[str, Any] | None:
-        """Queue one sample; return the control message that describes it, or None when
-        every track of its kind carries another route (counted).
+    def send(self, frame: StreamFrame, payload: Any, array_meta: bytes, kind: str) -> None:
+        """Queue one sample on its route's track (its control message goes out when the
+        encoder takes it); a route that finds every track of its kind busy is dropped
+        (counted).
 
         ``payload`` is a buffer with the sample's bytes. Raises ValueError for a sample
         the encoder cannot take.
@@ -222,7 +240,7 @@ class MediaSender:
         slot = self._slot_for(kind, route)
         if slot is None:
             self._counters.no_track += 1
-            return None
+            return
         dtype, shape = decode_array_meta(array_meta)
         array = np.frombuffer(payload, dtype=dtype).reshape(shape)
         meta: dict[str, Any] = {
@@ -237,12 +255,9 @@ class MediaSender:
         if kind == "video":
             pixels = RAW_VIDEO_FORMATS[frame.codec]
             av_frame: Any = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format=pixels)
-            av_frame.pts = slot.next_pts * VIDEO_PTS_STEP
-            av_frame.time_base = fractions.Fraction(1, VIDEO_CLOCK_HZ)
-            meta["i"] = slot.next_pts
+            av_frame.time_base = fractions.Fraction(1, VIDEO_CLOCK_HZ)  # pts: OutboundTrack
             meta["codec"] = frame.codec or "rgb24"  # the receiver sees the codec it was sent
             meta["pixels"] = pixels
-            slot.next_pts += 1
         else:
             channels = 1 if array.ndim == 1 else int(array.shape[1])
             samples = int(array.shape[0])
@@ -258,10 +273,9 @@ class MediaSender:
             meta["codec"] = frame.codec or "pcm_s16"
         track = slot.track
         before = track.dropped
-        track.push(av_frame)
+        track.push(av_frame, meta)
         self._counters.dropped_sender += track.dropped - before
         self._counters.samples_sent += 1
-        return meta
 
     def _slot_for(self, kind: str, route: tuple[str, str, str]) -> _TrackSlot | None:
         """The track that carries ``route``: its own, else one that is free or idle."""

@@ -126,7 +126,7 @@ class PeerConnection(Sending):
         self._ack_handle: asyncio.TimerHandle | None = None
         self._last_rx = self._loop.time()
         self._tasks: list[asyncio.Task[None]] = []
-        self.media_sender = MediaSender(counters.media, tuning.media_tracks)
+        self.media_sender = MediaSender(counters.media, self.send_control, tuning.media_tracks)
         self.media_receiver = MediaReceiver(
             lambda sample: callbacks.on_media(self, sample), callbacks.parse_id, counters.media
         )

@@ -306,9 +306,7 @@ class Sending:
         if self._state is not LinkState.CONNECTED:
             self.counters.media.dropped_sender += 1
             return False
-        meta = self.media_sender.send(frame, payload, array_meta, kind)
-        if meta is not None:
-            self.send_control(meta)
+        self.media_sender.send(frame, payload, array_meta, kind)
         return True
 
     def take_queued(self) -> list[tuple[int, bytes]]:
