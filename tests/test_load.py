@@ -712,6 +712,7 @@ def test_ctrl_c_stops_early_with_a_partial_report(node_factory, tmp_path, mode):
         text=True,
         cwd=REPO,
     )
+
     def served() -> int:
         stats = node.status()["actors"][0].get("stats") or {}
         return stats.get("calls_served", 0) + stats.get("tells_served", 0)

@@ -112,6 +112,11 @@ def frames_in_batch(message: bytes) -> int:
     return len(_unbatch(message))
 
 
+def unbatch(message: bytes) -> list[bytes]:
+    """The frames of a batch message made by :func:`batch_message`."""
+    return _unbatch(message)
+
+
 def _unbatch(data: bytes) -> list[bytes]:
     frames = []
     at, end = 1, len(data)

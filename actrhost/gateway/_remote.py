@@ -116,6 +116,9 @@ class RemoteNode:
         self._last_attempt = 0.0  # loop time a negotiation started (or will)
         self._said_bye = False  # the node told us it stops for good
         self._closed = False
+        # Tells and reliable stream chunks a failed connection had queued: the next one
+        # sends them first (PeerConnection.take_undelivered).
+        self._carried: list[tuple[int, bytes]] = []
         self._loop = asyncio.get_running_loop()
 
     def __repr__(self) -> str:
@@ -163,8 +166,16 @@ class RemoteNode:
         )
         pc.quiet = self._reconnecting  # the reconnect loop reports on its attempts
         self.pc = pc
+        carried, self._carried = self._carried, []
+        for lane, frame in carried:
+            pc.enqueue(lane, frame)
         self._spawn(self._watch_new(pc))
         return pc
+
+    def _drop_carried(self) -> None:
+        for lane, _frame in self._carried:
+            self.counters.by_lane[lane].dropped += 1
+        self._carried = []
 
     async def _watch_new(self, pc: PeerConnection) -> None:
         """A connection that waits for an offer that never comes fails like any other."""
@@ -313,6 +324,9 @@ class RemoteNode:
             self._said_bye = False
         elif state is LinkState.FAILED:
             self.failures += 1
+            if not self._said_bye and not self._closed:
+                # Its senders were told these went: they go on the next connection.
+                self._carried += pc.take_undelivered()
             if not self._reconnect_until:
                 self._reconnect_until = self._loop.time() + self._tuning.reconnect_for_s
             if not self._reconnecting and not self._closed and not self._said_bye:
@@ -371,11 +385,13 @@ class RemoteNode:
         if not self._closed and self._live() is None:
             # Nodes come and go (a restarted node has a new id): one that stayed
             # unreachable is dropped rather than kept, failed, in the table forever.
+            self._drop_carried()
             self._on_given_up(self)
 
     async def close(self) -> None:
         """Close the connection and stop reconnecting."""
         self._closed = True
+        self._drop_carried()
         for task in list(self._tasks):
             task.cancel()
         if self.pc is not None:

@@ -43,7 +43,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .._envelope import StreamFrame
+from .. import _envelope as wire
+from .._envelope import TELL, Envelope, StreamFrame
+from .._errors import BadRequest
 from .._payload_type import PayloadType
 from . import _framing as framing
 from ._types import CALLS, STREAMS, TERMINAL, LinkCounters, LinkState, Tuning
@@ -318,10 +320,41 @@ class Sending:
             q.queued_bytes = 0
         return frames
 
+    def take_undelivered(self) -> list[tuple[int, bytes]]:
+        """After a failure: empty the queues, and return the frames a successor connection
+        should send, in order: tells and reliable stream chunks, whose senders were told
+        they went. Calls and answers are dropped (counted): their callers fail with 503
+        when the link does, and a call sent again after that could run twice. A frame
+        already partly sent is lost with the connection."""
+        kept: list[tuple[int, bytes]] = []
+        for q in self._lanes:
+            if q.lossy:
+                continue
+            rest: deque[tuple[int, bytes, int]] = deque()
+            for lane, data, kind in q.items:
+                if kind == _FRAME and (q.slot == _STREAM or _is_tell(data)):
+                    kept.append((lane, data))
+                elif kind == _BATCH:
+                    frames = framing.unbatch(data)
+                    tells = [frame for frame in frames if _is_tell(frame)]
+                    counters = self.counters.by_lane[_SLOT_LANE[q.slot]]
+                    for frame in tells:  # counted out when the batch was made: again later
+                        kept.append((_SLOT_LANE[q.slot], frame))
+                        counters.frames_out -= 1
+                        counters.bytes_out -= len(frame)
+                    if len(tells) < len(frames):
+                        others = [frame for frame in frames if not _is_tell(frame)]
+                        rest.append((lane, framing.batch_message(others), kind))
+                else:
+                    rest.append((lane, data, kind))
+            q.items = rest
+        self.drop_queued()
+        return kept
+
     def drop_queued(self) -> None:
         """Forget every frame not yet sent, counting each as dropped on its lane: a
-        connection that failed or closed sends nothing more (its calls fail with 503;
-        its tells and stream chunks are lost, and say so in ``actrhost status``)."""
+        connection that closed sends nothing more (one that failed gives its tells and
+        stream chunks to its successor first: :meth:`take_undelivered`)."""
         for q in self._lanes:
             for lane, data, kind in q.items:
                 if kind == _FRAME:
@@ -418,3 +451,11 @@ class Sending:
             raise
         except Exception as exc:  # InvalidStateError: a channel closed under us
             self.fail(f"send failed: {exc!r}")
+
+
+def _is_tell(frame: bytes) -> bool:
+    try:
+        item = wire.decode(frame)
+    except BadRequest:
+        return False
+    return isinstance(item, Envelope) and item.direction == TELL
