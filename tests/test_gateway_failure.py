@@ -351,3 +351,38 @@ def test_tells_and_chunks_queued_for_a_failed_link_go_on_the_next_one(
     (remote,) = runner.run(a.stats())["remote_nodes"].values()
     assert remote["lanes"]["rpc_reliable"]["dropped"] == 0
     assert remote["lanes"]["stream_reliable"]["dropped"] == 0
+
+
+def test_tells_wait_for_a_busy_worker_as_long_as_a_local_tell_would(tmp_path: Path) -> None:
+    # b1 reads nothing for 2.5 s and its queue is small: tells from A wait in B's gateway
+    # (5 s, as a local sender's tell waits) instead of being dropped after 1 s (QA).
+    runner = LoopRunner()
+    with ServerProcess() as server:
+        a = HarnessNode(tmp_path / "a", server.url, [("a1", "t+A")], name="a")
+        b = HarnessNode(tmp_path / "b", server.url, [("b1", "t+B")], name="b", hwm=4)
+        try:
+            runner.run(start_nodes(a, b))
+            assert runner.run(a.call("a1", b.ids["b1"], "echo", b"up")) == b"up"
+            worker = b.workers["b1"]
+
+            async def scenario() -> None:
+                worker.rpc.inbound.pause_reading()
+                try:
+                    for n in range(100):
+                        await a.tell("a1", b.ids["b1"], "note", b"%04d" % n + bytes(32 * 1024))
+                    await asyncio.sleep(2.5)
+                finally:
+                    worker.rpc.inbound.resume_reading()
+                deadline = time.monotonic() + 10
+                while len(worker.received.tells) < 100:
+                    assert time.monotonic() < deadline, f"{len(worker.received.tells)} tells"
+                    await asyncio.sleep(0.05)
+
+            runner.run(scenario(), timeout_s=30)
+            got = [int(p[:4]) for _route, p, _s in worker.received.tells]
+            assert got == list(range(100))
+            assert runner.run(b.stats())["undeliverable"] == 0
+        finally:
+            runner.run(a.stop())
+            runner.run(b.stop())
+            runner.close()

@@ -37,7 +37,7 @@ from ..signaling import Availability, SignalingClient
 from ._counters import GatewayCounters
 from ._ice import use_host_addresses
 from ._identity import load_identity, node_id_of
-from ._inbound import Inbound, _InCall, _Waiting
+from ._inbound import Inbound, _Backlog, _InCall
 from ._nodes import Nodes
 from ._outbound import Outbound, _Locate, _OutCall
 from ._peer import Callbacks, PeerConnection, wait_for_closing_connections
@@ -103,7 +103,7 @@ class Gateway(Nodes, Outbound, Inbound):
         ctl.connect(spec.control_endpoint)
         self._control = LoopSocket(ctl, self._on_control, "gateway control")
         self._dealers: dict[str, LoopSocket] = {}
-        self._overflow: dict[str, deque[_Waiting]] = {}
+        self._overflow: dict[str, _Backlog] = {}
         self._signaling: SignalingClient | None = None
         self._regs: dict[ActrId, Any] = {}
         # Where signaling knows an actor by another id than its worker has (see

@@ -37,11 +37,16 @@ from ._trust import Parked, Trust, unpark_one
 
 log = logging.getLogger(__name__)
 
-#: How long a frame may wait for a local worker that is (re)connecting: like a worker's
-#: own sends (actrhost._rpc.CONNECT_WAIT_S); a restarted worker binds within ~150 ms.
-CONNECT_WAIT_S = 1.0
 #: How long a reliable stream chunk may wait for a worker that stopped reading.
 STREAM_WAIT_S = 30.0
+#: How long a tell from another node may wait for a local worker whose queue is full: as
+#: long as a local sender's tell would (5 s). A call waits until its deadline, as a local
+#: caller's does. (Both waited 1 s until 2026-12-03; then the tell was dropped, QA.)
+TELL_WAIT_S = 5.0
+#: Bytes of calls and tells that may wait for one local worker; beyond, they are refused
+#: at once (a call gets 503, a tell is counted undeliverable). Nothing pushes back on
+#: another node's RPC lane, so this bounds the gateway's memory for a stuck worker.
+BACKLOG_MAX_BYTES = 64 * 1024 * 1024
 #: How long a call, tell or reliable stream chunk from another node waits for a local
 #: actor that is still starting (a request at most until its deadline). The gateway
 #: registers the node's actors with signaling before their workers run, so other nodes
@@ -75,6 +80,25 @@ class _InCall:
         self.target = target
 
 
+class _Backlog(deque["_Waiting"]):
+    """Frames waiting for one local worker's socket, in order, and their size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.size_bytes = 0
+
+    def append(self, item: _Waiting) -> None:
+        """Queue ``item`` last."""
+        super().append(item)
+        self.size_bytes += len(item.data)
+
+    def popleft(self) -> _Waiting:
+        """Take the first item."""
+        item = super().popleft()
+        self.size_bytes -= len(item.data)
+        return item
+
+
 class _Waiting:
     """A frame waiting for a local worker's socket (connecting, or its queue full)."""
 
@@ -105,7 +129,7 @@ class Inbound(Trust):
     _hwm: int
     _actor_configs: dict[str, ActorConfig]
     _dealers: dict[str, LoopSocket]
-    _overflow: dict[str, deque[_Waiting]]
+    _overflow: dict[str, _Backlog]
     _pending_in: dict[str, _InCall]
     _nodes: dict[str, RemoteNode]
     _node_of: dict[ActrId, str]
@@ -309,9 +333,11 @@ class Inbound(Trust):
             original, env.request_id = env.request_id, local_id
         data = wire.encode(env)
         if not is_request:
-            self._to_local(endpoint, data, wait_s=CONNECT_WAIT_S, on_fail=self._count_undeliverable)
+            self._to_local(
+                endpoint, data, wait_s=TELL_WAIT_S, on_fail=self._count_undeliverable, bounded=True
+            )
             return
-        wait_s = min(CONNECT_WAIT_S, env.timeout_ms / 1000) if env.timeout_ms else CONNECT_WAIT_S
+        wait_s = env.timeout_ms / 1000 if env.timeout_ms else TELL_WAIT_S
 
         def not_sent() -> None:
             call = self._pending_in.pop(local_id, None)
@@ -320,7 +346,7 @@ class Inbound(Trust):
                 error = Unavailable(f"actor {env.target} is not accepting messages")
                 self._reply_remote(pc, lane, original, error)
 
-        self._to_local(endpoint, data, wait_s=wait_s, on_fail=not_sent)
+        self._to_local(endpoint, data, wait_s=wait_s, on_fail=not_sent, bounded=True)
 
     def _readdress(self, item: Envelope | StreamFrame) -> bool:
         """Point a frame for an actor that signaling knows by a new id at its worker's id
@@ -496,12 +522,14 @@ class Inbound(Trust):
         wait_s: float,
         on_fail: Callable[[], None] | None = None,
         ack: PeerConnection | None = None,
+        bounded: bool = False,
     ) -> None:
         """Send a frame to a local worker, in order with what waits for it already.
 
         A worker that stops reading fills its queue (the high-water mark): then the frame
         waits up to ``wait_s`` behind earlier ones, and ``on_fail`` runs if it is still
-        not sent.
+        not sent. A ``bounded`` frame (a call or tell) fails at once when
+        :data:`BACKLOG_MAX_BYTES` wait already (stream chunks are bounded by their window).
         """
         backlog = self._overflow.get(endpoint)
         if not backlog:
@@ -513,17 +541,19 @@ class Inbound(Trust):
                 if ack is not None:
                     ack.stream_delivered(len(data))
                 return
-        if wait_s <= 0:
+        if wait_s <= 0 or (
+            bounded and backlog and backlog.size_bytes + len(data) > BACKLOG_MAX_BYTES
+        ):
             if on_fail is not None:
                 on_fail()
             return
         if backlog is None:
-            backlog = self._overflow[endpoint] = deque()
+            backlog = self._overflow[endpoint] = _Backlog()
         backlog.append(_Waiting(data, self._loop.time() + wait_s, on_fail, ack))
         if len(backlog) == 1:
             self._spawn(self._drain(endpoint, backlog))
 
-    async def _drain(self, endpoint: str, backlog: deque[_Waiting]) -> None:
+    async def _drain(self, endpoint: str, backlog: _Backlog) -> None:
         dealer = self._dealer(endpoint)
         try:
             while backlog:
