@@ -335,15 +335,16 @@ class Sending:
                 if kind == _FRAME and (q.slot == _STREAM or _is_tell(data)):
                     kept.append((lane, data))
                 elif kind == _BATCH:
-                    frames = framing.unbatch(data)
-                    tells = [frame for frame in frames if _is_tell(frame)]
+                    others: list[bytes] = []
                     counters = self.counters.by_lane[_SLOT_LANE[q.slot]]
-                    for frame in tells:  # counted out when the batch was made: again later
+                    for frame in framing.unbatch(data):
+                        if not _is_tell(frame):
+                            others.append(frame)
+                            continue
                         kept.append((_SLOT_LANE[q.slot], frame))
-                        counters.frames_out -= 1
+                        counters.frames_out -= 1  # counted when the batch was made: again later
                         counters.bytes_out -= len(frame)
-                    if len(tells) < len(frames):
-                        others = [frame for frame in frames if not _is_tell(frame)]
+                    if others:
                         rest.append((lane, framing.batch_message(others), kind))
                 else:
                     rest.append((lane, data, kind))
