@@ -49,6 +49,7 @@ from .._errors import BadRequest
 from .._payload_type import PayloadType
 from . import _framing as framing
 from ._types import CALLS, STREAMS, TERMINAL, LinkCounters, LinkState, Tuning
+from ._unsent import take_unsent
 
 if TYPE_CHECKING:
     from ._media import MediaSender
@@ -323,31 +324,49 @@ class Sending:
     def take_undelivered(self) -> list[tuple[int, bytes]]:
         """After a failure: empty the queues, and return the frames a successor connection
         should send, in order: tells and reliable stream chunks, whose senders were told
-        they went. Calls and answers are dropped (counted): their callers fail with 503
-        when the link does, and a call sent again after that could run twice. A frame
-        already partly sent is lost with the connection."""
+        they went, from our lanes and from what aiortc never transmitted (:mod:`._unsent`).
+        Calls and answers are dropped (counted): their callers fail with 503 when the link
+        does, and a call sent again after that could run twice. A frame of which a part
+        was transmitted is lost with the connection."""
+        sctp = self._pc.sctp if self._pc is not None else None
+        unsent = take_unsent(sctp) if sctp is not None else {}
         kept: list[tuple[int, bytes]] = []
         for q in self._lanes:
             if q.lossy:
                 continue
+            lane = _SLOT_LANE[q.slot]
+            counters = self.counters.by_lane[lane]
+            # Messages handed to aiortc, then the rest of a frame going out in parts.
+            messages = unsent.get(q.channel.id, []) if q.channel is not None else []
+            if q.current is not None:
+                messages += q.current
+                q.current = None
+            reassembler = framing.Reassembler(max_partial=1)
+            for message in messages:
+                for frame in _frames_of(reassembler, message):
+                    counters.frames_out -= 1  # counted when it left our lane: again later
+                    counters.bytes_out -= len(frame)
+                    if q.slot == _STREAM or _is_tell(frame):
+                        kept.append((lane, frame))
+                    else:
+                        counters.dropped += 1
             rest: deque[tuple[int, bytes, int]] = deque()
-            for lane, data, kind in q.items:
+            for item_lane, data, kind in q.items:
                 if kind == _FRAME and (q.slot == _STREAM or _is_tell(data)):
-                    kept.append((lane, data))
+                    kept.append((item_lane, data))
                 elif kind == _BATCH:
                     others: list[bytes] = []
-                    counters = self.counters.by_lane[_SLOT_LANE[q.slot]]
                     for frame in framing.unbatch(data):
                         if not _is_tell(frame):
                             others.append(frame)
                             continue
-                        kept.append((_SLOT_LANE[q.slot], frame))
+                        kept.append((lane, frame))
                         counters.frames_out -= 1  # counted when the batch was made: again later
                         counters.bytes_out -= len(frame)
                     if others:
-                        rest.append((lane, framing.batch_message(others), kind))
+                        rest.append((item_lane, framing.batch_message(others), kind))
                 else:
-                    rest.append((lane, data, kind))
+                    rest.append((item_lane, data, kind))
             q.items = rest
         self.drop_queued()
         return kept
@@ -452,6 +471,18 @@ class Sending:
             raise
         except Exception as exc:  # InvalidStateError: a channel closed under us
             self.fail(f"send failed: {exc!r}")
+
+
+def _frames_of(reassembler: framing.Reassembler, message: bytes) -> list[bytes]:
+    """The whole frames in one of our own data-channel messages (none for a control
+    message or a part of an unfinished frame)."""
+    try:
+        got = reassembler.feed(bytes(message))
+    except framing.MalformedMessage:
+        return []
+    if got is None or got[0] == "control":
+        return []
+    return [got[1]] if got[0] == "frame" else got[1]
 
 
 def _is_tell(frame: bytes) -> bool:
