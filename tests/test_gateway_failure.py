@@ -386,3 +386,55 @@ def test_tells_wait_for_a_busy_worker_as_long_as_a_local_tell_would(tmp_path: Pa
             runner.run(a.stop())
             runner.run(b.stop())
             runner.close()
+
+
+def test_what_waits_for_a_stuck_worker_is_bounded(tmp_path: Path) -> None:
+    # Nothing pushes back on another node's RPC lane: beyond the bound (here 256 KiB,
+    # 64 MiB as shipped) calls and tells for a worker that reads nothing are refused at
+    # once (a call with 503 long before its deadline, a tell counted) instead of growing
+    # the gateway's memory; what was accepted is delivered, in order.
+    runner = LoopRunner()
+    tuning = {**FAST_TUNING, "worker_backlog_bytes": 256 * 1024}
+    with ServerProcess() as server:
+        a = HarnessNode(tmp_path / "a", server.url, [("a1", "t+A")], name="a")
+        b = HarnessNode(tmp_path / "b", server.url, [("b1", "t+B")], name="b", hwm=4, tuning=tuning)
+        try:
+            runner.run(start_nodes(a, b))
+            assert runner.run(a.call("a1", b.ids["b1"], "echo", b"up")) == b"up"
+            worker = b.workers["b1"]
+
+            async def scenario() -> float:
+                worker.rpc.inbound.pause_reading()
+                try:
+                    for n in range(40):  # 1.3 MiB
+                        await a.tell("a1", b.ids["b1"], "note", b"%04d" % n + bytes(32 * 1024))
+                    while (await b.stats())["undeliverable"] < 20:
+                        await asyncio.sleep(0.05)
+                    started = time.monotonic()
+                    with pytest.raises(Unavailable, match="not accepting messages"):
+                        # Larger than a tell: no room left for it whatever the fill.
+                        late = b"late" + bytes(40 * 1024)
+                        await a.call("a1", b.ids["b1"], "echo", late, timeout_s=8)
+                    refused_after_s = time.monotonic() - started
+                finally:
+                    worker.rpc.inbound.resume_reading()
+                return refused_after_s
+
+            refused_after_s = runner.run(scenario(), timeout_s=30)
+            assert refused_after_s < 2  # not after its 8 s deadline
+
+            async def delivered() -> int:
+                undeliverable = int((await b.stats())["undeliverable"])
+                while len(worker.received.tells) < 40 - undeliverable:
+                    await asyncio.sleep(0.05)
+                return undeliverable
+
+            undeliverable = runner.run(delivered(), timeout_s=10)
+            got = [int(p[:4]) for _route, p, _s in worker.received.tells]
+            # The first ones, in order: what the worker's socket holds, then the bound's.
+            assert got == list(range(40 - undeliverable))
+            assert undeliverable >= 20
+        finally:
+            runner.run(a.stop())
+            runner.run(b.stop())
+            runner.close()

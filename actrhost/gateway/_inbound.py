@@ -34,6 +34,7 @@ from ._outbound import NO_DEADLINE_S, _OutCall
 from ._peer import PeerConnection
 from ._remote import RemoteNode
 from ._trust import Parked, Trust, unpark_one
+from ._types import Tuning
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,6 @@ STREAM_WAIT_S = 30.0
 #: long as a local sender's tell would (5 s). A call waits until its deadline, as a local
 #: caller's does. (Both waited 1 s until 2026-12-03; then the tell was dropped, QA.)
 TELL_WAIT_S = 5.0
-#: Bytes of calls and tells that may wait for one local worker; beyond, they are refused
-#: at once (a call gets 503, a tell is counted undeliverable). Nothing pushes back on
-#: another node's RPC lane, so this bounds the gateway's memory for a stuck worker.
-BACKLOG_MAX_BYTES = 64 * 1024 * 1024
 #: How long a call, tell or reliable stream chunk from another node waits for a local
 #: actor that is still starting (a request at most until its deadline). The gateway
 #: registers the node's actors with signaling before their workers run, so other nodes
@@ -141,6 +138,7 @@ class Inbound(Trust):
     _in_ids: itertools.count[int]
     _spawn: Callable[[Any], None]
     _send_router: Callable[[bytes, bytes], None]
+    tuning: Tuning
     _send_link: Callable[[PeerConnection, int, bytes], None]
     _flush_links: Callable[[], None]
     _in_drain: bool
@@ -529,7 +527,8 @@ class Inbound(Trust):
         A worker that stops reading fills its queue (the high-water mark): then the frame
         waits up to ``wait_s`` behind earlier ones, and ``on_fail`` runs if it is still
         not sent. A ``bounded`` frame (a call or tell) fails at once when
-        :data:`BACKLOG_MAX_BYTES` wait already (stream chunks are bounded by their window).
+        ``Tuning.worker_backlog_bytes`` wait already (stream chunks are bounded by their
+        window).
         """
         backlog = self._overflow.get(endpoint)
         if not backlog:
@@ -542,7 +541,9 @@ class Inbound(Trust):
                     ack.stream_delivered(len(data))
                 return
         if wait_s <= 0 or (
-            bounded and backlog and backlog.size_bytes + len(data) > BACKLOG_MAX_BYTES
+            bounded
+            and backlog
+            and backlog.size_bytes + len(data) > self.tuning.worker_backlog_bytes
         ):
             if on_fail is not None:
                 on_fail()

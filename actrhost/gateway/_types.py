@@ -70,6 +70,11 @@ class Tuning:
     latency_queue_frames: int = 4
     #: Video and audio tracks per connection (each): ``[webrtc] media_tracks``.
     media_tracks: int = 4
+    #: Bytes of calls and tells from other nodes that may wait for one local worker whose
+    #: queue is full; beyond, they are refused at once (a call gets 503, a tell is counted
+    #: undeliverable). Nothing pushes back on another node's RPC lane, so this bounds the
+    #: gateway's memory for a stuck worker.
+    worker_backlog_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass
