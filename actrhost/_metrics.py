@@ -291,7 +291,14 @@ def _gateway_metrics(out: _Exposition, node: dict[str, str], gateway: dict[str, 
             remote.get("state") == "connected",
             labels,
         )
-        for key in ("connects", "failures", "malformed", "evicted_parts", "batches_out"):
+        for key in (
+            "connects",
+            "failures",
+            "malformed",
+            "evicted_parts",
+            "batches_out",
+            "duplicates_dropped",
+        ):
             if _is_number(remote.get(key)):
                 out.counter(
                     f"actrhost_remote_{key}", f"Remote node counter {key}.", remote[key], labels

@@ -6,7 +6,7 @@ Every data-channel message starts with one kind byte:
 ``0x01``   FRAME: the rest is one protobuf ``Frame`` (docs/protocol.md), unchanged
 ``0x02``   PART: header ``!BIHH`` (kind, message id, part index, part count), then a
            slice of a frame too large for one data-channel message
-``0x03``   CONTROL: the rest is a JSON object with ``"op"`` (hello, ping, ack, media)
+``0x03``   CONTROL: the rest is a JSON object with ``"op"`` (hello, ping, ack, again, media, …)
 ``0x04``   BATCH: small frames of one lane, each as ``!I`` length + the frame
 =========  ==========================================================================
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,7 @@ from ._ice import (
     rtc_configuration,
 )
 from ._media import MediaReceiver, MediaSender
-from ._sending import _CHANNELS, _LATENCY, _SLOT_LANE, Sending, _Lane
+from ._sending import _CHANNELS, _LATENCY, _SLOT_LANE, _STREAM, Sending, _Lane
 from ._types import TERMINAL, TRANSITIONS, LinkCounters, LinkState, Tuning
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,10 @@ PressureCallback = Callable[["PeerConnection", str, bool], None]
 MediaCallback = Callable[["PeerConnection", StreamFrame], None]
 
 
+def _no_earlier_connections(session_id: str) -> int | None:
+    return None
+
+
 @dataclass
 class Callbacks:
     """How a peer connection reports to its owner (all called synchronously)."""
@@ -72,6 +77,9 @@ class Callbacks:
     on_pressure: PressureCallback
     on_media: MediaCallback
     parse_id: Callable[[str], Any]
+    #: How many stream frames an earlier connection with the same node (by session id)
+    #: received; None if unknown (the owner does not remember it).
+    stream_frames_in: Callable[[str], int | None] = _no_earlier_connections
 
 
 class PeerConnection(Sending):
@@ -121,6 +129,12 @@ class PeerConnection(Sending):
         self._pressured: set[str] = set()
         self._stream_sent_bytes = 0
         self._stream_acked_bytes = 0
+        self._stream_frames_sent = 0
+        self._stream_unconfirmed: deque[bytes] = deque()
+        #: Stream frames received on this connection (duplicates dropped included), and
+        #: how many of the next ones an ``again`` message said we had already.
+        self.stream_frames_in = 0
+        self._stream_duplicates_ahead = 0
         self._stream_delivered_bytes = 0
         self._stream_ack_sent = 0
         self._ack_handle: asyncio.TimerHandle | None = None
@@ -303,6 +317,11 @@ class PeerConnection(Sending):
                 return
             what, value = item
             if what == "frame":
+                if slot == _STREAM:
+                    self.stream_frames_in += 1
+                    if self._stream_duplicates_ahead:
+                        self._drop_duplicate(value)
+                        return
                 self._cb.on_frame(self, _SLOT_LANE[slot], value)
             elif what == "frames":
                 for frame in value:
@@ -323,11 +342,38 @@ class PeerConnection(Sending):
             if isinstance(acked, int) and acked > self._stream_acked_bytes:
                 self._stream_acked_bytes = acked
                 self._wake.set()
+            received = message.get("r")
+            if isinstance(received, int):
+                self.stream_frames_confirmed(received)
+            return
+        if op == "again":
+            self._on_again(message)
             return
         if op == "media":
             self.media_receiver.on_meta(message)
             return
         self._cb.on_control(self, message)
+
+    def _on_again(self, message: dict[str, Any]) -> None:
+        """The next ``count`` stream frames are frames ``first``… of the failed connection
+        ``session``, sent again: drop those that connection had delivered to us."""
+        session, first, count = message.get("session"), message.get("first"), message.get("count")
+        if not (isinstance(session, str) and isinstance(first, int) and isinstance(count, int)):
+            self.counters.malformed += 1
+            return
+        received = self._cb.stream_frames_in(session)
+        if received is None:
+            # Our gateway restarted since (or forgot that node): they may have reached the
+            # actor already, or not. Delivering them again beats losing them for a stream:
+            # its chunks carry their sequence.
+            log.info("%r: %d stream frames sent again from an unknown connection", self, count)
+            return
+        self._stream_duplicates_ahead = max(0, min(count, received - first))
+
+    def _drop_duplicate(self, frame: bytes) -> None:
+        self._stream_duplicates_ahead -= 1
+        self.counters.duplicates_dropped += 1
+        self.stream_delivered(len(frame))  # the sender's window counts it
 
     def stream_delivered(self, size_bytes: int) -> None:
         """The owner handed ``size_bytes`` of STREAM_RELIABLE frames to a local worker:
@@ -344,7 +390,8 @@ class PeerConnection(Sending):
             self._ack_handle = None
         if self._stream_delivered_bytes != self._stream_ack_sent:
             self._stream_ack_sent = self._stream_delivered_bytes
-            self.send_control({"op": "ack", "n": self._stream_delivered_bytes})
+            ack = {"op": "ack", "n": self._stream_delivered_bytes, "r": self.stream_frames_in}
+            self.send_control(ack)
 
     async def _keepalive(self) -> None:
         interval = self.tuning.keepalive_interval_s

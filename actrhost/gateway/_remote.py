@@ -33,6 +33,7 @@ from .._errors import ActrError, ClosedResourceError
 from .._ids import ActrId
 from ..signaling import RoleAssignment, SdpAnswer, SdpOffer
 from ._peer import Callbacks, PeerConnection, close_in_background
+from ._sending import Carried
 from ._types import TERMINAL, LinkCounters, LinkState, Tuning
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,10 @@ def parse_session(text: str) -> tuple[str, str, str] | None:
     if len(parts) != 4 or parts[0] not in ("neg", "pc") or not parts[1]:
         return None
     return parts[0], parts[1], "" if parts[2] == "-" else parts[2]
+
+
+#: How many replaced connections a node remembers (for their stream frame counts).
+_EARLIER_KEPT = 4
 
 
 class RemoteNode:
@@ -97,6 +102,7 @@ class RemoteNode:
             on_pressure=callbacks.on_pressure,
             on_media=callbacks.on_media,
             parse_id=callbacks.parse_id,
+            stream_frames_in=self._stream_frames_in,
         )
         self.counters = LinkCounters()
         #: The node's config name, from its gateway's "hello" ("" until it arrives).
@@ -118,7 +124,10 @@ class RemoteNode:
         self._closed = False
         # Tells and reliable stream chunks a failed connection had queued: the next one
         # sends them first (PeerConnection.take_undelivered).
-        self._carried: list[tuple[int, bytes]] = []
+        self._carried: list[Carried] = []
+        #: The last connections replaced by a new one, by session id: the stream frames
+        #: they received tell which of those sent again are duplicates.
+        self._earlier: dict[str, PeerConnection] = {}
         self._loop = asyncio.get_running_loop()
 
     def __repr__(self) -> str:
@@ -165,17 +174,25 @@ class RemoteNode:
             certificate=self._certificate,
         )
         pc.quiet = self._reconnecting  # the reconnect loop reports on its attempts
+        if self.pc is not None and self.pc.stream_frames_in:
+            self._earlier[self.pc.session_id] = self.pc
+            while len(self._earlier) > _EARLIER_KEPT:
+                del self._earlier[next(iter(self._earlier))]
         self.pc = pc
         carried, self._carried = self._carried, []
-        for lane, frame in carried:
-            pc.enqueue(lane, frame)
+        pc.enqueue_carried(carried)
         self._spawn(self._watch_new(pc))
         return pc
 
     def _drop_carried(self) -> None:
-        for lane, _frame in self._carried:
-            self.counters.by_lane[lane].dropped += 1
+        for lane, _data, control in self._carried:
+            if not control:
+                self.counters.by_lane[lane].dropped += 1
         self._carried = []
+
+    def _stream_frames_in(self, session_id: str) -> int | None:
+        pc = self._earlier.get(session_id)
+        return pc.stream_frames_in if pc is not None else None
 
     async def _watch_new(self, pc: PeerConnection) -> None:
         """A connection that waits for an offer that never comes fails like any other."""

@@ -31,6 +31,12 @@ receiver would grow the remote gateway's memory without bound.
 Batches: small calls and answers the owner hands over within one turn of its loop
 (:meth:`Sending.hold`, then :meth:`Sending.flush_held`) share data-channel messages
 (docs/gateway.md, "Batches").
+
+After a failure (:meth:`Sending.take_undelivered`), tells and reliable stream chunks go on
+the next connection. Stream chunks the other side has not confirmed are among them, even
+those that left: they may have been lost with the link. Before them goes an ``again``
+control message on the stream channel saying which frames of the failed connection they
+were; the other side drops those it had received (``PeerConnection`` receiving half).
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import _envelope as wire
 from .._envelope import TELL, Envelope, StreamFrame
@@ -98,6 +104,15 @@ _FRAME, _CONTROL, _BATCH = 0, 1, 2
 BATCH_FRAME_MAX_BYTES = 16 * 1024
 
 
+class Carried(NamedTuple):
+    """What a failed connection hands to its successor: a frame, or a control message
+    that goes on the lane's channel in order with the frames (``again``)."""
+
+    lane: int
+    data: bytes
+    control: bool = False
+
+
 class _Lane:
     """Our queue for one channel: frames, control messages and batch messages."""
 
@@ -125,8 +140,14 @@ class Sending:
     _wake: asyncio.Event
     _low: asyncio.Event
     _pressured: set[str]  # gateway sockets this connection asked to stop reading
+    session_id: str
     _stream_sent_bytes: int
     _stream_acked_bytes: int
+    #: Reliable stream frames handed to aiortc on this connection, and those of them
+    #: the other side has not confirmed receiving yet (oldest first): sent again after
+    #: a failure.
+    _stream_frames_sent: int
+    _stream_unconfirmed: deque[bytes]
     _message_ids: Iterator[int]
     media_sender: MediaSender
     fail: Callable[[str], None]
@@ -178,8 +199,22 @@ class Sending:
         counters.frames_out += 1
         counters.bytes_out += len(frame)
         if q.slot == _STREAM:
-            self._stream_sent_bytes += len(frame)
+            self._stream_left(frame)
         return True
+
+    def _stream_left(self, frame: bytes) -> None:
+        self._stream_sent_bytes += len(frame)
+        self._stream_frames_sent += 1
+        self._stream_unconfirmed.append(frame)
+
+    def stream_frames_confirmed(self, received: int) -> None:
+        """The other side says it has received the first ``received`` stream frames of
+        this connection: they need not be sent again after a failure."""
+        unconfirmed = self._stream_unconfirmed
+        for _ in range(received - (self._stream_frames_sent - len(unconfirmed))):
+            if not unconfirmed:
+                break
+            unconfirmed.popleft()
 
     def _room_now(self, q: _Lane, message_bytes: int) -> bool:
         """Whether a message of this size may go to aiortc now, ahead of nothing."""
@@ -321,46 +356,52 @@ class Sending:
             q.queued_bytes = 0
         return frames
 
-    def take_undelivered(self) -> list[tuple[int, bytes]]:
-        """After a failure: empty the queues, and return the frames a successor connection
+    def take_undelivered(self) -> list[Carried]:
+        """After a failure: empty the queues, and return what a successor connection
         should send, in order: tells and reliable stream chunks, whose senders were told
-        they went, from our lanes and from what aiortc never transmitted (:mod:`._unsent`).
-        Calls and answers are dropped (counted): their callers fail with 503 when the link
-        does, and a call sent again after that could run twice. A frame of which a part
-        was transmitted is lost with the connection."""
+        they went. Tells come from our lanes and from what aiortc never transmitted
+        (:mod:`._unsent`); stream chunks also from those that left but were not confirmed,
+        after an ``again`` message (module docstring). Calls and answers are dropped
+        (counted): their callers fail with 503 when the link does, and a call sent again
+        after that could run twice. A tell of which a part was transmitted is lost with
+        the connection."""
         sctp = self._pc.sctp if self._pc is not None else None
         unsent = take_unsent(sctp) if sctp is not None else {}
-        kept: list[tuple[int, bytes]] = []
+        kept: list[Carried] = []
         for q in self._lanes:
             if q.lossy:
                 continue
             lane = _SLOT_LANE[q.slot]
             counters = self.counters.by_lane[lane]
-            # Messages handed to aiortc, then the rest of a frame going out in parts.
-            messages = unsent.get(q.channel.id, []) if q.channel is not None else []
-            if q.current is not None:
-                messages += q.current
-                q.current = None
-            reassembler = framing.Reassembler(max_partial=1)
-            for message in messages:
-                for frame in _frames_of(reassembler, message):
-                    counters.frames_out -= 1  # counted when it left our lane: again later
-                    counters.bytes_out -= len(frame)
-                    if q.slot == _STREAM or _is_tell(frame):
-                        kept.append((lane, frame))
-                    else:
-                        counters.dropped += 1
+            if q.slot == _STREAM:
+                kept += self._unconfirmed_stream_frames()
+            else:
+                # Messages handed to aiortc, then the rest of a frame going out in parts.
+                messages = unsent.get(q.channel.id, []) if q.channel is not None else []
+                messages += q.current or ()
+                reassembler = framing.Reassembler(max_partial=1)
+                for message in messages:
+                    for frame in _frames_of(reassembler, message):
+                        counters.frames_out -= 1  # counted when it left our lane: again later
+                        counters.bytes_out -= len(frame)
+                        if _is_tell(frame):
+                            kept.append(Carried(lane, frame))
+                        else:
+                            counters.dropped += 1
+            q.current = None
             rest: deque[tuple[int, bytes, int]] = deque()
             for item_lane, data, kind in q.items:
                 if kind == _FRAME and (q.slot == _STREAM or _is_tell(data)):
-                    kept.append((item_lane, data))
+                    kept.append(Carried(item_lane, data))
+                elif kind == _CONTROL and q.slot == _STREAM:
+                    kept.append(Carried(lane, data, control=True))  # an earlier "again"
                 elif kind == _BATCH:
                     others: list[bytes] = []
                     for frame in framing.unbatch(data):
                         if not _is_tell(frame):
                             others.append(frame)
                             continue
-                        kept.append((lane, frame))
+                        kept.append(Carried(lane, frame))
                         counters.frames_out -= 1  # counted when the batch was made: again later
                         counters.bytes_out -= len(frame)
                     if others:
@@ -370,6 +411,38 @@ class Sending:
             q.items = rest
         self.drop_queued()
         return kept
+
+    def _unconfirmed_stream_frames(self) -> list[Carried]:
+        """The stream frames that left without confirmation, after the ``again`` message
+        that tells the other side which of this connection's frames they were."""
+        frames = self._stream_unconfirmed
+        if not frames:
+            return []
+        again = {
+            "op": "again",
+            "session": self.session_id,
+            "first": self._stream_frames_sent - len(frames),
+            "count": len(frames),
+        }
+        lane = PayloadType.STREAM_RELIABLE
+        carried = [Carried(lane, framing.control_message(again), control=True)]
+        counters = self.counters.by_lane[lane]
+        for frame in frames:
+            counters.frames_out -= 1  # counted when it left: again later
+            counters.bytes_out -= len(frame)
+            carried.append(Carried(lane, frame))
+        frames.clear()
+        return carried
+
+    def enqueue_carried(self, carried: list[Carried]) -> None:
+        """Queue what a failed predecessor handed over (:meth:`take_undelivered`), first
+        and in order."""
+        for lane, data, control in carried:
+            if control:
+                self._lanes[_LANE_SLOT[lane]].items.append((-1, data, _CONTROL))
+                self._wake.set()
+            else:
+                self.enqueue(lane, data)
 
     def drop_queued(self) -> None:
         """Forget every frame not yet sent, counting each as dropped on its lane: a
@@ -431,7 +504,7 @@ class Sending:
             counters.frames_out += 1
             counters.bytes_out += len(data)
             if q.slot == _STREAM:
-                self._stream_sent_bytes += len(data)
+                self._stream_left(data)
             try:
                 q.current = framing.split_frame(
                     data, next(self._message_ids), self.tuning.max_message_bytes

@@ -99,6 +99,9 @@ class LinkCounters:
     evicted_parts: int = 0
     #: Batch messages sent (each carried several frames, counted in their lanes).
     batches_out: int = 0
+    #: Reliable stream chunks sent again after a link failure that had arrived before
+    #: (dropped here; docs/gateway.md, Failure).
+    duplicates_dropped: int = 0
     media: MediaCounters = field(default_factory=MediaCounters)
     #: The same LaneCounters by lane number (PayloadType value): found per frame, where
     #: building the enum and its lower-case name costs more than the counting.
@@ -114,5 +117,6 @@ class LinkCounters:
             "malformed": self.malformed,
             "evicted_parts": self.evicted_parts,
             "batches_out": self.batches_out,
+            "duplicates_dropped": self.duplicates_dropped,
             "media": dict(vars(self.media)),
         }
