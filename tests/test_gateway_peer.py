@@ -284,6 +284,30 @@ def test_stream_frames_lost_with_a_link_are_sent_again_without_duplicates() -> N
     run(scenario())
 
 
+def test_a_frame_too_large_for_parts_is_dropped_and_the_link_lives_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # split_frame raised only when its first part was taken, in the sender task, which
+    # then failed the whole link.
+    monkeypatch.setattr(framing, "MAX_FRAME_BYTES", 100_000)
+
+    async def scenario() -> None:
+        a, b = await connected_pair()
+        try:
+            a.pc.enqueue(PayloadType.STREAM_RELIABLE, bytes(200_000))
+            a.pc.enqueue(PayloadType.STREAM_RELIABLE, b"next")
+            await b.wait_frames(1)
+            assert b.frames == [(PayloadType.STREAM_RELIABLE, b"next")]
+            assert a.pc.state is LinkState.CONNECTED
+            stream = a.pc.counters.lanes["stream_reliable"]
+            assert (stream.frames_out, stream.dropped) == (1, 1)
+        finally:
+            await a.pc.close()
+            await b.pc.close()
+
+    run(scenario())
+
+
 def test_held_frames_go_out_in_batches_in_order() -> None:
     # What a gateway does with the calls of one drain of its worker socket: holds them,
     # then sends them in as few messages as fit, each lane in order, signal lane first.

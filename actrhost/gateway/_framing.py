@@ -90,17 +90,21 @@ def too_large(what: str, size_bytes: int) -> str:
 
 def split_frame(frame: bytes, message_id: int, max_message_bytes: int) -> Iterator[bytes]:
     """The data-channel messages carrying ``frame``: one, or parts of at most
-    ``max_message_bytes`` each. Raises ValueError for a frame over :data:`MAX_FRAME_BYTES`.
+    ``max_message_bytes`` each, made as they are taken. Raises ValueError at once (not
+    when the first part is taken) for a frame over :data:`MAX_FRAME_BYTES`.
     """
     if len(frame) + 1 <= max_message_bytes:
-        yield b"\x01" + frame
-        return
+        return iter((b"\x01" + frame,))
     if len(frame) > MAX_FRAME_BYTES:
         raise ValueError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME_BYTES} bytes")
     room = max_message_bytes - PART_HEADER_BYTES
     count = -(-len(frame) // room)
     if count > _MAX_PARTS:
         raise ValueError(f"frame of {len(frame)} bytes needs {count} parts (max {_MAX_PARTS})")
+    return _parts(frame, message_id, room, count)
+
+
+def _parts(frame: bytes, message_id: int, room: int, count: int) -> Iterator[bytes]:
     view = memoryview(frame)
     msg_id = message_id & 0xFFFFFFFF
     for index in range(count):

@@ -501,10 +501,6 @@ class Sending:
             if kind == _BATCH:
                 return data  # counted when it was made
             counters = self.counters.by_lane[lane]
-            counters.frames_out += 1
-            counters.bytes_out += len(data)
-            if q.slot == _STREAM:
-                self._stream_left(data)
             try:
                 q.current = framing.split_frame(
                     data, next(self._message_ids), self.tuning.max_message_bytes
@@ -512,6 +508,11 @@ class Sending:
             except ValueError as exc:
                 counters.dropped += 1
                 log.warning("%r: dropped a frame: %s", self, exc)
+                continue
+            counters.frames_out += 1
+            counters.bytes_out += len(data)
+            if q.slot == _STREAM:
+                self._stream_left(data)
 
     async def _run_sender(self) -> None:
         high = self.tuning.buffer_high_bytes
