@@ -5,8 +5,9 @@ messages, and the clear failure when there are no ICE candidates."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -40,7 +41,7 @@ class Side:
         self,
         name: str,
         tuning: Tuning = TUNING,
-        stream_frames_in: Callable[[str], int | None] | None = None,
+        earlier_connection: Callable[[str], PeerConnection | None] | None = None,
     ) -> None:
         self.frames: list[tuple[int, bytes]] = []
         self.states: list[LinkState] = []
@@ -57,8 +58,8 @@ class Side:
             on_media=lambda pc, sample: self.media.append(sample),
             parse_id=str,
         )
-        if stream_frames_in is not None:
-            callbacks.stream_frames_in = stream_frames_in
+        if earlier_connection is not None:
+            callbacks.earlier_connection = earlier_connection
         self.pc = PeerConnection(
             name,
             f"pc|{name}",
@@ -82,11 +83,12 @@ class Side:
 
 
 async def connected_pair(
-    tuning: Tuning = TUNING, stream_frames_in: Callable[[str], int | None] | None = None
+    tuning: Tuning = TUNING,
+    earlier_connection: Callable[[str], PeerConnection | None] | None = None,
 ) -> tuple[Side, Side]:
-    """Two connected sides; ``stream_frames_in``: what b remembers of earlier
-    connections (Callbacks.stream_frames_in)."""
-    a, b = Side("a", tuning), Side("b", tuning, stream_frames_in)
+    """Two connected sides; ``earlier_connection``: what b remembers of earlier
+    connections (Callbacks.earlier_connection)."""
+    a, b = Side("a", tuning), Side("b", tuning, earlier_connection)
     offer = await a.pc.create_offer()
     answer = await b.pc.accept_offer(offer)
     await a.pc.accept_answer(answer)
@@ -207,9 +209,35 @@ def tell_frame(n: int, size_bytes: int) -> bytes:
     return frame
 
 
-def test_what_aiortc_never_transmitted_is_taken_back_whole_after_a_failure() -> None:
+@contextlib.asynccontextmanager
+async def successor(a: Side, b: Side) -> AsyncIterator[tuple[Side, Side]]:
+    """A new connected pair standing for the next connection between the same two nodes:
+    ``a`` failed, and its successor sends what it handed over; the new ``b`` knows the
+    old one by ``a``'s session id (as a RemoteNode does). Closed after the block."""
+    carried = a.pc.take_undelivered()
+    known = {a.pc.session_id: b.pc}
+    a2, b2 = await connected_pair(earlier_connection=known.get)
+    try:
+        a2.pc.enqueue_carried(carried)
+        yield a2, b2
+    finally:
+        await a2.pc.close()
+        await b2.pc.close()
+
+
+def cut(side: Side) -> None:
+    """Lose everything ``side`` sends from now on, as a link that went down would."""
+
+    async def lost(data: bytes) -> None:
+        pass
+
+    side.pc._pc.sctp.transport._send_data = lost
+
+
+def test_what_aiortc_never_transmitted_goes_on_the_next_connection_only() -> None:
     # Tells in aiortc's own buffer when a link failed were lost (≈ 1,500 per failure in
-    # QA), and so was the rest of a message whose first chunks had left.
+    # QA), and so was the rest of a message whose first chunks had left. Now they go on
+    # the next connection, and the failed one no longer sends them while it closes.
     async def scenario() -> None:
         a, b = await connected_pair()
         try:
@@ -223,13 +251,13 @@ def test_what_aiortc_never_transmitted_is_taken_back_whole_after_a_failure() -> 
             rpc_channel = a.pc._lanes[_RPC].channel.id
             assert [c.stream_id for c in sctp._sent_queue].count(rpc_channel) == 4
             a.pc.fail("cut by the test")
-            taken = a.pc.take_undelivered()
-            await asyncio.sleep(0.3)  # what left arrives; the closing link sends no more
-            # The first left whole; the second had begun to leave, and comes back whole.
-            assert [frame for _lane, frame in b.frames] == frames[:1]
-            assert taken == [(PayloadType.RPC_RELIABLE, frame, False) for frame in frames[1:]]
-            rpc = a.pc.counters.lanes["rpc_reliable"]
-            assert (rpc.frames_out, rpc.dropped) == (1, 0)
+            async with successor(a, b) as (_a2, b2):
+                await b2.wait_frames(49)
+                await asyncio.sleep(0.2)
+                # The first left whole; none other left the failed connection after all.
+                assert [frame for _lane, frame in b.frames] == frames[:1]
+                assert [frame for _lane, frame in b2.frames] == frames[1:]
+                assert b2.pc.counters.duplicates_dropped == 1
         finally:
             await a.pc.close()
             await b.pc.close()
@@ -237,49 +265,39 @@ def test_what_aiortc_never_transmitted_is_taken_back_whole_after_a_failure() -> 
     run(scenario())
 
 
-def test_stream_frames_lost_with_a_link_are_sent_again_without_duplicates() -> None:
-    # Stream chunks in flight when a link failed were lost: a reliable stream with a
-    # gap. Those not confirmed go again on the next connection, and the other side drops
-    # the ones it had (it counts what each connection received).
+@pytest.mark.parametrize(
+    "lane", [PayloadType.RPC_RELIABLE, PayloadType.STREAM_RELIABLE], ids=["tells", "stream"]
+)
+def test_what_a_failed_link_lost_in_flight_goes_again_without_duplicates(lane: int) -> None:
+    # Tells and stream chunks in flight when a link failed were lost (a stream with a
+    # gap; up to a congestion window of tells). Those the other side had not confirmed
+    # go again on the next connection, and the other side drops the ones it had.
     async def scenario() -> None:
         a, b = await connected_pair()
-        b.auto_ack = False  # nothing is confirmed: everything sent is in doubt
-        second: tuple[Side, Side] | None = None
         try:
-            frames = [b"%04d" % n + bytes(3000) for n in range(10)]
+            frames = [tell_frame(n, 3000) for n in range(40)]
             for frame in frames[:4]:
-                a.pc.enqueue(PayloadType.STREAM_RELIABLE, frame)
-            await b.wait_frames(4)
-            dtls = a.pc._pc.sctp.transport
-
-            async def cut(data: bytes) -> None:
-                pass  # the link is down: what leaves now is lost
-
-            dtls._send_data = cut
+                a.pc.enqueue(lane, frame)
+            await b.wait_frames(4)  # arrived, not confirmed yet: the link goes down
+            cut(a)
+            cut(b)
             for frame in frames[4:]:
-                a.pc.enqueue(PayloadType.STREAM_RELIABLE, frame)
-            await asyncio.sleep(0.1)
-            assert a.pc._pc.sctp._sent_queue  # they left, and will never arrive
+                a.pc.enqueue(lane, frame)
+            await asyncio.sleep(0.2)
+            assert a.pc._pc.sctp._sent_queue  # some left, and will never arrive
             a.pc.fail("cut by the test")
-            carried = a.pc.take_undelivered()
-            assert carried[0].control and [c.data for c in carried[1:]] == frames
-
-            known = {a.pc.session_id: b.pc}  # what b's RemoteNode remembers
-            second = await connected_pair(
-                stream_frames_in=lambda s: known[s].stream_frames_in if s in known else None
-            )
-            a2, b2 = second
-            a2.pc.enqueue_carried(carried)
-            a2.pc.enqueue(PayloadType.STREAM_RELIABLE, b"after")
-            await b2.wait_frames(7)
-            await asyncio.sleep(0.1)
-            got = [frame for _lane, frame in b.frames + b2.frames]
-            assert got == [*frames, b"after"]  # nothing lost, nothing twice, in order
-            assert b2.pc.counters.duplicates_dropped == 4
-            assert a2.pc.stats()["stream_inflight_bytes"] == 0  # duplicates count as acked
+            async with successor(a, b) as (a2, b2):
+                a2.pc.enqueue(lane, frames[0])  # new traffic, behind what went again
+                await b2.wait_frames(37)
+                await asyncio.sleep(0.2)
+                got = [frame for _lane, frame in b.frames + b2.frames]
+                assert got == [*frames, frames[0]]  # nothing lost, nothing twice, in order
+                assert b2.pc.counters.duplicates_dropped == 4
+                if lane == PayloadType.STREAM_RELIABLE:
+                    assert a2.pc.stats()["stream_inflight_bytes"] == 0  # duplicates acked
         finally:
-            for side in (a, b, *(second or ())):
-                await side.pc.close()
+            await a.pc.close()
+            await b.pc.close()
 
     run(scenario())
 

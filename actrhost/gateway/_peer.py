@@ -24,6 +24,7 @@ from .._envelope import StreamFrame
 from .._rpc import worth_logging
 from . import _dtls
 from . import _framing as framing
+from ._carry import duplicates_ahead
 from ._ice import (
     candidate_type_in_use,
     local_candidate_count,
@@ -31,7 +32,7 @@ from ._ice import (
     rtc_configuration,
 )
 from ._media import MediaReceiver, MediaSender
-from ._sending import _CHANNELS, _LATENCY, _SLOT_LANE, _STREAM, Sending, _Lane
+from ._sending import _CHANNELS, _LATENCY, _RPC, _SIGNAL, _SLOT_LANE, _STREAM, Sending, _Lane
 from ._types import TERMINAL, TRANSITIONS, LinkCounters, LinkState, Tuning
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 
 _ACK_EVERY_BYTES = 1024 * 1024
 _ACK_DELAY_S = 0.01
+#: How soon messages received on the call channels are confirmed: only so that their
+#: sender can let go of its copies (module ``_carry``), so not in a hurry.
+_CALLS_ACK_DELAY_S = 0.05
 
 
 def use_certificate(pc: RTCPeerConnection, certificate: RTCCertificate) -> None:
@@ -63,7 +67,7 @@ PressureCallback = Callable[["PeerConnection", str, bool], None]
 MediaCallback = Callable[["PeerConnection", StreamFrame], None]
 
 
-def _no_earlier_connections(session_id: str) -> int | None:
+def _no_earlier_connections(session_id: str) -> PeerConnection | None:
     return None
 
 
@@ -77,9 +81,9 @@ class Callbacks:
     on_pressure: PressureCallback
     on_media: MediaCallback
     parse_id: Callable[[str], Any]
-    #: How many stream frames an earlier connection with the same node (by session id)
-    #: received; None if unknown (the owner does not remember it).
-    stream_frames_in: Callable[[str], int | None] = _no_earlier_connections
+    #: An earlier connection with the same node, by session id (None: not remembered);
+    #: what it received says what a successor's ``again`` repeats (module ``_carry``).
+    earlier_connection: Callable[[str], PeerConnection | None] = _no_earlier_connections
 
 
 class PeerConnection(Sending):
@@ -131,10 +135,13 @@ class PeerConnection(Sending):
         self._stream_acked_bytes = 0
         self._stream_frames_sent = 0
         self._stream_unconfirmed: deque[bytes] = deque()
-        #: Stream frames received on this connection (duplicates dropped included), and
-        #: how many of the next ones an ``again`` message said we had already.
+        #: Stream frames, and messages with frames on each call channel (signal, rpc),
+        #: received on this connection, duplicates included; per channel, how many of
+        #: the next frames or batches an ``again`` message said we had already.
         self.stream_frames_in = 0
-        self._stream_duplicates_ahead = 0
+        self.messages_in = [0, 0]
+        self._duplicates_ahead = [0] * len(_CHANNELS)
+        self._calls_ack_handle: asyncio.TimerHandle | None = None
         self._stream_delivered_bytes = 0
         self._stream_ack_sent = 0
         self._ack_handle: asyncio.TimerHandle | None = None
@@ -298,9 +305,12 @@ class PeerConnection(Sending):
 
     def _receiver(self, slot: int) -> Callable[[Any], None]:
         reassembler = self._reassemblers[slot]
+        lane = _SLOT_LANE[slot]
 
         def on_message(data: Any) -> None:
             self._last_rx = self._loop.time()
+            if slot <= _RPC and data and data[0] != framing.KIND_CONTROL:
+                self.messages_in[slot] += 1
             evicted = reassembler.evicted
             try:
                 item = reassembler.feed(data)
@@ -316,64 +326,90 @@ class PeerConnection(Sending):
             if item is None:
                 return
             what, value = item
-            if what == "frame":
-                if slot == _STREAM:
-                    self.stream_frames_in += 1
-                    if self._stream_duplicates_ahead:
-                        self._drop_duplicate(value)
-                        return
-                self._cb.on_frame(self, _SLOT_LANE[slot], value)
-            elif what == "frames":
-                for frame in value:
-                    self._cb.on_frame(self, _SLOT_LANE[slot], frame)
+            if what == "control":
+                self._on_control(value, slot)
+                return
+            if slot == _STREAM:
+                self.stream_frames_in += 1
+            elif slot <= _RPC and self._calls_ack_handle is None:
+                self._calls_ack_handle = self._loop.call_later(
+                    _CALLS_ACK_DELAY_S, self._send_calls_ack
+                )
+            if self._duplicates_ahead[slot]:
+                self._drop_duplicate(slot, [value] if what == "frame" else value)
+            elif what == "frame":
+                self._cb.on_frame(self, lane, value)
             else:
-                self._on_control(value)
+                for frame in value:
+                    self._cb.on_frame(self, lane, frame)
 
         return on_message
 
-    def _on_control(self, message: dict[str, Any]) -> None:
+    def _on_control(self, message: dict[str, Any], slot: int = _SIGNAL) -> None:
         op = message["op"]
         if op == "ping":
             if message.get("answer") is True:  # a probe: show at once that we are here
                 self.send_control({"op": "ping"})
             return
         if op == "ack":
-            acked = message.get("n")
-            if isinstance(acked, int) and acked > self._stream_acked_bytes:
-                self._stream_acked_bytes = acked
-                self._wake.set()
-            received = message.get("r")
-            if isinstance(received, int):
-                self.stream_frames_confirmed(received)
+            self._on_ack(message)
             return
         if op == "again":
-            self._on_again(message)
+            self._on_again(message, slot)
             return
         if op == "media":
             self.media_receiver.on_meta(message)
             return
         self._cb.on_control(self, message)
 
-    def _on_again(self, message: dict[str, Any]) -> None:
-        """The next ``count`` stream frames are frames ``first``… of the failed connection
-        ``session``, sent again: drop those that connection had delivered to us."""
-        session, first, count = message.get("session"), message.get("first"), message.get("count")
-        if not (isinstance(session, str) and isinstance(first, int) and isinstance(count, int)):
+    def _on_ack(self, message: dict[str, Any]) -> None:
+        acked = message.get("n")
+        if isinstance(acked, int) and acked > self._stream_acked_bytes:
+            self._stream_acked_bytes = acked
+            self._wake.set()
+        received = message.get("r")
+        if isinstance(received, int):
+            self.stream_frames_confirmed(received)
+        counts = message.get("m")
+        if isinstance(counts, list) and all(isinstance(n, int) for n in counts):
+            self.messages_confirmed(counts)
+
+    def _on_again(self, message: dict[str, Any], slot: int) -> None:
+        """What follows on this channel was sent on the failed connection ``session``
+        before: drop what that connection had brought us (module ``_carry``)."""
+        session = message.get("session")
+        earlier = self._cb.earlier_connection(session) if isinstance(session, str) else None
+        if earlier is None:
+            received = 0
+        else:
+            received = earlier.stream_frames_in if slot == _STREAM else earlier.messages_in[slot]
+        ahead = duplicates_ahead(message, received)
+        if ahead is None or not isinstance(session, str):
             self.counters.malformed += 1
             return
-        received = self._cb.stream_frames_in(session)
-        if received is None:
-            # Our gateway restarted since (or forgot that node): they may have reached the
-            # actor already, or not. Delivering them again beats losing them for a stream:
-            # its chunks carry their sequence.
-            log.info("%r: %d stream frames sent again from an unknown connection", self, count)
-            return
-        self._stream_duplicates_ahead = max(0, min(count, received - first))
+        if earlier is None and slot != _STREAM:
+            # Our gateway restarted since (or forgot that node): its tells may have run
+            # already, and a tell runs at most once.
+            ahead = len(message["items"])
+            log.info(
+                "%r: dropped %d tell messages sent again from an unknown connection", self, ahead
+            )
+        elif earlier is None:
+            # Stream chunks may have reached the actor already, or not: delivering them
+            # again beats losing them (a chunk carries its sequence).
+            log.info("%r: stream frames sent again from an unknown connection", self)
+        self._duplicates_ahead[slot] = ahead
 
-    def _drop_duplicate(self, frame: bytes) -> None:
-        self._stream_duplicates_ahead -= 1
-        self.counters.duplicates_dropped += 1
-        self.stream_delivered(len(frame))  # the sender's window counts it
+    def _drop_duplicate(self, slot: int, frames: list[bytes]) -> None:
+        self._duplicates_ahead[slot] -= 1
+        self.counters.duplicates_dropped += len(frames)
+        if slot == _STREAM:
+            self.stream_delivered(len(frames[0]))  # the sender's window counts it
+
+    def _send_calls_ack(self) -> None:
+        self._calls_ack_handle = None
+        if self._state is LinkState.CONNECTED:
+            self.send_control({"op": "ack", "m": list(self.messages_in)})
 
     def stream_delivered(self, size_bytes: int) -> None:
         """The owner handed ``size_bytes`` of STREAM_RELIABLE frames to a local worker:
@@ -460,8 +496,9 @@ class PeerConnection(Sending):
         for task in self._tasks:
             if task is not current:
                 task.cancel()
-        if self._ack_handle is not None:
-            self._ack_handle.cancel()
+        for handle in (self._ack_handle, self._calls_ack_handle):
+            if handle is not None:
+                handle.cancel()
         self.drop_queued()
         for socket in self._pressured:
             self._cb.on_pressure(self, socket, False)

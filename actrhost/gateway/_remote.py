@@ -32,8 +32,8 @@ from .._config import WebrtcConfig
 from .._errors import ActrError, ClosedResourceError
 from .._ids import ActrId
 from ..signaling import RoleAssignment, SdpAnswer, SdpOffer
+from ._carry import Carried
 from ._peer import Callbacks, PeerConnection, close_in_background
-from ._sending import Carried
 from ._types import TERMINAL, LinkCounters, LinkState, Tuning
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,9 @@ class RemoteNode:
         self._relay = relay
         self._on_state = on_state
         self._on_given_up = on_given_up
+        #: The last connections replaced by a new one, by session id: what they received
+        #: tells which of the frames sent again are duplicates (module ``_carry``).
+        self._earlier: dict[str, PeerConnection] = {}
         # The owner's callbacks, with on_state wrapped to filter retired connections.
         self._owner_on_control = callbacks.on_control
         self._callbacks = Callbacks(
@@ -102,7 +105,7 @@ class RemoteNode:
             on_pressure=callbacks.on_pressure,
             on_media=callbacks.on_media,
             parse_id=callbacks.parse_id,
-            stream_frames_in=self._stream_frames_in,
+            earlier_connection=self._earlier.get,
         )
         self.counters = LinkCounters()
         #: The node's config name, from its gateway's "hello" ("" until it arrives).
@@ -125,9 +128,6 @@ class RemoteNode:
         # Tells and reliable stream chunks a failed connection had queued: the next one
         # sends them first (PeerConnection.take_undelivered).
         self._carried: list[Carried] = []
-        #: The last connections replaced by a new one, by session id: the stream frames
-        #: they received tell which of those sent again are duplicates.
-        self._earlier: dict[str, PeerConnection] = {}
         self._loop = asyncio.get_running_loop()
 
     def __repr__(self) -> str:
@@ -174,7 +174,7 @@ class RemoteNode:
             certificate=self._certificate,
         )
         pc.quiet = self._reconnecting  # the reconnect loop reports on its attempts
-        if self.pc is not None and self.pc.stream_frames_in:
+        if self.pc is not None and (self.pc.stream_frames_in or any(self.pc.messages_in)):
             self._earlier[self.pc.session_id] = self.pc
             while len(self._earlier) > _EARLIER_KEPT:
                 del self._earlier[next(iter(self._earlier))]
@@ -185,14 +185,9 @@ class RemoteNode:
         return pc
 
     def _drop_carried(self) -> None:
-        for lane, _data, control in self._carried:
-            if not control:
-                self.counters.by_lane[lane].dropped += 1
+        for item in self._carried:
+            self.counters.by_lane[item.lane].dropped += item.frame_count()
         self._carried = []
-
-    def _stream_frames_in(self, session_id: str) -> int | None:
-        pc = self._earlier.get(session_id)
-        return pc.stream_frames_in if pc is not None else None
 
     async def _watch_new(self, pc: PeerConnection) -> None:
         """A connection that waits for an offer that never comes fails like any other."""

@@ -47,15 +47,23 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
-from .. import _envelope as wire
-from .._envelope import TELL, Envelope, StreamFrame
-from .._errors import BadRequest
+from .._envelope import StreamFrame
 from .._payload_type import PayloadType
 from . import _framing as framing
+from ._carry import (
+    CONTROL,
+    FRAME,
+    MESSAGE,
+    Carried,
+    again,
+    frames_in_message,
+    is_tell,
+    tells_in_doubt,
+)
 from ._types import CALLS, STREAMS, TERMINAL, LinkCounters, LinkState, Tuning
-from ._unsent import take_unsent
+from ._unsent import forget_unsent
 
 if TYPE_CHECKING:
     from ._media import MediaSender
@@ -97,26 +105,27 @@ _SLOT_LANE = {
     _LATENCY: PayloadType.STREAM_LATENCY_FIRST,
     _STREAM: PayloadType.STREAM_RELIABLE,
 }
-#: Kinds of the items of a lane queue.
-_FRAME, _CONTROL, _BATCH = 0, 1, 2
+#: Kinds of the items of a lane queue: a frame; a control message; a batch of frames; a
+#: message a failed connection handed over, sent as it is (tells, or an ``again``).
+_FRAME, _CONTROL, _BATCH, _VERBATIM = 0, 1, 2, 3
 #: Frames up to this size may share a batch message (calls and answers; a larger frame
 #: costs enough on its own that batching saves nothing).
 BATCH_FRAME_MAX_BYTES = 16 * 1024
 
 
-class Carried(NamedTuple):
-    """What a failed connection hands to its successor: a frame, or a control message
-    that goes on the lane's channel in order with the frames (``again``)."""
-
-    lane: int
-    data: bytes
-    control: bool = False
-
-
 class _Lane:
     """Our queue for one channel: frames, control messages and batch messages."""
 
-    __slots__ = ("channel", "current", "items", "lossy", "queued_bytes", "slot")
+    __slots__ = (
+        "channel",
+        "current",
+        "items",
+        "lossy",
+        "queued_bytes",
+        "sent_messages",
+        "slot",
+        "unconfirmed",
+    )
 
     def __init__(self, slot: int, lossy: bool) -> None:
         self.slot = slot
@@ -125,6 +134,10 @@ class _Lane:
         self.items: deque[tuple[int, bytes, int]] = deque()  # (lane, data, item kind)
         self.queued_bytes = 0
         self.current: Iterator[bytes] | None = None
+        #: Call channels: messages handed to aiortc on this connection, and those of
+        #: them the other side has not confirmed receiving yet (module ``_carry``).
+        self.sent_messages = 0
+        self.unconfirmed: deque[bytes] = deque()
 
 
 class Sending:
@@ -233,11 +246,28 @@ class Sending:
 
     def _send_message(self, q: _Lane, message: bytes) -> bool:
         try:
-            q.channel.send(message)
+            self._to_channel(q, message)
         except Exception as exc:  # InvalidStateError: the channel closed under us
             self.fail(f"send failed: {exc!r}")
             return False
         return True
+
+    def _to_channel(self, q: _Lane, message: bytes) -> None:
+        q.channel.send(message)
+        if q.slot <= _RPC and message[0] != framing.KIND_CONTROL:
+            # Kept until confirmed: a tell in it may have to go again.
+            q.sent_messages += 1
+            q.unconfirmed.append(message)
+
+    def messages_confirmed(self, received: list[int]) -> None:
+        """The other side says how many messages it has received on each call channel
+        (signal, rpc): those need not be sent again after a failure."""
+        for q, count in zip(self._lanes[: _RPC + 1], received, strict=False):
+            unconfirmed = q.unconfirmed
+            for _ in range(count - (q.sent_messages - len(unconfirmed))):
+                if not unconfirmed:
+                    break
+                unconfirmed.popleft()
 
     # -- batches -------------------------------------------------------------------------
 
@@ -358,15 +388,14 @@ class Sending:
 
     def take_undelivered(self) -> list[Carried]:
         """After a failure: empty the queues, and return what a successor connection
-        should send, in order: tells and reliable stream chunks, whose senders were told
-        they went. Tells come from our lanes and from what aiortc never transmitted
-        (:mod:`._unsent`); stream chunks also from those that left but were not confirmed,
-        after an ``again`` message (module docstring). Calls and answers are dropped
-        (counted): their callers fail with 503 when the link does, and a call sent again
-        after that could run twice. A tell of which a part was transmitted is lost with
-        the connection."""
-        sctp = self._pc.sctp if self._pc is not None else None
-        unsent = take_unsent(sctp) if sctp is not None else {}
+        should send, in order (module ``_carry``): tells and reliable stream chunks, whose
+        senders were told they went, from our lanes and from what left without
+        confirmation (behind ``again`` messages). Calls and answers are dropped (counted):
+        their callers fail with 503 when the link does, and a call sent again after that
+        could run twice."""
+        if self._pc is not None and self._pc.sctp is not None:
+            # It is ours again: the failed association must not send it after all.
+            forget_unsent(self._pc.sctp)
         kept: list[Carried] = []
         for q in self._lanes:
             if q.lossy:
@@ -376,39 +405,37 @@ class Sending:
             if q.slot == _STREAM:
                 kept += self._unconfirmed_stream_frames()
             else:
-                # Messages handed to aiortc, then the rest of a frame going out in parts.
-                messages = unsent.get(q.channel.id, []) if q.channel is not None else []
-                messages += q.current or ()
-                reassembler = framing.Reassembler(max_partial=1)
-                for message in messages:
-                    for frame in _frames_of(reassembler, message):
-                        counters.frames_out -= 1  # counted when it left our lane: again later
-                        counters.bytes_out -= len(frame)
-                        if _is_tell(frame):
-                            kept.append(Carried(lane, frame))
-                        else:
-                            counters.dropped += 1
+                first = q.sent_messages - len(q.unconfirmed)
+                rest = list(q.current or ())
+                carried = tells_in_doubt(lane, self.session_id, list(q.unconfirmed), first, rest)
+                q.unconfirmed.clear()
+                for item in carried:
+                    if item.kind == FRAME:  # counted when it left: again when it goes
+                        counters.frames_out -= 1
+                        counters.bytes_out -= len(item.data)
+                kept += carried
             q.current = None
-            rest: deque[tuple[int, bytes, int]] = deque()
+            rest_items: deque[tuple[int, bytes, int]] = deque()
             for item_lane, data, kind in q.items:
-                if kind == _FRAME and (q.slot == _STREAM or _is_tell(data)):
-                    kept.append(Carried(item_lane, data))
-                elif kind == _CONTROL and q.slot == _STREAM:
-                    kept.append(Carried(lane, data, control=True))  # an earlier "again"
+                if kind == _FRAME and (q.slot == _STREAM or is_tell(data)):
+                    kept.append(Carried(item_lane, data, FRAME))
+                elif kind == _VERBATIM:  # from an earlier failure, not sent yet
+                    verbatim = CONTROL if data[0] == framing.KIND_CONTROL else MESSAGE
+                    kept.append(Carried(lane, data, verbatim))
                 elif kind == _BATCH:
                     others: list[bytes] = []
                     for frame in framing.unbatch(data):
-                        if not _is_tell(frame):
+                        if not is_tell(frame):
                             others.append(frame)
                             continue
-                        kept.append(Carried(lane, frame))
+                        kept.append(Carried(lane, frame, FRAME))
                         counters.frames_out -= 1  # counted when the batch was made: again later
                         counters.bytes_out -= len(frame)
                     if others:
-                        rest.append((item_lane, framing.batch_message(others), kind))
+                        rest_items.append((item_lane, framing.batch_message(others), kind))
                 else:
-                    rest.append((item_lane, data, kind))
-            q.items = rest
+                    rest_items.append((item_lane, data, kind))
+            q.items = rest_items
         self.drop_queued()
         return kept
 
@@ -418,31 +445,27 @@ class Sending:
         frames = self._stream_unconfirmed
         if not frames:
             return []
-        again = {
-            "op": "again",
-            "session": self.session_id,
-            "first": self._stream_frames_sent - len(frames),
-            "count": len(frames),
-        }
         lane = PayloadType.STREAM_RELIABLE
-        carried = [Carried(lane, framing.control_message(again), control=True)]
+        first = self._stream_frames_sent - len(frames)
+        carried = [Carried(lane, again(self.session_id, first=first, count=len(frames)), CONTROL)]
         counters = self.counters.by_lane[lane]
         for frame in frames:
             counters.frames_out -= 1  # counted when it left: again later
             counters.bytes_out -= len(frame)
-            carried.append(Carried(lane, frame))
+            carried.append(Carried(lane, frame, FRAME))
         frames.clear()
         return carried
 
     def enqueue_carried(self, carried: list[Carried]) -> None:
         """Queue what a failed predecessor handed over (:meth:`take_undelivered`), first
         and in order."""
-        for lane, data, control in carried:
-            if control:
-                self._lanes[_LANE_SLOT[lane]].items.append((-1, data, _CONTROL))
-                self._wake.set()
-            else:
+        for lane, data, kind in carried:
+            if kind == FRAME:
                 self.enqueue(lane, data)
+                continue
+            # A message as it is, or an "again" in order with the frames it is about.
+            self._lanes[_LANE_SLOT[lane]].items.append((-1, data, _VERBATIM))
+            self._wake.set()
 
     def drop_queued(self) -> None:
         """Forget every frame not yet sent, counting each as dropped on its lane: a
@@ -452,9 +475,9 @@ class Sending:
             for lane, data, kind in q.items:
                 if kind == _FRAME:
                     self.counters.by_lane[lane].dropped += 1
-                elif kind == _BATCH:  # counted out when made; its frames never left
+                elif kind == _BATCH or kind == _VERBATIM:  # counted out when made
                     lane = _SLOT_LANE[q.slot]
-                    self.counters.by_lane[lane].dropped += framing.frames_in_batch(data)
+                    self.counters.by_lane[lane].dropped += frames_in_message(data)
             q.items.clear()
             q.current = None
             q.queued_bytes = 0
@@ -487,7 +510,7 @@ class Sending:
             if not q.items or (q.slot == _STREAM and not self._window_open()):
                 return None
             lane, data, kind = q.items.popleft()
-            if kind == _CONTROL:
+            if kind == _CONTROL or kind == _VERBATIM:
                 return data
             q.queued_bytes -= len(data)
             socket = _SOCKET_OF.get(q.slot)
@@ -540,28 +563,8 @@ class Sending:
                         await asyncio.wait_for(self._low.wait(), 0.1)
                     if self._state is not LinkState.CONNECTED:
                         return
-                lanes[slot].channel.send(message)
+                self._to_channel(lanes[slot], message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # InvalidStateError: a channel closed under us
             self.fail(f"send failed: {exc!r}")
-
-
-def _frames_of(reassembler: framing.Reassembler, message: bytes) -> list[bytes]:
-    """The whole frames in one of our own data-channel messages (none for a control
-    message or a part of an unfinished frame)."""
-    try:
-        got = reassembler.feed(bytes(message))
-    except framing.MalformedMessage:
-        return []
-    if got is None or got[0] == "control":
-        return []
-    return [got[1]] if got[0] == "frame" else got[1]
-
-
-def _is_tell(frame: bytes) -> bool:
-    try:
-        item = wire.decode(frame)
-    except BadRequest:
-        return False
-    return isinstance(item, Envelope) and item.direction == TELL
