@@ -108,6 +108,10 @@ _SLOT_LANE = {
 #: Kinds of the items of a lane queue: a frame; a control message; a batch of frames; a
 #: message a failed connection handed over, sent as it is (tells, or an ``again``).
 _FRAME, _CONTROL, _BATCH, _VERBATIM = 0, 1, 2, 3
+#: Copies kept per channel of what left without confirmation (module ``_carry``). The
+#: other side's acks keep it to ~50 ms of traffic and SCTP's window bounds it anyway; this
+#: only caps it against a peer that never confirms (the oldest is given up).
+UNCONFIRMED_MAX = 65536
 #: Frames up to this size may share a batch message (calls and answers; a larger frame
 #: costs enough on its own that batching saves nothing).
 BATCH_FRAME_MAX_BYTES = 16 * 1024
@@ -219,15 +223,13 @@ class Sending:
         self._stream_sent_bytes += len(frame)
         self._stream_frames_sent += 1
         self._stream_unconfirmed.append(frame)
+        if len(self._stream_unconfirmed) > UNCONFIRMED_MAX:
+            self._stream_unconfirmed.popleft()
 
     def stream_frames_confirmed(self, received: int) -> None:
         """The other side says it has received the first ``received`` stream frames of
         this connection: they need not be sent again after a failure."""
-        unconfirmed = self._stream_unconfirmed
-        for _ in range(received - (self._stream_frames_sent - len(unconfirmed))):
-            if not unconfirmed:
-                break
-            unconfirmed.popleft()
+        _let_go(self._stream_unconfirmed, self._stream_frames_sent, received)
 
     def _room_now(self, q: _Lane, message_bytes: int) -> bool:
         """Whether a message of this size may go to aiortc now, ahead of nothing."""
@@ -258,16 +260,14 @@ class Sending:
             # Kept until confirmed: a tell in it may have to go again.
             q.sent_messages += 1
             q.unconfirmed.append(message)
+            if len(q.unconfirmed) > UNCONFIRMED_MAX:
+                q.unconfirmed.popleft()
 
     def messages_confirmed(self, received: list[int]) -> None:
         """The other side says how many messages it has received on each call channel
         (signal, rpc): those need not be sent again after a failure."""
         for q, count in zip(self._lanes[: _RPC + 1], received, strict=False):
-            unconfirmed = q.unconfirmed
-            for _ in range(count - (q.sent_messages - len(unconfirmed))):
-                if not unconfirmed:
-                    break
-                unconfirmed.popleft()
+            _let_go(q.unconfirmed, q.sent_messages, count)
 
     # -- batches -------------------------------------------------------------------------
 
@@ -568,3 +568,12 @@ class Sending:
             raise
         except Exception as exc:  # InvalidStateError: a channel closed under us
             self.fail(f"send failed: {exc!r}")
+
+
+def _let_go(unconfirmed: deque[bytes], sent: int, received: int) -> None:
+    """Drop the copies of the first ``received`` of ``sent`` items (``unconfirmed`` holds
+    the last ones sent)."""
+    for _ in range(received - (sent - len(unconfirmed))):
+        if not unconfirmed:
+            break
+        unconfirmed.popleft()
