@@ -302,6 +302,27 @@ def test_what_a_failed_link_lost_in_flight_goes_again_without_duplicates(lane: i
     run(scenario())
 
 
+def test_copies_of_what_the_other_side_confirmed_are_let_go() -> None:
+    # The sender keeps what it sent until the other side confirms it (to send it again
+    # after a failure): the acks must come, or its memory grows with the traffic.
+    async def scenario() -> None:
+        a, b = await connected_pair()
+        try:
+            for n in range(100):
+                a.pc.enqueue(PayloadType.RPC_RELIABLE, tell_frame(n, 500))
+                a.pc.enqueue(PayloadType.STREAM_RELIABLE, tell_frame(n, 500))
+            await b.wait_frames(200)
+            async with asyncio.timeout(2):
+                while a.pc._lanes[_RPC].unconfirmed or a.pc._stream_unconfirmed:
+                    await asyncio.sleep(0.01)
+            assert a.pc._lanes[_RPC].sent_messages == 100
+        finally:
+            await a.pc.close()
+            await b.pc.close()
+
+    run(scenario())
+
+
 def test_a_frame_too_large_for_parts_is_dropped_and_the_link_lives_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
