@@ -299,6 +299,9 @@ def test_status_names_the_ice_host_and_the_gateway_counters_that_are_not_zero():
     assert "  remote node b (n1): new (reconnecting), " in format_status(status)
     remote["state"] = "connected"  # that attempt connected: no contradiction shown
     assert "  remote node b (n1): connected, " in format_status(status)
+    assert "duplicates dropped" not in format_status(status)
+    remote["duplicates_dropped"] = 4  # frames sent again after a failure that it had
+    assert "malformed 0, duplicates dropped 4" in format_status(status)
     remote["reconnecting"] = False
     media.update(samples_sent=40, no_track=3)
     assert (
