@@ -89,6 +89,8 @@ async def connect_when_running(
                 if shell is not None and supervisor_pid not in (None, shell.supervisor_pid):
                     await shell.aclose()  # another node's: wait for ours (or its exit)
                     shell = None
+            if shell is not None and shell.node_gone is not None:
+                raise Unavailable(f"{shell.node_gone.message}, at {config_or_endpoint}")
             if shell is not None:
                 entries = shell.directory.entries()  # kept up to date by the supervisor
                 # Given up on after a clean exit (a one-shot job, transient or temporary,

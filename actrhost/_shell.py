@@ -232,9 +232,14 @@ class Shell(ShellStreams):
         what waits on the node at once, not at each deadline, and every later send."""
         while not process_gone(supervisor_pid):
             await asyncio.sleep(NODE_WATCH_S)
-        error = Unavailable(f"node {self.node_name!r} is gone: its supervisor died")
+        error = Unavailable(
+            f"node {self.node_name!r} is gone: its supervisor (pid {supervisor_pid}) exited"
+        )
         self._node_gone = error
         self._rpc.peers_down(error)
+        for future in self._replies.values():  # a restart, a status request…
+            if not future.done():
+                future.set_exception(error)
         for entry in self.directory.entries():
             self._streams_out.forget_target(entry.actr_id.serial_number)
 

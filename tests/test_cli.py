@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -372,6 +375,39 @@ def test_wait_fails_at_once_when_an_instance_was_given_up_on(node_factory):
     assert waited.stderr.startswith("actrhost: wait: crash (")
     assert "failed and will not be restarted" in waited.stderr
     assert time.monotonic() - started < 30
+
+
+def test_wait_fails_at_once_when_the_node_dies_while_starting(node_factory):
+    # It waited out its --timeout, then blamed the actors (QA).
+    stuck = '[[actor]]\nname = "stuck"\ntype = "test+Stuck"\nhandler = "actors:StuckStart"\n'
+    node = node_factory(stuck, start=False)
+    node.spawn()
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "actrhost", "wait", str(node.config_path), "--timeout", "60"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def starting() -> bool:
+            try:
+                return [a.state.value for a in node.actors()] == ["starting"]
+            except actrhost_api.ActrError:
+                return False  # not listening yet
+
+        wait_until(starting, 20, "the instance to be starting")
+        time.sleep(0.5)  # `wait` has attached by now, and waits for the instance
+        killed_at = time.monotonic()
+        node.process.send_signal(signal.SIGKILL)
+        node.process.wait(10)
+        _, stderr = waiting.communicate(timeout=30)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.wait()
+    assert waiting.returncode == 1
+    assert time.monotonic() - killed_at < 10
+    assert "is gone: its supervisor (pid" in stderr, stderr
 
 
 def test_wait_counts_a_job_that_finished_cleanly_as_done(node_factory):

@@ -428,3 +428,35 @@ def test_a_stop_during_a_restart_ends_it_without_blaming_an_instance(node_factor
     assert stderr.startswith("actrhost: restart: the node is stopping: the restart ended at slow#")
     assert "back to" not in stderr, stderr
     assert "ERROR" not in node.log(), node.log()
+
+
+@pytest.mark.parametrize("how", ["SIGKILL of the supervisor", "Ctrl-C"])
+def test_a_restart_whose_node_goes_away_fails_at_once(node_factory, how):
+    # It waited out its whole --timeout (QA): the supervisor killed, or the whole group
+    # stopped by Ctrl-C before the restart's next step could answer.
+    node = node_factory(
+        '[[actor]]\nname = "slow"\ntype = "test+SlowStart"\nhandler = "actors:SlowStart"\n'
+        "instances = 4\n",
+        "shutdown_grace_s = 2\n",
+    )
+    restart = subprocess.Popen(
+        [sys.executable, "-m", "actrhost", "restart", str(node.config_path), "--timeout", "60"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: "running again" in node.log(), 20, "the first instance restarted")
+        gone_at = time.monotonic()
+        if how == "Ctrl-C":  # the whole process group, as a terminal does
+            os.killpg(node.process.pid, signal.SIGINT)
+        else:  # its workers follow it
+            node.process.send_signal(signal.SIGKILL)
+        node.process.wait(20)
+        _, stderr = restart.communicate(timeout=20)
+    finally:
+        if restart.poll() is None:
+            restart.kill()
+            restart.wait()
+    assert restart.returncode == 1
+    assert time.monotonic() - gone_at < 10  # not the 60 s timeout
+    assert "is gone" in stderr or "is stopping" in stderr, stderr
