@@ -219,6 +219,8 @@ def load_config(path: str | os.PathLike[str], *, data: bytes | None = None) -> C
     :func:`resolve_handler` to import them.
     """
     shown = os.fsdecode(path)
+    if not shown:  # else "cannot read the file: Is a directory", of the current one
+        raise ConfigError("''", "", "the config path is empty")
     absolute = Path(os.path.abspath(shown))
     try:
         data = absolute.read_bytes() if data is None else data

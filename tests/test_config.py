@@ -629,6 +629,7 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
     assert error_of(missing) == f"{missing}: cannot read the file: No such file or directory"
     assert error_of(tmp_path) == f"{tmp_path}: cannot read the file: Is a directory"
+    assert error_of("") == "'': the config path is empty"
 
 
 def test_not_utf8(tmp_path: Path) -> None:
