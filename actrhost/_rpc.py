@@ -259,7 +259,9 @@ class RpcEndpoint:
     async def send(self, endpoint: str, data: bytes, deadline: float) -> None:
         """Send one frame to ``endpoint``; wait (bounded) only while the peer connects.
 
-        Raises ``Unavailable`` when the peer does not accept the frame in time.
+        Raises ``DeadlineExceeded`` when a peer reached before (so up, only busy: its
+        queue is full) does not take the frame before ``deadline``, ``Unavailable`` when
+        one never reached does not take it soon (down, or not started).
         """
         if self._down is not None:
             raise self._down
@@ -272,7 +274,8 @@ class RpcEndpoint:
             pass
         # A peer we reached before is only busy (its queue is full): that is backpressure,
         # wait up to the deadline. One never reached may be down: give up sooner.
-        if endpoint in self._reached:
+        busy = endpoint in self._reached
+        if busy:
             wait_until = deadline
         else:
             wait_until = min(deadline, self._loop.time() + CONNECT_WAIT_S)
@@ -289,6 +292,11 @@ class RpcEndpoint:
                 continue
         if self._down is not None:
             raise self._down
+        if busy:  # the caller's own deadline: as a call's answer coming too late, 504
+            raise DeadlineExceeded(
+                f"{endpoint} took nothing more before the deadline (its queue is full: "
+                "the actor is busy)"
+            )
         raise Unavailable(f"{endpoint} is not accepting messages (peer down or overloaded)")
 
     async def call(self, endpoint: str, env: Envelope, deadline: float) -> Envelope:

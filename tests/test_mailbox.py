@@ -131,6 +131,39 @@ def test_full_mailbox_pushes_back_without_losing_messages(node_factory):
     run(go())
 
 
+def test_a_call_that_waits_for_room_past_its_deadline_gets_504(node_factory):
+    # The actor is up, only busy: its queue full, a call or tell that cannot get in
+    # before its deadline fails as a late answer would, 504, not 503 "peer down" (QA).
+    node = node_factory(
+        """
+        [[actor]]
+        name = "rec"
+        type = "test+Recorder"
+        handler = "actors:Recorder"
+        max_concurrency = 1
+        mailbox_capacity = 2
+        """,
+        "hwm_messages = 2\n",
+    )
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            blocked = asyncio.ensure_future(
+                shell.call("rec", "test.Recorder.Block", b"6", timeout=20)
+            )
+            await asyncio.sleep(0.3)
+            with pytest.raises(actrhost.DeadlineExceeded, match="queue is full"):
+                for n in range(100_000):  # until the queues between us are full
+                    await shell.tell("rec", "test.Recorder.Note", b"%d" % n, timeout=0.5)
+            started = time.monotonic()
+            with pytest.raises(actrhost.DeadlineExceeded, match="queue is full"):
+                await shell.call("rec", "test.Recorder.Seen", b"", timeout=1)
+            assert time.monotonic() - started < 2
+            assert await blocked == b"ok"
+
+    run(go(), 60)
+
+
 def relays(node_factory, slots_of_a: int):
     """Relay A (``slots_of_a`` handler slots) and relay B, for A -> B -> A."""
     return node_factory(
