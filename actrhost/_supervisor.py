@@ -348,6 +348,10 @@ class Supervisor(ControlHandlers):
                 # Nobody of ours asked: a SIGTERM from outside, or the actor's sys.exit(0).
                 log.warning("%s (pid %s) stopped by itself (exit code 0)", slot.label, process.pid)
             self._set_state(slot, ActorState.STOPPED)
+        elif code == -signal.SIGTERM and not slot.restart_requested:
+            # Stopped gracefully, asked by someone outside the node (ours would be a STOP).
+            log.warning("%s (pid %s) stopped by a SIGTERM from outside", slot.label, process.pid)
+            self._set_state(slot, ActorState.DEAD)
         elif self._stopping and code == -signal.SIGKILL:
             # Ours, after the "did not stop in time" (or second Ctrl-C) warning above.
             log.warning("%s (pid %s) killed at stop", slot.label, process.pid)

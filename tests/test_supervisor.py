@@ -377,6 +377,30 @@ def test_restart_policies(node_factory, policy, exit_code, restarted):
         assert node.status()["actors"][0]["error"] == why
 
 
+def test_a_sigterm_from_outside_counts_as_a_signal_for_the_restart_policy(node_factory):
+    # The worker stopped gracefully and exited 0, which "transient" does not restart, and
+    # the log said "stopped by itself" (QA). configs/README: transient restarts after a
+    # non-zero exit or a signal.
+    node = node_factory(
+        """
+        [[actor]]
+        name = "t"
+        type = "test+Echo"
+        handler = "actors:Echo"
+        restart = "transient"
+        """
+    )
+    first_pid = node.pid_of("t")
+    os.kill(first_pid, signal.SIGTERM)
+    wait_until(lambda: "stopped by a SIGTERM from outside" in node.log(), 10, "the line")
+    wait_until(
+        lambda: node.actors()[0].state == "running" and node.actors()[0].pid != first_pid,
+        10,
+        "the restart",
+    )
+    assert "stopped by itself" not in node.log()
+
+
 def test_calls_to_a_stopped_actor_fail_at_once(node_factory):
     node = node_factory(
         """

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
@@ -60,14 +61,26 @@ def main(spec: WorkerSpec) -> int:
     setproctitle(f"actrhost worker {spec.actor_name}#{spec.index} ({config.node.name})")
     actor_class = resolve_handler(config, config.actor(spec.actor_name))
 
+    # A SIGTERM while the supervisor lives came from outside the node (it stops workers
+    # with a control message): stop gracefully, then exit by that signal, so that the
+    # restart policy sees a signal, not a clean exit ("transient" restarts it).
+    terminated = False
+
+    def on_sigterm(worker: Worker) -> None:
+        nonlocal terminated
+        orphaned = supervisor_gone(spec.supervisor_pid)
+        terminated = terminated or not orphaned
+        worker.request_stop(orphaned=orphaned)
+
     async def amain() -> int:
         worker = Worker(spec, config, actor_class)
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(
-            signal.SIGTERM,
-            lambda: worker.request_stop(orphaned=supervisor_gone(spec.supervisor_pid)),
-        )
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm, worker)
         log.debug("%r: set up in %.0f ms", worker, (time.monotonic() - started) * 1000)
         return await worker.run()
 
-    return asyncio.run(amain())
+    code = asyncio.run(amain())
+    if terminated and code == 0:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+    return code
