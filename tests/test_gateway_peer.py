@@ -302,6 +302,33 @@ def test_what_a_failed_link_lost_in_flight_goes_again_without_duplicates(lane: i
     run(scenario())
 
 
+def test_a_message_waiting_for_room_in_aiortc_stays_in_its_lane() -> None:
+    # The sender task took the next message off its lane, then waited for room: a frame
+    # sent at once meanwhile overtook it (tells reordered in blocks of 64 under a flood,
+    # QA), and a failure during the wait lost it (a batch of tells, or a stream chunk).
+    async def scenario() -> None:
+        a, b = await connected_pair()
+        cut(a)  # nothing is acknowledged: aiortc's buffer stays full
+        cut(b)
+        try:
+            frames = [tell_frame(n, 3000) for n in range(200)]  # 600 KiB > 256 KiB
+            for frame in frames:
+                a.pc.enqueue(PayloadType.RPC_RELIABLE, frame)
+            await asyncio.sleep(0.1)  # the sender task waits for room
+            rpc = a.pc._lanes[_RPC]
+            assert rpc.items  # what waits is still in the lane: nothing can overtake it
+            assert not a.pc._room_now(rpc, 100)
+            a.pc.fail("cut by the test")
+            async with successor(a, b) as (_a2, b2):
+                await b2.wait_frames(200)
+                assert [frame for _lane, frame in b2.frames] == frames  # none lost
+        finally:
+            await a.pc.close()
+            await b.pc.close()
+
+    run(scenario())
+
+
 def test_copies_of_what_the_other_side_confirmed_are_let_go() -> None:
     # The sender keeps what it sent until the other side confirms it (to send it again
     # after a failure): the acks must come, or its memory grows with the traffic.

@@ -552,18 +552,19 @@ class Sending:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                message = self._next_message(lanes[slot])
-                if message is None:
-                    continue
-                while sum(q.channel.bufferedAmount for q in lanes) > high:
+                if sum(q.channel.bufferedAmount for q in lanes) > high:
+                    # Wait before taking the message, not holding it: meanwhile it is still
+                    # in its lane, so nothing sent at once overtakes it, and a failure
+                    # finds it there (it was lost, and newer batches overtook it: QA).
                     self._low.clear()
                     # bufferedamountlow always fires eventually (see _create_channels);
                     # the timeout only guards against a channel closing meanwhile.
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._low.wait(), 0.1)
-                    if self._state is not LinkState.CONNECTED:
-                        return
-                self._to_channel(lanes[slot], message)
+                    continue  # a lane of higher priority may have something now
+                message = self._next_message(lanes[slot])
+                if message is not None:
+                    self._to_channel(lanes[slot], message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # InvalidStateError: a channel closed under us
