@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -322,6 +323,29 @@ def test_a_message_waiting_for_room_in_aiortc_stays_in_its_lane() -> None:
             async with successor(a, b) as (_a2, b2):
                 await b2.wait_frames(200)
                 assert [frame for _lane, frame in b2.frames] == frames  # none lost
+        finally:
+            await a.pc.close()
+            await b.pc.close()
+
+    run(scenario())
+
+
+def test_a_reconnect_attempt_that_connected_logs_its_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Attempts of the reconnect loop log at DEBUG (the loop reports on them as a whole);
+    # one that connected is the link, and its failure was hidden from the INFO log (QA).
+    async def scenario() -> None:
+        a, b = Side("a"), Side("b")
+        a.pc.quiet = True
+        try:
+            await a.pc.accept_answer(await b.pc.accept_offer(await a.pc.create_offer()))
+            async with asyncio.timeout(5):
+                while a.pc.state is not LinkState.CONNECTED:
+                    await asyncio.sleep(0.01)
+            with caplog.at_level(logging.INFO, logger="actrhost.gateway._peer"):
+                a.pc.fail("cut by the test")
+            assert "connected -> failed (cut by the test)" in caplog.text
         finally:
             await a.pc.close()
             await b.pc.close()

@@ -171,6 +171,9 @@ class PeerConnection(Sending):
         self._state = new
         level = logging.DEBUG if self.quiet and new is not LinkState.CONNECTED else logging.INFO
         log.log(level, "%r: %s -> %s%s", self, old, new, f" ({reason})" if reason else "")
+        if new is LinkState.CONNECTED:
+            # A reconnect attempt that worked is the link now: its failure is news (QA).
+            self.quiet = False
         self._cb.on_state(self, new, reason)
 
     # -- negotiation -------------------------------------------------------------------
