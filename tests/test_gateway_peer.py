@@ -320,9 +320,12 @@ def test_a_message_waiting_for_room_in_aiortc_stays_in_its_lane() -> None:
             assert rpc.items  # what waits is still in the lane: nothing can overtake it
             assert not a.pc._room_now(rpc, 100)
             a.pc.fail("cut by the test")
-            async with successor(a, b) as (_a2, b2):
+            async with successor(a, b) as (a2, b2):
                 await b2.wait_frames(200)
                 assert [frame for _lane, frame in b2.frames] == frames  # none lost
+                # Those our lane held go in batches, as they would have (one message
+                # each cost the other side so much that the new link failed: QA).
+                assert a2.pc.counters.batches_out >= 5
         finally:
             await a.pc.close()
             await b.pc.close()

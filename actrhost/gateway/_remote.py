@@ -272,7 +272,7 @@ class RemoteNode:
         pc = self._live()
         if pc is not None and pc.session_id == session:
             return  # a duplicate
-        moved: list[tuple[int, bytes]] = []
+        moved: list[Carried] = []
         if pc is not None:
             if pc.is_offerer and pc.state is not LinkState.CONNECTED:
                 if self.local_node < self.node_id:
@@ -288,8 +288,7 @@ class RemoteNode:
                 # The other side started over: it lost the old connection (or restarted).
                 pc.fail(f"node {self.node_id} opened a new connection")
         new = self._new_pc(session)
-        for lane, data in moved:
-            new.enqueue(lane, data)
+        new.enqueue_carried(moved)
         try:
             answer = await new.accept_offer(sdp)
             if new.state in TERMINAL:

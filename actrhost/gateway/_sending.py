@@ -287,6 +287,10 @@ class Sending:
         """Send the frames kept by :meth:`hold`: one alone, several per lane in batch
         messages (each within the message size), in order."""
         held, self._held = self._held, []
+        self._in_batches(held)
+
+    def _in_batches(self, held: list[tuple[int, bytes]]) -> None:
+        """Queue small calls, answers and tells (of the two call lanes) in batches."""
         if len(held) == 1:
             self.enqueue(*held[0])
             return
@@ -306,7 +310,7 @@ class Sending:
                 self._enqueue_batch(slot, batch)
 
     def _enqueue_batch(self, slot: int, batch: list[tuple[int, bytes]]) -> None:
-        if len(batch) == 1 or self._state is not LinkState.CONNECTED:
+        if len(batch) == 1 or self._state in TERMINAL:
             for lane, frame in batch:
                 self.enqueue(lane, frame)
             return
@@ -377,14 +381,20 @@ class Sending:
         self.media_sender.send(frame, payload, array_meta, kind)
         return True
 
-    def take_queued(self) -> list[tuple[int, bytes]]:
-        """Remove and return the frames not yet started (to move them to a successor)."""
-        frames: list[tuple[int, bytes]] = []
+    def take_queued(self) -> list[Carried]:
+        """Remove and return what waits to be sent, control messages of this connection
+        aside (to move it to a connection that replaces this one before it connected)."""
+        taken: list[Carried] = []
         for q in self._lanes:
-            frames += [(lane, data) for lane, data, kind in q.items if kind == _FRAME]
+            for lane, data, kind in q.items:
+                if kind == _FRAME:
+                    taken.append(Carried(lane, data, FRAME))
+                elif kind == _BATCH or kind == _VERBATIM:
+                    verbatim = CONTROL if data[0] == framing.KIND_CONTROL else MESSAGE
+                    taken.append(Carried(_SLOT_LANE[q.slot], data, verbatim))
             q.items.clear()
             q.queued_bytes = 0
-        return frames
+        return taken
 
     def take_undelivered(self) -> list[Carried]:
         """After a failure: empty the queues, and return what a successor connection
@@ -423,14 +433,12 @@ class Sending:
                     verbatim = CONTROL if data[0] == framing.KIND_CONTROL else MESSAGE
                     kept.append(Carried(lane, data, verbatim))
                 elif kind == _BATCH:
-                    others: list[bytes] = []
-                    for frame in framing.unbatch(data):
-                        if not is_tell(frame):
-                            others.append(frame)
-                            continue
-                        kept.append(Carried(lane, frame, FRAME))
-                        counters.frames_out -= 1  # counted when the batch was made: again later
-                        counters.bytes_out -= len(frame)
+                    frames = framing.unbatch(data)
+                    tells = [frame for frame in frames if is_tell(frame)]
+                    others = [frame for frame in frames if not is_tell(frame)]
+                    if tells:  # still one message (counted when it was made)
+                        batch = data if not others else framing.batch_message(tells)
+                        kept.append(Carried(lane, batch, MESSAGE))
                     if others:
                         rest_items.append((item_lane, framing.batch_message(others), kind))
                 else:
@@ -459,13 +467,22 @@ class Sending:
     def enqueue_carried(self, carried: list[Carried]) -> None:
         """Queue what a failed predecessor handed over (:meth:`take_undelivered`), first
         and in order."""
+        small: list[tuple[int, bytes]] = []  # tells in a row, batched as they first went
         for lane, data, kind in carried:
+            slot = _LANE_SLOT[lane]
+            if kind == FRAME and slot <= _RPC and len(data) <= BATCH_FRAME_MAX_BYTES:
+                small.append((lane, data))
+                continue
+            if small:  # (one message per tell cost the other side so much more that a
+                self._in_batches(small)  # new link failed on its keepalive: QA)
+                small = []
             if kind == FRAME:
                 self.enqueue(lane, data)
-                continue
-            # A message as it is, or an "again" in order with the frames it is about.
-            self._lanes[_LANE_SLOT[lane]].items.append((-1, data, _VERBATIM))
-            self._wake.set()
+            else:  # a message as it is, or an "again" in order with what it is about
+                self._lanes[slot].items.append((-1, data, _VERBATIM))
+                self._wake.set()
+        if small:
+            self._in_batches(small)
 
     def drop_queued(self) -> None:
         """Forget every frame not yet sent, counting each as dropped on its lane: a
