@@ -65,12 +65,23 @@ def child_environment(config: Config) -> dict[str, str]:
     return env
 
 
+#: ``python -m actrhost.workers``, with Ctrl-C ignored from the first line on. A terminal's
+#: Ctrl-C reaches the whole process group and only the supervisor decides what it means;
+#: the worker's own code ignores it, but only after the imports before it, where it was a
+#: KeyboardInterrupt traceback and a forkserver lost during a start or a restart (QA).
+WORKERS_MAIN = (
+    "-c",
+    "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); import runpy; "
+    "runpy.run_module('actrhost.workers', run_name='__main__', alter_sys=True)",
+)
+
+
 async def spawn_worker(config: Config, spec: WorkerSpec) -> WorkerProcess:
     """Start a fresh interpreter for one worker (≈ 0.2 s of CPU in imports)."""
     env = child_environment(config)
     env[SPEC_ENV] = json.dumps(asdict(spec))
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "actrhost.workers", env=env, stdin=asyncio.subprocess.DEVNULL
+        sys.executable, *WORKERS_MAIN, env=env, stdin=asyncio.subprocess.DEVNULL
     )
 
 
@@ -159,8 +170,7 @@ class ForkServer:
         try:
             self._process = await asyncio.create_subprocess_exec(
                 sys.executable,
-                "-m",
-                "actrhost.workers",
+                *WORKERS_MAIN,
                 "forkserver",
                 str(theirs.fileno()),
                 str(self._config.path),

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from actrhost._supervisor import Supervisor
 from actrhost._worker_start import ForkServerUnusable
 from actrhost.workers._process import WorkerSpec
 
-from .utils import children_of, pid_alive, run, wait_until
+from .utils import REPO, children_of, pid_alive, run, wait_until
 
 ECHO = """
 [[actor]]
@@ -225,3 +227,33 @@ def test_a_worker_that_could_not_be_started_is_restarted_like_a_crash(tmp_path):
         assert slot.state is ActorState.STARTING and slot.restarts == 1 and slot.error == ""
 
     asyncio.run(go())
+
+
+def test_ctrl_c_during_a_worker_processs_imports_is_ignored():
+    # A terminal's Ctrl-C reaches the whole process group; a forkserver still importing
+    # died of it with a KeyboardInterrupt traceback (QA). Only the supervisor decides:
+    # worker processes ignore it from their first line, before the package's imports.
+    from actrhost._worker_start import WORKERS_MAIN
+
+    process = subprocess.Popen(
+        [sys.executable, *WORKERS_MAIN, "forkserver", "not-a-socket"],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    status = Path(f"/proc/{process.pid}/status")
+    maps = Path(f"/proc/{process.pid}/maps")
+
+    def ignores_ctrl_c() -> bool:
+        lines = status.read_text().splitlines()
+        ignored = int(next(x for x in lines if x.startswith("SigIgn:")).split()[1], 16)
+        return bool(ignored & (1 << (signal.SIGINT - 1)))
+
+    try:
+        wait_until(ignores_ctrl_c, 20, "SIGINT to be ignored")
+        assert "libzmq" not in maps.read_text()  # before the package's imports
+        process.send_signal(signal.SIGINT)
+    finally:
+        _, stderr = process.communicate(timeout=30)
+    assert "KeyboardInterrupt" not in stderr
+    assert "invalid literal for int()" in stderr  # it went on to read its arguments
