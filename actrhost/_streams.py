@@ -214,13 +214,25 @@ class StreamReceiver:
 
     def discard(self, frame: StreamFrame) -> None:
         """Drop a frame the owner refuses (stopping, ACL), releasing its ring record."""
-        descriptor = self._descriptor(frame)
+        try:
+            descriptor = self._descriptor(frame)
+        except BadRequest as exc:
+            self._malformed(frame, exc)
+            return
         if descriptor is not None:
             self._retire(descriptor)
 
     def on_frame(self, frame: StreamFrame) -> None:
-        """Take one frame off the socket (synchronous: nothing is awaited)."""
-        descriptor = self._descriptor(frame)
+        """Take one frame off the socket (synchronous: nothing is awaited). One whose
+        ring record does not hold up is dropped and counted (``malformed``)."""
+        try:
+            descriptor = self._descriptor(frame)
+        except BadRequest as exc:
+            # A ring of another node, or of this instance's previous process (frames sent
+            # to a worker killed meanwhile reach its successor at the same address): it
+            # killed the worker, which the restart then met again (QA).
+            self._malformed(frame, exc)
+            return
         self.counters.chunks_received += 1
         key = (frame.kind, frame.key)
         callback = self._callbacks.get(key)

@@ -118,6 +118,24 @@ def test_stream_chunks_whose_description_does_not_hold_up_are_dropped_as_malform
                 sequence=0,
             ).to_bytes(),
         ),
+        # A ring made for this instance's previous process (frames sent to a worker that
+        # was killed reach its successor at the same address: it killed that too, QA),
+        # and one of another node.
+        wire.StreamFrame(
+            wire.STREAM,
+            "s0",
+            shm=Descriptor(
+                segment_name(node_prefix(node.run_dir), "s1.abc", "1", f"{info.pid + 1:x}"),
+                offset=0,
+                length=16,
+                sequence=0,
+            ).to_bytes(),
+        ),
+        wire.StreamFrame(
+            wire.STREAM,
+            "s0",
+            shm=Descriptor("actrh-elsewhere-s1.abc.0-1-1", 0, 16, 0).to_bytes(),
+        ),
     ]
     ctx = zmq.Context()
     try:

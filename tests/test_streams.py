@@ -553,7 +553,11 @@ def test_shell_sends_and_receives_streams(node):
     run(go())
 
 
-def test_sigkill_receiver_frees_its_rings_and_sender_gets_unavailable(node):
+def test_sigkill_receiver_frees_its_rings_and_sender_gets_unavailable(node_factory):
+    # The sink's new instance takes 1.5 s to start: a window the sender cannot miss (with
+    # an instant restart, a loaded machine could show the source only "running" again).
+    slow = ACTORS.replace('handler = "actors:StreamSink"', 'handler = "actors:SlowStartSink"')
+    node = node_factory(slow, NODE)
     victim = node.pid_of("sink")
 
     async def go():
@@ -562,7 +566,7 @@ def test_sigkill_receiver_frees_its_rings_and_sender_gets_unavailable(node):
             os.kill(victim, signal.SIGKILL)
             with pytest.raises((Unavailable, actrhost.NotFound)):
                 for _ in range(200):
-                    await send(shell, sizes=[100_000], timeout=2)
+                    await send(shell, sizes=[100_000], timeout=0.5)
                     await asyncio.sleep(0.01)
             await asyncio.to_thread(node.wait_running)
             await shell.call("sink", "test.Sink.Results", b"")
