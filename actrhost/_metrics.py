@@ -298,6 +298,7 @@ def _gateway_metrics(out: _Exposition, node: dict[str, str], gateway: dict[str, 
             "evicted_parts",
             "batches_out",
             "duplicates_dropped",
+            "unsure_tells_dropped",
         ):
             if _is_number(remote.get(key)):
                 out.counter(

@@ -295,7 +295,7 @@ class RpcEndpoint:
         if busy:  # the caller's own deadline: as a call's answer coming too late, 504
             raise DeadlineExceeded(
                 f"{endpoint} took nothing more before the deadline (its queue is full: "
-                "the actor is busy)"
+                "the receiver is busy)"
             )
         raise Unavailable(f"{endpoint} is not accepting messages (peer down or overloaded)")
 

@@ -159,10 +159,10 @@ def format_status(status: dict[str, Any]) -> str:
                 f"candidate {node.get('candidate_type') or '-'}, "
                 f"{len(node.get('actors', []))} actor(s), connects {node.get('connects', 0)}, "
                 f"failures {node.get('failures', 0)}, malformed {node.get('malformed', 0)}"
-                + (
-                    f", duplicates dropped {node['duplicates_dropped']}"
-                    if node.get("duplicates_dropped")
-                    else ""
+                + "".join(
+                    f", {key.replace('_', ' ')} {node[key]}"
+                    for key in ("duplicates_dropped", "unsure_tells_dropped")
+                    if node.get(key)
                 )
             )
             lines += _lane_lines(node.get("lanes") or {})

@@ -65,16 +65,24 @@ def again(session_id: str, **fields: Any) -> bytes:
     return framing.control_message({"op": "again", "session": session_id, **fields})
 
 
-def tells_in_doubt(
-    lane: int, session_id: str, messages: list[bytes], first: int, rest: list[bytes]
-) -> list[Carried]:
+def tells_to_carry(
+    lane: int, session_id: str, messages: list[bytes], first: int, never_left: int
+) -> tuple[list[Carried], list[bytes]]:
     """What goes again of the messages a call channel sent without confirmation
-    (``messages``, the first of them message ``first`` of the connection) and of the
-    parts of a frame that had not left yet (``rest``): the tells, each message's in one
-    item, behind ``again`` messages that name the message each item came from."""
+    (``messages``, the first of them message ``first`` of the connection; the last
+    ``never_left`` of them, and the rest of a frame in parts, never transmitted), and the
+    calls and answers among those that never left (dropped: their callers fail with 503).
+
+    Each message's tells go in one item. Those of messages that may have arrived go behind
+    ``again`` messages naming the message each item came from; those that never left
+    follow without (the other side cannot have them, whatever it remembers).
+    """
+    in_doubt = first + len(messages) - never_left  # index of the first that never left
     reassembler = framing.Reassembler(max_partial=1)
-    items: list[tuple[int, Carried]] = []
-    for index, message in enumerate([*messages, *rest], start=first):
+    doubtful: list[tuple[int, Carried]] = []
+    certain: list[Carried] = []
+    dropped: list[bytes] = []
+    for index, message in enumerate(messages, start=first):
         try:
             got = reassembler.feed(bytes(message))
         except framing.MalformedMessage:
@@ -83,21 +91,27 @@ def tells_in_doubt(
             continue
         frames = [got[1]] if got[0] == "frame" else got[1]
         tells = [frame for frame in frames if is_tell(frame)]
+        if index >= in_doubt:
+            dropped += [frame for frame in frames if not is_tell(frame)]
         if not tells:
             continue
         if message[0] == framing.KIND_PART:  # a large frame, split again when it goes
-            items.append((index, Carried(lane, tells[0], FRAME)))
+            item = Carried(lane, tells[0], FRAME)
         elif len(tells) == len(frames):
-            items.append((index, Carried(lane, bytes(message), MESSAGE)))
+            item = Carried(lane, bytes(message), MESSAGE)
         else:  # a batch with calls or answers too: only its tells
-            items.append((index, Carried(lane, framing.batch_message(tells), MESSAGE)))
+            item = Carried(lane, framing.batch_message(tells), MESSAGE)
+        if index < in_doubt:
+            doubtful.append((index, item))
+        else:
+            certain.append(item)
     carried: list[Carried] = []
-    for start in range(0, len(items), AGAIN_ITEMS_MAX):
-        group = items[start : start + AGAIN_ITEMS_MAX]
+    for start in range(0, len(doubtful), AGAIN_ITEMS_MAX):
+        group = doubtful[start : start + AGAIN_ITEMS_MAX]
         indices = [index for index, _item in group]
         carried.append(Carried(lane, again(session_id, items=indices), CONTROL))
         carried += [item for _index, item in group]
-    return carried
+    return carried + certain, dropped
 
 
 def duplicates_ahead(message: dict[str, Any], received: int) -> int | None:

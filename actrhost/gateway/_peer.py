@@ -141,6 +141,7 @@ class PeerConnection(Sending):
         self.stream_frames_in = 0
         self.messages_in = [0, 0]
         self._duplicates_ahead = [0] * len(_CHANNELS)
+        self._unsure_ahead = [False] * len(_CHANNELS)  # from a connection we do not know
         self._calls_ack_handle: asyncio.TimerHandle | None = None
         self._stream_delivered_bytes = 0
         self._stream_ack_sent = 0
@@ -392,20 +393,25 @@ class PeerConnection(Sending):
             return
         if earlier is None and slot != _STREAM:
             # Our gateway restarted since (or forgot that node): its tells may have run
-            # already, and a tell runs at most once.
+            # already, and a tell runs at most once (those that never left come after,
+            # without "again", and are delivered).
             ahead = len(message["items"])
             log.info(
-                "%r: dropped %d tell messages sent again from an unknown connection", self, ahead
+                "%r: dropping %d tell messages sent again from an unknown connection", self, ahead
             )
         elif earlier is None:
             # Stream chunks may have reached the actor already, or not: delivering them
             # again beats losing them (a chunk carries its sequence).
             log.info("%r: stream frames sent again from an unknown connection", self)
         self._duplicates_ahead[slot] = ahead
+        self._unsure_ahead[slot] = earlier is None
 
     def _drop_duplicate(self, slot: int, frames: list[bytes]) -> None:
         self._duplicates_ahead[slot] -= 1
-        self.counters.duplicates_dropped += len(frames)
+        if self._unsure_ahead[slot]:
+            self.counters.unsure_tells_dropped += len(frames)
+        else:
+            self.counters.duplicates_dropped += len(frames)
         if slot == _STREAM:
             self.stream_delivered(len(frames[0]))  # the sender's window counts it
 

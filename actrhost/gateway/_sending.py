@@ -60,7 +60,7 @@ from ._carry import (
     again,
     frames_in_message,
     is_tell,
-    tells_in_doubt,
+    tells_to_carry,
 )
 from ._types import CALLS, STREAMS, TERMINAL, LinkCounters, LinkState, Tuning
 from ._unsent import forget_unsent
@@ -403,9 +403,10 @@ class Sending:
         confirmation (behind ``again`` messages). Calls and answers are dropped (counted):
         their callers fail with 503 when the link does, and a call sent again after that
         could run twice."""
+        never_left: dict[int, int] = {}
         if self._pc is not None and self._pc.sctp is not None:
             # It is ours again: the failed association must not send it after all.
-            forget_unsent(self._pc.sctp)
+            never_left = forget_unsent(self._pc.sctp)
         kept: list[Carried] = []
         for q in self._lanes:
             if q.lossy:
@@ -416,13 +417,19 @@ class Sending:
                 kept += self._unconfirmed_stream_frames()
             else:
                 first = q.sent_messages - len(q.unconfirmed)
-                rest = list(q.current or ())
-                carried = tells_in_doubt(lane, self.session_id, list(q.unconfirmed), first, rest)
+                rest = list(q.current or ())  # the parts of a frame not handed over yet
+                unsent = never_left.get(getattr(q.channel, "id", -1), 0) + len(rest)
+                messages = [*q.unconfirmed, *rest]
+                carried, dropped = tells_to_carry(lane, self.session_id, messages, first, unsent)
                 q.unconfirmed.clear()
                 for item in carried:
                     if item.kind == FRAME:  # counted when it left: again when it goes
                         counters.frames_out -= 1
                         counters.bytes_out -= len(item.data)
+                for frame in dropped:  # calls and answers that never left
+                    counters.frames_out -= 1
+                    counters.bytes_out -= len(frame)
+                    counters.dropped += 1
                 kept += carried
             q.current = None
             rest_items: deque[tuple[int, bytes, int]] = deque()

@@ -102,6 +102,9 @@ class LinkCounters:
     #: Reliable stream chunks sent again after a link failure that had arrived before
     #: (dropped here; docs/gateway.md, Failure).
     duplicates_dropped: int = 0
+    #: Tells sent again after a link failure from a connection this gateway does not
+    #: know (it restarted since): dropped unseen, since they may have run already.
+    unsure_tells_dropped: int = 0
     media: MediaCounters = field(default_factory=MediaCounters)
     #: The same LaneCounters by lane number (PayloadType value): found per frame, where
     #: building the enum and its lower-case name costs more than the counting.
@@ -118,5 +121,6 @@ class LinkCounters:
             "evicted_parts": self.evicted_parts,
             "batches_out": self.batches_out,
             "duplicates_dropped": self.duplicates_dropped,
+            "unsure_tells_dropped": self.unsure_tells_dropped,
             "media": dict(vars(self.media)),
         }
