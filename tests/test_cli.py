@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import pytest
 
 import actrhost as actrhost_api
 
-from .utils import GREETER, REPO, TESTS_DIR, run, wait_until
+from .utils import GREETER, REPO, TESTS_DIR, actrhost_in_background, run, wait_until
 from .utils import actrhost_command as actrhost
 
 ECHO = """
@@ -382,12 +380,7 @@ def test_wait_fails_at_once_when_the_node_dies_while_starting(node_factory):
     stuck = '[[actor]]\nname = "stuck"\ntype = "test+Stuck"\nhandler = "actors:StuckStart"\n'
     node = node_factory(stuck, start=False)
     node.spawn()
-    waiting = subprocess.Popen(
-        [sys.executable, "-m", "actrhost", "wait", str(node.config_path), "--timeout", "60"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with actrhost_in_background("wait", str(node.config_path), "--timeout", "60") as waiting:
 
         def starting() -> bool:
             try:
@@ -401,10 +394,6 @@ def test_wait_fails_at_once_when_the_node_dies_while_starting(node_factory):
         node.process.send_signal(signal.SIGKILL)
         node.process.wait(10)
         _, stderr = waiting.communicate(timeout=30)
-    finally:
-        if waiting.poll() is None:
-            waiting.kill()
-            waiting.wait()
     assert waiting.returncode == 1
     assert time.monotonic() - killed_at < 10
     assert "is gone: its supervisor (pid" in stderr, stderr

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -16,7 +14,7 @@ import pytest
 import actrhost
 
 from .utils import actrhost_command as cli
-from .utils import run, wait_until
+from .utils import actrhost_in_background, run, wait_until
 
 VERSIONED = """
 [[actor]]
@@ -410,20 +408,11 @@ def test_a_stop_during_a_restart_ends_it_without_blaming_an_instance(node_factor
         "instances = 2\n",
         "shutdown_grace_s = 2\n",
     )
-    restart = subprocess.Popen(
-        [sys.executable, "-m", "actrhost", "restart", str(node.config_path)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with actrhost_in_background("restart", str(node.config_path)) as restart:
         wait_until(lambda: "restarting" in node.log() or "stopping" in node.log(), 10, "it")
         time.sleep(0.5)  # slow#0 is in its 60 s on_stop, cut at 2 s
         assert node.stop(signal.SIGTERM, timeout_s=20) == 0
         _, stderr = restart.communicate(timeout=20)
-    finally:
-        if restart.poll() is None:
-            restart.kill()
-            restart.wait()
     assert restart.returncode == 1
     assert stderr.startswith("actrhost: restart: the node is stopping: the restart ended at slow#")
     assert "back to" not in stderr, stderr
@@ -439,12 +428,8 @@ def test_a_restart_whose_node_goes_away_fails_at_once(node_factory, how):
         "instances = 4\n",
         "shutdown_grace_s = 2\n",
     )
-    restart = subprocess.Popen(
-        [sys.executable, "-m", "actrhost", "restart", str(node.config_path), "--timeout", "60"],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    restart_args = ("restart", str(node.config_path), "--timeout", "60")
+    with actrhost_in_background(*restart_args) as restart:
         wait_until(lambda: "running again" in node.log(), 20, "the first instance restarted")
         gone_at = time.monotonic()
         if how == "Ctrl-C":  # the whole process group, as a terminal does
@@ -453,10 +438,6 @@ def test_a_restart_whose_node_goes_away_fails_at_once(node_factory, how):
             node.process.send_signal(signal.SIGKILL)
         node.process.wait(20)
         _, stderr = restart.communicate(timeout=20)
-    finally:
-        if restart.poll() is None:
-            restart.kill()
-            restart.wait()
     assert restart.returncode == 1
     assert time.monotonic() - gone_at < 10  # not the 60 s timeout
     assert "is gone" in stderr or "is stopping" in stderr, stderr

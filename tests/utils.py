@@ -52,6 +52,21 @@ def actrhost_command(*args: str, timeout: float = 30) -> subprocess.CompletedPro
     )
 
 
+@contextlib.contextmanager
+def actrhost_in_background(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """``python -m actrhost ARGS`` started now, its stderr piped (read it with
+    ``communicate``); killed if it still runs after the block."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "actrhost", *args], stderr=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
 #: One Recorder actor named "rec" (tests/actors.py): it records the order it handled in.
 RECORDER = '[[actor]]\nname = "rec"\ntype = "test+Recorder"\nhandler = "actors:Recorder"\n'
 
