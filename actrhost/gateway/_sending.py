@@ -505,6 +505,8 @@ class Sending:
             q.items.clear()
             q.current = None
             q.queued_bytes = 0
+            q.unconfirmed.clear()  # a closed connection sends nothing again either
+        self._stream_unconfirmed.clear()
 
     @property
     def queued_bytes(self) -> int:
