@@ -12,6 +12,8 @@ from pathlib import Path
 
 from ._directory import ActorState
 from ._errors import ConfigError, Unavailable
+from ._linux import process_gone
+from ._rundir import PID_FILE
 from ._shell import Shell
 
 
@@ -71,8 +73,19 @@ async def connect_when_running(
     first = connect(config_or_endpoint)  # reads the config once
     socket_path = Path(first.control_endpoint.removeprefix("ipc://"))
     shell: Shell | None = None
+    seen_alive: int | None = None  # a supervisor seen running while we waited
     try:
         while alive is None or alive():
+            if shell is None:
+                pid = _supervisor_of(socket_path.parent)
+                if pid is not None and not process_gone(pid):
+                    seen_alive = pid
+                elif seen_alive is not None and process_gone(seen_alive):
+                    # It died before we could attach (starting): it will not run.
+                    raise Unavailable(
+                        f"node at {config_or_endpoint} is gone: its supervisor "
+                        f"(pid {seen_alive}) exited"
+                    )
             # Attach only once the supervisor listens: else each try waits for it.
             if shell is None and socket_path.exists():
                 candidate = Shell(
@@ -117,3 +130,11 @@ async def connect_when_running(
     finally:
         if shell is not None:
             await shell.aclose()
+
+
+def _supervisor_of(run_dir: Path) -> int | None:
+    """The pid in a run dir's pid file (None while there is none, or it is being written)."""
+    try:
+        return int((run_dir / PID_FILE).read_text())
+    except (OSError, ValueError):
+        return None

@@ -389,7 +389,9 @@ def test_wait_fails_at_once_when_the_node_dies_while_starting(node_factory):
                 return False  # not listening yet
 
         wait_until(starting, 20, "the instance to be starting")
-        time.sleep(0.5)  # `wait` has attached by now, and waits for the instance
+        # A Shell's socket in the run dir: `wait` has attached, and waits for the instance.
+        shell_socket = f"s{waiting.pid:x}.*.sock"
+        wait_until(lambda: any(node.run_dir.glob(shell_socket)), 20, "`wait` to attach")
         killed_at = time.monotonic()
         node.process.send_signal(signal.SIGKILL)
         node.process.wait(10)
@@ -397,6 +399,9 @@ def test_wait_fails_at_once_when_the_node_dies_while_starting(node_factory):
     assert waiting.returncode == 1
     assert time.monotonic() - killed_at < 10
     assert "is gone: its supervisor (pid" in stderr, stderr
+    # The orphaned worker notices its supervisor's death and clears up (under load this
+    # takes longer than the 5 s the fixture's teardown waits).
+    wait_until(lambda: not node.run_dir.exists(), 30, "the run dir to be removed")
 
 
 def test_wait_counts_a_job_that_finished_cleanly_as_done(node_factory):
