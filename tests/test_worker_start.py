@@ -5,6 +5,8 @@ takes no actor with it, nothing is left behind (docs/node.md, "Starting workers"
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -22,7 +24,7 @@ from actrhost._supervisor import Supervisor
 from actrhost._worker_start import ForkServerUnusable
 from actrhost.workers._process import WorkerSpec
 
-from .utils import REPO, children_of, pid_alive, run, wait_until
+from .utils import REPO, Node, children_of, pid_alive, run, wait_until
 
 ECHO = """
 [[actor]]
@@ -257,3 +259,51 @@ def test_ctrl_c_during_a_worker_processs_imports_is_ignored():
         _, stderr = process.communicate(timeout=30)
     assert "KeyboardInterrupt" not in stderr
     assert "invalid literal for int()" in stderr  # it went on to read its arguments
+
+
+def test_a_worker_stopped_before_the_supervisor_answered_cleans_up_at_once(tmp_path):
+    # A supervisor killed right after starting a worker sends no directory, only its
+    # death signal: the worker waited 10 s for the directory, then exited without closing
+    # its sockets, leaving its socket file and the run dir behind (seen under load).
+    import zmq
+
+    from actrhost._worker_start import WORKERS_MAIN
+    from actrhost.workers._process import SPEC_ENV
+
+    node = Node(tmp_path, '[[actor]]\nname = "echo"\ntype = "test+Echo"\nhandler = "actors:Echo"\n')
+    socket_file = tmp_path / "a-1.sock"
+    ctx = zmq.Context()
+    supervisor = ctx.socket(zmq.ROUTER)  # hears the worker's hello, answers nothing
+    try:
+        supervisor.bind(f"ipc://{tmp_path / 'control.sock'}")
+        spec = WorkerSpec(
+            config_path=str(node.config_path),
+            actor_name="echo",
+            index=0,
+            serial=1,
+            endpoint=f"ipc://{socket_file}",
+            control_endpoint=f"ipc://{tmp_path / 'control.sock'}",
+            supervisor_pid=os.getpid(),
+            shm_prefix="testnone",
+        )
+        env = {**os.environ, SPEC_ENV: json.dumps(dataclasses.asdict(spec))}
+        worker = subprocess.Popen(
+            [sys.executable, *WORKERS_MAIN], env=env, cwd=REPO, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            if not supervisor.poll(20_000):
+                worker.kill()
+                raise AssertionError(f"no hello from the worker: {worker.communicate()[1]}")
+            assert socket_file.exists()
+            worker.send_signal(signal.SIGTERM)  # as its supervisor's death would
+            started = time.monotonic()
+            worker.wait(8)
+            assert time.monotonic() - started < 3  # not the 10 s wait for a directory
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+            _, stderr = worker.communicate()
+        assert not socket_file.exists(), stderr
+        assert "Traceback" not in stderr, stderr
+    finally:
+        ctx.destroy(linger=0)

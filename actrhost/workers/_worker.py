@@ -176,14 +176,26 @@ class Worker(Outbound):
         if self.loop_watch is not None:
             self.loop_watch.start()
         self._send_control({"op": control.HELLO, "serial": self.spec.serial, "pid": os.getpid()})
-        try:
-            async with asyncio.timeout(HELLO_TIMEOUT_S):
-                await self._got_directory.wait()
-        except TimeoutError:
-            log.error("%r: no directory from the supervisor within %ss", self, HELLO_TIMEOUT_S)
-            return 1
         watchdog = asyncio.ensure_future(self._watch_parent())
         try:
+            # A supervisor killed before it answered leaves us a stop (its death signal),
+            # not a directory: either ends the wait, and the clean-up below runs (the
+            # socket files and the run dir stayed behind: seen under load).
+            greeted = asyncio.ensure_future(self._got_directory.wait())
+            stopped = asyncio.ensure_future(self._stop.wait())
+            try:
+                await asyncio.wait(
+                    {greeted, stopped}, timeout=HELLO_TIMEOUT_S, return_when=FIRST_COMPLETED
+                )
+            finally:
+                greeted.cancel()
+                stopped.cancel()
+            if not self._got_directory.is_set():
+                if not self._stop.is_set():
+                    log.error(
+                        "%r: no directory from the supervisor within %ss", self, HELLO_TIMEOUT_S
+                    )
+                return 1
             if not await self._start():
                 self._drop_early_frames()
                 return 1 if self.state is ActorState.FAILED else 0
