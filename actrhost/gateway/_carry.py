@@ -42,6 +42,12 @@ class Carried(NamedTuple):
     data: bytes
     kind: int
 
+    @classmethod
+    def message(cls, lane: int, data: bytes) -> Carried:
+        """A data-channel message to send as it is: ``again`` (a control message), or
+        frames (``MESSAGE``)."""
+        return cls(lane, data, CONTROL if data[0] == framing.KIND_CONTROL else MESSAGE)
+
     def frame_count(self) -> int:
         """How many frames this item carries (0 for a control message)."""
         if self.kind == FRAME:

@@ -33,10 +33,9 @@ Batches: small calls and answers the owner hands over within one turn of its loo
 (docs/gateway.md, "Batches").
 
 After a failure (:meth:`Sending.take_undelivered`), tells and reliable stream chunks go on
-the next connection. Stream chunks the other side has not confirmed are among them, even
-those that left: they may have been lost with the link. Before them goes an ``again``
-control message on the stream channel saying which frames of the failed connection they
-were; the other side drops those it had received (``PeerConnection`` receiving half).
+the next connection, those that left without confirmation too (they may have been lost
+with the link), behind an ``again`` message on their channel that names what they were on
+the failed connection; the other side drops those it had received (module ``_carry``).
 """
 
 from __future__ import annotations
@@ -390,8 +389,7 @@ class Sending:
                 if kind == _FRAME:
                     taken.append(Carried(lane, data, FRAME))
                 elif kind == _BATCH or kind == _VERBATIM:
-                    verbatim = CONTROL if data[0] == framing.KIND_CONTROL else MESSAGE
-                    taken.append(Carried(_SLOT_LANE[q.slot], data, verbatim))
+                    taken.append(Carried.message(_SLOT_LANE[q.slot], data))
             q.items.clear()
             q.queued_bytes = 0
         return taken
@@ -437,12 +435,12 @@ class Sending:
                 if kind == _FRAME and (q.slot == _STREAM or is_tell(data)):
                     kept.append(Carried(item_lane, data, FRAME))
                 elif kind == _VERBATIM:  # from an earlier failure, not sent yet
-                    verbatim = CONTROL if data[0] == framing.KIND_CONTROL else MESSAGE
-                    kept.append(Carried(lane, data, verbatim))
+                    kept.append(Carried.message(lane, data))
                 elif kind == _BATCH:
-                    frames = framing.unbatch(data)
-                    tells = [frame for frame in frames if is_tell(frame)]
-                    others = [frame for frame in frames if not is_tell(frame)]
+                    tells: list[bytes] = []
+                    others: list[bytes] = []
+                    for frame in framing.unbatch(data):
+                        (tells if is_tell(frame) else others).append(frame)
                     if tells:  # still one message (counted when it was made)
                         batch = data if not others else framing.batch_message(tells)
                         kept.append(Carried(lane, batch, MESSAGE))
