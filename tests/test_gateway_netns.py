@@ -20,13 +20,20 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 pytest.importorskip("aiortc")
 
 from actrhost import Unavailable
-from actrhost.gateway._testing import PACKAGE_ROOT, HarnessNode, LoopRunner, start_nodes
+from actrhost.gateway._testing import (
+    FAST_TUNING,
+    PACKAGE_ROOT,
+    HarnessNode,
+    LoopRunner,
+    start_nodes,
+)
 
 IP = shutil.which("ip")
 ADDR_A, ADDR_B = "10.231.0.1", "10.231.0.2"
@@ -117,10 +124,12 @@ def two_hosts(
     signaling_url: str,
     webrtc: Callable[[str], str] | None = None,
     log_level: str = "warning",
+    tuning: dict[str, float] | None = None,
 ) -> Iterator[tuple[LoopRunner, HarnessNode, HarnessNode]]:
     """Node A (a client) in namespace A, node B (an echo) in namespace B, started; both
     stopped afterwards. ``webrtc(address)`` gives a node's [webrtc] table (default: the
-    harness's, with ice_host_addresses = ["127.0.0.1"])."""
+    harness's, with ice_host_addresses = ["127.0.0.1"]); ``tuning``: the gateways'
+    Tuning fields (default: the harness's FAST_TUNING)."""
     ns_a, ns_b, _veth_a = namespaces
     runner = LoopRunner()
     nodes = []
@@ -128,9 +137,15 @@ def two_hosts(
         ("a", ns_a, ADDR_A, ("client", "t+C")),
         ("b", ns_b, ADDR_B, ("echo", "t+E")),
     ):
-        extra = {} if webrtc is None else {"webrtc_toml": webrtc(address)}
+        extra: dict[str, Any] = {} if webrtc is None else {"webrtc_toml": webrtc(address)}
         node = HarnessNode(
-            tmp_path / name, signaling_url, [actor], netns=ns, log_level=log_level, **extra
+            tmp_path / name,
+            signaling_url,
+            [actor],
+            netns=ns,
+            log_level=log_level,
+            tuning=tuning,
+            **extra,
         )
         nodes.append(node)
     try:
@@ -215,3 +230,41 @@ def test_two_hosts_left_on_loopback_addresses_are_told_to_set_ice_host_addresses
     with two_hosts(tmp_path, namespaces, signaling_in) as (runner, a, b):
         with pytest.raises(Unavailable, match=r"set \[webrtc\] ice_host_addresses"):
             runner.run(a.call("client", b.ids["echo"], "echo", b"hi", timeout_s=20), timeout_s=30)
+
+
+def test_traffic_resumes_at_once_when_a_short_cut_ends(
+    tmp_path: Path, namespaces: tuple[str, str, str], signaling_in: str
+) -> None:
+    # A cut shorter than the keepalive timeout fails nothing; what was sent meanwhile
+    # waited for SCTP's retransmission timer (1 s, at least) after the link came back,
+    # so calls with short deadlines failed with 504 for up to a second more.
+    ns_a, _ns_b, veth_a = namespaces
+    tuning = dict(FAST_TUNING, keepalive_timeout_s=10.0)
+
+    def webrtc(address: str) -> str:
+        return f'ice_host_addresses = ["{address}"]'
+
+    with two_hosts(tmp_path, namespaces, signaling_in, webrtc, tuning=tuning) as (runner, a, b):
+        assert runner.run(a.call("client", b.ids["echo"], "echo", b"up")) == b"up"
+
+        async def scenario() -> list[float]:
+            delays = []
+            for cut_s in (1.3, 1.7, 2.1):
+                _ip("-n", ns_a, "link", "set", veth_a, "down")
+                try:
+                    await asyncio.sleep(0.1)
+                    sent = a.call("client", b.ids["echo"], "echo", b"in the cut", timeout_s=10)
+                    pending = asyncio.ensure_future(sent)
+                    await asyncio.sleep(cut_s)
+                finally:
+                    _ip("-n", ns_a, "link", "set", veth_a, "up")
+                restored_at = time.monotonic()
+                assert await pending == b"in the cut"
+                delays.append(time.monotonic() - restored_at)
+            return delays
+
+        delays = runner.run(scenario(), timeout_s=60)
+        print("answers came", ", ".join(f"{d:.2f}" for d in delays), "s after the link")
+        assert max(delays) < 0.5, delays
+        (remote,) = runner.run(a.stats())["remote_nodes"].values()
+        assert remote["failures"] == 0 and remote["state"] == "connected"

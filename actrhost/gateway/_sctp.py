@@ -1,5 +1,6 @@
-"""SCTP tuning of aiortc inside the gateway process: delayed, bundled SACKs and sends
-that reach the socket without an extra event-loop turn.
+"""SCTP tuning of aiortc inside the gateway process: delayed, bundled SACKs, sends
+that reach the socket without an extra event-loop turn, and quick recovery from an
+outage.
 
 aiortc's SCTP association (``aiortc.rtcsctptransport.RTCSctpTransport``) is pure Python,
 and on a small machine a remote call's latency is mostly CPU: every DATA packet costs a
@@ -24,6 +25,14 @@ allows (RFC 9260 §6.2, §6.10):
 * **Eager sends.** A binary message sent from outside aiortc's own receive path (our
   socket callbacks) goes through ``_data_channel_flush`` right away, the way Python 3.12's
   eager tasks would run it, instead of in a task on the next iteration.
+* **Probes while stalled.** What is lost is sent again when the retransmission timer
+  (T3) expires, one RTO after the last progress: at least 1 s in aiortc. After a short
+  outage (a link down for less than the keepalive timeout) every call sent meanwhile
+  thus waited up to a second more once the link was back, and short deadlines expired.
+  While DATA of ours has been outstanding for :data:`STALL_S` without a SACK moving, a
+  HEARTBEAT (RFC 9260 §8.3) goes out every :data:`PROBE_INTERVAL_S`; when one comes back
+  and, a delayed SACK's time later, that DATA is still unacknowledged although a packet
+  sent after it made the round trip, it was lost: T3 expires now instead of later.
 
 Only the gateway process calls :func:`install` (the raw aiortc baseline in
 ``scripts/bench_remote.py`` does not). It patches methods of the class, checked against
@@ -36,9 +45,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import types
 from collections.abc import Coroutine, Generator
-from struct import pack
+from struct import pack, unpack
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -53,9 +63,15 @@ SACK_DELAY_S = 0.02
 QUIET_GAP_S = 0.0005
 #: Acknowledge at once after this many packets with DATA (RFC 9260 §6.2: every second).
 SACK_EVERY_PACKETS = 2
+#: DATA outstanding this long without a SACK moving counts as stalled (probes start).
+#: Far above a round trip between our gateways plus their SACK_DELAY_S.
+STALL_S = 0.2
+#: How often a stalled association sends a HEARTBEAT.
+PROBE_INTERVAL_S = 0.1
 
 _installed = False
 _SACK_CHUNK_TYPE = 3  # RFC 9260 §3.2
+_HEARTBEAT_INFO = 1  # RFC 9260 §3.3.5: the parameter a HEARTBEAT ACK echoes
 #: Tasks started here (delayed SACKs, sends that had to wait), kept until they finish.
 _tasks: set[asyncio.Future[Any]] = set()
 
@@ -75,6 +91,9 @@ class _SackState:
         "depth",
         "got_data",
         "last_data_at",
+        "progress_at",
+        "seen_sacked_tsn",
+        "stall_timer",
         "timer",
         "unacked_packets",
     )
@@ -87,6 +106,9 @@ class _SackState:
         self.timer: asyncio.TimerHandle | None = None
         self.capture = False  # _send_chunk hands the SACK over instead of sending it
         self.captured: Any = None
+        self.stall_timer: asyncio.TimerHandle | None = None  # while DATA is outstanding
+        self.seen_sacked_tsn = -1  # the cumulative TSN acknowledged at the last check
+        self.progress_at = 0.0  # wall time (as aiortc's chunk._sent_time) it was seen move
 
 
 def _state(transport: Any) -> _SackState:
@@ -111,6 +133,9 @@ def install() -> None:
         "_send_chunk",
         "_data_channel_send",
         "_data_channel_flush",
+        "_receive_chunk",
+        "_t3_start",
+        "_t3_expired",
     )
     missing = [name for name in needed if not hasattr(cls, name)]
     missing += [
@@ -118,6 +143,8 @@ def install() -> None:
         for name in (
             "DataChunk",
             "SackChunk",
+            "HeartbeatChunk",
+            "HeartbeatAckChunk",
             "parse_packet",
             "SCTP_MAX_PACKET_LENGTH",
             "WEBRTC_BINARY",
@@ -133,9 +160,13 @@ def install() -> None:
     original_send_sack = cls._send_sack
     original_send_chunk = cls._send_chunk
     original_data_channel_send = cls._data_channel_send
+    original_receive_chunk = cls._receive_chunk
+    original_t3_start = cls._t3_start
     established = cls.State.ESTABLISHED
     data_chunk = sctp.DataChunk
     sack_chunk = sctp.SackChunk
+    heartbeat_chunk = sctp.HeartbeatChunk
+    heartbeat_ack_chunk = sctp.HeartbeatAckChunk
     parse_packet = sctp.parse_packet
     max_packet = sctp.SCTP_MAX_PACKET_LENGTH
     binary = sctp.WEBRTC_BINARY
@@ -269,12 +300,81 @@ def install() -> None:
         self._data_channel_queue.append((channel, binary, data))
         run_eagerly(self._data_channel_flush())
 
+    # -- probes while stalled --------------------------------------------------------
+
+    def _t3_start(self: Any) -> None:
+        # T3 starts when DATA goes out with none outstanding: watch it from now on.
+        original_t3_start(self)
+        state = _state(self)
+        if state.stall_timer is None:
+            state.stall_timer = self._loop.call_later(STALL_S, _check_stall, self, state)
+
+    def _stalled_since(self: Any, state: _SackState) -> float | None:
+        """Wall time since when our oldest outstanding DATA has waited with no SACK
+        moving, or None when nothing is outstanding."""
+        if self._t3_handle is None or not self._sent_queue:
+            return None
+        now = time.time()
+        if self._last_sacked_tsn != state.seen_sacked_tsn:
+            state.seen_sacked_tsn = self._last_sacked_tsn
+            state.progress_at = now
+        return max(self._sent_queue[0]._sent_time or now, state.progress_at)
+
+    def _check_stall(self: Any, state: _SackState) -> None:
+        state.stall_timer = None
+        since = _stalled_since(self, state)
+        if since is None or self._association_state is not established:
+            return  # nothing outstanding: _t3_start watches again
+        waited = time.time() - since
+        if waited < STALL_S:
+            delay = STALL_S - waited
+        else:
+            probe = heartbeat_chunk()
+            probe.params.append((_HEARTBEAT_INFO, pack("!d", time.time())))
+            _spawn(_send_quietly(self, probe))
+            delay = PROBE_INTERVAL_S
+        state.stall_timer = self._loop.call_later(delay, _check_stall, self, state)
+
+    async def _send_quietly(self: Any, chunk: Any) -> None:
+        try:
+            await self._send_chunk(chunk)
+        except Exception as exc:  # the DTLS transport closed meanwhile
+            log.debug("probe not sent: %r", exc)
+
+    async def _receive_chunk(self: Any, chunk: Any) -> None:
+        if not isinstance(chunk, heartbeat_ack_chunk):
+            await original_receive_chunk(self, chunk)
+            return
+        info = dict(chunk.params).get(_HEARTBEAT_INFO, b"")
+        if len(info) != 8:
+            return  # not one of our probes
+        (probe_sent_at,) = unpack("!d", info)
+        state = _state(self)
+        since = _stalled_since(self, state)
+        if since is not None and probe_sent_at - since >= STALL_S:
+            # The path works now. A SACK for the stalled DATA may still be on its way
+            # (delayed up to SACK_DELAY_S): look again once it would have come.
+            oldest = self._sent_queue[0]
+            self._loop.call_later(2 * SACK_DELAY_S, _retransmit_if_lost, self, state, oldest)
+
+    def _retransmit_if_lost(self: Any, state: _SackState, oldest: Any) -> None:
+        since = _stalled_since(self, state)
+        if since is None or self._sent_queue[0] is not oldest or time.time() - since < STALL_S:
+            return  # acknowledged meanwhile
+        if self._association_state is not established:
+            return
+        log.debug("%r: DATA lost in an outage: sent again now", self)
+        self._t3_handle.cancel()
+        self._t3_expired()
+
     patched = {
         "_handle_data": _handle_data,
         "_receive_data_chunk": _receive_data_chunk,
         "_send_sack": _send_sack,
         "_send_chunk": _send_chunk,
         "_data_channel_send": _data_channel_send,
+        "_receive_chunk": _receive_chunk,
+        "_t3_start": _t3_start,
     }
     for name, method in patched.items():
         setattr(cls, name, method)
