@@ -185,12 +185,21 @@ class Shell(ShellStreams):
             ring_bytes=self.ring_bytes,
         )
         self._open = True
+        # Watched from before the attach (the pid file is written before the control
+        # socket listens): a supervisor killed meanwhile fails the attach at once, not
+        # after ATTACH_TIMEOUT_S, and our close removes what its node left (our socket
+        # file kept its last process from removing the run dir).
+        self._watch_supervisor()
         try:
             reply = await self._request(control.ATTACH, ATTACH_TIMEOUT_S, **self._attach_fields())
         except BaseException:
             await self.aclose()
             raise
         self.node_name = reply.get("node", "")
+        if not self._supervisor_pid:
+            self._watch_supervisor()
+
+    def _watch_supervisor(self) -> None:
         with contextlib.suppress(OSError, ValueError):
             self._supervisor_pid = int((self.run_dir / PID_FILE).read_text())
             self._spawn(self._watch_node(self._supervisor_pid))
@@ -232,9 +241,8 @@ class Shell(ShellStreams):
         what waits on the node at once, not at each deadline, and every later send."""
         while not process_gone(supervisor_pid):
             await asyncio.sleep(NODE_WATCH_S)
-        error = Unavailable(
-            f"node {self.node_name!r} is gone: its supervisor (pid {supervisor_pid}) exited"
-        )
+        node = repr(self.node_name) if self.node_name else f"at {self.run_dir}"
+        error = Unavailable(f"node {node} is gone: its supervisor (pid {supervisor_pid}) exited")
         self._node_gone = error
         self._rpc.peers_down(error)
         for future in self._replies.values():  # a restart, a status request…

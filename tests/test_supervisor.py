@@ -90,6 +90,33 @@ def test_a_shell_attached_when_the_supervisor_is_killed_removes_the_run_dir_last
     run(go())
 
 
+def test_a_shell_attaching_when_the_supervisor_is_killed_fails_at_once_and_cleans_up(
+    node_factory,
+):
+    # The attach waited out its 5 s, and the Shell, never attached, left the run dir its
+    # socket file had kept the last worker from removing (`actrhost wait`, a flaky test).
+    node = node_factory(ECHO.format(extra=""))
+    pids = [i.pid for i in node.actors()]
+    node.process.send_signal(signal.SIGSTOP)  # the attach gets no answer
+
+    async def go() -> float:
+        attaching = asyncio.ensure_future(actrhost.connect(node.config_path).open())
+        await asyncio.to_thread(
+            wait_until, lambda: len(list(node.run_dir.glob("s*.sock"))) == 1, 5, "a socket"
+        )
+        node.process.send_signal(signal.SIGKILL)
+        node.process.wait(5)
+        killed_at = time.monotonic()
+        with pytest.raises(Unavailable, match=r"is gone: its supervisor \(pid \d+\) exited"):
+            await attaching
+        return time.monotonic() - killed_at
+
+    failed_after = run(go(), 30)
+    assert failed_after < 2.0  # not ATTACH_TIMEOUT_S
+    wait_until(lambda: not any(pid_alive(p) for p in pids), 5.0, "workers to exit")
+    wait_until(lambda: not node.run_dir.exists(), 5.0, "the run dir to be removed")
+
+
 def test_a_shell_for_a_node_killed_outright_fails_at_once(node_factory):
     node = node_factory(ECHO.format(extra=""))
     pids = [i.pid for i in node.actors()]
