@@ -108,6 +108,10 @@ class Envelope:
         return f"Envelope({kind} {self.route_key!r} id={self.request_id!r} from={self.source})"
 
 
+#: Longest error text sent in a response; the rest is cut (and the cut said).
+ERROR_TEXT_MAX_CHARS = 2000
+
+
 def error_response(request_id: str, error: ActrError) -> Envelope:
     """The response that fails request ``request_id`` with ``error`` (code and text).
 
@@ -115,11 +119,27 @@ def error_response(request_id: str, error: ActrError) -> Envelope:
     becomes a 500 that says so: ``raise ActrError("…", code=0)`` in a handler used to
     reach its caller as a successful empty answer.
     """
-    code, message = int(error.code), error.message
+    code, message = int(error.code), _error_text(error.message)
     if not 0 < code < 2**32:
         message = f"{message} (raised with code {code}, which is not an error code)"
         code = ErrorCode.HANDLER_ERROR
     return Envelope(RESPONSE, request_id=request_id, error_code=code, error_message=message)
+
+
+def _error_text(message: object) -> str:
+    """An error's text as the wire can carry it: a string (protobuf refused anything
+    else), valid UTF-8 (a lone surrogate, from ``os.fsdecode`` say, made the encoding
+    fail, and the caller got no answer at all), and at most ERROR_TEXT_MAX_CHARS long (a
+    longer one could exceed ``max_message_bytes`` and lose the error's type and text)."""
+    text = message if isinstance(message, str) else repr(message)
+    if len(text) > ERROR_TEXT_MAX_CHARS:
+        cut = len(text) - ERROR_TEXT_MAX_CHARS
+        text = f"{text[:ERROR_TEXT_MAX_CHARS]}… ({cut} more characters)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 # ActrId <-> bytes conversions are cached: a worker talks to a handful of peers, and

@@ -108,6 +108,19 @@ def error_from_code(code: int, message: str) -> ActrError:
     return cls(message)
 
 
+def handler_failure(exc: Exception) -> HandlerError:
+    """The 500 that a handler's unexpected exception becomes: ``"<Type>: <text>"``.
+
+    An exception whose ``str()`` itself raises still gives its caller an answer (the
+    failure propagated out of the error path and the caller waited for its deadline).
+    """
+    try:
+        text = str(exc)
+    except Exception as broken:
+        text = f"<str() of it raised {type(broken).__name__}>"
+    return HandlerError(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+
+
 class ConfigError(Exception):
     """A config file is invalid. ``str()`` is the one line shown to the user."""
 

@@ -30,6 +30,7 @@ from ._envelope import (
     TELL,
     Envelope,
     checked_key,
+    error_response,
 )
 from ._errors import (
     ActrError,
@@ -40,6 +41,7 @@ from ._errors import (
     NotFound,
     Unavailable,
     error_from_code,
+    handler_failure,
 )
 from ._ids import ActrId, ActrType
 from ._linux import process_gone
@@ -549,11 +551,11 @@ class Shell(ShellStreams):
                 error = exc
             except Exception as exc:
                 log.exception("Shell handler for %r raised", env.route_key)
-                error = HandlerError(f"{type(exc).__name__}: {exc}")
+                error = handler_failure(exc)
         if env.direction != REQUEST:
             return
-        response = Envelope(RESPONSE, payload=payload, request_id=env.request_id)
         if error is not None:
-            response.error_code = int(error.code)
-            response.error_message = error.message
+            response = error_response(env.request_id, error)
+        else:
+            response = Envelope(RESPONSE, payload=payload, request_id=env.request_id)
         self._rpc.reply(routing_id, response)

@@ -19,6 +19,7 @@ from actrhost import (
     DataStream,
     Dest,
     MediaSample,
+    NotFound,
     PayloadType,
     Unavailable,
     rpc,
@@ -208,6 +209,28 @@ class OneShot(Actor):
 
     async def on_start(self, ctx: Context) -> None:
         asyncio.get_running_loop().call_later(0.2, os._exit, 0)
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+class Oddly(Actor):
+    """Fails in ways that once left the caller without an answer."""
+
+    @rpc("test.Oddly.Fail")
+    async def fail(self, ctx: Context, request: bytes) -> bytes:
+        if request == b"surrogate":  # a file name that is not UTF-8, as os.fsdecode gives it
+            name = os.fsdecode(b"/tmp/caf\xe9.txt")
+            raise NotFound(f"no file {name}")
+        if request == b"unprintable":
+            raise _Unprintable()
+        if request == b"long":
+            raise ValueError("x" * 5_000_000)
+        if request == b"generator-exit":
+            raise GeneratorExit("from a handler")
+        return request
 
 
 class ExitSoon(Actor):

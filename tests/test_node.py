@@ -116,6 +116,35 @@ def test_handler_exception_reaches_caller_with_its_message(node):
     run(go())
 
 
+def test_a_handler_failure_always_answers_its_caller(node_factory):
+    # Each of these once left the caller waiting for its deadline (QA).
+    node = node_factory(
+        '[[actor]]\nname = "oddly"\ntype = "test+Oddly"\nhandler = "actors:Oddly"\n'
+    )
+    (before,) = [i.pid for i in node.actors()]
+
+    async def go() -> None:
+        async with actrhost.connect(node.config_path) as shell:
+            with pytest.raises(NotFound, match=r"] no file /tmp/caf\\udce9\.txt$"):
+                await shell.call("oddly", "test.Oddly.Fail", b"surrogate", timeout=5)
+            with pytest.raises(HandlerError, match=r"] _Unprintable: <str\(\) of it raised Runt"):
+                await shell.call("oddly", "test.Oddly.Fail", b"unprintable", timeout=5)
+            with pytest.raises(HandlerError) as info:
+                await shell.call("oddly", "test.Oddly.Fail", b"long", timeout=5)
+            assert info.value.message.startswith("ValueError: xxx")  # type and text kept
+            assert info.value.message.endswith("… (4998012 more characters)")
+            assert await shell.call("oddly", "test.Oddly.Fail", b"alive") == b"alive"
+            # Like SystemExit: the worker ends and its caller learns at once.
+            started = time.monotonic()
+            with pytest.raises(Unavailable, match="died before answering"):
+                await shell.call("oddly", "test.Oddly.Fail", b"generator-exit", timeout=20)
+            assert time.monotonic() - started < 10
+
+    run(go(), 60)
+    wait_until(lambda: [i.state for i in node.actors()] == ["running"], 10, "a restart")
+    assert [i.pid for i in node.actors()] != [before]
+
+
 def test_unknown_route_type_and_actor_fail_at_once(node):
     async def go():
         async with actrhost.connect(node.config_path) as shell:

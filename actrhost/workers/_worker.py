@@ -34,6 +34,7 @@ from .._errors import (
     NotFound,
     PermissionDenied,
     Unavailable,
+    handler_failure,
 )
 from .._ids import ActrId, Realm
 from .._linux import supervisor_gone
@@ -482,9 +483,17 @@ class Worker(Outbound):
         except Exception as exc:
             self.counters.errors += 1
             log.exception("%r: handler for %r raised", self, env.route_key)
-            error = HandlerError(f"{type(exc).__name__}: {exc}")
+            error = handler_failure(exc)
             error_code = int(error.code)
             self._reply_or_log(env, routing_id, error)
+        except (SystemExit, KeyboardInterrupt):
+            raise  # asyncio hands these to the loop's caller: the worker ends
+        except BaseException as exc:
+            # GeneratorExit and other BaseExceptions asyncio keeps in the task ("exception
+            # was never retrieved"), and the caller waited for its deadline: they end the
+            # worker as SystemExit does (docs/node.md), so its callers get 503 at once.
+            log.critical("%r: handler for %r raised %r: ending", self, env.route_key, exc)
+            raise SystemExit(1) from exc
         if self._route_timings:
             stats.record(
                 started_ns - arrived_ns, time.monotonic_ns() - started_ns, is_request, error_code
