@@ -47,6 +47,13 @@ StreamCallback = Callable[[Any, ActrId | None], Awaitable[None] | None]
 
 #: Lanes that drop under pressure instead of waiting.
 LOSSY_LANES = frozenset({PayloadType.STREAM_LATENCY_FIRST, PayloadType.MEDIA_RTP})
+#: A lossy chunk (or sample) that has waited this long behind its stream's callback is
+#: stale once a newer one of that stream waits too, and is dropped. A burst that reaches
+#: an idle callback is delivered whole (audio frames sent back to back lost all but the
+#: newest, QA); a callback slower than its stream skips to the newest.
+LOSSY_STALE_S = 0.02
+#: At most this many lossy chunks wait per stream, however fresh (the oldest go first).
+LOSSY_QUEUE_MAX = 64
 
 
 @dataclass
@@ -152,13 +159,16 @@ def unlink_rings_of(node_prefix: str, serial: int) -> int:
 
 
 class _Queue:
-    """Pending chunks of one stream (or samples of one track): run one at a time, in order."""
+    """Pending chunks of one stream (or samples of one track), with their arrival times:
+    run one at a time, in order, by whichever callback is registered when their turn
+    comes."""
 
-    __slots__ = ("callback", "items", "running")
+    __slots__ = ("items", "key", "lossy", "running")
 
-    def __init__(self, callback: StreamCallback) -> None:
-        self.callback = callback
-        self.items: deque[tuple[StreamFrame, Descriptor | None]] = deque()
+    def __init__(self, key: tuple[str, str]) -> None:
+        self.key = key
+        self.items: deque[tuple[StreamFrame, Descriptor | None, float]] = deque()
+        self.lossy = 0  # lossy items among them
         self.running = False
 
 
@@ -243,23 +253,17 @@ class StreamReceiver:
             log.debug("dropped a %s for unregistered %r", frame.kind, frame.key)
             return
         queue = self._queues.get(key)
-        if queue is None or queue.callback is not callback:
-            queue = self._queues[key] = _Queue(callback)
-        if frame.payload_type in LOSSY_LANES and queue.items:
-            # Newest wins: lossy chunks still waiting behind a slow callback are stale
-            # now. Reliable ones of the same stream id stay: they promise delivery (until
-            # 2026-12-02 a latency-first chunk dropped them too).
-            kept: deque[tuple[StreamFrame, Descriptor | None]] = deque()
-            for old, old_descriptor in queue.items:
-                if old.payload_type not in LOSSY_LANES:
-                    kept.append((old, old_descriptor))
-                    continue
-                self._backlog -= 1
-                self.counters.dropped_receiver += 1
-                if old_descriptor is not None:
-                    self._retire(old_descriptor)
-            queue.items = kept
-        queue.items.append((frame, descriptor))
+        if queue is None:
+            # One queue (and one task at a time) per stream, whatever its callback: a
+            # second register_stream while chunks waited once started a second task, and
+            # the two ran callbacks of the stream at once, out of order (QA).
+            queue = self._queues[key] = _Queue(key)
+        now = self._loop.time()
+        if frame.payload_type in LOSSY_LANES:
+            if queue.lossy:
+                self._drop_stale(queue, now - LOSSY_STALE_S, LOSSY_QUEUE_MAX - 1)
+            queue.lossy += 1
+        queue.items.append((frame, descriptor, now))
         self._backlog += 1
         if not queue.running:
             queue.running = True
@@ -270,14 +274,53 @@ class StreamReceiver:
             self._full = True
             self._on_full()
 
+    def _drop_stale(self, queue: _Queue, arrived_before: float, keep_at_most: int) -> None:
+        """Newest wins: drop the queue's lossy chunks that arrived before
+        ``arrived_before``, and the oldest beyond ``keep_at_most``. Reliable chunks of the
+        same stream id stay: they promise delivery (until 2026-12-02 a latency-first chunk
+        dropped them too)."""
+        kept: deque[tuple[StreamFrame, Descriptor | None, float]] = deque()
+        excess = queue.lossy - keep_at_most
+        for item in queue.items:
+            old, old_descriptor, arrived = item
+            if old.payload_type not in LOSSY_LANES or (arrived >= arrived_before and excess <= 0):
+                kept.append(item)
+                continue
+            excess -= 1
+            queue.lossy -= 1
+            self._backlog -= 1
+            self.counters.dropped_receiver += 1
+            if old_descriptor is not None:
+                self._retire(old_descriptor)
+        queue.items = kept
+
+    def _next(self, queue: _Queue) -> tuple[StreamFrame, Descriptor | None] | None:
+        """The queue's next chunk to hand over, stale lossy ones dropped first."""
+        if queue.lossy > 1:
+            # Stale, and a newer one waits (the newest lossy chunk is never stale).
+            newest = max(arrived for f, _d, arrived in queue.items if f.payload_type in LOSSY_LANES)
+            self._drop_stale(queue, min(newest, self._loop.time() - LOSSY_STALE_S), queue.lossy)
+        if not queue.items:
+            return None
+        frame, descriptor, _arrived = queue.items.popleft()
+        if frame.payload_type in LOSSY_LANES:
+            queue.lossy -= 1
+        self._backlog -= 1
+        if self._full and self._backlog <= self.capacity // 2:
+            self._full = False
+            self._on_space()
+        return frame, descriptor
+
     async def _run(self, queue: _Queue) -> None:
         try:
-            while queue.items:
-                frame, descriptor = queue.items.popleft()
-                self._backlog -= 1
-                if self._full and self._backlog <= self.capacity // 2:
-                    self._full = False
-                    self._on_space()
+            while (taken := self._next(queue)) is not None:
+                frame, descriptor = taken
+                callback = self._callbacks.get(queue.key)
+                if callback is None:  # unregistered while it waited
+                    self.counters.unregistered += 1
+                    if descriptor is not None:
+                        self._retire(descriptor)
+                    continue
                 try:
                     try:
                         value = self._view(frame, descriptor)
@@ -296,7 +339,7 @@ class StreamReceiver:
                         if frame.kind == wire.STREAM
                         else MediaSample(value, frame.timestamp, frame.codec, frame.media_type)
                     )
-                    pending = queue.callback(item, frame.source)
+                    pending = callback(item, frame.source)
                     if pending is not None:  # None: a plain function, done already
                         await pending
                 except asyncio.CancelledError:
@@ -314,6 +357,8 @@ class StreamReceiver:
                         self._retire(descriptor)
         finally:
             queue.running = False
+            if not queue.items and self._queues.get(queue.key) is queue:
+                del self._queues[queue.key]  # stream ids come and go
 
     def _malformed(self, frame: StreamFrame, exc: Exception) -> None:
         self.counters.malformed += 1

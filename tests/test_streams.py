@@ -24,7 +24,7 @@ from actrhost._envelope import StreamFrame
 from actrhost._rpc import RpcEndpoint
 from actrhost._rundir import node_prefix
 from actrhost._stream_sender import StreamSender
-from actrhost._streams import StreamReceiver
+from actrhost._streams import LOSSY_QUEUE_MAX, LOSSY_STALE_S, StreamReceiver
 from actrhost.shm import RingWriter, node_segment_prefix, segment_name, unlink_prefix
 
 from .utils import pid_alive, run, wait_until
@@ -229,6 +229,7 @@ def test_a_latency_first_chunk_drops_only_lossy_chunks_queued_before_it():
         for sequence, lane in enumerate([reliable, reliable, reliable, lossy, reliable, lossy]):
             frame = StreamFrame(wire.STREAM, "s", payload_type=lane, sequence=sequence)
             receiver.on_frame(frame)
+        await asyncio.sleep(LOSSY_STALE_S * 2)  # lossy 3 has waited long enough: stale
         gate.set()
         async with asyncio.timeout(5):
             while len(got) < 5:
@@ -236,6 +237,88 @@ def test_a_latency_first_chunk_drops_only_lossy_chunks_queued_before_it():
         # Lossy 3 was stale once lossy 5 came; the reliable chunks around it are kept.
         assert got == [0, 1, 2, 4, 5]
         assert receiver.counters.dropped_receiver == 1
+        receiver.close()
+
+    run(go())
+
+
+def _receiver() -> StreamReceiver:
+    return StreamReceiver(
+        node_prefix=f"t{os.getpid()}", capacity=1000, on_full=lambda: None, on_space=lambda: None
+    )
+
+
+def _frames(receiver: StreamReceiver, sequences: range, lane: int = PayloadType.STREAM_RELIABLE):
+    for sequence in sequences:
+        receiver.on_frame(StreamFrame(wire.STREAM, "s", payload_type=lane, sequence=sequence))
+
+
+def test_a_burst_of_lossy_chunks_to_an_idle_callback_is_delivered_whole():
+    # Audio frames sent back to back reach the worker in one read: all but the newest
+    # were dropped before the callback had its first turn (QA: 2 of 10 arrived).
+    async def go():
+        got: list[int] = []
+        receiver = _receiver()
+        receiver.register(wire.STREAM, "s", lambda chunk, sender: got.append(chunk.sequence))
+        _frames(receiver, range(10), PayloadType.STREAM_LATENCY_FIRST)
+        async with asyncio.timeout(5):
+            while len(got) < 10:
+                await asyncio.sleep(0.01)
+        assert got == list(range(10)) and receiver.counters.dropped_receiver == 0
+        # Beyond LOSSY_QUEUE_MAX waiting at once, the oldest go.
+        _frames(receiver, range(10, 10 + LOSSY_QUEUE_MAX + 5), PayloadType.STREAM_LATENCY_FIRST)
+        async with asyncio.timeout(5):
+            while len(got) < 10 + LOSSY_QUEUE_MAX:
+                await asyncio.sleep(0.01)
+        assert got[10:] == list(range(15, 10 + LOSSY_QUEUE_MAX + 5))
+        assert receiver.counters.dropped_receiver == 5
+        receiver.close()
+
+    run(go())
+
+
+def test_registering_a_stream_again_keeps_one_callback_at_a_time_in_order():
+    # A second register_stream while chunks waited started a second task: callbacks of
+    # one stream ran at once and out of order (QA).
+    async def go():
+        got: list[tuple[str, int]] = []
+        running = 0
+        receiver = _receiver()
+
+        def make(name: str):
+            async def callback(chunk: DataStream, sender: object) -> None:
+                nonlocal running
+                running += 1
+                assert running == 1, "two callbacks of one stream at once"
+                if chunk.sequence == 2:
+                    receiver.register(wire.STREAM, "s", make("b"))
+                await asyncio.sleep(0.001)
+                got.append((name, chunk.sequence))
+                running -= 1
+
+            return callback
+
+        receiver.register(wire.STREAM, "s", make("a"))
+        _frames(receiver, range(10))
+        await asyncio.sleep(0)
+        _frames(receiver, range(10, 20))
+        async with asyncio.timeout(5):
+            while len(got) < 20:
+                await asyncio.sleep(0.01)
+        assert [s for _, s in got] == list(range(20))
+        assert {n for n, s in got if s <= 2} == {"a"} and {n for n, s in got if s > 2} == {"b"}
+
+        # Unregistered: what still waits is dropped and counted, not handed over.
+        async def closing(chunk: DataStream, sender: object) -> None:
+            got.append(("c", chunk.sequence))
+            if chunk.sequence == 22:
+                receiver.unregister(wire.STREAM, "s")
+
+        receiver.register(wire.STREAM, "s", closing)
+        _frames(receiver, range(20, 25))
+        await asyncio.sleep(0.05)
+        assert got[20:] == [("c", 20), ("c", 21), ("c", 22)]
+        assert receiver.counters.unregistered == 2
         receiver.close()
 
     run(go())
