@@ -6,7 +6,7 @@ import inspect
 import os
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from ._envelope import MEDIA, STREAM, StreamFrame, checked_key
+from ._envelope import MEDIA, STREAM, StreamFrame, checked_key, checked_rpc_lane
 from ._errors import BadRequest
 from ._ids import ActrId, ActrType
 from ._payload_type import PayloadType
@@ -204,7 +204,7 @@ class Context:
             checked_key("route_key", route_key),
             encode_message(request),
             deadline,
-            payload_type,
+            checked_rpc_lane(payload_type),
         )
         return decode_message(data, response_type)
 
@@ -226,7 +226,7 @@ class Context:
             checked_dest(dest),
             checked_key("route_key", route_key),
             encode_message(message),
-            payload_type,
+            checked_rpc_lane(payload_type),
         )
 
     async def discover(self, actr_type: ActrType | str) -> ActrId:

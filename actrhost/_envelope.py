@@ -40,6 +40,20 @@ def checked_key(what: str, key: object) -> str:
     return key
 
 
+def checked_rpc_lane(payload_type: object) -> PayloadType:
+    """``payload_type`` of a call or tell, or the error its sender gets at once: a frame
+    on another lane was dropped as malformed by its receiver (a call then waited for its
+    deadline, a tell was lost), and a stream lane made an ordinary call."""
+    for lane in (PayloadType.RPC_RELIABLE, PayloadType.RPC_SIGNAL):
+        if payload_type == lane:
+            return lane
+    try:
+        name = PayloadType(payload_type).name  # type: ignore[arg-type]
+    except ValueError:
+        name = repr(payload_type)
+    raise BadRequest(f"calls and tells use RPC_RELIABLE or RPC_SIGNAL, not {name}")
+
+
 def checked_int(what: str, value: object, bits: int, *, signed: bool = False) -> int:
     """``value`` if it fits a protobuf integer field of ``bits``, else a clear error."""
     if not isinstance(value, int) or isinstance(value, bool):

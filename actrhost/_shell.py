@@ -30,6 +30,7 @@ from ._envelope import (
     TELL,
     Envelope,
     checked_key,
+    checked_rpc_lane,
     error_response,
 )
 from ._errors import (
@@ -395,6 +396,7 @@ class Shell(ShellStreams):
         """
         self._check_open()
         checked_key("route_key", route_key)
+        lane = checked_rpc_lane(payload_type)
         deadline = deadline_after(self._loop.time(), timeout)
         actr_id, endpoint = await self._route(target, deadline)
         env = Envelope(
@@ -403,7 +405,7 @@ class Shell(ShellStreams):
             encode_message(payload),
             request_id=self._rpc.next_request_id(),
             target=actr_id,
-            payload_type=PayloadType(payload_type),
+            payload_type=lane,
             deadline_ns=int(deadline * 1e9),
             timeout_ms=int(timeout * 1000),
             traceparent=traceparent,
@@ -424,6 +426,7 @@ class Shell(ShellStreams):
         """Send a message that is never answered; returns once the transport took it."""
         self._check_open()
         checked_key("route_key", route_key)
+        lane = checked_rpc_lane(payload_type)
         deadline = deadline_after(self._loop.time(), timeout)
         actr_id, endpoint = await self._route(target, deadline)
         env = Envelope(
@@ -432,7 +435,7 @@ class Shell(ShellStreams):
             encode_message(payload),
             request_id=self._rpc.next_request_id(),
             target=actr_id,
-            payload_type=PayloadType(payload_type),
+            payload_type=lane,
         )
         await self._rpc.tell(endpoint, env, deadline)
 

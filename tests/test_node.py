@@ -13,13 +13,16 @@ import actrhost
 from actrhost import (
     ActrId,
     ActrType,
+    BadRequest,
     DataStream,
     DeadlineExceeded,
     HandlerError,
     MediaSample,
     NotFound,
+    PayloadType,
     Unavailable,
 )
+from actrhost._envelope import checked_rpc_lane
 
 from .utils import RECORDER, run, wait_until
 from .utils import actrhost_command as cli
@@ -143,6 +146,25 @@ def test_a_handler_failure_always_answers_its_caller(node_factory):
     run(go(), 60)
     wait_until(lambda: [i.state for i in node.actors()] == ["running"], 10, "a restart")
     assert [i.pid for i in node.actors()] != [before]
+
+
+def test_a_call_or_tell_on_a_lane_they_cannot_use_fails_at_the_sender(node):
+    # Lane 7 was dropped as malformed by the receiver: the call waited for its deadline,
+    # the tell was lost; a stream lane made an ordinary call (QA).
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            started = time.monotonic()
+            for lane in (7, PayloadType.STREAM_RELIABLE, PayloadType.MEDIA_RTP):
+                with pytest.raises(BadRequest, match="use RPC_RELIABLE or RPC_SIGNAL, not"):
+                    await shell.call("echo", "test.Echo.Say", b"x", payload_type=lane)
+                with pytest.raises(BadRequest, match="use RPC_RELIABLE or RPC_SIGNAL, not"):
+                    await shell.tell("echo", "test.Echo.Say", b"x", payload_type=lane)
+            assert time.monotonic() - started < 1
+            signal = PayloadType.RPC_SIGNAL
+            assert await shell.call("echo", "test.Echo.Say", b"s", payload_type=signal) == b"s"
+
+    run(go())
+    assert checked_rpc_lane(int(PayloadType.RPC_SIGNAL)) is PayloadType.RPC_SIGNAL
 
 
 def test_unknown_route_type_and_actor_fail_at_once(node):
