@@ -39,7 +39,7 @@ from .._errors import (
 from .._ids import ActrId, Realm
 from .._linux import supervisor_gone
 from .._payload_type import PayloadType
-from .._rpc import RpcEndpoint
+from .._rpc import RpcEndpoint, worth_logging
 from .._rundir import remove_orphaned_run_dir
 from .._settings import build_settings
 from .._stream_sender import StreamSender
@@ -395,7 +395,14 @@ class Worker(Outbound):
                 self._early_tells.append((env, routing_id))
             else:
                 self.counters.tells_dropped += 1
-                log.warning("%r: tell %r dropped: %s", self, env.route_key, self.state.value)
+                if worth_logging(self.counters.tells_dropped):  # a sender's flood: not ours
+                    log.warning(
+                        "%r: tell %r dropped: %s (tells_dropped: %d)",
+                        self,
+                        env.route_key,
+                        self.state.value,
+                        self.counters.tells_dropped,
+                    )
             return
         if env.route_key == BARRIER_ROUTE:
             if env.direction == REQUEST:
@@ -416,8 +423,13 @@ class Worker(Outbound):
             self.counters.unknown_routes += 1
             if env.direction == REQUEST:
                 self._reply_error(env, routing_id, NotFound(self._no_route(env.route_key)))
-            else:
-                log.warning("%r: tell for unknown route %r dropped", self, env.route_key)
+            elif worth_logging(self.counters.unknown_routes):
+                log.warning(
+                    "%r: tell for unknown route %r dropped (unknown_routes: %d)",
+                    self,
+                    env.route_key,
+                    self.counters.unknown_routes,
+                )
             return
         signal_lane = (
             route.spec.payload_type is PayloadType.RPC_SIGNAL
