@@ -7,7 +7,7 @@ import os
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ._envelope import MEDIA, STREAM, StreamFrame, checked_key, checked_rpc_lane
-from ._errors import BadRequest
+from ._errors import BadRequest, DeadlineExceeded
 from ._ids import ActrId, ActrType
 from ._payload_type import PayloadType
 from ._payloads import DataStream, MediaSample
@@ -197,7 +197,7 @@ class Context:
         ``PermissionDenied`` (403), ``BadRequest`` (400) or ``HandlerError`` (500) with
         the callee's message. Cancelling the call forgets it; a late answer is dropped.
         """
-        deadline = self._deadline(timeout)
+        deadline = self._call_deadline(timeout)
         data = await self._runtime.send_request(
             self,
             checked_dest(dest),
@@ -306,4 +306,17 @@ class Context:
         deadline = deadline_after(self._runtime.now(), timeout)
         if self.deadline is not None and self.deadline < deadline:
             return self.deadline
+        return deadline
+
+    def _call_deadline(self, timeout: float) -> float:
+        """A call's deadline; a context whose own deadline has passed says so (the call
+        failed with "deadline passed before it was sent", which puzzled users who kept a
+        handler's ctx for a background task)."""
+        deadline = self._deadline(timeout)
+        if deadline == self.deadline and deadline <= self._runtime.now():
+            raise DeadlineExceeded(
+                f"the deadline of request {self.request_id!r}, which this context was "
+                "given to handle (its calls inherit it), has passed: use the ctx of "
+                "on_start for work that outlives a request"
+            )
         return deadline

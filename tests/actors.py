@@ -232,6 +232,25 @@ class Oddly(Actor):
             raise GeneratorExit("from a handler")
         return request
 
+    @rpc("test.Oddly.CallLater")
+    async def call_later(self, ctx: Context, request: bytes) -> bytes:
+        """Keeps this request's ctx for a call made after the request's deadline."""
+
+        async def later() -> None:
+            await asyncio.sleep(float(request))
+            try:
+                await ctx.call(Dest.LOCAL, "test.Oddly.Fail", b"x", timeout=5)
+                self.later = "answered"
+            except Exception as exc:
+                self.later = f"{type(exc).__name__}: {exc}"
+
+        self.task = asyncio.ensure_future(later())
+        return b"later"
+
+    @rpc("test.Oddly.Later")
+    async def later_result(self, ctx: Context, request: bytes) -> bytes:
+        return getattr(self, "later", "").encode()
+
 
 class ExitSoon(Actor):
     """Exits cleanly or with an error right after starting (transient/temporary tests)."""

@@ -138,11 +138,18 @@ def test_a_handler_failure_always_answers_its_caller(node_factory):
             assert info.value.message.startswith("ValueError: xxx")  # type and text kept
             assert info.value.message.endswith("… (4998012 more characters)")
             assert await shell.call("oddly", "test.Oddly.Fail", b"alive") == b"alive"
+            # A call with a ctx kept past its request's deadline says why it fails.
+            assert await shell.call("oddly", "test.Oddly.CallLater", b"0.5", timeout=0.2)
+            await asyncio.sleep(0.8)
+            later = (await shell.call("oddly", "test.Oddly.Later", b"")).decode()
+            assert later.startswith("DeadlineExceeded: [504] the deadline of request "), later
+            assert "use the ctx of on_start" in later
             # Like SystemExit: the worker ends and its caller learns at once.
             started = time.monotonic()
             with pytest.raises(Unavailable, match="died before answering"):
                 await shell.call("oddly", "test.Oddly.Fail", b"generator-exit", timeout=20)
             assert time.monotonic() - started < 10
+
 
     run(go(), 60)
     wait_until(lambda: [i.state for i in node.actors()] == ["running"], 10, "a restart")
