@@ -150,7 +150,6 @@ def test_a_handler_failure_always_answers_its_caller(node_factory):
                 await shell.call("oddly", "test.Oddly.Fail", b"generator-exit", timeout=20)
             assert time.monotonic() - started < 10
 
-
     run(go(), 60)
     wait_until(lambda: [i.state for i in node.actors()] == ["running"], 10, "a restart")
     assert [i.pid for i in node.actors()] != [before]
