@@ -281,9 +281,13 @@ def test_what_a_failed_link_lost_in_flight_goes_again_without_duplicates(lane: i
         a, b = await connected_pair()
         try:
             frames = [tell_frame(n, 3000) for n in range(40)]
+            # b's confirmations never reach a (they did now and then under load, and those
+            # frames were not in doubt: a flaky count below).
+            send_control = b.pc.send_control
+            b.pc.send_control = lambda m: None if m["op"] == "ack" else send_control(m)  # type: ignore[method-assign]
             for frame in frames[:4]:
                 a.pc.enqueue(lane, frame)
-            await b.wait_frames(4)  # arrived, not confirmed yet: the link goes down
+            await b.wait_frames(4)  # arrived, not confirmed: the link goes down
             cut(a)
             cut(b)
             for frame in frames[4:]:
