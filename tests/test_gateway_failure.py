@@ -149,6 +149,21 @@ def test_a_node_that_stopped_is_forgotten_at_once(tmp_path: Path) -> None:
         with pytest.raises(NotFound, match="not registered"):
             runner.run(a.call("a1", gone, "echo", b"anyone?"))
         assert "gave up reconnecting" not in a.log_text()
+        # A sender that goes on (tells to the id it holds) costs no relay per tell: the
+        # answer is kept for a while (each asked signaling again, and logged a line, QA).
+        before = runner.run(a.stats())
+
+        async def tells() -> None:
+            for _ in range(20):
+                await a.tell("a1", gone, "echo", b"still there?")
+                await asyncio.sleep(0.02)  # each once found the last locate done
+            with pytest.raises(NotFound, match="not registered"):
+                await a.call("a1", gone, "echo", b"anyone?")
+
+        runner.run(tells())
+        after = runner.run(a.stats())
+        assert after["undeliverable"] - before["undeliverable"] == 20
+        assert after["locates"] - before["locates"] <= 1
 
 
 def test_a_stopping_gateway_lets_its_last_large_answer_leave_first(tmp_path: Path) -> None:

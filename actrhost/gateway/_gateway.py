@@ -115,6 +115,8 @@ class Gateway(Nodes, Outbound, Inbound):
         self._nodes: dict[str, RemoteNode] = {}
         self._node_of: dict[ActrId, str] = {}
         self._locating: dict[ActrId, _Locate] = {}
+        self._not_found: dict[ActrId, tuple[float, ActrError]] = {}
+        self._missing_drops = 0  # times frames for an actor nobody hosts were dropped
         self._pending_out: dict[str, _OutCall] = {}
         self._pending_in: dict[str, _InCall] = {}
         self._parked: dict[ActrId, deque[Parked]] = {}

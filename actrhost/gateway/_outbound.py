@@ -58,6 +58,13 @@ LOCATE_TYPES_TRIED = 8
 LOCATE_QUEUE_BYTES = 4 * 1024 * 1024
 #: Pending-call entries of calls without a deadline expire after this long.
 NO_DEADLINE_S = 300.0
+#: A target signaling said is registered nowhere stays so for this long: frames for it
+#: fail or drop at once instead of each asking signaling again. An actor that died keeps
+#: getting tells from senders holding its id; each was one relay and one log line (QA:
+#: 250 a second, for as long as the sender went on).
+NOT_FOUND_KEPT_S = 2.0
+#: At most this many such targets are kept (the oldest go first).
+NOT_FOUND_KEPT_MAX = 1024
 
 
 class _OutCall:
@@ -96,6 +103,8 @@ class Outbound:
     _nodes: dict[str, RemoteNode]
     _node_of: dict[ActrId, str]
     _locating: dict[ActrId, _Locate]
+    _not_found: dict[ActrId, tuple[float, ActrError]]  # until when, the locate's error
+    _missing_drops: int
     _pending_out: dict[str, _OutCall]
     _out_ids: itertools.count[int]
     _rings: RingReaders
@@ -287,6 +296,13 @@ class Outbound:
             self._to_node(node_id, lane, frame, request_id)
             return
         if locate is None:
+            known_missing = self._not_found.get(target)
+            if known_missing is not None:
+                until, error = known_missing
+                if self._loop.time() < until:
+                    self._drop_for_missing(target, [request_id], error)
+                    return
+                del self._not_found[target]
             locate = self._locating[target] = _Locate(self._loop)
             self._spawn(self._locate(target, source, locate))
         locate.frames.append((lane, frame, request_id))
@@ -328,15 +344,11 @@ class Outbound:
             if not any(x.size_bytes for x in self._locating.values()):
                 self._on_pressure("locate", False)
         if error is not None:
-            dropped = 0
-            for _lane, _frame, request_id in locate.frames:
-                if request_id:
-                    self._fail_out(request_id, error)
-                else:  # a tell or a stream frame: its sender cannot be told
-                    dropped += 1
-            if dropped:
-                self.counters.undeliverable += dropped
-                log.info("%r: %d frame(s) for %s dropped: %s", self, dropped, target, error.message)
+            if isinstance(error, NotFound):
+                if len(self._not_found) >= NOT_FOUND_KEPT_MAX:
+                    del self._not_found[next(iter(self._not_found))]
+                self._not_found[target] = (self._loop.time() + NOT_FOUND_KEPT_S, error)
+            self._drop_for_missing(target, [request_id for *_, request_id in locate.frames], error)
             return
         self._node_of[target] = node_id
         for lane, frame, request_id in locate.frames:
@@ -415,6 +427,29 @@ class Outbound:
                 Envelope(RESPONSE, payload=str(result.best).encode(), request_id=env.request_id)
             ),
         )
+
+    def _drop_for_missing(self, target: ActrId, request_ids: list[str], error: ActrError) -> None:
+        """Fail the calls (``request_ids``; "" for a tell or stream frame, whose sender
+        cannot be told) of frames for ``target``, which could not be located."""
+        dropped = 0
+        for request_id in request_ids:
+            if request_id:
+                self._fail_out(request_id, error)
+            else:
+                dropped += 1
+        if not dropped:
+            return
+        self.counters.undeliverable += dropped
+        self._missing_drops += 1
+        if worth_logging(self._missing_drops):  # a sender that goes on: once per drop
+            log.info(
+                "%r: %d frame(s) for %s dropped: %s (%d times so far)",
+                self,
+                dropped,
+                target,
+                error.message,
+                self._missing_drops,
+            )
 
     def _expire_out(self, request_id: str) -> None:
         self._pending_out.pop(request_id, None)
