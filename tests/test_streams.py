@@ -310,6 +310,7 @@ def test_registering_a_stream_again_keeps_one_callback_at_a_time_in_order():
 
         with pytest.raises(TypeError, match=r"is called as cb\(chunk, sender\)"):
             receiver.register(wire.STREAM, "s", lambda chunk: None)  # once: each chunk
+
         # Unregistered: what still waits is dropped and counted, not handed over.
         async def closing(chunk: DataStream, sender: object) -> None:
             got.append(("c", chunk.sequence))
