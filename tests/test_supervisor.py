@@ -73,6 +73,29 @@ def test_sigkill_supervisor_leaves_no_process_and_no_socket(node_factory):
     wait_until(lambda: not node.run_dir.exists(), 1.0, "socket files to be removed")
 
 
+def test_workers_busy_when_the_supervisor_is_killed_stop_at_once(node_factory):
+    # They waited out shutdown_grace_s for their running handlers (QA: 2 s, 5 s by
+    # default), though nobody waits for an orderly stop any more.
+    node = node_factory(ECHO.format(extra=""), "shutdown_grace_s = 20\n")
+    pids = [i.pid for i in node.actors()]
+
+    async def go() -> float:
+        async with actrhost.connect(node.config_path) as shell:
+            busy = asyncio.ensure_future(shell.call("echo", "test.Echo.Sleep", b"30", timeout=40))
+            await asyncio.sleep(0.3)  # the handler runs
+            node.process.send_signal(signal.SIGKILL)
+            node.process.wait(5)
+            killed_at = time.monotonic()
+            with pytest.raises(Unavailable):
+                await busy
+            await asyncio.to_thread(
+                wait_until, lambda: not any(pid_alive(p) for p in pids), 10, "workers to exit"
+            )
+            return time.monotonic() - killed_at
+
+    assert run(go(), 30) < 3.0
+
+
 def test_a_shell_attached_when_the_supervisor_is_killed_removes_the_run_dir_last(node_factory):
     node = node_factory(ECHO.format(extra=""))
     pids = [i.pid for i in node.actors()]

@@ -268,6 +268,10 @@ class Worker(Outbound):
             if env.direction == REQUEST:
                 self._reply_error(env, routing_id, Unavailable(f"actor {self.self_id} is stopping"))
         grace = self.config.node.shutdown_grace_s
+        if self._orphaned:
+            # Stopping because the supervisor died (it took the whole grace until
+            # 2026-12-03: the check below only caught a death during the stop, QA).
+            grace = min(grace, ORPHAN_GRACE_S)
         deadline = self._loop.time() + grace
         while not await self.mailbox.wait_idle(
             min(PARENT_CHECK_S, max(0.0, deadline - self._loop.time()))
