@@ -296,7 +296,9 @@ class Shell(ShellStreams):
         # Tells and stream frames the caller already handed over must not be lost at close.
         self._rpc.close(linger_ms=CLOSE_LINGER_MS)
         self._control.close(linger_ms=100)
-        self._zctx.term()
+        # That wait (a worker that stopped reading) is the context's term(): not on the
+        # caller's event loop, which it stopped for up to CLOSE_LINGER_MS (QA).
+        await asyncio.to_thread(self._zctx.term)
         if self._supervisor_pid:
             # The node died while we were attached: its last process out could not remove
             # the run dir (our socket file was in it), or all died at once (SIGKILL).

@@ -96,6 +96,38 @@ def test_workers_busy_when_the_supervisor_is_killed_stop_at_once(node_factory):
     assert run(go(), 30) < 3.0
 
 
+def test_closing_a_shell_that_waits_for_a_stuck_worker_leaves_the_loop_running(node_factory):
+    # Its term() waited for the unsent request on the caller's event loop (QA: 2 s with
+    # no other task running).
+    node = node_factory(ECHO.format(extra=""))
+    stuck = node.pid_of("echo")
+    os.kill(stuck, signal.SIGSTOP)
+    try:
+
+        async def go() -> float:
+            shell = await actrhost.connect(node.config_path).__aenter__()
+            for _ in range(50):  # more than the worker's socket buffers take
+                await shell.tell("echo", "test.Echo.Say", b"x" * 100_000)
+            ticks = [time.monotonic()]
+
+            async def ticker() -> None:
+                while True:
+                    await asyncio.sleep(0.01)
+                    ticks.append(time.monotonic())
+
+            ticking = asyncio.ensure_future(ticker())
+            started = time.monotonic()
+            await shell.aclose()
+            ticks.append(time.monotonic())
+            ticking.cancel()
+            assert time.monotonic() - started > 1.0  # it did wait for the stuck worker
+            return max(b - a for a, b in zip(ticks, ticks[1:]))
+
+        assert run(go(), 30) < 0.5
+    finally:
+        os.kill(stuck, signal.SIGCONT)
+
+
 def test_a_shell_attached_when_the_supervisor_is_killed_removes_the_run_dir_last(node_factory):
     node = node_factory(ECHO.format(extra=""))
     pids = [i.pid for i in node.actors()]
