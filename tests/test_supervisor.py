@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -121,7 +122,7 @@ def test_closing_a_shell_that_waits_for_a_stuck_worker_leaves_the_loop_running(n
             ticks.append(time.monotonic())
             ticking.cancel()
             assert time.monotonic() - started > 1.0  # it did wait for the stuck worker
-            return max(b - a for a, b in zip(ticks, ticks[1:]))
+            return max(b - a for a, b in itertools.pairwise(ticks))
 
         assert run(go(), 30) < 0.5
     finally:
