@@ -808,4 +808,7 @@ def test_a_node_that_stops_during_the_run_ends_it_early_with_exit_1(node_factory
     assert proc.returncode == 1, stderr
     assert "actrhost load: the run ended early: node" in stderr
     assert "actrhost load:" in stdout  # the partial report is still printed
-    assert json.loads(out.read_text())["counts"]["ok"] > 0
+    report = json.loads(out.read_text())
+    assert report["counts"]["ok"] > 0
+    # Measured over the time it ran, not the 60 s asked for (QA: a rate 13 x too low).
+    assert report["throughput"]["measured_s"] < 30

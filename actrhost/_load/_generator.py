@@ -82,6 +82,7 @@ class Generator:
         self.inflight = 0
         self.stopping = False
         self.node_gone = ""  # why the run ended early: its node went away
+        self._shell: Any = None  # set once attached
         self._next_k = 0  # the open loop's next request (its index in the schedule)
         self._quota = plan.total
         self._room = asyncio.Event()
@@ -192,6 +193,16 @@ class Generator:
         finally:
             self.inflight -= 1
             self._room.set()
+        if code is not None and self._shell.node_gone is not None:
+            # Failed because the node is gone, at once (a closed loop made thousands of
+            # these before the run ended, QA): the run ends, and they measure nothing.
+            self.stopping = True
+            self.node_gone = self._shell.node_gone.message
+            if measured:
+                self.sent -= 1
+            else:
+                self.warmup_sent -= 1
+            return
         if measured:
             self._record(scheduled, sent_at, clock(), code, message)
         elif code is not None:
@@ -340,6 +351,7 @@ class Generator:
 
         self._loop.add_reader(self.conn.fileno(), self._on_pipe)
         async with connect(self.plan.config) as shell:
+            self._shell = shell
             op = self._op(shell)
             self._send({"kind": "ready", "index": self.plan.index})
             start = await self._inbox.get()

@@ -267,7 +267,8 @@ def build_result(
     starts = [r["measure_start"] for r in results if r["sent"]]
     ends = [r["last_done"] for r in results if r["last_done"]]
     measured_s = max(ends) - min(starts) if starts and ends else 0.0
-    if spec.duration_s is not None and not interrupted:
+    ended_early = interrupted or any(r.get("node_gone") for r in results)
+    if spec.duration_s is not None and not ended_early:
         # A fixed window: throughput counts what completed inside it (as wrk2 does), so
         # one slow straggler after the end cannot stretch the window and lower the rate.
         measured_s = spec.duration_s
