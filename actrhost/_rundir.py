@@ -289,6 +289,11 @@ def remove_orphaned_run_dir(control_endpoint: str, supervisor_pid: int) -> None:
         *(path.parent / name for name in (PID_FILE, CONFIG_SNAPSHOT, NODE_IDENTITY)),
     ):
         leftover.unlink(missing_ok=True)
+    # Socket files of processes killed outright (a SIGKILL leaves them): nothing listens.
+    with contextlib.suppress(OSError):
+        for sock in path.parent.glob("*.sock"):
+            if not _accepts(sock):
+                sock.unlink(missing_ok=True)
     with contextlib.suppress(OSError):
         path.parent.rmdir()
 

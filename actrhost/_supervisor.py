@@ -153,7 +153,9 @@ class Supervisor(ControlHandlers):
             log.info("this system cannot adopt forked workers: spawning them instead")
             return asyncio.ensure_future(asyncio.sleep(0))
         self._subreaper = True
-        self._forkserver = ForkServer(self.config, self._reap_orphans)
+        self._forkserver = ForkServer(
+            self.config, self._reap_orphans, rundir.control_endpoint(self.run_dir)
+        )
         loop.add_signal_handler(signal.SIGCHLD, self._reap_orphans)
 
         async def start(forkserver: ForkServer) -> None:

@@ -146,9 +146,12 @@ class ForkServer:
     instead. One that cannot be started again raises :class:`ForkServerUnusable`.
     """
 
-    def __init__(self, config: Config, on_worker_exit: Callable[[], None]) -> None:
+    def __init__(
+        self, config: Config, on_worker_exit: Callable[[], None], control_endpoint: str = ""
+    ) -> None:
         self._config = config
         self._on_worker_exit = on_worker_exit
+        self._control_endpoint = control_endpoint  # its run dir is the forkserver's to clear
         self._process: asyncio.subprocess.Process | None = None
         self._channel: socket.socket | None = None
         self._lock = asyncio.Lock()
@@ -175,6 +178,7 @@ class ForkServer:
                 str(theirs.fileno()),
                 str(self._config.path),
                 str(os.getpid()),
+                self._control_endpoint,
                 env=child_environment(self._config),
                 stdin=asyncio.subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(),),

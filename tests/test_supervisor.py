@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import zmq
@@ -171,6 +173,49 @@ def test_a_shell_attaching_when_the_supervisor_is_killed_fails_at_once_and_clean
     assert failed_after < 2.0  # not ATTACH_TIMEOUT_S
     wait_until(lambda: not any(pid_alive(p) for p in pids), 5.0, "workers to exit")
     wait_until(lambda: not node.run_dir.exists(), 5.0, "the run dir to be removed")
+
+
+def test_a_supervisor_killed_before_any_worker_runs_leaves_nothing(node_factory):
+    # Its run dir (control socket, pid file, config) stayed until the next start: no
+    # worker existed to remove it, and the forkserver died of a SIGKILL (QA).
+    node = node_factory(
+        '[[actor]]\nname = "slow"\ntype = "test+Slow"\nhandler = "slow_import:Nothing"\n',
+        start=False,
+    )
+    node.spawn()
+
+    def forkserver() -> int | None:
+        for pid in children_of(node.process.pid):
+            with contextlib.suppress(OSError):
+                if b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return pid
+        return None
+
+    wait_until(lambda: forkserver() is not None, 20, "the forkserver to start")
+    started = forkserver()
+    assert (node.run_dir / "control.sock").exists()
+    node.process.send_signal(signal.SIGKILL)
+    node.process.wait(5)
+    wait_until(lambda: not pid_alive(started), 5, "the forkserver to exit")
+    wait_until(lambda: not node.run_dir.exists(), 5, "the run dir to be removed")
+
+
+def test_a_shell_attached_when_the_whole_node_is_killed_removes_every_file(node_factory):
+    # The workers' socket files stayed (all killed at once), and so did the run dir.
+    node = node_factory(ECHO.format(extra="instances = 2"))
+    assert len(list(node.run_dir.glob("a-*.sock"))) == 2
+
+    async def go() -> None:
+        async with actrhost.connect(node.config_path) as shell:
+            os.killpg(node.process.pid, signal.SIGKILL)
+            node.process.wait(5)
+            for _ in range(100):
+                if shell.node_gone is not None:
+                    break
+                await asyncio.sleep(0.05)
+
+    run(go(), 30)
+    assert not node.run_dir.exists()
 
 
 def test_a_shell_for_a_node_killed_outright_fails_at_once(node_factory):

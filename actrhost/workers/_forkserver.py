@@ -31,6 +31,7 @@ from setproctitle import setproctitle
 
 from .._config import load_node_config, resolve_handler
 from .._linux import set_parent_death_signal, supervisor_gone
+from .._rundir import remove_orphaned_run_dir
 from ._process import WorkerSpec, configure_logging, main
 
 log = logging.getLogger(__name__)
@@ -42,18 +43,37 @@ REPARENT_TIMEOUT_S = 5.0
 
 
 def serve_from_argv(args: list[str]) -> int:
-    """``python -m actrhost.workers forkserver FD CONFIG SUPERVISOR_PID``."""
+    """``python -m actrhost.workers forkserver FD CONFIG SUPERVISOR_PID [CONTROL]``.
+
+    With CONTROL (the supervisor's control endpoint), a forkserver whose supervisor died
+    removes what it left in the run dir, as its workers do: before any worker runs
+    (a supervisor killed while starting the node) nobody else would.
+    """
     fd, config_path, supervisor_pid = int(args[0]), args[1], int(args[2])
+    control = args[3] if len(args) > 3 else ""
+    # Ctrl-C reaches the whole process group; the supervisor decides what it means.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The supervisor's death (or a SIGTERM from outside) ends us through `finally`.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    set_parent_death_signal(signal.SIGTERM)
+    try:
+        return _start(fd, config_path, supervisor_pid)
+    finally:
+        if control and supervisor_gone(supervisor_pid):
+            remove_orphaned_run_dir(control, supervisor_pid)
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(1)
+
+
+def _start(fd: int, config_path: str, supervisor_pid: int) -> int:
     logging.basicConfig(
         level=os.environ.get("ACTRHOST_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)-7s forkserver[%(process)d] %(name)s: %(message)s",
         stream=sys.stderr,
     )
     channel = socket.socket(fileno=fd)
-    # Ctrl-C reaches the whole process group; the supervisor decides what it means.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Nothing to finish: die with the supervisor (SIGKILL, no cleanup to run).
-    set_parent_death_signal(signal.SIGKILL)
     if supervisor_gone(supervisor_pid):
         return 1
     try:
@@ -139,6 +159,7 @@ def _fork_worker(channel: socket.socket, spec: WorkerSpec, level: str, superviso
 def _run_worker(spec: WorkerSpec, level: str, supervisor: int) -> None:
     code = 1
     sys.argv[1:] = []  # the forkserver's arguments mean nothing to an actor
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the forkserver's is not ours
     try:
         configure_logging(spec, level)
         # PR_SET_PDEATHSIG is relative to the parent: set it (in main) once the
