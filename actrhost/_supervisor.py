@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,10 @@ log = logging.getLogger(__name__)
 
 #: How often the rings of Shells that are gone are looked for (_ring_readers.py).
 SHELL_RING_SWEEP_S = 2.0
+#: A second stop request this soon after the first is the same one delivered twice (a
+#: wrapper such as `timeout` forwards the terminal's Ctrl-C to the process group that
+#: got it already), not a second Ctrl-C: the workers kept no grace at all (QA).
+SAME_REQUEST_S = 0.3
 #: Instances started at once at node start (see Supervisor._spawn_all).
 SPAWNS_AT_ONCE = 8
 
@@ -68,6 +73,7 @@ class Supervisor(ControlHandlers):
         self._next_req = 0
         self._shutdown = asyncio.Event()
         self._hurry = asyncio.Event()  # a second SIGINT/SIGTERM while stopping: kill now
+        self._shutdown_asked_at = 0.0  # time.monotonic() of the first stop request
         self._stopping = False
         self._ready_logged = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -250,8 +256,12 @@ class Supervisor(ControlHandlers):
     def request_shutdown(self) -> None:
         """Begin a graceful shutdown; asked again (a second Ctrl-C), stop waiting for
         workers to finish and kill those still running."""
+        now = time.monotonic()
         if not self._shutdown.is_set():
             log.info("node %r: shutting down", self.config.node.name)
+            self._shutdown_asked_at = now
+        elif now - self._shutdown_asked_at < SAME_REQUEST_S:
+            log.debug("node %r: the stop request came twice at once", self.config.node.name)
         elif not self._hurry.is_set():  # also before the stop began (still starting)
             log.warning(
                 "node %r: asked again: killing workers still running", self.config.node.name

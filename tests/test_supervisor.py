@@ -406,7 +406,7 @@ def test_a_second_interrupt_kills_workers_still_stopping(node_factory):
     assert node.process is not None
     node.process.send_signal(signal.SIGINT)
     wait_until(lambda: "shutting down" in node.log(), 10, "the stop to begin")
-    time.sleep(0.3)  # on_stop is running now (it takes a minute)
+    time.sleep(0.5)  # on_stop is running now (it takes a minute); not the same request
     assert node.process.poll() is None
     started = time.monotonic()
     assert node.stop(signal.SIGINT, timeout_s=15) == 0
@@ -414,6 +414,23 @@ def test_a_second_interrupt_kills_workers_still_stopping(node_factory):
     log = node.log()
     assert "asked again: killing workers still running" in log, log
     assert "killed at stop" in log and "ERROR" not in log, log
+
+
+def test_an_interrupt_delivered_twice_at_once_is_one_request(node_factory):
+    # `setsid timeout … actrhost run` forwards the group's Ctrl-C to the supervisor that
+    # got it already: two SIGINTs 2 ms apart killed the workers without any grace (QA).
+    node = node_factory(
+        '[[actor]]\nname = "slow"\ntype = "test+SlowStop"\nhandler = "actors:SlowStop"\n',
+        "shutdown_grace_s = 30\n",
+    )
+    assert node.process is not None
+    node.process.send_signal(signal.SIGINT)
+    wait_until(lambda: "shutting down" in node.log(), 10, "the stop to begin")
+    node.process.send_signal(signal.SIGINT)  # the same Ctrl-C, forwarded
+    time.sleep(1.0)  # on_stop runs (a minute), within its grace
+    assert node.process.poll() is None and "asked again" not in node.log(), node.log()
+    assert node.stop(signal.SIGINT, timeout_s=15) == 0  # a real second Ctrl-C
+    assert "asked again: killing workers still running" in node.log()
 
 
 def test_restart_limit_gives_up_with_a_clear_log_line(node_factory):
