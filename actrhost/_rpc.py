@@ -79,11 +79,15 @@ class Counters:
 
 
 class _Pending:
-    __slots__ = ("endpoint", "future", "timer")
+    __slots__ = ("endpoint", "env", "future", "sent_at", "timer")
 
-    def __init__(self, endpoint: str, future: asyncio.Future[Envelope]) -> None:
+    def __init__(
+        self, endpoint: str, future: asyncio.Future[Envelope], env: Envelope, sent_at: float
+    ) -> None:
         self.endpoint = endpoint
         self.future = future
+        self.env = env  # for the deadline's message
+        self.sent_at = sent_at
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -310,7 +314,7 @@ class RpcEndpoint:
             raise DeadlineExceeded(f"deadline passed before {env.route_key!r} was sent")
         data = self._encode_within_limit(env, "request")
         future: asyncio.Future[Envelope] = self._loop.create_future()
-        pending = _Pending(endpoint, future)
+        pending = _Pending(endpoint, future, env, self._loop.time())
         self._pending[env.request_id] = pending
         pending.timer = self._loop.call_at(deadline, self._expire, env.request_id)
         try:
@@ -331,7 +335,14 @@ class RpcEndpoint:
     def _expire(self, request_id: str) -> None:
         pending = self._pending.get(request_id)
         if pending is not None and not pending.future.done():
-            pending.future.set_exception(DeadlineExceeded(f"no answer to request {request_id}"))
+            # Which call, to whom, after how long: "no answer to request 7b34-1" alone
+            # said nothing a user could act on (QA).
+            env, waited = pending.env, self._loop.time() - pending.sent_at
+            error = DeadlineExceeded(
+                f"no answer to {env.route_key!r} from {env.target or pending.endpoint} "
+                f"within {waited:.3g} s (request {request_id})"
+            )
+            pending.future.set_exception(error)
 
     async def tell(self, endpoint: str, env: Envelope, deadline: float) -> None:
         """Send a message that is never answered; returns once ZeroMQ has taken it."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 import pytest
@@ -205,6 +206,9 @@ def test_deadline_exceeded_on_time_and_late_response_dropped(node):
             assert 0.19 <= elapsed < 0.8
             assert isinstance(info.value, TimeoutError)
             assert info.value.code == 504
+            # What, to whom, after how long (it said "no answer to request 7b34-1", QA).
+            said = r"no answer to 'test\.Echo\.Sleep' from \S+@\d+:test\+Echo within 0\.2\d* s"
+            assert re.match(said, info.value.message), info.value.message
             await asyncio.sleep(1.0)  # the late answer arrives and is dropped
             assert shell._rpc.counters.late_responses == 1
             assert await shell.call("echo", "test.Echo.Say", b"next") == b"next"
