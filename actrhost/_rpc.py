@@ -355,10 +355,15 @@ class RpcEndpoint:
         Checked here, at the sender, because a receiver can only drop what is too big
         after it has taken it into memory (and ZeroMQ's own limit drops the connection).
         """
-        data = wire.encode(env)
-        if len(data) > self.max_message_bytes:
+        # The payload alone says so before a copy of it is made (a 600 MB request took
+        # 3 s and 2.3 GB of memory to be refused, QA).
+        size = len(env.payload)
+        if size <= self.max_message_bytes:
+            data = wire.encode(env)
+            size = len(data)
+        if size > self.max_message_bytes:
             raise BadRequest(
-                f"{what} {env.route_key!r} of {len(data)} bytes exceeds max_message_bytes "
+                f"{what} {env.route_key!r} of {size} bytes exceeds max_message_bytes "
                 f"({self.max_message_bytes}); send large data as a stream"
             )
         return data
