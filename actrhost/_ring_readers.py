@@ -31,6 +31,12 @@ log = logging.getLogger(__name__)
 SWEEP_INTERVAL_S = 2.0
 
 
+class RingOfAnotherProcess(BadRequest):
+    """A descriptor for a ring made for another reader: mostly this instance's previous
+    process (chunks sent to a worker that was killed reach its successor, which binds
+    the same address)."""
+
+
 class RingReaders:
     """The rings this process reads, by name (see the module docstring)."""
 
@@ -142,7 +148,7 @@ class RingReaders:
         if not ring.startswith(self._prefix):
             raise BadRequest(f"ring {ring!r} does not belong to this node")
         if not ring.endswith(self._suffix):
-            raise BadRequest(f"ring {ring!r} is for another process")
+            raise RingOfAnotherProcess(f"ring {ring!r} is for another process")
 
     def _drop(self, name: str) -> None:
         self._orphaned.discard(name)

@@ -48,6 +48,7 @@ _ACTOR_TROUBLE = (
     "late_responses",
     "undeliverable_replies",
     "streams_in.not_running",
+    "streams_in.previous_process",
     "streams_in.malformed",
     "streams_in.callback_errors",
 )

@@ -31,7 +31,7 @@ from ._errors import ActrError, BadRequest
 from ._ids import ActrId
 from ._payload_type import PayloadType
 from ._payloads import DataStream, MediaSample
-from ._ring_readers import RingReaders
+from ._ring_readers import RingOfAnotherProcess, RingReaders
 from ._rpc import worth_logging
 from .shm import (
     Descriptor,
@@ -71,6 +71,7 @@ class StreamCounters:
     dropped_receiver: int = 0  # lossy lanes: replaced by a newer sample
     unregistered: int = 0  # no callback for the stream / track
     not_running: int = 0  # arrived while the actor stopped, or beyond what on_start holds
+    previous_process: int = 0  # sent to this instance's previous process (it died)
     malformed: int = 0  # its ring record or array description does not hold up: dropped
     callback_errors: int = 0
 
@@ -236,6 +237,9 @@ class StreamReceiver:
         """Drop a frame the owner refuses (stopping, ACL), releasing its ring record."""
         try:
             descriptor = self._descriptor(frame)
+        except RingOfAnotherProcess:
+            self._for_previous_process(frame)
+            return
         except BadRequest as exc:
             self._malformed(frame, exc)
             return
@@ -247,10 +251,14 @@ class StreamReceiver:
         ring record does not hold up is dropped and counted (``malformed``)."""
         try:
             descriptor = self._descriptor(frame)
-        except BadRequest as exc:
-            # A ring of another node, or of this instance's previous process (frames sent
-            # to a worker killed meanwhile reach its successor at the same address): it
-            # killed the worker, which the restart then met again (QA).
+        except RingOfAnotherProcess:
+            # Sent to this instance's previous process, which died (its successor binds
+            # the same address): lost with it, as what it had queued. Reading it killed
+            # the worker, which the restart met again; then it was counted "malformed",
+            # which looked like corruption (QA).
+            self._for_previous_process(frame)
+            return
+        except BadRequest as exc:  # a ring of another node, a record that does not hold up
             self._malformed(frame, exc)
             return
         self.counters.chunks_received += 1
@@ -369,6 +377,16 @@ class StreamReceiver:
             queue.running = False
             if not queue.items and self._queues.get(queue.key) is queue:
                 del self._queues[queue.key]  # stream ids come and go
+
+    def _for_previous_process(self, frame: StreamFrame) -> None:
+        self.counters.previous_process += 1
+        count = self.counters.previous_process
+        if worth_logging(count):
+            log.info(
+                "dropped %r: sent to this instance's previous process, which died (#%d)",
+                frame,
+                count,
+            )
 
     def _malformed(self, frame: StreamFrame, exc: Exception) -> None:
         self.counters.malformed += 1
