@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -390,6 +391,8 @@ def test_a_sigkilled_gateway_is_restarted_and_calls_work_again(node_factory, sig
             assert await shell_a.call("relay", "test.Relay.Forward", forward, timeout=20)
             before = await shell_b.status()
             gateway_pid = before["gateway"]["pid"]
+            title = Path(f"/proc/{gateway_pid}/cmdline").read_bytes().rstrip(b"\0")
+            assert title == f"actrhost gateway ({node_b.config.node.name})".encode()  # in ps
             os.kill(gateway_pid, signal.SIGKILL)
             # The supervisor restarts it; it registers B's actor again with the same id.
             for _ in range(200):

@@ -15,6 +15,8 @@ import sys
 import threading
 from typing import Any
 
+from setproctitle import setproctitle
+
 from .._config import load_node_config
 from .._errors import ConfigError
 from .._linux import set_parent_death_signal, supervisor_gone
@@ -54,6 +56,8 @@ def main() -> int:
     except ConfigError as exc:
         print(f"actrhost gateway: {exc}", file=sys.stderr)
         return 2
+    # Named in `ps` like the node's other processes (two nodes on a host: which is whose).
+    setproctitle(f"actrhost gateway ({config.node.name})")
     # Without a list, the address that reaches signaling, once connected (Gateway.run);
     # no peer connection is made before that.
     use_host_addresses(config.webrtc.ice_host_addresses or ["127.0.0.1"])
