@@ -144,6 +144,18 @@ def request_message_type(func: Callable[..., Any]) -> type | None:
     return annotation if is_message_class(annotation) else None
 
 
+def check_callback(callback: Callable[..., Any], what: str) -> None:
+    """Raise ``TypeError`` now if ``callback`` cannot be called as ``what`` (two
+    positional arguments): else each call of it fails later, far from the mistake (a
+    traceback per stream chunk, a 500 to each actor calling a Shell, QA)."""
+    try:
+        inspect.signature(callback).bind(None, None)
+    except TypeError:
+        raise TypeError(f"{callback!r} cannot be called as {what}") from None
+    except ValueError:
+        pass  # no signature to check (some builtins)
+
+
 def is_message_class(obj: object) -> bool:
     """True for a generated protobuf message class."""
     from google.protobuf.message import Message

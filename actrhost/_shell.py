@@ -21,6 +21,7 @@ from typing import Any
 import zmq
 
 from . import _control as control
+from ._actor import check_callback
 from ._config import DEFAULT_MAX_MESSAGE_BYTES
 from ._context import DEFAULT_TIMEOUT_S, decode_message, encode_message
 from ._directory import ActorState, Directory, discover_via, take_update
@@ -523,6 +524,7 @@ class Shell(ShellStreams):
         checked_key("route_key", route_key)
 
         def register(handler: ShellHandler) -> ShellHandler:
+            check_callback(handler, "a Shell handler(request, caller_id)")
             self._handlers[route_key] = (handler, request_type)
             self._send_attach()
             return handler

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import os
 from collections import deque
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _envelope as wire
+from ._actor import check_callback
 from ._envelope import StreamFrame
 from ._errors import ActrError, BadRequest
 from ._ids import ActrId
@@ -208,15 +208,7 @@ class StreamReceiver:
         """Route chunks of ``key`` (a stream id or track id) to ``callback``."""
         if not callable(callback):
             raise TypeError("a stream callback must be an 'async def cb(chunk, sender)'")
-        try:
-            inspect.signature(callback).bind(None, None)
-        except TypeError:
-            # Said now, not as a traceback for every chunk (QA: `lambda chunk: …`).
-            raise TypeError(
-                f"a stream callback is called as cb(chunk, sender); {callback!r} cannot be"
-            ) from None
-        except ValueError:
-            pass  # no signature to check (some builtins)
+        check_callback(callback, "a stream callback cb(chunk, sender)")
         wire.checked_key("stream_id" if kind == wire.STREAM else "track_id", key)
         self._callbacks[(kind, key)] = callback
 

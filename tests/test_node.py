@@ -363,6 +363,13 @@ def test_actor_calls_the_shell(node):
             # The Shell handler's fault (500), as for an actor's answer; it was 400.
             with pytest.raises(HandlerError, match="the handler's answer: cannot send a value"):
                 await shell.call("echo", "test.Echo.CallShell", b"z")
+            # One that cannot take (request, caller_id) is refused at once, not with a 500
+            # to each actor that calls it (QA).
+            with pytest.raises(TypeError, match=r"cannot be called as a Shell handler\("):
+
+                @shell.on_rpc("test.Shell.Other")
+                async def one_argument(request: bytes) -> bytes:
+                    return request
 
     run(go())
 

@@ -308,7 +308,9 @@ def test_registering_a_stream_again_keeps_one_callback_at_a_time_in_order():
         assert [s for _, s in got] == list(range(20))
         assert {n for n, s in got if s <= 2} == {"a"} and {n for n, s in got if s > 2} == {"b"}
 
-        with pytest.raises(TypeError, match=r"is called as cb\(chunk, sender\)"):
+        with pytest.raises(
+            TypeError, match=r"cannot be called as a stream callback cb\(chunk, sender\)"
+        ):
             receiver.register(wire.STREAM, "s", lambda chunk: None)  # once: each chunk
 
         # Unregistered: what still waits is dropped and counted, not handed over.
