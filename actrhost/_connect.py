@@ -123,7 +123,14 @@ async def connect_when_running(
                     ready, shell = shell, None
                     return ready
             if time.monotonic() >= deadline:
-                what = "not all its actors running" if shell else "no node answering"
+                what = "no node answering"
+                if shell is not None:  # say which (QA: "not all" alone)
+                    waiting = [
+                        f"{e.name}#{e.index} {e.state.value}"
+                        for e in shell.directory.entries()
+                        if e.state is not ActorState.RUNNING and not e.given_up
+                    ]
+                    what = f"not all its actors running ({', '.join(waiting) or 'none listed'})"
                 raise Unavailable(f"{what} after {timeout:g} s at {config_or_endpoint}")
             await asyncio.sleep(0.05)
         raise Unavailable(f"the node of {config_or_endpoint} exited before it ran")

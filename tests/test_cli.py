@@ -404,6 +404,16 @@ def test_wait_fails_at_once_when_the_node_dies_while_starting(node_factory):
     wait_until(lambda: not node.run_dir.exists(), 30, "the run dir to be removed")
 
 
+def test_wait_names_the_instances_it_waited_for(node_factory):
+    stuck = '[[actor]]\nname = "stuck"\ntype = "test+Stuck"\nhandler = "actors:StuckStart"\n'
+    node = node_factory(ECHO + stuck, start=False)
+    node.spawn()
+    waited = actrhost("wait", str(node.config_path), "--timeout", "3")
+    assert waited.returncode == 1
+    # Which one (it said "not all its actors running", QA).
+    assert "not all its actors running (stuck#0 starting) after 3 s" in waited.stderr
+
+
 def test_wait_counts_a_job_that_finished_cleanly_as_done(node_factory):
     job = (
         '[[actor]]\nname = "job"\ntype = "test+Job"\nhandler = "actors:OneShot"\n'
