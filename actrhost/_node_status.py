@@ -54,6 +54,10 @@ async def collect_status(supervisor: Supervisor) -> dict[str, Any]:
             # drop with no restart counted). The next status has the new one's.
             stats = {}
         entry = {**slot.entry().to_json(), "stats": stats, "error": slot.error}
+        if slot.state not in LIVE_STATES:
+            # The pid of a process that is gone (the table shows "-"): one a script
+            # would signal may belong to another process by now (QA).
+            entry["pid"] = None
         if stats:
             slot.last_stats = (slot.pid, loop.time(), stats)
         elif slot.state in LIVE_STATES and slot.last_stats and slot.last_stats[0] == slot.pid:

@@ -24,7 +24,7 @@ from . import _control as control
 from ._actor import check_callback
 from ._config import DEFAULT_MAX_MESSAGE_BYTES
 from ._context import DEFAULT_TIMEOUT_S, decode_message, encode_message
-from ._directory import ActorState, Directory, discover_via, take_update
+from ._directory import LIVE_STATES, ActorState, Directory, discover_via, take_update
 from ._envelope import (
     REQUEST,
     RESPONSE,
@@ -453,7 +453,14 @@ class Shell(ShellStreams):
         """What runs on the node: one entry per actor instance, in config order."""
         self._check_open()
         return [
-            ActorInfo(e.name, e.actr_id.type, e.actr_id, e.pid, e.state, e.restarts)
+            ActorInfo(
+                e.name,
+                e.actr_id.type,
+                e.actr_id,
+                e.pid if e.state in LIVE_STATES else None,  # not a gone process's pid
+                e.state,
+                e.restarts,
+            )
             for e in self.directory.entries()
         ]
 

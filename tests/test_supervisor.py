@@ -470,6 +470,9 @@ def test_restart_limit_gives_up_with_a_clear_log_line(node_factory):
     assert infos["crash"].state == "failed"
     assert infos["crash"].restarts == 3
     assert infos["echo"].state == "running"  # the rest of the node is unaffected
+    # No pid of a process that is gone (a script could signal whoever has it now, QA).
+    assert infos["crash"].pid is None and infos["echo"].pid is not None
+    assert {a["name"]: a["pid"] for a in node.status()["actors"]}["crash"] is None
     assert "on_start failed: RuntimeError: cannot start" in node.log()
     error = {a["name"]: a["error"] for a in node.status()["actors"]}["crash"]
     assert error.startswith("gave up after 3 restarts within 30s (max_restarts=3); last exit: ")
