@@ -391,7 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=node_ref,
         help="config of the running node (or its ipc:// control endpoint)",
     )
-    call.add_argument("target", help="actor name, 'manufacturer+type' or an ActrId text")
+    call.add_argument(
+        "target", help="actor name, one instance as 'name#N', 'manufacturer+type' or an ActrId text"
+    )
     call.add_argument("route_key", type=wire_key, help="route key, e.g. demo.Echo.Say")
     data = call.add_mutually_exclusive_group()
     data.add_argument("--data", help="request payload as text, or @FILE for a file's bytes")

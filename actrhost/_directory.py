@@ -246,8 +246,19 @@ class Directory:
         elif isinstance(key, ActrType):
             entries = self._by_type.get(key, [])
         else:
-            entries = self._by_name.get(key, [])
+            entries = self._named(key) or []
         return any(e.state is ActorState.STARTING for e in entries)
+
+    def _named(self, name: str) -> list[ActorEntry] | None:
+        """The instances of the actor ``name`` in the config, or the one ``name#index``
+        (as ``actrhost status`` names it; ``#`` is never part of a config name)."""
+        base, sep, index = name.partition("#")
+        if not sep:
+            return self._by_name.get(name)
+        instances = self._by_name.get(base)
+        if instances is None or not index.isdigit():
+            return None
+        return [e for e in instances if e.index == int(index)]
 
     def pick(self, actr_type: ActrType) -> ActorEntry:
         """Next running instance of a type, round-robin; NotFound / Unavailable if none."""
@@ -255,7 +266,7 @@ class Directory:
 
     def pick_by_name(self, name: str) -> ActorEntry:
         """Next running instance of the actor named ``name`` in the config."""
-        candidates = self._by_name.get(name)
+        candidates = self._named(name)
         if not candidates:  # a typo shows: name the actors there are
             names = ", ".join(sorted(self._by_name)) or "none"
             raise NotFound(f"no actor of name {name!r} on this node (actors: {names})")

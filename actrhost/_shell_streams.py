@@ -18,7 +18,8 @@ from ._rpc import deadline_after
 from ._stream_sender import StreamSender
 from ._streams import StreamCallback, StreamReceiver, chunk_frame, sample_frame
 
-#: What a Shell call or send may name: an id, a type (or its text), an actor's name.
+#: What a Shell call or send may name: an id, a type (or its text), an actor's name, or
+#: one instance of it as ``name#index`` (as ``actrhost status`` shows it).
 Target = ActrId | ActrType | str
 
 

@@ -64,6 +64,23 @@ def test_shell_call_by_name_type_and_id(node):
     run(go())
 
 
+def test_shell_call_to_one_instance_by_the_name_status_shows(node):
+    relays = [i.actr_id for i in node.actors() if i.name == "relay"]
+
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            for index, relay_id in enumerate(relays * 2):
+                index %= 2
+                answer = await shell.call(
+                    f"relay#{index}", "test.Relay.Forward", b"test+Echo test.Echo.Whoami x"
+                )
+                assert answer.decode().split("|")[1] == str(relay_id)  # that one, each time
+            with pytest.raises(NotFound, match="no actor of name 'relay#2'"):
+                await shell.call("relay#2", "test.Relay.Leaf", b"")
+
+    run(go())
+
+
 def test_actors_lists_every_instance_with_its_own_id(node):
     infos = node.actors()
     assert [(i.name, str(i.type), i.state) for i in infos] == [
