@@ -367,6 +367,14 @@ def test_a_dead_target_gives_errors_not_a_hang(node_factory, tmp_path):
 
 def test_streams_and_protobuf_payload_json_validates_png_written(node_factory, tmp_path):
     node = node_factory(TARGET)
+    proc, doc = load(
+        node.config_path,
+        tmp_path / "nobody.json",
+        *"--target test+Load --stream --stream-id nobody --total 20 --warmup 0 -q".split(),
+    )
+    # Chunks for a stream the target never registered: "ok" alone looked fine (QA).
+    assert doc["counts"]["ok"] == 20
+    assert "WARNING: the target dropped 20 chunks: no callback registered" in proc.stdout
     _, doc = load(
         node.config_path,
         tmp_path / "stream.json",

@@ -415,6 +415,13 @@ def format_report(result: dict[str, Any]) -> str:
 
     node = result["node"]
     targets = [i for i in node["instances"] if i["target"]]
+    unregistered = sum(i["delta"].get("streams_in.unregistered", 0) for i in targets)
+    if mode == STREAM and node["sampled_after"] and unregistered:
+        # Sent is all a stream's client knows: "ok" alone looked like success (QA).
+        lines.append(
+            f"  WARNING: the target dropped {format_count(unregistered)} chunks: no callback "
+            "registered for the stream (register_stream, or --stream-id)"
+        )
     served_key = {"call": "calls_served", "tell": "tells_served"}.get(
         mode, "streams_in.chunks_received"
     )
