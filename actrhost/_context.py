@@ -7,7 +7,7 @@ import os
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from ._envelope import MEDIA, STREAM, StreamFrame, checked_key, checked_rpc_lane
-from ._errors import BadRequest, DeadlineExceeded
+from ._errors import BadRequest, DeadlineExceeded, HandlerError
 from ._ids import ActrId, ActrType
 from ._payload_type import PayloadType
 from ._payloads import DataStream, MediaSample
@@ -124,6 +124,18 @@ def decode_message(data: bytes, message_type: type | None) -> Any:
     return message
 
 
+def decode_answer(data: bytes, response_type: type | None, route_key: str) -> Any:
+    """A call's answer as ``response_type`` asks (``bytes`` or None: as it came). One
+    that does not decode is ``HandlerError``: the callee ran, so it was not a bad request
+    (it raised ``BadRequest``, which read as the callee refusing the request, QA)."""
+    if response_type is None or response_type is bytes:
+        return data
+    try:
+        return decode_message(data, response_type)
+    except BadRequest as exc:
+        raise HandlerError(f"the answer to {route_key!r}: {exc.message}") from None
+
+
 def new_span_id() -> str:
     """16 hex digits for the parent-id field of a W3C traceparent."""
     return os.urandom(8).hex()
@@ -206,7 +218,7 @@ class Context:
             deadline,
             checked_rpc_lane(payload_type),
         )
-        return decode_message(data, response_type)
+        return decode_answer(data, response_type, route_key)
 
     async def tell(
         self,

@@ -23,7 +23,7 @@ import zmq
 from . import _control as control
 from ._actor import check_callback
 from ._config import DEFAULT_MAX_MESSAGE_BYTES
-from ._context import DEFAULT_TIMEOUT_S, decode_message, encode_message
+from ._context import DEFAULT_TIMEOUT_S, decode_answer, decode_message, encode_message
 from ._directory import LIVE_STATES, ActorState, Directory, discover_via, take_update
 from ._envelope import (
     REQUEST,
@@ -415,7 +415,7 @@ class Shell(ShellStreams):
             tracestate=tracestate,
         )
         response = await self._rpc.call(endpoint, env, deadline)
-        return decode_message(response.payload, response_type)
+        return decode_answer(response.payload, response_type, route_key)
 
     async def tell(
         self,

@@ -314,6 +314,12 @@ def test_protobuf_typed_handlers(node_factory):
             assert answer == StringValue(value="TYPED")
             with pytest.raises(actrhost.BadRequest, match="cannot decode StringValue"):
                 await shell.call("echo", "test.Echo.Upper", b"\xff\xff\xff")
+            # An answer that is not the type asked for: the callee ran, not a bad request.
+            with pytest.raises(
+                HandlerError, match="the answer to 'test.Echo.Say': cannot decode StringValue"
+            ):
+                await shell.call("echo", "test.Echo.Say", b"\xff\xff", response_type=StringValue)
+            assert await shell.call("echo", "test.Echo.Say", b"raw", response_type=bytes) == b"raw"
 
     run(go())
 
