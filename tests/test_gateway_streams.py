@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import os
 import time
 from collections.abc import Iterator
@@ -173,7 +174,15 @@ def test_video_and_audio_samples_arrive_decoded_with_timestamps(pair: Pair) -> N
         assert abs(int(value[..., 0].mean()) - 8 * i) < 24
         assert abs(int(value[..., 1].mean()) - (255 - 8 * i)) < 24
     assert audio, "no audio sample arrived"
-    assert all(v.dtype == np.int16 and v.shape[1] == 1 for _t, v, _ts, _c, _k in audio)
+    # Sent as (n,): arrives as (n,), as locally (it came as (n, 1), QA).
+    assert all(v.dtype == np.int16 and v.shape == (960,) for _t, v, _ts, _c, _k in audio)
+    # On the sender's clock, 960 apart: each offset was counted twice (1,920 apart, ending
+    # later than anything sent, QA).
+    audio_ts = [ts for _track, _value, ts, _codec, _kind in audio]
+    assert all(ts % 960 == 0 and 0 <= ts < 960 * frames for ts in audio_ts), audio_ts
+    steps = [later - earlier for earlier, later in itertools.pairwise(audio_ts)]
+    assert steps and all(step > 0 for step in steps)
+    assert steps.count(960) > len(steps) // 2, audio_ts
     stats = pair.runner.run(b.stats())
     (node,) = stats["remote_nodes"].values()
     assert node["media"]["samples_received"] == len(video) + len(audio)

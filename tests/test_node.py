@@ -316,7 +316,7 @@ def test_protobuf_typed_handlers(node_factory):
                 await shell.call("echo", "test.Echo.Upper", b"\xff\xff\xff")
             # An answer that is not the type asked for: the callee ran, not a bad request.
             with pytest.raises(
-                HandlerError, match="the answer to 'test.Echo.Say': cannot decode StringValue"
+                HandlerError, match=r"the answer to 'test\.Echo\.Say': cannot decode StringValue"
             ):
                 await shell.call("echo", "test.Echo.Say", b"\xff\xff", response_type=StringValue)
             assert await shell.call("echo", "test.Echo.Say", b"raw", response_type=bytes) == b"raw"

@@ -33,7 +33,7 @@ from that route's first sample on a 48 kHz clock.
 Payloads: a video sample is a ``uint8`` array of shape (height, width, 3) (codec
 ``rgb24``, the default, ``raw`` (the same) or ``bgr24``); it arrives as the same kind
 of array after a lossy VP8 round trip. An audio sample is ``int16`` PCM at 48 kHz,
-shape (n,) mono or (n, 2) stereo; it arrives as (n, channels) ``int16``. Any other media
+shape (n,) mono or (n, 2) stereo; it arrives as ``int16`` of that shape. Any other media
 payload (already encoded bytes) does not use a track: the gateway sends it on the
 latency-first data channel.
 """
@@ -270,6 +270,7 @@ class MediaSender:
             av_frame.time_base = fractions.Fraction(1, AUDIO_CLOCK_HZ)
             slot.next_pts += samples
             meta["channels"] = channels
+            meta["ndim"] = array.ndim  # (n,) arrives as (n,), not (n, 1)
             meta["codec"] = frame.codec or "pcm_s16"
         track = slot.track
         before = track.dropped
@@ -311,7 +312,8 @@ class _TrackState:
         self.video_meta: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self.video_frames: deque[tuple[int, Any]] = deque()
         self.first_index: int | None = None
-        self.audio_route: dict[str, Any] | None = None
+        self.audio_route: dict[str, Any] | None = None  # its latest sample's control message
+        self.audio_first_ts = 0  # the timestamp of the route's first sample
         self.audio_base_pts: int | None = None
 
 
@@ -351,6 +353,7 @@ class MediaReceiver:
             old = state.audio_route
             if old is None or _route(old) != _route(meta):
                 state.audio_base_pts = None
+                state.audio_first_ts = int(meta.get("ts", 0))
             state.audio_route = meta
             return
         index = meta.get("i")
@@ -430,9 +433,13 @@ class MediaReceiver:
         array = pcm.reshape(-1, layout_channels)
         if route.get("channels") == 1 and layout_channels > 1:
             array = np.ascontiguousarray(array[:, :1])
+        if route.get("ndim") == 1:
+            array = array.reshape(-1)
         offset = int(frame.pts or 0) - state.audio_base_pts
-        # Opus decodes at 48 kHz: offsets on the caller's clock, assumed to be 48 kHz too.
-        self._emit(route, array, int(route.get("ts", 0)) + offset, "audio")
+        # Opus decodes at 48 kHz: offsets on the caller's clock, assumed to be 48 kHz too,
+        # from the route's first sample (the latest control message's timestamp counted
+        # every offset twice: 20 ms samples 1,920 apart, QA).
+        self._emit(route, array, state.audio_first_ts + offset, "audio")
 
     def _emit(self, meta: dict[str, Any], array: Any, timestamp: int, media_type: str) -> None:
         try:
