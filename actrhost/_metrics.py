@@ -21,7 +21,8 @@ answers from the supervisor's own state, without asking any worker (:func:`healt
 - ``GET /healthz``: 200 unless the supervisor gave up on an instance (``failed``: only a
   restart brings it back), 503 naming them;
 - ``GET /readyz``: 200 when every actor has an instance running (or all of its instances
-  finished cleanly) and the gateway, if the node has one, runs; 503 naming what does not.
+  finished cleanly) and the gateway, if the node has one, runs; 503 naming what does not,
+  and from the moment the node begins to stop.
 
 The HTTP side is deliberately tiny (one request per connection, a bounded request head,
 a timeout, at most ``MAX_CONNECTIONS`` at once): it is meant for a Prometheus server or
@@ -364,6 +365,10 @@ def health(directory: dict[str, Any]) -> tuple[list[str], list[str]]:
             # the node brings back is unhealthy.
             failed.append(f"{actor['name']}#{actor['index']} failed")
     not_ready = []
+    if directory.get("stopping"):
+        # Going away: it said "ok" until the gateway stopped, and again once every
+        # instance had stopped cleanly (QA); a load balancer must stop sending now.
+        not_ready.append("node: stopping")
     for name, states in by_actor.items():
         if "running" not in states and set(states) != {"stopped"}:
             not_ready.append(f"{name}: {', '.join(sorted(set(states)))}")

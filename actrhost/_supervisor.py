@@ -198,7 +198,7 @@ class Supervisor(ControlHandlers):
 
     async def _start_metrics(self, stack: contextlib.AsyncExitStack, listen: str) -> None:
         """Serve ``GET /metrics`` (``_metrics.py``) until the node stops."""
-        metrics = MetricsServer(listen, self.collect_status, self.snapshot)
+        metrics = MetricsServer(listen, self.collect_status, self._health_snapshot)
         try:
             await metrics.start()
         except OSError as exc:
@@ -487,6 +487,10 @@ class Supervisor(ControlHandlers):
                 len(self.config.actors),
                 elapsed_ms,
             )
+
+    def _health_snapshot(self) -> dict[str, Any]:
+        """The directory, and whether the node is stopping (``/readyz``)."""
+        return {**self.snapshot(), "stopping": self._shutdown.is_set()}
 
     def snapshot(self) -> dict[str, Any]:
         """The directory as the control protocol carries it."""

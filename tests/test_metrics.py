@@ -4,9 +4,11 @@ table's route rows, and an address that cannot be bound."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -325,6 +327,24 @@ def test_a_node_that_runs_is_healthy_and_ready(node_factory):
     root = node.status()["metrics"].removesuffix("metrics")
     assert http_answer(root + "healthz") == (200, "ok\n")
     assert http_answer(root + "readyz") == (200, "ok\n")
+
+
+def test_a_stopping_node_is_not_ready(node_factory):
+    # It said "ok" until the gateway stopped, and again once its instances had stopped
+    # cleanly (QA): a load balancer kept sending to a node going away.
+    node = node_factory(
+        '[[actor]]\nname = "slow"\ntype = "test+SlowStop"\nhandler = "actors:SlowStop"\n',
+        METRICS + "\nshutdown_grace_s = 30",
+    )
+    root = node.status()["metrics"].removesuffix("metrics")
+    assert http_answer(root + "readyz") == (200, "ok\n")
+    node.process.send_signal(signal.SIGINT)  # on_stop takes a minute: it stays stopping
+    wait_until(lambda: "shutting down" in node.log(), 10, "the stop to begin")
+    status, text = http_answer(root + "readyz")
+    assert status == 503 and text.startswith("node: stopping\n"), text
+    assert http_answer(root + "healthz") == (200, "ok\n")  # stopping is not unhealthy
+    time.sleep(0.5)  # a second Ctrl-C (not the first one delivered twice) ends on_stop
+    assert node.stop(signal.SIGINT, timeout_s=15) == 0
 
 
 def test_readiness_needs_one_running_instance_per_actor_and_the_gateway():
