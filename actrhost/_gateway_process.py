@@ -68,6 +68,10 @@ class GatewayProcess:
         self._process: asyncio.subprocess.Process | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._stopping = False
+        #: Set when the node begins to stop (before the gateway's turn): an exit now (a
+        #: SIGTERM to the whole process group, as systemd or `timeout` send) is not a
+        #: crash to restart from.
+        self.node_stopping = False
         self._restart_requested = False  # restart() stops it: start the next one at once
         self._schemas = ""  # what the running gateway registered: see schemas_changed()
         self._started = False  # it registered once: the node runs, later failures retry
@@ -131,7 +135,9 @@ class GatewayProcess:
 
     async def _watch(self, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()
-        if self._stopping:
+        if self._stopping or self.node_stopping:
+            if not self._stopping:
+                log.info("gateway (pid %s) exited with %s as the node stops", process.pid, code)
             self._set_state(ActorState.STOPPED)
             return
         if self._restart_requested:
@@ -154,7 +160,7 @@ class GatewayProcess:
                 return  # the node does not start
         log.error("gateway (pid %s) exited with %s; restarting it", process.pid, code)
         await asyncio.sleep(RESTART_DELAY_S)
-        if not self._stopping:
+        if not (self._stopping or self.node_stopping):
             self.restarts += 1
             await self._spawn()
 

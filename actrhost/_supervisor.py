@@ -257,6 +257,8 @@ class Supervisor(ControlHandlers):
         """Begin a graceful shutdown; asked again (a second Ctrl-C), stop waiting for
         workers to finish and kill those still running."""
         now = time.monotonic()
+        if self.gateway is not None:
+            self.gateway.node_stopping = True
         if not self._shutdown.is_set():
             log.info("node %r: shutting down", self.config.node.name)
             self._shutdown_asked_at = now

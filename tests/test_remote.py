@@ -379,6 +379,24 @@ def test_sigkill_of_a_supervisor_with_a_gateway_leaves_nothing(node_factory):
     wait_until(lambda: not node.run_dir.exists(), 2.0, "the run dir to be removed")
 
 
+def test_a_sigterm_to_the_whole_process_group_stops_the_node_cleanly(node_factory):
+    # As systemd, `timeout` or `kill -TERM -PGID` stop it: every process gets the signal
+    # at once. The gateway, ending first, was "restarted" by the stopping supervisor, its
+    # heartbeat task logged a traceback, and so did the forkserver's exit (QA).
+    node = node_factory(
+        '[[actor]]\nname = "echo"\ntype = "test+Echo"\nhandler = "actors:Echo"\n'
+        "instances = 2\n",
+        '[signaling]\nurl = "embedded"\n',
+    )
+    time.sleep(1.0)  # heartbeats going
+    os.killpg(node.process.pid, signal.SIGTERM)
+    assert node.process.wait(20) == 0
+    log = node.log()
+    for trouble in ("ERROR", "Traceback", "restarting it", "Exception ignored"):
+        assert trouble not in log, log
+    wait_until(lambda: not node.run_dir.exists(), 10, "the run dir to be removed")
+
+
 def test_a_sigkilled_gateway_is_restarted_and_calls_work_again(node_factory, signaling_url):
     node_a, node_b = relay_and_echo_nodes(node_factory, signaling_url)
     forward = b"test+Echo test.Echo.Say again"

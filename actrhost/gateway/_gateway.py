@@ -26,7 +26,7 @@ from .. import _control as control
 from .._config import Config
 from .._directory import ActorState, Directory, gateway_streams_endpoint
 from .._envelope import StreamFrame
-from .._errors import ActrError, Unavailable
+from .._errors import ActrError, ClosedResourceError, Unavailable
 from .._ids import ActrId
 from .._linux import supervisor_gone
 from .._ring_readers import RingReaders
@@ -323,7 +323,7 @@ class Gateway(Nodes, Outbound, Inbound):
     async def _heartbeat_now(reg: Any) -> None:
         # Not at the next interval (seconds away): discovery should know at once. Without
         # a connection the next heartbeat after reconnecting carries it.
-        with contextlib.suppress(ActrError):
+        with contextlib.suppress(ActrError, ClosedResourceError):  # the latter: stopping
             await reg.heartbeat()
 
     def request_stop(self) -> None:

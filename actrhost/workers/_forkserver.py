@@ -59,11 +59,15 @@ def serve_from_argv(args: list[str]) -> int:
     try:
         return _start(fd, config_path, supervisor_pid)
     finally:
+        # Once: a second SIGTERM (the group's, then the death signal) must not interrupt
+        # this, nor the interpreter's exit ("Exception ignored in atexit callback").
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if control and supervisor_gone(supervisor_pid):
             remove_orphaned_run_dir(control, supervisor_pid)
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(1)
 
 
