@@ -384,8 +384,7 @@ def test_a_sigterm_to_the_whole_process_group_stops_the_node_cleanly(node_factor
     # at once. The gateway, ending first, was "restarted" by the stopping supervisor, its
     # heartbeat task logged a traceback, and so did the forkserver's exit (QA).
     node = node_factory(
-        '[[actor]]\nname = "echo"\ntype = "test+Echo"\nhandler = "actors:Echo"\n'
-        "instances = 2\n",
+        '[[actor]]\nname = "echo"\ntype = "test+Echo"\nhandler = "actors:Echo"\ninstances = 2\n',
         '[signaling]\nurl = "embedded"\n',
     )
     time.sleep(1.0)  # heartbeats going
