@@ -143,6 +143,11 @@ class SignalingServer:
         """Bind and start serving. Raises OSError when the address is taken."""
         if self._server is not None:
             raise RuntimeError(f"{self!r} already started")
+        if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+            # websockets logs each connection opened and closed at INFO: anyone who can
+            # reach the port could grow the (node's) log at will (QA: 200 half-open
+            # connections, 400 lines). Refusals and errors are ours to log.
+            logging.getLogger("websockets.server").setLevel(logging.WARNING)
         self._server = await serve(
             self._handle,
             self._host,
