@@ -70,6 +70,27 @@ _RANKING_NAMES = {
 }
 
 
+#: The counters :meth:`SignalingServer.stats` always has (docs/signaling.md, "Counters").
+COUNTERS = (
+    "connections_total",
+    "registrations",
+    "reregistrations_kept_id",
+    "unregistrations",
+    "pings",
+    "credential_renewals",
+    "discoveries",
+    "relays",
+    "presence_expired",
+    "actors_left_notices",
+    "malformed",
+    "unauthorized",
+    "forbidden",
+    "oversized_frames",
+    "slow_consumers_disconnected",
+    "envelopes",
+)
+
+
 class SignalingServer:
     """A signaling server bound to one address; use :func:`run_server` or start/stop.
 
@@ -199,7 +220,8 @@ class SignalingServer:
 
     def stats(self) -> dict[str, int]:
         """Counters (connections, actors, refusals, malformed envelopes, ...)."""
-        stats = dict(self._counters)
+        # Every counter, 0 where nothing happened (a missing one was a KeyError, QA).
+        stats = {name: self._counters[name] for name in COUNTERS}
         stats["actors"] = len(self._registry)
         stats["connections_open"] = len(self._connections)
         stats["schemas"] = len(self._schemas)
