@@ -14,6 +14,27 @@ __all__ = ["Connection"]
 log = logging.getLogger("actrhost.signaling._server")  # one logger for the server's lines
 
 
+#: The counters :meth:`SignalingServer.stats` always has (docs/signaling.md, "Counters").
+COUNTERS = (
+    "connections_total",
+    "registrations",
+    "reregistrations_kept_id",
+    "unregistrations",
+    "pings",
+    "credential_renewals",
+    "discoveries",
+    "relays",
+    "presence_expired",
+    "actors_left_notices",
+    "malformed",
+    "unauthorized",
+    "forbidden",
+    "oversized_frames",
+    "slow_consumers_disconnected",
+    "envelopes",
+)
+
+
 class Connection:
     """Server side of one WebSocket: its send queue, the actors registered on it, and
     the connections it exchanged relays with."""

@@ -35,7 +35,7 @@ from .._errors import (
 from .._ids import ActrId, ActrType, Realm
 from . import _wire as wire
 from ._acl import acl_allows
-from ._connection import Connection
+from ._connection import COUNTERS, Connection
 from ._credentials import KeysLike, load_keys
 from ._presence import ActorEntry, Registry, SerialAllocator
 from ._ranking import (
@@ -68,27 +68,6 @@ _RANKING_NAMES = {
     wire.RANKING_AVAILABILITY: AVAILABILITY,
     wire.RANKING_BACKLOG: MAILBOX_BACKLOG,
 }
-
-
-#: The counters :meth:`SignalingServer.stats` always has (docs/signaling.md, "Counters").
-COUNTERS = (
-    "connections_total",
-    "registrations",
-    "reregistrations_kept_id",
-    "unregistrations",
-    "pings",
-    "credential_renewals",
-    "discoveries",
-    "relays",
-    "presence_expired",
-    "actors_left_notices",
-    "malformed",
-    "unauthorized",
-    "forbidden",
-    "oversized_frames",
-    "slow_consumers_disconnected",
-    "envelopes",
-)
 
 
 class SignalingServer:
