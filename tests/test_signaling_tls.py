@@ -53,6 +53,27 @@ def test_a_client_that_does_not_trust_it_fails_at_once_saying_why(tls_server) ->
     assert "ca_file" in info.value.message
 
 
+def test_a_client_given_another_ca_says_that_one_did_not_verify(
+    tls_server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # It said to give a CA, as if none had been given (QA); and retrying, only at INFO.
+    server, _cert = tls_server
+    other = tmp_path / "other"
+    other.mkdir()
+    other_cert, _key = write_self_signed_certificate(other)
+
+    async def go() -> None:
+        async with SignalingClient(server.url, connect_timeout_s=10, ca_file=other_cert):
+            pass
+
+    with pytest.raises(Unavailable) as info, caplog.at_level("INFO"):
+        asyncio.run(go())
+    assert f"it does not chain to the CA in {other_cert}" in info.value.message
+    assert any(
+        r.levelname == "WARNING" and "connect failed" in r.getMessage() for r in caplog.records
+    )
+
+
 def test_a_scheme_that_does_not_match_the_server_is_named(tls_server) -> None:
     tls, _cert = tls_server
 

@@ -41,7 +41,7 @@ from .._ids import ActrId, ActrType
 from . import _wire as wire
 from ._acl import AclRule
 from ._registration import Registration
-from ._tls import client_context, connect_error_text
+from ._tls import certificate_error, client_context, connect_error_text
 from ._types import Availability, RelayMessage
 
 __all__ = ["ConnectionState", "Registration", "SignalingClient"]
@@ -119,6 +119,7 @@ class SignalingClient:
         self.url = url
         # wss://: the server's certificate must chain to ca_file's, else the system's CAs.
         tls = client_context(url, ca_file)
+        self._ca_file = os.fspath(ca_file) if ca_file is not None else None
         # websockets takes ssl only for wss:// (with ws:// it raises, even for None).
         self._tls_option: dict[str, Any] = {"ssl": tls} if tls is not None else {}
         self._on_relay = on_relay
@@ -365,6 +366,7 @@ class SignalingClient:
     async def _run(self) -> None:
         """Connect, re-register, read; on loss back off and do it again, until closed."""
         delay = self._reconnect_min_s
+        failures = 0  # connect attempts failed since the last connection
         while self._state is not ConnectionState.CLOSED:
             self._set_state(ConnectionState.CONNECTING)
             try:
@@ -383,19 +385,25 @@ class SignalingClient:
                     self._set_state(ConnectionState.FAILED)
                     self._resolve_first(Unavailable(f"invalid signaling url {self.url!r}"))
                     return
+                certificate = isinstance(exc, ssl.SSLCertVerificationError)
                 if isinstance(exc, ssl.SSLCertVerificationError):
                     # Retrying will not change the certificate: say why now (a later
                     # reconnect keeps trying, in case the server's certificate is renewed).
-                    self._resolve_first(
-                        Unavailable(
-                            f"the certificate of signaling server {self.url} failed "
-                            f"verification: {exc.verify_message} (for a self-signed or "
-                            "private-CA certificate, give its CA: [signaling] ca_file, "
-                            "or --ca-file)"
-                        )
-                    )
+                    self._resolve_first(certificate_error(self.url, exc, self._ca_file))
                 self._last_connect_error = connect_error_text(self.url, exc)
-                log.info("%r: connect failed (%s); retrying in %.2f s", self, exc, delay)
+                failures += 1
+                # One failure is routine (a server restarting); a lasting one, or a
+                # certificate that does not verify, is for the operator to see (QA: at
+                # INFO every 5 s, forever).
+                lasting = failures == 3 or failures % 20 == 0 or (certificate and failures == 1)
+                log.log(
+                    logging.WARNING if lasting else logging.INFO,
+                    "%r: connect failed (%s, %d time(s) in a row); retrying in %.2f s",
+                    self,
+                    exc,
+                    failures,
+                    delay,
+                )
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, self._reconnect_max_s)
                 continue
@@ -404,6 +412,7 @@ class SignalingClient:
             try:
                 await self._register_all(ws)
                 self._set_state(ConnectionState.CONNECTED)
+                failures = 0
                 self._ready.set()
                 self._resolve_first(None)
                 if self._on_connected is not None:

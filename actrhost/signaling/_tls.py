@@ -14,7 +14,7 @@ import ssl
 
 from websockets.exceptions import InvalidHandshake
 
-from .._errors import ConfigError
+from .._errors import ConfigError, Unavailable
 
 __all__ = ["client_context", "connect_error_text", "server_context"]
 
@@ -59,6 +59,23 @@ def client_context(url: str, ca_file: PathLike | None = None) -> ssl.SSLContext 
     if not url.startswith("wss://"):
         return None
     return ssl.create_default_context(cafile=os.fspath(ca_file) if ca_file else None)
+
+
+def certificate_error(
+    url: str, exc: ssl.SSLCertVerificationError, ca_file: str | None
+) -> Unavailable:
+    """The error of a server certificate that did not verify, with what to do: give
+    its CA, or (one was given) that it is not the one (QA: the hint said to give one)."""
+    hint = (
+        f"it does not chain to the CA in {ca_file} ([signaling] ca_file, --ca-file)"
+        if ca_file
+        else "for a self-signed or private-CA certificate, give its CA: [signaling] "
+        "ca_file, or --ca-file"
+    )
+    return Unavailable(
+        f"the certificate of signaling server {url} failed verification: "
+        f"{exc.verify_message} ({hint})"
+    )
 
 
 def connect_error_text(url: str, exc: BaseException) -> str:
