@@ -206,7 +206,9 @@ def cmd_call(args: argparse.Namespace) -> int:
         payload = _payload_from_args(args)
 
     async def run() -> int:
-        async with connect(args.config) as shell:
+        shell = connect(args.config)
+        shell.attach_timeout_s = min(shell.attach_timeout_s, args.timeout)  # all of it
+        async with shell:
             if args.tell:
                 await shell.tell(args.target, args.route_key, payload)
                 return EXIT_OK
@@ -300,6 +302,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     from ._connect import connect
 
     shell = connect(args.config)  # knows the node's run directory (Shell.run_dir)
+    shell.attach_timeout_s = min(shell.attach_timeout_s, args.timeout)
     run_dir = shell.run_dir
     started = time.monotonic()
 

@@ -127,6 +127,9 @@ class Shell(ShellStreams):
         self._closed = False
         self._node_gone: Unavailable | None = None  # see _watch_node
         self._supervisor_pid = 0  # read at attach
+        #: How long ``open()`` waits for the node to answer its attach (the CLI sets its
+        #: ``--timeout`` when shorter).
+        self.attach_timeout_s = ATTACH_TIMEOUT_S
         self._attaching: asyncio.Task[None] | None = None  # see _send_attach
 
     def __repr__(self) -> str:
@@ -195,7 +198,9 @@ class Shell(ShellStreams):
         # file kept its last process from removing the run dir).
         self._watch_supervisor()
         try:
-            reply = await self._request(control.ATTACH, ATTACH_TIMEOUT_S, **self._attach_fields())
+            reply = await self._request(
+                control.ATTACH, self.attach_timeout_s, **self._attach_fields()
+            )
         except BaseException:
             await self.aclose()
             raise
@@ -320,7 +325,15 @@ class Shell(ShellStreams):
             async with asyncio.timeout(timeout_s):
                 return await future
         except (TimeoutError, zmq.ZMQError):
-            raise Unavailable(f"no node answered at {self.control_endpoint}") from None
+            why = ""
+            if self._supervisor_pid and not process_gone(self._supervisor_pid):
+                # Alive, yet silent: say so (QA: "no node answered" sent users looking
+                # for a node that was there, stopped with SIGSTOP or busy).
+                why = (
+                    f" within {timeout_s:g} s: its supervisor (pid {self._supervisor_pid}) "
+                    "runs but does not answer (stopped, or too busy?)"
+                )
+            raise Unavailable(f"no node answered at {self.control_endpoint}{why}") from None
         finally:
             self._replies.pop(req, None)
 

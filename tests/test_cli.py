@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -402,6 +403,22 @@ def test_wait_fails_at_once_when_the_node_dies_while_starting(node_factory):
     # The orphaned worker notices its supervisor's death and clears up (under load this
     # takes longer than the 5 s the fixture's teardown waits).
     wait_until(lambda: not node.run_dir.exists(), 30, "the run dir to be removed")
+
+
+def test_a_node_that_does_not_answer_is_named_within_the_commands_timeout(node_factory):
+    # With its supervisor stopped (SIGSTOP), `call --timeout 1` took 5.9 s and said only
+    # "no node answered" (QA).
+    node = node_factory(ECHO)
+    os.kill(node.process.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        result = actrhost("call", str(node.config_path), "echo", "test.Echo.Say", "--timeout", "1")
+        took = time.monotonic() - started
+    finally:
+        os.kill(node.process.pid, signal.SIGCONT)
+    assert result.returncode == 1
+    assert f"its supervisor (pid {node.process.pid}) runs but does not answer" in result.stderr
+    assert took < 4.0, took
 
 
 def test_wait_names_the_instances_it_waited_for(node_factory):
