@@ -26,7 +26,7 @@ from ._args import UsageError, spec_from_args, usage_exit
 from ._generator import worker_main
 from ._progress import Progress
 from ._report import build_result, format_report
-from ._spec import TELL, LoadSpec, WorkerPlan, split, timeline_interval_s
+from ._spec import CALL, LoadSpec, WorkerPlan, split, timeline_interval_s
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -175,11 +175,16 @@ async def _remote_target(shell: Any, target: str) -> Any:
 
 
 def _served(status: dict[str, Any]) -> tuple[int, int]:
+    """What the node's actors handled, and what waits in their mailboxes; with the frames
+    its gateway sent to other nodes added to the first (they move while it drains)."""
     served = backlog = 0
     for actor in status.get("actors", []):
         stats = actor.get("stats") or {}
         served += stats.get("tells_served", 0) + stats.get("errors", 0)
         backlog += stats.get("mailbox_depth", 0)
+    gateway = (status.get("gateway") or {}).get("stats") or {}
+    for node in (gateway.get("remote_nodes") or {}).values():
+        served += sum(lane.get("frames_out", 0) for lane in (node.get("lanes") or {}).values())
     return served, backlog
 
 
@@ -188,10 +193,12 @@ async def _sample_after(spec: LoadSpec, before: dict[str, Any]) -> dict[str, Any
 
     async with connect(spec.config) as shell:
         status = await shell.status()
-        if spec.mode != TELL:
+        if spec.mode == CALL:
             return status
-        # A tell returns once queued: give the node a moment to work through its mailboxes,
-        # so "served" compares with "sent". Stop when nothing is queued and nothing moves.
+        # A tell or chunk is sent once queued: give the node a moment to work through its
+        # mailboxes, and its gateway through its link's queues (the link table showed 6
+        # of 50 chunks, QA), so "served" compares with "sent". Stop when nothing is
+        # queued and nothing moves.
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         last = _served(status)
         while time.monotonic() < deadline:
