@@ -14,6 +14,7 @@ import pytest
 
 pytest.importorskip("aiortc")
 
+from actrhost import Unavailable
 from actrhost.gateway._testing import HarnessNode, LoopRunner, start_nodes
 from actrhost.signaling._testing import ServerProcess, pick_port
 
@@ -112,3 +113,31 @@ def test_force_relay_goes_through_turn(tmp_path: Path, turn: tuple[int, Path]) -
     # Both gateways allocated a relay and bound a channel to the other's relay address.
     assert log.count("ALLOCATE processed, success") >= 2, log[-2000:]
     assert "CHANNEL_BIND processed, success" in log or "CREATE_PERMISSION processed" in log
+
+
+def test_a_refused_turn_credential_is_named(tmp_path: Path, turn: tuple[int, Path]) -> None:
+    # It said to set ice_host_addresses, which force_relay does not use (QA).
+    port, _turn_log = turn
+    webrtc = (
+        f'turn_urls = [{{ url = "turn:127.0.0.1:{port}?transport=udp", username = "actr", '
+        'credential = "wrong" }]\n'
+        'force_relay = true\nice_host_addresses = ["127.0.0.1"]\nconnect_timeout_s = 4.0'
+    )
+    runner = LoopRunner()
+    with ServerProcess() as server:
+        a = HarnessNode(tmp_path / "a", server.url, [("client", "t+C")], webrtc_toml=webrtc)
+        b = HarnessNode(tmp_path / "b", server.url, [("echo", "t+E")], webrtc_toml=webrtc)
+        try:
+            runner.run(start_nodes(a, b))
+            with pytest.raises(Unavailable) as info:
+                runner.run(a.call("client", b.ids["echo"], "echo", b"relayed", timeout_s=10))
+            # The node that was to offer says why (the other waited for its offer).
+            errors = [info.value.message]
+            for node in (a, b):
+                for remote in runner.run(node.stats())["remote_nodes"].values():
+                    errors.append(remote.get("connection", {}).get("error", ""))
+            assert any("turn_username and turn_credential" in e for e in errors), errors
+        finally:
+            runner.run(a.stop())
+            runner.run(b.stop())
+            runner.close()

@@ -273,13 +273,19 @@ class PeerConnection(Sending):
 
     def _check_candidates(self, pc: RTCPeerConnection) -> None:
         if local_candidate_count(pc) == 0:
-            relay = (
-                " (force_relay: is the TURN server reachable?)" if self._webrtc.force_relay else ""
-            )
-            self.fail(
-                "no local ICE candidates: set [webrtc] ice_host_addresses to addresses of "
-                f"this host{relay}"
-            )
+            if self._webrtc.force_relay:
+                # A refused credential looks the same from here as an unreachable server
+                # (it named only the host addresses, which force_relay does not use, QA).
+                why = (
+                    "no relay candidate from the TURN servers (force_relay): are they "
+                    "reachable, and are [webrtc] turn_username and turn_credential right?"
+                )
+            else:
+                why = (
+                    "no local ICE candidates: set [webrtc] ice_host_addresses to addresses "
+                    "of this host"
+                )
+            self.fail(why)
 
     async def _connect_watchdog(self) -> None:
         await asyncio.sleep(self.tuning.connect_timeout_s)
