@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -82,10 +83,13 @@ def test_actors_on_two_nodes_discover_call_and_tell_each_other(node_factory, sig
             who = await shell_a.call(
                 "relay", "test.Relay.Forward", b"test+Echo test.Echo.Whoami x", timeout=10
             )
-            self_id, caller, *_ = who.decode().split("|")
+            self_id, caller, request_id, *_ = who.decode().split("|")
             assert ActrId.parse(self_id) == echo_id
             relay_id = (await shell_a.actors())[0].actr_id
             assert ActrId.parse(caller) == relay_id
+            # The callee's request id starts with the caller's (it was "g3" alone, QA);
+            # each gateway adds its own part (/o, /g), which keeps it unique there.
+            assert re.fullmatch(r"[0-9a-f]+-\d+/o\d+/g\d+", request_id), request_id
             # A Shell on A reaches B's actor by id, or by type through signaling; errors
             # keep code and message.
             assert await shell_a.call(echo_id, "test.Echo.Say", b"direct", timeout=10) == b"direct"

@@ -324,7 +324,9 @@ class Inbound(Trust):
             env.timeout_ms = remaining_ms
         if is_request:
             self.counters.calls_in += 1
-            local_id = f"g{next(self._in_ids)}"
+            # Ours (two nodes may use the same ids), with the caller's in front: the
+            # callee's ctx.request_id then matches the caller's logs (QA: "g3" alone).
+            local_id = f"{env.request_id}/g{next(self._in_ids)}"
             expires_s = env.timeout_ms / 1000 if env.timeout_ms else NO_DEADLINE_S
             timer = self._loop.call_later(expires_s + 0.5, self._pending_in.pop, local_id, None)
             self._pending_in[local_id] = _InCall(pc, env.request_id, lane, timer, env.target)

@@ -185,8 +185,9 @@ class Outbound:
         out_id = ""
         if is_request:
             # Our own id on the wire: callers' ids are unique per node only by convention,
-            # and answers from other nodes are matched on it.
-            out_id = f"o{next(self._out_ids)}"
+            # and answers from other nodes are matched on it. The caller's goes in front,
+            # so that the callee's ctx.request_id matches the caller's logs.
+            out_id = f"{env.request_id}/o{next(self._out_ids)}"
             expires_s = env.timeout_ms / 1000 if env.timeout_ms else NO_DEADLINE_S
             timer = self._loop.call_later(expires_s + 0.5, self._expire_out, out_id)
             self._pending_out[out_id] = _OutCall(routing_id, env.request_id, timer)
