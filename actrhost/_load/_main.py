@@ -40,6 +40,9 @@ FINISH_GRACE_S = 5.0
 #: Tells are only queued when sent: wait at most this long for the node to work through
 #: them before sampling its counters.
 SETTLE_TIMEOUT_S = 5.0
+#: Checks 0.1 s apart that must see nothing queued and nothing moving: what waits in a
+#: socket the gateway is not reading yet (its link is full) shows in no counter.
+SETTLED_CHECKS = 3
 
 
 class LoadFailed(Exception):
@@ -185,6 +188,8 @@ def _served(status: dict[str, Any]) -> tuple[int, int]:
     gateway = (status.get("gateway") or {}).get("stats") or {}
     for node in (gateway.get("remote_nodes") or {}).values():
         served += sum(lane.get("frames_out", 0) for lane in (node.get("lanes") or {}).values())
+        link = node.get("connection") or {}
+        backlog += link.get("queued_bytes", 0) + link.get("stream_inflight_bytes", 0)
     return served, backlog
 
 
@@ -201,12 +206,12 @@ async def _sample_after(spec: LoadSpec, before: dict[str, Any]) -> dict[str, Any
         # queued and nothing moves.
         deadline = time.monotonic() + SETTLE_TIMEOUT_S
         last = _served(status)
-        while time.monotonic() < deadline:
+        quiet = 0  # checks in a row with nothing queued and nothing moving
+        while time.monotonic() < deadline and quiet < SETTLED_CHECKS:
             await asyncio.sleep(0.1)
             status = await shell.status()
             now = _served(status)
-            if now[1] == 0 and now[0] == last[0]:
-                break
+            quiet = quiet + 1 if now[1] == 0 and now[0] == last[0] else 0
             last = now
         return status
 
