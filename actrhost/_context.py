@@ -242,7 +242,9 @@ class Context:
         )
 
     async def discover(self, actr_type: ActrType | str) -> ActrId:
-        """An instance of ``actr_type``: local instances first, round-robin among them.
+        """An instance of ``actr_type``: local instances first, round-robin among them;
+        else, through signaling, the best ranked on other nodes (compatible, available,
+        the shortest mailbox backlog; ties at random, so equal ones share the load).
 
         Raises ``NotFound`` when no instance is known.
         """
