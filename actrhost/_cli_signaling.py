@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ._errors import ActrError, ConfigError, Unavailable
+from ._errors import ActrError, ConfigError
 
 #: The actor type the CLI registers as while it asks a signaling server something.
 CLI_ACTR_TYPE = "actrhost+Cli"
@@ -22,7 +23,9 @@ def cmd_signal(args: argparse.Namespace) -> int:
         serve_from_args(args)
     except OSError as exc:  # the address is taken or not this host's; a file not written
         what = f"write {args.new_key_file}" if args.new_key_file else f"listen on {args.listen}"
-        raise Unavailable(f"cannot {what}: {exc.strerror or exc}") from None
+        # A local failure: no wire code in it (it said "503 Unavailable", QA).
+        print(f"actrhost: signal: cannot {what}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     return 0
 
 
