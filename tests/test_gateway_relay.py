@@ -3,6 +3,7 @@ real coturn the test starts on loopback (skipped with the reason when coturn is 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -86,12 +87,17 @@ def turn(tmp_path: Path) -> Iterator[tuple[int, Path]]:
             proc.wait(5)
 
 
-def test_force_relay_goes_through_turn(tmp_path: Path, turn: tuple[int, Path]) -> None:
-    port, turn_log = turn
+@contextlib.contextmanager
+def relayed_pair(
+    tmp_path: Path, port: int, credential: str, connect_timeout_s: float
+) -> Iterator[tuple[LoopRunner, HarnessNode, HarnessNode]]:
+    """Node A (a client) and node B (an echo), started, that may only use relay
+    candidates of the TURN server on ``port``, with ``credential``; stopped after."""
     webrtc = (
         f'turn_urls = [{{ url = "turn:127.0.0.1:{port}?transport=udp", username = "actr", '
-        'credential = "relaypass" }]\n'
-        'force_relay = true\nice_host_addresses = ["127.0.0.1"]\nconnect_timeout_s = 8.0'
+        f'credential = "{credential}" }}]\n'
+        'force_relay = true\nice_host_addresses = ["127.0.0.1"]\n'
+        f"connect_timeout_s = {connect_timeout_s}"
     )
     runner = LoopRunner()
     with ServerProcess() as server:
@@ -99,16 +105,22 @@ def test_force_relay_goes_through_turn(tmp_path: Path, turn: tuple[int, Path]) -
         b = HarnessNode(tmp_path / "b", server.url, [("echo", "t+E")], webrtc_toml=webrtc)
         try:
             runner.run(start_nodes(a, b))
-            assert runner.run(a.call("client", b.ids["echo"], "echo", b"relayed")) == b"relayed"
-            big = bytes(300_000)
-            assert runner.run(a.call("client", b.ids["echo"], "echo", big)) == big
-            for node in (a, b):
-                (remote,) = runner.run(node.stats())["remote_nodes"].values()
-                assert remote["candidate_type"] == "relay", remote
+            yield runner, a, b
         finally:
             runner.run(a.stop())
             runner.run(b.stop())
             runner.close()
+
+
+def test_force_relay_goes_through_turn(tmp_path: Path, turn: tuple[int, Path]) -> None:
+    port, turn_log = turn
+    with relayed_pair(tmp_path, port, "relaypass", 8.0) as (runner, a, b):
+        assert runner.run(a.call("client", b.ids["echo"], "echo", b"relayed")) == b"relayed"
+        big = bytes(300_000)
+        assert runner.run(a.call("client", b.ids["echo"], "echo", big)) == big
+        for node in (a, b):
+            (remote,) = runner.run(node.stats())["remote_nodes"].values()
+            assert remote["candidate_type"] == "relay", remote
     log = turn_log.read_text(errors="replace")
     # Both gateways allocated a relay and bound a channel to the other's relay address.
     assert log.count("ALLOCATE processed, success") >= 2, log[-2000:]
@@ -118,26 +130,12 @@ def test_force_relay_goes_through_turn(tmp_path: Path, turn: tuple[int, Path]) -
 def test_a_refused_turn_credential_is_named(tmp_path: Path, turn: tuple[int, Path]) -> None:
     # It said to set ice_host_addresses, which force_relay does not use (QA).
     port, _turn_log = turn
-    webrtc = (
-        f'turn_urls = [{{ url = "turn:127.0.0.1:{port}?transport=udp", username = "actr", '
-        'credential = "wrong" }]\n'
-        'force_relay = true\nice_host_addresses = ["127.0.0.1"]\nconnect_timeout_s = 4.0'
-    )
-    runner = LoopRunner()
-    with ServerProcess() as server:
-        a = HarnessNode(tmp_path / "a", server.url, [("client", "t+C")], webrtc_toml=webrtc)
-        b = HarnessNode(tmp_path / "b", server.url, [("echo", "t+E")], webrtc_toml=webrtc)
-        try:
-            runner.run(start_nodes(a, b))
-            with pytest.raises(Unavailable) as info:
-                runner.run(a.call("client", b.ids["echo"], "echo", b"relayed", timeout_s=10))
-            # The node that was to offer says why (the other waited for its offer).
-            errors = [info.value.message]
-            for node in (a, b):
-                for remote in runner.run(node.stats())["remote_nodes"].values():
-                    errors.append(remote.get("connection", {}).get("error", ""))
-            assert any("turn_username and turn_credential" in e for e in errors), errors
-        finally:
-            runner.run(a.stop())
-            runner.run(b.stop())
-            runner.close()
+    with relayed_pair(tmp_path, port, "wrong", 4.0) as (runner, a, b):
+        with pytest.raises(Unavailable) as info:
+            runner.run(a.call("client", b.ids["echo"], "echo", b"relayed", timeout_s=10))
+        # The node that was to offer says why (the other waited for its offer).
+        errors = [info.value.message]
+        for node in (a, b):
+            for remote in runner.run(node.stats())["remote_nodes"].values():
+                errors.append(remote.get("connection", {}).get("error", ""))
+        assert any("turn_username and turn_credential" in e for e in errors), errors
