@@ -179,6 +179,23 @@ def _mark(text: str) -> None:
             f.write(text + "\n")
 
 
+class SlowWork(Actor):
+    """Handles each tell and stream chunk in 5 ms, marking it: a backlog builds up."""
+
+    async def on_start(self, ctx: Context) -> None:
+        await ctx.register_stream("s", self.chunk)
+
+    async def chunk(self, chunk: DataStream, sender: ActrId | None) -> None:
+        await asyncio.sleep(0.005)
+        _mark(f"chunk {chunk.sequence}")
+
+    @rpc("test.Slow.Note")
+    async def note(self, ctx: Context, request: bytes) -> bytes:
+        await asyncio.sleep(0.005)
+        _mark(f"tell {request.decode()}")
+        return b""
+
+
 class StuckStart(Echo):
     """An on_start that takes a minute, marking whether it ended by cancellation."""
 

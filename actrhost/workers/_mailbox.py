@@ -135,13 +135,17 @@ class Mailbox:
             self._running.discard(holder[0])
             self._pump()
 
-    def drop_queued(self) -> list[Item]:
-        """Remove and return every queued item, signal lane first (used when stopping)."""
-        items = list(self._signal) + list(self._reliable)
-        self._signal.clear()
-        self._reliable.clear()
+    def drop_queued(self, which: Callable[[Item], bool] | None = None) -> list[Item]:
+        """Remove and return the queued items ``which`` selects (all by default), signal
+        lane first (used when stopping)."""
+        taken: list[Item] = []
+        for lane in (self._signal, self._reliable):
+            kept = [item for item in lane if which is not None and not which(item)]
+            taken += [item for item in lane if which is None or which(item)]
+            lane.clear()
+            lane.extend(kept)
         self._pump()
-        return items
+        return taken
 
     async def wait_idle(self, timeout_s: float) -> bool:
         """Wait until nothing is queued or running; False if ``timeout_s`` passed first."""

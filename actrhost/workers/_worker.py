@@ -66,6 +66,11 @@ ORPHAN_GRACE_S = 0.5
 NO_ROUTE_LISTED = 20
 
 
+def _is_request(item: Any) -> bool:
+    """A queued mailbox item (envelope, routing id, …) that is a request."""
+    return bool(item[0].direction == REQUEST)
+
+
 @dataclass
 class WorkerCounters:
     """Per-actor counters reported to ``actrhost status``."""
@@ -264,28 +269,39 @@ class Worker(Outbound):
     async def _teardown(self) -> None:
         self._accepting = False
         self._set_state(ActorState.STOPPING)
-        for env, routing_id, *_rest in self.mailbox.drop_queued():
-            if env.direction == REQUEST:
-                self._reply_error(env, routing_id, Unavailable(f"actor {self.self_id} is stopping"))
+        # Queued requests are refused at once (callers by type find another instance, or
+        # retry); queued tells and stream chunks are handled within the grace: a graceful
+        # stop handles what it accepted (a rolling restart dropped them uncounted, QA).
+        for env, routing_id, *_rest in self.mailbox.drop_queued(_is_request):
+            self._reply_error(env, routing_id, Unavailable(f"actor {self.self_id} is stopping"))
         grace = self.config.node.shutdown_grace_s
         if self._orphaned:
             # Stopping because the supervisor died (it took the whole grace until
             # 2026-12-03: the check below only caught a death during the stop, QA).
             grace = min(grace, ORPHAN_GRACE_S)
         deadline = self._loop.time() + grace
-        while not await self.mailbox.wait_idle(
-            min(PARENT_CHECK_S, max(0.0, deadline - self._loop.time()))
-        ):
+        while True:
+            idle = await self.mailbox.wait_idle(
+                min(PARENT_CHECK_S, max(0.0, deadline - self._loop.time()))
+            )
+            if idle and not self.streams_in.backlog:
+                break
             if not self._orphaned and self._parent_gone():
                 # Nobody waits for an orderly stop any more: keep it short.
                 self._orphaned = True
                 grace = ORPHAN_GRACE_S
                 deadline = min(deadline, self._loop.time() + grace)
             if self._loop.time() >= deadline:
-                log.warning("%r: handlers still running after %.1fs; cancelling them", self, grace)
-                self.mailbox.cancel_running()
-                await self.mailbox.wait_idle(1.0)
+                self._drop_at_stop(grace)
+                if self.mailbox.running:
+                    log.warning(
+                        "%r: handlers still running after %.1fs; cancelling them", self, grace
+                    )
+                    self.mailbox.cancel_running()
+                    await self.mailbox.wait_idle(1.0)
                 break
+            if idle:
+                await asyncio.sleep(0.02)  # stream callbacks still at work
         try:
             await asyncio.wait_for(self.actor.on_stop(Context(self)), grace)
         except TimeoutError:
@@ -293,6 +309,23 @@ class Worker(Outbound):
         except Exception:
             log.exception("%r: on_stop failed", self)
         self._set_state(ActorState.STOPPED)
+
+    def _drop_at_stop(self, grace: float) -> None:
+        """The grace is over: what is still queued is dropped, counted and said (the
+        worker's counters go with its process; the log line stays)."""
+        tells = len(self.mailbox.drop_queued())
+        chunks = self.streams_in.backlog
+        self.counters.tells_dropped += tells
+        self.streams_in.counters.not_running += chunks
+        if tells or chunks:
+            log.warning(
+                "%r: stopping after %.1fs with %d tell(s) and %d stream chunk(s) still "
+                "queued: dropped",
+                self,
+                grace,
+                tells,
+                chunks,
+            )
 
     def request_stop(self, *, orphaned: bool = False) -> None:
         """Begin a graceful stop (from the supervisor, SIGTERM, or the parent's death)."""
