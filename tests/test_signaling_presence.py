@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,6 +153,28 @@ def test_connection_drop_reconnects_keeping_ids(server: ServerProcess) -> None:
 
     run(main())
     assert connected == [True, True]
+
+
+def test_heartbeats_without_answer_make_the_client_connect_anew() -> None:
+    # A server (or path) that stops answering kept the client on its dead connection
+    # until TCP gave up: traffic came back ≈ 10 s after a 20 s outage (QA).
+    with ServerProcess(heartbeat_interval=HEARTBEAT_S) as server:
+
+        async def main() -> None:
+            async with SignalingClient(server.url, request_timeout_s=0.5) as client:
+                reg = await client.register("mute+Svc", 76)
+                assert server.proc is not None
+                server.proc.send_signal(signal.SIGSTOP)  # silent, the connection intact
+                try:
+                    async with asyncio.timeout(10):
+                        while client.reconnects == 0:
+                            await asyncio.sleep(0.05)
+                finally:
+                    server.proc.send_signal(signal.SIGCONT)
+                await _wait_reconnected(client, 1)
+                assert (await reg.discover("mute+Svc")) is not None
+
+        run(main())
 
 
 def test_server_restart_with_same_keys_keeps_ids(tmp_path: Path) -> None:
