@@ -202,10 +202,14 @@ def test_an_unreachable_node_is_forgotten_after_the_reconnect_window(tmp_path: P
         assert b.process is not None
         os.kill(b.process.pid, signal.SIGSTOP)
         try:
+            for n in range(5):  # they wait for a connection that never comes back
+                runner.run(a.tell("a1", b.ids["b1"], "echo", b"%d" % n))
             runner.run(until_forgotten(a, b_node, within_s=15), timeout_s=20)
         finally:
             os.kill(b.process.pid, signal.SIGCONT)
         assert "gave up reconnecting" in a.log_text()
+        # Its counters are gone with it: the log says what was dropped (QA).
+        assert "tell(s) and stream chunk(s) that waited for it are dropped" in a.log_text()
 
 
 def test_a_dead_gateway_is_noticed_through_signaling_before_the_keepalive(

@@ -117,6 +117,7 @@ class Gateway(Nodes, Outbound, Inbound):
         self._locating: dict[ActrId, _Locate] = {}
         self._not_found: dict[ActrId, tuple[float, ActrError]] = {}
         self._missing_drops = 0  # times frames for an actor nobody hosts were dropped
+        self._failed_call_reports = 0  # connections that failed with calls pending
         self._pending_out: dict[str, _OutCall] = {}
         self._pending_in: dict[str, _InCall] = {}
         self._parked: dict[ActrId, deque[Parked]] = {}

@@ -17,6 +17,7 @@ from aiortc import RTCCertificate
 from .._config import Config
 from .._errors import ActrError, NotFound, PermissionDenied, Unavailable
 from .._ids import ActrId
+from .._rpc import worth_logging
 from ..signaling import RelayMessage, RoleAssignment, RoleNegotiation, SdpAnswer, SdpOffer
 from ._counters import GatewayCounters
 from ._identity import sdp_proves_node
@@ -51,6 +52,7 @@ class Nodes:
     _spawn: Callable[[Any], None]
     _fail_out: Callable[[str, ActrError], None]
     _introduced: Callable[[str, ActrId], None]
+    _failed_call_reports: int  # connections that failed with calls pending
 
     def _remote(self, node_id: str) -> RemoteNode:
         node = self._nodes.get(node_id)
@@ -167,13 +169,18 @@ class Nodes:
         for local_id in [lid for lid, call in self._pending_in.items() if call.pc is pc]:
             self._pending_in.pop(local_id).timer.cancel()
         if failed:
-            log.info(
-                "%r: failed %d pending calls to node %s: %s",
-                self,
-                len(failed),
-                node.node_id,
-                reason,
-            )
+            self._failed_call_reports += 1
+            # Each reconnect attempt with calls waiting fails them: budgeted (QA: a line
+            # every 0.2 s while the other node's actors were not registered).
+            if worth_logging(self._failed_call_reports):
+                log.info(
+                    "%r: failed %d pending calls to node %s: %s (#%d)",
+                    self,
+                    len(failed),
+                    node.node_id,
+                    reason,
+                    self._failed_call_reports,
+                )
 
     async def _on_relay(self, message: RelayMessage) -> None:
         parsed = parse_session(message.session_id)
