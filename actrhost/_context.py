@@ -279,7 +279,10 @@ class Context:
         """Send one chunk; the payload may be bytes, a memoryview or a numpy array.
 
         STREAM_RELIABLE waits (at most ``timeout``, and never past this context's deadline)
-        while the receiver is behind, then raises ``DeadlineExceeded``; nothing is lost.
+        while the receiver is behind, then raises ``DeadlineExceeded``; nothing is lost
+        while both ends live (chunks accepted for a receiver that dies, a node given up
+        on after the reconnect window, or a gateway restart can be: docs/gateway.md,
+        limits).
         STREAM_LATENCY_FIRST never waits: returns False when the chunk was dropped here
         (no room in the ring or the socket to the receiver, ``dropped_sender``). One
         dropped further on returned True and is counted where it was dropped: by the
