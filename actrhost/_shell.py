@@ -374,6 +374,9 @@ class Shell(ShellStreams):
             except Unavailable:
                 remaining = deadline - self._loop.time()
                 if remaining <= 0 or not self.directory.starting(target_key(target)):
+                    # Once through the loop first: a caller retrying at once on 503 never
+                    # let the directory update in that brings the instance back (QA).
+                    await asyncio.sleep(0)
                     raise
                 changed = self._directory_changed
                 with contextlib.suppress(TimeoutError):

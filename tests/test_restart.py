@@ -105,6 +105,30 @@ def test_restart_runs_the_new_code_one_instance_at_a_time(versioned_node):
     assert "versioned#1: running again" in node.log()
 
 
+def test_a_caller_that_retries_at_once_sees_the_instance_come_back(versioned_node):
+    # A Shell call by id to a stopping instance failed without a turn of the loop: a
+    # loop retrying at once on 503 never took the directory update that brings the
+    # instance back (QA: 463,955 failed calls, the instance running again meanwhile).
+    node, _module = versioned_node
+    (target, _other) = [i.actr_id for i in node.actors() if i.name == "versioned"]
+
+    async def retry_through_a_restart() -> int:
+        async with actrhost.connect(node.config_path) as shell:
+            with actrhost_in_background("restart", str(node.config_path), "versioned"):
+                failed = 0
+                started = time.monotonic()
+                while time.monotonic() - started < 20:  # no sleep between tries
+                    try:
+                        await shell.call(target, "test.Versioned.Version", b"", timeout=5)
+                        if failed:
+                            return failed
+                    except actrhost.Unavailable:
+                        failed += 1
+                raise AssertionError(f"still failing after 20 s ({failed} tries)")
+
+    assert run(retry_through_a_restart(), 60) > 0
+
+
 def test_restart_with_code_that_does_not_import_restarts_nothing(versioned_node):
     node, module = versioned_node
     before = {i.actr_id: i.pid for i in node.actors()}

@@ -64,7 +64,13 @@ class Outbound:
                 except TimeoutError:
                     break
                 entry = self.directory.get(entry.actr_id)
-            return self._resolve(dest, route_key)
+            try:
+                return self._resolve(dest, route_key)
+            except Unavailable:
+                # Once through the loop first: an actor retrying at once on 503 never
+                # let the directory update in that brings the instance back (QA).
+                await asyncio.sleep(0)
+                raise
 
     def _resolve(self, dest: Dest, route_key: str) -> tuple[str, ActrId | None]:
         if dest.kind == "actor":
