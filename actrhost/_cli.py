@@ -346,6 +346,13 @@ def cmd_restart(args: argparse.Namespace) -> int:
         restarted = asyncio.run(run())
     except ActrError as exc:
         return _fail(f"restart: {exc.message}", EXIT_FAILURE)
+    except KeyboardInterrupt:
+        # Only this command stops: say so (it exited 130 without a word, QA).
+        return _fail(
+            "restart: interrupted; the restart goes on in the node (`actrhost status` "
+            "shows where it is)",
+            130,
+        )
     elapsed = time.monotonic() - started
     print(f"restarted {', '.join(restarted)} in {elapsed:.1f} s")
     return EXIT_OK

@@ -129,6 +129,21 @@ def test_a_caller_that_retries_at_once_sees_the_instance_come_back(versioned_nod
     assert run(retry_through_a_restart(), 60) > 0
 
 
+def test_ctrl_c_of_the_restart_command_says_the_restart_goes_on(node_factory):
+    node = node_factory(
+        '[[actor]]\nname = "slow"\ntype = "test+SlowStop"\nhandler = "actors:SlowStop"\n',
+        "shutdown_grace_s = 3\n",
+    )
+    with actrhost_in_background("restart", str(node.config_path), "slow") as restarting:
+        # on_stop runs (a minute, cut at the grace): the restart is under way.
+        wait_until(lambda: [i.state for i in node.actors()] == ["stopping"], 10, "the stop")
+        restarting.send_signal(signal.SIGINT)
+        _, stderr = restarting.communicate(timeout=10)
+    assert restarting.returncode == 130
+    assert "interrupted; the restart goes on in the node" in stderr, stderr
+    wait_until(lambda: [i.state for i in node.actors()] == ["running"], 20, "the restart")
+
+
 def test_restart_with_code_that_does_not_import_restarts_nothing(versioned_node):
     node, module = versioned_node
     before = {i.actr_id: i.pid for i in node.actors()}
