@@ -194,6 +194,7 @@ class StreamReceiver:
         self._queues: dict[tuple[str, str], _Queue] = {}
         self._rings = RingReaders(node_prefix)
         self._backlog = 0
+        self._in_callback = 0  # chunks handed to a callback that has not returned yet
         self._full = False
         self.capacity = capacity
         self._on_full = on_full
@@ -349,9 +350,13 @@ class StreamReceiver:
                         if frame.kind == wire.STREAM
                         else MediaSample(value, frame.timestamp, frame.codec, frame.media_type)
                     )
-                    pending = callback(item, frame.source)
-                    if pending is not None:  # None: a plain function, done already
-                        await pending
+                    self._in_callback += 1
+                    try:
+                        pending = callback(item, frame.source)
+                        if pending is not None:  # None: a plain function, done already
+                            await pending
+                    finally:
+                        self._in_callback -= 1
                 except asyncio.CancelledError:
                     raise
                 except Exception:
@@ -416,6 +421,11 @@ class StreamReceiver:
     def backlog(self) -> int:
         """Chunks queued behind callbacks."""
         return self._backlog
+
+    @property
+    def in_callback(self) -> int:
+        """Chunks whose callback runs now (a stop that cancels it loses them)."""
+        return self._in_callback
 
     def close(self) -> None:
         """Cancel callbacks and close every ring reader."""

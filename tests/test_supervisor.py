@@ -438,9 +438,15 @@ def test_a_graceful_stop_handles_the_tells_and_chunks_it_accepted(
         async with actrhost.connect(node.config_path) as shell:
             for n in range(150):
                 await shell.tell("slow", "test.Slow.Note", str(n).encode())
-                await shell.send_data_stream("slow", DataStream("s", n, b"x"))
+                await shell.send_data_stream("slow", DataStream("s", n, b"x" * 200_000))
+
+    def all_arrived() -> bool:  # accepted before the stop, not on their way
+        stats = node.status()["actors"][0]["stats"]
+        tells = stats["tells_served"] + stats["mailbox_depth"]  # one may be running
+        return stats["streams_in"]["chunks_received"] == 150 and tells >= 149
 
     run(send(), 30)
+    wait_until(all_arrived, 10, "everything to reach the worker")
     assert node.stop(signal.SIGTERM, timeout_s=30) == 0  # ≈ 0.75 s of each queued
     done = markers.read_text().splitlines()
     assert sorted(int(m.split()[1]) for m in done if m.startswith("tell")) == list(range(150))

@@ -62,6 +62,8 @@ HELLO_TIMEOUT_S = 10.0
 PARENT_CHECK_S = 0.25
 #: Grace period when the supervisor vanished: nobody waits for an orderly stop.
 ORPHAN_GRACE_S = 0.5
+#: How long a stopping worker reads what senders still queued for it, to count it.
+STOP_DRAIN_S = 0.05
 #: Routes a NotFound for an unknown route names, at most.
 NO_ROUTE_LISTED = 20
 
@@ -308,13 +310,26 @@ class Worker(Outbound):
             log.warning("%r: on_stop still running after %.1fs: cancelled", self, grace)
         except Exception:
             log.exception("%r: on_stop failed", self)
+        # What senders queued for us meanwhile is read (and dropped, counted) rather than
+        # left in the socket to vanish with the process: a paused socket (a full mailbox)
+        # held thousands of a flood's tells, uncounted (QA).
+        self.rpc.inbound.resume_reading()
+        await asyncio.sleep(STOP_DRAIN_S)
+        if self.counters.tells_dropped or self.streams_in.counters.not_running:
+            log.info(
+                "%r: stopped; dropped %d tell(s) and %d stream chunk(s) that came while it "
+                "stopped (or were still queued)",
+                self,
+                self.counters.tells_dropped,
+                self.streams_in.counters.not_running,
+            )
         self._set_state(ActorState.STOPPED)
 
     def _drop_at_stop(self, grace: float) -> None:
         """The grace is over: what is still queued is dropped, counted and said (the
         worker's counters go with its process; the log line stays)."""
         tells = len(self.mailbox.drop_queued())
-        chunks = self.streams_in.backlog
+        chunks = self.streams_in.backlog + self.streams_in.in_callback
         self.counters.tells_dropped += tells
         self.streams_in.counters.not_running += chunks
         if tells or chunks:
