@@ -286,8 +286,8 @@ class Worker(Outbound):
             idle = await self.mailbox.wait_idle(
                 min(PARENT_CHECK_S, max(0.0, deadline - self._loop.time()))
             )
-            if idle and not self.streams_in.backlog:
-                break
+            if idle and not self.streams_in.backlog and not self.streams_in.in_callback:
+                break  # the last chunk's callback has returned too
             if not self._orphaned and self._parent_gone():
                 # Nobody waits for an orderly stop any more: keep it short.
                 self._orphaned = True
