@@ -43,11 +43,12 @@ def signaling_url() -> Iterator[str]:
 def gateway_process_setup() -> Iterator[None]:
     """What the gateway process does at start (aiortc tuning, ICE host addresses on
     loopback), for tests that run real peer connections in this process."""
-    from actrhost.gateway import _dtls, _jitter, _sctp
+    from actrhost.gateway import _dtls, _jitter, _sctp, _sctp_loss
     from actrhost.gateway._ice import skip_stun_parse_for_media, use_host_addresses
     from actrhost.gateway._media import skip_rtcp_of_silent_tracks
 
     _sctp.install()
+    _sctp_loss.install()
     _dtls.install()
     _jitter.install()
     skip_stun_parse_for_media()

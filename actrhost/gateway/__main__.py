@@ -20,7 +20,7 @@ from setproctitle import setproctitle
 from .._config import load_node_config
 from .._errors import ConfigError
 from .._linux import set_parent_death_signal, supervisor_gone
-from . import _dtls, _jitter, _sctp
+from . import _dtls, _jitter, _sctp, _sctp_loss
 from ._gateway import Gateway
 from ._ice import skip_stun_parse_for_media, use_host_addresses
 from ._media import skip_rtcp_of_silent_tracks
@@ -61,8 +61,10 @@ def main() -> int:
     # Without a list, the address that reaches signaling, once connected (Gateway.run);
     # no peer connection is made before that.
     use_host_addresses(config.webrtc.ice_host_addresses or ["127.0.0.1"])
-    # A fix, not a tuning: without it one lost video packet can stop a track for good.
+    # Fixes, not tunings: without them one lost video packet can stop a track for good,
+    # and a path that reorders packets (jitter) starves every stream.
     _jitter.install()
+    _sctp_loss.install()
     # ACTRHOST_GATEWAY_AIORTC=plain runs aiortc and aioice as shipped (for comparisons).
     if os.environ.get("ACTRHOST_GATEWAY_AIORTC", "tuned") != "plain":
         _sctp.install()
