@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from ._envelope import MEDIA, STREAM
 from ._errors import NotFound, Unavailable
 from ._ids import ActrId, ActrType
 
@@ -22,11 +23,22 @@ if TYPE_CHECKING:
 
 
 def gateway_streams_endpoint(endpoint: str) -> str:
-    """The gateway's socket for stream frames and media samples, beside ``endpoint`` (its
-    socket for calls and tells). Two sockets, so that the gateway can stop reading streams
-    for a link that backs up while calls to the same node still get through."""
+    """The gateway's socket for stream frames, beside ``endpoint`` (its socket for calls
+    and tells). A socket of their own, so that the gateway can stop reading streams for a
+    link that backs up while calls to the same node still get through."""
+    return _beside(endpoint, "streams")
+
+
+def gateway_media_endpoint(endpoint: str) -> str:
+    """The gateway's socket for media samples, beside ``endpoint``. Media is lossy and
+    never waits: the gateway reads it also while a stream's lane is full (media samples
+    once waited behind the streams socket, and were dropped at their senders)."""
+    return _beside(endpoint, "media")
+
+
+def _beside(endpoint: str, what: str) -> str:
     base = endpoint.removesuffix(".sock")
-    return f"{base}-streams.sock" if base != endpoint else f"{endpoint}-streams"
+    return f"{base}-{what}.sock" if base != endpoint else f"{endpoint}-{what}"
 
 
 class ActorState(StrEnum):
@@ -225,10 +237,15 @@ class Directory:
             )
         return self.gateway
 
-    def stream_endpoint(self, endpoint: str) -> str:
-        """Where stream frames for ``endpoint`` go: there, except for the gateway, which
-        reads them on a socket of their own (docs/gateway.md, "Backpressure")."""
-        return gateway_streams_endpoint(endpoint) if endpoint == self.gateway else endpoint
+    def stream_endpoint(self, endpoint: str, kind: str = STREAM) -> str:
+        """Where stream frames (``kind`` ``stream``) or media samples (``media``) for
+        ``endpoint`` go: there, except for the gateway, which reads each on a socket of
+        its own (docs/gateway.md, "Backpressure")."""
+        if endpoint != self.gateway:
+            return endpoint
+        if kind == MEDIA:
+            return gateway_media_endpoint(endpoint)
+        return gateway_streams_endpoint(endpoint)
 
     def reader_pid(self, actr_id: ActrId | None, endpoint: str) -> int | None:
         """The process that reads a ring for ``actr_id``: its worker, or for another node's
@@ -340,9 +357,10 @@ def take_update(
         if pid is not None:
             streams_out.forget_reader(SHELL_READER_SERIAL, pid)
     gateway = directory.gateway
-    streams_out.set_gateway_pid(
-        directory.gateway_pid, gateway_streams_endpoint(gateway) if gateway else None
+    endpoints = (
+        (gateway_streams_endpoint(gateway), gateway_media_endpoint(gateway)) if gateway else ()
     )
+    streams_out.set_gateway_pid(directory.gateway_pid, endpoints)
 
 
 def gateway_gone_error(pid: int) -> Unavailable:

@@ -89,7 +89,7 @@ class ShellStreams:
         return await self._streams_out.send(
             frame,
             payload,
-            endpoint=self.directory.stream_endpoint(endpoint),
+            endpoint=self.directory.stream_endpoint(endpoint, frame.kind),
             target=actr_id,
             target_pid=self.directory.reader_pid(actr_id, endpoint),
             deadline=deadline,

@@ -22,7 +22,7 @@ import zmq
 
 from . import _envelope as wire
 from ._directory import SHELL_READER_SERIAL
-from ._envelope import StreamFrame
+from ._envelope import MEDIA, StreamFrame
 from ._errors import BadRequest, ClosedResourceError, DeadlineExceeded, Unavailable
 from ._ids import ActrId
 from ._rpc import RpcEndpoint
@@ -69,7 +69,9 @@ class StreamSender:
         self._self_tag = self_tag
         self.threshold_bytes = threshold_bytes
         self.ring_bytes = ring_bytes
-        self._writers: dict[tuple[int, int], RingWriter] = {}
+        # By (reader serial, reader pid, media?): media samples have rings of their own, so
+        # that a stream whose receiver is slow does not fill the ring they need too.
+        self._writers: dict[tuple[int, int, bool], RingWriter] = {}
         self._ring_numbers = itertools.count()
         self._gateway_pid: int | None = None  # see set_gateway_pid
         # Endpoints a frame already went to: a lossy lane drops when one of those is busy,
@@ -84,8 +86,8 @@ class StreamSender:
         self.counters = StreamCounters()
         self._loop = asyncio.get_running_loop()
 
-    def _writer(self, reader_serial: int, target_pid: int) -> RingWriter:
-        key = (reader_serial, target_pid)
+    def _writer(self, reader_serial: int, target_pid: int, media: bool) -> RingWriter:
+        key = (reader_serial, target_pid, media)
         writer = self._writers.get(key)
         if writer is None:
             # The receiver's pid is part of the name: a restarted receiver gets a fresh
@@ -98,10 +100,10 @@ class StreamSender:
             self._writers[key] = writer
         return writer
 
-    def set_gateway_pid(self, pid: int | None, streams_endpoint: str | None = None) -> None:
+    def set_gateway_pid(self, pid: int | None, endpoints: tuple[str, ...] = ()) -> None:
         """The directory's gateway changed (restarted, stopped): its rings are dead, and
-        so are the frames still waiting to reach it at ``streams_endpoint`` (they point
-        into those rings: the next gateway, at the same address, could not read them)."""
+        so are the frames still waiting to reach it at ``endpoints`` (they point into
+        those rings: the next gateway, at the same address, could not read them)."""
         old, self._gateway_pid = self._gateway_pid, pid
         if old is None or old == pid:
             return
@@ -109,10 +111,10 @@ class StreamSender:
             writer = self._writers.pop(key)
             writer.unlink(missing_ok=True)
             writer.close()
-        if streams_endpoint is not None:
-            batch = self._batches.pop(streams_endpoint, None)
-            stalled = self._stalled.pop(streams_endpoint, deque())
-            task = self._stall_tasks.pop(streams_endpoint, None)
+        for endpoint in endpoints:
+            batch = self._batches.pop(endpoint, None)
+            stalled = self._stalled.pop(endpoint, deque())
+            task = self._stall_tasks.pop(endpoint, None)
             if task is not None:
                 task.cancel()
             lost = sum(len(b.frames) for b in [*stalled, *([batch] if batch else [])])
@@ -121,16 +123,17 @@ class StreamSender:
 
     def forget_target(self, serial: int, *, unlink: bool = True) -> None:
         """Close (and unlink) the rings to an instance that went away."""
-        for key in [k for k in self._writers if k[0] == serial]:
-            self.forget_reader(*key, unlink=unlink)
+        for reader_serial, pid, _media in [k for k in self._writers if k[0] == serial]:
+            self.forget_reader(reader_serial, pid, unlink=unlink)
 
     def forget_reader(self, serial: int, pid: int, *, unlink: bool = True) -> None:
-        """Close (and unlink) the ring to one reading process (a Shell that left)."""
-        writer = self._writers.pop((serial, pid), None)
-        if writer is not None:
-            if unlink:
-                writer.unlink(missing_ok=True)
-            writer.close()
+        """Close (and unlink) the rings to one reading process (a Shell that left)."""
+        for media in (False, True):
+            writer = self._writers.pop((serial, pid, media), None)
+            if writer is not None:
+                if unlink:
+                    writer.unlink(missing_ok=True)
+                writer.close()
 
     def close(self, *, unlink: bool = True) -> None:
         """Close every ring this process created.
@@ -144,7 +147,7 @@ class StreamSender:
             self._flush(endpoint)
         for task in self._stall_tasks.values():
             task.cancel()
-        for serial, _pid in list(self._writers):
+        for serial, _pid, _media in list(self._writers):
             self.forget_target(serial, unlink=unlink)
 
     async def send(
@@ -175,7 +178,7 @@ class StreamSender:
             return sent
         # A Shell (no target id) reads its rings as any process does (SHELL_READER_SERIAL).
         serial = target.serial_number if target is not None else SHELL_READER_SERIAL
-        writer = self._writer(serial, target_pid)
+        writer = self._writer(serial, target_pid, frame.kind == MEDIA)
         if size > writer.max_record_bytes:
             raise BadRequest(
                 f"a {size}-byte payload never fits the {writer.capacity_bytes}-byte ring "

@@ -593,11 +593,14 @@ def test_tells_to_a_remote_actor_during_its_rolling_restart_are_all_handled(
     assert sorted(told, key=lambda t: int(t.split()[1])) == [f"tell {n}" for n in range(count)]
 
 
-def test_a_stalled_stream_to_another_node_does_not_hold_up_calls(node_factory, signaling_url):
+def test_a_stalled_stream_to_another_node_does_not_hold_up_calls_or_media(
+    node_factory, signaling_url
+):
     # A receiver that takes a second per chunk: its stream backs up through both gateways
     # into the sender's ring. Calls to the other node, from the sending actor's node, go
     # on meanwhile (they once queued behind the stream's frames on the way to the gateway:
-    # tens of seconds, QA).
+    # tens of seconds, QA), and so do media samples (they were dropped at the sender while
+    # the gateway did not read the streams socket they shared: 398 of 400, QA).
     node = f'[signaling]\nurl = "{signaling_url}"\n\n[shm]\nring_bytes = 4194304\n'
     source = node_factory(
         """
@@ -605,8 +608,14 @@ def test_a_stalled_stream_to_another_node_does_not_hold_up_calls(node_factory, s
         name = "source"
         type = "test+Source"
         handler = "actors:StreamSource"
+
+        [[actor]]
+        name = "camera"
+        type = "test+Camera"
+        handler = "actors:StreamSource"
         """,
-        node,
+        # Video frames (9 KiB) through a ring too, as a camera's would.
+        node + "threshold_bytes = 4096\n",
     )
     sink = node_factory(
         """
@@ -620,6 +629,11 @@ def test_a_stalled_stream_to_another_node_does_not_hold_up_calls(node_factory, s
         name = "echo"
         type = "test+Echo"
         handler = "actors:Echo"
+
+        [[actor]]
+        name = "viewer"
+        type = "test+Viewer"
+        handler = "actors:StreamSink"
         """,
         "hwm_messages = 8\n" + node,
     )
@@ -644,6 +658,19 @@ def test_a_stalled_stream_to_another_node_does_not_hold_up_calls(node_factory, s
                     said = await shell.call(echo_id, "test.Echo.Say", b"%d" % n, timeout=2)
                     assert said == b"%d" % n
                 print(f"5 calls beside the stalled stream: {time.monotonic() - started:.2f} s")
+                assert not stream.done()
+                request = json.dumps({"target": "test+Viewer", "frames": 30}).encode()
+                answer = await shell.call("camera", "test.Source.Send", request, timeout=30)
+                frames = json.loads(answer)
+                assert not stream.done(), "the stream was not stalled all along"
+                sent = sum(frame["ok"] for frame in frames)
+                assert sent >= 25, f"{sent} of 30 video frames left the sender"
+                for _ in range(50):
+                    seen = json.loads(await sink_shell.call("viewer", "test.Sink.Results", b""))
+                    if len(seen.get("video", [])) >= 20:
+                        break
+                    await asyncio.sleep(0.1)
+                assert len(seen.get("video", [])) >= 20, seen.get("video")
             finally:
                 # Let the stream finish quickly, and check it lost nothing.
                 await sink_shell.call("sink", "test.Sink.Configure", b'{"delay_s": 0}')

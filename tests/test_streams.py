@@ -424,8 +424,8 @@ def test_frames_waiting_for_a_gateway_that_went_away_are_dropped(tmp_path, caplo
             for sequence in range(20_000):  # nobody reads: most of them wait
                 await send(sequence, old_gateway_pid)
             await asyncio.sleep(0.1)
-            sender.set_gateway_pid(None, endpoint)
-            sender.set_gateway_pid(new_gateway_pid, endpoint)
+            sender.set_gateway_pid(None, (endpoint,))
+            sender.set_gateway_pid(new_gateway_pid, (endpoint,))
             await send(50_000, new_gateway_pid)
             got: list[int] = []
             async with asyncio.timeout(10):

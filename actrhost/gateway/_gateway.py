@@ -24,7 +24,12 @@ from aiortc import RTCCertificate
 
 from .. import _control as control
 from .._config import Config
-from .._directory import ActorState, Directory, gateway_streams_endpoint
+from .._directory import (
+    ActorState,
+    Directory,
+    gateway_media_endpoint,
+    gateway_streams_endpoint,
+)
 from .._envelope import StreamFrame
 from .._errors import ActrError, ClosedResourceError, Unavailable
 from .._ids import ActrId
@@ -44,7 +49,7 @@ from ._peer import Callbacks, PeerConnection, wait_for_closing_connections
 from ._remote import RemoteNode
 from ._spec import GatewaySpec, acl_rules, credential_hex, register
 from ._trust import Parked
-from ._types import CALLS, STREAMS, Tuning
+from ._types import CALLS, MEDIA, STREAMS, Tuning
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +91,17 @@ class Gateway(Nodes, Outbound, Inbound):
         self._restarting = False  # the supervisor stops us to start a new gateway
         self._zctx = zmq.Context()
         self._hwm = config.node.hwm_messages
-        # Workers send calls and tells to one socket, stream frames and media samples to
-        # another: a stream that backs up (a slow receiver on another node) stops the
-        # reading of streams only, and calls to any node still go through.
+        # Workers send calls and tells to one socket, stream frames to another and media
+        # samples to a third: a stream that backs up (a slow receiver on another node)
+        # stops the reading of streams only; calls and media to any node still go through.
         self._router = self._bind_router(spec.endpoint, "gateway in")
-        self._stream_router = self._bind_router(
-            gateway_streams_endpoint(spec.endpoint), "gateway streams in"
-        )
-        self._routers = {CALLS: self._router, STREAMS: self._stream_router}
+        streams = gateway_streams_endpoint(spec.endpoint)
+        media = gateway_media_endpoint(spec.endpoint)
+        self._routers = {
+            CALLS: self._router,
+            STREAMS: self._bind_router(streams, "gateway streams in"),
+            MEDIA: self._bind_router(media, "gateway media in"),
+        }
         self._pressure: dict[str, set[object]] = {CALLS: set(), STREAMS: set()}
         ctl = self._zctx.socket(zmq.DEALER)
         ctl.setsockopt(zmq.LINGER, 1000)
@@ -375,7 +383,8 @@ class Gateway(Nodes, Outbound, Inbound):
         path = Path(endpoint.removeprefix("ipc://"))
         if endpoint.startswith("ipc://") and not taken_over(path.parent, self.spec.supervisor_pid):
             path.unlink(missing_ok=True)
-            Path(gateway_streams_endpoint(endpoint).removeprefix("ipc://")).unlink(missing_ok=True)
+            for beside in (gateway_streams_endpoint(endpoint), gateway_media_endpoint(endpoint)):
+                Path(beside.removeprefix("ipc://")).unlink(missing_ok=True)
         if orphaned:
             # Like an orphaned worker: the last process out removes the run dir.
             remove_orphaned_run_dir(self.spec.control_endpoint, self.spec.supervisor_pid)

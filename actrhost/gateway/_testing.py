@@ -32,7 +32,7 @@ import zmq
 
 from .. import _control as control
 from .. import _envelope as wire
-from .._directory import gateway_streams_endpoint
+from .._directory import gateway_media_endpoint, gateway_streams_endpoint
 from .._envelope import MEDIA, REQUEST, RESPONSE, STREAM, TELL, Envelope, StreamFrame
 from .._errors import ActrError, DeadlineExceeded, HandlerError, NotFound
 from .._ids import ActrId
@@ -202,6 +202,7 @@ class HarnessNode:
         self.gateway_endpoint = f"ipc://{self._sock_dir}/gw.sock"
         #: Where the workers send stream frames and media samples (as real workers do).
         self.gateway_streams_endpoint = gateway_streams_endpoint(self.gateway_endpoint)
+        self.gateway_media_endpoint = gateway_media_endpoint(self.gateway_endpoint)
         self.control_endpoint = f"ipc://{self._sock_dir}/control.sock"
         self.log_path = folder / "gateway.log"
         self.ids: dict[str, ActrId] = {}
@@ -544,7 +545,7 @@ class HarnessNode:
             media_type=media_type,
         )
         data = wire.encode_stream(frame)
-        await worker.rpc.send(self.gateway_streams_endpoint, data, self._deadline(5.0))
+        await worker.rpc.send(self.gateway_media_endpoint, data, self._deadline(5.0))
 
     async def wait_for(self, predicate: Any, timeout_s: float, what: str) -> None:
         """Poll ``predicate()`` every 10 ms until true; AssertionError after ``timeout_s``."""

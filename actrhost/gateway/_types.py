@@ -11,6 +11,7 @@ from ._media import MediaCounters
 
 __all__ = [
     "CALLS",
+    "MEDIA",
     "STREAMS",
     "TERMINAL",
     "TRANSITIONS",
@@ -20,9 +21,9 @@ __all__ = [
     "Tuning",
 ]
 
-#: The gateway's two sockets for its workers (and what a full lane stops reading): calls
-#: and tells, and stream frames and media samples.
-CALLS, STREAMS = "calls", "streams"
+#: The gateway's sockets for its workers: calls and tells, stream frames, media samples.
+#: A full lane stops the reading of the first two (media is lossy and never waits).
+CALLS, STREAMS, MEDIA = "calls", "streams", "media"
 
 
 class LinkState(StrEnum):

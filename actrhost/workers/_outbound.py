@@ -148,7 +148,7 @@ class Outbound:
             pid = shell_pid(endpoint)  # its rings bound what waits for a slow Shell too
         else:
             pid = self.directory.reader_pid(target, endpoint)
-            endpoint = self.directory.stream_endpoint(endpoint)
+            endpoint = self.directory.stream_endpoint(endpoint, frame.kind)
         frame.source = self.self_id
         frame.target = target
         return await self.streams_out.send(
