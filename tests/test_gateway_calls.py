@@ -22,7 +22,9 @@ from actrhost import (
     PermissionDenied,
     Unavailable,
 )
+from actrhost import _envelope as wire
 from actrhost._config import DEFAULT_MAX_MESSAGE_BYTES
+from actrhost._envelope import REQUEST, Envelope
 from actrhost._ids import ActrId, ActrType, Realm
 from actrhost._payload_type import PayloadType
 from actrhost.gateway._framing import HEADER_ROOM_BYTES, MAX_FRAME_BYTES
@@ -136,6 +138,20 @@ def test_deadline_travels_as_remaining_time(pair: Pair) -> None:
         pair.runner.run(a.call("client", b.ids["echo"], "sleep", b"600", timeout_s=0.3))
 
 
+def test_a_deadline_beyond_any_timeout_travels_as_the_longest_one(pair: Pair) -> None:
+    # The furthest deadline a frame can hold: the remaining time once made node B's
+    # deadline overflow a frame's int64 field, which ended the connection (QA).
+    a, b = pair.a, pair.b
+    assert pair.runner.run(a.call("client", b.ids["echo"], "echo", b"connected")) == b"connected"
+    failures = pair.runner.run(a.stats())["remote_nodes"][b.node_id]["failures"]
+    far = 2**63 - 1
+    answer = pair.runner.run(a.call("client", b.ids["echo"], "deadline", deadline_ns=far))
+    remaining_ms = int(answer)
+    assert 364 * 24 * 3600 * 1000 < remaining_ms <= 365 * 24 * 3600 * 1000
+    assert pair.runner.run(a.call("client", b.ids["echo"], "echo", b"ok")) == b"ok"
+    assert pair.runner.run(a.stats())["remote_nodes"][b.node_id]["failures"] == failures
+
+
 def test_calls_both_ways_share_one_connection(pair: Pair) -> None:
     a, b = pair.a, pair.b
     run = pair.runner.run
@@ -220,6 +236,28 @@ def test_garbage_from_a_local_socket_is_counted_and_logged_sparingly(pair: Pair)
     logged = a.log_text().count("dropped a malformed local frame") - lines_before
     assert logged <= 7  # the first five, then every 100th
     assert pair.runner.run(a.call("client", pair.b.ids["echo"], "echo", b"ok")) == b"ok"
+
+
+def test_a_call_sent_to_the_streams_or_media_socket_is_refused_there(pair: Pair) -> None:
+    # It was answered on the calls socket, where no such peer is: the caller waited (QA).
+    a, b = pair.a, pair.b
+    request = Envelope(
+        REQUEST, "echo", b"x", request_id="misrouted", target=b.ids["echo"], deadline_ns=0
+    )
+    ctx = zmq.Context()
+    try:
+        for endpoint in (a.gateway_streams_endpoint, a.gateway_media_endpoint):
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(endpoint)
+            sock.send(wire.encode(request))
+            assert sock.poll(5000), f"no answer on {endpoint}"
+            answer = wire.decode(sock.recv())
+            assert isinstance(answer, Envelope) and answer.request_id == "misrouted"
+            assert answer.error_code == BadRequest.code, answer.error_message
+            sock.close()
+    finally:
+        ctx.term()
 
 
 def test_a_message_too_large_to_cross_fails_at_once_and_the_link_stays(pair: Pair) -> None:

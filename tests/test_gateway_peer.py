@@ -497,10 +497,31 @@ def test_malformed_messages_are_dropped_and_counted() -> None:
             parts = list(framing.split_frame(bytes(200_000), 7, 65536))
             channel.send(parts[1])
             channel.send(parts[1])  # the same part twice
+            # JSON nested deeper than Python's recursion limit (a RecursionError, 20 KB).
+            channel.send(b'\x03{"op": "x", "a": ' + b"[" * 5000 + b"]" * 5000 + b"}")
+            # Each of these once ended the connection (QA), failing every pending call.
+            for meta in (
+                b'{"op": "media", "mid": "0", "k": "audio", "ts": "abc"}',
+                b'{"op": "media", "mid": "0", "k": "audio", "ts": 1e400}',
+                b'{"op": "media", "mid": "0", "i": 1, "ts": [1]}',
+                b'{"op": "media", "mid": "0", "i": 1, "ts": 3, "pixels": "yuv"}',
+            ):
+                channel.send(b"\x03" + meta)
+            # A frame whose handling fails (a bug of ours, say) costs that frame only.
+            deliver = b.pc._cb.on_frame
+
+            def failing_on_frame(pc: PeerConnection, lane: int, data: bytes) -> None:
+                if data == b"boom":
+                    raise ValueError("Value out of range")
+                deliver(pc, lane, data)
+
+            b.pc._cb.on_frame = failing_on_frame
+            a.pc.enqueue(PayloadType.RPC_RELIABLE, b"boom")
             a.pc.enqueue(PayloadType.RPC_RELIABLE, b"still fine")
             await b.wait_frames(1)
             assert b.frames == [(PayloadType.RPC_RELIABLE, b"still fine")]
-            assert b.pc.counters.malformed == 8
+            assert b.pc.counters.malformed == 10
+            assert b.pc.counters.media.errors == 4
             assert b.pc.state is LinkState.CONNECTED
         finally:
             await a.pc.close()

@@ -172,8 +172,9 @@ class Reassembler:
         if kind == KIND_CONTROL:
             try:
                 message = json.loads(data[1:])
-            except (ValueError, UnicodeDecodeError) as exc:
-                raise MalformedMessage(f"control message is not JSON: {exc}") from None
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+                # (RecursionError: JSON nested a thousand levels deep, a 2 KB message.)
+                raise MalformedMessage(f"control message is not JSON: {exc!r}") from None
             if not isinstance(message, dict) or not isinstance(message.get("op"), str):
                 raise MalformedMessage("control message without an 'op'")
             return "control", message

@@ -16,6 +16,7 @@ import itertools
 import logging
 import os
 from collections import deque
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +100,8 @@ class Gateway(Nodes, Outbound, Inbound):
         media = gateway_media_endpoint(spec.endpoint)
         self._routers = {
             CALLS: self._router,
-            STREAMS: self._bind_router(streams, "gateway streams in"),
-            MEDIA: self._bind_router(media, "gateway media in"),
+            STREAMS: self._bind_router(streams, "gateway streams in", STREAMS),
+            MEDIA: self._bind_router(media, "gateway media in", MEDIA),
         }
         self._pressure: dict[str, set[object]] = {CALLS: set(), STREAMS: set()}
         ctl = self._zctx.socket(zmq.DEALER)
@@ -155,7 +156,7 @@ class Gateway(Nodes, Outbound, Inbound):
     def __repr__(self) -> str:
         return f"Gateway({self.node_id})"
 
-    def _bind_router(self, endpoint: str, name: str) -> LoopSocket:
+    def _bind_router(self, endpoint: str, name: str, socket: str = CALLS) -> LoopSocket:
         router = self._zctx.socket(zmq.ROUTER)
         configure_socket(router, self._hwm)
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -163,7 +164,8 @@ class Gateway(Nodes, Outbound, Inbound):
         # Few messages per turn: one may hold 64 stream frames (a sender's batch), and the
         # loop must get back to the links' receive path often (a flood of latency-first
         # frames once starved it past the keepalive timeout).
-        return LoopSocket(router, self._on_router, name, self._flush_links, batch=ROUTER_BATCH)
+        on_message = self._on_router if socket == CALLS else partial(self._on_router, via=socket)
+        return LoopSocket(router, on_message, name, self._flush_links, batch=ROUTER_BATCH)
 
     def _send_link(self, pc: PeerConnection, lane: int, frame: bytes) -> None:
         """Send a frame to another node: kept for a batch during a drain of a worker

@@ -30,7 +30,7 @@ from .._rpc import GRACEFUL_ANSWER_WAIT_S, configure_socket, worth_logging
 from .._zmqloop import LoopSocket
 from . import _framing as framing
 from ._counters import GatewayCounters
-from ._outbound import NO_DEADLINE_S, _OutCall
+from ._outbound import MAX_TIMEOUT_MS, NO_DEADLINE_S, _OutCall
 from ._peer import PeerConnection
 from ._remote import RemoteNode
 from ._trust import Parked, Trust, unpark_one
@@ -294,6 +294,13 @@ class Inbound(Trust):
         is_request = env.direction == REQUEST
         may_wait = deadline_ns is None
         if deadline_ns is None:
+            if not 0 <= env.timeout_ms <= MAX_TIMEOUT_MS:
+                # Ours never send that: its deadline would not fit a frame's int64.
+                pc.counters.malformed += 1
+                if is_request:
+                    error = BadRequest(f"timeout_ms {env.timeout_ms} is out of range")
+                    self._reply_remote(pc, lane, env.request_id, error)
+                return
             timeout_ns = env.timeout_ms * 1_000_000
             deadline_ns = time.monotonic_ns() + timeout_ns if timeout_ns else 0
         try:

@@ -80,6 +80,8 @@ MAX_PENDING_META = 64
 #: Video codecs that name a raw frame, and the pixel format of its array. ``raw`` (what
 #: the README's examples use) and no codec at all mean RGB.
 RAW_VIDEO_FORMATS = {"": "rgb24", "raw": "rgb24", "rgb24": "rgb24", "bgr24": "bgr24"}
+#: The pixel formats a ``media`` control message may name (what our senders put there).
+PIXEL_FORMATS = frozenset(RAW_VIDEO_FORMATS.values())
 
 
 def is_track_sample(frame: StreamFrame, array_meta: bytes) -> str | None:
@@ -340,8 +342,8 @@ class MediaReceiver:
 
     def on_meta(self, meta: dict[str, Any]) -> None:
         """A ``media`` control message arrived (before or after its frame)."""
-        mid = meta.get("mid")
-        if mid is not None and not isinstance(mid, str):
+        mid, ts = meta.get("mid"), meta.get("ts", 0)
+        if (mid is not None and not isinstance(mid, str)) or not _is_timestamp(ts):
             self._counters.errors += 1
             return
         try:
@@ -353,11 +355,11 @@ class MediaReceiver:
             old = state.audio_route
             if old is None or _route(old) != _route(meta):
                 state.audio_base_pts = None
-                state.audio_first_ts = int(meta.get("ts", 0))
+                state.audio_first_ts = ts
             state.audio_route = meta
             return
         index = meta.get("i")
-        if not isinstance(index, int):
+        if not isinstance(index, int) or meta.get("pixels", "rgb24") not in PIXEL_FORMATS:
             self._counters.errors += 1
             return
         state.video_meta[index] = meta
@@ -472,3 +474,8 @@ class MediaReceiver:
 
 def _route(meta: dict[str, Any]) -> tuple[Any, Any, Any]:
     return meta.get("src"), meta.get("dst"), meta.get("track")
+
+
+def _is_timestamp(value: Any) -> bool:
+    """A sample's timestamp as a peer may send it: an integer a frame's field can hold."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 63

@@ -37,7 +37,7 @@ from .._ids import ActrId, ActrType
 from .._lockfile import ACTR_LOCK_NAME, COMPAT_LOCK_NAME, LockFile
 from .._payload_type import PayloadType
 from .._ring_readers import RingReaders
-from .._rpc import worth_logging
+from .._rpc import MAX_TIMEOUT_S, worth_logging
 from .._zmqloop import LoopSocket
 from ..shm import Descriptor
 from ..signaling import DiscoveryResult, RoleNegotiation
@@ -56,6 +56,8 @@ LOCATE_TIMEOUT_S = 10.0
 LOCATE_TYPES_TRIED = 8
 #: Bytes of frames waiting for a location before the gateway stops reading its socket.
 LOCATE_QUEUE_BYTES = 4 * 1024 * 1024
+#: The longest remaining time a frame carries to another node (a caller's longest timeout).
+MAX_TIMEOUT_MS = int(MAX_TIMEOUT_S * 1000)
 #: Pending-call entries of calls without a deadline expire after this long.
 NO_DEADLINE_S = 300.0
 #: A target signaling said is registered nowhere stays so for this long: frames for it
@@ -115,7 +117,8 @@ class Outbound:
     _send_link: Callable[[PeerConnection, int, bytes], None]
     _in_drain: bool
 
-    def _on_router(self, parts: list[bytes]) -> None:
+    def _on_router(self, parts: list[bytes], via: str = CALLS) -> None:
+        """Frames from a worker on socket ``via`` (CALLS, STREAMS or MEDIA)."""
         self._in_drain = True  # frames of this drain go out in batches (_flush_links)
         if len(parts) < 2:
             self.counters.malformed_local += 1
@@ -124,9 +127,9 @@ class Outbound:
         # loop turn, actrhost._streams): one routing id, then the frames.
         routing_id = parts[0]
         for data in parts[1:]:
-            self._from_worker(routing_id, data)
+            self._from_worker(routing_id, data, via)
 
-    def _from_worker(self, routing_id: bytes, data: bytes) -> None:
+    def _from_worker(self, routing_id: bytes, data: bytes, via: str = CALLS) -> None:
         try:
             item = wire.decode(data)
         except BadRequest as exc:
@@ -146,6 +149,16 @@ class Outbound:
                 data = wire.encode_stream(item)
         if isinstance(item, StreamFrame):
             self._stream_out(item, data)
+        elif via != CALLS:
+            # Calls and tells go to the calls socket; answered here, on the socket it came
+            # in on (an answer on the calls socket would find no such peer: it waited).
+            self.counters.malformed_local += 1
+            if item.direction == REQUEST:
+                error = BadRequest(
+                    f"the gateway's {via} socket takes no calls: send them to its endpoint"
+                )
+                answer = wire.encode(wire.error_response(item.request_id, error))
+                self._send_router(routing_id, answer, via)
         elif item.direction == RESPONSE:
             self.counters.malformed_local += 1  # answers come back on our DEALERs
         elif item.route_key == GATEWAY_DISCOVER_ROUTE and item.target is None:
@@ -179,7 +192,9 @@ class Outbound:
             remaining_ms = (env.deadline_ns - now_ns) // 1_000_000
             if remaining_ms <= 0:
                 return  # the caller has given up already
-            env.timeout_ms = remaining_ms
+            # At most what a caller may ask for: the other side adds it to its clock, and
+            # a deadline past the int64 nanoseconds of a frame failed the whole link.
+            env.timeout_ms = min(remaining_ms, MAX_TIMEOUT_MS)
         # CLOCK_MONOTONIC means nothing on another host: only the remaining time travels.
         env.deadline_ns = 0
         out_id = ""
@@ -466,9 +481,9 @@ class Outbound:
     def _reply_local(self, routing_id: bytes, request_id: str, error: ActrError) -> None:
         self._send_router(routing_id, wire.encode(wire.error_response(request_id, error)))
 
-    def _send_router(self, routing_id: bytes, data: bytes) -> None:
+    def _send_router(self, routing_id: bytes, data: bytes, via: str = CALLS) -> None:
         try:
-            self._router.send_multipart_nowait([routing_id, data])
+            self._routers[via].send_multipart_nowait([routing_id, data])
         except zmq.ZMQError:
             self.counters.undeliverable += 1
 

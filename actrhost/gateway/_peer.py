@@ -318,6 +318,19 @@ class PeerConnection(Sending):
         lane = _SLOT_LANE[slot]
 
         def on_message(data: Any) -> None:
+            try:
+                handle(data)
+            except Exception:
+                # What we could not handle (a peer's message that got past the checks, or
+                # a bug of ours) costs that message, not the link: aiortc ends the
+                # connection when a message handler raises, failing every pending call
+                # (QA: one control message with a timestamp "abc" did).
+                self.counters.malformed += 1
+                if worth_logging(self.counters.malformed):
+                    label = _CHANNELS[slot].label
+                    log.exception("%r: dropped a message on %s: could not handle it", self, label)
+
+        def handle(data: Any) -> None:
             self._last_rx = self._loop.time()
             if slot <= _RPC and data and data[0] != framing.KIND_CONTROL:
                 self.messages_in[slot] += 1

@@ -410,11 +410,13 @@ class HarnessNode:
         timeout_s: float = 10.0,
         lane: PayloadType = PayloadType.RPC_RELIABLE,
         source: ActrId | _OwnId | None = OWN_ID,
+        deadline_ns: int | None = None,
     ) -> bytes:
         """A request from actor ``sender`` through the gateway; raises the ActrError.
 
         ``source`` puts another id (or none, as a Shell's call) on the request: a worker
-        that lies about who it is, or a Shell's."""
+        that lies about who it is, or a Shell's; ``deadline_ns`` another deadline than
+        ``timeout_s`` from now (the caller still waits ``timeout_s``)."""
         worker = self.workers[sender]
         deadline = self._deadline(timeout_s)
         env = Envelope(
@@ -425,7 +427,7 @@ class HarnessNode:
             source=worker.actr_id if isinstance(source, _OwnId) else source,
             target=target,
             payload_type=lane,
-            deadline_ns=int(deadline * 1e9),
+            deadline_ns=int(deadline * 1e9) if deadline_ns is None else deadline_ns,
             timeout_ms=int(timeout_s * 1000),
         )
         response = await worker.rpc.call(self.gateway_endpoint, env, deadline)
