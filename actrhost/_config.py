@@ -235,6 +235,8 @@ def load_config(path: str | os.PathLike[str], *, data: bytes | None = None) -> C
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(shown, "", f"invalid TOML: {_one_line(exc)}") from None
+    except RecursionError:  # arrays or tables nested ~500 deep: tomllib recurses
+        raise ConfigError(shown, "", "invalid TOML: nested too deeply") from None
     from ._config_loader import Loader  # it builds this module's dataclasses
 
     config = Loader(shown, absolute).config(raw)

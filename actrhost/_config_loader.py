@@ -379,13 +379,23 @@ class Loader:
     def run_dir(self, key: str, value: Any) -> Path:
         text = self.text(key, value)
         self.check(key, value, "\0" not in text, "a path without NUL characters")
+        try:
+            expanded = Path(text).expanduser()
+        except RuntimeError as exc:  # "~someone" who has no home here
+            self.fail(key, f"{text!r}: {exc}")
         # Relative to the config's folder, not the current directory, so a config means the
         # same thing wherever `actrhost run` is started.
-        return Path(os.path.abspath(self.base_dir / Path(text).expanduser()))
+        return Path(os.path.abspath(self.base_dir / expanded))
+
+    def _is_file(self, key: str, path: Path) -> bool:
+        try:
+            return path.is_file()
+        except OSError as exc:  # a name too long, say: is_file() says False only for some
+            self.fail(key, f"cannot look at {str(path)!r}: {exc.strerror or exc}")
 
     def schema_file(self, key: str, value: Any) -> Path:
         path = self.run_dir(key, value)
-        self.check(key, value, path.is_file(), "the path of an existing .proto file")
+        self.check(key, value, self._is_file(key, path), "the path of an existing .proto file")
         # Parsed now, not when signaling refuses the registration (or never, without it).
         try:
             service_fingerprint(path.read_text())
@@ -397,7 +407,7 @@ class Loader:
 
     def ca_file(self, key: str, value: Any) -> Path:
         path = self.run_dir(key, value)
-        self.check(key, value, path.is_file(), "the path of an existing PEM file")
+        self.check(key, value, self._is_file(key, path), "the path of an existing PEM file")
         return path
 
     def fingerprint(self, key: str, value: Any) -> str:

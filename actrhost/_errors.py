@@ -128,7 +128,16 @@ class ConfigError(Exception):
         self.path = path
         self.key = key
         self.problem = problem
-        super().__init__(f"{path}: {key}: {problem}" if key else f"{path}: {problem}")
+        line = f"{path}: {key}: {problem}" if key else f"{path}: {problem}"
+        super().__init__(printable(line))  # one line, whatever a path, key or value holds
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (a newline shown as ``\\n``): one line
+    of a message or a table cell, whatever a path, key or name in it holds."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class ClosedResourceError(RuntimeError):

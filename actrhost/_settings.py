@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
+import re
 import sys
 import types
 import typing
@@ -23,6 +25,9 @@ from collections.abc import Mapping
 from typing import Any, Literal, Union
 
 __all__ = ["SettingsError", "build_settings", "settings_type"]
+
+#: A key TOML writes without quotes; others are shown quoted in errors.
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 #: The read-only empty table an actor gets when its config has no settings.
 NO_SETTINGS: Mapping[str, Any] = types.MappingProxyType({})
@@ -200,4 +205,6 @@ def _show(value: Any) -> str:
 
 
 def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
+    # A key that is not a bare TOML key is shown quoted, as it is written.
+    shown = name if _BARE_KEY.fullmatch(name) else json.dumps(name, ensure_ascii=False)
+    return f"{prefix}.{shown}" if prefix else shown

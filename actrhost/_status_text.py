@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._directory import LIVE_STATES
+from ._errors import printable
 from ._histogram import Histogram
 from ._load._units import format_bytes, format_ms
 
@@ -172,20 +173,13 @@ def format_status(status: dict[str, Any]) -> str:
 
 
 def _table(rows: Sequence[Sequence[str]]) -> list[str]:
-    rows = [[_printable(cell) for cell in row] for row in rows]
+    # A route named in code may hold a newline or a tab: it would break rows and columns.
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
         for row in rows
     ]
-
-
-def _printable(cell: str) -> str:
-    """``cell`` with control characters escaped: a route named in code may hold a
-    newline or a tab, which would break the table's rows and columns."""
-    if cell.isprintable():
-        return cell
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in cell)
 
 
 _ROUTE_COLUMNS = (

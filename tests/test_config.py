@@ -625,6 +625,29 @@ def test_error_names_the_path_as_given(tmp_path: Path, monkeypatch: pytest.Monke
     assert error_of(Path("./node.toml")).startswith("node.toml: actor: ")
 
 
+def test_odd_paths_and_deep_nesting_are_one_line_too(tmp_path: Path) -> None:
+    # Each was a traceback and exit 1 (QA).
+    path = write(
+        tmp_path, MINIMAL.replace('name = "demo"\n', 'name = "demo"\nrun_dir = "~nobody_qa22/x"\n')
+    )
+    assert error_of(path) == (
+        f"{path}: node.run_dir: '~nobody_qa22/x': Could not determine home directory."
+    )
+    long_name = "x" * 300 + ".proto"
+    path = write(tmp_path, MINIMAL + f'service_schema = "{long_name}"\n')
+    assert error_of(path) == (
+        f"{path}: actor[0].service_schema: cannot look at '{tmp_path / long_name}': "
+        "File name too long"
+    )
+    path = write(tmp_path, MINIMAL + "[node.x]\ny = " + "[" * 1000 + "]" * 1000 + "\n")
+    assert error_of(path) == f"{path}: invalid TOML: nested too deeply"
+    odd = tmp_path / "new\nline.toml"
+    assert (
+        error_of(odd)
+        == f"{tmp_path}/new\\nline.toml: cannot read the file: No such file or directory"
+    )
+
+
 def test_missing_file_and_directory(tmp_path: Path) -> None:
     missing = tmp_path / "nope.toml"
     assert error_of(missing) == f"{missing}: cannot read the file: No such file or directory"

@@ -96,6 +96,11 @@ def test_actors_read_their_settings_typed_or_as_a_table(node_factory):
             "actor[0].settings.targe: unknown setting (allowed: target, mode, ratio, verbose, "
             "tags, limits, retry, note)",
         ),
+        (  # quoted as written, on one line (the newline split the message, QA)
+            'target = "x"\n"a\\nb" = 1',
+            'actor[0].settings."a\\nb": unknown setting (allowed: target, mode, ratio, '
+            "verbose, tags, limits, retry, note)",
+        ),
     ],
 )
 def test_settings_that_do_not_fit_are_a_config_error_naming_the_key(tmp_path, settings, expected):

@@ -151,7 +151,12 @@ class Inbound(Trust):
             return
         name = message.get("node_name")
         node = self._nodes.get(pc.remote_node)
-        if message["op"] != "hello" or not isinstance(name, str) or not 0 < len(name) <= 64:
+        if (
+            message["op"] != "hello"
+            or not isinstance(name, str)
+            or not 0 < len(name) <= 64
+            or not name.isprintable()  # shown by `actrhost status`: a newline forges a line
+        ):
             pc.counters.malformed += 1
         elif node is not None:
             node.name = name
