@@ -214,6 +214,13 @@ class SlowStop(Echo):
         await asyncio.sleep(60)
 
 
+class FailsInInit(Actor):
+    """Raises in ``__init__``."""
+
+    def __init__(self) -> None:
+        raise ValueError(f"no such mode {self.settings.get('mode')!r}")
+
+
 class CrashOnStart(Actor):
     """Fails in on_start: a crash loop for the restart-limit tests."""
 

@@ -486,6 +486,14 @@ def test_restart_limit_gives_up_with_a_clear_log_line(node_factory):
         handler = "actors:CrashOnStart"
         max_restarts = 3
         restart_window_s = 30
+
+        [[actor]]
+        name = "broken"
+        type = "test+Broken"
+        handler = "actors:FailsInInit"
+        restart = "temporary"
+        [actor.settings]
+        mode = "fast"
         """,
         start=False,
     )
@@ -516,6 +524,9 @@ def test_restart_limit_gives_up_with_a_clear_log_line(node_factory):
     error = {a["name"]: a["error"] for a in node.status()["actors"]}["crash"]
     assert error.startswith("gave up after 3 restarts within 30s (max_restarts=3); last exit: ")
     assert error.endswith("on_start failed: RuntimeError: cannot start")
+    # The reason an __init__ failed is in status too (it said "exit code 1", QA).
+    error = {a["name"]: a["error"] for a in node.status()["actors"]}["broken"]
+    assert error.endswith("__init__ failed: ValueError: no such mode 'fast'"), error
 
 
 @pytest.mark.parametrize(

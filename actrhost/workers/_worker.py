@@ -98,13 +98,13 @@ class Worker(Outbound):
         self.actor_config = config.actor(spec.actor_name)
         self.self_id = ActrId(Realm(config.node.realm), spec.serial, self.actor_config.type)
         self.label = f"{spec.actor_name}#{spec.index}"
-        # Class() in two steps, so that __init__ can read its name and settings already.
+        # Class() in two steps, so that __init__ can read its name and settings already;
+        # __init__ runs in _start, where its failure is told to the supervisor (status).
         self.actor = actor_class.__new__(actor_class)
         self.actor.actr_type = self.actor_config.type
         self.actor.name = spec.actor_name
         # Checked already when the config was loaded (resolve_handler): this cannot fail.
         self.actor.settings = build_settings(actor_class, self.actor_config.settings)
-        self.actor.__init__()  # type: ignore[misc]
         self.routes: dict[str, Route] = collect_routes(self.actor)
         self.directory = Directory()
         self.counters = WorkerCounters()
@@ -225,14 +225,21 @@ class Worker(Outbound):
             self._close()
 
     async def _start(self) -> bool:
-        """Run ``on_start``; False if it failed (raised, or did not return within the
-        actor's ``start_timeout_s``), or if a stop came first and cancelled it.
+        """Run ``__init__`` and ``on_start``; False if either failed (raised, or on_start
+        did not return within the actor's ``start_timeout_s``), or if a stop came first
+        and cancelled it.
 
         A stop (Ctrl-C at the node) must not wait for a slow ``on_start``: it is cancelled
         like a running handler, its ``finally`` blocks run, and ``on_stop`` is skipped,
         as the actor never started. Until 2026-12-02 the node waited out the grace period
         and then killed such workers, logging each as died.
         """
+        try:
+            self.actor.__init__()  # type: ignore[misc]
+        except Exception as exc:  # status said only "exit code 1" (the reason was in the log)
+            log.exception("%r: __init__ failed", self)
+            self._set_state(ActorState.FAILED, f"__init__ failed: {type(exc).__name__}: {exc}")
+            return False
         starting = asyncio.ensure_future(self.actor.on_start(Context(self)))
         stop = asyncio.ensure_future(self._stop.wait())
         limit_s = self.actor_config.start_timeout_s or None
