@@ -246,6 +246,7 @@ def decode(data: bytes) -> Envelope | StreamFrame:
     # messages leave empty are read only when asked for (_Decoded's properties): each
     # protobuf field read costs ~0.15 µs, a third of the decode.
     env = _new_envelope(_Decoded)
+    env._frame = frame
     env._rpc = rpc
     env.direction = direction
     env.route_key = route_key
@@ -254,8 +255,12 @@ def decode(data: bytes) -> Envelope | StreamFrame:
     source = frame.source
     target = frame.target
     try:
-        env.source = (_id_by_bytes.get(source) or id_from_bytes(source)) if source else None
-        env.target = (_id_by_bytes.get(target) or id_from_bytes(target)) if target else None
+        env.source = env._source = (
+            (_id_by_bytes.get(source) or id_from_bytes(source)) if source else None
+        )
+        env.target = env._target = (
+            (_id_by_bytes.get(target) or id_from_bytes(target)) if target else None
+        )
     except BadRequest as exc:
         raise BadRequest(f"frame has {exc.message}") from None
     env.payload_type = payload_type
@@ -273,8 +278,11 @@ def decode(data: bytes) -> Envelope | StreamFrame:
 class _Decoded(Envelope):
     """An envelope read off the wire; its rarely set fields are read on first use."""
 
-    __slots__ = ("_rpc",)
+    __slots__ = ("_frame", "_rpc", "_source", "_target")
+    _frame: Any
     _rpc: Any
+    _source: ActrId | None
+    _target: ActrId | None
 
     # Setters write through, so a decoded envelope can be edited and re-encoded (the
     # gateway rewrites deadlines).
@@ -312,6 +320,32 @@ class _Decoded(Envelope):
         del self._rpc.metadata[:]
         for key, item in value:
             self._rpc.metadata.add(key=key, value=item)
+
+
+def reencode(env: Envelope) -> bytes:
+    """Serialize an envelope that was decoded and then had only its routing fields
+    changed (``request_id``, ``deadline_ns``, ``timeout_ms``, ``source``, ``target``), as
+    a gateway does to every call it passes on: the parsed frame is edited and serialized
+    again, about a third of what building it anew costs (:func:`encode`). Anything else
+    is encoded anew. The result reads the same as ``encode(env)``'s."""
+    if type(env) is not _Decoded:
+        return encode(env)
+    frame = env._frame
+    env._rpc.request_id = env.request_id
+    frame.deadline_ns = env.deadline_ns
+    frame.payload_type = env.payload_type
+    if env.source is not env._source:
+        frame.source = id_to_bytes(env.source) if env.source is not None else b""
+    if env.target is not env._target:
+        frame.target = id_to_bytes(env.target) if env.target is not None else b""
+    # What encode() would not carry: an error without a code, fields of stream frames,
+    # unknown fields.
+    if env.error_message and not env.error_code:
+        env._rpc.ClearField("error")
+    if frame.shm or frame.array_meta:
+        frame.shm = frame.array_meta = b""
+    frame.DiscardUnknownFields()
+    return frame.SerializeToString()
 
 
 _parse_frame = pb.Frame.FromString

@@ -51,6 +51,7 @@ class LoopSocket:
         "_on_message",
         "_paused",
         "_scheduled",
+        "_sent_since_drain",
         "name",
         "sock",
     )
@@ -72,6 +73,7 @@ class LoopSocket:
         self._on_drained = on_drained
         self._loop = asyncio.get_running_loop()
         self._scheduled = False
+        self._sent_since_drain = False
         self._closed = False
         self._paused = False
         if on_message is not None:
@@ -91,6 +93,7 @@ class LoopSocket:
 
     def _drain(self) -> None:
         self._scheduled = False
+        self._sent_since_drain = False
         if self._closed or self._paused or self._on_message is None:
             return
         if self._on_drained is None:
@@ -169,10 +172,18 @@ class LoopSocket:
 
     def _after_send(self) -> None:
         # A send may consume the FD's edge for input that arrived meanwhile; without a
-        # re-check a reply could sit in the socket until the next unrelated wake-up. Reading
-        # EVENTS costs ~2 µs, so instead of checking after every send we schedule one drain
-        # attempt per loop iteration: a burst of sends pays for it once.
-        if self._on_message is not None:
+        # re-check a reply could sit in the socket until the next unrelated wake-up. The
+        # first send since the last drain re-checks at once (one EVENTS read, ~2 µs): a
+        # drain scheduled instead costs a loop iteration of its own, for each lone call
+        # (≈ 18 µs of CPU in a gateway, measured). Further sends before the next drain
+        # schedule one drain attempt: a burst of sends pays for it once.
+        if self._on_message is None or self._scheduled or self._closed or self._paused:
+            return
+        if self._sent_since_drain:
+            self._schedule_drain()
+            return
+        self._sent_since_drain = True
+        if int(self.sock.get(_EVENTS)) & _POLLIN:
             self._schedule_drain()
 
     def writable(self) -> bool:

@@ -41,6 +41,7 @@ from .._rundir import remove_orphaned_run_dir, taken_over
 from .._zmqloop import LoopSocket
 from ..signaling import Availability, SignalingClient
 from ._counters import GatewayCounters
+from ._expiry import ExpiryWheel
 from ._ice import use_host_addresses
 from ._identity import load_identity, node_id_of
 from ._inbound import Inbound, _Backlog, _InCall
@@ -129,6 +130,8 @@ class Gateway(Nodes, Outbound, Inbound):
         self._failed_call_reports = 0  # connections that failed with calls pending
         self._pending_out: dict[str, _OutCall] = {}
         self._pending_in: dict[str, _InCall] = {}
+        self._out_expiry = ExpiryWheel(self._loop, self._pending_out)
+        self._in_expiry = ExpiryWheel(self._loop, self._pending_in)
         self._parked: dict[ActrId, deque[Parked]] = {}
         self._held_for_restart: dict[ActrId, int] = {}
         # Frames from other nodes' actors not introduced yet (Inbound._from_node).

@@ -30,6 +30,7 @@ from .._rpc import GRACEFUL_ANSWER_WAIT_S, configure_socket, worth_logging
 from .._zmqloop import LoopSocket
 from . import _framing as framing
 from ._counters import GatewayCounters
+from ._expiry import Expiring, ExpiryWheel
 from ._outbound import MAX_TIMEOUT_MS, NO_DEADLINE_S, _OutCall
 from ._peer import PeerConnection
 from ._remote import RemoteNode
@@ -67,7 +68,7 @@ class _InCall:
         pc: PeerConnection,
         request_id: str,
         lane: int,
-        timer: asyncio.TimerHandle,
+        timer: Expiring,
         target: ActrId | None,
     ) -> None:
         self.pc = pc
@@ -128,6 +129,7 @@ class Inbound(Trust):
     _dealers: dict[str, LoopSocket]
     _overflow: dict[str, _Backlog]
     _pending_in: dict[str, _InCall]
+    _in_expiry: ExpiryWheel
     _nodes: dict[str, RemoteNode]
     _node_of: dict[ActrId, str]
     _parked: dict[ActrId, deque[Parked]]
@@ -187,7 +189,7 @@ class Inbound(Trust):
             del self._pending_out[item.request_id]
             call.timer.cancel()
             item.request_id = call.request_id
-            self._send_router(call.routing_id, wire.encode(item))
+            self._send_router(call.routing_id, wire.reencode(item))
         else:
             self._from_node(pc, lane, item, data)
 
@@ -340,10 +342,10 @@ class Inbound(Trust):
             # callee's ctx.request_id then matches the caller's logs (QA: "g3" alone).
             local_id = f"{env.request_id}/g{next(self._in_ids)}"
             expires_s = env.timeout_ms / 1000 if env.timeout_ms else NO_DEADLINE_S
-            timer = self._loop.call_later(expires_s + 0.5, self._pending_in.pop, local_id, None)
+            timer = self._in_expiry.add(local_id, expires_s + 0.5)
             self._pending_in[local_id] = _InCall(pc, env.request_id, lane, timer, env.target)
             original, env.request_id = env.request_id, local_id
-        data = wire.encode(env)
+        data = wire.reencode(env)
         if not is_request:
             self._to_local(
                 endpoint, data, wait_s=TELL_WAIT_S, on_fail=self._count_undeliverable, bounded=True
@@ -431,7 +433,7 @@ class Inbound(Trust):
             error = HandlerError(framing.too_large("response", len(parts[-1])))
             env = wire.error_response(env.request_id, error)
         env.request_id = call.request_id
-        self._send_link(call.pc, call.lane, wire.encode(env))
+        self._send_link(call.pc, call.lane, wire.reencode(env))
 
     def _stream_in(
         self,

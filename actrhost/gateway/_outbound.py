@@ -43,6 +43,7 @@ from ..shm import Descriptor
 from ..signaling import DiscoveryResult, RoleNegotiation
 from . import _framing as framing
 from ._counters import GatewayCounters
+from ._expiry import Expiring, ExpiryWheel
 from ._media import is_track_sample
 from ._peer import PeerConnection
 from ._remote import RemoteNode, session_id
@@ -74,7 +75,7 @@ class _OutCall:
 
     __slots__ = ("node", "request_id", "routing_id", "timer")
 
-    def __init__(self, routing_id: bytes, request_id: str, timer: asyncio.TimerHandle) -> None:
+    def __init__(self, routing_id: bytes, request_id: str, timer: Expiring) -> None:
         self.routing_id = routing_id
         self.request_id = request_id
         self.node: str | None = None
@@ -108,6 +109,7 @@ class Outbound:
     _not_found: dict[ActrId, tuple[float, ActrError]]  # until when, the locate's error
     _missing_drops: int
     _pending_out: dict[str, _OutCall]
+    _out_expiry: ExpiryWheel
     _out_ids: itertools.count[int]
     _rings: RingReaders
     _lossy: dict[ActrId, deque[StreamFrame]]
@@ -204,11 +206,11 @@ class Outbound:
             # so that the callee's ctx.request_id matches the caller's logs.
             out_id = f"{env.request_id}/o{next(self._out_ids)}"
             expires_s = env.timeout_ms / 1000 if env.timeout_ms else NO_DEADLINE_S
-            timer = self._loop.call_later(expires_s + 0.5, self._expire_out, out_id)
+            timer = self._out_expiry.add(out_id, expires_s + 0.5)
             self._pending_out[out_id] = _OutCall(routing_id, env.request_id, timer)
             env.request_id = out_id
             self.counters.calls_out += 1
-        self._to_actor(target, env.payload_type, wire.encode(env), out_id, env.source)
+        self._to_actor(target, env.payload_type, wire.reencode(env), out_id, env.source)
 
     def _stream_out(self, sf: StreamFrame, data: bytes, deferred: bool = False) -> None:
         target = sf.target
@@ -466,9 +468,6 @@ class Outbound:
                 error.message,
                 self._missing_drops,
             )
-
-    def _expire_out(self, request_id: str) -> None:
-        self._pending_out.pop(request_id, None)
 
     def _fail_out(self, request_id: str, error: ActrError) -> None:
         call = self._pending_out.pop(request_id, None)
