@@ -32,6 +32,7 @@ from ._errors import (
     Unavailable,
     error_from_code,
 )
+from ._replies import Replies
 from ._zmqloop import LoopSocket
 
 log = logging.getLogger(__name__)
@@ -163,6 +164,7 @@ class RpcEndpoint:
             router.close(linger=0)
             raise
         self._router = LoopSocket(router, self._on_router_message, f"{name} in")
+        self._replies = Replies(self._router, self._count_undeliverable_replies)
 
     def __repr__(self) -> str:
         return f"RpcEndpoint({self.name} {self.endpoint})"
@@ -379,13 +381,11 @@ class RpcEndpoint:
             )
             log.warning("%r: %s (request %s)", self, error, env.request_id)
             data = wire.encode(wire.error_response(env.request_id, HandlerError(error)))
-        try:
-            self._router.send_multipart_nowait([routing_id, data])
-        except zmq.ZMQError as exc:
-            # EHOSTUNREACH: the caller is gone; EAGAIN: its queue is full. Either way the
-            # caller's own deadline or death notice settles its side.
-            self.counters.undeliverable_replies += 1
-            log.debug("%r: reply %s not delivered: %s", self, env.request_id, exc)
+        # A caller whose queue is full gets it when there is room; one that is gone, not.
+        self._replies.send(routing_id, data)
+
+    def _count_undeliverable_replies(self, count: int) -> None:
+        self.counters.undeliverable_replies += count
 
     def peer_gone(self, endpoint: str, error: ActrError, *, graceful: bool) -> None:
         """A peer's process went away: fail its pending calls.
@@ -447,6 +447,7 @@ class RpcEndpoint:
         for link in self._links.values():
             link.close(linger_ms)
         self._links.clear()
+        self._replies.close()
         self._router.close(linger_ms)
         # libzmq leaves the ipc socket file behind when a bound socket closes; remove it so
         # nothing of the node outlives it.

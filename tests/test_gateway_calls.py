@@ -193,6 +193,34 @@ def test_a_burst_of_calls_crosses_in_batches_and_every_answer_finds_its_caller(
     assert batches > 0
 
 
+def test_answers_to_a_caller_with_more_calls_out_than_its_queues_hold_all_arrive(
+    tmp_path: Path,
+) -> None:
+    # 200 calls at once through pipes of 16: the answers come back faster than the caller
+    # reads them. Those its queue could not take were dropped, in the callee's worker and
+    # in the caller's gateway: 52 of 200 calls waited out their deadline (504).
+    runner = LoopRunner()
+    with ServerProcess() as server:
+        a = HarnessNode(tmp_path / "a", server.url, [("src", "t+Src")], hwm=16)
+        b = HarnessNode(tmp_path / "b", server.url, [("sink", "t+Sink")], hwm=16)
+        try:
+            runner.run(start_nodes(a, b))
+
+            async def burst() -> list[bytes]:
+                calls = (
+                    a.call("src", b.ids["sink"], "echo", b"%d" % n, timeout_s=5) for n in range(200)
+                )
+                return await asyncio.gather(*calls)
+
+            assert runner.run(burst()) == [b"%d" % n for n in range(200)]
+            assert runner.run(a.stats())["undeliverable"] == 0
+            assert b.workers["sink"].rpc.counters.undeliverable_replies == 0
+        finally:
+            for node in (a, b):
+                runner.run(node.stop())
+            runner.close()
+
+
 def test_tell_arrives_and_is_never_answered(pair: Pair) -> None:
     a, b = pair.a, pair.b
     run = pair.runner.run

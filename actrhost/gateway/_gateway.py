@@ -35,6 +35,7 @@ from .._envelope import StreamFrame
 from .._errors import ActrError, ClosedResourceError, Unavailable
 from .._ids import ActrId
 from .._linux import supervisor_gone
+from .._replies import Replies
 from .._ring_readers import RingReaders
 from .._rpc import configure_socket
 from .._rundir import remove_orphaned_run_dir, taken_over
@@ -97,6 +98,8 @@ class Gateway(Nodes, Outbound, Inbound):
         # samples to a third: a stream that backs up (a slow receiver on another node)
         # stops the reading of streams only; calls and media to any node still go through.
         self._router = self._bind_router(spec.endpoint, "gateway in")
+        # Answers for local callers whose queue is full wait for room (never dropped).
+        self._replies = Replies(self._router, self._count_undelivered_answers)
         streams = gateway_streams_endpoint(spec.endpoint)
         media = gateway_media_endpoint(spec.endpoint)
         self._routers = {
@@ -380,6 +383,7 @@ class Gateway(Nodes, Outbound, Inbound):
         self._rings.close()
         for dealer in self._dealers.values():
             dealer.close(linger_ms)
+        self._replies.close()
         for router in self._routers.values():
             router.close(linger_ms)
         self._control.close(linger_ms=linger_ms)

@@ -36,6 +36,7 @@ from .._errors import (
 from .._ids import ActrId, ActrType
 from .._lockfile import ACTR_LOCK_NAME, COMPAT_LOCK_NAME, LockFile
 from .._payload_type import PayloadType
+from .._replies import Replies
 from .._ring_readers import RingReaders
 from .._rpc import MAX_TIMEOUT_S, worth_logging
 from .._zmqloop import LoopSocket
@@ -100,6 +101,7 @@ class Outbound:
     counters: GatewayCounters
     _loop: asyncio.AbstractEventLoop
     _router: LoopSocket
+    _replies: Replies
     _routers: dict[str, LoopSocket]
     _regs: dict[ActrId, Any]
     _to_signaling: dict[ActrId, ActrId]
@@ -480,7 +482,13 @@ class Outbound:
     def _reply_local(self, routing_id: bytes, request_id: str, error: ActrError) -> None:
         self._send_router(routing_id, wire.encode(wire.error_response(request_id, error)))
 
+    def _count_undelivered_answers(self, count: int) -> None:
+        self.counters.undeliverable += count
+
     def _send_router(self, routing_id: bytes, data: bytes, via: str = CALLS) -> None:
+        if via == CALLS:
+            self._replies.send(routing_id, data)
+            return
         try:
             self._routers[via].send_multipart_nowait([routing_id, data])
         except zmq.ZMQError:
