@@ -20,6 +20,7 @@ pytest.importorskip("aiortc")
 
 from actrhost import NotFound, Unavailable
 from actrhost.gateway._testing import FAST_TUNING, HarnessNode, LoopRunner, start_nodes
+from actrhost.signaling import write_key_file
 from actrhost.signaling._testing import ServerProcess, pick_port
 
 
@@ -263,6 +264,45 @@ def test_new_ids_from_a_restarted_signaling_server_reach_the_same_workers(
             assert runner.run(b.call("b1", new_a1, "echo", b"back")) == b"back"
             for node in (a, b):
                 assert runner.run(node.stats())["failed_calls"] == 0
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_just_after_a_signaling_restart_an_actor_not_back_yet_is_503_not_404(
+    tmp_path: Path,
+) -> None:
+    # Node B's gateway is held (SIGSTOP) while the server restarts: A registers again at
+    # once, B later. Meanwhile A's discovery of B's type said 404 ("no such actor"), as
+    # if B were gone for good; it is 503 now, and B is found once it is back.
+    listen = f"127.0.0.1:{pick_port()}"
+    key_file = tmp_path / "keys.toml"
+    write_key_file(key_file)  # ids survive the restart
+    servers = [ServerProcess(listen, key_file=key_file).start()]
+    try:
+        with two_nodes(tmp_path, servers[0].url) as (runner, a, b):
+            assert runner.run(a.discover("a1", "t+B")) == b.ids["b1"]
+            assert b.process is not None
+            os.kill(b.process.pid, signal.SIGSTOP)
+            try:
+                servers[0].stop()
+                servers.append(ServerProcess(listen, key_file=key_file).start())
+                with pytest.raises(Unavailable, match=r"came back .* registering"):
+                    runner.run(a.discover("a1", "t+B", timeout_s=10))
+            finally:
+                os.kill(b.process.pid, signal.SIGCONT)
+
+            async def found_again() -> None:
+                deadline = time.monotonic() + 20
+                while True:
+                    try:
+                        assert await a.discover("a1", "t+B") == b.ids["b1"]
+                        return
+                    except (Unavailable, NotFound):
+                        assert time.monotonic() < deadline, "B was not found again"
+                        await asyncio.sleep(0.2)
+
+            runner.run(found_again(), timeout_s=30)
     finally:
         for server in servers:
             server.stop()

@@ -118,6 +118,8 @@ class Gateway(Nodes, Outbound, Inbound):
         self._dealers: dict[str, LoopSocket] = {}
         self._overflow: dict[str, _Backlog] = {}
         self._signaling: SignalingClient | None = None
+        self._signaling_connects = 0
+        self._signaling_back_at: float | None = None  # a reconnect (Outbound, 404 vs 503)
         self._regs: dict[ActrId, Any] = {}
         # Where signaling knows an actor by another id than its worker has (see
         # _refresh_aliases): the two directions of the translation, usually empty.
@@ -213,7 +215,7 @@ class Gateway(Nodes, Outbound, Inbound):
             on_relay=self._on_relay,
             on_reregistered=self._on_reregistered,
             on_actors_left=self._on_actors_left,
-            on_connected=lambda: self._pick_host_address(client),
+            on_connected=lambda: self._on_signaling_connected(client),
             ca_file=self.config.signaling.ca_file if self.config.signaling else None,
         )
         self._signaling = client
@@ -442,6 +444,12 @@ class Gateway(Nodes, Outbound, Inbound):
             **vars(self.counters),
             "remote_nodes": {node_id: node.stats() for node_id, node in self._nodes.items()},
         }
+
+    def _on_signaling_connected(self, client: SignalingClient) -> None:
+        self._signaling_connects += 1
+        if self._signaling_connects > 1:
+            self._signaling_back_at = self._loop.time()
+        self._pick_host_address(client)
 
     def _pick_host_address(self, client: SignalingClient) -> None:
         """Without ``[webrtc] ice_host_addresses``, offer the address this host reaches the

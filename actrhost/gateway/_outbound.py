@@ -69,6 +69,9 @@ NO_DEADLINE_S = 300.0
 NOT_FOUND_KEPT_S = 2.0
 #: At most this many such targets are kept (the oldest go first).
 NOT_FOUND_KEPT_MAX = 1024
+#: For this long after our signaling connection came back, "not registered" is 503: the
+#: server may have restarted, and other nodes' reconnects back off up to 5 s.
+REREGISTER_GRACE_S = 6.0
 
 
 class _OutCall:
@@ -102,6 +105,7 @@ class Outbound:
     _loop: asyncio.AbstractEventLoop
     _router: LoopSocket
     _replies: Replies
+    _signaling_back_at: float | None  # loop time our signaling connection came back
     _routers: dict[str, LoopSocket]
     _regs: dict[ActrId, Any]
     _to_signaling: dict[ActrId, ActrId]
@@ -363,6 +367,8 @@ class Outbound:
                 del self._locating[target]
             if not any(x.size_bytes for x in self._locating.values()):
                 self._on_pressure("locate", False)
+        if isinstance(error, NotFound) and (since := self._reconnected_s_ago()) is not None:
+            error = _maybe_reregistering(error, since)
         if error is not None:
             if isinstance(error, NotFound):
                 if len(self._not_found) >= NOT_FOUND_KEPT_MAX:
@@ -433,7 +439,9 @@ class Outbound:
             if result.best is None:
                 # A Shell asks as one of our actors: say so, not just that actor's type.
                 caller = f"{reg.actr_type}" if env.source else f"{reg.actr_type} (for a Shell)"
-                raise _nothing_found(actr_type, result, caller)
+                error = _nothing_found(actr_type, result, caller)
+                since = self._reconnected_s_ago()
+                raise error if since is None else _maybe_reregistering(error, since)
         except ActrError as exc:
             self._reply_local(routing_id, env.request_id, exc)
             return
@@ -482,6 +490,13 @@ class Outbound:
     def _reply_local(self, routing_id: bytes, request_id: str, error: ActrError) -> None:
         self._send_router(routing_id, wire.encode(wire.error_response(request_id, error)))
 
+    def _reconnected_s_ago(self) -> float | None:
+        """Seconds since our signaling connection came back, within REREGISTER_GRACE_S."""
+        if self._signaling_back_at is None:
+            return None
+        since = self._loop.time() - self._signaling_back_at
+        return since if since < REREGISTER_GRACE_S else None
+
     def _count_undelivered_answers(self, count: int) -> None:
         self.counters.undeliverable += count
 
@@ -529,6 +544,19 @@ async def discover_dependency(config: Config, reg: Any, actr_type: ActrType) -> 
         ) from None
     return await discover_locked(
         reg, actr_type, lock=lock, compat_lock_path=config.base_dir / COMPAT_LOCK_NAME
+    )
+
+
+def _maybe_reregistering(error: ActrError, since_s: float) -> ActrError:
+    """A 404 just after our signaling connection came back, as 503: the server may have
+    restarted, and other nodes register their actors again a few seconds after it (their
+    reconnects back off up to 5 s). Until 2026-12-03 callers got a 404 (kept 2 s for
+    calls to a known id) for an actor that was about to be back."""
+    if not isinstance(error, NotFound):
+        return error
+    return Unavailable(
+        f"{error.message}; the connection to signaling came back {since_s:.1f} s ago, and "
+        "other nodes may still be registering their actors again"
     )
 
 
