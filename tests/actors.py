@@ -518,6 +518,10 @@ class LoadTarget(Actor):
     async def die_after(self, ctx: Context, request: bytes) -> bytes:
         # Answer the N-th call, then exit the worker process at once (a crash).
         self.served += 1
+        if self.served > int(request):
+            # Dispatched before the exit came (two calls read at once, under load): it
+            # must not be answered either.
+            await asyncio.Event().wait()
         if self.served == int(request):
             asyncio.get_running_loop().call_soon(os._exit, 1)
         return b"ok"
