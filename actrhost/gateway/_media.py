@@ -10,8 +10,10 @@ track to the next route; a route that finds every track of its kind busy is drop
 counted (``no_track``). Every media sample a local actor sends to a remote actor becomes
 an ``av`` frame on its route's outbound track: aiortc encodes it (VP8 / Opus), paces
 nothing, and drops nothing itself; our track keeps at most :data:`TRACK_QUEUE_FRAMES`
-frames and replaces the oldest (newest wins, counted), which is the lane's "real-time,
-drops under pressure".
+frames (audio: :data:`AUDIO_QUEUE_FRAMES`) and replaces the oldest (newest wins,
+counted), which is the lane's "real-time, drops under pressure". Audio goes to the encoder
+in frames of :data:`AUDIO_FRAME_SAMPLES`: aiortc's Opus encoder made a longer frame
+several packets with one RTP timestamp, and the receiver dropped them all.
 
 RTP carries no routing: who sent the sample to whom, on which ``track_id``, with which
 timestamp and on which transceiver (its ``mid``) travels beside it as a small ``media``
@@ -66,6 +68,11 @@ AUDIO_CLOCK_HZ = 48000
 VIDEO_PTS_STEP = 3000
 #: Frames an outbound track holds before the oldest is replaced (newest wins).
 TRACK_QUEUE_FRAMES = 2
+#: Audio frames (of AUDIO_FRAME_SAMPLES) an outbound audio track holds: 1 s, so that a
+#: sample of up to that length is never cut by its own frames.
+AUDIO_QUEUE_FRAMES = 50
+#: Samples per audio frame handed to the encoder: 20 ms at 48 kHz, one Opus packet.
+AUDIO_FRAME_SAMPLES = 960
 #: Video and audio tracks per connection: how many routes of each kind stream at once
 #: between two nodes. Each idle track costs a sender task and an RTCP report a second.
 TRACKS_PER_KIND = 4
@@ -113,6 +120,7 @@ class OutboundTrack(MediaStreamTrack):
     def __init__(self, kind: str, on_taken: Callable[[dict[str, Any]], None]) -> None:
         super().__init__()
         self.kind = kind
+        self._limit = AUDIO_QUEUE_FRAMES if kind == "audio" else TRACK_QUEUE_FRAMES
         self._frames: deque[tuple[Any, dict[str, Any]]] = deque()
         self._ready = asyncio.Event()
         self._on_taken = on_taken
@@ -122,7 +130,7 @@ class OutboundTrack(MediaStreamTrack):
 
     def push(self, frame: Any, meta: dict[str, Any]) -> None:
         """Queue a frame for the encoder; replaces the oldest when full (never blocks)."""
-        if len(self._frames) >= TRACK_QUEUE_FRAMES:
+        if len(self._frames) >= self._limit:
             self._frames.popleft()
             self.dropped += 1
         self._frames.append((frame, meta))
@@ -260,23 +268,19 @@ class MediaSender:
             av_frame.time_base = fractions.Fraction(1, VIDEO_CLOCK_HZ)  # pts: OutboundTrack
             meta["codec"] = frame.codec or "rgb24"  # the receiver sees the codec it was sent
             meta["pixels"] = pixels
+            frames = [av_frame]
         else:
-            channels = 1 if array.ndim == 1 else int(array.shape[1])
-            samples = int(array.shape[0])
-            interleaved = np.ascontiguousarray(array).reshape(1, samples * channels)
-            av_frame = av.AudioFrame.from_ndarray(
-                interleaved, format="s16", layout="mono" if channels == 1 else "stereo"
-            )
-            av_frame.sample_rate = AUDIO_CLOCK_HZ
-            av_frame.pts = slot.next_pts
-            av_frame.time_base = fractions.Fraction(1, AUDIO_CLOCK_HZ)
-            slot.next_pts += samples
-            meta["channels"] = channels
+            meta["channels"] = 1 if array.ndim == 1 else int(array.shape[1])
             meta["ndim"] = array.ndim  # (n,) arrives as (n,), not (n, 1)
             meta["codec"] = frame.codec or "pcm_s16"
+            frames = [
+                _audio_frame(array[start : start + AUDIO_FRAME_SAMPLES], slot)
+                for start in range(0, int(array.shape[0]), AUDIO_FRAME_SAMPLES)
+            ]
         track = slot.track
         before = track.dropped
-        track.push(av_frame, meta)
+        for av_frame in frames:
+            track.push(av_frame, dict(meta))
         self._counters.dropped_sender += track.dropped - before
         self._counters.samples_sent += 1
 
@@ -301,6 +305,21 @@ class MediaSender:
         for slots in self._slots.values():
             for slot in slots:
                 slot.track.stop()
+
+
+def _audio_frame(array: Any, slot: _TrackSlot) -> Any:
+    """An ``av`` audio frame of int16 ``array`` ((n,) or (n, channels)), next on its track."""
+    channels = 1 if array.ndim == 1 else int(array.shape[1])
+    samples = int(array.shape[0])
+    interleaved = np.ascontiguousarray(array).reshape(1, samples * channels)
+    frame = av.AudioFrame.from_ndarray(
+        interleaved, format="s16", layout="mono" if channels == 1 else "stereo"
+    )
+    frame.sample_rate = AUDIO_CLOCK_HZ
+    frame.pts = slot.next_pts
+    frame.time_base = fractions.Fraction(1, AUDIO_CLOCK_HZ)
+    slot.next_pts += samples
+    return frame
 
 
 Deliver = Callable[[StreamFrame], None]
