@@ -13,6 +13,7 @@ failing its pending calls with ``Unavailable``.
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
 import logging
 import os
@@ -270,7 +271,7 @@ class RpcEndpoint:
         one never reached does not take it soon (down, or not started).
         """
         if self._down is not None:
-            raise self._down
+            raise copy.copy(self._down)  # a fresh one: each raise grows a traceback
         link = self.link(endpoint)
         try:
             link.send_nowait(data)
@@ -297,7 +298,7 @@ class RpcEndpoint:
             except zmq.Again:
                 continue
         if self._down is not None:
-            raise self._down
+            raise copy.copy(self._down)  # a fresh one: each raise grows a traceback
         if busy:  # the caller's own deadline: as a call's answer coming too late, 504
             raise DeadlineExceeded(
                 f"{endpoint} took nothing more before the deadline (its queue is full: "
@@ -344,7 +345,7 @@ class RpcEndpoint:
                 f"no answer to {env.route_key!r} from {env.target or pending.endpoint} "
                 f"within {waited:.3g} s (request {request_id})"
             )
-            pending.future.set_exception(error)
+            pending.future.set_exception(copy.copy(error))
 
     async def tell(self, endpoint: str, env: Envelope, deadline: float) -> None:
         """Send a message that is never answered; returns once ZeroMQ has taken it."""
@@ -406,14 +407,14 @@ class RpcEndpoint:
     def _fail(pending_calls: list[_Pending], error: ActrError) -> None:
         for pending in pending_calls:
             if not pending.future.done():
-                pending.future.set_exception(error)
+                pending.future.set_exception(copy.copy(error))
 
     def fail_endpoint(self, endpoint: str, error: ActrError) -> int:
         """Fail every pending call to ``endpoint`` with ``error``; return how many."""
         failed = 0
         for pending in self._pending.values():
             if pending.endpoint == endpoint and not pending.future.done():
-                pending.future.set_exception(error)
+                pending.future.set_exception(copy.copy(error))
                 failed += 1
         return failed
 
@@ -427,7 +428,7 @@ class RpcEndpoint:
         """Fail every pending call (used when this process stops)."""
         for pending in self._pending.values():
             if not pending.future.done():
-                pending.future.set_exception(error)
+                pending.future.set_exception(copy.copy(error))
 
     @property
     def pending_count(self) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import itertools
 import logging
 import os
@@ -256,7 +257,7 @@ class Shell(ShellStreams):
         self._rpc.peers_down(error)
         for future in self._replies.values():  # a restart, a status request…
             if not future.done():
-                future.set_exception(error)
+                future.set_exception(copy.copy(error))
         for entry in self.directory.entries():
             self._streams_out.forget_target(entry.actr_id.serial_number)
 

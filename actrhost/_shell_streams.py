@@ -4,6 +4,7 @@ receives from actors sending to ``Dest.SHELL`` (DESIGN §4, "Shell side")."""
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -82,7 +83,8 @@ class ShellStreams:
     ) -> bool:
         self._check_open()
         if self._node_gone is not None:
-            raise self._node_gone  # before a ring is made that nobody would read
+            # A fresh one each time: raising one object again grows its traceback without end.
+            raise copy.copy(self._node_gone)  # before a ring is made that nobody would read
         deadline = deadline_after(self._loop.time(), timeout)
         actr_id, endpoint = await self._route(target, deadline)
         frame.target = actr_id
