@@ -98,14 +98,17 @@ class Gateway(Nodes, Outbound, Inbound):
         # samples to a third: a stream that backs up (a slow receiver on another node)
         # stops the reading of streams only; calls and media to any node still go through.
         self._router = self._bind_router(spec.endpoint, "gateway in")
-        # Answers for local callers whose queue is full wait for room (never dropped).
-        self._replies = Replies(self._router, self._count_undelivered_answers)
         streams = gateway_streams_endpoint(spec.endpoint)
         media = gateway_media_endpoint(spec.endpoint)
         self._routers = {
             CALLS: self._router,
             STREAMS: self._bind_router(streams, "gateway streams in", STREAMS),
             MEDIA: self._bind_router(media, "gateway media in", MEDIA),
+        }
+        # Answers for local callers whose queue is full wait for room (never dropped).
+        self._replies = {
+            name: Replies(router, self._count_undelivered_answers)
+            for name, router in self._routers.items()
         }
         self._pressure: dict[str, set[object]] = {CALLS: set(), STREAMS: set()}
         ctl = self._zctx.socket(zmq.DEALER)
@@ -385,7 +388,8 @@ class Gateway(Nodes, Outbound, Inbound):
         self._rings.close()
         for dealer in self._dealers.values():
             dealer.close(linger_ms)
-        self._replies.close()
+        for replies in self._replies.values():
+            replies.close()
         for router in self._routers.values():
             router.close(linger_ms)
         self._control.close(linger_ms=linger_ms)

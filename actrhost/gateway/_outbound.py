@@ -18,8 +18,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import zmq
-
 from .. import _envelope as wire
 from .._config import Config
 from .._directory import GATEWAY_DISCOVER_ROUTE
@@ -104,7 +102,7 @@ class Outbound:
     counters: GatewayCounters
     _loop: asyncio.AbstractEventLoop
     _router: LoopSocket
-    _replies: Replies
+    _replies: dict[str, Replies]  # by socket (CALLS, STREAMS, MEDIA)
     _signaling_back_at: float | None  # loop time our signaling connection came back
     _routers: dict[str, LoopSocket]
     _regs: dict[ActrId, Any]
@@ -501,13 +499,7 @@ class Outbound:
         self.counters.undeliverable += count
 
     def _send_router(self, routing_id: bytes, data: bytes, via: str = CALLS) -> None:
-        if via == CALLS:
-            self._replies.send(routing_id, data)
-            return
-        try:
-            self._routers[via].send_multipart_nowait([routing_id, data])
-        except zmq.ZMQError:
-            self.counters.undeliverable += 1
+        self._replies[via].send(routing_id, data)
 
     def _on_pressure(
         self, source: object, full: bool, sockets: tuple[str, ...] = (CALLS, STREAMS)
