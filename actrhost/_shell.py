@@ -68,6 +68,10 @@ SHELL_HWM = 10000
 CLOSE_LINGER_MS = 2000
 #: [shm] defaults, for a Shell given only a control endpoint (and [node]
 #: max_message_bytes).
+#: A type discovered beyond this node is kept this long for calls and tells by type: one
+#: signaling round trip per call halved what a Shell's calls to another node could do
+#: (QA: 10,007 discoveries for 10,000 calls). A call that finds it gone forgets it.
+DISCOVERED_KEPT_S = 1.0
 DEFAULT_THRESHOLD_BYTES = 65536
 DEFAULT_RING_BYTES = 64 * 1024 * 1024
 
@@ -119,6 +123,7 @@ class Shell(ShellStreams):
         self.run_dir = Path(control_endpoint.removeprefix("ipc://")).parent
         self.directory = Directory()
         self._directory_changed = asyncio.Event()
+        self._discovered: dict[ActrType, tuple[ActrId, float]] = {}  # type -> (id, until)
         self.node_name = ""
         self._handlers: dict[str, tuple[ShellHandler, type | None]] = {}
         self._replies: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -395,7 +400,18 @@ class Shell(ShellStreams):
             if isinstance(target, str) and "+" not in target:
                 raise  # an actor name is a local thing
             actr_type = target if isinstance(target, ActrType) else ActrType.parse(target)
-            return await discover_via(self.directory, self._rpc, actr_type, None, deadline)
+            kept = self._discovered.get(actr_type)
+            if kept is not None and kept[1] > self._loop.time():
+                return kept[0]
+            actr_id = await discover_via(self.directory, self._rpc, actr_type, None, deadline)
+            self._discovered[actr_type] = (actr_id, self._loop.time() + DISCOVERED_KEPT_S)
+            return actr_id
+
+    def _forget_discovered(self, actr_id: ActrId) -> None:
+        """``actr_id`` failed a call as gone or unknown: discover its type again."""
+        kept = self._discovered.get(actr_id.type)
+        if kept is not None and kept[0] == actr_id:
+            del self._discovered[actr_id.type]
 
     async def call(
         self,
@@ -431,7 +447,11 @@ class Shell(ShellStreams):
             traceparent=traceparent,
             tracestate=tracestate,
         )
-        response = await self._rpc.call(endpoint, env, deadline)
+        try:
+            response = await self._rpc.call(endpoint, env, deadline)
+        except (NotFound, Unavailable):
+            self._forget_discovered(actr_id)
+            raise
         return decode_answer(response.payload, response_type, route_key)
 
     async def tell(
