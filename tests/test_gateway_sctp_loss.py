@@ -154,3 +154,23 @@ def test_a_lost_packet_is_sent_again_without_waiting_for_the_timer(
 
 def vars_of(state: _sctp_loss.LossState) -> dict[str, Any]:
     return {name: getattr(state, name) for name in state.__slots__ if name != "retransmitted"}
+
+
+def test_the_lowest_round_trip_is_that_of_the_last_ten_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The reordering window starts from it: one from the association's setup (0.5 ms on
+    # loopback before a 20 ms path) stayed until a lower sample came, or for 10 s and
+    # then whatever the next sample said (QA).
+    now = [1000.0]
+    monkeypatch.setattr(_sctp_loss.time, "monotonic", lambda: now[0])
+    state = _sctp_loss.LossState()
+    for rtt in (0.0005, 0.0004, 0.02):
+        _sctp_loss._note_rtt(state, rtt)
+    assert state.min_rtt == 0.0004
+    for step in range(1, 15):  # the path now takes 20-30 ms
+        now[0] = 1000.0 + step
+        _sctp_loss._note_rtt(state, 0.03 - step * 0.0005)
+        _sctp_loss._note_rtt(state, 0.03)
+        expected = 0.0004 if step < _sctp_loss.MIN_RTT_WINDOW_S else 0.03 - step * 0.0005
+        assert state.min_rtt == pytest.approx(expected), step

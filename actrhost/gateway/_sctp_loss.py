@@ -10,7 +10,7 @@ carries 4.5 MB/s without the jitter (QA, 2026-12-03).
 Instead, as TCP's RACK: a chunk is lost when a chunk *sent* more than a reordering
 window after it has been delivered (and, when that news is old, when as much time has
 passed since). Counting time instead of SACKs makes the rule independent of the sending
-rate. The window starts at a quarter of the lowest round trip seen and doubles (at most
+rate. The window starts at a quarter of the lowest round trip of the last 10 s and doubles (at most
 once a round trip) each time a retransmission proves spurious: the peer reports the chunk
 received twice (duplicate TSNs in its SACK, RFC 9260 §3.3.4). It is at most one smoothed
 round trip, and falls back to its start after 16 recoveries without a spurious one. A spurious
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 REORDER_STEP_OF_MIN_RTT = 0.25
 #: After this many recoveries without a spurious retransmission the window is reset.
 RECOVERIES_BEFORE_RESET = 16
-#: The lowest round trip is forgotten after this long (the path may have changed).
+#: The lowest round trip is taken over this long (the path may change).
 MIN_RTT_WINDOW_S = 10.0
 #: Retransmissions remembered (to recognise spurious ones), at most.
 RETRANSMITS_KEPT = 4096
@@ -63,11 +64,11 @@ class LossState:
         "delivered_rtt",
         "delivered_xmit",
         "min_rtt",
-        "min_rtt_at",
         "recoveries",
         "recovery",
         "reorder_steps",
         "retransmitted",
+        "rtt_minima",
         "spurious",
         "undo",
         "widened_at",
@@ -76,8 +77,9 @@ class LossState:
     def __init__(self) -> None:
         self.delivered_xmit = 0.0  # send time of the latest-sent chunk delivered so far
         self.delivered_rtt = 0.0  # its round trip, measured when its delivery was learnt
-        self.min_rtt = 0.0
-        self.min_rtt_at = 0.0
+        self.min_rtt = 0.0  # the lowest round trip of the last MIN_RTT_WINDOW_S
+        # The lowest of each second of that window, oldest first: (second, round trip).
+        self.rtt_minima: deque[tuple[int, float]] = deque()
         self.reorder_steps = 1  # the window in quarters of min_rtt
         self.recovery = 0  # the number of the latest recovery (fast retransmit)
         self.recoveries = 0  # since the last spurious retransmission
@@ -130,12 +132,8 @@ def install() -> None:
     def _update_rto(self: Any, rtt: float) -> None:
         # aiortc measures a round trip on each SACK that acknowledges new data.
         original_update_rto(self, rtt)
-        state = _loss_state(self)
-        now = time.time()
-        if rtt > 0 and (
-            not state.min_rtt or rtt < state.min_rtt or now - state.min_rtt_at > MIN_RTT_WINDOW_S
-        ):
-            state.min_rtt, state.min_rtt_at = rtt, now
+        if rtt > 0:
+            _note_rtt(_loss_state(self), rtt)
 
     async def _receive_sack_chunk(self: Any, sack: Any) -> None:
         if sack.duplicates:
@@ -166,6 +164,23 @@ def install() -> None:
     for name, method in patched.items():
         setattr(cls, name, method)
     _installed = True
+
+
+def _note_rtt(state: LossState, rtt: float) -> None:
+    """Keep the lowest round trip of the last MIN_RTT_WINDOW_S, by the second: a path
+    whose round trip grows (queues, a route change) gets a window from what it is now,
+    not from when the association was set up (QA: 0.5 ms kept on a 20 ms path)."""
+    second = int(time.monotonic())
+    minima = state.rtt_minima
+    if minima and minima[-1][0] == second:
+        if rtt >= minima[-1][1]:
+            return
+        minima[-1] = (second, rtt)
+    else:
+        minima.append((second, rtt))
+        while minima[0][0] <= second - MIN_RTT_WINDOW_S:
+            minima.popleft()
+    state.min_rtt = min(lowest for _second, lowest in minima)
 
 
 def _judge_missing(
