@@ -168,8 +168,21 @@ def format_status(status: dict[str, Any]) -> str:
                 )
             )
             lines += _lane_lines(node.get("lanes") or {})
+            lines += _sctp_lines((node.get("connection") or {}).get("sctp") or {})
             lines += _media_lines(node.get("media") or {})
     return "\n".join(lines)
+
+
+def _sctp_lines(sctp: dict[str, Any]) -> list[str]:
+    """The link's loss recovery, once it had any (a clean link says nothing)."""
+    if not sctp.get("fast_recoveries"):
+        return []
+    return [
+        f"    sctp: round trip {sctp.get('srtt_ms')} ms (lowest {sctp.get('min_rtt_ms')} ms), "
+        f"window {sctp.get('cwnd_bytes', 0) // 1024} KiB, {sctp['fast_recoveries']} fast "
+        f"recoveries ({sctp.get('spurious_retransmits', 0)} chunks sent again needlessly), "
+        f"reordering window {sctp.get('reorder_window_ms')} ms"
+    ]
 
 
 def _table(rows: Sequence[Sequence[str]]) -> list[str]:

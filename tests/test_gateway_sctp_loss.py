@@ -16,6 +16,7 @@ pytest.importorskip("aiortc")
 from aiortc.rtcsctptransport import DataChunk, RTCSctpTransport, parse_packet
 
 from actrhost._payload_type import PayloadType
+from actrhost._status_text import _sctp_lines
 from actrhost.gateway import _sctp_loss
 
 from .test_gateway_peer import Side
@@ -115,6 +116,12 @@ def test_a_path_that_reorders_packets_keeps_its_window(monkeypatch: pytest.Monke
             # Spurious retransmissions were seen (the peer got those chunks twice), and
             # widened the window of reordering they are judged by.
             assert state.spurious >= 1 and state.reorder_steps > 1, vars_of(state)
+            # What status shows of it (QA had to patch the gateway to see any of this).
+            sctp = a.pc.stats()["sctp"]
+            assert sctp["fast_recoveries"] >= 1 and sctp["spurious_retransmits"] >= 1
+            assert sctp["min_rtt_ms"] > 0 and sctp["reorder_window_ms"] > 0, sctp
+            (line,) = _sctp_lines(sctp)
+            assert f"{sctp['fast_recoveries']} fast recoveries" in line, line
 
     run(scenario(), timeout_s=90)
 

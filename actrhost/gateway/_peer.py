@@ -22,7 +22,7 @@ from aiortc import RTCCertificate, RTCPeerConnection, RTCSessionDescription
 from .._config import WebrtcConfig
 from .._envelope import StreamFrame
 from .._rpc import worth_logging
-from . import _dtls
+from . import _dtls, _sctp_loss
 from . import _framing as framing
 from ._carry import duplicates_ahead
 from ._ice import (
@@ -548,6 +548,7 @@ class PeerConnection(Sending):
             "queued_bytes": self.queued_bytes,
             "stream_inflight_bytes": self._stream_sent_bytes - self._stream_acked_bytes,
             "error": self.error,
+            "sctp": _sctp_loss.describe(self._pc.sctp) if self._pc and self._pc.sctp else None,
         }
 
 

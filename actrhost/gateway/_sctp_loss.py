@@ -94,6 +94,21 @@ class LossState:
         return min(window, srtt) if srtt else window
 
 
+def describe(transport: Any) -> dict[str, Any]:
+    """What ``actrhost status`` shows of an association's sending: round trips, window,
+    recoveries (fast retransmits) and how many proved spurious, the reordering window."""
+    state = transport.__dict__.get("_actrhost_loss") or LossState()
+    srtt = transport._srtt
+    return {
+        "srtt_ms": round(1000 * srtt, 1) if srtt else None,
+        "min_rtt_ms": round(1000 * state.min_rtt, 1),
+        "cwnd_bytes": int(transport._cwnd),
+        "fast_recoveries": state.recovery,
+        "spurious_retransmits": state.spurious,
+        "reorder_window_ms": round(1000 * state.reorder_window(srtt), 1),
+    }
+
+
 def _loss_state(transport: Any) -> LossState:
     state = transport.__dict__.get("_actrhost_loss")
     if state is None:
