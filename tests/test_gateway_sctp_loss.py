@@ -37,10 +37,13 @@ def impair(
     jitter_s: float = 0.0,
     rate_bytes_s: float = 2e6,
     drop: Any = None,
+    queue_s: float | None = None,
     seed: int = 1,
 ) -> None:
     """Send ``side``'s packets through a link of ``rate_bytes_s`` that holds each one
-    ``delay_s`` ± ``jitter_s`` (uniform), or drops those ``drop(packet)`` says."""
+    ``delay_s`` ± ``jitter_s`` (uniform), or drops those ``drop(packet)`` says, or those
+    that find more than ``queue_s`` of packets queued before them (a router's drop-tail
+    queue)."""
     dtls = sctp_of(side).transport
     send = dtls._send_data
     loop = asyncio.get_running_loop()
@@ -58,6 +61,8 @@ def impair(
         if drop is not None and drop(data):
             return
         now = loop.time()
+        if queue_s is not None and link_free_at - now > queue_s:
+            return
         link_free_at = max(link_free_at, now) + len(data) / rate_bytes_s
         hold_s = link_free_at - now + delay_s + rng.uniform(-jitter_s, jitter_s)
         loop.call_later(max(0.0, hold_s), lambda: asyncio.ensure_future(deliver(data)))

@@ -32,6 +32,7 @@ from ._ice import (
     rtc_configuration,
 )
 from ._media import MediaReceiver, MediaSender
+from ._pacing import FifoPace
 from ._sending import _CHANNELS, _LATENCY, _RPC, _SIGNAL, _SLOT_LANE, _STREAM, Sending, _Lane
 from ._types import TERMINAL, TRANSITIONS, LinkCounters, LinkState, Tuning
 
@@ -130,6 +131,7 @@ class PeerConnection(Sending):
         self._open_channels = 0
         self._wake = asyncio.Event()
         self._low = asyncio.Event()
+        self._pace = FifoPace(tuning)
         self._pressured: set[str] = set()
         self._stream_sent_bytes = 0
         self._stream_acked_bytes = 0
@@ -199,7 +201,7 @@ class PeerConnection(Sending):
             log.warning("%r: %s", self, exc)
 
     def _create_channels(self, pc: RTCPeerConnection) -> None:
-        low = max(1, self.tuning.buffer_high_bytes // len(_CHANNELS))
+        low = max(1, self._pace.limit_bytes // len(_CHANNELS))
         for slot, spec in enumerate(_CHANNELS):
             channel = pc.createDataChannel(
                 spec.label,
@@ -209,7 +211,8 @@ class PeerConnection(Sending):
                 id=spec.channel_id,
             )
             # Every channel over the shared high-water mark is above this threshold, so
-            # some channel always crosses it while the sender waits (no lost wake-up).
+            # some channel always crosses it while the sender waits (no lost wake-up;
+            # kept so as the mark follows the link: Sending._follow_link).
             channel.bufferedAmountLowThreshold = low
             channel.on("bufferedamountlow", self._low.set)
             channel.on("open", self._on_channel_open)

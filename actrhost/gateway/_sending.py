@@ -16,11 +16,12 @@ STREAM_RELIABLE        2  ordered, reliable, end-to-end window      4
 Why our own queues: aiortc's ``RTCDataChannel.send`` appends to one unbounded FIFO shared
 by every channel of the connection (``RTCSctpTransport._data_channel_queue``); a channel's
 ``bufferedAmount`` only drops when its message moves on into SCTP. So the sender task
-keeps aiortc's FIFO short (at most :attr:`Tuning.buffer_high_bytes` across channels,
-waiting on ``bufferedamountlow``) and picks the next message from our per-lane queues by
-priority: an RPC_SIGNAL message waits behind at most that many bytes, never behind a
-queued stream. Large frames go out in parts, one part per turn, so a 64 MiB stream chunk
-never blocks a call. When nothing waits, a frame goes to aiortc at once (no task hop).
+keeps aiortc's FIFO short (at most :attr:`Tuning.buffer_high_bytes` across channels, less
+on a slow link: module ``_pacing``; waiting on ``bufferedamountlow``) and picks the next
+message from our per-lane queues by priority: an RPC_SIGNAL message waits behind at most
+that many bytes, never behind a queued stream. Large frames go out in parts, one part per
+turn, so a 64 MiB stream chunk never blocks a call. When nothing waits, a frame goes to
+aiortc at once (no task hop).
 
 STREAM_RELIABLE also has an end-to-end window: the receiving gateway acknowledges the
 bytes it has handed to the local worker; the sender keeps at most
@@ -66,6 +67,7 @@ from ._unsent import forget_unsent
 
 if TYPE_CHECKING:
     from ._media import MediaSender
+    from ._pacing import FifoPace
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +157,7 @@ class Sending:
     _held: list[tuple[int, bytes]]
     _wake: asyncio.Event
     _low: asyncio.Event
+    _pace: FifoPace  # how much may wait in aiortc's FIFO, how large a message may be
     _pressured: set[str]  # gateway sockets this connection asked to stop reading
     session_id: str
     _stream_sent_bytes: int
@@ -234,7 +237,7 @@ class Sending:
         """Whether a message of this size may go to aiortc now, ahead of nothing."""
         if (
             self._state is not LinkState.CONNECTED
-            or message_bytes > self.tuning.max_message_bytes
+            or message_bytes > self._pace.part_bytes
             or (q.slot == _STREAM and not self._window_open())
         ):
             return False
@@ -243,7 +246,9 @@ class Sending:
             if x.items or x.current is not None:
                 return False
             buffered += x.channel.bufferedAmount
-        return buffered <= self.tuning.buffer_high_bytes
+        if buffered:
+            self._follow_link()
+        return buffered <= self._pace.limit_bytes
 
     def _send_message(self, q: _Lane, message: bytes) -> bool:
         try:
@@ -549,9 +554,8 @@ class Sending:
                 return data  # counted when it was made
             counters = self.counters.by_lane[lane]
             try:
-                q.current = framing.split_frame(
-                    data, next(self._message_ids), self.tuning.max_message_bytes
-                )
+                part_bytes = self.tuning.max_message_bytes if q.lossy else self._pace.part_bytes
+                q.current = framing.split_frame(data, next(self._message_ids), part_bytes)
             except ValueError as exc:
                 counters.dropped += 1
                 log.warning("%r: dropped a frame: %s", self, exc)
@@ -562,8 +566,8 @@ class Sending:
                 self._stream_left(data)
 
     async def _run_sender(self) -> None:
-        high = self.tuning.buffer_high_bytes
         lanes = self._lanes
+        pace = self._pace
         try:
             while self._state is not LinkState.CONNECTED:
                 if self._state in TERMINAL:
@@ -576,7 +580,8 @@ class Sending:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                if sum(q.channel.bufferedAmount for q in lanes) > high:
+                self._follow_link()
+                if sum(q.channel.bufferedAmount for q in lanes) > pace.limit_bytes:
                     # Wait before taking the message, not holding it: meanwhile it is still
                     # in its lane, so nothing sent at once overtakes it, and a failure
                     # finds it there (it was lost, and newer batches overtook it: QA).
@@ -593,6 +598,16 @@ class Sending:
             raise
         except Exception as exc:  # InvalidStateError: a channel closed under us
             self.fail(f"send failed: {exc!r}")
+
+    def _follow_link(self) -> None:
+        """Set the FIFO limit from the link now, and every channel's ``bufferedamountlow``
+        threshold to its share of it: then whichever channel holds more than its share
+        while the sender waits crosses it (no lost wake-up, see ``_create_channels``)."""
+        if self._pc is None or not self._pace.follow(self._pc.sctp):
+            return
+        share = max(1, self._pace.limit_bytes // len(self._lanes))
+        for q in self._lanes:
+            q.channel.bufferedAmountLowThreshold = share
 
 
 def _let_go(unconfirmed: deque[bytes], sent: int, received: int) -> None:

@@ -62,8 +62,11 @@ class Tuning:
     #: Largest data-channel message we send. 64 KiB is what every peer must accept when
     #: it advertises nothing (RFC 8841 §6); aiortc peers accept 256 KiB.
     max_message_bytes: int = 65536
-    #: Bytes allowed in aiortc's shared send FIFO before the sender waits.
+    #: Bytes allowed in aiortc's shared send FIFO before the sender waits: at most.
     buffer_high_bytes: int = 262144
+    #: On a slower link, the FIFO holds this long's worth of what the link takes (module
+    #: ``_pacing``); 0 keeps it at ``buffer_high_bytes`` whatever the link.
+    fifo_target_s: float = 0.05
     #: Queued bytes on a reliable lane beyond which the gateway stops reading its socket.
     queue_high_bytes: int = 4 * 1024 * 1024
     stream_window_bytes: int = 8 * 1024 * 1024
