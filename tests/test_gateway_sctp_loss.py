@@ -18,8 +18,9 @@ from aiortc.rtcsctptransport import DataChunk, RTCSctpTransport, parse_packet
 from actrhost._payload_type import PayloadType
 from actrhost._status_text import _sctp_lines
 from actrhost.gateway import _sctp_loss
+from actrhost.gateway._types import LinkState
 
-from .test_gateway_peer import Side
+from .test_gateway_peer import TUNING, Side
 from .test_gateway_tuning import closing_pair, sctp_of
 from .utils import run
 
@@ -160,6 +161,35 @@ def test_a_lost_packet_is_sent_again_without_waiting_for_the_timer(
             # Found lost by the SACKs of what followed it, not by the retransmission
             # timer (at least 1 s) or the stall probes (0.2 s without progress).
             assert counts == {"fast_recoveries": 1, "timeouts": 0}
+
+    run(scenario(), timeout_s=60)
+
+
+def test_acknowledgements_alone_keep_a_link_alive() -> None:
+    # On a lossy path a stream's retransmissions held the keepalive's messages up in
+    # SCTP for seconds while the peer's SACKs still came: links failed on "nothing
+    # received for 3 s" at 20 % loss (QA). Here nothing of a's DATA reaches b for longer
+    # than the keepalive timeout (2 s), but a's SACKs and HEARTBEATs do.
+    holding = True
+
+    def hold_data(packet: bytes) -> bool:
+        return holding and any(isinstance(c, DataChunk) for c in parse_packet(packet)[3])
+
+    async def scenario() -> None:
+        nonlocal holding
+        async with closing_pair() as (a, b):
+            await asyncio.sleep(0.1)
+            impair(a, delay_s=0.01, drop=hold_data)
+            a.pc.enqueue(PayloadType.RPC_RELIABLE, b"held")
+            await asyncio.sleep(1.5 * TUNING.keepalive_timeout_s)
+            assert (a.pc.state, b.pc.state) == (LinkState.CONNECTED, LinkState.CONNECTED)
+            assert not b.frames
+            holding = False  # the retransmission goes through now
+            async with asyncio.timeout(10):
+                while not b.frames:
+                    await asyncio.sleep(0.01)
+            assert b.frames == [(PayloadType.RPC_RELIABLE, b"held")]
+            assert LinkState.FAILED not in a.states + b.states
 
     run(scenario(), timeout_s=60)
 

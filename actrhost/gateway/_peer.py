@@ -33,6 +33,7 @@ from ._ice import (
 )
 from ._media import MediaReceiver, MediaSender
 from ._pacing import FifoPace
+from ._sctp import last_packet_at
 from ._sending import _CHANNELS, _LATENCY, _RPC, _SIGNAL, _SLOT_LANE, _STREAM, Sending, _Lane
 from ._types import TERMINAL, TRANSITIONS, LinkCounters, LinkState, Tuning
 
@@ -466,14 +467,21 @@ class PeerConnection(Sending):
         while self._state is LinkState.CONNECTED:
             self.send_control({"op": "ping"})
             await asyncio.sleep(interval)
-            silent = self._loop.time() - self._last_rx
+            silent = self._loop.time() - self._heard_at()
             if silent > timeout:
                 # A loop that was busy may not have read what arrived meanwhile: let it
                 # take a few turns before calling the link dead.
                 await asyncio.sleep(min(interval, 0.05))
-                silent = self._loop.time() - self._last_rx
+                silent = self._loop.time() - self._heard_at()
                 if silent > timeout:
                     self.fail(f"nothing received for {silent:.1f} s")
+
+    def _heard_at(self) -> float:
+        """When the other side was last heard from: a message, or any SCTP packet (a
+        SACK, a HEARTBEAT) while our messages wait behind retransmissions (_sctp)."""
+        sctp = self._pc.sctp if self._pc is not None else None
+        packet_at = last_packet_at(sctp) if sctp is not None else 0.0
+        return max(self._last_rx, packet_at)
 
     def probe(self, reason: str) -> None:
         """Check now that the other side is alive, as someone else doubts it (signaling
@@ -490,9 +498,9 @@ class PeerConnection(Sending):
     async def _check_probe(self, asked_at: float, reason: str) -> None:
         timeout = self.tuning.probe_timeout_s
         await asyncio.sleep(timeout)
-        if self._last_rx < asked_at:
+        if self._heard_at() < asked_at:
             await asyncio.sleep(0.05)  # let a busy loop read what arrived (as _keepalive)
-        if self._state is LinkState.CONNECTED and self._last_rx < asked_at:
+        if self._state is LinkState.CONNECTED and self._heard_at() < asked_at:
             self.fail(f"{reason}, and nothing came back for {timeout:g} s")
 
     # -- ending ------------------------------------------------------------------------

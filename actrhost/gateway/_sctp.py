@@ -25,6 +25,11 @@ allows (RFC 9260 §6.2, §6.10):
 * **Eager sends.** A binary message sent from outside aiortc's own receive path (our
   socket callbacks) goes through ``_data_channel_flush`` right away, the way Python 3.12's
   eager tasks would run it, instead of in a task on the next iteration.
+* **Liveness by packet.** The time the last packet came from the peer
+  (:func:`last_packet_at`): the gateway's keepalive counts it, not only whole messages.
+  On a lossy path a stream's retransmissions hold up the keepalive's own messages in
+  SCTP for seconds while the peer's SACKs and HEARTBEATs still arrive (QA: 20 % loss
+  failed links on "nothing received for 3 s").
 * **Probes while stalled.** What is lost is sent again when the retransmission timer
   (T3) expires, one RTO after the last progress: at least 1 s in aiortc. After a short
   outage (a link down for less than the keepalive timeout) every call sent meanwhile
@@ -91,6 +96,7 @@ class _SackState:
         "depth",
         "got_data",
         "last_data_at",
+        "packet_at",
         "progress_at",
         "seen_sacked_tsn",
         "stall_timer",
@@ -103,6 +109,7 @@ class _SackState:
         self.got_data = False  # the packet being handled carried DATA
         self.unacked_packets = 0
         self.last_data_at = 0.0  # loop time of the last packet with DATA
+        self.packet_at = 0.0  # loop time of the last packet of any kind
         self.timer: asyncio.TimerHandle | None = None
         self.capture = False  # _send_chunk hands the SACK over instead of sending it
         self.captured: Any = None
@@ -116,6 +123,13 @@ def _state(transport: Any) -> _SackState:
     if state is None:
         state = transport.__dict__["_actrhost_sack"] = _SackState()
     return state
+
+
+def last_packet_at(transport: Any) -> float:
+    """Event-loop time at which ``transport`` (an ``RTCSctpTransport``) last received a
+    packet (any chunk, after DTLS authenticated it); 0.0 before the first, or where
+    :func:`install` was not called."""
+    return _state(transport).packet_at
 
 
 def install() -> None:
@@ -176,6 +190,7 @@ def install() -> None:
         state = _state(self)
         state.depth += 1
         state.got_data = False
+        state.packet_at = self._loop.time()
         try:
             if len(data) > 12 and data[12] == _SACK_CHUNK_TYPE:
                 if await _handle_bundle(self, data):
