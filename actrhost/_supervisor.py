@@ -377,6 +377,36 @@ class Supervisor(ControlHandlers):
             self._broadcast()
         await self._after_exit(slot, clean=clean, exit_text=describe_exit(code))
 
+    def _watch_start(self, slot: Slot) -> None:
+        """Bound a start by ``start_timeout_s`` even where the worker cannot: it cancels an
+        ``on_start`` that awaits, but one that blocks its loop (``time.sleep``, a
+        socket read, a sync ``__init__`` that never returns) stays ``starting`` for ever.
+        So the worker that has not run by the limit, plus the grace its own cancellation
+        gets and a margin, is killed and its start failed (the restart policy applies)."""
+        limit_s = slot.config.start_timeout_s
+        if not limit_s or slot.process is None:
+            return
+        after_s = limit_s + self.config.node.shutdown_grace_s + KILL_AFTER_S
+        loop = asyncio.get_running_loop()
+        loop.call_later(after_s, self._end_stuck_start, slot, slot.process)
+
+    def _end_stuck_start(self, slot: Slot, process: WorkerProcess) -> None:
+        if (
+            self._stopping
+            or slot.process is not process
+            or process.returncode is not None
+            or slot.state is not ActorState.STARTING
+        ):
+            return
+        slot.error = (
+            f"on_start did not return within start_timeout_s = "
+            f"{slot.config.start_timeout_s:g} s and its worker did not end it (a blocked "
+            "event loop, or __init__ never returned); killed"
+        )
+        log.error("%s (pid %s): %s", slot.label, process.pid, slot.error)
+        self._set_state(slot, ActorState.FAILED)
+        process.kill()  # _watch reaps it, and the restart policy applies
+
     async def _after_exit(self, slot: Slot, *, clean: bool, exit_text: str) -> None:
         """What the restart policy says once an instance's process is gone (or could not
         be started): start it again (after its backoff), or give up on it."""

@@ -43,6 +43,7 @@ class ControlHandlers:
     _send: Callable[[bytes, dict[str, Any]], None]
     snapshot: Callable[[], dict[str, Any]]
     _set_state: Callable[[Slot, ActorState], None]
+    _watch_start: Callable[[Slot], None]
     _forget_shell: Callable[[bytes], None]
     _spawn_task: Callable[[Coroutine[Any, Any, Any]], None]
     request_shutdown: Callable[[], None]
@@ -86,6 +87,7 @@ class ControlHandlers:
             slot.pid = message.get("pid", slot.pid)
             self._feed.forget(routing_id)
             self._send(routing_id, self.snapshot())
+            self._watch_start(slot)  # it runs __init__ and on_start once it has this
         elif op == control.STATE:
             try:
                 state = ActorState(str(message.get("state")))

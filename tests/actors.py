@@ -207,6 +207,13 @@ class StuckStart(Echo):
             _mark(f"start ended {ctx.self_id}")
 
 
+class BlockedStart(Echo):
+    """An on_start that blocks its event loop for a minute (no await to cancel)."""
+
+    async def on_start(self, ctx: Context) -> None:
+        time.sleep(60)
+
+
 class SlowStop(Echo):
     """An on_stop that takes a minute."""
 

@@ -1027,6 +1027,32 @@ def test_an_on_start_that_does_not_return_in_time_fails_the_start(node_factory):
     assert error.endswith(why)
 
 
+def test_an_on_start_that_blocks_its_loop_is_killed_after_its_timeout(node_factory):
+    # The worker cannot cancel it (its loop is blocked): it stayed `starting` for ever.
+    node = node_factory(
+        """
+        [[actor]]
+        name = "blocked"
+        type = "test+Blocked"
+        handler = "actors:BlockedStart"
+        start_timeout_s = 0.3
+        max_restarts = 1
+        restart_window_s = 30
+        """,
+        "shutdown_grace_s = 0.5\n",
+        start=False,
+    ).spawn()
+    started = time.monotonic()
+    wait_until(lambda: "gave up after 1 restarts" in node.log(), 30, "the supervisor to give up")
+    assert time.monotonic() - started < 20  # two starts of 0.3 + 0.5 + 2 s each, and slack
+    why = "on_start did not return within start_timeout_s = 0.3 s and its worker did not end it"
+    assert node.log().count(why) >= 2  # each start, and the "gave up" line
+    (info,) = node.actors()
+    assert info.state == "failed" and info.restarts == 1
+    (row,) = node.status()["actors"]
+    assert why in row["error"] and row["error"].endswith("killed"), row["error"]
+
+
 def test_an_on_start_that_ignores_its_cancellation_still_ends_its_worker(node_factory):
     node = node_factory(
         """
