@@ -138,6 +138,15 @@ class LoopSocket:
         # Batch limit reached with input left: continue on the next loop iteration.
         self._schedule_drain()
 
+    def read_waiting(self) -> None:
+        """Hand on every message waiting in the socket now, not only a batch: for an
+        owner about to give up on an answer that may be among them."""
+        batch, self._batch = self._batch, 1 << 30
+        try:
+            self._drain()
+        finally:
+            self._batch = batch
+
     def pause_reading(self) -> None:
         """Stop taking messages off the socket (ZeroMQ's queues then push back)."""
         if self._on_message is not None and not self._closed and not self._paused:
