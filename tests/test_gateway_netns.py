@@ -268,3 +268,58 @@ def test_traffic_resumes_at_once_when_a_short_cut_ends(
         assert max(delays) < 0.5, delays
         (remote,) = runner.run(a.stats())["remote_nodes"].values()
         assert remote["failures"] == 0 and remote["state"] == "connected"
+
+
+def test_a_call_beside_a_stream_on_a_slow_link_waits_for_little_of_it(
+    tmp_path: Path, namespaces: tuple[str, str, str], signaling_in: str
+) -> None:
+    # The kernel's token bucket makes the veth pair a 1 Mbit/s link with a 0.2 s queue
+    # each way. aiortc's send FIFO held 256 KiB of stream ahead of every call: 2.1 s on
+    # this link. It now holds ≈ 50 ms of what the link takes (gateway/_pacing.py).
+    ns_a, ns_b, veth_a = namespaces
+    veth_b = "vB" + veth_a[2:]
+    for ns, veth in ((ns_a, veth_a), (ns_b, veth_b)):
+        tbf = ["rate", "1mbit", "burst", "16kbit", "latency", "200ms"]
+        _ip_tc("-n", ns, "qdisc", "add", "dev", veth, "root", "tbf", *tbf)
+
+    def webrtc(address: str) -> str:
+        return f'ice_host_addresses = ["{address}"]'
+
+    tuning = dict(FAST_TUNING, keepalive_timeout_s=5.0)
+    with two_hosts(tmp_path, namespaces, signaling_in, webrtc, tuning=tuning) as (runner, a, b):
+        echo = b.ids["echo"]
+        assert runner.run(a.call("client", echo, "echo", b"up")) == b"up"
+
+        async def stream() -> None:
+            for sequence in range(64):
+                await a.send_chunk("client", echo, "s", sequence, bytes([sequence]) * 65536)
+
+        async def scenario() -> list[float]:
+            streaming = asyncio.ensure_future(stream())
+            try:
+                delays = []
+                for n in range(4):
+                    await asyncio.sleep(0.7)  # the stream fills the link meanwhile
+                    started = time.monotonic()
+                    said = b"call %d" % n
+                    assert await a.call("client", echo, "echo", said, timeout_s=10) == said
+                    delays.append(time.monotonic() - started)
+                return delays
+            finally:
+                streaming.cancel()
+
+        delays = runner.run(scenario(), timeout_s=60)
+        print("calls beside the stream took", ", ".join(f"{d:.2f}" for d in delays), "s")
+        assert max(delays) < 1.5, delays
+        chunks = b.workers["echo"].received.chunks
+        (got,) = chunks.values()
+        assert len(got) >= 4 and [seq for seq, _ in got] == list(range(len(got)))
+
+
+def _ip_tc(*args: str) -> None:
+    tc = shutil.which("tc")
+    if tc is None:
+        pytest.skip("iproute2's tc is not installed")
+    result = subprocess.run([tc, *args], capture_output=True, timeout=10)
+    if result.returncode != 0:
+        pytest.skip(f"tc cannot shape the link here: {result.stderr.decode().strip()}")

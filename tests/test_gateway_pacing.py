@@ -74,23 +74,28 @@ def test_a_call_beside_a_stream_on_a_slow_link_waits_for_little_of_it() -> None:
 
 def test_the_limits_follow_the_window_per_round_trip() -> None:
     # aiortc's SCTP state as the pace reads it: congestion window (bytes), smoothed
-    # round trip (s, None before the first).
+    # round trip and its variation (s; None before the first).
     pace = FifoPace(TUNING)
-    assert not pace.follow(SimpleNamespace(_cwnd=4800, _srtt=None))
+    assert not pace.follow(SimpleNamespace(_cwnd=4800, _srtt=None, _rttvar=None))
     assert (pace.limit_bytes, pace.part_bytes) == (TUNING.buffer_high_bytes, CHUNK)
-    assert not pace.follow(SimpleNamespace(_cwnd=4_000_000, _srtt=0.002))  # loopback
-    assert pace.follow(SimpleNamespace(_cwnd=100_000, _srtt=0.05))  # 2 MB/s: 50 ms of it
+    assert not pace.follow(SimpleNamespace(_cwnd=4_000_000, _srtt=0.002, _rttvar=0.0))  # loopback
+    assert pace.follow(
+        SimpleNamespace(_cwnd=100_000, _srtt=0.05, _rttvar=0.0)
+    )  # 2 MB/s: 50 ms of it
     assert (pace.limit_bytes, pace.part_bytes) == (100_000, CHUNK)
-    assert not pace.follow(SimpleNamespace(_cwnd=100_000, _srtt=0.05))
-    assert pace.follow(SimpleNamespace(_cwnd=40_000, _srtt=0.05))
+    assert not pace.follow(SimpleNamespace(_cwnd=100_000, _srtt=0.05, _rttvar=0.0))
+    # A round trip that varies (a queue building up) counts with four times its variation.
+    assert pace.follow(SimpleNamespace(_cwnd=100_000, _srtt=0.05, _rttvar=0.0125))
+    assert (pace.limit_bytes, pace.part_bytes) == (50_000, 50_000)
+    assert pace.follow(SimpleNamespace(_cwnd=40_000, _srtt=0.05, _rttvar=0.0))
     assert (pace.limit_bytes, pace.part_bytes) == (40_000, 40_000)
-    assert pace.follow(SimpleNamespace(_cwnd=30_000, _srtt=0.25))  # 1 Mbit/s, queued
+    assert pace.follow(SimpleNamespace(_cwnd=30_000, _srtt=0.25, _rttvar=0.0))  # 1 Mbit/s, queued
     assert (pace.limit_bytes, pace.part_bytes) == (LIMIT_FLOOR_BYTES, LIMIT_FLOOR_BYTES)
-    assert pace.follow(SimpleNamespace(_cwnd=4_000_000, _srtt=0.002))
+    assert pace.follow(SimpleNamespace(_cwnd=4_000_000, _srtt=0.002, _rttvar=0.0))
     assert (pace.limit_bytes, pace.part_bytes) == (TUNING.buffer_high_bytes, CHUNK)
     pace = FifoPace(Tuning(max_message_bytes=4096))
-    assert pace.follow(SimpleNamespace(_cwnd=30_000, _srtt=0.25))
+    assert pace.follow(SimpleNamespace(_cwnd=30_000, _srtt=0.25, _rttvar=0.0))
     assert (pace.limit_bytes, pace.part_bytes) == (LIMIT_FLOOR_BYTES, 4096)
     pace = FifoPace(Tuning(fifo_target_s=0))  # a fixed limit
-    assert not pace.follow(SimpleNamespace(_cwnd=30_000, _srtt=0.25))
+    assert not pace.follow(SimpleNamespace(_cwnd=30_000, _srtt=0.25, _rttvar=0.0))
     assert pace.limit_bytes == TUNING.buffer_high_bytes

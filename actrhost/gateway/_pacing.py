@@ -10,8 +10,9 @@ So the sender keeps at most :attr:`Tuning.fifo_target_s` of what the link takes 
 there, between :data:`LIMIT_FLOOR_BYTES` and :attr:`Tuning.buffer_high_bytes`, and cuts messages of
 reliable lanes to the same size on a slow link, since a message moves on into SCTP whole:
 one 64 KiB part is half a second at 1 Mbit/s. What the link takes is SCTP's congestion
-window per smoothed round trip: the bytes it lets into flight per round trip, where the
-round trip includes the queues of the path. (Measuring how fast the FIFO drains does not
+window per round trip (smoothed, plus four times its variation, as SCTP's own timeout):
+the bytes it lets into flight per round trip, where the round trip includes the queues
+of the path. (Measuring how fast the FIFO drains does not
 work: it drains in whole messages, only when SCTP's own queue is empty, so a small FIFO
 is empty at most of the sender's wake-ups and a measurement hardly ever spans one.) On a
 fast link neither limit changes anything: it stays at its ceiling. So does it until SCTP
@@ -50,7 +51,9 @@ class FifoPace:
         srtt = sctp._srtt
         if not srtt or not self._target_s:
             return False  # no round trip measured yet, or a fixed limit
-        rate = sctp._cwnd / srtt
+        # The smoothed round trip lags behind while a queue builds up on the path (a
+        # stream's start): with its variation added, the estimate stays on the safe side.
+        rate = sctp._cwnd / (srtt + 4 * sctp._rttvar)
         limit = min(self._ceiling, max(LIMIT_FLOOR_BYTES, int(rate * self._target_s)))
         if limit == self.limit_bytes:
             return False

@@ -62,12 +62,12 @@ from ._carry import (
     is_tell,
     tells_to_carry,
 )
+from ._pacing import PART_FLOOR_BYTES, FifoPace
 from ._types import CALLS, STREAMS, TERMINAL, LinkCounters, LinkState, Tuning
 from ._unsent import forget_unsent
 
 if TYPE_CHECKING:
     from ._media import MediaSender
-    from ._pacing import FifoPace
 
 log = logging.getLogger(__name__)
 
@@ -235,10 +235,8 @@ class Sending:
 
     def _room_now(self, q: _Lane, message_bytes: int) -> bool:
         """Whether a message of this size may go to aiortc now, ahead of nothing."""
-        if (
-            self._state is not LinkState.CONNECTED
-            or message_bytes > self._pace.part_bytes
-            or (q.slot == _STREAM and not self._window_open())
+        if self._state is not LinkState.CONNECTED or (
+            q.slot == _STREAM and not self._window_open()
         ):
             return False
         buffered = 0
@@ -246,9 +244,9 @@ class Sending:
             if x.items or x.current is not None:
                 return False
             buffered += x.channel.bufferedAmount
-        if buffered:
+        if buffered or message_bytes > PART_FLOOR_BYTES:  # not for a lone call: no cost
             self._follow_link()
-        return buffered <= self._pace.limit_bytes
+        return message_bytes <= self._pace.part_bytes and buffered <= self._pace.limit_bytes
 
     def _send_message(self, q: _Lane, message: bytes) -> bool:
         try:
