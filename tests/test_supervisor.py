@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ import zmq
 import actrhost
 from actrhost import DataStream, DeadlineExceeded, NotFound, Unavailable
 
-from .utils import REPO, actrhost_command, children_of, pid_alive, run, wait_until
+from .utils import REPO, Node, actrhost_command, children_of, pid_alive, run, wait_until
 
 ECHO = """
 [[actor]]
@@ -1027,14 +1028,15 @@ def test_an_on_start_that_does_not_return_in_time_fails_the_start(node_factory):
     assert error.endswith(why)
 
 
-def test_an_on_start_that_blocks_its_loop_is_killed_after_its_timeout(node_factory):
-    # The worker cannot cancel it (its loop is blocked): it stayed `starting` for ever.
+def run_until_given_up(node_factory: Callable[..., Node], handler: str) -> Node:
+    """A node whose one actor (``actors:<handler>``, ``start_timeout_s = 0.3``, one
+    restart allowed) fails both its starts, once the supervisor has given up on it."""
     node = node_factory(
-        """
+        f"""
         [[actor]]
-        name = "blocked"
-        type = "test+Blocked"
-        handler = "actors:BlockedStart"
+        name = "it"
+        type = "test+{handler}"
+        handler = "actors:{handler}"
         start_timeout_s = 0.3
         max_restarts = 1
         restart_window_s = 30
@@ -1042,8 +1044,14 @@ def test_an_on_start_that_blocks_its_loop_is_killed_after_its_timeout(node_facto
         "shutdown_grace_s = 0.5\n",
         start=False,
     ).spawn()
-    started = time.monotonic()
     wait_until(lambda: "gave up after 1 restarts" in node.log(), 30, "the supervisor to give up")
+    return node
+
+
+def test_an_on_start_that_blocks_its_loop_is_killed_after_its_timeout(node_factory):
+    # The worker cannot cancel it (its loop is blocked): it stayed `starting` for ever.
+    started = time.monotonic()
+    node = run_until_given_up(node_factory, "BlockedStart")
     assert time.monotonic() - started < 20  # two starts of 0.3 + 0.5 + 2 s each, and slack
     why = "on_start did not return within start_timeout_s = 0.3 s and its worker did not end it"
     assert node.log().count(why) >= 2  # each start, and the "gave up" line
@@ -1054,20 +1062,7 @@ def test_an_on_start_that_blocks_its_loop_is_killed_after_its_timeout(node_facto
 
 
 def test_an_on_start_that_ignores_its_cancellation_still_ends_its_worker(node_factory):
-    node = node_factory(
-        """
-        [[actor]]
-        name = "deaf"
-        type = "test+Deaf"
-        handler = "actors:DeafStart"
-        start_timeout_s = 0.3
-        max_restarts = 1
-        restart_window_s = 30
-        """,
-        "shutdown_grace_s = 0.5\n",
-        start=False,
-    ).spawn()
-    wait_until(lambda: "gave up after 1 restarts" in node.log(), 20, "the supervisor to give up")
+    node = run_until_given_up(node_factory, "DeafStart")
     assert node.log().count("on_start ignores its cancellation; the worker exits") == 2
-    infos = {i.name: i for i in node.actors()}
-    assert infos["deaf"].state == "failed" and infos["deaf"].restarts == 1
+    (info,) = node.actors()
+    assert info.state == "failed" and info.restarts == 1
