@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import secrets
@@ -24,6 +25,7 @@ from . import _rundir as rundir
 from ._config import Config
 from ._directory import LIVE_STATES, ActorState
 from ._directory_feed import DirectoryFeed
+from ._errors import ConfigError
 from ._gateway_process import GatewayProcess
 from ._ids import ActrId, Realm
 from ._metrics import MetricsServer
@@ -127,6 +129,9 @@ class Supervisor(ControlHandlers):
                 if self.config.node.metrics_listen is not None:
                     # First: an address in use fails the node before any process starts.
                     await self._start_metrics(stack, self.config.node.metrics_listen)
+                signaling_url = None
+                if self.config.signaling is not None:
+                    signaling_url = await self._start_signaling(stack)
                 forkserver_ready = self._start_forkserver(loop)
                 log.info(
                     "node %r: starting %d actor instance(s) in %s",
@@ -134,8 +139,8 @@ class Supervisor(ControlHandlers):
                     len(self._slots),
                     self.run_dir,
                 )
-                if self.config.signaling is not None:
-                    await self._start_gateway(stack)
+                if signaling_url is not None:
+                    await self._start_gateway(signaling_url)
                 await forkserver_ready
                 self._spawn_task(self._sweep_after_gone_shells())
                 await self._spawn_all()
@@ -145,6 +150,9 @@ class Supervisor(ControlHandlers):
                 log.error("node %r: %s", self.config.node.name, exc)
                 await self._stop_all()
                 return 1
+            except ConfigError:  # the CLI says it as any config error (exit code 2)
+                await self._stop_all()
+                raise
             finally:
                 self._cleanup(loop)
         log.info("node %r: stopped", self.config.node.name)
@@ -202,30 +210,42 @@ class Supervisor(ControlHandlers):
         try:
             await metrics.start()
         except OSError as exc:
+            self._check_address(exc, "node.metrics_listen", listen)
             raise RuntimeError(f"[node] metrics_listen {listen}: {_bind_error(exc)}") from exc
         stack.push_async_callback(metrics.close)
         self._metrics = metrics
         log.info("node %r: metrics at %s", self.config.node.name, metrics.url)
 
-    async def _start_gateway(self, stack: contextlib.AsyncExitStack) -> None:
-        """Embedded signaling (if asked for), then the gateway, which registers every
-        instance; the ids signaling assigns become the instances' ActrIds."""
+    def _check_address(self, exc: OSError, key: str, listen: str) -> None:
+        """An address no interface of this host has is the config's fault, not the
+        host's (as a port in use is): raise ConfigError for it."""
+        if exc.errno == errno.EADDRNOTAVAIL:
+            problem = f"{listen!r} is not an address of this host ({_bind_error(exc)})"
+            raise ConfigError(str(self.config.path), key, problem) from None
+
+    async def _start_signaling(self, stack: contextlib.AsyncExitStack) -> str:
+        """The signaling server's URL: ``[signaling] url``, or that of the embedded
+        server started here (before any process: its address may be the config's fault)."""
         assert self.config.signaling is not None
         url = self.config.signaling.url
-        if url == "embedded":
-            from .signaling import run_server
+        if url != "embedded":
+            return url
+        from .signaling import run_server
 
-            listen = self.config.signaling.listen
-            try:
-                server = await stack.enter_async_context(
-                    run_server(
-                        listen, heartbeat_interval_s=self.config.signaling.heartbeat_interval_s
-                    )
-                )
-            except OSError as exc:
-                raise RuntimeError(f"[signaling] listen {listen}: {_bind_error(exc)}") from exc
-            url = server.url
-            log.info("node %r: embedded signaling server at %s", self.config.node.name, url)
+        listen = self.config.signaling.listen
+        try:
+            server = await stack.enter_async_context(
+                run_server(listen, heartbeat_interval_s=self.config.signaling.heartbeat_interval_s)
+            )
+        except OSError as exc:
+            self._check_address(exc, "signaling.listen", listen)
+            raise RuntimeError(f"[signaling] listen {listen}: {_bind_error(exc)}") from exc
+        log.info("node %r: embedded signaling server at %s", self.config.node.name, server.url)
+        return server.url
+
+    async def _start_gateway(self, url: str) -> None:
+        """The gateway, which registers every instance with signaling at ``url``; the ids
+        signaling assigns become the instances' ActrIds."""
         self.gateway = GatewayProcess(
             self.config,
             self.run_dir,

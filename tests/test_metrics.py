@@ -217,6 +217,30 @@ def test_embedded_signaling_address_in_use_is_one_line_too(tmp_path):
     assert not node.run_dir.exists()
 
 
+@pytest.mark.parametrize(
+    ("node_toml", "key"),
+    [
+        ('metrics_listen = "192.0.2.1:0"', "node.metrics_listen"),
+        ('\n[signaling]\nurl = "embedded"\nlisten = "192.0.2.1:0"\n', "signaling.listen"),
+    ],
+)
+def test_an_address_this_host_does_not_have_is_a_config_error(tmp_path, node_toml, key):
+    # 192.0.2.1 (TEST-NET-1) is on no interface here: the bind fails, nothing is sent.
+    node = Node(tmp_path, ECHO, node_toml)
+    result = subprocess.run(
+        [sys.executable, "-m", "actrhost", "run", str(node.config_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    said = f"config error: {node.config_path}: {key}: '192.0.2.1:0' is not an address of this host"
+    assert said in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "starting" not in result.stderr
+    assert not node.run_dir.exists()
+
+
 def test_render_metrics_exports_the_gateway_and_remote_nodes():
     lane = {"frames_out": 3, "bytes_out": 303, "frames_in": 3, "bytes_in": 57, "dropped": 1}
     status = {
