@@ -169,8 +169,20 @@ def format_status(status: dict[str, Any]) -> str:
             )
             lines += _lane_lines(node.get("lanes") or {})
             lines += _sctp_lines((node.get("connection") or {}).get("sctp") or {})
+            lines += _pace_lines(node.get("connection") or {})
             lines += _media_lines(node.get("media") or {})
     return "\n".join(lines)
+
+
+def _pace_lines(connection: dict[str, Any]) -> list[str]:
+    """What a slow link holds the gateway's sending to (a fast one says nothing)."""
+    limit, ceiling = connection.get("send_buffer_bytes"), connection.get("send_buffer_max_bytes")
+    if not limit or not ceiling or limit >= ceiling:
+        return []
+    return [
+        f"    slow link: {limit // 1024} KiB may wait in aiortc's send buffer (of "
+        f"{ceiling // 1024} KiB), messages of {connection.get('message_bytes', 0) // 1024} KiB"
+    ]
 
 
 def _sctp_lines(sctp: dict[str, Any]) -> list[str]:

@@ -13,6 +13,7 @@ import pytest
 pytest.importorskip("aiortc")
 
 from actrhost._payload_type import PayloadType
+from actrhost._status_text import _pace_lines
 from actrhost.gateway._pacing import (
     LIMIT_FLOOR_BYTES,
     PART_FLOOR_BYTES,
@@ -64,6 +65,9 @@ def test_a_call_beside_a_stream_on_a_slow_link_waits_for_little_of_it() -> None:
             pace = a.pc._pace
             assert LIMIT_FLOOR_BYTES <= pace.limit_bytes < TUNING.buffer_high_bytes // 4
             assert PART_FLOOR_BYTES <= pace.part_bytes < TUNING.max_message_bytes
+            # What `actrhost status` says of it.
+            (line,) = _pace_lines(a.pc.stats())
+            assert f"slow link: {pace.limit_bytes // 1024} KiB may wait" in line, line
             # The stream went on at the link's rate, in smaller parts, intact and in order.
             streamed = [data for lane, data in b.frames if lane == PayloadType.STREAM_RELIABLE]
             assert len(streamed) * CHUNK > 0.5 * SLOW_LINK["rate_bytes_s"] * 3, len(streamed)
@@ -96,6 +100,8 @@ def test_the_limits_follow_the_window_per_round_trip() -> None:
     pace = FifoPace(Tuning(max_message_bytes=4096))
     assert pace.follow(SimpleNamespace(_cwnd=30_000, _srtt=0.25, _rttvar=0.0))
     assert (pace.limit_bytes, pace.part_bytes) == (LIMIT_FLOOR_BYTES, 4096)
+    ceiling = {"send_buffer_bytes": 262144, "send_buffer_max_bytes": 262144}
+    assert _pace_lines(ceiling) == []  # `actrhost status` says nothing of a fast link
     pace = FifoPace(Tuning(fifo_target_s=0))  # a fixed limit
     assert not pace.follow(SimpleNamespace(_cwnd=30_000, _srtt=0.25, _rttvar=0.0))
     assert pace.limit_bytes == TUNING.buffer_high_bytes

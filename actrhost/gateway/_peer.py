@@ -560,6 +560,10 @@ class PeerConnection(Sending):
             "stream_inflight_bytes": self._stream_sent_bytes - self._stream_acked_bytes,
             "error": self.error,
             "sctp": _sctp_loss.describe(self._pc.sctp) if self._pc and self._pc.sctp else None,
+            # Below their ceilings on a slow link (_pacing).
+            "send_buffer_bytes": self._pace.limit_bytes,
+            "send_buffer_max_bytes": self.tuning.buffer_high_bytes,
+            "message_bytes": self._pace.part_bytes,
         }
 
 
