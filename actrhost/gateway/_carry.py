@@ -21,6 +21,7 @@ connection brought it and drops those it had (``duplicates_dropped``):
 
 from __future__ import annotations
 
+import json
 from typing import Any, NamedTuple
 
 from .. import _envelope as wire
@@ -118,6 +119,22 @@ def tells_to_carry(
         carried.append(Carried(lane, again(session_id, items=indices), CONTROL))
         carried += [item for _index, item in group]
     return carried + certain, dropped
+
+
+def again_named(message: bytes) -> dict[str, Any] | None:
+    """The fields of ``message`` if it is an ``again`` control message (None if not)."""
+    if message[:1] != bytes([framing.KIND_CONTROL]):
+        return None
+    try:
+        fields = json.loads(message[1:])
+    except ValueError:
+        return None
+    return fields if isinstance(fields, dict) and fields.get("op") == "again" else None
+
+
+def named_count(fields: dict[str, Any]) -> int:
+    """How many items the ``again`` with these fields names (the items that follow it)."""
+    return len(fields["items"]) if "items" in fields else int(fields["count"])
 
 
 def duplicates_ahead(message: dict[str, Any], received: int) -> int | None:

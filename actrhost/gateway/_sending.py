@@ -58,8 +58,10 @@ from ._carry import (
     MESSAGE,
     Carried,
     again,
+    again_named,
     frames_in_message,
     is_tell,
+    named_count,
     tells_to_carry,
 )
 from ._pacing import PART_FLOOR_BYTES, FifoPace
@@ -476,11 +478,20 @@ class Sending:
         """Queue what a failed predecessor handed over (:meth:`take_undelivered`), first
         and in order."""
         small: list[tuple[int, bytes]] = []  # tells in a row, batched as they first went
+        # Items an "again" names that are still to come: each goes as one message, as the
+        # other side drops the first few that follow it (a tell that had gone in parts,
+        # now small enough to share a batch, made the count wrong).
+        named = 0
         for lane, data, kind in carried:
             slot = _LANE_SLOT[lane]
-            if kind == FRAME and slot <= _RPC and len(data) <= BATCH_FRAME_MAX_BYTES:
+            if named:
+                named -= 1
+            elif kind == FRAME and slot <= _RPC and len(data) <= BATCH_FRAME_MAX_BYTES:
                 small.append((lane, data))
                 continue
+            if kind == CONTROL:
+                fields = again_named(data)
+                named = named_count(fields) if fields is not None else 0
             if small:  # (one message per tell cost the other side so much more that a
                 self._in_batches(small)  # new link failed on its keepalive: QA)
                 small = []
