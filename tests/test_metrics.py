@@ -184,15 +184,21 @@ def run_with_port_taken(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        node = Node(tmp_path, ECHO, node_toml.format(port=port))
-        result = subprocess.run(
-            [sys.executable, "-m", "actrhost", "run", str(node.config_path)],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            timeout=30,
-        )
+        result, node = run_node(tmp_path, node_toml.format(port=port))
     return result, node, port
+
+
+def run_node(tmp_path: Path, node_toml: str) -> tuple[subprocess.CompletedProcess[str], Node]:
+    """``actrhost run`` of a node of one echo actor and ``node_toml``, to its end."""
+    node = Node(tmp_path, ECHO, node_toml)
+    result = subprocess.run(
+        [sys.executable, "-m", "actrhost", "run", str(node.config_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=30,
+    )
+    return result, node
 
 
 def assert_one_error_line(result: subprocess.CompletedProcess[str], ending: str) -> None:
@@ -226,14 +232,7 @@ def test_embedded_signaling_address_in_use_is_one_line_too(tmp_path):
 )
 def test_an_address_this_host_does_not_have_is_a_config_error(tmp_path, node_toml, key):
     # 192.0.2.1 (TEST-NET-1) is on no interface here: the bind fails, nothing is sent.
-    node = Node(tmp_path, ECHO, node_toml)
-    result = subprocess.run(
-        [sys.executable, "-m", "actrhost", "run", str(node.config_path)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=30,
-    )
+    result, node = run_node(tmp_path, node_toml)
     assert result.returncode == 2, result.stderr
     said = f"config error: {node.config_path}: {key}: '192.0.2.1:0' is not an address of this host"
     assert said in result.stderr, result.stderr
