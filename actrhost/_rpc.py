@@ -51,6 +51,8 @@ MALFORMED_LOGGED = 5
 #: A deadline's timer this late means the loop was blocked (or far behind): answers that
 #: came meanwhile may still wait in the sockets, read first (see RpcEndpoint._expire).
 LATE_TIMER_S = 0.05
+#: A blocked loop's due timers fire together: the sockets are read for them once per this.
+CATCH_UP_EVERY_S = 0.01
 
 RequestHandler = Callable[[Envelope, bytes], None]
 StreamHandler = Callable[[StreamFrame], None]
@@ -365,7 +367,7 @@ class RpcEndpoint:
         reads one batch of 256 messages, then runs the timers (QA: of 1,000 calls answered
         during a 1.5 s block, 488 and 723 failed with 504). Once per 10 ms at most, as a
         whole batch of such timers fires together."""
-        if now - self._caught_up_at < 0.01:
+        if now - self._caught_up_at < CATCH_UP_EVERY_S:
             return
         self._caught_up_at = now
         self._router.read_waiting()

@@ -21,7 +21,6 @@ connection brought it and drops those it had (``duplicates_dropped``):
 
 from __future__ import annotations
 
-import json
 from typing import Any, NamedTuple
 
 from .. import _envelope as wire
@@ -126,10 +125,10 @@ def again_named(message: bytes) -> dict[str, Any] | None:
     if message[:1] != bytes([framing.KIND_CONTROL]):
         return None
     try:
-        fields = json.loads(message[1:])
-    except ValueError:
+        fields = framing.parse_control(message)
+    except framing.MalformedMessage:
         return None
-    return fields if isinstance(fields, dict) and fields.get("op") == "again" else None
+    return fields if fields["op"] == "again" else None
 
 
 def named_count(fields: dict[str, Any]) -> int:

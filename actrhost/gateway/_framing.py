@@ -50,6 +50,19 @@ class MalformedMessage(ValueError):
     """A data-channel message that does not follow this format (dropped and counted)."""
 
 
+def parse_control(data: bytes) -> dict[str, Any]:
+    """The JSON object of a CONTROL message (``data`` starts with its kind byte); raises
+    :class:`MalformedMessage`."""
+    try:
+        message = json.loads(data[1:])
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # (RecursionError: JSON nested a thousand levels deep, a 2 KB message.)
+        raise MalformedMessage(f"control message is not JSON: {exc!r}") from None
+    if not isinstance(message, dict) or not isinstance(message.get("op"), str):
+        raise MalformedMessage("control message without an 'op'")
+    return message
+
+
 def frame_message(frame: bytes) -> bytes:
     """One whole frame as a data-channel message."""
     return b"\x01" + frame
@@ -170,14 +183,7 @@ class Reassembler:
         if kind == KIND_FRAME:
             return "frame", data[1:]
         if kind == KIND_CONTROL:
-            try:
-                message = json.loads(data[1:])
-            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-                # (RecursionError: JSON nested a thousand levels deep, a 2 KB message.)
-                raise MalformedMessage(f"control message is not JSON: {exc!r}") from None
-            if not isinstance(message, dict) or not isinstance(message.get("op"), str):
-                raise MalformedMessage("control message without an 'op'")
-            return "control", message
+            return "control", parse_control(data)
         if kind == KIND_PART:
             return self._part(data)
         if kind == KIND_BATCH:

@@ -7,16 +7,16 @@ that is ≈ 15 ms; on a 1 Mbit/s link it was 2.5 s, so calls beside a stream mis
 deadlines and video control messages came too late for their frames (QA, 2026-12-03).
 
 So the sender keeps at most :attr:`Tuning.fifo_target_s` of what the link takes waiting
-there, between :data:`LIMIT_FLOOR_BYTES` and :attr:`Tuning.buffer_high_bytes`, and cuts messages of
-reliable lanes to the same size on a slow link, since a message moves on into SCTP whole:
-one 64 KiB part is half a second at 1 Mbit/s. What the link takes is SCTP's congestion
-window per round trip (smoothed, plus four times its variation, as SCTP's own timeout):
-the bytes it lets into flight per round trip, where the round trip includes the queues
-of the path. (Measuring how fast the FIFO drains does not
-work: it drains in whole messages, only when SCTP's own queue is empty, so a small FIFO
-is empty at most of the sender's wake-ups and a measurement hardly ever spans one.) On a
-fast link neither limit changes anything: it stays at its ceiling. So does it until SCTP
-has measured a round trip, which it does as the channels open, before any traffic.
+there, between :data:`LIMIT_FLOOR_BYTES` and :attr:`Tuning.buffer_high_bytes`, and cuts
+messages of reliable lanes to the same size on a slow link, since a message moves on
+into SCTP whole: one 64 KiB part is half a second at 1 Mbit/s. What the link takes is
+SCTP's congestion window per round trip (smoothed, plus four times its variation, as
+SCTP's own timeout): the bytes it lets into flight per round trip, where the round trip
+includes the queues of the path. (Measuring how fast the FIFO drains does not work: it
+drains in whole messages, only when SCTP's own queue is empty, so a small FIFO is empty
+at most of the sender's wake-ups and a measurement hardly ever spans one.) On a fast link
+neither limit changes anything: it stays at its ceiling. So does it until SCTP has
+measured a round trip, which it does as the channels open, before any traffic.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ class Tuning:
     #: Largest data-channel message we send. 64 KiB is what every peer must accept when
     #: it advertises nothing (RFC 8841 §6); aiortc peers accept 256 KiB.
     max_message_bytes: int = 65536
-    #: Bytes allowed in aiortc's shared send FIFO before the sender waits: at most.
+    #: The most bytes allowed in aiortc's shared send FIFO before the sender waits.
     buffer_high_bytes: int = 262144
     #: On a slower link, the FIFO holds this long's worth of what the link takes (module
     #: ``_pacing``); 0 keeps it at ``buffer_high_bytes`` whatever the link.
