@@ -8,54 +8,61 @@ link: when the link fails, what had not surely arrived goes again on the next co
 channel (``m``) it has received on this connection. Everything after that is in doubt:
 it may have arrived, or been lost with the link.
 
-What was in doubt goes behind an ``again`` control message on its own channel, which says
-which items of the failed connection follow; the receiving gateway looks up how many that
-connection brought it and drops those it had (``duplicates_dropped``):
+Each item in doubt keeps its **origin**: the connection it first left on, and its index
+there (the message on a call channel, the frame on the stream channel). It goes behind an
+``again`` control message on its own channel naming the origins of the items that follow:
 
 * stream channel: ``{"op": "again", "session": S, "first": i, "count": n}``: the next
   ``n`` frames are frames ``i``… of connection ``S``;
 * call channels: ``{"op": "again", "session": S, "items": [i, …]}``: each of the next
   frames or batches holds the tells of message ``i`` of connection ``S`` on this channel
   (calls and answers are never sent again: their callers have failed with 503).
+
+The receiving gateway remembers, per earlier connection, how many of its items it has: the
+first ones that connection brought, plus those later connections brought again (a
+connection brings a prefix of what was sent on it, and items go again in order). It drops
+an item it has (``duplicates_dropped``) and counts one it delivers. An origin never
+changes, so a connection that fails while it sends items again hands them on with the
+same origins, and the third connection's ``again`` names them as the second one's did:
+however many connections fail in a row, nothing comes twice.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 from .. import _envelope as wire
 from .._envelope import TELL, Envelope
 from .._errors import BadRequest
+from .._payload_type import PayloadType
 from . import _framing as framing
 
 #: Items listed in one ``again`` message (each index a few bytes of JSON: well within a
 #: data-channel message).
 AGAIN_ITEMS_MAX = 2000
 
+#: Where an item in doubt first went: (session id of that connection, index there).
+Origin = tuple[str, int]
+STREAM_RELIABLE = PayloadType.STREAM_RELIABLE
+
 
 class Carried(NamedTuple):
-    """One item a failed connection hands to its successor: a frame (``FRAME``), a
-    data-channel message sent as it is (``MESSAGE``: a batch or a whole frame), or a
-    control message that goes on the lane's channel in order with them (``CONTROL``)."""
+    """One item a failed connection hands to its successor: a frame (``FRAME``) or a
+    data-channel message sent as it is (``MESSAGE``: a batch of tells or a whole frame),
+    with its origin when it may have arrived already (None: it never left)."""
 
     lane: int
     data: bytes
     kind: int
-
-    @classmethod
-    def message(cls, lane: int, data: bytes) -> Carried:
-        """A data-channel message to send as it is: ``again`` (a control message), or
-        frames (``MESSAGE``)."""
-        return cls(lane, data, CONTROL if data[0] == framing.KIND_CONTROL else MESSAGE)
+    origin: Origin | None = None
 
     def frame_count(self) -> int:
-        """How many frames this item carries (0 for a control message)."""
-        if self.kind == FRAME:
-            return 1
-        return frames_in_message(self.data)
+        """How many frames this item carries."""
+        return 1 if self.kind == FRAME else frames_in_message(self.data)
 
 
-FRAME, MESSAGE, CONTROL = 0, 1, 2
+FRAME, MESSAGE = 0, 1
 
 
 def frames_in_message(message: bytes) -> int:
@@ -66,29 +73,29 @@ def frames_in_message(message: bytes) -> int:
     return 1 if kind == framing.KIND_FRAME else 0
 
 
-def again(session_id: str, **fields: Any) -> bytes:
-    """An ``again`` control message for connection ``session_id``."""
-    return framing.control_message({"op": "again", "session": session_id, **fields})
-
-
 def tells_to_carry(
-    lane: int, session_id: str, messages: list[bytes], first: int, never_left: int
+    lane: int,
+    session_id: str,
+    messages: Sequence[tuple[bytes, Origin | None]],
+    first: int,
+    never_left: int,
 ) -> tuple[list[Carried], list[bytes]]:
     """What goes again of the messages a call channel sent without confirmation
-    (``messages``, the first of them message ``first`` of the connection; the last
-    ``never_left`` of them, and the rest of a frame in parts, never transmitted), and the
-    calls and answers among those that never left (dropped: their callers fail with 503).
+    (``messages`` with the origins they went with, the first of them message ``first``
+    of connection ``session_id``; the last ``never_left`` of them, and the rest of a frame
+    in parts, never transmitted), and the calls and answers among those that never left
+    (dropped: their callers fail with 503).
 
-    Each message's tells go in one item. Those of messages that may have arrived go behind
-    ``again`` messages naming the message each item came from; those that never left
-    follow without (the other side cannot have them, whatever it remembers).
+    Each message's tells go in one item, in order. One that may have arrived keeps its
+    origin, or takes this connection as its origin; one that never left and had none is
+    certain not to have arrived (it follows without ``again``, and reaches even a
+    restarted gateway).
     """
     in_doubt = first + len(messages) - never_left  # index of the first that never left
     reassembler = framing.Reassembler(max_partial=1)
-    doubtful: list[tuple[int, Carried]] = []
-    certain: list[Carried] = []
+    carried: list[Carried] = []
     dropped: list[bytes] = []
-    for index, message in enumerate(messages, start=first):
+    for index, (message, origin) in enumerate(messages, start=first):
         try:
             got = reassembler.feed(bytes(message))
         except framing.MalformedMessage:
@@ -101,54 +108,71 @@ def tells_to_carry(
             dropped += [frame for frame in frames if not is_tell(frame)]
         if not tells:
             continue
+        if origin is None and index < in_doubt:
+            origin = (session_id, index)
         if message[0] == framing.KIND_PART:  # a large frame, split again when it goes
-            item = Carried(lane, tells[0], FRAME)
+            carried.append(Carried(lane, tells[0], FRAME, origin))
         elif len(tells) == len(frames):
-            item = Carried(lane, bytes(message), MESSAGE)
+            carried.append(Carried(lane, bytes(message), MESSAGE, origin))
         else:  # a batch with calls or answers too: only its tells
-            item = Carried(lane, framing.batch_message(tells), MESSAGE)
-        if index < in_doubt:
-            doubtful.append((index, item))
-        else:
-            certain.append(item)
-    carried: list[Carried] = []
-    for start in range(0, len(doubtful), AGAIN_ITEMS_MAX):
-        group = doubtful[start : start + AGAIN_ITEMS_MAX]
-        indices = [index for index, _item in group]
-        carried.append(Carried(lane, again(session_id, items=indices), CONTROL))
-        carried += [item for _index, item in group]
-    return carried + certain, dropped
+            carried.append(Carried(lane, framing.batch_message(tells), MESSAGE, origin))
+    return carried, dropped
 
 
-def again_named(message: bytes) -> dict[str, Any] | None:
-    """The fields of ``message`` if it is an ``again`` control message (None if not)."""
-    if message[:1] != bytes([framing.KIND_CONTROL]):
+def in_runs(carried: list[Carried]) -> Iterator[tuple[bytes | None, list[Carried]]]:
+    """``carried`` in runs, in order: those with an origin behind the ``again`` message
+    that names them (one connection, one lane: each reliable lane has a channel of its
+    own; on the stream channel consecutive frames), and those without one (``again``
+    None)."""
+    run: list[Carried] = []
+    for item in carried:
+        if run and not _continues(run, item):
+            yield _again_for(run), run
+            run = []
+        run.append(item)
+    if run:
+        yield _again_for(run), run
+
+
+def _continues(run: list[Carried], item: Carried) -> bool:
+    last = run[-1]
+    if last.origin is None or item.origin is None:
+        return last.origin is None and item.origin is None
+    return (
+        item.lane == last.lane
+        and item.origin[0] == last.origin[0]
+        and len(run) < AGAIN_ITEMS_MAX
+        and (item.lane != STREAM_RELIABLE or item.origin[1] == last.origin[1] + 1)
+    )
+
+
+def _again_for(run: list[Carried]) -> bytes | None:
+    origins = [item.origin for item in run if item.origin is not None]
+    if not origins:
         return None
-    try:
-        fields = framing.parse_control(message)
-    except framing.MalformedMessage:
-        return None
-    return fields if fields["op"] == "again" else None
+    session, first = origins[0]
+    if run[0].lane == STREAM_RELIABLE:
+        return again(session, first=first, count=len(origins))
+    return again(session, items=[index for _session, index in origins])
 
 
-def named_count(fields: dict[str, Any]) -> int:
-    """How many items the ``again`` with these fields names (the items that follow it)."""
-    return len(fields["items"]) if "items" in fields else int(fields["count"])
+def again(session_id: str, **fields: Any) -> bytes:
+    """An ``again`` control message for connection ``session_id``."""
+    return framing.control_message({"op": "again", "session": session_id, **fields})
 
 
-def duplicates_ahead(message: dict[str, Any], received: int) -> int | None:
-    """How many of the items following an ``again`` message the receiver had already,
-    given how many the named connection brought it (``received``: stream frames, or
-    messages on the call channel). None when the message is malformed."""
+def named_indices(message: dict[str, Any]) -> Sequence[int] | None:
+    """The indices, on the named connection, of the items that follow an ``again``
+    message (None when the message is malformed)."""
     if "items" in message:
         indices = message["items"]
         if not isinstance(indices, list) or not all(isinstance(i, int) for i in indices):
             return None
-        return sum(1 for index in indices if index < received)
+        return indices
     first, count = message.get("first"), message.get("count")
-    if not isinstance(first, int) or not isinstance(count, int):
+    if not isinstance(first, int) or not isinstance(count, int) or count < 0:
         return None
-    return max(0, min(count, received - first))
+    return range(first, first + count)
 
 
 def is_tell(frame: bytes) -> bool:

@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ from .._envelope import StreamFrame
 from .._rpc import worth_logging
 from . import _dtls, _sctp_loss
 from . import _framing as framing
-from ._carry import duplicates_ahead
+from ._carry import Origin, named_indices
 from ._ice import (
     candidate_type_in_use,
     local_candidate_count,
@@ -88,6 +88,18 @@ class Callbacks:
     earlier_connection: Callable[[str], PeerConnection | None] = _no_earlier_connections
 
 
+class _Named:
+    """The items an ``again`` message named (their indices on connection ``earlier``; None:
+    one we do not know), and how many of them came so far."""
+
+    __slots__ = ("earlier", "indices", "taken")
+
+    def __init__(self, earlier: PeerConnection | None, indices: Sequence[int]) -> None:
+        self.earlier = earlier
+        self.indices = indices
+        self.taken = 0
+
+
 class PeerConnection(Sending):
     """One RTCPeerConnection with another node's gateway; terminal once closed or failed.
 
@@ -137,14 +149,16 @@ class PeerConnection(Sending):
         self._stream_sent_bytes = 0
         self._stream_acked_bytes = 0
         self._stream_frames_sent = 0
-        self._stream_unconfirmed: deque[bytes] = deque()
-        #: Stream frames, and messages with frames on each call channel (signal, rpc),
-        #: received on this connection, duplicates included; per channel, how many of
-        #: the next frames or batches an ``again`` message said we had already.
+        self._stream_unconfirmed: deque[tuple[bytes, Origin | None]] = deque()
+        #: How many of this connection's stream frames, and of its messages with frames
+        #: on each call channel (signal, rpc), we have: received on it (duplicates
+        #: included), or later brought again by a successor (module ``_carry``).
         self.stream_frames_in = 0
         self.messages_in = [0, 0]
-        self._duplicates_ahead = [0] * len(_CHANNELS)
-        self._unsure_ahead = [False] * len(_CHANNELS)  # from a connection we do not know
+        #: Per channel, the items the last ``again`` message named that are still to come.
+        self._named: list[_Named | None] = [None] * len(_CHANNELS)
+        #: Whether this connection ever connected: then a successor's ``again`` may name it.
+        self.was_connected = False
         self._calls_ack_handle: asyncio.TimerHandle | None = None
         self._stream_delivered_bytes = 0
         self._stream_ack_sent = 0
@@ -178,6 +192,7 @@ class PeerConnection(Sending):
         if new is LinkState.CONNECTED:
             # A reconnect attempt that worked is the link now: its failure is news (QA).
             self.quiet = False
+            self.was_connected = True
         self._cb.on_state(self, new, reason)
 
     # -- negotiation -------------------------------------------------------------------
@@ -362,8 +377,9 @@ class PeerConnection(Sending):
                 self._calls_ack_handle = self._loop.call_later(
                     _CALLS_ACK_DELAY_S, self._send_calls_ack
                 )
-            if self._duplicates_ahead[slot]:
-                self._drop_duplicate(slot, [value] if what == "frame" else value)
+            named = self._named[slot]
+            if named is not None and self._had_it(slot, named):
+                self._drop_duplicate(slot, [value] if what == "frame" else value, named.earlier)
             elif what == "frame":
                 self._cb.on_frame(self, lane, value)
             else:
@@ -402,36 +418,53 @@ class PeerConnection(Sending):
             self.messages_confirmed(counts)
 
     def _on_again(self, message: dict[str, Any], slot: int) -> None:
-        """What follows on this channel was sent on the failed connection ``session``
-        before: drop what that connection had brought us (module ``_carry``)."""
+        """What follows on this channel went on the failed connection ``session`` first:
+        drop what we have of it (module ``_carry``)."""
         session = message.get("session")
-        earlier = self._cb.earlier_connection(session) if isinstance(session, str) else None
-        if earlier is None:
-            received = 0
-        else:
-            received = earlier.stream_frames_in if slot == _STREAM else earlier.messages_in[slot]
-        ahead = duplicates_ahead(message, received)
-        if ahead is None or not isinstance(session, str):
+        indices = named_indices(message)
+        if indices is None or not isinstance(session, str):
             self.counters.malformed += 1
             return
+        earlier = self._cb.earlier_connection(session)
         if earlier is None and slot != _STREAM:
             # Our gateway restarted since (or forgot that node): its tells may have run
             # already, and a tell runs at most once (those that never left come after,
             # without "again", and are delivered).
-            ahead = len(message["items"])
             log.info(
-                "%r: dropping %d tell messages sent again from an unknown connection", self, ahead
+                "%r: dropping %d tell messages sent again from an unknown connection",
+                self,
+                len(indices),
             )
         elif earlier is None:
             # Stream chunks may have reached the actor already, or not: delivering them
             # again beats losing them (a chunk carries its sequence).
             log.info("%r: stream frames sent again from an unknown connection", self)
-        self._duplicates_ahead[slot] = ahead
-        self._unsure_ahead[slot] = earlier is None
+        self._named[slot] = _Named(earlier, indices) if indices else None
 
-    def _drop_duplicate(self, slot: int, frames: list[bytes]) -> None:
-        self._duplicates_ahead[slot] -= 1
-        if self._unsure_ahead[slot]:
+    def _had_it(self, slot: int, named: _Named) -> bool:
+        """Whether the item that came now, which the last ``again`` named, is one we
+        have; if not, we have it now."""
+        index = named.indices[named.taken]
+        named.taken += 1
+        if named.taken == len(named.indices):
+            self._named[slot] = None
+        earlier = named.earlier
+        if earlier is None:
+            return slot != _STREAM  # see _on_again
+        if slot == _STREAM:
+            if index < earlier.stream_frames_in:
+                return True
+            earlier.stream_frames_in = index + 1
+        else:
+            if index < earlier.messages_in[slot]:
+                return True
+            earlier.messages_in[slot] = index + 1
+        return False
+
+    def _drop_duplicate(
+        self, slot: int, frames: list[bytes], earlier: PeerConnection | None
+    ) -> None:
+        if earlier is None:  # from a connection we do not know: it may have run
             self.counters.unsure_tells_dropped += len(frames)
         else:
             self.counters.duplicates_dropped += len(frames)

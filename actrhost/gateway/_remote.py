@@ -174,7 +174,7 @@ class RemoteNode:
             certificate=self._certificate,
         )
         pc.quiet = self._reconnecting  # the reconnect loop reports on its attempts
-        if self.pc is not None and (self.pc.stream_frames_in or any(self.pc.messages_in)):
+        if self.pc is not None and self.pc.was_connected:
             self._earlier[self.pc.session_id] = self.pc
             while len(self._earlier) > _EARLIER_KEPT:
                 del self._earlier[next(iter(self._earlier))]

@@ -35,8 +35,9 @@ Batches: small calls and answers the owner hands over within one turn of its loo
 
 After a failure (:meth:`Sending.take_undelivered`), tells and reliable stream chunks go on
 the next connection, those that left without confirmation too (they may have been lost
-with the link), behind an ``again`` message on their channel that names what they were on
-the failed connection; the other side drops those it had received (module ``_carry``).
+with the link), behind an ``again`` message on their channel that names where they first
+went; the other side drops those it had received (module ``_carry``). Queued items and
+copies of sent messages keep that origin, so a second failure hands it on.
 """
 
 from __future__ import annotations
@@ -53,15 +54,13 @@ from .._envelope import StreamFrame
 from .._payload_type import PayloadType
 from . import _framing as framing
 from ._carry import (
-    CONTROL,
     FRAME,
     MESSAGE,
     Carried,
-    again,
-    again_named,
+    Origin,
     frames_in_message,
+    in_runs,
     is_tell,
-    named_count,
     tells_to_carry,
 )
 from ._pacing import PART_FLOOR_BYTES, FifoPace
@@ -126,6 +125,7 @@ class _Lane:
     __slots__ = (
         "channel",
         "current",
+        "current_origin",
         "items",
         "lossy",
         "queued_bytes",
@@ -138,13 +138,17 @@ class _Lane:
         self.slot = slot
         self.lossy = lossy
         self.channel: Any = None
-        self.items: deque[tuple[int, bytes, int]] = deque()  # (lane, data, item kind)
+        #: (lane, data, item kind, origin: where a carried item first went, module
+        #: ``_carry``).
+        self.items: deque[tuple[int, bytes, int, Origin | None]] = deque()
         self.queued_bytes = 0
+        #: The parts of a frame still to send, and that frame's origin.
         self.current: Iterator[bytes] | None = None
+        self.current_origin: Origin | None = None
         #: Call channels: messages handed to aiortc on this connection, and those of
-        #: them the other side has not confirmed receiving yet (module ``_carry``).
+        #: them the other side has not confirmed receiving yet, with their origins.
         self.sent_messages = 0
-        self.unconfirmed: deque[bytes] = deque()
+        self.unconfirmed: deque[tuple[bytes, Origin | None]] = deque()
 
 
 class Sending:
@@ -166,9 +170,9 @@ class Sending:
     _stream_acked_bytes: int
     #: Reliable stream frames handed to aiortc on this connection, and those of them
     #: the other side has not confirmed receiving yet (oldest first): sent again after
-    #: a failure.
+    #: a failure (with their origins).
     _stream_frames_sent: int
-    _stream_unconfirmed: deque[bytes]
+    _stream_unconfirmed: deque[tuple[bytes, Origin | None]]
     _message_ids: Iterator[int]
     media_sender: MediaSender
     fail: Callable[[str], None]
@@ -176,8 +180,9 @@ class Sending:
 
     # -- sending -----------------------------------------------------------------------
 
-    def enqueue(self, lane: int, frame: bytes) -> bool:
-        """Queue a frame on its lane's channel; never blocks.
+    def enqueue(self, lane: int, frame: bytes, origin: Origin | None = None) -> bool:
+        """Queue a frame on its lane's channel; never blocks. ``origin``: where a frame
+        handed over by a failed connection first went (module ``_carry``).
 
         Returns False when it was dropped (a lossy lane's oldest frame is dropped instead
         when full; a terminal connection drops everything).
@@ -187,13 +192,13 @@ class Sending:
             return False
         slot = _LANE_SLOT[lane]
         q = self._lanes[slot]
-        if self._send_now(q, lane, frame):
+        if self._send_now(q, lane, frame, origin):
             return True
         if q.lossy and len(q.items) >= self.tuning.latency_queue_frames:
-            old_lane, old, _ = q.items.popleft()
+            old_lane, old, _, _ = q.items.popleft()
             q.queued_bytes -= len(old)
             self.counters.by_lane[old_lane].dropped += 1
-        q.items.append((lane, frame, _FRAME))
+        q.items.append((lane, frame, _FRAME, origin))
         self._queued(q, len(frame))
         return True
 
@@ -209,24 +214,24 @@ class Sending:
             self._report_pressure(socket, True)
         self._wake.set()
 
-    def _send_now(self, q: _Lane, lane: int, frame: bytes) -> bool:
+    def _send_now(self, q: _Lane, lane: int, frame: bytes, origin: Origin | None) -> bool:
         """Send at once when nothing waits and aiortc's buffer has room: saves the wake-up
         of the sender task, one loop iteration per hop (measured in scripts/bench_remote.py)."""
         if not self._room_now(q, len(frame) + 1) or not self._send_message(
-            q, framing.frame_message(frame)
+            q, framing.frame_message(frame), origin
         ):
             return False
         counters = self.counters.by_lane[lane]
         counters.frames_out += 1
         counters.bytes_out += len(frame)
         if q.slot == _STREAM:
-            self._stream_left(frame)
+            self._stream_left(frame, origin)
         return True
 
-    def _stream_left(self, frame: bytes) -> None:
+    def _stream_left(self, frame: bytes, origin: Origin | None) -> None:
         self._stream_sent_bytes += len(frame)
         self._stream_frames_sent += 1
-        self._stream_unconfirmed.append(frame)
+        self._stream_unconfirmed.append((frame, origin))
         if len(self._stream_unconfirmed) > UNCONFIRMED_MAX:
             self._stream_unconfirmed.popleft()
 
@@ -250,20 +255,20 @@ class Sending:
             self._follow_link()
         return message_bytes <= self._pace.part_bytes and buffered <= self._pace.limit_bytes
 
-    def _send_message(self, q: _Lane, message: bytes) -> bool:
+    def _send_message(self, q: _Lane, message: bytes, origin: Origin | None = None) -> bool:
         try:
-            self._to_channel(q, message)
+            self._to_channel(q, message, origin)
         except Exception as exc:  # InvalidStateError: the channel closed under us
             self.fail(f"send failed: {exc!r}")
             return False
         return True
 
-    def _to_channel(self, q: _Lane, message: bytes) -> None:
+    def _to_channel(self, q: _Lane, message: bytes, origin: Origin | None) -> None:
         q.channel.send(message)
         if q.slot <= _RPC and message[0] != framing.KIND_CONTROL:
             # Kept until confirmed: a tell in it may have to go again.
             q.sent_messages += 1
-            q.unconfirmed.append(message)
+            q.unconfirmed.append((message, origin))
             if len(q.unconfirmed) > UNCONFIRMED_MAX:
                 q.unconfirmed.popleft()
 
@@ -324,7 +329,7 @@ class Sending:
             if not self._send_message(q, message):
                 return
         else:
-            q.items.append((-1, message, _BATCH))
+            q.items.append((-1, message, _BATCH, None))
             self._queued(q, len(message))
         for lane, frame in batch:
             counters = self.counters.by_lane[lane]
@@ -336,7 +341,7 @@ class Sending:
         """Queue a control message on the signal channel (highest priority)."""
         if self._state in TERMINAL:
             return
-        self._lanes[_SIGNAL].items.append((-1, framing.control_message(message), _CONTROL))
+        self._lanes[_SIGNAL].items.append((-1, framing.control_message(message), _CONTROL, None))
         self._wake.set()
 
     async def drain(self, timeout_s: float) -> None:
@@ -386,15 +391,16 @@ class Sending:
         return True
 
     def take_queued(self) -> list[Carried]:
-        """Remove and return what waits to be sent, control messages of this connection
-        aside (to move it to a connection that replaces this one before it connected)."""
+        """Remove and return what waits to be sent, control messages aside (``again``
+        messages are made anew from the items' origins), to move it to a connection that
+        replaces this one before it connected."""
         taken: list[Carried] = []
         for q in self._lanes:
-            for lane, data, kind in q.items:
+            for lane, data, kind, origin in q.items:
                 if kind == _FRAME:
-                    taken.append(Carried(lane, data, FRAME))
-                elif kind == _BATCH or kind == _VERBATIM:
-                    taken.append(Carried.message(_SLOT_LANE[q.slot], data))
+                    taken.append(Carried(lane, data, FRAME, origin))
+                elif (kind == _BATCH or kind == _VERBATIM) and data[0] != framing.KIND_CONTROL:
+                    taken.append(Carried(_SLOT_LANE[q.slot], data, MESSAGE, origin))
             q.items.clear()
             q.queued_bytes = 0
         return taken
@@ -420,7 +426,8 @@ class Sending:
                 kept += self._unconfirmed_stream_frames()
             else:
                 first = q.sent_messages - len(q.unconfirmed)
-                rest = list(q.current or ())  # the parts of a frame not handed over yet
+                # The parts of a frame not handed over yet.
+                rest = [(part, q.current_origin) for part in q.current or ()]
                 unsent = never_left.get(getattr(q.channel, "id", -1), 0) + len(rest)
                 messages = [*q.unconfirmed, *rest]
                 carried, dropped = tells_to_carry(lane, self.session_id, messages, first, unsent)
@@ -435,12 +442,13 @@ class Sending:
                     counters.dropped += 1
                 kept += carried
             q.current = None
-            rest_items: deque[tuple[int, bytes, int]] = deque()
-            for item_lane, data, kind in q.items:
+            rest_items: deque[tuple[int, bytes, int, Origin | None]] = deque()
+            for item_lane, data, kind, origin in q.items:
                 if kind == _FRAME and (q.slot == _STREAM or is_tell(data)):
-                    kept.append(Carried(item_lane, data, FRAME))
+                    kept.append(Carried(item_lane, data, FRAME, origin))
                 elif kind == _VERBATIM:  # from an earlier failure, not sent yet
-                    kept.append(Carried.message(lane, data))
+                    if data[0] != framing.KIND_CONTROL:  # an "again" is made anew
+                        kept.append(Carried(lane, data, MESSAGE, origin))
                 elif kind == _BATCH:
                     tells: list[bytes] = []
                     others: list[bytes] = []
@@ -450,55 +458,63 @@ class Sending:
                         batch = data if not others else framing.batch_message(tells)
                         kept.append(Carried(lane, batch, MESSAGE))
                     if others:
-                        rest_items.append((item_lane, framing.batch_message(others), kind))
+                        rest_items.append((item_lane, framing.batch_message(others), kind, None))
                 else:
-                    rest_items.append((item_lane, data, kind))
+                    rest_items.append((item_lane, data, kind, origin))
             q.items = rest_items
         self.drop_queued()
         return kept
 
     def _unconfirmed_stream_frames(self) -> list[Carried]:
-        """The stream frames that left without confirmation, after the ``again`` message
-        that tells the other side which of this connection's frames they were."""
-        frames = self._stream_unconfirmed
-        if not frames:
-            return []
+        """The stream frames that left without confirmation, with their origins (this
+        connection's frame index for those that first went here)."""
         lane = PayloadType.STREAM_RELIABLE
-        first = self._stream_frames_sent - len(frames)
-        carried = [Carried(lane, again(self.session_id, first=first, count=len(frames)), CONTROL)]
+        first = self._stream_frames_sent - len(self._stream_unconfirmed)
         counters = self.counters.by_lane[lane]
-        for frame in frames:
+        carried: list[Carried] = []
+        for index, (frame, origin) in enumerate(self._stream_unconfirmed, start=first):
             counters.frames_out -= 1  # counted when it left: again later
             counters.bytes_out -= len(frame)
-            carried.append(Carried(lane, frame, FRAME))
-        frames.clear()
+            carried.append(Carried(lane, frame, FRAME, origin or (self.session_id, index)))
+        self._stream_unconfirmed.clear()
         return carried
 
     def enqueue_carried(self, carried: list[Carried]) -> None:
         """Queue what a failed predecessor handed over (:meth:`take_undelivered`), first
-        and in order."""
-        small: list[tuple[int, bytes]] = []  # tells in a row, batched as they first went
-        # Items an "again" names that are still to come: each goes as one message, as the
-        # other side drops the first few that follow it (a tell that had gone in parts,
-        # now small enough to share a batch, made the count wrong).
-        named = 0
-        for lane, data, kind in carried:
+        and in order: items that may have arrived behind the ``again`` naming them."""
+        for again_message, run in in_runs(carried):
+            if again_message is None:
+                self._enqueue_certain(run)
+                continue
+            # Each named item goes as one message: the other side counts the items that
+            # follow "again" (a tell that had gone in parts, now small enough to share a
+            # batch, made the count wrong).
+            q = self._lanes[_LANE_SLOT[run[0].lane]]
+            q.items.append((-1, again_message, _VERBATIM, None))
+            for lane, data, kind, origin in run:
+                if kind == FRAME:
+                    self.enqueue(lane, data, origin)
+                else:
+                    q.items.append((-1, data, _VERBATIM, origin))
+            self._wake.set()
+
+    def _enqueue_certain(self, run: list[Carried]) -> None:
+        """Queue handed-over items that cannot have arrived: small tells in batches, as
+        they first went (one message per tell cost the other side so much more that a new
+        link failed on its keepalive: QA)."""
+        small: list[tuple[int, bytes]] = []
+        for lane, data, kind, _origin in run:
             slot = _LANE_SLOT[lane]
-            if named:
-                named -= 1
-            elif kind == FRAME and slot <= _RPC and len(data) <= BATCH_FRAME_MAX_BYTES:
+            if kind == FRAME and slot <= _RPC and len(data) <= BATCH_FRAME_MAX_BYTES:
                 small.append((lane, data))
                 continue
-            if kind == CONTROL:
-                fields = again_named(data)
-                named = named_count(fields) if fields is not None else 0
-            if small:  # (one message per tell cost the other side so much more that a
-                self._in_batches(small)  # new link failed on its keepalive: QA)
+            if small:
+                self._in_batches(small)
                 small = []
             if kind == FRAME:
                 self.enqueue(lane, data)
-            else:  # a message as it is, or an "again" in order with what it is about
-                self._lanes[slot].items.append((-1, data, _VERBATIM))
+            else:
+                self._lanes[slot].items.append((-1, data, _VERBATIM, None))
                 self._wake.set()
         if small:
             self._in_batches(small)
@@ -508,7 +524,7 @@ class Sending:
         connection that closed sends nothing more (one that failed gives its tells and
         stream chunks to its successor first: :meth:`take_undelivered`)."""
         for q in self._lanes:
-            for lane, data, kind in q.items:
+            for lane, data, kind, _origin in q.items:
                 if kind == _FRAME:
                     self.counters.by_lane[lane].dropped += 1
                 elif kind == _BATCH or kind == _VERBATIM:  # counted out when made
@@ -538,18 +554,19 @@ class Sending:
             return q.slot
         return None
 
-    def _next_message(self, q: _Lane) -> bytes | None:
+    def _next_message(self, q: _Lane) -> tuple[bytes, Origin | None] | None:
+        """The next message of lane ``q`` and its origin (module ``_carry``), if any."""
         while True:
             if q.current is not None:
                 part = next(q.current, None)
                 if part is not None:
-                    return part
+                    return part, q.current_origin
                 q.current = None
             if not q.items or (q.slot == _STREAM and not self._window_open()):
                 return None
-            lane, data, kind = q.items.popleft()
+            lane, data, kind, origin = q.items.popleft()
             if kind == _CONTROL or kind == _VERBATIM:
-                return data
+                return data, origin
             q.queued_bytes -= len(data)
             socket = _SOCKET_OF.get(q.slot)
             if socket in self._pressured and not any(
@@ -560,11 +577,12 @@ class Sending:
                 self._pressured.discard(socket)
                 self._report_pressure(socket, False)
             if kind == _BATCH:
-                return data  # counted when it was made
+                return data, None  # counted when it was made
             counters = self.counters.by_lane[lane]
             try:
                 part_bytes = self.tuning.max_message_bytes if q.lossy else self._pace.part_bytes
                 q.current = framing.split_frame(data, next(self._message_ids), part_bytes)
+                q.current_origin = origin
             except ValueError as exc:
                 counters.dropped += 1
                 log.warning("%r: dropped a frame: %s", self, exc)
@@ -572,7 +590,7 @@ class Sending:
             counters.frames_out += 1
             counters.bytes_out += len(data)
             if q.slot == _STREAM:
-                self._stream_left(data)
+                self._stream_left(data, origin)
 
     async def _run_sender(self) -> None:
         lanes = self._lanes
@@ -602,7 +620,7 @@ class Sending:
                     continue  # a lane of higher priority may have something now
                 message = self._next_message(lanes[slot])
                 if message is not None:
-                    self._to_channel(lanes[slot], message)
+                    self._to_channel(lanes[slot], *message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # InvalidStateError: a channel closed under us
@@ -619,7 +637,7 @@ class Sending:
             q.channel.bufferedAmountLowThreshold = share
 
 
-def _let_go(unconfirmed: deque[bytes], sent: int, received: int) -> None:
+def _let_go(unconfirmed: deque[Any], sent: int, received: int) -> None:
     """Drop the copies of the first ``received`` of ``sent`` items (``unconfirmed`` holds
     the last ones sent)."""
     for _ in range(received - (sent - len(unconfirmed))):
