@@ -30,7 +30,7 @@ however many connections fail in a row, nothing comes twice.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from .. import _envelope as wire
 from .._envelope import TELL, Envelope
@@ -173,6 +173,54 @@ def named_indices(message: dict[str, Any]) -> Sequence[int] | None:
     if not isinstance(first, int) or not isinstance(count, int) or count < 0:
         return None
     return range(first, first + count)
+
+
+class Counted(Protocol):
+    """An earlier connection, as far as ``again`` is concerned: how many of its stream
+    frames and of its messages on each call channel we have."""
+
+    stream_frames_in: int
+    messages_in: list[int]
+
+
+class Named:
+    """The items an ``again`` message named on one channel (their indices on connection
+    ``earlier``; None: one we do not know), as they come."""
+
+    __slots__ = ("call_channel", "earlier", "indices", "taken")
+
+    def __init__(
+        self, earlier: Counted | None, indices: Sequence[int], call_channel: int | None
+    ) -> None:
+        self.earlier = earlier
+        self.indices = indices
+        #: Index of the call channel in ``messages_in``; None: the stream channel.
+        self.call_channel = call_channel
+        self.taken = 0
+
+    @property
+    def done(self) -> bool:
+        """Whether every named item came."""
+        return self.taken >= len(self.indices)
+
+    def had_next(self) -> bool:
+        """Whether the named item that came now is one we have (if not, we have it now).
+        From a connection we do not know: a tell may have run already, and runs at most
+        once (dropped); a stream chunk is delivered (again beats never)."""
+        index = self.indices[self.taken]
+        self.taken += 1
+        earlier = self.earlier
+        if earlier is None:
+            return self.call_channel is not None
+        if self.call_channel is None:
+            if index < earlier.stream_frames_in:
+                return True
+            earlier.stream_frames_in = index + 1
+        else:
+            if index < earlier.messages_in[self.call_channel]:
+                return True
+            earlier.messages_in[self.call_channel] = index + 1
+        return False
 
 
 def is_tell(frame: bytes) -> bool:

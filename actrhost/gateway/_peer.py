@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,8 @@ from .._envelope import StreamFrame
 from .._rpc import worth_logging
 from . import _dtls, _sctp_loss
 from . import _framing as framing
-from ._carry import Origin, named_indices
+from ._carry import Named, Origin, named_indices
+from ._handover import Handover
 from ._ice import (
     candidate_type_in_use,
     local_candidate_count,
@@ -34,7 +35,7 @@ from ._ice import (
 from ._media import MediaReceiver, MediaSender
 from ._pacing import FifoPace
 from ._sctp import last_packet_at
-from ._sending import _CHANNELS, _LATENCY, _RPC, _SIGNAL, _SLOT_LANE, _STREAM, Sending, _Lane
+from ._sending import _CHANNELS, _LATENCY, _RPC, _SIGNAL, _SLOT_LANE, _STREAM, _Lane
 from ._types import TERMINAL, TRANSITIONS, LinkCounters, LinkState, Tuning
 
 log = logging.getLogger(__name__)
@@ -88,19 +89,7 @@ class Callbacks:
     earlier_connection: Callable[[str], PeerConnection | None] = _no_earlier_connections
 
 
-class _Named:
-    """The items an ``again`` message named (their indices on connection ``earlier``; None:
-    one we do not know), and how many of them came so far."""
-
-    __slots__ = ("earlier", "indices", "taken")
-
-    def __init__(self, earlier: PeerConnection | None, indices: Sequence[int]) -> None:
-        self.earlier = earlier
-        self.indices = indices
-        self.taken = 0
-
-
-class PeerConnection(Sending):
+class PeerConnection(Handover):
     """One RTCPeerConnection with another node's gateway; terminal once closed or failed.
 
     ``session_id`` names it on the signaling relay. Create, then either
@@ -156,7 +145,7 @@ class PeerConnection(Sending):
         self.stream_frames_in = 0
         self.messages_in = [0, 0]
         #: Per channel, the items the last ``again`` message named that are still to come.
-        self._named: list[_Named | None] = [None] * len(_CHANNELS)
+        self._named: list[Named | None] = [None] * len(_CHANNELS)
         #: Whether this connection ever connected: then a successor's ``again`` may name it.
         self.was_connected = False
         self._calls_ack_handle: asyncio.TimerHandle | None = None
@@ -379,7 +368,7 @@ class PeerConnection(Sending):
                 )
             named = self._named[slot]
             if named is not None and self._had_it(slot, named):
-                self._drop_duplicate(slot, [value] if what == "frame" else value, named.earlier)
+                self._drop_duplicate(slot, [value] if what == "frame" else value, named)
             elif what == "frame":
                 self._cb.on_frame(self, lane, value)
             else:
@@ -439,32 +428,18 @@ class PeerConnection(Sending):
             # Stream chunks may have reached the actor already, or not: delivering them
             # again beats losing them (a chunk carries its sequence).
             log.info("%r: stream frames sent again from an unknown connection", self)
-        self._named[slot] = _Named(earlier, indices) if indices else None
+        call_channel = None if slot == _STREAM else slot
+        self._named[slot] = Named(earlier, indices, call_channel) if indices else None
 
-    def _had_it(self, slot: int, named: _Named) -> bool:
-        """Whether the item that came now, which the last ``again`` named, is one we
-        have; if not, we have it now."""
-        index = named.indices[named.taken]
-        named.taken += 1
-        if named.taken == len(named.indices):
+    def _had_it(self, slot: int, named: Named) -> bool:
+        """Whether the item that came now, which the last ``again`` named, is one we have."""
+        had = named.had_next()
+        if named.done:
             self._named[slot] = None
-        earlier = named.earlier
-        if earlier is None:
-            return slot != _STREAM  # see _on_again
-        if slot == _STREAM:
-            if index < earlier.stream_frames_in:
-                return True
-            earlier.stream_frames_in = index + 1
-        else:
-            if index < earlier.messages_in[slot]:
-                return True
-            earlier.messages_in[slot] = index + 1
-        return False
+        return had
 
-    def _drop_duplicate(
-        self, slot: int, frames: list[bytes], earlier: PeerConnection | None
-    ) -> None:
-        if earlier is None:  # from a connection we do not know: it may have run
+    def _drop_duplicate(self, slot: int, frames: list[bytes], named: Named) -> None:
+        if named.earlier is None:  # from a connection we do not know: it may have run
             self.counters.unsure_tells_dropped += len(frames)
         else:
             self.counters.duplicates_dropped += len(frames)
