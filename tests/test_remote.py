@@ -686,3 +686,80 @@ def test_a_stalled_stream_to_another_node_does_not_hold_up_calls_or_media(
             assert all(chunk["ok"] for chunk in sent)
 
     run(go(), 120)
+
+
+def test_a_stalled_stream_to_one_node_does_not_hold_up_streams_to_another(
+    node_factory, signaling_url
+):
+    # A stream to a slow receiver on node B backs up into node A's gateway, which then
+    # stopped reading its streams socket (ZeroMQ pauses a socket, not a peer): a stream
+    # from node A to node C stood still until B caught up. Now only B's frames wait.
+    node = f'[signaling]\nurl = "{signaling_url}"\n\n[shm]\nring_bytes = 4194304\n'
+    source = node_factory(
+        """
+        [[actor]]
+        name = "to_slow"
+        type = "test+Source"
+        handler = "actors:StreamSource"
+
+        [[actor]]
+        name = "to_fast"
+        type = "test+Source"
+        handler = "actors:StreamSource"
+        """,
+        node,
+    )
+    slow = node_factory(
+        '[[actor]]\nname = "sink"\ntype = "test+Sink"\nhandler = "actors:StreamSink"\n'
+        "mailbox_capacity = 4\n",
+        "hwm_messages = 8\n" + node,
+    )
+    fast = node_factory(
+        '[[actor]]\nname = "viewer"\ntype = "test+Viewer"\nhandler = "actors:StreamSink"\n',
+        node,
+    )
+
+    async def go():
+        async with (
+            actrhost.connect(source.config_path) as shell,
+            actrhost.connect(slow.config_path) as slow_shell,
+            actrhost.connect(fast.config_path) as fast_shell,
+        ):
+            await slow_shell.call("sink", "test.Sink.Configure", b'{"delay_s": 1.0}')
+            request = json.dumps({"target": "test+Sink", "sizes": [1 << 20] * 60, "timeout": 90})
+            stalled = asyncio.ensure_future(
+                shell.call("to_slow", "test.Source.Send", request.encode(), timeout=120)
+            )
+            try:
+                await asyncio.sleep(4)  # the stream fills the links, rings and queues
+                assert not stalled.done()
+                request = json.dumps({"target": "test+Viewer", "sizes": [1 << 20] * 24})
+                started = time.monotonic()
+                answer = await shell.call(
+                    "to_fast", "test.Source.Send", request.encode(), timeout=20
+                )
+                took = time.monotonic() - started
+                print(f"24 MiB to node C beside the stalled stream: {took:.2f} s")
+                sent = json.loads(answer)
+                assert not stalled.done(), "the stream to node B was not stalled all along"
+                for _ in range(100):
+                    got = json.loads(await fast_shell.call("viewer", "test.Sink.Results", b""))
+                    if len(got.get("s0", [])) == len(sent):
+                        break
+                    await asyncio.sleep(0.1)
+                assert [(c["seq"], c["crc"]) for c in got["s0"]] == [
+                    (c["seq"], c["crc"]) for c in sent
+                ]
+            finally:
+                await slow_shell.call("sink", "test.Sink.Configure", b'{"delay_s": 0}')
+                sent_slow = json.loads(await asyncio.wait_for(stalled, 60))
+            assert all(chunk["ok"] for chunk in sent_slow)
+            for _ in range(100):  # (Configure cleared what had arrived before it)
+                got = json.loads(await slow_shell.call("sink", "test.Sink.Results", b""))
+                if got.get("s0") and got["s0"][-1]["seq"] == 59:
+                    break
+                await asyncio.sleep(0.1)
+            crcs = [c["crc"] for c in got["s0"]]
+            assert crcs == [c["crc"] for c in sent_slow[len(sent_slow) - len(crcs) :]]
+
+    run(go(), 150)

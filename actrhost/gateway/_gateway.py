@@ -51,6 +51,7 @@ from ._outbound import Outbound, _Locate, _OutCall
 from ._peer import Callbacks, PeerConnection, wait_for_closing_connections
 from ._remote import RemoteNode
 from ._spec import GatewaySpec, acl_rules, credential_hex, register
+from ._stream_hold import StreamHold
 from ._trust import Parked
 from ._types import CALLS, MEDIA, STREAMS, Tuning
 
@@ -151,6 +152,13 @@ class Gateway(Nodes, Outbound, Inbound):
         self._in_drain = False
         self._holding: set[PeerConnection] = set()
         self._lossy: dict[ActrId, deque[StreamFrame]] = {}  # see Outbound._defer_lossy
+        # Reliable stream frames for a node whose link is full (one slow node stops only
+        # the streams to it, not the streams socket).
+        self._stream_hold = StreamHold(
+            lambda frame, data: self._stream_out(frame, data, released=True),
+            lambda full: self._on_pressure("held streams", full, (STREAMS,)),
+            self.tuning.queue_high_bytes,
+        )
         self._in_ids = itertools.count(1)
         self._out_ids = itertools.count(1)
         self._rings = RingReaders(spec.shm_prefix)
@@ -159,7 +167,7 @@ class Gateway(Nodes, Outbound, Inbound):
             on_frame=self._on_link_frame,
             on_control=self._on_link_control,
             on_state=lambda pc, state, reason: None,  # RemoteNode reports instead
-            on_pressure=lambda pc, socket, full: self._on_pressure((pc, socket), full, (socket,)),
+            on_pressure=self._on_link_pressure,
             on_media=self._deliver_media,
             parse_id=ActrId.parse,
         )
@@ -177,6 +185,14 @@ class Gateway(Nodes, Outbound, Inbound):
         # frames once starved it past the keepalive timeout).
         on_message = self._on_router if socket == CALLS else partial(self._on_router, via=socket)
         return LoopSocket(router, on_message, name, self._flush_links, batch=ROUTER_BATCH)
+
+    def _on_link_pressure(self, pc: PeerConnection, socket: str, full: bool) -> None:
+        """A link's lane that ``socket`` feeds is full, or has room again: a stream lane
+        holds back that node's stream frames only, an RPC lane stops the calls socket."""
+        if socket == STREAMS:
+            self._stream_hold.link_full(pc.remote_node, pc, full)
+        else:
+            self._on_pressure((pc, socket), full, (socket,))
 
     def _send_link(self, pc: PeerConnection, lane: int, frame: bytes) -> None:
         """Send a frame to another node: kept for a batch during a drain of a worker
@@ -445,6 +461,7 @@ class Gateway(Nodes, Outbound, Inbound):
             "pending_out": len(self._pending_out),
             "pending_in": len(self._pending_in),
             "ice_host_addresses": self.ice_host_addresses,
+            "streams_held": self._stream_hold.frames,
             **vars(self.counters),
             "remote_nodes": {node_id: node.stats() for node_id, node in self._nodes.items()},
         }

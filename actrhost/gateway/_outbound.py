@@ -46,6 +46,7 @@ from ._expiry import Expiring, ExpiryWheel
 from ._media import is_track_sample
 from ._peer import PeerConnection
 from ._remote import RemoteNode, session_id
+from ._stream_hold import StreamHold
 from ._types import CALLS, STREAMS, Tuning
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ class Outbound:
     _spawn: Callable[[Any], None]
     _send_link: Callable[[PeerConnection, int, bytes], None]
     _in_drain: bool
+    _stream_hold: StreamHold
 
     def _on_router(self, parts: list[bytes], via: str = CALLS) -> None:
         """Frames from a worker on socket ``via`` (CALLS, STREAMS or MEDIA)."""
@@ -216,8 +218,17 @@ class Outbound:
             self.counters.calls_out += 1
         self._to_actor(target, env.payload_type, wire.reencode(env), out_id, env.source)
 
-    def _stream_out(self, sf: StreamFrame, data: bytes, deferred: bool = False) -> None:
+    def _stream_out(
+        self, sf: StreamFrame, data: bytes, deferred: bool = False, released: bool = False
+    ) -> None:
+        """A stream frame or media sample from a worker (``released``: one the stream hold
+        kept until its node had room)."""
         target = sf.target
+        if not released and target is not None and sf.payload_type == PayloadType.STREAM_RELIABLE:
+            node_id = self._node_of.get(target)
+            if node_id is not None and self._stream_hold.holds(node_id):
+                self._stream_hold.hold(node_id, sf, data)
+                return
         if sf.shm and target is not None and not deferred and sf.kind == STREAM:
             if sf.payload_type == PayloadType.STREAM_LATENCY_FIRST:
                 self._defer_lossy(target, sf)
