@@ -11,10 +11,9 @@ import asyncio
 import contextlib
 import copy
 import itertools
-import logging
 import os
 import secrets
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,41 +21,21 @@ from typing import Any
 import zmq
 
 from . import _control as control
-from ._actor import check_callback
 from ._config import DEFAULT_MAX_MESSAGE_BYTES
-from ._context import DEFAULT_TIMEOUT_S, decode_answer, decode_message, encode_message
+from ._context import DEFAULT_TIMEOUT_S, decode_answer, encode_message
 from ._directory import LIVE_STATES, ActorState, Directory, discover_via, take_update
-from ._envelope import (
-    REQUEST,
-    RESPONSE,
-    TELL,
-    Envelope,
-    checked_key,
-    checked_rpc_lane,
-    error_response,
-)
-from ._errors import (
-    ActrError,
-    BadRequest,
-    ClosedResourceError,
-    DeadlineExceeded,
-    HandlerError,
-    NotFound,
-    Unavailable,
-    error_from_code,
-    handler_failure,
-)
+from ._envelope import REQUEST, TELL, Envelope, checked_key, checked_rpc_lane
+from ._errors import ClosedResourceError, DeadlineExceeded, NotFound, Unavailable, error_from_code
 from ._ids import ActrId, ActrType
 from ._linux import process_gone
 from ._payload_type import PayloadType
 from ._rpc import RpcEndpoint, deadline_after
 from ._rundir import PID_FILE, is_live, node_prefix, remove_if_dead
+from ._shell_serving import ShellHandler, ShellServing
 from ._shell_streams import ShellStreams, Target
 from ._stream_sender import StreamSender
 from ._streams import StreamReceiver
 from ._zmqloop import LoopSocket
-
-log = logging.getLogger(__name__)
 
 #: How long connecting waits for the supervisor to answer.
 ATTACH_TIMEOUT_S = 5.0
@@ -74,8 +53,6 @@ CLOSE_LINGER_MS = 2000
 DISCOVERED_KEPT_S = 1.0
 DEFAULT_THRESHOLD_BYTES = 65536
 DEFAULT_RING_BYTES = 64 * 1024 * 1024
-
-ShellHandler = Callable[[Any, ActrId | None], Awaitable[Any]]
 
 
 @dataclass(frozen=True)
@@ -103,9 +80,10 @@ def target_key(target: Target) -> ActrId | ActrType | str:
     return target
 
 
-class Shell(ShellStreams):
-    """A client attached to one node. Create it with :func:`connect`. Its data streams
-    and media: :class:`~._shell_streams.ShellStreams`."""
+class Shell(ShellServing, ShellStreams):
+    """A client attached to one node. Create it with :func:`connect`. The routes it
+    serves for actors: :class:`~._shell_serving.ShellServing`; its data streams and
+    media: :class:`~._shell_streams.ShellStreams`."""
 
     def __init__(
         self,
@@ -319,6 +297,12 @@ class Shell(ShellStreams):
     def _check_open(self) -> None:
         if self._closed or not self._open:
             raise ClosedResourceError(f"{self!r} is not open")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)  # cancelled by aclose()
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- control -----------------------------------------------------------------------
 
@@ -551,62 +535,3 @@ class Shell(ShellStreams):
         if "error" in answer:
             raise error_from_code(int(answer.get("code", 500)), str(answer["error"]))
         return [str(label) for label in answer.get("restarted", [])]
-
-    # -- serving Dest.SHELL ------------------------------------------------------------
-
-    def on_rpc(
-        self, route_key: str, *, request_type: type | None = None
-    ) -> Callable[[ShellHandler], ShellHandler]:
-        """Serve ``route_key`` for actors calling ``Dest.SHELL``.
-
-        The handler is ``async def handler(request, caller_id) -> bytes | message``;
-        ``request`` is bytes, or a ``request_type`` message. Actors see the route once the
-        supervisor has passed the new directory on (a few milliseconds); this Shell's own
-        calls, tells and streams wait until then, so an actor they reach can call back.
-        """
-        self._check_open()
-        checked_key("route_key", route_key)
-
-        def register(handler: ShellHandler) -> ShellHandler:
-            check_callback(handler, "a Shell handler(request, caller_id)")
-            self._handlers[route_key] = (handler, request_type)
-            self._send_attach()
-            return handler
-
-        return register
-
-    def _on_request(self, env: Envelope, routing_id: bytes) -> None:
-        self._spawn(self._serve(env, routing_id))
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.ensure_future(coro)  # cancelled by aclose()
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def _serve(self, env: Envelope, routing_id: bytes) -> None:
-        entry = self._handlers.get(env.route_key)
-        error: ActrError | None = None
-        payload = b""
-        if entry is None:
-            error = NotFound(f"this Shell serves no route {env.route_key!r}")
-        else:
-            handler, request_type = entry
-            try:
-                result = await handler(decode_message(env.payload, request_type), env.source)
-                try:
-                    payload = encode_message(result)
-                except BadRequest as exc:  # the handler's fault, as for an actor's answer
-                    raise HandlerError(f"the handler's answer: {exc.message}") from None
-            except ActrError as exc:
-                error = exc
-            except Exception as exc:
-                log.exception("Shell handler for %r raised", env.route_key)
-                error = handler_failure(exc)
-        if env.direction != REQUEST:
-            return
-        if error is not None:
-            response = error_response(env.request_id, error)
-        else:
-            response = Envelope(RESPONSE, payload=payload, request_id=env.request_id)
-        self._rpc.reply(routing_id, response)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import secrets
@@ -35,6 +34,7 @@ from ._rolling_restart import rolling_restart
 from ._slot import KILL_AFTER_S, RestartRefused, Slot, describe_exit
 from ._streams import unlink_rings_of
 from ._supervisor_control import ControlHandlers
+from ._supervisor_servers import start_metrics, start_signaling
 from ._worker_start import (
     ForkServer,
     ForkServerUnusable,
@@ -126,12 +126,15 @@ class Supervisor(ControlHandlers):
             loop.add_signal_handler(sig, self.request_shutdown)
         async with contextlib.AsyncExitStack() as stack:
             try:
-                if self.config.node.metrics_listen is not None:
+                listen = self.config.node.metrics_listen
+                if listen is not None:
                     # First: an address in use fails the node before any process starts.
-                    await self._start_metrics(stack, self.config.node.metrics_listen)
+                    self._metrics = await start_metrics(
+                        stack, self.config, listen, self.collect_status, self._health_snapshot
+                    )
                 signaling_url = None
                 if self.config.signaling is not None:
-                    signaling_url = await self._start_signaling(stack)
+                    signaling_url = await start_signaling(stack, self.config)
                 forkserver_ready = self._start_forkserver(loop)
                 log.info(
                     "node %r: starting %d actor instance(s) in %s",
@@ -203,45 +206,6 @@ class Supervisor(ControlHandlers):
         reaped = reap_orphans(ours)
         if reaped:
             log.debug("reaped %d orphaned process(es)", reaped)
-
-    async def _start_metrics(self, stack: contextlib.AsyncExitStack, listen: str) -> None:
-        """Serve ``GET /metrics`` (``_metrics.py``) until the node stops."""
-        metrics = MetricsServer(listen, self.collect_status, self._health_snapshot)
-        try:
-            await metrics.start()
-        except OSError as exc:
-            self._check_address(exc, "node.metrics_listen", listen)
-            raise RuntimeError(f"[node] metrics_listen {listen}: {_bind_error(exc)}") from exc
-        stack.push_async_callback(metrics.close)
-        self._metrics = metrics
-        log.info("node %r: metrics at %s", self.config.node.name, metrics.url)
-
-    def _check_address(self, exc: OSError, key: str, listen: str) -> None:
-        """An address no interface of this host has is the config's fault, not the
-        host's (as a port in use is): raise ConfigError for it."""
-        if exc.errno == errno.EADDRNOTAVAIL:
-            problem = f"{listen!r} is not an address of this host ({_bind_error(exc)})"
-            raise ConfigError(str(self.config.path), key, problem) from None
-
-    async def _start_signaling(self, stack: contextlib.AsyncExitStack) -> str:
-        """The signaling server's URL: ``[signaling] url``, or that of the embedded
-        server started here (before any process: its address may be the config's fault)."""
-        assert self.config.signaling is not None
-        url = self.config.signaling.url
-        if url != "embedded":
-            return url
-        from .signaling import run_server
-
-        listen = self.config.signaling.listen
-        try:
-            server = await stack.enter_async_context(
-                run_server(listen, heartbeat_interval_s=self.config.signaling.heartbeat_interval_s)
-            )
-        except OSError as exc:
-            self._check_address(exc, "signaling.listen", listen)
-            raise RuntimeError(f"[signaling] listen {listen}: {_bind_error(exc)}") from exc
-        log.info("node %r: embedded signaling server at %s", self.config.node.name, server.url)
-        return server.url
 
     async def _start_gateway(self, url: str) -> None:
         """The gateway, which registers every instance with signaling at ``url``; the ids
@@ -602,8 +566,3 @@ class Supervisor(ControlHandlers):
     async def collect_status(self) -> dict[str, Any]:
         """The node's status (``actrhost status``, ``/metrics``): see ``_node_status``."""
         return await collect_status(self)
-
-
-def _bind_error(exc: OSError) -> str:
-    """'Address already in use' rather than asyncio's longer wording of the same."""
-    return os.strerror(exc.errno) if exc.errno else str(exc)

@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from actrhost._fingerprint import (
-    Compatibility,
-    SchemaError,
-    check_compatibility,
-    is_fingerprint,
-    parse_schema,
-    service_fingerprint,
-)
+from actrhost._compatibility import Compatibility, check_compatibility
+from actrhost._fingerprint import SchemaError, is_fingerprint, parse_schema, service_fingerprint
 
 pytestmark = pytest.mark.timeout(30)
 

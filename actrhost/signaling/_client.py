@@ -8,7 +8,8 @@ In the background the client keeps the connection up: when it drops it reconnect
 exponential backoff (with jitter, so a restarted server isn't hit by every node at
 once), registers every actor again with its previous credential (the server then gives
 the same ids back), sends heartbeats every interval the server asked for, and renews
-each credential when two thirds of its lifetime have passed.
+each credential when two thirds of its lifetime have passed (those two live in
+``_keepalive.py``).
 """
 
 from __future__ import annotations
@@ -33,13 +34,13 @@ from .._errors import (
     BadRequest,
     ClosedResourceError,
     DeadlineExceeded,
-    ErrorCode,
     Unavailable,
 )
 from .._fingerprint import SchemaError, service_fingerprint
 from .._ids import ActrId, ActrType
 from . import _wire as wire
 from ._acl import AclRule
+from ._keepalive import Keepalive
 from ._registration import Registration
 from ._tls import certificate_error, client_context, connect_error_text
 from ._types import Availability, RelayMessage
@@ -51,10 +52,6 @@ log = logging.getLogger(__name__)
 RelayCallback = Callable[[RelayMessage], Awaitable[None] | None]
 ReregisterCallback = Callable[["Registration", ActrId], Awaitable[None] | None]
 ActorsLeftCallback = Callable[[list[ActrId]], None]
-
-# Heartbeats per PingBatch frame: ~100 bytes each, so a frame stays far below the
-# server's default 256 KiB frame limit.
-_PING_BATCH = 500
 
 
 class ConnectionState(StrEnum):
@@ -141,11 +138,10 @@ class SignalingClient:
         self._state = ConnectionState.NEW
         self._ws: ClientConnection | None = None
         self._ready = asyncio.Event()
-        self._wake = asyncio.Event()  # wakes the heartbeat/renewal task early
         self._pending: dict[str, asyncio.Future[wire.Envelope]] = {}
         self._ids = itertools.count(1)
         self._registrations: set[Registration] = set()
-        self._heartbeat_interval_s = 5.0
+        self._keepalive = Keepalive(self)  # heartbeats and credential renewals
         self._tasks: list[asyncio.Task[None]] = []
         self._jobs: set[asyncio.Task[None]] = set()
         self._first_connect: asyncio.Future[None] | None = None
@@ -199,7 +195,7 @@ class SignalingClient:
         self._first_connect = loop.create_future()
         self._tasks = [
             asyncio.create_task(self._run(), name=f"{self!r} connection"),
-            asyncio.create_task(self._maintain(), name=f"{self!r} heartbeats"),
+            asyncio.create_task(self._keepalive.run(), name=f"{self!r} heartbeats"),
             asyncio.create_task(self._dispatch_relays(), name=f"{self!r} relay dispatch"),
         ]
         try:
@@ -534,78 +530,6 @@ class SignalingClient:
     def _forget(self, reg: Registration) -> None:
         self._registrations.discard(reg)
 
-    async def _maintain(self) -> None:
-        """Heartbeats every interval (batched per wake-up) and renewals when due.
-
-        Wakes at most every interval / 8 and sends, in one PingBatch frame per
-        ``_PING_BATCH`` actors, every heartbeat due within that slack: a node's actors,
-        registered at different moments, share a few frames per interval instead of one
-        frame each (see scripts/bench_signaling.py).
-        """
-        loop = asyncio.get_running_loop()
-        while True:
-            await self._ready.wait()
-            try:
-                await self._maintain_once(loop)
-            except Exception:  # a bug must not end heartbeats for good
-                log.exception("%r: heartbeat task failed; going on", self)
-                await asyncio.sleep(self._heartbeat_interval_s / 8)
-
-    async def _maintain_once(self, loop: asyncio.AbstractEventLoop) -> None:
-        """One round: due renewals, due heartbeats, then sleep until the next."""
-        now = loop.time()
-        slack = self._heartbeat_interval_s / 8
-        regs = [r for r in self._registrations if not r.closed]
-        due = [r for r in regs if r._renew_at <= now]
-        if due:
-            await asyncio.gather(*(self._renew(r) for r in due))
-        beats = [r for r in regs if r._next_beat <= now + slack and r.actr_id is not None]
-        if beats:
-            for reg in beats:
-                reg._next_beat = now + self._heartbeat_interval_s
-            chunks = [beats[i : i + _PING_BATCH] for i in range(0, len(beats), _PING_BATCH)]
-            await asyncio.gather(*(self._beat_batch(chunk) for chunk in chunks))
-        wake = min(
-            [now + self._heartbeat_interval_s]
-            + [r._renew_at for r in regs]
-            + [r._next_beat - slack for r in regs]
-        )
-        # A new registration or credential sets _wake: the interval or the next
-        # renewal may have moved earlier.
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(wake - loop.time(), slack)):
-                await self._wake.wait()
-
-    async def _beat_batch(self, regs: list[Registration]) -> None:
-        env = wire.new_envelope()
-        batch = env.ping_batch
-        sent: list[Registration] = []
-        for reg in regs:
-            if not reg.closed:
-                reg._fill_ping(batch.pings.add())
-                sent.append(reg)
-        try:
-            reply = await self._request(env)
-        except ActrError as exc:
-            log.info("%r: heartbeats failed: %s", self, exc)
-            ws = self._ws
-            if isinstance(exc, DeadlineExceeded) and ws is not None:
-                # No answer: the server is gone or the path is down while TCP retries
-                # with backoff (the server forgets us meanwhile). Connect anew instead of
-                # waiting for TCP: traffic came back ≈ 10 s after a 20 s outage (QA).
-                log.info("%r: no answer to heartbeats: connecting anew", self)
-                ws.transport.abort()
-            return
-        for index, error in zip(reply.pong.refused, reply.pong.errors, strict=False):
-            reg = sent[index]
-            if error.code == ErrorCode.UNAUTHORIZED and not reg.closed:
-                # Dropped as silent, or its credential lapsed: register again, same id.
-                log.info("%r: heartbeat refused (%s): registering again", reg, error.message)
-                self._spawn(reg._reregister(reg._generation))
-            else:
-                log.warning("%r: heartbeat refused: %d %s", reg, error.code, error.message)
-
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a background job owned by the client; its failure is logged."""
         task = asyncio.create_task(coro)
@@ -617,13 +541,3 @@ class SignalingClient:
                 log.info("%r: background job failed: %r", self, t.exception())
 
         task.add_done_callback(done)
-
-    async def _renew(self, reg: Registration) -> None:
-        reg._renew_at = float("inf")  # not again until this attempt settles
-        try:
-            await reg.renew_credential()
-        except (ClosedResourceError, Unavailable, DeadlineExceeded) as exc:
-            log.info("%r: credential renewal deferred: %s", reg, exc)
-            reg._renew_at = asyncio.get_running_loop().time() + self._heartbeat_interval_s
-        except ActrError as exc:
-            log.warning("%r: credential renewal failed: %s", reg, exc)

@@ -14,15 +14,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from .._compatibility import Compatibility, check_compatibility
 from .._errors import BadRequest
-from .._fingerprint import (
-    Compatibility,
-    ProtoSchema,
-    SchemaError,
-    check_compatibility,
-    is_fingerprint,
-    parse_schema,
-)
+from .._fingerprint import ProtoSchema, SchemaError, is_fingerprint, parse_schema
 from .._ids import ActrType
 from ._acl import acl_allows
 from ._presence import ActorEntry

@@ -99,7 +99,7 @@ class Registration:
             return env
 
         await self._call(build)
-        self._next_beat = asyncio.get_running_loop().time() + self._client._heartbeat_interval_s
+        self._next_beat = asyncio.get_running_loop().time() + self._client._keepalive.interval_s
 
     def _fill_ping(self, ping: Any) -> None:
         self._fill_auth(ping)
@@ -245,7 +245,7 @@ class Registration:
         remaining_s = expires_at_ms / 1000 - time.time()
         loop = asyncio.get_running_loop()
         self._renew_at = loop.time() + max(0.0, remaining_s * self._client.renew_fraction)
-        self._client._wake.set()
+        self._client._keepalive.wake()
 
     async def _call(
         self, build: Callable[[], wire.Envelope], *, timeout_s: float | None = None
@@ -307,7 +307,7 @@ class Registration:
                 ok.credential_expires_at_ms,
             )
             interval = ok.heartbeat_interval_secs or 5.0
-            self._client._heartbeat_interval_s = interval
+            self._client._keepalive.interval_s = interval
             self._next_beat = asyncio.get_running_loop().time() + interval
             self._generation += 1
         if old_id is not None and old_id != self.actr_id:

@@ -46,6 +46,7 @@ from ._ranking import (
     SchemaStore,
     rank_candidates,
 )
+from ._replies import actor_list, credential_update_ok, register_ok, route_candidates_response
 from ._tls import server_context
 from ._types import Availability
 
@@ -401,13 +402,7 @@ class SignalingServer:
             old.owner.actors.discard(serial)
         conn.actors.add(serial)
         cred = self._keys.issue(actr_id, now_ms + int(self.credential_ttl_s * 1000))
-        reply = wire.new_envelope()
-        ok = reply.register_ok
-        ok.actr_id.CopyFrom(entry.wire_id)
-        ok.credential.encrypted_token = cred.token
-        ok.credential.token_key_id = cred.key_id
-        ok.credential_expires_at_ms = cred.expires_at_ms
-        ok.heartbeat_interval_secs = self.heartbeat_interval_s
+        reply = register_ok(entry, cred, self.heartbeat_interval_s)
         log.debug("%r: registered %s", conn, actr_id)
         return reply
 
@@ -484,12 +479,7 @@ class SignalingServer:
         entry = self._authenticate(conn, msg.source, msg.credential)
         cred = self._keys.issue(entry.actr_id, _now_ms() + int(self.credential_ttl_s * 1000))
         self._counters["credential_renewals"] += 1
-        reply = wire.new_envelope()
-        ok = reply.credential_update_ok
-        ok.credential.encrypted_token = cred.token
-        ok.credential.token_key_id = cred.key_id
-        ok.credential_expires_at_ms = cred.expires_at_ms
-        return reply
+        return credential_update_ok(cred)
 
     def _on_route_candidates(self, conn: Connection, env: wire.Envelope) -> wire.Envelope:
         msg = env.route_candidates_request
@@ -516,22 +506,7 @@ class SignalingServer:
             ranking=ranking or DEFAULT_RANKING,
         )
         self._counters["discoveries"] += 1
-        reply = wire.new_envelope()
-        resp = reply.route_candidates_response
-        for cand, level, reasons in ranked.chosen:
-            c = resp.candidates.add()
-            c.actr_id.CopyFrom(cand.wire_id)
-            c.compatibility = wire.COMPATIBILITY_TO_PB[level]
-            c.fingerprint = cand.fingerprint
-            c.availability = wire.AVAILABILITY_TO_PB[cand.availability]
-            c.mailbox_backlog = cand.mailbox_backlog
-            c.reasons.extend(reasons)
-        resp.has_exact_match = ranked.has_exact_match
-        resp.is_sub_healthy = ranked.is_sub_healthy
-        resp.excluded_breaking = ranked.excluded_breaking
-        resp.excluded_draining = ranked.excluded_draining
-        resp.excluded_denied = ranked.excluded_denied
-        return reply
+        return route_candidates_response(ranked)
 
     def _on_relay(self, conn: Connection, env: wire.Envelope) -> wire.Envelope:
         relay = env.relay
@@ -589,18 +564,7 @@ class SignalingServer:
             )
         else:
             entries = (e for e in self._registry if e.actr_id.realm.realm_id == realm_id)
-        reply = wire.new_envelope()
-        listing = reply.actor_list
-        for i, e in enumerate(entries):
-            if i == MAX_LISTED:
-                listing.truncated = True
-                break
-            c = listing.actors.add()
-            c.actr_id.CopyFrom(e.wire_id)
-            c.fingerprint = e.fingerprint
-            c.availability = wire.AVAILABILITY_TO_PB[e.availability]
-            c.mailbox_backlog = e.mailbox_backlog
-        return reply
+        return actor_list(entries, MAX_LISTED)
 
     def _on_stats(self, conn: Connection, env: wire.Envelope) -> wire.Envelope:
         reply = wire.new_envelope()

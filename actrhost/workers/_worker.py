@@ -21,30 +21,18 @@ from .. import _control as control
 from .._actor import Actor, Route, collect_routes
 from .._config import Config
 from .._context import Context, decode_message
-from .._directory import (
-    BARRIER_ROUTE,
-    ActorState,
-    Directory,
-    take_update,
-)
-from .._envelope import REQUEST, RESPONSE, Envelope, StreamFrame, error_response
-from .._errors import (
-    ActrError,
-    HandlerError,
-    NotFound,
-    PermissionDenied,
-    Unavailable,
-    handler_failure,
-)
+from .._directory import ActorState, Directory, take_update
+from .._envelope import REQUEST, RESPONSE, Envelope, StreamFrame
+from .._errors import ActrError, HandlerError, Unavailable, handler_failure
 from .._ids import ActrId, Realm
 from .._linux import supervisor_gone
-from .._payload_type import PayloadType
-from .._rpc import RpcEndpoint, worth_logging
+from .._rpc import RpcEndpoint
 from .._rundir import remove_orphaned_run_dir
 from .._settings import build_settings
 from .._stream_sender import StreamSender
 from .._streams import StreamReceiver
 from .._zmqloop import LoopSocket
+from ._inbound import Inbound
 from ._loop_watch import LoopWatch
 from ._mailbox import Mailbox
 from ._outbound import Outbound
@@ -64,8 +52,6 @@ PARENT_CHECK_S = 0.25
 ORPHAN_GRACE_S = 0.5
 #: How long a stopping worker reads what senders still queued for it, to count it.
 STOP_DRAIN_S = 0.05
-#: Routes a NotFound for an unknown route names, at most.
-NO_ROUTE_LISTED = 20
 
 
 def _is_request(item: Any) -> bool:
@@ -88,9 +74,10 @@ class WorkerCounters:
     tells_dropped: int = 0
 
 
-class Worker(Outbound):
+class Worker(Inbound, Outbound):
     """The runtime of one actor instance (also the ``_Runtime`` its contexts call; what
-    they send goes through :class:`~._outbound.Outbound`)."""
+    reaches it goes through :class:`~._inbound.Inbound`, what they send through
+    :class:`~._outbound.Outbound`)."""
 
     def __init__(self, spec: WorkerSpec, config: Config, actor_class: type[Actor]) -> None:
         self.spec = spec
@@ -439,63 +426,7 @@ class Worker(Outbound):
             "routes": {key: stats.to_dict() for key, stats in self.route_stats.items()},
         }
 
-    # -- inbound -----------------------------------------------------------------------
-
-    def _on_request(self, env: Envelope, routing_id: bytes) -> None:
-        if not self._accepting:
-            if env.direction == REQUEST:
-                self._reply_error(
-                    env, routing_id, Unavailable(f"actor {self.self_id} is {self.state.value}")
-                )
-            elif (
-                self.state is ActorState.STARTING
-                and len(self._early_tells) < self.actor_config.mailbox_capacity
-            ):
-                self._early_tells.append((env, routing_id))
-            else:
-                self.counters.tells_dropped += 1
-                if worth_logging(self.counters.tells_dropped):  # a sender's flood: not ours
-                    log.warning(
-                        "%r: tell %r dropped: %s (tells_dropped: %d)",
-                        self,
-                        env.route_key,
-                        self.state.value,
-                        self.counters.tells_dropped,
-                    )
-            return
-        if env.route_key == BARRIER_ROUTE:
-            if env.direction == REQUEST:
-                self.rpc.reply(routing_id, Envelope(RESPONSE, request_id=env.request_id))
-            return
-        source = env.source
-        if source is not None and not self.actor_config.acl_allows(
-            source.type, source.realm.realm_id
-        ):
-            self.counters.denied += 1
-            if env.direction == REQUEST:
-                self._reply_error(
-                    env, routing_id, PermissionDenied(f"{source.type} may not call {self.self_id}")
-                )
-            return
-        route = self.routes.get(env.route_key)
-        if route is None:
-            self.counters.unknown_routes += 1
-            if env.direction == REQUEST:
-                self._reply_error(env, routing_id, NotFound(self._no_route(env.route_key)))
-            elif worth_logging(self.counters.unknown_routes):
-                log.warning(
-                    "%r: tell for unknown route %r dropped (unknown_routes: %d)",
-                    self,
-                    env.route_key,
-                    self.counters.unknown_routes,
-                )
-            return
-        signal_lane = (
-            route.spec.payload_type is PayloadType.RPC_SIGNAL
-            or env.payload_type == PayloadType.RPC_SIGNAL
-        )
-        arrived_ns = time.monotonic_ns() if self._route_timings else 0
-        self.mailbox.put((env, routing_id, route, arrived_ns), signal=signal_lane)
+    # -- serving (what Inbound queued in the mailbox) ----------------------------------
 
     async def _serve(self, item: tuple[Envelope, bytes, Route, int]) -> None:
         env, routing_id, route, arrived_ns = item
@@ -572,53 +503,8 @@ class Worker(Outbound):
         else:
             stats.count(is_request, error_code)
 
-    def _no_route(self, route_key: str) -> str:
-        """Why ``route_key`` is unknown, with the routes there are (a typo shows)."""
-        served = sorted(k for k in self.routes if not k.startswith("actrhost."))
-        listed = ", ".join(served[:NO_ROUTE_LISTED])
-        if len(served) > NO_ROUTE_LISTED:
-            listed += f", … ({len(served)} in all)"
-        return f"{self.self_id} has no route {route_key!r} (it serves: {listed or 'none'})"
-
     def _reply_or_log(self, env: Envelope, routing_id: bytes, error: ActrError) -> None:
         if env.direction == REQUEST:
             self._reply_error(env, routing_id, error)
         else:
             log.warning("%r: tell %r failed: %s", self, env.route_key, error)
-
-    def _drop_early_frames(self) -> None:
-        for frame in self._early_frames:
-            self.streams_in.counters.not_running += 1
-            self.streams_in.discard(frame)
-        self._early_frames = []
-
-    def _reply_error(self, env: Envelope, routing_id: bytes, error: ActrError) -> None:
-        self.rpc.reply(routing_id, error_response(env.request_id, error))
-
-    def _on_stream(self, frame: StreamFrame) -> None:
-        source = frame.source
-        if not self._accepting:
-            if (
-                self.state is ActorState.STARTING
-                and len(self._early_frames) < self.actor_config.mailbox_capacity
-            ):
-                # Its ring record stays taken until then: the sender waits for room.
-                self._early_frames.append(frame)
-            else:
-                self.streams_in.counters.not_running += 1
-                self.streams_in.discard(frame)
-        elif source is not None and not self.actor_config.acl_allows(
-            source.type, source.realm.realm_id
-        ):
-            self.counters.denied += 1
-            self.streams_in.discard(frame)
-        else:
-            self.streams_in.on_frame(frame)
-
-    def register_stream_callback(self, kind: str, key: str, callback: Any) -> None:
-        """Route incoming chunks of ``key`` to ``callback``."""
-        self.streams_in.register(kind, key, callback)
-
-    def unregister_stream_callback(self, kind: str, key: str) -> None:
-        """Stop routing ``key``."""
-        self.streams_in.unregister(kind, key)

@@ -1,0 +1,83 @@
+"""Serving ``Dest.SHELL``: the routes a Shell serves for actors that call it, and its
+answers to their requests and tells (a mixin of :class:`~._shell.Shell`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from ._actor import check_callback
+from ._context import decode_message, encode_message
+from ._envelope import REQUEST, RESPONSE, Envelope, checked_key, error_response
+from ._errors import ActrError, BadRequest, HandlerError, NotFound, handler_failure
+from ._ids import ActrId
+from ._rpc import RpcEndpoint
+
+# The Shell's log: these are its messages, whichever module holds the code.
+log = logging.getLogger("actrhost._shell")
+
+ShellHandler = Callable[[Any, ActrId | None], Awaitable[Any]]
+
+
+class ShellServing:
+    """Mixin of :class:`~._shell.Shell`: the ``Dest.SHELL`` routes it serves."""
+
+    # Set up by Shell.__init__ / Shell.open.
+    _handlers: dict[str, tuple[ShellHandler, type | None]]
+    _rpc: RpcEndpoint
+    _check_open: Callable[[], None]
+    _send_attach: Callable[[], None]
+    _spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
+
+    def on_rpc(
+        self, route_key: str, *, request_type: type | None = None
+    ) -> Callable[[ShellHandler], ShellHandler]:
+        """Serve ``route_key`` for actors calling ``Dest.SHELL``.
+
+        The handler is ``async def handler(request, caller_id) -> bytes | message``;
+        ``request`` is bytes, or a ``request_type`` message. Actors see the route once the
+        supervisor has passed the new directory on (a few milliseconds); this Shell's own
+        calls, tells and streams wait until then, so an actor they reach can call back.
+        """
+        self._check_open()
+        checked_key("route_key", route_key)
+
+        def register(handler: ShellHandler) -> ShellHandler:
+            check_callback(handler, "a Shell handler(request, caller_id)")
+            self._handlers[route_key] = (handler, request_type)
+            self._send_attach()
+            return handler
+
+        return register
+
+    def _on_request(self, env: Envelope, routing_id: bytes) -> None:
+        self._spawn(self._serve(env, routing_id))
+
+    async def _serve(self, env: Envelope, routing_id: bytes) -> None:
+        entry = self._handlers.get(env.route_key)
+        error: ActrError | None = None
+        payload = b""
+        if entry is None:
+            error = NotFound(f"this Shell serves no route {env.route_key!r}")
+        else:
+            handler, request_type = entry
+            try:
+                result = await handler(decode_message(env.payload, request_type), env.source)
+                try:
+                    payload = encode_message(result)
+                except BadRequest as exc:  # the handler's fault, as for an actor's answer
+                    raise HandlerError(f"the handler's answer: {exc.message}") from None
+            except ActrError as exc:
+                error = exc
+            except Exception as exc:
+                log.exception("Shell handler for %r raised", env.route_key)
+                error = handler_failure(exc)
+        if env.direction != REQUEST:
+            return
+        if error is not None:
+            response = error_response(env.request_id, error)
+        else:
+            response = Envelope(RESPONSE, payload=payload, request_id=env.request_id)
+        self._rpc.reply(routing_id, response)
