@@ -102,6 +102,7 @@ _GATEWAY_GAUGES = {
     "registered": "Actors of this node registered with signaling.",
     "pending_out": "Calls to other nodes awaiting their response.",
     "pending_in": "Calls from other nodes awaiting the local actor's response.",
+    "streams_held": "Stream frames held for remote nodes whose link is full.",
 }
 
 
