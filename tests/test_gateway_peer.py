@@ -503,6 +503,44 @@ def test_copies_of_what_the_other_side_confirmed_are_let_go() -> None:
     run(scenario())
 
 
+def test_a_tell_the_receiver_still_holds_is_not_confirmed_until_it_lets_go() -> None:
+    # Messages were confirmed on arrival: a tell the receiving gateway still held (its
+    # actor starting, its worker's socket full) was forgotten by its sender, and lost
+    # unseen when that gateway died. Now its message, and those after it, stay in doubt.
+    async def scenario() -> None:
+        a, b = await connected_pair()
+        receipts: list[Any] = []
+        on_frame = b._on_frame
+
+        def holding(pc: PeerConnection, lane: int, data: bytes) -> None:
+            if data == tells[1]:
+                receipts.append(pc.receipt())  # the gateway keeps this tell for now
+            on_frame(pc, lane, data)
+
+        b.pc._cb.on_frame = holding
+        try:
+            tells = [tell_frame(n, 500) for n in range(4)]
+            for tell in tells:
+                a.pc.enqueue(PayloadType.RPC_RELIABLE, tell)
+                await asyncio.sleep(0.01)  # one message each
+            await b.wait_frames(4)
+            await asyncio.sleep(0.3)  # acks are sent 50 ms after the traffic
+            rpc = a.pc._lanes[_RPC]
+            assert rpc.sent_messages == 4
+            assert [message for message, _origin in rpc.unconfirmed] == [
+                framing.frame_message(tell) for tell in tells[1:]
+            ]
+            receipts.clear()  # handed on
+            async with asyncio.timeout(2):
+                while rpc.unconfirmed:
+                    await asyncio.sleep(0.01)
+        finally:
+            await a.pc.close()
+            await b.pc.close()
+
+    run(scenario())
+
+
 def test_a_frame_too_large_for_parts_is_dropped_and_the_link_lives_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

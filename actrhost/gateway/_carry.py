@@ -29,7 +29,7 @@ however many connections fail in a row, nothing comes twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from .. import _envelope as wire
@@ -221,6 +221,59 @@ class Named:
                 return True
             earlier.messages_in[self.call_channel] = index + 1
         return False
+
+
+class HeldTells:
+    """What the receiving side confirms on each call channel: the messages received,
+    up to the first with a tell the gateway still holds (waiting for its actor to start,
+    for an introduction, or for room in a worker's socket; a :class:`Receipt` alive).
+
+    Confirming a tell on arrival let its sender forget it: when the gateway holding it
+    died, it was lost unseen. Unconfirmed, it is in doubt: sent again after the failure,
+    and dropped and counted (``unsure_tells_dropped``) by the gateway in its place.
+    """
+
+    def __init__(self, on_release: Callable[[], None]) -> None:
+        #: Per call channel: message index -> receipts alive for its tells.
+        self._held: tuple[dict[int, int], dict[int, int]] = ({}, {})
+        #: Called when a message's last receipt goes: time to confirm more.
+        self._on_release = on_release
+
+    def receipt(self, channel: int, index: int) -> Receipt:
+        """A receipt for a tell of message ``index`` on call channel ``channel``."""
+        held = self._held[channel]
+        held[index] = held.get(index, 0) + 1
+        return Receipt(self, channel, index)
+
+    def confirmed(self, channel: int, received: int) -> int:
+        """How many messages of ``received`` on ``channel`` may be confirmed."""
+        held = self._held[channel]
+        return min(held) if held else received
+
+    def release(self, channel: int, index: int) -> None:
+        """A receipt of message ``index`` is gone (:meth:`Receipt.__del__`)."""
+        held = self._held[channel]
+        left = held.get(index, 0) - 1
+        if left > 0:
+            held[index] = left
+            return
+        held.pop(index, None)
+        self._on_release()
+
+
+class Receipt:
+    """Kept beside a tell the gateway holds; when the tell is handed on or dropped, the
+    last reference goes, and so does the hold on its message (:class:`HeldTells`)."""
+
+    __slots__ = ("_channel", "_held", "_index")
+
+    def __init__(self, held: HeldTells, channel: int, index: int) -> None:
+        self._held = held
+        self._channel = channel
+        self._index = index
+
+    def __del__(self) -> None:
+        self._held.release(self._channel, self._index)
 
 
 def is_tell(frame: bytes) -> bool:

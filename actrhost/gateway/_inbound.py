@@ -22,13 +22,14 @@ import zmq
 from .. import _envelope as wire
 from .._config import ActorConfig
 from .._directory import ActorEntry, ActorState, Directory, gone_error
-from .._envelope import REQUEST, RESPONSE, Envelope, StreamFrame
+from .._envelope import REQUEST, RESPONSE, TELL, Envelope, StreamFrame
 from .._errors import ActrError, BadRequest, HandlerError, NotFound, Unavailable
 from .._ids import ActrId
 from .._payload_type import PayloadType
 from .._rpc import GRACEFUL_ANSWER_WAIT_S, configure_socket, worth_logging
 from .._zmqloop import LoopSocket
 from . import _framing as framing
+from ._carry import Receipt
 from ._counters import GatewayCounters
 from ._expiry import Expiring, ExpiryWheel
 from ._outbound import MAX_TIMEOUT_MS, NO_DEADLINE_S, _OutCall
@@ -100,7 +101,7 @@ class _Backlog(deque["_Waiting"]):
 class _Waiting:
     """A frame waiting for a local worker's socket (connecting, or its queue full)."""
 
-    __slots__ = ("ack", "data", "expires_at", "on_fail")
+    __slots__ = ("ack", "data", "expires_at", "on_fail", "receipt")
 
     def __init__(
         self,
@@ -108,11 +109,13 @@ class _Waiting:
         expires_at: float,
         on_fail: Callable[[], None] | None,
         ack: PeerConnection | None,
+        receipt: Receipt | None,
     ) -> None:
         self.data = data
         self.expires_at = expires_at
         self.on_fail = on_fail
         self.ack = ack
+        self.receipt = receipt  # a tell's: its message is not confirmed while it waits
 
 
 class Inbound(Trust):
@@ -191,7 +194,8 @@ class Inbound(Trust):
             item.request_id = call.request_id
             self._send_router(call.routing_id, wire.reencode(item))
         else:
-            self._from_node(pc, lane, item, data)
+            is_tell = isinstance(item, Envelope) and item.direction == TELL
+            self._from_node(pc, lane, item, data, receipt=pc.receipt() if is_tell else None)
 
     def _from_node(
         self,
@@ -200,9 +204,12 @@ class Inbound(Trust):
         item: Envelope | StreamFrame,
         data: bytes,
         may_wait: bool = True,
+        receipt: Receipt | None = None,
     ) -> None:
         """A request, tell or stream frame from another node: first make sure that node
-        introduced its source (else wait for it), then hand it on."""
+        introduced its source (else wait for it), then hand it on. A tell's ``receipt``
+        goes wherever the tell waits: its message is confirmed to the sender once the
+        last reference goes (``_carry.HeldTells``)."""
         source, target = item.source, item.target
         if (
             may_wait
@@ -217,14 +224,14 @@ class Inbound(Trust):
                 if isinstance(item, Envelope) and item.timeout_ms:
                     waited_ms = int((self._loop.time() - started) * 1000)
                     item.timeout_ms = max(1, item.timeout_ms - waited_ms)
-                self._from_node(pc, lane, item, data, may_wait=False)
+                self._from_node(pc, lane, item, data, may_wait=False, receipt=receipt)
 
             if self._wait_for_introduction(pc, item, again):
                 return
         if isinstance(item, StreamFrame):
             self._stream_in(pc, item, data)
         else:
-            self._call_in(pc, item, lane)
+            self._call_in(pc, item, lane, receipt=receipt)
 
     def _local_endpoint(self, target: ActrId | None, source: ActrId | None, from_node: str) -> str:
         """Endpoint of a running local actor for a frame from node ``from_node``, or raise
@@ -293,7 +300,12 @@ class Inbound(Trust):
     # -- calls and tells -----------------------------------------------------------------
 
     def _call_in(
-        self, pc: PeerConnection, env: Envelope, lane: int, deadline_ns: int | None = None
+        self,
+        pc: PeerConnection,
+        env: Envelope,
+        lane: int,
+        deadline_ns: int | None = None,
+        receipt: Receipt | None = None,
     ) -> None:
         """Hand a request or tell to its local actor; ``deadline_ns`` is given when it
         waited for the actor to start (else it may wait)."""
@@ -317,7 +329,7 @@ class Inbound(Trust):
                 wait_s = STARTING_WAIT_S
                 if deadline_ns:
                     wait_s = min(wait_s, (deadline_ns - time.monotonic_ns()) / 1e9)
-                again = lambda: self._call_in(pc, env, lane, deadline_ns)  # noqa: E731
+                again = lambda: self._call_in(pc, env, lane, deadline_ns, receipt)  # noqa: E731
                 # A call fails at once if its target is restarting, as between local
                 # actors; a tell waits (its sender cannot be told).
                 restart_too = not is_request
@@ -348,7 +360,12 @@ class Inbound(Trust):
         data = wire.reencode(env)
         if not is_request:
             self._to_local(
-                endpoint, data, wait_s=TELL_WAIT_S, on_fail=self._count_undeliverable, bounded=True
+                endpoint,
+                data,
+                wait_s=TELL_WAIT_S,
+                on_fail=self._count_undeliverable,
+                bounded=True,
+                receipt=receipt,
             )
             return
         wait_s = env.timeout_ms / 1000 if env.timeout_ms else TELL_WAIT_S
@@ -537,6 +554,7 @@ class Inbound(Trust):
         on_fail: Callable[[], None] | None = None,
         ack: PeerConnection | None = None,
         bounded: bool = False,
+        receipt: Receipt | None = None,
     ) -> None:
         """Send a frame to a local worker, in order with what waits for it already.
 
@@ -566,7 +584,7 @@ class Inbound(Trust):
             return
         if backlog is None:
             backlog = self._overflow[endpoint] = _Backlog()
-        backlog.append(_Waiting(data, self._loop.time() + wait_s, on_fail, ack))
+        backlog.append(_Waiting(data, self._loop.time() + wait_s, on_fail, ack, receipt))
         if len(backlog) == 1:
             self._spawn(self._drain(endpoint, backlog))
 

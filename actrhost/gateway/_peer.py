@@ -24,7 +24,7 @@ from .._envelope import StreamFrame
 from .._rpc import worth_logging
 from . import _dtls, _sctp_loss
 from . import _framing as framing
-from ._carry import Named, Origin, named_indices
+from ._carry import HeldTells, Named, Origin, Receipt, named_indices
 from ._handover import Handover
 from ._ice import (
     candidate_type_in_use,
@@ -149,6 +149,10 @@ class PeerConnection(Handover):
         #: Whether this connection ever connected: then a successor's ``again`` may name it.
         self.was_connected = False
         self._calls_ack_handle: asyncio.TimerHandle | None = None
+        #: Tells of received messages the owner still holds, and the message being
+        #: delivered now (call channel, index) for receipt().
+        self._held_tells = HeldTells(self._schedule_calls_ack)
+        self._delivering: tuple[int, int] | None = None
         self._stream_delivered_bytes = 0
         self._stream_ack_sent = 0
         self._ack_handle: asyncio.TimerHandle | None = None
@@ -362,18 +366,19 @@ class PeerConnection(Handover):
                 return
             if slot == _STREAM:
                 self.stream_frames_in += 1
-            elif slot <= _RPC and self._calls_ack_handle is None:
-                self._calls_ack_handle = self._loop.call_later(
-                    _CALLS_ACK_DELAY_S, self._send_calls_ack
-                )
+            elif slot <= _RPC:
+                self._schedule_calls_ack()
             named = self._named[slot]
             if named is not None and self._had_it(slot, named):
                 self._drop_duplicate(slot, [value] if what == "frame" else value, named)
-            elif what == "frame":
-                self._cb.on_frame(self, lane, value)
-            else:
-                for frame in value:
+                return
+            if slot <= _RPC:  # see receipt()
+                self._delivering = (slot, self.messages_in[slot] - 1)
+            try:
+                for frame in [value] if what == "frame" else value:
                     self._cb.on_frame(self, lane, frame)
+            finally:
+                self._delivering = None
 
         return on_message
 
@@ -446,10 +451,23 @@ class PeerConnection(Handover):
         if slot == _STREAM:
             self.stream_delivered(len(frames[0]))  # the sender's window counts it
 
+    def receipt(self) -> Receipt | None:
+        """For the owner, from inside ``on_frame`` of a tell it keeps for now: the tell's
+        message is not confirmed to its sender while the receipt is alive (module
+        ``_carry``, :class:`~._carry.HeldTells`)."""
+        if self._delivering is None:
+            return None
+        return self._held_tells.receipt(*self._delivering)
+
+    def _schedule_calls_ack(self) -> None:
+        if self._calls_ack_handle is None and self._state is LinkState.CONNECTED:
+            self._calls_ack_handle = self._loop.call_later(_CALLS_ACK_DELAY_S, self._send_calls_ack)
+
     def _send_calls_ack(self) -> None:
         self._calls_ack_handle = None
         if self._state is LinkState.CONNECTED:
-            self.send_control({"op": "ack", "m": list(self.messages_in)})
+            confirmed = [self._held_tells.confirmed(s, n) for s, n in enumerate(self.messages_in)]
+            self.send_control({"op": "ack", "m": confirmed})
 
     def stream_delivered(self, size_bytes: int) -> None:
         """The owner handed ``size_bytes`` of STREAM_RELIABLE frames to a local worker:
