@@ -45,13 +45,14 @@ from ._counters import GatewayCounters
 from ._expiry import ExpiryWheel
 from ._ice import use_host_addresses
 from ._identity import load_identity, node_id_of
-from ._inbound import Inbound, _Backlog, _InCall
+from ._inbound import Inbound, _InCall
 from ._nodes import Nodes
 from ._outbound import Outbound, _Locate, _OutCall
 from ._peer import Callbacks, PeerConnection, wait_for_closing_connections
 from ._remote import RemoteNode
 from ._spec import GatewaySpec, acl_rules, credential_hex, register
 from ._stream_hold import StreamHold
+from ._to_workers import Backlog
 from ._trust import Parked
 from ._types import CALLS, MEDIA, STREAMS, Tuning
 
@@ -120,7 +121,7 @@ class Gateway(Nodes, Outbound, Inbound):
         ctl.connect(spec.control_endpoint)
         self._control = LoopSocket(ctl, self._on_control, "gateway control")
         self._dealers: dict[str, LoopSocket] = {}
-        self._overflow: dict[str, _Backlog] = {}
+        self._overflow: dict[str, Backlog] = {}
         self._signaling: SignalingClient | None = None
         self._signaling_connects = 0
         self._signaling_back_at: float | None = None  # a reconnect (Outbound, 404 vs 503)

@@ -17,8 +17,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import zmq
-
 from .. import _envelope as wire
 from .._config import ActorConfig
 from .._directory import ActorEntry, ActorState, Directory, gone_error
@@ -26,8 +24,7 @@ from .._envelope import REQUEST, RESPONSE, TELL, Envelope, StreamFrame
 from .._errors import ActrError, BadRequest, HandlerError, NotFound, Unavailable
 from .._ids import ActrId
 from .._payload_type import PayloadType
-from .._rpc import GRACEFUL_ANSWER_WAIT_S, configure_socket, worth_logging
-from .._zmqloop import LoopSocket
+from .._rpc import GRACEFUL_ANSWER_WAIT_S, worth_logging
 from . import _framing as framing
 from ._carry import Receipt
 from ._counters import GatewayCounters
@@ -35,6 +32,7 @@ from ._expiry import Expiring, ExpiryWheel
 from ._outbound import MAX_TIMEOUT_MS, NO_DEADLINE_S, _OutCall
 from ._peer import PeerConnection
 from ._remote import RemoteNode
+from ._to_workers import ToWorkers
 from ._trust import Parked, Trust, unpark_one
 from ._types import Tuning
 
@@ -79,46 +77,7 @@ class _InCall:
         self.target = target
 
 
-class _Backlog(deque["_Waiting"]):
-    """Frames waiting for one local worker's socket, in order, and their size."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.size_bytes = 0
-
-    def append(self, item: _Waiting) -> None:
-        """Queue ``item`` last."""
-        super().append(item)
-        self.size_bytes += len(item.data)
-
-    def popleft(self) -> _Waiting:
-        """Take the first item."""
-        item = super().popleft()
-        self.size_bytes -= len(item.data)
-        return item
-
-
-class _Waiting:
-    """A frame waiting for a local worker's socket (connecting, or its queue full)."""
-
-    __slots__ = ("ack", "data", "expires_at", "on_fail", "receipt")
-
-    def __init__(
-        self,
-        data: bytes,
-        expires_at: float,
-        on_fail: Callable[[], None] | None,
-        ack: PeerConnection | None,
-        receipt: Receipt | None,
-    ) -> None:
-        self.data = data
-        self.expires_at = expires_at
-        self.on_fail = on_fail
-        self.ack = ack
-        self.receipt = receipt  # a tell's: its message is not confirmed while it waits
-
-
-class Inbound(Trust):
+class Inbound(Trust, ToWorkers):
     """Mixin of :class:`~._gateway.Gateway`: remote node -> local worker."""
 
     # Set up by Gateway.__init__.
@@ -126,11 +85,8 @@ class Inbound(Trust):
     counters: GatewayCounters
     directory: Directory
     _loop: asyncio.AbstractEventLoop
-    _zctx: zmq.Context
     _hwm: int
     _actor_configs: dict[str, ActorConfig]
-    _dealers: dict[str, LoopSocket]
-    _overflow: dict[str, _Backlog]
     _pending_in: dict[str, _InCall]
     _in_expiry: ExpiryWheel
     _nodes: dict[str, RemoteNode]
@@ -417,19 +373,6 @@ class Inbound(Trust):
     ) -> None:
         pc.enqueue(lane, wire.encode(wire.error_response(request_id, error)))
 
-    def _dealer(self, endpoint: str) -> LoopSocket:
-        dealer = self._dealers.get(endpoint)
-        if dealer is None:
-            sock = self._zctx.socket(zmq.DEALER)
-            configure_socket(sock, self._hwm)
-            # No ZMQ_IMMEDIATE: it makes libzmq drop answers a worker sent just before it
-            # disconnected (see actrhost/_rpc.py, RpcEndpoint.link).
-            sock.connect(endpoint)
-            dealer = self._dealers[endpoint] = LoopSocket(
-                sock, self._on_dealer, f"gateway -> {endpoint}", self._flush_links
-            )
-        return dealer
-
     def _on_dealer(self, parts: list[bytes]) -> None:
         self._in_drain = True  # answers of this drain go out in batches (_flush_links)
         try:
@@ -544,70 +487,3 @@ class Inbound(Trust):
 
     def _count_undeliverable(self) -> None:
         self.counters.undeliverable += 1
-
-    def _to_local(
-        self,
-        endpoint: str,
-        data: bytes,
-        *,
-        wait_s: float,
-        on_fail: Callable[[], None] | None = None,
-        ack: PeerConnection | None = None,
-        bounded: bool = False,
-        receipt: Receipt | None = None,
-    ) -> None:
-        """Send a frame to a local worker, in order with what waits for it already.
-
-        A worker that stops reading fills its queue (the high-water mark): then the frame
-        waits up to ``wait_s`` behind earlier ones, and ``on_fail`` runs if it is still
-        not sent. A ``bounded`` frame (a call or tell) fails at once when
-        ``Tuning.worker_backlog_bytes`` wait already (stream chunks are bounded by their
-        window).
-        """
-        backlog = self._overflow.get(endpoint)
-        if not backlog:
-            try:
-                self._dealer(endpoint).send_nowait(data)
-            except zmq.ZMQError:
-                pass
-            else:
-                if ack is not None:
-                    ack.stream_delivered(len(data))
-                return
-        if wait_s <= 0 or (
-            bounded
-            and backlog
-            and backlog.size_bytes + len(data) > self.tuning.worker_backlog_bytes
-        ):
-            if on_fail is not None:
-                on_fail()
-            return
-        if backlog is None:
-            backlog = self._overflow[endpoint] = _Backlog()
-        backlog.append(_Waiting(data, self._loop.time() + wait_s, on_fail, ack, receipt))
-        if len(backlog) == 1:
-            self._spawn(self._drain(endpoint, backlog))
-
-    async def _drain(self, endpoint: str, backlog: _Backlog) -> None:
-        dealer = self._dealer(endpoint)
-        try:
-            while backlog:
-                first = backlog[0]
-                if not await dealer.wait_writable(first.expires_at):
-                    backlog.popleft()
-                    if first.on_fail is not None:
-                        first.on_fail()
-                    elif first.ack is not None:
-                        self.counters.undeliverable += 1
-                        first.ack.stream_delivered(len(first.data))  # don't stall the window
-                    continue
-                try:
-                    dealer.send_nowait(first.data)
-                except zmq.ZMQError:
-                    continue
-                backlog.popleft()
-                if first.ack is not None:
-                    first.ack.stream_delivered(len(first.data))
-        finally:
-            if self._overflow.get(endpoint) is backlog:
-                del self._overflow[endpoint]

@@ -1,0 +1,159 @@
+"""Handing frames to local workers: a worker whose socket is full (it reads slowly, or
+is still connecting) gets its frames in order, each waiting up to its own time; calls and
+tells beyond ``Tuning.worker_backlog_bytes`` are refused at once (docs/gateway.md,
+Backpressure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import zmq
+
+from .._rpc import configure_socket
+from .._zmqloop import LoopSocket
+from ._carry import Receipt
+from ._counters import GatewayCounters
+from ._types import Tuning
+
+if TYPE_CHECKING:
+    from ._peer import PeerConnection
+
+
+class Backlog(deque["Waiting"]):
+    """Frames waiting for one local worker's socket, in order, and their size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.size_bytes = 0
+
+    def append(self, item: Waiting) -> None:
+        """Queue ``item`` last."""
+        super().append(item)
+        self.size_bytes += len(item.data)
+
+    def popleft(self) -> Waiting:
+        """Take the first item."""
+        item = super().popleft()
+        self.size_bytes -= len(item.data)
+        return item
+
+
+class Waiting:
+    """A frame waiting for a local worker's socket (connecting, or its queue full)."""
+
+    __slots__ = ("ack", "data", "expires_at", "on_fail", "receipt")
+
+    def __init__(
+        self,
+        data: bytes,
+        expires_at: float,
+        on_fail: Callable[[], None] | None,
+        ack: PeerConnection | None,
+        receipt: Receipt | None,
+    ) -> None:
+        self.data = data
+        self.expires_at = expires_at
+        self.on_fail = on_fail
+        self.ack = ack
+        self.receipt = receipt  # a tell's: its message is not confirmed while it waits
+
+
+class ToWorkers:
+    """Mixin of :class:`~._gateway.Gateway`: one DEALER per local worker, and what waits
+    for it."""
+
+    # Set up by Gateway.__init__.
+    counters: GatewayCounters
+    tuning: Tuning
+    _loop: asyncio.AbstractEventLoop
+    _zctx: zmq.Context
+    _hwm: int
+    _dealers: dict[str, LoopSocket]
+    _overflow: dict[str, Backlog]
+    _spawn: Callable[[Any], None]
+    _on_dealer: Callable[[list[bytes]], None]
+    _flush_links: Callable[[], None]
+
+    def _dealer(self, endpoint: str) -> LoopSocket:
+        dealer = self._dealers.get(endpoint)
+        if dealer is None:
+            sock = self._zctx.socket(zmq.DEALER)
+            configure_socket(sock, self._hwm)
+            # No ZMQ_IMMEDIATE: it makes libzmq drop answers a worker sent just before it
+            # disconnected (see actrhost/_rpc.py, RpcEndpoint.link).
+            sock.connect(endpoint)
+            dealer = self._dealers[endpoint] = LoopSocket(
+                sock, self._on_dealer, f"gateway -> {endpoint}", self._flush_links
+            )
+        return dealer
+
+    def _to_local(
+        self,
+        endpoint: str,
+        data: bytes,
+        *,
+        wait_s: float,
+        on_fail: Callable[[], None] | None = None,
+        ack: PeerConnection | None = None,
+        bounded: bool = False,
+        receipt: Receipt | None = None,
+    ) -> None:
+        """Send a frame to a local worker, in order with what waits for it already.
+
+        A worker that stops reading fills its queue (the high-water mark): then the frame
+        waits up to ``wait_s`` behind earlier ones, and ``on_fail`` runs if it is still
+        not sent. A ``bounded`` frame (a call or tell) fails at once when
+        ``Tuning.worker_backlog_bytes`` wait already (stream chunks are bounded by their
+        window).
+        """
+        backlog = self._overflow.get(endpoint)
+        if not backlog:
+            try:
+                self._dealer(endpoint).send_nowait(data)
+            except zmq.ZMQError:
+                pass
+            else:
+                if ack is not None:
+                    ack.stream_delivered(len(data))
+                return
+        if wait_s <= 0 or (
+            bounded
+            and backlog
+            and backlog.size_bytes + len(data) > self.tuning.worker_backlog_bytes
+        ):
+            if on_fail is not None:
+                on_fail()
+            return
+        if backlog is None:
+            backlog = self._overflow[endpoint] = Backlog()
+        backlog.append(Waiting(data, self._loop.time() + wait_s, on_fail, ack, receipt))
+        if len(backlog) == 1:
+            self._spawn(self._drain(endpoint, backlog))
+
+    async def _drain(self, endpoint: str, backlog: Backlog) -> None:
+        dealer = self._dealer(endpoint)
+        try:
+            while backlog:
+                first = backlog[0]
+                if not await dealer.wait_writable(first.expires_at):
+                    backlog.popleft()
+                    if first.on_fail is not None:
+                        first.on_fail()
+                    elif first.ack is not None:
+                        self.counters.undeliverable += 1
+                        first.ack.stream_delivered(len(first.data))  # don't stall the window
+                    continue
+                try:
+                    dealer.send_nowait(first.data)
+                except zmq.ZMQError:
+                    continue
+                backlog.popleft()
+                if first.ack is not None:
+                    first.ack.stream_delivered(len(first.data))
+        finally:
+            if self._overflow.get(endpoint) is backlog:
+                del self._overflow[endpoint]
