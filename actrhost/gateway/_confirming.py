@@ -114,7 +114,12 @@ class Confirming(Handover):
         return self._held_tells.receipt(*self._delivering)
 
     def _schedule_calls_ack(self) -> None:
-        if self._calls_ack_handle is None and self._state is LinkState.CONNECTED:
+        # (Also from a receipt's __del__, which may come at any time: even at exit.)
+        if (
+            self._calls_ack_handle is None
+            and self._state is LinkState.CONNECTED
+            and not self._loop.is_closed()
+        ):
             self._calls_ack_handle = self._loop.call_later(_CALLS_ACK_DELAY_S, self._send_calls_ack)
 
     def _send_calls_ack(self) -> None:
