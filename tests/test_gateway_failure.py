@@ -614,3 +614,43 @@ def test_tells_a_killed_gateway_still_held_are_counted_not_lost_unseen(tmp_path:
             runner.run(a.stop())
             runner.run(b.stop())
             runner.close()
+
+
+def test_a_slow_worker_loses_no_reliable_chunk_while_it_keeps_taking(tmp_path: Path) -> None:
+    # Chunks from another node waited for a busy worker a fixed time from their arrival
+    # (30 s as shipped): a receiver slower than the sender's window lost every chunk
+    # that waited longer, while its sender was told they went (QA: 820 of 1,000 lost).
+    # The wait now counts from the worker's last take: only one that takes nothing
+    # loses them. Here the wait is 1 s, and the worker takes a few every 0.25 s.
+    runner = LoopRunner()
+    count = 100
+    tuning = {**FAST_TUNING, "stream_wait_s": 1.0}
+    with ServerProcess() as server:
+        a = HarnessNode(tmp_path / "a", server.url, [("a1", "t+A")], name="a")
+        b = HarnessNode(tmp_path / "b", server.url, [("b1", "t+B")], name="b", hwm=4, tuning=tuning)
+        try:
+            runner.run(start_nodes(a, b))
+            assert runner.run(a.call("a1", b.ids["b1"], "echo", b"up")) == b"up"
+            worker = b.workers["b1"]
+            chunks = worker.received.chunks["slow"]
+
+            async def scenario() -> None:
+                worker.rpc.inbound.pause_reading()
+                for n in range(count):
+                    await a.send_chunk("a1", b.ids["b1"], "slow", n, b"%04d" % n + bytes(64 * 1024))
+                deadline = time.monotonic() + 30
+                while len(chunks) < count and (await b.stats())["undeliverable"] == 0:
+                    assert time.monotonic() < deadline, f"{len(chunks)} chunks"
+                    worker.rpc.inbound.resume_reading()  # takes what its queue holds now
+                    await asyncio.sleep(0)
+                    worker.rpc.inbound.pause_reading()
+                    await asyncio.sleep(0.25)
+                worker.rpc.inbound.resume_reading()
+
+            runner.run(scenario(), timeout_s=60)
+            assert runner.run(b.stats())["undeliverable"] == 0
+            assert [seq for seq, _p in chunks] == list(range(count))
+        finally:
+            runner.run(a.stop())
+            runner.run(b.stop())
+            runner.close()

@@ -54,7 +54,7 @@ from ._spec import GatewaySpec, acl_rules, credential_hex, register
 from ._stream_hold import StreamHold
 from ._to_workers import Backlog
 from ._trust import Parked
-from ._types import CALLS, MEDIA, STREAMS, Tuning
+from ._types import CALLS, MEDIA, STREAMS, LinkState, Tuning
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,8 @@ class Gateway(Nodes, Outbound, Inbound):
         """A link's lane that ``socket`` feeds is full, or has room again: a stream lane
         holds back that node's stream frames only, an RPC lane stops the calls socket."""
         if socket == STREAMS:
-            self._stream_hold.link_full(pc.remote_node, pc, full)
+            connected = pc.state is LinkState.CONNECTED
+            self._stream_hold.link_full(pc.remote_node, pc, full, connected)
         else:
             self._on_pressure((pc, socket), full, (socket,))
 
@@ -386,6 +387,10 @@ class Gateway(Nodes, Outbound, Inbound):
         # close (within the node's grace; the supervisor kills us 2 s after it).
         grace_s = self.config.node.shutdown_grace_s
         await asyncio.gather(*(node.drain(grace_s) for node in self._nodes.values()))
+        held = self._stream_hold.frames
+        if held:  # (their senders were told they went)
+            self.counters.undeliverable += held
+            log.warning("%r: %d stream frame(s) held for full links are dropped", self, held)
         if not self._restarting:  # a new gateway comes: let the other nodes reconnect
             await asyncio.gather(*(node.say_bye() for node in self._nodes.values()))
         await asyncio.gather(

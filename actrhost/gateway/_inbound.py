@@ -38,8 +38,6 @@ from ._types import Tuning
 
 log = logging.getLogger(__name__)
 
-#: How long a reliable stream chunk may wait for a worker that stopped reading.
-STREAM_WAIT_S = 30.0
 #: How long a tell from another node may wait for a local worker whose queue is full: as
 #: long as a local sender's tell would (5 s). A call waits until its deadline, as a local
 #: caller's does. (Both waited 1 s until 2026-12-03; then the tell was dropped, QA.)
@@ -427,7 +425,10 @@ class Inbound(Trust, ToWorkers):
                 pc.stream_delivered(len(data))  # never delivered, but don't stall the window
             return
         if acked:
-            self._to_local(endpoint, data, wait_s=STREAM_WAIT_S, on_fail=self._count_undeliverable)
+            wait_s = self.tuning.stream_wait_s
+            self._to_local(
+                endpoint, data, wait_s=wait_s, on_fail=self._count_undeliverable, renew=True
+            )
         else:
             self._deliver_frame(endpoint, data, pc if reliable else None)
 
@@ -483,7 +484,9 @@ class Inbound(Trust, ToWorkers):
         if reliable_pc is None:
             self._to_local(endpoint, data, wait_s=0.0, on_fail=self._count_undeliverable)
         else:
-            self._to_local(endpoint, data, wait_s=STREAM_WAIT_S, ack=reliable_pc)
+            self._to_local(
+                endpoint, data, wait_s=self.tuning.stream_wait_s, ack=reliable_pc, renew=True
+            )
 
     def _count_undeliverable(self) -> None:
         self.counters.undeliverable += 1

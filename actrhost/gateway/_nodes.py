@@ -25,6 +25,7 @@ from ._inbound import _InCall
 from ._outbound import _Locate, _OutCall
 from ._peer import Callbacks, PeerConnection, close_in_background
 from ._remote import RemoteNode, parse_session, session_id
+from ._stream_hold import StreamHold
 from ._types import TERMINAL, LinkState, Tuning
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class Nodes:
     _fail_out: Callable[[str, ActrError], None]
     _introduced: Callable[[str, ActrId], None]
     _failed_call_reports: int  # connections that failed with calls pending
+    _stream_hold: StreamHold
 
     def _remote(self, node_id: str) -> RemoteNode:
         node = self._nodes.get(node_id)
@@ -79,6 +81,7 @@ class Nodes:
         del self._nodes[node.node_id]
         for actor in [a for a, n in self._node_of.items() if n == node.node_id]:
             del self._node_of[actor]
+        self._stream_hold.forget(node.node_id)
         close_in_background(node.close())  # RemoteNode logged why
 
     def _learn(
@@ -159,6 +162,7 @@ class Nodes:
         if state is LinkState.CONNECTED:
             # Node ids are random; the config's name is what `actrhost status` shows.
             pc.send_control({"op": "hello", "node_name": self.config.node.name})
+            self._stream_hold.link_up(node.node_id)
         if state not in TERMINAL:
             return
         # Every call waiting on this node fails now, not at its deadline.

@@ -45,7 +45,7 @@ class Backlog(deque["Waiting"]):
 class Waiting:
     """A frame waiting for a local worker's socket (connecting, or its queue full)."""
 
-    __slots__ = ("ack", "data", "expires_at", "on_fail", "receipt")
+    __slots__ = ("ack", "data", "expires_at", "on_fail", "receipt", "renew_s")
 
     def __init__(
         self,
@@ -54,12 +54,15 @@ class Waiting:
         on_fail: Callable[[], None] | None,
         ack: PeerConnection | None,
         receipt: Receipt | None,
+        renew_s: float,
     ) -> None:
         self.data = data
         self.expires_at = expires_at
         self.on_fail = on_fail
         self.ack = ack
         self.receipt = receipt  # a tell's: its message is not confirmed while it waits
+        #: A stream chunk's wait, counted again from each take of the worker's (0: not).
+        self.renew_s = renew_s
 
 
 class ToWorkers:
@@ -101,6 +104,7 @@ class ToWorkers:
         ack: PeerConnection | None = None,
         bounded: bool = False,
         receipt: Receipt | None = None,
+        renew: bool = False,
     ) -> None:
         """Send a frame to a local worker, in order with what waits for it already.
 
@@ -108,7 +112,9 @@ class ToWorkers:
         waits up to ``wait_s`` behind earlier ones, and ``on_fail`` runs if it is still
         not sent. A ``bounded`` frame (a call or tell) fails at once when
         ``Tuning.worker_backlog_bytes`` wait already (stream chunks are bounded by their
-        window).
+        window). With ``renew`` (a stream chunk) the wait counts from the worker's last
+        take, once the frame is first in line: only a worker that takes nothing loses it.
+        A tell's ``receipt`` waits with it (module ``_carry``).
         """
         backlog = self._overflow.get(endpoint)
         if not backlog:
@@ -130,7 +136,8 @@ class ToWorkers:
             return
         if backlog is None:
             backlog = self._overflow[endpoint] = Backlog()
-        backlog.append(Waiting(data, self._loop.time() + wait_s, on_fail, ack, receipt))
+        renew_s = wait_s if renew else 0.0
+        backlog.append(Waiting(data, self._loop.time() + wait_s, on_fail, ack, receipt, renew_s))
         if len(backlog) == 1:
             self._spawn(self._drain(endpoint, backlog))
 
@@ -154,6 +161,11 @@ class ToWorkers:
                 backlog.popleft()
                 if first.ack is not None:
                     first.ack.stream_delivered(len(first.data))
+                if backlog and backlog[0].renew_s:
+                    # A worker that still takes keeps what waits for it: counted from its
+                    # arrival, a slow receiver's chunks expired (QA: 820 of 1,000 lost).
+                    head = backlog[0]
+                    head.expires_at = max(head.expires_at, self._loop.time() + head.renew_s)
         finally:
             if self._overflow.get(endpoint) is backlog:
                 del self._overflow[endpoint]

@@ -70,6 +70,9 @@ class Tuning:
     #: Queued bytes on a reliable lane beyond which the gateway stops reading its socket.
     queue_high_bytes: int = 4 * 1024 * 1024
     stream_window_bytes: int = 8 * 1024 * 1024
+    #: How long a reliable stream chunk from another node waits for a local worker that
+    #: takes nothing (counted from the worker's last take: a slow one loses nothing).
+    stream_wait_s: float = 30.0
     #: STREAM_LATENCY_FIRST frames waiting to be sent; older ones are dropped (newest wins).
     latency_queue_frames: int = 4
     #: Video and audio tracks per connection (each): ``[webrtc] media_tracks``.
