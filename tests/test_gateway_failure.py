@@ -64,6 +64,29 @@ def two_nodes(
         runner.close()
 
 
+@contextlib.contextmanager
+def busy_worker_pair(
+    tmp_path: Path, hwm: int, b_tuning: dict[str, float] | None = None
+) -> Iterator[tuple[LoopRunner, HarnessNode, HarnessNode]]:
+    """Node A (actor a1) and node B (actor b1, queues of ``hwm`` messages, ``b_tuning``
+    added to the fast one), connected by a first call, and stopped after the block."""
+    runner = LoopRunner()
+    with ServerProcess() as server:
+        a = HarnessNode(tmp_path / "a", server.url, [("a1", "t+A")], name="a")
+        tuning = {**FAST_TUNING, **(b_tuning or {})}
+        b = HarnessNode(
+            tmp_path / "b", server.url, [("b1", "t+B")], name="b", hwm=hwm, tuning=tuning
+        )
+        try:
+            runner.run(start_nodes(a, b))
+            assert runner.run(a.call("a1", b.ids["b1"], "echo", b"up")) == b"up"
+            yield runner, a, b
+        finally:
+            runner.run(a.stop())
+            runner.run(b.stop())
+            runner.close()
+
+
 def test_first_calls_from_both_sides_at_once(
     nodes: tuple[LoopRunner, HarnessNode, HarnessNode],
 ) -> None:
@@ -572,48 +595,38 @@ def test_tells_a_killed_gateway_still_held_are_counted_not_lost_unseen(tmp_path:
     # Left unseen: those handed to ZeroMQ that its queues between the two processes still
     # held (a few high-water marks, here 4 each; 9 seen under load; docs/gateway.md,
     # Limits). Before: 36 of 40.
-    runner = LoopRunner()
     count, hwm = 40, 4
-    with ServerProcess() as server:
-        a = HarnessNode(tmp_path / "a", server.url, [("a1", "t+A")], name="a")
-        b = HarnessNode(tmp_path / "b", server.url, [("b1", "t+B")], name="b", hwm=hwm)
-        try:
-            runner.run(start_nodes(a, b))
-            assert runner.run(a.call("a1", b.ids["b1"], "echo", b"up")) == b"up"
-            worker = b.workers["b1"]
+    with busy_worker_pair(tmp_path, hwm) as (runner, a, b):
+        worker = b.workers["b1"]
 
-            async def unsure() -> int:
-                stats = await b.stats()
-                return sum(n["unsure_tells_dropped"] for n in stats["remote_nodes"].values())
+        async def unsure() -> int:
+            stats = await b.stats()
+            return sum(n["unsure_tells_dropped"] for n in stats["remote_nodes"].values())
 
-            async def scenario() -> int:
-                worker.rpc.inbound.pause_reading()  # tells wait in B's gateway
-                for n in range(count):
-                    await a.tell("a1", b.ids["b1"], "note", b"%04d" % n + bytes(8 * 1024))
-                await asyncio.sleep(1.0)  # all arrived, and confirmed if they were handed on
-                b.kill_gateway()
-                worker.rpc.inbound.resume_reading()
-                b.spawn()
-                await b.wait_running()
-                b.send_directory()
-                deadline = time.monotonic() + 20
-                while (dropped := await unsure()) + len(worker.received.tells) < count - 3 * hwm:
-                    assert time.monotonic() < deadline, (
-                        f"{count - dropped - len(worker.received.tells)} tells lost unseen"
-                    )
-                    await asyncio.sleep(0.1)
-                await asyncio.sleep(0.5)
-                return await unsure()
+        async def scenario() -> int:
+            worker.rpc.inbound.pause_reading()  # tells wait in B's gateway
+            for n in range(count):
+                await a.tell("a1", b.ids["b1"], "note", b"%04d" % n + bytes(8 * 1024))
+            await asyncio.sleep(1.0)  # all arrived, and confirmed if they were handed on
+            b.kill_gateway()
+            worker.rpc.inbound.resume_reading()
+            b.spawn()
+            await b.wait_running()
+            b.send_directory()
+            deadline = time.monotonic() + 20
+            while (dropped := await unsure()) + len(worker.received.tells) < count - 3 * hwm:
+                assert time.monotonic() < deadline, (
+                    f"{count - dropped - len(worker.received.tells)} tells lost unseen"
+                )
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)
+            return await unsure()
 
-            dropped = runner.run(scenario(), timeout_s=60)
-            assert dropped >= count // 2  # most waited in the gateway that was killed
-            assert dropped + len(worker.received.tells) >= count - 3 * hwm
-            got = [int(p[:4]) for _route, p, _s in worker.received.tells]
-            assert got == list(range(len(got)))  # those handed on before the kill, in order
-        finally:
-            runner.run(a.stop())
-            runner.run(b.stop())
-            runner.close()
+        dropped = runner.run(scenario(), timeout_s=60)
+        assert dropped >= count // 2  # most waited in the gateway that was killed
+        assert dropped + len(worker.received.tells) >= count - 3 * hwm
+        got = [int(p[:4]) for _route, p, _s in worker.received.tells]
+        assert got == list(range(len(got)))  # those handed on before the kill, in order
 
 
 def test_a_slow_worker_loses_no_reliable_chunk_while_it_keeps_taking(tmp_path: Path) -> None:
@@ -622,35 +635,24 @@ def test_a_slow_worker_loses_no_reliable_chunk_while_it_keeps_taking(tmp_path: P
     # that waited longer, while its sender was told they went (QA: 820 of 1,000 lost).
     # The wait now counts from the worker's last take: only one that takes nothing
     # loses them. Here the wait is 1 s, and the worker takes a few every 0.25 s.
-    runner = LoopRunner()
     count = 100
-    tuning = {**FAST_TUNING, "stream_wait_s": 1.0}
-    with ServerProcess() as server:
-        a = HarnessNode(tmp_path / "a", server.url, [("a1", "t+A")], name="a")
-        b = HarnessNode(tmp_path / "b", server.url, [("b1", "t+B")], name="b", hwm=4, tuning=tuning)
-        try:
-            runner.run(start_nodes(a, b))
-            assert runner.run(a.call("a1", b.ids["b1"], "echo", b"up")) == b"up"
-            worker = b.workers["b1"]
-            chunks = worker.received.chunks["slow"]
+    with busy_worker_pair(tmp_path, 4, {"stream_wait_s": 1.0}) as (runner, a, b):
+        worker = b.workers["b1"]
+        chunks = worker.received.chunks["slow"]
 
-            async def scenario() -> None:
+        async def scenario() -> None:
+            worker.rpc.inbound.pause_reading()
+            for n in range(count):
+                await a.send_chunk("a1", b.ids["b1"], "slow", n, b"%04d" % n + bytes(64 * 1024))
+            deadline = time.monotonic() + 30
+            while len(chunks) < count and (await b.stats())["undeliverable"] == 0:
+                assert time.monotonic() < deadline, f"{len(chunks)} chunks"
+                worker.rpc.inbound.resume_reading()  # takes what its queue holds now
+                await asyncio.sleep(0)
                 worker.rpc.inbound.pause_reading()
-                for n in range(count):
-                    await a.send_chunk("a1", b.ids["b1"], "slow", n, b"%04d" % n + bytes(64 * 1024))
-                deadline = time.monotonic() + 30
-                while len(chunks) < count and (await b.stats())["undeliverable"] == 0:
-                    assert time.monotonic() < deadline, f"{len(chunks)} chunks"
-                    worker.rpc.inbound.resume_reading()  # takes what its queue holds now
-                    await asyncio.sleep(0)
-                    worker.rpc.inbound.pause_reading()
-                    await asyncio.sleep(0.25)
-                worker.rpc.inbound.resume_reading()
+                await asyncio.sleep(0.25)
+            worker.rpc.inbound.resume_reading()
 
-            runner.run(scenario(), timeout_s=60)
-            assert runner.run(b.stats())["undeliverable"] == 0
-            assert [seq for seq, _p in chunks] == list(range(count))
-        finally:
-            runner.run(a.stop())
-            runner.run(b.stop())
-            runner.close()
+        runner.run(scenario(), timeout_s=60)
+        assert runner.run(b.stats())["undeliverable"] == 0
+        assert [seq for seq, _p in chunks] == list(range(count))
