@@ -3,10 +3,14 @@ and what both share: :mod:`._streams`).
 
 Chunks at or above ``[shm] threshold_bytes`` are written into a ring shared with the
 receiving process and only their descriptors go over ZeroMQ, several per message when
-they are sent back to back. Frames to one endpoint leave in the order they were sent,
-also while that endpoint's socket is full: a batch ZeroMQ would not take waits, and every
-later frame to that endpoint queues behind it (a later batch slipping past a waiting one
-reordered a reliable stream in blocks of 64 chunks, docs/history.md 2026-12-03).
+they are sent back to back. Reliable chunks for another node's actor go through the
+gateway's ring whatever their size: a full ring holds up only the streams to that one
+target (inline, the gateway would have to keep them, docs/gateway.md Backpressure).
+
+Frames to one endpoint leave in the order they were sent, also while that endpoint's
+socket is full: a batch ZeroMQ would not take waits, and every later frame to that
+endpoint queues behind it (a later batch slipping past a waiting one reordered a reliable
+stream in blocks of 64 chunks, docs/history.md 2026-12-03).
 """
 
 from __future__ import annotations
@@ -169,7 +173,14 @@ class StreamSender:
         buffer, array_meta = payload_buffer(payload)
         size = nbytes_of(buffer)
         lossy = frame.payload_type in LOSSY_LANES
-        if size < self.threshold_bytes or target_pid is None:
+        # Reliable chunks to another node use a ring even when small: the gateway leaves a
+        # slow node's records unread there, so only the senders to that target wait (small
+        # inline chunks it kept in memory, and past 4 MiB of them it stopped reading the
+        # streams to *every* node, QA 2026-12-04).
+        via_ring = target_pid is not None and (
+            size >= self.threshold_bytes or (not lossy and target_pid == self._gateway_pid)
+        )
+        if not via_ring:
             frame.payload = buffer.tobytes() if array_meta else bytes(buffer)
             frame.array_meta = array_meta
             sent = await self._send_frame(endpoint, wire.encode_stream(frame), deadline, lossy)

@@ -762,3 +762,62 @@ def test_leftover_segments_of_a_crashed_node_are_removed_at_next_start(node):
     assert "removed" in node.log()
     assert node.segments() == []
     assert node.status()["segments_reclaimed"] >= 1  # the clean-up at start counts too
+
+
+def test_small_reliable_chunks_for_another_node_go_through_the_gateways_ring(tmp_path):
+    # The gateway leaves a slow node's records unread in their rings, which holds up only
+    # the senders to that target; small chunks sent inline it had to keep in memory, and
+    # past 4 MiB of them it stopped reading every stream (docs/gateway.md, Backpressure).
+    # Lossy chunks, and small ones to a local worker, still go inline.
+    zctx = zmq.Context()
+    router = zctx.socket(zmq.ROUTER)
+    endpoint = f"ipc://{tmp_path}/receiver.sock"
+    router.bind(endpoint)
+    gateway_pid, worker_pid = os.getpid(), os.getpid() + 1  # names only
+
+    async def go() -> list[tuple[str, bool]]:
+        rpc = RpcEndpoint(zctx, f"ipc://{tmp_path}/sender.sock", lambda *_: None, hwm=8, name="s")
+        sender = StreamSender(
+            rpc, node_prefix=f"t{os.getpid()}r", self_tag="1.1", threshold_bytes=64, ring_bytes=RING
+        )
+        sender.set_gateway_pid(gateway_pid)
+        loop = asyncio.get_running_loop()
+        sends = [
+            ("reliable to the gateway", PayloadType.STREAM_RELIABLE, gateway_pid),
+            ("lossy to the gateway", PayloadType.STREAM_LATENCY_FIRST, gateway_pid),
+            ("reliable to a worker", PayloadType.STREAM_RELIABLE, worker_pid),
+        ]
+        try:
+            for stream_id, lane, pid in sends:
+                frame = StreamFrame(wire.STREAM, stream_id, payload_type=lane)
+                await sender.send(
+                    frame,
+                    b"small",
+                    endpoint=endpoint,
+                    target=ActrId.parse("1@1:t+T"),
+                    target_pid=pid,
+                    deadline=loop.time() + 5,
+                )
+            got: list[tuple[str, bool]] = []
+            async with asyncio.timeout(10):
+                while len(got) < len(sends):
+                    if router.poll(0):
+                        frames = [wire.decode(d) for d in router.recv_multipart()[1:]]
+                        got += [(f.key, bool(f.shm)) for f in frames]
+                    else:
+                        await asyncio.sleep(0.01)
+            return got
+        finally:
+            sender.close()
+            rpc.close()
+
+    try:
+        got = run(go())
+    finally:
+        router.close(0)
+        zctx.term()
+    assert got == [
+        ("reliable to the gateway", True),
+        ("lossy to the gateway", False),
+        ("reliable to a worker", False),
+    ]

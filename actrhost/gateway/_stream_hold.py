@@ -10,9 +10,10 @@ that one node here, in order (docs/gateway.md, Backpressure):
   is kept as its descriptor, unread. Its record stays in the sender's ring for that
   target; the ring fills, and the sender waits for room there, as it would for a slow
   local receiver. Only the streams to that target wait.
-* a small frame sent inline is kept as it came. Past ``inline_max_bytes`` of those (all
-  nodes together) the socket is paused after all: that bounds the memory, and only a
-  flood of small chunks to a slow node still stops the other streams.
+* a frame sent inline is kept as it came. Past ``inline_max_bytes`` of those (all nodes
+  together) the socket is paused after all: that bounds the memory. Workers send reliable
+  chunks for other nodes through a ring whatever their size (``_stream_sender.py``), so
+  inline ones come only from a process that does not know the gateway's pid yet.
 
 Once no connection to the node is full, its frames go on, oldest first, until one is
 full again. A full connection that fails keeps the node's frames held until the next one
