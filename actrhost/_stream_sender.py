@@ -177,10 +177,8 @@ class StreamSender:
         # slow node's records unread there, so only the senders to that target wait (small
         # inline chunks it kept in memory, and past 4 MiB of them it stopped reading the
         # streams to *every* node, QA 2026-12-04).
-        via_ring = target_pid is not None and (
-            size >= self.threshold_bytes or (not lossy and target_pid == self._gateway_pid)
-        )
-        if not via_ring:
+        to_gateway = not lossy and target_pid == self._gateway_pid
+        if target_pid is None or (size < self.threshold_bytes and not to_gateway):
             frame.payload = buffer.tobytes() if array_meta else bytes(buffer)
             frame.array_meta = array_meta
             sent = await self._send_frame(endpoint, wire.encode_stream(frame), deadline, lossy)

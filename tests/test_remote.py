@@ -689,19 +689,21 @@ def test_a_stalled_stream_to_another_node_does_not_hold_up_calls_or_media(
 
 
 @pytest.mark.parametrize(
-    ("chunk_bytes", "slow_chunks", "fast_chunks"),
-    [(1 << 20, 60, 24), (4096, 8000, 2000)],
-    ids=["ring-sized", "small"],
+    ("chunk_bytes", "slow_chunks", "fast_chunks", "same_node"),
+    [(1 << 20, 60, 24, False), (4096, 8000, 2000, False), (1 << 20, 60, 24, True)],
+    ids=["ring-sized", "small", "same-node"],
 )
 def test_a_stalled_stream_to_one_node_does_not_hold_up_streams_to_another(
-    node_factory, signaling_url, chunk_bytes, slow_chunks, fast_chunks
+    node_factory, signaling_url, chunk_bytes, slow_chunks, fast_chunks, same_node
 ):
     # A stream to a slow receiver on node B backs up into node A's gateway, which then
     # stopped reading its streams socket (ZeroMQ pauses a socket, not a peer): a stream
     # from node A to node C stood still until B caught up. Now only B's frames wait.
     # Small chunks (below [shm] threshold_bytes) too: they went inline, and past 4 MiB of
     # them held for B the gateway stopped reading the socket after all (QA); 32 MiB of
-    # them is more than B's link window, B's queues and that hold together.
+    # them is more than B's link window, B's queues and that hold together. And a stream
+    # to another actor of node B itself: the slow one filled the link's window, and the
+    # other waited with it, until B's gateway learned to say which actor is slow.
     node = f'[signaling]\nurl = "{signaling_url}"\n\n[shm]\nring_bytes = 4194304\n'
     source = node_factory(
         """
@@ -717,15 +719,13 @@ def test_a_stalled_stream_to_one_node_does_not_hold_up_streams_to_another(
         """,
         node,
     )
+    viewer = '[[actor]]\nname = "viewer"\ntype = "test+Viewer"\nhandler = "actors:StreamSink"\n'
     slow = node_factory(
         '[[actor]]\nname = "sink"\ntype = "test+Sink"\nhandler = "actors:StreamSink"\n'
-        "mailbox_capacity = 4\n",
+        "mailbox_capacity = 4\n" + (viewer if same_node else ""),
         "hwm_messages = 8\n" + node,
     )
-    fast = node_factory(
-        '[[actor]]\nname = "viewer"\ntype = "test+Viewer"\nhandler = "actors:StreamSink"\n',
-        node,
-    )
+    fast = slow if same_node else node_factory(viewer, node)
 
     async def go():
         async with (
@@ -745,8 +745,9 @@ def test_a_stalled_stream_to_one_node_does_not_hold_up_streams_to_another(
                 sizes = [chunk_bytes] * fast_chunks
                 request = json.dumps({"target": "test+Viewer", "sizes": sizes})
                 started = time.monotonic()
+                # ~1 s here; held up, it moves at the slow actor's pace (16 s same-node).
                 answer = await shell.call(
-                    "to_fast", "test.Source.Send", request.encode(), timeout=20
+                    "to_fast", "test.Source.Send", request.encode(), timeout=10
                 )
                 took = time.monotonic() - started
                 print(f"{fast_chunks} chunks to node C beside the stalled stream: {took:.2f} s")

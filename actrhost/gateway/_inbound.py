@@ -32,6 +32,7 @@ from ._expiry import Expiring, ExpiryWheel
 from ._outbound import MAX_TIMEOUT_MS, NO_DEADLINE_S, _OutCall
 from ._peer import PeerConnection
 from ._remote import RemoteNode
+from ._stream_hold import StreamHold
 from ._to_workers import ToWorkers
 from ._trust import Parked, Trust, unpark_one
 from ._types import Tuning
@@ -89,6 +90,7 @@ class Inbound(Trust, ToWorkers):
     _in_expiry: ExpiryWheel
     _nodes: dict[str, RemoteNode]
     _node_of: dict[ActrId, str]
+    _stream_hold: StreamHold
     _parked: dict[ActrId, deque[Parked]]
     _held_for_restart: dict[ActrId, int]  # bytes of acknowledged chunks parked, by target
     _regs: dict[ActrId, Any]
@@ -103,10 +105,13 @@ class Inbound(Trust, ToWorkers):
     _in_drain: bool
 
     def _on_link_control(self, pc: PeerConnection, message: dict[str, Any]) -> None:
-        # The control messages the connection does not handle itself: "hello" and
-        # "introduce".
+        # The control messages the connection does not handle itself: "hello",
+        # "introduce", and "full" and "room" (module _to_workers).
         if message["op"] == "introduce":
             self._introduce(pc, message)
+            return
+        if message["op"] in ("full", "room"):
+            self._target_pressure(pc, message)
             return
         name = message.get("node_name")
         node = self._nodes.get(pc.remote_node)
@@ -119,6 +124,21 @@ class Inbound(Trust, ToWorkers):
             pc.counters.malformed += 1
         elif node is not None:
             node.name = name
+
+    def _target_pressure(self, pc: PeerConnection, message: dict[str, Any]) -> None:
+        """The other node's gateway says one of its actors takes our stream chunks too
+        slowly ("full"), or keeps up again ("room"): only that actor's chunks wait."""
+        text = message.get("t")
+        try:
+            target = ActrId.parse(text) if isinstance(text, str) else None
+        except BadRequest:
+            target = None
+        if target is None or self._node_of.get(target) != pc.remote_node:
+            pc.counters.malformed += 1  # (a node speaks for its own actors only)
+        elif message["op"] == "full":
+            self._stream_hold.target_full(pc.remote_node, target, pc)
+        else:
+            self._stream_hold.target_room(target, pc)
 
     def _on_link_frame(self, pc: PeerConnection, lane: int, data: bytes) -> None:
         try:
@@ -404,6 +424,7 @@ class Inbound(Trust, ToWorkers):
         """Hand a stream frame from another node to its local actor. ``may_wait``: it may
         wait for the actor to (re)start; ``acked``: it was acknowledged to its sender
         already (it waited through a restart)."""
+        sender_target = sf.target  # as the sending node knows it: for "full" (_to_workers)
         if self._readdress(sf):
             data = wire.encode_stream(sf)
         reliable = sf.payload_type == PayloadType.STREAM_RELIABLE
@@ -429,8 +450,10 @@ class Inbound(Trust, ToWorkers):
             self._to_local(
                 endpoint, data, wait_s=wait_s, on_fail=self._count_undeliverable, renew=True
             )
+        elif reliable:
+            self._deliver_reliable(endpoint, data, pc, str(sender_target or ""))
         else:
-            self._deliver_frame(endpoint, data, pc if reliable else None)
+            self._to_local(endpoint, data, wait_s=0.0, on_fail=self._count_undeliverable)
 
     def _hold_for_restart(self, pc: PeerConnection, sf: StreamFrame, data: bytes) -> bool:
         """Keep a reliable chunk for a local actor that is restarting, acknowledged to its
@@ -475,18 +498,6 @@ class Inbound(Trust, ToWorkers):
         self._to_local(
             endpoint, wire.encode_stream(sf), wait_s=0.0, on_fail=self._count_undeliverable
         )
-
-    def _deliver_frame(
-        self, endpoint: str, data: bytes, reliable_pc: PeerConnection | None
-    ) -> None:
-        """Hand a stream frame to a worker: a reliable one waits (its sender's window bounds
-        how many), a lossy one is dropped when ZeroMQ can't take it now."""
-        if reliable_pc is None:
-            self._to_local(endpoint, data, wait_s=0.0, on_fail=self._count_undeliverable)
-        else:
-            self._to_local(
-                endpoint, data, wait_s=self.tuning.stream_wait_s, ack=reliable_pc, renew=True
-            )
 
     def _count_undeliverable(self) -> None:
         self.counters.undeliverable += 1

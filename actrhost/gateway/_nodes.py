@@ -165,6 +165,7 @@ class Nodes:
             self._stream_hold.link_up(node.node_id)
         if state not in TERMINAL:
             return
+        self._stream_hold.link_ended(pc)
         # Every call waiting on this node fails now, not at its deadline.
         error = Unavailable(f"connection to node {node.node_id} lost: {reason}")
         failed = [rid for rid, call in self._pending_out.items() if call.node == node.node_id]

@@ -226,7 +226,7 @@ class Outbound:
         target = sf.target
         if not released and target is not None and sf.payload_type == PayloadType.STREAM_RELIABLE:
             node_id = self._node_of.get(target)
-            if node_id is not None and self._stream_hold.holds(node_id):
+            if node_id is not None and self._stream_hold.holds(node_id, target):
                 self._stream_hold.hold(node_id, sf, data)
                 return
         if sf.shm and target is not None and not deferred and sf.kind == STREAM:

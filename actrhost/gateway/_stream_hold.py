@@ -15,6 +15,11 @@ that one node here, in order (docs/gateway.md, Backpressure):
   chunks for other nodes through a ring whatever their size (``_stream_sender.py``), so
   inline ones come only from a process that does not know the gateway's pid yet.
 
+The other node's gateway may also say that one of its actors takes frames too slowly
+(``full``, then ``room``; docs/gateway.md, Backpressure): then that target's frames are
+kept, in a queue of their own, while the node's other actors get theirs. Before, a slow
+actor filled the link's window and every stream to its node waited with it.
+
 Once no connection to the node is full, its frames go on, oldest first, until one is
 full again. A full connection that fails keeps the node's frames held until the next one
 to that node connects: released into each reconnect attempt's queue, they went on into
@@ -29,6 +34,9 @@ from collections import deque
 from collections.abc import Callable
 
 from .._envelope import StreamFrame
+from .._ids import ActrId
+
+_Queue = deque[tuple[StreamFrame, bytes]]
 
 
 class StreamHold:
@@ -52,23 +60,39 @@ class StreamHold:
         #: Nodes whose full connection failed: held until one connects (link_up).
         self._down: set[str] = set()
         #: Per node, the frames kept for it (the frame, and its bytes as they came).
-        self._held: dict[str, deque[tuple[StreamFrame, bytes]]] = {}
+        self._held: dict[str, _Queue] = {}
+        #: Per target, its node and the connections whose other side said it is slow.
+        self._target_full: dict[ActrId, tuple[str, set[object]]] = {}
+        #: Per target, its node and the frames kept for it alone (newer than any frame for
+        #: it in its node's queue: a target's frames never overtake each other).
+        self._target_held: dict[ActrId, tuple[str, _Queue]] = {}
         self.inline_bytes = 0
         self._paused = False
 
     @property
     def frames(self) -> int:
         """Frames kept now, all nodes together."""
-        return sum(len(held) for held in self._held.values())
+        nodes = sum(len(held) for held in self._held.values())
+        return nodes + sum(len(held) for _, held in self._target_held.values())
 
-    def holds(self, node_id: str) -> bool:
-        """Whether a reliable stream frame for ``node_id`` must be kept here: its link is
-        full, or older frames for it wait here (nothing overtakes them)."""
+    def holds(self, node_id: str, target: ActrId | None = None) -> bool:
+        """Whether a reliable stream frame for ``target`` on ``node_id`` must be kept here:
+        the link or the target is full, or older frames wait here (nothing overtakes them)."""
+        return (
+            target in self._target_full or target in self._target_held or self._node_holds(node_id)
+        )
+
+    def _node_holds(self, node_id: str) -> bool:
         return node_id in self._full or node_id in self._down or node_id in self._held
 
     def hold(self, node_id: str, frame: StreamFrame, data: bytes) -> None:
-        """Keep ``frame`` (``data``: its bytes as they came) until ``node_id`` has room."""
-        self._held.setdefault(node_id, deque()).append((frame, data))
+        """Keep ``frame`` (``data``: its bytes as they came) until its target and
+        ``node_id`` have room."""
+        target = frame.target
+        if target is not None and (target in self._target_full or target in self._target_held):
+            self._target_held.setdefault(target, (node_id, deque()))[1].append((frame, data))
+        else:
+            self._held.setdefault(node_id, deque()).append((frame, data))
         if not frame.shm:
             self.inline_bytes += len(data)
             if self.inline_bytes > self._inline_max_bytes and not self._paused:
@@ -95,6 +119,27 @@ class StreamHold:
         else:
             self._down.add(node_id)
 
+    def target_full(self, node_id: str, target: ActrId, connection: object) -> None:
+        """The other side of ``connection`` says ``target`` (on ``node_id``) takes its
+        frames too slowly: keep them until it says there is room."""
+        self._target_full.setdefault(target, (node_id, set()))[1].add(connection)
+
+    def target_room(self, target: ActrId, connection: object) -> None:
+        """The other side of ``connection`` says ``target`` keeps up again."""
+        entry = self._target_full.get(target)
+        if entry is None or connection not in entry[1]:
+            return
+        entry[1].discard(connection)
+        if not entry[1]:
+            del self._target_full[target]
+            self._loop.call_soon(self._release_target, target)
+
+    def link_ended(self, connection: object) -> None:
+        """``connection`` closed or failed: what its other side said of its actors is
+        void (the next connection's side says it again if still true)."""
+        for target in [t for t, (_, conns) in self._target_full.items() if connection in conns]:
+            self.target_room(target, connection)
+
     def link_up(self, node_id: str) -> None:
         """A connection to ``node_id`` connected: what waited for it goes on."""
         if node_id in self._down:
@@ -106,17 +151,41 @@ class StreamHold:
         afresh, or dropped and counted)."""
         self._full.pop(node_id, None)
         self._down.discard(node_id)
+        for target in [t for t, (node, _) in self._target_full.items() if node == node_id]:
+            del self._target_full[target]
+        for target in [t for t, (node, _) in self._target_held.items() if node == node_id]:
+            self._loop.call_soon(self._release_target, target)
         self._loop.call_soon(self._release, node_id)
 
     def _release(self, node_id: str) -> None:
         held = self._held.get(node_id)
         while held and node_id not in self._full and node_id not in self._down:
-            frame, data = held.popleft()
-            if not frame.shm:
-                self.inline_bytes -= len(data)
-            self._send(frame, data)
+            self._send_on(*held.popleft())
         if held is not None and not held and self._held.get(node_id) is held:
             del self._held[node_id]
+        self._resume_socket()
+
+    def _release_target(self, target: ActrId) -> None:
+        entry = self._target_held.get(target)
+        if entry is None:
+            return
+        node_id, held = entry
+        while held and target not in self._target_full:
+            frame, data = held.popleft()
+            if self._node_holds(node_id):  # behind the node's own (then older) frames
+                self._held.setdefault(node_id, deque()).append((frame, data))
+            else:
+                self._send_on(frame, data)
+        if not held and self._target_held.get(target) is entry:
+            del self._target_held[target]
+        self._resume_socket()
+
+    def _send_on(self, frame: StreamFrame, data: bytes) -> None:
+        if not frame.shm:
+            self.inline_bytes -= len(data)
+        self._send(frame, data)
+
+    def _resume_socket(self) -> None:
         if self._paused and self.inline_bytes <= self._inline_max_bytes // 2:
             self._paused = False
             self._pause_socket(False)

@@ -2,6 +2,11 @@
 is still connecting) gets its frames in order, each waiting up to its own time; calls and
 tells beyond ``Tuning.worker_backlog_bytes`` are refused at once (docs/gateway.md,
 Backpressure).
+
+Reliable stream chunks beyond ``Tuning.stream_target_bytes`` waiting for one worker are
+acknowledged to their sender at once, and its gateway is told to keep that target's
+chunks (``full``) until they are down to half (``room``): a slow actor does not take the
+link's window from the other actors of its node.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from .._rpc import configure_socket
 from .._zmqloop import LoopSocket
 from ._carry import Receipt
 from ._counters import GatewayCounters
-from ._types import Tuning
+from ._types import LinkState, Tuning
 
 if TYPE_CHECKING:
     from ._peer import PeerConnection
@@ -29,6 +34,9 @@ class Backlog(deque["Waiting"]):
     def __init__(self) -> None:
         super().__init__()
         self.size_bytes = 0
+        #: The connections told "full" for a target (as their side names it), to be told
+        #: "room" once this backlog is down to half of ``Tuning.stream_target_bytes``.
+        self.told_full: set[tuple[PeerConnection, str]] = set()
 
     def append(self, item: Waiting) -> None:
         """Queue ``item`` last."""
@@ -80,6 +88,7 @@ class ToWorkers:
     _spawn: Callable[[Any], None]
     _on_dealer: Callable[[list[bytes]], None]
     _flush_links: Callable[[], None]
+    _count_undeliverable: Callable[[], None]
 
     def _dealer(self, endpoint: str) -> LoopSocket:
         dealer = self._dealers.get(endpoint)
@@ -141,6 +150,37 @@ class ToWorkers:
         if len(backlog) == 1:
             self._spawn(self._drain(endpoint, backlog))
 
+    def _deliver_reliable(
+        self, endpoint: str, data: bytes, pc: PeerConnection, sender_target: str
+    ) -> None:
+        """Hand a reliable stream chunk from ``pc`` to a worker: it waits for a worker
+        that is slow (the sender's window bounds how much), but past
+        ``Tuning.stream_target_bytes`` waiting for that worker, it is acknowledged at once
+        and the sender told to keep the target's next chunks (module docstring)."""
+        self._to_local(endpoint, data, wait_s=self.tuning.stream_wait_s, ack=pc, renew=True)
+        backlog = self._overflow.get(endpoint)
+        if backlog is None or backlog.size_bytes <= self.tuning.stream_target_bytes:
+            return
+        waiting = backlog[-1]
+        if waiting.ack is pc and waiting.data is data:
+            waiting.ack = None
+            waiting.on_fail = self._count_undeliverable
+            pc.stream_delivered(len(data))
+        told = (pc, sender_target)
+        if sender_target and told not in backlog.told_full:
+            backlog.told_full.add(told)
+            pc.send_control({"op": "full", "t": sender_target})
+
+    def _tell_room(self, backlog: Backlog, ended: bool = False) -> None:
+        """Tell the senders told "full" that a backlog is down to half, or gone."""
+        if backlog.told_full and (
+            ended or backlog.size_bytes <= self.tuning.stream_target_bytes // 2
+        ):
+            for pc, target in backlog.told_full:
+                if pc.state is LinkState.CONNECTED:
+                    pc.send_control({"op": "room", "t": target})
+            backlog.told_full.clear()
+
     async def _drain(self, endpoint: str, backlog: Backlog) -> None:
         dealer = self._dealer(endpoint)
         try:
@@ -153,6 +193,7 @@ class ToWorkers:
                     elif first.ack is not None:
                         self.counters.undeliverable += 1
                         first.ack.stream_delivered(len(first.data))  # don't stall the window
+                    self._tell_room(backlog)
                     continue
                 try:
                     dealer.send_nowait(first.data)
@@ -161,6 +202,7 @@ class ToWorkers:
                 backlog.popleft()
                 if first.ack is not None:
                     first.ack.stream_delivered(len(first.data))
+                self._tell_room(backlog)
                 if backlog and backlog[0].renew_s:
                     # A worker that still takes keeps what waits for it: counted from its
                     # arrival, a slow receiver's chunks expired (QA: 820 of 1,000 lost).
@@ -169,3 +211,4 @@ class ToWorkers:
         finally:
             if self._overflow.get(endpoint) is backlog:
                 del self._overflow[endpoint]
+            self._tell_room(backlog, ended=True)

@@ -70,6 +70,10 @@ class Tuning:
     #: Queued bytes on a reliable lane beyond which the gateway stops reading its socket.
     queue_high_bytes: int = 4 * 1024 * 1024
     stream_window_bytes: int = 8 * 1024 * 1024
+    #: Reliable stream bytes from other nodes that may wait for one slow local worker
+    #: before their senders are told to keep that actor's chunks ("full"): a quarter of
+    #: the window, so that one slow actor leaves its node's other actors most of it.
+    stream_target_bytes: int = 2 * 1024 * 1024
     #: How long a reliable stream chunk from another node waits for a local worker that
     #: takes nothing (counted from the worker's last take: a slow one loses nothing).
     stream_wait_s: float = 30.0
