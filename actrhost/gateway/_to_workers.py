@@ -27,6 +27,12 @@ from ._types import LinkState, Tuning
 if TYPE_CHECKING:
     from ._peer import PeerConnection
 
+#: Frames ZeroMQ may queue in this process for one worker: what it queues here dies
+#: unseen with a killed gateway (a tell handed to ZeroMQ counts as delivered, module
+#: ``_carry``). Beyond this, frames wait in the worker's own queue (``hwm_messages``, in
+#: the worker's process), or in a ``Backlog`` here, with their receipts.
+WORKER_SEND_HWM = 1024
+
 
 class Backlog(deque["Waiting"]):
     """Frames waiting for one local worker's socket, in order, and their size."""
@@ -95,6 +101,7 @@ class ToWorkers:
         if dealer is None:
             sock = self._zctx.socket(zmq.DEALER)
             configure_socket(sock, self._hwm)
+            sock.setsockopt(zmq.SNDHWM, min(self._hwm, WORKER_SEND_HWM))
             # No ZMQ_IMMEDIATE: it makes libzmq drop answers a worker sent just before it
             # disconnected (see actrhost/_rpc.py, RpcEndpoint.link).
             sock.connect(endpoint)
