@@ -168,8 +168,11 @@ class ToWorkers:
         backlog = self._overflow.get(endpoint)
         if backlog is None or backlog.size_bytes <= self.tuning.stream_target_bytes:
             return
+        # Past a window more, the sender ignores "full" (an older gateway): the window
+        # bounds what waits here again, as for a whole node.
+        bound = self.tuning.stream_target_bytes + self.tuning.stream_window_bytes
         waiting = backlog[-1]
-        if waiting.ack is pc and waiting.data is data:
+        if waiting.ack is pc and waiting.data is data and backlog.size_bytes <= bound:
             waiting.ack = None
             waiting.on_fail = self._count_undeliverable
             pc.stream_delivered(len(data))

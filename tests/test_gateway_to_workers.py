@@ -1,0 +1,125 @@
+"""Handing frames from other nodes to a local worker (actrhost/gateway/_to_workers.py) on
+its own: a slow worker's reliable stream chunks, what is acknowledged to their sender and
+when, and ``full`` / ``room``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from actrhost.gateway._counters import GatewayCounters
+from actrhost.gateway._to_workers import ToWorkers
+from actrhost.gateway._types import LinkState, Tuning
+
+from .utils import run
+
+MIB = 1024 * 1024
+
+
+class SendingNode:
+    """The connection a chunk came on, as the hand-over sees it."""
+
+    state = LinkState.CONNECTED
+
+    def __init__(self) -> None:
+        self.acknowledged_bytes = 0
+        self.said: list[tuple[str, str]] = []
+
+    def stream_delivered(self, size_bytes: int) -> None:
+        self.acknowledged_bytes += size_bytes
+
+    def send_control(self, message: dict[str, Any]) -> None:
+        self.said.append((message["op"], message["t"]))
+
+
+class HandOver(ToWorkers):
+    """Just the hand-over part of a gateway."""
+
+    def __init__(self, zctx: zmq.Context, tuning: Tuning) -> None:
+        self.counters = GatewayCounters()
+        self.tuning = tuning
+        self._loop = asyncio.get_running_loop()
+        self._zctx = zctx
+        self._hwm = 1
+        self._dealers = {}
+        self._overflow = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.undeliverable = 0
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_dealer(self, frames: list[bytes]) -> None:
+        pass
+
+    def _flush_links(self) -> None:
+        pass
+
+    def _count_undeliverable(self) -> None:
+        self.undeliverable += 1
+
+    def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for dealer in self._dealers.values():
+            dealer.sock.close(0)
+
+
+def test_a_slow_workers_chunks_are_acknowledged_once_and_its_sender_told_full_then_room(
+    tmp_path: Path,
+) -> None:
+    # Past stream_target_bytes waiting for one worker, chunks are acknowledged at once
+    # (the sender's window stays open for the node's other actors) and the sender is told
+    # "full"; past a window more, they are not (a sender that ignores "full" is bounded
+    # by its window again). Every chunk is acknowledged exactly once, and "room" comes at
+    # half.
+    count = 20
+    tuning = Tuning(stream_target_bytes=2 * MIB, stream_window_bytes=8 * MIB)
+    zctx = zmq.Context()
+    worker = zctx.socket(zmq.ROUTER)
+    worker.setsockopt(zmq.RCVHWM, 1)
+    endpoint = f"ipc://{tmp_path}/worker.sock"
+    worker.bind(endpoint)
+
+    async def scenario() -> tuple[SendingNode, int, list[int]]:
+        hand_over = HandOver(zctx, tuning)
+        sender = SendingNode()
+        try:
+            for n in range(count):
+                chunk = n.to_bytes(4, "big") + bytes(MIB - 4)
+                hand_over._deliver_reliable(endpoint, chunk, sender, "1@1:t+Slow")  # type: ignore[arg-type]
+            await asyncio.sleep(0.2)
+            assert sender.said == [("full", "1@1:t+Slow")]
+            backlog = hand_over._overflow[endpoint]
+            unacknowledged = sum(len(w.data) for w in backlog if w.ack is not None)
+            assert unacknowledged >= (count - 2) * MIB - tuning.stream_target_bytes - (
+                tuning.stream_window_bytes
+            ), "acknowledged early past the window"
+            early = sender.acknowledged_bytes
+            got: list[int] = []
+            async with asyncio.timeout(10):
+                while len(got) < count:
+                    if worker.poll(0):
+                        got.append(int.from_bytes(worker.recv_multipart()[1][:4], "big"))
+                    else:
+                        await asyncio.sleep(0.005)
+            await asyncio.sleep(0.05)
+            return sender, early, got
+        finally:
+            hand_over.close()
+
+    try:
+        sender, early, got = run(scenario(), 30)
+    finally:
+        worker.close(0)
+        zctx.term()
+    assert got == list(range(count))
+    assert 0 < early < count * MIB
+    assert sender.acknowledged_bytes == count * MIB  # each chunk once
+    assert sender.said == [("full", "1@1:t+Slow"), ("room", "1@1:t+Slow")]
