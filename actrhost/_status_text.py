@@ -150,8 +150,10 @@ def format_status(status: dict[str, Any]) -> str:
         trouble = [f"{name} {stats[name]}" for name in _GATEWAY_TROUBLE if stats.get(name)]
         if trouble:
             lines.append(f"  refused or lost: {', '.join(trouble)}")
-        if stats.get("streams_held"):  # kept for nodes whose link is full (_stream_hold)
-            lines.append(f"  stream frames held for full links: {stats['streams_held']}")
+        if stats.get("streams_held"):  # kept for full links or slow targets (_stream_hold)
+            lines.append(
+                f"  stream frames held for full links or slow actors: {stats['streams_held']}"
+            )
         remote = stats.get("remote_nodes") or {}
         for node_id, node in sorted(remote.items()):
             name = f"{node['name']} ({node_id})" if node.get("name") else node_id

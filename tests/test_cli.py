@@ -288,7 +288,7 @@ def test_status_names_the_ice_host_and_the_gateway_counters_that_are_not_zero():
     assert "held for full links" not in text
     stats["streams_held"] = 12  # stream frames kept for a node whose link is full
     text = format_status({"node": "a", "actors": [], "gateway": {**gateway, "stats": stats}})
-    assert "  stream frames held for full links: 12" in text.splitlines()
+    assert "  stream frames held for full links or slow actors: 12" in text.splitlines()
     # A signaling connection that is down, and a gateway that does not answer, show.
     stats["signaling"] = "connecting"
     text = format_status({"node": "a", "actors": [], "gateway": {**gateway, "stats": stats}})

@@ -390,7 +390,9 @@ class Gateway(Nodes, Outbound, Inbound):
         held = self._stream_hold.frames
         if held:  # (their senders were told they went)
             self.counters.undeliverable += held
-            log.warning("%r: %d stream frame(s) held for full links are dropped", self, held)
+            log.warning(
+                "%r: %d stream frame(s) held for full links or slow actors are dropped", self, held
+            )
         if not self._restarting:  # a new gateway comes: let the other nodes reconnect
             await asyncio.gather(*(node.say_bye() for node in self._nodes.values()))
         await asyncio.gather(
