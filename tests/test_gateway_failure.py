@@ -697,6 +697,13 @@ def test_stream_frames_held_when_a_gateway_stops_are_counted(tmp_path: Path) -> 
             while not (held := int((await a.stats())["streams_held"])):
                 assert time.monotonic() < deadline, (await a.stats())["remote_nodes"]
                 await asyncio.sleep(0.05)
+            # Frames still on their way into the hold (the gateway reads its socket on):
+            # wait until the count stays put (CI saw 2 held, then 4 at the stop).
+            await asyncio.sleep(0.3)
+            while (now := int((await a.stats())["streams_held"])) != held:
+                assert time.monotonic() < deadline
+                held = now
+                await asyncio.sleep(0.3)
             return held
 
         held = runner.run(fill(), timeout_s=60)
