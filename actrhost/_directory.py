@@ -36,6 +36,23 @@ def gateway_media_endpoint(endpoint: str) -> str:
     return _beside(endpoint, "media")
 
 
+def gateway_feed_endpoint(worker_endpoint: str) -> str:
+    """The socket the gateway binds for one worker, beside the worker's own endpoint:
+    frames from other nodes reach the worker there, and its answers go back on it.
+
+    The worker connects to it, not the gateway to the worker's ROUTER: a connecting
+    socket keeps one queue across reconnects, so what a killed gateway had already
+    handed over is read before anything from its successor. A ROUTER takes the two
+    connections in turns, and a stream's chunks came out of order (docs/gateway.md,
+    Failure).
+
+    Worker ``a-<serial>.sock`` has feed ``g-<serial>.sock``: a name no longer than the
+    worker's, so that every socket path of a run dir still fits (``_rundir``).
+    """
+    folder, _, name = worker_endpoint.rpartition("/")
+    return f"{folder}/g{name.removeprefix('a')}"
+
+
 def _beside(endpoint: str, what: str) -> str:
     base = endpoint.removesuffix(".sock")
     return f"{base}-{what}.sock" if base != endpoint else f"{endpoint}-{what}"

@@ -37,10 +37,17 @@ RETRY_MAX_S = 0.01
 
 
 class Replies:
-    """Sends answers on ``router``; ``on_dropped(n)`` counts those that could not go."""
+    """Sends answers on ``router``; ``on_dropped(n)`` counts those that could not go.
 
-    def __init__(self, router: LoopSocket, on_dropped: Callable[[int], None]) -> None:
+    With ``addressed=False`` the socket is a DEALER with one peer (a worker's feed from
+    the gateway, ``_directory.gateway_feed_endpoint``): answers go without routing id.
+    """
+
+    def __init__(
+        self, router: LoopSocket, on_dropped: Callable[[int], None], *, addressed: bool = True
+    ) -> None:
         self._router = router
+        self._addressed = addressed
         self._on_dropped = on_dropped
         self._waiting: dict[bytes, deque[tuple[float, bytes]]] = {}  # by caller, in order
         self._count = 0
@@ -57,7 +64,7 @@ class Replies:
         waiting = self._waiting.get(routing_id)
         if waiting is None:  # nothing of this caller's waits: it may go at once
             try:
-                self._router.send_multipart_nowait([routing_id, data])
+                self._send(routing_id, data)
                 return
             except zmq.Again:
                 pass
@@ -74,6 +81,12 @@ class Replies:
         self._count += 1
         if self._task is None:
             self._task = self._loop.create_task(self._send_waiting())
+
+    def _send(self, routing_id: bytes, data: bytes) -> None:
+        if self._addressed:
+            self._router.send_multipart_nowait([routing_id, data])
+        else:
+            self._router.send_nowait(data)
 
     async def _send_waiting(self) -> None:
         pause = RETRY_MIN_S
@@ -97,7 +110,7 @@ class Replies:
                     dropped += 1
                     continue
                 try:
-                    self._router.send_multipart_nowait([routing_id, data])
+                    self._send(routing_id, data)
                 except zmq.Again:
                     break
                 except zmq.ZMQError:  # the caller is gone

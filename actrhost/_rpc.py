@@ -5,6 +5,10 @@ peer it sends to, so every message goes one hop, straight to the receiver. A req
 out on the caller's DEALER and its response comes back on the same DEALER, addressed by
 the routing id the callee's ROUTER saw; tells are never answered.
 
+A worker takes frames from other nodes on one more socket, its *feed*: a DEALER it
+connects to a socket the gateway binds for it (``_directory.gateway_feed_endpoint``), so
+that a killed gateway's frames are all read before its successor's.
+
 Failure is fast: the directory refuses sends to an instance that is not running, and the
 owner calls :meth:`RpcEndpoint.peer_gone` as soon as the supervisor reports a peer dead,
 failing its pending calls with ``Unavailable``.
@@ -53,6 +57,10 @@ MALFORMED_LOGGED = 5
 LATE_TIMER_S = 0.05
 #: A blocked loop's due timers fire together: the sockets are read for them once per this.
 CATCH_UP_EVERY_S = 0.01
+
+#: The routing id ``on_request`` gets for a frame that came on the feed (a ROUTER never
+#: gives an empty one); :meth:`RpcEndpoint.reply` answers it on the feed.
+FEED_ROUTE = b""
 
 RequestHandler = Callable[[Envelope, bytes], None]
 StreamHandler = Callable[[StreamFrame], None]
@@ -161,6 +169,9 @@ class RpcEndpoint:
         self._id_prefix = f"{os.getpid():x}-"
         self._closed = False
         self._caught_up_at = 0.0  # loop time of the last _catch_up
+        self._feed: LoopSocket | None = None  # see open_feed
+        self._feed_replies: Replies | None = None
+        self._reading_paused = False
         router = zctx.socket(zmq.ROUTER)
         configure_socket(router, hwm)
         # Report unroutable replies instead of dropping them silently.
@@ -180,6 +191,39 @@ class RpcEndpoint:
     def inbound(self) -> LoopSocket:
         """The ROUTER socket, for pausing reads under backpressure."""
         return self._router
+
+    def pause_reading(self) -> None:
+        """Stop reading requests, tells and stream frames (the ROUTER and the feed)."""
+        self._reading_paused = True
+        self._router.pause_reading()
+        if self._feed is not None:
+            self._feed.pause_reading()
+
+    def resume_reading(self) -> None:
+        """Read the ROUTER and the feed again."""
+        self._reading_paused = False
+        self._router.resume_reading()
+        if self._feed is not None:
+            self._feed.resume_reading()
+
+    def open_feed(self, endpoint: str) -> None:
+        """Also take frames from the peer that binds ``endpoint`` for this process alone
+        (the node's gateway), answering them there. Idempotent.
+
+        A socket that connects keeps one queue across its peer's restarts: frames a
+        killed gateway handed over are read before any of the next one's. On the ROUTER
+        the old and the new connection were read in turns, and a reliable stream's
+        chunks came out of order.
+        """
+        if self._feed is not None or self._closed:
+            return
+        sock = self._zctx.socket(zmq.DEALER)
+        configure_socket(sock, self._hwm)
+        sock.connect(endpoint)  # no ZMQ_IMMEDIATE: see link()
+        self._feed = LoopSocket(sock, self._on_feed_message, f"{self.name} feed")
+        self._feed_replies = Replies(self._feed, self._count_undeliverable_replies, addressed=False)
+        if self._reading_paused:
+            self._feed.pause_reading()
 
     def next_request_id(self) -> str:
         """A request id unique within this node's lifetime (pid + counter: cheap)."""
@@ -219,6 +263,9 @@ class RpcEndpoint:
                 self._resolve(env)
             else:
                 self._on_request(env, routing_id)
+
+    def _on_feed_message(self, parts: list[bytes]) -> None:
+        self._on_router_message([FEED_ROUTE, *parts])
 
     def _stream_frame(self, frame: StreamFrame) -> None:
         if self._on_stream is None:
@@ -410,7 +457,10 @@ class RpcEndpoint:
             log.warning("%r: %s (request %s)", self, error, env.request_id)
             data = wire.encode(wire.error_response(env.request_id, HandlerError(error)))
         # A caller whose queue is full gets it when there is room; one that is gone, not.
-        self._replies.send(routing_id, data)
+        if routing_id == FEED_ROUTE and self._feed_replies is not None:
+            self._feed_replies.send(routing_id, data)
+        else:
+            self._replies.send(routing_id, data)
 
     def _count_undeliverable_replies(self, count: int) -> None:
         self.counters.undeliverable_replies += count
@@ -477,6 +527,10 @@ class RpcEndpoint:
         self._links.clear()
         self._replies.close()
         self._router.close(linger_ms)
+        if self._feed is not None:
+            assert self._feed_replies is not None
+            self._feed_replies.close()
+            self._feed.close(linger_ms)
         # libzmq leaves the ipc socket file behind when a bound socket closes; remove it so
         # nothing of the node outlives it.
         if self.endpoint.startswith("ipc://"):

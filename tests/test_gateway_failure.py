@@ -456,13 +456,13 @@ def test_tells_wait_for_a_busy_worker_as_long_as_a_local_tell_would(tmp_path: Pa
             worker = b.workers["b1"]
 
             async def scenario() -> None:
-                worker.rpc.inbound.pause_reading()
+                worker.rpc.pause_reading()
                 try:
                     for n in range(100):
                         await a.tell("a1", b.ids["b1"], "note", b"%04d" % n + bytes(32 * 1024))
                     await asyncio.sleep(2.5)
                 finally:
-                    worker.rpc.inbound.resume_reading()
+                    worker.rpc.resume_reading()
                 deadline = time.monotonic() + 10
                 while len(worker.received.tells) < 100:
                     assert time.monotonic() < deadline, f"{len(worker.received.tells)} tells"
@@ -494,7 +494,7 @@ def test_what_waits_for_a_stuck_worker_is_bounded(tmp_path: Path) -> None:
             worker = b.workers["b1"]
 
             async def scenario() -> float:
-                worker.rpc.inbound.pause_reading()
+                worker.rpc.pause_reading()
                 try:
                     for n in range(40):  # 1.3 MiB
                         await a.tell("a1", b.ids["b1"], "note", b"%04d" % n + bytes(32 * 1024))
@@ -507,7 +507,7 @@ def test_what_waits_for_a_stuck_worker_is_bounded(tmp_path: Path) -> None:
                         await a.call("a1", b.ids["b1"], "echo", late, timeout_s=8)
                     refused_after_s = time.monotonic() - started
                 finally:
-                    worker.rpc.inbound.resume_reading()
+                    worker.rpc.resume_reading()
                 return refused_after_s
 
             refused_after_s = runner.run(scenario(), timeout_s=30)
@@ -620,7 +620,7 @@ def test_tells_a_killed_gateway_still_held_are_counted_not_lost_unseen(
             return int(node["lanes"]["rpc_reliable"]["frames_in"]) - 1
 
         async def scenario() -> int:
-            worker.rpc.inbound.pause_reading()  # tells wait in B's gateway
+            worker.rpc.pause_reading()  # tells wait in B's gateway
             for n in range(count):
                 await a.tell("a1", b.ids["b1"], "note", b"%04d" % n + bytes(8 * 1024))
             deadline = time.monotonic() + 20
@@ -629,7 +629,7 @@ def test_tells_a_killed_gateway_still_held_are_counted_not_lost_unseen(
                 await asyncio.sleep(0.1)
             await asyncio.sleep(0.2)
             b.kill_gateway()
-            worker.rpc.inbound.resume_reading()
+            worker.rpc.resume_reading()
             b.spawn()
             await b.wait_running()
             b.send_directory()
@@ -664,17 +664,17 @@ def test_a_slow_worker_loses_no_reliable_chunk_while_it_keeps_taking(tmp_path: P
         chunks = worker.received.chunks["slow"]
 
         async def scenario() -> None:
-            worker.rpc.inbound.pause_reading()
+            worker.rpc.pause_reading()
             for n in range(count):
                 await a.send_chunk("a1", b.ids["b1"], "slow", n, b"%04d" % n + bytes(64 * 1024))
             deadline = time.monotonic() + 30
             while len(chunks) < count and (await b.stats())["undeliverable"] == 0:
                 assert time.monotonic() < deadline, f"{len(chunks)} chunks"
-                worker.rpc.inbound.resume_reading()  # takes what its queue holds now
+                worker.rpc.resume_reading()  # takes what its queue holds now
                 await asyncio.sleep(0)
-                worker.rpc.inbound.pause_reading()
+                worker.rpc.pause_reading()
                 await asyncio.sleep(0.25)
-            worker.rpc.inbound.resume_reading()
+            worker.rpc.resume_reading()
 
         runner.run(scenario(), timeout_s=60)
         assert runner.run(b.stats())["undeliverable"] == 0
@@ -687,7 +687,7 @@ def test_stream_frames_held_when_a_gateway_stops_are_counted(tmp_path: Path) -> 
     # chunks lost so across `restart --gateway`). They are counted and logged now.
     small = {"stream_window_bytes": 256 * 1024, "queue_high_bytes": 256 * 1024}
     with busy_worker_pair(tmp_path, 4, a_tuning=small) as (runner, a, b):
-        b.workers["b1"].rpc.inbound.pause_reading()  # B's window, then A's lane, fill
+        b.workers["b1"].rpc.pause_reading()  # B's window, then A's lane, fill
 
         async def fill() -> int:
             for n in range(64):  # 4 MiB
@@ -714,3 +714,56 @@ def test_stream_frames_held_when_a_gateway_stops_are_counted(tmp_path: Path) -> 
             f"{held} stream frame(s) held for full links or slow actors are dropped" in a.log_text()
         )
         assert undeliverable == 0  # until the stop, held: nothing dropped
+
+
+def test_a_stream_to_a_slow_worker_stays_in_order_across_a_killed_gateway(
+    tmp_path: Path,
+) -> None:
+    # B's gateway is SIGKILLed while chunks it handed over still wait in the worker's
+    # queue, and its successor hands over the next ones before the worker has read them.
+    # On the worker's ROUTER the old connection and the new one were read in turns, and
+    # the chunks came out of order (QA: old chunks up to 5,988 read after new ones from
+    # 1). On the feed, which the worker connects to, the old ones come first. Some may
+    # be lost (acknowledged once handed to ZeroMQ: docs/gateway.md, Limits), never
+    # reordered or repeated.
+    count, size = 600, 4 * 1024
+    with busy_worker_pair(tmp_path, 200) as (runner, a, b):
+        worker = b.workers["b1"]
+        chunks = worker.received.chunks["s"]
+
+        async def frames_in() -> int:
+            stats = await b.stats()
+            lanes = [node["lanes"] for node in stats["remote_nodes"].values()]
+            return sum(int(lane["stream_reliable"]["frames_in"]) for lane in lanes)
+
+        async def settled(at_least: int) -> None:
+            # Until B's gateway has taken every chunk it will get: its count stays put.
+            deadline, seen = time.monotonic() + 20, -1
+            while (now := await frames_in()) != seen or now < at_least:
+                assert time.monotonic() < deadline, f"{now} chunks in"
+                seen = now
+                await asyncio.sleep(0.3)
+
+        async def scenario() -> None:
+            worker.rpc.pause_reading()  # what B's gateway hands over waits in its queue
+            for n in range(count // 2):
+                await a.send_chunk("a1", b.ids["b1"], "s", n, b"%04d" % n + bytes(size))
+            await settled(1)
+            b.kill_gateway()
+            b.spawn()
+            await b.wait_running()
+            b.send_directory()
+            for n in range(count // 2, count):
+                await a.send_chunk("a1", b.ids["b1"], "s", n, b"%04d" % n + bytes(size))
+            await settled(1)
+            worker.rpc.resume_reading()
+            deadline = time.monotonic() + 20
+            while not chunks or chunks[-1][0] != count - 1:
+                assert time.monotonic() < deadline, f"{len(chunks)} chunks, last {chunks[-1:]}"
+                await asyncio.sleep(0.1)
+
+        runner.run(scenario(), timeout_s=90)
+        got = [seq for seq, _payload in chunks]
+        assert got == sorted(set(got)), "reordered or repeated"
+        assert got[:200] == list(range(200))  # what the worker's queue held came first
+        assert all(int(payload[:4]) == seq for seq, payload in chunks)

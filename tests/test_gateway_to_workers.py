@@ -11,6 +11,7 @@ from typing import Any
 
 import zmq
 
+from actrhost._directory import gateway_feed_endpoint
 from actrhost.gateway._counters import GatewayCounters
 from actrhost.gateway._to_workers import ToWorkers
 from actrhost.gateway._types import LinkState, Tuning
@@ -82,10 +83,10 @@ def test_a_slow_workers_chunks_are_acknowledged_once_and_its_sender_told_full_th
     count = 20
     tuning = Tuning(stream_target_bytes=2 * MIB, stream_window_bytes=8 * MIB)
     zctx = zmq.Context()
-    worker = zctx.socket(zmq.ROUTER)
+    worker = zctx.socket(zmq.DEALER)  # a worker's feed (RpcEndpoint.open_feed)
     worker.setsockopt(zmq.RCVHWM, 1)
     endpoint = f"ipc://{tmp_path}/worker.sock"
-    worker.bind(endpoint)
+    worker.connect(gateway_feed_endpoint(endpoint))
 
     async def scenario() -> tuple[SendingNode, int, list[int]]:
         hand_over = HandOver(zctx, tuning)
@@ -106,7 +107,7 @@ def test_a_slow_workers_chunks_are_acknowledged_once_and_its_sender_told_full_th
             async with asyncio.timeout(10):
                 while len(got) < count:
                     if worker.poll(0):
-                        got.append(int.from_bytes(worker.recv_multipart()[1][:4], "big"))
+                        got.append(int.from_bytes(worker.recv()[:4], "big"))
                     else:
                         await asyncio.sleep(0.005)
             await asyncio.sleep(0.05)

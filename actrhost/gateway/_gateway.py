@@ -28,6 +28,7 @@ from .._config import Config
 from .._directory import (
     ActorState,
     Directory,
+    gateway_feed_endpoint,
     gateway_media_endpoint,
     gateway_streams_endpoint,
 )
@@ -422,7 +423,12 @@ class Gateway(Nodes, Outbound, Inbound):
         path = Path(endpoint.removeprefix("ipc://"))
         if endpoint.startswith("ipc://") and not taken_over(path.parent, self.spec.supervisor_pid):
             path.unlink(missing_ok=True)
-            for beside in (gateway_streams_endpoint(endpoint), gateway_media_endpoint(endpoint)):
+            feeds = [gateway_feed_endpoint(worker) for worker in self._dealers]
+            for beside in (
+                gateway_streams_endpoint(endpoint),
+                gateway_media_endpoint(endpoint),
+                *feeds,
+            ):
                 Path(beside.removeprefix("ipc://")).unlink(missing_ok=True)
         if orphaned:
             # Like an orphaned worker: the last process out removes the run dir.
@@ -445,6 +451,7 @@ class Gateway(Nodes, Outbound, Inbound):
         if op == control.DIRECTORY:
             gone = self.directory.update(message)
             self._refresh_aliases()
+            self._bind_feeds()
             self._report_availability()
             if gone:
                 for entry in gone:

@@ -32,7 +32,7 @@ import zmq
 
 from .. import _control as control
 from .. import _envelope as wire
-from .._directory import gateway_media_endpoint, gateway_streams_endpoint
+from .._directory import gateway_feed_endpoint, gateway_media_endpoint, gateway_streams_endpoint
 from .._envelope import MEDIA, REQUEST, RESPONSE, STREAM, TELL, Envelope, StreamFrame
 from .._errors import ActrError, DeadlineExceeded, HandlerError, NotFound
 from .._ids import ActrId
@@ -74,7 +74,8 @@ class Received:
 
 
 class _FakeWorker:
-    """One actor instance: an inbound ROUTER (the RpcEndpoint) that serves the routes."""
+    """One actor instance: an inbound ROUTER and feed (the RpcEndpoint) that serve the
+    routes."""
 
     def __init__(self, zctx: zmq.Context, endpoint: str, name: str, hwm: int) -> None:
         self.name = name
@@ -88,6 +89,9 @@ class _FakeWorker:
             name=name,
             on_stream=self._on_stream,
         )
+        # As a worker does once the directory names a gateway: frames from other nodes
+        # come on the feed the gateway binds for it.
+        self.rpc.open_feed(gateway_feed_endpoint(endpoint))
         self.actr_id: ActrId | None = None
 
     def _on_request(self, env: Envelope, routing_id: bytes) -> None:

@@ -1,4 +1,5 @@
-"""Handing frames to local workers: a worker whose socket is full (it reads slowly, or
+"""Handing frames to local workers, each on a socket bound for it (its feed,
+``_directory.gateway_feed_endpoint``). A worker whose socket is full (it reads slowly, or
 is still connecting) gets its frames in order, each waiting up to its own time; calls and
 tells beyond ``Tuning.worker_backlog_bytes`` are refused at once (docs/gateway.md,
 Backpressure).
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
+from .._directory import gateway_feed_endpoint
 from .._rpc import configure_socket
 from .._zmqloop import LoopSocket
 from ._carry import Receipt
@@ -25,6 +27,7 @@ from ._counters import GatewayCounters
 from ._types import LinkState, Tuning
 
 if TYPE_CHECKING:
+    from .._directory import Directory
     from ._peer import PeerConnection
 
 #: Frames ZeroMQ may queue in this process for one worker: what it queues here dies
@@ -89,6 +92,7 @@ class ToWorkers:
     _loop: asyncio.AbstractEventLoop
     _zctx: zmq.Context
     _hwm: int
+    directory: Directory
     _dealers: dict[str, LoopSocket]
     _overflow: dict[str, Backlog]
     _spawn: Callable[[Any], None]
@@ -96,15 +100,26 @@ class ToWorkers:
     _flush_links: Callable[[], None]
     _count_undeliverable: Callable[[], None]
 
+    def _bind_feeds(self) -> None:
+        """Bind the feed of every worker the directory lists, before frames come for it:
+        its worker connects to it within ~10 ms, and a lossy frame for a worker not yet
+        connected is dropped (a call, tell or reliable chunk waits)."""
+        for entry in self.directory.entries():
+            self._dealer(entry.endpoint)
+
     def _dealer(self, endpoint: str) -> LoopSocket:
+        """The DEALER bound for the worker at ``endpoint`` (its feed, which it connects
+        to: ``_directory.gateway_feed_endpoint`` says why), bound on first use."""
         dealer = self._dealers.get(endpoint)
         if dealer is None:
             sock = self._zctx.socket(zmq.DEALER)
             configure_socket(sock, self._hwm)
             sock.setsockopt(zmq.SNDHWM, min(self._hwm, WORKER_SEND_HWM))
-            # No ZMQ_IMMEDIATE: it makes libzmq drop answers a worker sent just before it
-            # disconnected (see actrhost/_rpc.py, RpcEndpoint.link).
-            sock.connect(endpoint)
+            try:
+                sock.bind(gateway_feed_endpoint(endpoint))  # a killed one's file: replaced
+            except zmq.ZMQError:
+                sock.close(linger=0)
+                raise
             dealer = self._dealers[endpoint] = LoopSocket(
                 sock, self._on_dealer, f"gateway -> {endpoint}", self._flush_links
             )

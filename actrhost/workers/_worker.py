@@ -21,7 +21,7 @@ from .. import _control as control
 from .._actor import Actor, Route, collect_routes
 from .._config import Config
 from .._context import Context, decode_message
-from .._directory import ActorState, Directory, take_update
+from .._directory import ActorState, Directory, gateway_feed_endpoint, take_update
 from .._envelope import REQUEST, RESPONSE, Envelope, StreamFrame
 from .._errors import ActrError, HandlerError, Unavailable, handler_failure
 from .._ids import ActrId, Realm
@@ -158,11 +158,11 @@ class Worker(Inbound, Outbound):
     def _set_pressure(self, source: str, full: bool) -> None:
         if full:
             self._pressure.add(source)
-            self.rpc.inbound.pause_reading()
+            self.rpc.pause_reading()
         else:
             self._pressure.discard(source)
             if not self._pressure:
-                self.rpc.inbound.resume_reading()
+                self.rpc.resume_reading()
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -307,7 +307,7 @@ class Worker(Inbound, Outbound):
         # What senders queued for us meanwhile is read (and dropped, counted) rather than
         # left in the socket to vanish with the process: a paused socket (a full mailbox)
         # held thousands of a flood's tells, uncounted (QA).
-        self.rpc.inbound.resume_reading()
+        self.rpc.resume_reading()
         await asyncio.sleep(STOP_DRAIN_S)
         if self.counters.tells_dropped or self.streams_in.counters.not_running:
             log.info(
@@ -397,6 +397,8 @@ class Worker(Inbound, Outbound):
         op = message["op"]
         if op == control.DIRECTORY:
             take_update(self.directory, message, self.rpc, self.streams_out, self.streams_in)
+            if self.directory.gateway is not None:
+                self.rpc.open_feed(gateway_feed_endpoint(self.spec.endpoint))
             self._got_directory.set()
             self._directory_changed.set()
             self._directory_changed = asyncio.Event()
