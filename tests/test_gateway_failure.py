@@ -767,3 +767,51 @@ def test_a_stream_to_a_slow_worker_stays_in_order_across_a_killed_gateway(
         assert got == sorted(set(got)), "reordered or repeated"
         assert got[:200] == list(range(200))  # what the worker's queue held came first
         assert all(int(payload[:4]) == seq for seq, payload in chunks)
+
+
+def test_what_waits_for_a_worker_given_up_on_fails_at_once(tmp_path: Path) -> None:
+    # A slow actor fails for good (no restart) while chunks and a call from another
+    # node wait for its socket in B's gateway: the call waited for its deadline, and the
+    # chunks held the sender's window for stream_wait_s (30 s), its next sends getting
+    # 504 (QA). Now the call fails at once with 503, the chunks are counted, and the
+    # sender's next chunks go (and are counted) without waiting.
+    with busy_worker_pair(tmp_path, 4) as (runner, a, b):
+        worker = b.workers["b1"]
+        target = b.ids["b1"]
+
+        async def undeliverable() -> int:  # once every chunk sent is in
+            deadline, seen = time.monotonic() + 10, -1
+            while (now := int((await b.stats())["undeliverable"])) != seen:
+                assert time.monotonic() < deadline
+                seen = now
+                await asyncio.sleep(0.3)
+            return now
+
+        async def scenario() -> tuple[float, int]:
+            worker.rpc.pause_reading()
+            for n in range(40):  # 2.5 MiB: most of it waits in B's gateway
+                await a.send_chunk("a1", target, "s", n, bytes(64 * 1024))
+            call = asyncio.ensure_future(a.call("a1", target, "echo", b"x", timeout_s=20))
+            await asyncio.sleep(0.5)
+            assert not call.done()
+            b.states["b1"] = "failed"
+            b.entry_fields["b1"] = {"given_up": True}
+            b.send_directory()
+            started = time.monotonic()
+            with pytest.raises(Unavailable):
+                await call
+            failed_after_s = time.monotonic() - started
+            for n in range(40, 80):  # the window is open again
+                await a.send_chunk("a1", target, "s", n, bytes(64 * 1024), timeout_s=5)
+            return failed_after_s, await undeliverable()
+
+        try:
+            failed_after_s, dropped = runner.run(scenario(), timeout_s=60)
+        finally:
+            b.states.clear()
+            b.entry_fields.clear()
+            b.send_directory()
+            worker.rpc.resume_reading()
+        assert failed_after_s < 3  # not at its 20 s deadline
+        # The last 40, and the first ones but what B's gateway had handed to ZeroMQ:
+        assert dropped >= 40 + 40 - 2 * 4 - 8

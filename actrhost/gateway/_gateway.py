@@ -451,7 +451,7 @@ class Gateway(Nodes, Outbound, Inbound):
         if op == control.DIRECTORY:
             gone = self.directory.update(message)
             self._refresh_aliases()
-            self._bind_feeds()
+            self._workers_changed()
             self._report_availability()
             if gone:
                 for entry in gone:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from .._directory import gateway_feed_endpoint
+from .._directory import LIVE_STATES, gateway_feed_endpoint
 from .._rpc import configure_socket
 from .._zmqloop import LoopSocket
 from ._carry import Receipt
@@ -100,12 +100,14 @@ class ToWorkers:
     _flush_links: Callable[[], None]
     _count_undeliverable: Callable[[], None]
 
-    def _bind_feeds(self) -> None:
-        """Bind the feed of every worker the directory lists, before frames come for it:
-        its worker connects to it within ~10 ms, and a lossy frame for a worker not yet
-        connected is dropped (a call, tell or reliable chunk waits)."""
+    def _workers_changed(self) -> None:
+        """After a directory update: bind the feed of every worker listed, before frames
+        come for it (its worker connects within ~10 ms, and a lossy frame for a worker not
+        yet connected is dropped), and fail what waits for one that will not be back."""
         for entry in self.directory.entries():
             self._dealer(entry.endpoint)
+            if entry.state not in LIVE_STATES and not entry.comes_back:
+                self._give_up_backlog(entry.endpoint)
 
     def _dealer(self, endpoint: str) -> LoopSocket:
         """The DEALER bound for the worker at ``endpoint`` (its feed, which it connects
@@ -206,18 +208,34 @@ class ToWorkers:
                     pc.send_control({"op": "room", "t": target})
             backlog.told_full.clear()
 
+    def _give_up_backlog(self, endpoint: str) -> None:
+        """The worker at ``endpoint`` will not be back (its actor failed for good, or
+        stopped): what waits for it fails now. A call waited for its deadline, and a
+        stream chunk held its sender's window for ``Tuning.stream_wait_s`` (30 s), while
+        the sender's next sends got 504 (QA)."""
+        backlog = self._overflow.get(endpoint)
+        while backlog:
+            self._fail_waiting(backlog.popleft())
+        if backlog is not None:
+            self._tell_room(backlog, ended=True)
+
+    def _fail_waiting(self, waiting: Waiting) -> None:
+        if waiting.on_fail is not None:
+            waiting.on_fail()
+        elif waiting.ack is not None:
+            self.counters.undeliverable += 1
+            waiting.ack.stream_delivered(len(waiting.data))  # don't stall the window
+
     async def _drain(self, endpoint: str, backlog: Backlog) -> None:
         dealer = self._dealer(endpoint)
         try:
             while backlog:
                 first = backlog[0]
-                if not await dealer.wait_writable(first.expires_at):
-                    backlog.popleft()
-                    if first.on_fail is not None:
-                        first.on_fail()
-                    elif first.ack is not None:
-                        self.counters.undeliverable += 1
-                        first.ack.stream_delivered(len(first.data))  # don't stall the window
+                writable = await dealer.wait_writable(first.expires_at)
+                if not backlog or backlog[0] is not first:
+                    continue  # given up meanwhile (_give_up_backlog)
+                if not writable:
+                    self._fail_waiting(backlog.popleft())
                     self._tell_room(backlog)
                     continue
                 try:
