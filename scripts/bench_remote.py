@@ -99,17 +99,18 @@ def _on_router(self, parts):
 def _on_link_frame(self, pc, lane, data):
     if "caller" in _seen:
         self._send_router(_seen["caller"], data)
-    elif self._dealers:
-        _seen["link"] = pc
+    elif "link" in _seen:
         next(iter(self._dealers.values())).send_nowait(data)
     else:
+        _seen["pc"] = pc
         _real_on_link_frame(self, pc, lane, data)
 
 def _on_dealer(self, parts):
     if "link" in _seen:
         _seen["link"].enqueue(0, parts[-1])
-    else:
+    else:  # the first answer: the worker's socket is known (its feed is bound early)
         _real_on_dealer(self, parts)
+        _seen["link"] = _seen["pc"]
 
 _outbound.Outbound._on_router = _on_router
 _inbound.Inbound._on_link_frame = _on_link_frame

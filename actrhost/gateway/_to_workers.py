@@ -213,11 +213,12 @@ class ToWorkers:
         stopped): what waits for it fails now. A call waited for its deadline, and a
         stream chunk held its sender's window for ``Tuning.stream_wait_s`` (30 s), while
         the sender's next sends got 504 (QA)."""
-        backlog = self._overflow.get(endpoint)
+        backlog = self._overflow.pop(endpoint, None)  # its _drain ends when it wakes
+        if backlog is None:
+            return
         while backlog:
             self._fail_waiting(backlog.popleft())
-        if backlog is not None:
-            self._tell_room(backlog, ended=True)
+        self._tell_room(backlog, ended=True)
 
     def _fail_waiting(self, waiting: Waiting) -> None:
         if waiting.on_fail is not None:
