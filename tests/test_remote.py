@@ -451,6 +451,33 @@ def test_a_sigkilled_gateway_is_restarted_and_calls_work_again(node_factory, sig
     run(go(), 90)
 
 
+def test_a_sigkilled_actor_called_from_another_node_is_restarted_and_reached_again(
+    node_factory, signaling_url
+):
+    # The restarted worker connects to the feed its gateway bound for the first one
+    # (docs/node.md, Messaging): calls from node A reach it again, with the same id.
+    node_a, node_b = relay_and_echo_nodes(node_factory, signaling_url)
+
+    async def calls(count: int) -> None:
+        async with actrhost.connect(node_a.config_path) as shell_a:
+            for n in range(count):
+                text = b"test+Echo test.Echo.Say %d" % n
+                answer = await shell_a.call("relay", "test.Relay.Forward", text, timeout=10)
+                assert answer == b"%d" % n
+
+    run(calls(1), 30)
+    (echo,) = node_b.actors()
+    os.kill(echo.pid, signal.SIGKILL)
+
+    def restarted() -> bool:
+        (now,) = node_b.actors()
+        return now.state == "running" and now.pid not in (None, echo.pid)
+
+    wait_until(restarted, 15.0, "echo to be restarted")
+    assert node_b.actors()[0].actr_id == echo.actr_id
+    run(calls(20), 30)  # each through the restarted worker's feed
+
+
 def test_calls_pending_in_the_callers_own_gateway_fail_fast_when_it_is_killed(
     node_factory, signaling_url
 ):
