@@ -103,6 +103,8 @@ _GATEWAY_GAUGES = {
     "pending_out": "Calls to other nodes awaiting their response.",
     "pending_in": "Calls from other nodes awaiting the local actor's response.",
     "streams_held": "Stream frames held for remote nodes whose link is full.",
+    "frames_waiting_for_actors": "Frames from other nodes waiting for slow local actors.",
+    "bytes_waiting_for_actors": "Bytes of frames from other nodes waiting for slow local actors.",
 }
 
 

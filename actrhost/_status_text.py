@@ -154,6 +154,12 @@ def format_status(status: dict[str, Any]) -> str:
             lines.append(
                 f"  stream frames held for full links or slow actors: {stats['streams_held']}"
             )
+        if stats.get("frames_waiting_for_actors"):  # their sockets full (_to_workers)
+            lines.append(
+                f"  frames from other nodes waiting for slow actors: "
+                f"{stats['frames_waiting_for_actors']} "
+                f"({format_bytes(stats.get('bytes_waiting_for_actors', 0))})"
+            )
         remote = stats.get("remote_nodes") or {}
         for node_id, node in sorted(remote.items()):
             name = f"{node['name']} ({node_id})" if node.get("name") else node_id

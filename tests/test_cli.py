@@ -289,6 +289,11 @@ def test_status_names_the_ice_host_and_the_gateway_counters_that_are_not_zero():
     stats["streams_held"] = 12  # stream frames kept for a node whose link is full
     text = format_status({"node": "a", "actors": [], "gateway": {**gateway, "stats": stats}})
     assert "  stream frames held for full links or slow actors: 12" in text.splitlines()
+    assert "waiting for slow actors" not in text
+    stats["frames_waiting_for_actors"] = 3  # from other nodes, for local actors' sockets
+    stats["bytes_waiting_for_actors"] = 3 * 1024 * 1024
+    text = format_status({"node": "a", "actors": [], "gateway": {**gateway, "stats": stats}})
+    assert "  frames from other nodes waiting for slow actors: 3 (3.0 MiB)" in text.splitlines()
     # A signaling connection that is down, and a gateway that does not answer, show.
     stats["signaling"] = "connecting"
     text = format_status({"node": "a", "actors": [], "gateway": {**gateway, "stats": stats}})

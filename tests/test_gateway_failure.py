@@ -794,6 +794,9 @@ def test_what_waits_for_a_worker_given_up_on_fails_at_once(tmp_path: Path) -> No
             call = asyncio.ensure_future(a.call("a1", target, "echo", b"x", timeout_s=20))
             await asyncio.sleep(0.5)
             assert not call.done()
+            waiting = await b.stats()  # for the actor's full socket (actrhost status)
+            assert waiting["frames_waiting_for_actors"] >= 40 - 2 * 4 - 8 + 1
+            assert waiting["bytes_waiting_for_actors"] >= 24 * 64 * 1024
             b.states["b1"] = "failed"
             b.entry_fields["b1"] = {"given_up": True}
             b.send_directory()
@@ -803,6 +806,7 @@ def test_what_waits_for_a_worker_given_up_on_fails_at_once(tmp_path: Path) -> No
             failed_after_s = time.monotonic() - started
             for n in range(40, 80):  # the window is open again
                 await a.send_chunk("a1", target, "s", n, bytes(64 * 1024), timeout_s=5)
+            assert (await b.stats())["frames_waiting_for_actors"] == 0
             return failed_after_s, await undeliverable()
 
         try:

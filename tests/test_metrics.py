@@ -255,6 +255,8 @@ def test_render_metrics_exports_the_gateway_and_remote_nodes():
                 "pending_out": 0,
                 "pending_in": 0,
                 "streams_held": 5,
+                "frames_waiting_for_actors": 7,
+                "bytes_waiting_for_actors": 7000,
                 "ice_host_addresses": ["127.0.0.1"],
                 "calls_out": 3,
                 "failed_calls": 0,
@@ -284,6 +286,8 @@ def test_render_metrics_exports_the_gateway_and_remote_nodes():
     assert total(samples, "actrhost_gateway_calls_out_total", **node) == 3
     assert total(samples, "actrhost_gateway_registered", **node) == 1
     assert total(samples, "actrhost_gateway_streams_held", **node) == 5  # a gauge: no _total
+    assert total(samples, "actrhost_gateway_frames_waiting_for_actors", **node) == 7
+    assert total(samples, "actrhost_gateway_bytes_waiting_for_actors", **node) == 7000
     remote = {"remote_node": "3a576e28d344267d", "remote_name": "echo-a"}
     assert total(samples, "actrhost_remote_connected", **remote) == 1
     lane_labels = {**remote, "lane": "rpc_reliable"}

@@ -477,6 +477,7 @@ class Gateway(Nodes, Outbound, Inbound):
             "pending_in": len(self._pending_in),
             "ice_host_addresses": self.ice_host_addresses,
             "streams_held": self._stream_hold.frames,
+            **self.waiting_for_workers(),
             **vars(self.counters),
             "remote_nodes": {node_id: node.stats() for node_id, node in self._nodes.items()},
         }

@@ -208,6 +208,15 @@ class ToWorkers:
                     pc.send_control({"op": "room", "t": target})
             backlog.told_full.clear()
 
+    def waiting_for_workers(self) -> dict[str, int]:
+        """Frames and bytes from other nodes waiting here for slow local actors (their
+        sockets full), for ``actrhost status``."""
+        backlogs = self._overflow.values()
+        return {
+            "frames_waiting_for_actors": sum(len(backlog) for backlog in backlogs),
+            "bytes_waiting_for_actors": sum(backlog.size_bytes for backlog in backlogs),
+        }
+
     def _give_up_backlog(self, endpoint: str) -> None:
         """The worker at ``endpoint`` will not be back (its actor failed for good, or
         stopped): what waits for it fails now. A call waited for its deadline, and a
