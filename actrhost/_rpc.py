@@ -58,6 +58,12 @@ LATE_TIMER_S = 0.05
 #: A blocked loop's due timers fire together: the sockets are read for them once per this.
 CATCH_UP_EVERY_S = 0.01
 
+#: Frames the feed's queue holds, at most (``hwm_messages`` if lower): beyond, frames
+#: from other nodes wait in the gateway, bounded in bytes, where a slow actor's stream
+#: is held back at its sender (docs/gateway.md, Backpressure). With ``hwm_messages``
+#: (10,000 by default) a slow actor took a whole remote stream into its memory.
+FEED_RECEIVE_HWM = 1024
+
 #: The routing id ``on_request`` gets for a frame that came on the feed (a ROUTER never
 #: gives an empty one); :meth:`RpcEndpoint.reply` answers it on the feed.
 FEED_ROUTE = b""
@@ -219,6 +225,7 @@ class RpcEndpoint:
             return
         sock = self._zctx.socket(zmq.DEALER)
         configure_socket(sock, self._hwm)
+        sock.setsockopt(zmq.RCVHWM, min(self._hwm, FEED_RECEIVE_HWM))
         sock.connect(endpoint)  # no ZMQ_IMMEDIATE: see link()
         self._feed = LoopSocket(sock, self._on_feed_message, f"{self.name} feed")
         self._feed_replies = Replies(self._feed, self._count_undeliverable_replies, addressed=False)

@@ -19,6 +19,7 @@ import pytest
 pytest.importorskip("aiortc")
 
 from actrhost import ActrError, NotFound, Unavailable
+from actrhost._rpc import FEED_RECEIVE_HWM
 from actrhost.gateway._testing import FAST_TUNING, HarnessNode, LoopRunner, start_nodes
 from actrhost.gateway._to_workers import WORKER_SEND_HWM
 from actrhost.signaling import write_key_file
@@ -604,8 +605,8 @@ def test_tells_a_killed_gateway_still_held_are_counted_not_lost_unseen(
     # Left unseen: those handed to ZeroMQ that its queue in the killed gateway still held
     # (at most WORKER_SEND_HWM, whatever the node's hwm: docs/gateway.md, Limits), and a
     # few on their way (9 of 40 seen under load with 4). Before: 36 of 40 with 4; with
-    # 2500, ~1470 of 4000 before that queue was capped (the worker's own queue keeps the
-    # first 2500).
+    # 2500, ~1470 of 4000 before that queue was capped (the worker's own queue, its feed,
+    # keeps the first 1,024: FEED_RECEIVE_HWM).
     unseen_max = min(hwm, WORKER_SEND_HWM) + 8
     with busy_worker_pair(tmp_path, hwm) as (runner, a, b):
         worker = b.workers["b1"]
@@ -644,12 +645,13 @@ def test_tells_a_killed_gateway_still_held_are_counted_not_lost_unseen(
 
         dropped = runner.run(scenario(), timeout_s=60)
         # Most of those beyond the worker's queue and the killed gateway's ZeroMQ queue:
-        assert dropped >= (count - hwm - unseen_max) // 2
+        assert dropped >= (count - min(hwm, FEED_RECEIVE_HWM) - unseen_max) // 2
         assert dropped + len(worker.received.tells) >= count - unseen_max
         got = [int(p[:4]) for _route, p, _s in worker.received.tells]
         # In order, once each: those handed on before the kill, then those that had not
         # left node A yet (not in doubt: delivered by the new gateway).
-        assert got == sorted(set(got)) and got[: min(hwm, count)] == list(range(min(hwm, count)))
+        kept = min(hwm, FEED_RECEIVE_HWM, count)  # in the worker's own queue (its feed)
+        assert got == sorted(set(got)) and got[:kept] == list(range(kept))
 
 
 def test_a_slow_worker_loses_no_reliable_chunk_while_it_keeps_taking(tmp_path: Path) -> None:
@@ -819,3 +821,45 @@ def test_what_waits_for_a_worker_given_up_on_fails_at_once(tmp_path: Path) -> No
         assert failed_after_s < 3  # not at its 20 s deadline
         # The last 40, and the first ones but what B's gateway had handed to ZeroMQ:
         assert dropped >= 40 + 40 - 2 * 4 - 8
+
+
+def test_a_slow_worker_takes_at_most_its_feeds_queue_of_a_remote_stream(tmp_path: Path) -> None:
+    # With hwm_messages (10,000 by default) as the worker's queue for frames from other
+    # nodes, a slow actor took a whole remote stream into its memory (10,000 chunks of
+    # 64 KiB: 640 MiB), and its sender never heard that it was slow. The feed holds
+    # 1,024 (FEED_RECEIVE_HWM): beyond, chunks wait in B's gateway (bounded: past
+    # stream_target_bytes the sender is told "full" and keeps them); then all arrive, in
+    # order.
+    count = 3000
+    with busy_worker_pair(tmp_path, 10_000) as (runner, a, b):
+        worker = b.workers["b1"]
+        chunks = worker.received.chunks["s"]
+
+        async def at_b() -> tuple[int, int]:  # chunks B's gateway got, and still has
+            stats = await b.stats()
+            (node,) = stats["remote_nodes"].values()
+            got = int(node["lanes"]["stream_reliable"]["frames_in"])
+            return got, int(stats["frames_waiting_for_actors"])
+
+        async def scenario() -> int:
+            worker.rpc.pause_reading()
+            for n in range(count):
+                await a.send_chunk("a1", b.ids["b1"], "s", n, b"%04d" % n + bytes(16 * 1024))
+            deadline, seen = time.monotonic() + 30, (-1, -1)
+            while (now := await at_b()) != seen:  # until the flow has stopped
+                assert time.monotonic() < deadline
+                seen = now
+                await asyncio.sleep(0.5)
+            got, waiting = now
+            worker.rpc.resume_reading()
+            deadline = time.monotonic() + 30
+            while len(chunks) < count:
+                assert time.monotonic() < deadline, f"{len(chunks)} chunks"
+                await asyncio.sleep(0.1)
+            return got - waiting
+
+        handed_over = runner.run(scenario(), timeout_s=120)
+        # The worker's feed (1,024) and the gateway's own queue for it (1,024), and a
+        # few in the socket between them; all 3,000 with hwm_messages as the feed's.
+        assert handed_over <= 2 * 1024 + 64
+        assert [seq for seq, _payload in chunks] == list(range(count))
