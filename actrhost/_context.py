@@ -231,7 +231,10 @@ class Context:
         """Send a message that is never answered. Returns once it is handed to the transport.
 
         Raises ``NotFound`` / ``Unavailable`` when the destination cannot take it; the
-        handler's own failures are never reported back.
+        handler's own failures are never reported back. For an actor on another node,
+        that is known once a tell has been dropped there: the tells (and stream frames) to
+        it raise for the next second (docs/gateway.md, "Frames that cannot be
+        delivered").
         """
         await self._runtime.send_tell(
             self,
@@ -290,7 +293,8 @@ class Context:
         way to another node (its lane's ``dropped``).
         Raises ``BadRequest`` for a payload larger than ``[shm] ring_bytes`` less the
         ring record's 16-byte header, and
-        ``NotFound`` / ``Unavailable`` when the destination is unknown or down.
+        ``NotFound`` / ``Unavailable`` when the destination is unknown or down (on
+        another node: once a frame has been dropped there, as for ``tell``).
         """
         frame = chunk_frame(chunk, payload_type)
         return await self._runtime.send_stream_frame(

@@ -38,6 +38,7 @@ from ._errors import (
     error_from_code,
 )
 from ._replies import Replies
+from ._undeliverable import RefusedTargets, is_notice
 from ._zmqloop import LoopSocket
 
 log = logging.getLogger(__name__)
@@ -178,6 +179,9 @@ class RpcEndpoint:
         self._feed: LoopSocket | None = None  # see open_feed
         self._feed_replies: Replies | None = None
         self._reading_paused = False
+        #: Actors on other nodes this process's tells and stream frames may not go to
+        #: for now: the gateway said it dropped some (module ``_undeliverable``).
+        self.refused = RefusedTargets(self._loop.time)
         router = zctx.socket(zmq.ROUTER)
         configure_socket(router, hwm)
         # Report unroutable replies instead of dropping them silently.
@@ -267,12 +271,19 @@ class RpcEndpoint:
             if isinstance(env, StreamFrame):
                 self._stream_frame(env)
             elif env.direction == wire.RESPONSE:
-                self._resolve(env)
+                if not routing_id and is_notice(env):  # (only the gateway's feed has none)
+                    self._learn_refused(env)
+                else:
+                    self._resolve(env)
             else:
                 self._on_request(env, routing_id)
 
     def _on_feed_message(self, parts: list[bytes]) -> None:
         self._on_router_message([FEED_ROUTE, *parts])
+
+    def _learn_refused(self, env: Envelope) -> None:
+        if not self.refused.learn(env):
+            self.dropped_malformed("a notice without a target or an error")
 
     def _stream_frame(self, frame: StreamFrame) -> None:
         if self._on_stream is None:

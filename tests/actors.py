@@ -13,6 +13,7 @@ from google.protobuf.wrappers_pb2 import Int64Value, StringValue
 
 from actrhost import (
     Actor,
+    ActrError,
     ActrId,
     ActrType,
     Context,
@@ -112,6 +113,22 @@ class Relay(Actor):
     @rpc("test.Relay.Local")
     async def local(self, ctx: Context, request: bytes) -> bytes:
         return await ctx.call(Dest.LOCAL, "test.Relay.Leaf", request)
+
+    @rpc("test.Relay.TellUntilRefused")
+    async def tell_until_refused(self, ctx: Context, request: bytes) -> bytes:
+        # A tell and a stream chunk to the actor named, every 20 ms, until one raises:
+        # "<sends> <error type>: <message>", or "never" after 10 s.
+        target = Dest.actor(ActrId.parse(request.decode()))
+        for n in range(500):
+            try:
+                if n % 2:
+                    await ctx.tell(target, "test.Echo.Say", b"%d" % n)
+                else:
+                    await ctx.send_data_stream(target, DataStream("s", n, b"x"), timeout=1)
+            except ActrError as exc:
+                return f"{n} {type(exc).__name__}: {exc.message}".encode()
+            await asyncio.sleep(0.02)
+        return b"never"
 
 
 class Recorder(Actor):

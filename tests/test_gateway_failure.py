@@ -806,6 +806,18 @@ def test_what_waits_for_a_worker_given_up_on_fails_at_once(tmp_path: Path) -> No
             with pytest.raises(Unavailable):
                 await call
             failed_after_s = time.monotonic() - started
+            # The sender is told that its chunks waiting there were dropped: its
+            # worker refuses the next ones to b1 for a while (docs/gateway.md, "Frames
+            # that cannot be delivered").
+            refused = a.workers["a1"].rpc.refused
+            while True:
+                try:
+                    refused.check(target)
+                except Unavailable as exc:
+                    assert "b1" in exc.message
+                    break
+                assert time.monotonic() - started < 5, "a1 was not told"
+                await asyncio.sleep(0.02)
             for n in range(40, 80):  # the window is open again
                 await a.send_chunk("a1", target, "s", n, bytes(64 * 1024), timeout_s=5)
             assert (await b.stats())["frames_waiting_for_actors"] == 0

@@ -478,6 +478,34 @@ def test_a_sigkilled_actor_called_from_another_node_is_restarted_and_reached_aga
     run(calls(20), 30)  # each through the restarted worker's feed
 
 
+def test_tells_and_chunks_to_an_actor_gone_on_another_node_raise_at_the_sender(
+    node_factory, signaling_url
+):
+    # Between local actors a tell or chunk to an actor that is gone raises Unavailable;
+    # to another node's actor it went on into the void, counted there (docs/gateway.md,
+    # "Frames that cannot be delivered"). Now the sender's gateway is told, and its
+    # next tell or chunk raises too; also for an actor id that no node hosts.
+    temporary = 'restart = "temporary"\n'  # of the echo: not restarted
+    node_a, node_b = relay_and_echo_nodes(node_factory, signaling_url, temporary)
+
+    async def relay(route: str, payload: bytes) -> bytes:
+        async with actrhost.connect(node_a.config_path) as shell_a:
+            return await shell_a.call("relay", f"test.Relay.{route}", payload, timeout=20)
+
+    assert run(relay("Forward", b"test+Echo test.Echo.Say ok"), 30) == b"ok"
+    (echo,) = node_b.actors()
+    os.kill(echo.pid, signal.SIGKILL)
+    gone = run(relay("TellUntilRefused", str(echo.actr_id).encode()), 30)
+    nobody = ActrId(echo.actr_id.realm, echo.actr_id.serial_number + 999, echo.actr_id.type)
+    unknown = run(relay("TellUntilRefused", str(nobody).encode()), 30)
+    sent, _, error = gone.decode().partition(" ")
+    assert error.startswith("Unavailable: "), gone
+    assert "echo" in error
+    assert int(sent) < 50  # within a second, not never
+    sent, _, error = unknown.decode().partition(" ")
+    assert error.startswith(("NotFound: ", "Unavailable: ")), unknown
+
+
 def test_calls_pending_in_the_callers_own_gateway_fail_fast_when_it_is_killed(
     node_factory, signaling_url
 ):

@@ -25,3 +25,6 @@ class GatewayCounters:
     #: Offers and answers in the name of a node whose certificate they do not carry
     #: (forged, _identity.py): refused.
     unproven_sdp: int = 0
+    #: Notices sent to our workers that their tells or stream frames for an actor on
+    #: another node were dropped, that actor being unknown or down (_notices.py).
+    senders_told: int = 0

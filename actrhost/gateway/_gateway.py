@@ -40,6 +40,7 @@ from .._replies import Replies
 from .._ring_readers import RingReaders
 from .._rpc import configure_socket
 from .._rundir import remove_orphaned_run_dir, taken_over
+from .._undeliverable import NoticeLimiter
 from .._zmqloop import LoopSocket
 from ..signaling import Availability, SignalingClient
 from ._counters import GatewayCounters
@@ -138,6 +139,7 @@ class Gateway(Nodes, Outbound, Inbound):
         self._locating: dict[ActrId, _Locate] = {}
         self._not_found: dict[ActrId, tuple[float, ActrError]] = {}
         self._missing_drops = 0  # times frames for an actor nobody hosts were dropped
+        self._notices = NoticeLimiter(self._loop.time)  # senders told of dropped frames
         self._failed_call_reports = 0  # connections that failed with calls pending
         self._pending_out: dict[str, _OutCall] = {}
         self._pending_in: dict[str, _InCall] = {}

@@ -29,6 +29,7 @@ from . import _framing as framing
 from ._carry import Receipt
 from ._counters import GatewayCounters
 from ._expiry import Expiring, ExpiryWheel
+from ._notices import Notices
 from ._outbound import MAX_TIMEOUT_MS, NO_DEADLINE_S, _OutCall
 from ._peer import PeerConnection
 from ._remote import RemoteNode
@@ -76,7 +77,7 @@ class _InCall:
         self.target = target
 
 
-class Inbound(Trust, ToWorkers):
+class Inbound(Trust, ToWorkers, Notices):
     """Mixin of :class:`~._gateway.Gateway`: remote node -> local worker."""
 
     # Set up by Gateway.__init__.
@@ -106,9 +107,12 @@ class Inbound(Trust, ToWorkers):
 
     def _on_link_control(self, pc: PeerConnection, message: dict[str, Any]) -> None:
         # The control messages the connection does not handle itself: "hello",
-        # "introduce", and "full" and "room" (module _to_workers).
+        # "introduce", "gone" (module _notices), and "full" and "room" (_to_workers).
         if message["op"] == "introduce":
             self._introduce(pc, message)
+            return
+        if message["op"] == "gone":
+            self._on_gone(pc, message)
             return
         if message["op"] in ("full", "room"):
             self._target_pressure(pc, message)
@@ -314,6 +318,7 @@ class Inbound(Trust, ToWorkers):
             else:
                 self.counters.undeliverable += 1
                 log.debug("%r: tell for %s dropped: %s", self, env.target, exc.message)
+                self._say_gone(pc, env.source, env.target, exc)
             return
         env.deadline_ns = deadline_ns
         if deadline_ns and not may_wait:
@@ -442,6 +447,7 @@ class Inbound(Trust, ToWorkers):
                     return
             self.counters.undeliverable += 1
             log.debug("%r: stream frame for %s dropped: %s", self, sf.target, exc.message)
+            self._say_gone(pc, sf.source, sf.target, exc)
             if reliable and not acked:
                 pc.stream_delivered(len(data))  # never delivered, but don't stall the window
             return
@@ -492,8 +498,9 @@ class Inbound(Trust, ToWorkers):
         self._readdress(sf)
         try:
             endpoint = self._local_endpoint(sf.target, sf.source, pc.remote_node)
-        except ActrError:
+        except ActrError as exc:
             self.counters.undeliverable += 1
+            self._say_gone(pc, sf.source, sf.target, exc)
             return
         self._to_local(
             endpoint, wire.encode_stream(sf), wait_s=0.0, on_fail=self._count_undeliverable

@@ -15,7 +15,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import _envelope as wire
@@ -91,6 +91,9 @@ class _Locate:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.frames: list[tuple[int, bytes, str]] = []  # (lane, frame, request id or "")
         self.size_bytes = 0
+        #: Our actors among the frames' senders of tells and stream frames: told if the
+        #: target is not found (module _notices).
+        self.senders: set[ActrId] = set()
         self.found: asyncio.Future[str] = loop.create_future()
 
 
@@ -106,6 +109,7 @@ class Outbound:
     _replies: dict[str, Replies]  # by socket (CALLS, STREAMS, MEDIA)
     _signaling_back_at: float | None  # loop time our signaling connection came back
     _routers: dict[str, LoopSocket]
+    _notify_sender: Callable[[ActrId | None, ActrId, ActrError], None]  # _notices
     _regs: dict[ActrId, Any]
     _to_signaling: dict[ActrId, ActrId]
     _nodes: dict[str, RemoteNode]
@@ -333,13 +337,15 @@ class Outbound:
             if known_missing is not None:
                 until, error = known_missing
                 if self._loop.time() < until:
-                    self._drop_for_missing(target, [request_id], error)
+                    self._drop_for_missing(target, [request_id], error, (source,))
                     return
                 del self._not_found[target]
             locate = self._locating[target] = _Locate(self._loop)
             self._spawn(self._locate(target, source, locate))
         locate.frames.append((lane, frame, request_id))
         locate.size_bytes += len(frame)
+        if not request_id and source is not None:
+            locate.senders.add(source)
         if sum(x.size_bytes for x in self._locating.values()) > LOCATE_QUEUE_BYTES:
             self._on_pressure("locate", True)
 
@@ -383,7 +389,8 @@ class Outbound:
                 if len(self._not_found) >= NOT_FOUND_KEPT_MAX:
                     del self._not_found[next(iter(self._not_found))]
                 self._not_found[target] = (self._loop.time() + NOT_FOUND_KEPT_S, error)
-            self._drop_for_missing(target, [request_id for *_, request_id in locate.frames], error)
+            request_ids = [request_id for *_, request_id in locate.frames]
+            self._drop_for_missing(target, request_ids, error, locate.senders)
             return
         self._node_of[target] = node_id
         for lane, frame, request_id in locate.frames:
@@ -465,9 +472,15 @@ class Outbound:
             ),
         )
 
-    def _drop_for_missing(self, target: ActrId, request_ids: list[str], error: ActrError) -> None:
-        """Fail the calls (``request_ids``; "" for a tell or stream frame, whose sender
-        cannot be told) of frames for ``target``, which could not be located."""
+    def _drop_for_missing(
+        self,
+        target: ActrId,
+        request_ids: list[str],
+        error: ActrError,
+        senders: Iterable[ActrId | None],
+    ) -> None:
+        """Fail the calls (``request_ids``; "" for a tell or stream frame) of frames for
+        ``target``, which could not be located; tell the ``senders`` of the others."""
         dropped = 0
         for request_id in request_ids:
             if request_id:
@@ -476,6 +489,8 @@ class Outbound:
                 dropped += 1
         if not dropped:
             return
+        for sender in senders:
+            self._notify_sender(sender, target, error)
         self.counters.undeliverable += dropped
         self._missing_drops += 1
         if worth_logging(self._missing_drops):  # a sender that goes on: once per drop

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from .._directory import LIVE_STATES, gateway_feed_endpoint
+from .._errors import ActrError, Unavailable
 from .._rpc import configure_socket
 from .._zmqloop import LoopSocket
 from ._carry import Receipt
@@ -99,6 +100,7 @@ class ToWorkers:
     _on_dealer: Callable[[list[bytes]], None]
     _flush_links: Callable[[], None]
     _count_undeliverable: Callable[[], None]
+    _say_gone_for_frames: Callable[[Iterable[bytes], ActrError], None]  # _notices
 
     def _workers_changed(self) -> None:
         """After a directory update: bind the feed of every worker listed, before frames
@@ -107,7 +109,8 @@ class ToWorkers:
         for entry in self.directory.entries():
             self._dealer(entry.endpoint)
             if entry.state not in LIVE_STATES and not entry.comes_back:
-                self._give_up_backlog(entry.endpoint)
+                error = Unavailable(f"actor {entry.actr_id} ({entry.name}) is {entry.state.value}")
+                self._give_up_backlog(entry.endpoint, error)
 
     def _dealer(self, endpoint: str) -> LoopSocket:
         """The DEALER bound for the worker at ``endpoint`` (its feed, which it connects
@@ -217,7 +220,7 @@ class ToWorkers:
             "bytes_waiting_for_actors": sum(backlog.size_bytes for backlog in backlogs),
         }
 
-    def _give_up_backlog(self, endpoint: str) -> None:
+    def _give_up_backlog(self, endpoint: str, error: ActrError) -> None:
         """The worker at ``endpoint`` will not be back (its actor failed for good, or
         stopped): what waits for it fails now. A call waited for its deadline, and a
         stream chunk held its sender's window for ``Tuning.stream_wait_s`` (30 s), while
@@ -225,6 +228,7 @@ class ToWorkers:
         backlog = self._overflow.pop(endpoint, None)  # its _drain ends when it wakes
         if backlog is None:
             return
+        self._say_gone_for_frames((waiting.data for waiting in backlog), error)
         while backlog:
             self._fail_waiting(backlog.popleft())
         self._tell_room(backlog, ended=True)

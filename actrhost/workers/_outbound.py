@@ -118,6 +118,7 @@ class Outbound:
         """Send a tell for a Context."""
         deadline = self._loop.time() + (ctx.deadline - self._loop.time() if ctx.deadline else 5.0)
         endpoint, target = await self._resolve_when_started(dest, route_key, deadline)
+        self.rpc.refused.check(target)  # an actor on another node gone (_undeliverable)
         env = Envelope(
             TELL,
             route_key,
@@ -142,6 +143,7 @@ class Outbound:
         shell_key = f"{frame.kind}:{frame.key}"
         # A receiver still starting is waited for, as by a call or tell (docs/node.md).
         endpoint, target = await self._resolve_when_started(dest, shell_key, deadline)
+        self.rpc.refused.check(target)
         if dest.kind == "LOCAL":
             pid: int | None = os.getpid()
         elif dest.kind == "SHELL":

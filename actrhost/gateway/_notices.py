@@ -1,0 +1,144 @@
+"""Telling the sender of tells and stream frames that could not be delivered to an actor
+on another node (module ``actrhost._undeliverable`` says what the sender does then).
+
+Two gateways take part. The one of the target's node (B) drops a frame for an actor it
+does not host, or that is not running, or that failed or stopped for good while frames
+waited for it, and says ``gone`` to the sender's node over the link::
+
+    {"op": "gone", "t": "<target as the sender named it>", "s": "<source>",
+     "code": 404, "m": "<why>"}
+
+The sender's gateway (A) passes that on to the source's worker as a notice on its feed,
+as it does for the frames it drops itself (an actor no node hosts). Each side sends one
+notice per (source, target) per ``_undeliverable.NOTICE_EVERY_S`` at most. A ``gone``
+about another node's actor, or for a source that is not ours, is counted as malformed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import zmq
+
+from .. import _envelope as wire
+from .._directory import Directory
+from .._envelope import TELL, StreamFrame
+from .._errors import ActrError, BadRequest, NotFound, Unavailable, error_from_code
+from .._ids import ActrId
+from .._undeliverable import NoticeLimiter, notice
+from .._zmqloop import LoopSocket
+from ._counters import GatewayCounters
+from ._peer import PeerConnection
+from ._remote import RemoteNode
+from ._types import LinkState
+
+log = logging.getLogger(__name__)
+
+#: The longest reason a ``gone`` carries (it ends up in an exception's text).
+REASON_MAX_CHARS = 300
+#: The errors a sender is told about: its target is unknown or not running. (An ACL's
+#: refusal is not said: a local sender's tell is not told either.)
+TOLD_ERRORS = (NotFound, Unavailable)
+
+
+class Notices:
+    """Mixin of :class:`~._gateway.Gateway`: the two halves above."""
+
+    # Set up by Gateway.__init__.
+    node_id: str
+    counters: GatewayCounters
+    directory: Directory
+    _nodes: dict[str, RemoteNode]
+    _node_of: dict[ActrId, str]
+    _notices: NoticeLimiter
+    _to_signaling: dict[ActrId, ActrId]  # Gateway._refresh_aliases
+    _dealer: Callable[[str], LoopSocket]  # _to_workers.ToWorkers: a worker's feed
+
+    # -- node B: the target's -----------------------------------------------------------
+
+    def _say_gone(
+        self, pc: PeerConnection | None, source: ActrId | None, target: Any, error: ActrError
+    ) -> None:
+        """Frames from ``source`` (another node's actor) for ``target`` (as that node
+        names it) were dropped with ``error``: say so to its node, on ``pc`` or on the
+        node's live connection."""
+        if source is None or target is None or not isinstance(error, TOLD_ERRORS):
+            return
+        if pc is None:
+            node = self._nodes.get(self._node_of.get(source, ""))
+            pc = node.pc if node is not None else None
+        if pc is None or pc.state is not LinkState.CONNECTED:
+            return
+        target = self._to_signaling.get(target, target)  # (frames were readdressed)
+        if not self._notices.due((source, target)):
+            return
+        pc.send_control(
+            {
+                "op": "gone",
+                "t": str(target),
+                "s": str(source),
+                "code": int(error.code),
+                "m": error.message[:REASON_MAX_CHARS],
+            }
+        )
+
+    def _say_gone_for_frames(self, frames: Iterable[bytes], error: ActrError) -> None:
+        """The tells and stream frames among ``frames`` (encoded, waiting for a worker
+        that will not be back) were dropped: tell their senders."""
+        told: set[tuple[ActrId, ActrId]] = set()
+        for data in frames:
+            try:
+                item = wire.decode(data)
+            except BadRequest:
+                continue
+            if not isinstance(item, StreamFrame) and item.direction != TELL:
+                continue  # a call: its caller gets the error as an answer
+            if item.source is None or item.target is None:
+                continue
+            if (item.source, item.target) not in told:
+                told.add((item.source, item.target))
+                self._say_gone(None, item.source, item.target, error)
+
+    # -- node A: the sender's -----------------------------------------------------------
+
+    def _on_gone(self, pc: PeerConnection, message: dict[str, Any]) -> None:
+        """The other node dropped frames of one of our actors."""
+        target, source = _actor_id(message.get("t")), _actor_id(message.get("s"))
+        code, reason = message.get("code"), message.get("m")
+        if (
+            target is None
+            or source is None
+            or not isinstance(code, int)
+            or not isinstance(reason, str)
+            or self._node_of.get(target, pc.remote_node) != pc.remote_node
+            or self.directory.get(source) is None
+        ):
+            # (a node speaks for its own actors only, and to ours only)
+            pc.counters.malformed += 1
+            return
+        error = error_from_code(code, reason[:REASON_MAX_CHARS])
+        self._notify_sender(source, target, error)
+
+    def _notify_sender(self, source: ActrId | None, target: ActrId, error: ActrError) -> None:
+        """Tell the worker of ``source`` (one of our actors) that its frames for
+        ``target`` were dropped with ``error``: its next ones raise it for a while."""
+        if source is None or not isinstance(error, TOLD_ERRORS):
+            return
+        entry = self.directory.get(source)
+        if entry is None or not self._notices.due((source, target, "local")):
+            return
+        try:
+            self._dealer(entry.endpoint).send_nowait(notice(target, error))
+        except zmq.ZMQError:
+            pass  # its queue is full: the next dropped frame tells it
+        else:
+            self.counters.senders_told += 1
+
+
+def _actor_id(text: object) -> ActrId | None:
+    try:
+        return ActrId.parse(text) if isinstance(text, str) else None
+    except BadRequest:
+        return None

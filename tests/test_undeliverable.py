@@ -1,0 +1,225 @@
+"""Telling a sender that its tells and stream frames to another node's actor were dropped
+(actrhost/_undeliverable.py, actrhost/gateway/_notices.py), part by part. The whole path
+between two real nodes: tests/test_remote.py and tests/test_gateway_failure.py."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from actrhost import _envelope as wire
+from actrhost._directory import gateway_feed_endpoint
+from actrhost._envelope import REQUEST, STREAM, TELL, Envelope, StreamFrame
+from actrhost._errors import NotFound, PermissionDenied, Unavailable
+from actrhost._ids import ActrId
+from actrhost._rpc import RpcEndpoint
+from actrhost._undeliverable import (
+    KEPT_MAX,
+    KEPT_S,
+    NOTICE_EVERY_S,
+    NOTICE_ROUTE,
+    NoticeLimiter,
+    RefusedTargets,
+    is_notice,
+    notice,
+)
+from actrhost.gateway._counters import GatewayCounters
+from actrhost.gateway._notices import Notices
+from actrhost.gateway._types import LinkCounters, LinkState
+
+from .utils import run
+
+OURS = ActrId.parse("1@1:test+A")
+THEIRS = ActrId.parse("2@1:test+B")
+ELSEWHERE = ActrId.parse("3@1:test+C")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_notice_makes_the_sends_to_its_target_raise_for_a_while() -> None:
+    clock = Clock()
+    refused = RefusedTargets(clock)
+    refused.check(THEIRS)  # nothing known: nothing raised
+    data = notice(THEIRS, Unavailable("actor b is failed"))
+    env = wire.decode(data)
+    assert isinstance(env, Envelope) and is_notice(env)
+    assert refused.learn(env)
+    for _ in range(3):  # every send within KEPT_S, not just the next one
+        with pytest.raises(Unavailable, match="actor b is failed"):
+            refused.check(THEIRS)
+    refused.check(OURS)  # another target is not refused
+    refused.check(None)  # a Shell
+    clock.now += KEPT_S
+    refused.check(THEIRS)  # then one goes out again, and finds out
+
+
+def test_a_notice_without_target_or_error_is_refused_and_answers_are_no_notices() -> None:
+    refused = RefusedTargets(Clock())
+    no_target = wire.error_response("", NotFound("x"))
+    no_target.route_key = NOTICE_ROUTE
+    assert not refused.learn(no_target)
+    no_error = wire.decode(notice(THEIRS, NotFound("x")))
+    assert isinstance(no_error, Envelope)
+    no_error.error_code = 0
+    assert not refused.learn(no_error)
+    refused.check(THEIRS)
+    answer = wire.error_response("r1", NotFound("x"))  # an answer to a call
+    assert not is_notice(answer)
+
+
+def test_the_targets_remembered_are_bounded() -> None:
+    refused = RefusedTargets(Clock())
+    targets = [ActrId.parse(f"{n + 16:x}@1:test+B") for n in range(KEPT_MAX + 1)]
+    for target in targets:
+        env = wire.decode(notice(target, NotFound("gone")))
+        assert isinstance(env, Envelope) and refused.learn(env)
+    refused.check(targets[0])  # the oldest went
+    with pytest.raises(NotFound):
+        refused.check(targets[-1])
+
+
+def test_a_gateway_sends_one_notice_per_pair_per_interval() -> None:
+    clock = Clock()
+    limiter = NoticeLimiter(clock)
+    assert limiter.due((OURS, THEIRS))
+    assert not limiter.due((OURS, THEIRS))
+    assert limiter.due((OURS, ELSEWHERE))  # another pair has its own
+    clock.now += NOTICE_EVERY_S
+    assert limiter.due((OURS, THEIRS))
+    for n in range(KEPT_MAX + 5):  # bounded
+        limiter.due(n)
+    assert len(limiter._sent_at) == KEPT_MAX
+
+
+def test_a_notice_on_the_feed_is_learned_and_one_from_another_worker_is_not(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        zctx = zmq.Context()
+        endpoint = f"ipc://{tmp_path}/a-1.sock"
+        rpc = RpcEndpoint(zctx, endpoint, lambda env, route: None, hwm=100, name="w")
+        feed = zctx.socket(zmq.DEALER)  # as the gateway binds it
+        feed.bind(gateway_feed_endpoint(endpoint))
+        other = zctx.socket(zmq.DEALER)  # any local peer, on the worker's ROUTER
+        other.connect(endpoint)
+        try:
+            rpc.open_feed(gateway_feed_endpoint(endpoint))
+            other.send(notice(OURS, NotFound("forged")))
+            feed.send(wire.encode(wire.error_response("", NotFound("no target"))))
+            malformed = wire.decode(notice(ELSEWHERE, NotFound("x")))
+            assert isinstance(malformed, Envelope)
+            malformed.target = None
+            feed.send(wire.encode(malformed))
+            feed.send(notice(THEIRS, Unavailable("actor b is failed")))
+            for _ in range(200):
+                try:
+                    rpc.refused.check(THEIRS)
+                except Unavailable:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise AssertionError("the notice was not learned")
+            rpc.refused.check(OURS)  # not from the gateway's feed: not a notice
+            assert rpc.counters.late_responses == 2  # it, and the notice-less answer
+            assert rpc.counters.malformed_frames == 1  # the notice without a target
+        finally:
+            rpc.close()
+            feed.close(0)
+            other.close(0)
+            zctx.term()
+
+    run(scenario(), 10)
+
+
+class FakeLink:
+    def __init__(self, remote_node: str) -> None:
+        self.remote_node = remote_node
+        self.state = LinkState.CONNECTED
+        self.counters = LinkCounters()
+        self.said: list[dict[str, Any]] = []
+
+    def send_control(self, message: dict[str, Any]) -> None:
+        self.said.append(message)
+
+
+class FakeFeed:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send_nowait(self, data: bytes) -> None:
+        self.sent.append(data)
+
+
+class FakeEntry:
+    endpoint = "ipc:///nowhere/a-1.sock"
+
+
+class Gateway(Notices):
+    """Just the notices part of a gateway: node "A" hosts OURS; THEIRS is on node "B"."""
+
+    def __init__(self) -> None:
+        clock = Clock()
+        self.clock = clock
+        self.node_id = "A"
+        self.counters = GatewayCounters()
+        self.directory = {OURS: FakeEntry()}  # type: ignore[assignment]
+        self.link = FakeLink("B")
+        self._nodes = {"B": type("Node", (), {"pc": self.link})()}  # type: ignore[dict-item]
+        self._node_of = {THEIRS: "B", ELSEWHERE: "C"}
+        self._notices = NoticeLimiter(clock)
+        self._to_signaling = {}
+        self.feed = FakeFeed()
+        self._dealer = lambda endpoint: self.feed  # type: ignore[assignment,return-value]
+
+
+def gone(target: object, source: object, code: object = 503, reason: object = "x") -> dict:
+    return {"op": "gone", "t": str(target), "s": str(source), "code": code, "m": reason}
+
+
+def test_gone_is_passed_on_for_that_nodes_actors_to_ours_only() -> None:
+    gateway = Gateway()
+    link = gateway.link
+    gateway._on_gone(link, gone(ELSEWHERE, OURS))  # node C's actor: not B's to say
+    gateway._on_gone(link, gone(THEIRS, THEIRS))  # not to one of ours
+    gateway._on_gone(link, gone("nonsense", OURS))
+    gateway._on_gone(link, gone(THEIRS, OURS, code="503"))
+    gateway._on_gone(link, {"op": "gone"})
+    assert link.counters.malformed == 5
+    assert gateway.feed.sent == []
+    gateway._on_gone(link, gone(THEIRS, OURS, 503, "actor b is failed"))
+    gateway._on_gone(link, gone(THEIRS, OURS, 503, "actor b is failed"))  # within the interval
+    (data,) = gateway.feed.sent
+    env = wire.decode(data)
+    assert isinstance(env, Envelope) and is_notice(env) and env.target == THEIRS
+    assert (env.error_code, env.error_message) == (503, "actor b is failed")
+    assert gateway.counters.senders_told == 1
+    gateway._notify_sender(OURS, ELSEWHERE, PermissionDenied("acl"))  # not said
+    gateway._notify_sender(None, ELSEWHERE, NotFound("x"))  # a Shell: no feed
+    assert len(gateway.feed.sent) == 1
+
+
+def test_the_targets_node_says_gone_once_per_pair_for_tells_and_chunks_only() -> None:
+    gateway = Gateway()  # here playing node B's part: THEIRS sends to OURS, which is gone
+    error = Unavailable("actor a is failed")
+    tell = Envelope(TELL, "r", source=THEIRS, target=OURS)
+    call = Envelope(REQUEST, "r", request_id="q1", source=ELSEWHERE, target=OURS)
+    chunk = StreamFrame(STREAM, "s", source=THEIRS, target=OURS, payload=b"x")
+    frames = [wire.encode(tell), wire.encode(call), wire.encode_stream(chunk), b"\xff junk"]
+    gateway._say_gone_for_frames(frames, error)
+    (said,) = gateway.link.said  # the tell's and the chunk's pair, once; not the call's
+    assert said == {"op": "gone", "t": str(OURS), "s": str(THEIRS), "code": 503, "m": error.message}
+    gateway.clock.now += NOTICE_EVERY_S
+    gateway._say_gone(None, THEIRS, OURS, PermissionDenied("acl"))  # not said
+    gateway.link.state = LinkState.FAILED
+    gateway._say_gone(None, THEIRS, OURS, error)  # no live connection: nothing to say it on
+    assert len(gateway.link.said) == 1
