@@ -68,6 +68,9 @@ FEED_RECEIVE_HWM = 1024
 #: The routing id ``on_request`` gets for a frame that came on the feed (a ROUTER never
 #: gives an empty one); :meth:`RpcEndpoint.reply` answers it on the feed.
 FEED_ROUTE = b""
+#: The route of a *sync* on the feed: the worker sends it back as it reads it, telling the
+#: gateway that everything before it was read (``gateway/_feed_reads.py``).
+FEED_SYNC_ROUTE = "actrhost.gateway.Sync"
 
 RequestHandler = Callable[[Envelope, bytes], None]
 StreamHandler = Callable[[StreamFrame], None]
@@ -271,7 +274,11 @@ class RpcEndpoint:
             if isinstance(env, StreamFrame):
                 self._stream_frame(env)
             elif env.direction == wire.RESPONSE:
-                if not routing_id and is_notice(env):  # (only the gateway's feed has none)
+                if routing_id:
+                    self._resolve(env)
+                elif env.route_key == FEED_SYNC_ROUTE:  # (only the gateway's feed has none)
+                    self._feed_reply(data)
+                elif is_notice(env):
                     self._learn_refused(env)
                 else:
                     self._resolve(env)
@@ -280,6 +287,10 @@ class RpcEndpoint:
 
     def _on_feed_message(self, parts: list[bytes]) -> None:
         self._on_router_message([FEED_ROUTE, *parts])
+
+    def _feed_reply(self, data: bytes) -> None:
+        if self._feed_replies is not None:
+            self._feed_replies.send(FEED_ROUTE, data)
 
     def _learn_refused(self, env: Envelope) -> None:
         if not self.refused.learn(env):

@@ -195,6 +195,11 @@ class LoopSocket:
         if int(self.sock.get(_EVENTS)) & _POLLIN:
             self._schedule_drain()
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
     def writable(self) -> bool:
         """True when a send would not raise ``zmq.Again`` right now."""
         events = int(self.sock.get(_EVENTS))

@@ -5,13 +5,18 @@ when, and ``full`` / ``room``."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 import zmq
 
+from actrhost import _envelope as wire
 from actrhost._directory import gateway_feed_endpoint
+from actrhost._envelope import Envelope
+from actrhost._errors import BadRequest
+from actrhost._rpc import FEED_SYNC_ROUTE
 from actrhost.gateway._counters import GatewayCounters
 from actrhost.gateway._to_workers import ToWorkers
 from actrhost.gateway._types import LinkState, Tuning
@@ -37,6 +42,14 @@ class SendingNode:
         self.said.append((message["op"], message["t"]))
 
 
+def is_sync(data: bytes) -> bool:
+    try:
+        env = wire.decode(data)
+    except BadRequest:
+        return False
+    return isinstance(env, Envelope) and env.route_key == FEED_SYNC_ROUTE
+
+
 class HandOver(ToWorkers):
     """Just the hand-over part of a gateway."""
 
@@ -48,6 +61,9 @@ class HandOver(ToWorkers):
         self._hwm = 1
         self._dealers = {}
         self._overflow = {}
+        self._feeds = {}
+        self._syncs = {}
+        self._sync_ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self.undeliverable = 0
 
@@ -57,7 +73,10 @@ class HandOver(ToWorkers):
         task.add_done_callback(self._tasks.discard)
 
     def _on_dealer(self, frames: list[bytes]) -> None:
-        pass
+        if is_sync(frames[-1]):  # (Inbound._on_dealer)
+            env = wire.decode(frames[-1])
+            assert isinstance(env, Envelope)
+            self._synced(env.request_id)
 
     def _flush_links(self) -> None:
         pass
@@ -107,7 +126,11 @@ def test_a_slow_workers_chunks_are_acknowledged_once_and_its_sender_told_full_th
             async with asyncio.timeout(10):
                 while len(got) < count:
                     if worker.poll(0):
-                        got.append(int.from_bytes(worker.recv()[:4], "big"))
+                        data = worker.recv()
+                        if is_sync(data):  # (RpcEndpoint sends it back as it reads it)
+                            worker.send(data)
+                        else:
+                            got.append(int.from_bytes(data[:4], "big"))
                     else:
                         await asyncio.sleep(0.005)
             await asyncio.sleep(0.05)

@@ -45,6 +45,7 @@ from .._zmqloop import LoopSocket
 from ..signaling import Availability, SignalingClient
 from ._counters import GatewayCounters
 from ._expiry import ExpiryWheel
+from ._feed_reads import FeedReads
 from ._ice import use_host_addresses
 from ._identity import load_identity, node_id_of
 from ._inbound import Inbound, _InCall
@@ -123,6 +124,9 @@ class Gateway(Nodes, Outbound, Inbound):
         ctl.connect(spec.control_endpoint)
         self._control = LoopSocket(ctl, self._on_control, "gateway control")
         self._dealers: dict[str, LoopSocket] = {}
+        self._feeds: dict[str, FeedReads] = {}  # what each worker read of its feed
+        self._syncs: dict[str, str] = {}
+        self._sync_ids = itertools.count(1)
         self._overflow: dict[str, Backlog] = {}
         self._signaling: SignalingClient | None = None
         self._signaling_connects = 0

@@ -24,7 +24,7 @@ from .._envelope import REQUEST, RESPONSE, TELL, Envelope, StreamFrame
 from .._errors import ActrError, BadRequest, HandlerError, NotFound, Unavailable
 from .._ids import ActrId
 from .._payload_type import PayloadType
-from .._rpc import GRACEFUL_ANSWER_WAIT_S, worth_logging
+from .._rpc import FEED_SYNC_ROUTE, GRACEFUL_ANSWER_WAIT_S, worth_logging
 from . import _framing as framing
 from ._carry import Receipt
 from ._counters import GatewayCounters
@@ -406,6 +406,9 @@ class Inbound(Trust, ToWorkers, Notices):
             self.counters.malformed_local += 1
             return
         call = self._pending_in.pop(env.request_id, None)
+        if call is None and env.route_key == FEED_SYNC_ROUTE:
+            self._synced(env.request_id)
+            return
         if call is None:
             self.counters.late_responses += 1
             return

@@ -1,8 +1,8 @@
 """Handing frames to local workers, each on a socket bound for it (its feed,
 ``_directory.gateway_feed_endpoint``). A worker whose socket is full (it reads slowly, or
-is still connecting) gets its frames in order, each waiting up to its own time; calls and
-tells beyond ``Tuning.worker_backlog_bytes`` are refused at once (docs/gateway.md,
-Backpressure).
+is still connecting), or that has ``_feed_reads.FEED_BYTES_MAX`` handed over and not
+read, gets its frames in order, each waiting up to its own time; calls and tells beyond
+``Tuning.worker_backlog_bytes`` are refused at once (docs/gateway.md, Backpressure).
 
 Reliable stream chunks beyond ``Tuning.stream_target_bytes`` waiting for one worker are
 acknowledged to their sender at once, and its gateway is told to keep that target's
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import zmq
@@ -25,16 +25,15 @@ from .._rpc import configure_socket
 from .._zmqloop import LoopSocket
 from ._carry import Receipt
 from ._counters import GatewayCounters
+from ._feed_reads import FeedReads, sync_frame
 from ._types import LinkState, Tuning
 
 if TYPE_CHECKING:
     from .._directory import Directory
     from ._peer import PeerConnection
 
-#: Frames ZeroMQ may queue in this process for one worker: what it queues here dies
-#: unseen with a killed gateway (a tell handed to ZeroMQ counts as delivered, module
-#: ``_carry``). Beyond this, frames wait in the worker's own queue (``hwm_messages``, in
-#: the worker's process), or in a ``Backlog`` here, with their receipts.
+#: Frames ZeroMQ may queue in this process for one worker. Beyond this (or past
+#: ``_feed_reads.FEED_BYTES_MAX`` not read yet), frames wait in a ``Backlog`` here.
 WORKER_SEND_HWM = 1024
 
 
@@ -95,6 +94,9 @@ class ToWorkers:
     _hwm: int
     directory: Directory
     _dealers: dict[str, LoopSocket]
+    _feeds: dict[str, FeedReads]  # by endpoint, as _dealers
+    _syncs: dict[str, str]  # sync id -> endpoint, while outstanding
+    _sync_ids: Iterator[int]
     _overflow: dict[str, Backlog]
     _spawn: Callable[[Any], None]
     _on_dealer: Callable[[list[bytes]], None]
@@ -108,7 +110,14 @@ class ToWorkers:
         yet connected is dropped), and fail what waits for one that will not be back."""
         for entry in self.directory.entries():
             self._dealer(entry.endpoint)
-            if entry.state not in LIVE_STATES and not entry.comes_back:
+            live = entry.state in LIVE_STATES
+            feed = self._feeds[entry.endpoint]
+            incarnation = entry.pid if live else None
+            if feed.incarnation is not None and incarnation != feed.incarnation:
+                self._syncs.pop(feed.syncing[0] if feed.syncing else "", None)
+                feed.worker_changed()  # what it had not read went with it
+            feed.incarnation = incarnation
+            if not live and not entry.comes_back:
                 error = Unavailable(f"actor {entry.actr_id} ({entry.name}) is {entry.state.value}")
                 self._give_up_backlog(entry.endpoint, error)
 
@@ -128,7 +137,52 @@ class ToWorkers:
             dealer = self._dealers[endpoint] = LoopSocket(
                 sock, self._on_dealer, f"gateway -> {endpoint}", self._flush_links
             )
+            self._feeds[endpoint] = FeedReads()
         return dealer
+
+    def _handed(self, endpoint: str, size_bytes: int, receipt: Receipt | None) -> None:
+        """A frame went to ZeroMQ for the worker at ``endpoint``: a tell's ``receipt``
+        stays until the worker has read it (module ``_feed_reads``)."""
+        feed = self._feeds[endpoint]
+        if feed.handed(size_bytes, receipt):
+            feed.sync_due = True
+            self._loop.call_soon(self._send_sync, endpoint, feed)
+
+    def _send_sync(self, endpoint: str, feed: FeedReads) -> None:
+        """Ask the worker at ``endpoint`` to say when it has read what it was handed (once
+        per loop turn at most: after the frames this turn handed over)."""
+        if feed.syncing is not None or self._feeds.get(endpoint) is not feed:
+            feed.sync_due = False
+            return
+        sync_id = f"sync/{next(self._sync_ids)}"
+        data = sync_frame(sync_id)
+        try:
+            self._dealers[endpoint].send_nowait(data)
+        except zmq.ZMQError:
+            # Its queue is full: as soon as it is not (still due meanwhile). A backlog
+            # waiting for room would otherwise wait for a sync that never went.
+            feed.sync_due = True
+            self._spawn(self._send_sync_later(endpoint, feed))
+            return
+        feed.sync_due = False
+        feed.sync_sent(sync_id, len(data))
+        self._syncs[sync_id] = endpoint
+
+    async def _send_sync_later(self, endpoint: str, feed: FeedReads) -> None:
+        dealer = self._dealers[endpoint]
+        while not await dealer.wait_writable(self._loop.time() + 1.0):
+            if self._feeds.get(endpoint) is not feed or dealer.closed:
+                return
+        self._send_sync(endpoint, feed)
+
+    def _synced(self, sync_id: str) -> None:
+        """A worker sent a sync back."""
+        endpoint = self._syncs.pop(sync_id, None)
+        feed = self._feeds.get(endpoint) if endpoint is not None else None
+        if endpoint is None or feed is None or not feed.synced(sync_id):
+            return  # (from an earlier incarnation of the worker)
+        if feed.wants_sync():
+            self._send_sync(endpoint, feed)
 
     def _to_local(
         self,
@@ -153,12 +207,14 @@ class ToWorkers:
         A tell's ``receipt`` waits with it (module ``_carry``).
         """
         backlog = self._overflow.get(endpoint)
-        if not backlog:
+        dealer = self._dealer(endpoint)
+        if not backlog and self._feeds[endpoint].has_room():
             try:
-                self._dealer(endpoint).send_nowait(data)
+                dealer.send_nowait(data)
             except zmq.ZMQError:
                 pass
             else:
+                self._handed(endpoint, len(data), receipt)
                 if ack is not None:
                     ack.stream_delivered(len(data))
                 return
@@ -242,20 +298,26 @@ class ToWorkers:
 
     async def _drain(self, endpoint: str, backlog: Backlog) -> None:
         dealer = self._dealer(endpoint)
+        feed = self._feeds[endpoint]
         try:
             while backlog:
                 first = backlog[0]
-                writable = await dealer.wait_writable(first.expires_at)
+                writable = await feed.wait_room(first.expires_at)
+                if writable and backlog and backlog[0] is first:
+                    writable = await dealer.wait_writable(first.expires_at)
                 if not backlog or backlog[0] is not first:
                     continue  # given up meanwhile (_give_up_backlog)
                 if not writable:
                     self._fail_waiting(backlog.popleft())
                     self._tell_room(backlog)
                     continue
+                if not feed.has_room():
+                    continue  # (a sync went meanwhile)
                 try:
                     dealer.send_nowait(first.data)
                 except zmq.ZMQError:
                     continue
+                self._handed(endpoint, len(first.data), first.receipt)
                 backlog.popleft()
                 if first.ack is not None:
                     first.ack.stream_delivered(len(first.data))
