@@ -17,7 +17,9 @@ from actrhost._directory import gateway_feed_endpoint
 from actrhost._envelope import Envelope
 from actrhost._errors import BadRequest
 from actrhost._rpc import FEED_SYNC_ROUTE
+from actrhost.gateway._carry import HeldTells
 from actrhost.gateway._counters import GatewayCounters
+from actrhost.gateway._feed_reads import FEED_BYTES_MAX, FeedReads
 from actrhost.gateway._to_workers import ToWorkers
 from actrhost.gateway._types import LinkState, Tuning
 
@@ -147,3 +149,36 @@ def test_a_slow_workers_chunks_are_acknowledged_once_and_its_sender_told_full_th
     assert 0 < early < count * MIB
     assert sender.acknowledged_bytes == count * MIB  # each chunk once
     assert sender.said == [("full", "1@1:t+Slow"), ("room", "1@1:t+Slow")]
+
+
+def test_feed_reads_keep_tells_receipts_until_a_sync_comes_back() -> None:
+    # Each receipt stays until the worker sent back a sync handed over after its tell;
+    # a sync from an earlier incarnation of the worker is ignored; bytes in flight are
+    # bounded (FEED_BYTES_MAX) and counted read when the worker is replaced.
+    released: list[int] = []
+    held = HeldTells(lambda: released.append(1))
+
+    async def scenario() -> None:
+        feed = FeedReads()
+        assert feed.handed(100, held.receipt(0, 0))  # a tell waits: a sync is due
+        feed.sync_sent("s1", 10)
+        feed.handed(100, held.receipt(0, 1))  # after the sync: not covered by it
+        assert not feed.wants_sync()  # one outstanding at a time
+        assert not feed.synced("s0")  # not the outstanding one
+        assert feed.synced("s1")
+        assert released == [1] and held.confirmed(0, 2) == 1
+        assert feed.wants_sync()  # the second tell still waits
+        feed.sync_sent("s2", 10)
+        feed.worker_changed()  # it died: what it had not read went with it
+        assert released == [1, 1] and held.confirmed(0, 2) == 2
+        assert not feed.synced("s2")  # (its answer, if any, is from the dead one)
+        feed.handed(FEED_BYTES_MAX, None)
+        assert not feed.has_room() and feed.wants_sync()
+        loop = asyncio.get_running_loop()
+        assert not await feed.wait_room(loop.time() + 0.05)
+        feed.sync_sent("s3", 10)
+        waiting = asyncio.ensure_future(feed.wait_room(loop.time() + 5))
+        await asyncio.sleep(0)
+        assert feed.synced("s3") and await waiting
+
+    run(scenario(), 10)
