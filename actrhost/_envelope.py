@@ -327,7 +327,8 @@ def reencode(env: Envelope) -> bytes:
     changed (``request_id``, ``deadline_ns``, ``timeout_ms``, ``source``, ``target``), as
     a gateway does to every call it passes on: the parsed frame is edited and serialized
     again, about a third of what building it anew costs (:func:`encode`). Anything else
-    is encoded anew. The result reads the same as ``encode(env)``'s."""
+    is encoded anew. The result reads the same as ``encode(env)``'s (no ``tell_origin``
+    either)."""
     if type(env) is not _Decoded:
         return encode(env)
     frame = env._frame
@@ -344,8 +345,18 @@ def reencode(env: Envelope) -> bytes:
         env._rpc.ClearField("error")
     if frame.shm or frame.array_meta:
         frame.shm = frame.array_meta = b""
+    if frame.HasField("tell_origin"):  # a gateway sets its own (_tell_origin.py)
+        frame.ClearField("tell_origin")
     frame.DiscardUnknownFields()
     return frame.SerializeToString()
+
+
+def tell_origin(env: Envelope) -> Any | None:
+    """The ``TellOrigin`` a gateway set on a decoded tell from another node, or None
+    (module ``actrhost._tell_origin``)."""
+    if type(env) is not _Decoded or not env._frame.HasField("tell_origin"):
+        return None
+    return env._frame.tell_origin
 
 
 _parse_frame = pb.Frame.FromString

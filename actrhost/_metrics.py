@@ -95,6 +95,9 @@ _WORKER_COUNTERS = {
     "undeliverable_replies": "Replies whose caller was gone.",
     "calls_sent": "Calls this actor made.",
     "tells_sent": "Tells this actor sent.",
+    "tells_in_doubt_dropped": (
+        "Tells from other nodes sent again after a gateway died that had been read, dropped."
+    ),
     "loop_blocks": "Times the event loop was blocked for blocked_loop_warning_s or longer.",
     "loop_blocked_seconds": "Seconds the event loop spent in those blocks.",
 }
@@ -302,7 +305,7 @@ def _gateway_metrics(out: _Exposition, node: dict[str, str], gateway: dict[str, 
             "evicted_parts",
             "batches_out",
             "duplicates_dropped",
-            "unsure_tells_dropped",
+            "tells_in_doubt",
         ):
             if _is_number(remote.get(key)):
                 out.counter(

@@ -38,6 +38,7 @@ from ._errors import (
     error_from_code,
 )
 from ._replies import Replies
+from ._tell_origin import TellsRead
 from ._undeliverable import RefusedTargets, is_notice
 from ._zmqloop import LoopSocket
 
@@ -91,6 +92,8 @@ class Counters:
     undeliverable_replies: int = 0
     calls_sent: int = 0
     tells_sent: int = 0
+    #: Tells from other nodes that came again after a gateway died and had been read.
+    tells_in_doubt_dropped: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """A JSON-ready copy."""
@@ -100,6 +103,7 @@ class Counters:
             "undeliverable_replies": self.undeliverable_replies,
             "calls_sent": self.calls_sent,
             "tells_sent": self.tells_sent,
+            "tells_in_doubt_dropped": self.tells_in_doubt_dropped,
         }
 
 
@@ -185,6 +189,8 @@ class RpcEndpoint:
         #: Actors on other nodes this process's tells and stream frames may not go to
         #: for now: the gateway said it dropped some (module ``_undeliverable``).
         self.refused = RefusedTargets(self._loop.time)
+        #: The last tell from each connection of another node read from the feed.
+        self._tells_read = TellsRead()
         router = zctx.socket(zmq.ROUTER)
         configure_socket(router, hwm)
         # Report unroutable replies instead of dropping them silently.
@@ -282,8 +288,18 @@ class RpcEndpoint:
                     self._learn_refused(env)
                 else:
                     self._resolve(env)
-            else:
+            elif routing_id or self._takes_from_node(env):
                 self._on_request(env, routing_id)
+
+    def _takes_from_node(self, env: Envelope) -> bool:
+        """Whether to run a request or tell the gateway's feed brought: False for a tell
+        that came again after a gateway died and was read already, or may have been
+        (module ``_tell_origin``)."""
+        origin = wire.tell_origin(env) if env.direction == wire.TELL else None
+        if origin is None or self._tells_read.take(origin):
+            return True
+        self.counters.tells_in_doubt_dropped += 1
+        return False
 
     def _on_feed_message(self, parts: list[bytes]) -> None:
         self._on_router_message([FEED_ROUTE, *parts])

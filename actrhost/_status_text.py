@@ -46,6 +46,7 @@ _ACTOR_TROUBLE = (
     "unknown_routes",
     "expired_skipped",
     "tells_dropped",
+    "tells_in_doubt_dropped",
     "late_responses",
     "undeliverable_replies",
     "streams_in.not_running",
@@ -173,7 +174,7 @@ def format_status(status: dict[str, Any]) -> str:
                 f"failures {node.get('failures', 0)}, malformed {node.get('malformed', 0)}"
                 + "".join(
                     f", {key.replace('_', ' ')} {node[key]}"
-                    for key in ("duplicates_dropped", "unsure_tells_dropped")
+                    for key in ("duplicates_dropped", "tells_in_doubt")
                     if node.get(key)
                 )
             )

@@ -176,10 +176,10 @@ def test_tells_a_connection_lost_before_any_arrived_go_again_and_arrive() -> Non
             first.fail("test: link cut")
             counters = b.node.counters
             async with asyncio.timeout(6):
-                while len(b.frames) < len(tells) and not counters.unsure_tells_dropped:
+                while len(b.frames) < len(tells) and not counters.tells_in_doubt:
                     await asyncio.sleep(0.01)
             await asyncio.sleep(0.1)
-            assert counters.unsure_tells_dropped == 0
+            assert counters.tells_in_doubt == 0
             assert b.frames == tells
         finally:
             await a.node.close()

@@ -23,11 +23,14 @@ from actrhost import _envelope as wire
 from actrhost._config import WebrtcConfig
 from actrhost._envelope import REQUEST, TELL, Envelope
 from actrhost._payload_type import PayloadType
+from actrhost._tell_origin import session_key
 from actrhost.gateway import _framing as framing
+from actrhost.gateway._carry import is_tell
 from actrhost.gateway._ice import use_host_addresses
 from actrhost.gateway._peer import Callbacks, PeerConnection
 from actrhost.gateway._sending import _LANE_SLOT, _RPC
 from actrhost.gateway._types import LinkCounters, LinkState, Tuning
+from actrhost.proto import actr_pb2
 
 from .utils import run
 
@@ -51,6 +54,8 @@ class Side:
         earlier_connection: Callable[[str], PeerConnection | None] | None = None,
     ) -> None:
         self.frames: list[tuple[int, bytes]] = []
+        #: For each tell delivered, where it first arrived (a TellOrigin), in order.
+        self.origins: list[Any] = []
         self.states: list[LinkState] = []
         self.controls: list[dict[str, Any]] = []
         self.pressure: list[bool] = []
@@ -78,6 +83,9 @@ class Side:
 
     def _on_frame(self, pc: PeerConnection, lane: int, data: bytes) -> None:
         self.frames.append((lane, data))
+        receipt = pc.receipt() if is_tell(data) else None
+        if receipt is not None:  # (let go at once: the tell is handed on)
+            self.origins.append(actr_pb2.Frame.FromString(receipt.origin).tell_origin)
         if lane == PayloadType.STREAM_RELIABLE and self.auto_ack:
             pc.stream_delivered(len(data))
         self.got.set()
@@ -395,10 +403,12 @@ def test_a_link_that_fails_while_it_sends_again_hands_everything_on_once(
 
 
 def test_tells_that_never_left_reach_a_restarted_gateway_and_calls_count_as_dropped() -> None:
-    # A gateway that restarted cannot tell which tells sent again it had had, and drops
-    # them (a tell runs at most once); those that never left must still come (they were
-    # dropped with the rest: thousands per SIGKILL in QA). Calls that never left are
-    # dropped and counted (their callers got 503); they vanished from the counters.
+    # A gateway that restarted cannot tell which tells sent again it had had: it hands
+    # them on marked in doubt, with where they first arrived, for their workers to drop
+    # those they had (module actrhost._tell_origin; until 2026-12-05 it dropped them).
+    # Those that never left must come as new ones (they were dropped with the rest:
+    # thousands per SIGKILL in QA). Calls that never left are dropped and counted (their
+    # callers got 503); they vanished from the counters.
     async def scenario() -> None:
         a, b = await connected_pair(FIXED_FIFO)
         cut(a)
@@ -418,8 +428,17 @@ def test_tells_that_never_left_reach_a_restarted_gateway_and_calls_count_as_drop
                     while not b2.frames or b2.frames[-1][1] != tells[-1]:
                         await asyncio.sleep(0.01)
                 got = [frame for _lane, frame in b2.frames]
-                unsure = b2.pc.counters.unsure_tells_dropped
-                assert 0 < unsure < 10 and got == tells[unsure:]  # those that never left
+                assert got == tells
+                unsure = b2.pc.counters.tells_in_doubt
+                assert 0 < unsure < 10  # those transmitted, maybe received
+                in_doubt, new = b2.origins[:unsure], b2.origins[unsure:]
+                assert all(o.in_doubt for o in in_doubt) and not any(o.in_doubt for o in new)
+                # Named as they first arrived: on a's connection, the messages in order.
+                first = session_key(a.pc.session_id)
+                assert [(o.session, o.index, o.position) for o in in_doubt] == [
+                    (first, n, 0) for n in range(unsure)
+                ]
+                assert {o.session for o in new} == {session_key(b2.pc.session_id)}
                 assert b2.pc.counters.duplicates_dropped == 0
                 assert (rpc.dropped, rpc.frames_out) == (10, 60)
         finally:

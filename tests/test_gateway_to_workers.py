@@ -160,9 +160,9 @@ def test_feed_reads_keep_tells_receipts_until_a_sync_comes_back() -> None:
 
     async def scenario() -> None:
         feed = FeedReads()
-        assert feed.handed(100, held.receipt(0, 0))  # a tell waits: a sync is due
+        assert feed.handed(100, held.receipt(0, 0, b""))  # a tell waits: a sync is due
         feed.sync_sent("s1", 10)
-        feed.handed(100, held.receipt(0, 1))  # after the sync: not covered by it
+        feed.handed(100, held.receipt(0, 1, b""))  # after the sync: not covered by it
         assert not feed.wants_sync()  # one outstanding at a time
         assert not feed.synced("s0")  # not the outstanding one
         assert feed.synced("s1")

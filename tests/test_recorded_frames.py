@@ -22,6 +22,7 @@ import pytest
 from actrhost import ActrType, BadRequest, NotFound
 from actrhost import _envelope as wire
 from actrhost._errors import error_from_code
+from actrhost._tell_origin import origin_field
 from actrhost.gateway import _framing as framing
 from actrhost.gateway._identity import sdp_proves_node
 from actrhost.gateway._remote import parse_session
@@ -40,7 +41,12 @@ def re_encode(item: wire.Envelope | wire.StreamFrame) -> bytes:
     """A decoded frame encoded again, as its sender's codec does."""
     if isinstance(item, wire.StreamFrame):
         return wire.encode_stream(item)
-    return wire.encode(item)
+    origin = wire.tell_origin(item)
+    if origin is None:
+        return wire.encode(item)
+    # A tell from another node: its gateway appended where it first arrived.
+    fields = (origin.session, origin.channel, origin.index, origin.position, origin.in_doubt)
+    return wire.encode(item) + origin_field(*fields)
 
 
 def required_kinds() -> set[str]:
@@ -124,6 +130,9 @@ def test_a_recorded_tell_and_stream_chunk_from_a_load_generator():
     assert isinstance(tell, wire.Envelope) and tell.direction == wire.TELL
     assert (tell.route_key, tell.payload, tell.source) == ("demo.Echo.Say", b"hello", None)
     assert tell.target is not None and tell.target.type == ActrType("demo", "Echo")
+    # Handed on by the Echo's gateway, with where it first arrived (actrhost/_tell_origin.py).
+    origin = wire.tell_origin(tell)
+    assert origin is not None and origin.channel == 1 and not origin.in_doubt
     chunk = wire.decode(load("frame-stream-inline"))
     assert isinstance(chunk, wire.StreamFrame)
     assert (chunk.kind, chunk.key, chunk.payload, chunk.shm) == (wire.STREAM, "load", b"hello", b"")

@@ -187,16 +187,24 @@ class Named:
     """The items an ``again`` message named on one channel (their indices on connection
     ``earlier``; None: one we do not know), as they come."""
 
-    __slots__ = ("call_channel", "earlier", "indices", "taken")
+    __slots__ = ("call_channel", "earlier", "index", "indices", "session", "taken")
 
     def __init__(
-        self, earlier: Counted | None, indices: Sequence[int], call_channel: int | None
+        self,
+        earlier: Counted | None,
+        indices: Sequence[int],
+        call_channel: int | None,
+        session: int = 0,
     ) -> None:
         self.earlier = earlier
         self.indices = indices
         #: Index of the call channel in ``messages_in``; None: the stream channel.
         self.call_channel = call_channel
+        #: The named connection's session key (``_tell_origin.session_key``).
+        self.session = session
         self.taken = 0
+        #: The index of the item that came last (see had_next).
+        self.index = -1
 
     @property
     def done(self) -> bool:
@@ -204,14 +212,16 @@ class Named:
         return self.taken >= len(self.indices)
 
     def had_next(self) -> bool:
-        """Whether the named item that came now is one we have (if not, we have it now).
-        From a connection we do not know: a tell may have run already, and runs at most
-        once (dropped); a stream chunk is delivered (again beats never)."""
-        index = self.indices[self.taken]
+        """Whether the named item that came now (its index: :attr:`index`) is one we have
+        (if not, we have it now). From a connection we do not know (our gateway
+        restarted since), we cannot know: a stream chunk is delivered (again beats
+        never), and so is a tell, marked in doubt, for its worker to drop if it had it
+        (module ``actrhost._tell_origin``)."""
+        self.index = index = self.indices[self.taken]
         self.taken += 1
         earlier = self.earlier
         if earlier is None:
-            return self.call_channel is not None
+            return False
         if self.call_channel is None:
             if index < earlier.stream_frames_in:
                 return True
@@ -226,11 +236,13 @@ class Named:
 class HeldTells:
     """What the receiving side confirms on each call channel: the messages received,
     up to the first with a tell the gateway still holds (waiting for its actor to start,
-    for an introduction, or for room in a worker's socket; a :class:`Receipt` alive).
+    for an introduction, or for room in a worker's socket, or not yet read by the
+    worker: a :class:`Receipt` alive).
 
     Confirming a tell on arrival let its sender forget it: when the gateway holding it
     died, it was lost unseen. Unconfirmed, it is in doubt: sent again after the failure,
-    and dropped and counted (``unsure_tells_dropped``) by the gateway in its place.
+    and handed on by the gateway in its place marked so; the worker drops it if it had
+    read it (module ``actrhost._tell_origin``).
     """
 
     def __init__(self, on_release: Callable[[], None]) -> None:
@@ -239,11 +251,12 @@ class HeldTells:
         #: Called when a message's last receipt goes: time to confirm more.
         self._on_release = on_release
 
-    def receipt(self, channel: int, index: int) -> Receipt:
-        """A receipt for a tell of message ``index`` on call channel ``channel``."""
+    def receipt(self, channel: int, index: int, origin: bytes) -> Receipt:
+        """A receipt for a tell of message ``index`` on call channel ``channel``, which
+        first arrived at ``origin`` (a serialized ``tell_origin`` field)."""
         held = self._held[channel]
         held[index] = held.get(index, 0) + 1
-        return Receipt(self, channel, index)
+        return Receipt(self, channel, index, origin)
 
     def confirmed(self, channel: int, received: int) -> int:
         """How many messages of ``received`` on ``channel`` may be confirmed."""
@@ -263,14 +276,18 @@ class HeldTells:
 
 class Receipt:
     """Kept beside a tell the gateway holds; when the tell is handed on or dropped, the
-    last reference goes, and so does the hold on its message (:class:`HeldTells`)."""
+    last reference goes, and so does the hold on its message (:class:`HeldTells`).
+    It also says where the tell first arrived (:attr:`origin`)."""
 
-    __slots__ = ("_channel", "_held", "_index")
+    __slots__ = ("_channel", "_held", "_index", "origin")
 
-    def __init__(self, held: HeldTells, channel: int, index: int) -> None:
+    def __init__(self, held: HeldTells, channel: int, index: int, origin: bytes) -> None:
         self._held = held
         self._channel = channel
         self._index = index
+        #: The tell's ``Frame.tell_origin`` field, serialized: appended to the frame the
+        #: worker gets (module ``actrhost._tell_origin``).
+        self.origin = origin
 
     def __del__(self) -> None:
         self._held.release(self._channel, self._index)

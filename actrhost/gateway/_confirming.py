@@ -7,15 +7,17 @@ a receiver recognises what comes again after a failure.
 * ``ack`` with ``m``: per call channel, how many messages the receiver has and holds no
   tell of any more (module ``_carry``, :class:`~._carry.HeldTells`);
 * ``again``: the items that follow went on an earlier connection first; those we have
-  are dropped (module ``_carry``).
+  are dropped (module ``_carry``), tells from one we do not know go on marked in doubt
+  (module ``actrhost._tell_origin``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from .._tell_origin import origin_field, session_key
 from ._carry import HeldTells, Named, Receipt, named_indices
 from ._handover import Handover
 from ._sending import _STREAM
@@ -36,6 +38,18 @@ _ACK_DELAY_S = 0.01
 _CALLS_ACK_DELAY_S = 0.05
 
 
+class Delivering(NamedTuple):
+    """The message on a call channel whose frames are being handed to the owner."""
+
+    channel: int
+    message_index: int  # on this connection
+    #: Where its tells first arrived: a connection's session key, the index there.
+    session: int
+    origin_index: int
+    #: It came again from a connection we do not know: its worker may have had it.
+    in_doubt: bool
+
+
 class Confirming(Handover):
     """Mixin of :class:`~._peer.PeerConnection`: acks, confirmations and ``again``."""
 
@@ -47,11 +61,13 @@ class Confirming(Handover):
     messages_in: list[int]
     _named: list[Named | None]
     _held_tells: HeldTells
-    _delivering: tuple[int, int] | None
+    _delivering: Delivering | None
+    _tells_delivered: int
     _calls_ack_handle: asyncio.TimerHandle | None
     _ack_handle: asyncio.TimerHandle | None
     _stream_delivered_bytes: int
     _stream_ack_sent: int
+    _session_key: int
 
     def _on_ack(self, message: dict[str, Any]) -> None:
         acked = message.get("n")
@@ -76,10 +92,9 @@ class Confirming(Handover):
         earlier = self._cb.earlier_connection(session)
         if earlier is None and slot != _STREAM:
             # Our gateway restarted since (or forgot that node): its tells may have run
-            # already, and a tell runs at most once (those that never left come after,
-            # without "again", and are delivered).
+            # already. They go on in doubt; their workers drop those they had read.
             log.info(
-                "%r: dropping %d tell messages sent again from an unknown connection",
+                "%r: %d tell messages sent again from an unknown connection: in doubt",
                 self,
                 len(indices),
             )
@@ -88,7 +103,8 @@ class Confirming(Handover):
             # again beats losing them (a chunk carries its sequence).
             log.info("%r: stream frames sent again from an unknown connection", self)
         call_channel = None if slot == _STREAM else slot
-        self._named[slot] = Named(earlier, indices, call_channel) if indices else None
+        named = Named(earlier, indices, call_channel, session_key(session))
+        self._named[slot] = named if indices else None
 
     def _had_it(self, slot: int, named: Named) -> bool:
         """Whether the item that came now, which the last ``again`` named, is one we have."""
@@ -97,21 +113,36 @@ class Confirming(Handover):
             self._named[slot] = None
         return had
 
-    def _drop_duplicate(self, slot: int, frames: list[bytes], named: Named) -> None:
-        if named.earlier is None:  # from a connection we do not know: it may have run
-            self.counters.unsure_tells_dropped += len(frames)
-        else:
-            self.counters.duplicates_dropped += len(frames)
+    def _drop_duplicate(self, slot: int, frames: list[bytes]) -> None:
+        self.counters.duplicates_dropped += len(frames)
         if slot == _STREAM:
             self.stream_delivered(len(frames[0]))  # the sender's window counts it
 
+    def _deliver_from(self, slot: int, named: Named | None) -> None:
+        """The message that came now on call channel ``slot`` is handed on: note where
+        its tells first arrived (here, or where the last ``again`` named) for receipt()."""
+        index = self.messages_in[slot] - 1
+        if named is None:
+            self._delivering = Delivering(slot, index, self._session_key, index, False)
+        else:
+            in_doubt = named.earlier is None
+            self._delivering = Delivering(slot, index, named.session, named.index, in_doubt)
+        self._tells_delivered = 0
+
     def receipt(self) -> Receipt | None:
-        """For the owner, from inside ``on_frame`` of a tell it keeps for now: the tell's
+        """For the owner, from inside ``on_frame`` of a tell, once per tell: the tell's
         message is not confirmed to its sender while the receipt is alive (module
-        ``_carry``, :class:`~._carry.HeldTells`)."""
-        if self._delivering is None:
+        ``_carry``, :class:`~._carry.HeldTells`), and the receipt says where the tell
+        first arrived (module ``actrhost._tell_origin``)."""
+        now = self._delivering
+        if now is None:
             return None
-        return self._held_tells.receipt(*self._delivering)
+        position = self._tells_delivered
+        self._tells_delivered += 1
+        if now.in_doubt:
+            self.counters.tells_in_doubt += 1
+        origin = origin_field(now.session, now.channel, now.origin_index, position, now.in_doubt)
+        return self._held_tells.receipt(now.channel, now.message_index, origin)
 
     def _schedule_calls_ack(self) -> None:
         # (Also from a receipt's __del__, which may come at any time: even at exit.)

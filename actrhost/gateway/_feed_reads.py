@@ -7,8 +7,9 @@ wait in this process's queue for the worker, or in the worker's. Two things need
   gateway holds none of its tells (``_carry.HeldTells``). Handed to ZeroMQ used to count
   as delivered, and a SIGKILL of the gateway lost unseen what its queue still held for
   the worker (up to 1,024 tells per worker). Now a tell's receipt is kept until the
-  worker has read it; unread ones are sent again after the kill, and dropped and
-  counted (``unsure_tells_dropped``) by the gateway in its place.
+  worker has read it; unread ones are sent again after the kill, and the gateway in
+  its place hands them on in doubt: the worker drops those it had read
+  (``actrhost._tell_origin``).
 * **Memory toward a slow worker**, bounded in bytes: at most :data:`FEED_BYTES_MAX`
   handed over and not yet read. Frames beyond it wait in the gateway's backlog, where a
   slow actor's stream is held back at its sender (module ``_to_workers``). The two

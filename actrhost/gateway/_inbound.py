@@ -337,6 +337,10 @@ class Inbound(Trust, ToWorkers, Notices):
             self._pending_in[local_id] = _InCall(pc, env.request_id, lane, timer, env.target)
             original, env.request_id = env.request_id, local_id
         data = wire.reencode(env)
+        if receipt is not None:
+            # Where the tell first arrived, for its worker to take it once even if it
+            # comes again after this gateway died (protobuf reads the two as one frame).
+            data += receipt.origin
         if not is_request:
             self._to_local(
                 endpoint,

@@ -22,10 +22,11 @@ from aiortc import RTCCertificate, RTCPeerConnection, RTCSessionDescription
 from .._config import WebrtcConfig
 from .._envelope import StreamFrame
 from .._rpc import worth_logging
+from .._tell_origin import session_key
 from . import _dtls, _sctp_loss
 from . import _framing as framing
 from ._carry import HeldTells, Named, Origin
-from ._confirming import Confirming
+from ._confirming import Confirming, Delivering
 from ._ice import (
     candidate_type_in_use,
     local_candidate_count,
@@ -142,10 +143,13 @@ class PeerConnection(Confirming):
         #: Whether this connection ever connected: then a successor's ``again`` may name it.
         self.was_connected = False
         self._calls_ack_handle: asyncio.TimerHandle | None = None
-        #: Tells of received messages the owner still holds, and the message being
-        #: delivered now (call channel, index) for receipt().
+        #: Tells of received messages the owner still holds, the message being
+        #: delivered now for receipt(), and how many of its tells went so far.
         self._held_tells = HeldTells(self._schedule_calls_ack)
-        self._delivering: tuple[int, int] | None = None
+        self._delivering: Delivering | None = None
+        self._tells_delivered = 0
+        #: This connection's session id as a tell's origin names it.
+        self._session_key = session_key(session_id)
         self._stream_delivered_bytes = 0
         self._stream_ack_sent = 0
         self._ack_handle: asyncio.TimerHandle | None = None
@@ -363,10 +367,10 @@ class PeerConnection(Confirming):
                 self._schedule_calls_ack()
             named = self._named[slot]
             if named is not None and self._had_it(slot, named):
-                self._drop_duplicate(slot, [value] if what == "frame" else value, named)
+                self._drop_duplicate(slot, [value] if what == "frame" else value)
                 return
             if slot <= _RPC:  # see receipt()
-                self._delivering = (slot, self.messages_in[slot] - 1)
+                self._deliver_from(slot, named)
             try:
                 for frame in [value] if what == "frame" else value:
                     self._cb.on_frame(self, lane, frame)

@@ -114,8 +114,9 @@ class LinkCounters:
     #: (dropped here; docs/gateway.md, Failure).
     duplicates_dropped: int = 0
     #: Tells sent again after a link failure from a connection this gateway does not
-    #: know (it restarted since): dropped unseen, since they may have run already.
-    unsure_tells_dropped: int = 0
+    #: know (it restarted since): handed on in doubt, for their workers to drop those
+    #: they had read (``tells_in_doubt_dropped`` in the actors' counters).
+    tells_in_doubt: int = 0
     media: MediaCounters = field(default_factory=MediaCounters)
     #: The same LaneCounters by lane number (PayloadType value): found per frame, where
     #: building the enum and its lower-case name costs more than the counting.
@@ -132,6 +133,6 @@ class LinkCounters:
             "evicted_parts": self.evicted_parts,
             "batches_out": self.batches_out,
             "duplicates_dropped": self.duplicates_dropped,
-            "unsure_tells_dropped": self.unsure_tells_dropped,
+            "tells_in_doubt": self.tells_in_doubt,
             "media": dict(vars(self.media)),
         }

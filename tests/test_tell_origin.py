@@ -1,0 +1,97 @@
+"""A tell's origin (actrhost/_tell_origin.py): how it rides on a frame, and how a worker
+decides whether a tell that came again after a gateway died is one it had read."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from actrhost import _envelope as wire
+from actrhost._envelope import TELL, Envelope
+from actrhost._ids import ActrId
+from actrhost._tell_origin import TellsRead, origin_field, session_key
+
+SOURCE = ActrId.parse("7@1:acme+Client")
+TARGET = ActrId.parse("9@1:acme+Sink")
+
+
+def tell(payload: bytes = b"x") -> bytes:
+    return wire.encode(Envelope(TELL, "note", payload, source=SOURCE, target=TARGET))
+
+
+def origin(
+    index: int, position: int = 0, *, session: int = 1, channel: int = 1, in_doubt: bool = False
+) -> SimpleNamespace:
+    return SimpleNamespace(
+        session=session, channel=channel, index=index, position=position, in_doubt=in_doubt
+    )
+
+
+def test_an_origin_appended_to_a_frame_is_read_with_it() -> None:
+    key = session_key("pc|node-a|node-b|0a1b2c3d")
+    env = wire.decode(tell(b"hello") + origin_field(key, 1, 41, 2, True))
+    assert isinstance(env, Envelope)
+    assert (env.route_key, env.payload) == ("note", b"hello")
+    assert (env.source, env.target) == (SOURCE, TARGET)
+    got = wire.tell_origin(env)
+    assert got is not None
+    assert (got.session, got.channel, got.index) == (key, 1, 41)
+    assert (got.position, got.in_doubt) == (2, True)
+    plain = wire.decode(tell())
+    assert isinstance(plain, Envelope) and wire.tell_origin(plain) is None
+
+
+def test_a_gateway_passing_a_frame_on_drops_the_origin_it_came_with() -> None:
+    # Another node could send one, in doubt, to have its tells dropped: the receiving
+    # gateway re-encodes every frame (and appends its own; two would be merged).
+    env = wire.decode(tell() + origin_field(5, 0, 3, 0, True))
+    assert isinstance(env, Envelope)
+    again = wire.decode(wire.reencode(env))
+    assert isinstance(again, Envelope) and wire.tell_origin(again) is None
+
+
+def test_session_keys_are_stable_and_tell_sessions_apart() -> None:
+    assert session_key("pc|a|b|00000001") == session_key("pc|a|b|00000001")
+    assert session_key("pc|a|b|00000001") != session_key("pc|a|b|00000002")
+    assert 0 <= session_key("pc|a|b|00000001") < 1 << 64
+
+
+def test_a_worker_takes_new_tells_and_drops_those_in_doubt_it_had_read() -> None:
+    read = TellsRead()
+    # Read before the gateway died: messages 0..2, message 2 with two tells.
+    assert all(read.take(origin(i, p)) for i, p in [(0, 0), (1, 0), (2, 0), (2, 1)])
+    # Sent again, in doubt: those it had are dropped, the rest (never read) taken once.
+    assert not read.take(origin(1, 0, in_doubt=True))
+    assert not read.take(origin(2, 1, in_doubt=True))
+    assert read.take(origin(2, 2, in_doubt=True))  # the third tell of message 2
+    assert read.take(origin(3, 0, in_doubt=True))
+    assert not read.take(origin(3, 0, in_doubt=True))  # and only once
+    # Another channel or connection has a mark of its own.
+    assert read.take(origin(0, channel=0))
+    assert read.take(origin(0, session=2))
+
+
+def test_a_tell_in_doubt_from_a_connection_the_worker_never_heard_of_is_dropped() -> None:
+    # The worker may have been restarted since it read it: a tell runs at most once.
+    read = TellsRead()
+    assert not read.take(origin(0, in_doubt=True))
+    assert read.take(origin(0))  # one not in doubt is taken
+
+
+def test_a_tell_arriving_late_does_not_lower_the_mark() -> None:
+    # One that waited in the gateway (for an introduction) may come after later ones:
+    # taken, but the mark stays, so what came again up to the mark is still dropped.
+    read = TellsRead()
+    assert read.take(origin(5))
+    assert read.take(origin(3))
+    assert not read.take(origin(4, in_doubt=True))
+    assert read.take(origin(6, in_doubt=True))
+
+
+def test_the_oldest_connection_is_forgotten_beyond_those_kept() -> None:
+    read = TellsRead(kept=2)
+    for session in (1, 2):
+        assert read.take(origin(0, session=session))
+    assert read.take(origin(1, session=1))  # session 1 used again: kept over 2
+    assert read.take(origin(0, session=3))  # forgets session 2
+    assert not read.take(origin(5, session=2, in_doubt=True))  # as if never heard of
+    assert read.take(origin(2, session=1, in_doubt=True))
