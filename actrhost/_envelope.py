@@ -377,6 +377,7 @@ class StreamFrame:
         "kind",
         "media_type",
         "metadata",
+        "origin",
         "payload",
         "payload_type",
         "sequence",
@@ -416,6 +417,9 @@ class StreamFrame:
         self.array_meta = array_meta
         self.codec = codec
         self.media_type = media_type
+        #: Where a reliable chunk from another node first arrived (a ``TellOrigin`` its
+        #: gateway set; module ``actrhost._tell_origin``), or None.
+        self.origin: Any = None
 
     def __repr__(self) -> str:
         where = "shm" if self.shm else f"{len(self.payload)} bytes inline"
@@ -462,7 +466,7 @@ def _decode_stream(frame: Any) -> StreamFrame:
         body = frame.stream
         if not body.stream_id:
             raise BadRequest("stream chunk without a stream id")
-        return StreamFrame(
+        chunk = StreamFrame(
             STREAM,
             body.stream_id,
             source=source,
@@ -475,6 +479,9 @@ def _decode_stream(frame: Any) -> StreamFrame:
             shm=frame.shm,
             array_meta=frame.array_meta,
         )
+        if frame.HasField("tell_origin"):
+            chunk.origin = frame.tell_origin
+        return chunk
     media = frame.media
     if not media.track_id:
         raise BadRequest("media sample without a track id")

@@ -95,6 +95,9 @@ _WORKER_COUNTERS = {
     "undeliverable_replies": "Replies whose caller was gone.",
     "calls_sent": "Calls this actor made.",
     "tells_sent": "Tells this actor sent.",
+    "chunks_in_doubt_dropped": (
+        "Reliable chunks from other nodes sent again after a gateway died that had been read."
+    ),
     "tells_in_doubt_dropped": (
         "Tells from other nodes sent again after a gateway died that had been read, dropped."
     ),

@@ -37,6 +37,7 @@ from ._errors import (
     Unavailable,
     error_from_code,
 )
+from ._payload_type import PayloadType
 from ._replies import Replies
 from ._tell_origin import TellsRead
 from ._undeliverable import RefusedTargets, is_notice
@@ -94,6 +95,8 @@ class Counters:
     tells_sent: int = 0
     #: Tells from other nodes that came again after a gateway died and had been read.
     tells_in_doubt_dropped: int = 0
+    #: Reliable stream chunks from other nodes likewise.
+    chunks_in_doubt_dropped: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """A JSON-ready copy."""
@@ -104,6 +107,7 @@ class Counters:
             "calls_sent": self.calls_sent,
             "tells_sent": self.tells_sent,
             "tells_in_doubt_dropped": self.tells_in_doubt_dropped,
+            "chunks_in_doubt_dropped": self.chunks_in_doubt_dropped,
         }
 
 
@@ -278,7 +282,8 @@ class RpcEndpoint:
             if env is None:
                 continue
             if isinstance(env, StreamFrame):
-                self._stream_frame(env)
+                if routing_id or self._takes_chunk_from_node(env):
+                    self._stream_frame(env)
             elif env.direction == wire.RESPONSE:
                 if routing_id:
                     self._resolve(env)
@@ -299,6 +304,14 @@ class RpcEndpoint:
         if origin is None or self._tells_read.take(origin):
             return True
         self.counters.tells_in_doubt_dropped += 1
+        return False
+
+    def _takes_chunk_from_node(self, chunk: StreamFrame) -> bool:
+        """As :meth:`_takes_from_node`, for a reliable stream chunk."""
+        origin = chunk.origin if chunk.payload_type == PayloadType.STREAM_RELIABLE else None
+        if origin is None or self._tells_read.take(origin):
+            return True
+        self.counters.chunks_in_doubt_dropped += 1
         return False
 
     def _on_feed_message(self, parts: list[bytes]) -> None:

@@ -47,6 +47,7 @@ _ACTOR_TROUBLE = (
     "expired_skipped",
     "tells_dropped",
     "tells_in_doubt_dropped",
+    "chunks_in_doubt_dropped",
     "late_responses",
     "undeliverable_replies",
     "streams_in.not_running",

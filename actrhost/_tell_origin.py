@@ -19,8 +19,14 @@ order per target), so a tell at or below the mark was read. One from a connectio
 worker never heard of is dropped too: the worker may have been restarted since, and a
 tell runs at most once. Both are counted (``tells_in_doubt_dropped``).
 
+Reliable stream chunks from another node go the same way (the stream channel, the
+frame's index there, position 0; ``chunks_in_doubt_dropped``): a chunk is confirmed to
+its sending node only once the worker has read it, and one in doubt that the worker had
+is dropped.
+
 Until 2026-12-05 the new gateway dropped and counted every tell in doubt, those the
-worker never got included (docs/gateway.md, Limits).
+worker never got included, and delivered every chunk in doubt, those it had included
+(docs/gateway.md, Limits).
 """
 
 from __future__ import annotations

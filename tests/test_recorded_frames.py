@@ -40,13 +40,15 @@ CAMERA, VIEWER = ActrType("demo", "Camera"), ActrType("demo", "Viewer")
 def re_encode(item: wire.Envelope | wire.StreamFrame) -> bytes:
     """A decoded frame encoded again, as its sender's codec does."""
     if isinstance(item, wire.StreamFrame):
-        return wire.encode_stream(item)
-    origin = wire.tell_origin(item)
+        data, origin = wire.encode_stream(item), item.origin
+    else:
+        data, origin = wire.encode(item), wire.tell_origin(item)
     if origin is None:
-        return wire.encode(item)
-    # A tell from another node: its gateway appended where it first arrived.
+        return data
+    # A tell or reliable chunk from another node: its gateway appended where it first
+    # arrived (actrhost/_tell_origin.py).
     fields = (origin.session, origin.channel, origin.index, origin.position, origin.in_doubt)
-    return wire.encode(item) + origin_field(*fields)
+    return data + origin_field(*fields)
 
 
 def required_kinds() -> set[str]:
@@ -136,6 +138,7 @@ def test_a_recorded_tell_and_stream_chunk_from_a_load_generator():
     chunk = wire.decode(load("frame-stream-inline"))
     assert isinstance(chunk, wire.StreamFrame)
     assert (chunk.kind, chunk.key, chunk.payload, chunk.shm) == (wire.STREAM, "load", b"hello", b"")
+    assert chunk.origin is not None and chunk.origin.channel == 3 and not chunk.origin.in_doubt
 
 
 def test_a_recorded_error_answer_raises_the_callers_error():

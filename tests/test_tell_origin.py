@@ -95,3 +95,14 @@ def test_the_oldest_connection_is_forgotten_beyond_those_kept() -> None:
     assert read.take(origin(0, session=3))  # forgets session 2
     assert not read.take(origin(5, session=2, in_doubt=True))  # as if never heard of
     assert read.take(origin(2, session=1, in_doubt=True))
+
+
+def test_a_reliable_chunk_carries_its_origin_too() -> None:
+    # Handed over as it came from the other node, with the gateway's origin appended:
+    # all five fields written, so it overrides one the frame came with.
+    chunk = wire.StreamFrame(wire.STREAM, "s", source=SOURCE, target=TARGET, sequence=3)
+    data = wire.encode_stream(chunk) + origin_field(5, 3, 9, 0, True)
+    got = wire.decode(data + origin_field(6, 3, 10, 0, False))
+    assert isinstance(got, wire.StreamFrame) and got.sequence == 3
+    assert (got.origin.session, got.origin.index, got.origin.in_doubt) == (6, 10, False)
+    assert wire.decode(wire.encode_stream(chunk)).origin is None  # type: ignore[union-attr]

@@ -246,21 +246,24 @@ class HeldTells:
     """
 
     def __init__(self, on_release: Callable[[], None]) -> None:
-        #: Per call channel: message index -> receipts alive for its tells.
-        self._held: tuple[dict[int, int], dict[int, int]] = ({}, {})
+        #: By channel: for a call channel, message index -> receipts alive for its
+        #: tells; for the stream channel, frame index -> 1 while a reliable chunk is.
+        self._held: dict[int, dict[int, int]] = {}
         #: Called when a message's last receipt goes: time to confirm more.
         self._on_release = on_release
 
     def receipt(self, channel: int, index: int, origin: bytes) -> Receipt:
-        """A receipt for a tell of message ``index`` on call channel ``channel``, which
-        first arrived at ``origin`` (a serialized ``tell_origin`` field)."""
-        held = self._held[channel]
+        """A receipt for a tell of message ``index`` on call channel ``channel`` (or for
+        stream frame ``index`` on the stream channel), which first arrived at ``origin``
+        (a serialized ``tell_origin`` field)."""
+        held = self._held.setdefault(channel, {})
         held[index] = held.get(index, 0) + 1
         return Receipt(self, channel, index, origin)
 
     def confirmed(self, channel: int, received: int) -> int:
-        """How many messages of ``received`` on ``channel`` may be confirmed."""
-        held = self._held[channel]
+        """How many messages (stream frames) of ``received`` on ``channel`` may be
+        confirmed."""
+        held = self._held.get(channel)
         return min(held) if held else received
 
     def release(self, channel: int, index: int) -> None:

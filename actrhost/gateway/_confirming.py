@@ -3,7 +3,8 @@ a receiver recognises what comes again after a failure.
 
 * ``ack`` with ``n`` and ``r``: the receiving gateway handed ``n`` bytes of reliable
   stream frames to its workers (the sender's end-to-end window, module ``_sending``) and
-  has ``r`` stream frames of this connection (the sender lets go of its copies);
+  has ``r`` stream frames of this connection, none of them held any more and all read
+  by their workers (the sender lets go of its copies);
 * ``ack`` with ``m``: per call channel, how many messages the receiver has and holds no
   tell of any more (module ``_carry``, :class:`~._carry.HeldTells`);
 * ``again``: the items that follow went on an earlier connection first; those we have
@@ -119,9 +120,10 @@ class Confirming(Handover):
             self.stream_delivered(len(frames[0]))  # the sender's window counts it
 
     def _deliver_from(self, slot: int, named: Named | None) -> None:
-        """The message that came now on call channel ``slot`` is handed on: note where
-        its tells first arrived (here, or where the last ``again`` named) for receipt()."""
-        index = self.messages_in[slot] - 1
+        """The message that came now on call channel ``slot`` (or stream frame, on the
+        stream channel) is handed on: note where its tells (its chunk) first arrived
+        (here, or where the last ``again`` named) for receipt()."""
+        index = self.stream_frames_in - 1 if slot == _STREAM else self.messages_in[slot] - 1
         if named is None:
             self._delivering = Delivering(slot, index, self._session_key, index, False)
         else:
@@ -130,16 +132,16 @@ class Confirming(Handover):
         self._tells_delivered = 0
 
     def receipt(self) -> Receipt | None:
-        """For the owner, from inside ``on_frame`` of a tell, once per tell: the tell's
-        message is not confirmed to its sender while the receipt is alive (module
-        ``_carry``, :class:`~._carry.HeldTells`), and the receipt says where the tell
-        first arrived (module ``actrhost._tell_origin``)."""
+        """For the owner, from inside ``on_frame`` of a tell or a reliable stream chunk,
+        once per frame: its message (the chunk) is not confirmed to its sender while the
+        receipt is alive (module ``_carry``, :class:`~._carry.HeldTells`), and the
+        receipt says where it first arrived (module ``actrhost._tell_origin``)."""
         now = self._delivering
         if now is None:
             return None
         position = self._tells_delivered
         self._tells_delivered += 1
-        if now.in_doubt:
+        if now.in_doubt and now.channel != _STREAM:
             self.counters.tells_in_doubt += 1
         origin = origin_field(now.session, now.channel, now.origin_index, position, now.in_doubt)
         return self._held_tells.receipt(now.channel, now.message_index, origin)
@@ -157,7 +159,12 @@ class Confirming(Handover):
         self._calls_ack_handle = None
         if self._state is LinkState.CONNECTED:
             confirmed = [self._held_tells.confirmed(s, n) for s, n in enumerate(self.messages_in)]
-            self.send_control({"op": "ack", "m": confirmed})
+            self.send_control({"op": "ack", "m": confirmed, "r": self._stream_frames_confirmed()})
+
+    def _stream_frames_confirmed(self) -> int:
+        """How many of this connection's stream frames the sender may let go of: those
+        received, up to the first a worker has not read yet (a receipt alive)."""
+        return self._held_tells.confirmed(_STREAM, self.stream_frames_in)
 
     def stream_delivered(self, size_bytes: int) -> None:
         """The owner handed ``size_bytes`` of STREAM_RELIABLE frames to a local worker:
@@ -174,5 +181,6 @@ class Confirming(Handover):
             self._ack_handle = None
         if self._stream_delivered_bytes != self._stream_ack_sent:
             self._stream_ack_sent = self._stream_delivered_bytes
-            ack = {"op": "ack", "n": self._stream_delivered_bytes, "r": self.stream_frames_in}
+            confirmed = self._stream_frames_confirmed()
+            ack = {"op": "ack", "n": self._stream_delivered_bytes, "r": confirmed}
             self.send_control(ack)

@@ -9,7 +9,7 @@ wait in this process's queue for the worker, or in the worker's. Two things need
   the worker (up to 1,024 tells per worker). Now a tell's receipt is kept until the
   worker has read it; unread ones are sent again after the kill, and the gateway in
   its place hands them on in doubt: the worker drops those it had read
-  (``actrhost._tell_origin``).
+  (``actrhost._tell_origin``). Reliable stream chunks likewise.
 * **Memory toward a slow worker**, bounded in bytes: at most :data:`FEED_BYTES_MAX`
   handed over and not yet read. Frames beyond it wait in the gateway's backlog, where a
   slow actor's stream is held back at its sender (module ``_to_workers``). The two
@@ -67,7 +67,8 @@ class FeedReads:
         self.sent_frames = 0
         self.sent_bytes = 0
         self.read_bytes = 0
-        #: Receipts of tells handed over, by the number of frames handed over with them.
+        #: Receipts of tells and reliable chunks handed over, by the number of frames
+        #: handed over with them.
         self._held: deque[tuple[int, Receipt]] = deque()
         #: The outstanding sync: (id, frames and bytes handed over with it).
         self.syncing: tuple[str, int, int] | None = None

@@ -172,8 +172,12 @@ class Inbound(Trust, ToWorkers, Notices):
             item.request_id = call.request_id
             self._send_router(call.routing_id, wire.reencode(item))
         else:
-            is_tell = isinstance(item, Envelope) and item.direction == TELL
-            self._from_node(pc, lane, item, data, receipt=pc.receipt() if is_tell else None)
+            # A tell or a reliable chunk is confirmed to its sender once its worker read it.
+            if isinstance(item, Envelope):
+                kept = item.direction == TELL
+            else:
+                kept = lane == PayloadType.STREAM_RELIABLE
+            self._from_node(pc, lane, item, data, receipt=pc.receipt() if kept else None)
 
     def _from_node(
         self,
@@ -207,7 +211,7 @@ class Inbound(Trust, ToWorkers, Notices):
             if self._wait_for_introduction(pc, item, again):
                 return
         if isinstance(item, StreamFrame):
-            self._stream_in(pc, item, data)
+            self._stream_in(pc, item, data, receipt=receipt)
         else:
             self._call_in(pc, item, lane, receipt=receipt)
 
@@ -337,10 +341,6 @@ class Inbound(Trust, ToWorkers, Notices):
             self._pending_in[local_id] = _InCall(pc, env.request_id, lane, timer, env.target)
             original, env.request_id = env.request_id, local_id
         data = wire.reencode(env)
-        if receipt is not None:
-            # Where the tell first arrived, for its worker to take it once even if it
-            # comes again after this gateway died (protobuf reads the two as one frame).
-            data += receipt.origin
         if not is_request:
             self._to_local(
                 endpoint,
@@ -432,10 +432,12 @@ class Inbound(Trust, ToWorkers, Notices):
         data: bytes,
         may_wait: bool = True,
         acked: bool = False,
+        receipt: Receipt | None = None,
     ) -> None:
         """Hand a stream frame from another node to its local actor. ``may_wait``: it may
         wait for the actor to (re)start; ``acked``: it was acknowledged to its sender
-        already (it waited through a restart)."""
+        already (it waited through a restart). A reliable chunk's ``receipt`` goes
+        wherever it waits (``_carry.HeldTells``)."""
         sender_target = sf.target  # as the sending node knows it: for "full" (_to_workers)
         if self._readdress(sf):
             data = wire.encode_stream(sf)
@@ -447,10 +449,10 @@ class Inbound(Trust, ToWorkers, Notices):
             # many) or a restarting one (bounded in bytes); a latency-first one is
             # dropped, as it would be behind a full queue.
             if reliable and may_wait and isinstance(exc, (NotFound, Unavailable)):
-                again = lambda: self._stream_in(pc, sf, data, False)  # noqa: E731
+                again = lambda: self._stream_in(pc, sf, data, False, receipt=receipt)  # noqa: E731
                 if self._park_if_starting(sf.target, STARTING_WAIT_S, again, unbounded=True):
                     return
-                if self._hold_for_restart(pc, sf, data):
+                if self._hold_for_restart(pc, sf, data, receipt):
                     return
             self.counters.undeliverable += 1
             log.debug("%r: stream frame for %s dropped: %s", self, sf.target, exc.message)
@@ -461,14 +463,21 @@ class Inbound(Trust, ToWorkers, Notices):
         if acked:
             wait_s = self.tuning.stream_wait_s
             self._to_local(
-                endpoint, data, wait_s=wait_s, on_fail=self._count_undeliverable, renew=True
+                endpoint,
+                data,
+                wait_s=wait_s,
+                on_fail=self._count_undeliverable,
+                renew=True,
+                receipt=receipt,
             )
         elif reliable:
-            self._deliver_reliable(endpoint, data, pc, str(sender_target or ""))
+            self._deliver_reliable(endpoint, data, pc, str(sender_target or ""), receipt)
         else:
             self._to_local(endpoint, data, wait_s=0.0, on_fail=self._count_undeliverable)
 
-    def _hold_for_restart(self, pc: PeerConnection, sf: StreamFrame, data: bytes) -> bool:
+    def _hold_for_restart(
+        self, pc: PeerConnection, sf: StreamFrame, data: bytes, receipt: Receipt | None
+    ) -> bool:
         """Keep a reliable chunk for a local actor that is restarting, acknowledged to its
         sender at once up to RESTART_HELD_BYTES; False when it is not restarting."""
         target = sf.target
@@ -476,7 +485,7 @@ class Inbound(Trust, ToWorkers, Notices):
             return False
         held = self._held_for_restart.get(target, 0)
         if sum(self._held_for_restart.values()) + len(data) > RESTART_HELD_BYTES:
-            again_unacked = lambda: self._stream_in(pc, sf, data, False)  # noqa: E731
+            again_unacked = lambda: self._stream_in(pc, sf, data, False, receipt=receipt)  # noqa: E731
             return self._park_if_starting(
                 target, STARTING_WAIT_S, again_unacked, unbounded=True, through_restart=True
             )
@@ -487,7 +496,7 @@ class Inbound(Trust, ToWorkers, Notices):
                 self._held_for_restart[target] = left
             else:
                 self._held_for_restart.pop(target, None)
-            self._stream_in(pc, sf, data, may_wait=False, acked=True)
+            self._stream_in(pc, sf, data, may_wait=False, acked=True, receipt=receipt)
 
         if not self._park_if_starting(
             target, STARTING_WAIT_S, again, unbounded=True, through_restart=True

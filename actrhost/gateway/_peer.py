@@ -369,7 +369,7 @@ class PeerConnection(Confirming):
             if named is not None and self._had_it(slot, named):
                 self._drop_duplicate(slot, [value] if what == "frame" else value)
                 return
-            if slot <= _RPC:  # see receipt()
+            if slot <= _RPC or slot == _STREAM:  # see receipt()
                 self._deliver_from(slot, named)
             try:
                 for frame in [value] if what == "frame" else value:

@@ -37,6 +37,15 @@ if TYPE_CHECKING:
 WORKER_SEND_HWM = 1024
 
 
+def with_origin(data: bytes, receipt: Receipt | None) -> bytes:
+    """A frame from another node as its worker gets it: a tell or reliable chunk with
+    where it first arrived appended, for the worker to take it once even if it comes
+    again after this gateway died (protobuf reads the two as one frame; module
+    ``actrhost._tell_origin``). Its size for windows and caps is the frame's alone.
+    (A chunk may be a view into the data-channel message: joined, not added.)"""
+    return data if receipt is None else b"".join((data, receipt.origin))
+
+
 class Backlog(deque["Waiting"]):
     """Frames waiting for one local worker's socket, in order, and their size."""
 
@@ -77,7 +86,7 @@ class Waiting:
         self.expires_at = expires_at
         self.on_fail = on_fail
         self.ack = ack
-        self.receipt = receipt  # a tell's: its message is not confirmed while it waits
+        self.receipt = receipt  # its message (chunk) is not confirmed while it waits
         #: A stream chunk's wait, counted again from each take of the worker's (0: not).
         self.renew_s = renew_s
 
@@ -204,13 +213,13 @@ class ToWorkers:
         ``Tuning.worker_backlog_bytes`` wait already (stream chunks are bounded by their
         window). With ``renew`` (a stream chunk) the wait counts from the worker's last
         take, once the frame is first in line: only a worker that takes nothing loses it.
-        A tell's ``receipt`` waits with it (module ``_carry``).
+        A tell's or reliable chunk's ``receipt`` waits with it (module ``_carry``).
         """
         backlog = self._overflow.get(endpoint)
         dealer = self._dealer(endpoint)
         if not backlog and self._feeds[endpoint].has_room():
             try:
-                dealer.send_nowait(data)
+                dealer.send_nowait(with_origin(data, receipt))
             except zmq.ZMQError:
                 pass
             else:
@@ -234,13 +243,19 @@ class ToWorkers:
             self._spawn(self._drain(endpoint, backlog))
 
     def _deliver_reliable(
-        self, endpoint: str, data: bytes, pc: PeerConnection, sender_target: str
+        self,
+        endpoint: str,
+        data: bytes,
+        pc: PeerConnection,
+        sender_target: str,
+        receipt: Receipt | None = None,
     ) -> None:
         """Hand a reliable stream chunk from ``pc`` to a worker: it waits for a worker
         that is slow (the sender's window bounds how much), but past
         ``Tuning.stream_target_bytes`` waiting for that worker, it is acknowledged at once
         and the sender told to keep the target's next chunks (module docstring)."""
-        self._to_local(endpoint, data, wait_s=self.tuning.stream_wait_s, ack=pc, renew=True)
+        wait_s = self.tuning.stream_wait_s
+        self._to_local(endpoint, data, wait_s=wait_s, ack=pc, renew=True, receipt=receipt)
         backlog = self._overflow.get(endpoint)
         if backlog is None or backlog.size_bytes <= self.tuning.stream_target_bytes:
             return
@@ -314,7 +329,7 @@ class ToWorkers:
                 if not feed.has_room():
                     continue  # (a sync went meanwhile)
                 try:
-                    dealer.send_nowait(first.data)
+                    dealer.send_nowait(with_origin(first.data, first.receipt))
                 except zmq.ZMQError:
                     continue
                 self._handed(endpoint, len(first.data), first.receipt)
