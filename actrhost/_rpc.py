@@ -282,7 +282,7 @@ class RpcEndpoint:
             if env is None:
                 continue
             if isinstance(env, StreamFrame):
-                if routing_id or self._takes_chunk_from_node(env):
+                if routing_id or self._takes_from_node(env):
                     self._stream_frame(env)
             elif env.direction == wire.RESPONSE:
                 if routing_id:
@@ -296,22 +296,20 @@ class RpcEndpoint:
             elif routing_id or self._takes_from_node(env):
                 self._on_request(env, routing_id)
 
-    def _takes_from_node(self, env: Envelope) -> bool:
-        """Whether to run a request or tell the gateway's feed brought: False for a tell
-        that came again after a gateway died and was read already, or may have been
-        (module ``_tell_origin``)."""
-        origin = wire.tell_origin(env) if env.direction == wire.TELL else None
+    def _takes_from_node(self, item: Envelope | StreamFrame) -> bool:
+        """Whether to take a frame the gateway's feed brought: False for a tell or
+        reliable chunk that came again after a gateway died and was read already, or
+        may have been (module ``_tell_origin``)."""
+        if isinstance(item, StreamFrame):
+            origin = item.origin if item.payload_type == PayloadType.STREAM_RELIABLE else None
+        else:
+            origin = wire.tell_origin(item) if item.direction == wire.TELL else None
         if origin is None or self._tells_read.take(origin):
             return True
-        self.counters.tells_in_doubt_dropped += 1
-        return False
-
-    def _takes_chunk_from_node(self, chunk: StreamFrame) -> bool:
-        """As :meth:`_takes_from_node`, for a reliable stream chunk."""
-        origin = chunk.origin if chunk.payload_type == PayloadType.STREAM_RELIABLE else None
-        if origin is None or self._tells_read.take(origin):
-            return True
-        self.counters.chunks_in_doubt_dropped += 1
+        if isinstance(item, StreamFrame):
+            self.counters.chunks_in_doubt_dropped += 1
+        else:
+            self.counters.tells_in_doubt_dropped += 1
         return False
 
     def _on_feed_message(self, parts: list[bytes]) -> None:

@@ -214,9 +214,9 @@ class Named:
     def had_next(self) -> bool:
         """Whether the named item that came now (its index: :attr:`index`) is one we have
         (if not, we have it now). From a connection we do not know (our gateway
-        restarted since), we cannot know: a stream chunk is delivered (again beats
-        never), and so is a tell, marked in doubt, for its worker to drop if it had it
-        (module ``actrhost._tell_origin``)."""
+        restarted since), we cannot know: the tell or reliable chunk is delivered,
+        marked in doubt, for its worker to drop if it had it (module
+        ``actrhost._tell_origin``)."""
         self.index = index = self.indices[self.taken]
         self.taken += 1
         earlier = self.earlier

@@ -91,18 +91,12 @@ class Confirming(Handover):
             self.counters.malformed += 1
             return
         earlier = self._cb.earlier_connection(session)
-        if earlier is None and slot != _STREAM:
-            # Our gateway restarted since (or forgot that node): its tells may have run
-            # already. They go on in doubt; their workers drop those they had read.
-            log.info(
-                "%r: %d tell messages sent again from an unknown connection: in doubt",
-                self,
-                len(indices),
-            )
-        elif earlier is None:
-            # Stream chunks may have reached the actor already, or not: delivering them
-            # again beats losing them (a chunk carries its sequence).
-            log.info("%r: stream frames sent again from an unknown connection", self)
+        if earlier is None:
+            # Our gateway restarted since (or forgot that node): what follows may have
+            # reached its actors already. It goes on in doubt; their workers drop what
+            # they had read (module actrhost._tell_origin).
+            what = "stream frames" if slot == _STREAM else "tell messages"
+            log.info("%r: %d %s sent again from an unknown connection", self, len(indices), what)
         call_channel = None if slot == _STREAM else slot
         named = Named(earlier, indices, call_channel, session_key(session))
         self._named[slot] = named if indices else None
