@@ -322,13 +322,13 @@ class _Decoded(Envelope):
             self._rpc.metadata.add(key=key, value=item)
 
 
-def reencode(env: Envelope) -> bytes:
+def reencode(env: Envelope, keep_origin: bool = False) -> bytes:
     """Serialize an envelope that was decoded and then had only its routing fields
     changed (``request_id``, ``deadline_ns``, ``timeout_ms``, ``source``, ``target``), as
     a gateway does to every call it passes on: the parsed frame is edited and serialized
     again, about a third of what building it anew costs (:func:`encode`). Anything else
     is encoded anew. The result reads the same as ``encode(env)``'s (no ``tell_origin``
-    either)."""
+    either, unless ``keep_origin``: a tell from our worker to another node)."""
     if type(env) is not _Decoded:
         return encode(env)
     frame = env._frame
@@ -345,7 +345,7 @@ def reencode(env: Envelope) -> bytes:
         env._rpc.ClearField("error")
     if frame.shm or frame.array_meta:
         frame.shm = frame.array_meta = b""
-    if frame.HasField("tell_origin"):  # a gateway sets its own (_tell_origin.py)
+    if not keep_origin and frame.HasField("tell_origin"):  # a gateway sets its own
         frame.ClearField("tell_origin")
     frame.DiscardUnknownFields()
     return frame.SerializeToString()

@@ -40,6 +40,7 @@ from ._errors import (
 from ._payload_type import PayloadType
 from ._replies import Replies
 from ._tell_origin import TellsRead
+from ._tells_sent import TellsSent
 from ._undeliverable import RefusedTargets, is_notice
 from ._zmqloop import LoopSocket
 
@@ -193,8 +194,10 @@ class RpcEndpoint:
         #: Actors on other nodes this process's tells and stream frames may not go to
         #: for now: the gateway said it dropped some (module ``_undeliverable``).
         self.refused = RefusedTargets(self._loop.time)
-        #: The last tell from each connection of another node read from the feed.
+        #: The last tell from each sender (or connection) on another node read.
         self._tells_read = TellsRead()
+        #: Tells to other nodes, kept to go again if the gateway dies (``_tells_sent``).
+        self.tells_sent = TellsSent(self._loop, self.send)
         router = zctx.socket(zmq.ROUTER)
         configure_socket(router, hwm)
         # Report unroutable replies instead of dropping them silently.
@@ -479,7 +482,11 @@ class RpcEndpoint:
 
     async def tell(self, endpoint: str, env: Envelope, deadline: float) -> None:
         """Send a message that is never answered; returns once ZeroMQ has taken it."""
-        await self.send(endpoint, self._encode_within_limit(env, "tell"), deadline)
+        data = self._encode_within_limit(env, "tell")
+        if endpoint == self.tells_sent.gateway:  # to another node: stamped and kept
+            await self.tells_sent.send(endpoint, data, env.payload_type, deadline)
+        else:
+            await self.send(endpoint, data, deadline)
         self.counters.tells_sent += 1
 
     def _encode_within_limit(self, env: Envelope, what: str) -> bytes:
@@ -578,6 +585,7 @@ class RpcEndpoint:
             return
         self._closed = True
         self.fail_all(Unavailable(f"{self.name} is shutting down"))
+        self.tells_sent.close()
         for link in self._links.values():
             link.close(linger_ms)
         self._links.clear()

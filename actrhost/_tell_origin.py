@@ -1,32 +1,41 @@
-"""Where a tell from another node first arrived, so that its actor takes it once even
-when it comes again after this node's gateway died.
+"""Where a tell to another node came from, so that its actor takes it once even when it
+comes again after a gateway died: the receiving node's, or the sending node's.
 
-A tell's sending node keeps it until the receiving gateway confirms it, and the
-receiving gateway confirms it only once the worker has read it (``gateway/_carry.py``,
-``gateway/_feed_reads.py``). When that gateway is killed, the sending node sends the
-unconfirmed tells again, each behind an ``again`` naming its **origin**: the connection
-it first arrived on and its message's index there. Some of them the worker had read
-already (they were in its own queue at the kill), the others died with the gateway; the
-gateway that takes over cannot tell which.
+**Origins.** A process (a worker or a Shell) stamps each tell it sends to another node
+with its origin (module ``_tells_sent``, ``Frame.tell_origin``): its own random key, the
+lane, its count of such tells, and the pid of the gateway it hands the tell to. Both
+gateways pass it on; the receiving one mixes the sending node's id into the key (so
+that no node can name another's sender) and marks it ``in_doubt`` when the tell came
+again. The worker keeps the highest origin it read per sender and lane
+(:class:`TellsRead`) and takes a tell in doubt only if it is past that mark: tells from
+one sender reach one worker in the order they were sent (one socket, one data channel,
+one queue per target), so one at or below the mark was read. One in doubt from a sender
+the worker never heard of is dropped too: the worker may have been restarted since, and
+a tell runs at most once. Both are counted (``tells_in_doubt_dropped``).
 
-The worker can: every tell a gateway hands it from another node carries its origin
-(``Frame.tell_origin``: a hash of the connection's session id, the call channel, the
-message index, and the tell's place among that message's tells), and the worker keeps
-the highest origin it read per connection and channel (:class:`TellsRead`). A tell that
-comes again is marked ``in_doubt``; the worker takes it only if it is past that mark.
-Tells from one connection reach one worker in the order they arrived (one queue, in
-order per target), so a tell at or below the mark was read. One from a connection the
-worker never heard of is dropped too: the worker may have been restarted since, and a
-tell runs at most once. Both are counted (``tells_in_doubt_dropped``).
+**The receiving gateway dies.** The sending node keeps a tell until the receiving
+gateway confirms it, which it does only once the worker has read it
+(``gateway/_carry.py``, ``gateway/_feed_reads.py``). After a kill the sending node sends
+the unconfirmed tells again, behind an ``again`` naming the connection they first went
+on; the gateway that takes over cannot know whether the worker had them (some were in
+its own queue at the kill), so it hands them on in doubt.
 
-Reliable stream chunks from another node go the same way (the stream channel, the
-frame's index there, position 0; ``chunks_in_doubt_dropped``): a chunk is confirmed to
-its sending node only once the worker has read it, and one in doubt that the worker had
-is dropped.
+**The sending gateway dies.** The tells it held, and those still in the sender's socket
+for it, die with it, and nobody can say which those were. So the sender keeps its tells
+to other nodes for a while (module ``_tells_sent``) and sends them all again, in doubt, to
+the gateway that takes over; that gateway drops the ones stamped for the dead one that
+it still finds in its socket (``stale_tells_dropped``: they are among those sent again).
 
-Until 2026-12-05 the new gateway dropped and counted every tell in doubt, those the
-worker never got included, and delivered every chunk in doubt, those it had included
-(docs/gateway.md, Limits).
+A tell without a sender's origin (from an older sender) gets the receiving gateway's
+instead: a hash of the connection's session id, the call channel, the message index and
+the tell's place among that message's tells. Reliable stream chunks from another node
+get that one too (the stream channel, the frame's index, position 0;
+``chunks_in_doubt_dropped``): a chunk is confirmed to its sending node only once the
+worker has read it, and one in doubt that the worker had is dropped.
+
+History (docs/gateway.md, Limits): until 2026-12-05 a new gateway dropped and counted
+every tell in doubt and delivered every chunk in doubt, and the tells a sending gateway
+held when it died were lost.
 """
 
 from __future__ import annotations
@@ -36,9 +45,10 @@ import struct
 from collections import OrderedDict
 from typing import Any
 
-#: Connections a worker remembers its last tell of (the oldest is forgotten first; a tell
-#: in doubt from a forgotten one is dropped, as from one never heard of).
-SESSIONS_KEPT = 256
+#: Senders (or connections) and lanes a worker remembers its last tell of (the oldest is
+#: forgotten first; a tell in doubt from a forgotten one is dropped, as from one never
+#: heard of). Each costs ≈ 0.2 KB.
+SESSIONS_KEPT = 4096
 
 
 def session_key(session_id: str) -> int:
@@ -51,7 +61,7 @@ def session_key(session_id: str) -> int:
 # messages (0.13 against 1.4 µs, once per tell from another node).
 # tests/test_tell_origin.py checks that protobuf reads it as the message.
 _VARINT, _FIXED64, _LENGTH_DELIMITED, _FIXED32 = 0, 1, 2, 5
-_FIELD = struct.Struct("<BB BQ BI BQ BI BB")
+_FIELD = struct.Struct("<BB BQ BI BQ BI BB BI")
 
 
 def _tag(number: int, wire_type: int) -> int:
@@ -61,11 +71,15 @@ def _tag(number: int, wire_type: int) -> int:
 _TAG_ORIGIN = _tag(7, _LENGTH_DELIMITED)
 _TAG_SESSION, _TAG_CHANNEL, _TAG_INDEX = _tag(1, _FIXED64), _tag(2, _FIXED32), _tag(3, _FIXED64)
 _TAG_POSITION, _TAG_IN_DOUBT = _tag(4, _FIXED32), _tag(5, _VARINT)
+_TAG_GATEWAY = _tag(6, _FIXED32)
 
 
-def origin_field(session: int, channel: int, index: int, position: int, in_doubt: bool) -> bytes:
-    """A serialized ``Frame`` holding only ``tell_origin``: appended to a serialized frame
-    (which must not hold one already), protobuf reads the two as one frame with it."""
+def origin_field(
+    session: int, channel: int, index: int, position: int, in_doubt: bool, gateway: int = 0
+) -> bytes:
+    """A serialized ``Frame`` holding only ``tell_origin``: appended to a serialized frame,
+    protobuf reads the two as one frame with it. Every field is written, so that it also
+    replaces an origin the frame held already (protobuf merges the two)."""
     return _FIELD.pack(
         _TAG_ORIGIN,
         _FIELD.size - 2,  # the message's length: all but this and the tag
@@ -79,6 +93,8 @@ def origin_field(session: int, channel: int, index: int, position: int, in_doubt
         position,
         _TAG_IN_DOUBT,
         in_doubt,
+        _TAG_GATEWAY,
+        gateway,
     )
 
 

@@ -24,9 +24,10 @@ from actrhost import (
 )
 from actrhost import _envelope as wire
 from actrhost._config import DEFAULT_MAX_MESSAGE_BYTES
-from actrhost._envelope import REQUEST, Envelope
+from actrhost._envelope import REQUEST, TELL, Envelope
 from actrhost._ids import ActrId, ActrType, Realm
 from actrhost._payload_type import PayloadType
+from actrhost._tell_origin import origin_field
 from actrhost.gateway._framing import HEADER_ROOM_BYTES, MAX_FRAME_BYTES
 from actrhost.gateway._testing import UNLISTED, HarnessNode, LoopRunner, start_nodes
 from actrhost.signaling._testing import ServerProcess
@@ -230,6 +231,25 @@ def test_tell_arrives_and_is_never_answered(pair: Pair) -> None:
     run(b.wait_for(lambda: len(received.tells) >= 20, 10, "20 tells"))
     assert [p for _route, p, _src in received.tells[-20:]] == [b"%d" % i for i in range(20)]
     assert received.tells[-1][2] == a.ids["client"]
+
+
+def test_a_tell_stamped_for_an_earlier_gateway_is_dropped_and_counted(pair: Pair) -> None:
+    # One the worker sent to the gateway before this one (it died) and that waited in
+    # the worker's socket: the worker sends it again, in doubt (actrhost/_tell_origin.py).
+    a, b = pair.a, pair.b
+    run = pair.runner.run
+    worker = a.workers["client"]
+    before = run(a.stats())["stale_tells_dropped"]
+    env = Envelope(TELL, "note", b"stale", source=worker.actr_id, target=b.ids["echo"])
+    dead_gateway = a.process.pid + 1 if a.process is not None else 1
+    key = worker.rpc.tells_sent.kept.key
+    stale = wire.encode(env) + origin_field(key, 0, 0, 0, False, dead_gateway)
+    run(worker.rpc.send(a.gateway_endpoint, stale, time.monotonic() + 5))
+    run(a.tell("client", b.ids["echo"], "note", b"fresh"))
+    received = b.workers["echo"].received
+    run(b.wait_for(lambda: received.tells[-1:] and received.tells[-1][1] == b"fresh", 10, "it"))
+    assert b"stale" not in [p for _route, p, _src in received.tells]
+    assert run(a.stats())["stale_tells_dropped"] == before + 1
 
 
 def test_a_tell_to_an_actor_nobody_registered_is_counted_undeliverable(pair: Pair) -> None:

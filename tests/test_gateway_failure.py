@@ -650,6 +650,42 @@ def test_tells_a_killed_gateway_still_held_arrive_once(
         assert 0 < dropped <= min(in_doubt, queue)
 
 
+def test_tells_the_sending_gateway_held_when_it_was_killed_arrive_once(tmp_path: Path) -> None:
+    # Tells a gateway had taken from its worker, and not sent on or not yet had confirmed
+    # by the other node, died with it when it was killed (QA, 2026-12-03), as did those
+    # still in the worker's socket. Since 2026-12-05 the worker keeps its tells to other
+    # nodes a while and sends them all again, in doubt, to the next gateway (which drops
+    # the dead one's found in its socket); the receiving worker drops those it had read
+    # (actrhost/_tell_origin.py). Every tell runs once, in order.
+    count = 1500  # 12 MiB: all kept (TELLS_KEPT_BYTES)
+    with busy_worker_pair(tmp_path, 2500) as (runner, a, b):
+        worker = b.workers["b1"]
+
+        async def scenario() -> tuple[int, int]:
+            for n in range(count):
+                await a.tell("a1", b.ids["b1"], "note", b"%04d" % n + bytes(8 * 1024))
+            a.kill_gateway()  # 12 MiB cannot have crossed yet (a link moves ~30 MB/s)
+            a.spawn()
+            await a.wait_running()  # then its worker sends its tells again
+            deadline = time.monotonic() + 30
+            while len(worker.received.tells) < count:
+                assert time.monotonic() < deadline, (
+                    f"{count - len(worker.received.tells)} tells lost"
+                )
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.5)  # anything that came twice would be here by now
+            stats = await b.stats()
+            in_doubt = sum(n["tells_in_doubt"] for n in stats["remote_nodes"].values())
+            return in_doubt, (await a.stats())["stale_tells_dropped"]
+
+        in_doubt, stale = runner.run(scenario(), timeout_s=90)
+        got = [int(p[:4]) for _route, p, _s in worker.received.tells]
+        assert got == list(range(count))
+        assert in_doubt == count, stale  # every tell came again, in doubt
+        # The worker dropped those it had read; the others were lost before.
+        assert 0 <= worker.rpc.counters.tells_in_doubt_dropped < count
+
+
 def test_a_slow_worker_loses_no_reliable_chunk_while_it_keeps_taking(tmp_path: Path) -> None:
     # Chunks from another node waited for a busy worker a fixed time from their arrival
     # (30 s as shipped): a receiver slower than the sender's window lost every chunk

@@ -83,7 +83,7 @@ class Side:
 
     def _on_frame(self, pc: PeerConnection, lane: int, data: bytes) -> None:
         self.frames.append((lane, data))
-        receipt = pc.receipt() if is_tell(data) else None
+        receipt = pc.receipt(None) if is_tell(data) else None
         if receipt is not None:  # (let go at once: the tell is handed on)
             self.origins.append(actr_pb2.Frame.FromString(receipt.origin).tell_origin)
         if lane == PayloadType.STREAM_RELIABLE and self.auto_ack:
@@ -533,7 +533,7 @@ def test_a_tell_the_receiver_still_holds_is_not_confirmed_until_it_lets_go() -> 
 
         def holding(pc: PeerConnection, lane: int, data: bytes) -> None:
             if data == tells[1]:
-                receipts.append(pc.receipt())  # the gateway keeps this tell for now
+                receipts.append(pc.receipt(None))  # the gateway keeps this tell for now
             on_frame(pc, lane, data)
 
         b.pc._cb.on_frame = holding

@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from actrhost import ActrType, BadRequest, NotFound
+from actrhost import ActrType, BadRequest, NotFound, PayloadType
 from actrhost import _envelope as wire
 from actrhost._errors import error_from_code
 from actrhost._tell_origin import origin_field
@@ -45,10 +45,10 @@ def re_encode(item: wire.Envelope | wire.StreamFrame) -> bytes:
         data, origin = wire.encode(item), wire.tell_origin(item)
     if origin is None:
         return data
-    # A tell or reliable chunk from another node: its gateway appended where it first
-    # arrived (actrhost/_tell_origin.py).
+    # A tell or reliable chunk from another node: its gateway appended where it came
+    # from (actrhost/_tell_origin.py).
     fields = (origin.session, origin.channel, origin.index, origin.position, origin.in_doubt)
-    return data + origin_field(*fields)
+    return data + origin_field(*fields, origin.gateway)
 
 
 def required_kinds() -> set[str]:
@@ -132,9 +132,11 @@ def test_a_recorded_tell_and_stream_chunk_from_a_load_generator():
     assert isinstance(tell, wire.Envelope) and tell.direction == wire.TELL
     assert (tell.route_key, tell.payload, tell.source) == ("demo.Echo.Say", b"hello", None)
     assert tell.target is not None and tell.target.type == ActrType("demo", "Echo")
-    # Handed on by the Echo's gateway, with where it first arrived (actrhost/_tell_origin.py).
+    # With the origin its sender stamped (actrhost/_tell_origin.py): the sender's key, the
+    # lane, its count of tells, and the pid of its node's gateway.
     origin = wire.tell_origin(tell)
-    assert origin is not None and origin.channel == 1 and not origin.in_doubt
+    assert origin is not None and origin.channel == PayloadType.RPC_RELIABLE
+    assert origin.index > 0 and origin.position == 0 and not origin.in_doubt
     chunk = wire.decode(load("frame-stream-inline"))
     assert isinstance(chunk, wire.StreamFrame)
     assert (chunk.kind, chunk.key, chunk.payload, chunk.shm) == (wire.STREAM, "load", b"hello", b"")

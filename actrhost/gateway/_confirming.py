@@ -69,6 +69,7 @@ class Confirming(Handover):
     _stream_delivered_bytes: int
     _stream_ack_sent: int
     _session_key: int
+    _node_key: int
 
     def _on_ack(self, message: dict[str, Any]) -> None:
         acked = message.get("n")
@@ -125,19 +126,30 @@ class Confirming(Handover):
             self._delivering = Delivering(slot, index, named.session, named.index, in_doubt)
         self._tells_delivered = 0
 
-    def receipt(self) -> Receipt | None:
+    def receipt(self, sent: Any) -> Receipt | None:
         """For the owner, from inside ``on_frame`` of a tell or a reliable stream chunk,
         once per frame: its message (the chunk) is not confirmed to its sender while the
         receipt is alive (module ``_carry``, :class:`~._carry.HeldTells`), and the
-        receipt says where it first arrived (module ``actrhost._tell_origin``)."""
+        receipt says where it came from (module ``actrhost._tell_origin``): the origin
+        its sending worker stamped on it (``sent``, a tell's), else where it first
+        arrived."""
         now = self._delivering
         if now is None:
             return None
         position = self._tells_delivered
         self._tells_delivered += 1
-        if now.in_doubt and now.channel != _STREAM:
+        if sent is not None:
+            in_doubt = now.in_doubt or sent.in_doubt
+            # The sender's key as that node's alone: another node naming it in a tell
+            # of its own cannot move the mark of that sender's tells.
+            session = sent.session ^ self._node_key
+            origin = origin_field(session, sent.channel, sent.index, sent.position, in_doubt)
+        else:
+            in_doubt = now.in_doubt
+            session, index = now.session, now.origin_index
+            origin = origin_field(session, now.channel, index, position, in_doubt)
+        if in_doubt and now.channel != _STREAM:
             self.counters.tells_in_doubt += 1
-        origin = origin_field(now.session, now.channel, now.origin_index, position, now.in_doubt)
         return self._held_tells.receipt(now.channel, now.message_index, origin)
 
     def _schedule_calls_ack(self) -> None:

@@ -28,3 +28,6 @@ class GatewayCounters:
     #: Notices sent to our workers that their tells or stream frames for an actor on
     #: another node were dropped, that actor being unknown or down (_notices.py).
     senders_told: int = 0
+    #: Tells our workers had sent to the gateway before this one (it died) that waited in
+    #: their sockets: dropped, as the workers send them again (actrhost/_tell_origin.py).
+    stale_tells_dropped: int = 0

@@ -173,11 +173,13 @@ class Inbound(Trust, ToWorkers, Notices):
             self._send_router(call.routing_id, wire.reencode(item))
         else:
             # A tell or a reliable chunk is confirmed to its sender once its worker read it.
+            receipt = None
             if isinstance(item, Envelope):
-                kept = item.direction == TELL
-            else:
-                kept = lane == PayloadType.STREAM_RELIABLE
-            self._from_node(pc, lane, item, data, receipt=pc.receipt() if kept else None)
+                if item.direction == TELL:
+                    receipt = pc.receipt(wire.tell_origin(item))
+            elif lane == PayloadType.STREAM_RELIABLE:
+                receipt = pc.receipt(None)
+            self._from_node(pc, lane, item, data, receipt=receipt)
 
     def _from_node(
         self,

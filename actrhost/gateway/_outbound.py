@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -21,7 +22,7 @@ from typing import Any
 from .. import _envelope as wire
 from .._config import Config
 from .._directory import GATEWAY_DISCOVER_ROUTE
-from .._envelope import REQUEST, RESPONSE, STREAM, Envelope, StreamFrame
+from .._envelope import REQUEST, RESPONSE, STREAM, TELL, Envelope, StreamFrame
 from .._errors import (
     ActrError,
     BadRequest,
@@ -181,6 +182,11 @@ class Outbound:
 
     def _call_out(self, env: Envelope, routing_id: bytes, size_bytes: int) -> None:
         is_request = env.direction == REQUEST
+        if env.direction == TELL and _stale(env):
+            # Stamped for the gateway before us and left in the sender's socket when it
+            # died: the sender sends it again, in doubt (module actrhost._tell_origin).
+            self.counters.stale_tells_dropped += 1
+            return
         target = env.target
         if not framing.fits_between_nodes(size_bytes):
             # The sender's max_message_bytes may allow more than crosses between nodes:
@@ -220,7 +226,8 @@ class Outbound:
             self._pending_out[out_id] = _OutCall(routing_id, env.request_id, timer)
             env.request_id = out_id
             self.counters.calls_out += 1
-        self._to_actor(target, env.payload_type, wire.reencode(env), out_id, env.source)
+        data = wire.reencode(env, keep_origin=not is_request)  # the sender's, for the tell
+        self._to_actor(target, env.payload_type, data, out_id, env.source)
 
     def _stream_out(
         self, sf: StreamFrame, data: bytes, deferred: bool = False, released: bool = False
@@ -541,6 +548,12 @@ class Outbound:
                 waiting.remove(source)
                 if not waiting:
                     self._routers[name].resume_reading()
+
+
+def _stale(tell: Envelope) -> bool:
+    """Whether a worker sent ``tell`` to a gateway process other than this one."""
+    origin = wire.tell_origin(tell)
+    return origin is not None and origin.gateway != os.getpid()
 
 
 async def discover_dependency(config: Config, reg: Any, actr_type: ActrType) -> Any:

@@ -150,6 +150,8 @@ class PeerConnection(Confirming):
         self._tells_delivered = 0
         #: This connection's session id as a tell's origin names it.
         self._session_key = session_key(session_id)
+        #: The other node's id as a key, mixed into its workers' keys in origins.
+        self._node_key = session_key(remote_node)
         self._stream_delivered_bytes = 0
         self._stream_ack_sent = 0
         self._ack_handle: asyncio.TimerHandle | None = None

@@ -252,6 +252,7 @@ class HarnessNode:
             worker.actr_id = self.ids[actor_name]
             self.workers[actor_name] = worker
         self.send_directory()
+        self._gateway_is_running()
         return self
 
     def spawn(self) -> None:
@@ -351,12 +352,19 @@ class HarnessNode:
             return await future
 
     async def wait_running(self, timeout_s: float = 20.0) -> None:
-        """Wait for the (re)spawned gateway to report running again."""
+        """Wait for the (re)spawned gateway to report running again, then tell the
+        workers, as a directory update would."""
         assert self._registered_event is not None
         async with asyncio.timeout(timeout_s):
             while self.gateway_state != "running":
                 await self._registered_event.wait()
                 self._registered_event.clear()
+        self._gateway_is_running()
+
+    def _gateway_is_running(self) -> None:
+        pid = self.process.pid if self.process is not None else None
+        for worker in self.workers.values():
+            worker.rpc.tells_sent.gateway_is(self.gateway_endpoint, pid)
 
     def kill_gateway(self) -> None:
         """SIGKILL the gateway process (a crash) and reap it."""
