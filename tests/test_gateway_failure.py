@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -594,6 +595,15 @@ def test_what_goes_again_survives_a_second_failure_once_and_in_order(
     assert node["lanes"]["rpc_reliable"]["dropped"] == 0
 
 
+async def all_tells(worker: Any, count: int, timeout_s: float) -> None:
+    """Wait until ``worker`` has ``count`` tells, then a while for any that came twice."""
+    deadline = time.monotonic() + timeout_s
+    while len(worker.received.tells) < count:
+        assert time.monotonic() < deadline, f"{count - len(worker.received.tells)} tells lost"
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # anything that came twice would be here by now
+
+
 @pytest.mark.parametrize(("count", "hwm"), [(40, 4), (4000, 2500)])
 def test_tells_a_killed_gateway_still_held_arrive_once(
     tmp_path: Path, count: int, hwm: int
@@ -629,13 +639,7 @@ def test_tells_a_killed_gateway_still_held_arrive_once(
             b.spawn()
             await b.wait_running()
             b.send_directory()
-            deadline = time.monotonic() + 20
-            while len(worker.received.tells) < count:
-                assert time.monotonic() < deadline, (
-                    f"{count - len(worker.received.tells)} tells lost"
-                )
-                await asyncio.sleep(0.1)
-            await asyncio.sleep(0.5)  # anything that came twice would be here by now
+            await all_tells(worker, count, 20)
             stats = await b.stats()
             return sum(n["tells_in_doubt"] for n in stats["remote_nodes"].values())
 
@@ -667,13 +671,7 @@ def test_tells_the_sending_gateway_held_when_it_was_killed_arrive_once(tmp_path:
             a.kill_gateway()  # 12 MiB cannot have crossed yet (a link moves ~30 MB/s)
             a.spawn()
             await a.wait_running()  # then its worker sends its tells again
-            deadline = time.monotonic() + 30
-            while len(worker.received.tells) < count:
-                assert time.monotonic() < deadline, (
-                    f"{count - len(worker.received.tells)} tells lost"
-                )
-                await asyncio.sleep(0.1)
-            await asyncio.sleep(0.5)  # anything that came twice would be here by now
+            await all_tells(worker, count, 30)
             stats = await b.stats()
             in_doubt = sum(n["tells_in_doubt"] for n in stats["remote_nodes"].values())
             return in_doubt, (await a.stats())["stale_tells_dropped"]
