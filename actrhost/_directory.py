@@ -369,7 +369,7 @@ def take_update(
     left = directory.gateway_left
     if left is not None and directory.gateway is not None:
         rpc.peer_gone(directory.gateway, gateway_gone_error(left), graceful=True)
-    rpc.tells_sent.gateway_is(directory.gateway, directory.gateway_pid)  # tells go again
+    rpc.to_other_nodes.gateway_is(directory.gateway, directory.gateway_pid)  # tells go again
     for endpoint in directory.shells_left:
         pid = shell_pid(endpoint)
         if pid is not None:

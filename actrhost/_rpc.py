@@ -197,7 +197,7 @@ class RpcEndpoint:
         #: The last tell from each sender (or connection) on another node read.
         self._tells_read = TellsRead()
         #: Tells to other nodes, kept to go again if the gateway dies (``_tells_sent``).
-        self.tells_sent = TellsSent(self._loop, self.send)
+        self.to_other_nodes = TellsSent(self._loop, self.send)
         router = zctx.socket(zmq.ROUTER)
         configure_socket(router, hwm)
         # Report unroutable replies instead of dropping them silently.
@@ -483,8 +483,8 @@ class RpcEndpoint:
     async def tell(self, endpoint: str, env: Envelope, deadline: float) -> None:
         """Send a message that is never answered; returns once ZeroMQ has taken it."""
         data = self._encode_within_limit(env, "tell")
-        if endpoint == self.tells_sent.gateway:  # to another node: stamped and kept
-            await self.tells_sent.send(endpoint, data, env.payload_type, deadline)
+        if endpoint == self.to_other_nodes.gateway:  # to another node: stamped and kept
+            await self.to_other_nodes.send(endpoint, data, env.payload_type, deadline)
         else:
             await self.send(endpoint, data, deadline)
         self.counters.tells_sent += 1
@@ -585,7 +585,7 @@ class RpcEndpoint:
             return
         self._closed = True
         self.fail_all(Unavailable(f"{self.name} is shutting down"))
-        self.tells_sent.close()
+        self.to_other_nodes.close()
         for link in self._links.values():
             link.close(linger_ms)
         self._links.clear()

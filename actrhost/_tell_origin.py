@@ -100,7 +100,8 @@ def origin_field(
 
 class TellsRead:
     """A worker's memory of the tells from other nodes it read: the highest origin per
-    connection and call channel, for the last :data:`SESSIONS_KEPT` of them."""
+    sender (or connection) and lane (or call channel), for the last
+    :data:`SESSIONS_KEPT` of them."""
 
     def __init__(self, kept: int = SESSIONS_KEPT) -> None:
         self._kept = kept

@@ -242,7 +242,7 @@ def test_a_tell_stamped_for_an_earlier_gateway_is_dropped_and_counted(pair: Pair
     before = run(a.stats())["stale_tells_dropped"]
     env = Envelope(TELL, "note", b"stale", source=worker.actr_id, target=b.ids["echo"])
     dead_gateway = a.process.pid + 1 if a.process is not None else 1
-    key = worker.rpc.tells_sent.kept.key
+    key = worker.rpc.to_other_nodes.kept.key
     stale = wire.encode(env) + origin_field(key, 0, 0, 0, False, dead_gateway)
     run(worker.rpc.send(a.gateway_endpoint, stale, time.monotonic() + 5))
     run(a.tell("client", b.ids["echo"], "note", b"fresh"))

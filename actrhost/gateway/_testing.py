@@ -364,7 +364,7 @@ class HarnessNode:
     def _gateway_is_running(self) -> None:
         pid = self.process.pid if self.process is not None else None
         for worker in self.workers.values():
-            worker.rpc.tells_sent.gateway_is(self.gateway_endpoint, pid)
+            worker.rpc.to_other_nodes.gateway_is(self.gateway_endpoint, pid)
 
     def kill_gateway(self) -> None:
         """SIGKILL the gateway process (a crash) and reap it."""
