@@ -17,7 +17,7 @@ from aiortc.rtcsctptransport import DataChunk, RTCSctpTransport, parse_packet
 
 from actrhost._payload_type import PayloadType
 from actrhost._status_text import _sctp_lines
-from actrhost.gateway import _sctp_loss
+from actrhost.gateway import _sctp, _sctp_loss
 from actrhost.gateway._types import LinkState
 
 from .test_gateway_peer import TUNING, Side
@@ -190,6 +190,50 @@ def test_acknowledgements_alone_keep_a_link_alive() -> None:
                     await asyncio.sleep(0.01)
             assert b.frames == [(PayloadType.RPC_RELIABLE, b"held")]
             assert LinkState.FAILED not in a.states + b.states
+
+    run(scenario(), timeout_s=60)
+
+
+def test_probes_go_on_when_the_retransmission_timer_expires_beside_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Between T3 expiring and its retransmission nothing counts as outstanding. A stall
+    # check that ran just then (its timer fired in the same loop iteration) stopped the
+    # probes, so what was sent in a cut waited for the next T3 once the cut ended (CI:
+    # 1.05 s after the link came back). Here every T3 expiry runs the check at once.
+    t3_expired = RTCSctpTransport._t3_expired
+
+    def expire_then_check(self: Any) -> None:
+        t3_expired(self)
+        timer = _sctp._state(self).stall_timer
+        if timer is not None:
+            check, args = timer._callback, timer._args
+            timer.cancel()
+            check(*args)
+
+    monkeypatch.setattr(RTCSctpTransport, "_t3_expired", expire_then_check)
+    cut = True
+
+    async def scenario() -> None:
+        nonlocal cut
+        async with closing_pair() as (a, b):
+            await asyncio.sleep(0.1)
+            impair(a, delay_s=0.001, drop=lambda _packet: cut)
+            # More than the window after a timeout (one chunk) holds: once the cut ends,
+            # nothing new of a's goes out whose gap b could report.
+            sent = [bytes([n]) * 1000 for n in range(5)]
+            for payload in sent:
+                a.pc.enqueue(PayloadType.RPC_RELIABLE, payload)
+            await asyncio.sleep(1.3)  # T3 (1 s) expires inside the cut
+            cut = False
+            loop = asyncio.get_running_loop()
+            restored_at = loop.time()
+            async with asyncio.timeout(5):
+                while len(b.frames) < len(sent):
+                    await asyncio.sleep(0.005)
+            # Probes every 0.1 s; the next T3 would be 0.7 s away.
+            assert loop.time() - restored_at < 0.4
+            assert b.frames == [(PayloadType.RPC_RELIABLE, payload) for payload in sent]
 
     run(scenario(), timeout_s=60)
 

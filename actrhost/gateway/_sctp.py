@@ -149,6 +149,7 @@ def install() -> None:
         "_data_channel_flush",
         "_receive_chunk",
         "_t3_start",
+        "_t3_restart",
         "_t3_expired",
     )
     missing = [name for name in needed if not hasattr(cls, name)]
@@ -176,6 +177,7 @@ def install() -> None:
     original_data_channel_send = cls._data_channel_send
     original_receive_chunk = cls._receive_chunk
     original_t3_start = cls._t3_start
+    original_t3_restart = cls._t3_restart
     established = cls.State.ESTABLISHED
     data_chunk = sctp.DataChunk
     sack_chunk = sctp.SackChunk
@@ -320,6 +322,17 @@ def install() -> None:
     def _t3_start(self: Any) -> None:
         # T3 starts when DATA goes out with none outstanding: watch it from now on.
         original_t3_start(self)
+        _watch_stall(self)
+
+    def _t3_restart(self: Any) -> None:
+        # T3 restarts on a SACK that moves and on a retransmission. Between T3 expiring
+        # and the retransmission, nothing counts as outstanding: a check that ran just
+        # then stopped watching, and only this call starts it again (QA: a call sent in
+        # a 1.3 s cut waited for the next T3, 1.05 s after the link came back).
+        original_t3_restart(self)
+        _watch_stall(self)
+
+    def _watch_stall(self: Any) -> None:
         state = _state(self)
         if state.stall_timer is None:
             state.stall_timer = self._loop.call_later(STALL_S, _check_stall, self, state)
@@ -339,7 +352,7 @@ def install() -> None:
         state.stall_timer = None
         since = _stalled_since(self, state)
         if since is None or self._association_state is not established:
-            return  # nothing outstanding: _t3_start watches again
+            return  # nothing outstanding: _t3_start or _t3_restart watches again
         waited = time.time() - since
         if waited < STALL_S:
             delay = STALL_S - waited
@@ -390,6 +403,7 @@ def install() -> None:
         "_data_channel_send": _data_channel_send,
         "_receive_chunk": _receive_chunk,
         "_t3_start": _t3_start,
+        "_t3_restart": _t3_restart,
     }
     for name, method in patched.items():
         setattr(cls, name, method)
