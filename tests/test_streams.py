@@ -480,9 +480,13 @@ def test_a_latency_first_burst_that_never_yields_still_reaches_the_receiver(node
             # 100 chunks of 200 kB into a 1 MiB ring, the sender never yielding between
             # them (a lossy send does not wait): 5 fit, and the rest used to be dropped,
             # their ring full of records whose descriptors had not left yet.
+            # How many more than 5 go out depends on how often the receiver runs
+            # meanwhile (20 of 100 on a loaded machine, ~60 when idle): any is the fix.
             sent = await send(shell, sizes=[200_000] * 100, lane="STREAM_LATENCY_FIRST")
-            accepted = sum(1 for s in sent if s["ok"])
-            assert accepted > 20, accepted
+            accepted = [s["crc"] for s in sent if s["ok"]]
+            assert len(accepted) > 5, accepted
+            got = (await results(shell, "s0", len(accepted)))["s0"]
+            assert [c["crc"] for c in got] == accepted
 
     run(go())
 
