@@ -417,8 +417,9 @@ class StreamFrame:
         self.array_meta = array_meta
         self.codec = codec
         self.media_type = media_type
-        #: Where a reliable chunk from another node first arrived (a ``TellOrigin`` its
-        #: gateway set; module ``actrhost._tell_origin``), or None.
+        #: Where a reliable chunk to or from another node first came from (a
+        #: ``TellOrigin`` its sender or the receiving gateway set; module
+        #: ``actrhost._tell_origin``), or None.
         self.origin: Any = None
 
     def __repr__(self) -> str:

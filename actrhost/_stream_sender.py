@@ -19,6 +19,7 @@ import asyncio
 import itertools
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,8 +30,10 @@ from ._directory import SHELL_READER_SERIAL
 from ._envelope import MEDIA, StreamFrame
 from ._errors import BadRequest, ClosedResourceError, DeadlineExceeded, Unavailable
 from ._ids import ActrId
+from ._kept_frames import Kept, KeptFrames, Resender
 from ._rpc import RpcEndpoint
 from ._streams import LOSSY_LANES, StreamCounters, nbytes_of, payload_buffer, ring_name
+from ._tell_origin import origin_field
 from .shm import Descriptor, RingWriter, WouldBlock
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,13 @@ RING_POLL_MIN_S = 0.0002
 RING_POLL_MAX_S = 0.005
 #: Ring descriptors sent as one ZeroMQ message at most (they are ~100 bytes each).
 MAX_BATCH_FRAMES = 64
+#: The reliable chunks to other nodes a process keeps, to send them again after the
+#: node's gateway died (module _kept_frames): the newest, at most this many, bytes and
+#: seconds old. More than a gateway holds of one sender's chunks when the other node
+#: keeps up (its queues, aiortc's buffer and what is in flight: a few MiB).
+CHUNKS_KEPT = 16_384
+CHUNKS_KEPT_BYTES = 32 * 1024 * 1024
+CHUNKS_KEPT_S = 60.0
 #: How long frames may wait for a busy socket (without any of them leaving) before
 #: they, and the rings their descriptors point into, are given up.
 FLUSH_WAIT_S = 30.0
@@ -89,6 +99,13 @@ class StreamSender:
         self._stall_tasks: dict[str, asyncio.Task[None]] = {}
         self.counters = StreamCounters()
         self._loop = asyncio.get_running_loop()
+        #: Reliable chunks to other nodes, kept to go again after the gateway died.
+        self._chunks: KeptFrames[tuple[StreamFrame, Any]] = KeptFrames(
+            self._loop.time, CHUNKS_KEPT, CHUNKS_KEPT_BYTES, CHUNKS_KEPT_S
+        )
+        self.to_other_nodes = Resender(
+            self._loop, self._chunks, self._send_kept, "reliable stream chunks"
+        )
 
     def _writer(self, reader_serial: int, target_pid: int, media: bool) -> RingWriter:
         key = (reader_serial, target_pid, media)
@@ -109,6 +126,8 @@ class StreamSender:
         so are the frames still waiting to reach it at ``endpoints`` (they point into
         those rings: the next gateway, at the same address, could not read them)."""
         old, self._gateway_pid = self._gateway_pid, pid
+        # The reliable chunks it may have held go again to the next one, in doubt.
+        self.to_other_nodes.gateway_is(endpoints[0] if endpoints else None, pid)
         if old is None or old == pid:
             return
         for key in [k for k in self._writers if k[1] == old]:
@@ -123,7 +142,8 @@ class StreamSender:
                 task.cancel()
             lost = sum(len(b.frames) for b in [*stalled, *([batch] if batch else [])])
             if lost:
-                log.warning("%d stream frame(s) to the gateway lost: it went away", lost)
+                # (Reliable chunks go again from the copies kept: _send_kept.)
+                log.info("%d stream frame(s) to the gateway dropped: it went away", lost)
 
     def forget_target(self, serial: int, *, unlink: bool = True) -> None:
         """Close (and unlink) the rings to an instance that went away."""
@@ -147,6 +167,7 @@ class StreamSender:
         last frames may still be on their way, and the reader removes the name when it
         attaches (or the supervisor, at shutdown).
         """
+        self.to_other_nodes.close()
         for endpoint in list(self._batches):
             self._flush(endpoint)
         for task in self._stall_tasks.values():
@@ -185,6 +206,52 @@ class StreamSender:
             if sent:
                 self.counters.bytes_inline += size
             return sent
+        if not to_gateway:
+            return await self._via_ring(
+                frame, buffer, array_meta, endpoint, target, target_pid, deadline
+            )
+        # To another node: behind those that went again after the node's gateway died,
+        # then numbered and kept (module _kept_frames) once it is in the ring, so that the
+        # numbers follow the order in which the chunks leave.
+        await self.to_other_nodes.sent_again_first(deadline)
+
+        def keep() -> bytes:
+            number = self.to_other_nodes.keep((frame, _kept_copy(payload, buffer)), size)
+            return origin_field(self._chunks.key, frame.payload_type, number, 0, False, target_pid)
+
+        return await self._via_ring(
+            frame, buffer, array_meta, endpoint, target, target_pid, deadline, keep
+        )
+
+    async def _send_kept(
+        self, endpoint: str, kept: Kept[tuple[StreamFrame, Any]], pid: int, deadline: float
+    ) -> None:
+        """A reliable chunk to another node goes again, in doubt, to the gateway ``pid``."""
+        frame, payload = kept.item
+        frame.shm = frame.payload = frame.array_meta = b""
+        buffer, array_meta = payload_buffer(payload)
+        origin = origin_field(self._chunks.key, frame.payload_type, kept.number, 0, True, pid)
+        target = frame.target
+        await self._via_ring(
+            frame, buffer, array_meta, endpoint, target, pid, deadline, lambda: origin
+        )
+
+    async def _via_ring(
+        self,
+        frame: StreamFrame,
+        buffer: Any,
+        array_meta: bytes,
+        endpoint: str,
+        target: ActrId | None,
+        target_pid: int,
+        deadline: float,
+        origin: Callable[[], bytes] | None = None,
+    ) -> bool:
+        """Send a chunk or sample through a ring to ``target``'s process ``target_pid``
+        (its descriptor to ``endpoint``, with what ``origin()`` returns once it is in the
+        ring appended); False if a lossy lane dropped it."""
+        size = nbytes_of(buffer)
+        lossy = frame.payload_type in LOSSY_LANES
         # A Shell (no target id) reads its rings as any process does (SHELL_READER_SERIAL).
         serial = target.serial_number if target is not None else SHELL_READER_SERIAL
         writer = self._writer(serial, target_pid, frame.kind == MEDIA)
@@ -217,7 +284,8 @@ class StreamSender:
                 self._flush(endpoint)
             return False
         frame.shm = descriptor.to_bytes()
-        self._queue_frame(endpoint, wire.encode_stream(frame), serial)
+        data = wire.encode_stream(frame)
+        self._queue_frame(endpoint, data if origin is None else data + origin(), serial)
         self._connected.add(endpoint)
         self.counters.chunks_sent += 1
         self.counters.bytes_via_shm += size
@@ -353,3 +421,13 @@ class StreamSender:
         if self._loop.time() >= deadline:
             return DeadlineExceeded(f"{endpoint} did not take the stream frame before the deadline")
         return Unavailable(f"{endpoint} is not accepting stream frames")
+
+
+def _kept_copy(payload: Any, buffer: Any) -> Any:
+    """What a kept chunk holds of its payload: the caller may change a buffer or array
+    after the send, so those are copied; bytes are kept as they are."""
+    if isinstance(payload, bytes):
+        return payload
+    if hasattr(payload, "__array_interface__") and hasattr(payload, "copy"):
+        return payload.copy()
+    return bytes(buffer)

@@ -98,6 +98,22 @@ def origin_field(
     )
 
 
+def appended(origin: Any) -> bytes:
+    """A decoded ``TellOrigin`` as :func:`origin_field` writes it, to append again."""
+    fields = (origin.session, origin.channel, origin.index, origin.position, origin.in_doubt)
+    return origin_field(*fields, origin.gateway)
+
+
+def without_appended_origin(frame: bytes) -> bytes:
+    """``frame`` without the origin appended to it last (as :func:`origin_field` writes
+    it), if it ends with one: a gateway replaces the origin a reliable chunk came with by
+    its own, and the worker gets one (appending a second works too, 37 bytes more)."""
+    if len(frame) > _FIELD.size and frame[-_FIELD.size] == _TAG_ORIGIN:
+        if frame[1 - _FIELD.size] == _FIELD.size - 2:
+            return frame[: -_FIELD.size]
+    return frame
+
+
 class TellsRead:
     """A worker's memory of the tells from other nodes it read: the highest origin per
     sender (or connection) and lane (or call channel), for the last

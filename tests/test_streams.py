@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import random
 import signal
@@ -23,7 +24,7 @@ from actrhost import _envelope as wire
 from actrhost._envelope import StreamFrame
 from actrhost._rpc import RpcEndpoint
 from actrhost._rundir import node_prefix
-from actrhost._stream_sender import StreamSender
+from actrhost._stream_sender import CHUNKS_KEPT, StreamSender
 from actrhost._streams import LOSSY_QUEUE_MAX, LOSSY_STALE_S, StreamReceiver
 from actrhost.shm import RingWriter, node_segment_prefix, segment_name, unlink_prefix
 
@@ -389,9 +390,12 @@ def test_chunks_keep_their_order_while_the_receivers_queue_is_full(tmp_path):
     assert got == list(range(count))
 
 
-def test_frames_waiting_for_a_gateway_that_went_away_are_dropped(tmp_path, caplog):
+def test_frames_waiting_for_a_gateway_that_went_away_go_again_to_the_next_one(tmp_path, caplog):
     # Descriptors queued for a gateway that died point into rings that died with it: the
-    # next gateway (same address) could not read them. Later frames go to the new one.
+    # next gateway (same address) could not read them, and drops those ZeroMQ still hands
+    # it (stamped for the dead one). The newest reliable chunks, kept, go again, in doubt,
+    # to the next gateway before any new one (module actrhost._kept_frames).
+    caplog.set_level(logging.INFO)
     zctx = zmq.Context()
     gateway = zctx.socket(zmq.ROUTER)
     gateway.setsockopt(zmq.RCVHWM, 1)
@@ -427,11 +431,14 @@ def test_frames_waiting_for_a_gateway_that_went_away_are_dropped(tmp_path, caplo
             sender.set_gateway_pid(None, (endpoint,))
             sender.set_gateway_pid(new_gateway_pid, (endpoint,))
             await send(50_000, new_gateway_pid)
-            got: list[int] = []
+            got: list[tuple[int, int, bool]] = []
             async with asyncio.timeout(10):
-                while 50_000 not in got:
+                while not got or got[-1][0] != 50_000:
                     if gateway.poll(0):
-                        got += [wire.decode(d).sequence for d in gateway.recv_multipart()[1:]]
+                        for data in gateway.recv_multipart()[1:]:
+                            chunk = wire.decode(data)
+                            origin = chunk.origin
+                            got.append((chunk.sequence, origin.gateway, origin.in_doubt))
                     else:
                         await asyncio.sleep(0.01)
             return got
@@ -444,9 +451,15 @@ def test_frames_waiting_for_a_gateway_that_went_away_are_dropped(tmp_path, caplo
     finally:
         gateway.close(0)
         zctx.term()
-    # What ZeroMQ had taken before the drop arrives first; the rest is gone.
-    assert got[-1] == 50_000 and got[:-1] == list(range(len(got) - 1)) and len(got) < 20_000
-    assert "stream frame(s) to the gateway lost: it went away" in caplog.text
+    # What ZeroMQ had taken before the drop arrives first (for the dead gateway), then
+    # the newest 16,384 again, in doubt, then the new one.
+    taken = next(n for n, (sequence, _pid, _doubt) in enumerate(got) if sequence != n)
+    assert 0 < taken < 20_000 - CHUNKS_KEPT
+    assert got[:taken] == [(n, old_gateway_pid, False) for n in range(taken)]
+    again = [(n, new_gateway_pid, True) for n in range(20_000 - CHUNKS_KEPT, 20_000)]
+    assert got[taken:] == [*again, (50_000, new_gateway_pid, False)]
+    assert "stream frame(s) to the gateway dropped: it went away" in caplog.text
+    assert "16384 reliable stream chunks to other nodes sent again, in doubt" in caplog.text
 
 
 def test_a_plain_function_works_as_a_stream_callback():

@@ -8,7 +8,13 @@ from types import SimpleNamespace
 from actrhost import _envelope as wire
 from actrhost._envelope import TELL, Envelope
 from actrhost._ids import ActrId
-from actrhost._tell_origin import TellsRead, origin_field, session_key
+from actrhost._tell_origin import (
+    TellsRead,
+    appended,
+    origin_field,
+    session_key,
+    without_appended_origin,
+)
 from actrhost._tells_sent import KeptTells
 
 SOURCE = ActrId.parse("7@1:acme+Client")
@@ -117,6 +123,11 @@ class Clock:
         return self.now
 
 
+def again(sent: KeptTells, pid: int | None) -> list[bytes]:
+    """The gateway is ``pid`` now: the tells to send it, stamped."""
+    return [sent.stamped_again(kept, pid or 0) for kept in sent.gateway_is(pid)]
+
+
 def origin_of(data: bytes) -> tuple[bytes, int, int, bool, int]:
     """(payload, channel, index, in_doubt, gateway) of a stamped tell."""
     env = wire.decode(data)
@@ -128,7 +139,7 @@ def origin_of(data: bytes) -> tuple[bytes, int, int, bool, int]:
 
 def test_a_sender_stamps_its_tells_to_other_nodes_with_its_key_and_a_count() -> None:
     sent = KeptTells(Clock())
-    assert sent.gateway_is(40) == []  # the first gateway: nothing owed
+    assert again(sent, 40) == []  # the first gateway: nothing owed
     first, index = sent.stamp(tell(b"a"), 0)
     second, _ = sent.stamp(tell(b"b"), 1)
     assert origin_of(first) == (b"a", 0, index, False, 40)
@@ -141,62 +152,75 @@ def test_a_sender_stamps_its_tells_to_other_nodes_with_its_key_and_a_count() -> 
 
 def test_after_the_gateway_died_every_tell_kept_goes_again_in_doubt_to_the_next() -> None:
     sent = KeptTells(Clock())
-    sent.gateway_is(40)
+    again(sent, 40)
     for payload in (b"a", b"b", b"c"):
         sent.stamp(tell(payload), 0)
-    assert sent.gateway_is(None) == []  # gone: nothing to send to yet
-    again = [origin_of(data) for data in sent.gateway_is(41)]
-    assert again == [(b"a", 0, 0, True, 41), (b"b", 0, 1, True, 41), (b"c", 0, 2, True, 41)]
-    assert sent.gateway_is(41) == []  # once
+    assert again(sent, None) == []  # gone: nothing to send to yet
+    sent_again = [origin_of(data) for data in again(sent, 41)]
+    assert sent_again == [(b"a", 0, 0, True, 41), (b"b", 0, 1, True, 41), (b"c", 0, 2, True, 41)]
+    assert again(sent, 41) == []  # once
     assert origin_of(sent.stamp(tell(b"d"), 0)[0]) == (b"d", 0, 3, False, 41)
     # A gateway replaced without a gap between (a restart seen in one directory).
-    assert [origin_of(d)[0] for d in sent.gateway_is(42)] == [b"a", b"b", b"c", b"d"]
+    assert [origin_of(d)[0] for d in again(sent, 42)] == [b"a", b"b", b"c", b"d"]
 
 
 def test_a_tell_whose_send_failed_is_not_sent_again() -> None:
     sent = KeptTells(Clock())
-    sent.gateway_is(40)
+    again(sent, 40)
     sent.stamp(tell(b"a"), 0)
     _, index = sent.stamp(tell(b"b"), 0)
     sent.stamp(tell(b"c"), 0)
     sent.unsent(index)
-    assert [origin_of(d)[0] for d in sent.gateway_is(41)] == [b"a", b"c"]
+    assert [origin_of(d)[0] for d in again(sent, 41)] == [b"a", b"c"]
 
 
 def test_a_sender_keeps_only_its_newest_tells_by_count_bytes_and_age() -> None:
     clock = Clock()
     size = len(tell(b"x"))
     sent = KeptTells(clock, kept=3, kept_bytes=10 * size, kept_s=60.0)
-    sent.gateway_is(40)
+    again(sent, 40)
     for n in range(5):
         sent.stamp(tell(b"%d" % n), 0)
-    assert [origin_of(d)[0] for d in sent.gateway_is(41)] == [b"2", b"3", b"4"]
+    assert [origin_of(d)[0] for d in again(sent, 41)] == [b"2", b"3", b"4"]
     sent = KeptTells(clock, kept=100, kept_bytes=2 * size, kept_s=60.0)
-    sent.gateway_is(40)
+    again(sent, 40)
     for n in range(5):
         sent.stamp(tell(b"%d" % n), 0)
-    assert [origin_of(d)[0] for d in sent.gateway_is(41)] == [b"3", b"4"]
+    assert [origin_of(d)[0] for d in again(sent, 41)] == [b"3", b"4"]
     sent = KeptTells(clock, kept=100, kept_bytes=100 * size, kept_s=60.0)
-    sent.gateway_is(40)
+    again(sent, 40)
     sent.stamp(tell(b"old"), 0)
     clock.now += 61.0  # no gateway holds it any more: not sent again
     sent.stamp(tell(b"new"), 0)
-    assert [origin_of(d)[0] for d in sent.gateway_is(41)] == [b"new"]
+    assert [origin_of(d)[0] for d in again(sent, 41)] == [b"new"]
 
 
 def test_a_receiving_worker_takes_a_tell_sent_again_once() -> None:
     # The two halves together: what the receiver read before the gateway died is
     # dropped when it comes again, the rest is taken.
     sent, read = KeptTells(Clock()), TellsRead()
-    sent.gateway_is(40)
+    again(sent, 40)
     stamped = [sent.stamp(tell(b"%d" % n), 0)[0] for n in range(4)]
     for data in stamped[:2]:  # read; the other two died with the gateway
         env = wire.decode(data)
         assert isinstance(env, Envelope) and read.take(wire.tell_origin(env))
     taken = []
-    for data in sent.gateway_is(41):
+    for data in again(sent, 41):
         env = wire.decode(data)
         assert isinstance(env, Envelope)
         if read.take(wire.tell_origin(env)):
             taken.append(env.payload)
     assert taken == [b"2", b"3"]
+
+
+def test_a_gateway_replaces_the_origin_a_chunk_came_with_by_its_own() -> None:
+    # The sending gateway appends the origin its worker stamped (``appended``); the
+    # receiving one takes it off before it appends its own, so the worker gets one.
+    chunk = wire.StreamFrame(wire.STREAM, "s", source=SOURCE, target=TARGET, payload=b"x" * 40)
+    body = wire.encode_stream(chunk)
+    stamped = body + origin_field(7, 2, 5, 0, False, 40)
+    decoded = wire.decode(stamped)
+    assert isinstance(decoded, wire.StreamFrame) and decoded.origin is not None
+    assert body + appended(decoded.origin) == stamped
+    assert without_appended_origin(stamped) == body
+    assert without_appended_origin(body) == body  # none appended: as it is

@@ -31,3 +31,5 @@ class GatewayCounters:
     #: Tells our workers had sent to the gateway before this one (it died) that waited in
     #: their sockets: dropped, as the workers send them again (actrhost/_tell_origin.py).
     stale_tells_dropped: int = 0
+    #: The same for reliable stream chunks (their ring went with that gateway).
+    stale_chunks_dropped: int = 0

@@ -25,6 +25,7 @@ from .._errors import ActrError, BadRequest, HandlerError, NotFound, Unavailable
 from .._ids import ActrId
 from .._payload_type import PayloadType
 from .._rpc import FEED_SYNC_ROUTE, GRACEFUL_ANSWER_WAIT_S, worth_logging
+from .._tell_origin import without_appended_origin
 from . import _framing as framing
 from ._carry import Receipt
 from ._counters import GatewayCounters
@@ -178,7 +179,9 @@ class Inbound(Trust, ToWorkers, Notices):
                 if item.direction == TELL:
                     receipt = pc.receipt(wire.tell_origin(item))
             elif lane == PayloadType.STREAM_RELIABLE:
-                receipt = pc.receipt(None)
+                receipt = pc.receipt(item.origin)
+                if item.origin is not None:  # the receipt says where it came from
+                    data = without_appended_origin(data)
             self._from_node(pc, lane, item, data, receipt=receipt)
 
     def _from_node(

@@ -38,6 +38,7 @@ from .._payload_type import PayloadType
 from .._replies import Replies
 from .._ring_readers import RingReaders
 from .._rpc import MAX_TIMEOUT_S, worth_logging
+from .._tell_origin import appended
 from .._zmqloop import LoopSocket
 from ..shm import Descriptor
 from ..signaling import DiscoveryResult, RoleNegotiation
@@ -182,7 +183,7 @@ class Outbound:
 
     def _call_out(self, env: Envelope, routing_id: bytes, size_bytes: int) -> None:
         is_request = env.direction == REQUEST
-        if env.direction == TELL and _stale(env):
+        if env.direction == TELL and _stale(wire.tell_origin(env)):
             # Stamped for the gateway before us and left in the sender's socket when it
             # died: the sender sends it again, in doubt (module actrhost._tell_origin).
             self.counters.stale_tells_dropped += 1
@@ -235,6 +236,11 @@ class Outbound:
         """A stream frame or media sample from a worker (``released``: one the stream hold
         kept until its node had room)."""
         target = sf.target
+        if sf.origin is not None and _stale(sf.origin):
+            # Stamped for the gateway before us and left in the sender's socket when it
+            # died; its ring went with it. The sender sends it again, in doubt.
+            self.counters.stale_chunks_dropped += 1
+            return
         if not released and target is not None and sf.payload_type == PayloadType.STREAM_RELIABLE:
             node_id = self._node_of.get(target)
             if node_id is not None and self._stream_hold.holds(node_id, target):
@@ -278,7 +284,12 @@ class Outbound:
                 if node is None:
                     self._locate_only(target, sf.source)
             return
-        frame = data if inline else wire.encode_stream(sf)
+        if inline:
+            frame = data
+        elif sf.origin is None:
+            frame = wire.encode_stream(sf)
+        else:  # a reliable chunk our worker stamped: where it came from goes with it
+            frame = wire.encode_stream(sf) + appended(sf.origin)
         self._to_actor(target, sf.payload_type, frame, "", sf.source)
 
     def _defer_lossy(self, target: ActrId, sf: StreamFrame) -> None:
@@ -550,9 +561,9 @@ class Outbound:
                     self._routers[name].resume_reading()
 
 
-def _stale(tell: Envelope) -> bool:
-    """Whether a worker sent ``tell`` to a gateway process other than this one."""
-    origin = wire.tell_origin(tell)
+def _stale(origin: Any | None) -> bool:
+    """Whether a tell or chunk from a worker of ours (its ``TellOrigin``, or None) was
+    stamped for another gateway than this process."""
     return origin is not None and origin.gateway != os.getpid()
 
 
