@@ -189,18 +189,20 @@ class Resender(Generic[T]):
             previous.cancel()
             await asyncio.gather(previous, return_exceptions=True)
         deadline = self._loop.time() + self.send_again_s
-        for sent, kept in enumerate(again):
+        failed: list[ActrError] = []
+        for kept in again:
             try:
                 await self._send_one(endpoint, kept, pid, deadline)
-            except ActrError as exc:
-                log.warning(
-                    "%d of %d %s to other nodes not sent again after the gateway died: %s",
-                    len(again) - sent,
-                    len(again),
-                    self.what,
-                    exc.message,
-                )
-                break
+            except ActrError as exc:  # (its target gone, say: the others may still go)
+                failed.append(exc)
+        if failed:
+            log.warning(
+                "%d of %d %s to other nodes not sent again after the gateway died: %s",
+                len(failed),
+                len(again),
+                self.what,
+                failed[0].message,
+            )
         else:
             log.info("%d %s to other nodes sent again, in doubt", len(again), self.what)
         if self._sending_again is asyncio.current_task():
