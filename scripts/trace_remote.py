@@ -95,6 +95,14 @@ if _dir:
             json.dump(_events, out)
 
     atexit.register(_dump)
+    # The gateway leaves with os._exit (actrhost.gateway.__main__.exit_now): no atexit.
+    _os_exit = os._exit
+
+    def _exit(code):
+        _dump()
+        _os_exit(code)
+
+    os._exit = _exit
 """
 
 
