@@ -5,16 +5,29 @@ from __future__ import annotations
 import json
 import time
 
-from actrhost import Actor, ActrType, Context, Dest, rpc
+from actrhost import Actor, ActrType, Context, DataStream, Dest, rpc
 
 SINK = ActrType("bench", "Sink")
+#: The stream a Driver sends to the Sink (``bench.Driver.Stream``).
+STREAM_ID = "bench"
 
 
 class Sink(Actor):
-    """Answers calls with their payload and counts tells."""
+    """Answers calls with their payload, counts tells and the chunks of stream ``bench``."""
 
     def __init__(self) -> None:
         self.told = 0
+        self.chunks = 0
+
+    async def on_start(self, ctx: Context) -> None:
+        await ctx.register_stream(STREAM_ID, self._on_chunk)
+
+    async def _on_chunk(self, chunk: DataStream, sender: object) -> None:
+        self.chunks += 1
+
+    @rpc("bench.Sink.Chunks")
+    async def chunks_seen(self, ctx: Context, request: bytes) -> bytes:
+        return str(self.chunks).encode()
 
     @rpc("bench.Sink.Echo")
     async def echo(self, ctx: Context, request: bytes) -> bytes:
@@ -62,3 +75,18 @@ class Driver(Actor):
             pass
         done = time.perf_counter()
         return json.dumps({"send_s": sent - started, "handled_s": done - started}).encode()
+
+    @rpc("bench.Driver.Stream")
+    async def stream(self, ctx: Context, request: bytes) -> bytes:
+        """Send ``count`` reliable chunks of ``size`` bytes to the Sink; the seconds from
+        the first send until the Sink has handled the last."""
+        params = json.loads(request)
+        sink = Dest.actor(await ctx.discover(SINK))
+        payload = bytes(range(256)) * (params["size"] // 256)
+        base = int(await ctx.call(sink, "bench.Sink.Chunks", b""))
+        started = time.perf_counter()
+        for n in range(params["count"]):
+            await ctx.send_data_stream(sink, DataStream(STREAM_ID, n, payload), timeout=60)
+        while int(await ctx.call(sink, "bench.Sink.Chunks", b"")) < base + params["count"]:
+            pass
+        return json.dumps(time.perf_counter() - started).encode()

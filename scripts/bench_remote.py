@@ -24,7 +24,9 @@ Setup (all on loopback, one machine):
   actor of ``bench_actors.py`` on node A calls the ``Sink`` on node B (found with
   ``ctx.discover`` through signaling), and node B's own ``Driver`` calls that ``Sink``
   locally; both timed inside the Driver. What an actor sees, and its own budget: raw
-  round trip + 2 x that local call.
+  round trip + 2 x that local call. Then the Driver on A streams ``--stream-mib`` of
+  ``--chunk-bytes`` reliable chunks to that Sink (``ctx.send_data_stream``, through the
+  rings to its gateway), timed from the first send until the Sink has handled the last.
 * **forward** (a bound, not a product): tuned gateways patched, for this benchmark only,
   to hand a call's frames on unchanged once the nodes are connected: no decoding, no
   request ids of their own, no pending entries or timers, no routing. What no gateway
@@ -373,6 +375,17 @@ class NodePair:
         """Actor -> actor on node B."""
         return await self._driver_calls(self.b, count)
 
+    async def remote_throughput(self, chunk_bytes: int, total_bytes: int) -> float:
+        """Bytes/s of a reliable stream from the Driver on A to the Sink on B."""
+        import actrhost
+
+        params = {"size": chunk_bytes, "count": max(1, total_bytes // chunk_bytes)}
+        async with actrhost.connect(self.a.config_path) as shell:
+            reply = await shell.call(
+                "driver", "bench.Driver.Stream", json.dumps(params).encode(), timeout=300
+            )
+        return params["count"] * chunk_bytes / float(json.loads(reply))
+
     def stop(self) -> None:
         self.a.stop()
         self.b.stop()
@@ -490,6 +503,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     row["nodes_call_vs_budget"] = row["nodes_call_p50_ms"] / (
                         row["raw_rtt_p50_ms"] + 2 * row["nodes_local_p50_ms"]
                     )
+                    nodes_bps = await nodes.remote_throughput(args.chunk_bytes, total)
+                    row["nodes_stream_mb_s"] = nodes_bps / 1e6
+                    row["nodes_stream_vs_raw"] = nodes_bps / raw_bps
                 for name, (a, b) in pairs.items():
                     gw_rtt = await gateway_round_trips(a, b, args.calls)
                     row[f"{name}_call_p50_ms"] = percentile(gw_rtt, 0.5) * 1e3
@@ -558,7 +574,7 @@ if __name__ == "__main__":
         "--nodes",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="also measure calls between two real nodes (actrhost run)",
+        help="also measure calls and a stream between two real nodes (actrhost run)",
     )
     parser.add_argument(
         "--inflight",
