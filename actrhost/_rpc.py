@@ -170,6 +170,7 @@ class RpcEndpoint:
         name: str,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         on_stream: StreamHandler | None = None,
+        first_of_instance: bool = False,
     ) -> None:
         self.name = name
         self.max_message_bytes = max_message_bytes
@@ -194,8 +195,9 @@ class RpcEndpoint:
         #: Actors on other nodes this process's tells and stream frames may not go to
         #: for now: the gateway said it dropped some (module ``_undeliverable``).
         self.refused = RefusedTargets(self._loop.time)
-        #: The last tell from each sender (or connection) on another node read.
-        self._tells_read = TellsRead()
+        #: The last tell from each sender (or connection) on another node read; complete
+        #: in the first process of an actor instance (no earlier one read anything).
+        self._tells_read = TellsRead(complete=first_of_instance)
         #: Tells to other nodes, kept to go again if the gateway dies (``_tells_sent``).
         self.to_other_nodes = TellsSent(self._loop, self.send)
         router = zctx.socket(zmq.ROUTER)

@@ -40,6 +40,8 @@ class Slot:
     pid: int | None = None
     routing_id: bytes | None = None
     restarts: int = 0
+    #: Processes started for it so far (crash restarts, rolling restarts and all).
+    spawned: int = 0
     restart_times: collections.deque[float] = field(default_factory=collections.deque)
     error: str = ""
     process: WorkerProcess | None = None

@@ -296,7 +296,9 @@ class Supervisor(ControlHandlers):
             control_endpoint=rundir.control_endpoint(self.run_dir),
             supervisor_pid=os.getpid(),
             shm_prefix=self.shm_prefix,
+            incarnation=slot.spawned,
         )
+        slot.spawned += 1
         slot.routing_id = None
         slot.error = ""
         slot.given_up = False

@@ -10,8 +10,10 @@ again. The worker keeps the highest origin it read per sender and lane
 (:class:`TellsRead`) and takes a tell in doubt only if it is past that mark: tells from
 one sender reach one worker in the order they were sent (one socket, one data channel,
 one queue per target), so one at or below the mark was read. One in doubt from a sender
-the worker never heard of is dropped too: the worker may have been restarted since, and
-a tell runs at most once. Both are counted (``tells_in_doubt_dropped``).
+the worker never heard of is dropped too when the worker may not know all that was read
+(it is a restarted process of its instance, whose predecessor may have read it, or it
+forgot senders): a tell runs at most once. Both are counted (``tells_in_doubt_dropped``).
+The first process of an instance that forgot no sender takes it: nobody read it.
 
 **The receiving gateway dies.** The sending node keeps a tell until the receiving
 gateway confirms it, which it does only once the worker has read it
@@ -117,10 +119,18 @@ def without_appended_origin(frame: bytes) -> bytes:
 class TellsRead:
     """A worker's memory of the tells from other nodes it read: the highest origin per
     sender (or connection) and lane (or call channel), for the last
-    :data:`SESSIONS_KEPT` of them."""
+    :data:`SESSIONS_KEPT` of them.
 
-    def __init__(self, kept: int = SESSIONS_KEPT) -> None:
+    ``complete``: this memory holds every tell any process of the actor instance read,
+    so a sender it never heard of sent it nothing it read. True in the first process of
+    an instance (no earlier one, ``WorkerSpec.incarnation`` 0) until it forgets a sender
+    (beyond ``kept``); a tell in doubt from a sender never heard of is then taken, not
+    dropped (the first tells of a new sender, all in a gateway that died, arrive).
+    """
+
+    def __init__(self, kept: int = SESSIONS_KEPT, *, complete: bool = False) -> None:
         self._kept = kept
+        self._complete = complete
         #: (session key, channel) -> (message index, position) of the highest tell read.
         self._last: OrderedDict[tuple[int, int], tuple[int, int]] = OrderedDict()
 
@@ -130,12 +140,13 @@ class TellsRead:
         key = (origin.session, origin.channel)
         mark = (origin.index, origin.position)
         last = self._last.get(key)
-        if origin.in_doubt and (last is None or mark <= last):
+        if origin.in_doubt and (mark <= last if last is not None else not self._complete):
             return False
         if last is None:
             self._last[key] = mark
             if len(self._last) > self._kept:
                 self._last.popitem(last=False)
+                self._complete = False  # a sender forgotten is one never heard of now
         elif mark > last:
             self._last[key] = mark
             self._last.move_to_end(key)

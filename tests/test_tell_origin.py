@@ -84,6 +84,23 @@ def test_a_tell_in_doubt_from_a_connection_the_worker_never_heard_of_is_dropped(
     assert read.take(origin(0))  # one not in doubt is taken
 
 
+def test_the_first_process_of_an_instance_takes_one_from_a_sender_never_heard_of() -> None:
+    # No earlier process of the instance can have read it: the first tells of a new
+    # sender, all held by a gateway that died, arrive (they were dropped before).
+    read = TellsRead(complete=True)
+    assert read.take(origin(3, in_doubt=True))
+    assert not read.take(origin(3, in_doubt=True))  # once
+    assert read.take(origin(4, in_doubt=True))
+
+
+def test_the_first_process_that_forgot_a_sender_drops_one_in_doubt_from_it() -> None:
+    read = TellsRead(kept=1, complete=True)
+    assert read.take(origin(0, session=1))
+    assert read.take(origin(0, session=2))  # forgets session 1
+    assert not read.take(origin(1, session=1, in_doubt=True))  # it may have read it
+    assert not read.take(origin(0, session=3, in_doubt=True))  # and so for any other
+
+
 def test_a_tell_arriving_late_does_not_lower_the_mark() -> None:
     # One that waited in the gateway (for an introduction) may come after later ones:
     # taken, but the mark stays, so what came again up to the mark is still dropped.

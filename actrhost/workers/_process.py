@@ -36,6 +36,9 @@ class WorkerSpec:
     control_endpoint: str
     supervisor_pid: int
     shm_prefix: str
+    #: How many processes of this instance (this ActrId) the supervisor started before
+    #: this one: 0 for the first, which no earlier process can have read anything for.
+    incarnation: int = 0
 
 
 def configure_logging(spec: WorkerSpec, level: str) -> None:

@@ -128,6 +128,7 @@ class Worker(Inbound, Outbound):
             name=self.label,
             max_message_bytes=config.node.max_message_bytes,
             on_stream=self._on_stream,
+            first_of_instance=spec.incarnation == 0,
         )
         # Either backlog being full stops reading the socket; both must have room again.
         self._pressure: set[str] = set()
