@@ -100,12 +100,11 @@ class StreamSender:
         self.counters = StreamCounters()
         self._loop = asyncio.get_running_loop()
         #: Reliable chunks to other nodes, kept to go again after the gateway died.
-        self._chunks: KeptFrames[tuple[StreamFrame, Any]] = KeptFrames(
+        kept: KeptFrames[tuple[StreamFrame, Any]] = KeptFrames(
             self._loop.time, CHUNKS_KEPT, CHUNKS_KEPT_BYTES, CHUNKS_KEPT_S
         )
-        self.to_other_nodes = Resender(
-            self._loop, self._chunks, self._send_kept, "reliable stream chunks"
-        )
+        self.to_other_nodes = Resender(self._loop, kept, self._send_kept, "reliable stream chunks")
+        self._key = kept.key  # the origin's session: this process as a sender
 
     def _writer(self, reader_serial: int, target_pid: int, media: bool) -> RingWriter:
         key = (reader_serial, target_pid, media)
@@ -217,7 +216,7 @@ class StreamSender:
 
         def keep() -> bytes:
             number = self.to_other_nodes.keep((frame, _kept_copy(payload, buffer)), size)
-            return origin_field(self._chunks.key, frame.payload_type, number, 0, False, target_pid)
+            return origin_field(self._key, frame.payload_type, number, 0, False, target_pid)
 
         return await self._via_ring(
             frame, buffer, array_meta, endpoint, target, target_pid, deadline, keep
@@ -230,7 +229,7 @@ class StreamSender:
         frame, payload = kept.item
         frame.shm = frame.payload = frame.array_meta = b""
         buffer, array_meta = payload_buffer(payload)
-        origin = origin_field(self._chunks.key, frame.payload_type, kept.number, 0, True, pid)
+        origin = origin_field(self._key, frame.payload_type, kept.number, 0, True, pid)
         target = frame.target
         await self._via_ring(
             frame, buffer, array_meta, endpoint, target, pid, deadline, lambda: origin
