@@ -266,11 +266,16 @@ def test_a_lost_video_packet_is_repaired_by_its_retransmission(
             for n in range(60):
                 send_bar(a, n)
                 await asyncio.sleep(FRAME_S)
-            await wait_media(b, 55)
+            # A starved encoder thread (a loaded machine) makes the sender's track replace
+            # frames it had no time to take (newest wins): those never left. Every frame
+            # that left arrives, but the last, which completes only when a next one starts.
+            encoded = 60 - a.pc.counters.media.dropped_sender
+            await wait_media(b, encoded - 1)
             assert lost, "no packet was dropped"
             assert len(seen) >= 2, "no retransmission came"  # the RTX stream's own SSRC
             numbers = [s.timestamp // 3000 for s in b.media]
-            assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+            assert len(numbers) == encoded - 1
+            assert numbers == sorted(set(numbers)) and set(numbers) <= set(range(59))
         finally:
             await a.pc.close()
             await b.pc.close()
