@@ -122,11 +122,14 @@ class Resender(Generic[T]):
         kept: KeptFrames[T],
         send_kept: SendKept[T],
         what: str,
+        count: Callable[[bool], None],
     ) -> None:
         self.kept = kept
         self._loop = loop
         #: Sends one kept frame again, in doubt, to the gateway ``pid`` at ``endpoint``.
         self._send_one = send_kept
+        #: Counts each frame sent again (True) or that could not go again (False).
+        self._count = count
         self.what = what  # for the log: "tells", ...
         #: The gateway's endpoint while one runs.
         self.gateway: str | None = None
@@ -195,6 +198,9 @@ class Resender(Generic[T]):
                 await self._send_one(endpoint, kept, pid, deadline)
             except ActrError as exc:  # (its target gone, say: the others may still go)
                 failed.append(exc)
+                self._count(False)
+            else:
+                self._count(True)
         if failed:
             log.warning(
                 "%d of %d %s to other nodes not sent again after the gateway died: %s",

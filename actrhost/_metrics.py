@@ -101,6 +101,10 @@ _WORKER_COUNTERS = {
     "tells_in_doubt_dropped": (
         "Tells from other nodes sent again after a gateway died that had been read, dropped."
     ),
+    "tells_sent_again": "Tells to other nodes sent again, in doubt, after the gateway died.",
+    "tells_not_sent_again": (
+        "Tells to other nodes that could not go again after the gateway died (lost)."
+    ),
     "loop_blocks": "Times the event loop was blocked for blocked_loop_warning_s or longer.",
     "loop_blocked_seconds": "Seconds the event loop spent in those blocks.",
 }

@@ -98,6 +98,10 @@ class Counters:
     tells_in_doubt_dropped: int = 0
     #: Reliable stream chunks from other nodes likewise.
     chunks_in_doubt_dropped: int = 0
+    #: Tells to other nodes sent again, in doubt, after the node's gateway died; and
+    #: those that could not go again (their target gone, or no room before the deadline).
+    tells_sent_again: int = 0
+    tells_not_sent_again: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """A JSON-ready copy."""
@@ -109,6 +113,8 @@ class Counters:
             "tells_sent": self.tells_sent,
             "tells_in_doubt_dropped": self.tells_in_doubt_dropped,
             "chunks_in_doubt_dropped": self.chunks_in_doubt_dropped,
+            "tells_sent_again": self.tells_sent_again,
+            "tells_not_sent_again": self.tells_not_sent_again,
         }
 
 
@@ -199,7 +205,7 @@ class RpcEndpoint:
         #: in the first process of an actor instance (no earlier one read anything).
         self._tells_read = TellsRead(complete=first_of_instance)
         #: Tells to other nodes, kept to go again if the gateway dies (``_tells_sent``).
-        self.to_other_nodes = TellsSent(self._loop, self.send)
+        self.to_other_nodes = TellsSent(self._loop, self.send, self._count_sent_again)
         router = zctx.socket(zmq.ROUTER)
         configure_socket(router, hwm)
         # Report unroutable replies instead of dropping them silently.
@@ -376,6 +382,12 @@ class RpcEndpoint:
             link = LoopSocket(sock, self._on_link_message, f"{self.name} -> {endpoint}")
             self._links[endpoint] = link
         return link
+
+    def _count_sent_again(self, sent: bool) -> None:
+        if sent:
+            self.counters.tells_sent_again += 1
+        else:
+            self.counters.tells_not_sent_again += 1
 
     async def send(self, endpoint: str, data: bytes, deadline: float) -> None:
         """Send one frame to ``endpoint``; wait (bounded) only while the peer connects.

@@ -48,12 +48,14 @@ _ACTOR_TROUBLE = (
     "tells_dropped",
     "tells_in_doubt_dropped",
     "chunks_in_doubt_dropped",
+    "tells_not_sent_again",
     "late_responses",
     "undeliverable_replies",
     "streams_in.not_running",
     "streams_in.previous_process",
     "streams_in.malformed",
     "streams_in.callback_errors",
+    "streams_out.chunks_not_sent_again",
 )
 
 

@@ -103,7 +103,9 @@ class StreamSender:
         kept: KeptFrames[tuple[StreamFrame, Any]] = KeptFrames(
             self._loop.time, CHUNKS_KEPT, CHUNKS_KEPT_BYTES, CHUNKS_KEPT_S
         )
-        self.to_other_nodes = Resender(self._loop, kept, self._send_kept, "reliable stream chunks")
+        self.to_other_nodes = Resender(
+            self._loop, kept, self._send_kept, "reliable stream chunks", self._count_sent_again
+        )
         self._key = kept.key  # the origin's session: this process as a sender
 
     def _writer(self, reader_serial: int, target_pid: int, media: bool) -> RingWriter:
@@ -234,6 +236,12 @@ class StreamSender:
         await self._via_ring(
             frame, buffer, array_meta, endpoint, target, pid, deadline, lambda: origin
         )
+
+    def _count_sent_again(self, sent: bool) -> None:
+        if sent:
+            self.counters.chunks_sent_again += 1
+        else:
+            self.counters.chunks_not_sent_again += 1
 
     async def _via_ring(
         self,

@@ -74,6 +74,10 @@ class StreamCounters:
     previous_process: int = 0  # sent to this instance's previous process (it died)
     malformed: int = 0  # its ring record or array description does not hold up: dropped
     callback_errors: int = 0
+    # Reliable chunks to other nodes sent again, in doubt, after the node's gateway died;
+    # and those that could not go again.
+    chunks_sent_again: int = 0
+    chunks_not_sent_again: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """A JSON-ready copy."""

@@ -63,8 +63,10 @@ class TellsSent(Resender[tuple[bytes, int]]):
 
     kept: KeptTells
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, send: Send) -> None:
-        super().__init__(loop, KeptTells(loop.time), self._send_kept, "tells")
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, send: Send, count: Callable[[bool], None]
+    ) -> None:
+        super().__init__(loop, KeptTells(loop.time), self._send_kept, "tells", count)
         self._send = send
 
     async def send(self, endpoint: str, frame: bytes, channel: int, deadline: float) -> None:

@@ -682,6 +682,8 @@ def test_tells_the_sending_gateway_held_when_it_was_killed_arrive_once(tmp_path:
         assert in_doubt == count, stale  # every tell came again, in doubt
         # The worker dropped those it had read; the others were lost before.
         assert 0 <= worker.rpc.counters.tells_in_doubt_dropped < count
+        sender = a.workers["a1"].rpc.counters
+        assert (sender.tells_sent_again, sender.tells_not_sent_again) == (count, 0)
 
 
 def test_a_slow_worker_loses_no_reliable_chunk_while_it_keeps_taking(tmp_path: Path) -> None:

@@ -402,6 +402,7 @@ def test_frames_waiting_for_a_gateway_that_went_away_go_again_to_the_next_one(tm
     endpoint = f"ipc://{tmp_path}/gateway-streams.sock"
     gateway.bind(endpoint)
     old_gateway_pid, new_gateway_pid = os.getpid(), os.getpid() + 1  # names only
+    counted: list[int] = []
 
     async def go() -> list[int]:
         rpc = RpcEndpoint(zctx, f"ipc://{tmp_path}/sender.sock", lambda *_: None, hwm=1, name="s")
@@ -441,6 +442,7 @@ def test_frames_waiting_for_a_gateway_that_went_away_go_again_to_the_next_one(tm
                             got.append((chunk.sequence, origin.gateway, origin.in_doubt))
                     else:
                         await asyncio.sleep(0.01)
+            counted[:] = sender.counters.chunks_sent_again, sender.counters.chunks_not_sent_again
             return got
         finally:
             sender.close()
@@ -460,6 +462,7 @@ def test_frames_waiting_for_a_gateway_that_went_away_go_again_to_the_next_one(tm
     assert got[taken:] == [*again, (50_000, new_gateway_pid, False)]
     assert "stream frame(s) to the gateway dropped: it went away" in caplog.text
     assert "16384 reliable stream chunks to other nodes sent again, in doubt" in caplog.text
+    assert counted == [CHUNKS_KEPT, 0]
 
 
 def test_a_plain_function_works_as_a_stream_callback():

@@ -3,10 +3,12 @@ decides whether a tell that came again after a gateway died is one it had read."
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 
 from actrhost import _envelope as wire
 from actrhost._envelope import TELL, Envelope
+from actrhost._errors import Unavailable
 from actrhost._ids import ActrId
 from actrhost._tell_origin import (
     TellsRead,
@@ -15,7 +17,9 @@ from actrhost._tell_origin import (
     session_key,
     without_appended_origin,
 )
-from actrhost._tells_sent import KeptTells
+from actrhost._tells_sent import KeptTells, TellsSent
+
+from .utils import run
 
 SOURCE = ActrId.parse("7@1:acme+Client")
 TARGET = ActrId.parse("9@1:acme+Sink")
@@ -189,6 +193,33 @@ def test_a_tell_whose_send_failed_is_not_sent_again() -> None:
     sent.stamp(tell(b"c"), 0)
     sent.unsent(index)
     assert [origin_of(d)[0] for d in again(sent, 41)] == [b"a", b"c"]
+
+
+def test_each_tell_sent_again_is_counted_and_one_that_fails_does_not_stop_the_rest() -> None:
+    async def go() -> tuple[list[bytes], list[bool]]:
+        loop = asyncio.get_running_loop()
+        delivered: list[bytes] = []
+        counted: list[bool] = []
+
+        async def send(endpoint: str, data: bytes, deadline: float) -> None:
+            payload, _channel, _index, in_doubt, _gateway = origin_of(data)
+            if in_doubt and payload == b"b":
+                raise Unavailable("its target is gone")
+            delivered.append(payload)
+
+        sent = TellsSent(loop, send, counted.append)
+        sent.gateway_is("ipc://gateway", 40)
+        for payload in (b"a", b"b", b"c"):
+            await sent.send("ipc://gateway", tell(payload), 0, loop.time() + 1)
+        sent.gateway_is(None, None)  # it died
+        sent.gateway_is("ipc://gateway", 41)
+        await sent.sent_again_first(loop.time() + 5)
+        sent.close()
+        return delivered, counted
+
+    delivered, counted = run(go(), 10)
+    assert delivered == [b"a", b"b", b"c", b"a", b"c"]
+    assert counted == [True, False, True]
 
 
 def test_a_sender_keeps_only_its_newest_tells_by_count_bytes_and_age() -> None:
