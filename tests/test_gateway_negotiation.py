@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from actrhost.gateway._remote import RemoteNode, parse_session
 from actrhost.gateway._types import LinkState, Tuning
 from actrhost.signaling import RoleAssignment, RoleNegotiation, SdpAnswer, SdpOffer
 
+from .test_gateway_peer import Side
 from .utils import run
 
 TUNING = Tuning(
@@ -256,3 +258,59 @@ def test_a_reconnect_after_our_registrations_closed_ends_quietly() -> None:
         return errors
 
     assert run(scenario()) == []
+
+
+def test_offers_that_queued_up_are_answered_the_last_one_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A gateway held by SIGSTOP for 30 s found the other node's reconnect offers queued
+    # up; each replaced the one before while it was being answered, and every replaced
+    # answer logged "answering failed" with aiortc's traceback, at ERROR (QA).
+    caplog.set_level(logging.INFO)
+
+    async def scenario() -> tuple[str, str | None]:
+        net: dict[str, Gateway] = {}
+        Gateway("aaa", "bbb", net, offerer_node="aaa")
+        b = Gateway("bbb", "aaa", net, offerer_node="aaa")
+        offerers = [Side("aaa"), Side("aaa")]
+        try:
+            offers = [await side.pc.create_offer() for side in offerers]
+            sessions = ["pc|aaa|bbb|00000001", "pc|aaa|bbb|00000002"]
+            await asyncio.gather(*map(b.node.on_offer, offers, sessions))
+            assert b.node.pc is not None
+            return sessions[1], b.node.pc.session_id
+        finally:
+            await b.node.close()
+            for side in offerers:
+                await side.pc.close()
+
+    last, answered = run(scenario())
+    assert answered == last
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert "answer to pc|aaa|bbb|00000001 abandoned" in caplog.text
+
+
+def test_two_failures_in_one_loop_turn_start_one_reconnect_loop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The connection failed, and the one started for its traffic failed too before the
+    # reconnect loop ran (QA: a gateway back from SIGSTOP): two loops ran side by side,
+    # each logging its attempts.
+    caplog.set_level(logging.INFO)
+
+    async def scenario() -> None:
+        net: dict[str, Gateway] = {}
+        a, b = await connected_by_traffic(net)
+        try:
+            assert a.node.pc is not None
+            a.node.pc.fail("test: link cut")
+            a.node.connection().fail("test: cut again")
+            await both_connected(a, b)
+            await asyncio.sleep(0.2)
+        finally:
+            await a.node.close()
+            await b.node.close()
+
+    run(scenario())
+    starts = [r for r in caplog.records if "reconnecting for up to" in r.getMessage()]
+    assert len([r for r in starts if "RemoteNode(bbb" in r.getMessage()]) == 1, caplog.text

@@ -267,6 +267,9 @@ class RemoteNode:
         except ActrError as exc:
             pc.fail(f"offer not delivered: {exc.message}")
         except Exception as exc:
+            if pc.state in TERMINAL:  # replaced (an offer of theirs) while we made it
+                log.info("%r: offer %s abandoned: %s", self, pc.session_id, pc.error)
+                return
             log.exception("%r: creating the offer failed", self)
             pc.fail(f"offer failed: {exc!r}")
 
@@ -302,6 +305,11 @@ class RemoteNode:
         except ActrError as exc:
             new.fail(f"answer not delivered: {exc.message}")
         except Exception as exc:
+            if new.state in TERMINAL:
+                # A later offer replaced it while we answered (aiortc: "closed"): offers
+                # queue up for a gateway that was stopped a while (SIGSTOP, QA).
+                log.info("%r: answer to %s abandoned: %s", self, session, new.error)
+                return
             log.exception("%r: answering failed", self)
             new.fail(f"answer failed: {exc!r}")
 
@@ -346,6 +354,9 @@ class RemoteNode:
             if not self._reconnect_until:
                 self._reconnect_until = self._loop.time() + self._tuning.reconnect_for_s
             if not self._reconnecting and not self._closed and not self._said_bye:
+                # Set here, not in the task: a second failure before it runs (a connection
+                # that fails as it starts) would spawn a second one (two attempts each turn).
+                self._reconnecting = True
                 self._spawn(self._reconnect())
         self._on_state(self, pc, state, reason)
         if state is LinkState.FAILED and self._said_bye and not self._closed:
