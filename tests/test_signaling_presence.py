@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from actrhost._errors import ErrorCode
+from actrhost._errors import ErrorCode, Unavailable
 from actrhost._ids import ActrId
 from actrhost.signaling import (
     Availability,
@@ -153,6 +155,37 @@ def test_connection_drop_reconnects_keeping_ids(server: ServerProcess) -> None:
 
     run(main())
     assert connected == [True, True]
+
+
+def test_a_request_whose_send_fails_as_the_connection_drops_leaves_no_stray_error(
+    server: ServerProcess,
+) -> None:
+    # The connection dropped while a request was still sending: the client failed the
+    # request's reply future, the send then raised, and nobody looked at that future:
+    # "Future exception was never retrieved" at ERROR (QA: a gateway back from a 75 s
+    # SIGSTOP, its heartbeat in the middle of its send).
+    async def main() -> list[dict[str, Any]]:
+        errors: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: errors.append(ctx))
+        async with SignalingClient(server.url) as client:
+            ws = client._ws
+            assert ws is not None
+            original = ws.send
+
+            async def send_as_it_drops(message: Any) -> None:
+                ws.transport.abort()
+                await asyncio.sleep(0.2)  # the client notices the drop meanwhile
+                await original(message)
+
+            ws.send = send_as_it_drops  # type: ignore[method-assign]
+            with pytest.raises(Unavailable):
+                await client.server_stats()
+            await _wait_reconnected(client, 1)
+        gc.collect()  # a future's unretrieved exception is reported when it goes
+        await asyncio.sleep(0)
+        return errors
+
+    assert run(main(), 10) == []
 
 
 def test_heartbeats_without_answer_make_the_client_connect_anew() -> None:

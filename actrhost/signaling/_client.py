@@ -346,6 +346,11 @@ class SignalingClient:
                         reply = await future
                     finally:
                         self._pending.pop(envelope_id, None)
+                        if future.done() and not future.cancelled():
+                            # Failed by the connection's loss while the send was still
+                            # going (which then raised): retrieved here, not logged.
+                            future.exception()
+                        future.cancel()
         except TimeoutError:
             raise DeadlineExceeded(f"signaling {kind}: no answer from {self.url} in time") from None
         except ConnectionClosed:
