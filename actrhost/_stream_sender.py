@@ -51,6 +51,12 @@ MAX_BATCH_FRAMES = 64
 CHUNKS_KEPT = 16_384
 CHUNKS_KEPT_BYTES = 32 * 1024 * 1024
 CHUNKS_KEPT_S = 60.0
+#: A reliable chunk to another node waits while the rings to the gateway hold this many
+#: bytes: with what the gateway holds itself (its queues, aiortc's buffer: a few MiB),
+#: less than the sender keeps, so that every chunk a killed gateway held or left in a
+#: ring is one it can send again. Behind a slow link the rings (64 MiB each) used to fill:
+#: 544 chunks of 64 KiB lost to one SIGKILL (scripts/chaos_remote.py, session 34).
+GATEWAY_RINGS_MAX_BYTES = CHUNKS_KEPT_BYTES - 8 * 1024 * 1024
 #: How long frames may wait for a busy socket (without any of them leaving) before
 #: they, and the rings their descriptors point into, are given up.
 FLUSH_WAIT_S = 30.0
@@ -280,6 +286,8 @@ class StreamSender:
                 return False
             if not await link.wait_writable(deadline):
                 raise self._timeout_or_gone(deadline, endpoint)
+        if origin is not None:  # kept: at most what the sender keeps may wait unread
+            await self._room_in_gateway_rings(size, deadline)
         descriptor = await self._write_record(writer, buffer, array_meta, lossy, deadline)
         if descriptor is None:
             self.counters.dropped_sender += 1
@@ -374,6 +382,27 @@ class StreamSender:
             if timeout <= 0:
                 raise self._timeout_or_gone(deadline, endpoint)
             await asyncio.wait([task], timeout=timeout)
+
+    async def _room_in_gateway_rings(self, size: int, deadline: float) -> None:
+        """Wait until ``size`` more bytes in the rings to the gateway stay within
+        :data:`GATEWAY_RINGS_MAX_BYTES` (or they are empty: a larger chunk goes alone)."""
+        pause = RING_POLL_MIN_S
+        gateway = self._gateway_pid
+        while True:
+            held = sum(
+                writer.capacity_bytes - writer.free_bytes()
+                for (_serial, pid, _media), writer in self._writers.items()
+                if pid == gateway
+            )
+            if not held or held + size <= GATEWAY_RINGS_MAX_BYTES:
+                return
+            if self._loop.time() + pause > deadline:
+                raise DeadlineExceeded(
+                    f"{held} bytes for other nodes still waited for the gateway at the "
+                    "deadline (a slow link or receiver)"
+                )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, RING_POLL_MAX_S)
 
     async def _write_record(
         self, writer: RingWriter, buffer: Any, array_meta: bytes, lossy: bool, deadline: float

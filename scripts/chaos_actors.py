@@ -1,0 +1,78 @@
+"""Actors for ``chaos_remote.py``: a Driver that sends numbered stream chunks and tells
+to a Sink on another node, and the Sink that records what arrived."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Any
+
+from actrhost import Actor, ActrType, Context, DataStream, Dest, rpc
+
+SINK = ActrType("chaos", "Sink")
+STREAM_ID = "chaos"
+
+
+def _summary(numbers: list[int]) -> dict[str, Any]:
+    """What arrived of 0, 1, 2, ...: how many, once each?, in order?, the first missing."""
+    seen = set(numbers)
+    top = max(numbers, default=-1)
+    return {
+        "count": len(numbers),
+        "duplicates": len(numbers) - len(seen),
+        "in_order": numbers == sorted(numbers),
+        "missing_first": [n for n in range(top + 1) if n not in seen][:5],
+    }
+
+
+class Sink(Actor):
+    """Keeps the number of each chunk of stream ``chaos`` and each ``Note`` tell."""
+
+    def __init__(self) -> None:
+        self.chunks: list[int] = []
+        self.notes: list[int] = []
+        self.corrupt = 0  # chunks whose payload does not match its checksum
+
+    async def on_start(self, ctx: Context) -> None:
+        await ctx.register_stream(STREAM_ID, self._on_chunk)
+
+    async def _on_chunk(self, chunk: DataStream, sender: object) -> None:
+        if zlib.crc32(bytes(chunk.payload)) != int(chunk.metadata.get("crc", "-1")):
+            self.corrupt += 1
+        self.chunks.append(chunk.sequence)
+
+    @rpc("chaos.Sink.Note")
+    async def note(self, ctx: Context, request: bytes) -> None:
+        self.notes.append(int(request))
+
+    @rpc("chaos.Sink.Report")
+    async def report(self, ctx: Context, request: bytes) -> bytes:
+        summary = {"chunks": _summary(self.chunks), "tells": _summary(self.notes)}
+        return json.dumps({**summary, "corrupt": self.corrupt}).encode()
+
+
+class Driver(Actor):
+    """On ``chaos.Driver.Run``: sends ``count`` chunks of ``size`` bytes (reliable lane),
+    each followed by a tell with its number, to the Sink; says which were accepted."""
+
+    @rpc("chaos.Driver.Run")
+    async def run(self, ctx: Context, request: bytes) -> bytes:
+        params = json.loads(request)
+        sink = Dest.actor(await ctx.discover(SINK))
+        accepted: dict[str, list[int]] = {"chunks": [], "tells": []}
+        errors: dict[str, int] = {}
+        for n in range(params["count"]):
+            payload = n.to_bytes(8, "big") * (params["size"] // 8)
+            chunk = DataStream(STREAM_ID, n, payload, {"crc": str(zlib.crc32(payload))})
+            for kind, send in (
+                ("chunks", ctx.send_data_stream(sink, chunk, timeout=params["timeout_s"])),
+                ("tells", ctx.tell(sink, "chaos.Sink.Note", b"%d" % n)),
+            ):
+                try:
+                    await send
+                except Exception as exc:  # counted by kind: the report says what failed
+                    why = f"{type(exc).__name__}: {exc}"[:120]
+                    errors[why] = errors.get(why, 0) + 1
+                else:
+                    accepted[kind].append(n)
+        return json.dumps({"accepted": accepted, "errors": errors}).encode()
