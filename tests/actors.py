@@ -450,6 +450,8 @@ class StreamSource(Actor):
             )
             if params.get("pause_s"):  # each chunk its own message, not one batch
                 await asyncio.sleep(params["pause_s"])
+            if params.get("block_s"):  # time for the receiver, without a loop turn here
+                time.sleep(params["block_s"])
         for n, spec in enumerate(params.get("arrays", [])):
             array = rng.standard_normal(spec["shape"]).astype(spec["dtype"])
             if spec.get("transpose"):
