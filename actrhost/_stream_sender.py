@@ -391,8 +391,8 @@ class StreamSender:
         while True:
             held = sum(
                 writer.capacity_bytes - writer.free_bytes()
-                for (_serial, pid, _media), writer in self._writers.items()
-                if pid == gateway
+                for (_serial, pid, media), writer in self._writers.items()
+                if pid == gateway and not media  # (media samples are never kept)
             )
             if not held or held + size <= GATEWAY_RINGS_MAX_BYTES:
                 return
