@@ -159,6 +159,44 @@ def test_silent_peer_fails_pending_calls_fast_then_traffic_resumes(
     assert remote["state"] == "connected"
 
 
+def test_a_call_made_while_the_link_is_down_waits_a_bounded_time(tmp_path: Path) -> None:
+    # Node B's gateway freezes: A's link fails on its keepalive, and each reconnect attempt
+    # would wait connect_timeout_s (4 s here) for B. A call made meanwhile waits
+    # reconnect_call_wait_s for the link, then fails with 503; it is never sent later.
+    tuning = {**FAST_TUNING, "reconnect_call_wait_s": 0.5}
+    with ServerProcess() as server, two_nodes(tmp_path, server.url, tuning) as (runner, a, b):
+        assert runner.run(a.call("a1", b.ids["b1"], "echo", b"up")) == b"up"
+        assert b.process is not None
+        pid = b.process.pid
+
+        async def scenario() -> list[float]:
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(Unavailable, match="connection to node"):
+                    await a.call("a1", b.ids["b1"], "echo", b"pending", timeout_s=20)
+                waited = []
+                for _ in range(2):
+                    started = time.monotonic()
+                    with pytest.raises(Unavailable, match=r"reconnecting .* within 0\.5 s"):
+                        await a.call("a1", b.ids["b1"], "echo", b"meanwhile", timeout_s=20)
+                    waited.append(time.monotonic() - started)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    assert await a.call("a1", b.ids["b1"], "echo", b"back") == b"back"
+                    return waited
+                except Unavailable:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.2)
+
+        waited = runner.run(scenario(), timeout_s=40)
+        assert all(0.4 < w < 3.0 for w in waited), waited
+        # The calls that failed were taken back unsent: B never ran them.
+        assert ("echo", b"meanwhile") not in b.workers["b1"].received.calls
+
+
 async def until_forgotten(a: HarnessNode, node_id: str, within_s: float) -> None:
     deadline = time.monotonic() + within_s
     while node_id in (await a.stats())["remote_nodes"]:

@@ -47,6 +47,17 @@ class Handover(Sending):
             q.queued_bytes = 0
         return taken
 
+    def withdraw(self, lane: int, frame: bytes) -> bool:
+        """Take a frame queued with :meth:`enqueue` back out, unsent (a call that stopped
+        waiting for this connection); False when that very frame is not queued here."""
+        q = self._lanes[_LANE_SLOT[lane]]
+        for index, item in enumerate(q.items):
+            if item[1] is frame:
+                del q.items[index]
+                q.queued_bytes -= len(frame)
+                return True
+        return False
+
     def take_undelivered(self) -> list[Carried]:
         """After a failure: empty the queues, and return what a successor connection
         should send, in order (module ``_carry``): tells and reliable stream chunks, whose

@@ -368,11 +368,40 @@ class Outbound:
             self._on_pressure("locate", True)
 
     def _to_node(self, node_id: str, lane: int, frame: bytes, request_id: str) -> None:
+        node = self._nodes[node_id]
         if request_id:
             call = self._pending_out.get(request_id)
             if call is not None:
                 call.node = node_id
-        self._send_link(self._nodes[node_id].connection(), lane, frame)
+                if node.reconnecting_because():
+                    # It waits in the next attempt, for a while only: on a link that stays
+                    # down an attempt takes connect_timeout_s (10 s) to fail.
+                    self._loop.call_later(
+                        self.tuning.reconnect_call_wait_s,
+                        self._stop_waiting,
+                        request_id,
+                        node,
+                        lane,
+                        frame,
+                    )
+        self._send_link(node.connection(), lane, frame)
+
+    def _stop_waiting(self, request_id: str, node: RemoteNode, lane: int, frame: bytes) -> None:
+        """A call that waited ``reconnect_call_wait_s`` for a link still down fails with
+        503, as a call to a local instance that is restarting does, if its frame can be
+        taken back unsent: a call must not run after its caller was told it failed. (Moved
+        into a batch by a connection that replaced the attempt, it waits for that one.)"""
+        down = node.reconnecting_because()
+        if not down or request_id not in self._pending_out:
+            return
+        if node.pc is None or not node.pc.withdraw(lane, frame):
+            return
+        waited = self.tuning.reconnect_call_wait_s
+        error = Unavailable(
+            f"node {node.node_id} is reconnecting after its link failed ({down}): "
+            f"no connection within {waited:g} s"
+        )
+        self._fail_out(request_id, error)
 
     def _locate_only(self, target: ActrId, source: ActrId | None) -> None:
         if target not in self._locating:

@@ -122,6 +122,7 @@ class RemoteNode:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconnect_until = 0.0
         self._reconnecting = False
+        self._failed_because = ""  # the last failure's reason, while reconnecting
         self._last_attempt = 0.0  # loop time a negotiation started (or will)
         self._said_bye = False  # the node told us it stops for good
         self._closed = False
@@ -151,6 +152,17 @@ class RemoteNode:
                 self.pairs.remove(pair)
             self.pairs.insert(0, pair)
             del self.pairs[8:]
+
+    def reconnecting_because(self) -> str:
+        """Why the link failed, while no new connection has come up yet; "" otherwise.
+
+        Calls made meanwhile wait for the next connection only ``reconnect_call_wait_s``
+        (the gateway's ``_to_node``); tells and stream chunks wait through the whole
+        reconnect window.
+        """
+        if not self._reconnecting or self.state is LinkState.CONNECTED:
+            return ""
+        return self._failed_because or "the link failed"
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -348,6 +360,7 @@ class RemoteNode:
             self._said_bye = False
         elif state is LinkState.FAILED:
             self.failures += 1
+            self._failed_because = reason
             if not self._said_bye and not self._closed:
                 # Its senders were told these went: they go on the next connection.
                 self._carried += pc.take_undelivered()

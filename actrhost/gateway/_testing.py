@@ -68,6 +68,8 @@ class Received:
     """What one fake worker got."""
 
     tells: list[tuple[str, bytes, ActrId | None]] = field(default_factory=list)
+    #: (route, payload) of every request, answered or not.
+    calls: list[tuple[str, bytes]] = field(default_factory=list)
     chunks: dict[str, list[tuple[int, bytes]]] = field(default_factory=lambda: defaultdict(list))
     media: list[tuple[str, Any, int, str, str]] = field(default_factory=list)
     event: asyncio.Event = field(default_factory=asyncio.Event)
@@ -99,6 +101,7 @@ class _FakeWorker:
             self.received.tells.append((env.route_key, bytes(env.payload), env.source))
             self.received.event.set()
             return
+        self.received.calls.append((env.route_key, bytes(env.payload)))
         if env.route_key == "echo":
             self._answer(env, routing_id, bytes(env.payload))
         elif env.route_key == "sleep":

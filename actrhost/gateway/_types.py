@@ -59,6 +59,10 @@ class Tuning:
     #: How long a gateway keeps trying to restore a failed connection without new
     #: traffic; then it forgets the node until traffic for one of its actors comes again.
     reconnect_for_s: float = 60.0
+    #: How long a call made while a failed link is being restored waits for it; then it
+    #: fails with 503 (unsent). Above a reconnect's time over a WAN or TURN (≈ 0.1-1 s),
+    #: far below an attempt's ``connect_timeout_s`` on a link that stays down.
+    reconnect_call_wait_s: float = 2.0
     #: Largest data-channel message we send. 64 KiB is what every peer must accept when
     #: it advertises nothing (RFC 8841 §6); aiortc peers accept 256 KiB.
     max_message_bytes: int = 65536
