@@ -27,13 +27,11 @@ from .._errors import (
     ActrError,
     BadRequest,
     ClosedResourceError,
-    ConfigError,
     NotFound,
     PermissionDenied,
     Unavailable,
 )
 from .._ids import ActrId, ActrType
-from .._lockfile import ACTR_LOCK_NAME, COMPAT_LOCK_NAME, LockFile
 from .._payload_type import PayloadType
 from .._replies import Replies
 from .._ring_readers import RingReaders
@@ -41,9 +39,10 @@ from .._rpc import MAX_TIMEOUT_S, worth_logging
 from .._tell_origin import appended
 from .._zmqloop import LoopSocket
 from ..shm import Descriptor
-from ..signaling import DiscoveryResult, RoleNegotiation
+from ..signaling import RoleNegotiation
 from . import _framing as framing
 from ._counters import GatewayCounters
+from ._discovery import discover_dependency, maybe_reregistering, nothing_found
 from ._expiry import Expiring, ExpiryWheel
 from ._media import is_track_sample
 from ._peer import PeerConnection
@@ -430,7 +429,7 @@ class Outbound:
             if not any(x.size_bytes for x in self._locating.values()):
                 self._on_pressure("locate", False)
         if isinstance(error, NotFound) and (since := self._reconnected_s_ago()) is not None:
-            error = _maybe_reregistering(error, since)
+            error = maybe_reregistering(error, since)
         if error is not None:
             if isinstance(error, NotFound):
                 if len(self._not_found) >= NOT_FOUND_KEPT_MAX:
@@ -502,9 +501,9 @@ class Outbound:
             if result.best is None:
                 # A Shell asks as one of our actors: say so, not just that actor's type.
                 caller = f"{reg.actr_type}" if env.source else f"{reg.actr_type} (for a Shell)"
-                error = _nothing_found(actr_type, result, caller)
+                error = nothing_found(actr_type, result, caller)
                 since = self._reconnected_s_ago()
-                raise error if since is None else _maybe_reregistering(error, since)
+                raise error if since is None else maybe_reregistering(error, since)
         except ActrError as exc:
             self._reply_local(routing_id, env.request_id, exc)
             return
@@ -594,54 +593,3 @@ def _stale(origin: Any | None) -> bool:
     """Whether a tell or chunk from a worker of ours (its ``TellOrigin``, or None) was
     stamped for another gateway than this process."""
     return origin is not None and origin.gateway != os.getpid()
-
-
-async def discover_dependency(config: Config, reg: Any, actr_type: ActrType) -> Any:
-    """Discovery through signaling; a type the config lists in ``[dependencies]`` is
-    discovered as locked in ``Actr.lock.toml`` (exact fingerprint first, then the
-    compatible one cached in ``compat.lock.toml``), as actr's ``discover_route_candidate``.
-    """
-    from ..signaling import discover_locked
-
-    if not any(dep.actr_type == actr_type for dep in config.dependencies):
-        return await reg.discover(actr_type)
-    lock_path = config.base_dir / ACTR_LOCK_NAME
-    try:
-        lock = LockFile.load(lock_path)
-    except ConfigError:
-        raise NotFound(
-            f"{actr_type} is a dependency of {config.path} but {lock_path} is missing: "
-            f"run `actrhost lock {config.path}`"
-        ) from None
-    return await discover_locked(
-        reg, actr_type, lock=lock, compat_lock_path=config.base_dir / COMPAT_LOCK_NAME
-    )
-
-
-def _maybe_reregistering(error: ActrError, since_s: float) -> ActrError:
-    """A 404 just after our signaling connection came back, as 503: the server may have
-    restarted, and other nodes register their actors again a few seconds after it (their
-    reconnects back off up to 5 s). Until 2026-12-03 callers got a 404 (kept 2 s for
-    calls to a known id) for an actor that was about to be back."""
-    if not isinstance(error, NotFound):
-        return error
-    return Unavailable(
-        f"{error.message}; the connection to signaling came back {since_s:.1f} s ago, and "
-        "other nodes may still be registering their actors again"
-    )
-
-
-def _nothing_found(actr_type: ActrType, result: DiscoveryResult, caller: str) -> ActrError:
-    """The error of a discovery that found no candidate, by why: 503 when instances exist
-    but none runs (as local discovery says it), 403 when their ACLs refuse ``caller``."""
-    if result.excluded_draining:
-        return Unavailable(
-            f"no running actor of type {actr_type} found through signaling "
-            f"({result.excluded_draining} not running: restarting, stopping or given up)"
-        )
-    if result.excluded_denied:
-        return PermissionDenied(
-            f"{caller} may not call any of the {result.excluded_denied} actor(s) of type "
-            f"{actr_type} found through signaling (their ACL)"
-        )
-    return NotFound(f"no actor of type {actr_type} found through signaling")
