@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("aiortc")
 
-from actrhost import ActrError, NotFound, Unavailable
+from actrhost import ActrError, DeadlineExceeded, NotFound, Unavailable
 from actrhost._rpc import FEED_RECEIVE_HWM
 from actrhost.gateway._feed_reads import FEED_BYTES_MAX
 from actrhost.gateway._testing import FAST_TUNING, HarnessNode, LoopRunner, start_nodes
@@ -336,6 +336,29 @@ def test_new_ids_from_a_restarted_signaling_server_reach_the_same_workers(
     finally:
         for server in servers:
             server.stop()
+
+
+def test_discovery_while_signaling_is_down_gives_the_last_answer_of_a_connected_node(
+    tmp_path: Path,
+) -> None:
+    # The signaling server goes away: the link between the nodes stays up, and a
+    # discovery of a type signaling named before gets that actor at once (it waited for
+    # the server until its 10 s timeout, then 504). A type never discovered still fails.
+    server = ServerProcess().start()
+    try:
+        with two_nodes(tmp_path, server.url) as (runner, a, b):
+            assert runner.run(a.discover("a1", "t+B")) == b.ids["b1"]
+            assert runner.run(a.call("a1", b.ids["b1"], "echo", b"up")) == b"up"
+            server.stop()
+            started = time.monotonic()
+            assert runner.run(a.discover("a1", "t+B")) == b.ids["b1"]
+            assert time.monotonic() - started < 2.0
+            assert runner.run(a.call("a1", b.ids["b1"], "echo", b"still")) == b"still"
+            with pytest.raises((Unavailable, DeadlineExceeded)):
+                runner.run(a.discover("a1", "t+Other", timeout_s=1.0))
+            assert runner.run(a.stats())["discoveries_remembered"] == 1
+    finally:
+        server.stop()
 
 
 def test_just_after_a_signaling_restart_an_actor_not_back_yet_is_503_not_404(

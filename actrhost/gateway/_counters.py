@@ -16,6 +16,9 @@ class GatewayCounters:
     failed_calls: int = 0
     undeliverable: int = 0
     discoveries: int = 0
+    #: Discoveries answered with signaling's last answer while signaling was unreachable
+    #: (that actor's node connected; module _discovery).
+    discoveries_remembered: int = 0
     locates: int = 0
     dropped_media: int = 0
     bad_relays: int = 0

@@ -4,11 +4,13 @@ found nothing (module ``_outbound`` asks; docs/gateway.md, "Frames from workers"
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from .._config import Config
 from .._errors import ActrError, ConfigError, NotFound, PermissionDenied, Unavailable
-from .._ids import ActrType
+from .._ids import ActrId, ActrType
 from .._lockfile import ACTR_LOCK_NAME, COMPAT_LOCK_NAME, LockFile
 from ..signaling import DiscoveryResult
 
@@ -62,3 +64,34 @@ def nothing_found(actr_type: ActrType, result: DiscoveryResult, caller: str) -> 
             f"{actr_type} found through signaling (their ACL)"
         )
     return NotFound(f"no actor of type {actr_type} found through signaling")
+
+
+#: Discovery answers kept for while signaling is unreachable (the oldest go first).
+LAST_DISCOVERED_MAX = 1024
+
+
+class LastDiscovered:
+    """The last actor signaling named for each (realm, caller type, target type): the
+    answer to a discovery while signaling is unreachable, as long as the link to that
+    actor's node is up (docs/gateway.md, "Discovery while signaling is down").
+
+    Keyed by the caller's type too: signaling's answer depends on the target's ACL, which
+    names caller types. An answer whose node is not connected is never given: a link
+    that is up says that node runs; nothing says where else that type runs now.
+    """
+
+    def __init__(self, max_entries: int = LAST_DISCOVERED_MAX) -> None:
+        self._max_entries = max_entries
+        self._answers: OrderedDict[tuple[int, str, str], ActrId] = OrderedDict()
+
+    def remember(self, key: tuple[int, str, str], actr_id: ActrId) -> None:
+        """Signaling named ``actr_id`` for ``key`` (realm, caller type, target type)."""
+        self._answers[key] = actr_id
+        self._answers.move_to_end(key)
+        while len(self._answers) > self._max_entries:
+            self._answers.popitem(last=False)
+
+    def answer(self, key: tuple[int, str, str], is_up: Callable[[ActrId], bool]) -> ActrId | None:
+        """The actor last named for ``key`` if ``is_up(actor)`` (its node's link is up)."""
+        actr_id = self._answers.get(key)
+        return actr_id if actr_id is not None and is_up(actr_id) else None

@@ -27,6 +27,7 @@ from .._errors import (
     ActrError,
     BadRequest,
     ClosedResourceError,
+    DeadlineExceeded,
     NotFound,
     PermissionDenied,
     Unavailable,
@@ -39,16 +40,16 @@ from .._rpc import MAX_TIMEOUT_S, worth_logging
 from .._tell_origin import appended
 from .._zmqloop import LoopSocket
 from ..shm import Descriptor
-from ..signaling import RoleNegotiation
+from ..signaling import RoleNegotiation, SignalingClient
 from . import _framing as framing
 from ._counters import GatewayCounters
-from ._discovery import discover_dependency, maybe_reregistering, nothing_found
+from ._discovery import LastDiscovered, discover_dependency, maybe_reregistering, nothing_found
 from ._expiry import Expiring, ExpiryWheel
 from ._media import is_track_sample
 from ._peer import PeerConnection
 from ._remote import RemoteNode, session_id
 from ._stream_hold import StreamHold
-from ._types import CALLS, STREAMS, Tuning
+from ._types import CALLS, STREAMS, LinkState, Tuning
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,8 @@ class Outbound:
     _router: LoopSocket
     _replies: dict[str, Replies]  # by socket (CALLS, STREAMS, MEDIA)
     _signaling_back_at: float | None  # loop time our signaling connection came back
+    _signaling: SignalingClient | None
+    _last_discovered: LastDiscovered
     _routers: dict[str, LoopSocket]
     _notify_sender: Callable[[ActrId | None, ActrId, ActrError], None]  # _notices
     _regs: dict[ActrId, Any]
@@ -497,7 +500,22 @@ class Outbound:
             if reg is None:
                 raise Unavailable(f"node {self.node_id} has no registered actor to discover with")
             actr_type = ActrType.parse(bytes(env.payload).decode("utf-8", "replace"))
-            result = await discover_dependency(self.config, reg, actr_type)
+            key = (reg.realm, str(reg.actr_type), str(actr_type))
+            last = self._last_discovered.answer(key, self._link_up)
+            signaling = self._signaling
+            if last is not None and (signaling is None or not signaling.connected):
+                # Signaling is away (restarting, unreachable): asking would wait for it
+                # until the request's 10 s timeout, while the last answer's node is up.
+                self._answer_discovery(routing_id, env.request_id, last, remembered=True)
+                return
+            try:
+                result = await discover_dependency(self.config, reg, actr_type)
+            except (Unavailable, DeadlineExceeded):
+                last = self._last_discovered.answer(key, self._link_up)
+                if last is None:
+                    raise
+                self._answer_discovery(routing_id, env.request_id, last, remembered=True)
+                return
             if result.best is None:
                 # A Shell asks as one of our actors: say so, not just that actor's type.
                 caller = f"{reg.actr_type}" if env.source else f"{reg.actr_type} (for a Shell)"
@@ -511,12 +529,21 @@ class Outbound:
             error = Unavailable(f"the gateway of node {self.node_id} is stopping")
             self._reply_local(routing_id, env.request_id, error)
             return
-        self._send_router(
-            routing_id,
-            wire.encode(
-                Envelope(RESPONSE, payload=str(result.best).encode(), request_id=env.request_id)
-            ),
-        )
+        self._last_discovered.remember(key, result.best)
+        self._answer_discovery(routing_id, env.request_id, result.best)
+
+    def _answer_discovery(
+        self, routing_id: bytes, request_id: str, best: ActrId, remembered: bool = False
+    ) -> None:
+        if remembered:
+            self.counters.discoveries_remembered += 1
+        answer = Envelope(RESPONSE, payload=str(best).encode(), request_id=request_id)
+        self._send_router(routing_id, wire.encode(answer))
+
+    def _link_up(self, actr_id: ActrId) -> bool:
+        """Whether the link to the node of a remote actor is connected now."""
+        node = self._nodes.get(self._node_of.get(actr_id, ""))
+        return node is not None and node.state is LinkState.CONNECTED
 
     def _drop_for_missing(
         self,
