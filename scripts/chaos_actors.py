@@ -1,9 +1,12 @@
 """Actors for ``chaos_remote.py``: a Driver that sends numbered stream chunks and tells
-to a Sink on another node, and the Sink that records what arrived."""
+to a Sink on another node, and calls it (discovering it each time) meanwhile, and the
+Sink that records what arrived."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import zlib
 from typing import Any
 
@@ -45,6 +48,10 @@ class Sink(Actor):
     async def note(self, ctx: Context, request: bytes) -> None:
         self.notes.append(int(request))
 
+    @rpc("chaos.Sink.Echo")
+    async def echo(self, ctx: Context, request: bytes) -> bytes:
+        return request
+
     @rpc("chaos.Sink.Report")
     async def report(self, ctx: Context, request: bytes) -> bytes:
         summary = {"chunks": _summary(self.chunks), "tells": _summary(self.notes)}
@@ -58,6 +65,16 @@ class Driver(Actor):
     @rpc("chaos.Driver.Run")
     async def run(self, ctx: Context, request: bytes) -> bytes:
         params = json.loads(request)
+        calls = asyncio.ensure_future(
+            _calls(ctx, params["call_every_s"], params["call_timeout_s"], params["calls_for_s"])
+        )
+        try:
+            sent = await self._send(ctx, params)
+        finally:
+            called = await calls
+        return json.dumps({**sent, "calls": called}).encode()
+
+    async def _send(self, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
         sink = Dest.actor(await ctx.discover(SINK))
         accepted: dict[str, list[int]] = {"chunks": [], "tells": []}
         errors: dict[str, int] = {}
@@ -75,4 +92,28 @@ class Driver(Actor):
                     errors[why] = errors.get(why, 0) + 1
                 else:
                     accepted[kind].append(n)
-        return json.dumps({"accepted": accepted, "errors": errors}).encode()
+        return {"accepted": accepted, "errors": errors}
+
+
+async def _calls(ctx: Context, every_s: float, timeout_s: float, for_s: float) -> dict[str, Any]:
+    """Discover the Sink and call it every ``every_s`` for ``for_s`` seconds: how many
+    went through, the errors by kind, the slowest of each (a call must never hang)."""
+    ok = 0
+    errors: dict[str, int] = {}
+    slowest = {"ok_s": 0.0, "failed_s": 0.0}
+    until = time.monotonic() + for_s
+    while time.monotonic() < until:
+        started = time.monotonic()
+        try:
+            sink = Dest.actor(await ctx.discover(SINK))
+            await ctx.call(sink, "chaos.Sink.Echo", b"ping", timeout=timeout_s)
+        except Exception as exc:
+            why = f"{type(exc).__name__}: {exc}"[:100]
+            errors[why] = errors.get(why, 0) + 1
+            kind = "failed_s"
+        else:
+            ok += 1
+            kind = "ok_s"
+        slowest[kind] = round(max(slowest[kind], time.monotonic() - started), 2)
+        await asyncio.sleep(every_s)
+    return {"ok": ok, "errors": errors, "slowest": slowest}

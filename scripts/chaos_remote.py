@@ -4,16 +4,22 @@
 A signaling server and two nodes run as a user runs them (``python -m actrhost run``,
 on loopback, in a private temporary folder). The ``Driver`` of ``chaos_actors.py`` on
 node B sends ``--count`` numbered reliable chunks of ``--size`` bytes (with checksums),
-each followed by a numbered tell, to the ``Sink`` on node A. ``--after`` seconds into
-that, one process gets the fault: ``stop`` (SIGSTOP, then SIGCONT after ``--hold``
-seconds) or ``kill`` (SIGKILL; a supervisor restarts its gateway and workers).
+each followed by a numbered tell, to the ``Sink`` on node A, and meanwhile discovers and
+calls the Sink every ``--call-every`` seconds (each call with ``--call-timeout``) until
+15 s after the fault.
+``--after`` seconds into that, one process gets the fault: ``stop`` (SIGSTOP, then
+SIGCONT after ``--hold`` seconds) or ``kill`` (SIGKILL; a supervisor restarts its gateway
+and workers).
 
 The report says what the Driver had accepted (sends that returned) and what the Sink
 got: how many, duplicates, order, corrupt payloads, the first numbers missing; and every
 log line at WARNING or above from both nodes. What actrhost promises (docs/gateway.md):
 each accepted tell and reliable chunk arrives once, in order, while both actors live
 (within what a sender keeps when a *sending* gateway dies: Limits); a send while the
-node's gateway is not running fails at once with ``Unavailable``.
+node's gateway is not running fails at once with ``Unavailable``; a call fails within
+seconds when the other node's gateway or the link is down (503), not at its deadline.
+The calls' report: how many went through, errors by kind, the slowest success and the
+slowest failure.
 
     python scripts/chaos_remote.py --fault kill --process gateway-b
     python scripts/chaos_remote.py --fault stop --process gateway-a --hold 20
@@ -122,7 +128,14 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 node.spawn()
             for node in nodes.values():
                 await node.wait_running(1, poll_s=0.05)
-            params = {"count": args.count, "size": args.size, "timeout_s": args.timeout}
+            params = {
+                "count": args.count,
+                "size": args.size,
+                "timeout_s": args.timeout,
+                "call_every_s": args.call_every,
+                "call_timeout_s": args.call_timeout,
+                "calls_for_s": args.after + (args.hold if args.fault == "stop" else 0) + 15,
+            }
             faulted = asyncio.ensure_future(fault(args, nodes, server))
             started = time.monotonic()
             async with actrhost.connect(nodes["b"].config_path) as shell:
@@ -150,6 +163,7 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         "driver_s": round(took, 1),
         "accepted": {kind: len(numbers) for kind, numbers in accepted.items()},
         "send_errors": sent["errors"],
+        "calls": sent["calls"],
         "received": got,
         "logs": logs,
     }
@@ -165,6 +179,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=65536, help="bytes per chunk")
     parser.add_argument("--timeout", type=float, default=60.0, help="per send, seconds")
     parser.add_argument("--quiet", type=float, default=20.0, help="settled after (s)")
+    parser.add_argument("--call-every", type=float, default=0.05, help="seconds between calls")
+    parser.add_argument("--call-timeout", type=float, default=30.0, help="per call, seconds")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="chaos-remote-"))
     try:

@@ -341,14 +341,23 @@ def test_new_ids_from_a_restarted_signaling_server_reach_the_same_workers(
 def test_discovery_while_signaling_is_down_gives_the_last_answer_of_a_connected_node(
     tmp_path: Path,
 ) -> None:
-    # The signaling server goes away: the link between the nodes stays up, and a
-    # discovery of a type signaling named before gets that actor at once (it waited for
-    # the server until its 10 s timeout, then 504). A type never discovered still fails.
+    # The signaling server stops answering (SIGSTOP), then goes away: the link between
+    # the nodes stays up, and a discovery of a type signaling named before gets that
+    # actor, after 1 s at most (it waited for the server until its 10 s timeout, then
+    # 504). A type never discovered still fails.
     server = ServerProcess().start()
     try:
         with two_nodes(tmp_path, server.url) as (runner, a, b):
             assert runner.run(a.discover("a1", "t+B")) == b.ids["b1"]
             assert runner.run(a.call("a1", b.ids["b1"], "echo", b"up")) == b"up"
+            assert server.proc is not None
+            os.kill(server.proc.pid, signal.SIGSTOP)  # connected, and answering nothing
+            try:
+                started = time.monotonic()
+                assert runner.run(a.discover("a1", "t+B")) == b.ids["b1"]
+                assert time.monotonic() - started < 4.0  # the patience: 1 s
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
             server.stop()
             started = time.monotonic()
             assert runner.run(a.discover("a1", "t+B")) == b.ids["b1"]
@@ -356,9 +365,41 @@ def test_discovery_while_signaling_is_down_gives_the_last_answer_of_a_connected_
             assert runner.run(a.call("a1", b.ids["b1"], "echo", b"still")) == b"still"
             with pytest.raises((Unavailable, DeadlineExceeded)):
                 runner.run(a.discover("a1", "t+Other", timeout_s=1.0))
-            assert runner.run(a.stats())["discoveries_remembered"] == 1
+            assert runner.run(a.stats())["discoveries_remembered"] == 2
     finally:
         server.stop()
+
+
+def test_discovery_of_a_type_whose_node_is_reconnecting_is_503_not_404(tmp_path: Path) -> None:
+    # Node B's gateway dies: signaling forgets B's actors at once, and A's link to B
+    # fails. Until B is back, a discovery of B's type finds none; since the node of the
+    # last one found is being reconnected, that is a 503 (it may be back in a moment),
+    # not a 404 (gone for good). Then it is found again.
+    tuning = {**FAST_TUNING, "probe_timeout_s": 0.5}
+    with ServerProcess() as server, two_nodes(tmp_path, server.url, tuning) as (runner, a, b):
+        assert runner.run(a.discover("a1", "t+B")) == b.ids["b1"]
+        assert runner.run(a.call("a1", b.ids["b1"], "echo", b"up")) == b"up"
+        b.kill_gateway()
+        deadline = time.monotonic() + 10
+        while True:
+            (remote,) = runner.run(a.stats())["remote_nodes"].values()
+            if remote["reconnecting"]:
+                break
+            assert time.monotonic() < deadline, remote
+            time.sleep(0.1)
+        with pytest.raises(Unavailable, match="is reconnecting"):
+            runner.run(a.discover("a1", "t+B"))
+        b.spawn()
+        runner.run(b.wait_running())
+        b.send_directory()
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                assert runner.run(a.discover("a1", "t+B")) == b.ids["b1"]
+                break
+            except Unavailable:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
 
 
 def test_just_after_a_signaling_restart_an_actor_not_back_yet_is_503_not_404(

@@ -44,7 +44,6 @@ from .._undeliverable import NoticeLimiter
 from .._zmqloop import LoopSocket
 from ..signaling import Availability, SignalingClient
 from ._counters import GatewayCounters
-from ._discovery import LastDiscovered
 from ._expiry import ExpiryWheel
 from ._feed_reads import FeedReads
 from ._ice import use_host_addresses
@@ -130,9 +129,9 @@ class Gateway(Nodes, Outbound, Inbound):
         self._sync_ids = itertools.count(1)
         self._overflow: dict[str, Backlog] = {}
         self._signaling: SignalingClient | None = None
-        self._last_discovered = LastDiscovered()
         self._signaling_connects = 0
         self._signaling_back_at: float | None = None  # a reconnect (Outbound, 404 vs 503)
+        self._discoverer = self._new_discoverer()
         self._regs: dict[ActrId, Any] = {}
         # Where signaling knows an actor by another id than its worker has (see
         # _refresh_aliases): the two directions of the translation, usually empty.

@@ -27,7 +27,6 @@ from .._errors import (
     ActrError,
     BadRequest,
     ClosedResourceError,
-    DeadlineExceeded,
     NotFound,
     PermissionDenied,
     Unavailable,
@@ -43,7 +42,7 @@ from ..shm import Descriptor
 from ..signaling import RoleNegotiation, SignalingClient
 from . import _framing as framing
 from ._counters import GatewayCounters
-from ._discovery import LastDiscovered, discover_dependency, maybe_reregistering, nothing_found
+from ._discovery import Discoverer, maybe_reregistering
 from ._expiry import Expiring, ExpiryWheel
 from ._media import is_track_sample
 from ._peer import PeerConnection
@@ -111,7 +110,7 @@ class Outbound:
     _replies: dict[str, Replies]  # by socket (CALLS, STREAMS, MEDIA)
     _signaling_back_at: float | None  # loop time our signaling connection came back
     _signaling: SignalingClient | None
-    _last_discovered: LastDiscovered
+    _discoverer: Discoverer
     _routers: dict[str, LoopSocket]
     _notify_sender: Callable[[ActrId | None, ActrId, ActrError], None]  # _notices
     _regs: dict[ActrId, Any]
@@ -500,28 +499,9 @@ class Outbound:
             if reg is None:
                 raise Unavailable(f"node {self.node_id} has no registered actor to discover with")
             actr_type = ActrType.parse(bytes(env.payload).decode("utf-8", "replace"))
-            key = (reg.realm, str(reg.actr_type), str(actr_type))
-            last = self._last_discovered.answer(key, self._link_up)
-            signaling = self._signaling
-            if last is not None and (signaling is None or not signaling.connected):
-                # Signaling is away (restarting, unreachable): asking would wait for it
-                # until the request's 10 s timeout, while the last answer's node is up.
-                self._answer_discovery(routing_id, env.request_id, last, remembered=True)
-                return
-            try:
-                result = await discover_dependency(self.config, reg, actr_type)
-            except (Unavailable, DeadlineExceeded):
-                last = self._last_discovered.answer(key, self._link_up)
-                if last is None:
-                    raise
-                self._answer_discovery(routing_id, env.request_id, last, remembered=True)
-                return
-            if result.best is None:
-                # A Shell asks as one of our actors: say so, not just that actor's type.
-                caller = f"{reg.actr_type}" if env.source else f"{reg.actr_type} (for a Shell)"
-                error = nothing_found(actr_type, result, caller)
-                since = self._reconnected_s_ago()
-                raise error if since is None else maybe_reregistering(error, since)
+            # A Shell asks as one of our actors: say so, not just that actor's type.
+            caller = f"{reg.actr_type}" if env.source else f"{reg.actr_type} (for a Shell)"
+            best = await self._discoverer.best(reg, actr_type, caller)
         except ActrError as exc:
             self._reply_local(routing_id, env.request_id, exc)
             return
@@ -529,21 +509,34 @@ class Outbound:
             error = Unavailable(f"the gateway of node {self.node_id} is stopping")
             self._reply_local(routing_id, env.request_id, error)
             return
-        self._last_discovered.remember(key, result.best)
-        self._answer_discovery(routing_id, env.request_id, result.best)
-
-    def _answer_discovery(
-        self, routing_id: bytes, request_id: str, best: ActrId, remembered: bool = False
-    ) -> None:
-        if remembered:
-            self.counters.discoveries_remembered += 1
-        answer = Envelope(RESPONSE, payload=str(best).encode(), request_id=request_id)
+        answer = Envelope(RESPONSE, payload=str(best).encode(), request_id=env.request_id)
         self._send_router(routing_id, wire.encode(answer))
 
-    def _link_up(self, actr_id: ActrId) -> bool:
-        """Whether the link to the node of a remote actor is connected now."""
-        node = self._nodes.get(self._node_of.get(actr_id, ""))
-        return node is not None and node.state is LinkState.CONNECTED
+    def _new_discoverer(self) -> Discoverer:
+        """Discovery through signaling, with the last answers for when it is away."""
+
+        def node_of(actr_id: ActrId) -> RemoteNode | None:
+            return self._nodes.get(self._node_of.get(actr_id, ""))
+
+        def link_up(actr_id: ActrId) -> bool:
+            node = node_of(actr_id)
+            return node is not None and node.state is LinkState.CONNECTED
+
+        def reconnecting(actr_id: ActrId) -> str:
+            node = node_of(actr_id)
+            return node.reconnecting_because() if node is not None else ""
+
+        def signaling_up() -> bool:
+            return self._signaling is not None and self._signaling.connected
+
+        return Discoverer(
+            self.config,
+            link_up,
+            reconnecting,
+            signaling_up,
+            self._reconnected_s_ago,
+            self.counters,
+        )
 
     def _drop_for_missing(
         self,
