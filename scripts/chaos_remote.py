@@ -97,7 +97,9 @@ async def fault(args: argparse.Namespace, nodes: dict[str, BenchNode], server: A
 
 
 async def settled_report(node: BenchNode, expected: int, quiet_s: float) -> dict[str, Any]:
-    """The Sink's report once it has everything, or once nothing new came for ``quiet_s``."""
+    """The Sink's report once it has everything, or once nothing new came for ``quiet_s``
+    (``{"unreachable": …}`` when its node never answered for that long: a killed
+    supervisor takes its node down for good)."""
     last: tuple[int, int] | None = None
     since = time.monotonic()
     while True:
@@ -106,7 +108,9 @@ async def settled_report(node: BenchNode, expected: int, quiet_s: float) -> dict
                 report: dict[str, Any] = json.loads(
                     await shell.call("sink", "chaos.Sink.Report", b"", timeout=10)
                 )
-        except actrhost.ActrError:  # its worker restarting (a fault of this run)
+        except actrhost.ActrError as exc:  # its worker restarting (a fault of this run)
+            if time.monotonic() - since > quiet_s:
+                return {"unreachable": str(exc)}
             await asyncio.sleep(0.5)
             continue
         counts = (report["chunks"]["count"], report["tells"]["count"])
@@ -182,6 +186,8 @@ def main() -> None:
     parser.add_argument("--call-every", type=float, default=0.05, help="seconds between calls")
     parser.add_argument("--call-timeout", type=float, default=30.0, help="per call, seconds")
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C, so the nodes and the server are stopped and removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     folder = Path(tempfile.mkdtemp(prefix="chaos-remote-"))
     try:
         report = asyncio.run(run(args, folder))
