@@ -95,11 +95,19 @@ _WORKER_COUNTERS = {
     "undeliverable_replies": "Replies whose caller was gone.",
     "calls_sent": "Calls this actor made.",
     "tells_sent": "Tells this actor sent.",
-    "chunks_in_doubt_dropped": (
+    "chunks_duplicates_dropped": (
         "Reliable chunks from other nodes sent again after a gateway died that had been read."
     ),
-    "tells_in_doubt_dropped": (
+    "chunks_in_doubt_dropped": (
+        "Reliable chunks from other nodes sent again after a gateway died that may have been "
+        "read (a restarted worker): dropped, maybe lost."
+    ),
+    "tells_duplicates_dropped": (
         "Tells from other nodes sent again after a gateway died that had been read, dropped."
+    ),
+    "tells_in_doubt_dropped": (
+        "Tells from other nodes sent again after a gateway died that may have been read "
+        "(a restarted worker): dropped, maybe lost."
     ),
     "tells_sent_again": "Tells to other nodes sent again, in doubt, after the gateway died.",
     "tells_not_sent_again": (

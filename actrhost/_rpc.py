@@ -39,7 +39,7 @@ from ._errors import (
 )
 from ._payload_type import PayloadType
 from ._replies import Replies
-from ._tell_origin import TellsRead
+from ._tell_origin import TellsRead, Verdict
 from ._tells_sent import TellsSent
 from ._undeliverable import RefusedTargets, is_notice
 from ._zmqloop import LoopSocket
@@ -94,9 +94,14 @@ class Counters:
     undeliverable_replies: int = 0
     calls_sent: int = 0
     tells_sent: int = 0
-    #: Tells from other nodes that came again after a gateway died and had been read.
+    #: Tells from other nodes that came again after a gateway died and had been read:
+    #: duplicates, dropped (module ``_tell_origin``, ``Verdict.READ``).
+    tells_duplicates_dropped: int = 0
+    #: Tells that came again from a sender this process cannot tell apart from one it
+    #: read (restarted, or too many senders since): dropped, maybe lost (``MAYBE_READ``).
     tells_in_doubt_dropped: int = 0
     #: Reliable stream chunks from other nodes likewise.
+    chunks_duplicates_dropped: int = 0
     chunks_in_doubt_dropped: int = 0
     #: Tells to other nodes sent again, in doubt, after the node's gateway died; and
     #: those that could not go again (their target gone, or no room before the deadline).
@@ -111,7 +116,9 @@ class Counters:
             "undeliverable_replies": self.undeliverable_replies,
             "calls_sent": self.calls_sent,
             "tells_sent": self.tells_sent,
+            "tells_duplicates_dropped": self.tells_duplicates_dropped,
             "tells_in_doubt_dropped": self.tells_in_doubt_dropped,
+            "chunks_duplicates_dropped": self.chunks_duplicates_dropped,
             "chunks_in_doubt_dropped": self.chunks_in_doubt_dropped,
             "tells_sent_again": self.tells_sent_again,
             "tells_not_sent_again": self.tells_not_sent_again,
@@ -315,12 +322,21 @@ class RpcEndpoint:
             origin = item.origin if item.payload_type == PayloadType.STREAM_RELIABLE else None
         else:
             origin = wire.tell_origin(item) if item.direction == wire.TELL else None
-        if origin is None or self._tells_read.take(origin):
+        if origin is None:
             return True
-        if isinstance(item, StreamFrame):
-            self.counters.chunks_in_doubt_dropped += 1
+        verdict = self._tells_read.judge(origin)
+        if verdict is Verdict.TAKE:
+            return True
+        counters = self.counters
+        if verdict is Verdict.READ:  # a duplicate caught: nothing lost
+            if isinstance(item, StreamFrame):
+                counters.chunks_duplicates_dropped += 1
+            else:
+                counters.tells_duplicates_dropped += 1
+        elif isinstance(item, StreamFrame):
+            counters.chunks_in_doubt_dropped += 1
         else:
-            self.counters.tells_in_doubt_dropped += 1
+            counters.tells_in_doubt_dropped += 1
         return False
 
     def _on_feed_message(self, parts: list[bytes]) -> None:

@@ -12,7 +12,8 @@ one sender reach one worker in the order they were sent (one socket, one data ch
 one queue per target), so one at or below the mark was read. One in doubt from a sender
 the worker never heard of is dropped too when the worker may not know all that was read
 (it is a restarted process of its instance, whose predecessor may have read it, or it
-forgot senders): a tell runs at most once. Both are counted (``tells_in_doubt_dropped``).
+forgot senders): a tell runs at most once. They are counted apart (:class:`Verdict`:
+``tells_duplicates_dropped``, read before; ``tells_in_doubt_dropped``, maybe lost).
 The first process of an instance that forgot no sender takes it: nobody read it.
 
 **The receiving gateway dies.** The sending node keeps a tell until the receiving
@@ -32,8 +33,9 @@ A tell without a sender's origin (from an older sender) gets the receiving gatew
 instead: a hash of the connection's session id, the call channel, the message index and
 the tell's place among that message's tells. Reliable stream chunks from another node
 get that one too (the stream channel, the frame's index, position 0;
-``chunks_in_doubt_dropped``): a chunk is confirmed to its sending node only once the
-worker has read it, and one in doubt that the worker had is dropped.
+``chunks_duplicates_dropped``, ``chunks_in_doubt_dropped``): a chunk is confirmed to its
+sending node only once the worker has read it, and one in doubt that the worker had is
+dropped.
 
 History (docs/gateway.md, Limits): until 2026-12-05 a new gateway dropped and counted
 every tell in doubt and delivered every chunk in doubt, and the tells a sending gateway
@@ -42,6 +44,7 @@ held when it died were lost.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import struct
 from collections import OrderedDict
@@ -116,6 +119,20 @@ def without_appended_origin(frame: bytes) -> bytes:
     return frame
 
 
+class Verdict(enum.Enum):
+    """:meth:`TellsRead.judge` of a tell (or reliable chunk) from another node."""
+
+    #: Run it: not in doubt, or in doubt and past what was read.
+    TAKE = "take"
+    #: In doubt and at or below the sender's mark: read before, a duplicate (counted in
+    #: ``tells_duplicates_dropped`` / ``chunks_duplicates_dropped``).
+    READ = "read"
+    #: In doubt from a sender this memory does not know, and it may not know all that was
+    #: read (a restarted process, senders forgotten): dropped, as it may have run, but it
+    #: may also be lost (``tells_in_doubt_dropped`` / ``chunks_in_doubt_dropped``).
+    MAYBE_READ = "maybe read"
+
+
 class TellsRead:
     """A worker's memory of the tells from other nodes it read: the highest origin per
     sender (or connection) and lane (or call channel), for the last
@@ -134,14 +151,17 @@ class TellsRead:
         #: (session key, channel) -> (message index, position) of the highest tell read.
         self._last: OrderedDict[tuple[int, int], tuple[int, int]] = OrderedDict()
 
-    def take(self, origin: Any) -> bool:
-        """Whether to run a tell with this ``origin`` (a ``TellOrigin``); False: it is in
-        doubt and was read already, or may have been."""
+    def judge(self, origin: Any) -> Verdict:
+        """What to do with a tell with this ``origin`` (a ``TellOrigin``): run it, or drop
+        it as one read already, or as one that may have been."""
         key = (origin.session, origin.channel)
         mark = (origin.index, origin.position)
         last = self._last.get(key)
-        if origin.in_doubt and (mark <= last if last is not None else not self._complete):
-            return False
+        if origin.in_doubt:
+            if last is not None and mark <= last:
+                return Verdict.READ
+            if last is None and not self._complete:
+                return Verdict.MAYBE_READ
         if last is None:
             self._last[key] = mark
             if len(self._last) > self._kept:
@@ -150,4 +170,4 @@ class TellsRead:
         elif mark > last:
             self._last[key] = mark
             self._last.move_to_end(key)
-        return True
+        return Verdict.TAKE

@@ -750,7 +750,7 @@ def test_tells_a_killed_gateway_still_held_arrive_once(
         assert got == list(range(count))
         # All those beyond the worker's queue at least came again, in doubt; it dropped
         # those it had read, at most what its queue held.
-        dropped = worker.rpc.counters.tells_in_doubt_dropped
+        dropped = worker.rpc.counters.tells_duplicates_dropped
         queue = min(hwm, FEED_RECEIVE_HWM)
         assert in_doubt >= count - queue
         assert 0 < dropped <= min(in_doubt, queue)
@@ -783,7 +783,7 @@ def test_tells_the_sending_gateway_held_when_it_was_killed_arrive_once(tmp_path:
         assert got == list(range(count))
         assert in_doubt == count, stale  # every tell came again, in doubt
         # The worker dropped those it had read; the others were lost before.
-        assert 0 <= worker.rpc.counters.tells_in_doubt_dropped < count
+        assert 0 <= worker.rpc.counters.tells_duplicates_dropped < count
         sender = a.workers["a1"].rpc.counters
         assert (sender.tells_sent_again, sender.tells_not_sent_again) == (count, 0)
 

@@ -12,6 +12,7 @@ from actrhost._errors import Unavailable
 from actrhost._ids import ActrId
 from actrhost._tell_origin import (
     TellsRead,
+    Verdict,
     appended,
     origin_field,
     session_key,
@@ -69,60 +70,68 @@ def test_session_keys_are_stable_and_tell_sessions_apart() -> None:
 def test_a_worker_takes_new_tells_and_drops_those_in_doubt_it_had_read() -> None:
     read = TellsRead()
     # Read before the gateway died: messages 0..2, message 2 with two tells.
-    assert all(read.take(origin(i, p)) for i, p in [(0, 0), (1, 0), (2, 0), (2, 1)])
+    assert all(
+        read.judge(origin(i, p)) is Verdict.TAKE for i, p in [(0, 0), (1, 0), (2, 0), (2, 1)]
+    )
     # Sent again, in doubt: those it had are dropped, the rest (never read) taken once.
-    assert not read.take(origin(1, 0, in_doubt=True))
-    assert not read.take(origin(2, 1, in_doubt=True))
-    assert read.take(origin(2, 2, in_doubt=True))  # the third tell of message 2
-    assert read.take(origin(3, 0, in_doubt=True))
-    assert not read.take(origin(3, 0, in_doubt=True))  # and only once
+    assert read.judge(origin(1, 0, in_doubt=True)) is Verdict.READ
+    assert read.judge(origin(2, 1, in_doubt=True)) is Verdict.READ
+    assert read.judge(origin(2, 2, in_doubt=True)) is Verdict.TAKE  # the third tell of message 2
+    assert read.judge(origin(3, 0, in_doubt=True)) is Verdict.TAKE
+    assert read.judge(origin(3, 0, in_doubt=True)) is Verdict.READ  # and only once
     # Another channel or connection has a mark of its own.
-    assert read.take(origin(0, channel=0))
-    assert read.take(origin(0, session=2))
+    assert read.judge(origin(0, channel=0)) is Verdict.TAKE
+    assert read.judge(origin(0, session=2)) is Verdict.TAKE
 
 
 def test_a_tell_in_doubt_from_a_connection_the_worker_never_heard_of_is_dropped() -> None:
     # The worker may have been restarted since it read it: a tell runs at most once.
     read = TellsRead()
-    assert not read.take(origin(0, in_doubt=True))
-    assert read.take(origin(0))  # one not in doubt is taken
+    assert read.judge(origin(0, in_doubt=True)) is Verdict.MAYBE_READ
+    assert read.judge(origin(0)) is Verdict.TAKE  # one not in doubt is taken
 
 
 def test_the_first_process_of_an_instance_takes_one_from_a_sender_never_heard_of() -> None:
     # No earlier process of the instance can have read it: the first tells of a new
     # sender, all held by a gateway that died, arrive (they were dropped before).
     read = TellsRead(complete=True)
-    assert read.take(origin(3, in_doubt=True))
-    assert not read.take(origin(3, in_doubt=True))  # once
-    assert read.take(origin(4, in_doubt=True))
+    assert read.judge(origin(3, in_doubt=True)) is Verdict.TAKE
+    assert read.judge(origin(3, in_doubt=True)) is Verdict.READ  # once
+    assert read.judge(origin(4, in_doubt=True)) is Verdict.TAKE
 
 
 def test_the_first_process_that_forgot_a_sender_drops_one_in_doubt_from_it() -> None:
     read = TellsRead(kept=1, complete=True)
-    assert read.take(origin(0, session=1))
-    assert read.take(origin(0, session=2))  # forgets session 1
-    assert not read.take(origin(1, session=1, in_doubt=True))  # it may have read it
-    assert not read.take(origin(0, session=3, in_doubt=True))  # and so for any other
+    assert read.judge(origin(0, session=1)) is Verdict.TAKE
+    assert read.judge(origin(0, session=2)) is Verdict.TAKE  # forgets session 1
+    assert (
+        read.judge(origin(1, session=1, in_doubt=True)) is Verdict.MAYBE_READ
+    )  # it may have read it
+    assert (
+        read.judge(origin(0, session=3, in_doubt=True)) is Verdict.MAYBE_READ
+    )  # and so for any other
 
 
 def test_a_tell_arriving_late_does_not_lower_the_mark() -> None:
     # One that waited in the gateway (for an introduction) may come after later ones:
     # taken, but the mark stays, so what came again up to the mark is still dropped.
     read = TellsRead()
-    assert read.take(origin(5))
-    assert read.take(origin(3))
-    assert not read.take(origin(4, in_doubt=True))
-    assert read.take(origin(6, in_doubt=True))
+    assert read.judge(origin(5)) is Verdict.TAKE
+    assert read.judge(origin(3)) is Verdict.TAKE
+    assert read.judge(origin(4, in_doubt=True)) is Verdict.READ
+    assert read.judge(origin(6, in_doubt=True)) is Verdict.TAKE
 
 
 def test_the_oldest_connection_is_forgotten_beyond_those_kept() -> None:
     read = TellsRead(kept=2)
     for session in (1, 2):
-        assert read.take(origin(0, session=session))
-    assert read.take(origin(1, session=1))  # session 1 used again: kept over 2
-    assert read.take(origin(0, session=3))  # forgets session 2
-    assert not read.take(origin(5, session=2, in_doubt=True))  # as if never heard of
-    assert read.take(origin(2, session=1, in_doubt=True))
+        assert read.judge(origin(0, session=session)) is Verdict.TAKE
+    assert read.judge(origin(1, session=1)) is Verdict.TAKE  # session 1 used again: kept over 2
+    assert read.judge(origin(0, session=3)) is Verdict.TAKE  # forgets session 2
+    assert (
+        read.judge(origin(5, session=2, in_doubt=True)) is Verdict.MAYBE_READ
+    )  # as if never heard of
+    assert read.judge(origin(2, session=1, in_doubt=True)) is Verdict.TAKE
 
 
 def test_a_reliable_chunk_carries_its_origin_too() -> None:
@@ -251,12 +260,12 @@ def test_a_receiving_worker_takes_a_tell_sent_again_once() -> None:
     stamped = [sent.stamp(tell(b"%d" % n), 0)[0] for n in range(4)]
     for data in stamped[:2]:  # read; the other two died with the gateway
         env = wire.decode(data)
-        assert isinstance(env, Envelope) and read.take(wire.tell_origin(env))
+        assert isinstance(env, Envelope) and read.judge(wire.tell_origin(env)) is Verdict.TAKE
     taken = []
     for data in again(sent, 41):
         env = wire.decode(data)
         assert isinstance(env, Envelope)
-        if read.take(wire.tell_origin(env)):
+        if read.judge(wire.tell_origin(env)) is Verdict.TAKE:
             taken.append(env.payload)
     assert taken == [b"2", b"3"]
 

@@ -119,7 +119,7 @@ class LinkCounters:
     duplicates_dropped: int = 0
     #: Tells sent again after a link failure from a connection this gateway does not
     #: know (it restarted since): handed on in doubt, for their workers to drop those
-    #: they had read (``tells_in_doubt_dropped`` in the actors' counters).
+    #: they had read (``tells_duplicates_dropped`` in the actors' counters).
     tells_in_doubt: int = 0
     media: MediaCounters = field(default_factory=MediaCounters)
     #: The same LaneCounters by lane number (PayloadType value): found per frame, where
