@@ -165,12 +165,13 @@ def test_link_cut_fails_pending_calls_then_traffic_resumes(
     def webrtc(address: str) -> str:
         return f'ice_host_addresses = ["{address}"]\nconnect_timeout_s = 4.0'
 
-    with two_hosts(tmp_path, namespaces, signaling_in, webrtc) as (runner, a, b):
+    tuning = {**FAST_TUNING, "reconnect_call_wait_s": 0.5}
+    with two_hosts(tmp_path, namespaces, signaling_in, webrtc, tuning=tuning) as (runner, a, b):
         assert runner.run(a.call("client", b.ids["echo"], "echo", b"up")) == b"up"
         assert a.process is not None and b.process is not None
         pids = (a.process.pid, b.process.pid)
 
-        async def scenario() -> tuple[float, float]:
+        async def scenario() -> tuple[float, float, float]:
             pending = asyncio.ensure_future(
                 a.call("client", b.ids["echo"], "sleep", b"8000", timeout_s=30)
             )
@@ -181,6 +182,12 @@ def test_link_cut_fails_pending_calls_then_traffic_resumes(
                 with pytest.raises(Unavailable):
                     await pending
                 failed_after = time.monotonic() - cut_at
+                # A call made while the link is down waits reconnect_call_wait_s for it,
+                # not the reconnect attempt's connect timeout (4 s) or its own deadline.
+                started = time.monotonic()
+                with pytest.raises(Unavailable, match="reconnecting after its link failed"):
+                    await a.call("client", b.ids["echo"], "echo", b"during", timeout_s=30)
+                during_failed_after = time.monotonic() - started
                 await asyncio.sleep(max(0.0, CUT_S - (time.monotonic() - cut_at)))
             finally:
                 _ip("-n", ns_a, "link", "set", veth_a, "up")
@@ -191,16 +198,17 @@ def test_link_cut_fails_pending_calls_then_traffic_resumes(
                         await a.call("client", b.ids["echo"], "echo", b"back", timeout_s=5)
                         == b"back"
                     )
-                    return failed_after, time.monotonic() - restored_at
+                    return failed_after, during_failed_after, time.monotonic() - restored_at
                 except Unavailable:
                     if time.monotonic() - restored_at > 30:
                         raise
                     await asyncio.sleep(0.2)
 
-        failed_after, resumed_after = runner.run(scenario(), timeout_s=60)
+        failed_after, during_failed_after, resumed_after = runner.run(scenario(), timeout_s=60)
         print(f"pending call failed {failed_after:.2f} s after the cut;", end=" ")
         print(f"traffic resumed {resumed_after:.2f} s after the link came back")
         assert failed_after < 4.0  # keepalive_timeout_s 1.5 s, not the call's 30 s deadline
+        assert during_failed_after < 2.0
         assert (a.process.pid, b.process.pid) == pids
         assert a.process.poll() is None and b.process.poll() is None
         (remote,) = runner.run(a.stats())["remote_nodes"].values()
