@@ -169,9 +169,10 @@ def format_status(status: dict[str, Any]) -> str:
             name = f"{node['name']} ({node_id})" if node.get("name") else node_id
             # The state is the current attempt's: connected means the reconnect is done.
             again = node.get("reconnecting") and node.get("state") != "connected"
+            why = f": {node['down_because']}" if again and node.get("down_because") else ""
             lines.append(
                 f"  remote node {name}: {node.get('state')}"
-                f"{' (reconnecting)' if again else ''}, "
+                f"{f' (reconnecting{why})' if again else ''}, "
                 f"candidate {node.get('candidate_type') or '-'}, "
                 f"{len(node.get('actors', []))} actor(s), connects {node.get('connects', 0)}, "
                 f"failures {node.get('failures', 0)}, malformed {node.get('malformed', 0)}"

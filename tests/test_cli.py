@@ -308,6 +308,10 @@ def test_status_names_the_ice_host_and_the_gateway_counters_that_are_not_zero():
     assert "media tracks" not in format_status(status)
     remote.update(reconnecting=True, state="new")  # after a failure: the next attempt's
     assert "  remote node b (n1): new (reconnecting), " in format_status(status)
+    remote["down_because"] = "nothing received for 3 s"  # why the link failed
+    assert "  remote node b (n1): new (reconnecting: nothing received for 3 s), " in (
+        format_status(status)
+    )
     remote["state"] = "connected"  # that attempt connected: no contradiction shown
     assert "  remote node b (n1): connected, " in format_status(status)
     assert "duplicates dropped" not in format_status(status)

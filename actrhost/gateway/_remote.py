@@ -452,6 +452,7 @@ class RemoteNode:
             "name": self.name,
             "state": self.state.value,
             "reconnecting": self._reconnecting,  # after a failure: the state is the attempt's
+            "down_because": self.reconnecting_because(),  # why, until a connection is back
             "candidate_type": pc.candidate_type if pc is not None else "",
             "connects": self.connects,
             "failures": self.failures,
