@@ -9,6 +9,14 @@ logs a warning with the loop's current stack (the line that blocks), and when th
 ticks again, how long it was blocked. The counts go to ``actrhost status`` and the
 metrics page (``loop_blocks``, ``loop_blocked_seconds``).
 
+A worker that did not run at all is not blocked: when the watching thread itself did
+not run for the threshold either and the process used (almost) no CPU meanwhile, the
+process was stopped (SIGSTOP, a debugger) or got no CPU (a starved VM), and the warning
+says that instead, without a stack or a count: the loop's stack then only showed it
+waiting in ``select``, and users looked for a bug in their handler (chaos_remote.py,
+a SIGSTOPped worker). A handler that sleeps or waits on I/O lets the thread run; one
+that computes uses CPU: both still count as blocks.
+
 The thread only reads a timestamp and, rarely, the main thread's stack: it costs a
 wake-up per tick and nothing on the message path.
 """
@@ -43,6 +51,8 @@ class LoopWatch:
         #: Blocks of at least the threshold, and the seconds they lasted in all.
         self.blocks = 0
         self.blocked_s = 0.0
+        #: Times the whole process stood still for the threshold (not counted as blocks).
+        self.pauses = 0
         self._lock = threading.Lock()
         self._last_tick = time.monotonic()
         self._warned = False  # the current block was reported (the loop has not ticked)
@@ -86,9 +96,16 @@ class LoopWatch:
             self._timer = self._loop.call_later(self.period_s, self._tick)
 
     def _watch(self) -> None:
+        watched_at, cpu_at = time.monotonic(), time.process_time()
         while not self._stopped.wait(self.period_s):
+            now, cpu = time.monotonic(), time.process_time()
+            if now - watched_at >= self.threshold_s and cpu - cpu_at < (now - watched_at) / 10:
+                # This thread did not run either, and the process hardly used CPU (a
+                # handler that computes uses it, even holding the GIL): it stood still.
+                self._paused(now - watched_at, now)
+            watched_at, cpu_at = now, cpu
             with self._lock:
-                blocked_s = time.monotonic() - self._last_tick
+                blocked_s = now - self._last_tick
                 if self._warned or blocked_s < self.threshold_s:
                     continue
                 self._warned = True
@@ -102,6 +119,19 @@ class LoopWatch:
                     blocked_s,
                     self._main_stack(),
                 )
+
+    def _paused(self, paused_s: float, now: float) -> None:
+        """The whole process did not run for ``paused_s``: not a block of its loop."""
+        with self._lock:
+            if not self._warned:  # (a block under way before the pause still counts)
+                self._last_tick = max(self._last_tick, now - self.period_s)
+        self.pauses += 1
+        if worth_logging(self.pauses):
+            log.warning(
+                "this worker did not run for %.2f s (the process was stopped, or got no "
+                "CPU): not a blocked event loop",
+                paused_s,
+            )
 
     def _main_stack(self) -> str:
         frame = sys._current_frames().get(self._main_ident)
