@@ -154,6 +154,11 @@ def format_status(status: dict[str, Any]) -> str:
         trouble = [f"{name} {stats[name]}" for name in _GATEWAY_TROUBLE if stats.get(name)]
         if trouble:
             lines.append(f"  refused or lost: {', '.join(trouble)}")
+        if stats.get("loop_blocks"):
+            lines.append(
+                f"  event loop blocked: loop_blocks {stats['loop_blocks']}, loop_blocked_seconds "
+                f"{stats.get('loop_blocked_seconds', 0)} (the gateway's log has the blocking lines)"
+            )
         if stats.get("streams_held"):  # kept for full links or slow targets (_stream_hold)
             lines.append(
                 f"  stream frames held for full links or slow actors: {stats['streams_held']}"

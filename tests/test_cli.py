@@ -294,6 +294,10 @@ def test_status_names_the_ice_host_and_the_gateway_counters_that_are_not_zero():
     stats["bytes_waiting_for_actors"] = 3 * 1024 * 1024
     text = format_status({"node": "a", "actors": [], "gateway": {**gateway, "stats": stats}})
     assert "  frames from other nodes waiting for slow actors: 3 (3.0 MiB)" in text.splitlines()
+    assert "event loop blocked" not in text
+    stats["loop_blocks"], stats["loop_blocked_seconds"] = 2, 3.5  # the gateway's own loop
+    text = format_status({"node": "a", "actors": [], "gateway": {**gateway, "stats": stats}})
+    assert "  event loop blocked: loop_blocks 2, loop_blocked_seconds 3.5" in text
     # A signaling connection that is down, and a gateway that does not answer, show.
     stats["signaling"] = "connecting"
     text = format_status({"node": "a", "actors": [], "gateway": {**gateway, "stats": stats}})

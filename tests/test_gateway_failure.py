@@ -153,6 +153,9 @@ def test_silent_peer_fails_pending_calls_fast_then_traffic_resumes(
     # keepalive_timeout_s is 1.5 s here: far from the call's 20 s deadline.
     assert failed_after < 4.0
     assert b.process.pid == pid and b.process.poll() is None  # nothing was restarted
+    # B's gateway watches its loop (default threshold 1 s): it stood still, not blocked.
+    assert runner.run(b.stats())["loop_blocks"] == 0
+    assert "this gateway did not run for" in b.log_text()
     stats = runner.run(a.stats())
     (remote,) = stats["remote_nodes"].values()
     assert remote["failures"] >= 1 and remote["connects"] >= 2

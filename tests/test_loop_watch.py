@@ -1,4 +1,4 @@
-"""The loop watch of a worker (``workers/_loop_watch.py``) in a real process: a process
+"""The loop watch (``_loop_watch.py``) in a real process: a process
 that is stopped (SIGSTOP) is not reported as a blocked loop; a loop kept busy computing
 is."""
 
@@ -15,7 +15,7 @@ from pathlib import Path
 CHILD = textwrap.dedent(
     """
     import asyncio, logging, sys, time
-    from actrhost.workers._loop_watch import LoopWatch
+    from actrhost._loop_watch import LoopWatch
 
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
 

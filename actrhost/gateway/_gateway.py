@@ -36,6 +36,7 @@ from .._envelope import StreamFrame
 from .._errors import ActrError, ClosedResourceError, Unavailable
 from .._ids import ActrId
 from .._linux import supervisor_gone
+from .._loop_watch import LoopWatch
 from .._replies import Replies
 from .._ring_readers import RingReaders
 from .._rpc import configure_socket
@@ -99,6 +100,9 @@ class Gateway(Nodes, Outbound, Inbound):
         self._restarting = False  # the supervisor stops us to start a new gateway
         self._zctx = zmq.Context()
         self._hwm = config.node.hwm_messages
+        threshold_s = config.node.blocked_loop_warning_s
+        waits = "every call, tell and stream to or from another node waits"
+        self.loop_watch = LoopWatch(threshold_s, "gateway", waits) if threshold_s else None
         # Workers send calls and tells to one socket, stream frames to another and media
         # samples to a third: a stream that backs up (a slow receiver on another node)
         # stops the reading of streams only; calls and media to any node still go through.
@@ -238,6 +242,15 @@ class Gateway(Nodes, Outbound, Inbound):
 
     async def run(self) -> int:
         """Register, serve until stopped, close. Returns the exit code."""
+        if self.loop_watch is not None:
+            self.loop_watch.start()
+        try:
+            return await self._serve()
+        finally:
+            if self.loop_watch is not None:
+                self.loop_watch.stop()
+
+    async def _serve(self) -> int:
         self._send_control({"op": control.HELLO, "pid": os.getpid()})
         client = SignalingClient(
             self.spec.signaling_url,
@@ -486,6 +499,8 @@ class Gateway(Nodes, Outbound, Inbound):
             "streams_held": self._stream_hold.frames,
             **self.waiting_for_workers(),
             **vars(self.counters),
+            # Not there when the watch is off (a 0 would claim that nothing blocked).
+            **(self.loop_watch.stats() if self.loop_watch else {}),
             "remote_nodes": {node_id: node.stats() for node_id, node in self._nodes.items()},
         }
 

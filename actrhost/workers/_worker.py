@@ -26,6 +26,7 @@ from .._envelope import REQUEST, RESPONSE, Envelope, StreamFrame
 from .._errors import ActrError, HandlerError, Unavailable, handler_failure
 from .._ids import ActrId, Realm
 from .._linux import supervisor_gone
+from .._loop_watch import LoopWatch
 from .._rpc import RpcEndpoint
 from .._rundir import remove_orphaned_run_dir
 from .._settings import build_settings
@@ -33,7 +34,6 @@ from .._stream_sender import StreamSender
 from .._streams import StreamReceiver
 from .._zmqloop import LoopSocket
 from ._inbound import Inbound
-from ._loop_watch import LoopWatch
 from ._mailbox import Mailbox
 from ._outbound import Outbound
 from ._route_stats import RouteStats

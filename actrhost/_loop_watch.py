@@ -1,15 +1,18 @@
-"""Says when an actor's event loop is blocked, and where (``[node] blocked_loop_warning_s``).
+"""Says when a process's event loop is blocked, and where (``[node] blocked_loop_warning_s``).
 
-An actor runs on one asyncio loop: a handler that calls ``time.sleep``, reads a file or
-computes for seconds without awaiting stops *everything* in its worker meanwhile (other
-handlers, answers to its own calls, stream callbacks, the supervisor's questions). From
-outside that only looks like a slow actor. The loop ticks a timestamp a few times a
-second; a small thread checks it, and once the loop has not ticked for the threshold it
-logs a warning with the loop's current stack (the line that blocks), and when the loop
-ticks again, how long it was blocked. The counts go to ``actrhost status`` and the
-metrics page (``loop_blocks``, ``loop_blocked_seconds``).
+Workers and the gateway watch their loops this way. An actor runs on one asyncio loop:
+a handler that calls ``time.sleep``, reads a file or computes for seconds without
+awaiting stops *everything* in its worker meanwhile (other handlers, answers to its own
+calls, stream callbacks, the supervisor's questions). From outside that only looks like
+a slow actor. The loop ticks a timestamp a few times a second; a small thread checks it,
+and once the loop has not ticked for the threshold it logs a warning with the loop's
+current stack (the line that blocks), and when the loop ticks again, how long it was
+blocked. The counts go to ``actrhost status`` and the metrics page (``loop_blocks``,
+``loop_blocked_seconds``). The gateway carries every remote call, tell and stream of its
+node on its one loop: a block there (our bug, or aiortc's) stalls all of them, so it is
+watched the same way (since 2026-12-06).
 
-A worker that did not run at all is not blocked: when the watching thread itself did
+A process that did not run at all is not blocked: when the watching thread itself did
 not run for the threshold either and the process used (almost) no CPU meanwhile, the
 process was stopped (SIGSTOP, a debugger) or got no CPU (a starved VM), and the warning
 says that instead, without a stack or a count: the loop's stack then only showed it
@@ -30,7 +33,7 @@ import threading
 import time
 import traceback
 
-from .._rpc import worth_logging
+from ._rpc import worth_logging
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +43,21 @@ STACK_FRAMES = 6
 
 class LoopWatch:
     """Watches the running loop from a thread; :meth:`start` in the loop, :meth:`stop`
-    when the worker ends."""
+    when the process ends.
 
-    def __init__(self, threshold_s: float) -> None:
+    ``process`` names the process in the warnings ("worker", "gateway") and ``waiting``
+    says what waits while its loop is blocked.
+    """
+
+    def __init__(
+        self,
+        threshold_s: float,
+        process: str = "worker",
+        waiting: str = "its calls, tells, answers and streams wait",
+    ) -> None:
         self.threshold_s = threshold_s
+        self.process = process
+        self.waiting = waiting
         #: How often the loop ticks and the thread looks: a tenth of the threshold, so
         #: a block is measured and told within 10 % (QA: with a quarter, blocks up to
         #: 1.5 x the threshold went uncounted, as the gap minus a period was compared).
@@ -114,9 +128,10 @@ class LoopWatch:
             if worth_logging(count):
                 log.warning(
                     "the event loop has been blocked for %.2f s (nothing else in this "
-                    "worker runs meanwhile: its calls, tells, answers and streams wait); "
-                    "it is at:\n%s",
+                    "%s runs meanwhile: %s); it is at:\n%s",
                     blocked_s,
+                    self.process,
+                    self.waiting,
                     self._main_stack(),
                 )
 
@@ -128,8 +143,9 @@ class LoopWatch:
         self.pauses += 1
         if worth_logging(self.pauses):
             log.warning(
-                "this worker did not run for %.2f s (the process was stopped, or got no "
+                "this %s did not run for %.2f s (the process was stopped, or got no "
                 "CPU): not a blocked event loop",
+                self.process,
                 paused_s,
             )
 
