@@ -18,6 +18,7 @@ from actrhost._envelope import Envelope
 from actrhost._errors import BadRequest
 from actrhost._rpc import FEED_SYNC_ROUTE
 from actrhost.gateway._carry import HeldTells
+from actrhost.gateway._confirming import WindowShare
 from actrhost.gateway._counters import GatewayCounters
 from actrhost.gateway._feed_reads import FEED_BYTES_MAX, FeedReads
 from actrhost.gateway._to_workers import ToWorkers
@@ -115,11 +116,12 @@ def test_a_slow_workers_chunks_are_acknowledged_once_and_its_sender_told_full_th
         try:
             for n in range(count):
                 chunk = n.to_bytes(4, "big") + bytes(MIB - 4)
-                hand_over._deliver_reliable(endpoint, chunk, sender, "1@1:t+Slow")  # type: ignore[arg-type]
+                window = WindowShare(sender, len(chunk))  # type: ignore[arg-type]
+                hand_over._deliver_reliable(endpoint, chunk, sender, "1@1:t+Slow", None, window)  # type: ignore[arg-type]
             await asyncio.sleep(0.2)
             assert sender.said == [("full", "1@1:t+Slow")]
             backlog = hand_over._overflow[endpoint]
-            unacknowledged = sum(len(w.data) for w in backlog if w.ack is not None)
+            unacknowledged = sum(len(w.data) for w in backlog if w.window is not None)
             assert unacknowledged >= (count - 2) * MIB - tuning.stream_target_bytes - (
                 tuning.stream_window_bytes
             ), "acknowledged early past the window"

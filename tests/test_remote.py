@@ -549,6 +549,51 @@ def test_chunks_in_a_killed_sending_gateway_arrive_once_after_its_restart(
     assert seen == list(range(count)), f"{len(seen)} of {count}"
 
 
+def test_many_small_chunks_give_the_senders_stream_window_back_to_zero(node_factory, signaling_url):
+    # The sending gateway counts each chunk as it went on the wire (with the origin its
+    # worker appended); the receiving one must acknowledge the same bytes, not the chunk
+    # it hands on (origin taken off). Before: 37 bytes per chunk stayed in the 8 MiB
+    # window for good, so after ~227,000 chunks on one connection none went any more.
+    signaling = f'[signaling]\nurl = "{signaling_url}"\n'
+    node_a = node_factory(
+        '[[actor]]\nname = "echo"\ntype = "test+Echo"\nhandler = "actors:Echo"\n', signaling
+    )
+    node_b = node_factory(
+        '[[actor]]\nname = "sink"\ntype = "test+Sink"\nhandler = "actors:StreamSink"\n',
+        signaling,
+    )
+    count = 3000
+
+    async def go() -> dict:
+        async with (
+            actrhost.connect(node_a.config_path) as shell_a,
+            actrhost.connect(node_b.config_path) as shell_b,
+        ):
+            sink = await shell_a.discover("test+Sink")
+            for n in range(count):
+                await shell_a.send_data_stream(sink, DataStream("s0", n, bytes(64)), timeout=20)
+
+            async def arrived() -> int:
+                got = json.loads(await shell_b.call("sink", "test.Sink.Results", b""))
+                return len(got.get("s0", []))
+
+            deadline = time.monotonic() + 30
+            while await arrived() < count and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert await arrived() == count
+            deadline = time.monotonic() + 5  # acknowledgements go within 10 ms
+            while True:
+                (link,) = (await shell_a.status())["gateway"]["stats"]["remote_nodes"].values()
+                if link["connection"]["stream_inflight_bytes"] == 0 or time.monotonic() > deadline:
+                    return link
+                await asyncio.sleep(0.05)
+
+    link = run(go(), 60)
+    connection = link["connection"]
+    assert connection["stream_inflight_bytes"] == 0, connection
+    assert link["lanes"]["stream_reliable"]["frames_out"] == count
+
+
 def test_the_first_tells_of_a_new_sender_in_a_killed_gateway_arrive(node_factory, signaling_url):
     # Tells in doubt from a sender the receiving worker never heard of were dropped: it
     # may have been restarted since it read them. The first process of an actor

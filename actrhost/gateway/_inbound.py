@@ -28,6 +28,7 @@ from .._rpc import FEED_SYNC_ROUTE, GRACEFUL_ANSWER_WAIT_S, worth_logging
 from .._tell_origin import without_appended_origin
 from . import _framing as framing
 from ._carry import Receipt
+from ._confirming import WindowShare
 from ._counters import GatewayCounters
 from ._expiry import Expiring, ExpiryWheel
 from ._notices import Notices
@@ -174,15 +175,16 @@ class Inbound(Trust, ToWorkers, Notices):
             self._send_router(call.routing_id, wire.reencode(item))
         else:
             # A tell or a reliable chunk is confirmed to its sender once its worker read it.
-            receipt = None
+            receipt = window = None
             if isinstance(item, Envelope):
                 if item.direction == TELL:
                     receipt = pc.receipt(wire.tell_origin(item))
             elif lane == PayloadType.STREAM_RELIABLE:
+                window = WindowShare(pc, len(data))  # as it came (WindowShare)
                 receipt = pc.receipt(item.origin)
                 if item.origin is not None:  # the receipt says where it came from
                     data = without_appended_origin(data)
-            self._from_node(pc, lane, item, data, receipt=receipt)
+            self._from_node(pc, lane, item, data, receipt=receipt, window=window)
 
     def _from_node(
         self,
@@ -192,11 +194,13 @@ class Inbound(Trust, ToWorkers, Notices):
         data: bytes,
         may_wait: bool = True,
         receipt: Receipt | None = None,
+        window: WindowShare | None = None,
     ) -> None:
         """A request, tell or stream frame from another node: first make sure that node
         introduced its source (else wait for it), then hand it on. A tell's ``receipt``
         goes wherever the tell waits: its message is confirmed to the sender once the
-        last reference goes (``_carry.HeldTells``)."""
+        last reference goes (``_carry.HeldTells``); a reliable chunk's ``window`` is
+        given back to its sender once the chunk is handed on or given up."""
         source, target = item.source, item.target
         if (
             may_wait
@@ -211,12 +215,12 @@ class Inbound(Trust, ToWorkers, Notices):
                 if isinstance(item, Envelope) and item.timeout_ms:
                     waited_ms = int((self._loop.time() - started) * 1000)
                     item.timeout_ms = max(1, item.timeout_ms - waited_ms)
-                self._from_node(pc, lane, item, data, may_wait=False, receipt=receipt)
+                self._from_node(pc, lane, item, data, False, receipt, window)
 
             if self._wait_for_introduction(pc, item, again):
                 return
         if isinstance(item, StreamFrame):
-            self._stream_in(pc, item, data, receipt=receipt)
+            self._stream_in(pc, item, data, receipt=receipt, window=window)
         else:
             self._call_in(pc, item, lane, receipt=receipt)
 
@@ -436,13 +440,13 @@ class Inbound(Trust, ToWorkers, Notices):
         sf: StreamFrame,
         data: bytes,
         may_wait: bool = True,
-        acked: bool = False,
         receipt: Receipt | None = None,
+        window: WindowShare | None = None,
     ) -> None:
         """Hand a stream frame from another node to its local actor. ``may_wait``: it may
-        wait for the actor to (re)start; ``acked``: it was acknowledged to its sender
-        already (it waited through a restart). A reliable chunk's ``receipt`` goes
-        wherever it waits (``_carry.HeldTells``)."""
+        wait for the actor to (re)start. A reliable chunk's ``receipt`` goes wherever it
+        waits (``_carry.HeldTells``); its ``window`` is given back to its sender when it
+        is handed on, or None: given back already (it waited through a restart)."""
         sender_target = sf.target  # as the sending node knows it: for "full" (_to_workers)
         if self._readdress(sf):
             data = wire.encode_stream(sf)
@@ -454,18 +458,18 @@ class Inbound(Trust, ToWorkers, Notices):
             # many) or a restarting one (bounded in bytes); a latency-first one is
             # dropped, as it would be behind a full queue.
             if reliable and may_wait and isinstance(exc, (NotFound, Unavailable)):
-                again = lambda: self._stream_in(pc, sf, data, False, receipt=receipt)  # noqa: E731
+                again = lambda: self._stream_in(pc, sf, data, False, receipt, window)  # noqa: E731
                 if self._park_if_starting(sf.target, STARTING_WAIT_S, again, unbounded=True):
                     return
-                if self._hold_for_restart(pc, sf, data, receipt):
+                if self._hold_for_restart(pc, sf, data, receipt, window):
                     return
             self.counters.undeliverable += 1
             log.debug("%r: stream frame for %s dropped: %s", self, sf.target, exc.message)
             self._say_gone(pc, sf.source, sf.target, exc)
-            if reliable and not acked:
-                pc.stream_delivered(len(data))  # never delivered, but don't stall the window
+            if window is not None:
+                window.give_back()  # never delivered, but don't stall the window
             return
-        if acked:
+        if reliable and window is None:  # given back already: not bounded by the window
             wait_s = self.tuning.stream_wait_s
             self._to_local(
                 endpoint,
@@ -476,12 +480,19 @@ class Inbound(Trust, ToWorkers, Notices):
                 receipt=receipt,
             )
         elif reliable:
-            self._deliver_reliable(endpoint, data, pc, str(sender_target or ""), receipt)
+            self._deliver_reliable(endpoint, data, pc, str(sender_target or ""), receipt, window)
         else:
             self._to_local(endpoint, data, wait_s=0.0, on_fail=self._count_undeliverable)
+            if window is not None:  # (a latency-first chunk on the reliable channel)
+                window.give_back()
 
     def _hold_for_restart(
-        self, pc: PeerConnection, sf: StreamFrame, data: bytes, receipt: Receipt | None
+        self,
+        pc: PeerConnection,
+        sf: StreamFrame,
+        data: bytes,
+        receipt: Receipt | None,
+        window: WindowShare | None,
     ) -> bool:
         """Keep a reliable chunk for a local actor that is restarting, acknowledged to its
         sender at once up to RESTART_HELD_BYTES; False when it is not restarting."""
@@ -490,7 +501,7 @@ class Inbound(Trust, ToWorkers, Notices):
             return False
         held = self._held_for_restart.get(target, 0)
         if sum(self._held_for_restart.values()) + len(data) > RESTART_HELD_BYTES:
-            again_unacked = lambda: self._stream_in(pc, sf, data, False, receipt=receipt)  # noqa: E731
+            again_unacked = lambda: self._stream_in(pc, sf, data, False, receipt, window)  # noqa: E731
             return self._park_if_starting(
                 target, STARTING_WAIT_S, again_unacked, unbounded=True, through_restart=True
             )
@@ -501,14 +512,15 @@ class Inbound(Trust, ToWorkers, Notices):
                 self._held_for_restart[target] = left
             else:
                 self._held_for_restart.pop(target, None)
-            self._stream_in(pc, sf, data, may_wait=False, acked=True, receipt=receipt)
+            self._stream_in(pc, sf, data, may_wait=False, receipt=receipt, window=None)
 
         if not self._park_if_starting(
             target, STARTING_WAIT_S, again, unbounded=True, through_restart=True
         ):
             return False
         self._held_for_restart[target] = held + len(data)
-        pc.stream_delivered(len(data))
+        if window is not None:
+            window.give_back()
         return True
 
     def _deliver_media(self, pc: PeerConnection, sf: StreamFrame) -> None:

@@ -30,6 +30,7 @@ from ._types import LinkState, Tuning
 
 if TYPE_CHECKING:
     from .._directory import Directory
+    from ._confirming import WindowShare
     from ._peer import PeerConnection
 
 #: Frames ZeroMQ may queue in this process for one worker. Beyond this (or past
@@ -71,21 +72,21 @@ class Backlog(deque["Waiting"]):
 class Waiting:
     """A frame waiting for a local worker's socket (connecting, or its queue full)."""
 
-    __slots__ = ("ack", "data", "expires_at", "on_fail", "receipt", "renew_s")
+    __slots__ = ("data", "expires_at", "on_fail", "receipt", "renew_s", "window")
 
     def __init__(
         self,
         data: bytes,
         expires_at: float,
         on_fail: Callable[[], None] | None,
-        ack: PeerConnection | None,
+        window: WindowShare | None,
         receipt: Receipt | None,
         renew_s: float,
     ) -> None:
         self.data = data
         self.expires_at = expires_at
         self.on_fail = on_fail
-        self.ack = ack
+        self.window = window  # given back to its sender once handed on or given up
         self.receipt = receipt  # its message (chunk) is not confirmed while it waits
         #: A stream chunk's wait, counted again from each take of the worker's (0: not).
         self.renew_s = renew_s
@@ -200,7 +201,7 @@ class ToWorkers:
         *,
         wait_s: float,
         on_fail: Callable[[], None] | None = None,
-        ack: PeerConnection | None = None,
+        window: WindowShare | None = None,
         bounded: bool = False,
         receipt: Receipt | None = None,
         renew: bool = False,
@@ -224,8 +225,8 @@ class ToWorkers:
                 pass
             else:
                 self._handed(endpoint, len(data), receipt)
-                if ack is not None:
-                    ack.stream_delivered(len(data))
+                if window is not None:
+                    window.give_back()
                 return
         if wait_s <= 0 or (
             bounded
@@ -238,7 +239,7 @@ class ToWorkers:
         if backlog is None:
             backlog = self._overflow[endpoint] = Backlog()
         renew_s = wait_s if renew else 0.0
-        backlog.append(Waiting(data, self._loop.time() + wait_s, on_fail, ack, receipt, renew_s))
+        backlog.append(Waiting(data, self._loop.time() + wait_s, on_fail, window, receipt, renew_s))
         if len(backlog) == 1:
             self._spawn(self._drain(endpoint, backlog))
 
@@ -248,14 +249,15 @@ class ToWorkers:
         data: bytes,
         pc: PeerConnection,
         sender_target: str,
-        receipt: Receipt | None = None,
+        receipt: Receipt | None,
+        window: WindowShare | None,
     ) -> None:
         """Hand a reliable stream chunk from ``pc`` to a worker: it waits for a worker
         that is slow (the sender's window bounds how much), but past
         ``Tuning.stream_target_bytes`` waiting for that worker, it is acknowledged at once
         and the sender told to keep the target's next chunks (module docstring)."""
         wait_s = self.tuning.stream_wait_s
-        self._to_local(endpoint, data, wait_s=wait_s, ack=pc, renew=True, receipt=receipt)
+        self._to_local(endpoint, data, wait_s=wait_s, window=window, renew=True, receipt=receipt)
         backlog = self._overflow.get(endpoint)
         if backlog is None or backlog.size_bytes <= self.tuning.stream_target_bytes:
             return
@@ -263,10 +265,10 @@ class ToWorkers:
         # bounds what waits here again, as for a whole node.
         bound = self.tuning.stream_target_bytes + self.tuning.stream_window_bytes
         waiting = backlog[-1]
-        if waiting.ack is pc and waiting.data is data and backlog.size_bytes <= bound:
-            waiting.ack = None
+        if window is not None and waiting.window is window and backlog.size_bytes <= bound:
+            waiting.window = None
             waiting.on_fail = self._count_undeliverable
-            pc.stream_delivered(len(data))
+            window.give_back()
         told = (pc, sender_target)
         if sender_target and told not in backlog.told_full:
             backlog.told_full.add(told)
@@ -307,9 +309,9 @@ class ToWorkers:
     def _fail_waiting(self, waiting: Waiting) -> None:
         if waiting.on_fail is not None:
             waiting.on_fail()
-        elif waiting.ack is not None:
+        elif waiting.window is not None:
             self.counters.undeliverable += 1
-            waiting.ack.stream_delivered(len(waiting.data))  # don't stall the window
+            waiting.window.give_back()  # don't stall the window
 
     async def _drain(self, endpoint: str, backlog: Backlog) -> None:
         dealer = self._dealer(endpoint)
@@ -334,8 +336,8 @@ class ToWorkers:
                     continue
                 self._handed(endpoint, len(first.data), first.receipt)
                 backlog.popleft()
-                if first.ack is not None:
-                    first.ack.stream_delivered(len(first.data))
+                if first.window is not None:
+                    first.window.give_back()
                 self._tell_room(backlog)
                 if backlog and backlog[0].renew_s:
                     # A worker that still takes keeps what waits for it: counted from its
