@@ -76,6 +76,7 @@ _GATEWAY_TROUBLE = (
     "unproven_sdp",
     "bad_relays",
     "malformed_local",
+    "sender_gone",
     "undeliverable",
     "late_responses",
     "dropped_media",

@@ -57,6 +57,11 @@ CHUNKS_KEPT_S = 60.0
 #: ring is one it can send again. Behind a slow link the rings (64 MiB each) used to fill:
 #: 544 chunks of 64 KiB lost to one SIGKILL (scripts/chaos_remote.py, session 34).
 GATEWAY_RINGS_MAX_BYTES = CHUNKS_KEPT_BYTES - 8 * 1024 * 1024
+#: The same in chunks: half of what the sender keeps. Small chunks reach the byte bound
+#: only by the hundred thousand: 600,000 chunks of 64 bytes waited unread (more than
+#: the sender could send again), and the gateway, working through them once the link
+#: had room, blocked its loop for seconds and lost the link (QA, session 36).
+GATEWAY_RINGS_MAX_CHUNKS = CHUNKS_KEPT // 2
 #: How long frames may wait for a busy socket (without any of them leaving) before
 #: they, and the rings their descriptors point into, are given up.
 FLUSH_WAIT_S = 30.0
@@ -384,22 +389,25 @@ class StreamSender:
             await asyncio.wait([task], timeout=timeout)
 
     async def _room_in_gateway_rings(self, size: int, deadline: float) -> None:
-        """Wait until ``size`` more bytes in the rings to the gateway stay within
-        :data:`GATEWAY_RINGS_MAX_BYTES` (or they are empty: a larger chunk goes alone)."""
+        """Wait until one more chunk of ``size`` bytes in the rings to the gateway stays
+        within :data:`GATEWAY_RINGS_MAX_BYTES` (or they are empty: a larger chunk goes
+        alone) and :data:`GATEWAY_RINGS_MAX_CHUNKS`."""
         pause = RING_POLL_MIN_S
         gateway = self._gateway_pid
         while True:
-            held = sum(
-                writer.capacity_bytes - writer.free_bytes()
-                for (_serial, pid, media), writer in self._writers.items()
-                if pid == gateway and not media  # (media samples are never kept)
-            )
-            if not held or held + size <= GATEWAY_RINGS_MAX_BYTES:
+            held = chunks = 0
+            for (_serial, pid, media), writer in self._writers.items():
+                if pid == gateway and not media:  # (media samples are never kept)
+                    held += writer.capacity_bytes - writer.free_bytes()
+                    chunks += writer.records_in_use()
+            if not held or (
+                held + size <= GATEWAY_RINGS_MAX_BYTES and chunks < GATEWAY_RINGS_MAX_CHUNKS
+            ):
                 return
             if self._loop.time() + pause > deadline:
                 raise DeadlineExceeded(
-                    f"{held} bytes for other nodes still waited for the gateway at the "
-                    "deadline (a slow link or receiver)"
+                    f"{chunks} chunks ({held} bytes) for other nodes still waited for the "
+                    "gateway at the deadline (a slow link or receiver)"
                 )
             await asyncio.sleep(pause)
             pause = min(pause * 2, RING_POLL_MAX_S)

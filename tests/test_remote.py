@@ -594,6 +594,64 @@ def test_many_small_chunks_give_the_senders_stream_window_back_to_zero(node_fact
     assert link["lanes"]["stream_reliable"]["frames_out"] == count
 
 
+def test_chunks_held_for_a_stopped_remote_actor_arrive_after_their_sender_exits(
+    node_factory, signaling_url
+):
+    # An actor on B that takes nothing (stopped) makes B's gateway say "full": A's
+    # gateway then keeps that target's chunks as descriptors into their senders' rings,
+    # unread. A sender that starts then (an `actrhost load` process) has all its chunks
+    # kept, and exits. Before: nobody had attached its ring, so the supervisor removed it
+    # as a gone Shell's, and every chunk the load had counted as sent was lost (counted
+    # as malformed).
+    signaling = f'[signaling]\nurl = "{signaling_url}"\n'
+    node_a = node_factory(
+        '[[actor]]\nname = "echo"\ntype = "test+Echo"\nhandler = "actors:Echo"\n', signaling
+    )
+    node_b = node_factory(
+        '[[actor]]\nname = "sink"\ntype = "test+Sink"\nhandler = "actors:StreamSink"\n',
+        signaling,
+    )
+    # 40 MiB first: B's gateway says "full" once 16 MiB wait in the worker's socket and
+    # 2 MiB more for it (FEED_BYTES_MAX, Tuning.stream_target_bytes).
+    first, then = 160, 50
+    chunk = bytes(256 * 1024)
+
+    async def go() -> tuple[dict[str, list[dict]], dict]:
+        async with (
+            actrhost.connect(node_a.config_path) as shell_a,
+            actrhost.connect(node_b.config_path) as shell_b,
+        ):
+            sink = await shell_a.discover("test+Sink")
+            (sink_pid,) = [a["pid"] for a in (await shell_b.status())["actors"]]
+            os.kill(sink_pid, signal.SIGSTOP)
+            try:
+                for n in range(first):
+                    await shell_a.send_data_stream(sink, DataStream("s1", n, chunk), timeout=20)
+                load = await actrhost_cli(
+                    *("load", str(node_a.config_path), "--target", "test+Sink", "--stream"),
+                    *("--stream-id", "s0", "--chunk-size", "64KiB", "--total", str(then)),
+                    *("--concurrency", "1", "--workers", "1", "--warmup", "0", "--quiet"),
+                )
+                assert load.returncode == 0, load.stderr
+                held = (await shell_a.status())["gateway"]["stats"]["streams_held"]
+                assert held >= then, f"A's gateway held {held}: the test tests nothing"
+                await asyncio.sleep(5)  # two of the supervisor's sweeps for gone Shells
+            finally:
+                os.kill(sink_pid, signal.SIGCONT)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                got = json.loads(await shell_b.call("sink", "test.Sink.Results", b""))
+                if len(got.get("s1", [])) + len(got.get("s0", [])) >= first + then:
+                    break
+                await asyncio.sleep(0.2)
+            return got, (await shell_a.status())["gateway"]["stats"]
+
+    got, gateway = run(go(), 60)
+    assert len(got.get("s1", [])) == first
+    assert len(got.get("s0", [])) == then, f"{len(got.get('s0', []))} of {then}: {gateway}"
+    assert gateway["sender_gone"] == 0 and gateway["malformed_local"] == 0, gateway
+
+
 def test_the_first_tells_of_a_new_sender_in_a_killed_gateway_arrive(node_factory, signaling_url):
     # Tells in doubt from a sender the receiving worker never heard of were dropped: it
     # may have been restarted since it read them. The first process of an actor

@@ -192,9 +192,10 @@ def test_release_out_of_order_is_refused(ring: tuple[RingWriter, RingReader]) ->
 def test_retire_out_of_order(ring: tuple[RingWriter, RingReader]) -> None:
     writer, reader = ring
     a, b, c = (writer.write_nowait(bytes([i]) * 40) for i in range(3))
+    assert writer.records_in_use() == 3
     reader.retire(c)
     reader.retire(b)
-    assert reader.pending_retired == 2
+    assert reader.pending_retired == 2 and writer.records_in_use() == 3
     assert writer.statistics().records_released == 0
     with pytest.raises(BadRequest):
         reader.retire(b)
@@ -202,7 +203,7 @@ def test_retire_out_of_order(ring: tuple[RingWriter, RingReader]) -> None:
         reader.read(c)
     assert bytes(reader.read(a)) == bytes(40)
     reader.retire(a)
-    assert reader.pending_retired == 0
+    assert reader.pending_retired == 0 and writer.records_in_use() == 0
     assert writer.statistics().records_released == 3
     assert writer.free_bytes() == 256
 

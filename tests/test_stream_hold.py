@@ -7,7 +7,7 @@ import asyncio
 
 from actrhost import ActrId
 from actrhost._envelope import STREAM, StreamFrame
-from actrhost.gateway._stream_hold import StreamHold
+from actrhost.gateway._stream_hold import RELEASED_PER_TURN, StreamHold
 
 from .utils import run
 
@@ -142,5 +142,28 @@ def test_what_a_connection_said_of_its_targets_ends_with_it() -> None:
         hold.link_ended(link)
         await asyncio.sleep(0.01)
         assert sent == [0] and hold.inline_bytes == 0 and hold.frames == 0
+
+    run(scenario())
+
+
+def test_many_kept_frames_go_on_a_slice_per_loop_turn_in_order() -> None:
+    # Tens of thousands of small chunks released at once blocked the gateway's loop for
+    # seconds, past its links' keepalive (QA).
+    async def scenario() -> None:
+        sent: list[int] = []
+        hold = StreamHold(lambda f, data: sent.append(f.sequence), lambda full: None, 4096)
+        link = object()
+        count = RELEASED_PER_TURN * 2 + 500
+        hold.link_full("b", link, True, True)
+        for n in range(count):
+            hold.hold("b", frame(n, shm=True), b"")
+        hold.link_full("b", link, False, True)  # room again
+        hold.link_full("b", link, False, True)  # (said twice: still one release)
+        await asyncio.sleep(0)
+        assert len(sent) == RELEASED_PER_TURN and hold.holds("b")
+        hold.hold("b", frame(count, shm=True), b"")  # a newer one waits behind the rest
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert sent == list(range(count + 1)) and not hold.holds("b") and hold.frames == 0
 
     run(scenario())

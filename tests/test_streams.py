@@ -24,7 +24,8 @@ from actrhost import _envelope as wire
 from actrhost._envelope import StreamFrame
 from actrhost._rpc import RpcEndpoint
 from actrhost._rundir import node_prefix
-from actrhost._stream_sender import CHUNKS_KEPT, StreamSender
+from actrhost._stream_sender import GATEWAY_RINGS_MAX_CHUNKS as WAITING
+from actrhost._stream_sender import StreamSender
 from actrhost._streams import LOSSY_QUEUE_MAX, LOSSY_STALE_S, StreamReceiver
 from actrhost.shm import RingWriter, node_segment_prefix, segment_name, unlink_prefix
 
@@ -402,6 +403,7 @@ def test_frames_waiting_for_a_gateway_that_went_away_go_again_to_the_next_one(tm
     endpoint = f"ipc://{tmp_path}/gateway-streams.sock"
     gateway.bind(endpoint)
     old_gateway_pid, new_gateway_pid = os.getpid(), os.getpid() + 1  # names only
+    count = WAITING - 1  # (and one more to the next gateway fills the bound)
     counted: list[int] = []
 
     async def go() -> list[int]:
@@ -412,7 +414,7 @@ def test_frames_waiting_for_a_gateway_that_went_away_go_again_to_the_next_one(tm
         sender.set_gateway_pid(old_gateway_pid)
         loop = asyncio.get_running_loop()
 
-        async def send(sequence: int, target_pid: int) -> None:
+        async def send(sequence: int, target_pid: int, timeout: float = 5) -> None:
             frame = StreamFrame(
                 wire.STREAM, "s", payload_type=PayloadType.STREAM_RELIABLE, sequence=sequence
             )
@@ -422,16 +424,20 @@ def test_frames_waiting_for_a_gateway_that_went_away_go_again_to_the_next_one(tm
                 endpoint=endpoint,
                 target=ActrId.parse("1@1:t+T"),
                 target_pid=target_pid,
-                deadline=loop.time() + 5,
+                deadline=loop.time() + timeout,
             )
 
         try:
-            for sequence in range(20_000):  # nobody reads: most of them wait
+            for sequence in range(count):  # nobody reads: most of them wait
                 await send(sequence, old_gateway_pid)
             await asyncio.sleep(0.1)
             sender.set_gateway_pid(None, (endpoint,))
             sender.set_gateway_pid(new_gateway_pid, (endpoint,))
             await send(50_000, new_gateway_pid)
+            # No more may wait than the sender keeps to send again (the rings, 16 bytes
+            # a record here, hold far more).
+            with pytest.raises(actrhost.DeadlineExceeded, match=f"{WAITING} chunks"):
+                await send(50_001, new_gateway_pid, timeout=0.2)
             got: list[tuple[int, int, bool]] = []
             async with asyncio.timeout(10):
                 while not got or got[-1][0] != 50_000:
@@ -454,15 +460,17 @@ def test_frames_waiting_for_a_gateway_that_went_away_go_again_to_the_next_one(tm
         gateway.close(0)
         zctx.term()
     # What ZeroMQ had taken before the drop arrives first (for the dead gateway), then
-    # the newest 16,384 again, in doubt, then the new one.
+    # every one again, in doubt (the receivers drop those they had), then the new one.
+    # (Before the bound in chunks 20,000 could wait, and those older than the 16,384
+    # kept were lost.)
     taken = next(n for n, (sequence, _pid, _doubt) in enumerate(got) if sequence != n)
-    assert 0 < taken < 20_000 - CHUNKS_KEPT
+    assert 0 < taken < count
     assert got[:taken] == [(n, old_gateway_pid, False) for n in range(taken)]
-    again = [(n, new_gateway_pid, True) for n in range(20_000 - CHUNKS_KEPT, 20_000)]
+    again = [(n, new_gateway_pid, True) for n in range(count)]
     assert got[taken:] == [*again, (50_000, new_gateway_pid, False)]
     assert "stream frame(s) to the gateway dropped: it went away" in caplog.text
-    assert "16384 reliable stream chunks to other nodes sent again, in doubt" in caplog.text
-    assert counted == [CHUNKS_KEPT, 0]
+    assert f"{count} reliable stream chunks to other nodes sent again, in doubt" in caplog.text
+    assert counted == [count, 0]
 
 
 def test_a_plain_function_works_as_a_stream_callback():

@@ -10,6 +10,9 @@ class GatewayCounters:
     """What the gateway counts besides per-node traffic."""
 
     malformed_local: int = 0
+    #: Stream frames from a local sender that exited before this gateway read them from
+    #: its ring (the ring went with it): lost.
+    sender_gone: int = 0
     late_responses: int = 0
     calls_out: int = 0
     calls_in: int = 0

@@ -41,6 +41,7 @@ from .._zmqloop import LoopSocket
 from ..shm import Descriptor
 from ..signaling import RoleNegotiation, SignalingClient
 from . import _framing as framing
+from . import _ring_payloads as ring_payloads
 from ._counters import GatewayCounters
 from ._discovery import Discoverer, maybe_reregistering
 from ._expiry import Expiring, ExpiryWheel
@@ -245,6 +246,8 @@ class Outbound:
         if not released and target is not None and sf.payload_type == PayloadType.STREAM_RELIABLE:
             node_id = self._node_of.get(target)
             if node_id is not None and self._stream_hold.holds(node_id, target):
+                if sf.shm and not ring_payloads.keep_ring(self._rings, self.counters, sf):
+                    return
                 self._stream_hold.hold(node_id, sf, data)
                 return
         if sf.shm and target is not None and not deferred and sf.kind == STREAM:
@@ -252,20 +255,8 @@ class Outbound:
                 self._defer_lossy(target, sf)
                 return
         inline = not sf.shm  # the frame can go on as it came (no deadline in a stream frame)
-        if sf.shm:
-            try:
-                self._inline(sf)
-            except ActrError as exc:
-                self.counters.malformed_local += 1
-                if worth_logging(self.counters.malformed_local):  # one per frame: a flood
-                    log.warning(
-                        "%r: could not read %r from its ring (#%d): %s",
-                        self,
-                        sf,
-                        self.counters.malformed_local,
-                        exc.message,
-                    )
-                return
+        if sf.shm and not ring_payloads.inline(self._rings, self.counters, sf, kept=released):
+            return
         if target is None:
             self.counters.undeliverable += 1
             return
@@ -323,20 +314,6 @@ class Outbound:
             for waiting in lossy.values():
                 for sf in waiting:
                     self._stream_out(sf, b"", deferred=True)
-
-    def _inline(self, sf: StreamFrame) -> None:
-        """Replace a ring descriptor by the payload itself: rings don't cross hosts."""
-        desc = Descriptor.from_bytes(sf.shm)
-        reader = self._rings.get(desc.ring)
-        view = reader.read(desc)
-        try:
-            sf.payload = bytes(view)
-        finally:
-            view.release()
-            reader.retire(desc)
-        if desc.meta:
-            sf.array_meta = desc.meta
-        sf.shm = b""
 
     def _to_actor(
         self, target: ActrId, lane: int, frame: bytes, request_id: str, source: ActrId | None

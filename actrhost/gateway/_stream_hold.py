@@ -38,6 +38,11 @@ from .._ids import ActrId
 
 _Queue = deque[tuple[StreamFrame, bytes]]
 
+#: Kept frames sent on per loop turn, the rest in the next ones: each costs its read from
+#: a ring and its encoding (tens of µs), and tens of thousands of small chunks released
+#: at once blocked the gateway's loop for seconds, past the link's keepalive (QA).
+RELEASED_PER_TURN = 1000
+
 
 class StreamHold:
     """Per remote node: whether its link is full, and the frames kept for it meanwhile."""
@@ -68,6 +73,8 @@ class StreamHold:
         self._target_held: dict[ActrId, tuple[str, _Queue]] = {}
         self.inline_bytes = 0
         self._paused = False
+        #: Nodes (their ids) and targets whose frames go on at the next loop turn.
+        self._release_due: set[str | ActrId] = set()
 
     @property
     def frames(self) -> int:
@@ -113,9 +120,7 @@ class StreamHold:
             return
         del self._full[node_id]
         if connected:
-            # Not from inside the connection's own sender: a frame sent at once there could
-            # overtake the one it is taking off its lane.
-            self._loop.call_soon(self._release, node_id)
+            self._release_soon(node_id)
         else:
             self._down.add(node_id)
 
@@ -132,7 +137,7 @@ class StreamHold:
         entry[1].discard(connection)
         if not entry[1]:
             del self._target_full[target]
-            self._loop.call_soon(self._release_target, target)
+            self._release_soon(target)
 
     def link_ended(self, connection: object) -> None:
         """``connection`` closed or failed: what its other side said of its actors is
@@ -144,7 +149,7 @@ class StreamHold:
         """A connection to ``node_id`` connected: what waited for it goes on."""
         if node_id in self._down:
             self._down.discard(node_id)
-            self._loop.call_soon(self._release, node_id)
+            self._release_soon(node_id)
 
     def forget(self, node_id: str) -> None:
         """``node_id`` was given up: its frames go on as for a node not known (located
@@ -154,12 +159,32 @@ class StreamHold:
         for target in [t for t, (node, _) in self._target_full.items() if node == node_id]:
             del self._target_full[target]
         for target in [t for t, (node, _) in self._target_held.items() if node == node_id]:
-            self._loop.call_soon(self._release_target, target)
-        self._loop.call_soon(self._release, node_id)
+            self._release_soon(target)
+        self._release_soon(node_id)
+
+    def _release_soon(self, key: str | ActrId) -> None:
+        """Send on the frames kept for a node (its id) or a target, from the next loop
+        turn on (not from inside a connection's own sender: a frame sent at once there
+        could overtake the one it is taking off its lane)."""
+        if key not in self._release_due:
+            self._release_due.add(key)
+            self._loop.call_soon(self._release_due_now, key)
+
+    def _release_due_now(self, key: str | ActrId) -> None:
+        self._release_due.discard(key)
+        if isinstance(key, ActrId):
+            self._release_target(key)
+        else:
+            self._release(key)
 
     def _release(self, node_id: str) -> None:
         held = self._held.get(node_id)
+        budget = RELEASED_PER_TURN
         while held and node_id not in self._full and node_id not in self._down:
+            if not budget:
+                self._release_soon(node_id)
+                return
+            budget -= 1
             self._send_on(*held.popleft())
         if held is not None and not held and self._held.get(node_id) is held:
             del self._held[node_id]
@@ -170,7 +195,12 @@ class StreamHold:
         if entry is None:
             return
         node_id, held = entry
+        budget = RELEASED_PER_TURN
         while held and target not in self._target_full:
+            if not budget:
+                self._release_soon(target)
+                return
+            budget -= 1
             frame, data = held.popleft()
             if self._node_holds(node_id):  # behind the node's own (then older) frames
                 self._held.setdefault(node_id, deque()).append((frame, data))

@@ -19,6 +19,7 @@ from ._ring import (
     _W_MAGIC,
     _W_READ_POS,
     _W_READER_CLOSED,
+    _W_RELEASE_SEQ,
     _W_VERSION,
     _W_WRITE_POS,
     _W_WRITE_SEQ,
@@ -105,6 +106,11 @@ class RingWriter(_RingEnd):
         self._check_open()
         used = self._write_pos - self._words[_W_READ_POS]
         return max(self.capacity_bytes - used, 0)
+
+    def records_in_use(self) -> int:
+        """Records committed and not yet released by the reader."""
+        self._check_open()
+        return self._seq - self._words[_W_RELEASE_SEQ]
 
     def reserve_nowait(self, length_bytes: int) -> memoryview:
         """Reserve room for a ``length_bytes`` payload; return a writable view of it.
