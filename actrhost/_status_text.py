@@ -195,14 +195,24 @@ def format_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: A link whose pace held the sending back within this many seconds is "slow".
+SLOW_LINK_RECENT_S = 10.0
+
+
 def _pace_lines(connection: dict[str, Any]) -> list[str]:
-    """What a slow link holds the gateway's sending to (a fast one says nothing)."""
+    """What a slow link holds the gateway's sending to (a fast or idle one says nothing:
+    an idle link's limit is only SCTP's first window, see gateway/_pacing.py)."""
     limit, ceiling = connection.get("send_buffer_bytes"), connection.get("send_buffer_max_bytes")
     if not limit or not ceiling or limit >= ceiling:
         return []
+    ago = connection.get("send_buffer_held_back_s_ago")
+    if ago is None or ago > SLOW_LINK_RECENT_S:
+        return []
     return [
         f"    slow link: {limit // 1024} KiB may wait in aiortc's send buffer (of "
-        f"{ceiling // 1024} KiB), messages of {connection.get('message_bytes', 0) // 1024} KiB"
+        f"{ceiling // 1024} KiB), messages of {connection.get('message_bytes', 0) // 1024} KiB; "
+        f"held the sending back {connection.get('send_buffer_held_back', 0)} time(s), "
+        f"last {ago:g} s ago"
     ]
 
 

@@ -102,6 +102,19 @@ def test_the_limits_follow_the_window_per_round_trip() -> None:
     assert (pace.limit_bytes, pace.part_bytes) == (LIMIT_FLOOR_BYTES, 4096)
     ceiling = {"send_buffer_bytes": 262144, "send_buffer_max_bytes": 262144}
     assert _pace_lines(ceiling) == []  # `actrhost status` says nothing of a fast link
+    # Nor of one whose limit held nothing back lately: an idle link keeps SCTP's first
+    # window, 133 KiB on loopback, and was called slow (QA).
+    idle = {"send_buffer_bytes": 136_000, "send_buffer_max_bytes": 262144}
+    assert _pace_lines(idle) == []
+    assert _pace_lines({**idle, "send_buffer_held_back_s_ago": 60.0}) == []
+    (line,) = _pace_lines({**idle, "send_buffer_held_back": 3, "send_buffer_held_back_s_ago": 0.5})
+    assert line.endswith("held the sending back 3 time(s), last 0.5 s ago"), line
+    held = FifoPace(TUNING)
+    held.waited()  # at its ceiling: the pace held nothing back
+    assert (held.held_back, held.held_back_s_ago()) == (0, None)
+    held.follow(SimpleNamespace(_cwnd=30_000, _srtt=0.25, _rttvar=0.0))
+    held.waited()
+    assert held.held_back == 1 and held.held_back_s_ago() is not None
     pace = FifoPace(Tuning(fifo_target_s=0))  # a fixed limit
     assert not pace.follow(SimpleNamespace(_cwnd=30_000, _srtt=0.25, _rttvar=0.0))
     assert pace.limit_bytes == TUNING.buffer_high_bytes

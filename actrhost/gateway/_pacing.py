@@ -21,6 +21,7 @@ measured a round trip, which it does as the channels open, before any traffic.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from ._types import Tuning
@@ -34,7 +35,15 @@ PART_FLOOR_BYTES = 8 * 1024
 class FifoPace:
     """How much may wait in one connection's FIFO, and how large a message may be."""
 
-    __slots__ = ("_ceiling", "_max_part", "_target_s", "limit_bytes", "part_bytes")
+    __slots__ = (
+        "_ceiling",
+        "_max_part",
+        "_target_s",
+        "held_back",
+        "held_back_at",
+        "limit_bytes",
+        "part_bytes",
+    )
 
     def __init__(self, tuning: Tuning) -> None:
         self._ceiling = tuning.buffer_high_bytes
@@ -44,6 +53,13 @@ class FifoPace:
         self.limit_bytes = self._ceiling
         #: Largest message of a reliable lane.
         self.part_bytes = self._max_part
+        #: Times the sender waited for room in the FIFO while the limit was below its
+        #: ceiling, and when it last did (``time.monotonic()``): whether the limit holds
+        #: anything back. An idle link's limit alone says little: SCTP's window grows
+        #: only with traffic, so a link that carried a few calls keeps its first one (on
+        #: loopback 133 KiB of 256), and `actrhost status` called it slow (QA).
+        self.held_back = 0
+        self.held_back_at: float | None = None
 
     def follow(self, sctp: Any) -> bool:
         """Set the limits from aiortc's ``RTCSctpTransport`` now; returns whether they
@@ -60,3 +76,15 @@ class FifoPace:
         self.limit_bytes = limit
         self.part_bytes = min(self._max_part, max(PART_FLOOR_BYTES, limit))
         return True
+
+    def waited(self) -> None:
+        """The sender waits for room in the FIFO: counted if this pace held it back."""
+        if self.limit_bytes < self._ceiling:
+            self.held_back += 1
+            self.held_back_at = time.monotonic()
+
+    def held_back_s_ago(self) -> float | None:
+        """Seconds since the sender last waited for this pace (None: never)."""
+        if self.held_back_at is None:
+            return None
+        return round(time.monotonic() - self.held_back_at, 1)

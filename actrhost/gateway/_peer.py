@@ -501,6 +501,8 @@ class PeerConnection(Confirming):
             "send_buffer_bytes": self._pace.limit_bytes,
             "send_buffer_max_bytes": self.tuning.buffer_high_bytes,
             "message_bytes": self._pace.part_bytes,
+            "send_buffer_held_back": self._pace.held_back,
+            "send_buffer_held_back_s_ago": self._pace.held_back_s_ago(),
         }
 
 

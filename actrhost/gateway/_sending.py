@@ -474,6 +474,7 @@ class Sending:
                     # in its lane, so nothing sent at once overtakes it, and a failure
                     # finds it there (it was lost, and newer batches overtook it: QA).
                     self._low.clear()
+                    pace.waited()
                     # bufferedamountlow always fires eventually (see _create_channels);
                     # the timeout only guards against a channel closing meanwhile.
                     with contextlib.suppress(TimeoutError):
