@@ -51,6 +51,7 @@ _ACTOR_TROUBLE = (
     "tells_not_sent_again",
     "late_responses",
     "undeliverable_replies",
+    "streams_in.unregistered",
     "streams_in.not_running",
     "streams_in.previous_process",
     "streams_in.malformed",

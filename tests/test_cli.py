@@ -534,6 +534,8 @@ def test_status_names_actors_that_lost_things_or_did_not_answer():
         "node": "n",
         "actors": [
             actor(0, "running", {"malformed_frames": 3, "streams_in": {"malformed": 2}}),
+            # Chunks for a stream nobody registered: DROPS alone gave no reason (QA).
+            actor(3, "running", {"streams_in": {"unregistered": 5}}),
             actor(1, "running", {}),  # its counters did not come: busy or SIGSTOPped
             actor(2, "failed", {}),
         ],
@@ -541,6 +543,7 @@ def test_status_names_actors_that_lost_things_or_did_not_answer():
     lines = format_status(status).splitlines()
     assert "  e#0 refused or lost: malformed_frames 3, streams_in.malformed 2" in lines
     assert "  e#1 did not answer the stats request: busy or stuck" in lines
+    assert "  e#3 refused or lost: streams_in.unregistered 5" in lines
     assert not any(line.startswith("  e#2") for line in lines)
 
 

@@ -633,6 +633,8 @@ def test_chunks_held_for_a_stopped_remote_actor_arrive_after_their_sender_exits(
                     *("--concurrency", "1", "--workers", "1", "--warmup", "0", "--quiet"),
                 )
                 assert load.returncode == 0, load.stderr
+                # Its client cannot see what the target took: it says where to look.
+                assert "NOTE: ok means sent; what the target took" in load.stdout, load.stdout
                 held = (await shell_a.status())["gateway"]["stats"]["streams_held"]
                 assert held >= then, f"A's gateway held {held}: the test tests nothing"
                 await asyncio.sleep(5)  # two of the supervisor's sweeps for gone Shells

@@ -422,6 +422,13 @@ def format_report(result: dict[str, Any]) -> str:
             f"  WARNING: the target dropped {format_count(unregistered)} chunks: no callback "
             "registered for the stream (register_stream, or --stream-id)"
         )
+    elif mode == STREAM and target.get("remote"):
+        # Its node's counters are out of reach here: say where to look, as "ok" only
+        # means the chunk left (QA: a stream nobody registered looked fine).
+        lines.append(
+            "  NOTE: ok means sent; what the target took (or dropped: no callback registered "
+            f"for {load['stream_id']!r}) shows in `actrhost status` on its node"
+        )
     served_key = {"call": "calls_served", "tell": "tells_served"}.get(
         mode, "streams_in.chunks_received"
     )
