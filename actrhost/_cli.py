@@ -384,8 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="path of the node's TOML config")
     run.add_argument(
         "--log-level",
+        type=str.lower,  # DEBUG as well: Python's logging spells them so
         choices=["debug", "info", "warning", "error"],
-        help="overrides [node] log_level",
+        help="overrides [node] log_level (any case)",
     )
     run.set_defaults(func=cmd_run)
 

@@ -144,7 +144,7 @@ class Loader:
             "realm": partial(self.integer, lo=0, hi=_UINT32_MAX),
             "run_dir": self.run_dir,
             "shutdown_grace_s": partial(self.number, lo=0),
-            "log_level": partial(self.choice, options=LOG_LEVELS),
+            "log_level": self.log_level,
             "hwm_messages": partial(self.integer, lo=1, hi=2**31 - 1),  # a C int in libzmq
             "max_message_bytes": partial(
                 self.integer, lo=MIN_MAX_MESSAGE_BYTES, hi=MAX_MAX_MESSAGE_BYTES
@@ -353,6 +353,12 @@ class Loader:
     def choice(self, key: str, value: Any, options: tuple[str, ...]) -> str:
         self.check(key, value, value in options, f"one of {', '.join(options)}")
         return value
+
+    def log_level(self, key: str, value: Any) -> str:
+        # "DEBUG" as well: Python's logging spells them so.
+        known = isinstance(value, str) and value.lower() in LOG_LEVELS
+        self.check(key, value, known, f"one of {', '.join(LOG_LEVELS)}")
+        return value.lower()
 
     def name(self, key: str, value: Any) -> str:
         self.check(key, value, _is_name(value), _NAME_RULE)

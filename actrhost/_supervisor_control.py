@@ -134,8 +134,14 @@ class ControlHandlers:
         try:
             restarted = await self.restart(names, gateway_only=bool(message.get("gateway_only")))
         except RestartRefused as exc:
-            # A stop cutting a restart short is no failure of the restart's.
-            report = log.warning if self._stopping else log.error
+            # A stop cutting a restart short is no failure of the restart's; a request the
+            # node refused (an unknown name, one under way) is the caller's to see: its
+            # Shell raises it, and the node's log only notes it (an ERROR there read as a
+            # fault of the node's, QA).
+            if exc.code in (404, 503):
+                report = log.info
+            else:
+                report = log.warning if self._stopping else log.error
             report("node %r: restart: %s", self.config.node.name, exc.message)
             answer = {"error": exc.message, "code": exc.code}
         else:

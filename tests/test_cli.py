@@ -572,3 +572,12 @@ def test_status_shows_why_an_instance_is_not_running_and_no_gone_pid():
     # A route name holding a newline or a tab stays on its row, escaped.
     routes = [line for line in lines if line.startswith("e ")]
     assert [line.split()[1] for line in routes] == ["t.E.Odd\\tname", "t.E.Say\\nx"]
+
+
+def test_run_takes_a_log_level_in_any_case():
+    # Python's logging spells them DEBUG, INFO…: `run --log-level DEBUG` was refused.
+    from actrhost._cli import build_parser
+
+    for given in ("DEBUG", "Info", "warning"):
+        args = build_parser().parse_args(["run", "node.toml", "--log-level", given])
+        assert args.log_level == given.lower()

@@ -102,7 +102,7 @@ name = "demo-1"
 realm = 7
 run_dir = "run/here"
 shutdown_grace_s = 2
-log_level = "debug"
+log_level = "DEBUG"  # any case, as Python spells them
 hwm_messages = 500
 
 [signaling]
