@@ -336,6 +336,19 @@ def test_new_ids_from_a_restarted_signaling_server_reach_the_same_workers(
             assert runner.run(b.call("b1", new_a1, "echo", b"back")) == b"back"
             for node in (a, b):
                 assert runner.run(node.stats())["failed_calls"] == 0
+
+            # Each node knew the other's actor by both ids, and counted it twice (QA):
+            # a node says which of its actors signaling knows by a new id.
+            async def remote_actors(node: HarnessNode) -> list[str]:
+                for _ in range(200):
+                    (remote,) = (await node.stats())["remote_nodes"].values()
+                    if len(remote["actors"]) == 1:
+                        break
+                    await asyncio.sleep(0.05)
+                return remote["actors"]
+
+            assert runner.run(remote_actors(a)) == [str(new_b1)]
+            assert runner.run(remote_actors(b)) == [str(new_a1)]
     finally:
         for server in servers:
             server.stop()

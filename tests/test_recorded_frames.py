@@ -19,7 +19,7 @@ import sys
 
 import pytest
 
-from actrhost import ActrType, BadRequest, NotFound, PayloadType
+from actrhost import ActrId, ActrType, BadRequest, NotFound, PayloadType
 from actrhost import _envelope as wire
 from actrhost._errors import error_from_code
 from actrhost._tell_origin import origin_field
@@ -366,3 +366,15 @@ def test_a_text_frame_is_refused_by_signaling():
     with pytest.raises(BadRequest) as caught:
         signaling_wire.decode(load("signaling-ack").decode("latin-1"))
     assert caught.value.message == "text frame: the signaling protocol uses binary frames"
+
+
+def test_a_hellos_aliases_are_read_or_the_hello_is_malformed():
+    from actrhost.gateway._inbound import _parse_aliases
+
+    # A recorded hello (an older gateway) has none: nothing to translate.
+    hello = framing.Reassembler(1).feed(load("link-control-hello"))[1]  # type: ignore[index]
+    assert _parse_aliases(hello.get("aliases", [])) == {}
+    old, new = "1a24c708f860000@1:demo+Echo", "1a24c7722ee0000@1:demo+Echo"
+    assert _parse_aliases([[old, new]]) == {ActrId.parse(old): ActrId.parse(new)}
+    for bad in ({}, [[old]], [[old, new, new]], [[old, 7]], [[old, "not an id"]], [old], "x"):
+        assert _parse_aliases(bad) is None, bad

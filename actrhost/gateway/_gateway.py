@@ -363,7 +363,10 @@ class Gateway(Nodes, Outbound, Inbound):
             if worker_id is not None and reg.actr_id is not None and reg.actr_id != worker_id:
                 to_worker[reg.actr_id] = worker_id
         self._to_worker = to_worker
-        self._to_signaling = {worker: known for known, worker in to_worker.items()}
+        to_signaling = {worker: known for known, worker in to_worker.items()}
+        if to_signaling != self._to_signaling:
+            self._to_signaling = to_signaling
+            self._say_hello_to_all()  # other nodes count each actor once (_nodes)
 
     def _report_availability(self) -> None:
         """Tell signaling which instances its discovery may offer other nodes: not one

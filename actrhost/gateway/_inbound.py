@@ -121,15 +121,18 @@ class Inbound(Trust, ToWorkers, Notices):
             return
         name = message.get("node_name")
         node = self._nodes.get(pc.remote_node)
+        aliases = _parse_aliases(message.get("aliases", []))
         if (
             message["op"] != "hello"
             or not isinstance(name, str)
             or not 0 < len(name) <= 64
             or not name.isprintable()  # shown by `actrhost status`: a newline forges a line
+            or aliases is None
         ):
             pc.counters.malformed += 1
         elif node is not None:
             node.name = name
+            node.aliases = aliases
 
     def _target_pressure(self, pc: PeerConnection, message: dict[str, Any]) -> None:
         """The other node's gateway says one of its actors takes our stream chunks too
@@ -541,3 +544,25 @@ class Inbound(Trust, ToWorkers, Notices):
 
     def _count_undeliverable(self) -> None:
         self.counters.undeliverable += 1
+
+
+#: At most this many aliases in a "hello" (one per actor of the other node at most).
+ALIASES_MAX = 65_536
+
+
+def _parse_aliases(value: Any) -> dict[ActrId, ActrId] | None:
+    """A hello's ``aliases`` ([worker id, signaling id] text pairs: ids a restarted
+    signaling server gave the other node's actors) as a dict; None if malformed."""
+    if not isinstance(value, list) or len(value) > ALIASES_MAX:
+        return None
+    aliases = {}
+    for pair in value:
+        if not (
+            isinstance(pair, list) and len(pair) == 2 and all(isinstance(t, str) for t in pair)
+        ):
+            return None
+        try:
+            aliases[ActrId.parse(pair[0])] = ActrId.parse(pair[1])
+        except BadRequest:
+            return None
+    return aliases

@@ -47,6 +47,7 @@ class Nodes:
     _regs: dict[ActrId, Any]
     _nodes: dict[str, RemoteNode]
     _node_of: dict[ActrId, str]
+    _to_signaling: dict[ActrId, ActrId]  # Gateway._refresh_aliases
     _locating: dict[ActrId, _Locate]
     _pending_out: dict[str, _OutCall]
     _pending_in: dict[str, _InCall]
@@ -156,12 +157,24 @@ class Nodes:
             if node is not None and node.pc is not None:
                 node.pc.probe(f"node {node_id} left signaling")
 
+    def _say_hello(self, pc: PeerConnection) -> None:
+        """Tell the other node our name (node ids are random; the config's name is what
+        `actrhost status` shows) and which of our actors signaling now knows by a new id
+        (a restarted server gave them new ones, ``Gateway._refresh_aliases``): the other
+        node knew them by both, and counted each twice (QA)."""
+        aliases = [[str(worker), str(known)] for worker, known in self._to_signaling.items()]
+        pc.send_control({"op": "hello", "node_name": self.config.node.name, "aliases": aliases})
+
+    def _say_hello_to_all(self) -> None:
+        for node in self._nodes.values():
+            if node.pc is not None and node.pc.state is LinkState.CONNECTED:
+                self._say_hello(node.pc)
+
     def _on_node_state(
         self, node: RemoteNode, pc: PeerConnection, state: LinkState, reason: str
     ) -> None:
         if state is LinkState.CONNECTED:
-            # Node ids are random; the config's name is what `actrhost status` shows.
-            pc.send_control({"op": "hello", "node_name": self.config.node.name})
+            self._say_hello(pc)
             self._stream_hold.link_up(node.node_id)
         if state not in TERMINAL:
             return

@@ -111,6 +111,9 @@ class RemoteNode:
         #: The node's config name, from its gateway's "hello" ("" until it arrives).
         self.name = ""
         self.actors: set[ActrId] = set()
+        #: The node's actors that signaling knows by a new id now (its "hello"), by the
+        #: id their workers have: both reach the same actor, counted once.
+        self.aliases: dict[ActrId, ActrId] = {}
         #: (local actor, remote actor) pairs known to pass both ACLs, newest first.
         self.pairs: list[tuple[ActrId, ActrId]] = []
         self.pc: PeerConnection | None = None
@@ -457,7 +460,7 @@ class RemoteNode:
             "connects": self.connects,
             "failures": self.failures,
             "since": self.since,
-            "actors": sorted(str(a) for a in self.actors),
+            "actors": sorted({str(self.aliases.get(a, a)) for a in self.actors}),
         }
         if pc is not None:
             out["connection"] = pc.stats()
