@@ -61,6 +61,19 @@ def relay_and_echo_nodes(node_factory, signaling_url, more_on_b=""):
     return node_a, node_b
 
 
+def echo_and_sink_nodes(node_factory, signaling_url):
+    """Node A runs an Echo (a sender's node), node B a StreamSink (``test+Sink``)."""
+    signaling = f'[signaling]\nurl = "{signaling_url}"\n'
+    node_a = node_factory(
+        '[[actor]]\nname = "echo"\ntype = "test+Echo"\nhandler = "actors:Echo"\n', signaling
+    )
+    node_b = node_factory(
+        '[[actor]]\nname = "sink"\ntype = "test+Sink"\nhandler = "actors:StreamSink"\n',
+        signaling,
+    )
+    return node_a, node_b
+
+
 def test_actors_on_two_nodes_discover_call_and_tell_each_other(node_factory, signaling_url):
     recorder = """
         [[actor]]
@@ -505,14 +518,7 @@ def test_chunks_in_a_killed_sending_gateway_arrive_once_after_its_restart(
     # it had read. Before: 1,2xx of 1,500 lost. With 64 KiB chunks (75 MiB) the ring to
     # the gateway held more than the sender keeps (32 MiB): ≈ 500 were lost until
     # session 34 bounded what may wait there (GATEWAY_RINGS_MAX_BYTES).
-    signaling = f'[signaling]\nurl = "{signaling_url}"\n'
-    node_a = node_factory(
-        '[[actor]]\nname = "echo"\ntype = "test+Echo"\nhandler = "actors:Echo"\n', signaling
-    )
-    node_b = node_factory(
-        '[[actor]]\nname = "sink"\ntype = "test+Sink"\nhandler = "actors:StreamSink"\n',
-        signaling,
-    )
+    node_a, node_b = echo_and_sink_nodes(node_factory, signaling_url)
     payloads = [hashlib.sha256(b"%d" % n).digest() * pieces for n in range(count)]
 
     async def go() -> list[int]:
@@ -554,14 +560,7 @@ def test_many_small_chunks_give_the_senders_stream_window_back_to_zero(node_fact
     # worker appended); the receiving one must acknowledge the same bytes, not the chunk
     # it hands on (origin taken off). Before: 37 bytes per chunk stayed in the 8 MiB
     # window for good, so after ~227,000 chunks on one connection none went any more.
-    signaling = f'[signaling]\nurl = "{signaling_url}"\n'
-    node_a = node_factory(
-        '[[actor]]\nname = "echo"\ntype = "test+Echo"\nhandler = "actors:Echo"\n', signaling
-    )
-    node_b = node_factory(
-        '[[actor]]\nname = "sink"\ntype = "test+Sink"\nhandler = "actors:StreamSink"\n',
-        signaling,
-    )
+    node_a, node_b = echo_and_sink_nodes(node_factory, signaling_url)
     count = 3000
 
     async def go() -> dict:
@@ -603,14 +602,7 @@ def test_chunks_held_for_a_stopped_remote_actor_arrive_after_their_sender_exits(
     # kept, and exits. Before: nobody had attached its ring, so the supervisor removed it
     # as a gone Shell's, and every chunk the load had counted as sent was lost (counted
     # as malformed).
-    signaling = f'[signaling]\nurl = "{signaling_url}"\n'
-    node_a = node_factory(
-        '[[actor]]\nname = "echo"\ntype = "test+Echo"\nhandler = "actors:Echo"\n', signaling
-    )
-    node_b = node_factory(
-        '[[actor]]\nname = "sink"\ntype = "test+Sink"\nhandler = "actors:StreamSink"\n',
-        signaling,
-    )
+    node_a, node_b = echo_and_sink_nodes(node_factory, signaling_url)
     # 40 MiB first: B's gateway says "full" once 16 MiB wait in the worker's socket and
     # 2 MiB more for it (FEED_BYTES_MAX, Tuning.stream_target_bytes).
     first, then = 160, 50
