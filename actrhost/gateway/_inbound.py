@@ -130,9 +130,11 @@ class Inbound(Trust, ToWorkers, Notices):
             or aliases is None
         ):
             pc.counters.malformed += 1
-        elif node is not None:
-            node.name = name
-            node.aliases = aliases
+        else:
+            pc.stream_batches = message.get("stream_batches") is True
+            if node is not None:
+                node.name = name
+                node.aliases = aliases
 
     def _target_pressure(self, pc: PeerConnection, message: dict[str, Any]) -> None:
         """The other node's gateway says one of its actors takes our stream chunks too

@@ -159,11 +159,19 @@ class Nodes:
 
     def _say_hello(self, pc: PeerConnection) -> None:
         """Tell the other node our name (node ids are random; the config's name is what
-        `actrhost status` shows) and which of our actors signaling now knows by a new id
-        (a restarted server gave them new ones, ``Gateway._refresh_aliases``): the other
-        node knew them by both, and counted each twice (QA)."""
+        `actrhost status` shows), which of our actors signaling now knows by a new id
+        (a restarted server gave them new ones, ``Gateway._refresh_aliases``: the other
+        node knew them by both, and counted each twice, QA), and that it may send us
+        batches of stream frames (module _sending)."""
         aliases = [[str(worker), str(known)] for worker, known in self._to_signaling.items()]
-        pc.send_control({"op": "hello", "node_name": self.config.node.name, "aliases": aliases})
+        pc.send_control(
+            {
+                "op": "hello",
+                "node_name": self.config.node.name,
+                "aliases": aliases,
+                "stream_batches": True,  # we unpack batches on the stream channel (_peer)
+            }
+        )
 
     def _say_hello_to_all(self) -> None:
         for node in self._nodes.values():

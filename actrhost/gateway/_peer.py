@@ -133,6 +133,9 @@ class PeerConnection(Confirming):
         self._stream_acked_bytes = 0
         self._stream_frames_sent = 0
         self._stream_unconfirmed: deque[tuple[bytes, Origin | None]] = deque()
+        #: Whether the other side takes batches on the stream channel (its gateway's
+        #: "hello" said so; an older one counted a batch as one frame).
+        self.stream_batches = False
         #: How many of this connection's stream frames, and of its messages with frames
         #: on each call channel (signal, rpc), we have: received on it (duplicates
         #: included), or later brought again by a successor (module ``_carry``).
@@ -364,14 +367,18 @@ class PeerConnection(Confirming):
                 self._on_control(value, slot)
                 return
             if slot == _STREAM:
-                self.stream_frames_in += 1
-            elif slot <= _RPC:
+                # A batch here is its frames one after another: each is counted, named by
+                # an ``again`` and confirmed on its own (module _sending, "Batches").
+                for frame in [value] if what == "frame" else value:
+                    self._stream_frame_in(frame)
+                return
+            if slot <= _RPC:
                 self._schedule_calls_ack()
             named = self._named[slot]
             if named is not None and self._had_it(slot, named):
                 self._drop_duplicate(slot, [value] if what == "frame" else value)
                 return
-            if slot <= _RPC or slot == _STREAM:  # see receipt()
+            if slot <= _RPC:  # see receipt()
                 self._deliver_from(slot, named)
             try:
                 for frame in [value] if what == "frame" else value:
@@ -380,6 +387,19 @@ class PeerConnection(Confirming):
                 self._delivering = None
 
         return on_message
+
+    def _stream_frame_in(self, frame: bytes) -> None:
+        """One reliable stream frame from the other side, alone or out of a batch."""
+        self.stream_frames_in += 1
+        named = self._named[_STREAM]
+        if named is not None and self._had_it(_STREAM, named):
+            self._drop_duplicate(_STREAM, [frame])
+            return
+        self._deliver_from(_STREAM, named)  # see receipt()
+        try:
+            self._cb.on_frame(self, _SLOT_LANE[_STREAM], frame)
+        finally:
+            self._delivering = None
 
     def _on_control(self, message: dict[str, Any], slot: int = _SIGNAL) -> None:
         op = message["op"]
