@@ -435,7 +435,8 @@ class Sending:
             if kind == _BATCH:
                 self._lane_taken(q)
                 return data, None  # counted when it was made
-            if q.slot == _STREAM and self.stream_batches and _batchable(q, data):
+            limit = self._pace.part_bytes - 1  # (a batch's 0x04 byte)
+            if q.slot == _STREAM and self.stream_batches and _batchable(q, data, limit):
                 message = self._stream_batch(q, lane, data, origin)
                 self._lane_taken(q)
                 return message, None  # (its frames' origins are kept by _stream_left)
@@ -539,13 +540,18 @@ class Sending:
             q.channel.bufferedAmountLowThreshold = share
 
 
-def _batchable(q: _Lane, data: bytes) -> bool:
+def _batchable(q: _Lane, data: bytes, limit: int) -> bool:
     """Whether a stream frame just taken from ``q`` starts a batch: it is small, and so is
-    the frame behind it."""
+    the frame behind it, and both fit in ``limit`` bytes (a slow link's messages are
+    smaller: module _pacing)."""
     if len(data) > BATCH_FRAME_MAX_BYTES or not q.items:
         return False
     _lane, following, kind, _origin = q.items[0]
-    return kind == _FRAME and len(following) <= BATCH_FRAME_MAX_BYTES
+    return (
+        kind == _FRAME
+        and len(following) <= BATCH_FRAME_MAX_BYTES
+        and framing.batch_size(data) + framing.batch_size(following) <= limit
+    )
 
 
 def _let_go(unconfirmed: deque[Any], sent: int, received: int) -> None:
