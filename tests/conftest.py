@@ -44,7 +44,11 @@ def gateway_process_setup() -> Iterator[None]:
     """What the gateway process does at start (aiortc tuning, ICE host addresses on
     loopback), for tests that run real peer connections in this process."""
     from actrhost.gateway import _dtls, _jitter, _sctp, _sctp_loss
-    from actrhost.gateway._ice import skip_stun_parse_for_media, use_host_addresses
+    from actrhost.gateway._ice import (
+        enlarge_receive_buffers,
+        skip_stun_parse_for_media,
+        use_host_addresses,
+    )
     from actrhost.gateway._media import skip_rtcp_of_silent_tracks
 
     _sctp.install()
@@ -53,6 +57,7 @@ def gateway_process_setup() -> Iterator[None]:
     _jitter.install()
     skip_stun_parse_for_media()
     skip_rtcp_of_silent_tracks()
+    enlarge_receive_buffers()
     use_host_addresses(["127.0.0.1"])
     yield
     use_host_addresses(None)

@@ -5,7 +5,8 @@ load SACKs ride on answers and one-way traffic is still acknowledged in time, a 
 that finds the association quiet is acknowledged at once, large frames arrive intact,
 and an eager send that has to wait finishes in a task. Every packet each side puts on
 the wire is parsed with aiortc's own parser. STUN (``_ice.py``): datagrams are told apart
-by their first byte (RFC 7983) before aioice tries to parse them. DTLS (``_dtls.py``):
+by their first byte (RFC 7983) before aioice tries to parse them, and a link's UDP socket
+can queue what SCTP lets the other side have in flight. DTLS (``_dtls.py``):
 received datagrams are handled in the socket callback, in order, and a close from the
 other side still ends the link."""
 
@@ -15,8 +16,10 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import socket
 from collections import Counter
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +30,7 @@ from aiortc.rtcsctptransport import DataChunk, SackChunk, parse_packet
 
 from actrhost._payload_type import PayloadType
 from actrhost.gateway import _dtls, _sctp
+from actrhost.gateway._ice import UDP_RECEIVE_BUFFER_BYTES
 from actrhost.gateway._types import Tuning
 
 from .test_gateway_peer import TUNING, Side, connected_pair
@@ -243,6 +247,25 @@ def test_datagrams_are_told_apart_by_their_first_byte() -> None:
         assert [m.transaction_id for m in receiver.requests] == [request.transaction_id]
 
     run(scenario())  # aioice's protocol wants a running loop
+
+
+def test_a_links_udp_socket_can_queue_what_sctp_lets_the_other_side_send() -> None:
+    async def scenario() -> None:
+        async with closing_pair() as (a, _b):
+            sockets = [
+                protocol.transport.get_extra_info("socket")
+                for protocol in dtls_connection(a)._protocols
+            ]
+            assert sockets  # the link's host candidate
+            cap = int(Path("/proc/sys/net/core/rmem_max").read_text())
+            wanted = min(UDP_RECEIVE_BUFFER_BYTES, cap)
+            for sock in sockets:
+                # Linux reports twice what it was asked (its bookkeeping share).
+                assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == 2 * wanted
+            # aioice's own 256 KiB held ~220 datagrams of a 1 MiB SCTP window.
+            assert UDP_RECEIVE_BUFFER_BYTES >= 4 * 1024 * 1024
+
+    run(scenario())
 
 
 # -- DTLS: datagrams handled in the socket callback (_dtls.py) ------------------------

@@ -22,7 +22,7 @@ from .._errors import ConfigError
 from .._linux import set_parent_death_signal, supervisor_gone
 from . import _dtls, _jitter, _sctp, _sctp_loss
 from ._gateway import Gateway
-from ._ice import skip_stun_parse_for_media, use_host_addresses
+from ._ice import enlarge_receive_buffers, skip_stun_parse_for_media, use_host_addresses
 from ._media import skip_rtcp_of_silent_tracks
 from ._spec import SPEC_ENV, GatewaySpec
 
@@ -71,6 +71,7 @@ def main() -> int:
         _dtls.install()
         skip_stun_parse_for_media()
         skip_rtcp_of_silent_tracks()
+        enlarge_receive_buffers()
 
     async def amain() -> int:
         gateway = Gateway(spec, config)

@@ -1,6 +1,6 @@
 """ICE settings for the gateway's peer connections, from the ``[webrtc]`` config table.
 
-Three facts about aiortc / aioice on this machine (DESIGN §10) shape this module:
+Four facts about aiortc / aioice on this machine (DESIGN §10) shape this module:
 
 * With ``iceServers`` unset aiortc contacts a public STUN server. We always pass an
   explicit list built from the config (empty by default), so nothing leaves the machine
@@ -15,6 +15,8 @@ Three facts about aiortc / aioice on this machine (DESIGN §10) shape this modul
   to every connection created afterwards.
 * ``force_relay`` maps to ``iceTransportPolicy = "relay"``: aioice then gathers no host
   or server-reflexive candidate at all (RFC 9429 §3.5.3), only TURN relay candidates.
+* aioice gives its UDP sockets a 256 KiB receive buffer, far less than what aiortc's SCTP
+  lets the other side have in flight: :func:`enlarge_receive_buffers`.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import aioice.ice
+import aioice.turn
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
@@ -84,6 +88,45 @@ def skip_stun_parse_for_media() -> None:
 
     datagram_received._actrhost_demux = True  # type: ignore[attr-defined]
     cls.datagram_received = datagram_received  # type: ignore[method-assign]
+
+
+#: What each of the gateway's UDP sockets may queue before the kernel drops datagrams.
+#: aiortc advertises a 1 MiB SCTP receive window, so the other gateway may have ~900
+#: datagrams in flight, and the kernel charges each ~2.3 KiB of a socket's buffer (its
+#: bookkeeping included). aioice asks for 256 KiB, which holds ~220: a gateway busy for
+#: a millisecond or two lost datagrams, and each loss halved the sender's SCTP
+#: congestion window (QA: 6-9 fast recoveries in each 8 s stream between two nodes).
+UDP_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
+
+_RMEM_MAX = Path("/proc/sys/net/core/rmem_max")
+
+
+def enlarge_receive_buffers(size: int = UDP_RECEIVE_BUFFER_BYTES) -> None:
+    """Give every UDP socket aioice opens from now on a receive buffer of ``size`` bytes.
+
+    aioice sets ``SO_RCVBUF`` on its host sockets and on its socket to a TURN server to
+    the module constant ``aioice.turn.UDP_SOCKET_BUFFER_SIZE``, read when each socket is
+    made: that constant is what changes. The kernel caps the size at
+    ``net.core.rmem_max``, which is logged at INFO when lower. Gateway process only.
+    Raises RuntimeError if the installed aioice no longer has the constant.
+    """
+    if not isinstance(getattr(aioice.turn, "UDP_SOCKET_BUFFER_SIZE", None), int):
+        raise RuntimeError(
+            "aioice.turn.UDP_SOCKET_BUFFER_SIZE is missing: this aioice version is not "
+            "supported (the UDP receive buffers cannot be enlarged)"
+        )
+    aioice.turn.UDP_SOCKET_BUFFER_SIZE = size  # type: ignore[attr-defined]
+    try:
+        cap = int(_RMEM_MAX.read_text())
+    except (OSError, ValueError):
+        return  # not Linux, or no /proc: nothing to say about the cap
+    if cap < size:
+        log.info(
+            "UDP receive buffers capped at %d bytes by the sysctl net.core.rmem_max (asked "
+            "%d): raise it to spare datagrams lost while the gateway is briefly busy",
+            cap,
+            size,
+        )
 
 
 def ice_servers(webrtc: WebrtcConfig) -> list[RTCIceServer]:
