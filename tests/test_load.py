@@ -11,6 +11,7 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -175,6 +176,7 @@ def test_a_target_on_another_node_is_driven_through_the_gateways(
     assert link["gateway"]["calls_out"] == 200
     assert f"link to node {node_b.config.node.name} (" in result.stdout
     assert "calls_served" not in result.stdout  # no local counters for a remote target
+    assert re.search(r"^  sent rate +[0-9,.]+/s$", result.stdout, re.M)  # the client's own
 
     # Tells: all of them reach the remote target before the run reports (the flush
     # barrier crosses the gateways too).
