@@ -191,6 +191,7 @@ def format_status(status: dict[str, Any]) -> str:
             )
             lines += _lane_lines(node.get("lanes") or {})
             lines += _sctp_lines((node.get("connection") or {}).get("sctp") or {})
+            lines += _udp_lines(node.get("connection") or {})
             lines += _pace_lines(node.get("connection") or {})
             lines += _media_lines(node.get("media") or {})
     return "\n".join(lines)
@@ -226,6 +227,17 @@ def _sctp_lines(sctp: dict[str, Any]) -> list[str]:
         f"window {sctp.get('cwnd_bytes', 0) // 1024} KiB, {sctp['fast_recoveries']} fast "
         f"recoveries ({sctp.get('spurious_retransmits', 0)} chunks sent again needlessly), "
         f"reordering window {sctp.get('reorder_window_ms')} ms"
+    ]
+
+
+def _udp_lines(connection: dict[str, Any]) -> list[str]:
+    """Datagrams of the link the kernel dropped, once it dropped any (each is a loss that
+    halves the other side's SCTP window: see net.core.rmem_max in docs/gateway.md)."""
+    if not connection.get("udp_drops"):
+        return []
+    return [
+        f"    udp: the kernel dropped {connection['udp_drops']} datagram(s) of this link, its "
+        "receive buffer full (gateway busy; sysctl net.core.rmem_max caps the buffer)"
     ]
 
 

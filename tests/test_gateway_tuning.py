@@ -6,7 +6,8 @@ that finds the association quiet is acknowledged at once, large frames arrive in
 and an eager send that has to wait finishes in a task. Every packet each side puts on
 the wire is parsed with aiortc's own parser. STUN (``_ice.py``): datagrams are told apart
 by their first byte (RFC 7983) before aioice tries to parse them, and a link's UDP socket
-can queue what SCTP lets the other side have in flight. DTLS (``_dtls.py``):
+can queue what SCTP lets the other side have in flight, and what the kernel dropped shows
+in the link's status. DTLS (``_dtls.py``):
 received datagrams are handled in the socket callback, in order, and a close from the
 other side still ends the link."""
 
@@ -29,6 +30,7 @@ pytest.importorskip("aiortc")
 from aiortc.rtcsctptransport import DataChunk, SackChunk, parse_packet
 
 from actrhost._payload_type import PayloadType
+from actrhost._status_text import _udp_lines
 from actrhost.gateway import _dtls, _sctp
 from actrhost.gateway._ice import UDP_RECEIVE_BUFFER_BYTES
 from actrhost.gateway._types import Tuning
@@ -264,6 +266,26 @@ def test_a_links_udp_socket_can_queue_what_sctp_lets_the_other_side_send() -> No
                 assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == 2 * wanted
             # aioice's own 256 KiB held ~220 datagrams of a 1 MiB SCTP window.
             assert UDP_RECEIVE_BUFFER_BYTES >= 4 * 1024 * 1024
+
+    run(scenario())
+
+
+def test_datagrams_the_kernel_drops_show_in_the_links_status() -> None:
+    async def scenario() -> None:
+        async with closing_pair() as (a, _b):
+            assert a.pc.stats()["udp_drops"] == 0 and _udp_lines(a.pc.stats()) == []
+            link = dtls_connection(a)._protocols[0].transport.get_extra_info("socket")
+            # The smallest buffer the kernel allows, and no loop turn to read it: datagrams
+            # sent meanwhile cannot all be queued. Their first byte says STUN and they are
+            # not: aioice hands them on, and DTLS ignores them.
+            link.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+                for _ in range(100):
+                    sender.sendto(b"\x01" * 1000, link.getsockname())
+            drops = a.pc.stats()["udp_drops"]
+            assert drops > 50
+            (line,) = _udp_lines(a.pc.stats())
+            assert f"udp: the kernel dropped {drops} datagram(s) of this link" in line
 
     run(scenario())
 

@@ -21,8 +21,10 @@ Four facts about aiortc / aioice on this machine (DESIGN §10) shape this module
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -199,6 +201,38 @@ def candidate_type_in_use(pc: Any) -> str:
         if pair is not None:
             return str(getattr(pair.local_candidate, "type", ""))
     return ""
+
+
+#: Linux's tables of UDP sockets, one line per socket with its inode and its drops.
+_PROC_NET_UDP = (Path("/proc/net/udp"), Path("/proc/net/udp6"))
+
+
+def udp_drops(pc: Any) -> int | None:
+    """Datagrams the kernel dropped on the connection's UDP sockets, as their receive
+    buffers were full (None where ``/proc/net/udp`` cannot say: not Linux).
+
+    Counted per socket since it was opened: a new connection starts from zero.
+    """
+    inodes = set()
+    for transport in _ice_transports(pc):
+        for protocol in getattr(getattr(transport, "_connection", None), "_protocols", []):
+            udp = getattr(protocol, "transport", None)
+            sock = udp.get_extra_info("socket") if udp is not None else None
+            if sock is not None:
+                with contextlib.suppress(OSError, ValueError):  # closed meanwhile
+                    inodes.add(str(os.fstat(sock.fileno()).st_ino))
+    drops = None
+    for table in _PROC_NET_UDP:
+        try:
+            lines = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        drops = drops or 0
+        for line in lines:
+            fields = line.split()  # ... uid timeout inode ref pointer drops
+            if len(fields) >= 13 and fields[9] in inodes:
+                drops += int(fields[12])
+    return drops
 
 
 def _ice_transports(pc: Any) -> list[Any]:

@@ -32,6 +32,7 @@ from ._ice import (
     local_candidate_count,
     loopback_only,
     rtc_configuration,
+    udp_drops,
 )
 from ._media import MediaReceiver, MediaSender
 from ._pacing import FifoPace
@@ -517,6 +518,7 @@ class PeerConnection(Confirming):
             "stream_inflight_bytes": self._stream_sent_bytes - self._stream_acked_bytes,
             "error": self.error,
             "sctp": _sctp_loss.describe(self._pc.sctp) if self._pc and self._pc.sctp else None,
+            "udp_drops": udp_drops(self._pc) if self._pc else None,
             # Below their ceilings on a slow link (_pacing).
             "send_buffer_bytes": self._pace.limit_bytes,
             "send_buffer_max_bytes": self.tuning.buffer_high_bytes,
