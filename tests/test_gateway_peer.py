@@ -213,6 +213,39 @@ def test_small_stream_frames_queued_together_go_in_batches_each_counted() -> Non
     run(scenario())
 
 
+def test_a_frame_that_cannot_be_handled_costs_only_itself_in_a_batch() -> None:
+    # Until 2026-12-06 the frames batched after it were lost, uncounted: the other side's
+    # frame indices (what it confirms by) fell behind, and its window kept their bytes.
+    async def scenario() -> None:
+        a, b = await connected_pair()
+        handle = b.pc._cb.on_frame
+
+        def on_frame(pc: PeerConnection, lane: int, data: bytes) -> None:
+            if data == b"boom":
+                raise RuntimeError("a bug of ours, handling this frame")
+            handle(pc, lane, data)
+
+        b.pc._cb.on_frame = on_frame
+        try:
+            small = [b"%d" % n * 16 for n in range(2000)]
+            frames = [bytes(60_000)] * 6 + small[:1000] + [b"boom"] + small[1000:]
+            for frame in frames:
+                a.pc.enqueue(PayloadType.STREAM_RELIABLE, frame)
+            await b.wait_frames(len(frames) - 1)
+            assert a.pc.counters.batches_out >= 1  # "boom" went in a batch
+            assert [data for _lane, data in b.frames] == [f for f in frames if f != b"boom"]
+            assert b.pc.counters.malformed == 1
+            assert b.pc.stream_frames_in == len(frames)
+            async with asyncio.timeout(5):  # every frame confirmed, its bytes acknowledged
+                while a.pc.stats()["stream_inflight_bytes"] or a.pc._stream_unconfirmed:
+                    await asyncio.sleep(0.02)
+        finally:
+            await a.pc.close()
+            await b.pc.close()
+
+    run(scenario())
+
+
 def test_frames_still_queued_when_a_connection_fails_count_as_dropped() -> None:
     async def scenario() -> None:
         tuning = Tuning(connect_timeout_s=5.0, stream_window_bytes=256 * 1024)

@@ -340,10 +340,7 @@ class PeerConnection(Confirming):
                 # a bug of ours) costs that message, not the link: aiortc ends the
                 # connection when a message handler raises, failing every pending call
                 # (QA: one control message with a timestamp "abc" did).
-                self.counters.malformed += 1
-                if worth_logging(self.counters.malformed):
-                    label = _CHANNELS[slot].label
-                    log.exception("%r: dropped a message on %s: could not handle it", self, label)
+                self._not_handled(slot, "message")
 
         def handle(data: Any) -> None:
             self._last_rx = self._loop.time()
@@ -369,9 +366,14 @@ class PeerConnection(Confirming):
                 return
             if slot == _STREAM:
                 # A batch here is its frames one after another: each is counted, named by
-                # an ``again`` and confirmed on its own (module _sending, "Batches").
+                # an ``again`` and confirmed on its own (module _sending, "Batches"). One
+                # we cannot handle costs itself: the frames after it are still counted, so
+                # the indices both sides confirm by stay the same.
                 for frame in [value] if what == "frame" else value:
-                    self._stream_frame_in(frame)
+                    try:
+                        self._stream_frame_in(frame)
+                    except Exception:
+                        self._not_handled(slot, "frame" if what == "frame" else "frame of a batch")
                 return
             if slot <= _RPC:
                 self._schedule_calls_ack()
@@ -383,11 +385,21 @@ class PeerConnection(Confirming):
                 self._deliver_from(slot, named)
             try:
                 for frame in [value] if what == "frame" else value:
-                    self._cb.on_frame(self, lane, frame)
+                    try:
+                        self._cb.on_frame(self, lane, frame)
+                    except Exception:  # the calls batched after it still go on
+                        self._not_handled(slot, "frame" if what == "frame" else "frame of a batch")
             finally:
                 self._delivering = None
 
         return on_message
+
+    def _not_handled(self, slot: int, what: str) -> None:
+        """Count (as malformed) and log a message or frame whose handling raised."""
+        self.counters.malformed += 1
+        if worth_logging(self.counters.malformed):
+            label = _CHANNELS[slot].label
+            log.exception("%r: dropped a %s on %s: could not handle it", self, what, label)
 
     def _stream_frame_in(self, frame: bytes) -> None:
         """One reliable stream frame from the other side, alone or out of a batch."""
@@ -399,6 +411,11 @@ class PeerConnection(Confirming):
         self._deliver_from(_STREAM, named)  # see receipt()
         try:
             self._cb.on_frame(self, _SLOT_LANE[_STREAM], frame)
+        except Exception:
+            # Its bytes leave the sender's window all the same, or they stay there for
+            # good (counted twice at worst, if the owner gave them back before raising).
+            self.stream_delivered(len(frame))
+            raise
         finally:
             self._delivering = None
 
