@@ -492,12 +492,15 @@ def test_the_keepalive_comes_from_the_config(tmp_path: Path) -> None:
 
 def test_the_gateway_process_exits_even_with_a_thread_left_running() -> None:
     # A receiver aiortc never stopped keeps a non-daemon decoder thread: the gateway
-    # exits anyway, with its code, and says which thread it left.
+    # exits anyway, with its code, and says which thread it left. A daemon thread (the
+    # loop watch, a period from its end) never kept a process alive: not named.
     script = (
         "import threading, logging, sys\n"
         "logging.basicConfig(stream=sys.stderr)\n"
         "from actrhost.gateway.__main__ import exit_now\n"
         "threading.Thread(target=threading.Event().wait, name='audio-decoder').start()\n"
+        "wait = threading.Event().wait\n"
+        "threading.Thread(target=wait, name='actrhost-loop-watch', daemon=True).start()\n"
         "exit_now(3)\n"
     )
     started = time.monotonic()
