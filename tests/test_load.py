@@ -143,6 +143,32 @@ def test_counts_add_up_per_code_client_and_node(node_factory, tmp_path):
     assert instance["delta"]["unknown_routes"] == 0 and instance["delta"]["calls_served"] == 0
 
 
+def test_the_node_is_sampled_once_it_worked_through_a_backlog(node_factory, tmp_path):
+    # 1,500 tells handed over within a second or so, handled in >= 4 ms each: a backlog
+    # of 6 s and more, beyond the 5 s the report waited in all until 2026-12-06.
+    node = node_factory(TARGET + "max_concurrency = 1\n")  # one tell at a time
+    result, doc = load(
+        node.config_path, tmp_path / "tell.json", "--target", "target", "--route",
+        "test.Load.Sleep", "--payload", "0.004", "--tell", "--total", "1500",
+        "--concurrency", "16", "--warmup", "0", "-q", timeout_s=90,
+    )  # fmt: skip
+    assert doc["counts"]["ok"] == 1500
+    (instance,) = [i for i in doc["node"]["instances"] if i["target"]]
+    assert instance["delta"]["tells_served"] == 1500
+    assert doc["node"]["settled"] is True and "NOTE" not in result.stdout
+
+    # A backlog that does not move for 5 s (the actor sleeps 6 s on each of two tells):
+    # sampled anyway, and the report says so.
+    result, doc = load(
+        node.config_path, tmp_path / "stuck.json", "--target", "target", "--route",
+        "test.Load.Sleep", "--payload", "6", "--tell", "--total", "2",
+        "--concurrency", "1", "--warmup", "0", "-q", timeout_s=60,
+    )  # fmt: skip
+    check_schema(doc)
+    assert doc["node"]["settled"] is False
+    assert "NOTE: still working through what was sent when sampled" in result.stdout
+
+
 def test_a_target_on_another_node_is_driven_through_the_gateways(
     node_factory, signaling_url, tmp_path
 ):

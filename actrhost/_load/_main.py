@@ -37,9 +37,11 @@ START_LEAD_S = 0.05
 #: Beyond the planned end plus one request timeout: generators that still have not
 #: reported are told to stop, then killed this much later.
 FINISH_GRACE_S = 5.0
-#: Tells are only queued when sent: wait at most this long for the node to work through
-#: them before sampling its counters.
+#: Tells and chunks are only queued when sent: before sampling its counters, wait for the
+#: node to work through them while it makes progress (as long as this without any), but
+#: no longer than SETTLE_MAX_S in all.
 SETTLE_TIMEOUT_S = 5.0
+SETTLE_MAX_S = 30.0
 #: Checks 0.1 s apart that must see nothing queued and nothing moving: what waits in a
 #: socket the gateway is not reading yet (its link is full) shows in no counter.
 SETTLED_CHECKS = 3
@@ -88,9 +90,10 @@ def run(spec: LoadSpec, *, stdout: Any = None) -> int:
     finally:
         progress.close()
     try:
-        after: dict[str, Any] | None = asyncio.run(_sample_after(spec, before))
+        after: dict[str, Any] | None
+        after, settled = asyncio.run(_sample_after(spec, before))
     except ActrError:
-        after = None  # the node went away during the run: report what the client saw
+        after, settled = None, True  # the node went away: report what the client saw
     result = build_result(
         spec,
         results=results,
@@ -102,6 +105,7 @@ def run(spec: LoadSpec, *, stdout: Any = None) -> int:
         after=after,
         started_at=started_at,
         interrupted=interrupted,
+        settled=settled,
     )
     out = stdout if stdout is not None else sys.stdout
     print(format_report(result), file=out, flush=True)
@@ -193,27 +197,35 @@ def _served(status: dict[str, Any]) -> tuple[int, int]:
     return served, backlog
 
 
-async def _sample_after(spec: LoadSpec, before: dict[str, Any]) -> dict[str, Any]:
+async def _sample_after(spec: LoadSpec, before: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """The node's status after the run, and whether it had worked through what was sent."""
     from .. import connect
 
     async with connect(spec.config) as shell:
         status = await shell.status()
         if spec.mode == CALL:
-            return status
-        # A tell or chunk is sent once queued: give the node a moment to work through its
-        # mailboxes, and its gateway through its link's queues (the link table showed 6
-        # of 50 chunks, QA), so "served" compares with "sent". Stop when nothing is
-        # queued and nothing moves.
-        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+            return status, True
+        # A tell or chunk is sent once queued: let the node work through its mailboxes,
+        # and its gateway through its link's queues (the link table showed 6 of 50
+        # chunks, QA), so "served" compares with "sent". Stop when nothing is queued and
+        # nothing moves; while it still moves, wait on (a remote stream's last 1,600
+        # chunks took ~4 s more than the 5 s this waited until 2026-12-06, QA).
+        start = time.monotonic()
+        progress_at = start
         last = _served(status)
         quiet = 0  # checks in a row with nothing queued and nothing moving
-        while time.monotonic() < deadline and quiet < SETTLED_CHECKS:
+        while quiet < SETTLED_CHECKS:
+            now_s = time.monotonic()
+            if now_s - progress_at >= SETTLE_TIMEOUT_S or now_s - start >= SETTLE_MAX_S:
+                return status, False
             await asyncio.sleep(0.1)
             status = await shell.status()
             now = _served(status)
+            if now[0] > last[0] or now[1] < last[1]:
+                progress_at = time.monotonic()
             quiet = quiet + 1 if now[1] == 0 and now[0] == last[0] else 0
             last = now
-        return status
+        return status, True
 
 
 # -- the generators ----------------------------------------------------------------------

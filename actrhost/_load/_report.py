@@ -247,6 +247,7 @@ def build_result(
     started_at: datetime.datetime,
     interrupted: bool,
     target_remote: bool = False,
+    settled: bool = True,
 ) -> dict[str, Any]:
     """The JSON document of one run (schema: docs/load.schema.json)."""
     from .. import __version__
@@ -346,7 +347,7 @@ def build_result(
                 for r in results
             ],
         },
-        "node": node_view(before, after, target_ids),
+        "node": {**node_view(before, after, target_ids), "settled": settled},
         "server": (
             None
             if target_remote or spec.mode == STREAM
@@ -428,6 +429,12 @@ def format_report(result: dict[str, Any]) -> str:
         lines.append(
             "  NOTE: ok means sent; what the target took (or dropped: no callback registered "
             f"for {load['stream_id']!r}) shows in `actrhost status` on its node"
+        )
+    if node["sampled_after"] and not node.get("settled", True):
+        # It made no progress for a while, or took too long (module _main, "settle").
+        lines.append(
+            "  NOTE: still working through what was sent when sampled: the counts below "
+            "may be short of the client's"
         )
     served_key = {"call": "calls_served", "tell": "tells_served"}.get(
         mode, "streams_in.chunks_received"
