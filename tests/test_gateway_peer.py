@@ -100,6 +100,27 @@ class Side:
                 await self.got.wait()
 
 
+async def stream_frames_confirmed(side: Side, timeout_s: float = 5.0) -> None:
+    """Wait until the other side confirmed every stream frame ``side`` sent and gave
+    their bytes back to its window."""
+    async with asyncio.timeout(timeout_s):
+        while side.pc.stats()["stream_inflight_bytes"] or side.pc._stream_unconfirmed:
+            await asyncio.sleep(0.02)
+
+
+def raise_on_frame(side: Side, data: bytes, error: Exception) -> None:
+    """Make ``side``'s owner raise ``error`` as it handles the frame ``data`` (a bug of
+    ours, say); every other frame is handled as before."""
+    deliver = side.pc._cb.on_frame
+
+    def on_frame(pc: PeerConnection, lane: int, frame: bytes) -> None:
+        if frame == data:
+            raise error
+        deliver(pc, lane, frame)
+
+    side.pc._cb.on_frame = on_frame
+
+
 async def connected_pair(
     tuning: Tuning = TUNING,
     earlier_connection: Callable[[str], PeerConnection | None] | None = None,
@@ -203,9 +224,7 @@ def test_small_stream_frames_queued_together_go_in_batches_each_counted() -> Non
             assert a.pc.counters.batches_out >= 1
             assert a.pc.counters.by_lane[PayloadType.STREAM_RELIABLE].frames_out == len(frames)
             assert b.pc.stream_frames_in == len(frames)
-            async with asyncio.timeout(5):  # every frame's bytes acknowledged
-                while a.pc.stats()["stream_inflight_bytes"] or a.pc._stream_unconfirmed:
-                    await asyncio.sleep(0.02)
+            await stream_frames_confirmed(a)
         finally:
             await a.pc.close()
             await b.pc.close()
@@ -218,14 +237,7 @@ def test_a_frame_that_cannot_be_handled_costs_only_itself_in_a_batch() -> None:
     # frame indices (what it confirms by) fell behind, and its window kept their bytes.
     async def scenario() -> None:
         a, b = await connected_pair()
-        handle = b.pc._cb.on_frame
-
-        def on_frame(pc: PeerConnection, lane: int, data: bytes) -> None:
-            if data == b"boom":
-                raise RuntimeError("a bug of ours, handling this frame")
-            handle(pc, lane, data)
-
-        b.pc._cb.on_frame = on_frame
+        raise_on_frame(b, b"boom", RuntimeError("a bug of ours, handling this frame"))
         try:
             small = [b"%d" % n * 16 for n in range(2000)]
             frames = [bytes(60_000)] * 6 + small[:1000] + [b"boom"] + small[1000:]
@@ -236,9 +248,7 @@ def test_a_frame_that_cannot_be_handled_costs_only_itself_in_a_batch() -> None:
             assert [data for _lane, data in b.frames] == [f for f in frames if f != b"boom"]
             assert b.pc.counters.malformed == 1
             assert b.pc.stream_frames_in == len(frames)
-            async with asyncio.timeout(5):  # every frame confirmed, its bytes acknowledged
-                while a.pc.stats()["stream_inflight_bytes"] or a.pc._stream_unconfirmed:
-                    await asyncio.sleep(0.02)
+            await stream_frames_confirmed(a)
         finally:
             await a.pc.close()
             await b.pc.close()
@@ -710,14 +720,7 @@ def test_malformed_messages_are_dropped_and_counted() -> None:
             ):
                 channel.send(b"\x03" + meta)
             # A frame whose handling fails (a bug of ours, say) costs that frame only.
-            deliver = b.pc._cb.on_frame
-
-            def failing_on_frame(pc: PeerConnection, lane: int, data: bytes) -> None:
-                if data == b"boom":
-                    raise ValueError("Value out of range")
-                deliver(pc, lane, data)
-
-            b.pc._cb.on_frame = failing_on_frame
+            raise_on_frame(b, b"boom", ValueError("Value out of range"))
             a.pc.enqueue(PayloadType.RPC_RELIABLE, b"boom")
             a.pc.enqueue(PayloadType.RPC_RELIABLE, b"still fine")
             await b.wait_frames(1)
