@@ -100,6 +100,15 @@ class Side:
                 await self.got.wait()
 
 
+def queue_behind_a_full_buffer(side: Side, small: list[bytes]) -> list[bytes]:
+    """Queue large stream frames that fill aiortc's buffer, then ``small`` ones, which
+    wait in the lane behind them as behind a busy link; returns every frame queued."""
+    frames = [bytes(60_000)] * 6 + small
+    for frame in frames:
+        side.pc.enqueue(PayloadType.STREAM_RELIABLE, frame)
+    return frames
+
+
 async def stream_frames_confirmed(side: Side, timeout_s: float = 5.0) -> None:
     """Wait until the other side confirmed every stream frame ``side`` sent and gave
     their bytes back to its window."""
@@ -214,11 +223,7 @@ def test_small_stream_frames_queued_together_go_in_batches_each_counted() -> Non
     async def scenario() -> None:
         a, b = await connected_pair()
         try:
-            # Large ones first fill aiortc's buffer: the small ones behind them wait in
-            # the lane, as behind a busy link.
-            frames = [bytes(60_000)] * 6 + [b"%d" % n * 16 for n in range(3000)]
-            for frame in frames:
-                a.pc.enqueue(PayloadType.STREAM_RELIABLE, frame)
+            frames = queue_behind_a_full_buffer(a, [b"%d" % n * 16 for n in range(3000)])
             await b.wait_frames(len(frames))
             assert [data for _lane, data in b.frames] == frames
             assert a.pc.counters.batches_out >= 1
@@ -240,9 +245,7 @@ def test_a_frame_that_cannot_be_handled_costs_only_itself_in_a_batch() -> None:
         raise_on_frame(b, b"boom", RuntimeError("a bug of ours, handling this frame"))
         try:
             small = [b"%d" % n * 16 for n in range(2000)]
-            frames = [bytes(60_000)] * 6 + small[:1000] + [b"boom"] + small[1000:]
-            for frame in frames:
-                a.pc.enqueue(PayloadType.STREAM_RELIABLE, frame)
+            frames = queue_behind_a_full_buffer(a, [*small[:1000], b"boom", *small[1000:]])
             await b.wait_frames(len(frames) - 1)
             assert a.pc.counters.batches_out >= 1  # "boom" went in a batch
             assert [data for _lane, data in b.frames] == [f for f in frames if f != b"boom"]
