@@ -90,6 +90,9 @@ class _FakeWorker:
             hwm=hwm,
             name=name,
             on_stream=self._on_stream,
+            # The first process of its instance, as a worker is until it is restarted: it
+            # takes a tell in doubt from a sender it never heard of (nothing read it).
+            first_of_instance=True,
         )
         # As a worker does once the directory names a gateway: frames from other nodes
         # come on the feed the gateway binds for it.
