@@ -1,6 +1,7 @@
 """The loop watch (``_loop_watch.py``) in a real process: a process
 that is stopped (SIGSTOP) is not reported as a blocked loop; a loop kept busy computing
-is."""
+is, on a ticking loop and on a watched one (a worker's); and an idle worker's loop
+sleeps."""
 
 from __future__ import annotations
 
@@ -12,35 +13,47 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 CHILD = textwrap.dedent(
     """
     import asyncio, logging, sys, time
-    from actrhost._loop_watch import LoopWatch
+    from actrhost._loop_watch import LoopWatch, watched_event_loop
 
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+
+    def block(seconds):
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:  # computing: the loop is blocked for real
+            pass
 
     async def main():
         watch = LoopWatch(0.3)
         watch.start()
         print("ready", flush=True)
         await asyncio.sleep(3.0)  # the parent stops and continues us meanwhile
-        until = time.monotonic() + 1.0
-        while time.monotonic() < until:  # computing: the loop is blocked for real
-            pass
+        block(1.0)
         await asyncio.sleep(0.5)
-        print(f"blocks {watch.blocks} pauses {watch.pauses}", flush=True)
+        block(0.2)  # under the threshold: not a block
+        await asyncio.sleep(0.5)
+        print(f"blocks {watch.blocks} pauses {watch.pauses} seconds {watch.blocked_s}")
         watch.stop()
 
-    asyncio.run(main())
+    if sys.argv[1] == "watched":
+        with asyncio.Runner(loop_factory=watched_event_loop) as runner:
+            runner.run(main())
+    else:
+        asyncio.run(main())
     """
 )
 
 
-def test_a_stopped_worker_is_not_reported_as_a_blocked_loop(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", ["ticking", "watched"])
+def test_a_stopped_worker_is_not_reported_as_a_blocked_loop(tmp_path: Path, loop: str) -> None:
     script = tmp_path / "child.py"  # a file, so that the stack shows its lines
     script.write_text(CHILD)
     child = subprocess.Popen(
-        [sys.executable, str(script)],
+        [sys.executable, str(script), loop],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -59,8 +72,38 @@ def test_a_stopped_worker_is_not_reported_as_a_blocked_loop(tmp_path: Path) -> N
             child.wait()
     assert child.returncode == 0, err
     # The pause: said as such, with no stack; the busy second: one block, with its stack.
-    _, blocks, _, pauses = out.split()
+    _, blocks, _, pauses, _, seconds = out.split()
     assert blocks == "1" and int(pauses) >= 1, err  # (a starved machine may pause it more)
     assert "this worker did not run for 1." in err
     assert err.count("the event loop has been blocked for") == 1
-    assert "while time.monotonic() < until" in err
+    assert "block(1.0)" in err and "while time.monotonic() < until" in err
+    assert "the event loop was blocked for 1." in err
+    # A ticking loop measures it within a tick (0.03 s); a watched one exactly.
+    assert 0.95 <= float(seconds) <= 1.3, err
+
+
+def test_an_idle_worker_sleeps(node_factory) -> None:
+    # Each idle worker woke 24 times a second until 2026-12-06 (the watch's loop ticks and
+    # thread, the check for its supervisor): 20 idle actors took 7 % of a CPU. Its loop
+    # now wakes once a second (that check), the watch's thread four times.
+    node = node_factory('[[actor]]\nname = "idle"\ntype = "test+Idle"\nhandler = "actors:Echo"\n')
+    pid = node.pid_of("idle")
+    time.sleep(0.5)  # (its start is over)
+    before = wake_ups(pid)
+    time.sleep(3.0)
+    after = wake_ups(pid)
+    woke = {thread: after[thread] - before.get(thread, 0) for thread in after}
+    assert woke["main"] <= 6, woke  # three, and a few for luck (72 before)
+    assert woke["others"] <= 16, woke  # the watch's twelve (30 before)
+
+
+def wake_ups(pid: int) -> dict[str, int]:
+    """Voluntary context switches (wake-ups from sleep) of the main thread of ``pid`` and
+    of its other threads but ZeroMQ's."""
+    out = {"main": 0, "others": 0}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        if not fields["Name"].startswith("ZMQbg"):
+            out["main" if tid == str(pid) else "others"] += int(fields["voluntary_ctxt_switches"])
+    return out

@@ -16,6 +16,7 @@ from setproctitle import setproctitle
 
 from .._config import load_node_config, resolve_handler
 from .._linux import set_parent_death_signal, supervisor_gone
+from .._loop_watch import watched_event_loop
 from ._worker import Worker
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,9 @@ def main(spec: WorkerSpec) -> int:
         log.debug("%r: set up in %.0f ms", worker, (time.monotonic() - started) * 1000)
         return await worker.run()
 
-    code = asyncio.run(amain())
+    # A loop whose watch needs no ticks: an idle worker sleeps (_loop_watch.py).
+    with asyncio.Runner(loop_factory=watched_event_loop) as runner:
+        code = runner.run(amain())
     if terminated and code == 0:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)

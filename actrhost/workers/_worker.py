@@ -45,8 +45,10 @@ log = logging.getLogger(__name__)
 
 #: How long a worker waits for its supervisor's first directory before giving up.
 HELLO_TIMEOUT_S = 10.0
-#: How often the worker checks that its supervisor is still alive (a fallback for
-#: PR_SET_PDEATHSIG, which cannot cover the instant between fork and prctl).
+#: How often a running worker checks that its supervisor is still alive (a fallback for
+#: PR_SET_PDEATHSIG, which cannot cover the instant between fork and prctl), and how
+#: often a stopping one does (it then shortens its grace).
+PARENT_WATCH_S = 1.0
 PARENT_CHECK_S = 0.25
 #: Grace period when the supervisor vanished: nobody waits for an orderly stop.
 ORPHAN_GRACE_S = 0.5
@@ -347,7 +349,7 @@ class Worker(Inbound, Outbound):
 
     async def _watch_parent(self) -> None:
         while True:
-            await asyncio.sleep(PARENT_CHECK_S)
+            await asyncio.sleep(PARENT_WATCH_S)  # (an idle worker's only wake-up)
             if self._parent_gone():
                 log.warning("%r: supervisor %d is gone; stopping", self, self.spec.supervisor_pid)
                 self.request_stop(orphaned=True)
