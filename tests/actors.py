@@ -468,8 +468,7 @@ class StreamSource(Actor):
         for n in range(params.get("frames", 0)):
             if n:
                 # A camera's pace, not a burst: media is newest-wins, so a burst may leave
-                # one frame, and a remote receiver's jitter buffer completes a frame only
-                # when the next one starts (docs/gateway.md, Media).
+                # one frame (docs/gateway.md, Media).
                 await asyncio.sleep(params.get("frame_interval_s", 1 / 30))
             frame = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
             ok = await ctx.send_media_sample(

@@ -68,7 +68,8 @@ _HALF_RANGE = 0x8000
 
 class VideoJitterBuffer(JitterBuffer):
     """aiortc's video jitter buffer, but a gap that stood for :data:`GAP_WAIT_S` is
-    dropped with what waits behind it."""
+    dropped with what waits behind it, and a frame is whole at its last packet (the RTP
+    marker), not only once the next frame starts."""
 
     def __init__(
         self,
@@ -123,6 +124,30 @@ class VideoJitterBuffer(JitterBuffer):
         """Whether a packet before ``origin + ahead`` is missing."""
         packets, capacity = self._packets, self._capacity
         return any(packets[(origin + i) % capacity] is None for i in range(ahead))
+
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        """The first frame, taken out, once whole: at its marked packet (aiortc's sender
+        marks a frame's last), or when the next frame starts (a sender that marks none).
+        aiortc's waits for the next frame: the last picture of a burst came only with
+        the next burst, and every picture a frame late."""
+        if self._origin is None:
+            return None
+        packets: list[RtpPacket] = []
+        for count in range(self._capacity):
+            packet = self._packets[(self._origin + count) % self._capacity]
+            if packet is None:
+                return None
+            if packets and packet.timestamp != packets[0].timestamp:
+                return self._take(packets)  # the next frame started
+            packets.append(packet)
+            if packet.marker:
+                return self._take(packets)
+        return None
+
+    def _take(self, packets: list[RtpPacket]) -> JitterFrame:
+        self.remove(len(packets))
+        data = b"".join(packet._data for packet in packets)  # type: ignore[attr-defined]
+        return JitterFrame(data=data, timestamp=packets[0].timestamp)
 
 
 class AudioJitterBuffer(JitterBuffer):
