@@ -5,15 +5,19 @@ sleeps."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
+
+from actrhost._loop_watch import BusySelector, LoopWatch
 
 CHILD = textwrap.dedent(
     """
@@ -107,3 +111,28 @@ def wake_ups(pid: int) -> dict[str, int]:
         if not fields["Name"].startswith("ZMQbg"):
             out["main" if tid == str(pid) else "others"] += int(fields["voluntary_ctxt_switches"])
     return out
+
+
+def test_a_block_over_before_the_watch_looked_is_counted(caplog) -> None:
+    # On a watched loop the thread looks every quarter threshold: a block that ended
+    # between two looks is in the selector's long stretches, and counts all the same.
+    watch = LoopWatch(0.2)
+    selector = watch._selector = BusySelector()
+    selector.busy_since = None  # the loop waits in select
+    watch.period_s = 0.02
+    now = time.monotonic()
+    selector.long_stretches.append((now - 1.0, now - 0.7))  # 0.3 s, over since 0.7 s
+    selector.long_stretches.append((now - 0.5, now - 0.45))  # (a short one is not a block)
+    thread = threading.Thread(target=watch._watch_busy)
+    with caplog.at_level(logging.WARNING, "actrhost._loop_watch"):
+        thread.start()
+        try:
+            deadline = time.monotonic() + 5
+            while selector.long_stretches and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            watch.stop()
+            thread.join(5)
+            selector.close()
+    assert watch.blocks == 1 and abs(watch.blocked_s - 0.3) < 1e-6
+    assert "blocked for 0.30 s (nothing else in this worker ran meanwhile), over" in caplog.text
