@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from aiortc import MediaStreamTrack
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -142,22 +143,17 @@ async def raw_peer_main() -> None:
     await pc.close()
 
 
-class QueuedTrack:
+class QueuedTrack(MediaStreamTrack):
     """An aiortc track whose frames this process queues when it wants them sent."""
 
-    def __new__(cls, kind: str) -> Any:
-        from aiortc import MediaStreamTrack
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
 
-        class Track(MediaStreamTrack):
-            def __init__(self) -> None:
-                super().__init__()
-                self.kind = kind
-                self.queue: asyncio.Queue[Any] = asyncio.Queue()
-
-            async def recv(self) -> Any:
-                return await self.queue.get()
-
-        return Track()
+    async def recv(self) -> Any:
+        """The next frame queued (aiortc's sender asks for each)."""
+        return await self.queue.get()
 
 
 async def raw_round(plan: list[tuple[float, str, int]]) -> tuple[dict, dict]:
