@@ -38,13 +38,18 @@ ever if none came (QA: 6 of 10, 26 of 30 samples arrived). Each audio RTP packet
 whole frame (one Opus packet per 20 ms), so :class:`AudioJitterBuffer` lets a packet out
 as soon as the ones before it are out, and waits for a missing one (reordered) at most
 :data:`AUDIO_GAP_WAIT_S`, the reordering aiortc's prefetch absorbed, before it goes on
-without it (the decoder conceals a lost packet).
+without it (the decoder conceals a lost packet). A timer ends that wait too: aiortc's
+receiver moves its buffer only when a packet arrives, so the frames behind a packet lost
+at the end of a burst waited for the track's next packet, for ever if none came, and then
+went to whatever route the track carried by then (:func:`_decode_late`).
 
 Only the gateway process calls :func:`install`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -53,6 +58,7 @@ import aiortc.rtcrtpreceiver
 from aiortc.codecs.base import Decoder
 from aiortc.jitterbuffer import MAX_MISORDER, JitterBuffer, JitterFrame
 from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtp import RtpPacket
 from aiortc.utils import uint16_add
 
@@ -152,7 +158,8 @@ class VideoJitterBuffer(JitterBuffer):
 
 class AudioJitterBuffer(JitterBuffer):
     """Audio packets in order, each let out as soon as the ones before it are (module
-    docstring); a missing one is waited for :data:`AUDIO_GAP_WAIT_S` at most."""
+    docstring); a missing one is waited for :data:`AUDIO_GAP_WAIT_S` at most, by the next
+    packet or, once :attr:`release_late` is set, by a timer of the running loop."""
 
     def __init__(self, capacity: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(capacity)
@@ -160,8 +167,12 @@ class AudioJitterBuffer(JitterBuffer):
         self._due: int | None = None  # the sequence number of the next packet to let out
         self._waiting: dict[int, RtpPacket] = {}  # packets behind a missing one
         self._gap_since: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
         #: How many times a missing packet was given up on.
         self.gaps_dropped = 0
+        #: Where the frames go that the timer lets out (with their packets' payload
+        #: type), as no packet's ``add`` returns them. None: only packets move the buffer.
+        self.release_late: Callable[[JitterFrame, int], None] | None = None
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         """Add a packet; (False: audio asks for no keyframe, the frames it lets out)."""
@@ -181,16 +192,54 @@ class AudioJitterBuffer(JitterBuffer):
             if self._gap_since is None:
                 self._gap_since = now
             if now - self._gap_since < AUDIO_GAP_WAIT_S:
+                self._wait_for_gap()
                 return False, None
-            due = self._due
-            self._due = min(self._waiting, key=lambda waiting: uint16_add(waiting, -due))
-            self.gaps_dropped += 1
+            self._skip_gap()
+        return False, self._let_out()
+
+    def _skip_gap(self) -> None:
+        """Give up on the missing packet(s): go on at the first packet waiting."""
+        due = self._due
+        assert due is not None
+        self._due = min(self._waiting, key=lambda waiting: uint16_add(waiting, -due))
+        self.gaps_dropped += 1
+
+    def _let_out(self) -> JitterFrame | None:
+        """The frames due, in order, up to the next gap (whose wait starts now)."""
+        assert self._due is not None
         frames = []
         while (waiting := self._waiting.pop(self._due, None)) is not None:
             frames.append(JitterFrame(waiting._data, waiting.timestamp))  # type: ignore[attr-defined]
             self._due = uint16_add(self._due, 1)
         self._gap_since = self._clock() if self._waiting else None
-        return False, _Frames(frames[0], frames[1:]) if len(frames) > 1 else frames[0]
+        self._wait_for_gap()
+        if not frames:
+            return None
+        return _Frames(frames[0], frames[1:]) if len(frames) > 1 else frames[0]
+
+    def _wait_for_gap(self) -> None:
+        """Have the timer end the current gap's wait (or stop it: no gap)."""
+        if self._gap_since is None or self.release_late is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return
+        if self._timer is None:
+            wait_s = self._gap_since + AUDIO_GAP_WAIT_S - self._clock()
+            self._timer = asyncio.get_running_loop().call_later(wait_s, self._gap_timed_out)
+
+    def _gap_timed_out(self) -> None:
+        self._timer = None
+        if self._gap_since is None or not self._waiting:
+            return
+        if self._clock() - self._gap_since < AUDIO_GAP_WAIT_S:
+            self._wait_for_gap()  # a later gap started meanwhile: wait for it in turn
+            return
+        payload_type = next(iter(self._waiting.values())).payload_type
+        self._skip_gap()
+        frame = self._let_out()
+        if frame is not None and self.release_late is not None:
+            self.release_late(frame, payload_type)
 
     def _start_at(self, sequence: int) -> int:
         self._waiting.clear()
@@ -249,11 +298,43 @@ def _route_retransmissions() -> None:
     RTCDtlsTransport._register_rtp_receiver = register  # type: ignore[method-assign]
 
 
+def _decode_late(receiver: RTCRtpReceiver, frame: JitterFrame, payload_type: int) -> None:
+    """Hand ``frame``, let out by its buffer's timer, to ``receiver``'s decoder, as
+    aiortc's receiver hands a frame that a packet completed (``_handle_rtp_packet``)."""
+    state = vars(receiver)
+    codec = state["_RTCRtpReceiver__codecs"].get(payload_type)
+    if codec is None or state["_RTCRtpReceiver__decoder_thread"] is None:
+        return  # stopped, or never started: as a packet would be, dropped
+    frame.timestamp = state["_RTCRtpReceiver__timestamp_mapper"].map(frame.timestamp)
+    state["_RTCRtpReceiver__decoder_queue"].put((codec, frame))
+
+
+def _release_late_audio() -> None:
+    original = RTCRtpReceiver.__init__
+
+    def init(self: RTCRtpReceiver, kind: str, transport: RTCDtlsTransport) -> None:
+        original(self, kind, transport)
+        buffer = vars(self).get("_RTCRtpReceiver__jitter_buffer")
+        if isinstance(buffer, AudioJitterBuffer):
+            if not _RECEIVER_STATE <= vars(self).keys():
+                raise RuntimeError("aiortc's RTP receiver changed: no decoder queue, codecs")
+            buffer.release_late = functools.partial(_decode_late, self)
+
+    RTCRtpReceiver.__init__ = init  # type: ignore[method-assign]
+
+
+#: What :func:`_decode_late` reads of aiortc's receiver (private: checked per receiver).
+_RECEIVER_STATE = {
+    f"_RTCRtpReceiver__{name}"
+    for name in ("codecs", "decoder_thread", "timestamp_mapper", "decoder_queue")
+}
+
+
 def install() -> None:
     """Route retransmissions to their receiver, and make aiortc's RTP receivers use
     :class:`VideoJitterBuffer` and :class:`AudioJitterBuffer` (and decode what they
-    release together). Gateway process only; idempotent; fails loudly if aiortc no
-    longer has the names it replaces."""
+    release together, or, for audio, on a timer). Gateway process only; idempotent;
+    fails loudly if aiortc no longer has the names it replaces."""
     module = aiortc.rtcrtpreceiver
     current = getattr(module, "JitterBuffer", None)
     if current is _jitter_buffer:
@@ -262,5 +343,6 @@ def install() -> None:
     if current is not JitterBuffer or get_decoder is None:
         raise RuntimeError("aiortc's RTP receiver changed: no JitterBuffer or get_decoder")
     _route_retransmissions()
+    _release_late_audio()
     module.JitterBuffer = _jitter_buffer  # type: ignore[misc, assignment]
     module.get_decoder = lambda codec: _DecodeAll(get_decoder(codec))
