@@ -31,13 +31,21 @@ wakes from ``select`` and when it goes back to it: the thread reads that, so the
 loop is never woken, and a block is measured exactly, from when the loop woke to when it
 waited again. That lets the thread look four times per threshold instead of ten: a
 block that ends before it looks is still counted (the selector keeps each stretch of a
-threshold or more), only without a stack. The gateway runs on uvloop, whose selector
-is not ours: it ticks.
+threshold or more), only without a stack.
+
+**The gateway's loop ticks only when busy** (since 2026-12-07). It runs on uvloop, whose
+selector is not ours. The thread reads where the loop's thread sleeps in the kernel
+(``/proc/self/task/<tid>/wchan``): waiting in ``epoll`` is an idle loop, which counts
+as a tick, and the thread asks the loop for a tick (``call_soon_threadsafe``) only when
+it finds it elsewhere. An idle gateway's loop was woken ten times a second by its ticks.
+Where the kernel does not say (``wchan`` reads ``0``), every look asks for a tick, which
+is what the ticks cost before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import selectors
 import sys
@@ -116,7 +124,7 @@ class LoopWatch:
         self.threshold_s = threshold_s
         self.process = process
         self.waiting = waiting
-        #: How often the loop ticks and the thread looks: a tenth of the threshold, so
+        #: How often the thread looks (and asks a busy loop to tick): a tenth of the threshold, so
         #: a block is measured and told within 10 % (QA: with a quarter, blocks up to
         #: 1.5 x the threshold went uncounted, as the gap minus a period was compared).
         #: On a watched loop (no ticks, exact times) the thread looks every quarter.
@@ -132,13 +140,13 @@ class LoopWatch:
         self._stopped = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._selector: BusySelector | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._tick_asked = False  # a tick is in the loop's queue
         self._thread: threading.Thread | None = None
         self._main_ident = threading.get_ident()
+        self._wchan = ""  # where the loop's thread sleeps in the kernel (/proc)
 
     def start(self) -> None:
-        """Begin watching (in a daemon thread), and ticking (in the loop's thread) unless
-        the loop is a watched one (:func:`watched_event_loop`)."""
+        """Begin watching (in a daemon thread); call it in the loop's thread."""
         self._loop = asyncio.get_running_loop()
         self._main_ident = threading.get_ident()
         self._selector = _SELECTORS.get(self._loop)
@@ -148,7 +156,7 @@ class LoopWatch:
             watch = self._watch_busy
         else:
             self._last_tick = time.monotonic()
-            self._timer = self._loop.call_later(self.period_s, self._tick)
+            self._wchan = f"/proc/self/task/{threading.get_native_id()}/wchan"
             watch = self._watch
         self._thread = threading.Thread(target=watch, name="actrhost-loop-watch", daemon=True)
         self._thread.start()
@@ -158,13 +166,10 @@ class LoopWatch:
         return {"loop_blocks": self.blocks, "loop_blocked_seconds": round(self.blocked_s, 3)}
 
     def stop(self) -> None:
-        """Stop ticking and watching (the thread ends within one period)."""
+        """Stop watching (the thread ends within one period)."""
         self._stopped.set()
         if self._selector is not None:
             self._selector.threshold_s = float("inf")
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
     # -- a ticking loop ------------------------------------------------------------------
 
@@ -174,10 +179,9 @@ class LoopWatch:
             late_s = now - self._last_tick - self.period_s / 2  # the block, give or take
             warned, self._warned = self._warned, False
             self._last_tick = now
+            self._tick_asked = False
         if warned:
             self._ended(late_s)
-        if not self._stopped.is_set() and self._loop is not None:
-            self._timer = self._loop.call_later(self.period_s, self._tick)
 
     def _watch(self) -> None:
         watched_at, cpu_at = time.monotonic(), time.process_time()
@@ -188,12 +192,29 @@ class LoopWatch:
                     if not self._warned:  # (a block under way before the pause still counts)
                         self._last_tick = max(self._last_tick, now - self.period_s)
             watched_at, cpu_at = now, cpu
+            waiting = self._loop_waits()
             with self._lock:
-                blocked_s = now - self._last_tick
-                if self._warned or blocked_s < self.threshold_s:
+                if waiting and not self._warned:
+                    self._last_tick = now  # idle in epoll: as good as a tick
                     continue
-                self._warned = True
-            self._blocked(blocked_s)
+                ask, self._tick_asked = not self._tick_asked, True
+                blocked_s = now - self._last_tick
+                warn = not self._warned and blocked_s >= self.threshold_s
+                self._warned = self._warned or warn
+            if ask and self._loop is not None:
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    self._loop.call_soon_threadsafe(self._tick)
+            if warn:
+                self._blocked(blocked_s)
+
+    def _loop_waits(self) -> bool:
+        """Whether the loop's thread sleeps in ``epoll`` (waits for events) right now."""
+        try:
+            with open(self._wchan) as wchan:
+                where = wchan.read()
+        except OSError:
+            return False
+        return "epoll" in where or where == "ep_poll"  # (the name varies with the kernel)
 
     # -- a watched loop ------------------------------------------------------------------
 

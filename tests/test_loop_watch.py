@@ -1,10 +1,11 @@
 """The loop watch (``_loop_watch.py``) in a real process: a process
 that is stopped (SIGSTOP) is not reported as a blocked loop; a loop kept busy computing
-is, on a ticking loop and on a watched one (a worker's); and an idle worker's loop
-sleeps."""
+is, on a ticking loop (asyncio's, uvloop as in the gateway) and on a watched one (a
+worker's); and an idle loop of either kind sleeps."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from actrhost._loop_watch import BusySelector, LoopWatch
 
@@ -46,13 +48,17 @@ CHILD = textwrap.dedent(
     if sys.argv[1] == "watched":
         with asyncio.Runner(loop_factory=watched_event_loop) as runner:
             runner.run(main())
+    elif sys.argv[1] == "uvloop":  # as in the gateway
+        import uvloop
+
+        uvloop.run(main())
     else:
         asyncio.run(main())
     """
 )
 
 
-@pytest.mark.parametrize("loop", ["ticking", "watched"])
+@pytest.mark.parametrize("loop", ["ticking", "uvloop", "watched"])
 def test_a_stopped_worker_is_not_reported_as_a_blocked_loop(tmp_path: Path, loop: str) -> None:
     script = tmp_path / "child.py"  # a file, so that the stack shows its lines
     script.write_text(CHILD)
@@ -99,6 +105,32 @@ def test_an_idle_worker_sleeps(node_factory) -> None:
     woke = {thread: after[thread] - before.get(thread, 0) for thread in after}
     assert woke["main"] <= 6, woke  # three, and a few for luck (72 before)
     assert woke["others"] <= 16, woke  # the watch's twelve (30 before)
+
+
+def test_an_idle_ticking_loop_is_not_woken() -> None:
+    # The gateway's loop (uvloop: its selector is not ours) was woken ten times a second
+    # by the watch's ticks; the watch now sees it wait in epoll and asks for none.
+    woke: list[int] = []
+
+    def switches() -> int:
+        status = Path(f"/proc/self/task/{threading.get_native_id()}/status").read_text()
+        return int(status.split("voluntary_ctxt_switches:\t")[1].split()[0])
+
+    async def idle() -> None:
+        watch = LoopWatch(1.0)  # looks every 0.1 s
+        watch.start()
+        try:
+            await asyncio.sleep(0.3)
+            before = switches()
+            await asyncio.sleep(2.0)
+            woke.append(switches() - before)
+        finally:
+            watch.stop()
+
+    thread = threading.Thread(target=uvloop.run, args=(idle(),))
+    thread.start()
+    thread.join(10)
+    assert woke and woke[0] <= 5, woke  # 20 before: 2 s of ticks
 
 
 def wake_ups(pid: int) -> dict[str, int]:
