@@ -49,7 +49,7 @@ def gateway_process_setup() -> Iterator[None]:
         skip_stun_parse_for_media,
         use_host_addresses,
     )
-    from actrhost.gateway._media import skip_rtcp_of_silent_tracks
+    from actrhost.gateway._rtcp import skip_rtcp_of_silent_tracks
 
     _sctp.install()
     _sctp_loss.install()

@@ -738,11 +738,14 @@ def test_malformed_messages_are_dropped_and_counted() -> None:
     run(scenario())
 
 
-def test_only_media_tracks_that_sent_a_frame_send_rtcp(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_only_media_tracks_that_carry_media_run_rtcp(monkeypatch: pytest.MonkeyPatch) -> None:
     # Eight media tracks per connection, mostly idle: aiortc would send a sender report
-    # from each, every second, from the start.
+    # from each, every second, from the start, and each sender's and receiver's RTCP
+    # loop would wake every 0.5-1.5 s (16 wake-ups a second per idle connection).
     import fractions
 
+    import aiortc.rtcrtpreceiver
+    import aiortc.rtcrtpsender
     import av
     import numpy as np
     from aiortc.rtcdtlstransport import RTCDtlsTransport
@@ -756,6 +759,20 @@ def test_only_media_tracks_that_sent_a_frame_send_rtcp(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(RTCDtlsTransport, "_send_rtp", counting)
 
+    class Turns:
+        """aiortc's RTCP loops draw their next interval from ``random.random()``."""
+
+        def __init__(self) -> None:
+            self.count = 0
+
+        def random(self) -> float:
+            self.count += 1
+            return 0.0  # every 0.5 s
+
+    turns = {"sender": Turns(), "receiver": Turns()}
+    monkeypatch.setattr(aiortc.rtcrtpsender, "random", turns["sender"])
+    monkeypatch.setattr(aiortc.rtcrtpreceiver, "random", turns["receiver"])
+
     def ssrcs_sent_by(transport: Any) -> set[int]:
         # RTP carries its SSRC at bytes 8-12; an RTCP packet (type 200-207) at 4-8.
         return {
@@ -764,21 +781,36 @@ def test_only_media_tracks_that_sent_a_frame_send_rtcp(monkeypatch: pytest.Monke
             if owner is transport
         }
 
+    def reported_on(transport: Any) -> set[int]:
+        """The sources of the receiver reports ``transport`` sent (first report block)."""
+        return {
+            int.from_bytes(data[8:12], "big")
+            for owner, data in sent
+            if owner is transport and data[1] == 201 and data[0] & 0x1F
+        }
+
     async def scenario() -> None:
         a, b = await connected_pair()
         try:
             transceivers = a.pc._pc.getTransceivers()  # type: ignore[union-attr]
             assert len(transceivers) == 2 * TUNING.media_tracks
             transport = transceivers[0].sender.transport
-            await asyncio.sleep(1.6)  # every sender's report timer fired (0.5-1.5 s)
+            theirs = b.pc._pc.getTransceivers()[0].receiver.transport  # type: ignore[union-attr]
+            await asyncio.sleep(1.6)  # every RTCP loop would have turned (0.5-1.5 s)
             assert ssrcs_sent_by(transport) == set()
+            assert turns["sender"].count == turns["receiver"].count == 0
             frame = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
             frame.pts = 0
             frame.time_base = fractions.Fraction(1, 90000)
             a.pc.media_sender.tracks("video")[0].push(frame, {"op": "media", "k": "video"})
             await asyncio.sleep(1.6)
             # The RTP of that one frame and that sender's reports: no other sender's.
-            assert ssrcs_sent_by(transport) == {transceivers[0].sender._ssrc}
+            ssrc = transceivers[0].sender._ssrc
+            assert ssrcs_sent_by(transport) == {ssrc}
+            # That sender's loop and B's receiver's turn, every 0.5 s: no others.
+            counts = {side: t.count for side, t in turns.items()}
+            assert 2 <= counts["sender"] <= 4 and 2 <= counts["receiver"] <= 4, counts
+            assert reported_on(theirs) == {ssrc}
         finally:
             await a.pc.close()
             await b.pc.close()

@@ -23,7 +23,7 @@ from .._linux import set_parent_death_signal, supervisor_gone
 from . import _dtls, _jitter, _sctp, _sctp_loss
 from ._gateway import Gateway
 from ._ice import enlarge_receive_buffers, skip_stun_parse_for_media, use_host_addresses
-from ._media import skip_rtcp_of_silent_tracks
+from ._rtcp import skip_rtcp_of_silent_tracks
 from ._spec import SPEC_ENV, GatewaySpec
 
 

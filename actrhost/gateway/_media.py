@@ -52,7 +52,7 @@ from typing import Any
 
 import av
 import numpy as np
-from aiortc import MediaStreamTrack, RTCRtpSender
+from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
 from .._envelope import MEDIA, StreamFrame
@@ -125,7 +125,8 @@ class OutboundTrack(MediaStreamTrack):
         self._ready = asyncio.Event()
         self._on_taken = on_taken
         self.dropped = 0
-        self.started = False  # a frame went to the encoder (see skip_rtcp_of_silent_tracks)
+        #: Set once a frame went to the encoder (RTCP begins then: gateway/_rtcp.py).
+        self.sending = asyncio.Event()
         self.next_index = 0  # video: the number of the next frame the encoder takes
 
     def push(self, frame: Any, meta: dict[str, Any]) -> None:
@@ -143,7 +144,7 @@ class OutboundTrack(MediaStreamTrack):
                 raise MediaStreamError
             self._ready.clear()
             await self._ready.wait()
-        self.started = True
+        self.sending.set()
         frame, meta = self._frames.popleft()
         if self.kind == "video":
             frame.pts = self.next_index * VIDEO_PTS_STEP
@@ -156,31 +157,6 @@ class OutboundTrack(MediaStreamTrack):
         """End the track; a waiting ``recv`` raises MediaStreamError."""
         super().stop()
         self._ready.set()
-
-
-def skip_rtcp_of_silent_tracks() -> None:
-    """Tracks that never sent a frame send no RTCP either.
-
-    aiortc's RTP sender sends a sender report (and SDES) every second from the moment the
-    connection is up, whether or not it ever sent media; RFC 3550 §6.4 has sender reports
-    from active senders only. With eight tracks per connection, mostly idle, those reports
-    were most of an idle connection's CPU. Gateway process only; idempotent.
-    """
-    cls = RTCRtpSender
-    original = getattr(cls, "_send_rtcp", None)
-    if original is None:
-        raise RuntimeError("aiortc's RTCRtpSender changed: no _send_rtcp")
-    if getattr(original, "_actrhost_quiet", False):
-        return
-
-    async def send_rtcp(self: Any, packets: Any) -> None:
-        track = self.track
-        if isinstance(track, OutboundTrack) and not track.started:
-            return
-        await original(self, packets)
-
-    send_rtcp._actrhost_quiet = True  # type: ignore[attr-defined]
-    cls._send_rtcp = send_rtcp  # type: ignore[method-assign]
 
 
 @dataclass
