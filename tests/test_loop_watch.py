@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -87,9 +88,10 @@ def test_a_stopped_worker_is_not_reported_as_a_blocked_loop(tmp_path: Path, loop
     assert "this worker did not run for 1." in err
     assert err.count("the event loop has been blocked for") == 1
     assert "block(1.0)" in err and "while time.monotonic() < until" in err
-    assert "the event loop was blocked for 1." in err
-    # A ticking loop measures it within a tick (0.03 s); a watched one exactly.
-    assert 0.95 <= float(seconds) <= 1.3, err
+    # A ticking loop measures it within half a tick (0.015 s) either way; a watched one
+    # exactly. (The warning said "1." only in most runs: 0.99 s is a right answer too.)
+    (ended,) = re.findall(r"the event loop was blocked for (\d+\.\d+) s", err)
+    assert 0.95 <= float(ended) <= 1.3 and 0.95 <= float(seconds) <= 1.3, err
 
 
 def test_an_idle_worker_sleeps(node_factory) -> None:
