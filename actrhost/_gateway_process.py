@@ -103,6 +103,8 @@ class GatewayProcess:
             "supervisor_pid": os.getpid(),
             "identity_path": str(self.identity_path),
             "shm_prefix": self._shm_prefix,
+            # Restarted or not, each process of the gateway is a new incarnation.
+            "incarnation": self.restarts,
             "instances": [
                 {
                     "name": name,

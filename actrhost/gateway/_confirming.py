@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .._tell_origin import origin_field, session_key
@@ -150,23 +151,32 @@ class Confirming(Handover):
             self._delivering = Delivering(slot, index, named.session, named.index, in_doubt)
         self._tells_delivered = 0
 
-    def receipt(self, sent: Any) -> Receipt | None:
-        """For the owner, from inside ``on_frame`` of a tell or a reliable stream chunk,
-        once per frame: its message (the chunk) is not confirmed to its sender while the
-        receipt is alive (module ``_carry``, :class:`~._carry.HeldTells`), and the
-        receipt says where it came from (module ``actrhost._tell_origin``): the origin
-        its sending worker stamped on it (``sent``, a tell's), else where it first
-        arrived."""
+    def receipt(self, sent: Any, target: Hashable = None) -> Receipt | None:
+        """For the owner, from inside ``on_frame`` of a tell or a reliable stream chunk
+        for ``target``, once per frame: its message (the chunk) is not confirmed to its
+        sender while the receipt is alive (module ``_carry``, :class:`~._carry.HeldTells`),
+        and the receipt says where it came from (module ``actrhost._tell_origin``): the
+        origin its sending worker stamped on it (``sent``, a tell's), else where it first
+        arrived. A stamped one is in doubt if this gateway received it before, and not
+        if it never did (``Callbacks.received_before``), whatever the sender said."""
         now = self._delivering
         if now is None:
             return None
         position = self._tells_delivered
         self._tells_delivered += 1
         if sent is not None:
-            in_doubt = now.in_doubt or sent.in_doubt
             # The sender's key as that node's alone: another node naming it in a tell
             # of its own cannot move the mark of that sender's tells.
             session = sent.session ^ self._node_key
+            seen = self._cb.received_before(
+                (session, sent.channel, target), (sent.index, sent.position)
+            )
+            in_doubt = now.in_doubt or sent.in_doubt
+            if in_doubt and seen is False:
+                in_doubt = False  # never reached this node before: nobody read it
+                self.counters.in_doubt_cleared += 1
+            elif seen:
+                in_doubt = True  # an original after its copy: the worker judges it
             origin = origin_field(session, sent.channel, sent.index, sent.position, in_doubt)
         else:
             in_doubt = now.in_doubt

@@ -56,6 +56,7 @@ from ._peer import Callbacks, PeerConnection, wait_for_closing_connections
 from ._remote import RemoteNode
 from ._spec import GatewaySpec, acl_rules, credential_hex, register
 from ._stream_hold import StreamHold
+from ._tells_received import TellsReceived
 from ._to_workers import Backlog
 from ._trust import Parked
 from ._types import CALLS, MEDIA, STREAMS, LinkState, Tuning
@@ -175,6 +176,8 @@ class Gateway(Nodes, Outbound, Inbound):
         self._in_ids = itertools.count(1)
         self._out_ids = itertools.count(1)
         self._rings = RingReaders(spec.shm_prefix)
+        # The first gateway of its node saw every tell and chunk its workers got.
+        self._tells_received = TellsReceived(complete=spec.incarnation == 0)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._callbacks = Callbacks(
             on_frame=self._on_link_frame,
@@ -183,6 +186,7 @@ class Gateway(Nodes, Outbound, Inbound):
             on_pressure=self._on_link_pressure,
             on_media=self._deliver_media,
             parse_id=ActrId.parse,
+            received_before=self._tells_received.judge,
         )
 
     def __repr__(self) -> str:

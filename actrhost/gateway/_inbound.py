@@ -14,7 +14,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from .. import _envelope as wire
@@ -183,13 +183,19 @@ class Inbound(Trust, ToWorkers, Notices):
             receipt = window = None
             if isinstance(item, Envelope):
                 if item.direction == TELL:
-                    receipt = pc.receipt(wire.tell_origin(item))
+                    receipt = pc.receipt(wire.tell_origin(item), self._instance_of(item.target))
             elif lane == PayloadType.STREAM_RELIABLE:
                 window = WindowShare(pc, len(data))  # as it came (WindowShare)
-                receipt = pc.receipt(item.origin)
+                receipt = pc.receipt(item.origin, self._instance_of(item.target))
                 if item.origin is not None:  # the receipt says where it came from
                     data = without_appended_origin(data)
             self._from_node(pc, lane, item, data, receipt=receipt, window=window)
+
+    def _instance_of(self, target: ActrId | None) -> Hashable:
+        """The local actor instance ``target`` names, (name, index), whichever of its ids
+        the sender used; the id itself if it names none here."""
+        entry = self.directory.get(target) if target is not None else None
+        return (entry.name, entry.index) if entry is not None else target
 
     def _from_node(
         self,

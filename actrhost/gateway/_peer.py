@@ -69,6 +69,10 @@ def _no_earlier_connections(session_id: str) -> PeerConnection | None:
     return None
 
 
+def _cannot_say(lane: Any, origin: tuple[int, int]) -> bool | None:
+    return None
+
+
 @dataclass
 class Callbacks:
     """How a peer connection reports to its owner (all called synchronously)."""
@@ -82,6 +86,10 @@ class Callbacks:
     #: An earlier connection with the same node, by session id (None: not remembered);
     #: what it received says what a successor's ``again`` repeats (module ``_carry``).
     earlier_connection: Callable[[str], PeerConnection | None] = _no_earlier_connections
+    #: Whether this gateway received a sender-stamped tell or chunk before: (sender,
+    #: lane, target), (index, position) -> True, False, or None: cannot say (module
+    #: ``_tells_received``, :meth:`~._tells_received.TellsReceived.judge`).
+    received_before: Callable[[Any, tuple[int, int]], bool | None] = _cannot_say
 
 
 class PeerConnection(Confirming):

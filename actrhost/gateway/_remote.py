@@ -106,6 +106,7 @@ class RemoteNode:
             on_media=callbacks.on_media,
             parse_id=callbacks.parse_id,
             earlier_connection=self._earlier.get,
+            received_before=callbacks.received_before,
         )
         self.counters = LinkCounters()
         #: The node's config name, from its gateway's "hello" ("" until it arrives).

@@ -5,8 +5,9 @@ The spec is JSON in the environment variable :data:`SPEC_ENV` (docs/gateway.md):
 ``control_endpoint`` (the supervisor's control ROUTER), ``supervisor_pid``, ``identity_path``
 (the node's key and certificate, ``_identity.py``), ``shm_prefix`` (the node's prefix of
 shared-memory names: the only rings the gateway attaches),
-``instances`` [{``name``, ``index``, ``type``, ``previous_id``, ``previous_credential_hex``}]
-and, optionally, ``tuning`` (overrides of :class:`~._peer.Tuning`, for tests).
+``instances`` [{``name``, ``index``, ``type``, ``previous_id``, ``previous_credential_hex``}],
+``incarnation`` (how many gateway processes of this node run came before this one) and,
+optionally, ``tuning`` (overrides of :class:`~._peer.Tuning`, for tests).
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class GatewaySpec:
     shm_prefix: str
     instances: tuple[InstanceSpec, ...]
     tuning: dict[str, float]
+    #: How many gateway processes of this node run came before this one (0: the first,
+    #: which received every tell its workers got from other nodes: ``_tells_received``).
+    incarnation: int
 
     @classmethod
     def from_json(cls, text: str) -> GatewaySpec:
@@ -78,6 +82,7 @@ class GatewaySpec:
                 shm_prefix=str(raw["shm_prefix"]),
                 instances=instances,
                 tuning=tuning,
+                incarnation=int(raw["incarnation"]),
             )
         except (KeyError, TypeError, ValueError, BadRequest) as exc:
             raise ValueError(f"invalid {SPEC_ENV}: {exc}") from None

@@ -79,7 +79,9 @@ class _FakeWorker:
     """One actor instance: an inbound ROUTER and feed (the RpcEndpoint) that serve the
     routes."""
 
-    def __init__(self, zctx: zmq.Context, endpoint: str, name: str, hwm: int) -> None:
+    def __init__(
+        self, zctx: zmq.Context, endpoint: str, name: str, hwm: int, first_of_instance: bool
+    ) -> None:
         self.name = name
         self.endpoint = endpoint
         self.received = Received()
@@ -90,9 +92,9 @@ class _FakeWorker:
             hwm=hwm,
             name=name,
             on_stream=self._on_stream,
-            # The first process of its instance, as a worker is until it is restarted: it
-            # takes a tell in doubt from a sender it never heard of (nothing read it).
-            first_of_instance=True,
+            # The first process of its instance (as a worker is until it is restarted)
+            # takes a tell in doubt from a sender it never heard of: nothing read it.
+            first_of_instance=first_of_instance,
         )
         # As a worker does once the directory names a gateway: frames from other nodes
         # come on the feed the gateway binds for it.
@@ -180,6 +182,7 @@ class HarnessNode:
         hwm: int = 10000,
         log_level: str = "warning",
         env: dict[str, str] | None = None,
+        restarted_workers: bool = False,
     ) -> None:
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -223,6 +226,11 @@ class HarnessNode:
         #: More directory fields by actor name (``given_up``, ``restart_requested``).
         self.entry_fields: dict[str, dict[str, Any]] = {}
         self.process: subprocess.Popen[bytes] | None = None
+        #: Gateway processes started so far (the next one's ``incarnation``).
+        self.gateways_spawned = 0
+        #: Its workers play restarted processes of their actors, which know nothing of
+        #: what their predecessors read (they drop a tell in doubt from a new sender).
+        self.restarted_workers = restarted_workers
         self.gateway_state = ""
         self.registered = 0
         self._stats: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -254,7 +262,9 @@ class HarnessNode:
                     raise RuntimeError(f"{self!r}: gateway exited: {self.log_text()[-2000:]}")
         for index, (actor_name, *_rest) in enumerate(self.actor_specs):
             endpoint = f"ipc://{self._sock_dir}/a{index}.sock"
-            worker = _FakeWorker(self._zctx, endpoint, actor_name, self.hwm)
+            worker = _FakeWorker(
+                self._zctx, endpoint, actor_name, self.hwm, not self.restarted_workers
+            )
             worker.actr_id = self.ids[actor_name]
             self.workers[actor_name] = worker
         self.send_directory()
@@ -271,6 +281,7 @@ class HarnessNode:
             "supervisor_pid": os.getpid(),
             "identity_path": str(self.identity_path),
             "shm_prefix": node_prefix(self._sock_dir),
+            "incarnation": self.gateways_spawned,
             "instances": [
                 {
                     "name": n,
@@ -300,6 +311,7 @@ class HarnessNode:
         self.process = subprocess.Popen(
             cmd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
         )
+        self.gateways_spawned += 1
         log.close()
 
     def send_directory(self) -> None:

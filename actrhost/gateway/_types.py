@@ -121,6 +121,10 @@ class LinkCounters:
     #: know (it restarted since): handed on in doubt, for their workers to drop those
     #: they had read (``tells_duplicates_dropped`` in the actors' counters).
     tells_in_doubt: int = 0
+    #: Tells and reliable chunks their sender sent again in doubt (its gateway died)
+    #: that this gateway had never received: handed on as new (``_tells_received``), so
+    #: that a restarted worker that never heard of their sender runs them.
+    in_doubt_cleared: int = 0
     media: MediaCounters = field(default_factory=MediaCounters)
     #: The same LaneCounters by lane number (PayloadType value): found per frame, where
     #: building the enum and its lower-case name costs more than the counting.
@@ -138,5 +142,6 @@ class LinkCounters:
             "batches_out": self.batches_out,
             "duplicates_dropped": self.duplicates_dropped,
             "tells_in_doubt": self.tells_in_doubt,
+            "in_doubt_cleared": self.in_doubt_cleared,
             "media": dict(vars(self.media)),
         }
