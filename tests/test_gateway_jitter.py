@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
+from collections.abc import Callable
 from typing import Any
 
 import av
@@ -289,22 +290,27 @@ def test_audio_behind_a_packet_lost_at_the_end_of_a_burst_goes_on_a_timer():
 # -- two real connections in one process (tests/test_gateway_peer.py) ----------------------
 
 
+def media_frame(track: str, kind: str, timestamp: int, array: np.ndarray) -> StreamFrame:
+    """A raw media sample of ``kind`` on ``track``, as a worker hands it to the gateway."""
+    return StreamFrame(
+        MEDIA,
+        track,
+        source="src",
+        target="dst",
+        payload_type=PayloadType.MEDIA_RTP,
+        timestamp=timestamp,
+        payload=array.tobytes(),
+        array_meta=encode_array_meta(array.dtype, array.shape),
+        codec="raw",
+        media_type=kind,
+    )
+
+
 def bar_frame(n: int) -> StreamFrame:
     """Video sample ``n`` (timestamp 3000 n): a 64 by 48 picture, a bar at x = 4n mod 64."""
     image = np.zeros((48, 64, 3), np.uint8)
     image[:, (4 * n) % 64 : (4 * n) % 64 + 4] = 255
-    return StreamFrame(
-        MEDIA,
-        "cam",
-        source="src",
-        target="dst",
-        payload_type=PayloadType.MEDIA_RTP,
-        timestamp=n * 3000,
-        payload=image.tobytes(),
-        array_meta=encode_array_meta(image.dtype, image.shape),
-        codec="raw",
-        media_type="video",
-    )
+    return media_frame("cam", "video", n * 3000, image)
 
 
 def send_bar(side: Side, n: int) -> None:
@@ -317,6 +323,18 @@ def bar_position(sample: StreamFrame) -> int:
     dtype, shape = decode_array_meta(sample.array_meta)
     image = np.frombuffer(sample.payload, dtype=dtype).reshape(shape)
     return int(np.argmax(image.mean(axis=(0, 2)))) // 4
+
+
+def lose_packets(monkeypatch: pytest.MonkeyPatch, lost: Callable[[Any, RtpPacket], bool]) -> None:
+    """aiortc's RTP receivers drop each packet for which ``lost(receiver, packet)``, as if
+    it never came."""
+    original = RTCRtpReceiver._handle_rtp_packet
+
+    async def lossy(self: Any, packet: RtpPacket, arrival_time_ms: int) -> None:
+        if not lost(self, packet):
+            await original(self, packet, arrival_time_ms)
+
+    monkeypatch.setattr(RTCRtpReceiver, "_handle_rtp_packet", lossy)
 
 
 async def wait_media(side: Side, count: int, timeout_s: float = 10.0) -> None:
@@ -356,19 +374,18 @@ def test_a_lost_video_packet_is_repaired_by_its_retransmission(
     # The 20th packet of the camera's stream is lost on its first way; the NACK's
     # retransmission (RTX) must reach the track: aiortc dropped it (two and more video
     # transceivers share its payload type), and a 0.5 s hole followed every loss (QA).
-    original = RTCRtpReceiver._handle_rtp_packet
     seen: dict[int, int] = {}
     lost: list[int] = []
 
-    async def lossy(self: Any, packet: RtpPacket, arrival_time_ms: int) -> None:
+    def twentieth(receiver: Any, packet: RtpPacket) -> bool:
         first_ssrc = next(iter(seen), packet.ssrc)
         seen[packet.ssrc] = seen.get(packet.ssrc, 0) + 1
         if packet.ssrc == first_ssrc and seen[packet.ssrc] == 20 and not lost:
             lost.append(packet.sequence_number)
-            return
-        await original(self, packet, arrival_time_ms)
+            return True
+        return False
 
-    monkeypatch.setattr(RTCRtpReceiver, "_handle_rtp_packet", lossy)
+    lose_packets(monkeypatch, twentieth)
 
     async def scenario() -> None:
         a, b = await connected_pair()
@@ -399,35 +416,22 @@ def test_audio_behind_a_lost_packet_arrives_though_no_more_comes(
 ) -> None:
     # A burst of ten 20 ms samples whose eighth packet is lost: the last two came only
     # with the track's next packet (here: never); now AUDIO_GAP_WAIT_S after the loss.
-    original = RTCRtpReceiver._handle_rtp_packet
     audio_packets: list[int] = []
 
-    async def lossy(self: Any, packet: RtpPacket, arrival_time_ms: int) -> None:
-        if vars(self)["_RTCRtpReceiver__kind"] == "audio":
-            audio_packets.append(packet.sequence_number)
-            if len(audio_packets) == 8:
-                return
-        await original(self, packet, arrival_time_ms)
+    def eighth_audio(receiver: Any, packet: RtpPacket) -> bool:
+        if vars(receiver)["_RTCRtpReceiver__kind"] != "audio":
+            return False
+        audio_packets.append(packet.sequence_number)
+        return len(audio_packets) == 8
 
-    monkeypatch.setattr(RTCRtpReceiver, "_handle_rtp_packet", lossy)
+    lose_packets(monkeypatch, eighth_audio)
 
     async def scenario() -> None:
         a, b = await connected_pair()
         try:
             for n in range(10):
                 tone = (np.sin(np.arange(960 * n, 960 * (n + 1)) / 8) * 8000).astype(np.int16)
-                frame = StreamFrame(
-                    MEDIA,
-                    "mic",
-                    source="src",
-                    target="dst",
-                    payload_type=PayloadType.MEDIA_RTP,
-                    timestamp=n * 960,
-                    payload=tone.tobytes(),
-                    array_meta=encode_array_meta(tone.dtype, tone.shape),
-                    codec="raw",
-                    media_type="audio",
-                )
+                frame = media_frame("mic", "audio", n * 960, tone)
                 assert a.pc.send_media(frame, frame.payload, frame.array_meta, "audio")
                 await asyncio.sleep(0.02)
             await asyncio.sleep(0.1)  # every packet is in; the lost one's wait is not over
