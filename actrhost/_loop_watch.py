@@ -39,7 +39,8 @@ selector is not ours. The thread reads where the loop's thread sleeps in the ker
 as a tick, and the thread asks the loop for a tick (``call_soon_threadsafe``) only when
 it finds it elsewhere. An idle gateway's loop was woken ten times a second by its ticks.
 Where the kernel does not say (``wchan`` reads ``0``), every look asks for a tick, which
-is what the ticks cost before.
+is what the ticks cost before. A callback that itself waits in ``epoll`` (a blocking
+``selectors`` call) would pass for an idle loop: nothing in the gateway does.
 """
 
 from __future__ import annotations
