@@ -555,6 +555,48 @@ def test_chunks_in_a_killed_sending_gateway_arrive_once_after_its_restart(
     assert seen == list(range(count)), f"{len(seen)} of {count}"
 
 
+def test_chunks_a_killed_sending_gateway_never_passed_on_reach_a_restarted_actor(
+    node_factory, signaling_url
+):
+    # The chunks a stopped, then killed, sending gateway held never reached node B; its
+    # sender sends them again, in doubt. A restarted receiving worker that never heard of
+    # that sender cannot know that its predecessor did not read them, and dropped all
+    # (chunks_in_doubt_dropped) until 2026-12-07: B's gateway, the first of its node,
+    # knows it never received them and hands them on as new (gateway/_tells_received.py).
+    node_a, node_b = echo_and_sink_nodes(node_factory, signaling_url)
+    count = 400  # 6.4 MiB: all kept, and within what may wait for the gateway
+    payloads = [hashlib.sha256(b"%d" % n).digest() * 512 for n in range(count)]
+
+    async def go() -> tuple[list[int], dict]:
+        async with (
+            actrhost.connect(node_a.config_path) as shell_a,
+            actrhost.connect(node_b.config_path) as shell_b,
+        ):
+            assert await shell_b.restart_actors("sink", timeout=30) == ["sink#0"]
+            sink = await shell_a.discover("test+Sink")
+            gateway_pid = (await shell_a.status())["gateway"]["pid"]
+            os.kill(gateway_pid, signal.SIGSTOP)
+            for n, payload in enumerate(payloads):
+                await shell_a.send_data_stream(sink, DataStream("s0", n, payload), timeout=20)
+            os.kill(gateway_pid, signal.SIGKILL)
+            deadline = time.monotonic() + 40
+            got: list[dict] = []
+            while len(got) < count and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+                got = json.loads(await shell_b.call("sink", "test.Sink.Results", b"")).get("s0", [])
+            await asyncio.sleep(0.5)  # anything that came twice would be here by now
+            got = json.loads(await shell_b.call("sink", "test.Sink.Results", b"")).get("s0", [])
+            (sink_entry,) = (await shell_b.status())["actors"]
+            assert sink_entry["restarts"] == 1
+            crcs = [zlib.crc32(p) for p in payloads]
+            assert all(c["crc"] == crcs[c["seq"]] for c in got)
+            return [c["seq"] for c in got], sink_entry["stats"]
+
+    seen, stats = run(go(), 90)
+    dropped = {k: v for k, v in stats.items() if k.startswith("chunks_")}
+    assert seen == list(range(count)), f"{len(seen)} of {count}: {dropped}"
+
+
 def test_many_small_chunks_give_the_senders_stream_window_back_to_zero(node_factory, signaling_url):
     # The sending gateway counts each chunk as it went on the wire (with the origin its
     # worker appended); the receiving one must acknowledge the same bytes, not the chunk
