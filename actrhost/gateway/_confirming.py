@@ -157,8 +157,8 @@ class Confirming(Handover):
         sender while the receipt is alive (module ``_carry``, :class:`~._carry.HeldTells`),
         and the receipt says where it came from (module ``actrhost._tell_origin``): the
         origin its sending worker stamped on it (``sent``, a tell's), else where it first
-        arrived. A stamped one is in doubt if this gateway received it before, and not
-        if it never did (``Callbacks.received_before``), whatever the sender said."""
+        arrived. A stamped one the sender sent again in doubt is not in doubt if this
+        gateway never received it (``Callbacks.received_before``)."""
         now = self._delivering
         if now is None:
             return None
@@ -175,8 +175,6 @@ class Confirming(Handover):
             if in_doubt and seen is False:
                 in_doubt = False  # never reached this node before: nobody read it
                 self.counters.in_doubt_cleared += 1
-            elif seen:
-                in_doubt = True  # an original after its copy: the worker judges it
             origin = origin_field(session, sent.channel, sent.index, sent.position, in_doubt)
         else:
             in_doubt = now.in_doubt

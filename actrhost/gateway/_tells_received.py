@@ -17,12 +17,17 @@ target come in order: one lane is one ordered data channel, and chunks held for 
 stalled target are held in order), and :meth:`TellsReceived.judge` says, for each that
 arrives:
 
-- ``True``: at or below that mark, received before: in doubt, even if the sender did
-  not say so (an original that arrives after the copy sent again: the worker judges it).
+- ``True``: at or below that mark, received before: as the sender said (one it sent
+  again stays in doubt, for the worker to judge).
 - ``False``: above the mark, or a lane never seen, while this memory is complete: never
   received here, so never read; handed on as new even if the sender said "in doubt".
 - ``None``: cannot say (a later gateway process, or a lane forgotten too early): as the
   sender said.
+
+A tell the sender did not send again is never put in doubt here, even at or below the
+mark: one sender's tells can leave it out of their numbered order (two of its tasks
+waiting for room in a full socket), and the worker drops a tell in doubt below what it
+read from that sender.
 
 A lane is forgotten once idle for :data:`FORGET_AFTER_S`, longer than any sender keeps
 a tell to send again (``_kept_frames``: 60 s), so no copy of one it received can come
