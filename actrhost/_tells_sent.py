@@ -6,7 +6,14 @@ other node), and those still waiting in a sender's socket for it, die with it, a
 nobody can say which ones those were. So each sender (a worker or a Shell) keeps the
 newest of its tells to other nodes (:data:`TELLS_KEPT`) and, once the directory shows
 another gateway process, sends them all again, in order, marked in doubt, before any new
-one. The receiving workers drop those they had read (module ``_tell_origin``,
+one. *In order*: a receiver drops a tell in doubt at or below the highest number it read
+from that sender, so the numbers must follow the order in which tells leave. Two tasks
+of a process whose tells waited for room in a full socket could leave in the other order
+(the later one sent the moment room came, before the earlier one's task ran again), so
+one tell at a time is stamped and handed over (until 2026-12-07, such a tell behind a
+later one, lost with a dying gateway, was dropped when sent again).
+
+The receiving workers drop those they had read (module ``_tell_origin``,
 :class:`~._tell_origin.TellsRead`), and the new gateway drops the ones stamped for the
 dead one that it still finds in its socket: ZeroMQ hands those over on reconnect, ahead
 of the ones sent again, and would put them past the receivers' marks
@@ -18,6 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from ._errors import DeadlineExceeded
 from ._kept_frames import Kept, KeptFrames, Resender
 from ._tell_origin import origin_field
 
@@ -68,18 +76,35 @@ class TellsSent(Resender[tuple[bytes, int]]):
     ) -> None:
         super().__init__(loop, KeptTells(loop.time), self._send_kept, "tells", count)
         self._send = send
+        #: One tell at a time is stamped and handed over, so the numbers follow the order
+        #: in which tells leave (module docstring, "in order").
+        self._in_order = asyncio.Lock()
 
     async def send(self, endpoint: str, frame: bytes, channel: int, deadline: float) -> None:
         """Send a tell to another node through the gateway at ``endpoint``: stamped and
-        kept, behind those sent again."""
+        kept, behind those sent again and those of this process's other tasks."""
         await self.sent_again_first(deadline)
-        data, number = self.kept.stamp(frame, channel)
-        self.watch_age()
+        if self._in_order.locked():  # another task's tell waits for room: after it
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._in_order.acquire()
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    "this process's earlier tells to other nodes were still waiting for "
+                    "room at the gateway"
+                ) from None
+        else:
+            await self._in_order.acquire()  # (free: taken at once)
         try:
-            await self._send(endpoint, data, deadline)
-        except BaseException:
-            self.kept.unsent(number)
-            raise
+            data, number = self.kept.stamp(frame, channel)
+            self.watch_age()
+            try:
+                await self._send(endpoint, data, deadline)
+            except BaseException:
+                self.kept.unsent(number)
+                raise
+        finally:
+            self._in_order.release()
 
     async def _send_kept(
         self, endpoint: str, kept: Kept[tuple[bytes, int]], pid: int, deadline: float

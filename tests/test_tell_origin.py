@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
+import pytest
+
 from actrhost import _envelope as wire
 from actrhost._envelope import TELL, Envelope
-from actrhost._errors import Unavailable
+from actrhost._errors import DeadlineExceeded, Unavailable
 from actrhost._ids import ActrId
 from actrhost._tell_origin import (
     TellsRead,
@@ -229,6 +231,49 @@ def test_each_tell_sent_again_is_counted_and_one_that_fails_does_not_stop_the_re
     delivered, counted = run(go(), 10)
     assert delivered == [b"a", b"b", b"c", b"a", b"c"]
     assert counted == [True, False, True]
+
+
+def test_a_senders_tells_leave_in_the_order_of_their_numbers() -> None:
+    # Two tasks' tells wait for room in a full socket; a third task's, sent the moment
+    # room comes, left first with the highest number. A receiver drops a tell in doubt
+    # below the highest number it read: such a tell, lost with a dying gateway and sent
+    # again, was dropped. Now the third waits its turn.
+    async def go() -> list[tuple[bytes, int]]:
+        loop = asyncio.get_running_loop()
+        room = asyncio.Event()
+        left: list[tuple[bytes, int]] = []
+
+        async def send(endpoint: str, data: bytes, deadline: float) -> None:
+            if not room.is_set():  # full, as RpcEndpoint.send waits for room
+                await room.wait()
+            payload, _channel, index, _in_doubt, _gateway = origin_of(data)
+            left.append((payload, index))
+
+        sent = TellsSent(loop, send, lambda again: None)
+        sent.gateway_is("ipc://gateway", 40)
+        waiting = [
+            asyncio.create_task(sent.send("ipc://gateway", tell(p), 0, loop.time() + 5))
+            for p in (b"a", b"b")
+        ]
+        await asyncio.sleep(0.01)
+        room.set()
+        await sent.send("ipc://gateway", tell(b"c"), 0, loop.time() + 5)
+        await asyncio.gather(*waiting)
+        assert [payload for payload, _index in left] == [b"a", b"b", b"c"]  # (c, a, b before)
+        # A tell that cannot even wait its turn before its deadline says why.
+        room.clear()
+        stuck = asyncio.create_task(sent.send("ipc://gateway", tell(b"d"), 0, loop.time() + 5))
+        await asyncio.sleep(0.01)
+        with pytest.raises(DeadlineExceeded, match="earlier tells"):
+            await sent.send("ipc://gateway", tell(b"e"), 0, loop.time() + 0.05)
+        room.set()
+        await stuck
+        sent.close()
+        return left
+
+    left = run(go(), 10)
+    assert [payload for payload, _index in left] == [b"a", b"b", b"c", b"d"]
+    assert [index for _payload, index in left] == sorted(index for _payload, index in left)
 
 
 def test_a_sender_keeps_only_its_newest_tells_by_count_bytes_and_age() -> None:
