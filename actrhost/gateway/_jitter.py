@@ -27,10 +27,13 @@ has stood for :data:`GAP_WAIT_S` (time enough for the NACK's retransmission) or 
 is full, and asks the sender for a keyframe (a PLI), so the picture resumes about
 :data:`GAP_WAIT_S` plus a round trip after the loss. Frames between the drop and the
 keyframe may decode with artefacts or not at all (a decoding error asks for a keyframe
-too), as in any real-time video receiver. When a packet completes several frames at
-once, it releases all of them: aiortc's receiver takes one frame per packet, so the
-others ride along on the first (:class:`_Frames`) and the decoder (:class:`_DecodeAll`)
-decodes them right after it.
+too), as in any real-time video receiver. A timer does the same when no packet comes:
+aiortc's receiver moves its buffer only when a packet arrives, so a gap at the end of a
+burst held its frames (and the keyframe request) until the track's next frame, which then
+came as a frame the receiver could not decode without the ones dropped with the gap.
+When a packet completes several frames at once, it releases all of them: aiortc's
+receiver takes one frame per packet, so the others ride along on the first
+(:class:`_Frames`) and the decoder (:class:`_DecodeAll`) decodes them right after it.
 
 Audio: aiortc's buffer (``prefetch=4``) let a frame out only once four more had come
 behind it, so the last four samples of a burst (80 ms) waited for the next burst, for
@@ -88,8 +91,14 @@ class VideoJitterBuffer(JitterBuffer):
         super().__init__(capacity, prefetch, is_video)
         self._clock = clock
         self._gap_since: float | None = None
+        self._newest: RtpPacket | None = None  # the packet furthest ahead, held or let out
+        self._held_since: float | None = None  # since when packets wait and no frame went
+        self._timer: asyncio.TimerHandle | None = None
         #: How many times a gap (and what waited behind it) was dropped.
         self.gaps_dropped = 0
+        #: Where the timer asks for a keyframe (with the SSRC of the packets it dropped):
+        #: as no packet's ``add`` returns the request. None: only packets move the buffer.
+        self.ask_keyframe: Callable[[int], None] | None = None
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         """Add a packet; (ask for a keyframe?, the next complete frame or None)."""
@@ -101,7 +110,46 @@ class VideoJitterBuffer(JitterBuffer):
                 later.append(another)
             if later:
                 frame = _Frames(frame, later)
+        newest = self._newest
+        if newest is None or not self._holds(newest) or _is_ahead(packet, newest):
+            self._newest = packet
+        self._watch_held(let_out=frame is not None)
         return keyframe_wanted or dropped, frame
+
+    def _holds(self, packet: RtpPacket) -> bool:
+        return self._packets[packet.sequence_number % self._capacity] is packet
+
+    def _watch_held(self, let_out: bool) -> None:
+        """Have the timer drop what waits once no frame went for :data:`GAP_WAIT_S`.
+        Packets are held while the newest is: frames leave from the oldest on."""
+        if self._newest is None or not self._holds(self._newest):
+            self._held_since = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return
+        if self._held_since is None or let_out:
+            self._held_since = self._clock()
+        if self._timer is None and self.ask_keyframe is not None:
+            wait_s = self._held_since + GAP_WAIT_S - self._clock()
+            self._timer = asyncio.get_running_loop().call_later(wait_s, self._held_too_long)
+
+    def _held_too_long(self) -> None:
+        self._timer = None
+        newest, origin = self._newest, self._origin
+        if newest is None or origin is None or not self._holds(newest):
+            return
+        assert self._held_since is not None
+        if self._clock() - self._held_since < GAP_WAIT_S:
+            self._watch_held(let_out=False)  # a frame went meanwhile: wait from then
+            return
+        # What a packet coming now would do (_drop_stale_gap), and the keyframe request
+        # its ``add`` would return.
+        self.remove(uint16_add(newest.sequence_number, -origin) + 1)
+        self._gap_since = self._held_since = None
+        self.gaps_dropped += 1
+        if self.ask_keyframe is not None:
+            self.ask_keyframe(newest.ssrc)
 
     def _drop_stale_gap(self, packet: RtpPacket) -> bool:
         origin = self._origin
@@ -249,6 +297,11 @@ class AudioJitterBuffer(JitterBuffer):
         return 0
 
 
+def _is_ahead(packet: RtpPacket, other: RtpPacket) -> bool:
+    """Whether ``packet`` comes after ``other`` (sequence numbers wrap around)."""
+    return 0 < uint16_add(packet.sequence_number, -other.sequence_number) < _HALF_RANGE
+
+
 def _jitter_buffer(capacity: int, prefetch: int = 0, is_video: bool = False) -> JitterBuffer:
     """The jitter buffer aiortc's RTP receiver makes (``JitterBuffer`` in its module)."""
     if is_video:
@@ -309,21 +362,40 @@ def _decode_late(receiver: RTCRtpReceiver, frame: JitterFrame, payload_type: int
     state["_RTCRtpReceiver__decoder_queue"].put((codec, frame))
 
 
-def _release_late_audio() -> None:
+def _ask_keyframe(receiver: RTCRtpReceiver, ssrc: int) -> None:
+    """Have ``receiver`` ask the sender of ``ssrc`` for a keyframe (a PLI), as aiortc's
+    receiver does when a packet's ``add`` asks for one."""
+    if vars(receiver)["_RTCRtpReceiver__decoder_thread"] is None:
+        return  # stopped, or never started
+    task = asyncio.ensure_future(receiver._send_rtcp_pli(ssrc))
+    _ASKING.add(task)  # the loop keeps only a weak reference to a task
+    task.add_done_callback(_ASKING.discard)
+
+
+_ASKING: set[asyncio.Future[None]] = set()
+
+
+def _give_buffers_a_timer() -> None:
+    """Wire each new receiver's buffer to it: the frames an audio buffer's timer lets
+    out go to its decoder, the keyframe a video buffer's timer asks for to its sender."""
     original = RTCRtpReceiver.__init__
 
     def init(self: RTCRtpReceiver, kind: str, transport: RTCDtlsTransport) -> None:
         original(self, kind, transport)
         buffer = vars(self).get("_RTCRtpReceiver__jitter_buffer")
+        if not isinstance(buffer, AudioJitterBuffer | VideoJitterBuffer):
+            return
+        if not _RECEIVER_STATE <= vars(self).keys() or not hasattr(self, "_send_rtcp_pli"):
+            raise RuntimeError("aiortc's RTP receiver changed: no decoder queue, codecs, PLI")
         if isinstance(buffer, AudioJitterBuffer):
-            if not _RECEIVER_STATE <= vars(self).keys():
-                raise RuntimeError("aiortc's RTP receiver changed: no decoder queue, codecs")
             buffer.release_late = functools.partial(_decode_late, self)
+        else:
+            buffer.ask_keyframe = functools.partial(_ask_keyframe, self)
 
     RTCRtpReceiver.__init__ = init  # type: ignore[method-assign]
 
 
-#: What :func:`_decode_late` reads of aiortc's receiver (private: checked per receiver).
+#: What the timers read of aiortc's receiver (private: checked per receiver).
 _RECEIVER_STATE = {
     f"_RTCRtpReceiver__{name}"
     for name in ("codecs", "decoder_thread", "timestamp_mapper", "decoder_queue")
@@ -333,8 +405,8 @@ _RECEIVER_STATE = {
 def install() -> None:
     """Route retransmissions to their receiver, and make aiortc's RTP receivers use
     :class:`VideoJitterBuffer` and :class:`AudioJitterBuffer` (and decode what they
-    release together, or, for audio, on a timer). Gateway process only; idempotent;
-    fails loudly if aiortc no longer has the names it replaces."""
+    release together), with timers that end a wait no packet ends. Gateway process
+    only; idempotent; fails loudly if aiortc no longer has the names it replaces."""
     module = aiortc.rtcrtpreceiver
     current = getattr(module, "JitterBuffer", None)
     if current is _jitter_buffer:
@@ -343,6 +415,6 @@ def install() -> None:
     if current is not JitterBuffer or get_decoder is None:
         raise RuntimeError("aiortc's RTP receiver changed: no JitterBuffer or get_decoder")
     _route_retransmissions()
-    _release_late_audio()
+    _give_buffers_a_timer()
     module.JitterBuffer = _jitter_buffer  # type: ignore[misc, assignment]
     module.get_decoder = lambda codec: _DecodeAll(get_decoder(codec))
