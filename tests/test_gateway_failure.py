@@ -660,6 +660,51 @@ def test_what_waits_for_a_stuck_worker_is_bounded(tmp_path: Path) -> None:
             runner.close()
 
 
+def test_tiny_tells_and_calls_for_a_stuck_worker_count_what_they_cost(tmp_path: Path) -> None:
+    # The bound counted bytes alone: tiny frames (≈ 100 bytes) let ten times as many
+    # wait as their bytes say, each costing the gateway several times its size (50,000
+    # tiny calls: 139 MiB). Each now counts WAITING_COST_BYTES beside its bytes.
+    runner = LoopRunner()
+    bound = 256 * 1024
+    tuning = {**FAST_TUNING, "worker_backlog_bytes": bound}
+    with ServerProcess() as server:
+        a = HarnessNode(tmp_path / "a", server.url, [("a1", "t+A")], name="a")
+        b = HarnessNode(tmp_path / "b", server.url, [("b1", "t+B")], name="b", hwm=4, tuning=tuning)
+        try:
+            runner.run(start_nodes(a, b))
+            assert runner.run(a.call("a1", b.ids["b1"], "echo", b"up")) == b"up"
+            worker = b.workers["b1"]
+            count = 1000  # ≈ 100 KiB of frames: all of them waited before
+
+            async def scenario() -> int:
+                worker.rpc.pause_reading()
+                try:
+                    for n in range(count):
+                        await a.tell("a1", b.ids["b1"], "note", b"%04d" % n)
+                    # Behind the tells on their lane: refused at once, not at its deadline.
+                    with pytest.raises(Unavailable, match="not accepting messages"):
+                        await a.call("a1", b.ids["b1"], "echo", b"tiny", timeout_s=8)
+                finally:
+                    worker.rpc.resume_reading()
+                undeliverable = int((await b.stats())["undeliverable"])
+                while len(worker.received.tells) < count - undeliverable:
+                    await asyncio.sleep(0.05)
+                return undeliverable
+
+            undeliverable = runner.run(scenario(), timeout_s=30)
+            got = [int(p[:4]) for _route, p, _s in worker.received.tells]
+            # Each once, in order (one refused while the backlog was full may be followed
+            # by one accepted once ZeroMQ took a frame from the backlog).
+            assert got == sorted(set(got)) and len(got) == count - undeliverable
+            # What the bound let wait (≈ 230) and what the worker's sockets took (100 to 300:
+            # ZeroMQ's pipes and the kernel's buffer count no bytes of ours).
+            assert undeliverable >= count // 4
+        finally:
+            runner.run(a.stop())
+            runner.run(b.stop())
+            runner.close()
+
+
 def test_what_goes_again_survives_a_second_failure_once_and_in_order(
     nodes: tuple[LoopRunner, HarnessNode, HarnessNode],
 ) -> None:

@@ -372,12 +372,13 @@ class Inbound(Trust, ToWorkers, Notices):
             )
             return
         wait_s = env.timeout_ms / 1000 if env.timeout_ms else TELL_WAIT_S
+        target = env.target  # not the decoded frame: it would wait too, payload and all
 
         def not_sent() -> None:
             call = self._pending_in.pop(local_id, None)
             if call is not None:
                 call.timer.cancel()
-                error = Unavailable(f"actor {env.target} is not accepting messages")
+                error = Unavailable(f"actor {target} is not accepting messages")
                 self._reply_remote(pc, lane, original, error)
 
         self._to_local(endpoint, data, wait_s=wait_s, on_fail=not_sent, bounded=True)

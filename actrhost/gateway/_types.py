@@ -86,9 +86,10 @@ class Tuning:
     #: Video and audio tracks per connection (each): ``[webrtc] media_tracks``.
     media_tracks: int = 4
     #: Bytes of calls and tells from other nodes that may wait for one local worker whose
-    #: queue is full; beyond, they are refused at once (a call gets 503, a tell is counted
-    #: undeliverable). Nothing pushes back on another node's RPC lane, so this bounds the
-    #: gateway's memory for a stuck worker.
+    #: queue is full, each counted with what it costs beside its bytes
+    #: (``_to_workers.WAITING_COST_BYTES``); beyond, they are refused at once (a call gets
+    #: 503, a tell is counted undeliverable). Nothing pushes back on another node's RPC
+    #: lane, so this bounds the gateway's memory for a stuck worker.
     worker_backlog_bytes: int = 64 * 1024 * 1024
 
 
