@@ -421,6 +421,45 @@ def unconfirmed(side: Side) -> None:
     side.pc.send_control = lambda m: None if m["op"] == "ack" else send_control(m)  # type: ignore[method-assign]
 
 
+def test_what_a_failed_link_carries_on_fills_the_next_ones_lane() -> None:
+    # Tells carried from a failed connection to the next went into its lane uncounted:
+    # the socket they came from was read again, and through a partition each attempt
+    # took the lane's bound more (a flood of tiny tells: 175 MiB of a gateway in 50 s).
+    tuning = dataclasses.replace(TUNING, queue_high_bytes=64 * 1024)
+
+    async def scenario() -> None:
+        a, b = await connected_pair(tuning)
+        attempt = Side("a", tuning)  # a next attempt that does not connect
+        try:
+            cut(a)
+            frames = [tell_frame(n, 100) for n in range(2000)]  # 200 KB, in batches
+            for frame in frames:
+                assert a.pc.hold(PayloadType.RPC_RELIABLE, frame)
+            a.pc.flush_held()
+            a.pc.fail("cut by the test")
+            attempt.pc.enqueue_carried(a.pc.take_undelivered())
+            assert attempt.pc.queued_bytes >= 200_000
+            assert attempt.pressure == [True]  # the calls socket is read no more
+            attempt.pc.fail("no answer")
+            # One that connects sends them all, and the socket is read again.
+            carried = attempt.pc.take_undelivered()
+            a2, b2 = await connected_pair(tuning)
+            try:
+                a2.pc.enqueue_carried(carried)
+                assert a2.pressure == [True]
+                await b2.wait_frames(len(frames))
+                assert [data for _lane, data in b2.frames] == frames
+                assert a2.pc.queued_bytes == 0 and a2.pressure == [True, False]
+            finally:
+                await a2.pc.close()
+                await b2.pc.close()
+        finally:
+            for side in (a, b, attempt):
+                await side.pc.close()
+
+    run(scenario())
+
+
 @pytest.mark.parametrize("lane", [PayloadType.RPC_RELIABLE, PayloadType.STREAM_RELIABLE])
 @pytest.mark.parametrize("second_cut", ["at once", "amid duplicates", "amid new items"])
 def test_a_link_that_fails_while_it_sends_again_hands_everything_on_once(

@@ -429,9 +429,12 @@ class Sending:
             if not q.items or (q.slot == _STREAM and not self._window_open()):
                 return None
             lane, data, kind, origin = q.items.popleft()
-            if kind == _CONTROL or kind == _VERBATIM:
+            if kind == _CONTROL:
                 return data, origin
             q.queued_bytes -= len(data)
+            if kind == _VERBATIM:
+                self._lane_taken(q)
+                return data, origin
             if kind == _BATCH:
                 self._lane_taken(q)
                 return data, None  # counted when it was made
