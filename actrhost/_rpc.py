@@ -442,10 +442,11 @@ class RpcEndpoint:
         if self._down is not None:
             raise copy.copy(self._down)  # a fresh one: each raise grows a traceback
         if busy:  # the caller's own deadline: as a call's answer coming too late, 504
-            raise DeadlineExceeded(
-                f"{endpoint} took nothing more before the deadline (its queue is full: "
-                "the receiver is busy)"
-            )
+            why = "its queue is full: the receiver is busy"
+            if endpoint == self.to_other_nodes.gateway:
+                # "The receiver is busy" sent people looking at the actor on the other node.
+                why = "the node's gateway: its link to that node is full, or reconnecting"
+            raise DeadlineExceeded(f"{endpoint} took nothing more before the deadline ({why})")
         raise Unavailable(f"{endpoint} is not accepting messages (peer down or overloaded)")
 
     async def call(self, endpoint: str, env: Envelope, deadline: float) -> Envelope:

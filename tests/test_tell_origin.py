@@ -4,14 +4,17 @@ decides whether a tell that came again after a gateway died is one it had read."
 from __future__ import annotations
 
 import asyncio
+import os
 from types import SimpleNamespace
 
 import pytest
+import zmq
 
 from actrhost import _envelope as wire
 from actrhost._envelope import TELL, Envelope
 from actrhost._errors import DeadlineExceeded, Unavailable
 from actrhost._ids import ActrId
+from actrhost._rpc import RpcEndpoint
 from actrhost._tell_origin import (
     TellsRead,
     Verdict,
@@ -326,3 +329,31 @@ def test_a_gateway_replaces_the_origin_a_chunk_came_with_by_its_own() -> None:
     assert body + appended(decoded.origin) == stamped
     assert without_appended_origin(stamped) == body
     assert without_appended_origin(body) == body  # none appended: as it is
+
+
+def test_a_tell_the_nodes_gateway_did_not_take_in_time_says_where_it_waited(tmp_path) -> None:
+    # "Its queue is full: the receiver is busy" sent people looking at the actor on the
+    # other node when what was full was the link to it (QA: a partition, a tells flood).
+    zctx = zmq.Context()
+    gateway = zctx.socket(zmq.ROUTER)
+    gateway.setsockopt(zmq.RCVHWM, 1)
+    endpoint = f"ipc://{tmp_path}/gateway.sock"
+    gateway.bind(endpoint)  # and never read
+
+    async def go() -> None:
+        rpc = RpcEndpoint(zctx, f"ipc://{tmp_path}/w.sock", lambda *_: None, hwm=1, name="w")
+        rpc.to_other_nodes.gateway_is(endpoint, os.getpid())
+        loop = asyncio.get_running_loop()
+        try:
+            with pytest.raises(DeadlineExceeded, match="the node's gateway: its link to that"):
+                for _ in range(100_000):
+                    env = Envelope(TELL, "note", bytes(4096), source=SOURCE, target=TARGET)
+                    await rpc.tell(endpoint, env, loop.time() + 0.3)
+        finally:
+            rpc.close()
+
+    try:
+        run(go(), 30)
+    finally:
+        gateway.close(0)
+        zctx.term()
