@@ -608,64 +608,13 @@ def test_tells_wait_for_a_busy_worker_as_long_as_a_local_tell_would(tmp_path: Pa
             runner.close()
 
 
-def test_what_waits_for_a_stuck_worker_is_bounded(tmp_path: Path) -> None:
-    # Nothing pushes back on another node's RPC lane: beyond the bound (here 256 KiB,
-    # 64 MiB as shipped) calls and tells for a worker that reads nothing are refused at
-    # once (a call with 503 long before its deadline, a tell counted) instead of growing
-    # the gateway's memory; what was accepted is delivered, in order.
+@contextlib.contextmanager
+def small_backlog_pair(
+    tmp_path: Path, bound: int
+) -> Iterator[tuple[LoopRunner, HarnessNode, HarnessNode]]:
+    """Nodes a (actor a1) and b (b1, whose socket takes 4 frames), connected by a call;
+    b's gateway lets ``bound`` bytes wait for a worker (``Tuning.worker_backlog_bytes``)."""
     runner = LoopRunner()
-    tuning = {**FAST_TUNING, "worker_backlog_bytes": 256 * 1024}
-    with ServerProcess() as server:
-        a = HarnessNode(tmp_path / "a", server.url, [("a1", "t+A")], name="a")
-        b = HarnessNode(tmp_path / "b", server.url, [("b1", "t+B")], name="b", hwm=4, tuning=tuning)
-        try:
-            runner.run(start_nodes(a, b))
-            assert runner.run(a.call("a1", b.ids["b1"], "echo", b"up")) == b"up"
-            worker = b.workers["b1"]
-
-            async def scenario() -> float:
-                worker.rpc.pause_reading()
-                try:
-                    for n in range(40):  # 1.3 MiB
-                        await a.tell("a1", b.ids["b1"], "note", b"%04d" % n + bytes(32 * 1024))
-                    while (await b.stats())["undeliverable"] < 20:
-                        await asyncio.sleep(0.05)
-                    started = time.monotonic()
-                    with pytest.raises(Unavailable, match="not accepting messages"):
-                        # Larger than a tell: no room left for it whatever the fill.
-                        late = b"late" + bytes(40 * 1024)
-                        await a.call("a1", b.ids["b1"], "echo", late, timeout_s=8)
-                    refused_after_s = time.monotonic() - started
-                finally:
-                    worker.rpc.resume_reading()
-                return refused_after_s
-
-            refused_after_s = runner.run(scenario(), timeout_s=30)
-            assert refused_after_s < 2  # not after its 8 s deadline
-
-            async def delivered() -> int:
-                undeliverable = int((await b.stats())["undeliverable"])
-                while len(worker.received.tells) < 40 - undeliverable:
-                    await asyncio.sleep(0.05)
-                return undeliverable
-
-            undeliverable = runner.run(delivered(), timeout_s=10)
-            got = [int(p[:4]) for _route, p, _s in worker.received.tells]
-            # The first ones, in order: what the worker's socket holds, then the bound's.
-            assert got == list(range(40 - undeliverable))
-            assert undeliverable >= 20
-        finally:
-            runner.run(a.stop())
-            runner.run(b.stop())
-            runner.close()
-
-
-def test_tiny_tells_and_calls_for_a_stuck_worker_count_what_they_cost(tmp_path: Path) -> None:
-    # The bound counted bytes alone: tiny frames (≈ 100 bytes) let ten times as many
-    # wait as their bytes say, each costing the gateway several times its size (50,000
-    # tiny calls: 139 MiB). Each now counts WAITING_COST_BYTES beside its bytes.
-    runner = LoopRunner()
-    bound = 256 * 1024
     tuning = {**FAST_TUNING, "worker_backlog_bytes": bound}
     with ServerProcess() as server:
         a = HarnessNode(tmp_path / "a", server.url, [("a1", "t+A")], name="a")
@@ -673,36 +622,85 @@ def test_tiny_tells_and_calls_for_a_stuck_worker_count_what_they_cost(tmp_path: 
         try:
             runner.run(start_nodes(a, b))
             assert runner.run(a.call("a1", b.ids["b1"], "echo", b"up")) == b"up"
-            worker = b.workers["b1"]
-            count = 1000  # ≈ 100 KiB of frames: all of them waited before
-
-            async def scenario() -> int:
-                worker.rpc.pause_reading()
-                try:
-                    for n in range(count):
-                        await a.tell("a1", b.ids["b1"], "note", b"%04d" % n)
-                    # Behind the tells on their lane: refused at once, not at its deadline.
-                    with pytest.raises(Unavailable, match="not accepting messages"):
-                        await a.call("a1", b.ids["b1"], "echo", b"tiny", timeout_s=8)
-                finally:
-                    worker.rpc.resume_reading()
-                undeliverable = int((await b.stats())["undeliverable"])
-                while len(worker.received.tells) < count - undeliverable:
-                    await asyncio.sleep(0.05)
-                return undeliverable
-
-            undeliverable = runner.run(scenario(), timeout_s=30)
-            got = [int(p[:4]) for _route, p, _s in worker.received.tells]
-            # Each once, in order (one refused while the backlog was full may be followed
-            # by one accepted once ZeroMQ took a frame from the backlog).
-            assert got == sorted(set(got)) and len(got) == count - undeliverable
-            # What the bound let wait (≈ 230) and what the worker's sockets took (100 to 300:
-            # ZeroMQ's pipes and the kernel's buffer count no bytes of ours).
-            assert undeliverable >= count // 4
+            yield runner, a, b
         finally:
             runner.run(a.stop())
             runner.run(b.stop())
             runner.close()
+
+
+def test_what_waits_for_a_stuck_worker_is_bounded(tmp_path: Path) -> None:
+    # Nothing pushes back on another node's RPC lane: beyond the bound (here 256 KiB,
+    # 64 MiB as shipped) calls and tells for a worker that reads nothing are refused at
+    # once (a call with 503 long before its deadline, a tell counted) instead of growing
+    # the gateway's memory; what was accepted is delivered, in order.
+    with small_backlog_pair(tmp_path, 256 * 1024) as (runner, a, b):
+        worker = b.workers["b1"]
+
+        async def scenario() -> float:
+            worker.rpc.pause_reading()
+            try:
+                for n in range(40):  # 1.3 MiB
+                    await a.tell("a1", b.ids["b1"], "note", b"%04d" % n + bytes(32 * 1024))
+                while (await b.stats())["undeliverable"] < 20:
+                    await asyncio.sleep(0.05)
+                started = time.monotonic()
+                with pytest.raises(Unavailable, match="not accepting messages"):
+                    # Larger than a tell: no room left for it whatever the fill.
+                    late = b"late" + bytes(40 * 1024)
+                    await a.call("a1", b.ids["b1"], "echo", late, timeout_s=8)
+                refused_after_s = time.monotonic() - started
+            finally:
+                worker.rpc.resume_reading()
+            return refused_after_s
+
+        refused_after_s = runner.run(scenario(), timeout_s=30)
+        assert refused_after_s < 2  # not after its 8 s deadline
+
+        async def delivered() -> int:
+            undeliverable = int((await b.stats())["undeliverable"])
+            while len(worker.received.tells) < 40 - undeliverable:
+                await asyncio.sleep(0.05)
+            return undeliverable
+
+        undeliverable = runner.run(delivered(), timeout_s=10)
+        got = [int(p[:4]) for _route, p, _s in worker.received.tells]
+        # The first ones, in order: what the worker's socket holds, then the bound's.
+        assert got == list(range(40 - undeliverable))
+        assert undeliverable >= 20
+
+
+def test_tiny_tells_and_calls_for_a_stuck_worker_count_what_they_cost(tmp_path: Path) -> None:
+    # The bound counted bytes alone: tiny frames (≈ 100 bytes) let ten times as many
+    # wait as their bytes say, each costing the gateway several times its size (50,000
+    # tiny calls: 139 MiB). Each now counts WAITING_COST_BYTES beside its bytes.
+    with small_backlog_pair(tmp_path, 256 * 1024) as (runner, a, b):
+        worker = b.workers["b1"]
+        count = 1000  # ≈ 100 KiB of frames: all of them waited before
+
+        async def scenario() -> int:
+            worker.rpc.pause_reading()
+            try:
+                for n in range(count):
+                    await a.tell("a1", b.ids["b1"], "note", b"%04d" % n)
+                # Behind the tells on their lane: refused at once, not at its deadline.
+                with pytest.raises(Unavailable, match="not accepting messages"):
+                    await a.call("a1", b.ids["b1"], "echo", b"tiny", timeout_s=8)
+            finally:
+                worker.rpc.resume_reading()
+            undeliverable = int((await b.stats())["undeliverable"])
+            while len(worker.received.tells) < count - undeliverable:
+                await asyncio.sleep(0.05)
+            return undeliverable
+
+        undeliverable = runner.run(scenario(), timeout_s=30)
+        got = [int(p[:4]) for _route, p, _s in worker.received.tells]
+        # Each once, in order (one refused while the backlog was full may be followed by
+        # one accepted once ZeroMQ took a frame from the backlog).
+        assert got == sorted(set(got)) and len(got) == count - undeliverable
+        # What the bound let wait (≈ 230) and what the worker's sockets took (100 to 300:
+        # ZeroMQ's pipes and the kernel's buffer count no bytes of ours).
+        assert undeliverable >= count // 4
 
 
 def test_what_goes_again_survives_a_second_failure_once_and_in_order(

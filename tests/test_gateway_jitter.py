@@ -363,6 +363,13 @@ def send_bar(side: Side, n: int) -> None:
     assert side.pc.send_media(frame, frame.payload, frame.array_meta, "video")
 
 
+async def film(side: Side, count: int) -> None:
+    """Send video samples 0 to ``count`` - 1 from ``side`` at 30 per second."""
+    for n in range(count):
+        send_bar(side, n)
+        await asyncio.sleep(FRAME_S)
+
+
 def bar_position(sample: StreamFrame) -> int:
     """Which sample ``n`` a delivered picture shows (the bar survives VP8)."""
     dtype, shape = decode_array_meta(sample.array_meta)
@@ -435,9 +442,7 @@ def test_a_lost_video_packet_is_repaired_by_its_retransmission(
     async def scenario() -> None:
         a, b = await connected_pair()
         try:
-            for n in range(60):
-                send_bar(a, n)
-                await asyncio.sleep(FRAME_S)
+            await film(a, 60)
             # A starved encoder thread (a loaded machine) makes the sender's track replace
             # frames it had no time to take (newest wins): those never left. Every frame
             # that left arrives, the last too (whole at its marked packet).
@@ -528,9 +533,7 @@ def test_a_keyframe_is_asked_for_after_a_lost_video_packet_though_no_more_comes(
     async def scenario() -> None:
         a, b = await connected_pair()
         try:
-            for n in range(12):
-                send_bar(a, n)
-                await asyncio.sleep(FRAME_S)
+            await film(a, 12)
             async with asyncio.timeout(5):
                 while len(timestamps) < 12 - a.pc.counters.media.dropped_sender:
                     await asyncio.sleep(0.01)
