@@ -22,6 +22,7 @@ pytest.importorskip("aiortc")
 from actrhost import ActrError, DeadlineExceeded, NotFound, Unavailable
 from actrhost._rpc import FEED_RECEIVE_HWM
 from actrhost.gateway._feed_reads import FEED_BYTES_MAX
+from actrhost.gateway._gateway import ROUTER_RECEIVE_HWM
 from actrhost.gateway._testing import FAST_TUNING, HarnessNode, LoopRunner, start_nodes
 from actrhost.signaling import write_key_file
 from actrhost.signaling._testing import ServerProcess, pick_port
@@ -701,6 +702,47 @@ def test_tiny_tells_and_calls_for_a_stuck_worker_count_what_they_cost(tmp_path: 
         # What the bound let wait (≈ 230) and what the worker's sockets took (100 to 300:
         # ZeroMQ's pipes and the kernel's buffer count no bytes of ours).
         assert undeliverable >= count // 4
+
+
+def test_a_gateway_that_reads_no_more_holds_few_of_its_workers_frames(tmp_path: Path) -> None:
+    # A full lane (here a link whose other gateway stopped) makes the gateway stop
+    # reading its workers' socket; ZeroMQ then still took up to `hwm_messages` (10,000)
+    # frames from each worker into the gateway's memory: 80 MiB of 4 KiB tells from one
+    # worker (scripts/gateway_memory.py partition --size 4096). Now 256 (ROUTER_RECEIVE_HWM)
+    # and the rest waits in the worker, whose send fails at its deadline.
+    tuning = {**FAST_TUNING, "queue_high_bytes": 64 * 1024}
+    runner = LoopRunner()
+    with ServerProcess() as server:
+        a = HarnessNode(tmp_path / "a", server.url, [("a1", "t+A")], name="a", tuning=tuning)
+        b = HarnessNode(tmp_path / "b", server.url, [("b1", "t+B")], name="b", tuning=tuning)
+        assert a.hwm == 10_000  # the default, for the node and its (fake) worker alike
+        try:
+            runner.run(start_nodes(a, b))
+            assert runner.run(a.call("a1", b.ids["b1"], "echo", b"up")) == b"up"
+            assert b.process is not None
+            os.kill(b.process.pid, signal.SIGSTOP)
+
+            async def flood() -> int:
+                while (await a.stats())["remote_nodes"][b.node_id]["state"] == "connected":
+                    await asyncio.sleep(0.1)
+                taken = 0
+                with pytest.raises(DeadlineExceeded, match="the node's gateway"):
+                    while taken < 30_000:
+                        await a.tell("a1", b.ids["b1"], "note", bytes(4096), timeout_s=1)
+                        taken += 1
+                return taken
+
+            try:
+                taken = runner.run(flood(), timeout_s=60)
+            finally:
+                os.kill(b.process.pid, signal.SIGCONT)
+            # The worker's own queue (10,000) and a few more (measured: none); before:
+            # another 10,000 in the gateway (19,999 in all).
+            assert taken < a.hwm + ROUTER_RECEIVE_HWM + 1_000, taken
+        finally:
+            runner.run(a.stop())
+            runner.run(b.stop())
+            runner.close()
 
 
 def test_what_goes_again_survives_a_second_failure_once_and_in_order(

@@ -65,6 +65,8 @@ log = logging.getLogger(__name__)
 
 #: Messages read from the workers' socket per loop turn (see Gateway.__init__).
 ROUTER_BATCH = 64
+#: Messages ZeroMQ may take in for the gateway from each worker while it reads none.
+ROUTER_RECEIVE_HWM = 256
 #: How often changed credentials (renewals) are reported to the supervisor.
 CREDENTIAL_REPORT_S = 60.0
 #: How long a stopping gateway waits for failed connections still closing.
@@ -199,6 +201,7 @@ class Gateway(Nodes, Outbound, Inbound):
     def _bind_router(self, endpoint: str, name: str, socket: str = CALLS) -> LoopSocket:
         router = self._zctx.socket(zmq.ROUTER)
         configure_socket(router, self._hwm)
+        router.setsockopt(zmq.RCVHWM, min(self._hwm, ROUTER_RECEIVE_HWM))
         router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         router.bind(endpoint)
         # Few messages per turn: one may hold 64 stream frames (a sender's batch), and the

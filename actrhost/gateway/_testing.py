@@ -487,8 +487,10 @@ class HarnessNode:
         payload: bytes = b"",
         *,
         source: ActrId | _OwnId | None = OWN_ID,
+        timeout_s: float = 5.0,
     ) -> None:
-        """A tell from actor ``sender`` through the gateway (``source`` as for ``call``)."""
+        """A tell from actor ``sender`` through the gateway (``source`` as for ``call``);
+        ``DeadlineExceeded`` if the gateway's socket takes it not within ``timeout_s``."""
         worker = self.workers[sender]
         env = Envelope(
             TELL,
@@ -498,7 +500,7 @@ class HarnessNode:
             source=worker.actr_id if isinstance(source, _OwnId) else source,
             target=target,
         )
-        await worker.rpc.tell(self.gateway_endpoint, env, self._deadline(5.0))
+        await worker.rpc.tell(self.gateway_endpoint, env, self._deadline(timeout_s))
 
     async def send_chunk(
         self,
