@@ -231,6 +231,31 @@ def test_video_behind_a_gap_at_the_end_of_a_burst_is_dropped_on_a_timer():
     run(scenario(), 10)
 
 
+def test_the_timer_waits_from_the_last_drop_too():
+    # The timer counted from the last frame let out: when a packet ended a gap's wait
+    # (dropping it), the frame that packet began was dropped by the timer at once, and
+    # a second keyframe asked for.
+    async def scenario() -> None:
+        clock = [0.0]
+        buffer = VideoJitterBuffer(capacity=512, is_video=True, clock=lambda: clock[0])
+        link = Link(buffer, clock, noise=True)  # pictures of several packets
+        asked: list[int] = []
+        buffer.ask_keyframe = asked.append
+        link.run(12, lose=10)  # 10 loses its first packet; 11 waits behind it
+        assert max(link.decoded) == 9
+        clock[0] += GAP_WAIT_S  # no retransmission came
+        packets = link.frame_packets()
+        link.receive(packets[0])  # drops the gap, asks for a keyframe, starts picture 12
+        assert buffer.gaps_dropped == 1 and link.keyframe_asked == 1
+        await asyncio.sleep(GAP_WAIT_S * 1.5)  # the timer set for 11 comes and goes
+        for packet in packets[1:]:
+            link.receive(packet)
+        assert asked == [] and buffer.gaps_dropped == 1
+        assert link.decoded[-1] == 12  # (encoded before the keyframe was asked for)
+
+    run(scenario(), 10)
+
+
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
 
 

@@ -92,7 +92,8 @@ class VideoJitterBuffer(JitterBuffer):
         self._clock = clock
         self._gap_since: float | None = None
         self._newest: RtpPacket | None = None  # the packet furthest ahead, held or let out
-        self._held_since: float | None = None  # since when packets wait and no frame went
+        self._held_since: float | None = None  # since when packets wait at this origin
+        self._held_origin: int | None = None  # the origin then: it moves as frames go
         self._timer: asyncio.TimerHandle | None = None
         #: How many times a gap (and what waited behind it) was dropped.
         self.gaps_dropped = 0
@@ -113,23 +114,24 @@ class VideoJitterBuffer(JitterBuffer):
         newest = self._newest
         if newest is None or not self._holds(newest) or _is_ahead(packet, newest):
             self._newest = packet
-        self._watch_held(let_out=frame is not None)
+        self._watch_held()
         return keyframe_wanted or dropped, frame
 
     def _holds(self, packet: RtpPacket) -> bool:
         return self._packets[packet.sequence_number % self._capacity] is packet
 
-    def _watch_held(self, let_out: bool) -> None:
-        """Have the timer drop what waits once no frame went for :data:`GAP_WAIT_S`.
-        Packets are held while the newest is: frames leave from the oldest on."""
+    def _watch_held(self) -> None:
+        """Have the timer drop what waits once the oldest packet awaited stayed the same
+        for :data:`GAP_WAIT_S` (no frame went, nothing was dropped). Packets are held
+        while the newest is: frames leave from the oldest on."""
         if self._newest is None or not self._holds(self._newest):
             self._held_since = None
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
             return
-        if self._held_since is None or let_out:
-            self._held_since = self._clock()
+        if self._held_since is None or self._origin != self._held_origin:
+            self._held_since, self._held_origin = self._clock(), self._origin
         if self._timer is None and self.ask_keyframe is not None:
             wait_s = self._held_since + GAP_WAIT_S - self._clock()
             self._timer = asyncio.get_running_loop().call_later(wait_s, self._held_too_long)
@@ -141,7 +143,7 @@ class VideoJitterBuffer(JitterBuffer):
             return
         assert self._held_since is not None
         if self._clock() - self._held_since < GAP_WAIT_S:
-            self._watch_held(let_out=False)  # a frame went meanwhile: wait from then
+            self._watch_held()  # a frame went meanwhile: wait from then
             return
         # What a packet coming now would do (_drop_stale_gap), and the keyframe request
         # its ``add`` would return.
