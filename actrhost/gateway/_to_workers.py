@@ -39,9 +39,8 @@ WORKER_SEND_HWM = 1024
 #: What a frame waiting in a ``Backlog`` costs beyond its bytes, at most: its entry,
 #: and for a call its pending entry and what answers it if it cannot be handed on
 #: (``scripts/gateway_memory.py``, 2026-12-07: ≈ 360 bytes for a tell, ≈ 1,050 for a
-#: call). Counted against
-#: ``Tuning.worker_backlog_bytes``, which bounded the bytes alone before: 50,000 tiny
-#: calls for a worker that read nothing took 139 MiB of a gateway then.
+#: call). Counted against ``Tuning.worker_backlog_bytes``, which bounded the bytes alone
+#: before: 50,000 tiny calls for a worker that read nothing took 139 MiB of a gateway.
 WAITING_COST_BYTES = 1024
 
 
