@@ -24,6 +24,7 @@ from actrhost._rpc import FEED_RECEIVE_HWM
 from actrhost.gateway._feed_reads import FEED_BYTES_MAX
 from actrhost.gateway._gateway import ROUTER_RECEIVE_HWM
 from actrhost.gateway._testing import FAST_TUNING, HarnessNode, LoopRunner, start_nodes
+from actrhost.gateway._to_workers import WAITING_COST_BYTES
 from actrhost.signaling import write_key_file
 from actrhost.signaling._testing import ServerProcess, pick_port
 
@@ -645,10 +646,12 @@ def test_what_waits_for_a_stuck_worker_is_bounded(tmp_path: Path) -> None:
                     await a.tell("a1", b.ids["b1"], "note", b"%04d" % n + bytes(32 * 1024))
                 while (await b.stats())["undeliverable"] < 20:
                     await asyncio.sleep(0.05)
+                waiting = await settled_backlog(b)  # (what ZeroMQ takes, taken)
+                assert waiting["frames_waiting_for_actors"]
                 started = time.monotonic()
                 with pytest.raises(Unavailable, match="not accepting messages"):
-                    # Larger than a tell: no room left for it whatever the fill.
-                    late = b"late" + bytes(40 * 1024)
+                    # Larger than the room left.
+                    late = b"late" + bytes(256 * 1024 - waiting["bytes_waiting_for_actors"])
                     await a.call("a1", b.ids["b1"], "echo", late, timeout_s=8)
                 refused_after_s = time.monotonic() - started
             finally:
@@ -671,37 +674,66 @@ def test_what_waits_for_a_stuck_worker_is_bounded(tmp_path: Path) -> None:
         assert undeliverable >= 20
 
 
-def test_tiny_tells_and_calls_for_a_stuck_worker_count_what_they_cost(tmp_path: Path) -> None:
+def test_tiny_calls_for_a_stuck_worker_count_what_they_cost(tmp_path: Path) -> None:
     # The bound counted bytes alone: tiny frames (≈ 100 bytes) let ten times as many
     # wait as their bytes say, each costing the gateway several times its size (50,000
-    # tiny calls: 139 MiB). Each now counts WAITING_COST_BYTES beside its bytes.
-    with small_backlog_pair(tmp_path, 256 * 1024) as (runner, a, b):
+    # tiny calls: 139 MiB). Each now counts WAITING_COST_BYTES beside its bytes. (Calls
+    # and tells take the same path; calls fill here because their wait is their deadline,
+    # a tell's 5 s only.)
+    bound = 256 * 1024
+    with small_backlog_pair(tmp_path, bound) as (runner, a, b):
         worker = b.workers["b1"]
-        count = 1000  # ≈ 100 KiB of frames: all of them waited before
 
-        async def scenario() -> int:
-            worker.rpc.pause_reading()
+        async def call(n: int) -> bytes | Unavailable:
             try:
-                for n in range(count):
-                    await a.tell("a1", b.ids["b1"], "note", b"%04d" % n)
-                # Behind the tells on their lane: refused at once, not at its deadline.
+                return await a.call("a1", b.ids["b1"], "echo", b"%05d" % n, timeout_s=25)
+            except Unavailable as exc:
+                return exc
+
+        async def scenario() -> tuple[dict[str, Any], list[bytes | Unavailable]]:
+            worker.rpc.pause_reading()
+            calls: list[asyncio.Task[bytes | Unavailable]] = []
+            try:
+                # Until some wait and nothing moves: ZeroMQ's pipes and the kernel's
+                # buffer take hundreds of tiny frames from the backlog, slower than they
+                # come (some are refused meanwhile), until they are full. (A call sent
+                # before they were full found room, in the CI run of 3fb795c.)
+                while True:
+                    calls += [asyncio.create_task(call(len(calls) + n)) for n in range(500)]
+                    waiting = await settled_backlog(b)
+                    if waiting["frames_waiting_for_actors"]:
+                        break
+                # With their bytes alone, what waits leaves room for it; with their cost,
+                # not: refused at once, not at its deadline.
+                room = bound - waiting["bytes_waiting_for_actors"]
+                room -= waiting["frames_waiting_for_actors"] * WAITING_COST_BYTES
+                assert room >= 0
                 with pytest.raises(Unavailable, match="not accepting messages"):
-                    await a.call("a1", b.ids["b1"], "echo", b"tiny", timeout_s=8)
+                    await a.call("a1", b.ids["b1"], "echo", bytes(room), timeout_s=8)
             finally:
                 worker.rpc.resume_reading()
-            undeliverable = int((await b.stats())["undeliverable"])
-            while len(worker.received.tells) < count - undeliverable:
-                await asyncio.sleep(0.05)
-            return undeliverable
+            return waiting, list(await asyncio.gather(*calls))
 
-        undeliverable = runner.run(scenario(), timeout_s=30)
-        got = [int(p[:4]) for _route, p, _s in worker.received.tells]
-        # Each once, in order (one refused while the backlog was full may be followed by
-        # one accepted once ZeroMQ took a frame from the backlog).
-        assert got == sorted(set(got)) and len(got) == count - undeliverable
-        # What the bound let wait (≈ 230) and what the worker's sockets took (100 to 300:
-        # ZeroMQ's pipes and the kernel's buffer count no bytes of ours).
-        assert undeliverable >= count // 4
+        waiting, answers = runner.run(scenario(), timeout_s=40)
+        assert waiting["frames_waiting_for_actors"] <= bound // WAITING_COST_BYTES
+        refused = [n for n, got in enumerate(answers) if isinstance(got, Unavailable)]
+        assert all("not accepting messages" in str(answers[n]) for n in refused)
+        # The others answered, each with its own payload.
+        assert all(got == b"%05d" % n for n, got in enumerate(answers) if n not in refused)
+
+
+async def settled_backlog(node: HarnessNode) -> dict[str, Any]:
+    """``node``'s gateway stats once what waits for its workers stopped changing (0.5 s
+    apart)."""
+    keys = ("frames_waiting_for_actors", "bytes_waiting_for_actors", "undeliverable")
+    last = None
+    while True:
+        stats = await node.stats()
+        now = tuple(stats[key] for key in keys)
+        if now == last:
+            return stats
+        last = now
+        await asyncio.sleep(0.5)
 
 
 def test_a_gateway_that_reads_no_more_holds_few_of_its_workers_frames(tmp_path: Path) -> None:
