@@ -9,8 +9,9 @@ resident memory (``VmRSS``) of the gateway that holds what waits, before and at 
 that actor's worker reads nothing; B's gateway holds them (``Tuning.worker_backlog_bytes``
 bounds it, each frame counted with ``WAITING_COST_BYTES``). ``partition``: node A floods
 node B's actor with tells for ``--seconds`` while B's gateway is stopped (SIGSTOP): A's
-gateway holds them through its failed reconnect attempts (bounded by the lane's
-``queue_high_bytes``, then the senders wait, and by ZeroMQ's ``hwm_messages`` pipes).
+gateway holds them through its failed reconnect attempts (bounded by
+``Tuning.reconnect_queue_bytes``, then dropped and the sender told, and by ZeroMQ's
+pipes).
 
     python scripts/gateway_memory.py stuck-worker --kind call --count 50000
     python scripts/gateway_memory.py partition --seconds 50
@@ -85,22 +86,29 @@ async def partition(a: HarnessNode, b: HarnessNode, args: argparse.Namespace) ->
     target, payload = b.ids["b1"], bytes(args.size)
     before = peak = rss_mib(a.process.pid)
     accepted = failed = 0
+    refused = a.workers["a1"].rpc.refused  # what a real worker checks before each tell
     os.kill(b.process.pid, signal.SIGSTOP)
     try:
         started = time.monotonic()
         while time.monotonic() - started < args.seconds:
             try:
+                refused.check(target)
                 await a.tell("a1", target, "note", payload)
                 accepted += 1
             except ActrError:
-                failed += 1  # its deadline passed waiting for room
+                # The gateway said it drops them (the link's queue is full), or the
+                # deadline passed waiting for room.
+                failed += 1
+                await asyncio.sleep(0)  # (a worker's actor would wait or do other work)
             if (accepted + failed) % 1000 == 0:
                 peak = max(peak, rss_mib(a.process.pid))
+        lanes = (await a.stats())["remote_nodes"][b.node_id]["lanes"]
     finally:
         os.kill(b.process.pid, signal.SIGCONT)
     return (
         f"tells of {args.size} bytes for {args.seconds:g} s to a node whose gateway is "
-        f"stopped: {accepted:,} accepted, {failed:,} failed; A's gateway {before} -> "
+        f"stopped: {accepted:,} accepted ({lanes['rpc_reliable']['dropped']:,} of them "
+        f"dropped by A's gateway), {failed:,} failed; A's gateway {before} -> "
         f"{max(peak, rss_mib(a.process.pid))} MiB"
     )
 

@@ -737,12 +737,14 @@ async def settled_backlog(node: HarnessNode) -> dict[str, Any]:
 
 
 def test_a_gateway_that_reads_no_more_holds_few_of_its_workers_frames(tmp_path: Path) -> None:
-    # A full lane (here a link whose other gateway stopped) makes the gateway stop
-    # reading its workers' socket; ZeroMQ then still took up to `hwm_messages` (10,000)
-    # frames from each worker into the gateway's memory: 80 MiB of 4 KiB tells from one
-    # worker (scripts/gateway_memory.py partition --size 4096). Now 256 (ROUTER_RECEIVE_HWM)
-    # and the rest waits in the worker, whose send fails at its deadline.
-    tuning = {**FAST_TUNING, "queue_high_bytes": 64 * 1024}
+    # A full lane (here a link whose other gateway stopped, not yet noticed: the
+    # keepalive timeout is long) makes the gateway stop reading its workers' socket;
+    # ZeroMQ then still took up to `hwm_messages` (10,000) frames from each worker into
+    # the gateway's memory: 80 MiB of 4 KiB tells from one worker. Now 256
+    # (ROUTER_RECEIVE_HWM) and the rest waits in the worker, whose send fails at its
+    # deadline. (Once the link fails, what exceeds the lane is refused instead:
+    # test_gateway_partition.py.)
+    tuning = {**FAST_TUNING, "queue_high_bytes": 64 * 1024, "keepalive_timeout_s": 30.0}
     runner = LoopRunner()
     with ServerProcess() as server:
         a = HarnessNode(tmp_path / "a", server.url, [("a1", "t+A")], name="a", tuning=tuning)
@@ -755,8 +757,6 @@ def test_a_gateway_that_reads_no_more_holds_few_of_its_workers_frames(tmp_path: 
             os.kill(b.process.pid, signal.SIGSTOP)
 
             async def flood() -> int:
-                while (await a.stats())["remote_nodes"][b.node_id]["state"] == "connected":
-                    await asyncio.sleep(0.1)
                 taken = 0
                 with pytest.raises(DeadlineExceeded, match="the node's gateway"):
                     while taken < 30_000:
@@ -766,8 +766,10 @@ def test_a_gateway_that_reads_no_more_holds_few_of_its_workers_frames(tmp_path: 
 
             try:
                 taken = runner.run(flood(), timeout_s=60)
+                state = runner.run(a.stats())["remote_nodes"][b.node_id]["state"]
             finally:
                 os.kill(b.process.pid, signal.SIGCONT)
+            assert state == "connected"  # (it was still: the socket was paused)
             # The worker's own queue (10,000) and a few more (measured: none); before:
             # another 10,000 in the gateway (19,999 in all).
             assert taken < a.hwm + ROUTER_RECEIVE_HWM + 1_000, taken

@@ -439,7 +439,7 @@ def test_what_a_failed_link_carries_on_fills_the_next_ones_lane() -> None:
             a.pc.fail("cut by the test")
             attempt.pc.enqueue_carried(a.pc.take_undelivered())
             assert attempt.pc.queued_bytes >= 200_000
-            assert attempt.pressure == [True]  # the calls socket is read no more
+            assert attempt.pressure == [True]  # (the gateway refuses more past a bound)
             attempt.pc.fail("no answer")
             # One that connects sends them all, and the socket is read again.
             carried = attempt.pc.take_undelivered()

@@ -127,6 +127,9 @@ class Gateway(Nodes, Outbound, Inbound):
             for name, router in self._routers.items()
         }
         self._pressure: dict[str, set[object]] = {CALLS: set(), STREAMS: set()}
+        #: Reconnect attempts whose RPC lane is full: they do not stop the calls socket;
+        #: past a bound, calls and tells for their node are refused (Outbound._to_node).
+        self._refusing: set[PeerConnection] = set()
         ctl = self._zctx.socket(zmq.DEALER)
         ctl.setsockopt(zmq.LINGER, 1000)
         ctl.setsockopt(zmq.ROUTING_ID, b"g:" + self.node_id.encode())
@@ -212,12 +215,28 @@ class Gateway(Nodes, Outbound, Inbound):
 
     def _on_link_pressure(self, pc: PeerConnection, socket: str, full: bool) -> None:
         """A link's lane that ``socket`` feeds is full, or has room again: a stream lane
-        holds back that node's stream frames only, an RPC lane stops the calls socket."""
+        holds back that node's stream frames only; an RPC lane stops the calls socket,
+        unless its link failed and has not come back: then the socket is read on for the
+        other nodes, and the calls and tells for that node are refused past
+        ``Tuning.reconnect_queue_bytes`` (Outbound._to_node). Through a partition, the
+        socket stopped every call to any node until the node was given up (60 s)."""
         if socket == STREAMS:
             connected = pc.state is LinkState.CONNECTED
             self._stream_hold.link_full(pc.remote_node, pc, full, connected)
-        else:
-            self._on_pressure((pc, socket), full, (socket,))
+            return
+        node = self._nodes.get(pc.remote_node)
+        if full and node is not None and node.reconnecting_because():
+            self._refusing.add(pc)
+            return
+        self._refusing.discard(pc)
+        self._on_pressure((pc, socket), full, (socket,))
+
+    def _refusing_link_up(self, pc: PeerConnection) -> None:
+        """``pc`` connected with its RPC lane still full: from now on it drains, and the
+        calls socket waits for it as for any full lane."""
+        if pc in self._refusing:
+            self._refusing.discard(pc)
+            self._on_pressure((pc, CALLS), True, (CALLS,))
 
     def _send_link(self, pc: PeerConnection, lane: int, frame: bytes) -> None:
         """Send a frame to another node: kept for a batch during a drain of a worker

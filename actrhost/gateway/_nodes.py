@@ -56,6 +56,7 @@ class Nodes:
     _introduced: Callable[[str, ActrId], None]
     _failed_call_reports: int  # connections that failed with calls pending
     _stream_hold: StreamHold
+    _refusing_link_up: Callable[[PeerConnection], None]  # Gateway
 
     def _remote(self, node_id: str) -> RemoteNode:
         node = self._nodes.get(node_id)
@@ -184,6 +185,7 @@ class Nodes:
         if state is LinkState.CONNECTED:
             self._say_hello(pc)
             self._stream_hold.link_up(node.node_id)
+            self._refusing_link_up(pc)
         if state not in TERMINAL:
             return
         self._stream_hold.link_ended(pc)

@@ -49,7 +49,7 @@ from ._media import is_track_sample
 from ._peer import PeerConnection
 from ._remote import RemoteNode, session_id
 from ._stream_hold import StreamHold
-from ._types import CALLS, STREAMS, LinkState, Tuning
+from ._types import CALLS, RPC_LANES, STREAMS, LinkState, Tuning
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ class Outbound:
     _send_link: Callable[[PeerConnection, int, bytes], None]
     _in_drain: bool
     _stream_hold: StreamHold
+    _refusing: set[PeerConnection]  # Gateway._on_link_pressure
 
     def _on_router(self, parts: list[bytes], via: str = CALLS) -> None:
         """Frames from a worker on socket ``via`` (CALLS, STREAMS or MEDIA)."""
@@ -326,7 +327,7 @@ class Outbound:
         if node_id is not None and locate is None:
             if source is not None and source in self._regs:
                 self._nodes[node_id].add_pair(source, target)
-            self._to_node(node_id, lane, frame, request_id)
+            self._to_node(node_id, lane, frame, request_id, source, target)
             return
         if locate is None:
             known_missing = self._not_found.get(target)
@@ -345,8 +346,24 @@ class Outbound:
         if sum(x.size_bytes for x in self._locating.values()) > LOCATE_QUEUE_BYTES:
             self._on_pressure("locate", True)
 
-    def _to_node(self, node_id: str, lane: int, frame: bytes, request_id: str) -> None:
+    def _to_node(
+        self,
+        node_id: str,
+        lane: int,
+        frame: bytes,
+        request_id: str,
+        source: ActrId | None = None,
+        target: ActrId | None = None,
+    ) -> None:
         node = self._nodes[node_id]
+        pc = node.connection()
+        if (
+            pc in self._refusing
+            and lane in RPC_LANES
+            and pc.queued_bytes_from(CALLS) >= self.tuning.reconnect_queue_bytes
+        ):
+            self._refuse_for_down_node(node, lane, request_id, source, target)
+            return
         if request_id:
             call = self._pending_out.get(request_id)
             if call is not None:
@@ -362,7 +379,32 @@ class Outbound:
                         lane,
                         frame,
                     )
-        self._send_link(node.connection(), lane, frame)
+        self._send_link(pc, lane, frame)
+
+    def _refuse_for_down_node(
+        self,
+        node: RemoteNode,
+        lane: int,
+        request_id: str,
+        source: ActrId | None,
+        target: ActrId | None,
+    ) -> None:
+        """A call or tell for ``node``, whose link failed and whose next connection's RPC
+        lanes hold ``Tuning.reconnect_queue_bytes``: a call fails with 503 now (counted
+        ``failed_calls``), a tell is dropped, counted in its lane's ``dropped``, and its
+        sender told (its next tells to ``target`` raise it for a while, as for a target
+        that is gone; module ``actrhost._undeliverable``)."""
+        error = Unavailable(
+            f"node {node.node_id} is reconnecting after its link failed "
+            f"({node.reconnecting_because()}) and "
+            f"{self.tuning.reconnect_queue_bytes // 1024:,} KiB wait for it already"
+        )
+        if request_id:
+            self._fail_out(request_id, error)
+            return
+        node.counters.by_lane[lane].dropped += 1
+        if target is not None:
+            self._notify_sender(source, target, error)
 
     def _stop_waiting(self, request_id: str, node: RemoteNode, lane: int, frame: bytes) -> None:
         """A call that waited ``reconnect_call_wait_s`` for a link still down fails with

@@ -405,6 +405,10 @@ class Sending:
         """Bytes waiting in our lane queues."""
         return sum(q.queued_bytes for q in self._lanes)
 
+    def queued_bytes_from(self, socket: str) -> int:
+        """Bytes waiting in the lane queues that the gateway's ``socket`` feeds."""
+        return sum(q.queued_bytes for q in self._lanes if _SOCKET_OF.get(q.slot) == socket)
+
     def _window_open(self) -> bool:
         inflight = self._stream_sent_bytes - self._stream_acked_bytes
         return inflight < self.tuning.stream_window_bytes

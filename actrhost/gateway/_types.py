@@ -12,6 +12,7 @@ from ._media import MediaCounters
 __all__ = [
     "CALLS",
     "MEDIA",
+    "RPC_LANES",
     "STREAMS",
     "TERMINAL",
     "TRANSITIONS",
@@ -24,6 +25,8 @@ __all__ = [
 #: The gateway's sockets for its workers: calls and tells, stream frames, media samples.
 #: A full lane stops the reading of the first two (media is lossy and never waits).
 CALLS, STREAMS, MEDIA = "calls", "streams", "media"
+#: The lanes that frames from the calls socket go on.
+RPC_LANES = frozenset({PayloadType.RPC_RELIABLE, PayloadType.RPC_SIGNAL})
 
 
 class LinkState(StrEnum):
@@ -73,6 +76,11 @@ class Tuning:
     fifo_target_s: float = 0.05
     #: Queued bytes on a reliable lane beyond which the gateway stops reading its socket.
     queue_high_bytes: int = 4 * 1024 * 1024
+    #: For a node whose link failed and has not come back, the calls socket is read on
+    #: past ``queue_high_bytes`` (the other nodes' calls must not wait through the
+    #: reconnect window): calls and tells for that node queue up to this many bytes, then
+    #: are refused (a call gets 503, a tell is dropped and its sender told).
+    reconnect_queue_bytes: int = 8 * 1024 * 1024
     stream_window_bytes: int = 8 * 1024 * 1024
     #: Reliable stream bytes from other nodes that may wait for one slow local worker
     #: before their senders are told to keep that actor's chunks ("full"): a quarter of

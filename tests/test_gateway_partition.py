@@ -1,0 +1,89 @@
+"""A node that cannot be reached does not hold up its node's calls and tells to the others
+(real gateway processes): while its link reconnects, what exceeds that link's RPC lane
+is refused at once, the sender told, and the workers' socket read on (docs/gateway.md,
+Backpressure)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("aiortc")
+
+from actrhost import Unavailable
+from actrhost.gateway._testing import FAST_TUNING, HarnessNode, LoopRunner, start_nodes
+from actrhost.signaling._testing import ServerProcess
+
+
+def test_a_flood_to_an_unreachable_node_does_not_hold_up_calls_to_another(
+    tmp_path: Path,
+) -> None:
+    # Tells to a node whose gateway stopped (SIGSTOP) filled its link's RPC lane while the
+    # link reconnected; the gateway then stopped reading the calls socket, and a call to a
+    # third node waited until the stopped one was given up (60 s as shipped): here the
+    # call's 5 s deadline passed. Now what exceeds the lane is refused, the sender told.
+    tuning = {**FAST_TUNING, "queue_high_bytes": 64 * 1024, "reconnect_queue_bytes": 128 * 1024}
+    runner = LoopRunner()
+    with ServerProcess() as server:
+        a = HarnessNode(tmp_path / "a", server.url, [("a1", "t+A")], name="a", tuning=tuning)
+        b = HarnessNode(tmp_path / "b", server.url, [("b1", "t+B")], name="b")
+        c = HarnessNode(tmp_path / "c", server.url, [("c1", "t+C")], name="c")
+        try:
+            runner.run(start_nodes(a, b, c))
+            for node, actor in ((b, "b1"), (c, "c1")):
+                assert runner.run(a.call("a1", node.ids[actor], "echo", b"up")) == b"up"
+            assert b.process is not None
+            os.kill(b.process.pid, signal.SIGSTOP)
+
+            async def flood() -> tuple[int, Unavailable, float, Unavailable]:
+                while (await a.stats())["remote_nodes"][b.node_id]["state"] == "connected":
+                    await asyncio.sleep(0.1)
+                sent = 0
+                while True:  # 128 KiB are taken, then the sender is told
+                    tell = b"%05d" % sent + bytes(4096)
+                    await a.tell("a1", b.ids["b1"], "note", tell, timeout_s=2)
+                    sent += 1
+                    await asyncio.sleep(0)  # (the notice comes on the worker's feed)
+                    try:  # what an actor's next ctx.tell to b1 checks
+                        a.workers["a1"].rpc.refused.check(b.ids["b1"])
+                    except Unavailable as exc:
+                        told = exc
+                        break
+                started = time.monotonic()
+                assert await a.call("a1", c.ids["c1"], "echo", b"on", timeout_s=5) == b"on"
+                call_s = time.monotonic() - started
+                with pytest.raises(Unavailable) as refused:
+                    await a.call("a1", b.ids["b1"], "echo", b"b?", timeout_s=5)
+                return sent, told, call_s, refused.value
+
+            try:
+                sent, told, call_s, refused = runner.run(flood(), timeout_s=60)
+            finally:
+                os.kill(b.process.pid, signal.SIGCONT)
+            assert call_s < 2, call_s
+            for error in (told, refused):
+                assert f"node {b.node_id} is reconnecting" in error.message
+                assert "128 KiB wait for it already" in error.message
+
+            async def delivered() -> tuple[int, list[int]]:
+                lanes = (await a.stats())["remote_nodes"][b.node_id]["lanes"]
+                dropped = int(lanes["rpc_reliable"]["dropped"])
+                tells = b.workers["b1"].received.tells
+                while len(tells) < sent - dropped:
+                    await asyncio.sleep(0.05)
+                return dropped, [int(payload[:5]) for _route, payload, _source in tells]
+
+            dropped, got = runner.run(delivered(), timeout_s=30)
+            # The first ones, once each and in order, after the link came back; the rest
+            # were refused and counted.
+            assert dropped >= 1 and got == list(range(sent - dropped))
+            assert 30 <= len(got) < 100  # 4 KiB each: 128 KiB, and a batch
+        finally:
+            for node in (a, b, c):
+                runner.run(node.stop())
+            runner.close()
