@@ -445,7 +445,8 @@ class RpcEndpoint:
             why = "its queue is full: the receiver is busy"
             if endpoint == self.to_other_nodes.gateway:
                 # "The receiver is busy" sent people looking at the actor on the other node.
-                why = "the node's gateway: its link to that node is full, or reconnecting"
+                # It stops reading while a link to any node is full (docs/gateway.md).
+                why = "the node's gateway reads no more: a link of it to another node is full"
             raise DeadlineExceeded(f"{endpoint} took nothing more before the deadline ({why})")
         raise Unavailable(f"{endpoint} is not accepting messages (peer down or overloaded)")
 
