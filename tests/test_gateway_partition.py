@@ -83,6 +83,14 @@ def test_a_flood_to_an_unreachable_node_does_not_hold_up_calls_to_another(
             # were refused and counted.
             assert dropped >= 1 and got == list(range(sent - dropped))
             assert 30 <= len(got) < 100  # 4 KiB each: 128 KiB, and a batch
+            # The link came back with its lane full: the socket waited for it to drain
+            # (the node's tells are not refused any more), then read on.
+            for node, actor in ((b, "b1"), (c, "c1")):
+                assert runner.run(a.call("a1", node.ids[actor], "echo", b"back")) == b"back"
+            runner.run(a.tell("a1", b.ids["b1"], "note", b"99999"))
+            tells = b.workers["b1"].received.tells
+            runner.run(b.wait_for(lambda: len(tells) > len(got), 10, "the tell after"))
+            assert tells[-1][1] == b"99999"
         finally:
             for node in (a, b, c):
                 runner.run(node.stop())
