@@ -189,6 +189,12 @@ def format_status(status: dict[str, Any]) -> str:
                     if node.get(key)
                 )
             )
+            if node.get("refusing"):  # its link failed and its queue is full (gateway.md)
+                queued = (node.get("connection") or {}).get("queued_bytes", 0)
+                lines.append(
+                    f"    {format_bytes(queued)} queued for it: its calls fail (503) and its "
+                    "tells are dropped (senders told) until it is back"
+                )
             lines += _lane_lines(node.get("lanes") or {})
             lines += _sctp_lines((node.get("connection") or {}).get("sctp") or {})
             lines += _udp_lines(node.get("connection") or {})

@@ -316,6 +316,13 @@ def test_status_names_the_ice_host_and_the_gateway_counters_that_are_not_zero():
     assert "  remote node b (n1): new (reconnecting: nothing received for 3 s), " in (
         format_status(status)
     )
+    assert "queued for it" not in format_status(status)
+    remote.update(refusing=True, connection={"queued_bytes": 8 * 1024 * 1024})  # full
+    assert (
+        "    8.0 MiB queued for it: its calls fail (503) and its tells are dropped (senders "
+        "told) until it is back"
+    ) in format_status(status).splitlines()
+    del remote["refusing"], remote["connection"]
     remote["state"] = "connected"  # that attempt connected: no contradiction shown
     assert "  remote node b (n1): connected, " in format_status(status)
     assert "duplicates dropped" not in format_status(status)

@@ -59,6 +59,8 @@ def test_a_flood_to_an_unreachable_node_does_not_hold_up_calls_to_another(
                 call_s = time.monotonic() - started
                 with pytest.raises(Unavailable) as refused:
                     await a.call("a1", b.ids["b1"], "echo", b"b?", timeout_s=5)
+                assert (await a.stats())["remote_nodes"][b.node_id]["refusing"]
+                assert not (await a.stats())["remote_nodes"][c.node_id]["refusing"]
                 return sent, told, call_s, refused.value
 
             try:

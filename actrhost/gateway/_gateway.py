@@ -534,7 +534,10 @@ class Gateway(Nodes, Outbound, Inbound):
             **vars(self.counters),
             # Not there when the watch is off (a 0 would claim that nothing blocked).
             **(self.loop_watch.stats() if self.loop_watch else {}),
-            "remote_nodes": {node_id: node.stats() for node_id, node in self._nodes.items()},
+            "remote_nodes": {
+                node_id: {**node.stats(), "refusing": self._refuses(node.pc)}
+                for node_id, node in self._nodes.items()
+            },
         }
 
     def _on_signaling_connected(self, client: SignalingClient) -> None:

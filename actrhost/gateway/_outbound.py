@@ -357,11 +357,7 @@ class Outbound:
     ) -> None:
         node = self._nodes[node_id]
         pc = node.connection()
-        if (
-            pc in self._refusing
-            and lane in RPC_LANES
-            and pc.queued_bytes_from(CALLS) >= self.tuning.reconnect_queue_bytes
-        ):
+        if lane in RPC_LANES and self._refuses(pc):
             self._refuse_for_down_node(node, lane, request_id, source, target)
             return
         if request_id:
@@ -380,6 +376,15 @@ class Outbound:
                         frame,
                     )
         self._send_link(pc, lane, frame)
+
+    def _refuses(self, pc: PeerConnection | None) -> bool:
+        """Whether calls and tells for ``pc``'s node are refused: its link failed, and
+        ``pc``, the next attempt, holds ``Tuning.reconnect_queue_bytes`` of them."""
+        return (
+            pc in self._refusing
+            and pc is not None
+            and pc.queued_bytes_from(CALLS) >= self.tuning.reconnect_queue_bytes
+        )
 
     def _refuse_for_down_node(
         self,
