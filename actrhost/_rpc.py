@@ -37,6 +37,7 @@ from ._errors import (
     Unavailable,
     error_from_code,
 )
+from ._held_targets import HeldTargets, is_flow_notice
 from ._payload_type import PayloadType
 from ._replies import Replies
 from ._tell_origin import TellsRead, Verdict
@@ -67,6 +68,14 @@ CATCH_UP_EVERY_S = 0.01
 #: is held back at its sender (docs/gateway.md, Backpressure). With ``hwm_messages``
 #: (10,000 by default) a slow actor took a whole remote stream into its memory.
 FEED_RECEIVE_HWM = 1024
+
+#: Frames the queue to the node's gateway holds, at most (``hwm_messages`` if lower).
+#: What a worker has on its way to the gateway when the gateway tells it to wait for an
+#: actor on another node (its link full, ``_held_targets``) is what this queue and the
+#: gateway's socket (``gateway._gateway.ROUTER_RECEIVE_HWM``) hold: with
+#: ``hwm_messages`` (10,000) a flood of 4 KiB tells had 40 MiB on its way, past the
+#: gateway's hold, which then stopped reading for every node (QA, 2026-12-07).
+GATEWAY_SEND_HWM = 256
 
 #: The routing id ``on_request`` gets for a frame that came on the feed (a ROUTER never
 #: gives an empty one); :meth:`RpcEndpoint.reply` answers it on the feed.
@@ -208,6 +217,8 @@ class RpcEndpoint:
         #: Actors on other nodes this process's tells and stream frames may not go to
         #: for now: the gateway said it dropped some (module ``_undeliverable``).
         self.refused = RefusedTargets(self._loop.time)
+        #: Actors on other nodes whose link is full: sends to them wait (_held_targets).
+        self.held = HeldTargets(self._loop.time)
         #: The last tell from each sender (or connection) on another node read; complete
         #: in the first process of an actor instance (no earlier one read anything).
         self._tells_read = TellsRead(complete=first_of_instance)
@@ -309,6 +320,9 @@ class RpcEndpoint:
                     self._feed_reply(data)
                 elif is_notice(env):
                     self._learn_refused(env)
+                elif is_flow_notice(env):
+                    if not self.held.learn(env):
+                        self.dropped_malformed("a wait notice without a target")
                 else:
                     self._resolve(env)
             elif routing_id or self._takes_from_node(env):
@@ -389,6 +403,8 @@ class RpcEndpoint:
                 raise Unavailable(f"{self!r} is closed")
             sock = self._zctx.socket(zmq.DEALER)
             configure_socket(sock, self._hwm)
+            if endpoint == self.to_other_nodes.gateway:
+                sock.setsockopt(zmq.SNDHWM, min(self._hwm, GATEWAY_SEND_HWM))
             # Not ZMQ_IMMEDIATE: with it, libzmq discards the messages already received
             # from a peer when that peer disconnects before we read them — an answer sent
             # just before a graceful exit was lost in ~10% of trials (reproduced with bare
@@ -445,8 +461,8 @@ class RpcEndpoint:
             why = "its queue is full: the receiver is busy"
             if endpoint == self.to_other_nodes.gateway:
                 # "The receiver is busy" sent people looking at the actor on the other node.
-                # It stops reading while a link to any node is full (docs/gateway.md).
-                why = "the node's gateway reads no more: a link of it to another node is full"
+                # It stops reading past its hold for full links (docs/gateway.md).
+                why = "the node's gateway reads no more: its links are full, or it is stuck"
             raise DeadlineExceeded(f"{endpoint} took nothing more before the deadline ({why})")
         raise Unavailable(f"{endpoint} is not accepting messages (peer down or overloaded)")
 

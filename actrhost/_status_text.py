@@ -165,6 +165,8 @@ def format_status(status: dict[str, Any]) -> str:
             lines.append(
                 f"  stream frames held for full links or slow actors: {stats['streams_held']}"
             )
+        if stats.get("calls_held"):  # for nodes whose link is full (_call_hold)
+            lines.append(f"  calls and tells held for full links: {stats['calls_held']}")
         if stats.get("frames_waiting_for_actors"):  # their sockets full (_to_workers)
             lines.append(
                 f"  frames from other nodes waiting for slow actors: "

@@ -290,6 +290,10 @@ def test_status_names_the_ice_host_and_the_gateway_counters_that_are_not_zero():
     text = format_status({"node": "a", "actors": [], "gateway": {**gateway, "stats": stats}})
     assert "  stream frames held for full links or slow actors: 12" in text.splitlines()
     assert "waiting for slow actors" not in text
+    assert "calls and tells held" not in text
+    stats["calls_held"] = 5  # calls and tells kept for a node whose link is full
+    text = format_status({"node": "a", "actors": [], "gateway": {**gateway, "stats": stats}})
+    assert "  calls and tells held for full links: 5" in text.splitlines()
     stats["frames_waiting_for_actors"] = 3  # from other nodes, for local actors' sockets
     stats["bytes_waiting_for_actors"] = 3 * 1024 * 1024
     text = format_status({"node": "a", "actors": [], "gateway": {**gateway, "stats": stats}})

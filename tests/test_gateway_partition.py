@@ -10,6 +10,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,6 +94,70 @@ def test_a_flood_to_an_unreachable_node_does_not_hold_up_calls_to_another(
             tells = b.workers["b1"].received.tells
             runner.run(b.wait_for(lambda: len(tells) > len(got), 10, "the tell after"))
             assert tells[-1][1] == b"99999"
+        finally:
+            for node in (a, b, c):
+                runner.run(node.stop())
+            runner.close()
+
+
+def test_a_flood_to_a_node_whose_link_is_full_waits_alone(tmp_path: Path) -> None:
+    # Node B's gateway stops reading (SIGSTOP; the keepalive timeout is long, so the link
+    # stays up) and A's RPC lane to it fills. A's gateway stopped reading the calls
+    # socket: a call to node C waited as long as B did. Now B's calls and tells are kept
+    # in A's gateway and their sender told to wait; C's call is answered at once, and
+    # once B reads again every tell arrives, once and in order.
+    tuning = {**FAST_TUNING, "queue_high_bytes": 1024 * 1024, "keepalive_timeout_s": 30.0}
+    runner = LoopRunner()
+    with ServerProcess() as server:
+        a = HarnessNode(tmp_path / "a", server.url, [("a1", "t+A")], name="a", tuning=tuning)
+        b = HarnessNode(tmp_path / "b", server.url, [("b1", "t+B")], name="b")
+        c = HarnessNode(tmp_path / "c", server.url, [("c1", "t+C")], name="c")
+        try:
+            runner.run(start_nodes(a, b, c))
+            for node, actor in ((b, "b1"), (c, "c1")):
+                assert runner.run(a.call("a1", node.ids[actor], "echo", b"up")) == b"up"
+            assert b.process is not None
+            held = a.workers["a1"].rpc.held  # what an actor's next ctx.tell to b1 checks
+            target = b.ids["b1"]
+
+            async def tell(n: int) -> None:
+                await a.tell("a1", target, "note", b"%05d" % n + bytes(4096))
+
+            async def flood() -> tuple[int, float, dict[str, Any]]:
+                sent = 0
+                while not held.holds(target):  # SCTP's window, the lane's 1 MiB, then told
+                    assert sent < 5_000, "never told to wait"
+                    await tell(sent)
+                    sent += 1
+                    # At a pace its gateway keeps up with: what is on its way when the
+                    # notice comes is then little (a sender that outruns the gateway has
+                    # up to its socket's high-water mark on its way, and past the hold's
+                    # bound the socket is paused after all, as before).
+                    await asyncio.sleep(0.0005)
+                started = time.monotonic()
+                assert await a.call("a1", c.ids["c1"], "echo", b"on", timeout_s=5) == b"on"
+                call_s = time.monotonic() - started
+                stats = await a.stats()
+                os.kill(b.process.pid, signal.SIGCONT)
+                for n in range(sent, sent + 100):  # waiting for room first
+                    await held.wait(target, asyncio.get_running_loop().time() + 10)
+                    await tell(n)
+                return sent + 100, call_s, stats
+
+            os.kill(b.process.pid, signal.SIGSTOP)
+            try:
+                count, call_s, stats = runner.run(flood(), timeout_s=60)
+            finally:
+                os.kill(b.process.pid, signal.SIGCONT)
+            assert call_s < 2, call_s
+            assert stats["calls_held"] >= 1 and stats["senders_told_to_wait"] >= 1
+            assert stats["remote_nodes"][b.node_id]["state"] == "connected"
+            tells = b.workers["b1"].received.tells
+            runner.run(b.wait_for(lambda: len(tells) >= count, 20, "every tell"))
+            assert [int(payload[:5]) for _route, payload, _source in tells] == list(range(count))
+            lanes = runner.run(a.stats())["remote_nodes"][b.node_id]["lanes"]
+            assert lanes["rpc_reliable"]["dropped"] == 0
+            assert not held.holds(target)  # told there is room
         finally:
             for node in (a, b, c):
                 runner.run(node.stop())

@@ -34,6 +34,9 @@ class GatewayCounters:
     #: Notices sent to our workers that their tells or stream frames for an actor on
     #: another node were dropped, that actor being unknown or down (_notices.py).
     senders_told: int = 0
+    #: Wait notices to our workers: their calls and tells to an actor whose node's link
+    #: is full must wait (_call_hold.py, actrhost/_held_targets.py).
+    senders_told_to_wait: int = 0
     #: Tells our workers had sent to the gateway before this one (it died) that waited in
     #: their sockets: dropped, as the workers send them again (actrhost/_tell_origin.py).
     stale_tells_dropped: int = 0

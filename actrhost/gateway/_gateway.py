@@ -44,6 +44,7 @@ from .._rundir import remove_orphaned_run_dir, taken_over
 from .._undeliverable import NoticeLimiter
 from .._zmqloop import LoopSocket
 from ..signaling import Availability, SignalingClient
+from ._call_hold import CallHold
 from ._counters import GatewayCounters
 from ._expiry import ExpiryWheel
 from ._feed_reads import FeedReads
@@ -57,6 +58,7 @@ from ._remote import RemoteNode
 from ._spec import GatewaySpec, acl_rules, credential_hex, register
 from ._stream_hold import StreamHold
 from ._tells_received import TellsReceived
+from ._to_nodes import ToNodes
 from ._to_workers import Backlog
 from ._trust import Parked
 from ._types import CALLS, MEDIA, STREAMS, LinkState, Tuning
@@ -77,7 +79,7 @@ CLOSE_WAIT_S = 2.0
 SUPERVISOR_WATCH_S = 1.0
 
 
-class Gateway(Nodes, Outbound, Inbound):
+class Gateway(Nodes, Outbound, ToNodes, Inbound):
     """The gateway of one node (one per process)."""
 
     def __init__(self, spec: GatewaySpec, config: Config) -> None:
@@ -182,6 +184,14 @@ class Gateway(Nodes, Outbound, Inbound):
             lambda full: self._on_pressure("held streams", full, (STREAMS,)),
             self.tuning.queue_high_bytes,
         )
+        # Calls and tells for a node whose link is full, likewise (their senders told to
+        # wait: actrhost/_held_targets.py).
+        self._call_hold = CallHold(
+            self._send_held_call,
+            lambda full: self._on_pressure("held calls", full, (CALLS,)),
+            self._tell_sender_to_wait,
+            self.tuning.queue_high_bytes,
+        )
         self._in_ids = itertools.count(1)
         self._out_ids = itertools.count(1)
         self._rings = RingReaders(spec.shm_prefix)
@@ -215,11 +225,11 @@ class Gateway(Nodes, Outbound, Inbound):
 
     def _on_link_pressure(self, pc: PeerConnection, socket: str, full: bool) -> None:
         """A link's lane that ``socket`` feeds is full, or has room again: a stream lane
-        holds back that node's stream frames only; an RPC lane stops the calls socket,
-        unless its link failed and has not come back: then the socket is read on for the
-        other nodes, and the calls and tells for that node are refused past
-        ``Tuning.reconnect_queue_bytes`` (Outbound._to_node). Through a partition, the
-        socket stopped every call to any node until the node was given up (60 s)."""
+        holds back that node's stream frames only, an RPC lane its calls and tells
+        (``_call_hold``); unless its link failed and has not come back: then they queue
+        up to ``Tuning.reconnect_queue_bytes`` and the rest is refused
+        (Outbound._to_node). Before, a full RPC lane stopped the calls socket, and every
+        call to any node waited: through a partition until the node was given up (60 s)."""
         if socket == STREAMS:
             connected = pc.state is LinkState.CONNECTED
             self._stream_hold.link_full(pc.remote_node, pc, full, connected)
@@ -229,14 +239,14 @@ class Gateway(Nodes, Outbound, Inbound):
             self._refusing.add(pc)
             return
         self._refusing.discard(pc)
-        self._on_pressure((pc, socket), full, (socket,))
+        self._call_hold.link_full(pc.remote_node, pc, full)
 
     def _refusing_link_up(self, pc: PeerConnection) -> None:
-        """``pc`` connected with its RPC lane still full: from now on it drains, and the
-        calls socket waits for it as for any full lane."""
+        """``pc`` connected with its RPC lane still full: from now on it drains, and new
+        calls and tells for its node wait for it as for any full lane."""
         if pc in self._refusing:
             self._refusing.discard(pc)
-            self._on_pressure((pc, CALLS), True, (CALLS,))
+            self._call_hold.link_full(pc.remote_node, pc, True)
 
     def _send_link(self, pc: PeerConnection, lane: int, frame: bytes) -> None:
         """Send a frame to another node: kept for a batch during a drain of a worker
@@ -530,6 +540,7 @@ class Gateway(Nodes, Outbound, Inbound):
             "pending_in": len(self._pending_in),
             "ice_host_addresses": self.ice_host_addresses,
             "streams_held": self._stream_hold.frames,
+            "calls_held": self._call_hold.frames,
             **self.waiting_for_workers(),
             **vars(self.counters),
             # Not there when the watch is off (a 0 would claim that nothing blocked).

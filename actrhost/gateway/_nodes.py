@@ -19,6 +19,7 @@ from .._errors import ActrError, NotFound, PermissionDenied, Unavailable
 from .._ids import ActrId
 from .._rpc import worth_logging
 from ..signaling import RelayMessage, RoleAssignment, RoleNegotiation, SdpAnswer, SdpOffer
+from ._call_hold import CallHold
 from ._counters import GatewayCounters
 from ._identity import sdp_proves_node
 from ._inbound import _InCall
@@ -56,6 +57,7 @@ class Nodes:
     _introduced: Callable[[str, ActrId], None]
     _failed_call_reports: int  # connections that failed with calls pending
     _stream_hold: StreamHold
+    _call_hold: CallHold
     _refusing_link_up: Callable[[PeerConnection], None]  # Gateway
 
     def _remote(self, node_id: str) -> RemoteNode:
@@ -84,6 +86,7 @@ class Nodes:
         for actor in [a for a, n in self._node_of.items() if n == node.node_id]:
             del self._node_of[actor]
         self._stream_hold.forget(node.node_id)
+        self._call_hold.forget(node.node_id)
         close_in_background(node.close())  # RemoteNode logged why
 
     def _learn(

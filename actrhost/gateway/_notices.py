@@ -26,6 +26,7 @@ from .. import _envelope as wire
 from .._directory import Directory
 from .._envelope import TELL, StreamFrame
 from .._errors import ActrError, BadRequest, NotFound, Unavailable, error_from_code
+from .._held_targets import flow_notice
 from .._ids import ActrId
 from .._undeliverable import NoticeLimiter, notice
 from .._zmqloop import LoopSocket
@@ -135,6 +136,21 @@ class Notices:
             pass  # its queue is full: the next dropped frame tells it
         else:
             self.counters.senders_told += 1
+
+    def _tell_sender_to_wait(self, source: ActrId, target: ActrId, wait: bool) -> None:
+        """Tell the worker of ``source`` (one of our actors) that its calls and tells to
+        ``target`` must wait, its node's link being full (``wait``), or may go on
+        (module ``actrhost._held_targets``; ``_call_hold`` says how often)."""
+        entry = self.directory.get(source)
+        if entry is None:
+            return
+        try:
+            self._dealer(entry.endpoint).send_nowait(flow_notice(target, wait))
+        except zmq.ZMQError:
+            pass  # its queue is full: its sends wait for that anyway
+        else:
+            if wait:
+                self.counters.senders_told_to_wait += 1
 
 
 def _actor_id(text: object) -> ActrId | None:

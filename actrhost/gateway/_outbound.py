@@ -49,7 +49,7 @@ from ._media import is_track_sample
 from ._peer import PeerConnection
 from ._remote import RemoteNode, session_id
 from ._stream_hold import StreamHold
-from ._types import CALLS, RPC_LANES, STREAMS, LinkState, Tuning
+from ._types import CALLS, STREAMS, LinkState, Tuning
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class Outbound:
     _send_link: Callable[[PeerConnection, int, bytes], None]
     _in_drain: bool
     _stream_hold: StreamHold
-    _refusing: set[PeerConnection]  # Gateway._on_link_pressure
+    _to_node: Callable[..., None]  # _to_nodes.ToNodes: onto a known node's link
 
     def _on_router(self, parts: list[bytes], via: str = CALLS) -> None:
         """Frames from a worker on socket ``via`` (CALLS, STREAMS or MEDIA)."""
@@ -345,88 +345,6 @@ class Outbound:
             locate.senders.add(source)
         if sum(x.size_bytes for x in self._locating.values()) > LOCATE_QUEUE_BYTES:
             self._on_pressure("locate", True)
-
-    def _to_node(
-        self,
-        node_id: str,
-        lane: int,
-        frame: bytes,
-        request_id: str,
-        source: ActrId | None = None,
-        target: ActrId | None = None,
-    ) -> None:
-        node = self._nodes[node_id]
-        pc = node.connection()
-        if lane in RPC_LANES and self._refuses(pc):
-            self._refuse_for_down_node(node, lane, request_id, source, target)
-            return
-        if request_id:
-            call = self._pending_out.get(request_id)
-            if call is not None:
-                call.node = node_id
-                if node.reconnecting_because():
-                    # It waits in the next attempt, for a while only: on a link that stays
-                    # down an attempt takes connect_timeout_s (10 s) to fail.
-                    self._loop.call_later(
-                        self.tuning.reconnect_call_wait_s,
-                        self._stop_waiting,
-                        request_id,
-                        node,
-                        lane,
-                        frame,
-                    )
-        self._send_link(pc, lane, frame)
-
-    def _refuses(self, pc: PeerConnection | None) -> bool:
-        """Whether calls and tells for ``pc``'s node are refused: its link failed, and
-        ``pc``, the next attempt, holds ``Tuning.reconnect_queue_bytes`` of them."""
-        return (
-            pc in self._refusing
-            and pc is not None
-            and pc.queued_bytes_from(CALLS) >= self.tuning.reconnect_queue_bytes
-        )
-
-    def _refuse_for_down_node(
-        self,
-        node: RemoteNode,
-        lane: int,
-        request_id: str,
-        source: ActrId | None,
-        target: ActrId | None,
-    ) -> None:
-        """A call or tell for ``node``, whose link failed and whose next connection's RPC
-        lanes hold ``Tuning.reconnect_queue_bytes``: a call fails with 503 now (counted
-        ``failed_calls``), a tell is dropped, counted in its lane's ``dropped``, and its
-        sender told (its next tells to ``target`` raise it for a while, as for a target
-        that is gone; module ``actrhost._undeliverable``)."""
-        error = Unavailable(
-            f"node {node.node_id} is reconnecting after its link failed "
-            f"({node.reconnecting_because()}) and "
-            f"{self.tuning.reconnect_queue_bytes // 1024:,} KiB wait for it already"
-        )
-        if request_id:
-            self._fail_out(request_id, error)
-            return
-        node.counters.by_lane[lane].dropped += 1
-        if target is not None:
-            self._notify_sender(source, target, error)
-
-    def _stop_waiting(self, request_id: str, node: RemoteNode, lane: int, frame: bytes) -> None:
-        """A call that waited ``reconnect_call_wait_s`` for a link still down fails with
-        503, as a call to a local instance that is restarting does, if its frame can be
-        taken back unsent: a call must not run after its caller was told it failed. (Moved
-        into a batch by a connection that replaced the attempt, it waits for that one.)"""
-        down = node.reconnecting_because()
-        if not down or request_id not in self._pending_out:
-            return
-        if node.pc is None or not node.pc.withdraw(lane, frame):
-            return
-        waited = self.tuning.reconnect_call_wait_s
-        error = Unavailable(
-            f"node {node.node_id} is reconnecting after its link failed ({down}): "
-            f"no connection within {waited:g} s"
-        )
-        self._fail_out(request_id, error)
 
     def _locate_only(self, target: ActrId, source: ActrId | None) -> None:
         if target not in self._locating:
