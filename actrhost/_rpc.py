@@ -74,8 +74,11 @@ FEED_RECEIVE_HWM = 1024
 #: actor on another node (its link full, ``_held_targets``) is what this queue and the
 #: gateway's socket (``gateway._gateway.ROUTER_RECEIVE_HWM``) hold: with
 #: ``hwm_messages`` (10,000) a flood of 4 KiB tells had 40 MiB on its way, past the
-#: gateway's hold, which then stopped reading for every node (QA, 2026-12-07).
-GATEWAY_SEND_HWM = 256
+#: gateway's hold, which then stopped reading for every node (QA, 2026-12-07). 256 cost
+#: a flood of remote tells ≈ 18 % of its rate (the sender waits for room by polling),
+#: 1,024 nothing measurable (``scripts/bench_feed_cap.py``, alternated with the code
+#: before).
+GATEWAY_SEND_HWM = 1024
 
 #: The routing id ``on_request`` gets for a frame that came on the feed (a ROUTER never
 #: gives an empty one); :meth:`RpcEndpoint.reply` answers it on the feed.

@@ -771,9 +771,9 @@ def test_a_gateway_that_reads_no_more_holds_few_of_its_workers_frames(tmp_path: 
             finally:
                 os.kill(b.process.pid, signal.SIGCONT)
             assert state == "connected"  # (it was still: the socket was paused)
-            # The worker's queue to its gateway (256, GATEWAY_SEND_HWM), the gateway's
-            # socket (256) and its hold for the full link (64 KiB): measured 511. Before:
-            # 10,000 in each queue (19,999 in all).
+            # The worker's queue to its gateway (1,024, GATEWAY_SEND_HWM), the gateway's
+            # socket (256) and its hold for the full link (128 KiB). Before: 10,000 in
+            # each queue (19,999 in all).
             assert taken < GATEWAY_SEND_HWM + ROUTER_RECEIVE_HWM + 100, taken
         finally:
             runner.run(a.stop())
@@ -967,7 +967,7 @@ def test_tells_the_sending_gateway_held_when_it_was_killed_arrive_once(
                 try:
                     await a.tell("a1", b.ids["b1"], "note", tell, timeout_s=0.5 if stopped else 5)
                 except DeadlineExceeded:
-                    # Its queue to its stopped gateway is full (GATEWAY_SEND_HWM, 256, and
+                    # Its queue to its stopped gateway is full (GATEWAY_SEND_HWM, 1,024, and
                     # the gateway's socket): those sent are what the test is about.
                     assert stopped and n >= 200
                     sent = n

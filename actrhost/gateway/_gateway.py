@@ -190,7 +190,9 @@ class Gateway(Nodes, Outbound, ToNodes, Inbound):
             self._send_held_call,
             lambda full: self._on_pressure("held calls", full, (CALLS,)),
             self._tell_sender_to_wait,
-            self.tuning.queue_high_bytes,
+            # What may be on its way from a worker when it is told to wait: its queue's
+            # 1,024 frames and the socket's 256 (5 MiB of 4 KiB tells), with room.
+            2 * self.tuning.queue_high_bytes,
         )
         self._in_ids = itertools.count(1)
         self._out_ids = itertools.count(1)
