@@ -6,9 +6,11 @@ Backpressure)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,30 @@ from actrhost.gateway._testing import FAST_TUNING, HarnessNode, LoopRunner, star
 from actrhost.signaling._testing import ServerProcess
 
 
+@contextlib.contextmanager
+def three_nodes(
+    tmp_path: Path, a_tuning: dict[str, float]
+) -> Iterator[tuple[LoopRunner, HarnessNode, HarnessNode, HarnessNode]]:
+    """Nodes A (actor a1, with ``a_tuning``), B (b1) and C (c1), a1 having called b1 and
+    c1; B's gateway continued if stopped, and all stopped, after the block."""
+    runner = LoopRunner()
+    with ServerProcess() as server:
+        a = HarnessNode(tmp_path / "a", server.url, [("a1", "t+A")], name="a", tuning=a_tuning)
+        b = HarnessNode(tmp_path / "b", server.url, [("b1", "t+B")], name="b")
+        c = HarnessNode(tmp_path / "c", server.url, [("c1", "t+C")], name="c")
+        try:
+            runner.run(start_nodes(a, b, c))
+            for node, actor in ((b, "b1"), (c, "c1")):
+                assert runner.run(a.call("a1", node.ids[actor], "echo", b"up")) == b"up"
+            yield runner, a, b, c
+        finally:
+            if b.process is not None and b.process.poll() is None:
+                os.kill(b.process.pid, signal.SIGCONT)
+            for node in (a, b, c):
+                runner.run(node.stop())
+            runner.close()
+
+
 def test_a_flood_to_an_unreachable_node_does_not_hold_up_calls_to_another(
     tmp_path: Path,
 ) -> None:
@@ -29,75 +55,63 @@ def test_a_flood_to_an_unreachable_node_does_not_hold_up_calls_to_another(
     # third node waited until the stopped one was given up (60 s as shipped): here the
     # call's 5 s deadline passed. Now what exceeds the lane is refused, the sender told.
     tuning = {**FAST_TUNING, "queue_high_bytes": 64 * 1024, "reconnect_queue_bytes": 128 * 1024}
-    runner = LoopRunner()
-    with ServerProcess() as server:
-        a = HarnessNode(tmp_path / "a", server.url, [("a1", "t+A")], name="a", tuning=tuning)
-        b = HarnessNode(tmp_path / "b", server.url, [("b1", "t+B")], name="b")
-        c = HarnessNode(tmp_path / "c", server.url, [("c1", "t+C")], name="c")
+    with three_nodes(tmp_path, tuning) as (runner, a, b, c):
+        assert b.process is not None
+        os.kill(b.process.pid, signal.SIGSTOP)
+
+        async def flood() -> tuple[int, Unavailable, float, Unavailable]:
+            while (await a.stats())["remote_nodes"][b.node_id]["state"] == "connected":
+                await asyncio.sleep(0.1)
+            sent = 0
+            while True:  # 128 KiB are taken, then the sender is told
+                tell = b"%05d" % sent + bytes(4096)
+                await a.tell("a1", b.ids["b1"], "note", tell, timeout_s=2)
+                sent += 1
+                await asyncio.sleep(0)  # (the notice comes on the worker's feed)
+                try:  # what an actor's next ctx.tell to b1 checks
+                    a.workers["a1"].rpc.refused.check(b.ids["b1"])
+                except Unavailable as exc:
+                    told = exc
+                    break
+            started = time.monotonic()
+            assert await a.call("a1", c.ids["c1"], "echo", b"on", timeout_s=5) == b"on"
+            call_s = time.monotonic() - started
+            with pytest.raises(Unavailable) as refused:
+                await a.call("a1", b.ids["b1"], "echo", b"b?", timeout_s=5)
+            assert (await a.stats())["remote_nodes"][b.node_id]["refusing"]
+            assert not (await a.stats())["remote_nodes"][c.node_id]["refusing"]
+            return sent, told, call_s, refused.value
+
         try:
-            runner.run(start_nodes(a, b, c))
-            for node, actor in ((b, "b1"), (c, "c1")):
-                assert runner.run(a.call("a1", node.ids[actor], "echo", b"up")) == b"up"
-            assert b.process is not None
-            os.kill(b.process.pid, signal.SIGSTOP)
-
-            async def flood() -> tuple[int, Unavailable, float, Unavailable]:
-                while (await a.stats())["remote_nodes"][b.node_id]["state"] == "connected":
-                    await asyncio.sleep(0.1)
-                sent = 0
-                while True:  # 128 KiB are taken, then the sender is told
-                    tell = b"%05d" % sent + bytes(4096)
-                    await a.tell("a1", b.ids["b1"], "note", tell, timeout_s=2)
-                    sent += 1
-                    await asyncio.sleep(0)  # (the notice comes on the worker's feed)
-                    try:  # what an actor's next ctx.tell to b1 checks
-                        a.workers["a1"].rpc.refused.check(b.ids["b1"])
-                    except Unavailable as exc:
-                        told = exc
-                        break
-                started = time.monotonic()
-                assert await a.call("a1", c.ids["c1"], "echo", b"on", timeout_s=5) == b"on"
-                call_s = time.monotonic() - started
-                with pytest.raises(Unavailable) as refused:
-                    await a.call("a1", b.ids["b1"], "echo", b"b?", timeout_s=5)
-                assert (await a.stats())["remote_nodes"][b.node_id]["refusing"]
-                assert not (await a.stats())["remote_nodes"][c.node_id]["refusing"]
-                return sent, told, call_s, refused.value
-
-            try:
-                sent, told, call_s, refused = runner.run(flood(), timeout_s=60)
-            finally:
-                os.kill(b.process.pid, signal.SIGCONT)
-            assert call_s < 2, call_s
-            for error in (told, refused):
-                assert f"node {b.node_id} is reconnecting" in error.message
-                assert "128 KiB wait for it already" in error.message
-
-            async def delivered() -> tuple[int, list[int]]:
-                lanes = (await a.stats())["remote_nodes"][b.node_id]["lanes"]
-                dropped = int(lanes["rpc_reliable"]["dropped"])
-                tells = b.workers["b1"].received.tells
-                while len(tells) < sent - dropped:
-                    await asyncio.sleep(0.05)
-                return dropped, [int(payload[:5]) for _route, payload, _source in tells]
-
-            dropped, got = runner.run(delivered(), timeout_s=30)
-            # The first ones, once each and in order, after the link came back; the rest
-            # were refused and counted.
-            assert dropped >= 1 and got == list(range(sent - dropped))
-            assert 30 <= len(got) < 100  # 4 KiB each: 128 KiB, and a batch
-            # The link came back with its lane full: the socket waited for it to drain
-            # (the node's tells are not refused any more), then read on.
-            for node, actor in ((b, "b1"), (c, "c1")):
-                assert runner.run(a.call("a1", node.ids[actor], "echo", b"back")) == b"back"
-            runner.run(a.tell("a1", b.ids["b1"], "note", b"99999"))
-            tells = b.workers["b1"].received.tells
-            runner.run(b.wait_for(lambda: len(tells) > len(got), 10, "the tell after"))
-            assert tells[-1][1] == b"99999"
+            sent, told, call_s, refused = runner.run(flood(), timeout_s=60)
         finally:
-            for node in (a, b, c):
-                runner.run(node.stop())
-            runner.close()
+            os.kill(b.process.pid, signal.SIGCONT)
+        assert call_s < 2, call_s
+        for error in (told, refused):
+            assert f"node {b.node_id} is reconnecting" in error.message
+            assert "128 KiB wait for it already" in error.message
+
+        async def delivered() -> tuple[int, list[int]]:
+            lanes = (await a.stats())["remote_nodes"][b.node_id]["lanes"]
+            dropped = int(lanes["rpc_reliable"]["dropped"])
+            tells = b.workers["b1"].received.tells
+            while len(tells) < sent - dropped:
+                await asyncio.sleep(0.05)
+            return dropped, [int(payload[:5]) for _route, payload, _source in tells]
+
+        dropped, got = runner.run(delivered(), timeout_s=30)
+        # The first ones, once each and in order, after the link came back; the rest
+        # were refused and counted.
+        assert dropped >= 1 and got == list(range(sent - dropped))
+        assert 30 <= len(got) < 100  # 4 KiB each: 128 KiB, and a batch
+        # The link came back with its lane full: the socket waited for it to drain
+        # (the node's tells are not refused any more), then read on.
+        for node, actor in ((b, "b1"), (c, "c1")):
+            assert runner.run(a.call("a1", node.ids[actor], "echo", b"back")) == b"back"
+        runner.run(a.tell("a1", b.ids["b1"], "note", b"99999"))
+        tells = b.workers["b1"].received.tells
+        runner.run(b.wait_for(lambda: len(tells) > len(got), 10, "the tell after"))
+        assert tells[-1][1] == b"99999"
 
 
 def test_a_flood_to_a_node_whose_link_is_full_waits_alone(tmp_path: Path) -> None:
@@ -107,58 +121,46 @@ def test_a_flood_to_a_node_whose_link_is_full_waits_alone(tmp_path: Path) -> Non
     # in A's gateway and their sender told to wait; C's call is answered at once, and
     # once B reads again every tell arrives, once and in order.
     tuning = {**FAST_TUNING, "queue_high_bytes": 1024 * 1024, "keepalive_timeout_s": 30.0}
-    runner = LoopRunner()
-    with ServerProcess() as server:
-        a = HarnessNode(tmp_path / "a", server.url, [("a1", "t+A")], name="a", tuning=tuning)
-        b = HarnessNode(tmp_path / "b", server.url, [("b1", "t+B")], name="b")
-        c = HarnessNode(tmp_path / "c", server.url, [("c1", "t+C")], name="c")
+    with three_nodes(tmp_path, tuning) as (runner, a, b, c):
+        assert b.process is not None
+        held = a.workers["a1"].rpc.held  # what an actor's next ctx.tell to b1 checks
+        target = b.ids["b1"]
+
+        async def tell(n: int) -> None:
+            await a.tell("a1", target, "note", b"%05d" % n + bytes(4096))
+
+        async def flood() -> tuple[int, float, dict[str, Any]]:
+            sent = 0
+            while not held.holds(target):  # SCTP's window, the lane's 1 MiB, then told
+                assert sent < 5_000, "never told to wait"
+                await tell(sent)
+                sent += 1
+                # At a pace its gateway keeps up with: what is on its way when the
+                # notice comes is then little (a sender that outruns the gateway has
+                # up to its socket's high-water mark on its way, and past the hold's
+                # bound the socket is paused after all, as before).
+                await asyncio.sleep(0.0005)
+            started = time.monotonic()
+            assert await a.call("a1", c.ids["c1"], "echo", b"on", timeout_s=5) == b"on"
+            call_s = time.monotonic() - started
+            stats = await a.stats()
+            os.kill(b.process.pid, signal.SIGCONT)
+            for n in range(sent, sent + 100):  # waiting for room first
+                await held.wait(target, asyncio.get_running_loop().time() + 10)
+                await tell(n)
+            return sent + 100, call_s, stats
+
+        os.kill(b.process.pid, signal.SIGSTOP)
         try:
-            runner.run(start_nodes(a, b, c))
-            for node, actor in ((b, "b1"), (c, "c1")):
-                assert runner.run(a.call("a1", node.ids[actor], "echo", b"up")) == b"up"
-            assert b.process is not None
-            held = a.workers["a1"].rpc.held  # what an actor's next ctx.tell to b1 checks
-            target = b.ids["b1"]
-
-            async def tell(n: int) -> None:
-                await a.tell("a1", target, "note", b"%05d" % n + bytes(4096))
-
-            async def flood() -> tuple[int, float, dict[str, Any]]:
-                sent = 0
-                while not held.holds(target):  # SCTP's window, the lane's 1 MiB, then told
-                    assert sent < 5_000, "never told to wait"
-                    await tell(sent)
-                    sent += 1
-                    # At a pace its gateway keeps up with: what is on its way when the
-                    # notice comes is then little (a sender that outruns the gateway has
-                    # up to its socket's high-water mark on its way, and past the hold's
-                    # bound the socket is paused after all, as before).
-                    await asyncio.sleep(0.0005)
-                started = time.monotonic()
-                assert await a.call("a1", c.ids["c1"], "echo", b"on", timeout_s=5) == b"on"
-                call_s = time.monotonic() - started
-                stats = await a.stats()
-                os.kill(b.process.pid, signal.SIGCONT)
-                for n in range(sent, sent + 100):  # waiting for room first
-                    await held.wait(target, asyncio.get_running_loop().time() + 10)
-                    await tell(n)
-                return sent + 100, call_s, stats
-
-            os.kill(b.process.pid, signal.SIGSTOP)
-            try:
-                count, call_s, stats = runner.run(flood(), timeout_s=60)
-            finally:
-                os.kill(b.process.pid, signal.SIGCONT)
-            assert call_s < 2, call_s
-            assert stats["calls_held"] >= 1 and stats["senders_told_to_wait"] >= 1
-            assert stats["remote_nodes"][b.node_id]["state"] == "connected"
-            tells = b.workers["b1"].received.tells
-            runner.run(b.wait_for(lambda: len(tells) >= count, 20, "every tell"))
-            assert [int(payload[:5]) for _route, payload, _source in tells] == list(range(count))
-            lanes = runner.run(a.stats())["remote_nodes"][b.node_id]["lanes"]
-            assert lanes["rpc_reliable"]["dropped"] == 0
-            assert not held.holds(target)  # told there is room
+            count, call_s, stats = runner.run(flood(), timeout_s=60)
         finally:
-            for node in (a, b, c):
-                runner.run(node.stop())
-            runner.close()
+            os.kill(b.process.pid, signal.SIGCONT)
+        assert call_s < 2, call_s
+        assert stats["calls_held"] >= 1 and stats["senders_told_to_wait"] >= 1
+        assert stats["remote_nodes"][b.node_id]["state"] == "connected"
+        tells = b.workers["b1"].received.tells
+        runner.run(b.wait_for(lambda: len(tells) >= count, 20, "every tell"))
+        assert [int(payload[:5]) for _route, payload, _source in tells] == list(range(count))
+        lanes = runner.run(a.stats())["remote_nodes"][b.node_id]["lanes"]
+        assert lanes["rpc_reliable"]["dropped"] == 0
+        assert not held.holds(target)  # told there is room

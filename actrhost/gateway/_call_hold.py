@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 from .._held_targets import WAIT_KEPT_S
 from .._ids import ActrId
+from ._stream_hold import no_longer_full
 
 #: Kept frames sent on per loop turn, the rest in the next ones (as ``_stream_hold``).
 RELEASED_PER_TURN = 1000
@@ -103,15 +104,7 @@ class CallHold:
     def link_full(self, node_id: str, connection: object, full: bool) -> None:
         """A connection to ``node_id`` says its RPC lanes are full, or no longer (it has
         room again, or it ended)."""
-        if full:
-            self._full.setdefault(node_id, set()).add(connection)
-            return
-        connections = self._full.get(node_id)
-        if connections is None or connection not in connections:
-            return
-        connections.discard(connection)
-        if not connections:
-            del self._full[node_id]
+        if no_longer_full(self._full, node_id, connection, full):
             self._release_soon(node_id)
 
     def forget(self, node_id: str) -> None:

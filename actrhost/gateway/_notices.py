@@ -127,30 +127,31 @@ class Notices:
         ``target`` were dropped with ``error``: its next ones raise it for a while."""
         if source is None or not isinstance(error, TOLD_ERRORS):
             return
-        entry = self.directory.get(source)
-        if entry is None or not self._notices.due((source, target, "local")):
+        if not self._notices.due((source, target, "local")):
             return
-        try:
-            self._dealer(entry.endpoint).send_nowait(notice(target, error))
-        except zmq.ZMQError:
-            pass  # its queue is full: the next dropped frame tells it
-        else:
+        # (If its queue is full, the next dropped frame tells it.)
+        if self._to_worker_of(source, notice(target, error)):
             self.counters.senders_told += 1
 
     def _tell_sender_to_wait(self, source: ActrId, target: ActrId, wait: bool) -> None:
         """Tell the worker of ``source`` (one of our actors) that its calls and tells to
         ``target`` must wait, its node's link being full (``wait``), or may go on
         (module ``actrhost._held_targets``; ``_call_hold`` says how often)."""
-        entry = self.directory.get(source)
+        # (If its queue is full, its sends wait for that anyway.)
+        if self._to_worker_of(source, flow_notice(target, wait)) and wait:
+            self.counters.senders_told_to_wait += 1
+
+    def _to_worker_of(self, actor: ActrId, data: bytes) -> bool:
+        """Send ``data`` on the feed of the worker of ``actor`` (one of ours) if there is
+        room; True if it went."""
+        entry = self.directory.get(actor)
         if entry is None:
-            return
+            return False
         try:
-            self._dealer(entry.endpoint).send_nowait(flow_notice(target, wait))
+            self._dealer(entry.endpoint).send_nowait(data)
         except zmq.ZMQError:
-            pass  # its queue is full: its sends wait for that anyway
-        else:
-            if wait:
-                self.counters.senders_told_to_wait += 1
+            return False
+        return True
 
 
 def _actor_id(text: object) -> ActrId | None:

@@ -44,6 +44,25 @@ _Queue = deque[tuple[StreamFrame, bytes]]
 RELEASED_PER_TURN = 1000
 
 
+def no_longer_full(
+    full: dict[str, set[object]], node_id: str, connection: object, now_full: bool
+) -> bool:
+    """Note in ``full`` (per node, its connections whose lane is full) that ``connection``
+    to ``node_id`` is full (``now_full``) or no longer; True when that leaves the node
+    with no full connection (an old one may report room after its successor said full)."""
+    if now_full:
+        full.setdefault(node_id, set()).add(connection)
+        return False
+    connections = full.get(node_id)
+    if connections is None or connection not in connections:
+        return False
+    connections.discard(connection)
+    if connections:
+        return False
+    del full[node_id]
+    return True
+
+
 class StreamHold:
     """Per remote node: whether its link is full, and the frames kept for it meanwhile."""
 
@@ -109,16 +128,8 @@ class StreamHold:
     def link_full(self, node_id: str, connection: object, full: bool, connected: bool) -> None:
         """A connection to ``node_id`` says its stream lane is full, or no longer: it has
         room again (``connected``), or it ended."""
-        if full:
-            self._full.setdefault(node_id, set()).add(connection)
+        if not no_longer_full(self._full, node_id, connection, full):
             return
-        connections = self._full.get(node_id)
-        if connections is None or connection not in connections:
-            return
-        connections.discard(connection)
-        if connections:
-            return
-        del self._full[node_id]
         if connected:
             self._release_soon(node_id)
         else:
