@@ -4,10 +4,12 @@ link to that node is full.
 Workers send every call and tell for other nodes to one socket of their node's gateway.
 When the link to one node cannot take more (a slow path, a peer that stopped reading),
 the gateway keeps what comes for that node (``gateway/_call_hold.py``) and sends the
-sender's worker a **wait** notice for the target on the worker's feed; a **room** notice
-follows once the link has room. Meanwhile the worker's calls and tells to that target
-wait before they are sent (up to their deadline, then ``DeadlineExceeded``), as they
-would for a busy local actor; calls and tells to actors on other nodes go on.
+sender a **wait** notice for the target, back on the connection the frames came on (a
+worker's or a Shell's: ``RpcEndpoint`` reads it there); a **room** notice follows once
+the link has room. Meanwhile the sender's calls and tells to that target wait before
+they are sent (``RpcEndpoint.call`` and ``tell``: up to their deadline, then
+``DeadlineExceeded``), as they would for a busy local actor; calls and tells to actors
+on other nodes go on.
 
 A wait lasts :data:`WAIT_KEPT_S` at most without a room notice: the next frame then goes,
 and is held and answered with another wait notice if the link is still full. A lost room
@@ -27,9 +29,9 @@ from ._ids import ActrId
 #: The routes of the two notices: a RESPONSE without a request id, with its target.
 WAIT_ROUTE = "actrhost.gateway.Wait"
 ROOM_ROUTE = "actrhost.gateway.Room"
-#: How long a worker holds its sends to a target after a wait notice with no room notice.
+#: How long a sender holds its sends to a target after a wait notice with no room notice.
 WAIT_KEPT_S = 1.0
-#: Targets a worker keeps waits for at most (the oldest go first).
+#: Targets a sender keeps waits for at most (the oldest go first).
 WAITS_MAX = 1024
 
 
@@ -45,7 +47,7 @@ def is_flow_notice(env: Envelope) -> bool:
 
 
 class HeldTargets:
-    """The targets a worker's sends wait for (wait notices), until room or a while."""
+    """The targets a process's sends wait for (wait notices), until room or a while."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock

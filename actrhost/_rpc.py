@@ -323,9 +323,6 @@ class RpcEndpoint:
                     self._feed_reply(data)
                 elif is_notice(env):
                     self._learn_refused(env)
-                elif is_flow_notice(env):
-                    if not self.held.learn(env):
-                        self.dropped_malformed("a wait notice without a target")
                 else:
                     self._resolve(env)
             elif routing_id or self._takes_from_node(env):
@@ -384,6 +381,10 @@ class RpcEndpoint:
             return
         if isinstance(env, StreamFrame) or env.direction != wire.RESPONSE:
             self.dropped_malformed("a %r arriving on an outbound link", env)
+            return
+        if is_flow_notice(env):  # from the node's gateway (_held_targets)
+            if not self.held.learn(env):
+                self.dropped_malformed("a wait notice without a target")
             return
         self._resolve(env)
 
@@ -476,6 +477,8 @@ class RpcEndpoint:
         ``DeadlineExceeded`` at the deadline and ``Unavailable`` when the peer is down.
         Cancelling the caller forgets the request; a response arriving later is dropped.
         """
+        if self.held.holds(env.target):  # its node's link is full (_held_targets)
+            await self.held.wait(env.target, deadline)
         if self._loop.time() >= deadline:
             raise DeadlineExceeded(f"deadline passed before {env.route_key!r} was sent")
         data = self._encode_within_limit(env, "request")
@@ -533,6 +536,8 @@ class RpcEndpoint:
 
     async def tell(self, endpoint: str, env: Envelope, deadline: float) -> None:
         """Send a message that is never answered; returns once ZeroMQ has taken it."""
+        if self.held.holds(env.target):  # its node's link is full (_held_targets)
+            await self.held.wait(env.target, deadline)
         data = self._encode_within_limit(env, "tell")
         if endpoint == self.to_other_nodes.gateway:  # to another node: stamped and kept
             await self.to_other_nodes.send(endpoint, data, env.payload_type, deadline)

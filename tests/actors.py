@@ -157,6 +157,11 @@ class Recorder(Actor):
     async def seen_list(self, ctx: Context, request: bytes) -> bytes:
         return ",".join(self.seen).encode()
 
+    @rpc("test.Recorder.Heads")
+    async def heads(self, ctx: Context, request: bytes) -> bytes:
+        """The first ``request`` characters of each note (long notes, short answer)."""
+        return ",".join(seen[: int(request)] for seen in self.seen).encode()
+
     @rpc("test.Recorder.Count")
     async def count(self, ctx: Context, request: Int64Value) -> Int64Value:
         self.seen.append(str(request.value))

@@ -15,7 +15,9 @@ from actrhost._ids import ActrId
 from actrhost._payload_type import PayloadType
 from actrhost.gateway._call_hold import RENEW_S, CallHold, Held
 
-SENDER = ActrId.parse("a@1:t+A")
+SOURCE = ActrId.parse("a@1:t+A")
+#: The routing id of the connection the frames came on: the sender told to wait.
+SENDER = b"\x00k\x8bEg"
 TARGET = ActrId.parse("b@1:t+B")
 RPC = PayloadType.RPC_RELIABLE
 
@@ -30,17 +32,17 @@ class Recorder:
     def __init__(self, max_bytes: int = 1000) -> None:
         self.sent: list[tuple[str, bytes]] = []
         self.paused: list[bool] = []
-        self.told: list[tuple[ActrId, ActrId, bool]] = []
+        self.told: list[tuple[bytes, ActrId, bool]] = []
         self.hold = CallHold(
             lambda node, item: self.sent.append((node, item.frame)),
             self.paused.append,
-            lambda source, target, wait: self.told.append((source, target, wait)),
+            lambda sender, target, wait: self.told.append((sender, target, wait)),
             max_bytes,
         )
 
 
 def held(n: int, size: int = 10) -> Held:
-    return Held(RPC, b"%d" % n + bytes(size), "", SENDER, TARGET)
+    return Held(RPC, b"%d" % n + bytes(size), "", SOURCE, TARGET, SENDER)
 
 
 def test_frames_for_a_full_node_wait_in_order_and_go_once_it_has_room() -> None:

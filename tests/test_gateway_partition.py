@@ -1,7 +1,8 @@
 """A node that cannot be reached does not hold up its node's calls and tells to the others
 (real gateway processes): while its link reconnects, what exceeds that link's RPC lane
-is refused at once, the sender told, and the workers' socket read on (docs/gateway.md,
-Backpressure)."""
+is refused at once, the sender told, and the workers' socket read on; while its link is
+full, its calls and tells wait in the gateway and their senders, actors and Shells
+alike, are told to wait (docs/gateway.md, Backpressure)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ import pytest
 
 pytest.importorskip("aiortc")
 
+import actrhost
 from actrhost import Unavailable
 from actrhost.gateway._testing import FAST_TUNING, HarnessNode, LoopRunner, start_nodes
 from actrhost.signaling._testing import ServerProcess
+
+from .utils import run
 
 
 @contextlib.contextmanager
@@ -164,3 +168,67 @@ def test_a_flood_to_a_node_whose_link_is_full_waits_alone(tmp_path: Path) -> Non
         lanes = runner.run(a.stats())["remote_nodes"][b.node_id]["lanes"]
         assert lanes["rpc_reliable"]["dropped"] == 0
         assert not held.holds(target)  # told there is room
+
+
+def test_a_shells_flood_to_a_node_whose_link_is_full_waits_alone(node_factory, signaling_url):
+    # Real nodes. A Shell on node A (as `actrhost load` runs) floods tells to an actor on
+    # node B whose gateway stopped reading (SIGSTOP; long keepalive timeouts keep the link
+    # up). Shells were never told to wait: their flood filled A's hold past its bound
+    # and A's gateway stopped reading for every node, so a call to node C waited as long
+    # as B did. Now the Shell is told on its own connection, like a worker; its next tells
+    # wait, the call to C is answered at once, and every tell arrives once, in order.
+    keepalive = "[webrtc]\nkeepalive_timeout_s = 30.0\n"
+    signaling = f'[signaling]\nurl = "{signaling_url}"\n'
+
+    def node(name: str, actor_type: str, handler: str):
+        actor = f'[[actor]]\nname = "{name}"\ntype = "{actor_type}"\nhandler = "{handler}"\n'
+        return node_factory(actor, signaling + keepalive)
+
+    node_a = node("echo", "test+Echo", "actors:Echo")
+    node_b = node("rec", "test+Recorder", "actors:Recorder")
+    node("far", "test+Far", "actors:Echo")  # node C
+
+    def note(n: int) -> bytes:
+        return b"%05d" % n + bytes(4091)
+
+    async def go() -> None:
+        async with (
+            actrhost.connect(node_a.config_path) as shell,
+            actrhost.connect(node_b.config_path) as shell_b,
+        ):
+            rec = await shell.discover("test+Recorder")
+            far = await shell.discover("test+Far")
+            assert await shell.call(far, "test.Echo.Say", b"up", timeout=20) == b"up"
+            await shell.tell(rec, "test.Recorder.Note", note(0))
+            b_gateway = (await shell_b.status())["gateway"]["pid"]
+            held = shell._rpc.held  # what the Shell's next tell to rec checks
+            os.kill(b_gateway, signal.SIGSTOP)
+            try:
+                sent = 1
+                while not held.holds(rec):  # SCTP's window, the lane's 4 MiB, then told
+                    assert sent < 5_000, "the Shell was never told to wait"
+                    await shell.tell(rec, "test.Recorder.Note", note(sent))
+                    sent += 1
+                    await asyncio.sleep(0.0005)  # (a Shell faster than its gateway: below)
+                started = time.monotonic()
+                assert await shell.call(far, "test.Echo.Say", b"on", timeout=5) == b"on"
+                call_s = time.monotonic() - started
+                stats = (await shell.status())["gateway"]["stats"]
+            finally:
+                os.kill(b_gateway, signal.SIGCONT)
+            assert call_s < 2, call_s
+            assert stats["calls_held"] >= 1 and stats["senders_told_to_wait"] >= 1
+            for n in range(sent, sent + 100):  # these wait for room first
+                await shell.tell(rec, "test.Recorder.Note", note(n))
+            count = sent + 100
+            deadline = time.monotonic() + 30
+            while True:
+                heads = await shell_b.call("rec", "test.Recorder.Heads", b"5", timeout=10)
+                got = [int(head) for head in heads.decode().split(",")]
+                if len(got) >= count or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+            assert got == list(range(count))
+            assert not held.holds(rec)  # told there is room
+
+    run(go(), 120)

@@ -5,12 +5,13 @@ RPC lanes were full (more than ``Tuning.queue_high_bytes`` queued: a slow path, 
 that stopped reading), the gateway stopped reading that socket, and every call and tell
 of this node to *any* node stopped with it: ZeroMQ pauses a socket, not a peer. Now the
 gateway keeps reading and keeps that one node's calls and tells here, in order, and tells
-each sender's worker to wait (module ``actrhost._held_targets``): its actor's next calls
-and tells to that target wait before they are sent, as for a busy local actor, so what
-waits here is what was already on its way. Calls and tells to other nodes go on.
+each sender to wait, on the connection its frames came on (a worker's or a Shell's; module
+``actrhost._held_targets``): its next calls and tells to that target wait before they
+are sent, as for a busy local actor, so what waits here is what was already on its way.
+Calls and tells to other nodes go on.
 
-Past ``max_bytes`` kept here (all nodes together: senders that are not told, such as
-Shells, go on sending) the socket is paused after all; that bounds the memory. Once no
+Past ``max_bytes`` kept here (all nodes together: what senders had on its way when told,
+large frames above all) the socket is paused after all; that bounds the memory. Once no
 connection to the node is full, its frames go on, oldest first, until one is full again;
 then the senders told to wait are told there is room. A full connection that ends
 releases its frames too, into the next connection (module ``_outbound``, where a node
@@ -39,13 +40,15 @@ RENEW_S = WAIT_KEPT_S * 0.4
 
 class Held(NamedTuple):
     """A call or tell kept for its node: its lane, its bytes, its request id ("" for a
-    tell), and its sender and target (for the wait and room notices)."""
+    tell), its source actor (none for a Shell's) and target, and the routing id of the
+    connection it came on (told to wait, and that there is room)."""
 
     lane: int
     frame: bytes
     request_id: str
     source: ActrId | None
     target: ActrId | None
+    sender: bytes
 
 
 class CallHold:
@@ -55,14 +58,15 @@ class CallHold:
         self,
         send: Callable[[str, Held], None],
         pause_socket: Callable[[bool], None],
-        tell_sender: Callable[[ActrId, ActrId, bool], None],
+        tell_sender: Callable[[bytes, ActrId, bool], None],
         max_bytes: int,
     ) -> None:
         #: Sends a kept frame on to its node (the gateway's ``_to_node``, past this hold).
         self._send = send
         #: Stops (True) or resumes (False) the reading of the workers' calls socket.
         self._pause_socket = pause_socket
-        #: Tells a sender's worker to wait (True) for a target, or that there is room.
+        #: Tells a sender (a connection's routing id) to wait (True) for a target, or that
+        #: there is room.
         self._tell_sender = tell_sender
         self._max_bytes = max_bytes
         self._loop = asyncio.get_running_loop()
@@ -70,7 +74,7 @@ class CallHold:
         self._full: dict[str, set[object]] = {}
         self._held: dict[str, deque[Held]] = {}
         #: Per node, the (sender, target) pairs told to wait: told "room" once it has.
-        self._told: dict[str, set[tuple[ActrId, ActrId]]] = {}
+        self._told: dict[str, set[tuple[bytes, ActrId]]] = {}
         self.held_bytes = 0
         self._paused = False
         self._release_due: set[str] = set()
@@ -90,11 +94,11 @@ class CallHold:
         """Keep ``item`` until ``node_id`` has room; tell its sender to wait."""
         self._held.setdefault(node_id, deque()).append(item)
         self.held_bytes += len(item.frame)
-        source, target = item.source, item.target
+        sender, target = item.sender, item.target
         told = self._told.get(node_id, set())
-        if source is not None and target is not None and (source, target) not in told:
-            self._told[node_id] = told | {(source, target)}
-            self._tell_sender(source, target, True)
+        if sender and target is not None and (sender, target) not in told:
+            self._told[node_id] = told | {(sender, target)}
+            self._tell_sender(sender, target, True)
             if self._renewing is None:
                 self._renewing = self._loop.call_later(RENEW_S, self._renew)
         if self.held_bytes > self._max_bytes and not self._paused:
@@ -116,8 +120,8 @@ class CallHold:
         """Tell the senders of the nodes still kept to wait again (:data:`RENEW_S`)."""
         self._renewing = None
         for told in self._told.values():
-            for source, target in told:
-                self._tell_sender(source, target, True)
+            for sender, target in told:
+                self._tell_sender(sender, target, True)
         if self._told:
             self._renewing = self._loop.call_later(RENEW_S, self._renew)
 
@@ -143,8 +147,8 @@ class CallHold:
         if held is not None and not held and self._held.get(node_id) is held:
             del self._held[node_id]
         if not self.holds(node_id):
-            for source, target in self._told.pop(node_id, ()):
-                self._tell_sender(source, target, False)
+            for sender, target in self._told.pop(node_id, ()):
+                self._tell_sender(sender, target, False)
         if self._paused and self.held_bytes <= self._max_bytes // 2:
             self._paused = False
             self._pause_socket(False)

@@ -56,6 +56,7 @@ class Notices:
     _notices: NoticeLimiter
     _to_signaling: dict[ActrId, ActrId]  # Gateway._refresh_aliases
     _dealer: Callable[[str], LoopSocket]  # _to_workers.ToWorkers: a worker's feed
+    _router: LoopSocket  # the calls socket
 
     # -- node B: the target's -----------------------------------------------------------
 
@@ -133,12 +134,18 @@ class Notices:
         if self._to_worker_of(source, notice(target, error)):
             self.counters.senders_told += 1
 
-    def _tell_sender_to_wait(self, source: ActrId, target: ActrId, wait: bool) -> None:
-        """Tell the worker of ``source`` (one of our actors) that its calls and tells to
-        ``target`` must wait, its node's link being full (``wait``), or may go on
-        (module ``actrhost._held_targets``; ``_call_hold`` says how often)."""
-        # (If its queue is full, its sends wait for that anyway.)
-        if self._to_worker_of(source, flow_notice(target, wait)) and wait:
+    def _tell_sender_to_wait(self, sender: bytes, target: ActrId, wait: bool) -> None:
+        """Tell the worker or Shell whose connection to the calls socket is ``sender``
+        (its routing id) that its calls and tells to ``target`` must wait, its node's
+        link being full (``wait``), or may go on (module ``actrhost._held_targets``;
+        ``_call_hold`` says how often). On that connection, not on a worker's feed:
+        Shells have none, and a load generator's flood is a Shell's."""
+        try:
+            # (If its queue is full, its sends wait for that anyway; one gone is gone.)
+            self._router.send_multipart_nowait([sender, flow_notice(target, wait)])
+        except zmq.ZMQError:
+            return
+        if wait:
             self.counters.senders_told_to_wait += 1
 
     def _to_worker_of(self, actor: ActrId, data: bytes) -> bool:

@@ -231,7 +231,7 @@ class Outbound:
             env.request_id = out_id
             self.counters.calls_out += 1
         data = wire.reencode(env, keep_origin=not is_request)  # the sender's, for the tell
-        self._to_actor(target, env.payload_type, data, out_id, env.source)
+        self._to_actor(target, env.payload_type, data, out_id, env.source, routing_id)
 
     def _stream_out(
         self, sf: StreamFrame, data: bytes, deferred: bool = False, released: bool = False
@@ -317,8 +317,16 @@ class Outbound:
                     self._stream_out(sf, b"", deferred=True)
 
     def _to_actor(
-        self, target: ActrId, lane: int, frame: bytes, request_id: str, source: ActrId | None
+        self,
+        target: ActrId,
+        lane: int,
+        frame: bytes,
+        request_id: str,
+        source: ActrId | None,
+        sender: bytes = b"",
     ) -> None:
+        """A frame for ``target`` onto its node's link, or waiting for its node to be
+        located (``sender``: the routing id of the connection it came on, or none)."""
         locate = self._locating.get(target)
         node_id = self._node_of.get(target)
         # While a locate is still flushing the frames that waited for it, newer frames
@@ -327,7 +335,7 @@ class Outbound:
         if node_id is not None and locate is None:
             if source is not None and source in self._regs:
                 self._nodes[node_id].add_pair(source, target)
-            self._to_node(node_id, lane, frame, request_id, source, target)
+            self._to_node(node_id, lane, frame, request_id, source, target, sender)
             return
         if locate is None:
             known_missing = self._not_found.get(target)

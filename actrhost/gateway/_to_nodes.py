@@ -32,7 +32,7 @@ class ToNodes:
     _send_link: Callable[[PeerConnection, int, bytes], None]
     _fail_out: Callable[[str, ActrError], None]  # _outbound
     _notify_sender: Callable[[ActrId | None, ActrId, ActrError], None]  # _notices
-    _to_actor: Callable[[ActrId, int, bytes, str, ActrId | None], None]  # _outbound
+    _to_actor: Callable[[ActrId, int, bytes, str, ActrId | None, bytes], None]  # _outbound
 
     def _to_node(
         self,
@@ -42,12 +42,16 @@ class ToNodes:
         request_id: str,
         source: ActrId | None = None,
         target: ActrId | None = None,
+        sender: bytes = b"",
     ) -> None:
+        """A frame for ``node_id`` (``sender``: the routing id of the connection it came
+        on, told to wait if it is kept)."""
         call = self._pending_out.get(request_id) if request_id else None
         if call is not None:
             call.node = node_id  # failed with its node's link, even while kept
         if lane in RPC_LANES and self._call_hold.holds(node_id):
-            self._call_hold.hold(node_id, Held(lane, frame, request_id, source, target))
+            held = Held(lane, frame, request_id, source, target, sender)
+            self._call_hold.hold(node_id, held)
             return
         self._to_link(self._nodes[node_id], lane, frame, request_id, source, target)
 
@@ -57,11 +61,12 @@ class ToNodes:
         expired) stays here: it must not run after its caller was told it failed."""
         if item.request_id and item.request_id not in self._pending_out:
             return
+        lane, frame, request_id, source, target, sender = item
         node = self._nodes.get(node_id)
         if node is not None:
-            self._to_link(node, *item)
-        elif item.target is not None:
-            self._to_actor(item.target, item.lane, item.frame, item.request_id, item.source)
+            self._to_link(node, lane, frame, request_id, source, target)
+        elif target is not None:
+            self._to_actor(target, lane, frame, request_id, source, sender)
 
     def _to_link(
         self,

@@ -95,8 +95,6 @@ class Outbound:
     ) -> bytes:
         """Send a request for a Context; return the response payload."""
         endpoint, target = await self._resolve_when_started(dest, route_key, deadline)
-        if self.rpc.held.holds(target):  # its node's link is full (_held_targets)
-            await self.rpc.held.wait(target, deadline)
         now = self._loop.time()
         env = Envelope(
             REQUEST,
@@ -121,8 +119,6 @@ class Outbound:
         deadline = self._loop.time() + (ctx.deadline - self._loop.time() if ctx.deadline else 5.0)
         endpoint, target = await self._resolve_when_started(dest, route_key, deadline)
         self.rpc.refused.check(target)  # an actor on another node gone (_undeliverable)
-        if self.rpc.held.holds(target):  # its node's link is full (_held_targets)
-            await self.rpc.held.wait(target, deadline)
         env = Envelope(
             TELL,
             route_key,
