@@ -88,8 +88,8 @@ class HeldTargets:
                 return
             if now >= deadline:
                 raise DeadlineExceeded(
-                    f"the link to the node of {target} is full: nothing more could go to "
-                    "it before the deadline"
+                    f"the node of {target} took nothing more before the deadline (its "
+                    "link is full, or it is still being located)"
                 )
             try:
                 async with asyncio.timeout(min(until, deadline) - now):

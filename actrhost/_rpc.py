@@ -382,11 +382,16 @@ class RpcEndpoint:
         if isinstance(env, StreamFrame) or env.direction != wire.RESPONSE:
             self.dropped_malformed("a %r arriving on an outbound link", env)
             return
-        if is_flow_notice(env):  # from the node's gateway (_held_targets)
+        # From the node's gateway, about a target on another node: the link to it is full
+        # (_held_targets), or what was sent to it was dropped (_undeliverable; a Shell's
+        # frames: a worker's actor is told on its feed).
+        if is_flow_notice(env):
             if not self.held.learn(env):
                 self.dropped_malformed("a wait notice without a target")
-            return
-        self._resolve(env)
+        elif is_notice(env):
+            self._learn_refused(env)
+        else:
+            self._resolve(env)
 
     def _resolve(self, env: Envelope) -> None:
         pending = self._pending.get(env.request_id)
@@ -535,7 +540,11 @@ class RpcEndpoint:
             link.read_waiting()
 
     async def tell(self, endpoint: str, env: Envelope, deadline: float) -> None:
-        """Send a message that is never answered; returns once ZeroMQ has taken it."""
+        """Send a message that is never answered; returns once ZeroMQ has taken it.
+
+        Raises what the gateway said when it dropped earlier ones to the same target on
+        another node (for a while, ``_undeliverable``)."""
+        self.refused.check(env.target)
         if self.held.holds(env.target):  # its node's link is full (_held_targets)
             await self.held.wait(env.target, deadline)
         data = self._encode_within_limit(env, "tell")

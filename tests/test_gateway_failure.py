@@ -235,16 +235,22 @@ def test_a_node_that_stopped_is_forgotten_at_once(tmp_path: Path) -> None:
         # answer is kept for a while (each asked signaling again, and logged a line, QA).
         before = runner.run(a.stats())
 
-        async def tells() -> None:
+        async def tells() -> int:
+            refused = 0
             for _ in range(20):
-                await a.tell("a1", gone, "echo", b"still there?")
+                try:
+                    await a.tell("a1", gone, "echo", b"still there?")
+                except NotFound:  # told by the gateway: raised at the sender for 1 s
+                    refused += 1
                 await asyncio.sleep(0.02)  # each once found the last locate done
             with pytest.raises(NotFound, match="not registered"):
                 await a.call("a1", gone, "echo", b"anyone?")
+            return refused
 
-        runner.run(tells())
+        refused = runner.run(tells())
         after = runner.run(a.stats())
-        assert after["undeliverable"] - before["undeliverable"] == 20
+        assert 1 <= refused < 20
+        assert after["undeliverable"] - before["undeliverable"] == 20 - refused
         assert after["locates"] - before["locates"] <= 1
 
 

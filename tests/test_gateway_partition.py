@@ -20,8 +20,8 @@ import pytest
 pytest.importorskip("aiortc")
 
 import actrhost
-from actrhost import Unavailable
-from actrhost.gateway._testing import FAST_TUNING, HarnessNode, LoopRunner, start_nodes
+from actrhost import ActrError, ActrId, NotFound, Unavailable
+from actrhost.gateway._testing import FAST_TUNING, OWN_ID, HarnessNode, LoopRunner, start_nodes
 from actrhost.signaling._testing import ServerProcess
 
 from .utils import run
@@ -29,10 +29,11 @@ from .utils import run
 
 @contextlib.contextmanager
 def three_nodes(
-    tmp_path: Path, a_tuning: dict[str, float]
+    tmp_path: Path, a_tuning: dict[str, float], called: str = "bc"
 ) -> Iterator[tuple[LoopRunner, HarnessNode, HarnessNode, HarnessNode]]:
-    """Nodes A (actor a1, with ``a_tuning``), B (b1) and C (c1), a1 having called b1 and
-    c1; B's gateway continued if stopped, and all stopped, after the block."""
+    """Nodes A (actor a1, with ``a_tuning``), B (b1) and C (c1), a1 having called the
+    actors of the ``called`` nodes; B's gateway continued if stopped, and all stopped,
+    after the block."""
     runner = LoopRunner()
     with ServerProcess() as server:
         a = HarnessNode(tmp_path / "a", server.url, [("a1", "t+A")], name="a", tuning=a_tuning)
@@ -40,8 +41,10 @@ def three_nodes(
         c = HarnessNode(tmp_path / "c", server.url, [("c1", "t+C")], name="c")
         try:
             runner.run(start_nodes(a, b, c))
-            for node, actor in ((b, "b1"), (c, "c1")):
-                assert runner.run(a.call("a1", node.ids[actor], "echo", b"up")) == b"up"
+            for node in (b, c):
+                if node.name in called:
+                    actor = f"{node.name}1"
+                    assert runner.run(a.call("a1", node.ids[actor], "echo", b"up")) == b"up"
             yield runner, a, b, c
         finally:
             if b.process is not None and b.process.poll() is None:
@@ -112,6 +115,15 @@ def test_a_flood_to_an_unreachable_node_does_not_hold_up_calls_to_another(
         # (the node's tells are not refused any more), then read on.
         for node, actor in ((b, "b1"), (c, "c1")):
             assert runner.run(a.call("a1", node.ids[actor], "echo", b"back")) == b"back"
+
+        async def refusal_forgotten() -> None:  # the worker's own memory of it: 1 s
+            while True:
+                try:
+                    return a.workers["a1"].rpc.refused.check(b.ids["b1"])
+                except Unavailable:
+                    await asyncio.sleep(0.05)
+
+        runner.run(refusal_forgotten(), timeout_s=5)
         runner.run(a.tell("a1", b.ids["b1"], "note", b"99999"))
         tells = b.workers["b1"].received.tells
         runner.run(b.wait_for(lambda: len(tells) > len(got), 10, "the tell after"))
@@ -199,7 +211,9 @@ def test_a_shells_flood_to_a_node_whose_link_is_full_waits_alone(node_factory, s
             rec = await shell.discover("test+Recorder")
             far = await shell.discover("test+Far")
             assert await shell.call(far, "test.Echo.Say", b"up", timeout=20) == b"up"
-            await shell.tell(rec, "test.Recorder.Note", note(0))
+            # A call, not a tell: answered once B is located and connected (a tell to a
+            # node still being located waits in the locate, another test's case).
+            assert await shell.call(rec, "test.Recorder.Note", note(0), timeout=20) == b"ok"
             b_gateway = (await shell_b.status())["gateway"]["pid"]
             held = shell._rpc.held  # what the Shell's next tell to rec checks
             os.kill(b_gateway, signal.SIGSTOP)
@@ -232,3 +246,72 @@ def test_a_shells_flood_to_a_node_whose_link_is_full_waits_alone(node_factory, s
             assert not held.holds(rec)  # told there is room
 
     run(go(), 120)
+
+
+@pytest.mark.parametrize("shell", [False, True], ids=["actor", "shell"])
+def test_a_flood_to_a_node_still_being_located_waits_alone(tmp_path: Path, shell: bool) -> None:
+    # Node B's gateway is stuck (SIGSTOP) before node A ever reached it: A's locate of b1
+    # (through signaling, which B answers) waits, and so do the tells for b1. Past 4 MiB
+    # of them A's gateway stopped reading, and a call to node C waited for B (QA: 9 s,
+    # from a Shell's `actrhost load --tell`). Now their sender, an actor's or a Shell's,
+    # is told to wait; the call to C is answered at once, and once B answers every tell
+    # arrives, once and in order.
+    tuning = {**FAST_TUNING, "keepalive_timeout_s": 30.0}
+    with three_nodes(tmp_path, tuning, called="c") as (runner, a, b, c):
+        assert b.process is not None
+        held = a.workers["a1"].rpc.held
+        target = b.ids["b1"]
+        source = None if shell else OWN_ID
+
+        async def tell(n: int) -> None:
+            await a.tell("a1", target, "note", b"%05d" % n + bytes(4096), source=source)
+
+        async def flood() -> tuple[int, float, dict[str, Any]]:
+            sent = 0
+            while not held.holds(target):  # 256 KiB wait for the locate, then told
+                assert sent < 1_000, "never told to wait"
+                await tell(sent)
+                sent += 1
+                await asyncio.sleep(0.0005)
+            started = time.monotonic()
+            assert await a.call("a1", c.ids["c1"], "echo", b"on", timeout_s=5) == b"on"
+            call_s = time.monotonic() - started
+            stats = await a.stats()
+            os.kill(b.process.pid, signal.SIGCONT)
+            for n in range(sent, sent + 100):  # these wait for room first
+                await tell(n)
+            return sent + 100, call_s, stats
+
+        os.kill(b.process.pid, signal.SIGSTOP)
+        try:
+            count, call_s, stats = runner.run(flood(), timeout_s=60)
+        finally:
+            os.kill(b.process.pid, signal.SIGCONT)
+        assert call_s < 2, call_s
+        assert stats["senders_told_to_wait"] >= 1 and stats["undeliverable"] == 0
+        tells = b.workers["b1"].received.tells
+        runner.run(b.wait_for(lambda: len(tells) >= count, 20, "every tell"))
+        assert [int(payload[:5]) for _route, payload, _source in tells] == list(range(count))
+        assert not held.holds(target)  # told there is room
+
+
+def test_a_shells_tells_to_an_actor_no_node_hosts_raise_at_the_shell(tmp_path: Path) -> None:
+    # An actor's next tell to such a target raised (the notice on its worker's feed); a
+    # Shell's went on into the void, as it has no feed. It is told on its connection now.
+    with three_nodes(tmp_path, FAST_TUNING, called="") as (runner, a, b, _c):
+        nobody = ActrId(b.ids["b1"].realm, b.ids["b1"].serial_number + 999, b.ids["b1"].type)
+        rpc = a.workers["a1"].rpc
+
+        async def until_refused() -> tuple[int, ActrError]:
+            for sent in range(1, 200):
+                try:
+                    await a.tell("a1", nobody, "note", b"x", source=None)
+                except ActrError as exc:
+                    return sent, exc
+                await asyncio.sleep(0.05)
+            raise AssertionError("never refused")
+
+        sent, error = runner.run(until_refused(), timeout_s=30)
+        assert isinstance(error, (NotFound, Unavailable)) and sent < 50, (sent, error)
+        with pytest.raises(type(error)):
+            rpc.refused.check(nobody)

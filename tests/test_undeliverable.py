@@ -141,6 +141,35 @@ def test_a_notice_on_the_feed_is_learned_and_one_from_another_worker_is_not(
     run(scenario(), 10)
 
 
+def test_a_notice_on_a_link_to_the_gateway_makes_the_next_tell_raise(tmp_path: Path) -> None:
+    # A Shell has no feed: the gateway answers on the connection the dropped tell came
+    # on, and RpcEndpoint.tell (the Shell's and the worker's) checks what it was told.
+    async def scenario() -> None:
+        zctx = zmq.Context()
+        rpc = RpcEndpoint(zctx, f"ipc://{tmp_path}/s.sock", lambda e, r: None, hwm=9, name="s")
+        gateway = zctx.socket(zmq.ROUTER)
+        gateway.bind(f"ipc://{tmp_path}/gateway.sock")
+        endpoint = f"ipc://{tmp_path}/gateway.sock"
+        loop = asyncio.get_running_loop()
+        try:
+            tell = Envelope(TELL, "r", b"1", request_id="t1", target=THEIRS)
+            await rpc.tell(endpoint, tell, loop.time() + 5)
+            routing_id, _ = await asyncio.to_thread(gateway.recv_multipart)
+            gateway.send_multipart([routing_id, notice(THEIRS, NotFound("no such actor"))])
+            with pytest.raises(NotFound, match="no such actor"):
+                for _ in range(200):
+                    await rpc.tell(endpoint, tell, loop.time() + 5)
+                    await asyncio.sleep(0.01)
+            await rpc.tell(endpoint, Envelope(TELL, "r", target=OURS), loop.time() + 5)
+            assert rpc.counters.late_responses == 0  # a notice, not an answer
+        finally:
+            rpc.close()
+            gateway.close(0)
+            zctx.term()
+
+    run(scenario(), 10)
+
+
 class FakeLink:
     def __init__(self, remote_node: str) -> None:
         self.remote_node = remote_node
@@ -158,6 +187,14 @@ class FakeFeed:
 
     def send_nowait(self, data: bytes) -> None:
         self.sent.append(data)
+
+
+class FakeRouter:
+    def __init__(self) -> None:
+        self.sent: list[list[bytes]] = []
+
+    def send_multipart_nowait(self, parts: list[bytes]) -> None:
+        self.sent.append(parts)
 
 
 class FakeEntry:
@@ -180,6 +217,8 @@ class Gateway(Notices):
         self._to_signaling = {}
         self.feed = FakeFeed()
         self._dealer = lambda endpoint: self.feed  # type: ignore[assignment,return-value]
+        self.router = FakeRouter()  # the calls socket
+        self._router = self.router  # type: ignore[assignment]
 
 
 def gone(target: object, source: object, code: object = 503, reason: object = "x") -> dict:
@@ -203,9 +242,16 @@ def test_gone_is_passed_on_for_that_nodes_actors_to_ours_only() -> None:
     assert isinstance(env, Envelope) and is_notice(env) and env.target == THEIRS
     assert (env.error_code, env.error_message) == (503, "actor b is failed")
     assert gateway.counters.senders_told == 1
-    gateway._notify_sender(OURS, ELSEWHERE, PermissionDenied("acl"))  # not said
-    gateway._notify_sender(None, ELSEWHERE, NotFound("x"))  # a Shell: no feed
-    assert len(gateway.feed.sent) == 1
+    gateway._notify_sender(OURS, ELSEWHERE, PermissionDenied("acl"), b"")  # not said
+    gateway._notify_sender(None, ELSEWHERE, NotFound("x"), b"")  # no actor, no connection
+    assert len(gateway.feed.sent) == 1 and gateway.router.sent == []
+    # A Shell's tell (no actor id): told on the connection it came on, once a while.
+    gateway._notify_sender(None, ELSEWHERE, NotFound("x"), b"shell-7")
+    gateway._notify_sender(None, ELSEWHERE, NotFound("x"), b"shell-7")
+    ((routing_id, data),) = gateway.router.sent
+    env = wire.decode(data)
+    assert routing_id == b"shell-7" and isinstance(env, Envelope) and is_notice(env)
+    assert env.target == ELSEWHERE and gateway.counters.senders_told == 2
 
 
 def test_the_targets_node_says_gone_once_per_pair_for_tells_and_chunks_only() -> None:

@@ -25,17 +25,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import NamedTuple
 
-from .._held_targets import WAIT_KEPT_S
 from .._ids import ActrId
+from ._sender_waits import SenderWaits
 from ._stream_hold import no_longer_full
 
 #: Kept frames sent on per loop turn, the rest in the next ones (as ``_stream_hold``).
 RELEASED_PER_TURN = 1000
-#: While a node's frames are kept, its senders are told to wait again this often: a
-#: worker's wait ends on its own after ``WAIT_KEPT_S`` (a lost room notice must not make
-#: it wait forever), and one that went on between two notices sent a burst each time
-#: (QA: ≈ 100 frames a second, until the hold passed its bound).
-RENEW_S = WAIT_KEPT_S * 0.4
 
 
 class Held(NamedTuple):
@@ -65,20 +60,16 @@ class CallHold:
         self._send = send
         #: Stops (True) or resumes (False) the reading of the workers' calls socket.
         self._pause_socket = pause_socket
-        #: Tells a sender (a connection's routing id) to wait (True) for a target, or that
-        #: there is room.
-        self._tell_sender = tell_sender
+        #: The senders told to wait for a node's targets (by a connection's routing id).
+        self._waits = SenderWaits(tell_sender)
         self._max_bytes = max_bytes
         self._loop = asyncio.get_running_loop()
         #: Per node, its connections whose RPC lanes are full.
         self._full: dict[str, set[object]] = {}
         self._held: dict[str, deque[Held]] = {}
-        #: Per node, the (sender, target) pairs told to wait: told "room" once it has.
-        self._told: dict[str, set[tuple[bytes, ActrId]]] = {}
         self.held_bytes = 0
         self._paused = False
         self._release_due: set[str] = set()
-        self._renewing: asyncio.TimerHandle | None = None
 
     @property
     def frames(self) -> int:
@@ -94,13 +85,7 @@ class CallHold:
         """Keep ``item`` until ``node_id`` has room; tell its sender to wait."""
         self._held.setdefault(node_id, deque()).append(item)
         self.held_bytes += len(item.frame)
-        sender, target = item.sender, item.target
-        told = self._told.get(node_id, set())
-        if sender and target is not None and (sender, target) not in told:
-            self._told[node_id] = told | {(sender, target)}
-            self._tell_sender(sender, target, True)
-            if self._renewing is None:
-                self._renewing = self._loop.call_later(RENEW_S, self._renew)
+        self._waits.wait(node_id, item.sender, item.target)
         if self.held_bytes > self._max_bytes and not self._paused:
             self._paused = True
             self._pause_socket(True)
@@ -115,15 +100,6 @@ class CallHold:
         """``node_id`` was given up: its frames go on as for a node not known."""
         self._full.pop(node_id, None)
         self._release_soon(node_id)
-
-    def _renew(self) -> None:
-        """Tell the senders of the nodes still kept to wait again (:data:`RENEW_S`)."""
-        self._renewing = None
-        for told in self._told.values():
-            for sender, target in told:
-                self._tell_sender(sender, target, True)
-        if self._told:
-            self._renewing = self._loop.call_later(RENEW_S, self._renew)
 
     def _release_soon(self, node_id: str) -> None:
         """Send on the frames kept for ``node_id`` from the next loop turn on (not from
@@ -147,8 +123,7 @@ class CallHold:
         if held is not None and not held and self._held.get(node_id) is held:
             del self._held[node_id]
         if not self.holds(node_id):
-            for sender, target in self._told.pop(node_id, ()):
-                self._tell_sender(sender, target, False)
+            self._waits.end(node_id)
         if self._paused and self.held_bytes <= self._max_bytes // 2:
             self._paused = False
             self._pause_socket(False)

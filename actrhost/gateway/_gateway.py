@@ -55,6 +55,7 @@ from ._nodes import Nodes
 from ._outbound import Outbound, _Locate, _OutCall
 from ._peer import Callbacks, PeerConnection, wait_for_closing_connections
 from ._remote import RemoteNode
+from ._sender_waits import SenderWaits
 from ._spec import GatewaySpec, acl_rules, credential_hex, register
 from ._stream_hold import StreamHold
 from ._tells_received import TellsReceived
@@ -184,6 +185,9 @@ class Gateway(Nodes, Outbound, ToNodes, Inbound):
             lambda full: self._on_pressure("held streams", full, (STREAMS,)),
             self.tuning.queue_high_bytes,
         )
+        # The senders of frames for a target being located, told to wait past
+        # LOCATE_WAIT_BYTES (_outbound), as for a full link:
+        self._locate_waits = SenderWaits(self._tell_sender_to_wait)
         # Calls and tells for a node whose link is full, likewise (their senders told to
         # wait: actrhost/_held_targets.py).
         self._call_hold = CallHold(

@@ -16,6 +16,7 @@ about another node's actor, or for a source that is not ours, is counted as malf
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -121,18 +122,26 @@ class Notices:
             pc.counters.malformed += 1
             return
         error = error_from_code(code, reason[:REASON_MAX_CHARS])
-        self._notify_sender(source, target, error)
+        self._notify_sender(source, target, error, b"")
 
-    def _notify_sender(self, source: ActrId | None, target: ActrId, error: ActrError) -> None:
-        """Tell the worker of ``source`` (one of our actors) that its frames for
-        ``target`` were dropped with ``error``: its next ones raise it for a while."""
-        if source is None or not isinstance(error, TOLD_ERRORS):
+    def _notify_sender(
+        self, source: ActrId | None, target: ActrId, error: ActrError, sender: bytes
+    ) -> None:
+        """Tell the sender of frames for ``target`` that were dropped with ``error``: its
+        next ones raise it for a while. Our actor ``source`` on its worker's feed (the
+        other node's ``gone`` names the actor, not a connection), a frame without one (a
+        Shell's) on the connection it came on, ``sender`` (its routing id)."""
+        if not isinstance(error, TOLD_ERRORS):
             return
-        if not self._notices.due((source, target, "local")):
-            return
-        # (If its queue is full, the next dropped frame tells it.)
-        if self._to_worker_of(source, notice(target, error)):
-            self.counters.senders_told += 1
+        data = notice(target, error)
+        if source is not None:
+            # (If its queue is full, the next dropped frame tells it.)
+            if self._notices.due((source, target, "local")) and self._to_worker_of(source, data):
+                self.counters.senders_told += 1
+        elif sender and self._notices.due((sender, target, "local")):
+            with contextlib.suppress(zmq.ZMQError):  # (as above; one gone is gone)
+                self._router.send_multipart_nowait([sender, data])
+                self.counters.senders_told += 1
 
     def _tell_sender_to_wait(self, sender: bytes, target: ActrId, wait: bool) -> None:
         """Tell the worker or Shell whose connection to the calls socket is ``sender``

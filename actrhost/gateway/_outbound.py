@@ -48,6 +48,7 @@ from ._expiry import Expiring, ExpiryWheel
 from ._media import is_track_sample
 from ._peer import PeerConnection
 from ._remote import RemoteNode, session_id
+from ._sender_waits import SenderWaits
 from ._stream_hold import StreamHold
 from ._types import CALLS, STREAMS, LinkState, Tuning
 
@@ -57,8 +58,16 @@ log = logging.getLogger(__name__)
 LOCATE_TIMEOUT_S = 10.0
 #: Actor types a Shell's locate tries as the relay's source before it gives up (403).
 LOCATE_TYPES_TRIED = 8
-#: Bytes of frames waiting for a location before the gateway stops reading its socket.
-LOCATE_QUEUE_BYTES = 4 * 1024 * 1024
+#: Bytes of frames waiting for one target's location before their senders are told to
+#: wait for it (``_sender_waits``): a locate takes a signaling round trip when the
+#: target's node answers, 10 s when its gateway is stuck.
+LOCATE_WAIT_BYTES = 256 * 1024
+#: Bytes of frames waiting for a location, all targets together, before the gateway
+#: stops reading its sockets: room for what told senders still had on its way (1,280
+#: frames each), as in ``_call_hold``. Before senders were told, 4 MiB of a Shell's
+#: tells to a node whose gateway was stuck stopped every call to the other nodes for
+#: the locate's 10 s (QA, 2026-12-07).
+LOCATE_QUEUE_BYTES = 8 * 1024 * 1024
 #: The longest remaining time a frame carries to another node (a caller's longest timeout).
 MAX_TIMEOUT_MS = int(MAX_TIMEOUT_S * 1000)
 #: Pending-call entries of calls without a deadline expire after this long.
@@ -93,9 +102,9 @@ class _Locate:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.frames: list[tuple[int, bytes, str]] = []  # (lane, frame, request id or "")
         self.size_bytes = 0
-        #: Our actors among the frames' senders of tells and stream frames: told if the
-        #: target is not found (module _notices).
-        self.senders: set[ActrId] = set()
+        #: The senders of tells and stream frames among the frames, told if the target is
+        #: not found (module _notices): (our actor or None, routing id of a Shell's).
+        self.senders: set[tuple[ActrId | None, bytes]] = set()
         self.found: asyncio.Future[str] = loop.create_future()
 
 
@@ -113,7 +122,8 @@ class Outbound:
     _signaling: SignalingClient | None
     _discoverer: Discoverer
     _routers: dict[str, LoopSocket]
-    _notify_sender: Callable[[ActrId | None, ActrId, ActrError], None]  # _notices
+    _notify_sender: Callable[[ActrId | None, ActrId, ActrError, bytes], None]  # _notices
+    _locate_waits: SenderWaits  # senders of a target being located, told to wait
     _regs: dict[ActrId, Any]
     _to_signaling: dict[ActrId, ActrId]
     _nodes: dict[str, RemoteNode]
@@ -342,15 +352,17 @@ class Outbound:
             if known_missing is not None:
                 until, error = known_missing
                 if self._loop.time() < until:
-                    self._drop_for_missing(target, [request_id], error, (source,))
+                    self._drop_for_missing(target, [request_id], error, [(source, sender)])
                     return
                 del self._not_found[target]
             locate = self._locating[target] = _Locate(self._loop)
             self._spawn(self._locate(target, source, locate))
         locate.frames.append((lane, frame, request_id))
         locate.size_bytes += len(frame)
-        if not request_id and source is not None:
-            locate.senders.add(source)
+        if not request_id and (source is not None or sender):
+            locate.senders.add((source, sender))
+        if locate.size_bytes > LOCATE_WAIT_BYTES:
+            self._locate_waits.wait(target, sender, target)
         if sum(x.size_bytes for x in self._locating.values()) > LOCATE_QUEUE_BYTES:
             self._on_pressure("locate", True)
 
@@ -389,10 +401,12 @@ class Outbound:
                 self._not_found[target] = (self._loop.time() + NOT_FOUND_KEPT_S, error)
             request_ids = [request_id for *_, request_id in locate.frames]
             self._drop_for_missing(target, request_ids, error, locate.senders)
+            self._locate_waits.end(target)  # (after the refusals: they raise at once)
             return
         self._node_of[target] = node_id
         for lane, frame, request_id in locate.frames:
             self._to_node(node_id, lane, frame, request_id)
+        self._locate_waits.end(target)
 
     async def _relay_locate(self, target: ActrId, source: ActrId | None) -> None:
         """Relay a locate to ``target`` from ``source``, if it is one of ours. A frame
@@ -493,7 +507,7 @@ class Outbound:
         target: ActrId,
         request_ids: list[str],
         error: ActrError,
-        senders: Iterable[ActrId | None],
+        senders: Iterable[tuple[ActrId | None, bytes]],
     ) -> None:
         """Fail the calls (``request_ids``; "" for a tell or stream frame) of frames for
         ``target``, which could not be located; tell the ``senders`` of the others."""
@@ -505,8 +519,8 @@ class Outbound:
                 dropped += 1
         if not dropped:
             return
-        for sender in senders:
-            self._notify_sender(sender, target, error)
+        for source, sender in senders:
+            self._notify_sender(source, target, error, sender)
         self.counters.undeliverable += dropped
         self._missing_drops += 1
         if worth_logging(self._missing_drops):  # a sender that goes on: once per drop

@@ -31,7 +31,7 @@ class ToNodes:
     _call_hold: CallHold
     _send_link: Callable[[PeerConnection, int, bytes], None]
     _fail_out: Callable[[str, ActrError], None]  # _outbound
-    _notify_sender: Callable[[ActrId | None, ActrId, ActrError], None]  # _notices
+    _notify_sender: Callable[[ActrId | None, ActrId, ActrError, bytes], None]  # _notices
     _to_actor: Callable[[ActrId, int, bytes, str, ActrId | None, bytes], None]  # _outbound
 
     def _to_node(
@@ -53,7 +53,7 @@ class ToNodes:
             held = Held(lane, frame, request_id, source, target, sender)
             self._call_hold.hold(node_id, held)
             return
-        self._to_link(self._nodes[node_id], lane, frame, request_id, source, target)
+        self._to_link(self._nodes[node_id], lane, frame, request_id, source, target, sender)
 
     def _send_held_call(self, node_id: str, item: Held) -> None:
         """A call or tell the hold kept goes on: to its node, or located afresh if the
@@ -64,7 +64,7 @@ class ToNodes:
         lane, frame, request_id, source, target, sender = item
         node = self._nodes.get(node_id)
         if node is not None:
-            self._to_link(node, lane, frame, request_id, source, target)
+            self._to_link(node, lane, frame, request_id, source, target, sender)
         elif target is not None:
             self._to_actor(target, lane, frame, request_id, source, sender)
 
@@ -76,10 +76,11 @@ class ToNodes:
         request_id: str,
         source: ActrId | None,
         target: ActrId | None,
+        sender: bytes = b"",
     ) -> None:
         pc = node.connection()
         if lane in RPC_LANES and self._refuses(pc):
-            self._refuse_for_down_node(node, lane, request_id, source, target)
+            self._refuse_for_down_node(node, lane, request_id, source, target, sender)
             return
         if request_id and request_id in self._pending_out and node.reconnecting_because():
             # It waits in the next attempt, for a while only: on a link that stays down an
@@ -110,6 +111,7 @@ class ToNodes:
         request_id: str,
         source: ActrId | None,
         target: ActrId | None,
+        sender: bytes,
     ) -> None:
         """A call or tell for ``node``, whose link failed and whose next connection's RPC
         lanes hold ``Tuning.reconnect_queue_bytes``: a call fails with 503 now (counted
@@ -126,7 +128,7 @@ class ToNodes:
             return
         node.counters.by_lane[lane].dropped += 1
         if target is not None:
-            self._notify_sender(source, target, error)
+            self._notify_sender(source, target, error, sender)
 
     def _stop_waiting(self, request_id: str, node: RemoteNode, lane: int, frame: bytes) -> None:
         """A call that waited ``reconnect_call_wait_s`` for a link still down fails with

@@ -118,7 +118,6 @@ class Outbound:
         """Send a tell for a Context."""
         deadline = self._loop.time() + (ctx.deadline - self._loop.time() if ctx.deadline else 5.0)
         endpoint, target = await self._resolve_when_started(dest, route_key, deadline)
-        self.rpc.refused.check(target)  # an actor on another node gone (_undeliverable)
         env = Envelope(
             TELL,
             route_key,
