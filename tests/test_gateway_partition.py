@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ import pytest
 pytest.importorskip("aiortc")
 
 import actrhost
-from actrhost import ActrError, ActrId, NotFound, Unavailable
+from actrhost import ActrError, ActrId, DataStream, NotFound, Unavailable
 from actrhost.gateway._testing import FAST_TUNING, OWN_ID, HarnessNode, LoopRunner, start_nodes
 from actrhost.signaling._testing import ServerProcess
 
@@ -315,3 +317,54 @@ def test_a_shells_tells_to_an_actor_no_node_hosts_raise_at_the_shell(tmp_path: P
         assert isinstance(error, (NotFound, Unavailable)) and sent < 50, (sent, error)
         with pytest.raises(type(error)):
             rpc.refused.check(nobody)
+
+
+def test_a_stream_to_a_node_still_being_located_waits_in_its_ring(node_factory, signaling_url):
+    # Real nodes. A Shell on node A streams to an actor on node B, whose gateway is stuck
+    # (SIGSTOP) before A ever reached it: A's locate waits. The chunks were read from the
+    # Shell's ring into A's gateway, and past 4 MiB of them A stopped reading its sockets:
+    # a call to node C waited for B. Now they stay in the Shell's ring, unread, until B
+    # answers; the call to C is answered at once, and every chunk arrives, in order.
+    signaling = f'[signaling]\nurl = "{signaling_url}"\n'
+
+    def node(name: str, actor_type: str, handler: str):
+        actor = f'[[actor]]\nname = "{name}"\ntype = "{actor_type}"\nhandler = "{handler}"\n'
+        return node_factory(actor, signaling)
+
+    node_a = node("echo", "test+Echo", "actors:Echo")
+    node_b = node("sink", "test+Sink", "actors:StreamSink")
+    node("far", "test+Far", "actors:Echo")  # node C
+    payloads = [bytes([n % 251]) * 65536 for n in range(160)]  # 10 MiB
+
+    async def go() -> None:
+        async with (
+            actrhost.connect(node_a.config_path) as shell,
+            actrhost.connect(node_b.config_path) as shell_b,
+        ):
+            far = await shell.discover("test+Far")
+            assert await shell.call(far, "test.Echo.Say", b"up", timeout=20) == b"up"
+            sink = await shell.discover("test+Sink")  # (signaling answers; B not reached)
+            b_gateway = (await shell_b.status())["gateway"]["pid"]
+            os.kill(b_gateway, signal.SIGSTOP)
+            try:
+                for n, payload in enumerate(payloads):
+                    await shell.send_data_stream(sink, DataStream("s0", n, payload), timeout=5)
+                started = time.monotonic()
+                assert await shell.call(far, "test.Echo.Say", b"on", timeout=5) == b"on"
+                call_s = time.monotonic() - started
+                stats = (await shell.status())["gateway"]["stats"]
+            finally:
+                os.kill(b_gateway, signal.SIGCONT)
+            assert call_s < 2, call_s
+            assert stats["undeliverable"] == 0
+            deadline = time.monotonic() + 30
+            while True:
+                got = json.loads(await shell_b.call("sink", "test.Sink.Results", b"", timeout=10))
+                got = got.get("s0", [])
+                if len(got) >= len(payloads) or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+            assert [c["seq"] for c in got] == list(range(len(payloads)))
+            assert all(c["crc"] == zlib.crc32(payloads[c["seq"]]) for c in got)
+
+    run(go(), 120)

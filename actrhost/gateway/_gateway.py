@@ -51,8 +51,9 @@ from ._feed_reads import FeedReads
 from ._ice import use_host_addresses
 from ._identity import load_identity, node_id_of
 from ._inbound import Inbound, _InCall
+from ._locates import Locates, _Locate
 from ._nodes import Nodes
-from ._outbound import Outbound, _Locate, _OutCall
+from ._outbound import Outbound, _OutCall
 from ._peer import Callbacks, PeerConnection, wait_for_closing_connections
 from ._remote import RemoteNode
 from ._sender_waits import SenderWaits
@@ -80,7 +81,7 @@ CLOSE_WAIT_S = 2.0
 SUPERVISOR_WATCH_S = 1.0
 
 
-class Gateway(Nodes, Outbound, ToNodes, Inbound):
+class Gateway(Nodes, Outbound, Locates, ToNodes, Inbound):
     """The gateway of one node (one per process)."""
 
     def __init__(self, spec: GatewaySpec, config: Config) -> None:
@@ -457,11 +458,13 @@ class Gateway(Nodes, Outbound, ToNodes, Inbound):
         # close (within the node's grace; the supervisor kills us 2 s after it).
         grace_s = self.config.node.shutdown_grace_s
         await asyncio.gather(*(node.drain(grace_s) for node in self._nodes.values()))
-        held = self._stream_hold.frames
+        held = self._stream_hold.frames + sum(len(x.chunks) for x in self._locating.values())
         if held:  # (their senders were told they went)
             self.counters.undeliverable += held
             log.warning(
-                "%r: %d stream frame(s) held for full links or slow actors are dropped", self, held
+                "%r: %d stream frame(s) held for full links, slow actors or locates are dropped",
+                self,
+                held,
             )
         if not self._restarting:  # a new gateway comes: let the other nodes reconnect
             await asyncio.gather(*(node.say_bye() for node in self._nodes.values()))

@@ -23,7 +23,8 @@ from ._call_hold import CallHold
 from ._counters import GatewayCounters
 from ._identity import sdp_proves_node
 from ._inbound import _InCall
-from ._outbound import _Locate, _OutCall
+from ._locates import _Locate
+from ._outbound import _OutCall
 from ._peer import Callbacks, PeerConnection, close_in_background
 from ._remote import RemoteNode, parse_session, session_id
 from ._stream_hold import StreamHold

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from .._envelope import StreamFrame
 from .._ids import ActrId
@@ -124,6 +124,13 @@ class StreamHold:
             if self.inline_bytes > self._inline_max_bytes and not self._paused:
                 self._paused = True
                 self._pause_socket(True)
+
+    def take(self, node_id: str, frames: Iterable[tuple[StreamFrame, bytes]]) -> None:
+        """Frames kept while ``node_id`` was being located (their rings kept): they go on
+        behind any kept for it already, as its link takes them."""
+        for frame, data in frames:
+            self.hold(node_id, frame, data)
+        self._release_soon(node_id)
 
     def link_full(self, node_id: str, connection: object, full: bool, connected: bool) -> None:
         """A connection to ``node_id`` says its stream lane is full, or no longer: it has
