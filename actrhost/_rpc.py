@@ -37,6 +37,7 @@ from ._errors import (
     Unavailable,
     error_from_code,
 )
+from ._gateway_credit import GatewayCredit, bytes_read, is_read_notice
 from ._held_targets import HeldTargets, is_flow_notice
 from ._payload_type import PayloadType
 from ._replies import Replies
@@ -222,6 +223,8 @@ class RpcEndpoint:
         self.refused = RefusedTargets(self._loop.time)
         #: Actors on other nodes whose link is full: sends to them wait (_held_targets).
         self.held = HeldTargets(self._loop.time)
+        #: Bytes sent to the node's gateway that it has not read yet (_gateway_credit).
+        self.gateway_credit = GatewayCredit()
         #: The last tell from each sender (or connection) on another node read; complete
         #: in the first process of an actor instance (no earlier one read anything).
         self._tells_read = TellsRead(complete=first_of_instance)
@@ -385,7 +388,12 @@ class RpcEndpoint:
         # From the node's gateway, about a target on another node: the link to it is full
         # (_held_targets), or what was sent to it was dropped (_undeliverable; a Shell's
         # frames: a worker's actor is told on its feed).
-        if is_flow_notice(env):
+        if is_read_notice(env):
+            try:
+                self.gateway_credit.read(bytes_read(env))
+            except BadRequest as exc:
+                self.dropped_malformed("%s", exc.message)
+        elif is_flow_notice(env):
             if not self.held.learn(env):
                 self.dropped_malformed("a wait notice without a target")
         elif is_notice(env):
@@ -437,6 +445,16 @@ class RpcEndpoint:
         queue is full) does not take the frame before ``deadline``, ``Unavailable`` when
         one never reached does not take it soon (down, or not started).
         """
+        if endpoint == self.to_other_nodes.gateway:  # bounded in bytes too
+            credit = self.gateway_credit
+            if not credit.room_for(len(data)):
+                await credit.wait(len(data), deadline)
+            await self._send(endpoint, data, deadline)
+            credit.sent(len(data))
+        else:
+            await self._send(endpoint, data, deadline)
+
+    async def _send(self, endpoint: str, data: bytes, deadline: float) -> None:
         if self._down is not None:
             raise copy.copy(self._down)  # a fresh one: each raise grows a traceback
         link = self.link(endpoint)
@@ -600,6 +618,8 @@ class RpcEndpoint:
         said so, but its answers travel on another socket than the supervisor's notice and
         may arrive just after it: give them a moment first.
         """
+        if endpoint == self.to_other_nodes.gateway:
+            self.gateway_credit.reset()  # (what it had not read will not be read)
         if graceful:
             # Only the calls pending now: a successor at the same endpoint (a restart)
             # may take new calls meanwhile, which are not the old process's to fail.

@@ -13,6 +13,7 @@ median of the per-round ratios to the baseline.
 
     python scripts/bench_feed_cap.py                          # 3 rounds: none, 1024, 256
     python scripts/bench_feed_cap.py --rounds 5 --caps 1000000000,1024
+    python scripts/bench_feed_cap.py --rounds 1 --caps 1024 --tell-bytes 4096
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ TELL_BYTES = 64
 NO_CAP = 1_000_000_000
 
 
-def flood(cap: int, count: int, server_url: str, folder: Path) -> float:
+def flood(cap: int, count: int, server_url: str, folder: Path, size: int = TELL_BYTES) -> float:
     """Tells/s of one flood with the feed's queue capped at ``cap`` frames."""
     rpc.FEED_RECEIVE_HWM = cap  # read when a worker opens its feed (node B's, here)
     runner = LoopRunner()
@@ -51,7 +52,7 @@ def flood(cap: int, count: int, server_url: str, folder: Path) -> float:
         async def go() -> float:
             started = time.monotonic()
             for n in range(count):
-                await a.tell("a1", b.ids["b1"], "note", b"%06d" % n + bytes(TELL_BYTES - 6))
+                await a.tell("a1", b.ids["b1"], "note", b"%06d" % n + bytes(size - 6))
             while len(received) < count:
                 await asyncio.sleep(0.01)
             return count / (time.monotonic() - started)
@@ -67,6 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--tells", type=int, default=60_000)
+    parser.add_argument("--tell-bytes", type=int, default=TELL_BYTES, help="payload of a tell")
     parser.add_argument(
         "--caps", default=f"{NO_CAP},1024,256", help="feed caps, the first the baseline"
     )
@@ -77,7 +79,7 @@ def main() -> None:
         for round_no in range(args.rounds):
             for cap in caps:
                 folder = Path(tmp) / f"r{round_no}-{cap}"
-                rates[cap].append(flood(cap, args.tells, server.url, folder))
+                rates[cap].append(flood(cap, args.tells, server.url, folder, args.tell_bytes))
             print(
                 f"round {round_no + 1}: " + ", ".join(f"{c}: {rates[c][-1]:,.0f}/s" for c in caps)
             )

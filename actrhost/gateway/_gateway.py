@@ -34,6 +34,7 @@ from .._directory import (
 )
 from .._envelope import StreamFrame
 from .._errors import ActrError, ClosedResourceError, Unavailable
+from .._gateway_credit import ReadCounts
 from .._ids import ActrId
 from .._linux import supervisor_gone
 from .._loop_watch import LoopWatch
@@ -189,6 +190,7 @@ class Gateway(Nodes, Outbound, Locates, ToNodes, Inbound):
         # The senders of frames for a target being located, told to wait past
         # LOCATE_WAIT_BYTES (_outbound), as for a full link:
         self._locate_waits = SenderWaits(self._tell_sender_to_wait)
+        self._reads = ReadCounts()  # (each sender's credit of unread bytes)
         # Calls and tells for a node whose link is full, likewise (their senders told to
         # wait: actrhost/_held_targets.py).
         self._call_hold = CallHold(

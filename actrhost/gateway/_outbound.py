@@ -19,6 +19,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import zmq
+
 from .. import _envelope as wire
 from .._config import Config
 from .._directory import GATEWAY_DISCOVER_ROUTE
@@ -30,6 +32,7 @@ from .._errors import (
     NotFound,
     Unavailable,
 )
+from .._gateway_credit import ReadCounts, read_notice
 from .._ids import ActrId, ActrType
 from .._payload_type import PayloadType
 from .._replies import Replies
@@ -82,6 +85,7 @@ class Outbound:
     counters: GatewayCounters
     _loop: asyncio.AbstractEventLoop
     _router: LoopSocket
+    _reads: ReadCounts  # bytes read per connection to the calls socket
     _replies: dict[str, Replies]  # by socket (CALLS, STREAMS, MEDIA)
     _signaling_back_at: float | None  # loop time our signaling connection came back
     _signaling: SignalingClient | None
@@ -117,6 +121,13 @@ class Outbound:
         routing_id = parts[0]
         for data in parts[1:]:
             self._from_worker(routing_id, data, via)
+        if via == CALLS:  # (its sender keeps a credit of bytes unread: _gateway_credit)
+            read = self._reads.add(routing_id, sum(map(len, parts)) - len(routing_id))
+            if read:
+                try:
+                    self._router.send_multipart_nowait([routing_id, read_notice(read)])
+                except zmq.ZMQError:
+                    self._reads.unsent(routing_id, read)
 
     def _from_worker(self, routing_id: bytes, data: bytes, via: str = CALLS) -> None:
         try:
