@@ -8,7 +8,6 @@ import asyncio
 from pathlib import Path
 
 import pytest
-import zmq
 
 from actrhost import DeadlineExceeded
 from actrhost import _envelope as wire
@@ -25,9 +24,8 @@ from actrhost._gateway_credit import (
     read_notice,
 )
 from actrhost._ids import ActrId
-from actrhost._rpc import RpcEndpoint
 
-from .utils import run
+from .utils import beside_a_bare_gateway, run
 
 TARGET = ActrId.parse("b@1:t+B")
 
@@ -89,26 +87,15 @@ def test_a_read_notice_is_no_answer_and_a_malformed_one_is_counted() -> None:
 def test_a_process_sends_past_its_credit_once_its_gateway_reads(tmp_path: Path) -> None:
     # A ROUTER standing in for the gateway: it reads, and says so as the gateway does.
     async def scenario() -> None:
-        zctx = zmq.Context()
-        endpoint = f"ipc://{tmp_path}/gateway.sock"
-        gateway = zctx.socket(zmq.ROUTER)
-        gateway.bind(endpoint)
-        rpc = RpcEndpoint(zctx, f"ipc://{tmp_path}/w.sock", lambda e, r: None, hwm=99, name="w")
-        rpc.to_other_nodes.gateway_is(endpoint, 1)  # (tells to other nodes go there)
-        loop = asyncio.get_running_loop()
-        big = bytes(CREDIT_BYTES // 4)  # (with its envelope, four pass the credit)
-        try:
+        async with beside_a_bare_gateway(tmp_path) as (rpc, gateway, endpoint):
+            loop = asyncio.get_running_loop()
+            big = bytes(CREDIT_BYTES // 4)  # (with its envelope, four pass the credit)
             for n in range(3):
                 env = Envelope(TELL, "r", big, request_id=f"t{n}", target=TARGET)
                 await rpc.tell(endpoint, env, loop.time() + 5)
             assert rpc.gateway_credit.unread > 3 * len(big)  # (and their envelopes)
-            fourth = asyncio.ensure_future(
-                rpc.tell(
-                    endpoint,
-                    Envelope(TELL, "r", big, request_id="t3", target=TARGET),
-                    loop.time() + 5,
-                )
-            )
+            env = Envelope(TELL, "r", big, request_id="t3", target=TARGET)
+            fourth = asyncio.ensure_future(rpc.tell(endpoint, env, loop.time() + 5))
             await asyncio.sleep(0.1)
             assert not fourth.done()  # past the credit: it waits for a read notice
             routing_id, frame = await asyncio.to_thread(gateway.recv_multipart)
@@ -117,9 +104,5 @@ def test_a_process_sends_past_its_credit_once_its_gateway_reads(tmp_path: Path) 
             await asyncio.wait_for(fourth, 2)
             assert rpc.gateway_credit.waits == 1 and rpc.gateway_credit.waits_timed_out == 0
             assert rpc.counters.late_responses == 0  # a notice, not an answer
-        finally:
-            rpc.close()
-            gateway.close(0)
-            zctx.term()
 
     run(scenario(), 10)

@@ -13,7 +13,7 @@ import os
 import signal
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,48 @@ def three_nodes(
             for node in (a, b, c):
                 runner.run(node.stop())
             runner.close()
+
+
+def flood_while_b_stops(
+    nodes: tuple[LoopRunner, HarnessNode, HarnessNode, HarnessNode],
+    tell: Callable[[int], Awaitable[None]],
+    most: int,
+) -> dict[str, Any]:
+    """With B's gateway stopped, a1 ``tell``s b1 until it is told to wait (at most
+    ``most``); a call to c1 is then answered at once; once B goes on, 100 more tells
+    (they wait for room first), and every one arrives at b1, once and in order. Returns A's
+    stats from while B was stopped."""
+    runner, a, b, c = nodes
+    assert b.process is not None
+    held = a.workers["a1"].rpc.held  # what an actor's next ctx.tell to b1 checks
+
+    async def flood() -> tuple[int, float, dict[str, Any]]:
+        sent = 0
+        while not held.holds(b.ids["b1"]):
+            assert sent < most, "never told to wait"
+            await tell(sent)
+            sent += 1
+        started = time.monotonic()
+        assert await a.call("a1", c.ids["c1"], "echo", b"on", timeout_s=5) == b"on"
+        call_s = time.monotonic() - started
+        stats = await a.stats()
+        assert b.process is not None
+        os.kill(b.process.pid, signal.SIGCONT)
+        for n in range(sent, sent + 100):
+            await tell(n)
+        return sent + 100, call_s, stats
+
+    os.kill(b.process.pid, signal.SIGSTOP)
+    try:
+        count, call_s, stats = runner.run(flood(), timeout_s=60)
+    finally:
+        os.kill(b.process.pid, signal.SIGCONT)
+    assert call_s < 2, call_s
+    tells = b.workers["b1"].received.tells
+    runner.run(b.wait_for(lambda: len(tells) >= count, 20, "every tell"))
+    assert [int(payload[:5]) for _route, payload, _source in tells] == list(range(count))
+    assert not held.holds(b.ids["b1"])  # told there is room
+    return stats
 
 
 def test_a_flood_to_an_unreachable_node_does_not_hold_up_calls_to_another(
@@ -142,44 +184,18 @@ def test_a_flood_to_a_node_whose_link_is_full_waits_alone(tmp_path: Path, size: 
     # as it can: what it has on its way when told is bounded in bytes (_gateway_credit),
     # not only in frames, which for 32 KiB tells were 40 MiB, past the hold's 2 MiB here.
     tuning = {**FAST_TUNING, "queue_high_bytes": 1024 * 1024, "keepalive_timeout_s": 30.0}
-    with three_nodes(tmp_path, tuning) as (runner, a, b, c):
-        assert b.process is not None
-        held = a.workers["a1"].rpc.held  # what an actor's next ctx.tell to b1 checks
-        target = b.ids["b1"]
+    with three_nodes(tmp_path, tuning) as nodes:
+        runner, a, b, _c = nodes
 
         async def tell(n: int) -> None:
-            await a.tell("a1", target, "note", b"%05d" % n + bytes(size))
+            await a.tell("a1", b.ids["b1"], "note", b"%05d" % n + bytes(size))
 
-        async def flood() -> tuple[int, float, dict[str, Any]]:
-            sent = 0
-            while not held.holds(target):  # SCTP's window, the lane's 1 MiB, then told
-                assert sent < 5_000, "never told to wait"
-                await tell(sent)
-                sent += 1
-            started = time.monotonic()
-            assert await a.call("a1", c.ids["c1"], "echo", b"on", timeout_s=5) == b"on"
-            call_s = time.monotonic() - started
-            stats = await a.stats()
-            os.kill(b.process.pid, signal.SIGCONT)
-            for n in range(sent, sent + 100):  # waiting for room first
-                await held.wait(target, asyncio.get_running_loop().time() + 10)
-                await tell(n)
-            return sent + 100, call_s, stats
-
-        os.kill(b.process.pid, signal.SIGSTOP)
-        try:
-            count, call_s, stats = runner.run(flood(), timeout_s=60)
-        finally:
-            os.kill(b.process.pid, signal.SIGCONT)
-        assert call_s < 2, call_s
+        # (SCTP's window, the lane's 1 MiB, then told)
+        stats = flood_while_b_stops(nodes, tell, most=5_000)
         assert stats["calls_held"] >= 1 and stats["senders_told_to_wait"] >= 1
         assert stats["remote_nodes"][b.node_id]["state"] == "connected"
-        tells = b.workers["b1"].received.tells
-        runner.run(b.wait_for(lambda: len(tells) >= count, 20, "every tell"))
-        assert [int(payload[:5]) for _route, payload, _source in tells] == list(range(count))
         lanes = runner.run(a.stats())["remote_nodes"][b.node_id]["lanes"]
         assert lanes["rpc_reliable"]["dropped"] == 0
-        assert not held.holds(target)  # told there is room
 
 
 def test_a_shells_flood_to_a_node_whose_link_is_full_waits_alone(node_factory, signaling_url):
@@ -257,42 +273,16 @@ def test_a_flood_to_a_node_still_being_located_waits_alone(tmp_path: Path, shell
     # is told to wait; the call to C is answered at once, and once B answers every tell
     # arrives, once and in order.
     tuning = {**FAST_TUNING, "keepalive_timeout_s": 30.0}
-    with three_nodes(tmp_path, tuning, called="c") as (runner, a, b, c):
-        assert b.process is not None
-        held = a.workers["a1"].rpc.held
-        target = b.ids["b1"]
+    with three_nodes(tmp_path, tuning, called="c") as nodes:
+        _runner, a, b, _c = nodes
         source = None if shell else OWN_ID
 
         async def tell(n: int) -> None:
-            await a.tell("a1", target, "note", b"%05d" % n + bytes(4096), source=source)
+            await a.tell("a1", b.ids["b1"], "note", b"%05d" % n + bytes(4096), source=source)
 
-        async def flood() -> tuple[int, float, dict[str, Any]]:
-            sent = 0
-            while not held.holds(target):  # 256 KiB wait for the locate, then told
-                assert sent < 1_000, "never told to wait"
-                await tell(sent)
-                sent += 1
-                await asyncio.sleep(0.0005)
-            started = time.monotonic()
-            assert await a.call("a1", c.ids["c1"], "echo", b"on", timeout_s=5) == b"on"
-            call_s = time.monotonic() - started
-            stats = await a.stats()
-            os.kill(b.process.pid, signal.SIGCONT)
-            for n in range(sent, sent + 100):  # these wait for room first
-                await tell(n)
-            return sent + 100, call_s, stats
-
-        os.kill(b.process.pid, signal.SIGSTOP)
-        try:
-            count, call_s, stats = runner.run(flood(), timeout_s=60)
-        finally:
-            os.kill(b.process.pid, signal.SIGCONT)
-        assert call_s < 2, call_s
+        # (256 KiB wait for the locate, then told)
+        stats = flood_while_b_stops(nodes, tell, most=1_000)
         assert stats["senders_told_to_wait"] >= 1 and stats["undeliverable"] == 0
-        tells = b.workers["b1"].received.tells
-        runner.run(b.wait_for(lambda: len(tells) >= count, 20, "every tell"))
-        assert [int(payload[:5]) for _route, payload, _source in tells] == list(range(count))
-        assert not held.holds(target)  # told there is room
 
 
 def test_a_shells_tells_to_an_actor_no_node_hosts_raise_at_the_shell(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from actrhost.gateway._counters import GatewayCounters
 from actrhost.gateway._notices import Notices
 from actrhost.gateway._types import LinkCounters, LinkState
 
-from .utils import run
+from .utils import beside_a_bare_gateway, run
 
 OURS = ActrId.parse("1@1:test+A")
 THEIRS = ActrId.parse("2@1:test+B")
@@ -145,13 +145,8 @@ def test_a_notice_on_a_link_to_the_gateway_makes_the_next_tell_raise(tmp_path: P
     # A Shell has no feed: the gateway answers on the connection the dropped tell came
     # on, and RpcEndpoint.tell (the Shell's and the worker's) checks what it was told.
     async def scenario() -> None:
-        zctx = zmq.Context()
-        rpc = RpcEndpoint(zctx, f"ipc://{tmp_path}/s.sock", lambda e, r: None, hwm=9, name="s")
-        gateway = zctx.socket(zmq.ROUTER)
-        gateway.bind(f"ipc://{tmp_path}/gateway.sock")
-        endpoint = f"ipc://{tmp_path}/gateway.sock"
-        loop = asyncio.get_running_loop()
-        try:
+        async with beside_a_bare_gateway(tmp_path) as (rpc, gateway, endpoint):
+            loop = asyncio.get_running_loop()
             tell = Envelope(TELL, "r", b"1", request_id="t1", target=THEIRS)
             await rpc.tell(endpoint, tell, loop.time() + 5)
             routing_id, _ = await asyncio.to_thread(gateway.recv_multipart)
@@ -162,10 +157,6 @@ def test_a_notice_on_a_link_to_the_gateway_makes_the_next_tell_raise(tmp_path: P
                     await asyncio.sleep(0.01)
             await rpc.tell(endpoint, Envelope(TELL, "r", target=OURS), loop.time() + 5)
             assert rpc.counters.late_responses == 0  # a notice, not an answer
-        finally:
-            rpc.close()
-            gateway.close(0)
-            zctx.term()
 
     run(scenario(), 10)
 

@@ -10,12 +10,15 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import zmq
+
 import actrhost
 from actrhost._config import load_config
+from actrhost._rpc import RpcEndpoint
 from actrhost._rundir import node_prefix, run_dir_for
 from actrhost.shm import list_prefix, node_segment_prefix
 
@@ -98,6 +101,26 @@ def signal_server(*options: str) -> Iterator[str]:
     finally:
         process.terminate()
         assert process.wait(10) == 0
+
+
+@contextlib.asynccontextmanager
+async def beside_a_bare_gateway(folder: Path) -> AsyncIterator[tuple[RpcEndpoint, Any, str]]:
+    """A process's ``RpcEndpoint`` (a worker's or a Shell's side) and a bare ROUTER bound
+    where its node's gateway would be, and that endpoint: for what passes between them.
+    The endpoint knows it as its gateway (tells to other nodes go there); all closed
+    after."""
+    zctx = zmq.Context()
+    endpoint = f"ipc://{folder}/gateway.sock"
+    gateway = zctx.socket(zmq.ROUTER)
+    gateway.bind(endpoint)
+    rpc = RpcEndpoint(zctx, f"ipc://{folder}/w.sock", lambda env, route: None, hwm=99, name="w")
+    rpc.to_other_nodes.gateway_is(endpoint, 1)
+    try:
+        yield rpc, gateway, endpoint
+    finally:
+        rpc.close()
+        gateway.close(0)
+        zctx.term()
 
 
 def pid_alive(pid: int) -> bool:
