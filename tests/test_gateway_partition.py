@@ -198,6 +198,30 @@ def test_a_flood_to_a_node_whose_link_is_full_waits_alone(tmp_path: Path, size: 
         assert lanes["rpc_reliable"]["dropped"] == 0
 
 
+def real_nodes(node_factory, signaling_url: str, b_actor: str, more: str = "") -> tuple[Any, Any]:
+    """Real nodes (``actrhost run``) A (an Echo), B (``b_actor``: "name type handler")
+    and C (an Echo, ``test+Far``), ``more`` in each config; returns A and B."""
+
+    def node(name: str, actor_type: str, handler: str) -> Any:
+        actor = f'[[actor]]\nname = "{name}"\ntype = "{actor_type}"\nhandler = "{handler}"\n'
+        return node_factory(actor, f'[signaling]\nurl = "{signaling_url}"\n{more}')
+
+    node_a = node("echo", "test+Echo", "actors:Echo")
+    node_b = node(*b_actor.split())
+    node("far", "test+Far", "actors:Echo")
+    return node_a, node_b
+
+
+async def call_node_c(shell: actrhost.Shell) -> tuple[float, dict[str, Any]]:
+    """How long a call from ``shell`` to node C's actor took (it must be answered within
+    5 s), and the stats of the Shell's node's gateway right after."""
+    far = await shell.discover("test+Far")
+    started = time.monotonic()
+    assert await shell.call(far, "test.Echo.Say", b"on", timeout=5) == b"on"
+    call_s = time.monotonic() - started
+    return call_s, (await shell.status())["gateway"]["stats"]
+
+
 def test_a_shells_flood_to_a_node_whose_link_is_full_waits_alone(node_factory, signaling_url):
     # Real nodes. A Shell on node A (as `actrhost load` runs) floods tells to an actor on
     # node B whose gateway stopped reading (SIGSTOP; long keepalive timeouts keep the link
@@ -206,15 +230,9 @@ def test_a_shells_flood_to_a_node_whose_link_is_full_waits_alone(node_factory, s
     # as B did. Now the Shell is told on its own connection, like a worker; its next tells
     # wait, the call to C is answered at once, and every tell arrives once, in order.
     keepalive = "[webrtc]\nkeepalive_timeout_s = 30.0\n"
-    signaling = f'[signaling]\nurl = "{signaling_url}"\n'
-
-    def node(name: str, actor_type: str, handler: str):
-        actor = f'[[actor]]\nname = "{name}"\ntype = "{actor_type}"\nhandler = "{handler}"\n'
-        return node_factory(actor, signaling + keepalive)
-
-    node_a = node("echo", "test+Echo", "actors:Echo")
-    node_b = node("rec", "test+Recorder", "actors:Recorder")
-    node("far", "test+Far", "actors:Echo")  # node C
+    node_a, node_b = real_nodes(
+        node_factory, signaling_url, "rec test+Recorder actors:Recorder", keepalive
+    )
 
     def note(n: int) -> bytes:
         return b"%05d" % n + bytes(4091)
@@ -240,10 +258,7 @@ def test_a_shells_flood_to_a_node_whose_link_is_full_waits_alone(node_factory, s
                     await shell.tell(rec, "test.Recorder.Note", note(sent))
                     sent += 1
                     await asyncio.sleep(0.0005)  # (a Shell faster than its gateway: below)
-                started = time.monotonic()
-                assert await shell.call(far, "test.Echo.Say", b"on", timeout=5) == b"on"
-                call_s = time.monotonic() - started
-                stats = (await shell.status())["gateway"]["stats"]
+                call_s, stats = await call_node_c(shell)
             finally:
                 os.kill(b_gateway, signal.SIGCONT)
             assert call_s < 2, call_s
@@ -313,15 +328,7 @@ def test_a_stream_to_a_node_still_being_located_waits_in_its_ring(node_factory, 
     # Shell's ring into A's gateway, and past 4 MiB of them A stopped reading its sockets:
     # a call to node C waited for B. Now they stay in the Shell's ring, unread, until B
     # answers; the call to C is answered at once, and every chunk arrives, in order.
-    signaling = f'[signaling]\nurl = "{signaling_url}"\n'
-
-    def node(name: str, actor_type: str, handler: str):
-        actor = f'[[actor]]\nname = "{name}"\ntype = "{actor_type}"\nhandler = "{handler}"\n'
-        return node_factory(actor, signaling)
-
-    node_a = node("echo", "test+Echo", "actors:Echo")
-    node_b = node("sink", "test+Sink", "actors:StreamSink")
-    node("far", "test+Far", "actors:Echo")  # node C
+    node_a, node_b = real_nodes(node_factory, signaling_url, "sink test+Sink actors:StreamSink")
     payloads = [bytes([n % 251]) * 65536 for n in range(160)]  # 10 MiB
 
     async def go() -> None:
@@ -337,10 +344,7 @@ def test_a_stream_to_a_node_still_being_located_waits_in_its_ring(node_factory, 
             try:
                 for n, payload in enumerate(payloads):
                     await shell.send_data_stream(sink, DataStream("s0", n, payload), timeout=5)
-                started = time.monotonic()
-                assert await shell.call(far, "test.Echo.Say", b"on", timeout=5) == b"on"
-                call_s = time.monotonic() - started
-                stats = (await shell.status())["gateway"]["stats"]
+                call_s, stats = await call_node_c(shell)
             finally:
                 os.kill(b_gateway, signal.SIGCONT)
             assert call_s < 2, call_s
