@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import itertools
 import logging
 import os
@@ -376,7 +377,7 @@ class RpcEndpoint:
         except ActrError as exc:
             self.dropped_malformed("%r: %s", frame, exc.message)
 
-    def _on_link_message(self, parts: list[bytes]) -> None:
+    def _on_link_message(self, endpoint: str, parts: list[bytes]) -> None:
         env = self._decode(parts[-1]) if len(parts) == 1 else None
         if env is None:
             if len(parts) != 1:
@@ -385,10 +386,12 @@ class RpcEndpoint:
         if isinstance(env, StreamFrame) or env.direction != wire.RESPONSE:
             self.dropped_malformed("a %r arriving on an outbound link", env)
             return
-        # From the node's gateway, about a target on another node: the link to it is full
-        # (_held_targets), or what was sent to it was dropped (_undeliverable; a Shell's
-        # frames: a worker's actor is told on its feed).
-        if is_read_notice(env):
+        if env.request_id or endpoint != self.to_other_nodes.gateway:
+            self._resolve(env)  # (an answer; a notice from another peer is not one)
+        # From the node's gateway: what it read of ours (_gateway_credit), a target on
+        # another node whose link is full (_held_targets), or that our frames to it were
+        # dropped (_undeliverable: a Shell's; a worker's actor is told on its feed).
+        elif is_read_notice(env):
             try:
                 self.gateway_credit.read(bytes_read(env))
             except BadRequest as exc:
@@ -428,7 +431,8 @@ class RpcEndpoint:
             # pyzmq). Without it, a frame for a peer that is (re)connecting waits in the
             # pipe (bounded by the high-water mark); death notices fail the calls.
             sock.connect(endpoint)
-            link = LoopSocket(sock, self._on_link_message, f"{self.name} -> {endpoint}")
+            on_message = functools.partial(self._on_link_message, endpoint)
+            link = LoopSocket(sock, on_message, f"{self.name} -> {endpoint}")
             self._links[endpoint] = link
         return link
 

@@ -148,6 +148,20 @@ def test_a_notice_on_a_link_to_the_gateway_makes_the_next_tell_raise(tmp_path: P
         async with beside_a_bare_gateway(tmp_path) as (rpc, gateway, endpoint):
             loop = asyncio.get_running_loop()
             tell = Envelope(TELL, "r", b"1", request_id="t1", target=THEIRS)
+            # Another peer (a local worker) says the same: not its to say, not learned.
+            zctx = zmq.Context()
+            other = zctx.socket(zmq.ROUTER)
+            other.bind(f"ipc://{tmp_path}/other.sock")
+            try:
+                await rpc.tell(f"ipc://{tmp_path}/other.sock", tell, loop.time() + 5)
+                routing_id, _ = await asyncio.to_thread(other.recv_multipart)
+                other.send_multipart([routing_id, notice(THEIRS, NotFound("forged"))])
+                while not rpc.counters.late_responses:  # (taken as an answer nobody awaits)
+                    await asyncio.sleep(0.01)
+                rpc.refused.check(THEIRS)
+            finally:
+                other.close(0)
+                zctx.term()
             await rpc.tell(endpoint, tell, loop.time() + 5)
             routing_id, _ = await asyncio.to_thread(gateway.recv_multipart)
             gateway.send_multipart([routing_id, notice(THEIRS, NotFound("no such actor"))])
@@ -156,7 +170,7 @@ def test_a_notice_on_a_link_to_the_gateway_makes_the_next_tell_raise(tmp_path: P
                     await rpc.tell(endpoint, tell, loop.time() + 5)
                     await asyncio.sleep(0.01)
             await rpc.tell(endpoint, Envelope(TELL, "r", target=OURS), loop.time() + 5)
-            assert rpc.counters.late_responses == 0  # a notice, not an answer
+            assert rpc.counters.late_responses == 1  # the gateway's was a notice
 
     run(scenario(), 10)
 
