@@ -10,7 +10,9 @@ refuses the sender's tells and stream frames to that actor with the notice's err
 :data:`KEPT_S`; the first one sent after that goes out again, and finds out.
 
 Frames sent before the notice arrives (a round trip to the other node) are lost, and
-counted as ``undeliverable`` where they were dropped. A Shell (no feed) is not told.
+counted as ``undeliverable`` where they were dropped. A Shell has no feed: it is told on
+the connection its tells came on (the gateway's calls socket), and ``RpcEndpoint`` learns
+it there.
 docs/gateway.md, "Frames that cannot be delivered".
 """
 

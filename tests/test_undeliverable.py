@@ -28,7 +28,12 @@ from actrhost._undeliverable import (
     notice,
 )
 from actrhost.gateway._counters import GatewayCounters
-from actrhost.gateway._notices import Notices
+from actrhost.gateway._notices import (
+    SHELL_TARGETS_MAX,
+    SHELLS_PER_TARGET_MAX,
+    Notices,
+    ShellTellers,
+)
 from actrhost.gateway._types import LinkCounters, LinkState
 
 from .utils import beside_a_bare_gateway, run
@@ -224,6 +229,7 @@ class Gateway(Notices):
         self._dealer = lambda endpoint: self.feed  # type: ignore[assignment,return-value]
         self.router = FakeRouter()  # the calls socket
         self._router = self.router  # type: ignore[assignment]
+        self._shell_tellers = ShellTellers()
 
 
 def gone(target: object, source: object, code: object = 503, reason: object = "x") -> dict:
@@ -274,3 +280,45 @@ def test_the_targets_node_says_gone_once_per_pair_for_tells_and_chunks_only() ->
     gateway.link.state = LinkState.FAILED
     gateway._say_gone(None, THEIRS, OURS, error)  # no live connection: nothing to say it on
     assert len(gateway.link.said) == 1
+
+
+def test_a_shells_tells_dropped_on_the_other_node_are_told_to_the_shells_that_told_it() -> None:
+    # A Shell's tells name no source: node B says `gone` without one, on the link they
+    # came on, and node A passes it on to each Shell that told that target lately.
+    node_b = Gateway()  # playing node B: a Shell on "B" told OURS, which is gone
+    error = Unavailable("actor a is failed")
+    node_b._say_gone(None, None, OURS, error)  # which node? nothing says it
+    assert node_b.link.said == []
+    node_b._say_gone(node_b.link, None, OURS, error)
+    node_b._say_gone(node_b.link, None, OURS, error)  # within the interval
+    (said,) = node_b.link.said
+    assert said == {"op": "gone", "t": str(OURS), "code": 503, "m": error.message}
+
+    node_a = Gateway()  # playing node A: its Shells told THEIRS, on node B
+    node_a._shell_tellers.remember(THEIRS, b"shell-1")
+    node_a._shell_tellers.remember(THEIRS, b"shell-2")
+    node_a._shell_tellers.remember(ELSEWHERE, b"shell-3")
+    without_source = {"op": "gone", "t": str(THEIRS), "code": 503, "m": "actor b is failed"}
+    node_a._on_gone(node_a.link, without_source)
+    told = {routing_id: wire.decode(data) for routing_id, data in node_a.router.sent}
+    assert set(told) == {b"shell-1", b"shell-2"} and node_a.feed.sent == []
+    for env in told.values():
+        assert isinstance(env, Envelope) and is_notice(env) and env.target == THEIRS
+        assert (env.error_code, env.error_message) == (503, "actor b is failed")
+    assert node_a.counters.senders_told == 2 and node_a.link.counters.malformed == 0
+    # Only for that node's actors; a source, when there is one, must still be ours.
+    node_a._on_gone(node_a.link, {**without_source, "t": str(ELSEWHERE)})
+    node_a._on_gone(node_a.link, {**without_source, "s": "nonsense"})
+    assert node_a.link.counters.malformed == 2 and len(node_a.router.sent) == 2
+
+
+def test_the_shells_remembered_per_target_are_the_newest_and_bounded() -> None:
+    tellers = ShellTellers()
+    for n in range(SHELLS_PER_TARGET_MAX + 2):
+        tellers.remember(THEIRS, b"shell-%d" % n)
+    tellers.remember(THEIRS, b"shell-2")  # told again: the newest now
+    expected = [b"shell-%d" % n for n in range(3, SHELLS_PER_TARGET_MAX + 2)] + [b"shell-2"]
+    assert tellers.of(THEIRS) == expected
+    for serial in range(SHELL_TARGETS_MAX):
+        tellers.remember(ActrId(1, 1000 + serial, THEIRS.type), b"shell-x")
+    assert tellers.of(THEIRS) == [] and tellers.of(ELSEWHERE) == []

@@ -54,6 +54,7 @@ from ._identity import load_identity, node_id_of
 from ._inbound import Inbound, _InCall
 from ._locates import Locates, _Locate
 from ._nodes import Nodes
+from ._notices import ShellTellers
 from ._outbound import Outbound, _OutCall
 from ._peer import Callbacks, PeerConnection, wait_for_closing_connections
 from ._remote import RemoteNode
@@ -164,6 +165,7 @@ class Gateway(Nodes, Outbound, Locates, ToNodes, Inbound):
         self._not_found: dict[ActrId, tuple[float, ActrError]] = {}
         self._missing_drops = 0  # times frames for an actor nobody hosts were dropped
         self._notices = NoticeLimiter(self._loop.time)  # senders told of dropped frames
+        self._shell_tellers = ShellTellers()  # whom to tell of a Shell's tell dropped
         self._failed_call_reports = 0  # connections that failed with calls pending
         self._pending_out: dict[str, _OutCall] = {}
         self._pending_in: dict[str, _InCall] = {}

@@ -9,15 +9,19 @@ waited for it, and says ``gone`` to the sender's node over the link::
      "code": 404, "m": "<why>"}
 
 The sender's gateway (A) passes that on to the source's worker as a notice on its feed,
-as it does for the frames it drops itself (an actor no node hosts). Each side sends one
-notice per (source, target) per ``_undeliverable.NOTICE_EVERY_S`` at most. A ``gone``
-about another node's actor, or for a source that is not ours, is counted as malformed.
+as it does for the frames it drops itself (an actor no node hosts). A Shell's tells name
+no source: their ``gone`` has no ``"s"``, and A passes it on to each Shell that told that
+target lately, on the connection its tells came on (:class:`ShellTellers`). Each side
+sends one notice per (source, target) per ``_undeliverable.NOTICE_EVERY_S`` at most. A
+``gone`` about another node's actor, or for a source that is not ours, is counted as
+malformed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -43,6 +47,39 @@ REASON_MAX_CHARS = 300
 #: The errors a sender is told about: its target is unknown or not running. (An ACL's
 #: refusal is not said: a local sender's tell is not told either.)
 TOLD_ERRORS = (NotFound, Unavailable)
+#: Targets on other nodes whose Shell tellers node A remembers, and Shells per target
+#: (the most recent ones): enough for load generators and clients, bounded against a
+#: Shell that tells a million ids once each.
+SHELL_TARGETS_MAX = 1024
+SHELLS_PER_TARGET_MAX = 8
+
+
+class ShellTellers:
+    """The Shells (routing ids on the calls socket) that told each target on another node
+    lately: a ``gone`` for a Shell's tell names no source, so it goes to each of them."""
+
+    def __init__(self) -> None:
+        self._by_target: OrderedDict[ActrId, OrderedDict[bytes, None]] = OrderedDict()
+
+    def remember(self, target: ActrId, sender: bytes) -> None:
+        """A Shell whose connection is ``sender`` told ``target``."""
+        senders = self._by_target.get(target)
+        if senders is None:
+            senders = self._by_target[target] = OrderedDict()
+            if len(self._by_target) > SHELL_TARGETS_MAX:
+                self._by_target.popitem(last=False)
+        else:
+            self._by_target.move_to_end(target)
+        if sender in senders:
+            senders.move_to_end(sender)
+        else:
+            senders[sender] = None
+            if len(senders) > SHELLS_PER_TARGET_MAX:
+                senders.popitem(last=False)
+
+    def of(self, target: ActrId) -> list[bytes]:
+        """The Shells that told ``target`` lately, oldest first."""
+        return list(self._by_target.get(target, ()))
 
 
 class Notices:
@@ -58,34 +95,36 @@ class Notices:
     _to_signaling: dict[ActrId, ActrId]  # Gateway._refresh_aliases
     _dealer: Callable[[str], LoopSocket]  # _to_workers.ToWorkers: a worker's feed
     _router: LoopSocket  # the calls socket
+    _shell_tellers: ShellTellers
 
     # -- node B: the target's -----------------------------------------------------------
 
     def _say_gone(
         self, pc: PeerConnection | None, source: ActrId | None, target: Any, error: ActrError
     ) -> None:
-        """Frames from ``source`` (another node's actor) for ``target`` (as that node
-        names it) were dropped with ``error``: say so to its node, on ``pc`` or on the
-        node's live connection."""
-        if source is None or target is None or not isinstance(error, TOLD_ERRORS):
+        """Frames from ``source`` (another node's actor, None for a Shell attached to that
+        node) for ``target`` (as that node names it) were dropped with ``error``: say so
+        to its node, on ``pc`` or on the node's live connection (a Shell's frames need
+        ``pc``: nothing else says which node they came from)."""
+        if target is None or not isinstance(error, TOLD_ERRORS):
             return
-        if pc is None:
+        if pc is None and source is not None:
             node = self._nodes.get(self._node_of.get(source, ""))
             pc = node.pc if node is not None else None
         if pc is None or pc.state is not LinkState.CONNECTED:
             return
         target = self._to_signaling.get(target, target)  # (frames were readdressed)
-        if not self._notices.due((source, target)):
+        if not self._notices.due((source or pc.remote_node, target)):
             return
-        pc.send_control(
-            {
-                "op": "gone",
-                "t": str(target),
-                "s": str(source),
-                "code": int(error.code),
-                "m": error.message[:REASON_MAX_CHARS],
-            }
-        )
+        message: dict[str, Any] = {
+            "op": "gone",
+            "t": str(target),
+            "code": int(error.code),
+            "m": error.message[:REASON_MAX_CHARS],
+        }
+        if source is not None:  # (a Shell's: none, and its node passes it to its Shells)
+            message["s"] = str(source)
+        pc.send_control(message)
 
     def _say_gone_for_frames(self, frames: Iterable[bytes], error: ActrError) -> None:
         """The tells and stream frames among ``frames`` (encoded, waiting for a worker
@@ -107,22 +146,27 @@ class Notices:
     # -- node A: the sender's -----------------------------------------------------------
 
     def _on_gone(self, pc: PeerConnection, message: dict[str, Any]) -> None:
-        """The other node dropped frames of one of our actors."""
-        target, source = _actor_id(message.get("t")), _actor_id(message.get("s"))
-        code, reason = message.get("code"), message.get("m")
+        """The other node dropped frames of one of our actors, or of our Shells (no
+        ``"s"``)."""
+        target, code, reason = _actor_id(message.get("t")), message.get("code"), message.get("m")
+        shells = "s" not in message
+        source = None if shells else _actor_id(message["s"])
         if (
             target is None
-            or source is None
             or not isinstance(code, int)
             or not isinstance(reason, str)
             or self._node_of.get(target, pc.remote_node) != pc.remote_node
-            or self.directory.get(source) is None
+            or (not shells and (source is None or self.directory.get(source) is None))
         ):
             # (a node speaks for its own actors only, and to ours only)
             pc.counters.malformed += 1
             return
         error = error_from_code(code, reason[:REASON_MAX_CHARS])
-        self._notify_sender(source, target, error, b"")
+        if source is not None:
+            self._notify_sender(source, target, error, b"")
+            return
+        for sender in self._shell_tellers.of(target):
+            self._notify_sender(None, target, error, sender)
 
     def _notify_sender(
         self, source: ActrId | None, target: ActrId, error: ActrError, sender: bytes

@@ -48,6 +48,7 @@ from ._counters import GatewayCounters
 from ._discovery import Discoverer
 from ._expiry import Expiring, ExpiryWheel
 from ._media import is_track_sample
+from ._notices import ShellTellers
 from ._peer import PeerConnection
 from ._remote import RemoteNode
 from ._stream_hold import StreamHold
@@ -109,6 +110,7 @@ class Outbound:
     _to_actor: Callable[..., None]  # _locates.Locates: onto its node's link, or located
     _keep_for_locate: Callable[[StreamFrame, bytes], bool]  # _locates.Locates
     _locate_only: Callable[[ActrId, ActrId | None], None]  # _locates.Locates
+    _shell_tellers: ShellTellers  # _notices
 
     def _on_router(self, parts: list[bytes], via: str = CALLS) -> None:
         """Frames from a worker on socket ``via`` (CALLS, STREAMS or MEDIA)."""
@@ -192,6 +194,8 @@ class Outbound:
                     routing_id, env.request_id, NotFound("no target actor for a remote call")
                 )
             return
+        if env.source is None and not is_request:
+            self._shell_tellers.remember(target, routing_id)  # told if its node drops it
         now_ns = time.monotonic_ns()
         if env.deadline_ns:
             remaining_ms = (env.deadline_ns - now_ns) // 1_000_000
