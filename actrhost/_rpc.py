@@ -29,6 +29,7 @@ import zmq
 
 from . import _envelope as wire
 from ._config import DEFAULT_MAX_MESSAGE_BYTES
+from ._directory import gateway_streams_endpoint
 from ._envelope import Envelope, StreamFrame
 from ._errors import (
     ActrError,
@@ -386,8 +387,18 @@ class RpcEndpoint:
         if isinstance(env, StreamFrame) or env.direction != wire.RESPONSE:
             self.dropped_malformed("a %r arriving on an outbound link", env)
             return
-        if env.request_id or endpoint != self.to_other_nodes.gateway:
+        gateway = self.to_other_nodes.gateway
+        if env.request_id or gateway is None:
             self._resolve(env)  # (an answer; a notice from another peer is not one)
+        elif endpoint == gateway_streams_endpoint(gateway):
+            # A Shell's stream frames the gateway dropped (_undeliverable; a worker's actor
+            # is told on its feed); nothing else comes without a request id there.
+            if is_notice(env):
+                self._learn_refused(env)
+            else:
+                self._resolve(env)
+        elif endpoint != gateway:
+            self._resolve(env)
         # From the node's gateway: what it read of ours (_gateway_credit), a target on
         # another node whose link is full (_held_targets), or that our frames to it were
         # dropped (_undeliverable: a Shell's; a worker's actor is told on its feed).

@@ -15,7 +15,7 @@ from ._errors import Unavailable
 from ._ids import ActrId, ActrType
 from ._payload_type import PayloadType
 from ._payloads import DataStream, MediaSample
-from ._rpc import deadline_after
+from ._rpc import RpcEndpoint, deadline_after
 from ._stream_sender import StreamSender
 from ._streams import StreamCallback, StreamReceiver, chunk_frame, sample_frame
 
@@ -32,6 +32,7 @@ class ShellStreams:
     _loop: asyncio.AbstractEventLoop
     _streams_in: StreamReceiver
     _streams_out: StreamSender
+    _rpc: RpcEndpoint
     _stream_keys: set[str]
     _node_gone: Unavailable | None
     _check_open: Callable[[], None]
@@ -87,6 +88,7 @@ class ShellStreams:
             raise copy.copy(self._node_gone)  # before a ring is made that nobody would read
         deadline = deadline_after(self._loop.time(), timeout)
         actr_id, endpoint = await self._route(target, deadline)
+        self._rpc.refused.check(actr_id)  # another node's actor its gateway said is gone
         frame.target = actr_id
         return await self._streams_out.send(
             frame,

@@ -11,8 +11,8 @@ refuses the sender's tells and stream frames to that actor with the notice's err
 
 Frames sent before the notice arrives (a round trip to the other node) are lost, and
 counted as ``undeliverable`` where they were dropped. A Shell has no feed: it is told on
-the connection its tells came on (the gateway's calls socket), and ``RpcEndpoint`` learns
-it there.
+the connection its frames came on (the gateway's calls socket for tells, its streams
+socket for chunks), and ``RpcEndpoint`` learns it there.
 docs/gateway.md, "Frames that cannot be delivered".
 """
 

@@ -300,9 +300,12 @@ def test_a_flood_to_a_node_still_being_located_waits_alone(tmp_path: Path, shell
         assert stats["senders_told_to_wait"] >= 1 and stats["undeliverable"] == 0
 
 
-def test_a_shells_tells_to_an_actor_no_node_hosts_raise_at_the_shell(tmp_path: Path) -> None:
+def test_a_shells_tells_and_chunks_to_an_actor_no_node_hosts_raise_at_the_shell(
+    tmp_path: Path,
+) -> None:
     # An actor's next tell to such a target raised (the notice on its worker's feed); a
-    # Shell's went on into the void, as it has no feed. It is told on its connection now.
+    # Shell's went on into the void, as it has no feed. It is told on its connection now,
+    # for its stream chunks on the streams socket they came on.
     with three_nodes(tmp_path, FAST_TUNING, called="") as (runner, a, b, _c):
         nobody = ActrId(b.ids["b1"].realm, b.ids["b1"].serial_number + 999, b.ids["b1"].type)
         rpc = a.workers["a1"].rpc
@@ -320,6 +323,20 @@ def test_a_shells_tells_to_an_actor_no_node_hosts_raise_at_the_shell(tmp_path: P
         assert isinstance(error, (NotFound, Unavailable)) and sent < 50, (sent, error)
         with pytest.raises(type(error)):
             rpc.refused.check(nobody)
+        # Its stream chunks too, on the socket they came on (the streams socket).
+        elsewhere = ActrId(nobody.realm, nobody.serial_number + 1, nobody.type)
+
+        async def chunks_until_refused() -> int:
+            for sent in range(1, 200):
+                await a.send_chunk("a1", elsewhere, "s0", sent, b"x", source=None)
+                await asyncio.sleep(0.05)
+                try:
+                    rpc.refused.check(elsewhere)
+                except ActrError:
+                    return sent
+            raise AssertionError("never refused")
+
+        assert runner.run(chunks_until_refused(), timeout_s=30) < 50
 
 
 def test_a_stream_to_a_node_still_being_located_waits_in_its_ring(node_factory, signaling_url):

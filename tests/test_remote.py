@@ -785,25 +785,30 @@ def test_tells_and_chunks_to_an_actor_gone_on_another_node_raise_at_the_sender(
     assert error.startswith(("NotFound: ", "Unavailable: ")), unknown
 
 
-def test_a_shells_tells_to_an_actor_gone_on_another_node_raise_at_the_shell(
+def test_a_shells_tells_and_chunks_to_an_actor_gone_on_another_node_raise_at_the_shell(
     node_factory, signaling_url
 ):
-    # As above for a Shell (what `actrhost load --tell` runs): node B's `gone` named the
-    # source actor, which a Shell's tells have none of, so the Shell told into the void.
-    # Now node A's gateway passes it on to the Shells that told that actor lately.
+    # As above for a Shell (what `actrhost load --tell` and `--stream` run): node B's
+    # `gone` named the source actor, which a Shell's frames have none of, so the Shell
+    # sent into the void. Now node A's gateway passes it on to the Shells that sent that
+    # actor frames lately, on the socket they came on (tells and chunks have their own).
     temporary = 'restart = "temporary"\n'
     node_a, node_b = relay_and_echo_nodes(node_factory, signaling_url, temporary)
     (echo,) = node_b.actors()
 
-    async def tell_until_refused() -> tuple[int, Exception, dict]:
+    async def send_until_refused(what: str) -> tuple[int, Exception, dict]:
         async with actrhost.connect(node_a.config_path) as shell:
             for sent in range(1, 200):
                 try:
-                    await shell.tell(echo.actr_id, "test.Echo.Say", b"x")
+                    if what == "tells":
+                        await shell.tell(echo.actr_id, "test.Echo.Say", b"x")
+                    else:
+                        chunk = DataStream("s0", sent, bytes(64))
+                        await shell.send_data_stream(echo.actr_id, chunk, timeout=5)
                 except actrhost.ActrError as exc:
                     return sent, exc, (await shell.status())["gateway"]["stats"]
                 await asyncio.sleep(0.05)
-            raise AssertionError("the Shell's tells were never refused")
+            raise AssertionError(f"the Shell's {what} were never refused")
 
     async def call() -> bytes:
         async with actrhost.connect(node_a.config_path) as shell:
@@ -812,10 +817,13 @@ def test_a_shells_tells_to_an_actor_gone_on_another_node_raise_at_the_shell(
     assert run(call(), 30) == b"ok"  # the link is up
     os.kill(echo.pid, signal.SIGKILL)
     wait_until(lambda: node_b.actors()[0].state != "running", 15.0, "echo to fail")
-    sent, error, stats = run(tell_until_refused(), 60)
-    # Node B said so (its reason names the actor), not node A for an id nobody hosts.
-    assert isinstance(error, actrhost.Unavailable) and "echo" in str(error), error
-    assert sent < 50 and stats["senders_told"] >= 1, (sent, stats)
+    told = 0
+    for what in ("tells", "chunks"):
+        sent, error, stats = run(send_until_refused(what), 60)
+        # Node B said so (its reason names the actor), not node A for an id nobody hosts.
+        assert isinstance(error, actrhost.Unavailable) and "echo" in str(error), (what, error)
+        assert sent < 50 and stats["senders_told"] > told, (what, sent, stats)
+        told = stats["senders_told"]
 
 
 def test_calls_pending_in_the_callers_own_gateway_fail_fast_when_it_is_killed(

@@ -34,7 +34,7 @@ from actrhost.gateway._notices import (
     Notices,
     ShellTellers,
 )
-from actrhost.gateway._types import LinkCounters, LinkState
+from actrhost.gateway._types import CALLS, STREAMS, LinkCounters, LinkState
 
 from .utils import beside_a_bare_gateway, run
 
@@ -229,6 +229,8 @@ class Gateway(Notices):
         self._dealer = lambda endpoint: self.feed  # type: ignore[assignment,return-value]
         self.router = FakeRouter()  # the calls socket
         self._router = self.router  # type: ignore[assignment]
+        self.streams_router = FakeRouter()  # the streams socket
+        self._routers = {CALLS: self.router, STREAMS: self.streams_router}  # type: ignore[dict-item]
         self._shell_tellers = ShellTellers()
 
 
@@ -282,9 +284,10 @@ def test_the_targets_node_says_gone_once_per_pair_for_tells_and_chunks_only() ->
     assert len(gateway.link.said) == 1
 
 
-def test_a_shells_tells_dropped_on_the_other_node_are_told_to_the_shells_that_told_it() -> None:
-    # A Shell's tells name no source: node B says `gone` without one, on the link they
-    # came on, and node A passes it on to each Shell that told that target lately.
+def test_a_shells_frames_dropped_on_the_other_node_are_told_to_the_shells_that_sent_them() -> None:
+    # A Shell's tells and stream frames name no source: node B says `gone` without one,
+    # on the link they came on, and node A passes it on to each Shell that sent that
+    # target frames lately, on the socket they came on.
     node_b = Gateway()  # playing node B: a Shell on "B" told OURS, which is gone
     error = Unavailable("actor a is failed")
     node_b._say_gone(None, None, OURS, error)  # which node? nothing says it
@@ -294,18 +297,22 @@ def test_a_shells_tells_dropped_on_the_other_node_are_told_to_the_shells_that_to
     (said,) = node_b.link.said
     assert said == {"op": "gone", "t": str(OURS), "code": 503, "m": error.message}
 
-    node_a = Gateway()  # playing node A: its Shells told THEIRS, on node B
-    node_a._shell_tellers.remember(THEIRS, b"shell-1")
-    node_a._shell_tellers.remember(THEIRS, b"shell-2")
-    node_a._shell_tellers.remember(ELSEWHERE, b"shell-3")
+    node_a = Gateway()  # playing node A: its Shells sent THEIRS frames, on node B
+    node_a._shell_tellers.remember(THEIRS, (CALLS, b"shell-1"))
+    node_a._shell_tellers.remember(THEIRS, (CALLS, b"shell-2"))
+    node_a._shell_tellers.remember(THEIRS, (STREAMS, b"shell-1-streams"))
+    node_a._shell_tellers.remember(ELSEWHERE, (CALLS, b"shell-3"))
     without_source = {"op": "gone", "t": str(THEIRS), "code": 503, "m": "actor b is failed"}
     node_a._on_gone(node_a.link, without_source)
-    told = {routing_id: wire.decode(data) for routing_id, data in node_a.router.sent}
-    assert set(told) == {b"shell-1", b"shell-2"} and node_a.feed.sent == []
+    sent = [*node_a.router.sent, *node_a.streams_router.sent]
+    told = {routing_id: wire.decode(data) for routing_id, data in sent}
+    assert list(told) == [b"shell-1", b"shell-2", b"shell-1-streams"]
+    assert [parts[0] for parts in node_a.streams_router.sent] == [b"shell-1-streams"]
     for env in told.values():
         assert isinstance(env, Envelope) and is_notice(env) and env.target == THEIRS
         assert (env.error_code, env.error_message) == (503, "actor b is failed")
-    assert node_a.counters.senders_told == 2 and node_a.link.counters.malformed == 0
+    assert node_a.counters.senders_told == 3 and node_a.link.counters.malformed == 0
+    assert node_a.feed.sent == []
     # Only for that node's actors; a source, when there is one, must still be ours.
     node_a._on_gone(node_a.link, {**without_source, "t": str(ELSEWHERE)})
     node_a._on_gone(node_a.link, {**without_source, "s": "nonsense"})
@@ -315,10 +322,10 @@ def test_a_shells_tells_dropped_on_the_other_node_are_told_to_the_shells_that_to
 def test_the_shells_remembered_per_target_are_the_newest_and_bounded() -> None:
     tellers = ShellTellers()
     for n in range(SHELLS_PER_TARGET_MAX + 2):
-        tellers.remember(THEIRS, b"shell-%d" % n)
-    tellers.remember(THEIRS, b"shell-2")  # told again: the newest now
+        tellers.remember(THEIRS, (CALLS, b"shell-%d" % n))
+    tellers.remember(THEIRS, (CALLS, b"shell-2"))  # told again: the newest now
     expected = [b"shell-%d" % n for n in range(3, SHELLS_PER_TARGET_MAX + 2)] + [b"shell-2"]
-    assert tellers.of(THEIRS) == expected
+    assert tellers.of(THEIRS) == [(CALLS, routing_id) for routing_id in expected]
     for serial in range(SHELL_TARGETS_MAX):
-        tellers.remember(ActrId(1, 1000 + serial, THEIRS.type), b"shell-x")
+        tellers.remember(ActrId(1, 1000 + serial, THEIRS.type), (CALLS, b"shell-x"))
     assert tellers.of(THEIRS) == [] and tellers.of(ELSEWHERE) == []

@@ -92,6 +92,7 @@ class Locates:
     _locate_waits: SenderWaits  # senders of a target being located, told to wait
     _spawn: Callable[[Any], None]
     _notify_sender: Callable[[ActrId | None, ActrId, ActrError, bytes], None]  # _notices
+    _notify_shells: Callable[[ActrId, ActrError], None]  # _notices
     _to_node: Callable[..., None]  # _to_nodes.ToNodes: onto a known node's link
     _fail_out: Callable[[str, ActrError], None]  # _outbound
     _on_pressure: Callable[[object, bool], None]  # _outbound
@@ -270,6 +271,7 @@ class Locates:
             return
         for source, sender in senders:
             self._notify_sender(source, target, error, sender)
+        self._notify_shells(target, error)  # (their stream frames came on another socket)
         self.counters.undeliverable += dropped
         self._missing_drops += 1
         if worth_logging(self._missing_drops):  # a sender that goes on: once per drop

@@ -9,9 +9,10 @@ waited for it, and says ``gone`` to the sender's node over the link::
      "code": 404, "m": "<why>"}
 
 The sender's gateway (A) passes that on to the source's worker as a notice on its feed,
-as it does for the frames it drops itself (an actor no node hosts). A Shell's tells name
-no source: their ``gone`` has no ``"s"``, and A passes it on to each Shell that told that
-target lately, on the connection its tells came on (:class:`ShellTellers`). Each side
+as it does for the frames it drops itself (an actor no node hosts). A Shell's tells and
+stream frames name no source: their ``gone`` has no ``"s"``, and A passes it on to each
+Shell that sent that target some lately, on the connection they came on
+(:class:`ShellTellers`). Each side
 sends one notice per (source, target) per ``_undeliverable.NOTICE_EVERY_S`` at most. A
 ``gone`` about another node's actor, or for a source that is not ours, is counted as
 malformed.
@@ -38,7 +39,7 @@ from .._zmqloop import LoopSocket
 from ._counters import GatewayCounters
 from ._peer import PeerConnection
 from ._remote import RemoteNode
-from ._types import LinkState
+from ._types import CALLS, LinkState
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +55,21 @@ SHELL_TARGETS_MAX = 1024
 SHELLS_PER_TARGET_MAX = 8
 
 
+#: A Shell's connection to the gateway: the socket (CALLS, STREAMS, MEDIA) and its
+#: routing id there.
+ShellConnection = tuple[str, bytes]
+
+
 class ShellTellers:
-    """The Shells (routing ids on the calls socket) that told each target on another node
-    lately: a ``gone`` for a Shell's tell names no source, so it goes to each of them."""
+    """The Shells that sent each target on another node tells or stream frames lately, by
+    connection: a ``gone`` for a Shell's frame names no source, so it goes to each of
+    them."""
 
     def __init__(self) -> None:
-        self._by_target: OrderedDict[ActrId, OrderedDict[bytes, None]] = OrderedDict()
+        self._by_target: OrderedDict[ActrId, OrderedDict[ShellConnection, None]] = OrderedDict()
 
-    def remember(self, target: ActrId, sender: bytes) -> None:
-        """A Shell whose connection is ``sender`` told ``target``."""
+    def remember(self, target: ActrId, sender: ShellConnection) -> None:
+        """A Shell sent ``target`` a tell or stream frame on connection ``sender``."""
         senders = self._by_target.get(target)
         if senders is None:
             senders = self._by_target[target] = OrderedDict()
@@ -77,8 +84,8 @@ class ShellTellers:
             if len(senders) > SHELLS_PER_TARGET_MAX:
                 senders.popitem(last=False)
 
-    def of(self, target: ActrId) -> list[bytes]:
-        """The Shells that told ``target`` lately, oldest first."""
+    def of(self, target: ActrId) -> list[ShellConnection]:
+        """The Shells' connections that sent ``target`` frames lately, oldest first."""
         return list(self._by_target.get(target, ()))
 
 
@@ -95,6 +102,7 @@ class Notices:
     _to_signaling: dict[ActrId, ActrId]  # Gateway._refresh_aliases
     _dealer: Callable[[str], LoopSocket]  # _to_workers.ToWorkers: a worker's feed
     _router: LoopSocket  # the calls socket
+    _routers: dict[str, LoopSocket]  # the three sockets workers and Shells send to
     _shell_tellers: ShellTellers
 
     # -- node B: the target's -----------------------------------------------------------
@@ -165,8 +173,7 @@ class Notices:
         if source is not None:
             self._notify_sender(source, target, error, b"")
             return
-        for sender in self._shell_tellers.of(target):
-            self._notify_sender(None, target, error, sender)
+        self._notify_shells(target, error)
 
     def _notify_sender(
         self, source: ActrId | None, target: ActrId, error: ActrError, sender: bytes
@@ -174,17 +181,29 @@ class Notices:
         """Tell the sender of frames for ``target`` that were dropped with ``error``: its
         next ones raise it for a while. Our actor ``source`` on its worker's feed (the
         other node's ``gone`` names the actor, not a connection), a frame without one (a
-        Shell's) on the connection it came on, ``sender`` (its routing id)."""
+        Shell's tell) on the connection it came on, ``sender`` (its routing id)."""
         if not isinstance(error, TOLD_ERRORS):
             return
-        data = notice(target, error)
         if source is not None:
             # (If its queue is full, the next dropped frame tells it.)
+            data = notice(target, error)
             if self._notices.due((source, target, "local")) and self._to_worker_of(source, data):
                 self.counters.senders_told += 1
-        elif sender and self._notices.due((sender, target, "local")):
+        elif sender:
+            self._notify_connection(CALLS, sender, target, error)
+
+    def _notify_shells(self, target: ActrId, error: ActrError) -> None:
+        """Tell each Shell that sent ``target`` tells or stream frames lately (they name no
+        source) that those were dropped with ``error``, on the connection they came on."""
+        if isinstance(error, TOLD_ERRORS):
+            for via, sender in self._shell_tellers.of(target):
+                self._notify_connection(via, sender, target, error)
+
+    def _notify_connection(self, via: str, sender: bytes, target: ActrId, error: ActrError) -> None:
+        """The notice for a Shell: on socket ``via`` to routing id ``sender``."""
+        if self._notices.due((via, sender, target)):
             with contextlib.suppress(zmq.ZMQError):  # (as above; one gone is gone)
-                self._router.send_multipart_nowait([sender, data])
+                self._routers[via].send_multipart_nowait([sender, notice(target, error)])
                 self.counters.senders_told += 1
 
     def _tell_sender_to_wait(self, sender: bytes, target: ActrId, wait: bool) -> None:

@@ -150,6 +150,8 @@ class Outbound:
             if isinstance(item, StreamFrame):
                 data = wire.encode_stream(item)
         if isinstance(item, StreamFrame):
+            if item.source is None and item.target is not None:
+                self._shell_tellers.remember(item.target, (via, routing_id))  # (as tells)
             self._stream_out(item, data)
         elif via != CALLS:
             # Calls and tells go to the calls socket; answered here, on the socket it came
@@ -195,7 +197,7 @@ class Outbound:
                 )
             return
         if env.source is None and not is_request:
-            self._shell_tellers.remember(target, routing_id)  # told if its node drops it
+            self._shell_tellers.remember(target, (CALLS, routing_id))  # told if dropped
         now_ns = time.monotonic_ns()
         if env.deadline_ns:
             remaining_ms = (env.deadline_ns - now_ns) // 1_000_000

@@ -151,12 +151,14 @@ def _chunk(
     sequence: int,
     payload: bytes,
     lane: PayloadType,
+    source: ActrId | _OwnId | None = OWN_ID,
 ) -> bytes:
-    """An encoded data-stream chunk from ``worker`` with the payload inline."""
+    """An encoded data-stream chunk from ``worker`` with the payload inline (``source`` as
+    for ``HarnessNode.call``)."""
     frame = StreamFrame(
         STREAM,
         stream_id,
-        source=worker.actr_id,
+        source=worker.actr_id if isinstance(source, _OwnId) else source,
         target=target,
         payload_type=lane,
         sequence=sequence,
@@ -511,11 +513,13 @@ class HarnessNode:
         payload: bytes,
         *,
         lane: PayloadType = PayloadType.STREAM_RELIABLE,
+        source: ActrId | _OwnId | None = OWN_ID,
         timeout_s: float = 30.0,
     ) -> None:
-        """One data-stream chunk (inline) from ``sender`` through the gateway."""
+        """One data-stream chunk (inline) from ``sender`` through the gateway (``source``
+        as for ``call``)."""
         worker = self.workers[sender]
-        data = _chunk(worker, target, stream_id, sequence, payload, lane)
+        data = _chunk(worker, target, stream_id, sequence, payload, lane, source)
         await self._send_blocking(worker, data, self._deadline(timeout_s))
 
     async def _send_blocking(self, worker: _FakeWorker, data: bytes, deadline: float) -> None:
