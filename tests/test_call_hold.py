@@ -10,11 +10,12 @@ import pytest
 
 from actrhost import DeadlineExceeded
 from actrhost import _envelope as wire
+from actrhost._gateway_credit import CREDIT_BYTES
 from actrhost._held_targets import WAIT_KEPT_S, HeldTargets, flow_notice, is_flow_notice
 from actrhost._ids import ActrId
 from actrhost._payload_type import PayloadType
 from actrhost.gateway._call_hold import CallHold, Held
-from actrhost.gateway._sender_waits import RENEW_S
+from actrhost.gateway._sender_waits import RENEW_S, ROOM_FOR_SENDERS_MAX, SenderWaits
 
 SOURCE = ActrId.parse("a@1:t+A")
 #: The routing id of the connection the frames came on: the sender told to wait.
@@ -75,17 +76,42 @@ def test_frames_for_a_full_node_wait_in_order_and_go_once_it_has_room() -> None:
     run(scenario())
 
 
-def test_past_its_bound_the_socket_is_paused_and_read_again_at_half() -> None:
+def test_past_its_bound_and_the_senders_credit_the_socket_pauses_then_reads_at_half() -> None:
+    # A sender told to wait may still have its credit's worth on its way: room is kept
+    # for it (eight senders flooding at once passed a bound without it, session 44).
     async def scenario() -> None:
         r = Recorder(max_bytes=100)
         link = object()
         r.hold.link_full("n1", link, True)
-        for n in range(10):  # 11 bytes each: the tenth passes 100
-            r.hold.hold("n1", held(n))
+        quarter = CREDIT_BYTES // 4
+        for n in range(4):  # one sender's credit (and a digit each): not past the bound
+            r.hold.hold("n1", held(n, quarter))
+        assert r.paused == [] and r.told == [(SENDER, TARGET, True)]
+        r.hold.hold("n1", held(4, 100))
         assert r.paused == [True]
         r.hold.link_full("n1", link, False)
         await asyncio.sleep(0)
-        assert r.paused == [True, False] and len(r.sent) == 10
+        assert r.paused == [True, False] and len(r.sent) == 5
+
+    run(scenario())
+
+
+def test_the_room_kept_for_senders_told_to_wait_is_bounded() -> None:
+    async def scenario() -> None:
+        waits = SenderWaits(lambda sender, target, wait: None)
+        assert waits.room_bytes() == 0
+        waits.wait("n1", b"s1", TARGET)
+        waits.wait("n2", b"s1", TARGET)  # the same sender for another cause: once
+        waits.wait("n1", b"s1", SOURCE)
+        assert waits.room_bytes() == CREDIT_BYTES
+        waits.end("n1")
+        assert waits.room_bytes() == CREDIT_BYTES  # (still told for n2)
+        waits.end("n2")
+        assert waits.room_bytes() == 0
+        for n in range(ROOM_FOR_SENDERS_MAX + 8):
+            waits.wait("n1", b"s%d" % n, TARGET)
+        assert waits.room_bytes() == ROOM_FOR_SENDERS_MAX * CREDIT_BYTES
+        waits.end("n1")
 
     run(scenario())
 

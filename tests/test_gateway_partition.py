@@ -31,14 +31,15 @@ from .utils import run
 
 @contextlib.contextmanager
 def three_nodes(
-    tmp_path: Path, a_tuning: dict[str, float], called: str = "bc"
+    tmp_path: Path, a_tuning: dict[str, float], called: str = "bc", a_actors: int = 1
 ) -> Iterator[tuple[LoopRunner, HarnessNode, HarnessNode, HarnessNode]]:
-    """Nodes A (actor a1, with ``a_tuning``), B (b1) and C (c1), a1 having called the
-    actors of the ``called`` nodes; B's gateway continued if stopped, and all stopped,
-    after the block."""
+    """Nodes A (actors a1 … a<a_actors>, with ``a_tuning``), B (b1) and C (c1), a1 having
+    called the actors of the ``called`` nodes; B's gateway continued if stopped, and all
+    stopped, after the block."""
     runner = LoopRunner()
     with ServerProcess() as server:
-        a = HarnessNode(tmp_path / "a", server.url, [("a1", "t+A")], name="a", tuning=a_tuning)
+        actors = [(f"a{n}", "t+A") for n in range(1, a_actors + 1)]
+        a = HarnessNode(tmp_path / "a", server.url, actors, name="a", tuning=a_tuning)
         b = HarnessNode(tmp_path / "b", server.url, [("b1", "t+B")], name="b")
         c = HarnessNode(tmp_path / "c", server.url, [("c1", "t+C")], name="c")
         try:
@@ -196,6 +197,55 @@ def test_a_flood_to_a_node_whose_link_is_full_waits_alone(tmp_path: Path, size: 
         assert stats["remote_nodes"][b.node_id]["state"] == "connected"
         lanes = runner.run(a.stats())["remote_nodes"][b.node_id]["lanes"]
         assert lanes["rpc_reliable"]["dropped"] == 0
+
+
+def test_floods_from_many_senders_to_a_node_whose_link_is_full_wait_alone(
+    tmp_path: Path,
+) -> None:
+    # Each sender told to wait for a full link may still have what its credit allows on
+    # its way (1 MiB, _gateway_credit). Eight senders flooding at once brought the hold
+    # past its bound (2 MiB here, 8 MiB as shipped): the gateway stopped reading the
+    # calls socket, and a call to node C waited as long as B did. The bound now keeps
+    # room for what each sender told to wait may have on its way.
+    tuning = {**FAST_TUNING, "queue_high_bytes": 1024 * 1024, "keepalive_timeout_s": 30.0}
+    senders = [f"a{n}" for n in range(1, 9)]
+    with three_nodes(tmp_path, tuning, a_actors=len(senders)) as (runner, a, b, c):
+        assert b.process is not None
+        target = b.ids["b1"]
+
+        async def flood(name: str) -> int:
+            held = a.workers[name].rpc.held  # what an actor's next ctx.tell to b1 checks
+            sent = 0
+            while not held.holds(target):
+                assert sent < 5_000, f"{name} was never told to wait"
+                await a.tell(
+                    name, target, "note", b"%s %05d " % (name.encode(), sent) + bytes(32768)
+                )
+                sent += 1
+            return sent
+
+        async def go() -> tuple[list[int], float, dict[str, Any]]:
+            counts = await asyncio.gather(*(flood(name) for name in senders))
+            started = time.monotonic()
+            assert await a.call("a1", c.ids["c1"], "echo", b"on", timeout_s=5) == b"on"
+            return list(counts), time.monotonic() - started, await a.stats()
+
+        os.kill(b.process.pid, signal.SIGSTOP)
+        try:
+            counts, call_s, stats = runner.run(go(), timeout_s=60)
+        finally:
+            os.kill(b.process.pid, signal.SIGCONT)
+        assert call_s < 2, (
+            call_s,
+            stats["calls_held_bytes"] if "calls_held_bytes" in stats else stats,
+        )
+        tells = b.workers["b1"].received.tells
+        runner.run(b.wait_for(lambda: len(tells) >= sum(counts), 30, "every tell"))
+        for name, count in zip(senders, counts, strict=True):  # once each, in order, per sender
+            numbers = [
+                int(p.split()[1]) for _r, p, _s in tells if p.startswith(name.encode() + b" ")
+            ]
+            assert numbers == list(range(count)), name
 
 
 def real_nodes(node_factory, signaling_url: str, b_actor: str, more: str = "") -> tuple[Any, Any]:

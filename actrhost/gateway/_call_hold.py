@@ -10,8 +10,9 @@ each sender to wait, on the connection its frames came on (a worker's or a Shell
 are sent, as for a busy local actor, so what waits here is what was already on its way.
 Calls and tells to other nodes go on.
 
-Past ``max_bytes`` kept here (all nodes together: what senders had on its way when told,
-large frames above all) the socket is paused after all; that bounds the memory. Once no
+Past ``max_bytes`` kept here (all nodes together), plus what the senders told to wait may
+still have on their way (``SenderWaits.room_bytes``), the socket is paused after all;
+that bounds the memory. Once no
 connection to the node is full, its frames go on, oldest first, until one is full again;
 then the senders told to wait are told there is room. A full connection that ends
 releases its frames too, into the next connection (module ``_outbound``, where a node
@@ -86,7 +87,7 @@ class CallHold:
         self._held.setdefault(node_id, deque()).append(item)
         self.held_bytes += len(item.frame)
         self._waits.wait(node_id, item.sender, item.target)
-        if self.held_bytes > self._max_bytes and not self._paused:
+        if self.held_bytes > self._max_bytes + self._waits.room_bytes() and not self._paused:
             self._paused = True
             self._pause_socket(True)
 

@@ -199,8 +199,8 @@ class Gateway(Nodes, Outbound, Locates, ToNodes, Inbound):
             self._send_held_call,
             lambda full: self._on_pressure("held calls", full, (CALLS,)),
             self._tell_sender_to_wait,
-            # What may be on its way from a worker when it is told to wait: its queue's
-            # 1,024 frames and the socket's 256 (5 MiB of 4 KiB tells), with room.
+            # Kept before the socket pauses, beyond what each sender told to wait may
+            # still have on its way (SenderWaits.room_bytes).
             2 * self.tuning.queue_high_bytes,
         )
         self._in_ids = itertools.count(1)

@@ -45,8 +45,8 @@ LOCATE_TYPES_TRIED = 8
 #: target's node answers, 10 s when its gateway is stuck.
 LOCATE_WAIT_BYTES = 256 * 1024
 #: Bytes of frames waiting for a location, all targets together, before the gateway
-#: stops reading its sockets: room for what told senders still had on its way (1,280
-#: frames each), as in ``_call_hold``. Before senders were told, 4 MiB of a Shell's
+#: stops reading its sockets (plus room for what told senders may still have on its way,
+#: ``SenderWaits.room_bytes``), as in ``_call_hold``. Before senders were told, 4 MiB of a Shell's
 #: tells to a node whose gateway was stuck stopped every call to the other nodes for
 #: the locate's 10 s (QA, 2026-12-07).
 LOCATE_QUEUE_BYTES = 8 * 1024 * 1024
@@ -135,7 +135,8 @@ class Locates:
             locate.senders.add((source, sender))
         if locate.size_bytes > LOCATE_WAIT_BYTES:
             self._locate_waits.wait(target, sender, target)
-        if sum(x.size_bytes for x in self._locating.values()) > LOCATE_QUEUE_BYTES:
+        room = self._locate_waits.room_bytes()  # (what told senders still have on its way)
+        if sum(x.size_bytes for x in self._locating.values()) > LOCATE_QUEUE_BYTES + room:
             self._on_pressure("locate", True)
 
     def _locate_only(self, target: ActrId, source: ActrId | None) -> None:

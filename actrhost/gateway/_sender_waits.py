@@ -12,6 +12,11 @@ A sender's wait ends on its own after ``WAIT_KEPT_S`` (a lost room notice must n
 wait forever), so the senders told are told again every :data:`RENEW_S` while the cause
 lasts: one that went on between two notices sent a burst each time (QA: ≈ 100 frames a
 second, until the hold passed its bound).
+
+A sender told to wait may still have what its credit allows on its way
+(``actrhost._gateway_credit``), which the hold then takes: :meth:`SenderWaits.room_bytes`
+is the room a hold keeps for that beyond its own bound, so that a flood from many senders
+at once does not make it stop the socket for every node (QA: eight senders, session 44).
 """
 
 from __future__ import annotations
@@ -19,11 +24,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Hashable
 
+from .._gateway_credit import CREDIT_BYTES
 from .._held_targets import WAIT_KEPT_S
 from .._ids import ActrId
 
 #: How often the senders still waiting are told again.
 RENEW_S = WAIT_KEPT_S * 0.4
+#: Senders told to wait whose credit a hold makes room for, at most: its memory stays
+#: bounded (32 MiB more) whatever the number of connections.
+ROOM_FOR_SENDERS_MAX = 32
 
 
 class SenderWaits:
@@ -37,7 +46,14 @@ class SenderWaits:
         self._tell = tell
         self._loop = asyncio.get_running_loop()
         self._told: dict[Hashable, set[tuple[bytes, ActrId]]] = {}
+        #: Per sender told (a routing id), its (cause, target) pairs told.
+        self._pairs_of: dict[bytes, int] = {}
         self._renewing: asyncio.TimerHandle | None = None
+
+    def room_bytes(self) -> int:
+        """What the senders told to wait may still have on their way (their credit), for
+        at most :data:`ROOM_FOR_SENDERS_MAX` of them."""
+        return CREDIT_BYTES * min(len(self._pairs_of), ROOM_FOR_SENDERS_MAX)
 
     def wait(self, cause: Hashable, sender: bytes, target: ActrId | None) -> None:
         """Tell ``sender`` to wait for ``target`` (once, then every RENEW_S) until
@@ -48,6 +64,7 @@ class SenderWaits:
         if (sender, target) in told:
             return
         told.add((sender, target))
+        self._pairs_of[sender] = self._pairs_of.get(sender, 0) + 1
         self._tell(sender, target, True)
         if self._renewing is None:
             self._renewing = self._loop.call_later(RENEW_S, self._renew)
@@ -55,6 +72,9 @@ class SenderWaits:
     def end(self, cause: Hashable) -> None:
         """``cause`` is over: the senders told for it may go on."""
         for sender, target in self._told.pop(cause, ()):
+            pairs = self._pairs_of.pop(sender) - 1
+            if pairs:
+                self._pairs_of[sender] = pairs
             self._tell(sender, target, False)
 
     def _renew(self) -> None:
