@@ -29,7 +29,7 @@ import zmq
 
 from . import _envelope as wire
 from ._config import DEFAULT_MAX_MESSAGE_BYTES
-from ._directory import gateway_streams_endpoint
+from ._directory import gateway_media_endpoint, gateway_streams_endpoint
 from ._envelope import Envelope, StreamFrame
 from ._errors import (
     ActrError,
@@ -390,19 +390,24 @@ class RpcEndpoint:
         gateway = self.to_other_nodes.gateway
         if env.request_id or gateway is None:
             self._resolve(env)  # (an answer; a notice from another peer is not one)
-        elif endpoint == gateway_streams_endpoint(gateway):
-            # A Shell's stream frames the gateway dropped (_undeliverable; a worker's actor
-            # is told on its feed); nothing else comes without a request id there.
-            if is_notice(env):
-                self._learn_refused(env)
-            else:
-                self._resolve(env)
-        elif endpoint != gateway:
+        elif endpoint == gateway:
+            self._on_gateway_notice(env)
+        elif is_notice(env) and endpoint in (
+            gateway_streams_endpoint(gateway),
+            gateway_media_endpoint(gateway),
+        ):
+            # A Shell's stream frames or media samples the gateway dropped (_undeliverable;
+            # a worker's actor is told on its feed), on the socket they went to.
+            self._learn_refused(env)
+        else:
             self._resolve(env)
-        # From the node's gateway: what it read of ours (_gateway_credit), a target on
-        # another node whose link is full (_held_targets), or that our frames to it were
-        # dropped (_undeliverable: a Shell's; a worker's actor is told on its feed).
-        elif is_read_notice(env):
+
+    def _on_gateway_notice(self, env: Envelope) -> None:
+        """A message without request id from the node's gateway, on the link calls and
+        tells go to: what it read of ours (_gateway_credit), a target on another node
+        whose link is full (_held_targets), or that our frames to it were dropped
+        (_undeliverable: a Shell's; a worker's actor is told on its feed)."""
+        if is_read_notice(env):
             try:
                 self.gateway_credit.read(bytes_read(env))
             except BadRequest as exc:

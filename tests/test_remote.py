@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import actrhost
-from actrhost import ActrId, DataStream
+from actrhost import ActrId, DataStream, MediaSample
 from actrhost._fingerprint import service_fingerprint
 
 from .utils import actrhost_command, pid_alive, run, wait_until
@@ -791,7 +791,8 @@ def test_a_shells_tells_and_chunks_to_an_actor_gone_on_another_node_raise_at_the
     # As above for a Shell (what `actrhost load --tell` and `--stream` run): node B's
     # `gone` named the source actor, which a Shell's frames have none of, so the Shell
     # sent into the void. Now node A's gateway passes it on to the Shells that sent that
-    # actor frames lately, on the socket they came on (tells and chunks have their own).
+    # actor frames lately, on the socket they came on (tells, chunks and samples each
+    # have their own).
     temporary = 'restart = "temporary"\n'
     node_a, node_b = relay_and_echo_nodes(node_factory, signaling_url, temporary)
     (echo,) = node_b.actors()
@@ -802,9 +803,12 @@ def test_a_shells_tells_and_chunks_to_an_actor_gone_on_another_node_raise_at_the
                 try:
                     if what == "tells":
                         await shell.tell(echo.actr_id, "test.Echo.Say", b"x")
-                    else:
+                    elif what == "chunks":
                         chunk = DataStream("s0", sent, bytes(64))
                         await shell.send_data_stream(echo.actr_id, chunk, timeout=5)
+                    else:
+                        sample = MediaSample(b"x", sent * 3000)
+                        await shell.send_media_sample(echo.actr_id, "t0", sample)
                 except actrhost.ActrError as exc:
                     return sent, exc, (await shell.status())["gateway"]["stats"]
                 await asyncio.sleep(0.05)
@@ -818,7 +822,7 @@ def test_a_shells_tells_and_chunks_to_an_actor_gone_on_another_node_raise_at_the
     os.kill(echo.pid, signal.SIGKILL)
     wait_until(lambda: node_b.actors()[0].state != "running", 15.0, "echo to fail")
     told = 0
-    for what in ("tells", "chunks"):
+    for what in ("tells", "chunks", "samples"):
         sent, error, stats = run(send_until_refused(what), 60)
         # Node B said so (its reason names the actor), not node A for an id nobody hosts.
         assert isinstance(error, actrhost.Unavailable) and "echo" in str(error), (what, error)

@@ -12,11 +12,11 @@ Calls and tells to other nodes go on.
 
 Past ``max_bytes`` kept here (all nodes together), plus what the senders told to wait may
 still have on their way (``SenderWaits.room_bytes``), the socket is paused after all;
-that bounds the memory. Once no
-connection to the node is full, its frames go on, oldest first, until one is full again;
-then the senders told to wait are told there is room. A full connection that ends
-releases its frames too, into the next connection (module ``_outbound``, where a node
-that is reconnecting takes ``Tuning.reconnect_queue_bytes`` and refuses the rest).
+that bounds the memory. Once no connection to the node is full, its frames go on, oldest
+first, until one is full again; then the senders told to wait are told there is room. A
+full connection that ends releases its frames too, into the next connection (module
+``_outbound``, where a node that is reconnecting takes ``Tuning.reconnect_queue_bytes``
+and refuses the rest).
 """
 
 from __future__ import annotations

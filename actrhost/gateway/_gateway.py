@@ -165,7 +165,7 @@ class Gateway(Nodes, Outbound, Locates, ToNodes, Inbound):
         self._not_found: dict[ActrId, tuple[float, ActrError]] = {}
         self._missing_drops = 0  # times frames for an actor nobody hosts were dropped
         self._notices = NoticeLimiter(self._loop.time)  # senders told of dropped frames
-        self._shell_tellers = ShellTellers()  # whom to tell of a Shell's tell dropped
+        self._shell_tellers = ShellTellers()  # whom to tell of a Shell's frames dropped
         self._failed_call_reports = 0  # connections that failed with calls pending
         self._pending_out: dict[str, _OutCall] = {}
         self._pending_in: dict[str, _InCall] = {}

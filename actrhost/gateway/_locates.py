@@ -45,10 +45,10 @@ LOCATE_TYPES_TRIED = 8
 #: target's node answers, 10 s when its gateway is stuck.
 LOCATE_WAIT_BYTES = 256 * 1024
 #: Bytes of frames waiting for a location, all targets together, before the gateway
-#: stops reading its sockets (plus room for what told senders may still have on its way,
-#: ``SenderWaits.room_bytes``), as in ``_call_hold``. Before senders were told, 4 MiB of a Shell's
-#: tells to a node whose gateway was stuck stopped every call to the other nodes for
-#: the locate's 10 s (QA, 2026-12-07).
+#: stops reading its sockets (plus room for what told senders may still have on its
+#: way, ``SenderWaits.room_bytes``), as in ``_call_hold``. Before senders were told, 4 MiB
+#: of a Shell's tells to a node whose gateway was stuck stopped every call to the other
+#: nodes for the locate's 10 s (QA, 2026-12-07).
 LOCATE_QUEUE_BYTES = 8 * 1024 * 1024
 #: A target signaling said is registered nowhere stays so for this long: frames for it
 #: fail or drop at once instead of each asking signaling again. An actor that died keeps

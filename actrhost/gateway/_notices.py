@@ -12,10 +12,9 @@ The sender's gateway (A) passes that on to the source's worker as a notice on it
 as it does for the frames it drops itself (an actor no node hosts). A Shell's tells and
 stream frames name no source: their ``gone`` has no ``"s"``, and A passes it on to each
 Shell that sent that target some lately, on the connection they came on
-(:class:`ShellTellers`). Each side
-sends one notice per (source, target) per ``_undeliverable.NOTICE_EVERY_S`` at most. A
-``gone`` about another node's actor, or for a source that is not ours, is counted as
-malformed.
+(:class:`ShellTellers`). Each side sends one notice per (source, target) per
+``_undeliverable.NOTICE_EVERY_S`` at most. A ``gone`` about another node's actor, or for
+a source that is not ours, is counted as malformed.
 """
 
 from __future__ import annotations
@@ -122,7 +121,7 @@ class Notices:
         if pc is None or pc.state is not LinkState.CONNECTED:
             return
         target = self._to_signaling.get(target, target)  # (frames were readdressed)
-        if not self._notices.due((source or pc.remote_node, target)):
+        if not self._notices.due((source if source is not None else pc.remote_node, target)):
             return
         message: dict[str, Any] = {
             "op": "gone",
