@@ -7,8 +7,11 @@ to wait for a full link (``_held_targets``), past the 8 MiB its hold keeps, and 
 gateway then stopped reading its socket for every node. So a sender also keeps at most
 :data:`CREDIT_BYTES` that the gateway has not read yet: the gateway says how much it
 read from each connection in a **read** notice, every :data:`READ_EVERY_BYTES`, on that
-connection, and a send that would pass the credit waits for one. A frame larger than the
-credit goes alone, when nothing else is unread.
+connection, and a send that would pass the credit waits for one, if one is due: with less
+than :data:`READ_EVERY_BYTES` unread the gateway may have read it all and owe no notice,
+so a large frame goes then (a frame of 900 KB after one of 200 KB waited :data:`WAIT_S`
+for a notice that was never coming, session 44). So a frame larger than the credit goes
+too, with that little ahead of it.
 
 Small sends never wait: a lone call is far below the credit. A wait ends after
 :data:`WAIT_S` without a notice (a notice lost, the gateway gone before it answered), so
@@ -69,8 +72,10 @@ class GatewayCredit:
         self.waits_timed_out = 0
 
     def room_for(self, nbytes: int) -> bool:
-        """Whether ``nbytes`` may go now (cheap: the common case is far below)."""
-        return self.unread + nbytes <= CREDIT_BYTES or not self.unread
+        """Whether ``nbytes`` may go now (cheap: the common case is far below). Past the
+        credit only while a read notice is due: once the gateway reads what is unread,
+        at least :data:`READ_EVERY_BYTES`, it says so; with less it may never."""
+        return self.unread + nbytes <= CREDIT_BYTES or self.unread < READ_EVERY_BYTES
 
     def sent(self, nbytes: int) -> None:
         """``nbytes`` went to the gateway's socket."""

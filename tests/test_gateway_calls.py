@@ -25,6 +25,7 @@ from actrhost import (
 from actrhost import _envelope as wire
 from actrhost._config import DEFAULT_MAX_MESSAGE_BYTES
 from actrhost._envelope import REQUEST, TELL, Envelope
+from actrhost._gateway_credit import WAIT_S
 from actrhost._ids import ActrId, ActrType, Realm
 from actrhost._payload_type import PayloadType
 from actrhost._tell_origin import origin_field
@@ -231,6 +232,27 @@ def test_tell_arrives_and_is_never_answered(pair: Pair) -> None:
     run(b.wait_for(lambda: len(received.tells) >= 20, 10, "20 tells"))
     assert [p for _route, p, _src in received.tells[-20:]] == [b"%d" % i for i in range(20)]
     assert received.tells[-1][2] == a.ids["client"]
+
+
+def test_a_large_tell_after_a_smaller_one_does_not_wait_for_a_read_notice(pair: Pair) -> None:
+    # A sender keeps at most 1 MiB unread by its gateway, which says what it read every
+    # 256 KiB. A 900 KB tell after one of 200 KB passed the credit and waited for a
+    # notice the gateway did not owe (it had read the 200 KB, less than 256 KiB): a
+    # second, every time (_gateway_credit.WAIT_S). Now it goes while no notice is due.
+    a, b = pair.a, pair.b
+    run = pair.runner.run
+    credit = a.workers["client"].rpc.gateway_credit
+    timed_out = credit.waits_timed_out
+    received = b.workers["echo"].received
+    before = len(received.tells)
+    for size in (200_000, 900_000, 200_000, 900_000):
+        started = time.monotonic()
+        run(a.tell("client", b.ids["echo"], "note", bytes(size), timeout_s=5))
+        assert time.monotonic() - started < WAIT_S / 2, size
+    run(b.wait_for(lambda: len(received.tells) >= before + 4, 10, "the four tells"))
+    sizes = [len(payload) for _route, payload, _source in received.tells[before:]]
+    assert sizes == [200_000, 900_000, 200_000, 900_000]
+    assert credit.waits_timed_out == timed_out
 
 
 def test_a_tell_stamped_for_an_earlier_gateway_is_dropped_and_counted(pair: Pair) -> None:

@@ -63,6 +63,17 @@ def test_a_sender_waits_past_its_credit_until_the_gateway_says_it_read() -> None
     run(scenario(), 10)
 
 
+def test_past_the_credit_a_send_waits_only_while_a_read_notice_is_due() -> None:
+    # With less than READ_EVERY_BYTES unread, the gateway may have read it all and owe no
+    # notice: a large frame goes (it waited WAIT_S for nothing before, session 44).
+    credit = GatewayCredit()
+    credit.sent(READ_EVERY_BYTES - 1)
+    assert credit.room_for(CREDIT_BYTES) and credit.room_for(4 * CREDIT_BYTES)
+    credit.sent(1)  # now one is due, once the gateway reads on
+    assert not credit.room_for(CREDIT_BYTES - READ_EVERY_BYTES + 1)
+    assert credit.room_for(CREDIT_BYTES - READ_EVERY_BYTES)
+
+
 def test_the_gateway_tells_each_connection_every_quarter_credit() -> None:
     counts = ReadCounts()
     assert counts.add(b"w1", READ_EVERY_BYTES - 1) == 0
