@@ -31,6 +31,9 @@ Setup (all on loopback, one machine):
   to hand a call's frames on unchanged once the nodes are connected: no decoding, no
   request ids of their own, no pending entries or timers, no routing. What no gateway
   with the same processes, ZeroMQ hops and aiortc can beat. No stream is measured on it.
+* **walk**: tuned gateways without ``gateway/_sctp_scan.py`` (aiortc walks every chunk
+  in flight for ones to send again, on each SACK), for that tuning's A/B:
+  ``tuned_stream_vs_walk`` is the ratio of the two streams in each round.
 
 Rounds interleave the variants (the machine drifts between fast and slow states); the
 report gives medians over rounds and ratios to raw aiortc measured in the same round.
@@ -38,6 +41,7 @@ Targets (issue 5): remote call p50 <= raw round trip + 2 x local call p50; remot
 >= 90 % of raw throughput.
 
     python scripts/bench_remote.py                        # 5 rounds, 16 KiB chunks
+    python scripts/bench_remote.py --variants tuned,walk --no-nodes --rounds 9
     python scripts/bench_remote.py --rounds 3 --chunk-bytes 65536 --stream-mib 16
 """
 
@@ -76,6 +80,7 @@ VARIANT_HELP = {
     "plain": ("uvloop, aiortc and aioice as they come", {"ACTRHOST_GATEWAY_AIORTC": "plain"}),
     "asyncio": ("the standard event loop, tuned", {"ACTRHOST_GATEWAY_LOOP": "asyncio"}),
     "forward": ("tuned, forwarding call frames unchanged (a lower bound)", {}),
+    "walk": ("tuned, but aiortc walks its chunks in flight on every SACK (no _sctp_scan)", {}),
 }
 VARIANTS = {name: env for name, (_text, env) in VARIANT_HELP.items()}
 #: The ``forward`` variant: a ``sitecustomize`` module put first on the gateways' path.
@@ -118,6 +123,14 @@ _outbound.Outbound._on_router = _on_router
 _inbound.Inbound._on_link_frame = _on_link_frame
 _inbound.Inbound._on_dealer = _on_dealer
 """
+#: The ``walk`` variant: the tuning of ``gateway/_sctp_scan.py`` left out.
+WALK_SITECUSTOMIZE = """
+from actrhost.gateway import _sctp_scan
+
+_sctp_scan._installed = True  # its install() does nothing now
+"""
+#: Variants that run with a ``sitecustomize`` module first on the gateways' path.
+SITECUSTOMIZE = {"forward": FORWARD_SITECUSTOMIZE, "walk": WALK_SITECUSTOMIZE}
 HIGH_WATER_BYTES = 256 * 1024  # raw sender: what the gateway allows in aiortc's buffer too
 
 
@@ -454,10 +467,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         tuning = {"max_message_bytes": args.max_message_bytes}
         pairs: dict[str, tuple[HarnessNode, HarnessNode]] = {}
         for name, env in variants.items():
-            if name == "forward":
-                (folder / "forward").mkdir()
-                (folder / "forward" / "sitecustomize.py").write_text(FORWARD_SITECUSTOMIZE)
-                env = {"PYTHONPATH": str(folder / "forward")}
+            if name in SITECUSTOMIZE:
+                (folder / name).mkdir()
+                (folder / name / "sitecustomize.py").write_text(SITECUSTOMIZE[name])
+                env = {"PYTHONPATH": str(folder / name)}
             a = HarnessNode(
                 folder / f"a-{name}",
                 server.url,
@@ -518,6 +531,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     gw_bps = await gateway_throughput(a, b, args.chunk_bytes, total, f"r{round_no}")
                     row[f"{name}_stream_mb_s"] = gw_bps / 1e6
                     row[f"{name}_stream_vs_raw"] = gw_bps / raw_bps
+                if "tuned_stream_mb_s" in row and "walk_stream_mb_s" in row:
+                    row["tuned_stream_vs_walk"] = row["tuned_stream_mb_s"] / row["walk_stream_mb_s"]
                 rows.append(row)
                 shown = ", ".join(f"{key} {value:.3f}" for key, value in row.items())
                 print(f"round {round_no + 1}: {shown}", flush=True)

@@ -17,7 +17,7 @@ from aiortc.rtcsctptransport import DataChunk, RTCSctpTransport, parse_packet
 
 from actrhost._payload_type import PayloadType
 from actrhost._status_text import _sctp_lines
-from actrhost.gateway import _sctp, _sctp_loss
+from actrhost.gateway import _sctp, _sctp_loss, _sctp_scan
 from actrhost.gateway._types import LinkState
 
 from .test_gateway_peer import TUNING, Side
@@ -157,6 +157,7 @@ def test_a_lost_packet_is_sent_again_without_waiting_for_the_timer(
     async def scenario() -> None:
         async with closing_pair() as (a, b):
             await asyncio.sleep(0.1)
+            marked = _sctp_scan.marked_chunks()
             impair(a, delay_s=0.01, drop=drop_the_20th_data_packet)
             impair(b, delay_s=0.01)
             await stream(a, b, chunks=16, timeout_s=30)
@@ -164,6 +165,9 @@ def test_a_lost_packet_is_sent_again_without_waiting_for_the_timer(
             # Found lost by the SACKs of what followed it, not by the retransmission
             # timer (at least 1 s) or the stall probes (0.2 s without progress).
             assert counts == {"fast_recoveries": 1, "timeouts": 0}
+            # Sent again although the walks for marked chunks are skipped while none is
+            # (_sctp_scan), and nothing stays marked.
+            assert _sctp_scan.marked_chunks() == marked
 
     run(scenario(), timeout_s=60)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import socket
 from collections import Counter
@@ -31,7 +32,7 @@ from aiortc.rtcsctptransport import DataChunk, SackChunk, parse_packet
 
 from actrhost._payload_type import PayloadType
 from actrhost._status_text import _udp_lines
-from actrhost.gateway import _dtls, _sctp
+from actrhost.gateway import _dtls, _sctp, _sctp_scan
 from actrhost.gateway._ice import UDP_RECEIVE_BUFFER_BYTES
 from actrhost.gateway._types import Tuning
 
@@ -177,6 +178,45 @@ def test_a_large_stream_arrives_intact_with_every_second_packet_acknowledged() -
             # ends share this process's loop, so the socket buffer overflows now and then:
             # each gap and duplicate is acknowledged at once, as it must be.
             assert sent_b["sack"] < 0.75 * data_packets, (sent_a, sent_b)
+
+    run(scenario())
+
+
+def test_a_chunks_mark_to_go_again_is_counted_while_it_is_set_and_the_chunk_lives() -> None:
+    # aiortc walks every chunk in flight for marked ones on each SACK; the walk is skipped
+    # while no chunk is marked (_sctp_scan), so the count must follow every change.
+    before = _sctp_scan.marked_chunks()
+    chunk = DataChunk()
+    assert chunk._retransmit is False
+    chunk._retransmit = True
+    chunk._retransmit = True  # (once)
+    assert chunk._retransmit is True and _sctp_scan.marked_chunks() == before + 1
+    chunk._retransmit = False
+    assert _sctp_scan.marked_chunks() == before
+    chunk._retransmit = True  # and then acknowledged after all, and dropped
+    del chunk
+    gc.collect()
+    assert _sctp_scan.marked_chunks() == before
+
+
+def test_the_next_walk_over_a_sent_queue_can_be_made_empty() -> None:
+    queue = _sctp_scan.SentQueue([1, 2, 3])
+    queue.skip_next_walk = True
+    assert list(queue) == [] and list(queue) == [1, 2, 3]  # one walk only
+    assert queue[0] == 1 and len(queue) == 3 and queue.index(3) == 2
+
+
+def test_a_stream_skips_the_walks_that_would_find_nothing() -> None:
+    async def scenario() -> None:
+        async with closing_pair() as (a, b):
+            skipped = _sctp_scan.SentQueue.walks_skipped
+            chunks = [bytes([i]) * (256 * 1024) for i in range(4)]
+            for chunk in chunks:
+                a.pc.enqueue(PayloadType.STREAM_RELIABLE, chunk)
+            await b.wait_frames(len(chunks), timeout_s=20)
+            assert [data for _lane, data in b.frames] == chunks
+            assert isinstance(sctp_of(a)._sent_queue, _sctp_scan.SentQueue)
+            assert _sctp_scan.SentQueue.walks_skipped > skipped + 100  # (≈ 1 per SACK)
 
     run(scenario())
 
