@@ -50,7 +50,7 @@ class SentQueue(deque[Any]):
 
     #: Set just before aiortc's walk for retransmissions when nothing is marked.
     skip_next_walk = False
-    #: Walks skipped so (in all queues of this process), for tests and curiosity.
+    #: Walks skipped so far (in all queues of this process), for tests and curiosity.
     walks_skipped = 0
 
     def __iter__(self) -> Iterator[Any]:
