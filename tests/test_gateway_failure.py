@@ -23,7 +23,7 @@ from actrhost import ActrError, DeadlineExceeded, NotFound, Unavailable
 from actrhost._rpc import FEED_RECEIVE_HWM, GATEWAY_SEND_HWM
 from actrhost.gateway._feed_reads import FEED_BYTES_MAX
 from actrhost.gateway._gateway import ROUTER_RECEIVE_HWM
-from actrhost.gateway._testing import FAST_TUNING, HarnessNode, LoopRunner, start_nodes
+from actrhost.gateway._testing import FAST_TUNING, OWN_ID, HarnessNode, LoopRunner, start_nodes
 from actrhost.gateway._to_workers import WAITING_COST_BYTES
 from actrhost.signaling import write_key_file
 from actrhost.signaling._testing import ServerProcess, pick_port
@@ -1122,12 +1122,15 @@ def test_a_stream_to_a_slow_worker_stays_in_order_across_a_killed_gateway(
         assert all(int(payload[:4]) == seq for seq, payload in chunks)
 
 
-def test_what_waits_for_a_worker_given_up_on_fails_at_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("shell", [False, True], ids=["actor", "shell"])
+def test_what_waits_for_a_worker_given_up_on_fails_at_once(tmp_path: Path, shell: bool) -> None:
     # A slow actor fails for good (no restart) while chunks and a call from another
     # node wait for its socket in B's gateway: the call waited for its deadline, and the
     # chunks held the sender's window for stream_wait_s (30 s), its next sends getting
     # 504 (QA). Now the call fails at once with 503, the chunks are counted, and the
-    # sender's next chunks go (and are counted) without waiting.
+    # sender's next chunks go (and are counted) without waiting. A Shell's chunks (no
+    # source) likewise: it was not told, its chunks naming no sender (2026-12-07).
+    source = None if shell else OWN_ID
     with busy_worker_pair(tmp_path, 4) as (runner, a, b):
         worker = b.workers["b1"]
         target = b.ids["b1"]
@@ -1143,7 +1146,7 @@ def test_what_waits_for_a_worker_given_up_on_fails_at_once(tmp_path: Path) -> No
         async def scenario() -> tuple[float, int]:
             worker.rpc.pause_reading()
             for n in range(40):  # 2.5 MiB: most of it waits in B's gateway
-                await a.send_chunk("a1", target, "s", n, bytes(64 * 1024))
+                await a.send_chunk("a1", target, "s", n, bytes(64 * 1024), source=source)
             call = asyncio.ensure_future(a.call("a1", target, "echo", b"x", timeout_s=20))
             # Most of it comes to wait in B's gateway for the actor's full socket (what
             # `actrhost status` shows): within 0.5 s here, not always in a loaded suite.
@@ -1173,7 +1176,8 @@ def test_what_waits_for_a_worker_given_up_on_fails_at_once(tmp_path: Path) -> No
                 assert time.monotonic() - started < 5, "a1 was not told"
                 await asyncio.sleep(0.02)
             for n in range(40, 80):  # the window is open again
-                await a.send_chunk("a1", target, "s", n, bytes(64 * 1024), timeout_s=5)
+                chunk = bytes(64 * 1024)
+                await a.send_chunk("a1", target, "s", n, chunk, source=source, timeout_s=5)
             assert (await b.stats())["frames_waiting_for_actors"] == 0
             return failed_after_s, await undeliverable()
 

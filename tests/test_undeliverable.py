@@ -274,7 +274,7 @@ def test_the_targets_node_says_gone_once_per_pair_for_tells_and_chunks_only() ->
     call = Envelope(REQUEST, "r", request_id="q1", source=ELSEWHERE, target=OURS)
     chunk = StreamFrame(STREAM, "s", source=THEIRS, target=OURS, payload=b"x")
     frames = [wire.encode(tell), wire.encode(call), wire.encode_stream(chunk), b"\xff junk"]
-    gateway._say_gone_for_frames(frames, error)
+    gateway._say_gone_for_frames(((data, None) for data in frames), error)
     (said,) = gateway.link.said  # the tell's and the chunk's pair, once; not the call's
     assert said == {"op": "gone", "t": str(OURS), "s": str(THEIRS), "code": 503, "m": error.message}
     gateway.clock.now += NOTICE_EVERY_S
@@ -296,6 +296,16 @@ def test_a_shells_frames_dropped_on_the_other_node_are_told_to_the_shells_that_s
     node_b._say_gone(node_b.link, None, OURS, error)  # within the interval
     (said,) = node_b.link.said
     assert said == {"op": "gone", "t": str(OURS), "code": 503, "m": error.message}
+    # Its frames that waited for a worker that will not be back: told on the link they
+    # came on, or the node's live one if that link has been replaced since; once.
+    node_b.clock.now += NOTICE_EVERY_S
+    shell_tell = wire.encode(Envelope(TELL, "r", target=OURS))
+    shell_chunk = wire.encode_stream(StreamFrame(STREAM, "s", target=OURS, payload=b"x"))
+    old_link = FakeLink("B")
+    old_link.state = LinkState.FAILED
+    waited = [(shell_tell, old_link), (shell_chunk, node_b.link), (shell_tell, None)]
+    node_b._say_gone_for_frames(waited, error)
+    assert node_b.link.said == [said, said] and old_link.said == []
 
     node_a = Gateway()  # playing node A: its Shells sent THEIRS frames, on node B
     node_a._shell_tellers.remember(THEIRS, (CALLS, b"shell-1"))

@@ -369,6 +369,7 @@ class Inbound(Trust, ToWorkers, Notices):
                 on_fail=self._count_undeliverable,
                 bounded=True,
                 receipt=receipt,
+                came_on=pc,
             )
             return
         wait_s = env.timeout_ms / 1000 if env.timeout_ms else TELL_WAIT_S
@@ -490,6 +491,7 @@ class Inbound(Trust, ToWorkers, Notices):
                 on_fail=self._count_undeliverable,
                 renew=True,
                 receipt=receipt,
+                came_on=pc,
             )
         elif reliable:
             self._deliver_reliable(endpoint, data, pc, str(sender_target or ""), receipt, window)

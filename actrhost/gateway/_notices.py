@@ -111,12 +111,16 @@ class Notices:
     ) -> None:
         """Frames from ``source`` (another node's actor, None for a Shell attached to that
         node) for ``target`` (as that node names it) were dropped with ``error``: say so
-        to its node, on ``pc`` or on the node's live connection (a Shell's frames need
-        ``pc``: nothing else says which node they came from)."""
+        to its node, on ``pc`` (the link they came on) or on the node's live link (a
+        Shell's frames need ``pc``: nothing else says which node they came from)."""
         if target is None or not isinstance(error, TOLD_ERRORS):
             return
-        if pc is None and source is not None:
-            node = self._nodes.get(self._node_of.get(source, ""))
+        if pc is None or pc.state is not LinkState.CONNECTED:
+            # (Frames that waited here: their node may be on a new link since.)
+            node_id = pc.remote_node if pc is not None else None
+            if node_id is None and source is not None:
+                node_id = self._node_of.get(source)
+            node = self._nodes.get(node_id) if node_id is not None else None
             pc = node.pc if node is not None else None
         if pc is None or pc.state is not LinkState.CONNECTED:
             return
@@ -133,22 +137,25 @@ class Notices:
             message["s"] = str(source)
         pc.send_control(message)
 
-    def _say_gone_for_frames(self, frames: Iterable[bytes], error: ActrError) -> None:
+    def _say_gone_for_frames(
+        self, frames: Iterable[tuple[bytes, PeerConnection | None]], error: ActrError
+    ) -> None:
         """The tells and stream frames among ``frames`` (encoded, waiting for a worker
-        that will not be back) were dropped: tell their senders."""
-        told: set[tuple[ActrId, ActrId]] = set()
-        for data in frames:
+        that will not be back, each with the link it came on) were dropped: tell their
+        senders (a Shell's, which name none, on that link)."""
+        told: set[tuple[ActrId | PeerConnection | None, ActrId]] = set()
+        for data, came_on in frames:
             try:
                 item = wire.decode(data)
             except BadRequest:
                 continue
             if not isinstance(item, StreamFrame) and item.direction != TELL:
                 continue  # a call: its caller gets the error as an answer
-            if item.source is None or item.target is None:
+            sender = item.source if item.source is not None else came_on
+            if sender is None or item.target is None or (sender, item.target) in told:
                 continue
-            if (item.source, item.target) not in told:
-                told.add((item.source, item.target))
-                self._say_gone(None, item.source, item.target, error)
+            told.add((sender, item.target))
+            self._say_gone(came_on, item.source, item.target, error)
 
     # -- node A: the sender's -----------------------------------------------------------
 

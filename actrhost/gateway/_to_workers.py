@@ -82,7 +82,7 @@ class Backlog(deque["Waiting"]):
 class Waiting:
     """A frame waiting for a local worker's socket (connecting, or its queue full)."""
 
-    __slots__ = ("data", "expires_at", "on_fail", "receipt", "renew_s", "window")
+    __slots__ = ("came_on", "data", "expires_at", "on_fail", "receipt", "renew_s", "window")
 
     def __init__(
         self,
@@ -92,6 +92,7 @@ class Waiting:
         window: WindowShare | None,
         receipt: Receipt | None,
         renew_s: float,
+        came_on: PeerConnection | None,
     ) -> None:
         self.data = data
         self.expires_at = expires_at
@@ -100,6 +101,9 @@ class Waiting:
         self.receipt = receipt  # its message (chunk) is not confirmed while it waits
         #: A stream chunk's wait, counted again from each take of the worker's (0: not).
         self.renew_s = renew_s
+        #: The link it came on: its sender is told there if it is given up (a Shell's
+        #: frames name no source, so that nothing else says which node sent them).
+        self.came_on = came_on
 
 
 class ToWorkers:
@@ -122,7 +126,8 @@ class ToWorkers:
     _on_dealer: Callable[[list[bytes]], None]
     _flush_links: Callable[[], None]
     _count_undeliverable: Callable[[], None]
-    _say_gone_for_frames: Callable[[Iterable[bytes], ActrError], None]  # _notices
+    # _notices:
+    _say_gone_for_frames: Callable[[Iterable[tuple[bytes, PeerConnection | None]], ActrError], None]
 
     def _workers_changed(self) -> None:
         """After a directory update: bind the feed of every worker listed, before frames
@@ -215,6 +220,7 @@ class ToWorkers:
         bounded: bool = False,
         receipt: Receipt | None = None,
         renew: bool = False,
+        came_on: PeerConnection | None = None,
     ) -> None:
         """Send a frame to a local worker, in order with what waits for it already.
 
@@ -224,7 +230,8 @@ class ToWorkers:
         ``Tuning.worker_backlog_bytes`` wait already (stream chunks are bounded by their
         window). With ``renew`` (a stream chunk) the wait counts from the worker's last
         take, once the frame is first in line: only a worker that takes nothing loses it.
-        A tell's or reliable chunk's ``receipt`` waits with it (module ``_carry``).
+        A tell's or reliable chunk's ``receipt`` waits with it (module ``_carry``), and
+        the link it ``came_on``, to tell its sender if its worker will not be back.
         """
         backlog = self._overflow.get(endpoint)
         dealer = self._dealer(endpoint)
@@ -250,7 +257,8 @@ class ToWorkers:
         if backlog is None:
             backlog = self._overflow[endpoint] = Backlog()
         renew_s = wait_s if renew else 0.0
-        backlog.append(Waiting(data, self._loop.time() + wait_s, on_fail, window, receipt, renew_s))
+        expires_at = self._loop.time() + wait_s
+        backlog.append(Waiting(data, expires_at, on_fail, window, receipt, renew_s, came_on))
         if len(backlog) == 1:
             self._spawn(self._drain(endpoint, backlog))
 
@@ -268,7 +276,9 @@ class ToWorkers:
         ``Tuning.stream_target_bytes`` waiting for that worker, it is acknowledged at once
         and the sender told to keep the target's next chunks (module docstring)."""
         wait_s = self.tuning.stream_wait_s
-        self._to_local(endpoint, data, wait_s=wait_s, window=window, renew=True, receipt=receipt)
+        self._to_local(
+            endpoint, data, wait_s=wait_s, window=window, renew=True, receipt=receipt, came_on=pc
+        )
         backlog = self._overflow.get(endpoint)
         if backlog is None or backlog.size_bytes <= self.tuning.stream_target_bytes:
             return
@@ -312,7 +322,7 @@ class ToWorkers:
         backlog = self._overflow.pop(endpoint, None)  # its _drain ends when it wakes
         if backlog is None:
             return
-        self._say_gone_for_frames((waiting.data for waiting in backlog), error)
+        self._say_gone_for_frames(((waiting.data, waiting.came_on) for waiting in backlog), error)
         while backlog:
             self._fail_waiting(backlog.popleft())
         self._tell_room(backlog, ended=True)
