@@ -228,7 +228,6 @@ class Gateway(Notices):
         self.feed = FakeFeed()
         self._dealer = lambda endpoint: self.feed  # type: ignore[assignment,return-value]
         self.router = FakeRouter()  # the calls socket
-        self._router = self.router  # type: ignore[assignment]
         self.streams_router = FakeRouter()  # the streams socket
         self._routers = {CALLS: self.router, STREAMS: self.streams_router}  # type: ignore[dict-item]
         self._shell_tellers = ShellTellers()

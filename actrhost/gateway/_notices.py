@@ -100,8 +100,7 @@ class Notices:
     _notices: NoticeLimiter
     _to_signaling: dict[ActrId, ActrId]  # Gateway._refresh_aliases
     _dealer: Callable[[str], LoopSocket]  # _to_workers.ToWorkers: a worker's feed
-    _router: LoopSocket  # the calls socket
-    _routers: dict[str, LoopSocket]  # the three sockets workers and Shells send to
+    _routers: dict[str, LoopSocket]  # the three sockets workers and Shells send to, by name
     _shell_tellers: ShellTellers
 
     # -- node B: the target's -----------------------------------------------------------
@@ -220,7 +219,7 @@ class Notices:
         Shells have none, and a load generator's flood is a Shell's."""
         try:
             # (If its queue is full, its sends wait for that anyway; one gone is gone.)
-            self._router.send_multipart_nowait([sender, flow_notice(target, wait)])
+            self._routers[CALLS].send_multipart_nowait([sender, flow_notice(target, wait)])
         except zmq.ZMQError:
             return
         if wait:
