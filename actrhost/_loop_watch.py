@@ -57,7 +57,7 @@ import weakref
 from collections import deque
 from typing import Any
 
-from ._rpc import worth_logging
+from ._rpc_receiving import worth_logging
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ from ._ids import ActrId
 from ._payload_type import PayloadType
 from ._payloads import DataStream, MediaSample
 from ._ring_readers import RingOfAnotherProcess, RingReaders
-from ._rpc import worth_logging
+from ._rpc_receiving import worth_logging
 from .shm import (
     Descriptor,
     encode_array_meta,

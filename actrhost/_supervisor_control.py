@@ -18,7 +18,7 @@ from . import _control as control
 from ._config import Config
 from ._directory import ActorState
 from ._directory_feed import DirectoryFeed
-from ._rpc import worth_logging
+from ._rpc_receiving import worth_logging
 from ._slot import RestartRefused, Slot
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ A tell or a stream frame gets no answer. Between local actors the sender learns 
 directory that its target is gone: its next send raises ``NotFound`` or ``Unavailable``.
 Toward another node, the gateway that drops such a frame (node A's: the actor is not
 found; node B's: the actor is unknown there, or failed or stopped for good) sends the
-sender's worker a **notice** on the worker's feed (``_rpc.FEED_ROUTE``). The worker then
+sender's worker a **notice** on the worker's feed (``_rpc_receiving.FEED_ROUTE``). The worker then
 refuses the sender's tells and stream frames to that actor with the notice's error for
 :data:`KEPT_S`; the first one sent after that goes out again, and finds out.
 

@@ -16,7 +16,7 @@ from actrhost import _envelope as wire
 from actrhost._directory import gateway_feed_endpoint
 from actrhost._envelope import Envelope
 from actrhost._errors import BadRequest
-from actrhost._rpc import FEED_SYNC_ROUTE
+from actrhost._rpc_receiving import FEED_SYNC_ROUTE
 from actrhost.gateway._carry import HeldTells
 from actrhost.gateway._confirming import WindowShare
 from actrhost.gateway._counters import GatewayCounters

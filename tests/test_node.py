@@ -25,7 +25,7 @@ from actrhost import (
     _envelope,
 )
 from actrhost._envelope import checked_rpc_lane
-from actrhost._rpc import MALFORMED_LOGGED
+from actrhost._rpc_receiving import MALFORMED_LOGGED
 
 from .utils import RECORDER, run, wait_until
 from .utils import actrhost_command as cli

@@ -16,7 +16,7 @@ wait in this process's queue for the worker, or in the worker's. Two things need
   ZeroMQ queues alone (1,024 frames each) let 2 GiB of 1 MiB chunks pile up.
 
 How the worker says what it read: the gateway sends a **sync** on the feed (a RESPONSE
-without a request of ours, route ``_rpc.FEED_SYNC_ROUTE``, its id as request id) and the
+without a request of ours, route ``_rpc_receiving.FEED_SYNC_ROUTE``, its id as request id) and the
 worker sends it back once it reads it. The feed is one queue, in order, so the answer
 means that everything before the sync was read. One sync per worker is outstanding at a
 time, sent when tells wait for it or :data:`SYNC_EVERY_BYTES` are in flight: for a flood,
@@ -34,7 +34,7 @@ from collections import deque
 
 from .. import _envelope as wire
 from .._envelope import RESPONSE, Envelope
-from .._rpc import FEED_SYNC_ROUTE
+from .._rpc_receiving import FEED_SYNC_ROUTE
 from ._carry import Receipt
 
 #: Bytes handed to one worker's feed and not yet read, at most (the worker's queue and

@@ -24,7 +24,8 @@ from .._envelope import REQUEST, RESPONSE, TELL, Envelope, StreamFrame
 from .._errors import ActrError, BadRequest, HandlerError, NotFound, Unavailable
 from .._ids import ActrId
 from .._payload_type import PayloadType
-from .._rpc import FEED_SYNC_ROUTE, GRACEFUL_ANSWER_WAIT_S, worth_logging
+from .._rpc import GRACEFUL_ANSWER_WAIT_S
+from .._rpc_receiving import FEED_SYNC_ROUTE, worth_logging
 from .._tell_origin import without_appended_origin
 from . import _framing as framing
 from ._carry import Receipt

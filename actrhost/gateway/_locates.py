@@ -24,7 +24,7 @@ from .._envelope import StreamFrame
 from .._errors import ActrError, NotFound, PermissionDenied, Unavailable
 from .._ids import ActrId
 from .._ring_readers import RingReaders
-from .._rpc import worth_logging
+from .._rpc_receiving import worth_logging
 from ..shm import Descriptor
 from ..signaling import RoleNegotiation
 from . import _ring_payloads as ring_payloads

@@ -17,7 +17,7 @@ from aiortc import RTCCertificate
 from .._config import Config
 from .._errors import ActrError, NotFound, PermissionDenied, Unavailable
 from .._ids import ActrId
-from .._rpc import worth_logging
+from .._rpc_receiving import worth_logging
 from ..signaling import RelayMessage, RoleAssignment, RoleNegotiation, SdpAnswer, SdpOffer
 from ._call_hold import CallHold
 from ._counters import GatewayCounters

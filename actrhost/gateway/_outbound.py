@@ -37,7 +37,8 @@ from .._ids import ActrId, ActrType
 from .._payload_type import PayloadType
 from .._replies import Replies
 from .._ring_readers import RingReaders
-from .._rpc import MAX_TIMEOUT_S, worth_logging
+from .._rpc import MAX_TIMEOUT_S
+from .._rpc_receiving import worth_logging
 from .._tell_origin import appended
 from .._zmqloop import LoopSocket
 from ..shm import Descriptor

@@ -21,7 +21,7 @@ from aiortc import RTCCertificate, RTCPeerConnection, RTCSessionDescription
 
 from .._config import WebrtcConfig
 from .._envelope import StreamFrame
-from .._rpc import worth_logging
+from .._rpc_receiving import worth_logging
 from .._tell_origin import session_key
 from . import _dtls, _sctp_loss
 from . import _framing as framing

@@ -17,7 +17,7 @@ import logging
 from .._envelope import StreamFrame
 from .._errors import ActrError, Unavailable
 from .._ring_readers import RingReaders
-from .._rpc import worth_logging
+from .._rpc_receiving import worth_logging
 from ..shm import Descriptor
 from ._counters import GatewayCounters
 

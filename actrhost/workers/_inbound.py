@@ -20,7 +20,8 @@ from .._envelope import REQUEST, RESPONSE, Envelope, StreamFrame, error_response
 from .._errors import ActrError, NotFound, PermissionDenied, Unavailable
 from .._ids import ActrId
 from .._payload_type import PayloadType
-from .._rpc import RpcEndpoint, worth_logging
+from .._rpc import RpcEndpoint
+from .._rpc_receiving import worth_logging
 from .._streams import StreamReceiver
 from ._mailbox import Mailbox
 
