@@ -834,7 +834,7 @@ def test_calls_pending_in_the_callers_own_gateway_fail_fast_when_it_is_killed(
     node_factory, signaling_url
 ):
     node_a, _node_b = relay_and_echo_nodes(node_factory, signaling_url)
-    forward = b"test+Echo test.Echo.Sleep 8"  # the relay's call waits on node B
+    forward = b"test+Echo test.Echo.Sleep 5"  # the relay's call waits on node B
 
     async def go():
         async with actrhost.connect(node_a.config_path) as shell_a:
