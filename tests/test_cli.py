@@ -116,7 +116,7 @@ def test_call_errors_are_one_line_with_the_code(node_factory):
         "actrhost: call failed: 404 NotFound: no actor of name 'nobody' on this node (actors: "
     )
     assert "echo" in result.stderr  # the names there are: a typo shows
-    result = actrhost("call", cfg, "echo", "test.Echo.Sleep", "--data", "5", "--timeout", "0.2")
+    result = actrhost("call", cfg, "echo", "test.Echo.Sleep", "--data", "1", "--timeout", "0.2")
     assert result.returncode == 1 and "504 DeadlineExceeded" in result.stderr
 
 

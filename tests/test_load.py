@@ -146,7 +146,8 @@ def test_counts_add_up_per_code_client_and_node(node_factory, tmp_path):
 def test_the_node_is_sampled_once_it_worked_through_a_backlog(node_factory, tmp_path):
     # 1,500 tells handed over within a second or so, handled in >= 4 ms each: a backlog
     # of 6 s and more, beyond the 5 s the report waited in all until 2026-12-06.
-    node = node_factory(TARGET + "max_concurrency = 1\n")  # one tell at a time
+    # One tell at a time; the node's stop cancels the last 6 s sleep after 0.5 s, not 5.
+    node = node_factory(TARGET + "max_concurrency = 1\n", "shutdown_grace_s = 0.5\n")
     result, doc = load(
         node.config_path, tmp_path / "tell.json", "--target", "target", "--route",
         "test.Load.Sleep", "--payload", "0.004", "--tell", "--total", "1500",

@@ -880,7 +880,8 @@ def test_nodes_of_one_config_started_at_once_run_one(node_factory):
 
 
 def test_the_socket_file_of_a_killed_shell_is_removed(node_factory):
-    node = node_factory(ECHO.format(extra=""))
+    # (The call's handler sleeps on: the node's stop cancels it after 0.5 s, not 5.)
+    node = node_factory(ECHO.format(extra=""), "shutdown_grace_s = 0.5\n")
     call = call_in_background(node, "echo", "test.Echo.Sleep", "--data", "30")
     try:
         wait_until(lambda: any(node.run_dir.glob("s*.sock")), 10.0, "the Shell to attach")
