@@ -298,6 +298,10 @@ def test_an_unreachable_node_is_forgotten_after_the_reconnect_window(tmp_path: P
         assert "gave up reconnecting" in a.log_text()
         # Its counters are gone with it: the log says what was dropped (QA).
         assert "tell(s) and stream chunk(s) that waited for it are dropped" in a.log_text()
+        # Once it runs again (a partition longer than the window, healed), a call to its
+        # actor finds its node anew through signaling and goes through.
+        back = runner.run(a.call("a1", b.ids["b1"], "echo", b"back", timeout_s=15), timeout_s=20)
+        assert back == b"back"
 
 
 def test_a_dead_gateway_is_noticed_through_signaling_before_the_keepalive(
