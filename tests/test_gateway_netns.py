@@ -26,7 +26,7 @@ import pytest
 
 pytest.importorskip("aiortc")
 
-from actrhost import Unavailable
+from actrhost import NotFound, Unavailable
 from actrhost.gateway._testing import (
     FAST_TUNING,
     PACKAGE_ROOT,
@@ -214,6 +214,55 @@ def test_link_cut_fails_pending_calls_then_traffic_resumes(
         (remote,) = runner.run(a.stats())["remote_nodes"].values()
         assert remote["failures"] >= 1 and remote["state"] == "connected"
         assert remote["candidate_type"] == "host"
+
+
+def test_a_cut_longer_than_the_reconnect_window_heals_through_signaling(
+    tmp_path: Path, namespaces: tuple[str, str, str], signaling_in: str
+) -> None:
+    # A partition longer than the time a gateway tries to reconnect (reconnect_for_s,
+    # 60 s by default; 1 s here): node A forgets node B, and node B loses the signaling
+    # server (in A's namespace) too. Once the link is back, a call to B's actor finds
+    # its node anew through signaling and is answered; nothing restarted.
+    ns_a, _ns_b, veth_a = namespaces
+
+    def webrtc(address: str) -> str:
+        return f'ice_host_addresses = ["{address}"]\nconnect_timeout_s = 2.0'
+
+    tuning = {**FAST_TUNING, "reconnect_for_s": 1.0, "reconnect_call_wait_s": 0.5}
+    with two_hosts(tmp_path, namespaces, signaling_in, webrtc, tuning=tuning) as (runner, a, b):
+        assert runner.run(a.call("client", b.ids["echo"], "echo", b"up")) == b"up"
+        assert a.process is not None and b.process is not None
+        pids = (a.process.pid, b.process.pid)
+
+        async def scenario() -> float:
+            _ip("-n", ns_a, "link", "set", veth_a, "down")
+            try:
+                deadline = time.monotonic() + 20
+                while (await a.stats())["remote_nodes"]:  # until A has given B up
+                    assert time.monotonic() < deadline, "node A never gave node B up"
+                    await asyncio.sleep(0.2)
+            finally:
+                _ip("-n", ns_a, "link", "set", veth_a, "up")
+            restored_at = time.monotonic()
+            while True:
+                try:
+                    reply = await a.call("client", b.ids["echo"], "echo", b"back", timeout_s=5)
+                    assert reply == b"back"
+                    return time.monotonic() - restored_at
+                except (Unavailable, NotFound):
+                    # (B's gateway notices the cut later than A's and reconnects to
+                    # signaling: a call meanwhile may find no node for the id.)
+                    if time.monotonic() - restored_at > 30:
+                        raise
+                    await asyncio.sleep(0.2)
+
+        resumed_after = runner.run(scenario(), timeout_s=60)
+        print(f"answered {resumed_after:.2f} s after the link came back")
+        assert (a.process.pid, b.process.pid) == pids
+        assert a.process.poll() is None and b.process.poll() is None
+        (remote,) = runner.run(a.stats())["remote_nodes"].values()
+        assert remote["state"] == "connected"
+        assert "gave up reconnecting" in a.log_text()
 
 
 def test_without_ice_host_addresses_a_gateway_offers_the_address_that_reaches_signaling(
