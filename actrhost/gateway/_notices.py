@@ -142,7 +142,7 @@ class Notices:
         """The tells and stream frames among ``frames`` (encoded, waiting for a worker
         that will not be back, each with the link it came on) were dropped: tell their
         senders (a Shell's, which name none, on that link)."""
-        told: set[tuple[ActrId | PeerConnection | None, ActrId]] = set()
+        told: set[tuple[ActrId | PeerConnection, ActrId]] = set()
         for data, came_on in frames:
             try:
                 item = wire.decode(data)
