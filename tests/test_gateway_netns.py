@@ -117,6 +117,16 @@ def signaling_in(namespaces: tuple[str, str, str]) -> Iterator[str]:
         proc.stdout.close()
 
 
+def own_address(extra: str = "") -> Callable[[str], str]:
+    """``two_hosts``'s ``webrtc`` for nodes that offer their own veth address as their ICE
+    host candidate, with ``extra`` [webrtc] keys."""
+
+    def webrtc(address: str) -> str:
+        return f'ice_host_addresses = ["{address}"]\n{extra}'
+
+    return webrtc
+
+
 @contextlib.contextmanager
 def two_hosts(
     tmp_path: Path,
@@ -162,8 +172,7 @@ def test_link_cut_fails_pending_calls_then_traffic_resumes(
 ) -> None:
     ns_a, _ns_b, veth_a = namespaces
 
-    def webrtc(address: str) -> str:
-        return f'ice_host_addresses = ["{address}"]\nconnect_timeout_s = 4.0'
+    webrtc = own_address("connect_timeout_s = 4.0")
 
     tuning = {**FAST_TUNING, "reconnect_call_wait_s": 0.5}
     with two_hosts(tmp_path, namespaces, signaling_in, webrtc, tuning=tuning) as (runner, a, b):
@@ -220,13 +229,12 @@ def test_a_cut_longer_than_the_reconnect_window_heals_through_signaling(
     tmp_path: Path, namespaces: tuple[str, str, str], signaling_in: str
 ) -> None:
     # A partition longer than the time a gateway tries to reconnect (reconnect_for_s,
-    # 60 s by default; 1 s here): node A forgets node B, and node B loses the signaling
-    # server (in A's namespace) too. Once the link is back, a call to B's actor finds
+    # 60 s by default; 1 s here): node A forgets node B, and node B is cut off from the
+    # signaling server (in A's namespace) too. Once the link is back, a call to B's actor finds
     # its node anew through signaling and is answered; nothing restarted.
     ns_a, _ns_b, veth_a = namespaces
 
-    def webrtc(address: str) -> str:
-        return f'ice_host_addresses = ["{address}"]\nconnect_timeout_s = 2.0'
+    webrtc = own_address("connect_timeout_s = 2.0")
 
     tuning = {**FAST_TUNING, "reconnect_for_s": 1.0, "reconnect_call_wait_s": 0.5}
     with two_hosts(tmp_path, namespaces, signaling_in, webrtc, tuning=tuning) as (runner, a, b):
@@ -298,8 +306,7 @@ def test_traffic_resumes_at_once_when_a_short_cut_ends(
     ns_a, _ns_b, veth_a = namespaces
     tuning = dict(FAST_TUNING, keepalive_timeout_s=10.0)
 
-    def webrtc(address: str) -> str:
-        return f'ice_host_addresses = ["{address}"]'
+    webrtc = own_address()
 
     with two_hosts(tmp_path, namespaces, signaling_in, webrtc, tuning=tuning) as (runner, a, b):
         assert runner.run(a.call("client", b.ids["echo"], "echo", b"up")) == b"up"
@@ -339,8 +346,7 @@ def test_a_call_beside_a_stream_on_a_slow_link_waits_for_little_of_it(
         tbf = ["rate", "1mbit", "burst", "16kbit", "latency", "200ms"]
         _ip_tc("-n", ns, "qdisc", "add", "dev", veth, "root", "tbf", *tbf)
 
-    def webrtc(address: str) -> str:
-        return f'ice_host_addresses = ["{address}"]'
+    webrtc = own_address()
 
     tuning = dict(FAST_TUNING, keepalive_timeout_s=5.0)
     with two_hosts(tmp_path, namespaces, signaling_in, webrtc, tuning=tuning) as (runner, a, b):
