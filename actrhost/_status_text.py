@@ -184,7 +184,8 @@ def format_status(status: dict[str, Any]) -> str:
                 f"{f' (reconnecting{why})' if again else ''}, "
                 f"candidate {node.get('candidate_type') or '-'}, "
                 f"{len(node.get('actors', []))} actor(s), connects {node.get('connects', 0)}, "
-                f"failures {node.get('failures', 0)}, malformed {node.get('malformed', 0)}"
+                f"links lost {node.get('links_lost', 0)}, failures {node.get('failures', 0)}, "
+                f"malformed {node.get('malformed', 0)}"
                 + "".join(
                     f", {key.replace('_', ' ')} {node[key]}"
                     for key in ("duplicates_dropped", "tells_in_doubt")

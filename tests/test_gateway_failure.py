@@ -123,7 +123,7 @@ def test_first_calls_from_both_sides_at_once(
     for node in (a, b):
         (remote,) = runner.run(node.stats())["remote_nodes"].values()
         assert remote["state"] == "connected"
-        assert remote["failures"] == 0
+        assert remote["failures"] == 0 and remote["links_lost"] == 0
         assert remote["connects"] == 1  # one connection for the pair of nodes, no glare left
 
 
@@ -168,6 +168,7 @@ def test_silent_peer_fails_pending_calls_fast_then_traffic_resumes(
     stats = runner.run(a.stats())
     (remote,) = stats["remote_nodes"].values()
     assert remote["failures"] >= 1 and remote["connects"] >= 2
+    assert remote["links_lost"] == 1  # one outage, however many attempts it took
     assert remote["state"] == "connected"
 
 
@@ -852,7 +853,7 @@ def test_what_goes_again_survives_a_second_failure_once_and_in_order(
     assert [int(p[:4]) for route, p, _s in received.tells if route == "note"] == list(range(count))
     assert [seq for seq, _p in received.chunks["s"]] == list(range(count))
     (node,) = runner.run(a.stats())["remote_nodes"].values()
-    assert node["failures"] == 2
+    assert node["failures"] == 2 and node["links_lost"] == 2
     assert node["lanes"]["rpc_reliable"]["dropped"] == 0
 
 

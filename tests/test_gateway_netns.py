@@ -222,6 +222,7 @@ def test_link_cut_fails_pending_calls_then_traffic_resumes(
         assert a.process.poll() is None and b.process.poll() is None
         (remote,) = runner.run(a.stats())["remote_nodes"].values()
         assert remote["failures"] >= 1 and remote["state"] == "connected"
+        assert remote["links_lost"] == 1  # the cut; the failed attempts during it are not
         assert remote["candidate_type"] == "host"
 
 

@@ -198,6 +198,7 @@ def test_a_target_on_another_node_is_driven_through_the_gateways(
     link = doc["link"]
     assert link["state"] == "connected" and link["candidate_type"] == "host"
     assert link["name"] == node_b.config.node.name and link["failures"] == 0
+    assert link["links_lost"] == 0
     rpc = link["lanes"]["rpc_reliable"]
     assert rpc["frames_out"] == 200 and rpc["frames_in"] == 200 and rpc["dropped"] == 0
     assert link["gateway"]["calls_out"] == 200
@@ -530,12 +531,14 @@ def test_the_link_counts_a_node_forgotten_and_found_again_from_its_new_entry():
     def status(since: float, frames: int, failures: int) -> dict[str, Any]:
         lane = {"frames_out": frames, "bytes_out": 10 * frames}
         node = {"actors": ["t@1:a+B"], "since": since, "failures": failures}
+        node["links_lost"] = failures // 2  # (each outage took two attempts to end)
         node["lanes"] = {"rpc_reliable": lane}
         return {"gateway": {"pid": 7, "stats": {"remote_nodes": {"n1": node}}}}
 
     same = link_view(status(1.0, 100, 1), status(1.0, 160, 2), ["t@1:a+B"])
     assert same is not None and not same["link_made_anew"]
     assert same["lanes"]["rpc_reliable"]["frames_out"] == 60 and same["failures"] == 1
+    assert same["links_lost"] == 1
     # The node left (its gateway restarted) and came back: the entry counts from zero.
     anew = link_view(status(1.0, 5_000, 3), status(9.0, 40, 0), ["t@1:a+B"])
     assert anew is not None and anew["link_made_anew"]

@@ -179,6 +179,7 @@ def link_view(
         "state": new.get("state", ""),
         "candidate_type": new.get("candidate_type", ""),
         "failures": new.get("failures", 0) - old.get("failures", 0),
+        "links_lost": new.get("links_lost", 0) - old.get("links_lost", 0),
         "gateway_restarted": restarted,
         "link_made_anew": made_anew,
         "lanes": lanes,
@@ -540,7 +541,8 @@ def _link_table(link: dict[str, Any] | None, node: str) -> list[str]:
         restarted = ", the node was forgotten and found again during the run (counts since)"
     lines = [
         f"  link to node {name} through node {node}'s gateway: {link['state']}, "
-        f"candidate {link['candidate_type'] or '-'}, failures {link['failures']}{restarted}"
+        f"candidate {link['candidate_type'] or '-'}, links lost {link.get('links_lost', 0)}, "
+        f"failures {link['failures']}{restarted}"
     ]
     rows = [
         ["  lane (after - before)", "frames out", "bytes out", "frames in", "bytes in", "dropped"]

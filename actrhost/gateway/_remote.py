@@ -119,7 +119,10 @@ class RemoteNode:
         self.pairs: list[tuple[ActrId, ActrId]] = []
         self.pc: PeerConnection | None = None
         self.connects = 0
+        #: Connection attempts that failed, lost links included (several a second while
+        #: traffic waits for a reconnect), and links lost: connections that had been up.
         self.failures = 0
+        self.links_lost = 0
         #: When this entry (and its counters) began: a node forgotten and found again is
         #: a new entry, counting from zero (wall-clock seconds, for `actrhost load`).
         self.since = time.time()
@@ -364,6 +367,8 @@ class RemoteNode:
             self._said_bye = False
         elif state is LinkState.FAILED:
             self.failures += 1
+            if pc.was_connected:
+                self.links_lost += 1
             self._failed_because = reason
             if not self._said_bye and not self._closed:
                 # Its senders were told these went: they go on the next connection.
@@ -460,6 +465,7 @@ class RemoteNode:
             "candidate_type": pc.candidate_type if pc is not None else "",
             "connects": self.connects,
             "failures": self.failures,
+            "links_lost": self.links_lost,
             "since": self.since,
             "actors": sorted({str(self.aliases.get(a, a)) for a in self.actors}),
         }
