@@ -289,13 +289,30 @@ def test_an_unreachable_node_is_forgotten_after_the_reconnect_window(tmp_path: P
         assert runner.run(a.call("a1", b.ids["b1"], "echo", b"hi")) == b"hi"
         (b_node,) = runner.run(a.stats())["remote_nodes"]
         assert b.process is not None
+        refused = a.workers["a1"].rpc.refused
+
+        async def forgotten_and_told() -> str:
+            await until_forgotten(a, b_node, within_s=15)
+            # The tells that waited for it are dropped, and (since 2026-12-07) their
+            # sender is told, no longer going on as if they had been delivered: its next
+            # tells to that actor raise for a while (a notice's KEPT_S, 1 s).
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    refused.check(b.ids["b1"])
+                except Unavailable as exc:
+                    return exc.message
+                assert time.monotonic() < deadline, "a1 was not told"
+                await asyncio.sleep(0.02)
+
         os.kill(b.process.pid, signal.SIGSTOP)
         try:
             for n in range(5):  # they wait for a connection that never comes back
                 runner.run(a.tell("a1", b.ids["b1"], "echo", b"%d" % n))
-            runner.run(until_forgotten(a, b_node, within_s=15), timeout_s=20)
+            told = runner.run(forgotten_and_told(), timeout_s=20)
         finally:
             os.kill(b.process.pid, signal.SIGCONT)
+        assert "stayed unreachable for 1 s" in told
         assert "gave up reconnecting" in a.log_text()
         # Its counters are gone with it: the log says what was dropped (QA).
         assert "tell(s) and stream chunk(s) that waited for it are dropped" in a.log_text()

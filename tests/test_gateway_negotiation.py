@@ -63,7 +63,7 @@ class Gateway:
             callbacks=callbacks,
             relay=self.relay,
             on_state=self.on_state,
-            on_given_up=lambda node: self.given_up.set(),
+            on_given_up=lambda node, dropped: self.given_up.set(),
         )
         net[local] = self
 

@@ -283,6 +283,29 @@ def test_the_targets_node_says_gone_once_per_pair_for_tells_and_chunks_only() ->
     assert len(gateway.link.said) == 1
 
 
+def test_frames_dropped_with_a_node_given_up_are_told_to_their_senders() -> None:
+    # Node A gave node B up after its reconnect window: what waited for it is dropped.
+    # Our actor that sent it is told on its worker's feed, a Shell on its connection;
+    # once per (source, target), and not for calls (their callers got 503 already).
+    gateway = Gateway()
+    gateway._shell_tellers.remember(THEIRS, (CALLS, b"shell-1"))
+    error = Unavailable("node b stayed unreachable for 60 s: what waited for it was dropped")
+    tell = Envelope(TELL, "r", source=OURS, target=THEIRS)
+    call = Envelope(REQUEST, "r", request_id="q1", source=OURS, target=ELSEWHERE)
+    chunk = StreamFrame(STREAM, "s", source=OURS, target=THEIRS, payload=b"x")
+    shell_tell = Envelope(TELL, "r", target=THEIRS)
+    frames = [wire.encode(tell), wire.encode_stream(chunk), wire.encode(call)]
+    frames += [wire.encode(shell_tell), wire.encode(shell_tell), b"\xff junk"]
+    gateway._tell_senders_of_dropped(frames, error)
+    (data,) = gateway.feed.sent  # the actor's tell and chunk to THEIRS: once
+    ((routing_id, shell_data),) = gateway.router.sent  # the Shell's, on its connection
+    assert routing_id == b"shell-1"
+    for env in (wire.decode(data), wire.decode(shell_data)):
+        assert isinstance(env, Envelope) and is_notice(env) and env.target == THEIRS
+        assert (env.error_code, env.error_message) == (503, error.message)
+    assert gateway.counters.senders_told == 2
+
+
 def test_a_shells_frames_dropped_on_the_other_node_are_told_to_the_shells_that_sent_them() -> None:
     # A Shell's tells and stream frames name no source: node B says `gone` without one,
     # on the link they came on, and node A passes it on to each Shell that sent that

@@ -65,6 +65,16 @@ class Carried(NamedTuple):
 FRAME, MESSAGE = 0, 1
 
 
+def frames_of(item: Carried) -> list[bytes]:
+    """The frames ``item`` carries, encoded as they went to the other node."""
+    if item.kind == FRAME:
+        return [item.data]
+    kind = item.data[0]
+    if kind == framing.KIND_BATCH:
+        return framing.unbatch(item.data)
+    return [item.data[1:]] if kind == framing.KIND_FRAME else []
+
+
 def frames_in_message(message: bytes) -> int:
     """How many frames one of our data-channel messages carries (whole ones only)."""
     kind = message[0]

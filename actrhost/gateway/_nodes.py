@@ -9,7 +9,7 @@ node's certificate.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aiortc import RTCCertificate
@@ -20,6 +20,7 @@ from .._ids import ActrId
 from .._rpc_receiving import worth_logging
 from ..signaling import RelayMessage, RoleAssignment, RoleNegotiation, SdpAnswer, SdpOffer
 from ._call_hold import CallHold
+from ._carry import Carried, frames_of
 from ._counters import GatewayCounters
 from ._identity import sdp_proves_node
 from ._inbound import _InCall
@@ -60,6 +61,7 @@ class Nodes:
     _stream_hold: StreamHold
     _call_hold: CallHold
     _refusing_link_up: Callable[[PeerConnection], None]  # Gateway
+    _tell_senders_of_dropped: Callable[[Iterable[bytes], ActrError], None]  # _notices
 
     def _remote(self, node_id: str) -> RemoteNode:
         node = self._nodes.get(node_id)
@@ -78,9 +80,11 @@ class Nodes:
             self._nodes[node_id] = node
         return node
 
-    def _forget_node(self, node: RemoteNode) -> None:
-        """Drop a node that stayed unreachable: its entry, its actors' routes, its
-        counters. Traffic for one of its actors later locates it afresh."""
+    def _forget_node(self, node: RemoteNode, dropped: list[Carried]) -> None:
+        """Drop a node that stayed unreachable (or stopped): its entry, its actors'
+        routes, its counters; tell the senders of the tells and stream chunks that
+        waited for it (``dropped``). Traffic for one of its actors later locates it
+        afresh."""
         if self._nodes.get(node.node_id) is not node:
             return
         del self._nodes[node.node_id]
@@ -89,6 +93,15 @@ class Nodes:
         self._stream_hold.forget(node.node_id)
         self._call_hold.forget(node.node_id)
         close_in_background(node.close())  # RemoteNode logged why
+        if dropped:
+            # (Before, their senders went on as if they had been delivered.)
+            error = Unavailable(
+                f"node {node.name or node.node_id} stayed unreachable for "
+                f"{self.tuning.reconnect_for_s:g} s: what waited for it was dropped"
+            )
+            self._tell_senders_of_dropped(
+                (frame for item in dropped for frame in frames_of(item)), error
+            )
 
     def _learn(
         self, remote_actor: ActrId, node_id: str, local_actor: ActrId | None = None

@@ -144,17 +144,14 @@ class Notices:
         senders (a Shell's, which name none, on that link)."""
         told: set[tuple[ActrId | PeerConnection, ActrId]] = set()
         for data, came_on in frames:
-            try:
-                item = wire.decode(data)
-            except BadRequest:
+            pair = _told_pair(data)
+            if pair is None:
                 continue
-            if not isinstance(item, StreamFrame) and item.direction != TELL:
-                continue  # a call: its caller gets the error as an answer
-            sender = item.source if item.source is not None else came_on
-            if sender is None or item.target is None or (sender, item.target) in told:
-                continue
-            told.add((sender, item.target))
-            self._say_gone(came_on, item.source, item.target, error)
+            source, target = pair
+            sender = source if source is not None else came_on
+            if sender is not None and (sender, target) not in told:
+                told.add((sender, target))
+                self._say_gone(came_on, source, target, error)
 
     # -- node A: the sender's -----------------------------------------------------------
 
@@ -179,6 +176,22 @@ class Notices:
             self._notify_sender(source, target, error, b"")
             return
         self._notify_shells(target, error)
+
+    def _tell_senders_of_dropped(self, frames: Iterable[bytes], error: ActrError) -> None:
+        """The tells and stream frames among ``frames`` (encoded, as they went to another
+        node) were dropped here with ``error``: tell our actors and Shells that sent
+        them, once per (source, target)."""
+        told: set[tuple[ActrId | None, ActrId]] = set()
+        for data in frames:
+            pair = _told_pair(data)
+            if pair is None or pair in told:
+                continue
+            told.add(pair)
+            source, target = pair
+            if source is not None:
+                self._notify_sender(source, target, error, b"")
+            else:
+                self._notify_shells(target, error)
 
     def _notify_sender(
         self, source: ActrId | None, target: ActrId, error: ActrError, sender: bytes
@@ -243,3 +256,16 @@ def _actor_id(text: object) -> ActrId | None:
         return ActrId.parse(text) if isinstance(text, str) else None
     except BadRequest:
         return None
+
+
+def _told_pair(frame: bytes) -> tuple[ActrId | None, ActrId] | None:
+    """(source, target) of an encoded tell or stream frame, whose sender may be told it
+    was dropped; None for a call or answer (its caller gets the error as an answer), a
+    frame without target, or one that does not decode."""
+    try:
+        item = wire.decode(frame)
+    except BadRequest:
+        return None
+    if not isinstance(item, StreamFrame) and item.direction != TELL:
+        return None
+    return None if item.target is None else (item.source, item.target)

@@ -68,8 +68,10 @@ class RemoteNode:
     ``relay(node, payload, session_id)`` sends a signaling relay from one of our actors
     to one of this node's actors (the gateway picks the pair). ``on_state(node, pc,
     state, reason)`` reports state changes of the *current* connection only: a
-    connection replaced after glare is retired silently. ``on_given_up(node)`` says that
-    a failed connection could not be restored within ``Tuning.reconnect_for_s``.
+    connection replaced after glare is retired silently. ``on_given_up(node, dropped)``
+    says that a failed connection could not be restored within
+    ``Tuning.reconnect_for_s`` (or the node stopped), with the tells and stream chunks
+    that waited for it and are dropped now.
     """
 
     def __init__(
@@ -83,7 +85,7 @@ class RemoteNode:
         relay: Relay,
         certificate: RTCCertificate | None = None,
         on_state: Callable[[RemoteNode, PeerConnection, LinkState, str], None],
-        on_given_up: Callable[[RemoteNode], None],
+        on_given_up: Callable[[RemoteNode, list[Carried]], None],
     ) -> None:
         self.local_node = local_node
         self.node_id = node_id
@@ -203,14 +205,11 @@ class RemoteNode:
         self._spawn(self._watch_new(pc))
         return pc
 
-    def _drop_carried(self) -> int:
-        """Drop (and count) what waited for the next connection; how many frames."""
-        dropped = 0
-        for item in self._carried:
-            frames = item.frame_count()
-            self.counters.by_lane[item.lane].dropped += frames
-            dropped += frames
-        self._carried = []
+    def _drop_carried(self) -> list[Carried]:
+        """Drop (and count) what waited for the next connection; returns it."""
+        dropped, self._carried = self._carried, []
+        for item in dropped:
+            self.counters.by_lane[item.lane].dropped += item.frame_count()
         return dropped
 
     async def _watch_new(self, pc: PeerConnection) -> None:
@@ -389,7 +388,7 @@ class RemoteNode:
                 "finds it again",
                 self,
             )
-            self._on_given_up(self)
+            self._on_given_up(self, [])
 
     async def drain(self, timeout_s: float) -> None:
         """Let what is queued for that node leave first (PeerConnection.drain)."""
@@ -441,9 +440,9 @@ class RemoteNode:
                 log.warning(
                     "%r: %d tell(s) and stream chunk(s) that waited for it are dropped",
                     self,
-                    dropped,
+                    sum(item.frame_count() for item in dropped),
                 )
-            self._on_given_up(self)
+            self._on_given_up(self, dropped)
 
     async def close(self) -> None:
         """Close the connection and stop reconnecting."""
