@@ -665,6 +665,9 @@ def test_chunks_held_for_a_stopped_remote_actor_arrive_after_their_sender_exits(
                     *("load", str(node_a.config_path), "--target", "test+Sink", "--stream"),
                     *("--stream-id", "s0", "--chunk-size", "64KiB", "--total", str(then)),
                     *("--concurrency", "1", "--workers", "1", "--warmup", "0", "--quiet"),
+                    # Its end waits for the stopped target this long (a barrier call),
+                    # then 5 s for a node that does not move (`_load._main`, "settle").
+                    *("--timeout", "2"),
                 )
                 assert load.returncode == 0, load.stderr
                 # Its client cannot see what the target took: it says where to look.
