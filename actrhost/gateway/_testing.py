@@ -7,8 +7,7 @@ media samples; one DEALER per actor sending to the gateway), with real ZeroMQ so
 and the node's frame protocol. It spawns ``python -m actrhost.gateway`` exactly as the
 supervisor does (docs/gateway.md), optionally inside a network namespace.
 
-Routes the fake workers serve: ``echo`` (answers the payload), ``sleep`` (answers after
-``int(payload)`` ms), ``fail`` (answers a 500). Everything else is 404.
+The routes the fake workers serve, and what they record: ``_testing_workers``.
 """
 
 from __future__ import annotations
@@ -23,8 +22,6 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,139 +29,29 @@ import zmq
 
 from .. import _control as control
 from .. import _envelope as wire
-from .._directory import gateway_feed_endpoint, gateway_media_endpoint, gateway_streams_endpoint
-from .._envelope import MEDIA, REQUEST, RESPONSE, STREAM, TELL, Envelope, StreamFrame
-from .._errors import ActrError, DeadlineExceeded, HandlerError, NotFound
+from .._directory import gateway_media_endpoint, gateway_streams_endpoint
+from .._envelope import MEDIA, REQUEST, TELL, Envelope, StreamFrame
+from .._errors import DeadlineExceeded
 from .._ids import ActrId
 from .._payload_type import PayloadType
-from .._rpc import RpcEndpoint
 from .._rundir import node_prefix
 from .._zmqloop import LoopSocket
-from ..shm import decode_array_meta, encode_array_meta
+from ..shm import encode_array_meta
 from ._identity import create_identity
 from ._spec import SPEC_ENV
+from ._testing_workers import OWN_ID, FakeWorker, OwnId, chunk_frame
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 #: A state for ``HarnessNode.states``: leave the actor out of the directory (as a
 #: supervisor does before it lists a worker it is starting).
 UNLISTED = "unlisted"
 
-
-class _OwnId:
-    """``HarnessNode.call``/``tell`` ``source=``: the sending actor's own id (the default)."""
-
-
-OWN_ID = _OwnId()
 #: Short timeouts so failure tests finish quickly.
 FAST_TUNING = {
     "connect_timeout_s": 4.0,
     "keepalive_interval_s": 0.2,
     "keepalive_timeout_s": 1.5,
 }
-
-
-@dataclass
-class Received:
-    """What one fake worker got."""
-
-    tells: list[tuple[str, bytes, ActrId | None]] = field(default_factory=list)
-    #: (route, payload) of every request, answered or not.
-    calls: list[tuple[str, bytes]] = field(default_factory=list)
-    chunks: dict[str, list[tuple[int, bytes]]] = field(default_factory=lambda: defaultdict(list))
-    media: list[tuple[str, Any, int, str, str]] = field(default_factory=list)
-    event: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class _FakeWorker:
-    """One actor instance: an inbound ROUTER and feed (the RpcEndpoint) that serve the
-    routes."""
-
-    def __init__(
-        self, zctx: zmq.Context, endpoint: str, name: str, hwm: int, first_of_instance: bool
-    ) -> None:
-        self.name = name
-        self.endpoint = endpoint
-        self.received = Received()
-        self.rpc = RpcEndpoint(
-            zctx,
-            endpoint,
-            self._on_request,
-            hwm=hwm,
-            name=name,
-            on_stream=self._on_stream,
-            # The first process of its instance (as a worker is until it is restarted)
-            # takes a tell in doubt from a sender it never heard of: nothing read it.
-            first_of_instance=first_of_instance,
-        )
-        # As a worker does once the directory names a gateway: frames from other nodes
-        # come on the feed the gateway binds for it.
-        self.rpc.open_feed(gateway_feed_endpoint(endpoint))
-        self.actr_id: ActrId | None = None
-
-    def _on_request(self, env: Envelope, routing_id: bytes) -> None:
-        if env.direction == TELL:
-            self.received.tells.append((env.route_key, bytes(env.payload), env.source))
-            self.received.event.set()
-            return
-        self.received.calls.append((env.route_key, bytes(env.payload)))
-        if env.route_key == "echo":
-            self._answer(env, routing_id, bytes(env.payload))
-        elif env.route_key == "sleep":
-            delay_s = int(env.payload or b"0") / 1000
-            asyncio.get_running_loop().call_later(delay_s, self._answer, env, routing_id, b"slept")
-        elif env.route_key == "deadline":
-            remaining_ms = (env.deadline_ns - time.monotonic_ns()) // 1_000_000
-            self._answer(env, routing_id, str(remaining_ms).encode())
-        elif env.route_key == "repeat":  # a large answer to a small request
-            self._answer(env, routing_id, b"r" * int(env.payload))
-        elif env.route_key == "fail":
-            self._error(env, routing_id, HandlerError("ValueError: asked to fail"))
-        else:
-            self._error(env, routing_id, NotFound(f"no route {env.route_key!r}"))
-
-    def _answer(self, env: Envelope, routing_id: bytes, payload: bytes) -> None:
-        self.rpc.reply(routing_id, Envelope(RESPONSE, payload=payload, request_id=env.request_id))
-
-    def _error(self, env: Envelope, routing_id: bytes, exc: ActrError) -> None:
-        self.rpc.reply(routing_id, wire.error_response(env.request_id, exc))
-
-    def _on_stream(self, frame: StreamFrame) -> None:
-        if frame.kind == STREAM:
-            self.received.chunks[frame.key].append((frame.sequence, bytes(frame.payload)))
-        else:
-            value: Any = bytes(frame.payload)
-            if frame.array_meta:
-                import numpy as np
-
-                dtype, shape = decode_array_meta(frame.array_meta)
-                value = np.frombuffer(frame.payload, dtype=dtype).reshape(shape)
-            self.received.media.append(
-                (frame.key, value, frame.timestamp, frame.codec, frame.media_type)
-            )
-        self.received.event.set()
-
-
-def _chunk(
-    worker: _FakeWorker,
-    target: ActrId,
-    stream_id: str,
-    sequence: int,
-    payload: bytes,
-    lane: PayloadType,
-    source: ActrId | _OwnId | None = OWN_ID,
-) -> bytes:
-    """An encoded data-stream chunk from ``worker`` with the payload inline (``source`` as
-    for ``HarnessNode.call``)."""
-    frame = StreamFrame(
-        STREAM,
-        stream_id,
-        source=worker.actr_id if isinstance(source, _OwnId) else source,
-        target=target,
-        payload_type=lane,
-        sequence=sequence,
-        payload=payload,
-    )
-    return wire.encode_stream(frame)
 
 
 class HarnessNode:
@@ -222,7 +109,7 @@ class HarnessNode:
         self.log_path = folder / "gateway.log"
         self.ids: dict[str, ActrId] = {}
         self.credentials: dict[str, str] = {}
-        self.workers: dict[str, _FakeWorker] = {}
+        self.workers: dict[str, FakeWorker] = {}
         #: Directory states other than "running", by actor name, or UNLISTED.
         self.states: dict[str, str] = {}
         #: More directory fields by actor name (``given_up``, ``restart_requested``).
@@ -264,7 +151,7 @@ class HarnessNode:
                     raise RuntimeError(f"{self!r}: gateway exited: {self.log_text()[-2000:]}")
         for index, (actor_name, *_rest) in enumerate(self.actor_specs):
             endpoint = f"ipc://{self._sock_dir}/a{index}.sock"
-            worker = _FakeWorker(
+            worker = FakeWorker(
                 self._zctx, endpoint, actor_name, self.hwm, not self.restarted_workers
             )
             worker.actr_id = self.ids[actor_name]
@@ -441,7 +328,7 @@ class HarnessNode:
         *,
         timeout_s: float = 10.0,
         lane: PayloadType = PayloadType.RPC_RELIABLE,
-        source: ActrId | _OwnId | None = OWN_ID,
+        source: ActrId | OwnId | None = OWN_ID,
         deadline_ns: int | None = None,
     ) -> bytes:
         """A request from actor ``sender`` through the gateway; raises the ActrError.
@@ -456,7 +343,7 @@ class HarnessNode:
             route,
             payload,
             request_id=worker.rpc.next_request_id(),
-            source=worker.actr_id if isinstance(source, _OwnId) else source,
+            source=worker.actr_id if isinstance(source, OwnId) else source,
             target=target,
             payload_type=lane,
             deadline_ns=int(deadline * 1e9) if deadline_ns is None else deadline_ns,
@@ -488,7 +375,7 @@ class HarnessNode:
         route: str,
         payload: bytes = b"",
         *,
-        source: ActrId | _OwnId | None = OWN_ID,
+        source: ActrId | OwnId | None = OWN_ID,
         timeout_s: float = 5.0,
     ) -> None:
         """A tell from actor ``sender`` through the gateway (``source`` as for ``call``);
@@ -499,7 +386,7 @@ class HarnessNode:
             route,
             payload,
             request_id=worker.rpc.next_request_id(),
-            source=worker.actr_id if isinstance(source, _OwnId) else source,
+            source=worker.actr_id if isinstance(source, OwnId) else source,
             target=target,
         )
         await worker.rpc.tell(self.gateway_endpoint, env, self._deadline(timeout_s))
@@ -513,16 +400,16 @@ class HarnessNode:
         payload: bytes,
         *,
         lane: PayloadType = PayloadType.STREAM_RELIABLE,
-        source: ActrId | _OwnId | None = OWN_ID,
+        source: ActrId | OwnId | None = OWN_ID,
         timeout_s: float = 30.0,
     ) -> None:
         """One data-stream chunk (inline) from ``sender`` through the gateway (``source``
         as for ``call``)."""
         worker = self.workers[sender]
-        data = _chunk(worker, target, stream_id, sequence, payload, lane, source)
+        data = chunk_frame(worker, target, stream_id, sequence, payload, lane, source)
         await self._send_blocking(worker, data, self._deadline(timeout_s))
 
-    async def _send_blocking(self, worker: _FakeWorker, data: bytes, deadline: float) -> None:
+    async def _send_blocking(self, worker: FakeWorker, data: bytes, deadline: float) -> None:
         """Send to the gateway, waiting while it pushes back (until ``deadline``).
 
         Unlike ``RpcEndpoint.send`` (which waits at most 1 s, for a peer that is
@@ -550,7 +437,7 @@ class HarnessNode:
     ) -> bool:
         """Like :meth:`send_chunk` but gives up (False) if ZeroMQ can't take it now."""
         worker = self.workers[sender]
-        data = _chunk(worker, target, stream_id, sequence, payload, lane)
+        data = chunk_frame(worker, target, stream_id, sequence, payload, lane)
         try:
             worker.rpc.link(self.gateway_streams_endpoint).send_nowait(data)
         except zmq.Again:
