@@ -59,7 +59,7 @@ def signaling_url() -> Iterator[str]:
 def gateway_process_setup() -> Iterator[None]:
     """What the gateway process does at start (aiortc tuning, ICE host addresses on
     loopback), for tests that run real peer connections in this process."""
-    from actrhost.gateway import _dtls, _jitter, _sctp, _sctp_loss, _sctp_scan
+    from actrhost.gateway import _dtls, _jitter, _sctp, _sctp_loss, _sctp_packets, _sctp_scan
     from actrhost.gateway._ice import (
         enlarge_receive_buffers,
         skip_stun_parse_for_media,
@@ -67,6 +67,7 @@ def gateway_process_setup() -> Iterator[None]:
     )
     from actrhost.gateway._rtcp import skip_rtcp_of_silent_tracks
 
+    _sctp_packets.install()  # (first, as in the gateway)
     _sctp.install()
     _sctp_loss.install()
     _sctp_scan.install()

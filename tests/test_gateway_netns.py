@@ -286,6 +286,8 @@ def test_without_ice_host_addresses_a_gateway_offers_the_address_that_reaches_si
         assert f"ICE host address {ADDR_B}, the one that reaches signaling" in b.log_text()
         (remote,) = runner.run(a.stats())["remote_nodes"].values()
         assert remote["candidate_type"] == "host"
+        # Another host (a veth, MTU 1,500): aiortc's packet size, though the hello came.
+        assert remote["name"] and remote["connection"]["sctp_packet_bytes"] == 1189
 
 
 def test_two_hosts_left_on_loopback_addresses_are_told_to_set_ice_host_addresses(

@@ -121,6 +121,9 @@ def test_force_relay_goes_through_turn(tmp_path: Path, turn: tuple[int, Path]) -
         for node in (a, b):
             (remote,) = runner.run(node.stats())["remote_nodes"].values()
             assert remote["candidate_type"] == "relay", remote
+            # Its hello came (the name), yet a relay is a path through a server: aiortc's
+            # packet size (_sctp_packets).
+            assert remote["name"] and remote["connection"]["sctp_packet_bytes"] == 1189
     log = turn_log.read_text(errors="replace")
     # Both gateways allocated a relay and bound a channel to the other's relay address.
     assert log.count("ALLOCATE processed, success") >= 2, log[-2000:]

@@ -20,7 +20,7 @@ from setproctitle import setproctitle
 from .._config import load_node_config
 from .._errors import ConfigError
 from .._linux import set_parent_death_signal, supervisor_gone
-from . import _dtls, _jitter, _sctp, _sctp_loss, _sctp_scan
+from . import _dtls, _jitter, _sctp, _sctp_loss, _sctp_packets, _sctp_scan
 from ._gateway import Gateway
 from ._ice import enlarge_receive_buffers, skip_stun_parse_for_media, use_host_addresses
 from ._rtcp import skip_rtcp_of_silent_tracks
@@ -64,9 +64,12 @@ def main() -> int:
     # Fixes, not tunings: without them one lost video packet can stop a track for good,
     # and a path that reorders packets (jitter) starves every stream.
     _jitter.install()
-    _sctp_loss.install()
     # ACTRHOST_GATEWAY_AIORTC=plain runs aiortc and aioice as shipped (for comparisons).
-    if os.environ.get("ACTRHOST_GATEWAY_AIORTC", "tuned") != "plain":
+    tuned = os.environ.get("ACTRHOST_GATEWAY_AIORTC", "tuned") != "plain"
+    if tuned:
+        _sctp_packets.install()  # (first: the other SCTP patches wrap what it puts there)
+    _sctp_loss.install()
+    if tuned:
         _sctp.install()
         _sctp_scan.install()
         _dtls.install()

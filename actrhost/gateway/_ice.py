@@ -203,6 +203,23 @@ def candidate_type_in_use(pc: Any) -> str:
     return ""
 
 
+def host_pair_on_loopback(pc: Any) -> bool:
+    """True when the nominated pair joins two host candidates on loopback addresses: a
+    path inside one host, with no router and the loopback's MTU (module ``_sctp_packets``).
+    """
+    for transport in _ice_transports(pc):
+        connection = getattr(transport, "_connection", None)
+        pair = (getattr(connection, "_nominated", None) or {}).get(1)
+        if pair is None:
+            return False
+        try:
+            ends = (pair.local_candidate, pair.remote_candidate)
+            return all(c.type == "host" and ipaddress.ip_address(c.host).is_loopback for c in ends)
+        except (AttributeError, ValueError):  # a future aioice; a host name (mDNS)
+            return False
+    return False
+
+
 #: Linux's tables of UDP sockets, one line per socket with its inode and its drops.
 _PROC_NET_UDP = (Path("/proc/net/udp"), Path("/proc/net/udp6"))
 

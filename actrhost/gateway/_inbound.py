@@ -133,6 +133,7 @@ class Inbound(Trust, ToWorkers, Notices):
             pc.counters.malformed += 1
         else:
             pc.stream_batches = message.get("stream_batches") is True
+            pc.peer_reads_packets(message.get("sctp_packet_bytes"))
             if node is not None:
                 node.name = name
                 node.aliases = aliases

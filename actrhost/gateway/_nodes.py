@@ -19,6 +19,7 @@ from .._errors import ActrError, NotFound, PermissionDenied, Unavailable
 from .._ids import ActrId
 from .._rpc_receiving import worth_logging
 from ..signaling import RelayMessage, RoleAssignment, RoleNegotiation, SdpAnswer, SdpOffer
+from . import _sctp_packets
 from ._call_hold import CallHold
 from ._carry import Carried, frames_of
 from ._counters import GatewayCounters
@@ -188,6 +189,10 @@ class Nodes:
                 "node_name": self.config.node.name,
                 "aliases": aliases,
                 "stream_batches": True,  # we unpack batches on the stream channel (_peer)
+                # Whether we read SCTP packets larger than aiortc's (_sctp_packets).
+                "sctp_packet_bytes": (
+                    _sctp_packets.LARGE_PACKET_BYTES if _sctp_packets.installed() else None
+                ),
             }
         )
 

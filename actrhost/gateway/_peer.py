@@ -23,12 +23,13 @@ from .._config import WebrtcConfig
 from .._envelope import StreamFrame
 from .._rpc_receiving import worth_logging
 from .._tell_origin import session_key
-from . import _dtls, _sctp_loss
+from . import _dtls, _sctp_loss, _sctp_packets
 from . import _framing as framing
 from ._carry import HeldTells, Named, Origin
 from ._confirming import Confirming, Delivering
 from ._ice import (
     candidate_type_in_use,
+    host_pair_on_loopback,
     local_candidate_count,
     loopback_only,
     rtc_configuration,
@@ -466,6 +467,19 @@ class PeerConnection(Confirming):
         packet_at = last_packet_at(sctp) if sctp is not None else 0.0
         return max(self._last_rx, packet_at)
 
+    def peer_reads_packets(self, packet_bytes: Any) -> None:
+        """The other gateway's ``hello`` says it reads SCTP packets of up to
+        ``packet_bytes``: send packets that large when this connection stays inside one
+        host (module ``_sctp_packets``)."""
+        sctp = self._pc.sctp if self._pc is not None else None
+        if (
+            type(packet_bytes) is int
+            and sctp is not None
+            and self._state is LinkState.CONNECTED
+            and host_pair_on_loopback(self._pc)
+        ):
+            _sctp_packets.enlarge(sctp, min(packet_bytes, _sctp_packets.LARGE_PACKET_BYTES))
+
     def probe(self, reason: str) -> None:
         """Check now that the other side is alive, as someone else doubts it (signaling
         saw its node's connection close): it is asked to answer at once, and the
@@ -543,6 +557,9 @@ class PeerConnection(Confirming):
             "stream_inflight_bytes": self._stream_sent_bytes - self._stream_acked_bytes,
             "error": self.error,
             "sctp": _sctp_loss.describe(self._pc.sctp) if self._pc and self._pc.sctp else None,
+            "sctp_packet_bytes": (
+                _sctp_packets.packet_bytes(self._pc.sctp) if self._pc and self._pc.sctp else None
+            ),
             "udp_drops": udp_drops(self._pc) if self._pc else None,
             # Below their ceilings on a slow link (_pacing).
             "send_buffer_bytes": self._pace.limit_bytes,

@@ -1,0 +1,99 @@
+"""SCTP packets larger than aiortc's between two gateways on one host
+(``actrhost/gateway/_sctp_packets.py``), on two real aiortc connections in this process:
+a link on loopback host candidates sends packets as large as a DTLS record once the other
+side says it reads them, and what it sends arrives intact; without that word it keeps
+aiortc's size; the patch refuses to go under others. Between two gateway processes:
+tests/test_gateway_streams.py (on one host), test_gateway_relay.py and
+test_gateway_netns.py (a relay and a veth keep aiortc's size)."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("aiortc")
+
+from aiortc.rtcsctptransport import DataChunk, parse_packet
+
+from actrhost._payload_type import PayloadType
+from actrhost.gateway import _sctp_packets
+
+from .test_gateway_peer import Side
+from .test_gateway_tuning import closing_pair, sctp_of
+from .utils import REPO, run
+
+pytestmark = pytest.mark.usefixtures("gateway_process_setup")
+
+
+def record_data_packet_sizes(side: Side) -> list[int]:
+    """The size of each packet with DATA this side sends."""
+    dtls = sctp_of(side).transport
+    sizes: list[int] = []
+    send = dtls._send_data
+
+    async def recording_send(data: bytes) -> None:
+        if any(isinstance(c, DataChunk) for c in parse_packet(data)[3]):
+            sizes.append(len(data))
+        await send(data)
+
+    dtls._send_data = recording_send
+    return sizes
+
+
+def send_and_check(a: Side, b: Side, count: int) -> list[bytes]:
+    """``count`` stream frames of 256 KiB from a to b; returns them as sent."""
+    chunks = [bytes([i]) * (256 * 1024) for i in range(count)]
+    for chunk in chunks:
+        a.pc.enqueue(PayloadType.STREAM_RELIABLE, chunk)
+    return chunks
+
+
+def test_a_link_inside_one_host_sends_large_packets_once_the_other_side_reads_them() -> None:
+    async def scenario() -> None:
+        async with closing_pair() as (a, b):
+            sizes = record_data_packet_sizes(a)
+            a.pc.peer_reads_packets(None)  # an older gateway: no word
+            assert a.pc.stats()["sctp_packet_bytes"] == 1189
+            a.pc.peer_reads_packets(16384)
+            b.pc.peer_reads_packets(16384)
+            assert a.pc.stats()["sctp_packet_bytes"] == 16384
+            chunks = send_and_check(a, b, 16)  # 4 MiB
+            await b.wait_frames(len(chunks), timeout_s=20)
+            got = [data for _lane, data in b.frames]
+            assert [hashlib.sha256(x).digest() for x in got] == [
+                hashlib.sha256(x).digest() for x in chunks
+            ]
+            # ≈ 260 packets of ≤ 16 KiB instead of ≈ 3,600 of 1,189 bytes.
+            assert max(sizes) <= 16384 and len(sizes) < 400, (max(sizes), len(sizes))
+
+    run(scenario())
+
+
+def test_a_link_keeps_aiortcs_packets_when_the_other_side_does_not_say() -> None:
+    async def scenario() -> None:
+        async with closing_pair() as (a, b):
+            sizes = record_data_packet_sizes(a)
+            a.pc.peer_reads_packets("16384")  # not a number: as if unsaid
+            chunks = send_and_check(a, b, 2)
+            await b.wait_frames(len(chunks), timeout_s=20)
+            assert max(sizes) <= 1189 and a.pc.stats()["sctp_packet_bytes"] == 1189
+
+    run(scenario())
+
+
+def test_the_patch_refuses_to_go_under_the_other_sctp_patches() -> None:
+    # Its copies of aiortc's methods would run our wrappers' code over aiortc's globals.
+    code = (
+        "from actrhost.gateway import _sctp_loss, _sctp_packets\n"
+        "_sctp_loss.install()\n"
+        "_sctp_packets.install()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert "must come before the other SCTP patches" in done.stderr
+    assert _sctp_packets.installed()  # (here, by the fixture, first)
