@@ -16,11 +16,11 @@ Two things in aiortc stand in the way, both handled here:
 
 * Its DTLS transport reads at most 1,500 bytes of a record (``SSL.Connection.recv`` and
   ``bio_read``): a larger packet arrived cut short and was dropped (a trial with 8 KiB
-  packets in 2026-12-01 "never completed a transfer"). aiortc's DTLS module gets a
+  packets on 2026-12-01 "never completed a transfer"). aiortc's DTLS module gets a
   ``Connection`` that reads up to :data:`RECORD_READ_BYTES` (a TLS record holds at most
   16 KiB of plaintext).
 * Its SCTP association reads the packet size as module constants (with the largest DATA
-  chunk payload derived from it) in five methods: fragmenting, the congestion window's
+  chunk payload derived from it) in four methods: fragmenting, the congestion window's
   growth and floors, the burst limit. :func:`install` puts a dispatcher on the class
   for each, which runs aiortc's function or, for an association :func:`enlarge` switched,
   the same code with larger constants (a copy of the function over a copy of the
