@@ -1,7 +1,8 @@
 """SCTP packets larger than aiortc's between two gateways on one host
 (``actrhost/gateway/_sctp_packets.py``), on two real aiortc connections in this process:
 a link on loopback host candidates sends packets as large as a DTLS record once the other
-side says it reads them, and what it sends arrives intact; without that word it keeps
+side says it reads them, and what it sends arrives intact, lost packets too; without that
+word it keeps
 aiortc's size; the patch refuses to go under others. Between two gateway processes:
 tests/test_gateway_streams.py (on one host), test_gateway_relay.py and
 test_gateway_netns.py (a relay and a veth keep aiortc's size)."""
@@ -9,6 +10,7 @@ test_gateway_netns.py (a relay and a veth keep aiortc's size)."""
 from __future__ import annotations
 
 import hashlib
+import random
 import subprocess
 import sys
 
@@ -22,6 +24,7 @@ from actrhost._payload_type import PayloadType
 from actrhost.gateway import _sctp_packets
 
 from .test_gateway_peer import Side
+from .test_gateway_sctp_loss import impair, stream
 from .test_gateway_tuning import closing_pair, sctp_of
 from .utils import REPO, run
 
@@ -70,6 +73,32 @@ def test_a_link_inside_one_host_sends_large_packets_once_the_other_side_reads_th
             assert max(sizes) <= 16384 and len(sizes) < 400, (max(sizes), len(sizes))
 
     run(scenario())
+
+
+def test_large_packets_lost_on_the_way_are_sent_again() -> None:
+    # A loss costs a whole 16 KiB packet (several of aiortc's), found and sent again as
+    # any other: what arrives is whole and in order.
+    rng = random.Random(7)
+    dropped = 0
+
+    def drop_some_data(packet: bytes) -> bool:
+        nonlocal dropped
+        if any(isinstance(c, DataChunk) for c in parse_packet(packet)[3]) and rng.random() < 0.03:
+            dropped += 1
+            return True
+        return False
+
+    async def scenario() -> None:
+        async with closing_pair() as (a, b):
+            a.pc.peer_reads_packets(16384)
+            b.pc.peer_reads_packets(16384)
+            sizes = record_data_packet_sizes(a)
+            impair(a, delay_s=0.005, rate_bytes_s=50e6, drop=drop_some_data)
+            impair(b, delay_s=0.005, rate_bytes_s=50e6)
+            await stream(a, b, chunks=256, timeout_s=30)  # 4 MiB in 16 KiB frames
+            assert dropped >= 3 and max(sizes) > 8192, (dropped, max(sizes))
+
+    run(scenario(), timeout_s=60)
 
 
 def test_a_link_keeps_aiortcs_packets_when_the_other_side_does_not_say() -> None:
