@@ -2,8 +2,8 @@
 (``actrhost/gateway/_sctp_packets.py``), on two real aiortc connections in this process:
 a link on loopback host candidates sends packets as large as a DTLS record once the other
 side says it reads them, and what it sends arrives intact, lost packets too; without that
-word it keeps
-aiortc's size; the patch refuses to go under others. Between two gateway processes:
+word it keeps aiortc's size; the patch refuses to go under others. Between two gateway
+processes:
 tests/test_gateway_streams.py (on one host), test_gateway_relay.py and
 test_gateway_netns.py (a relay and a veth keep aiortc's size)."""
 
