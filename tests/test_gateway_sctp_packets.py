@@ -3,8 +3,7 @@
 a link on loopback host candidates sends packets as large as a DTLS record once the other
 side says it reads them, and what it sends arrives intact, lost packets too; without that
 word it keeps aiortc's size; the patch refuses to go under others. Between two gateway
-processes:
-tests/test_gateway_streams.py (on one host), test_gateway_relay.py and
+processes: tests/test_gateway_streams.py (on one host), test_gateway_relay.py and
 test_gateway_netns.py (a relay and a veth keep aiortc's size)."""
 
 from __future__ import annotations
