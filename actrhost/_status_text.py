@@ -179,10 +179,13 @@ def format_status(status: dict[str, Any]) -> str:
             # The state is the current attempt's: connected means the reconnect is done.
             again = node.get("reconnecting") and node.get("state") != "connected"
             why = f": {node['down_because']}" if again and node.get("down_because") else ""
+            packet = (node.get("connection") or {}).get("sctp_packet_bytes") or 0
+            # Larger than aiortc's 1,189 bytes only between gateways on one host.
+            large = f" (one host: packets of {packet // 1024} KiB)" if packet > 1500 else ""
             lines.append(
                 f"  remote node {name}: {node.get('state')}"
                 f"{f' (reconnecting{why})' if again else ''}, "
-                f"candidate {node.get('candidate_type') or '-'}, "
+                f"candidate {node.get('candidate_type') or '-'}{large}, "
                 f"{len(node.get('actors', []))} actor(s), connects {node.get('connects', 0)}, "
                 f"links lost {node.get('links_lost', 0)}, failures {node.get('failures', 0)}, "
                 f"malformed {node.get('malformed', 0)}"
