@@ -16,9 +16,10 @@ Setup (all on loopback, one machine):
   aiortc echoing as many pings outstanding), and a reliable stream of ``--chunk-bytes``
   chunks from node A's worker to node B's worker (end to end: worker -> ZeroMQ ->
   gateway -> aiortc -> gateway -> ZeroMQ -> worker). One pair of gateways per
-  ``--variants`` entry, side by side: ``tuned`` (as shipped), ``plain`` (aiortc and
-  aioice without the gateway's tuning), ``asyncio`` (tuned, on the standard event loop
-  instead of uvloop) and ``forward``.
+  ``--variants`` entry, side by side: ``tuned`` (as shipped: on one host, as here, its
+  gateways send each other 16 KiB SCTP packets, ``gateway/_sctp_packets.py``), ``plain``
+  (aiortc and aioice without the gateway's tuning: 1,189-byte packets, as raw aiortc),
+  ``asyncio`` (tuned, on the standard event loop instead of uvloop) and ``forward``.
 * **real nodes** (``--nodes``, on by default): two nodes run with ``python -m actrhost
   run``, real supervisors, workers and gateways, as a user runs them: the ``Driver``
   actor of ``bench_actors.py`` on node A calls the ``Sink`` on node B (found with
