@@ -534,21 +534,33 @@ def test_chunks_in_a_killed_sending_gateway_arrive_once_after_its_restart(
                 got = json.loads(await shell_b.call("sink", "test.Sink.Results", b""))
                 return got.get("s0", [])
 
+            async def sink_stats() -> dict:
+                (stats,) = [a["stats"] for a in (await shell_b.status())["actors"]]
+                return stats
+
             gateway_pid = (await shell_a.status())["gateway"]["pid"]
+            # 2 ms a chunk: the stream is still on its way at the kill (between two nodes
+            # on one host it would otherwise have arrived whole before it, in < 0.5 s).
+            await shell_b.call("sink", "test.Sink.Configure", b'{"delay_s": 0.002}')
             for n, payload in enumerate(payloads):
                 await shell_a.send_data_stream(sink, DataStream("s0", n, payload), timeout=20)
             # Some read, most still on their way: those read come again and are dropped.
             while len(await received()) < 100:
                 await asyncio.sleep(0.005)
             os.kill(gateway_pid, signal.SIGKILL)
+            assert len(await received()) < count, "all arrived before the kill: tests nothing"
             deadline = time.monotonic() + 40
-            while len(await received()) < count and time.monotonic() < deadline:
+            while time.monotonic() < deadline:
+                if (
+                    len(await received()) >= count
+                    and (await sink_stats())["chunks_duplicates_dropped"]
+                ):
+                    break
                 await asyncio.sleep(0.2)
             await asyncio.sleep(0.5)  # anything that came twice would be here by now
             got = await received()
             assert (await shell_a.status())["gateway"]["restarts"] == 1
-            (sink_stats,) = [a["stats"] for a in (await shell_b.status())["actors"]]
-            assert sink_stats["chunks_duplicates_dropped"] > 0  # those read before
+            assert (await sink_stats())["chunks_duplicates_dropped"] > 0  # those read before
             crcs = [zlib.crc32(p) for p in payloads]
             assert all(c["crc"] == crcs[c["seq"]] for c in got)
             return [c["seq"] for c in got]
