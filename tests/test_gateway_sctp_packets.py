@@ -45,8 +45,8 @@ def record_data_packet_sizes(side: Side) -> list[int]:
     return sizes
 
 
-def send_and_check(a: Side, b: Side, count: int) -> list[bytes]:
-    """``count`` stream frames of 256 KiB from a to b; returns them as sent."""
+def enqueue_chunks(a: Side, count: int) -> list[bytes]:
+    """Queue ``count`` stream frames of 256 KiB on ``a``'s link; returns them as sent."""
     chunks = [bytes([i]) * (256 * 1024) for i in range(count)]
     for chunk in chunks:
         a.pc.enqueue(PayloadType.STREAM_RELIABLE, chunk)
@@ -62,7 +62,7 @@ def test_a_link_inside_one_host_sends_large_packets_once_the_other_side_reads_th
             a.pc.peer_reads_packets(16384)
             b.pc.peer_reads_packets(16384)
             assert a.pc.stats()["sctp_packet_bytes"] == 16384
-            chunks = send_and_check(a, b, 16)  # 4 MiB
+            chunks = enqueue_chunks(a, 16)  # 4 MiB
             await b.wait_frames(len(chunks), timeout_s=20)
             got = [data for _lane, data in b.frames]
             assert [hashlib.sha256(x).digest() for x in got] == [
@@ -105,7 +105,7 @@ def test_a_link_keeps_aiortcs_packets_when_the_other_side_does_not_say() -> None
         async with closing_pair() as (a, b):
             sizes = record_data_packet_sizes(a)
             a.pc.peer_reads_packets("16384")  # not a number: as if unsaid
-            chunks = send_and_check(a, b, 2)
+            chunks = enqueue_chunks(a, 2)
             await b.wait_frames(len(chunks), timeout_s=20)
             assert max(sizes) <= 1189 and a.pc.stats()["sctp_packet_bytes"] == 1189
 

@@ -87,7 +87,7 @@ def enlarge(transport: Any, packet_bytes: int) -> None:
     """Send SCTP packets of up to ``packet_bytes`` on association ``transport`` from now
     on (messages already cut keep their chunks). Its congestion window is raised to
     what aiortc starts with for that size, three full chunks."""
-    if not _installed or packet_bytes <= _aiortc_constants()[0]:
+    if not _installed or packet_bytes <= _aiortc_packet_bytes():
         return
     _make_variant(packet_bytes)
     transport.__dict__[_ATTRIBUTE] = packet_bytes
@@ -96,7 +96,7 @@ def enlarge(transport: Any, packet_bytes: int) -> None:
 
 def packet_bytes(transport: Any) -> int:
     """The SCTP packet size association ``transport`` sends."""
-    return int(transport.__dict__.get(_ATTRIBUTE) or _aiortc_constants()[0])
+    return int(transport.__dict__.get(_ATTRIBUTE) or _aiortc_packet_bytes())
 
 
 # -- how -----------------------------------------------------------------------------------
@@ -151,7 +151,7 @@ def _userdata_bytes(packet: int) -> int:
     return (packet - 12 - 16) // 4 * 4
 
 
-def _aiortc_constants() -> tuple[int, int]:
+def _aiortc_packet_bytes() -> int:
     from aiortc import rtcsctptransport as sctp
 
-    return int(sctp.SCTP_MAX_PACKET_LENGTH), int(sctp.USERDATA_MAX_LENGTH)
+    return int(sctp.SCTP_MAX_PACKET_LENGTH)
