@@ -368,18 +368,24 @@ class Supervisor(ControlHandlers):
         ``on_start`` that awaits, but one that blocks its loop (``time.sleep``, a
         socket read, a sync ``__init__`` that never returns) stays ``starting`` for ever.
         So the worker that has not run by the limit, plus the grace its own cancellation
-        gets and a margin, is killed and its start failed (the restart policy applies)."""
+        gets and a margin, is killed and its start failed (the restart policy applies).
+
+        Armed at the worker's HELLO, which can come before ``_spawn`` knows the process
+        (a forkserver's answer with the pid may be read after it): the watch is for the
+        spawn (``slot.spawned``), and finds its process when it fires."""
         limit_s = slot.config.start_timeout_s
-        if not limit_s or slot.process is None:
+        if not limit_s:
             return
         after_s = limit_s + self.config.node.shutdown_grace_s + KILL_AFTER_S
         loop = asyncio.get_running_loop()
-        loop.call_later(after_s, self._end_stuck_start, slot, slot.process)
+        loop.call_later(after_s, self._end_stuck_start, slot, slot.spawned)
 
-    def _end_stuck_start(self, slot: Slot, process: WorkerProcess) -> None:
+    def _end_stuck_start(self, slot: Slot, spawned: int) -> None:
+        process = slot.process
         if (
             self._stopping
-            or slot.process is not process
+            or slot.spawned != spawned
+            or process is None
             or process.returncode is not None
             or slot.state is not ActorState.STARTING
         ):

@@ -1045,7 +1045,7 @@ def run_until_given_up(node_factory: Callable[..., Node], handler: str) -> Node:
         "shutdown_grace_s = 0.5\n",
         start=False,
     ).spawn()
-    wait_until(lambda: "gave up after 1 restarts" in node.log(), 30, "the supervisor to give up")
+    node.wait_for_log("gave up after 1 restarts", 30)
     return node
 
 

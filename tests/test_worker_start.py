@@ -231,6 +231,62 @@ def test_a_worker_that_could_not_be_started_is_restarted_like_a_crash(tmp_path):
     asyncio.run(go())
 
 
+def test_a_start_watched_from_a_hello_that_came_before_the_pid_still_ends(tmp_path, monkeypatch):
+    # Flaky once under load (session 46): the worker's HELLO, which arms the watch on a
+    # blocked start, was read before the forkserver's answer with its pid. The watch then
+    # held the previous process (or none) and never fired: "starting" for good.
+    config_path = tmp_path / "node.toml"
+    config_path.write_text(
+        '[node]\nname = "n"\nshutdown_grace_s = 0.05\n'
+        + ECHO.replace("instances = 3", "instances = 1\nstart_timeout_s = 0.05")
+    )
+    supervisor = Supervisor(load_config(config_path), run_dir=tmp_path / "run")
+    supervisor._broadcast = lambda now=False: None  # type: ignore[method-assign]
+    monkeypatch.setattr(supervisor_module, "KILL_AFTER_S", 0.05)
+    forkserver_answers = asyncio.Event()
+
+    class Blocked:
+        """A worker whose on_start blocks its loop: it ends only when killed."""
+
+        pid = 4242
+        returncode: int | None = None
+
+        def __init__(self) -> None:
+            self.killed = asyncio.Event()
+            self.why = ""  # the slot's error when it was killed
+
+        def kill(self) -> None:
+            self.why = slot.error
+            self.killed.set()
+
+        async def wait(self) -> int:
+            await self.killed.wait()
+            self.returncode = -signal.SIGKILL
+            return self.returncode
+
+    blocked = Blocked()
+
+    async def start_process(spec: WorkerSpec) -> Blocked:
+        await forkserver_answers.wait()
+        return blocked
+
+    supervisor._start_process = start_process  # type: ignore[method-assign,assignment]
+    slot = supervisor._slots[0]
+
+    async def go() -> None:
+        spawn = asyncio.ensure_future(supervisor._spawn(slot))
+        await asyncio.sleep(0)
+        supervisor._watch_start(slot)  # the HELLO, read before the pid
+        await asyncio.sleep(0.01)
+        forkserver_answers.set()
+        await spawn
+        async with asyncio.timeout(5):
+            await blocked.killed.wait()
+        assert "on_start did not return within start_timeout_s = 0.05 s" in blocked.why
+
+    asyncio.run(go())
+
+
 def test_ctrl_c_during_a_worker_processs_imports_is_ignored():
     # A terminal's Ctrl-C reaches the whole process group; a forkserver still importing
     # died of it with a KeyboardInterrupt traceback (QA). Only the supervisor decides:

@@ -193,6 +193,13 @@ class Node:
         """What the node wrote so far."""
         return self.log_path.read_text(errors="replace")
 
+    def wait_for_log(self, text: str, timeout_s: float) -> None:
+        """Wait until the node has written ``text``; fail with its log if it does not."""
+        try:
+            wait_until(lambda: text in self.log(), timeout_s, repr(text))
+        except AssertionError as exc:
+            raise AssertionError(f"{exc} in the node's log:\n{self.log()}") from None
+
     def actors(self) -> list[actrhost.ActorInfo]:
         """The node's actors as a fresh Shell sees them."""
 
