@@ -232,12 +232,14 @@ def _pace_lines(connection: dict[str, Any]) -> list[str]:
 
 def _sctp_lines(sctp: dict[str, Any]) -> list[str]:
     """The link's loss recovery, once it had any (a clean link says nothing)."""
-    if not sctp.get("fast_recoveries"):
+    if not sctp.get("fast_recoveries") and not sctp.get("outage_retransmits"):
         return []
     return [
         f"    sctp: round trip {sctp.get('srtt_ms')} ms (lowest {sctp.get('min_rtt_ms')} ms), "
-        f"window {sctp.get('cwnd_bytes', 0) // 1024} KiB, {sctp['fast_recoveries']} fast "
+        f"window {sctp.get('cwnd_bytes', 0) // 1024} KiB, {sctp.get('fast_recoveries', 0)} fast "
         f"recoveries ({sctp.get('spurious_retransmits', 0)} chunks sent again needlessly), "
+        f"{sctp.get('outage_retransmits', 0)} outage(s) ended by probes "
+        f"({sctp.get('stall_probes', 0)} probes sent), "
         f"reordering window {sctp.get('reorder_window_ms')} ms"
     ]
 

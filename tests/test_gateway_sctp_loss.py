@@ -241,6 +241,11 @@ def test_probes_go_on_when_the_retransmission_timer_expires_beside_one(
             # Probes every 0.1 s; the next T3 would be 0.7 s away.
             assert loop.time() - restored_at < 0.4
             assert b.frames == [(PayloadType.RPC_RELIABLE, payload) for payload in sent]
+            sctp = a.pc.stats()["sctp"]
+            assert sctp["outage_retransmits"] >= 1 and sctp["stall_probes"] >= 5, sctp
+            (line,) = _sctp_lines(sctp)
+            ended, probes = sctp["outage_retransmits"], sctp["stall_probes"]
+            assert f"{ended} outage(s) ended by probes ({probes} probes sent)" in line, line
 
     run(scenario(), timeout_s=60)
 

@@ -23,7 +23,7 @@ from .._config import WebrtcConfig
 from .._envelope import StreamFrame
 from .._rpc_receiving import worth_logging
 from .._tell_origin import session_key
-from . import _dtls, _sctp_loss, _sctp_packets
+from . import _dtls, _sctp, _sctp_loss, _sctp_packets
 from . import _framing as framing
 from ._carry import HeldTells, Named, Origin
 from ._confirming import Confirming, Delivering
@@ -37,7 +37,6 @@ from ._ice import (
 )
 from ._media import MediaReceiver, MediaSender
 from ._pacing import FifoPace
-from ._sctp import last_packet_at
 from ._sending import _CHANNELS, _LATENCY, _RPC, _SIGNAL, _SLOT_LANE, _STREAM, _Lane
 from ._types import TERMINAL, TRANSITIONS, LinkCounters, LinkState, Tuning
 
@@ -464,7 +463,7 @@ class PeerConnection(Confirming):
         """When the other side was last heard from: a message, or any SCTP packet (a
         SACK, a HEARTBEAT) while our messages wait behind retransmissions (_sctp)."""
         sctp = self._pc.sctp if self._pc is not None else None
-        packet_at = last_packet_at(sctp) if sctp is not None else 0.0
+        packet_at = _sctp.last_packet_at(sctp) if sctp is not None else 0.0
         return max(self._last_rx, packet_at)
 
     def peer_reads_packets(self, packet_bytes: Any) -> None:
@@ -556,7 +555,11 @@ class PeerConnection(Confirming):
             "queued_bytes": self.queued_bytes,
             "stream_inflight_bytes": self._stream_sent_bytes - self._stream_acked_bytes,
             "error": self.error,
-            "sctp": _sctp_loss.describe(self._pc.sctp) if self._pc and self._pc.sctp else None,
+            "sctp": (
+                {**_sctp_loss.describe(self._pc.sctp), **_sctp.describe(self._pc.sctp)}
+                if self._pc and self._pc.sctp
+                else None
+            ),
             "sctp_packet_bytes": (
                 _sctp_packets.packet_bytes(self._pc.sctp) if self._pc and self._pc.sctp else None
             ),

@@ -96,7 +96,9 @@ class _SackState:
         "depth",
         "got_data",
         "last_data_at",
+        "outage_retransmits",
         "packet_at",
+        "probes_sent",
         "progress_at",
         "seen_sacked_tsn",
         "stall_timer",
@@ -116,6 +118,8 @@ class _SackState:
         self.stall_timer: asyncio.TimerHandle | None = None  # while DATA is outstanding
         self.seen_sacked_tsn = -1  # the cumulative TSN acknowledged at the last check
         self.progress_at = 0.0  # wall time (as aiortc's chunk._sent_time) it was seen move
+        self.probes_sent = 0  # HEARTBEATs sent while stalled
+        self.outage_retransmits = 0  # DATA a probe found lost, sent again before T3
 
 
 def _state(transport: Any) -> _SackState:
@@ -130,6 +134,13 @@ def last_packet_at(transport: Any) -> float:
     packet (any chunk, after DTLS authenticated it); 0.0 before the first, or where
     :func:`install` was not called."""
     return _state(transport).packet_at
+
+
+def describe(transport: Any) -> dict[str, int]:
+    """What ``actrhost status`` shows of the probes while stalled: HEARTBEATs sent, and
+    the times lost DATA was sent again at once after an outage instead of at T3."""
+    state = transport.__dict__.get("_actrhost_sack") or _SackState()
+    return {"stall_probes": state.probes_sent, "outage_retransmits": state.outage_retransmits}
 
 
 def install() -> None:
@@ -360,6 +371,7 @@ def install() -> None:
             probe = heartbeat_chunk()
             probe.params.append((_HEARTBEAT_INFO, pack("!d", time.time())))
             _spawn(_send_quietly(self, probe))
+            state.probes_sent += 1
             delay = PROBE_INTERVAL_S
         state.stall_timer = self._loop.call_later(delay, _check_stall, self, state)
 
@@ -392,6 +404,7 @@ def install() -> None:
         if self._association_state is not established:
             return
         log.debug("%r: DATA lost in an outage: sent again now", self)
+        state.outage_retransmits += 1
         self._t3_handle.cancel()
         self._t3_expired()
 
