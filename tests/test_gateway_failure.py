@@ -697,8 +697,11 @@ def test_what_waits_for_a_stuck_worker_is_bounded(tmp_path: Path) -> None:
 
         undeliverable = runner.run(delivered(), timeout_s=10)
         got = [int(p[:4]) for _route, p, _s in worker.received.tells]
-        # The first ones, in order: what the worker's socket holds, then the bound's.
-        assert got == list(range(40 - undeliverable))
+        # In order, each once. Mostly the first ones, but not always: ZeroMQ's I/O thread
+        # moves frames from the gateway's pipe into the worker's while tells arrive, so
+        # room can open for a tell after others were refused (CI, once: 0-13, then 21-).
+        assert got == sorted(set(got)) and len(got) == 40 - undeliverable, got
+        assert got[:4] == [0, 1, 2, 3]  # what the worker's socket holds, at least
         assert undeliverable >= 20
 
 
