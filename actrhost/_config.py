@@ -165,6 +165,9 @@ class WebrtcConfig:
     # Video and audio tracks per connection (each): media routes of a kind that can stream
     # at once between two nodes (docs/gateway.md, Media). The offering side's count holds.
     media_tracks: int = 4
+    # Between two hosts joined directly (host candidates), SCTP packets of 16 KiB once a
+    # probe shows the path carries them: IP fragments on the wire (docs/gateway.md).
+    large_packets: bool = True
 
 
 @dataclass(frozen=True)

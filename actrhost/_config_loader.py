@@ -197,6 +197,7 @@ class Loader:
             "keepalive_interval_s": partial(self.number, lo=0.01),
             "keepalive_timeout_s": partial(self.number, lo=0, lo_open=True),
             "media_tracks": partial(self.integer, lo=1, hi=_MAX_MEDIA_TRACKS),
+            "large_packets": self.boolean,
         }
         fields = self.section(key, value, spec)
         interval = fields.get("keepalive_interval_s", WebrtcConfig.keepalive_interval_s)

@@ -180,8 +180,9 @@ def format_status(status: dict[str, Any]) -> str:
             again = node.get("reconnecting") and node.get("state") != "connected"
             why = f": {node['down_because']}" if again and node.get("down_because") else ""
             packet = (node.get("connection") or {}).get("sctp_packet_bytes") or 0
-            # Larger than aiortc's 1,189 bytes only between gateways on one host.
-            large = f" (one host: packets of {packet // 1024} KiB)" if packet > 1500 else ""
+            # Larger than aiortc's 1,189 bytes between gateways on one host, or on two
+            # hosts joined directly once a probe came back (IP fragments on the wire).
+            large = f" (packets of {packet // 1024} KiB)" if packet > 1500 else ""
             lines.append(
                 f"  remote node {name}: {node.get('state')}"
                 f"{f' (reconnecting{why})' if again else ''}, "

@@ -59,7 +59,15 @@ def signaling_url() -> Iterator[str]:
 def gateway_process_setup() -> Iterator[None]:
     """What the gateway process does at start (aiortc tuning, ICE host addresses on
     loopback), for tests that run real peer connections in this process."""
-    from actrhost.gateway import _dtls, _jitter, _sctp, _sctp_loss, _sctp_packets, _sctp_scan
+    from actrhost.gateway import (
+        _dtls,
+        _jitter,
+        _sctp,
+        _sctp_loss,
+        _sctp_packets,
+        _sctp_path,
+        _sctp_scan,
+    )
     from actrhost.gateway._ice import (
         enlarge_receive_buffers,
         skip_stun_parse_for_media,
@@ -71,6 +79,7 @@ def gateway_process_setup() -> Iterator[None]:
     _sctp.install()
     _sctp_loss.install()
     _sctp_scan.install()
+    _sctp_path.install()
     _dtls.install()
     _jitter.install()
     skip_stun_parse_for_media()

@@ -124,6 +124,7 @@ connect_timeout_s = 3
 keepalive_interval_s = 0.25
 keepalive_timeout_s = 1
 media_tracks = 2
+large_packets = false
 
 [shm]
 threshold_bytes = 0
@@ -180,6 +181,7 @@ def test_full_config_round_trip(tmp_path: Path) -> None:
             keepalive_interval_s=0.25,
             keepalive_timeout_s=1.0,
             media_tracks=2,
+            large_packets=False,
         ),
         shm=ShmConfig(threshold_bytes=0, ring_bytes=4096),
         actors=(
@@ -490,6 +492,10 @@ BROKEN = [
         MINIMAL + "[webrtc]\nturn_urls = [5]\n",
         "webrtc.turn_urls[0]: must be a 'turn:host[:port]' URL or a table "
         "{ url, username, credential } (got 5)",
+    ),
+    (
+        MINIMAL + "[webrtc]\nlarge_packets = 1\n",
+        "webrtc.large_packets: must be true or false (got 1)",
     ),
     (
         MINIMAL + '[webrtc]\nforce_relay = "yes"\n',

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import select
 import shutil
@@ -34,6 +35,8 @@ from actrhost.gateway._testing import (
     LoopRunner,
     start_nodes,
 )
+
+from .utils import wait_until
 
 IP = shutil.which("ip")
 ADDR_A, ADDR_B = "10.231.0.1", "10.231.0.2"
@@ -286,8 +289,48 @@ def test_without_ice_host_addresses_a_gateway_offers_the_address_that_reaches_si
         assert f"ICE host address {ADDR_B}, the one that reaches signaling" in b.log_text()
         (remote,) = runner.run(a.stats())["remote_nodes"].values()
         assert remote["candidate_type"] == "host"
-        # Another host (a veth, MTU 1,500): aiortc's packet size, though the hello came.
-        assert remote["name"] and remote["connection"]["sctp_packet_bytes"] == 1189
+        # Another host joined directly (a veth, MTU 1,500): packets of 16 KiB once the
+        # probe came back, in IP fragments (_sctp_path).
+        assert remote["name"]
+        probed = "SCTP packets of 16384 bytes (a probe came back)"
+        wait_until(lambda: probed in a.log_text(), 10, "the probe's answer")
+
+
+@pytest.mark.parametrize("large_packets", [True, False])
+def test_a_stream_between_two_hosts_goes_in_large_packets_cut_into_ip_fragments(
+    tmp_path: Path, namespaces: tuple[str, str, str], signaling_in: str, large_packets: bool
+) -> None:
+    # Two hosts joined directly: 16 KiB packets, more than the veth's MTU of 1,500, go as
+    # IP fragments once a probe came back (_sctp_path); `large_packets = false` keeps
+    # aiortc's 1,189 bytes. Either way the stream arrives whole and in order.
+    webrtc = own_address(f"large_packets = {str(large_packets).lower()}")
+    with two_hosts(tmp_path, namespaces, signaling_in, webrtc) as (runner, a, b):
+        echo = b.ids["echo"]
+        assert runner.run(a.call("client", echo, "echo", b"up")) == b"up"
+        expected = 16384 if large_packets else 1189
+
+        async def packet_bytes() -> int:
+            (remote,) = (await a.stats())["remote_nodes"].values()
+            return int(remote["connection"]["sctp_packet_bytes"])
+
+        async def scenario() -> list[tuple[int, bytes]]:
+            deadline = time.monotonic() + 10
+            while await packet_bytes() != expected and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            for sequence in range(256):  # 16 MiB
+                await a.send_chunk("client", echo, "s", sequence, _payload(sequence))
+            received = b.workers["echo"].received.chunks
+            await b.wait_for(lambda: len(received["s"]) >= 256, 60, "the stream")
+            return received["s"]
+
+        got = runner.run(scenario(), timeout_s=90)
+        assert [sequence for sequence, _ in got] == list(range(256))
+        assert all(payload == _payload(sequence) for sequence, payload in got)
+        assert runner.run(packet_bytes()) == expected
+
+
+def _payload(sequence: int) -> bytes:
+    return hashlib.sha256(b"%d" % sequence).digest() * 2048  # 64 KiB
 
 
 def test_two_hosts_left_on_loopback_addresses_are_told_to_set_ice_host_addresses(

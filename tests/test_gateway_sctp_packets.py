@@ -2,12 +2,15 @@
 (``actrhost/gateway/_sctp_packets.py``), on two real aiortc connections in this process:
 a link on loopback host candidates sends packets as large as a DTLS record once the other
 side says it reads them, and what it sends arrives intact, lost packets too; without that
-word it keeps aiortc's size; the patch refuses to go under others. Between two gateway
-processes: tests/test_gateway_streams.py (on one host), test_gateway_relay.py and
-test_gateway_netns.py (a relay and a veth keep aiortc's size)."""
+word it keeps aiortc's size; the patch refuses to go under others. Between hosts
+(``_sctp_path.py``): a probe as large as a packet first, aiortc's size again after losses.
+Between two gateway processes: tests/test_gateway_streams.py (on one host),
+test_gateway_relay.py (a relay keeps aiortc's size) and test_gateway_netns.py (a veth:
+large packets in IP fragments)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import subprocess
@@ -20,7 +23,7 @@ pytest.importorskip("aiortc")
 from aiortc.rtcsctptransport import DataChunk, parse_packet
 
 from actrhost._payload_type import PayloadType
-from actrhost.gateway import _sctp_packets
+from actrhost.gateway import _sctp_packets, _sctp_path
 
 from .test_gateway_peer import Side
 from .test_gateway_sctp_loss import impair, stream
@@ -125,3 +128,66 @@ def test_the_patch_refuses_to_go_under_the_other_sctp_patches() -> None:
     assert done.returncode != 0
     assert "must come before the other SCTP patches" in done.stderr
     assert _sctp_packets.installed()  # (here, by the fixture, first)
+
+
+# -- between hosts: a probe first, aiortc's size again after losses (_sctp_path) ----------
+
+
+def test_a_probe_that_comes_back_brings_large_packets() -> None:
+    # Between two hosts (here called directly: the pair is on loopback) a HEARTBEAT as
+    # large as a packet goes first; its answer, as large, shows the path carries them.
+    async def scenario() -> None:
+        async with closing_pair() as (a, b):
+            sizes = record_data_packet_sizes(a)
+            assert await _sctp_path.enlarge_if_carried(sctp_of(a), 16384)
+            assert a.pc.stats()["sctp_packet_bytes"] == 16384
+            chunks = enqueue_chunks(a, 8)  # 2 MiB
+            await b.wait_frames(len(chunks), timeout_s=20)
+            assert [data for _lane, data in b.frames] == chunks
+            assert max(sizes) > 8192
+
+    run(scenario())
+
+
+def test_a_path_that_drops_large_packets_keeps_aiortcs_size() -> None:
+    # As a firewall that drops IP fragments: the probe gets no answer, nothing changes.
+    def drop_large(packet: bytes) -> bool:
+        return len(packet) > 1500
+
+    async def scenario() -> None:
+        async with closing_pair() as (a, b):
+            impair(a, delay_s=0.001, rate_bytes_s=50e6, drop=drop_large)
+            sizes = record_data_packet_sizes(a)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            assert not await _sctp_path.enlarge_if_carried(sctp_of(a), 16384)
+            patience_s = _sctp_path.PROBE_ATTEMPTS * _sctp_path.PROBE_TIMEOUT_S
+            assert loop.time() - started < patience_s + 0.5
+            assert a.pc.stats()["sctp_packet_bytes"] == 1189
+            chunks = enqueue_chunks(a, 2)
+            await b.wait_frames(len(chunks), timeout_s=20)
+            assert [data for _lane, data in b.frames] == chunks
+            assert max(sizes) <= 1189
+
+    run(scenario(), timeout_s=30)
+
+
+def test_losses_with_large_packets_bring_aiortcs_size_back() -> None:
+    # One lost fragment loses a whole 16 KiB packet: on a lossy path, after a few losses
+    # the link cuts small packets again; what was cut large still arrives, in order.
+    rng = random.Random(3)
+
+    def drop_some_data(packet: bytes) -> bool:
+        return (
+            any(isinstance(c, DataChunk) for c in parse_packet(packet)[3]) and rng.random() < 0.05
+        )
+
+    async def scenario() -> None:
+        async with closing_pair() as (a, b):
+            assert await _sctp_path.enlarge_if_carried(sctp_of(a), 16384)
+            impair(a, delay_s=0.005, rate_bytes_s=50e6, drop=drop_some_data)
+            impair(b, delay_s=0.005, rate_bytes_s=50e6)
+            await stream(a, b, chunks=256, timeout_s=30)  # 4 MiB in 16 KiB frames
+            assert a.pc.stats()["sctp_packet_bytes"] == 1189
+
+    run(scenario(), timeout_s=60)

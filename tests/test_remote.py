@@ -142,7 +142,7 @@ def test_actors_on_two_nodes_discover_call_and_tell_each_other(node_factory, sig
             remote = [line for line in lines if "remote node" in line]
             assert len(remote) == 1 and "connected, candidate host" in remote[0], table.stdout
             # Two nodes on one host: large SCTP packets (gateway/_sctp_packets.py).
-            assert "candidate host (one host: packets of 16 KiB)," in remote[0], table.stdout
+            assert "candidate host (packets of 16 KiB)," in remote[0], table.stdout
             # ... by the name in its config (its gateway's hello), not only by its id.
             assert f"remote node {node_b.config.node.name} (" in remote[0], table.stdout
             # No ice_host_addresses in the config: the address that reaches signaling.

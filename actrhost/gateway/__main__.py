@@ -20,7 +20,7 @@ from setproctitle import setproctitle
 from .._config import load_node_config
 from .._errors import ConfigError
 from .._linux import set_parent_death_signal, supervisor_gone
-from . import _dtls, _jitter, _sctp, _sctp_loss, _sctp_packets, _sctp_scan
+from . import _dtls, _jitter, _sctp, _sctp_loss, _sctp_packets, _sctp_path, _sctp_scan
 from ._gateway import Gateway
 from ._ice import enlarge_receive_buffers, skip_stun_parse_for_media, use_host_addresses
 from ._rtcp import skip_rtcp_of_silent_tracks
@@ -72,6 +72,7 @@ def main() -> int:
     if tuned:
         _sctp.install()
         _sctp_scan.install()
+        _sctp_path.install()  # (after _sctp: it takes its probes' answers first)
         _dtls.install()
         skip_stun_parse_for_media()
         skip_rtcp_of_silent_tracks()

@@ -102,6 +102,7 @@ class Gateway(Nodes, Outbound, Locates, ToNodes, Inbound):
             "keepalive_interval_s": webrtc.keepalive_interval_s,
             "keepalive_timeout_s": webrtc.keepalive_timeout_s,
             "media_tracks": webrtc.media_tracks,
+            "large_packets": webrtc.large_packets,
         }
         overrides.update(spec.tuning)
         self.tuning = Tuning(**overrides)

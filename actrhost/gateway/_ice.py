@@ -207,17 +207,30 @@ def host_pair_on_loopback(pc: Any) -> bool:
     """True when the nominated pair joins two host candidates on loopback addresses: a
     path inside one host, with no router and the loopback's MTU (module ``_sctp_packets``).
     """
+    ends = _nominated_ends(pc)
+    if ends is None:
+        return False
+    try:
+        return all(c.type == "host" and ipaddress.ip_address(c.host).is_loopback for c in ends)
+    except (AttributeError, ValueError):  # a future aioice; a host name (mDNS)
+        return False
+
+
+def host_pair(pc: Any) -> bool:
+    """True when the nominated pair joins two host candidates: two interfaces that reach
+    each other directly, with no NAT or relay between them (module ``_sctp_path``)."""
+    ends = _nominated_ends(pc)
+    return ends is not None and all(getattr(c, "type", None) == "host" for c in ends)
+
+
+def _nominated_ends(pc: Any) -> tuple[Any, Any] | None:
+    """The local and remote candidate of the connection's nominated pair, if any."""
     for transport in _ice_transports(pc):
         connection = getattr(transport, "_connection", None)
         pair = (getattr(connection, "_nominated", None) or {}).get(1)
-        if pair is None:
-            return False
-        try:
-            ends = (pair.local_candidate, pair.remote_candidate)
-            return all(c.type == "host" and ipaddress.ip_address(c.host).is_loopback for c in ends)
-        except (AttributeError, ValueError):  # a future aioice; a host name (mDNS)
-            return False
-    return False
+        ends = (getattr(pair, "local_candidate", None), getattr(pair, "remote_candidate", None))
+        return None if None in ends else ends
+    return None
 
 
 #: Linux's tables of UDP sockets, one line per socket with its inode and its drops.

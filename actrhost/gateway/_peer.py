@@ -23,12 +23,13 @@ from .._config import WebrtcConfig
 from .._envelope import StreamFrame
 from .._rpc_receiving import worth_logging
 from .._tell_origin import session_key
-from . import _dtls, _sctp, _sctp_loss, _sctp_packets
+from . import _dtls, _sctp, _sctp_loss, _sctp_packets, _sctp_path
 from . import _framing as framing
 from ._carry import HeldTells, Named, Origin
 from ._confirming import Confirming, Delivering
 from ._ice import (
     candidate_type_in_use,
+    host_pair,
     host_pair_on_loopback,
     local_candidate_count,
     loopback_only,
@@ -469,15 +470,22 @@ class PeerConnection(Confirming):
     def peer_reads_packets(self, packet_bytes: Any) -> None:
         """The other gateway's ``hello`` says it reads SCTP packets of up to
         ``packet_bytes``: send packets that large when this connection stays inside one
-        host (module ``_sctp_packets``)."""
+        host (module ``_sctp_packets``), or joins two hosts directly and a probe shows
+        that the path carries them (module ``_sctp_path``)."""
         sctp = self._pc.sctp if self._pc is not None else None
-        if (
-            type(packet_bytes) is int
-            and sctp is not None
-            and self._state is LinkState.CONNECTED
-            and host_pair_on_loopback(self._pc)
-        ):
-            _sctp_packets.enlarge(sctp, min(packet_bytes, _sctp_packets.LARGE_PACKET_BYTES))
+        if type(packet_bytes) is not int or sctp is None or self._state is not LinkState.CONNECTED:
+            return
+        size = min(packet_bytes, _sctp_packets.LARGE_PACKET_BYTES)
+        if host_pair_on_loopback(self._pc):
+            _sctp_packets.enlarge(sctp, size)
+        elif self.tuning.large_packets and host_pair(self._pc):
+            self._tasks.append(self._loop.create_task(self._probe_path(sctp, size)))
+
+    async def _probe_path(self, sctp: Any, size: int) -> None:
+        if await _sctp_path.enlarge_if_carried(sctp, size):
+            log.info("%r: SCTP packets of %d bytes (a probe came back)", self, size)
+        else:
+            log.info("%r: SCTP packets stay at aiortc's size (no answer to a probe)", self)
 
     def probe(self, reason: str) -> None:
         """Check now that the other side is alive, as someone else doubts it (signaling

@@ -9,8 +9,9 @@ no path or router is in between and the kernel's MTU is 64 KiB: such a connectio
 packets of up to :data:`LARGE_PACKET_BYTES` once the other gateway's ``hello`` says it
 reads them. Measured, plain aiortc on loopback, 32 MiB in 64 KiB messages: 11 to 12 MB/s
 with 1,189-byte packets, 71 to 75 MB/s with 8 KiB and 111 to 118 MB/s with 16,000-byte ones.
-Any other connection (another host, a TURN relay, a veth between namespaces whose MTU
-is 1,500 bytes) keeps aiortc's size.
+Between two hosts joined directly, :mod:`._sctp_path` does the same once a probe showed
+that the path carries such packets (in IP fragments); any other connection (a TURN relay,
+a path through NAT) keeps aiortc's size.
 
 Two things in aiortc stand in the way, both handled here:
 
@@ -92,6 +93,12 @@ def enlarge(transport: Any, packet_bytes: int) -> None:
     _make_variant(packet_bytes)
     transport.__dict__[_ATTRIBUTE] = packet_bytes
     transport._cwnd = max(transport._cwnd, 3 * _userdata_bytes(packet_bytes))
+
+
+def shrink(transport: Any) -> None:
+    """Back to aiortc's packet size for what association ``transport`` cuts from now on
+    (chunks cut already keep their size: SCTP sends each whole)."""
+    transport.__dict__.pop(_ATTRIBUTE, None)
 
 
 def packet_bytes(transport: Any) -> int:

@@ -93,6 +93,9 @@ class Tuning:
     latency_queue_frames: int = 4
     #: Video and audio tracks per connection (each): ``[webrtc] media_tracks``.
     media_tracks: int = 4
+    #: SCTP packets of 16 KiB between two hosts joined directly, once a probe shows the
+    #: path carries them (module ``_sctp_path``): ``[webrtc] large_packets``.
+    large_packets: bool = True
     #: Bytes of calls and tells from other nodes that may wait for one local worker whose
     #: queue is full, each counted with what it costs beside its bytes
     #: (``_to_workers.WAITING_COST_BYTES``); beyond, they are refused at once (a call gets
