@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -43,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench_remote import HIGH_WATER_BYTES, gateway_throughput  # noqa: E402
+from bench_remote import HIGH_WATER_BYTES, gateway_throughput, machine_state  # noqa: E402
 
 from actrhost.gateway._testing import HarnessNode, start_nodes  # noqa: E402
 
@@ -253,12 +252,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(folder, ignore_errors=True)
     report = {
         "params": vars(args),
-        "env": {
-            "cpus": os.cpu_count(),
-            "load_avg": os.getloadavg()[0],
-            "python": platform.python_version(),
-            "aiortc": __import__("aiortc").__version__,
-        },
+        "env": machine_state(),
         "sctp_packet_bytes": sizes,
         "median": {key: statistics.median(r[key] for r in rows) for key in rows[0]},
     }

@@ -453,6 +453,16 @@ async def gateway_throughput(
     return count * chunk_bytes / elapsed
 
 
+def machine_state() -> dict[str, Any]:
+    """What a report says of the machine it ran on."""
+    return {
+        "cpus": os.cpu_count(),
+        "load_avg": os.getloadavg()[0],
+        "python": platform.python_version(),
+        "aiortc": __import__("aiortc").__version__,
+    }
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -550,12 +560,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     budget = median["raw_rtt_p50_ms"] + 2 * median["local_rtt_p50_ms"]
     report = {
         "params": vars(args),
-        "env": {
-            "cpus": os.cpu_count(),
-            "load_avg": os.getloadavg()[0],
-            "python": platform.python_version(),
-            "aiortc": __import__("aiortc").__version__,
-        },
+        "env": machine_state(),
         "median": median,
         "call_p50_budget_ms": budget,
         **{
