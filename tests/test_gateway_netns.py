@@ -50,16 +50,9 @@ def _ip(*args: str) -> None:
 @pytest.fixture
 def namespaces() -> Iterator[tuple[str, str, str]]:
     """Two namespaces joined by a veth pair; yields (ns A, ns B, veth in A)."""
-    if IP is None:
-        pytest.skip("iproute2's ip is not installed (.ci/install-system-deps installs it)")
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
     tag = os.urandom(3).hex()
     ns_a, ns_b, veth_a, veth_b = f"ahA{tag}", f"ahB{tag}", f"vA{tag}", f"vB{tag}"
-    try:
-        _ip("netns", "add", ns_a)
-    except subprocess.CalledProcessError as exc:
-        pytest.skip(f"cannot create a network namespace: {exc.stderr.decode().strip()}")
+    _first_namespace_or_skip(ns_a)
     try:
         _ip("netns", "add", ns_b)
         _ip(
@@ -86,22 +79,64 @@ def namespaces() -> Iterator[tuple[str, str, str]]:
             subprocess.run([str(IP), "netns", "del", ns], capture_output=True, timeout=10)
 
 
+def _first_namespace_or_skip(ns: str) -> None:
+    """Create namespace ``ns``, or skip the test where namespaces cannot be made."""
+    if IP is None:
+        pytest.skip("iproute2's ip is not installed (.ci/install-system-deps installs it)")
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    try:
+        _ip("netns", "add", ns)
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"cannot create a network namespace: {exc.stderr.decode().strip()}")
+
+
+@pytest.fixture
+def routed_hosts() -> Iterator[tuple[str, str, str, str]]:
+    """Namespaces A and B, each joined to a third one, a router, by a veth pair: A's
+    link with an MTU of 1,500, B's with 1,280. Yields (ns A, ns B, A's address, B's)."""
+    tag = os.urandom(3).hex()
+    ns_a, ns_r, ns_b = f"ahA{tag}", f"ahR{tag}", f"ahB{tag}"
+    addr_a, addr_b = "10.233.1.1", "10.233.2.1"
+    _first_namespace_or_skip(ns_a)
+    try:
+        _ip("netns", "add", ns_r)
+        _ip("netns", "add", ns_b)
+        for ns in (ns_a, ns_r, ns_b):
+            _ip("-n", ns, "link", "set", "lo", "up")
+        for ns, host, router, subnet, mtu in (
+            (ns_a, f"rA{tag}", f"rRa{tag}", "10.233.1", 1500),
+            (ns_b, f"rB{tag}", f"rRb{tag}", "10.233.2", 1280),
+        ):
+            pair = ("type", "veth", "peer", "name", router, "netns", ns_r)
+            _ip("link", "add", host, "netns", ns, *pair)
+            _ip("-n", ns, "addr", "add", f"{subnet}.1/24", "dev", host)
+            _ip("-n", ns_r, "addr", "add", f"{subnet}.2/24", "dev", router)
+            _ip("-n", ns, "link", "set", host, "mtu", str(mtu), "up")
+            _ip("-n", ns_r, "link", "set", router, "mtu", str(mtu), "up")
+            _ip("-n", ns, "route", "add", "default", "via", f"{subnet}.2")
+        forwarding = Path("/proc/sys/net/ipv4/ip_forward")
+        _ip("netns", "exec", ns_r, "sh", "-c", f"echo 1 > {forwarding}")
+        yield ns_a, ns_b, addr_a, addr_b
+    finally:
+        for ns in (ns_a, ns_r, ns_b):
+            subprocess.run([str(IP), "netns", "del", ns], capture_output=True, timeout=10)
+
+
 @pytest.fixture
 def signaling_in(namespaces: tuple[str, str, str]) -> Iterator[str]:
     """A signaling server inside namespace A, on its veth address; yields its URL."""
+    with signaling_server_in(namespaces[0], ADDR_A) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def signaling_server_in(ns: str, address: str) -> Iterator[str]:
+    """A signaling server inside namespace ``ns`` on ``address``; yields its URL."""
     env = dict(os.environ, PYTHONPATH=str(PACKAGE_ROOT))
+    command = [str(IP), "netns", "exec", ns, sys.executable, "-m", "actrhost.signaling"]
     proc = subprocess.Popen(
-        [
-            str(IP),
-            "netns",
-            "exec",
-            namespaces[0],
-            sys.executable,
-            "-m",
-            "actrhost.signaling",
-            "--listen",
-            f"{ADDR_A}:0",
-        ],
+        [*command, "--listen", f"{address}:0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -112,7 +147,7 @@ def signaling_in(namespaces: tuple[str, str, str]) -> Iterator[str]:
     line = proc.stdout.readline() if ready else ""
     try:
         if "listening on " not in line:
-            pytest.fail(f"signaling server in {namespaces[0]} did not start: {line!r}")
+            pytest.fail(f"signaling server in {ns} did not start: {line!r}")
         yield line.rsplit(" ", 1)[1].strip()
     finally:
         proc.terminate()
@@ -138,17 +173,18 @@ def two_hosts(
     webrtc: Callable[[str], str] | None = None,
     log_level: str = "warning",
     tuning: dict[str, float] | None = None,
+    addresses: tuple[str, str] = (ADDR_A, ADDR_B),
 ) -> Iterator[tuple[LoopRunner, HarnessNode, HarnessNode]]:
     """Node A (a client) in namespace A, node B (an echo) in namespace B, started; both
     stopped afterwards. ``webrtc(address)`` gives a node's [webrtc] table (default: the
     harness's, with ice_host_addresses = ["127.0.0.1"]); ``tuning``: the gateways'
-    Tuning fields (default: the harness's FAST_TUNING)."""
+    Tuning fields (default: the harness's FAST_TUNING); ``addresses``: A's and B's."""
     ns_a, ns_b, _veth_a = namespaces
     runner = LoopRunner()
     nodes = []
     for name, ns, address, actor in (
-        ("a", ns_a, ADDR_A, ("client", "t+C")),
-        ("b", ns_b, ADDR_B, ("echo", "t+E")),
+        ("a", ns_a, addresses[0], ("client", "t+C")),
+        ("b", ns_b, addresses[1], ("echo", "t+E")),
     ):
         extra: dict[str, Any] = {} if webrtc is None else {"webrtc_toml": webrtc(address)}
         node = HarnessNode(
@@ -305,28 +341,51 @@ def test_a_stream_between_two_hosts_goes_in_large_packets_cut_into_ip_fragments(
     # aiortc's 1,189 bytes. Either way the stream arrives whole and in order.
     webrtc = own_address(f"large_packets = {str(large_packets).lower()}")
     with two_hosts(tmp_path, namespaces, signaling_in, webrtc) as (runner, a, b):
-        echo = b.ids["echo"]
-        assert runner.run(a.call("client", echo, "echo", b"up")) == b"up"
-        expected = 16384 if large_packets else 1189
+        stream_arrives_whole(runner, a, b, 16384 if large_packets else 1189)
 
-        async def packet_bytes() -> int:
-            (remote,) = (await a.stats())["remote_nodes"].values()
-            return int(remote["connection"]["sctp_packet_bytes"])
 
-        async def scenario() -> list[tuple[int, bytes]]:
-            deadline = time.monotonic() + 10
-            while await packet_bytes() != expected and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            for sequence in range(256):  # 16 MiB
-                await a.send_chunk("client", echo, "s", sequence, _payload(sequence))
-            received = b.workers["echo"].received.chunks
-            await b.wait_for(lambda: len(received["s"]) >= 256, 60, "the stream")
-            return received["s"]
+def test_large_packets_cross_a_router_to_a_smaller_mtu(
+    tmp_path: Path, routed_hosts: tuple[str, str, str, str]
+) -> None:
+    # A router between the two hosts, whose link to B has an MTU of 1,280 (the IPv6
+    # minimum) while A's is 1,500: A's fragments are too large for the second link. The
+    # router fragments them again, or drops them and tells A (ICMP "fragmentation
+    # needed") so that A's kernel cuts smaller from then on; either way they arrive.
+    ns_a, ns_b, addr_a, addr_b = routed_hosts
+    with signaling_server_in(ns_a, addr_a) as url:
+        hosts = (ns_a, ns_b, "")
+        with two_hosts(tmp_path, hosts, url, own_address(), addresses=(addr_a, addr_b)) as (
+            runner,
+            a,
+            b,
+        ):
+            stream_arrives_whole(runner, a, b, 16384)
 
-        got = runner.run(scenario(), timeout_s=90)
-        assert [sequence for sequence, _ in got] == list(range(256))
-        assert all(payload == _payload(sequence) for sequence, payload in got)
-        assert runner.run(packet_bytes()) == expected
+
+def stream_arrives_whole(runner: LoopRunner, a: HarnessNode, b: HarnessNode, size: int) -> None:
+    """Once A's link sends SCTP packets of ``size`` bytes (within 10 s), a 16 MiB stream
+    from A's client to B's echo arrives whole and in order, the link at that size still."""
+    echo = b.ids["echo"]
+    assert runner.run(a.call("client", echo, "echo", b"up", timeout_s=10)) == b"up"
+
+    async def packet_bytes() -> int:
+        (remote,) = (await a.stats())["remote_nodes"].values()
+        return int(remote["connection"]["sctp_packet_bytes"])
+
+    async def scenario() -> list[tuple[int, bytes]]:
+        deadline = time.monotonic() + 10
+        while await packet_bytes() != size and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for sequence in range(256):  # 16 MiB
+            await a.send_chunk("client", echo, "s", sequence, _payload(sequence))
+        received = b.workers["echo"].received.chunks
+        await b.wait_for(lambda: len(received["s"]) >= 256, 60, "the stream")
+        return received["s"]
+
+    got = runner.run(scenario(), timeout_s=90)
+    assert [sequence for sequence, _ in got] == list(range(256))
+    assert all(payload == _payload(sequence) for sequence, payload in got)
+    assert runner.run(packet_bytes()) == size
 
 
 def _payload(sequence: int) -> bytes:
