@@ -478,7 +478,7 @@ class PeerConnection(Confirming):
         size = min(packet_bytes, _sctp_packets.LARGE_PACKET_BYTES)
         if host_pair_on_loopback(self._pc):
             _sctp_packets.enlarge(sctp, size)
-        elif self.tuning.large_packets and host_pair(self._pc):
+        elif self.tuning.large_packets and _sctp_path.installed() and host_pair(self._pc):
             self._tasks.append(self._loop.create_task(self._probe_path(sctp, size)))
 
     async def _probe_path(self, sctp: Any, size: int) -> None:

@@ -73,11 +73,16 @@ def _state(transport: Any) -> _PathState:
     return state
 
 
+def installed() -> bool:
+    """Whether this process probes paths between hosts (a tuned gateway does)."""
+    return _installed and _sctp_packets.installed()
+
+
 async def enlarge_if_carried(transport: Any, packet_bytes: int) -> bool:
     """Probe whether the path carries SCTP packets of ``packet_bytes`` both ways; if it
     does, send packets that large on association ``transport`` (:mod:`._sctp_packets`).
     False when the probe did not come back in time, or this process cannot send them."""
-    if not _installed or not _sctp_packets.installed():
+    if not installed():
         return False
     from aiortc.rtcsctptransport import HeartbeatChunk
 
