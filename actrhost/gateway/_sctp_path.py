@@ -19,6 +19,9 @@ Two things can make fragments a bad idea, and both are checked:
   After :data:`LOSSES_BEFORE_SMALL` losses (fast recoveries or retransmission timeouts)
   the association goes back to aiortc's size for what it cuts from then on (chunks cut
   already keep their size, and still arrive in fragments: the probe showed they do).
+  An outage of a second or two looks the same, so :data:`REPROBE_AFTER_S` later a probe
+  is sent again, and on its answer the large packets come back; each time a link falls
+  back again, the wait doubles (up to :data:`REPROBE_MAX_S`).
 
 Only host-to-host candidate pairs are probed (module ``_peer``): such a pair means two
 interfaces that reach each other directly, as on a LAN or in a data centre; a path
@@ -45,6 +48,10 @@ PROBE_ATTEMPTS = 3
 #: Losses (fast recoveries or retransmission timeouts) after which an association that
 #: probed its way to large packets goes back to aiortc's size.
 LOSSES_BEFORE_SMALL = 3
+#: How long after falling back to aiortc's size a link probes again (the first time).
+REPROBE_AFTER_S = 30.0
+#: The longest wait before probing again (it doubles at each fallback).
+REPROBE_MAX_S = 600.0
 
 _installed = False
 _HEARTBEAT_INFO = 1  # RFC 9260 §3.3.5: the parameter a HEARTBEAT ACK echoes
@@ -58,12 +65,14 @@ _PROBE_OVERHEAD_BYTES = 12 + 4 + 4
 class _PathState:
     """What this module keeps per association (an attribute of the transport)."""
 
-    __slots__ = ("answered", "losses", "probed")
+    __slots__ = ("answered", "fallbacks", "losses", "packet_bytes", "probed")
 
     def __init__(self) -> None:
         self.answered: asyncio.Future[None] | None = None  # the probe in flight
         self.probed = False  # large packets because a probe came back
         self.losses = 0  # since then
+        self.packet_bytes = 0  # the size probed
+        self.fallbacks = 0  # times the losses brought aiortc's size back
 
 
 def _state(transport: Any) -> _PathState:
@@ -104,7 +113,7 @@ async def enlarge_if_carried(transport: Any, packet_bytes: int) -> bool:
     finally:
         state.answered = None
     _sctp_packets.enlarge(transport, packet_bytes)
-    state.probed, state.losses = True, 0
+    state.probed, state.losses, state.packet_bytes = True, 0, packet_bytes
     return True
 
 
@@ -158,7 +167,32 @@ def _count_loss(transport: Any) -> None:
     if state is None or not state.probed:
         return
     state.losses += 1
-    if state.losses >= LOSSES_BEFORE_SMALL:
-        state.probed = False
-        _sctp_packets.shrink(transport)
-        log.info("%d losses with large packets: back to aiortc's size", state.losses)
+    if state.losses < LOSSES_BEFORE_SMALL:
+        return
+    state.probed = False
+    _sctp_packets.shrink(transport)
+    wait_s = min(REPROBE_AFTER_S * 2**state.fallbacks, REPROBE_MAX_S)
+    state.fallbacks += 1
+    log.info(
+        "%d losses with large packets: back to aiortc's size, probing again in %g s",
+        state.losses,
+        wait_s,
+    )
+    transport._loop.call_later(wait_s, _probe_again, transport, state.packet_bytes)
+
+
+def _probe_again(transport: Any, packet_bytes: int) -> None:
+    if transport._association_state is not transport.State.ESTABLISHED:
+        return  # closed meanwhile: a new connection probes anew
+    task = asyncio.ensure_future(_reprobe(transport, packet_bytes))
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+async def _reprobe(transport: Any, packet_bytes: int) -> None:
+    if await enlarge_if_carried(transport, packet_bytes):
+        log.info("a probe came back: packets of %d bytes again", packet_bytes)
+
+
+#: Probes started here (after a fallback), kept until they finish.
+_tasks: set[asyncio.Future[None]] = set()
