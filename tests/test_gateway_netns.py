@@ -392,6 +392,60 @@ def _payload(sequence: int) -> bytes:
     return hashlib.sha256(b"%d" % sequence).digest() * 2048  # 64 KiB
 
 
+def test_a_stream_in_large_packets_survives_a_short_cut(
+    tmp_path: Path, namespaces: tuple[str, str, str], signaling_in: str
+) -> None:
+    # Chunks cut for 16 KiB packets cannot be cut again: those in flight when the link
+    # goes down for 2 s (less than the keepalive timeout) are sent again as they are, in
+    # fragments, once it is back, while the link falls back to small packets for what it
+    # cuts next (the cut's timeouts count as losses). The stream arrives whole.
+    ns_a, _ns_b, veth_a = namespaces
+    tuning = dict(FAST_TUNING, keepalive_timeout_s=10.0)
+    with two_hosts(tmp_path, namespaces, signaling_in, own_address(), tuning=tuning) as (
+        runner,
+        a,
+        b,
+    ):
+        echo = b.ids["echo"]
+        assert runner.run(a.call("client", echo, "echo", b"up")) == b"up"
+        count = 512  # 32 MiB
+        received = b.workers["echo"].received.chunks
+
+        async def scenario() -> None:
+            while (await a.stats())["remote_nodes"][b.node_id]["connection"][
+                "sctp_packet_bytes"
+            ] != 16384:
+                await asyncio.sleep(0.05)
+
+            async def send() -> None:
+                for sequence in range(count):
+                    await a.send_chunk("client", echo, "s", sequence, _payload(sequence))
+
+            sending = asyncio.ensure_future(send())
+            while len(received["s"]) < 32:
+                await asyncio.sleep(0.005)
+            _ip("-n", ns_a, "link", "set", veth_a, "down")
+            try:
+                assert len(received["s"]) < count - 64, "the stream was over: tests nothing"
+                await asyncio.sleep(2.0)
+            finally:
+                _ip("-n", ns_a, "link", "set", veth_a, "up")
+            await sending
+            await b.wait_for(lambda: len(received["s"]) >= count, 60, "the stream")
+
+        runner.run(scenario(), timeout_s=90)
+        got = received["s"]
+        assert [sequence for sequence, _ in got] == list(range(count))
+        assert all(payload == _payload(sequence) for sequence, payload in got)
+        (remote,) = runner.run(a.stats())["remote_nodes"].values()
+        print(
+            "after the cut:",
+            remote["connection"]["sctp_packet_bytes"],
+            remote["connection"]["sctp"],
+        )
+        assert remote["failures"] == 0 and remote["state"] == "connected"
+
+
 def test_two_hosts_left_on_loopback_addresses_are_told_to_set_ice_host_addresses(
     tmp_path: Path, namespaces: tuple[str, str, str], signaling_in: str
 ) -> None:
