@@ -540,6 +540,11 @@ def test_a_call_beside_a_stream_on_a_slow_link_waits_for_little_of_it(
         chunks = b.workers["echo"].received.chunks
         (got,) = chunks.values()
         assert len(got) >= 4 and [seq for seq, _ in got] == list(range(len(got)))
+        # Two hosts joined directly, but a slow link: aiortc's packets (_sctp_path). With
+        # 16 KiB ones (131 ms each here, their fragments overflowing the queue) the first
+        # call took 1.6 s once (session 47).
+        (remote,) = runner.run(a.stats())["remote_nodes"].values()
+        assert remote["connection"]["sctp_packet_bytes"] == 1189
 
 
 def _ip_tc(*args: str) -> None:

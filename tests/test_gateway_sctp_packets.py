@@ -30,6 +30,8 @@ from .test_gateway_sctp_loss import impair, stream
 from .test_gateway_tuning import closing_pair, sctp_of
 from .utils import REPO, run
 
+CARRIED, NO_ANSWER = _sctp_path.Probe.CARRIED, _sctp_path.Probe.NO_ANSWER
+
 pytestmark = pytest.mark.usefixtures("gateway_process_setup")
 
 
@@ -139,7 +141,7 @@ def test_a_probe_that_comes_back_brings_large_packets() -> None:
     async def scenario() -> None:
         async with closing_pair() as (a, b):
             sizes = record_data_packet_sizes(a)
-            assert await _sctp_path.enlarge_if_carried(sctp_of(a), 16384)
+            assert await _sctp_path.enlarge_if_carried(sctp_of(a), 16384) is CARRIED
             assert a.pc.stats()["sctp_packet_bytes"] == 16384
             chunks = enqueue_chunks(a, 8)  # 2 MiB
             await b.wait_frames(len(chunks), timeout_s=20)
@@ -160,7 +162,7 @@ def test_a_path_that_drops_large_packets_keeps_aiortcs_size() -> None:
             sizes = record_data_packet_sizes(a)
             loop = asyncio.get_running_loop()
             started = loop.time()
-            assert not await _sctp_path.enlarge_if_carried(sctp_of(a), 16384)
+            assert await _sctp_path.enlarge_if_carried(sctp_of(a), 16384) is NO_ANSWER
             patience_s = _sctp_path.PROBE_ATTEMPTS * _sctp_path.PROBE_TIMEOUT_S
             assert loop.time() - started < patience_s + 0.5
             assert a.pc.stats()["sctp_packet_bytes"] == 1189
@@ -168,6 +170,20 @@ def test_a_path_that_drops_large_packets_keeps_aiortcs_size() -> None:
             await b.wait_frames(len(chunks), timeout_s=20)
             assert [data for _lane, data in b.frames] == chunks
             assert max(sizes) <= 1189
+
+    run(scenario(), timeout_s=30)
+
+
+def test_a_slow_link_keeps_aiortcs_size() -> None:
+    # At 1 MB/s a 16 KiB packet holds the link 16 ms: large packets would gain nothing
+    # (the link bounds the stream) and hold calls behind them. The large probe's answer
+    # comes that much after the small one's.
+    async def scenario() -> None:
+        async with closing_pair() as (a, _b):
+            impair(a, delay_s=0.001, rate_bytes_s=1e6)
+            found = await _sctp_path.enlarge_if_carried(sctp_of(a), 16384)
+            assert found is _sctp_path.Probe.SLOW
+            assert a.pc.stats()["sctp_packet_bytes"] == 1189
 
     run(scenario(), timeout_s=30)
 
@@ -188,7 +204,7 @@ def test_losses_with_large_packets_bring_aiortcs_size_back_until_a_probe_comes_b
 
     async def scenario() -> None:
         async with closing_pair() as (a, b):
-            assert await _sctp_path.enlarge_if_carried(sctp_of(a), 16384)
+            assert await _sctp_path.enlarge_if_carried(sctp_of(a), 16384) is CARRIED
             impair(a, delay_s=0.005, rate_bytes_s=50e6, drop=drop_some_data)
             impair(b, delay_s=0.005, rate_bytes_s=50e6)
             await stream(a, b, chunks=256, timeout_s=30)  # 4 MiB in 16 KiB frames

@@ -482,10 +482,11 @@ class PeerConnection(Confirming):
             self._tasks.append(self._loop.create_task(self._probe_path(sctp, size)))
 
     async def _probe_path(self, sctp: Any, size: int) -> None:
-        if await _sctp_path.enlarge_if_carried(sctp, size):
-            log.info("%r: SCTP packets of %d bytes (a probe came back)", self, size)
+        found = await _sctp_path.enlarge_if_carried(sctp, size)
+        if found is _sctp_path.Probe.CARRIED:
+            log.info("%r: SCTP packets of %d bytes (%s)", self, size, found.value)
         else:
-            log.info("%r: SCTP packets stay at aiortc's size (no answer to a probe)", self)
+            log.info("%r: SCTP packets stay at aiortc's size (%s)", self, found.value)
 
     def probe(self, reason: str) -> None:
         """Check now that the other side is alive, as someone else doubts it (signaling

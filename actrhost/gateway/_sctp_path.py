@@ -7,13 +7,20 @@ joins them again. That is still far cheaper than aiortc's Python work for fourte
 packets of 1,189 bytes: between two network namespaces over a veth with an MTU of 1,500,
 streams moved 4.1 times as fast, 5.8 times raw aiortc's (``scripts/bench_hosts.py``).
 
-Two things can make fragments a bad idea, and both are checked:
+Three things can make fragments a bad idea, and all are checked:
 
 * **A path that drops fragments** (some firewalls and NATs do). Before the first large
   packet, a HEARTBEAT padded to the packet size is sent (RFC 9260 §8.3; every SCTP stack
   echoes its information in the HEARTBEAT ACK, so the answer is as large): only when it
   comes back (:data:`PROBE_ATTEMPTS` of :data:`PROBE_TIMEOUT_S`) does the association
   send large packets.
+* **A slow link** (a VPN over a home uplink, say). There the link, not aiortc's CPU, bounds
+  a stream, so large packets gain nothing, and each holds a call queued behind it for
+  its whole time on the wire (131 ms at 1 Mbit/s). A small probe goes just before each
+  large one: the large answer comes at least the time both large packets take on the
+  link after the small one, so a gap above :data:`SLOW_GAP_S` (a link below about 50
+  Mbit/s) keeps aiortc's size. Only the smallest gap of the attempts counts: a busy
+  loop can only widen it.
 * **A path that loses packets.** One lost fragment loses the whole packet, twelve times
   as likely as one small packet on a 1,500-byte MTU, and a whole 16 KiB is sent again.
   After :data:`LOSSES_BEFORE_SMALL` losses (fast recoveries or retransmission timeouts)
@@ -32,6 +39,7 @@ large_packets = false`` turns this off.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from typing import Any
 
@@ -45,6 +53,9 @@ PROBE_TIMEOUT_S = 1.0
 #: Probes sent before the path counts as dropping large packets (one may be lost as any
 #: datagram, or wait behind a busy peer's loop).
 PROBE_ATTEMPTS = 3
+#: The most the large probe's answer may come after the small one's: beyond, the link
+#: takes more than this to carry 2 x 16 KiB, slower than about 50 Mbit/s.
+SLOW_GAP_S = 0.005
 #: Losses (fast recoveries or retransmission timeouts) after which an association that
 #: probed its way to large packets goes back to aiortc's size.
 LOSSES_BEFORE_SMALL = 3
@@ -65,10 +76,11 @@ _PROBE_OVERHEAD_BYTES = 12 + 4 + 4
 class _PathState:
     """What this module keeps per association (an attribute of the transport)."""
 
-    __slots__ = ("answered", "fallbacks", "losses", "packet_bytes", "probed")
+    __slots__ = ("answered", "answers", "fallbacks", "losses", "packet_bytes", "probed")
 
     def __init__(self) -> None:
-        self.answered: asyncio.Future[None] | None = None  # the probe in flight
+        self.answered: asyncio.Future[None] | None = None  # the large probe in flight
+        self.answers: dict[bytes, float] = {}  # probe kind -> loop time of its answer
         self.probed = False  # large packets because a probe came back
         self.losses = 0  # since then
         self.packet_bytes = 0  # the size probed
@@ -87,34 +99,54 @@ def installed() -> bool:
     return _installed and _sctp_packets.installed()
 
 
-async def enlarge_if_carried(transport: Any, packet_bytes: int) -> bool:
-    """Probe whether the path carries SCTP packets of ``packet_bytes`` both ways; if it
-    does, send packets that large on association ``transport`` (:mod:`._sctp_packets`).
-    False when the probe did not come back in time, or this process cannot send them."""
-    if not installed():
-        return False
-    from aiortc.rtcsctptransport import HeartbeatChunk
+class Probe(enum.Enum):
+    """What probing a path found."""
 
+    CARRIED = "a probe came back"
+    NO_ANSWER = "no answer to a probe"
+    SLOW = "a slow link"
+    CLOSED = "the connection closed"
+
+
+async def enlarge_if_carried(transport: Any, packet_bytes: int) -> Probe:
+    """Probe whether the path carries SCTP packets of ``packet_bytes`` both ways, fast;
+    if it does, send packets that large on association ``transport``
+    (:mod:`._sctp_packets`). Call only where :func:`installed`."""
     state = _state(transport)
-    state.answered = answered = asyncio.get_running_loop().create_future()
-    probe = HeartbeatChunk()
-    padding = packet_bytes - _PROBE_OVERHEAD_BYTES - len(_PROBE_TAG)
-    probe.params.append((_HEARTBEAT_INFO, _PROBE_TAG + bytes(padding)))
+    loop = asyncio.get_running_loop()
+    small, large = _probe(b"s", _PROBE_OVERHEAD_BYTES + 32), _probe(b"l", packet_bytes)
+    found = Probe.NO_ANSWER
     try:
         for _attempt in range(PROBE_ATTEMPTS):
-            await transport._send_chunk(probe)
+            state.answers.clear()
+            state.answered = answered = loop.create_future()
+            await transport._send_chunk(small)
+            await transport._send_chunk(large)
             done, _ = await asyncio.wait([answered], timeout=PROBE_TIMEOUT_S)
-            if done:
+            if not done or b"s" not in state.answers:
+                continue  # (the small one's answer lost: it says nothing)
+            if state.answers[b"l"] - state.answers[b"s"] <= SLOW_GAP_S:
+                found = Probe.CARRIED
                 break
-        else:
-            return False
-    except ConnectionError:  # the connection closed meanwhile
-        return False
+            found = Probe.SLOW
+    except ConnectionError:
+        return Probe.CLOSED
     finally:
         state.answered = None
-    _sctp_packets.enlarge(transport, packet_bytes)
-    state.probed, state.losses, state.packet_bytes = True, 0, packet_bytes
-    return True
+    if found is Probe.CARRIED:
+        _sctp_packets.enlarge(transport, packet_bytes)
+        state.probed, state.losses, state.packet_bytes = True, 0, packet_bytes
+    return found
+
+
+def _probe(kind: bytes, packet_bytes: int) -> Any:
+    """A HEARTBEAT that makes an SCTP packet of ``packet_bytes``, tagged ``kind``."""
+    from aiortc.rtcsctptransport import HeartbeatChunk
+
+    probe = HeartbeatChunk()
+    padding = packet_bytes - _PROBE_OVERHEAD_BYTES - len(_PROBE_TAG) - len(kind)
+    probe.params.append((_HEARTBEAT_INFO, _PROBE_TAG + kind + bytes(padding)))
+    return probe
 
 
 def install() -> None:
@@ -140,9 +172,11 @@ def install() -> None:
         if isinstance(chunk, heartbeat_ack_chunk):
             info = dict(chunk.params).get(_HEARTBEAT_INFO, b"")
             if info.startswith(_PROBE_TAG):
-                answered = _state(self).answered
-                if answered is not None and not answered.done():
-                    answered.set_result(None)
+                state = _state(self)
+                kind = info[len(_PROBE_TAG) : len(_PROBE_TAG) + 1]
+                state.answers.setdefault(kind, self._loop.time())
+                if kind == b"l" and state.answered is not None and not state.answered.done():
+                    state.answered.set_result(None)
                 return
         await original_receive_chunk(self, chunk)
 
@@ -190,7 +224,7 @@ def _probe_again(transport: Any, packet_bytes: int) -> None:
 
 
 async def _reprobe(transport: Any, packet_bytes: int) -> None:
-    if await enlarge_if_carried(transport, packet_bytes):
+    if await enlarge_if_carried(transport, packet_bytes) is Probe.CARRIED:
         log.info("a probe came back: packets of %d bytes again", packet_bytes)
 
 
