@@ -179,10 +179,16 @@ def format_status(status: dict[str, Any]) -> str:
             # The state is the current attempt's: connected means the reconnect is done.
             again = node.get("reconnecting") and node.get("state") != "connected"
             why = f": {node['down_because']}" if again and node.get("down_because") else ""
-            packet = (node.get("connection") or {}).get("sctp_packet_bytes") or 0
+            connection = node.get("connection") or {}
+            packet = connection.get("sctp_packet_bytes") or 0
             # Larger than aiortc's 1,189 bytes between gateways on one host, or on two
-            # hosts joined directly once a probe came back (IP fragments on the wire).
-            large = f" (packets of {packet // 1024} KiB)" if packet > 1500 else ""
+            # hosts joined directly once a probe came back (IP fragments on the wire);
+            # where a probe was sent, what it found.
+            probe = connection.get("sctp_packets_why")
+            large = f"packets of {packet // 1024} KiB" if packet > 1500 else ""
+            if probe and not large:
+                large = f"packets of {packet:,} bytes: {probe}"
+            large = f" ({large})" if large else ""
             lines.append(
                 f"  remote node {name}: {node.get('state')}"
                 f"{f' (reconnecting{why})' if again else ''}, "

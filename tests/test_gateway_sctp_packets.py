@@ -23,6 +23,7 @@ pytest.importorskip("aiortc")
 from aiortc.rtcsctptransport import DataChunk, parse_packet
 
 from actrhost._payload_type import PayloadType
+from actrhost._status_text import format_status
 from actrhost.gateway import _sctp_packets, _sctp_path
 
 from .test_gateway_peer import Side
@@ -48,6 +49,15 @@ def record_data_packet_sizes(side: Side) -> list[int]:
 
     dtls._send_data = recording_send
     return sizes
+
+
+def status_line_of(side: Side) -> str:
+    """The line ``actrhost status`` prints for ``side``'s link (a host candidate pair)."""
+    node = {"state": "connected", "candidate_type": "host", "connection": side.pc.stats()}
+    gateway = {"pid": 1, "state": "running", "stats": {"remote_nodes": {"n1": node}}}
+    text = format_status({"node": "a", "actors": [], "gateway": gateway})
+    (line,) = [line for line in text.splitlines() if "remote node n1" in line]
+    return line
 
 
 def enqueue_chunks(a: Side, count: int) -> list[bytes]:
@@ -184,6 +194,8 @@ def test_a_slow_link_keeps_aiortcs_size() -> None:
             found = await _sctp_path.enlarge_if_carried(sctp_of(a), 16384)
             assert found is _sctp_path.Probe.SLOW
             assert a.pc.stats()["sctp_packet_bytes"] == 1189
+            line = status_line_of(a)
+            assert "candidate host (packets of 1,189 bytes: a slow link)," in line, line
 
     run(scenario(), timeout_s=30)
 
@@ -209,10 +221,13 @@ def test_losses_with_large_packets_bring_aiortcs_size_back_until_a_probe_comes_b
             impair(b, delay_s=0.005, rate_bytes_s=50e6)
             await stream(a, b, chunks=256, timeout_s=30)  # 4 MiB in 16 KiB frames
             assert a.pc.stats()["sctp_packet_bytes"] == 1189
+            line = status_line_of(a)
+            assert "(packets of 1,189 bytes: 3 losses, probing again later)" in line, line
             nonlocal lossy
             lossy = False
             async with asyncio.timeout(10):
                 while a.pc.stats()["sctp_packet_bytes"] != 16384:
                     await asyncio.sleep(0.05)
+            assert "candidate host (packets of 16 KiB)," in status_line_of(a)
 
     run(scenario(), timeout_s=60)

@@ -572,6 +572,9 @@ class PeerConnection(Confirming):
             "sctp_packet_bytes": (
                 _sctp_packets.packet_bytes(self._pc.sctp) if self._pc and self._pc.sctp else None
             ),
+            "sctp_packets_why": (
+                _sctp_path.describe(self._pc.sctp) if self._pc and self._pc.sctp else None
+            ),
             "udp_drops": udp_drops(self._pc) if self._pc else None,
             # Below their ceilings on a slow link (_pacing).
             "send_buffer_bytes": self._pace.limit_bytes,

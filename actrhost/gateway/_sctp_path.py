@@ -76,7 +76,7 @@ _PROBE_OVERHEAD_BYTES = 12 + 4 + 4
 class _PathState:
     """What this module keeps per association (an attribute of the transport)."""
 
-    __slots__ = ("answered", "answers", "fallbacks", "losses", "packet_bytes", "probed")
+    __slots__ = ("answered", "answers", "fallbacks", "found", "losses", "packet_bytes", "probed")
 
     def __init__(self) -> None:
         self.answered: asyncio.Future[None] | None = None  # the large probe in flight
@@ -85,6 +85,7 @@ class _PathState:
         self.losses = 0  # since then
         self.packet_bytes = 0  # the size probed
         self.fallbacks = 0  # times the losses brought aiortc's size back
+        self.found: Probe | None = None  # what the last probe found
 
 
 def _state(transport: Any) -> _PathState:
@@ -133,10 +134,23 @@ async def enlarge_if_carried(transport: Any, packet_bytes: int) -> Probe:
         return Probe.CLOSED
     finally:
         state.answered = None
+    state.found = found
     if found is Probe.CARRIED:
         _sctp_packets.enlarge(transport, packet_bytes)
         state.probed, state.losses, state.packet_bytes = True, 0, packet_bytes
     return found
+
+
+def describe(transport: Any) -> str | None:
+    """Why association ``transport`` sends the packets it does between two hosts, for
+    ``actrhost status``: what the last probe found, or that losses brought aiortc's size
+    back; None where no probe was sent (one host, NAT or relay, turned off)."""
+    state = transport.__dict__.get("_actrhost_path")
+    if state is None or state.found is None:
+        return None
+    if state.found is Probe.CARRIED and not state.probed:
+        return f"{LOSSES_BEFORE_SMALL} losses, probing again later"
+    return str(state.found.value)
 
 
 def _probe(kind: bytes, packet_bytes: int) -> Any:
