@@ -121,6 +121,9 @@ class Supervisor(ControlHandlers):
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.bind(rundir.control_endpoint(self.run_dir))
         self._control = LoopSocket(sock, self._on_control, "supervisor control")
+        # A Shell's status asked before the servers below are up waits for them, rather
+        # than hearing of no metrics endpoint (a test saw it once).
+        self._control.pause_reading()
         self._feed = DirectoryFeed(self.snapshot, self._directory_recipients, self._send_frame)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_shutdown)
@@ -135,6 +138,7 @@ class Supervisor(ControlHandlers):
                 signaling_url = None
                 if self.config.signaling is not None:
                     signaling_url = await start_signaling(stack, self.config)
+                self._control.resume_reading()
                 forkserver_ready = self._start_forkserver(loop)
                 log.info(
                     "node %r: starting %d actor instance(s) in %s",

@@ -328,6 +328,29 @@ def test_route_timings_off_keeps_the_counts_and_drops_the_histograms(node_factor
     assert row == ["echo", "test.Echo.Say", "3", "0", "0", "0", "-", "-", "-", "-"]
 
 
+def test_a_status_asked_while_the_node_starts_its_servers_names_the_metrics_endpoint(
+    node_factory, tmp_path
+):
+    # The control socket is bound before the metrics server starts: a status read in
+    # between said "metrics": None (test_health_and_readiness_probes failed once on it).
+    # The supervisor now reads its control socket once its servers are up. Here the
+    # metrics server takes 1 s to start (a sitecustomize in the supervisor's process).
+    patch = tmp_path / "slow-metrics"
+    patch.mkdir()
+    (patch / "sitecustomize.py").write_text(
+        "import asyncio\n"
+        "from actrhost import _supervisor\n"
+        "start_metrics = _supervisor.start_metrics\n"
+        "async def slow(*args, **kwargs):\n"
+        "    await asyncio.sleep(1.0)\n"
+        "    return await start_metrics(*args, **kwargs)\n"
+        "_supervisor.start_metrics = slow\n"
+    )
+    node = node_factory(ECHO, METRICS, start=False).spawn(env={"PYTHONPATH": str(patch)})
+    wait_until(lambda: (node.run_dir / "control.sock").exists(), 20, "the node's control socket")
+    assert str(node.status()["metrics"]).startswith("http://127.0.0.1:")
+
+
 def test_health_and_readiness_probes(node_factory):
     node = node_factory(
         ECHO

@@ -177,8 +177,9 @@ class Node:
         self.wait_running()
         return self
 
-    def spawn(self) -> Node:
-        """Start the supervisor and return at once (as ``actrhost run ... &``)."""
+    def spawn(self, env: dict[str, str] | None = None) -> Node:
+        """Start the supervisor and return at once (as ``actrhost run ... &``), with
+        ``env`` added to this process's environment."""
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "actrhost", "run", str(self.config_path)],
@@ -186,6 +187,7 @@ class Node:
             stderr=subprocess.STDOUT,
             cwd=REPO,
             start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
         return self
 
