@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+from collections.abc import Awaitable, Generator
 from typing import Any
 
 from . import _sctp_packets
@@ -182,17 +183,15 @@ def install() -> None:
     original_t3_expired = cls._t3_expired
     original_receive_sack_chunk = cls._receive_sack_chunk
 
-    async def _receive_chunk(self: Any, chunk: Any) -> None:
+    def _receive_chunk(self: Any, chunk: Any) -> Awaitable[None]:
+        # Not a coroutine of its own: every chunk of every link passes here, and all but
+        # our probes' answers go on to the previous method's coroutine as they are.
         if isinstance(chunk, heartbeat_ack_chunk):
             info = dict(chunk.params).get(_HEARTBEAT_INFO, b"")
             if info.startswith(_PROBE_TAG):
-                state = _state(self)
-                kind = info[len(_PROBE_TAG) : len(_PROBE_TAG) + 1]
-                state.answers.setdefault(kind, self._loop.time())
-                if kind == b"l" and state.answered is not None and not state.answered.done():
-                    state.answered.set_result(None)
-                return
-        await original_receive_chunk(self, chunk)
+                _take_answer(self, info[len(_PROBE_TAG) : len(_PROBE_TAG) + 1])
+                return _DONE
+        return original_receive_chunk(self, chunk)  # type: ignore[no-any-return]
 
     def _t3_expired(self: Any) -> None:
         _count_loss(self)
@@ -208,6 +207,25 @@ def install() -> None:
     cls._t3_expired = _t3_expired
     cls._receive_sack_chunk = _receive_sack_chunk
     _installed = True
+
+
+def _take_answer(transport: Any, kind: bytes) -> None:
+    """A size probe's answer came (``kind``: b"s" the small one, b"l" the large one)."""
+    state = _state(transport)
+    state.answers.setdefault(kind, transport._loop.time())
+    if kind == b"l" and state.answered is not None and not state.answered.done():
+        state.answered.set_result(None)
+
+
+class _Done:
+    """An awaitable that is done at once (a probe's answer needs no more work)."""
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield
+
+
+_DONE = _Done()
 
 
 def _count_loss(transport: Any) -> None:
