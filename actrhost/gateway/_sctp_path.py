@@ -57,6 +57,9 @@ PROBE_ATTEMPTS = 3
 #: The most the large probe's answer may come after the small one's: beyond, the link
 #: takes more than this to carry 2 x 16 KiB, slower than about 50 Mbit/s.
 SLOW_GAP_S = 0.005
+#: A gap this long is the link's, not a busy loop's: no more attempts (each costs a slow
+#: link 2 x 16 KiB of its time, 0.26 s at 1 Mbit/s, beside what it carries).
+SURELY_SLOW_GAP_S = 0.05
 #: Losses (fast recoveries or retransmission timeouts) after which an association that
 #: probed its way to large packets goes back to aiortc's size.
 LOSSES_BEFORE_SMALL = 3
@@ -127,10 +130,13 @@ async def enlarge_if_carried(transport: Any, packet_bytes: int) -> Probe:
             done, _ = await asyncio.wait([answered], timeout=PROBE_TIMEOUT_S)
             if not done or b"s" not in state.answers:
                 continue  # (the small one's answer lost: it says nothing)
-            if state.answers[b"l"] - state.answers[b"s"] <= SLOW_GAP_S:
+            gap_s = state.answers[b"l"] - state.answers[b"s"]
+            if gap_s <= SLOW_GAP_S:
                 found = Probe.CARRIED
                 break
             found = Probe.SLOW
+            if gap_s > SURELY_SLOW_GAP_S:
+                break  # no busy loop: more probes would only take the slow link's time
     except ConnectionError:
         return Probe.CLOSED
     finally:
