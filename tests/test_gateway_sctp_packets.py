@@ -24,11 +24,11 @@ from aiortc.rtcsctptransport import DataChunk, parse_packet
 
 from actrhost._payload_type import PayloadType
 from actrhost._status_text import format_status
-from actrhost.gateway import _sctp_packets, _sctp_path
+from actrhost.gateway import _sctp, _sctp_packets, _sctp_path
 
 from .test_gateway_peer import Side
 from .test_gateway_sctp_loss import impair, stream
-from .test_gateway_tuning import closing_pair, sctp_of
+from .test_gateway_tuning import closing_pair, record_packets, sctp_of
 from .utils import REPO, run
 
 CARRIED, NO_ANSWER = _sctp_path.Probe.CARRIED, _sctp_path.Probe.NO_ANSWER
@@ -123,6 +123,31 @@ def test_a_link_keeps_aiortcs_packets_when_the_other_side_does_not_say() -> None
             chunks = enqueue_chunks(a, 2)
             await b.wait_frames(len(chunks), timeout_s=20)
             assert max(sizes) <= 1189 and a.pc.stats()["sctp_packet_bytes"] == 1189
+
+    run(scenario())
+
+
+def test_an_answer_on_a_link_of_large_packets_carries_the_sack_of_its_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # As on any link (test_gateway_tuning), but with messages too large to share one of
+    # aiortc's 1,189-byte packets with a SACK: the link's own size decides.
+    monkeypatch.setattr(_sctp, "QUIET_GAP_S", 60.0)  # every packet is part of a burst
+
+    async def scenario() -> None:
+        async with closing_pair() as (a, b):
+            a.pc.peer_reads_packets(16384)
+            b.pc.peer_reads_packets(16384)
+            await asyncio.sleep(0.1)  # let the opening exchange settle
+            sent_a, sent_b = record_packets(a), record_packets(b)
+            for i in range(50):
+                a.pc.enqueue(PayloadType.RPC_RELIABLE, bytes([i]) * 4096)
+                await b.wait_frames(i + 1)
+                b.pc.enqueue(PayloadType.RPC_RELIABLE, bytes([i]) * 4096)
+                await a.wait_frames(i + 1)
+            assert [d for _l, d in a.frames] == [bytes([i]) * 4096 for i in range(50)]
+            assert sent_a["sack+data"] >= 45 and sent_b["sack+data"] >= 45, (sent_a, sent_b)
+            assert sent_a["sack"] + sent_b["sack"] <= 10, (sent_a, sent_b)
 
     run(scenario())
 

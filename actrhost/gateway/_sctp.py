@@ -56,6 +56,8 @@ from collections.abc import Coroutine, Generator
 from struct import pack, unpack
 from typing import Any
 
+from . import _sctp_packets
+
 log = logging.getLogger(__name__)
 
 #: The longest an acknowledgement waits for a DATA chunk to ride on (RFC 9260: at most
@@ -195,7 +197,6 @@ def install() -> None:
     heartbeat_chunk = sctp.HeartbeatChunk
     heartbeat_ack_chunk = sctp.HeartbeatAckChunk
     parse_packet = sctp.parse_packet
-    max_packet = sctp.SCTP_MAX_PACKET_LENGTH
     binary = sctp.WEBRTC_BINARY
     crc32c = sctp.crc32c
 
@@ -300,7 +301,8 @@ def install() -> None:
             state.capture = False
         sack, state.captured = state.captured, None
         sack_bytes, data_bytes = bytes(sack), bytes(chunk)
-        if 12 + len(sack_bytes) + len(data_bytes) > max_packet:
+        # A link of large packets (_sctp_packets) bundles up to its own size.
+        if 12 + len(sack_bytes) + len(data_bytes) > _sctp_packets.packet_bytes(self):
             await original_send_chunk(self, sack)
             await original_send_chunk(self, chunk)
             return
