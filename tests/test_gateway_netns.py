@@ -92,9 +92,10 @@ def _first_namespace_or_skip(ns: str) -> None:
 
 
 @pytest.fixture
-def routed_hosts() -> Iterator[tuple[str, str, str, str]]:
+def routed_hosts() -> Iterator[tuple[str, str, str, str, str]]:
     """Namespaces A and B, each joined to a third one, a router, by a veth pair: A's
-    link with an MTU of 1,500, B's with 1,280. Yields (ns A, ns B, A's address, B's)."""
+    link with an MTU of 1,500, B's with 1,280. Yields (ns A, ns B, A's address, B's,
+    the router's ns)."""
     tag = os.urandom(3).hex()
     ns_a, ns_r, ns_b = f"ahA{tag}", f"ahR{tag}", f"ahB{tag}"
     addr_a, addr_b = "10.233.1.1", "10.233.2.1"
@@ -117,7 +118,7 @@ def routed_hosts() -> Iterator[tuple[str, str, str, str]]:
             _ip("-n", ns, "route", "add", "default", "via", f"{subnet}.2")
         forwarding = Path("/proc/sys/net/ipv4/ip_forward")
         _ip("netns", "exec", ns_r, "sh", "-c", f"echo 1 > {forwarding}")
-        yield ns_a, ns_b, addr_a, addr_b
+        yield ns_a, ns_b, addr_a, addr_b, ns_r
     finally:
         for ns in (ns_a, ns_r, ns_b):
             subprocess.run([str(IP), "netns", "del", ns], capture_output=True, timeout=10)
@@ -345,13 +346,13 @@ def test_a_stream_between_two_hosts_goes_in_large_packets_cut_into_ip_fragments(
 
 
 def test_large_packets_cross_a_router_to_a_smaller_mtu(
-    tmp_path: Path, routed_hosts: tuple[str, str, str, str]
+    tmp_path: Path, routed_hosts: tuple[str, str, str, str, str]
 ) -> None:
     # A router between the two hosts, whose link to B has an MTU of 1,280 (the IPv6
     # minimum) while A's is 1,500: A's fragments are too large for the second link. The
     # router fragments them again, or drops them and tells A (ICMP "fragmentation
     # needed") so that A's kernel cuts smaller from then on; either way they arrive.
-    ns_a, ns_b, addr_a, addr_b = routed_hosts
+    ns_a, ns_b, addr_a, addr_b, _ns_router = routed_hosts
     with signaling_server_in(ns_a, addr_a) as url:
         hosts = (ns_a, ns_b, "")
         with two_hosts(tmp_path, hosts, url, own_address(), addresses=(addr_a, addr_b)) as (
@@ -360,6 +361,59 @@ def test_large_packets_cross_a_router_to_a_smaller_mtu(
             b,
         ):
             stream_arrives_whole(runner, a, b, 16384)
+
+
+def test_a_router_that_drops_ip_fragments_leaves_the_link_at_aiortcs_size(
+    tmp_path: Path, routed_hosts: tuple[str, str, str, str, str]
+) -> None:
+    # A firewall on the way that drops IP fragments (any but the first, as many do):
+    # the large probes never come back, the small ones do, and the link keeps aiortc's
+    # 1,189-byte packets, which need no fragments; what it carries arrives whole.
+    ns_a, ns_b, addr_a, addr_b, ns_router = routed_hosts
+    _drop_ip_fragments_in(ns_router)
+    with signaling_server_in(ns_a, addr_a) as url:
+        hosts = (ns_a, ns_b, "")
+        with two_hosts(tmp_path, hosts, url, own_address(), addresses=(addr_a, addr_b)) as (
+            runner,
+            a,
+            b,
+        ):
+            echo = b.ids["echo"]
+            assert runner.run(a.call("client", echo, "echo", b"up", timeout_s=10)) == b"up"
+
+            async def probe_finding() -> str | None:
+                (remote,) = (await a.stats())["remote_nodes"].values()
+                return remote["connection"]["sctp_packets_why"]  # type: ignore[no-any-return]
+
+            async def wait_for_the_probes() -> str | None:
+                # Three probes, a second each, once the other gateway's hello came.
+                deadline = time.monotonic() + 15
+                while (found := await probe_finding()) is None and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                return found
+
+            assert runner.run(wait_for_the_probes(), timeout_s=20) == "no answer to a probe"
+            stream_arrives_whole(runner, a, b, 1189)
+
+
+def _drop_ip_fragments_in(ns: str) -> None:
+    """Make namespace ``ns`` (a router) drop the IP fragments it forwards, all but each
+    datagram's first (skips the test without nftables' ``nft``)."""
+    nft = shutil.which("nft")
+    if nft is None:
+        pytest.skip("nftables' nft is not installed (.ci/install-system-deps installs it)")
+    rules = (
+        "add table ip firewall",
+        "add chain ip firewall forwarded { type filter hook forward priority 0 ; }",
+        "add rule ip firewall forwarded ip frag-off & 0x1fff != 0 drop",
+    )
+    for rule in rules:
+        subprocess.run(
+            [str(IP), "netns", "exec", ns, nft, *rule.split()],
+            check=True,
+            capture_output=True,
+            timeout=10,
+        )
 
 
 def stream_arrives_whole(runner: LoopRunner, a: HarnessNode, b: HarnessNode, size: int) -> None:
