@@ -256,3 +256,38 @@ def test_losses_with_large_packets_bring_aiortcs_size_back_until_a_probe_comes_b
             assert "candidate host (packets of 16 KiB)," in status_line_of(a)
 
     run(scenario(), timeout_s=60)
+
+
+@pytest.mark.parametrize(("window_s", "packet_bytes"), [(0.6, 16384), (60.0, 1189)])
+def test_only_losses_close_together_bring_aiortcs_size_back(
+    monkeypatch: pytest.MonkeyPatch, window_s: float, packet_bytes: int
+) -> None:
+    # Three lone messages lost on the way, about a second apart: the odd losses of a
+    # good path when they fall in separate windows (the link keeps 16 KiB), a lossy one
+    # when they fall in one.
+    monkeypatch.setattr(_sctp_path, "LOSS_WINDOW_S", window_s)
+    drop_next = False
+
+    def drop_one(packet: bytes) -> bool:
+        nonlocal drop_next
+        if drop_next and any(isinstance(c, DataChunk) for c in parse_packet(packet)[3]):
+            drop_next = False
+            return True
+        return False
+
+    async def scenario() -> None:
+        nonlocal drop_next
+        async with closing_pair() as (a, b):
+            assert await _sctp_path.enlarge_if_carried(sctp_of(a), 16384) is CARRIED
+            impair(a, delay_s=0.001, rate_bytes_s=50e6, drop=drop_one)
+            for i in range(3):
+                drop_next = True
+                a.pc.enqueue(PayloadType.RPC_RELIABLE, b"lost once %d" % i)
+                await b.wait_frames(i + 1, timeout_s=5)
+                await asyncio.sleep(0.7)
+            assert not drop_next and [d for _l, d in b.frames][-1] == b"lost once 2"
+            sctp = a.pc.stats()["sctp"]
+            assert sctp["outage_retransmits"] + sctp["fast_recoveries"] >= 3, sctp
+            assert a.pc.stats()["sctp_packet_bytes"] == packet_bytes
+
+    run(scenario(), timeout_s=30)

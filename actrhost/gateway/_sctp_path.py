@@ -24,7 +24,8 @@ Three things can make fragments a bad idea, and all are checked:
 * **A path that loses packets.** One lost fragment loses the whole packet, twelve times
   as likely as one small packet on a 1,500-byte MTU, and a whole 16 KiB is sent again.
   After :data:`LOSSES_BEFORE_SMALL` losses (fast recoveries or retransmission timeouts)
-  the association goes back to aiortc's size for what it cuts from then on (chunks cut
+  within :data:`LOSS_WINDOW_S` the association goes back to aiortc's size for what it
+  cuts from then on (a good path's odd loss, hours apart, does not count up; chunks cut
   already keep their size, and still arrive in fragments: the probe showed they do).
   An outage of a second or two looks the same, so :data:`REPROBE_AFTER_S` later a probe
   is sent again, and on its answer the large packets come back; each time a link falls
@@ -61,8 +62,10 @@ SLOW_GAP_S = 0.005
 #: link 2 x 16 KiB of its time, 0.26 s at 1 Mbit/s, beside what it carries).
 SURELY_SLOW_GAP_S = 0.05
 #: Losses (fast recoveries or retransmission timeouts) after which an association that
-#: probed its way to large packets goes back to aiortc's size.
+#: probed its way to large packets goes back to aiortc's size, when they all came within
+#: ``LOSS_WINDOW_S``: a lossy or broken path, not the odd loss of a good one over hours.
 LOSSES_BEFORE_SMALL = 3
+LOSS_WINDOW_S = 60.0
 #: How long after falling back to aiortc's size a link probes again (the first time).
 REPROBE_AFTER_S = 30.0
 #: The longest wait before probing again (it doubles at each fallback).
@@ -86,7 +89,7 @@ class _PathState:
         self.answered: asyncio.Future[None] | None = None  # the large probe in flight
         self.answers: dict[bytes, float] = {}  # probe kind -> loop time of its answer
         self.probed = False  # large packets because a probe came back
-        self.losses = 0  # since then
+        self.losses: list[float] = []  # loop times of the latest losses since then
         self.packet_bytes = 0  # the size probed
         self.fallbacks = 0  # times the losses brought aiortc's size back
         self.found: Probe | None = None  # what the last probe found
@@ -144,7 +147,7 @@ async def enlarge_if_carried(transport: Any, packet_bytes: int) -> Probe:
     state.found = found
     if found is Probe.CARRIED:
         _sctp_packets.enlarge(transport, packet_bytes)
-        state.probed, state.losses, state.packet_bytes = True, 0, packet_bytes
+        state.probed, state.losses, state.packet_bytes = True, [], packet_bytes
     return found
 
 
@@ -238,16 +241,18 @@ def _count_loss(transport: Any) -> None:
     state = transport.__dict__.get("_actrhost_path")
     if state is None or not state.probed:
         return
-    state.losses += 1
-    if state.losses < LOSSES_BEFORE_SMALL:
+    now = transport._loop.time()
+    state.losses = [at for at in state.losses if now - at < LOSS_WINDOW_S] + [now]
+    if len(state.losses) < LOSSES_BEFORE_SMALL:
         return
     state.probed = False
     _sctp_packets.shrink(transport)
     wait_s = min(REPROBE_AFTER_S * 2**state.fallbacks, REPROBE_MAX_S)
     state.fallbacks += 1
     log.info(
-        "%d losses with large packets: back to aiortc's size, probing again in %g s",
-        state.losses,
+        "%d losses in %.1f s with large packets: back to aiortc's size, probing again in %g s",
+        len(state.losses),
+        now - state.losses[0],
         wait_s,
     )
     transport._loop.call_later(wait_s, _probe_again, transport, state.packet_bytes)
