@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ import actrhost
 from actrhost import ActrId, DataStream, MediaSample
 from actrhost._fingerprint import service_fingerprint
 
-from .utils import actrhost_command, pid_alive, run, wait_until
+from .utils import Node, actrhost_command, pid_alive, run, signal_server, wait_until
 
 pytest.importorskip("aiortc")
 
@@ -152,6 +153,37 @@ def test_actors_on_two_nodes_discover_call_and_tell_each_other(node_factory, sig
             assert out_msgs >= 24 and in_msgs >= 4, rpc  # 20 tells, 4+ calls and answers
 
     run(go(), 90)
+
+
+def test_nodes_reach_each_other_over_ipv6(node_factory):
+    # Signaling on [::1]: each gateway offers ::1, the address that reaches signaling, as
+    # its ICE host candidate; the two connect host to host, in 16 KiB packets (one host).
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    with signal_server(host="[::1]") as url:
+        node_a, node_b = relay_and_echo_nodes(node_factory, url)
+        answer = node_a_call(node_a, b"test+Echo test.Echo.Say over six")
+        assert answer == b"over six"
+        gateway = node_a.status()["gateway"]
+        assert gateway["stats"]["ice_host_addresses"] == ["::1"], gateway
+        (remote,) = gateway["stats"]["remote_nodes"].values()
+        assert remote["state"] == "connected" and remote["candidate_type"] == "host", remote
+        assert remote["connection"]["sctp_packet_bytes"] == 16384, remote
+        node_a.stop()
+        node_b.stop()
+
+
+def node_a_call(node: Node, request: bytes) -> bytes:
+    """``test.Relay.Forward`` of ``node``'s relay, from a Shell."""
+
+    async def call() -> bytes:
+        async with actrhost.connect(node.config_path) as shell:
+            return await shell.call("relay", "test.Relay.Forward", request, timeout=20)
+
+    return run(call(), 30)
 
 
 def test_embedded_signaling_registers_the_node_with_the_ids_its_actors_use(node_factory):

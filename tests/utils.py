@@ -83,11 +83,12 @@ handler = "examples.greeter:Greeter"
 
 
 @contextlib.contextmanager
-def signal_server(*options: str) -> Iterator[str]:
-    """A standalone ``actrhost signal`` with ``options`` on a free loopback port; yields
-    its ws:// URL and checks it stopped cleanly."""
+def signal_server(*options: str, host: str = "127.0.0.1") -> Iterator[str]:
+    """A standalone ``actrhost signal`` with ``options`` on a free port of loopback
+    address ``host`` ("[::1]" for IPv6); yields its ws:// URL and checks it stopped
+    cleanly."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "actrhost", "signal", "--listen", "127.0.0.1:0", *options],
+        [sys.executable, "-m", "actrhost", "signal", "--listen", f"{host}:0", *options],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -96,7 +97,7 @@ def signal_server(*options: str) -> Iterator[str]:
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
-        assert line.startswith("signaling server listening on ws://127.0.0.1:"), line
+        assert line.startswith(f"signaling server listening on ws://{host}:"), line
         yield line.split()[-1]
     finally:
         process.terminate()
