@@ -63,8 +63,10 @@ SLOW_GAP_S = 0.005
 SURELY_SLOW_GAP_S = 0.05
 #: Losses (fast recoveries or retransmission timeouts) after which an association that
 #: probed its way to large packets goes back to aiortc's size, when they all came within
-#: ``LOSS_WINDOW_S``: a lossy or broken path, not the odd loss of a good one over hours.
+#: ``LOSS_WINDOW_S``.
 LOSSES_BEFORE_SMALL = 3
+#: A lossy or broken path loses that many within this time; a good one's odd losses,
+#: hours apart, never add up to a fallback.
 LOSS_WINDOW_S = 60.0
 #: How long after falling back to aiortc's size a link probes again (the first time).
 REPROBE_AFTER_S = 30.0
