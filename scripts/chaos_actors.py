@@ -75,6 +75,7 @@ class Driver(Actor):
         return json.dumps({**sent, "calls": called}).encode()
 
     async def _send(self, ctx: Context, params: dict[str, Any]) -> dict[str, Any]:
+        started = time.monotonic()
         sink = Dest.actor(await ctx.discover(SINK))
         accepted: dict[str, list[int]] = {"chunks": [], "tells": []}
         errors: dict[str, int] = {}
@@ -92,7 +93,8 @@ class Driver(Actor):
                     errors[why] = errors.get(why, 0) + 1
                 else:
                     accepted[kind].append(n)
-        return {"accepted": accepted, "errors": errors}
+        # Whether a fault came while the stream went or after it: the report says.
+        return {"accepted": accepted, "errors": errors, "sending_s": time.monotonic() - started}
 
 
 async def _calls(ctx: Context, every_s: float, timeout_s: float, for_s: float) -> dict[str, Any]:

@@ -153,7 +153,12 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                     # The Driver was the one killed (worker-b): what it had accepted died
                     # with it. The Sink's report still says whether anything came twice
                     # or out of order.
-                    sent = {"accepted": None, "errors": {"driver": str(exc)}, "calls": None}
+                    sent = {
+                        "accepted": None,
+                        "errors": {"driver": str(exc)},
+                        "calls": None,
+                        "sending_s": None,
+                    }
             took = time.monotonic() - started
             what = await faulted
             accepted = sent["accepted"]
@@ -170,9 +175,14 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 ]
                 for side, node in nodes.items()
             }
+    sending_s = sent["sending_s"]
     return {
         "fault": what,
         "driver_s": round(took, 1),
+        # A fault after the last send tests the calls only (a fast stream, a small
+        # --count): make --count larger, or --after smaller.
+        "sending_s": round(sending_s, 1) if sending_s is not None else None,
+        "fault_mid_stream": None if sending_s is None else args.after < sending_s,
         "accepted": (
             {kind: len(numbers) for kind, numbers in accepted.items()}
             if accepted is not None
