@@ -61,11 +61,15 @@ class World:
         self.discoverer = Discoverer(
             config,  # type: ignore[arg-type]
             lambda actr_id: actr_id in self.up,
-            lambda actr_id: self.reconnecting.get(actr_id, ""),
+            self.may_be_back,
             lambda: self.signaling_up,
             lambda: None,
             self.counters,
         )
+
+    def may_be_back(self, actr_id: ActrId) -> str:
+        why = self.reconnecting.get(actr_id)
+        return f"is reconnecting after its link failed ({why})" if why else ""
 
     async def best(self, reg: FakeRegistration) -> ActrId:
         return await self.discoverer.best(reg, ActrType.parse("t+B"), "t+A")

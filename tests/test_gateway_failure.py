@@ -455,6 +455,31 @@ def test_discovery_of_a_type_whose_node_is_reconnecting_is_503_not_404(tmp_path:
                 time.sleep(0.2)
 
 
+def test_discovery_while_a_dead_nodes_link_is_being_checked_is_503_not_404(
+    tmp_path: Path,
+) -> None:
+    # The same, earlier: B's actors left signaling the moment its gateway died, while A's
+    # link to B still looks up until its probe goes unanswered (probe_timeout_s, 3 s
+    # here). Discoveries then said 404 (chaos_remote.py: 14-15 per SIGKILL of a gateway).
+    tuning = {**FAST_TUNING, "probe_timeout_s": 3.0, "keepalive_timeout_s": 10.0}
+    with ServerProcess() as server, two_nodes(tmp_path, server.url, tuning) as (runner, a, b):
+        assert runner.run(a.discover("a1", "t+B")) == b.ids["b1"]
+        assert runner.run(a.call("a1", b.ids["b1"], "echo", b"up")) == b"up"
+        b.kill_gateway()
+        checked: list[str] = []
+        deadline = time.monotonic() + 2.5  # inside the probe's 3 s
+        while time.monotonic() < deadline:
+            try:
+                assert runner.run(a.discover("a1", "t+B")) == b.ids["b1"]  # not yet told
+            except Unavailable as exc:
+                checked.append(exc.message)
+            time.sleep(0.05)
+        (remote,) = runner.run(a.stats())["remote_nodes"].values()
+        assert remote["state"] == "connected" and not remote["reconnecting"], remote
+        assert checked, "signaling never forgot B's actors"
+        assert all("is being checked: node" in m and "left signaling" in m for m in checked)
+
+
 def test_just_after_a_signaling_restart_an_actor_not_back_yet_is_503_not_404(
     tmp_path: Path,
 ) -> None:

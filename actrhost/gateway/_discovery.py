@@ -99,13 +99,17 @@ class Discoverer:
     with 503/504, if the link to that actor's node is connected (``link_up``): a link that
     is up says that node runs; nothing says where else the type runs now. A slow request
     goes on in the background (one per key), and its answer is kept when it comes.
+
+    When signaling finds none of the type while the last actor's node may be back in a
+    moment (``node_may_be_back`` says why: its link is reconnecting, or is being checked
+    after its actors left signaling), the answer is 503 instead of 404.
     """
 
     def __init__(
         self,
         config: Config,
         link_up: Callable[[ActrId], bool],
-        node_reconnecting: Callable[[ActrId], str],
+        node_may_be_back: Callable[[ActrId], str],
         signaling_up: Callable[[], bool],
         reconnected_s_ago: Callable[[], float | None],
         counters: GatewayCounters,
@@ -113,7 +117,7 @@ class Discoverer:
     ) -> None:
         self._config = config
         self._link_up = link_up
-        self._node_reconnecting = node_reconnecting
+        self._node_may_be_back = node_may_be_back
         self._signaling_up = signaling_up
         self._reconnected_s_ago = reconnected_s_ago
         self._max_entries = max_entries
@@ -164,15 +168,13 @@ class Discoverer:
         if since is not None:
             return maybe_reregistering(error, since)
         last = self._last.get(key)
-        why = self._node_reconnecting(last) if last is not None else ""
+        why = self._node_may_be_back(last) if last is not None else ""
         if isinstance(error, NotFound) and why:
             # Its node's gateway died (or restarts) and unregistered its actors: it may be
             # back in a moment, and a 404 says "gone for good" (chaos_remote.py: 12 of them
-            # while the other node's gateway restarted after a SIGKILL).
-            return Unavailable(
-                f"{error.message}; the node of the last one ({last}) is reconnecting "
-                f"after its link failed ({why})"
-            )
+            # while the other node's gateway restarted after a SIGKILL; 14-15 more, in
+            # session 48, from before the link's probe had failed).
+            return Unavailable(f"{error.message}; the node of the last one ({last}) {why}")
         return error
 
     def _remembered(self, last: ActrId) -> ActrId:

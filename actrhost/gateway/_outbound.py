@@ -340,9 +340,15 @@ class Outbound:
             node = node_of(actr_id)
             return node is not None and node.state is LinkState.CONNECTED
 
-        def reconnecting(actr_id: ActrId) -> str:
+        def may_be_back(actr_id: ActrId) -> str:
             node = node_of(actr_id)
-            return node.reconnecting_because() if node is not None else ""
+            if node is None:
+                return ""
+            if why := node.reconnecting_because():
+                return f"is reconnecting after its link failed ({why})"
+            if why := node.doubted_because():
+                return f"is being checked: {why}"
+            return ""
 
         def signaling_up() -> bool:
             return self._signaling is not None and self._signaling.connected
@@ -350,7 +356,7 @@ class Outbound:
         return Discoverer(
             self.config,
             link_up,
-            reconnecting,
+            may_be_back,
             signaling_up,
             self._reconnected_s_ago,
             self.counters,

@@ -129,6 +129,10 @@ class PeerConnection(Confirming):
         self._loop = asyncio.get_running_loop()
         self._state = LinkState.NEW
         self.error = ""
+        #: Why someone doubts that the other side lives, while a probe for it is out
+        #: (:meth:`probe`); "" otherwise.
+        self.doubted_because = ""
+        self._probes_out = 0
         self._pc: RTCPeerConnection | None = None
         self._lanes = [_Lane(slot, lossy=slot == _LATENCY) for slot in range(len(_CHANNELS))]
         self._held: list[tuple[int, bytes]] = []  # see hold()
@@ -498,15 +502,22 @@ class PeerConnection(Confirming):
             return
         asked_at = self._loop.time()
         self.send_control({"op": "ping", "answer": True})
+        self.doubted_because = reason
+        self._probes_out += 1
         self._tasks.append(self._loop.create_task(self._check_probe(asked_at, reason)))
 
     async def _check_probe(self, asked_at: float, reason: str) -> None:
         timeout = self.tuning.probe_timeout_s
-        await asyncio.sleep(timeout)
-        if self._heard_at() < asked_at:
-            await asyncio.sleep(0.05)  # let a busy loop read what arrived (as _keepalive)
-        if self._state is LinkState.CONNECTED and self._heard_at() < asked_at:
-            self.fail(f"{reason}, and nothing came back for {timeout:g} s")
+        try:
+            await asyncio.sleep(timeout)
+            if self._heard_at() < asked_at:
+                await asyncio.sleep(0.05)  # let a busy loop read what arrived (as _keepalive)
+            if self._state is LinkState.CONNECTED and self._heard_at() < asked_at:
+                self.fail(f"{reason}, and nothing came back for {timeout:g} s")
+        finally:
+            self._probes_out -= 1
+            if not self._probes_out:
+                self.doubted_because = ""
 
     # -- ending ------------------------------------------------------------------------
 

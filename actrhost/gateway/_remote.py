@@ -173,6 +173,15 @@ class RemoteNode:
             return ""
         return self._failed_because or "the link failed"
 
+    def doubted_because(self) -> str:
+        """Why the node may be gone although its link is up: its actors left signaling
+        (its gateway died, or only its signaling connection), and the link is being
+        probed (``PeerConnection.probe``); "" otherwise."""
+        pc = self.pc
+        if pc is None or pc.state is not LinkState.CONNECTED:
+            return ""
+        return pc.doubted_because
+
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
