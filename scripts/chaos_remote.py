@@ -201,7 +201,7 @@ def main() -> None:
     parser.add_argument("--process", choices=PROCESSES, default="gateway-a")
     parser.add_argument("--after", type=float, default=3.0, help="seconds into the stream")
     parser.add_argument("--hold", type=float, default=10.0, help="stop: seconds stopped")
-    parser.add_argument("--count", type=int, default=3000, help="chunks (and tells)")
+    parser.add_argument("--count", type=int, default=12000, help="chunks (and tells)")
     parser.add_argument("--size", type=int, default=65536, help="bytes per chunk")
     parser.add_argument("--timeout", type=float, default=60.0, help="per send, seconds")
     parser.add_argument("--quiet", type=float, default=20.0, help="settled after (s)")
