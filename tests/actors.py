@@ -237,10 +237,14 @@ class BlockedStart(Echo):
 
 
 class SlowStop(Echo):
-    """An on_stop that takes a minute."""
+    """An on_stop that takes a minute, or (setting ``until_file``) until that file exists."""
 
     async def on_stop(self, ctx: Context) -> None:
-        await asyncio.sleep(60)
+        until_file = self.settings.get("until_file")
+        for _ in range(3000):
+            if until_file and os.path.exists(until_file):
+                return
+            await asyncio.sleep(0.02)
 
 
 class FailsInInit(Actor):
