@@ -179,6 +179,8 @@ def format_status(status: dict[str, Any]) -> str:
             # The state is the current attempt's: connected means the reconnect is done.
             again = node.get("reconnecting") and node.get("state") != "connected"
             why = f": {node['down_because']}" if again and node.get("down_because") else ""
+            # Up, but its actors left signaling a moment ago: the link's probe is out.
+            doubt = node.get("doubted_because") if not again else ""
             connection = node.get("connection") or {}
             packet = connection.get("sctp_packet_bytes") or 0
             # Larger than aiortc's 1,189 bytes between gateways on one host, or on two
@@ -191,7 +193,8 @@ def format_status(status: dict[str, Any]) -> str:
             large = f" ({large})" if large else ""
             lines.append(
                 f"  remote node {name}: {node.get('state')}"
-                f"{f' (reconnecting{why})' if again else ''}, "
+                f"{f' (reconnecting{why})' if again else ''}"
+                f"{f' (being checked: {doubt})' if doubt else ''}, "
                 f"candidate {node.get('candidate_type') or '-'}{large}, "
                 f"{len(node.get('actors', []))} actor(s), connects {node.get('connects', 0)}, "
                 f"links lost {node.get('links_lost', 0)}, failures {node.get('failures', 0)}, "

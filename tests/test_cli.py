@@ -329,6 +329,11 @@ def test_status_names_the_ice_host_and_the_gateway_counters_that_are_not_zero():
     del remote["refusing"], remote["connection"]
     remote["state"] = "connected"  # that attempt connected: no contradiction shown
     assert "  remote node b (n1): connected, " in format_status(status)
+    remote["doubted_because"] = "node n1 left signaling"  # its probe is out
+    assert "  remote node b (n1): connected (being checked: node n1 left signaling), " in (
+        format_status(status)
+    )
+    remote["doubted_because"] = ""
     # One outage that took six failed attempts to end: the link lost, and the attempts.
     remote.update(connects=2, links_lost=1, failures=7)
     assert "connects 2, links lost 1, failures 7, malformed 0" in format_status(status)

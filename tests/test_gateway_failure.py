@@ -476,6 +476,7 @@ def test_discovery_while_a_dead_nodes_link_is_being_checked_is_503_not_404(
             time.sleep(0.05)
         (remote,) = runner.run(a.stats())["remote_nodes"].values()
         assert remote["state"] == "connected" and not remote["reconnecting"], remote
+        assert "left signaling" in remote["doubted_because"], remote
         assert checked, "signaling never forgot B's actors"
         assert all("is being checked: node" in m and "left signaling" in m for m in checked)
 

@@ -470,6 +470,7 @@ class RemoteNode:
             "state": self.state.value,
             "reconnecting": self._reconnecting,  # after a failure: the state is the attempt's
             "down_because": self.reconnecting_because(),  # why, until a connection is back
+            "doubted_because": self.doubted_because(),  # why its link is being probed
             "candidate_type": pc.candidate_type if pc is not None else "",
             "connects": self.connects,
             "failures": self.failures,
