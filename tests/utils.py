@@ -55,12 +55,24 @@ def actrhost_command(*args: str, timeout: float = 30) -> subprocess.CompletedPro
     )
 
 
+#: ``python -m actrhost`` with Ctrl-C (SIGINT) turned back on, as at a terminal: a test
+#: run started in the background by a shell (a CI job, say) ignores SIGINT, its children
+#: inherit that, and Python then leaves it ignored (asyncio.run too).
+ACTRHOST_AS_AT_A_TERMINAL = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'actrhost'; runpy.run_module('actrhost', run_name='__main__', alter_sys=True)"
+)
+
+
 @contextlib.contextmanager
 def actrhost_in_background(*args: str) -> Iterator[subprocess.Popen[str]]:
-    """``python -m actrhost ARGS`` started now, its stderr piped (read it with
-    ``communicate``); killed if it still runs after the block."""
+    """``python -m actrhost ARGS`` started now, as from a terminal (Ctrl-C works), its
+    stderr piped (read it with ``communicate``); killed if it still runs after the block."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "actrhost", *args], stderr=subprocess.PIPE, text=True, cwd=REPO
+        [sys.executable, "-c", ACTRHOST_AS_AT_A_TERMINAL, *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
     )
     try:
         yield process
