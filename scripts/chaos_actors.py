@@ -17,14 +17,24 @@ STREAM_ID = "chaos"
 
 
 def _summary(numbers: list[int]) -> dict[str, Any]:
-    """What arrived of 0, 1, 2, ...: how many, once each?, in order?, the first missing."""
+    """What arrived of 0, 1, 2, ...: how many, once each?, in order?, and the first
+    ranges missing below the highest ("0-2784": what a killed receiver had taken; a
+    range further on: lost on the way)."""
     seen = set(numbers)
     top = max(numbers, default=-1)
+    missing: list[str] = []
+    start = None
+    for n in range(top + 2):
+        if n not in seen and n <= top:
+            start = n if start is None else start
+        elif start is not None:
+            missing.append(f"{start}-{n - 1}" if n - 1 > start else str(start))
+            start = None
     return {
         "count": len(numbers),
         "duplicates": len(numbers) - len(seen),
         "in_order": numbers == sorted(numbers),
-        "missing_first": [n for n in range(top + 1) if n not in seen][:5],
+        "missing": missing[:5],
     }
 
 

@@ -12,7 +12,7 @@ SIGCONT after ``--hold`` seconds) or ``kill`` (SIGKILL; a supervisor restarts it
 and workers).
 
 The report says what the Driver had accepted (sends that returned) and what the Sink
-got: how many, duplicates, order, corrupt payloads, the first numbers missing; and every
+got: how many, duplicates, order, corrupt payloads, the first ranges of numbers missing; and every
 log line at WARNING or above from both nodes. What actrhost promises (docs/gateway.md):
 each accepted tell and reliable chunk arrives once, in order, while both actors live
 (within what a sender keeps when a *sending* gateway dies: Limits); a send while the
