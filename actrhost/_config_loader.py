@@ -428,6 +428,14 @@ class Loader:
     def url(self, key: str, value: Any, kind: str) -> str:
         pattern, min_port, expected = _URLS[kind]
         self.check(key, value, _url_ok(pattern, value, min_port), expected)
+        if kind in ("stun", "turn") and ":[" in value:
+            # aiortc's own parser takes no IPv6 address literal: the link would fail at
+            # its first offer ("malformed uri"), long after the node started.
+            self.fail(
+                key,
+                "cannot name an IPv6 address (aiortc does not read one in a STUN or TURN "
+                f"URL): give a host name or an IPv4 address (got {value!r})",
+            )
         return value
 
     def ip_address(self, key: str, value: Any) -> str:

@@ -468,6 +468,16 @@ BROKEN = [
         "URL (got 'turn:127.0.0.1:99999')",
     ),
     (
+        MINIMAL + "[webrtc]\n" + TURN.replace("127.0.0.1", "[::1]"),
+        "webrtc.turn_urls[0]: cannot name an IPv6 address (aiortc does not read one in a "
+        "STUN or TURN URL): give a host name or an IPv4 address (got 'turn:[::1]:3478')",
+    ),
+    (
+        MINIMAL + '[webrtc]\nstun_urls = ["stun:[fd00::1]:3478"]\n',
+        "webrtc.stun_urls[0]: cannot name an IPv6 address (aiortc does not read one in a "
+        "STUN or TURN URL): give a host name or an IPv4 address (got 'stun:[fd00::1]:3478')",
+    ),
+    (
         MINIMAL + '[webrtc]\nturn_urls = ["turn:127.0.0.1?transport=sctp"]\n',
         "webrtc.turn_urls[0]: must be a 'turn:host[:port][?transport=udp|tcp]' or 'turns:...' "
         "URL (got 'turn:127.0.0.1?transport=sctp')",
