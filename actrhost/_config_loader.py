@@ -445,6 +445,15 @@ class Loader:
         except ValueError:
             address = None
         self.check(key, value, address is not None, "an IP address such as '127.0.0.1'")
+        assert address is not None
+        # A host candidate is where peers send to: one interface's own address. Offered,
+        # 0.0.0.0 or a group address made every link to another host fail in ICE.
+        unicast = not (
+            address.is_unspecified
+            or address.is_multicast
+            or address == ipaddress.IPv4Address("255.255.255.255")
+        )
+        self.check(key, value, unicast, "a unicast address of this host, such as '10.0.0.5'")
         return str(address)
 
 

@@ -528,6 +528,16 @@ BROKEN = [
         "webrtc.ice_host_addresses: must be a non-empty array of IP addresses (got an empty array)",
     ),
     (
+        MINIMAL + '[webrtc]\nice_host_addresses = ["0.0.0.0"]\n',
+        "webrtc.ice_host_addresses[0]: must be a unicast address of this host, such as "
+        "'10.0.0.5' (got '0.0.0.0')",
+    ),
+    (
+        MINIMAL + '[webrtc]\nice_host_addresses = ["10.0.0.5", "ff02::1"]\n',
+        "webrtc.ice_host_addresses[1]: must be a unicast address of this host, such as "
+        "'10.0.0.5' (got 'ff02::1')",
+    ),
+    (
         MINIMAL + '[webrtc]\nice_host_addresses = ["127.0.0.1", "localhost"]\n',
         "webrtc.ice_host_addresses[1]: must be an IP address such as '127.0.0.1' (got 'localhost')",
     ),
