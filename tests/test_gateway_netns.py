@@ -213,6 +213,20 @@ def two_hosts(
         runner.close()
 
 
+@contextlib.contextmanager
+def hosts_on_their_own_addresses(
+    tmp_path: Path, ns_a: str, ns_b: str, addr_a: str, addr_b: str
+) -> Iterator[tuple[LoopRunner, HarnessNode, HarnessNode]]:
+    """``two_hosts`` in namespaces A and B that offer their own addresses (IPv4 or IPv6)
+    as ICE host candidates, with a signaling server in A on A's address."""
+    listen = f"[{addr_a}]" if ":" in addr_a else addr_a
+    with signaling_server_in(ns_a, listen) as url:
+        hosts = (ns_a, ns_b, "")
+        addresses = (addr_a, addr_b)
+        with two_hosts(tmp_path, hosts, url, own_address(), addresses=addresses) as started:
+            yield started
+
+
 def test_link_cut_fails_pending_calls_then_traffic_resumes(
     tmp_path: Path, namespaces: tuple[str, str, str], signaling_in: str
 ) -> None:
@@ -357,14 +371,9 @@ def test_large_packets_go_in_ipv6_fragments_too(
     # The same between two hosts that reach each other over IPv6 (signaling too): only
     # the sender cuts IPv6 packets (a fragment header, no router on the way may), and
     # aiortc's 1,189 bytes are sized for IPv6's minimum MTU; 16 KiB once probed.
-    with signaling_server_in(namespaces[0], f"[{ADDR_A6}]") as url:
-        addresses = (ADDR_A6, ADDR_B6)
-        with two_hosts(tmp_path, namespaces, url, own_address(), addresses=addresses) as (
-            runner,
-            a,
-            b,
-        ):
-            stream_arrives_whole(runner, a, b, 16384)
+    hosts = (namespaces[0], namespaces[1], ADDR_A6, ADDR_B6)
+    with hosts_on_their_own_addresses(tmp_path, *hosts) as (runner, a, b):
+        stream_arrives_whole(runner, a, b, 16384)
 
 
 def test_large_packets_cross_a_router_to_a_smaller_mtu(
@@ -374,15 +383,8 @@ def test_large_packets_cross_a_router_to_a_smaller_mtu(
     # minimum) while A's is 1,500: A's fragments are too large for the second link. The
     # router fragments them again, or drops them and tells A (ICMP "fragmentation
     # needed") so that A's kernel cuts smaller from then on; either way they arrive.
-    ns_a, ns_b, addr_a, addr_b, _ns_router = routed_hosts
-    with signaling_server_in(ns_a, addr_a) as url:
-        hosts = (ns_a, ns_b, "")
-        with two_hosts(tmp_path, hosts, url, own_address(), addresses=(addr_a, addr_b)) as (
-            runner,
-            a,
-            b,
-        ):
-            stream_arrives_whole(runner, a, b, 16384)
+    with hosts_on_their_own_addresses(tmp_path, *routed_hosts[:4]) as (runner, a, b):
+        stream_arrives_whole(runner, a, b, 16384)
 
 
 def test_a_router_that_drops_ip_fragments_leaves_the_link_at_aiortcs_size(
@@ -391,31 +393,24 @@ def test_a_router_that_drops_ip_fragments_leaves_the_link_at_aiortcs_size(
     # A firewall on the way that drops IP fragments (any but the first, as many do):
     # the large probes never come back, the small ones do, and the link keeps aiortc's
     # 1,189-byte packets, which need no fragments; what it carries arrives whole.
-    ns_a, ns_b, addr_a, addr_b, ns_router = routed_hosts
-    _drop_ip_fragments_in(ns_router)
-    with signaling_server_in(ns_a, addr_a) as url:
-        hosts = (ns_a, ns_b, "")
-        with two_hosts(tmp_path, hosts, url, own_address(), addresses=(addr_a, addr_b)) as (
-            runner,
-            a,
-            b,
-        ):
-            echo = b.ids["echo"]
-            assert runner.run(a.call("client", echo, "echo", b"up", timeout_s=10)) == b"up"
+    _drop_ip_fragments_in(routed_hosts[4])
+    with hosts_on_their_own_addresses(tmp_path, *routed_hosts[:4]) as (runner, a, b):
+        echo = b.ids["echo"]
+        assert runner.run(a.call("client", echo, "echo", b"up", timeout_s=10)) == b"up"
 
-            async def probe_finding() -> str | None:
-                (remote,) = (await a.stats())["remote_nodes"].values()
-                return remote["connection"]["sctp_packets_why"]  # type: ignore[no-any-return]
+        async def probe_finding() -> str | None:
+            (remote,) = (await a.stats())["remote_nodes"].values()
+            return remote["connection"]["sctp_packets_why"]  # type: ignore[no-any-return]
 
-            async def wait_for_the_probes() -> str | None:
-                # Three probes, a second each, once the other gateway's hello came.
-                deadline = time.monotonic() + 15
-                while (found := await probe_finding()) is None and time.monotonic() < deadline:
-                    await asyncio.sleep(0.1)
-                return found
+        async def wait_for_the_probes() -> str | None:
+            # Three probes, a second each, once the other gateway's hello came.
+            deadline = time.monotonic() + 15
+            while (found := await probe_finding()) is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            return found
 
-            assert runner.run(wait_for_the_probes(), timeout_s=20) == "no answer to a probe"
-            stream_arrives_whole(runner, a, b, 1189)
+        assert runner.run(wait_for_the_probes(), timeout_s=20) == "no answer to a probe"
+        stream_arrives_whole(runner, a, b, 1189)
 
 
 def _drop_ip_fragments_in(ns: str) -> None:
