@@ -26,6 +26,7 @@ import logging
 from collections import deque
 from typing import Any
 
+from ._aiortc_parts import require
 from ._sctp import run_eagerly
 
 log = logging.getLogger(__name__)
@@ -92,12 +93,12 @@ def install() -> None:
     from aioice import ice
     from aiortc.rtcdtlstransport import RTCDtlsTransport
 
-    missing = [n for n in ("data_received", "recv") if not hasattr(ice.Connection, n)]
-    missing += [n for n in ("_recv_next",) if not hasattr(RTCDtlsTransport, n)]
-    if not hasattr(asyncio.Queue(), "_getters"):
-        missing.append("asyncio.Queue._getters")
-    if missing:
-        raise RuntimeError(f"aiortc or aioice changed: no {', '.join(missing)}")
+    require(
+        "aiortc, aioice or asyncio changed",
+        (ice.Connection, ("data_received", "recv")),
+        (RTCDtlsTransport, ("_recv_next",)),
+        (asyncio.Queue(), ("_getters",)),
+    )
     original = ice.Connection.data_received
 
     def data_received(self: Any, data: bytes, component: int) -> None:

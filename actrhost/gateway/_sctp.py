@@ -57,6 +57,7 @@ from struct import pack, unpack
 from typing import Any
 
 from . import _sctp_packets
+from ._aiortc_parts import require
 
 log = logging.getLogger(__name__)
 
@@ -165,23 +166,17 @@ def install() -> None:
         "_t3_restart",
         "_t3_expired",
     )
-    missing = [name for name in needed if not hasattr(cls, name)]
-    missing += [
-        name
-        for name in (
-            "DataChunk",
-            "SackChunk",
-            "HeartbeatChunk",
-            "HeartbeatAckChunk",
-            "parse_packet",
-            "SCTP_MAX_PACKET_LENGTH",
-            "WEBRTC_BINARY",
-            "crc32c",
-        )
-        if not hasattr(sctp, name)
-    ]
-    if missing:
-        raise RuntimeError(f"aiortc's SCTP transport changed: no {', '.join(missing)}")
+    module_parts = (
+        "DataChunk",
+        "SackChunk",
+        "HeartbeatChunk",
+        "HeartbeatAckChunk",
+        "parse_packet",
+        "SCTP_MAX_PACKET_LENGTH",
+        "WEBRTC_BINARY",
+        "crc32c",
+    )
+    require("aiortc's SCTP transport changed", (cls, needed), (sctp, module_parts))
 
     original_handle_data = cls._handle_data
     original_receive_data_chunk = cls._receive_data_chunk

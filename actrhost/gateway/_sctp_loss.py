@@ -31,6 +31,8 @@ import time
 from collections import deque
 from typing import Any
 
+from ._aiortc_parts import require
+
 log = logging.getLogger(__name__)
 
 #: The reordering window is a multiple of a quarter of the lowest round trip.
@@ -131,9 +133,7 @@ def install() -> None:
 
     cls: Any = sctp.RTCSctpTransport
     needed = ("_receive_sack_chunk", "_send_chunk", "_update_rto")
-    missing = [name for name in needed if not hasattr(cls, name)]
-    if missing or not hasattr(sctp, "DataChunk"):
-        raise RuntimeError(f"aiortc's SCTP transport changed: no {', '.join(missing)}")
+    require("aiortc's SCTP transport changed", (cls, needed), (sctp, ("DataChunk",)))
     original_receive_sack_chunk = cls._receive_sack_chunk
     original_send_chunk = cls._send_chunk
     original_update_rto = cls._update_rto

@@ -37,6 +37,8 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from ._aiortc_parts import require
+
 #: The SCTP packet size between two gateways on one host: the most a DTLS record holds.
 LARGE_PACKET_BYTES = 16384
 #: What aiortc's DTLS reads of a record at most here (ciphertext: plaintext + overhead).
@@ -67,12 +69,8 @@ def install() -> None:
     from aiortc import rtcsctptransport as sctp
 
     cls: Any = sctp.RTCSctpTransport
-    missing = [name for name in _METHODS if not hasattr(cls, name)]
-    missing += [
-        n for n in ("SCTP_MAX_PACKET_LENGTH", "USERDATA_MAX_LENGTH") if not hasattr(sctp, n)
-    ]
-    if missing or not hasattr(dtls, "SSL"):
-        raise RuntimeError(f"aiortc changed: no {', '.join(missing) or 'SSL in its DTLS'}")
+    constants = ("SCTP_MAX_PACKET_LENGTH", "USERDATA_MAX_LENGTH")
+    require("aiortc changed", (cls, _METHODS), (sctp, constants), (dtls, ("SSL",)))
     originals = {name: getattr(cls, name) for name in _METHODS}
     if any(f.__module__ != sctp.__name__ for f in originals.values()):
         # Their copies would run another module's code over aiortc's globals.

@@ -46,6 +46,7 @@ from collections.abc import Awaitable, Generator
 from typing import Any
 
 from . import _sctp_packets
+from ._aiortc_parts import require
 
 log = logging.getLogger(__name__)
 
@@ -184,11 +185,8 @@ def install() -> None:
     from aiortc import rtcsctptransport as sctp
 
     cls: Any = sctp.RTCSctpTransport
-    missing = [
-        n for n in ("_receive_chunk", "_t3_expired", "_receive_sack_chunk") if not hasattr(cls, n)
-    ]
-    if missing:
-        raise RuntimeError(f"aiortc's SCTP transport changed: no {', '.join(missing)}")
+    needed = ("_receive_chunk", "_t3_expired", "_receive_sack_chunk")
+    require("aiortc's SCTP transport changed", (cls, needed), (sctp, ("HeartbeatAckChunk",)))
     heartbeat_ack_chunk = sctp.HeartbeatAckChunk
     original_receive_chunk = cls._receive_chunk
     original_t3_expired = cls._t3_expired

@@ -21,6 +21,8 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
+from ._aiortc_parts import require
+
 #: The DataChunks marked to go again, in every association of this process.
 _marked: weakref.WeakSet[Any] = weakref.WeakSet()
 #: Where a chunk keeps its mark (the class attribute is the property below).
@@ -74,8 +76,7 @@ def install() -> None:
     from aiortc import rtcsctptransport as sctp
 
     cls: Any = sctp.RTCSctpTransport
-    if not hasattr(cls, "_transmit") or not hasattr(sctp, "DataChunk"):
-        raise RuntimeError("aiortc's SCTP transport changed: no _transmit or DataChunk")
+    require("aiortc's SCTP transport changed", (cls, ("_transmit",)), (sctp, ("DataChunk",)))
     original_init = cls.__init__
     original_transmit = cls._transmit
 
