@@ -4,10 +4,9 @@ aiortc's, fed real VP8 packets from aiortc's own encoder and packetizer."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fractions
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import av
@@ -415,17 +414,6 @@ def lose_packets(monkeypatch: pytest.MonkeyPatch, lost: Callable[[Any, RtpPacket
     monkeypatch.setattr(RTCRtpReceiver, "_handle_rtp_packet", lossy)
 
 
-@contextlib.asynccontextmanager
-async def two_connections() -> AsyncIterator[tuple[Side, Side]]:
-    """Two connected sides (tests/test_gateway_peer.py), closed after the block."""
-    a, b = await connected_pair()
-    try:
-        yield a, b
-    finally:
-        await a.pc.close()
-        await b.pc.close()
-
-
 async def wait_media(side: Side, count: int, timeout_s: float = 10.0) -> None:
     async with asyncio.timeout(timeout_s):
         while len(side.media) < count:
@@ -438,7 +426,7 @@ def test_each_picture_keeps_its_timestamp_when_the_first_frames_were_replaced() 
     # encoder takes any. Frames used to be numbered when queued, and the receiver counts
     # from the first it decodes: every picture then came one frame off (QA).
     async def scenario() -> None:
-        async with two_connections() as (a, b):
+        async with connected_pair() as (a, b):
             for n in range(3):
                 send_bar(a, n)
             for n in range(3, 45):
@@ -473,7 +461,7 @@ def test_a_lost_video_packet_is_repaired_by_its_retransmission(
     lose_packets(monkeypatch, twentieth)
 
     async def scenario() -> None:
-        async with two_connections() as (a, b):
+        async with connected_pair() as (a, b):
             await film(a, 60)
             # A starved encoder thread (a loaded machine) makes the sender's track replace
             # frames it had no time to take (newest wins): those never left. Every frame
@@ -506,7 +494,7 @@ def test_audio_behind_a_lost_packet_arrives_though_no_more_comes(
     lose_packets(monkeypatch, eighth_audio)
 
     async def scenario() -> None:
-        async with two_connections() as (a, b):
+        async with connected_pair() as (a, b):
             for n in range(10):
                 tone = (np.sin(np.arange(960 * n, 960 * (n + 1)) / 8) * 8000).astype(np.int16)
                 frame = media_frame("mic", "audio", n * 960, tone)
@@ -556,7 +544,7 @@ def test_a_keyframe_is_asked_for_after_a_lost_video_packet_though_no_more_comes(
     )
 
     async def scenario() -> None:
-        async with two_connections() as (a, b):
+        async with connected_pair() as (a, b):
             await film(a, 12)
             async with asyncio.timeout(5):
                 while len(timestamps) < 12 - a.pc.counters.media.dropped_sender:

@@ -21,9 +21,8 @@ from actrhost.gateway._pacing import (
 )
 from actrhost.gateway._types import Tuning
 
-from .test_gateway_peer import TUNING, Side
+from .test_gateway_peer import TUNING, Side, connected_pair
 from .test_gateway_sctp_loss import impair
-from .test_gateway_tuning import closing_pair
 from .utils import run
 
 pytestmark = pytest.mark.usefixtures("gateway_process_setup")
@@ -48,7 +47,7 @@ def test_a_call_beside_a_stream_on_a_slow_link_waits_for_little_of_it() -> None:
     # time (QA, 2026-12-03); now it waits behind ≈ 50 ms of it, plus what SCTP has in
     # flight and the router's queue.
     async def scenario() -> None:
-        async with closing_pair() as (a, b):
+        async with connected_pair() as (a, b):
             impair(a, **SLOW_LINK)
             impair(b, **SLOW_LINK, seed=2)
             # SCTP measured the round trip on loopback as the channels opened; on a real

@@ -130,26 +130,31 @@ def raise_on_frame(side: Side, data: bytes, error: Exception) -> None:
     side.pc._cb.on_frame = on_frame
 
 
+@contextlib.asynccontextmanager
 async def connected_pair(
     tuning: Tuning = TUNING,
     earlier_connection: Callable[[str], PeerConnection | None] | None = None,
-) -> tuple[Side, Side]:
-    """Two connected sides; ``earlier_connection``: what b remembers of earlier
-    connections (Callbacks.earlier_connection)."""
+) -> AsyncIterator[tuple[Side, Side]]:
+    """Two connected sides, both closed after the block (or when they do not connect);
+    ``earlier_connection``: what b remembers of earlier connections
+    (Callbacks.earlier_connection)."""
     a, b = Side("a", tuning), Side("b", tuning, earlier_connection)
-    offer = await a.pc.create_offer()
-    answer = await b.pc.accept_offer(offer)
-    await a.pc.accept_answer(answer)
-    async with asyncio.timeout(5):
-        while not (a.pc.state is LinkState.CONNECTED and b.pc.state is LinkState.CONNECTED):
-            await asyncio.sleep(0.01)
-    return a, b
+    try:
+        offer = await a.pc.create_offer()
+        answer = await b.pc.accept_offer(offer)
+        await a.pc.accept_answer(answer)
+        async with asyncio.timeout(5):
+            while not (a.pc.state is LinkState.CONNECTED and b.pc.state is LinkState.CONNECTED):
+                await asyncio.sleep(0.01)
+        yield a, b
+    finally:
+        await a.pc.close()
+        await b.pc.close()
 
 
 def test_lanes_parts_and_state_trajectory() -> None:
     async def scenario() -> None:
-        a, b = await connected_pair()
-        try:
+        async with connected_pair() as (a, b):
             big = bytes(range(256)) * 4096  # 1 MiB: 17 parts of 64 KiB
             a.pc.enqueue(PayloadType.RPC_RELIABLE, b"call")
             a.pc.enqueue(PayloadType.RPC_SIGNAL, b"signal")
@@ -168,9 +173,6 @@ def test_lanes_parts_and_state_trajectory() -> None:
             lanes = a.pc.counters.lanes
             assert lanes["stream_reliable"].frames_out == 1
             assert lanes["stream_reliable"].bytes_out == len(big)
-        finally:
-            await a.pc.close()
-            await b.pc.close()
         assert a.states == [LinkState.CONNECTING, LinkState.CONNECTED, LinkState.CLOSED]
 
     run(scenario())
@@ -178,8 +180,7 @@ def test_lanes_parts_and_state_trajectory() -> None:
 
 def test_signal_lane_overtakes_queued_calls() -> None:
     async def scenario() -> None:
-        a, b = await connected_pair()
-        try:
+        async with connected_pair() as (a, b):
             for i in range(200):
                 a.pc.enqueue(PayloadType.RPC_RELIABLE, b"r%03d" % i + bytes(16 * 1024))
             a.pc.enqueue(PayloadType.RPC_SIGNAL, b"urgent")
@@ -189,9 +190,6 @@ def test_signal_lane_overtakes_queued_calls() -> None:
             assert order.index(b"urgent") < 40
             rpc = [data[:4] for lane, data in b.frames if lane == PayloadType.RPC_RELIABLE]
             assert rpc == [b"r%03d" % i for i in range(200)]  # FIFO within the lane
-        finally:
-            await a.pc.close()
-            await b.pc.close()
 
     run(scenario())
 
@@ -199,9 +197,8 @@ def test_signal_lane_overtakes_queued_calls() -> None:
 def test_stream_window_holds_the_sender_until_acknowledged() -> None:
     async def scenario() -> None:
         tuning = Tuning(connect_timeout_s=5.0, stream_window_bytes=256 * 1024)
-        a, b = await connected_pair(tuning)
-        b.auto_ack = False
-        try:
+        async with connected_pair(tuning) as (a, b):
+            b.auto_ack = False
             chunk = bytes(64 * 1024)
             for _ in range(10):
                 a.pc.enqueue(PayloadType.STREAM_RELIABLE, chunk)
@@ -210,9 +207,6 @@ def test_stream_window_holds_the_sender_until_acknowledged() -> None:
             assert len(b.frames) == 4  # the window (4 chunks) is full: nothing more
             b.pc.stream_delivered(4 * len(chunk))
             await b.wait_frames(8)
-        finally:
-            await a.pc.close()
-            await b.pc.close()
 
     run(scenario())
 
@@ -221,8 +215,7 @@ def test_small_stream_frames_queued_together_go_in_batches_each_counted() -> Non
     # One SCTP message per 64-byte chunk: ≈ 6,700 a second on loopback (QA). Queued ones
     # now share messages; the other side counts, confirms and acknowledges each.
     async def scenario() -> None:
-        a, b = await connected_pair()
-        try:
+        async with connected_pair() as (a, b):
             frames = queue_behind_a_full_buffer(a, [b"%d" % n * 16 for n in range(3000)])
             await b.wait_frames(len(frames))
             assert [data for _lane, data in b.frames] == frames
@@ -230,9 +223,6 @@ def test_small_stream_frames_queued_together_go_in_batches_each_counted() -> Non
             assert a.pc.counters.by_lane[PayloadType.STREAM_RELIABLE].frames_out == len(frames)
             assert b.pc.stream_frames_in == len(frames)
             await stream_frames_confirmed(a)
-        finally:
-            await a.pc.close()
-            await b.pc.close()
 
     run(scenario())
 
@@ -241,9 +231,8 @@ def test_a_frame_that_cannot_be_handled_costs_only_itself_in_a_batch() -> None:
     # Until 2026-12-06 the frames batched after it were lost, uncounted: the other side's
     # frame indices (what it confirms by) fell behind, and its window kept their bytes.
     async def scenario() -> None:
-        a, b = await connected_pair()
-        raise_on_frame(b, b"boom", RuntimeError("a bug of ours, handling this frame"))
-        try:
+        async with connected_pair() as (a, b):
+            raise_on_frame(b, b"boom", RuntimeError("a bug of ours, handling this frame"))
             small = [b"%d" % n * 16 for n in range(2000)]
             frames = queue_behind_a_full_buffer(a, [*small[:1000], b"boom", *small[1000:]])
             await b.wait_frames(len(frames) - 1)
@@ -252,9 +241,6 @@ def test_a_frame_that_cannot_be_handled_costs_only_itself_in_a_batch() -> None:
             assert b.pc.counters.malformed == 1
             assert b.pc.stream_frames_in == len(frames)
             await stream_frames_confirmed(a)
-        finally:
-            await a.pc.close()
-            await b.pc.close()
 
     run(scenario())
 
@@ -262,9 +248,8 @@ def test_a_frame_that_cannot_be_handled_costs_only_itself_in_a_batch() -> None:
 def test_frames_still_queued_when_a_connection_fails_count_as_dropped() -> None:
     async def scenario() -> None:
         tuning = Tuning(connect_timeout_s=5.0, stream_window_bytes=256 * 1024)
-        a, b = await connected_pair(tuning)
-        b.auto_ack = False  # the window fills: 4 chunks leave, 6 wait in our queue
-        try:
+        async with connected_pair(tuning) as (a, b):
+            b.auto_ack = False  # the window fills: 4 chunks leave, 6 wait in our queue
             for _ in range(10):
                 a.pc.enqueue(PayloadType.STREAM_RELIABLE, bytes(64 * 1024))
             a.pc.enqueue(PayloadType.RPC_RELIABLE, b"a tell behind nothing")
@@ -278,9 +263,6 @@ def test_frames_still_queued_when_a_connection_fails_count_as_dropped() -> None:
             # They were never sent, and say so: not silently gone (as they were).
             assert (stream.frames_out, stream.dropped) == (4, 7)
             assert a.pc.queued_bytes == 0
-        finally:
-            await a.pc.close()
-            await b.pc.close()
 
     run(scenario())
 
@@ -313,13 +295,9 @@ async def successor(
     known = {} if known is None else known
     if not b_restarted:
         known[a.pc.session_id] = b.pc
-    a2, b2 = await connected_pair(earlier_connection=known.get)
-    try:
+    async with connected_pair(earlier_connection=known.get) as (a2, b2):
         a2.pc.enqueue_carried(carried)
         yield a2, b2
-    finally:
-        await a2.pc.close()
-        await b2.pc.close()
 
 
 def cut(side: Side) -> None:
@@ -336,8 +314,7 @@ def test_what_aiortc_never_transmitted_goes_on_the_next_connection_only() -> Non
     # QA), and so was the rest of a message whose first chunks had left. Now they go on
     # the next connection, and the failed one no longer sends them while it closes.
     async def scenario() -> None:
-        a, b = await connected_pair(FIXED_FIFO)
-        try:
+        async with connected_pair(FIXED_FIFO) as (a, b):
             sctp = a.pc._pc.sctp
             sctp._cwnd = 7 * USERDATA_MAX_LENGTH // 2  # lets 1 1/3 of these frames out
             # Each frame is a message of exactly 3 chunks (its kind byte included).
@@ -355,9 +332,6 @@ def test_what_aiortc_never_transmitted_goes_on_the_next_connection_only() -> Non
                 assert [frame for _lane, frame in b.frames] == frames[:1]
                 assert [frame for _lane, frame in b2.frames] == frames[1:]
                 assert b2.pc.counters.duplicates_dropped == 1
-        finally:
-            await a.pc.close()
-            await b.pc.close()
 
     run(scenario())
 
@@ -381,8 +355,8 @@ def test_what_a_failed_link_lost_in_flight_goes_again_without_duplicates(
     # gap; up to a congestion window of tells). Those the other side had not confirmed
     # go again on the next connection, and the other side drops the ones it had.
     async def scenario() -> None:
-        a, b = await connected_pair(dataclasses.replace(TUNING, max_message_bytes=message_bytes))
-        try:
+        tuning = dataclasses.replace(TUNING, max_message_bytes=message_bytes)
+        async with connected_pair(tuning) as (a, b):
             frames = [tell_frame(n, frame_bytes) for n in range(40)]
             # b's confirmations never reach a (they did now and then under load, and those
             # frames were not in doubt: a flaky count below).
@@ -407,9 +381,6 @@ def test_what_a_failed_link_lost_in_flight_goes_again_without_duplicates(
                 assert b2.pc.counters.duplicates_dropped == 4
                 if lane == PayloadType.STREAM_RELIABLE:
                     assert a2.pc.stats()["stream_inflight_bytes"] == 0  # duplicates acked
-        finally:
-            await a.pc.close()
-            await b.pc.close()
 
     run(scenario())
 
@@ -428,34 +399,29 @@ def test_what_a_failed_link_carries_on_fills_the_next_ones_lane() -> None:
     tuning = dataclasses.replace(TUNING, queue_high_bytes=64 * 1024)
 
     async def scenario() -> None:
-        a, b = await connected_pair(tuning)
         attempt = Side("a", tuning)  # a next attempt that does not connect
         try:
-            cut(a)
-            frames = [tell_frame(n, 100) for n in range(2000)]  # 200 KB, in batches
-            for frame in frames:
-                assert a.pc.hold(PayloadType.RPC_RELIABLE, frame)
-            a.pc.flush_held()
-            a.pc.fail("cut by the test")
-            attempt.pc.enqueue_carried(a.pc.take_undelivered())
-            assert attempt.pc.queued_bytes >= 200_000
-            assert attempt.pressure == [True]  # (the gateway refuses more past a bound)
-            attempt.pc.fail("no answer")
-            # One that connects sends them all, and the socket is read again.
-            carried = attempt.pc.take_undelivered()
-            a2, b2 = await connected_pair(tuning)
-            try:
-                a2.pc.enqueue_carried(carried)
-                assert a2.pressure == [True]
-                await b2.wait_frames(len(frames))
-                assert [data for _lane, data in b2.frames] == frames
-                assert a2.pc.queued_bytes == 0 and a2.pressure == [True, False]
-            finally:
-                await a2.pc.close()
-                await b2.pc.close()
+            async with connected_pair(tuning) as (a, _b):
+                cut(a)
+                frames = [tell_frame(n, 100) for n in range(2000)]  # 200 KB, in batches
+                for frame in frames:
+                    assert a.pc.hold(PayloadType.RPC_RELIABLE, frame)
+                a.pc.flush_held()
+                a.pc.fail("cut by the test")
+                attempt.pc.enqueue_carried(a.pc.take_undelivered())
+                assert attempt.pc.queued_bytes >= 200_000
+                assert attempt.pressure == [True]  # (the gateway refuses more past a bound)
+                attempt.pc.fail("no answer")
+                # One that connects sends them all, and the socket is read again.
+                carried = attempt.pc.take_undelivered()
+                async with connected_pair(tuning) as (a2, b2):
+                    a2.pc.enqueue_carried(carried)
+                    assert a2.pressure == [True]
+                    await b2.wait_frames(len(frames))
+                    assert [data for _lane, data in b2.frames] == frames
+                    assert a2.pc.queued_bytes == 0 and a2.pressure == [True, False]
         finally:
-            for side in (a, b, attempt):
-                await side.pc.close()
+            await attempt.pc.close()
 
     run(scenario())
 
@@ -470,9 +436,8 @@ def test_a_link_that_fails_while_it_sends_again_hands_everything_on_once(
     # one sent behind an "again" naming the second connection only: an item the first
     # connection had brought came twice. Items now keep where they first went.
     async def scenario() -> None:
-        a, b = await connected_pair(FIXED_FIFO)
-        known: dict[str, PeerConnection] = {}
-        try:
+        async with connected_pair(FIXED_FIFO) as (a, b):
+            known: dict[str, PeerConnection] = {}
             frames = [tell_frame(n, 3000) for n in range(400)]  # 1.2 MB > 256 KiB
             unconfirmed(b)
             for frame in frames[:20]:
@@ -509,9 +474,6 @@ def test_a_link_that_fails_while_it_sends_again_hands_everything_on_once(
                     assert got == frames  # nothing lost, nothing twice, in order
                     dropped = b2.pc.counters.duplicates_dropped + b3.pc.counters.duplicates_dropped
                     assert dropped >= 20 and b3.pc.counters.duplicates_dropped > 0
-        finally:
-            await a.pc.close()
-            await b.pc.close()
 
     run(scenario())
 
@@ -524,10 +486,9 @@ def test_tells_that_never_left_reach_a_restarted_gateway_and_calls_count_as_drop
     # thousands per SIGKILL in QA). Calls that never left are dropped and counted (their
     # callers got 503); they vanished from the counters.
     async def scenario() -> None:
-        a, b = await connected_pair(FIXED_FIFO)
-        cut(a)
-        cut(b)
-        try:
+        async with connected_pair(FIXED_FIFO) as (a, b):
+            cut(a)
+            cut(b)
             # All in aiortc (210 KB < 256 KiB); the first one or two transmitted.
             tells = [tell_frame(n, 3000) for n in range(60)]
             calls = [tell_frame(n, 3000, REQUEST) for n in range(100, 110)]
@@ -555,9 +516,6 @@ def test_tells_that_never_left_reach_a_restarted_gateway_and_calls_count_as_drop
                 assert {o.session for o in new} == {session_key(b2.pc.session_id)}
                 assert b2.pc.counters.duplicates_dropped == 0
                 assert (rpc.dropped, rpc.frames_out) == (10, 60)
-        finally:
-            await a.pc.close()
-            await b.pc.close()
 
     run(scenario())
 
@@ -567,10 +525,9 @@ def test_a_message_waiting_for_room_in_aiortc_stays_in_its_lane() -> None:
     # sent at once meanwhile overtook it (tells reordered in blocks of 64 under a flood,
     # QA), and a failure during the wait lost it (a batch of tells, or a stream chunk).
     async def scenario() -> None:
-        a, b = await connected_pair()
-        cut(a)  # nothing is acknowledged: aiortc's buffer stays full
-        cut(b)
-        try:
+        async with connected_pair() as (a, b):
+            cut(a)  # nothing is acknowledged: aiortc's buffer stays full
+            cut(b)
             frames = [tell_frame(n, 3000) for n in range(200)]  # 600 KiB > 256 KiB
             for frame in frames:
                 a.pc.enqueue(PayloadType.RPC_RELIABLE, frame)
@@ -585,9 +542,6 @@ def test_a_message_waiting_for_room_in_aiortc_stays_in_its_lane() -> None:
                 # Those our lane held go in batches, as they would have (one message
                 # each cost the other side so much that the new link failed: QA).
                 assert a2.pc.counters.batches_out >= 5
-        finally:
-            await a.pc.close()
-            await b.pc.close()
 
     run(scenario())
 
@@ -619,8 +573,7 @@ def test_copies_of_what_the_other_side_confirmed_are_let_go() -> None:
     # The sender keeps what it sent until the other side confirms it (to send it again
     # after a failure): the acks must come, or its memory grows with the traffic.
     async def scenario() -> None:
-        a, b = await connected_pair()
-        try:
+        async with connected_pair() as (a, b):
             for n in range(100):
                 a.pc.enqueue(PayloadType.RPC_RELIABLE, tell_frame(n, 500))
                 a.pc.enqueue(PayloadType.STREAM_RELIABLE, tell_frame(n, 500))
@@ -629,9 +582,6 @@ def test_copies_of_what_the_other_side_confirmed_are_let_go() -> None:
                 while a.pc._lanes[_RPC].unconfirmed or a.pc._stream_unconfirmed:
                     await asyncio.sleep(0.01)
             assert a.pc._lanes[_RPC].sent_messages == 100
-        finally:
-            await a.pc.close()
-            await b.pc.close()
 
     run(scenario())
 
@@ -641,17 +591,16 @@ def test_a_tell_the_receiver_still_holds_is_not_confirmed_until_it_lets_go() -> 
     # actor starting, its worker's socket full) was forgotten by its sender, and lost
     # unseen when that gateway died. Now its message, and those after it, stay in doubt.
     async def scenario() -> None:
-        a, b = await connected_pair()
         receipts: list[Any] = []
-        on_frame = b._on_frame
 
         def holding(pc: PeerConnection, lane: int, data: bytes) -> None:
             if data == tells[1]:
                 receipts.append(pc.receipt(None))  # the gateway keeps this tell for now
             on_frame(pc, lane, data)
 
-        b.pc._cb.on_frame = holding
-        try:
+        async with connected_pair() as (a, b):
+            on_frame = b._on_frame
+            b.pc._cb.on_frame = holding
             tells = [tell_frame(n, 500) for n in range(4)]
             for tell in tells:
                 a.pc.enqueue(PayloadType.RPC_RELIABLE, tell)
@@ -667,9 +616,6 @@ def test_a_tell_the_receiver_still_holds_is_not_confirmed_until_it_lets_go() -> 
             async with asyncio.timeout(2):
                 while rpc.unconfirmed:
                     await asyncio.sleep(0.01)
-        finally:
-            await a.pc.close()
-            await b.pc.close()
 
     run(scenario())
 
@@ -682,8 +628,7 @@ def test_a_frame_too_large_for_parts_is_dropped_and_the_link_lives_on(
     monkeypatch.setattr(framing, "MAX_FRAME_BYTES", 100_000)
 
     async def scenario() -> None:
-        a, b = await connected_pair()
-        try:
+        async with connected_pair() as (a, b):
             a.pc.enqueue(PayloadType.STREAM_RELIABLE, bytes(200_000))
             a.pc.enqueue(PayloadType.STREAM_RELIABLE, b"next")
             await b.wait_frames(1)
@@ -691,9 +636,6 @@ def test_a_frame_too_large_for_parts_is_dropped_and_the_link_lives_on(
             assert a.pc.state is LinkState.CONNECTED
             stream = a.pc.counters.lanes["stream_reliable"]
             assert (stream.frames_out, stream.dropped) == (1, 1)
-        finally:
-            await a.pc.close()
-            await b.pc.close()
 
     run(scenario())
 
@@ -702,8 +644,7 @@ def test_held_frames_go_out_in_batches_in_order() -> None:
     # What a gateway does with the calls of one drain of its worker socket: holds them,
     # then sends them in as few messages as fit, each lane in order, signal lane first.
     async def scenario() -> None:
-        a, b = await connected_pair()
-        try:
+        async with connected_pair() as (a, b):
             big = bytes(30_000)  # over BATCH_FRAME_MAX_BYTES: not held, sent alone
             assert not a.pc.hold(PayloadType.RPC_RELIABLE, big)
             assert not a.pc.hold(PayloadType.STREAM_RELIABLE, b"stream: never batched")
@@ -726,17 +667,13 @@ def test_held_frames_go_out_in_batches_in_order() -> None:
             await b.wait_frames(56)
             assert b.frames[-1] == (PayloadType.RPC_RELIABLE, b"alone")
             assert a.pc.counters.batches_out == 4
-        finally:
-            await a.pc.close()
-            await b.pc.close()
 
     run(scenario())
 
 
 def test_malformed_messages_are_dropped_and_counted() -> None:
     async def scenario() -> None:
-        a, b = await connected_pair()
-        try:
+        async with connected_pair() as (a, b):
             channel = a.pc._lanes[1].channel  # the RPC channel, bypassing our framing
             for garbage in (
                 b"\x7fnope",
@@ -770,9 +707,6 @@ def test_malformed_messages_are_dropped_and_counted() -> None:
             assert b.pc.counters.malformed == 10
             assert b.pc.counters.media.errors == 4
             assert b.pc.state is LinkState.CONNECTED
-        finally:
-            await a.pc.close()
-            await b.pc.close()
 
     run(scenario())
 
@@ -829,8 +763,7 @@ def test_only_media_tracks_that_carry_media_run_rtcp(monkeypatch: pytest.MonkeyP
         }
 
     async def scenario() -> None:
-        a, b = await connected_pair()
-        try:
+        async with connected_pair() as (a, b):
             transceivers = a.pc._pc.getTransceivers()  # type: ignore[union-attr]
             assert len(transceivers) == 2 * TUNING.media_tracks
             transport = transceivers[0].sender.transport
@@ -850,9 +783,6 @@ def test_only_media_tracks_that_carry_media_run_rtcp(monkeypatch: pytest.MonkeyP
             counts = {side: t.count for side, t in turns.items()}
             assert 2 <= counts["sender"] <= 4 and 2 <= counts["receiver"] <= 4, counts
             assert reported_on(theirs) == {ssrc}
-        finally:
-            await a.pc.close()
-            await b.pc.close()
 
     run(scenario(), 30)
 
@@ -900,13 +830,9 @@ def test_a_probe_of_a_live_connection_fails_nothing() -> None:
             keepalive_timeout_s=30.0,
             probe_timeout_s=0.3,
         )
-        a, b = await connected_pair(tuning)
-        try:
+        async with connected_pair(tuning) as (a, b):
             a.pc.probe("test: signaling says b left")
             await asyncio.sleep(0.6)
             assert a.pc.state is LinkState.CONNECTED and b.pc.state is LinkState.CONNECTED
-        finally:
-            await a.pc.close()
-            await b.pc.close()
 
     run(scenario())

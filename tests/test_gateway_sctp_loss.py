@@ -20,8 +20,8 @@ from actrhost._status_text import _sctp_lines
 from actrhost.gateway import _sctp, _sctp_loss, _sctp_scan
 from actrhost.gateway._types import LinkState
 
-from .test_gateway_peer import TUNING, Side
-from .test_gateway_tuning import closing_pair, sctp_of
+from .test_gateway_peer import TUNING, Side, connected_pair
+from .test_gateway_tuning import sctp_of
 from .utils import run
 
 pytestmark = pytest.mark.usefixtures("gateway_process_setup")
@@ -110,7 +110,7 @@ def test_a_path_that_reorders_packets_keeps_its_window(monkeypatch: pytest.Monke
     counts = count_recoveries(monkeypatch)
 
     async def scenario() -> None:
-        async with closing_pair() as (a, b):
+        async with connected_pair() as (a, b):
             await asyncio.sleep(0.1)  # the opening exchange, unimpaired
             impair(a, delay_s=0.03, jitter_s=0.015)
             impair(b, delay_s=0.03, jitter_s=0.015, seed=2)
@@ -155,7 +155,7 @@ def test_a_lost_packet_is_sent_again_without_waiting_for_the_timer(
         return False
 
     async def scenario() -> None:
-        async with closing_pair() as (a, b):
+        async with connected_pair() as (a, b):
             await asyncio.sleep(0.1)
             marked = _sctp_scan.marked_chunks()
             impair(a, delay_s=0.01, drop=drop_the_20th_data_packet)
@@ -184,7 +184,7 @@ def test_acknowledgements_alone_keep_a_link_alive() -> None:
 
     async def scenario() -> None:
         nonlocal holding
-        async with closing_pair() as (a, b):
+        async with connected_pair() as (a, b):
             await asyncio.sleep(0.1)
             impair(a, delay_s=0.01, drop=hold_data)
             a.pc.enqueue(PayloadType.RPC_RELIABLE, b"held")
@@ -223,7 +223,7 @@ def test_probes_go_on_when_the_retransmission_timer_expires_beside_one(
 
     async def scenario() -> None:
         nonlocal cut
-        async with closing_pair() as (a, b):
+        async with connected_pair() as (a, b):
             await asyncio.sleep(0.1)
             impair(a, delay_s=0.001, drop=lambda _packet: cut)
             # More than the window after a timeout (one chunk) holds: once the cut ends,
