@@ -13,7 +13,8 @@ from ._errors import BadRequest
 # 1-32 chars, a letter first, alphanumeric last, only letters, digits and -_. between.
 # Used with fullmatch: "$" would also match before a final newline ("Echo\n").
 _NAME_RE = re.compile(r"[A-Za-z](?:[A-Za-z0-9_.\-]{0,30}[A-Za-z0-9])?")
-_ID_RE = re.compile(r"([0-9a-fA-F]{1,16})@(\d{1,10}):([^+]+)\+(.+)")
+# ASCII digits only: \d also takes other scripts' ("1@٣:a+B" was realm 3).
+_ID_RE = re.compile(r"([0-9a-fA-F]{1,16})@([0-9]{1,10}):([^+]+)\+(.+)")
 
 
 def check_name(value: str, what: str) -> str:
@@ -31,6 +32,12 @@ class Realm:
     """An isolation domain: nothing crosses a realm."""
 
     realm_id: int
+
+    def __post_init__(self) -> None:
+        # A uint32 on the wire (DESIGN §2): an id out of range was accepted here and
+        # failed only when a frame to another node was encoded, with a bare ValueError.
+        if not 0 <= self.realm_id < 2**32:
+            raise BadRequest(f"realm {self.realm_id} out of range for uint32")
 
     def __str__(self) -> str:
         return str(self.realm_id)

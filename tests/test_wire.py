@@ -46,11 +46,29 @@ def test_bad_actor_types_are_refused(text):
 
 
 @pytest.mark.parametrize(
-    "text", ["", "12@1", "xyz@1:a+b", "12@:a+b", "12@1:a", "12@1:a+b+c", "1" * 17 + "@1:a+b"]
+    "text",
+    [
+        "",
+        "12@1",
+        "xyz@1:a+b",
+        "12@:a+b",
+        "12@1:a",
+        "12@1:a+b+c",
+        "1" * 17 + "@1:a+b",
+        "1@4294967296:a+b",  # realm past uint32
+        "1@\u0663:a+b",  # an Arabic-Indic digit three
+    ],
 )
 def test_bad_actor_ids_are_refused(text):
     with pytest.raises(BadRequest):
         ActrId.parse(text)
+
+
+@pytest.mark.parametrize("realm_id", [-1, 2**32])
+def test_realms_outside_uint32_are_refused_where_they_are_made(realm_id):
+    # They were taken, and a frame to another node failed to encode with a bare ValueError.
+    with pytest.raises(BadRequest, match="out of range for uint32"):
+        Realm(realm_id)
 
 
 def test_error_classes_map_to_wire_codes_and_back():
