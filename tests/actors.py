@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Literal
@@ -287,6 +288,8 @@ class Oddly(Actor):
             raise ValueError("x" * 5_000_000)
         if request == b"generator-exit":
             raise GeneratorExit("from a handler")
+        if request == b"exit-0":
+            sys.exit(0)
         return request
 
     @rpc("test.Oddly.CallLater")

@@ -174,6 +174,25 @@ def test_a_handler_failure_always_answers_its_caller(node_factory):
     assert [i.pid for i in node.actors()] != [before]
 
 
+def test_sys_exit_0_in_a_handler_answers_its_caller(node_factory):
+    # A clean exit is a stop: the caller gave such a process's answers half a second to
+    # come, and then failed the call as "stopped before answering" (QA). The worker
+    # answers the call whose handler ended it.
+    node = node_factory(
+        '[[actor]]\nname = "oddly"\ntype = "test+Oddly"\nhandler = "actors:Oddly"\n'
+    )
+    (before,) = [i.pid for i in node.actors()]
+
+    async def go() -> None:
+        async with actrhost.connect(node.config_path) as shell:
+            with pytest.raises(Unavailable, match=r"ended \(SystemExit\(0\)\) before answering"):
+                await shell.call("oddly", "test.Oddly.Fail", b"exit-0", timeout=20)
+
+    run(go(), 60)
+    wait_until(lambda: [i.state for i in node.actors()] == ["running"], 10, "a restart")
+    assert [i.pid for i in node.actors()] != [before]
+
+
 def test_a_call_or_tell_on_a_lane_they_cannot_use_fails_at_the_sender(node):
     # Lane 7 was dropped as malformed by the receiver: the call waited for its deadline,
     # the tell was lost; a stream lane made an ordinary call (QA).

@@ -493,8 +493,14 @@ class Worker(Inbound, Outbound):
             error = handler_failure(exc)
             error_code = int(error.code)
             self._reply_or_log(env, routing_id, error)
-        except (SystemExit, KeyboardInterrupt):
-            raise  # asyncio hands these to the loop's caller: the worker ends
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # asyncio hands these to the loop's caller: the worker ends. Answered here:
+            # sys.exit(0) ends it cleanly, and the caller gives the answers of a clean
+            # stop half a second to come before it fails the call (QA).
+            if is_request:
+                ended = Unavailable(f"actor {self.self_id} ended ({exc!r}) before answering")
+                self._reply_error(env, routing_id, ended)
+            raise
         except BaseException as exc:
             # GeneratorExit and other BaseExceptions asyncio keeps in the task ("exception
             # was never retrieved"), and the caller waited for its deadline: they end the
