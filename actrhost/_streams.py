@@ -151,13 +151,34 @@ def ring_name(node_prefix: str, writer_tag: str, reader_serial: int, reader_pid:
 def unlink_rings_of(node_prefix: str, serial: int) -> int:
     """Unlink every ring the instance ``serial`` wrote or read (its process is gone);
     return how many. The supervisor's sweep after each worker exit."""
-    prefix = node_segment_prefix(node_prefix)
     tag = f"{serial:x}"
+    return _unlink_rings(node_prefix, lambda writer, reader: tag in (writer[0], reader[0]))
+
+
+def unlink_rings_of_process(node_prefix: str, pid: int) -> int:
+    """Unlink every ring the worker process ``pid`` wrote or read; return how many. Its
+    last resort when its supervisor died and its loop could not (``_orphan_guard``)."""
+    tag = f"{pid:x}"
+
+    def whose(writer: tuple[str, str], reader: tuple[str, str]) -> bool:
+        # A Shell's writer tag is "s<pid>.<token>": its second part is no pid.
+        return reader[1] == tag or (writer[1] == tag and not writer[0].startswith("s"))
+
+    return _unlink_rings(node_prefix, whose)
+
+
+def _unlink_rings(
+    node_prefix: str, whose: Callable[[tuple[str, str], tuple[str, str]], bool]
+) -> int:
+    # "<prefix><writer serial>.<writer pid>-<reader serial>-<reader pid>" (ring_name):
+    # ``whose`` gets (serial, pid) of the writer and of the reader, in hex.
+    prefix = node_segment_prefix(node_prefix)
     removed = 0
     for name in list_prefix(prefix):
-        # "<prefix><writer serial>.<writer pid>-<reader serial>-<reader pid>" (ring_name)
         parts = name[len(prefix) :].split("-")
-        if tag in (parts[0].split(".", 1)[0], parts[1] if len(parts) > 1 else None):
+        writer_serial, _, writer_pid = parts[0].partition(".")
+        reader = (parts[1] if len(parts) > 1 else "", parts[2] if len(parts) > 2 else "")
+        if whose((writer_serial, writer_pid), reader):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"/dev/shm/{name}")
                 removed += 1

@@ -237,6 +237,17 @@ class BlockedStart(Echo):
         time.sleep(60)
 
 
+class Blocking(Echo):
+    """A handler that blocks its event loop, after a stream chunk to itself through a
+    ring (a segment of its own process, written and read)."""
+
+    @rpc("test.Blocking.Sleep")
+    async def block(self, ctx: Context, request: bytes) -> bytes:
+        await ctx.send_data_stream(Dest.LOCAL, DataStream("to-self", 0, bytes(1 << 20)))
+        time.sleep(float(request))
+        return b"slept"
+
+
 class SlowStop(Echo):
     """An on_stop that takes a minute, or (setting ``until_file``) until that file exists."""
 

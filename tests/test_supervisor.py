@@ -102,6 +102,31 @@ def test_workers_busy_when_the_supervisor_is_killed_stop_at_once(node_factory):
     assert run(go(), 30) < 3.0
 
 
+def test_a_worker_whose_loop_is_blocked_when_the_supervisor_is_killed_ends_all_the_same(
+    node_factory,
+):
+    # Its death signal and its getppid() poll both wait for the loop: the worker, its
+    # socket file and the run dir stayed for as long as the handler blocked (QA: 50 min).
+    node = node_factory(
+        '[[actor]]\nname = "blocking"\ntype = "test+Blocking"\nhandler = "actors:Blocking"\n'
+    )
+    pid = node.pid_of("blocking")
+
+    async def go() -> None:
+        async with actrhost.connect(node.config_path) as shell:
+            await shell.tell("blocking", "test.Blocking.Sleep", b"600")
+            await asyncio.to_thread(wait_until, node.segments, 5, "the worker's ring to self")
+
+    run(go())
+    node.process.send_signal(signal.SIGKILL)
+    node.process.wait(5)
+    # Its orderly exit would take ≈ 1 s; the guard gives it 3 s, then ends it.
+    wait_until(lambda: not pid_alive(pid), 3.0 + 5.0, "the blocked worker to end")
+    wait_until(lambda: not node.run_dir.exists(), 2.0, "the run dir to be removed")
+    assert node.segments() == []
+    assert "event loop has not exited (blocked by a handler?): ending it now" in node.log()
+
+
 def test_closing_a_shell_that_waits_for_a_stuck_worker_leaves_the_loop_running(node_factory):
     # Its term() waited for the unsent request on the caller's event loop (QA: 2 s with
     # no other task running).

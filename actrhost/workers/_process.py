@@ -17,6 +17,7 @@ from setproctitle import setproctitle
 from .._config import load_node_config, resolve_handler
 from .._linux import set_parent_death_signal, supervisor_gone
 from .._loop_watch import watched_event_loop
+from ._orphan_guard import guard_against_a_blocked_loop
 from ._worker import Worker
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,9 @@ def main(spec: WorkerSpec) -> int:
     set_parent_death_signal(signal.SIGTERM)
     if supervisor_gone(spec.supervisor_pid):
         return 1  # the supervisor died before we could ask to be told
+    guard_against_a_blocked_loop(
+        spec.supervisor_pid, spec.endpoint, spec.control_endpoint, spec.shm_prefix
+    )
     started = time.monotonic()
     config = load_node_config(spec.config_path)
     setproctitle(f"actrhost worker {spec.actor_name}#{spec.index} ({config.node.name})")
