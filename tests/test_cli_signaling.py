@@ -126,6 +126,26 @@ def test_signal_writes_a_key_file_and_serves_with_the_server_options(tmp_path):
         assert url.startswith("ws://127.0.0.1:")
 
 
+@pytest.mark.parametrize(
+    ("option", "error"),
+    [
+        ("--heartbeat-interval=-1", "-1 is less than 0.05"),  # refused heartbeats, a flood
+        ("--heartbeat-interval=inf", "not finite: 'inf'"),
+        ("--credential-ttl=0", "0 is less than 0.1"),  # a new id every second
+        ("--reregister-grace=-5", "-5 is less than 0"),
+        ("--missed-heartbeats=0", "0 is less than 1"),
+        ("--max-frame-bytes=0", "0 is less than 4096"),  # nobody could register
+        ("--max-frame-bytes=1.5", "not a whole number: '1.5'"),
+        ("--send-queue-slots=0", "0 is less than 1"),
+    ],
+)
+def test_signal_refuses_server_options_that_would_break_every_node(option, error):
+    refused = actrhost("signal", "--listen", "127.0.0.1:0", option)
+    assert refused.returncode == 2
+    name = option.split("=")[0]
+    assert refused.stderr.splitlines()[-1] == f"actrhost signal: error: argument {name}: {error}"
+
+
 def test_signal_logs_on_stderr_at_the_level_asked(tmp_path):
     log = tmp_path / "stderr.txt"
     with log.open("w") as stderr:

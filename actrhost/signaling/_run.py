@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -97,19 +98,33 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         "--tls-cert", metavar="PEM", help="serve wss:// with this certificate chain"
     )
     parser.add_argument("--tls-key", metavar="PEM", help="its private key, if not in --tls-cert")
-    for option, default, meaning in (
-        ("--heartbeat-interval", DEFAULT_HEARTBEAT_INTERVAL_S, "seconds between pings"),
-        ("--credential-ttl", DEFAULT_CREDENTIAL_TTL_S, "seconds a credential is valid"),
-        ("--reregister-grace", None, "seconds a previous id can be taken back"),
+    # Each has a floor: 0 or less was taken, and broke every node using the server (a
+    # heartbeat interval of -1: thousands of refused heartbeats a second; a credential
+    # lifetime of 0: a new id every second; frames of 0 bytes: nobody registers).
+    for option, default, floor, meaning in (
+        ("--heartbeat-interval", DEFAULT_HEARTBEAT_INTERVAL_S, 0.05, "seconds between pings"),
+        ("--credential-ttl", DEFAULT_CREDENTIAL_TTL_S, 0.1, "seconds a credential is valid"),
+        ("--reregister-grace", None, 0.0, "seconds a previous id can be taken back"),
     ):
-        parser.add_argument(option, type=float, default=default, metavar="S", help=meaning)
-    parser.add_argument(
-        "--missed-heartbeats", type=int, default=3, metavar="N", help="pings missed: gone"
-    )
-    parser.add_argument("--max-frame-bytes", type=int, default=DEFAULT_MAX_FRAME_BYTES, metavar="N")
-    parser.add_argument(
-        "--send-queue-slots", type=int, default=DEFAULT_SEND_QUEUE_SLOTS, metavar="N"
-    )
+        parser.add_argument(
+            option,
+            type=_at_least(float, floor),
+            default=default,
+            metavar="S",
+            help=f"{meaning} (default {default or 'the credential TTL'}, at least {floor:g})",
+        )
+    for option, default, floor, meaning in (
+        ("--missed-heartbeats", 3, 1, "pings an actor may miss before it counts as gone"),
+        ("--max-frame-bytes", DEFAULT_MAX_FRAME_BYTES, 4096, "largest message taken"),
+        ("--send-queue-slots", DEFAULT_SEND_QUEUE_SLOTS, 1, "messages queued per connection"),
+    ):
+        parser.add_argument(
+            option,
+            type=_at_least(int, floor),
+            default=default,
+            metavar="N",
+            help=f"{meaning} (default {default}, at least {floor})",
+        )
     parser.add_argument(
         "--log-level",
         default="WARNING",
@@ -117,6 +132,25 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="on stderr (default WARNING: refusals, a missing key file, server errors)",
     )
+
+
+def _at_least(kind: Callable[[str], float], floor: float) -> Callable[[str], float]:
+    """An argparse type: a number of ``kind`` no smaller than ``floor``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"not finite: {text!r}")
+        if value < floor:
+            raise argparse.ArgumentTypeError(f"{text} is less than {floor:g}")
+        return value
+
+    parse.__name__ = kind.__name__  # what argparse names in its own messages
+    return parse
 
 
 def serve_from_args(args: argparse.Namespace) -> None:
