@@ -87,11 +87,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ._config import load_config, resolve_handler
     from ._rundir import NodeAlreadyRunning, RunDirUnusable
     from ._supervisor import Supervisor
+    from ._supervisor_servers import check_listen_addresses
 
     # Everything that can be wrong with the config is found here, before any process starts.
     config = load_config(args.config)
     for actor in config.actors:
         resolve_handler(config, actor)
+    check_listen_addresses(config)
     _configure_logging(args.log_level or config.node.log_level, "supervisor")
     try:
         return asyncio.run(Supervisor(config).run())
@@ -109,8 +111,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     from ._config import load_config, resolve_handler
     from ._rundir import run_dir_for, unusable_because
     from ._settings import build_settings, settings_type
+    from ._supervisor_servers import check_listen_addresses
 
     config = load_config(args.config)
+    check_listen_addresses(config)
     why = unusable_because(run_dir_for(config))
     if why is not None:  # as run would say
         key = "node.run_dir" if config.node.run_dir is not None else "the default run dir"

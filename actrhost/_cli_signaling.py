@@ -90,7 +90,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     if not config.dependencies:
-        raise ConfigError(str(config.path), "dependencies", "no [dependencies] to lock")
+        raise ConfigError(config.shown_path, "dependencies", "no [dependencies] to lock")
     now = datetime.now(UTC).replace(microsecond=0)
     missing = [d for d in config.dependencies if d.fingerprint is None]
     found: dict[str, str] = {}
@@ -102,7 +102,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
         )
         if url is None:
             raise ConfigError(
-                str(config.path),
+                config.shown_path,
                 f"dependencies.{missing[0].name}.fingerprint",
                 "no fingerprint, and no signaling server to ask: set it, or pass --signaling ws://HOST:PORT",
             )

@@ -204,6 +204,11 @@ class Config:
     #: ``path`` as the user gave it: what error lines name.
     path_as_given: str = field(default="", repr=False, compare=False)
 
+    @property
+    def shown_path(self) -> str:
+        """The path error lines name: as the user gave it, if known."""
+        return self.path_as_given or str(self.path)
+
     def actor(self, name: str) -> ActorConfig:
         """The actor called ``name``; raises KeyError if there is none."""
         for actor in self.actors:
@@ -282,10 +287,8 @@ def resolve_handler(config: Config, actor: ActorConfig) -> type[Actor]:
     index = next((i for i, a in enumerate(config.actors) if a.name == actor.name), None)
     key = "handler" if index is None else f"actor[{index}].handler"
 
-    shown = config.path_as_given or str(config.path)
-
     def error(problem: str) -> ConfigError:
-        return ConfigError(shown, key, problem)
+        return ConfigError(config.shown_path, key, problem)
 
     handler = actor.handler
     if not isinstance(handler, str) or not HANDLER_RE.fullmatch(handler):
@@ -345,7 +348,8 @@ def resolve_handler(config: Config, actor: ActorConfig) -> type[Actor]:
         build_settings(cls, actor.settings)
     except SettingsError as exc:
         settings_key = key.replace(".handler", ".settings") if index is not None else "settings"
-        raise ConfigError(shown, _join_key(settings_key, exc.key), exc.problem) from None
+        settings_key = _join_key(settings_key, exc.key)
+        raise ConfigError(config.shown_path, settings_key, exc.problem) from None
     return cls
 
 

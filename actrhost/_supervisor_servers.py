@@ -13,10 +13,11 @@ import contextlib
 import errno
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ._config import Config
+from ._config import Config, parse_listen
 from ._errors import ConfigError
 from ._metrics import MetricsServer
 
@@ -69,7 +70,26 @@ def _check_address(config: Config, exc: OSError, key: str, listen: str) -> None:
     host's (as a port in use is): raise ConfigError for it."""
     if exc.errno == errno.EADDRNOTAVAIL:
         problem = f"{listen!r} is not an address of this host ({_bind_error(exc)})"
-        raise ConfigError(str(config.path), key, problem) from None
+        raise ConfigError(config.shown_path, key, problem) from None
+
+
+def check_listen_addresses(config: Config) -> None:
+    """Raise ConfigError, as the node's start would, for a listen address (metrics, the
+    embedded signaling server) that no interface of this host has: ``actrhost check``
+    said ok to such a config, and ``run`` then refused it."""
+    listens = [("node.metrics_listen", config.node.metrics_listen)]
+    if config.signaling is not None and config.signaling.url == "embedded":
+        listens.append(("signaling.listen", config.signaling.listen))
+    for key, listen in listens:
+        if not listen:
+            continue
+        host, _port = parse_listen(listen)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, 0))  # any port: only the address is in question here
+            except OSError as exc:
+                _check_address(config, exc, key, listen)
 
 
 def _bind_error(exc: OSError) -> str:

@@ -232,12 +232,23 @@ def test_embedded_signaling_address_in_use_is_one_line_too(tmp_path):
 )
 def test_an_address_this_host_does_not_have_is_a_config_error(tmp_path, node_toml, key):
     # 192.0.2.1 (TEST-NET-1) is on no interface here: the bind fails, nothing is sent.
+    # One line, before anything starts (an INFO line of the embedded server came first),
+    # and `check` says it too (it said ok: QA).
+    said = f"actrhost: config error: {{}}: {key}: '192.0.2.1:0' is not an address of this host"
     result, node = run_node(tmp_path, node_toml)
     assert result.returncode == 2, result.stderr
-    said = f"config error: {node.config_path}: {key}: '192.0.2.1:0' is not an address of this host"
-    assert said in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr and "starting" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(said.format(node.config_path)), result.stderr
     assert not node.run_dir.exists()
+    checked = subprocess.run(
+        [sys.executable, "-m", "actrhost", "check", "node.toml"],
+        capture_output=True,
+        text=True,
+        cwd=node.config_path.parent,
+        timeout=30,
+    )
+    assert checked.returncode == 2
+    assert checked.stderr.startswith(said.format("node.toml")), checked.stderr  # as given
 
 
 def test_render_metrics_exports_the_gateway_and_remote_nodes():
