@@ -9,12 +9,16 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._directory import ActorState
 from ._errors import ConfigError, Unavailable
 from ._linux import process_gone
 from ._rundir import PID_FILE
 from ._shell import Shell
+
+if TYPE_CHECKING:
+    from ._config import Config
 
 
 def connect(config_or_endpoint: str | os.PathLike[str]) -> Shell:
@@ -31,25 +35,40 @@ def connect(config_or_endpoint: str | os.PathLike[str]) -> Shell:
     if "://" in text:
         raise ValueError(f"unsupported control endpoint {text!r}: use a config path or ipc://")
     from ._config import load_config
-    from ._rundir import CONFIG_SNAPSHOT, control_endpoint, live_run_dir_of_file, run_dir_for
+    from ._rundir import control_endpoint, is_live, run_dir_for
 
     try:
         config = load_config(text)
     except ConfigError:
-        run_dir = live_run_dir_of_file(text)
-        try:
-            snapshot = (run_dir / CONFIG_SNAPSHOT).read_bytes() if run_dir else None
-        except OSError:
-            snapshot = None  # it stopped meanwhile
-        if snapshot is None:
+        started = _as_started(text)
+        if started is None:
             raise
-        config = load_config(text, data=snapshot)
+        config = started
+    else:
+        if config.node.run_dir is None and not is_live(run_dir_for(config)):
+            # Its [node] name was edited while the node ran: the node's run dir has the
+            # name it started with (the CLI lost the node: QA).
+            config = _as_started(text) or config
     return Shell(
         control_endpoint(run_dir_for(config)),
         threshold_bytes=config.shm.threshold_bytes,
         ring_bytes=config.shm.ring_bytes,
         max_message_bytes=config.node.max_message_bytes,
     )
+
+
+def _as_started(config_path: str) -> Config | None:
+    """The config that the running node started from ``config_path`` goes by (a copy
+    of the file as it was then), or None when no node of that file runs."""
+    from ._config import load_config
+    from ._rundir import CONFIG_SNAPSHOT, live_run_dir_of_file
+
+    run_dir = live_run_dir_of_file(config_path)
+    try:
+        snapshot = (run_dir / CONFIG_SNAPSHOT).read_bytes() if run_dir else None
+    except OSError:
+        snapshot = None  # it stopped meanwhile
+    return None if snapshot is None else load_config(config_path, data=snapshot)
 
 
 async def connect_when_running(

@@ -108,6 +108,15 @@ class Supervisor(ControlHandlers):
         """Start every worker and serve until shutdown; return the exit code."""
         loop = asyncio.get_running_loop()
         self._started_at = loop.time()
+        if self.config.node.run_dir is None:
+            # A node of this file whose [node] name was edited since runs in a run dir of
+            # that name: refused as well (two nodes ran from one file: QA).
+            other = rundir.live_run_dir_of_file(self.config.path)
+            if other is not None and other != self.run_dir:
+                raise rundir.NodeAlreadyRunning(
+                    f"a node started from this config runs in {other} ([node] name edited "
+                    "since it started?)"
+                )
         # Locked for as long as this process lives: a second node of this config refused.
         self._run_dir_lock, _ = rundir.prepare(self.run_dir)
         rundir.write_config_snapshot(self.run_dir, self.config.text)

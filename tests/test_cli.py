@@ -388,6 +388,25 @@ def test_a_config_file_that_does_not_parse_still_finds_its_running_node(node_fac
     assert again.stderr.startswith(f"actrhost: config error: {cfg}: invalid TOML: ")
 
 
+def test_a_node_whose_name_was_edited_is_still_its_files_node(node_factory):
+    # The run dir is named after the node: the CLI looked in the new name's, found no
+    # node, and `run` started a second one from the same file (QA).
+    node = node_factory(ECHO)
+    cfg = str(node.config_path)
+    node.config_path.write_text(node.config_path.read_text().replace('name = "t', 'name = "u', 1))
+    call = actrhost("call", cfg, "echo", "test.Echo.Say", "--data", "still here")
+    assert call.stdout == "still here\n", call.stderr
+    second = actrhost("run", cfg)
+    assert second.returncode == 1
+    assert f"a node started from this config runs in {node.run_dir}" in second.stderr
+    restart = actrhost("restart", cfg)  # what it cannot apply, it names
+    assert restart.returncode == 1
+    assert "[node] changed (name)" in restart.stderr, restart.stderr
+    stop = actrhost("stop", cfg)
+    assert stop.returncode == 0, stop.stderr
+    assert not node.run_dir.exists()
+
+
 def test_a_node_is_found_through_a_symlink_to_its_config_folder(node_factory, tmp_path):
     node = node_factory(ECHO)
     link = tmp_path / "link"
