@@ -526,6 +526,11 @@ class LoadTarget(Actor):
         await asyncio.sleep(float(request))
         return b"slept"
 
+    @rpc("test.Load.Block")
+    async def block(self, ctx: Context, request: bytes) -> bytes:
+        time.sleep(float(request))  # reads nothing meanwhile: senders wait for room
+        return b"blocked"
+
     @rpc("test.Load.Mixed")
     async def mixed_results(self, ctx: Context, request: bytes) -> bytes:
         # By turns: ok, 500, 503, 404 — so a run of 4k calls has exactly k of each.

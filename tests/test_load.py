@@ -22,10 +22,11 @@ from typing import Any
 
 import pytest
 
+import actrhost
 from actrhost._cli import main
 from actrhost._histogram import Histogram
 
-from .utils import GREETER, REPO, run, wait_until
+from .utils import GREETER, REPO, children_of, pid_alive, run, wait_until
 
 SCHEMA = REPO / "docs" / "load.schema.json"
 
@@ -786,6 +787,35 @@ def test_ctrl_c_stops_early_with_a_partial_report(node_factory, tmp_path, mode):
     assert 0 < doc["counts"]["sent"]
     if "--rate" in mode:
         assert doc["counts"]["sent"] < 200 * 10
+
+
+def test_generators_end_at_once_when_the_load_command_is_killed(node_factory, tmp_path):
+    # They stopped as at a Ctrl-C: waited for the requests in flight (up to --timeout),
+    # then for a barrier call per target (again), holding their 64 MiB rings meanwhile
+    # (QA: 50 s and more after a SIGKILL of `actrhost load`, the target blocked).
+    node = node_factory(TARGET, "shutdown_grace_s = 0.5\n")  # (the blocked one is killed)
+
+    async def block_the_target() -> None:
+        async with actrhost.connect(node.config_path) as shell:
+            await shell.tell("target", "test.Load.Block", b"30")
+
+    run(block_the_target())
+    args = "--target target --stream --chunk-size 1MiB --duration 60s --warmup 0 --timeout 60s"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "actrhost", "load", str(node.config_path), *args.split(), "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
+    try:
+        wait_until(node.segments, 20, "the generator's rings to the target")
+        generators = children_of(proc.pid)
+        assert generators
+    finally:
+        proc.kill()
+        proc.wait()
+    wait_until(lambda: not any(pid_alive(p) for p in generators), 10, "the generators to end")
+    wait_until(lambda: node.segments() == [], 5, "their rings to be removed")
 
 
 def test_a_target_restarted_during_the_run_is_named_below_the_counts(node_factory, tmp_path):

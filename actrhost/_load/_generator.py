@@ -81,6 +81,8 @@ class Generator:
         self.last_done = 0.0
         self.inflight = 0
         self.stopping = False
+        #: The parent is gone: nobody waits for a result any more (its pipe closed).
+        self.orphaned = False
         self.node_gone = ""  # why the run ended early: its node went away
         self._shell: Any = None  # set once attached
         self._next_k = 0  # the open loop's next request (its index in the schedule)
@@ -113,8 +115,11 @@ class Generator:
             message = await self._inbox.get()
             if message.get("kind") == "stop":
                 self.stopping = True
-                if self.plan.rate_per_s is not None:
-                    # Stop the schedule; the requests in flight still finish (or time out).
+                self.orphaned = bool(message.get("eof"))
+                if self.plan.rate_per_s is not None or self.orphaned:
+                    # Stop the schedule; the requests in flight still finish (or time out),
+                    # unless nobody waits for their results: the parent was killed, and
+                    # this process held its rings for up to twice --timeout (QA).
                     main.cancel()
                 return  # closed loops see `stopping` once their current request ends
 
@@ -382,11 +387,12 @@ class Generator:
                     raise
             if tasks:
                 # Each request ends by its own timeout; the grace only guards against a bug.
-                await asyncio.wait(set(tasks), timeout=plan.timeout_s + DRAIN_GRACE_S)
+                drain_s = 0 if self.orphaned else plan.timeout_s + DRAIN_GRACE_S
+                await asyncio.wait(set(tasks), timeout=drain_s)
                 for task in list(tasks):
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
-            if plan.mode != CALL:
+            if plan.mode != CALL and not self.orphaned:
                 await self._flush(shell)
             for task in (ticker, watcher, node_watcher):
                 task.cancel()
