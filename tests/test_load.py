@@ -281,6 +281,24 @@ def test_payload_json_takes_the_type_of_the_service_method_the_route_names(node_
     assert doc["load"]["payload"].endswith("demo.HelloRequest from JSON")
 
 
+def test_an_open_loop_faster_than_its_generators_says_so_and_keeps_its_warm_up_short(
+    node_factory, tmp_path
+):
+    # At a rate no generator reaches, the warm-up's requests were all sent, late, before
+    # the measured ones (a million: 68 s), and a run that fell behind reported the rate
+    # asked for as its sent rate without a word (QA).
+    node = node_factory(TARGET)
+    args = "--target target --route test.Load.Say --rate 1000000 --warmup 0.3s --total 5"
+    _, doc = load(node.config_path, tmp_path / "warmup.json", *args.split())
+    assert doc["counts"]["ok"] == 5
+    assert doc["counts"]["warmup_sent"] < 300_000  # not its schedule's 300,000
+    args = "--target target --route test.Load.Say --rate 200000 --duration 0.2s --warmup 0"
+    result, doc = load(node.config_path, tmp_path / "behind.json", *args.split(), "-q")
+    assert doc["counts"]["sent"] == 40_000
+    assert doc["send_lag_ms"]["p99"] > 100
+    assert "WARNING: the generators fell behind the schedule (send lag p99 " in result.stdout
+
+
 def test_slow_calls_in_a_closed_loop_count_at_their_real_rate(node_factory, tmp_path):
     # 4 slots of 0.4 s calls serve 10/s. Each slot's second call starts in the warm-up
     # (at 0.4 s) and ends inside the window (at 0.8 s): it counts in the throughput, not
