@@ -1,11 +1,15 @@
 """The two ``prctl`` calls that tie a node's processes to their supervisor (Linux only;
-elsewhere they do nothing and say so by returning False), and how a process tells that
-another one (its supervisor, a ring's writer, a Shell's node) is gone."""
+elsewhere they do nothing and say so by returning False), how a process tells that
+another one (its supervisor, a ring's writer, a Shell's node) is gone, and how the
+processes of a process group (an actor instance's) are found and ended."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import signal
+import time
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -65,3 +69,53 @@ def child_pids() -> set[int]:
         except OSError:
             continue  # the thread ended meanwhile
     return children
+
+
+def group_members(pgid: int) -> set[int]:
+    """The live processes of process group ``pgid`` (from ``/proc``; zombies left out:
+    they are dead, only not reaped yet)."""
+    members: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # it ended meanwhile
+        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            members.add(int(entry))
+    return members
+
+
+def end_group_members(pgid: int, grace_s: float, *, spare: int | None = None) -> list[int]:
+    """SIGTERM every process of group ``pgid`` but ``spare``, and SIGKILL those left
+    after ``grace_s``; return the pids found. Blocks, looking every 20 ms meanwhile (a
+    member may start another one as it ends)."""
+    try:
+        os.killpg(pgid, 0)  # the usual answer, and cheaper than reading /proc: none left
+    except ProcessLookupError:
+        return []
+    found = group_members(pgid) - {spare}
+    if not found:
+        return []
+    for pid in found:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while True:
+        left = group_members(pgid) - {spare}
+        for pid in left - found:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        found |= left
+        if not left:
+            return sorted(found)
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return sorted(found)

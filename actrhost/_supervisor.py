@@ -41,6 +41,7 @@ from ._worker_start import (
     WorkerProcess,
     become_subreaper,
     end_adopted_processes,
+    end_what_an_actor_left,
     reap_orphans,
     spawn_worker,
     wait_or_kill,
@@ -352,6 +353,7 @@ class Supervisor(ControlHandlers):
     async def _watch(self, slot: Slot, process: WorkerProcess) -> None:
         code = await process.wait()  # also reaps: no zombie looks alive
         self.segments_reclaimed += unlink_rings_of(self.shm_prefix, slot.actr_id.serial_number)
+        self._spawn_task(end_what_an_actor_left(process.pid, slot.label))
         # Exit code 0 is a normal exit (what "transient" does not restart), whether the
         # actor was told to stop or its code called sys.exit(0).
         clean = code == 0

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ._config import CONFIG_SNAPSHOT_ENV, Config
-from ._linux import child_pids, set_child_subreaper
+from ._linux import child_pids, end_group_members, set_child_subreaper
 from ._rundir import CONFIG_SNAPSHOT, run_dir_for
 from .workers._forkserver import MAX_MESSAGE_BYTES, spec_message
 from .workers._process import SPEC_ENV, WorkerSpec
@@ -397,6 +397,15 @@ async def end_adopted_processes(grace_s: float = 1.0) -> None:
             break
     if ended:
         log.warning("ended %d process(es) actors left running: %s", len(ended), sorted(ended))
+
+
+async def end_what_an_actor_left(worker_pid: int, label: str, grace_s: float = 1.0) -> None:
+    """Once a worker has exited: end what its actor started and left running (its
+    process group, ``workers/_process.py``), SIGTERM first, SIGKILL ``grace_s`` later,
+    so that they neither pile up across restarts of the instance nor outlive the node."""
+    ended = await asyncio.to_thread(end_group_members, worker_pid, grace_s)
+    if ended:
+        log.warning("%s: ended %d process(es) its actor left running: %s", label, len(ended), ended)
 
 
 def _reaped(pid: int) -> bool:

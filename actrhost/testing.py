@@ -135,7 +135,9 @@ async def _attach_when_running(
 
 
 async def _stop(process: subprocess.Popen[bytes]) -> int:
-    """SIGTERM the node; SIGKILL its whole process group if it does not stop in time."""
+    """SIGTERM the node; SIGKILL its process group if it does not stop in time (each
+    worker has a group of its own, and ends by itself within seconds of its supervisor,
+    with what its actor started)."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + STOP_TIMEOUT_S

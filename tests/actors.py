@@ -333,10 +333,12 @@ class ExitSoon(Actor):
 
     @rpc("test.Exit.LeavingAChild")
     async def leaving_a_child(self, ctx: Context, request: bytes) -> bytes:
-        # Start a child that outlives this worker: it is orphaned when we exit.
+        # Start a child that outlives this worker: it is orphaned when we exit. In a
+        # session of its own, it is not in the worker's process group, which the
+        # supervisor ends once the worker exited: it is adopted, and reaped as it exits.
         import subprocess
 
-        child = subprocess.Popen(["sleep", request.decode()])
+        child = subprocess.Popen(["sleep", request.decode()], start_new_session=True)
         asyncio.get_running_loop().call_later(0.05, os._exit, 1)
         return str(child.pid).encode()
 

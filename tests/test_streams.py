@@ -784,8 +784,7 @@ def test_leftover_segments_of_a_crashed_node_are_removed_at_next_start(node):
 
     run(go())
     pids = [i.pid for i in node.actors()]
-    os.killpg(node.process.pid, signal.SIGKILL)  # supervisor and workers: no cleanup at all
-    node.process.wait(5)
+    node.kill_every_process()  # supervisor and workers: no cleanup at all
     wait_until(lambda: not any(pid_alive(p) for p in pids), 5, "workers to die")
     # A ring still in flight when everything died (its reader never attached).
     RingWriter.create(segment_name(node_prefix(node.run_dir), "dead", "beef", "1"), 4096).close()

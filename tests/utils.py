@@ -204,6 +204,22 @@ class Node:
         )
         return self
 
+    def kill_every_process(self) -> None:
+        """SIGKILL the whole node at once: nobody cleans up. Each worker (with what its
+        actor started) has a process group of its own, beside the supervisor's."""
+        assert self.process is not None
+        children = children_of(self.process.pid)  # workers, the forkserver, the gateway
+        for pid in children:  # frozen first: none may see the others die and react
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        os.killpg(self.process.pid, signal.SIGKILL)
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)  # a worker's group (none for the others)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait(5)
+
     def log(self) -> str:
         """What the node wrote so far."""
         return self.log_path.read_text(errors="replace")
@@ -277,8 +293,7 @@ class Node:
             try:
                 self.stop(timeout_s=15)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
+                self.kill_every_process()
         if self.process is not None:
             try:
                 wait_until(

@@ -5,6 +5,7 @@ spawn (:class:`WorkerSpec`), its logging, and its entry point (:func:`main`), ru
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -58,6 +59,11 @@ def main(spec: WorkerSpec) -> int:
     """Entry of a worker process; returns its exit code."""
     # Ctrl-C reaches the whole process group; only the supervisor decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A process group of its own, which what the actor starts joins: when the worker
+    # ends, they are found by it and end too (``end_group_members``; they outlived it,
+    # piling up across restarts and outliving a killed supervisor: QA).
+    with contextlib.suppress(OSError):  # (a session leader cannot; then they stay)
+        os.setpgid(0, 0)
     set_parent_death_signal(signal.SIGTERM)
     if supervisor_gone(spec.supervisor_pid):
         return 1  # the supervisor died before we could ask to be told

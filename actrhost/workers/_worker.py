@@ -35,6 +35,7 @@ from .._streams import StreamReceiver
 from .._zmqloop import LoopSocket
 from ._inbound import Inbound
 from ._mailbox import Mailbox
+from ._orphan_guard import end_what_the_actor_left
 from ._outbound import Outbound
 from ._route_stats import RouteStats
 
@@ -372,6 +373,7 @@ class Worker(Inbound, Outbound):
             log.info(
                 "%r: supervisor %d is gone; removing what it left", self, self.spec.supervisor_pid
             )
+            end_what_the_actor_left(self.spec.supervisor_pid)
             remove_orphaned_run_dir(self.spec.control_endpoint, self.spec.supervisor_pid)
 
     def _set_state(self, state: ActorState, error: str = "") -> None:
