@@ -17,6 +17,7 @@ import importlib
 import inspect
 import os
 import re
+import stat
 import sys
 import tomllib
 from collections.abc import Mapping
@@ -217,6 +218,23 @@ class Config:
         raise KeyError(name)
 
 
+#: A config larger than this is no config (a log file named by mistake, say).
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
+
+def _read_config_file(path: Path) -> bytes:
+    """The bytes of a config file; ValueError for what is not one. Opened without
+    blocking: ``actrhost check /dev/zero`` read for ever, a FIFO waited for a writer."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError("not a regular file")
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ValueError(f"{info.st_size:,} bytes: larger than a config can be")
+        return f.read(MAX_CONFIG_BYTES + 1)
+
+
 def load_config(path: str | os.PathLike[str], *, data: bytes | None = None) -> Config:
     """Read and check the config at ``path``. Blocks on file I/O; imports nothing.
 
@@ -231,9 +249,11 @@ def load_config(path: str | os.PathLike[str], *, data: bytes | None = None) -> C
         raise ConfigError("''", "", "the config path is empty")
     absolute = Path(os.path.abspath(shown))
     try:
-        data = absolute.read_bytes() if data is None else data
+        data = _read_config_file(absolute) if data is None else data
     except OSError as exc:
         raise ConfigError(shown, "", f"cannot read the file: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ConfigError(shown, "", str(exc)) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

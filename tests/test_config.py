@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import sys
 import tomllib
@@ -679,6 +680,18 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
     assert error_of(missing) == f"{missing}: cannot read the file: No such file or directory"
     assert error_of(tmp_path) == f"{tmp_path}: cannot read the file: Is a directory"
     assert error_of("") == "'': the config path is empty"
+
+
+def test_what_is_not_a_regular_file_is_refused_without_reading_it(tmp_path: Path) -> None:
+    # /dev/zero was read for ever, and a FIFO waited for a writer (QA).
+    assert error_of("/dev/zero") == "/dev/zero: not a regular file"
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    assert error_of(fifo) == f"{fifo}: not a regular file"
+    huge = tmp_path / "huge.toml"
+    with huge.open("wb") as f:
+        f.truncate(17 * 1024 * 1024)
+    assert error_of(huge) == f"{huge}: 17,825,792 bytes: larger than a config can be"
 
 
 def test_not_utf8(tmp_path: Path) -> None:
