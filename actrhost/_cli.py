@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from ._errors import ActrError, ConfigError
+from ._errors import ActrError, ConfigError, DeadlineExceeded
 from ._rpc import MAX_TIMEOUT_S
 
 if TYPE_CHECKING:
@@ -202,6 +203,7 @@ def _json_request(args: argparse.Namespace) -> tuple[bytes, type]:
 
 def cmd_call(args: argparse.Namespace) -> int:
     from ._connect import connect
+    from ._shell import NodeSilent
 
     response_type: type | None = None
     if args.json is not None:
@@ -211,8 +213,20 @@ def cmd_call(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         shell = connect(args.config)
+        cut = args.timeout < shell.attach_timeout_s
         shell.attach_timeout_s = min(shell.attach_timeout_s, args.timeout)  # all of it
-        async with shell:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(shell)
+            except NodeSilent as exc:
+                if not cut:
+                    raise
+                # The call's own deadline passed: a 503 alone blamed a healthy node with
+                # --timeout 0.001 (QA); it may be silent all the same, so both are said.
+                raise DeadlineExceeded(
+                    f"the call's --timeout of {args.timeout:g} s passed while attaching to "
+                    f"the node ({exc.message})"
+                ) from None
             if args.tell:
                 await shell.tell(args.target, args.route_key, payload)
                 return EXIT_OK

@@ -80,6 +80,10 @@ def target_key(target: Target) -> ActrId | ActrType | str:
     return target
 
 
+class NodeSilent(Unavailable):
+    """The node's supervisor runs, but did not answer within the time given."""
+
+
 class Shell(ShellServing, ShellStreams):
     """A client attached to one node. Create it with :func:`connect`. The routes it
     serves for actors: :class:`~._shell_serving.ShellServing`; its data streams and
@@ -315,15 +319,15 @@ class Shell(ShellServing, ShellStreams):
             async with asyncio.timeout(timeout_s):
                 return await future
         except (TimeoutError, zmq.ZMQError):
-            why = ""
             if self._supervisor_pid and not process_gone(self._supervisor_pid):
                 # Alive, yet silent: say so (QA: "no node answered" sent users looking
                 # for a node that was there, stopped with SIGSTOP or busy).
-                why = (
-                    f" within {timeout_s:g} s: its supervisor (pid {self._supervisor_pid}) "
-                    "runs but does not answer (stopped, or too busy?)"
-                )
-            raise Unavailable(f"no node answered at {self.control_endpoint}{why}") from None
+                raise NodeSilent(
+                    f"no node answered at {self.control_endpoint} within {timeout_s:g} s: "
+                    f"its supervisor (pid {self._supervisor_pid}) runs but does not answer "
+                    "(stopped, or too busy?)"
+                ) from None
+            raise Unavailable(f"no node answered at {self.control_endpoint}") from None
         finally:
             self._replies.pop(req, None)
 

@@ -472,8 +472,23 @@ def test_a_node_that_does_not_answer_is_named_within_the_commands_timeout(node_f
     finally:
         os.kill(node.process.pid, signal.SIGCONT)
     assert result.returncode == 1
+    assert "504 DeadlineExceeded: the call's --timeout of 1 s passed while attaching" in (
+        result.stderr
+    )
     assert f"its supervisor (pid {node.process.pid}) runs but does not answer" in result.stderr
     assert took < 4.0, took
+
+
+def test_a_call_whose_timeout_ends_while_attaching_to_a_healthy_node_is_504(node_factory):
+    # A 503 said its supervisor "runs but does not answer (stopped, or too busy?)" (QA).
+    node = node_factory(ECHO)
+    args = ("call", str(node.config_path), "echo", "test.Echo.Say", "--timeout", "0.00001")
+    result = actrhost(*args)
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        "actrhost: call failed: 504 DeadlineExceeded: the call's --timeout of 1e-05 s passed "
+        "while attaching to the node"
+    ), result.stderr
 
 
 def test_wait_names_the_instances_it_waited_for(node_factory):
