@@ -260,12 +260,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.signaling:
         from ._cli_signaling import cmd_signaling_status
 
+        if args.config is not None:  # it was left unread, silently (QA)
+            return _fail("status: give a CONFIG or --signaling URL, not both", EXIT_USAGE)
+        realm = 1 if args.realm is None else args.realm
         try:
-            return cmd_signaling_status(args.signaling, args.realm, args.ca_file, args.json)
+            return cmd_signaling_status(args.signaling, realm, args.ca_file, args.json)
         except ActrError as exc:
             return _fail(f"status: {exc.message}", EXIT_FAILURE)
     if args.config is None:
         return _fail("status: give a CONFIG or --signaling URL", EXIT_USAGE)
+    if args.realm is not None or args.ca_file is not None:
+        return _fail("status: --realm and --ca-file go with --signaling", EXIT_USAGE)
 
     async def run() -> dict[str, Any]:
         async with connect(args.config) as shell:
@@ -391,6 +396,8 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``actrhost`` (every subcommand has ``--help``)."""
+    from ._cli_signaling import add_parsers, signaling_url
+
     parser = argparse.ArgumentParser(
         prog="actrhost",
         description="Host Actor-RTC style actors: one process per actor, ZeroMQ between them.",
@@ -459,10 +466,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.add_argument(
-        "--signaling", metavar="URL", help="list who is registered with a signaling server"
+        "--signaling",
+        metavar="URL",
+        type=signaling_url,
+        help="list who is registered with a signaling server (instead of a node's actors)",
     )
     status.add_argument(
-        "--realm", type=realm_id, default=1, help="realm to list with --signaling (default 1)"
+        "--realm", type=realm_id, default=None, help="realm to list with --signaling (default 1)"
     )
     status.add_argument(
         "--ca-file",
@@ -511,8 +521,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=_seconds, default=600.0, help="seconds to wait at most (default 600)"
     )
     restart.set_defaults(func=cmd_restart)
-
-    from ._cli_signaling import add_parsers
 
     add_parsers(sub)
 

@@ -9,6 +9,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ._config_loader import signaling_url_problem
 from ._errors import ActrError, ConfigError
 
 #: The actor type the CLI registers as while it asks a signaling server something.
@@ -132,6 +133,15 @@ def cmd_lock(args: argparse.Namespace) -> int:
     return 0
 
 
+def signaling_url(text: str) -> str:
+    """A ``--signaling`` value: a ws:// or wss:// URL (argparse type; a bad one was a
+    connection failure, exit 1, QA)."""
+    problem = signaling_url_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``signal`` and ``lock`` on the main parser."""
     from .signaling._run import add_server_arguments
@@ -145,6 +155,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     lock.add_argument("config", help="path of the node's TOML config")
     lock.add_argument(
-        "--signaling", help="ws:// URL to ask for fingerprints the config does not give"
+        "--signaling",
+        metavar="URL",
+        type=signaling_url,
+        help="ws:// URL to ask for fingerprints the config does not give",
     )
     lock.set_defaults(func=cmd_lock)

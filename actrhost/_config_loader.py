@@ -72,6 +72,15 @@ _URLS: dict[str, tuple[re.Pattern[str], int, str]] = {
 }
 
 
+def signaling_url_problem(value: str) -> str | None:
+    """What is wrong with ``value`` as a signaling server's URL (a command's
+    ``--signaling``), as the config's ``[signaling] url`` says it; None if nothing."""
+    pattern, min_port, expected = _URLS["signaling"]
+    if value != "embedded" and _url_ok(pattern, value, min_port):
+        return None
+    return f"expected {expected.removeprefix(repr('embedded') + ' or ')}, got {value!r}"
+
+
 # A converter checks one value, given with its full dotted key, and returns its final form.
 _Convert = Callable[[str, Any], Any]
 

@@ -174,3 +174,21 @@ def test_a_bad_realm_is_a_usage_error_not_a_traceback(realm):
     result = actrhost("status", "--signaling", "ws://127.0.0.1:9", "--realm", realm)
     assert result.returncode == 2
     assert "argument --realm" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        # A URL that is none was a failed connection, exit 1 (QA).
+        (["status", "--signaling", "http://x"], "expected a 'ws://host:port' or 'wss://"),
+        (["lock", "node.toml", "--signaling", "foo"], "expected a 'ws://host:port' or 'wss://"),
+        # Options left unread, silently (QA).
+        (["status", "node.toml", "--signaling", "ws://127.0.0.1:9"], "CONFIG or --signaling"),
+        (["status", "node.toml", "--realm", "2"], "--realm and --ca-file go with --signaling"),
+        (["status", "node.toml", "--ca-file", "ca.pem"], "--realm and --ca-file go with"),
+    ],
+)
+def test_status_and_lock_options_that_do_not_fit_are_usage_errors(args, said):
+    result = actrhost(*args)
+    assert result.returncode == 2, result.stderr
+    assert said in result.stderr.splitlines()[-1], result.stderr  # the one line that says
