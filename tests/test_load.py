@@ -639,6 +639,18 @@ BAD = [
         "--chunk-size applies only to --stream",
     ),
     (["--target", "t", "--route", "r", "--payload-size", "1.5"], "not a whole number of bytes"),
+    # Taken and left unused (QA).
+    (["--target", "t", "--route", "r", "--stream-id", "x"], "--stream-id applies only to"),
+    (["--target", "t", "--route", "r", "--lane", "latency-first"], "--lane applies only to"),
+    # Built first (26 s for 2 GiB), then refused by the node request by request (QA).
+    (
+        ["--target", "t", "--route", "r", "--payload-size", "2GiB"],
+        "a payload of 2.0 GiB is larger than the node's max_message_bytes (64.0 MiB)",
+    ),
+    (
+        ["--target", "t", "--stream", "--chunk-size", "1TiB"],  # "not a size", it said
+        "a payload of 1024.0 GiB is larger than the node's max_message_bytes",
+    ),
 ]
 
 

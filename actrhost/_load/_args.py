@@ -248,15 +248,13 @@ def add_load_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--stream-id",
         type=wire_key,
-        default="load",
         metavar="ID",
         help="--stream: the stream id (default 'load')",
     )
     p.add_argument(
         "--lane",
         choices=sorted(LANES),
-        default="reliable",
-        help="--stream: reliable (waits when full) or latency-first (drops)",
+        help="--stream: reliable (waits when full, the default) or latency-first (drops)",
     )
 
     out = p.add_argument_group("output")
@@ -305,9 +303,29 @@ def _payload(args: argparse.Namespace, stream: bool) -> tuple[bytes, str]:
             )
         if size is None:
             return b"", "empty"
+        _check_size_fits(args.config, size)
         return payloads.of_size(size), format_bytes(size)
     except payloads.PayloadError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _check_size_fits(config_path: str, size: int) -> None:
+    """Refuse a payload larger than the node's ``max_message_bytes`` before it is built:
+    2 GiB took 26 s to make, and then every request failed with 400 (QA)."""
+    from .._config import load_config
+    from .._errors import ConfigError
+
+    if config_path.startswith("ipc://"):
+        return  # no config to read the limit from: the node says it
+    try:
+        limit = load_config(config_path).node.max_message_bytes
+    except ConfigError:
+        return  # said once the run starts, as for any bad config
+    if size > limit:
+        raise UsageError(
+            f"a payload of {format_bytes(size)} is larger than the node's max_message_bytes "
+            f"({format_bytes(limit)})"
+        )
 
 
 def _service_input_type(args: argparse.Namespace, stream: bool) -> str:
@@ -333,8 +351,13 @@ def spec_from_args(args: argparse.Namespace, argv: list[str] | None = None) -> L
         raise UsageError(f"--route is required for {mode}s (e.g. --route demo.Echo.Say)")
     if mode == STREAM and args.route_key:
         raise UsageError("--route does not apply to --stream (chunks go to --stream-id)")
-    if args.chunk_size is not None and mode != STREAM:
-        raise UsageError("--chunk-size applies only to --stream")
+    for option, value in (
+        ("--chunk-size", args.chunk_size),
+        ("--stream-id", args.stream_id),  # taken and left unused (QA)
+        ("--lane", args.lane),
+    ):
+        if value is not None and mode != STREAM:
+            raise UsageError(f"{option} applies only to --stream")
     if args.chunk_size is not None and (
         args.payload is not None
         or args.payload_hex is not None
@@ -382,8 +405,8 @@ def spec_from_args(args: argparse.Namespace, argv: list[str] | None = None) -> L
         warmup_s=args.warmup,
         timeout_s=args.timeout,
         workers=args.workers or os.cpu_count() or 1,
-        stream_id=args.stream_id,
-        lane=LANES[args.lane],
+        stream_id=args.stream_id or "load",
+        lane=LANES[args.lane or "reliable"],
         json_path=args.json_path,
         plot_path=args.plot_path,
         progress="never" if args.quiet else args.progress,

@@ -16,7 +16,7 @@ _DURATION_SCALE_S = {
     "h": 3600.0,
 }
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kKmMgG]i?[bB]?|[bB])?\s*$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kKmMgGtT]i?[bB]?|[bB])?\s*$")
 _SIZE_SCALE = {
     "": 1,
     "b": 1,
@@ -32,6 +32,11 @@ _SIZE_SCALE = {
     "gb": 1000**3,
     "gi": 1024**3,
     "gib": 1024**3,
+    # Too large for any message, but a size all the same: said so, not "not a size" (QA).
+    "t": 1000**4,
+    "tb": 1000**4,
+    "ti": 1024**4,
+    "tib": 1024**4,
 }
 
 
