@@ -192,6 +192,8 @@ def _json_request(args: argparse.Namespace) -> tuple[bytes, type]:
         raise SystemExit(_fail(text, EXIT_USAGE)) from None
     request = GetMessageClass(method.input_type)()
     try:
+        if not args.json.lstrip().startswith("{"):  # '[]' was taken as an empty message (QA)
+            raise json_format.ParseError("a message is a JSON object: {...}")
         json_format.Parse(args.json, request)
     except json_format.ParseError as exc:
         first_line = str(exc).splitlines()[0] if str(exc) else "invalid"
@@ -206,6 +208,11 @@ def cmd_call(args: argparse.Namespace) -> int:
     from ._shell import NodeSilent
 
     response_type: type | None = None
+    # Options that would be taken and left unused (QA): said, not ignored.
+    if args.json is not None and args.output is not None:
+        return _fail("call: --output does not apply to --json (the answer is JSON)", EXIT_USAGE)
+    if args.json is None and args.proto_module:
+        return _fail("call: --proto-module applies only with --json", EXIT_USAGE)
     if args.json is not None:
         payload, response_type = _json_request(args)
     else:
@@ -242,7 +249,7 @@ def cmd_call(args: argparse.Namespace) -> int:
 
                 print(json_format.MessageToJson(result, preserving_proto_field_name=True))
             else:
-                _write_output(result, args.output)
+                _write_output(result, args.output or "text")
             return EXIT_OK
 
     try:
@@ -452,8 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument(
         "--output",
         choices=["text", "hex", "raw"],
-        default="text",
-        help="how to print the response (default: UTF-8 text)",
+        help="how to print the response (default: UTF-8 text; with --json, JSON)",
     )
     call.set_defaults(func=cmd_call)
 

@@ -67,6 +67,20 @@ def test_call_with_json_finds_the_service_method_by_its_route_key(node_factory):
     assert result.stderr.startswith("actrhost: --json: not a valid demo.HelloRequest: ")
     result = actrhost("call", endpoint, "greeter", "demo.Greeter.Count", "--json", "{}")
     assert result.returncode == 2 and "--proto-module" in result.stderr
+    # Taken and left unused, or taken as an empty message (QA).
+    result = actrhost(*say, "--json", "[]")
+    assert result.returncode == 2
+    assert "not a valid demo.HelloRequest: a message is a JSON object" in result.stderr
+    result = actrhost(*say, "--json", "{}", "--output", "hex")
+    assert (result.returncode, result.stderr) == (
+        2,
+        "actrhost: call: --output does not apply to --json (the answer is JSON)\n",
+    )
+    result = actrhost(*say, "--data", "x", "--proto-module", "examples.greeter.greeter_pb2")
+    assert (result.returncode, result.stderr) == (
+        2,
+        "actrhost: call: --proto-module applies only with --json\n",
+    )
 
 
 def test_check_lists_what_would_run_and_starts_nothing(tmp_path):
