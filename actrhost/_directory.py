@@ -302,6 +302,13 @@ class Directory:
         """Next running instance of the actor named ``name`` in the config."""
         candidates = self._named(name)
         if not candidates:  # a typo shows: name the actors there are
+            base, sep, _index = name.partition("#")
+            instances = self._by_name.get(base) if sep else None
+            if instances:  # "echo#2" of two: the name was right (QA)
+                raise NotFound(
+                    f"no instance {name!r} on this node: {base!r} has {len(instances)}, "
+                    f"{base}#0 to {base}#{len(instances) - 1}"
+                )
             names = ", ".join(sorted(self._by_name)) or "none"
             raise NotFound(f"no actor of name {name!r} on this node (actors: {names})")
         return self._pick(("name", name), candidates, f"name {name!r}")

@@ -75,8 +75,12 @@ def test_shell_call_to_one_instance_by_the_name_status_shows(node):
                     f"relay#{index}", "test.Relay.Forward", b"test+Echo test.Echo.Whoami x"
                 )
                 assert answer.decode().split("|")[1] == str(relay_id)  # that one, each time
-            with pytest.raises(NotFound, match="no actor of name 'relay#2'"):
+            # The name was right: the index is what is out of range (QA).
+            bad_index = "no instance 'relay#2' on this node: 'relay' has 2, relay#0 to relay#1"
+            with pytest.raises(NotFound, match=bad_index):
                 await shell.call("relay#2", "test.Relay.Leaf", b"")
+            with pytest.raises(NotFound, match="no actor of name 'relays#0' on this node"):
+                await shell.call("relays#0", "test.Relay.Leaf", b"")
 
     run(go())
 
