@@ -318,13 +318,17 @@ def cmd_wait(args: argparse.Namespace) -> int:
         counted = asyncio.run(run())
     except ActrError as exc:
         return _fail(f"wait: {exc.message}", EXIT_FAILURE)
-    print(f"{counted} running after {(time.monotonic() - started) * 1000:.0f} ms")
+    print(f"{counted} after {(time.monotonic() - started) * 1000:.0f} ms")
     return EXIT_OK
 
 
 def _count_instances(infos: list[ActorInfo]) -> str:
-    """'3 instance(s) of 2 actor(s)', as ``check`` counts them."""
-    return f"{len(infos)} instance(s) of {len({info.name for info in infos})} actor(s)"
+    """'3 instance(s) of 2 actor(s) running', as ``check`` counts them, with those that
+    finished cleanly (one-shot jobs) apart: they were counted as running (QA)."""
+    running = [info for info in infos if info.state != "stopped"]
+    text = f"{len(running)} instance(s) of {len({i.name for i in running})} actor(s) running"
+    finished = len(infos) - len(running)
+    return text + (f", {finished} finished (exit code 0)" if finished else "")
 
 
 def cmd_stop(args: argparse.Namespace) -> int:

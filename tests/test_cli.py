@@ -533,6 +533,10 @@ def test_wait_counts_a_job_that_finished_cleanly_as_done(node_factory):
     waited = actrhost("wait", str(node.config_path), "--timeout", "10")
     assert waited.returncode == 0, waited.stderr  # it said "job … stopped and will not be
     # restarted", exit 1, while /readyz said ok
+    # The job is counted as finished, not as running (QA).
+    assert waited.stdout.startswith(
+        "1 instance(s) of 1 actor(s) running, 1 finished (exit code 0) after "
+    ), waited.stdout
 
 
 def test_wait_returns_once_a_node_started_in_the_background_runs(node_factory):
