@@ -166,7 +166,7 @@ def test_signal_logs_on_stderr_at_the_level_asked(tmp_path):
     assert "WARNING signaling[" in log.read_text()
     assert "_run: no key file: using a random key" in log.read_text()
     quiet = actrhost("signal", "--listen", "127.0.0.1:0", "--log-level", "loud")
-    assert quiet.returncode == 2 and "--log-level: invalid choice: 'LOUD'" in quiet.stderr
+    assert quiet.returncode == 2 and "--log-level: invalid choice: 'loud'" in quiet.stderr
 
 
 @pytest.mark.parametrize("realm", ["-5", "99999999999", "one"])

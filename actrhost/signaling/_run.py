@@ -127,10 +127,10 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         )
     parser.add_argument(
         "--log-level",
-        default="WARNING",
-        type=str.upper,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="on stderr (default WARNING: refusals, a missing key file, server errors)",
+        default="warning",
+        type=str.lower,  # spelled as `actrhost run --log-level` spells them, in any case
+        choices=["debug", "info", "warning", "error"],
+        help="on stderr (default warning: refusals, a missing key file, server errors; any case)",
     )
 
 
@@ -170,7 +170,7 @@ def serve_from_args(args: argparse.Namespace) -> None:
     except ValueError as exc:
         raise ConfigError("--listen", "", str(exc)) from None
     logging.basicConfig(
-        level=args.log_level,
+        level=args.log_level.upper(),
         format="%(asctime)s %(levelname)-7s signaling[%(process)d] %(name)s: %(message)s",
         stream=sys.stderr,
     )
