@@ -931,7 +931,7 @@ def test_processes_actors_leave_running_end_with_the_node(node_factory):
     # What the dead instance started ends with it, not with the node: a restarted one
     # starts its own (they piled up across restarts: QA).
     wait_until(lambda: not pid_alive(orphan), 5.0, "the dead instance's process to end")
-    assert f"q#0: ended 1 process(es) its actor left running: [{orphan}]" in node.log()
+    node.wait_for_log(f"q#0: ended 1 process(es) its actor left running: [{orphan}]", 5.0)
     wait_until(lambda: node.actors()[0].pid not in (None, worker), 10.0, "a new worker")
     node.wait_running()
     child = spawn()  # a child of the running worker
