@@ -101,29 +101,28 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     # Each has a floor: 0 or less was taken, and broke every node using the server (a
     # heartbeat interval of -1: thousands of refused heartbeats a second; a credential
     # lifetime of 0: a new id every second; frames of 0 bytes: nobody registers).
-    for option, default, floor, meaning in (
-        ("--heartbeat-interval", DEFAULT_HEARTBEAT_INTERVAL_S, 0.05, "seconds between pings"),
-        ("--credential-ttl", DEFAULT_CREDENTIAL_TTL_S, 0.1, "seconds a credential is valid"),
-        ("--reregister-grace", None, 0.0, "seconds a previous id can be taken back"),
-    ):
+    numbers: tuple[tuple[str, type, float | None, float, str], ...] = (
+        (
+            "--heartbeat-interval",
+            float,
+            DEFAULT_HEARTBEAT_INTERVAL_S,
+            0.05,
+            "seconds between pings",
+        ),
+        ("--credential-ttl", float, DEFAULT_CREDENTIAL_TTL_S, 0.1, "seconds a credential is valid"),
+        ("--reregister-grace", float, None, 0, "seconds a previous id can be taken back"),
+        ("--missed-heartbeats", int, 3, 1, "pings an actor may miss before it counts as gone"),
+        ("--max-frame-bytes", int, DEFAULT_MAX_FRAME_BYTES, 4096, "largest message taken"),
+        ("--send-queue-slots", int, DEFAULT_SEND_QUEUE_SLOTS, 1, "messages queued per connection"),
+    )
+    for option, kind, default, floor, meaning in numbers:
+        shown = "the credential TTL" if default is None else f"{default:g}"
         parser.add_argument(
             option,
-            type=_at_least(float, floor),
+            type=_at_least(kind, floor),
             default=default,
-            metavar="S",
-            help=f"{meaning} (default {default or 'the credential TTL'}, at least {floor:g})",
-        )
-    for option, default, floor, meaning in (
-        ("--missed-heartbeats", 3, 1, "pings an actor may miss before it counts as gone"),
-        ("--max-frame-bytes", DEFAULT_MAX_FRAME_BYTES, 4096, "largest message taken"),
-        ("--send-queue-slots", DEFAULT_SEND_QUEUE_SLOTS, 1, "messages queued per connection"),
-    ):
-        parser.add_argument(
-            option,
-            type=_at_least(int, floor),
-            default=default,
-            metavar="N",
-            help=f"{meaning} (default {default}, at least {floor})",
+            metavar="S" if kind is float else "N",
+            help=f"{meaning} (default {shown}, at least {floor:g})",
         )
     parser.add_argument(
         "--log-level",
