@@ -85,7 +85,8 @@ class BenchNode:
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
-            # Workers share the supervisor's group: a member still alive holds the group id.
+            # A member of the supervisor's group still alive (forkserver, gateway); the
+            # workers lead groups of their own and end by themselves once it is gone.
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
         shutil.rmtree(self.run_dir, ignore_errors=True)
