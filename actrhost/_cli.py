@@ -334,23 +334,37 @@ def _count_instances(infos: list[ActorInfo]) -> str:
 def cmd_stop(args: argparse.Namespace) -> int:
     """Stop a running node gracefully (as SIGTERM does) and wait until it is gone."""
     from ._connect import connect
+    from ._linux import process_gone
 
     shell = connect(args.config)  # knows the node's run directory (Shell.run_dir)
     shell.attach_timeout_s = min(shell.attach_timeout_s, args.timeout)
     run_dir = shell.run_dir
     started = time.monotonic()
 
-    async def run() -> None:
+    async def run() -> bool:
+        """Stop the node; True if its supervisor saw the stop through."""
         async with shell:
             await shell.shutdown_node()
-        # The supervisor removes its run directory last, once every process has exited.
+        supervisor = shell.supervisor_pid
+        # The supervisor removes its run directory last, once every process has exited,
+        # and exits then: gone while the run dir is still there, it was killed meanwhile
+        # (that was reported as a stop, QA).
         while run_dir.exists() and time.monotonic() - started < args.timeout:
+            if supervisor and process_gone(supervisor):
+                return not run_dir.exists()  # (it removed it just now, and exited)
             await asyncio.sleep(0.05)
+        return True
 
     try:
-        asyncio.run(run())
+        finished = asyncio.run(run())
     except ActrError as exc:
         return _fail(f"stop: {exc.message}", EXIT_FAILURE)
+    if not finished:
+        return _fail(
+            f"stop: the node's supervisor (pid {shell.supervisor_pid}) exited before its stop "
+            "was through (killed?); its workers end by themselves",
+            EXIT_FAILURE,
+        )
     if run_dir.exists():
         return _fail(f"stop: the node was still stopping after {args.timeout:g} s", EXIT_FAILURE)
     print(f"stopped in {(time.monotonic() - started) * 1000:.0f} ms")

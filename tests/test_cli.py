@@ -379,6 +379,26 @@ def test_stop_stops_a_running_node_and_waits_until_it_is_gone(node_factory):
     assert (version.returncode, version.stdout) == (0, f"actrhost {actrhost_api.__version__}\n")
 
 
+def test_stop_says_when_the_supervisor_was_killed_before_its_stop_was_through(node_factory):
+    # It printed "stopped in … ms", exit 0: the run dir went, removed by the last worker
+    # out (QA).
+    node = node_factory(ECHO, "shutdown_grace_s = 20\n")  # the stop waits for the handler
+    cfg = str(node.config_path)
+    with actrhost_in_background("call", cfg, "echo", "test.Echo.Sleep", "--data", "30"):
+        wait_until(lambda: node.actors()[0].state == "running", 5, "the echo")
+        time.sleep(0.3)  # the handler runs
+        with actrhost_in_background("stop", cfg) as stop:
+            node.wait_for_log("shutting down", 10)
+            assert node.process is not None
+            node.process.send_signal(signal.SIGKILL)
+            _, stderr = stop.communicate(timeout=20)
+    assert stop.returncode == 1
+    assert stderr == (
+        f"actrhost: stop: the node's supervisor (pid {node.process.pid}) exited before its "
+        "stop was through (killed?); its workers end by themselves\n"
+    )
+
+
 def test_a_config_file_that_does_not_parse_still_finds_its_running_node(node_factory):
     # Half-way through an edit: the node runs from its own copy, and the CLI finds it by
     # the file's path alone.
