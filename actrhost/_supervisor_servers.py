@@ -71,6 +71,9 @@ def _check_address(config: Config, exc: OSError, key: str, listen: str) -> None:
     if exc.errno == errno.EADDRNOTAVAIL:
         problem = f"{listen!r} is not an address of this host ({_bind_error(exc)})"
         raise ConfigError(config.shown_path, key, problem) from None
+    if isinstance(exc, socket.gaierror):  # a host name that does not resolve (QA)
+        problem = f"{listen!r}: its host name does not resolve ({_bind_error(exc)})"
+        raise ConfigError(config.shown_path, key, problem) from None
 
 
 def check_listen_addresses(config: Config) -> None:
@@ -84,14 +87,17 @@ def check_listen_addresses(config: Config) -> None:
         if not listen:
             continue
         host, _port = parse_listen(listen)
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind((host, 0))  # any port: only the address is in question here
-            except OSError as exc:
-                _check_address(config, exc, key, listen)
+        try:
+            # As the servers bind it: any of the addresses the name resolves to.
+            family, _, _, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.bind(address)  # port 0: only the address is in question here
+        except OSError as exc:
+            _check_address(config, exc, key, listen)
 
 
 def _bind_error(exc: OSError) -> str:
     """'Address already in use' rather than asyncio's longer wording of the same."""
+    if isinstance(exc, socket.gaierror):  # its errno is getaddrinfo's: os.strerror's "-2"
+        return exc.strerror or str(exc)
     return os.strerror(exc.errno) if exc.errno else str(exc)

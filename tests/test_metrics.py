@@ -223,18 +223,24 @@ def test_embedded_signaling_address_in_use_is_one_line_too(tmp_path):
     assert not node.run_dir.exists()
 
 
+NOT_OURS = "'192.0.2.1:0' is not an address of this host"
+NO_NAME = "'no-such-host.invalid:0': its host name does not resolve"
+
+
 @pytest.mark.parametrize(
-    ("node_toml", "key"),
+    ("node_toml", "key", "problem"),
     [
-        ('metrics_listen = "192.0.2.1:0"', "node.metrics_listen"),
-        ('\n[signaling]\nurl = "embedded"\nlisten = "192.0.2.1:0"\n', "signaling.listen"),
+        ('metrics_listen = "192.0.2.1:0"', "node.metrics_listen", NOT_OURS),
+        ('\n[signaling]\nurl = "embedded"\nlisten = "192.0.2.1:0"\n', "signaling.listen", NOT_OURS),
+        # A name that does not resolve: exit 1 and "Unknown error -2" at run (QA).
+        ('metrics_listen = "no-such-host.invalid:0"', "node.metrics_listen", NO_NAME),
     ],
 )
-def test_an_address_this_host_does_not_have_is_a_config_error(tmp_path, node_toml, key):
+def test_an_address_this_host_does_not_have_is_a_config_error(tmp_path, node_toml, key, problem):
     # 192.0.2.1 (TEST-NET-1) is on no interface here: the bind fails, nothing is sent.
     # One line, before anything starts (an INFO line of the embedded server came first),
     # and `check` says it too (it said ok: QA).
-    said = f"actrhost: config error: {{}}: {key}: '192.0.2.1:0' is not an address of this host"
+    said = f"actrhost: config error: {{}}: {key}: {problem}"
     result, node = run_node(tmp_path, node_toml)
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.splitlines()
