@@ -20,7 +20,7 @@ from . import _rundir as rundir
 from ._config import Config
 from ._directory import ActorState
 from ._reload import gateway_needs_restart, read_edited_config
-from ._slot import KILL_AFTER_S, RestartRefused, Slot
+from ._slot import KILL_AFTER_S, RestartRefused, Slot, stop_limit_s
 from ._worker_start import reimport_handlers
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ async def _restart_one(supervisor: Supervisor, slot: Slot) -> None:
         else:
             process.terminate()
         try:
-            await asyncio.wait_for(process.wait(), sup.config.node.shutdown_grace_s + KILL_AFTER_S)
+            await asyncio.wait_for(process.wait(), stop_limit_s(sup.config.node.shutdown_grace_s))
         except TimeoutError:
             log.warning("%s did not stop in time: killing it", slot.label)
             process.kill()

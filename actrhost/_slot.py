@@ -21,6 +21,13 @@ BACKOFF_MAX_S = 2.0
 KILL_AFTER_S = 2.0
 
 
+def stop_limit_s(shutdown_grace_s: float) -> float:
+    """How long a worker told to stop may take before it is killed: its running handlers
+    get the grace, then its ``on_stop`` gets it again (configs/README.md), and then
+    :data:`KILL_AFTER_S` (a slow on_stop after a slow handler was killed early: QA)."""
+    return 2 * shutdown_grace_s + KILL_AFTER_S
+
+
 def restart_delay_s(recent_restarts: int) -> float:
     """Backoff before restart number ``recent_restarts + 1`` within the window."""
     if recent_restarts == 0:

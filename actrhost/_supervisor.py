@@ -31,7 +31,7 @@ from ._metrics import MetricsServer
 from ._node_status import collect_status
 from ._ring_readers import rings_of_gone_shells, shell_gone
 from ._rolling_restart import rolling_restart
-from ._slot import KILL_AFTER_S, RestartRefused, Slot, describe_exit
+from ._slot import KILL_AFTER_S, RestartRefused, Slot, describe_exit, stop_limit_s
 from ._streams import unlink_rings_of
 from ._supervisor_control import ControlHandlers
 from ._supervisor_servers import start_metrics, start_signaling
@@ -137,6 +137,10 @@ class Supervisor(ControlHandlers):
         self._feed = DirectoryFeed(self.snapshot, self._directory_recipients, self._send_frame)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_shutdown)
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # (as under nohup)
+            # A closed terminal: an orderly stop, as Ctrl-C (it killed the supervisor
+            # outright, and its workers took the orphan's way out: QA).
+            loop.add_signal_handler(signal.SIGHUP, self.request_shutdown)
         async with contextlib.AsyncExitStack() as stack:
             try:
                 listen = self.config.node.metrics_listen
@@ -243,7 +247,7 @@ class Supervisor(ControlHandlers):
             self._by_worker_id[control.worker_routing_id(actr_id.serial_number)] = slot
 
     def _cleanup(self, loop: asyncio.AbstractEventLoop) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
             loop.remove_signal_handler(sig)
         self._control.close()
         self._zctx.term()
@@ -260,6 +264,10 @@ class Supervisor(ControlHandlers):
         if not self._shutdown.is_set():
             log.info("node %r: shutting down", self.config.node.name)
             self._shutdown_asked_at = now
+            # From now on: an exit is not restarted, nor a spawn started. The stop proper
+            # (_stop_all) may come after the starts under way; a worker restarted
+            # meanwhile was never told to stop, and killed after the grace (QA).
+            self._stopping = True
         elif now - self._shutdown_asked_at < SAME_REQUEST_S:
             log.debug("node %r: the stop request came twice at once", self.config.node.name)
         elif not self._hurry.is_set():  # also before the stop began (still starting)
@@ -301,6 +309,8 @@ class Supervisor(ControlHandlers):
         await asyncio.gather(*(spawn(slot) for slot in self._slots))
 
     async def _spawn(self, slot: Slot) -> None:
+        if self._stopping:
+            return
         spec = WorkerSpec(
             config_path=str(self.config.path),
             actor_name=slot.config.name,
@@ -460,7 +470,7 @@ class Supervisor(ControlHandlers):
             elif slot.process is not None and slot.process.returncode is None:
                 slot.process.terminate()  # not yet talking to us: SIGTERM is its stop
         processes = [s.process for s in self._slots if s.process is not None]
-        timeout = self.config.node.shutdown_grace_s + KILL_AFTER_S
+        timeout = stop_limit_s(self.config.node.shutdown_grace_s)
         await wait_or_kill(processes, timeout, self._hurry, KILL_AFTER_S)
         if self._forkserver is not None:
             await self._forkserver.close()

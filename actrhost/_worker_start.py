@@ -71,7 +71,8 @@ def child_environment(config: Config) -> dict[str, str]:
 #: KeyboardInterrupt traceback and a forkserver lost during a start or a restart (QA).
 WORKERS_MAIN = (
     "-c",
-    "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); import runpy; "
+    "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "signal.signal(signal.SIGTTOU, signal.SIG_IGN); import runpy; "
     "runpy.run_module('actrhost.workers', run_name='__main__', alter_sys=True)",
 )
 
@@ -81,7 +82,14 @@ async def spawn_worker(config: Config, spec: WorkerSpec) -> WorkerProcess:
     env = child_environment(config)
     env[SPEC_ENV] = json.dumps(asdict(spec))
     return await asyncio.create_subprocess_exec(
-        sys.executable, *WORKERS_MAIN, env=env, stdin=asyncio.subprocess.DEVNULL
+        sys.executable,
+        *WORKERS_MAIN,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        # In a process group of its own from the first instruction (workers/_process.py):
+        # the node's group's signals reached one still importing (QA: a group SIGTERM at
+        # start killed it, a Ctrl-C broke its `import site`).
+        process_group=0,
     )
 
 

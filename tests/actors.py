@@ -249,11 +249,13 @@ class Blocking(Echo):
 
 
 class SlowStop(Echo):
-    """An on_stop that takes a minute, or (setting ``until_file``) until that file exists."""
+    """An on_stop that takes a minute, or (setting ``until_file``) until that file exists,
+    or (setting ``stop_s``) that many seconds."""
 
     async def on_stop(self, ctx: Context) -> None:
         until_file = self.settings.get("until_file")
-        for _ in range(3000):
+        ends_at = time.monotonic() + float(self.settings.get("stop_s", 60))
+        while time.monotonic() < ends_at:
             if until_file and os.path.exists(until_file):
                 return
             await asyncio.sleep(0.02)

@@ -127,6 +127,63 @@ def test_a_worker_whose_loop_is_blocked_when_the_supervisor_is_killed_ends_all_t
     assert "event loop has not exited (blocked by a handler?): ending it now" in node.log()
 
 
+def test_a_group_sigterm_while_instances_start_stops_the_node_in_order(node_factory):
+    # Forked workers not yet in their own group took it (and were restarted as stopped
+    # "from outside" while the node stopped), the forkserver died of it mid-fork, a worker
+    # stopped before its directory came was logged as died: the stop then waited for the
+    # grace to kill one (QA).
+    node = node_factory(ECHO.format(extra="instances = 40"), "shutdown_grace_s = 5", start=False)
+    node.spawn()
+    node.wait_for_log("starting 40 actor instance(s)", 20)
+    time.sleep(0.2)  # some run, some start, some are being forked
+    assert node.process is not None
+    os.killpg(node.process.pid, signal.SIGTERM)  # as `timeout` or a script's `kill -- -PGID`
+    assert node.process.wait(15) == 0
+    for wrong in ("died", "restarting", "killing", "killed", "Traceback", "ERROR"):
+        assert wrong not in node.log(), node.log()
+
+
+def test_a_closed_terminal_stops_the_node_in_order(node_factory):
+    # SIGHUP killed the supervisor outright; its workers took the orphan's way out (QA).
+    node = node_factory(ECHO.format(extra="instances = 2"))
+    assert node.process is not None
+    os.killpg(node.process.pid, signal.SIGHUP)  # what a terminal's hangup sends its job
+    assert node.process.wait(15) == 0
+    assert "shutting down" in node.log() and "stopped" in node.log()
+
+
+def test_on_stop_gets_its_grace_after_handlers_took_theirs(node_factory):
+    # Handlers get shutdown_grace_s, then on_stop gets it again: the supervisor killed
+    # the worker one grace + 2 s after the stop, in the middle of its on_stop (QA).
+    actor = '[[actor]]\nname = "slow"\ntype = "test+SlowStop"\nhandler = "actors:SlowStop"\n'
+    node = node_factory(actor + "[actor.settings]\nstop_s = 2.5\n", "shutdown_grace_s = 3")
+    call = call_in_background(node, "slow", "test.Echo.Sleep", "--data", "30")
+
+    def handler_runs() -> bool:
+        stats = node.status()["actors"][0].get("stats") or {}
+        return bool(stats.get("running_handlers"))
+
+    try:
+        wait_until(handler_runs, 20, "the handler to run")  # it takes its whole grace
+        assert node.stop() == 0
+    finally:
+        call.kill()
+        call.wait(5)
+    assert "killed at stop" not in node.log(), node.log()
+    assert "handlers still running after 3.0s; cancelling them" in node.log()
+
+
+def test_workers_write_to_the_terminal_from_their_own_group(node_factory):
+    # A group other than the terminal's foreground one is stopped by SIGTTOU when it
+    # writes there under `stty tostop` (QA: at a worker's first log line): ignored, the
+    # write goes through.
+    node = node_factory(ECHO.format(extra=""))
+    pid = node.pid_of("echo")
+    assert os.getpgid(pid) == pid  # a group of its own
+    ignored = int(Path(f"/proc/{pid}/status").read_text().split("SigIgn:")[1].split()[0], 16)
+    assert ignored & (1 << (signal.SIGTTOU - 1))
+
+
 def test_closing_a_shell_that_waits_for_a_stuck_worker_leaves_the_loop_running(node_factory):
     # Its term() waited for the unsent request on the caller's event loop (QA: 2 s with
     # no other task running).

@@ -29,7 +29,10 @@ from ._spec import SPEC_ENV, GatewaySpec
 
 def main() -> int:
     """Entry of the gateway process; returns its exit code."""
+    # Ctrl-C, and a closed terminal's SIGHUP, reach the node's whole process group: the
+    # supervisor decides what they mean, and stops us in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     set_parent_death_signal(signal.SIGTERM)
     try:
         spec = GatewaySpec.from_json(os.environ[SPEC_ENV])

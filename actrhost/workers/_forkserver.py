@@ -16,6 +16,7 @@ with spawned workers), and a forkserver that dies takes no worker with it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -32,7 +33,7 @@ from setproctitle import setproctitle
 from .._config import load_node_config, resolve_handler
 from .._linux import set_parent_death_signal, supervisor_gone
 from .._rundir import remove_orphaned_run_dir
-from ._process import WorkerSpec, configure_logging, main
+from ._process import WorkerSpec, configure_logging, lead_a_process_group, main
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,23 @@ def serve_from_argv(args: list[str]) -> int:
     """
     fd, config_path, supervisor_pid = int(args[0]), args[1], int(args[2])
     control = args[3] if len(args) > 3 else ""
-    # Ctrl-C reaches the whole process group; the supervisor decides what it means.
+    # Ctrl-C (and a closed terminal's SIGHUP) reaches the whole process group; the
+    # supervisor decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # The supervisor's death (or a SIGTERM from outside) ends us through `finally`.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    forkserver = os.getpid()
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        # The supervisor's death ends us through `finally`; so did a SIGTERM to the
+        # node's group, which the supervisor takes as its stop, and which killed us in
+        # the middle of a fork at start (QA): while it lives, it decides. A process just
+        # forked, not yet in a group of its own, has this handler too: not its own.
+        if os.getpid() == forkserver and supervisor_gone(supervisor_pid):
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            raise SystemExit(1)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     set_parent_death_signal(signal.SIGTERM)
     try:
         return _start(fd, config_path, supervisor_pid)
@@ -64,11 +78,6 @@ def serve_from_argv(args: list[str]) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if control and supervisor_gone(supervisor_pid):
             remove_orphaned_run_dir(control, supervisor_pid)
-
-
-def _exit_on_sigterm(signum: int, frame: Any) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise SystemExit(1)
 
 
 def _start(fd: int, config_path: str, supervisor_pid: int) -> int:
@@ -142,9 +151,12 @@ def _fork_worker(channel: socket.socket, spec: WorkerSpec, level: str, superviso
             os.close(read_end)
             worker = os.fork()
             if worker == 0:
+                lead_a_process_group()  # first: the node's group's signals are not its own
                 os.close(write_end)
                 channel.close()
                 _run_worker(spec, level, supervisor)  # never returns
+            with contextlib.suppress(OSError):  # and here too, whichever runs first
+                os.setpgid(worker, worker)
             os.write(write_end, str(worker).encode())
             code = 0
         finally:
@@ -163,7 +175,8 @@ def _fork_worker(channel: socket.socket, spec: WorkerSpec, level: str, superviso
 def _run_worker(spec: WorkerSpec, level: str, supervisor: int) -> None:
     code = 1
     sys.argv[1:] = []  # the forkserver's arguments mean nothing to an actor
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the forkserver's is not ours
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the forkserver's are not ours
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     try:
         configure_logging(spec, level)
         # PR_SET_PDEATHSIG is relative to the parent: set it (in main) once the

@@ -55,15 +55,25 @@ def configure_logging(spec: WorkerSpec, level: str) -> None:
     )
 
 
+def lead_a_process_group() -> None:
+    """Put this worker in a process group of its own, which what its actor starts joins:
+    when the worker ends, they are found and end too (``end_group_members``; they
+    outlived it, piling up across restarts and outliving a killed supervisor: QA).
+
+    A group other than the terminal's foreground one may not write to the terminal under
+    ``stty tostop`` (SIGTTOU stopped a worker at its first log line, QA): ignored, the
+    write goes through, for the actor's children too (exec keeps an ignored signal).
+    """
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    with contextlib.suppress(OSError):  # (a session leader cannot; then they stay)
+        os.setpgid(0, 0)
+
+
 def main(spec: WorkerSpec) -> int:
     """Entry of a worker process; returns its exit code."""
     # Ctrl-C reaches the whole process group; only the supervisor decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # A process group of its own, which what the actor starts joins: when the worker
-    # ends, they are found by it and end too (``end_group_members``; they outlived it,
-    # piling up across restarts and outliving a killed supervisor: QA).
-    with contextlib.suppress(OSError):  # (a session leader cannot; then they stay)
-        os.setpgid(0, 0)
+    lead_a_process_group()  # (done already when forked or spawned: no harm again)
     set_parent_death_signal(signal.SIGTERM)
     if supervisor_gone(spec.supervisor_pid):
         return 1  # the supervisor died before we could ask to be told

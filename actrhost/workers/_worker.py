@@ -190,10 +190,9 @@ class Worker(Inbound, Outbound):
                 greeted.cancel()
                 stopped.cancel()
             if not self._got_directory.is_set():
-                if not self._stop.is_set():
-                    log.error(
-                        "%r: no directory from the supervisor within %ss", self, HELLO_TIMEOUT_S
-                    )
+                if self._stop.is_set():
+                    return 0  # stopped while starting: a stop, not a failure (QA: "died")
+                log.error("%r: no directory from the supervisor within %ss", self, HELLO_TIMEOUT_S)
                 return 1
             if not await self._start():
                 self._drop_early_frames()
