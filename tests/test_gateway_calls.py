@@ -169,6 +169,11 @@ def test_calls_both_ways_share_one_connection(pair: Pair) -> None:
     assert node["candidate_type"] == "host"
     assert node["lanes"]["rpc_signal"]["frames_out"] >= 1
     assert node["name"] == b.name  # from b's hello: its config's node name
+    # Both sides count a message by the channel it went on: the answer to the signal-lane
+    # call came on that lane (it was counted as reliable here, signal there: QA).
+    (theirs,) = run(b.stats())["remote_nodes"].values()
+    for lane in ("rpc_signal", "rpc_reliable"):
+        assert node["lanes"][lane]["frames_in"] == theirs["lanes"][lane]["frames_out"], lane
 
 
 def test_a_burst_of_calls_crosses_in_batches_and_every_answer_finds_its_caller(

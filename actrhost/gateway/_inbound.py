@@ -167,7 +167,10 @@ class Inbound(Trust, ToWorkers, Notices):
                     exc.message,
                 )
             return
-        counters = pc.counters.by_lane[item.payload_type]
+        # By the channel it came on, as the other side counts what it sends: an answer to
+        # a signal-lane call comes on that channel, but says reliable (QA: the two
+        # nodes' `actrhost status` did not add up).
+        counters = pc.counters.by_lane[lane]
         counters.frames_in += 1
         counters.bytes_in += len(data)
         if isinstance(item, Envelope) and item.direction == RESPONSE:
