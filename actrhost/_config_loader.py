@@ -199,9 +199,7 @@ class Loader:
             "turn_username": self.text,
             "turn_credential": self.text,
             "force_relay": self.boolean,
-            "ice_host_addresses": partial(
-                self.array, convert=self.ip_address, what="IP addresses", non_empty=True
-            ),
+            "ice_host_addresses": self.ice_host_addresses,
             "connect_timeout_s": partial(self.number, lo=0, lo_open=True),
             "keepalive_interval_s": partial(self.number, lo=0.01),
             "keepalive_timeout_s": partial(self.number, lo=0, lo_open=True),
@@ -328,6 +326,15 @@ class Loader:
         ok = isinstance(value, list) and (bool(value) or not non_empty)
         self.check(key, value, ok, f"{'a non-empty' if non_empty else 'an'} array of {what}")
         return tuple(convert(f"{key}[{i}]", item) for i, item in enumerate(value))
+
+    def ice_host_addresses(self, key: str, value: Any) -> tuple[str, ...]:
+        addresses = self.array(
+            key, value, convert=self.ip_address, what="IP addresses", non_empty=True
+        )
+        for i, address in enumerate(addresses):
+            if address in addresses[:i]:  # offered twice, as two candidates (QA)
+                self.fail(f"{key}[{i}]", f"{address!r} is listed twice")
+        return addresses
 
     def integer(self, key: str, value: Any, lo: int, hi: int | None = None) -> int:
         # bool is an int in Python, but `true` is no number in TOML.

@@ -79,21 +79,28 @@ def _check_address(config: Config, exc: OSError, key: str, listen: str) -> None:
 def check_listen_addresses(config: Config) -> None:
     """Raise ConfigError, as the node's start would, for a listen address (metrics, the
     embedded signaling server) that no interface of this host has: ``actrhost check``
-    said ok to such a config, and ``run`` then refused it."""
-    listens = [("node.metrics_listen", config.node.metrics_listen)]
+    said ok to such a config, and ``run`` then refused it. So for an ICE host address:
+    the node ran, its gateway failed each link at once, and the other node's callers
+    waited for their connect timeout to learn nothing of why (QA)."""
+    hosts: list[tuple[str, str, str]] = []  # (key, host, what the error names)
+    if config.node.metrics_listen:
+        listen = config.node.metrics_listen
+        hosts.append(("node.metrics_listen", parse_listen(listen)[0], listen))
     if config.signaling is not None and config.signaling.url == "embedded":
-        listens.append(("signaling.listen", config.signaling.listen))
-    for key, listen in listens:
-        if not listen:
-            continue
-        host, _port = parse_listen(listen)
+        hosts.append(
+            ("signaling.listen", parse_listen(config.signaling.listen)[0], config.signaling.listen)
+        )
+    if config.signaling is not None:
+        for i, address in enumerate(config.webrtc.ice_host_addresses):
+            hosts.append((f"webrtc.ice_host_addresses[{i}]", address, address))
+    for key, host, shown in hosts:
         try:
             # As the servers bind it: any of the addresses the name resolves to.
-            family, _, _, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+            family, _, _, _, sockaddr = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
             with socket.socket(family, socket.SOCK_STREAM) as probe:
-                probe.bind(address)  # port 0: only the address is in question here
+                probe.bind(sockaddr)  # port 0: only the address is in question here
         except OSError as exc:
-            _check_address(config, exc, key, listen)
+            _check_address(config, exc, key, shown)
 
 
 def _bind_error(exc: OSError) -> str:

@@ -538,6 +538,10 @@ BROKEN = [
         "webrtc.ice_host_addresses[1]: must be a unicast address of this host, such as "
         "'10.0.0.5' (got 'ff02::1')",
     ),
+    (  # offered twice, as two candidates (QA)
+        MINIMAL + '[webrtc]\nice_host_addresses = ["127.0.0.1", "::1", "127.0.0.1"]\n',
+        "webrtc.ice_host_addresses[2]: '127.0.0.1' is listed twice",
+    ),
     (
         MINIMAL + '[webrtc]\nice_host_addresses = ["127.0.0.1", "localhost"]\n',
         "webrtc.ice_host_addresses[1]: must be an IP address such as '127.0.0.1' (got 'localhost')",

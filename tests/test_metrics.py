@@ -234,6 +234,12 @@ NO_NAME = "'no-such-host.invalid:0': its host name does not resolve"
         ('\n[signaling]\nurl = "embedded"\nlisten = "192.0.2.1:0"\n', "signaling.listen", NOT_OURS),
         # A name that does not resolve: exit 1 and "Unknown error -2" at run (QA).
         ('metrics_listen = "no-such-host.invalid:0"', "node.metrics_listen", NO_NAME),
+        # The node ran, and the other node's callers waited 10 s to learn nothing (QA).
+        (
+            '\n[signaling]\nurl = "embedded"\n[webrtc]\nice_host_addresses = ["192.0.2.1"]\n',
+            "webrtc.ice_host_addresses[0]",
+            "'192.0.2.1' is not an address of this host",
+        ),
     ],
 )
 def test_an_address_this_host_does_not_have_is_a_config_error(tmp_path, node_toml, key, problem):
