@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from ._envelope import MEDIA, STREAM
-from ._errors import NotFound, Unavailable
+from ._errors import DeadlineExceeded, NotFound, Unavailable
 from ._ids import ActrId, ActrType
 
 if TYPE_CHECKING:
@@ -434,5 +434,14 @@ async def discover_via(
         deadline_ns=int(deadline * 1e9),
         timeout_ms=max(1, int((deadline - loop.time()) * 1000)),
     )
-    response = await rpc.call(gateway, env, deadline)
+    started = loop.time()
+    try:
+        response = await rpc.call(gateway, env, deadline)
+    except DeadlineExceeded:
+        # Named as what it is: "no answer to 'actrhost.gateway.Discover' from
+        # ipc://…/gateway.sock" said nothing a user could act on (QA).
+        raise DeadlineExceeded(
+            f"no {actr_type} on this node, and none found through signaling within "
+            f"{loop.time() - started:.3g} s (is the signaling server reachable?)"
+        ) from None
     return ActrId.parse(response.payload.decode())

@@ -20,6 +20,7 @@ import pytest
 import actrhost
 from actrhost import ActrId, DataStream, MediaSample
 from actrhost._fingerprint import service_fingerprint
+from actrhost.signaling._testing import ServerProcess
 
 from .utils import Node, actrhost_command, pid_alive, run, signal_server, wait_until
 
@@ -60,6 +61,31 @@ def relay_and_echo_nodes(node_factory, signaling_url, more_on_b=""):
         signaling,
     )
     return node_a, node_b
+
+
+def test_a_discovery_signaling_does_not_answer_says_so(node_factory):
+    # It said "no answer to 'actrhost.gateway.Discover' from ipc://…/gateway.sock" (QA).
+    with ServerProcess() as server:
+        node = node_factory(
+            '[[actor]]\nname = "echo"\ntype = "test+Echo"\nhandler = "actors:Echo"\n',
+            f'[signaling]\nurl = "{server.url}"\n',
+        )
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+
+            async def go() -> None:
+                async with actrhost.connect(node.config_path) as shell:
+                    with pytest.raises(actrhost.DeadlineExceeded) as info:
+                        await shell.call("test+Nowhere", "x.Y", b"", timeout=0.5)
+                    assert info.value.message.startswith(
+                        "no test+Nowhere on this node, and none found through signaling within "
+                    ), info.value.message
+                    assert "(is the signaling server reachable?)" in info.value.message
+
+            run(go(), 30)
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
 
 
 def echo_and_sink_nodes(node_factory, signaling_url):
