@@ -248,6 +248,28 @@ class Blocking(Echo):
         return b"slept"
 
 
+class Hog(Actor):
+    """Stream callbacks that work 1 ms each and never await (plain functions); records
+    the order in which chunks of streams "a" and "b" were handled."""
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+
+    async def on_start(self, ctx: Context) -> None:
+        for stream_id in ("a", "b"):
+            await ctx.register_stream(stream_id, self._on_chunk)
+
+    def _on_chunk(self, chunk: DataStream, sender: object) -> None:
+        busy_until = time.perf_counter() + 0.001
+        while time.perf_counter() < busy_until:
+            pass
+        self.order.append(chunk.stream_id)
+
+    @rpc("test.Hog.Order")
+    async def handled(self, ctx: Context, request: bytes) -> bytes:
+        return "".join(self.order).encode()
+
+
 class SlowStop(Echo):
     """An on_stop that takes a minute, or (setting ``until_file``) until that file exists,
     or (setting ``stop_s``) that many seconds."""
