@@ -324,6 +324,7 @@ class Supervisor(ControlHandlers):
         )
         slot.spawned += 1
         slot.routing_id = None
+        slot.pid = None  # the predecessor's showed as `starting` while a fork waited (QA)
         slot.error = ""
         slot.given_up = False
         self._set_state(slot, ActorState.STARTING)
@@ -363,7 +364,8 @@ class Supervisor(ControlHandlers):
     async def _watch(self, slot: Slot, process: WorkerProcess) -> None:
         code = await process.wait()  # also reaps: no zombie looks alive
         self.segments_reclaimed += unlink_rings_of(self.shm_prefix, slot.actr_id.serial_number)
-        self._spawn_task(end_what_an_actor_left(process.pid, slot.label))
+        if not self._stopping:  # at the node's stop, end_adopted_processes ends them all
+            self._spawn_task(end_what_an_actor_left(process.pid, slot.label))
         # Exit code 0 is a normal exit (what "transient" does not restart), whether the
         # actor was told to stop or its code called sys.exit(0).
         clean = code == 0
