@@ -172,7 +172,7 @@ class Loader:
             "listen": partial(self.url, kind="listen"),
             # Shorter would flood the server (and the log) with heartbeats and timeouts.
             "heartbeat_interval_s": partial(self.number, lo=0.05),
-            "ca_file": self.ca_file,
+            "ca_file": self.run_dir,  # a path; checked below, once the url says it is used
         }
         fields = self.section(key, value, spec, required=("url",))
         # A listen address next to a remote server would be silently unused.
@@ -184,6 +184,9 @@ class Loader:
             problem = f"only used with a wss:// url (url is {fields['url']!r})"
             self.fail(f"{key}.ca_file", problem)
         if ca_file is not None:
+            # After the url: a ca_file beside a ws:// url was refused as a missing file,
+            # not as the unused key it is (QA).
+            self.ca_file(f"{key}.ca_file", ca_file, value["ca_file"])
             try:
                 ssl.create_default_context(cafile=str(ca_file))
             except ssl.SSLError as exc:
@@ -428,10 +431,8 @@ class Loader:
             self.fail(key, f"{path} is not a .proto schema: {exc}")
         return path
 
-    def ca_file(self, key: str, value: Any) -> Path:
-        path = self.run_dir(key, value)
-        self.check(key, value, self._is_file(key, path), "the path of an existing PEM file")
-        return path
+    def ca_file(self, key: str, path: Path, given: Any) -> None:
+        self.check(key, given, self._is_file(key, path), "the path of an existing PEM file")
 
     def fingerprint(self, key: str, value: Any) -> str:
         ok = isinstance(value, str) and _FINGERPRINT_RE.fullmatch(value) is not None

@@ -445,6 +445,10 @@ BROKEN = [
         MINIMAL + '[signaling]\nurl = "ws://127.0.0.1:8765"\nca_file = "node.toml"\n',
         "signaling.ca_file: only used with a wss:// url (url is 'ws://127.0.0.1:8765')",
     ),
+    (  # said as unused, not as missing (QA)
+        MINIMAL + '[signaling]\nurl = "ws://127.0.0.1:8765"\nca_file = "nope.pem"\n',
+        "signaling.ca_file: only used with a wss:// url (url is 'ws://127.0.0.1:8765')",
+    ),
     # [webrtc]
     (
         MINIMAL + '[webrtc]\nstun_urls = ["http://x"]\n',
