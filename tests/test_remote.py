@@ -14,6 +14,7 @@ import sys
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -988,6 +989,56 @@ def test_a_latency_first_flood_to_another_node_drops_old_chunks_and_keeps_the_li
             )
 
     run(go(), 60)
+
+
+def test_a_latency_first_burst_to_a_connected_idle_link_arrives_whole(node_factory, signaling_url):
+    # Newest wins under pressure only: a burst of 10 small chunks to an idle link all go
+    # (QA saw 4 of 10 arrive: sent while the link was still being set up, when a lane
+    # keeps only the newest `latency_queue_frames`; docs/gateway.md, Lanes).
+    signaling = f'[signaling]\nurl = "{signaling_url}"\n'
+    source = node_factory(
+        '[[actor]]\nname = "source"\ntype = "test+Source"\nhandler = "actors:StreamSource"\n',
+        signaling,
+    )
+    sink = node_factory(
+        '[[actor]]\nname = "sink"\ntype = "test+Sink"\nhandler = "actors:StreamSink"\n',
+        signaling,
+    )
+
+    async def go() -> tuple[list[Any], list[Any]]:
+        async with (
+            actrhost.connect(source.config_path) as shell,
+            actrhost.connect(sink.config_path) as sink_shell,
+        ):
+            warm = {"target": "test+Sink", "sizes": [10], "stream": "reliable"}
+            await shell.call("source", "test.Source.Send", json.dumps(warm).encode())
+            async with asyncio.timeout(10):
+                while True:  # the link is up: nothing waits for it
+                    remote = (await shell.status())["gateway"]["stats"]["remote_nodes"]
+                    if [n["state"] for n in remote.values()] == ["connected"]:
+                        break
+                    await asyncio.sleep(0.05)
+            request = {
+                "target": "test+Sink",
+                "sizes": [2000] * 10,
+                "stream": "lossy",
+                "lane": "STREAM_LATENCY_FIRST",
+            }
+            sent = json.loads(
+                await shell.call("source", "test.Source.Send", json.dumps(request).encode())
+            )
+            got: list[Any] = []
+            for _ in range(40):
+                got = json.loads(await sink_shell.call("sink", "test.Sink.Results", b""))
+                got = got.get("lossy", [])
+                if len(got) == len(sent):
+                    break
+                await asyncio.sleep(0.1)
+            return sent, got
+
+    sent, got = run(go(), 60)
+    assert all(s["ok"] for s in sent)
+    assert sorted(c["seq"] for c in got) == [s["seq"] for s in sent]
 
 
 def test_discovery_from_another_node_skips_an_instance_whose_process_is_gone(
