@@ -89,6 +89,20 @@ def test_a_discovery_signaling_does_not_answer_says_so(node_factory):
             os.kill(server.proc.pid, signal.SIGCONT)
 
 
+def source_and_sink_nodes(node_factory, signaling_url):
+    """Node A runs a StreamSource (``test+Source``), node B a StreamSink (``test+Sink``)."""
+    signaling = f'[signaling]\nurl = "{signaling_url}"\n'
+    source = node_factory(
+        '[[actor]]\nname = "source"\ntype = "test+Source"\nhandler = "actors:StreamSource"\n',
+        signaling,
+    )
+    sink = node_factory(
+        '[[actor]]\nname = "sink"\ntype = "test+Sink"\nhandler = "actors:StreamSink"\n',
+        signaling,
+    )
+    return source, sink
+
+
 def echo_and_sink_nodes(node_factory, signaling_url):
     """Node A runs an Echo (a sender's node), node B a StreamSink (``test+Sink``)."""
     signaling = f'[signaling]\nurl = "{signaling_url}"\n'
@@ -939,15 +953,7 @@ def test_a_latency_first_flood_to_another_node_drops_old_chunks_and_keeps_the_li
     # Large latency-first chunks reach the gateway through a ring, far faster than the
     # link carries them: the gateway drops the older ones unread, sends the newest, and
     # stays responsive (a flood once starved it past the keepalive timeout).
-    signaling = f'[signaling]\nurl = "{signaling_url}"\n'
-    source = node_factory(
-        '[[actor]]\nname = "source"\ntype = "test+Source"\nhandler = "actors:StreamSource"\n',
-        signaling,
-    )
-    sink = node_factory(
-        '[[actor]]\nname = "sink"\ntype = "test+Sink"\nhandler = "actors:StreamSink"\n',
-        signaling,
-    )
+    source, sink = source_and_sink_nodes(node_factory, signaling_url)
 
     async def go():
         async with (
@@ -995,15 +1001,7 @@ def test_a_latency_first_burst_to_a_connected_idle_link_arrives_whole(node_facto
     # Newest wins under pressure only: a burst of 10 small chunks to an idle link all go
     # (QA saw 4 of 10 arrive: sent while the link was still being set up, when a lane
     # keeps only the newest `latency_queue_frames`; docs/gateway.md, Lanes).
-    signaling = f'[signaling]\nurl = "{signaling_url}"\n'
-    source = node_factory(
-        '[[actor]]\nname = "source"\ntype = "test+Source"\nhandler = "actors:StreamSource"\n',
-        signaling,
-    )
-    sink = node_factory(
-        '[[actor]]\nname = "sink"\ntype = "test+Sink"\nhandler = "actors:StreamSink"\n',
-        signaling,
-    )
+    source, sink = source_and_sink_nodes(node_factory, signaling_url)
 
     async def go() -> tuple[list[Any], list[Any]]:
         async with (
