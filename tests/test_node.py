@@ -254,8 +254,19 @@ def test_deadline_exceeded_on_time_and_late_response_dropped(node):
             # What, to whom, after how long (it said "no answer to request 7b34-1", QA).
             said = r"no answer to 'test\.Echo\.Sleep' from \S+@\d+:test\+Echo within 0\.2\d* s"
             assert re.match(said, info.value.message), info.value.message
-            await asyncio.sleep(1.0)  # the late answer arrives and is dropped
-            assert shell._rpc.counters.late_responses == 1
+            # A timer that fires late (a blocked loop) still names the time given, and
+            # says the wait apart ("within 0.00202 s" read as a wrong timeout, QA).
+            late_call = asyncio.create_task(
+                shell.call("echo", "test.Echo.Sleep", b"1.0", timeout=0.1)
+            )
+            await asyncio.sleep(0.02)
+            time.sleep(0.4)  # blocks this loop past the call's deadline
+            with pytest.raises(DeadlineExceeded) as info:
+                await late_call
+            said = r".* within 0\.1 s \(request \S+; the loop let it wait 0\.[4-9]\d* s\)$"
+            assert re.match(said, info.value.message), info.value.message
+            await asyncio.sleep(1.0)  # the late answers arrive and are dropped
+            assert shell._rpc.counters.late_responses == 2
             assert await shell.call("echo", "test.Echo.Say", b"next") == b"next"
 
     run(go())
