@@ -450,8 +450,9 @@ class Supervisor(ControlHandlers):
             return
         delay = slot.next_restart_delay(asyncio.get_running_loop().time())
         if delay is None:
+            restarts = len(slot.restart_times)
             slot.error = (
-                f"gave up after {len(slot.restart_times)} restarts within "
+                f"gave up after {restarts} restart{'s' if restarts != 1 else ''} within "
                 f"{slot.config.restart_window_s:g}s (max_restarts={slot.config.max_restarts}); "
                 f"last exit: {slot.error or exit_text}"
             )

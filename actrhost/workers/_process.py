@@ -13,9 +13,13 @@ import sys
 import time
 from dataclasses import dataclass
 
+import zmq
 from setproctitle import setproctitle
 
+from .. import _control as control
 from .._config import load_node_config, resolve_handler
+from .._directory import ActorState
+from .._errors import ConfigError
 from .._linux import set_parent_death_signal, supervisor_gone
 from .._loop_watch import watched_event_loop
 from ._orphan_guard import guard_against_a_blocked_loop
@@ -69,6 +73,21 @@ def lead_a_process_group() -> None:
         os.setpgid(0, 0)
 
 
+def tell_the_supervisor_the_start_failed(spec: WorkerSpec, why: str) -> None:
+    """Say ``why`` to the supervisor as a failed start, before there is a Worker to say
+    it: a worker restarted after its handler module broke showed "exit code 1" in
+    ``status`` (QA), the SyntaxError only in the log."""
+    with zmq.Context() as zctx, zctx.socket(zmq.DEALER) as control_socket:
+        control_socket.setsockopt(zmq.LINGER, 1000)  # sent before the process exits
+        control_socket.setsockopt(zmq.ROUTING_ID, control.worker_routing_id(spec.serial))
+        control_socket.connect(spec.control_endpoint)
+        control_socket.send(
+            control.encode({"op": control.HELLO, "serial": spec.serial, "pid": os.getpid()})
+        )
+        failed = {"op": control.STATE, "state": ActorState.FAILED.value, "error": why}
+        control_socket.send(control.encode(failed))
+
+
 def main(spec: WorkerSpec) -> int:
     """Entry of a worker process; returns its exit code."""
     # Ctrl-C reaches the whole process group; only the supervisor decides what it means.
@@ -81,9 +100,14 @@ def main(spec: WorkerSpec) -> int:
         spec.supervisor_pid, spec.endpoint, spec.control_endpoint, spec.shm_prefix
     )
     started = time.monotonic()
-    config = load_node_config(spec.config_path)
-    setproctitle(f"actrhost worker {spec.actor_name}#{spec.index} ({config.node.name})")
-    actor_class = resolve_handler(config, config.actor(spec.actor_name))
+    try:
+        config = load_node_config(spec.config_path)
+        setproctitle(f"actrhost worker {spec.actor_name}#{spec.index} ({config.node.name})")
+        actor_class = resolve_handler(config, config.actor(spec.actor_name))
+    except ConfigError as exc:  # the config or handler module was edited since the start
+        log.error("cannot start: %s", exc)
+        tell_the_supervisor_the_start_failed(spec, f"cannot start: {exc}")
+        return 1
 
     # A SIGTERM while the supervisor lives came from outside the node (it stops workers
     # with a control message): stop gracefully, then exit by that signal, so that the
