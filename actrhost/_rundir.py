@@ -145,9 +145,12 @@ def not_a_run_dir(run_dir: Path) -> str | None:
     except OSError as exc:
         return f"cannot read {run_dir}: {exc.strerror or exc}"
     foreign = [name for name in names if not _made_by_a_node(name)]
-    # Without a pid file (written first), only sockets can be a node's: a config.toml of
-    # the user's own beside them is not.
-    unclaimed = PID_FILE not in names and any(not n.endswith(".sock") for n in names)
+    # Without a pid file (written first, removed last), only sockets can be a node's: a
+    # config.toml of the user's own beside them is not. A node's key file, named as no
+    # one else names one, claims the folder too: a node killed in the middle of its
+    # cleanup may have left it with the config copy (its restart was refused, QA).
+    claimed = PID_FILE in names or NODE_IDENTITY in names
+    unclaimed = not claimed and any(not n.endswith(".sock") for n in names)
     if foreign or unclaimed:
         shown = ", ".join((foreign or names)[:5]) + (", …" if len(foreign or names) > 5 else "")
         return (
@@ -252,7 +255,8 @@ def remove(run_dir: Path) -> None:
         names = [entry.name for entry in os.scandir(run_dir)]
     except OSError:
         return
-    for name in names:
+    # The pid file last: a kill in between leaves a folder that still reads as a node's.
+    for name in sorted(names, key=lambda name: name == PID_FILE):
         if _made_by_a_node(name):
             with contextlib.suppress(OSError):
                 os.unlink(run_dir / name)
@@ -282,20 +286,21 @@ def remove_orphaned_run_dir(control_endpoint: str, supervisor_pid: int) -> None:
     the pid file names another supervisor: a new node took the run dir over.
     """
     path = Path(control_endpoint.removeprefix("ipc://"))
-    if taken_over(path.parent, supervisor_pid):
+    run_dir = path.parent
+    if taken_over(run_dir, supervisor_pid):
         return
-    for leftover in (
-        path,
-        *(path.parent / name for name in (PID_FILE, CONFIG_SNAPSHOT, NODE_IDENTITY)),
-    ):
+    for leftover in (path, run_dir / CONFIG_SNAPSHOT, run_dir / NODE_IDENTITY):
         leftover.unlink(missing_ok=True)
     # Socket files of processes killed outright (a SIGKILL leaves them): nothing listens.
     with contextlib.suppress(OSError):
-        for sock in path.parent.glob("*.sock"):
+        for sock in run_dir.glob("*.sock"):
             if not _accepts(sock):
                 sock.unlink(missing_ok=True)
+    # The pid file last (as in remove), and not a new node's that came meanwhile.
+    if not taken_over(run_dir, supervisor_pid):
+        (run_dir / PID_FILE).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
-        path.parent.rmdir()
+        run_dir.rmdir()
 
 
 def remove_if_dead(run_dir: Path, supervisor_pid: int) -> None:
