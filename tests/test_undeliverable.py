@@ -226,6 +226,7 @@ class Gateway(Notices):
         self._node_of = {THEIRS: "B", ELSEWHERE: "C"}
         self._notices = NoticeLimiter(clock)
         self._to_signaling = {}
+        self._to_worker = {}
         self.feed = FakeFeed()
         self._dealer = lambda endpoint: self.feed  # type: ignore[assignment,return-value]
         self.router = FakeRouter()  # the calls socket
@@ -265,6 +266,21 @@ def test_gone_is_passed_on_for_that_nodes_actors_to_ours_only() -> None:
     env = wire.decode(data)
     assert routing_id == b"shell-7" and isinstance(env, Envelope) and is_notice(env)
     assert env.target == ELSEWHERE and gateway.counters.senders_told == 2
+
+
+def test_senders_known_to_signaling_by_a_new_id_are_told_on_their_workers_feed() -> None:
+    # A signaling server restarted without its keys gave OURS a new id, which its frames
+    # leave with (Gateway._refresh_aliases); drops named that id, no worker had it, and
+    # the sender was never told (QA: 2,344 undeliverable, senders_told 0).
+    gateway = Gateway()
+    known_as = ActrId.parse("11@1:test+A")
+    gateway._to_signaling, gateway._to_worker = {OURS: known_as}, {known_as: OURS}
+    tell = wire.encode(Envelope(TELL, "r", source=known_as, target=ELSEWHERE))
+    gateway._tell_senders_of_dropped([tell], NotFound("no node hosts it"))
+    gateway._on_gone(gateway.link, gone(THEIRS, known_as, 503, "actor b is failed"))
+    assert gateway.link.counters.malformed == 0
+    assert [wire.decode(data).target for data in gateway.feed.sent] == [ELSEWHERE, THEIRS]
+    assert gateway.counters.senders_told == 2
 
 
 def test_the_targets_node_says_gone_once_per_pair_for_tells_and_chunks_only() -> None:

@@ -103,6 +103,7 @@ class Notices:
     _node_of: dict[ActrId, str]
     _notices: NoticeLimiter
     _to_signaling: dict[ActrId, ActrId]  # Gateway._refresh_aliases
+    _to_worker: dict[ActrId, ActrId]  # and back
     _dealer: Callable[[str], LoopSocket]  # _to_workers.ToWorkers: a worker's feed
     _routers: dict[str, LoopSocket]  # the three sockets workers and Shells send to, by name
     _shell_tellers: ShellTellers
@@ -165,6 +166,8 @@ class Notices:
         target, code, reason = _actor_id(message.get("t")), message.get("code"), message.get("m")
         shells = "s" not in message
         source = None if shells else _actor_id(message["s"])
+        if source is not None:  # named as other nodes know it (Gateway._refresh_aliases)
+            source = self._to_worker.get(source, source)
         if (
             target is None
             or not isinstance(code, int)
@@ -218,6 +221,9 @@ class Notices:
         if not isinstance(error, TOLD_ERRORS):
             return
         if source is not None:
+            # Frames left with the id other nodes know; the worker has its own (QA: its
+            # sender was never told, after a signaling restart that gave new ids).
+            source = self._to_worker.get(source, source)
             # (If its queue is full, the next dropped frame tells it.)
             data = notice(target, error)
             if self._notices.due((source, target, "local")) and self._to_worker_of(source, data):
