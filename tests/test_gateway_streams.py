@@ -284,6 +284,45 @@ def test_audio_samples_longer_than_an_opus_packet_arrive_in_20_ms_samples(pair: 
     assert abs(_peak_hz(pcm) - 1000.0) < 30
 
 
+def test_a_track_carries_mono_then_stereo_then_mono_again(pair: Pair) -> None:
+    # aiortc's Opus encoder fails on a frame whose layout differs from its first one,
+    # and that ends the track's sender: after mono, stereo samples and everything after
+    # them on the track were lost, uncounted (QA: 5, 0, 0 of 5 with media_tracks = 1).
+    a, b = pair.a, pair.b
+    sink = b.workers["sink"].received
+    count = 8
+
+    async def phase(stereo: bool, first: int) -> None:
+        arrived = len([m for m in sink.media if m[0] == "switch"])
+        for i in range(first, first + count):
+            tone = _tone(440.0, 960 * i)
+            if stereo:  # left 440 Hz, right 2 kHz
+                tone = np.stack([tone, _tone(2000.0, 960 * i)], axis=1)
+            await a.send_media("src", b.ids["sink"], "switch", tone, 960 * i, media_type="audio")
+            await asyncio.sleep(0.02)
+        await b.wait_for(
+            lambda: len([m for m in sink.media if m[0] == "switch"]) >= arrived + count,
+            10,
+            f"the {'stereo' if stereo else 'mono'} samples from {first}",
+        )
+
+    async def scenario() -> None:
+        await phase(stereo=False, first=0)
+        await phase(stereo=True, first=count)
+        await phase(stereo=False, first=2 * count)
+
+    pair.runner.run(scenario())
+    by_ts = {ts: value for track, value, ts, _c, _k in sink.media if track == "switch"}
+    assert {by_ts[960 * i].shape for i in range(count)} == {(960,)}
+    stereo = [by_ts[960 * i] for i in range(count, 2 * count)]
+    assert {value.shape for value in stereo} == {(960, 2)}
+    pcm = np.concatenate(stereo)
+    assert abs(_peak_hz(pcm[:, 0]) - 440.0) < 30 and abs(_peak_hz(pcm[:, 1]) - 2000.0) < 30
+    assert {by_ts[960 * i].shape for i in range(2 * count, 3 * count)} == {(960,)}
+    (node,) = pair.runner.run(b.stats())["remote_nodes"].values()
+    assert node["media"]["errors"] == 0
+
+
 def test_a_burst_of_audio_samples_arrives_whole_without_more_behind_it(pair: Pair) -> None:
     # aiortc's audio jitter buffer held the last four frames of a burst until more came:
     # a short utterance lost its end for as long as the microphone stayed quiet (QA: 6 of

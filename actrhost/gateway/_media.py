@@ -284,13 +284,20 @@ class MediaSender:
 
 
 def _audio_frame(array: Any, slot: _TrackSlot) -> Any:
-    """An ``av`` audio frame of int16 ``array`` ((n,) or (n, channels)), next on its track."""
-    channels = 1 if array.ndim == 1 else int(array.shape[1])
+    """An ``av`` stereo audio frame of int16 ``array`` ((n,), (n, 1) or (n, 2)), next on
+    its track.
+
+    Mono goes as stereo, each sample twice (the receiver keeps one channel: the route's
+    ``channels``): aiortc's Opus encoder sets its resampler up from the first frame and
+    fails on a frame of another layout, which ends the track's sender for good. A track
+    that carried mono, then stereo (the same route, or the next route given the track),
+    carried nothing more, uncounted (QA). Opus encodes stereo anyway.
+    """
     samples = int(array.shape[0])
-    interleaved = np.ascontiguousarray(array).reshape(1, samples * channels)
-    frame = av.AudioFrame.from_ndarray(
-        interleaved, format="s16", layout="mono" if channels == 1 else "stereo"
-    )
+    if array.ndim == 1 or array.shape[1] == 1:
+        array = np.repeat(array.reshape(samples), 2)
+    interleaved = np.ascontiguousarray(array).reshape(1, samples * 2)
+    frame = av.AudioFrame.from_ndarray(interleaved, format="s16", layout="stereo")
     frame.sample_rate = AUDIO_CLOCK_HZ
     frame.pts = slot.next_pts
     frame.time_base = fractions.Fraction(1, AUDIO_CLOCK_HZ)
