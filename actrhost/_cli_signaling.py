@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ._config_loader import signaling_url_problem
-from ._errors import ActrError, ConfigError
+from ._errors import ConfigError, NotFound
 
 #: The actor type the CLI registers as while it asks a signaling server something.
 CLI_ACTR_TYPE = "actrhost+Cli"
@@ -113,9 +113,8 @@ def cmd_lock(args: argparse.Namespace) -> int:
                 result = await registration.discover(dep.actr_type, candidate_count=1)
                 best = result.candidates[0] if result.candidates else None
                 if best is None or not best.fingerprint:
-                    raise ActrError(
-                        f"signaling knows no instance of {dep.actr_type} with a fingerprint",
-                        code=404,
+                    raise NotFound(  # (a bare 404 ActrError read as unlike `call`'s, QA)
+                        f"signaling knows no instance of {dep.actr_type} with a fingerprint"
                     )
                 found[dep.name] = best.fingerprint
 

@@ -84,6 +84,21 @@ def test_lock_without_fingerprint_or_signaling_is_a_one_line_error(tmp_path):
     )
 
 
+def test_lock_of_a_type_signaling_does_not_know_is_a_404_not_found(signaling_url, tmp_path):
+    config = tmp_path / "node.toml"
+    config.write_text(
+        '[node]\nname = "n"\n[[actor]]\nname = "a"\ntype = "demo+Client"\nhandler = "m:A"\n'
+        '[dependencies]\necho = { actr_type = "demo+Echo" }\n'
+    )
+    result = actrhost("lock", str(config), "--signaling", signaling_url)
+    assert result.returncode == 1
+    assert result.stderr == (  # as `call` says a 404 (it said "404 ActrError", QA)
+        "actrhost: lock: 404 NotFound: signaling knows no instance of demo+Echo with a "
+        "fingerprint\n"
+    )
+    assert not (tmp_path / "Actr.lock.toml").exists()
+
+
 def test_lock_with_fingerprints_in_the_config_needs_no_server(tmp_path):
     fp = service_fingerprint(SCHEMA)
     config = tmp_path / "node.toml"
