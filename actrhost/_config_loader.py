@@ -175,10 +175,14 @@ class Loader:
             "ca_file": self.run_dir,  # a path; checked below, once the url says it is used
         }
         fields = self.section(key, value, spec, required=("url",))
-        # A listen address next to a remote server would be silently unused.
-        if "listen" in fields and fields["url"] != "embedded":
-            problem = f"only used with url = 'embedded' (url is {fields['url']!r})"
-            self.fail(f"{key}.listen", problem)
+        # A listen address or heartbeat interval next to a remote server would be silently
+        # unused (that server tells its clients its own interval).
+        for only_embedded in ("listen", "heartbeat_interval_s"):
+            if only_embedded in fields and fields["url"] != "embedded":
+                problem = f"only used with url = 'embedded' (url is {fields['url']!r})"
+                if only_embedded == "heartbeat_interval_s":
+                    problem += "; an external server tells its clients its own interval"
+                self.fail(f"{key}.{only_embedded}", problem)
         ca_file = fields.get("ca_file")
         if ca_file is not None and not fields["url"].startswith("wss://"):
             problem = f"only used with a wss:// url (url is {fields['url']!r})"

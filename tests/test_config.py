@@ -429,6 +429,11 @@ BROKEN = [
         MINIMAL + '[signaling]\nlisten = "127.0.0.1:0"\nurl = "ws://127.0.0.1:8765"\n',
         "signaling.listen: only used with url = 'embedded' (url is 'ws://127.0.0.1:8765')",
     ),
+    (  # accepted and ignored, against the rule that no key is silently unused (QA)
+        MINIMAL + '[signaling]\nurl = "ws://127.0.0.1:8765"\nheartbeat_interval_s = 2\n',
+        "signaling.heartbeat_interval_s: only used with url = 'embedded' (url is "
+        "'ws://127.0.0.1:8765'); an external server tells its clients its own interval",
+    ),
     (
         MINIMAL + '[signaling]\nurl = "embedded"\nheartbeat_interval_s = 0\n',
         "signaling.heartbeat_interval_s: must be a number >= 0.05 (got 0)",
