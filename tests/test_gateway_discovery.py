@@ -5,12 +5,13 @@ last answer while signaling is away or slow, only for a node whose link is up, a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from actrhost import DeadlineExceeded, NotFound, Unavailable
+from actrhost import DeadlineExceeded, NotFound, PermissionDenied, Unavailable
 from actrhost._ids import ActrId, ActrType
 from actrhost.gateway import _discovery
 from actrhost.gateway._counters import GatewayCounters
@@ -140,6 +141,25 @@ def test_none_found_while_the_last_ones_node_reconnects_is_503() -> None:
             await world.best(reg)
         del world.reconnecting[B1]  # given up: forgotten
         with pytest.raises(NotFound):
+            await world.best(reg)
+
+    asyncio.run(scenario())
+
+
+def test_only_deniers_found_while_the_last_ones_node_reconnects_is_503() -> None:
+    # The other instances of the type deny the caller; the one it may call is on the node
+    # being reconnected: 503 (it may be back in a moment), not 403 (QA: a planned
+    # `restart --gateway` gave callers a 403, which they take as final).
+    async def scenario() -> None:
+        world, reg = World(), FakeRegistration()
+        denied = dataclasses.replace(found(), excluded_denied=1)
+        reg.answers += [found(B1), denied, denied]
+        assert await world.best(reg) == B1
+        world.reconnecting[B1] = "nothing received for 3 s"
+        with pytest.raises(Unavailable, match="may not call any of the 1 actor"):
+            await world.best(reg)
+        del world.reconnecting[B1]  # given up: forgotten
+        with pytest.raises(PermissionDenied):
             await world.best(reg)
 
     asyncio.run(scenario())

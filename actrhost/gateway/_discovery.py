@@ -55,7 +55,7 @@ def maybe_reregistering(error: ActrError, since_s: float) -> ActrError:
     restarted, and other nodes register their actors again a few seconds after it (their
     reconnects back off up to 5 s). Until 2026-12-03 callers got a 404 (kept 2 s for
     calls to a known id) for an actor that was about to be back."""
-    if not isinstance(error, NotFound):
+    if not isinstance(error, (NotFound, PermissionDenied)):  # (the allowed may be back)
         return error
     return Unavailable(
         f"{error.message}; the connection to signaling came back {since_s:.1f} s ago, and "
@@ -169,11 +169,13 @@ class Discoverer:
             return maybe_reregistering(error, since)
         last = self._last.get(key)
         why = self._node_may_be_back(last) if last is not None else ""
-        if isinstance(error, NotFound) and why:
+        if isinstance(error, (NotFound, PermissionDenied)) and why:
             # Its node's gateway died (or restarts) and unregistered its actors: it may be
             # back in a moment, and a 404 says "gone for good" (chaos_remote.py: 12 of them
             # while the other node's gateway restarted after a SIGKILL; 14-15 more, in
-            # session 48, from before the link's probe had failed).
+            # session 48, from before the link's probe had failed). So does a 403 from
+            # the instances left, which deny the caller, while the one it may call is
+            # away (QA: 28 discoveries in a row during a planned `restart --gateway`).
             return Unavailable(f"{error.message}; the node of the last one ({last}) {why}")
         return error
 
