@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import hashes
 
-from actrhost import PermissionDenied
+from actrhost import PermissionDenied, Unavailable
 from actrhost._ids import ActrId, ActrType, Realm
 from actrhost.gateway._identity import create_identity, load_identity
 from actrhost.gateway._testing import HarnessNode, LoopRunner, start_nodes
@@ -284,6 +284,45 @@ def test_a_locate_the_callers_acl_and_the_targets_both_refuse_says_so(tmp_path: 
             assert info.value.message.startswith(
                 f"{b.ids['keep']} cannot be located for t+Guard: its ACL does not admit t+Keep"
             )
+        finally:
+            for node in (a, b):
+                runner.run(node.stop())
+            runner.close()
+
+
+def test_calls_to_a_node_whose_acl_now_refuses_the_link_fail_with_403(tmp_path: Path) -> None:
+    # Node B's only actor stops admitting A's client (its ACL tightened, B's gateway
+    # restarted): signaling refuses every relay that would make a new link, and calls
+    # waiting for one got 503 "connection lost" for the 60 s of reconnect attempts, which
+    # tells a caller to retry (QA). They get the 403 the link's refusal is.
+    runner = LoopRunner()
+    with ServerProcess() as server:
+        a = HarnessNode(tmp_path / "a", server.url, [("client", "t+Client")])
+        b = HarnessNode(tmp_path / "b", server.url, [("echo", "t+Echo")])
+        try:
+            runner.run(start_nodes(a, b))
+            assert runner.run(a.call("client", b.ids["echo"], "echo", b"open")) == b"open"
+            b.kill_gateway()
+            b.config_path.write_text(b.config_path.read_text() + NOBODY_ACL)
+            b.spawn()
+            runner.run(b.wait_running())
+            b.send_directory()
+
+            async def refused() -> PermissionDenied:
+                deadline = time.monotonic() + 15
+                while True:
+                    try:
+                        await a.call("client", b.ids["echo"], "echo", b"again", timeout_s=5)
+                    except PermissionDenied as exc:
+                        return exc
+                    except Unavailable:  # B's link is found dead, or B not back yet
+                        assert time.monotonic() < deadline
+                        await asyncio.sleep(0.2)
+                    else:
+                        raise AssertionError("the call passed an ACL that refuses it")
+
+            error = runner.run(refused(), timeout_s=30)
+            assert "may not" in error.message or "does not admit" in error.message, error
         finally:
             for node in (a, b):
                 runner.run(node.stop())

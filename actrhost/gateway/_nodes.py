@@ -211,8 +211,13 @@ class Nodes:
         if state not in TERMINAL:
             return
         self._stream_hold.link_ended(pc)
-        # Every call waiting on this node fails now, not at its deadline.
-        error = Unavailable(f"connection to node {node.node_id} lost: {reason}")
+        # Every call waiting on this node fails now, not at its deadline: with 403 when
+        # the other node's ACLs refused the link (an ACL tightened while we were linked:
+        # a 503 said "retry" for the 60 s of reconnect attempts, QA), else 503.
+        if pc.denied:
+            error: ActrError = PermissionDenied(f"no link to node {node.node_id}: {reason}")
+        else:
+            error = Unavailable(f"connection to node {node.node_id} lost: {reason}")
         failed = [rid for rid, call in self._pending_out.items() if call.node == node.node_id]
         for request_id in failed:
             self._fail_out(request_id, error)

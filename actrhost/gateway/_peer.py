@@ -129,6 +129,9 @@ class PeerConnection(Confirming):
         self._loop = asyncio.get_running_loop()
         self._state = LinkState.NEW
         self.error = ""
+        #: Signaling refused to negotiate it: the other node's ACLs deny every pair of
+        #: actors tried. Calls that waited for it fail with 403, not 503 (QA).
+        self.denied = False
         #: Why someone doubts that the other side lives, while a probe for it is out
         #: (:meth:`probe`); "" otherwise.
         self.doubted_because = ""

@@ -29,7 +29,7 @@ from typing import Any
 from aiortc import RTCCertificate
 
 from .._config import WebrtcConfig
-from .._errors import ActrError, ClosedResourceError
+from .._errors import ActrError, ClosedResourceError, PermissionDenied
 from .._ids import ActrId
 from ..signaling import RoleAssignment, SdpAnswer, SdpOffer
 from ._carry import Carried
@@ -269,6 +269,7 @@ class RemoteNode:
         except ActrError as exc:
             pc = self._live()
             if pc is not None and pc.state is LinkState.NEW:
+                pc.denied = isinstance(exc, PermissionDenied)
                 pc.fail(f"role negotiation with node {self.node_id} failed: {exc.message}")
             return
         if role is not None:
