@@ -80,6 +80,7 @@ _GATEWAY_TROUBLE = (
     "sender_gone",
     "undeliverable",
     "late_responses",
+    "undeliverable_replies",
     "dropped_media",
 )
 

@@ -346,6 +346,38 @@ def test_a_dead_gateway_is_noticed_through_signaling_before_the_keepalive(
         assert runner.run(scenario(), timeout_s=30) < 5.0
 
 
+def test_answers_to_a_caller_whose_node_died_count_as_undeliverable_not_late(
+    tmp_path: Path,
+) -> None:
+    # Node A's gateway dies while B's actor handles its calls: B fails the link, and the
+    # answers that come after have no caller. They were counted as late_responses (QA).
+    with ServerProcess() as server, two_nodes(tmp_path, server.url) as (runner, a, b):
+        assert runner.run(a.call("a1", b.ids["b1"], "echo", b"hi")) == b"hi"
+
+        async def scenario() -> dict[str, Any]:
+            calls = [
+                asyncio.ensure_future(a.call("a1", b.ids["b1"], "sleep", b"2500", timeout_s=30))
+                for _ in range(3)
+            ]
+            await asyncio.sleep(0.5)
+            a.kill_gateway()  # (the calls stay unanswered in A's fake workers)
+            deadline = time.monotonic() + 10
+            try:
+                while True:
+                    stats = await b.stats()
+                    if stats["undeliverable_replies"] + stats["late_responses"] >= 3:
+                        return stats
+                    assert time.monotonic() < deadline, stats
+                    await asyncio.sleep(0.1)
+            finally:
+                for call in calls:
+                    call.cancel()
+                await asyncio.gather(*calls, return_exceptions=True)
+
+        stats = runner.run(scenario(), timeout_s=30)
+        assert (stats["undeliverable_replies"], stats["late_responses"]) == (3, 0)
+
+
 def test_new_ids_from_a_restarted_signaling_server_reach_the_same_workers(
     tmp_path: Path,
 ) -> None:

@@ -14,6 +14,9 @@ class GatewayCounters:
     #: its ring (the ring went with it): lost.
     sender_gone: int = 0
     late_responses: int = 0
+    #: Answers of our actors to calls from another node whose link failed meanwhile (the
+    #: caller got 503 then): dropped. They were counted as late_responses (QA).
+    undeliverable_replies: int = 0
     calls_out: int = 0
     calls_in: int = 0
     failed_calls: int = 0

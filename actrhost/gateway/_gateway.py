@@ -15,7 +15,7 @@ import contextlib
 import itertools
 import logging
 import os
-from collections import deque
+from collections import OrderedDict, deque
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -170,6 +170,9 @@ class Gateway(Nodes, Outbound, Locates, ToNodes, Inbound):
         self._failed_call_reports = 0  # connections that failed with calls pending
         self._pending_out: dict[str, _OutCall] = {}
         self._pending_in: dict[str, _InCall] = {}
+        #: Calls from other nodes whose link failed before our actor answered (oldest
+        #: first, at most CALLERS_LOST_KEPT): their answers are undeliverable, not late.
+        self._callers_lost: OrderedDict[str, None] = OrderedDict()
         self._out_expiry = ExpiryWheel(self._loop, self._pending_out)
         self._in_expiry = ExpiryWheel(self._loop, self._pending_in)
         self._parked: dict[ActrId, deque[Parked]] = {}

@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -91,6 +91,7 @@ class Inbound(Trust, ToWorkers, Notices):
     _hwm: int
     _actor_configs: dict[str, ActorConfig]
     _pending_in: dict[str, _InCall]
+    _callers_lost: OrderedDict[str, None]  # (_nodes: their links failed)
     _in_expiry: ExpiryWheel
     _nodes: dict[str, RemoteNode]
     _node_of: dict[ActrId, str]
@@ -441,7 +442,10 @@ class Inbound(Trust, ToWorkers, Notices):
             self._synced(env.request_id)
             return
         if call is None:
-            self.counters.late_responses += 1
+            if self._callers_lost.pop(env.request_id, 0) is None:
+                self.counters.undeliverable_replies += 1  # its caller's link failed
+            else:
+                self.counters.late_responses += 1
             return
         call.timer.cancel()
         if not framing.fits_between_nodes(len(parts[-1])):

@@ -9,6 +9,7 @@ node's certificate.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 
 #: Other actor pairs a negotiation tries when every known pair is refused (an ACL edit).
 EXTRA_PAIRS_TRIED = 8
+#: Calls from other nodes whose link failed before our actor answered, kept to count
+#: their answers as undeliverable: the newest this many.
+CALLERS_LOST_KEPT = 4096
 
 
 class Nodes:
@@ -55,6 +59,7 @@ class Nodes:
     _locating: dict[ActrId, _Locate]
     _pending_out: dict[str, _OutCall]
     _pending_in: dict[str, _InCall]
+    _callers_lost: OrderedDict[str, None]
     _spawn: Callable[[Any], None]
     _fail_out: Callable[[str, ActrError], None]
     _introduced: Callable[[str, ActrId], None]
@@ -223,6 +228,10 @@ class Nodes:
             self._fail_out(request_id, error)
         for local_id in [lid for lid, call in self._pending_in.items() if call.pc is pc]:
             self._pending_in.pop(local_id).timer.cancel()
+            # Its answer, when it comes, has no caller: counted so, not as late (QA).
+            self._callers_lost[local_id] = None
+            if len(self._callers_lost) > CALLERS_LOST_KEPT:
+                self._callers_lost.popitem(last=False)
         if failed:
             self._failed_call_reports += 1
             # Each reconnect attempt with calls waiting fails them: budgeted (QA: a line
