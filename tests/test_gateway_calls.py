@@ -24,7 +24,7 @@ from actrhost import (
 )
 from actrhost import _envelope as wire
 from actrhost._config import DEFAULT_MAX_MESSAGE_BYTES
-from actrhost._envelope import REQUEST, TELL, Envelope
+from actrhost._envelope import REQUEST, STREAM, TELL, Envelope, StreamFrame
 from actrhost._gateway_credit import WAIT_S
 from actrhost._ids import ActrId, ActrType, Realm
 from actrhost._payload_type import PayloadType
@@ -311,6 +311,35 @@ def test_garbage_from_a_local_socket_is_counted_and_logged_sparingly(pair: Pair)
     logged = a.log_text().count("dropped a malformed local frame") - lines_before
     assert logged <= 7  # the first five, then every 100th
     assert pair.runner.run(a.call("client", pair.b.ids["echo"], "echo", b"ok")) == b"ok"
+
+
+def test_stream_frames_whose_ring_descriptor_does_not_decode_are_counted(pair: Pair) -> None:
+    # They raised out of the socket's handler: a traceback logged for each, nothing
+    # counted, and the frames behind them in the same message were lost (QA).
+    a, b = pair.a, pair.b
+    before = pair.runner.run(a.stats())["malformed_local"]
+    bad = StreamFrame(
+        STREAM,
+        "s",
+        target=b.ids["echo"],
+        payload_type=PayloadType.STREAM_RELIABLE,
+        shm=b"\x01" + bytes(19),
+    )
+    ctx = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 1000)
+        sock.connect(a.gateway_endpoint)
+        sock.send_multipart([wire.encode_stream(bad)] * 250 + [b"\xff garbage behind"])
+        sock.close()
+    finally:
+        ctx.term()
+    deadline = time.monotonic() + 5
+    while pair.runner.run(a.stats())["malformed_local"] < before + 251:
+        assert time.monotonic() < deadline, "not counted, or the garbage behind not read"
+        time.sleep(0.02)
+    assert "message handler failed" not in a.log_text()
+    assert pair.runner.run(a.call("client", b.ids["echo"], "echo", b"ok")) == b"ok"
 
 
 def test_a_call_sent_to_the_streams_or_media_socket_is_refused_there(pair: Pair) -> None:

@@ -41,14 +41,17 @@ def inline(
     """Replace the ring descriptor of ``sf`` by the payload itself and release the
     record. ``kept``: its ring was kept by :func:`keep_ring`. False: the frame was
     dropped (counted)."""
-    desc = Descriptor.from_bytes(sf.shm)
     try:
+        # In the try: a frame whose descriptor does not decode is dropped and counted
+        # (it raised out of the socket's handler, logging a traceback for each, uncounted,
+        # and lost the rest of its message: QA).
+        desc = Descriptor.from_bytes(sf.shm)
         reader = rings.get(desc.ring)
         view = reader.read(desc)
     except ActrError as exc:
-        if kept:  # (let go of it)
+        if kept:  # (let go of it: its descriptor decoded, keep_ring did that)
             with contextlib.suppress(ActrError):
-                rings.retire(desc)
+                rings.retire(Descriptor.from_bytes(sf.shm))
         _count_unreadable(counters, sf, exc)
         return False
     try:
