@@ -378,6 +378,9 @@ def take_update(
         rpc.peer_gone(directory.gateway, gateway_gone_error(left), graceful=True)
     rpc.to_other_nodes.gateway_is(directory.gateway, directory.gateway_pid)  # tells go again
     for endpoint in directory.shells_left:
+        # Calls to a Shell that died (or closed) waited for their deadlines (QA: 20 s).
+        shell_gone = Unavailable(f"the Shell at {endpoint} went away before answering")
+        rpc.peer_gone(endpoint, shell_gone, graceful=True)
         pid = shell_pid(endpoint)
         if pid is not None:
             streams_out.forget_reader(SHELL_READER_SERIAL, pid)

@@ -1092,6 +1092,55 @@ def test_the_routes_of_a_killed_shell_go_with_it(node_factory):
         shell.wait(5)
 
 
+SHELL_NEVER_ANSWERING = """
+import asyncio, sys
+import actrhost
+
+async def main():
+    async with actrhost.connect(sys.argv[1]) as shell:
+        @shell.on_rpc("test.Shell.Hello")
+        async def hello(request, caller):
+            print("asked", flush=True)
+            await asyncio.sleep(600)
+        print("attached", flush=True)
+        await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+def test_calls_to_a_shell_killed_before_answering_fail_when_it_is_found_gone(node_factory):
+    # They waited for their deadlines (QA: 20 s), as if the Shell were only slow; the
+    # supervisor's sweep finds a dead Shell within 2 s.
+    node = node_factory(ECHO.format(extra=""))
+    shell = subprocess.Popen(
+        [sys.executable, "-c", SHELL_NEVER_ANSWERING, str(node.config_path)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert shell.stdout is not None
+        assert shell.stdout.readline() == b"attached\n"
+
+        async def go() -> float:
+            async with actrhost.connect(node.config_path) as probe:
+                call = asyncio.ensure_future(
+                    probe.call("echo", "test.Echo.CallShell", b"x", timeout=10)
+                )
+                assert await asyncio.to_thread(shell.stdout.readline) == b"asked\n"
+                shell.kill()
+                started = time.monotonic()
+                with pytest.raises(Unavailable, match="went away before answering"):
+                    await call  # the actor's call to the Shell (timeout 5 s) failed first
+                return time.monotonic() - started
+
+        assert run(go(), 20) < 4.0
+    finally:
+        shell.kill()
+        shell.wait(5)
+
+
 def test_counters_of_a_worker_restarted_during_a_status_are_not_shown_as_its_successors(
     node_factory,
 ):
