@@ -158,12 +158,17 @@ def _payload_from_args(args: argparse.Namespace) -> bytes:
     if args.data is None:
         return b""
     if args.data.startswith("@"):
+        from ._load._payload import read_payload_file, too_large
+
+        path = Path(args.data[1:])
         try:
-            return Path(args.data[1:]).read_bytes()
+            return read_payload_file(path)
         except OSError as exc:
             raise SystemExit(
-                _fail(f"--data: cannot read {args.data[1:]}: {exc.strerror}", EXIT_USAGE)
+                _fail(f"--data: cannot read {path}: {exc.strerror}", EXIT_USAGE)
             ) from None
+        except ValueError as exc:
+            raise SystemExit(_fail(f"--data: {too_large(path, exc)}", EXIT_USAGE)) from None
     return os.fsencode(args.data)  # the bytes as given, even ones that are not UTF-8
 
 

@@ -672,3 +672,32 @@ def test_run_takes_a_log_level_in_any_case():
     for given in ("DEBUG", "Info", "warning"):
         args = build_parser().parse_args(["run", "node.toml", "--log-level", given])
         assert args.log_level == given.lower()
+
+
+def test_a_payload_file_larger_than_any_message_is_refused_unread(tmp_path, monkeypatch):
+    # `--data @/dev/zero` read until memory ran out (QA). A regular file is judged by its
+    # size, anything else read up to the largest message a node takes (1 GiB), plus one.
+    big = tmp_path / "big.bin"
+    with big.open("wb") as f:
+        f.truncate(2 * 2**30)  # sparse: nothing is written
+    config = str(tmp_path / "node.toml")  # no node needed: refused before connecting
+    result = actrhost("call", config, "echo", "test.Echo.Say", "--data", f"@{big}", timeout=20)
+    assert (result.returncode, result.stderr) == (
+        2,
+        f"actrhost: --data: {big} holds 2,147,483,648 bytes: more than the largest "
+        "message any node takes (1 GiB)\n",
+    )
+    from actrhost._load import _payload
+
+    monkeypatch.setattr(_payload, "MAX_MAX_MESSAGE_BYTES", 1000)
+    with pytest.raises(ValueError, match="more bytes"):
+        _payload.read_payload_file(Path("/dev/zero"))
+    with pytest.raises(_payload.PayloadError, match=r"--payload: /dev/zero holds more bytes"):
+        _payload.from_text_or_file("@/dev/zero")
+    reading, writing = os.pipe()
+    try:
+        os.write(writing, b"x" * 1000)
+        os.close(writing)
+        assert _payload.read_payload_file(Path(f"/proc/self/fd/{reading}")) == b"x" * 1000
+    finally:
+        os.close(reading)

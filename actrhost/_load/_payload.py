@@ -5,14 +5,37 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import stat
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from .._config import MAX_MAX_MESSAGE_BYTES
+
 
 class PayloadError(ValueError):
     """A payload option cannot be turned into bytes; ``str()`` is the one line to show."""
+
+
+def read_payload_file(path: Path) -> bytes:
+    """The bytes of ``path`` (a file, or a pipe such as /dev/stdin), at most
+    ``MAX_MAX_MESSAGE_BYTES``: no node takes a larger message. Raises OSError, or
+    ValueError for a larger one (``--data @/dev/zero`` read until memory ran out, QA)."""
+    with path.open("rb") as f:
+        info = os.fstat(f.fileno())
+        if stat.S_ISREG(info.st_mode) and info.st_size > MAX_MAX_MESSAGE_BYTES:
+            raise ValueError(f"{info.st_size:,} bytes")
+        data = f.read(MAX_MAX_MESSAGE_BYTES + 1)
+    if len(data) > MAX_MAX_MESSAGE_BYTES:
+        raise ValueError("more bytes")
+    return data
+
+
+def too_large(path: Path, why: ValueError) -> str:
+    """What to say of a file :func:`read_payload_file` refused."""
+    limit = MAX_MAX_MESSAGE_BYTES // 2**30
+    return f"{path} holds {why}: more than the largest message any node takes ({limit} GiB)"
 
 
 def from_text_or_file(value: str) -> tuple[bytes, str]:
@@ -21,9 +44,11 @@ def from_text_or_file(value: str) -> tuple[bytes, str]:
     if value.startswith("@"):
         path = Path(value[1:])
         try:
-            data = path.read_bytes()
+            data = read_payload_file(path)
         except OSError as exc:
             raise PayloadError(f"--payload: cannot read {path}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise PayloadError(f"--payload: {too_large(path, exc)}") from None
         return data, f"{len(data)} B from {path}"
     data = os.fsencode(value)  # argv bytes that are not UTF-8 come back as they were
     return data, f"{len(data)} B of text"
@@ -118,12 +143,13 @@ def from_json(json_text: str, type_name: str, modules: list[str]) -> tuple[bytes
     from google.protobuf import json_format
 
     if json_text.startswith("@"):
+        path = Path(json_text[1:])
         try:
-            json_text = Path(json_text[1:]).read_text()
+            json_text = read_payload_file(path).decode("utf-8", errors="replace")
         except OSError as exc:
-            raise PayloadError(
-                f"--payload-json: cannot read {json_text[1:]}: {exc.strerror}"
-            ) from None
+            raise PayloadError(f"--payload-json: cannot read {path}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise PayloadError(f"--payload-json: {too_large(path, exc)}") from None
     cls = message_class(type_name, modules)
     try:
         message: Any = json_format.Parse(json_text, cls())
