@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import re
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -22,10 +24,16 @@ from ._rpc_receiving import worth_logging
 from ._slot import RestartRefused, Slot
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+if TYPE_CHECKING:
     from ._gateway_process import GatewayProcess
 
 # The supervisor's log: these are its messages, whichever module holds the code.
 log = logging.getLogger("actrhost._supervisor")
+
+#: The name of a Shell's socket file in the run dir: ``s<pid hex>.<token hex>.sock``.
+SHELL_SOCKET_RE = re.compile(r"s[0-9a-f]+\.[0-9a-f]+\.sock")
 
 
 class ControlHandlers:
@@ -33,6 +41,7 @@ class ControlHandlers:
 
     # Set up by Supervisor.__init__ and run().
     config: Config
+    run_dir: Path
     gateway: GatewayProcess | None
     malformed_control: int
     _by_worker_id: dict[bytes, Slot]
@@ -120,9 +129,26 @@ class ControlHandlers:
             if waiter is not None and not waiter.done():
                 waiter.set_result(message.get("stats") or {})
 
+    def _shell_endpoint_problem(self, endpoint: str) -> str | None:
+        """Why a Shell may not attach with ``endpoint``, or None: it must be a Shell's
+        socket in the run dir (``Shell.open``). Anything else was passed on to the
+        workers: "garbage" made calls to the Shell fail with 500 ZMQError, and a tcp://
+        address would have had them connect off the host (QA)."""
+        path = endpoint.removeprefix("ipc://")
+        if path == endpoint or not SHELL_SOCKET_RE.fullmatch(os.path.basename(path)):
+            return f"endpoint {endpoint[:200]!r} is not an ipc:// Shell socket"
+        if os.path.realpath(os.path.dirname(path)) != os.path.realpath(self.run_dir):
+            return f"endpoint {endpoint[:200]!r} is not in the node's run dir"
+        return None
+
     def _on_shell_message(self, routing_id: bytes, op: str, message: dict[str, Any]) -> None:
         req = message.get("req")
         if op == control.ATTACH:
+            wrong = self._shell_endpoint_problem(str(message.get("endpoint", "")))
+            if wrong is not None:
+                self.malformed_control += 1
+                self._send(routing_id, {"op": "error", "req": req, "message": wrong})
+                return
             routes = [str(r) for r in message.get("routes") or []]
             before = self._shells.get(routing_id, {}).get("routes") or []
             self._shells[routing_id] = {
