@@ -52,10 +52,12 @@ _ACTOR_TROUBLE = (
     "late_responses",
     "undeliverable_replies",
     "streams_in.unregistered",
+    "streams_in.dropped_receiver",
     "streams_in.not_running",
     "streams_in.previous_process",
     "streams_in.malformed",
     "streams_in.callback_errors",
+    "streams_out.dropped_sender",
     "streams_out.chunks_not_sent_again",
 )
 

@@ -627,6 +627,9 @@ def test_status_names_actors_that_lost_things_or_did_not_answer():
             actor(0, "running", {"malformed_frames": 3, "streams_in": {"malformed": 2}}),
             # Chunks for a stream nobody registered: DROPS alone gave no reason (QA).
             actor(3, "running", {"streams_in": {"unregistered": 5}}),
+            # Every drop in DROPS is named (dropped_receiver was not, QA).
+            actor(4, "running", {"streams_in": {"dropped_receiver": 7}}),
+            actor(5, "running", {"streams_out": {"dropped_sender": 8}}),
             actor(1, "running", {}),  # its counters did not come: busy or SIGSTOPped
             actor(2, "failed", {}),
         ],
@@ -635,6 +638,8 @@ def test_status_names_actors_that_lost_things_or_did_not_answer():
     assert "  e#0 refused or lost: malformed_frames 3, streams_in.malformed 2" in lines
     assert "  e#1 did not answer the stats request: busy or stuck" in lines
     assert "  e#3 refused or lost: streams_in.unregistered 5" in lines
+    assert "  e#4 refused or lost: streams_in.dropped_receiver 7" in lines
+    assert "  e#5 refused or lost: streams_out.dropped_sender 8" in lines
     assert not any(line.startswith("  e#2") for line in lines)
 
 

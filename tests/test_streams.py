@@ -635,6 +635,29 @@ def test_unregistered_stream_and_failing_callback_are_counted(node):
     run(go(), 60)
 
 
+def test_a_callback_that_raises_on_every_chunk_is_logged_sparingly(node, caplog):
+    # A traceback for each chunk: 5 MB of log in 2 s (QA). Counted, and logged as
+    # malformed input is: the first five, then every 100th.
+    def raising(chunk, sender):
+        raise ValueError("not for me")
+
+    async def go() -> None:
+        async with actrhost.connect(node.config_path) as shell:
+            shell.register_stream("s0", raising)
+            await asyncio.sleep(0.1)  # the directory update reaches the source
+            await send(shell, sizes=[1000] * 250, to_shell=True)
+            for _ in range(500):
+                if shell.stream_statistics()["streams_in"]["callback_errors"] == 250:
+                    break
+                await asyncio.sleep(0.01)
+            assert shell.stream_statistics()["streams_in"]["callback_errors"] == 250
+
+    with caplog.at_level(logging.ERROR, logger="actrhost._streams"):
+        run(go(), 60)
+    logged = [r for r in caplog.records if "callback for 's0' raised" in r.getMessage()]
+    assert 5 <= len(logged) <= 7
+
+
 def test_media_samples_end_to_end(node):
     async def go():
         async with actrhost.connect(node.config_path) as shell:
