@@ -175,7 +175,10 @@ class GatewayProcess:
         self, routing_id: bytes, op: str, message: dict[str, Any], snapshot: dict[str, Any]
     ) -> None:
         """A control message from the gateway."""
-        if op == control.HELLO and message.get("pid") == self.live_pid:
+        # One hello per gateway process: another connection naming its pid afterwards
+        # took its place, and the supervisor's stats requests and stop went to it (QA).
+        first = self.routing_id in (None, routing_id)
+        if op == control.HELLO and message.get("pid") == self.live_pid and first:
             self.routing_id = routing_id
             self._send(routing_id, snapshot)
         elif routing_id != self.routing_id:

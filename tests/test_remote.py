@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
 import actrhost
 from actrhost import ActrId, DataStream, MediaSample
@@ -499,6 +500,30 @@ def test_a_sigterm_to_the_whole_process_group_stops_the_node_cleanly(node_factor
     for trouble in ("ERROR", "Traceback", "restarting it", "Exception ignored"):
         assert trouble not in log, log
     wait_until(lambda: not node.run_dir.exists(), 10, "the run dir to be removed")
+
+
+def test_another_connection_cannot_take_the_gateways_place_on_the_control_socket(node_factory):
+    # A "hello" naming the gateway's pid from another connection took its place: stats
+    # requests and the stop went there, status said the gateway did not answer, and the
+    # stop took 7 s (QA).
+    node = node_factory(
+        '[[actor]]\nname = "echo"\ntype = "test+Echo"\nhandler = "actors:Echo"\n',
+        '[signaling]\nurl = "embedded"\n',
+    )
+    gateway_pid = node.status()["gateway"]["pid"]
+    ctx = zmq.Context()
+    try:
+        intruder = ctx.socket(zmq.DEALER)
+        intruder.setsockopt(zmq.ROUTING_ID, b"g:intruder")
+        intruder.connect(f"ipc://{node.run_dir / 'control.sock'}")
+        intruder.send(json.dumps({"op": "hello", "pid": gateway_pid}).encode())
+        assert not intruder.poll(1000), "the supervisor answered the intruder's hello"
+        assert node.status()["gateway"]["stats"], "the gateway's stats did not come"
+    finally:
+        ctx.destroy(linger=0)
+    started = time.monotonic()
+    node.stop()
+    assert time.monotonic() - started < 4.0
 
 
 def test_a_sigkilled_gateway_is_restarted_and_calls_work_again(node_factory, signaling_url):
