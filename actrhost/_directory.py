@@ -149,6 +149,10 @@ class ShellEntry:
     routes: frozenset[str]
 
 
+def _shell_entry(item: dict[str, Any]) -> ShellEntry:
+    return ShellEntry(item["endpoint"], frozenset(item.get("routes", ())))
+
+
 class Directory:
     """Lookups over the latest snapshot; round-robin among instances of one type."""
 
@@ -192,10 +196,15 @@ class Directory:
                 if _went_away(old, self._by_id.get(actr_id))
             ]
         before_shells = {shell.endpoint for shell in self._shells}
-        self._shells = [
-            ShellEntry(item["endpoint"], frozenset(item.get("routes", ())))
-            for item in snapshot.get("shells", ())
-        ]
+        if snapshot.get("delta"):  # the Shells that came, changed or left (_directory_feed)
+            shells = {shell.endpoint: shell for shell in self._shells}
+            for endpoint in snapshot.get("shells_left", ()):
+                shells.pop(endpoint, None)
+            for item in snapshot.get("shells_changed", ()):
+                shells[item["endpoint"]] = _shell_entry(item)
+            self._shells = list(shells.values())
+        else:
+            self._shells = [_shell_entry(item) for item in snapshot.get("shells", ())]
         #: After an update: endpoints of the Shells (serving routes) that left with it.
         self.shells_left = sorted(before_shells - {shell.endpoint for shell in self._shells})
         gateway = snapshot.get("gateway")

@@ -7,7 +7,10 @@ each change was N³ entries to encode, send and parse: a node of 200 instances t
 to start and 23 s to stop, and most of its workers were killed for not stopping in time
 (measured 2026-12-02). A change now travels as the entries that changed (``"delta":
 true``), encoded once for all recipients, and changes made within one turn of the event
-loop go out together.
+loop go out together. Shells serving routes likewise: a change carries the Shells that
+came or changed their routes (``shells_changed``) and the endpoints of those that left
+(``shells_left``), not the whole list (each attach sent every Shell to every process:
+646 MB for 300 Shells attaching, QA).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class DirectoryFeed:
         self._recipients = recipients
         self._send = send
         self._last_actors: list[dict[str, Any]] = []
+        self._last_shells: dict[str, dict[str, Any]] = {}
         self._missed: set[bytes] = set()
         self._scheduled: asyncio.Handle | None = None
 
@@ -57,15 +61,24 @@ class DirectoryFeed:
             self._scheduled = None
         full = self._snapshot()
         actors = full["actors"]
-        before = self._last_actors
+        shells = {shell["endpoint"]: shell for shell in full["shells"]}
+        before, shells_before = self._last_actors, self._last_shells
         if len(before) == len(actors) and all(
             a["id"] == b["id"] for a, b in zip(actors, before, strict=True)
         ):
             changed = [a for a, b in zip(actors, before, strict=True) if a != b]
-            delta = control.encode({**full, "actors": changed, "delta": True})
+            rest = {key: value for key, value in full.items() if key != "shells"}
+            change = {
+                **rest,
+                "actors": changed,
+                "delta": True,
+                "shells_changed": [s for e, s in shells.items() if shells_before.get(e) != s],
+                "shells_left": [endpoint for endpoint in shells_before if endpoint not in shells],
+            }
+            delta = control.encode(change)
         else:  # the first publication, or ids given anew: whole snapshots for all
             delta = control.encode(full)
-        self._last_actors = actors
+        self._last_actors, self._last_shells = actors, shells
         whole: bytes | None = None
         for routing_id in self._recipients():
             if routing_id in self._missed:

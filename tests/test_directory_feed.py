@@ -103,3 +103,37 @@ def test_a_death_and_restart_that_come_in_one_change_still_count_as_gone():
     (gone,) = directory.update({"actors": [restarted], "delta": True})
     assert (gone.pid, gone.restarts) == (555, 1)
     assert directory.update({"actors": [{**restarted, "state": "running"}], "delta": True}) == []
+
+
+def test_shells_travel_as_changes_too():
+    # Each attach sent every Shell serving routes to every process: 646 MB of directory
+    # traffic for 300 Shells attaching one after another (QA). A change carries the
+    # Shells that came or changed and those that left.
+    node = _Node()
+    shells: dict[str, list[str]] = {}
+    node.snapshot = lambda: {  # type: ignore[method-assign]
+        "op": "directory",
+        "actors": [dict(a) for a in node.actors],
+        "shells": [{"endpoint": e, "routes": r} for e, r in shells.items()],
+    }
+    feed = DirectoryFeed(node.snapshot, lambda: node.recipients, node.send)
+    directory = Directory()
+    directory.update(node.snapshot())
+    feed.publish()
+    for n in range(50):
+        shells[f"ipc:///x/s{n:x}.aa.sock"] = [f"t.S{n}.R"]
+        feed.publish()
+    shells["ipc:///x/s0.aa.sock"] = ["t.S0.Other"]  # new routes
+    del shells["ipc:///x/s1.aa.sock"]  # gone
+    feed.publish()
+    changes = [m for r, m in node.sent if r == b"w:1"][1:]
+    assert all(m["delta"] and "shells" not in m for m in changes)
+    assert [len(m["shells_changed"]) for m in changes] == [1] * 51
+    for message in changes:
+        directory.update(message)
+    assert directory.shells_left == ["ipc:///x/s1.aa.sock"]
+    assert directory.shell_for("t.S0.Other") == "ipc:///x/s0.aa.sock"
+    assert directory.shell_for("t.S49.R") == "ipc:///x/s31.aa.sock"
+    whole = Directory()
+    whole.update(node.snapshot())
+    assert sorted(whole._shells, key=str) == sorted(directory._shells, key=str)
