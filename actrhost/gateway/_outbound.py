@@ -342,7 +342,7 @@ class Outbound:
 
         def may_be_back(actr_id: ActrId) -> str:
             node = node_of(actr_id)
-            if node is None:
+            if node is None or node.refuses_us:  # (up, and its ACLs refuse the link)
                 return ""
             if why := node.reconnecting_because():
                 return f"is reconnecting after its link failed ({why})"

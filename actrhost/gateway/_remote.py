@@ -132,6 +132,9 @@ class RemoteNode:
         self._reconnect_until = 0.0
         self._reconnecting = False
         self._failed_because = ""  # the last failure's reason, while reconnecting
+        #: The last negotiation was refused: the node's ACLs deny every pair of actors
+        #: tried. It is up, and refuses us (not a node that may be back in a moment).
+        self.refuses_us = False
         self._last_attempt = 0.0  # loop time a negotiation started (or will)
         self._said_bye = False  # the node told us it stops for good
         self._closed = False
@@ -267,11 +270,13 @@ class RemoteNode:
         except ClosedResourceError:
             return  # our actors' registrations closed: this gateway is stopping
         except ActrError as exc:
+            self.refuses_us = isinstance(exc, PermissionDenied)
             pc = self._live()
             if pc is not None and pc.state is LinkState.NEW:
-                pc.denied = isinstance(exc, PermissionDenied)
+                pc.denied = self.refuses_us
                 pc.fail(f"role negotiation with node {self.node_id} failed: {exc.message}")
             return
+        self.refuses_us = False
         if role is not None:
             self.ensure(role.is_offerer)
 
