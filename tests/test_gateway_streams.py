@@ -18,6 +18,7 @@ import pytest
 pytest.importorskip("aiortc")
 
 from actrhost._payload_type import PayloadType
+from actrhost.gateway._media import ROUTE_IDLE_S
 from actrhost.gateway._testing import HarnessNode, LoopRunner
 from actrhost.signaling._testing import ServerProcess
 
@@ -310,6 +311,9 @@ def test_a_track_carries_mono_then_stereo_then_mono_again(pair: Pair) -> None:
         await phase(stereo=False, first=0)
         await phase(stereo=True, first=count)
         await phase(stereo=False, first=2 * count)
+        # The pair has 4 audio tracks: this route, the tests' before it still in use,
+        # would leave none to the next test's route (dropped, `no_track`).
+        await asyncio.sleep(ROUTE_IDLE_S + 0.2)
 
     pair.runner.run(scenario())
     by_ts = {ts: value for track, value, ts, _c, _k in sink.media if track == "switch"}

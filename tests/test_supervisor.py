@@ -1131,6 +1131,8 @@ async def main():
         async def hello(request, caller):
             print("asked", flush=True)
             await asyncio.sleep(600)
+        # A call waits for the attach with the route to reach the workers.
+        await shell.call("echo", "test.Echo.Say", b"x")
         print("attached", flush=True)
         await asyncio.sleep(600)
 
@@ -1157,8 +1159,10 @@ def test_calls_to_a_shell_killed_before_answering_fail_when_it_is_found_gone(nod
                 call = asyncio.ensure_future(
                     probe.call("echo", "test.Echo.CallShell", b"x", timeout=10)
                 )
-                assert await asyncio.to_thread(shell.stdout.readline) == b"asked\n"
-                shell.kill()
+                try:
+                    assert await asyncio.to_thread(shell.stdout.readline) == b"asked\n"
+                finally:
+                    shell.kill()  # (also ends a readline still waiting: EOF)
                 started = time.monotonic()
                 with pytest.raises(Unavailable, match="went away before answering"):
                     await call  # the actor's call to the Shell (timeout 5 s) failed first
