@@ -527,6 +527,24 @@ def test_two_hosts_left_on_loopback_addresses_are_told_to_set_ice_host_addresses
             runner.run(a.call("client", b.ids["echo"], "echo", b"hi", timeout_s=20), timeout_s=30)
 
 
+def test_two_hosts_whose_addresses_do_not_reach_each_other_are_told_what_was_offered(
+    tmp_path: Path, namespaces: tuple[str, str, str], signaling_in: str
+) -> None:
+    # A offers its veth address, B its loopback one: not "both on loopback", and no path.
+    # The call failed with "no connection within 4 s" alone (QA).
+    def webrtc(address: str) -> str:
+        offered = address if address == ADDR_A else "127.0.0.1"
+        return f'ice_host_addresses = ["{offered}"]\nconnect_timeout_s = 4.0'
+
+    with two_hosts(tmp_path, namespaces, signaling_in, webrtc) as (runner, a, b):
+        with pytest.raises(Unavailable) as info:
+            runner.run(a.call("client", b.ids["echo"], "echo", b"hi", timeout_s=20), timeout_s=30)
+    message = info.value.message
+    assert "ICE found no path between our candidates " in message, message
+    assert f"{ADDR_A} (host)" in message and "127.0.0.1 (host)" in message, message
+    assert "set [webrtc] ice_host_addresses" in message, message
+
+
 def test_traffic_resumes_at_once_when_a_short_cut_ends(
     tmp_path: Path, namespaces: tuple[str, str, str], signaling_in: str
 ) -> None:

@@ -170,21 +170,47 @@ def local_candidate_count(pc: Any) -> int:
     return count
 
 
+def candidates(pc: Any) -> tuple[list[Any], list[Any]]:
+    """The ICE candidates (aioice's) this side and the other offered, once both have
+    some: ([], []) before (not negotiated yet)."""
+    local: list[Any] = []
+    remote: list[Any] = []
+    try:
+        for transport in _ice_transports(pc):
+            local += transport.iceGatherer.getLocalCandidates()
+            remote += transport.getRemoteCandidates()
+    except AttributeError:
+        return [], []
+    return (local, remote) if local and remote else ([], [])
+
+
 def loopback_only(pc: Any) -> bool:
     """True when both sides offered loopback candidates only: such a connection can form
     between two gateways on one host, never between two hosts (``ice_host_addresses``
     defaults to 127.0.0.1)."""
-    addresses = []
+    local, remote = candidates(pc)
     try:
-        for transport in _ice_transports(pc):
-            local = transport.iceGatherer.getLocalCandidates()
-            remote = transport.getRemoteCandidates()
-            if not local or not remote:
-                return False
-            addresses += [c.ip for c in local + remote]
+        addresses = [c.ip for c in local + remote]
         return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
-    except (AttributeError, ValueError):  # not negotiated yet; a host name (mDNS)
+    except ValueError:  # a host name (mDNS)
         return False
+
+
+def no_path_between(pc: Any) -> str:
+    """What the two sides offered, for a connection that never formed: the usual cause is
+    two hosts whose host addresses cannot reach each other ("" before both offered)."""
+    local, remote = candidates(pc)
+    if not local:
+        return ""
+
+    def shown(offered: list[Any]) -> str:
+        return ", ".join(sorted({f"{c.ip} ({c.type})" for c in offered}))
+
+    return (
+        f"ICE found no path between our candidates {shown(local)} and theirs "
+        f"{shown(remote)}: set [webrtc] ice_host_addresses to addresses the other host "
+        "can reach, or give stun_urls / turn_urls"
+    )
 
 
 def candidate_type_in_use(pc: Any) -> str:

@@ -33,6 +33,7 @@ from ._ice import (
     host_pair_on_loopback,
     local_candidate_count,
     loopback_only,
+    no_path_between,
     rtc_configuration,
     udp_drops,
 )
@@ -528,12 +529,17 @@ class PeerConnection(Confirming):
         """Mark the connection failed (idempotent) and close it in the background."""
         if self._state in TERMINAL:
             return
-        if self._state is LinkState.CONNECTING and self._pc is not None and loopback_only(self._pc):
-            # The usual first mistake with nodes on two hosts: the default host address.
-            reason += (
-                " (both nodes offered loopback addresses only: on different hosts, set "
-                "[webrtc] ice_host_addresses to each host's own addresses)"
-            )
+        if self._state is LinkState.CONNECTING and self._pc is not None:
+            if loopback_only(self._pc):
+                # The usual first mistake with nodes on two hosts: the default address.
+                reason += (
+                    " (both nodes offered loopback addresses only: on different hosts, set "
+                    "[webrtc] ice_host_addresses to each host's own addresses)"
+                )
+            elif no_path := no_path_between(self._pc):
+                # Said as what was offered: "no connection within 10 s" alone sent people
+                # looking everywhere (QA: addresses that reach signaling, not each other).
+                reason += f" ({no_path})"
         self.error = reason
         self._set_state(LinkState.FAILED, reason)
         self._wake.set()
