@@ -334,6 +334,42 @@ def test_a_cut_longer_than_the_reconnect_window_heals_through_signaling(
         assert "gave up reconnecting" in a.log_text()
 
 
+def test_a_call_to_a_node_given_up_on_and_found_again_waits_only_the_call_wait(
+    tmp_path: Path, namespaces: tuple[str, str, str], signaling_in: str
+) -> None:
+    # UDP between the hosts is cut, signaling (TCP) is not: node A gives B up after its
+    # reconnect window, then finds it again through signaling for the next call, whose
+    # attempt cannot connect. The call waited for the whole attempt (connect_timeout_s,
+    # 10 s by default: QA saw 7.6 s); it fails after reconnect_call_wait_s, as calls
+    # made while reconnecting do.
+    ns_a, _ns_b, _veth_a = namespaces
+    webrtc = own_address("connect_timeout_s = 4.0")
+    tuning = {**FAST_TUNING, "reconnect_for_s": 1.0, "reconnect_call_wait_s": 0.5}
+    with two_hosts(tmp_path, namespaces, signaling_in, webrtc, tuning=tuning) as (runner, a, b):
+        assert runner.run(a.call("client", b.ids["echo"], "echo", b"up")) == b"up"
+        _nft(
+            ns_a,
+            "add table inet cut",
+            "add chain inet cut out { type filter hook output priority 0 ; }",
+            "add rule inet cut out meta l4proto udp drop",
+        )
+        try:
+
+            async def given_up_then_called() -> float:
+                deadline = time.monotonic() + 30
+                while (await a.stats())["remote_nodes"]:  # until A has given B up
+                    assert time.monotonic() < deadline, "node A never gave node B up"
+                    await asyncio.sleep(0.2)
+                started = time.monotonic()
+                with pytest.raises(Unavailable, match=r"given up on\): no connection within"):
+                    await a.call("client", b.ids["echo"], "echo", b"again", timeout_s=10)
+                return time.monotonic() - started
+
+            assert runner.run(given_up_then_called(), timeout_s=60) < 2.5
+        finally:
+            _nft(ns_a, "delete table inet cut")
+
+
 def test_without_ice_host_addresses_a_gateway_offers_the_address_that_reaches_signaling(
     tmp_path: Path, namespaces: tuple[str, str, str], signaling_in: str
 ) -> None:
@@ -416,14 +452,19 @@ def test_a_router_that_drops_ip_fragments_leaves_the_link_at_aiortcs_size(
 def _drop_ip_fragments_in(ns: str) -> None:
     """Make namespace ``ns`` (a router) drop the IP fragments it forwards, all but each
     datagram's first (skips the test without nftables' ``nft``)."""
-    nft = shutil.which("nft")
-    if nft is None:
-        pytest.skip("nftables' nft is not installed (.ci/install-system-deps installs it)")
-    rules = (
+    _nft(
+        ns,
         "add table ip firewall",
         "add chain ip firewall forwarded { type filter hook forward priority 0 ; }",
         "add rule ip firewall forwarded ip frag-off & 0x1fff != 0 drop",
     )
+
+
+def _nft(ns: str, *rules: str) -> None:
+    """Run nftables ``rules`` in namespace ``ns`` (skips the test without ``nft``)."""
+    nft = shutil.which("nft")
+    if nft is None:
+        pytest.skip("nftables' nft is not installed (.ci/install-system-deps installs it)")
     for rule in rules:
         subprocess.run(
             [str(IP), "netns", "exec", ns, nft, *rule.split()],

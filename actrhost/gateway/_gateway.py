@@ -173,6 +173,8 @@ class Gateway(Nodes, Outbound, Locates, ToNodes, Inbound):
         #: Calls from other nodes whose link failed before our actor answered (oldest
         #: first, at most CALLERS_LOST_KEPT): their answers are undeliverable, not late.
         self._callers_lost: OrderedDict[str, None] = OrderedDict()
+        #: Nodes given up on, and why, until they connect again (_nodes, _to_nodes).
+        self._given_up: dict[str, str] = {}
         self._out_expiry = ExpiryWheel(self._loop, self._pending_out)
         self._in_expiry = ExpiryWheel(self._loop, self._pending_in)
         self._parked: dict[ActrId, deque[Parked]] = {}

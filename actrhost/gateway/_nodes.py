@@ -40,6 +40,9 @@ EXTRA_PAIRS_TRIED = 8
 #: Calls from other nodes whose link failed before our actor answered, kept to count
 #: their answers as undeliverable: the newest this many.
 CALLERS_LOST_KEPT = 4096
+#: Nodes given up on (unreachable through the reconnect window), the newest this many,
+#: remembered until they connect again.
+GIVEN_UP_KEPT = 1024
 
 
 class Nodes:
@@ -60,6 +63,7 @@ class Nodes:
     _pending_out: dict[str, _OutCall]
     _pending_in: dict[str, _InCall]
     _callers_lost: OrderedDict[str, None]
+    _given_up: dict[str, str]  # node id -> why
     _spawn: Callable[[Any], None]
     _fail_out: Callable[[str, ActrError], None]
     _introduced: Callable[[str, ActrId], None]
@@ -94,6 +98,10 @@ class Nodes:
         if self._nodes.get(node.node_id) is not node:
             return
         del self._nodes[node.node_id]
+        if node.gave_up_because:  # (until it connects again: _to_nodes._down_because)
+            self._given_up[node.node_id] = node.gave_up_because
+            while len(self._given_up) > GIVEN_UP_KEPT:
+                del self._given_up[next(iter(self._given_up))]
         for actor in [a for a, n in self._node_of.items() if n == node.node_id]:
             del self._node_of[actor]
         self._stream_hold.forget(node.node_id)
@@ -210,6 +218,7 @@ class Nodes:
         self, node: RemoteNode, pc: PeerConnection, state: LinkState, reason: str
     ) -> None:
         if state is LinkState.CONNECTED:
+            self._given_up.pop(node.node_id, None)
             self._say_hello(pc)
             self._stream_hold.link_up(node.node_id)
             self._refusing_link_up(pc)

@@ -138,6 +138,9 @@ class RemoteNode:
         #: The last negotiation was refused: the node's ACLs deny every pair of actors
         #: tried. It is up, and refuses us (not a node that may be back in a moment).
         self.refuses_us = False
+        #: Why reconnecting was given up (the window ended, the node unreachable): ""
+        #: for a node that said bye or was never given up on.
+        self.gave_up_because = ""
         self._last_attempt = 0.0  # loop time a negotiation started (or will)
         self._said_bye = False  # the node told us it stops for good
         self._closed = False
@@ -442,6 +445,10 @@ class RemoteNode:
                     return
                 delay = min(delay * 2, RECONNECT_MAX_S)
             self._reconnect_until = 0.0  # a later failure starts a new window
+            self.gave_up_because = (
+                f"unreachable for {self._tuning.reconnect_for_s:g} s "
+                f"({self.reconnecting_because()}), given up on"
+            )
             if not self._closed and attempts:
                 error = self.pc.error if self.pc is not None else ""
                 log.warning(

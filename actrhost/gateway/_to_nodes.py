@@ -16,7 +16,7 @@ from ._call_hold import CallHold, Held
 from ._outbound import _OutCall
 from ._peer import PeerConnection
 from ._remote import RemoteNode
-from ._types import CALLS, RPC_LANES, Tuning
+from ._types import CALLS, RPC_LANES, LinkState, Tuning
 
 
 class ToNodes:
@@ -26,6 +26,7 @@ class ToNodes:
     tuning: Tuning
     _loop: asyncio.AbstractEventLoop
     _nodes: dict[str, RemoteNode]
+    _given_up: dict[str, str]  # (_nodes)
     _pending_out: dict[str, _OutCall]
     _refusing: set[PeerConnection]  # Gateway._on_link_pressure
     _call_hold: CallHold
@@ -82,7 +83,7 @@ class ToNodes:
         if lane in RPC_LANES and self._refuses(pc):
             self._refuse_for_down_node(node, lane, request_id, source, target, sender)
             return
-        if request_id and request_id in self._pending_out and node.reconnecting_because():
+        if request_id and request_id in self._pending_out and self._down_because(node):
             # It waits in the next attempt, for a while only: on a link that stays down an
             # attempt takes connect_timeout_s (10 s) to fail.
             self._loop.call_later(
@@ -130,19 +131,28 @@ class ToNodes:
         if target is not None:
             self._notify_sender(source, target, error, sender)
 
+    def _down_because(self, node: RemoteNode) -> str:
+        """Why ``node``'s link is down while a connection is being tried: it failed and is
+        reconnecting, or it was given up on and found again since (QA: a call then
+        waited for the whole attempt, 10 s, on a link still down); "" otherwise."""
+        why = node.reconnecting_because()
+        if not why and node.state is not LinkState.CONNECTED:
+            why = self._given_up.get(node.node_id, "")
+        return why
+
     def _stop_waiting(self, request_id: str, node: RemoteNode, lane: int, frame: bytes) -> None:
         """A call that waited ``reconnect_call_wait_s`` for a link still down fails with
         503, as a call to a local instance that is restarting does, if its frame can be
         taken back unsent: a call must not run after its caller was told it failed. (Moved
         into a batch by a connection that replaced the attempt, it waits for that one.)"""
-        down = node.reconnecting_because()
+        down = self._down_because(node)
         if not down or request_id not in self._pending_out:
             return
         if node.pc is None or not node.pc.withdraw(lane, frame):
             return
         waited = self.tuning.reconnect_call_wait_s
+        state = "is reconnecting after its link failed" if node.reconnecting_because() else "was"
         error = Unavailable(
-            f"node {node.node_id} is reconnecting after its link failed ({down}): "
-            f"no connection within {waited:g} s"
+            f"node {node.node_id} {state} ({down}): no connection within {waited:g} s"
         )
         self._fail_out(request_id, error)
