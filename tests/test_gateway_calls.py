@@ -289,25 +289,35 @@ def test_a_tell_to_an_actor_nobody_registered_is_counted_undeliverable(pair: Pai
     assert undeliverable_after(pair, a, before) == before + 1
 
 
+def send_as_a_worker(node: HarnessNode, parts: list[bytes]) -> None:
+    """Send ``parts`` as one message to ``node``'s gateway, as a worker would."""
+    ctx = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 1000)
+        sock.connect(node.gateway_endpoint)
+        sock.send_multipart(parts)
+        sock.close()
+    finally:
+        ctx.term()
+
+
+def malformed_local_reaches(pair: Pair, count: int, what: str) -> None:
+    """Until node A's gateway counted ``count`` malformed local frames (5 s), no more."""
+    deadline = time.monotonic() + 5
+    while pair.runner.run(pair.a.stats())["malformed_local"] < count:
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+    assert pair.runner.run(pair.a.stats())["malformed_local"] == count
+
+
 def test_garbage_from_a_local_socket_is_counted_and_logged_sparingly(pair: Pair) -> None:
     # One log line per frame before: 10,000 parts in one message wrote 10,000 lines.
     a = pair.a
     before = pair.runner.run(a.stats())["malformed_local"]
     lines_before = a.log_text().count("dropped a malformed local frame")
-    ctx = zmq.Context()
-    try:
-        sock = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 1000)
-        sock.connect(a.gateway_endpoint)
-        sock.send_multipart([b"\xff garbage"] * 250)
-        sock.close()
-    finally:
-        ctx.term()
-    deadline = time.monotonic() + 5
-    while pair.runner.run(a.stats())["malformed_local"] < before + 250:
-        assert time.monotonic() < deadline, "the garbage was not counted"
-        time.sleep(0.02)
-    assert pair.runner.run(a.stats())["malformed_local"] == before + 250
+    send_as_a_worker(a, [b"\xff garbage"] * 250)
+    malformed_local_reaches(pair, before + 250, "the garbage was not counted")
     logged = a.log_text().count("dropped a malformed local frame") - lines_before
     assert logged <= 7  # the first five, then every 100th
     assert pair.runner.run(a.call("client", pair.b.ids["echo"], "echo", b"ok")) == b"ok"
@@ -325,19 +335,8 @@ def test_stream_frames_whose_ring_descriptor_does_not_decode_are_counted(pair: P
         payload_type=PayloadType.STREAM_RELIABLE,
         shm=b"\x01" + bytes(19),
     )
-    ctx = zmq.Context()
-    try:
-        sock = ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 1000)
-        sock.connect(a.gateway_endpoint)
-        sock.send_multipart([wire.encode_stream(bad)] * 250 + [b"\xff garbage behind"])
-        sock.close()
-    finally:
-        ctx.term()
-    deadline = time.monotonic() + 5
-    while pair.runner.run(a.stats())["malformed_local"] < before + 251:
-        assert time.monotonic() < deadline, "not counted, or the garbage behind not read"
-        time.sleep(0.02)
+    send_as_a_worker(a, [wire.encode_stream(bad)] * 250 + [b"\xff garbage behind"])
+    malformed_local_reaches(pair, before + 251, "not counted, or the garbage behind not read")
     assert "message handler failed" not in a.log_text()
     assert pair.runner.run(a.call("client", b.ids["echo"], "echo", b"ok")) == b"ok"
 

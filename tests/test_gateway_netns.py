@@ -286,6 +286,14 @@ def test_link_cut_fails_pending_calls_then_traffic_resumes(
         assert remote["candidate_type"] == "host"
 
 
+async def given_up(node: HarnessNode, timeout_s: float) -> None:
+    """Until ``node`` has given up on every other node (its reconnect window ended)."""
+    deadline = time.monotonic() + timeout_s
+    while (await node.stats())["remote_nodes"]:
+        assert time.monotonic() < deadline, f"{node!r} never gave the other node up"
+        await asyncio.sleep(0.2)
+
+
 def test_a_cut_longer_than_the_reconnect_window_heals_through_signaling(
     tmp_path: Path, namespaces: tuple[str, str, str], signaling_in: str
 ) -> None:
@@ -306,10 +314,7 @@ def test_a_cut_longer_than_the_reconnect_window_heals_through_signaling(
         async def scenario() -> float:
             _ip("-n", ns_a, "link", "set", veth_a, "down")
             try:
-                deadline = time.monotonic() + 20
-                while (await a.stats())["remote_nodes"]:  # until A has given B up
-                    assert time.monotonic() < deadline, "node A never gave node B up"
-                    await asyncio.sleep(0.2)
+                await given_up(a, 20)
             finally:
                 _ip("-n", ns_a, "link", "set", veth_a, "up")
             restored_at = time.monotonic()
@@ -356,10 +361,7 @@ def test_a_call_to_a_node_given_up_on_and_found_again_waits_only_the_call_wait(
         try:
 
             async def given_up_then_called() -> float:
-                deadline = time.monotonic() + 30
-                while (await a.stats())["remote_nodes"]:  # until A has given B up
-                    assert time.monotonic() < deadline, "node A never gave node B up"
-                    await asyncio.sleep(0.2)
+                await given_up(a, 30)
                 started = time.monotonic()
                 with pytest.raises(Unavailable, match=r"given up on\): no connection within"):
                     await a.call("client", b.ids["echo"], "echo", b"again", timeout_s=10)

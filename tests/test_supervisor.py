@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -1087,15 +1087,28 @@ asyncio.run(main())
 """
 
 
-def test_the_routes_of_a_killed_shell_go_with_it(node_factory):
-    node = node_factory(ECHO.format(extra=""))
+@contextlib.contextmanager
+def shell_script(script: str, node: Node) -> Iterator[subprocess.Popen[bytes]]:
+    """``script`` run by Python with the node's config path, its stdout a pipe; killed
+    at the end."""
     shell = subprocess.Popen(
-        [sys.executable, "-c", SHELL_SERVING_HELLO, str(node.config_path)],
+        [sys.executable, "-c", script, str(node.config_path)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
     try:
+        yield shell
+    finally:
+        shell.kill()
+        shell.wait(5)
+        assert shell.stdout is not None
+        shell.stdout.close()
+
+
+def test_the_routes_of_a_killed_shell_go_with_it(node_factory):
+    node = node_factory(ECHO.format(extra=""))
+    with shell_script(SHELL_SERVING_HELLO, node) as shell:
         assert shell.stdout is not None
         assert shell.stdout.readline() == b"b'hi'\n"  # actors reach its route
         shell.kill()
@@ -1116,9 +1129,6 @@ def test_the_routes_of_a_killed_shell_go_with_it(node_factory):
                 assert time.monotonic() - started < 1.0  # not a 504 after the 5 s timeout
 
         run(go())
-    finally:
-        shell.kill()
-        shell.wait(5)
 
 
 SHELL_NEVER_ANSWERING = """
@@ -1144,15 +1154,10 @@ def test_calls_to_a_shell_killed_before_answering_fail_when_it_is_found_gone(nod
     # They waited for their deadlines (QA: 20 s), as if the Shell were only slow; the
     # supervisor's sweep finds a dead Shell within 2 s.
     node = node_factory(ECHO.format(extra=""))
-    shell = subprocess.Popen(
-        [sys.executable, "-c", SHELL_NEVER_ANSWERING, str(node.config_path)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with shell_script(SHELL_NEVER_ANSWERING, node) as shell:
         assert shell.stdout is not None
         assert shell.stdout.readline() == b"attached\n"
+        stdout = shell.stdout
 
         async def go() -> float:
             async with actrhost.connect(node.config_path) as probe:
@@ -1160,7 +1165,7 @@ def test_calls_to_a_shell_killed_before_answering_fail_when_it_is_found_gone(nod
                     probe.call("echo", "test.Echo.CallShell", b"x", timeout=10)
                 )
                 try:
-                    assert await asyncio.to_thread(shell.stdout.readline) == b"asked\n"
+                    assert await asyncio.to_thread(stdout.readline) == b"asked\n"
                 finally:
                     shell.kill()  # (also ends a readline still waiting: EOF)
                 started = time.monotonic()
@@ -1169,9 +1174,6 @@ def test_calls_to_a_shell_killed_before_answering_fail_when_it_is_found_gone(nod
                 return time.monotonic() - started
 
         assert run(go(), 20) < 4.0
-    finally:
-        shell.kill()
-        shell.wait(5)
 
 
 def test_counters_of_a_worker_restarted_during_a_status_are_not_shown_as_its_successors(
