@@ -26,7 +26,6 @@ from ._slot import RestartRefused, Slot
 if TYPE_CHECKING:
     from pathlib import Path
 
-if TYPE_CHECKING:
     from ._gateway_process import GatewayProcess
 
 # The supervisor's log: these are its messages, whichever module holds the code.
