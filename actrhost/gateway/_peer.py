@@ -322,12 +322,29 @@ class PeerConnection(Confirming):
     async def _connect_watchdog(self) -> None:
         await asyncio.sleep(self.tuning.connect_timeout_s)
         if self._state is LinkState.CONNECTING:
-            self.fail(f"no connection within {self.tuning.connect_timeout_s:g} s")
+            self._fail_to_connect(f"no connection within {self.tuning.connect_timeout_s:g} s")
 
     def _on_pc_state(self) -> None:
         pc = self._pc
         if pc is not None and pc.connectionState in ("failed", "closed"):
-            self.fail(f"peer connection {pc.connectionState}")
+            self._fail_to_connect(f"peer connection {pc.connectionState}")
+
+    def _fail_to_connect(self, reason: str) -> None:
+        """Fail, saying why a connection that never formed did not, where the candidates
+        show it (not for other failures while connecting: "node … opened a new
+        connection" is no address problem)."""
+        if self._state is LinkState.CONNECTING and self._pc is not None:
+            if loopback_only(self._pc):
+                # The usual first mistake with nodes on two hosts: the default address.
+                reason += (
+                    " (both nodes offered loopback addresses only: on different hosts, set "
+                    "[webrtc] ice_host_addresses to each host's own addresses)"
+                )
+            elif no_path := no_path_between(self._pc):
+                # Said as what was offered: "no connection within 10 s" alone sent people
+                # looking everywhere (QA: addresses that reach signaling, not each other).
+                reason += f" ({no_path})"
+        self.fail(reason)
 
     def _on_channel_open(self) -> None:
         self._open_channels += 1
@@ -529,17 +546,6 @@ class PeerConnection(Confirming):
         """Mark the connection failed (idempotent) and close it in the background."""
         if self._state in TERMINAL:
             return
-        if self._state is LinkState.CONNECTING and self._pc is not None:
-            if loopback_only(self._pc):
-                # The usual first mistake with nodes on two hosts: the default address.
-                reason += (
-                    " (both nodes offered loopback addresses only: on different hosts, set "
-                    "[webrtc] ice_host_addresses to each host's own addresses)"
-                )
-            elif no_path := no_path_between(self._pc):
-                # Said as what was offered: "no connection within 10 s" alone sent people
-                # looking everywhere (QA: addresses that reach signaling, not each other).
-                reason += f" ({no_path})"
         self.error = reason
         self._set_state(LinkState.FAILED, reason)
         self._wake.set()
