@@ -404,11 +404,13 @@ class RpcEndpoint(Receiving):
         env, waited = pending.env, now - pending.sent_at
         given = pending.timer.when() - pending.sent_at if pending.timer else waited
         # The time it was given, not the time waited: "within 0.00202 s" for a 0.001 s
-        # timeout read as a wrong deadline; a late timer is said apart (QA).
+        # timeout read as a wrong deadline; a late timer is said apart (QA). As the
+        # caller gave it where the request carries it (ms), else to 3 digits.
+        shown = f"{env.timeout_ms / 1000:g}" if env.timeout_ms else f"{given:.3g}"
         late = f"; the loop let it wait {waited:.3g} s" if waited - given > LATE_TIMER_S else ""
         error = DeadlineExceeded(
             f"no answer to {env.route_key!r} from {env.target or pending.endpoint} "
-            f"within {given:.2g} s (request {request_id}{late})"
+            f"within {shown} s (request {request_id}{late})"
         )
         pending.future.set_exception(copy.copy(error))
 

@@ -265,8 +265,12 @@ def test_deadline_exceeded_on_time_and_late_response_dropped(node):
                 await late_call
             said = r".* within 0\.1 s \(request \S+; the loop let it wait 0\.[4-9]\d* s\)$"
             assert re.match(said, info.value.message), info.value.message
+            # As given, in plain notation (".2g" said 1e+02 for 105, 12 for 12.5, QA).
+            with pytest.raises(DeadlineExceeded) as info:
+                await shell.call("echo", "test.Echo.Sleep", b"1.0", timeout=0.125)
+            assert " within 0.125 s (request " in info.value.message, info.value.message
             await asyncio.sleep(1.0)  # the late answers arrive and are dropped
-            assert shell._rpc.counters.late_responses == 2
+            assert shell._rpc.counters.late_responses == 3
             assert await shell.call("echo", "test.Echo.Say", b"next") == b"next"
 
     run(go())

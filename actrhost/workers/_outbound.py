@@ -105,7 +105,7 @@ class Outbound:
             target=target,
             payload_type=payload_type,
             deadline_ns=int(deadline * 1e9),
-            timeout_ms=max(0, int((deadline - now) * 1000)),
+            timeout_ms=max(0, round((deadline - now) * 1000)),  # (12.5 s, not 12.499)
             traceparent=ctx.outgoing_traceparent(),
             tracestate=ctx.tracestate,
         )
