@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import copy
 import itertools
+import logging
 import os
 import secrets
 from collections.abc import Coroutine
@@ -25,7 +26,14 @@ from ._config import DEFAULT_MAX_MESSAGE_BYTES
 from ._context import DEFAULT_TIMEOUT_S, decode_answer, encode_message
 from ._directory import LIVE_STATES, ActorState, Directory, discover_via, take_update
 from ._envelope import REQUEST, TELL, Envelope, checked_key, checked_rpc_lane
-from ._errors import ClosedResourceError, DeadlineExceeded, NotFound, Unavailable, error_from_code
+from ._errors import (
+    BadRequest,
+    ClosedResourceError,
+    DeadlineExceeded,
+    NotFound,
+    Unavailable,
+    error_from_code,
+)
 from ._ids import ActrId, ActrType
 from ._linux import process_gone
 from ._payload_type import PayloadType
@@ -65,6 +73,15 @@ class ActorInfo:
     pid: int | None
     state: ActorState
     restarts: int
+
+
+log = logging.getLogger(__name__)
+
+
+def _refused(reply: dict[str, Any]) -> None:
+    """Raise ``BadRequest`` for a control request the node refused (``op: error``)."""
+    if reply.get("op") == "error":
+        raise BadRequest(f"the node refused the attach: {reply.get('message')}")
 
 
 def target_key(target: Target) -> ActrId | ActrType | str:
@@ -143,7 +160,9 @@ class Shell(ShellServing, ShellStreams):
         ctl.connect(self.control_endpoint)
         self._control = LoopSocket(ctl, self._on_control, "shell control")
         tag = f"s{os.getpid():x}.{secrets.token_hex(3)}"
-        endpoint = f"ipc://{self.run_dir / f'{tag}.sock'}"
+        # Absolute: the workers and the supervisor resolve a relative ipc:// path from
+        # their own folders, not ours (QA: `call ipc://actrhost-0/…` from /tmp).
+        endpoint = f"ipc://{self.run_dir.absolute() / f'{tag}.sock'}"
         try:
             self._rpc = RpcEndpoint(
                 self._zctx,
@@ -189,6 +208,7 @@ class Shell(ShellServing, ShellStreams):
             reply = await self._request(
                 control.ATTACH, self.attach_timeout_s, **self._attach_fields()
             )
+            _refused(reply)
         except BaseException:
             await self.aclose()
             raise
@@ -266,7 +286,11 @@ class Shell(ShellServing, ShellStreams):
     async def _attach_again(self) -> None:
         # Nobody to tell if the node is gone: the next call says so itself.
         with contextlib.suppress(Unavailable):
-            await self._request(control.ATTACH, ATTACH_TIMEOUT_S, **self._attach_fields())
+            reply = await self._request(control.ATTACH, ATTACH_TIMEOUT_S, **self._attach_fields())
+            try:
+                _refused(reply)  # (it was taken for an attach, QA)
+            except BadRequest as exc:
+                log.error("%r: %s: its routes are not served", self, exc.message)
 
     async def aclose(self) -> None:
         """Detach and close every socket. Idempotent; pending calls fail with Unavailable."""

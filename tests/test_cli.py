@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -706,3 +708,40 @@ def test_a_payload_file_larger_than_any_message_is_refused_unread(tmp_path, monk
         assert _payload.read_payload_file(Path(f"/proc/self/fd/{reading}")) == b"x" * 1000
     finally:
         os.close(reading)
+
+
+def test_a_node_is_reached_through_a_relative_ipc_path(node_factory):
+    # The Shell named its own socket relative to our folder: the supervisor refused it,
+    # and the Shell took the refusal for an attach, its calls all 404 (QA).
+    node = node_factory(ECHO)
+    here = node.run_dir.parent  # not the node's folder
+    relative = f"ipc://{node.run_dir.name}/control.sock"
+    args = ("call", relative, "echo", "test.Echo.Say", "--data", "hi")
+    result = subprocess.run(
+        [sys.executable, "-m", "actrhost", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=here,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "hi\n", "")
+
+
+def test_a_shell_whose_attach_is_refused_says_so(node_factory, monkeypatch):
+    from actrhost._shell import Shell
+
+    node = node_factory(ECHO)
+    fields = Shell._attach_fields
+
+    def elsewhere(self):
+        return {**fields(self), "endpoint": "ipc:///tmp/s1.ab.sock"}
+
+    monkeypatch.setattr(Shell, "_attach_fields", elsewhere)
+
+    async def go() -> None:
+        with pytest.raises(actrhost_api.BadRequest, match="refused the attach: endpoint"):
+            async with actrhost_api.connect(node.config_path):
+                pass
+
+    run(go())
