@@ -146,10 +146,12 @@ def not_a_run_dir(run_dir: Path) -> str | None:
         return f"cannot read {run_dir}: {exc.strerror or exc}"
     foreign = [name for name in names if not _made_by_a_node(name)]
     # Without a pid file (written first, removed last), only sockets can be a node's: a
-    # config.toml of the user's own beside them is not. A node's key file, named as no
-    # one else names one, claims the folder too: a node killed in the middle of its
-    # cleanup may have left it with the config copy (its restart was refused, QA).
-    claimed = PID_FILE in names or NODE_IDENTITY in names
+    # config.toml of the user's own beside them is not. A node's key file beside its
+    # sockets claims the folder too: a node killed in the middle of its cleanup may have
+    # left them with the config copy (its restart was refused, QA); a key file alone
+    # may be the user's (it and a config.toml were removed, QA).
+    sockets = any(name.endswith(".sock") for name in names)
+    claimed = PID_FILE in names or (NODE_IDENTITY in names and sockets)
     unclaimed = not claimed and any(not n.endswith(".sock") for n in names)
     if foreign or unclaimed:
         shown = ", ".join((foreign or names)[:5]) + (", …" if len(foreign or names) > 5 else "")

@@ -34,8 +34,11 @@ def test_what_a_node_killed_in_its_cleanup_left_is_taken_over(tmp_path):
     assert not run_dir.exists()
 
 
-@pytest.mark.parametrize("names", [(CONFIG_SNAPSHOT,), (CONFIG_SNAPSHOT, "a-1f.sock")])
-def test_a_config_toml_without_a_pid_file_or_key_is_not_claimed(tmp_path, names):
+@pytest.mark.parametrize(
+    "names",
+    [(CONFIG_SNAPSHOT,), (CONFIG_SNAPSHOT, "a-1f.sock"), (CONFIG_SNAPSHOT, NODE_IDENTITY)],
+)
+def test_a_config_toml_without_a_pid_file_or_a_key_beside_sockets_is_not_claimed(tmp_path, names):
     run_dir = tmp_path / "run"
     leave(run_dir, *names)
     assert "other files in it" in (_rundir.not_a_run_dir(run_dir) or "")
