@@ -173,8 +173,8 @@ class GatewayProcess:
 
     def on_message(
         self, routing_id: bytes, op: str, message: dict[str, Any], snapshot: dict[str, Any]
-    ) -> None:
-        """A control message from the gateway."""
+    ) -> bool:
+        """A control message from the gateway; False if it is not the gateway's."""
         # One hello per gateway process: another connection naming its pid afterwards
         # took its place, and the supervisor's stats requests and stop went to it (QA).
         first = self.routing_id in (None, routing_id)
@@ -182,7 +182,7 @@ class GatewayProcess:
             self.routing_id = routing_id
             self._send(routing_id, snapshot)
         elif routing_id != self.routing_id:
-            log.warning("control message %r from %r, not from the gateway", op, routing_id)
+            return False
         elif op == "registered":
             ids: dict[tuple[str, int], ActrId] = {}
             for item in message.get("ids", []):
@@ -203,6 +203,7 @@ class GatewayProcess:
             req, future = self._stats_waiter
             if message.get("req") == req and not future.done():
                 future.set_result(message.get("stats") or {})
+        return True
 
     async def stats(self, req: int, timeout_s: float) -> dict[str, Any]:
         """The gateway's counters (remote nodes, lanes, drops), or {} if it does not answer."""

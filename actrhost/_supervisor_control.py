@@ -73,17 +73,7 @@ class ControlHandlers:
         op = message["op"]
         wrong = control.problem(message)
         if wrong is not None:
-            # Counted and logged sparingly as any malformed input (QA: a loop of them
-            # wrote a line each, 11 MB in 2 s, counting none).
-            self.malformed_control += 1
-            if worth_logging(self.malformed_control):
-                log.warning(
-                    "dropped a control message %r from %r: %s (#%d)",
-                    op,
-                    routing_id,
-                    wrong,
-                    self.malformed_control,
-                )
+            self._dropped(f"dropped a control message {op!r} from {routing_id!r}: {wrong}")
             if not routing_id.startswith((b"w:", b"g:")):
                 req = message.get("req") if isinstance(message.get("req"), int) else None
                 self._send(routing_id, {"op": "error", "req": req, "message": wrong})
@@ -91,21 +81,22 @@ class ControlHandlers:
         if routing_id.startswith(b"w:"):
             self._on_worker_message(routing_id, op, message)
         elif routing_id.startswith(b"g:") and self.gateway is not None:
-            self.gateway.on_message(routing_id, op, message, self.snapshot())
+            if not self.gateway.on_message(routing_id, op, message, self.snapshot()):
+                self._dropped(f"control message {op!r} from {routing_id!r}, not the gateway")
         else:
             self._on_shell_message(routing_id, op, message)
+
+    def _dropped(self, what: str) -> None:
+        """Count a control message dropped, and log ``what`` sparingly, as any malformed
+        input (QA: a loop of them wrote a line each, 11 MB in 2 s, counting none)."""
+        self.malformed_control += 1
+        if worth_logging(self.malformed_control):
+            log.warning("%s (#%d)", what, self.malformed_control)
 
     def _on_worker_message(self, routing_id: bytes, op: str, message: dict[str, Any]) -> None:
         slot = self._by_worker_id.get(routing_id)
         if slot is None or (op != control.HELLO and routing_id != slot.routing_id):
-            self.malformed_control += 1
-            if worth_logging(self.malformed_control):
-                log.warning(
-                    "control message %r from unknown worker %r (#%d)",
-                    op,
-                    routing_id,
-                    self.malformed_control,
-                )
+            self._dropped(f"control message {op!r} from unknown worker {routing_id!r}")
             return
         if op == control.HELLO:
             slot.routing_id = routing_id
@@ -136,6 +127,8 @@ class ControlHandlers:
         path = endpoint.removeprefix("ipc://")
         if path == endpoint or not SHELL_SOCKET_RE.fullmatch(os.path.basename(path)):
             return f"endpoint {endpoint[:200]!r} is not an ipc:// Shell socket"
+        if "\0" in path:  # (realpath raised on it: a traceback, no answer, QA)
+            return f"endpoint {endpoint[:200]!r} holds a NUL"
         if os.path.realpath(os.path.dirname(path)) != os.path.realpath(self.run_dir):
             return f"endpoint {endpoint[:200]!r} is not in the node's run dir"
         return None
@@ -143,17 +136,22 @@ class ControlHandlers:
     def _on_shell_message(self, routing_id: bytes, op: str, message: dict[str, Any]) -> None:
         req = message.get("req")
         if op == control.ATTACH:
-            wrong = self._shell_endpoint_problem(str(message.get("endpoint", "")))
+            endpoint = str(message.get("endpoint", ""))
+            wrong = self._shell_endpoint_problem(endpoint)
+            if wrong is None and any(
+                shell["endpoint"] == endpoint and shell_id != routing_id
+                for shell_id, shell in self._shells.items()
+            ):
+                # Each Shell has a socket of its own; a second connection naming one
+                # hid the first one's routes from the workers (QA).
+                wrong = f"endpoint {endpoint!r} is another Shell's"
             if wrong is not None:
-                self.malformed_control += 1
+                self._dropped(f"refused an attach from {routing_id!r}: {wrong}")
                 self._send(routing_id, {"op": "error", "req": req, "message": wrong})
                 return
             routes = [str(r) for r in message.get("routes") or []]
             before = self._shells.get(routing_id, {}).get("routes") or []
-            self._shells[routing_id] = {
-                "endpoint": str(message.get("endpoint", "")),
-                "routes": routes,
-            }
+            self._shells[routing_id] = {"endpoint": endpoint, "routes": routes}
             self._feed.forget(routing_id)
             if routes != before:
                 self._feed.publish()  # before the answer: the Shell's calls wait for it

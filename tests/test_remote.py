@@ -519,6 +519,10 @@ def test_another_connection_cannot_take_the_gateways_place_on_the_control_socket
         intruder.send(json.dumps({"op": "hello", "pid": gateway_pid}).encode())
         assert not intruder.poll(1000), "the supervisor answered the intruder's hello"
         assert node.status()["gateway"]["stats"], "the gateway's stats did not come"
+        for _ in range(300):  # counted, logged sparingly (a line each, QA)
+            intruder.send(json.dumps({"op": "state", "state": "running"}).encode())
+        wait_until(lambda: node.status()["malformed_control"] == 301, 10, "301 counted")
+        assert node.log().count("not the gateway") <= 8  # the first 5, every 100th
     finally:
         ctx.destroy(linger=0)
     started = time.monotonic()

@@ -881,6 +881,7 @@ def test_control_messages_of_wrong_shape_or_forged_origin_change_nothing(node_fa
         shell_like.setsockopt(zmq.LINGER, 0)
         shell_like.setsockopt(zmq.RCVTIMEO, 5000)
         shell_like.connect(f"ipc://{node.run_dir / 'control.sock'}")
+        shell_socket = f"ipc://{node.run_dir / 's1.ab.sock'}"
         for message in (
             {"op": "attach", "req": 1, "routes": 5},
             {"op": "restart", "req": 2, "actors": "echo"},
@@ -890,9 +891,20 @@ def test_control_messages_of_wrong_shape_or_forged_origin_change_nothing(node_fa
             {"op": "attach", "req": 4, "endpoint": "garbage", "routes": ["t.S.R"]},
             {"op": "attach", "req": 5, "endpoint": "tcp://127.0.0.1:9", "routes": []},
             {"op": "attach", "req": 6, "endpoint": "ipc:///tmp/s1.ab.sock", "routes": []},
+            # realpath raised on a NUL: a traceback and no answer (QA).
+            {"op": "attach", "req": 7, "endpoint": f"ipc://{node.run_dir}\0/s1.ab.sock"},
+            # A Shell's socket: this connection's, then another's naming it (it hid the
+            # first one's routes from the workers, QA).
+            {"op": "attach", "req": 8, "endpoint": shell_socket, "routes": ["t.S.R"]},
         ):
             shell_like.send(json.dumps(message).encode())
             answers.append(json.loads(shell_like.recv()))
+        other_shell = ctx.socket(zmq.DEALER)
+        other_shell.setsockopt(zmq.LINGER, 0)
+        other_shell.setsockopt(zmq.RCVTIMEO, 5000)
+        other_shell.connect(f"ipc://{node.run_dir / 'control.sock'}")
+        other_shell.send(json.dumps({"op": "attach", "req": 9, "endpoint": shell_socket}).encode())
+        answers.append(json.loads(other_shell.recv()))
         shell_like.send(b"[" * 100_000 + b"]" * 100_000)  # too deep for json: dropped
         # A second identity for the running worker ("w:0ab" is not "w:ab"), saying it
         # stopped, and a hello with a pid that is no number.
@@ -919,6 +931,13 @@ def test_control_messages_of_wrong_shape_or_forged_origin_change_nothing(node_fa
             "req": 6,
             "message": "endpoint 'ipc:///tmp/s1.ab.sock' is not in the node's run dir",
         },
+        {
+            "op": "error",
+            "req": 7,
+            "message": f"endpoint {f'ipc://{node.run_dir}' + chr(0) + '/s1.ab.sock'!r} holds a NUL",
+        },
+        {**answers[7], "op": "directory"},  # (the snapshot: this one attached)
+        {"op": "error", "req": 9, "message": f"endpoint {shell_socket!r} is another Shell's"},
     ]
 
     async def go() -> None:
@@ -928,8 +947,8 @@ def test_control_messages_of_wrong_shape_or_forged_origin_change_nothing(node_fa
     run(go())
     (after,) = node.actors()
     assert (after.state, after.pid) == ("running", info.pid)
-    # 3 of wrong shape, 3 endpoints, too deep, the forged state and hello: counted.
-    wait_until(lambda: node.status()["malformed_control"] == 9, 10, "the nine counted")
+    # 3 of wrong shape, 5 endpoints, too deep, the forged state and hello: counted.
+    wait_until(lambda: node.status()["malformed_control"] == 11, 10, "the 11 counted")
     # A loop of them is counted, and logged sparingly (a line each: 11 MB in 2 s, QA).
     ctx = zmq.Context()
     try:
@@ -941,7 +960,7 @@ def test_control_messages_of_wrong_shape_or_forged_origin_change_nothing(node_fa
                 flood.send(json.dumps({"op": "state", "state": "dead", "req": "x"}).encode())
     finally:
         ctx.destroy(linger=1000)
-    wait_until(lambda: node.status()["malformed_control"] == 609, 10, "the flood counted")
+    wait_until(lambda: node.status()["malformed_control"] == 611, 10, "the flood counted")
     logged = node.log().count("dropped a control message") + node.log().count("unknown worker")
     assert logged <= 12, logged  # the first five, then every 100th
 
