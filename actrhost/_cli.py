@@ -158,17 +158,17 @@ def _payload_from_args(args: argparse.Namespace) -> bytes:
     if args.data is None:
         return b""
     if args.data.startswith("@"):
-        from ._load._payload import read_payload_file, too_large
+        from ._load._payload import message_limit, read_payload_file
 
         path = Path(args.data[1:])
         try:
-            return read_payload_file(path)
+            return read_payload_file(path, message_limit(args.config))
         except OSError as exc:
             raise SystemExit(
                 _fail(f"--data: cannot read {path}: {exc.strerror}", EXIT_USAGE)
             ) from None
         except ValueError as exc:
-            raise SystemExit(_fail(f"--data: {too_large(path, exc)}", EXIT_USAGE)) from None
+            raise SystemExit(_fail(f"--data: {exc}", EXIT_USAGE)) from None
     return os.fsencode(args.data)  # the bytes as given, even ones that are not UTF-8
 
 

@@ -681,7 +681,7 @@ def test_run_takes_a_log_level_in_any_case():
         assert args.log_level == given.lower()
 
 
-def test_a_payload_file_larger_than_any_message_is_refused_unread(tmp_path, monkeypatch):
+def test_a_payload_file_larger_than_any_message_is_refused_unread(tmp_path):
     # `--data @/dev/zero` read until memory ran out (QA). A regular file is judged by its
     # size, anything else read up to the largest message a node takes (1 GiB), plus one.
     big = tmp_path / "big.bin"
@@ -694,18 +694,26 @@ def test_a_payload_file_larger_than_any_message_is_refused_unread(tmp_path, monk
         f"actrhost: --data: {big} holds 2,147,483,648 bytes: more than the largest "
         "message any node takes (1 GiB)\n",
     )
+    # With the node's config: up to its max_message_bytes (1 GiB of /dev/zero read first
+    # cost 1 GiB of memory, QA).
+    config = tmp_path / "small.toml"
+    config.write_text(
+        '[node]\nname = "x"\nmax_message_bytes = 1024\n'
+        '[[actor]]\nname = "a"\ntype = "t+A"\nhandler = "m:A"\n'
+    )
+    result = actrhost("call", str(config), "a", "t.A.R", "--data", "@/dev/zero", timeout=20)
+    assert (result.returncode, result.stderr) == (
+        2,
+        "actrhost: --data: /dev/zero holds more than the node's max_message_bytes (1.0 KiB)\n",
+    )
     from actrhost._load import _payload
 
-    monkeypatch.setattr(_payload, "MAX_MAX_MESSAGE_BYTES", 1000)
-    with pytest.raises(ValueError, match="more bytes"):
-        _payload.read_payload_file(Path("/dev/zero"))
-    with pytest.raises(_payload.PayloadError, match=r"--payload: /dev/zero holds more bytes"):
-        _payload.from_text_or_file("@/dev/zero")
+    limit = _payload.MessageLimit(1000, "1000 B")
     reading, writing = os.pipe()
     try:
         os.write(writing, b"x" * 1000)
         os.close(writing)
-        assert _payload.read_payload_file(Path(f"/proc/self/fd/{reading}")) == b"x" * 1000
+        assert _payload.read_payload_file(Path(f"/proc/self/fd/{reading}"), limit) == b"x" * 1000
     finally:
         os.close(reading)
 

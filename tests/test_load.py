@@ -645,11 +645,20 @@ BAD = [
     # Built first (26 s for 2 GiB), then refused by the node request by request (QA).
     (
         ["--target", "t", "--route", "r", "--payload-size", "2GiB"],
-        "a payload of 2.0 GiB is larger than the node's max_message_bytes (64.0 MiB)",
+        "a payload of 2.0 GiB is larger than the node's max_message_bytes (64.0 KiB)",
     ),
     (
         ["--target", "t", "--stream", "--chunk-size", "1TiB"],  # "not a size", it said
         "a payload of 1024.0 GiB is larger than the node's max_message_bytes",
+    ),
+    # Read (a file) or made, then sent request by request: 67,120 failed for 100 MB (QA).
+    (
+        ["--target", "t", "--route", "r", "--payload-hex", "00" * 70_000],
+        "a payload of 68.4 KiB is larger than the node's max_message_bytes (64.0 KiB)",
+    ),
+    (
+        ["--target", "t", "--route", "r", "--payload", "@/dev/zero"],
+        "--payload: /dev/zero holds more than the node's max_message_bytes (64.0 KiB)",
     ),
 ]
 
@@ -657,7 +666,10 @@ BAD = [
 @pytest.mark.parametrize(("args", "expected"), BAD, ids=[b[1][:30] for b in BAD])
 def test_bad_arguments_are_one_line_and_exit_2(args, expected, capsys, tmp_path):
     config = tmp_path / "node.toml"
-    config.write_text('[node]\nname = "x"\n[[actor]]\nname = "a"\ntype = "t+A"\nhandler = "m:A"\n')
+    config.write_text(
+        '[node]\nname = "x"\nmax_message_bytes = 65536\n'
+        '[[actor]]\nname = "a"\ntype = "t+A"\nhandler = "m:A"\n'
+    )
     with pytest.raises(SystemExit) as exit_info:
         main(["load", str(config), *args])
     assert exit_info.value.code == 2

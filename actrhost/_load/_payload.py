@@ -7,48 +7,67 @@ import importlib.util
 import os
 import stat
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from .._config import MAX_MAX_MESSAGE_BYTES
+from ._units import format_bytes
 
 
 class PayloadError(ValueError):
     """A payload option cannot be turned into bytes; ``str()`` is the one line to show."""
 
 
-def read_payload_file(path: Path) -> bytes:
-    """The bytes of ``path`` (a file, or a pipe such as /dev/stdin), at most
-    ``MAX_MAX_MESSAGE_BYTES``: no node takes a larger message. Raises OSError, or
-    ValueError for a larger one (``--data @/dev/zero`` read until memory ran out, QA)."""
+@dataclass(frozen=True)
+class MessageLimit:
+    """The largest message the node takes, and how to say it."""
+
+    size_bytes: int = MAX_MAX_MESSAGE_BYTES
+    said: str = f"the largest message any node takes ({MAX_MAX_MESSAGE_BYTES // 2**30} GiB)"
+
+
+def message_limit(config_path: str) -> MessageLimit:
+    """The node's ``max_message_bytes`` when ``config_path`` is a config that reads, else
+    the most any node takes (an ``ipc://`` endpoint names no config: the node says it)."""
+    from .._config import load_config
+    from .._errors import ConfigError
+
+    if config_path.startswith("ipc://"):
+        return MessageLimit()
+    try:
+        limit = load_config(config_path).node.max_message_bytes
+    except ConfigError:
+        return MessageLimit()  # (said where the config is used)
+    return MessageLimit(limit, f"the node's max_message_bytes ({format_bytes(limit)})")
+
+
+def read_payload_file(path: Path, limit: MessageLimit) -> bytes:
+    """The bytes of ``path`` (a file, or a pipe such as /dev/stdin), at most ``limit``.
+    Raises OSError, or ValueError for a larger one (``--data @/dev/zero`` read until
+    memory ran out, QA)."""
     with path.open("rb") as f:
         info = os.fstat(f.fileno())
-        if stat.S_ISREG(info.st_mode) and info.st_size > MAX_MAX_MESSAGE_BYTES:
-            raise ValueError(f"{info.st_size:,} bytes")
-        data = f.read(MAX_MAX_MESSAGE_BYTES + 1)
-    if len(data) > MAX_MAX_MESSAGE_BYTES:
-        raise ValueError("more bytes")
+        if stat.S_ISREG(info.st_mode) and info.st_size > limit.size_bytes:
+            raise ValueError(f"{path} holds {info.st_size:,} bytes: more than {limit.said}")
+        data = f.read(limit.size_bytes + 1)
+    if len(data) > limit.size_bytes:
+        raise ValueError(f"{path} holds more than {limit.said}")
     return data
 
 
-def too_large(path: Path, why: ValueError) -> str:
-    """What to say of a file :func:`read_payload_file` refused."""
-    limit = MAX_MAX_MESSAGE_BYTES // 2**30
-    return f"{path} holds {why}: more than the largest message any node takes ({limit} GiB)"
-
-
-def from_text_or_file(value: str) -> tuple[bytes, str]:
+def from_text_or_file(value: str, limit: MessageLimit) -> tuple[bytes, str]:
     """``TEXT``'s bytes as given (UTF-8 mostly), or ``@FILE``'s; returns ``(payload,
     description)``."""
     if value.startswith("@"):
         path = Path(value[1:])
         try:
-            data = read_payload_file(path)
+            data = read_payload_file(path, limit)
         except OSError as exc:
             raise PayloadError(f"--payload: cannot read {path}: {exc.strerror}") from None
         except ValueError as exc:
-            raise PayloadError(f"--payload: {too_large(path, exc)}") from None
+            raise PayloadError(f"--payload: {exc}") from None
         return data, f"{len(data)} B from {path}"
     data = os.fsencode(value)  # argv bytes that are not UTF-8 come back as they were
     return data, f"{len(data)} B of text"
@@ -138,18 +157,20 @@ def message_class(type_name: str, modules: list[str]) -> type:
     return message_factory.GetMessageClass(descriptor)
 
 
-def from_json(json_text: str, type_name: str, modules: list[str]) -> tuple[bytes, str]:
+def from_json(
+    json_text: str, type_name: str, modules: list[str], limit: MessageLimit
+) -> tuple[bytes, str]:
     """Serialize the protobuf message ``type_name`` written as JSON (or ``@FILE``)."""
     from google.protobuf import json_format
 
     if json_text.startswith("@"):
         path = Path(json_text[1:])
         try:
-            json_text = read_payload_file(path).decode("utf-8", errors="replace")
+            json_text = read_payload_file(path, limit).decode("utf-8", errors="replace")
         except OSError as exc:
             raise PayloadError(f"--payload-json: cannot read {path}: {exc.strerror}") from None
         except ValueError as exc:
-            raise PayloadError(f"--payload-json: {too_large(path, exc)}") from None
+            raise PayloadError(f"--payload-json: {exc}") from None
     cls = message_class(type_name, modules)
     try:
         message: Any = json_format.Parse(json_text, cls())
