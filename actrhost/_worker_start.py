@@ -204,7 +204,8 @@ class ForkServer:
             raise
         if "error" in answer:
             await self.close()
-            raise OSError(f"the forkserver could not import the handlers: {answer['error']}")
+            # (With spawn it is a throwaway forkserver: say what failed, not which process.)
+            raise OSError(f"the handler modules do not import: {answer['error']}")
 
     async def _receive(self, timeout: float) -> dict[str, object]:
         assert self._channel is not None
