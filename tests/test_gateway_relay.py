@@ -3,6 +3,7 @@ real coturn the test starts on loopback (skipped with the reason when coturn is 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import socket
@@ -16,7 +17,9 @@ import pytest
 pytest.importorskip("aiortc")
 
 from actrhost import Unavailable
-from actrhost.gateway._testing import HarnessNode, LoopRunner, start_nodes
+from actrhost._config import TurnServer, WebrtcConfig
+from actrhost.gateway._ice import TURN_CHECK_S, what_the_turn_server_says
+from actrhost.gateway._testing import FAST_TUNING, HarnessNode, LoopRunner, start_nodes
 from actrhost.signaling._testing import ServerProcess, pick_port
 
 TURNSERVER = shutil.which("turnserver")
@@ -101,8 +104,13 @@ def relayed_pair(
     )
     runner = LoopRunner()
     with ServerProcess() as server:
-        a = HarnessNode(tmp_path / "a", server.url, [("client", "t+C")], webrtc_toml=webrtc)
-        b = HarnessNode(tmp_path / "b", server.url, [("echo", "t+E")], webrtc_toml=webrtc)
+        tuning = {**FAST_TUNING, "connect_timeout_s": connect_timeout_s}
+        a = HarnessNode(
+            tmp_path / "a", server.url, [("client", "t+C")], webrtc_toml=webrtc, tuning=tuning
+        )
+        b = HarnessNode(
+            tmp_path / "b", server.url, [("echo", "t+E")], webrtc_toml=webrtc, tuning=tuning
+        )
         try:
             runner.run(start_nodes(a, b))
             yield runner, a, b
@@ -142,3 +150,24 @@ def test_a_refused_turn_credential_is_named(tmp_path: Path, turn: tuple[int, Pat
             for remote in runner.run(node.stats())["remote_nodes"].values():
                 errors.append(remote.get("connection", {}).get("error", ""))
         assert any("turn_username and turn_credential" in e for e in errors), errors
+        # What the server said: it asked whether the server was reachable (QA).
+        refused = "no relay candidate from the TURN server (force_relay): it refused the "
+        assert any(refused + "allocation (401 " in e for e in errors), errors
+
+
+def test_what_the_turn_server_says_of_an_allocation(turn: tuple[int, Path]) -> None:
+    # aioice drops why it got no relay candidate; the gateway asks the server itself when
+    # force_relay left it none (a refused credential read as an unreachable server, QA).
+    port, _turn_log = turn
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        silent_port = probe.getsockname()[1]  # nothing listens there once it is closed
+
+    def said(server_port: int, credential: str) -> str:
+        url = f"turn:127.0.0.1:{server_port}?transport=udp"
+        webrtc = WebrtcConfig(turn_servers=(TurnServer(url, "actr", credential),))
+        return asyncio.run(what_the_turn_server_says(webrtc))
+
+    assert said(port, "relaypass") == ""
+    assert said(port, "wrong") == "it refused the allocation (401 Unauthorized)"
+    assert said(silent_port, "any") == f"it did not answer within {TURN_CHECK_S:g} s"

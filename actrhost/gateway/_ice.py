@@ -21,6 +21,7 @@ Four facts about aiortc / aioice on this machine (DESIGN §10) shape this module
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
@@ -30,9 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import aioice.ice
+import aioice.stun
 import aioice.turn
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
+from aiortc.rtcicetransport import connection_kwargs
 
 from .._config import WebrtcConfig
 
@@ -160,6 +163,39 @@ def rtc_configuration(webrtc: WebrtcConfig) -> RTCConfiguration:
         iceTransportPolicy=policy,
         bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
     )
+
+
+#: How long :func:`what_the_turn_server_says` waits for an allocation.
+TURN_CHECK_S = 2.0
+
+
+async def what_the_turn_server_says(webrtc: WebrtcConfig) -> str:
+    """Why the first TURN server of ``webrtc`` gave no relay candidate, as far as an
+    allocation of our own shows it: "it refused the allocation (401 - Unauthorized)",
+    "it did not answer within 2 s", or "" (it allocated, or the URL is not one aioice
+    takes). aioice drops the reason when it gathers, and a refused credential read as
+    an unreachable server (QA)."""
+    kwargs = connection_kwargs(ice_servers(webrtc))
+    server = kwargs.get("turn_server")
+    if server is None:
+        return ""
+    try:
+        async with asyncio.timeout(TURN_CHECK_S):
+            transport, _ = await aioice.turn.create_turn_endpoint(
+                asyncio.DatagramProtocol,
+                server_addr=server,
+                username=kwargs.get("turn_username"),
+                password=kwargs.get("turn_password"),
+                ssl=kwargs.get("turn_ssl", False),
+                transport=kwargs.get("turn_transport", "udp"),
+            )
+    except aioice.stun.TransactionFailed as exc:
+        code, reason = exc.response.attributes.get("ERROR-CODE", (0, "refused"))
+        return f"it refused the allocation ({code} {reason})"
+    except (TimeoutError, aioice.stun.TransactionError, OSError):
+        return f"it did not answer within {TURN_CHECK_S:g} s"
+    transport.close()
+    return ""
 
 
 def local_candidate_count(pc: Any) -> int:

@@ -36,6 +36,7 @@ from ._ice import (
     no_path_between,
     rtc_configuration,
     udp_drops,
+    what_the_turn_server_says,
 )
 from ._media import MediaReceiver, MediaSender
 from ._pacing import FifoPace
@@ -271,7 +272,7 @@ class PeerConnection(Confirming):
         self._begin()
         await pc.setLocalDescription(await pc.createOffer())
         self.media_sender.learn_mids(pc.getTransceivers())
-        self._check_candidates(pc)
+        await self._check_candidates(pc)
         return pc.localDescription.sdp
 
     async def accept_offer(self, sdp: str) -> str:
@@ -294,7 +295,7 @@ class PeerConnection(Confirming):
                 transceiver.direction = "recvonly"
         await pc.setLocalDescription(await pc.createAnswer())
         self.media_sender.learn_mids(pc.getTransceivers())
-        self._check_candidates(pc)
+        await self._check_candidates(pc)
         return pc.localDescription.sdp
 
     async def accept_answer(self, sdp: str) -> None:
@@ -303,14 +304,16 @@ class PeerConnection(Confirming):
             return
         await self._pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
 
-    def _check_candidates(self, pc: RTCPeerConnection) -> None:
+    async def _check_candidates(self, pc: RTCPeerConnection) -> None:
         if local_candidate_count(pc) == 0:
             if self._webrtc.force_relay:
-                # A refused credential looks the same from here as an unreachable server
-                # (it named only the host addresses, which force_relay does not use, QA).
+                # It named only the host addresses, which force_relay does not use, then
+                # asked whether the server was reachable when it had refused (QA).
+                said = await what_the_turn_server_says(self._webrtc)
                 why = (
-                    "no relay candidate from the TURN servers (force_relay): are they "
-                    "reachable, and are [webrtc] turn_username and turn_credential right?"
+                    "no relay candidate from the TURN server (force_relay): "
+                    f"{said or 'is it reachable'}; are [webrtc] turn_username and "
+                    "turn_credential right?"
                 )
             else:
                 why = (
