@@ -171,7 +171,7 @@ TURN_CHECK_S = 2.0
 
 async def what_the_turn_server_says(webrtc: WebrtcConfig) -> str:
     """Why the first TURN server of ``webrtc`` gave no relay candidate, as far as an
-    allocation of our own shows it: "it refused the allocation (401 - Unauthorized)",
+    allocation of our own shows it: "it refused the allocation (401 Unauthorized)",
     "it did not answer within 2 s", or "" (it allocated, or the URL is not one aioice
     takes). aioice drops the reason when it gathers, and a refused credential read as
     an unreachable server (QA)."""
