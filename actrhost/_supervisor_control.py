@@ -102,6 +102,12 @@ class ControlHandlers:
             slot.routing_id = routing_id
             slot.pid = message.get("pid", slot.pid)
             self._feed.forget(routing_id)
+            if self._stopping:
+                # Its SIGTERM was lost (it came before the worker's own handler: a
+                # module's import, or the instant after its fork, took it): it ran, and
+                # was killed after the grace (CI).
+                self._send(routing_id, {"op": control.STOP})
+                return
             self._send(routing_id, self.snapshot())
             self._watch_start(slot)  # it runs __init__ and on_start once it has this
         elif op == control.STATE:

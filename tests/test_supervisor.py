@@ -143,6 +143,36 @@ def test_a_group_sigterm_while_instances_start_stops_the_node_in_order(node_fact
         assert wrong not in node.log(), node.log()
 
 
+def test_a_worker_that_missed_its_sigterm_at_start_is_stopped_when_it_says_hello(node_factory):
+    # A worker not yet talking to the supervisor is stopped by a SIGTERM. One that lost
+    # it (a module's import ignored it here; in CI, the instant after a fork, when the
+    # forkserver's handler still ran) went on to say hello, was given the directory and
+    # ran, and the stop waited out the grace to kill it.
+    node = node_factory(
+        '[[actor]]\nname = "deaf"\ntype = "test+Deaf"\nhandler = "deaf:Deaf"\n',
+        'start_method = "spawn"\nshutdown_grace_s = 5',
+        start=False,
+    )
+    marker = node.config_path.parent / "importing"
+    (node.config_path.parent / "deaf.py").write_text(
+        "import os, pathlib, signal, time\n"
+        "import actrhost\n"
+        "if os.environ.get('ACTRHOST_WORKER_SPEC'):  # in the worker only\n"
+        "    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as some libraries do\n"
+        f"    pathlib.Path({str(marker)!r}).touch()\n"
+        "    time.sleep(1.5)\n"
+        "class Deaf(actrhost.Actor):\n"
+        "    pass\n"
+    )
+    node.spawn()
+    wait_until(marker.exists, 20, "the worker to import its handler module")
+    assert node.process is not None
+    node.process.send_signal(signal.SIGTERM)
+    assert node.process.wait(8) == 0
+    for wrong in ("died", "killing", "killed", "Traceback", "ERROR"):
+        assert wrong not in node.log(), node.log()
+
+
 def test_a_closed_terminal_stops_the_node_in_order(node_factory):
     # SIGHUP killed the supervisor outright; its workers took the orphan's way out (QA).
     node = node_factory(ECHO.format(extra="instances = 2"))
