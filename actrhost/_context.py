@@ -262,8 +262,9 @@ class Context:
 
         Chunks of one stream run one at a time, in order; different streams concurrently.
         ``chunk.payload`` is a zero-copy view valid until the callback returns. A callback
-        that raises is logged and counted, and the stream goes on. A plain (not async)
-        function works too, run as the chunk arrives.
+        that raises (a ``CancelledError`` of its own code too) is logged and counted, and
+        the stream goes on. A plain (not async) function works too, run as the chunk
+        arrives; what it returns is ignored.
         """
         self._runtime.register_stream_callback(STREAM, stream_id, callback)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 from collections import deque
@@ -390,23 +391,29 @@ class StreamReceiver:
                     self._in_callback += 1
                     try:
                         pending = callback(item, frame.source)
-                        if pending is not None:  # None: a plain function, done already
+                        # A plain function is done already, whatever it returned (a
+                        # value was awaited: an error on every chunk, QA).
+                        if inspect.isawaitable(pending):
                             await pending
                     finally:
                         self._in_callback -= 1
                 except asyncio.CancelledError:
-                    raise
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():  # a stop or an unregister
+                        raise
+                    # The callback's own (a future it awaited was cancelled): as any
+                    # exception. It ended this task with chunks queued, and a full
+                    # backlog never read the socket again: the actor hung, silently (QA).
+                    self._callback_failed(frame)
                 except Exception:
-                    self.counters.callback_errors += 1
-                    # Sparingly: one that raises on every chunk wrote 5 MB of tracebacks
-                    # in 2 s (QA); the count is in `actrhost status`.
-                    if worth_logging(self.counters.callback_errors):
-                        log.exception(
-                            "%s callback for %r raised; the stream goes on (#%d)",
-                            frame.kind,
-                            frame.key,
-                            self.counters.callback_errors,
-                        )
+                    self._callback_failed(frame)
+                except (SystemExit, KeyboardInterrupt):
+                    raise  # they end the process, as anywhere in it
+                except BaseException as exc:
+                    # GeneratorExit and the like: they end the process as a handler's do
+                    # (docs/node.md); asyncio kept them in this task, the stream stalled.
+                    log.critical("%s callback for %r raised %r: ending", frame.kind, frame.key, exc)
+                    raise SystemExit(1) from exc
                 finally:
                     # Drop our references before the slot is reused.
                     value = None
@@ -417,6 +424,18 @@ class StreamReceiver:
             queue.running = False
             if not queue.items and self._queues.get(queue.key) is queue:
                 del self._queues[queue.key]  # stream ids come and go
+
+    def _callback_failed(self, frame: StreamFrame) -> None:
+        self.counters.callback_errors += 1
+        # Sparingly: one that raises on every chunk wrote 5 MB of tracebacks in 2 s (QA);
+        # the count is in `actrhost status`.
+        if worth_logging(self.counters.callback_errors):
+            log.exception(
+                "%s callback for %r raised; the stream goes on (#%d)",
+                frame.kind,
+                frame.key,
+                self.counters.callback_errors,
+            )
 
     def _for_previous_process(self, frame: StreamFrame) -> None:
         self.counters.previous_process += 1

@@ -493,16 +493,50 @@ def test_frames_waiting_for_a_gateway_that_went_away_go_again_to_the_next_one(tm
     assert counted == [count, 0]
 
 
+def test_a_callback_whose_own_code_raises_cancelled_error_lets_the_stream_go_on():
+    # It ended the stream's task with chunks queued: they waited for the next chunk, and a
+    # full backlog was never read again, the actor hung with nothing logged (QA).
+    async def go():
+        got: list[int] = []
+        spaces: list[bool] = []
+        receiver = StreamReceiver(
+            node_prefix=f"t{os.getpid()}",
+            capacity=4,
+            on_full=lambda: spaces.append(False),
+            on_space=lambda: spaces.append(True),
+        )
+
+        async def callback(chunk: DataStream, sender: object) -> None:
+            got.append(chunk.sequence)
+            if chunk.sequence == 1:
+                cancelled = asyncio.get_running_loop().create_future()
+                cancelled.cancel()
+                await cancelled
+
+        receiver.register(wire.STREAM, "s", callback)
+        _frames(receiver, range(6))
+        async with asyncio.timeout(5):
+            while len(got) < 6:
+                await asyncio.sleep(0.01)
+        assert got == list(range(6))
+        assert receiver.counters.callback_errors == 1
+        assert spaces == [False, True]  # the socket is read again
+        receiver.close()
+
+    run(go())
+
+
 def test_a_plain_function_works_as_a_stream_callback():
     async def go():
         got: list[tuple[int, bytes]] = []
         receiver = StreamReceiver(
             node_prefix=f"t{os.getpid()}", capacity=100, on_full=lambda: None, on_space=lambda: None
         )
+        # What it returns is not awaited (it was: an error on every chunk, QA).
         receiver.register(
             wire.STREAM,
             "s",
-            lambda chunk, sender: got.append((chunk.sequence, bytes(chunk.payload))),
+            lambda chunk, sender: got.append((chunk.sequence, bytes(chunk.payload))) or len(got),
         )
         for sequence in range(3):
             receiver.on_frame(
