@@ -7,6 +7,7 @@ local and a remote failure.
 
 from __future__ import annotations
 
+import asyncio
 from enum import IntEnum
 
 
@@ -108,7 +109,15 @@ def error_from_code(code: int, message: str) -> ActrError:
     return cls(message)
 
 
-def handler_failure(exc: Exception) -> HandlerError:
+def cancelled_from_outside() -> bool:
+    """Whether the running task is being cancelled (a stop, a close, an unregister), as
+    opposed to a ``CancelledError`` its own code raised (a future it awaited was
+    cancelled), which is that code's failure like any exception."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def handler_failure(exc: BaseException) -> HandlerError:
     """The 500 that a handler's unexpected exception becomes: ``"<Type>: <text>"``.
 
     An exception whose ``str()`` itself raises still gives its caller an answer (the

@@ -11,7 +11,14 @@ from typing import Any
 from ._actor import check_callback
 from ._context import decode_message, encode_message
 from ._envelope import REQUEST, RESPONSE, Envelope, checked_key, error_response
-from ._errors import ActrError, BadRequest, HandlerError, NotFound, handler_failure
+from ._errors import (
+    ActrError,
+    BadRequest,
+    HandlerError,
+    NotFound,
+    cancelled_from_outside,
+    handler_failure,
+)
 from ._ids import ActrId
 from ._rpc import RpcEndpoint
 
@@ -69,6 +76,12 @@ class ShellServing:
                     payload = encode_message(result)
                 except BadRequest as exc:  # the handler's fault, as for an actor's answer
                     raise HandlerError(f"the handler's answer: {exc.message}") from None
+            except asyncio.CancelledError as exc:
+                if cancelled_from_outside():  # the Shell is closing
+                    raise
+                # Its own code's (a future it awaited was cancelled): as any exception.
+                # The caller waited for its deadline (QA).
+                error = handler_failure(exc)
             except ActrError as exc:
                 error = exc
             except Exception as exc:

@@ -28,7 +28,7 @@ from typing import Any
 from . import _envelope as wire
 from ._actor import check_callback
 from ._envelope import StreamFrame
-from ._errors import ActrError, BadRequest
+from ._errors import ActrError, BadRequest, cancelled_from_outside
 from ._ids import ActrId
 from ._payload_type import PayloadType
 from ._payloads import DataStream, MediaSample
@@ -398,8 +398,7 @@ class StreamReceiver:
                     finally:
                         self._in_callback -= 1
                 except asyncio.CancelledError:
-                    task = asyncio.current_task()
-                    if task is not None and task.cancelling():  # a stop or an unregister
+                    if cancelled_from_outside():  # a stop or an unregister
                         raise
                     # The callback's own (a future it awaited was cancelled): as any
                     # exception. It ended this task with chunks queued, and a full

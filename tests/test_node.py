@@ -462,6 +462,19 @@ def test_actor_calls_the_shell(node):
                 async def one_argument(request: bytes) -> bytes:
                     return request
 
+        async with actrhost.connect(node.config_path) as shell:
+
+            @shell.on_rpc("test.Shell.Hello")
+            async def cancelled(request: bytes, caller: ActrId | None) -> bytes:
+                future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+                future.cancel()
+                return await future
+
+            # Its own CancelledError (a future it awaited was cancelled) is its failure, as
+            # an actor handler's: the caller waited for its deadline (QA).
+            with pytest.raises(HandlerError, match="CancelledError"):
+                await shell.call("echo", "test.Echo.CallShell", b"c", timeout=20)
+
     run(go())
 
 

@@ -23,7 +23,13 @@ from .._config import Config
 from .._context import Context, decode_message
 from .._directory import ActorState, Directory, gateway_feed_endpoint, take_update
 from .._envelope import REQUEST, RESPONSE, Envelope, StreamFrame
-from .._errors import ActrError, HandlerError, Unavailable, handler_failure
+from .._errors import (
+    ActrError,
+    HandlerError,
+    Unavailable,
+    cancelled_from_outside,
+    handler_failure,
+)
 from .._ids import ActrId, Realm
 from .._linux import supervisor_gone
 from .._loop_watch import LoopWatch
@@ -473,15 +479,14 @@ class Worker(Inbound, Outbound):
             else:
                 self.counters.tells_served += 1
         except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():  # we are stopping: cancelled by us
+            if cancelled_from_outside():  # we are stopping: cancelled by us
                 if is_request:
                     stopping = Unavailable(f"actor {self.self_id} is stopping")
                     self._reply_error(env, routing_id, stopping)
                 raise
             # Raised by the handler's own code (a future it awaited was cancelled).
             self.counters.errors += 1
-            failure = HandlerError(f"CancelledError: {exc}" if str(exc) else "CancelledError")
+            failure = handler_failure(exc)
             error_code = int(failure.code)
             self._reply_or_log(env, routing_id, failure)
         except ActrError as exc:
