@@ -283,6 +283,18 @@ class SlowStop(Echo):
             await asyncio.sleep(0.02)
 
 
+class CancelsItsTaskAtStop(Echo):
+    """The usual clean-up in on_stop: cancel a task, then await it, without suppressing
+    its CancelledError."""
+
+    async def on_start(self, ctx: Context) -> None:
+        self.ticker = asyncio.ensure_future(asyncio.sleep(3600))
+
+    async def on_stop(self, ctx: Context) -> None:
+        self.ticker.cancel()
+        await self.ticker
+
+
 class FailsInInit(Actor):
     """Raises in ``__init__``."""
 

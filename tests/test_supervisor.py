@@ -182,6 +182,18 @@ def test_a_closed_terminal_stops_the_node_in_order(node_factory):
     assert "shutting down" in node.log() and "stopped" in node.log()
 
 
+def test_an_on_stop_that_awaits_a_task_it_cancelled_stops_cleanly(node_factory):
+    # The task's CancelledError came out of on_stop: the rest of the stop was skipped and
+    # each stop or restart logged "worker failed" and "died with exit code 1" (QA).
+    node = node_factory(
+        '[[actor]]\nname = "tidy"\ntype = "test+Tidy"\nhandler = "actors:CancelsItsTaskAtStop"\n'
+    )
+    assert node.stop() == 0
+    assert "on_stop raised CancelledError (awaited a task it cancelled?)" in node.log()
+    for wrong in ("died", "failed", "Traceback", "ERROR"):
+        assert wrong not in node.log(), node.log()
+
+
 def test_on_stop_gets_its_grace_after_handlers_took_theirs(node_factory):
     # Handlers get shutdown_grace_s, then on_stop gets it again: the supervisor killed
     # the worker one grace + 2 s after the stop, in the middle of its on_stop (QA).

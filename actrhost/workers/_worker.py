@@ -311,6 +311,17 @@ class Worker(Inbound, Outbound):
             await asyncio.wait_for(self.actor.on_stop(Context(self)), grace)
         except TimeoutError:
             log.warning("%r: on_stop still running after %.1fs: cancelled", self, grace)
+        except asyncio.CancelledError:
+            if cancelled_from_outside():
+                raise
+            # Its own code's: most often `task.cancel(); await task` without suppressing
+            # the task's CancelledError. It skipped the rest of the stop, and every stop
+            # and restart ended as "worker failed ... died with exit code 1" (QA).
+            log.warning(
+                "%r: on_stop raised CancelledError (awaited a task it cancelled?); the stop "
+                "goes on",
+                self,
+            )
         except Exception:
             log.exception("%r: on_stop failed", self)
         # What senders queued for us meanwhile is read (and dropped, counted) rather than
