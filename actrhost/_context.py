@@ -72,7 +72,7 @@ class _Runtime(Protocol):
         self, ctx: Context, dest: Dest, route_key: str, payload: bytes, payload_type: PayloadType
     ) -> None: ...
 
-    async def discover(self, actr_type: ActrType) -> ActrId: ...
+    async def discover(self, actr_type: ActrType, deadline: float | None) -> ActrId: ...
 
     async def send_stream_frame(
         self, dest: Dest, frame: StreamFrame, payload: Any, deadline: float
@@ -249,11 +249,13 @@ class Context:
         else, through signaling, the best ranked on other nodes (compatible, available,
         the shortest mailbox backlog; ties at random, so equal ones share the load).
 
-        Raises ``NotFound`` when no instance is known.
+        Instances of this node that are still starting are waited for, as a call to one
+        would be (at most 10 s, and never past this context's deadline). Raises
+        ``NotFound`` when no instance is known, ``Unavailable`` when none runs.
         """
         if isinstance(actr_type, str):
             actr_type = ActrType.parse(actr_type)
-        return await self._runtime.discover(actr_type)
+        return await self._runtime.discover(actr_type, self.deadline)
 
     # -- data streams and media --------------------------------------------------------
 

@@ -8,6 +8,8 @@ the latest snapshot, so resolving a destination never leaves the process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -412,8 +414,9 @@ GATEWAY_DISCOVER_ROUTE = "actrhost.gateway.Discover"
 #: it as a request: its answer shows that everything the caller sent before it on the
 #: same connection was read (``actrhost load`` ends tells and streams with it).
 BARRIER_ROUTE = "actrhost.Barrier"
-#: How long discovery through the gateway (and signaling) may take.
-GATEWAY_DISCOVER_TIMEOUT_S = 10.0
+#: How long discovery may take: waiting for a local instance that is starting, or
+#: through the gateway (and signaling).
+DISCOVER_TIMEOUT_S = 10.0
 
 
 async def discover_via(
@@ -422,21 +425,36 @@ async def discover_via(
     actr_type: ActrType,
     source: ActrId | None,
     deadline: float | None = None,
+    changed: Callable[[], asyncio.Event] | None = None,
 ) -> ActrId:
     """Local instances first (round-robin); then, if the node has a gateway, signaling,
-    for at most GATEWAY_DISCOVER_TIMEOUT_S and not past ``deadline`` (loop time: that
-    of the call the discovery is for)."""
-    try:
-        return directory.pick(actr_type).actr_id
-    except NotFound:
-        if directory.gateway is None:
-            raise
+    for at most DISCOVER_TIMEOUT_S and not past ``deadline`` (loop time: that of the call
+    the discovery is for).
+
+    With ``changed`` (the event the next directory update sets), a type whose local
+    instances are all starting is waited for as long, as a call to one of them would be:
+    an actor that discovered a peer listed after it in the config got 503 from its
+    ``on_start`` (QA: the README's first example, in that order)."""
+    loop = asyncio.get_running_loop()
+    own = loop.time() + DISCOVER_TIMEOUT_S
+    deadline = own if deadline is None else min(own, deadline)
+    while True:
+        try:
+            return directory.pick(actr_type).actr_id
+        except NotFound:
+            if directory.gateway is None:
+                raise
+            break
+        except Unavailable:
+            remaining = deadline - loop.time()
+            if changed is None or remaining <= 0 or not directory.starting(actr_type):
+                raise
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await changed().wait()
     from ._envelope import REQUEST, Envelope
 
     gateway = directory.running_gateway()
-    loop = asyncio.get_running_loop()
-    own = loop.time() + GATEWAY_DISCOVER_TIMEOUT_S
-    deadline = own if deadline is None else min(own, deadline)
     env = Envelope(
         REQUEST,
         GATEWAY_DISCOVER_ROUTE,

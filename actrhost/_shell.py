@@ -492,11 +492,14 @@ class Shell(ShellServing, ShellStreams):
         await self._rpc.tell(endpoint, env, deadline)
 
     async def discover(self, actr_type: ActrType | str) -> ActrId:
-        """A running instance of ``actr_type`` on the node (round-robin); NotFound if none."""
+        """A running instance of ``actr_type`` on the node (round-robin; one starting is
+        waited for, at most 10 s); NotFound if none, Unavailable if none runs."""
         self._check_open()
         if isinstance(actr_type, str):
             actr_type = ActrType.parse(actr_type)
-        return await discover_via(self.directory, self._rpc, actr_type, None)
+        return await discover_via(
+            self.directory, self._rpc, actr_type, None, changed=lambda: self._directory_changed
+        )
 
     async def actors(self) -> list[ActorInfo]:
         """What runs on the node: one entry per actor instance, in config order."""

@@ -81,6 +81,18 @@ class SlowStart(Echo):
         await asyncio.sleep(1.5)
 
 
+class FindsAtStart(Actor):
+    """Discovers the type in its ``find`` setting from ``on_start``, as the README's
+    example client does."""
+
+    async def on_start(self, ctx: Context) -> None:
+        self.found = await ctx.discover(self.settings["find"])
+
+    @rpc("test.Finder.Found")
+    async def found_id(self, ctx: Context, request: bytes) -> bytes:
+        return str(self.found).encode()
+
+
 class Relay(Actor):
     """Calls another actor on behalf of its caller (A -> B -> A, deadlines, traces)."""
 

@@ -427,6 +427,28 @@ def test_discover_round_robins_over_instances(node):
     run(go())
 
 
+def test_discover_waits_for_instances_that_are_starting(node_factory):
+    # An actor that discovered a peer listed after it in the config (the README's first
+    # example, in that order) failed its on_start with 503 "instances are starting"; a
+    # Shell's discover did too, while its call by type waited (QA).
+    node = node_factory(
+        '[[actor]]\nname = "finder"\ntype = "test+Finder"\nhandler = "actors:FindsAtStart"\n'
+        '[actor.settings]\nfind = "test+SlowStart"\n'
+        '[[actor]]\nname = "slow"\ntype = "test+SlowStart"\nhandler = "actors:SlowStart"\n',
+        start=False,
+    )
+    node.spawn()
+    node.wait_for_log("starting 2 actor instance(s)", 20)
+
+    async def go() -> None:
+        async with actrhost.connect(node.config_path) as shell:
+            slow = await shell.discover("test+SlowStart")  # (1.5 s in on_start)
+            assert await shell.call("finder", "test.Finder.Found") == str(slow).encode()
+
+    run(go(), 30)
+    assert [a["restarts"] for a in node.status()["actors"]] == [0, 0]
+
+
 def test_actor_calls_the_shell(node):
     async def go():
         async with actrhost.connect(node.config_path) as shell:

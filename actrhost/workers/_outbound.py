@@ -131,9 +131,17 @@ class Outbound:
         )
         await self.rpc.tell(endpoint, env, deadline)
 
-    async def discover(self, actr_type: ActrType) -> ActrId:
-        """A running local instance of ``actr_type`` (round-robin), else one the gateway finds."""
-        return await discover_via(self.directory, self.rpc, actr_type, self.self_id)
+    async def discover(self, actr_type: ActrType, deadline: float | None) -> ActrId:
+        """A running local instance of ``actr_type`` (round-robin; one starting waited for),
+        else one the gateway finds."""
+        return await discover_via(
+            self.directory,
+            self.rpc,
+            actr_type,
+            self.self_id,
+            deadline,
+            changed=lambda: self._directory_changed,
+        )
 
     async def send_stream_frame(
         self, dest: Dest, frame: StreamFrame, payload: Any, deadline: float

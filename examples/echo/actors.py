@@ -11,10 +11,11 @@ ECHO = ActrType("demo", "Echo")
 
 
 async def discover_when_running(ctx: Context, actr_type: ActrType, timeout_s: float = 10) -> ActrId:
-    """Discover an instance, waiting while the node is still starting it.
+    """Discover an instance, waiting until one is known and runs.
 
-    Actors start concurrently: right after this one's on_start, the other may still be
-    ``starting`` (Unavailable) — discovery does not wait by itself.
+    ``ctx.discover`` itself waits for an instance this node is starting; one on another
+    node is known once that node registered it with signaling (NotFound until then), and
+    one restarting or given up on is Unavailable.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
