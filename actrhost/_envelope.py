@@ -11,7 +11,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from ._errors import ActrError, BadRequest, ErrorCode
+from ._errors import ActrError, BadRequest, ErrorCode, wire_code
 from ._ids import ActrId, ActrType, Realm
 from ._payload_type import PayloadType
 from .proto import actr_pb2
@@ -133,9 +133,9 @@ def error_response(request_id: str, error: ActrError) -> Envelope:
     becomes a 500 that says so: ``raise ActrError("…", code=0)`` in a handler used to
     reach its caller as a successful empty answer.
     """
-    code, message = int(error.code), _error_text(error.message)
-    if not 0 < code < 2**32:
-        message = f"{message} (raised with code {code}, which is not an error code)"
+    code, message = wire_code(error), _error_text(error.message)
+    if code is None:
+        message = f"{message} (raised with code {error.code!r}, which is not an error code)"
         code = ErrorCode.HANDLER_ERROR
     return Envelope(RESPONSE, request_id=request_id, error_code=code, error_message=message)
 

@@ -36,6 +36,9 @@ class ActrError(Exception):
         super().__init__(message)
         self.message = message
         if code is not None:
+            if not isinstance(code, int) or isinstance(code, bool):
+                # Raised in a handler, it failed the answer: the caller waited (QA).
+                raise TypeError(f"an ActrError's code is an int, not {type(code).__name__}")
             self.code = code
 
     def __str__(self) -> str:
@@ -107,6 +110,15 @@ def error_from_code(code: int, message: str) -> ActrError:
     if cls is None:
         return ActrError(message, code=code)
     return cls(message)
+
+
+def wire_code(error: ActrError) -> int | None:
+    """The code ``error`` goes on the wire with, or None when it has none it can carry as
+    an error (0 reads as success; the field is a uint32; a subclass may set anything)."""
+    code = error.code
+    if isinstance(code, int) and not isinstance(code, bool) and 0 < code < 2**32:
+        return int(code)
+    return None
 
 
 def cancelled_from_outside() -> bool:

@@ -100,6 +100,21 @@ def test_an_error_code_the_wire_cannot_carry_fails_the_call_with_500(code):
     assert decoded.error_message == f"zero (raised with code {code}, which is not an error code)"
 
 
+def test_an_error_code_that_is_no_int_is_refused_or_fails_the_call_with_500():
+    # Raised in a handler, the failed int() lost the answer: the caller waited (QA).
+    with pytest.raises(TypeError, match="an ActrError's code is an int, not str"):
+        actrhost.ActrError("custom", code="abc")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="not float"):
+        actrhost.ActrError("custom", code=1.5)  # type: ignore[arg-type]
+
+    class Odd(actrhost.ActrError):
+        code = "abc"  # type: ignore[assignment]
+
+    decoded = wire.decode(wire.encode(wire.error_response("r1", Odd("odd"))))
+    assert decoded.error_code == 500
+    assert decoded.error_message == "odd (raised with code 'abc', which is not an error code)"
+
+
 def test_envelope_round_trip_keeps_every_field():
     a = ActrId.parse("1f@1:demo+Echo")
     b = ActrId.parse("20@1:demo+Client")

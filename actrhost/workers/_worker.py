@@ -25,10 +25,12 @@ from .._directory import ActorState, Directory, gateway_feed_endpoint, take_upda
 from .._envelope import REQUEST, RESPONSE, Envelope, StreamFrame
 from .._errors import (
     ActrError,
+    ErrorCode,
     HandlerError,
     Unavailable,
     cancelled_from_outside,
     handler_failure,
+    wire_code,
 )
 from .._ids import ActrId, Realm
 from .._linux import supervisor_gone
@@ -502,7 +504,7 @@ class Worker(Inbound, Outbound):
             self._reply_or_log(env, routing_id, failure)
         except ActrError as exc:
             self.counters.errors += 1
-            error_code = int(exc.code)
+            error_code = wire_code(exc) or ErrorCode.HANDLER_ERROR  # (as error_response)
             self._reply_or_log(env, routing_id, exc)
         except Exception as exc:
             self.counters.errors += 1
