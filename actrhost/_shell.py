@@ -213,8 +213,22 @@ class Shell(ShellServing, ShellStreams):
             await self.aclose()
             raise
         self.node_name = reply.get("node", "")
+        self._take_limits(reply.get("limits"))
         if not self._supervisor_pid:
             self._watch_supervisor()
+
+    def _take_limits(self, limits: object) -> None:
+        """Go by the node's ``max_message_bytes`` and ``[shm]`` sizes, as it started (the
+        attach answer has them), whatever this Shell was made with."""
+        if not isinstance(limits, dict):
+            return  # (a node of an older version)
+        sizes = {k: v for k, v in limits.items() if type(v) is int and v > 0}
+        if "max_message_bytes" in sizes:
+            self.max_message_bytes = self._rpc.max_message_bytes = sizes["max_message_bytes"]
+        if "threshold_bytes" in sizes:
+            self.threshold_bytes = self._streams_out.threshold_bytes = sizes["threshold_bytes"]
+        if "ring_bytes" in sizes:
+            self.ring_bytes = self._streams_out.ring_bytes = sizes["ring_bytes"]
 
     def _watch_supervisor(self) -> None:
         with contextlib.suppress(OSError, ValueError):

@@ -161,7 +161,14 @@ class ControlHandlers:
             self._feed.forget(routing_id)
             if routes != before:
                 self._feed.publish()  # before the answer: the Shell's calls wait for it
-            self._send(routing_id, {**self.snapshot(), "req": req})
+            # The node's limits, as it started: a Shell attached by its control
+            # endpoint has no config to read them from (it used the defaults, QA).
+            limits = {
+                "max_message_bytes": self.config.node.max_message_bytes,
+                "threshold_bytes": self.config.shm.threshold_bytes,
+                "ring_bytes": self.config.shm.ring_bytes,
+            }
+            self._send(routing_id, {**self.snapshot(), "req": req, "limits": limits})
         elif op == control.DETACH:
             self._forget_shell(routing_id)
             self._send(routing_id, {"op": op, "req": req})

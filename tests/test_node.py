@@ -560,6 +560,16 @@ def test_a_message_over_max_message_bytes_fails_at_its_sender(node_factory):
             with pytest.raises(HandlerError, match=r"response of .* exceeds the callee's"):
                 await shell.call("echo", "test.Echo.Repeat", b"70000")
             assert await shell.call("echo", "test.Echo.Repeat", b"3") == b"rrr"
+        # A Shell attached by the control endpoint, with no config to read, goes by the
+        # node's limits too (it used the defaults: 64 MiB went through, QA).
+        async with actrhost.connect(f"ipc://{node.run_dir / 'control.sock'}") as shell:
+            assert shell.max_message_bytes == 65536
+            assert (shell.threshold_bytes, shell.ring_bytes) == (
+                node.config.shm.threshold_bytes,
+                node.config.shm.ring_bytes,
+            )
+            with pytest.raises(actrhost.BadRequest, match=too_big):
+                await shell.call("echo", "test.Echo.Say", b"x" * 65536)
 
     run(go())
 
