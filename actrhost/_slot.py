@@ -53,6 +53,10 @@ class Slot:
     error: str = ""
     process: WorkerProcess | None = None
     restart_requested: bool = False  # stopped by a rolling restart: start it again at once
+    #: Its process is a rolling restart's successor that has not run yet: if it fails
+    #: to start, the restart that follows is the way back to the code before, which the
+    #: restart limit does not count (a deploy refused 6 times gave up on the instance).
+    successor: bool = False
     given_up: bool = False  # exited and will not be restarted (policy or restart limit)
     #: The counters its process last sent for a status request: (pid, loop time, stats).
     last_stats: tuple[int | None, float, dict[str, Any]] | None = None

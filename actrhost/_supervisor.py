@@ -435,8 +435,18 @@ class Supervisor(ControlHandlers):
             slot.restart_requested = False
             slot.restarts += 1
             log.info("%s: restarting (rolling restart)", slot.label)
+            slot.successor = True
             await self._spawn(slot)
             return
+        if slot.successor and slot.should_restart(clean):
+            # The rolling restart goes back to the code before (_rolling_restart): so
+            # does this start, not counted as a crash.
+            slot.successor = False
+            slot.restarts += 1
+            log.info("%s: restarting (the rolling restart failed)", slot.label)
+            await self._spawn(slot)
+            return
+        slot.successor = False
         if not slot.should_restart(clean):
             log.info(
                 "%s exited (%s); restart policy %r: not restarted",
@@ -519,6 +529,8 @@ class Supervisor(ControlHandlers):
             return
         log.debug("%s: %s -> %s", slot.label, slot.state.value, state.value)
         slot.state = state
+        if state is ActorState.RUNNING:
+            slot.successor = False
         self._state_changed.set()
         self._state_changed = asyncio.Event()
         # An end (dead, stopped, failed) goes out at once, on its own: coalesced with the

@@ -367,6 +367,30 @@ Versioned.on_start = _broken_on_start
     assert versions_after_a_crash_of_versioned_1(node) == {b"v1"}
 
 
+def test_a_refused_deploy_tried_again_does_not_use_up_the_restart_limit(node_factory):
+    # The way back after each attempt was counted as a crash restart: the attempt after
+    # max_restarts gave up on the instance, and the command still said it went back (QA).
+    node = node_factory(
+        VERSIONED.replace("instances = 2", "instances = 2\nmax_restarts = 1"), start=False
+    )
+    module = node.dir / "versioned.py"
+    module.write_text(handler_source("v1"))
+    node.start()
+    module.write_text(
+        handler_source("v2")
+        + "\nasync def _broken(self, ctx):\n    raise RuntimeError('broken deploy')\n"
+        + "\nVersioned.on_start = _broken\n"
+    )
+    for _attempt in range(3):
+        result = cli("restart", str(node.config_path), "versioned")
+        assert result.returncode == 1
+        assert "back to the code from before the restart" in result.stderr
+        node.wait_running(30)
+    (first, _second) = [a for a in node.status()["actors"] if a["name"] == "versioned"]
+    assert not first["given_up"] and first["state"] == "running", first
+    assert versions(node) == {b"v1"}
+
+
 def versions_after_a_crash_of_versioned_1(node) -> set[bytes]:
     """SIGKILL versioned#1 (an instance a failed rolling restart did not reach), wait for
     its crash restart, and say which versions answer then."""
