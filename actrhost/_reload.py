@@ -75,17 +75,17 @@ def unappliable_changes(current: Config, edited: Config, restarted: Collection[s
     ):
         if before != after:
             changes.append(f"{section} changed{_which_keys(before, after)}")
-    before_names = [a.name for a in current.actors]
-    after_names = [a.name for a in edited.actors]
-    if sorted(before_names) != sorted(after_names):
-        added = sorted(set(after_names) - set(before_names))
-        removed = sorted(set(before_names) - set(after_names))
-        if added:
-            changes.append(f"actor(s) added: {', '.join(added)}")
-        if removed:
-            changes.append(f"actor(s) removed: {', '.join(removed)}")
-        return changes
+    before_names = {a.name for a in current.actors}
+    after_names = {a.name for a in edited.actors}
+    if after_names - before_names:
+        changes.append(f"actor(s) added: {', '.join(sorted(after_names - before_names))}")
+    if before_names - after_names:
+        changes.append(f"actor(s) removed: {', '.join(sorted(before_names - after_names))}")
+    # Each one's own edits too, beside those: the user fixed one, ran the restart again,
+    # and was refused for the next (QA).
     for old in current.actors:
+        if old.name not in after_names:
+            continue
         new = edited.actor(old.name)
         if new == old:
             continue
