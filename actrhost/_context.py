@@ -230,8 +230,12 @@ class Context:
     ) -> None:
         """Send a message that is never answered. Returns once it is handed to the transport.
 
-        Raises ``NotFound`` / ``Unavailable`` when the destination cannot take it; the
-        handler's own failures are never reported back. For an actor on another node,
+        Raises ``NotFound`` / ``Unavailable`` when the destination cannot take it, and
+        ``DeadlineExceeded`` when its queue stays full past this context's deadline (5 s
+        in ``on_start`` and other code outside a handler); the handler's own failures are
+        never reported back. One that reaches an actor still starting is held, up to its
+        ``mailbox_capacity``, the rest dropped there and counted (``tells_dropped``), as
+        at a stopping one (docs/node.md). For an actor on another node,
         that is known once a tell has been dropped there: the tells (and stream frames) to
         it raise for the next second (docs/gateway.md, "Frames that cannot be
         delivered").
