@@ -212,11 +212,17 @@ class GatewayProcess:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._stats_waiter = (req, future)
         self._send(self.routing_id, {"op": control.STATS_REQUEST, "req": req})
+        # Not past its exit: a status asked just after a SIGKILL of the gateway waited the
+        # whole timeout, and showed it running, with its old pid (QA).
+        waits: set[asyncio.Future[Any]] = {future}
+        if self._process is not None:
+            waits.add(asyncio.ensure_future(self._process.wait()))
         try:
-            async with asyncio.timeout(timeout_s):
-                return await future
-        except TimeoutError:
-            return {}
+            await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits - {future}:
+                wait.cancel()
+        return future.result() if future.done() and not future.cancelled() else {}
 
     async def stop(self, timeout_s: float) -> None:
         """Stop the gateway (gracefully, then SIGKILL)."""

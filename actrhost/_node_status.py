@@ -64,6 +64,10 @@ async def collect_status(supervisor: Supervisor) -> dict[str, Any]:
             _pid, at, entry["stats"] = slot.last_stats
             entry["stats_age_s"] = round(loop.time() - at, 1)
         actors.append(entry)
+    gateway = None
+    if sup.gateway is not None and gateway_stats is not None:
+        stats = await gateway_stats  # first: described as it is once they came, or it exited
+        gateway = {**sup.gateway.describe(), "stats": stats}
     return {
         "node": sup.config.node.name,
         "run_dir": str(sup.run_dir),
@@ -72,9 +76,5 @@ async def collect_status(supervisor: Supervisor) -> dict[str, Any]:
         "workers_start": describe_worker_start(sup._forkserver),
         "metrics": sup._metrics.url if sup._metrics is not None else None,
         "actors": actors,
-        "gateway": (
-            {**sup.gateway.describe(), "stats": await gateway_stats}
-            if sup.gateway is not None and gateway_stats is not None
-            else None
-        ),
+        "gateway": gateway,
     }

@@ -22,6 +22,7 @@ import zmq
 import actrhost
 from actrhost import ActrId, DataStream, MediaSample
 from actrhost._fingerprint import service_fingerprint
+from actrhost._node_status import STATS_TIMEOUT_S
 from actrhost.signaling._testing import ServerProcess
 
 from .utils import Node, actrhost_command, pid_alive, run, signal_server, wait_until
@@ -545,6 +546,12 @@ def test_a_sigkilled_gateway_is_restarted_and_calls_work_again(node_factory, sig
             title = Path(f"/proc/{gateway_pid}/cmdline").read_bytes().rstrip(b"\0")
             assert title == f"actrhost gateway ({node_b.config.node.name})".encode()  # in ps
             os.kill(gateway_pid, signal.SIGKILL)
+            # A status asked at once waited its whole timeout for the dead gateway's
+            # counters, then showed it running with its old pid (QA).
+            asked = time.monotonic()
+            gateway = (await shell_b.status())["gateway"]
+            assert time.monotonic() - asked < 0.9 * STATS_TIMEOUT_S
+            assert (gateway["pid"], gateway["state"]) != (gateway_pid, "running"), gateway
             # The supervisor restarts it; it registers B's actor again with the same id.
             for _ in range(200):
                 status = await shell_b.status()
