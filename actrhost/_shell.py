@@ -39,6 +39,7 @@ from ._linux import process_gone
 from ._payload_type import PayloadType
 from ._rpc import RpcEndpoint, deadline_after
 from ._rundir import PID_FILE, is_live, node_prefix, remove_if_dead
+from ._shell_context import ShellContext
 from ._shell_serving import ShellHandler, ShellServing
 from ._shell_streams import ShellStreams, Target
 from ._stream_sender import StreamSender
@@ -151,9 +152,12 @@ class Shell(ShellServing, ShellStreams):
         """Attach to the node; raises ``Unavailable`` if none answers in time."""
         if self._closed:
             raise ClosedResourceError(f"{self!r} is closed")
+        if self._open:
+            return  # (`async with` a Shell opened already: a second set of sockets leaked)
         self._refuse_a_dead_node()
         self._loop = asyncio.get_running_loop()
-        self._zctx = zmq.Context()
+        self._context = ShellContext(self)
+        self._zctx = self._context.zctx
         ctl = self._zctx.socket(zmq.DEALER)
         ctl.setsockopt(zmq.LINGER, 0)
         ctl.setsockopt(zmq.ROUTING_ID, b"s:" + secrets.token_hex(6).encode())
@@ -176,6 +180,7 @@ class Shell(ShellServing, ShellStreams):
         except zmq.ZMQError as exc:
             self._control.close()
             self._zctx.destroy(linger=0)
+            self._context.release()
             # Mostly: the node never ran (or stopped and removed its run directory).
             if self.run_dir.is_dir():
                 why = str(exc)
@@ -331,6 +336,7 @@ class Shell(ShellServing, ShellStreams):
         # That wait (a worker that stopped reading) is the context's term(): not on the
         # caller's event loop, which it stopped for up to CLOSE_LINGER_MS (QA).
         await asyncio.to_thread(self._zctx.term)
+        self._context.release()
         if self._supervisor_pid:
             # The node died while we were attached: its last process out could not remove
             # the run dir (our socket file was in it), or all died at once (SIGKILL).

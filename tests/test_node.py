@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -570,6 +573,41 @@ def test_a_message_over_max_message_bytes_fails_at_its_sender(node_factory):
             )
             with pytest.raises(actrhost.BadRequest, match=too_big):
                 await shell.call("echo", "test.Echo.Say", b"x" * 65536)
+
+    run(go())
+
+
+def test_a_shell_dropped_without_closing_neither_hangs_the_script_nor_leaks(node):
+    # The collector ran the context's __del__ (term) before its sockets' (close): the
+    # script hung for ever at its next collection (QA).
+    script = (
+        "import asyncio, gc, sys, actrhost\n"
+        "async def once():\n"
+        "    shell = actrhost.connect(sys.argv[1])\n"
+        "    await shell.open()\n"
+        "    await shell.call('echo', 'test.Echo.Say', b'x', timeout=5)\n"
+        "for n in range(3):\n"
+        "    asyncio.run(once())\n"
+        "    gc.collect()\n"
+        "    print('collected', n, flush=True)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "always::ResourceWarning", "-c", script, str(node.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"collected {n}" for n in range(3)]
+    assert "unclosed Shell(" in result.stderr
+
+    async def go() -> None:
+        # Opened twice (open(), then `async with`): a second set of sockets leaked.
+        shell = actrhost.connect(node.config_path)
+        await shell.open()
+        async with shell:
+            assert await shell.call("echo", "test.Echo.Say", b"y") == b"y"
+        assert list(node.run_dir.glob(f"s{os.getpid():x}.*.sock")) == []
 
     run(go())
 
