@@ -280,6 +280,9 @@ class Shell(ShellServing, ShellStreams):
         node = repr(self.node_name) if self.node_name else f"at {self.run_dir}"
         error = Unavailable(f"node {node} is gone: its supervisor (pid {supervisor_pid}) exited")
         self._node_gone = error
+        # Closed, so that it never reaches a node started since in the same run dir:
+        # ZeroMQ reconnected it, and a stale Shell restarted and stopped that node (QA).
+        self._control.close()
         self._rpc.peers_down(error)
         for future in self._replies.values():  # a restart, a status request…
             if not future.done():
@@ -346,6 +349,12 @@ class Shell(ShellServing, ShellStreams):
         if self._closed or not self._open:
             raise ClosedResourceError(f"{self!r} is not open")
 
+    def _refuse_if_gone(self) -> None:
+        """Every send and request fails at once once the node is gone (a call said "no
+        running actor … (instances are stopped)", which the node's last update said)."""
+        if self._node_gone is not None:
+            raise copy.copy(self._node_gone)
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)  # cancelled by aclose()
         self._tasks.add(task)
@@ -355,6 +364,7 @@ class Shell(ShellServing, ShellStreams):
     # -- control -----------------------------------------------------------------------
 
     async def _request(self, op: str, timeout_s: float, **fields: Any) -> dict[str, Any]:
+        self._refuse_if_gone()  # (a status waited 5 s for it, a restart 600 s: QA)
         req = next(self._req)
         future: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         self._replies[req] = future
@@ -403,6 +413,7 @@ class Shell(ShellServing, ShellStreams):
         """The target's id and where to send to it. A target that is still starting is
         waited for until ``deadline`` (then Unavailable), as between actors (docs/node.md):
         a script may attach while the node is starting its actors."""
+        self._refuse_if_gone()
         if self._attaching is not None and not self._attaching.done():
             await asyncio.wait({self._attaching})  # our new routes reach the workers first
         while True:
@@ -515,6 +526,7 @@ class Shell(ShellServing, ShellStreams):
         """A running instance of ``actr_type`` on the node (round-robin; one starting is
         waited for, at most 10 s); NotFound if none, Unavailable if none runs."""
         self._check_open()
+        self._refuse_if_gone()
         if isinstance(actr_type, str):
             actr_type = ActrType.parse(actr_type)
         return await discover_via(

@@ -344,6 +344,41 @@ def test_a_shell_attached_when_the_whole_node_is_killed_removes_every_file(node_
     assert not node.run_dir.exists()
 
 
+def test_a_shell_whose_node_stopped_fails_at_once_and_never_reaches_the_next_one(node_factory):
+    # Its control socket reconnected to a node started since from the same config: the
+    # stale Shell restarted and stopped that node. Its status waited 5 s, its restart
+    # 600 s, its calls said "instances are stopped" (QA).
+    node = node_factory(ECHO.format(extra=""))
+
+    async def go() -> list[int | None]:
+        async with actrhost.connect(node.config_path) as stale:
+            assert await asyncio.to_thread(node.stop) == 0
+            for _ in range(100):  # (it looks every 0.25 s)
+                if stale.node_gone is not None:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(node.start)
+            pids = [i.pid for i in await asyncio.to_thread(node.actors)]
+            gone = r"is gone: its supervisor \(pid \d+\) exited"
+            started = time.monotonic()
+            for attempt in (
+                stale.status(),
+                stale.restart_actors(timeout=20),
+                stale.shutdown_node(),
+                stale.call("echo", "test.Echo.Say", b"x"),
+                stale.tell("echo", "test.Echo.Say", b"x"),
+                stale.discover("test+Echo"),
+            ):
+                with pytest.raises(Unavailable, match=gone):
+                    await attempt
+            assert time.monotonic() - started < 2
+        return pids
+
+    pids = run(go(), 60)
+    assert [i.pid for i in node.actors()] == pids  # the new node runs on, untouched
+    assert "shutting down" not in node.log().split("starting 1 actor")[-1]
+
+
 def test_a_shell_for_a_node_killed_outright_fails_at_once(node_factory):
     node = node_factory(ECHO.format(extra=""))
     pids = [i.pid for i in node.actors()]
