@@ -371,7 +371,11 @@ def cmd_stop(args: argparse.Namespace) -> int:
             EXIT_FAILURE,
         )
     if run_dir.exists():
-        return _fail(f"stop: the node was still stopping after {args.timeout:g} s", EXIT_FAILURE)
+        return _fail(
+            f"stop: the node was still stopping after {args.timeout:g} s (it goes on; `stop` "
+            "again waits for it, SIGINT to the supervisor kills what still runs)",
+            EXIT_FAILURE,
+        )
     print(f"stopped in {(time.monotonic() - started) * 1000:.0f} ms")
     return EXIT_OK
 

@@ -255,9 +255,12 @@ class Supervisor(ControlHandlers):
         rundir.remove(self.run_dir)
         os.close(self._run_dir_lock)  # after the removal: the next node starts afresh
 
-    def request_shutdown(self) -> None:
-        """Begin a graceful shutdown; asked again (a second Ctrl-C), stop waiting for
-        workers to finish and kill those still running."""
+    def request_shutdown(self, *, escalate: bool = True) -> None:
+        """Begin a graceful shutdown; asked again by a signal (a second Ctrl-C), stop
+        waiting for workers to finish and kill those still running. ``escalate=False``
+        (``actrhost stop``, ``shell.shutdown_node()``): a request again only waits (a
+        script's second ``stop`` killed the handlers in flight and skipped their
+        ``on_stop``, QA)."""
         now = time.monotonic()
         if self.gateway is not None:
             self.gateway.node_stopping = True
@@ -268,6 +271,8 @@ class Supervisor(ControlHandlers):
             # (_stop_all) may come after the starts under way; a worker restarted
             # meanwhile was never told to stop, and killed after the grace (QA).
             self._stopping = True
+        elif not escalate:
+            log.info("node %r: asked to stop again: it is stopping", self.config.node.name)
         elif now - self._shutdown_asked_at < SAME_REQUEST_S:
             log.debug("node %r: the stop request came twice at once", self.config.node.name)
         elif not self._hurry.is_set():  # also before the stop began (still starting)

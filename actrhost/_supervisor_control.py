@@ -54,7 +54,7 @@ class ControlHandlers:
     _watch_start: Callable[[Slot], None]
     _forget_shell: Callable[[bytes], None]
     _spawn_task: Callable[[Coroutine[Any, Any, Any]], None]
-    request_shutdown: Callable[[], None]
+    request_shutdown: Callable[..., None]
     restart: Callable[..., Coroutine[Any, Any, list[str]]]
     collect_status: Callable[[], Coroutine[Any, Any, dict[str, Any]]]
 
@@ -178,7 +178,7 @@ class ControlHandlers:
             self._spawn_task(self._answer_restart(routing_id, req, message))
         elif op == control.SHUTDOWN:
             self._send(routing_id, {"op": op, "req": req})
-            self.request_shutdown()
+            self.request_shutdown(escalate=False)
         else:
             self._send(routing_id, {"op": "error", "req": req, "message": f"unknown op {op!r}"})
 

@@ -594,6 +594,23 @@ def test_an_interrupt_delivered_twice_at_once_is_one_request_a_second_one_kills(
     assert "killed at stop" in log and "ERROR" not in log, log
 
 
+def test_actrhost_stop_asked_again_waits_for_the_graceful_stop(node_factory):
+    # A script's second `actrhost stop` (after one that timed out, or two cleanup hooks)
+    # was taken as a second Ctrl-C: the handlers in flight were killed, their on_stop
+    # skipped, and both commands said they stopped the node (QA).
+    actor = '[[actor]]\nname = "slow"\ntype = "test+SlowStop"\nhandler = "actors:SlowStop"\n'
+    node = node_factory(actor + "[actor.settings]\nstop_s = 2\n", "shutdown_grace_s = 10")
+    config = str(node.config_path)
+    first = actrhost_command("stop", config, "--timeout", "0.5")
+    assert first.returncode == 1 and "`stop` again waits for it" in first.stderr, first.stderr
+    second = actrhost_command("stop", config)
+    assert second.returncode == 0, second.stderr
+    log = node.log()
+    assert "asked to stop again: it is stopping" in log, log
+    for wrong in ("killing", "killed", "ERROR"):
+        assert wrong not in log, log
+
+
 def test_a_graceful_stop_handles_the_tells_and_chunks_it_accepted(
     node_factory, tmp_path, monkeypatch
 ):
