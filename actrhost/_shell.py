@@ -348,6 +348,11 @@ class Shell(ShellServing, ShellStreams):
     def _check_open(self) -> None:
         if self._closed or not self._open:
             raise ClosedResourceError(f"{self!r} is not open")
+        running = asyncio._get_running_loop()
+        if running is not None and running is not self._loop:
+            # asyncio's own errors said nothing of it ("Event loop is closed", "attached
+            # to a different loop", QA).
+            raise RuntimeError(f"{self!r} belongs to the event loop that opened it")
 
     def _refuse_if_gone(self) -> None:
         """Every send and request fails at once once the node is gone (a call said "no

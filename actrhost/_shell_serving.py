@@ -4,6 +4,7 @@ answers to their requests and tells (a mixin of :class:`~._shell.Shell`)."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -25,7 +26,7 @@ from ._rpc import RpcEndpoint
 # The Shell's log: these are its messages, whichever module holds the code.
 log = logging.getLogger("actrhost._shell")
 
-ShellHandler = Callable[[Any, ActrId | None], Awaitable[Any]]
+ShellHandler = Callable[[Any, ActrId | None], Awaitable[Any] | Any]
 
 
 class ShellServing:
@@ -43,10 +44,11 @@ class ShellServing:
     ) -> Callable[[ShellHandler], ShellHandler]:
         """Serve ``route_key`` for actors calling ``Dest.SHELL``.
 
-        The handler is ``async def handler(request, caller_id) -> bytes | message``;
-        ``request`` is bytes, or a ``request_type`` message. Actors see the route once the
-        supervisor has passed the new directory on (a few milliseconds); this Shell's own
-        calls, tells and streams wait until then, so an actor they reach can call back.
+        The handler is ``async def handler(request, caller_id) -> bytes | message`` (or
+        a plain function); ``request`` is bytes, or a ``request_type`` message. Actors
+        see the route once the supervisor has passed the new directory on (a few
+        milliseconds); this Shell's own calls, tells and streams wait until then, so an
+        actor they reach can call back.
         """
         self._check_open()
         checked_key("route_key", route_key)
@@ -71,7 +73,9 @@ class ShellServing:
         else:
             handler, request_type = entry
             try:
-                result = await handler(decode_message(env.payload, request_type), env.source)
+                result = handler(decode_message(env.payload, request_type), env.source)
+                if inspect.isawaitable(result):  # (a plain function, as a stream callback)
+                    result = await result
                 try:
                     payload = encode_message(result)
                 except BadRequest as exc:  # the handler's fault, as for an actor's answer

@@ -712,6 +712,12 @@ def test_not_utf8(tmp_path: Path) -> None:
     assert error_of(path) == f"{path}: not UTF-8 text: invalid start byte at byte 15"
 
 
+def test_a_utf8_byte_order_mark_is_read_past(tmp_path: Path) -> None:
+    # As a Windows editor saves it: "invalid TOML: Invalid statement" said nothing (QA).
+    path = write(tmp_path, "\ufeff" + '[node]\nname = "bom"\n' + ACTOR)
+    assert load_config(path).node.name == "bom"
+
+
 @pytest.mark.parametrize(
     "text",
     ["[node\n", '[node]\nname = "a"\nname = "b"\n', "x = \n", 'a = """\n'],

@@ -500,6 +500,27 @@ def test_actor_calls_the_shell(node):
             with pytest.raises(HandlerError, match="CancelledError"):
                 await shell.call("echo", "test.Echo.CallShell", b"c", timeout=20)
 
+        async with actrhost.connect(node.config_path) as shell:
+            # A plain function serves too, as a stream callback may be one (its answer was
+            # awaited: a 500 at each call, QA).
+            shell.on_rpc("test.Shell.Hello")(lambda request, caller: b"plain: " + request)
+            assert await shell.call("echo", "test.Echo.CallShell", b"p") == b"plain: p"
+
+    run(go())
+
+
+def test_a_shell_used_from_another_event_loop_says_so(node):
+    # asyncio's own errors said nothing of it ("attached to a different loop", QA).
+    async def go() -> None:
+        async with actrhost.connect(node.config_path) as shell:
+
+            def from_another_thread() -> None:
+                with pytest.raises(RuntimeError, match="belongs to the event loop that opened"):
+                    asyncio.run(shell.call("echo", "test.Echo.Say", b"x"))
+
+            await asyncio.to_thread(from_another_thread)
+            assert await shell.call("echo", "test.Echo.Say", b"y") == b"y"
+
     run(go())
 
 
