@@ -257,7 +257,7 @@ def load_config(path: str | os.PathLike[str], *, data: bytes | None = None) -> C
     try:
         # A byte-order mark (Windows editors write one) is not TOML: it read as "Invalid
         # statement at line 1, column 1", which said nothing of it (QA).
-        text = data.decode("utf-8").removeprefix("\ufeff")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         problem = f"not UTF-8 text: {exc.reason} at byte {exc.start}"
         raise ConfigError(shown, "", problem) from None

@@ -298,7 +298,7 @@ def _read_toml(path: Path, missing_hint: str = "") -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(str(path), "", f"cannot read: {exc.strerror}") from None
     try:
-        return tomllib.loads(raw.decode())
+        return tomllib.loads(raw.decode("utf-8-sig"))  # (a BOM read past)
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(str(path), "", f"invalid TOML: {exc}") from None
 

@@ -47,6 +47,8 @@ def test_lock_file_round_trip(tmp_path: Path) -> None:
     assert loaded.fingerprint_for("demo+Echo") == FP1
     assert loaded.fingerprint_for("echo") == FP1
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # as a Windows editor saves it
+    assert LockFile.load(path).fingerprint_for(ECHO) == FP1
 
 
 def test_with_dependency_replaces_by_name() -> None:

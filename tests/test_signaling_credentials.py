@@ -184,6 +184,9 @@ def test_keys_from_config_and_file(tmp_path: Path) -> None:
     ring = write_key_file(path)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     loaded = KeyRing.from_file(path)
+    with_bom = tmp_path / "bom.toml"  # as a Windows editor saves it
+    with_bom.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert KeyRing.from_file(with_bom).current_key_id == loaded.current_key_id
     actr_id = ActrId(Realm(1), 5, ActrType("k", "A"))
     cred = ring.issue(actr_id, expires_at_ms=int(time.time() * 1000) + 60_000)
     now = int(time.time() * 1000)

@@ -132,7 +132,7 @@ class KeyRing:
         except OSError as exc:
             raise ConfigError(str(path), "", f"cannot read key file: {exc.strerror}") from None
         try:
-            config = tomllib.loads(raw.decode())
+            config = tomllib.loads(raw.decode("utf-8-sig"))  # (a BOM read past)
         except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(str(path), "", f"not a valid TOML key file: {exc}") from None
         if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
