@@ -227,7 +227,8 @@ class Shell(ShellServing, ShellStreams):
         attach answer has them), whatever this Shell was made with."""
         if not isinstance(limits, dict):
             return  # (a node of an older version)
-        sizes = {k: v for k, v in limits.items() if type(v) is int and v > 0}
+        # (threshold_bytes may be 0: every payload through a ring)
+        sizes = {k: v for k, v in limits.items() if type(v) is int and v >= 0}
         if "max_message_bytes" in sizes:
             self.max_message_bytes = self._rpc.max_message_bytes = sizes["max_message_bytes"]
         if "threshold_bytes" in sizes:

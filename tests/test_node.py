@@ -561,7 +561,8 @@ def test_names_and_numbers_a_frame_cannot_carry_fail_at_the_sender(node):
 
 
 def test_a_message_over_max_message_bytes_fails_at_its_sender(node_factory):
-    node = node_factory(ACTORS, "max_message_bytes = 65536\n")
+    # (threshold 0, not the default: every chunk through a ring, a Shell's too)
+    node = node_factory(ACTORS, "max_message_bytes = 65536\n[shm]\nthreshold_bytes = 0\n")
     too_big = "exceeds max_message_bytes \\(65536\\); send large data as a stream"
 
     async def go():
@@ -588,10 +589,7 @@ def test_a_message_over_max_message_bytes_fails_at_its_sender(node_factory):
         # node's limits too (it used the defaults: 64 MiB went through, QA).
         async with actrhost.connect(f"ipc://{node.run_dir / 'control.sock'}") as shell:
             assert shell.max_message_bytes == 65536
-            assert (shell.threshold_bytes, shell.ring_bytes) == (
-                node.config.shm.threshold_bytes,
-                node.config.shm.ring_bytes,
-            )
+            assert (shell.threshold_bytes, shell.ring_bytes) == (0, node.config.shm.ring_bytes)
             with pytest.raises(actrhost.BadRequest, match=too_big):
                 await shell.call("echo", "test.Echo.Say", b"x" * 65536)
 
