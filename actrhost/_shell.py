@@ -285,6 +285,10 @@ class Shell(ShellServing, ShellStreams):
         # ZeroMQ reconnected it, and a stale Shell restarted and stopped that node (QA).
         self._control.close()
         self._rpc.peers_down(error)
+        # Calls and discoveries waiting for an instance to start: woken to fail (a
+        # killed node sends no update; they waited for their deadlines, QA).
+        self._directory_changed.set()
+        self._directory_changed = asyncio.Event()
         for future in self._replies.values():  # a restart, a status request…
             if not future.done():
                 future.set_exception(copy.copy(error))
@@ -354,6 +358,12 @@ class Shell(ShellServing, ShellStreams):
             # asyncio's own errors said nothing of it ("Event loop is closed", "attached
             # to a different loop", QA).
             raise RuntimeError(f"{self!r} belongs to the event loop that opened it")
+
+    def _next_directory_change(self) -> asyncio.Event:
+        """What the next directory update sets, for a wait on an instance that starts;
+        raises once the node is gone (what wakes such waits)."""
+        self._refuse_if_gone()
+        return self._directory_changed
 
     def _refuse_if_gone(self) -> None:
         """Every send and request fails at once once the node is gone (a call said "no
@@ -433,7 +443,7 @@ class Shell(ShellServing, ShellStreams):
                     # let the directory update in that brings the instance back (QA).
                     await asyncio.sleep(0)
                     raise
-                changed = self._directory_changed
+                changed = self._next_directory_change()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(remaining):
                         await changed.wait()
@@ -536,7 +546,7 @@ class Shell(ShellServing, ShellStreams):
         if isinstance(actr_type, str):
             actr_type = ActrType.parse(actr_type)
         return await discover_via(
-            self.directory, self._rpc, actr_type, None, changed=lambda: self._directory_changed
+            self.directory, self._rpc, actr_type, None, changed=self._next_directory_change
         )
 
     async def actors(self) -> list[ActorInfo]:

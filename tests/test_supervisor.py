@@ -379,6 +379,35 @@ def test_a_shell_whose_node_stopped_fails_at_once_and_never_reaches_the_next_one
     assert "shutting down" not in node.log().split("starting 1 actor")[-1]
 
 
+def test_waits_for_a_starting_instance_end_when_the_supervisor_is_killed(node_factory):
+    # A discovery and a call waiting for an instance to start waited for their deadlines
+    # when the supervisor was killed (no update comes), then blamed the start (QA).
+    node = node_factory(
+        '[[actor]]\nname = "stuck"\ntype = "test+Stuck"\nhandler = "actors:StuckStart"\n',
+        start=False,
+    )
+    node.spawn()
+    node.wait_for_log("starting 1 actor instance(s)", 20)
+
+    async def go() -> None:
+        async with actrhost.connect(node.config_path) as shell:
+            waits = [
+                asyncio.ensure_future(shell.discover("test+Stuck")),
+                asyncio.ensure_future(shell.call("stuck", "test.Echo.Say", b"x", timeout=20)),
+            ]
+            await asyncio.sleep(0.3)
+            assert not any(w.done() for w in waits)
+            started = time.monotonic()
+            assert node.process is not None
+            node.process.kill()
+            for wait in waits:
+                with pytest.raises(Unavailable, match=r"is gone: its supervisor \(pid \d+\)"):
+                    await wait
+            assert time.monotonic() - started < 5  # (it looks every 0.25 s), not 10 or 20
+
+    run(go(), 60)
+
+
 def test_a_shell_for_a_node_killed_outright_fails_at_once(node_factory):
     node = node_factory(ECHO.format(extra=""))
     pids = [i.pid for i in node.actors()]
