@@ -130,6 +130,7 @@ class Shell(ShellServing, ShellStreams):
         self._req = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._open = False
+        self._opening: asyncio.Future[None] | None = None
         self._closed = False
         self._node_gone: Unavailable | None = None  # see _watch_node
         self._supervisor_pid = 0  # read at attach
@@ -149,11 +150,20 @@ class Shell(ShellServing, ShellStreams):
         await self.aclose()
 
     async def open(self) -> None:
-        """Attach to the node; raises ``Unavailable`` if none answers in time."""
+        """Attach to the node; raises ``Unavailable`` if none answers in time. Opened
+        already, or being opened by another task: waits for that open, as it ends."""
         if self._closed:
             raise ClosedResourceError(f"{self!r} is closed")
-        if self._open:
-            return  # (`async with` a Shell opened already: a second set of sockets leaked)
+        if self._opening is not None:
+            # One open: a second (`async with` a Shell opened already) made a second set
+            # of sockets, leaked; one while the first attached went on with an empty
+            # directory (QA).
+            await asyncio.shield(self._opening)
+            return
+        self._opening = asyncio.ensure_future(self._open_once())
+        await self._opening  # (cancelled with its caller: it cleans up after itself)
+
+    async def _open_once(self) -> None:
         self._refuse_a_dead_node()
         self._loop = asyncio.get_running_loop()
         self._context = ShellContext(self)

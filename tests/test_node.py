@@ -627,6 +627,15 @@ def test_a_shell_dropped_without_closing_neither_hangs_the_script_nor_leaks(node
         async with shell:
             assert await shell.call("echo", "test.Echo.Say", b"y") == b"y"
         assert list(node.run_dir.glob(f"s{os.getpid():x}.*.sock")) == []
+        # By two tasks at once: the second went on before the attach, with no actors.
+        shell = actrhost.connect(node.config_path)
+
+        async def user() -> bytes:
+            await shell.open()
+            return await shell.call("echo", "test.Echo.Say", b"z")
+
+        assert await asyncio.gather(user(), user()) == [b"z", b"z"]
+        await shell.aclose()
 
     run(go())
 
