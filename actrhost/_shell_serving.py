@@ -85,10 +85,13 @@ class ShellServing:
                     raise
                 # Its own code's (a future it awaited was cancelled): as any exception.
                 # The caller waited for its deadline (QA).
+                log.warning("Shell handler for %r raised its own CancelledError", env.route_key)
                 error = handler_failure(exc)
             except ActrError as exc:
                 error = exc
-            except Exception as exc:
+            except (SystemExit, KeyboardInterrupt):
+                raise  # the program's own exit
+            except BaseException as exc:  # GeneratorExit too: its caller waited (QA)
                 log.exception("Shell handler for %r raised", env.route_key)
                 error = handler_failure(exc)
         if env.direction != REQUEST:

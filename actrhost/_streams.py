@@ -404,15 +404,13 @@ class StreamReceiver:
                     # exception. It ended this task with chunks queued, and a full
                     # backlog never read the socket again: the actor hung, silently (QA).
                     self._callback_failed(frame)
-                except Exception:
-                    self._callback_failed(frame)
                 except (SystemExit, KeyboardInterrupt):
                     raise  # they end the process, as anywhere in it
-                except BaseException as exc:
-                    # GeneratorExit and the like: they end the process as a handler's do
-                    # (docs/node.md); asyncio kept them in this task, the stream stalled.
-                    log.critical("%s callback for %r raised %r: ending", frame.kind, frame.key, exc)
-                    raise SystemExit(1) from exc
+                except BaseException:
+                    # Exceptions, and GeneratorExit and the like: asyncio kept those in this
+                    # task, and the stream stalled. (Not the worker's end, as a handler's:
+                    # in a Shell that was the user's program, QA; no caller waits here.)
+                    self._callback_failed(frame)
                 finally:
                     # Drop our references before the slot is reused.
                     value = None

@@ -501,6 +501,15 @@ def test_actor_calls_the_shell(node):
                 await shell.call("echo", "test.Echo.CallShell", b"c", timeout=20)
 
         async with actrhost.connect(node.config_path) as shell:
+
+            @shell.on_rpc("test.Shell.Hello")
+            async def generator_exit(request: bytes, caller: ActrId | None) -> bytes:
+                raise GeneratorExit("from a handler")
+
+            with pytest.raises(HandlerError, match="GeneratorExit: from a handler"):
+                await shell.call("echo", "test.Echo.CallShell", b"g", timeout=20)
+
+        async with actrhost.connect(node.config_path) as shell:
             # A plain function serves too, as a stream callback may be one (its answer was
             # awaited: a 500 at each call, QA).
             shell.on_rpc("test.Shell.Hello")(lambda request, caller: b"plain: " + request)
