@@ -440,8 +440,7 @@ def test_discover_waits_for_instances_that_are_starting(node_factory):
         '[[actor]]\nname = "slow"\ntype = "test+SlowStart"\nhandler = "actors:SlowStart"\n',
         start=False,
     )
-    node.spawn()
-    node.wait_for_log("starting 2 actor instance(s)", 20)
+    node.spawn_until_starting()
 
     async def go() -> None:
         async with actrhost.connect(node.config_path) as shell:

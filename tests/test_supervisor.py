@@ -133,8 +133,7 @@ def test_a_group_sigterm_while_instances_start_stops_the_node_in_order(node_fact
     # stopped before its directory came was logged as died: the stop then waited for the
     # grace to kill one (QA).
     node = node_factory(ECHO.format(extra="instances = 40"), "shutdown_grace_s = 5", start=False)
-    node.spawn()
-    node.wait_for_log("starting 40 actor instance(s)", 20)
+    node.spawn_until_starting()
     time.sleep(0.2)  # some run, some start, some are being forked
     assert node.process is not None
     os.killpg(node.process.pid, signal.SIGTERM)  # as `timeout` or a script's `kill -- -PGID`
@@ -386,8 +385,7 @@ def test_waits_for_a_starting_instance_end_when_the_supervisor_is_killed(node_fa
         '[[actor]]\nname = "stuck"\ntype = "test+Stuck"\nhandler = "actors:StuckStart"\n',
         start=False,
     )
-    node.spawn()
-    node.wait_for_log("starting 1 actor instance(s)", 20)
+    node.spawn_until_starting()
 
     async def go() -> None:
         async with actrhost.connect(node.config_path) as shell:

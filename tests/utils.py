@@ -224,6 +224,13 @@ class Node:
         """What the node wrote so far."""
         return self.log_path.read_text(errors="replace")
 
+    def spawn_until_starting(self) -> Node:
+        """Start the supervisor; return once it starts its instances (none runs yet)."""
+        self.spawn()
+        instances = sum(actor.instances for actor in self.config.actors)
+        self.wait_for_log(f"starting {instances} actor instance(s)", 20)
+        return self
+
     def wait_for_log(self, text: str, timeout_s: float) -> None:
         """Wait until the node has written ``text``; fail with its log if it does not."""
         try:
