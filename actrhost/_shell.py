@@ -161,7 +161,11 @@ class Shell(ShellServing, ShellStreams):
             await asyncio.shield(self._opening)
             return
         self._opening = asyncio.ensure_future(self._open_once())
-        await self._opening  # (cancelled with its caller: it cleans up after itself)
+        try:
+            await self._opening  # (cancelled with its caller: it cleans up after itself)
+        except BaseException:
+            self._opening = None  # a later open() tries again (unless the Shell closed)
+            raise
 
     async def _open_once(self) -> None:
         self._refuse_a_dead_node()

@@ -648,6 +648,20 @@ def test_a_shell_dropped_without_closing_neither_hangs_the_script_nor_leaks(node
     run(go())
 
 
+def test_a_shell_whose_open_failed_opens_once_the_node_runs(node_factory):
+    node = node_factory(ACTORS, start=False)
+
+    async def go() -> None:
+        shell = actrhost.connect(node.config_path)
+        with pytest.raises(Unavailable, match="no node running"):
+            await shell.open()
+        await asyncio.to_thread(node.start)
+        async with shell:  # (the first open's failure is not kept: it tries again)
+            assert await shell.call("echo", "test.Echo.Say", b"now") == b"now"
+
+    run(go(), 60)
+
+
 def test_connect_to_a_node_that_is_not_running(tmp_path):
     config = tmp_path / "n.toml"
     config.write_text(
