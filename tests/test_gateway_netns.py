@@ -294,6 +294,19 @@ async def given_up(node: HarnessNode, timeout_s: float) -> None:
         await asyncio.sleep(0.2)
 
 
+@contextlib.contextmanager
+def quick_to_give_up(
+    tmp_path: Path, namespaces: tuple[str, str, str], signaling_in: str, connect_timeout_s: float
+) -> Iterator[tuple[LoopRunner, HarnessNode, HarnessNode]]:
+    """Two hosts whose gateways give each other up after 1 s of trying to reconnect (a
+    call meanwhile waits 0.5 s), connected by a first call."""
+    webrtc = own_address(f"connect_timeout_s = {connect_timeout_s}")
+    tuning = {**FAST_TUNING, "reconnect_for_s": 1.0, "reconnect_call_wait_s": 0.5}
+    with two_hosts(tmp_path, namespaces, signaling_in, webrtc, tuning=tuning) as (runner, a, b):
+        assert runner.run(a.call("client", b.ids["echo"], "echo", b"up")) == b"up"
+        yield runner, a, b
+
+
 def test_a_cut_longer_than_the_reconnect_window_heals_through_signaling(
     tmp_path: Path, namespaces: tuple[str, str, str], signaling_in: str
 ) -> None:
@@ -302,12 +315,7 @@ def test_a_cut_longer_than_the_reconnect_window_heals_through_signaling(
     # signaling server (in A's namespace) too. Once the link is back, a call to B's actor finds
     # its node anew through signaling and is answered; nothing restarted.
     ns_a, _ns_b, veth_a = namespaces
-
-    webrtc = own_address("connect_timeout_s = 2.0")
-
-    tuning = {**FAST_TUNING, "reconnect_for_s": 1.0, "reconnect_call_wait_s": 0.5}
-    with two_hosts(tmp_path, namespaces, signaling_in, webrtc, tuning=tuning) as (runner, a, b):
-        assert runner.run(a.call("client", b.ids["echo"], "echo", b"up")) == b"up"
+    with quick_to_give_up(tmp_path, namespaces, signaling_in, 2.0) as (runner, a, b):
         assert a.process is not None and b.process is not None
         pids = (a.process.pid, b.process.pid)
 
@@ -348,10 +356,7 @@ def test_a_call_to_a_node_given_up_on_and_found_again_waits_only_the_call_wait(
     # 10 s by default: QA saw 7.6 s); it fails after reconnect_call_wait_s, as calls
     # made while reconnecting do.
     ns_a, _ns_b, _veth_a = namespaces
-    webrtc = own_address("connect_timeout_s = 4.0")
-    tuning = {**FAST_TUNING, "reconnect_for_s": 1.0, "reconnect_call_wait_s": 0.5}
-    with two_hosts(tmp_path, namespaces, signaling_in, webrtc, tuning=tuning) as (runner, a, b):
-        assert runner.run(a.call("client", b.ids["echo"], "echo", b"up")) == b"up"
+    with quick_to_give_up(tmp_path, namespaces, signaling_in, 4.0) as (runner, a, b):
         _nft(
             ns_a,
             "add table inet cut",
