@@ -158,7 +158,7 @@ class Loader:
             "max_message_bytes": partial(
                 self.integer, lo=MIN_MAX_MESSAGE_BYTES, hi=MAX_MAX_MESSAGE_BYTES
             ),
-            "python_path": lambda k, v: self.array(k, v, self.run_dir, "folder paths"),
+            "python_path": lambda k, v: self.array(k, v, self.folder, "folder paths"),
             "start_method": partial(self.choice, options=START_METHODS),
             "metrics_listen": partial(self.url, kind="listen"),
             "route_timings": self.boolean,
@@ -416,6 +416,18 @@ class Loader:
         # Relative to the config's folder, not the current directory, so a config means the
         # same thing wherever `actrhost run` is started.
         return Path(os.path.abspath(self.base_dir / expanded))
+
+    def folder(self, key: str, value: Any) -> Path:
+        path = self.run_dir(key, value)
+        # A misspelt folder would otherwise surface as a handler module not found, or not at
+        # all while a same-named module elsewhere on sys.path is imported instead.
+        try:
+            is_dir = path.is_dir()
+        except OSError as exc:
+            self.fail(key, f"cannot look at {str(path)!r}: {exc.strerror or exc}")
+        if not is_dir:
+            self.fail(key, f"must be the path of an existing folder (no folder at {path})")
+        return path
 
     def _is_file(self, key: str, path: Path) -> bool:
         try:

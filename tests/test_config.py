@@ -658,6 +658,20 @@ def test_a_service_schema_that_does_not_parse_is_a_config_error(tmp_path: Path) 
     )
 
 
+def test_python_path_entries_must_be_existing_folders(tmp_path: Path) -> None:
+    # A misspelt entry passed `actrhost check`; the handler was then not found, or a module
+    # of the same name elsewhere on sys.path was imported instead.
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "file.py").write_text("")
+    path = write(tmp_path, NODE + 'python_path = ["lib", "libs"]\n' + ACTOR)
+    assert error_of(path) == (
+        f"{path}: node.python_path[1]: must be the path of an existing folder "
+        f"(no folder at {tmp_path / 'libs'})"
+    )
+    path = write(tmp_path, NODE + 'python_path = ["file.py"]\n' + ACTOR)
+    assert error_of(path).startswith(f"{path}: node.python_path[0]: must be the path of an ")
+
+
 def test_error_names_the_path_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write(tmp_path, NODE)
     monkeypatch.chdir(tmp_path)
