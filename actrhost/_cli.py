@@ -123,7 +123,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     rows = [("ACTOR", "TYPE", "INSTANCES", "ROUTES")]
     settings = []  # what each actor will get as self.settings, defaults filled in
     for actor in config.actors:
-        cls = resolve_handler(config, actor)
+        # What a handler module prints while imported goes to stderr: stdout is the report
+        # (a script reads "ok:" from its first line).
+        with contextlib.redirect_stdout(sys.stderr):
+            cls = resolve_handler(config, actor)
         routes = sorted(route_table(cls))
         rows.append((actor.name, str(actor.type), str(actor.instances), ", ".join(routes) or "-"))
         typed = settings_type(cls) is not None

@@ -120,6 +120,20 @@ def test_check_lists_what_would_run_and_starts_nothing(tmp_path):
         assert (result.returncode, result.stderr) == (2, expected)
 
 
+def test_check_keeps_what_a_handler_module_prints_out_of_its_report(tmp_path):
+    # A script reads the report from stdout: an import-time print came before "ok:" (QA).
+    (tmp_path / "chatty.py").write_text(
+        "import actrhost\nprint('importing chatty')\nclass Chatty(actrhost.Actor):\n    pass\n"
+    )
+    config = tmp_path / "node.toml"
+    config.write_text(
+        '[node]\nname = "chatty"\n[[actor]]\nname = "c"\ntype = "t+C"\nhandler = "chatty:Chatty"\n'
+    )
+    result = actrhost("check", str(config))
+    assert (result.returncode, result.stderr) == (0, "importing chatty\n")
+    assert result.stdout.startswith(f"{config}: ok: node chatty, 1 actor(s)")
+
+
 def test_call_errors_are_one_line_with_the_code(node_factory):
     node = node_factory(ECHO)
     cfg = str(node.config_path)
