@@ -390,6 +390,32 @@ def test_a_message_too_large_to_cross_fails_at_once_and_the_link_stays(pair: Pai
             rpc.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
 
 
+def test_an_answer_that_fits_a_local_caller_fits_one_on_another_node(pair: Pair) -> None:
+    # The request id is the caller's, and longer through two gateways ("…/o1/g2"): an
+    # answer at the callee's limit for a caller on its own node failed for a remote one.
+    a, b = pair.a, pair.b
+    run = pair.runner.run
+    callee = b.workers["echo"].rpc
+    limit = 4096
+    local_id = callee.next_request_id()
+
+    def answer_bytes(payload_bytes: int) -> int:
+        return len(
+            wire.encode(Envelope(wire.RESPONSE, request_id=local_id, payload=bytes(payload_bytes)))
+        )
+
+    # The largest a caller on B would get (the limit leaves the request id out).
+    largest = max(n for n in range(limit) if answer_bytes(n) - len(local_id) <= limit)
+    callee.max_message_bytes = limit
+    try:
+        size = b"%d" % largest
+        assert run(a.call("client", b.ids["echo"], "repeat", size)) == b"r" * largest
+        with pytest.raises(HandlerError, match=r"exceeds the callee's max_message_bytes \(4096\)"):
+            run(a.call("client", b.ids["echo"], "repeat", b"%d" % (largest + 1)))
+    finally:
+        callee.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES
+
+
 def test_target_not_running_is_unavailable_at_once(pair: Pair) -> None:
     a, b = pair.a, pair.b
     run = pair.runner.run
