@@ -60,6 +60,13 @@ class ShellStreams:
         self._stream_keys.add(f"{MEDIA}:{track_id}")
         self._send_attach()
 
+    def unregister_media_track(self, track_id: str) -> None:
+        """Stop receiving ``track_id``."""
+        self._check_open()
+        self._streams_in.unregister(MEDIA, track_id)
+        self._stream_keys.discard(f"{MEDIA}:{track_id}")
+        self._send_attach()
+
     async def send_data_stream(
         self,
         target: Target,

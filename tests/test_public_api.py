@@ -79,6 +79,12 @@ def test_design_contract_names_exist():
         "status",
         "restart_actors",
         "restart_gateway",
+        "register_stream",
+        "unregister_stream",
+        "send_data_stream",
+        "register_media_track",
+        "unregister_media_track",
+        "send_media_sample",
     ):
         assert callable(getattr(actrhost.Shell, method))
 

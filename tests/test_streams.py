@@ -752,6 +752,31 @@ def test_shell_sends_and_receives_streams(node):
     run(go())
 
 
+def test_a_shell_receives_media_samples_until_it_unregisters_the_track(node):
+    async def go():
+        async with actrhost.connect(node.config_path) as shell:
+            received: list[tuple[int, int, str]] = []
+
+            async def on_sample(sample, sender):
+                received.append((sample.timestamp, zlib.crc32(sample.data.tobytes()), sample.codec))
+
+            shell.register_media_track("video", on_sample)
+            await asyncio.sleep(0.1)  # the directory update reaches the source
+            sent = await send(shell, frames=3, to_shell=True)
+            for _ in range(100):
+                if len(received) == 3:
+                    break
+                await asyncio.sleep(0.02)
+            assert received == [(s["ts"], s["crc"], "raw") for s in sent]
+            shell.unregister_media_track("video")
+            await asyncio.sleep(0.1)
+            with pytest.raises(actrhost.NotFound, match="serves 'media:video'"):
+                await send(shell, frames=1, to_shell=True)
+            assert len(received) == 3
+
+    run(go())
+
+
 def test_sigkill_receiver_frees_its_rings_and_sender_gets_unavailable(node_factory):
     # The sink stays dead ("temporary"): a sender that finds it by type is told at once.
     # (One restarting is waited for, as by a call: the sender's 0.5 s attempts then ran
