@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
 
 from ._errors import BadRequest, HandlerError
@@ -38,7 +39,9 @@ def rpc(
 
     ``route_key`` is ``"package.Service.Method"``. If ``request`` is annotated with a
     protobuf message class it is decoded into one, and a returned message is encoded;
-    otherwise the handler gets and returns ``bytes``. ``payload_type=PayloadType.RPC_SIGNAL``
+    otherwise the handler gets and returns ``bytes``. That class must be importable when
+    the handler runs (not only under ``if TYPE_CHECKING:``): an annotation that does not
+    resolve fails the config check. ``payload_type=PayloadType.RPC_SIGNAL``
     puts the route on the signal lane, served before queued RPC_RELIABLE work.
     """
     if not isinstance(route_key, str) or not route_key:
@@ -130,17 +133,32 @@ def collect_routes(actor: Actor) -> dict[str, Route]:
 
 
 def request_message_type(func: Callable[..., Any]) -> type | None:
-    """The protobuf class the handler's request parameter is annotated with, if any."""
+    """The protobuf class the handler's request parameter is annotated with, if any.
+
+    Only that annotation is resolved: another one that does not resolve at run time (a
+    ``ctx: Context`` imported under ``if TYPE_CHECKING:``) used to turn a message request
+    into bytes, silently (QA). Raises ``TypeError`` when the request's own annotation
+    does not resolve: it may name a message class, and guessing "bytes" hides that.
+    """
     params = list(inspect.signature(func).parameters.values())
     if params and params[0].name == "self":
         params = params[1:]
-    if len(params) < 2:
+    if len(params) < 2 or params[1].annotation is inspect.Parameter.empty:
         return None
+    request = params[1]
+    # get_type_hints on an object holding just this one annotation, in the module's names.
+    only = SimpleNamespace(
+        __annotations__={request.name: request.annotation},
+        __globals__=getattr(inspect.unwrap(func), "__globals__", {}),
+    )
     try:
-        hints = get_type_hints(func)
-    except Exception:  # an annotation that does not resolve means "not a message class"
-        return None
-    annotation = hints.get(params[1].name)
+        annotation = get_type_hints(only)[request.name]
+    except Exception as exc:
+        raise TypeError(
+            f"{func.__qualname__}: the annotation of its request, {request.annotation!r}, "
+            f"does not resolve when it runs ({type(exc).__name__}: {exc}); import a message "
+            "class outside `if TYPE_CHECKING:` (a request annotated with one is decoded)"
+        ) from None
     return annotation if is_message_class(annotation) else None
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._actor import Actor, route_table
+from ._actor import Actor, request_message_type, route_table
 from ._errors import ConfigError
 from ._ids import ActrType
 from ._settings import NO_SETTINGS, SettingsError, build_settings, settings_type
@@ -362,7 +362,11 @@ def resolve_handler(config: Config, actor: ActorConfig) -> type[Actor]:
     except ValueError:
         pass  # no signature to read (a C-level __init__): the worker will tell
     try:
-        route_table(cls)  # a route served twice would fail every start of the worker
+        # A route served twice, or a request annotation that does not resolve, would fail
+        # every start of the worker.
+        for attr, spec in route_table(cls).values():
+            if spec.request_type is None:
+                request_message_type(getattr(cls, attr))
         settings_type(cls)
     except (TypeError, SettingsError) as exc:
         raise error(str(exc)) from None
