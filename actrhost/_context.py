@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, overload
 
 from ._envelope import MEDIA, STREAM, StreamFrame, checked_key, checked_rpc_lane
 from ._errors import BadRequest, DeadlineExceeded, HandlerError
@@ -12,12 +12,15 @@ from ._ids import ActrId, ActrType
 from ._payload_type import PayloadType
 from ._payloads import DataStream, MediaSample
 from ._rpc import deadline_after
-from ._streams import StreamCallback, chunk_frame, sample_frame
+from ._streams import ChunkCallback, SampleCallback, chunk_frame, sample_frame
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
 
 DEFAULT_TIMEOUT_S = 30.0
+
+#: What a call's ``response_type`` makes of its answer: ``bytes`` or a message class.
+Answer = TypeVar("Answer")
 
 
 class Dest:
@@ -191,6 +194,30 @@ class Context:
             return ""
         return f"{parts[0]}-{parts[1]}-{new_span_id()}-{parts[3]}"
 
+    @overload
+    async def call(
+        self,
+        dest: Dest,
+        route_key: str,
+        request: bytes | Message | None = ...,
+        *,
+        timeout: float = ...,
+        payload_type: PayloadType = ...,
+        response_type: None = ...,
+    ) -> bytes: ...
+
+    @overload
+    async def call(
+        self,
+        dest: Dest,
+        route_key: str,
+        request: bytes | Message | None = ...,
+        *,
+        timeout: float = ...,
+        payload_type: PayloadType = ...,
+        response_type: type[Answer],
+    ) -> Answer: ...
+
     async def call(
         self,
         dest: Dest,
@@ -199,8 +226,8 @@ class Context:
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
         payload_type: PayloadType = PayloadType.RPC_RELIABLE,
-        response_type: type | None = None,
-    ) -> Any:
+        response_type: type[Answer] | None = None,
+    ) -> bytes | Answer:
         """Call ``route_key`` on ``dest`` and wait for the answer.
 
         Returns bytes, or a ``response_type`` message when one is given. Waits at most
@@ -263,7 +290,7 @@ class Context:
 
     # -- data streams and media --------------------------------------------------------
 
-    async def register_stream(self, stream_id: str, callback: StreamCallback) -> None:
+    async def register_stream(self, stream_id: str, callback: ChunkCallback) -> None:
         """Call ``await callback(chunk: DataStream, sender: ActrId | None)`` for each chunk.
 
         Chunks of one stream run one at a time, in order; different streams concurrently.
@@ -308,7 +335,7 @@ class Context:
             checked_dest(dest), frame, chunk.payload, self._deadline(timeout)
         )
 
-    async def register_media_track(self, track_id: str, callback: StreamCallback) -> None:
+    async def register_media_track(self, track_id: str, callback: SampleCallback) -> None:
         """Call ``await callback(sample: MediaSample, sender)`` for each sample of the track."""
         self._runtime.register_stream_callback(MEDIA, track_id, callback)
 

@@ -17,13 +17,13 @@ import secrets
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import zmq
 
 from . import _control as control
 from ._config import DEFAULT_MAX_MESSAGE_BYTES
-from ._context import DEFAULT_TIMEOUT_S, decode_answer, encode_message
+from ._context import DEFAULT_TIMEOUT_S, Answer, decode_answer, encode_message
 from ._directory import LIVE_STATES, ActorState, Directory, discover_via, take_update
 from ._envelope import REQUEST, TELL, Envelope, checked_key, checked_rpc_lane
 from ._errors import (
@@ -143,6 +143,7 @@ class Shell(ShellServing, ShellStreams):
         return f"Shell({self.control_endpoint})"
 
     async def __aenter__(self) -> Shell:
+        """``async with actrhost.connect(...) as shell``: :meth:`open`, closed on exit."""
         await self.open()
         return self
 
@@ -486,6 +487,34 @@ class Shell(ShellServing, ShellStreams):
         if kept is not None and kept[0] == actr_id:
             del self._discovered[actr_id.type]
 
+    @overload
+    async def call(
+        self,
+        target: Target,
+        route_key: str,
+        payload: Any = ...,
+        *,
+        timeout: float = ...,
+        payload_type: PayloadType = ...,
+        response_type: None = ...,
+        traceparent: str = ...,
+        tracestate: str = ...,
+    ) -> bytes: ...
+
+    @overload
+    async def call(
+        self,
+        target: Target,
+        route_key: str,
+        payload: Any = ...,
+        *,
+        timeout: float = ...,
+        payload_type: PayloadType = ...,
+        response_type: type[Answer],
+        traceparent: str = ...,
+        tracestate: str = ...,
+    ) -> Answer: ...
+
     async def call(
         self,
         target: Target,
@@ -494,10 +523,10 @@ class Shell(ShellServing, ShellStreams):
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
         payload_type: PayloadType = PayloadType.RPC_RELIABLE,
-        response_type: type | None = None,
+        response_type: type[Answer] | None = None,
         traceparent: str = "",
         tracestate: str = "",
-    ) -> Any:
+    ) -> bytes | Answer:
         """Call an actor and wait at most ``timeout`` s for the answer.
 
         Returns bytes (or a ``response_type`` message). Raises the ``ActrError`` subclass
@@ -553,8 +582,10 @@ class Shell(ShellServing, ShellStreams):
         await self._rpc.tell(endpoint, env, deadline)
 
     async def discover(self, actr_type: ActrType | str) -> ActrId:
-        """A running instance of ``actr_type`` on the node (round-robin; one starting is
-        waited for, at most 10 s); NotFound if none, Unavailable if none runs."""
+        """A running instance of ``actr_type``: on the node first (round-robin; one starting
+        is waited for, at most 10 s), else, on a node with ``[signaling]``, one on another
+        node that signaling names (as ``ctx.discover``). NotFound if there is none,
+        Unavailable if none runs."""
         self._check_open()
         self._refuse_if_gone()
         if isinstance(actr_type, str):

@@ -7,7 +7,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from ._actor import check_callback
 from ._context import decode_message, encode_message
@@ -20,13 +20,15 @@ from ._errors import (
     cancelled_from_outside,
     handler_failure,
 )
-from ._ids import ActrId
 from ._rpc import RpcEndpoint
 
 # The Shell's log: these are its messages, whichever module holds the code.
 log = logging.getLogger("actrhost._shell")
 
-ShellHandler = Callable[[Any, ActrId | None], Awaitable[Any] | Any]
+#: ``async def handler(request, caller_id: ActrId)``: the caller is typed Any so that a
+#: handler may annotate it as it likes (``ActrId``, as the calling actor's always is).
+ShellHandler = Callable[[Any, Any], Awaitable[Any] | Any]
+_Handler = TypeVar("_Handler", bound=ShellHandler)
 
 
 class ShellServing:
@@ -41,7 +43,7 @@ class ShellServing:
 
     def on_rpc(
         self, route_key: str, *, request_type: type | None = None
-    ) -> Callable[[ShellHandler], ShellHandler]:
+    ) -> Callable[[_Handler], _Handler]:
         """Serve ``route_key`` for actors calling ``Dest.SHELL``.
 
         The handler is ``async def handler(request, caller_id) -> bytes | message`` (or
@@ -53,7 +55,7 @@ class ShellServing:
         self._check_open()
         checked_key("route_key", route_key)
 
-        def register(handler: ShellHandler) -> ShellHandler:
+        def register(handler: _Handler) -> _Handler:
             check_callback(handler, "a Shell handler(request, caller_id)")
             self._handlers[route_key] = (handler, request_type)
             self._send_attach()

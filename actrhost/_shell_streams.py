@@ -17,7 +17,7 @@ from ._payload_type import PayloadType
 from ._payloads import DataStream, MediaSample
 from ._rpc import RpcEndpoint, deadline_after
 from ._stream_sender import StreamSender
-from ._streams import StreamCallback, StreamReceiver, chunk_frame, sample_frame
+from ._streams import ChunkCallback, SampleCallback, StreamReceiver, chunk_frame, sample_frame
 
 #: What a Shell call or send may name: an id, a type (or its text), an actor's name, or
 #: one instance of it as ``name#index`` (as ``actrhost status`` shows it).
@@ -39,7 +39,7 @@ class ShellStreams:
     _send_attach: Callable[[], None]
     _route: Callable[[Target, float], Awaitable[tuple[ActrId, str]]]
 
-    def register_stream(self, stream_id: str, callback: StreamCallback) -> None:
+    def register_stream(self, stream_id: str, callback: ChunkCallback) -> None:
         """Receive chunks actors send to ``Dest.SHELL`` on ``stream_id`` (as Context's)."""
         self._check_open()
         self._streams_in.register(STREAM, stream_id, callback)
@@ -53,7 +53,7 @@ class ShellStreams:
         self._stream_keys.discard(f"{STREAM}:{stream_id}")
         self._send_attach()
 
-    def register_media_track(self, track_id: str, callback: StreamCallback) -> None:
+    def register_media_track(self, track_id: str, callback: SampleCallback) -> None:
         """Receive media samples actors send to ``Dest.SHELL`` on ``track_id``."""
         self._check_open()
         self._streams_in.register(MEDIA, track_id, callback)

@@ -29,7 +29,6 @@ from . import _envelope as wire
 from ._actor import check_callback
 from ._envelope import StreamFrame
 from ._errors import ActrError, BadRequest, cancelled_from_outside
-from ._ids import ActrId
 from ._payload_type import PayloadType
 from ._payloads import DataStream, MediaSample
 from ._ring_readers import RingOfAnotherProcess, RingReaders
@@ -44,8 +43,14 @@ from .shm import (
 
 log = logging.getLogger(__name__)
 
-#: ``async def cb(chunk, sender)``; a plain function returning None works too.
-StreamCallback = Callable[[Any, ActrId | None], Awaitable[None] | None]
+#: ``async def on_chunk(chunk: DataStream, sender: ActrId)`` (DESIGN §4); a plain
+#: function returning None works too. The sender is typed Any so that a callback may
+#: annotate it as DESIGN writes it: it is None for a chunk a Shell sent.
+ChunkCallback = Callable[[DataStream, Any], Awaitable[None] | None]
+#: ``async def on_sample(sample: MediaSample, sender: ActrId)``, as ChunkCallback.
+SampleCallback = Callable[[MediaSample, Any], Awaitable[None] | None]
+#: Either, as the receiver keeps them (it hands each the kind it was registered for).
+StreamCallback = Callable[[Any, Any], Awaitable[None] | None]
 
 #: Lanes that drop under pressure instead of waiting.
 LOSSY_LANES = frozenset({PayloadType.STREAM_LATENCY_FIRST, PayloadType.MEDIA_RTP})
