@@ -251,6 +251,13 @@ class RpcEndpoint(Receiving):
         if self._feed is not None:
             self._feed.resume_reading()
 
+    def read_now(self) -> None:
+        """Take what waits in the ROUTER and the feed now, a batch of each, as a wake-up
+        of the loop would (the mailbox's poll: handlers that held the loop a while)."""
+        self._router.read_now()
+        if self._feed is not None:
+            self._feed.read_now()
+
     def open_feed(self, endpoint: str) -> None:
         """Also take frames from the peer that binds ``endpoint`` for this process alone
         (the node's gateway), answering them there. Idempotent.

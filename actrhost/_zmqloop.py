@@ -146,6 +146,11 @@ class LoopSocket:
         # Batch limit reached with input left: continue on the next loop iteration.
         self._schedule_drain()
 
+    def read_now(self) -> None:
+        """Take a batch of waiting messages now, not when the loop next polls (unless
+        paused or closed)."""
+        self._drain()
+
     def read_waiting(self) -> None:
         """Hand on every message waiting in the socket now, not only a batch: for an
         owner about to give up on an answer that may be among them."""

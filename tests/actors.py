@@ -161,6 +161,15 @@ class Recorder(Actor):
         self.seen.append(request.decode())
         return b"ok"
 
+    @rpc("test.Recorder.Busy")
+    async def busy(self, ctx: Context, request: bytes) -> bytes:
+        """Computes for ``request`` ms without awaiting, then notes "busy"."""
+        until = time.monotonic() + float(request) / 1000
+        while time.monotonic() < until:
+            pass
+        self.seen.append("busy")
+        return b"ok"
+
     @rpc("test.Recorder.Urgent", payload_type=PayloadType.RPC_SIGNAL)
     async def urgent(self, ctx: Context, request: bytes) -> bytes:
         self.seen.append("urgent:" + request.decode())

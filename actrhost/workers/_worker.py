@@ -149,6 +149,7 @@ class Worker(Inbound, Outbound):
             max_concurrency=self.actor_config.max_concurrency,
             on_full=lambda: self._set_pressure("mailbox", True),
             on_space=lambda: self._set_pressure("mailbox", False),
+            poll=self.rpc.read_now,
         )
         self.streams_out = StreamSender(
             self.rpc,
