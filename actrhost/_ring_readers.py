@@ -21,7 +21,7 @@ import os
 
 from ._errors import ActrError, BadRequest, Unavailable
 from ._linux import process_gone
-from .shm import Descriptor, RingReader, list_prefix, node_segment_prefix
+from .shm import Descriptor, RingReader, node_segment_prefix
 
 log = logging.getLogger(__name__)
 
@@ -204,13 +204,3 @@ def shell_gone(writer_tag: str) -> bool:
     with contextlib.suppress(ValueError):
         return process_gone(int(writer_tag[1:].split(".", 1)[0], 16))
     return False
-
-
-def rings_of_gone_shells(node_prefix: str) -> set[str]:
-    """The node's ring names written by Shells that are gone: no reader attached them
-    (that removes the name), so their last frames never arrived. The supervisor removes
-    those it finds twice in a row, a sweep apart (a frame may still be on its way)."""
-    prefix = node_segment_prefix(node_prefix)
-    return {
-        name for name in list_prefix(prefix) if shell_gone(name[len(prefix) :].split("-", 1)[0])
-    }

@@ -56,6 +56,7 @@ _ACTOR_TROUBLE = (
     "streams_in.not_running",
     "streams_in.previous_process",
     "streams_in.malformed",
+    "streams_in.ring_gone",
     "streams_in.callback_errors",
     "streams_out.dropped_sender",
     "streams_out.chunks_not_sent_again",

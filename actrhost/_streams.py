@@ -28,7 +28,8 @@ from typing import Any
 from . import _envelope as wire
 from ._actor import check_callback
 from ._envelope import StreamFrame
-from ._errors import ActrError, BadRequest, cancelled_from_outside
+from ._errors import ActrError, BadRequest, Unavailable, cancelled_from_outside
+from ._linux import process_gone
 from ._payload_type import PayloadType
 from ._payloads import DataStream, MediaSample
 from ._ring_readers import RingOfAnotherProcess, RingReaders
@@ -83,6 +84,9 @@ class StreamCounters:
     not_running: int = 0  # arrived while the actor stopped, or beyond what on_start holds
     previous_process: int = 0  # sent to this instance's previous process (it died)
     malformed: int = 0  # its ring record or array description does not hold up: dropped
+    # Its ring was gone before this process mapped it: its sender died long before (its
+    # rings are kept WRITER_GONE_GRACE_S for their reader), lost with it.
+    ring_gone: int = 0
     callback_errors: int = 0
     # Reliable chunks to other nodes sent again, in doubt, after the node's gateway died;
     # and those that could not go again.
@@ -159,10 +163,21 @@ def ring_name(node_prefix: str, writer_tag: str, reader_serial: int, reader_pid:
 
 
 def unlink_rings_of(node_prefix: str, serial: int) -> int:
-    """Unlink every ring the instance ``serial`` wrote or read (its process is gone);
-    return how many. The supervisor's sweep after each worker exit."""
+    """Unlink the rings the instance ``serial`` read, and those it wrote to a reader that
+    is gone too (its process is gone); return how many. The supervisor's sweep after each
+    worker exit.
+
+    Its rings to a reader that still runs are left to that reader: their descriptors may
+    wait in its socket (a full backlog pauses its reading), and it removes the name when
+    it maps the ring. Unlinked at the writer's exit, a first ring's chunks were lost, as
+    "malformed" (QA). The supervisor removes those still there later
+    (:func:`rings_of_gone_writers`)."""
     tag = f"{serial:x}"
-    return _unlink_rings(node_prefix, lambda writer, reader: tag in (writer[0], reader[0]))
+
+    def whose(writer: tuple[str, str], reader: tuple[str, str]) -> bool:
+        return reader[0] == tag or (writer[0] == tag and _gone(reader[1]))
+
+    return _unlink_rings(node_prefix, whose)
 
 
 def unlink_rings_of_process(node_prefix: str, pid: int) -> int:
@@ -177,22 +192,50 @@ def unlink_rings_of_process(node_prefix: str, pid: int) -> int:
     return _unlink_rings(node_prefix, whose)
 
 
+def rings_of_gone_writers(node_prefix: str) -> dict[str, bool]:
+    """The node's rings whose writer's process (a worker's, a Shell's) is gone, none of
+    them mapped by its reader yet (that removes the name): name -> whether that reader
+    still runs. The supervisor's sweep removes them (``_supervisor``)."""
+    prefix = node_segment_prefix(node_prefix)
+    found: dict[str, bool] = {}
+    for name in list_prefix(prefix):
+        writer, reader = _ends(name[len(prefix) :])
+        writer_pid = writer[0][1:] if writer[0].startswith("s") else writer[1]
+        if _gone(writer_pid):
+            found[name] = not _gone(reader[1])
+    return found
+
+
 def _unlink_rings(
     node_prefix: str, whose: Callable[[tuple[str, str], tuple[str, str]], bool]
 ) -> int:
-    # "<prefix><writer serial>.<writer pid>-<reader serial>-<reader pid>" (ring_name):
-    # ``whose`` gets (serial, pid) of the writer and of the reader, in hex.
     prefix = node_segment_prefix(node_prefix)
     removed = 0
     for name in list_prefix(prefix):
-        parts = name[len(prefix) :].split("-")
-        writer_serial, _, writer_pid = parts[0].partition(".")
-        reader = (parts[1] if len(parts) > 1 else "", parts[2] if len(parts) > 2 else "")
-        if whose((writer_serial, writer_pid), reader):
+        if whose(*_ends(name[len(prefix) :])):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(f"/dev/shm/{name}")
                 removed += 1
     return removed
+
+
+def _ends(ring: str) -> tuple[tuple[str, str], tuple[str, str]]:
+    """(serial, pid) of the writer and of the reader, in hex, of a ring name without the
+    node's prefix: ``<writer serial>.<writer pid>.<n>-<reader serial>-<reader pid>``
+    (:func:`ring_name`); a Shell writer's are ``s<pid>`` and its token."""
+    parts = ring.split("-")
+    writer = parts[0].split(".")
+    return (
+        (writer[0], writer[1] if len(writer) > 1 else ""),
+        (parts[1] if len(parts) > 1 else "", parts[2] if len(parts) > 2 else ""),
+    )
+
+
+def _gone(pid_hex: str) -> bool:
+    try:
+        return process_gone(int(pid_hex, 16))
+    except ValueError:  # no pid: not one of ours, nobody to wait for
+        return True
 
 
 class _Queue:
@@ -378,6 +421,9 @@ class StreamReceiver:
                 try:
                     try:
                         value = self._view(frame, descriptor)
+                    except Unavailable as exc:  # not the sender's fault: it died
+                        self._ring_gone(frame, exc)
+                        continue
                     except (ActrError, ValueError) as exc:
                         # The sender's fault, not the callback's: dropped, counted apart.
                         self._malformed(frame, exc)
@@ -447,6 +493,16 @@ class StreamReceiver:
                 "dropped %r: sent to this instance's previous process, which died (#%d)",
                 frame,
                 count,
+            )
+
+    def _ring_gone(self, frame: StreamFrame, exc: Unavailable) -> None:
+        self.counters.ring_gone += 1
+        if worth_logging(self.counters.ring_gone):
+            log.warning(
+                "dropped %r: %s: its sender died before this process read it (ring_gone: %d)",
+                frame,
+                exc.message,
+                self.counters.ring_gone,
             )
 
     def _malformed(self, frame: StreamFrame, exc: Exception) -> None:

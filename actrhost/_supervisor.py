@@ -29,10 +29,10 @@ from ._gateway_process import GatewayProcess
 from ._ids import ActrId, Realm
 from ._metrics import MetricsServer
 from ._node_status import collect_status
-from ._ring_readers import rings_of_gone_shells, shell_gone
+from ._ring_readers import shell_gone
 from ._rolling_restart import rolling_restart
 from ._slot import KILL_AFTER_S, RestartRefused, Slot, describe_exit, stop_limit_s
-from ._streams import unlink_rings_of
+from ._streams import rings_of_gone_writers, unlink_rings_of
 from ._supervisor_control import ControlHandlers
 from ._supervisor_servers import start_metrics, start_signaling
 from ._worker_start import (
@@ -52,8 +52,12 @@ from .workers._process import WorkerSpec
 
 log = logging.getLogger(__name__)
 
-#: How often the rings of Shells that are gone are looked for (_ring_readers.py).
+#: How often the sockets of Shells that are gone, and rings whose writer is gone, are
+#: looked for (``_sweep_after_gone_writers``).
 SHELL_RING_SWEEP_S = 2.0
+#: How long a ring whose writer is gone is kept for a reader that runs and has not mapped
+#: it: its descriptors may wait in that reader's socket behind a backlog.
+WRITER_GONE_GRACE_S = 10.0
 #: A second stop request this soon after the first is the same one delivered twice (a
 #: wrapper such as `timeout` forwards the terminal's Ctrl-C to the process group that
 #: got it already), not a second Ctrl-C: the workers kept no grace at all (QA).
@@ -163,7 +167,7 @@ class Supervisor(ControlHandlers):
                 if signaling_url is not None:
                     await self._start_gateway(signaling_url)
                 await forkserver_ready
-                self._spawn_task(self._sweep_after_gone_shells())
+                self._spawn_task(self._sweep_after_gone_writers())
                 await self._spawn_all()
                 await self._shutdown.wait()
                 await self._stop_all()
@@ -282,10 +286,13 @@ class Supervisor(ControlHandlers):
             self._hurry.set()
         self._shutdown.set()
 
-    async def _sweep_after_gone_shells(self) -> None:
-        """Shells come and go unannounced (SIGKILL, SIGTERM): remove the socket files and
-        the rings they left."""
-        seen: set[str] = set()
+    async def _sweep_after_gone_writers(self) -> None:
+        """Shells come and go unannounced (SIGKILL, SIGTERM): remove the socket files they
+        left. Remove the rings of writers that are gone (Shells, workers) which their
+        readers did not map: at once when the reader is gone too, else once
+        WRITER_GONE_GRACE_S has passed (their descriptors may still wait in the reader's
+        socket: it maps the ring, and removes the name, when it reads them)."""
+        first_seen: dict[str, float] = {}
         while True:
             await asyncio.sleep(SHELL_RING_SWEEP_S)
             for path in self.run_dir.glob("s*.sock"):
@@ -294,12 +301,15 @@ class Supervisor(ControlHandlers):
             for routing_id, shell in list(self._shells.items()):
                 if shell_gone(Path(shell["endpoint"].removeprefix("ipc://")).stem):
                     self._forget_shell(routing_id)  # its routes too: callers get 404
-            gone = rings_of_gone_shells(self.shm_prefix)
-            for name in gone & seen:
+            now = time.monotonic()
+            gone = rings_of_gone_writers(self.shm_prefix)
+            first_seen = {name: first_seen.get(name, now) for name in gone}
+            for name, read_later in gone.items():
+                if read_later and now - first_seen[name] < WRITER_GONE_GRACE_S:
+                    continue
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(f"/dev/shm/{name}")
                     self.segments_reclaimed += 1
-            seen = gone - seen
 
     async def _spawn_all(self) -> None:
         """Start every instance, a few at a time, until a shutdown is asked for: a node of

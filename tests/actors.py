@@ -462,6 +462,12 @@ class StreamSink(Actor):
         await asyncio.sleep(float(request))
         return str(sum(len(c) for c in self.chunks.values()) - before).encode()
 
+    @rpc("test.Sink.Sleep")
+    async def sleep(self, ctx: Context, request: bytes) -> bytes:
+        """Holds a handler slot for ``request`` seconds (awaiting)."""
+        await asyncio.sleep(float(request))
+        return b"ok"
+
     @rpc("test.Sink.Results")
     async def results(self, ctx: Context, request: bytes) -> bytes:
         import json
