@@ -67,10 +67,22 @@ def problem(message: dict[str, Any]) -> str | None:
     return None
 
 
-def worker_routing_id(serial: int) -> bytes:
-    """The routing id of the worker of actor ``serial`` on the control socket (the only
-    form the supervisor accepts: ``w:0ab`` is not ``w:ab``)."""
-    return f"w:{serial:x}".encode()
+def worker_routing_id(serial: int, pid: int) -> bytes:
+    """The routing id of the worker process ``pid`` of actor ``serial`` on the control
+    socket: ``w:<serial>.<pid>`` in hex, the only form the supervisor accepts (``w:0ab.1``
+    is not ``w:ab.1``). The pid makes each process's its own: a worker forked by a
+    forkserver that died before saying so, and the one spawned instead, both connect (one
+    identity locked the second out: it never ran, and was restarted for ever, QA)."""
+    return f"w:{serial:x}.{pid:x}".encode()
+
+
+def parse_worker_routing_id(routing_id: bytes) -> tuple[int, int] | None:
+    """``(serial, pid)`` of a worker's routing id in its only form, else None."""
+    try:
+        serial, pid = (int(part, 16) for part in routing_id.removeprefix(b"w:").split(b"."))
+    except ValueError:
+        return None
+    return (serial, pid) if worker_routing_id(serial, pid) == routing_id else None
 
 
 def encode(message: dict[str, Any]) -> bytes:

@@ -74,7 +74,7 @@ class Supervisor(ControlHandlers):
         self.run_dir = run_dir or rundir.run_dir_for(config)
         self.shm_prefix = rundir.node_prefix(self.run_dir)
         self._slots: list[Slot] = []
-        self._by_worker_id: dict[bytes, Slot] = {}  # control routing id -> slot
+        self._by_serial: dict[int, Slot] = {}
         self._shells: dict[bytes, dict[str, Any]] = {}
         self._stats_waiters: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._next_req = 0
@@ -105,7 +105,7 @@ class Supervisor(ControlHandlers):
                     f"ipc://{self.run_dir / f'a-{serial:x}.sock'}",
                 )
                 self._slots.append(slot)
-                self._by_worker_id[control.worker_routing_id(serial)] = slot
+                self._by_serial[serial] = slot
 
     # -- life cycle --------------------------------------------------------------------
 
@@ -241,14 +241,14 @@ class Supervisor(ControlHandlers):
             self._broadcast,
         )
         ids = await self.gateway.start(url)
-        self._by_worker_id.clear()
+        self._by_serial.clear()
         for slot in self._slots:
             actr_id = ids.get((slot.config.name, slot.index))
             if actr_id is None:
                 raise RuntimeError(f"signaling gave no id to {slot.label}")
             slot.actr_id = actr_id
             slot.endpoint = f"ipc://{self.run_dir / f'a-{actr_id.serial_number:x}.sock'}"
-            self._by_worker_id[control.worker_routing_id(actr_id.serial_number)] = slot
+            self._by_serial[actr_id.serial_number] = slot
 
     def _cleanup(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):

@@ -10,9 +10,11 @@ not decode, or whose fields are wrong, is dropped, counted and logged sparingly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
+import signal
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +24,7 @@ from ._directory import ActorState
 from ._directory_feed import DirectoryFeed
 from ._rpc_receiving import worth_logging
 from ._slot import RestartRefused, Slot
+from ._worker_start import end_what_an_actor_left
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -43,7 +46,7 @@ class ControlHandlers:
     run_dir: Path
     gateway: GatewayProcess | None
     malformed_control: int
-    _by_worker_id: dict[bytes, Slot]
+    _by_serial: dict[int, Slot]
     _shells: dict[bytes, dict[str, Any]]
     _stats_waiters: dict[int, asyncio.Future[dict[str, Any]]]
     _stopping: bool
@@ -94,13 +97,26 @@ class ControlHandlers:
             log.warning("%s (#%d)", what, self.malformed_control)
 
     def _on_worker_message(self, routing_id: bytes, op: str, message: dict[str, Any]) -> None:
-        slot = self._by_worker_id.get(routing_id)
-        if slot is None or (op != control.HELLO and routing_id != slot.routing_id):
+        serial, pid = control.parse_worker_routing_id(routing_id) or (None, 0)
+        slot = self._by_serial.get(serial) if serial is not None else None
+        if slot is None:
             self._dropped(f"control message {op!r} from unknown worker {routing_id!r}")
             return
+        if op != control.HELLO and routing_id != slot.routing_id:
+            # A stray (below) before its end, or the instance's previous process.
+            log.debug("%s: control message %r from pid %d, not its process", slot.label, op, pid)
+            return
         if op == control.HELLO:
+            if slot.pid is not None and pid != slot.pid:
+                self._end_stray(slot, pid)
+                return
+            if slot.routing_id is not None and slot.routing_id != routing_id:
+                # Said hello while its fork's answer was awaited: taken for the instance's
+                # process, which this one (spawned instead) is.
+                _, stray = control.parse_worker_routing_id(slot.routing_id) or (0, 0)
+                self._end_stray(slot, stray)
             slot.routing_id = routing_id
-            slot.pid = message.get("pid", slot.pid)
+            slot.pid = pid
             self._feed.forget(routing_id)
             if self._stopping:
                 # Its SIGTERM was lost (it came before the worker's own handler: a
@@ -124,6 +140,16 @@ class ControlHandlers:
             waiter = self._stats_waiters.get(message.get("req", -1))
             if waiter is not None and not waiter.done():
                 waiter.set_result(message.get("stats") or {})
+
+    def _end_stray(self, slot: Slot, pid: int) -> None:
+        """Kill a second process of ``slot``'s instance: forked by a forkserver that died
+        before it answered with its pid, so that another was started instead (QA). Not
+        told to stop: its sockets' files are the instance's now, which a close removes."""
+        log.warning("%s: a second process (pid %d) said hello: killed", slot.label, pid)
+        if pid > 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            self._spawn_task(end_what_an_actor_left(pid, f"{slot.label} (pid {pid})"))
 
     def _shell_endpoint_problem(self, endpoint: str) -> str | None:
         """Why a Shell may not attach with ``endpoint``, or None: it must be a Shell's

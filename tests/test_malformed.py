@@ -150,7 +150,9 @@ def test_stream_chunks_whose_description_does_not_hold_up_are_dropped_as_malform
         async with actrhost.connect(node.config_path) as shell:
             for _ in range(100):
                 stats = (await shell.status())["actors"][0]["stats"]["streams_in"]
-                if stats["malformed"] + stats["previous_process"] == len(frames):
+                if stats["malformed"] + stats["previous_process"] + stats["ring_gone"] == len(
+                    frames
+                ):
                     return stats
                 await asyncio.sleep(0.05)
             return stats
@@ -159,7 +161,10 @@ def test_stream_chunks_whose_description_does_not_hold_up_are_dropped_as_malform
     # The one for the previous process is counted as such: it is not corrupt (it was
     # counted "malformed", with a warning that suggested so, QA).
     assert stats["previous_process"] == 1
-    assert stats["malformed"] == len(frames) - 1
+    # A ring that does not exist is one whose sender is gone (the receiver cannot tell
+    # which, and the sender's fault it is not).
+    assert stats["ring_gone"] == 1
+    assert stats["malformed"] == len(frames) - 2
     assert "sent to this instance's previous process, which died" in node.log()
     assert stats["callback_errors"] == 0
     assert stats["bytes_via_shm"] == 0 and stats["bytes_inline"] == 0

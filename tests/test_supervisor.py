@@ -626,7 +626,8 @@ def test_actrhost_stop_asked_again_waits_for_the_graceful_stop(node_factory):
     # was taken as a second Ctrl-C: the handlers in flight were killed, their on_stop
     # skipped, and both commands said they stopped the node (QA).
     actor = '[[actor]]\nname = "slow"\ntype = "test+SlowStop"\nhandler = "actors:SlowStop"\n'
-    node = node_factory(actor + "[actor.settings]\nstop_s = 2\n", "shutdown_grace_s = 10")
+    # (on_stop takes 5 s: the second command's interpreter may take seconds to start)
+    node = node_factory(actor + "[actor.settings]\nstop_s = 5\n", "shutdown_grace_s = 10")
     config = str(node.config_path)
     first = actrhost_command("stop", config, "--timeout", "0.5")
     assert first.returncode == 1 and "`stop` again waits for it" in first.stderr, first.stderr
@@ -1031,7 +1032,7 @@ def test_control_messages_of_wrong_shape_or_forged_origin_change_nothing(node_fa
         # stopped, and a hello with a pid that is no number.
         forged = ctx.socket(zmq.DEALER)
         forged.setsockopt(zmq.LINGER, 1000)
-        forged.setsockopt(zmq.ROUTING_ID, f"w:0{serial:x}".encode())
+        forged.setsockopt(zmq.ROUTING_ID, f"w:0{serial:x}.{info.pid:x}".encode())
         forged.connect(f"ipc://{node.run_dir / 'control.sock'}")
         forged.send(json.dumps({"op": "state", "state": "stopped"}).encode())
         forged.send(json.dumps({"op": "hello", "serial": serial, "pid": "not-a-pid"}).encode())
@@ -1084,6 +1085,58 @@ def test_control_messages_of_wrong_shape_or_forged_origin_change_nothing(node_fa
     wait_until(lambda: node.status()["malformed_control"] == 611, 10, "the flood counted")
     logged = node.log().count("dropped a control message") + node.log().count("unknown worker")
     assert logged <= 12, logged  # the first five, then every 100th
+
+
+def test_a_second_process_of_an_instance_is_killed_and_the_first_serves_on(node_factory):
+    # A forkserver killed after a fork but before it answered with the pid: the worker it
+    # forked ran beside the one spawned instead, under the same control identity, which
+    # locked the later one out (restarted every 10 s for ever, QA). Played here by a
+    # process saying hello for the running instance under a pid of its own.
+    from actrhost import _control as control
+
+    node = node_factory(ECHO.format(extra=""))
+    (info,) = node.actors()
+    stray = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    ctx = zmq.Context()
+    try:
+        second = ctx.socket(zmq.DEALER)
+        second.setsockopt(zmq.LINGER, 1000)
+        routing_id = control.worker_routing_id(info.actr_id.serial_number, stray.pid)
+        second.setsockopt(zmq.ROUTING_ID, routing_id)
+        second.connect(f"ipc://{node.run_dir / 'control.sock'}")
+        hello = {"op": "hello", "serial": info.actr_id.serial_number, "pid": stray.pid}
+        second.send(json.dumps(hello).encode())
+        assert stray.wait(10) == -signal.SIGKILL
+    finally:
+        ctx.destroy(linger=1000)
+        stray.kill()
+        stray.wait()
+    assert f"echo#0: a second process (pid {stray.pid}) said hello: killed" in node.log()
+    (after,) = node.actors()
+    assert (after.state, after.pid) == ("running", info.pid)
+
+    async def go() -> None:
+        async with actrhost.connect(node.config_path) as shell:
+            assert await shell.call("echo", "test.Echo.Say", b"x") == b"x"
+
+    run(go())
+
+
+def test_a_worker_routing_id_has_one_form() -> None:
+    from actrhost._control import parse_worker_routing_id, worker_routing_id
+
+    assert worker_routing_id(0xAB, 0x1F) == b"w:ab.1f"
+    assert parse_worker_routing_id(b"w:ab.1f") == (0xAB, 0x1F)
+    for other in (
+        b"w:0ab.1f",
+        b"w:AB.1f",
+        b"w:ab",
+        b"w:ab.1f.2",
+        b"w:+ab.1f",
+        b"g:ab.1f",
+        b"w:a_b.1",
+    ):
+        assert parse_worker_routing_id(other) is None, other
 
 
 def call_in_background(node, *args: str) -> subprocess.Popen[bytes]:

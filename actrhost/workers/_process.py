@@ -79,7 +79,9 @@ def tell_the_supervisor_the_start_failed(spec: WorkerSpec, why: str) -> None:
     ``status`` (QA), the SyntaxError only in the log."""
     with zmq.Context() as zctx, zctx.socket(zmq.DEALER) as control_socket:
         control_socket.setsockopt(zmq.LINGER, 1000)  # sent before the process exits
-        control_socket.setsockopt(zmq.ROUTING_ID, control.worker_routing_id(spec.serial))
+        control_socket.setsockopt(
+            zmq.ROUTING_ID, control.worker_routing_id(spec.serial, os.getpid())
+        )
         control_socket.connect(spec.control_endpoint)
         control_socket.send(
             control.encode({"op": control.HELLO, "serial": spec.serial, "pid": os.getpid()})

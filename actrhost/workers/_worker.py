@@ -126,7 +126,7 @@ class Worker(Inbound, Outbound):
         self._zctx = zmq.Context()
         ctl = self._zctx.socket(zmq.DEALER)
         ctl.setsockopt(zmq.LINGER, 1000)
-        ctl.setsockopt(zmq.ROUTING_ID, control.worker_routing_id(spec.serial))
+        ctl.setsockopt(zmq.ROUTING_ID, control.worker_routing_id(spec.serial, os.getpid()))
         # Never again once the supervisor is gone: a new node's at the same path is not ours.
         ctl.setsockopt(zmq.RECONNECT_IVL, -1)
         ctl.connect(spec.control_endpoint)
