@@ -1264,6 +1264,26 @@ def test_processes_actors_leave_running_end_when_the_supervisor_is_killed(node_f
     wait_until(lambda: not any(pid_alive(p) for p in processes), 5.0, "the actor's processes")
 
 
+def test_a_worker_stopped_when_the_supervisor_is_killed_ends_cleanly_once_continued(
+    node_factory,
+):
+    # Its process group orphaned with a stopped member, the kernel sends the group SIGHUP
+    # and SIGCONT: SIGHUP's default killed the worker before its parent-death SIGTERM
+    # could stop it, and its socket files, the run dir and its actor's processes stayed
+    # (QA). (The worker leads the group: the actor's child is in it too.)
+    node = node_factory('[[actor]]\nname = "q"\ntype = "test+Quirks"\nhandler = "actors:Quirks"\n')
+    config = str(node.config_path)
+    child = int(actrhost_command("call", config, "q", "test.Quirks.Spawn").stdout)
+    worker = node.pid_of("q")
+    os.kill(worker, signal.SIGSTOP)
+    node.process.send_signal(signal.SIGKILL)
+    node.process.wait(5)
+    wait_until(lambda: not pid_alive(worker), 10.0, "the worker to end")
+    wait_until(lambda: not node.run_dir.exists(), 5.0, "the run dir to be removed")
+    wait_until(lambda: not pid_alive(child), 5.0, "the actor's process to end")
+    assert "died with signal SIGHUP" not in node.log()
+
+
 SHELL_SERVING_HELLO = """
 import asyncio, sys
 import actrhost

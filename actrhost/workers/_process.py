@@ -90,10 +90,20 @@ def tell_the_supervisor_the_start_failed(spec: WorkerSpec, why: str) -> None:
         control_socket.send(control.encode(failed))
 
 
+def _ignore(signum: int, frame: object) -> None:
+    """A signal handler that does nothing (see main)."""
+
+
 def main(spec: WorkerSpec) -> int:
     """Entry of a worker process; returns its exit code."""
     # Ctrl-C reaches the whole process group; only the supervisor decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Leading a group of its own, a worker gets SIGHUP from the kernel alone: when its
+    # supervisor died while a process of the group was stopped (SIGCONT follows). Its
+    # default killed the worker before the parent-death SIGTERM could stop it cleanly:
+    # sockets, run dir and its actor's processes were left (QA). A handler, not SIG_IGN:
+    # the actor's own child processes must not inherit an ignored SIGHUP.
+    signal.signal(signal.SIGHUP, _ignore)
     lead_a_process_group()  # (done already when forked or spawned: no harm again)
     set_parent_death_signal(signal.SIGTERM)
     if supervisor_gone(spec.supervisor_pid):
