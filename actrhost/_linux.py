@@ -10,6 +10,7 @@ import ctypes
 import os
 import signal
 import time
+from collections.abc import Callable
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
@@ -91,13 +92,38 @@ def group_members(pgid: int) -> set[int]:
 
 def end_group_members(pgid: int, grace_s: float, *, spare: int | None = None) -> list[int]:
     """SIGTERM every process of group ``pgid`` but ``spare``, and SIGKILL those left
-    after ``grace_s``; return the pids found. Blocks, looking every 20 ms meanwhile (a
-    member may start another one as it ends)."""
+    after ``grace_s``; return the pids found (see :func:`end_processes`)."""
     try:
         os.killpg(pgid, 0)  # the usual answer, and cheaper than reading /proc: none left
     except ProcessLookupError:
         return []
-    found = group_members(pgid) - {spare}
+    return end_processes(lambda: group_members(pgid) - {spare}, grace_s)
+
+
+def processes_with_environment(entry: str) -> set[int]:
+    """The live processes (but this one) whose environment, as they started, holds
+    ``entry`` (``NAME=value``): children inherit it. Only those whose environment we may
+    read (our user's, or all as root)."""
+    wanted = entry.encode()
+    found: set[int] = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                environment = f.read()
+        except OSError:
+            continue  # another user's, or it ended meanwhile (a zombie's is empty)
+        if wanted in environment.split(b"\0"):
+            found.add(int(name))
+    return found
+
+
+def end_processes(find: Callable[[], set[int]], grace_s: float) -> list[int]:
+    """SIGTERM the processes ``find()`` lists, and SIGKILL those it still lists after
+    ``grace_s``; return the pids found. Blocks, looking every 20 ms meanwhile (one may
+    start another as it ends)."""
+    found = find()
     if not found:
         return []
     for pid in found:
@@ -105,7 +131,7 @@ def end_group_members(pgid: int, grace_s: float, *, spare: int | None = None) ->
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while True:
-        left = group_members(pgid) - {spare}
+        left = find()
         for pid in left - found:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)

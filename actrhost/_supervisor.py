@@ -41,6 +41,7 @@ from ._worker_start import (
     WorkerProcess,
     become_subreaper,
     end_adopted_processes,
+    end_what_a_crashed_node_left,
     end_what_an_actor_left,
     reap_orphans,
     spawn_worker,
@@ -123,7 +124,9 @@ class Supervisor(ControlHandlers):
                     "since it started?)"
                 )
         # Locked for as long as this process lives: a second node of this config refused.
-        self._run_dir_lock, _ = rundir.prepare(self.run_dir)
+        self._run_dir_lock, left_by_a_crash = rundir.prepare(self.run_dir)
+        if left_by_a_crash:
+            await end_what_a_crashed_node_left(self.run_dir)
         rundir.write_config_snapshot(self.run_dir, self.config.text)
         leftovers = unlink_prefix(node_segment_prefix(self.shm_prefix))
         self.segments_reclaimed += leftovers

@@ -20,11 +20,18 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
 from ._config import CONFIG_SNAPSHOT_ENV, Config
-from ._linux import child_pids, end_group_members, set_child_subreaper
+from ._linux import (
+    child_pids,
+    end_group_members,
+    end_processes,
+    processes_with_environment,
+    set_child_subreaper,
+)
 from ._rundir import CONFIG_SNAPSHOT, run_dir_for
 from .workers._forkserver import MAX_MESSAGE_BYTES, spec_message
 from .workers._process import SPEC_ENV, WorkerSpec
@@ -415,6 +422,19 @@ async def end_what_an_actor_left(worker_pid: int, label: str, grace_s: float = 1
     ended = await asyncio.to_thread(end_group_members, worker_pid, grace_s)
     if ended:
         log.warning("%s: ended %d process(es) its actor left running: %s", label, len(ended), ended)
+
+
+async def end_what_a_crashed_node_left(run_dir: Path, grace_s: float = 1.0) -> None:
+    """At a start that found the files of a node that died (every process of it SIGKILLed
+    at once, or its supervisor during its stop): end what its actors started and left
+    running, which nothing else would, SIGTERM first, SIGKILL ``grace_s`` later. They
+    are known by the entry of ``child_environment`` that names this run dir, which every
+    process of a node has and its children inherit (unless an actor cleared it)."""
+    entry = f"{CONFIG_SNAPSHOT_ENV}={run_dir / CONFIG_SNAPSHOT}"
+    find = partial(processes_with_environment, entry)
+    ended = await asyncio.to_thread(end_processes, find, grace_s)
+    if ended:
+        log.warning("ended %d process(es) a crashed node left running: %s", len(ended), ended)
 
 
 def _reaped(pid: int) -> bool:

@@ -777,9 +777,11 @@ class Quirks(Actor):
         import subprocess
 
         # Started and never waited for: the node must end it when it stops. b"tree": a
-        # shell with two children of its own.
+        # shell with two children of its own; b"session": in a session of its own (as a
+        # daemon), out of reach of what ends the worker's process group.
         command = ["sh", "-c", "sleep 300 & sleep 300"] if request == b"tree" else ["sleep", "300"]
-        return str(subprocess.Popen(command).pid).encode()
+        session = request == b"session"
+        return str(subprocess.Popen(command, start_new_session=session).pid).encode()
 
     @rpc("test.Quirks.RaiseCancelled")
     async def raise_cancelled(self, ctx: Context, request: bytes) -> bytes:

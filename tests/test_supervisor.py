@@ -1139,6 +1139,9 @@ def test_a_worker_routing_id_has_one_form() -> None:
         assert parse_worker_routing_id(other) is None, other
 
 
+QUIRKS = '[[actor]]\nname = "q"\ntype = "test+Quirks"\nhandler = "actors:Quirks"\n'
+
+
 def call_in_background(node, *args: str) -> subprocess.Popen[bytes]:
     """``actrhost call NODE ARGS`` running on its own; the caller kills it."""
     return subprocess.Popen(
@@ -1226,7 +1229,7 @@ def test_the_socket_file_of_a_killed_shell_is_removed(node_factory):
 
 
 def test_processes_actors_leave_running_end_with_the_node(node_factory):
-    node = node_factory('[[actor]]\nname = "q"\ntype = "test+Quirks"\nhandler = "actors:Quirks"\n')
+    node = node_factory(QUIRKS)
 
     def spawn(what: str = "") -> int:
         config = str(node.config_path)
@@ -1253,7 +1256,7 @@ def test_processes_actors_leave_running_end_with_the_node(node_factory):
 
 def test_processes_actors_leave_running_end_when_the_supervisor_is_killed(node_factory):
     # Adopted by init when the supervisor died, they ran on for good (QA).
-    node = node_factory('[[actor]]\nname = "q"\ntype = "test+Quirks"\nhandler = "actors:Quirks"\n')
+    node = node_factory(QUIRKS)
     config = str(node.config_path)
     child = int(actrhost_command("call", config, "q", "test.Quirks.Spawn").stdout)
     tree = int(actrhost_command("call", config, "q", "test.Quirks.Spawn", "--data", "tree").stdout)
@@ -1271,7 +1274,7 @@ def test_a_worker_stopped_when_the_supervisor_is_killed_ends_cleanly_once_contin
     # and SIGCONT: SIGHUP's default killed the worker before its parent-death SIGTERM
     # could stop it, and its socket files, the run dir and its actor's processes stayed
     # (QA). (The worker leads the group: the actor's child is in it too.)
-    node = node_factory('[[actor]]\nname = "q"\ntype = "test+Quirks"\nhandler = "actors:Quirks"\n')
+    node = node_factory(QUIRKS)
     config = str(node.config_path)
     child = int(actrhost_command("call", config, "q", "test.Quirks.Spawn").stdout)
     worker = node.pid_of("q")
@@ -1282,6 +1285,36 @@ def test_a_worker_stopped_when_the_supervisor_is_killed_ends_cleanly_once_contin
     wait_until(lambda: not node.run_dir.exists(), 5.0, "the run dir to be removed")
     wait_until(lambda: not pid_alive(child), 5.0, "the actor's process to end")
     assert "died with signal SIGHUP" not in node.log()
+
+
+def test_a_worker_ends_what_its_actor_left_as_it_exits(node_factory):
+    # The supervisor does so once it sees the exit: one killed at that moment (SIGKILLed
+    # in its stop, QA) never did, and they ran on for good. Its stand-in here: a stopped
+    # supervisor, and a worker stopped by a SIGTERM from outside.
+    node = node_factory(QUIRKS)
+    child = int(actrhost_command("call", str(node.config_path), "q", "test.Quirks.Spawn").stdout)
+    worker = node.pid_of("q")
+    node.process.send_signal(signal.SIGSTOP)
+    try:
+        os.kill(worker, signal.SIGTERM)
+        wait_until(lambda: not pid_alive(child), 5.0, "the actor's process to end")
+    finally:
+        node.process.send_signal(signal.SIGCONT)
+
+
+def test_what_actors_left_when_the_whole_node_was_killed_ends_at_its_next_start(node_factory):
+    # Nothing of the node was left to end it (QA). Every process of a node, and what
+    # they start, carries the node's run dir in its environment: the next start finds it.
+    node = node_factory(QUIRKS)
+    config = str(node.config_path)
+    child = int(
+        actrhost_command("call", config, "q", "test.Quirks.Spawn", "--data", "session").stdout
+    )
+    node.kill_every_process()
+    assert pid_alive(child)
+    node.start()
+    wait_until(lambda: not pid_alive(child), 5.0, "the crashed node's process to end")
+    assert f"ended 1 process(es) a crashed node left running: [{child}]" in node.log()
 
 
 SHELL_SERVING_HELLO = """

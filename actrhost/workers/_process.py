@@ -90,6 +90,18 @@ def tell_the_supervisor_the_start_failed(spec: WorkerSpec, why: str) -> None:
         control_socket.send(control.encode(failed))
 
 
+def _end_what_the_actor_left() -> None:
+    """SIGTERM the rest of this worker's process group: what its actor started and left
+    running. The supervisor does so too once it has seen the exit (and SIGKILLs what
+    stays); a supervisor killed at that moment (one SIGKILLed during its stop, QA) never
+    would, and they ran on for good."""
+    if os.getpgrp() != os.getpid():
+        return  # not leading a group of its own (it could not make one): not ours to end
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(os.getpid(), signal.SIGTERM)
+
+
 def _ignore(signum: int, frame: object) -> None:
     """A signal handler that does nothing (see main)."""
 
@@ -142,6 +154,7 @@ def main(spec: WorkerSpec) -> int:
     # A loop whose watch needs no ticks: an idle worker sleeps (_loop_watch.py).
     with asyncio.Runner(loop_factory=watched_event_loop) as runner:
         code = runner.run(amain())
+    _end_what_the_actor_left()
     if terminated and code == 0:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
