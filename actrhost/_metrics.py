@@ -121,6 +121,7 @@ _GATEWAY_GAUGES = {
     "pending_out": "Calls to other nodes awaiting their response.",
     "pending_in": "Calls from other nodes awaiting the local actor's response.",
     "streams_held": "Stream frames held for remote nodes whose link is full.",
+    "calls_held": "Calls and tells held for remote nodes whose link is full.",
     "frames_waiting_for_actors": "Frames from other nodes waiting for slow local actors.",
     "bytes_waiting_for_actors": "Bytes of frames from other nodes waiting for slow local actors.",
 }
@@ -313,19 +314,11 @@ def _gateway_metrics(out: _Exposition, node: dict[str, str], gateway: dict[str, 
             remote.get("state") == "connected",
             labels,
         )
-        for key in (
-            "connects",
-            "failures",
-            "malformed",
-            "evicted_parts",
-            "batches_out",
-            "duplicates_dropped",
-            "tells_in_doubt",
-        ):
-            if _is_number(remote.get(key)):
-                out.counter(
-                    f"actrhost_remote_{key}", f"Remote node counter {key}.", remote[key], labels
-                )
+        # Every number of its own but `since` (a time) is a counter: a list of them left
+        # out those added since (links_lost, in_doubt_cleared, QA).
+        for key, value in remote.items():
+            if key != "since" and _is_number(value):
+                out.counter(f"actrhost_remote_{key}", f"Remote node counter {key}.", value, labels)
         for lane, counters in sorted((remote.get("lanes") or {}).items()):
             for key, value in counters.items():
                 out.counter(

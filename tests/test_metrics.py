@@ -278,6 +278,7 @@ def test_render_metrics_exports_the_gateway_and_remote_nodes():
                 "pending_out": 0,
                 "pending_in": 0,
                 "streams_held": 5,
+                "calls_held": 6,
                 "frames_waiting_for_actors": 7,
                 "bytes_waiting_for_actors": 7000,
                 "ice_host_addresses": ["127.0.0.1"],
@@ -289,6 +290,10 @@ def test_render_metrics_exports_the_gateway_and_remote_nodes():
                         "state": "connected",
                         "connects": 1,
                         "failures": 0,
+                        "links_lost": 2,
+                        "in_doubt_cleared": 4,
+                        "since": 1765170000.5,
+                        "reconnecting": False,
                         "malformed": 0,
                         "lanes": {"rpc_reliable": lane},
                         "media": {"samples_sent": 40, "no_track": 3},
@@ -309,10 +314,15 @@ def test_render_metrics_exports_the_gateway_and_remote_nodes():
     assert total(samples, "actrhost_gateway_calls_out_total", **node) == 3
     assert total(samples, "actrhost_gateway_registered", **node) == 1
     assert total(samples, "actrhost_gateway_streams_held", **node) == 5  # a gauge: no _total
+    assert total(samples, "actrhost_gateway_calls_held", **node) == 6  # (was a counter, QA)
     assert total(samples, "actrhost_gateway_frames_waiting_for_actors", **node) == 7
     assert total(samples, "actrhost_gateway_bytes_waiting_for_actors", **node) == 7000
     remote = {"remote_node": "3a576e28d344267d", "remote_name": "echo-a"}
     assert total(samples, "actrhost_remote_connected", **remote) == 1
+    # Every counter of a remote node (a list of them left links_lost out, QA), not `since`.
+    assert total(samples, "actrhost_remote_links_lost_total", **remote) == 2
+    assert total(samples, "actrhost_remote_in_doubt_cleared_total", **remote) == 4
+    assert not [name for name, _ in samples if "since" in name or "reconnecting" in name]
     lane_labels = {**remote, "lane": "rpc_reliable"}
     assert total(samples, "actrhost_remote_lane_bytes_out_total", **lane_labels) == 303
     assert total(samples, "actrhost_remote_lane_dropped_total", **lane_labels) == 1
