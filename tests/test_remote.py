@@ -41,6 +41,9 @@ async def actrhost_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+RELAY = '[[actor]]\nname = "relay"\ntype = "test+Relay"\nhandler = "actors:Relay"\n'
+
+
 def relay_and_echo_nodes(node_factory, signaling_url, more_on_b=""):
     """Node A runs a Relay (it forwards calls to a type it discovers), node B an Echo."""
     signaling = f'[signaling]\nurl = "{signaling_url}"\n'
@@ -911,6 +914,39 @@ def test_tells_and_chunks_to_an_actor_gone_on_another_node_raise_at_the_sender(
     assert int(sent) < 50  # within a second, not never
     sent, _, error = unknown.decode().partition(" ")
     assert error.startswith(("NotFound: ", "Unavailable: ")), unknown
+
+
+def test_samples_and_latency_first_chunks_to_a_restarting_actor_on_another_node_never_raise(
+    node_factory, signaling_url
+):
+    # Dropped while the echo restarts, as under pressure: node B's gateway said "gone",
+    # and the sender raised Unavailable for a second, where between local actors nothing
+    # did (QA: the camera example stopped filming for good when a viewer restarted).
+    # (A sink whose on_start takes 1.5 s: its restart is long enough to send into.)
+    slow = '[[actor]]\nname = "sink"\ntype = "test+Sink"\nhandler = "actors:SlowStartSink"\n'
+    signaling = f'[signaling]\nurl = "{signaling_url}"\n'
+    node_a = node_factory(RELAY, signaling)
+    node_b = node_factory(slow, signaling)
+    (sink,) = node_b.actors()
+    lossy = actrhost.PayloadType.STREAM_LATENCY_FIRST
+
+    async def go() -> list[str]:
+        async with actrhost.connect(node_a.config_path) as shell:
+            await shell.call(sink.actr_id, "test.Sink.Results", b"", timeout=20)  # linked
+            os.kill(sink.pid, signal.SIGKILL)
+            errors = []
+            for n in range(100):  # 2 s: through the restart
+                try:
+                    await shell.send_media_sample(sink.actr_id, "video", MediaSample(b"x", n))
+                    chunk = DataStream("s0", n, b"y")
+                    await shell.send_data_stream(sink.actr_id, chunk, payload_type=lossy)
+                except actrhost.ActrError as exc:
+                    errors.append(repr(exc))
+                await asyncio.sleep(0.02)
+            return errors
+
+    assert run(go(), 60) == []
+    assert node_b.actors()[0].pid != sink.pid
 
 
 def test_a_shells_tells_and_chunks_to_an_actor_gone_on_another_node_raise_at_the_shell(

@@ -119,6 +119,12 @@ class Notices:
         Shell's frames need ``pc``: nothing else says which node they came from)."""
         if target is None or not isinstance(error, TOLD_ERRORS):
             return
+        entry = self.directory.get(target)
+        if entry is not None and entry.comes_back:
+            # Starting, or restarting: a lossy frame (sample, latency-first chunk) for it
+            # was dropped, as under pressure, but its sender's next may arrive. Told, it
+            # raised for a second (KEPT_S), where between local actors nothing did (QA).
+            return
         if pc is None or pc.state is not LinkState.CONNECTED:
             # (Frames that waited here: their node may be on a new link since.)
             node_id = pc.remote_node if pc is not None else None
