@@ -73,6 +73,10 @@ TRACK_QUEUE_FRAMES = 2
 AUDIO_QUEUE_FRAMES = 50
 #: Samples per audio frame handed to the encoder: 20 ms at 48 kHz, one Opus packet.
 AUDIO_FRAME_SAMPLES = 960
+#: A route's last samples short of a whole frame go padded with silence once no sample
+#: followed for this long: the encoder held them until more came, for ever at the end
+#: of a burst (QA: 100 samples of 441 lost their last 900).
+AUDIO_TAIL_S = 0.04
 #: Video and audio tracks per connection: how many routes of each kind stream at once
 #: between two nodes. Each idle track costs a sender task and an RTCP report a second.
 TRACKS_PER_KIND = 4
@@ -174,7 +178,16 @@ class MediaCounters:
 class _TrackSlot:
     """One outbound track, the route it carries, and its clock."""
 
-    __slots__ = ("last_sent", "mid", "next_pts", "route", "track")
+    __slots__ = (
+        "carry",
+        "carry_meta",
+        "carry_timer",
+        "last_sent",
+        "mid",
+        "next_pts",
+        "route",
+        "track",
+    )
 
     def __init__(self, track: OutboundTrack) -> None:
         self.track = track
@@ -184,6 +197,11 @@ class _TrackSlot:
         #: Audio: samples sent, monotonic across routes, as the encoder and RTP need.
         #: (Video frames are numbered by the track, when the encoder takes them.)
         self.next_pts = 0
+        #: Audio: stereo samples short of a whole frame, the control message of the
+        #: sample they came with, and the timer that sends them padded (AUDIO_TAIL_S).
+        self.carry: Any = None
+        self.carry_meta: dict[str, Any] = {}
+        self.carry_timer: asyncio.TimerHandle | None = None
 
 
 class MediaSender:
@@ -249,16 +267,46 @@ class MediaSender:
             meta["channels"] = 1 if array.ndim == 1 else int(array.shape[1])
             meta["ndim"] = array.ndim  # (n,) arrives as (n,), not (n, 1)
             meta["codec"] = frame.codec or "pcm_s16"
-            frames = [
-                _audio_frame(array[start : start + AUDIO_FRAME_SAMPLES], slot)
-                for start in range(0, int(array.shape[0]), AUDIO_FRAME_SAMPLES)
-            ]
+            frames = self._audio_frames(slot, _stereo(array), meta)
+        self._push(slot, frames, meta)
+        self._counters.samples_sent += 1
+
+    def _push(self, slot: _TrackSlot, frames: list[Any], meta: dict[str, Any]) -> None:
         track = slot.track
         before = track.dropped
         for av_frame in frames:
             track.push(av_frame, dict(meta))
         self._counters.dropped_sender += track.dropped - before
-        self._counters.samples_sent += 1
+
+    def _audio_frames(self, slot: _TrackSlot, stereo: Any, meta: dict[str, Any]) -> list[Any]:
+        """Whole frames of what the slot carried and ``stereo``; the rest is carried
+        until the next sample, or sent padded after AUDIO_TAIL_S. (Frames of another
+        length the encoder regrouped itself, and held the last part of a burst.)"""
+        if slot.carry is not None:
+            stereo = np.concatenate([slot.carry, stereo])
+            slot.carry = None
+        if slot.carry_timer is not None:
+            slot.carry_timer.cancel()
+            slot.carry_timer = None
+        whole = len(stereo) - len(stereo) % AUDIO_FRAME_SAMPLES
+        frames = [
+            _audio_frame(stereo[start : start + AUDIO_FRAME_SAMPLES], slot)
+            for start in range(0, whole, AUDIO_FRAME_SAMPLES)
+        ]
+        if whole < len(stereo):
+            slot.carry, slot.carry_meta = stereo[whole:], meta
+            loop = asyncio.get_running_loop()
+            slot.carry_timer = loop.call_later(AUDIO_TAIL_S, self._send_tail, slot)
+        return frames
+
+    def _send_tail(self, slot: _TrackSlot) -> None:
+        slot.carry_timer = None
+        if slot.carry is None:
+            return
+        silence = np.zeros((AUDIO_FRAME_SAMPLES - len(slot.carry), 2), dtype=np.int16)
+        padded = np.concatenate([slot.carry, silence])
+        slot.carry = None
+        self._push(slot, [_audio_frame(padded, slot)], slot.carry_meta)
 
     def _slot_for(self, kind: str, route: tuple[str, str, str]) -> _TrackSlot | None:
         """The track that carries ``route``: its own, else one that is free or idle."""
@@ -280,12 +328,13 @@ class MediaSender:
         """End every track."""
         for slots in self._slots.values():
             for slot in slots:
+                if slot.carry_timer is not None:
+                    slot.carry_timer.cancel()
                 slot.track.stop()
 
 
-def _audio_frame(array: Any, slot: _TrackSlot) -> Any:
-    """An ``av`` stereo audio frame of int16 ``array`` ((n,), (n, 1) or (n, 2)), next on
-    its track.
+def _stereo(array: Any) -> Any:
+    """int16 ``array`` ((n,), (n, 1) or (n, 2)) as (n, 2).
 
     Mono goes as stereo, each sample twice (the receiver keeps one channel: the route's
     ``channels``): aiortc's Opus encoder sets its resampler up from the first frame and
@@ -293,9 +342,14 @@ def _audio_frame(array: Any, slot: _TrackSlot) -> Any:
     that carried mono, then stereo (the same route, or the next route given the track),
     carried nothing more, uncounted (QA). Opus encodes stereo anyway.
     """
-    samples = int(array.shape[0])
     if array.ndim == 1 or array.shape[1] == 1:
-        array = np.repeat(array.reshape(samples), 2)
+        return np.repeat(array.reshape(-1, 1), 2, axis=1)
+    return array
+
+
+def _audio_frame(array: Any, slot: _TrackSlot) -> Any:
+    """An ``av`` stereo audio frame of int16 ``array`` (n, 2), next on its track."""
+    samples = int(array.shape[0])
     interleaved = np.ascontiguousarray(array).reshape(1, samples * 2)
     frame = av.AudioFrame.from_ndarray(interleaved, format="s16", layout="stereo")
     frame.sample_rate = AUDIO_CLOCK_HZ
