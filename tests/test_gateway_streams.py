@@ -355,6 +355,32 @@ def test_audio_samples_shorter_than_a_packet_arrive_whole_the_last_one_padded(pa
     assert abs(_peak_hz(pcm[: sends * length]) - 1000.0) < 30
 
 
+def test_encoded_media_is_counted_on_one_lane_by_both_nodes(pair: Pair) -> None:
+    # Media that is no raw array goes on the latency-first channel: its sender counted it
+    # as media_rtp, its receiver as stream_latency_first (QA).
+    a, b = pair.a, pair.b
+    sink = b.workers["sink"].received
+
+    def lane(node: HarnessNode, key: str) -> int:
+        (remote,) = pair.runner.run(node.stats())["remote_nodes"].values()
+        return remote["lanes"]["media_rtp"][key]
+
+    sent_before, received_before = lane(a, "frames_out"), lane(b, "frames_in")
+
+    async def scenario() -> None:
+        for i in range(5):
+            packet = np.arange(100, dtype=np.uint8)  # as if already encoded
+            await a.send_media("src", b.ids["sink"], "encoded", packet, i, codec="h264")
+            await asyncio.sleep(0.01)
+        await b.wait_for(
+            lambda: sum(1 for m in sink.media if m[0] == "encoded") >= 5, 10, "the packets"
+        )
+
+    pair.runner.run(scenario())
+    assert lane(a, "frames_out") - sent_before == 5
+    assert lane(b, "frames_in") - received_before == 5
+
+
 def test_a_track_carries_mono_then_stereo_then_mono_again(pair: Pair) -> None:
     # aiortc's Opus encoder fails on a frame whose layout differs from its first one,
     # and that ends the track's sender: after mono, stereo samples and everything after

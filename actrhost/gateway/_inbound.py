@@ -20,7 +20,7 @@ from typing import Any
 from .. import _envelope as wire
 from .._config import ActorConfig
 from .._directory import ActorEntry, ActorState, Directory, gone_error
-from .._envelope import REQUEST, RESPONSE, TELL, Envelope, StreamFrame
+from .._envelope import MEDIA, REQUEST, RESPONSE, TELL, Envelope, StreamFrame
 from .._errors import ActrError, BadRequest, HandlerError, NotFound, Unavailable
 from .._ids import ActrId
 from .._payload_type import PayloadType
@@ -170,8 +170,10 @@ class Inbound(Trust, ToWorkers, Notices):
             return
         # By the channel it came on, as the other side counts what it sends: an answer to
         # a signal-lane call comes on that channel, but says reliable (QA: the two
-        # nodes' `actrhost status` did not add up).
-        counters = pc.counters.by_lane[lane]
+        # nodes' `actrhost status` did not add up). Media bytes (not on a track) come on
+        # the latency-first channel, and are counted as media_rtp, as their sender does.
+        media = isinstance(item, StreamFrame) and item.kind == MEDIA
+        counters = pc.counters.by_lane[PayloadType.MEDIA_RTP if media else lane]
         counters.frames_in += 1
         counters.bytes_in += len(data)
         if isinstance(item, Envelope) and item.direction == RESPONSE:
