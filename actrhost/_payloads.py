@@ -43,7 +43,12 @@ class DataStream:
 
 
 class MediaSample:
-    """One media sample: ``data`` (encoded bytes or a raw frame as an array), RTP timestamp."""
+    """One media sample: ``data`` (encoded bytes or a raw frame as an array), RTP timestamp.
+
+    The timestamp is an RTP one, 32 bits without sign: from 0 to 4,294,967,295 (a 90 kHz
+    clock passes it after 13.3 hours: wrap it, as RTP does); another raises ValueError
+    when the sample is sent.
+    """
 
     __slots__ = ("codec", "data", "media_type", "timestamp")
 
