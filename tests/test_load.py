@@ -656,7 +656,13 @@ BAD = [
     ),
     (
         ["--target", "t", "--stream", "--chunk-size", "1TiB"],  # "not a size", it said
-        "a payload of 1024.0 GiB is larger than the node's max_message_bytes",
+        "a payload of 1024.0 GiB is larger than the node's shared-memory ring",
+    ),
+    # Sent 200,000 times, each refused with 400 (QA).
+    (
+        ["--target", "t", "--stream", "--chunk-size", "65MiB"],
+        "a payload of 65.0 MiB is larger than the node's shared-memory ring ([shm] ring_bytes "
+        "less a 16-byte header: 67,108,848 bytes)",
     ),
     # Read (a file) or made, then sent request by request: 67,120 failed for 100 MB (QA).
     (
@@ -684,6 +690,18 @@ def test_bad_arguments_are_one_line_and_exit_2(args, expected, capsys, tmp_path)
     assert out == ""
     assert err.count("\n") == 1 and err.startswith("actrhost: load: "), err
     assert expected in err
+
+
+def test_a_stream_chunk_is_not_bound_by_max_message_bytes(capsys, tmp_path):
+    # Streams are not (configs/README.md): a 1 MiB chunk was refused before the run.
+    config = tmp_path / "node.toml"
+    config.write_text(
+        f'[node]\nname = "x"\nmax_message_bytes = 65536\nrun_dir = "{tmp_path / "run"}"\n'
+        '[[actor]]\nname = "a"\ntype = "t+A"\nhandler = "m:A"\n'
+    )
+    code = main(["load", str(config), "--target", "a", "--stream", "--chunk-size", "1MiB"])
+    _out, err = capsys.readouterr()
+    assert code == 1 and "no node running" in err, err  # past the checks, to the node
 
 
 def test_plot_without_matplotlib_and_missing_config_are_one_line_exit_2(

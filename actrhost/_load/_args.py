@@ -293,8 +293,10 @@ def _payload(args: argparse.Namespace, stream: bool) -> tuple[bytes, str]:
 
     # A payload larger than the node's max_message_bytes is refused before it is built or
     # read (2 GiB took 26 s to make, and then every request failed with 400; a 100 MB
-    # file went out 67,120 times, QA).
-    limit = payloads.message_limit(args.config)
+    # file went out 67,120 times, QA); a stream chunk larger than its ring likewise (it
+    # was refused by max_message_bytes, which does not bind streams, and one too large
+    # for the ring went out 200,000 times, QA).
+    limit = payloads.chunk_limit(args.config) if stream else payloads.message_limit(args.config)
     try:
         if args.payload is not None:
             data, said = payloads.from_text_or_file(args.payload, limit)

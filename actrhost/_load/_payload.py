@@ -43,6 +43,27 @@ def message_limit(config_path: str) -> MessageLimit:
     return MessageLimit(limit, f"the node's max_message_bytes ({format_bytes(limit)})")
 
 
+def chunk_limit(config_path: str) -> MessageLimit:
+    """The largest stream chunk the node takes: one from ``[shm] threshold_bytes`` up goes
+    through a ring, and must fit it (``max_message_bytes`` does not bind streams). The
+    most any node takes for an ``ipc://`` endpoint (the node says it when attached)."""
+    from .._config import load_config
+    from .._errors import ConfigError
+    from ..shm import RING_RECORD_HEADER_BYTES
+
+    if config_path.startswith("ipc://"):
+        return MessageLimit()
+    try:
+        shm = load_config(config_path).shm
+    except ConfigError:
+        return MessageLimit()  # (said where the config is used)
+    ring = shm.ring_bytes - RING_RECORD_HEADER_BYTES
+    if shm.threshold_bytes > ring + 1:  # (then the larger ones go inline)
+        return MessageLimit(shm.threshold_bytes - 1, "the node's [shm] threshold_bytes less 1")
+    said = f"the node's shared-memory ring ([shm] ring_bytes less a 16-byte header: {ring:,} bytes)"
+    return MessageLimit(ring, said)
+
+
 def read_payload_file(path: Path, limit: MessageLimit) -> bytes:
     """The bytes of ``path`` (a file, or a pipe such as /dev/stdin), at most ``limit``.
     Raises OSError, or ValueError for a larger one (``--data @/dev/zero`` read until
