@@ -1281,6 +1281,12 @@ def test_a_worker_stopped_when_the_supervisor_is_killed_ends_cleanly_once_contin
     os.kill(worker, signal.SIGSTOP)
     node.process.send_signal(signal.SIGKILL)
     node.process.wait(5)
+    # What the kernel sends the orphaned group, sent here too: it does not when the worker
+    # was adopted by a subreaper of the same session (an xdist worker that ran an
+    # in-process Supervisor, tests/test_worker_start.py).
+    for sig in (signal.SIGHUP, signal.SIGCONT):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker, sig)
     wait_until(lambda: not pid_alive(worker), 10.0, "the worker to end")
     wait_until(lambda: not node.run_dir.exists(), 5.0, "the run dir to be removed")
     wait_until(lambda: not pid_alive(child), 5.0, "the actor's process to end")

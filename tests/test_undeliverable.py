@@ -210,6 +210,7 @@ class FakeRouter:
 
 class FakeEntry:
     endpoint = "ipc:///nowhere/a-1.sock"
+    comes_back = False  # failed or stopped for good: its senders are told
 
 
 class Gateway(Notices):
@@ -281,6 +282,15 @@ def test_senders_known_to_signaling_by_a_new_id_are_told_on_their_workers_feed()
     assert gateway.link.counters.malformed == 0
     assert [wire.decode(data).target for data in gateway.feed.sent] == [ELSEWHERE, THEIRS]
     assert gateway.counters.senders_told == 2
+
+
+def test_nothing_is_said_for_a_target_that_comes_back() -> None:
+    # A sample dropped while its target restarts is dropped as under pressure: said gone,
+    # its sender raised for a second where between local actors nothing did (QA).
+    gateway = Gateway()
+    gateway.directory[OURS].comes_back = True  # type: ignore[index]
+    gateway._say_gone(gateway.link, THEIRS, OURS, Unavailable("actor a is starting"))
+    assert gateway.link.said == []
 
 
 def test_the_targets_node_says_gone_once_per_pair_for_tells_and_chunks_only() -> None:
