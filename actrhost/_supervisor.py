@@ -91,6 +91,7 @@ class Supervisor(ControlHandlers):
         self._forkserver: ForkServer | None = None
         self._metrics: MetricsServer | None = None
         self._subreaper = False  # we adopt orphaned descendants (and must reap them)
+        self._spawning = 0  # worker processes started, not yet in their slots
         self._state_changed = asyncio.Event()  # set, then replaced, at every state change
         self._restarting = False  # a rolling restart is under way
         self._checking_config = False  # a rolling restart starts children the reaper must leave
@@ -160,7 +161,13 @@ class Supervisor(ControlHandlers):
                 if self.config.signaling is not None:
                     signaling_url = await start_signaling(stack, self.config)
                 self._control.resume_reading()
-                forkserver_ready = self._start_forkserver(loop)
+                # In both start methods: what an actor leaves running in a session of its
+                # own is adopted, reaped, and ended at the stop (with spawn, it outlived
+                # the node: QA).
+                self._subreaper = become_subreaper()
+                if self._subreaper:
+                    loop.add_signal_handler(signal.SIGCHLD, self._reap_orphans)
+                forkserver_ready = self._start_forkserver()
                 log.info(
                     "node %r: starting %d actor instance(s) in %s",
                     self.config.node.name,
@@ -186,19 +193,17 @@ class Supervisor(ControlHandlers):
         log.info("node %r: stopped", self.config.node.name)
         return 0
 
-    def _start_forkserver(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+    def _start_forkserver(self) -> asyncio.Future[None]:
         """Start the forkserver (beside the gateway's start); the future is done once it
         is ready, or has failed and workers will be spawned instead."""
         if self.config.node.start_method != "forkserver":
             return asyncio.ensure_future(asyncio.sleep(0))
-        if not become_subreaper():
+        if not self._subreaper:
             log.info("this system cannot adopt forked workers: spawning them instead")
             return asyncio.ensure_future(asyncio.sleep(0))
-        self._subreaper = True
         self._forkserver = ForkServer(
             self.config, self._reap_orphans, rundir.control_endpoint(self.run_dir)
         )
-        loop.add_signal_handler(signal.SIGCHLD, self._reap_orphans)
 
         async def start(forkserver: ForkServer) -> None:
             try:
@@ -216,9 +221,12 @@ class Supervisor(ControlHandlers):
         if (
             not self._subreaper
             or self._checking_config
+            or self._spawning
             or (forkserver is not None and forkserver.forking)
         ):
-            return  # a worker forked just now may not be known yet: the next pass reaps
+            # A worker forked or spawned just now may not be known yet (its exit status
+            # is its watcher's): the next pass reaps.
+            return
         ours = {
             s.process.pid
             for s in self._slots
@@ -346,6 +354,7 @@ class Supervisor(ControlHandlers):
         slot.error = ""
         slot.given_up = False
         self._set_state(slot, ActorState.STARTING)
+        self._spawning += 1  # until slot.process knows it (_reap_orphans; no await between)
         try:
             process = await self._start_process(spec)
         except Exception as exc:  # no process (fork or exec failed): as a crash at start
@@ -355,6 +364,8 @@ class Supervisor(ControlHandlers):
             self._set_state(slot, ActorState.DEAD)
             self._spawn_task(self._after_exit(slot, clean=False, exit_text=why))
             return
+        finally:
+            self._spawning -= 1
         slot.process = process
         slot.pid = process.pid
         self._spawn_task(self._watch(slot, process))

@@ -67,6 +67,10 @@ def child_environment(config: Config) -> dict[str, str]:
     env = dict(os.environ)
     env["ACTRHOST_LOG_LEVEL"] = config.node.log_level
     env[CONFIG_SNAPSHOT_ENV] = str(run_dir_for(config) / CONFIG_SNAPSHOT)
+    # setproctitle keeps off the environment block, so /proc/<pid>/environ still shows
+    # the entry above (end_what_a_crashed_node_left): it wrote the title over it, and a
+    # worker's forked child was not found (QA). Titles then fit the command line's room.
+    env["SPT_NOENV"] = "1"
     package_root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     return env

@@ -778,7 +778,15 @@ class Quirks(Actor):
 
         # Started and never waited for: the node must end it when it stops. b"tree": a
         # shell with two children of its own; b"session": in a session of its own (as a
-        # daemon), out of reach of what ends the worker's process group.
+        # daemon), out of reach of what ends the worker's process group; b"fork": as that,
+        # and a copy of the worker, not another program.
+        if request == b"fork":  # forked, in a session of its own, and never exec'd
+            child = os.fork()
+            if child == 0:
+                os.setsid()
+                time.sleep(300)
+                os._exit(0)
+            return str(child).encode()
         command = ["sh", "-c", "sleep 300 & sleep 300"] if request == b"tree" else ["sleep", "300"]
         session = request == b"session"
         return str(subprocess.Popen(command, start_new_session=session).pid).encode()

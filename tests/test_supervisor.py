@@ -1313,14 +1313,29 @@ def test_what_actors_left_when_the_whole_node_was_killed_ends_at_its_next_start(
     # they start, carries the node's run dir in its environment: the next start finds it.
     node = node_factory(QUIRKS)
     config = str(node.config_path)
+    children = sorted(
+        int(actrhost_command("call", config, "q", "test.Quirks.Spawn", "--data", how).stdout)
+        for how in ("session", "fork")  # (a forked one: setproctitle hid its environment)
+    )
+    node.kill_every_process()
+    assert all(pid_alive(child) for child in children)
+    node.start()
+    wait_until(lambda: not any(map(pid_alive, children)), 5.0, "the crashed node's processes")
+    assert f"ended 2 process(es) a crashed node left running: {children}" in node.log()
+
+
+def test_what_actors_left_in_a_session_of_their_own_ends_with_a_node_of_spawned_workers(
+    node_factory,
+):
+    # Only a node of forked workers adopted them (as a subreaper): with spawn, such a
+    # process outlived the node's clean stop (QA).
+    node = node_factory(QUIRKS, 'start_method = "spawn"\n')
+    config = str(node.config_path)
     child = int(
         actrhost_command("call", config, "q", "test.Quirks.Spawn", "--data", "session").stdout
     )
-    node.kill_every_process()
-    assert pid_alive(child)
-    node.start()
-    wait_until(lambda: not pid_alive(child), 5.0, "the crashed node's process to end")
-    assert f"ended 1 process(es) a crashed node left running: [{child}]" in node.log()
+    assert node.stop() == 0
+    wait_until(lambda: not pid_alive(child), 5.0, "the actor's process to end")
 
 
 SHELL_SERVING_HELLO = """
