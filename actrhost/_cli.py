@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +106,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail(f"{exc} (the default run dir; set [node] run_dir)", EXIT_FAILURE)
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """What a handler module writes while imported goes to stderr: stdout is the report
+    (a script reads "ok:" from its first line). File descriptor 1 too, for a C extension
+    or a process started at import (QA)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """Check a config as ``actrhost run`` does, start nothing, and say what would run."""
     from ._actor import route_table
@@ -123,9 +140,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     rows = [("ACTOR", "TYPE", "INSTANCES", "ROUTES")]
     settings = []  # what each actor will get as self.settings, defaults filled in
     for actor in config.actors:
-        # What a handler module prints while imported goes to stderr: stdout is the report
-        # (a script reads "ok:" from its first line).
-        with contextlib.redirect_stdout(sys.stderr):
+        with _stdout_to_stderr():
             cls = resolve_handler(config, actor)
         routes = sorted(route_table(cls))
         rows.append((actor.name, str(actor.type), str(actor.instances), ", ".join(routes) or "-"))

@@ -426,7 +426,8 @@ class Loader:
         except OSError as exc:
             self.fail(key, f"cannot look at {str(path)!r}: {exc.strerror or exc}")
         if not is_dir:
-            self.fail(key, f"must be the path of an existing folder (no folder at {path})")
+            there = f"{path} is no folder" if path.exists() else f"nothing at {path}"
+            self.fail(key, f"must be the path of an existing folder ({there})")
         return path
 
     def _is_file(self, key: str, path: Path) -> bool:

@@ -123,14 +123,15 @@ def test_check_lists_what_would_run_and_starts_nothing(tmp_path):
 def test_check_keeps_what_a_handler_module_prints_out_of_its_report(tmp_path):
     # A script reads the report from stdout: an import-time print came before "ok:" (QA).
     (tmp_path / "chatty.py").write_text(
-        "import actrhost\nprint('importing chatty')\nclass Chatty(actrhost.Actor):\n    pass\n"
+        "import os, actrhost\nprint('importing chatty')\nos.write(1, b'and at fd 1\\n')\n"
+        "class Chatty(actrhost.Actor):\n    pass\n"
     )
     config = tmp_path / "node.toml"
     config.write_text(
         '[node]\nname = "chatty"\n[[actor]]\nname = "c"\ntype = "t+C"\nhandler = "chatty:Chatty"\n'
     )
     result = actrhost("check", str(config))
-    assert (result.returncode, result.stderr) == (0, "importing chatty\n")
+    assert (result.returncode, result.stderr) == (0, "importing chatty\nand at fd 1\n")
     assert result.stdout.startswith(f"{config}: ok: node chatty, 1 actor(s)")
 
 

@@ -667,10 +667,13 @@ def test_python_path_entries_must_be_existing_folders(tmp_path: Path) -> None:
     path = write(tmp_path, NODE + 'python_path = ["lib", "libs"]\n' + ACTOR)
     assert error_of(path) == (
         f"{path}: node.python_path[1]: must be the path of an existing folder "
-        f"(no folder at {tmp_path / 'libs'})"
+        f"(nothing at {tmp_path / 'libs'})"
     )
     path = write(tmp_path, NODE + 'python_path = ["file.py"]\n' + ACTOR)
-    assert error_of(path).startswith(f"{path}: node.python_path[0]: must be the path of an ")
+    assert error_of(path) == (
+        f"{path}: node.python_path[0]: must be the path of an existing folder "
+        f"({tmp_path / 'file.py'} is no folder)"
+    )
 
 
 def test_error_names_the_path_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
