@@ -104,19 +104,21 @@ def processes_with_environment(entry: str) -> set[int]:
     """The live processes (but this one) whose environment, as they started, holds
     ``entry`` (``NAME=value``): children inherit it. Only those whose environment we may
     read (our user's, or all as root)."""
-    wanted = entry.encode()
-    found: set[int] = set()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                environment = f.read()
-        except OSError:
-            continue  # another user's, or it ended meanwhile (a zombie's is empty)
-        if wanted in environment.split(b"\0"):
-            found.add(int(name))
-    return found
+    return {
+        int(name)
+        for name in os.listdir("/proc")
+        if name.isdigit() and int(name) != os.getpid() and environment_holds(int(name), entry)
+    }
+
+
+def environment_holds(pid: int, entry: str) -> bool:
+    """Whether process ``pid``'s environment, as it started, holds ``entry``; False when
+    it is gone, or is another user's (a zombie's is empty)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return entry.encode() in f.read().split(b"\0")
+    except OSError:
+        return False
 
 
 def end_processes(find: Callable[[], set[int]], grace_s: float) -> list[int]:

@@ -22,9 +22,10 @@ from . import _control as control
 from ._config import Config
 from ._directory import ActorState
 from ._directory_feed import DirectoryFeed
+from ._linux import environment_holds
 from ._rpc_receiving import worth_logging
 from ._slot import RestartRefused, Slot
-from ._worker_start import end_what_an_actor_left
+from ._worker_start import end_what_an_actor_left, node_environment_entry
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -145,11 +146,15 @@ class ControlHandlers:
         """Kill a second process of ``slot``'s instance: forked by a forkserver that died
         before it answered with its pid, so that another was started instead (QA). Not
         told to stop: its sockets' files are the instance's now, which a close removes."""
+        if pid <= 0 or not environment_holds(pid, node_environment_entry(self.run_dir)):
+            # Gone already (a hello read after its process died), or its pid is another
+            # process's by now: not ours to kill.
+            log.debug("%s: a second process (pid %d) said hello; gone since", slot.label, pid)
+            return
         log.warning("%s: a second process (pid %d) said hello: killed", slot.label, pid)
-        if pid > 0:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            self._spawn_task(end_what_an_actor_left(pid, f"{slot.label} (pid {pid})"))
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        self._spawn_task(end_what_an_actor_left(pid, f"{slot.label} (pid {pid})"))
 
     def _shell_endpoint_problem(self, endpoint: str) -> str | None:
         """Why a Shell may not attach with ``endpoint``, or None: it must be a Shell's

@@ -428,14 +428,19 @@ async def end_what_an_actor_left(worker_pid: int, label: str, grace_s: float = 1
         log.warning("%s: ended %d process(es) its actor left running: %s", label, len(ended), ended)
 
 
+def node_environment_entry(run_dir: Path) -> str:
+    """The entry of :func:`child_environment` that every process of the node in
+    ``run_dir`` has, and what they start inherits: ``NAME=value``."""
+    return f"{CONFIG_SNAPSHOT_ENV}={run_dir / CONFIG_SNAPSHOT}"
+
+
 async def end_what_a_crashed_node_left(run_dir: Path, grace_s: float = 1.0) -> None:
     """At a start that found the files of a node that died (every process of it SIGKILLed
     at once, or its supervisor during its stop): end what its actors started and left
     running, which nothing else would, SIGTERM first, SIGKILL ``grace_s`` later. They
     are known by the entry of ``child_environment`` that names this run dir, which every
     process of a node has and its children inherit (unless an actor cleared it)."""
-    entry = f"{CONFIG_SNAPSHOT_ENV}={run_dir / CONFIG_SNAPSHOT}"
-    find = partial(processes_with_environment, entry)
+    find = partial(processes_with_environment, node_environment_entry(run_dir))
     ended = await asyncio.to_thread(end_processes, find, grace_s)
     if ended:
         log.warning("ended %d process(es) a crashed node left running: %s", len(ended), ended)

@@ -1096,21 +1096,28 @@ def test_a_second_process_of_an_instance_is_killed_and_the_first_serves_on(node_
 
     node = node_factory(ECHO.format(extra=""))
     (info,) = node.actors()
-    stray = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    # A process of the node (its environment says so), and one that is not: a pid reused
+    # since its hello was sent is not killed.
+    of_the_node = {**os.environ, "ACTRHOST_CONFIG_SNAPSHOT": f"{node.run_dir}/config.toml"}
+    stray = subprocess.Popen(["sleep", "30"], start_new_session=True, env=of_the_node)
+    other = subprocess.Popen(["sleep", "30"], start_new_session=True)
     ctx = zmq.Context()
     try:
-        second = ctx.socket(zmq.DEALER)
-        second.setsockopt(zmq.LINGER, 1000)
-        routing_id = control.worker_routing_id(info.actr_id.serial_number, stray.pid)
-        second.setsockopt(zmq.ROUTING_ID, routing_id)
-        second.connect(f"ipc://{node.run_dir / 'control.sock'}")
-        hello = {"op": "hello", "serial": info.actr_id.serial_number, "pid": stray.pid}
-        second.send(json.dumps(hello).encode())
+        for process in (other, stray):
+            second = ctx.socket(zmq.DEALER)
+            second.setsockopt(zmq.LINGER, 1000)
+            routing_id = control.worker_routing_id(info.actr_id.serial_number, process.pid)
+            second.setsockopt(zmq.ROUTING_ID, routing_id)
+            second.connect(f"ipc://{node.run_dir / 'control.sock'}")
+            hello = {"op": "hello", "serial": info.actr_id.serial_number, "pid": process.pid}
+            second.send(json.dumps(hello).encode())
         assert stray.wait(10) == -signal.SIGKILL
+        assert other.poll() is None
     finally:
         ctx.destroy(linger=1000)
-        stray.kill()
-        stray.wait()
+        for process in (stray, other):
+            process.kill()
+            process.wait()
     assert f"echo#0: a second process (pid {stray.pid}) said hello: killed" in node.log()
     (after,) = node.actors()
     assert (after.state, after.pid) == ("running", info.pid)
