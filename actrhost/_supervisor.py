@@ -124,6 +124,14 @@ class Supervisor(ControlHandlers):
                     f"a node started from this config runs in {other} ([node] name edited "
                     "since it started?)"
                 )
+        # Before the run dir is made: a stop asked for at once (Ctrl-C, a test ending)
+        # killed the supervisor outright, and left the run dir (QA).
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_shutdown)
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # (as under nohup)
+            # A closed terminal: an orderly stop, as Ctrl-C (it killed the supervisor
+            # outright, and its workers took the orphan's way out: QA).
+            loop.add_signal_handler(signal.SIGHUP, self.request_shutdown)
         # Locked for as long as this process lives: a second node of this config refused.
         self._run_dir_lock, left_by_a_crash = rundir.prepare(self.run_dir)
         if left_by_a_crash:
@@ -143,12 +151,6 @@ class Supervisor(ControlHandlers):
         # than hearing of no metrics endpoint (a test saw it once).
         self._control.pause_reading()
         self._feed = DirectoryFeed(self.snapshot, self._directory_recipients, self._send_frame)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.request_shutdown)
-        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # (as under nohup)
-            # A closed terminal: an orderly stop, as Ctrl-C (it killed the supervisor
-            # outright, and its workers took the orphan's way out: QA).
-            loop.add_signal_handler(signal.SIGHUP, self.request_shutdown)
         async with contextlib.AsyncExitStack() as stack:
             try:
                 listen = self.config.node.metrics_listen

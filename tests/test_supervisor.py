@@ -1087,6 +1087,22 @@ def test_control_messages_of_wrong_shape_or_forged_origin_change_nothing(node_fa
     assert logged <= 12, logged  # the first five, then every 100th
 
 
+def test_a_stop_asked_for_as_the_run_dir_is_made_still_removes_it(node_factory):
+    # The signal handlers came after the run dir: a SIGTERM then (a test interrupted while
+    # its node started) killed the supervisor outright, and the run dir stayed (QA: 10 of
+    # 10 runs).
+    node = node_factory(ECHO.format(extra=""), start=False)
+    node.spawn()
+    snapshot = node.run_dir / "config.toml"
+    deadline = time.monotonic() + 20
+    while not snapshot.exists():
+        assert time.monotonic() < deadline, "no config snapshot"
+        time.sleep(0.001)
+    node.process.send_signal(signal.SIGTERM)
+    assert node.process.wait(20) == 0, node.log()
+    assert not node.run_dir.exists()
+
+
 def test_a_second_process_of_an_instance_is_killed_and_the_first_serves_on(node_factory):
     # A forkserver killed after a fork but before it answered with the pid: the worker it
     # forked ran beside the one spawned instead, under the same control identity, which
