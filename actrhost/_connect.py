@@ -97,6 +97,10 @@ async def connect_when_running(
         while alive is None or alive():
             if shell is None:
                 pid = _supervisor_of(socket_path.parent)
+                if supervisor_pid is not None and pid != supervisor_pid:
+                    # Another node's (the caller's will refuse to start beside it): its
+                    # exit is not our node's (QA: "its supervisor exited", of the other).
+                    pid = None
                 if pid is not None and not process_gone(pid):
                     seen_alive = pid
                 elif seen_alive is not None and process_gone(seen_alive):

@@ -25,6 +25,9 @@ from ._linux import process_gone
 log = logging.getLogger(__name__)
 
 RUN_ROOT_ENV = "ACTRHOST_RUN_ROOT"
+#: A pid whose process's end stops the node as Ctrl-C would (set by actrhost.testing: a
+#: test process SIGKILLed left its node running, QA).
+STOP_WITH_ENV = "ACTRHOST_STOP_WITH_PID"
 PID_FILE = "supervisor.pid"
 #: The config file as the node started with it; its children read this, not the file,
 #: so an edit of the file while the node runs cannot change (or break) a restart.
@@ -59,11 +62,12 @@ def run_dir_problem(run_dir: Path) -> str | None:
     return None
 
 
-def run_dir_for(config: Config) -> Path:
-    """The run directory of the node described by ``config``."""
+def run_dir_for(config: Config, run_root: str | None = None) -> Path:
+    """The run directory of the node described by ``config`` (``run_root``: that of a
+    node started with ``ACTRHOST_RUN_ROOT`` set so, not as here)."""
     if config.node.run_dir is not None:
         return config.node.run_dir
-    return _run_root() / f"{config.node.name[:24]}-{_path_digest(config.path)}"
+    return _run_root(run_root) / f"{config.node.name[:24]}-{_path_digest(config.path)}"
 
 
 def live_run_dir_of_file(config_path: str | os.PathLike[str]) -> Path | None:
@@ -80,8 +84,8 @@ def live_run_dir_of_file(config_path: str | os.PathLike[str]) -> Path | None:
     return None
 
 
-def _run_root() -> Path:
-    root = Path(os.environ.get(RUN_ROOT_ENV) or tempfile.gettempdir())
+def _run_root(run_root: str | None = None) -> Path:
+    root = Path(run_root or os.environ.get(RUN_ROOT_ENV) or tempfile.gettempdir())
     return root / f"actrhost-{os.getuid()}"
 
 

@@ -27,6 +27,7 @@ from ._directory_feed import DirectoryFeed
 from ._errors import ConfigError
 from ._gateway_process import GatewayProcess
 from ._ids import ActrId, Realm
+from ._linux import process_gone
 from ._metrics import MetricsServer
 from ._node_status import collect_status
 from ._ring_readers import shell_gone
@@ -56,6 +57,8 @@ log = logging.getLogger(__name__)
 #: How often the sockets of Shells that are gone, and rings whose writer is gone, are
 #: looked for (``_sweep_after_gone_writers``).
 SHELL_RING_SWEEP_S = 2.0
+#: How often the process of ``STOP_WITH_ENV`` is looked at.
+STOP_WITH_POLL_S = 0.5
 #: How long a ring whose writer is gone is kept for a reader that runs and has not mapped
 #: it: its descriptors may wait in that reader's socket behind a backlog.
 WRITER_GONE_GRACE_S = 10.0
@@ -180,6 +183,7 @@ class Supervisor(ControlHandlers):
                     await self._start_gateway(signaling_url)
                 await forkserver_ready
                 self._spawn_task(self._sweep_after_gone_writers())
+                self._spawn_task(self._stop_with(os.environ.get(rundir.STOP_WITH_ENV, "")))
                 await self._spawn_all()
                 await self._shutdown.wait()
                 await self._stop_all()
@@ -323,6 +327,17 @@ class Supervisor(ControlHandlers):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(f"/dev/shm/{name}")
                     self.segments_reclaimed += 1
+
+    async def _stop_with(self, pid_text: str) -> None:
+        """Stop the node as Ctrl-C would once process ``pid_text`` (``STOP_WITH_ENV``,
+        when set) is gone: a test that started the node died without stopping it."""
+        if not pid_text.isdigit():
+            return
+        pid = int(pid_text)
+        while not process_gone(pid):
+            await asyncio.sleep(STOP_WITH_POLL_S)
+        log.warning("node %r: process %d, which it stops with, is gone", self.config.node.name, pid)
+        self.request_shutdown(escalate=False)
 
     async def _spawn_all(self) -> None:
         """Start every instance, a few at a time, until a shutdown is asked for: a node of

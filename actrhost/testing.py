@@ -39,6 +39,7 @@ from pathlib import Path
 from ._config import load_config
 from ._connect import connect_when_running
 from ._errors import Unavailable
+from ._rundir import RUN_ROOT_ENV, STOP_WITH_ENV, control_endpoint, run_dir_for
 from ._shell import Shell
 
 __all__ = ["NodeFailed", "RunningNode", "running_node"]
@@ -90,6 +91,10 @@ async def running_node(
     load_config(config_path)  # a bad config fails here, before anything starts
     log_dir = Path(tempfile.mkdtemp(prefix="actrhost-test-"))
     log_path = log_dir / "node.log"
+    node_env = {**os.environ, **(env or {})}
+    # The node stops if this process dies without stopping it (SIGKILLed, an xdist worker
+    # that crashed): in a session of its own, it ran on for good (QA).
+    node_env[STOP_WITH_ENV] = str(os.getpid())
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "actrhost", "run", str(config_path)],
@@ -97,30 +102,36 @@ async def running_node(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a stray Ctrl-C in the test's terminal is not the node's
-            env={**os.environ, **(env or {})},
+            env=node_env,
         )
+    # Found where the node puts it: `env` may name another run root (it was looked for
+    # under this process's, and the block timed out, QA).
+    where = control_endpoint(run_dir_for(load_config(config_path), node_env.get(RUN_ROOT_ENV)))
     body_failed = True
     try:
-        shell = await _attach_when_running(process, config_path, log_path, start_timeout)
+        shell = await _attach_when_running(process, where, log_path, start_timeout)
         try:
             yield RunningNode(config_path, process, shell, log_path)
             body_failed = False
         finally:
             await shell.aclose()
     finally:
-        code = await _stop(process)
-        tail = _tail(log_path) if not body_failed and code != 0 else ""
-        shutil.rmtree(log_dir, ignore_errors=True)
+        tail = ""
+        try:
+            code = await _stop(process)
+            tail = _tail(log_path) if not body_failed and code != 0 else ""
+        finally:  # also after a second Ctrl-C during the stop (the log stayed, QA)
+            shutil.rmtree(log_dir, ignore_errors=True)
         if tail:
             raise NodeFailed(f"the node stopped with status {code}{tail}")
 
 
 async def _attach_when_running(
-    process: subprocess.Popen[bytes], config_path: Path, log_path: Path, timeout_s: float
+    process: subprocess.Popen[bytes], where: str, log_path: Path, timeout_s: float
 ) -> Shell:
     try:
         return await connect_when_running(
-            config_path,
+            where,
             timeout_s,
             alive=lambda: process.poll() is None,
             supervisor_pid=process.pid,

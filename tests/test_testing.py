@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,7 +17,7 @@ from actrhost._config import load_config
 from actrhost._rundir import run_dir_for
 from actrhost.testing import NodeFailed, running_node
 
-from .utils import TESTS_DIR, pid_alive
+from .utils import REPO, TESTS_DIR, pid_alive, wait_until
 
 
 def write_config(folder: Path, actors: str) -> Path:
@@ -129,3 +133,54 @@ def test_two_nodes_with_an_in_process_signaling_server(tmp_path: Path) -> None:
                 )
 
     assert asyncio.run(asyncio.wait_for(go(), 90)) == b"across"
+
+
+def test_a_node_under_another_run_root_is_found(tmp_path: Path) -> None:
+    # `env` named the node's run root, and the block looked under this process's: it
+    # timed out "no node answering" though the node ran (QA).
+    config = write_config(tmp_path, ECHO)
+    root = Path(tempfile.mkdtemp(prefix="rr", dir="/tmp"))  # (tmp_path is too long a root)
+
+    async def go() -> None:
+        env = {"ACTRHOST_RUN_ROOT": str(root)}
+        async with running_node(config, env=env, start_timeout=20) as node:
+            assert await node.shell.call("echo", "test.Echo.Say", b"hi", timeout=5) == b"hi"
+            assert any(root.glob("actrhost-*/*/control.sock"))
+
+    try:
+        asyncio.run(asyncio.wait_for(go(), 60))
+    finally:
+        shutil.rmtree(root)
+
+
+def test_the_node_of_a_test_process_that_dies_stops(tmp_path: Path) -> None:
+    # Started in a session of its own, it ran on for good when the test process was
+    # SIGKILLed (pytest-timeout's thread method, a crashed xdist worker: QA).
+    config = write_config(tmp_path, ECHO)
+    log_dir = ""
+    script = (
+        "import asyncio, sys\n"
+        "from actrhost.testing import running_node\n"
+        "async def go():\n"
+        "    async with running_node(sys.argv[1]) as node:\n"
+        "        print(node.process.pid, node.log_path.parent, flush=True)\n"
+        "        await asyncio.sleep(60)\n"
+        "asyncio.run(go())\n"
+    )
+    test = subprocess.Popen(
+        [sys.executable, "-c", script, str(config)], stdout=subprocess.PIPE, cwd=REPO
+    )
+    try:
+        assert test.stdout is not None
+        pid, log_dir = test.stdout.readline().split()
+        supervisor = int(pid)
+        test.kill()
+        test.wait(5)
+        wait_until(lambda: not pid_alive(supervisor), 15.0, "the node to stop")
+        wait_until(lambda: not run_dir_for(load_config(config)).exists(), 5.0, "its run dir")
+    finally:
+        test.kill()
+        test.wait(5)
+        if test.stdout is not None:
+            test.stdout.close()
+        shutil.rmtree(log_dir, ignore_errors=True)  # the dead process's to remove
