@@ -23,8 +23,9 @@ RUNNER_YIELD_EVERY = 32
 #: sockets now (``poll``): a signal-lane message still unread there is then taken next.
 #: Yielding alone does not do it: the loop runs every runner that yielded before it reads
 #: again (64 runners of 32 handlers each that never await: behind 3,000 calls of 1 ms, a
-#: signal call waited 3.9 s, QA).
-POLL_AFTER_S = 0.002
+#: signal call waited 3.9 s, QA). Not much less: polled every 2 ms, a flood of tells
+#: was handled ≈ 8 % slower (bench_local (d)); every 10 ms, within the noise.
+POLL_AFTER_S = 0.01
 
 
 class Mailbox:
