@@ -294,7 +294,8 @@ class MediaSender:
             for start in range(0, whole, AUDIO_FRAME_SAMPLES)
         ]
         if whole < len(stereo):
-            slot.carry, slot.carry_meta = stereo[whole:], meta
+            # A copy: the sample may be a view of a ring record, released once sent.
+            slot.carry, slot.carry_meta = stereo[whole:].copy(), meta
             loop = asyncio.get_running_loop()
             slot.carry_timer = loop.call_later(AUDIO_TAIL_S, self._send_tail, slot)
         return frames
