@@ -11,15 +11,19 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 pytest.importorskip("aiortc")
 
+from actrhost._envelope import MEDIA, StreamFrame
+from actrhost._ids import ActrId
 from actrhost._payload_type import PayloadType
-from actrhost.gateway._media import ROUTE_IDLE_S
+from actrhost.gateway._media import AUDIO_FRAME_SAMPLES, ROUTE_IDLE_S, MediaCounters, MediaSender
 from actrhost.gateway._testing import HarnessNode, LoopRunner
+from actrhost.shm import encode_array_meta
 from actrhost.signaling._testing import ServerProcess
 
 #: 100 MiB end to end, as the issue asks (≈ 1 s here with 16 KiB packets, 10 to 20 s with
@@ -478,3 +482,30 @@ def test_a_media_route_beyond_the_free_tracks_is_dropped_and_counted(tmp_path: P
             runner.run(a.stop())
             runner.run(b.stop())
             runner.close()
+
+
+def test_an_audio_frame_never_mixes_mono_and_stereo() -> None:
+    # The gateway carries what is short of 20 ms to the next sample; a frame of mono and
+    # stereo went with one control message, and arrived in the other's shape (QA). A
+    # change of layout sends the carry first, padded.
+    async def go() -> list[tuple[int, int]]:
+        sender = MediaSender(MediaCounters(), send_meta=lambda meta: None)
+        track = sender.tracks("audio")[0]
+        sender.learn_mids([SimpleNamespace(mid="0", sender=SimpleNamespace(track=track))])
+        for stereo in (False, True, False):
+            tone = _tone(440.0, 0, samples=500)
+            if stereo:
+                tone = np.stack([tone, tone], axis=1)
+            frame = StreamFrame(MEDIA, "mic", target=ActrId.parse("1@1:t+Sink"))
+            meta = encode_array_meta(tone.dtype, tone.shape)
+            sender.send(frame, tone.tobytes(), meta, "audio")
+        await asyncio.sleep(0.1)  # the last carry goes padded
+        queued = []
+        while track._frames:
+            av_frame, meta = track._frames.popleft()
+            queued.append((av_frame.samples, meta["channels"]))
+        sender.stop()
+        return queued
+
+    frame = AUDIO_FRAME_SAMPLES
+    assert asyncio.run(go()) == [(frame, 1), (frame, 2), (frame, 1)]

@@ -69,6 +69,32 @@ def test_signal_lane_overtakes_a_backlog_of_handlers_that_never_await(node_facto
     run(go())
 
 
+def test_a_stop_reaches_a_worker_behind_a_backlog_of_handlers_that_never_await(node_factory):
+    # Only the actor's sockets were polled: the supervisor's stop waited behind the whole
+    # backlog, and the calls queued behind it, which a stop refuses at once, ran (QA).
+    node = node_factory(RECORDER)
+
+    async def go() -> float:
+        async with actrhost.connect(node.config_path) as shell:
+            for _ in range(1000):  # 3 s of handlers that never await
+                await shell.tell("rec", "test.Recorder.Busy", b"3")
+            calls = [
+                asyncio.ensure_future(shell.call("rec", "test.Recorder.Note", b"q", timeout=20))
+                for _ in range(5)
+            ]
+            await asyncio.sleep(0.3)
+            restart = asyncio.ensure_future(shell.restart_actors("rec"))
+            asked = time.monotonic()
+            for call in calls:
+                with pytest.raises(actrhost.Unavailable, match="stopping"):
+                    await call
+            refused_after = time.monotonic() - asked
+            await restart
+            return refused_after
+
+    assert run(go(), 60) < 1.5
+
+
 def test_one_senders_burst_starts_in_order_with_many_handler_slots(node_factory):
     # The default max_concurrency (64): handlers that finish at once must still start in
     # the order sent, and a call after tells must find every tell handled.

@@ -282,12 +282,16 @@ class MediaSender:
         """Whole frames of what the slot carried and ``stereo``; the rest is carried
         until the next sample, or sent padded after AUDIO_TAIL_S. (Frames of another
         length the encoder regrouped itself, and held the last part of a burst.)"""
-        if slot.carry is not None:
-            stereo = np.concatenate([slot.carry, stereo])
-            slot.carry = None
         if slot.carry_timer is not None:
             slot.carry_timer.cancel()
             slot.carry_timer = None
+        if slot.carry is not None and slot.carry_meta.get("channels") != meta["channels"]:
+            # A frame is of one layout: the receiver shapes it by one control message
+            # (mono then stereo in one frame arrived in the wrong shape, QA).
+            self._send_tail(slot)
+        if slot.carry is not None:
+            stereo = np.concatenate([slot.carry, stereo])
+            slot.carry = None
         whole = len(stereo) - len(stereo) % AUDIO_FRAME_SAMPLES
         frames = [
             _audio_frame(stereo[start : start + AUDIO_FRAME_SAMPLES], slot)

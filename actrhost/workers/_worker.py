@@ -149,7 +149,7 @@ class Worker(Inbound, Outbound):
             max_concurrency=self.actor_config.max_concurrency,
             on_full=lambda: self._set_pressure("mailbox", True),
             on_space=lambda: self._set_pressure("mailbox", False),
-            poll=self.rpc.read_now,
+            poll=self._read_sockets_now,
         )
         self.streams_out = StreamSender(
             self.rpc,
@@ -275,13 +275,8 @@ class Worker(Inbound, Outbound):
             return False
 
     async def _teardown(self) -> None:
-        self._accepting = False
-        self._set_state(ActorState.STOPPING)
-        # Queued requests are refused at once (callers by type find another instance, or
-        # retry); queued tells and stream chunks are handled within the grace: a graceful
-        # stop handles what it accepted (a rolling restart dropped them uncounted, QA).
-        for env, routing_id, *_rest in self.mailbox.drop_queued(_is_request):
-            self._reply_error(env, routing_id, Unavailable(f"actor {self.self_id} is stopping"))
+        if self._accepting:  # (else request_stop began it)
+            self._begin_stop()
         grace = self.config.node.shutdown_grace_s
         if self._orphaned:
             # Stopping because the supervisor died (it took the whole grace until
@@ -359,10 +354,31 @@ class Worker(Inbound, Outbound):
                 chunks,
             )
 
+    def _read_sockets_now(self) -> None:
+        """The mailbox's poll, while handlers that never await hold the loop: the
+        messages waiting for this actor, and the supervisor's (a stop waited behind
+        thousands of such handlers, and the queued calls it should refuse ran, QA)."""
+        self.rpc.read_now()
+        self._control.read_now()
+
     def request_stop(self, *, orphaned: bool = False) -> None:
         """Begin a graceful stop (from the supervisor, SIGTERM, or the parent's death)."""
         self._orphaned = self._orphaned or orphaned
         self._stop.set()
+        if self._accepting:
+            # At once, not when the loop gets to _teardown: behind a backlog of handlers
+            # that never await, that was after the whole backlog (QA).
+            self._begin_stop()
+
+    def _begin_stop(self) -> None:
+        """Accept nothing more, say so, and refuse the queued requests (callers by type
+        find another instance, or retry); queued tells and stream chunks are handled
+        within the grace: a graceful stop handles what it accepted (a rolling restart
+        dropped them uncounted, QA)."""
+        self._accepting = False
+        self._set_state(ActorState.STOPPING)
+        for env, routing_id, *_rest in self.mailbox.drop_queued(_is_request):
+            self._reply_error(env, routing_id, Unavailable(f"actor {self.self_id} is stopping"))
 
     def _parent_gone(self) -> bool:
         return supervisor_gone(self.spec.supervisor_pid)
