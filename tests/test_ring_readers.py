@@ -241,9 +241,9 @@ def test_a_worker_lets_go_of_the_rings_of_a_shell_that_is_gone(node_factory, how
         assert done.returncode == (-signal.SIGKILL if how == "kill" else 0), done.stderr
     # Every chunk went through a ring of the Shell. The worker removed its name when the
     # first descriptor arrived (or, for one still on its way when the Shell was killed,
-    # the supervisor does, a few seconds later), and lets go of the mapping within two
-    # sweeps of the Shell's end.
-    wait_until(lambda: node.segments() == [], 10, "the Shells' ring names to be removed")
+    # the supervisor does, once the sink had 10 s to read it: WRITER_GONE_GRACE_S), and
+    # lets go of the mapping within two sweeps of the Shell's end.
+    wait_until(lambda: node.segments() == [], 20, "the Shells' ring names to be removed")
     wait_until(lambda: not ring_mappings(sink), 10, "the sink to unmap the Shells' rings")
 
     async def still_serves() -> None:
